@@ -1,0 +1,61 @@
+/* recalld — shared definitions: error codes, clocks, a small PRNG, error text. */
+#ifndef RECALLD_COMMON_H
+#define RECALLD_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Error codes: 0 ok, negative on failure (libuv style). */
+enum {
+    RC_OK = 0,
+    RC_EINVAL = -1,   /* bad argument or malformed input */
+    RC_ENOMEM = -2,   /* allocation failed or a configured bound was reached */
+    RC_EIO = -3,      /* system call or file failure */
+    RC_EPROTO = -4,   /* protocol violation (socket, wire format) */
+    RC_E2BIG = -5,    /* input over a size limit */
+    RC_EKAFKA = -6,   /* librdkafka failure */
+    RC_EFAISS = -7,   /* FAISS failure */
+    RC_ENOENT = -8,   /* unknown id / missing file */
+    RC_EAGAIN = -9,   /* try again later (queue full, not ready) */
+    RC_ECORRUPT = -10 /* checksum, magic or version mismatch in a file */
+};
+
+/* Static text for an RC_E* code. Thread-safe. */
+const char *rc_strerror(int rc);
+
+/* Formats "what: why" into errbuf (NULL or errlen 0: no-op). Returns rc unchanged
+ * so callers can write `return rc_err(errbuf, errlen, RC_EINVAL, "...")`. */
+int rc_err(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Monotonic clock in nanoseconds. */
+uint64_t rc_now_ns(void);
+/* Wall clock, milliseconds since the epoch. */
+int64_t rc_wall_ms(void);
+
+/* xoshiro256** PRNG: small, fast, good enough for sampling. Not thread-safe:
+ * one state per thread. */
+typedef struct rc_rng {
+    uint64_t s[4];
+} rc_rng;
+void rc_rng_seed(rc_rng *r, uint64_t seed);
+uint64_t rc_rng_next(rc_rng *r);
+/* Uniform in [0, n); n > 0. */
+static inline uint32_t rc_rng_below(rc_rng *r, uint32_t n)
+{
+    return (uint32_t)(((rc_rng_next(r) >> 32) * (uint64_t)n) >> 32);
+}
+/* Uniform float in [0, 1). */
+static inline float rc_rng_float(rc_rng *r)
+{
+    return (float)(rc_rng_next(r) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* 64-bit hash of a byte string (FNV-1a folded with a murmur finaliser). */
+uint64_t rc_hash(const void *p, size_t n);
+
+#define RC_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define RC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define RC_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif

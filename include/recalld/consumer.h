@@ -1,0 +1,96 @@
+/* consumer — Kafka click stream in, on a libuv loop (librdkafka consumer group).
+ *
+ * The loop thread never blocks on Kafka: librdkafka's consumer queue signals a
+ * pipe (rd_kafka_queue_io_event_enable) that a uv_poll watches; on readiness the
+ * consumer drains at most `batch` messages with zero timeout and hands them to
+ * on_batch. When on_batch returns RC_EAGAIN (the trainer's queue is full) the
+ * consumer stops draining until rc_consumer_resume is called — backpressure
+ * without loss (messages stay in librdkafka's queue; fetching pauses at its
+ * queued.max.messages.kbytes).
+ *
+ * The embedded mode starts librdkafka's mock cluster (rdkafka_mock.h) inside the
+ * process, creates the topic (and the dead-letter topic) there, and consumes
+ * from it; rc_consumer_bootstrap gives its address for outside producers.
+ *
+ * Offsets: auto-commit of offsets is off; the owner decides what is committed
+ * with rc_consumer_commit (e.g. only what a durable checkpoint contains).
+ * Positions consumed so far are available per partition.
+ *
+ * Dead letters: rc_consumer_dead_letter produces the raw payload to
+ * `<topic>.dlq` (headers: reason, error, source partition/offset) or appends a
+ * JSON line to a file, as configured.
+ *
+ * Thread model: every call on the loop thread, except rc_consumer_stats_get. */
+#ifndef RECALLD_CONSUMER_H
+#define RECALLD_CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct rc_consumer rc_consumer;
+
+typedef struct rc_kmsg {
+    const char *payload; /* borrowed for the duration of on_batch */
+    size_t len;
+    const char *key;
+    size_t key_len;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* broker/producer timestamp, -1 if none */
+} rc_kmsg;
+
+/* Called on the loop thread with n >= 1 messages. Return 0 when all n were taken,
+ * or RC_EAGAIN to refuse the WHOLE batch (it will be offered again after
+ * rc_consumer_resume). */
+typedef int (*rc_consumer_batch_cb)(void *ud, const rc_kmsg *msgs, size_t n);
+
+/* Partitions assigned or revoked (rebalance); owners drop per-partition state. */
+typedef void (*rc_consumer_rebalance_cb)(void *ud, int assigned, const int32_t *parts, size_t n);
+
+typedef struct rc_consumer_opts {
+    const char *brokers;        /* bootstrap list; ignored when embedded */
+    const char *topic;          /* 0 = "clicks" */
+    const char *group;          /* 0 = "recalld" */
+    int embedded;               /* start the mock cluster in-process */
+    int embedded_partitions;    /* topic partitions in the mock, 0 = 8 */
+    uint32_t batch;             /* max messages per on_batch, 0 = 1024 */
+    const char *dlq_topic;      /* NULL = "<topic>.dlq" */
+    const char *dlq_file;       /* non-NULL: dead letters go to this file instead */
+    const char *const *extra;   /* NULL-terminated key, value pairs of librdkafka config */
+    rc_consumer_batch_cb on_batch;
+    rc_consumer_rebalance_cb on_rebalance; /* may be NULL */
+    void *ud;
+} rc_consumer_opts;
+
+typedef struct rc_consumer_stats {
+    uint64_t messages, bytes, batches, refused_batches;
+    uint64_t dead_letters, dead_letter_errors;
+    uint64_t errors;            /* consumer errors reported by librdkafka */
+    int assigned;               /* partitions assigned now */
+    int64_t lag;                /* sum over assigned partitions, -1 unknown */
+} rc_consumer_stats;
+
+int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer **out,
+                      char *errbuf, size_t errlen);
+
+/* Bootstrap servers ("127.0.0.1:PORT,..."): the mock's when embedded. */
+const char *rc_consumer_bootstrap(const rc_consumer *c);
+
+/* Resume draining after a refused batch. */
+void rc_consumer_resume(rc_consumer *c);
+
+/* Sends a refused event to the dead-letter sink. reason: short code; err: text. */
+int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason, const char *err);
+
+/* Commits next-offsets (offset of the last applied message + 1) per partition,
+ * asynchronously. parts/offsets have n entries. */
+int rc_consumer_commit(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n);
+
+/* Closes the consumer (leaves the group), flushes the DLQ producer, destroys the
+ * mock cluster. May block up to a few seconds: call at shutdown only. */
+void rc_consumer_destroy(rc_consumer *c);
+
+void rc_consumer_stats_get(rc_consumer *c, rc_consumer_stats *st);
+
+#endif

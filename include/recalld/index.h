@@ -1,0 +1,90 @@
+/* index — the live vector index: FAISS (C API), inner product on L2-normalised
+ * input vectors of the item table, keyed by table row.
+ *
+ * Partitioned by (city, category) — 58.com's housing team partitioned by city
+ * and business line — so a city or category filter selects whole partitions
+ * and is exact. A partition is a flat index until it holds ivf_min rows, then
+ * IVF-Flat (nlist ~ 4*sqrt(n), an array direct map so rows are updated in
+ * place with update_vectors). A partition is retrained (in the background, from
+ * a snapshot, then swapped in) when it has grown by retrain_growth since its
+ * training or its lists are unbalanced (imbalance factor > max_imbalance).
+ *
+ * Staleness: the writer calls rc_index_touch(row) for every row whose vector
+ * it changed (new rows included). rc_index_flush adds new rows and re-indexes
+ * a touched row only when its vector drifted more than `drift` (1 - cosine)
+ * from the indexed one (the index keeps an int8 copy of what it indexed to
+ * measure that), in batches, so indexing keeps up with training. Searches
+ * return candidates with the indexed scores; callers re-score them with the
+ * table's current vectors (recall.h does).
+ *
+ * Thread model: one writer thread (touch, flush, maintain); rc_index_search
+ * and rc_index_stats_get from any thread concurrently with the writer (each
+ * partition has a rwlock; the writer holds it only to apply a batch). FAISS's
+ * nprobe of a partition is set once, never while it may be searched. */
+#ifndef RECALLD_INDEX_H
+#define RECALLD_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "recalld/table.h"
+
+typedef struct rc_index rc_index;
+
+typedef struct rc_index_opts {
+    uint32_t ivf_min;       /* rows before a partition becomes IVF, 0 = 4096 */
+    uint32_t nprobe;        /* IVF lists probed per partition search, 0 = 16 */
+    float drift;            /* re-index when 1 - cos(current, indexed) > drift, 0 = 0.02 */
+    uint32_t batch;         /* max rows applied under one write lock, 0 = 256 */
+    float retrain_growth;   /* retrain when rows > (1+g) * rows at training, 0 = 1.0 */
+    float max_imbalance;    /* retrain when imbalance factor exceeds, 0 = 3.0 */
+    int no_background;      /* 1: retrain synchronously inside rc_index_maintain (tests) */
+} rc_index_opts;
+
+typedef struct rc_index_filter {
+    int64_t city;           /* city id, or -1 for any */
+    const uint32_t *cates;  /* category ids, NULL/0 for any */
+    uint32_t ncates;
+} rc_index_filter;
+
+typedef struct rc_index_stats {
+    uint64_t size;          /* rows indexed */
+    uint64_t partitions, ivf_partitions;
+    uint64_t pending;       /* rows touched and not yet checked/applied */
+    uint64_t added, reindexed, skipped_small_drift;
+    uint64_t retrains;
+    double staleness_ms;    /* age of the oldest pending touch, 0 when none */
+    uint64_t fresh_p50_us, fresh_p99_us; /* touch -> searchable, new rows, recent window */
+    size_t bytes;
+} rc_index_stats;
+
+/* table is borrowed and must outlive the index. */
+int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, char *errbuf,
+                    size_t errlen);
+/* Waits for a background retrain to finish, then frees. NULL-safe. */
+void rc_index_destroy(rc_index *ix);
+
+/* Writer thread. Row's vector changed (or row is new). O(1), no lock. */
+void rc_index_touch(rc_index *ix, uint32_t row);
+
+/* Writer thread. Applies up to max_rows pending rows (0 = all), batched per
+ * partition. Returns the number of rows added or re-indexed, or a negative
+ * RC_E* (RC_EFAISS; errbuf gets FAISS's text). */
+int rc_index_flush(rc_index *ix, uint32_t max_rows, char *errbuf, size_t errlen);
+
+/* Writer thread. Starts due retrains / swaps in finished ones. Cheap when idle. */
+int rc_index_maintain(rc_index *ix, char *errbuf, size_t errlen);
+
+/* Any thread. Top-k rows by indexed inner product with q (dim floats, need not
+ * be normalised), over the partitions the filter selects; rows[] and scores[]
+ * have room for k, best first. *n gets the count found (<= k). Returns 0 or
+ * RC_EFAISS. */
+int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
+                    uint32_t *rows, float *scores, uint32_t *n);
+
+/* Any thread: is row currently searchable (indexed)? */
+int rc_index_contains(const rc_index *ix, uint32_t row);
+
+void rc_index_stats_get(rc_index *ix, rc_index_stats *st);
+
+#endif

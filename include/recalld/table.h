@@ -1,0 +1,73 @@
+/* table — the item table: external item id -> dense row, with the row's input
+ * and output vectors (dim floats each), city, category and click count.
+ *
+ * Storage is chunked (rows never move), so a pointer to a row's vector stays
+ * valid for the table's life and readers need no lock to read vectors: the
+ * trainer updates vectors in place (Hogwild-style); a reader may see a vector
+ * mid-update, which recall tolerates (it re-scores, it does not persist).
+ *
+ * Thread model: one writer thread (the trainer) calls rc_table_add and writes
+ * vectors/counts; any thread may call the lookup/read functions for rows below
+ * rc_table_size(). */
+#ifndef RECALLD_TABLE_H
+#define RECALLD_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "recalld/common.h"
+
+typedef struct rc_table rc_table;
+
+typedef struct rc_table_opts {
+    uint32_t dim;       /* vector dimension, 0 = 64; multiple of 8, <= 1024 */
+    uint32_t max_items; /* hard bound, 0 = 16,777,216 */
+    uint64_t seed;      /* for the small random part of new vectors */
+} rc_table_opts;
+
+int rc_table_create(const rc_table_opts *opts, rc_table **out, char *errbuf, size_t errlen);
+void rc_table_destroy(rc_table *t); /* NULL-safe */
+
+uint32_t rc_table_dim(const rc_table *t);
+/* Rows 0..size-1 exist (acquire load). */
+uint32_t rc_table_size(const rc_table *t);
+
+/* Writer thread. Interns a city / category / other attribute string; ids are
+ * dense per kind, stable. Returns 0, RC_ENOMEM (bound), RC_E2BIG. */
+int rc_table_city_id(rc_table *t, const char *s, size_t len, uint32_t *id);
+int rc_table_cate_id(rc_table *t, const char *s, size_t len, uint32_t *id);
+/* Any thread: lookups without interning (RC_ENOENT when unknown). */
+int rc_table_find_city(const rc_table *t, const char *s, size_t len, uint32_t *id);
+int rc_table_find_cate(const rc_table *t, const char *s, size_t len, uint32_t *id);
+const char *rc_table_city_name(const rc_table *t, uint32_t city);
+const char *rc_table_cate_name(const rc_table *t, uint32_t cate);
+uint32_t rc_table_ncities(const rc_table *t);
+uint32_t rc_table_ncates(const rc_table *t);
+
+/* Writer thread. Finds item `id` or adds it with city/cate. A new row gets a
+ * cold-start input vector: the mean of the input vectors of ctx[0..nctx) (its
+ * session neighbours) when nctx > 0, else the mean of the most recent items of
+ * its (city, cate) group, else of its city, else a small random vector; plus
+ * small noise. Its output vector starts at zero. An existing item keeps its
+ * city/cate (the first seen wins). *created = 1 when added. Returns 0,
+ * RC_ENOMEM (max_items reached), RC_EINVAL. */
+int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint32_t cate,
+                    const uint32_t *ctx, uint32_t nctx, uint32_t *row, int *created);
+
+/* Any thread. Returns 0 and *row, or RC_ENOENT. */
+int rc_table_find(const rc_table *t, const char *id, size_t len, uint32_t *row);
+
+/* Any thread, row < size. */
+const char *rc_table_item_id(const rc_table *t, uint32_t row, size_t *len);
+float *rc_table_in(const rc_table *t, uint32_t row);  /* dim floats */
+float *rc_table_out(const rc_table *t, uint32_t row); /* dim floats */
+uint32_t rc_table_city(const rc_table *t, uint32_t row);
+uint32_t rc_table_cate(const rc_table *t, uint32_t row);
+uint32_t rc_table_count(const rc_table *t, uint32_t row);
+/* Writer thread. */
+void rc_table_count_add(rc_table *t, uint32_t row, uint32_t inc);
+
+/* Approximate heap bytes (vectors + ids + metadata). */
+size_t rc_table_bytes(const rc_table *t);
+
+#endif

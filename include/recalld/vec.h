@@ -1,0 +1,21 @@
+/* vec — float vector kernels for training and scoring (SIMD C; AVX2+FMA chosen
+ * at run time when the CPU has it, portable loop otherwise). Thread-safe. */
+#ifndef RECALLD_VEC_H
+#define RECALLD_VEC_H
+
+#include <stddef.h>
+
+float rc_vec_dot(const float *a, const float *b, size_t n);
+/* y += a * x */
+void rc_vec_axpy(float a, const float *x, float *y, size_t n);
+/* y = a * y */
+void rc_vec_scale(float a, float *y, size_t n);
+/* Scales x to unit L2 norm in place; returns the old norm (x untouched if 0). */
+float rc_vec_normalize(float *x, size_t n);
+/* Name of the kernel in use ("avx2-fma" or "scalar"). */
+const char *rc_vec_impl(void);
+
+/* Fast logistic for SGNS: 1 / (1 + exp(-x)), clipped to [-8, 8]. */
+float rc_sigmoid(float x);
+
+#endif

@@ -1,0 +1,95 @@
+#include "recalld/common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+const char *rc_strerror(int rc)
+{
+    switch (rc) {
+        case RC_OK: return "ok";
+        case RC_EINVAL: return "invalid argument";
+        case RC_ENOMEM: return "out of memory or over a configured bound";
+        case RC_EIO: return "i/o error";
+        case RC_EPROTO: return "protocol error";
+        case RC_E2BIG: return "input too large";
+        case RC_EKAFKA: return "kafka error";
+        case RC_EFAISS: return "faiss error";
+        case RC_ENOENT: return "not found";
+        case RC_EAGAIN: return "try again";
+        case RC_ECORRUPT: return "corrupt data";
+        default: return "unknown error";
+    }
+}
+
+int rc_err(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (errbuf && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+uint64_t rc_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t rc_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void rc_rng_seed(rc_rng *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&seed);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t rc_rng_next(rc_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+uint64_t rc_hash(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
