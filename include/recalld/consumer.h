@@ -53,7 +53,8 @@ typedef struct rc_consumer_opts {
     const char *topic;          /* 0 = "clicks" */
     const char *group;          /* 0 = "recalld" */
     int embedded;               /* start the mock cluster in-process */
-    int embedded_partitions;    /* topic partitions in the mock, 0 = 8 */
+    int embedded_partitions;    /* topic partitions in the mock, 0 = 8 (the mock keeps
+                                 * ~5 MiB per partition: more partitions, more room) */
     uint32_t batch;             /* max messages per on_batch, 0 = 1024 */
     const char *dlq_topic;      /* NULL = "<topic>.dlq" */
     const char *dlq_file;       /* non-NULL: dead letters go to this file instead */
@@ -69,6 +70,7 @@ typedef struct rc_consumer_stats {
     uint64_t errors;            /* consumer errors reported by librdkafka */
     int assigned;               /* partitions assigned now */
     int64_t lag;                /* sum over assigned partitions, -1 unknown */
+    uint64_t commits, commit_errors; /* rc_consumer_commit results reported by the broker */
 } rc_consumer_stats;
 
 int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer **out,
@@ -77,7 +79,9 @@ int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer
 /* Bootstrap servers ("127.0.0.1:PORT,..."): the mock's when embedded. */
 const char *rc_consumer_bootstrap(const rc_consumer *c);
 
-/* Resume draining after a refused batch. */
+/* Resume draining after a refused batch; the refused batch is offered first, on a
+ * later loop iteration. May be called from inside on_batch (before returning
+ * RC_EAGAIN). No-op when not paused. */
 void rc_consumer_resume(rc_consumer *c);
 
 /* Sends a refused event to the dead-letter sink. reason: short code; err: text. */
@@ -87,10 +91,42 @@ int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason
  * asynchronously. parts/offsets have n entries. */
 int rc_consumer_commit(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n);
 
-/* Closes the consumer (leaves the group), flushes the DLQ producer, destroys the
- * mock cluster. May block up to a few seconds: call at shutdown only. */
+/* Fills parts[i]/next_offsets[i] (i < cap) with the assigned partitions that had
+ * messages handed to on_batch, and for each the offset of the last message taken
+ * + 1 (the value rc_consumer_commit expects). Returns how many such partitions
+ * exist (may exceed cap). Loop thread. */
+size_t rc_consumer_positions(const rc_consumer *c, int32_t *parts, int64_t *next_offsets,
+                             size_t cap);
+
+/* Closes the loop handles (poll, idle, timer) asynchronously and calls cb(c, arg)
+ * (cb may be NULL) once they are closed; the consumer stops handing over
+ * messages at once. Kafka handles stay open until rc_consumer_destroy, which the
+ * owner calls afterwards (e.g. from cb). Calling it twice is a no-op. */
+typedef void (*rc_consumer_close_cb)(rc_consumer *c, void *arg);
+void rc_consumer_close(rc_consumer *c, rc_consumer_close_cb cb, void *arg);
+
+/* Closes the consumer (leaves the group; the revoke reaches on_rebalance),
+ * flushes the DLQ producer (at most 5 s), destroys the mock cluster. May block up
+ * to a few seconds: call at shutdown only. NULL-safe. If rc_consumer_close has
+ * not completed yet, it is started and the memory is freed by the last close
+ * callback: run the loop until it returns before uv_loop_close. */
 void rc_consumer_destroy(rc_consumer *c);
 
+/* Counters as of the consumer's last loop tick. Thread-safe. */
 void rc_consumer_stats_get(rc_consumer *c, rc_consumer_stats *st);
+
+/* The mock cluster alone (what embedded mode and recalld-broker run): `brokers`
+ * mock brokers (0 = 1), each topic in topics[0..ntopics) created with
+ * `partitions` partitions (0 = 8), replication factor 1.
+ * librdkafka 2.0.2's mock keeps only about segment.bytes (~5 MiB) per partition
+ * and silently drops older data: spread load over partitions and consume while
+ * producing. Starts librdkafka threads; the caller frees with
+ * rc_consumer_mock_destroy. */
+typedef struct rc_consumer_mock rc_consumer_mock;
+int rc_consumer_mock_start(int brokers, int partitions, const char *const *topics,
+                           size_t ntopics, rc_consumer_mock **out, char *errbuf, size_t errlen);
+/* "127.0.0.1:PORT,...": borrowed, valid until destroy. */
+const char *rc_consumer_mock_bootstrap(const rc_consumer_mock *m);
+void rc_consumer_mock_destroy(rc_consumer_mock *m);
 
 #endif

@@ -33,12 +33,17 @@ typedef struct rc_index rc_index;
 
 typedef struct rc_index_opts {
     uint32_t ivf_min;       /* rows before a partition becomes IVF, 0 = 4096 */
-    uint32_t nprobe;        /* IVF lists probed per partition search, 0 = 16 */
+    uint32_t nprobe;        /* IVF probing scale, 0 = 16: a partition's FAISS nprobe (the
+                               most lists one search scans in it) is min(nlist, 4*nprobe),
+                               fixed when it is (re)trained; see search_lists */
     float drift;            /* re-index when 1 - cos(current, indexed) > drift, 0 = 0.02 */
     uint32_t batch;         /* max rows applied under one write lock, 0 = 256 */
     float retrain_growth;   /* retrain when rows > (1+g) * rows at training, 0 = 1.0 */
     float max_imbalance;    /* retrain when imbalance factor exceeds, 0 = 3.0 */
     int no_background;      /* 1: retrain synchronously inside rc_index_maintain (tests) */
+    uint32_t search_lists;  /* IVF lists scanned per search, chosen best-first by centroid
+                               score over all selected partitions (a partition gets at most
+                               4 * nprobe of them), 0 = 8 * nprobe */
 } rc_index_opts;
 
 typedef struct rc_index_filter {
@@ -58,7 +63,8 @@ typedef struct rc_index_stats {
     size_t bytes;
 } rc_index_stats;
 
-/* table is borrowed and must outlive the index. */
+/* table is borrowed and must outlive the index. Sets OpenBLAS to one thread
+ * for the process (once): searches run one per worker thread. */
 int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, char *errbuf,
                     size_t errlen);
 /* Waits for a background retrain to finish, then frees. NULL-safe. */
@@ -81,6 +87,14 @@ int rc_index_maintain(rc_index *ix, char *errbuf, size_t errlen);
  * RC_EFAISS. */
 int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
                     uint32_t *rows, float *scores, uint32_t *n);
+
+/* Writer thread. 1 while a background (re)training is in flight. When
+ * rc_index_maintain returns and none is in flight, no partition is due. */
+int rc_index_training(const rc_index *ix);
+
+/* Any thread. Changes opts.search_lists (0 = default) for later searches:
+ * the recall/latency knob, safe while searches run. */
+void rc_index_set_search_lists(rc_index *ix, uint32_t lists);
 
 /* Any thread: is row currently searchable (indexed)? */
 int rc_index_contains(const rc_index *ix, uint32_t row);

@@ -16,8 +16,12 @@
  *  - a client whose unsent replies exceed max_outbuf bytes (a reader that does
  *    not read) is dropped rather than buffered without bound;
  *  - optional allowlist of peer uids (SO_PEERCRED).
- * Empty lines are ignored. The socket file is created with `mode` (0660) and a
- * stale socket file is replaced only if nothing listens on it.
+ * Empty lines are ignored; '\r' before '\n' is stripped; a last line without
+ * '\n' before the peer's EOF is still a request. A handler that appends nothing
+ * (or more than max_outbuf bytes) is answered {"ok":false,"error":{"code":
+ * "internal",...}}. The socket file is created with `mode` (0660), set before
+ * listen(2), and a stale socket file is replaced only if nothing listens on
+ * it; a path that exists and is not a socket is never removed.
  *
  * Thread model: create/close on the loop thread; the handler runs on worker
  * threads, possibly several at once for different connections. */
@@ -58,13 +62,22 @@ typedef struct rc_server_stats {
     uint64_t inflight;       /* requests running on workers now */
 } rc_server_stats;
 
-/* Binds and listens. Returns 0, or RC_EIO with "socket PATH: why" in errbuf. */
+/* Binds and listens. Returns 0, or RC_EIO with "socket PATH: why" in errbuf
+ * (another server live on PATH, not a socket, bind/listen failure), RC_EINVAL
+ * (NULL path/handler, path too long for sockaddr_un). On RC_EIO after the
+ * handles were created, they close through the loop: run it (e.g. the caller's
+ * shutdown uv_run) before uv_loop_close(). Sets SIGPIPE to SIG_IGN for the
+ * process: a peer that hangs up must cost a write error, not the daemon. */
 int rc_server_start(uv_loop_t *loop, const rc_server_opts *opts, rc_server **out, char *errbuf,
                     size_t errlen);
 
 /* Stops accepting, lets in-flight requests finish and their replies be written
  * (at most drain_ms), closes every connection, unlinks the socket file, frees
- * the server, then calls cb(arg) on the loop thread. */
+ * the server, then calls cb(arg) on the loop thread. Pipelined requests not yet
+ * started are not run. drain_ms 0 closes connections at once; a handler still
+ * running past the drain keeps the server (and cb) waiting until it returns,
+ * its reply discarded. cb may be NULL; s NULL or already closing: no-op.
+ * Loop thread only. */
 void rc_server_close(rc_server *s, uint32_t drain_ms, void (*cb)(void *arg), void *arg);
 
 /* Any thread (counters are atomics). */

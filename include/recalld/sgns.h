@@ -22,9 +22,12 @@
 
 enum rc_sgns_mode { RC_SGNS_SKIPGRAM = 0, RC_SGNS_CBOW = 1 };
 
+#define RC_SGNS_MAX_WINDOW 64
+#define RC_SGNS_MAX_NEG    64
+
 typedef struct rc_sgns_opts {
     enum rc_sgns_mode mode;
-    uint32_t window;    /* context clicks used, 0 = 5 */
+    uint32_t window;    /* context clicks used, 0 = 5, at most RC_SGNS_MAX_WINDOW */
     uint32_t negatives; /* per positive, 0 = 5, max 64 */
     float hard_share;   /* share of negatives that are hard (same city, other cate), 0..1 */
     float lr;           /* learning rate, 0 = 0.025 */
@@ -34,7 +37,8 @@ typedef struct rc_sgns_opts {
 typedef struct rc_sgns_work {
     float *grad;        /* dim floats scratch */
     float *ctx_mean;    /* dim floats scratch (CBOW) */
-    uint32_t *neg;      /* negatives scratch, 64 */
+    uint32_t *neg;      /* negatives scratch, RC_SGNS_MAX_NEG */
+    uint32_t *kept;     /* context rows kept by subsampling, RC_SGNS_MAX_WINDOW */
     double loss_sum;    /* sum of -log-likelihood of trained pairs */
     uint64_t pairs;     /* positive pairs trained */
 } rc_sgns_work;

@@ -23,7 +23,19 @@ typedef struct rc_table_opts {
     uint32_t dim;       /* vector dimension, 0 = 64; multiple of 8, <= 1024 */
     uint32_t max_items; /* hard bound, 0 = 16,777,216 */
     uint64_t seed;      /* for the small random part of new vectors */
+    uint32_t chunk_rows;/* rows per storage chunk, power of 2 >= 64; 0 = about 4 MiB of
+                         * input vectors per chunk (16384 rows at dim 64) */
 } rc_table_opts;
+
+/* Cold-start noise: each component of a new input vector gets a uniform
+ * perturbation in +-RC_TABLE_COLD_NOISE/dim — word2vec's own initial range.
+ * Its norm (~0.036 at d=64) is small next to trained vectors (norm ~1), so a
+ * new item clicked next to trained ones starts at their mean; while the model
+ * is young (neighbours are themselves near their random start) the item keeps
+ * an identity of its own. A smaller noise made every item a copy of the first
+ * one's vector at bootstrap (all cosines ~0.999, measured) and SGNS could not
+ * separate them in one pass. */
+#define RC_TABLE_COLD_NOISE 0.5f
 
 int rc_table_create(const rc_table_opts *opts, rc_table **out, char *errbuf, size_t errlen);
 void rc_table_destroy(rc_table *t); /* NULL-safe */
@@ -64,8 +76,11 @@ float *rc_table_out(const rc_table *t, uint32_t row); /* dim floats */
 uint32_t rc_table_city(const rc_table *t, uint32_t row);
 uint32_t rc_table_cate(const rc_table *t, uint32_t row);
 uint32_t rc_table_count(const rc_table *t, uint32_t row);
-/* Writer thread. */
+/* Writer thread. Saturates at UINT32_MAX. */
 void rc_table_count_add(rc_table *t, uint32_t row, uint32_t inc);
+/* Any thread. Sum of all rc_table_count_add increments (the corpus size that
+ * subsampling needs). */
+uint64_t rc_table_total_count(const rc_table *t);
 
 /* Approximate heap bytes (vectors + ids + metadata). */
 size_t rc_table_bytes(const rc_table *t);

@@ -15,7 +15,11 @@ float rc_vec_normalize(float *x, size_t n);
 /* Name of the kernel in use ("avx2-fma" or "scalar"). */
 const char *rc_vec_impl(void);
 
-/* Fast logistic for SGNS: 1 / (1 + exp(-x)), clipped to [-8, 8]. */
+/* Fast logistic for SGNS: 1 / (1 + exp(-x)), clipped to [-8, 8]. Table lookup
+ * with linear interpolation: absolute error < 1e-5. */
 float rc_sigmoid(float x);
+/* log(sigmoid(x)) for the SGNS loss, x clipped to [-8, 8] (so >= -8.0004);
+ * absolute error < 1e-4. */
+float rc_log_sigmoid(float x);
 
 #endif

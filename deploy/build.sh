@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what is missing (deploy/install-deps.sh) and builds recalld into
+# build/ (or $RC_BUILD_DIR). Idempotent: quick when everything is in place.
+#   deploy/build.sh [extra cmake -D options]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bdir=${RC_BUILD_DIR:-$here/build}
+"$here/deploy/install-deps.sh" "$here/build/deps"
+if [ ! -f "$bdir/CMakeCache.txt" ] || [ $# -gt 0 ]; then
+    cmake -S "$here" -B "$bdir" -DRC_DEPS_PREFIX="$here/build/deps" "$@" >/dev/null
+fi
+cmake --build "$bdir" -j"$(nproc)" 2>&1 | grep -vE '^\[ *[0-9]+%\] (Building|Linking|Built)' || true
+test -x "$bdir/recalld" || { echo "build failed" >&2; exit 1; }

@@ -1,0 +1,64 @@
+/* config — recalld's settings: defaults, a JSON file (conf/recalld.json, every
+ * key documented in the README), command-line flags on top, and validation with
+ * messages that name the key ("config: model.dim: expected integer 8..1024,
+ * multiple of 8"). Unknown keys are errors (a typo must not be silently
+ * ignored). Plain struct: zero-initialise, then rc_config_defaults. */
+#ifndef RECALLD_CONFIG_H
+#define RECALLD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RC_CONF_STR 512
+#define RC_CONF_MAX_KAFKA_EXTRA 32
+
+typedef struct rc_config {
+    /* socket */
+    char socket_path[RC_CONF_STR];
+    unsigned socket_mode;
+    uint32_t max_line, max_clients, idle_timeout_ms;
+    uint64_t max_outbuf;
+    /* kafka */
+    char brokers[RC_CONF_STR], topic[RC_CONF_STR], group[RC_CONF_STR];
+    int embedded;
+    uint32_t embedded_partitions, kafka_batch;
+    char dlq_topic[RC_CONF_STR], dlq_file[RC_CONF_STR];
+    char kafka_extra[RC_CONF_MAX_KAFKA_EXTRA * 2][RC_CONF_STR]; /* key, value pairs */
+    uint32_t nkafka_extra;
+    /* sessions */
+    uint32_t max_users, history;
+    int64_t gap_ms, ttl_ms;
+    /* model */
+    uint32_t dim, max_items, window, negatives;
+    int cbow;
+    float hard_share, lr, subsample, power;
+    uint32_t min_city_items;
+    uint64_t seed;
+    char model_path[RC_CONF_STR]; /* --model: start from a trained model file */
+    /* index */
+    uint32_t ivf_min, nprobe, index_batch, flush_interval_ms;
+    float drift, overfetch;
+    /* recall */
+    uint32_t recall_window, k_default, k_max;
+    /* pipeline */
+    uint32_t queue_batches; /* batches in flight between loop and trainer */
+    /* data / logs */
+    char data_dir[RC_CONF_STR];
+    char log_level[16], log_format[16];
+    uint32_t stats_interval_ms; /* periodic stats log line, 0 = off */
+} rc_config;
+
+/* Fills every field with its default. */
+void rc_config_defaults(rc_config *c);
+
+/* Loads a JSON file over c (keys present override). Returns 0, RC_ENOENT,
+ * RC_EINVAL with "config FILE: KEY: why" or "config FILE:LINE:COL: json error". */
+int rc_config_load(rc_config *c, const char *path, char *errbuf, size_t errlen);
+
+/* Same, from a JSON text (tests). */
+int rc_config_load_str(rc_config *c, const char *json, char *errbuf, size_t errlen);
+
+/* Range and consistency checks. Returns 0 or RC_EINVAL naming the key. */
+int rc_config_validate(const rc_config *c, char *errbuf, size_t errlen);
+
+#endif

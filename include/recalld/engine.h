@@ -1,0 +1,108 @@
+/* engine — the model and its single writer: item table, sessions, samplers,
+ * incremental SGNS trainer and live index, fed by batches of raw events.
+ *
+ * Pipeline (one owner per stage):
+ *   loop thread --raw batch--> decoder thread --decoded--> trainer thread
+ *        ^                                                      |
+ *        +------------- done batch (uv_async) ------------------+
+ * The loop thread copies Kafka payloads into a free batch (rc_engine_batch_*)
+ * and submits it; the decoder validates (event.h); the trainer applies valid
+ * click events (session -> table -> SGNS -> index touch), flushes the index and
+ * hands the batch back; on the loop thread the done callback reports invalid
+ * events (dead letters) and the batch is recycled. A bounded number of batches
+ * exists (pipeline.queue_batches): when none is free, rc_engine_batch_get
+ * returns NULL and the caller stops consuming (backpressure, no loss).
+ *
+ * Queries (rc_engine_recall, rc_engine_similar, rc_engine_stats_json) are safe
+ * from any thread at any time. */
+#ifndef RECALLD_ENGINE_H
+#define RECALLD_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "recalld/buf.h"
+#include "recalld/config.h"
+#include "recalld/event.h"
+#include "recalld/recall.h"
+#include "recalld/table.h"
+
+typedef struct rc_engine rc_engine;
+typedef struct rc_batch rc_batch;
+
+/* One refused event, reported on the loop thread after its batch is done. */
+typedef struct rc_invalid {
+    const char *payload; /* raw bytes (borrowed until the done callback returns) */
+    size_t len;
+    int32_t partition;
+    int64_t offset;
+    enum rc_event_reason reason;
+    const char *error;   /* human text naming the field */
+} rc_invalid;
+
+/* Loop thread: called once per finished batch with its refused events. */
+typedef void (*rc_engine_done_cb)(void *ud, const rc_invalid *inv, size_t n);
+
+/* cfg is copied. loop: where done batches are reported (uv_async); may be NULL
+ * for offline use (then call rc_engine_sync to wait for submitted batches). */
+int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb done, void *ud,
+                     rc_engine **out, char *errbuf, size_t errlen);
+
+/* Loop thread. Stops the pipeline threads after the batches already submitted
+ * are applied, closes the async handle (run the loop once more to finish), frees. */
+void rc_engine_destroy(rc_engine *e);
+
+/* Loop thread. A free batch, or NULL when all are in flight (backpressure). */
+rc_batch *rc_engine_batch_get(rc_engine *e);
+/* Loop thread. Copies one raw event into b. Returns 0, or RC_E2BIG when the batch
+ * is full (submit it and get another). */
+int rc_engine_batch_add(rc_batch *b, const char *payload, size_t len, int32_t partition,
+                        int64_t offset);
+uint32_t rc_engine_batch_count(const rc_batch *b);
+/* Loop thread. Hands b to the pipeline (b must not be used afterwards). */
+void rc_engine_submit(rc_engine *e, rc_batch *b);
+/* Convenience for offline callers and tests: decode+apply one line synchronously
+ * through the same pipeline (waits). Returns the decode reason. */
+enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t len);
+/* Waits until every submitted batch has been applied and the index flushed. */
+void rc_engine_sync(rc_engine *e);
+
+/* Any thread. Recall for a user: up to k hits into out (room for k). city and
+ * cates filter by name (NULL / 0 = any). *fallback is set to 1 when the user is
+ * unknown (or has no usable vectors) and the popular items were returned.
+ * Returns 0, RC_EINVAL (k out of range) or RC_EFAISS. */
+typedef struct rc_recall_req {
+    const char *user;
+    size_t ulen;
+    uint32_t k;
+    const char *city; /* NUL-terminated or NULL */
+    const char *const *cates;
+    uint32_t ncates;
+} rc_recall_req;
+int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
+                     int *fallback);
+
+/* Any thread. Items most similar to item id (itself excluded). RC_ENOENT when
+ * the item is unknown. */
+int rc_engine_similar(rc_engine *e, const char *item, size_t len, uint32_t k, rc_hit *out,
+                      uint32_t *n);
+
+/* Any thread. The user's recent clicks (oldest first), up to max. */
+int rc_engine_user_clicks(rc_engine *e, const char *user, size_t ulen, uint32_t *rows,
+                          int64_t *ts, uint32_t max, uint32_t *n);
+
+/* Any thread. Appends the stats object (JSON) to out. bootstrap: Kafka address
+ * to report (may be NULL). */
+void rc_engine_stats_json(rc_engine *e, rc_buf *out);
+
+/* Counters bumped by the loop thread (consumer side). */
+void rc_engine_count_consumed(rc_engine *e, uint64_t n);
+void rc_engine_count_invalid(rc_engine *e, enum rc_event_reason r, uint64_t n);
+
+const rc_table *rc_engine_table(const rc_engine *e);
+const rc_config *rc_engine_config(const rc_engine *e);
+/* Valid click events applied to the model so far. */
+uint64_t rc_engine_applied(const rc_engine *e);
+
+#endif

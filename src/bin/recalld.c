@@ -1,0 +1,329 @@
+/* recalld — near-real-time item-embedding updater and recall server.
+ * Kafka click events -> sessions -> incremental SGNS -> live FAISS index ->
+ * newline-delimited JSON recall over a Unix socket. See README.md. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "recalld/api.h"
+#include "recalld/common.h"
+#include "recalld/config.h"
+#include "recalld/consumer.h"
+#include "recalld/engine.h"
+#include "recalld/log.h"
+#include "recalld/server.h"
+
+typedef struct daemon {
+    rc_config cfg;
+    uv_loop_t *loop;
+    rc_engine *engine;
+    rc_consumer *consumer;
+    rc_server *server;
+    rc_api api;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t stats_timer;
+    int paused, stopping, exit_code;
+    int assigned_parts;
+} daemon_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: recalld [options]\n"
+            "  --config FILE        JSON config (see conf/recalld.json); flags override it\n"
+            "  --socket PATH        Unix socket to serve on (socket.path)\n"
+            "  --brokers LIST       Kafka bootstrap servers (kafka.brokers)\n"
+            "  --topic NAME         click topic (kafka.topic, default clicks)\n"
+            "  --group ID           consumer group (kafka.group, default recalld)\n"
+            "  --embedded-kafka     start librdkafka's mock cluster in-process (demo, tests)\n"
+            "  --partitions N       partitions of the embedded topic (kafka.embedded_partitions)\n"
+            "  --dlq-file FILE      dead letters to this file instead of <topic>.dlq\n"
+            "  --dim N              embedding dimension (model.dim)\n"
+            "  --data-dir DIR       checkpoint directory (data_dir)\n"
+            "  --log-level LEVEL    debug|info|warn|error (log.level)\n"
+            "  --check-config       validate the configuration and exit\n"
+            "  --version, --help\n");
+}
+
+enum { O_CONFIG = 256, O_SOCKET, O_BROKERS, O_TOPIC, O_GROUP, O_EMBEDDED, O_PARTS, O_DLQ_FILE,
+       O_DIM, O_DATA_DIR, O_LOG_LEVEL, O_CHECK, O_VERSION, O_HELP };
+
+static const struct option long_opts[] = {
+    {"config", required_argument, 0, O_CONFIG},   {"socket", required_argument, 0, O_SOCKET},
+    {"brokers", required_argument, 0, O_BROKERS}, {"topic", required_argument, 0, O_TOPIC},
+    {"group", required_argument, 0, O_GROUP},     {"embedded-kafka", no_argument, 0, O_EMBEDDED},
+    {"partitions", required_argument, 0, O_PARTS}, {"dlq-file", required_argument, 0, O_DLQ_FILE},
+    {"dim", required_argument, 0, O_DIM},         {"data-dir", required_argument, 0, O_DATA_DIR},
+    {"log-level", required_argument, 0, O_LOG_LEVEL}, {"check-config", no_argument, 0, O_CHECK},
+    {"version", no_argument, 0, O_VERSION},       {"help", no_argument, 0, O_HELP},
+    {0, 0, 0, 0}};
+
+static int set_str(char *dst, const char *src, const char *flag)
+{
+    if (strlen(src) >= RC_CONF_STR) {
+        fprintf(stderr, "recalld: %s: value too long\n", flag);
+        return -1;
+    }
+    snprintf(dst, RC_CONF_STR, "%s", src);
+    return 0;
+}
+
+static int parse_u32(const char *s, uint32_t *out, const char *flag)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || !*s || v > UINT32_MAX) {
+        fprintf(stderr, "recalld: %s: expected a non-negative integer, got \"%s\"\n", flag, s);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* Two passes: --config first (so flags override it wherever they appear). */
+static int parse_args(daemon_t *d, int argc, char **argv, int *check_only)
+{
+    char err[512];
+    int c;
+    rc_config_defaults(&d->cfg);
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+        if (path && rc_config_load(&d->cfg, path, err, sizeof err)) {
+            fprintf(stderr, "recalld: %s\n", err);
+            return 2;
+        }
+    }
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+            case O_CONFIG: break;
+            case O_SOCKET: bad = set_str(d->cfg.socket_path, optarg, "--socket"); break;
+            case O_BROKERS: bad = set_str(d->cfg.brokers, optarg, "--brokers"); break;
+            case O_TOPIC: bad = set_str(d->cfg.topic, optarg, "--topic"); break;
+            case O_GROUP: bad = set_str(d->cfg.group, optarg, "--group"); break;
+            case O_EMBEDDED: d->cfg.embedded = 1; break;
+            case O_PARTS: bad = parse_u32(optarg, &d->cfg.embedded_partitions, "--partitions"); break;
+            case O_DLQ_FILE: bad = set_str(d->cfg.dlq_file, optarg, "--dlq-file"); break;
+            case O_DIM: bad = parse_u32(optarg, &d->cfg.dim, "--dim"); break;
+            case O_DATA_DIR: bad = set_str(d->cfg.data_dir, optarg, "--data-dir"); break;
+            case O_LOG_LEVEL:
+                if (rc_log_level_parse(optarg) < 0) {
+                    fprintf(stderr, "recalld: --log-level: expected debug, info, warn or error\n");
+                    bad = 1;
+                } else
+                    snprintf(d->cfg.log_level, sizeof d->cfg.log_level, "%s", optarg);
+                break;
+            case O_CHECK: *check_only = 1; break;
+            case O_VERSION: printf("recalld %s\n", RC_VERSION); return 0;
+            case O_HELP: usage(stdout); return 0;
+            default: usage(stderr); return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "recalld: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    if (rc_config_validate(&d->cfg, err, sizeof err)) {
+        fprintf(stderr, "recalld: %s\n", err);
+        return 2;
+    }
+    return -1;
+}
+
+/* ---- Kafka -> engine ---- */
+
+static int on_batch(void *ud, const rc_kmsg *m, size_t n)
+{
+    daemon_t *d = ud;
+    rc_batch *b = rc_engine_batch_get(d->engine);
+    if (!b) {
+        d->paused = 1;
+        return RC_EAGAIN;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (rc_engine_batch_add(b, m[i].payload, m[i].len, m[i].partition, m[i].offset)) {
+            /* Batch full (consumer batch > engine batch): hand it over and go on. */
+            rc_engine_submit(d->engine, b);
+            while (!(b = rc_engine_batch_get(d->engine)))
+                ; /* unreachable in practice: kafka.batch sizes both */
+            rc_engine_batch_add(b, m[i].payload, m[i].len, m[i].partition, m[i].offset);
+        }
+    }
+    rc_engine_count_consumed(d->engine, n);
+    rc_engine_submit(d->engine, b);
+    return 0;
+}
+
+static void on_done(void *ud, const rc_invalid *inv, size_t n)
+{
+    daemon_t *d = ud;
+    for (size_t i = 0; i < n; i++) {
+        rc_kmsg m = {.payload = inv[i].payload, .len = inv[i].len, .partition = inv[i].partition,
+                     .offset = inv[i].offset, .timestamp_ms = -1};
+        rc_consumer_dead_letter(d->consumer, &m, rc_event_reason_name(inv[i].reason),
+                                inv[i].error);
+    }
+    if (d->paused && d->consumer) {
+        d->paused = 0;
+        rc_consumer_resume(d->consumer);
+    }
+}
+
+static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
+{
+    daemon_t *d = ud;
+    d->assigned_parts += assigned ? (int)n : -(int)n;
+    if (d->assigned_parts < 0)
+        d->assigned_parts = 0;
+    atomic_store(&d->api.assigned, d->assigned_parts > 0);
+    rc_log_info("recalld", assigned ? "partitions assigned" : "partitions revoked",
+                "count=%zu total=%d", n, d->assigned_parts);
+}
+
+static void kafka_stats(void *arg, rc_buf *out)
+{
+    daemon_t *d = arg;
+    rc_consumer_stats st;
+    rc_consumer_stats_get(d->consumer, &st);
+    rc_buf_puts(out, "\"bootstrap\":");
+    const char *bs = rc_consumer_bootstrap(d->consumer);
+    rc_buf_json_str(out, bs ? bs : "", bs ? strlen(bs) : 0);
+    rc_buf_printf(out, ",\"topic\":\"%s\",\"group\":\"%s\",\"messages\":%llu,\"bytes\":%llu,"
+                       "\"assigned\":%d,\"lag\":%lld,\"dead_letters\":%llu,"
+                       "\"dead_letter_errors\":%llu,\"errors\":%llu,\"paused_batches\":%llu",
+                  d->cfg.topic, d->cfg.group, (unsigned long long)st.messages,
+                  (unsigned long long)st.bytes, st.assigned, (long long)st.lag,
+                  (unsigned long long)st.dead_letters, (unsigned long long)st.dead_letter_errors,
+                  (unsigned long long)st.errors, (unsigned long long)st.refused_batches);
+}
+
+/* ---- lifecycle ---- */
+
+static void on_stats_timer(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    rc_engine_stats_json(d->engine, &b);
+    rc_log_info("recalld", "stats", "json={%s}", b.data ? b.data : "");
+    rc_buf_free(&b);
+}
+
+static void on_server_closed(void *arg)
+{
+    daemon_t *d = arg;
+    d->server = NULL;
+    rc_consumer_destroy(d->consumer);
+    d->consumer = NULL;
+    rc_engine_destroy(d->engine);
+    d->engine = NULL;
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->stats_timer, NULL);
+    rc_log_info("recalld", "stopped", NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    daemon_t *d = s->data;
+    if (d->stopping) {
+        rc_log_warn("recalld", "second signal: exiting now", "signal=%d", signum);
+        exit(1);
+    }
+    d->stopping = 1;
+    atomic_store(&d->api.stopping, 1);
+    rc_log_info("recalld", "shutting down: draining requests", "signal=%d", signum);
+    uv_timer_stop(&d->stats_timer);
+    rc_server_close(d->server, 2000, on_server_closed, d);
+}
+
+static int start(daemon_t *d)
+{
+    char err[512];
+    const rc_config *c = &d->cfg;
+    rc_log_set_level((enum rc_log_level)rc_log_level_parse(c->log_level));
+    rc_log_set_json(strcmp(c->log_format, "json") == 0);
+    if (rc_engine_create(c, d->loop, on_done, d, &d->engine, err, sizeof err))
+        goto fail;
+    const char *extra[RC_CONF_MAX_KAFKA_EXTRA * 2 + 1];
+    for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
+        extra[i] = c->kafka_extra[i];
+    extra[c->nkafka_extra * 2] = NULL;
+    rc_consumer_opts co = {.brokers = c->brokers, .topic = c->topic, .group = c->group,
+                           .embedded = c->embedded,
+                           .embedded_partitions = (int)c->embedded_partitions,
+                           .batch = c->kafka_batch,
+                           .dlq_topic = c->dlq_topic[0] ? c->dlq_topic : NULL,
+                           .dlq_file = c->dlq_file[0] ? c->dlq_file : NULL,
+                           .extra = extra, .on_batch = on_batch, .on_rebalance = on_rebalance,
+                           .ud = d};
+    if (rc_consumer_start(d->loop, &co, &d->consumer, err, sizeof err))
+        goto fail;
+    d->api.engine = d->engine;
+    d->api.kafka_stats = kafka_stats;
+    d->api.kafka_arg = d;
+    rc_server_opts so = {.path = c->socket_path, .mode = c->socket_mode, .max_line = c->max_line,
+                         .max_clients = c->max_clients, .idle_timeout_ms = c->idle_timeout_ms,
+                         .max_outbuf = c->max_outbuf, .handler = rc_api_handle, .ud = &d->api};
+    if (rc_server_start(d->loop, &so, &d->server, err, sizeof err))
+        goto fail;
+    rc_log_info("recalld", "ready", "socket=%s bootstrap=%s topic=%s group=%s dim=%u", c->socket_path,
+                rc_consumer_bootstrap(d->consumer), c->topic, c->group, c->dim);
+    return 0;
+fail:
+    rc_log_error("recalld", "cannot start", "error=\"%s\"", err);
+    fprintf(stderr, "recalld: %s\n", err);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    static daemon_t d;
+    int check_only = 0;
+    int rc = parse_args(&d, argc, argv, &check_only);
+    if (rc >= 0)
+        return rc;
+    if (check_only) {
+        printf("recalld: configuration ok\n");
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    d.loop = uv_default_loop();
+    uv_signal_init(d.loop, &d.sigint);
+    uv_signal_init(d.loop, &d.sigterm);
+    uv_timer_init(d.loop, &d.stats_timer);
+    d.sigint.data = d.sigterm.data = d.stats_timer.data = &d;
+    if (start(&d)) {
+        if (d.server)
+            rc_server_close(d.server, 0, NULL, NULL);
+        rc_consumer_destroy(d.consumer);
+        rc_engine_destroy(d.engine);
+        uv_close((uv_handle_t *)&d.sigint, NULL);
+        uv_close((uv_handle_t *)&d.sigterm, NULL);
+        uv_close((uv_handle_t *)&d.stats_timer, NULL);
+        uv_run(d.loop, UV_RUN_DEFAULT);
+        return 1;
+    }
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    if (d.cfg.stats_interval_ms)
+        uv_timer_start(&d.stats_timer, on_stats_timer, d.cfg.stats_interval_ms,
+                       d.cfg.stats_interval_ms);
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    rc = uv_loop_close(d.loop);
+    if (rc)
+        rc_log_warn("recalld", "loop closed with open handles", "rc=%d", rc);
+    return 0;
+}

@@ -1,0 +1,320 @@
+#include "recalld/config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recalld/common.h"
+#include "recalld/log.h"
+
+enum ktype { K_STR, K_U32, K_U64, K_I64, K_F32, K_BOOL, K_MODE, K_LEVEL, K_FORMAT, K_SGMODE };
+
+struct key {
+    const char *name; /* "section.key" */
+    enum ktype type;
+    size_t off;
+    double min, max; /* numeric range (inclusive) */
+};
+
+#define F(field) offsetof(rc_config, field)
+static const struct key keys[] = {
+    {"socket.path", K_STR, F(socket_path), 1, 107},
+    {"socket.mode", K_MODE, F(socket_mode), 0, 0777},
+    {"socket.max_line", K_U32, F(max_line), 256, 16777216},
+    {"socket.max_clients", K_U32, F(max_clients), 1, 1000000},
+    {"socket.idle_timeout_ms", K_U32, F(idle_timeout_ms), 100, 86400000},
+    {"socket.max_outbuf", K_U64, F(max_outbuf), 4096, 1e12},
+    {"kafka.brokers", K_STR, F(brokers), 0, RC_CONF_STR - 1},
+    {"kafka.topic", K_STR, F(topic), 1, 249},
+    {"kafka.group", K_STR, F(group), 1, 255},
+    {"kafka.embedded", K_BOOL, F(embedded), 0, 1},
+    {"kafka.embedded_partitions", K_U32, F(embedded_partitions), 1, 1024},
+    {"kafka.batch", K_U32, F(kafka_batch), 1, 100000},
+    {"kafka.dlq_topic", K_STR, F(dlq_topic), 0, 249},
+    {"kafka.dlq_file", K_STR, F(dlq_file), 0, RC_CONF_STR - 1},
+    {"sessions.max_users", K_U32, F(max_users), 1, 4e9},
+    {"sessions.history", K_U32, F(history), 1, 255},
+    {"sessions.gap_ms", K_I64, F(gap_ms), 1000, 864e8},
+    {"sessions.ttl_ms", K_I64, F(ttl_ms), 1000, 3.1536e11},
+    {"model.dim", K_U32, F(dim), 8, 1024},
+    {"model.max_items", K_U32, F(max_items), 16, 4e9},
+    {"model.mode", K_SGMODE, F(cbow), 0, 1},
+    {"model.window", K_U32, F(window), 1, 64},
+    {"model.negatives", K_U32, F(negatives), 1, 64},
+    {"model.hard_share", K_F32, F(hard_share), 0, 1},
+    {"model.lr", K_F32, F(lr), 1e-6, 1},
+    {"model.subsample", K_F32, F(subsample), 0, 1},
+    {"model.power", K_F32, F(power), 0, 1},
+    {"model.min_city_items", K_U32, F(min_city_items), 1, 1e9},
+    {"model.seed", K_U64, F(seed), 0, 1.8e19},
+    {"model.path", K_STR, F(model_path), 0, RC_CONF_STR - 1},
+    {"index.ivf_min", K_U32, F(ivf_min), 64, 1e9},
+    {"index.nprobe", K_U32, F(nprobe), 1, 4096},
+    {"index.batch", K_U32, F(index_batch), 1, 1e6},
+    {"index.flush_interval_ms", K_U32, F(flush_interval_ms), 1, 60000},
+    {"index.drift", K_F32, F(drift), 0, 2},
+    {"index.overfetch", K_F32, F(overfetch), 1, 100},
+    {"recall.window", K_U32, F(recall_window), 1, 255},
+    {"recall.k_default", K_U32, F(k_default), 1, 100000},
+    {"recall.k_max", K_U32, F(k_max), 1, 100000},
+    {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
+    {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
+    {"log.level", K_LEVEL, F(log_level), 0, 0},
+    {"log.format", K_FORMAT, F(log_format), 0, 0},
+    {"log.stats_interval_ms", K_U32, F(stats_interval_ms), 0, 86400000},
+};
+#undef F
+
+void rc_config_defaults(rc_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->socket_path, sizeof c->socket_path, "/tmp/recalld.sock");
+    c->socket_mode = 0660;
+    c->max_line = 65536;
+    c->max_clients = 1024;
+    c->idle_timeout_ms = 300000;
+    c->max_outbuf = 4u << 20;
+    snprintf(c->brokers, sizeof c->brokers, "localhost:9092");
+    snprintf(c->topic, sizeof c->topic, "clicks");
+    snprintf(c->group, sizeof c->group, "recalld");
+    c->embedded_partitions = 8;
+    c->kafka_batch = 1024;
+    c->max_users = 1000000;
+    c->history = 20;
+    c->gap_ms = 30 * 60 * 1000;
+    c->ttl_ms = 7LL * 24 * 3600 * 1000;
+    c->dim = 64;
+    c->max_items = 16777216;
+    c->window = 5;
+    c->negatives = 5;
+    c->hard_share = 0.2f;
+    c->lr = 0.025f;
+    c->subsample = 0;
+    c->power = 0.75f;
+    c->min_city_items = 50;
+    c->seed = 1;
+    c->ivf_min = 4096;
+    c->nprobe = 16;
+    c->index_batch = 256;
+    c->flush_interval_ms = 2;
+    c->drift = 0.02f;
+    c->overfetch = 2.0f;
+    c->recall_window = 20;
+    c->k_default = 50;
+    c->k_max = 1000;
+    c->queue_batches = 8;
+    snprintf(c->log_level, sizeof c->log_level, "info");
+    snprintf(c->log_format, sizeof c->log_format, "logfmt");
+    c->stats_interval_ms = 10000;
+}
+
+static const struct key *find_key(const char *name)
+{
+    for (size_t i = 0; i < RC_ARRAY_LEN(keys); i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static int bad(char *eb, size_t el, const char *src, const char *key, const char *why)
+{
+    return rc_err(eb, el, RC_EINVAL, "config%s%s: %s: %s", src ? " " : "", src ? src : "", key, why);
+}
+
+static int set_num(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
+                   size_t el)
+{
+    char why[128];
+    double d;
+    if (k->type == K_F32 ? !json_is_number(v) : !json_is_integer(v)) {
+        snprintf(why, sizeof why, "expected %s in %g..%g", k->type == K_F32 ? "number" : "integer",
+                 k->min, k->max);
+        return bad(eb, el, src, k->name, why);
+    }
+    d = json_number_value(v);
+    if (d < k->min || d > k->max) {
+        snprintf(why, sizeof why, "%g is out of range %g..%g", d, k->min, k->max);
+        return bad(eb, el, src, k->name, why);
+    }
+    char *p = (char *)c + k->off;
+    switch (k->type) {
+        case K_U32: *(uint32_t *)p = (uint32_t)json_integer_value(v); break;
+        case K_U64: *(uint64_t *)p = (uint64_t)json_integer_value(v); break;
+        case K_I64: *(int64_t *)p = (int64_t)json_integer_value(v); break;
+        case K_F32: *(float *)p = (float)d; break;
+        default: break;
+    }
+    return 0;
+}
+
+static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
+                    size_t el)
+{
+    char *p = (char *)c + k->off;
+    const char *s = json_string_value(v);
+    if (k->type == K_BOOL) {
+        if (!json_is_boolean(v))
+            return bad(eb, el, src, k->name, "expected true or false");
+        *(int *)p = json_is_true(v);
+        return 0;
+    }
+    if (k->type == K_MODE) {
+        long m = -1;
+        if (json_is_integer(v))
+            m = (long)json_integer_value(v);
+        else if (s && s[0]) {
+            char *end;
+            errno = 0;
+            m = strtol(s, &end, 8);
+            if (*end || errno)
+                m = -1;
+        }
+        if (m < 0 || m > 0777)
+            return bad(eb, el, src, k->name, "expected an octal mode string like \"0660\"");
+        *(unsigned *)p = (unsigned)m;
+        return 0;
+    }
+    if (!s)
+        return bad(eb, el, src, k->name, "expected string");
+    if (k->type == K_SGMODE) {
+        if (strcmp(s, "skipgram") && strcmp(s, "cbow"))
+            return bad(eb, el, src, k->name, "expected \"skipgram\" or \"cbow\"");
+        *(int *)p = strcmp(s, "cbow") == 0;
+        return 0;
+    }
+    if (k->type == K_LEVEL && rc_log_level_parse(s) < 0)
+        return bad(eb, el, src, k->name, "expected debug, info, warn, error or off");
+    if (k->type == K_FORMAT && strcmp(s, "logfmt") && strcmp(s, "json"))
+        return bad(eb, el, src, k->name, "expected \"logfmt\" or \"json\"");
+    snprintf(p, 16, "%s", s);
+    return 0;
+}
+
+static int set_value(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
+                     size_t el)
+{
+    if (k->type == K_STR) {
+        const char *s = json_string_value(v);
+        char why[96];
+        if (!s)
+            return bad(eb, el, src, k->name, "expected string");
+        size_t n = strlen(s);
+        if (n < (size_t)k->min || n > (size_t)k->max) {
+            snprintf(why, sizeof why, "length %zu is out of range %g..%g", n, k->min, k->max);
+            return bad(eb, el, src, k->name, why);
+        }
+        snprintf((char *)c + k->off, RC_CONF_STR, "%s", s);
+        return 0;
+    }
+    if (k->type == K_U32 || k->type == K_U64 || k->type == K_I64 || k->type == K_F32)
+        return set_num(c, k, v, src, eb, el);
+    return set_enum(c, k, v, src, eb, el);
+}
+
+/* kafka.config: an object of librdkafka properties passed through verbatim. */
+static int set_kafka_extra(rc_config *c, json_t *obj, const char *src, char *eb, size_t el)
+{
+    const char *k;
+    json_t *v;
+    if (!json_is_object(obj))
+        return bad(eb, el, src, "kafka.config", "expected an object of librdkafka properties");
+    c->nkafka_extra = 0;
+    json_object_foreach(obj, k, v)
+    {
+        if (c->nkafka_extra >= RC_CONF_MAX_KAFKA_EXTRA)
+            return bad(eb, el, src, "kafka.config", "too many properties (max 32)");
+        if (!json_is_string(v) || strlen(k) >= RC_CONF_STR ||
+            strlen(json_string_value(v)) >= RC_CONF_STR)
+            return bad(eb, el, src, "kafka.config", "values must be strings shorter than 512 bytes");
+        snprintf(c->kafka_extra[2 * c->nkafka_extra], RC_CONF_STR, "%s", k);
+        snprintf(c->kafka_extra[2 * c->nkafka_extra + 1], RC_CONF_STR, "%s", json_string_value(v));
+        c->nkafka_extra++;
+    }
+    return 0;
+}
+
+static int apply(rc_config *c, json_t *root, const char *src, char *eb, size_t el)
+{
+    const char *sec, *k;
+    json_t *sv, *v;
+    char name[128];
+    if (!json_is_object(root))
+        return rc_err(eb, el, RC_EINVAL, "config%s%s: top level must be an object", src ? " " : "",
+                      src ? src : "");
+    json_object_foreach(root, sec, sv)
+    {
+        const struct key *key = find_key(sec);
+        if (key) {
+            int rc = set_value(c, key, sv, src, eb, el);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (!json_is_object(sv))
+            return bad(eb, el, src, sec, "unknown key");
+        json_object_foreach(sv, k, v)
+        {
+            snprintf(name, sizeof name, "%s.%s", sec, k);
+            if (strcmp(name, "kafka.config") == 0) {
+                int rc = set_kafka_extra(c, v, src, eb, el);
+                if (rc)
+                    return rc;
+                continue;
+            }
+            if (!(key = find_key(name)))
+                return bad(eb, el, src, name, "unknown key");
+            int rc = set_value(c, key, v, src, eb, el);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int rc_config_load_str(rc_config *c, const char *json, char *errbuf, size_t errlen)
+{
+    json_error_t je;
+    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return rc_err(errbuf, errlen, RC_EINVAL, "config:%d:%d: %s", je.line, je.column, je.text);
+    int rc = apply(c, root, NULL, errbuf, errlen);
+    json_decref(root);
+    return rc;
+}
+
+int rc_config_load(rc_config *c, const char *path, char *errbuf, size_t errlen)
+{
+    json_error_t je;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return rc_err(errbuf, errlen, errno == ENOENT ? RC_ENOENT : RC_EIO, "config %s: %s", path,
+                      strerror(errno));
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
+    fclose(f);
+    if (!root)
+        return rc_err(errbuf, errlen, RC_EINVAL, "config %s:%d:%d: %s", path, je.line, je.column,
+                      je.text);
+    int rc = apply(c, root, path, errbuf, errlen);
+    json_decref(root);
+    return rc;
+}
+
+int rc_config_validate(const rc_config *c, char *eb, size_t el)
+{
+    if (c->dim % 8)
+        return bad(eb, el, NULL, "model.dim", "must be a multiple of 8");
+    if (!c->embedded && !c->brokers[0])
+        return bad(eb, el, NULL, "kafka.brokers", "required unless kafka.embedded is true");
+    if (c->k_default > c->k_max)
+        return bad(eb, el, NULL, "recall.k_default", "must not exceed recall.k_max");
+    if (c->recall_window > c->history)
+        return bad(eb, el, NULL, "recall.window", "must not exceed sessions.history");
+    if (c->window > c->history)
+        return bad(eb, el, NULL, "model.window", "must not exceed sessions.history");
+    if (!c->socket_path[0] || strlen(c->socket_path) > 107)
+        return bad(eb, el, NULL, "socket.path", "required, at most 107 bytes (sun_path)");
+    return 0;
+}

@@ -1,0 +1,907 @@
+/* consumer — librdkafka consumer group driven by a libuv loop.
+ *
+ * Wake-ups: the consumer queue (which the main queue is forwarded to) writes
+ * one byte to a pipe when it goes from empty to non-empty; a uv_poll watches
+ * the read end. librdkafka only signals that transition, so after each wake-up
+ * the queue is served until it is empty (a short batch); a tick serves at most
+ * MAX_ROUNDS batches and then continues from a uv_idle so other handles get
+ * their turn. rd_kafka_consume_batch_queue also serves rebalance and
+ * offset-commit callbacks (rd_kafka_poll_cb on every non-fetch op), so they run
+ * on the loop thread.
+ *
+ * Backpressure: a refused batch is kept (messages not destroyed, c->held > 0)
+ * and neither the queue nor the pipe is watched until rc_consumer_resume; it is
+ * then offered again before anything else. While paused nothing calls into the
+ * consumer queue, so a pause longer than max.poll.interval.ms (300 s by
+ * default) makes librdkafka leave the group. */
+#include "recalld/consumer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "recalld/buf.h"
+#include "recalld/common.h"
+#include "recalld/log.h"
+
+#define MOD              "consumer"
+#define MAX_ROUNDS       8           /* batches served per loop tick */
+#define TIMER_MS         1000        /* lag refresh + DLQ producer poll */
+#define DLQ_PAYLOAD_MAX  (64 * 1024) /* payload bytes kept in a dead-letter file line */
+#define FLUSH_TIMEOUT_MS 5000
+#define DEFAULT_PARTS    8
+#define DEFAULT_BATCH    1024
+
+struct rc_consumer_mock {
+    rd_kafka_t *rk; /* producer hosting the cluster; also produces to it */
+    rd_kafka_mock_cluster_t *mc;
+    char *bootstrap;
+    rc_consumer *owner;  /* embedded: gets the host's delivery reports; else NULL */
+    atomic_int stopping; /* read by log callbacks on librdkafka threads */
+};
+
+struct part {
+    int64_t next; /* last offset handed over + 1, -1 none yet */
+    int assigned;
+};
+
+struct rc_consumer {
+    uv_loop_t *loop;
+    rc_consumer_opts o; /* string fields point at the copies below */
+    char *topic, *group, *dlq_topic, *dlq_file, *bootstrap;
+    rc_consumer_mock *mock;
+    rd_kafka_t *rk;   /* consumer */
+    rd_kafka_t *prod; /* DLQ producer: mock->rk when embedded, else own (or NULL) */
+    rd_kafka_queue_t *q;
+    FILE *dlq_fp;
+    rc_buf line; /* dead-letter file line, reused */
+    int pipefd[2];
+    uv_poll_t poll;
+    uv_idle_t idle;
+    uv_timer_t timer;
+    rd_kafka_message_t **msgs; /* batch slots; msgs[0..held) kept while refused */
+    rc_kmsg *kmsgs;
+    size_t batch, held;
+    int paused, closing, handles_open, destroyed;
+    int in_offer, resume_early; /* rc_consumer_resume called from inside on_batch */
+    rc_consumer_close_cb close_cb;
+    void *close_arg;
+    struct part *parts; /* indexed by partition id */
+    int32_t nparts;
+    int dlq_inflight;
+    rc_consumer_stats st;  /* loop thread */
+    rc_consumer_stats pub; /* copy for other threads, under mu */
+    uv_mutex_t mu;
+};
+
+static void publish(rc_consumer *c)
+{
+    uv_mutex_lock(&c->mu);
+    c->pub = c->st;
+    uv_mutex_unlock(&c->mu);
+}
+
+/* librdkafka log lines (any thread) go to our log; rc_log is thread-safe. */
+static void kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    enum rc_log_level l = level <= LOG_ERR       ? RC_LOG_ERROR
+                          : level == LOG_WARNING ? RC_LOG_WARN
+                          : level <= LOG_INFO    ? RC_LOG_INFO
+                                                 : RC_LOG_DEBUG;
+    rc_log(l, "kafka", buf, "fac=%s client=%s", fac, rd_kafka_name(rk));
+}
+
+/* The mock host is created without bootstrap.servers (the cluster does not
+ * exist yet) and loses its brokers when the cluster stops first: expected, not
+ * logged. */
+static void mock_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    const rc_consumer_mock *m = rd_kafka_opaque(rk);
+    if (atomic_load(&m->stopping) || (!strcmp(fac, "CONFWARN") && strstr(buf, "bootstrap.servers")))
+        return;
+    kafka_log(rk, level, fac, buf);
+}
+
+/* The DLQ producer gets the consumer's extra settings too: its warnings about
+ * consumer-only keys are expected. */
+static void producer_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    if (!strcmp(fac, "CONFWARN") && strstr(buf, "consumer property"))
+        return;
+    kafka_log(rk, level, fac, buf);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf,
+                    size_t errlen)
+{
+    char why[256];
+    if (rd_kafka_conf_set(conf, k, v, why, sizeof why) != RD_KAFKA_CONF_OK)
+        return rc_err(errbuf, errlen, RC_EKAFKA, "kafka: %s: %s", k, why);
+    return 0;
+}
+
+static int conf_extra(rd_kafka_conf_t *conf, const char *const *kv, char *errbuf, size_t errlen)
+{
+    for (; kv && kv[0]; kv += 2) {
+        if (!kv[1])
+            return rc_err(errbuf, errlen, RC_EINVAL, "kafka: %s: missing value", kv[0]);
+        int rc = conf_set(conf, kv[0], kv[1], errbuf, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- mock cluster ---- */
+
+static void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+
+static void mock_dr(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    rc_consumer_mock *m = opaque;
+    if (m->owner)
+        dlq_dr(rk, msg, m->owner);
+}
+
+/* owner != NULL: the host producer also serves that consumer's dead letters. */
+static int mock_new(int brokers, int partitions, const char *const *topics, size_t ntopics,
+                    rc_consumer *owner, rc_consumer_mock **out, char *errbuf, size_t errlen)
+{
+    char why[256];
+    rc_consumer_mock *m = calloc(1, sizeof *m);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc = RC_ENOMEM;
+    if (!m || !conf)
+        goto out_free;
+    m->owner = owner;
+    rd_kafka_conf_set_opaque(conf, m);
+    rd_kafka_conf_set_log_cb(conf, mock_log);
+    rd_kafka_conf_set_dr_msg_cb(conf, mock_dr);
+    if ((rc = conf_set(conf, "client.id", "recalld-mock", errbuf, errlen)))
+        goto out_free;
+    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!m->rk) {
+        rc = rc_err(errbuf, errlen, RC_EKAFKA, "kafka: mock host: %s", why);
+        goto out_free;
+    }
+    conf = NULL; /* owned by m->rk */
+    m->mc = rd_kafka_mock_cluster_new(m->rk, brokers > 0 ? brokers : 1);
+    if (!m->mc) {
+        rc = rc_err(errbuf, errlen, RC_EKAFKA, "kafka: mock cluster: cannot start");
+        goto out_free;
+    }
+    for (size_t i = 0; i < ntopics; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
+            m->mc, topics[i], partitions > 0 ? partitions : DEFAULT_PARTS, 1);
+        if (err) {
+            rc = rc_err(errbuf, errlen, RC_EKAFKA, "kafka: mock topic %s: %s", topics[i],
+                        rd_kafka_err2str(err));
+            goto out_free;
+        }
+    }
+    m->bootstrap = strdup(rd_kafka_mock_cluster_bootstraps(m->mc));
+    if (!m->bootstrap) {
+        rc = RC_ENOMEM;
+        goto out_free;
+    }
+    rd_kafka_brokers_add(m->rk, m->bootstrap);
+    *out = m;
+    return 0;
+out_free:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    rc_consumer_mock_destroy(m);
+    if (rc == RC_ENOMEM)
+        rc_err(errbuf, errlen, rc, "kafka: mock: out of memory");
+    return rc;
+}
+
+int rc_consumer_mock_start(int brokers, int partitions, const char *const *topics, size_t ntopics,
+                           rc_consumer_mock **out, char *errbuf, size_t errlen)
+{
+    if (!out || (ntopics && !topics) || brokers < 0 || partitions < 0)
+        return rc_err(errbuf, errlen, RC_EINVAL, "mock: invalid argument");
+    for (size_t i = 0; i < ntopics; i++)
+        if (!topics[i] || !topics[i][0])
+            return rc_err(errbuf, errlen, RC_EINVAL, "mock: empty topic name");
+    return mock_new(brokers, partitions, topics, ntopics, NULL, out, errbuf, errlen);
+}
+
+const char *rc_consumer_mock_bootstrap(const rc_consumer_mock *m)
+{
+    return m ? m->bootstrap : NULL;
+}
+
+void rc_consumer_mock_destroy(rc_consumer_mock *m)
+{
+    if (!m)
+        return;
+    if (m->rk && rd_kafka_flush(m->rk, FLUSH_TIMEOUT_MS))
+        rc_log_warn(MOD, "mock host: messages lost at shutdown", "pending=%d",
+                    rd_kafka_outq_len(m->rk));
+    atomic_store(&m->stopping, 1);
+    /* The cluster's thread uses the host handle: cluster first. */
+    if (m->mc)
+        rd_kafka_mock_cluster_destroy(m->mc);
+    if (m->rk)
+        rd_kafka_destroy(m->rk);
+    free(m->bootstrap);
+    free(m);
+}
+
+/* ---- partitions, positions, lag ---- */
+
+/* Entry for partition p, growing the table (rare: only for ids past the last
+ * seen). */
+static struct part *part_get(rc_consumer *c, int32_t p)
+{
+    if (p < 0)
+        return NULL;
+    if (p >= c->nparts) {
+        int32_t n = RC_MAX(p + 1, c->nparts * 2);
+        struct part *np = realloc(c->parts, (size_t)n * sizeof *np);
+        if (!np)
+            return NULL;
+        for (int32_t i = c->nparts; i < n; i++)
+            np[i] = (struct part){.next = -1, .assigned = 0};
+        c->parts = np;
+        c->nparts = n;
+    }
+    return &c->parts[p];
+}
+
+static void lag_refresh(rc_consumer *c)
+{
+    int64_t lag = 0;
+    int known = 0;
+    for (int32_t p = 0; p < c->nparts; p++) {
+        int64_t lo, hi, from;
+        if (!c->parts[p].assigned || rd_kafka_get_watermark_offsets(c->rk, c->topic, p, &lo, &hi) ||
+            hi == RD_KAFKA_OFFSET_INVALID)
+            continue;
+        from = c->parts[p].next >= 0 ? c->parts[p].next : lo;
+        if (from == RD_KAFKA_OFFSET_INVALID)
+            continue;
+        lag += hi > from ? hi - from : 0;
+        known = 1;
+    }
+    c->st.lag = known ? lag : -1;
+}
+
+size_t rc_consumer_positions(const rc_consumer *c, int32_t *parts, int64_t *next_offsets,
+                             size_t cap)
+{
+    size_t n = 0;
+    if (!c)
+        return 0;
+    for (int32_t p = 0; p < c->nparts; p++) {
+        if (!c->parts[p].assigned || c->parts[p].next < 0)
+            continue;
+        if (n < cap && parts && next_offsets) {
+            parts[n] = p;
+            next_offsets[n] = c->parts[p].next;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* ---- rebalance ---- */
+
+static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_partition_list_t *l)
+{
+    int32_t *ids = malloc((size_t)(l->cnt > 0 ? l->cnt : 1) * sizeof *ids);
+    size_t n = 0;
+    for (int i = 0; i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &l->elems[i];
+        struct part *pt;
+        if (strcmp(tp->topic, c->topic) != 0 || !(pt = part_get(c, tp->partition)))
+            continue;
+        c->st.assigned += assigned ? !pt->assigned : -pt->assigned;
+        pt->assigned = assigned;
+        pt->next = -1;
+        if (ids)
+            ids[n++] = tp->partition;
+    }
+    rc_log_info(MOD, assigned ? "partitions assigned" : "partitions revoked",
+                "count=%d assigned_now=%d", l->cnt, c->st.assigned);
+    if (c->o.on_rebalance && ids)
+        c->o.on_rebalance(c->o.ud, assigned, ids, n);
+    free(ids);
+    if (!ids)
+        rc_log_error(MOD, "rebalance: out of memory", "partitions=%d", l->cnt);
+}
+
+/* Served from rd_kafka_consume_batch_queue (or consumer_close) on the loop
+ * thread. */
+static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *l, void *opaque)
+{
+    rc_consumer *c = opaque;
+    int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    switch (err) {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            if (coop)
+                e = rd_kafka_incremental_assign(rk, l);
+            else
+                aerr = rd_kafka_assign(rk, l);
+            notify_rebalance(c, 1, l);
+            break;
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            notify_rebalance(c, 0, l);
+            if (coop)
+                e = rd_kafka_incremental_unassign(rk, l);
+            else
+                aerr = rd_kafka_assign(rk, NULL);
+            break;
+        default:
+            rc_log_error(MOD, "rebalance failed", "err=\"%s\"", rd_kafka_err2str(err));
+            notify_rebalance(c, 0, l);
+            aerr = rd_kafka_assign(rk, NULL);
+            break;
+    }
+    if (e) {
+        rc_log_error(MOD, "incremental assign failed", "err=\"%s\"", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else if (aerr) {
+        rc_log_error(MOD, "assign failed", "err=\"%s\"", rd_kafka_err2str(aerr));
+    }
+    lag_refresh(c);
+    publish(c);
+}
+
+static void on_kafka_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *l, void *opaque)
+{
+    rc_consumer *c = opaque;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return; /* nothing to commit */
+    if (err) {
+        c->st.commit_errors++;
+        rc_log_warn(MOD, "commit failed", "err=\"%s\"", rd_kafka_err2str(err));
+    } else {
+        c->st.commits++;
+    }
+    publish(c);
+}
+
+/* ---- draining ---- */
+
+/* Drops error messages from msgs[0..n) (logged, counted), fills kmsgs; returns
+ * how many messages remain. */
+static size_t batch_prepare(rc_consumer *c, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = c->msgs[i];
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                c->st.errors++;
+                rc_log_warn(MOD, "consumer error", "err=\"%s\" reason=\"%s\"",
+                            rd_kafka_err2str(m->err), rd_kafka_message_errstr(m));
+            }
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        rd_kafka_timestamp_type_t tt;
+        int64_t ts = rd_kafka_message_timestamp(m, &tt);
+        c->msgs[k] = m;
+        c->kmsgs[k] = (rc_kmsg){.payload = m->payload ? m->payload : "",
+                                .len = m->len,
+                                .key = m->key,
+                                .key_len = m->key_len,
+                                .partition = m->partition,
+                                .offset = m->offset,
+                                .timestamp_ms = tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts};
+        k++;
+    }
+    return k;
+}
+
+/* Offers msgs[0..held) to the owner. RC_EAGAIN: kept for later. */
+static int batch_offer(rc_consumer *c)
+{
+    c->in_offer = 1;
+    c->resume_early = 0;
+    int rc = c->o.on_batch(c->o.ud, c->kmsgs, c->held);
+    c->in_offer = 0;
+    if (rc == RC_EAGAIN) {
+        c->st.refused_batches++;
+        return c->resume_early ? RC_OK : rc; /* resumed already: offer again next tick */
+    }
+    if (rc)
+        rc_log_warn(MOD, "on_batch returned an error: batch counted as taken", "rc=%d", rc);
+    c->st.batches++;
+    for (size_t i = 0; i < c->held; i++) {
+        struct part *pt = part_get(c, c->kmsgs[i].partition);
+        if (pt && c->kmsgs[i].offset >= pt->next)
+            pt->next = c->kmsgs[i].offset + 1;
+        c->st.messages++;
+        c->st.bytes += c->kmsgs[i].len;
+        rd_kafka_message_destroy(c->msgs[i]);
+    }
+    c->held = 0;
+    return 0;
+}
+
+static void pause_drain(rc_consumer *c)
+{
+    c->paused = 1;
+    uv_poll_stop(&c->poll);
+    uv_idle_stop(&c->idle);
+}
+
+static void on_idle(uv_idle_t *h);
+
+/* One tick: serve up to MAX_ROUNDS batches; continue from the idle handle if
+ * the queue may still hold more. */
+static void drain(rc_consumer *c)
+{
+    if (c->prod && c->dlq_inflight > 0)
+        rd_kafka_poll(c->prod, 0);
+    for (int round = 0; round < MAX_ROUNDS && !c->paused && !c->closing; round++) {
+        int empty = 0;
+        if (!c->held) {
+            ssize_t n = rd_kafka_consume_batch_queue(c->q, 0, c->msgs, c->batch);
+            if (n < 0) {
+                c->st.errors++;
+                rc_log_error(MOD, "consume failed", "err=\"%s\"",
+                             rd_kafka_err2str(rd_kafka_last_error()));
+                break;
+            }
+            c->held = batch_prepare(c, (size_t)n);
+            empty = (size_t)n < c->batch;
+        }
+        if (c->held && batch_offer(c) == RC_EAGAIN) {
+            pause_drain(c);
+            break;
+        }
+        if (c->held)
+            break; /* refused, but resumed from inside on_batch: offered next tick */
+        if (empty) {
+            /* Short batch: the queue was empty, the next enqueue signals the pipe. */
+            uv_idle_stop(&c->idle);
+            publish(c);
+            return;
+        }
+    }
+    if (!c->paused && !c->closing)
+        uv_idle_start(&c->idle, on_idle);
+    publish(c);
+}
+
+static void on_idle(uv_idle_t *h) { drain(h->data); }
+
+static void on_readable(uv_poll_t *h, int status, int events)
+{
+    rc_consumer *c = h->data;
+    char buf[64];
+    if (status < 0) {
+        rc_log_error(MOD, "poll failed", "err=\"%s\"", uv_strerror(status));
+        return;
+    }
+    /* Empty the pipe before serving: a byte written after this point means a new
+     * empty -> non-empty transition that the next poll will see. */
+    while (read(c->pipefd[0], buf, sizeof buf) > 0)
+        ;
+    drain(c);
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    rc_consumer *c = h->data;
+    if (c->prod)
+        rd_kafka_poll(c->prod, 0);
+    lag_refresh(c);
+    publish(c);
+}
+
+void rc_consumer_resume(rc_consumer *c)
+{
+    if (c && c->in_offer)
+        c->resume_early = 1;
+    if (!c || !c->paused || c->closing)
+        return;
+    c->paused = 0;
+    /* Not re-entrant from on_batch: the held batch is offered on the next tick.
+     */
+    uv_poll_start(&c->poll, UV_READABLE, on_readable);
+    uv_idle_start(&c->idle, on_idle);
+}
+
+/* ---- dead letters ---- */
+
+static void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    rc_consumer *c = opaque;
+    c->dlq_inflight--;
+    if (m->err) {
+        c->st.dead_letter_errors++;
+        rc_log_warn(MOD, "dead letter not delivered", "err=\"%s\"", rd_kafka_err2str(m->err));
+    } else {
+        c->st.dead_letters++;
+    }
+}
+
+static int dlq_file_write(rc_consumer *c, const rc_kmsg *m, const char *reason, const char *err)
+{
+    rc_buf *b = &c->line;
+    size_t plen = RC_MIN(m->len, (size_t)DLQ_PAYLOAD_MAX);
+    int rc;
+    rc_buf_reset(b);
+    rc = rc_buf_puts(b, "{\"reason\":");
+    rc = rc ? rc : rc_buf_json_str(b, reason, strlen(reason));
+    rc = rc ? rc : rc_buf_puts(b, ",\"error\":");
+    rc = rc ? rc : rc_buf_json_str(b, err, strlen(err));
+    rc = rc ? rc
+            : rc_buf_printf(b,
+                            ",\"partition\":%" PRId32 ",\"offset\":%" PRId64 ",\"len\":%zu,"
+                            "\"truncated\":%s,\"payload\":",
+                            m->partition, m->offset, m->len, plen < m->len ? "true" : "false");
+    rc = rc ? rc : rc_buf_json_str(b, m->payload ? m->payload : "", m->payload ? plen : 0);
+    rc = rc ? rc : rc_buf_puts(b, "}\n");
+    if (rc)
+        return rc;
+    /* Plain stdio on the loop thread: a page-cache write, no fsync. */
+    if (fwrite(b->data, 1, b->len, c->dlq_fp) != b->len || fflush(c->dlq_fp) != 0)
+        return RC_EIO;
+    return 0;
+}
+
+static int dlq_produce(rc_consumer *c, const rc_kmsg *m, const char *reason, const char *err)
+{
+    char part[16], off[24];
+    snprintf(part, sizeof part, "%" PRId32, m->partition);
+    snprintf(off, sizeof off, "%" PRId64, m->offset);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        c->prod, RD_KAFKA_V_TOPIC(c->dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_VALUE((void *)m->payload, m->len), RD_KAFKA_V_KEY((void *)m->key, m->key_len),
+        RD_KAFKA_V_HEADER("reason", reason, -1), RD_KAFKA_V_HEADER("error", err, -1),
+        RD_KAFKA_V_HEADER("partition", part, -1), RD_KAFKA_V_HEADER("offset", off, -1),
+        RD_KAFKA_V_END);
+    if (e) {
+        rc_log_warn(MOD, "dead letter not queued", "err=\"%s\"", rd_kafka_err2str(e));
+        return RC_EKAFKA;
+    }
+    c->dlq_inflight++;
+    return 0;
+}
+
+int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason, const char *err)
+{
+    int rc;
+    if (!c || !m || (!m->payload && m->len))
+        return RC_EINVAL;
+    reason = reason ? reason : "";
+    err = err ? err : "";
+    if (c->dlq_fp) {
+        rc = dlq_file_write(c, m, reason, err);
+        if (rc)
+            c->st.dead_letter_errors++;
+        else
+            c->st.dead_letters++;
+    } else {
+        rc = c->prod ? dlq_produce(c, m, reason, err) : RC_EINVAL;
+        if (rc)
+            c->st.dead_letter_errors++;
+    }
+    publish(c);
+    return rc;
+}
+
+/* ---- commit, stats, bootstrap ---- */
+
+int rc_consumer_commit(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n)
+{
+    if (!c || !parts || !offsets || n == 0 || n > INT32_MAX)
+        return RC_EINVAL;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    if (!l)
+        return RC_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (offsets[i] < 0 || parts[i] < 0) {
+            rd_kafka_topic_partition_list_destroy(l);
+            return RC_EINVAL;
+        }
+        rd_kafka_topic_partition_list_add(l, c->topic, parts[i])->offset = offsets[i];
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, 1 /* async: result via on_kafka_commit */);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        c->st.commit_errors++;
+        rc_log_warn(MOD, "commit not started", "err=\"%s\"", rd_kafka_err2str(e));
+        return RC_EKAFKA;
+    }
+    return 0;
+}
+
+const char *rc_consumer_bootstrap(const rc_consumer *c) { return c ? c->bootstrap : NULL; }
+
+void rc_consumer_stats_get(rc_consumer *c, rc_consumer_stats *st)
+{
+    if (!c || !st)
+        return;
+    uv_mutex_lock(&c->mu);
+    *st = c->pub;
+    uv_mutex_unlock(&c->mu);
+}
+
+/* ---- start ---- */
+
+static int consumer_new(rc_consumer *c, char *errbuf, size_t errlen)
+{
+    char why[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc;
+    if (!conf)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "kafka: out of memory");
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_log_cb(conf, kafka_log);
+    rd_kafka_conf_set_rebalance_cb(conf, on_kafka_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(conf, on_kafka_commit);
+    if ((rc = conf_set(conf, "bootstrap.servers", c->bootstrap, errbuf, errlen)) ||
+        (rc = conf_set(conf, "group.id", c->group, errbuf, errlen)) ||
+        (rc = conf_set(conf, "client.id", "recalld", errbuf, errlen)) ||
+        (rc = conf_set(conf, "enable.auto.commit", "false", errbuf, errlen)) ||
+        (rc = conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen)) ||
+        (rc = conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen)) ||
+        (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+    if (!c->rk) {
+        rd_kafka_conf_destroy(conf);
+        return rc_err(errbuf, errlen, RC_EKAFKA, "kafka: consumer: %s", why);
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e)
+        return rc_err(errbuf, errlen, RC_EKAFKA, "kafka: subscribe %s: %s", c->topic,
+                      rd_kafka_err2str(e));
+    c->q = rd_kafka_queue_get_consumer(c->rk);
+    if (!c->q)
+        return rc_err(errbuf, errlen, RC_EKAFKA, "kafka: no consumer queue");
+    if (pipe2(c->pipefd, O_NONBLOCK | O_CLOEXEC) != 0)
+        return rc_err(errbuf, errlen, RC_EIO, "pipe: %s", strerror(errno));
+    rd_kafka_queue_io_event_enable(c->q, c->pipefd[1], "1", 1);
+    return 0;
+}
+
+static int dlq_producer_new(rc_consumer *c, char *errbuf, size_t errlen)
+{
+    char why[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc;
+    if (!conf)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "kafka: out of memory");
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_log_cb(conf, producer_log);
+    rd_kafka_conf_set_dr_msg_cb(conf, dlq_dr);
+    /* extra is applied too (security settings); consumer-only keys only warn. */
+    if ((rc = conf_set(conf, "bootstrap.servers", c->bootstrap, errbuf, errlen)) ||
+        (rc = conf_set(conf, "client.id", "recalld-dlq", errbuf, errlen)) ||
+        (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    c->prod = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!c->prod) {
+        rd_kafka_conf_destroy(conf);
+        return rc_err(errbuf, errlen, RC_EKAFKA, "kafka: dlq producer: %s", why);
+    }
+    return 0;
+}
+
+static char *dup_or(const char *s, const char *def) { return strdup(s && s[0] ? s : def); }
+
+static int copy_opts(rc_consumer *c, const rc_consumer_opts *o, char *errbuf, size_t errlen)
+{
+    char dlq[512];
+    c->o = *o;
+    c->topic = dup_or(o->topic, "clicks");
+    c->group = dup_or(o->group, "recalld");
+    if (!c->topic || !c->group)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: out of memory");
+    snprintf(dlq, sizeof dlq, "%s.dlq", c->topic);
+    c->dlq_topic = dup_or(o->dlq_topic, dlq);
+    c->dlq_file = o->dlq_file ? strdup(o->dlq_file) : NULL;
+    if (!o->embedded)
+        c->bootstrap = strdup(o->brokers);
+    c->batch = o->batch ? o->batch : DEFAULT_BATCH;
+    c->msgs = calloc(c->batch, sizeof *c->msgs);
+    c->kmsgs = calloc(c->batch, sizeof *c->kmsgs);
+    if (!c->dlq_topic || (o->dlq_file && !c->dlq_file) || (!o->embedded && !c->bootstrap) ||
+        !c->msgs || !c->kmsgs)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: out of memory");
+    c->o.topic = c->topic;
+    c->o.group = c->group;
+    c->o.dlq_topic = c->dlq_topic;
+    c->o.dlq_file = c->dlq_file;
+    c->o.brokers = c->bootstrap;
+    return 0;
+}
+
+static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
+{
+    int rc;
+    if (c->o.embedded) {
+        const char *topics[2] = {c->topic, c->dlq_topic};
+        rc = mock_new(1, c->o.embedded_partitions, topics, 2, c, &c->mock, errbuf, errlen);
+        if (rc)
+            return rc;
+        c->bootstrap = strdup(c->mock->bootstrap);
+        if (!c->bootstrap)
+            return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: out of memory");
+        c->o.brokers = c->bootstrap;
+        c->prod = c->mock->rk;
+        rc_log_info(MOD, "embedded mock cluster started", "bootstrap=%s topic=%s partitions=%d",
+                    c->bootstrap, c->topic,
+                    c->o.embedded_partitions > 0 ? c->o.embedded_partitions : DEFAULT_PARTS);
+    } else if (!c->dlq_file && (rc = dlq_producer_new(c, errbuf, errlen))) {
+        return rc;
+    }
+    if (c->dlq_file && !(c->dlq_fp = fopen(c->dlq_file, "ae")))
+        return rc_err(errbuf, errlen, RC_EIO, "%s: %s", c->dlq_file, strerror(errno));
+    return consumer_new(c, errbuf, errlen);
+}
+
+static void kafka_teardown(rc_consumer *c);
+static void free_all(rc_consumer *c);
+
+int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer **out,
+                      char *errbuf, size_t errlen)
+{
+    int rc;
+    if (!loop || !opts || !out || !opts->on_batch)
+        return rc_err(errbuf, errlen, RC_EINVAL, "consumer: loop, opts, out, on_batch required");
+    if (!opts->embedded && (!opts->brokers || !opts->brokers[0]))
+        return rc_err(errbuf, errlen, RC_EINVAL, "consumer: brokers: required unless embedded");
+    if (opts->embedded_partitions < 0)
+        return rc_err(errbuf, errlen, RC_EINVAL, "consumer: embedded_partitions: must be >= 0");
+    rc_consumer *c = calloc(1, sizeof *c);
+    if (!c)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: out of memory");
+    c->loop = loop;
+    c->pipefd[0] = c->pipefd[1] = -1;
+    c->st.lag = -1;
+    rc_buf_init(&c->line, 2 * DLQ_PAYLOAD_MAX);
+    if (uv_mutex_init(&c->mu) != 0) {
+        free(c);
+        return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: mutex");
+    }
+    if ((rc = copy_opts(c, opts, errbuf, errlen)) || (rc = kafka_setup(c, errbuf, errlen)))
+        goto out_teardown;
+    if ((rc = uv_poll_init(loop, &c->poll, c->pipefd[0])) != 0) {
+        rc = rc_err(errbuf, errlen, RC_EIO, "uv_poll_init: %s", uv_strerror(rc));
+        goto out_teardown;
+    }
+    uv_idle_init(loop, &c->idle);
+    uv_timer_init(loop, &c->timer);
+    c->poll.data = c->idle.data = c->timer.data = c;
+    c->handles_open = 3;
+    uv_poll_start(&c->poll, UV_READABLE, on_readable);
+    uv_timer_start(&c->timer, on_timer, TIMER_MS, TIMER_MS);
+    /* Whatever was queued before the pipe was attached never signalled it. */
+    uv_idle_start(&c->idle, on_idle);
+    publish(c);
+    rc_log_info(MOD, "consumer started", "bootstrap=%s topic=%s group=%s batch=%zu dlq=%s",
+                c->bootstrap, c->topic, c->group, c->batch,
+                c->dlq_file ? c->dlq_file : c->dlq_topic);
+    *out = c;
+    return 0;
+out_teardown:
+    kafka_teardown(c);
+    free_all(c);
+    free(c);
+    return rc;
+}
+
+/* ---- close, destroy ---- */
+
+static void free_all(rc_consumer *c)
+{
+    uv_mutex_destroy(&c->mu);
+    rc_buf_free(&c->line);
+    free(c->parts);
+    free(c->msgs);
+    free(c->kmsgs);
+    free(c->topic);
+    free(c->group);
+    free(c->dlq_topic);
+    free(c->dlq_file);
+    free(c->bootstrap);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    rc_consumer *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    /* Read before cb: a cb that calls rc_consumer_destroy frees c itself. */
+    int destroyed = c->destroyed;
+    if (c->close_cb)
+        c->close_cb(c, c->close_arg);
+    if (destroyed) {
+        free_all(c);
+        free(c);
+    }
+}
+
+void rc_consumer_close(rc_consumer *c, rc_consumer_close_cb cb, void *arg)
+{
+    if (!c || c->closing)
+        return;
+    c->closing = 1;
+    c->close_cb = cb;
+    c->close_arg = arg;
+    uv_close((uv_handle_t *)&c->poll, on_handle_closed);
+    uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+/* Releases every Kafka resource and the pipe; leaves c's memory and uv handles.
+ */
+static void kafka_teardown(rc_consumer *c)
+{
+    for (size_t i = 0; i < c->held; i++)
+        rd_kafka_message_destroy(c->msgs[i]);
+    c->held = 0;
+    if (c->q)
+        rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
+    if (c->rk) {
+        /* Serves the final revoke (on_rebalance) on this thread. */
+        rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
+        if (e)
+            rc_log_warn(MOD, "consumer close", "err=\"%s\"", rd_kafka_err2str(e));
+    }
+    if (c->q)
+        rd_kafka_queue_destroy(c->q);
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+    c->q = NULL;
+    c->rk = NULL;
+    if (c->prod && !c->mock) {
+        if (rd_kafka_flush(c->prod, FLUSH_TIMEOUT_MS))
+            rc_log_warn(MOD, "dead letters lost at shutdown", "pending=%d",
+                        rd_kafka_outq_len(c->prod));
+        rd_kafka_destroy(c->prod);
+    }
+    c->prod = NULL;
+    rc_consumer_mock_destroy(c->mock); /* flushes its dead letters first */
+    c->mock = NULL;
+    if (c->dlq_fp)
+        fclose(c->dlq_fp);
+    c->dlq_fp = NULL;
+    for (int i = 0; i < 2; i++)
+        if (c->pipefd[i] >= 0)
+            close(c->pipefd[i]);
+    c->pipefd[0] = c->pipefd[1] = -1;
+    publish(c);
+}
+
+void rc_consumer_destroy(rc_consumer *c)
+{
+    if (!c || c->destroyed)
+        return;
+    c->destroyed = 1;
+    rc_consumer_close(c, NULL, NULL); /* no-op if already closing */
+    kafka_teardown(c);
+    if (c->handles_open == 0) {
+        free_all(c);
+        free(c);
+    }
+}

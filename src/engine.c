@@ -1,0 +1,896 @@
+#include "recalld/engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "recalld/common.h"
+#include "recalld/index.h"
+#include "recalld/log.h"
+#include "recalld/sampler.h"
+#include "recalld/session.h"
+#include "recalld/sgns.h"
+#include "recalld/vec.h"
+
+#define ERR_TEXT 112
+#define FRESH_RING 4096
+#define POP_N 256
+#define CTX_MAX 64
+
+struct rc_batch {
+    rc_batch *next;
+    uint32_t n, cap;
+    char *arena; /* raw payloads back to back */
+    size_t alen, acap;
+    size_t *aoff;
+    uint32_t *len;
+    int32_t *part;
+    int64_t *koff;
+    rc_event *ev;
+    uint8_t *reason;
+    char (*err)[ERR_TEXT];
+    uint64_t recv_ns;
+};
+
+struct queue {
+    rc_batch *head, *tail;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+struct rc_engine {
+    rc_config cfg;
+    rc_table *table;
+    rc_session *sess;
+    rc_sampler *sampler;
+    rc_index *index;
+    rc_sgns_opts sg;
+    rc_sgns_work work;
+    rc_rng rng;
+
+    uv_loop_t *loop;
+    uv_async_t async;
+    rc_engine_done_cb done;
+    void *ud;
+
+    pthread_mutex_t free_mu;
+    rc_batch *free_list;
+    rc_batch *all; /* every batch, for destroy (linked through a side array) */
+    rc_batch **batches;
+    uint32_t nbatches;
+
+    struct queue q_decode, q_train, q_done;
+    pthread_t decoder, trainer;
+    int threads;
+    atomic_int stop;
+
+    /* sync: batches submitted vs finished */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    uint64_t submitted, finished;
+
+    /* counters (atomics: bumped by one thread, read by any) */
+    _Atomic uint64_t consumed, applied, ignored, pairs, new_items, rejected_capacity;
+    _Atomic uint64_t invalid[RC_EV_REASON_COUNT];
+    _Atomic uint64_t total_count, batches_done, index_errors;
+    _Atomic double loss_avg;
+    int64_t max_ts; /* trainer only */
+    uint64_t last_expire_ns, last_maintain_ns;
+
+    pthread_mutex_t fresh_mu;
+    uint32_t fresh_us[FRESH_RING];
+    uint32_t fresh_n, fresh_pos;
+
+    pthread_mutex_t pop_mu;
+    uint32_t pop[POP_N];
+    uint32_t npop;
+    uint8_t *in_pop; /* trainer only, by row */
+    size_t in_pop_cap;
+};
+
+/* ---- queues ---- */
+
+static void q_init(struct queue *q)
+{
+    q->head = q->tail = NULL;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+}
+
+static void q_fini(struct queue *q)
+{
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+}
+
+static void q_push(struct queue *q, rc_batch *b)
+{
+    b->next = NULL;
+    pthread_mutex_lock(&q->mu);
+    if (q->tail)
+        q->tail->next = b;
+    else
+        q->head = b;
+    q->tail = b;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Pops one batch, waiting at most timeout_ms (-1 = until stop). */
+static rc_batch *q_pop(struct queue *q, int timeout_ms, atomic_int *stop)
+{
+    pthread_mutex_lock(&q->mu);
+    if (!q->head && !atomic_load(stop) && timeout_ms != 0) {
+        if (timeout_ms < 0) {
+            while (!q->head && !atomic_load(stop))
+                pthread_cond_wait(&q->cv, &q->mu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += (long)timeout_ms * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+        }
+    }
+    rc_batch *b = q->head;
+    if (b) {
+        q->head = b->next;
+        if (!q->head)
+            q->tail = NULL;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return b;
+}
+
+static void q_wake(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- batches ---- */
+
+static void batch_free(rc_batch *b)
+{
+    if (!b)
+        return;
+    free(b->arena);
+    free(b->aoff);
+    free(b->len);
+    free(b->part);
+    free(b->koff);
+    free(b->ev);
+    free(b->reason);
+    free(b->err);
+    free(b);
+}
+
+static rc_batch *batch_new(uint32_t cap)
+{
+    rc_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->cap = cap;
+    b->acap = (size_t)cap * 256;
+    b->arena = malloc(b->acap);
+    b->aoff = malloc(cap * sizeof *b->aoff);
+    b->len = malloc(cap * sizeof *b->len);
+    b->part = malloc(cap * sizeof *b->part);
+    b->koff = malloc(cap * sizeof *b->koff);
+    b->ev = malloc(cap * sizeof *b->ev);
+    b->reason = malloc(cap);
+    b->err = malloc(cap * sizeof *b->err);
+    if (!b->arena || !b->aoff || !b->len || !b->part || !b->koff || !b->ev || !b->reason ||
+        !b->err) {
+        batch_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+rc_batch *rc_engine_batch_get(rc_engine *e)
+{
+    pthread_mutex_lock(&e->free_mu);
+    rc_batch *b = e->free_list;
+    if (b)
+        e->free_list = b->next;
+    pthread_mutex_unlock(&e->free_mu);
+    if (b) {
+        b->n = 0;
+        b->alen = 0;
+        b->next = NULL;
+    }
+    return b;
+}
+
+static void batch_put(rc_engine *e, rc_batch *b)
+{
+    pthread_mutex_lock(&e->free_mu);
+    b->next = e->free_list;
+    e->free_list = b;
+    pthread_mutex_unlock(&e->free_mu);
+}
+
+int rc_engine_batch_add(rc_batch *b, const char *payload, size_t len, int32_t partition,
+                        int64_t offset)
+{
+    if (b->n == b->cap)
+        return RC_E2BIG;
+    /* Oversized messages are kept only up to the limit + 1 byte: enough for the
+     * decoder to refuse them as too_large and for the dead letter to carry a
+     * prefix, without letting one message grow the arena without bound. */
+    size_t keep = len > RC_EVENT_MAX ? RC_EVENT_MAX + 1 : len;
+    if (b->alen + keep > b->acap) {
+        size_t cap = b->acap * 2;
+        while (cap < b->alen + keep)
+            cap *= 2;
+        char *p = realloc(b->arena, cap);
+        if (!p)
+            return RC_ENOMEM;
+        b->arena = p;
+        b->acap = cap;
+    }
+    memcpy(b->arena + b->alen, payload, keep);
+    b->aoff[b->n] = b->alen;
+    b->len[b->n] = (uint32_t)keep;
+    b->part[b->n] = partition;
+    b->koff[b->n] = offset;
+    b->alen += keep;
+    b->n++;
+    return 0;
+}
+
+uint32_t rc_engine_batch_count(const rc_batch *b) { return b->n; }
+
+/* ---- decode stage ---- */
+
+static void decode_batch(rc_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++) {
+        size_t len = b->len[i];
+        b->err[i][0] = '\0';
+        if (len > RC_EVENT_MAX) {
+            b->reason[i] = RC_EV_TOO_LARGE;
+            snprintf(b->err[i], ERR_TEXT, "message over %d bytes", RC_EVENT_MAX);
+            continue;
+        }
+        b->reason[i] =
+            (uint8_t)rc_event_decode(b->arena + b->aoff[i], len, &b->ev[i], b->err[i], ERR_TEXT);
+    }
+}
+
+/* ---- train stage ---- */
+
+static void pop_update(rc_engine *e, uint32_t row)
+{
+    if (row >= e->in_pop_cap) {
+        size_t cap = e->in_pop_cap ? e->in_pop_cap : 4096;
+        while (cap <= row)
+            cap *= 2;
+        uint8_t *p = realloc(e->in_pop, cap);
+        if (!p)
+            return;
+        memset(p + e->in_pop_cap, 0, cap - e->in_pop_cap);
+        e->in_pop = p;
+        e->in_pop_cap = cap;
+    }
+    uint32_t c = rc_table_count(e->table, row), i;
+    pthread_mutex_lock(&e->pop_mu);
+    if (e->in_pop[row]) {
+        for (i = 0; e->pop[i] != row; i++)
+            ;
+    } else if (e->npop < POP_N) {
+        i = e->npop++;
+        e->pop[i] = row;
+        e->in_pop[row] = 1;
+    } else if (c > rc_table_count(e->table, e->pop[POP_N - 1])) {
+        i = POP_N - 1;
+        e->in_pop[e->pop[i]] = 0;
+        e->pop[i] = row;
+        e->in_pop[row] = 1;
+    } else {
+        pthread_mutex_unlock(&e->pop_mu);
+        return;
+    }
+    while (i > 0 && rc_table_count(e->table, e->pop[i - 1]) < c) {
+        e->pop[i] = e->pop[i - 1];
+        e->pop[i - 1] = row;
+        i--;
+    }
+    pthread_mutex_unlock(&e->pop_mu);
+}
+
+/* Context for a new item's cold start: the user's clicks of the current session. */
+static uint32_t cold_context(rc_engine *e, const rc_event *ev, uint32_t *ctx)
+{
+    rc_click rec[CTX_MAX];
+    uint32_t n = 0, m = 0;
+    if (rc_session_recent(e->sess, ev->user, ev->user_len, rec, RC_MIN(e->sg.window, CTX_MAX), &n))
+        return 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (rec[i].ts_ms <= ev->ts_ms && ev->ts_ms - rec[i].ts_ms <= e->cfg.gap_ms)
+            ctx[m++] = rec[i].row;
+    return m;
+}
+
+static void apply_event(rc_engine *e, const rc_event *ev)
+{
+    uint32_t city, cate, row, ctx[CTX_MAX], nctx = 0;
+    unsigned flags = 0;
+    int created = 0;
+    if (strcmp(ev->type, "click") != 0) {
+        atomic_fetch_add(&e->ignored, 1);
+        return;
+    }
+    if (rc_table_city_id(e->table, ev->city, ev->city_len, &city) ||
+        rc_table_cate_id(e->table, ev->cate, ev->cate_len, &cate))
+        goto capacity;
+    if (rc_table_find(e->table, ev->item, ev->item_len, &row) != 0) {
+        nctx = cold_context(e, ev, ctx);
+        if (rc_table_upsert(e->table, ev->item, ev->item_len, city, cate, ctx, nctx, &row,
+                            &created))
+            goto capacity;
+        atomic_fetch_add(&e->new_items, 1);
+        rc_sampler_note(e->sampler, row);
+        rc_index_touch(e->index, row);
+    }
+    if (ev->ts_ms > e->max_ts)
+        e->max_ts = ev->ts_ms;
+    rc_session_add(e->sess, ev->user, ev->user_len, row, ev->ts_ms, ctx,
+                   RC_MIN(e->sg.window, CTX_MAX), &nctx, &flags);
+    atomic_fetch_add(&e->applied, 1);
+    if (flags & (RC_SESS_DUPLICATE | RC_SESS_LATE))
+        return;
+    rc_table_count_add(e->table, row, 1);
+    uint64_t total = atomic_fetch_add(&e->total_count, 1) + 1;
+    rc_sampler_note(e->sampler, row);
+    pop_update(e, row);
+    if (nctx) {
+        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, e->sg.lr, row, ctx, nctx,
+                                   total, &e->work);
+        atomic_fetch_add(&e->pairs, p);
+        rc_index_touch(e->index, row);
+        for (uint32_t i = 0; i < nctx; i++)
+            rc_index_touch(e->index, ctx[i]);
+    }
+    return;
+capacity:
+    /* Valid but beyond a configured bound (model.max_items, dictionaries): the
+     * event is counted, logged once in a while, and not applied. */
+    if (atomic_fetch_add(&e->rejected_capacity, 1) % 10000 == 0)
+        rc_log_warn("engine", "item table full: events are not applied", "max_items=%u",
+                    e->cfg.max_items);
+}
+
+static void fresh_record(rc_engine *e, uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    pthread_mutex_lock(&e->fresh_mu);
+    e->fresh_us[e->fresh_pos] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    e->fresh_pos = (e->fresh_pos + 1) % FRESH_RING;
+    if (e->fresh_n < FRESH_RING)
+        e->fresh_n++;
+    pthread_mutex_unlock(&e->fresh_mu);
+}
+
+static void maintain(rc_engine *e, int force)
+{
+    char err[256];
+    uint64_t now = rc_now_ns();
+    int rc = rc_index_flush(e->index, 0, err, sizeof err);
+    if (rc < 0 && atomic_fetch_add(&e->index_errors, 1) % 1000 == 0)
+        rc_log_error("engine", "index flush failed", "error=\"%s\"", err);
+    rc_sampler_maintain(e->sampler);
+    if (force || now - e->last_maintain_ns > 50 * 1000000ull) {
+        e->last_maintain_ns = now;
+        if (rc_index_maintain(e->index, err, sizeof err) < 0)
+            rc_log_error("engine", "index maintenance failed", "error=\"%s\"", err);
+    }
+    if (now - e->last_expire_ns > 1000 * 1000000ull) {
+        e->last_expire_ns = now;
+        rc_session_expire(e->sess, e->max_ts, 50000);
+    }
+}
+
+static void train_batch(rc_engine *e, rc_batch *b)
+{
+    uint64_t pairs0 = e->work.pairs;
+    double loss0 = e->work.loss_sum;
+    for (uint32_t i = 0; i < b->n; i++)
+        if (b->reason[i] == RC_EV_OK)
+            apply_event(e, &b->ev[i]);
+    maintain(e, 0);
+    fresh_record(e, rc_now_ns() - b->recv_ns);
+    uint64_t dp = e->work.pairs - pairs0;
+    if (dp) {
+        double l = (e->work.loss_sum - loss0) / (double)dp;
+        double old = atomic_load(&e->loss_avg);
+        atomic_store(&e->loss_avg, old == 0 ? l : 0.95 * old + 0.05 * l);
+    }
+}
+
+static void finish_batch(rc_engine *e, rc_batch *b)
+{
+    pthread_mutex_lock(&e->sync_mu);
+    e->finished++;
+    pthread_cond_broadcast(&e->sync_cv);
+    pthread_mutex_unlock(&e->sync_mu);
+}
+
+/* Reports refused events of b through the done callback, then recycles b. */
+static void report_and_recycle(rc_engine *e, rc_batch *b)
+{
+    rc_invalid inv[64];
+    size_t ninv = 0;
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (b->reason[i] == RC_EV_OK)
+            continue;
+        atomic_fetch_add(&e->invalid[b->reason[i]], 1);
+        inv[ninv] = (rc_invalid){b->arena + b->aoff[i], b->len[i], b->part[i], b->koff[i],
+                                 (enum rc_event_reason)b->reason[i], b->err[i]};
+        if (++ninv == RC_ARRAY_LEN(inv)) {
+            if (e->done)
+                e->done(e->ud, inv, ninv);
+            ninv = 0;
+        }
+    }
+    if (e->done)
+        e->done(e->ud, inv, ninv);
+    batch_put(e, b);
+}
+
+static void *decoder_main(void *arg)
+{
+    rc_engine *e = arg;
+    for (;;) {
+        rc_batch *b = q_pop(&e->q_decode, -1, &e->stop);
+        if (!b) {
+            if (atomic_load(&e->stop))
+                break;
+            continue;
+        }
+        decode_batch(b);
+        q_push(&e->q_train, b);
+    }
+    return NULL;
+}
+
+static void *trainer_main(void *arg)
+{
+    rc_engine *e = arg;
+    for (;;) {
+        rc_batch *b = q_pop(&e->q_train, (int)e->cfg.flush_interval_ms, &e->stop);
+        if (!b) {
+            maintain(e, 0);
+            if (atomic_load(&e->stop) == 2)
+                break;
+            continue;
+        }
+        train_batch(e, b);
+        q_push(&e->q_done, b);
+        uv_async_send(&e->async);
+        finish_batch(e, b);
+    }
+    return NULL;
+}
+
+static void on_async(uv_async_t *h)
+{
+    rc_engine *e = h->data;
+    rc_batch *b;
+    while ((b = q_pop(&e->q_done, 0, &e->stop)))
+        report_and_recycle(e, b);
+}
+
+void rc_engine_submit(rc_engine *e, rc_batch *b)
+{
+    b->recv_ns = rc_now_ns();
+    pthread_mutex_lock(&e->sync_mu);
+    e->submitted++;
+    pthread_mutex_unlock(&e->sync_mu);
+    if (e->threads) {
+        q_push(&e->q_decode, b);
+        return;
+    }
+    decode_batch(b);
+    train_batch(e, b);
+    finish_batch(e, b);
+    report_and_recycle(e, b);
+}
+
+void rc_engine_sync(rc_engine *e)
+{
+    pthread_mutex_lock(&e->sync_mu);
+    while (e->finished < e->submitted)
+        pthread_cond_wait(&e->sync_cv, &e->sync_mu);
+    pthread_mutex_unlock(&e->sync_mu);
+    if (!e->threads)
+        maintain(e, 1);
+}
+
+enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t len)
+{
+    rc_batch *b = NULL;
+    while (!(b = rc_engine_batch_get(e)))
+        usleep(1000);
+    if (rc_engine_batch_add(b, line, len, -1, -1)) {
+        batch_put(e, b);
+        return RC_EV_TOO_LARGE;
+    }
+    enum rc_event_reason r;
+    if (e->threads) {
+        /* Decode here to learn the reason; the pipeline decodes it again. */
+        rc_event *ev = malloc(sizeof *ev);
+        r = ev ? (len > RC_EVENT_MAX ? RC_EV_TOO_LARGE : rc_event_decode(line, len, ev, NULL, 0))
+               : RC_EV_BAD_VALUE;
+        free(ev);
+        rc_engine_submit(e, b);
+        rc_engine_sync(e);
+        return r;
+    }
+    b->recv_ns = rc_now_ns();
+    pthread_mutex_lock(&e->sync_mu);
+    e->submitted++;
+    pthread_mutex_unlock(&e->sync_mu);
+    decode_batch(b);
+    r = (enum rc_event_reason)b->reason[0];
+    train_batch(e, b);
+    finish_batch(e, b);
+    report_and_recycle(e, b);
+    return r;
+}
+
+/* ---- create / destroy ---- */
+
+static int create_model(rc_engine *e, char *eb, size_t el)
+{
+    const rc_config *c = &e->cfg;
+    rc_table_opts to = {.dim = c->dim, .max_items = c->max_items, .seed = c->seed};
+    rc_session_opts so = {.max_users = c->max_users, .history = c->history, .gap_ms = c->gap_ms,
+                          .ttl_ms = c->ttl_ms};
+    rc_sampler_opts sa = {.power = c->power, .min_city_items = c->min_city_items};
+    rc_index_opts io = {.ivf_min = c->ivf_min, .nprobe = c->nprobe, .drift = c->drift,
+                        .batch = c->index_batch};
+    int rc;
+    if ((rc = rc_table_create(&to, &e->table, eb, el)) ||
+        (rc = rc_session_create(&so, &e->sess, eb, el)) ||
+        (rc = rc_sampler_create(&sa, e->table, &e->sampler, eb, el)) ||
+        (rc = rc_index_create(&io, e->table, &e->index, eb, el)))
+        return rc;
+    e->sg = (rc_sgns_opts){.mode = c->cbow ? RC_SGNS_CBOW : RC_SGNS_SKIPGRAM,
+                           .window = c->window,
+                           .negatives = c->negatives,
+                           .hard_share = c->hard_share,
+                           .lr = c->lr,
+                           .subsample = c->subsample};
+    if (rc_sgns_work_init(&e->work, c->dim))
+        return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
+    rc_rng_seed(&e->rng, c->seed);
+    return 0;
+}
+
+static int create_batches(rc_engine *e, char *eb, size_t el)
+{
+    e->nbatches = e->cfg.queue_batches;
+    e->batches = calloc(e->nbatches, sizeof *e->batches);
+    if (!e->batches)
+        return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
+    for (uint32_t i = 0; i < e->nbatches; i++) {
+        if (!(e->batches[i] = batch_new(e->cfg.kafka_batch)))
+            return rc_err(eb, el, RC_ENOMEM, "engine: out of memory for batches");
+        batch_put(e, e->batches[i]);
+    }
+    return 0;
+}
+
+int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb done, void *ud,
+                     rc_engine **out, char *eb, size_t el)
+{
+    rc_engine *e = calloc(1, sizeof *e);
+    int rc;
+    *out = NULL;
+    if (!e)
+        return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
+    e->cfg = *cfg;
+    e->loop = loop;
+    e->done = done;
+    e->ud = ud;
+    pthread_mutex_init(&e->free_mu, NULL);
+    pthread_mutex_init(&e->sync_mu, NULL);
+    pthread_cond_init(&e->sync_cv, NULL);
+    pthread_mutex_init(&e->fresh_mu, NULL);
+    pthread_mutex_init(&e->pop_mu, NULL);
+    q_init(&e->q_decode);
+    q_init(&e->q_train);
+    q_init(&e->q_done);
+    e->max_ts = INT64_MIN;
+    if ((rc = create_model(e, eb, el)) || (rc = create_batches(e, eb, el)))
+        goto fail;
+    if (loop) {
+        if (uv_async_init(loop, &e->async, on_async)) {
+            rc = rc_err(eb, el, RC_EIO, "engine: uv_async_init failed");
+            goto fail;
+        }
+        e->async.data = e;
+        if (pthread_create(&e->decoder, NULL, decoder_main, e) ||
+            pthread_create(&e->trainer, NULL, trainer_main, e)) {
+            rc = rc_err(eb, el, RC_EIO, "engine: cannot start threads");
+            /* Threads that did start are stopped by destroy. */
+            e->threads = 1;
+            goto fail;
+        }
+        e->threads = 1;
+    }
+    *out = e;
+    return 0;
+fail:
+    rc_engine_destroy(e);
+    return rc;
+}
+
+static void free_engine(rc_engine *e)
+{
+    rc_index_destroy(e->index);
+    rc_sampler_destroy(e->sampler);
+    rc_session_destroy(e->sess);
+    rc_table_destroy(e->table);
+    rc_sgns_work_free(&e->work);
+    for (uint32_t i = 0; e->batches && i < e->nbatches; i++)
+        batch_free(e->batches[i]);
+    free(e->batches);
+    free(e->in_pop);
+    q_fini(&e->q_decode);
+    q_fini(&e->q_train);
+    q_fini(&e->q_done);
+    pthread_mutex_destroy(&e->free_mu);
+    pthread_mutex_destroy(&e->sync_mu);
+    pthread_cond_destroy(&e->sync_cv);
+    pthread_mutex_destroy(&e->fresh_mu);
+    pthread_mutex_destroy(&e->pop_mu);
+    free(e);
+}
+
+static void on_async_closed(uv_handle_t *h) { free_engine(h->data); }
+
+void rc_engine_destroy(rc_engine *e)
+{
+    if (!e)
+        return;
+    if (e->threads) {
+        rc_engine_sync(e);
+        atomic_store(&e->stop, 1);
+        q_wake(&e->q_decode);
+        pthread_join(e->decoder, NULL);
+        atomic_store(&e->stop, 2);
+        q_wake(&e->q_train);
+        pthread_join(e->trainer, NULL);
+        on_async(&e->async); /* report what is left */
+    }
+    if (e->loop && uv_is_active((uv_handle_t *)&e->async)) {
+        uv_close((uv_handle_t *)&e->async, on_async_closed);
+        return;
+    }
+    free_engine(e);
+}
+
+/* ---- queries ---- */
+
+static int resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f, uint32_t *cates,
+                          int *empty)
+{
+    uint32_t id;
+    *empty = 0;
+    f->city = -1;
+    f->cates = cates;
+    f->ncates = 0;
+    if (r->city) {
+        if (rc_table_find_city(e->table, r->city, strlen(r->city), &id))
+            *empty = 1; /* no item of that city exists (yet) */
+        else
+            f->city = id;
+    }
+    for (uint32_t i = 0; i < r->ncates; i++)
+        if (rc_table_find_cate(e->table, r->cates[i], strlen(r->cates[i]), &id) == 0)
+            cates[f->ncates++] = id;
+    if (r->ncates && !f->ncates)
+        *empty = 1;
+    return 0;
+}
+
+static uint32_t popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex, uint32_t nex,
+                        uint32_t k, rc_hit *out)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&e->pop_mu);
+    for (uint32_t i = 0; i < e->npop && n < k; i++) {
+        uint32_t row = e->pop[i], skip = 0;
+        if (f->city >= 0 && rc_table_city(e->table, row) != (uint32_t)f->city)
+            continue;
+        if (f->ncates) {
+            skip = 1;
+            for (uint32_t j = 0; j < f->ncates; j++)
+                skip &= f->cates[j] != rc_table_cate(e->table, row);
+        }
+        for (uint32_t j = 0; j < nex && !skip; j++)
+            skip = ex[j] == row;
+        if (!skip)
+            out[n++] = (rc_hit){row, (float)rc_table_count(e->table, row)};
+    }
+    pthread_mutex_unlock(&e->pop_mu);
+    return n;
+}
+
+int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
+                     int *fallback)
+{
+    rc_click clicks[256];
+    uint32_t rows[256], nclicks = 0, cates[64];
+    rc_index_filter f;
+    int empty;
+    *n = 0;
+    *fallback = 0;
+    if (req->k == 0 || req->k > e->cfg.k_max || req->ncates > RC_ARRAY_LEN(cates))
+        return RC_EINVAL;
+    resolve_filter(e, req, &f, cates, &empty);
+    if (empty)
+        return 0;
+    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, e->cfg.recall_window, &nclicks))
+        nclicks = 0;
+    for (uint32_t i = 0; i < nclicks; i++)
+        rows[i] = clicks[i].row;
+    float *q = malloc(e->cfg.dim * sizeof *q);
+    if (!q)
+        return RC_ENOMEM;
+    int rc = RC_ENOENT;
+    if (nclicks)
+        rc = rc_recall_query_vector(e->table, rows, NULL, nclicks, q);
+    if (rc == 0)
+        rc = rc_recall_search(e->table, e->index, q, req->k, e->cfg.overfetch, &f, rows, nclicks,
+                              out, n);
+    free(q);
+    if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
+        *fallback = 1;
+        *n = popular(e, &f, rows, nclicks, req->k, out);
+        return 0;
+    }
+    return rc;
+}
+
+int rc_engine_similar(rc_engine *e, const char *item, size_t len, uint32_t k, rc_hit *out,
+                      uint32_t *n)
+{
+    uint32_t row;
+    *n = 0;
+    if (k == 0 || k > e->cfg.k_max)
+        return RC_EINVAL;
+    if (rc_table_find(e->table, item, len, &row))
+        return RC_ENOENT;
+    float *q = malloc(e->cfg.dim * sizeof *q);
+    if (!q)
+        return RC_ENOMEM;
+    int rc = rc_recall_query_vector(e->table, &row, NULL, 1, q);
+    if (rc == 0)
+        rc = rc_recall_search(e->table, e->index, q, k, e->cfg.overfetch, NULL, &row, 1, out, n);
+    free(q);
+    return rc == RC_ENOENT ? 0 : rc;
+}
+
+int rc_engine_user_clicks(rc_engine *e, const char *user, size_t ulen, uint32_t *rows, int64_t *ts,
+                          uint32_t max, uint32_t *n)
+{
+    rc_click c[256];
+    int rc = rc_session_recent(e->sess, user, ulen, c, RC_MIN(max, 256u), n);
+    for (uint32_t i = 0; rc == 0 && i < *n; i++) {
+        rows[i] = c[i].row;
+        ts[i] = c[i].ts_ms;
+    }
+    return rc;
+}
+
+/* ---- stats ---- */
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void fresh_pct(rc_engine *e, double *p50, double *p99, uint32_t *n)
+{
+    static _Thread_local uint32_t tmp[FRESH_RING];
+    pthread_mutex_lock(&e->fresh_mu);
+    *n = e->fresh_n;
+    memcpy(tmp, e->fresh_us, *n * sizeof *tmp);
+    pthread_mutex_unlock(&e->fresh_mu);
+    *p50 = *p99 = 0;
+    if (!*n)
+        return;
+    qsort(tmp, *n, sizeof *tmp, cmp_u32);
+    *p50 = tmp[(*n - 1) / 2] / 1000.0;
+    *p99 = tmp[(size_t)((*n - 1) * 0.99)] / 1000.0;
+}
+
+static size_t rss_bytes(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+void rc_engine_stats_json(rc_engine *e, rc_buf *o)
+{
+    rc_session_stats ss;
+    rc_index_stats is;
+    rc_sampler_stats sa;
+    double p50, p99;
+    uint32_t nf;
+    uint64_t invalid = 0;
+    rc_session_stats_get(e->sess, &ss);
+    rc_index_stats_get(e->index, &is);
+    rc_sampler_stats_get(e->sampler, &sa);
+    fresh_pct(e, &p50, &p99, &nf);
+    for (int r = 1; r < RC_EV_REASON_COUNT; r++)
+        invalid += atomic_load(&e->invalid[r]);
+    rc_buf_printf(o, "\"events\":{\"consumed\":%llu,\"applied\":%llu,\"invalid\":%llu,"
+                     "\"invalid_by_reason\":{",
+                  (unsigned long long)atomic_load(&e->consumed),
+                  (unsigned long long)atomic_load(&e->applied), (unsigned long long)invalid);
+    for (int r = 1; r < RC_EV_REASON_COUNT; r++)
+        rc_buf_printf(o, "%s\"%s\":%llu", r > 1 ? "," : "",
+                      rc_event_reason_name((enum rc_event_reason)r),
+                      (unsigned long long)atomic_load(&e->invalid[r]));
+    rc_buf_printf(o, "},\"ignored\":%llu,\"duplicates\":%llu,\"reordered\":%llu,\"late\":%llu,"
+                     "\"rejected_capacity\":%llu},",
+                  (unsigned long long)atomic_load(&e->ignored), (unsigned long long)ss.duplicates,
+                  (unsigned long long)ss.reordered, (unsigned long long)ss.late,
+                  (unsigned long long)atomic_load(&e->rejected_capacity));
+    rc_buf_printf(o, "\"items\":%u,\"cities\":%u,\"categories\":%u,", rc_table_size(e->table),
+                  rc_table_ncities(e->table), rc_table_ncates(e->table));
+    rc_buf_printf(o, "\"users\":{\"active\":%llu,\"evicted_lru\":%llu,\"expired_ttl\":%llu,"
+                     "\"sessions\":%llu},",
+                  (unsigned long long)ss.users, (unsigned long long)ss.evicted_lru,
+                  (unsigned long long)ss.expired_ttl, (unsigned long long)ss.sessions);
+    rc_buf_printf(o, "\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
+                     "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
+                     "\"skipped_small_drift\":%llu,\"retrains\":%llu},",
+                  (unsigned long long)is.size, (unsigned long long)is.partitions,
+                  (unsigned long long)is.ivf_partitions, (unsigned long long)is.pending,
+                  is.staleness_ms, (unsigned long long)is.added,
+                  (unsigned long long)is.reindexed, (unsigned long long)is.skipped_small_drift,
+                  (unsigned long long)is.retrains);
+    rc_buf_printf(o, "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
+                     "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\"},",
+                  e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
+                  atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
+                  (unsigned long long)sa.hard_draws, rc_vec_impl());
+    rc_buf_printf(o, "\"freshness_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"samples\":%u,"
+                     "\"new_item_p50\":%.3f,\"new_item_p99\":%.3f},",
+                  p50, p99, nf, is.fresh_p50_us / 1000.0, is.fresh_p99_us / 1000.0);
+    rc_buf_printf(o, "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
+                     "\"index_bytes\":%zu}",
+                  rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes);
+}
+
+void rc_engine_count_consumed(rc_engine *e, uint64_t n) { atomic_fetch_add(&e->consumed, n); }
+
+void rc_engine_count_invalid(rc_engine *e, enum rc_event_reason r, uint64_t n)
+{
+    if (r > 0 && r < RC_EV_REASON_COUNT)
+        atomic_fetch_add(&e->invalid[r], n);
+}
+
+const rc_table *rc_engine_table(const rc_engine *e) { return e->table; }
+const rc_config *rc_engine_config(const rc_engine *e) { return &e->cfg; }
+uint64_t rc_engine_applied(const rc_engine *e) { return atomic_load(&e->applied); }

@@ -1,0 +1,315 @@
+/* event — JSON click events: decode + validate with jansson, encode by hand.
+ *
+ * Decoding never keeps a pointer into the input or into jansson's tree: every
+ * accepted string is copied into the fixed arrays of rc_event, so the caller
+ * may free the Kafka message as soon as rc_event_decode returns. */
+#include "recalld/event.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const reason_names[RC_EV_REASON_COUNT] = {
+    [RC_EV_OK] = "ok",
+    [RC_EV_TOO_LARGE] = "too_large",
+    [RC_EV_BAD_JSON] = "bad_json",
+    [RC_EV_NOT_OBJECT] = "not_object",
+    [RC_EV_MISSING_FIELD] = "missing_field",
+    [RC_EV_WRONG_TYPE] = "wrong_type",
+    [RC_EV_BAD_VALUE] = "bad_value",
+    [RC_EV_OVERSIZED] = "oversized",
+};
+
+const char *rc_event_reason_name(enum rc_event_reason r)
+{
+    if ((unsigned)r >= RC_EV_REASON_COUNT)
+        return "unknown";
+    return reason_names[r];
+}
+
+__attribute__((format(printf, 4, 5))) static enum rc_event_reason
+fail(char *errbuf, size_t errlen, enum rc_event_reason r, const char *fmt, ...)
+{
+    if (errbuf && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return r;
+}
+
+/* What a field accepts: ids take strings or non-negative integers, attributes
+ * strings or any integer, text fields strings only. */
+enum kind { K_ID, K_ATTR, K_TEXT };
+
+static const char *expected(enum kind k)
+{
+    switch (k) {
+        case K_ID: return "expected string or non-negative integer";
+        case K_ATTR: return "expected string or integer";
+        default: return "expected string";
+    }
+}
+
+/* Copies one string-or-integer field into dst (cap = max bytes + 1) and *len.
+ * `v` is borrowed from the parsed tree; NULL means absent. */
+static enum rc_event_reason get_str(json_t *v, const char *name, enum kind k, int required,
+                                    char *dst, size_t cap, uint8_t *len, char *errbuf,
+                                    size_t errlen)
+{
+    if (!v || json_is_null(v)) {
+        if (required)
+            return fail(errbuf, errlen, RC_EV_MISSING_FIELD, "%s: required field missing", name);
+        return RC_EV_OK;
+    }
+    if (json_is_integer(v) && k != K_TEXT) {
+        json_int_t i = json_integer_value(v);
+        if (k == K_ID && i < 0)
+            return fail(errbuf, errlen, RC_EV_BAD_VALUE, "%s: negative integer id", name);
+        int n = snprintf(dst, cap, "%" JSON_INTEGER_FORMAT, i);
+        *len = (uint8_t)n; /* at most 20 digits + sign, always fits */
+        return RC_EV_OK;
+    }
+    if (!json_is_string(v))
+        return fail(errbuf, errlen, RC_EV_WRONG_TYPE, "%s: %s", name, expected(k));
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n >= cap)
+        return fail(errbuf, errlen, RC_EV_OVERSIZED, "%s: %zu bytes, limit %zu", name, n, cap - 1);
+    if (memchr(s, '\0', n))
+        return fail(errbuf, errlen, RC_EV_BAD_VALUE, "%s: contains a NUL character", name);
+    if (n == 0 && k != K_TEXT)
+        return fail(errbuf, errlen, RC_EV_BAD_VALUE, "%s: empty string", name);
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+    *len = (uint8_t)n;
+    return RC_EV_OK;
+}
+
+static enum rc_event_reason get_ts(json_t *v, int64_t *ts, char *errbuf, size_t errlen)
+{
+    /* 2^53: beyond it a JSON real no longer holds every integer exactly. */
+    const double max_exact = 9007199254740992.0;
+
+    if (!v || json_is_null(v))
+        return fail(errbuf, errlen, RC_EV_MISSING_FIELD, "ts: required field missing");
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0)
+            return fail(errbuf, errlen, RC_EV_BAD_VALUE, "ts: negative milliseconds");
+        *ts = (int64_t)json_integer_value(v);
+        return RC_EV_OK;
+    }
+    if (!json_is_real(v))
+        return fail(errbuf, errlen, RC_EV_WRONG_TYPE, "ts: expected integer milliseconds");
+    double d = json_real_value(v);
+    if (d < 0)
+        return fail(errbuf, errlen, RC_EV_BAD_VALUE, "ts: negative milliseconds");
+    if (d != floor(d) || d > max_exact)
+        return fail(errbuf, errlen, RC_EV_BAD_VALUE, "ts: expected integer milliseconds, got %.17g",
+                    d);
+    *ts = (int64_t)d;
+    return RC_EV_OK;
+}
+
+static enum rc_event_reason get_tags(json_t *v, rc_event *ev, char *errbuf, size_t errlen)
+{
+    char name[32];
+    size_t i;
+    json_t *t;
+
+    if (!v || json_is_null(v))
+        return RC_EV_OK;
+    if (!json_is_array(v))
+        return fail(errbuf, errlen, RC_EV_WRONG_TYPE, "tags: expected array of strings");
+    if (json_array_size(v) > RC_TAGS_MAX)
+        return fail(errbuf, errlen, RC_EV_OVERSIZED, "tags: %zu tags, limit %d", json_array_size(v),
+                    RC_TAGS_MAX);
+    json_array_foreach(v, i, t)
+    {
+        snprintf(name, sizeof name, "tags[%zu]", i);
+        if (!json_is_string(t)) /* no integers here: a tag is a label */
+            return fail(errbuf, errlen, RC_EV_WRONG_TYPE, "%s: expected string", name);
+        enum rc_event_reason r = get_str(t, name, K_TEXT, 1, ev->tags[i], sizeof ev->tags[i],
+                                         &ev->tag_len[i], errbuf, errlen);
+        if (r)
+            return r;
+        ev->ntags = (uint8_t)(i + 1);
+    }
+    return RC_EV_OK;
+}
+
+static enum rc_event_reason decode_obj(json_t *o, rc_event *ev, char *errbuf, size_t errlen)
+{
+    enum rc_event_reason r;
+
+    if ((r = get_str(json_object_get(o, "user_id"), "user_id", K_ID, 1, ev->user, sizeof ev->user,
+                     &ev->user_len, errbuf, errlen)) ||
+        (r = get_str(json_object_get(o, "item_id"), "item_id", K_ID, 1, ev->item, sizeof ev->item,
+                     &ev->item_len, errbuf, errlen)) ||
+        (r = get_str(json_object_get(o, "city_id"), "city_id", K_ATTR, 1, ev->city, sizeof ev->city,
+                     &ev->city_len, errbuf, errlen)) ||
+        (r = get_str(json_object_get(o, "cate_id"), "cate_id", K_ATTR, 1, ev->cate, sizeof ev->cate,
+                     &ev->cate_len, errbuf, errlen)) ||
+        (r = get_ts(json_object_get(o, "ts"), &ev->ts_ms, errbuf, errlen)) ||
+        (r = get_str(json_object_get(o, "event"), "event", K_TEXT, 0, ev->type, sizeof ev->type,
+                     &ev->type_len, errbuf, errlen)) ||
+        (r = get_str(json_object_get(o, "device"), "device", K_TEXT, 0, ev->device,
+                     sizeof ev->device, &ev->device_len, errbuf, errlen)) ||
+        (r = get_tags(json_object_get(o, "tags"), ev, errbuf, errlen)))
+        return r;
+    if (ev->type_len == 0) {
+        memcpy(ev->type, "click", 6);
+        ev->type_len = 5;
+    }
+    return RC_EV_OK;
+}
+
+enum rc_event_reason rc_event_decode(const char *buf, size_t len, rc_event *ev, char *errbuf,
+                                     size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root;
+    enum rc_event_reason r;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!ev || (!buf && len))
+        return fail(errbuf, errlen, RC_EV_BAD_JSON, "event: no input");
+    /* Checked before parsing so a huge message costs nothing. */
+    if (len > RC_EVENT_MAX)
+        return fail(errbuf, errlen, RC_EV_TOO_LARGE, "event: %zu bytes, limit %d", len,
+                    RC_EVENT_MAX);
+    /* ALLOW_NUL lets "\u0000" parse, so it is reported as a bad value of the
+     * field that holds it rather than as an anonymous parse error. */
+    root = json_loadb(buf ? buf : "", len,
+                      JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!root)
+        return fail(errbuf, errlen, RC_EV_BAD_JSON, "%d:%d: %s", jerr.line, jerr.column, jerr.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return fail(errbuf, errlen, RC_EV_NOT_OBJECT, "event: expected a JSON object");
+    }
+    ev->user_len = ev->item_len = ev->city_len = ev->cate_len = 0;
+    ev->type_len = ev->device_len = ev->ntags = 0;
+    ev->type[0] = ev->device[0] = '\0';
+    r = decode_obj(root, ev, errbuf, errlen);
+    json_decref(root);
+    return r;
+}
+
+/* Bounded writer: counts every byte, stores only those that fit. */
+struct out {
+    char *p;
+    size_t cap, len;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->len < o->cap) {
+        size_t k = o->cap - o->len < n ? o->cap - o->len : n;
+        memcpy(o->p + o->len, s, k);
+    }
+    o->len += n;
+}
+
+/* Length of a valid UTF-8 sequence at s (n bytes left), 0 when invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0], min;
+    size_t len;
+
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xe0) == 0xc0)
+        len = 2, min = 0x80, c &= 0x1f;
+    else if ((c & 0xf0) == 0xe0)
+        len = 3, min = 0x800, c &= 0x0f;
+    else if ((c & 0xf8) == 0xf0)
+        len = 4, min = 0x10000, c &= 0x07;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* A JSON string literal; invalid UTF-8 becomes U+FFFD so the output always parses. */
+static void put_str(struct out *o, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    char esc[8];
+
+    put(o, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        size_t l;
+        if (u[i] == '"' || u[i] == '\\') {
+            esc[0] = '\\', esc[1] = (char)u[i];
+            put(o, esc, 2);
+            i++;
+        } else if (u[i] < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", u[i]);
+            put(o, esc, 6);
+            i++;
+        } else if ((l = utf8_seq(u + i, n - i)) == 0) {
+            put(o, "\\ufffd", 6);
+            i++;
+        } else {
+            put(o, s + i, l);
+            i += l;
+        }
+    }
+    put(o, "\"", 1);
+}
+
+static void put_field(struct out *o, const char *key, const char *s, size_t n)
+{
+    put(o, ",\"", 2);
+    put(o, key, strlen(key));
+    put(o, "\":", 2);
+    put_str(o, s, n);
+}
+
+size_t rc_event_encode(const rc_event *ev, char *buf, size_t cap)
+{
+    struct out o = {buf, cap, 0};
+    char num[32];
+
+    if (!ev)
+        return 0;
+    put(&o, "{\"user_id\":", 11);
+    put_str(&o, ev->user, ev->user_len);
+    put_field(&o, "item_id", ev->item, ev->item_len);
+    put_field(&o, "city_id", ev->city, ev->city_len);
+    put_field(&o, "cate_id", ev->cate, ev->cate_len);
+    int n = snprintf(num, sizeof num, ",\"ts\":%" PRId64, ev->ts_ms);
+    put(&o, num, (size_t)n);
+    if (ev->type_len)
+        put_field(&o, "event", ev->type, ev->type_len);
+    if (ev->device_len)
+        put_field(&o, "device", ev->device, ev->device_len);
+    if (ev->ntags) {
+        put(&o, ",\"tags\":[", 9);
+        for (unsigned i = 0; i < ev->ntags && i < RC_TAGS_MAX; i++) {
+            if (i)
+                put(&o, ",", 1);
+            put_str(&o, ev->tags[i], ev->tag_len[i]);
+        }
+        put(&o, "]", 1);
+    }
+    put(&o, "}", 1);
+    /* NUL-terminate when there is room, as a convenience; not counted. */
+    if (o.len < cap)
+        buf[o.len] = '\0';
+    return o.len;
+}

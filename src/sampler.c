@@ -1,0 +1,358 @@
+/* sampler — per-city and global alias tables (Vose) over count^power weights.
+ *
+ * A distribution ("dist") has members[0..n): the first built_n are covered by
+ * its alias table, the rest arrived since the last build ("recent"). A draw
+ * picks the recent part with probability recent_w / (built_w + recent_w) and
+ * then a recent member uniformly (new items mostly have similar small counts),
+ * else the alias table: O(1), no allocation. Count changes adjust cur_w; a dist
+ * whose items or weight moved by more than rebuild_ratio since its build is
+ * queued, and rc_sampler_maintain rebuilds the queue. A city below
+ * min_city_items is never built, so its draws (hard negatives only) are
+ * uniform over its members; its ordinary negatives come from the global dist. */
+#include "recalld/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POW_TAB   4096u
+#define MAX_TRIES 8
+
+struct dist {
+    uint32_t *members; /* NULL for the global dist: member i is row i */
+    uint32_t n, cap;
+    uint32_t built_n;
+    float *prob;
+    uint32_t *alias;
+    uint32_t alias_cap;
+    double built_w, cur_w, recent_w;
+    int queued;
+};
+
+struct rc_sampler {
+    const rc_table *t;
+    float power, ratio;
+    uint32_t min_items;
+    int global_only;
+    uint32_t known;      /* rows 0..known-1 are in the dists */
+    float *w;            /* per row: weight last seen */
+    uint32_t *pos;       /* per row: index in its city's members */
+    uint32_t rows_cap;
+    struct dist global;
+    struct dist *cities;
+    uint32_t ncities;
+    uint32_t *queue;     /* city ids to rebuild */
+    uint32_t nqueue, queue_cap;
+    uint32_t *small, *large; /* Vose scratch */
+    uint32_t scratch_cap;
+    float pow_tab[POW_TAB];
+    rc_sampler_stats st;
+};
+
+static float weight_of(const rc_sampler *s, uint32_t count)
+{
+    return count < POW_TAB ? s->pow_tab[count] : powf((float)count, s->power);
+}
+
+static inline uint32_t member(const struct dist *d, uint32_t i)
+{
+    return d->members ? d->members[i] : i;
+}
+
+static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    uint32_t ncap = *cap ? *cap : 64;
+    while (ncap < need)
+        ncap *= 2;
+    void *np = realloc(*p, (size_t)ncap * elem);
+    if (!np)
+        return RC_ENOMEM;
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
+static int is_stale(const rc_sampler *s, const struct dist *d)
+{
+    return d->n - d->built_n > s->ratio * (double)d->built_n ||
+           fabs(d->cur_w - d->built_w) > s->ratio * d->built_w;
+}
+
+static void check_city(rc_sampler *s, uint32_t city)
+{
+    struct dist *d = &s->cities[city];
+    if (s->global_only || d->queued || d->n < s->min_items || !is_stale(s, d))
+        return;
+    uint32_t cap = s->queue_cap;
+    if (grow((void **)&s->queue, &cap, s->nqueue + 1, sizeof(uint32_t)))
+        return; /* stays stale; retried on its next change */
+    s->queue_cap = cap;
+    s->queue[s->nqueue++] = city;
+    d->queued = 1;
+}
+
+static void check_global(rc_sampler *s)
+{
+    if (!s->global.queued && is_stale(s, &s->global))
+        s->global.queued = 1;
+}
+
+static int ensure_city(rc_sampler *s, uint32_t city)
+{
+    if (city < s->ncities)
+        return 0;
+    uint32_t ncap = s->ncities ? s->ncities : 16;
+    while (ncap <= city)
+        ncap *= 2;
+    struct dist *nd = realloc(s->cities, ncap * sizeof(*nd));
+    if (!nd)
+        return RC_ENOMEM;
+    memset(nd + s->ncities, 0, (ncap - s->ncities) * sizeof(*nd));
+    s->cities = nd;
+    s->ncities = ncap;
+    return 0;
+}
+
+/* Adds row `known` to its city and the global dist. */
+static int ingest_one(rc_sampler *s)
+{
+    uint32_t row = s->known, city = rc_table_city(s->t, row), cap = s->rows_cap;
+    if (grow((void **)&s->w, &cap, row + 1, sizeof(float)))
+        return RC_ENOMEM;
+    if (grow((void **)&s->pos, &s->rows_cap, row + 1, sizeof(uint32_t)))
+        return RC_ENOMEM;
+    if (ensure_city(s, city))
+        return RC_ENOMEM;
+    struct dist *d = &s->cities[city];
+    if (grow((void **)&d->members, &d->cap, d->n + 1, sizeof(uint32_t)))
+        return RC_ENOMEM;
+    float w = weight_of(s, rc_table_count(s->t, row));
+    s->w[row] = w;
+    s->pos[row] = d->n;
+    d->members[d->n++] = row;
+    d->cur_w += w;
+    d->recent_w += w;
+    s->global.n++;
+    s->global.cur_w += w;
+    s->global.recent_w += w;
+    s->known++;
+    check_city(s, city);
+    check_global(s);
+    return 0;
+}
+
+static void catch_up(rc_sampler *s, uint32_t upto)
+{
+    while (s->known < upto && ingest_one(s) == 0)
+        ;
+}
+
+/* Vose's alias method over members[0..n) with the rows' current weights. */
+static int rebuild(rc_sampler *s, struct dist *d)
+{
+    uint32_t n = d->n, ns = 0, nl = 0, cap = d->alias_cap, scap = s->scratch_cap;
+    if (grow((void **)&d->prob, &cap, n, sizeof(float)) ||
+        grow((void **)&d->alias, &d->alias_cap, n, sizeof(uint32_t)))
+        return RC_ENOMEM;
+    if (grow((void **)&s->small, &scap, n, sizeof(uint32_t)) ||
+        grow((void **)&s->large, &s->scratch_cap, n, sizeof(uint32_t)))
+        return RC_ENOMEM;
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += s->w[member(d, i)];
+    for (uint32_t i = 0; i < n; i++) {
+        d->prob[i] = (float)(s->w[member(d, i)] * (double)n / sum);
+        d->alias[i] = i;
+        if (d->prob[i] < 1.0f)
+            s->small[ns++] = i;
+        else
+            s->large[nl++] = i;
+    }
+    while (ns && nl) {
+        uint32_t l = s->small[--ns], g = s->large[nl - 1];
+        d->alias[l] = g;
+        d->prob[g] = (d->prob[g] + d->prob[l]) - 1.0f;
+        if (d->prob[g] < 1.0f) {
+            nl--;
+            s->small[ns++] = g;
+        }
+    }
+    /* Leftovers are 1 up to rounding error. */
+    while (nl)
+        d->prob[s->large[--nl]] = 1.0f;
+    while (ns)
+        d->prob[s->small[--ns]] = 1.0f;
+    if (d != &s->global && d->built_n == 0)
+        s->st.cities++;
+    d->built_n = n;
+    d->built_w = d->cur_w = sum;
+    d->recent_w = 0;
+    s->st.rebuilds++;
+    return 0;
+}
+
+int rc_sampler_create(const rc_sampler_opts *opts, const rc_table *table, rc_sampler **out,
+                      char *errbuf, size_t errlen)
+{
+    if (!table || !out)
+        return rc_err(errbuf, errlen, RC_EINVAL, "sampler: table and out are required");
+    *out = NULL;
+    rc_sampler_opts o = opts ? *opts : (rc_sampler_opts){0};
+    if (o.power < 0 || o.power > 4 || o.rebuild_ratio < 0 || o.rebuild_ratio > 10)
+        return rc_err(errbuf, errlen, RC_EINVAL, "sampler: power in [0,4], rebuild_ratio in [0,10]");
+    rc_sampler *s = calloc(1, sizeof(*s));
+    if (!s)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "sampler: out of memory");
+    s->t = table;
+    s->power = o.power > 0 ? o.power : 0.75f;
+    s->min_items = o.min_city_items ? o.min_city_items : 50;
+    s->ratio = o.rebuild_ratio > 0 ? o.rebuild_ratio : 0.05f;
+    s->global_only = o.global_only;
+    s->pow_tab[0] = 1.0f; /* count 0: a new item still gets drawn */
+    for (uint32_t c = 1; c < POW_TAB; c++)
+        s->pow_tab[c] = powf((float)c, s->power);
+    catch_up(s, rc_table_size(table));
+    rc_sampler_maintain(s);
+    *out = s;
+    return 0;
+}
+
+void rc_sampler_destroy(rc_sampler *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; i < s->ncities; i++) {
+        free(s->cities[i].members);
+        free(s->cities[i].prob);
+        free(s->cities[i].alias);
+    }
+    free(s->cities);
+    free(s->global.prob);
+    free(s->global.alias);
+    free(s->w);
+    free(s->pos);
+    free(s->queue);
+    free(s->small);
+    free(s->large);
+    free(s);
+}
+
+void rc_sampler_note(rc_sampler *s, uint32_t row)
+{
+    if (!s)
+        return;
+    if (row >= s->known) {
+        catch_up(s, RC_MIN(row + 1, rc_table_size(s->t)));
+        return;
+    }
+    uint32_t city = rc_table_city(s->t, row);
+    float nw = weight_of(s, rc_table_count(s->t, row));
+    double delta = (double)nw - s->w[row];
+    if (delta == 0)
+        return;
+    s->w[row] = nw;
+    struct dist *d = &s->cities[city];
+    d->cur_w += delta;
+    if (s->pos[row] >= d->built_n)
+        d->recent_w += delta;
+    s->global.cur_w += delta;
+    if (row >= s->global.built_n)
+        s->global.recent_w += delta;
+    check_city(s, city);
+    check_global(s);
+}
+
+uint32_t rc_sampler_maintain(rc_sampler *s)
+{
+    if (!s)
+        return 0;
+    uint32_t done = 0;
+    catch_up(s, rc_table_size(s->t));
+    while (s->nqueue) {
+        struct dist *d = &s->cities[s->queue[--s->nqueue]];
+        d->queued = 0;
+        done += rebuild(s, d) == 0;
+    }
+    if (s->global.queued) {
+        s->global.queued = 0;
+        done += rebuild(s, &s->global) == 0;
+    }
+    return done;
+}
+
+/* One draw from d (d->n > 0): a row. */
+static uint32_t dist_draw(const struct dist *d, rc_rng *rng)
+{
+    uint64_t r = rc_rng_next(rng);
+    uint32_t recent = d->n - d->built_n;
+    if (recent && (d->built_n == 0 || rc_rng_float(rng) * (d->built_w + d->recent_w) <
+                                          d->recent_w))
+        return member(d, d->built_n + (uint32_t)(((r >> 32) * recent) >> 32));
+    uint32_t i = (uint32_t)(((r >> 32) * d->built_n) >> 32);
+    float u = (float)(r & 0xffffff) * (1.0f / 16777216.0f);
+    return member(d, u < d->prob[i] ? i : d->alias[i]);
+}
+
+/* A draw from d that is not pos, unless pos is d's only member. */
+static uint32_t draw_excl(const struct dist *d, rc_rng *rng, uint32_t pos)
+{
+    for (int i = 0; i < MAX_TRIES; i++) {
+        uint32_t x = dist_draw(d, rng);
+        if (x != pos)
+            return x;
+    }
+    if (d->n <= 1)
+        return member(d, 0);
+    /* pos holds nearly all the weight: any other member, uniformly. */
+    uint32_t x = member(d, rc_rng_below(rng, d->n - 1));
+    return x == pos ? member(d, d->n - 1) : x;
+}
+
+static uint32_t draw_hard(rc_sampler *s, const struct dist *src, rc_rng *rng, uint32_t pos,
+                          uint32_t cate)
+{
+    for (int i = 0; i < MAX_TRIES; i++) {
+        uint32_t x = dist_draw(src, rng);
+        if (x != pos && rc_table_cate(s->t, x) != cate)
+            return x;
+    }
+    return draw_excl(src, rng, pos);
+}
+
+uint32_t rc_sampler_draw(rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share, uint32_t k,
+                         uint32_t *out)
+{
+    if (!s || !rng || (k && !out))
+        return 0;
+    if (pos >= s->known)
+        catch_up(s, rc_table_size(s->t));
+    if (pos >= s->known || !s->global.n)
+        return 0;
+    float hs = hard_share > 0 ? (hard_share < 1 ? hard_share : 1) : 0;
+    uint32_t nhard = (uint32_t)lrintf((float)k * hs);
+    uint32_t city = rc_table_city(s->t, pos), cate = rc_table_cate(s->t, pos);
+    const struct dist *cd = &s->cities[city], *main = &s->global, *hsrc = &s->global;
+    if (!s->global_only) {
+        if (cd->n >= s->min_items)
+            main = cd;
+        else
+            s->st.fallback_draws += k - nhard;
+        /* A city of one item (pos) has no hard negatives: use the ordinary source. */
+        hsrc = cd->n > 1 ? cd : main;
+    }
+    for (uint32_t j = 0; j < nhard; j++)
+        out[j] = draw_hard(s, hsrc, rng, pos, cate);
+    for (uint32_t j = nhard; j < k; j++)
+        out[j] = draw_excl(main, rng, pos);
+    s->st.draws += k;
+    s->st.hard_draws += nhard;
+    return k;
+}
+
+void rc_sampler_stats_get(const rc_sampler *s, rc_sampler_stats *st)
+{
+    if (s && st)
+        *st = s->st;
+}

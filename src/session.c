@@ -1,0 +1,550 @@
+/* session — per-user recent clicks with session splitting, LRU and TTL bounds.
+ *
+ * Layout, chosen for memory (1M users at history 20 is ~230 MB):
+ *  - Users live in fixed-size records carved from chunks of CHUNK_RECS records,
+ *    allocated as the user count grows and never freed before destroy; freed
+ *    records go on a free list. A record is a header (56 bytes) + history row
+ *    numbers (u32) + history time offsets (u32 ms from the record's `base`).
+ *    Offsets keep a click at 8 bytes; a span over 2^32 ms (49 days) rebases and
+ *    drops the clicks that fall out of range, which are long past any session.
+ *  - Clicks are kept sorted by time, oldest first, in a plain array; the
+ *    newest is at count-1. A full array shifts by one (<= 255 * 8 bytes).
+ *  - Users are found through SHARDS open-addressing tables (linear probing,
+ *    backward-shift deletion) of {hash tag, record index}; each shard has a
+ *    mutex. The shard of a user is its hash's low bits.
+ *  - One GLOBAL LRU list (doubly linked by record index) orders users by the
+ *    last rc_session_add call that named them, applied or not: eviction at
+ *    max_users drops the global least recently active user.
+ *
+ * Concurrency: only the writer modifies tables, records and the LRU. It takes
+ * a shard's mutex around every change to that shard's table or to a record
+ * held in it; readers (rc_session_recent) take the mutex around lookup + copy.
+ * So the writer may look up without the lock. LRU links and the free list are
+ * touched by the writer only and never read by readers. A record is reused for
+ * another user only after it left its old table under the old shard's lock.
+ * Statistics are relaxed atomics. */
+#include "recalld/session.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recalld/common.h"
+
+#define SHARDS      64
+#define CHUNK_SHIFT 10
+#define CHUNK_RECS  (1u << CHUNK_SHIFT)
+#define KEY_INLINE  24
+#define NIL         UINT32_MAX
+#define KEY_MAX     128
+#define HISTORY_MAX 255
+
+struct user {
+    int64_t base;        /* click time = base + dts[i] */
+    int64_t sess_start;  /* first click of the current session, ms */
+    uint32_t prev, next; /* LRU links (writer only); next links the free list */
+    uint32_t h32;        /* high hash bits: table position and tag */
+    uint8_t count;       /* clicks held, >= 1 while the record is live */
+    uint8_t klen;        /* key bytes; 0 = record free */
+    uint8_t pad[2];
+    union {
+        char inl[KEY_INLINE];
+        char *ptr; /* klen > KEY_INLINE: malloc'd copy */
+    } key;
+    /* then uint32_t rows[history], uint32_t dts[history] */
+};
+
+struct slot {
+    uint32_t h32;
+    uint32_t idx1; /* record index + 1; 0 = empty */
+};
+
+struct shard {
+    pthread_mutex_t mu;
+    struct slot *slots;
+    uint32_t mask; /* capacity - 1, capacity a power of two */
+    uint32_t n;
+} __attribute__((aligned(64)));
+
+struct rc_session {
+    struct shard shards[SHARDS];
+    uint32_t max_users, history;
+    int64_t gap_ms, ttl_ms;
+    size_t recsize;
+    char **chunks;          /* max_users / CHUNK_RECS + 1 pointers, filled lazily */
+    uint32_t nchunks, nrec; /* chunks allocated, records ever handed out */
+    uint32_t free_head;
+    uint32_t lru_head, lru_tail; /* most / least recently active */
+    uint32_t cursor;             /* rc_session_expire resumes here */
+    /* statistics: written by the writer, read anywhere (relaxed atomics) */
+    uint64_t users, evicted_lru, expired_ttl, sessions, duplicates, reordered, late;
+    size_t bytes;
+};
+
+#define LOAD(x)     __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define INC(x)      STORE(x, LOAD(x) + 1)
+
+static struct user *rec(const rc_session *s, uint32_t idx)
+{
+    return (struct user *)(s->chunks[idx >> CHUNK_SHIFT] +
+                           (size_t)(idx & (CHUNK_RECS - 1)) * s->recsize);
+}
+
+static uint32_t *rows(struct user *u) { return (uint32_t *)(u + 1); }
+static uint32_t *dts(const rc_session *s, struct user *u) { return rows(u) + s->history; }
+
+static const char *key_of(const struct user *u)
+{
+    return u->klen > KEY_INLINE ? u->key.ptr : u->key.inl;
+}
+
+static int64_t click_ts(const rc_session *s, struct user *u, unsigned i)
+{
+    return u->base + dts(s, u)[i];
+}
+
+/* ---- shard tables ------------------------------------------------------ */
+
+/* Slot position of the user, or -1. Caller holds the lock or is the writer. */
+static long find(const rc_session *s, const struct shard *sh, uint32_t h32, const char *k,
+                 size_t klen)
+{
+    if (!sh->slots)
+        return -1;
+    for (uint32_t p = h32 & sh->mask;; p = (p + 1) & sh->mask) {
+        const struct slot *e = &sh->slots[p];
+        if (!e->idx1)
+            return -1;
+        if (e->h32 != h32)
+            continue;
+        struct user *u = rec(s, e->idx1 - 1);
+        if (u->klen == klen && memcmp(key_of(u), k, klen) == 0)
+            return (long)p;
+    }
+}
+
+static void place(struct slot *slots, uint32_t mask, struct slot e)
+{
+    uint32_t p = e.h32 & mask;
+    while (slots[p].idx1)
+        p = (p + 1) & mask;
+    slots[p] = e;
+}
+
+/* Writer, shard lock held. Grows at 3/4 load. */
+static int table_insert(rc_session *s, struct shard *sh, uint32_t h32, uint32_t idx)
+{
+    if (!sh->slots || (sh->n + 1) * 4 > (sh->mask + 1) * 3) {
+        uint32_t cap = sh->slots ? (sh->mask + 1) * 2 : 64;
+        struct slot *ns = calloc(cap, sizeof *ns);
+        if (!ns)
+            return RC_ENOMEM;
+        for (uint32_t i = 0; sh->slots && i <= sh->mask; i++)
+            if (sh->slots[i].idx1)
+                place(ns, cap - 1, sh->slots[i]);
+        if (sh->slots)
+            STORE(s->bytes, LOAD(s->bytes) - (size_t)(sh->mask + 1) * sizeof *ns);
+        STORE(s->bytes, LOAD(s->bytes) + (size_t)cap * sizeof *ns);
+        free(sh->slots);
+        sh->slots = ns;
+        sh->mask = cap - 1;
+    }
+    place(sh->slots, sh->mask, (struct slot){h32, idx + 1});
+    sh->n++;
+    return 0;
+}
+
+/* Writer, shard lock held. Backward-shift deletion keeps probe chains whole
+ * without tombstones. */
+static void table_remove(struct shard *sh, uint32_t p)
+{
+    uint32_t mask = sh->mask;
+    for (uint32_t q = (p + 1) & mask; sh->slots[q].idx1; q = (q + 1) & mask) {
+        uint32_t home = sh->slots[q].h32 & mask;
+        /* q's entry may move to p unless its home lies cyclically in (p, q] */
+        if (((q - home) & mask) >= ((q - p) & mask)) {
+            sh->slots[p] = sh->slots[q];
+            p = q;
+        }
+    }
+    sh->slots[p].idx1 = 0;
+    sh->n--;
+}
+
+/* ---- LRU and records (writer only) ------------------------------------- */
+
+static void lru_unlink(rc_session *s, struct user *u)
+{
+    if (u->prev != NIL)
+        rec(s, u->prev)->next = u->next;
+    else
+        s->lru_head = u->next;
+    if (u->next != NIL)
+        rec(s, u->next)->prev = u->prev;
+    else
+        s->lru_tail = u->prev;
+}
+
+static void lru_push(rc_session *s, uint32_t idx, struct user *u)
+{
+    u->prev = NIL;
+    u->next = s->lru_head;
+    if (s->lru_head != NIL)
+        rec(s, s->lru_head)->prev = idx;
+    else
+        s->lru_tail = idx;
+    s->lru_head = idx;
+}
+
+static uint32_t rec_alloc(rc_session *s)
+{
+    uint32_t idx = s->free_head;
+    if (idx != NIL) {
+        s->free_head = rec(s, idx)->next;
+        return idx;
+    }
+    if ((s->nrec >> CHUNK_SHIFT) >= s->nchunks) {
+        size_t sz = (size_t)CHUNK_RECS * s->recsize;
+        char *c = malloc(sz);
+        if (!c)
+            return NIL;
+        s->chunks[s->nchunks++] = c;
+        STORE(s->bytes, LOAD(s->bytes) + sz);
+    }
+    return s->nrec++;
+}
+
+/* Removes a live user: table (under its shard lock), key, LRU, free list. */
+static void drop_user(rc_session *s, uint32_t idx)
+{
+    struct user *u = rec(s, idx);
+    struct shard *sh = &s->shards[rc_hash(key_of(u), u->klen) & (SHARDS - 1)];
+    long p = find(s, sh, u->h32, key_of(u), u->klen);
+
+    pthread_mutex_lock(&sh->mu);
+    if (p >= 0)
+        table_remove(sh, (uint32_t)p);
+    if (u->klen > KEY_INLINE) {
+        free(u->key.ptr);
+        STORE(s->bytes, LOAD(s->bytes) - u->klen);
+    }
+    u->klen = 0;
+    pthread_mutex_unlock(&sh->mu);
+    lru_unlink(s, u);
+    u->next = s->free_head;
+    s->free_head = idx;
+    STORE(s->users, LOAD(s->users) - 1);
+}
+
+/* ---- clicks (writer, shard lock held) ----------------------------------- */
+
+/* Makes ts representable as a u32 offset from u->base. Returns 0, or -1 when
+ * ts is more than 2^32 ms older than the newest click (cannot be held). */
+static int fit_base(const rc_session *s, struct user *u, int64_t ts)
+{
+    uint32_t *d = dts(s, u);
+    if (ts < u->base) {
+        int64_t shift = u->base - ts;
+        if ((int64_t)d[u->count - 1] + shift > (int64_t)UINT32_MAX)
+            return -1;
+        for (unsigned i = 0; i < u->count; i++)
+            d[i] += (uint32_t)shift;
+        u->base = ts;
+    } else if (ts - u->base > (int64_t)UINT32_MAX) {
+        /* ts is the newest here; older clicks out of range are dropped */
+        int64_t lo = ts - (int64_t)UINT32_MAX;
+        unsigned k = 0;
+        while (k < u->count && click_ts(s, u, k) < lo)
+            k++;
+        int64_t nb = k < u->count ? click_ts(s, u, k) : ts;
+        for (unsigned i = k; i < u->count; i++) {
+            rows(u)[i - k] = rows(u)[i];
+            d[i - k] = (uint32_t)(click_ts(s, u, i) - nb);
+        }
+        u->count = (uint8_t)(u->count - k);
+        u->base = nb;
+    }
+    return 0;
+}
+
+/* Inserts (row, ts) at position pos (clicks at >= pos are newer). Returns the
+ * position it landed at, or -1 when the array is full and the click is older
+ * than everything held. */
+static int insert_at(const rc_session *s, struct user *u, unsigned pos, uint32_t row, int64_t ts)
+{
+    uint32_t *r = rows(u), *d = dts(s, u);
+    if (u->count == s->history) {
+        if (pos == 0)
+            return -1;
+        memmove(r, r + 1, (u->count - 1) * sizeof *r);
+        memmove(d, d + 1, (u->count - 1) * sizeof *d);
+        u->count--;
+        pos--;
+    }
+    memmove(r + pos + 1, r + pos, (u->count - pos) * sizeof *r);
+    memmove(d + pos + 1, d + pos, (u->count - pos) * sizeof *d);
+    r[pos] = row;
+    d[pos] = (uint32_t)(ts - u->base);
+    u->count++;
+    return (int)pos;
+}
+
+/* Classifies and applies one click of a held user. Fills the context with the
+ * same-session clicks before it (most recent last). */
+static unsigned apply(rc_session *s, struct user *u, uint32_t row, int64_t ts, uint32_t *ctx,
+                      uint32_t max_ctx, uint32_t *nctx)
+{
+    int64_t newest = click_ts(s, u, u->count - 1);
+    unsigned flags = 0, pos = u->count;
+    int at;
+
+    while (pos > 0 && click_ts(s, u, pos - 1) > ts)
+        pos--;
+    for (unsigned i = pos; i-- > 0 && click_ts(s, u, i) == ts;)
+        if (rows(u)[i] == row)
+            return RC_SESS_DUPLICATE;
+    if (ts >= newest) {
+        if (ts - newest > s->gap_ms) {
+            u->sess_start = ts;
+            flags |= RC_SESS_NEW_SESSION;
+        }
+    } else if (ts >= u->sess_start - s->gap_ms) {
+        flags |= RC_SESS_REORDERED;
+        if (ts < u->sess_start) {
+            /* extends the session backwards; it joins an older held session
+             * when that one ended within gap_ms */
+            int64_t start = ts;
+            for (unsigned i = pos; i-- > 0 && click_ts(s, u, i) >= start - s->gap_ms;)
+                start = click_ts(s, u, i);
+            u->sess_start = start;
+        }
+    } else {
+        return RC_SESS_LATE;
+    }
+    if (fit_base(s, u, ts) < 0)
+        return RC_SESS_LATE;
+    if (ts >= newest) /* fit_base may have dropped old clicks: append */
+        pos = u->count;
+    at = insert_at(s, u, pos, row, ts);
+    uint32_t n = 0;
+    for (int i = at - 1; i >= 0 && n < max_ctx && click_ts(s, u, (unsigned)i) >= u->sess_start; i--)
+        n++;
+    for (uint32_t j = 0; j < n; j++)
+        ctx[j] = rows(u)[(unsigned)at - n + j];
+    *nctx = n;
+    return flags;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+int rc_session_create(const rc_session_opts *opts, rc_session **out, char *errbuf, size_t errlen)
+{
+    rc_session_opts o = opts ? *opts : (rc_session_opts){0};
+    rc_session *s;
+
+    if (!out)
+        return rc_err(errbuf, errlen, RC_EINVAL, "session: out is NULL");
+    *out = NULL;
+    if (o.history > HISTORY_MAX)
+        return rc_err(errbuf, errlen, RC_EINVAL, "session: history: expected 1..%d, got %u",
+                      HISTORY_MAX, o.history);
+    if (o.gap_ms < 0 || o.ttl_ms < 0 || o.gap_ms > (int64_t)UINT32_MAX)
+        return rc_err(errbuf, errlen, RC_EINVAL,
+                      "session: gap_ms/ttl_ms: expected >= 0 (gap < 2^32 ms)");
+    if (o.max_users == NIL)
+        return rc_err(errbuf, errlen, RC_EINVAL, "session: max_users: too large");
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "session: out of memory");
+    s->max_users = o.max_users ? o.max_users : 1000000;
+    s->history = o.history ? o.history : 20;
+    s->gap_ms = o.gap_ms ? o.gap_ms : 30 * 60 * 1000;
+    s->ttl_ms = o.ttl_ms ? o.ttl_ms : 7LL * 24 * 3600 * 1000;
+    s->recsize = (sizeof(struct user) + 2 * sizeof(uint32_t) * s->history + 7) & ~(size_t)7;
+    size_t nch = s->max_users / CHUNK_RECS + 1;
+    s->chunks = calloc(nch, sizeof *s->chunks);
+    if (!s->chunks) {
+        free(s);
+        return rc_err(errbuf, errlen, RC_ENOMEM, "session: out of memory");
+    }
+    for (int i = 0; i < SHARDS; i++)
+        pthread_mutex_init(&s->shards[i].mu, NULL);
+    s->free_head = s->lru_head = s->lru_tail = NIL;
+    s->bytes = sizeof *s + nch * sizeof *s->chunks;
+    *out = s;
+    return 0;
+}
+
+void rc_session_destroy(rc_session *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; i < s->nrec; i++) {
+        struct user *u = rec(s, i);
+        if (u->klen > KEY_INLINE)
+            free(u->key.ptr);
+    }
+    for (uint32_t i = 0; i < s->nchunks; i++)
+        free(s->chunks[i]);
+    for (int i = 0; i < SHARDS; i++) {
+        free(s->shards[i].slots);
+        pthread_mutex_destroy(&s->shards[i].mu);
+    }
+    free(s->chunks);
+    free(s);
+}
+
+/* Writer. Creates a user holding one click; evicts the LRU user when full. */
+static int add_new(rc_session *s, struct shard *sh, uint32_t h32, const char *user, size_t ulen,
+                   uint32_t row, int64_t ts)
+{
+    char *longkey = NULL;
+    uint32_t idx;
+    struct user *u;
+
+    if (ulen > KEY_INLINE) {
+        longkey = malloc(ulen);
+        if (!longkey)
+            return RC_ENOMEM;
+        memcpy(longkey, user, ulen);
+    }
+    if (LOAD(s->users) >= s->max_users) {
+        drop_user(s, s->lru_tail);
+        INC(s->evicted_lru);
+    }
+    idx = rec_alloc(s);
+    if (idx == NIL) {
+        free(longkey);
+        return RC_ENOMEM;
+    }
+    u = rec(s, idx); /* in no table yet: no reader can see it */
+    memset(u, 0, sizeof *u);
+    u->base = u->sess_start = ts;
+    u->h32 = h32;
+    u->count = 1;
+    u->klen = (uint8_t)ulen;
+    if (longkey)
+        u->key.ptr = longkey;
+    else
+        memcpy(u->key.inl, user, ulen);
+    rows(u)[0] = row;
+    dts(s, u)[0] = 0;
+    pthread_mutex_lock(&sh->mu);
+    int rc = table_insert(s, sh, h32, idx);
+    pthread_mutex_unlock(&sh->mu);
+    if (rc) {
+        free(longkey);
+        u->klen = 0;
+        u->next = s->free_head;
+        s->free_head = idx;
+        return rc;
+    }
+    lru_push(s, idx, u);
+    if (longkey)
+        STORE(s->bytes, LOAD(s->bytes) + ulen);
+    STORE(s->users, LOAD(s->users) + 1);
+    INC(s->sessions);
+    return 0;
+}
+
+int rc_session_add(rc_session *s, const char *user, size_t ulen, uint32_t row, int64_t ts_ms,
+                   uint32_t *ctx, uint32_t max_ctx, uint32_t *nctx, unsigned *flags)
+{
+    uint32_t n = 0;
+    unsigned f;
+
+    if (!s || !user || ulen == 0 || ulen > KEY_MAX || (max_ctx && !ctx) || ts_ms < 0)
+        return RC_EINVAL;
+    uint64_t h = rc_hash(user, ulen);
+    uint32_t h32 = (uint32_t)(h >> 32);
+    struct shard *sh = &s->shards[h & (SHARDS - 1)];
+    long p = find(s, sh, h32, user, ulen); /* writer: no lock needed to read */
+    if (p < 0) {
+        int rc = add_new(s, sh, h32, user, ulen, row, ts_ms);
+        if (rc)
+            return rc;
+        f = RC_SESS_NEW_USER | RC_SESS_NEW_SESSION;
+    } else {
+        uint32_t idx = sh->slots[p].idx1 - 1;
+        struct user *u = rec(s, idx);
+        pthread_mutex_lock(&sh->mu);
+        f = apply(s, u, row, ts_ms, ctx, max_ctx, &n);
+        pthread_mutex_unlock(&sh->mu);
+        lru_unlink(s, u);
+        lru_push(s, idx, u);
+        if (f & RC_SESS_NEW_SESSION)
+            INC(s->sessions);
+        if (f & RC_SESS_DUPLICATE)
+            INC(s->duplicates);
+        if (f & RC_SESS_REORDERED)
+            INC(s->reordered);
+        if (f & RC_SESS_LATE)
+            INC(s->late);
+    }
+    if (nctx)
+        *nctx = n;
+    if (flags)
+        *flags = f;
+    return 0;
+}
+
+int rc_session_recent(rc_session *s, const char *user, size_t ulen, rc_click *out, uint32_t max,
+                      uint32_t *n)
+{
+    if (!s || !user || ulen == 0 || ulen > KEY_MAX || (max && !out) || !n)
+        return RC_EINVAL;
+    uint64_t h = rc_hash(user, ulen);
+    struct shard *sh = &s->shards[h & (SHARDS - 1)];
+    pthread_mutex_lock(&sh->mu);
+    long p = find(s, sh, (uint32_t)(h >> 32), user, ulen);
+    if (p < 0) {
+        pthread_mutex_unlock(&sh->mu);
+        *n = 0;
+        return RC_ENOENT;
+    }
+    struct user *u = rec(s, sh->slots[p].idx1 - 1);
+    uint32_t k = RC_MIN(max, (uint32_t)u->count), first = u->count - k;
+    for (uint32_t i = 0; i < k; i++) {
+        out[i].row = rows(u)[first + i];
+        out[i].ts_ms = click_ts(s, u, first + i);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    *n = k;
+    return 0;
+}
+
+uint32_t rc_session_expire(rc_session *s, int64_t now_ms, uint32_t max_users_scanned)
+{
+    uint32_t dropped = 0, todo;
+
+    if (!s || s->nrec == 0)
+        return 0;
+    todo = max_users_scanned && max_users_scanned < s->nrec ? max_users_scanned : s->nrec;
+    for (; todo > 0; todo--) {
+        if (s->cursor >= s->nrec)
+            s->cursor = 0;
+        uint32_t idx = s->cursor++;
+        struct user *u = rec(s, idx);
+        if (u->klen && click_ts(s, u, u->count - 1) < now_ms - s->ttl_ms) {
+            drop_user(s, idx);
+            dropped++;
+        }
+    }
+    STORE(s->expired_ttl, LOAD(s->expired_ttl) + dropped);
+    return dropped;
+}
+
+void rc_session_stats_get(rc_session *s, rc_session_stats *st)
+{
+    if (!s || !st)
+        return;
+    st->users = LOAD(s->users);
+    st->evicted_lru = LOAD(s->evicted_lru);
+    st->expired_ttl = LOAD(s->expired_ttl);
+    st->sessions = LOAD(s->sessions);
+    st->duplicates = LOAD(s->duplicates);
+    st->reordered = LOAD(s->reordered);
+    st->late = LOAD(s->late);
+    st->bytes = LOAD(s->bytes);
+}

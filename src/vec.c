@@ -1,0 +1,161 @@
+/* vec — float kernels. The AVX2+FMA versions are compiled with a target
+ * attribute so the baseline build stays portable; the choice is made once,
+ * before main, from the CPU's feature bits, and then read without a lock. */
+#include "recalld/vec.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#define SIG_MAX  8.0f
+#define SIG_SIZE 2048 /* intervals over [-SIG_MAX, SIG_MAX] */
+
+static float sig_tab[SIG_SIZE + 2];
+static float logsig_tab[SIG_SIZE + 2];
+
+static float dot_scalar(const float *a, const float *b, size_t n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void axpy_scalar(float a, const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void scale_scalar(float a, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] *= a;
+}
+
+__attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b,
+                                                           size_t n)
+{
+    /* Two accumulators hide the FMA latency for the usual dims (64..256). */
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    if (i + 8 <= n) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        i += 8;
+    }
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float a, const float *x, float *y,
+                                                          size_t n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
+
+__attribute__((target("avx2,fma"))) static void scale_avx2(float a, float *y, size_t n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] *= a;
+}
+
+static float (*dot_fn)(const float *, const float *, size_t) = dot_scalar;
+static void (*axpy_fn)(float, const float *, float *, size_t) = axpy_scalar;
+static void (*scale_fn)(float, float *, size_t) = scale_scalar;
+static const char *impl_name = "scalar";
+
+__attribute__((constructor)) static void vec_init(void)
+{
+    for (int i = 0; i <= SIG_SIZE + 1; i++) {
+        double x = ((double)i / SIG_SIZE * 2.0 - 1.0) * SIG_MAX;
+        double s = 1.0 / (1.0 + exp(-x));
+        sig_tab[i] = (float)s;
+        logsig_tab[i] = (float)-log1p(exp(-x));
+    }
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        dot_fn = dot_avx2;
+        axpy_fn = axpy_avx2;
+        scale_fn = scale_avx2;
+        impl_name = "avx2-fma";
+    }
+}
+
+float rc_vec_dot(const float *a, const float *b, size_t n)
+{
+    return dot_fn(a, b, n);
+}
+
+void rc_vec_axpy(float a, const float *x, float *y, size_t n)
+{
+    axpy_fn(a, x, y, n);
+}
+
+void rc_vec_scale(float a, float *y, size_t n)
+{
+    scale_fn(a, y, n);
+}
+
+float rc_vec_normalize(float *x, size_t n)
+{
+    float norm = sqrtf(dot_fn(x, x, n));
+    if (norm > 0)
+        scale_fn(1.0f / norm, x, n);
+    return norm;
+}
+
+const char *rc_vec_impl(void)
+{
+    return impl_name;
+}
+
+static inline float lerp_tab(const float *tab, float x)
+{
+    if (!(x > -SIG_MAX)) /* also catches NaN: treat as the low end */
+        return tab[0];
+    if (x >= SIG_MAX)
+        return tab[SIG_SIZE];
+    float f = (x + SIG_MAX) * (SIG_SIZE / (2.0f * SIG_MAX));
+    int i = (int)f;
+    float w = f - (float)i;
+    return tab[i] + w * (tab[i + 1] - tab[i]);
+}
+
+float rc_sigmoid(float x)
+{
+    return lerp_tab(sig_tab, x);
+}
+
+float rc_log_sigmoid(float x)
+{
+    return lerp_tab(logsig_tab, x);
+}

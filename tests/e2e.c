@@ -1,0 +1,219 @@
+#include "e2e.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int connect_sock(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return -1;
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+char *e2e_raw(const char *sock, const char *bytes, size_t n, int timeout_ms)
+{
+    int fd = connect_sock(sock);
+    if (fd < 0)
+        return NULL;
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, bytes + off, n - off);
+        if (w <= 0) {
+            close(fd);
+            return NULL;
+        }
+        off += (size_t)w;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        long long left = deadline - now_ms();
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        if (len + 4096 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + len, cap - len - 1);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        buf[len] = '\0';
+        char *nl = memchr(buf, '\n', len);
+        if (nl) {
+            *nl = '\0';
+            close(fd);
+            return buf;
+        }
+    }
+    close(fd);
+    free(buf);
+    return NULL;
+}
+
+json_t *e2e_request(const char *sock, const char *fmt, ...)
+{
+    char line[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    line[n++] = '\n';
+    char *reply = e2e_raw(sock, line, (size_t)n, 20000);
+    if (!reply)
+        RC__FAIL("no reply from %s to %.*s", sock, n - 1, line);
+    json_error_t je;
+    json_t *j = json_loads(reply, 0, &je);
+    if (!j)
+        RC__FAIL("reply is not JSON (%s): %.200s", je.text, reply);
+    free(reply);
+    return j;
+}
+
+long long e2e_int(json_t *o, const char *path)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *cur = o;
+    for (char *tok = strtok(buf, "."); tok && cur; tok = strtok(NULL, "."))
+        cur = json_object_get(cur, tok);
+    return json_is_integer(cur) ? (long long)json_integer_value(cur) : -1;
+}
+
+json_t *e2e_wait_consumed(const char *sock, long long n, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
+        long long consumed = e2e_int(st, "events.consumed");
+        long long done = e2e_int(st, "events.applied") + e2e_int(st, "events.invalid");
+        if ((consumed >= n && done >= n) || now_ms() > deadline)
+            return st;
+        json_decref(st);
+        usleep(50000);
+    }
+}
+
+int e2e_sh(char **out, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    ASSERT(p != NULL);
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += r;
+        if (len + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void e2e_start(e2e_daemon *d, const char *const *extra)
+{
+    const char *argv[64];
+    int argc = 0;
+    memset(d, 0, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "/tmp/rc-e2e-XXXXXX");
+    ASSERT(mkdtemp(d->dir) != NULL);
+    snprintf(d->sock, sizeof d->sock, "%s/s.sock", d->dir);
+    snprintf(d->log, sizeof d->log, "%s/recalld.log", d->dir);
+    argv[argc++] = RC_BIN("recalld");
+    argv[argc++] = "--embedded-kafka";
+    argv[argc++] = "--socket";
+    argv[argc++] = d->sock;
+    for (; extra && *extra && argc < 60; extra++)
+        argv[argc++] = *extra;
+    argv[argc] = NULL;
+    d->pid = fork();
+    ASSERT(d->pid >= 0);
+    if (d->pid == 0) {
+        /* The daemon must not outlive a test that fails or times out. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        FILE *f = freopen(d->log, "w", stderr);
+        (void)f;
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    long long deadline = now_ms() + 30000;
+    for (;;) {
+        int st;
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+            char *log = NULL;
+            e2e_sh(&log, "tail -20 %s", d->log);
+            RC__FAIL("recalld exited during start:\n%s", log);
+        }
+        char *r = e2e_raw(d->sock, "{\"op\":\"health\"}\n", 16, 2000);
+        int ok = r && strstr(r, "\"ok\":true");
+        free(r);
+        if (ok)
+            break;
+        if (now_ms() > deadline)
+            RC__FAIL("recalld not healthy after 30 s (log %s)", d->log);
+        usleep(50000);
+    }
+    json_t *st = e2e_request(d->sock, "{\"op\":\"stats\"}");
+    const char *bs = json_string_value(json_object_get(json_object_get(st, "kafka"), "bootstrap"));
+    ASSERT(bs && *bs);
+    snprintf(d->bootstrap, sizeof d->bootstrap, "%s", bs);
+    json_decref(st);
+}
+
+int e2e_stop(e2e_daemon *d)
+{
+    int st = 0;
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, SIGTERM);
+    long long deadline = now_ms() + 30000;
+    while (waitpid(d->pid, &st, WNOHANG) != d->pid) {
+        if (now_ms() > deadline) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &st, 0);
+            return -1;
+        }
+        usleep(20000);
+    }
+    d->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

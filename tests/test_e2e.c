@@ -1,0 +1,365 @@
+/* End-to-end: the real recalld binary on its embedded Kafka, fed by the real
+ * recalld-gen (and kcat) through Kafka, checked over the Unix socket. */
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "recalld/common.h"
+#include "recalld/gen.h"
+#include "test.h"
+
+#define GEN_FLAGS "--users 3000 --items 3000 --cities 4 --cates 4 --communities 40"
+
+static rc_gen *make_gen(uint64_t seed, uint64_t events, double invalid)
+{
+    rc_gen_opts o = {.seed = seed, .events = events, .users = 3000, .items = 3000, .cities = 4,
+                     .cates = 4, .communities = 40, .invalid_share = invalid};
+    rc_gen *g = NULL;
+    char err[256];
+    ASSERT_EQ(rc_gen_create(&o, &g, err, sizeof err), 0);
+    return g;
+}
+
+static void produce_gen(const e2e_daemon *d, uint64_t seed, uint64_t events, double invalid)
+{
+    char *out = NULL;
+    int st = e2e_sh(&out,
+                    RC_BIN("recalld-gen") " --brokers '%s' --topic clicks --seed %llu --events %llu "
+                                          "--invalid-share %g " GEN_FLAGS " >/dev/null 2>%s/gen.err",
+                    d->bootstrap, (unsigned long long)seed, (unsigned long long)events, invalid,
+                    d->dir);
+    if (st != 0) {
+        char *err = NULL;
+        e2e_sh(&err, "cat %s/gen.err", d->dir);
+        RC__FAIL("recalld-gen failed (%d): %s", st, err);
+    }
+    free(out);
+}
+
+static long long ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct target {
+    uint32_t user, item;
+} target;
+
+/* Popularity top-50 of the prefix, for the baseline. */
+static void top50(const uint32_t *count, uint32_t nitems, uint32_t *top)
+{
+    for (int k = 0; k < 70; k++) {
+        uint32_t best = UINT32_MAX;
+        for (uint32_t i = 0; i < nitems; i++) {
+            int taken = 0;
+            for (int j = 0; j < k && !taken; j++)
+                taken = top[j] == i;
+            if (!taken && (best == UINT32_MAX || count[i] > count[best]))
+                best = i;
+        }
+        top[k] = best;
+    }
+}
+
+#define HIST 20 /* = recall.window: the clicks the daemon excludes */
+
+typedef struct hist {
+    uint32_t item[HIST];
+    uint32_t n, next;
+} hist;
+
+static int in_hist(const hist *h, uint32_t item)
+{
+    for (uint32_t i = 0; i < h->n; i++)
+        if (h->item[i] == item)
+            return 1;
+    return 0;
+}
+
+/* Next-click hit rate: for each user of the prefix, the first later click on an
+ * item that the user did not click recently (the daemon excludes those) and
+ * that the prefix contains. Popularity = the 50 most clicked prefix items the
+ * user did not click recently. */
+TEST(e2e_stream_recall_beats_popularity)
+{
+    const uint64_t N = 60000, M = 20000, SEED = 11;
+    e2e_daemon d;
+    e2e_start(&d, NULL);
+    produce_gen(&d, SEED, N, 0);
+
+    rc_gen *g = make_gen(SEED, N + M, 0);
+    uint32_t *count = calloc(3000, sizeof *count);
+    uint8_t *seen_user = calloc(3000, 1), *has_target = calloc(3000, 1);
+    hist *h = calloc(3000, sizeof *h);
+    target *t = calloc(3000, sizeof *t);
+    uint32_t nt = 0;
+    char line[RC_GEN_LINE_MAX];
+    size_t len;
+    rc_gen_info info;
+    for (uint64_t i = 0; i < N + M; i++) {
+        ASSERT_EQ(rc_gen_next(g, line, sizeof line, &len, &info), 0);
+        if (i < N) {
+            hist *u = &h[info.user];
+            count[info.item]++;
+            seen_user[info.user] = 1;
+            u->item[u->next] = info.item;
+            u->next = (u->next + 1) % HIST;
+            u->n += u->n < HIST;
+        } else if (seen_user[info.user] && !has_target[info.user] && count[info.item] > 0 &&
+                   !in_hist(&h[info.user], info.item)) {
+            has_target[info.user] = 1;
+            t[nt++] = (target){info.user, info.item};
+        }
+    }
+    uint32_t top[50 + HIST];
+    top50(count, 3000, top);
+    (void)top;
+    json_t *st = e2e_wait_consumed(d.sock, (long long)N, 120000);
+    ASSERT_EQ(e2e_int(st, "events.consumed"), (long long)N);
+    ASSERT_EQ(e2e_int(st, "events.applied"), (long long)N);
+    ASSERT_GT(e2e_int(st, "index.size"), 2000);
+    json_decref(st);
+
+    uint32_t hits = 0, pop_hits = 0, asked = 0, same_city = 0, in_fav = 0, returned = 0;
+    for (uint32_t i = 0; i < nt && asked < 400; i++, asked++) {
+        rc_gen_user u;
+        ASSERT_EQ(rc_gen_user_at(g, t[i].user, &u), 0);
+        json_t *r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":50}", t[i].user);
+        ASSERT(json_is_true(json_object_get(r, "ok")));
+        json_t *items = json_object_get(r, "items"), *it;
+        size_t j;
+        char want[32];
+        snprintf(want, sizeof want, "i%u", t[i].item);
+        json_array_foreach(items, j, it)
+        {
+            const char *id = json_string_value(json_object_get(it, "item_id"));
+            rc_gen_item gi;
+            ASSERT(id != NULL);
+            hits += strcmp(id, want) == 0;
+            ASSERT_EQ(rc_gen_item_truth(g, id, strlen(id), &gi), 0);
+            same_city += gi.city == u.home_city;
+            for (uint32_t f = 0; f < u.nfav; f++)
+                in_fav += gi.community == u.fav[f];
+            returned++;
+        }
+        /* Popularity, with the user's recent clicks excluded as the daemon does. */
+        for (uint32_t k = 0, taken = 0; k < 50 + HIST && taken < 50; k++) {
+            if (in_hist(&h[t[i].user], top[k]))
+                continue;
+            taken++;
+            pop_hits += top[k] == t[i].item;
+        }
+        json_decref(r);
+    }
+    double hr = (double)hits / asked, hr_pop = (double)pop_hits / asked;
+    double city_share = (double)same_city / returned, fav_share = (double)in_fav / returned;
+    printf("HR@50 recall %.3f popularity %.3f; same city %.3f; favourite community %.3f (%u users)\n",
+           hr, hr_pop, city_share, fav_share, asked);
+    ASSERT_GT(asked, 200);
+    ASSERT_EQ(returned, asked * 50);
+    ASSERT_DBL_OP(hr, >=, 2 * hr_pop);
+    ASSERT_DBL_OP(hr, >=, 0.25);
+    ASSERT_DBL_OP(city_share, >=, 0.8);
+    ASSERT_DBL_OP(fav_share, >=, 0.5);
+    ASSERT_EQ(e2e_stop(&d), 0);
+    rc_gen_destroy(g);
+    free(count);
+    free(seen_user);
+    free(has_target);
+    free(h);
+    free(t);
+}
+
+static void kcat_produce(const e2e_daemon *d, const char *lines)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/kcat.in", d->dir);
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fputs(lines, f);
+    fclose(f);
+    char *out = NULL;
+    int st = e2e_sh(&out, "kcat -P -b '%s' -t clicks -K '\\t' -l %s 2>&1", d->bootstrap, path);
+    if (st != 0)
+        RC__FAIL("kcat failed (%d): %s", st, out);
+    free(out);
+}
+
+static int similar_contains(const char *sock, const char *item, const char *want)
+{
+    json_t *r = e2e_request(sock, "{\"op\":\"similar\",\"item_id\":\"%s\",\"k\":10}", item);
+    json_t *items = json_object_get(r, "items"), *it;
+    size_t j;
+    int found = 0;
+    json_array_foreach(items, j, it)
+    {
+        const char *id = json_string_value(json_object_get(it, "item_id"));
+        found |= id && strcmp(id, want) == 0;
+    }
+    json_decref(r);
+    return found;
+}
+
+TEST(e2e_new_item_similar_within_bounded_time)
+{
+    e2e_daemon d;
+    e2e_start(&d, NULL);
+    produce_gen(&d, 5, 20000, 0);
+    json_t *st = e2e_wait_consumed(d.sock, 20000, 60000);
+    ASSERT_EQ(e2e_int(st, "events.applied"), 20000);
+    json_decref(st);
+
+    /* The most clicked item of the stream, and its city/category. */
+    rc_gen *g = make_gen(5, 20000, 0);
+    uint32_t *cnt = calloc(3000, sizeof *cnt), best = 0;
+    char gl[RC_GEN_LINE_MAX], known[32];
+    size_t gll;
+    rc_gen_info gi0;
+    long long ts = 0;
+    while (rc_gen_next(g, gl, sizeof gl, &gll, &gi0) == 0) {
+        if (++cnt[gi0.item] > cnt[best])
+            best = gi0.item;
+        ts = gi0.ts_ms + 1000;
+    }
+    free(cnt);
+    snprintf(known, sizeof known, "i%u", best);
+    rc_gen_item gi;
+    ASSERT_EQ(rc_gen_item_truth(g, known, strlen(known), &gi), 0);
+    json_t *u = e2e_request(d.sock, "{\"op\":\"similar\",\"item_id\":\"%s\",\"k\":1}", known);
+    ASSERT(json_is_true(json_object_get(u, "ok")));
+    json_decref(u);
+    char lines[4096];
+    snprintf(lines, sizeof lines,
+             "zz1\t{\"user_id\":\"zz1\",\"item_id\":\"%s\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\",\"ts\":%lld}\n"
+             "zz1\t{\"user_id\":\"zz1\",\"item_id\":\"brand-new-1\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\",\"ts\":%lld}\n",
+             known, gi.city, gi.cate, ts, gi.city, gi.cate, ts + 5000);
+    long long t0 = ms_now();
+    kcat_produce(&d, lines);
+    int found = 0;
+    while (!found && ms_now() - t0 < 5000) {
+        found = similar_contains(d.sock, known, "brand-new-1");
+        if (!found)
+            usleep(2000);
+    }
+    long long dt = ms_now() - t0;
+    printf("brand-new item in similar(%s) after %lld ms (including kcat start-up)\n", known, dt);
+    ASSERT(found);
+    /* And the other way round: the new item's neighbours include i1. */
+    ASSERT(similar_contains(d.sock, "brand-new-1", known));
+    ASSERT_EQ(e2e_stop(&d), 0);
+    rc_gen_destroy(g);
+}
+
+static long long count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long long n = 0;
+    int c;
+    if (!f)
+        return -1;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+TEST(e2e_malformed_events_counted_none_lost)
+{
+    const uint64_t N = 30000;
+    char dlq[400];
+    e2e_daemon d;
+    const char *extra[] = {"--dlq-file", NULL, NULL};
+    char tmpl[] = "/tmp/rc-dlq-XXXXXX";
+    ASSERT(mkdtemp(tmpl) != NULL);
+    snprintf(dlq, sizeof dlq, "%s/dlq.jsonl", tmpl);
+    extra[1] = dlq;
+    e2e_start(&d, extra);
+    produce_gen(&d, 9, N, 0.1);
+    rc_gen *g = make_gen(9, N, 0.1);
+    char line[RC_GEN_LINE_MAX];
+    size_t len;
+    while (rc_gen_next(g, line, sizeof line, &len, NULL) == 0)
+        ;
+    rc_gen_counts c = rc_gen_counts_get(g);
+    ASSERT_GT(c.invalid, N / 20);
+    json_t *st = e2e_wait_consumed(d.sock, (long long)N, 60000);
+    printf("valid %llu invalid %llu; daemon applied %lld invalid %lld\n",
+           (unsigned long long)c.valid, (unsigned long long)c.invalid,
+           e2e_int(st, "events.applied"), e2e_int(st, "events.invalid"));
+    ASSERT_EQ(e2e_int(st, "events.consumed"), (long long)N);
+    ASSERT_EQ(e2e_int(st, "events.applied"), (long long)c.valid);
+    ASSERT_EQ(e2e_int(st, "events.invalid"), (long long)c.invalid);
+    json_decref(st);
+    /* Every refused event is in the dead-letter file, with its reason. */
+    long long lines_dlq = -1;
+    for (int i = 0; i < 100 && lines_dlq != (long long)c.invalid; i++) {
+        usleep(50000);
+        lines_dlq = count_lines(dlq);
+    }
+    ASSERT_EQ(lines_dlq, (long long)c.invalid);
+    ASSERT_EQ(e2e_stop(&d), 0);
+    rc_gen_destroy(g);
+}
+
+/* Protocol errors get an error line and the connection stays usable. */
+TEST(e2e_socket_errors_keep_connection)
+{
+    e2e_daemon d;
+    e2e_start(&d, NULL);
+    const char *req =
+        "this is not json\n"
+        "{\"op\":\"nope\"}\n"
+        "{\"op\":\"recall\"}\n"
+        "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":0}\n"
+        "{\"op\":\"recall\",\"user_id\":[1]}\n"
+        "{\"op\":\"similar\",\"item_id\":\"no-such-item\"}\n"
+        "[1,2]\n"
+        "{\"op\":\"recall\",\"user_id\":\"ghost\",\"k\":5}\n"
+        "{\"op\":\"stats\"}\n";
+    const char *want[] = {"bad_json",    "unknown_op",   "bad_request", "bad_request", "bad_request",
+                          "unknown_item", "bad_request", NULL,          NULL};
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    ASSERT_LT(strlen(d.sock), sizeof a.sun_path);
+    memcpy(a.sun_path, d.sock, strlen(d.sock) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    ASSERT_EQ(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    char buf[1 << 16];
+    size_t have = 0;
+    for (size_t i = 0; i < RC_ARRAY_LEN(want); i++) {
+        char *nl;
+        while (!(nl = memchr(buf, '\n', have))) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            ASSERT(poll(&p, 1, 10000) == 1);
+            ssize_t r = read(fd, buf + have, sizeof buf - have);
+            ASSERT(r > 0);
+            have += (size_t)r;
+        }
+        *nl = '\0';
+        json_t *j = json_loads(buf, 0, NULL);
+        ASSERT(j != NULL);
+        if (want[i]) {
+            ASSERT(json_is_false(json_object_get(j, "ok")));
+            ASSERT_STREQ(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                         want[i]);
+        } else {
+            ASSERT(json_is_true(json_object_get(j, "ok")));
+        }
+        json_decref(j);
+        size_t used = (size_t)(nl + 1 - buf);
+        memmove(buf, nl + 1, have - used);
+        have -= used;
+    }
+    close(fd);
+    ASSERT_EQ(e2e_stop(&d), 0);
+}

@@ -1,0 +1,360 @@
+#include <pthread.h>
+
+#include "recalld/common.h"
+#include "recalld/session.h"
+#include "test.h"
+
+#define MIN_MS (60 * 1000LL)
+
+static rc_session *mk(uint32_t max_users, uint32_t history)
+{
+    rc_session_opts o = {.max_users = max_users, .history = history};
+    rc_session *s = NULL;
+    char err[128];
+    ASSERT_EQ(rc_session_create(&o, &s, err, sizeof err), 0);
+    ASSERT(s);
+    return s;
+}
+
+/* Adds a click; returns its flags, ctx/nctx filled. */
+static unsigned add(rc_session *s, const char *u, uint32_t row, int64_t ts, uint32_t *ctx,
+                    uint32_t max_ctx, uint32_t *nctx)
+{
+    unsigned f = 0;
+    uint32_t n = 99;
+    ASSERT_EQ(rc_session_add(s, u, strlen(u), row, ts, ctx, max_ctx, &n, &f), 0);
+    if (nctx)
+        *nctx = n;
+    return f;
+}
+
+TEST(session_create_rejects_bad_opts)
+{
+    rc_session *s = (rc_session *)1;
+    char err[128] = "";
+    rc_session_opts o = {.history = 256};
+    ASSERT_EQ(rc_session_create(&o, &s, err, sizeof err), RC_EINVAL);
+    ASSERT(s == NULL);
+    ASSERT(strstr(err, "history"));
+    o = (rc_session_opts){.gap_ms = -1};
+    ASSERT_EQ(rc_session_create(&o, &s, NULL, 0), RC_EINVAL);
+    ASSERT_EQ(rc_session_create(NULL, NULL, NULL, 0), RC_EINVAL);
+    ASSERT_EQ(rc_session_create(NULL, &s, NULL, 0), 0);
+    uint32_t n;
+    ASSERT_EQ(rc_session_add(s, "", 0, 1, 1, NULL, 0, &n, NULL), RC_EINVAL);
+    ASSERT_EQ(rc_session_add(s, "u", 1, 1, 1, NULL, 3, &n, NULL), RC_EINVAL);
+    ASSERT_EQ(rc_session_add(s, "u", 1, 1, -1, NULL, 0, &n, NULL), RC_EINVAL);
+    ASSERT_EQ(rc_session_recent(s, "nobody", 6, NULL, 0, &n), RC_ENOENT);
+    rc_session_destroy(s);
+    rc_session_destroy(NULL);
+}
+
+TEST(session_context_and_gap_split)
+{
+    rc_session *s = mk(0, 20);
+    uint32_t ctx[8], n;
+    int64_t t = 1000000;
+    ASSERT_EQ(add(s, "u1", 10, t, ctx, 8, &n), RC_SESS_NEW_USER | RC_SESS_NEW_SESSION);
+    ASSERT_EQ(n, 0);
+    for (uint32_t i = 1; i < 12; i++) {
+        ASSERT_EQ(add(s, "u1", 10 + i, t + i * MIN_MS, ctx, 4, &n), 0);
+        ASSERT_EQ(n, RC_MIN(i, 4u));
+        /* most recent last */
+        for (uint32_t j = 0; j < n; j++)
+            ASSERT_EQ(ctx[j], 10 + i - n + j);
+    }
+    /* exactly gap_ms later is still the same session; one ms more is not */
+    int64_t last = t + 11 * MIN_MS;
+    ASSERT_EQ(add(s, "u1", 50, last + 30 * MIN_MS, ctx, 8, &n), 0);
+    ASSERT_EQ(n, 8);
+    ASSERT_EQ(ctx[7], 21);
+    last += 30 * MIN_MS;
+    ASSERT_EQ(add(s, "u1", 60, last + 30 * MIN_MS + 1, ctx, 8, &n), RC_SESS_NEW_SESSION);
+    ASSERT_EQ(n, 0);
+    ASSERT_EQ(add(s, "u1", 61, last + 31 * MIN_MS, ctx, 8, &n), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ctx[0], 60);
+    /* another user is independent */
+    ASSERT_EQ(add(s, "u2", 5, last, ctx, 8, &n), RC_SESS_NEW_USER | RC_SESS_NEW_SESSION);
+    rc_session_stats st;
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.users, 2);
+    ASSERT_EQ(st.sessions, 3);
+    rc_session_destroy(s);
+}
+
+TEST(session_recent_oldest_first_bounded)
+{
+    rc_session *s = mk(0, 5);
+    for (uint32_t i = 0; i < 9; i++)
+        add(s, "user-with-a-key-longer-than-24-bytes", i, 1000 + i, NULL, 0, NULL);
+    rc_click c[16];
+    uint32_t n;
+    const char *k = "user-with-a-key-longer-than-24-bytes";
+    ASSERT_EQ(rc_session_recent(s, k, strlen(k), c, 16, &n), 0);
+    ASSERT_EQ(n, 5); /* history bound */
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_EQ(c[i].row, 4 + i);
+        ASSERT_EQ(c[i].ts_ms, 1004 + i);
+    }
+    ASSERT_EQ(rc_session_recent(s, k, strlen(k), c, 2, &n), 0);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(c[0].row, 7);
+    ASSERT_EQ(c[1].row, 8);
+    ASSERT_EQ(rc_session_recent(s, k, 5, c, 2, &n), RC_ENOENT); /* prefix is another key */
+    rc_session_destroy(s);
+}
+
+TEST(session_duplicate_reordered_late)
+{
+    rc_session *s = mk(0, 20);
+    uint32_t ctx[8], n;
+    rc_click c[20];
+    int64_t t = 100 * MIN_MS;
+    add(s, "u", 1, t, ctx, 8, &n);
+    add(s, "u", 2, t + 2 * MIN_MS, ctx, 8, &n);
+    add(s, "u", 3, t + 4 * MIN_MS, ctx, 8, &n);
+    /* duplicate: same item, same ts -> not applied */
+    ASSERT_EQ(add(s, "u", 2, t + 2 * MIN_MS, ctx, 8, &n), RC_SESS_DUPLICATE);
+    ASSERT_EQ(n, 0);
+    /* same ts, other item: a distinct click */
+    ASSERT_EQ(add(s, "u", 9, t + 4 * MIN_MS, ctx, 8, &n), 0);
+    ASSERT_EQ(n, 3);
+    /* reordered: between clicks 1 and 2; context = clicks before it */
+    ASSERT_EQ(add(s, "u", 7, t + MIN_MS, ctx, 8, &n), RC_SESS_REORDERED);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ctx[0], 1);
+    ASSERT_EQ(rc_session_recent(s, "u", 1, c, 20, &n), 0);
+    ASSERT_EQ(n, 5);
+    static const uint32_t want[] = {1, 7, 2, 3, 9};
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_EQ(c[i].row, want[i]);
+        if (i)
+            ASSERT_LE(c[i - 1].ts_ms, c[i].ts_ms);
+    }
+    /* slightly before the session start (within gap): joins the session, no context */
+    ASSERT_EQ(add(s, "u", 8, t - 10 * MIN_MS, ctx, 8, &n), RC_SESS_REORDERED);
+    ASSERT_EQ(n, 0);
+    /* start a new session; a click from the previous one is now late */
+    int64_t t2 = t + 120 * MIN_MS;
+    ASSERT_EQ(add(s, "u", 20, t2, ctx, 8, &n), RC_SESS_NEW_SESSION);
+    ASSERT_EQ(add(s, "u", 21, t + 5 * MIN_MS, ctx, 8, &n), RC_SESS_LATE);
+    ASSERT_EQ(n, 0);
+    ASSERT_EQ(rc_session_recent(s, "u", 1, c, 20, &n), 0);
+    ASSERT_EQ(n, 7);
+    ASSERT_EQ(c[6].row, 20);
+    /* the new session's context does not reach into the old one */
+    ASSERT_EQ(add(s, "u", 22, t2 + 1000, ctx, 8, &n), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ctx[0], 20);
+    /* a reordered click inside the new session */
+    ASSERT_EQ(add(s, "u", 23, t2 + 500, ctx, 8, &n), RC_SESS_REORDERED);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ctx[0], 20);
+    rc_session_stats st;
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.duplicates, 1);
+    ASSERT_EQ(st.reordered, 3);
+    ASSERT_EQ(st.late, 1);
+    ASSERT_EQ(st.sessions, 2);
+    rc_session_destroy(s);
+}
+
+TEST(session_lru_evicts_least_recently_active)
+{
+    rc_session *s = mk(100, 4);
+    char k[32];
+    uint32_t n;
+    rc_click c[4];
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "user%d", i);
+        add(s, k, (uint32_t)i, 1000 + i, NULL, 0, NULL);
+    }
+    /* touch users 0..9: now user10 is the least recently active */
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof k, "user%d", i);
+        ASSERT_EQ(add(s, k, 500, 2000 + i, NULL, 0, NULL), 0);
+    }
+    for (int i = 0; i < 5; i++) {
+        snprintf(k, sizeof k, "new%d", i);
+        ASSERT_EQ(add(s, k, 1, 3000, NULL, 0, NULL), RC_SESS_NEW_USER | RC_SESS_NEW_SESSION);
+    }
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "user%d", i);
+        int rc = rc_session_recent(s, k, strlen(k), c, 4, &n);
+        ASSERT_EQ(rc, i >= 10 && i < 15 ? RC_ENOENT : 0);
+    }
+    rc_session_stats st;
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.users, 100);
+    ASSERT_EQ(st.evicted_lru, 5);
+    /* an evicted user comes back as new */
+    ASSERT_EQ(add(s, "user10", 1, 4000, NULL, 0, NULL), RC_SESS_NEW_USER | RC_SESS_NEW_SESSION);
+    ASSERT_EQ(rc_session_recent(s, "user10", 6, c, 4, &n), 0);
+    ASSERT_EQ(n, 1);
+    rc_session_destroy(s);
+}
+
+TEST(session_ttl_expire)
+{
+    rc_session_opts o = {.ttl_ms = 1000 * MIN_MS};
+    rc_session *s = NULL;
+    ASSERT_EQ(rc_session_create(&o, &s, NULL, 0), 0);
+    char k[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(k, sizeof k, "u%d", i);
+        /* even users idle since t=0, odd ones active at 2000 min */
+        add(s, k, 1, 0, NULL, 0, NULL);
+        if (i % 2)
+            add(s, k, 2, 2000 * MIN_MS, NULL, 0, NULL);
+    }
+    int64_t now = 2000 * MIN_MS;
+    uint32_t total = 0, calls = 0, d;
+    /* small steps: 50 users scanned per call */
+    do {
+        d = rc_session_expire(s, now, 50);
+        total += d;
+        calls++;
+    } while (calls < 6);
+    ASSERT_EQ(total, 150);
+    ASSERT_EQ(rc_session_expire(s, now, 0), 0);
+    rc_session_stats st;
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.users, 150);
+    ASSERT_EQ(st.expired_ttl, 150);
+    uint32_t n;
+    rc_click c[2];
+    ASSERT_EQ(rc_session_recent(s, "u2", 2, c, 2, &n), RC_ENOENT);
+    ASSERT_EQ(rc_session_recent(s, "u3", 2, c, 2, &n), 0);
+    /* everything expires much later; freed records are reused without growth */
+    ASSERT_EQ(rc_session_expire(s, now + 2000 * MIN_MS, 0), 150);
+    size_t before = st.bytes;
+    for (int i = 0; i < 300; i++) {
+        snprintf(k, sizeof k, "v%d", i);
+        add(s, k, 1, now, NULL, 0, NULL);
+    }
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.users, 300);
+    ASSERT_LE(st.bytes, before + 64 * 1024); /* tables may grow, records not */
+    rc_session_destroy(s);
+}
+
+TEST(session_history_wrap_and_big_time_jump)
+{
+    rc_session *s = mk(0, 3);
+    uint32_t ctx[8], n;
+    rc_click c[3];
+    add(s, "u", 1, 100, ctx, 8, &n);
+    add(s, "u", 2, 110, ctx, 8, &n);
+    add(s, "u", 3, 120, ctx, 8, &n);
+    /* older than everything held in a full array: flagged, not stored */
+    ASSERT_EQ(add(s, "u", 4, 50, ctx, 8, &n), RC_SESS_REORDERED);
+    ASSERT_EQ(n, 0);
+    ASSERT_EQ(rc_session_recent(s, "u", 1, c, 3, &n), 0);
+    ASSERT_EQ(c[0].row, 1);
+    /* newer than the oldest: the oldest falls out */
+    ASSERT_EQ(add(s, "u", 7, 105, ctx, 8, &n), RC_SESS_REORDERED);
+    ASSERT_EQ(n, 0); /* the click before it is no longer held */
+    ASSERT_EQ(rc_session_recent(s, "u", 1, c, 3, &n), 0);
+    ASSERT_EQ(c[0].row, 7);
+    ASSERT_EQ(c[1].row, 2);
+    /* 100 days later: beyond the u32 offset range, held clicks are rebased */
+    int64_t far = 100LL * 24 * 3600 * 1000;
+    ASSERT_EQ(add(s, "u", 5, far, ctx, 8, &n), RC_SESS_NEW_SESSION);
+    ASSERT_EQ(add(s, "u", 6, far + 1, ctx, 8, &n), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(rc_session_recent(s, "u", 1, c, 3, &n), 0);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(c[0].ts_ms, far);
+    ASSERT_EQ(c[1].ts_ms, far + 1);
+    rc_session_destroy(s);
+}
+
+struct reader_arg {
+    rc_session *s;
+    volatile int stop;
+    uint64_t reads;
+};
+
+static void *reader(void *p)
+{
+    struct reader_arg *a = p;
+    rc_click c[20];
+    char k[32];
+    uint32_t n, i = 0;
+    while (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
+        snprintf(k, sizeof k, "user%u", i++ % 2000);
+        if (rc_session_recent(a->s, k, strlen(k), c, 20, &n) == 0) {
+            ASSERT_LE(n, 20);
+            ASSERT_GE(n, 1);
+            for (uint32_t j = 1; j < n; j++)
+                ASSERT_LE(c[j - 1].ts_ms, c[j].ts_ms);
+            a->reads++;
+        }
+    }
+    return NULL;
+}
+
+TEST(session_concurrent_recent_while_adding)
+{
+    /* max_users below the key space: eviction and reuse run under the reader */
+    rc_session *s = mk(1500, 20);
+    struct reader_arg a = {.s = s};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, reader, &a), 0);
+    rc_rng r;
+    rc_rng_seed(&r, 7);
+    char k[32];
+    uint32_t ctx[10], n;
+    for (int64_t i = 0; i < 300000; i++) {
+        snprintf(k, sizeof k, "user%u", rc_rng_below(&r, 2000));
+        int64_t ts = 10000 + i * 1000 - (int64_t)rc_rng_below(&r, 5000); /* some reordering */
+        unsigned f;
+        ASSERT_EQ(rc_session_add(s, k, strlen(k), (uint32_t)i, ts, ctx, 10, &n, &f), 0);
+        ASSERT_LE(n, 10);
+        if (i % 50000 == 0)
+            rc_session_expire(s, ts, 100);
+    }
+    __atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
+    ASSERT_EQ(pthread_join(th, NULL), 0);
+    ASSERT_GT(a.reads, 0);
+    rc_session_stats st;
+    rc_session_stats_get(s, &st);
+    ASSERT_LE(st.users, 1500);
+    ASSERT_GT(st.evicted_lru, 0);
+    ASSERT_GT(st.reordered, 0);
+    rc_session_destroy(s);
+}
+
+TEST(session_memory_linear_and_bounded)
+{
+    rc_session *s = mk(0, 20); /* defaults: 1M users */
+    rc_session_stats st;
+    char k[32];
+    size_t at[4] = {0};
+    uint32_t users = 1000000;
+    for (uint32_t i = 0; i < users; i++) {
+        int l = snprintf(k, sizeof k, "u%u", i);
+        for (int j = 0; j < 20; j++)
+            if (i % 20 == 0 || j == 0) /* a few full users, most with one click */
+                ASSERT_EQ(
+                    rc_session_add(s, k, (size_t)l, (uint32_t)j, 1000 * j, NULL, 0, NULL, NULL), 0);
+        if ((i + 1) % (users / 4) == 0) {
+            rc_session_stats_get(s, &st);
+            at[(i + 1) / (users / 4) - 1] = st.bytes;
+        }
+    }
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.users, users);
+    /* the record holds the full history whatever the count: fixed size/user */
+    ASSERT_LT(st.bytes, 300u * 1024 * 1024);
+    fprintf(stderr, "session: %zu bytes for %u users (%.1f B/user)\n", st.bytes, users,
+            (double)st.bytes / users);
+    /* roughly linear: each quarter adds about the same */
+    for (int q = 1; q < 4; q++) {
+        double step = (double)(at[q] - at[q - 1]), first = (double)at[0];
+        ASSERT_GT(step, first * 0.7);
+        ASSERT_LT(step, first * 1.4);
+    }
+    rc_session_destroy(s);
+}

@@ -1,0 +1,271 @@
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "recalld/common.h"
+#include "recalld/table.h"
+#include "test.h"
+
+static rc_table *mk(uint32_t dim, uint32_t max, uint32_t chunk_rows)
+{
+    rc_table_opts o = {.dim = dim, .max_items = max, .seed = 1, .chunk_rows = chunk_rows};
+    rc_table *t = NULL;
+    char err[128];
+    if (rc_table_create(&o, &t, err, sizeof(err)) != 0)
+        RC__FAIL("create: %s", err);
+    return t;
+}
+
+static uint32_t add(rc_table *t, const char *id, uint32_t city, uint32_t cate, const uint32_t *ctx,
+                    uint32_t nctx)
+{
+    uint32_t row;
+    int created;
+    int rc = rc_table_upsert(t, id, strlen(id), city, cate, ctx, nctx, &row, &created);
+    if (rc != 0 || !created)
+        RC__FAIL("upsert %s: rc %d created %d", id, rc, created);
+    return row;
+}
+
+TEST(table_rejects_bad_options)
+{
+    rc_table *t = NULL;
+    rc_table_opts o = {.dim = 12};
+    char err[128] = "";
+    ASSERT_EQ(rc_table_create(&o, &t, err, sizeof(err)), RC_EINVAL);
+    ASSERT(strstr(err, "dim") != NULL);
+    o = (rc_table_opts){.chunk_rows = 100};
+    ASSERT_EQ(rc_table_create(&o, &t, NULL, 0), RC_EINVAL);
+    ASSERT_EQ(rc_table_create(NULL, &t, NULL, 0), 0);
+    ASSERT_EQ(rc_table_dim(t), 64);
+    rc_table_destroy(t);
+    rc_table_destroy(NULL);
+}
+
+TEST(table_attrs_ids_counts)
+{
+    rc_table *t = mk(16, 0, 0);
+    uint32_t c0, c1, k0, k1, x;
+    ASSERT_EQ(rc_table_city_id(t, "bj", 2, &c0), 0);
+    ASSERT_EQ(rc_table_city_id(t, "sh", 2, &c1), 0);
+    ASSERT_EQ(rc_table_city_id(t, "bj", 2, &x), 0);
+    ASSERT_EQ(x, c0);
+    ASSERT_EQ(rc_table_cate_id(t, "rent", 4, &k0), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "sale", 4, &k1), 0);
+    ASSERT_EQ(rc_table_ncities(t), 2);
+    ASSERT_EQ(rc_table_ncates(t), 2);
+    ASSERT_STREQ(rc_table_city_name(t, c1), "sh");
+    ASSERT_STREQ(rc_table_cate_name(t, k1), "sale");
+    ASSERT_EQ(rc_table_find_city(t, "gz", 2, &x), RC_ENOENT);
+    ASSERT_EQ(rc_table_find_cate(t, "sale", 4, &x), 0);
+    ASSERT_EQ(x, k1);
+
+    uint32_t r = add(t, "i1", c1, k1, NULL, 0), r2;
+    int created;
+    /* The first city/cate seen wins. */
+    ASSERT_EQ(rc_table_upsert(t, "i1", 2, c0, k0, NULL, 0, &r2, &created), 0);
+    ASSERT_EQ(created, 0);
+    ASSERT_EQ(r2, r);
+    ASSERT_EQ(rc_table_city(t, r), c1);
+    ASSERT_EQ(rc_table_cate(t, r), k1);
+    ASSERT_EQ(rc_table_upsert(t, "i2", 2, 7, k0, NULL, 0, &r2, &created), RC_EINVAL);
+    uint32_t bad_ctx = 5;
+    ASSERT_EQ(rc_table_upsert(t, "i2", 2, c0, k0, &bad_ctx, 1, &r2, &created), RC_EINVAL);
+    ASSERT_EQ(rc_table_find(t, "i2", 2, &r2), RC_ENOENT);
+    ASSERT_EQ(rc_table_find(t, "i1", 2, &r2), 0);
+    size_t len;
+    ASSERT_STREQ(rc_table_item_id(t, r, &len), "i1");
+    ASSERT_EQ(len, 2);
+
+    ASSERT_EQ(rc_table_count(t, r), 0);
+    rc_table_count_add(t, r, 3);
+    rc_table_count_add(t, r, UINT32_MAX);
+    ASSERT_EQ(rc_table_count(t, r), UINT32_MAX);
+    ASSERT_EQ(rc_table_total_count(t), 3 + (uint64_t)UINT32_MAX);
+    const float *o = rc_table_out(t, r);
+    for (int k = 0; k < 16; k++)
+        ASSERT_EQ(o[k], 0);
+    ASSERT_GT(rc_table_bytes(t), 16 * 4 * 2);
+    rc_table_destroy(t);
+}
+
+TEST(table_stable_pointers_across_growth_and_max_items)
+{
+    rc_table *t = mk(8, 1000, 64);
+    uint32_t city, cate;
+    ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
+    float *first_in = NULL;
+    const char *first_id = NULL;
+    char id[32];
+    size_t b0 = rc_table_bytes(t);
+    for (uint32_t i = 0; i < 1000; i++) {
+        snprintf(id, sizeof(id), "item%u", i);
+        uint32_t r = add(t, id, city, cate, NULL, 0);
+        ASSERT_EQ(r, i);
+        rc_table_in(t, r)[0] = (float)i;
+        if (i == 0) {
+            first_in = rc_table_in(t, 0);
+            first_id = rc_table_item_id(t, 0, NULL);
+        }
+    }
+    ASSERT_GT(rc_table_bytes(t), b0);
+    ASSERT(first_in == rc_table_in(t, 0));
+    ASSERT(first_id == rc_table_item_id(t, 0, NULL));
+    for (uint32_t i = 0; i < 1000; i++)
+        ASSERT_EQ(rc_table_in(t, i)[0], (float)i);
+    /* Rows in different chunks do not overlap. */
+    ASSERT(rc_table_in(t, 64) != rc_table_in(t, 0));
+    uint32_t r;
+    int created;
+    ASSERT_EQ(rc_table_upsert(t, "extra", 5, city, cate, NULL, 0, &r, &created), RC_ENOMEM);
+    ASSERT_EQ(rc_table_size(t), 1000);
+    ASSERT_EQ(rc_table_upsert(t, "item999", 7, city, cate, NULL, 0, &r, &created), 0);
+    ASSERT_EQ(r, 999);
+    ASSERT_EQ(created, 0);
+    rc_table_destroy(t);
+}
+
+static double dist_to(const float *a, const float *b, uint32_t dim)
+{
+    double m = 0;
+    for (uint32_t k = 0; k < dim; k++)
+        m = fmax(m, fabs((double)a[k] - b[k]));
+    return m;
+}
+
+static void set_vec(rc_table *t, uint32_t row, float base)
+{
+    float *v = rc_table_in(t, row);
+    for (uint32_t k = 0; k < rc_table_dim(t); k++)
+        v[k] = base + 0.01f * (float)k;
+}
+
+TEST(table_cold_start_uses_context_mean)
+{
+    const uint32_t dim = 32;
+    rc_table *t = mk(dim, 0, 0);
+    uint32_t city, cate;
+    ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
+    uint32_t a = add(t, "a", city, cate, NULL, 0);
+    uint32_t b = add(t, "b", city, cate, NULL, 0);
+    uint32_t c = add(t, "c", city, cate, NULL, 0);
+    set_vec(t, a, 1.0f);
+    set_vec(t, b, 2.0f);
+    set_vec(t, c, -6.0f);
+    uint32_t ctx[2] = {a, b};
+    uint32_t n = add(t, "new", city, cate, ctx, 2);
+    float want[32];
+    for (uint32_t k = 0; k < dim; k++)
+        want[k] = 1.5f + 0.01f * (float)k;
+    double noise = RC_TABLE_COLD_NOISE / dim + 1e-6;
+    ASSERT_LE(dist_to(rc_table_in(t, n), want, dim), noise);
+    /* The noise is there: two items from the same context differ. */
+    uint32_t n2 = add(t, "new2", city, cate, ctx, 2);
+    ASSERT_DBL_OP(dist_to(rc_table_in(t, n), rc_table_in(t, n2), dim), >, 0);
+    for (uint32_t k = 0; k < dim; k++)
+        ASSERT_EQ(rc_table_out(t, n)[k], 0);
+    rc_table_destroy(t);
+}
+
+TEST(table_cold_start_group_then_city_then_random)
+{
+    const uint32_t dim = 16;
+    rc_table *t = mk(dim, 0, 0);
+    uint32_t c0, c1, k0, k1;
+    ASSERT_EQ(rc_table_city_id(t, "c0", 2, &c0), 0);
+    ASSERT_EQ(rc_table_city_id(t, "c1", 2, &c1), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "k0", 2, &k0), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "k1", 2, &k1), 0);
+    /* 20 rows in (c0,k0): only the last 16 form the group's ring. */
+    char id[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof(id), "g%d", i);
+        set_vec(t, add(t, id, c0, k0, NULL, 0), i < 4 ? 100.0f : 1.0f);
+    }
+    uint32_t r1 = add(t, "x1", c1, k1, NULL, 0);
+    set_vec(t, r1, 3.0f);
+    float want[16];
+    double noise = RC_TABLE_COLD_NOISE / dim + 1e-5;
+
+    uint32_t g = add(t, "new-group", c0, k0, NULL, 0);
+    for (uint32_t k = 0; k < dim; k++)
+        want[k] = 1.0f + 0.01f * (float)k;
+    ASSERT_LE(dist_to(rc_table_in(t, g), want, dim), noise);
+
+    /* (c1,k0) is a new group: the mean of city c1's ring, which holds x1. */
+    uint32_t c = add(t, "new-city-mean", c1, k0, NULL, 0);
+    for (uint32_t k = 0; k < dim; k++)
+        want[k] = 3.0f + 0.01f * (float)k;
+    ASSERT_LE(dist_to(rc_table_in(t, c), want, dim), noise);
+
+    uint32_t c2;
+    ASSERT_EQ(rc_table_city_id(t, "c2", 2, &c2), 0);
+    uint32_t r = add(t, "random", c2, k0, NULL, 0);
+    const float *v = rc_table_in(t, r);
+    double norm = 0;
+    for (uint32_t k = 0; k < dim; k++) {
+        ASSERT_LE(fabs(v[k]), (0.5 + RC_TABLE_COLD_NOISE) / dim + 1e-6);
+        norm += fabs(v[k]);
+    }
+    ASSERT_DBL_OP(norm, >, 0);
+    rc_table_destroy(t);
+}
+
+struct rd_arg {
+    rc_table *t;
+    atomic_int stop;
+    atomic_long seen;
+};
+
+static void *table_reader(void *p)
+{
+    struct rd_arg *a = p;
+    rc_rng rng;
+    rc_rng_seed(&rng, 3);
+    char id[32];
+    while (!atomic_load(&a->stop)) {
+        uint32_t n = rc_table_size(a->t);
+        if (!n)
+            continue;
+        uint32_t i = rc_rng_below(&rng, n), r;
+        snprintf(id, sizeof(id), "it%u", i);
+        if (rc_table_find(a->t, id, strlen(id), &r) != 0 || r != i)
+            RC__FAIL("find %s", id);
+        const char *s = rc_table_item_id(a->t, r, NULL);
+        if (!s || strcmp(s, id) != 0)
+            RC__FAIL("item id of %u", r);
+        /* Row r was fully written before size covered it. */
+        if (rc_table_city(a->t, r) != i % 3)
+            RC__FAIL("city of %u", r);
+        volatile float x = rc_table_in(a->t, r)[7];
+        (void)x;
+        atomic_fetch_add(&a->seen, 1);
+    }
+    return NULL;
+}
+
+TEST(table_reader_thread_while_writer_adds)
+{
+    struct rd_arg a = {.t = mk(8, 0, 256)};
+    uint32_t city[3], cate;
+    for (int i = 0; i < 3; i++) {
+        char c[4] = {'c', (char)('0' + i), 0};
+        ASSERT_EQ(rc_table_city_id(a.t, c, 2, &city[i]), 0);
+        ASSERT_EQ(city[i], (uint32_t)i);
+    }
+    ASSERT_EQ(rc_table_cate_id(a.t, "k", 1, &cate), 0);
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, table_reader, &a), 0);
+    char id[32];
+    for (uint32_t i = 0; i < 100000; i++) {
+        snprintf(id, sizeof(id), "it%u", i);
+        uint32_t ctx = i ? i - 1 : 0;
+        ASSERT_EQ(add(a.t, id, city[i % 3], cate, &ctx, i ? 1 : 0), i);
+    }
+    atomic_store(&a.stop, 1);
+    pthread_join(th, NULL);
+    ASSERT_GT(atomic_load(&a.seen), 100);
+    rc_table_destroy(a.t);
+}
