@@ -12,6 +12,7 @@
 #include "recalld/common.h"
 #include "recalld/index.h"
 #include "recalld/log.h"
+#include "recalld/model.h"
 #include "recalld/sampler.h"
 #include "recalld/session.h"
 #include "recalld/sgns.h"
@@ -559,11 +560,29 @@ static int create_model(rc_engine *e, char *eb, size_t el)
     rc_index_opts io = {.ivf_min = c->ivf_min, .nprobe = c->nprobe, .drift = c->drift,
                         .batch = c->index_batch};
     int rc;
-    if ((rc = rc_table_create(&to, &e->table, eb, el)) ||
-        (rc = rc_session_create(&so, &e->sess, eb, el)) ||
+    if (c->model_path[0])
+        rc = rc_model_load(c->model_path, &to, &e->table, eb, el);
+    else
+        rc = rc_table_create(&to, &e->table, eb, el);
+    if (rc || (rc = rc_session_create(&so, &e->sess, eb, el)) ||
         (rc = rc_sampler_create(&sa, e->table, &e->sampler, eb, el)) ||
         (rc = rc_index_create(&io, e->table, &e->index, eb, el)))
         return rc;
+    /* A loaded model: every row is sampled from and indexed before serving. */
+    uint32_t rows = rc_table_size(e->table);
+    for (uint32_t r = 0; r < rows; r++) {
+        rc_sampler_note(e->sampler, r);
+        rc_index_touch(e->index, r);
+        e->total_count += rc_table_count(e->table, r);
+        pop_update(e, r);
+    }
+    if (rows) {
+        rc_sampler_maintain(e->sampler);
+        if ((rc = rc_index_flush(e->index, 0, eb, el)) < 0)
+            return rc;
+        rc_log_info("engine", "model loaded", "path=%s items=%u dim=%u", c->model_path, rows,
+                    rc_table_dim(e->table));
+    }
     e->sg = (rc_sgns_opts){.mode = c->cbow ? RC_SGNS_CBOW : RC_SGNS_SKIPGRAM,
                            .window = c->window,
                            .negatives = c->negatives,

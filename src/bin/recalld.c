@@ -43,6 +43,7 @@ static void usage(FILE *f)
             "  --partitions N       partitions of the embedded topic (kafka.embedded_partitions)\n"
             "  --dlq-file FILE      dead letters to this file instead of <topic>.dlq\n"
             "  --dim N              embedding dimension (model.dim)\n"
+            "  --model FILE         start from a model written by recalld-train (model.path)\n"
             "  --data-dir DIR       checkpoint directory (data_dir)\n"
             "  --log-level LEVEL    debug|info|warn|error (log.level)\n"
             "  --check-config       validate the configuration and exit\n"
@@ -50,14 +51,14 @@ static void usage(FILE *f)
 }
 
 enum { O_CONFIG = 256, O_SOCKET, O_BROKERS, O_TOPIC, O_GROUP, O_EMBEDDED, O_PARTS, O_DLQ_FILE,
-       O_DIM, O_DATA_DIR, O_LOG_LEVEL, O_CHECK, O_VERSION, O_HELP };
+       O_DIM, O_MODEL, O_DATA_DIR, O_LOG_LEVEL, O_CHECK, O_VERSION, O_HELP };
 
 static const struct option long_opts[] = {
     {"config", required_argument, 0, O_CONFIG},   {"socket", required_argument, 0, O_SOCKET},
     {"brokers", required_argument, 0, O_BROKERS}, {"topic", required_argument, 0, O_TOPIC},
     {"group", required_argument, 0, O_GROUP},     {"embedded-kafka", no_argument, 0, O_EMBEDDED},
     {"partitions", required_argument, 0, O_PARTS}, {"dlq-file", required_argument, 0, O_DLQ_FILE},
-    {"dim", required_argument, 0, O_DIM},         {"data-dir", required_argument, 0, O_DATA_DIR},
+    {"dim", required_argument, 0, O_DIM},         {"model", required_argument, 0, O_MODEL},         {"data-dir", required_argument, 0, O_DATA_DIR},
     {"log-level", required_argument, 0, O_LOG_LEVEL}, {"check-config", no_argument, 0, O_CHECK},
     {"version", no_argument, 0, O_VERSION},       {"help", no_argument, 0, O_HELP},
     {0, 0, 0, 0}};
@@ -115,6 +116,7 @@ static int parse_args(daemon_t *d, int argc, char **argv, int *check_only)
             case O_PARTS: bad = parse_u32(optarg, &d->cfg.embedded_partitions, "--partitions"); break;
             case O_DLQ_FILE: bad = set_str(d->cfg.dlq_file, optarg, "--dlq-file"); break;
             case O_DIM: bad = parse_u32(optarg, &d->cfg.dim, "--dim"); break;
+            case O_MODEL: bad = set_str(d->cfg.model_path, optarg, "--model"); break;
             case O_DATA_DIR: bad = set_str(d->cfg.data_dir, optarg, "--data-dir"); break;
             case O_LOG_LEVEL:
                 if (rc_log_level_parse(optarg) < 0) {
