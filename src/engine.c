@@ -53,6 +53,7 @@ struct rc_engine {
     rc_sgns_opts sg;
     rc_sgns_work work;
     rc_rng rng;
+    rc_event scratch_ev; /* rc_engine_apply_click (offline, single thread) */
 
     uv_loop_t *loop;
     uv_async_t async;
@@ -547,6 +548,40 @@ enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t
     report_and_recycle(e, b);
     return r;
 }
+
+int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const char *item,
+                          size_t ilen, const char *city, size_t clen, const char *cate,
+                          size_t klen, int64_t ts_ms)
+{
+    rc_event *ev = &e->scratch_ev;
+    if (e->threads || ulen == 0 || ulen > RC_ID_MAX || ilen == 0 || ilen > RC_ID_MAX ||
+        clen > RC_ATTR_MAX || klen > RC_ATTR_MAX)
+        return RC_EINVAL;
+    memcpy(ev->user, user, ulen);
+    ev->user[ulen] = '\0';
+    ev->user_len = (uint8_t)ulen;
+    memcpy(ev->item, item, ilen);
+    ev->item[ilen] = '\0';
+    ev->item_len = (uint8_t)ilen;
+    memcpy(ev->city, city, clen);
+    ev->city[clen] = '\0';
+    ev->city_len = (uint8_t)clen;
+    memcpy(ev->cate, cate, klen);
+    ev->cate[klen] = '\0';
+    ev->cate_len = (uint8_t)klen;
+    memcpy(ev->type, "click", 6);
+    ev->type_len = 5;
+    ev->device[0] = '\0';
+    ev->device_len = 0;
+    ev->ntags = 0;
+    ev->ts_ms = ts_ms;
+    apply_event(e, ev);
+    return 0;
+}
+
+void rc_engine_flush_index(rc_engine *e) { maintain(e, 1); }
+
+rc_index *rc_engine_index(rc_engine *e) { return e->index; }
 
 /* ---- create / destroy ---- */
 

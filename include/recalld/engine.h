@@ -25,6 +25,7 @@
 #include "recalld/buf.h"
 #include "recalld/config.h"
 #include "recalld/event.h"
+#include "recalld/index.h"
 #include "recalld/recall.h"
 #include "recalld/table.h"
 
@@ -65,6 +66,19 @@ void rc_engine_submit(rc_engine *e, rc_batch *b);
 /* Convenience for offline callers and tests: decode+apply one line synchronously
  * through the same pipeline (waits). Returns the decode reason. */
 enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t len);
+/* Offline callers only (engine created with loop == NULL): applies one click
+ * through the same path as the stream (session, cold start, SGNS, index touch)
+ * without JSON. Strings need not be NUL-terminated. Call rc_engine_sync (or
+ * rc_engine_flush_index) before searching to make new rows searchable. */
+int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const char *item,
+                          size_t ilen, const char *city, size_t clen, const char *cate,
+                          size_t klen, int64_t ts_ms);
+/* Offline callers: flush pending index work now (what the trainer thread does
+ * after each batch). */
+void rc_engine_flush_index(rc_engine *e);
+/* The engine's index (searches are safe from any thread). */
+rc_index *rc_engine_index(rc_engine *e);
+
 /* Waits until every submitted batch has been applied and the index flushed. */
 void rc_engine_sync(rc_engine *e);
 
