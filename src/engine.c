@@ -82,6 +82,7 @@ struct rc_engine {
     _Atomic uint64_t total_count, batches_done, index_errors;
     _Atomic double loss_avg;
     int64_t max_ts; /* trainer only */
+    _Atomic int64_t max_ts_pub; /* newest event time applied, for stats */
     uint64_t last_expire_ns, last_maintain_ns;
 
     pthread_mutex_t fresh_mu;
@@ -343,11 +344,18 @@ static void apply_event(rc_engine *e, const rc_event *ev)
         rc_sampler_note(e->sampler, row);
         rc_index_touch(e->index, row);
     }
-    if (ev->ts_ms > e->max_ts)
-        e->max_ts = ev->ts_ms;
+    /* The event-time clock drives idle-user expiry. A producer with a wrong
+     * clock must not push it into the future and expire everyone: it never
+     * runs ahead of the wall clock by more than 5 minutes. */
+    if (ev->ts_ms > e->max_ts) {
+        int64_t cap = rc_wall_ms() + 5 * 60 * 1000;
+        e->max_ts = ev->ts_ms < cap ? ev->ts_ms : RC_MAX(e->max_ts, cap);
+    }
     rc_session_add(e->sess, ev->user, ev->user_len, row, ev->ts_ms, ctx,
                    RC_MIN(e->sg.window, CTX_MAX), &nctx, &flags);
     atomic_fetch_add(&e->applied, 1);
+    if (ev->ts_ms > atomic_load_explicit(&e->max_ts_pub, memory_order_relaxed))
+        atomic_store_explicit(&e->max_ts_pub, ev->ts_ms, memory_order_relaxed);
     if (flags & (RC_SESS_DUPLICATE | RC_SESS_LATE))
         return;
     rc_table_count_add(e->table, row, 1);
@@ -906,10 +914,11 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                       rc_event_reason_name((enum rc_event_reason)r),
                       (unsigned long long)atomic_load(&e->invalid[r]));
     rc_buf_printf(o, "},\"ignored\":%llu,\"duplicates\":%llu,\"reordered\":%llu,\"late\":%llu,"
-                     "\"rejected_capacity\":%llu},",
+                     "\"rejected_capacity\":%llu,\"max_ts\":%lld},",
                   (unsigned long long)atomic_load(&e->ignored), (unsigned long long)ss.duplicates,
                   (unsigned long long)ss.reordered, (unsigned long long)ss.late,
-                  (unsigned long long)atomic_load(&e->rejected_capacity));
+                  (unsigned long long)atomic_load(&e->rejected_capacity),
+                  (long long)atomic_load(&e->max_ts_pub));
     rc_buf_printf(o, "\"items\":%u,\"cities\":%u,\"categories\":%u,", rc_table_size(e->table),
                   rc_table_ncities(e->table), rc_table_ncates(e->table));
     rc_buf_printf(o, "\"users\":{\"active\":%llu,\"evicted_lru\":%llu,\"expired_ttl\":%llu,"
