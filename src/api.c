@@ -82,59 +82,170 @@ static void put_hits(rc_api *a, rc_buf *r, const rc_hit *h, uint32_t n)
     rc_buf_puts(r, "]");
 }
 
-static void op_recall(rc_api *a, json_t *req, rc_buf *r)
-{
-    char user[RC_ID_MAX + 1], city[RC_ATTR_MAX + 1], cbuf[64][RC_ATTR_MAX + 1], msg[160];
+/* Options shared by every user of a recall request (single or batch). */
+typedef struct recall_opts {
+    char city[RC_ATTR_MAX + 1];
+    char cbuf[64][RC_ATTR_MAX + 1];
     const char *cates[64];
-    rc_recall_req q = {0};
+    rc_recall_req q;
+} recall_opts;
+
+static int parse_recall_opts(rc_api *a, json_t *req, recall_opts *o, char *msg, size_t msglen)
+{
     json_t *v;
-    if (get_id(req, "user_id", user, sizeof user, msg, sizeof msg) ||
-        get_k(a, req, &q.k, msg, sizeof msg))
-        return reply_error(a, r, "bad_request", msg);
+    memset(&o->q, 0, sizeof o->q);
+    if (get_k(a, req, &o->q.k, msg, msglen))
+        return -1;
     if ((v = json_object_get(req, "city")) && !json_is_null(v)) {
-        if (get_id(req, "city", city, sizeof city, msg, sizeof msg))
-            return reply_error(a, r, "bad_request", msg);
-        q.city = city;
+        if (get_id(req, "city", o->city, sizeof o->city, msg, msglen))
+            return -1;
+        o->q.city = o->city;
     }
     if ((v = json_object_get(req, "categories")) && !json_is_null(v)) {
         size_t i;
         json_t *c;
-        if (!json_is_array(v) || json_array_size(v) > 64)
-            return reply_error(a, r, "bad_request", "categories: expected an array of <= 64 ids");
+        if (!json_is_array(v) || json_array_size(v) > 64) {
+            snprintf(msg, msglen, "categories: expected an array of <= 64 ids");
+            return -1;
+        }
         json_array_foreach(v, i, c)
         {
             if (json_is_integer(c) && json_integer_value(c) >= 0)
-                snprintf(cbuf[i], sizeof cbuf[i], "%" JSON_INTEGER_FORMAT, json_integer_value(c));
+                snprintf(o->cbuf[i], sizeof o->cbuf[i], "%" JSON_INTEGER_FORMAT,
+                         json_integer_value(c));
             else if (json_is_string(c) && json_string_length(c) <= RC_ATTR_MAX)
-                memcpy(cbuf[i], json_string_value(c), json_string_length(c) + 1);
-            else
-                return reply_error(a, r, "bad_request", "categories: expected string ids");
-            cates[i] = cbuf[i];
+                memcpy(o->cbuf[i], json_string_value(c), json_string_length(c) + 1);
+            else {
+                snprintf(msg, msglen, "categories[%zu]: expected a string or integer id", i);
+                return -1;
+            }
+            o->cates[i] = o->cbuf[i];
         }
-        q.cates = cates;
-        q.ncates = (uint32_t)json_array_size(v);
+        o->q.cates = o->cates;
+        o->q.ncates = (uint32_t)json_array_size(v);
     }
-    if ((v = json_object_get(req, "mode")) && !(json_is_string(v) &&
-                                                 strcmp(json_string_value(v), "avg") == 0))
-        return reply_error(a, r, "bad_request", "mode: supported modes: \"avg\"");
-    q.user = user;
-    q.ulen = strlen(user);
-    rc_hit *hits = malloc(q.k * sizeof *hits);
-    uint32_t n = 0;
+    if ((v = json_object_get(req, "half_life_ms")) && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            snprintf(msg, msglen, "half_life_ms: expected integer >= 0 (0 = no decay)");
+            return -1;
+        }
+        o->q.half_life_ms = json_integer_value(v) ? (int64_t)json_integer_value(v) : -1;
+    }
+    if ((v = json_object_get(req, "mode")) && !json_is_null(v)) {
+        const char *m = json_string_value(v);
+        if (m && strcmp(m, "multi_category") == 0)
+            o->q.multi_category = 1;
+        else if (!m || strcmp(m, "avg") != 0) {
+            snprintf(msg, msglen, "mode: expected \"avg\" or \"multi_category\"");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Appends `"items":[...]` (+ fallback, + categories plan) for one user. */
+static int recall_one(rc_api *a, recall_opts *o, const char *user, rc_buf *r, char *msg,
+                      size_t msglen)
+{
+    rc_mc_quota plan[64];
+    uint32_t nplan = 0, n = 0;
     int fallback = 0;
-    if (!hits)
-        return reply_error(a, r, "internal", "out of memory");
-    int rc = rc_engine_recall(a->engine, &q, hits, &n, &fallback);
+    const rc_table *t = rc_engine_table(a->engine);
+    rc_hit *hits = malloc(o->q.k * sizeof *hits);
+    if (!hits) {
+        snprintf(msg, msglen, "out of memory");
+        return -1;
+    }
+    o->q.user = user;
+    o->q.ulen = strlen(user);
+    o->q.quotas = plan;
+    o->q.nquotas = &nplan;
+    int rc = rc_engine_recall(a->engine, &o->q, hits, &n, &fallback);
     if (rc) {
         free(hits);
-        return reply_error(a, r, "internal", rc_strerror(rc));
+        snprintf(msg, msglen, "%s", rc_strerror(rc));
+        return -1;
     }
-    rc_buf_puts(r, "{\"ok\":true,");
     put_hits(a, r, hits, n);
+    free(hits);
     if (fallback)
         rc_buf_puts(r, ",\"fallback\":\"popular\"");
-    rc_buf_puts(r, "}");
-    free(hits);
+    if (o->q.multi_category && !fallback) {
+        rc_buf_puts(r, ",\"categories\":[");
+        for (uint32_t i = 0; i < nplan; i++) {
+            const char *c = rc_table_cate_name(t, plan[i].cate);
+            rc_buf_puts(r, i ? ",{\"cate\":" : "{\"cate\":");
+            rc_buf_json_str(r, c ? c : "", c ? strlen(c) : 0);
+            rc_buf_puts(r, ",\"share\":");
+            rc_buf_json_num(r, plan[i].share);
+            rc_buf_printf(r, ",\"quota\":%u,\"filled\":%u}", plan[i].quota, plan[i].filled);
+        }
+        rc_buf_puts(r, "]");
+    }
+    return 0;
+}
+
+/* {"op":"recall","user_id":U,...} or, batched, {"op":"recall","users":[U,...],...}
+ * -> {"ok":true,"results":[{"user_id":U,"items":[...]},...]}. */
+static void op_recall(rc_api *a, json_t *req, rc_buf *r)
+{
+    char user[RC_ID_MAX + 1], msg[160];
+    recall_opts *o = malloc(sizeof *o);
+    json_t *users = json_object_get(req, "users");
+    if (!o)
+        return reply_error(a, r, "internal", "out of memory");
+    if (parse_recall_opts(a, req, o, msg, sizeof msg))
+        goto bad;
+    if (!users) {
+        if (get_id(req, "user_id", user, sizeof user, msg, sizeof msg))
+            goto bad;
+        rc_buf_puts(r, "{\"ok\":true,");
+        if (recall_one(a, o, user, r, msg, sizeof msg))
+            goto internal;
+        rc_buf_puts(r, "}");
+        free(o);
+        return;
+    }
+    size_t max = rc_engine_config(a->engine)->max_batch_users, i;
+    json_t *u;
+    if (!json_is_array(users) || json_array_size(users) == 0 || json_array_size(users) > max) {
+        snprintf(msg, sizeof msg, "users: expected an array of 1..%zu user ids", max);
+        goto bad;
+    }
+    json_array_foreach(users, i, u)
+    {
+        json_t *one = json_pack("{sO}", "user_id", u);
+        int bad_id = !one || get_id(one, "user_id", user, sizeof user, msg, sizeof msg);
+        json_decref(one);
+        if (bad_id) {
+            char m2[sizeof msg];
+            memcpy(m2, msg, sizeof m2);
+            snprintf(msg, sizeof msg, "users[%zu]: %.120s", i, m2);
+            goto bad;
+        }
+    }
+    rc_buf_puts(r, "{\"ok\":true,\"results\":[");
+    json_array_foreach(users, i, u)
+    {
+        json_t *one = json_pack("{sO}", "user_id", u);
+        get_id(one, "user_id", user, sizeof user, msg, sizeof msg);
+        json_decref(one);
+        rc_buf_puts(r, i ? ",{\"user_id\":" : "{\"user_id\":");
+        rc_buf_json_str(r, user, strlen(user));
+        rc_buf_puts(r, ",");
+        if (recall_one(a, o, user, r, msg, sizeof msg))
+            goto internal;
+        rc_buf_puts(r, "}");
+    }
+    rc_buf_puts(r, "]}");
+    free(o);
+    return;
+bad:
+    free(o);
+    return reply_error(a, r, "bad_request", msg);
+internal:
+    free(o);
+    return reply_error(a, r, "internal", msg);
 }
 
 static void op_similar(rc_api *a, json_t *req, rc_buf *r)
@@ -211,13 +322,37 @@ static void op_stats(rc_api *a, rc_buf *r)
     rc_buf_puts(r, "}");
 }
 
+void rc_api_init(rc_api *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int op = 0; op < RC_API_OP_COUNT; op++)
+        rc_hist_init(&a->latency[op], rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
+}
+
+const char *rc_api_op_name(int op)
+{
+    static const char *names[RC_API_OP_COUNT] = {"recall", "similar", "user",
+                                                 "stats",  "health",  "invalid"};
+    return op >= 0 && op < RC_API_OP_COUNT ? names[op] : "?";
+}
+
+int rc_api_ready(rc_api *a, const char **why)
+{
+    *why = NULL;
+    if (atomic_load(&a->stopping))
+        *why = "shutting down";
+    else if (!atomic_load(&a->model_ready))
+        *why = "model not loaded";
+    else if (!atomic_load(&a->assigned))
+        *why = "waiting for Kafka partition assignment";
+    return *why == NULL;
+}
+
 static void op_health(rc_api *a, rc_buf *r)
 {
-    int assigned = atomic_load(&a->assigned), stopping = atomic_load(&a->stopping);
-    if (stopping)
-        return reply_error(a, r, "not_ready", "shutting down");
-    if (!assigned)
-        return reply_error(a, r, "not_ready", "waiting for Kafka partition assignment");
+    const char *why;
+    if (!rc_api_ready(a, &why))
+        return reply_error(a, r, "not_ready", why);
     rc_buf_printf(r, "{\"ok\":true,\"status\":\"ready\",\"items\":%u,\"applied\":%llu}",
                   rc_table_size(rc_engine_table(a->engine)),
                   (unsigned long long)rc_engine_applied(a->engine));
@@ -228,11 +363,14 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     rc_api *a = ud;
     json_error_t je;
     char msg[256];
+    int kind = RC_API_OP_INVALID;
+    uint64_t t0 = rc_now_ns();
     atomic_fetch_add(&a->requests, 1);
     json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
     if (!req) {
         snprintf(msg, sizeof msg, "%d:%d: %s", je.line, je.column, je.text);
-        return reply_error(a, reply, "bad_json", msg);
+        reply_error(a, reply, "bad_json", msg);
+        goto out_observe;
     }
     json_t *op = json_object_get(req, "op");
     const char *name = json_string_value(op);
@@ -240,17 +378,22 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
         reply_error(a, reply, "bad_request", "request must be a JSON object");
     else if (!name)
         reply_error(a, reply, "bad_request", "op: required string");
-    else if (strcmp(name, "recall") == 0)
+    else if (strcmp(name, "recall") == 0) {
+        kind = RC_API_OP_RECALL;
         op_recall(a, req, reply);
-    else if (strcmp(name, "similar") == 0)
+    } else if (strcmp(name, "similar") == 0) {
+        kind = RC_API_OP_SIMILAR;
         op_similar(a, req, reply);
-    else if (strcmp(name, "user") == 0)
+    } else if (strcmp(name, "user") == 0) {
+        kind = RC_API_OP_USER;
         op_user(a, req, reply);
-    else if (strcmp(name, "stats") == 0)
+    } else if (strcmp(name, "stats") == 0) {
+        kind = RC_API_OP_STATS;
         op_stats(a, reply);
-    else if (strcmp(name, "health") == 0)
+    } else if (strcmp(name, "health") == 0) {
+        kind = RC_API_OP_HEALTH;
         op_health(a, reply);
-    else {
+    } else {
         snprintf(msg, sizeof msg, "op: unknown op \"%.64s\" (recall, similar, user, stats, health)",
                  name);
         reply_error(a, reply, "unknown_op", msg);
@@ -258,4 +401,7 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     json_decref(req);
     if (reply->overflow)
         reply_error(a, reply, "internal", "reply too large");
+out_observe:
+    /* Cumulative buckets by op: the p99 of recall alone is what operators watch. */
+    rc_hist_observe(&a->latency[kind], (rc_now_ns() - t0) / 1000);
 }

@@ -1,5 +1,6 @@
 #include "recalld/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stddef.h>
@@ -10,7 +11,7 @@
 #include "recalld/common.h"
 #include "recalld/log.h"
 
-enum ktype { K_STR, K_U32, K_U64, K_I64, K_F32, K_BOOL, K_MODE, K_LEVEL, K_FORMAT, K_SGMODE };
+enum ktype { K_STR, K_U32, K_U64, K_I64, K_F32, K_BOOL, K_MODE, K_LEVEL, K_FORMAT, K_SGMODE, K_UIDS };
 
 struct key {
     const char *name; /* "section.key" */
@@ -27,6 +28,9 @@ static const struct key keys[] = {
     {"socket.max_clients", K_U32, F(max_clients), 1, 1000000},
     {"socket.idle_timeout_ms", K_U32, F(idle_timeout_ms), 100, 86400000},
     {"socket.max_outbuf", K_U64, F(max_outbuf), 4096, 1e12},
+    {"socket.allow_uids", K_UIDS, F(allow_uids), 0, 4294967294.0},
+    {"metrics.port", K_U32, F(metrics_port), 0, 65535},
+    {"metrics.bind", K_STR, F(metrics_bind), 1, 45},
     {"kafka.brokers", K_STR, F(brokers), 0, RC_CONF_STR - 1},
     {"kafka.topic", K_STR, F(topic), 1, 249},
     {"kafka.group", K_STR, F(group), 1, 255},
@@ -60,8 +64,15 @@ static const struct key keys[] = {
     {"recall.window", K_U32, F(recall_window), 1, 255},
     {"recall.k_default", K_U32, F(k_default), 1, 100000},
     {"recall.k_max", K_U32, F(k_max), 1, 100000},
+    {"recall.half_life_ms", K_I64, F(half_life_ms), 0, 3.1536e11},
+    {"recall.multi_category_max", K_U32, F(mc_max_categories), 1, 64},
+    {"recall.multi_category_min_quota", K_U32, F(mc_min_quota), 0, 1000},
+    {"recall.max_batch_users", K_U32, F(max_batch_users), 1, 10000},
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
+    {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
+    {"checkpoint.keep", K_U32, F(ckpt_keep), 1, 100},
+    {"checkpoint.max_mb_s", K_F32, F(ckpt_max_mb_s), 0, 1e6},
     {"log.level", K_LEVEL, F(log_level), 0, 0},
     {"log.format", K_FORMAT, F(log_format), 0, 0},
     {"log.stats_interval_ms", K_U32, F(stats_interval_ms), 0, 86400000},
@@ -77,6 +88,8 @@ void rc_config_defaults(rc_config *c)
     c->max_clients = 1024;
     c->idle_timeout_ms = 300000;
     c->max_outbuf = 4u << 20;
+    c->metrics_port = 9464;
+    snprintf(c->metrics_bind, sizeof c->metrics_bind, "127.0.0.1");
     snprintf(c->brokers, sizeof c->brokers, "localhost:9092");
     snprintf(c->topic, sizeof c->topic, "clicks");
     snprintf(c->group, sizeof c->group, "recalld");
@@ -105,10 +118,15 @@ void rc_config_defaults(rc_config *c)
     c->recall_window = 20;
     c->k_default = 50;
     c->k_max = 1000;
+    c->mc_max_categories = 5;
+    c->mc_min_quota = 1;
+    c->max_batch_users = 256;
     c->queue_batches = 8;
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");
     c->stats_interval_ms = 10000;
+    c->ckpt_interval_ms = 30000;
+    c->ckpt_keep = 2;
 }
 
 static const struct key *find_key(const char *name)
@@ -193,9 +211,36 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *sr
     return 0;
 }
 
+/* socket.allow_uids: an array of uids (integers), at most RC_CONF_MAX_UIDS. */
+static int set_uids(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
+                    size_t el)
+{
+    size_t i;
+    json_t *u;
+    char why[96];
+    if (!json_is_array(v) || json_array_size(v) > RC_CONF_MAX_UIDS) {
+        snprintf(why, sizeof why, "expected an array of at most %d uids", RC_CONF_MAX_UIDS);
+        return bad(eb, el, src, k->name, why);
+    }
+    json_array_foreach(v, i, u)
+    {
+        if (!json_is_integer(u) || json_integer_value(u) < (json_int_t)k->min ||
+            json_integer_value(u) > (json_int_t)k->max) {
+            snprintf(why, sizeof why, "element %zu: expected integer uid in %g..%g", i, k->min,
+                     k->max);
+            return bad(eb, el, src, k->name, why);
+        }
+        c->allow_uids[i] = (uint32_t)json_integer_value(u);
+    }
+    c->nallow_uids = (uint32_t)json_array_size(v);
+    return 0;
+}
+
 static int set_value(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
                      size_t el)
 {
+    if (k->type == K_UIDS)
+        return set_uids(c, k, v, src, eb, el);
     if (k->type == K_STR) {
         const char *s = json_string_value(v);
         char why[96];
@@ -316,5 +361,11 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
         return bad(eb, el, NULL, "model.window", "must not exceed sessions.history");
     if (!c->socket_path[0] || strlen(c->socket_path) > 107)
         return bad(eb, el, NULL, "socket.path", "required, at most 107 bytes (sun_path)");
+    if (c->metrics_port > 65535)
+        return bad(eb, el, NULL, "metrics.port", "expected 0 (off) or a TCP port 1..65535");
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, c->metrics_bind, ip) != 1 &&
+        inet_pton(AF_INET6, c->metrics_bind, ip) != 1)
+        return bad(eb, el, NULL, "metrics.bind", "expected an IPv4 or IPv6 address literal");
     return 0;
 }

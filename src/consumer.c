@@ -50,6 +50,7 @@ struct rc_consumer_mock {
 
 struct part {
     int64_t next; /* last offset handed over + 1, -1 none yet */
+    int64_t lag;  /* high watermark - position at the last refresh, -1 unknown */
     int assigned;
 };
 
@@ -77,6 +78,8 @@ struct rc_consumer {
     struct part *parts; /* indexed by partition id */
     int32_t nparts;
     int dlq_inflight;
+    rd_kafka_topic_partition_list_t *revoking; /* deferred revoke (opts.defer_revoke) */
+    int revoking_coop;
     rc_consumer_stats st;  /* loop thread */
     rc_consumer_stats pub; /* copy for other threads, under mu */
     uv_mutex_t mu;
@@ -251,7 +254,7 @@ static struct part *part_get(rc_consumer *c, int32_t p)
         if (!np)
             return NULL;
         for (int32_t i = c->nparts; i < n; i++)
-            np[i] = (struct part){.next = -1, .assigned = 0};
+            np[i] = (struct part){.next = -1, .lag = -1, .assigned = 0};
         c->parts = np;
         c->nparts = n;
     }
@@ -264,13 +267,15 @@ static void lag_refresh(rc_consumer *c)
     int known = 0;
     for (int32_t p = 0; p < c->nparts; p++) {
         int64_t lo, hi, from;
+        c->parts[p].lag = -1;
         if (!c->parts[p].assigned || rd_kafka_get_watermark_offsets(c->rk, c->topic, p, &lo, &hi) ||
             hi == RD_KAFKA_OFFSET_INVALID)
             continue;
         from = c->parts[p].next >= 0 ? c->parts[p].next : lo;
         if (from == RD_KAFKA_OFFSET_INVALID)
             continue;
-        lag += hi > from ? hi - from : 0;
+        c->parts[p].lag = hi > from ? hi - from : 0;
+        lag += c->parts[p].lag;
         known = 1;
     }
     c->st.lag = known ? lag : -1;
@@ -294,6 +299,23 @@ size_t rc_consumer_positions(const rc_consumer *c, int32_t *parts, int64_t *next
     return n;
 }
 
+size_t rc_consumer_lags(const rc_consumer *c, int32_t *parts, int64_t *lags, size_t cap)
+{
+    size_t n = 0;
+    if (!c)
+        return 0;
+    for (int32_t p = 0; p < c->nparts; p++) {
+        if (!c->parts[p].assigned)
+            continue;
+        if (n < cap && parts && lags) {
+            parts[n] = p;
+            lags[n] = c->parts[p].lag;
+        }
+        n++;
+    }
+    return n;
+}
+
 /* ---- rebalance ---- */
 
 static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_partition_list_t *l)
@@ -307,10 +329,11 @@ static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_
             continue;
         c->st.assigned += assigned ? !pt->assigned : -pt->assigned;
         pt->assigned = assigned;
-        pt->next = -1;
+        /* pt->next stays: it is the owner's position in this partition */
         if (ids)
             ids[n++] = tp->partition;
     }
+    c->st.rebalances++;
     rc_log_info(MOD, assigned ? "partitions assigned" : "partitions revoked",
                 "count=%d assigned_now=%d", l->cnt, c->st.assigned);
     if (c->o.on_rebalance && ids)
@@ -318,6 +341,58 @@ static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_
     free(ids);
     if (!ids)
         rc_log_error(MOD, "rebalance: out of memory", "partitions=%d", l->cnt);
+}
+
+/* Assigned partitions start at the owner's position when it has one (else at
+ * the committed offset, else auto.offset.reset). */
+static void set_start_offsets(rc_consumer *c, rd_kafka_topic_partition_list_t *l)
+{
+    for (int i = 0; i < l->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &l->elems[i];
+        struct part *pt;
+        if (strcmp(tp->topic, c->topic) == 0 && (pt = part_get(c, tp->partition)) &&
+            pt->next >= 0) {
+            tp->offset = pt->next;
+            rc_log_info(MOD, "partition starts at the owner's position", "partition=%" PRId32
+                        " offset=%" PRId64, tp->partition, pt->next);
+        }
+    }
+}
+
+static void unassign(rc_consumer *c, rd_kafka_topic_partition_list_t *l, int coop)
+{
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_resume_partitions(c->rk, l); /* a later assignment must not start paused */
+    if (coop)
+        e = rd_kafka_incremental_unassign(c->rk, l);
+    else
+        aerr = rd_kafka_assign(c->rk, NULL);
+    if (e) {
+        rc_log_error(MOD, "incremental unassign failed", "err=\"%s\"", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else if (aerr) {
+        rc_log_error(MOD, "unassign failed", "err=\"%s\"", rd_kafka_err2str(aerr));
+    }
+}
+
+/* Revoke: deferred when the owner asked for it and the partitions are still
+ * ours to commit; returns 1 when deferred. */
+static int defer_revoke(rc_consumer *c, rd_kafka_topic_partition_list_t *l, int coop)
+{
+    if (!c->o.defer_revoke || c->closing || c->destroyed || rd_kafka_assignment_lost(c->rk) ||
+        l->cnt == 0)
+        return 0;
+    if (c->revoking) { /* cannot happen with librdkafka's protocol; never leave one behind */
+        unassign(c, c->revoking, c->revoking_coop);
+        rd_kafka_topic_partition_list_destroy(c->revoking);
+    }
+    c->revoking = rd_kafka_topic_partition_list_copy(l);
+    c->revoking_coop = coop;
+    rd_kafka_pause_partitions(c->rk, l);
+    c->st.revoke_pending = 1;
+    rc_log_info(MOD, "revoke deferred until the owner commits", "count=%d", l->cnt);
+    return 1;
 }
 
 /* Served from rd_kafka_consume_batch_queue (or consumer_close) on the loop
@@ -331,6 +406,7 @@ static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
     switch (err) {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            set_start_offsets(c, l);
             if (coop)
                 e = rd_kafka_incremental_assign(rk, l);
             else
@@ -338,6 +414,10 @@ static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             notify_rebalance(c, 1, l);
             break;
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            if (defer_revoke(c, l, coop)) {
+                notify_rebalance(c, 0, l);
+                break;
+            }
             notify_rebalance(c, 0, l);
             if (coop)
                 e = rd_kafka_incremental_unassign(rk, l);
@@ -387,6 +467,8 @@ static size_t batch_prepare(rc_consumer *c, size_t n)
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 c->st.errors++;
+                snprintf(c->st.last_error, sizeof c->st.last_error, "%s: %s",
+                         rd_kafka_err2name(m->err), rd_kafka_message_errstr(m));
                 rc_log_warn(MOD, "consumer error", "err=\"%s\" reason=\"%s\"",
                             rd_kafka_err2str(m->err), rd_kafka_message_errstr(m));
             }
@@ -409,8 +491,34 @@ static size_t batch_prepare(rc_consumer *c, size_t n)
 }
 
 /* Offers msgs[0..held) to the owner. RC_EAGAIN: kept for later. */
+/* Drops from msgs[0..held) what must not reach the owner: messages of
+ * partitions not (or no longer) assigned, and messages below the owner's
+ * position (fetched before a seek, or replayed by a reset): the model holds
+ * them already. */
+static void batch_filter(rc_consumer *c)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->held; i++) {
+        struct part *pt = part_get(c, c->kmsgs[i].partition);
+        if (pt && pt->assigned && c->kmsgs[i].offset >= pt->next) {
+            c->msgs[k] = c->msgs[i];
+            c->kmsgs[k++] = c->kmsgs[i];
+            continue;
+        }
+        if (pt && pt->assigned && c->st.skipped_applied++ % 10000 == 0)
+            rc_log_warn(MOD, "message below the owner's position dropped",
+                        "partition=%" PRId32 " offset=%" PRId64 " position=%" PRId64,
+                        c->kmsgs[i].partition, c->kmsgs[i].offset, pt->next);
+        rd_kafka_message_destroy(c->msgs[i]);
+    }
+    c->held = k;
+}
+
 static int batch_offer(rc_consumer *c)
 {
+    batch_filter(c);
+    if (!c->held)
+        return 0;
     c->in_offer = 1;
     c->resume_early = 0;
     int rc = c->o.on_batch(c->o.ud, c->kmsgs, c->held);
@@ -601,6 +709,58 @@ int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason
 
 /* ---- commit, stats, bootstrap ---- */
 
+/* The answer to a release's commit (served on the loop thread from the
+ * consumer queue): now the next owner may start. */
+static void on_release_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t *l, void *opaque)
+{
+    rc_consumer *c = opaque;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        c->st.commit_errors++;
+        rc_log_warn(MOD, "commit before revoke failed: the next owner replays",
+                    "err=\"%s\"", rd_kafka_err2str(err));
+    } else if (!err) {
+        c->st.commits++;
+    }
+    if (c->revoking) {
+        unassign(c, c->revoking, c->revoking_coop);
+        rd_kafka_topic_partition_list_destroy(c->revoking);
+        c->revoking = NULL;
+        c->st.revoke_pending = 0;
+        rc_log_info(MOD, "deferred revoke completed", "committed=%s", err ? "no" : "yes");
+    }
+    publish(c);
+}
+
+int rc_consumer_release(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n)
+{
+    if (!c || !c->revoking || (n && (!parts || !offsets)) || n > INT32_MAX)
+        return RC_EINVAL;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n ? (int)n : 1);
+    for (size_t i = 0; i < n; i++)
+        if (offsets[i] >= 0 && parts[i] >= 0)
+            rd_kafka_topic_partition_list_add(l, c->topic, parts[i])->offset = offsets[i];
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__NO_OFFSET;
+    if (l->cnt)
+        e = rd_kafka_commit_queue(c->rk, l, c->q, on_release_committed, c);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) /* nothing to commit, or not started: complete at once */
+        on_release_committed(c->rk, e, NULL, c);
+    return e && e != RD_KAFKA_RESP_ERR__NO_OFFSET ? RC_EKAFKA : 0;
+}
+
+int rc_consumer_owns(const rc_consumer *c, int32_t p)
+{
+    if (!c || p < 0)
+        return 0;
+    if (p < c->nparts && c->parts[p].assigned)
+        return 1;
+    for (int i = 0; c->revoking && i < c->revoking->cnt; i++)
+        if (c->revoking->elems[i].partition == p && !strcmp(c->revoking->elems[i].topic, c->topic))
+            return 1;
+    return 0;
+}
+
 int rc_consumer_commit(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n)
 {
     if (!c || !parts || !offsets || n == 0 || n > INT32_MAX)
@@ -762,6 +922,23 @@ static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
 static void kafka_teardown(rc_consumer *c);
 static void free_all(rc_consumer *c);
 
+static int seed_positions(rc_consumer *c, char *errbuf, size_t errlen)
+{
+    for (size_t i = 0; i < c->o.nstart; i++) {
+        struct part *pt;
+        if (c->o.start_parts[i] < 0 || c->o.start_offsets[i] < 0)
+            return rc_err(errbuf, errlen, RC_EINVAL, "consumer: start position %" PRId32 ":%" PRId64
+                          " is negative", c->o.start_parts[i], c->o.start_offsets[i]);
+        if (!(pt = part_get(c, c->o.start_parts[i])))
+            return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: out of memory");
+        pt->next = c->o.start_offsets[i];
+    }
+    c->o.start_parts = NULL; /* copied: the caller's arrays may go */
+    c->o.start_offsets = NULL;
+    c->o.nstart = 0;
+    return 0;
+}
+
 int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer **out,
                       char *errbuf, size_t errlen)
 {
@@ -783,7 +960,8 @@ int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer
         free(c);
         return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: mutex");
     }
-    if ((rc = copy_opts(c, opts, errbuf, errlen)) || (rc = kafka_setup(c, errbuf, errlen)))
+    if ((rc = copy_opts(c, opts, errbuf, errlen)) || (rc = seed_positions(c, errbuf, errlen)) ||
+        (rc = kafka_setup(c, errbuf, errlen)))
         goto out_teardown;
     if ((rc = uv_poll_init(loop, &c->poll, c->pipefd[0])) != 0) {
         rc = rc_err(errbuf, errlen, RC_EIO, "uv_poll_init: %s", uv_strerror(rc));
@@ -862,6 +1040,12 @@ static void kafka_teardown(rc_consumer *c)
     c->held = 0;
     if (c->q)
         rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
+    if (c->revoking) { /* the owner did not release: the next owner replays */
+        unassign(c, c->revoking, c->revoking_coop);
+        rd_kafka_topic_partition_list_destroy(c->revoking);
+        c->revoking = NULL;
+        c->st.revoke_pending = 0;
+    }
     if (c->rk) {
         /* Serves the final revoke (on_rebalance) on this thread. */
         rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);

@@ -9,6 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include "recalld/checkpoint.h"
 #include "recalld/common.h"
 #include "recalld/index.h"
 #include "recalld/log.h"
@@ -88,13 +91,28 @@ struct rc_engine {
     pthread_mutex_t fresh_mu;
     uint32_t fresh_us[FRESH_RING];
     uint32_t fresh_n, fresh_pos;
+    rc_hist fresh_hist; /* same samples, as Prometheus buckets (us) */
 
     pthread_mutex_t pop_mu;
     uint32_t pop[POP_N];
     uint32_t npop;
     uint8_t *in_pop; /* trainer only, by row */
     size_t in_pop_cap;
+
+    struct ckpt *ck; /* checkpoints: see "---- checkpoints ----" */
 };
+
+static int ck_init(rc_engine *e, char *eb, size_t el);
+static void ck_note_batch(rc_engine *e, const rc_batch *b);
+static int ck_take(rc_engine *e, int force);
+static int ck_start(rc_engine *e, char *eb, size_t el);
+static void ck_stop(rc_engine *e);
+static void ck_free(rc_engine *e);
+static void ck_deliver(rc_engine *e);
+static int ck_restore(rc_engine *e, const rc_table_opts *to, char *eb, size_t el);
+static void ck_restored(rc_engine *e, uint64_t t0);
+static int ck_was_restored(const rc_engine *e);
+static void ck_stats_json(rc_engine *e, rc_buf *o);
 
 /* ---- queues ---- */
 
@@ -388,6 +406,7 @@ static void fresh_record(rc_engine *e, uint64_t ns)
     if (e->fresh_n < FRESH_RING)
         e->fresh_n++;
     pthread_mutex_unlock(&e->fresh_mu);
+    rc_hist_observe(&e->fresh_hist, us);
 }
 
 static void maintain(rc_engine *e, int force)
@@ -413,9 +432,13 @@ static void train_batch(rc_engine *e, rc_batch *b)
 {
     uint64_t pairs0 = e->work.pairs;
     double loss0 = e->work.loss_sum;
-    for (uint32_t i = 0; i < b->n; i++)
+    for (uint32_t i = 0; i < b->n; i++) {
         if (b->reason[i] == RC_EV_OK)
             apply_event(e, &b->ev[i]);
+        else /* here, not when reported: a checkpoint's counters match its offsets */
+            atomic_fetch_add(&e->invalid[b->reason[i]], 1);
+    }
+    ck_note_batch(e, b);
     maintain(e, 0);
     fresh_record(e, rc_now_ns() - b->recv_ns);
     uint64_t dp = e->work.pairs - pairs0;
@@ -442,7 +465,6 @@ static void report_and_recycle(rc_engine *e, rc_batch *b)
     for (uint32_t i = 0; i < b->n; i++) {
         if (b->reason[i] == RC_EV_OK)
             continue;
-        atomic_fetch_add(&e->invalid[b->reason[i]], 1);
         inv[ninv] = (rc_invalid){b->arena + b->aoff[i], b->len[i], b->part[i], b->koff[i],
                                  (enum rc_event_reason)b->reason[i], b->err[i]};
         if (++ninv == RC_ARRAY_LEN(inv)) {
@@ -479,6 +501,7 @@ static void *trainer_main(void *arg)
         rc_batch *b = q_pop(&e->q_train, (int)e->cfg.flush_interval_ms, &e->stop);
         if (!b) {
             maintain(e, 0);
+            ck_take(e, 0);
             if (atomic_load(&e->stop) == 2)
                 break;
             continue;
@@ -487,6 +510,7 @@ static void *trainer_main(void *arg)
         q_push(&e->q_done, b);
         uv_async_send(&e->async);
         finish_batch(e, b);
+        ck_take(e, 0); /* a batch boundary */
     }
     return NULL;
 }
@@ -497,6 +521,7 @@ static void on_async(uv_async_t *h)
     rc_batch *b;
     while ((b = q_pop(&e->q_done, 0, &e->stop)))
         report_and_recycle(e, b);
+    ck_deliver(e);
 }
 
 void rc_engine_submit(rc_engine *e, rc_batch *b)
@@ -602,10 +627,11 @@ static int create_model(rc_engine *e, char *eb, size_t el)
     rc_sampler_opts sa = {.power = c->power, .min_city_items = c->min_city_items};
     rc_index_opts io = {.ivf_min = c->ivf_min, .nprobe = c->nprobe, .drift = c->drift,
                         .batch = c->index_batch};
-    int rc;
-    if (c->model_path[0])
+    uint64_t t0 = rc_now_ns();
+    int rc = ck_restore(e, &to, eb, el); /* a checkpoint wins over model.path */
+    if (rc == RC_ENOENT && c->model_path[0])
         rc = rc_model_load(c->model_path, &to, &e->table, eb, el);
-    else
+    else if (rc == RC_ENOENT)
         rc = rc_table_create(&to, &e->table, eb, el);
     if (rc || (rc = rc_session_create(&so, &e->sess, eb, el)) ||
         (rc = rc_sampler_create(&sa, e->table, &e->sampler, eb, el)) ||
@@ -623,9 +649,11 @@ static int create_model(rc_engine *e, char *eb, size_t el)
         rc_sampler_maintain(e->sampler);
         if ((rc = rc_index_flush(e->index, 0, eb, el)) < 0)
             return rc;
-        rc_log_info("engine", "model loaded", "path=%s items=%u dim=%u", c->model_path, rows,
-                    rc_table_dim(e->table));
+        if (!ck_was_restored(e))
+            rc_log_info("engine", "model loaded", "path=%s items=%u dim=%u", c->model_path, rows,
+                        rc_table_dim(e->table));
     }
+    ck_restored(e, t0);
     e->sg = (rc_sgns_opts){.mode = c->cbow ? RC_SGNS_CBOW : RC_SGNS_SKIPGRAM,
                            .window = c->window,
                            .negatives = c->negatives,
@@ -669,11 +697,13 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     pthread_cond_init(&e->sync_cv, NULL);
     pthread_mutex_init(&e->fresh_mu, NULL);
     pthread_mutex_init(&e->pop_mu, NULL);
+    rc_hist_init(&e->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
     q_init(&e->q_decode);
     q_init(&e->q_train);
     q_init(&e->q_done);
     e->max_ts = INT64_MIN;
-    if ((rc = create_model(e, eb, el)) || (rc = create_batches(e, eb, el)))
+    if ((rc = ck_init(e, eb, el)) || (rc = create_model(e, eb, el)) ||
+        (rc = create_batches(e, eb, el)))
         goto fail;
     if (loop) {
         if (uv_async_init(loop, &e->async, on_async)) {
@@ -689,6 +719,8 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
             goto fail;
         }
         e->threads = 1;
+        if ((rc = ck_start(e, eb, el)))
+            goto fail;
     }
     *out = e;
     return 0;
@@ -716,6 +748,7 @@ static void free_engine(rc_engine *e)
     pthread_cond_destroy(&e->sync_cv);
     pthread_mutex_destroy(&e->fresh_mu);
     pthread_mutex_destroy(&e->pop_mu);
+    ck_free(e);
     free(e);
 }
 
@@ -733,6 +766,7 @@ void rc_engine_destroy(rc_engine *e)
         atomic_store(&e->stop, 2);
         q_wake(&e->q_train);
         pthread_join(e->trainer, NULL);
+        ck_stop(e);
         on_async(&e->async); /* report what is left */
     }
     if (e->loop && uv_is_active((uv_handle_t *)&e->async)) {
@@ -789,15 +823,46 @@ static uint32_t popular(rc_engine *e, const rc_index_filter *f, const uint32_t *
     return n;
 }
 
+static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
+                         const uint32_t *rows, const float *w, uint32_t nclicks, rc_hit *out,
+                         uint32_t *n)
+{
+    rc_mc_quota plan[64];
+    uint32_t nplan = 0;
+    if (!nclicks)
+        return RC_ENOENT;
+    if (req->multi_category) {
+        rc_mc_opts mo = {.max_cats = e->cfg.mc_max_categories, .min_quota = e->cfg.mc_min_quota};
+        int rc = rc_recall_multi_category(e->table, e->index, rows, w, nclicks, req->k,
+                                          e->cfg.overfetch, f, rows, nclicks, &mo, out, n,
+                                          req->quotas ? req->quotas : plan,
+                                          req->nquotas ? req->nquotas : &nplan);
+        return rc;
+    }
+    float *q = malloc(e->cfg.dim * sizeof *q);
+    if (!q)
+        return RC_ENOMEM;
+    int rc = rc_recall_query_vector(e->table, rows, w, nclicks, q);
+    if (rc == 0)
+        rc = rc_recall_search(e->table, e->index, q, req->k, e->cfg.overfetch, f, rows, nclicks,
+                              out, n);
+    free(q);
+    return rc;
+}
+
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback)
 {
     rc_click clicks[256];
     uint32_t rows[256], nclicks = 0, cates[64];
+    int64_t ts[256];
+    float w[256];
     rc_index_filter f;
     int empty;
     *n = 0;
     *fallback = 0;
+    if (req->nquotas)
+        *req->nquotas = 0;
     if (req->k == 0 || req->k > e->cfg.k_max || req->ncates > RC_ARRAY_LEN(cates))
         return RC_EINVAL;
     resolve_filter(e, req, &f, cates, &empty);
@@ -805,18 +870,13 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
         return 0;
     if (rc_session_recent(e->sess, req->user, req->ulen, clicks, e->cfg.recall_window, &nclicks))
         nclicks = 0;
-    for (uint32_t i = 0; i < nclicks; i++)
+    for (uint32_t i = 0; i < nclicks; i++) {
         rows[i] = clicks[i].row;
-    float *q = malloc(e->cfg.dim * sizeof *q);
-    if (!q)
-        return RC_ENOMEM;
-    int rc = RC_ENOENT;
-    if (nclicks)
-        rc = rc_recall_query_vector(e->table, rows, NULL, nclicks, q);
-    if (rc == 0)
-        rc = rc_recall_search(e->table, e->index, q, req->k, e->cfg.overfetch, &f, rows, nclicks,
-                              out, n);
-    free(q);
+        ts[i] = clicks[i].ts_ms;
+    }
+    int64_t hl = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms;
+    rc_recall_decay_weights(ts, nclicks, hl, w);
+    int rc = recall_clicks(e, req, &f, rows, w, nclicks, out, n);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         *fallback = 1;
         *n = popular(e, &f, rows, nclicks, req->k, out);
@@ -944,6 +1004,8 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_printf(o, "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
                      "\"index_bytes\":%zu}",
                   rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes);
+    rc_buf_puts(o, ",");
+    ck_stats_json(e, o);
 }
 
 void rc_engine_count_consumed(rc_engine *e, uint64_t n) { atomic_fetch_add(&e->consumed, n); }
@@ -957,3 +1019,606 @@ void rc_engine_count_invalid(rc_engine *e, enum rc_event_reason r, uint64_t n)
 const rc_table *rc_engine_table(const rc_engine *e) { return e->table; }
 const rc_config *rc_engine_config(const rc_engine *e) { return &e->cfg; }
 uint64_t rc_engine_applied(const rc_engine *e) { return atomic_load(&e->applied); }
+
+void rc_engine_counters_get(const rc_engine *e, rc_engine_counters *c)
+{
+    rc_engine *m = (rc_engine *)e; /* atomic loads only */
+    memset(c, 0, sizeof *c);
+    c->consumed = atomic_load(&m->consumed);
+    c->applied = atomic_load(&m->applied);
+    c->ignored = atomic_load(&m->ignored);
+    c->pairs = atomic_load(&m->pairs);
+    c->new_items = atomic_load(&m->new_items);
+    c->rejected_capacity = atomic_load(&m->rejected_capacity);
+    for (int r = 1; r < RC_EV_REASON_COUNT; r++)
+        c->invalid[r] = atomic_load(&m->invalid[r]);
+}
+
+const rc_hist *rc_engine_freshness(const rc_engine *e) { return &e->fresh_hist; }
+
+/* ---- checkpoints ----
+ * Three parties: the loop thread asks (rc_engine_checkpoint), the trainer takes
+ * the snapshot at a batch boundary (the only point where table, counters and
+ * offsets agree, the trainer being the only writer), and the checkpoint thread
+ * reserves memory before (so the copy does not fault pages in during the
+ * trainer's pause) and writes after. States, under ck->mu:
+ *   IDLE -> RESERVE (writer) -> WANTED (trainer) -> TAKEN (writer) -> IDLE
+ * and the result goes to the loop through e->async. One request can wait
+ * behind the one in flight; later requests merge into it (largest ticket). */
+
+enum { CK_IDLE, CK_RESERVE, CK_WANTED, CK_TAKEN };
+
+#define CK_PAUSES 128 /* trainer pauses kept for the p99 */
+#define CK_NONE   UINT64_MAX
+
+struct ckpt {
+    int enabled, lock_fd;
+    rc_checkpoint *snap;
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu */
+    int state, stop, again, unchanged, have_result;
+    uint64_t after, again_after;
+    uint32_t pause_us[CK_PAUSES], npause, pause_pos;
+    char last_error[256];
+    int take_rc;          /* the trainer's take, for the writer */
+    uint64_t take_pause;
+    /* the result waiting for the loop (under mu), then the loop's own copy */
+    rc_engine_checkpoint_result res;
+    int32_t *res_parts, *loop_parts;
+    int64_t *res_offs, *loop_offs;
+    size_t res_cap, loop_cap;
+    char res_err[256], loop_err[256];
+    rc_engine_checkpoint_cb cb;
+    void *cb_ud;
+    atomic_int wanted; /* state == CK_WANTED, for the trainer's cheap check */
+    /* trainer only */
+    int64_t *next; /* per partition: last processed offset + 1, -1 none */
+    uint32_t nparts;
+    rc_checkpoint_offset *offs; /* scratch for the meta */
+    uint64_t trained, processed, covers;
+    /* shared counters */
+    _Atomic uint64_t durable_trained; /* `trained` in the last durable checkpoint */
+    _Atomic uint64_t written, failures, skipped, last_seq, last_bytes, last_write_ns;
+    _Atomic uint64_t last_pause_ns, max_pause_ns;
+    _Atomic int64_t current_ms; /* wall time the state was last known durable, 0 never */
+    _Atomic uint32_t keep;
+    _Atomic double max_mb_s;
+    /* restore (set once in create) */
+    rc_checkpoint_meta restored;
+    int restored_ok;
+    uint64_t restore_ns;
+};
+
+static const char *const ck_counter_names[] = {"consumed", "applied", "ignored", "pairs",
+                                               "new_items", "rejected_capacity", "max_ts"};
+
+static int ck_init(rc_engine *e, char *eb, size_t el)
+{
+    struct ckpt *k = calloc(1, sizeof *k);
+    if (!k)
+        return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
+    e->ck = k;
+    k->lock_fd = -1;
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    atomic_init(&k->durable_trained, CK_NONE);
+    atomic_init(&k->keep, e->cfg.ckpt_keep);
+    atomic_init(&k->max_mb_s, e->cfg.ckpt_max_mb_s);
+    if (!e->cfg.data_dir[0])
+        return 0;
+    k->enabled = 1;
+    if (mkdir(e->cfg.data_dir, 0755) && errno != EEXIST)
+        return rc_err(eb, el, RC_EIO, "data_dir %s: %s", e->cfg.data_dir, strerror(errno));
+    int fd = rc_checkpoint_lock_dir(e->cfg.data_dir, eb, el);
+    if (fd == RC_EAGAIN)
+        return fd;
+    if (fd < 0) /* read-only media: restore still works; writes will fail and be reported */
+        rc_log_warn("engine", "cannot lock the data directory", "error=\"%s\"", eb ? eb : "");
+    k->lock_fd = fd;
+    return rc_checkpoint_create(&k->snap, eb, el);
+}
+
+/* Trainer: partition p is processed up to next - 1. */
+static void ck_note(struct ckpt *k, int32_t p, int64_t next)
+{
+    if (p < 0)
+        return;
+    if ((uint32_t)p >= k->nparts) {
+        uint32_t n = RC_MAX((uint32_t)p + 1, k->nparts * 2);
+        int64_t *nx = realloc(k->next, n * sizeof *nx);
+        rc_checkpoint_offset *no = realloc(k->offs, n * sizeof *no);
+        if (nx)
+            k->next = nx;
+        if (no)
+            k->offs = no;
+        if (!nx || !no)
+            return; /* position kept at its old value: replays, never loses */
+        for (uint32_t j = k->nparts; j < n; j++)
+            k->next[j] = -1;
+        k->nparts = n;
+    }
+    if (next > k->next[p])
+        k->next[p] = next;
+}
+
+/* Trainer: positions and message count of a trained batch. */
+static void ck_note_batch(rc_engine *e, const rc_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++)
+        ck_note(e->ck, b->part[i], b->koff[i] + 1);
+    e->ck->processed += b->n;
+    e->ck->trained++;
+}
+
+/* Trainer: counters and offsets as of now. */
+static void ck_meta(rc_engine *e, rc_checkpoint_meta *m)
+{
+    struct ckpt *k = e->ck;
+    const uint64_t v[] = {k->processed,
+                          atomic_load(&e->applied),
+                          atomic_load(&e->ignored),
+                          atomic_load(&e->pairs),
+                          atomic_load(&e->new_items),
+                          atomic_load(&e->rejected_capacity),
+                          (uint64_t)e->max_ts};
+    char name[64];
+    memset(m, 0, sizeof *m);
+    /* kafka.topic is at most 249 bytes (config) */
+    memcpy(m->topic, e->cfg.topic, strnlen(e->cfg.topic, RC_CHECKPOINT_TOPIC_MAX));
+    m->created_ms = rc_wall_ms();
+    for (size_t i = 0; i < RC_ARRAY_LEN(v); i++)
+        rc_checkpoint_meta_set(m, ck_counter_names[i], v[i]);
+    for (int r = 1; r < RC_EV_REASON_COUNT; r++) {
+        snprintf(name, sizeof name, "invalid.%s", rc_event_reason_name((enum rc_event_reason)r));
+        rc_checkpoint_meta_set(m, name, atomic_load(&e->invalid[r]));
+    }
+    for (uint32_t p = 0; p < k->nparts; p++)
+        if (k->next[p] >= 0)
+            k->offs[m->noffsets++] = (rc_checkpoint_offset){(int32_t)p, k->next[p]};
+    m->offsets = k->offs;
+}
+
+static void ck_pause_record(struct ckpt *k, uint64_t ns)
+{
+    atomic_store(&k->last_pause_ns, ns);
+    if (ns > atomic_load(&k->max_pause_ns))
+        atomic_store(&k->max_pause_ns, ns);
+    pthread_mutex_lock(&k->mu);
+    k->pause_us[k->pause_pos] = (uint32_t)RC_MIN(ns / 1000, (uint64_t)UINT32_MAX);
+    k->pause_pos = (k->pause_pos + 1) % CK_PAUSES;
+    k->npause += k->npause < CK_PAUSES;
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* Trainer thread, between batches: takes the snapshot when one is wanted and
+ * every batch it must contain is applied. The copy runs without ck->mu held
+ * (the loop thread may take it to queue a request). force: never "unchanged"
+ * (offline callers apply clicks outside batches). Returns 1 when taken. */
+static int ck_take(rc_engine *e, int force)
+{
+    struct ckpt *k = e->ck;
+    rc_checkpoint_meta m;
+    if (!k || !atomic_load(&k->wanted))
+        return 0;
+    pthread_mutex_lock(&k->mu);
+    int go = k->state == CK_WANTED && k->trained >= k->after;
+    pthread_mutex_unlock(&k->mu);
+    if (!go)
+        return 0;
+    uint64_t t0 = rc_now_ns();
+    int unchanged = !force && k->trained == atomic_load(&k->durable_trained), rc = 0;
+    if (!unchanged) {
+        ck_meta(e, &m);
+        rc = rc_checkpoint_take(k->snap, e->table, &m);
+    }
+    uint64_t pause = rc_now_ns() - t0;
+    if (!unchanged)
+        ck_pause_record(k, pause);
+    pthread_mutex_lock(&k->mu);
+    k->unchanged = unchanged;
+    k->covers = k->trained;
+    k->take_pause = unchanged ? 0 : pause;
+    k->take_rc = rc;
+    k->state = CK_TAKEN;
+    atomic_store(&k->wanted, 0);
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return 1;
+}
+
+/* Writer thread: the result for the loop, from the snapshot's meta. Caller
+ * holds mu. */
+static void ck_result(struct ckpt *k, int rc, const rc_checkpoint_info *info, const char *err,
+                      uint64_t covers)
+{
+    const rc_checkpoint_meta *m = rc_checkpoint_meta_of(k->snap);
+    size_t n = rc == 0 && m ? m->noffsets : 0;
+    if (n > k->res_cap) {
+        int32_t *p = realloc(k->res_parts, n * sizeof *p);
+        int64_t *o = realloc(k->res_offs, n * sizeof *o);
+        if (p)
+            k->res_parts = p;
+        if (o)
+            k->res_offs = o;
+        if (!p || !o) {
+            n = 0;
+            rc = RC_ENOMEM;
+            err = "out of memory for the result";
+        } else {
+            k->res_cap = n;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        k->res_parts[i] = m->offsets[i].partition;
+        k->res_offs[i] = m->offsets[i].next;
+    }
+    snprintf(k->res_err, sizeof k->res_err, "%s", rc ? err : "");
+    k->res.rc = rc;
+    k->res.unchanged = rc == 0 && k->unchanged;
+    k->res.covers = covers;
+    k->res.seq = atomic_load(&k->last_seq);
+    k->res.bytes = info && !k->unchanged ? info->bytes : 0;
+    k->res.write_ns = info && !k->unchanged ? info->write_ns : 0;
+    k->res.pause_ns = k->take_pause;
+    k->res.applied = m ? rc_checkpoint_meta_counter(m, "applied", 0) : 0;
+    k->res.n = n;
+    k->have_result = 1;
+}
+
+/* Writer thread: writes what the trainer took. Returns 0 or RC_E*. */
+static int ck_write(rc_engine *e, rc_checkpoint_info *info, char *err, size_t errlen)
+{
+    struct ckpt *k = e->ck;
+    rc_checkpoint_write_opts o = {.dir = e->cfg.data_dir, .keep = atomic_load(&k->keep),
+                                  .max_mb_s = atomic_load(&k->max_mb_s)};
+    int rc = rc_checkpoint_write(k->snap, &o, info, err, errlen);
+    if (rc) {
+        atomic_fetch_add(&k->failures, 1);
+        rc_log_error("engine", "checkpoint failed: the previous one stays in place", "error=\"%s\"",
+                     err);
+        return rc;
+    }
+    atomic_fetch_add(&k->written, 1);
+    atomic_store(&k->last_seq, info->seq);
+    atomic_store(&k->last_bytes, info->bytes);
+    atomic_store(&k->last_write_ns, info->write_ns);
+    rc_log_info("engine", "checkpoint written", "path=%s items=%u bytes=%llu write_ms=%.1f "
+                "mb_s=%.1f pause_ms=%.2f", info->path, info->rows,
+                (unsigned long long)info->bytes, info->write_ns / 1e6,
+                info->bytes / 1e6 / RC_MAX(info->write_ns / 1e9, 1e-9),
+                atomic_load(&k->last_pause_ns) / 1e6);
+    return 0;
+}
+
+/* Writer thread: one request, RESERVE to IDLE. Called with mu held; returns
+ * with it held. */
+static void ck_serve(rc_engine *e)
+{
+    struct ckpt *k = e->ck;
+    rc_checkpoint_info info = {0};
+    char err[512] = "";
+    uint32_t rows = rc_table_size(e->table);
+    pthread_mutex_unlock(&k->mu);
+    /* Room for the rows that arrive before the trainer takes the copy. */
+    rc_checkpoint_reserve(k->snap, rows + rows / 8 + 1024, rc_table_dim(e->table));
+    pthread_mutex_lock(&k->mu);
+    k->state = CK_WANTED;
+    atomic_store(&k->wanted, 1);
+    while (k->state != CK_TAKEN && !k->stop)
+        pthread_cond_wait(&k->cv, &k->mu);
+    if (k->state != CK_TAKEN)
+        return; /* stopping: the trainer is gone */
+    int rc = k->take_rc;
+    uint64_t covers = k->covers;
+    pthread_mutex_unlock(&k->mu);
+    if (rc)
+        snprintf(err, sizeof err, "checkpoint: out of memory for the snapshot");
+    else if (k->unchanged)
+        atomic_fetch_add(&k->skipped, 1);
+    else
+        rc = ck_write(e, &info, err, sizeof err);
+    if (rc == 0) {
+        atomic_store(&k->durable_trained, covers);
+        atomic_store(&k->current_ms, rc_wall_ms());
+    }
+    pthread_mutex_lock(&k->mu);
+    if (rc)
+        snprintf(k->last_error, sizeof k->last_error, "%s", err);
+    ck_result(k, rc, &info, err, covers);
+    k->state = CK_IDLE;
+    if (k->again) {
+        k->again = 0;
+        k->after = k->again_after;
+        k->state = CK_RESERVE;
+    }
+}
+
+static void *ck_main(void *arg)
+{
+    rc_engine *e = arg;
+    struct ckpt *k = e->ck;
+    pthread_mutex_lock(&k->mu);
+    for (;;) {
+        while (k->state != CK_RESERVE && !k->stop)
+            pthread_cond_wait(&k->cv, &k->mu);
+        if (k->stop)
+            break;
+        ck_serve(e);
+        if (k->have_result && e->loop)
+            uv_async_send(&e->async);
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+static int ck_start(rc_engine *e, char *eb, size_t el)
+{
+    struct ckpt *k = e->ck;
+    if (!k->enabled || !e->loop)
+        return 0;
+    if (pthread_create(&k->writer, NULL, ck_main, e))
+        return rc_err(eb, el, RC_EIO, "engine: cannot start the checkpoint thread");
+    k->writer_started = 1;
+    return 0;
+}
+
+/* After the trainer stopped: ends the checkpoint thread (a write in progress
+ * finishes first). */
+static void ck_stop(rc_engine *e)
+{
+    struct ckpt *k = e->ck;
+    if (!k || !k->writer_started)
+        return;
+    pthread_mutex_lock(&k->mu);
+    k->stop = 1;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    pthread_join(k->writer, NULL);
+    k->writer_started = 0;
+}
+
+static void ck_free(rc_engine *e)
+{
+    struct ckpt *k = e->ck;
+    if (!k)
+        return;
+    rc_checkpoint_destroy(k->snap);
+    rc_checkpoint_meta_free(&k->restored);
+    free(k->next);
+    free(k->offs);
+    free(k->res_parts);
+    free(k->res_offs);
+    free(k->loop_parts);
+    free(k->loop_offs);
+    if (k->lock_fd >= 0)
+        close(k->lock_fd);
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    free(k);
+    e->ck = NULL;
+}
+
+/* Loop thread (from on_async): hands a finished result to the callback. */
+static void ck_deliver(rc_engine *e)
+{
+    struct ckpt *k = e->ck;
+    rc_engine_checkpoint_result r;
+    if (!k || !k->enabled)
+        return;
+    pthread_mutex_lock(&k->mu);
+    int have = k->have_result;
+    k->have_result = 0;
+    r = k->res;
+    if (have && r.n > k->loop_cap) {
+        int32_t *p = realloc(k->loop_parts, r.n * sizeof *p);
+        int64_t *o = realloc(k->loop_offs, r.n * sizeof *o);
+        if (p)
+            k->loop_parts = p;
+        if (o)
+            k->loop_offs = o;
+        if (p && o)
+            k->loop_cap = r.n;
+    }
+    if (have && r.n > k->loop_cap) { /* no memory: report it, commit nothing */
+        r.n = 0;
+        r.rc = RC_ENOMEM;
+        snprintf(k->res_err, sizeof k->res_err, "out of memory for the offsets");
+    }
+    /* Copied under mu: the writer may produce the next result meanwhile. */
+    memcpy(k->loop_parts, k->res_parts, r.n * sizeof *k->loop_parts);
+    memcpy(k->loop_offs, k->res_offs, r.n * sizeof *k->loop_offs);
+    memcpy(k->loop_err, k->res_err, sizeof k->loop_err);
+    pthread_mutex_unlock(&k->mu);
+    if (!have || !k->cb)
+        return;
+    r.parts = k->loop_parts;
+    r.offsets = k->loop_offs;
+    r.error = k->loop_err;
+    k->cb(k->cb_ud, &r);
+}
+
+void rc_engine_set_checkpoint_cb(rc_engine *e, rc_engine_checkpoint_cb cb, void *ud)
+{
+    e->ck->cb = cb;
+    e->ck->cb_ud = ud;
+}
+
+int rc_engine_checkpoint(rc_engine *e, int everything, uint64_t *ticket)
+{
+    struct ckpt *k = e->ck;
+    if (!k->enabled || !e->threads)
+        return RC_EINVAL;
+    pthread_mutex_lock(&e->sync_mu);
+    uint64_t t = everything ? e->submitted : 0;
+    pthread_mutex_unlock(&e->sync_mu);
+    if (ticket)
+        *ticket = t;
+    pthread_mutex_lock(&k->mu);
+    if (k->state == CK_IDLE) {
+        k->state = CK_RESERVE;
+        k->after = t;
+        pthread_cond_broadcast(&k->cv);
+    } else {
+        k->again_after = k->again ? RC_MAX(k->again_after, t) : t;
+        k->again = 1;
+    }
+    pthread_mutex_unlock(&k->mu);
+    return 0;
+}
+
+int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char *eb, size_t el)
+{
+    struct ckpt *k = e->ck;
+    rc_checkpoint_info info = {0};
+    char err[512] = "";
+    if (!k->enabled || e->threads)
+        return rc_err(eb, el, RC_EINVAL, "engine: checkpoint_now needs data_dir and no loop");
+    maintain(e, 1);
+    pthread_mutex_lock(&k->mu);
+    k->state = CK_WANTED;
+    k->after = 0;
+    atomic_store(&k->wanted, 1);
+    pthread_mutex_unlock(&k->mu);
+    ck_take(e, 1);
+    int rc = k->take_rc;
+    if (rc == 0 && !k->unchanged)
+        rc = ck_write(e, &info, err, sizeof err);
+    if (rc == 0)
+        atomic_store(&k->durable_trained, k->covers);
+    pthread_mutex_lock(&k->mu);
+    ck_result(k, rc, &info, err, k->covers);
+    k->have_result = 0;
+    k->state = CK_IDLE;
+    if (r) {
+        *r = k->res;
+        r->parts = k->res_parts;
+        r->offsets = k->res_offs;
+        r->error = k->res_err;
+    }
+    pthread_mutex_unlock(&k->mu);
+    return rc ? rc_err(eb, el, rc, "%s", err) : 0;
+}
+
+size_t rc_engine_restored_offsets(const rc_engine *e, int32_t *parts, int64_t *offsets,
+                                  size_t cap)
+{
+    const rc_checkpoint_meta *m = &e->ck->restored;
+    if (!e->ck->restored_ok || strcmp(m->topic, e->cfg.topic) != 0)
+        return 0;
+    for (size_t i = 0; i < m->noffsets && i < cap && parts && offsets; i++) {
+        parts[i] = m->offsets[i].partition;
+        offsets[i] = m->offsets[i].next;
+    }
+    return m->noffsets;
+}
+
+/* create_model: the newest valid checkpoint under data_dir into e->table and
+ * the counters. Returns 0, RC_ENOENT (none: start otherwise) or an error. */
+static int ck_restore(rc_engine *e, const rc_table_opts *to, char *eb, size_t el)
+{
+    struct ckpt *k = e->ck;
+    rc_checkpoint_meta *m = &k->restored;
+    char path[4200], name[64];
+    if (!k->enabled)
+        return RC_ENOENT;
+    int rc = rc_checkpoint_restore(e->cfg.data_dir, to, &e->table, m, path, sizeof path, eb, el);
+    if (rc)
+        return rc;
+    k->restored_ok = 1;
+    atomic_store(&e->applied, rc_checkpoint_meta_counter(m, "applied", 0));
+    atomic_store(&e->consumed, rc_checkpoint_meta_counter(m, "consumed", 0));
+    atomic_store(&e->ignored, rc_checkpoint_meta_counter(m, "ignored", 0));
+    atomic_store(&e->pairs, rc_checkpoint_meta_counter(m, "pairs", 0));
+    atomic_store(&e->new_items, rc_checkpoint_meta_counter(m, "new_items", 0));
+    atomic_store(&e->rejected_capacity, rc_checkpoint_meta_counter(m, "rejected_capacity", 0));
+    e->max_ts = (int64_t)rc_checkpoint_meta_counter(m, "max_ts", (uint64_t)INT64_MIN);
+    for (int r = 1; r < RC_EV_REASON_COUNT; r++) {
+        snprintf(name, sizeof name, "invalid.%s", rc_event_reason_name((enum rc_event_reason)r));
+        atomic_store(&e->invalid[r], rc_checkpoint_meta_counter(m, name, 0));
+    }
+    k->processed = atomic_load(&e->consumed);
+    atomic_store(&k->last_seq, m->seq);
+    atomic_store(&k->current_ms, m->created_ms);
+    if (strcmp(m->topic, e->cfg.topic) != 0) {
+        rc_log_warn("engine", "checkpoint of another topic: its offsets are not used",
+                    "checkpoint_topic=%s topic=%s", m->topic, e->cfg.topic);
+        return 0;
+    }
+    for (uint32_t i = 0; i < m->noffsets; i++)
+        ck_note(k, m->offsets[i].partition, m->offsets[i].next);
+    return 0;
+}
+
+static int ck_was_restored(const rc_engine *e) { return e->ck->restored_ok; }
+
+/* create_model, after the index is rebuilt. */
+static void ck_restored(rc_engine *e, uint64_t t0)
+{
+    struct ckpt *k = e->ck;
+    if (!k->restored_ok)
+        return;
+    k->restore_ns = rc_now_ns() - t0;
+    rc_log_info("engine", "checkpoint restored", "seq=%llu items=%u applied=%llu partitions=%u "
+                "restore_ms=%.1f", (unsigned long long)k->restored.seq, rc_table_size(e->table),
+                (unsigned long long)atomic_load(&e->applied), k->restored.noffsets,
+                k->restore_ns / 1e6);
+}
+
+static int cmp_u32v(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Any thread: the "checkpoint" stats object. */
+static void ck_stats_json(rc_engine *e, rc_buf *o)
+{
+    struct ckpt *k = e->ck;
+    uint32_t p[CK_PAUSES], n;
+    char err[256];
+    pthread_mutex_lock(&k->mu);
+    n = k->npause;
+    memcpy(p, k->pause_us, n * sizeof *p);
+    int busy = k->state != CK_IDLE;
+    snprintf(err, sizeof err, "%s", k->last_error);
+    pthread_mutex_unlock(&k->mu);
+    qsort(p, n, sizeof *p, cmp_u32v);
+    int64_t cur = atomic_load(&k->current_ms);
+    uint64_t bytes = atomic_load(&k->last_bytes), wns = atomic_load(&k->last_write_ns);
+    rc_buf_printf(o, "\"checkpoint\":{\"enabled\":%s,\"written\":%llu,\"failures\":%llu,"
+                     "\"unchanged\":%llu,\"in_progress\":%s,\"seq\":%llu,\"age_ms\":%lld,",
+                  k->enabled ? "true" : "false", (unsigned long long)atomic_load(&k->written),
+                  (unsigned long long)atomic_load(&k->failures),
+                  (unsigned long long)atomic_load(&k->skipped), busy ? "true" : "false",
+                  (unsigned long long)atomic_load(&k->last_seq),
+                  cur ? (long long)(rc_wall_ms() - cur) : -1LL);
+    rc_buf_printf(o, "\"bytes\":%llu,\"duration_ms\":%.3f,\"mb_s\":%.1f,\"pause_ms\":%.3f,"
+                     "\"pause_p99_ms\":%.3f,\"pause_max_ms\":%.3f,\"restored_seq\":%llu,"
+                     "\"restore_ms\":%.1f,\"last_error\":",
+                  (unsigned long long)bytes, wns / 1e6, wns ? bytes / 1e6 / (wns / 1e9) : 0.0,
+                  atomic_load(&k->last_pause_ns) / 1e6,
+                  n ? p[(size_t)((n - 1) * 0.99)] / 1e3 : 0.0, atomic_load(&k->max_pause_ns) / 1e6,
+                  (unsigned long long)(k->restored_ok ? k->restored.seq : 0), k->restore_ns / 1e6);
+    rc_buf_json_str(o, err, strlen(err));
+    rc_buf_puts(o, "}");
+}
+
+void rc_engine_reload(rc_engine *e, const rc_config *c)
+{
+    __atomic_store_n(&e->cfg.k_default, c->k_default, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->cfg.k_max, c->k_max, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->cfg.recall_window, c->recall_window, __ATOMIC_RELAXED);
+    float of = c->overfetch;
+    __atomic_store(&e->cfg.overfetch, &of, __ATOMIC_RELAXED);
+    atomic_store(&e->ck->keep, c->ckpt_keep);
+    atomic_store(&e->ck->max_mb_s, c->ckpt_max_mb_s);
+}
+
+void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max)
+{
+    *k_default = __atomic_load_n(&e->cfg.k_default, __ATOMIC_RELAXED);
+    *k_max = __atomic_load_n(&e->cfg.k_max, __ATOMIC_RELAXED);
+}

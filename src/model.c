@@ -248,6 +248,8 @@ static int parse(rd *r, const rc_table_opts *opts, rc_table **out, const char *p
     if (version != VERSION)
         return rc_err(eb, el, RC_ECORRUPT, "model %s: format version %u, this build reads %u", path,
                       version, VERSION);
+    if (dim == 0) /* the table would pick its default dimension and read no vector */
+        return rc_err(eb, el, RC_ECORRUPT, "model %s: dimension 0", path);
     if (opts && opts->dim && opts->dim != dim)
         return rc_err(eb, el, RC_EINVAL, "model %s: dimension %u, configured model.dim is %u", path,
                       dim, opts->dim);

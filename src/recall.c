@@ -1,6 +1,7 @@
 #include "recalld/recall.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,5 +94,196 @@ out:
     free(rows);
     free(scores);
     free(cand);
+    return rc;
+}
+
+void rc_recall_decay_weights(const int64_t *ts, uint32_t n, int64_t half_life_ms, float *w)
+{
+    int64_t newest = INT64_MIN;
+    for (uint32_t i = 0; i < n; i++)
+        newest = ts[i] > newest ? ts[i] : newest;
+    for (uint32_t i = 0; i < n; i++)
+        w[i] = half_life_ms > 0 ? exp2f(-(float)(newest - ts[i]) / (float)half_life_ms) : 1.0f;
+}
+
+#define MC_MAX 64
+
+struct mc_job {
+    const rc_table *t;
+    rc_index *ix;
+    float *q;
+    uint32_t want;
+    float overfetch;
+    rc_index_filter f;
+    uint32_t cate;
+    const uint32_t *exclude;
+    uint32_t nexclude;
+    rc_hit *hits;
+    uint32_t n;
+    int rc;
+};
+
+static void *mc_run(void *arg)
+{
+    struct mc_job *j = arg;
+    j->f.cates = &j->cate;
+    j->f.ncates = 1;
+    j->rc = rc_recall_search(j->t, j->ix, j->q, j->want, j->overfetch, &j->f, j->exclude,
+                             j->nexclude, j->hits, &j->n);
+    return NULL;
+}
+
+/* Largest-remainder apportionment of k slots by share, min_quota each. */
+static void apportion(rc_mc_quota *q, uint32_t nq, uint32_t k, uint32_t min_quota)
+{
+    uint32_t used = 0;
+    float rem[MC_MAX];
+    if (min_quota * nq > k)
+        min_quota = k / nq;
+    for (uint32_t i = 0; i < nq; i++) {
+        float exact = q[i].share * (float)(k - min_quota * nq);
+        q[i].quota = min_quota + (uint32_t)exact;
+        rem[i] = exact - floorf(exact);
+        used += q[i].quota;
+    }
+    while (used < k) {
+        uint32_t best = 0;
+        for (uint32_t i = 1; i < nq; i++)
+            if (rem[i] > rem[best])
+                best = i;
+        q[best].quota++;
+        rem[best] = -1;
+        used++;
+    }
+}
+
+/* Groups clicks by category: quotas[] gets the top max_cats by weight. */
+static uint32_t mc_plan(const rc_table *t, const uint32_t *rows, const float *w, uint32_t n,
+                        uint32_t max_cats, rc_mc_quota *q)
+{
+    rc_mc_quota all[MC_MAX];
+    uint32_t na = 0;
+    float total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t c = rc_table_cate(t, rows[i]), j;
+        float wi = w ? w[i] : 1.0f;
+        for (j = 0; j < na && all[j].cate != c; j++)
+            ;
+        if (j == na) {
+            if (na == MC_MAX)
+                continue;
+            all[na++] = (rc_mc_quota){.cate = c};
+        }
+        all[j].share += wi;
+        total += wi;
+    }
+    if (total <= 0)
+        return 0;
+    /* Sort by weight, keep the top max_cats, renormalise their shares. */
+    for (uint32_t i = 1; i < na; i++)
+        for (uint32_t j = i; j > 0 && all[j].share > all[j - 1].share; j--) {
+            rc_mc_quota tmp = all[j];
+            all[j] = all[j - 1];
+            all[j - 1] = tmp;
+        }
+    uint32_t nq = RC_MIN(na, max_cats);
+    float kept = 0;
+    for (uint32_t i = 0; i < nq; i++)
+        kept += all[i].share;
+    for (uint32_t i = 0; i < nq; i++) {
+        q[i] = all[i];
+        q[i].share /= kept;
+    }
+    return nq;
+}
+
+static int mc_search_all(struct mc_job *jobs, uint32_t nq, int serial)
+{
+    pthread_t th[MC_MAX];
+    int started[MC_MAX] = {0};
+    for (uint32_t i = 1; i < nq; i++)
+        started[i] = !serial && pthread_create(&th[i], NULL, mc_run, &jobs[i]) == 0;
+    mc_run(&jobs[0]);
+    for (uint32_t i = 1; i < nq; i++) {
+        if (started[i])
+            pthread_join(th[i], NULL);
+        else
+            mc_run(&jobs[i]);
+    }
+    for (uint32_t i = 0; i < nq; i++)
+        if (jobs[i].rc)
+            return jobs[i].rc;
+    return 0;
+}
+
+/* Takes each category's quota in score order, then fills leftover slots with
+ * the best remaining candidates of any category. */
+static uint32_t mc_merge(struct mc_job *jobs, rc_mc_quota *q, uint32_t nq, uint32_t k, rc_hit *out)
+{
+    uint32_t n = 0, pos[MC_MAX] = {0};
+    for (uint32_t i = 0; i < nq; i++) {
+        while (q[i].filled < q[i].quota && pos[i] < jobs[i].n && n < k) {
+            out[n++] = jobs[i].hits[pos[i]++];
+            q[i].filled++;
+        }
+    }
+    while (n < k) {
+        int best = -1;
+        for (uint32_t i = 0; i < nq; i++)
+            if (pos[i] < jobs[i].n &&
+                (best < 0 || jobs[i].hits[pos[i]].score > jobs[best].hits[pos[best]].score))
+                best = (int)i;
+        if (best < 0)
+            break;
+        out[n++] = jobs[best].hits[pos[best]++];
+        q[best].filled++;
+    }
+    qsort(out, n, sizeof *out, hit_cmp);
+    return n;
+}
+
+int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *rows, const float *w,
+                             uint32_t n, uint32_t k, float overfetch, const rc_index_filter *base,
+                             const uint32_t *exclude, uint32_t nexclude, const rc_mc_opts *opts,
+                             rc_hit *out, uint32_t *nout, rc_mc_quota *quotas, uint32_t *nq)
+{
+    uint32_t max_cats = opts && opts->max_cats ? RC_MIN(opts->max_cats, MC_MAX) : 5;
+    uint32_t min_quota = opts && opts->min_quota ? opts->min_quota : 1;
+    uint32_t dim = rc_table_dim(t), crow[256];
+    float cw[256];
+    struct mc_job jobs[MC_MAX];
+    int rc = 0;
+    *nout = 0;
+    *nq = mc_plan(t, rows, w, RC_MIN(n, 256u), max_cats, quotas);
+    if (!*nq)
+        return RC_ENOENT;
+    apportion(quotas, *nq, k, min_quota);
+    float *qv = malloc((size_t)*nq * dim * sizeof *qv);
+    rc_hit *hits = malloc((size_t)*nq * k * sizeof *hits);
+    if (!qv || !hits) {
+        rc = RC_ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < *nq; i++) {
+        uint32_t m = 0;
+        for (uint32_t j = 0; j < n && j < 256; j++)
+            if (rc_table_cate(t, rows[j]) == quotas[i].cate) {
+                crow[m] = rows[j];
+                cw[m++] = w ? w[j] : 1.0f;
+            }
+        /* Each list is searched for k so that a short list can be refilled. */
+        jobs[i] = (struct mc_job){.t = t, .ix = ix, .q = qv + (size_t)i * dim, .want = k,
+                                  .overfetch = overfetch, .cate = quotas[i].cate,
+                                  .exclude = exclude, .nexclude = nexclude,
+                                  .hits = hits + (size_t)i * k};
+        jobs[i].f.city = base ? base->city : -1;
+        if (rc_recall_query_vector(t, crow, cw, m, jobs[i].q) != 0)
+            jobs[i].want = 0; /* only zero vectors: contributes nothing */
+    }
+    if ((rc = mc_search_all(jobs, *nq, opts && opts->serial)) == 0)
+        *nout = mc_merge(jobs, quotas, *nq, k, out);
+out:
+    free(qv);
+    free(hits);
     return rc;
 }

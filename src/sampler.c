@@ -310,7 +310,7 @@ static uint32_t draw_excl(const struct dist *d, rc_rng *rng, uint32_t pos)
     return x == pos ? member(d, d->n - 1) : x;
 }
 
-static uint32_t draw_hard(rc_sampler *s, const struct dist *src, rc_rng *rng, uint32_t pos,
+static uint32_t draw_hard(const rc_sampler *s, const struct dist *src, rc_rng *rng, uint32_t pos,
                           uint32_t cate)
 {
     for (int i = 0; i < MAX_TRIES; i++) {
@@ -321,24 +321,22 @@ static uint32_t draw_hard(rc_sampler *s, const struct dist *src, rc_rng *rng, ui
     return draw_excl(src, rng, pos);
 }
 
-uint32_t rc_sampler_draw(rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share, uint32_t k,
-                         uint32_t *out)
+/* The draw itself, read-only; *nhard and *fallback get what the stats count. */
+static uint32_t draw_core(const rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share,
+                          uint32_t k, uint32_t *out, uint32_t *nhard_out, uint32_t *fallback)
 {
-    if (!s || !rng || (k && !out))
-        return 0;
-    if (pos >= s->known)
-        catch_up(s, rc_table_size(s->t));
     if (pos >= s->known || !s->global.n)
         return 0;
     float hs = hard_share > 0 ? (hard_share < 1 ? hard_share : 1) : 0;
     uint32_t nhard = (uint32_t)lrintf((float)k * hs);
     uint32_t city = rc_table_city(s->t, pos), cate = rc_table_cate(s->t, pos);
     const struct dist *cd = &s->cities[city], *main = &s->global, *hsrc = &s->global;
+    *fallback = 0;
     if (!s->global_only) {
         if (cd->n >= s->min_items)
             main = cd;
         else
-            s->st.fallback_draws += k - nhard;
+            *fallback = k - nhard;
         /* A city of one item (pos) has no hard negatives: use the ordinary source. */
         hsrc = cd->n > 1 ? cd : main;
     }
@@ -346,9 +344,34 @@ uint32_t rc_sampler_draw(rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_sh
         out[j] = draw_hard(s, hsrc, rng, pos, cate);
     for (uint32_t j = nhard; j < k; j++)
         out[j] = draw_excl(main, rng, pos);
-    s->st.draws += k;
-    s->st.hard_draws += nhard;
+    *nhard_out = nhard;
     return k;
+}
+
+uint32_t rc_sampler_draw(rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share, uint32_t k,
+                         uint32_t *out)
+{
+    if (!s || !rng || (k && !out))
+        return 0;
+    if (pos >= s->known)
+        catch_up(s, rc_table_size(s->t));
+    uint32_t nhard = 0, fallback = 0;
+    uint32_t n = draw_core(s, rng, pos, hard_share, k, out, &nhard, &fallback);
+    if (n) {
+        s->st.draws += k;
+        s->st.hard_draws += nhard;
+        s->st.fallback_draws += fallback;
+    }
+    return n;
+}
+
+uint32_t rc_sampler_draw_shared(const rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share,
+                                uint32_t k, uint32_t *out)
+{
+    uint32_t nhard, fallback;
+    if (!s || !rng || (k && !out))
+        return 0;
+    return draw_core(s, rng, pos, hard_share, k, out, &nhard, &fallback);
 }
 
 void rc_sampler_stats_get(const rc_sampler *s, rc_sampler_stats *st)

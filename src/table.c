@@ -452,6 +452,34 @@ int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint
     return 0;
 }
 
+int rc_table_append(rc_table *t, const char *id, size_t len, uint32_t city, uint32_t cate,
+                    uint32_t count, uint32_t *row)
+{
+    if (!t || !row || !id || !len)
+        return RC_EINVAL;
+    uint32_t n = atomic_load_explicit(&t->size, memory_order_relaxed), r;
+    int rc = upsert_check(t, city, cate, NULL, 0, n), made = 0;
+    if (rc)
+        return rc;
+    if (n < t->max_items && !t->chunks[n >> t->shift] && chunk_alloc(t, n >> t->shift))
+        return RC_ENOMEM;
+    if ((rc = rc_dict_intern(t->ids, id, len, &r, &made)))
+        return rc;
+    if (!made)
+        return RC_EINVAL;
+    struct chunk *c = chunk_of(t, r);
+    uint32_t slot = r & t->mask;
+    c->city[slot] = city;
+    c->cate[slot] = cate;
+    c->count[slot] = count;
+    atomic_fetch_add_explicit(&t->total, count, memory_order_relaxed);
+    ring_push(city_ring(t, city), r);
+    ring_push(group_ring(t, city, cate, 1), r);
+    atomic_store_explicit(&t->size, r + 1, memory_order_release);
+    *row = r;
+    return 0;
+}
+
 size_t rc_table_bytes(const rc_table *t)
 {
     if (!t)

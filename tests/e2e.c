@@ -162,6 +162,10 @@ void e2e_start(e2e_daemon *d, const char *const *extra)
     argv[argc++] = "--embedded-kafka";
     argv[argc++] = "--socket";
     argv[argc++] = d->sock;
+    /* No metrics listener unless a test asks (extra flags come later and win):
+     * parallel daemons must not compete for the default port. */
+    argv[argc++] = "--metrics-port";
+    argv[argc++] = "0";
     for (; extra && *extra && argc < 60; extra++)
         argv[argc++] = *extra;
     argv[argc] = NULL;

@@ -14,7 +14,7 @@ typedef struct e2e_daemon {
     char bootstrap[256];
 } e2e_daemon;
 
-/* Starts build/recalld --embedded-kafka --socket DIR/s.sock plus extra args
+/* Starts build/recalld --embedded-kafka --socket DIR/s.sock --metrics-port 0 plus extra args
  * (NULL-terminated), waits until health is ok (partitions assigned) and reads
  * kafka.bootstrap from stats. Aborts the test on failure. */
 void e2e_start(e2e_daemon *d, const char *const *extra);

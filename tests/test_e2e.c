@@ -363,3 +363,86 @@ TEST(e2e_socket_errors_keep_connection)
     close(fd);
     ASSERT_EQ(e2e_stop(&d), 0);
 }
+
+/* Recall options over the socket: multi_category plans and quotas, category
+ * filter, time decay, batch requests. */
+TEST(e2e_recall_modes_filters_and_batches)
+{
+    e2e_daemon d;
+    e2e_start(&d, NULL);
+    produce_gen(&d, 5, 20000, 0);
+    json_t *st = e2e_wait_consumed(d.sock, 20000, 60000);
+    ASSERT_EQ(e2e_int(st, "events.applied"), 20000);
+    json_decref(st);
+
+    uint32_t checked = 0;
+    for (uint32_t u = 0; u < 200 && checked < 30; u++) {
+        json_t *r = e2e_request(
+            d.sock, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":20,\"mode\":\"multi_category\"}", u);
+        ASSERT(json_is_true(json_object_get(r, "ok")));
+        json_t *plan = json_object_get(r, "categories"), *items = json_object_get(r, "items");
+        if (!plan) { /* unknown user: popular fallback */
+            json_decref(r);
+            continue;
+        }
+        size_t i, j;
+        json_t *p, *it;
+        long long quota_sum = 0;
+        double share_sum = 0;
+        json_array_foreach(plan, i, p)
+        {
+            quota_sum += json_integer_value(json_object_get(p, "quota"));
+            share_sum += json_real_value(json_object_get(p, "share")) +
+                         (double)json_integer_value(json_object_get(p, "share"));
+            long long filled = json_integer_value(json_object_get(p, "filled")), seen = 0;
+            const char *cate = json_string_value(json_object_get(p, "cate"));
+            json_array_foreach(items, j, it)
+                seen += strcmp(json_string_value(json_object_get(it, "cate")), cate) == 0;
+            ASSERT_EQ(seen, filled);
+        }
+        ASSERT_EQ(quota_sum, 20);
+        ASSERT_NEAR(share_sum, 1.0, 1e-3);
+        ASSERT_EQ(json_array_size(items), 20);
+        /* every item belongs to a planned category */
+        json_array_foreach(items, j, it)
+        {
+            int in_plan = 0;
+            json_array_foreach(plan, i, p)
+                in_plan |= strcmp(json_string_value(json_object_get(p, "cate")),
+                                  json_string_value(json_object_get(it, "cate"))) == 0;
+            ASSERT(in_plan);
+        }
+        checked++;
+        json_decref(r);
+    }
+    ASSERT_GE(checked, 10);
+
+    json_t *r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":10,"
+                                    "\"categories\":[\"k1\"],\"half_life_ms\":600000}");
+    ASSERT(json_is_true(json_object_get(r, "ok")));
+    size_t j;
+    json_t *it;
+    json_array_foreach(json_object_get(r, "items"), j, it)
+        ASSERT_STREQ(json_string_value(json_object_get(it, "cate")), "k1");
+    json_decref(r);
+
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"users\":[\"u1\",\"u2\",\"nobody-here\"],\"k\":5}");
+    ASSERT(json_is_true(json_object_get(r, "ok")));
+    json_t *res = json_object_get(r, "results");
+    ASSERT_EQ(json_array_size(res), 3);
+    ASSERT_STREQ(json_string_value(json_object_get(json_array_get(res, 2), "user_id")), "nobody-here");
+    ASSERT_STREQ(json_string_value(json_object_get(json_array_get(res, 2), "fallback")), "popular");
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(json_array_size(json_object_get(json_array_get(res, (size_t)i), "items")), 5);
+    json_decref(r);
+
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"users\":[\"u1\",[2]],\"k\":5}");
+    ASSERT(json_is_false(json_object_get(r, "ok")));
+    ASSERT(strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+                  "users[1]") != NULL);
+    json_decref(r);
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"fancy\"}");
+    ASSERT(json_is_false(json_object_get(r, "ok")));
+    json_decref(r);
+    ASSERT_EQ(e2e_stop(&d), 0);
+}

@@ -10,6 +10,19 @@
 
 #include "recalld/buf.h"
 #include "recalld/engine.h"
+#include "recalld/metrics.h"
+
+/* Request kinds for the latency histograms; RC_API_OP_INVALID covers lines
+ * that name no known op (bad JSON, missing or unknown op). */
+enum rc_api_op {
+    RC_API_OP_RECALL = 0,
+    RC_API_OP_SIMILAR,
+    RC_API_OP_USER,
+    RC_API_OP_STATS,
+    RC_API_OP_HEALTH,
+    RC_API_OP_INVALID,
+    RC_API_OP_COUNT
+};
 
 typedef struct rc_api {
     rc_engine *engine;
@@ -19,8 +32,22 @@ typedef struct rc_api {
     void *kafka_arg;
     atomic_int assigned; /* consumer has partitions (health) */
     atomic_int stopping; /* shutting down (health) */
+    /* The engine exists and any --model / checkpoint restore has finished;
+     * whoever restores sets it once the model is complete (health). */
+    atomic_int model_ready;
     _Atomic unsigned long long requests, errors;
+    rc_hist latency[RC_API_OP_COUNT]; /* handling time by op, us (rc_api_init) */
 } rc_api;
+
+/* Zeroes a and sets up its histograms; then set engine and the rest. */
+void rc_api_init(rc_api *a);
+
+/* Any thread. 1 when health is ok (model ready, partitions assigned, not
+ * stopping); else 0 and *why (static text) says what is missing. */
+int rc_api_ready(rc_api *a, const char **why);
+
+/* Static name of an rc_api_op ("recall", ..., "invalid"). */
+const char *rc_api_op_name(int op);
 
 /* rc_server_handler: ud is an rc_api. */
 void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply);

@@ -23,14 +23,48 @@ typedef struct rc_clicklog_opts {
     enum rc_clicklog_format format; /* AUTO: by suffix (.jsonl/.json, .tsv, else csv) */
     const char *sep;             /* CSV separator string, NULL = "," (TSV: "\t") */
     int header;                  /* first row is a header (names usable as columns) */
-    /* Columns: a 0-based index ("2") or a header name ("item_id"); NULL = absent.
-     * JSONL ignores these and uses the event schema's field names. */
+    /* Columns: a 0-based index ("2") or a header name ("item_id"; matched
+     * exactly, else ignoring case, '_' and '-'); NULL = absent. A name implies
+     * a header row. With none of user/item/time given: user 0, item 1, time =
+     * the last column (MovieLens u.data, ratings.dat). Item is required, user
+     * or session too (no user: the session is the user); no time: file order,
+     * rows 1 ms apart. Rows must have the column count of the header (or of
+     * the first row). JSONL ignores these and uses the event schema's names.
+     * format AUTO without a telling suffix: a first line starting with '{' is
+     * JSONL, else CSV; sep NULL: the first of tab, "::", ";", ",", "|" found
+     * in the first line ("\t" or "tab" also mean a tab). */
     const char *col_user, *col_item, *col_time, *col_session, *col_city, *col_cate;
     enum rc_time_unit time_unit; /* of the time column (JSONL ts is always ms) */
+    /* Optional second time column, in integer milliseconds, added to the time
+     * column (NULL = absent). Diginetica: --time eventdate --time-unit iso
+     * --time-offset timeframe (a date plus ms since the session's start). */
+    const char *col_time_offset;
     int64_t gap_ms;              /* session gap when no session column, 0 = 30 min */
     uint32_t max_report;         /* malformed rows printed to stderr, 0 = 5 */
     int quiet;                   /* no progress/report output */
+    /* Item -> category side file (overrides/adds the category of every click of
+     * a listed item; the log then has categories). NULL = none. Formats:
+     * "csv" (default): two columns item;category, separator = sep when given
+     * else detected (";", ",", tab, "::", "|"), a first row that names columns
+     * (non-numeric category) is skipped — Diginetica's product-categories.csv;
+     * "movielens": u.item ("|"-separated, latin-1), item = field 0, category =
+     * the name index of the FIRST set flag among the 19 genre flags at the end
+     * ("0".."18", u.genre order). Items absent from the file keep their own
+     * category column (or ""). */
+    const char *item_cates;
+    const char *item_cates_format;
 } rc_clicklog_opts;
+
+/* Malformed-row reasons, indices into skipped_by_reason. */
+enum rc_clicklog_reason {
+    RC_LOG_R_COLUMNS = 0, /* too few columns for the mapping */
+    RC_LOG_R_EMPTY_ID,    /* empty user, item or session */
+    RC_LOG_R_BAD_TIME,    /* time (or time offset) unparsable or negative */
+    RC_LOG_R_BAD_EVENT,   /* JSONL line refused by rc_event_decode */
+    RC_LOG_R_TOO_LONG,    /* line over RC_CLICKLOG_LINE_MAX or field over RC_ID_MAX */
+    RC_LOG_R_COUNT
+};
+#define RC_CLICKLOG_LINE_MAX 65536
 
 typedef struct rc_click_rec {
     uint32_t user, item, city, cate; /* dense ids into the log's dicts; city/cate 0 = "" when absent */
@@ -44,7 +78,7 @@ typedef struct rc_clicklog {
     rc_dict *users, *items, *cities, *cates; /* id strings */
     uint32_t nsessions;
     size_t *sess_off;   /* session s = recs[sess_off[s] .. sess_off[s+1]) ; nsessions+1 entries */
-    uint64_t lines, skipped;
+    uint64_t lines, skipped; /* data rows read (header, blank lines excluded) = n + skipped */
     uint64_t skipped_by_reason[8]; /* see rc_clicklog_reason_name */
     int has_city, has_cate;        /* the log carried those columns */
 } rc_clicklog;
@@ -53,7 +87,14 @@ typedef struct rc_clicklog {
  * options, unknown column name: errbuf says which). Caller frees with
  * rc_clicklog_free. */
 int rc_clicklog_load(const rc_clicklog_opts *opts, rc_clicklog **out, char *errbuf, size_t errlen);
-void rc_clicklog_free(rc_clicklog *log);
+void rc_clicklog_free(rc_clicklog *log); /* NULL-safe */
+/* Static snake_case name of a reason ("columns", "empty_id", "bad_time",
+ * "bad_event", "too_long"), "?" when out of range. */
 const char *rc_clicklog_reason_name(int reason);
+
+/* Parses an ISO 8601 date "YYYY-MM-DD" or date-time "YYYY-MM-DDTHH:MM[:SS[.fff]]"
+ * (' ' instead of 'T' accepted; optional "Z" or "+HH:MM"/"-HH:MM"; no zone =
+ * UTC) from s[0..len) into epoch milliseconds. Returns 0 or RC_EINVAL. */
+int rc_clicklog_parse_iso(const char *s, size_t len, int64_t *ms);
 
 #endif

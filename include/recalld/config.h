@@ -11,6 +11,7 @@
 
 #define RC_CONF_STR 512
 #define RC_CONF_MAX_KAFKA_EXTRA 32
+#define RC_CONF_MAX_UIDS 64
 
 typedef struct rc_config {
     /* socket */
@@ -18,6 +19,11 @@ typedef struct rc_config {
     unsigned socket_mode;
     uint32_t max_line, max_clients, idle_timeout_ms;
     uint64_t max_outbuf;
+    uint32_t allow_uids[RC_CONF_MAX_UIDS]; /* socket.allow_uids: peers admitted (SO_PEERCRED) */
+    uint32_t nallow_uids;                  /* 0 = anyone who can open the socket */
+    /* metrics (Prometheus over HTTP: the only TCP listener) */
+    uint32_t metrics_port;           /* 0 = off */
+    char metrics_bind[RC_CONF_STR];  /* IP literal, default 127.0.0.1 */
     /* kafka */
     char brokers[RC_CONF_STR], topic[RC_CONF_STR], group[RC_CONF_STR];
     int embedded;
@@ -40,10 +46,17 @@ typedef struct rc_config {
     float drift, overfetch;
     /* recall */
     uint32_t recall_window, k_default, k_max;
+    int64_t half_life_ms;                  /* time decay of click weights, 0 = off */
+    uint32_t mc_max_categories, mc_min_quota; /* multi-category recall */
+    uint32_t max_batch_users;              /* users per batch recall request */
     /* pipeline */
     uint32_t queue_batches; /* batches in flight between loop and trainer */
     /* data / logs */
     char data_dir[RC_CONF_STR];
+    /* checkpoints under data_dir (see checkpoint.h) */
+    uint32_t ckpt_interval_ms; /* periodic checkpoint, 0 = only at shutdown and revokes */
+    uint32_t ckpt_keep;        /* checkpoints kept */
+    float ckpt_max_mb_s;       /* write bandwidth cap, 0 = none */
     char log_level[16], log_format[16];
     uint32_t stats_interval_ms; /* periodic stats log line, 0 = off */
 } rc_config;

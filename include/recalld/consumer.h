@@ -62,6 +62,22 @@ typedef struct rc_consumer_opts {
     rc_consumer_batch_cb on_batch;
     rc_consumer_rebalance_cb on_rebalance; /* may be NULL */
     void *ud;
+    /* Start positions (copied): when partition start_parts[i] is assigned,
+     * consumption starts at start_offsets[i] instead of the group's committed
+     * offset, because the owner's model already holds everything before it
+     * (restored from a checkpoint). Positions then follow what is handed over
+     * and survive revokes: a partition that comes back resumes where this
+     * consumer's owner left it. Messages below a partition's position are never
+     * handed over again (counted in stats.skipped_applied). */
+    const int32_t *start_parts;
+    const int64_t *start_offsets;
+    size_t nstart;
+    /* 1: a revoke (rebalance) is not passed to librdkafka until the owner calls
+     * rc_consumer_release, so it can make what it applied from those partitions
+     * durable and commit it first; the next owner then starts exactly there.
+     * Meanwhile nothing more of the revoked partitions is handed over. A revoke
+     * while closing, or of a lost assignment, is applied at once. */
+    int defer_revoke;
 } rc_consumer_opts;
 
 typedef struct rc_consumer_stats {
@@ -71,6 +87,10 @@ typedef struct rc_consumer_stats {
     int assigned;               /* partitions assigned now */
     int64_t lag;                /* sum over assigned partitions, -1 unknown */
     uint64_t commits, commit_errors; /* rc_consumer_commit results reported by the broker */
+    uint64_t skipped_applied;   /* messages below the owner's position, dropped */
+    uint64_t rebalances;        /* assignments + revokes seen */
+    int revoke_pending;         /* a deferred revoke waits for rc_consumer_release */
+    char last_error[128];       /* last consumer error (e.g. unknown topic), "" none */
 } rc_consumer_stats;
 
 int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer **out,
@@ -91,12 +111,30 @@ int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason
  * asynchronously. parts/offsets have n entries. */
 int rc_consumer_commit(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n);
 
+/* Completes a deferred revoke (opts.defer_revoke): commits parts/offsets (n
+ * entries, n = 0: nothing) and, once the broker answered (success or not),
+ * lets librdkafka unassign. Returns 0, RC_EINVAL when no revoke is pending,
+ * RC_EKAFKA when the commit could not be started (the revoke completes
+ * anyway). Loop thread. */
+int rc_consumer_release(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n);
+
+/* 1 when partition p is assigned, or revoked with the revoke still deferred
+ * (its offsets may still be committed). Loop thread. */
+int rc_consumer_owns(const rc_consumer *c, int32_t p);
+
 /* Fills parts[i]/next_offsets[i] (i < cap) with the assigned partitions that had
  * messages handed to on_batch, and for each the offset of the last message taken
  * + 1 (the value rc_consumer_commit expects). Returns how many such partitions
  * exist (may exceed cap). Loop thread. */
 size_t rc_consumer_positions(const rc_consumer *c, int32_t *parts, int64_t *next_offsets,
                              size_t cap);
+
+/* Fills parts[i]/lags[i] (i < cap) for every assigned partition: messages
+ * between the position (last taken + 1, or the low watermark before any) and
+ * the high watermark, as of the last refresh (about once a second), -1 while
+ * unknown. Returns the number of assigned partitions (may exceed cap). Loop
+ * thread. */
+size_t rc_consumer_lags(const rc_consumer *c, int32_t *parts, int64_t *lags, size_t cap);
 
 /* Closes the loop handles (poll, idle, timer) asynchronously and calls cb(c, arg)
  * (cb may be NULL) once they are closed; the consumer stops handing over

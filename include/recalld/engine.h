@@ -26,6 +26,7 @@
 #include "recalld/config.h"
 #include "recalld/event.h"
 #include "recalld/index.h"
+#include "recalld/metrics.h"
 #include "recalld/recall.h"
 #include "recalld/table.h"
 
@@ -93,6 +94,10 @@ typedef struct rc_recall_req {
     const char *city; /* NUL-terminated or NULL */
     const char *const *cates;
     uint32_t ncates;
+    int multi_category;   /* 1: per-category vectors and quotas (rc_recall_multi_category) */
+    int64_t half_life_ms; /* time decay of the clicks' weights; 0 = config, < 0 = off */
+    rc_mc_quota *quotas;  /* multi_category: receives the plan (room for 64), may be NULL */
+    uint32_t *nquotas;
 } rc_recall_req;
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback);
@@ -118,5 +123,78 @@ const rc_table *rc_engine_table(const rc_engine *e);
 const rc_config *rc_engine_config(const rc_engine *e);
 /* Valid click events applied to the model so far. */
 uint64_t rc_engine_applied(const rc_engine *e);
+
+/* Any thread: the engine's counters (each read atomically; together they are
+ * only approximately one instant). invalid[] is indexed by rc_event_reason. */
+typedef struct rc_engine_counters {
+    uint64_t consumed, applied, ignored, pairs, new_items, rejected_capacity;
+    uint64_t invalid[RC_EV_REASON_COUNT];
+} rc_engine_counters;
+void rc_engine_counters_get(const rc_engine *e, rc_engine_counters *c);
+
+/* ---- checkpoints (cfg->data_dir set; format and durability: checkpoint.h) ----
+ * rc_engine_create locks data_dir (one process per directory) and restores the
+ * newest valid checkpoint there: table, counters (events.applied ...) and the
+ * Kafka offsets it contains; cfg->model_path only seeds an empty data_dir. The
+ * index is rebuilt from the restored vectors before create returns.
+ *
+ * A checkpoint is requested on the loop thread, taken by the trainer thread at
+ * its next batch boundary (table, counters and offsets then agree: the trainer
+ * is the only writer) and written by the engine's checkpoint thread; the
+ * result comes back on the loop thread through the checkpoint callback. The
+ * offsets it reports are durable: commit them, nothing newer. */
+
+typedef struct rc_engine_checkpoint_result {
+    int rc;                 /* 0, or RC_EIO/RC_ENOMEM: nothing new is durable (error says why) */
+    int unchanged;          /* nothing applied since the last durable checkpoint: not rewritten */
+    uint64_t covers;        /* batches contained: >= the request's ticket when it includes
+                               every batch submitted before the request */
+    uint64_t seq, bytes;    /* file; bytes 0 when unchanged */
+    uint64_t write_ns, pause_ns; /* write (disk) time; trainer pause for the copy */
+    uint64_t applied;       /* events.applied contained */
+    size_t n;               /* durable next offsets, n partitions (valid during the callback) */
+    const int32_t *parts;
+    const int64_t *offsets;
+    const char *error;      /* "" when rc == 0 */
+} rc_engine_checkpoint_result;
+
+/* Loop thread: called once per finished checkpoint request. */
+typedef void (*rc_engine_checkpoint_cb)(void *ud, const rc_engine_checkpoint_result *r);
+
+/* Loop thread, before the first request. */
+void rc_engine_set_checkpoint_cb(rc_engine *e, rc_engine_checkpoint_cb cb, void *ud);
+
+/* Loop thread. Requests a checkpoint. everything = 0: at the trainer's next
+ * batch boundary; 1: only once every batch submitted so far is applied (the
+ * shutdown and revoke case). *ticket (NULL ok) receives the number of batches
+ * submitted so far (compare with result->covers). A request made while one is
+ * in flight runs right after it. Returns 0, or RC_EINVAL without data_dir or
+ * without a loop. */
+int rc_engine_checkpoint(rc_engine *e, int everything, uint64_t *ticket);
+
+/* Offline engines (loop == NULL) only: takes and writes a checkpoint now on the
+ * calling thread. r (NULL ok) describes it. Returns 0, RC_EINVAL, RC_EIO. */
+int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char *errbuf,
+                             size_t errlen);
+
+/* Any thread. The offsets of the restored checkpoint (for the consumer's start
+ * positions) into parts/offsets (room for cap); returns how many exist (may
+ * exceed cap), 0 when nothing was restored or the checkpoint's topic differs
+ * from cfg->topic. */
+size_t rc_engine_restored_offsets(const rc_engine *e, int32_t *parts, int64_t *offsets,
+                                  size_t cap);
+
+/* Loop thread (SIGHUP). Applies the settings that can change while running:
+ * recall.k_default, recall.k_max, recall.window, index.overfetch,
+ * checkpoint.keep, checkpoint.max_mb_s. Readers see the old or the new value
+ * of each (relaxed atomics). Other fields of c are ignored. */
+void rc_engine_reload(rc_engine *e, const rc_config *c);
+
+/* Any thread: recall.k_default and recall.k_max as currently configured. */
+void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max);
+
+/* Any thread: freshness of every finished batch (consumed -> applied and index
+ * flushed), microseconds, exported in seconds. Lives as long as e. */
+const rc_hist *rc_engine_freshness(const rc_engine *e);
 
 #endif

@@ -35,3 +35,38 @@ int rc_recall_search(const rc_table *t, rc_index *ix, const float *q, uint32_t k
                      rc_hit *out, uint32_t *n);
 
 #endif
+
+/* ---- multi-category parallel recall (58.com) ----
+ * The user's recent clicks are split by category (business line); each
+ * category's clicks give a vector (weighted mean), searched restricted to that
+ * category (its own index partitions: exact partition filter), all categories
+ * in parallel (one thread each beyond the first); the lists are merged with
+ * per-category quotas proportional to the category's share of the click
+ * weights (largest remainder; at least min_quota each for the top max_cats
+ * categories). Slots a category cannot fill go to the best remaining
+ * candidates of the others. The merged list is ordered by score. */
+typedef struct rc_mc_opts {
+    uint32_t max_cats;  /* categories searched, by weight, 0 = 5 */
+    uint32_t min_quota; /* slots guaranteed per searched category, 0 = 1 */
+    int serial;         /* 1: search categories one after another (tests, eval) */
+} rc_mc_opts;
+
+typedef struct rc_mc_quota {
+    uint32_t cate;  /* category id */
+    float share;    /* of the click weight */
+    uint32_t quota; /* slots assigned */
+    uint32_t filled;/* slots taken by this category's items */
+} rc_mc_quota;
+
+/* rows/w: the user's clicks and weights (w NULL = 1 each); base: city filter
+ * (its cates part is ignored); exclude: rows to drop (usually rows itself).
+ * quotas (room for max_cats) receive the plan; *nq its length. out has room
+ * for k. Returns 0, RC_ENOENT (no usable click) or a negative RC_E*. */
+int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *rows, const float *w,
+                             uint32_t n, uint32_t k, float overfetch, const rc_index_filter *base,
+                             const uint32_t *exclude, uint32_t nexclude, const rc_mc_opts *opts,
+                             rc_hit *out, uint32_t *nout, rc_mc_quota *quotas, uint32_t *nq);
+
+/* Time-decay weights: w[i] = 2^-((ts_newest - ts[i]) / half_life_ms); all 1
+ * when half_life_ms <= 0. */
+void rc_recall_decay_weights(const int64_t *ts, uint32_t n, int64_t half_life_ms, float *w);

@@ -11,7 +11,8 @@
  * Items added since the last build are drawn from a small "recent" list so new
  * items take part at once.
  *
- * Thread model: single thread (the trainer) for all calls except stats. */
+ * Thread model: single thread (the trainer) for all calls except stats and
+ * rc_sampler_draw_shared (read-only, any number of threads, see there). */
 #ifndef RECALLD_SAMPLER_H
 #define RECALLD_SAMPLER_H
 
@@ -55,6 +56,13 @@ uint32_t rc_sampler_maintain(rc_sampler *s);
  * is empty). */
 uint32_t rc_sampler_draw(rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share, uint32_t k,
                          uint32_t *out);
+
+/* rc_sampler_draw without any write: no stats, no catch-up of rows added to
+ * the table since the last call. For several threads drawing at once (batch
+ * Hogwild training) while no thread calls a writing sampler function; call
+ * rc_sampler_maintain first (rows it does not know yet give 0 draws). */
+uint32_t rc_sampler_draw_shared(const rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share,
+                                uint32_t k, uint32_t *out);
 
 void rc_sampler_stats_get(const rc_sampler *s, rc_sampler_stats *st);
 

@@ -32,6 +32,8 @@ typedef struct rc_sgns_opts {
     float hard_share;   /* share of negatives that are hard (same city, other cate), 0..1 */
     float lr;           /* learning rate, 0 = 0.025 */
     float subsample;    /* frequent-item subsampling threshold t (word2vec), 0 = off */
+    int shared_sampler; /* 1: draw with rc_sampler_draw_shared (read-only), so that
+                         * several threads may train at once (batch Hogwild) */
 } rc_sgns_opts;
 
 typedef struct rc_sgns_work {

@@ -66,6 +66,15 @@ uint32_t rc_table_ncates(const rc_table *t);
 int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint32_t cate,
                     const uint32_t *ctx, uint32_t nctx, uint32_t *row, int *created);
 
+/* Writer thread; loaders only (checkpoint restore). Appends a NEW item with
+ * its count and no cold start: both vectors are left UNINITIALISED and the
+ * caller must write them before the row is used (another thread may write
+ * them, for rows below rc_table_size, while the writer appends further rows).
+ * The cold-start rings see the row as if it had been added by upsert.
+ * Returns 0, RC_EINVAL (id exists, empty, unknown city/cate), RC_ENOMEM. */
+int rc_table_append(rc_table *t, const char *id, size_t len, uint32_t city, uint32_t cate,
+                    uint32_t count, uint32_t *row);
+
 /* Any thread. Returns 0 and *row, or RC_ENOENT. */
 int rc_table_find(const rc_table *t, const char *id, size_t len, uint32_t *row);
 

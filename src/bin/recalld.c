@@ -15,6 +15,7 @@
 #include "recalld/consumer.h"
 #include "recalld/engine.h"
 #include "recalld/log.h"
+#include "recalld/metrics.h"
 #include "recalld/server.h"
 
 typedef struct daemon {
@@ -23,6 +24,7 @@ typedef struct daemon {
     rc_engine *engine;
     rc_consumer *consumer;
     rc_server *server;
+    rc_metrics *metrics;
     rc_api api;
     uv_signal_t sigint, sigterm;
     uv_timer_t stats_timer;
@@ -46,12 +48,14 @@ static void usage(FILE *f)
             "  --model FILE         start from a model written by recalld-train (model.path)\n"
             "  --data-dir DIR       checkpoint directory (data_dir)\n"
             "  --log-level LEVEL    debug|info|warn|error (log.level)\n"
+            "  --metrics-port N     Prometheus /metrics and /health over HTTP on\n"
+            "                       metrics.bind (127.0.0.1) port N (metrics.port, 0 = off)\n"
             "  --check-config       validate the configuration and exit\n"
             "  --version, --help\n");
 }
 
 enum { O_CONFIG = 256, O_SOCKET, O_BROKERS, O_TOPIC, O_GROUP, O_EMBEDDED, O_PARTS, O_DLQ_FILE,
-       O_DIM, O_MODEL, O_DATA_DIR, O_LOG_LEVEL, O_CHECK, O_VERSION, O_HELP };
+       O_DIM, O_MODEL, O_DATA_DIR, O_LOG_LEVEL, O_CHECK, O_VERSION, O_HELP, O_METRICS_PORT };
 
 static const struct option long_opts[] = {
     {"config", required_argument, 0, O_CONFIG},   {"socket", required_argument, 0, O_SOCKET},
@@ -61,6 +65,7 @@ static const struct option long_opts[] = {
     {"dim", required_argument, 0, O_DIM},         {"model", required_argument, 0, O_MODEL},         {"data-dir", required_argument, 0, O_DATA_DIR},
     {"log-level", required_argument, 0, O_LOG_LEVEL}, {"check-config", no_argument, 0, O_CHECK},
     {"version", no_argument, 0, O_VERSION},       {"help", no_argument, 0, O_HELP},
+    {"metrics-port", required_argument, 0, O_METRICS_PORT},
     {0, 0, 0, 0}};
 
 static int set_str(char *dst, const char *src, const char *flag)
@@ -118,6 +123,9 @@ static int parse_args(daemon_t *d, int argc, char **argv, int *check_only)
             case O_DIM: bad = parse_u32(optarg, &d->cfg.dim, "--dim"); break;
             case O_MODEL: bad = set_str(d->cfg.model_path, optarg, "--model"); break;
             case O_DATA_DIR: bad = set_str(d->cfg.data_dir, optarg, "--data-dir"); break;
+            case O_METRICS_PORT:
+                bad = parse_u32(optarg, &d->cfg.metrics_port, "--metrics-port");
+                break;
             case O_LOG_LEVEL:
                 if (rc_log_level_parse(optarg) < 0) {
                     fprintf(stderr, "recalld: --log-level: expected debug, info, warn or error\n");
@@ -227,6 +235,8 @@ static void on_server_closed(void *arg)
 {
     daemon_t *d = arg;
     d->server = NULL;
+    rc_metrics_close(d->metrics, NULL, NULL);
+    d->metrics = NULL;
     rc_consumer_destroy(d->consumer);
     d->consumer = NULL;
     rc_engine_destroy(d->engine);
@@ -251,14 +261,48 @@ static void on_signal(uv_signal_t *s, int signum)
     rc_server_close(d->server, 2000, on_server_closed, d);
 }
 
+/* ---- metrics ---- */
+
+static void render_metrics(void *ud, rc_buf *out)
+{
+    daemon_t *d = ud;
+    rc_metrics_sources s = {.engine = d->engine, .consumer = d->consumer, .topic = d->cfg.topic,
+                            .server = d->server, .api = &d->api, .metrics = d->metrics};
+    rc_metrics_render(&s, out);
+}
+
+static int metrics_ready(void *ud, char *why, size_t cap)
+{
+    daemon_t *d = ud;
+    const char *w;
+    int ok = rc_api_ready(&d->api, &w);
+    if (!ok)
+        snprintf(why, cap, "%s", w);
+    return ok;
+}
+
+static int start_metrics(daemon_t *d, char *err, size_t errlen)
+{
+    const rc_config *c = &d->cfg;
+    if (!c->metrics_port)
+        return 0;
+    rc_metrics_opts mo = {.bind = c->metrics_bind, .port = (uint16_t)c->metrics_port,
+                          .render = render_metrics, .ready = metrics_ready, .ud = d};
+    return rc_metrics_start(d->loop, &mo, &d->metrics, err, errlen);
+}
+
 static int start(daemon_t *d)
 {
     char err[512];
     const rc_config *c = &d->cfg;
+    uid_t uids[RC_CONF_MAX_UIDS];
     rc_log_set_level((enum rc_log_level)rc_log_level_parse(c->log_level));
     rc_log_set_json(strcmp(c->log_format, "json") == 0);
+    rc_api_init(&d->api);
     if (rc_engine_create(c, d->loop, on_done, d, &d->engine, err, sizeof err))
         goto fail;
+    /* rc_engine_create loaded --model synchronously: the model is complete. */
+    atomic_store(&d->api.model_ready, 1);
     const char *extra[RC_CONF_MAX_KAFKA_EXTRA * 2 + 1];
     for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
         extra[i] = c->kafka_extra[i];
@@ -279,7 +323,13 @@ static int start(daemon_t *d)
     rc_server_opts so = {.path = c->socket_path, .mode = c->socket_mode, .max_line = c->max_line,
                          .max_clients = c->max_clients, .idle_timeout_ms = c->idle_timeout_ms,
                          .max_outbuf = c->max_outbuf, .handler = rc_api_handle, .ud = &d->api};
+    for (uint32_t i = 0; i < c->nallow_uids; i++)
+        uids[i] = (uid_t)c->allow_uids[i];
+    so.allow_uids = c->nallow_uids ? uids : NULL;
+    so.nallow_uids = c->nallow_uids;
     if (rc_server_start(d->loop, &so, &d->server, err, sizeof err))
+        goto fail;
+    if (start_metrics(d, err, sizeof err))
         goto fail;
     rc_log_info("recalld", "ready", "socket=%s bootstrap=%s topic=%s group=%s dim=%u", c->socket_path,
                 rc_consumer_bootstrap(d->consumer), c->topic, c->group, c->dim);
@@ -310,6 +360,7 @@ int main(int argc, char **argv)
     if (start(&d)) {
         if (d.server)
             rc_server_close(d.server, 0, NULL, NULL);
+        rc_metrics_close(d.metrics, NULL, NULL);
         rc_consumer_destroy(d.consumer);
         rc_engine_destroy(d.engine);
         uv_close((uv_handle_t *)&d.sigint, NULL);

@@ -1,0 +1,376 @@
+/* cli — the shared command line of recalld-train and recalld-eval.
+ *
+ * One table names every common flag with its value name and help line; the
+ * usage text is printed from it, so the two cannot drift apart. Values are
+ * checked here (ranges included) so both tools refuse the same bad input with
+ * the same words. */
+#include "recalld/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recalld/common.h"
+
+enum id {
+    F_INPUT, F_FORMAT, F_SEP, F_HEADER, F_USER, F_ITEM, F_TIME, F_SESSION, F_CITY, F_CATE,
+    F_TIME_UNIT, F_TIME_OFFSET, F_GAP, F_ITEM_CATES, F_ITEM_CATES_FMT, F_TEST_RATIO, F_METHODS,
+    F_MODE, F_DIM, F_WINDOW, F_NEG, F_EPOCHS, F_THREADS, F_SEED, F_MIN_COUNT, F_SUBSAMPLE, F_LR,
+    F_POWER, F_HARD, F_GLOBAL_NEG, F_TUNE, F_TUNE_SECONDS, F_OUTPUT, F_JSON, F_QUIET, F_HELP
+};
+
+struct flag {
+    enum id id;
+    const char *name, *arg, *help;
+};
+
+static const struct flag flags[] = {
+    {F_INPUT, "--input", "FILE", "click log; - = stdin; .gz is decompressed (required)"},
+    {F_FORMAT, "--format", "F", "jsonl|csv|tsv (default: by suffix, else by the first line)"},
+    {F_SEP, "--sep", "STR", "field separator, any string: ';' '::' '\\t' (default: sniffed)"},
+    {F_HEADER, "--header", NULL, "the first row names the columns (implied by a column name)"},
+    {F_USER, "--user", "C", "user column: 0-based index or header name"},
+    {F_ITEM, "--item", "C", "item column (default without a mapping: user 0 item 1 time last)"},
+    {F_TIME, "--time", "C", "time column (absent: file order)"},
+    {F_SESSION, "--session", "C", "session column: sessions come from it, not from the gap"},
+    {F_CITY, "--city", "C", "city column: negatives from the same city"},
+    {F_CATE, "--cate", "C", "category column: hard negatives, multi-category recall"},
+    {F_TIME_UNIT, "--time-unit", "U", "s|ms|iso: seconds, milliseconds, ISO 8601 date[time] (s)"},
+    {F_TIME_OFFSET, "--time-offset", "C", "column of milliseconds added to --time"},
+    {F_GAP, "--gap-ms", "N", "session inactivity gap in ms (1800000)"},
+    {F_ITEM_CATES, "--item-cates", "FILE", "item -> category file (item;category rows)"},
+    {F_ITEM_CATES_FMT, "--item-cates-format", "F",
+     "csv (2 columns, separator sniffed) | movielens (u.item: first genre flag)"},
+    {F_TEST_RATIO, "--test-ratio", "F", "last share of the time range used as test (0.2)"},
+    {F_METHODS, "--methods", "LIST", "comma-separated methods (tool default)"},
+    {F_MODE, "--mode", "M", "skipgram|cbow (skipgram)"},
+    {F_DIM, "--dim", "N", "vector dimension, multiple of 8 (64)"},
+    {F_WINDOW, "--window", "N", "context clicks on each side, 1..32 (5)"},
+    {F_NEG, "--negatives", "N", "negatives per positive, 1..64 (5)"},
+    {F_EPOCHS, "--epochs", "N", "passes over the sessions (5)"},
+    {F_THREADS, "--threads", "N", "training threads (online CPUs)"},
+    {F_SEED, "--seed", "N", "random seed (1)"},
+    {F_MIN_COUNT, "--min-count", "N", "drop items with fewer clicks (1)"},
+    {F_SUBSAMPLE, "--subsample", "T", "word2vec frequent-item subsampling threshold, 0 = off (0)"},
+    {F_LR, "--lr", "F", "start learning rate, decays linearly (0.025 skipgram, 0.05 cbow)"},
+    {F_POWER, "--power", "F", "negative sampling exponent, (0,4] (0.75)"},
+    {F_HARD, "--hard-share", "F", "share of hard negatives (same city, other category) (0)"},
+    {F_GLOBAL_NEG, "--global-negatives", NULL, "ignore cities when sampling negatives"},
+    {F_TUNE, "--tune", NULL, "search hyperparameters on a validation split"},
+    {F_TUNE_SECONDS, "--tune-seconds", "N", "time budget of --tune (60)"},
+    {F_OUTPUT, "--output", "FILE", "output file"},
+    {F_JSON, "--json", NULL, "print one JSON object"},
+    {F_QUIET, "--quiet", NULL, "no progress, report or summary on stderr"},
+    {F_HELP, "--help", NULL, "this text"},
+};
+
+void rc_cli_init(rc_cli *c)
+{
+    if (!c)
+        return;
+    memset(c, 0, sizeof(*c));
+    c->test_ratio = 0.2;
+    c->tune_seconds = 60;
+}
+
+static int get_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *e;
+    errno = 0;
+    if (!v || !*v || *v == '-' || *v == '+')
+        return RC_EINVAL;
+    unsigned long long x = strtoull(v, &e, 10);
+    if (*e || errno || x < lo || x > hi)
+        return RC_EINVAL;
+    *out = x;
+    return 0;
+}
+
+static int get_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    uint64_t x;
+    int rc = get_u64(v, lo, hi, &x);
+    if (!rc)
+        *out = (uint32_t)x;
+    return rc;
+}
+
+/* A float in [lo, hi]; open_lo excludes lo. */
+static int get_dbl(const char *v, double lo, double hi, int open_lo, double *out)
+{
+    char *e;
+    errno = 0;
+    if (!v || !*v)
+        return RC_EINVAL;
+    double x = strtod(v, &e);
+    if (*e || errno || !isfinite(x) || x < lo || x > hi || (open_lo && x == lo))
+        return RC_EINVAL;
+    *out = x;
+    return 0;
+}
+
+static int get_flt(const char *v, double lo, double hi, int open_lo, float *out)
+{
+    double x;
+    int rc = get_dbl(v, lo, hi, open_lo, &x);
+    if (!rc)
+        *out = (float)x;
+    return rc;
+}
+
+#define BAD(why) rc_err(eb, el, RC_EINVAL, "%s: expected %s", f->name, why)
+
+static int set_enum(rc_cli *c, const struct flag *f, const char *v, char *eb, size_t el)
+{
+    switch (f->id) {
+        case F_FORMAT:
+            if (!strcmp(v, "jsonl") || !strcmp(v, "json"))
+                c->log.format = RC_LOG_JSONL;
+            else if (!strcmp(v, "csv"))
+                c->log.format = RC_LOG_CSV;
+            else if (!strcmp(v, "tsv"))
+                c->log.format = RC_LOG_TSV;
+            else
+                return BAD("jsonl, csv or tsv");
+            return 0;
+        case F_TIME_UNIT:
+            if (!strcmp(v, "s"))
+                c->log.time_unit = RC_TIME_S;
+            else if (!strcmp(v, "ms"))
+                c->log.time_unit = RC_TIME_MS;
+            else if (!strcmp(v, "iso"))
+                c->log.time_unit = RC_TIME_ISO;
+            else
+                return BAD("s, ms or iso");
+            return 0;
+        case F_MODE:
+            if (!strcmp(v, "skipgram") || !strcmp(v, "sg"))
+                c->train.mode = RC_SGNS_SKIPGRAM;
+            else if (!strcmp(v, "cbow"))
+                c->train.mode = RC_SGNS_CBOW;
+            else
+                return BAD("skipgram or cbow");
+            c->set_mask |= RC_CLI_SET_MODE;
+            return 0;
+        default:
+            if (strcmp(v, "csv") && strcmp(v, "movielens"))
+                return BAD("csv or movielens");
+            c->log.item_cates_format = v;
+            return 0;
+    }
+}
+
+static int set_number(rc_cli *c, const struct flag *f, const char *v, char *eb, size_t el)
+{
+    rc_train_opts *t = &c->train;
+    uint64_t u;
+    switch (f->id) {
+        case F_DIM:
+            if (get_u32(v, 8, 1024, &t->dim) || t->dim % 8)
+                return BAD("a multiple of 8 in 8..1024");
+            return 0;
+        case F_WINDOW: return get_u32(v, 1, RC_SGNS_MAX_WINDOW / 2, &t->window) ? BAD("1..32") : 0;
+        case F_NEG: return get_u32(v, 1, RC_SGNS_MAX_NEG, &t->negatives) ? BAD("1..64") : 0;
+        case F_EPOCHS: return get_u32(v, 1, 100000, &t->epochs) ? BAD("1..100000") : 0;
+        case F_THREADS: return get_u32(v, 1, 256, &t->threads) ? BAD("1..256") : 0;
+        case F_SEED: return get_u64(v, 0, UINT64_MAX, &t->seed) ? BAD("an integer >= 0") : 0;
+        case F_MIN_COUNT: return get_u32(v, 1, UINT32_MAX, &t->min_count) ? BAD("an integer >= 1") : 0;
+        case F_SUBSAMPLE: return get_flt(v, 0, 1, 0, &t->subsample) ? BAD("a number in [0,1]") : 0;
+        case F_LR: return get_flt(v, 0, 10, 1, &t->lr) ? BAD("a number in (0,10]") : 0;
+        case F_POWER: return get_flt(v, 0, 4, 1, &t->power) ? BAD("a number in (0,4]") : 0;
+        case F_HARD: return get_flt(v, 0, 1, 0, &t->hard_share) ? BAD("a number in [0,1]") : 0;
+        case F_TEST_RATIO:
+            if (get_dbl(v, 0, 1, 1, &c->test_ratio) || c->test_ratio >= 1)
+                return BAD("a number in (0,1)");
+            return 0;
+        case F_TUNE_SECONDS:
+            return get_dbl(v, 0, 1e7, 1, &c->tune_seconds) ? BAD("a number of seconds > 0") : 0;
+        default:
+            if (get_u64(v, 1, INT64_MAX, &u))
+                return BAD("milliseconds >= 1");
+            c->log.gap_ms = (int64_t)u;
+            return 0;
+    }
+}
+
+static const int set_bits[][2] = {
+    {F_WINDOW, RC_CLI_SET_WINDOW}, {F_NEG, RC_CLI_SET_NEGATIVES},
+    {F_EPOCHS, RC_CLI_SET_EPOCHS}, {F_LR, RC_CLI_SET_LR},
+    {F_SUBSAMPLE, RC_CLI_SET_SUBSAMPLE}, {F_POWER, RC_CLI_SET_POWER},
+    {F_DIM, RC_CLI_SET_DIM}, {F_MIN_COUNT, RC_CLI_SET_MIN_COUNT},
+    {F_TEST_RATIO, RC_CLI_SET_TEST_RATIO},
+};
+
+static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, size_t el)
+{
+    const char **str = NULL;
+    for (size_t i = 0; i < RC_ARRAY_LEN(set_bits); i++)
+        if (set_bits[i][0] == (int)f->id)
+            c->set_mask |= set_bits[i][1];
+    switch (f->id) {
+        case F_INPUT: str = &c->log.path; break;
+        case F_SEP: str = &c->log.sep; break;
+        case F_USER: str = &c->log.col_user; break;
+        case F_ITEM: str = &c->log.col_item; break;
+        case F_TIME: str = &c->log.col_time; break;
+        case F_SESSION: str = &c->log.col_session; break;
+        case F_CITY: str = &c->log.col_city; break;
+        case F_CATE: str = &c->log.col_cate; break;
+        case F_TIME_OFFSET: str = &c->log.col_time_offset; break;
+        case F_ITEM_CATES: str = &c->log.item_cates; break;
+        case F_METHODS: str = &c->methods; break;
+        case F_OUTPUT: str = &c->output; break;
+        case F_HEADER: c->log.header = 1; return 0;
+        case F_GLOBAL_NEG: c->train.global_negatives = 1; return 0;
+        case F_TUNE: c->tune = 1; return 0;
+        case F_JSON: c->json = 1; return 0;
+        case F_HELP: c->help = 1; return 0;
+        case F_QUIET:
+            c->log.quiet = 1;
+            c->train.quiet = 1;
+            c->train.progress = -1;
+            return 0;
+        case F_FORMAT:
+        case F_TIME_UNIT:
+        case F_MODE:
+        case F_ITEM_CATES_FMT: return set_enum(c, f, v, eb, el);
+        default: return set_number(c, f, v, eb, el);
+    }
+    if (!*v)
+        return BAD("a non-empty value");
+    *str = v;
+    return 0;
+}
+
+/* Splits "--name=value"; returns the name length. */
+static size_t name_len(const char *a, const char **inline_val)
+{
+    const char *eq = strchr(a, '=');
+    *inline_val = eq ? eq + 1 : NULL;
+    return eq ? (size_t)(eq - a) : strlen(a);
+}
+
+static int match(const char *a, size_t n, const char *name)
+{
+    return strlen(name) == n && memcmp(a, name, n) == 0;
+}
+
+/* Takes the value of a flag: inline, or the next argument. */
+static int take_value(int argc, char **argv, int *i, const char *inl, const char *name,
+                      const char **v, char *eb, size_t el)
+{
+    if (inl) {
+        *v = inl;
+        return 0;
+    }
+    if (*i + 1 >= argc)
+        return rc_err(eb, el, RC_EINVAL, "%s: missing value", name);
+    *v = argv[++*i];
+    return 0;
+}
+
+static int parse_extra(const rc_cli_flag *x, size_t idx, int argc, char **argv, int *i,
+                       const char *inl, rc_cli_extra_fn fn, void *ud, char *eb, size_t el)
+{
+    const char *v = NULL;
+    if (x->arg && take_value(argc, argv, i, inl, x->name, &v, eb, el))
+        return RC_EINVAL;
+    if (!x->arg && inl)
+        return rc_err(eb, el, RC_EINVAL, "%s: takes no value", x->name);
+    char why[200] = "bad value";
+    int rc = fn ? fn(ud, idx, v, why, sizeof why) : 0;
+    return rc ? rc_err(eb, el, rc, "%s: %s", x->name, why) : 0;
+}
+
+int rc_cli_parse(rc_cli *c, int argc, char **argv, const rc_cli_flag *extra, size_t nextra,
+                 rc_cli_extra_fn fn, void *ud, char *eb, size_t el)
+{
+    if (!c || (argc > 0 && !argv) || (nextra && !extra))
+        return rc_err(eb, el, RC_EINVAL, "cli: bad arguments");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *inl, *v = NULL;
+        if (!strcmp(a, "-h")) {
+            c->help = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0)
+            return rc_err(eb, el, RC_EINVAL, "%s: unexpected argument (flags start with --)", a);
+        size_t n = name_len(a, &inl), j;
+        for (j = 0; j < nextra; j++)
+            if (match(a, n, extra[j].name))
+                break;
+        if (j < nextra) {
+            if (parse_extra(&extra[j], j, argc, argv, &i, inl, fn, ud, eb, el))
+                return RC_EINVAL;
+            continue;
+        }
+        for (j = 0; j < RC_ARRAY_LEN(flags); j++)
+            if (match(a, n, flags[j].name))
+                break;
+        if (j == RC_ARRAY_LEN(flags))
+            return rc_err(eb, el, RC_EINVAL, "%.*s: unknown flag", (int)n, a);
+        const struct flag *f = &flags[j];
+        if (!f->arg && inl)
+            return rc_err(eb, el, RC_EINVAL, "%s: takes no value", f->name);
+        if (f->arg && take_value(argc, argv, &i, inl, f->name, &v, eb, el))
+            return RC_EINVAL;
+        if (set_flag(c, f, v, eb, el))
+            return RC_EINVAL;
+    }
+    return 0;
+}
+
+static void usage_line(FILE *f, const char *name, const char *arg, const char *help)
+{
+    char left[64];
+    snprintf(left, sizeof left, "%s%s%s", name, arg ? " " : "", arg ? arg : "");
+    fprintf(f, "  %-26s %s\n", left, help);
+}
+
+void rc_cli_usage(FILE *f, const char *prog, const char *about, const rc_cli_flag *extra,
+                  size_t nextra)
+{
+    if (!f)
+        return;
+    fprintf(f, "usage: %s --input FILE [flags]\n", prog ? prog : "recalld-train");
+    if (about)
+        fprintf(f, "\n%s\n", about);
+    fprintf(f, "\nflags (both --flag VALUE and --flag=VALUE):\n");
+    for (size_t i = 0; i < RC_ARRAY_LEN(flags); i++)
+        usage_line(f, flags[i].name, flags[i].arg, flags[i].help);
+    for (size_t i = 0; extra && i < nextra; i++)
+        usage_line(f, extra[i].name, extra[i].arg, extra[i].help ? extra[i].help : "");
+    fprintf(f,
+            "\nSessions: per user in time order, a new one after --gap-ms of inactivity,\n"
+            "or one per value of --session. Malformed rows (column count, empty id, bad\n"
+            "time) are counted, the first 5 reported with line numbers, and skipped.\n"
+            "\nexamples (datasets of ../shared/data):\n"
+            "  MovieLens-100k (TSV user item rating unix-seconds, genres from u.item):\n"
+            "    --input movielens-100k/u.data --format tsv --user 0 --item 1 --time 3 \\\n"
+            "    --time-unit s --item-cates movielens-100k/u.item --item-cates-format movielens\n"
+            "  MovieLens-1M ratings.dat: --input ratings.dat --sep :: --user 0 --item 1 --time 3\n"
+            "  Diginetica (';', a date plus ms within the session; user_id is mostly NA,\n"
+            "  so the session is the user):\n"
+            "    --input diginetica/sample_train-item-views.csv --sep ';' --header \\\n"
+            "    --session session_id --item item_id --time eventdate --time-unit iso \\\n"
+            "    --time-offset timeframe --item-cates diginetica/product-categories.csv\n"
+            "  JSON lines in the event schema (user_id, item_id, city_id, cate_id, ts ms):\n"
+            "    --input clicks.jsonl.gz\n");
+}
+
+int rc_cli_has_method(const rc_cli *c, const char *name, int dflt)
+{
+    if (!c || !name)
+        return 0;
+    if (!c->methods)
+        return dflt;
+    size_t n = strlen(name);
+    for (const char *p = c->methods; *p;) {
+        size_t m = strcspn(p, ",");
+        if (m == n && memcmp(p, name, n) == 0)
+            return 1;
+        p += m + (p[m] == ',');
+    }
+    return 0;
+}

@@ -1,0 +1,29 @@
+/* Fuzz targets: each tests/fuzz/fuzz_<target>.c defines LLVMFuzzerTestOneInput.
+ * Built two ways (cmake/fuzz.cmake): with -DRC_FUZZ=ON and clang, linked with
+ * libFuzzer (`-fsanitize=fuzzer`); always, linked with replay.c into a plain
+ * runner that replays tests/fuzz/corpus/<target>/ under ctest. A target
+ * aborts (FUZZ_CHECK) on a broken property, not only on memory errors. */
+#ifndef RC_FUZZ_H
+#define RC_FUZZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FUZZ_CHECK(c)                                                                     \
+    do {                                                                                  \
+        if (!(c)) {                                                                       \
+            fprintf(stderr, "%s:%d: property failed: %s\n", __FILE__, __LINE__, #c);      \
+            abort();                                                                      \
+        }                                                                                 \
+    } while (0)
+
+/* An anonymous in-memory file holding data[0..size), reachable by path
+ * (/proc/self/fd/N) for loaders that open a path. Writes the path into
+ * path[cap]; returns the fd to close, or -1. */
+int fuzz_memfile(const uint8_t *data, size_t size, char *path, size_t cap);
+
+#endif

@@ -1,0 +1,395 @@
+/* checkpoint: the file format (round trip bitwise, snapshot isolation,
+ * corruption, fallback, pruning, disk full) and, end to end, recalld killed
+ * with SIGKILL at random points of a stream — also inside checkpoint writes —
+ * and restarted against the same recalld-broker log: counting proves that no
+ * event was lost or applied twice. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "recalld/checkpoint.h"
+#include "recalld/common.h"
+#include "recalld/table.h"
+#include "test.h"
+
+/* ---- helpers ---- */
+
+static void tmpdir(char *dir, size_t n)
+{
+    snprintf(dir, n, "/tmp/rc-ckpt-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+}
+
+static void rmrf(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "chmod -R u+w '%s' 2>/dev/null; rm -rf '%s'", dir, dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+/* A table of n items over 5 cities and 3 categories with random vectors and
+ * counts (chunks of 64 rows, so copies cross chunk boundaries). */
+static rc_table *mk_table(uint32_t n, uint32_t dim, uint64_t seed)
+{
+    rc_table_opts o = {.dim = dim, .seed = seed, .chunk_rows = 64};
+    rc_table *t = NULL;
+    rc_rng rng;
+    char err[128], id[32], name[16];
+    ASSERT_EQ(rc_table_create(&o, &t, err, sizeof err), 0);
+    rc_rng_seed(&rng, seed);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t city, cate, row;
+        int created;
+        snprintf(name, sizeof name, "city%u", i % 5);
+        ASSERT_EQ(rc_table_city_id(t, name, strlen(name), &city), 0);
+        snprintf(name, sizeof name, "cat%u", (i / 5) % 3);
+        ASSERT_EQ(rc_table_cate_id(t, name, strlen(name), &cate), 0);
+        snprintf(id, sizeof id, "item-%u-%llu", i, (unsigned long long)seed);
+        ASSERT_EQ(rc_table_upsert(t, id, strlen(id), city, cate, NULL, 0, &row, &created), 0);
+        ASSERT_EQ(row, i);
+        rc_table_count_add(t, row, 1 + rc_rng_below(&rng, 1000));
+        float *in = rc_table_in(t, row), *out = rc_table_out(t, row);
+        for (uint32_t d = 0; d < dim; d++) {
+            in[d] = rc_rng_float(&rng) - 0.5f;
+            out[d] = rc_rng_float(&rng) - 0.5f;
+        }
+    }
+    return t;
+}
+
+static void mk_meta(rc_checkpoint_meta *m, uint32_t nparts, uint64_t applied)
+{
+    memset(m, 0, sizeof *m);
+    snprintf(m->topic, sizeof m->topic, "clicks");
+    m->created_ms = rc_wall_ms();
+    ASSERT_EQ(rc_checkpoint_meta_set(m, "applied", applied), 0);
+    ASSERT_EQ(rc_checkpoint_meta_set(m, "invalid.bad_json", 7), 0);
+    m->offsets = calloc(nparts, sizeof *m->offsets);
+    for (uint32_t p = 0; p < nparts; p++)
+        m->offsets[p] = (rc_checkpoint_offset){(int32_t)p, 1000 * (int64_t)p + 17};
+    m->noffsets = nparts;
+}
+
+/* Every row, name, count and vector of a equals b's, bit for bit. */
+static void assert_same_table(const rc_table *a, const rc_table *b)
+{
+    uint32_t dim = rc_table_dim(a);
+    ASSERT_EQ(rc_table_dim(b), dim);
+    ASSERT_EQ(rc_table_size(b), rc_table_size(a));
+    ASSERT_EQ(rc_table_ncities(b), rc_table_ncities(a));
+    ASSERT_EQ(rc_table_ncates(b), rc_table_ncates(a));
+    for (uint32_t i = 0; i < rc_table_ncities(a); i++)
+        ASSERT_STREQ(rc_table_city_name(b, i), rc_table_city_name(a, i));
+    for (uint32_t i = 0; i < rc_table_ncates(a); i++)
+        ASSERT_STREQ(rc_table_cate_name(b, i), rc_table_cate_name(a, i));
+    for (uint32_t r = 0; r < rc_table_size(a); r++) {
+        size_t la, lb;
+        const char *ia = rc_table_item_id(a, r, &la), *ib = rc_table_item_id(b, r, &lb);
+        ASSERT_EQ(la, lb);
+        ASSERT(memcmp(ia, ib, la) == 0);
+        ASSERT_EQ(rc_table_city(b, r), rc_table_city(a, r));
+        ASSERT_EQ(rc_table_cate(b, r), rc_table_cate(a, r));
+        ASSERT_EQ(rc_table_count(b, r), rc_table_count(a, r));
+        ASSERT(memcmp(rc_table_in(a, r), rc_table_in(b, r), dim * sizeof(float)) == 0);
+        ASSERT(memcmp(rc_table_out(a, r), rc_table_out(b, r), dim * sizeof(float)) == 0);
+    }
+    ASSERT_EQ(rc_table_total_count(b), rc_table_total_count(a));
+}
+
+static void write_ckpt(const char *dir, const rc_table *t, const rc_checkpoint_meta *m,
+                       uint32_t keep, rc_checkpoint_info *info)
+{
+    rc_checkpoint *c = NULL;
+    char err[512];
+    ASSERT_EQ(rc_checkpoint_create(&c, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_take(c, t, m), 0);
+    rc_checkpoint_write_opts o = {.dir = dir, .keep = keep};
+    int rc = rc_checkpoint_write(c, &o, info, err, sizeof err);
+    if (rc)
+        RC__FAIL("write: %s", err);
+    rc_checkpoint_destroy(c);
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+    ASSERT(d != NULL);
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name), s = strlen(suffix);
+        n += l > s && strcmp(de->d_name + l - s, suffix) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* ---- file format ---- */
+
+TEST(checkpoint_roundtrip_bitwise)
+{
+    char dir[64], err[512], path[4200];
+    tmpdir(dir, sizeof dir);
+    rc_table *t = mk_table(1000, 32, 3);
+    rc_checkpoint_meta m, got;
+    rc_checkpoint_info info;
+    mk_meta(&m, 6, 123456);
+    write_ckpt(dir, t, &m, 2, &info);
+    ASSERT_EQ(info.seq, 1);
+    ASSERT_EQ(info.rows, 1000);
+    struct stat st;
+    ASSERT_EQ(stat(info.path, &st), 0);
+    ASSERT_EQ((uint64_t)st.st_size, info.bytes);
+
+    rc_table *back = NULL;
+    rc_table_opts o = {.dim = 32, .chunk_rows = 128};
+    ASSERT_EQ(rc_checkpoint_restore(dir, &o, &back, &got, path, sizeof path, err, sizeof err), 0);
+    ASSERT_STREQ(path, info.path);
+    assert_same_table(t, back);
+    ASSERT_EQ(got.seq, 1);
+    ASSERT_EQ(got.created_ms, m.created_ms);
+    ASSERT_STREQ(got.topic, "clicks");
+    ASSERT_EQ(rc_checkpoint_meta_counter(&got, "applied", 0), 123456);
+    ASSERT_EQ(rc_checkpoint_meta_counter(&got, "invalid.bad_json", 0), 7);
+    ASSERT_EQ(rc_checkpoint_meta_counter(&got, "missing", 99), 99);
+    ASSERT_EQ(got.noffsets, 6);
+    for (uint32_t i = 0; i < 6; i++) {
+        ASSERT_EQ(got.offsets[i].partition, m.offsets[i].partition);
+        ASSERT_EQ(got.offsets[i].next, m.offsets[i].next);
+    }
+    /* The restored table keeps working: a new item after the restored ones. */
+    uint32_t row;
+    int created;
+    ASSERT_EQ(rc_table_upsert(back, "new", 3, 0, 0, NULL, 0, &row, &created), 0);
+    ASSERT_EQ(row, 1000);
+    rc_checkpoint_meta_free(&m);
+    rc_checkpoint_meta_free(&got);
+    rc_table_destroy(t);
+    rc_table_destroy(back);
+    rmrf(dir);
+}
+
+/* take() is the consistency point: what the writer changes afterwards (vectors,
+ * counts, new rows, new cities) is not in the file. */
+TEST(checkpoint_take_is_a_snapshot)
+{
+    char dir[64], err[512];
+    tmpdir(dir, sizeof dir);
+    rc_table *t = mk_table(300, 16, 5), *copy = mk_table(300, 16, 5);
+    rc_checkpoint_meta m, got;
+    mk_meta(&m, 2, 42);
+    rc_checkpoint *c = NULL;
+    ASSERT_EQ(rc_checkpoint_create(&c, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_reserve(c, 10, 16), 0); /* too small: take grows it */
+    ASSERT_EQ(rc_checkpoint_take(c, t, &m), 0);
+    m.offsets[0].next = 999999; /* meta is copied too */
+    for (uint32_t r = 0; r < 300; r++) {
+        rc_table_in(t, r)[0] += 1.0f;
+        rc_table_out(t, r)[3] -= 1.0f;
+        rc_table_count_add(t, r, 5);
+    }
+    uint32_t city, row;
+    int created;
+    ASSERT_EQ(rc_table_city_id(t, "later", 5, &city), 0);
+    ASSERT_EQ(rc_table_upsert(t, "later-item", 10, city, 0, NULL, 0, &row, &created), 0);
+    rc_checkpoint_write_opts o = {.dir = dir};
+    ASSERT_EQ(rc_checkpoint_write(c, &o, NULL, err, sizeof err), 0);
+    rc_table *back = NULL;
+    rc_table_opts to = {.dim = 16};
+    ASSERT_EQ(rc_checkpoint_restore(dir, &to, &back, &got, NULL, 0, err, sizeof err), 0);
+    assert_same_table(copy, back);
+    ASSERT_EQ(got.offsets[0].next, 17);
+    rc_checkpoint_destroy(c);
+    rc_checkpoint_meta_free(&m);
+    rc_checkpoint_meta_free(&got);
+    rc_table_destroy(t);
+    rc_table_destroy(copy);
+    rc_table_destroy(back);
+    rmrf(dir);
+}
+
+static void flip_byte(const char *path, long at)
+{
+    FILE *f = fopen(path, "r+b");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fseek(f, at, at < 0 ? SEEK_END : SEEK_SET), 0);
+    int ch = fgetc(f);
+    ASSERT(ch != EOF);
+    ASSERT_EQ(fseek(f, -1, SEEK_CUR), 0);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+}
+
+/* Keep the newest two; a corrupt or truncated newest one is set aside with a
+ * warning and the next older one is restored; temp files of a crashed write
+ * are removed. */
+TEST(checkpoint_corrupt_or_truncated_falls_back)
+{
+    char dir[64], err[512], path[4200];
+    tmpdir(dir, sizeof dir);
+    rc_checkpoint_info info[4];
+    rc_table *t[4];
+    rc_checkpoint_meta m;
+    for (int i = 0; i < 4; i++) {
+        t[i] = mk_table(200 + 10 * (uint32_t)i, 16, 10 + (uint64_t)i);
+        mk_meta(&m, 3, 100 + (uint64_t)i);
+        write_ckpt(dir, t[i], &m, 3, &info[i]);
+        rc_checkpoint_meta_free(&m);
+        ASSERT_EQ(info[i].seq, (uint64_t)i + 1);
+    }
+    uint64_t seqs[8];
+    ASSERT_EQ(rc_checkpoint_list(dir, seqs, 8), 3); /* keep = 3 */
+    ASSERT_EQ(seqs[0], 4);
+    ASSERT_EQ(seqs[2], 2);
+
+    /* newest: one flipped bit in the vectors; second: truncated */
+    flip_byte(info[3].path, (long)info[3].bytes / 2);
+    ASSERT_EQ(truncate(info[2].path, (off_t)info[2].bytes - 100), 0);
+    snprintf(path, sizeof path, "%s/.checkpoint-%020d.tmp", dir, 5);
+    FILE *f = fopen(path, "w");
+    fputs("partial", f);
+    fclose(f);
+
+    rc_table *back = NULL;
+    rc_checkpoint_meta got;
+    rc_table_opts o = {.dim = 16};
+    ASSERT_EQ(rc_checkpoint_restore(dir, &o, &back, &got, path, sizeof path, err, sizeof err), 0);
+    ASSERT_STREQ(path, info[1].path);
+    assert_same_table(t[1], back);
+    ASSERT_EQ(rc_checkpoint_meta_counter(&got, "applied", 0), 101);
+    ASSERT_EQ(count_files(dir, ".corrupt"), 2);
+    ASSERT_EQ(count_files(dir, ".tmp"), 0);
+    ASSERT_EQ(rc_checkpoint_list(dir, seqs, 8), 1);
+    rc_checkpoint_meta_free(&got);
+    rc_table_destroy(back);
+
+    /* The next checkpoint is numbered past the set-aside ones. */
+    mk_meta(&m, 1, 7);
+    write_ckpt(dir, t[0], &m, 2, &info[0]);
+    rc_checkpoint_meta_free(&m);
+    ASSERT_EQ(info[0].seq, 5);
+
+    /* A header damaged in its magic is refused; none valid left -> ENOENT. */
+    flip_byte(info[0].path, 2);
+    snprintf(path, sizeof path, "%s/checkpoint-%020d.rcc", dir, 2);
+    flip_byte(path, -1); /* the trailing CRC itself */
+    ASSERT_EQ(rc_checkpoint_restore(dir, &o, &back, &got, NULL, 0, err, sizeof err), RC_ENOENT);
+    ASSERT(back == NULL);
+    for (int i = 0; i < 4; i++)
+        rc_table_destroy(t[i]);
+    rmrf(dir);
+}
+
+/* A checkpoint of another dimension is a configuration error: refused, not
+ * skipped (skipping would silently start from an older state). */
+TEST(checkpoint_dimension_mismatch_is_refused)
+{
+    char dir[64], err[512] = "";
+    tmpdir(dir, sizeof dir);
+    rc_table *t = mk_table(50, 16, 1), *back = NULL;
+    rc_checkpoint_meta m, got;
+    mk_meta(&m, 1, 1);
+    write_ckpt(dir, t, &m, 2, NULL);
+    rc_table_opts o = {.dim = 32};
+    ASSERT_EQ(rc_checkpoint_restore(dir, &o, &back, &got, NULL, 0, err, sizeof err), RC_EINVAL);
+    ASSERT(strstr(err, "dimension 16, configured model.dim is 32") != NULL);
+    ASSERT_EQ(count_files(dir, ".corrupt"), 0);
+    o = (rc_table_opts){.dim = 16, .max_items = 20};
+    ASSERT_EQ(rc_checkpoint_restore(dir, &o, &back, &got, NULL, 0, err, sizeof err), RC_EINVAL);
+    ASSERT(strstr(err, "exceed model.max_items 20") != NULL);
+    rc_checkpoint_meta_free(&m);
+    rc_table_destroy(t);
+    rmrf(dir);
+}
+
+/* Disk full (RLIMIT_FSIZE: write fails with EFBIG midway) and a missing
+ * directory: the write fails with the path and errno text, no temp file
+ * remains, the previous checkpoint is untouched and still restores. */
+TEST(checkpoint_disk_full_keeps_the_old_one)
+{
+    char dir[64], err[512] = "";
+    tmpdir(dir, sizeof dir);
+    rc_table *t = mk_table(2000, 64, 2), *t2 = mk_table(3000, 64, 4), *back = NULL;
+    rc_checkpoint_meta m, got;
+    rc_checkpoint_info info;
+    mk_meta(&m, 2, 1);
+    write_ckpt(dir, t, &m, 2, &info);
+
+    rc_checkpoint *c = NULL;
+    ASSERT_EQ(rc_checkpoint_create(&c, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_take(c, t2, &m), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {.rlim_cur = 1 << 20, .rlim_max = RLIM_INFINITY};
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    rc_checkpoint_write_opts o = {.dir = dir};
+    ASSERT_EQ(rc_checkpoint_write(c, &o, NULL, err, sizeof err), RC_EIO);
+    ASSERT(strstr(err, "File too large") != NULL);
+    ASSERT(strstr(err, ".checkpoint-") != NULL);
+    rl.rlim_cur = RLIM_INFINITY;
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    ASSERT_EQ(count_files(dir, ".tmp"), 0);
+
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s/no/such/dir", dir);
+    o.dir = missing;
+    ASSERT_EQ(rc_checkpoint_write(c, &o, NULL, err, sizeof err), RC_EIO);
+    ASSERT(strstr(err, "No such file or directory") != NULL);
+
+    rc_table_opts to = {.dim = 64};
+    ASSERT_EQ(rc_checkpoint_restore(dir, &to, &back, &got, NULL, 0, err, sizeof err), 0);
+    assert_same_table(t, back);
+    rc_checkpoint_destroy(c);
+    rc_checkpoint_meta_free(&m);
+    rc_checkpoint_meta_free(&got);
+    rc_table_destroy(t);
+    rc_table_destroy(t2);
+    rc_table_destroy(back);
+    rmrf(dir);
+}
+
+TEST(checkpoint_data_dir_lock_is_exclusive)
+{
+    char dir[64], err[256] = "";
+    tmpdir(dir, sizeof dir);
+    int fd = rc_checkpoint_lock_dir(dir, err, sizeof err);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(rc_checkpoint_lock_dir(dir, err, sizeof err), RC_EAGAIN);
+    ASSERT(strstr(err, "in use by another process") != NULL);
+    close(fd);
+    fd = rc_checkpoint_lock_dir(dir, err, sizeof err);
+    ASSERT(fd >= 0);
+    close(fd);
+    rmrf(dir);
+}
+
+/* checkpoint.max_mb_s paces the write (the knob that keeps a checkpoint from
+ * starving the disk; the crash tests use it to land kills inside writes). */
+TEST(checkpoint_write_is_paced)
+{
+    char dir[64], err[256];
+    tmpdir(dir, sizeof dir);
+    rc_table *t = mk_table(2000, 64, 9); /* ~1.05 MB */
+    rc_checkpoint_meta m;
+    rc_checkpoint_info info;
+    mk_meta(&m, 1, 1);
+    rc_checkpoint *c = NULL;
+    ASSERT_EQ(rc_checkpoint_create(&c, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_take(c, t, &m), 0);
+    rc_checkpoint_write_opts o = {.dir = dir, .max_mb_s = 2.0};
+    ASSERT_EQ(rc_checkpoint_write(c, &o, &info, err, sizeof err), 0);
+    double s = (double)info.write_ns / 1e9, want = (double)info.bytes / 2e6;
+    ASSERT_DBL_OP(s, >=, want * 0.9);
+    ASSERT_DBL_OP(s, <, want + 2.0);
+    rc_checkpoint_destroy(c);
+    rc_checkpoint_meta_free(&m);
+    rc_table_destroy(t);
+    rmrf(dir);
+}

@@ -1,0 +1,323 @@
+/* model: the file recalld-train writes and `recalld --model` loads — round
+ * trip (bitwise vectors), refusal of corrupt, truncated and foreign files
+ * with RC_ECORRUPT and a clear message, and end to end: recalld-train on a
+ * generated log, then recalld serving `similar` from that model at once. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "recalld/common.h"
+#include "recalld/gen.h"
+#include "recalld/model.h"
+#include "recalld/table.h"
+#include "test.h"
+
+static const char *tmp_dir(void)
+{
+    static char dir[64];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/rc_model_XXXXXX");
+        ASSERT(mkdtemp(dir) != NULL);
+    }
+    return dir;
+}
+
+static const char *path_of(const char *name)
+{
+    static char p[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", tmp_dir(), name);
+    return p[k];
+}
+
+/* A table of n items over 3 cities and 4 categories with random vectors. */
+static rc_table *make_table(uint32_t n, uint32_t dim)
+{
+    rc_table_opts to = {.dim = dim, .seed = 5};
+    rc_table *t = NULL;
+    ASSERT_EQ(rc_table_create(&to, &t, NULL, 0), 0);
+    rc_rng rng;
+    rc_rng_seed(&rng, 77);
+    for (uint32_t i = 0; i < n; i++) {
+        char id[32], cs[16], ks[16];
+        uint32_t city, cate, row;
+        snprintf(id, sizeof id, "item-%u", i * 7919u);
+        snprintf(cs, sizeof cs, "city%u", i % 3);
+        snprintf(ks, sizeof ks, i % 4 ? "k%u" : "", i % 4);
+        ASSERT_EQ(rc_table_city_id(t, cs, strlen(cs), &city), 0);
+        ASSERT_EQ(rc_table_cate_id(t, ks, strlen(ks), &cate), 0);
+        ASSERT_EQ(rc_table_upsert(t, id, strlen(id), city, cate, NULL, 0, &row, NULL), 0);
+        rc_table_count_add(t, row, i * 13 + 1);
+        for (uint32_t d = 0; d < dim; d++) {
+            rc_table_in(t, row)[d] = rc_rng_float(&rng) * 2 - 1;
+            rc_table_out(t, row)[d] = (float)d * 1e-3f - rc_rng_float(&rng);
+        }
+    }
+    return t;
+}
+
+static void assert_same(const rc_table *a, const rc_table *b)
+{
+    uint32_t n = rc_table_size(a), dim = rc_table_dim(a);
+    ASSERT_EQ(rc_table_size(b), n);
+    ASSERT_EQ(rc_table_dim(b), dim);
+    ASSERT_EQ(rc_table_ncities(b), rc_table_ncities(a));
+    ASSERT_EQ(rc_table_ncates(b), rc_table_ncates(a));
+    ASSERT_EQ(rc_table_total_count(b), rc_table_total_count(a));
+    for (uint32_t r = 0; r < n; r++) {
+        size_t la, lb;
+        const char *ia = rc_table_item_id(a, r, &la), *ib = rc_table_item_id(b, r, &lb);
+        ASSERT_EQ(la, lb);
+        ASSERT_EQ(memcmp(ia, ib, la), 0);
+        ASSERT_STREQ(rc_table_city_name(b, rc_table_city(b, r)),
+                     rc_table_city_name(a, rc_table_city(a, r)));
+        ASSERT_STREQ(rc_table_cate_name(b, rc_table_cate(b, r)),
+                     rc_table_cate_name(a, rc_table_cate(a, r)));
+        ASSERT_EQ(rc_table_count(b, r), rc_table_count(a, r));
+        ASSERT_EQ(memcmp(rc_table_in(a, r), rc_table_in(b, r), dim * sizeof(float)), 0);
+        ASSERT_EQ(memcmp(rc_table_out(a, r), rc_table_out(b, r), dim * sizeof(float)), 0);
+        uint32_t found;
+        ASSERT_EQ(rc_table_find(b, ia, la, &found), 0);
+        ASSERT_EQ(found, r);
+    }
+}
+
+static unsigned char *slurp(const char *p, size_t *len)
+{
+    FILE *f = fopen(p, "rb");
+    ASSERT(f != NULL);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*len + 1);
+    ASSERT_EQ(fread(b, 1, *len, f), *len);
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *p, const void *b, size_t len)
+{
+    FILE *f = fopen(p, "wb");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fwrite(b, 1, len, f), len);
+    ASSERT_EQ(fclose(f), 0);
+}
+
+/* Loads p expecting rc and a message containing want. */
+static void expect_refused(const char *p, int rc, const char *want)
+{
+    rc_table *t = (rc_table *)1;
+    char err[512] = "";
+    int got = rc_model_load(p, NULL, &t, err, sizeof err);
+    if (got != rc || t != NULL || !strstr(err, want))
+        RC__FAIL("load %s: rc %d (want %d), msg \"%s\" (want \"%s\")", p, got, rc, err, want);
+    ASSERT(strstr(err, p) != NULL); /* the message names the file */
+}
+
+TEST(model_round_trip_bitwise)
+{
+    uint32_t dims[] = {8, 64, 136};
+    for (size_t i = 0; i < RC_ARRAY_LEN(dims); i++) {
+        rc_table *a = make_table(i == 1 ? 3000 : 50, dims[i]), *b = NULL;
+        const char *p = path_of("rt.rcm");
+        char err[256];
+        ASSERT_EQ(rc_model_save(a, p, err, sizeof err), 0);
+        ASSERT_EQ(rc_model_load(p, NULL, &b, err, sizeof err), 0);
+        assert_same(a, b);
+        rc_table_destroy(b);
+        /* A matching configured dimension is accepted, another refused. */
+        rc_table_opts to = {.dim = dims[i]};
+        ASSERT_EQ(rc_model_load(p, &to, &b, err, sizeof err), 0);
+        rc_table_destroy(b);
+        to.dim = dims[i] + 8;
+        ASSERT_EQ(rc_model_load(p, &to, &b, err, sizeof err), RC_EINVAL);
+        ASSERT(strstr(err, "dimension") != NULL);
+        rc_table_destroy(a);
+    }
+    /* An empty table round-trips too. */
+    rc_table *e = make_table(0, 16), *b = NULL;
+    ASSERT_EQ(rc_model_save(e, path_of("empty.rcm"), NULL, 0), 0);
+    ASSERT_EQ(rc_model_load(path_of("empty.rcm"), NULL, &b, NULL, 0), 0);
+    ASSERT_EQ(rc_table_size(b), 0);
+    rc_table_destroy(b);
+    rc_table_destroy(e);
+}
+
+TEST(model_crc32c_check_value)
+{
+    /* The standard check value of CRC-32C ("123456789"). */
+    ASSERT_EQ(rc_crc32c(0, "123456789", 9), 0xE3069283u);
+    /* Continuation equals one pass, on lengths that exercise any word path. */
+    char buf[1000];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (char)(i * 31 + 7);
+    for (size_t cut = 0; cut <= 37; cut++)
+        ASSERT_EQ(rc_crc32c(rc_crc32c(0, buf, cut), buf + cut, sizeof buf - cut),
+                  rc_crc32c(0, buf, sizeof buf));
+}
+
+TEST(model_corrupt_byte_refused)
+{
+    rc_table *a = make_table(200, 32);
+    const char *p = path_of("good.rcm"), *bad = path_of("flip.rcm");
+    ASSERT_EQ(rc_model_save(a, p, NULL, 0), 0);
+    size_t len;
+    unsigned char *b = slurp(p, &len);
+    /* One flipped bit anywhere: magic, header, names, ids, vectors, the CRC. */
+    size_t where[] = {0, 9, 14, 30, 100, len / 2, len - 200, len - 5, len - 1};
+    for (size_t i = 0; i < RC_ARRAY_LEN(where); i++) {
+        b[where[i]] ^= 0x10;
+        spit(bad, b, len);
+        expect_refused(bad, RC_ECORRUPT, "checksum mismatch");
+        b[where[i]] ^= 0x10;
+    }
+    spit(bad, b, len); /* restored: loads */
+    rc_table *t = NULL;
+    ASSERT_EQ(rc_model_load(bad, NULL, &t, NULL, 0), 0);
+    rc_table_destroy(t);
+    free(b);
+    rc_table_destroy(a);
+}
+
+TEST(model_truncated_refused)
+{
+    rc_table *a = make_table(100, 16);
+    const char *p = path_of("full.rcm"), *cut = path_of("cut.rcm");
+    ASSERT_EQ(rc_model_save(a, p, NULL, 0), 0);
+    size_t len;
+    unsigned char *b = slurp(p, &len);
+    size_t lens[] = {0, 1, 8, 20, 36, 37, len / 3, len - 4, len - 1};
+    for (size_t i = 0; i < RC_ARRAY_LEN(lens); i++) {
+        spit(cut, b, lens[i]);
+        expect_refused(cut, RC_ECORRUPT, lens[i] < 36 ? "truncated" : "checksum mismatch");
+    }
+    /* Extra bytes after the CRC are no model either. */
+    unsigned char *longer = malloc(len + 3);
+    memcpy(longer, b, len);
+    memcpy(longer + len, "xyz", 3);
+    spit(cut, longer, len + 3);
+    expect_refused(cut, RC_ECORRUPT, "checksum mismatch");
+    free(longer);
+    free(b);
+    rc_table_destroy(a);
+}
+
+/* Well-formed CRC, wrong contents: each is refused by what is wrong. */
+TEST(model_foreign_and_inconsistent_refused)
+{
+    rc_table *a = make_table(20, 8);
+    const char *p = path_of("m.rcm"), *bad = path_of("bad.rcm");
+    ASSERT_EQ(rc_model_save(a, p, NULL, 0), 0);
+    size_t len;
+    unsigned char *b = slurp(p, &len);
+    struct {
+        size_t off;
+        unsigned char val;
+        const char *msg;
+    } cases[] = {
+        {0, 'X', "bad magic"},
+        {8, 99, "format version 99"},
+        {16, 21, "inconsistent contents"}, /* one more row than stored */
+        {24, 9, "inconsistent contents"},  /* city count */
+    };
+    for (size_t i = 0; i < RC_ARRAY_LEN(cases); i++) {
+        unsigned char *c = malloc(len);
+        memcpy(c, b, len);
+        c[cases[i].off] = cases[i].val;
+        uint32_t crc = rc_crc32c(0, c, len - 4);
+        memcpy(c + len - 4, &crc, 4);
+        spit(bad, c, len);
+        expect_refused(bad, RC_ECORRUPT, cases[i].msg);
+        free(c);
+    }
+    const char *text = "user,item,time\nthis is a CSV file, not a model at all\n";
+    spit(bad, text, strlen(text));
+    expect_refused(bad, RC_ECORRUPT, "checksum mismatch");
+    rc_table *t = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_model_load(path_of("none.rcm"), NULL, &t, err, sizeof err), RC_ENOENT);
+    ASSERT(strstr(err, "none.rcm") != NULL);
+    /* Saving into a missing directory fails cleanly, leaving nothing. */
+    char nodir[300];
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/m.rcm", tmp_dir());
+    ASSERT_EQ(rc_model_save(a, nodir, err, sizeof err), RC_EIO);
+    ASSERT(strstr(err, "m.rcm") != NULL);
+    free(b);
+    rc_table_destroy(a);
+}
+
+/* recalld-train on a generated log writes a model; recalld --model serves it
+ * before any stream: `similar` for a trained item, items = the model's. */
+TEST(model_e2e_train_then_serve)
+{
+    const char *log = path_of("gen.jsonl"), *model = path_of("e2e.rcm");
+    char *out = NULL;
+    int st = e2e_sh(&out,
+                    RC_BIN("recalld-gen") " --seed 21 --events 30000 --users 1500 --items 500 "
+                                          "--cities 2 --cates 3 --communities 10 --out %s 2>&1",
+                    log);
+    ASSERT_EQ(st, 0);
+    free(out);
+    st = e2e_sh(&out, RC_BIN("recalld-train") " --input %s --output %s --threads 2 --epochs 5 "
+                      "--hard-share 0.2 --json 2>/dev/null", log, model);
+    ASSERT_EQ(st, 0);
+    json_error_t je;
+    json_t *rep = json_loads(out, 0, &je);
+    if (!rep)
+        RC__FAIL("recalld-train --json: %s: %s", je.text, out);
+    free(out);
+    long long items = e2e_int(rep, "train.items");
+    ASSERT_GT(items, 400);
+    ASSERT_EQ(e2e_int(rep, "dataset.events"), 30000);
+    json_decref(rep);
+    rc_table *t = NULL;
+    ASSERT_EQ(rc_model_load(model, NULL, &t, NULL, 0), 0);
+    ASSERT_EQ(rc_table_size(t), items);
+    /* The most clicked item, and its community from the generator's truth. */
+    uint32_t top = 0;
+    for (uint32_t r = 1; r < rc_table_size(t); r++)
+        if (rc_table_count(t, r) > rc_table_count(t, top))
+            top = r;
+    char top_id[64];
+    size_t len;
+    snprintf(top_id, sizeof top_id, "%s", rc_table_item_id(t, top, &len));
+    rc_table_destroy(t);
+    rc_gen_opts go = {.seed = 21, .events = 30000, .users = 1500, .items = 500, .cities = 2,
+                      .cates = 3, .communities = 10};
+    rc_gen *g = NULL;
+    ASSERT_EQ(rc_gen_create(&go, &g, NULL, 0), 0);
+    rc_gen_item truth;
+    ASSERT_EQ(rc_gen_item_truth(g, top_id, strlen(top_id), &truth), 0);
+
+    e2e_daemon d;
+    const char *extra[] = {"--model", model, NULL};
+    e2e_start(&d, extra);
+    json_t *stats = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT_EQ(e2e_int(stats, "items"), items);
+    ASSERT_EQ(e2e_int(stats, "events.consumed"), 0);
+    json_decref(stats);
+    json_t *sim = e2e_request(d.sock, "{\"op\":\"similar\",\"item_id\":\"%s\",\"k\":10}", top_id);
+    json_t *hits = json_object_get(sim, "items");
+    ASSERT(json_is_true(json_object_get(sim, "ok")));
+    ASSERT_EQ(json_array_size(hits), 10);
+    size_t i, same = 0;
+    json_t *h;
+    json_array_foreach(hits, i, h) {
+        const char *id = json_string_value(json_object_get(h, "item_id"));
+        rc_gen_item it;
+        ASSERT(id != NULL);
+        ASSERT(strcmp(id, top_id) != 0);
+        ASSERT_EQ(rc_gen_item_truth(g, id, strlen(id), &it), 0);
+        same += it.community == truth.community;
+    }
+    printf("similar(%s): %zu/10 in its community\n", top_id, same);
+    ASSERT_GE(same, 7);
+    json_decref(sim);
+    ASSERT_EQ(e2e_stop(&d), 0);
+    rc_gen_destroy(g);
+}
