@@ -99,7 +99,10 @@ static int parse_recall_opts(rc_api *a, json_t *req, recall_opts *o, char *msg, 
     if ((v = json_object_get(req, "city")) && !json_is_null(v)) {
         if (get_id(req, "city", o->city, sizeof o->city, msg, msglen))
             return -1;
-        o->q.city = o->city;
+        if (strcmp(o->city, "*") == 0)
+            o->q.global = 1; /* every city, whatever recall.scope says */
+        else
+            o->q.city = o->city;
     }
     if ((v = json_object_get(req, "categories")) && !json_is_null(v)) {
         size_t i;
@@ -130,6 +133,13 @@ static int parse_recall_opts(rc_api *a, json_t *req, recall_opts *o, char *msg, 
             return -1;
         }
         o->q.half_life_ms = json_integer_value(v) ? (int64_t)json_integer_value(v) : -1;
+    }
+    if ((v = json_object_get(req, "exact")) && !json_is_null(v)) {
+        if (!json_is_boolean(v)) {
+            snprintf(msg, msglen, "exact: expected true or false");
+            return -1;
+        }
+        o->q.exact = json_is_true(v);
     }
     if ((v = json_object_get(req, "mode")) && !json_is_null(v)) {
         const char *m = json_string_value(v);

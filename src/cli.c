@@ -175,7 +175,8 @@ static int set_number(rc_cli *c, const struct flag *f, const char *v, char *eb, 
         case F_EPOCHS: return get_u32(v, 1, 100000, &t->epochs) ? BAD("1..100000") : 0;
         case F_THREADS: return get_u32(v, 1, 256, &t->threads) ? BAD("1..256") : 0;
         case F_SEED: return get_u64(v, 0, UINT64_MAX, &t->seed) ? BAD("an integer >= 0") : 0;
-        case F_MIN_COUNT: return get_u32(v, 1, UINT32_MAX, &t->min_count) ? BAD("an integer >= 1") : 0;
+        case F_MIN_COUNT:
+            return get_u32(v, 1, UINT32_MAX, &t->min_count) ? BAD("an integer >= 1") : 0;
         case F_SUBSAMPLE: return get_flt(v, 0, 1, 0, &t->subsample) ? BAD("a number in [0,1]") : 0;
         case F_LR: return get_flt(v, 0, 10, 1, &t->lr) ? BAD("a number in (0,10]") : 0;
         case F_POWER: return get_flt(v, 0, 4, 1, &t->power) ? BAD("a number in (0,4]") : 0;

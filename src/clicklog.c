@@ -635,7 +635,8 @@ static int read_item_cates(struct loader *L, uint32_t *item_cate, char *eb, size
     const rc_clicklog_opts *o = L->o;
     int ml = o->item_cates_format && strcmp(o->item_cates_format, "movielens") == 0;
     if (o->item_cates_format && !ml && strcmp(o->item_cates_format, "csv") != 0)
-        return rc_err(eb, el, RC_EINVAL, "clicklog: --item-cates-format: expected csv or movielens");
+        return rc_err(eb, el, RC_EINVAL,
+                      "clicklog: --item-cates-format: expected csv or movielens");
     struct reader rd = {0};
     int rc = reader_open(&rd, o->item_cates, eb, el);
     size_t len;
@@ -803,7 +804,8 @@ static int create_dicts(rc_clicklog *log)
         rc_dict_create(0, &log->cities, NULL, 0) || rc_dict_create(0, &log->cates, NULL, 0))
         return RC_ENOMEM;
     /* id 0 = "" in cities and cates: the value of clicks without one. */
-    if (rc_dict_intern(log->cities, "", 0, &id, NULL) || rc_dict_intern(log->cates, "", 0, &id, NULL))
+    if (rc_dict_intern(log->cities, "", 0, &id, NULL) ||
+        rc_dict_intern(log->cates, "", 0, &id, NULL))
         return RC_ENOMEM;
     return 0;
 }

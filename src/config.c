@@ -11,7 +11,7 @@
 #include "recalld/common.h"
 #include "recalld/log.h"
 
-enum ktype { K_STR, K_U32, K_U64, K_I64, K_F32, K_BOOL, K_MODE, K_LEVEL, K_FORMAT, K_SGMODE, K_UIDS };
+enum ktype { K_SCOPE, K_STR, K_U32, K_U64, K_I64, K_F32, K_BOOL, K_MODE, K_LEVEL, K_FORMAT, K_SGMODE, K_UIDS };
 
 struct key {
     const char *name; /* "section.key" */
@@ -68,6 +68,7 @@ static const struct key keys[] = {
     {"recall.multi_category_max", K_U32, F(mc_max_categories), 1, 64},
     {"recall.multi_category_min_quota", K_U32, F(mc_min_quota), 0, 1000},
     {"recall.max_batch_users", K_U32, F(max_batch_users), 1, 10000},
+    {"recall.scope", K_SCOPE, F(recall_user_city), 0, 1},
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
     {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
@@ -113,14 +114,15 @@ void rc_config_defaults(rc_config *c)
     c->nprobe = 16;
     c->index_batch = 256;
     c->flush_interval_ms = 2;
-    c->drift = 0.02f;
-    c->overfetch = 2.0f;
+    c->drift = 0.01f;
+    c->overfetch = 3.0f;
     c->recall_window = 20;
     c->k_default = 50;
     c->k_max = 1000;
     c->mc_max_categories = 5;
     c->mc_min_quota = 1;
     c->max_batch_users = 256;
+    c->recall_user_city = 1;
     c->queue_batches = 8;
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");
@@ -197,6 +199,12 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *sr
     }
     if (!s)
         return bad(eb, el, src, k->name, "expected string");
+    if (k->type == K_SCOPE) {
+        if (strcmp(s, "user_city") && strcmp(s, "global"))
+            return bad(eb, el, src, k->name, "expected \"user_city\" or \"global\"");
+        *(int *)p = strcmp(s, "user_city") == 0;
+        return 0;
+    }
     if (k->type == K_SGMODE) {
         if (strcmp(s, "skipgram") && strcmp(s, "cbow"))
             return bad(eb, el, src, k->name, "expected \"skipgram\" or \"cbow\"");
@@ -345,6 +353,42 @@ int rc_config_load(rc_config *c, const char *path, char *errbuf, size_t errlen)
     int rc = apply(c, root, path, errbuf, errlen);
     json_decref(root);
     return rc;
+}
+
+/* Size of a key's field for comparison; strings compare as strings. */
+static size_t field_size(const struct key *k)
+{
+    switch (k->type) {
+        case K_U64:
+        case K_I64: return 8;
+        case K_UIDS: return sizeof(((rc_config *)0)->allow_uids);
+        case K_STR:
+        case K_LEVEL:
+        case K_FORMAT: return 0;
+        default: return 4; /* u32, f32, int, unsigned */
+    }
+}
+
+size_t rc_config_diff(const rc_config *a, const rc_config *b, const char **names, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < RC_ARRAY_LEN(keys); i++) {
+        const char *pa = (const char *)a + keys[i].off, *pb = (const char *)b + keys[i].off;
+        size_t sz = field_size(&keys[i]);
+        int differ = sz ? memcmp(pa, pb, sz) != 0 : strcmp(pa, pb) != 0;
+        if (keys[i].type == K_UIDS)
+            differ = a->nallow_uids != b->nallow_uids ||
+                     memcmp(a->allow_uids, b->allow_uids, a->nallow_uids * sizeof(uint32_t));
+        if (differ && n < cap)
+            names[n] = keys[i].name;
+        n += differ;
+    }
+    int extra = a->nkafka_extra != b->nkafka_extra;
+    for (uint32_t i = 0; !extra && i < a->nkafka_extra * 2; i++)
+        extra = strcmp(a->kafka_extra[i], b->kafka_extra[i]) != 0;
+    if (extra && n < cap)
+        names[n] = "kafka.config";
+    return n + (size_t)extra;
 }
 
 int rc_config_validate(const rc_config *c, char *eb, size_t el)

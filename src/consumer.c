@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -238,6 +239,114 @@ void rc_consumer_mock_destroy(rc_consumer_mock *m)
         rd_kafka_destroy(m->rk);
     free(m->bootstrap);
     free(m);
+}
+
+/* ---- mock fault injection ---- */
+
+static const struct {
+    const char *name;
+    int16_t key;
+} api_keys[] = {{"Produce", 0},      {"Fetch", 1},         {"ListOffsets", 2},
+                {"Metadata", 3},     {"OffsetCommit", 8},  {"OffsetFetch", 9},
+                {"FindCoordinator", 10}, {"JoinGroup", 11}, {"Heartbeat", 12},
+                {"LeaveGroup", 13},  {"SyncGroup", 14},    {"ApiVersions", 18}};
+
+static int parse_api(const char *s, int16_t *key)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s && !*end && v >= 0 && v < 100) {
+        *key = (int16_t)v;
+        return 0;
+    }
+    for (size_t i = 0; i < RC_ARRAY_LEN(api_keys); i++)
+        if (strcasecmp(s, api_keys[i].name) == 0) {
+            *key = api_keys[i].key;
+            return 0;
+        }
+    return -1;
+}
+
+/* A Kafka error by name ("NOT_LEADER_FOR_PARTITION", as rd_kafka_err2name
+ * spells it) or number. */
+static int parse_kerr(const char *s, rd_kafka_resp_err_t *err)
+{
+    const struct rd_kafka_err_desc *d;
+    size_t n;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s && !*end) {
+        *err = (rd_kafka_resp_err_t)v;
+        return 0;
+    }
+    rd_kafka_get_err_descs(&d, &n);
+    for (size_t i = 0; i < n; i++)
+        if (d[i].name && strcasecmp(d[i].name, s) == 0) {
+            *err = d[i].code;
+            return 0;
+        }
+    return -1;
+}
+
+static int parse_broker(const char *s, int32_t *id)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (strcmp(s, "all") == 0) {
+        *id = -1;
+        return 0;
+    }
+    if (!*s || *end || v < 1 || v > 1000)
+        return -1;
+    *id = (int32_t)v;
+    return 0;
+}
+
+int rc_consumer_mock_command(rc_consumer_mock *m, const char *line, char *reply, size_t cap)
+{
+    char cmd[32] = "", a[256] = "", b[64] = "", c[64] = "";
+    int32_t id = 0;
+    int16_t api;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!m || !line)
+        return rc_err(reply, cap, RC_EINVAL, "error: no cluster or command");
+    int n = sscanf(line, "%31s %255s %63s %63s", cmd, a, b, c);
+    if (n >= 2 && (!strcmp(cmd, "down") || !strcmp(cmd, "up"))) {
+        if (parse_broker(a, &id))
+            return rc_err(reply, cap, RC_EINVAL, "error: %s: expected a broker id or all", cmd);
+        err = cmd[0] == 'd' ? rd_kafka_mock_broker_set_down(m->mc, id)
+                            : rd_kafka_mock_broker_set_up(m->mc, id);
+    } else if (n == 4 && !strcmp(cmd, "leader")) {
+        if (parse_broker(c, &id) && strcmp(c, "-1"))
+            return rc_err(reply, cap, RC_EINVAL, "error: leader: expected a broker id or -1");
+        err = rd_kafka_mock_partition_set_leader(m->mc, a, atoi(b), strcmp(c, "-1") ? id : -1);
+    } else if (n == 4 && !strcmp(cmd, "errors")) {
+        rd_kafka_resp_err_t e[64];
+        long cnt = strtol(b, NULL, 10);
+        if (parse_api(a, &api) || cnt < 1 || cnt > 64 || parse_kerr(c, &e[0]))
+            return rc_err(reply, cap, RC_EINVAL, "error: errors API COUNT(1..64) ERROR");
+        for (long i = 1; i < cnt; i++)
+            e[i] = e[0];
+        rd_kafka_mock_push_request_errors_array(m->mc, api, (size_t)cnt, e);
+    } else if (n == 3 && !strcmp(cmd, "topic-error")) {
+        if (parse_kerr(b, &err))
+            return rc_err(reply, cap, RC_EINVAL, "error: topic-error TOPIC ERROR");
+        rd_kafka_mock_topic_set_error(m->mc, a, err);
+        err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    } else if (n == 3 && !strcmp(cmd, "create")) {
+        err = rd_kafka_mock_topic_create(m->mc, a, atoi(b), 1);
+    } else if (n == 3 && !strcmp(cmd, "rtt")) {
+        if (parse_broker(a, &id) || id < 0)
+            return rc_err(reply, cap, RC_EINVAL, "error: rtt ID MS");
+        err = rd_kafka_mock_broker_set_rtt(m->mc, id, atoi(b));
+    } else {
+        return rc_err(reply, cap, RC_EINVAL, "error: unknown command \"%s\" (down, up, leader, "
+                      "errors, topic-error, create, rtt)", cmd);
+    }
+    if (err)
+        return rc_err(reply, cap, RC_EKAFKA, "error: %s", rd_kafka_err2str(err));
+    rc_log_info(MOD, "mock fault command", "command=\"%s\"", line);
+    return rc_err(reply, cap, 0, "ok");
 }
 
 /* ---- partitions, positions, lag ---- */

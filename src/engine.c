@@ -823,6 +823,33 @@ static uint32_t popular(rc_engine *e, const rc_index_filter *f, const uint32_t *
     return n;
 }
 
+/* The city holding most of the click weight: where the user is browsing now.
+ * Negatives are drawn from the positive's own city (58.com), so cosines are
+ * calibrated within a city, not across cities: recall without a city filter is
+ * scoped to this city unless the request asks for "city":"*" or the config
+ * says recall.scope = "global". */
+static int64_t user_city(rc_engine *e, const uint32_t *rows, const float *w, uint32_t n)
+{
+    uint32_t city[64];
+    float weight[64];
+    uint32_t nc = 0, best = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t c = rc_table_city(e->table, rows[i]), j;
+        for (j = 0; j < nc && city[j] != c; j++)
+            ;
+        if (j == nc) {
+            if (nc == 64)
+                continue;
+            city[nc] = c;
+            weight[nc++] = 0;
+        }
+        weight[j] += w[i];
+        if (weight[j] > weight[best])
+            best = j;
+    }
+    return nc ? (int64_t)city[best] : -1;
+}
+
 static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
                          const uint32_t *rows, const float *w, uint32_t nclicks, rc_hit *out,
                          uint32_t *n)
@@ -843,7 +870,9 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     if (!q)
         return RC_ENOMEM;
     int rc = rc_recall_query_vector(e->table, rows, w, nclicks, q);
-    if (rc == 0)
+    if (rc == 0 && req->exact)
+        rc = rc_recall_exact(e->table, q, req->k, f, rows, nclicks, out, n);
+    else if (rc == 0)
         rc = rc_recall_search(e->table, e->index, q, req->k, e->cfg.overfetch, f, rows, nclicks,
                               out, n);
     free(q);
@@ -876,6 +905,8 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     }
     int64_t hl = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms;
     rc_recall_decay_weights(ts, nclicks, hl, w);
+    if (!req->city && !req->global && e->cfg.recall_user_city && nclicks)
+        f.city = user_city(e, rows, w, nclicks);
     int rc = recall_clicks(e, req, &f, rows, w, nclicks, out, n);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         *fallback = 1;

@@ -2,15 +2,106 @@
  *
  * Decoding never keeps a pointer into the input or into jansson's tree: every
  * accepted string is copied into the fixed arrays of rc_event, so the caller
- * may free the Kafka message as soon as rc_event_decode returns. */
+ * may free the Kafka message as soon as rc_event_decode returns.
+ *
+ * Allocation: a parsed event is ~25 small jansson allocations (object, hash
+ * buckets, keys, strings), which cost as much as the parse itself. While a
+ * thread is inside rc_event_decode, jansson allocates from that thread's
+ * arena instead (a bump pointer, reset after the event); the tree is then
+ * dropped with the arena, without walking it. The hooks are installed for the
+ * whole process, before main, and pass every other allocation (other threads,
+ * other modules, an event too big for the arena) through to malloc/free: a
+ * pointer is returned to free() unless it lies in the calling thread's arena. */
 #include "recalld/event.h"
 
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#define ARENA_BYTES (16u * 1024u) /* a typical event needs ~2 KB */
+#define ARENA_ALIGN 16u
+
+struct arena {
+    char *base;
+    size_t used;
+    int active;  /* inside rc_event_decode */
+    int spilled; /* some allocation of this event went to malloc */
+};
+
+static _Thread_local struct arena arena;
+static pthread_key_t arena_key;
+static int arena_key_ok;
+
+static void arena_release(void *p) { free(p); }
+
+static void *ev_malloc(size_t n)
+{
+    struct arena *a = &arena;
+    if (a->active) {
+        size_t need = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+        if (need >= n && need <= ARENA_BYTES - a->used) {
+            void *p = a->base + a->used;
+            a->used += need;
+            return p;
+        }
+        a->spilled = 1;
+    }
+    return malloc(n);
+}
+
+static void ev_free(void *p)
+{
+    const struct arena *a = &arena;
+    if (a->base && (uintptr_t)p - (uintptr_t)a->base < ARENA_BYTES)
+        return; /* dropped with the arena */
+    free(p);
+}
+
+__attribute__((constructor)) static void event_alloc_init(void)
+{
+    arena_key_ok = pthread_key_create(&arena_key, arena_release) == 0;
+    json_set_alloc_funcs(ev_malloc, ev_free);
+}
+
+/* Starts an event's arena on this thread; 0 when there is none (then jansson
+ * simply uses malloc). */
+static int arena_begin(void)
+{
+    struct arena *a = &arena;
+    if (!a->base) {
+        if (!arena_key_ok)
+            return 0;
+        char *b = aligned_alloc(ARENA_ALIGN, ARENA_BYTES);
+        if (!b)
+            return 0;
+        if (pthread_setspecific(arena_key, b)) {
+            free(b);
+            return 0;
+        }
+        a->base = b;
+    }
+    a->used = 0;
+    a->spilled = 0;
+    a->active = 1;
+    return 1;
+}
+
+/* Drops root (may be NULL) and ends the arena. */
+static void arena_end(int used, json_t *root)
+{
+    if (used)
+        arena.active = 0;
+    /* Arena nodes need no walk; a tree with malloc'd parts is walked (its
+     * arena nodes are skipped by ev_free). */
+    if (root && (!used || arena.spilled))
+        json_decref(root);
+}
 
 static const char *const reason_names[RC_EV_REASON_COUNT] = {
     [RC_EV_OK] = "ok",
@@ -130,6 +221,17 @@ static enum rc_event_reason get_tags(json_t *v, rc_event *ev, char *errbuf, size
                     RC_TAGS_MAX);
     json_array_foreach(v, i, t)
     {
+        if (json_is_string(t)) { /* the usual case, without naming the field */
+            const char *s = json_string_value(t);
+            size_t n = json_string_length(t);
+            if (n < sizeof ev->tags[i] && !memchr(s, '\0', n)) {
+                memcpy(ev->tags[i], s, n);
+                ev->tags[i][n] = '\0';
+                ev->tag_len[i] = (uint8_t)n;
+                ev->ntags = (uint8_t)(i + 1);
+                continue;
+            }
+        }
         snprintf(name, sizeof name, "tags[%zu]", i);
         if (!json_is_string(t)) /* no integers here: a tag is a label */
             return fail(errbuf, errlen, RC_EV_WRONG_TYPE, "%s: expected string", name);
@@ -142,24 +244,56 @@ static enum rc_event_reason get_tags(json_t *v, rc_event *ev, char *errbuf, size
     return RC_EV_OK;
 }
 
+enum field { F_USER, F_ITEM, F_CITY, F_CATE, F_TS, F_EVENT, F_DEVICE, F_TAGS, F_COUNT };
+
+static const struct {
+    const char *name;
+    size_t len;
+} field_names[F_COUNT] = {
+    [F_USER] = {"user_id", 7}, [F_ITEM] = {"item_id", 7}, [F_CITY] = {"city_id", 7},
+    [F_CATE] = {"cate_id", 7}, [F_TS] = {"ts", 2},         [F_EVENT] = {"event", 5},
+    [F_DEVICE] = {"device", 6}, [F_TAGS] = {"tags", 4},
+};
+
+/* The schema's fields of o in f[] (NULL when absent), in one walk over the
+ * keys instead of a hash lookup per field. Keys are unique (the parser
+ * rejects duplicates) and may hold NUL bytes, hence the lengths. */
+static void fields_of(json_t *o, json_t *f[F_COUNT])
+{
+    for (int i = 0; i < F_COUNT; i++)
+        f[i] = NULL;
+    for (void *it = json_object_iter(o); it; it = json_object_iter_next(o, it)) {
+        const char *k = json_object_iter_key(it);
+        size_t kl = json_object_iter_key_len(it);
+        for (int i = 0; i < F_COUNT; i++) {
+            if (kl == field_names[i].len && memcmp(k, field_names[i].name, kl) == 0) {
+                f[i] = json_object_iter_value(it);
+                break;
+            }
+        }
+    }
+}
+
 static enum rc_event_reason decode_obj(json_t *o, rc_event *ev, char *errbuf, size_t errlen)
 {
     enum rc_event_reason r;
+    json_t *f[F_COUNT];
 
-    if ((r = get_str(json_object_get(o, "user_id"), "user_id", K_ID, 1, ev->user, sizeof ev->user,
-                     &ev->user_len, errbuf, errlen)) ||
-        (r = get_str(json_object_get(o, "item_id"), "item_id", K_ID, 1, ev->item, sizeof ev->item,
-                     &ev->item_len, errbuf, errlen)) ||
-        (r = get_str(json_object_get(o, "city_id"), "city_id", K_ATTR, 1, ev->city, sizeof ev->city,
-                     &ev->city_len, errbuf, errlen)) ||
-        (r = get_str(json_object_get(o, "cate_id"), "cate_id", K_ATTR, 1, ev->cate, sizeof ev->cate,
-                     &ev->cate_len, errbuf, errlen)) ||
-        (r = get_ts(json_object_get(o, "ts"), &ev->ts_ms, errbuf, errlen)) ||
-        (r = get_str(json_object_get(o, "event"), "event", K_TEXT, 0, ev->type, sizeof ev->type,
-                     &ev->type_len, errbuf, errlen)) ||
-        (r = get_str(json_object_get(o, "device"), "device", K_TEXT, 0, ev->device,
-                     sizeof ev->device, &ev->device_len, errbuf, errlen)) ||
-        (r = get_tags(json_object_get(o, "tags"), ev, errbuf, errlen)))
+    fields_of(o, f);
+    if ((r = get_str(f[F_USER], "user_id", K_ID, 1, ev->user, sizeof ev->user, &ev->user_len,
+                     errbuf, errlen)) ||
+        (r = get_str(f[F_ITEM], "item_id", K_ID, 1, ev->item, sizeof ev->item, &ev->item_len,
+                     errbuf, errlen)) ||
+        (r = get_str(f[F_CITY], "city_id", K_ATTR, 1, ev->city, sizeof ev->city, &ev->city_len,
+                     errbuf, errlen)) ||
+        (r = get_str(f[F_CATE], "cate_id", K_ATTR, 1, ev->cate, sizeof ev->cate, &ev->cate_len,
+                     errbuf, errlen)) ||
+        (r = get_ts(f[F_TS], &ev->ts_ms, errbuf, errlen)) ||
+        (r = get_str(f[F_EVENT], "event", K_TEXT, 0, ev->type, sizeof ev->type, &ev->type_len,
+                     errbuf, errlen)) ||
+        (r = get_str(f[F_DEVICE], "device", K_TEXT, 0, ev->device, sizeof ev->device,
+                     &ev->device_len, errbuf, errlen)) ||
+        (r = get_tags(f[F_TAGS], ev, errbuf, errlen)))
         return r;
     if (ev->type_len == 0) {
         memcpy(ev->type, "click", 6);
@@ -185,19 +319,22 @@ enum rc_event_reason rc_event_decode(const char *buf, size_t len, rc_event *ev, 
                     RC_EVENT_MAX);
     /* ALLOW_NUL lets "\u0000" parse, so it is reported as a bad value of the
      * field that holds it rather than as an anonymous parse error. */
+    int ar = arena_begin();
     root = json_loadb(buf ? buf : "", len,
                       JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!root)
+    if (!root) {
+        arena_end(ar, NULL);
         return fail(errbuf, errlen, RC_EV_BAD_JSON, "%d:%d: %s", jerr.line, jerr.column, jerr.text);
+    }
     if (!json_is_object(root)) {
-        json_decref(root);
+        arena_end(ar, root);
         return fail(errbuf, errlen, RC_EV_NOT_OBJECT, "event: expected a JSON object");
     }
     ev->user_len = ev->item_len = ev->city_len = ev->cate_len = 0;
     ev->type_len = ev->device_len = ev->ntags = 0;
     ev->type[0] = ev->device[0] = '\0';
     r = decode_obj(root, ev, errbuf, errlen);
-    json_decref(root);
+    arena_end(ar, root);
     return r;
 }
 

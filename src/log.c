@@ -7,11 +7,12 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Relaxed atomics: SIGHUP changes them on the loop thread while any thread logs. */
 static int g_level = -1;
 static int g_json;
 
-void rc_log_set_level(enum rc_log_level lvl) { g_level = (int)lvl; }
-void rc_log_set_json(int json) { g_json = json; }
+void rc_log_set_level(enum rc_log_level lvl) { __atomic_store_n(&g_level, (int)lvl, __ATOMIC_RELAXED); }
+void rc_log_set_json(int json) { __atomic_store_n(&g_json, json, __ATOMIC_RELAXED); }
 
 int rc_log_level_parse(const char *s)
 {
@@ -24,11 +25,13 @@ int rc_log_level_parse(const char *s)
 
 static int level(void)
 {
-    if (g_level < 0) {
+    int g = __atomic_load_n(&g_level, __ATOMIC_RELAXED);
+    if (g < 0) {
         int l = rc_log_level_parse(getenv("RECALLD_LOG_LEVEL"));
-        g_level = l >= 0 ? l : RC_LOG_INFO;
+        g = l >= 0 ? l : RC_LOG_INFO;
+        __atomic_store_n(&g_level, g, __ATOMIC_RELAXED);
     }
-    return g_level;
+    return g;
 }
 
 /* Appends s to buf, escaping quotes, backslashes and control bytes. */
@@ -67,7 +70,7 @@ void rc_log(enum rc_log_level lvl, const char *mod, const char *msg, const char 
         va_end(ap);
     }
     size_t pos;
-    if (g_json) {
+    if (__atomic_load_n(&g_json, __ATOMIC_RELAXED)) {
         pos = (size_t)snprintf(buf, sizeof buf, "{\"ts\":\"%s\",\"level\":\"%s\",\"mod\":\"%s\",\"msg\":\"",
                                tbuf, names[lvl], mod);
         pos = put_escaped(buf, pos, sizeof buf - 16, msg);

@@ -802,7 +802,8 @@ static void render_api(rc_buf *b, rc_api *a)
 
 static void render_checkpoint(rc_buf *b, const rc_metrics_sources *s)
 {
-    rc_metrics_checkpoint ck = {.last_ok_wall_ms = -1, .last_duration_s = -1};
+    rc_metrics_checkpoint ck = {.last_ok_wall_ms = -1, .last_duration_s = -1,
+                                .last_pause_s = -1};
     if (s->checkpoint(s->checkpoint_arg, &ck) != 0)
         return;
     rc_prom_family(b, "recalld_checkpoint_age_seconds", "gauge",
@@ -814,6 +815,10 @@ static void render_checkpoint(rc_buf *b, const rc_metrics_sources *s)
                    "Duration of the last checkpoint write (absent: none yet).");
     if (ck.last_duration_s >= 0)
         rc_prom_sample(b, "recalld_checkpoint_duration_seconds", NULL, ck.last_duration_s);
+    rc_prom_family(b, "recalld_checkpoint_pause_seconds", "gauge",
+                   "Model writer's pause to copy the last checkpoint (absent: none yet).");
+    if (ck.last_pause_s >= 0)
+        rc_prom_sample(b, "recalld_checkpoint_pause_seconds", NULL, ck.last_pause_s);
     rc_prom_family(b, "recalld_checkpoints_total", "counter", "Checkpoint writes, by result.");
     rc_prom_sample_u64(b, "recalld_checkpoints_total", "result=\"ok\"", ck.written);
     rc_prom_sample_u64(b, "recalld_checkpoints_total", "result=\"failed\"", ck.failed);

@@ -287,3 +287,30 @@ out:
     free(hits);
     return rc;
 }
+
+int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, const rc_index_filter *f,
+                    const uint32_t *exclude, uint32_t nexclude, rc_hit *out, uint32_t *n)
+{
+    uint32_t dim = rc_table_dim(t), rows = rc_table_size(t), have = 0;
+    *n = 0;
+    if (k == 0)
+        return 0;
+    /* out[] is kept sorted best-first; a candidate enters if it beats the last. */
+    for (uint32_t r = 0; r < rows; r++) {
+        if (!passes(t, r, f) || excluded(r, exclude, nexclude))
+            continue;
+        const float *v = rc_table_in(t, r);
+        float norm = sqrtf(rc_vec_dot(v, v, dim));
+        float s = norm > 0 ? rc_vec_dot(q, v, dim) / norm : 0;
+        if (have == k && s <= out[k - 1].score)
+            continue;
+        uint32_t pos = have < k ? have++ : k - 1;
+        while (pos > 0 && out[pos - 1].score < s) {
+            out[pos] = out[pos - 1];
+            pos--;
+        }
+        out[pos] = (rc_hit){r, s};
+    }
+    *n = have;
+    return 0;
+}

@@ -8,7 +8,12 @@
  * whose items or weight moved by more than rebuild_ratio since its build is
  * queued, and rc_sampler_maintain rebuilds the queue. A city below
  * min_city_items is never built, so its draws (hard negatives only) are
- * uniform over its members; its ordinary negatives come from the global dist. */
+ * uniform over its members; its ordinary negatives come from the global dist.
+ *
+ * Layout, for cache misses: a draw is one random read of a 16-byte alias slot
+ * holding both candidate rows and their category tags, so the hard-negative
+ * test needs no table access; the per-row state the sampler needs (weight,
+ * position in its city, city, category tag) is one 16-byte record. */
 #include "recalld/sampler.h"
 
 #include <math.h>
@@ -17,14 +22,29 @@
 
 #define POW_TAB   4096u
 #define MAX_TRIES 8
+#define TAG_WIDE  0xffffu /* category tag of categories >= TAG_WIDE: ask the table */
+
+/* Alias slot i: keep row `row` with probability prob, else take `alias_row`. */
+struct slot {
+    float prob;
+    uint32_t row, alias_row;
+    uint16_t tag, alias_tag;
+};
+
+/* Per row: what draws and count updates need, in one line. */
+struct rowinfo {
+    float w;       /* weight last seen */
+    uint32_t pos;  /* index in its city's members */
+    uint32_t city;
+    uint32_t tag;  /* category tag */
+};
 
 struct dist {
     uint32_t *members; /* NULL for the global dist: member i is row i */
     uint32_t n, cap;
     uint32_t built_n;
-    float *prob;
-    uint32_t *alias;
-    uint32_t alias_cap;
+    struct slot *slots;
+    uint32_t slots_cap;
     double built_w, cur_w, recent_w;
     int queued;
 };
@@ -35,15 +55,15 @@ struct rc_sampler {
     uint32_t min_items;
     int global_only;
     uint32_t known;      /* rows 0..known-1 are in the dists */
-    float *w;            /* per row: weight last seen */
-    uint32_t *pos;       /* per row: index in its city's members */
+    struct rowinfo *ri;  /* per row */
     uint32_t rows_cap;
     struct dist global;
     struct dist *cities;
     uint32_t ncities;
     uint32_t *queue;     /* city ids to rebuild */
     uint32_t nqueue, queue_cap;
-    uint32_t *small, *large; /* Vose scratch */
+    uint32_t *small, *large, *alias; /* Vose scratch */
+    float *prob;
     uint32_t scratch_cap;
     float pow_tab[POW_TAB];
     rc_sampler_stats st;
@@ -57,6 +77,11 @@ static float weight_of(const rc_sampler *s, uint32_t count)
 static inline uint32_t member(const struct dist *d, uint32_t i)
 {
     return d->members ? d->members[i] : i;
+}
+
+static inline uint32_t tag_of(uint32_t cate)
+{
+    return cate < TAG_WIDE ? cate : TAG_WIDE;
 }
 
 static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
@@ -118,10 +143,8 @@ static int ensure_city(rc_sampler *s, uint32_t city)
 /* Adds row `known` to its city and the global dist. */
 static int ingest_one(rc_sampler *s)
 {
-    uint32_t row = s->known, city = rc_table_city(s->t, row), cap = s->rows_cap;
-    if (grow((void **)&s->w, &cap, row + 1, sizeof(float)))
-        return RC_ENOMEM;
-    if (grow((void **)&s->pos, &s->rows_cap, row + 1, sizeof(uint32_t)))
+    uint32_t row = s->known, city = rc_table_city(s->t, row);
+    if (grow((void **)&s->ri, &s->rows_cap, row + 1, sizeof(struct rowinfo)))
         return RC_ENOMEM;
     if (ensure_city(s, city))
         return RC_ENOMEM;
@@ -129,8 +152,7 @@ static int ingest_one(rc_sampler *s)
     if (grow((void **)&d->members, &d->cap, d->n + 1, sizeof(uint32_t)))
         return RC_ENOMEM;
     float w = weight_of(s, rc_table_count(s->t, row));
-    s->w[row] = w;
-    s->pos[row] = d->n;
+    s->ri[row] = (struct rowinfo){w, d->n, city, tag_of(rc_table_cate(s->t, row))};
     d->members[d->n++] = row;
     d->cur_w += w;
     d->recent_w += w;
@@ -152,38 +174,48 @@ static void catch_up(rc_sampler *s, uint32_t upto)
 /* Vose's alias method over members[0..n) with the rows' current weights. */
 static int rebuild(rc_sampler *s, struct dist *d)
 {
-    uint32_t n = d->n, ns = 0, nl = 0, cap = d->alias_cap, scap = s->scratch_cap;
-    if (grow((void **)&d->prob, &cap, n, sizeof(float)) ||
-        grow((void **)&d->alias, &d->alias_cap, n, sizeof(uint32_t)))
+    uint32_t n = d->n, ns = 0, nl = 0;
+    uint32_t c1 = s->scratch_cap, c2 = s->scratch_cap, c3 = s->scratch_cap;
+    if (grow((void **)&d->slots, &d->slots_cap, n, sizeof(struct slot)))
         return RC_ENOMEM;
-    if (grow((void **)&s->small, &scap, n, sizeof(uint32_t)) ||
-        grow((void **)&s->large, &s->scratch_cap, n, sizeof(uint32_t)))
+    /* The four scratch arrays share one capacity: it moves only when all grew. */
+    if (grow((void **)&s->small, &c1, n, sizeof(uint32_t)) ||
+        grow((void **)&s->large, &c2, n, sizeof(uint32_t)) ||
+        grow((void **)&s->alias, &c3, n, sizeof(uint32_t)) ||
+        grow((void **)&s->prob, &s->scratch_cap, n, sizeof(float)))
         return RC_ENOMEM;
+    float *prob = s->prob;
+    uint32_t *alias = s->alias;
     double sum = 0;
     for (uint32_t i = 0; i < n; i++)
-        sum += s->w[member(d, i)];
+        sum += s->ri[member(d, i)].w;
     for (uint32_t i = 0; i < n; i++) {
-        d->prob[i] = (float)(s->w[member(d, i)] * (double)n / sum);
-        d->alias[i] = i;
-        if (d->prob[i] < 1.0f)
+        prob[i] = (float)(s->ri[member(d, i)].w * (double)n / sum);
+        alias[i] = i;
+        if (prob[i] < 1.0f)
             s->small[ns++] = i;
         else
             s->large[nl++] = i;
     }
     while (ns && nl) {
         uint32_t l = s->small[--ns], g = s->large[nl - 1];
-        d->alias[l] = g;
-        d->prob[g] = (d->prob[g] + d->prob[l]) - 1.0f;
-        if (d->prob[g] < 1.0f) {
+        alias[l] = g;
+        prob[g] = (prob[g] + prob[l]) - 1.0f;
+        if (prob[g] < 1.0f) {
             nl--;
             s->small[ns++] = g;
         }
     }
     /* Leftovers are 1 up to rounding error. */
     while (nl)
-        d->prob[s->large[--nl]] = 1.0f;
+        prob[s->large[--nl]] = 1.0f;
     while (ns)
-        d->prob[s->small[--ns]] = 1.0f;
+        prob[s->small[--ns]] = 1.0f;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t r = member(d, i), a = member(d, alias[i]);
+        d->slots[i] = (struct slot){prob[i], r, a, (uint16_t)s->ri[r].tag,
+                                    (uint16_t)s->ri[a].tag};
+    }
     if (d != &s->global && d->built_n == 0)
         s->st.cities++;
     d->built_n = n;
@@ -225,17 +257,16 @@ void rc_sampler_destroy(rc_sampler *s)
         return;
     for (uint32_t i = 0; i < s->ncities; i++) {
         free(s->cities[i].members);
-        free(s->cities[i].prob);
-        free(s->cities[i].alias);
+        free(s->cities[i].slots);
     }
     free(s->cities);
-    free(s->global.prob);
-    free(s->global.alias);
-    free(s->w);
-    free(s->pos);
+    free(s->global.slots);
+    free(s->ri);
     free(s->queue);
     free(s->small);
     free(s->large);
+    free(s->alias);
+    free(s->prob);
     free(s);
 }
 
@@ -247,15 +278,16 @@ void rc_sampler_note(rc_sampler *s, uint32_t row)
         catch_up(s, RC_MIN(row + 1, rc_table_size(s->t)));
         return;
     }
-    uint32_t city = rc_table_city(s->t, row);
+    struct rowinfo *ri = &s->ri[row];
     float nw = weight_of(s, rc_table_count(s->t, row));
-    double delta = (double)nw - s->w[row];
+    double delta = (double)nw - ri->w;
     if (delta == 0)
         return;
-    s->w[row] = nw;
+    ri->w = nw;
+    uint32_t city = ri->city;
     struct dist *d = &s->cities[city];
     d->cur_w += delta;
-    if (s->pos[row] >= d->built_n)
+    if (ri->pos >= d->built_n)
         d->recent_w += delta;
     s->global.cur_w += delta;
     if (row >= s->global.built_n)
@@ -282,24 +314,34 @@ uint32_t rc_sampler_maintain(rc_sampler *s)
     return done;
 }
 
-/* One draw from d (d->n > 0): a row. */
-static uint32_t dist_draw(const struct dist *d, rc_rng *rng)
+/* One draw from d (d->n > 0): a row, and its category tag in *tag. */
+static inline uint32_t dist_draw(const rc_sampler *s, const struct dist *d, rc_rng *rng,
+                                 uint32_t *tag)
 {
     uint64_t r = rc_rng_next(rng);
     uint32_t recent = d->n - d->built_n;
     if (recent && (d->built_n == 0 || rc_rng_float(rng) * (d->built_w + d->recent_w) <
-                                          d->recent_w))
-        return member(d, d->built_n + (uint32_t)(((r >> 32) * recent) >> 32));
-    uint32_t i = (uint32_t)(((r >> 32) * d->built_n) >> 32);
+                                          d->recent_w)) {
+        uint32_t x = member(d, d->built_n + (uint32_t)(((r >> 32) * recent) >> 32));
+        *tag = s->ri[x].tag;
+        return x;
+    }
+    const struct slot *sl = &d->slots[((r >> 32) * d->built_n) >> 32];
     float u = (float)(r & 0xffffff) * (1.0f / 16777216.0f);
-    return member(d, u < d->prob[i] ? i : d->alias[i]);
+    if (u < sl->prob) {
+        *tag = sl->tag;
+        return sl->row;
+    }
+    *tag = sl->alias_tag;
+    return sl->alias_row;
 }
 
 /* A draw from d that is not pos, unless pos is d's only member. */
-static uint32_t draw_excl(const struct dist *d, rc_rng *rng, uint32_t pos)
+static uint32_t draw_excl(const rc_sampler *s, const struct dist *d, rc_rng *rng, uint32_t pos)
 {
+    uint32_t tag;
     for (int i = 0; i < MAX_TRIES; i++) {
-        uint32_t x = dist_draw(d, rng);
+        uint32_t x = dist_draw(s, d, rng, &tag);
         if (x != pos)
             return x;
     }
@@ -313,12 +355,13 @@ static uint32_t draw_excl(const struct dist *d, rc_rng *rng, uint32_t pos)
 static uint32_t draw_hard(const rc_sampler *s, const struct dist *src, rc_rng *rng, uint32_t pos,
                           uint32_t cate)
 {
+    uint32_t ptag = tag_of(cate), tag;
     for (int i = 0; i < MAX_TRIES; i++) {
-        uint32_t x = dist_draw(src, rng);
-        if (x != pos && rc_table_cate(s->t, x) != cate)
+        uint32_t x = dist_draw(s, src, rng, &tag);
+        if (x != pos && (tag != ptag || (tag == TAG_WIDE && rc_table_cate(s->t, x) != cate)))
             return x;
     }
-    return draw_excl(src, rng, pos);
+    return draw_excl(s, src, rng, pos);
 }
 
 /* The draw itself, read-only; *nhard and *fallback get what the stats count. */
@@ -329,7 +372,8 @@ static uint32_t draw_core(const rc_sampler *s, rc_rng *rng, uint32_t pos, float 
         return 0;
     float hs = hard_share > 0 ? (hard_share < 1 ? hard_share : 1) : 0;
     uint32_t nhard = (uint32_t)lrintf((float)k * hs);
-    uint32_t city = rc_table_city(s->t, pos), cate = rc_table_cate(s->t, pos);
+    const struct rowinfo *pi = &s->ri[pos];
+    uint32_t city = pi->city, cate = pi->tag < TAG_WIDE ? pi->tag : rc_table_cate(s->t, pos);
     const struct dist *cd = &s->cities[city], *main = &s->global, *hsrc = &s->global;
     *fallback = 0;
     if (!s->global_only) {
@@ -343,7 +387,7 @@ static uint32_t draw_core(const rc_sampler *s, rc_rng *rng, uint32_t pos, float 
     for (uint32_t j = 0; j < nhard; j++)
         out[j] = draw_hard(s, hsrc, rng, pos, cate);
     for (uint32_t j = nhard; j < k; j++)
-        out[j] = draw_excl(main, rng, pos);
+        out[j] = draw_excl(s, main, rng, pos);
     *nhard_out = nhard;
     return k;
 }

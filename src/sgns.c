@@ -68,9 +68,11 @@ float rc_sgns_pair(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_opts *
 {
     uint32_t dim = rc_table_dim(t);
     uint32_t nneg = o->negatives ? RC_MIN(o->negatives, RC_SGNS_MAX_NEG) : DEFAULT_NEG;
-    uint32_t k = !s                  ? 0
-                 : o->shared_sampler ? rc_sampler_draw_shared(s, rng, pos, o->hard_share, nneg, w->neg)
-                                     : rc_sampler_draw(s, rng, pos, o->hard_share, nneg, w->neg);
+    uint32_t k = 0;
+    if (s && o->shared_sampler)
+        k = rc_sampler_draw_shared(s, rng, pos, o->hard_share, nneg, w->neg);
+    else if (s)
+        k = rc_sampler_draw(s, rng, pos, o->hard_share, nneg, w->neg);
     /* Negative rows are random, hence cold: start all their loads now so the
      * misses overlap instead of stalling each dot product in turn. */
     for (uint32_t i = 0; i < k; i++)

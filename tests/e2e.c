@@ -151,34 +151,62 @@ int e2e_sh(char **out, const char *fmt, ...)
 
 void e2e_start(e2e_daemon *d, const char *const *extra)
 {
+    e2e_opts o = {.extra = extra};
+    e2e_start_opts(d, &o);
+}
+
+static void spawn(e2e_daemon *d, const e2e_opts *o)
+{
     const char *argv[64];
     int argc = 0;
-    memset(d, 0, sizeof *d);
-    snprintf(d->dir, sizeof d->dir, "/tmp/rc-e2e-XXXXXX");
-    ASSERT(mkdtemp(d->dir) != NULL);
-    snprintf(d->sock, sizeof d->sock, "%s/s.sock", d->dir);
-    snprintf(d->log, sizeof d->log, "%s/recalld.log", d->dir);
+    if (!o->reuse) {
+        memset(d, 0, sizeof *d);
+        snprintf(d->dir, sizeof d->dir, "/tmp/rc-e2e-XXXXXX");
+        ASSERT(mkdtemp(d->dir) != NULL);
+        snprintf(d->sock, sizeof d->sock, "%s/s.sock", d->dir);
+        snprintf(d->log, sizeof d->log, "%s/recalld.log", d->dir);
+    }
     argv[argc++] = RC_BIN("recalld");
-    argv[argc++] = "--embedded-kafka";
+    if (o->brokers) {
+        argv[argc++] = "--brokers";
+        argv[argc++] = o->brokers;
+    } else {
+        argv[argc++] = "--embedded-kafka";
+    }
     argv[argc++] = "--socket";
     argv[argc++] = d->sock;
     /* No metrics listener unless a test asks (extra flags come later and win):
      * parallel daemons must not compete for the default port. */
     argv[argc++] = "--metrics-port";
     argv[argc++] = "0";
-    for (; extra && *extra && argc < 60; extra++)
-        argv[argc++] = *extra;
+    for (const char *const *x = o->extra; x && *x && argc < 60; x++)
+        argv[argc++] = *x;
     argv[argc] = NULL;
     d->pid = fork();
     ASSERT(d->pid >= 0);
     if (d->pid == 0) {
         /* The daemon must not outlive a test that fails or times out. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        FILE *f = freopen(d->log, "w", stderr);
+        FILE *f = freopen(d->log, o->reuse ? "a" : "w", stderr);
         (void)f;
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
+}
+
+void e2e_kill(e2e_daemon *d)
+{
+    int st;
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, &st, 0);
+    d->pid = 0;
+}
+
+void e2e_start_opts(e2e_daemon *d, const e2e_opts *o)
+{
+    spawn(d, o);
     long long deadline = now_ms() + 30000;
     for (;;) {
         int st;
@@ -188,7 +216,7 @@ void e2e_start(e2e_daemon *d, const char *const *extra)
             RC__FAIL("recalld exited during start:\n%s", log);
         }
         char *r = e2e_raw(d->sock, "{\"op\":\"health\"}\n", 16, 2000);
-        int ok = r && strstr(r, "\"ok\":true");
+        int ok = r && (o->no_wait || strstr(r, "\"ok\":true"));
         free(r);
         if (ok)
             break;
@@ -220,4 +248,83 @@ int e2e_stop(e2e_daemon *d)
     }
     d->pid = 0;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ---- recalld-broker ---- */
+
+void e2e_broker_start(e2e_broker *b, int partitions, const char *const *extra)
+{
+    const char *argv[32];
+    char parts[16];
+    int argc = 0, in[2], out[2];
+    memset(b, 0, sizeof *b);
+    snprintf(parts, sizeof parts, "%d", partitions);
+    argv[argc++] = RC_BIN("recalld-broker");
+    argv[argc++] = "--partitions";
+    argv[argc++] = parts;
+    for (; extra && *extra && argc < 30; extra++)
+        argv[argc++] = *extra;
+    argv[argc] = NULL;
+    ASSERT_EQ(pipe(in), 0);
+    ASSERT_EQ(pipe(out), 0);
+    b->pid = fork();
+    ASSERT(b->pid >= 0);
+    if (b->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        if (!getenv("RC_TEST_BROKER_LOG"))
+            (void)!freopen("/dev/null", "w", stderr);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    b->cmd_fd = in[1];
+    b->out_fd = out[0];
+    size_t len = 0;
+    while (len + 1 < sizeof b->bootstrap) { /* first line: the bootstrap address */
+        ssize_t r = read(b->out_fd, b->bootstrap + len, 1);
+        ASSERT(r == 1);
+        if (b->bootstrap[len] == '\n')
+            break;
+        len++;
+    }
+    b->bootstrap[len] = '\0';
+    ASSERT(len > 0);
+}
+
+char *e2e_broker_cmd(e2e_broker *b, const char *fmt, ...)
+{
+    char line[512], reply[512];
+    size_t len = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    line[n++] = '\n';
+    ASSERT_EQ(write(b->cmd_fd, line, (size_t)n), n);
+    while (len + 1 < sizeof reply) {
+        ssize_t r = read(b->out_fd, reply + len, 1);
+        ASSERT(r == 1);
+        if (reply[len] == '\n')
+            break;
+        len++;
+    }
+    reply[len] = '\0';
+    return strdup(reply);
+}
+
+void e2e_broker_stop(e2e_broker *b)
+{
+    int st;
+    if (b->pid <= 0)
+        return;
+    kill(b->pid, SIGTERM);
+    waitpid(b->pid, &st, 0);
+    close(b->cmd_fd);
+    close(b->out_fd);
+    b->pid = 0;
 }

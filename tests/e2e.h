@@ -18,6 +18,29 @@ typedef struct e2e_daemon {
  * (NULL-terminated), waits until health is ok (partitions assigned) and reads
  * kafka.bootstrap from stats. Aborts the test on failure. */
 void e2e_start(e2e_daemon *d, const char *const *extra);
+typedef struct e2e_opts {
+    const char *brokers;      /* NULL: --embedded-kafka */
+    int reuse;                /* restart: keep d's dir, socket and log (appended) */
+    int no_wait;              /* return once the socket answers, healthy or not */
+    const char *const *extra; /* NULL-terminated extra flags */
+} e2e_opts;
+/* e2e_start with options. */
+void e2e_start_opts(e2e_daemon *d, const e2e_opts *o);
+/* SIGKILL, wait for it. */
+void e2e_kill(e2e_daemon *d);
+
+/* recalld-broker in its own process (the log outlives recalld). Its stdin
+ * takes fault commands (see recalld-broker --help), answered on stdout. */
+typedef struct e2e_broker {
+    pid_t pid;
+    int cmd_fd, out_fd;
+    char bootstrap[256];
+} e2e_broker;
+void e2e_broker_start(e2e_broker *b, int partitions, const char *const *extra);
+/* Sends one command line; returns the reply line (malloc'd). */
+char *e2e_broker_cmd(e2e_broker *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void e2e_broker_stop(e2e_broker *b);
+
 /* SIGTERM, wait for exit; returns the exit status (or -1 on signal). */
 int e2e_stop(e2e_daemon *d);
 

@@ -299,9 +299,10 @@ TEST(clicklog_gzip_and_stdin)
 TEST(clicklog_jsonl_events)
 {
     const char *p = write_file("h.jsonl",
-                               "{\"user_id\":\"u1\",\"item_id\":\"i1\",\"city_id\":3,\"cate_id\":\"k\","
-                               "\"ts\":1000}\n"
-                               "{\"user_id\":\"u1\",\"item_id\":\"i2\",\"city_id\":3,\"cate_id\":\"k\"}\n"
+                               "{\"user_id\":\"u1\",\"item_id\":\"i1\",\"city_id\":3,"
+                               "\"cate_id\":\"k\",\"ts\":1000}\n"
+                               "{\"user_id\":\"u1\",\"item_id\":\"i2\",\"city_id\":3,"
+                               "\"cate_id\":\"k\"}\n"
                                "not json\n"
                                "{\"user_id\":\"u1\",\"item_id\":7,\"city_id\":4,\"cate_id\":\"m\","
                                "\"ts\":2000}\n");

@@ -54,6 +54,8 @@ TEST(config_errors_name_the_key)
         {"{\"kafka\":{\"brokers\":\"\"}}", "kafka.brokers: required unless kafka.embedded"},
         {"{\"kafka\":{\"config\":{\"a\":1}}}", "kafka.config: values must be strings"},
         {"{\"log\":{\"level\":\"loud\"}}", "log.level: expected debug"},
+        {"{\"recall\":{\"scope\":\"planet\"}}", "recall.scope: expected \"user_city\" or \"global\""},
+        {"{\"recall\":{\"half_life_ms\":-5}}", "recall.half_life_ms: -5 is out of range"},
         {"{\"recall\":{\"k_default\":50,\"k_max\":10}}", "recall.k_default: must not exceed"},
         {"{\"sessions\":{\"history\":4},\"model\":{\"window\":5}}", "must not exceed sessions.history"},
         {"{\"model\":{\"dim\":64,\"dim\":32}}", "duplicate object key"},

@@ -534,6 +534,7 @@ static int fake_checkpoint(void *arg, rc_metrics_checkpoint *out)
     out->failed = 1;
     out->last_bytes = 12345;
     out->last_duration_s = *have ? 0.25 : -1;
+    out->last_pause_s = *have ? 0.001 : -1;
     out->last_ok_wall_ms = *have ? rc_wall_ms() - 2000 : -1;
     return 0;
 }
@@ -549,6 +550,7 @@ TEST(metrics_checkpoint_hook)
     prom_parse(&pg, b.data);
     ASSERT_NEAR(prom_get(&pg, "recalld_checkpoint_age_seconds", ""), 2, 0.5);
     ASSERT_NEAR(prom_get(&pg, "recalld_checkpoint_duration_seconds", ""), 0.25, 0);
+    ASSERT_NEAR(prom_get(&pg, "recalld_checkpoint_pause_seconds", ""), 0.001, 0);
     ASSERT_NEAR(prom_get(&pg, "recalld_checkpoints_total", "result=\"ok\""), 3, 0);
     ASSERT_NEAR(prom_get(&pg, "recalld_checkpoints_total", "result=\"failed\""), 1, 0);
     have = 0; /* none written yet: the families stay, without samples */
@@ -1075,5 +1077,41 @@ TEST(metrics_daemon_port_errors)
     st = e2e_sh(&out, RC_BIN("recalld") " --metrics-port 0 --check-config 2>&1");
     ASSERT_EQ(st, 0);
     free(out);
+    e2e_sh(NULL, "rm -rf %s", dir);
+}
+
+TEST(metrics_e2e_checkpoint_figures)
+{
+    static prom_page pg;
+    char dir[] = "/tmp/rc-metrics-ck-XXXXXX", cfg[300], port[16];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(cfg, sizeof cfg, "%s/c.json", dir);
+    FILE *f = fopen(cfg, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "{\"checkpoint\":{\"interval_ms\":300},\"log\":{\"stats_interval_ms\":0}}\n");
+    fclose(f);
+    int P = free_port();
+    snprintf(port, sizeof port, "%d", P);
+    const char *extra[] = {"--config", cfg, "--data-dir", dir, "--metrics-port", port, NULL};
+    e2e_daemon d;
+    e2e_start(&d, extra);
+    produce(&d, 9, 3000, 0);
+    json_decref(e2e_wait_consumed(d.sock, 3000, 60000));
+    long deadline = mono_ms() + 15000;
+    do {
+        usleep(200000);
+        scrape(P, &pg);
+    } while (!prom_has(&pg, "recalld_checkpoint_duration_seconds", NULL) &&
+             mono_ms() < deadline);
+    ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoints_total", "result=\"ok\""), >=, 1);
+    ASSERT_NEAR(prom_get(&pg, "recalld_checkpoints_total", "result=\"failed\""), 0, 0);
+    ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_duration_seconds", ""), >, 0);
+    ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_pause_seconds", ""), >=, 0);
+    /* both vectors of every item (dim 64) are in it */
+    ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_bytes", ""), >,
+                  prom_get(&pg, "recalld_items", "") * 2 * 64 * 4);
+    /* written every 300 ms (or found unchanged, which renews it too) */
+    ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_age_seconds", ""), <, 3);
+    ASSERT_EQ(e2e_stop(&d), 0);
     e2e_sh(NULL, "rm -rf %s", dir);
 }

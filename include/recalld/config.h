@@ -49,6 +49,7 @@ typedef struct rc_config {
     int64_t half_life_ms;                  /* time decay of click weights, 0 = off */
     uint32_t mc_max_categories, mc_min_quota; /* multi-category recall */
     uint32_t max_batch_users;              /* users per batch recall request */
+    int recall_user_city;                  /* recall.scope: 1 "user_city" (default), 0 "global" */
     /* pipeline */
     uint32_t queue_batches; /* batches in flight between loop and trainer */
     /* data / logs */
@@ -70,6 +71,12 @@ int rc_config_load(rc_config *c, const char *path, char *errbuf, size_t errlen);
 
 /* Same, from a JSON text (tests). */
 int rc_config_load_str(rc_config *c, const char *json, char *errbuf, size_t errlen);
+
+/* Names of the keys whose values differ between a and b (static strings;
+ * "kafka.config" for the librdkafka properties) into names[0..cap). Returns
+ * how many differ (may exceed cap). For SIGHUP: what changed, what needs a
+ * restart. */
+size_t rc_config_diff(const rc_config *a, const rc_config *b, const char **names, size_t cap);
 
 /* Range and consistency checks. Returns 0 or RC_EINVAL naming the key. */
 int rc_config_validate(const rc_config *c, char *errbuf, size_t errlen);

@@ -167,4 +167,17 @@ int rc_consumer_mock_start(int brokers, int partitions, const char *const *topic
 const char *rc_consumer_mock_bootstrap(const rc_consumer_mock *m);
 void rc_consumer_mock_destroy(rc_consumer_mock *m);
 
+/* Fault injection on the mock (what recalld-broker reads on stdin), one
+ * command per call; reply gets "ok" or "error: why". Commands:
+ *   down ID|all, up ID|all      broker stops / resumes accepting connections
+ *   leader TOPIC PART ID|-1     move a partition's leader (-1: leaderless)
+ *   errors API COUNT ERROR      the next COUNT requests of API (name or key:
+ *                               Fetch, OffsetCommit, JoinGroup...) fail with
+ *                               ERROR (name as rd_kafka_err2name, or code)
+ *   topic-error TOPIC ERROR     metadata reports ERROR for TOPIC (NO_ERROR clears)
+ *   create TOPIC PARTITIONS     create a topic
+ *   rtt ID MS                   broker round-trip delay
+ * Broker ids start at 1. Returns 0, RC_EINVAL or RC_EKAFKA. Any thread. */
+int rc_consumer_mock_command(rc_consumer_mock *m, const char *line, char *reply, size_t cap);
+
 #endif

@@ -96,6 +96,8 @@ typedef struct rc_recall_req {
     uint32_t ncates;
     int multi_category;   /* 1: per-category vectors and quotas (rc_recall_multi_category) */
     int64_t half_life_ms; /* time decay of the clicks' weights; 0 = config, < 0 = off */
+    int exact;            /* 1: brute force over all rows instead of the index (reference) */
+    int global;           /* 1: all cities even when recall.scope is "user_city" ("city":"*") */
     rc_mc_quota *quotas;  /* multi_category: receives the plan (room for 64), may be NULL */
     uint32_t *nquotas;
 } rc_recall_req;

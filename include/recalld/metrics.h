@@ -137,6 +137,7 @@ typedef struct rc_metrics_checkpoint {
     int64_t last_ok_wall_ms;  /* epoch ms when the newest durable checkpoint was
                                * completed, -1 = none yet */
     double last_duration_s;   /* duration of the last write attempt, -1 = none */
+    double last_pause_s;      /* the model writer's pause to copy it, -1 = none */
     uint64_t written, failed; /* attempts that completed / failed */
     uint64_t last_bytes;      /* size of the newest durable checkpoint */
 } rc_metrics_checkpoint;

@@ -70,3 +70,9 @@ int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *ro
 /* Time-decay weights: w[i] = 2^-((ts_newest - ts[i]) / half_life_ms); all 1
  * when half_life_ms <= 0. */
 void rc_recall_decay_weights(const int64_t *ts, uint32_t n, int64_t half_life_ms, float *w);
+
+/* Exact top-k by brute force over every table row (same scoring, exclusion and
+ * filter as rc_recall_search, no index): the reference for recall@k of the
+ * index, and a debugging aid. O(rows * dim). */
+int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, const rc_index_filter *f,
+                    const uint32_t *exclude, uint32_t nexclude, rc_hit *out, uint32_t *n);

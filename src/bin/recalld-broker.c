@@ -5,7 +5,13 @@
  *
  * The first line of stdout is the bootstrap address (flushed); logs go to
  * stderr. Runs until SIGTERM or SIGINT, then exits 0. The mock keeps only about
- * 5 MiB per partition (librdkafka 2.0.2) and drops older data silently. */
+ * 5 MiB per partition (librdkafka 2.0.2) and drops older data silently.
+ *
+ * Fault injection: each line on stdin is a command (rc_consumer_mock_command:
+ * down ID|all, up ID|all, leader TOPIC PART ID, errors API COUNT ERROR,
+ * topic-error TOPIC ERROR, create TOPIC PARTS, rtt ID MS), answered by one line
+ * "ok" or "error: ..." on stdout. End of stdin is not a stop request. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +26,23 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: recalld-broker [--brokers N (1)] [--partitions N (8)] "
                "[--topic NAME]... (default: clicks clicks.dlq)\n");
+}
+
+/* Reads fault commands from stdin until end of file (signals stay blocked in
+ * this thread: only sigwait in main receives them). */
+static void *commands_main(void *arg)
+{
+    rc_consumer_mock *m = arg;
+    char line[512], reply[256];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0])
+            continue;
+        rc_consumer_mock_command(m, line, reply, sizeof reply);
+        printf("%s\n", reply);
+        fflush(stdout);
+    }
+    return NULL;
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -76,6 +99,9 @@ int main(int argc, char **argv)
     }
     printf("%s\n", rc_consumer_mock_bootstrap(m));
     fflush(stdout);
+    pthread_t cmd;
+    if (pthread_create(&cmd, NULL, commands_main, m) == 0)
+        pthread_detach(cmd);
     rc_log_info("broker", "mock cluster up", "bootstrap=%s brokers=%d partitions=%d topics=%zu",
                 rc_consumer_mock_bootstrap(m), brokers, partitions, ntopics);
 

@@ -3,6 +3,7 @@
  * write the model file that `recalld --model FILE` loads.
  *
  * Exit status: 0 ok, 1 failure (load, train, write), 2 usage error. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -23,15 +24,21 @@ static const char about[] =
 static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_train_result *r,
                        const char *output)
 {
-    printf("{\"dataset\":{\"events\":%zu,\"users\":%u,\"items\":%u,\"sessions\":%u,"
-           "\"skipped\":%llu},\"train\":{\"mode\":\"%s\",\"items\":%u,\"sessions\":%u,"
-           "\"clicks\":%llu,\"pairs\":%llu,\"loss\":%.6f,\"seconds\":%.3f,"
-           "\"clicks_per_s\":%.0f,\"threads\":%u,\"stopped\":%s},\"output\":\"%s\"}\n",
-           log->n, rc_dict_size(log->users), rc_dict_size(log->items), log->nsessions,
-           (unsigned long long)log->skipped, o->mode == RC_SGNS_CBOW ? "cbow" : "skipgram",
-           r->items, r->sessions, (unsigned long long)r->clicks, (unsigned long long)r->pairs,
-           r->loss, r->seconds, r->clicks_per_s, r->threads, r->stopped ? "true" : "false",
-           output);
+    json_t *j = json_pack(
+        "{s:{s:I,s:I,s:I,s:I,s:I},s:{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:b},s:s}",
+        "dataset", "events", (json_int_t)log->n, "users", (json_int_t)rc_dict_size(log->users),
+        "items", (json_int_t)rc_dict_size(log->items), "sessions", (json_int_t)log->nsessions,
+        "skipped", (json_int_t)log->skipped, "train", "mode",
+        o->mode == RC_SGNS_CBOW ? "cbow" : "skipgram", "items", (json_int_t)r->items, "sessions",
+        (json_int_t)r->sessions, "clicks", (json_int_t)r->clicks, "pairs", (json_int_t)r->pairs,
+        "loss", r->loss, "seconds", r->seconds, "clicks_per_s", r->clicks_per_s, "cpu_seconds",
+        r->cpu_seconds, "threads", (json_int_t)r->threads, "stopped", r->stopped, "output",
+        output);
+    if (j) {
+        json_dumpf(j, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(j);
+    }
 }
 
 int main(int argc, char **argv)

@@ -25,11 +25,23 @@ typedef struct daemon {
     rc_consumer *consumer;
     rc_server *server;
     rc_metrics *metrics;
+    rc_metrics_checkpoint ckm; /* checkpoint figures for /metrics (loop thread) */
     rc_api api;
     uv_signal_t sigint, sigterm;
     uv_timer_t stats_timer;
     int paused, stopping, exit_code;
     int assigned_parts;
+    /* checkpoints, shutdown, reload (see "checkpoints and commits") */
+    uv_signal_t sighup;
+    uv_timer_t ckpt_timer;
+    int argc;
+    char **argv;
+    int ckpt;                 /* data_dir set */
+    int revoke_wait;          /* a deferred revoke waits for a checkpoint */
+    uint64_t revoke_ticket;
+    int final_wait, final_rc; /* shutdown: the final checkpoint */
+    uint64_t final_ticket;
+    int server_closed, finished;
 } daemon_t;
 
 static void usage(FILE *f)
@@ -191,6 +203,176 @@ static void on_done(void *ud, const rc_invalid *inv, size_t n)
     }
 }
 
+/* ---- checkpoints and commits ----
+ * Offsets are committed to Kafka only from a checkpoint result: what they
+ * cover is on disk. A revoke is deferred by the consumer until a checkpoint
+ * that contains every batch handed over so far is durable and its offsets are
+ * committed (rc_consumer_release): the next owner of a revoked partition
+ * starts exactly after the last event this model applied. */
+
+/* The durable offsets of r for the partitions this consumer still owns. */
+static size_t owned_offsets(daemon_t *d, const rc_engine_checkpoint_result *r, int32_t *parts,
+                            int64_t *offs, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n && n < cap; i++) {
+        if (!rc_consumer_owns(d->consumer, r->parts[i]))
+            continue;
+        parts[n] = r->parts[i];
+        offs[n++] = r->offsets[i];
+    }
+    return n;
+}
+
+static void finish(daemon_t *d);
+
+/* What /metrics shows of checkpoints: an unchanged model is as durable as a
+ * fresh write, so it renews the age too. */
+static void note_checkpoint(daemon_t *d, const rc_engine_checkpoint_result *r)
+{
+    if (r->rc) {
+        d->ckm.failed++;
+        return;
+    }
+    d->ckm.last_ok_wall_ms = rc_wall_ms();
+    if (r->unchanged)
+        return;
+    d->ckm.written++;
+    d->ckm.last_bytes = r->bytes;
+    d->ckm.last_duration_s = (double)r->write_ns / 1e9;
+    d->ckm.last_pause_s = (double)r->pause_ns / 1e9;
+}
+
+static int checkpoint_metrics(void *arg, rc_metrics_checkpoint *out)
+{
+    daemon_t *d = arg;
+    *out = d->ckm;
+    return 0;
+}
+
+static void on_checkpoint(void *ud, const rc_engine_checkpoint_result *r)
+{
+    daemon_t *d = ud;
+    int32_t parts[4096];
+    int64_t offs[4096];
+    note_checkpoint(d, r);
+    size_t n = r->rc == 0 && d->consumer ? owned_offsets(d, r, parts, offs, 4096) : 0;
+    if (d->revoke_wait && r->covers >= d->revoke_ticket) {
+        d->revoke_wait = 0;
+        rc_consumer_release(d->consumer, parts, offs, n); /* commits, then unassigns */
+    } else if (n) {
+        rc_consumer_commit(d->consumer, parts, offs, n);
+    }
+    if (d->final_wait && r->covers >= d->final_ticket) {
+        d->final_wait = 0;
+        d->final_rc = r->rc;
+        if (r->rc)
+            rc_log_error("recalld", "final checkpoint failed: a restart replays from the last "
+                         "durable one", "error=\"%s\"", r->error);
+        else
+            rc_log_info("recalld", "final checkpoint durable", "seq=%llu applied=%llu "
+                        "partitions=%zu committed=%zu", (unsigned long long)r->seq,
+                        (unsigned long long)r->applied, r->n, n);
+        finish(d);
+    }
+}
+
+static void on_ckpt_timer(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    if (!d->stopping)
+        rc_engine_checkpoint(d->engine, 0, NULL);
+}
+
+/* Revoked partitions: their last events must be durable and committed before
+ * the consumer lets them go. */
+static void revoke_checkpoint(daemon_t *d)
+{
+    uint64_t ticket;
+    if (!d->ckpt || d->stopping || rc_engine_checkpoint(d->engine, 1, &ticket))
+        return;
+    d->revoke_ticket = d->revoke_wait ? RC_MAX(d->revoke_ticket, ticket) : ticket;
+    d->revoke_wait = 1;
+}
+
+/* ---- SIGHUP: reload what can change safely ----
+ * Reloaded: log.level, log.format, log.stats_interval_ms, recall.k_default,
+ * recall.k_max, recall.window, index.overfetch, checkpoint.interval_ms,
+ * checkpoint.keep, checkpoint.max_mb_s. Everything else (sockets, Kafka,
+ * model shape, index structure, data_dir) needs a restart: a change is
+ * logged as such and not applied. An invalid file keeps the running config. */
+
+static const char *const reloadable[] = {
+    "log.level", "log.format", "log.stats_interval_ms", "recall.k_default", "recall.k_max",
+    "recall.window", "index.overfetch", "checkpoint.interval_ms", "checkpoint.keep",
+    "checkpoint.max_mb_s"};
+
+static int is_reloadable(const char *key)
+{
+    for (size_t i = 0; i < RC_ARRAY_LEN(reloadable); i++)
+        if (strcmp(reloadable[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+static void on_stats_timer(uv_timer_t *t);
+
+static void apply_reload(daemon_t *d, const rc_config *n)
+{
+    rc_config *c = &d->cfg;
+    snprintf(c->log_level, sizeof c->log_level, "%s", n->log_level);
+    snprintf(c->log_format, sizeof c->log_format, "%s", n->log_format);
+    c->stats_interval_ms = n->stats_interval_ms;
+    c->k_default = n->k_default;
+    c->k_max = n->k_max;
+    c->recall_window = n->recall_window;
+    c->overfetch = n->overfetch;
+    c->ckpt_interval_ms = n->ckpt_interval_ms;
+    c->ckpt_keep = n->ckpt_keep;
+    c->ckpt_max_mb_s = n->ckpt_max_mb_s;
+    rc_log_set_level((enum rc_log_level)rc_log_level_parse(c->log_level));
+    rc_log_set_json(strcmp(c->log_format, "json") == 0);
+    rc_engine_reload(d->engine, c);
+    uv_timer_stop(&d->stats_timer);
+    if (c->stats_interval_ms)
+        uv_timer_start(&d->stats_timer, on_stats_timer, c->stats_interval_ms,
+                       c->stats_interval_ms);
+    uv_timer_stop(&d->ckpt_timer);
+    if (d->ckpt && c->ckpt_interval_ms)
+        uv_timer_start(&d->ckpt_timer, on_ckpt_timer, c->ckpt_interval_ms, c->ckpt_interval_ms);
+}
+
+static int parse_args(daemon_t *d, int argc, char **argv, int *check_only);
+
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    daemon_t *d = s->data;
+    static daemon_t scratch; /* parse_args fills scratch.cfg only */
+    const char *keys[128];
+    char applied[1024] = "", restart[1024] = "";
+    int check = 0;
+    if (d->stopping)
+        return;
+    memset(&scratch, 0, sizeof scratch);
+    if (parse_args(&scratch, d->argc, d->argv, &check) != -1) {
+        rc_log_error("recalld", "config reload failed: the running configuration stays",
+                     "signal=%d", signum);
+        return;
+    }
+    size_t n = rc_config_diff(&d->cfg, &scratch.cfg, keys, RC_ARRAY_LEN(keys));
+    for (size_t i = 0; i < n && i < RC_ARRAY_LEN(keys); i++) {
+        char *dst = is_reloadable(keys[i]) ? applied : restart;
+        size_t len = strlen(dst);
+        snprintf(dst + len, sizeof applied - len, "%s%s", len ? "," : "", keys[i]);
+    }
+    apply_reload(d, &scratch.cfg);
+    rc_log_info("recalld", "config reloaded", "changed=\"%s\" restart_needed=\"%s\"", applied,
+                restart);
+    if (restart[0])
+        rc_log_warn("recalld", "config changes that need a restart were not applied",
+                    "keys=\"%s\"", restart);
+}
+
 static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
 {
     daemon_t *d = ud;
@@ -200,6 +382,8 @@ static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
     atomic_store(&d->api.assigned, d->assigned_parts > 0);
     rc_log_info("recalld", assigned ? "partitions assigned" : "partitions revoked",
                 "count=%zu total=%d", n, d->assigned_parts);
+    if (!assigned)
+        revoke_checkpoint(d);
 }
 
 static void kafka_stats(void *arg, rc_buf *out)
@@ -217,6 +401,12 @@ static void kafka_stats(void *arg, rc_buf *out)
                   (unsigned long long)st.bytes, st.assigned, (long long)st.lag,
                   (unsigned long long)st.dead_letters, (unsigned long long)st.dead_letter_errors,
                   (unsigned long long)st.errors, (unsigned long long)st.refused_batches);
+    rc_buf_printf(out, ",\"commits\":%llu,\"commit_errors\":%llu,\"rebalances\":%llu,"
+                       "\"revoke_pending\":%s,\"skipped_applied\":%llu,\"last_error\":",
+                  (unsigned long long)st.commits, (unsigned long long)st.commit_errors,
+                  (unsigned long long)st.rebalances, st.revoke_pending ? "true" : "false",
+                  (unsigned long long)st.skipped_applied);
+    rc_buf_json_str(out, st.last_error, strlen(st.last_error));
 }
 
 /* ---- lifecycle ---- */
@@ -231,22 +421,51 @@ static void on_stats_timer(uv_timer_t *t)
     rc_buf_free(&b);
 }
 
-static void on_server_closed(void *arg)
+static void close_handles(daemon_t *d)
 {
-    daemon_t *d = arg;
-    d->server = NULL;
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+    uv_close((uv_handle_t *)&d->stats_timer, NULL);
+    uv_close((uv_handle_t *)&d->ckpt_timer, NULL);
+}
+
+/* Shutdown, last step: once requests are drained and the final checkpoint is
+ * durable (and its offsets committed: rd_kafka_consumer_close waits for the
+ * commit in flight), close Kafka, stop the pipeline, close the handles. */
+static void finish(daemon_t *d)
+{
+    if (!d->server_closed || d->final_wait || d->finished)
+        return;
+    d->finished = 1;
     rc_metrics_close(d->metrics, NULL, NULL);
     d->metrics = NULL;
     rc_consumer_destroy(d->consumer);
     d->consumer = NULL;
     rc_engine_destroy(d->engine);
     d->engine = NULL;
-    uv_close((uv_handle_t *)&d->sigint, NULL);
-    uv_close((uv_handle_t *)&d->sigterm, NULL);
-    uv_close((uv_handle_t *)&d->stats_timer, NULL);
-    rc_log_info("recalld", "stopped", NULL);
+    close_handles(d);
+    d->exit_code = d->final_rc ? 1 : 0;
+    rc_log_info("recalld", "stopped", "exit=%d", d->exit_code);
 }
 
+static void on_server_closed(void *arg)
+{
+    daemon_t *d = arg;
+    d->server = NULL;
+    d->server_closed = 1;
+    finish(d);
+}
+
+static void on_consumer_closed(rc_consumer *c, void *arg)
+{
+    rc_log_info("recalld", "consumer stopped: no more events handed over", NULL);
+}
+
+/* SIGTERM/SIGINT: stop taking events, drain requests (2 s at most), let the
+ * pipeline apply what it holds, write a final checkpoint that contains all of
+ * it, commit its offsets, exit 0 (1 when the final checkpoint failed). A
+ * second signal exits at once: a restart replays from the last checkpoint. */
 static void on_signal(uv_signal_t *s, int signum)
 {
     daemon_t *d = s->data;
@@ -258,6 +477,10 @@ static void on_signal(uv_signal_t *s, int signum)
     atomic_store(&d->api.stopping, 1);
     rc_log_info("recalld", "shutting down: draining requests", "signal=%d", signum);
     uv_timer_stop(&d->stats_timer);
+    uv_timer_stop(&d->ckpt_timer);
+    rc_consumer_close(d->consumer, on_consumer_closed, d);
+    if (d->ckpt && rc_engine_checkpoint(d->engine, 1, &d->final_ticket) == 0)
+        d->final_wait = 1;
     rc_server_close(d->server, 2000, on_server_closed, d);
 }
 
@@ -267,7 +490,9 @@ static void render_metrics(void *ud, rc_buf *out)
 {
     daemon_t *d = ud;
     rc_metrics_sources s = {.engine = d->engine, .consumer = d->consumer, .topic = d->cfg.topic,
-                            .server = d->server, .api = &d->api, .metrics = d->metrics};
+                            .server = d->server, .api = &d->api, .metrics = d->metrics,
+                            .checkpoint = d->ckpt ? checkpoint_metrics : NULL,
+                            .checkpoint_arg = d};
     rc_metrics_render(&s, out);
 }
 
@@ -301,7 +526,24 @@ static int start(daemon_t *d)
     rc_api_init(&d->api);
     if (rc_engine_create(c, d->loop, on_done, d, &d->engine, err, sizeof err))
         goto fail;
-    /* rc_engine_create loaded --model synchronously: the model is complete. */
+    rc_engine_set_checkpoint_cb(d->engine, on_checkpoint, d);
+    d->ckpt = c->data_dir[0] != '\0';
+    /* Positions of the restored checkpoint: consumption resumes right after
+     * the last event the model contains, whatever the group committed. */
+    size_t nstart = 0 * rc_engine_restored_offsets(d->engine, NULL, NULL, 0);
+    int32_t *sparts = calloc(nstart + 1, sizeof *sparts);
+    int64_t *soffs = calloc(nstart + 1, sizeof *soffs);
+    if (!sparts || !soffs) {
+        free(sparts);
+        free(soffs);
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    rc_engine_restored_offsets(d->engine, sparts, soffs, nstart);
+    /* rc_engine_create restored the checkpoint (or loaded --model) and rebuilt
+     * the index synchronously: the model is complete. */
+    d->ckm = (rc_metrics_checkpoint){.last_ok_wall_ms = -1, .last_duration_s = -1,
+                                     .last_pause_s = -1};
     atomic_store(&d->api.model_ready, 1);
     const char *extra[RC_CONF_MAX_KAFKA_EXTRA * 2 + 1];
     for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
@@ -314,8 +556,12 @@ static int start(daemon_t *d)
                            .dlq_topic = c->dlq_topic[0] ? c->dlq_topic : NULL,
                            .dlq_file = c->dlq_file[0] ? c->dlq_file : NULL,
                            .extra = extra, .on_batch = on_batch, .on_rebalance = on_rebalance,
-                           .ud = d};
-    if (rc_consumer_start(d->loop, &co, &d->consumer, err, sizeof err))
+                           .ud = d, .start_parts = sparts, .start_offsets = soffs,
+                           .nstart = nstart, .defer_revoke = d->ckpt};
+    int crc = rc_consumer_start(d->loop, &co, &d->consumer, err, sizeof err);
+    free(sparts);
+    free(soffs);
+    if (crc)
         goto fail;
     d->api.engine = d->engine;
     d->api.kafka_stats = kafka_stats;
@@ -352,25 +598,32 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a file size limit fails the write (EFBIG), not the process */
+    d.argc = argc;
+    d.argv = argv;
     d.loop = uv_default_loop();
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sigterm);
+    uv_signal_init(d.loop, &d.sighup);
     uv_timer_init(d.loop, &d.stats_timer);
-    d.sigint.data = d.sigterm.data = d.stats_timer.data = &d;
+    uv_timer_init(d.loop, &d.ckpt_timer);
+    d.sigint.data = d.sigterm.data = d.sighup.data = d.stats_timer.data = d.ckpt_timer.data = &d;
     if (start(&d)) {
         if (d.server)
             rc_server_close(d.server, 0, NULL, NULL);
         rc_metrics_close(d.metrics, NULL, NULL);
         rc_consumer_destroy(d.consumer);
         rc_engine_destroy(d.engine);
-        uv_close((uv_handle_t *)&d.sigint, NULL);
-        uv_close((uv_handle_t *)&d.sigterm, NULL);
-        uv_close((uv_handle_t *)&d.stats_timer, NULL);
+        close_handles(&d);
         uv_run(d.loop, UV_RUN_DEFAULT);
         return 1;
     }
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sighup, on_sighup, SIGHUP);
+    if (d.ckpt && d.cfg.ckpt_interval_ms)
+        uv_timer_start(&d.ckpt_timer, on_ckpt_timer, d.cfg.ckpt_interval_ms,
+                       d.cfg.ckpt_interval_ms);
     if (d.cfg.stats_interval_ms)
         uv_timer_start(&d.stats_timer, on_stats_timer, d.cfg.stats_interval_ms,
                        d.cfg.stats_interval_ms);
@@ -378,5 +631,5 @@ int main(int argc, char **argv)
     rc = uv_loop_close(d.loop);
     if (rc)
         rc_log_warn("recalld", "loop closed with open handles", "rc=%d", rc);
-    return 0;
+    return d.exit_code;
 }

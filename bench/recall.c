@@ -1,0 +1,152 @@
+/* Socket recall latency and quality against a running recalld.
+ *   bench_recall --socket PATH --users N [--requests R] [--k K] [--quality Q]
+ *                [--mode avg|multi_category] [--city C]
+ * Latency: R sequential `recall` requests for random users u0..u(N-1) on one
+ * connection (the client waits for each reply), p50/p90/p99/max in us.
+ * Quality: for Q users, the same request with "exact":true (brute force over
+ * every item, same scoring) right after; recall@K = |index ∩ exact| / K. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "recalld/common.h"
+
+static int fd = -1;
+static char rbuf[1 << 22];
+static size_t rlen;
+
+static char *roundtrip(const char *line)
+{
+    size_t n = strlen(line), off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, line + off, n - off);
+        if (w <= 0)
+            return NULL;
+        off += (size_t)w;
+    }
+    for (;;) {
+        char *nl = memchr(rbuf, '\n', rlen);
+        if (nl) {
+            *nl = '\0';
+            static char out[1 << 22];
+            memcpy(out, rbuf, (size_t)(nl - rbuf) + 1);
+            rlen -= (size_t)(nl + 1 - rbuf);
+            memmove(rbuf, nl + 1, rlen);
+            return out;
+        }
+        ssize_t r = read(fd, rbuf + rlen, sizeof rbuf - rlen);
+        if (r <= 0)
+            return NULL;
+        rlen += (size_t)r;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int ids(const char *reply, char ids_out[][32], int max)
+{
+    json_t *j = json_loads(reply, 0, NULL);
+    int n = 0;
+    size_t i;
+    json_t *it;
+    if (!j)
+        return -1;
+    json_array_foreach(json_object_get(j, "items"), i, it)
+    {
+        if (n < max)
+            snprintf(ids_out[n++], 32, "%s", json_string_value(json_object_get(it, "item_id")));
+    }
+    json_decref(j);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    const char *sock = "/tmp/recalld.sock", *mode = "avg", *city = NULL;
+    long users = 1000, requests = 20000, k = 50, quality = 200;
+    static const struct option lo[] = {{"socket", 1, 0, 's'}, {"users", 1, 0, 'u'},
+                                       {"requests", 1, 0, 'r'}, {"k", 1, 0, 'k'},
+                                       {"quality", 1, 0, 'q'}, {"mode", 1, 0, 'm'},
+                                       {"city", 1, 0, 'c'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+            case 's': sock = optarg; break;
+            case 'u': users = atol(optarg); break;
+            case 'r': requests = atol(optarg); break;
+            case 'k': k = atol(optarg); break;
+            case 'q': quality = atol(optarg); break;
+            case 'm': mode = optarg; break;
+            case 'c': city = optarg; break;
+            default: return 2;
+        }
+    }
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(sock) >= sizeof a.sun_path)
+        return 2;
+    memcpy(a.sun_path, sock, strlen(sock) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        fprintf(stderr, "bench_recall: connect %s: %s\n", sock, strerror(errno));
+        return 1;
+    }
+    char line[512], cityf[96] = "";
+    if (city)
+        snprintf(cityf, sizeof cityf, ",\"city\":\"%s\"", city);
+    rc_rng rng;
+    rc_rng_seed(&rng, 1);
+    uint64_t *lat = malloc((size_t)requests * sizeof *lat);
+    long fallbacks = 0, errors = 0;
+    for (long i = 0; i < requests; i++) {
+        snprintf(line, sizeof line, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"mode\":\"%s\"%s}\n",
+                 rc_rng_below(&rng, (uint32_t)users), k, mode, cityf);
+        uint64_t t0 = rc_now_ns();
+        char *r = roundtrip(line);
+        lat[i] = (rc_now_ns() - t0) / 1000;
+        if (!r)
+            return 1;
+        errors += strstr(r, "\"ok\":true") == NULL;
+        fallbacks += strstr(r, "\"fallback\"") != NULL;
+    }
+    qsort(lat, (size_t)requests, sizeof *lat, cmp_u64);
+    printf("latency  %ld requests k=%ld mode=%s%s: p50 %llu us  p90 %llu us  p99 %llu us  max %llu us"
+           "  (errors %ld, popular fallbacks %ld)\n",
+           requests, k, mode, city ? " city filter" : "", (unsigned long long)lat[requests / 2],
+           (unsigned long long)lat[requests * 9 / 10], (unsigned long long)lat[requests * 99 / 100],
+           (unsigned long long)lat[requests - 1], errors, fallbacks);
+    static char got[1000][32], want[1000][32];
+    double sum = 0;
+    long measured = 0;
+    for (long i = 0; i < quality; i++) {
+        uint32_t u = rc_rng_below(&rng, (uint32_t)users);
+        snprintf(line, sizeof line, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld%s}\n", u, k, cityf);
+        int ng = ids(roundtrip(line), got, 1000);
+        snprintf(line, sizeof line, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"exact\":true%s}\n",
+                 u, k, cityf);
+        int nw = ids(roundtrip(line), want, 1000);
+        if (ng <= 0 || nw <= 0)
+            continue;
+        int hit = 0;
+        for (int x = 0; x < ng; x++)
+            for (int y = 0; y < nw; y++)
+                hit += strcmp(got[x], want[y]) == 0;
+        sum += (double)hit / nw;
+        measured++;
+    }
+    if (measured)
+        printf("quality  recall@%ld of the index against exact search: %.4f over %ld users\n", k,
+               sum / (double)measured, measured);
+    free(lat);
+    close(fd);
+    return 0;
+}

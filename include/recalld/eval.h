@@ -1,0 +1,274 @@
+/* eval — offline evaluation of recall methods with the standard session-based
+ * time-split protocol (what recalld-eval and --tune run).
+ *
+ * Protocol (rc_eval_split_create):
+ *  - the events considered are those of the log's sessions (or of a subset:
+ *    --tune carves its validation split out of the training sessions);
+ *  - cut = the (1 - test_ratio) quantile of their event times, i.e. the
+ *    sorted time at index floor((1 - test_ratio) * (n - 1));
+ *  - training sessions: those whose last click is before the cut (ts < cut);
+ *    test sessions: those whose first click is after it (ts > cut) with >= 2
+ *    clicks; a session spanning the cut is in neither;
+ *  - the training catalog: the items clicked in the training sessions;
+ *  - a prediction is made at each position t >= 1 of a test session whose
+ *    target (the click at t) is in the training catalog. Its query items are
+ *    the last <= query_len clicks before t that are in the catalog (oldest
+ *    first; duplicates kept, as the server's click history keeps them), and
+ *    the items excluded from its recommendation are those query items — what
+ *    the server excludes (the clicks its query was made of). exclude_prefix
+ *    = 1 excludes every earlier click of the session instead. Reference runs
+ *    of this protocol (issue 4: MovieLens-100k popularity HR@50 .163,
+ *    Diginetica .046) exclude the query items: measured .164 / .046, against
+ *    .196 / .041 when the whole prefix is excluded.
+ *  - a method with no usable query item for a position (none in its model)
+ *    falls back to popularity.
+ *
+ * Metrics over the predictions (top K = 50 recalled per prediction):
+ *  - HR@k: share of predictions whose target is in the top k (k = 10, 20, 50);
+ *  - MRR@50: mean of 1/rank of the target, 0 when it is not in the top 50;
+ *  - coverage@50: distinct training-catalog items that appear in at least one
+ *    top-50 list, over the catalog size;
+ *  - avg_position (58.com's "average position"): the mean 1-based rank of the
+ *    target over the predictions that hit it within the top 50 (lower is
+ *    better; 0 when nothing was hit);
+ *  - AUC: per prediction, the share of `auc_negatives` (default 100) items
+ *    drawn uniformly (with replacement) from the training catalog — never the
+ *    target nor an excluded item — that the method scores strictly below the
+ *    target, ties counting one half; then averaged over predictions. The draw
+ *    depends only on (seed, prediction index), so every method is scored
+ *    against the same negatives.
+ *
+ * Thread model: a split is read-only once created and may be shared; an
+ * accumulator or predictor belongs to one thread. */
+#ifndef RECALLD_EVAL_H
+#define RECALLD_EVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "recalld/clicklog.h"
+#include "recalld/index.h"
+#include "recalld/table.h"
+#include "recalld/train.h"
+
+#define RC_EVAL_K             50u   /* recommendations per prediction */
+#define RC_EVAL_MAX_QUERY     64u   /* bound of query_len */
+#define RC_EVAL_MAX_NEGATIVES 1000u /* bound of auc_negatives */
+
+/* Zero = default for every field. */
+typedef struct rc_eval_opts {
+    double test_ratio;      /* (0,1), 0 = 0.2 */
+    uint32_t query_len;     /* query items per prediction, 0 = 5, <= RC_EVAL_MAX_QUERY */
+    uint32_t auc_negatives; /* 0 = 100, <= RC_EVAL_MAX_NEGATIVES */
+    int exclude_prefix;     /* 1: exclude every prefix click, 0: the query items */
+    uint64_t seed;          /* of the AUC negatives, 0 = 1 */
+} rc_eval_opts;
+
+/* ---- split ---- */
+
+/* Session roles: NONE = considered but spanning the cut (or a 1-click test
+ * session); OUTSIDE = not among the sessions the split was made of. */
+enum { RC_EVAL_NONE = 0, RC_EVAL_TRAIN = 1, RC_EVAL_TEST = 2, RC_EVAL_OUTSIDE = 3 };
+
+/* One prediction. Item ids are the log's dense item ids. */
+typedef struct rc_eval_pos {
+    uint32_t session;   /* log session id (a test session) */
+    uint32_t t;         /* position in the session, >= 1 */
+    uint32_t target;    /* item clicked at t */
+    uint32_t q_off, nq; /* query items: split->items[q_off .. q_off + nq), oldest first */
+    uint32_t x_off, nx; /* excluded items: split->items[x_off .. x_off + nx) */
+} rc_eval_pos;
+
+/* Read-only after creation (fields are documented, not to be written). */
+typedef struct rc_eval_split {
+    const rc_clicklog *log; /* borrowed; must outlive the split */
+    rc_eval_opts opts;      /* defaults resolved */
+    int64_t cut_ms;
+    uint64_t events;        /* events considered (clicks of the sessions given) */
+    uint8_t *role;          /* per log session: RC_EVAL_NONE / TRAIN / TEST / OUTSIDE */
+    uint8_t *train_mask;    /* per log session: 1 = training (for rc_train_run) */
+    uint32_t ntrain, ntest; /* sessions */
+    uint64_t train_clicks;
+    uint32_t nitems;        /* rc_dict_size(log->items) */
+    uint32_t *count;        /* per log item: clicks in the training sessions */
+    uint32_t *pop;          /* the catalog, most clicked first (ties: lower id first) */
+    uint32_t ncatalog;
+    rc_eval_pos *pos;       /* predictions, in session order then position */
+    size_t npos;
+    uint32_t *items;        /* storage of the query / exclusion lists */
+} rc_eval_split;
+
+/* Builds the split of log restricted to the sessions s with sessions == NULL
+ * or sessions[s] != 0 (log->nsessions entries). *out: caller frees with
+ * rc_eval_split_destroy. Returns 0, RC_EINVAL (bad option, or no training
+ * session / no prediction: errbuf says which), RC_ENOMEM. */
+int rc_eval_split_create(const rc_clicklog *log, const uint8_t *sessions, const rc_eval_opts *opts,
+                         rc_eval_split **out, char *errbuf, size_t errlen);
+void rc_eval_split_destroy(rc_eval_split *s); /* NULL-safe */
+
+/* The AUC negatives of prediction p (see above) into out (room for
+ * opts.auc_negatives). Returns how many (0 when the catalog has nothing but
+ * the target and the excluded items). */
+uint32_t rc_eval_negatives(const rc_eval_split *s, size_t p, uint32_t *out);
+
+/* Writes the split for an external evaluator (bench/gensim_baseline.py) into
+ * directory dir (created if missing), items as log item ids:
+ *   train.txt      one training session per line, its items space-separated,
+ *                  in click order;
+ *   catalog.tsv    "item\tcount" per catalog item, popularity order;
+ *   positions.tsv  per prediction: "target\tquery items\texcluded items\tAUC
+ *                  negatives", lists space-separated (possibly empty).
+ * Returns 0 or RC_EIO (errbuf names the file). */
+int rc_eval_split_dump(const rc_eval_split *s, const char *dir, char *errbuf, size_t errlen);
+
+/* ---- metrics (pure functions) ---- */
+
+/* 1-based position of target in list[0..n), 0 when absent. */
+uint32_t rc_eval_rank(const uint32_t *list, uint32_t n, uint32_t target);
+
+/* Share of neg[0..n) strictly below pos, ties counting 1/2; 0.5 when n == 0. */
+double rc_eval_auc(float pos, const float *neg, uint32_t n);
+
+typedef struct rc_eval_metrics {
+    double hr10, hr20, hr50, mrr50, coverage50, avg_position, auc;
+    uint64_t predictions;
+    uint64_t fallbacks; /* predictions answered by the popularity fallback */
+    double seconds;     /* wall time of the method (training included) */
+} rc_eval_metrics;
+
+/* Accumulates predictions. Plain struct: use the functions. */
+typedef struct rc_eval_acc {
+    uint64_t n, hit10, hit20, hit50, fallbacks;
+    double rr_sum, rank_sum, auc_sum;
+    uint8_t *seen;      /* per item: recalled at least once */
+    uint32_t nitems;
+} rc_eval_acc;
+
+/* nitems: size of the item id space. Returns 0 or RC_ENOMEM. */
+int rc_eval_acc_init(rc_eval_acc *a, uint32_t nitems);
+void rc_eval_acc_free(rc_eval_acc *a);
+/* One prediction: its top list[0..n) (n <= RC_EVAL_K, item ids < nitems), its
+ * target and its AUC. */
+void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target,
+                     double auc);
+/* Metrics so far; coverage counts the items with count[item] > 0 among the
+ * recalled ones over ncatalog (count may be NULL: every item counts). seconds
+ * is left 0. */
+void rc_eval_acc_result(const rc_eval_acc *a, const uint32_t *count, uint32_t ncatalog,
+                        rc_eval_metrics *m);
+
+/* ---- predictors ---- */
+
+/* A method's answer for one prediction: list[0..*n) its top-k item ids (best
+ * first, n <= k, none excluded), scores[i] its score of cand[i] (cand[0] is
+ * the target, then the AUC negatives; any scale, higher = better) and
+ * *fallback = 1 when it had no usable query (the driver then answers with
+ * popularity). Returns 0 or a negative RC_E*. */
+typedef struct rc_eval_predictor {
+    void *state;
+    int (*predict)(void *state, const rc_eval_split *s, const rc_eval_pos *p, uint32_t k,
+                   uint32_t *list, uint32_t *n, const uint32_t *cand, uint32_t ncand,
+                   float *scores, int *fallback);
+} rc_eval_predictor;
+
+/* Scratch of one driver thread. */
+typedef struct rc_eval_scratch {
+    uint32_t list[RC_EVAL_K];
+    uint32_t cand[1 + RC_EVAL_MAX_NEGATIVES];
+    float scores[1 + RC_EVAL_MAX_NEGATIVES];
+} rc_eval_scratch;
+
+/* Makes prediction p with pr and adds it to a. A list shorter than K is
+ * completed with the most popular catalog items not in it and not excluded
+ * (a popularity fallback answers with those and scores by count). */
+int rc_eval_predict(const rc_eval_split *s, const rc_eval_predictor *pr, size_t p,
+                    rc_eval_acc *a, rc_eval_scratch *w);
+/* Every prediction of s, in order. */
+int rc_eval_predict_all(const rc_eval_split *s, const rc_eval_predictor *pr, rc_eval_acc *a);
+
+/* Popularity: the catalog by training count. */
+void rc_eval_popularity(const rc_eval_split *s, rc_eval_predictor *pr);
+
+/* Session co-occurrence item-kNN over the training sessions: sim(a,b) =
+ * sessions containing both / sqrt(sessions containing a * sessions
+ * containing b); each item keeps its max_neighbors most similar items (0 =
+ * 1000); the score of b for a prediction is the sum over its query items a of
+ * sim(a,b) (the neighbour lists summed). Sessions longer than 1000 distinct
+ * items contribute only their last 1000. */
+typedef struct rc_eval_knn rc_eval_knn;
+int rc_eval_knn_create(const rc_eval_split *s, uint32_t max_neighbors, rc_eval_knn **out,
+                       char *errbuf, size_t errlen);
+void rc_eval_knn_destroy(rc_eval_knn *k);
+void rc_eval_knn_predictor(rc_eval_knn *k, rc_eval_predictor *pr);
+
+/* Embedding recall with the server's code: query = rc_recall_query_vector of
+ * the query items' rows (items without a row are skipped), then
+ * rc_recall_search (index over-fetch, exact re-score with the table's current
+ * vectors, exclusion of the excluded items' rows). Scores for AUC: cosine of
+ * the query with the item's input vector (-2 when the item has no row).
+ * t and ix are borrowed; the table may grow (prequential): rows added since
+ * the last call are mapped to log items on the next prediction. */
+typedef struct rc_eval_embed rc_eval_embed;
+int rc_eval_embed_create(const rc_eval_split *s, const rc_table *t, rc_index *ix, float overfetch,
+                         rc_eval_embed **out);
+void rc_eval_embed_destroy(rc_eval_embed *e);
+void rc_eval_embed_predictor(rc_eval_embed *e, rc_eval_predictor *pr);
+
+/* Creates an index over every row of t (rc_index_create, touch all rows,
+ * rc_index_flush). *out: caller frees with rc_index_destroy before t. */
+int rc_eval_index_build(rc_table *t, rc_index **out, char *errbuf, size_t errlen);
+
+/* ---- methods ---- */
+
+/* What a method run gets. The caller fills the inputs; methods may leave
+ * settings for later ones (prequential reuses skip-gram's tuned settings). */
+typedef struct rc_eval_env {
+    const rc_clicklog *log;
+    const rc_eval_split *split;
+    rc_train_opts train;    /* base training settings (--dim, --window, ...) */
+    float overfetch;        /* recall over-fetch, 0 = 2 */
+    int tune;               /* --tune: search the settings on a validation split */
+    double tune_seconds;    /* budget per tuned method, 0 = 60 */
+    int fixed_mask;         /* RC_CLI_SET_* bits: settings --tune must keep */
+    int quiet;              /* no progress on stderr */
+    /* set by the skipgram method when it ran */
+    int have_sgns;
+    rc_train_opts sgns;
+} rc_eval_env;
+
+/* What a method reports. */
+typedef struct rc_eval_report {
+    rc_eval_metrics m;
+    int has_settings;       /* settings below were used (embedding methods) */
+    rc_train_opts settings;
+    int tuned;              /* settings were chosen by --tune */
+    double tune_hr50;       /* validation HR@50 of the chosen settings */
+    uint32_t tune_trials;   /* settings tried */
+    double tune_seconds;    /* wall time of the search */
+} rc_eval_report;
+
+typedef struct rc_eval_method {
+    const char *name; /* JSON key and --methods name */
+    int (*run)(rc_eval_env *env, rc_eval_report *rep, char *errbuf, size_t errlen);
+} rc_eval_method;
+
+/* The methods, in the order they run and are reported. Adding a method is
+ * one entry here (src/eval_methods.c). */
+extern const rc_eval_method rc_eval_methods[];
+extern const size_t rc_eval_nmethods;
+/* The method called name, or NULL. */
+const rc_eval_method *rc_eval_method_find(const char *name);
+/* Runs m on env into rep (zeroed first; rep->m.seconds = its wall time).
+ * Returns 0 or the method's error (errbuf says what). */
+int rc_eval_method_run(const rc_eval_method *m, rc_eval_env *env, rc_eval_report *rep,
+                       char *errbuf, size_t errlen);
+
+/* Trains a table for the env's split with settings o (on its training
+ * sessions) and indexes it: the batch half of the sgns/cbow methods, for
+ * methods that query a batch model differently. *t and *ix: caller frees
+ * (index first). */
+int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table **t,
+                        rc_index **ix, char *errbuf, size_t errlen);
+
+#endif

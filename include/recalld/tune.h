@@ -1,0 +1,70 @@
+/* tune — hyperparameter search for the batch trainer (--tune of recalld-train
+ * and recalld-eval). Word2vec's quality on click data depends heavily on
+ * settings that differ per dataset, so they are chosen on held-out data:
+ *
+ *  - a validation split is carved from the sessions given (recalld-eval: its
+ *    training sessions; recalld-train: the whole log) with the evaluation
+ *    protocol of eval.h: the last valid_ratio of their time is the validation
+ *    part, the model trains on the sessions that end before it;
+ *  - the objective is HR@50 on that validation split, measured with the same
+ *    recall code as the server (index, over-fetch, re-rank, exclusion);
+ *  - the search: the base settings first, then random settings (a grid per
+ *    parameter: window, negatives, negative-sampling exponent, epochs,
+ *    subsampling, learning rate; dim, mode, min-count and every parameter in
+ *    fixed_mask stay as given), one half of them drawn near the best so far,
+ *    for about 60% of the budget; then successive halving: the best third is
+ *    trained again with another seed and ranked by the mean, and again, until
+ *    one is left or the budget is spent. A single trial is capped at a share
+ *    of the budget (its training stops early and it is scored as it is).
+ *
+ * Thread: any; trains with opts->threads threads. Not deterministic (wall
+ * time decides how many settings are tried). */
+#ifndef RECALLD_TUNE_H
+#define RECALLD_TUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "recalld/clicklog.h"
+#include "recalld/eval.h"
+#include "recalld/train.h"
+
+/* Zero = default for every field. */
+typedef struct rc_tune_opts {
+    double seconds;      /* time budget, 0 = 60 */
+    double valid_ratio;  /* validation share of the time range, 0 = 0.2 */
+    int fixed_mask;      /* RC_CLI_SET_* bits: parameters kept as in base */
+    uint64_t seed;       /* of the search, 0 = base seed */
+    float overfetch;     /* recall over-fetch, 0 = 2 */
+    int quiet;           /* 0: one line per trial and the choice on stderr */
+} rc_tune_opts;
+
+typedef struct rc_tune_result {
+    rc_train_opts best;  /* base with the chosen parameters (max_seconds 0) */
+    double hr50;         /* validation HR@50 of best (mean over its runs) */
+    double base_hr50;    /* validation HR@50 of the base settings (mean over its runs) */
+    uint32_t configs;    /* settings tried */
+    uint32_t trials;     /* training runs */
+    double seconds;      /* wall time of the search */
+    uint64_t valid_predictions;
+} rc_tune_result;
+
+/* Searches the settings for log restricted to sessions (NULL = all; log->
+ * nsessions entries, nonzero = usable), starting from base (its mode, dim,
+ * threads, min-count, hard share are kept). eval: protocol options of the
+ * validation split (its test_ratio is replaced by valid_ratio). Returns 0,
+ * RC_EINVAL (no validation split can be made: errbuf says why), RC_ENOMEM,
+ * or a training / index error. */
+int rc_tune_run(const rc_tune_opts *opts, const rc_train_opts *base, const rc_clicklog *log,
+                const uint8_t *sessions, const rc_eval_opts *eval, rc_tune_result *res,
+                char *errbuf, size_t errlen);
+
+/* in with the trainer's defaults filled in (train.h) for the searched
+ * parameters: window, negatives, epochs, power, lr; max_seconds cleared. */
+rc_train_opts rc_tune_resolve(const rc_train_opts *in);
+
+/* One line "window=W negatives=N power=P epochs=E subsample=S lr=L" into buf
+ * (always NUL-terminated). */
+void rc_tune_format(const rc_train_opts *o, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,259 @@
+/* recalld-eval — time-split offline evaluation of recall methods on a click
+ * log (protocol and metrics: include/recalld/eval.h). Methods side by side in
+ * one table, or one JSON object with --json; progress on stderr.
+ *
+ * Exit status: 0 ok, 1 failure (load, split, a method), 2 usage error. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recalld/cli.h"
+#include "recalld/clicklog.h"
+#include "recalld/common.h"
+#include "recalld/eval.h"
+#include "recalld/log.h"
+#include "recalld/tune.h"
+
+static const char about[] =
+    "Evaluates recall methods with the session-based time split: the cut is the\n"
+    "(1 - test-ratio) quantile of event times; models learn from the sessions that\n"
+    "end before it; each later session with >= 2 clicks is predicted click by click\n"
+    "(targets seen in training; query = mean of the last --query-len prefix items\n"
+    "seen in training, which are excluded from the answer; top 50). Reports\n"
+    "HR@10/20/50, MRR@50, coverage@50, average hit position and AUC (vs 100\n"
+    "uniform catalog negatives). Methods: popularity, itemknn (session\n"
+    "co-occurrence), sgns / cbow (batch models, recalled through the server's\n"
+    "index and re-rank), prequential (the streaming engine, predicting each click\n"
+    "before learning it) and prequential-warm (the same, started from the batch\n"
+    "skip-gram model of the training part). --tune chooses the batch settings on\n"
+    "a validation split carved from the training part.";
+
+enum { X_DUMP, X_QUERY_LEN, X_EXCLUDE_PREFIX, X_AUC_NEG, X_OVERFETCH };
+
+static const rc_cli_flag extra[] = {
+    {"--dump-split", "DIR", "write the split (train sessions, positions) for external tools"},
+    {"--query-len", "N", "prefix items in the query, 1..64 (5)"},
+    {"--exclude-prefix", NULL, "exclude every prefix item, not just the query items"},
+    {"--auc-negatives", "N", "sampled negatives per prediction for AUC, 1..1000 (100)"},
+    {"--overfetch", "F", "index over-fetch factor before the exact re-rank (2)"},
+};
+
+struct eval_flags {
+    const char *dump;
+    rc_eval_opts eo;
+    float overfetch;
+};
+
+static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    char *end;
+    unsigned long x = strtoul(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi)
+        return -1;
+    *out = (uint32_t)x;
+    return 0;
+}
+
+static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
+{
+    struct eval_flags *f = ud;
+    char *end;
+    switch (i) {
+        case X_DUMP: f->dump = v; return 0;
+        case X_QUERY_LEN:
+            return parse_u32(v, 1, RC_EVAL_MAX_QUERY, &f->eo.query_len)
+                       ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_QUERY)
+                       : 0;
+        case X_EXCLUDE_PREFIX: f->eo.exclude_prefix = 1; return 0;
+        case X_AUC_NEG:
+            return parse_u32(v, 1, RC_EVAL_MAX_NEGATIVES, &f->eo.auc_negatives)
+                       ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_NEGATIVES)
+                       : 0;
+        default:
+            f->overfetch = strtof(v, &end);
+            if (!*v || *end || !(f->overfetch >= 1 && f->overfetch <= 100))
+                return rc_err(eb, el, RC_EINVAL, "expected a number in [1,100]");
+            return 0;
+    }
+}
+
+/* Checks --methods; fills run[] (per rc_eval_methods entry). */
+static int select_methods(const rc_cli *cli, int *run, char *eb, size_t el)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < rc_eval_nmethods; i++)
+        n += run[i] = rc_cli_has_method(cli, rc_eval_methods[i].name, 1);
+    for (const char *p = cli->methods; p && *p;) {
+        size_t m = strcspn(p, ",");
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)RC_MIN(m, sizeof name - 1), p);
+        if (m && !rc_eval_method_find(name))
+            return rc_err(eb, el, RC_EINVAL, "--methods: unknown method \"%s\"", name);
+        p += m + (p[m] == ',');
+    }
+    if (!n)
+        return rc_err(eb, el, RC_EINVAL, "--methods: no method selected");
+    return 0;
+}
+
+static json_t *tuned_json(const rc_eval_report *r)
+{
+    const rc_train_opts *o = &r->settings;
+    return json_pack("{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:f,s:I,s:f}", "dim",
+                     (json_int_t)(o->dim ? o->dim : 64), "window", (json_int_t)o->window,
+                     "negatives", (json_int_t)o->negatives, "power", (double)o->power, "epochs",
+                     (json_int_t)o->epochs, "subsample", (double)o->subsample, "lr",
+                     (double)o->lr, "validation_hr@50", r->tune_hr50, "trials",
+                     (json_int_t)r->tune_trials, "seconds", r->tune_seconds);
+}
+
+static json_t *method_json(const rc_eval_report *r)
+{
+    const rc_eval_metrics *m = &r->m;
+    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:f}", "hr@10", m->hr10, "hr@20",
+                          m->hr20, "hr@50", m->hr50, "mrr@50", m->mrr50, "coverage@50",
+                          m->coverage50, "avg_position", m->avg_position, "auc", m->auc,
+                          "predictions", (json_int_t)m->predictions, "seconds", m->seconds);
+    if (j && r->tuned)
+        json_object_set_new(j, "tuned", tuned_json(r));
+    return j;
+}
+
+static void print_json(const rc_clicklog *log, const rc_eval_report *rep, const int *run)
+{
+    json_t *methods = json_object();
+    for (size_t i = 0; i < rc_eval_nmethods; i++)
+        if (run[i])
+            json_object_set_new(methods, rc_eval_methods[i].name, method_json(&rep[i]));
+    json_t *j = json_pack("{s:{s:I,s:I,s:I,s:I,s:I},s:o}", "dataset", "events",
+                          (json_int_t)log->n, "users", (json_int_t)rc_dict_size(log->users),
+                          "items", (json_int_t)rc_dict_size(log->items), "sessions",
+                          (json_int_t)log->nsessions, "skipped", (json_int_t)log->skipped,
+                          "methods", methods);
+    if (j) {
+        json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        fputc('\n', stdout);
+        json_decref(j);
+    }
+}
+
+static void print_table(const rc_clicklog *log, const rc_eval_split *s, const rc_eval_report *rep,
+                        const int *run)
+{
+    printf("dataset: %zu events, %u users, %u items, %u sessions, %llu skipped\n", log->n,
+           rc_dict_size(log->users), rc_dict_size(log->items), log->nsessions,
+           (unsigned long long)log->skipped);
+    printf("split: cut %lld ms, %u training sessions (%llu clicks, %u items), %u test sessions, "
+           "%zu predictions\n\n",
+           (long long)s->cut_ms, s->ntrain, (unsigned long long)s->train_clicks, s->ncatalog,
+           s->ntest, s->npos);
+    printf("%-17s %7s %7s %7s %7s %7s %8s %7s %9s %8s\n", "method", "hr@10", "hr@20", "hr@50",
+           "mrr@50", "cov@50", "avg_pos", "auc", "preds", "seconds");
+    for (size_t i = 0; i < rc_eval_nmethods; i++) {
+        const rc_eval_metrics *m = &rep[i].m;
+        if (!run[i])
+            continue;
+        printf("%-17s %7.4f %7.4f %7.4f %7.4f %7.4f %8.2f %7.4f %9llu %8.2f\n",
+               rc_eval_methods[i].name, m->hr10, m->hr20, m->hr50, m->mrr50, m->coverage50,
+               m->avg_position, m->auc, (unsigned long long)m->predictions, m->seconds);
+    }
+    for (size_t i = 0; i < rc_eval_nmethods; i++) {
+        char line[256];
+        if (!run[i] || !rep[i].has_settings)
+            continue;
+        rc_tune_format(&rep[i].settings, line, sizeof line);
+        printf("%s settings%s: dim=%u %s\n", rc_eval_methods[i].name,
+               rep[i].tuned ? " (tuned)" : "", rep[i].settings.dim ? rep[i].settings.dim : 64,
+               line);
+    }
+}
+
+static int run_methods(rc_eval_env *env, const int *run, rc_eval_report *rep, char *eb, size_t el)
+{
+    for (size_t i = 0; i < rc_eval_nmethods; i++) {
+        if (!run[i])
+            continue;
+        if (!env->quiet)
+            fprintf(stderr, "recalld-eval: %s ...\n", rc_eval_methods[i].name);
+        int rc = rc_eval_method_run(&rc_eval_methods[i], env, &rep[i], eb, el);
+        if (rc)
+            return rc;
+        if (!env->quiet)
+            fprintf(stderr, "recalld-eval: %s: hr@50 %.4f mrr@50 %.4f auc %.4f in %.2f s\n",
+                    rc_eval_methods[i].name, rep[i].m.hr50, rep[i].m.mrr50, rep[i].m.auc,
+                    rep[i].m.seconds);
+    }
+    return 0;
+}
+
+static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *run, char *eb,
+                    size_t el)
+{
+    rc_clicklog *log = NULL;
+    rc_eval_split *split = NULL;
+    rc_eval_opts eo = f->eo;
+    rc_eval_report rep[16];
+    int rc;
+    eo.test_ratio = cli->test_ratio;
+    eo.seed = cli->train.seed;
+    if ((rc = rc_clicklog_load(&cli->log, &log, eb, el)) ||
+        (rc = rc_eval_split_create(log, NULL, &eo, &split, eb, el)))
+        goto out;
+    if (!cli->log.quiet)
+        fprintf(stderr, "recalld-eval: split at %lld ms: %u training sessions, %u items, %u test "
+                        "sessions, %zu predictions\n",
+                (long long)split->cut_ms, split->ntrain, split->ncatalog, split->ntest,
+                split->npos);
+    if (f->dump && (rc = rc_eval_split_dump(split, f->dump, eb, el)))
+        goto out;
+    rc_eval_env env = {.log = log, .split = split, .train = cli->train, .overfetch = f->overfetch,
+                       .tune = cli->tune, .tune_seconds = cli->tune_seconds,
+                       .fixed_mask = cli->set_mask, .quiet = cli->log.quiet};
+    if ((rc = run_methods(&env, run, rep, eb, el)))
+        goto out;
+    if (cli->json)
+        print_json(log, rep, run);
+    else
+        print_table(log, split, rep, run);
+out:
+    rc_eval_split_destroy(split);
+    rc_clicklog_free(log);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    rc_cli cli;
+    struct eval_flags f = {0};
+    int run[16] = {0};
+    if (rc_eval_nmethods > RC_ARRAY_LEN(run)) {
+        fprintf(stderr, "recalld-eval: too many methods for this build\n");
+        return 1;
+    }
+    rc_cli_init(&cli);
+    if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &f, err,
+                     sizeof err) ||
+        select_methods(&cli, run, err, sizeof err)) {
+        fprintf(stderr, "recalld-eval: %s\n\n", err);
+        rc_cli_usage(stderr, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
+        return 2;
+    }
+    if (cli.help) {
+        rc_cli_usage(stdout, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
+        return 0;
+    }
+    if (!cli.log.path) {
+        fprintf(stderr, "recalld-eval: --input is required\n\n");
+        rc_cli_usage(stderr, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
+        return 2;
+    }
+    if (cli.log.quiet)
+        rc_log_set_level(RC_LOG_WARN);
+    if (evaluate(&cli, &f, run, err, sizeof err)) {
+        fprintf(stderr, "recalld-eval: %s\n", err);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,354 @@
+/* eval_methods — the methods recalld-eval compares (see eval.h): popularity,
+ * session item-kNN, the batch models (skip-gram, CBOW) and prequential
+ * streaming through the daemon's engine (cold, and warm-started from a batch
+ * model). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "recalld/common.h"
+#include "recalld/config.h"
+#include "recalld/engine.h"
+#include "recalld/eval.h"
+#include "recalld/model.h"
+#include "recalld/tune.h"
+
+#define NO_POS UINT32_MAX
+
+/* Runs predictor pr over every prediction of the env's split into rep. */
+static int score_all(const rc_eval_env *env, const rc_eval_predictor *pr, rc_eval_report *rep,
+                     char *eb, size_t el)
+{
+    const rc_eval_split *s = env->split;
+    rc_eval_acc acc;
+    int rc = rc_eval_acc_init(&acc, s->nitems);
+    if (rc)
+        return rc_err(eb, el, rc, "eval: out of memory");
+    rc = rc_eval_predict_all(s, pr, &acc);
+    if (rc)
+        rc_err(eb, el, rc, "eval: prediction failed: %s", rc_strerror(rc));
+    else
+        rc_eval_acc_result(&acc, s->count, s->ncatalog, &rep->m);
+    rc_eval_acc_free(&acc);
+    return rc;
+}
+
+static int run_popularity(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
+{
+    rc_eval_predictor pr;
+    rc_eval_popularity(env->split, &pr);
+    return score_all(env, &pr, rep, eb, el);
+}
+
+static int run_itemknn(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
+{
+    rc_eval_knn *k = NULL;
+    rc_eval_predictor pr;
+    int rc = rc_eval_knn_create(env->split, 0, &k, eb, el);
+    if (rc)
+        return rc;
+    rc_eval_knn_predictor(k, &pr);
+    rc = score_all(env, &pr, rep, eb, el);
+    rc_eval_knn_destroy(k);
+    return rc;
+}
+
+int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table **t,
+                        rc_index **ix, char *eb, size_t el)
+{
+    rc_train_opts to = *o;
+    int rc;
+    *t = NULL;
+    *ix = NULL;
+    if (env->quiet) {
+        to.progress = -1;
+        to.quiet = 1;
+    }
+    if ((rc = rc_train_run(&to, env->log, env->split->train_mask, t, NULL, eb, el)))
+        return rc;
+    if ((rc = rc_eval_index_build(*t, ix, eb, el))) {
+        rc_table_destroy(*t);
+        *t = NULL;
+    }
+    return rc;
+}
+
+/* The settings of a batch method: the base ones, or tuned on a validation
+ * split carved from the training sessions. */
+static int settings(rc_eval_env *env, enum rc_sgns_mode mode, rc_eval_report *rep, char *eb,
+                    size_t el)
+{
+    rc_train_opts o = env->train;
+    o.mode = mode;
+    rep->has_settings = 1;
+    rep->settings = rc_tune_resolve(&o);
+    if (!env->tune)
+        return 0;
+    rc_tune_opts to = {.seconds = env->tune_seconds, .fixed_mask = env->fixed_mask,
+                       .overfetch = env->overfetch, .quiet = env->quiet};
+    rc_tune_result tr;
+    int rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &env->split->opts, &tr, eb,
+                         el);
+    if (rc)
+        return rc;
+    rep->settings = tr.best;
+    rep->tuned = 1;
+    rep->tune_hr50 = tr.hr50;
+    rep->tune_trials = tr.trials;
+    rep->tune_seconds = tr.seconds;
+    return 0;
+}
+
+static int run_batch(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode mode, char *eb,
+                     size_t el)
+{
+    rc_table *t = NULL;
+    rc_index *ix = NULL;
+    rc_eval_embed *em = NULL;
+    rc_eval_predictor pr;
+    int rc;
+    if ((rc = settings(env, mode, rep, eb, el)) ||
+        (rc = rc_eval_train_model(env, &rep->settings, &t, &ix, eb, el)))
+        return rc;
+    if ((rc = rc_eval_embed_create(env->split, t, ix, env->overfetch, &em))) {
+        rc_err(eb, el, rc, "eval: out of memory");
+        goto out;
+    }
+    rc_eval_embed_predictor(em, &pr);
+    if ((rc = score_all(env, &pr, rep, eb, el)))
+        goto out;
+    if (mode == RC_SGNS_SKIPGRAM) {
+        env->have_sgns = 1;
+        env->sgns = rep->settings;
+    }
+out:
+    rc_eval_embed_destroy(em);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    return rc;
+}
+
+static int run_sgns(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
+{
+    return run_batch(env, rep, RC_SGNS_SKIPGRAM, eb, el);
+}
+
+static int run_cbow(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
+{
+    return run_batch(env, rep, RC_SGNS_CBOW, eb, el);
+}
+
+/* ---- prequential streaming ---- */
+
+struct replay {
+    const rc_clicklog *log;
+    size_t *order;    /* record indices, in time order */
+    size_t n;
+    uint32_t *pos_of; /* per record: prediction index or NO_POS */
+};
+
+static int by_time(const void *a, const void *b, void *ud)
+{
+    const rc_clicklog *log = ud;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int64_t tx = log->recs[x].ts_ms, ty = log->recs[y].ts_ms;
+    if (tx != ty)
+        return tx < ty ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+/* The events to stream: every considered session's (warm: all but the
+ * training sessions', which the batch model learnt), in time order. */
+static int replay_build(const rc_eval_split *s, int warm, struct replay *r)
+{
+    const rc_clicklog *log = s->log;
+    *r = (struct replay){.log = log};
+    r->order = malloc((log->n ? log->n : 1) * sizeof *r->order);
+    r->pos_of = malloc((log->n ? log->n : 1) * sizeof *r->pos_of);
+    if (!r->order || !r->pos_of)
+        return RC_ENOMEM;
+    memset(r->pos_of, 0xff, (log->n ? log->n : 1) * sizeof *r->pos_of);
+    for (uint32_t ss = 0; ss < log->nsessions; ss++) {
+        uint8_t role = s->role[ss];
+        if (role == RC_EVAL_OUTSIDE || (warm && role == RC_EVAL_TRAIN))
+            continue;
+        for (size_t i = log->sess_off[ss]; i < log->sess_off[ss + 1]; i++)
+            r->order[r->n++] = i;
+    }
+    qsort_r(r->order, r->n, sizeof *r->order, by_time, (void *)log);
+    for (size_t p = 0; p < s->npos; p++)
+        r->pos_of[log->sess_off[s->pos[p].session] + s->pos[p].t] = (uint32_t)p;
+    return 0;
+}
+
+static void replay_free(struct replay *r)
+{
+    free(r->order);
+    free(r->pos_of);
+}
+
+/* The streaming engine's configuration for settings o. */
+static void stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_config *c)
+{
+    rc_config_defaults(c);
+    c->dim = o->dim ? o->dim : 64;
+    c->window = o->window;
+    c->history = RC_MAX(c->history, o->window);
+    c->negatives = o->negatives;
+    c->lr = o->lr;
+    c->subsample = o->subsample;
+    c->power = RC_MIN(o->power, 1.0f);
+    c->hard_share = o->hard_share;
+    c->seed = o->seed ? o->seed : 1;
+    c->overfetch = env->overfetch > 0 ? env->overfetch : c->overfetch;
+    c->max_items = RC_MAX(c->max_items, rc_dict_size(env->log->items) + 1);
+}
+
+static int apply(rc_engine *e, const rc_clicklog *log, size_t i)
+{
+    const rc_click_rec *r = &log->recs[i];
+    char user[32];
+    size_t ilen, clen = 0, klen = 0;
+    const char *item = rc_dict_str(log->items, r->item, &ilen);
+    const char *city = log->has_city ? rc_dict_str(log->cities, r->city, &clen) : "";
+    const char *cate = log->has_cate ? rc_dict_str(log->cates, r->cate, &klen) : "";
+    /* One engine "user" per log session: the streaming trainer sees exactly
+     * the sessions the batch trainer does. */
+    int ulen = snprintf(user, sizeof user, "s%u", r->session);
+    return rc_engine_apply_click(e, user, (size_t)ulen, item, ilen, city ? city : "", clen,
+                                 cate ? cate : "", klen, r->ts_ms);
+}
+
+/* Streams the replay through e, predicting each test position before its
+ * click is applied. */
+static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r, rc_eval_acc *acc,
+                  char *eb, size_t el)
+{
+    rc_eval_embed *em = NULL;
+    rc_eval_predictor pr;
+    rc_eval_scratch *w = malloc(sizeof *w);
+    int rc = RC_ENOMEM;
+    if (!w || rc_eval_embed_create(env->split, rc_engine_table(e), rc_engine_index(e),
+                                   env->overfetch, &em))
+        goto out;
+    rc_eval_embed_predictor(em, &pr);
+    rc = 0;
+    for (size_t j = 0; j < r->n && !rc; j++) {
+        size_t i = r->order[j];
+        if (r->pos_of[i] != NO_POS) {
+            rc_engine_flush_index(e);
+            rc = rc_eval_predict(env->split, &pr, r->pos_of[i], acc, w);
+        }
+        if (!rc)
+            rc = apply(e, r->log, i);
+    }
+out:
+    if (rc)
+        rc_err(eb, el, rc, "prequential: %s", rc_strerror(rc));
+    rc_eval_embed_destroy(em);
+    free(w);
+    return rc;
+}
+
+/* Trains the batch model on the training sessions and writes it to a temp
+ * file that the engine loads (path: room for 256 bytes). */
+static int warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
+                      size_t el)
+{
+    rc_train_opts to = *o;
+    rc_table *t = NULL;
+    const char *tmp = getenv("TMPDIR");
+    int rc, fd;
+    if (env->quiet) {
+        to.progress = -1;
+        to.quiet = 1;
+    }
+    snprintf(path, 256, "%s/recalld-eval-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if ((fd = mkstemp(path)) < 0)
+        return rc_err(eb, el, RC_EIO, "prequential-warm: cannot create a temp file in %s",
+                      tmp && *tmp ? tmp : "/tmp");
+    close(fd);
+    rc = rc_train_run(&to, env->log, env->split->train_mask, &t, NULL, eb, el);
+    if (!rc)
+        rc = rc_model_save(t, path, eb, el);
+    rc_table_destroy(t);
+    if (rc)
+        unlink(path);
+    return rc;
+}
+
+static int run_stream(rc_eval_env *env, rc_eval_report *rep, int warm, char *eb, size_t el)
+{
+    rc_train_opts o = rc_tune_resolve(env->have_sgns ? &env->sgns : &env->train);
+    rc_config cfg;
+    rc_engine *e = NULL;
+    struct replay r;
+    rc_eval_acc acc = {0};
+    char path[256] = "";
+    int rc;
+    o.mode = RC_SGNS_SKIPGRAM;
+    stream_config(env, &o, &cfg);
+    if (warm && (rc = warm_model(env, &o, path, eb, el)))
+        return rc;
+    snprintf(cfg.model_path, sizeof cfg.model_path, "%s", path);
+    if ((rc = replay_build(env->split, warm, &r)) || (rc = rc_eval_acc_init(&acc, env->split->nitems))) {
+        rc = rc_err(eb, el, RC_ENOMEM, "prequential: out of memory");
+        goto out;
+    }
+    if ((rc = rc_engine_create(&cfg, NULL, NULL, NULL, &e, eb, el)) ||
+        (rc = stream(env, e, &r, &acc, eb, el)))
+        goto out;
+    rc_eval_acc_result(&acc, env->split->count, env->split->ncatalog, &rep->m);
+    rep->has_settings = 1;
+    rep->settings = o;
+    rep->tuned = env->have_sgns && env->tune;
+out:
+    rc_engine_destroy(e);
+    if (path[0])
+        unlink(path);
+    replay_free(&r);
+    rc_eval_acc_free(&acc);
+    return rc;
+}
+
+static int run_prequential(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
+{
+    return run_stream(env, rep, 0, eb, el);
+}
+
+static int run_prequential_warm(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
+{
+    return run_stream(env, rep, 1, eb, el);
+}
+
+const rc_eval_method rc_eval_methods[] = {
+    {"popularity", run_popularity},
+    {"itemknn", run_itemknn},
+    {"sgns", run_sgns},
+    {"cbow", run_cbow},
+    {"prequential", run_prequential},
+    {"prequential-warm", run_prequential_warm},
+};
+const size_t rc_eval_nmethods = RC_ARRAY_LEN(rc_eval_methods);
+
+const rc_eval_method *rc_eval_method_find(const char *name)
+{
+    for (size_t i = 0; name && i < rc_eval_nmethods; i++)
+        if (strcmp(rc_eval_methods[i].name, name) == 0)
+            return &rc_eval_methods[i];
+    return NULL;
+}
+
+int rc_eval_method_run(const rc_eval_method *m, rc_eval_env *env, rc_eval_report *rep, char *eb,
+                       size_t el)
+{
+    uint64_t t0 = rc_now_ns();
+    int rc;
+    if (!m || !env || !env->log || !env->split || !rep)
+        return rc_err(eb, el, RC_EINVAL, "eval: missing method, env or report");
+    *rep = (rc_eval_report){0};
+    rc = m->run(env, rep, eb, el);
+    rep->m.seconds = (double)(rc_now_ns() - t0) / 1e9;
+    return rc;
+}

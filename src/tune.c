@@ -1,0 +1,320 @@
+/* tune — random search + successive halving of the batch trainer's settings on
+ * a validation split (see include/recalld/tune.h). */
+#include "recalld/tune.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recalld/cli.h"
+#include "recalld/common.h"
+
+#define DEFAULT_SECONDS 60.0
+#define MAX_CONFIGS     512u
+#define EXPLORE_SHARE   0.6  /* of the budget spent on new settings */
+#define TRIAL_SHARE     0.25 /* a single training run may use at most this share */
+
+/* The grids searched. Values outside a grid (given by hand) are kept as they
+ * are and perturbed to the nearest grid neighbour. */
+static const uint32_t g_window[] = {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32};
+static const uint32_t g_neg[] = {2, 3, 5, 7, 10, 15, 20};
+static const float g_power[] = {0.05f, 0.25f, 0.5f, 0.75f, 1.0f};
+static const uint32_t g_epochs[] = {1, 2, 3, 5, 8, 12, 20, 30};
+static const float g_sub[] = {0, 1e-5f, 3e-5f, 1e-4f, 3e-4f, 1e-3f, 1e-2f};
+static const float g_lr[] = {0.0025f, 0.005f, 0.01f, 0.025f, 0.05f, 0.1f};
+
+enum { P_WINDOW, P_NEG, P_POWER, P_EPOCHS, P_SUB, P_LR, P_COUNT };
+
+static const int p_mask[P_COUNT] = {RC_CLI_SET_WINDOW, RC_CLI_SET_NEGATIVES, RC_CLI_SET_POWER,
+                                    RC_CLI_SET_EPOCHS, RC_CLI_SET_SUBSAMPLE, RC_CLI_SET_LR};
+
+struct config {
+    rc_train_opts o;
+    double sum;    /* of the validation HR@50 of its runs */
+    uint32_t runs;
+    int alive;     /* still in the halving */
+};
+
+struct search {
+    const rc_tune_opts *to;
+    const rc_clicklog *log;
+    const rc_eval_split *valid;
+    struct config *c;
+    uint32_t n, best;
+    uint32_t trials;
+    uint64_t t0;
+    double budget;
+    rc_rng rng;
+};
+
+/* The trainer's defaults (train.h), resolved for reporting and perturbing. */
+rc_train_opts rc_tune_resolve(const rc_train_opts *in)
+{
+    rc_train_opts o = *in;
+    o.window = o.window ? o.window : 5;
+    o.negatives = o.negatives ? o.negatives : 5;
+    o.epochs = o.epochs ? o.epochs : 5;
+    o.power = o.power > 0 ? o.power : 0.75f;
+    o.lr = o.lr > 0 ? o.lr : o.mode == RC_SGNS_CBOW ? 0.05f : 0.025f;
+    o.max_seconds = 0;
+    return o;
+}
+
+void rc_tune_format(const rc_train_opts *in, char *buf, size_t cap)
+{
+    rc_train_opts o = rc_tune_resolve(in);
+    if (buf && cap)
+        snprintf(buf, cap, "window=%u negatives=%u power=%g epochs=%u subsample=%g lr=%g",
+                 o.window, o.negatives, o.power, o.epochs, o.subsample, o.lr);
+}
+
+static double elapsed(const struct search *s) { return (double)(rc_now_ns() - s->t0) / 1e9; }
+
+/* Index of the grid value nearest v. */
+static uint32_t near_u(const uint32_t *g, uint32_t n, uint32_t v)
+{
+    uint32_t b = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (labs((long)g[i] - (long)v) < labs((long)g[b] - (long)v))
+            b = i;
+    return b;
+}
+
+static uint32_t near_f(const float *g, uint32_t n, float v)
+{
+    uint32_t b = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (fabsf(g[i] - v) < fabsf(g[b] - v))
+            b = i;
+    return b;
+}
+
+/* Grid index for parameter p: uniform (random) or one step from cur (local). */
+static uint32_t pick(rc_rng *r, uint32_t n, uint32_t cur, int local)
+{
+    if (!local)
+        return rc_rng_below(r, n);
+    if (cur == 0)
+        return 1 < n ? 1 : 0;
+    if (cur + 1 >= n)
+        return cur - 1;
+    return rc_rng_below(r, 2) ? cur + 1 : cur - 1;
+}
+
+static void set_param(rc_train_opts *o, int p, rc_rng *r, int local)
+{
+#define N(g) ((uint32_t)RC_ARRAY_LEN(g))
+    switch (p) {
+        case P_WINDOW: o->window = g_window[pick(r, N(g_window), near_u(g_window, N(g_window), o->window), local)]; break;
+        case P_NEG: o->negatives = g_neg[pick(r, N(g_neg), near_u(g_neg, N(g_neg), o->negatives), local)]; break;
+        case P_POWER: o->power = g_power[pick(r, N(g_power), near_f(g_power, N(g_power), o->power), local)]; break;
+        case P_EPOCHS: o->epochs = g_epochs[pick(r, N(g_epochs), near_u(g_epochs, N(g_epochs), o->epochs), local)]; break;
+        case P_SUB: o->subsample = g_sub[pick(r, N(g_sub), near_f(g_sub, N(g_sub), o->subsample), local)]; break;
+        default: o->lr = g_lr[pick(r, N(g_lr), near_f(g_lr, N(g_lr), o->lr), local)]; break;
+    }
+#undef N
+}
+
+static int same(const rc_train_opts *a, const rc_train_opts *b)
+{
+    return a->window == b->window && a->negatives == b->negatives && a->power == b->power &&
+           a->epochs == b->epochs && a->subsample == b->subsample && a->lr == b->lr;
+}
+
+/* New settings: all free parameters random, or (local) one or two of them
+ * moved one grid step from the best. Returns 0 when it duplicated a tried one. */
+static int propose(struct search *s, rc_train_opts *o, int local)
+{
+    int free_p[P_COUNT], nfree = 0;
+    for (int p = 0; p < P_COUNT; p++)
+        if (!(s->to->fixed_mask & p_mask[p]))
+            free_p[nfree++] = p;
+    if (!nfree)
+        return 0;
+    *o = s->c[local ? s->best : 0].o;
+    if (local) {
+        uint32_t moves = 1 + rc_rng_below(&s->rng, 2);
+        for (uint32_t i = 0; i < moves; i++)
+            set_param(o, free_p[rc_rng_below(&s->rng, (uint32_t)nfree)], &s->rng, 1);
+    } else {
+        for (int i = 0; i < nfree; i++)
+            set_param(o, free_p[i], &s->rng, 0);
+    }
+    for (uint32_t i = 0; i < s->n; i++)
+        if (same(&s->c[i].o, o))
+            return 0;
+    return 1;
+}
+
+static double mean(const struct config *c) { return c->runs ? c->sum / c->runs : -1; }
+
+/* Trains config i once more (seed offset by its run count) and scores it. */
+static int run_trial(struct search *s, uint32_t i, char *eb, size_t el)
+{
+    struct config *c = &s->c[i];
+    rc_train_opts o = c->o;
+    rc_table *t = NULL;
+    rc_index *ix = NULL;
+    rc_eval_embed *em = NULL;
+    rc_eval_predictor pr;
+    rc_eval_acc acc;
+    rc_eval_metrics m;
+    double left = s->budget - elapsed(s);
+    int rc;
+    o.seed = (o.seed ? o.seed : 1) + 7919u * c->runs;
+    o.max_seconds = RC_MAX(0.5, RC_MIN(left, s->budget * TRIAL_SHARE));
+    o.progress = -1;
+    o.quiet = 1;
+    if ((rc = rc_eval_acc_init(&acc, s->valid->nitems)))
+        return rc_err(eb, el, rc, "tune: out of memory");
+    if ((rc = rc_train_run(&o, s->log, s->valid->train_mask, &t, NULL, eb, el)) ||
+        (rc = rc_eval_index_build(t, &ix, eb, el)))
+        goto out;
+    if ((rc = rc_eval_embed_create(s->valid, t, ix, s->to->overfetch, &em))) {
+        rc_err(eb, el, rc, "tune: out of memory");
+        goto out;
+    }
+    rc_eval_embed_predictor(em, &pr);
+    if ((rc = rc_eval_predict_all(s->valid, &pr, &acc))) {
+        rc_err(eb, el, rc, "tune: recall failed: %s", rc_strerror(rc));
+        goto out;
+    }
+    rc_eval_acc_result(&acc, NULL, 0, &m);
+    c->sum += m.hr50;
+    c->runs++;
+    s->trials++;
+    for (uint32_t j = 0; j < s->n; j++)
+        if (mean(&s->c[j]) > mean(&s->c[s->best]))
+            s->best = j;
+    if (!s->to->quiet) {
+        char line[256];
+        rc_tune_format(&c->o, line, sizeof line);
+        fprintf(stderr, "tune: %5.1fs trial %u: %s: hr@50 %.4f (mean %.4f over %u)\n",
+                elapsed(s), s->trials, line, m.hr50, mean(c), c->runs);
+    }
+out:
+    rc_eval_embed_destroy(em);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    rc_eval_acc_free(&acc);
+    return rc;
+}
+
+/* Random and local proposals until EXPLORE_SHARE of the budget is spent. */
+static int explore(struct search *s, char *eb, size_t el)
+{
+    uint32_t dup = 0;
+    while (s->n < MAX_CONFIGS && elapsed(s) < s->budget * EXPLORE_SHARE && dup < 200) {
+        rc_train_opts o;
+        int local = s->n >= 4 && rc_rng_below(&s->rng, 2);
+        if (!propose(s, &o, local)) {
+            dup++;
+            continue;
+        }
+        s->c[s->n] = (struct config){.o = o, .alive = 1};
+        int rc = run_trial(s, s->n++, eb, el);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int by_mean_desc(const void *a, const void *b, void *ud)
+{
+    const struct config *c = ud;
+    double x = mean(&c[*(const uint32_t *)a]), y = mean(&c[*(const uint32_t *)b]);
+    return (x < y) - (x > y);
+}
+
+/* Successive halving: the best third (at least 2) runs again, repeatedly. */
+static int halve(struct search *s, char *eb, size_t el)
+{
+    uint32_t *ord = malloc((s->n ? s->n : 1) * sizeof *ord), alive = s->n;
+    int rc = 0;
+    if (!ord)
+        return rc_err(eb, el, RC_ENOMEM, "tune: out of memory");
+    while (alive > 1 && !rc) {
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < s->n; i++)
+            if (s->c[i].alive)
+                ord[k++] = i;
+        qsort_r(ord, k, sizeof *ord, by_mean_desc, s->c);
+        alive = RC_MAX(2, (k + 2) / 3);
+        if (alive >= k)
+            alive = k - 1;
+        for (uint32_t i = alive; i < k; i++)
+            s->c[ord[i]].alive = 0;
+        for (uint32_t i = 0; i < alive && !rc; i++) {
+            if (elapsed(s) >= s->budget)
+                goto out;
+            rc = run_trial(s, ord[i], eb, el);
+        }
+    }
+out:
+    free(ord);
+    return rc;
+}
+
+/* The best mean among the settings run at least (most runs - 1) times: the
+ * survivors of the last complete halving round (a lucky single run does not
+ * beat settings confirmed over several seeds). */
+static uint32_t choose(const struct search *s)
+{
+    uint32_t best = UINT32_MAX, most = 0;
+    for (uint32_t i = 0; i < s->n; i++)
+        most = RC_MAX(most, s->c[i].runs);
+    for (uint32_t i = 0; i < s->n; i++) {
+        const struct config *c = &s->c[i];
+        if (c->runs + 1 >= most && c->runs && (best == UINT32_MAX || mean(c) > mean(&s->c[best])))
+            best = i;
+    }
+    return best == UINT32_MAX ? 0 : best;
+}
+
+int rc_tune_run(const rc_tune_opts *opts, const rc_train_opts *base, const rc_clicklog *log,
+                const uint8_t *sessions, const rc_eval_opts *eval, rc_tune_result *res,
+                char *eb, size_t el)
+{
+    rc_tune_opts to = opts ? *opts : (rc_tune_opts){0};
+    rc_eval_opts eo = eval ? *eval : (rc_eval_opts){0};
+    rc_eval_split *valid = NULL;
+    struct search s = {.to = &to, .log = log};
+    int rc;
+    if (!base || !log || !res)
+        return rc_err(eb, el, RC_EINVAL, "tune: no settings, log or result");
+    if (to.seconds < 0 || to.valid_ratio < 0 || to.valid_ratio >= 1)
+        return rc_err(eb, el, RC_EINVAL, "tune: seconds >= 0, validation ratio in [0,1)");
+    eo.test_ratio = to.valid_ratio > 0 ? to.valid_ratio : 0.2;
+    s.budget = to.seconds > 0 ? to.seconds : DEFAULT_SECONDS;
+    s.t0 = rc_now_ns();
+    rc_rng_seed(&s.rng, to.seed ? to.seed : base->seed ? base->seed : 1);
+    if ((rc = rc_eval_split_create(log, sessions, &eo, &valid, eb, el)))
+        return rc;
+    s.valid = valid;
+    if (!(s.c = calloc(MAX_CONFIGS, sizeof *s.c))) {
+        rc = rc_err(eb, el, RC_ENOMEM, "tune: out of memory");
+        goto out;
+    }
+    s.c[0] = (struct config){.o = rc_tune_resolve(base), .alive = 1};
+    s.n = 1;
+    if ((rc = run_trial(&s, 0, eb, el)) || (rc = explore(&s, eb, el)) || (rc = halve(&s, eb, el)))
+        goto out;
+    uint32_t b = choose(&s);
+    *res = (rc_tune_result){.best = s.c[b].o, .hr50 = mean(&s.c[b]),
+                            .base_hr50 = s.c[0].runs ? s.c[0].sum / s.c[0].runs : 0,
+                            .configs = s.n, .trials = s.trials, .seconds = elapsed(&s),
+                            .valid_predictions = valid->npos};
+    res->best.seed = base->seed;
+    if (!to.quiet) {
+        char line[256];
+        rc_tune_format(&res->best, line, sizeof line);
+        fprintf(stderr, "tune: chose %s: validation hr@50 %.4f (base %.4f), %u settings, %u runs, "
+                        "%.1f s\n", line, res->hr50, res->base_hr50, res->configs, res->trials,
+                res->seconds);
+    }
+out:
+    free(s.c);
+    rc_eval_split_destroy(valid);
+    return rc;
+}
