@@ -3,14 +3,14 @@
 # -DRC_FUZZ=ON in a build directory of their own and runs each for SECONDS.
 #
 #   bench/fuzz.sh [SECONDS] [TARGET...]     run (default 60 s, every target)
-#   bench/fuzz.sh merge [TARGET...]         minimise the committed corpus
+#   bench/fuzz.sh merge [TARGET...]         minimise the committed corpus (no rebuild)
 #
 # Each target starts from its committed seeds (tests/fuzz/corpus/T) and a work
 # corpus kept between runs ($RC_FUZZ_BUILD/fuzz-work/T); what it finds goes to
 # the work corpus, crashes to $RC_FUZZ_BUILD/fuzz-artifacts/T/ (the script
 # then exits 1). `merge` rewrites tests/fuzz/corpus/T as the smallest set of
 # inputs covering what the seeds and the work corpus cover (libFuzzer
-# -merge=1); keep it under 300 files and 1 MB per target.
+# -merge=1 -use_counters=0); keep it under 300 files and 1 MB per target.
 # Environment: RC_FUZZ_BUILD (default build-fuzz), RC_FUZZ_JOBS (parallel
 # targets, default 1), RC_FUZZ_ARGS (more libFuzzer flags).
 set -eu
@@ -28,7 +28,6 @@ else
 fi
 targets=${*:-$all}
 
-CC=clang CXX=clang++ cmake -S "$here" -B "$bdir" -DRC_FUZZ=ON >/dev/null
 present=""
 for t in $targets; do
     if [ -f "$here/tests/fuzz/fuzz_$t.c" ]; then
@@ -37,8 +36,15 @@ for t in $targets; do
         echo "fuzz: no target $t (tests/fuzz/fuzz_$t.c), skipped" >&2
     fi
 done
-# shellcheck disable=SC2086
-cmake --build "$bdir" -j"$(nproc)" $(for t in $present; do printf -- '--target fuzz_%s ' "$t"; done) >/dev/null
+if [ "$mode" = run ]; then
+    CC=clang CXX=clang++ cmake -S "$here" -B "$bdir" -DRC_FUZZ=ON >/dev/null
+    # shellcheck disable=SC2086
+    cmake --build "$bdir" -j"$(nproc)" \
+        $(for t in $present; do printf -- '--target fuzz_%s ' "$t"; done) >/dev/null
+fi
+for t in $present; do
+    [ -x "$bdir/fuzz/fuzz_$t" ] || { echo "fuzz: $bdir/fuzz/fuzz_$t missing: run first" >&2; exit 2; }
+done
 
 run_one() {
     t=$1
@@ -49,7 +55,7 @@ run_one() {
     mkdir -p "$work" "$art"
     # shellcheck disable=SC2086
     "$bdir/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-        -max_len=65536 -print_final_stats=1 -artifact_prefix="$art/" ${RC_FUZZ_ARGS:-} \
+        -max_len=140000 -print_final_stats=1 -artifact_prefix="$art/" ${RC_FUZZ_ARGS:-} \
         "$work" "$seeds" >"$log" 2>&1 || true
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     crashes=$(find "$art" -type f | wc -l)
@@ -63,7 +69,9 @@ merge_one() {
     t=$1
     seeds=$here/tests/fuzz/corpus/$t
     new=$(mktemp -d)
-    "$bdir/fuzz/fuzz_$t" -merge=1 -max_len=65536 -timeout=10 "$new" "$seeds" \
+    # edges only (no hit-count buckets): a smaller corpus that still reaches
+    # every line the fuzzer reached
+    "$bdir/fuzz/fuzz_$t" -merge=1 -use_counters=0 -max_len=140000 -timeout=10 "$new" "$seeds" \
         "$bdir/fuzz-work/$t" >"$bdir/fuzz-merge-$t.log" 2>&1
     rm -rf "$seeds"
     mkdir -p "$seeds"

@@ -29,7 +29,7 @@ for _ in $(seq 50); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
 bs=$(head -1 "$tmp/broker.out")
 "$B/recalld-gen" "${gen[@]}" --events "$N" --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
 "$B/recalld-gen" "${gen[@]}" --events "$N" --out "$tmp/clicks.jsonl" 2>/dev/null
-"$B/recalld" --brokers "$bs" --socket "$tmp/a.sock" --log-level warn 2>"$tmp/a.log" &
+"$B/recalld" --brokers "$bs" --socket "$tmp/a.sock" --metrics-port 0 --log-level warn 2>"$tmp/a.log" &
 pids+=($!)
 t_first= ; a_first=0
 while :; do
@@ -48,7 +48,7 @@ echo "   $(echo "$s" | field '["training"]') "
 echo "   rss $(echo "$s" | field '["memory"]["rss_bytes"]//2**20') MiB, index $(echo "$s" | field '["index"]["size"]') vectors"
 
 echo "== 2. freshness at $RATE events/s (embedded Kafka, producer paced)"
-"$B/recalld" --embedded-kafka --partitions 64 --socket "$tmp/b.sock" --log-level warn 2>"$tmp/b.log" &
+"$B/recalld" --embedded-kafka --partitions 64 --socket "$tmp/b.sock" --metrics-port 0 --log-level warn 2>"$tmp/b.log" &
 pids+=($!)
 for _ in $(seq 100); do "$B/recallctl" --socket "$tmp/b.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
 bsb=$(stat "$tmp/b.sock" | field '["kafka"]["bootstrap"]')

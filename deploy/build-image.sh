@@ -37,8 +37,9 @@ t_start=$(date +%s)
 log() { printf '== build-image: %s\n' "$*"; }
 elapsed() { echo $(( $(date +%s) - $1 )); }
 
-work=$(mktemp -d /var/tmp/recalld-image.XXXXXX)
+work=$(mktemp -d --tmpdir=/var/tmp)
 ctr=
+# shellcheck disable=SC2317 # runs from the EXIT trap
 cleanup() {
     if [ -n "$ctr" ]; then buildah rm "$ctr" >/dev/null 2>&1 || true; fi
     rm -rf "$work"

@@ -46,14 +46,15 @@ static int get_id(json_t *req, const char *key, char *out, size_t cap, char *msg
 
 static int get_k(rc_api *a, json_t *req, uint32_t *k, char *msg, size_t msglen)
 {
-    const rc_config *c = rc_engine_config(a->engine);
+    uint32_t k_default, k_max; /* SIGHUP may change them: one consistent read */
+    rc_engine_k_limits(a->engine, &k_default, &k_max);
     json_t *v = json_object_get(req, "k");
-    *k = c->k_default;
+    *k = k_default;
     if (!v)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-        json_integer_value(v) > (json_int_t)c->k_max) {
-        snprintf(msg, msglen, "k: expected integer 1..%u", c->k_max);
+        json_integer_value(v) > (json_int_t)k_max) {
+        snprintf(msg, msglen, "k: expected integer 1..%u", k_max);
         return -1;
     }
     *k = (uint32_t)json_integer_value(v);

@@ -710,6 +710,7 @@ static int read_rows(rd *r, rc_table *t, const hdr *h)
 typedef struct vec_job {
     int fd;
     rc_table *t;
+    const rc_checkpoint_hooks *hooks;
     uint32_t rows, dim;
     uint64_t off; /* file offset of the input section */
     atomic_int abort;
@@ -762,6 +763,8 @@ static int read_side(vec_job *j, int out, uint64_t off)
         if ((j->err = pread_all(j->fd, p, n, off)))
             return j->err > 0 ? RC_EIO : RC_ECORRUPT;
         crc = rc_crc32c(crc, p, n);
+        if (!out && j->hooks && j->hooks->on_rows)
+            j->hooks->on_rows(j->hooks->ud, j->t, i, k);
         off += n;
         i += k;
     }
@@ -806,8 +809,8 @@ static int parse_error(int rc, const rd *r, const vec_job *j, const char *path, 
                   path);
 }
 
-static int parse(rd *r, uint64_t size, const rc_table_opts *opts, rc_table **out,
-                 rc_checkpoint_meta *m, const char *path, char *eb, size_t el)
+static int parse(rd *r, uint64_t size, const rc_table_opts *opts, const rc_checkpoint_hooks *hk,
+                 rc_table **out, rc_checkpoint_meta *m, const char *path, char *eb, size_t el)
 {
     hdr h;
     rc_table *t = NULL;
@@ -819,7 +822,7 @@ static int parse(rd *r, uint64_t size, const rc_table_opts *opts, rc_table **out
     to.dim = h.dim;
     if ((rc = rc_table_create(&to, &t, eb, el)))
         return rc;
-    vec_job j = {.fd = r->fd, .t = t, .rows = (uint32_t)h.rows, .dim = h.dim,
+    vec_job j = {.fd = r->fd, .t = t, .hooks = hk, .rows = (uint32_t)h.rows, .dim = h.dim,
                  .off = size - 2 * (h.vec_bytes + 4)};
     atomic_init(&j.abort, 0);
     /* Without the thread, the vectors are read after the rows (below). */
@@ -847,6 +850,13 @@ static int parse(rd *r, uint64_t size, const rc_table_opts *opts, rc_table **out
 int rc_checkpoint_load(const char *path, const rc_table_opts *opts, rc_table **table,
                        rc_checkpoint_meta *meta, char *eb, size_t el)
 {
+    return rc_checkpoint_load_with(path, opts, NULL, table, meta, eb, el);
+}
+
+int rc_checkpoint_load_with(const char *path, const rc_table_opts *opts,
+                            const rc_checkpoint_hooks *hooks, rc_table **table,
+                            rc_checkpoint_meta *meta, char *eb, size_t el)
+{
     struct stat st;
     if (!path || !table || !meta)
         return rc_err(eb, el, RC_EINVAL, "checkpoint: path, table and meta required");
@@ -863,7 +873,7 @@ int rc_checkpoint_load(const char *path, const rc_table_opts *opts, rc_table **t
     else if (fstat(fd, &st))
         rc = rc_err(eb, el, RC_EIO, "checkpoint %s: %s", path, strerror(errno));
     else
-        rc = parse(&r, (uint64_t)st.st_size, opts, table, meta, path, eb, el);
+        rc = parse(&r, (uint64_t)st.st_size, opts, hooks, table, meta, path, eb, el);
     free(r.buf);
     close(fd);
     return rc;
@@ -899,6 +909,14 @@ int rc_checkpoint_restore(const char *dir, const rc_table_opts *opts, rc_table *
                           rc_checkpoint_meta *meta, char *pathout, size_t pathlen, char *eb,
                           size_t el)
 {
+    return rc_checkpoint_restore_with(dir, opts, NULL, table, meta, pathout, pathlen, eb, el);
+}
+
+int rc_checkpoint_restore_with(const char *dir, const rc_table_opts *opts,
+                               const rc_checkpoint_hooks *hooks, rc_table **table,
+                               rc_checkpoint_meta *meta, char *pathout, size_t pathlen,
+                               char *eb, size_t el)
+{
     uint64_t *v;
     char path[4200], why[512];
     if (!dir || !table || !meta)
@@ -910,7 +928,7 @@ int rc_checkpoint_restore(const char *dir, const rc_table_opts *opts, rc_table *
     rc_err(eb, el, RC_ENOENT, "checkpoint %s: no checkpoint", dir);
     for (int i = 0; i < n; i++) {
         snprintf(path, sizeof path, "%s/" NAME_FMT, dir, v[i]);
-        rc = rc_checkpoint_load(path, opts, table, meta, why, sizeof why);
+        rc = rc_checkpoint_load_with(path, opts, hooks, table, meta, why, sizeof why);
         if (rc == 0) {
             if (pathout)
                 snprintf(pathout, pathlen, "%s", path);

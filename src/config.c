@@ -150,13 +150,13 @@ static int set_num(rc_config *c, const struct key *k, json_t *v, const char *src
     char why[128];
     double d;
     if (k->type == K_F32 ? !json_is_number(v) : !json_is_integer(v)) {
-        snprintf(why, sizeof why, "expected %s in %g..%g", k->type == K_F32 ? "number" : "integer",
-                 k->min, k->max);
+        snprintf(why, sizeof why, "expected %s in %.15g..%.15g",
+                 k->type == K_F32 ? "number" : "integer", k->min, k->max);
         return bad(eb, el, src, k->name, why);
     }
     d = json_number_value(v);
     if (d < k->min || d > k->max) {
-        snprintf(why, sizeof why, "%g is out of range %g..%g", d, k->min, k->max);
+        snprintf(why, sizeof why, "%.15g is out of range %.15g..%.15g", d, k->min, k->max);
         return bad(eb, el, src, k->name, why);
     }
     char *p = (char *)c + k->off;

@@ -818,44 +818,49 @@ int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason
 
 /* ---- commit, stats, bootstrap ---- */
 
-/* The answer to a release's commit (served on the loop thread from the
- * consumer queue): now the next owner may start. */
+/* Completes a deferred revoke. */
 static void on_release_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                  rd_kafka_topic_partition_list_t *l, void *opaque)
 {
     rc_consumer *c = opaque;
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-        c->st.commit_errors++;
-        rc_log_warn(MOD, "commit before revoke failed: the next owner replays",
-                    "err=\"%s\"", rd_kafka_err2str(err));
-    } else if (!err) {
-        c->st.commits++;
-    }
     if (c->revoking) {
         unassign(c, c->revoking, c->revoking_coop);
+        rc_log_info(MOD, "deferred revoke completed", "count=%d", c->revoking->cnt);
         rd_kafka_topic_partition_list_destroy(c->revoking);
         c->revoking = NULL;
         c->st.revoke_pending = 0;
-        rc_log_info(MOD, "deferred revoke completed", "committed=%s", err ? "no" : "yes");
     }
     publish(c);
+}
+
+int rc_consumer_store(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n)
+{
+    if (!c || !c->rk || (n && (!parts || !offsets)) || n > INT32_MAX)
+        return RC_EINVAL;
+    if (n == 0)
+        return 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        if (offsets[i] >= 0 && parts[i] >= 0)
+            rd_kafka_topic_partition_list_add(l, c->topic, parts[i])->offset = offsets[i];
+    rd_kafka_resp_err_t e = l->cnt ? rd_kafka_offsets_store(c->rk, l) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; e && i < l->cnt; i++) /* per partition: not assigned (any more) */
+        if (l->elems[i].err)
+            rc_log_debug(MOD, "offset not stored", "partition=%" PRId32 " err=\"%s\"",
+                         l->elems[i].partition, rd_kafka_err2str(l->elems[i].err));
+    rd_kafka_topic_partition_list_destroy(l);
+    return e ? RC_EKAFKA : 0;
 }
 
 int rc_consumer_release(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n)
 {
     if (!c || !c->revoking || (n && (!parts || !offsets)) || n > INT32_MAX)
         return RC_EINVAL;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n ? (int)n : 1);
-    for (size_t i = 0; i < n; i++)
-        if (offsets[i] >= 0 && parts[i] >= 0)
-            rd_kafka_topic_partition_list_add(l, c->topic, parts[i])->offset = offsets[i];
-    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__NO_OFFSET;
-    if (l->cnt)
-        e = rd_kafka_commit_queue(c->rk, l, c->q, on_release_committed, c);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (e) /* nothing to commit, or not started: complete at once */
-        on_release_committed(c->rk, e, NULL, c);
-    return e && e != RD_KAFKA_RESP_ERR__NO_OFFSET ? RC_EKAFKA : 0;
+    int rc = rc_consumer_store(c, parts, offsets, n);
+    /* The unassign commits what is stored for the revoked partitions, and
+     * librdkafka rejoins only once that commit is answered. */
+    on_release_committed(c->rk, RD_KAFKA_RESP_ERR_NO_ERROR, NULL, c);
+    return rc;
 }
 
 int rc_consumer_owns(const rc_consumer *c, int32_t p)
@@ -921,9 +926,20 @@ static int consumer_new(rc_consumer *c, char *errbuf, size_t errlen)
     if ((rc = conf_set(conf, "bootstrap.servers", c->bootstrap, errbuf, errlen)) ||
         (rc = conf_set(conf, "group.id", c->group, errbuf, errlen)) ||
         (rc = conf_set(conf, "client.id", "recalld", errbuf, errlen)) ||
-        (rc = conf_set(conf, "enable.auto.commit", "false", errbuf, errlen)) ||
+        /* Only offsets the owner stores (rc_consumer_store) are committed,
+         * by librdkafka's committer: in the background, for partitions being
+         * unassigned before they are handed over, and at close - never while
+         * the group rebalances (a commit sent during a join comes back with
+         * an illegal generation and costs the assignment). */
+        (rc = conf_set(conf, "enable.auto.commit", "true", errbuf, errlen)) ||
         (rc = conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen)) ||
         (rc = conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen)) ||
+        /* Incremental rebalancing: a member keeps consuming the partitions it
+         * keeps, and a partition that moves is revoked while the group is
+         * stable, so the owner's commit before the hand-over is accepted (the
+         * mock cluster refuses commits during an eager rebalance). */
+        (rc = conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errbuf,
+                       errlen)) ||
         (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
         return rc;

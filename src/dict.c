@@ -251,6 +251,32 @@ int rc_dict_find(const rc_dict *d, const char *s, size_t len, uint32_t *id)
     return 0;
 }
 
+uint32_t rc_dict_prefetch(const rc_dict *d, const char *s, size_t len, int step)
+{
+    if (!d || (!s && len) || len > MAX_LEN)
+        return UINT32_MAX;
+    uint32_t h = (uint32_t)rc_hash(s, len);
+    const struct stab *t = atomic_load_explicit(&((rc_dict *)d)->tab, memory_order_acquire);
+    uint32_t i = h & t->mask;
+    if (step <= 0) {
+        __builtin_prefetch((const void *)&t->slots[i]);
+        return UINT32_MAX;
+    }
+    for (;; i = (i + 1) & t->mask) {
+        uint64_t v = atomic_load_explicit(&((struct stab *)t)->slots[i], memory_order_acquire);
+        if (v == 0)
+            return UINT32_MAX;
+        if ((uint32_t)(v >> 32) == h) {
+            const struct ent *e = entry(d, (uint32_t)v - 1);
+            if (step == 1)
+                __builtin_prefetch(e);
+            else
+                __builtin_prefetch(e->s);
+            return (uint32_t)v - 1;
+        }
+    }
+}
+
 const char *rc_dict_str(const rc_dict *d, uint32_t id, size_t *len)
 {
     if (!d || id >= rc_dict_size(d))

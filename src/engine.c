@@ -102,6 +102,15 @@ struct rc_engine {
     struct ckpt *ck; /* checkpoints: see "---- checkpoints ----" */
 };
 
+/* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
+static inline uint32_t cfg_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline float cfg_f32(const float *p)
+{
+    float v;
+    __atomic_load(p, &v, __ATOMIC_RELAXED);
+    return v;
+}
+
 static int ck_init(rc_engine *e, char *eb, size_t el);
 static void ck_note_batch(rc_engine *e, const rc_batch *b);
 static int ck_take(rc_engine *e, int force);
@@ -109,7 +118,9 @@ static int ck_start(rc_engine *e, char *eb, size_t el);
 static void ck_stop(rc_engine *e);
 static void ck_free(rc_engine *e);
 static void ck_deliver(rc_engine *e);
-static int ck_restore(rc_engine *e, const rc_table_opts *to, char *eb, size_t el);
+static int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb,
+                      size_t el);
+static rc_index *ck_prebuilt_index(rc_engine *e);
 static void ck_restored(rc_engine *e, uint64_t t0);
 static int ck_was_restored(const rc_engine *e);
 static void ck_stats_json(rc_engine *e, rc_buf *o);
@@ -428,11 +439,38 @@ static void maintain(rc_engine *e, int force)
     }
 }
 
+/* Cache hints for the events after i: a lookup is a chain of dependent
+ * misses (hash slot, then record or entry, then what it points to), so event
+ * i+3 gets the first step, i+2 the second, i+1 the third; an event takes
+ * microseconds, far longer than a miss. Before that, event i+4's own fields
+ * (decoded on another core) are fetched. */
+static void prefetch_ahead(rc_engine *e, const rc_batch *b, uint32_t i)
+{
+    if (i + 4 < b->n) {
+        const rc_event *ev = &b->ev[i + 4];
+        __builtin_prefetch(ev->user);
+        __builtin_prefetch(ev->item);
+        __builtin_prefetch(ev->city);
+        __builtin_prefetch(ev->cate);
+        __builtin_prefetch(ev->type);
+        __builtin_prefetch(&ev->user_len);
+        __builtin_prefetch(&ev->ts_ms);
+    }
+    for (int step = 0; step < 3; step++) {
+        uint32_t j = i + 3 - (uint32_t)step;
+        if (j < b->n && b->reason[j] == RC_EV_OK) {
+            rc_table_prefetch(e->table, b->ev[j].item, b->ev[j].item_len, step);
+            rc_session_prefetch(e->sess, b->ev[j].user, b->ev[j].user_len, step);
+        }
+    }
+}
+
 static void train_batch(rc_engine *e, rc_batch *b)
 {
     uint64_t pairs0 = e->work.pairs;
     double loss0 = e->work.loss_sum;
     for (uint32_t i = 0; i < b->n; i++) {
+        prefetch_ahead(e, b, i);
         if (b->reason[i] == RC_EV_OK)
             apply_event(e, &b->ev[i]);
         else /* here, not when reported: a checkpoint's counters match its offsets */
@@ -628,20 +666,24 @@ static int create_model(rc_engine *e, char *eb, size_t el)
     rc_index_opts io = {.ivf_min = c->ivf_min, .nprobe = c->nprobe, .drift = c->drift,
                         .batch = c->index_batch};
     uint64_t t0 = rc_now_ns();
-    int rc = ck_restore(e, &to, eb, el); /* a checkpoint wins over model.path */
+    int rc = ck_restore(e, &to, &io, eb, el); /* a checkpoint wins over model.path */
     if (rc == RC_ENOENT && c->model_path[0])
         rc = rc_model_load(c->model_path, &to, &e->table, eb, el);
     else if (rc == RC_ENOENT)
         rc = rc_table_create(&to, &e->table, eb, el);
+    if (!rc)
+        e->index = ck_prebuilt_index(e); /* filled while the checkpoint loaded */
+    int prebuilt = e->index != NULL;
     if (rc || (rc = rc_session_create(&so, &e->sess, eb, el)) ||
         (rc = rc_sampler_create(&sa, e->table, &e->sampler, eb, el)) ||
-        (rc = rc_index_create(&io, e->table, &e->index, eb, el)))
+        (!prebuilt && (rc = rc_index_create(&io, e->table, &e->index, eb, el))))
         return rc;
     /* A loaded model: every row is sampled from and indexed before serving. */
     uint32_t rows = rc_table_size(e->table);
     for (uint32_t r = 0; r < rows; r++) {
         rc_sampler_note(e->sampler, r);
-        rc_index_touch(e->index, r);
+        if (!prebuilt)
+            rc_index_touch(e->index, r);
         e->total_count += rc_table_count(e->table, r);
         pop_update(e, r);
     }
@@ -861,7 +903,8 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     if (req->multi_category) {
         rc_mc_opts mo = {.max_cats = e->cfg.mc_max_categories, .min_quota = e->cfg.mc_min_quota};
         int rc = rc_recall_multi_category(e->table, e->index, rows, w, nclicks, req->k,
-                                          e->cfg.overfetch, f, rows, nclicks, &mo, out, n,
+                                          cfg_f32(&e->cfg.overfetch), f, rows, nclicks, &mo,
+                                          out, n,
                                           req->quotas ? req->quotas : plan,
                                           req->nquotas ? req->nquotas : &nplan);
         return rc;
@@ -873,8 +916,8 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     if (rc == 0 && req->exact)
         rc = rc_recall_exact(e->table, q, req->k, f, rows, nclicks, out, n);
     else if (rc == 0)
-        rc = rc_recall_search(e->table, e->index, q, req->k, e->cfg.overfetch, f, rows, nclicks,
-                              out, n);
+        rc = rc_recall_search(e->table, e->index, q, req->k, cfg_f32(&e->cfg.overfetch), f,
+                              rows, nclicks, out, n);
     free(q);
     return rc;
 }
@@ -892,12 +935,13 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     *fallback = 0;
     if (req->nquotas)
         *req->nquotas = 0;
-    if (req->k == 0 || req->k > e->cfg.k_max || req->ncates > RC_ARRAY_LEN(cates))
+    if (req->k == 0 || req->k > cfg_u32(&e->cfg.k_max) || req->ncates > RC_ARRAY_LEN(cates))
         return RC_EINVAL;
     resolve_filter(e, req, &f, cates, &empty);
     if (empty)
         return 0;
-    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, e->cfg.recall_window, &nclicks))
+    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, cfg_u32(&e->cfg.recall_window),
+                          &nclicks))
         nclicks = 0;
     for (uint32_t i = 0; i < nclicks; i++) {
         rows[i] = clicks[i].row;
@@ -921,7 +965,7 @@ int rc_engine_similar(rc_engine *e, const char *item, size_t len, uint32_t k, rc
 {
     uint32_t row;
     *n = 0;
-    if (k == 0 || k > e->cfg.k_max)
+    if (k == 0 || k > cfg_u32(&e->cfg.k_max))
         return RC_EINVAL;
     if (rc_table_find(e->table, item, len, &row))
         return RC_ENOENT;
@@ -930,7 +974,8 @@ int rc_engine_similar(rc_engine *e, const char *item, size_t len, uint32_t k, rc
         return RC_ENOMEM;
     int rc = rc_recall_query_vector(e->table, &row, NULL, 1, q);
     if (rc == 0)
-        rc = rc_recall_search(e->table, e->index, q, k, e->cfg.overfetch, NULL, &row, 1, out, n);
+        rc = rc_recall_search(e->table, e->index, q, k, cfg_f32(&e->cfg.overfetch), NULL, &row, 1,
+                              out, n);
     free(q);
     return rc == RC_ENOENT ? 0 : rc;
 }
@@ -1120,7 +1165,13 @@ struct ckpt {
     /* restore (set once in create) */
     rc_checkpoint_meta restored;
     int restored_ok;
-    uint64_t restore_ns;
+    uint64_t restore_ns, load_ns; /* until ready to serve; of which reading the file */
+    /* the index built while the checkpoint loads (ck_on_rows, loader thread) */
+    rc_index *rx;
+    const rc_table *rx_table;
+    rc_index_opts rx_opts;
+    int rx_failed, prebuilt;
+    uint32_t rx_pending;
 };
 
 static const char *const ck_counter_names[] = {"consumed", "applied", "ignored", "pairs",
@@ -1165,8 +1216,8 @@ static void ck_note(struct ckpt *k, int32_t p, int64_t next)
             k->next = nx;
         if (no)
             k->offs = no;
-        if (!nx || !no)
-            return; /* position kept at its old value: replays, never loses */
+        if (!nx || !no) /* out of memory: p's position lags what the model holds */
+            return;
         for (uint32_t j = k->nparts; j < n; j++)
             k->next[j] = -1;
         k->nparts = n;
@@ -1418,6 +1469,7 @@ static void ck_free(rc_engine *e)
         return;
     rc_checkpoint_destroy(k->snap);
     rc_checkpoint_meta_free(&k->restored);
+    rc_index_destroy(k->rx);
     free(k->next);
     free(k->offs);
     free(k->res_parts);
@@ -1459,8 +1511,10 @@ static void ck_deliver(rc_engine *e)
         snprintf(k->res_err, sizeof k->res_err, "out of memory for the offsets");
     }
     /* Copied under mu: the writer may produce the next result meanwhile. */
-    memcpy(k->loop_parts, k->res_parts, r.n * sizeof *k->loop_parts);
-    memcpy(k->loop_offs, k->res_offs, r.n * sizeof *k->loop_offs);
+    if (have && r.n) {
+        memcpy(k->loop_parts, k->res_parts, r.n * sizeof *k->loop_parts);
+        memcpy(k->loop_offs, k->res_offs, r.n * sizeof *k->loop_offs);
+    }
     memcpy(k->loop_err, k->res_err, sizeof k->loop_err);
     pthread_mutex_unlock(&k->mu);
     if (!have || !k->cb)
@@ -1546,18 +1600,68 @@ size_t rc_engine_restored_offsets(const rc_engine *e, int32_t *parts, int64_t *o
     return m->noffsets;
 }
 
+/* Loader's vector thread (rc_checkpoint_hooks): indexes rows as their input
+ * vectors arrive, so that the index is rebuilt while the ids are still being
+ * read (the two halves of a restore, each ~1 s at 1M rows, overlap). This
+ * thread is the index's only writer until the load returns. A failure only
+ * leaves the work to create_model. */
+static void ck_on_rows(void *ud, rc_table *t, uint32_t first, uint32_t n)
+{
+    struct ckpt *k = ud;
+    char err[256];
+    if (k->rx_table != t) { /* a new attempt (an older checkpoint): start over */
+        rc_index_destroy(k->rx);
+        k->rx = NULL;
+        k->rx_table = t;
+        k->rx_pending = 0;
+        k->rx_failed = rc_index_create(&k->rx_opts, t, &k->rx, err, sizeof err) != 0;
+    }
+    if (k->rx_failed)
+        return;
+    for (uint32_t r = first; r < first + n; r++)
+        rc_index_touch(k->rx, r);
+    if ((k->rx_pending += n) >= 65536) {
+        k->rx_pending = 0;
+        k->rx_failed = rc_index_flush(k->rx, 0, err, sizeof err) < 0;
+    }
+}
+
+static rc_index *ck_prebuilt_index(rc_engine *e)
+{
+    struct ckpt *k = e->ck;
+    rc_index *ix = NULL;
+    if (k->rx && k->rx_table == e->table && !k->rx_failed)
+        ix = k->rx;
+    else
+        rc_index_destroy(k->rx);
+    k->rx = NULL;
+    k->rx_table = NULL;
+    k->prebuilt = ix != NULL;
+    return ix;
+}
+
 /* create_model: the newest valid checkpoint under data_dir into e->table and
  * the counters. Returns 0, RC_ENOENT (none: start otherwise) or an error. */
-static int ck_restore(rc_engine *e, const rc_table_opts *to, char *eb, size_t el)
+static int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb,
+                      size_t el)
 {
     struct ckpt *k = e->ck;
     rc_checkpoint_meta *m = &k->restored;
+    rc_checkpoint_hooks hooks = {.on_rows = ck_on_rows, .ud = k};
     char path[4200], name[64];
     if (!k->enabled)
         return RC_ENOENT;
-    int rc = rc_checkpoint_restore(e->cfg.data_dir, to, &e->table, m, path, sizeof path, eb, el);
-    if (rc)
+    k->rx_opts = *io;
+    uint64_t t0 = rc_now_ns();
+    int rc = rc_checkpoint_restore_with(e->cfg.data_dir, to, &hooks, &e->table, m, path,
+                                        sizeof path, eb, el);
+    if (rc) {
+        rc_index_destroy(k->rx); /* built for a table the loader dropped */
+        k->rx = NULL;
+        k->rx_table = NULL;
         return rc;
+    }
+    k->load_ns = rc_now_ns() - t0;
     k->restored_ok = 1;
     atomic_store(&e->applied, rc_checkpoint_meta_counter(m, "applied", 0));
     atomic_store(&e->consumed, rc_checkpoint_meta_counter(m, "consumed", 0));
@@ -1566,6 +1670,8 @@ static int ck_restore(rc_engine *e, const rc_table_opts *to, char *eb, size_t el
     atomic_store(&e->new_items, rc_checkpoint_meta_counter(m, "new_items", 0));
     atomic_store(&e->rejected_capacity, rc_checkpoint_meta_counter(m, "rejected_capacity", 0));
     e->max_ts = (int64_t)rc_checkpoint_meta_counter(m, "max_ts", (uint64_t)INT64_MIN);
+    if (e->max_ts != INT64_MIN)
+        atomic_store(&e->max_ts_pub, e->max_ts);
     for (int r = 1; r < RC_EV_REASON_COUNT; r++) {
         snprintf(name, sizeof name, "invalid.%s", rc_event_reason_name((enum rc_event_reason)r));
         atomic_store(&e->invalid[r], rc_checkpoint_meta_counter(m, name, 0));
@@ -1593,9 +1699,9 @@ static void ck_restored(rc_engine *e, uint64_t t0)
         return;
     k->restore_ns = rc_now_ns() - t0;
     rc_log_info("engine", "checkpoint restored", "seq=%llu items=%u applied=%llu partitions=%u "
-                "restore_ms=%.1f", (unsigned long long)k->restored.seq, rc_table_size(e->table),
-                (unsigned long long)atomic_load(&e->applied), k->restored.noffsets,
-                k->restore_ns / 1e6);
+                "restore_ms=%.1f load_ms=%.1f", (unsigned long long)k->restored.seq,
+                rc_table_size(e->table), (unsigned long long)atomic_load(&e->applied),
+                k->restored.noffsets, k->restore_ns / 1e6, k->load_ns / 1e6);
 }
 
 static int cmp_u32v(const void *a, const void *b)

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -112,10 +113,12 @@ static int build_catalog(rc_eval_split *sp)
     return 0;
 }
 
-/* Growable storage of the query / exclusion lists. */
+/* Growable storage of the query / exclusion lists; stamp (exclude_prefix
+ * only): per item, the last prediction (+1) whose exclusion list holds it. */
 struct lists {
     uint32_t *v;
     size_t n, cap;
+    uint32_t *stamp;
 };
 
 static int lists_push(struct lists *l, uint32_t item)
@@ -171,8 +174,9 @@ static int add_position(rc_eval_split *sp, struct lists *l, uint32_t s, size_t b
     p->x_off = (uint32_t)l->n;
     p->nx = 0;
     for (uint32_t j = 0; j < t; j++) {
-        if (in_list(l->v + p->x_off, p->nx, r[j].item))
+        if (l->stamp[r[j].item] == sp->npos)
             continue;
+        l->stamp[r[j].item] = (uint32_t)sp->npos;
         if (lists_push(l, r[j].item))
             return RC_ENOMEM;
         p->nx++;
@@ -185,6 +189,9 @@ static int build_positions(rc_eval_split *sp)
     const rc_clicklog *log = sp->log;
     struct lists l = {0};
     size_t cap = 0;
+    int rc = RC_ENOMEM;
+    if (sp->opts.exclude_prefix && !(l.stamp = calloc(sp->nitems + 1, sizeof *l.stamp)))
+        return RC_ENOMEM;
     for (uint32_t s = 0; s < log->nsessions; s++) {
         if (sp->role[s] != RC_EVAL_TEST)
             continue;
@@ -192,14 +199,34 @@ static int build_positions(rc_eval_split *sp)
         for (uint32_t t = 1; t < len; t++) {
             if (!sp->count[log->recs[b + t].item])
                 continue;
-            if (add_position(sp, &l, s, b, t, &cap) || l.n > UINT32_MAX - RC_EVAL_MAX_QUERY) {
+            if (add_position(sp, &l, s, b, t, &cap) || l.n > UINT32_MAX - RC_EVAL_MAX_QUERY ||
+                sp->npos >= UINT32_MAX) {
                 free(l.v);
-                return RC_ENOMEM;
+                goto out;
             }
         }
     }
     sp->items = l.v;
-    return 0;
+    rc = 0;
+out:
+    free(l.stamp);
+    return rc;
+}
+
+/* Keeps about max of the predictions, chosen by a hash of (session, t). */
+static void sample_positions(rc_eval_split *sp)
+{
+    uint32_t max = sp->opts.max_predictions;
+    size_t kept = 0;
+    if (!max || sp->npos <= max)
+        return;
+    uint64_t bar = (uint64_t)((double)max / (double)sp->npos * 4294967296.0);
+    for (size_t p = 0; p < sp->npos; p++) {
+        uint32_t key[3] = {sp->pos[p].session, sp->pos[p].t, (uint32_t)sp->opts.seed};
+        if ((rc_hash(key, sizeof key) >> 32) < bar)
+            sp->pos[kept++] = sp->pos[p];
+    }
+    sp->npos = kept;
 }
 
 int rc_eval_split_create(const rc_clicklog *log, const uint8_t *sessions, const rc_eval_opts *opts,
@@ -227,6 +254,7 @@ int rc_eval_split_create(const rc_clicklog *log, const uint8_t *sessions, const 
     assign_roles(sp, sessions);
     if (build_catalog(sp) || build_positions(sp))
         goto fail_mem;
+    sample_positions(sp);
     if (!sp->ntrain || !sp->npos) {
         rc = rc_err(eb, el, RC_EINVAL,
                     "eval: split at %lld ms leaves %u training sessions and %zu predictions "
@@ -336,7 +364,8 @@ static int dump_file(const rc_eval_split *s, const char *dir, const char *name,
     if (fclose(f) && !rc)
         rc = RC_EIO;
     if (rc)
-        return rc_err(eb, el, rc, "dump %s: %s", path, rc == RC_EIO ? "write failed" : rc_strerror(rc));
+        return rc_err(eb, el, rc, "dump %s: %s", path,
+                      rc == RC_EIO ? "write failed" : rc_strerror(rc));
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #include "recalld/engine.h"
 #include "recalld/eval.h"
 #include "recalld/model.h"
+#include "recalld/recall.h"
 #include "recalld/tune.h"
 
 #define NO_POS UINT32_MAX
@@ -54,8 +55,8 @@ static int run_itemknn(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t e
     return rc;
 }
 
-int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table **t,
-                        rc_index **ix, char *eb, size_t el)
+int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table **t, rc_index **ix,
+                        char *eb, size_t el)
 {
     rc_train_opts to = *o;
     int rc;
@@ -85,11 +86,12 @@ static int settings(rc_eval_env *env, enum rc_sgns_mode mode, rc_eval_report *re
     rep->settings = rc_tune_resolve(&o);
     if (!env->tune)
         return 0;
-    rc_tune_opts to = {.seconds = env->tune_seconds, .fixed_mask = env->fixed_mask,
-                       .overfetch = env->overfetch, .quiet = env->quiet};
+    rc_tune_opts to = {.seconds = env->tune_seconds,
+                       .fixed_mask = env->fixed_mask,
+                       .overfetch = env->overfetch,
+                       .quiet = env->quiet};
     rc_tune_result tr;
-    int rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &env->split->opts, &tr, eb,
-                         el);
+    int rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &env->split->opts, &tr, eb, el);
     if (rc)
         return rc;
     rep->settings = tr.best;
@@ -100,33 +102,57 @@ static int settings(rc_eval_env *env, enum rc_sgns_mode mode, rc_eval_report *re
     return 0;
 }
 
-static int run_batch(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode mode, char *eb,
-                     size_t el)
+static int run_batch_mc(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode mode,
+                        int multi_category, char *eb, size_t el)
 {
     rc_table *t = NULL;
     rc_index *ix = NULL;
     rc_eval_embed *em = NULL;
     rc_eval_predictor pr;
     int rc;
-    if ((rc = settings(env, mode, rep, eb, el)) ||
-        (rc = rc_eval_train_model(env, &rep->settings, &t, &ix, eb, el)))
+    if (multi_category && env->have_sgns) {
+        /* Same (tuned) skip-gram settings as the sgns row: only the recall differs. */
+        rep->has_settings = 1;
+        rep->settings = env->sgns.settings;
+        rep->tuned = env->sgns.tuned;
+    } else if ((rc = settings(env, mode, rep, eb, el))) {
+        return rc;
+    }
+    if ((rc = rc_eval_train_model(env, &rep->settings, &t, &ix, eb, el)))
         return rc;
     if ((rc = rc_eval_embed_create(env->split, t, ix, env->overfetch, &em))) {
         rc_err(eb, el, rc, "eval: out of memory");
         goto out;
     }
+    if (multi_category) {
+        rc_mc_opts mo = {.serial = 1};
+        rc_eval_embed_multi_category(em, &mo);
+    }
     rc_eval_embed_predictor(em, &pr);
     if ((rc = score_all(env, &pr, rep, eb, el)))
         goto out;
-    if (mode == RC_SGNS_SKIPGRAM) {
+    if (mode == RC_SGNS_SKIPGRAM && !multi_category) {
         env->have_sgns = 1;
-        env->sgns = rep->settings;
+        env->sgns = *rep;
     }
 out:
     rc_eval_embed_destroy(em);
     rc_index_destroy(ix);
     rc_table_destroy(t);
     return rc;
+}
+
+static int run_batch(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode mode, char *eb,
+                     size_t el)
+{
+    return run_batch_mc(env, rep, mode, 0, eb, el);
+}
+
+/* 58.com's multi-category parallel recall on the skip-gram model: per-category
+ * query vectors searched restricted to their category, merged by quotas. */
+static int run_multi_category(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
+{
+    return run_batch_mc(env, rep, RC_SGNS_SKIPGRAM, 1, eb, el);
 }
 
 static int run_sgns(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
@@ -143,7 +169,7 @@ static int run_cbow(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
 
 struct replay {
     const rc_clicklog *log;
-    size_t *order;    /* record indices, in time order */
+    size_t *order; /* record indices, in time order */
     size_t n;
     uint32_t *pos_of; /* per record: prediction index or NO_POS */
 };
@@ -196,7 +222,8 @@ static void stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_con
     c->window = o->window;
     c->history = RC_MAX(c->history, o->window);
     c->negatives = o->negatives;
-    c->lr = o->lr;
+    if (env->stream_lr > 0)
+        c->lr = env->stream_lr;
     c->subsample = o->subsample;
     c->power = RC_MIN(o->power, 1.0f);
     c->hard_share = o->hard_share;
@@ -280,7 +307,7 @@ static int warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path
 
 static int run_stream(rc_eval_env *env, rc_eval_report *rep, int warm, char *eb, size_t el)
 {
-    rc_train_opts o = rc_tune_resolve(env->have_sgns ? &env->sgns : &env->train);
+    rc_train_opts o = rc_tune_resolve(env->have_sgns ? &env->sgns.settings : &env->train);
     rc_config cfg;
     rc_engine *e = NULL;
     struct replay r;
@@ -292,7 +319,8 @@ static int run_stream(rc_eval_env *env, rc_eval_report *rep, int warm, char *eb,
     if (warm && (rc = warm_model(env, &o, path, eb, el)))
         return rc;
     snprintf(cfg.model_path, sizeof cfg.model_path, "%s", path);
-    if ((rc = replay_build(env->split, warm, &r)) || (rc = rc_eval_acc_init(&acc, env->split->nitems))) {
+    if ((rc = replay_build(env->split, warm, &r)) ||
+        (rc = rc_eval_acc_init(&acc, env->split->nitems))) {
         rc = rc_err(eb, el, RC_ENOMEM, "prequential: out of memory");
         goto out;
     }
@@ -302,7 +330,13 @@ static int run_stream(rc_eval_env *env, rc_eval_report *rep, int warm, char *eb,
     rc_eval_acc_result(&acc, env->split->count, env->split->ncatalog, &rep->m);
     rep->has_settings = 1;
     rep->settings = o;
-    rep->tuned = env->have_sgns && env->tune;
+    rep->settings.lr = cfg.lr; /* the streaming rate (warm: the batch part used o.lr) */
+    if (env->have_sgns && env->sgns.tuned) { /* the settings sgns's search chose */
+        rep->tuned = 1;
+        rep->tune_hr50 = env->sgns.tune_hr50;
+        rep->tune_trials = env->sgns.tune_trials;
+        rep->tune_seconds = env->sgns.tune_seconds;
+    }
 out:
     rc_engine_destroy(e);
     if (path[0])
@@ -329,6 +363,7 @@ const rc_eval_method rc_eval_methods[] = {
     {"cbow", run_cbow},
     {"prequential", run_prequential},
     {"prequential-warm", run_prequential_warm},
+    {"multi_category", run_multi_category},
 };
 const size_t rc_eval_nmethods = RC_ARRAY_LEN(rc_eval_methods);
 

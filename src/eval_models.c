@@ -48,13 +48,13 @@ static void topk_offer(scored *top, uint32_t *n, uint32_t k, scored x)
 
 struct rc_eval_knn {
     uint32_t nitems;
-    size_t *nb_off;     /* item a's neighbours: nb[nb_off[a] .. nb_off[a+1]) */
+    size_t *nb_off; /* item a's neighbours: nb[nb_off[a] .. nb_off[a+1]) */
     scored *nb;
-    float *acc;         /* per item: score of the current prediction */
-    uint32_t *stamp;    /* per item: prediction that last wrote acc */
-    uint32_t *touched;  /* items written by the current prediction */
+    float *acc;        /* per item: score of the current prediction */
+    uint32_t *stamp;   /* per item: prediction that last wrote acc */
+    uint32_t *touched; /* items written by the current prediction */
     uint32_t ntouched, now;
-    scored *top;        /* RC_EVAL_K scratch */
+    scored *top; /* RC_EVAL_K scratch */
 };
 
 /* Sessions as distinct-item lists (last KNN_MAX_SESSION distinct), CSR. */
@@ -131,8 +131,8 @@ static int cmp_scored(const void *a, const void *b)
 }
 
 /* Neighbours of item a: co-occurrence counts over its sessions, cosine, best M. */
-static uint32_t neighbours_of(uint32_t a, const struct csr *ss, const struct csr *is,
-                              uint32_t *cnt, uint32_t *touched, scored *buf, uint32_t m)
+static uint32_t neighbours_of(uint32_t a, const struct csr *ss, const struct csr *is, uint32_t *cnt,
+                              uint32_t *touched, scored *buf, uint32_t m)
 {
     uint32_t nt = 0;
     double na = (double)(is->off[a + 1] - is->off[a]);
@@ -161,7 +161,8 @@ static uint32_t neighbours_of(uint32_t a, const struct csr *ss, const struct csr
 
 static int knn_build(rc_eval_knn *k, const struct csr *ss, const struct csr *is, uint32_t m)
 {
-    uint32_t n = k->nitems, *cnt = calloc(n + 1, sizeof *cnt), *touched = malloc((n + 1) * sizeof *touched);
+    uint32_t n = k->nitems, *cnt = calloc(n + 1, sizeof *cnt),
+             *touched = malloc((n + 1) * sizeof *touched);
     scored *buf = malloc((n + 1) * sizeof *buf);
     size_t cap = 0, used = 0;
     int rc = RC_ENOMEM;
@@ -177,7 +178,8 @@ static int knn_build(rc_eval_knn *k, const struct csr *ss, const struct csr *is,
             k->nb = nb;
             cap = nc;
         }
-        memcpy(k->nb + used, buf, nt * sizeof *buf);
+        if (nt)
+            memcpy(k->nb + used, buf, nt * sizeof *buf);
         used += nt;
         k->nb_off[a + 1] = used;
     }
@@ -189,8 +191,8 @@ out:
     return rc;
 }
 
-int rc_eval_knn_create(const rc_eval_split *s, uint32_t max_neighbors, rc_eval_knn **out,
-                       char *eb, size_t el)
+int rc_eval_knn_create(const rc_eval_split *s, uint32_t max_neighbors, rc_eval_knn **out, char *eb,
+                       size_t el)
 {
     struct csr ss = {0}, is = {0};
     uint32_t n = s ? s->nitems : 0, *mark = NULL;
@@ -207,8 +209,8 @@ int rc_eval_knn_create(const rc_eval_split *s, uint32_t max_neighbors, rc_eval_k
     k->touched = malloc((n + 1) * sizeof *k->touched);
     k->top = malloc(RC_EVAL_K * sizeof *k->top);
     mark = calloc(n + 1, sizeof *mark);
-    if (!k->acc || !k->stamp || !k->touched || !k->top || !mark ||
-        session_items(s, mark, &ss) || item_sessions(&ss, n, &is) ||
+    if (!k->acc || !k->stamp || !k->touched || !k->top || !mark || session_items(s, mark, &ss) ||
+        item_sessions(&ss, n, &is) ||
         knn_build(k, &ss, &is, max_neighbors ? max_neighbors : KNN_DEFAULT_NEIGHBORS))
         goto fail;
     rc = 0;
@@ -291,12 +293,15 @@ struct rc_eval_embed {
     rc_index *ix;
     float overfetch;
     uint32_t dim;
-    uint32_t *item_row;  /* per log item: table row or NO_ROW */
-    uint32_t *row_item;  /* per mapped row: log item or NO_ROW */
+    uint32_t *item_row; /* per log item: table row or NO_ROW */
+    uint32_t *row_item; /* per mapped row: log item or NO_ROW */
     uint32_t nmapped, row_cap;
     uint32_t *qrows, *xrows;
     rc_hit *hits;
     float *q;
+    int mc; /* multi-category recall */
+    rc_mc_opts mc_opts;
+    rc_mc_quota quotas[64];
 };
 
 /* Maps the rows added to the table since the last call. */
@@ -339,7 +344,10 @@ int rc_eval_embed_create(const rc_eval_split *s, const rc_table *t, rc_index *ix
         maxx = RC_MAX(maxx, s->pos[p].nx);
     if (!(e = calloc(1, sizeof *e)))
         return RC_ENOMEM;
-    *e = (rc_eval_embed){.s = s, .t = t, .ix = ix, .overfetch = overfetch > 0 ? overfetch : 2.0f,
+    *e = (rc_eval_embed){.s = s,
+                         .t = t,
+                         .ix = ix,
+                         .overfetch = overfetch > 0 ? overfetch : 2.0f,
                          .dim = rc_table_dim(t)};
     e->item_row = malloc((s->nitems + 1) * sizeof *e->item_row);
     e->qrows = malloc(RC_EVAL_MAX_QUERY * sizeof *e->qrows);
@@ -403,8 +411,15 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
     if (*fallback)
         return 0;
     nx = rows_of(e, s->items + p->x_off, p->nx, e->xrows);
-    rc = rc_recall_search(e->t, e->ix, e->q, RC_MIN(k, RC_EVAL_K), e->overfetch, NULL, e->xrows,
-                          nx, e->hits, &nh);
+    if (e->mc) {
+        uint32_t nquota = 0;
+        rc = rc_recall_multi_category(e->t, e->ix, e->qrows, NULL, nq, RC_MIN(k, RC_EVAL_K),
+                                      e->overfetch, NULL, e->xrows, nx, &e->mc_opts, e->hits, &nh,
+                                      e->quotas, &nquota);
+    } else {
+        rc = rc_recall_search(e->t, e->ix, e->q, RC_MIN(k, RC_EVAL_K), e->overfetch, NULL, e->xrows,
+                              nx, e->hits, &nh);
+    }
     if (rc)
         return rc;
     for (uint32_t i = 0; i < nh; i++) {
@@ -415,6 +430,14 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
     for (uint32_t i = 0; i < ncand; i++)
         scores[i] = embed_score(e, cand[i]);
     return 0;
+}
+
+void rc_eval_embed_multi_category(rc_eval_embed *e, const rc_mc_opts *opts)
+{
+    e->mc = 1;
+    e->mc_opts = opts ? *opts : (rc_mc_opts){.serial = 1};
+    if (!e->mc_opts.max_cats || e->mc_opts.max_cats > RC_ARRAY_LEN(e->quotas))
+        e->mc_opts.max_cats = e->mc_opts.max_cats ? (uint32_t)RC_ARRAY_LEN(e->quotas) : 5;
 }
 
 void rc_eval_embed_predictor(rc_eval_embed *e, rc_eval_predictor *pr)

@@ -37,14 +37,13 @@
 
 /* ---- histograms -------------------------------------------------------- */
 
-const uint64_t rc_hist_latency_us[] = {50,     100,    250,    500,     1000,    2500,
-                                       5000,   10000,  25000,  50000,   100000,  250000,
+const uint64_t rc_hist_latency_us[] = {50,     100,     250,     500,     1000,    2500,
+                                       5000,   10000,   25000,   50000,   100000,  250000,
                                        500000, 1000000, 2500000, 5000000, 10000000};
 const uint32_t rc_hist_latency_us_n = RC_ARRAY_LEN(rc_hist_latency_us);
-const uint64_t rc_hist_freshness_us[] = {1000,    2500,    5000,     10000,    25000,
-                                         50000,   100000,  250000,   500000,   1000000,
-                                         2500000, 5000000, 10000000, 30000000, 60000000,
-                                         120000000};
+const uint64_t rc_hist_freshness_us[] = {1000,     2500,     5000,     10000,    25000,   50000,
+                                         100000,   250000,   500000,   1000000,  2500000, 5000000,
+                                         10000000, 30000000, 60000000, 120000000};
 const uint32_t rc_hist_freshness_us_n = RC_ARRAY_LEN(rc_hist_freshness_us);
 
 void rc_hist_init(rc_hist *h, const uint64_t *le, uint32_t nb, double scale)
@@ -328,13 +327,13 @@ static void respond(hconn *c, int minor, int code, const char *reason, const cha
 }
 
 static void respond_text(hconn *c, int minor, int code, const char *reason, const char *text,
-                         const char *extra)
+                         const char *extra, int head)
 {
     rc_buf_reset(&c->body);
     rc_buf_puts(&c->body, text);
-    if (code >= 400 && code != 503)
+    if (code >= 400 && code < 500)
         bump(&c->m->bad, 1);
-    respond(c, minor, code, reason, "text/plain; charset=utf-8", extra, 0);
+    respond(c, minor, code, reason, "text/plain; charset=utf-8", extra, head);
 }
 
 typedef struct http_req {
@@ -397,16 +396,16 @@ static void serve(hconn *c)
     http_req r;
     char why[160];
     if (parse_request(c->req, c->len, &r) != 0)
-        return respond_text(c, 0, 400, "Bad Request", "bad request\n", NULL);
+        return respond_text(c, 0, 400, "Bad Request", "bad request\n", NULL, 0);
     int head = strcmp(r.method, "HEAD") == 0;
     if (!head && strcmp(r.method, "GET") != 0)
         return respond_text(c, r.minor, 405, "Method Not Allowed", "method not allowed\n",
-                            "Allow: GET, HEAD\r\n");
+                            "Allow: GET, HEAD\r\n", 0);
     if (strcmp(r.path, "/health") == 0) {
         bump(&m->health, 1);
         why[0] = '\0';
         if (!m->o.ready || m->o.ready(m->o.ud, why, sizeof why))
-            return respond_text(c, r.minor, 200, "OK", "ok\n", NULL);
+            return respond_text(c, r.minor, 200, "OK", "ok\n", NULL, head);
         rc_buf_reset(&c->body);
         rc_buf_printf(&c->body, "not ready: %s\n", why);
         return respond(c, r.minor, 503, "Service Unavailable", "text/plain; charset=utf-8", NULL,
@@ -414,14 +413,14 @@ static void serve(hconn *c)
     }
     if (strcmp(r.path, "/metrics") != 0)
         return respond_text(c, r.minor, 404, "Not Found", "not found: try /metrics or /health\n",
-                            NULL);
+                            NULL, head);
     rc_buf_free(&c->body);
     rc_buf_init(&c->body, m->o.max_body);
     m->o.render(m->o.ud, &c->body);
     if (c->body.overflow) {
         rc_log_error(MOD, "metrics page over max_body", "max_body=%zu", m->o.max_body);
         return respond_text(c, r.minor, 500, "Internal Server Error", "metrics page too large\n",
-                            NULL);
+                            NULL, head);
     }
     bump(&m->scrapes, 1);
     respond(c, r.minor, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, head);
@@ -463,7 +462,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     if (headers_complete(c))
         return serve(c);
     if (c->len >= c->m->o.max_request)
-        respond_text(c, 0, 431, "Request Header Fields Too Large", "request too large\n", NULL);
+        respond_text(c, 0, 431, "Request Header Fields Too Large", "request too large\n", NULL, 0);
 }
 
 static void refuse(uv_stream_t *ls)
@@ -538,8 +537,7 @@ static int resolve(rc_metrics *m, struct sockaddr_storage *sa, char *errbuf, siz
         return 0;
     if (uv_ip6_addr(m->bind, m->port, (struct sockaddr_in6 *)sa) == 0)
         return 0;
-    return rc_err(errbuf, errlen, RC_EINVAL, "metrics: bind %s: expected an IP address",
-                  m->bind);
+    return rc_err(errbuf, errlen, RC_EINVAL, "metrics: bind %s: expected an IP address", m->bind);
 }
 
 static int listen_on(rc_metrics *m, char *errbuf, size_t errlen)
@@ -556,7 +554,7 @@ static int listen_on(rc_metrics *m, char *errbuf, size_t errlen)
         (r = uv_listen((uv_stream_t *)&m->listener, 64, on_connection)) == 0 &&
         (r = uv_tcp_getsockname(&m->listener, (struct sockaddr *)&sa, &len)) == 0) {
         m->port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                                  : ((struct sockaddr_in *)&sa)->sin_port);
+                                                 : ((struct sockaddr_in *)&sa)->sin_port);
         return 0;
     }
     return rc_err(errbuf, errlen, RC_EIO, "metrics %s%s%s:%d: bind: %s",
@@ -564,16 +562,15 @@ static int listen_on(rc_metrics *m, char *errbuf, size_t errlen)
                   m->port, uv_strerror(r));
 }
 
-int rc_metrics_start(uv_loop_t *loop, const rc_metrics_opts *opts, rc_metrics **out,
-                     char *errbuf, size_t errlen)
+int rc_metrics_start(uv_loop_t *loop, const rc_metrics_opts *opts, rc_metrics **out, char *errbuf,
+                     size_t errlen)
 {
     if (!loop || !opts || !out || !opts->render)
         return rc_err(errbuf, errlen, RC_EINVAL, "metrics: invalid arguments");
     *out = NULL;
     const char *bind = opts->bind && opts->bind[0] ? opts->bind : "127.0.0.1";
     if (strlen(bind) >= sizeof(((rc_metrics *)0)->bind))
-        return rc_err(errbuf, errlen, RC_EINVAL, "metrics: bind %s: expected an IP address",
-                      bind);
+        return rc_err(errbuf, errlen, RC_EINVAL, "metrics: bind %s: expected an IP address", bind);
     rc_metrics *m = calloc(1, sizeof *m);
     if (!m)
         return rc_err(errbuf, errlen, RC_ENOMEM, "metrics: out of memory");
@@ -669,8 +666,7 @@ static void render_events(rc_buf *b, rc_engine *e)
     rc_engine_counters c;
     char lab[64];
     rc_engine_counters_get(e, &c);
-    counter(b, "recalld_events_consumed_total", "Kafka messages handed to the engine.",
-            c.consumed);
+    counter(b, "recalld_events_consumed_total", "Kafka messages handed to the engine.", c.consumed);
     counter(b, "recalld_events_applied_total", "Valid click events applied to the model.",
             c.applied);
     rc_prom_family(b, "recalld_events_invalid_total", "counter",
@@ -686,8 +682,7 @@ static void render_events(rc_buf *b, rc_engine *e)
             c.rejected_capacity);
     counter(b, "recalld_training_pairs_total", "SGNS (context, target) pairs trained.", c.pairs);
     counter(b, "recalld_items_created_total", "Items created by the stream.", c.new_items);
-    gauge(b, "recalld_items", "Rows of the item table.",
-          rc_table_size(rc_engine_table(e)));
+    gauge(b, "recalld_items", "Rows of the item table.", rc_table_size(rc_engine_table(e)));
     rc_prom_family(b, "recalld_freshness_seconds", "histogram",
                    "Time from a batch being consumed to its events applied and the index "
                    "flushed.");
@@ -752,8 +747,7 @@ static void render_kafka(rc_buf *b, rc_consumer *k, const char *topic)
             st.dead_letters);
     counter(b, "recalld_kafka_dead_letter_errors_total", "Dead letters that could not be written.",
             st.dead_letter_errors);
-    counter(b, "recalld_kafka_errors_total", "Consumer errors reported by librdkafka.",
-            st.errors);
+    counter(b, "recalld_kafka_errors_total", "Consumer errors reported by librdkafka.", st.errors);
     counter(b, "recalld_kafka_paused_batches_total",
             "Batches refused because the trainer was busy (backpressure).", st.refused_batches);
     counter(b, "recalld_kafka_commits_total", "Offset commits acknowledged.", st.commits);
@@ -769,8 +763,7 @@ static void render_server(rc_buf *b, rc_server *s)
     counter(b, "recalld_socket_accepted_total", "Unix socket connections accepted.", st.accepted);
     rc_prom_family(b, "recalld_socket_refused_total", "counter",
                    "Unix socket connections refused, by reason.");
-    rc_prom_sample_u64(b, "recalld_socket_refused_total", "reason=\"max_clients\"",
-                       st.refused_max);
+    rc_prom_sample_u64(b, "recalld_socket_refused_total", "reason=\"max_clients\"", st.refused_max);
     rc_prom_sample_u64(b, "recalld_socket_refused_total", "reason=\"uid\"", st.refused_uid);
     counter(b, "recalld_socket_requests_total", "Request lines dispatched.", st.requests);
     counter(b, "recalld_socket_lines_too_long_total", "Request lines over socket.max_line.",
@@ -778,8 +771,7 @@ static void render_server(rc_buf *b, rc_server *s)
     counter(b, "recalld_socket_idle_closed_total", "Clients closed after socket.idle_timeout_ms.",
             st.idle_closed);
     counter(b, "recalld_socket_slow_dropped_total",
-            "Clients dropped for not reading their replies (socket.max_outbuf).",
-            st.slow_dropped);
+            "Clients dropped for not reading their replies (socket.max_outbuf).", st.slow_dropped);
     gauge(b, "recalld_socket_inflight", "Requests running on worker threads now.",
           (double)st.inflight);
 }
@@ -802,8 +794,7 @@ static void render_api(rc_buf *b, rc_api *a)
 
 static void render_checkpoint(rc_buf *b, const rc_metrics_sources *s)
 {
-    rc_metrics_checkpoint ck = {.last_ok_wall_ms = -1, .last_duration_s = -1,
-                                .last_pause_s = -1};
+    rc_metrics_checkpoint ck = {.last_ok_wall_ms = -1, .last_duration_s = -1, .last_pause_s = -1};
     if (s->checkpoint(s->checkpoint_arg, &ck) != 0)
         return;
     rc_prom_family(b, "recalld_checkpoint_age_seconds", "gauge",

@@ -364,6 +364,50 @@ static uint32_t draw_hard(const rc_sampler *s, const struct dist *src, rc_rng *r
     return draw_excl(s, src, rng, pos);
 }
 
+/* What dist_draw(d) will read, fetched ahead; rng advances as dist_draw's. */
+static inline void dist_peek(const rc_sampler *s, const struct dist *d, rc_rng *rng)
+{
+    uint64_t r = rc_rng_next(rng);
+    uint32_t recent = d->n - d->built_n;
+    if (recent && (d->built_n == 0 || rc_rng_float(rng) * (d->built_w + d->recent_w) <
+                                          d->recent_w)) {
+        uint32_t i = d->built_n + (uint32_t)(((r >> 32) * recent) >> 32);
+        if (d->members)
+            __builtin_prefetch(&d->members[i]);
+        else
+            __builtin_prefetch(&s->ri[i]);
+        return;
+    }
+    __builtin_prefetch(&d->slots[((r >> 32) * d->built_n) >> 32]);
+}
+
+void rc_sampler_prefetch(const rc_sampler *s, rc_rng *rng, const uint32_t *pos, uint32_t npos,
+                         float hard_share, uint32_t k)
+{
+    if (!s || !rng || !pos || !s->global.n)
+        return;
+    /* The positives' records first: they decide the dists, and their misses
+     * overlap when they are all in flight at once. */
+    for (uint32_t p = 0; p < npos; p++)
+        if (pos[p] < s->known)
+            __builtin_prefetch(&s->ri[pos[p]]);
+    float hs = hard_share > 0 ? (hard_share < 1 ? hard_share : 1) : 0;
+    uint32_t nhard = (uint32_t)lrintf((float)k * hs);
+    for (uint32_t p = 0; p < npos; p++) {
+        if (pos[p] >= s->known)
+            continue; /* draw_core returns at once: no rng used */
+        const struct dist *cd = &s->cities[s->ri[pos[p]].city], *main = &s->global,
+                          *hsrc = &s->global;
+        if (!s->global_only) {
+            if (cd->n >= s->min_items)
+                main = cd;
+            hsrc = cd->n > 1 ? cd : main;
+        }
+        for (uint32_t j = 0; j < k; j++)
+            dist_peek(s, j < nhard ? hsrc : main, rng);
+    }
+}
+
 /* The draw itself, read-only; *nhard and *fallback get what the stats count. */
 static uint32_t draw_core(const rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share,
                           uint32_t k, uint32_t *out, uint32_t *nhard_out, uint32_t *fallback)

@@ -489,6 +489,41 @@ int rc_session_add(rc_session *s, const char *user, size_t ulen, uint32_t row, i
     return 0;
 }
 
+void rc_session_prefetch(const rc_session *s, const char *user, size_t ulen, int step)
+{
+    if (!s || !user || ulen == 0 || ulen > KEY_MAX)
+        return;
+    uint64_t h = rc_hash(user, ulen);
+    uint32_t h32 = (uint32_t)(h >> 32);
+    const struct shard *sh = &s->shards[h & (SHARDS - 1)];
+    if (!sh->slots)
+        return;
+    uint32_t p = h32 & sh->mask;
+    if (step <= 0) {
+        __builtin_prefetch(&sh->slots[p]);
+        return;
+    }
+    /* Writer: reads its own tables without the lock, as rc_session_add does. */
+    for (;; p = (p + 1) & sh->mask) {
+        const struct slot *e = &sh->slots[p];
+        if (!e->idx1)
+            return;
+        if (e->h32 != h32)
+            continue;
+        struct user *u = rec(s, e->idx1 - 1);
+        if (step == 1) {
+            for (size_t o = 0; o < s->recsize; o += 64)
+                __builtin_prefetch((const char *)u + o, 1);
+        } else {
+            if (u->prev != NIL)
+                __builtin_prefetch(rec(s, u->prev), 1);
+            if (u->next != NIL)
+                __builtin_prefetch(rec(s, u->next), 1);
+        }
+        return;
+    }
+}
+
 int rc_session_recent(rc_session *s, const char *user, size_t ulen, rc_click *out, uint32_t max,
                       uint32_t *n)
 {

@@ -16,6 +16,10 @@
 #define DEFAULT_WINDOW 5u
 #define DEFAULT_NEG    5u
 #define DEFAULT_LR     0.025f
+#define CLICK_NEG_MAX  1024u /* negatives of one click drawn ahead (skipgram_click) */
+#ifndef PF_DIST
+#define PF_DIST 2u
+#endif
 
 int rc_sgns_work_init(rc_sgns_work *w, uint32_t dim)
 {
@@ -50,11 +54,7 @@ void rc_sgns_work_free(rc_sgns_work *w)
 static inline float update_out(float *out, const float *in_vec, float *in_grad, float lr,
                                int label, uint32_t dim)
 {
-    float f = rc_vec_dot(in_vec, out, dim);
-    float g = lr * ((float)label - rc_sigmoid(f));
-    rc_vec_axpy(g, out, in_grad, dim);
-    rc_vec_axpy(g, in_vec, out, dim);
-    return -rc_log_sigmoid(label ? f : -f);
+    return rc_vec_sgns_out(out, in_vec, in_grad, lr, label, dim);
 }
 
 static inline void prefetch_row(const float *v, uint32_t dim)
@@ -127,6 +127,58 @@ static uint32_t cbow(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_opts
     return 1;
 }
 
+/* Skip-gram over one click, pipelined for memory: all negatives of the click
+ * are drawn first (the same draws, in the same order, as pair by pair: the
+ * sampler does not depend on the vectors), then the output rows of pair p+2
+ * are prefetched while pair p trains, so the random rows' cache misses
+ * overlap with work instead of stalling each pair in turn. Pairs are
+ * (kept[i] -> center), (center -> kept[i]) for each i, as in sg_pair. */
+static uint32_t skipgram_click(rc_table *t, rc_sampler *s, rc_rng *rng, float lr, uint32_t center,
+                               uint32_t n, uint32_t k, float hard_share, rc_sgns_work *w)
+{
+    uint32_t dim = rc_table_dim(t), np = 2 * n, cnt[2 * RC_SGNS_MAX_WINDOW];
+    uint32_t neg[CLICK_NEG_MAX];
+    float *cin = rc_table_in(t, center), *cout = rc_table_out(t, center);
+    /* The session's rows are not hot either (clicked a while ago): their
+     * loads start now and overlap with the draws. */
+    prefetch_row(cin, dim);
+    prefetch_row(cout, dim);
+    for (uint32_t i = 0; i < n; i++) {
+        prefetch_row(rc_table_in(t, w->kept[i]), dim);
+        prefetch_row(rc_table_out(t, w->kept[i]), dim);
+    }
+    uint32_t pos[2 * RC_SGNS_MAX_WINDOW];
+    for (uint32_t p = 0; p < np; p++)
+        pos[p] = p & 1 ? w->kept[p >> 1] : center;
+    rc_rng peek = *rng;
+    rc_sampler_prefetch(s, &peek, pos, np, hard_share, k);
+    for (uint32_t p = 0; p < np; p++)
+        cnt[p] = rc_sampler_draw(s, rng, pos[p], hard_share, k, neg + p * k);
+    for (uint32_t p = 0; p < np && p < PF_DIST; p++)
+        for (uint32_t j = 0; j < cnt[p]; j++)
+            prefetch_row(rc_table_out(t, neg[p * k + j]), dim);
+    for (uint32_t p = 0; p < np; p++) {
+        if (p + PF_DIST < np) {
+            for (uint32_t j = 0; j < cnt[p + PF_DIST]; j++)
+                prefetch_row(rc_table_out(t, neg[(p + PF_DIST) * k + j]), dim);
+        }
+        uint32_t other = w->kept[p >> 1];
+        float *iv = p & 1 ? cin : rc_table_in(t, other);
+        float *po = p & 1 ? rc_table_out(t, other) : cout;
+        memset(w->grad, 0, dim * sizeof(float));
+        float loss = update_out(po, iv, w->grad, lr, 1, dim);
+        for (uint32_t j = 0; j < cnt[p]; j++) {
+            uint32_t x = neg[p * k + j];
+            if (x != pos[p])
+                loss += update_out(rc_table_out(t, x), iv, w->grad, lr, 0, dim);
+        }
+        w->loss_sum += loss;
+        w->pairs++;
+        rc_vec_axpy(1.0f, w->grad, iv, dim);
+    }
+    return np;
+}
+
 uint32_t rc_sgns_click(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_opts *o, float lr,
                        uint32_t center, const uint32_t *ctx, uint32_t nctx, uint64_t total_count,
                        rc_sgns_work *w)
@@ -145,6 +197,9 @@ uint32_t rc_sgns_click(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_op
         return 0;
     if (o->mode == RC_SGNS_CBOW)
         return cbow(t, s, rng, o, lr, center, n, w);
+    uint32_t nneg = o->negatives ? RC_MIN(o->negatives, RC_SGNS_MAX_NEG) : DEFAULT_NEG;
+    if (s && !o->shared_sampler && 2 * n * nneg <= CLICK_NEG_MAX)
+        return skipgram_click(t, s, rng, lr, center, n, nneg, o->hard_share, w);
     for (uint32_t i = 0; i < n; i++) {
         sg_pair(t, s, rng, o, lr, w->kept[i], center, w);
         sg_pair(t, s, rng, o, lr, center, w->kept[i], w);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "recalld/dict.h"
+#include "recalld/vec.h"
 
 #define RING          16u
 #define DEFAULT_DIM   64u
@@ -280,6 +281,23 @@ int rc_table_find(const rc_table *t, const char *id, size_t len, uint32_t *row)
     return 0;
 }
 
+void rc_table_prefetch(const rc_table *t, const char *id, size_t len, int step)
+{
+    if (!t)
+        return;
+    uint32_t r = rc_dict_prefetch(t->ids, id, len, step);
+    if (step != 1 || r >= rc_table_size(t))
+        return;
+    const struct chunk *c = chunk_of(t, r);
+    uint32_t slot = r & t->mask;
+    __builtin_prefetch(&c->count[slot], 1);
+    const float *in = c->in + (size_t)slot * t->dim, *out = c->out + (size_t)slot * t->dim;
+    for (uint32_t k = 0; k < t->dim; k += 16) {
+        __builtin_prefetch(in + k, 1);
+        __builtin_prefetch(out + k, 1);
+    }
+}
+
 /* ---- cold start ---- */
 
 static struct ring *city_ring(rc_table *t, uint32_t city)
@@ -373,18 +391,20 @@ static void ring_push(struct ring *r, uint32_t row)
         r->n++;
 }
 
-/* dst = mean of the input vectors of rows[0..n); n > 0. */
+/* dst = mean of the input vectors of rows[0..n); n > 0. The rows are cold
+ * (ring members, a session's clicks): their loads are all started first.
+ * axpy with 1 and scale are exact adds and multiplies, as a plain loop. */
 static void mean_of(const rc_table *t, const uint32_t *rows, uint32_t n, float *dst)
 {
-    memset(dst, 0, t->dim * sizeof(float));
     for (uint32_t i = 0; i < n; i++) {
         const float *v = rc_table_in(t, rows[i]);
-        for (uint32_t k = 0; k < t->dim; k++)
-            dst[k] += v[k];
+        for (uint32_t k = 0; k < t->dim; k += 16)
+            __builtin_prefetch(v + k);
     }
-    float inv = 1.0f / (float)n;
-    for (uint32_t k = 0; k < t->dim; k++)
-        dst[k] *= inv;
+    memset(dst, 0, t->dim * sizeof(float));
+    for (uint32_t i = 0; i < n; i++)
+        rc_vec_axpy(1.0f, rc_table_in(t, rows[i]), dst, t->dim);
+    rc_vec_scale(1.0f / (float)n, dst, t->dim);
 }
 
 static void cold_start(rc_table *t, uint32_t city, uint32_t cate, const uint32_t *ctx,

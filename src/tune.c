@@ -12,15 +12,17 @@
 
 #define DEFAULT_SECONDS 60.0
 #define MAX_CONFIGS     512u
-#define EXPLORE_SHARE   0.6  /* of the budget spent on new settings */
-#define TRIAL_SHARE     0.25 /* a single training run may use at most this share */
+#define EXPLORE_SHARE   0.6   /* of the budget spent on new settings */
+#define TRIAL_SHARE     0.25  /* a single training run may use at most this share */
+#define PRUNE_SHARE     0.9   /* halving drops settings below this share of the best */
+#define VALID_MAX       5000u /* validation predictions (a sample when there are more) */
 
 /* The grids searched. Values outside a grid (given by hand) are kept as they
  * are and perturbed to the nearest grid neighbour. */
 static const uint32_t g_window[] = {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32};
 static const uint32_t g_neg[] = {2, 3, 5, 7, 10, 15, 20};
 static const float g_power[] = {0.05f, 0.25f, 0.5f, 0.75f, 1.0f};
-static const uint32_t g_epochs[] = {1, 2, 3, 5, 8, 12, 20, 30};
+static const uint32_t g_epochs[] = {1, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120, 200};
 static const float g_sub[] = {0, 1e-5f, 3e-5f, 1e-4f, 3e-4f, 1e-3f, 1e-2f};
 static const float g_lr[] = {0.0025f, 0.005f, 0.01f, 0.025f, 0.05f, 0.1f};
 
@@ -31,9 +33,9 @@ static const int p_mask[P_COUNT] = {RC_CLI_SET_WINDOW, RC_CLI_SET_NEGATIVES, RC_
 
 struct config {
     rc_train_opts o;
-    double sum;    /* of the validation HR@50 of its runs */
+    double sum; /* of the validation HR@50 of its runs */
     uint32_t runs;
-    int alive;     /* still in the halving */
+    int alive; /* still in the halving */
 };
 
 struct search {
@@ -45,6 +47,9 @@ struct search {
     uint32_t trials;
     uint64_t t0;
     double budget;
+    double rate;     /* training seconds per cost unit, the slowest complete run */
+    double eval_s;   /* seconds of the latest validation pass */
+    double sess_len; /* mean clicks per validation training session */
     rc_rng rng;
 };
 
@@ -65,11 +70,25 @@ void rc_tune_format(const rc_train_opts *in, char *buf, size_t cap)
 {
     rc_train_opts o = rc_tune_resolve(in);
     if (buf && cap)
-        snprintf(buf, cap, "window=%u negatives=%u power=%g epochs=%u subsample=%g lr=%g",
-                 o.window, o.negatives, o.power, o.epochs, o.subsample, o.lr);
+        snprintf(buf, cap, "window=%u negatives=%u power=%g epochs=%u subsample=%g lr=%g", o.window,
+                 o.negatives, o.power, o.epochs, o.subsample, o.lr);
 }
 
 static double elapsed(const struct search *s) { return (double)(rc_now_ns() - s->t0) / 1e9; }
+
+/* Training cost of o in arbitrary units: pairs per click grow with the
+ * window until it covers a whole session, each pair costs 1 + negatives. */
+static double cost_units(const struct search *s, const rc_train_opts *o)
+{
+    double w = RC_MIN((double)o->window, s->sess_len);
+    return (double)o->epochs * RC_MAX(w, 1.0) * (1.0 + o->negatives);
+}
+
+/* Predicted wall time of one trial of o (0 before the first measurement). */
+static double predicted(const struct search *s, const rc_train_opts *o)
+{
+    return s->rate * cost_units(s, o) + s->eval_s;
+}
 
 /* Index of the grid value nearest v. */
 static uint32_t near_u(const uint32_t *g, uint32_t n, uint32_t v)
@@ -102,16 +121,26 @@ static uint32_t pick(rc_rng *r, uint32_t n, uint32_t cur, int local)
     return rc_rng_below(r, 2) ? cur + 1 : cur - 1;
 }
 
+static uint32_t step_u(rc_rng *r, const uint32_t *g, uint32_t n, uint32_t v, int local)
+{
+    return g[pick(r, n, near_u(g, n, v), local)];
+}
+
+static float step_f(rc_rng *r, const float *g, uint32_t n, float v, int local)
+{
+    return g[pick(r, n, near_f(g, n, v), local)];
+}
+
 static void set_param(rc_train_opts *o, int p, rc_rng *r, int local)
 {
 #define N(g) ((uint32_t)RC_ARRAY_LEN(g))
     switch (p) {
-        case P_WINDOW: o->window = g_window[pick(r, N(g_window), near_u(g_window, N(g_window), o->window), local)]; break;
-        case P_NEG: o->negatives = g_neg[pick(r, N(g_neg), near_u(g_neg, N(g_neg), o->negatives), local)]; break;
-        case P_POWER: o->power = g_power[pick(r, N(g_power), near_f(g_power, N(g_power), o->power), local)]; break;
-        case P_EPOCHS: o->epochs = g_epochs[pick(r, N(g_epochs), near_u(g_epochs, N(g_epochs), o->epochs), local)]; break;
-        case P_SUB: o->subsample = g_sub[pick(r, N(g_sub), near_f(g_sub, N(g_sub), o->subsample), local)]; break;
-        default: o->lr = g_lr[pick(r, N(g_lr), near_f(g_lr, N(g_lr), o->lr), local)]; break;
+        case P_WINDOW: o->window = step_u(r, g_window, N(g_window), o->window, local); break;
+        case P_NEG: o->negatives = step_u(r, g_neg, N(g_neg), o->negatives, local); break;
+        case P_POWER: o->power = step_f(r, g_power, N(g_power), o->power, local); break;
+        case P_EPOCHS: o->epochs = step_u(r, g_epochs, N(g_epochs), o->epochs, local); break;
+        case P_SUB: o->subsample = step_f(r, g_sub, N(g_sub), o->subsample, local); break;
+        default: o->lr = step_f(r, g_lr, N(g_lr), o->lr, local); break;
     }
 #undef N
 }
@@ -160,7 +189,9 @@ static int run_trial(struct search *s, uint32_t i, char *eb, size_t el)
     rc_eval_predictor pr;
     rc_eval_acc acc;
     rc_eval_metrics m;
+    rc_train_result tr;
     double left = s->budget - elapsed(s);
+    uint64_t t_eval;
     int rc;
     o.seed = (o.seed ? o.seed : 1) + 7919u * c->runs;
     o.max_seconds = RC_MAX(0.5, RC_MIN(left, s->budget * TRIAL_SHARE));
@@ -168,8 +199,14 @@ static int run_trial(struct search *s, uint32_t i, char *eb, size_t el)
     o.quiet = 1;
     if ((rc = rc_eval_acc_init(&acc, s->valid->nitems)))
         return rc_err(eb, el, rc, "tune: out of memory");
-    if ((rc = rc_train_run(&o, s->log, s->valid->train_mask, &t, NULL, eb, el)) ||
-        (rc = rc_eval_index_build(t, &ix, eb, el)))
+    if ((rc = rc_train_run(&o, s->log, s->valid->train_mask, &t, &tr, eb, el)))
+        goto out;
+    /* The slowest rate seen: subsampling makes some runs cheaper than their
+     * units say, and an underestimate starts runs that hit the trial cap. */
+    if (!tr.stopped)
+        s->rate = RC_MAX(s->rate, tr.seconds / cost_units(s, &o));
+    t_eval = rc_now_ns();
+    if ((rc = rc_eval_index_build(t, &ix, eb, el)))
         goto out;
     if ((rc = rc_eval_embed_create(s->valid, t, ix, s->to->overfetch, &em))) {
         rc_err(eb, el, rc, "tune: out of memory");
@@ -181,6 +218,7 @@ static int run_trial(struct search *s, uint32_t i, char *eb, size_t el)
         goto out;
     }
     rc_eval_acc_result(&acc, NULL, 0, &m);
+    s->eval_s = (double)(rc_now_ns() - t_eval) / 1e9;
     c->sum += m.hr50;
     c->runs++;
     s->trials++;
@@ -190,8 +228,9 @@ static int run_trial(struct search *s, uint32_t i, char *eb, size_t el)
     if (!s->to->quiet) {
         char line[256];
         rc_tune_format(&c->o, line, sizeof line);
-        fprintf(stderr, "tune: %5.1fs trial %u: %s: hr@50 %.4f (mean %.4f over %u)\n",
-                elapsed(s), s->trials, line, m.hr50, mean(c), c->runs);
+        fprintf(stderr, "tune: %5.1fs trial %u: %s: hr@50 %.4f (mean %.4f over %u)%s\n", elapsed(s),
+                s->trials, line, m.hr50, mean(c), c->runs,
+                tr.stopped ? " (stopped at the trial time limit)" : "");
     }
 out:
     rc_eval_embed_destroy(em);
@@ -201,17 +240,22 @@ out:
     return rc;
 }
 
-/* Random and local proposals until EXPLORE_SHARE of the budget is spent. */
-static int explore(struct search *s, char *eb, size_t el)
+/* Random and local proposals until `until` seconds into the search. */
+static int explore(struct search *s, double until, char *eb, size_t el)
 {
     uint32_t dup = 0;
-    while (s->n < MAX_CONFIGS && elapsed(s) < s->budget * EXPLORE_SHARE && dup < 200) {
+    while (s->n < MAX_CONFIGS && elapsed(s) < until && dup < 2000) {
         rc_train_opts o;
         int local = s->n >= 4 && rc_rng_below(&s->rng, 2);
-        if (!propose(s, &o, local)) {
+        double left = until - elapsed(s);
+        /* Settings predicted to outlast a trial's share are not started:
+         * a run cut short says little about them. */
+        if (!propose(s, &o, local) ||
+            predicted(s, &o) > RC_MIN(s->budget * TRIAL_SHARE, RC_MAX(left, 0.0))) {
             dup++;
             continue;
         }
+        dup = 0;
         s->c[s->n] = (struct config){.o = o, .alive = 1};
         int rc = run_trial(s, s->n++, eb, el);
         if (rc)
@@ -227,7 +271,8 @@ static int by_mean_desc(const void *a, const void *b, void *ud)
     return (x < y) - (x > y);
 }
 
-/* Successive halving: the best third (at least 2) runs again, repeatedly. */
+/* Successive halving: the best third (at least 2) runs again, repeatedly;
+ * settings under PRUNE_SHARE of the best mean are dropped at once. */
 static int halve(struct search *s, char *eb, size_t el)
 {
     uint32_t *ord = malloc((s->n ? s->n : 1) * sizeof *ord), alive = s->n;
@@ -243,11 +288,16 @@ static int halve(struct search *s, char *eb, size_t el)
         alive = RC_MAX(2, (k + 2) / 3);
         if (alive >= k)
             alive = k - 1;
+        while (alive > 1 && mean(&s->c[ord[alive - 1]]) < PRUNE_SHARE * mean(&s->c[ord[0]]))
+            alive--;
         for (uint32_t i = alive; i < k; i++)
             s->c[ord[i]].alive = 0;
-        for (uint32_t i = 0; i < alive && !rc; i++) {
+        for (uint32_t i = 0; i < alive && alive > 1 && !rc; i++) {
             if (elapsed(s) >= s->budget)
                 goto out;
+            /* A run cut short by the budget would spoil a confirmed mean. */
+            if (predicted(s, &s->c[ord[i]].o) > s->budget - elapsed(s))
+                continue;
             rc = run_trial(s, ord[i], eb, el);
         }
     }
@@ -256,25 +306,39 @@ out:
     return rc;
 }
 
-/* The best mean among the settings run at least (most runs - 1) times: the
- * survivors of the last complete halving round (a lucky single run does not
- * beat settings confirmed over several seeds). */
+/* The best mean among the settings still alive in the halving (every one of
+ * them has been run as often as the others, give or take the last round). */
 static uint32_t choose(const struct search *s)
 {
-    uint32_t best = UINT32_MAX, most = 0;
-    for (uint32_t i = 0; i < s->n; i++)
-        most = RC_MAX(most, s->c[i].runs);
+    uint32_t best = UINT32_MAX;
     for (uint32_t i = 0; i < s->n; i++) {
         const struct config *c = &s->c[i];
-        if (c->runs + 1 >= most && c->runs && (best == UINT32_MAX || mean(c) > mean(&s->c[best])))
+        if (c->alive && c->runs && (best == UINT32_MAX || mean(c) > mean(&s->c[best])))
             best = i;
     }
-    return best == UINT32_MAX ? 0 : best;
+    return best == UINT32_MAX ? s->best : best;
+}
+
+/* Cycles of exploration (EXPLORE_SHARE of the time left) and halving, until
+ * the budget is spent or a cycle tries nothing new. The halving of a later
+ * cycle ranks the survivors of the earlier ones with the new settings. */
+static int search(struct search *s, char *eb, size_t el)
+{
+    int rc = 0;
+    while (!rc && elapsed(s) < s->budget * 0.95) {
+        uint32_t trials = s->trials;
+        double until = elapsed(s) + (s->budget - elapsed(s)) * EXPLORE_SHARE;
+        if ((rc = explore(s, until, eb, el)) || (rc = halve(s, eb, el)))
+            break;
+        if (s->trials == trials)
+            break;
+    }
+    return rc;
 }
 
 int rc_tune_run(const rc_tune_opts *opts, const rc_train_opts *base, const rc_clicklog *log,
-                const uint8_t *sessions, const rc_eval_opts *eval, rc_tune_result *res,
-                char *eb, size_t el)
+                const uint8_t *sessions, const rc_eval_opts *eval, rc_tune_result *res, char *eb,
+                size_t el)
 {
     rc_tune_opts to = opts ? *opts : (rc_tune_opts){0};
     rc_eval_opts eo = eval ? *eval : (rc_eval_opts){0};
@@ -286,32 +350,39 @@ int rc_tune_run(const rc_tune_opts *opts, const rc_train_opts *base, const rc_cl
     if (to.seconds < 0 || to.valid_ratio < 0 || to.valid_ratio >= 1)
         return rc_err(eb, el, RC_EINVAL, "tune: seconds >= 0, validation ratio in [0,1)");
     eo.test_ratio = to.valid_ratio > 0 ? to.valid_ratio : 0.2;
+    if (!eo.max_predictions)
+        eo.max_predictions = VALID_MAX;
     s.budget = to.seconds > 0 ? to.seconds : DEFAULT_SECONDS;
     s.t0 = rc_now_ns();
     rc_rng_seed(&s.rng, to.seed ? to.seed : base->seed ? base->seed : 1);
     if ((rc = rc_eval_split_create(log, sessions, &eo, &valid, eb, el)))
         return rc;
     s.valid = valid;
+    s.sess_len = valid->ntrain ? (double)valid->train_clicks / valid->ntrain : 1;
     if (!(s.c = calloc(MAX_CONFIGS, sizeof *s.c))) {
         rc = rc_err(eb, el, RC_ENOMEM, "tune: out of memory");
         goto out;
     }
     s.c[0] = (struct config){.o = rc_tune_resolve(base), .alive = 1};
     s.n = 1;
-    if ((rc = run_trial(&s, 0, eb, el)) || (rc = explore(&s, eb, el)) || (rc = halve(&s, eb, el)))
+    if ((rc = run_trial(&s, 0, eb, el)) || (rc = search(&s, eb, el)))
         goto out;
     uint32_t b = choose(&s);
-    *res = (rc_tune_result){.best = s.c[b].o, .hr50 = mean(&s.c[b]),
+    *res = (rc_tune_result){.best = s.c[b].o,
+                            .hr50 = mean(&s.c[b]),
                             .base_hr50 = s.c[0].runs ? s.c[0].sum / s.c[0].runs : 0,
-                            .configs = s.n, .trials = s.trials, .seconds = elapsed(&s),
+                            .configs = s.n,
+                            .trials = s.trials,
+                            .seconds = elapsed(&s),
                             .valid_predictions = valid->npos};
     res->best.seed = base->seed;
     if (!to.quiet) {
         char line[256];
         rc_tune_format(&res->best, line, sizeof line);
-        fprintf(stderr, "tune: chose %s: validation hr@50 %.4f (base %.4f), %u settings, %u runs, "
-                        "%.1f s\n", line, res->hr50, res->base_hr50, res->configs, res->trials,
-                res->seconds);
+        fprintf(stderr,
+                "tune: chose %s: validation hr@50 %.4f (base %.4f), %u settings, %u runs, "
+                "%.1f s\n",
+                line, res->hr50, res->base_hr50, res->configs, res->trials, res->seconds);
     }
 out:
     free(s.c);

@@ -5,12 +5,25 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #define SIG_MAX  8.0f
 #define SIG_SIZE 2048 /* intervals over [-SIG_MAX, SIG_MAX] */
 
 static float sig_tab[SIG_SIZE + 2];
 static float logsig_tab[SIG_SIZE + 2];
+
+static inline float lerp_tab(const float *tab, float x)
+{
+    if (!(x > -SIG_MAX)) /* also catches NaN: treat as the low end */
+        return tab[0];
+    if (x >= SIG_MAX)
+        return tab[SIG_SIZE];
+    float f = (x + SIG_MAX) * (SIG_SIZE / (2.0f * SIG_MAX));
+    int i = (int)f;
+    float w = f - (float)i;
+    return tab[i] + w * (tab[i + 1] - tab[i]);
+}
 
 static float dot_scalar(const float *a, const float *b, size_t n)
 {
@@ -88,7 +101,84 @@ __attribute__((target("avx2,fma"))) static void scale_avx2(float a, float *y, si
         y[i] *= a;
 }
 
+
+static float sgns_out_scalar(float *out, const float *in, float *grad, float lr, int label,
+                             size_t n)
+{
+    float f = dot_scalar(in, out, n);
+    float g = lr * ((float)label - lerp_tab(sig_tab, f));
+    axpy_scalar(g, out, grad, n);
+    axpy_scalar(g, in, out, n);
+    return -lerp_tab(logsig_tab, label ? f : -f);
+}
+
+/* dot_avx2, sigmoid, then both axpys in one pass: out is read once from
+ * memory (its second read hits L1) and there is one call per output row.
+ * Same operations in the same order as the separate kernels. */
+__attribute__((target("avx2,fma"))) static float sgns_out_avx2(float *out, const float *in,
+                                                               float *grad, float lr,
+                                                               int label, size_t n)
+{
+    float f = dot_avx2(in, out, n);
+    float g = lr * ((float)label - lerp_tab(sig_tab, f));
+    __m256 vg = _mm256_set1_ps(g);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 o = _mm256_loadu_ps(out + i);
+        _mm256_storeu_ps(grad + i, _mm256_fmadd_ps(vg, o, _mm256_loadu_ps(grad + i)));
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vg, _mm256_loadu_ps(in + i), o));
+    }
+    for (; i < n; i++) {
+        float o = out[i];
+        grad[i] += g * o;
+        out[i] = o + g * in[i];
+    }
+    return -lerp_tab(logsig_tab, label ? f : -f);
+}
+
+static float dot_i8_scalar(const float *v, const int8_t *q, size_t n, float *vv, float *qq)
+{
+    float dot = 0, sv = 0, sq = 0;
+    for (size_t i = 0; i < n; i++) {
+        dot += v[i] * q[i];
+        sv += v[i] * v[i];
+        sq += (float)(q[i] * q[i]);
+    }
+    *vv = sv;
+    *qq = sq;
+    return dot;
+}
+
+__attribute__((target("avx2,fma"))) static float dot_i8_avx2(const float *v, const int8_t *q,
+                                                              size_t n, float *vv, float *qq)
+{
+    __m256 d = _mm256_setzero_ps(), sv = _mm256_setzero_ps(), sq = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(v + i);
+        __m128i b;
+        memcpy(&b, q + i, 8); /* 8 int8, unaligned */
+        __m256 y = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+        d = _mm256_fmadd_ps(x, y, d);
+        sv = _mm256_fmadd_ps(x, x, sv);
+        sq = _mm256_fmadd_ps(y, y, sq);
+    }
+    float dot = hsum256(d), s1 = hsum256(sv), s2 = hsum256(sq);
+    for (; i < n; i++) {
+        dot += v[i] * q[i];
+        s1 += v[i] * v[i];
+        s2 += (float)(q[i] * q[i]);
+    }
+    *vv = s1;
+    *qq = s2;
+    return dot;
+}
+
 static float (*dot_fn)(const float *, const float *, size_t) = dot_scalar;
+static float (*dot_i8_fn)(const float *, const int8_t *, size_t, float *, float *) =
+    dot_i8_scalar;
+static float (*sgns_out_fn)(float *, const float *, float *, float, int, size_t) =
+    sgns_out_scalar;
 static void (*axpy_fn)(float, const float *, float *, size_t) = axpy_scalar;
 static void (*scale_fn)(float, float *, size_t) = scale_scalar;
 static const char *impl_name = "scalar";
@@ -106,6 +196,8 @@ __attribute__((constructor)) static void vec_init(void)
         dot_fn = dot_avx2;
         axpy_fn = axpy_avx2;
         scale_fn = scale_avx2;
+        sgns_out_fn = sgns_out_avx2;
+        dot_i8_fn = dot_i8_avx2;
         impl_name = "avx2-fma";
     }
 }
@@ -133,21 +225,19 @@ float rc_vec_normalize(float *x, size_t n)
     return norm;
 }
 
+float rc_vec_sgns_out(float *out, const float *in, float *grad, float lr, int label, size_t n)
+{
+    return sgns_out_fn(out, in, grad, lr, label, n);
+}
+
+float rc_vec_dot_i8(const float *v, const int8_t *q, size_t n, float *vv, float *qq)
+{
+    return dot_i8_fn(v, q, n, vv, qq);
+}
+
 const char *rc_vec_impl(void)
 {
     return impl_name;
-}
-
-static inline float lerp_tab(const float *tab, float x)
-{
-    if (!(x > -SIG_MAX)) /* also catches NaN: treat as the low end */
-        return tab[0];
-    if (x >= SIG_MAX)
-        return tab[SIG_SIZE];
-    float f = (x + SIG_MAX) * (SIG_SIZE / (2.0f * SIG_MAX));
-    int i = (int)f;
-    float w = f - (float)i;
-    return tab[i] + w * (tab[i + 1] - tab[i]);
 }
 
 float rc_sigmoid(float x)

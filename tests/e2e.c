@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "recalld/gen.h"
 #include "test.h"
 
 static long long now_ms(void)
@@ -189,6 +191,10 @@ static void spawn(e2e_daemon *d, const e2e_opts *o)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         FILE *f = freopen(d->log, o->reuse ? "a" : "w", stderr);
         (void)f;
+        if (o->fsize_limit > 0) {
+            struct rlimit rl = {(rlim_t)o->fsize_limit, (rlim_t)o->fsize_limit};
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -328,3 +334,83 @@ void e2e_broker_stop(e2e_broker *b)
     close(b->out_fd);
     b->pid = 0;
 }
+
+/* ---- generated streams ---- */
+
+void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
+{
+    rc_gen_opts o = {.seed = seed, .events = events, .users = E2E_GEN_USERS,
+                     .items = E2E_GEN_ITEMS, .cities = 4, .cates = 4, .communities = 40,
+                     .invalid_share = invalid};
+    rc_gen *g = NULL;
+    char err[256], line[RC_GEN_LINE_MAX];
+    size_t len;
+    rc_gen_info info;
+    ASSERT_EQ(rc_gen_create(&o, &g, err, sizeof err), 0);
+    memset(t, 0, sizeof *t);
+    t->count = calloc(E2E_GEN_ITEMS, sizeof *t->count);
+    ASSERT(t->count != NULL);
+    while (rc_gen_next(g, line, sizeof line, &len, &info) == 0) {
+        if (info.valid) {
+            t->valid++;
+            t->count[info.item]++;
+        } else {
+            t->invalid++;
+        }
+    }
+    rc_gen_destroy(g);
+}
+
+pid_t e2e_gen_start(const char *brokers, uint64_t seed, uint64_t events, double invalid,
+                    double rate)
+{
+    char s_seed[32], s_ev[32], s_inv[32], s_rate[32], s_u[16], s_i[16];
+    snprintf(s_seed, sizeof s_seed, "%llu", (unsigned long long)seed);
+    snprintf(s_ev, sizeof s_ev, "%llu", (unsigned long long)events);
+    snprintf(s_inv, sizeof s_inv, "%g", invalid);
+    snprintf(s_rate, sizeof s_rate, "%g", rate);
+    snprintf(s_u, sizeof s_u, "%d", E2E_GEN_USERS);
+    snprintf(s_i, sizeof s_i, "%d", E2E_GEN_ITEMS);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        (void)!freopen("/dev/null", "w", stdout);
+        execl(RC_BIN("recalld-gen"), "recalld-gen", "--brokers", brokers, "--topic", "clicks",
+              "--seed", s_seed, "--events", s_ev, "--invalid-share", s_inv, "--rate", s_rate,
+              "--users", s_u, "--items", s_i, "--cities", "4", "--cates", "4", "--communities",
+              "40", "--timeout-ms", "30000", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+int e2e_gen_wait(pid_t pid)
+{
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+json_t *e2e_wait_done(const char *sock, uint64_t total, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
+        long long done = e2e_int(st, "events.applied") + e2e_int(st, "events.invalid");
+        if (done >= (long long)total || now_ms() > deadline)
+            return st;
+        json_decref(st);
+        usleep(100000);
+    }
+}
+
+void e2e_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fputs(text, f);
+    ASSERT_EQ(fclose(f), 0);
+}
+
+long long e2e_now_ms(void) { return now_ms(); }

@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct e2e_daemon {
@@ -23,6 +24,7 @@ typedef struct e2e_opts {
     int reuse;                /* restart: keep d's dir, socket and log (appended) */
     int no_wait;              /* return once the socket answers, healthy or not */
     const char *const *extra; /* NULL-terminated extra flags */
+    long long fsize_limit;    /* > 0: RLIMIT_FSIZE of the daemon, bytes (a full disk) */
 } e2e_opts;
 /* e2e_start with options. */
 void e2e_start_opts(e2e_daemon *d, const e2e_opts *o);
@@ -40,6 +42,28 @@ void e2e_broker_start(e2e_broker *b, int partitions, const char *const *extra);
 /* Sends one command line; returns the reply line (malloc'd). */
 char *e2e_broker_cmd(e2e_broker *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void e2e_broker_stop(e2e_broker *b);
+
+/* Generated streams shared by the crash and fault tests: recalld-gen with
+ * E2E_GEN_USERS users, E2E_GEN_ITEMS items, 4 cities, 4 categories, 40
+ * communities. The generator's event times increase per user, so every valid
+ * event adds exactly one click to its item: per-item counts are the truth. */
+#define E2E_GEN_USERS 3000
+#define E2E_GEN_ITEMS 3000
+typedef struct e2e_truth {
+    uint64_t valid, invalid;
+    uint32_t *count; /* clicks by item index ("i<index>"), malloc'd */
+} e2e_truth;
+void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t);
+/* recalld-gen producing to `brokers` (topic clicks) in the background at `rate`
+ * events/s (0 = unpaced); e2e_gen_wait returns its exit status. */
+pid_t e2e_gen_start(const char *brokers, uint64_t seed, uint64_t events, double invalid,
+                    double rate);
+int e2e_gen_wait(pid_t pid);
+/* Waits (<= timeout_ms) until events.applied + events.invalid >= total;
+ * returns the last stats. */
+json_t *e2e_wait_done(const char *sock, uint64_t total, int timeout_ms);
+void e2e_write_file(const char *path, const char *text);
+long long e2e_now_ms(void);
 
 /* SIGTERM, wait for exit; returns the exit status (or -1 on signal). */
 int e2e_stop(e2e_daemon *d);

@@ -400,10 +400,7 @@ TEST(checkpoint_write_is_paced)
 #include <sys/wait.h>
 
 #include "e2e.h"
-#include "recalld/gen.h"
 
-#define KGEN_USERS 3000
-#define KGEN_ITEMS 3000
 
 static long long mono_ms(void)
 {
@@ -417,65 +414,6 @@ static void sleep_ms(long ms)
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) && errno == EINTR)
         ;
-}
-
-/* What the generator produces: valid count and clicks per item index. */
-typedef struct truth {
-    uint64_t valid, invalid;
-    uint32_t *count; /* by item index */
-} truth;
-
-static void gen_truth(uint64_t seed, uint64_t events, double invalid, truth *t)
-{
-    rc_gen_opts o = {.seed = seed, .events = events, .users = KGEN_USERS, .items = KGEN_ITEMS,
-                     .cities = 4, .cates = 4, .communities = 40, .invalid_share = invalid};
-    rc_gen *g = NULL;
-    char err[256], line[RC_GEN_LINE_MAX];
-    size_t len;
-    rc_gen_info info;
-    ASSERT_EQ(rc_gen_create(&o, &g, err, sizeof err), 0);
-    memset(t, 0, sizeof *t);
-    t->count = calloc(KGEN_ITEMS, sizeof *t->count);
-    while (rc_gen_next(g, line, sizeof line, &len, &info) == 0) {
-        if (info.valid) {
-            t->valid++;
-            t->count[info.item]++;
-        } else {
-            t->invalid++;
-        }
-    }
-    rc_gen_destroy(g);
-}
-
-/* recalld-gen producing to brokers in the background, paced. */
-static pid_t gen_start(const char *brokers, uint64_t seed, uint64_t events, double invalid,
-                       double rate)
-{
-    char s_seed[32], s_ev[32], s_inv[32], s_rate[32], s_u[16], s_i[16];
-    snprintf(s_seed, sizeof s_seed, "%llu", (unsigned long long)seed);
-    snprintf(s_ev, sizeof s_ev, "%llu", (unsigned long long)events);
-    snprintf(s_inv, sizeof s_inv, "%g", invalid);
-    snprintf(s_rate, sizeof s_rate, "%g", rate);
-    snprintf(s_u, sizeof s_u, "%d", KGEN_USERS);
-    snprintf(s_i, sizeof s_i, "%d", KGEN_ITEMS);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        (void)!freopen("/dev/null", "w", stdout);
-        execl(RC_BIN("recalld-gen"), "recalld-gen", "--brokers", brokers, "--topic", "clicks",
-              "--seed", s_seed, "--events", s_ev, "--invalid-share", s_inv, "--rate", s_rate,
-              "--users", s_u, "--items", s_i, "--cities", "4", "--cates", "4", "--communities",
-              "40", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int gen_wait(pid_t pid)
-{
-    int st;
-    ASSERT_EQ(waitpid(pid, &st, 0), pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static int has_temp(const char *dir)
@@ -497,28 +435,6 @@ static uint64_t newest_seq(const char *dir)
     return rc_checkpoint_list(dir, s, 1) > 0 ? s[0] : 0;
 }
 
-/* Waits until every produced message is accounted for (applied or invalid). */
-static json_t *wait_all(const char *sock, uint64_t total, int timeout_ms)
-{
-    long long deadline = mono_ms() + timeout_ms;
-    for (;;) {
-        json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
-        long long done = e2e_int(st, "events.applied") + e2e_int(st, "events.invalid");
-        if (done >= (long long)total || mono_ms() > deadline)
-            return st;
-        json_decref(st);
-        sleep_ms(100);
-    }
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ASSERT(f != NULL);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* The kill plan of one seed: three kills, each restart against the same
  * recalld-broker log and data_dir:
  *  1. at a random moment of the stream,
@@ -536,22 +452,22 @@ static void kill9_run(uint64_t seed)
     char dir[64], data[128], conf[128], rdir[256];
     e2e_broker b;
     e2e_daemon d;
-    truth tr;
+    e2e_truth tr;
     rc_rng rng;
     rc_rng_seed(&rng, seed);
     tmpdir(dir, sizeof dir);
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(conf, sizeof conf, "%s/recalld.json", dir);
-    write_file(conf, "{\"checkpoint\":{\"interval_ms\":200,\"max_mb_s\":2.0},"
+    e2e_write_file(conf, "{\"checkpoint\":{\"interval_ms\":200,\"max_mb_s\":2.0},"
                      "\"kafka\":{\"config\":{\"session.timeout.ms\":\"4000\","
                      "\"heartbeat.interval.ms\":\"500\"}},\"log\":{\"stats_interval_ms\":0}}");
-    gen_truth(seed, N, INVALID, &tr);
+    e2e_gen_truth(seed, N, INVALID, &tr);
     e2e_broker_start(&b, 4, NULL);
     const char *extra[] = {"--config", conf, "--data-dir", data, NULL};
     e2e_opts o = {.brokers = b.bootstrap, .extra = extra};
     e2e_start_opts(&d, &o);
     snprintf(rdir, sizeof rdir, "%s", d.dir);
-    pid_t gen = gen_start(b.bootstrap, seed, N, INVALID, 700);
+    pid_t gen = e2e_gen_start(b.bootstrap, seed, N, INVALID, 700);
     int in_write = 0;
     for (int k = 0; k < 3; k++) {
         if (k == 0) {
@@ -576,8 +492,8 @@ static void kill9_run(uint64_t seed)
         e2e_start_opts(&d, &o);
     }
     ASSERT(in_write); /* the second kill landed inside a checkpoint write */
-    ASSERT_EQ(gen_wait(gen), 0);
-    json_t *st = wait_all(d.sock, N, 40000);
+    ASSERT_EQ(e2e_gen_wait(gen), 0);
+    json_t *st = e2e_wait_done(d.sock, N, 40000);
     long long applied = e2e_int(st, "events.applied"), invalid = e2e_int(st, "events.invalid");
     fprintf(stderr, "seed %llu: applied %lld invalid %lld (want %llu %llu) restored_seq %lld\n",
             (unsigned long long)seed, applied, invalid, (unsigned long long)tr.valid,
@@ -596,7 +512,7 @@ static void kill9_run(uint64_t seed)
     ASSERT_EQ(rc_checkpoint_restore(data, &to, &t, &m, NULL, 0, err, sizeof err), 0);
     ASSERT_EQ(rc_checkpoint_meta_counter(&m, "applied", 0), tr.valid);
     uint64_t sum = 0;
-    for (uint32_t i = 0; i < KGEN_ITEMS; i++) {
+    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++) {
         char id[16];
         uint32_t row;
         snprintf(id, sizeof id, "i%u", i);
@@ -617,3 +533,75 @@ static void kill9_run(uint64_t seed)
 TEST(checkpoint_kill9_seed_1) { kill9_run(1); }
 TEST(checkpoint_kill9_seed_2) { kill9_run(2); }
 TEST(checkpoint_kill9_seed_3) { kill9_run(3); }
+
+/* Disk full while running (RLIMIT_FSIZE: writes fail with EFBIG once the
+ * model outgrows 256 KiB): every checkpoint after that fails, is counted and
+ * reported (stats checkpoint.failures / last_error), the last good checkpoint
+ * stays in place and loads, recalld keeps serving; the final checkpoint at
+ * SIGTERM fails too (exit 1). Restarted with room again, recalld restores the
+ * last good checkpoint and replays the rest: the count is exact. */
+TEST(checkpoint_e2e_disk_full_keeps_old_and_serves)
+{
+    const uint64_t N = 6000;
+    char dir[64], data[128], conf[128], rdir[256], err[512];
+    e2e_broker b;
+    e2e_daemon d;
+    e2e_truth tr;
+    tmpdir(dir, sizeof dir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(conf, sizeof conf, "%s/recalld.json", dir);
+    /* session.timeout.ms: the mock keeps a group that its last member left
+     * rebalancing for session.timeout.ms - 1 s before the next may join */
+    e2e_write_file(conf, "{\"checkpoint\":{\"interval_ms\":200},\"log\":{\"stats_interval_ms\":0},"
+                         "\"kafka\":{\"config\":{\"session.timeout.ms\":\"4000\","
+                         "\"heartbeat.interval.ms\":\"500\"}}}");
+    e2e_gen_truth(61, N, 0.02, &tr);
+    e2e_broker_start(&b, 4, NULL);
+    const char *extra[] = {"--config", conf, "--data-dir", data, NULL};
+    e2e_opts o = {.brokers = b.bootstrap, .extra = extra, .fsize_limit = 256 << 10};
+    e2e_start_opts(&d, &o);
+    snprintf(rdir, sizeof rdir, "%s", d.dir);
+    pid_t gen = e2e_gen_start(b.bootstrap, 61, N, 0.02, 1500);
+    ASSERT_EQ(e2e_gen_wait(gen), 0);
+    json_t *st = e2e_wait_done(d.sock, N, 30000);
+    ASSERT_EQ(e2e_int(st, "events.applied"), tr.valid);
+    json_decref(st);
+    sleep_ms(1000); /* a few more checkpoint attempts with the whole model */
+    st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    long long seq = e2e_int(st, "checkpoint.seq"), failures = e2e_int(st, "checkpoint.failures");
+    const char *why = json_string_value(
+        json_object_get(json_object_get(st, "checkpoint"), "last_error"));
+    fprintf(stderr, "disk full: seq %lld kept, %lld failures, last_error \"%s\"\n", seq, failures,
+            why ? why : "");
+    ASSERT_GT(seq, 0);
+    ASSERT_GT(failures, 0);
+    ASSERT(why && strstr(why, "File too large") != NULL);
+    json_decref(st);
+    json_t *h = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":5}");
+    ASSERT(json_is_true(json_object_get(h, "ok"))); /* still serving */
+    json_decref(h);
+    ASSERT_EQ(newest_seq(data), (uint64_t)seq);
+    ASSERT(!has_temp(data));
+    rc_table *t = NULL;
+    rc_checkpoint_meta m;
+    rc_table_opts to = {.dim = 64};
+    ASSERT_EQ(rc_checkpoint_restore(data, &to, &t, &m, NULL, 0, err, sizeof err), 0);
+    ASSERT_LT(rc_checkpoint_meta_counter(&m, "applied", 0), tr.valid);
+    rc_checkpoint_meta_free(&m);
+    rc_table_destroy(t);
+    ASSERT_EQ(e2e_stop(&d), 1); /* the final checkpoint could not be written */
+
+    o.fsize_limit = 0;
+    o.reuse = 1;
+    e2e_start_opts(&d, &o);
+    st = e2e_wait_done(d.sock, N, 30000);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_seq"), seq);
+    ASSERT_EQ(e2e_int(st, "events.applied"), tr.valid);
+    ASSERT_EQ(e2e_int(st, "events.invalid"), tr.invalid);
+    json_decref(st);
+    ASSERT_EQ(e2e_stop(&d), 0);
+    free(tr.count);
+    e2e_broker_stop(&b);
+    rmrf(rdir);
+    rmrf(dir);
+}

@@ -25,7 +25,7 @@
 
 /* ---- a strict exposition-format parser ---------------------------------- */
 
-#define PROM_MAX_SAMPLES 4096
+#define PROM_MAX_SAMPLES  4096
 #define PROM_MAX_FAMILIES 512
 
 typedef struct prom_sample {
@@ -55,8 +55,8 @@ static int name_ok(const char *s, size_t n, int label)
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                    (!label && c == ':');
+        int alpha =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (!label && c == ':');
         if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
             return 0;
     }
@@ -366,16 +366,16 @@ TEST(metrics_parser_rejects_bad_text)
                     "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n"
                     "h_sum 3.5\nh_count 2\n");
     ASSERT_NEAR(prom_get(&pg, "h_count", ""), 2, 0);
-    expect_refused("a 1\n");                                        /* no TYPE */
-    expect_refused("# TYPE a gauge\na 1");                          /* no final newline */
-    expect_refused("# TYPE 1a gauge\n1a 1\n");                      /* name */
-    expect_refused("# TYPE a gauge\na{1k=\"v\"} 1\n");              /* label name */
-    expect_refused("# TYPE a gauge\na{k=\"v\\x\"} 1\n");            /* escape */
-    expect_refused("# TYPE a gauge\na{k=\"v\",k=\"w\"} 1\n");       /* duplicate label */
-    expect_refused("# TYPE a gauge\na one\n");                      /* value */
-    expect_refused("# TYPE a counter\na -1\n");                     /* negative counter */
-    expect_refused("# TYPE a gauge\na 1\na 2\n");                   /* duplicate series */
-    expect_refused("# TYPE a gauge\n# TYPE b gauge\nb 1\na 1\n");   /* not grouped */
+    expect_refused("a 1\n");                                      /* no TYPE */
+    expect_refused("# TYPE a gauge\na 1");                        /* no final newline */
+    expect_refused("# TYPE 1a gauge\n1a 1\n");                    /* name */
+    expect_refused("# TYPE a gauge\na{1k=\"v\"} 1\n");            /* label name */
+    expect_refused("# TYPE a gauge\na{k=\"v\\x\"} 1\n");          /* escape */
+    expect_refused("# TYPE a gauge\na{k=\"v\",k=\"w\"} 1\n");     /* duplicate label */
+    expect_refused("# TYPE a gauge\na one\n");                    /* value */
+    expect_refused("# TYPE a counter\na -1\n");                   /* negative counter */
+    expect_refused("# TYPE a gauge\na 1\na 2\n");                 /* duplicate series */
+    expect_refused("# TYPE a gauge\n# TYPE b gauge\nb 1\na 1\n"); /* not grouped */
     expect_refused("# TYPE h histogram\nh_bucket{le=\"2\"} 1\nh_bucket{le=\"1\"} 1\n"
                    "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n"); /* le order */
     expect_refused("# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\n"
@@ -574,8 +574,9 @@ TEST(metrics_config_keys)
     ASSERT_EQ(c.metrics_port, 9464);
     ASSERT_STREQ(c.metrics_bind, "127.0.0.1");
     ASSERT_EQ(c.nallow_uids, 0);
-    ASSERT_EQ(rc_config_load_str(&c, "{\"metrics\":{\"port\":0,\"bind\":\"::1\"},"
-                                     "\"socket\":{\"allow_uids\":[0,1000]}}",
+    ASSERT_EQ(rc_config_load_str(&c,
+                                 "{\"metrics\":{\"port\":0,\"bind\":\"::1\"},"
+                                 "\"socket\":{\"allow_uids\":[0,1000]}}",
                                  err, sizeof err),
               0);
     ASSERT_EQ(c.metrics_port, 0);
@@ -768,9 +769,12 @@ TEST(metrics_http_get_head_and_errors)
     r = http(t.port, "GET /health HTTP/1.1\r\n\r\n");
     ASSERT_EQ(strncmp(r, "HTTP/1.1 200 OK\r\n", 17), 0);
     ASSERT_STREQ(strstr(r, "\r\n\r\n") + 4, "ok\n");
+    r = http(t.port, "HEAD /health HTTP/1.1\r\n\r\n");
+    ASSERT(strstr(r, "Content-Length: 3\r\n") != NULL);
+    ASSERT_STREQ(strstr(r, "\r\n\r\n"), "\r\n\r\n");
     rc_metrics_stats st = thttp_stats(&t);
     ASSERT_EQ(st.scrapes, 3);
-    ASSERT_EQ(st.health, 2);
+    ASSERT_EQ(st.health, 3);
     ASSERT_EQ(st.bad_requests, 8);
     ASSERT_EQ(st.timeouts, 0);
     thttp_stop(&t);
@@ -901,12 +905,12 @@ static void scrape(int port, prom_page *pg)
 static void produce(const e2e_daemon *d, uint64_t seed, uint64_t events, double invalid)
 {
     char *out = NULL;
-    int st = e2e_sh(&out,
-                    RC_BIN("recalld-gen") " --brokers '%s' --topic clicks --seed %llu --events %llu "
-                                          "--invalid-share %g --users 2000 --items 2000 --cities 4 "
-                                          "--cates 4 >/dev/null 2>%s/gen.err",
-                    d->bootstrap, (unsigned long long)seed, (unsigned long long)events, invalid,
-                    d->dir);
+    int st =
+        e2e_sh(&out,
+               RC_BIN("recalld-gen") " --brokers '%s' --topic clicks --seed %llu --events %llu "
+                                     "--invalid-share %g --users 2000 --items 2000 --cities 4 "
+                                     "--cates 4 >/dev/null 2>%s/gen.err",
+               d->bootstrap, (unsigned long long)seed, (unsigned long long)events, invalid, d->dir);
     if (st != 0)
         RC__FAIL("recalld-gen failed (%d), see %s/gen.err", st, d->dir);
     free(out);
@@ -948,7 +952,7 @@ static int check_listeners(pid_t pid, int metrics_port, const char *bootstrap)
         snprintf(path, sizeof path, "/proc/%d/net/%s", (int)pid, files[f]);
         FILE *fp = fopen(path, "r");
         if (!fp)
-            continue; /* no IPv6 in this kernel */
+            continue;                                 /* no IPv6 in this kernel */
         ASSERT(fgets(line, sizeof line, fp) != NULL); /* header */
         while (fgets(line, sizeof line, fp)) {
             char local[64], state[8];
@@ -1030,12 +1034,12 @@ TEST(metrics_e2e_page_moves_with_the_stream)
     ASSERT_NEAR(prom_get(&p1, "recalld_items", ""), (double)e2e_int(st, "items"), 0);
     ASSERT_DBL_OP(prom_get(&p1, "recalld_index_size", ""), >, 1000);
     ASSERT_DBL_OP(prom_get(&p1, "recalld_freshness_seconds_count", ""), >,
-              prom_get(&p0, "recalld_freshness_seconds_count", ""));
+                  prom_get(&p0, "recalld_freshness_seconds_count", ""));
     ASSERT_NEAR(prom_get(&p1, "recalld_request_duration_seconds_count", "op=\"recall\""), 20, 0);
     ASSERT_DBL_OP(prom_get(&p1, "recalld_request_duration_seconds_sum", "op=\"recall\""), >, 0);
     ASSERT_DBL_OP(prom_get(&p1, "recalld_request_duration_seconds_count", "op=\"stats\""), >=, 2);
     ASSERT_DBL_OP(prom_get(&p1, "recalld_socket_requests_total", ""), >,
-              prom_get(&p0, "recalld_socket_requests_total", ""));
+                  prom_get(&p0, "recalld_socket_requests_total", ""));
     ASSERT_DBL_OP(prom_get(&p1, "process_resident_memory_bytes", ""), >, 1 << 20);
     for (int part = 0; part < 8; part++) {
         char lab[64];
@@ -1059,8 +1063,9 @@ TEST(metrics_daemon_port_errors)
     ASSERT_EQ(listen(fd, 1), 0);
     ASSERT_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
     int busy = ntohs(sa.sin_port);
-    int st = e2e_sh(&out, "timeout 60 " RC_BIN("recalld") " --embedded-kafka --socket %s/s.sock "
-                          "--metrics-port %d 2>&1 >/dev/null",
+    int st = e2e_sh(&out,
+                    "timeout 60 " RC_BIN("recalld") " --embedded-kafka --socket %s/s.sock "
+                                                    "--metrics-port %d 2>&1 >/dev/null",
                     dir, busy);
     ASSERT_EQ(st, 1);
     char want[96];
@@ -1101,13 +1106,15 @@ TEST(metrics_e2e_checkpoint_figures)
     do {
         usleep(200000);
         scrape(P, &pg);
-    } while (!prom_has(&pg, "recalld_checkpoint_duration_seconds", NULL) &&
+        /* until one contains both vectors of every item (dim 64) */
+    } while ((!prom_has(&pg, "recalld_checkpoint_duration_seconds", NULL) ||
+              prom_get(&pg, "recalld_checkpoint_bytes", "") <=
+                  prom_get(&pg, "recalld_items", "") * 2 * 64 * 4) &&
              mono_ms() < deadline);
     ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoints_total", "result=\"ok\""), >=, 1);
     ASSERT_NEAR(prom_get(&pg, "recalld_checkpoints_total", "result=\"failed\""), 0, 0);
     ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_duration_seconds", ""), >, 0);
     ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_pause_seconds", ""), >=, 0);
-    /* both vectors of every item (dim 64) are in it */
     ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_bytes", ""), >,
                   prom_get(&pg, "recalld_items", "") * 2 * 64 * 4);
     /* written every 300 ms (or found unchanged, which renews it too) */

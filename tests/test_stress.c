@@ -10,9 +10,11 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -33,8 +35,8 @@ enum kind { GOOD, JUNK, LONG, HALF, SLOW, ABRUPT };
 typedef struct client {
     int fd;
     enum kind kind;
-    int step;     /* requests answered so far (junk/long: -1 while the bad line is pending) */
-    int ref;      /* reference request being checked */
+    int step; /* requests answered so far (junk/long: -1 while the bad line is pending) */
+    int ref;  /* reference request being checked */
     int done;
     size_t len;
     char buf[1 << 16];
@@ -164,13 +166,15 @@ static void open_client(client *c, const char *sock, int idx)
             send_all(c->fd, longline, sizeof longline);
             c->step = -1;
             break;
-        case HALF: send_all(c->fd, "{\"op\":\"recall\",\"user_", 21); break;
+        case HALF:
+            send_all(c->fd, "{\"op\":\"recall\",\"user_", 21);
+            break;
         case SLOW:
             if (!slow_len)
                 while (slow_len + 100 < sizeof slow)
-                    slow_len += (size_t)snprintf(slow + slow_len, sizeof slow - slow_len,
-                                                 "{\"op\":\"recall\",\"user_id\":\"u%zu\",\"k\":200}\n",
-                                                 slow_len % 1000);
+                    slow_len += (size_t)snprintf(
+                        slow + slow_len, sizeof slow - slow_len,
+                        "{\"op\":\"recall\",\"user_id\":\"u%zu\",\"k\":200}\n", slow_len % 1000);
             fcntl(c->fd, F_SETFL, O_NONBLOCK);
             /* as much as the socket takes: the rest is never sent, nothing is read */
             if (send(c->fd, slow, slow_len, MSG_NOSIGNAL) < 0 && errno != EAGAIN)
@@ -181,7 +185,9 @@ static void open_client(client *c, const char *sock, int idx)
             close(c->fd);
             c->fd = -1;
             break;
-        case GOOD: send_next(c, idx); break;
+        case GOOD:
+            send_next(c, idx);
+            break;
     }
     c->done = c->kind != GOOD && c->kind != JUNK && c->kind != LONG;
     if (!c->done)
@@ -193,8 +199,7 @@ static int on_line(client *c, int idx, const char *line, long long consumed)
 {
     if (c->step < 0) { /* the answer to the bad line: an error, and the connection lives on */
         json_t *r = json_loads(line, 0, NULL);
-        const char *code =
-            json_string_value(json_object_get(json_object_get(r, "error"), "code"));
+        const char *code = json_string_value(json_object_get(json_object_get(r, "error"), "code"));
         ASSERT(json_is_false(json_object_get(r, "ok")));
         ASSERT_STREQ(code, c->kind == JUNK ? "bad_json" : "line_too_long");
         json_decref(r);
@@ -262,7 +267,8 @@ static double metric(int port, const char *name)
 {
     char req[] = "GET /metrics HTTP/1.0\r\n\r\n", key[128];
     static char page[1 << 17];
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     size_t n = 0;
@@ -317,18 +323,22 @@ TEST(stress_1000_clients_garbage_and_slow_readers)
     char cfg[] = "/tmp/rc-stress-XXXXXX", port[16], *out = NULL;
     int fd = mkstemp(cfg), P = free_port();
     ASSERT_GE(fd, 0);
-    dprintf(fd, "{\"socket\":{\"max_clients\":%d,\"max_line\":%d,\"max_outbuf\":%d,"
-                "\"idle_timeout_ms\":%d},\"log\":{\"level\":\"warn\",\"stats_interval_ms\":0}}\n",
+    dprintf(fd,
+            "{\"socket\":{\"max_clients\":%d,\"max_line\":%d,\"max_outbuf\":%d,"
+            "\"idle_timeout_ms\":%d},\"log\":{\"level\":\"warn\",\"stats_interval_ms\":0}}\n",
             MAX_CLIENTS, MAX_LINE, MAX_OUTBUF, IDLE_MS);
     close(fd);
     snprintf(port, sizeof port, "%d", P);
     const char *extra[] = {"--config", cfg, "--metrics-port", port, NULL};
     e2e_daemon d;
     e2e_start(&d, extra);
-    ASSERT_EQ(e2e_sh(&out, RC_BIN("recalld-gen") " --brokers '%s' --seed 3 --events 20000 "
-                                 "--users 2000 --items 1500 --cities 4 --cates 4 >/dev/null 2>&1",
-                     d.bootstrap),
-              0);
+    ASSERT_EQ(
+        e2e_sh(
+            &out,
+            RC_BIN("recalld-gen") " --brokers '%s' --seed 3 --events 20000 "
+                                  "--users 2000 --items 1500 --cities 4 --cates 4 >/dev/null 2>&1",
+            d.bootstrap),
+        0);
     free(out);
     json_t *st = e2e_wait_consumed(d.sock, 20000, 60000);
     long long consumed = e2e_int(st, "events.consumed");
@@ -408,4 +418,64 @@ TEST(stress_1000_clients_garbage_and_slow_readers)
         free(ref_ans[i]);
     ASSERT_EQ(e2e_stop(&d), 0);
     unlink(cfg);
+}
+
+/* socket.allow_uids from the config file reaches the server (SO_PEERCRED). */
+TEST(socket_allow_uids_from_config)
+{
+    char dir[] = "/tmp/rc-uids-XXXXXX", cfg[300], sock[300], log[300];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(cfg, sizeof cfg, "%s/c.json", dir);
+    snprintf(sock, sizeof sock, "%s/s.sock", dir);
+    snprintf(log, sizeof log, "%s/log", dir);
+    /* allowed: this uid is listed */
+    FILE *f = fopen(cfg, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "{\"socket\":{\"allow_uids\":[%u,%u]}}\n", (unsigned)getuid() + 7,
+            (unsigned)getuid());
+    fclose(f);
+    const char *extra[] = {"--config", cfg, NULL};
+    e2e_daemon d;
+    e2e_start(&d, extra); /* its health request must be admitted */
+    ASSERT_EQ(e2e_stop(&d), 0);
+    /* refused: only another uid is listed */
+    f = fopen(cfg, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "{\"socket\":{\"allow_uids\":[%u]}}\n", (unsigned)getuid() + 7);
+    fclose(f);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (!freopen(log, "w", stderr))
+            _exit(126);
+        execl(RC_BIN("recalld"), "recalld", "--embedded-kafka", "--metrics-port", "0", "--socket",
+              sock, "--config", cfg, (char *)NULL);
+        _exit(127);
+    }
+    /* the refusal is sent at accept, before any request */
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int fd = -1;
+    memcpy(a.sun_path, sock, strlen(sock) + 1);
+    for (long deadline = ms_now() + 30000; fd < 0; usleep(50000)) {
+        ASSERT_LT(ms_now(), deadline);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    char buf[512];
+    size_t n = 0;
+    for (ssize_t k; n < sizeof buf - 1 && (k = read(fd, buf + n, sizeof buf - 1 - n)) > 0;)
+        n += (size_t)k; /* until the server closes */
+    buf[n] = '\0';
+    close(fd);
+    if (!strstr(buf, "\"code\":\"forbidden\""))
+        RC__FAIL("reply: %s", buf);
+    kill(pid, SIGTERM);
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    e2e_sh(NULL, "rm -rf %s", dir);
 }

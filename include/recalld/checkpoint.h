@@ -142,6 +142,26 @@ int rc_checkpoint_restore(const char *dir, const rc_table_opts *opts, rc_table *
                           rc_checkpoint_meta *meta, char *path, size_t pathlen, char *errbuf,
                           size_t errlen);
 
+/* Optional loader callback, to overlap work with the load: on_rows is called
+ * on the loader's vector thread each time the input vectors of rows
+ * [first, first + n) have been read into t (rows below rc_table_size(t);
+ * their city/category are set; the section's CRC is checked only at its end:
+ * if the load then fails, t is destroyed and whatever was built from it must
+ * be dropped). Calls come in row order, for one t at a time; a restore that
+ * falls back to an older file starts again with a new t. */
+typedef struct rc_checkpoint_hooks {
+    void (*on_rows)(void *ud, rc_table *t, uint32_t first, uint32_t n);
+    void *ud;
+} rc_checkpoint_hooks;
+
+int rc_checkpoint_load_with(const char *path, const rc_table_opts *opts,
+                            const rc_checkpoint_hooks *hooks, rc_table **table,
+                            rc_checkpoint_meta *meta, char *errbuf, size_t errlen);
+int rc_checkpoint_restore_with(const char *dir, const rc_table_opts *opts,
+                               const rc_checkpoint_hooks *hooks, rc_table **table,
+                               rc_checkpoint_meta *meta, char *path, size_t pathlen,
+                               char *errbuf, size_t errlen);
+
 /* Sequence numbers of the checkpoint files under dir (valid or not, temp and
  * corrupt files excluded), newest first, into seqs[0..cap). Returns how many
  * exist (may exceed cap) or RC_EIO. */

@@ -12,9 +12,12 @@
  * process, creates the topic (and the dead-letter topic) there, and consumes
  * from it; rc_consumer_bootstrap gives its address for outside producers.
  *
- * Offsets: auto-commit of offsets is off; the owner decides what is committed
- * with rc_consumer_commit (e.g. only what a durable checkpoint contains).
- * Positions consumed so far are available per partition.
+ * Offsets: nothing is committed that the owner did not say: rc_consumer_store
+ * marks offsets (e.g. what a durable checkpoint contains) that librdkafka's
+ * committer then commits - in the background, for partitions being unassigned
+ * (before the group hands them over) and at close, never in the middle of a
+ * rebalance. rc_consumer_commit commits explicitly at once. Positions
+ * consumed so far are available per partition.
  *
  * Dead letters: rc_consumer_dead_letter produces the raw payload to
  * `<topic>.dlq` (headers: reason, error, source partition/offset) or appends a
@@ -111,20 +114,27 @@ int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason
  * asynchronously. parts/offsets have n entries. */
 int rc_consumer_commit(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n);
 
-/* Completes a deferred revoke (opts.defer_revoke): commits parts/offsets (n
- * entries, n = 0: nothing) and, once the broker answered (success or not),
- * lets librdkafka unassign. Returns 0, RC_EINVAL when no revoke is pending,
- * RC_EKAFKA when the commit could not be started (the revoke completes
- * anyway). Loop thread. */
+/* Stores next-offsets (n entries) to be committed by librdkafka (see
+ * "Offsets" above); partitions not assigned are skipped. Returns 0, RC_EINVAL,
+ * RC_EKAFKA (some partition not stored). Loop thread. */
+int rc_consumer_store(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n);
+
+/* Completes a deferred revoke (opts.defer_revoke): stores parts/offsets (n
+ * entries, n = 0: nothing) and lets librdkafka unassign, which commits the
+ * stored offsets of the revoked partitions and waits for the answer before
+ * the group moves on. Returns 0, RC_EINVAL when no revoke is pending,
+ * RC_EKAFKA when an offset could not be stored (the revoke completes anyway).
+ * Loop thread. */
 int rc_consumer_release(rc_consumer *c, const int32_t *parts, const int64_t *offsets, size_t n);
 
 /* 1 when partition p is assigned, or revoked with the revoke still deferred
  * (its offsets may still be committed). Loop thread. */
 int rc_consumer_owns(const rc_consumer *c, int32_t p);
 
-/* Fills parts[i]/next_offsets[i] (i < cap) with the assigned partitions that had
- * messages handed to on_batch, and for each the offset of the last message taken
- * + 1 (the value rc_consumer_commit expects). Returns how many such partitions
+/* Fills parts[i]/next_offsets[i] (i < cap) with the assigned partitions that
+ * have a position - messages handed to on_batch, or a start position
+ * (opts.start_offsets) - and for each the offset of the last message taken + 1
+ * (the value rc_consumer_commit expects). Returns how many such partitions
  * exist (may exceed cap). Loop thread. */
 size_t rc_consumer_positions(const rc_consumer *c, int32_t *parts, int64_t *next_offsets,
                              size_t cap);

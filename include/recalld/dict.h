@@ -23,6 +23,14 @@ int rc_dict_intern(rc_dict *d, const char *s, size_t len, uint32_t *id, int *cre
 /* Any thread. Returns 0 and sets *id, or RC_ENOENT. */
 int rc_dict_find(const rc_dict *d, const char *s, size_t len, uint32_t *id);
 
+/* Any thread; a cache hint, nothing else. A lookup of s is three dependent
+ * memory reads (hash slot, entry, bytes); a caller that knows its keys ahead
+ * calls this with step 0, later 1, later 2 (e.g. one event apart), each
+ * step loading what the next one reads. Returns s's id from step 1 on when
+ * its hash slot is found (a hash match: not checked against the bytes), else
+ * UINT32_MAX. */
+uint32_t rc_dict_prefetch(const rc_dict *d, const char *s, size_t len, int step);
+
 /* Any thread. The string of id (NUL-terminated, stable for the dict's life);
  * *len may be NULL. Returns NULL for an unknown id. */
 const char *rc_dict_str(const rc_dict *d, uint32_t id, size_t *len);

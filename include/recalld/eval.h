@@ -45,7 +45,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include "recalld/clicklog.h"
 #include "recalld/index.h"
@@ -58,11 +57,14 @@
 
 /* Zero = default for every field. */
 typedef struct rc_eval_opts {
-    double test_ratio;      /* (0,1), 0 = 0.2 */
-    uint32_t query_len;     /* query items per prediction, 0 = 5, <= RC_EVAL_MAX_QUERY */
-    uint32_t auc_negatives; /* 0 = 100, <= RC_EVAL_MAX_NEGATIVES */
-    int exclude_prefix;     /* 1: exclude every prefix click, 0: the query items */
-    uint64_t seed;          /* of the AUC negatives, 0 = 1 */
+    double test_ratio;        /* (0,1), 0 = 0.2 */
+    uint32_t query_len;       /* query items per prediction, 0 = 5, <= RC_EVAL_MAX_QUERY */
+    uint32_t auc_negatives;   /* 0 = 100, <= RC_EVAL_MAX_NEGATIVES */
+    int exclude_prefix;       /* 1: exclude every prefix click, 0: the query items */
+    uint64_t seed;            /* of the AUC negatives, 0 = 1 */
+    uint32_t max_predictions; /* 0 = all; else a deterministic sample of about this many
+                               * (by a hash of session and position): --tune's cheaper
+                               * validation */
 } rc_eval_opts;
 
 /* ---- split ---- */
@@ -90,13 +92,13 @@ typedef struct rc_eval_split {
     uint8_t *train_mask;    /* per log session: 1 = training (for rc_train_run) */
     uint32_t ntrain, ntest; /* sessions */
     uint64_t train_clicks;
-    uint32_t nitems;        /* rc_dict_size(log->items) */
-    uint32_t *count;        /* per log item: clicks in the training sessions */
-    uint32_t *pop;          /* the catalog, most clicked first (ties: lower id first) */
+    uint32_t nitems; /* rc_dict_size(log->items) */
+    uint32_t *count; /* per log item: clicks in the training sessions */
+    uint32_t *pop;   /* the catalog, most clicked first (ties: lower id first) */
     uint32_t ncatalog;
-    rc_eval_pos *pos;       /* predictions, in session order then position */
+    rc_eval_pos *pos; /* predictions, in session order then position */
     size_t npos;
-    uint32_t *items;        /* storage of the query / exclusion lists */
+    uint32_t *items; /* storage of the query / exclusion lists */
 } rc_eval_split;
 
 /* Builds the split of log restricted to the sessions s with sessions == NULL
@@ -141,7 +143,7 @@ typedef struct rc_eval_metrics {
 typedef struct rc_eval_acc {
     uint64_t n, hit10, hit20, hit50, fallbacks;
     double rr_sum, rank_sum, auc_sum;
-    uint8_t *seen;      /* per item: recalled at least once */
+    uint8_t *seen; /* per item: recalled at least once */
     uint32_t nitems;
 } rc_eval_acc;
 
@@ -150,8 +152,7 @@ int rc_eval_acc_init(rc_eval_acc *a, uint32_t nitems);
 void rc_eval_acc_free(rc_eval_acc *a);
 /* One prediction: its top list[0..n) (n <= RC_EVAL_K, item ids < nitems), its
  * target and its AUC. */
-void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target,
-                     double auc);
+void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target, double auc);
 /* Metrics so far; coverage counts the items with count[item] > 0 among the
  * recalled ones over ncatalog (count may be NULL: every item counts). seconds
  * is left 0. */
@@ -168,8 +169,8 @@ void rc_eval_acc_result(const rc_eval_acc *a, const uint32_t *count, uint32_t nc
 typedef struct rc_eval_predictor {
     void *state;
     int (*predict)(void *state, const rc_eval_split *s, const rc_eval_pos *p, uint32_t k,
-                   uint32_t *list, uint32_t *n, const uint32_t *cand, uint32_t ncand,
-                   float *scores, int *fallback);
+                   uint32_t *list, uint32_t *n, const uint32_t *cand, uint32_t ncand, float *scores,
+                   int *fallback);
 } rc_eval_predictor;
 
 /* Scratch of one driver thread. */
@@ -182,8 +183,8 @@ typedef struct rc_eval_scratch {
 /* Makes prediction p with pr and adds it to a. A list shorter than K is
  * completed with the most popular catalog items not in it and not excluded
  * (a popularity fallback answers with those and scores by count). */
-int rc_eval_predict(const rc_eval_split *s, const rc_eval_predictor *pr, size_t p,
-                    rc_eval_acc *a, rc_eval_scratch *w);
+int rc_eval_predict(const rc_eval_split *s, const rc_eval_predictor *pr, size_t p, rc_eval_acc *a,
+                    rc_eval_scratch *w);
 /* Every prediction of s, in order. */
 int rc_eval_predict_all(const rc_eval_split *s, const rc_eval_predictor *pr, rc_eval_acc *a);
 
@@ -214,6 +215,12 @@ int rc_eval_embed_create(const rc_eval_split *s, const rc_table *t, rc_index *ix
                          rc_eval_embed **out);
 void rc_eval_embed_destroy(rc_eval_embed *e);
 void rc_eval_embed_predictor(rc_eval_embed *e, rc_eval_predictor *pr);
+/* Switches e to 58.com's multi-category parallel recall: the query items are
+ * searched with rc_recall_multi_category (opts copied; NULL = defaults,
+ * serial) instead of one mean vector; AUC scores stay the mean's cosine. A
+ * multi_category method = rc_eval_train_model + this + the driver. */
+struct rc_mc_opts; /* recall.h */
+void rc_eval_embed_multi_category(rc_eval_embed *e, const struct rc_mc_opts *opts);
 
 /* Creates an index over every row of t (rc_index_create, touch all rows,
  * rc_index_flush). *out: caller frees with rc_index_destroy before t. */
@@ -221,32 +228,35 @@ int rc_eval_index_build(rc_table *t, rc_index **out, char *errbuf, size_t errlen
 
 /* ---- methods ---- */
 
+/* What a method reports. */
+typedef struct rc_eval_report {
+    rc_eval_metrics m;
+    int has_settings; /* settings below were used (embedding methods) */
+    rc_train_opts settings;
+    int tuned;            /* settings were chosen by --tune */
+    double tune_hr50;     /* validation HR@50 of the chosen settings */
+    uint32_t tune_trials; /* settings tried */
+    double tune_seconds;  /* wall time of the search */
+} rc_eval_report;
+
 /* What a method run gets. The caller fills the inputs; methods may leave
  * settings for later ones (prequential reuses skip-gram's tuned settings). */
 typedef struct rc_eval_env {
     const rc_clicklog *log;
     const rc_eval_split *split;
-    rc_train_opts train;    /* base training settings (--dim, --window, ...) */
-    float overfetch;        /* recall over-fetch, 0 = 2 */
-    int tune;               /* --tune: search the settings on a validation split */
-    double tune_seconds;    /* budget per tuned method, 0 = 60 */
-    int fixed_mask;         /* RC_CLI_SET_* bits: settings --tune must keep */
-    int quiet;              /* no progress on stderr */
-    /* set by the skipgram method when it ran */
+    rc_train_opts train; /* base training settings (--dim, --window, ...) */
+    float overfetch;     /* recall over-fetch, 0 = 2 */
+    int tune;            /* --tune: search the settings on a validation split */
+    double tune_seconds; /* budget per tuned method, 0 = 60 */
+    int fixed_mask;      /* RC_CLI_SET_* bits: settings --tune must keep */
+    int quiet;           /* no progress on stderr */
+    float stream_lr;     /* prequential: the engine's constant learning rate, 0 = the
+                          * daemon's default (model.lr); never the batch start rate,
+                          * which batch training decays to ~0 */
+    /* set by the sgns method when it ran: its report (settings, tuning) */
     int have_sgns;
-    rc_train_opts sgns;
+    rc_eval_report sgns;
 } rc_eval_env;
-
-/* What a method reports. */
-typedef struct rc_eval_report {
-    rc_eval_metrics m;
-    int has_settings;       /* settings below were used (embedding methods) */
-    rc_train_opts settings;
-    int tuned;              /* settings were chosen by --tune */
-    double tune_hr50;       /* validation HR@50 of the chosen settings */
-    uint32_t tune_trials;   /* settings tried */
-    double tune_seconds;    /* wall time of the search */
-} rc_eval_report;
 
 typedef struct rc_eval_method {
     const char *name; /* JSON key and --methods name */
@@ -261,14 +271,14 @@ extern const size_t rc_eval_nmethods;
 const rc_eval_method *rc_eval_method_find(const char *name);
 /* Runs m on env into rep (zeroed first; rep->m.seconds = its wall time).
  * Returns 0 or the method's error (errbuf says what). */
-int rc_eval_method_run(const rc_eval_method *m, rc_eval_env *env, rc_eval_report *rep,
-                       char *errbuf, size_t errlen);
+int rc_eval_method_run(const rc_eval_method *m, rc_eval_env *env, rc_eval_report *rep, char *errbuf,
+                       size_t errlen);
 
 /* Trains a table for the env's split with settings o (on its training
  * sessions) and indexes it: the batch half of the sgns/cbow methods, for
  * methods that query a batch model differently. *t and *ix: caller frees
  * (index first). */
-int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table **t,
-                        rc_index **ix, char *errbuf, size_t errlen);
+int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table **t, rc_index **ix,
+                        char *errbuf, size_t errlen);
 
 #endif

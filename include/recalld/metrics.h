@@ -35,11 +35,11 @@
 
 /* Plain struct so that owners can embed it; touch it only through rc_hist_*. */
 typedef struct rc_hist {
-    uint32_t nb;                    /* finite bucket bounds in le[] */
-    double scale;                   /* exported value = observed value * scale */
-    uint64_t le[RC_HIST_MAX];       /* upper bounds (inclusive), strictly increasing */
+    uint32_t nb;                         /* finite bucket bounds in le[] */
+    double scale;                        /* exported value = observed value * scale */
+    uint64_t le[RC_HIST_MAX];            /* upper bounds (inclusive), strictly increasing */
     _Atomic uint64_t n[RC_HIST_MAX + 1]; /* per bucket, not cumulative; n[nb] = above le[nb-1] */
-    _Atomic uint64_t sum;           /* of observed values, base unit */
+    _Atomic uint64_t sum;                /* of observed values, base unit */
 } rc_hist;
 
 /* Bucket bounds in microseconds for request latencies (50 us .. 10 s) and for
@@ -87,32 +87,32 @@ typedef void (*rc_metrics_render_cb)(void *ud, rc_buf *out);
 typedef int (*rc_metrics_ready_cb)(void *ud, char *why, size_t cap);
 
 typedef struct rc_metrics_opts {
-    const char *bind;       /* IPv4 or IPv6 literal, NULL = "127.0.0.1" (borrowed) */
-    uint16_t port;          /* 0 = an ephemeral port (see rc_metrics_port) */
-    uint32_t max_request;   /* bytes of request line + headers, 0 = 8192 */
-    uint32_t timeout_ms;    /* lifetime of a connection, 0 = 5000 */
-    uint32_t max_clients;   /* open connections, 0 = 16 */
-    size_t max_body;        /* /metrics body bytes before a 500, 0 = 16 MiB */
+    const char *bind;     /* IPv4 or IPv6 literal, NULL = "127.0.0.1" (borrowed) */
+    uint16_t port;        /* 0 = an ephemeral port (see rc_metrics_port) */
+    uint32_t max_request; /* bytes of request line + headers, 0 = 8192 */
+    uint32_t timeout_ms;  /* lifetime of a connection, 0 = 5000 */
+    uint32_t max_clients; /* open connections, 0 = 16 */
+    size_t max_body;      /* /metrics body bytes before a 500, 0 = 16 MiB */
     rc_metrics_render_cb render;
     rc_metrics_ready_cb ready; /* NULL = always ready */
     void *ud;
 } rc_metrics_opts;
 
 typedef struct rc_metrics_stats {
-    uint64_t accepted, refused;   /* refused: over max_clients */
-    uint64_t scrapes;             /* 200 answers to /metrics */
-    uint64_t health;              /* answers to /health */
-    uint64_t bad_requests;        /* 400, 404, 405, 431 */
-    uint64_t timeouts;            /* closed by timeout_ms before the answer left */
-    uint64_t clients;             /* open now */
+    uint64_t accepted, refused; /* refused: over max_clients */
+    uint64_t scrapes;           /* 200 answers to /metrics */
+    uint64_t health;            /* answers to /health */
+    uint64_t bad_requests;      /* 400, 404, 405, 431 */
+    uint64_t timeouts;          /* closed by timeout_ms before the answer left */
+    uint64_t clients;           /* open now */
 } rc_metrics_stats;
 
 /* Loop thread. Binds and listens. Returns 0, RC_EINVAL (no render callback,
  * bind not an IP literal: "metrics: bind ADDR: expected an IP address") or
  * RC_EIO ("metrics 127.0.0.1:9464: bind: address already in use"). On RC_EIO
  * the listener handle closes through the loop: run it before uv_loop_close. */
-int rc_metrics_start(uv_loop_t *loop, const rc_metrics_opts *opts, rc_metrics **out,
-                     char *errbuf, size_t errlen);
+int rc_metrics_start(uv_loop_t *loop, const rc_metrics_opts *opts, rc_metrics **out, char *errbuf,
+                     size_t errlen);
 
 /* The bound port (useful with opts.port 0). Any thread. */
 int rc_metrics_port(const rc_metrics *m);
@@ -146,11 +146,11 @@ typedef struct rc_metrics_checkpoint {
  * left out). Everything is read on the loop thread. */
 typedef struct rc_metrics_sources {
     rc_engine *engine;
-    rc_consumer *consumer;     /* lag per partition (loop-thread accessor) */
-    const char *topic;         /* label of the lag gauges */
+    rc_consumer *consumer; /* lag per partition (loop-thread accessor) */
+    const char *topic;     /* label of the lag gauges */
     rc_server *server;
-    rc_api *api;               /* readiness and request latency by op */
-    rc_metrics *metrics;       /* this server's own counters */
+    rc_api *api;         /* readiness and request latency by op */
+    rc_metrics *metrics; /* this server's own counters */
     /* Returns 0 and fills out, or nonzero when checkpoints are not enabled. */
     int (*checkpoint)(void *arg, rc_metrics_checkpoint *out);
     void *checkpoint_arg;

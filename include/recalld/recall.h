@@ -34,7 +34,6 @@ int rc_recall_search(const rc_table *t, rc_index *ix, const float *q, uint32_t k
                      const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
                      rc_hit *out, uint32_t *n);
 
-#endif
 
 /* ---- multi-category parallel recall (58.com) ----
  * The user's recent clicks are split by category (business line); each
@@ -76,3 +75,5 @@ void rc_recall_decay_weights(const int64_t *ts, uint32_t n, int64_t half_life_ms
  * index, and a debugging aid. O(rows * dim). */
 int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, const rc_index_filter *f,
                     const uint32_t *exclude, uint32_t nexclude, rc_hit *out, uint32_t *n);
+
+#endif

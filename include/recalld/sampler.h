@@ -64,6 +64,16 @@ uint32_t rc_sampler_draw(rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_sh
 uint32_t rc_sampler_draw_shared(const rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share,
                                 uint32_t k, uint32_t *out);
 
+/* Read-only, for latency: starts the memory loads of the rc_sampler_draw
+ * calls that would be made for pos[0..npos) in that order, each with the same
+ * hard_share and k, with a generator in rng's state; advances *rng as those
+ * calls do when no candidate is refused. Pass a COPY of the generator that
+ * will draw: a trainer peeks at the draws of several pairs first, then draws
+ * them for real, so their cache misses overlap instead of stalling each draw
+ * in turn. */
+void rc_sampler_prefetch(const rc_sampler *s, rc_rng *rng, const uint32_t *pos, uint32_t npos,
+                         float hard_share, uint32_t k);
+
 void rc_sampler_stats_get(const rc_sampler *s, rc_sampler_stats *st);
 
 #endif

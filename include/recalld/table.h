@@ -78,6 +78,11 @@ int rc_table_append(rc_table *t, const char *id, size_t len, uint32_t city, uint
 /* Any thread. Returns 0 and *row, or RC_ENOENT. */
 int rc_table_find(const rc_table *t, const char *id, size_t len, uint32_t *row);
 
+/* Writer thread; a cache hint for a later rc_table_find/upsert of item id,
+ * in steps as rc_dict_prefetch (0, then 1, then 2, some work apart); from
+ * step 1 on it also loads the row's count and vectors. */
+void rc_table_prefetch(const rc_table *t, const char *id, size_t len, int step);
+
 /* Any thread, row < size. */
 const char *rc_table_item_id(const rc_table *t, uint32_t row, size_t *len);
 float *rc_table_in(const rc_table *t, uint32_t row);  /* dim floats */

@@ -31,21 +31,21 @@
 
 /* Zero = default for every field. */
 typedef struct rc_tune_opts {
-    double seconds;      /* time budget, 0 = 60 */
-    double valid_ratio;  /* validation share of the time range, 0 = 0.2 */
-    int fixed_mask;      /* RC_CLI_SET_* bits: parameters kept as in base */
-    uint64_t seed;       /* of the search, 0 = base seed */
-    float overfetch;     /* recall over-fetch, 0 = 2 */
-    int quiet;           /* 0: one line per trial and the choice on stderr */
+    double seconds;     /* time budget, 0 = 60 */
+    double valid_ratio; /* validation share of the time range, 0 = 0.2 */
+    int fixed_mask;     /* RC_CLI_SET_* bits: parameters kept as in base */
+    uint64_t seed;      /* of the search, 0 = base seed */
+    float overfetch;    /* recall over-fetch, 0 = 2 */
+    int quiet;          /* 0: one line per trial and the choice on stderr */
 } rc_tune_opts;
 
 typedef struct rc_tune_result {
-    rc_train_opts best;  /* base with the chosen parameters (max_seconds 0) */
-    double hr50;         /* validation HR@50 of best (mean over its runs) */
-    double base_hr50;    /* validation HR@50 of the base settings (mean over its runs) */
-    uint32_t configs;    /* settings tried */
-    uint32_t trials;     /* training runs */
-    double seconds;      /* wall time of the search */
+    rc_train_opts best; /* base with the chosen parameters (max_seconds 0) */
+    double hr50;        /* validation HR@50 of best (mean over its runs) */
+    double base_hr50;   /* validation HR@50 of the base settings (mean over its runs) */
+    uint32_t configs;   /* settings tried */
+    uint32_t trials;    /* training runs */
+    double seconds;     /* wall time of the search */
     uint64_t valid_predictions;
 } rc_tune_result;
 

@@ -26,10 +26,11 @@ static const char about[] =
     "co-occurrence), sgns / cbow (batch models, recalled through the server's\n"
     "index and re-rank), prequential (the streaming engine, predicting each click\n"
     "before learning it) and prequential-warm (the same, started from the batch\n"
-    "skip-gram model of the training part). --tune chooses the batch settings on\n"
+    "skip-gram model of the training part), multi_category (58.com's parallel\n"
+    "per-category recall on the skip-gram model). --tune chooses the batch settings on\n"
     "a validation split carved from the training part.";
 
-enum { X_DUMP, X_QUERY_LEN, X_EXCLUDE_PREFIX, X_AUC_NEG, X_OVERFETCH };
+enum { X_DUMP, X_QUERY_LEN, X_EXCLUDE_PREFIX, X_AUC_NEG, X_OVERFETCH, X_STREAM_LR };
 
 static const rc_cli_flag extra[] = {
     {"--dump-split", "DIR", "write the split (train sessions, positions) for external tools"},
@@ -37,12 +38,13 @@ static const rc_cli_flag extra[] = {
     {"--exclude-prefix", NULL, "exclude every prefix item, not just the query items"},
     {"--auc-negatives", "N", "sampled negatives per prediction for AUC, 1..1000 (100)"},
     {"--overfetch", "F", "index over-fetch factor before the exact re-rank (2)"},
+    {"--stream-lr", "F", "prequential: the engine's learning rate (the daemon's model.lr)"},
 };
 
 struct eval_flags {
     const char *dump;
     rc_eval_opts eo;
-    float overfetch;
+    float overfetch, stream_lr;
 };
 
 static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -70,10 +72,15 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
             return parse_u32(v, 1, RC_EVAL_MAX_NEGATIVES, &f->eo.auc_negatives)
                        ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_NEGATIVES)
                        : 0;
-        default:
+        case X_OVERFETCH:
             f->overfetch = strtof(v, &end);
             if (!*v || *end || !(f->overfetch >= 1 && f->overfetch <= 100))
                 return rc_err(eb, el, RC_EINVAL, "expected a number in [1,100]");
+            return 0;
+        default:
+            f->stream_lr = strtof(v, &end);
+            if (!*v || *end || !(f->stream_lr > 0 && f->stream_lr <= 1))
+                return rc_err(eb, el, RC_EINVAL, "expected a number in (0,1]");
             return 0;
     }
 }
@@ -103,9 +110,9 @@ static json_t *tuned_json(const rc_eval_report *r)
     return json_pack("{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:f,s:I,s:f}", "dim",
                      (json_int_t)(o->dim ? o->dim : 64), "window", (json_int_t)o->window,
                      "negatives", (json_int_t)o->negatives, "power", (double)o->power, "epochs",
-                     (json_int_t)o->epochs, "subsample", (double)o->subsample, "lr",
-                     (double)o->lr, "validation_hr@50", r->tune_hr50, "trials",
-                     (json_int_t)r->tune_trials, "seconds", r->tune_seconds);
+                     (json_int_t)o->epochs, "subsample", (double)o->subsample, "lr", (double)o->lr,
+                     "validation_hr@50", r->tune_hr50, "trials", (json_int_t)r->tune_trials,
+                     "seconds", r->tune_seconds);
 }
 
 static json_t *method_json(const rc_eval_report *r)
@@ -126,11 +133,11 @@ static void print_json(const rc_clicklog *log, const rc_eval_report *rep, const 
     for (size_t i = 0; i < rc_eval_nmethods; i++)
         if (run[i])
             json_object_set_new(methods, rc_eval_methods[i].name, method_json(&rep[i]));
-    json_t *j = json_pack("{s:{s:I,s:I,s:I,s:I,s:I},s:o}", "dataset", "events",
-                          (json_int_t)log->n, "users", (json_int_t)rc_dict_size(log->users),
-                          "items", (json_int_t)rc_dict_size(log->items), "sessions",
-                          (json_int_t)log->nsessions, "skipped", (json_int_t)log->skipped,
-                          "methods", methods);
+    json_t *j =
+        json_pack("{s:{s:I,s:I,s:I,s:I,s:I},s:o}", "dataset", "events", (json_int_t)log->n, "users",
+                  (json_int_t)rc_dict_size(log->users), "items",
+                  (json_int_t)rc_dict_size(log->items), "sessions", (json_int_t)log->nsessions,
+                  "skipped", (json_int_t)log->skipped, "methods", methods);
     if (j) {
         json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
@@ -201,15 +208,22 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
         (rc = rc_eval_split_create(log, NULL, &eo, &split, eb, el)))
         goto out;
     if (!cli->log.quiet)
-        fprintf(stderr, "recalld-eval: split at %lld ms: %u training sessions, %u items, %u test "
-                        "sessions, %zu predictions\n",
+        fprintf(stderr,
+                "recalld-eval: split at %lld ms: %u training sessions, %u items, %u test "
+                "sessions, %zu predictions\n",
                 (long long)split->cut_ms, split->ntrain, split->ncatalog, split->ntest,
                 split->npos);
     if (f->dump && (rc = rc_eval_split_dump(split, f->dump, eb, el)))
         goto out;
-    rc_eval_env env = {.log = log, .split = split, .train = cli->train, .overfetch = f->overfetch,
-                       .tune = cli->tune, .tune_seconds = cli->tune_seconds,
-                       .fixed_mask = cli->set_mask, .quiet = cli->log.quiet};
+    rc_eval_env env = {.log = log,
+                       .split = split,
+                       .train = cli->train,
+                       .overfetch = f->overfetch,
+                       .stream_lr = f->stream_lr,
+                       .tune = cli->tune,
+                       .tune_seconds = cli->tune_seconds,
+                       .fixed_mask = cli->set_mask,
+                       .quiet = cli->log.quiet};
     if ((rc = run_methods(&env, run, rep, eb, el)))
         goto out;
     if (cli->json)
@@ -233,8 +247,7 @@ int main(int argc, char **argv)
         return 1;
     }
     rc_cli_init(&cli);
-    if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &f, err,
-                     sizeof err) ||
+    if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &f, err, sizeof err) ||
         select_methods(&cli, run, err, sizeof err)) {
         fprintf(stderr, "recalld-eval: %s\n\n", err);
         rc_cli_usage(stderr, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));

@@ -204,11 +204,14 @@ static void on_done(void *ud, const rc_invalid *inv, size_t n)
 }
 
 /* ---- checkpoints and commits ----
- * Offsets are committed to Kafka only from a checkpoint result: what they
- * cover is on disk. A revoke is deferred by the consumer until a checkpoint
- * that contains every batch handed over so far is durable and its offsets are
- * committed (rc_consumer_release): the next owner of a revoked partition
- * starts exactly after the last event this model applied. */
+ * Offsets reach Kafka only from a checkpoint result: what they cover is on
+ * disk (rc_consumer_store; librdkafka commits them in the background). A
+ * revoke is deferred by the consumer until a checkpoint that contains every
+ * batch handed over so far is durable; its offsets are then stored and the
+ * unassign commits them before the group hands the partitions over
+ * (rc_consumer_release): the next owner starts exactly after the last event
+ * this model applied. After a crash the restored checkpoint's offsets win
+ * over the committed ones (they may be newer: the commit is asynchronous). */
 
 /* The durable offsets of r for the partitions this consumer still owns. */
 static size_t owned_offsets(daemon_t *d, const rc_engine_checkpoint_result *r, int32_t *parts,
@@ -257,12 +260,15 @@ static void on_checkpoint(void *ud, const rc_engine_checkpoint_result *r)
     int64_t offs[4096];
     note_checkpoint(d, r);
     size_t n = r->rc == 0 && d->consumer ? owned_offsets(d, r, parts, offs, 4096) : 0;
+    int released = 0;
     if (d->revoke_wait && r->covers >= d->revoke_ticket) {
         d->revoke_wait = 0;
-        rc_consumer_release(d->consumer, parts, offs, n); /* commits, then unassigns */
-    } else if (n) {
-        rc_consumer_commit(d->consumer, parts, offs, n);
+        /* stores, then unassigns (which commits); RC_EINVAL: the revoke was not
+         * deferred (assignment lost, closing) */
+        released = rc_consumer_release(d->consumer, parts, offs, n) != RC_EINVAL;
     }
+    if (!released && n)
+        rc_consumer_store(d->consumer, parts, offs, n); /* committed by librdkafka */
     if (d->final_wait && r->covers >= d->final_ticket) {
         d->final_wait = 0;
         d->final_rc = r->rc;
@@ -530,7 +536,7 @@ static int start(daemon_t *d)
     d->ckpt = c->data_dir[0] != '\0';
     /* Positions of the restored checkpoint: consumption resumes right after
      * the last event the model contains, whatever the group committed. */
-    size_t nstart = 0 * rc_engine_restored_offsets(d->engine, NULL, NULL, 0);
+    size_t nstart = rc_engine_restored_offsets(d->engine, NULL, NULL, 0);
     int32_t *sparts = calloc(nstart + 1, sizeof *sparts);
     int64_t *soffs = calloc(nstart + 1, sizeof *soffs);
     if (!sparts || !soffs) {

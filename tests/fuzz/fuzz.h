@@ -13,12 +13,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FUZZ_CHECK(c)                                                                     \
-    do {                                                                                  \
-        if (!(c)) {                                                                       \
-            fprintf(stderr, "%s:%d: property failed: %s\n", __FILE__, __LINE__, #c);      \
-            abort();                                                                      \
-        }                                                                                 \
+#define FUZZ_CHECK(c)                                                                              \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            fprintf(stderr, "%s:%d: property failed: %s\n", __FILE__, __LINE__, #c);               \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* An anonymous in-memory file holding data[0..size), reachable by path
