@@ -95,7 +95,7 @@ void rc_config_defaults(rc_config *c)
     snprintf(c->topic, sizeof c->topic, "clicks");
     snprintf(c->group, sizeof c->group, "recalld");
     c->embedded_partitions = 8;
-    c->kafka_batch = 1024;
+    c->kafka_batch = 256;
     c->max_users = 1000000;
     c->history = 20;
     c->gap_ms = 30 * 60 * 1000;
@@ -123,7 +123,7 @@ void rc_config_defaults(rc_config *c)
     c->mc_min_quota = 1;
     c->max_batch_users = 256;
     c->recall_user_city = 1;
-    c->queue_batches = 8;
+    c->queue_batches = 4;
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");
     c->stats_interval_ms = 10000;

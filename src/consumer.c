@@ -438,7 +438,15 @@ static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_
             continue;
         c->st.assigned += assigned ? !pt->assigned : -pt->assigned;
         pt->assigned = assigned;
-        /* pt->next stays: it is the owner's position in this partition */
+        /* A clean revoke hands the partition over with our durable offsets
+         * committed (see defer_revoke/rc_consumer_release): whoever owns it next
+         * continues from the group's committed offset, and so do we if it comes
+         * back — our own position would re-apply what the other member applied
+         * meanwhile. A lost assignment keeps our position (our commit may not
+         * have happened). At start, positions restored from a checkpoint are
+         * the owner's and win over the committed offsets. */
+        if (!assigned && !rd_kafka_assignment_lost(c->rk))
+            pt->next = -1;
         if (ids)
             ids[n++] = tp->partition;
     }
