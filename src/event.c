@@ -268,12 +268,20 @@ static void fields_of(json_t *o, json_t *f[F_COUNT])
     for (void *it = json_object_iter(o); it; it = json_object_iter_next(o, it)) {
         const char *k = json_object_iter_key(it);
         size_t kl = json_object_iter_key_len(it);
-        for (int i = 0; i < F_COUNT; i++) {
-            if (kl == field_names[i].len && memcmp(k, field_names[i].name, kl) == 0) {
-                f[i] = json_object_iter_value(it);
+        int i;
+        switch (kl) { /* length and first byte pick the one candidate */
+            case 7:
+                i = k[0] == 'u' ? F_USER : k[0] == 'i' ? F_ITEM : k[0] == 'c' && k[1] == 'i' ? F_CITY
+                                                                : F_CATE;
                 break;
-            }
+            case 2: i = F_TS; break;
+            case 5: i = F_EVENT; break;
+            case 6: i = F_DEVICE; break;
+            case 4: i = F_TAGS; break;
+            default: continue;
         }
+        if (memcmp(k, field_names[i].name, kl) == 0)
+            f[i] = json_object_iter_value(it);
     }
 }
 

@@ -186,11 +186,20 @@ static int rebuild(rc_sampler *s, struct dist *d)
         return RC_ENOMEM;
     float *prob = s->prob;
     uint32_t *alias = s->alias;
+    /* One gather of the members' records (random rows: prefetched ahead);
+     * every later pass is sequential. The tags wait in the slots. */
+    for (uint32_t i = 0; i < n; i++) {
+        if (d->members && i + 16 < n)
+            __builtin_prefetch(&s->ri[d->members[i + 16]]);
+        const struct rowinfo *ri = &s->ri[member(d, i)];
+        prob[i] = ri->w;
+        d->slots[i].tag = (uint16_t)ri->tag;
+    }
     double sum = 0;
     for (uint32_t i = 0; i < n; i++)
-        sum += s->ri[member(d, i)].w;
+        sum += prob[i];
     for (uint32_t i = 0; i < n; i++) {
-        prob[i] = (float)(s->ri[member(d, i)].w * (double)n / sum);
+        prob[i] = (float)(prob[i] * (double)n / sum);
         alias[i] = i;
         if (prob[i] < 1.0f)
             s->small[ns++] = i;
@@ -212,9 +221,11 @@ static int rebuild(rc_sampler *s, struct dist *d)
     while (ns)
         prob[s->small[--ns]] = 1.0f;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t r = member(d, i), a = member(d, alias[i]);
-        d->slots[i] = (struct slot){prob[i], r, a, (uint16_t)s->ri[r].tag,
-                                    (uint16_t)s->ri[a].tag};
+        struct slot *sl = &d->slots[i];
+        sl->prob = prob[i];
+        sl->row = member(d, i);
+        sl->alias_row = member(d, alias[i]);
+        sl->alias_tag = d->slots[alias[i]].tag;
     }
     if (d != &s->global && d->built_n == 0)
         s->st.cities++;
