@@ -85,8 +85,7 @@ int rc_buf_printf(rc_buf *b, const char *fmt, ...)
     return 0;
 }
 
-/* Length of a valid UTF-8 sequence starting at s (n bytes left), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t rc_utf8_seq(const unsigned char *s, size_t n)
 {
     unsigned c = s[0];
     size_t len;
@@ -127,7 +126,7 @@ int rc_buf_json_str(rc_buf *b, const char *s, size_t n)
         } else if (c < 0x20) {
             rc = rc_buf_printf(b, "\\u%04x", c);
             i++;
-        } else if ((l = utf8_len(u + i, n - i)) == 0) {
+        } else if ((l = rc_utf8_seq(u + i, n - i)) == 0) {
             rc = rc_buf_append(b, "\xef\xbf\xbd", 3);
             i++;
         } else {

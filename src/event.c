@@ -13,6 +13,7 @@
  * other modules, an event too big for the arena) through to malloc/free: a
  * pointer is returned to free() unless it lies in the calling thread's arena. */
 #include "recalld/event.h"
+#include "recalld/buf.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -367,34 +368,6 @@ static void put(struct out *o, const char *s, size_t n)
     o->len += n;
 }
 
-/* Length of a valid UTF-8 sequence at s (n bytes left), 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0], min;
-    size_t len;
-
-    if (c < 0x80)
-        return 1;
-    if ((c & 0xe0) == 0xc0)
-        len = 2, min = 0x80, c &= 0x1f;
-    else if ((c & 0xf0) == 0xe0)
-        len = 3, min = 0x800, c &= 0x0f;
-    else if ((c & 0xf8) == 0xf0)
-        len = 4, min = 0x10000, c &= 0x07;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        c = (c << 6) | (s[i] & 0x3f);
-    }
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    return len;
-}
-
 /* A JSON string literal; invalid UTF-8 becomes U+FFFD so the output always parses. */
 static void put_str(struct out *o, const char *s, size_t n)
 {
@@ -412,7 +385,7 @@ static void put_str(struct out *o, const char *s, size_t n)
             snprintf(esc, sizeof esc, "\\u%04x", u[i]);
             put(o, esc, 6);
             i++;
-        } else if ((l = utf8_seq(u + i, n - i)) == 0) {
+        } else if ((l = rc_utf8_seq(u + i, n - i)) == 0) {
             put(o, "\\ufffd", 6);
             i++;
         } else {

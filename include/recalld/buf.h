@@ -22,6 +22,9 @@ int rc_buf_printf(rc_buf *b, const char *fmt, ...) __attribute__((format(printf,
 /* Appends s[0..n) as a JSON string literal with quotes, escaping as RFC 8259
  * requires; invalid UTF-8 bytes are replaced by U+FFFD. */
 int rc_buf_json_str(rc_buf *b, const char *s, size_t n);
+/* Length of the valid UTF-8 sequence starting at s (n >= 1 bytes left), or 0
+ * when it is invalid (overlong, surrogate, > U+10FFFF, truncated). */
+size_t rc_utf8_seq(const unsigned char *s, size_t n);
 /* Appends a float in JSON (finite; NaN/inf become null), shortest of %.6g. */
 int rc_buf_json_num(rc_buf *b, double v);
 
