@@ -920,66 +920,39 @@ static scratch *scratch_get(void) {
   return s;
 }
 
-/* Min-heaps on s: the root is the weakest kept entry. */
-static void cand_down(cand *h, uint32_t n, uint32_t i) {
-  cand v = h[i];
-  for (;;) {
-    uint32_t c = 2 * i + 1;
-    if (c >= n)
-      break;
-    if (c + 1 < n && h[c + 1].s < h[c].s)
-      c++;
-    if (v.s <= h[c].s)
-      break;
-    h[i] = h[c];
-    i = c;
+/* Min-heaps on the member s: the root is the weakest kept entry. One
+ * definition for both element types (list candidates and row hits). */
+#define RC_MINHEAP(T)                                                         \
+  static void T##_down(T *h, uint32_t n, uint32_t i) {                        \
+    T v = h[i];                                                               \
+    for (;;) {                                                                \
+      uint32_t c = 2 * i + 1;                                                 \
+      if (c >= n)                                                             \
+        break;                                                                \
+      if (c + 1 < n && h[c + 1].s < h[c].s)                                   \
+        c++;                                                                  \
+      if (v.s <= h[c].s)                                                      \
+        break;                                                                \
+      h[i] = h[c];                                                            \
+      i = c;                                                                  \
+    }                                                                         \
+    h[i] = v;                                                                 \
+  }                                                                           \
+  static void T##_push(T *h, uint32_t *n, uint32_t cap, T v) {                \
+    if (*n < cap) {                                                           \
+      uint32_t i = (*n)++;                                                    \
+      while (i > 0 && h[(i - 1) / 2].s > v.s) {                               \
+        h[i] = h[(i - 1) / 2];                                                \
+        i = (i - 1) / 2;                                                      \
+      }                                                                       \
+      h[i] = v;                                                               \
+    } else if (v.s > h[0].s) {                                                \
+      h[0] = v;                                                               \
+      T##_down(h, *n, 0);                                                     \
+    }                                                                         \
   }
-  h[i] = v;
-}
-
-static void cand_push(cand *h, uint32_t *n, uint32_t cap, cand v) {
-  if (*n < cap) {
-    uint32_t i = (*n)++;
-    while (i > 0 && h[(i - 1) / 2].s > v.s) {
-      h[i] = h[(i - 1) / 2];
-      i = (i - 1) / 2;
-    }
-    h[i] = v;
-  } else if (v.s > h[0].s) {
-    h[0] = v;
-    cand_down(h, *n, 0);
-  }
-}
-
-static void hit_down(hit *h, uint32_t n, uint32_t i) {
-  hit v = h[i];
-  for (;;) {
-    uint32_t c = 2 * i + 1;
-    if (c >= n)
-      break;
-    if (c + 1 < n && h[c + 1].s < h[c].s)
-      c++;
-    if (v.s <= h[c].s)
-      break;
-    h[i] = h[c];
-    i = c;
-  }
-  h[i] = v;
-}
-
-static void hit_push(hit *h, uint32_t *n, uint32_t cap, hit v) {
-  if (*n < cap) {
-    uint32_t i = (*n)++;
-    while (i > 0 && h[(i - 1) / 2].s > v.s) {
-      h[i] = h[(i - 1) / 2];
-      i = (i - 1) / 2;
-    }
-    h[i] = v;
-  } else if (v.s > h[0].s) {
-    h[0] = v;
-    hit_down(h, *n, 0);
-  }
-}
+RC_MINHEAP(cand)
+RC_MINHEAP(hit)
 
 static int part_match(const part *p, const rc_index_filter *f) {
   if (!f)
