@@ -146,12 +146,34 @@ static int parse_recall_opts(rc_api *a, json_t *req, recall_opts *o, char *msg, 
         const char *m = json_string_value(v);
         if (m && strcmp(m, "multi_category") == 0)
             o->q.multi_category = 1;
+        else if (m && strcmp(m, "two_tower") == 0)
+            o->q.two_tower = 1;
         else if (!m || strcmp(m, "avg") != 0) {
-            snprintf(msg, msglen, "mode: expected \"avg\" or \"multi_category\"");
+            snprintf(msg, msglen, "mode: expected \"avg\", \"multi_category\" or \"two_tower\"");
             return -1;
         }
     }
+    if ((v = json_object_get(req, "now_ms")) && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+            snprintf(msg, msglen, "now_ms: expected epoch milliseconds (integer > 0)");
+            return -1;
+        }
+        o->q.now_ms = (int64_t)json_integer_value(v);
+    }
     return 0;
+}
+
+/* Why two_tower cannot answer (rc_engine_* returned RC_EAGAIN). */
+static void no_model_msg(rc_api *a, const char *what, char *msg, size_t msglen)
+{
+    rc_engine_tower_info ti;
+    rc_engine_tower_info_get(a->engine, &ti);
+    if (ti.loading)
+        snprintf(msg, msglen, "%s: the tower model is still loading (%u of %u items vectorised)",
+                 what, ti.load_done, ti.load_total);
+    else
+        snprintf(msg, msglen, "%s: no tower model loaded (start with --model FILE.tower or use "
+                 "reload_model)", what);
 }
 
 /* Appends `"items":[...]` (+ fallback, + categories plan) for one user. */
@@ -174,6 +196,10 @@ static int recall_one(rc_api *a, recall_opts *o, const char *user, rc_buf *r, ch
     int rc = rc_engine_recall(a->engine, &o->q, hits, &n, &fallback);
     if (rc) {
         free(hits);
+        if (rc == RC_EAGAIN && o->q.two_tower) {
+            no_model_msg(a, "two_tower", msg, msglen);
+            return -2;
+        }
         snprintf(msg, msglen, "%s", rc_strerror(rc));
         return -1;
     }
@@ -198,20 +224,24 @@ static int recall_one(rc_api *a, recall_opts *o, const char *user, rc_buf *r, ch
 
 /* {"op":"recall","user_id":U,...} or, batched, {"op":"recall","users":[U,...],...}
  * -> {"ok":true,"results":[{"user_id":U,"items":[...]},...]}. */
-static void op_recall(rc_api *a, json_t *req, rc_buf *r)
+static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
 {
     char user[RC_ID_MAX + 1], msg[160];
+    int orc;
     recall_opts *o = malloc(sizeof *o);
     json_t *users = json_object_get(req, "users");
     if (!o)
         return reply_error(a, r, "internal", "out of memory");
     if (parse_recall_opts(a, req, o, msg, sizeof msg))
         goto bad;
+    *two_tower = o->q.two_tower;
     if (!users) {
         if (get_id(req, "user_id", user, sizeof user, msg, sizeof msg))
             goto bad;
-        rc_buf_puts(r, "{\"ok\":true,");
-        if (recall_one(a, o, user, r, msg, sizeof msg))
+        rc_buf_puts(r, o->q.two_tower ? "{\"ok\":true,\"mode\":\"two_tower\"," : "{\"ok\":true,");
+        if ((orc = recall_one(a, o, user, r, msg, sizeof msg)) == -2)
+            goto no_model;
+        if (orc)
             goto internal;
         rc_buf_puts(r, "}");
         free(o);
@@ -235,7 +265,8 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r)
             goto bad;
         }
     }
-    rc_buf_puts(r, "{\"ok\":true,\"results\":[");
+    rc_buf_puts(r, o->q.two_tower ? "{\"ok\":true,\"mode\":\"two_tower\",\"results\":["
+                                  : "{\"ok\":true,\"results\":[");
     json_array_foreach(users, i, u)
     {
         json_t *one = json_pack("{sO}", "user_id", u);
@@ -244,7 +275,9 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r)
         rc_buf_puts(r, i ? ",{\"user_id\":" : "{\"user_id\":");
         rc_buf_json_str(r, user, strlen(user));
         rc_buf_puts(r, ",");
-        if (recall_one(a, o, user, r, msg, sizeof msg))
+        if ((orc = recall_one(a, o, user, r, msg, sizeof msg)) == -2)
+            goto no_model;
+        if (orc)
             goto internal;
         rc_buf_puts(r, "}");
     }
@@ -257,36 +290,81 @@ bad:
 internal:
     free(o);
     return reply_error(a, r, "internal", msg);
+no_model:
+    free(o);
+    return reply_error(a, r, "no_model", msg);
 }
 
 static void op_similar(rc_api *a, json_t *req, rc_buf *r)
 {
     char item[RC_ID_MAX + 1], msg[160];
     uint32_t k, n = 0;
+    json_t *v;
     if (get_id(req, "item_id", item, sizeof item, msg, sizeof msg))
         return reply_error(a, r, "bad_request", msg);
-    json_t *v = json_object_get(req, "k");
-    if (!v)
+    if (!json_object_get(req, "k"))
         json_object_set_new(req, "k", json_integer(10));
     if (get_k(a, req, &k, msg, sizeof msg))
         return reply_error(a, r, "bad_request", msg);
+    int tt = 0;
+    if ((v = json_object_get(req, "mode")) && !json_is_null(v)) {
+        const char *m = json_string_value(v);
+        if (m && strcmp(m, "two_tower") == 0)
+            tt = 1;
+        else if (!m || strcmp(m, "avg") != 0)
+            return reply_error(a, r, "bad_request", "mode: expected \"avg\" or \"two_tower\"");
+    }
     rc_hit *hits = malloc(k * sizeof *hits);
     if (!hits)
         return reply_error(a, r, "internal", "out of memory");
-    int rc = rc_engine_similar(a->engine, item, strlen(item), k, hits, &n);
+    int rc = tt ? rc_engine_tower_similar(a->engine, item, strlen(item), k, hits, &n)
+                : rc_engine_similar(a->engine, item, strlen(item), k, hits, &n);
+    if (rc == RC_EAGAIN && tt) {
+        free(hits);
+        no_model_msg(a, "two_tower", msg, sizeof msg);
+        return reply_error(a, r, "no_model", msg);
+    }
     if (rc == RC_ENOENT) {
         free(hits);
-        snprintf(msg, sizeof msg, "item_id %s is not known", item);
+        snprintf(msg, sizeof msg, tt ? "item_id %s is not known (or not vectorised yet)"
+                                     : "item_id %s is not known", item);
         return reply_error(a, r, "unknown_item", msg);
     }
     if (rc) {
         free(hits);
         return reply_error(a, r, "internal", rc_strerror(rc));
     }
-    rc_buf_puts(r, "{\"ok\":true,");
+    rc_buf_puts(r, tt ? "{\"ok\":true,\"mode\":\"two_tower\"," : "{\"ok\":true,");
     put_hits(a, r, hits, n);
     rc_buf_puts(r, "}");
     free(hits);
+}
+
+/* {"op":"reload_model","path":FILE?} -> the new tower model's figures. */
+static void op_reload_model(rc_api *a, json_t *req, rc_buf *r)
+{
+    char err[512];
+    const char *path = NULL;
+    rc_engine_tower_info ti;
+    json_t *v = json_object_get(req, "path");
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) >= RC_CONF_STR) {
+            snprintf(err, sizeof err, "path: expected a file name of 1..%d bytes", RC_CONF_STR - 1);
+            return reply_error(a, r, "bad_request", err);
+        }
+        path = json_string_value(v);
+    }
+    int rc = rc_engine_tower_load(a->engine, path, &ti, err, sizeof err);
+    if (rc == RC_EAGAIN)
+        return reply_error(a, r, "busy", err);
+    if (rc)
+        return reply_error(a, r, "load_failed", err);
+    rc_buf_puts(r, "{\"ok\":true,\"path\":");
+    rc_buf_json_str(r, ti.path, strlen(ti.path));
+    rc_buf_printf(r, ",\"params\":%zu,\"dim\":%u,\"max_clicks\":%u,\"items\":%u,"
+                     "\"load_ms\":%.1f}",
+                  ti.params, ti.dim, ti.max_clicks, ti.items, ti.load_ms);
 }
 
 static void op_user(rc_api *a, json_t *req, rc_buf *r)
@@ -325,6 +403,13 @@ static void op_stats(rc_api *a, rc_buf *r)
     rc_buf_printf(r, ",\"server\":{\"requests\":%llu,\"errors\":%llu}",
                   (unsigned long long)atomic_load(&a->requests),
                   (unsigned long long)atomic_load(&a->errors));
+    double p50, p99;
+    uint32_t nlat;
+    rc_api_tt_latency(a, &p50, &p99, &nlat);
+    rc_buf_printf(r, ",\"two_tower\":{\"requests\":%llu,\"errors\":%llu,\"p50_ms\":%.3f,"
+                     "\"p99_ms\":%.3f,\"samples\":%u}",
+                  (unsigned long long)atomic_load(&a->tt_requests),
+                  (unsigned long long)atomic_load(&a->tt_errors), p50, p99, nlat);
     if (a->kafka_stats) {
         rc_buf_puts(r, ",\"kafka\":{");
         a->kafka_stats(a->kafka_arg, r);
@@ -338,12 +423,33 @@ void rc_api_init(rc_api *a)
     memset(a, 0, sizeof *a);
     for (int op = 0; op < RC_API_OP_COUNT; op++)
         rc_hist_init(&a->latency[op], rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
+    rc_hist_init(&a->tt_latency, rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
+}
+
+static int cmp_u32(const void *x, const void *y)
+{
+    uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n)
+{
+    enum { RING = sizeof a->tt_recent / sizeof a->tt_recent[0] };
+    uint32_t v[RING];
+    unsigned long long pos = atomic_load(&a->tt_pos);
+    uint32_t m = pos < RING ? (uint32_t)pos : RING;
+    for (uint32_t i = 0; i < m; i++)
+        v[i] = atomic_load_explicit(&a->tt_recent[i], memory_order_relaxed);
+    qsort(v, m, sizeof *v, cmp_u32);
+    *n = m;
+    *p50_ms = m ? v[(m - 1) / 2] / 1e3 : 0;
+    *p99_ms = m ? v[(size_t)((m - 1) * 0.99)] / 1e3 : 0;
 }
 
 const char *rc_api_op_name(int op)
 {
-    static const char *names[RC_API_OP_COUNT] = {"recall", "similar", "user",
-                                                 "stats",  "health",  "invalid"};
+    static const char *names[RC_API_OP_COUNT] = {"recall", "similar",      "user",   "stats",
+                                                 "health", "reload_model", "invalid"};
     return op >= 0 && op < RC_API_OP_COUNT ? names[op] : "?";
 }
 
@@ -374,7 +480,7 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     rc_api *a = ud;
     json_error_t je;
     char msg[256];
-    int kind = RC_API_OP_INVALID;
+    int kind = RC_API_OP_INVALID, tt = 0;
     uint64_t t0 = rc_now_ns();
     atomic_fetch_add(&a->requests, 1);
     json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
@@ -391,7 +497,7 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
         reply_error(a, reply, "bad_request", "op: required string");
     else if (strcmp(name, "recall") == 0) {
         kind = RC_API_OP_RECALL;
-        op_recall(a, req, reply);
+        op_recall(a, req, reply, &tt);
     } else if (strcmp(name, "similar") == 0) {
         kind = RC_API_OP_SIMILAR;
         op_similar(a, req, reply);
@@ -404,15 +510,28 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     } else if (strcmp(name, "health") == 0) {
         kind = RC_API_OP_HEALTH;
         op_health(a, reply);
+    } else if (strcmp(name, "reload_model") == 0) {
+        kind = RC_API_OP_RELOAD_MODEL;
+        op_reload_model(a, req, reply);
     } else {
-        snprintf(msg, sizeof msg, "op: unknown op \"%.64s\" (recall, similar, user, stats, health)",
-                 name);
+        snprintf(msg, sizeof msg, "op: unknown op \"%.64s\" (recall, similar, user, stats, "
+                 "health, reload_model)", name);
         reply_error(a, reply, "unknown_op", msg);
     }
     json_decref(req);
     if (reply->overflow)
         reply_error(a, reply, "internal", "reply too large");
-out_observe:
+out_observe:;
     /* Cumulative buckets by op: the p99 of recall alone is what operators watch. */
-    rc_hist_observe(&a->latency[kind], (rc_now_ns() - t0) / 1000);
+    uint64_t us = (rc_now_ns() - t0) / 1000;
+    rc_hist_observe(&a->latency[kind], us);
+    if (tt) {
+        atomic_fetch_add(&a->tt_requests, 1);
+        if (reply->len >= 11 && memcmp(reply->data, "{\"ok\":false", 11) == 0)
+            atomic_fetch_add(&a->tt_errors, 1);
+        rc_hist_observe(&a->tt_latency, us);
+        unsigned long long pos = atomic_fetch_add(&a->tt_pos, 1);
+        atomic_store_explicit(&a->tt_recent[pos % 1024], (uint32_t)RC_MIN(us, (uint64_t)UINT32_MAX),
+                              memory_order_relaxed);
+    }
 }

@@ -17,7 +17,9 @@ enum id {
     F_INPUT, F_FORMAT, F_SEP, F_HEADER, F_USER, F_ITEM, F_TIME, F_SESSION, F_CITY, F_CATE,
     F_TIME_UNIT, F_TIME_OFFSET, F_GAP, F_ITEM_CATES, F_ITEM_CATES_FMT, F_TEST_RATIO, F_METHODS,
     F_MODE, F_DIM, F_WINDOW, F_NEG, F_EPOCHS, F_THREADS, F_SEED, F_MIN_COUNT, F_SUBSAMPLE, F_LR,
-    F_POWER, F_HARD, F_GLOBAL_NEG, F_TUNE, F_TUNE_SECONDS, F_OUTPUT, F_JSON, F_QUIET, F_HELP
+    F_POWER, F_HARD, F_GLOBAL_NEG, F_TUNE, F_TUNE_SECONDS, F_OUTPUT, F_JSON, F_QUIET, F_HELP,
+    F_TT_DIM, F_TT_HIDDEN, F_TT_EPOCHS, F_TT_BATCH, F_TT_LR, F_TT_OPT, F_TT_EASY, F_TT_HARD,
+    F_TT_TEMP, F_TT_FEATURES, F_USER_FEATURES
 };
 
 struct flag {
@@ -62,8 +64,49 @@ static const struct flag flags[] = {
     {F_OUTPUT, "--output", "FILE", "output file"},
     {F_JSON, "--json", NULL, "print one JSON object"},
     {F_QUIET, "--quiet", NULL, "no progress, report or summary on stderr"},
+    {F_TT_DIM, "--tower-dim", "N", "two-tower: output dimension, multiple of 8 (64)"},
+    {F_TT_HIDDEN, "--tower-hidden", "N", "two-tower: hidden units of both towers (128)"},
+    {F_TT_EPOCHS, "--tower-epochs", "N", "two-tower: passes over the training clicks (2)"},
+    {F_TT_BATCH, "--tower-batch", "N", "two-tower: examples per mini-batch (256)"},
+    {F_TT_LR, "--tower-lr", "F", "two-tower: learning rate (0.002 adam, 0.05 adagrad)"},
+    {F_TT_OPT, "--optimizer", "O", "two-tower: adam|adagrad (adam)"},
+    {F_TT_EASY, "--easy-negatives", "N", "two-tower: popularity negatives per mini-batch (128)"},
+    {F_TT_HARD, "--hard-negatives", "N",
+     "two-tower: same-city other-category negatives per example, 0 = none (4)"},
+    {F_TT_TEMP, "--temperature", "F", "two-tower: softmax temperature of the cosine (0.05)"},
+    {F_TT_FEATURES, "--features", "LIST",
+     "two-tower user features: all|none|tags,device,stats,attn (all)"},
+    {F_USER_FEATURES, "--user-features", "FILE",
+     "user features CSV/TSV: header, user id first, one feature per column"},
     {F_HELP, "--help", NULL, "this text"},
 };
+
+int rc_cli_parse_features(const char *v, unsigned *out, char *eb, size_t el)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } words[] = {{"tags", RC_TT_F_TAGS},   {"device", RC_TT_F_DEVICE}, {"stats", RC_TT_F_STATS},
+                 {"attn", RC_TT_F_ATTN},   {"all", RC_TT_F_ALL},       {"none", 0}};
+    unsigned f = 0;
+    if (!v || !*v || !out)
+        return rc_err(eb, el, RC_EINVAL, "expected all, none or a list of tags,device,stats,attn");
+    for (const char *p = v; *p;) {
+        size_t n = strcspn(p, ","), i;
+        for (i = 0; i < RC_ARRAY_LEN(words); i++)
+            if (strlen(words[i].name) == n && memcmp(p, words[i].name, n) == 0)
+                break;
+        if (i == RC_ARRAY_LEN(words))
+            return rc_err(eb, el, RC_EINVAL,
+                          "unknown feature \"%.*s\" (expected all, none, tags, device, stats, "
+                          "attn)",
+                          (int)RC_MIN(n, 40), p);
+        f |= words[i].bit;
+        p += n + (p[n] == ',');
+    }
+    *out = f;
+    return 0;
+}
 
 void rc_cli_init(rc_cli *c)
 {
@@ -173,14 +216,42 @@ static int set_number(rc_cli *c, const struct flag *f, const char *v, char *eb, 
         case F_WINDOW: return get_u32(v, 1, RC_SGNS_MAX_WINDOW / 2, &t->window) ? BAD("1..32") : 0;
         case F_NEG: return get_u32(v, 1, RC_SGNS_MAX_NEG, &t->negatives) ? BAD("1..64") : 0;
         case F_EPOCHS: return get_u32(v, 1, 100000, &t->epochs) ? BAD("1..100000") : 0;
-        case F_THREADS: return get_u32(v, 1, 256, &t->threads) ? BAD("1..256") : 0;
-        case F_SEED: return get_u64(v, 0, UINT64_MAX, &t->seed) ? BAD("an integer >= 0") : 0;
+        case F_THREADS:
+            if (get_u32(v, 1, 256, &t->threads))
+                return BAD("1..256");
+            c->tower.threads = t->threads;
+            return 0;
+        case F_SEED:
+            if (get_u64(v, 0, UINT64_MAX, &t->seed))
+                return BAD("an integer >= 0");
+            c->tower.seed = t->seed;
+            return 0;
         case F_MIN_COUNT:
             return get_u32(v, 1, UINT32_MAX, &t->min_count) ? BAD("an integer >= 1") : 0;
         case F_SUBSAMPLE: return get_flt(v, 0, 1, 0, &t->subsample) ? BAD("a number in [0,1]") : 0;
         case F_LR: return get_flt(v, 0, 10, 1, &t->lr) ? BAD("a number in (0,10]") : 0;
         case F_POWER: return get_flt(v, 0, 4, 1, &t->power) ? BAD("a number in (0,4]") : 0;
         case F_HARD: return get_flt(v, 0, 1, 0, &t->hard_share) ? BAD("a number in [0,1]") : 0;
+        case F_TT_DIM:
+            if (get_u32(v, 8, 1024, &c->tower.cfg.dim) || c->tower.cfg.dim % 8)
+                return BAD("a multiple of 8 in 8..1024");
+            return 0;
+        case F_TT_HIDDEN:
+            return get_u32(v, 1, 4096, &c->tower.cfg.hidden) ? BAD("1..4096") : 0;
+        case F_TT_EPOCHS: return get_u32(v, 1, 100000, &c->tower.epochs) ? BAD("1..100000") : 0;
+        case F_TT_BATCH: return get_u32(v, 1, 65536, &c->tower.batch) ? BAD("1..65536") : 0;
+        case F_TT_LR: return get_flt(v, 0, 10, 1, &c->tower.lr) ? BAD("a number in (0,10]") : 0;
+        case F_TT_EASY:
+            return get_u32(v, 1, 65536, &c->tower.easy_negatives) ? BAD("1..65536") : 0;
+        case F_TT_HARD:
+            if (get_u32(v, 0, 1024, &c->tower.hard_negatives))
+                return BAD("0..1024");
+            if (c->tower.hard_negatives == 0) /* the options' "none" */
+                c->tower.hard_negatives = UINT32_MAX;
+            return 0;
+        case F_TT_TEMP:
+            return get_flt(v, 0, 10, 1, &c->tower.cfg.temperature) ? BAD("a number in (0,10]")
+                                                                    : 0;
         case F_TEST_RATIO:
             if (get_dbl(v, 0, 1, 1, &c->test_ratio) || c->test_ratio >= 1)
                 return BAD("a number in (0,1)");
@@ -222,6 +293,22 @@ static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, si
         case F_ITEM_CATES: str = &c->log.item_cates; break;
         case F_METHODS: str = &c->methods; break;
         case F_OUTPUT: str = &c->output; break;
+        case F_USER_FEATURES: str = &c->user_features; break;
+        case F_TT_FEATURES: {
+            char why[160];
+            if (rc_cli_parse_features(v, &c->tower.cfg.features, why, sizeof why))
+                return rc_err(eb, el, RC_EINVAL, "%s: %s", f->name, why);
+            c->tower_features_set = 1;
+            return 0;
+        }
+        case F_TT_OPT:
+            if (!strcmp(v, "adam"))
+                c->tower.optimizer = RC_TT_ADAM;
+            else if (!strcmp(v, "adagrad"))
+                c->tower.optimizer = RC_TT_ADAGRAD;
+            else
+                return BAD("adam or adagrad");
+            return 0;
         case F_HEADER: c->log.header = 1; return 0;
         case F_GLOBAL_NEG: c->train.global_negatives = 1; return 0;
         case F_TUNE: c->tune = 1; return 0;
@@ -231,6 +318,8 @@ static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, si
             c->log.quiet = 1;
             c->train.quiet = 1;
             c->train.progress = -1;
+            c->tower.quiet = 1;
+            c->tower.progress = -1;
             return 0;
         case F_FORMAT:
         case F_TIME_UNIT:

@@ -68,6 +68,8 @@ struct loader {
     rc_dict *sessions;   /* session column values, when there is one */
     size_t cap;          /* recs capacity */
     uint32_t reported;
+    uint32_t prof_cap; /* log->profiles capacity */
+    size_t tag_cap;    /* log->tag_ids capacity */
     struct field f[MAX_FIELDS];
     rc_event ev;
 };
@@ -440,6 +442,81 @@ static int csv_row(struct loader *L, char *line, size_t len)
     return add_click(L, v, ts);
 }
 
+/* The profile slot of user u, growing the array (zeroed) as needed. */
+static rc_click_profile *profile_of(struct loader *L, uint32_t u)
+{
+    rc_clicklog *log = L->log;
+    if (u >= L->prof_cap) {
+        uint32_t cap = RC_MAX(u + 1, L->prof_cap ? L->prof_cap * 2 : 1024);
+        rc_click_profile *p = realloc(log->profiles, (size_t)cap * sizeof *p);
+        if (!p)
+            return NULL;
+        memset(p + L->prof_cap, 0, (size_t)(cap - L->prof_cap) * sizeof *p);
+        log->profiles = p;
+        L->prof_cap = cap;
+    }
+    log->nprofiles = RC_MAX(log->nprofiles, u + 1);
+    return &log->profiles[u];
+}
+
+/* Room for n tags of profile p: its slot when it fits, else a new one of 4, 8
+ * or 16 at the pool's end (so a user never holds more than 28 slots). */
+static int tag_room(struct loader *L, rc_click_profile *p, uint32_t n)
+{
+    rc_clicklog *log = L->log;
+    if (n <= p->tag_cap)
+        return 0;
+    uint32_t cap = n <= 4 ? 4 : n <= 8 ? 8 : 16;
+    if (log->ntag_ids + cap > L->tag_cap) {
+        size_t nc = RC_MAX(L->tag_cap * 2, log->ntag_ids + cap + 4096);
+        uint32_t *t = realloc(log->tag_ids, nc * sizeof *t);
+        if (!t)
+            return RC_ENOMEM;
+        log->tag_ids = t;
+        L->tag_cap = nc;
+    }
+    p->tag_off = (uint32_t)log->ntag_ids;
+    p->tag_cap = (uint8_t)cap;
+    log->ntag_ids += cap;
+    return 0;
+}
+
+/* Keeps the device and tags of a JSONL event for its user (the last non-empty
+ * ones win: later events overwrite). */
+static int keep_profile(struct loader *L, uint32_t user, const rc_event *ev)
+{
+    rc_clicklog *log = L->log;
+    uint32_t id, ids[RC_TAGS_MAX], n = 0;
+    int rc;
+    if (ev->device_len == 0 && ev->ntags == 0)
+        return 0;
+    if ((!log->devices && (rc = rc_dict_create(0, &log->devices, NULL, 0))) ||
+        (!log->tags && (rc = rc_dict_create(0, &log->tags, NULL, 0))))
+        return rc;
+    rc_click_profile *p = profile_of(L, user);
+    if (!p)
+        return RC_ENOMEM;
+    if (ev->device_len) {
+        if ((rc = rc_dict_intern(log->devices, ev->device, ev->device_len, &id, NULL)))
+            return rc;
+        p->device = id + 1;
+    }
+    for (uint32_t i = 0; i < ev->ntags && i < RC_TAGS_MAX; i++) {
+        if (ev->tag_len[i] == 0)
+            continue; /* an empty string is no tag */
+        if ((rc = rc_dict_intern(log->tags, ev->tags[i], ev->tag_len[i], &ids[n], NULL)))
+            return rc;
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    if ((rc = tag_room(L, p, n)))
+        return rc;
+    memcpy(log->tag_ids + p->tag_off, ids, n * sizeof *ids);
+    p->ntags = (uint8_t)n;
+    return 0;
+}
+
 static int json_row(struct loader *L, const char *line, size_t len)
 {
     char why[160];
@@ -453,7 +530,8 @@ static int json_row(struct loader *L, const char *line, size_t len)
         [C_USER] = {ev->user, ev->user_len}, [C_ITEM] = {ev->item, ev->item_len},
         [C_CITY] = {ev->city, ev->city_len}, [C_CATE] = {ev->cate, ev->cate_len},
     };
-    return add_click(L, v, ev->ts_ms);
+    int rc = add_click(L, v, ev->ts_ms);
+    return rc ? rc : keep_profile(L, L->log->recs[L->log->n - 1].user, ev);
 }
 
 /* ---- setup: format, separator, columns ---- */
@@ -926,5 +1004,9 @@ void rc_clicklog_free(rc_clicklog *log)
     rc_dict_destroy(log->items);
     rc_dict_destroy(log->cities);
     rc_dict_destroy(log->cates);
+    rc_dict_destroy(log->devices);
+    rc_dict_destroy(log->tags);
+    free(log->profiles);
+    free(log->tag_ids);
     free(log);
 }

@@ -77,6 +77,9 @@ static const struct key keys[] = {
     {"log.level", K_LEVEL, F(log_level), 0, 0},
     {"log.format", K_FORMAT, F(log_format), 0, 0},
     {"log.stats_interval_ms", K_U32, F(stats_interval_ms), 0, 86400000},
+    {"tower.model", K_STR, F(tower_model), 0, RC_CONF_STR - 1},
+    {"tower.refresh_rows", K_U32, F(tower_refresh_rows), 1, 1e7},
+    {"tower.recompute_per_flush", K_U32, F(tower_recompute), 1, 1e7},
 };
 #undef F
 
@@ -129,6 +132,8 @@ void rc_config_defaults(rc_config *c)
     c->stats_interval_ms = 10000;
     c->ckpt_interval_ms = 30000;
     c->ckpt_keep = 2;
+    c->tower_refresh_rows = 4096;
+    c->tower_recompute = 256;
 }
 
 static const struct key *find_key(const char *name)

@@ -14,6 +14,7 @@
 #include "recalld/model.h"
 #include "recalld/recall.h"
 #include "recalld/tune.h"
+#include "eval_int.h"
 
 #define NO_POS UINT32_MAX
 
@@ -138,6 +139,10 @@ static int run_batch_mc(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode
 out:
     rc_eval_embed_destroy(em);
     rc_index_destroy(ix);
+    if (!rc && mode == RC_SGNS_SKIPGRAM && !multi_category && env->keep_w2v && !env->w2v) {
+        env->w2v = t; /* the towers build on this very table */
+        t = NULL;
+    }
     rc_table_destroy(t);
     return rc;
 }
@@ -357,13 +362,16 @@ static int run_prequential_warm(rc_eval_env *env, rc_eval_report *rep, char *eb,
 }
 
 const rc_eval_method rc_eval_methods[] = {
-    {"popularity", run_popularity},
-    {"itemknn", run_itemknn},
-    {"sgns", run_sgns},
-    {"cbow", run_cbow},
-    {"prequential", run_prequential},
-    {"prequential-warm", run_prequential_warm},
-    {"multi_category", run_multi_category},
+    {"popularity", run_popularity, 0},
+    {"itemknn", run_itemknn, 0},
+    {"sgns", run_sgns, 0},
+    {"cbow", run_cbow, 0},
+    {"prequential", run_prequential, 0},
+    {"prequential-warm", run_prequential_warm, 0},
+    {"multi_category", run_multi_category, 0},
+    {"two_tower-nofeat", rc__eval_run_tower_nofeat, 1},
+    {"two_tower+tags", rc__eval_run_tower_tags, 1},
+    {"two_tower", rc__eval_run_tower_all, 1},
 };
 const size_t rc_eval_nmethods = RC_ARRAY_LEN(rc_eval_methods);
 

@@ -299,6 +299,8 @@ struct rc_eval_embed {
     uint32_t *qrows, *xrows;
     rc_hit *hits;
     float *q;
+    rc_eval_query_fn qfn; /* query vectors from it instead of the query items' mean */
+    void *qud;
     int mc; /* multi-category recall */
     rc_mc_opts mc_opts;
     rc_mc_quota quotas[64];
@@ -406,12 +408,19 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
     *n = 0;
     if ((rc = embed_sync(e)))
         return rc;
-    nq = rows_of(e, s->items + p->q_off, p->nq, e->qrows);
-    *fallback = !nq || rc_recall_query_vector(e->t, e->qrows, NULL, nq, e->q) != 0;
+    if (e->qfn) {
+        if ((rc = e->qfn(e->qud, s, p, e->q)) < 0)
+            return rc;
+        *fallback = rc == 0;
+        nq = 0;
+    } else {
+        nq = rows_of(e, s->items + p->q_off, p->nq, e->qrows);
+        *fallback = !nq || rc_recall_query_vector(e->t, e->qrows, NULL, nq, e->q) != 0;
+    }
     if (*fallback)
         return 0;
     nx = rows_of(e, s->items + p->x_off, p->nx, e->xrows);
-    if (e->mc) {
+    if (e->mc && nq) {
         uint32_t nquota = 0;
         rc = rc_recall_multi_category(e->t, e->ix, e->qrows, NULL, nq, RC_MIN(k, RC_EVAL_K),
                                       e->overfetch, NULL, e->xrows, nx, &e->mc_opts, e->hits, &nh,
@@ -438,6 +447,12 @@ void rc_eval_embed_multi_category(rc_eval_embed *e, const rc_mc_opts *opts)
     e->mc_opts = opts ? *opts : (rc_mc_opts){.serial = 1};
     if (!e->mc_opts.max_cats || e->mc_opts.max_cats > RC_ARRAY_LEN(e->quotas))
         e->mc_opts.max_cats = e->mc_opts.max_cats ? (uint32_t)RC_ARRAY_LEN(e->quotas) : 5;
+}
+
+void rc_eval_embed_query(rc_eval_embed *e, rc_eval_query_fn fn, void *ud)
+{
+    e->qfn = fn;
+    e->qud = ud;
 }
 
 void rc_eval_embed_predictor(rc_eval_embed *e, rc_eval_predictor *pr)

@@ -29,7 +29,9 @@ struct user {
     uint32_t home_city, fav[2], fav_cate;
     uint8_t nfav, focus, device; /* device NDEVICES = none */
     uint8_t new_session;
-    uint16_t left; /* clicks left in the current session, after the next one */
+    uint8_t drifted; /* on the temporary interest `cur` (opts.drift) */
+    uint16_t left;   /* clicks left in the current session, after the next one */
+    uint32_t cur;    /* the temporary interest's community */
 };
 
 enum bad {
@@ -257,6 +259,8 @@ static int check_opts(rc_gen_opts *o, char *errbuf, size_t errlen)
                       o->items);
     if (!(o->zipf > 0 && o->zipf < 10))
         return rc_err(errbuf, errlen, RC_EINVAL, "gen: zipf: expected 0 < s < 10");
+    if (!(o->drift >= 0 && o->drift <= 1))
+        return rc_err(errbuf, errlen, RC_EINVAL, "gen: drift: expected 0..1");
     if (!(o->invalid_share >= 0 && o->invalid_share <= 1))
         return rc_err(errbuf, errlen, RC_EINVAL, "gen: invalid_share: expected 0..1");
     if (o->start_ts_ms < 0 || o->start_ts_ms > (1LL << 50))
@@ -330,6 +334,10 @@ static uint32_t pick_comm(rc_gen *g, struct user *u, int *fav)
     double p = rnd(g);
     uint32_t c;
 
+    if (p < 0.85 && u->drifted) {
+        *fav = 1; /* the current interest, not a long-term favourite */
+        return u->cur;
+    }
     if (p < 0.85) {
         if (u->nfav == 2 && rnd(g) < 0.1) /* drift to the other favourite */
             u->focus ^= 1;
@@ -363,6 +371,12 @@ static void next_click(rc_gen *g, struct click *c)
     uint32_t ui = g->heap[0].user;
     struct user *u = &g->users[ui];
 
+    /* Drawn only when drifting is on: without it the stream is unchanged. */
+    if (u->new_session && g->o.drift > 0 && rnd(g) < g->o.drift) {
+        u->drifted ^= 1;
+        if (u->drifted)
+            u->cur = city_comm(g, u->home_city);
+    }
     if (u->new_session) {
         u->focus = u->nfav == 2 && rnd(g) < 0.4;
         u->left = 0;

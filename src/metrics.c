@@ -790,6 +790,47 @@ static void render_api(rc_buf *b, rc_api *a)
         snprintf(lab, sizeof lab, "op=\"%s\"", rc_api_op_name(op));
         rc_prom_hist(b, "recalld_request_duration_seconds", lab, &a->latency[op]);
     }
+    counter(b, "recalld_two_tower_requests_total", "Recall requests with \"mode\":\"two_tower\".",
+            atomic_load(&a->tt_requests));
+    counter(b, "recalld_two_tower_request_errors_total",
+            "Two-tower recall requests answered ok:false.", atomic_load(&a->tt_errors));
+    rc_prom_family(b, "recalld_two_tower_request_duration_seconds", "histogram",
+                   "Time to handle one two_tower recall request (user tower, search, reply).");
+    rc_prom_hist(b, "recalld_two_tower_request_duration_seconds", NULL, &a->tt_latency);
+}
+
+static void render_tower(rc_buf *b, rc_engine *e)
+{
+    rc_engine_tower_info ti;
+    rc_engine_tower_info_get(e, &ti);
+    gauge(b, "recalld_tower_loaded", "1 when a two-tower model is served.", ti.loaded);
+    gauge(b, "recalld_tower_loading", "1 while a two-tower model load is in progress.",
+          ti.loading);
+    gauge(b, "recalld_tower_params", "Parameters of the served two-tower model.",
+          (double)ti.params);
+    gauge(b, "recalld_tower_dim", "Vector size of the served two-tower model.", ti.dim);
+    gauge(b, "recalld_tower_items", "Items with an item-tower vector.", ti.items);
+    counter(b, "recalld_tower_reloads_total", "Two-tower model loads that succeeded.", ti.loads);
+    counter(b, "recalld_tower_reload_failures_total",
+            "Two-tower model loads refused (the served model stayed).", ti.load_failures);
+    counter(b, "recalld_tower_recomputed_total",
+            "Item-tower vectors recomputed after their word2vec vector drifted.", ti.recomputed);
+    gauge(b, "recalld_tower_refresh_pending", "Rows queued for a word2vec drift check.",
+          (double)ti.refresh_pending);
+    gauge(b, "recalld_tower_index_size", "Rows searchable in the tower index.",
+          (double)ti.index.size);
+    gauge(b, "recalld_tower_index_pending", "Tower index backlog: rows touched, not yet checked.",
+          (double)ti.index.pending);
+    gauge(b, "recalld_tower_index_staleness_seconds",
+          "Age of the oldest pending tower index touch, 0 when none.", ti.index.staleness_ms / 1e3);
+    gauge(b, "recalld_tower_index_new_item_freshness_p50_seconds",
+          "Median time from a new item's first touch to searchable in the tower index.",
+          (double)ti.index.fresh_p50_us / 1e6);
+    gauge(b, "recalld_tower_index_new_item_freshness_p99_seconds",
+          "99th percentile of the time from a new item's first touch to searchable in the "
+          "tower index.", (double)ti.index.fresh_p99_us / 1e6);
+    gauge(b, "recalld_tower_bytes", "Memory held by the served two-tower bundle.",
+          (double)ti.bytes);
 }
 
 static void render_checkpoint(rc_buf *b, const rc_metrics_sources *s)
@@ -841,6 +882,7 @@ void rc_metrics_render(const rc_metrics_sources *s, rc_buf *out)
     if (s->engine) {
         render_events(out, s->engine);
         render_index(out, s->engine);
+        render_tower(out, s->engine);
     }
     if (s->consumer)
         render_kafka(out, s->consumer, s->topic);

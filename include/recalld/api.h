@@ -1,5 +1,9 @@
 /* api — the request protocol of the Unix socket: one JSON object per line in,
- * one per line out. Ops: recall, similar, user, stats, health. Every failure is
+ * one per line out. Ops: recall, similar, user, stats, health, reload_model.
+ * recall and similar take "mode":"two_tower" (the served tower model, engine.h
+ * "two-tower serving"); reload_model {"path":FILE} (optional: default the
+ * configured tower.model) loads a tower model and swaps it in (blocks the
+ * worker for the build; the served model stays on failure). Every failure is
  * {"ok":false,"error":{"code":C,"message":M}} and the connection stays usable.
  * Runs on server worker threads (rc_server_handler); thread-safe. */
 #ifndef RECALLD_API_H
@@ -7,6 +11,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "recalld/buf.h"
 #include "recalld/engine.h"
@@ -20,6 +25,7 @@ enum rc_api_op {
     RC_API_OP_USER,
     RC_API_OP_STATS,
     RC_API_OP_HEALTH,
+    RC_API_OP_RELOAD_MODEL,
     RC_API_OP_INVALID,
     RC_API_OP_COUNT
 };
@@ -37,7 +43,16 @@ typedef struct rc_api {
     atomic_int model_ready;
     _Atomic unsigned long long requests, errors;
     rc_hist latency[RC_API_OP_COUNT]; /* handling time by op, us (rc_api_init) */
+    /* "mode":"two_tower" recall requests (also counted in latency[recall]) */
+    _Atomic unsigned long long tt_requests, tt_errors;
+    rc_hist tt_latency;                /* us */
+    _Atomic uint32_t tt_recent[1024];  /* the latest latencies, us, for percentiles */
+    _Atomic unsigned long long tt_pos;
 } rc_api;
+
+/* Any thread: p50 and p99 (ms) of the latest two_tower recall latencies and
+ * how many samples they cover (<= 1024). */
+void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n);
 
 /* Zeroes a and sets up its histograms; then set engine and the rest. */
 void rc_api_init(rc_api *a);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "recalld/clicklog.h"
+#include "recalld/tower.h"
 #include "recalld/train.h"
 
 typedef struct rc_cli {
@@ -33,7 +34,20 @@ typedef struct rc_cli {
     int json;            /* --json */
     int help;            /* -h / --help was given: print usage, exit 0 */
     int set_mask;        /* which of the RC_CLI_SET_* flags were given explicitly */
+    /* The two-tower model (tower.h): --tower-dim, --tower-hidden,
+     * --tower-epochs, --tower-batch, --tower-lr, --optimizer adam|adagrad,
+     * --easy-negatives, --hard-negatives (0 = none), --temperature,
+     * --features all|none|LIST (tags,device,stats,attn); threads, seed and
+     * progress follow --threads, --seed, --quiet. */
+    rc_tt_train_opts tower;
+    int tower_features_set;    /* --features was given (features 0 is "none") */
+    const char *user_features; /* --user-features FILE (ufeat.h), NULL = none */
 } rc_cli;
+
+/* Parses a --features value (all, none, or a comma list of tags, device,
+ * stats, attn) into RC_TT_F_* bits. Returns 0 or RC_EINVAL (errbuf names the
+ * unknown word). */
+int rc_cli_parse_features(const char *v, unsigned *out, char *errbuf, size_t errlen);
 
 /* Bits of rc_cli.set_mask: lets --tune keep what the user fixed by hand. */
 enum {

@@ -72,6 +72,16 @@ typedef struct rc_click_rec {
     int64_t ts_ms;
 } rc_click_rec;
 
+/* The profile a JSONL user's events carried (ufeat.h builds its features from
+ * it): the device of its LAST event with a non-empty device, the tags of its
+ * last event with a non-empty tag list. */
+typedef struct rc_click_profile {
+    uint32_t device;   /* log->devices id + 1, 0 = none */
+    uint32_t tag_off;  /* its tags: log->tag_ids[tag_off .. tag_off + ntags) */
+    uint8_t ntags;     /* 0 = none (<= RC_TAGS_MAX of event.h) */
+    uint8_t tag_cap;   /* room at tag_off (loader bookkeeping) */
+} rc_click_profile;
+
 typedef struct rc_clicklog {
     rc_click_rec *recs; /* after sessionize: sorted by (session, ts) and sessions by start time */
     size_t n;
@@ -81,6 +91,16 @@ typedef struct rc_clicklog {
     uint64_t lines, skipped; /* data rows read (header, blank lines excluded) = n + skipped */
     uint64_t skipped_by_reason[8]; /* see rc_clicklog_reason_name */
     int has_city, has_cate;        /* the log carried those columns */
+    /* JSONL only (all NULL/0 for CSV/TSV logs): device and tag strings, and
+     * per user (index = dense user id, nprofiles entries; users past it have
+     * none) what its events said. Memory: 12 bytes per user plus at most
+     * 2 * RC_TAGS_MAX tag slots per user (a list is rewritten in place when it
+     * fits). */
+    rc_dict *devices, *tags;
+    rc_click_profile *profiles;
+    uint32_t nprofiles;
+    uint32_t *tag_ids;             /* tags ids, see rc_click_profile */
+    size_t ntag_ids;
 } rc_clicklog;
 
 /* Loads and sessionizes. Returns 0, RC_ENOENT/RC_EIO (file), RC_EINVAL (bad

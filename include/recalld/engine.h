@@ -100,6 +100,9 @@ typedef struct rc_recall_req {
     int global;           /* 1: all cities even when recall.scope is "user_city" ("city":"*") */
     rc_mc_quota *quotas;  /* multi_category: receives the plan (room for 64), may be NULL */
     uint32_t *nquotas;
+    int two_tower;        /* 1: the two-tower model (see "two-tower serving" below) */
+    int64_t now_ms;       /* two_tower: the time the user vector is for; 0 = the event-time
+                           * watermark (newest applied event) */
 } rc_recall_req;
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback);
@@ -194,6 +197,78 @@ void rc_engine_reload(rc_engine *e, const rc_config *c);
 
 /* Any thread: recall.k_default and recall.k_max as currently configured. */
 void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max);
+
+/* ---- two-tower serving (tower.h, tserve.h) ----
+ * A tower model file is loaded at create (cfg->tower_model) or later
+ * (rc_engine_tower_load); its bundle (tserve.h) is BUILT off the trainer —
+ * every existing item gets its item-tower vector on the loading thread, with
+ * progress in the log — and then handed to the trainer thread, which mirrors
+ * the rows created meanwhile and publishes it; from then on the trainer keeps
+ * it current after every batch: new items at once (cold start), items whose
+ * word2vec vector drifted within tower.refresh_rows checks and
+ * tower.recompute_per_flush recomputations per flush. Requests hold a
+ * reference to the bundle they started with: a swap never pulls it from under
+ * them. A failed load keeps the served model.
+ *
+ * User input of a request, exactly what rc_tt_history_user_in builds offline:
+ * the user's recent clicks from the session store (the last max_clicks of the
+ * model; the store holds sessions.history of them), each as item id / city /
+ * category hashes + current word2vec vector, with their times; the profile
+ * store's device, tags, clicks and sessions (profile.h: every applied click
+ * counts, a click reported RC_SESS_NEW_SESSION starts a session); now_ms. */
+
+typedef struct rc_engine_tower_info {
+    int loaded;                /* a model is served */
+    int loading;               /* a load is in progress */
+    char path[RC_CONF_STR];    /* file of the served model */
+    size_t params;             /* of the served model */
+    uint32_t dim, max_clicks;
+    uint32_t items;            /* item vectors of the served bundle */
+    uint32_t load_done, load_total; /* progress of the load in progress */
+    double load_ms;            /* duration of the last successful load */
+    uint64_t loads, load_failures;
+    uint64_t checked, recomputed, refresh_pending;
+    char last_error[256];      /* of the last failed load, "" none */
+    rc_index_stats index;      /* tower index (zeros when none) */
+    size_t bytes;              /* bundle (mirror, int8 copies, model) */
+} rc_engine_tower_info;
+
+/* Any thread except the engine's own (loop thread: use the async form; it
+ * blocks for the build). Loads path (NULL = cfg->tower_model), builds the
+ * bundle and waits until the trainer serves it; info (NULL ok) describes the
+ * new model. Returns 0, RC_EAGAIN (a load is already in progress), RC_ENOENT /
+ * RC_EIO / RC_ECORRUPT / RC_EINVAL (file, w2v_dim mismatch: errbuf says which;
+ * the served model stays), RC_ENOMEM. */
+int rc_engine_tower_load(rc_engine *e, const char *path, rc_engine_tower_info *info,
+                         char *errbuf, size_t errlen);
+/* Loop thread (SIGHUP): the same on a background thread; the outcome is
+ * logged and shows in the stats. Returns 0 (started), RC_EAGAIN, RC_EIO. */
+int rc_engine_tower_load_async(rc_engine *e, const char *path, char *errbuf, size_t errlen);
+/* Any thread (shutdown): a load in progress gives up at its next step and
+ * later loads are refused (RC_EAGAIN); the served model keeps serving. */
+void rc_engine_tower_cancel(rc_engine *e);
+/* Any thread. 1 when path (NULL = the served model's file) differs from the
+ * served model's file: another path, or the same path with another mtime or
+ * size (or no model is served and path names a file). */
+int rc_engine_tower_file_changed(rc_engine *e, const char *path);
+/* Any thread. */
+void rc_engine_tower_info_get(rc_engine *e, rc_engine_tower_info *info);
+/* Any thread. The served user-tower vector of user at now_ms (0 = the
+ * watermark) into out (room for cap floats); *dim its size. Returns 0,
+ * RC_EAGAIN (no model served), RC_ENOENT (user has neither clicks nor a
+ * profile), RC_E2BIG (cap too small), RC_ENOMEM. */
+int rc_engine_tower_user_vector(rc_engine *e, const char *user, size_t ulen, int64_t now_ms,
+                                float *out, uint32_t cap, uint32_t *dim);
+/* Any thread. The served item-tower vector of item (the mirror's current
+ * vector). Returns 0, RC_EAGAIN, RC_ENOENT (unknown or not yet vectorised). */
+int rc_engine_tower_item_vector(rc_engine *e, const char *item, size_t len, float *out,
+                                uint32_t cap, uint32_t *dim);
+/* Any thread. Items nearest to item's tower vector in the tower index (itself
+ * excluded). Returns 0, RC_EAGAIN, RC_ENOENT, RC_EINVAL (k). */
+int rc_engine_tower_similar(rc_engine *e, const char *item, size_t len, uint32_t k, rc_hit *out,
+                            uint32_t *n);
+/* Any thread: 1 when the row is searchable in the served tower index. */
+int rc_engine_tower_contains(rc_engine *e, uint32_t row);
 
 /* Any thread: freshness of every finished batch (consumed -> applied and index
  * flushed), microseconds, exported in seconds. Lives as long as e. */

@@ -22,6 +22,11 @@
  *    .196 / .041 when the whole prefix is excluded.
  *  - a method with no usable query item for a position (none in its model)
  *    falls back to popularity.
+ *  - the two-tower methods query with the user tower instead: its input is
+ *    the user's clicks strictly before the target, over all the user's
+ *    sessions (what the server's session store holds; rc_tt_history_user_in),
+ *    and the user's profile; a position with neither falls back to
+ *    popularity. Exclusions and AUC negatives are the same as the others'.
  *
  * Metrics over the predictions (top K = 50 recalled per prediction):
  *  - HR@k: share of predictions whose target is in the top k (k = 10, 20, 50);
@@ -49,7 +54,9 @@
 #include "recalld/clicklog.h"
 #include "recalld/index.h"
 #include "recalld/table.h"
+#include "recalld/tower.h"
 #include "recalld/train.h"
+#include "recalld/ufeat.h"
 
 #define RC_EVAL_K             50u   /* recommendations per prediction */
 #define RC_EVAL_MAX_QUERY     64u   /* bound of query_len */
@@ -222,6 +229,16 @@ void rc_eval_embed_predictor(rc_eval_embed *e, rc_eval_predictor *pr);
 struct rc_mc_opts; /* recall.h */
 void rc_eval_embed_multi_category(rc_eval_embed *e, const struct rc_mc_opts *opts);
 
+/* Switches e to query vectors computed by fn (the two-tower methods: the user
+ * tower's vector) instead of the query items' mean: fn writes the unit query
+ * (table dim floats) of prediction p into q and returns 1, 0 when it has no
+ * usable query (the driver's popularity fallback), or a negative RC_E*. The
+ * search, the exclusion of the excluded items' rows and the AUC scores
+ * (cosine of q with each candidate's input vector) are unchanged. ud is
+ * borrowed. */
+typedef int (*rc_eval_query_fn)(void *ud, const rc_eval_split *s, const rc_eval_pos *p, float *q);
+void rc_eval_embed_query(rc_eval_embed *e, rc_eval_query_fn fn, void *ud);
+
 /* Creates an index over every row of t (rc_index_create, touch all rows,
  * rc_index_flush). *out: caller frees with rc_index_destroy before t. */
 int rc_eval_index_build(rc_table *t, rc_index **out, char *errbuf, size_t errlen);
@@ -237,6 +254,10 @@ typedef struct rc_eval_report {
     double tune_hr50;     /* validation HR@50 of the chosen settings */
     uint32_t tune_trials; /* settings tried */
     double tune_seconds;  /* wall time of the search */
+    /* two-tower methods: the tower's settings (features resolved) and run */
+    int has_tower;
+    rc_tt_train_opts tower;
+    rc_tt_train_result tower_res;
 } rc_eval_report;
 
 /* What a method run gets. The caller fills the inputs; methods may leave
@@ -256,12 +277,33 @@ typedef struct rc_eval_env {
     /* set by the sgns method when it ran: its report (settings, tuning) */
     int have_sgns;
     rc_eval_report sgns;
+    /* Two-tower methods (src/eval_tower.c). They train the towers on the
+     * split's training sessions on top of the skip-gram table w2v: the one
+     * sgns left there (keep_w2v = 1), else one they train with sgns's
+     * settings (or the base ones) and leave there for the next tower row —
+     * so every row of an ablation shares one table. rc_eval_env_cleanup
+     * frees it. */
+    const rc_ufeat *feats;  /* user features, NULL = the log's own (rc_ufeat_from_log) */
+    rc_tt_train_opts tower; /* base tower settings (--tower-*; cfg.features see below) */
+    int tower_features_set; /* tower.cfg.features was given: the two_tower row uses it
+                             * instead of RC_TT_F_ALL */
+    int keep_w2v;           /* the sgns method leaves its table in w2v */
+    rc_table *w2v;
 } rc_eval_env;
 
 typedef struct rc_eval_method {
     const char *name; /* JSON key and --methods name */
     int (*run)(rc_eval_env *env, rc_eval_report *rep, char *errbuf, size_t errlen);
+    int not_default;  /* runs only when named (--methods, --ablation) */
 } rc_eval_method;
+
+/* The ablation rows (recalld-eval --ablation), in order: the word2vec average
+ * and the towers without user features, with interest tags, with everything
+ * (tags, device, behaviour statistics, attention). */
+#define RC_EVAL_ABLATION "sgns,two_tower-nofeat,two_tower+tags,two_tower"
+
+/* Frees what the methods left in env (the shared w2v table). NULL-safe. */
+void rc_eval_env_cleanup(rc_eval_env *env);
 
 /* The methods, in the order they run and are reported. Adding a method is
  * one entry here (src/eval_methods.c). */

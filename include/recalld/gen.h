@@ -13,7 +13,9 @@
  * Users are interleaved like a real stream: event times are non-decreasing
  * over the whole output and strictly increasing per user. Optional fields:
  * `device` per user (tied to its favourite category) and `tags` (1-3 labels
- * "t<cate>_<j>", mostly from the user's favourite categories).
+ * "t<cate>_<j>", mostly from the user's favourite categories). Opt-in
+ * drifting interests (opts.drift) move a user's clicks to temporary interests
+ * that its profile does not describe.
  *
  * Deterministic: the same options give the same lines. Not thread-safe (one
  * owner); truth queries are read-only and may run from any thread while no
@@ -45,6 +47,14 @@ typedef struct rc_gen_opts {
     int64_t start_ts_ms;  /* first event time, 0 = 1700000000000 */
     double invalid_share; /* 0..1: share of lines made malformed */
     unsigned flags;       /* RC_GEN_NO_* */
+    /* 0..1, 0 = off (the stream is then exactly the one without this field):
+     * drifting interests. At each new session, with this probability, a user
+     * on its long-term favourites starts a temporary interest (a random
+     * community of its home city) that its favourite-community clicks then
+     * come from, session after session; a user on a temporary interest
+     * returns to its long-term favourites. Device and tags keep describing
+     * the long-term favourites; the truth too. */
+    double drift;
 } rc_gen_opts;
 
 /* What one line is about (valid or not, the underlying click). */

@@ -3,7 +3,8 @@
  *   recallctl [--socket PATH] [--timeout MS] [--raw] REQUEST
  *
  * REQUEST is a JSON object, or a shorthand: stats | health | recall USER [K] [CITY]
- * | similar ITEM [K]. Exit status: 0 reply ok:true, 1 reply ok:false, 2 usage,
+ * | similar ITEM [K] | reload-model [PATH] (a two-tower model; the default
+ * timeout becomes 10 minutes: the daemon answers once the model serves). Exit status: 0 reply ok:true, 1 reply ok:false, 2 usage,
  * connection or timeout error (the status a container HEALTHCHECK reads). */
 #include <errno.h>
 #include <jansson.h>
@@ -29,6 +30,7 @@ static const char usage_text[] =
     "usage: recallctl [--socket PATH] [--timeout MS] [--raw] REQUEST\n"
     "REQUEST: a JSON object, or one of\n"
     "  stats | health | recall USER [K] [CITY] | similar ITEM [K]\n"
+    "  | reload-model [PATH]   (two-tower model; default timeout 10 min)\n"
     "Socket: --socket, else $RECALLD_SOCKET, else " DEFAULT_SOCKET ".\n"
     "Exit: 0 reply ok:true, 1 reply ok:false, 2 usage/connection/timeout error.\n";
 
@@ -36,6 +38,7 @@ struct args {
     const char *socket;
     long timeout_ms;
     int raw;
+    int timeout_set; /* --timeout given */
     char **req; /* remaining words */
     int nreq;
 };
@@ -88,6 +91,8 @@ static int parse_args(int argc, char **argv, struct args *a)
                 a->socket = v;
             else if (parse_long(v, 1, 86400000, &a->timeout_ms) != 0)
                 return die("--timeout: expected milliseconds in [1, 86400000], got '%s'", v);
+            else
+                a->timeout_set = 1;
         } else {
             return die("unknown option %s\n%s", o, usage_text);
         }
@@ -136,6 +141,9 @@ static int build_request(char **w, int n, json_t **out)
             rc = set_k(o, w[2]);
         if (!rc && n == 4)
             json_object_set_new(o, "city", id_value(w[3]));
+    } else if (strcmp(w[0], "reload-model") == 0 && n <= 2) {
+        o = n == 2 ? json_pack("{s:s,s:s}", "op", "reload_model", "path", w[1])
+                   : json_pack("{s:s}", "op", "reload_model");
     } else if (strcmp(w[0], "similar") == 0 && n >= 2 && n <= 3) {
         o = json_pack("{s:s,s:o}", "op", "similar", "item_id", id_value(w[1]));
         if (n == 3)
@@ -280,6 +288,8 @@ int main(int argc, char **argv)
         rc = build_request(a.req, a.nreq, &req);
     if (rc)
         return rc;
+    if (!a.timeout_set && strcmp(a.req[0], "reload-model") == 0)
+        a.timeout_ms = 600000; /* the reply comes once every item is vectorised */
     char *text = json_dumps(req, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(req);
     if (!text)

@@ -28,9 +28,17 @@ static const char about[] =
     "before learning it) and prequential-warm (the same, started from the batch\n"
     "skip-gram model of the training part), multi_category (58.com's parallel\n"
     "per-category recall on the skip-gram model). --tune chooses the batch settings on\n"
-    "a validation split carved from the training part.";
+    "a validation split carved from the training part.\n"
+    "Two-tower rows (run when named, or all with --ablation): two_tower-nofeat (mean\n"
+    "of the clicks, no profile), two_tower+tags (+ interest tags), two_tower (+ device,\n"
+    "behaviour statistics, attention; or --features), each trained on the training\n"
+    "sessions on top of the sgns table; user features from the log's JSON events\n"
+    "(device, tags) or --user-features FILE.";
 
-enum { X_DUMP, X_QUERY_LEN, X_EXCLUDE_PREFIX, X_AUC_NEG, X_OVERFETCH, X_STREAM_LR };
+enum {
+    X_DUMP, X_QUERY_LEN, X_EXCLUDE_PREFIX, X_AUC_NEG, X_OVERFETCH, X_STREAM_LR, X_ABLATION,
+    X_MAX_PRED
+};
 
 static const rc_cli_flag extra[] = {
     {"--dump-split", "DIR", "write the split (train sessions, positions) for external tools"},
@@ -39,12 +47,15 @@ static const rc_cli_flag extra[] = {
     {"--auc-negatives", "N", "sampled negatives per prediction for AUC, 1..1000 (100)"},
     {"--overfetch", "F", "index over-fetch factor before the exact re-rank (2)"},
     {"--stream-lr", "F", "prequential: the engine's learning rate (the daemon's model.lr)"},
+    {"--ablation", NULL, "rows sgns, two_tower-nofeat, two_tower+tags, two_tower (+ --methods)"},
+    {"--max-predictions", "N", "a deterministic sample of about N predictions (all)"},
 };
 
 struct eval_flags {
     const char *dump;
     rc_eval_opts eo;
     float overfetch, stream_lr;
+    int ablation;
 };
 
 static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -68,6 +79,11 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
                        ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_QUERY)
                        : 0;
         case X_EXCLUDE_PREFIX: f->eo.exclude_prefix = 1; return 0;
+        case X_ABLATION: f->ablation = 1; return 0;
+        case X_MAX_PRED:
+            return parse_u32(v, 1, UINT32_MAX, &f->eo.max_predictions)
+                       ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 1")
+                       : 0;
         case X_AUC_NEG:
             return parse_u32(v, 1, RC_EVAL_MAX_NEGATIVES, &f->eo.auc_negatives)
                        ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_NEGATIVES)
@@ -85,12 +101,32 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
     }
 }
 
-/* Checks --methods; fills run[] (per rc_eval_methods entry). */
-static int select_methods(const rc_cli *cli, int *run, char *eb, size_t el)
+/* 1 when name is one of the comma-separated list. */
+static int in_list(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t m = strcspn(p, ",");
+        if (m == n && memcmp(p, name, n) == 0)
+            return 1;
+        p += m + (p[m] == ',');
+    }
+    return 0;
+}
+
+/* Checks --methods; fills run[] (per rc_eval_methods entry). --ablation adds
+ * its rows (and, without --methods, runs only them). */
+static int select_methods(const rc_cli *cli, int ablation, int *run, char *eb, size_t el)
 {
     size_t n = 0;
-    for (size_t i = 0; i < rc_eval_nmethods; i++)
-        n += run[i] = rc_cli_has_method(cli, rc_eval_methods[i].name, 1);
+    for (size_t i = 0; i < rc_eval_nmethods; i++) {
+        const char *name = rc_eval_methods[i].name;
+        run[i] = ablation && !cli->methods ? 0
+                                           : rc_cli_has_method(cli, name,
+                                                               !rc_eval_methods[i].not_default);
+        run[i] |= ablation && in_list(RC_EVAL_ABLATION, name);
+        n += run[i];
+    }
     for (const char *p = cli->methods; p && *p;) {
         size_t m = strcspn(p, ",");
         char name[64];
@@ -115,6 +151,32 @@ static json_t *tuned_json(const rc_eval_report *r)
                      "seconds", r->tune_seconds);
 }
 
+/* "tags,device,stats,attn" of the bits, "none" for 0. */
+static void features_str(unsigned f, char *buf, size_t cap)
+{
+    static const char *const names[] = {"tags", "device", "stats", "attn"};
+    size_t w = 0;
+    buf[0] = '\0';
+    for (unsigned b = 0; b < 4; b++)
+        if (f & (1u << b))
+            w += (size_t)snprintf(buf + w, cap > w ? cap - w : 0, "%s%s", w ? "," : "", names[b]);
+    if (!w)
+        snprintf(buf, cap, "none");
+}
+
+static json_t *tower_json(const rc_eval_report *r)
+{
+    const rc_tt_train_opts *o = &r->tower;
+    const rc_tt_train_result *t = &r->tower_res;
+    char feats[64];
+    features_str(o->cfg.features, feats, sizeof feats);
+    return json_pack("{s:s,s:I,s:I,s:f,s:f,s:I,s:f,s:f,s:b}", "features", feats, "epochs",
+                     (json_int_t)(o->epochs ? o->epochs : 2), "examples", (json_int_t)t->examples,
+                     "first_loss", t->first_loss, "loss", t->loss, "threads",
+                     (json_int_t)t->threads, "seconds", t->seconds, "examples_per_s",
+                     t->examples_per_s, "stopped", t->stopped);
+}
+
 static json_t *method_json(const rc_eval_report *r)
 {
     const rc_eval_metrics *m = &r->m;
@@ -124,10 +186,20 @@ static json_t *method_json(const rc_eval_report *r)
                           "predictions", (json_int_t)m->predictions, "seconds", m->seconds);
     if (j && r->tuned)
         json_object_set_new(j, "tuned", tuned_json(r));
+    if (j && r->has_tower)
+        json_object_set_new(j, "tower", tower_json(r));
     return j;
 }
 
-static void print_json(const rc_clicklog *log, const rc_eval_report *rep, const int *run)
+/* What the user features were (reported when a two-tower row ran). */
+struct feat_info {
+    rc_ufeat *f;
+    const char *file;
+    uint64_t unknown; /* users of the file absent from the log */
+};
+
+static void print_json(const rc_clicklog *log, const rc_eval_report *rep, const int *run,
+                       const struct feat_info *fi, int ablation)
 {
     json_t *methods = json_object();
     for (size_t i = 0; i < rc_eval_nmethods; i++)
@@ -138,6 +210,22 @@ static void print_json(const rc_clicklog *log, const rc_eval_report *rep, const 
                   (json_int_t)rc_dict_size(log->users), "items",
                   (json_int_t)rc_dict_size(log->items), "sessions", (json_int_t)log->nsessions,
                   "skipped", (json_int_t)log->skipped, "methods", methods);
+    if (j && fi->f) {
+        json_t *u = json_pack("{s:I,s:I,s:I,s:s?}", "users_with_device",
+                              (json_int_t)fi->f->users_with_device, "users_with_tags",
+                              (json_int_t)fi->f->users_with_tags, "unknown_file_users",
+                              (json_int_t)fi->unknown, "file", fi->file);
+        json_object_set_new(json_object_get(j, "dataset"), "user_features", u);
+    }
+    if (j && ablation) {
+        json_t *rows = json_array();
+        for (const char *p = RC_EVAL_ABLATION; *p;) {
+            size_t m = strcspn(p, ",");
+            json_array_append_new(rows, json_stringn(p, m));
+            p += m + (p[m] == ',');
+        }
+        json_object_set_new(j, "ablation", rows);
+    }
     if (j) {
         json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
@@ -145,8 +233,51 @@ static void print_json(const rc_clicklog *log, const rc_eval_report *rep, const 
     }
 }
 
+/* The metric rows of the methods that ran (only the ablation's, in its
+ * order, when `ablation`). */
+static void print_rows(FILE *f, const rc_eval_report *rep, const int *run, int ablation)
+{
+    fprintf(f, "%-17s %7s %7s %7s %7s %7s %8s %7s %9s %8s\n", "method", "hr@10", "hr@20",
+            "hr@50", "mrr@50", "cov@50", "avg_pos", "auc", "preds", "seconds");
+    for (size_t i = 0; i < rc_eval_nmethods; i++) {
+        const rc_eval_metrics *m = &rep[i].m;
+        if (!run[i] || (ablation && !in_list(RC_EVAL_ABLATION, rc_eval_methods[i].name)))
+            continue;
+        fprintf(f, "%-17s %7.4f %7.4f %7.4f %7.4f %7.4f %8.2f %7.4f %9llu %8.2f\n",
+                rc_eval_methods[i].name, m->hr10, m->hr20, m->hr50, m->mrr50, m->coverage50,
+                m->avg_position, m->auc, (unsigned long long)m->predictions, m->seconds);
+    }
+}
+
+static void print_tower_lines(FILE *f, const rc_eval_report *rep, const int *run,
+                              const struct feat_info *fi)
+{
+    int any = 0;
+    for (size_t i = 0; i < rc_eval_nmethods; i++) {
+        const rc_eval_report *r = &rep[i];
+        char feats[64];
+        if (!run[i] || !r->has_tower)
+            continue;
+        any = 1;
+        features_str(r->tower.cfg.features, feats, sizeof feats);
+        fprintf(f, "%s tower: features=%s epochs=%u, %llu examples, loss %.4f -> %.4f, %.1f s\n",
+                rc_eval_methods[i].name, feats, r->tower.epochs ? r->tower.epochs : 2,
+                (unsigned long long)r->tower_res.examples, r->tower_res.first_loss,
+                r->tower_res.loss, r->tower_res.seconds);
+    }
+    if (any && fi->f)
+        fprintf(f, "user features: %llu users with a device, %llu with tags%s%s",
+                (unsigned long long)fi->f->users_with_device,
+                (unsigned long long)fi->f->users_with_tags, fi->file ? " (file " : "",
+                fi->file ? fi->file : "");
+    if (any && fi->f && fi->file)
+        fprintf(f, ", %llu of its users not in the log)", (unsigned long long)fi->unknown);
+    if (any && fi->f)
+        fputc('\n', f);
+}
+
 static void print_table(const rc_clicklog *log, const rc_eval_split *s, const rc_eval_report *rep,
-                        const int *run)
+                        const int *run, const struct feat_info *fi)
 {
     printf("dataset: %zu events, %u users, %u items, %u sessions, %llu skipped\n", log->n,
            rc_dict_size(log->users), rc_dict_size(log->items), log->nsessions,
@@ -155,16 +286,8 @@ static void print_table(const rc_clicklog *log, const rc_eval_split *s, const rc
            "%zu predictions\n\n",
            (long long)s->cut_ms, s->ntrain, (unsigned long long)s->train_clicks, s->ncatalog,
            s->ntest, s->npos);
-    printf("%-17s %7s %7s %7s %7s %7s %8s %7s %9s %8s\n", "method", "hr@10", "hr@20", "hr@50",
-           "mrr@50", "cov@50", "avg_pos", "auc", "preds", "seconds");
-    for (size_t i = 0; i < rc_eval_nmethods; i++) {
-        const rc_eval_metrics *m = &rep[i].m;
-        if (!run[i])
-            continue;
-        printf("%-17s %7.4f %7.4f %7.4f %7.4f %7.4f %8.2f %7.4f %9llu %8.2f\n",
-               rc_eval_methods[i].name, m->hr10, m->hr20, m->hr50, m->mrr50, m->coverage50,
-               m->avg_position, m->auc, (unsigned long long)m->predictions, m->seconds);
-    }
+    print_rows(stdout, rep, run, 0);
+    print_tower_lines(stdout, rep, run, fi);
     for (size_t i = 0; i < rc_eval_nmethods; i++) {
         char line[256];
         if (!run[i] || !rep[i].has_settings)
@@ -194,6 +317,35 @@ static int run_methods(rc_eval_env *env, const int *run, rc_eval_report *rep, ch
     return 0;
 }
 
+static int any_tower(const int *run)
+{
+    for (size_t i = 0; i < rc_eval_nmethods; i++)
+        if (run[i] && strncmp(rc_eval_methods[i].name, "two_tower", 9) == 0)
+            return 1;
+    return 0;
+}
+
+/* The user features: the log's events, then --user-features. */
+static int load_features(const rc_cli *cli, const rc_clicklog *log, struct feat_info *fi,
+                         char *eb, size_t el)
+{
+    rc_ufeat *f = NULL;
+    int rc = rc_ufeat_from_log(log, &f);
+    if (rc)
+        return rc_err(eb, el, rc, "user features: out of memory");
+    fi->file = cli->user_features;
+    if (cli->user_features &&
+        (rc = rc_ufeat_load_file(f, log, cli->user_features, &fi->unknown, eb, el))) {
+        rc_ufeat_free(f);
+        return rc;
+    }
+    if (!cli->log.quiet)
+        fprintf(stderr, "recalld-eval: user features: %llu users with a device, %llu with tags\n",
+                (unsigned long long)f->users_with_device, (unsigned long long)f->users_with_tags);
+    fi->f = f;
+    return 0;
+}
+
 static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *run, char *eb,
                     size_t el)
 {
@@ -201,11 +353,15 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
     rc_eval_split *split = NULL;
     rc_eval_opts eo = f->eo;
     rc_eval_report rep[16];
+    struct feat_info fi = {0};
+    rc_eval_env env = {0};
     int rc;
     eo.test_ratio = cli->test_ratio;
     eo.seed = cli->train.seed;
     if ((rc = rc_clicklog_load(&cli->log, &log, eb, el)) ||
         (rc = rc_eval_split_create(log, NULL, &eo, &split, eb, el)))
+        goto out;
+    if ((any_tower(run) || cli->user_features) && (rc = load_features(cli, log, &fi, eb, el)))
         goto out;
     if (!cli->log.quiet)
         fprintf(stderr,
@@ -215,22 +371,34 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
                 split->npos);
     if (f->dump && (rc = rc_eval_split_dump(split, f->dump, eb, el)))
         goto out;
-    rc_eval_env env = {.log = log,
-                       .split = split,
-                       .train = cli->train,
-                       .overfetch = f->overfetch,
-                       .stream_lr = f->stream_lr,
-                       .tune = cli->tune,
-                       .tune_seconds = cli->tune_seconds,
-                       .fixed_mask = cli->set_mask,
-                       .quiet = cli->log.quiet};
+    env = (rc_eval_env){.log = log,
+                        .split = split,
+                        .train = cli->train,
+                        .overfetch = f->overfetch,
+                        .stream_lr = f->stream_lr,
+                        .tune = cli->tune,
+                        .tune_seconds = cli->tune_seconds,
+                        .fixed_mask = cli->set_mask,
+                        .quiet = cli->log.quiet,
+                        .feats = fi.f,
+                        .tower = cli->tower,
+                        .tower_features_set = cli->tower_features_set,
+                        .keep_w2v = 1};
     if ((rc = run_methods(&env, run, rep, eb, el)))
         goto out;
     if (cli->json)
-        print_json(log, rep, run);
+        print_json(log, rep, run, &fi, f->ablation);
     else
-        print_table(log, split, rep, run);
+        print_table(log, split, rep, run, &fi);
+    if (f->ablation && cli->json && !cli->log.quiet) {
+        /* The JSON is for programs; the ablation table for whoever runs it. */
+        fprintf(stderr, "ablation (same split, %zu predictions):\n", split->npos);
+        print_rows(stderr, rep, run, 1);
+        print_tower_lines(stderr, rep, run, &fi);
+    }
 out:
+    rc_eval_env_cleanup(&env);
+    rc_ufeat_free(fi.f);
     rc_eval_split_destroy(split);
     rc_clicklog_free(log);
     return rc;
@@ -248,7 +416,7 @@ int main(int argc, char **argv)
     }
     rc_cli_init(&cli);
     if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &f, err, sizeof err) ||
-        select_methods(&cli, run, err, sizeof err)) {
+        select_methods(&cli, f.ablation, run, err, sizeof err)) {
         fprintf(stderr, "recalld-eval: %s\n\n", err);
         rc_cli_usage(stderr, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
         return 2;

@@ -51,6 +51,8 @@ static void usage(FILE *f)
           "  --invalid-share F   share of malformed lines, 0..1 (default 0)\n"
           "  --no-device         omit the device field\n"
           "  --no-tags           omit the tags field\n"
+          "  --drift P           drifting interests: per session, probability of moving to a\n"
+          "                      temporary interest (or back); tags keep the long-term one (0)\n"
           "  --truth FILE        write item truth TSV to FILE, user truth to FILE.users\n"
           "  --out FILE          output file ('-' = stdout; default stdout unless --brokers)\n"
           "  --rate R            pace to R events/s (default 0 = as fast as possible)\n"
@@ -85,6 +87,7 @@ static int parse_args(int argc, char **argv, struct args *a)
         {"rate", 1, 0, 'r'},        {"brokers", 1, 0, 'b'},
         {"topic", 1, 0, 't'},       {"timeout-ms", 1, 0, 'w'},
         {"no-device", 0, 0, 'D'},   {"no-tags", 0, 0, 'G'},
+        {"drift", 1, 0, 'd'},
         {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     const double u32 = 4294967295.0, big = 9007199254740992.0;
     double v = 0;
@@ -112,6 +115,7 @@ static int parse_args(int argc, char **argv, struct args *a)
                 bad = parse_num(name, optarg, 1, big, &v), a->g.start_ts_ms = (int64_t)v;
                 break;
             case 'x': bad = parse_num(name, optarg, 0, 1, &a->g.invalid_share); break;
+            case 'd': bad = parse_num(name, optarg, 0, 1, &a->g.drift); break;
             case 'r': bad = parse_num(name, optarg, 0, 1e9, &a->rate); break;
             case 'w': bad = parse_num(name, optarg, 1, 3600000, &v), a->timeout_ms = (int)v; break;
             case 'T': a->truth = optarg; break;

@@ -6,13 +6,16 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "recalld/cli.h"
 #include "recalld/clicklog.h"
 #include "recalld/common.h"
 #include "recalld/model.h"
+#include "recalld/tower.h"
 #include "recalld/train.h"
 #include "recalld/tune.h"
+#include "recalld/ufeat.h"
 
 static const char about[] =
     "Trains item embeddings (word2vec SGNS over sessions) from a click log and\n"
@@ -20,7 +23,39 @@ static const char about[] =
     "start. Negatives come from the same city when the log has --city, with\n"
     "--hard-share of them hard (same city, other category) when it has\n"
     "categories (--cate or --item-cates). A progress line (clicks/s, loss, ETA)\n"
-    "is shown on a terminal; a summary line is always printed to stderr.";
+    "is shown on a terminal; a summary line is always printed to stderr.\n"
+    "--model two-tower: then trains the dual-tower model on the same sessions on\n"
+    "top of that table (word2vec first, then the towers: user features from the\n"
+    "log's JSON events or --user-features FILE) and writes it with --tower-output\n"
+    "(default OUTPUT.tower), which `recalld --model FILE` (or tower.model) serves.";
+
+enum { X_MODEL, X_TOWER_OUTPUT };
+
+static const rc_cli_flag extra[] = {
+    {"--model", "M", "sgns (the item table only; --mode picks skipgram/cbow) | two-tower"},
+    {"--tower-output", "FILE", "two-tower model file (default: OUTPUT.tower)"},
+};
+
+struct train_flags {
+    int two_tower;
+    const char *tower_output;
+};
+
+static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
+{
+    struct train_flags *f = ud;
+    if (i == X_TOWER_OUTPUT) {
+        if (!*v)
+            return rc_err(eb, el, RC_EINVAL, "expected a file name");
+        f->tower_output = v;
+        return 0;
+    }
+    if (!strcmp(v, "two-tower") || !strcmp(v, "two_tower") || !strcmp(v, "tower"))
+        f->two_tower = 1;
+    else if (strcmp(v, "sgns") != 0)
+        return rc_err(eb, el, RC_EINVAL, "expected sgns or two-tower");
+    return 0;
+}
 
 /* The --tune choice, as recalld-eval reports it in a method's "tuned". */
 static json_t *tuned_json(const rc_tune_result *t)
@@ -34,8 +69,29 @@ static json_t *tuned_json(const rc_tune_result *t)
                      "seconds", t->seconds);
 }
 
+/* What the two-tower part did, for the JSON. */
+struct tower_run {
+    const rc_tt_train_opts *opts;
+    rc_tt_train_result res;
+    uint64_t users_with_device, users_with_tags;
+    const char *output;
+    size_t params;
+};
+
+static json_t *tower_json(const struct tower_run *tr)
+{
+    return json_pack("{s:I,s:I,s:I,s:f,s:f,s:f,s:I,s:b,s:I,s:I,s:s}", "features",
+                     (json_int_t)tr->opts->cfg.features, "examples", (json_int_t)tr->res.examples,
+                     "params", (json_int_t)tr->params, "first_loss", tr->res.first_loss, "loss",
+                     tr->res.loss, "seconds", tr->res.seconds, "threads",
+                     (json_int_t)tr->res.threads, "stopped", tr->res.stopped,
+                     "users_with_device", (json_int_t)tr->users_with_device,
+                     "users_with_tags", (json_int_t)tr->users_with_tags, "output",
+                     tr->output);
+}
+
 static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_train_result *r,
-                       const char *output, const rc_tune_result *tuned)
+                       const char *output, const rc_tune_result *tuned, const struct tower_run *tr)
 {
     json_t *j = json_pack(
         "{s:{s:I,s:I,s:I,s:I,s:I},s:{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:b},s:s}",
@@ -49,6 +105,8 @@ static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_
         output);
     if (j && tuned)
         json_object_set_new(json_object_get(j, "train"), "tuned", tuned_json(tuned));
+    if (j && tr)
+        json_object_set_new(j, "tower", tower_json(tr));
     if (j) {
         json_dumpf(j, stdout, JSON_COMPACT);
         fputc('\n', stdout);
@@ -69,25 +127,85 @@ static int tune(rc_cli *cli, const rc_clicklog *log, rc_tune_result *r, char *er
     return rc;
 }
 
+/* The towers on top of table t, trained on every session of the log, saved
+ * to tr->output. */
+static int train_towers(const rc_cli *cli, const rc_clicklog *log, const rc_table *t,
+                        struct tower_run *tr, char *err, size_t errlen)
+{
+    rc_ufeat *f = NULL;
+    uint32_t *rows = malloc(((size_t)rc_dict_size(log->items) + 1) * sizeof *rows);
+    rc_tt_history *h = NULL;
+    rc_tt_model *m = NULL;
+    uint64_t unknown = 0;
+    int rc;
+    if (!rows || rc_ufeat_from_log(log, &f)) {
+        rc = rc_err(err, errlen, RC_ENOMEM, "two-tower: out of memory");
+        goto out;
+    }
+    if (cli->user_features &&
+        (rc = rc_ufeat_load_file(f, log, cli->user_features, &unknown, err, errlen)))
+        goto out;
+    if (!cli->log.quiet)
+        fprintf(stderr,
+                "recalld-train: user features: %llu users with a device, %llu with tags%s\n",
+                (unsigned long long)f->users_with_device, (unsigned long long)f->users_with_tags,
+                unknown ? " (file users not in the log ignored)" : "");
+    rc_train_item_rows(log, t, rows);
+    if ((rc = rc_tt_history_create(log, t, rows, f, &h))) {
+        rc_err(err, errlen, rc, "two-tower: history: %s", rc_strerror(rc));
+        goto out;
+    }
+    if ((rc = rc_tt_train(tr->opts, h, NULL, &m, &tr->res, err, errlen)) ||
+        (rc = rc_tt_save(m, tr->output, err, errlen)))
+        goto out;
+    tr->params = rc_tt_params(m);
+    if (!cli->log.quiet)
+        fprintf(stderr, "recalld-train: wrote %s (two-tower, dim %u, %zu parameters)\n",
+                tr->output, rc_tt_config_of(m)->dim, tr->params);
+out:
+    rc_tt_destroy(m);
+    rc_tt_history_destroy(h);
+    free(rows);
+    if (f) {
+        tr->users_with_device = f->users_with_device;
+        tr->users_with_tags = f->users_with_tags;
+    }
+    rc_ufeat_free(f);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    char err[512];
+    char err[512], tower_path[4096];
     rc_cli cli;
+    struct train_flags tf = {0};
     rc_cli_init(&cli);
-    if (rc_cli_parse(&cli, argc, argv, NULL, 0, NULL, NULL, err, sizeof err)) {
+    if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &tf, err,
+                     sizeof err)) {
         fprintf(stderr, "recalld-train: %s\n\n", err);
-        rc_cli_usage(stderr, "recalld-train", about, NULL, 0);
+        rc_cli_usage(stderr, "recalld-train", about, extra, RC_ARRAY_LEN(extra));
         return 2;
     }
     if (cli.help) {
-        rc_cli_usage(stdout, "recalld-train", about, NULL, 0);
+        rc_cli_usage(stdout, "recalld-train", about, extra, RC_ARRAY_LEN(extra));
         return 0;
     }
     if (!cli.log.path || !cli.output) {
         fprintf(stderr, "recalld-train: --input and --output are required\n\n");
-        rc_cli_usage(stderr, "recalld-train", about, NULL, 0);
+        rc_cli_usage(stderr, "recalld-train", about, extra, RC_ARRAY_LEN(extra));
         return 2;
     }
+    if (tf.tower_output && !tf.two_tower) {
+        fprintf(stderr, "recalld-train: --tower-output needs --model two-tower\n\n");
+        rc_cli_usage(stderr, "recalld-train", about, extra, RC_ARRAY_LEN(extra));
+        return 2;
+    }
+    snprintf(tower_path, sizeof tower_path, "%s.tower", cli.output);
+    rc_tt_train_opts topts = cli.tower;
+    if (!cli.tower_features_set)
+        topts.cfg.features = RC_TT_F_ALL;
+    struct tower_run tr = {.opts = &topts,
+                           .output = tf.tower_output ? tf.tower_output : tower_path};
     rc_clicklog *log = NULL;
     rc_table *t = NULL;
     rc_train_result res;
@@ -99,15 +217,17 @@ int main(int argc, char **argv)
         rc = rc_train_run(&cli.train, log, NULL, &t, &res, err, sizeof err);
     if (!rc)
         rc = rc_model_save(t, cli.output, err, sizeof err);
-    if (rc) {
+    if (!rc && !cli.log.quiet)
+        fprintf(stderr, "recalld-train: wrote %s (%u items, dim %u)\n", cli.output,
+                rc_table_size(t), rc_table_dim(t));
+    /* The paper's order: word2vec first, then the towers on top of it. */
+    if (!rc && tf.two_tower)
+        rc = train_towers(&cli, log, t, &tr, err, sizeof err);
+    if (rc)
         fprintf(stderr, "recalld-train: %s\n", err);
-    } else {
-        if (cli.json)
-            print_json(log, &cli.train, &res, cli.output, cli.tune ? &tuned : NULL);
-        if (!cli.log.quiet)
-            fprintf(stderr, "recalld-train: wrote %s (%u items, dim %u)\n", cli.output,
-                    rc_table_size(t), rc_table_dim(t));
-    }
+    else if (cli.json)
+        print_json(log, &cli.train, &res, cli.output, cli.tune ? &tuned : NULL,
+                   tf.two_tower ? &tr : NULL);
     rc_table_destroy(t);
     rc_clicklog_free(log);
     return rc ? 1 : 0;

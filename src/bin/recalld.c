@@ -17,6 +17,7 @@
 #include "recalld/log.h"
 #include "recalld/metrics.h"
 #include "recalld/server.h"
+#include "recalld/tower.h"
 
 typedef struct daemon {
     rc_config cfg;
@@ -57,7 +58,10 @@ static void usage(FILE *f)
             "  --partitions N       partitions of the embedded topic (kafka.embedded_partitions)\n"
             "  --dlq-file FILE      dead letters to this file instead of <topic>.dlq\n"
             "  --dim N              embedding dimension (model.dim)\n"
-            "  --model FILE         start from a model written by recalld-train (model.path)\n"
+            "  --model FILE         start from a model written by recalld-train; repeatable:\n"
+            "                       a word2vec model (model.path) and/or a two-tower model\n"
+            "                       (tower.model, served by \"mode\":\"two_tower\"); the kind\n"
+            "                       is read from the file\n"
             "  --data-dir DIR       checkpoint directory (data_dir)\n"
             "  --log-level LEVEL    debug|info|warn|error (log.level)\n"
             "  --metrics-port N     Prometheus /metrics and /health over HTTP on\n"
@@ -133,7 +137,10 @@ static int parse_args(daemon_t *d, int argc, char **argv, int *check_only)
             case O_PARTS: bad = parse_u32(optarg, &d->cfg.embedded_partitions, "--partitions"); break;
             case O_DLQ_FILE: bad = set_str(d->cfg.dlq_file, optarg, "--dlq-file"); break;
             case O_DIM: bad = parse_u32(optarg, &d->cfg.dim, "--dim"); break;
-            case O_MODEL: bad = set_str(d->cfg.model_path, optarg, "--model"); break;
+            case O_MODEL: /* either kind: the file says which */
+                bad = set_str(rc_tt_probe(optarg) ? d->cfg.tower_model : d->cfg.model_path, optarg,
+                              "--model");
+                break;
             case O_DATA_DIR: bad = set_str(d->cfg.data_dir, optarg, "--data-dir"); break;
             case O_METRICS_PORT:
                 bad = parse_u32(optarg, &d->cfg.metrics_port, "--metrics-port");
@@ -304,14 +311,17 @@ static void revoke_checkpoint(daemon_t *d)
 /* ---- SIGHUP: reload what can change safely ----
  * Reloaded: log.level, log.format, log.stats_interval_ms, recall.k_default,
  * recall.k_max, recall.window, index.overfetch, checkpoint.interval_ms,
- * checkpoint.keep, checkpoint.max_mb_s. Everything else (sockets, Kafka,
+ * checkpoint.keep, checkpoint.max_mb_s, tower.refresh_rows,
+ * tower.recompute_per_flush, and the two-tower model: tower.model is loaded
+ * again (in the background) when its path, mtime or size changed. Everything
+ * else (sockets, Kafka,
  * model shape, index structure, data_dir) needs a restart: a change is
  * logged as such and not applied. An invalid file keeps the running config. */
 
 static const char *const reloadable[] = {
     "log.level", "log.format", "log.stats_interval_ms", "recall.k_default", "recall.k_max",
     "recall.window", "index.overfetch", "checkpoint.interval_ms", "checkpoint.keep",
-    "checkpoint.max_mb_s"};
+    "checkpoint.max_mb_s", "tower.model", "tower.refresh_rows", "tower.recompute_per_flush"};
 
 static int is_reloadable(const char *key)
 {
@@ -336,6 +346,9 @@ static void apply_reload(daemon_t *d, const rc_config *n)
     c->ckpt_interval_ms = n->ckpt_interval_ms;
     c->ckpt_keep = n->ckpt_keep;
     c->ckpt_max_mb_s = n->ckpt_max_mb_s;
+    snprintf(c->tower_model, sizeof c->tower_model, "%s", n->tower_model);
+    c->tower_refresh_rows = n->tower_refresh_rows;
+    c->tower_recompute = n->tower_recompute;
     rc_log_set_level((enum rc_log_level)rc_log_level_parse(c->log_level));
     rc_log_set_json(strcmp(c->log_format, "json") == 0);
     rc_engine_reload(d->engine, c);
@@ -374,6 +387,14 @@ static void on_sighup(uv_signal_t *s, int signum)
     apply_reload(d, &scratch.cfg);
     rc_log_info("recalld", "config reloaded", "changed=\"%s\" restart_needed=\"%s\"", applied,
                 restart);
+    /* A retrained tower model swaps in without a restart. */
+    if (d->cfg.tower_model[0] && rc_engine_tower_file_changed(d->engine, d->cfg.tower_model)) {
+        char err[512];
+        if (rc_engine_tower_load_async(d->engine, d->cfg.tower_model, err, sizeof err))
+            rc_log_warn("recalld", "tower model not reloaded", "error=\"%s\"", err);
+        else
+            rc_log_info("recalld", "tower model reloading", "path=%s", d->cfg.tower_model);
+    }
     if (restart[0])
         rc_log_warn("recalld", "config changes that need a restart were not applied",
                     "keys=\"%s\"", restart);
@@ -481,6 +502,7 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     d->stopping = 1;
     atomic_store(&d->api.stopping, 1);
+    rc_engine_tower_cancel(d->engine); /* a reload_model request must not hold up the drain */
     rc_log_info("recalld", "shutting down: draining requests", "signal=%d", signum);
     uv_timer_stop(&d->stats_timer);
     uv_timer_stop(&d->ckpt_timer);

@@ -1,0 +1,13 @@
+/* eval_int — internals shared by the evaluator's sources (not installed). */
+#ifndef RECALLD_EVAL_INT_H
+#define RECALLD_EVAL_INT_H
+
+#include "recalld/eval.h"
+
+/* The two-tower rows of rc_eval_methods (src/eval_tower.c): features none,
+ * interest tags, everything (or --features). */
+int rc__eval_run_tower_nofeat(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
+int rc__eval_run_tower_tags(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
+int rc__eval_run_tower_all(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
+
+#endif

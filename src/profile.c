@@ -1,0 +1,426 @@
+/* profile — per-user device, tags and counters, bounded (LRU + TTL).
+ *
+ * Layout: fixed-size records (88 bytes) carved from chunks of CHUNK_RECS that
+ * are never freed before destroy (freed records go on a free list); a user's
+ * tags live in their own small heap array, only for users that have tags.
+ * Users are found through SHARDS chained hash tables (bucket heads and chain
+ * links are record indices + 1); each shard has a mutex. One global LRU list
+ * (writer only) orders users by their last note.
+ *
+ * Concurrency: only the writer changes tables and records; it takes the
+ * shard's mutex around every change to a shard's chains or to a record held
+ * in it, so it may look up without the lock. Readers take the mutex around
+ * lookup + copy. Statistics are relaxed atomics. */
+#include "recalld/profile.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recalld/common.h"
+
+#define SHARDS      64
+#define CHUNK_SHIFT 10
+#define CHUNK_RECS  (1u << CHUNK_SHIFT)
+#define KEY_INLINE  24
+#define KEY_MAX     128
+#define NIL         UINT32_MAX
+
+struct prec {
+    uint64_t device, clicks, sessions;
+    int64_t last_ts;
+    uint64_t *tags;      /* ntags hashes, NULL when none */
+    uint32_t prev, next; /* LRU links (writer); next links the free list */
+    uint32_t hnext;      /* next record of the bucket chain, index + 1; 0 = end */
+    uint32_t h32;        /* high hash bits */
+    uint8_t klen;        /* 0 = record free */
+    uint8_t ntags;
+    uint8_t pad[6];
+    union {
+        char inl[KEY_INLINE];
+        char *ptr; /* klen > KEY_INLINE: malloc'd copy */
+    } key;
+};
+
+struct shard {
+    pthread_mutex_t mu;
+    uint32_t *heads; /* cap bucket heads (index + 1) */
+    uint32_t mask;   /* cap - 1 */
+    uint32_t n;
+} __attribute__((aligned(64)));
+
+struct rc_profile {
+    struct shard shards[SHARDS];
+    uint32_t max_users;
+    int64_t ttl_ms;
+    struct prec **chunks; /* max_users / CHUNK_RECS + 1 pointers, filled lazily */
+    uint32_t nchunks, nrec;
+    uint32_t free_head, lru_head, lru_tail, cursor;
+    /* statistics: written by the writer, read anywhere (relaxed atomics) */
+    uint64_t users, with_device, with_tags, evicted_lru, expired_ttl;
+    size_t bytes;
+};
+
+#define LOAD(x)     __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define ADD(x, d)   STORE(x, LOAD(x) + (d))
+
+static struct prec *rec(const rc_profile *p, uint32_t idx)
+{
+    return &p->chunks[idx >> CHUNK_SHIFT][idx & (CHUNK_RECS - 1)];
+}
+
+static const char *key_of(const struct prec *r)
+{
+    return r->klen > KEY_INLINE ? r->key.ptr : r->key.inl;
+}
+
+/* Record index of the user, or NIL. Caller holds the shard lock or is the writer. */
+static uint32_t find(const rc_profile *p, const struct shard *sh, uint32_t h32, const char *k,
+                     size_t klen)
+{
+    if (!sh->heads)
+        return NIL;
+    for (uint32_t i1 = sh->heads[h32 & sh->mask]; i1;) {
+        const struct prec *r = rec(p, i1 - 1);
+        if (r->h32 == h32 && r->klen == klen && memcmp(key_of(r), k, klen) == 0)
+            return i1 - 1;
+        i1 = r->hnext;
+    }
+    return NIL;
+}
+
+/* Writer, shard lock held. Doubles the bucket array when the load passes 1. */
+static int shard_insert(rc_profile *p, struct shard *sh, uint32_t idx)
+{
+    if (!sh->heads || sh->n + 1 > sh->mask + 1) {
+        uint32_t cap = sh->heads ? (sh->mask + 1) * 2 : 64;
+        uint32_t *nh = calloc(cap, sizeof *nh);
+        if (!nh)
+            return RC_ENOMEM;
+        for (uint32_t b = 0; sh->heads && b <= sh->mask; b++) {
+            for (uint32_t i1 = sh->heads[b]; i1;) {
+                struct prec *r = rec(p, i1 - 1);
+                uint32_t next = r->hnext;
+                r->hnext = nh[r->h32 & (cap - 1)];
+                nh[r->h32 & (cap - 1)] = i1;
+                i1 = next;
+            }
+        }
+        if (sh->heads)
+            ADD(p->bytes, (size_t)(cap - (sh->mask + 1)) * sizeof *nh);
+        else
+            ADD(p->bytes, (size_t)cap * sizeof *nh);
+        free(sh->heads);
+        sh->heads = nh;
+        sh->mask = cap - 1;
+    }
+    struct prec *r = rec(p, idx);
+    r->hnext = sh->heads[r->h32 & sh->mask];
+    sh->heads[r->h32 & sh->mask] = idx + 1;
+    sh->n++;
+    return 0;
+}
+
+/* Writer, shard lock held. */
+static void shard_remove(rc_profile *p, struct shard *sh, uint32_t idx)
+{
+    struct prec *r = rec(p, idx);
+    uint32_t *link = &sh->heads[r->h32 & sh->mask];
+    while (*link && *link != idx + 1)
+        link = &rec(p, *link - 1)->hnext;
+    if (*link) {
+        *link = r->hnext;
+        sh->n--;
+    }
+}
+
+static struct shard *shard_of(rc_profile *p, uint64_t h) { return &p->shards[h & (SHARDS - 1)]; }
+
+static void lru_unlink(rc_profile *p, struct prec *r)
+{
+    if (r->prev != NIL)
+        rec(p, r->prev)->next = r->next;
+    else
+        p->lru_head = r->next;
+    if (r->next != NIL)
+        rec(p, r->next)->prev = r->prev;
+    else
+        p->lru_tail = r->prev;
+}
+
+static void lru_push(rc_profile *p, uint32_t idx, struct prec *r)
+{
+    r->prev = NIL;
+    r->next = p->lru_head;
+    if (p->lru_head != NIL)
+        rec(p, p->lru_head)->prev = idx;
+    else
+        p->lru_tail = idx;
+    p->lru_head = idx;
+}
+
+/* Writer: removes a live user (table under its lock, heap parts, LRU). */
+static void drop_idx(rc_profile *p, uint32_t idx)
+{
+    struct prec *r = rec(p, idx);
+    struct shard *sh = shard_of(p, rc_hash(key_of(r), r->klen));
+    pthread_mutex_lock(&sh->mu);
+    shard_remove(p, sh, idx);
+    if (r->klen > KEY_INLINE) {
+        free(r->key.ptr);
+        ADD(p->bytes, -(size_t)r->klen);
+    }
+    if (r->tags) {
+        free(r->tags);
+        ADD(p->bytes, -(size_t)r->ntags * sizeof(uint64_t));
+        ADD(p->with_tags, -1);
+    }
+    if (r->device)
+        ADD(p->with_device, -1);
+    r->tags = NULL;
+    r->ntags = 0;
+    r->klen = 0;
+    pthread_mutex_unlock(&sh->mu);
+    lru_unlink(p, r);
+    r->next = p->free_head;
+    p->free_head = idx;
+    ADD(p->users, -1);
+}
+
+static uint32_t rec_alloc(rc_profile *p)
+{
+    uint32_t idx = p->free_head;
+    if (idx != NIL) {
+        p->free_head = rec(p, idx)->next;
+        return idx;
+    }
+    if ((p->nrec >> CHUNK_SHIFT) >= p->nchunks) {
+        struct prec *c = malloc((size_t)CHUNK_RECS * sizeof *c);
+        if (!c)
+            return NIL;
+        p->chunks[p->nchunks++] = c;
+        ADD(p->bytes, (size_t)CHUNK_RECS * sizeof *c);
+    }
+    return p->nrec++;
+}
+
+int rc_profile_create(const rc_profile_opts *opts, rc_profile **out, char *errbuf, size_t errlen)
+{
+    rc_profile_opts o = opts ? *opts : (rc_profile_opts){0};
+    if (!out)
+        return rc_err(errbuf, errlen, RC_EINVAL, "profile: out is NULL");
+    *out = NULL;
+    if (o.ttl_ms < 0 || o.max_users == NIL)
+        return rc_err(errbuf, errlen, RC_EINVAL,
+                      "profile: ttl_ms: expected >= 0; max_users: expected < 2^32 - 1");
+    rc_profile *p = calloc(1, sizeof *p);
+    if (!p)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "profile: out of memory");
+    p->max_users = o.max_users ? o.max_users : 1000000;
+    p->ttl_ms = o.ttl_ms ? o.ttl_ms : 7LL * 24 * 3600 * 1000;
+    size_t nch = p->max_users / CHUNK_RECS + 1;
+    p->chunks = calloc(nch, sizeof *p->chunks);
+    if (!p->chunks) {
+        free(p);
+        return rc_err(errbuf, errlen, RC_ENOMEM, "profile: out of memory");
+    }
+    for (int i = 0; i < SHARDS; i++)
+        pthread_mutex_init(&p->shards[i].mu, NULL);
+    p->free_head = p->lru_head = p->lru_tail = NIL;
+    p->bytes = sizeof *p + nch * sizeof *p->chunks;
+    *out = p;
+    return 0;
+}
+
+void rc_profile_destroy(rc_profile *p)
+{
+    if (!p)
+        return;
+    for (uint32_t i = 0; i < p->nrec; i++) {
+        struct prec *r = rec(p, i);
+        if (!r->klen)
+            continue;
+        if (r->klen > KEY_INLINE)
+            free(r->key.ptr);
+        free(r->tags);
+    }
+    for (uint32_t i = 0; i < p->nchunks; i++)
+        free(p->chunks[i]);
+    for (int i = 0; i < SHARDS; i++) {
+        free(p->shards[i].heads);
+        pthread_mutex_destroy(&p->shards[i].mu);
+    }
+    free(p->chunks);
+    free(p);
+}
+
+/* Writer: a new record for user, in no table yet (no reader can see it). */
+static int add_user(rc_profile *p, struct shard *sh, uint32_t h32, const char *user, size_t ulen,
+                    uint32_t *idx_out)
+{
+    char *longkey = NULL;
+    if (ulen > KEY_INLINE && !(longkey = malloc(ulen)))
+        return RC_ENOMEM;
+    if (longkey)
+        memcpy(longkey, user, ulen);
+    if (LOAD(p->users) >= p->max_users && p->lru_tail != NIL) {
+        drop_idx(p, p->lru_tail);
+        ADD(p->evicted_lru, 1);
+    }
+    uint32_t idx = rec_alloc(p);
+    if (idx == NIL) {
+        free(longkey);
+        return RC_ENOMEM;
+    }
+    struct prec *r = rec(p, idx);
+    memset(r, 0, sizeof *r);
+    r->h32 = h32;
+    r->klen = (uint8_t)ulen;
+    r->last_ts = INT64_MIN;
+    if (longkey)
+        r->key.ptr = longkey;
+    else
+        memcpy(r->key.inl, user, ulen);
+    pthread_mutex_lock(&sh->mu);
+    int rc = shard_insert(p, sh, idx);
+    pthread_mutex_unlock(&sh->mu);
+    if (rc) {
+        free(longkey);
+        r->klen = 0;
+        r->next = p->free_head;
+        p->free_head = idx;
+        return rc;
+    }
+    lru_push(p, idx, r);
+    if (longkey)
+        ADD(p->bytes, ulen);
+    ADD(p->users, 1);
+    *idx_out = idx;
+    return 0;
+}
+
+int rc_profile_note(rc_profile *p, const char *user, size_t ulen, int64_t ts_ms,
+                    uint64_t device_hash, const uint64_t *tags, uint32_t ntags,
+                    uint32_t clicks_inc, uint32_t sessions_inc)
+{
+    if (!p || !user || ulen == 0 || ulen > KEY_MAX || (ntags && !tags))
+        return RC_EINVAL;
+    uint64_t h = rc_hash(user, ulen);
+    uint32_t h32 = (uint32_t)(h >> 32);
+    struct shard *sh = shard_of(p, h);
+    uint32_t idx = find(p, sh, h32, user, ulen); /* writer: no lock needed to read */
+    if (idx == NIL) {
+        int rc = add_user(p, sh, h32, user, ulen, &idx);
+        if (rc)
+            return rc;
+    } else {
+        lru_unlink(p, rec(p, idx));
+        lru_push(p, idx, rec(p, idx));
+    }
+    struct prec *r = rec(p, idx);
+    uint64_t *nt = NULL;
+    ntags = RC_MIN(ntags, RC_PROFILE_MAX_TAGS);
+    if (ntags) {
+        if (r->ntags == ntags && memcmp(r->tags, tags, ntags * sizeof *tags) == 0)
+            ntags = 0; /* unchanged: no allocation */
+        else if (!(nt = malloc(ntags * sizeof *nt)))
+            return RC_ENOMEM; /* counters and device are not applied either: all or nothing */
+        else
+            memcpy(nt, tags, ntags * sizeof *nt);
+    }
+    uint64_t *old = NULL;
+    uint32_t oldn = 0;
+    pthread_mutex_lock(&sh->mu);
+    r->clicks += clicks_inc;
+    r->sessions += sessions_inc;
+    if (ts_ms > r->last_ts)
+        r->last_ts = ts_ms;
+    if (device_hash) {
+        if (!r->device)
+            ADD(p->with_device, 1);
+        r->device = device_hash;
+    }
+    if (nt) {
+        old = r->tags;
+        oldn = r->ntags;
+        r->tags = nt;
+        r->ntags = (uint8_t)ntags;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (nt) {
+        free(old);
+        if (!old)
+            ADD(p->with_tags, 1);
+        ADD(p->bytes, (size_t)ntags * sizeof *nt - (size_t)oldn * sizeof *nt);
+    }
+    return 0;
+}
+
+int rc_profile_get(rc_profile *p, const char *user, size_t ulen, rc_profile_rec *out)
+{
+    if (!p || !user || ulen == 0 || ulen > KEY_MAX || !out)
+        return RC_EINVAL;
+    uint64_t h = rc_hash(user, ulen);
+    struct shard *sh = shard_of(p, h);
+    pthread_mutex_lock(&sh->mu);
+    uint32_t idx = find(p, sh, (uint32_t)(h >> 32), user, ulen);
+    if (idx == NIL) {
+        pthread_mutex_unlock(&sh->mu);
+        return RC_ENOENT;
+    }
+    const struct prec *r = rec(p, idx);
+    out->device_hash = r->device;
+    out->ntags = r->ntags;
+    if (r->ntags)
+        memcpy(out->tags, r->tags, r->ntags * sizeof *out->tags);
+    out->clicks = r->clicks;
+    out->sessions = r->sessions;
+    out->last_ts = r->last_ts;
+    pthread_mutex_unlock(&sh->mu);
+    return 0;
+}
+
+int rc_profile_drop(rc_profile *p, const char *user, size_t ulen)
+{
+    if (!p || !user || ulen == 0 || ulen > KEY_MAX)
+        return RC_EINVAL;
+    uint64_t h = rc_hash(user, ulen);
+    uint32_t idx = find(p, shard_of(p, h), (uint32_t)(h >> 32), user, ulen);
+    if (idx == NIL)
+        return RC_ENOENT;
+    drop_idx(p, idx);
+    return 0;
+}
+
+uint32_t rc_profile_expire(rc_profile *p, int64_t now_ms, uint32_t max_scanned)
+{
+    uint32_t dropped = 0;
+    if (!p || p->nrec == 0)
+        return 0;
+    uint32_t todo = max_scanned && max_scanned < p->nrec ? max_scanned : p->nrec;
+    for (; todo > 0; todo--) {
+        if (p->cursor >= p->nrec)
+            p->cursor = 0;
+        uint32_t idx = p->cursor++;
+        struct prec *r = rec(p, idx);
+        if (r->klen && r->last_ts < now_ms - p->ttl_ms) {
+            drop_idx(p, idx);
+            dropped++;
+        }
+    }
+    ADD(p->expired_ttl, dropped);
+    return dropped;
+}
+
+void rc_profile_stats_get(rc_profile *p, rc_profile_stats *st)
+{
+    if (!p || !st)
+        return;
+    st->users = LOAD(p->users);
+    st->with_device = LOAD(p->with_device);
+    st->with_tags = LOAD(p->with_tags);
+    st->evicted_lru = LOAD(p->evicted_lru);
+    st->expired_ttl = LOAD(p->expired_ttl);
+    st->bytes = LOAD(p->bytes);
+}

@@ -1,0 +1,322 @@
+/* tserve — a served two-tower bundle: model + mirror table + tower index. */
+#include "recalld/tserve.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recalld/common.h"
+
+#define Q8_SHIFT 14 /* rows per int8-copy chunk: 16384 */
+#define Q8_ROWS  (1u << Q8_SHIFT)
+#define POOL_MAX 64 /* idle inference scratches kept */
+
+struct rc_tserve {
+    atomic_int refs;
+    rc_tt_model *model;
+    const rc_table *w2v;
+    rc_table *mirror;
+    rc_index *index;
+    uint32_t dim, wdim;
+    float drift;
+    /* writer only */
+    int8_t **q8;          /* per chunk of Q8_ROWS rows: wdim bytes per row */
+    uint32_t nq8, q8_cap; /* chunks allocated, pointer slots */
+    rc_tt_work *wwork;    /* the writer's scratch */
+    float *vbuf;          /* dim floats */
+    /* inference scratches of other threads */
+    pthread_mutex_t pool_mu;
+    rc_tt_work *pool[POOL_MAX];
+    uint32_t npool;
+    /* statistics (relaxed atomics) */
+    _Atomic uint32_t rows;
+    _Atomic uint64_t checked, recomputed, sync_failures;
+};
+
+static uint64_t name_hash(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n ? rc_tt_hash(s, n) : 0;
+}
+
+void rc_tserve_item_in(const rc_table *w2v, uint32_t row, rc_tt_item_in *in)
+{
+    size_t len;
+    const char *id = rc_table_item_id(w2v, row, &len);
+    in->id_hash = id && len ? rc_tt_hash(id, len) : 0;
+    in->city_hash = name_hash(rc_table_city_name(w2v, rc_table_city(w2v, row)));
+    in->cate_hash = name_hash(rc_table_cate_name(w2v, rc_table_cate(w2v, row)));
+    in->w2v = rc_table_in(w2v, row);
+}
+
+static void destroy(rc_tserve *b)
+{
+    rc_index_destroy(b->index);
+    rc_table_destroy(b->mirror);
+    for (uint32_t i = 0; i < b->nq8; i++)
+        free(b->q8[i]);
+    free(b->q8);
+    for (uint32_t i = 0; i < b->npool; i++)
+        rc_tt_work_destroy(b->pool[i]);
+    rc_tt_work_destroy(b->wwork);
+    free(b->vbuf);
+    rc_tt_destroy(b->model);
+    pthread_mutex_destroy(&b->pool_mu);
+    free(b);
+}
+
+int rc_tserve_create(rc_tt_model *m, const rc_table *w2v, const rc_tserve_opts *opts,
+                     rc_tserve **out, char *errbuf, size_t errlen)
+{
+    rc_tserve_opts o = opts ? *opts : (rc_tserve_opts){0};
+    *out = NULL;
+    if (!m || !w2v) {
+        rc_tt_destroy(m);
+        return rc_err(errbuf, errlen, RC_EINVAL, "tower: no model or no table");
+    }
+    const rc_tt_config *c = rc_tt_config_of(m);
+    if (c->w2v_dim != rc_table_dim(w2v)) {
+        uint32_t wd = c->w2v_dim;
+        rc_tt_destroy(m);
+        return rc_err(errbuf, errlen, RC_EINVAL,
+                      "tower: model w2v_dim %u does not match the word2vec table's dim %u", wd,
+                      rc_table_dim(w2v));
+    }
+    rc_tserve *b = calloc(1, sizeof *b);
+    if (!b) {
+        rc_tt_destroy(m);
+        return rc_err(errbuf, errlen, RC_ENOMEM, "tower: out of memory");
+    }
+    pthread_mutex_init(&b->pool_mu, NULL);
+    atomic_init(&b->refs, 1);
+    b->model = m;
+    b->w2v = w2v;
+    b->dim = c->dim;
+    b->wdim = c->w2v_dim;
+    b->drift = o.drift > 0 ? o.drift : 0.01f;
+    rc_table_opts to = {.dim = b->dim, .max_items = o.max_items, .seed = 1};
+    int rc;
+    if ((rc = rc_table_create(&to, &b->mirror, errbuf, errlen)) ||
+        (rc = rc_index_create(&o.index, b->mirror, &b->index, errbuf, errlen)))
+        goto fail;
+    if (rc_tt_work_create(m, &b->wwork) || !(b->vbuf = malloc(b->dim * sizeof *b->vbuf))) {
+        rc = rc_err(errbuf, errlen, RC_ENOMEM, "tower: out of memory");
+        goto fail;
+    }
+    *out = b;
+    return 0;
+fail:
+    destroy(b);
+    return rc;
+}
+
+void rc_tserve_ref(rc_tserve *b) { atomic_fetch_add(&b->refs, 1); }
+
+void rc_tserve_unref(rc_tserve *b)
+{
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+        destroy(b);
+}
+
+/* ---- int8 copies of the w2v vectors the tower vectors were computed from ---- */
+
+static int8_t *q8_row(rc_tserve *b, uint32_t row)
+{
+    uint32_t c = row >> Q8_SHIFT;
+    if (c >= b->nq8) {
+        if (c >= b->q8_cap) {
+            uint32_t cap = b->q8_cap ? b->q8_cap * 2 : 64;
+            while (cap <= c)
+                cap *= 2;
+            int8_t **p = realloc(b->q8, cap * sizeof *p);
+            if (!p)
+                return NULL;
+            b->q8 = p;
+            b->q8_cap = cap;
+        }
+        while (b->nq8 <= c) {
+            if (!(b->q8[b->nq8] = malloc((size_t)Q8_ROWS * b->wdim)))
+                return NULL;
+            b->nq8++;
+        }
+    }
+    return b->q8[c] + (size_t)(row & (Q8_ROWS - 1)) * b->wdim;
+}
+
+static void q8_store(int8_t *q, const float *v, uint32_t d)
+{
+    double nn = 0;
+    for (uint32_t i = 0; i < d; i++)
+        nn += (double)v[i] * v[i];
+    float s = nn > 0 ? (float)(127.0 / sqrt(nn)) : 0.f;
+    for (uint32_t i = 0; i < d; i++) {
+        float x = v[i] * s;
+        q[i] = (int8_t)lrintf(x > 127.f ? 127.f : x < -127.f ? -127.f : x);
+    }
+}
+
+/* 1 - cos(q, v); 0 when both are zero, 1 when only one is. */
+static float q8_drift(const int8_t *q, const float *v, uint32_t d)
+{
+    float dot = 0, qq = 0, vv = 0;
+    for (uint32_t i = 0; i < d; i++) {
+        dot += q[i] * v[i];
+        qq += (float)(q[i] * q[i]);
+        vv += v[i] * v[i];
+    }
+    if (qq == 0 || vv == 0)
+        return qq == 0 && vv == 0 ? 0.f : 1.f;
+    return 1.f - dot / sqrtf(qq * vv);
+}
+
+/* Writer: computes row's tower vector into the mirror and its int8 copy. */
+static int compute_row(rc_tserve *b, uint32_t row, int8_t *q)
+{
+    rc_tt_item_in in;
+    rc_tserve_item_in(b->w2v, row, &in);
+    rc_tt_item_vector(b->model, b->wwork, &in, b->vbuf);
+    memcpy(rc_table_in(b->mirror, row), b->vbuf, b->dim * sizeof *b->vbuf);
+    q8_store(q, in.w2v, b->wdim);
+    return 0;
+}
+
+int rc_tserve_sync_rows(rc_tserve *b, uint32_t upto)
+{
+    uint32_t have = rc_table_size(b->mirror), lim = RC_MIN(upto, rc_table_size(b->w2v));
+    int added = 0;
+    for (uint32_t row = have; row < lim; row++) {
+        size_t len;
+        const char *id = rc_table_item_id(b->w2v, row, &len);
+        const char *city = rc_table_city_name(b->w2v, rc_table_city(b->w2v, row));
+        const char *cate = rc_table_cate_name(b->w2v, rc_table_cate(b->w2v, row));
+        uint32_t mc, mk, mrow;
+        int8_t *q = q8_row(b, row);
+        int rc = !q ? RC_ENOMEM : rc_table_city_id(b->mirror, city ? city : "", city ? strlen(city) : 0, &mc);
+        if (!rc)
+            rc = rc_table_cate_id(b->mirror, cate ? cate : "", cate ? strlen(cate) : 0, &mk);
+        if (!rc)
+            rc = rc_table_append(b->mirror, id, len, mc, mk, 0, &mrow);
+        if (!rc && mrow != row) /* the mirror's rows are the table's rows, or nothing */
+            rc = RC_EINVAL;
+        if (rc) {
+            atomic_fetch_add_explicit(&b->sync_failures, 1, memory_order_relaxed);
+            return rc;
+        }
+        /* The new row is below the mirror's size already: its vector is
+         * written before the index can return it (touch -> flush). A reader
+         * iterating the mirror would see a transient vector, which recall
+         * tolerates (it only perturbs one score). */
+        compute_row(b, row, q);
+        rc_index_touch(b->index, row);
+        atomic_store_explicit(&b->rows, row + 1, memory_order_release);
+        added++;
+    }
+    return added;
+}
+
+uint32_t rc_tserve_refresh(rc_tserve *b, const uint32_t *rows, uint32_t n, uint32_t max_recompute,
+                           uint32_t *recomputed)
+{
+    uint32_t have = rc_table_size(b->mirror), done = 0, i;
+    for (i = 0; i < n; i++) {
+        uint32_t row = rows[i];
+        if (row >= have)
+            continue;
+        int8_t *q = q8_row(b, row);
+        if (q8_drift(q, rc_table_in(b->w2v, row), b->wdim) <= b->drift)
+            continue;
+        if (max_recompute && done == max_recompute)
+            break;
+        compute_row(b, row, q);
+        rc_index_touch(b->index, row);
+        done++;
+    }
+    atomic_fetch_add_explicit(&b->checked, i, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->recomputed, done, memory_order_relaxed);
+    if (recomputed)
+        *recomputed = done;
+    return i;
+}
+
+int rc_tserve_flush(rc_tserve *b, char *errbuf, size_t errlen)
+{
+    return rc_index_flush(b->index, 0, errbuf, errlen);
+}
+
+int rc_tserve_maintain(rc_tserve *b, char *errbuf, size_t errlen)
+{
+    return rc_index_maintain(b->index, errbuf, errlen);
+}
+
+static rc_tt_work *work_get(rc_tserve *b)
+{
+    rc_tt_work *w = NULL;
+    pthread_mutex_lock(&b->pool_mu);
+    if (b->npool)
+        w = b->pool[--b->npool];
+    pthread_mutex_unlock(&b->pool_mu);
+    if (!w && rc_tt_work_create(b->model, &w))
+        return NULL;
+    return w;
+}
+
+static void work_put(rc_tserve *b, rc_tt_work *w)
+{
+    pthread_mutex_lock(&b->pool_mu);
+    if (b->npool < POOL_MAX) {
+        b->pool[b->npool++] = w;
+        w = NULL;
+    }
+    pthread_mutex_unlock(&b->pool_mu);
+    rc_tt_work_destroy(w);
+}
+
+int rc_tserve_user_vector(rc_tserve *b, const rc_tt_user_in *in, float *out)
+{
+    rc_tt_work *w = work_get(b);
+    if (!w)
+        return RC_ENOMEM;
+    rc_tt_user_vector(b->model, w, in, out, NULL, NULL);
+    work_put(b, w);
+    return 0;
+}
+
+int rc_tserve_item_vector(rc_tserve *b, const rc_tt_item_in *in, float *out)
+{
+    rc_tt_work *w = work_get(b);
+    if (!w)
+        return RC_ENOMEM;
+    rc_tt_item_vector(b->model, w, in, out);
+    work_put(b, w);
+    return 0;
+}
+
+int rc_tserve_search(rc_tserve *b, const float *q, uint32_t k, float overfetch,
+                     const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
+                     rc_hit *out, uint32_t *n)
+{
+    return rc_recall_search(b->mirror, b->index, q, k, overfetch, f, exclude, nexclude, out, n);
+}
+
+const rc_tt_model *rc_tserve_model(const rc_tserve *b) { return b->model; }
+const rc_table *rc_tserve_table(const rc_tserve *b) { return b->mirror; }
+rc_index *rc_tserve_index(rc_tserve *b) { return b->index; }
+uint32_t rc_tserve_dim(const rc_tserve *b) { return b->dim; }
+
+uint32_t rc_tserve_rows(const rc_tserve *b)
+{
+    return atomic_load_explicit(&((rc_tserve *)b)->rows, memory_order_acquire);
+}
+
+void rc_tserve_stats_get(rc_tserve *b, rc_tserve_stats *st)
+{
+    st->rows = rc_tserve_rows(b);
+    st->checked = atomic_load_explicit(&b->checked, memory_order_relaxed);
+    st->recomputed = atomic_load_explicit(&b->recomputed, memory_order_relaxed);
+    st->sync_failures = atomic_load_explicit(&b->sync_failures, memory_order_relaxed);
+    /* q8 chunks: count read racily (a statistic); each is Q8_ROWS * wdim bytes */
+    size_t q8 = (size_t)__atomic_load_n(&b->nq8, __ATOMIC_RELAXED) * Q8_ROWS * b->wdim;
+    st->bytes = rc_table_bytes(b->mirror) + q8 + rc_tt_params(b->model) * sizeof(float);
+}

@@ -1,0 +1,712 @@
+/* Two-tower serving: the profile store, the served user vector against the
+ * offline builder, and the daemon's "mode":"two_tower", cold start, reloads
+ * (socket op and SIGHUP) and concurrent recall + reload. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "recalld/clicklog.h"
+#include "recalld/common.h"
+#include "recalld/config.h"
+#include "recalld/engine.h"
+#include "recalld/profile.h"
+#include "recalld/tower.h"
+#include "recalld/ufeat.h"
+#include "test.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* A small random-weight tower model over w2v_dim-sized word2vec vectors. */
+static void write_model(const char *path, uint32_t w2v_dim, uint64_t seed)
+{
+    rc_tt_config c = {.dim = 16, .w2v_dim = w2v_dim, .hidden = 32, .id_buckets = 4096,
+                      .city_buckets = 64, .cate_buckets = 64, .device_buckets = 64,
+                      .tag_buckets = 256, .stats_cates = 8, .max_clicks = 8,
+                      .features = RC_TT_F_ALL};
+    rc_tt_model *m = NULL;
+    char err[256];
+    ASSERT_EQ(rc_tt_create(&c, seed, &m, err, sizeof err), 0);
+    if (rc_tt_save(m, path, err, sizeof err))
+        RC__FAIL("save %s: %s", path, err);
+    rc_tt_destroy(m);
+}
+
+#define T0      1700000000000LL
+#define NITEMS  300u
+#define NCITIES 3u
+
+static const char *const devices[] = {"ios", "android", "web"};
+
+/* Event line j of a deterministic stream: users u0..u(nusers-1), each
+ * browsing its own city (u % 3), sessions split by 40-minute gaps, a device
+ * on some events and tags on others. ts is per user increasing. */
+static int event_line(char *buf, size_t cap, uint32_t j, uint32_t nusers, int64_t *ts_out,
+                      uint32_t *user_out)
+{
+    uint32_t u = j % nusers, step = j / nusers;
+    uint32_t city = u % NCITIES;
+    uint32_t item = (city + NCITIES * ((step * 7 + u * 3) % (NITEMS / NCITIES))) % NITEMS;
+    int64_t ts = T0 + (int64_t)step * 60000 + (step / 9) * 40 * 60000LL + u;
+    char extra[256] = "";
+    if (step % 5 == 1)
+        snprintf(extra, sizeof extra, ",\"device\":\"%s\"", devices[(u + step) % 3]);
+    else if (step % 7 == 3)
+        snprintf(extra, sizeof extra, ",\"tags\":[\"t%u\",\"\",\"t%u\"]", (u + step) % 5,
+                 (u * step) % 11);
+    if (ts_out)
+        *ts_out = ts;
+    if (user_out)
+        *user_out = u;
+    return snprintf(buf, cap,
+                    "{\"user_id\":\"u%u\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\","
+                    "\"ts\":%lld%s}",
+                    u, item, item % NCITIES, item % 4, (long long)ts, extra);
+}
+
+static rc_engine *offline_engine(uint32_t dim)
+{
+    rc_config c;
+    rc_config_defaults(&c);
+    c.dim = dim;
+    c.history = 64; /* >= the model's max_clicks: the served input is not cut */
+    c.ivf_min = 4096;
+    c.seed = 7;
+    rc_engine *e = NULL;
+    char err[512];
+    if (rc_engine_create(&c, NULL, NULL, NULL, &e, err, sizeof err))
+        RC__FAIL("engine: %s", err);
+    return e;
+}
+
+static void tmp_dir(char *dir, size_t cap)
+{
+    /* mkdtemp's template: the prefix, then six placeholder characters */
+    int n = snprintf(dir, cap, "/tmp/rc-tt-");
+    ASSERT(n > 0 && (size_t)n + 7 <= cap);
+    memset(dir + n, 'X', 6);
+    dir[n + 6] = '\0';
+    ASSERT(mkdtemp(dir) != NULL);
+}
+
+/* ---- (6) profile store -------------------------------------------------- */
+
+TEST(tower_serve_profile_store)
+{
+    rc_profile *p = NULL;
+    rc_profile_opts o = {.max_users = 3, .ttl_ms = 1000};
+    rc_profile_rec r;
+    char err[128];
+    uint64_t t1[] = {11, 12}, t2[] = {21};
+    ASSERT_EQ(rc_profile_create(&o, &p, err, sizeof err), 0);
+    ASSERT_EQ(rc_profile_get(p, "a", 1, &r), RC_ENOENT);
+    ASSERT_EQ(rc_profile_note(p, "a", 1, 100, 5, t1, 2, 1, 1), 0);
+    ASSERT_EQ(rc_profile_note(p, "a", 1, 110, 0, NULL, 0, 1, 0), 0); /* no device/tags: kept */
+    ASSERT_EQ(rc_profile_get(p, "a", 1, &r), 0);
+    ASSERT_EQ(r.device_hash, 5);
+    ASSERT_EQ(r.ntags, 2);
+    ASSERT_EQ(r.tags[1], 12);
+    ASSERT_EQ(r.clicks, 2);
+    ASSERT_EQ(r.sessions, 1);
+    ASSERT_EQ(r.last_ts, 110);
+    /* the latest non-empty device and tag list win, independently */
+    ASSERT_EQ(rc_profile_note(p, "a", 1, 120, 9, NULL, 0, 1, 1), 0);
+    ASSERT_EQ(rc_profile_note(p, "a", 1, 130, 0, t2, 1, 0, 0), 0);
+    ASSERT_EQ(rc_profile_get(p, "a", 1, &r), 0);
+    ASSERT_EQ(r.device_hash, 9);
+    ASSERT_EQ(r.ntags, 1);
+    ASSERT_EQ(r.tags[0], 21);
+    ASSERT_EQ(r.clicks, 3);
+    ASSERT_EQ(r.sessions, 2);
+    /* more tags than the bound: the first RC_PROFILE_MAX_TAGS */
+    uint64_t many[40];
+    for (int i = 0; i < 40; i++)
+        many[i] = 100 + (uint64_t)i;
+    const char *longname = "a-user-name-longer-than-the-inline-key-of-24";
+    ASSERT_EQ(rc_profile_note(p, longname, strlen(longname), 140, 0, many, 40, 1, 1), 0);
+    ASSERT_EQ(rc_profile_get(p, longname, strlen(longname), &r), 0);
+    ASSERT_EQ(r.ntags, RC_PROFILE_MAX_TAGS);
+    ASSERT_EQ(r.tags[RC_PROFILE_MAX_TAGS - 1], 100 + RC_PROFILE_MAX_TAGS - 1);
+    rc_profile_stats st;
+    rc_profile_stats_get(p, &st);
+    ASSERT_EQ(st.users, 2);
+    ASSERT_EQ(st.with_device, 1);
+    ASSERT_EQ(st.with_tags, 2);
+    ASSERT_GT(st.bytes, 0);
+    /* bound: a 4th user evicts the least recently noted one */
+    ASSERT_EQ(rc_profile_note(p, "b", 1, 150, 0, NULL, 0, 1, 1), 0);
+    ASSERT_EQ(rc_profile_note(p, "a", 1, 160, 0, NULL, 0, 1, 0), 0);
+    ASSERT_EQ(rc_profile_note(p, longname, strlen(longname), 165, 0, NULL, 0, 1, 0), 0);
+    ASSERT_EQ(rc_profile_note(p, "c", 1, 170, 0, NULL, 0, 1, 1), 0); /* evicts b */
+    ASSERT_EQ(rc_profile_get(p, "b", 1, &r), RC_ENOENT);
+    ASSERT_EQ(rc_profile_get(p, longname, strlen(longname), &r), 0);
+    ASSERT_EQ(r.ntags, RC_PROFILE_MAX_TAGS); /* kept: that note had no tags */
+    ASSERT_EQ(r.clicks, 2);
+    rc_profile_stats_get(p, &st);
+    ASSERT_EQ(st.users, 3);
+    ASSERT_EQ(st.evicted_lru, 1);
+    ASSERT_EQ(st.with_tags, 2);
+    /* drop, TTL expiry by event time */
+    ASSERT_EQ(rc_profile_drop(p, "c", 1), 0);
+    ASSERT_EQ(rc_profile_drop(p, "c", 1), RC_ENOENT);
+    ASSERT_EQ(rc_profile_expire(p, 1162, 0), 1); /* a (160) is idle > 1000 ms; longname (165) not */
+    ASSERT_EQ(rc_profile_get(p, "a", 1, &r), RC_ENOENT);
+    ASSERT_EQ(rc_profile_get(p, longname, strlen(longname), &r), 0);
+    rc_profile_stats_get(p, &st);
+    ASSERT_EQ(st.users, 1);
+    ASSERT_EQ(st.expired_ttl, 1);
+    ASSERT_EQ(st.with_device, 0);
+    ASSERT_EQ(st.with_tags, 1);
+    /* bad arguments never crash */
+    ASSERT_EQ(rc_profile_note(p, "", 0, 1, 0, NULL, 0, 1, 0), RC_EINVAL);
+    ASSERT_EQ(rc_profile_note(p, "x", 1, 1, 0, NULL, 3, 1, 0), RC_EINVAL);
+    /* many users through a bound of 3: memory stays bounded (records reused) */
+    char name[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof name, "user-%d", i);
+        ASSERT_EQ(rc_profile_note(p, name, strlen(name), 2000 + i, 1, t1, 2, 1, 1), 0);
+    }
+    rc_profile_stats_get(p, &st);
+    ASSERT_EQ(st.users, 3);
+    ASSERT_EQ(st.with_tags, 3);
+    ASSERT_EQ(st.evicted_lru, 1 + 5000 - 2);
+    ASSERT_LT(st.bytes, 200000);
+    rc_profile_destroy(p);
+}
+
+/* ---- (1) served user vector == offline builder ---------------------------- */
+
+TEST(tower_serve_user_vector_matches_offline)
+{
+    char dir[64], model[128], log_path[128], err[512];
+    tmp_dir(dir, sizeof dir);
+    snprintf(model, sizeof model, "%s/m.tower", dir);
+    snprintf(log_path, sizeof log_path, "%s/clicks.jsonl", dir);
+    write_model(model, 16, 3);
+    rc_engine *e = offline_engine(16);
+    float v[64], want[64];
+    uint32_t dim = 0;
+    /* no model yet: the clear error code */
+    ASSERT_EQ(rc_engine_tower_user_vector(e, "u0", 2, 0, v, 64, &dim), RC_EAGAIN);
+    rc_engine_tower_info ti;
+    if (rc_engine_tower_load(e, model, &ti, err, sizeof err))
+        RC__FAIL("load: %s", err);
+    ASSERT_EQ(ti.loaded, 1);
+    ASSERT_EQ(ti.dim, 16);
+    ASSERT_EQ(ti.items, 0);
+
+    const uint32_t nusers = 4, nev = 4 * 40;
+    FILE *f = fopen(log_path, "w");
+    ASSERT(f != NULL);
+    char line[512];
+    int64_t last_ts[4] = {0};
+    for (uint32_t j = 0; j < nev; j++) {
+        int64_t ts;
+        uint32_t u;
+        int n = event_line(line, sizeof line, j, nusers, &ts, &u);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+        fprintf(f, "%s\n", line);
+        last_ts[u] = ts;
+    }
+    /* a probe click per user (only in the log): its record's user input is
+     * what the server must serve just before it */
+    for (uint32_t u = 0; u < nusers; u++)
+        fprintf(f, "{\"user_id\":\"u%u\",\"item_id\":\"i%u\",\"city_id\":\"c%u\","
+                   "\"cate_id\":\"k%u\",\"ts\":%lld}\n",
+                u, u, u % NCITIES, u % 4, (long long)(last_ts[u] + 5000));
+    fclose(f);
+    rc_engine_sync(e);
+
+    rc_clicklog_opts lo = {.path = log_path, .quiet = 1};
+    rc_clicklog *log = NULL;
+    if (rc_clicklog_load(&lo, &log, err, sizeof err))
+        RC__FAIL("clicklog: %s", err);
+    const rc_table *t = rc_engine_table(e);
+    uint32_t nitems = rc_dict_size(log->items);
+    uint32_t *rows = malloc(nitems * sizeof *rows);
+    for (uint32_t i = 0; i < nitems; i++) {
+        size_t len;
+        const char *id = rc_dict_str(log->items, i, &len);
+        if (rc_table_find(t, id, len, &rows[i])) /* a probe's item, never applied */
+            rows[i] = UINT32_MAX;
+    }
+    rc_ufeat *feats = NULL;
+    ASSERT_EQ(rc_ufeat_from_log(log, &feats), 0);
+    ASSERT_GT(feats->users_with_device, 0);
+    ASSERT_GT(feats->users_with_tags, 0);
+    rc_tt_history *h = NULL;
+    ASSERT_EQ(rc_tt_history_create(log, t, rows, feats, &h), 0);
+    rc_tt_model *m = NULL;
+    ASSERT_EQ(rc_tt_load(model, &m, err, sizeof err), 0);
+    rc_tt_work *w = NULL;
+    ASSERT_EQ(rc_tt_work_create(m, &w), 0);
+    uint32_t mc = rc_tt_config_of(m)->max_clicks, checked = 0;
+    rc_tt_item_in clicks[RC_TT_MAX_CLICKS];
+    int64_t cts[RC_TT_MAX_CLICKS];
+    for (size_t r = 0; r < log->n; r++) {
+        size_t ulen;
+        const char *uname = rc_dict_str(log->users, log->recs[r].user, &ulen);
+        uint32_t u = (uint32_t)atoi(uname + 1);
+        if (log->recs[r].ts_ms != last_ts[u] + 5000)
+            continue; /* not a probe */
+        rc_tt_user_in in;
+        uint32_t k = rc_tt_history_user_in(h, r, mc, clicks, cts, &in);
+        ASSERT_EQ(k, mc);
+        ASSERT_GT(in.sessions, 2);
+        ASSERT_EQ(in.total_clicks, nev / nusers);
+        rc_tt_user_vector(m, w, &in, want, NULL, NULL);
+        ASSERT_EQ(rc_engine_tower_user_vector(e, uname, ulen, in.now_ms, v, 64, &dim), 0);
+        ASSERT_EQ(dim, 16);
+        for (uint32_t i = 0; i < dim; i++)
+            ASSERT_NEAR(v[i], want[i], 1e-5);
+        /* the comparison is sensitive to the profile part: one click more in
+         * the counters, or no device, moves the vector past the tolerance */
+        rc_tt_user_in alt = in;
+        alt.total_clicks += 1;
+        alt.sessions += 1;
+        rc_tt_user_vector(m, w, &alt, want, NULL, NULL);
+        float diff = 0;
+        for (uint32_t i = 0; i < dim; i++)
+            diff = RC_MAX(diff, fabsf(want[i] - v[i]));
+        ASSERT_DBL_OP(diff, >, 1e-5);
+        alt = in;
+        alt.device_hash = 0;
+        rc_tt_user_vector(m, w, &alt, want, NULL, NULL);
+        diff = 0;
+        for (uint32_t i = 0; i < dim; i++)
+            diff = RC_MAX(diff, fabsf(want[i] - v[i]));
+        ASSERT_DBL_OP(diff, >, 1e-5);
+        checked++;
+    }
+    ASSERT_EQ(checked, nusers);
+    /* unknown user (no clicks, no profile) */
+    ASSERT_EQ(rc_engine_tower_user_vector(e, "nobody", 6, 0, v, 64, &dim), RC_ENOENT);
+    /* the item tower: every item is mirrored with its tower vector */
+    rc_engine_tower_info_get(e, &ti);
+    ASSERT_EQ(ti.items, rc_table_size(t));
+    ASSERT_EQ(ti.index.size, rc_table_size(t));
+    for (uint32_t i = 0; i < nitems; i++) {
+        size_t len;
+        const char *id = rc_dict_str(log->items, i, &len);
+        rc_tt_item_in ii;
+        if (rows[i] == UINT32_MAX) {
+            ASSERT_EQ(rc_engine_tower_item_vector(e, id, len, v, 64, &dim), RC_ENOENT);
+            continue;
+        }
+        rc_tt_history_item_in(h, i, &ii);
+        rc_tt_item_vector(m, w, &ii, want);
+        ASSERT_EQ(rc_engine_tower_item_vector(e, id, len, v, 64, &dim), 0);
+        /* the mirror holds the vector of the w2v vector it was computed from;
+         * SGNS moved some since: those differ only until re-checked */
+        float d = 0;
+        for (uint32_t x = 0; x < dim; x++)
+            d += v[x] * want[x];
+        ASSERT_DBL_OP(d, >, 0.95);
+    }
+    rc_tt_work_destroy(w);
+    rc_tt_destroy(m);
+    rc_tt_history_destroy(h);
+    rc_ufeat_free(feats);
+    free(rows);
+    rc_clicklog_free(log);
+    rc_engine_destroy(e);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+/* ---- the daemon: (2) recall, (3) cold start, (4) reloads -------------- */
+
+/* Events [first, first + n) of the stream into the daemon's topic (kcat). */
+static void produce(const e2e_daemon *d, uint32_t first, uint32_t n, uint32_t nusers)
+{
+    char path[400], line[512];
+    snprintf(path, sizeof path, "%s/kcat.in", d->dir);
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    for (uint32_t j = first; j < first + n; j++) {
+        uint32_t u;
+        event_line(line, sizeof line, j, nusers, NULL, &u);
+        fprintf(f, "u%u\t%s\n", u, line);
+    }
+    fclose(f);
+    char *out = NULL;
+    int st = e2e_sh(&out, "kcat -P -b '%s' -t clicks -K '\t' -l %s 2>&1", d->bootstrap, path);
+    if (st != 0)
+        RC__FAIL("kcat failed (%d): %s", st, out);
+    free(out);
+}
+
+static void produce_line(const e2e_daemon *d, const char *key, const char *json)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/kcat1.in", d->dir);
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "%s\t%s\n", key, json);
+    fclose(f);
+    char *out = NULL;
+    int st = e2e_sh(&out, "kcat -P -b '%s' -t clicks -K '\t' -l %s 2>&1", d->bootstrap, path);
+    if (st != 0)
+        RC__FAIL("kcat failed (%d): %s", st, out);
+    free(out);
+}
+
+static int is_ok(json_t *r) { return json_is_true(json_object_get(r, "ok")); }
+
+static const char *err_code(json_t *r)
+{
+    return json_string_value(json_object_get(json_object_get(r, "error"), "code"));
+}
+
+static const char *err_msg(json_t *r)
+{
+    return json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+}
+
+static int tower_loaded(const char *sock)
+{
+    json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
+    int l = json_is_true(json_object_get(json_object_get(st, "tower"), "loaded"));
+    json_decref(st);
+    return l;
+}
+
+static int has_item(json_t *r, const char *id)
+{
+    json_t *it;
+    size_t i;
+    json_array_foreach(json_object_get(r, "items"), i, it)
+    {
+        const char *s = json_string_value(json_object_get(it, "item_id"));
+        if (s && strcmp(s, id) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+TEST(tower_serve_socket_recall_and_cold_start)
+{
+    char dir[64], model[128];
+    tmp_dir(dir, sizeof dir);
+    snprintf(model, sizeof model, "%s/a.tower", dir);
+    write_model(model, 64, 1);
+    e2e_daemon d;
+    e2e_start(&d, NULL);
+    const uint32_t nusers = 10, nev = 400;
+    produce(&d, 0, nev, nusers);
+    json_decref(e2e_wait_done(d.sock, nev, 30000));
+
+    /* no model: the clear error */
+    json_t *r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\"}");
+    ASSERT(!is_ok(r));
+    ASSERT_STREQ(err_code(r), "no_model");
+    ASSERT_STREQ(err_msg(r), "two_tower: no tower model loaded (start with --model FILE.tower "
+                             "or use reload_model)");
+    json_decref(r);
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"tower\"}");
+    ASSERT_STREQ(err_code(r), "bad_request");
+    json_decref(r);
+
+    r = e2e_request(d.sock, "{\"op\":\"reload_model\",\"path\":\"%s\"}", model);
+    if (!is_ok(r))
+        RC__FAIL("reload_model: %s", err_msg(r));
+    json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT_EQ(e2e_int(r, "items"), e2e_int(st, "items"));
+    ASSERT_EQ(e2e_int(r, "dim"), 16);
+    ASSERT_GT(e2e_int(r, "params"), 1000);
+    ASSERT_STREQ(json_string_value(json_object_get(r, "path")), model);
+    json_decref(r);
+    json_decref(st);
+
+    /* (2) k hits of the user's city, none of its recent clicks */
+    json_t *clicks = e2e_request(d.sock, "{\"op\":\"user\",\"user_id\":\"u1\"}");
+    ASSERT(is_ok(clicks));
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\",\"k\":5}");
+    ASSERT(is_ok(r));
+    ASSERT_STREQ(json_string_value(json_object_get(r, "mode")), "two_tower");
+    if (json_object_get(r, "fallback")) {
+        char *dump = json_dumps(r, 0);
+        json_t *st2 = e2e_request(d.sock, "{\"op\":\"stats\"}");
+        char *sd = json_dumps(st2, 0);
+        RC__FAIL("fallback: %s\nstats: %s", dump, sd);
+    }
+    json_t *items = json_object_get(r, "items"), *it, *c;
+    size_t i, j;
+    ASSERT_EQ(json_array_size(items), 5);
+    double prev = 2;
+    json_array_foreach(items, i, it)
+    {
+        ASSERT_STREQ(json_string_value(json_object_get(it, "city")), "c1");
+        double s = json_real_value(json_object_get(it, "score"));
+        ASSERT(s <= prev + 1e-6);
+        prev = s;
+        json_array_foreach(json_object_get(clicks, "clicks"), j, c)
+            ASSERT(strcmp(json_string_value(json_object_get(c, "item_id")),
+                          json_string_value(json_object_get(it, "item_id"))) != 0);
+    }
+    json_decref(r);
+    json_decref(clicks);
+    /* every city; a category filter; a batch; an unknown user falls back like avg */
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\",\"k\":30,"
+                            "\"city\":\"*\"}");
+    ASSERT(is_ok(r));
+    int other_city = 0;
+    json_array_foreach(json_object_get(r, "items"), i, it)
+        other_city |= strcmp(json_string_value(json_object_get(it, "city")), "c1") != 0;
+    ASSERT(other_city);
+    json_decref(r);
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u2\",\"mode\":\"two_tower\",\"k\":3,"
+                            "\"categories\":[\"k1\"]}");
+    ASSERT(is_ok(r));
+    json_array_foreach(json_object_get(r, "items"), i, it)
+        ASSERT_STREQ(json_string_value(json_object_get(it, "cate")), "k1");
+    json_decref(r);
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"users\":[\"u1\",\"u2\"],\"mode\":\"two_tower\","
+                            "\"k\":2,\"now_ms\":%lld}", T0 + 86400000LL);
+    ASSERT(is_ok(r));
+    ASSERT_EQ(json_array_size(json_object_get(r, "results")), 2);
+    json_decref(r);
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"stranger\",\"mode\":\"two_tower\"}");
+    ASSERT(is_ok(r));
+    ASSERT_STREQ(json_string_value(json_object_get(r, "fallback")), "popular");
+    json_decref(r);
+
+    /* (3) cold start: a brand-new item is vectorised and searchable at once */
+    char ev[512];
+    snprintf(ev, sizeof ev, "{\"user_id\":\"u1\",\"item_id\":\"brand-new\",\"city_id\":\"c1\","
+                            "\"cate_id\":\"k0\",\"ts\":%lld}", T0 + 30 * 86400000LL);
+    produce_line(&d, "u1", ev);
+    long long t0 = e2e_now_ms();
+    int found = 0;
+    while (!found && e2e_now_ms() - t0 < 10000) {
+        r = e2e_request(d.sock, "{\"op\":\"similar\",\"item_id\":\"brand-new\",\"mode\":\"two_tower\","
+                                "\"k\":3}");
+        found = is_ok(r);
+        json_decref(r);
+        if (!found)
+            usleep(5000);
+    }
+    ASSERT(found);
+    printf("brand-new item vectorised and in the tower index %lld ms after its produce call\n",
+           e2e_now_ms() - t0);
+    /* u4 browses c1 too and never clicked it: an exhaustive two_tower recall
+     * of its city returns it (the city partition is flat: exact search) */
+    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u4\",\"mode\":\"two_tower\",\"k\":1000}");
+    ASSERT(is_ok(r));
+    ASSERT(has_item(r, "brand-new"));
+    json_decref(r);
+    st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT_EQ(e2e_int(st, "tower.items"), e2e_int(st, "items"));
+    ASSERT_EQ(e2e_int(st, "tower.index.size"), e2e_int(st, "items"));
+    ASSERT_EQ(e2e_int(st, "two_tower.requests"), 7);
+    ASSERT_EQ(e2e_int(st, "two_tower.errors"), 1);
+    ASSERT_GE(e2e_int(st, "profiles.users"), nusers);
+    ASSERT_GE(e2e_int(st, "profiles.with_device"), nusers);
+    json_decref(st);
+    ASSERT_EQ(e2e_stop(&d), 0);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", dir, d.dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+/* Scores of a two_tower recall, in order. */
+static size_t tt_scores(const char *sock, const char *user, double *s, size_t cap)
+{
+    json_t *r = e2e_request(sock, "{\"op\":\"recall\",\"user_id\":\"%s\",\"mode\":\"two_tower\","
+                                  "\"k\":10}", user);
+    if (!is_ok(r))
+        RC__FAIL("recall: %s", err_msg(r));
+    json_t *it;
+    size_t i, n = 0;
+    json_array_foreach(json_object_get(r, "items"), i, it) if (n < cap) s[n++] =
+        json_real_value(json_object_get(it, "score"));
+    json_decref(r);
+    return n;
+}
+
+static double max_diff(const double *a, size_t na, const double *b, size_t nb)
+{
+    double d = na == nb ? 0 : 1;
+    for (size_t i = 0; i < na && i < nb; i++)
+        d = fmax(d, fabs(a[i] - b[i]));
+    return d;
+}
+
+TEST(tower_serve_reload_swaps_and_refuses_corrupt)
+{
+    char dir[64], m1[128], m2[128], bad[160], cmd[600];
+    tmp_dir(dir, sizeof dir);
+    snprintf(m1, sizeof m1, "%s/a.tower", dir);
+    snprintf(m2, sizeof m2, "%s/b.tower", dir);
+    snprintf(bad, sizeof bad, "%s/bad.tower", dir);
+    write_model(m1, 64, 1);
+    write_model(m2, 64, 2);
+    /* --model takes either kind: this one is read as a tower model */
+    const char *extra[] = {"--model", m1, NULL};
+    e2e_daemon d;
+    e2e_start(&d, extra);
+    long long t0 = e2e_now_ms();
+    while (!tower_loaded(d.sock) && e2e_now_ms() - t0 < 10000)
+        usleep(10000);
+    ASSERT(tower_loaded(d.sock));
+    produce(&d, 0, 400, 10);
+    json_decref(e2e_wait_done(d.sock, 400, 30000));
+    usleep(100000); /* a few idle flushes: every drift re-check done */
+    double s1[10], s2[10], s3[10], s4[10];
+    size_t n1 = tt_scores(d.sock, "u2", s1, 10);
+    ASSERT_EQ(n1, 10);
+
+    json_t *r = e2e_request(d.sock, "{\"op\":\"reload_model\",\"path\":\"%s\"}", m2);
+    if (!is_ok(r))
+        RC__FAIL("reload_model: %s", err_msg(r));
+    ASSERT_EQ(e2e_int(r, "dim"), 16);
+    ASSERT_GT(e2e_int(r, "items"), 10);
+    json_decref(r);
+    size_t n2 = tt_scores(d.sock, "u2", s2, 10);
+    ASSERT_DBL_OP(max_diff(s1, n1, s2, n2), >, 1e-3); /* another model: other vectors */
+
+    /* a corrupt file and a missing one are refused, the served model stays */
+    snprintf(cmd, sizeof cmd, "cp %s %s && printf '\\377' | dd of=%s bs=1 seek=200 conv=notrunc "
+                              "2>/dev/null", m2, bad, bad);
+    ASSERT_EQ(system(cmd), 0);
+    r = e2e_request(d.sock, "{\"op\":\"reload_model\",\"path\":\"%s\"}", bad);
+    ASSERT(!is_ok(r));
+    ASSERT_STREQ(err_code(r), "load_failed");
+    ASSERT(strstr(err_msg(r), "checksum mismatch") != NULL);
+    ASSERT(strstr(err_msg(r), bad) != NULL);
+    json_decref(r);
+    r = e2e_request(d.sock, "{\"op\":\"reload_model\",\"path\":\"%s/none.tower\"}", dir);
+    ASSERT_STREQ(err_code(r), "load_failed");
+    ASSERT(strstr(err_msg(r), "none.tower") != NULL);
+    json_decref(r);
+    size_t n3 = tt_scores(d.sock, "u2", s3, 10);
+    ASSERT_DBL_OP(max_diff(s2, n2, s3, n3), <, 1e-5);
+    json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT_EQ(e2e_int(st, "tower.loads"), 2);
+    ASSERT_EQ(e2e_int(st, "tower.load_failures"), 2);
+    ASSERT(strstr(json_string_value(json_object_get(json_object_get(st, "tower"), "path")),
+                  "b.tower") != NULL);
+    json_decref(st);
+
+    /* SIGHUP: the configured file (--model a.tower) was replaced: reloaded */
+    write_model(m1, 64, 3);
+    ASSERT_EQ(kill(d.pid, SIGHUP), 0);
+    t0 = e2e_now_ms();
+    long long loads = 0;
+    while ((loads = e2e_int(st = e2e_request(d.sock, "{\"op\":\"stats\"}"), "tower.loads")) < 3 &&
+           e2e_now_ms() - t0 < 10000) {
+        json_decref(st);
+        usleep(10000);
+    }
+    json_decref(st);
+    ASSERT_EQ(loads, 3);
+    size_t n4 = tt_scores(d.sock, "u2", s4, 10);
+    ASSERT_DBL_OP(max_diff(s3, n3, s4, n4), >, 1e-3);
+    /* an unchanged file: SIGHUP does not reload it */
+    ASSERT_EQ(kill(d.pid, SIGHUP), 0);
+    usleep(300000);
+    st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT_EQ(e2e_int(st, "tower.loads"), 3);
+    json_decref(st);
+    ASSERT_EQ(e2e_stop(&d), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", dir, d.dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+/* ---- (5) concurrent recall + reload ------------------------------------- */
+
+struct conc {
+    rc_engine *e;
+    atomic_int stop;
+    atomic_long calls, errors;
+    uint32_t seed;
+};
+
+static void *conc_reader(void *arg)
+{
+    struct conc *c = arg;
+    rc_hit hits[20];
+    float v[64];
+    uint32_t n, dim, x = c->seed;
+    char user[16];
+    while (!atomic_load(&c->stop)) {
+        x = x * 1103515245u + 12345u;
+        snprintf(user, sizeof user, "u%u", (x >> 8) % 12);
+        rc_recall_req q = {.user = user, .ulen = strlen(user), .k = 10, .two_tower = 1};
+        int fb, rc = rc_engine_recall(c->e, &q, hits, &n, &fb);
+        rc |= rc_engine_tower_similar(c->e, "i0", 2, 5, hits, &n);
+        int rv = rc_engine_tower_user_vector(c->e, user, strlen(user), 0, v, 64, &dim);
+        if (rc || (rv && rv != RC_ENOENT))
+            atomic_fetch_add(&c->errors, 1);
+        atomic_fetch_add(&c->calls, 1);
+    }
+    return NULL;
+}
+
+TEST(tower_serve_concurrent_recall_and_reload)
+{
+    char dir[64], m[2][128], err[512], line[512];
+    tmp_dir(dir, sizeof dir);
+    for (int i = 0; i < 2; i++) {
+        snprintf(m[i], sizeof m[i], "%s/%d.tower", dir, i);
+        write_model(m[i], 16, (uint64_t)i + 10);
+    }
+    rc_engine *e = offline_engine(16);
+    uint32_t j = 0;
+    for (; j < 120; j++) {
+        int len = event_line(line, sizeof line, j, 12, NULL, NULL);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
+    }
+    if (rc_engine_tower_load(e, m[0], NULL, err, sizeof err))
+        RC__FAIL("load: %s", err);
+    struct conc c[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = (struct conc){.e = e, .seed = (uint32_t)i + 1};
+        ASSERT_EQ(pthread_create(&th[i], NULL, conc_reader, &c[i]), 0);
+    }
+    /* the writer goes on (new items, SGNS drift) while models swap */
+    for (int round = 0; round < 12; round++) {
+        for (int x = 0; x < 40; x++, j++) {
+            int len = event_line(line, sizeof line, j, 12, NULL, NULL);
+            ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
+        }
+        snprintf(line, sizeof line, "{\"user_id\":\"u%d\",\"item_id\":\"new%d\",\"city_id\":\"c0\","
+                                    "\"cate_id\":\"k0\",\"ts\":%lld}", round % 12, round,
+                 T0 + 40 * 86400000LL + round);
+        ASSERT_EQ(rc_engine_apply_line(e, line, strlen(line)), RC_EV_OK);
+        if (rc_engine_tower_load(e, m[(round + 1) % 2], NULL, err, sizeof err))
+            RC__FAIL("reload: %s", err);
+        usleep(20000);
+    }
+    /* a refused file while readers run */
+    ASSERT_EQ(rc_engine_tower_load(e, "/nonexistent/x.tower", NULL, err, sizeof err), RC_ENOENT);
+    ASSERT(strstr(err, "/nonexistent/x.tower") != NULL);
+    usleep(50000);
+    long calls = 0;
+    for (int i = 0; i < 3; i++) {
+        atomic_store(&c[i].stop, 1);
+        pthread_join(th[i], NULL);
+        calls += atomic_load(&c[i].calls);
+        ASSERT_EQ(atomic_load(&c[i].errors), 0);
+    }
+    ASSERT_GT(calls, 30);
+    rc_engine_tower_info ti;
+    rc_engine_tower_info_get(e, &ti);
+    ASSERT_EQ(ti.loads, 13);
+    ASSERT_EQ(ti.load_failures, 1);
+    ASSERT_EQ(ti.items, rc_table_size(rc_engine_table(e)));
+    ASSERT(rc_engine_tower_contains(e, rc_table_size(rc_engine_table(e)) - 1));
+    rc_engine_destroy(e);
+    snprintf(line, sizeof line, "rm -rf %s", dir);
+    ASSERT_EQ(system(line), 0);
+}
