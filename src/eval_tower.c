@@ -67,7 +67,8 @@ static int item_table(const rc_eval_env *env, const rc_tt_model *m, const rc_tt_
     uint32_t dim = rc_tt_config_of(m)->dim, n = rc_table_size(w2v);
     rc_table *t = NULL;
     rc_tt_work *w = NULL;
-    int rc = rc_table_create(&(rc_table_opts){.dim = dim, .max_items = n + 1}, &t, eb, el);
+    rc_table_opts to = {.dim = dim, .max_items = n + 1, .input_only = 1};
+    int rc = rc_table_create(&to, &t, eb, el);
     if (rc)
         return rc;
     if ((rc = rc_tt_work_create(m, &w))) {
@@ -92,7 +93,6 @@ static int item_table(const rc_eval_env *env, const rc_tt_model *m, const rc_tt_
         if (rc_dict_find(env->log->items, id, len, &item) == 0)
             rc_tt_history_item_in(h, item, &in);
         rc_tt_item_vector(m, w, &in, rc_table_in(t, row));
-        memset(rc_table_out(t, row), 0, dim * sizeof(float));
     }
 out:
     rc_tt_work_destroy(w);

@@ -42,6 +42,7 @@ struct group_map { /* (city, cate) -> ring index, open addressing */
 struct rc_table {
     uint32_t dim, max_items;
     uint32_t shift, mask, nchunks;
+    int input_only; /* no output vectors (opts.input_only) */
     struct chunk **chunks; /* nchunks pointers, fixed at create */
     size_t chunk_bytes;
     _Atomic uint32_t size;
@@ -98,7 +99,9 @@ int rc_table_create(const rc_table_opts *opts, rc_table **out, char *errbuf, siz
     t->mask = rows - 1;
     t->nchunks = (uint32_t)(((uint64_t)max + rows - 1) / rows);
     size_t vec = (size_t)rows * dim * sizeof(float);
-    t->chunk_bytes = (2 * vec + 3 * (size_t)rows * sizeof(uint32_t) + ALIGN - 1) / ALIGN * ALIGN;
+    t->input_only = opts && opts->input_only;
+    t->chunk_bytes = ((t->input_only ? 1 : 2) * vec + 3 * (size_t)rows * sizeof(uint32_t) + ALIGN - 1) /
+                     ALIGN * ALIGN;
     rc_rng_seed(&t->rng, opts && opts->seed ? opts->seed : 0x7ab1e5eedull);
     t->chunks = calloc(t->nchunks, sizeof(*t->chunks));
     if (!t->chunks)
@@ -160,8 +163,8 @@ static int chunk_alloc(rc_table *t, uint32_t i)
     }
     size_t rows = (size_t)t->mask + 1;
     c->in = c->mem;
-    c->out = c->in + rows * t->dim;
-    c->city = (uint32_t *)(c->out + rows * t->dim);
+    c->out = t->input_only ? NULL : c->in + rows * t->dim;
+    c->city = (uint32_t *)(c->in + (t->input_only ? 1 : 2) * rows * t->dim);
     c->cate = c->city + rows;
     c->count = c->cate + rows;
     t->chunks[i] = c;
@@ -228,6 +231,8 @@ float *rc_table_in(const rc_table *t, uint32_t row)
 
 float *rc_table_out(const rc_table *t, uint32_t row)
 {
+    if (t->input_only)
+        return NULL;
     return chunk_of(t, row)->out + (size_t)(row & t->mask) * t->dim;
 }
 
@@ -291,7 +296,8 @@ void rc_table_prefetch(const rc_table *t, const char *id, size_t len, int step)
     const struct chunk *c = chunk_of(t, r);
     uint32_t slot = r & t->mask;
     __builtin_prefetch(&c->count[slot], 1);
-    const float *in = c->in + (size_t)slot * t->dim, *out = c->out + (size_t)slot * t->dim;
+    const float *in = c->in + (size_t)slot * t->dim;
+    const float *out = c->out ? c->out + (size_t)slot * t->dim : in;
     for (uint32_t k = 0; k < t->dim; k += 16) {
         __builtin_prefetch(in + k, 1);
         __builtin_prefetch(out + k, 1);
@@ -460,7 +466,8 @@ int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint
     struct chunk *c = chunk_of(t, r);
     uint32_t slot = r & t->mask;
     cold_start(t, city, cate, ctx, nctx, c->in + (size_t)slot * t->dim);
-    memset(c->out + (size_t)slot * t->dim, 0, t->dim * sizeof(float));
+    if (!t->input_only)
+        memset(c->out + (size_t)slot * t->dim, 0, t->dim * sizeof(float));
     c->city[slot] = city;
     c->cate[slot] = cate;
     c->count[slot] = 0;

@@ -96,7 +96,7 @@ int rc_tserve_create(rc_tt_model *m, const rc_table *w2v, const rc_tserve_opts *
     b->dim = c->dim;
     b->wdim = c->w2v_dim;
     b->drift = o.drift > 0 ? o.drift : 0.01f;
-    rc_table_opts to = {.dim = b->dim, .max_items = o.max_items, .seed = 1};
+    rc_table_opts to = {.dim = b->dim, .max_items = o.max_items, .seed = 1, .input_only = 1};
     int rc;
     if ((rc = rc_table_create(&to, &b->mirror, errbuf, errlen)) ||
         (rc = rc_index_create(&o.index, b->mirror, &b->index, errbuf, errlen)))

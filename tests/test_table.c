@@ -89,6 +89,42 @@ TEST(table_attrs_ids_counts)
     rc_table_destroy(t);
 }
 
+/* A table of input vectors only (the two-tower mirror): no output vectors,
+ * less memory, the rest unchanged. */
+TEST(table_input_only)
+{
+    rc_table *full, *half;
+    char err[256];
+    ASSERT_EQ(rc_table_create(&(rc_table_opts){.dim = 64, .chunk_rows = 1024}, &full, err, sizeof err), 0);
+    ASSERT_EQ(rc_table_create(&(rc_table_opts){.dim = 64, .chunk_rows = 1024, .input_only = 1}, &half,
+                              err, sizeof err),
+              0);
+    uint32_t c, k, r = 0, r2 = 0;
+    int created;
+    ASSERT_EQ(rc_table_city_id(half, "bj", 2, &c), 0);
+    ASSERT_EQ(rc_table_cate_id(half, "rent", 4, &k), 0);
+    ASSERT_EQ(rc_table_city_id(full, "bj", 2, &c), 0);
+    ASSERT_EQ(rc_table_cate_id(full, "rent", 4, &k), 0);
+    for (int i = 0; i < 3000; i++) {
+        char id[16];
+        int n = snprintf(id, sizeof id, "i%d", i);
+        ASSERT_EQ(rc_table_upsert(half, id, (size_t)n, c, k, NULL, 0, &r, &created), 0);
+        ASSERT_EQ(rc_table_upsert(full, id, (size_t)n, c, k, NULL, 0, &r2, &created), 0);
+        rc_table_prefetch(half, id, (size_t)n, 1);
+        rc_table_in(half, r)[0] = (float)i;
+    }
+    ASSERT(rc_table_out(half, r) == NULL);
+    ASSERT(rc_table_out(full, r2) != NULL);
+    ASSERT_EQ(rc_table_size(half), 3000);
+    ASSERT_EQ(rc_table_city(half, r), c);
+    ASSERT_EQ(rc_table_cate(half, r), k);
+    ASSERT_DBL_OP(rc_table_in(half, 1234)[0], ==, 1234.0);
+    /* 3 chunks of 1024 rows x 64 floats: the output half is 3 x 256 KiB */
+    ASSERT_GE(rc_table_bytes(full) - rc_table_bytes(half), 3 * 1024 * 64 * sizeof(float));
+    rc_table_destroy(full);
+    rc_table_destroy(half);
+}
+
 TEST(table_stable_pointers_across_growth_and_max_items)
 {
     rc_table *t = mk(8, 1000, 64);

@@ -25,6 +25,9 @@ typedef struct rc_table_opts {
     uint64_t seed;      /* for the small random part of new vectors */
     uint32_t chunk_rows;/* rows per storage chunk, power of 2 >= 64; 0 = about 4 MiB of
                          * input vectors per chunk (16384 rows at dim 64) */
+    int input_only;     /* 1: rows have no output vector (rc_table_out returns NULL):
+                         * a table that only holds vectors to index (the two-tower
+                         * mirror), half the memory */
 } rc_table_opts;
 
 /* Cold-start noise: each component of a new input vector gets a uniform
@@ -86,7 +89,7 @@ void rc_table_prefetch(const rc_table *t, const char *id, size_t len, int step);
 /* Any thread, row < size. */
 const char *rc_table_item_id(const rc_table *t, uint32_t row, size_t *len);
 float *rc_table_in(const rc_table *t, uint32_t row);  /* dim floats */
-float *rc_table_out(const rc_table *t, uint32_t row); /* dim floats */
+float *rc_table_out(const rc_table *t, uint32_t row); /* dim floats; NULL if input_only */
 uint32_t rc_table_city(const rc_table *t, uint32_t row);
 uint32_t rc_table_cate(const rc_table *t, uint32_t row);
 uint32_t rc_table_count(const rc_table *t, uint32_t row);
