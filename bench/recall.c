@@ -121,7 +121,7 @@ int main(int argc, char **argv)
     qsort(lat, (size_t)requests, sizeof *lat, cmp_u64);
     printf("latency  %ld requests k=%ld mode=%s%s: p50 %llu us  p90 %llu us  p99 %llu us  max %llu us"
            "  (errors %ld, popular fallbacks %ld)\n",
-           requests, k, mode, city ? " city filter" : "", (unsigned long long)lat[requests / 2],
+           requests, k, mode, !city ? "" : strcmp(city, "*") == 0 ? " all cities" : " city filter", (unsigned long long)lat[requests / 2],
            (unsigned long long)lat[requests * 9 / 10], (unsigned long long)lat[requests * 99 / 100],
            (unsigned long long)lat[requests - 1], errors, fallbacks);
     static char got[1000][32], want[1000][32];

@@ -52,7 +52,16 @@ sleep 2
 s=$(stat)
 echo "   server-side two_tower: $(echo "$s" | field '["two_tower"]')"
 echo "   tower index while ingesting: $(echo "$s" | python3 -c 'import json,sys; t=json.load(sys.stdin)["tower"]; print({k: t["index"][k] for k in ("size","pending","staleness_ms","new_item_p50_ms","new_item_p99_ms")}, "refresh_pending", t["refresh_pending"], "recomputed", t["recomputed"])')"
+echo "== quiet (the generator stopped; nothing ingesting)"
+kill "${pids[-1]}" 2>/dev/null || true
+sleep 3
+"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 20000 --quality 0 --mode avg
+"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 20000 --quality 0 --mode two_tower
+"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 5000 --quality 0 --mode two_tower --city c3
 echo "== reload_model of the same size while ingesting"
+"$B/recalld-gen" "${gen[@]}" --seed 5 --events 2000000 --rate 20000 --brokers "$bs" >/dev/null 2>&1 &
+pids+=($!)
+sleep 1
 "$B/bench_tower_model" "$tmp/m2.tower" 64 64 50 2 >/dev/null
 /usr/bin/time -f "   reload wall %e s" "$B/recallctl" --socket "$tmp/r.sock" reload-model "$tmp/m2.tower"
 "$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 5000 --quality 0 --mode two_tower

@@ -367,6 +367,35 @@ static void op_reload_model(rc_api *a, json_t *req, rc_buf *r)
                   ti.params, ti.dim, ti.max_clicks, ti.items, ti.load_ms);
 }
 
+/* {"op":"retrain_model"} -> retrains the served tower model now from the
+ * replay buffer (waits for it; see engine.h) and describes the outcome. */
+static void op_retrain_model(rc_api *a, rc_buf *r)
+{
+    char err[512];
+    rc_engine_retrain_info ri;
+    int rc = rc_engine_retrain_now(a->engine, &ri, err, sizeof err);
+    if (rc == RC_EINVAL)
+        return reply_error(a, r, "retrain_off", err);
+    if (rc == RC_ENOENT)
+        return reply_error(a, r, "retrain_skipped", err);
+    if (rc == RC_EAGAIN)
+        return reply_error(a, r, "busy", err);
+    if (rc)
+        return reply_error(a, r, "retrain_failed", err);
+    rc_engine_tower_info ti;
+    rc_engine_tower_info_get(a->engine, &ti);
+    rc_buf_puts(r, "{\"ok\":true,\"path\":");
+    rc_buf_json_str(r, ti.path, strlen(ti.path));
+    rc_buf_printf(r, ",\"saved\":%s,\"clicks\":%llu,\"users\":%llu,\"sessions\":%llu,"
+                     "\"examples\":%llu,\"trained\":%llu,\"loss\":%.4f,\"first_loss\":%.4f,"
+                     "\"train_seconds\":%.3f,\"seconds\":%.3f,\"params\":%zu,\"items\":%u}",
+                  ri.last_path[0] ? "true" : "false", (unsigned long long)ri.last_clicks,
+                  (unsigned long long)ri.last_users, (unsigned long long)ri.last_sessions,
+                  (unsigned long long)ri.last_examples, (unsigned long long)ri.last_trained,
+                  ri.last_loss, ri.last_first_loss, ri.last_train_seconds, ri.last_seconds,
+                  ti.params, ti.items);
+}
+
 static void op_user(rc_api *a, json_t *req, rc_buf *r)
 {
     char user[RC_ID_MAX + 1], msg[160];
@@ -448,8 +477,9 @@ void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n)
 
 const char *rc_api_op_name(int op)
 {
-    static const char *names[RC_API_OP_COUNT] = {"recall", "similar",      "user",   "stats",
-                                                 "health", "reload_model", "invalid"};
+    static const char *names[RC_API_OP_COUNT] = {"recall",       "similar",       "user",
+                                                 "stats",        "health",        "reload_model",
+                                                 "retrain_model", "invalid"};
     return op >= 0 && op < RC_API_OP_COUNT ? names[op] : "?";
 }
 
@@ -513,9 +543,12 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     } else if (strcmp(name, "reload_model") == 0) {
         kind = RC_API_OP_RELOAD_MODEL;
         op_reload_model(a, req, reply);
+    } else if (strcmp(name, "retrain_model") == 0) {
+        kind = RC_API_OP_RETRAIN_MODEL;
+        op_retrain_model(a, reply);
     } else {
         snprintf(msg, sizeof msg, "op: unknown op \"%.64s\" (recall, similar, user, stats, "
-                 "health, reload_model)", name);
+                 "health, reload_model, retrain_model)", name);
         reply_error(a, reply, "unknown_op", msg);
     }
     json_decref(req);

@@ -829,12 +829,12 @@ static struct sess *cut_sessions(const struct skey *k, size_t n, int by_col, int
     return s;
 }
 
-static int sessionize(struct loader *L, char *eb, size_t el)
+/* by_col: recs[].session holds session column ids (else users are cut by
+ * gap_ms, 0 = the default). */
+static int sessionize_log(rc_clicklog *log, int by_col, int64_t gap_ms, char *eb, size_t el)
 {
-    rc_clicklog *log = L->log;
     size_t n = log->n;
-    int by_col = L->sessions != NULL;
-    int64_t gap = L->o->gap_ms > 0 ? L->o->gap_ms : DEFAULT_GAP_MS;
+    int64_t gap = gap_ms > 0 ? gap_ms : DEFAULT_GAP_MS;
     struct skey *k = malloc((n ? n : 1) * sizeof(*k));
     rc_click_rec *out = malloc((n ? n : 1) * sizeof(*out));
     size_t *off = NULL;
@@ -871,6 +871,11 @@ out_free:
     free(out);
     free(k);
     return rc ? rc_err(eb, el, rc, "clicklog: out of memory (%zu clicks)", n) : 0;
+}
+
+static int sessionize(struct loader *L, char *eb, size_t el)
+{
+    return sessionize_log(L->log, L->sessions != NULL, L->o->gap_ms, eb, el);
 }
 
 /* ---- load ---- */
@@ -992,6 +997,57 @@ out_free:
         free(L);
     }
     return rc;
+}
+
+/* ---- logs built in memory ---- */
+
+int rc_clicklog_create(size_t cap, rc_clicklog **out)
+{
+    if (!out)
+        return RC_EINVAL;
+    *out = NULL;
+    rc_clicklog *log = calloc(1, sizeof *log);
+    if (!log)
+        return RC_ENOMEM;
+    log->recs_cap = cap;
+    log->recs = malloc((cap ? cap : 1) * sizeof *log->recs);
+    log->has_city = log->has_cate = 1;
+    if (!log->recs || create_dicts(log)) {
+        rc_clicklog_free(log);
+        return RC_ENOMEM;
+    }
+    *out = log;
+    return 0;
+}
+
+int rc_clicklog_add(rc_clicklog *log, const char *user, size_t ulen, const char *item, size_t ilen,
+                    const char *city, size_t clen, const char *cate, size_t klen, int64_t ts_ms)
+{
+    if (!log || !user || !ulen || !item || !ilen || (clen && !city) || (klen && !cate) ||
+        log->sess_off)
+        return RC_EINVAL;
+    if (log->n >= log->recs_cap)
+        return RC_E2BIG;
+    rc_click_rec r = {.ts_ms = ts_ms};
+    int rc = rc_dict_intern(log->users, user, ulen, &r.user, NULL);
+    if (!rc)
+        rc = rc_dict_intern(log->items, item, ilen, &r.item, NULL);
+    if (!rc && clen)
+        rc = rc_dict_intern(log->cities, city, clen, &r.city, NULL);
+    if (!rc && klen)
+        rc = rc_dict_intern(log->cates, cate, klen, &r.cate, NULL);
+    if (rc)
+        return rc;
+    log->recs[log->n++] = r;
+    return 0;
+}
+
+int rc_clicklog_sessionize(rc_clicklog *log, int64_t gap_ms, char *eb, size_t el)
+{
+    if (!log || gap_ms < 0 || log->sess_off)
+        return rc_err(eb, el, RC_EINVAL, "clicklog: sessionize: %s",
+                      !log ? "no log" : gap_ms < 0 ? "gap_ms < 0" : "already sessionized");
+    return sessionize_log(log, 0, gap_ms, eb, el);
 }
 
 void rc_clicklog_free(rc_clicklog *log)

@@ -80,6 +80,13 @@ static const struct key keys[] = {
     {"tower.model", K_STR, F(tower_model), 0, RC_CONF_STR - 1},
     {"tower.refresh_rows", K_U32, F(tower_refresh_rows), 1, 1e7},
     {"tower.recompute_per_flush", K_U32, F(tower_recompute), 1, 1e7},
+    {"tower.retrain_interval_s", K_U32, F(tower_retrain_interval_s), 0, 604800},
+    {"tower.replay_clicks", K_U32, F(tower_replay_clicks), 1000, 1e8},
+    {"tower.retrain_min_examples", K_U32, F(tower_retrain_min_examples), 1, 1e8},
+    {"tower.retrain_epochs", K_U32, F(tower_retrain_epochs), 1, 100},
+    {"tower.retrain_max_seconds", K_U32, F(tower_retrain_max_seconds), 0, 86400},
+    {"tower.retrain_threads", K_U32, F(tower_retrain_threads), 1, 64},
+    {"tower.retrain_warm_start", K_BOOL, F(tower_retrain_warm), 0, 1},
 };
 #undef F
 
@@ -134,6 +141,12 @@ void rc_config_defaults(rc_config *c)
     c->ckpt_keep = 2;
     c->tower_refresh_rows = 4096;
     c->tower_recompute = 256;
+    c->tower_replay_clicks = 1000000;
+    c->tower_retrain_min_examples = 10000;
+    c->tower_retrain_epochs = 1;
+    c->tower_retrain_max_seconds = 600;
+    c->tower_retrain_threads = 1;
+    c->tower_retrain_warm = 1;
 }
 
 static const struct key *find_key(const char *name)
@@ -408,6 +421,9 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
         return bad(eb, el, NULL, "recall.window", "must not exceed sessions.history");
     if (c->window > c->history)
         return bad(eb, el, NULL, "model.window", "must not exceed sessions.history");
+    if (c->tower_retrain_min_examples > c->tower_replay_clicks)
+        return bad(eb, el, NULL, "tower.retrain_min_examples",
+                   "must not exceed tower.replay_clicks (a full buffer could never retrain)");
     if (!c->socket_path[0] || strlen(c->socket_path) > 107)
         return bad(eb, el, NULL, "socket.path", "required, at most 107 bytes (sun_path)");
     if (c->metrics_port > 65535)

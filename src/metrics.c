@@ -831,6 +831,27 @@ static void render_tower(rc_buf *b, rc_engine *e)
           "tower index.", (double)ti.index.fresh_p99_us / 1e6);
     gauge(b, "recalld_tower_bytes", "Memory held by the served two-tower bundle.",
           (double)ti.bytes);
+    rc_engine_retrain_info ri;
+    rc_engine_retrain_info_get(e, &ri);
+    rc_prom_family(b, "recalld_tower_retrains_total", "counter",
+                   "Background retrains of the two-tower model, by outcome.");
+    rc_prom_sample_u64(b, "recalld_tower_retrains_total", "result=\"done\"", ri.done);
+    rc_prom_sample_u64(b, "recalld_tower_retrains_total", "result=\"failed\"", ri.failed);
+    rc_prom_sample_u64(b, "recalld_tower_retrains_total", "result=\"skipped\"", ri.skipped);
+    gauge(b, "recalld_tower_retrain_running", "1 while a background retrain runs.", ri.running);
+    gauge(b, "recalld_tower_retrain_last_duration_seconds",
+          "Duration of the last retrain, snapshot to serving (0: none yet).", ri.last_seconds);
+    gauge(b, "recalld_tower_retrain_last_examples",
+          "Training examples in the replay buffer at the last retrain.",
+          (double)ri.last_examples);
+    gauge(b, "recalld_tower_retrain_last_loss",
+          "Mean training loss over the last 10% of the last retrain's examples.", ri.last_loss);
+    gauge(b, "recalld_tower_replay_clicks", "Clicks held in the replay buffer.",
+          (double)ri.replay.fill);
+    gauge(b, "recalld_tower_replay_capacity_clicks", "Bound of the replay buffer (0: off).",
+          (double)ri.replay.capacity);
+    gauge(b, "recalld_tower_replay_bytes", "Memory of the replay buffer.",
+          (double)ri.replay.bytes);
 }
 
 static void render_checkpoint(rc_buf *b, const rc_metrics_sources *s)

@@ -77,7 +77,7 @@ typedef struct shared {
     uint32_t nbatches;  /* recorded */
     uint64_t examples;
     uint64_t t0, last_print;
-    int progress, stop;
+    int progress, stop, cancelled;
     pthread_mutex_t gate_lock;
     pthread_cond_t gate_cond;
     int gate; /* 0 wait, 1 run, -1 abort */
@@ -415,6 +415,8 @@ static void after_step(shared *sh, uint32_t n, uint32_t epoch, double frac)
     uint64_t now = rc_now_ns();
     if (sh->o.max_seconds > 0 && (double)(now - sh->t0) / 1e9 >= sh->o.max_seconds)
         sh->stop = 1;
+    if (sh->o.cancel && atomic_load(sh->o.cancel))
+        sh->stop = sh->cancelled = 1;
     if (sh->progress && now - sh->last_print > PROGRESS_NS) {
         sh->last_print = now;
         print_progress(sh, epoch, frac, 0);
@@ -584,6 +586,13 @@ static int setup(shared *sh, const uint8_t *mask, char *eb, size_t el)
     if ((rc = rc_tt_create(&sh->o.cfg, sh->o.seed, &sh->m, eb, el)))
         return rc;
     size_t np = sh->m->nparams;
+    if (sh->o.init) { /* warm start: same layout, so the flat blocks line up */
+        if (memcmp(&sh->o.init->cfg, &sh->m->cfg, sizeof sh->m->cfg) != 0 ||
+            sh->o.init->nparams != np)
+            return rc_err(eb, el, RC_EINVAL, "tower train: init model: its configuration "
+                          "differs from the one trained (sizes, features or w2v_dim)");
+        memcpy(sh->m->p, sh->o.init->p, np * sizeof(float));
+    }
     uint64_t maxb = (uint64_t)sh->o.epochs * ((sh->per_epoch + sh->o.batch - 1) / sh->o.batch);
     sh->s1 = malloc(np * sizeof(float));
     sh->s2 = sh->o.optimizer == RC_TT_ADAM ? calloc(np, sizeof(float)) : NULL;
@@ -640,6 +649,8 @@ int rc_tt_train(const rc_tt_train_opts *opts, const rc_tt_history *h, const uint
         sh->t0 = sh->last_print = rc_now_ns();
         if ((rc = run_threads(sh)))
             rc_err(eb, el, rc, "tower train: cannot start %u threads", sh->nthreads);
+        else if (sh->cancelled)
+            rc = rc_err(eb, el, RC_EAGAIN, "tower train: cancelled");
     }
     if (!rc) {
         double secs = (double)(rc_now_ns() - sh->t0) / 1e9;

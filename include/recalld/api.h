@@ -26,6 +26,7 @@ enum rc_api_op {
     RC_API_OP_STATS,
     RC_API_OP_HEALTH,
     RC_API_OP_RELOAD_MODEL,
+    RC_API_OP_RETRAIN_MODEL,
     RC_API_OP_INVALID,
     RC_API_OP_COUNT
 };

@@ -101,6 +101,7 @@ typedef struct rc_clicklog {
     uint32_t nprofiles;
     uint32_t *tag_ids;             /* tags ids, see rc_click_profile */
     size_t ntag_ids;
+    size_t recs_cap;               /* rc_clicklog_create's bound (0 for loaded logs) */
 } rc_clicklog;
 
 /* Loads and sessionizes. Returns 0, RC_ENOENT/RC_EIO (file), RC_EINVAL (bad
@@ -108,6 +109,21 @@ typedef struct rc_clicklog {
  * rc_clicklog_free. */
 int rc_clicklog_load(const rc_clicklog_opts *opts, rc_clicklog **out, char *errbuf, size_t errlen);
 void rc_clicklog_free(rc_clicklog *log); /* NULL-safe */
+/* A log built in memory (the daemon's retraining from its replay buffer):
+ * create it with room for cap clicks, append clicks (strings interned, like
+ * a loaded log's; an empty city/category is id 0 = ""), then sessionize once
+ * with the loader's rule (per user, time order, ties in append order, a new
+ * session after a gap over gap_ms, 0 = 30 min). No profiles (devices/tags
+ * NULL): features come separately (ufeat.h's struct).
+ * create: 0, RC_EINVAL (out NULL), RC_ENOMEM. add: 0, RC_EINVAL (empty user
+ * or item, already sessionized), RC_E2BIG (cap clicks already), RC_ENOMEM,
+ * RC_E2BIG from the dicts. sessionize: 0, RC_EINVAL (errbuf says why),
+ * RC_ENOMEM. Free with rc_clicklog_free. */
+int rc_clicklog_create(size_t cap, rc_clicklog **out);
+int rc_clicklog_add(rc_clicklog *log, const char *user, size_t ulen, const char *item, size_t ilen,
+                    const char *city, size_t clen, const char *cate, size_t klen, int64_t ts_ms);
+int rc_clicklog_sessionize(rc_clicklog *log, int64_t gap_ms, char *errbuf, size_t errlen);
+
 /* Static snake_case name of a reason ("columns", "empty_id", "bad_time",
  * "bad_event", "too_long"), "?" when out of range. */
 const char *rc_clicklog_reason_name(int reason);

@@ -65,6 +65,16 @@ typedef struct rc_config {
     uint32_t tower_refresh_rows;       /* tower.refresh_rows: w2v drift checks per flush */
     uint32_t tower_recompute;          /* tower.recompute_per_flush: item vectors recomputed
                                         * per flush at most (drifted w2v vectors) */
+    /* background retraining of the served two-tower model (engine.h) */
+    uint32_t tower_retrain_interval_s;   /* tower.retrain_interval_s: 0 = off (no buffer,
+                                          * no thread) */
+    uint32_t tower_replay_clicks;        /* tower.replay_clicks: replay buffer bound */
+    uint32_t tower_retrain_min_examples; /* tower.retrain_min_examples: fewer = skipped */
+    uint32_t tower_retrain_epochs;       /* tower.retrain_epochs */
+    uint32_t tower_retrain_max_seconds;  /* tower.retrain_max_seconds: 0 = no limit */
+    uint32_t tower_retrain_threads;      /* tower.retrain_threads */
+    int tower_retrain_warm;              /* tower.retrain_warm_start: from the served
+                                          * model's weights (else fresh ones) */
 } rc_config;
 
 /* Fills every field with its default. */

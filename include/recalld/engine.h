@@ -28,6 +28,7 @@
 #include "recalld/index.h"
 #include "recalld/metrics.h"
 #include "recalld/recall.h"
+#include "recalld/replay.h"
 #include "recalld/table.h"
 
 typedef struct rc_engine rc_engine;
@@ -245,7 +246,8 @@ int rc_engine_tower_load(rc_engine *e, const char *path, rc_engine_tower_info *i
  * logged and shows in the stats. Returns 0 (started), RC_EAGAIN, RC_EIO. */
 int rc_engine_tower_load_async(rc_engine *e, const char *path, char *errbuf, size_t errlen);
 /* Any thread (shutdown): a load in progress gives up at its next step and
- * later loads are refused (RC_EAGAIN); the served model keeps serving. */
+ * later loads are refused (RC_EAGAIN); the served model keeps serving. A
+ * retrain in progress is cancelled too, and no later one starts. */
 void rc_engine_tower_cancel(rc_engine *e);
 /* Any thread. 1 when path (NULL = the served model's file) differs from the
  * served model's file: another path, or the same path with another mtime or
@@ -269,6 +271,60 @@ int rc_engine_tower_similar(rc_engine *e, const char *item, size_t len, uint32_t
                             uint32_t *n);
 /* Any thread: 1 when the row is searchable in the served tower index. */
 int rc_engine_tower_contains(rc_engine *e, uint32_t row);
+
+/* ---- background retraining of the two-tower model (retrain.h, replay.h) ----
+ * Off by default (tower.retrain_interval_s = 0: no buffer, no thread). On:
+ *  - the trainer adds every applied click (duplicates excluded) to a replay
+ *    buffer of the newest tower.replay_clicks clicks (replay.h: 40 bytes a
+ *    click plus tag lists, allocated at create);
+ *  - a retrain thread (threaded engines; nice 19, so the trainer and the
+ *    searches keep their cores) wakes tower.retrain_interval_s after the end
+ *    of the previous retrain (or the start), or at rc_engine_retrain_now:
+ *    snapshots the buffer, trains with the SERVED model's configuration,
+ *    warm-started from its weights (tower.retrain_warm_start, default) or
+ *    from fresh ones, tower.retrain_epochs epochs on tower.retrain_threads
+ *    threads, at most tower.retrain_max_seconds; saves the model atomically to
+ *    DATA_DIR/tower.retrained when data_dir is set (logged; a restart serves
+ *    it with tower.model or --model), and serves it through the loaders'
+ *    path: its bundle is built on the retrain thread, adopted by the trainer,
+ *    published (requests keep the bundle they started with);
+ *  - skipped (logged, counted, the served model stays) when no model is
+ *    served (a retrain needs one: load it with tower.model or reload_model)
+ *    or the buffer holds fewer than tower.retrain_min_examples examples
+ *    (clicks that are not the first of their session); failed when training,
+ *    saving or the bundle fails, or a model load is in progress;
+ *  - rc_engine_tower_cancel (SIGTERM) cancels a retrain in progress at its
+ *    next training step and refuses later ones.
+ * Offline engines (no loop) keep the buffer and retrain only on the caller's
+ * thread in rc_engine_retrain_now (their only writer). */
+
+typedef struct rc_engine_retrain_info {
+    int enabled;                 /* tower.retrain_interval_s > 0 */
+    int running;                 /* a retrain is in progress */
+    uint32_t interval_s;
+    uint64_t done, failed, skipped; /* outcomes so far (cancelled ones count as failed) */
+    char last_status[16];        /* "" (none yet), "done", "skipped", "failed", "cancelled" */
+    char last_error[256];        /* why the last one was skipped or failed, "" */
+    char last_path[RC_CONF_STR]; /* where the last done one was saved, "" = not saved */
+    double last_seconds;         /* duration of the last one (snapshot to serving) */
+    double last_train_seconds;   /* of it, rc_tt_train */
+    uint64_t last_clicks, last_users, last_sessions, last_examples; /* its data */
+    uint64_t last_trained;       /* examples processed (all epochs) */
+    double last_loss, last_first_loss;
+    int64_t last_end_ms;         /* wall clock of its end, 0 = none yet */
+    rc_replay_stats replay;      /* the buffer (zeros when off) */
+} rc_engine_retrain_info;
+
+/* Any thread but the engine's own (threaded engines: waits for the retrain
+ * thread; offline engines: runs here). Retrains now (after the one in
+ * progress, if any) and waits for the outcome; info (NULL ok) describes it.
+ * Returns 0 (the new model is served), RC_EINVAL (retraining is off),
+ * RC_ENOENT (skipped: errbuf says why), RC_EAGAIN (shutting down /
+ * cancelled), or the failure's code (errbuf says why). */
+int rc_engine_retrain_now(rc_engine *e, rc_engine_retrain_info *info, char *errbuf,
+                          size_t errlen);
+/* Any thread. */
+void rc_engine_retrain_info_get(rc_engine *e, rc_engine_retrain_info *info);
 
 /* Any thread: freshness of every finished batch (consumed -> applied and index
  * flushed), microseconds, exported in seconds. Lives as long as e. */

@@ -37,6 +37,7 @@
  * it builds until it returns. */
 #ifndef RECALLD_TOWER_H
 #define RECALLD_TOWER_H
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "recalld/clicklog.h"
@@ -204,6 +205,15 @@ typedef struct rc_tt_train_opts {
     int quiet;                   /* no summary line */
     double max_seconds;          /* 0 = no limit */
     uint32_t max_examples;       /* per epoch, 0 = all (a deterministic sample otherwise) */
+    /* Warm start: NULL = fresh weights (seeded); else training starts from a
+     * copy of init's weights (optimiser state fresh). init's configuration
+     * must equal cfg once both are resolved (same w2v_dim too): RC_EINVAL
+     * "tower train: init model: ..." otherwise. Borrowed, read only. */
+    const rc_tt_model *init;
+    /* Cancellation: NULL = none; when *cancel becomes nonzero the run stops
+     * at its next step and returns RC_EAGAIN ("tower train: cancelled"),
+     * no model. Another thread sets it (e.g. shutdown). */
+    const atomic_int *cancel;
 } rc_tt_train_opts;
 
 typedef struct rc_tt_train_result {
@@ -227,7 +237,8 @@ typedef struct rc_tt_train_result {
  * in thread order), so a fixed seed and thread count give a bit-identical
  * model (the example order, negatives and dropout depend on the seed only).
  * *out: caller frees. res may be NULL.
- * Returns 0, RC_EINVAL (no example, bad option: errbuf says which), RC_ENOMEM. */
+ * Returns 0, RC_EINVAL (no example, bad option: errbuf says which), RC_ENOMEM,
+ * RC_EAGAIN (cancelled through opts->cancel). */
 int rc_tt_train(const rc_tt_train_opts *opts, const rc_tt_history *h, const uint8_t *mask,
                 rc_tt_model **out, rc_tt_train_result *res, char *errbuf, size_t errlen);
 /* One-line summary of a training run into buf. */

@@ -4,7 +4,8 @@
  *
  * REQUEST is a JSON object, or a shorthand: stats | health | recall USER [K] [CITY]
  * | similar ITEM [K] | reload-model [PATH] (a two-tower model; the default
- * timeout becomes 10 minutes: the daemon answers once the model serves). Exit status: 0 reply ok:true, 1 reply ok:false, 2 usage,
+ * timeout becomes 10 minutes: the daemon answers once the model serves)
+ * | retrain-model (retrains the served two-tower model now; 10 minutes too). Exit status: 0 reply ok:true, 1 reply ok:false, 2 usage,
  * connection or timeout error (the status a container HEALTHCHECK reads). */
 #include <errno.h>
 #include <jansson.h>
@@ -31,6 +32,7 @@ static const char usage_text[] =
     "REQUEST: a JSON object, or one of\n"
     "  stats | health | recall USER [K] [CITY] | similar ITEM [K]\n"
     "  | reload-model [PATH]   (two-tower model; default timeout 10 min)\n"
+    "  | retrain-model         (two-tower, from the replay buffer; default timeout 10 min)\n"
     "Socket: --socket, else $RECALLD_SOCKET, else " DEFAULT_SOCKET ".\n"
     "Exit: 0 reply ok:true, 1 reply ok:false, 2 usage/connection/timeout error.\n";
 
@@ -144,6 +146,8 @@ static int build_request(char **w, int n, json_t **out)
     } else if (strcmp(w[0], "reload-model") == 0 && n <= 2) {
         o = n == 2 ? json_pack("{s:s,s:s}", "op", "reload_model", "path", w[1])
                    : json_pack("{s:s}", "op", "reload_model");
+    } else if (strcmp(w[0], "retrain-model") == 0 && n == 1) {
+        o = json_pack("{s:s}", "op", "retrain_model");
     } else if (strcmp(w[0], "similar") == 0 && n >= 2 && n <= 3) {
         o = json_pack("{s:s,s:o}", "op", "similar", "item_id", id_value(w[1]));
         if (n == 3)
@@ -269,7 +273,7 @@ static int report(const char *line, size_t len, int raw)
     if (raw) {
         fprintf(stdout, "%.*s\n", (int)len, line);
     } else {
-        char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
         if (s)
             puts(s);
         free(s);
@@ -288,7 +292,8 @@ int main(int argc, char **argv)
         rc = build_request(a.req, a.nreq, &req);
     if (rc)
         return rc;
-    if (!a.timeout_set && strcmp(a.req[0], "reload-model") == 0)
+    if (!a.timeout_set &&
+        (strcmp(a.req[0], "reload-model") == 0 || strcmp(a.req[0], "retrain-model") == 0))
         a.timeout_ms = 600000; /* the reply comes once every item is vectorised */
     char *text = json_dumps(req, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(req);
