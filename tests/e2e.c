@@ -414,3 +414,12 @@ void e2e_write_file(const char *path, const char *text)
 }
 
 long long e2e_now_ms(void) { return now_ms(); }
+
+void e2e_kcat(const e2e_daemon *d, const char *path)
+{
+    char *out = NULL;
+    int st = e2e_sh(&out, "kcat -P -b '%s' -t clicks -K '\\t' -l %s 2>&1", d->bootstrap, path);
+    if (st != 0)
+        RC__FAIL("kcat failed (%d): %s", st, out ? out : "");
+    free(out);
+}

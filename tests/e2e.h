@@ -82,4 +82,8 @@ json_t *e2e_wait_consumed(const char *sock, long long n, int timeout_ms);
 /* Runs a command line with /bin/sh; returns exit status; output to *out (malloc'd). */
 int e2e_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Produces the "key<TAB>json" lines of file `path` to d's topic "clicks" with
+ * kcat (one process, one flush); fails the test when kcat fails. */
+void e2e_kcat(const e2e_daemon *d, const char *path);
+
 #endif

@@ -188,11 +188,7 @@ static void kcat_produce(const e2e_daemon *d, const char *lines)
     ASSERT(f != NULL);
     fputs(lines, f);
     fclose(f);
-    char *out = NULL;
-    int st = e2e_sh(&out, "kcat -P -b '%s' -t clicks -K '\\t' -l %s 2>&1", d->bootstrap, path);
-    if (st != 0)
-        RC__FAIL("kcat failed (%d): %s", st, out);
-    free(out);
+    e2e_kcat(d, path);
 }
 
 static int similar_contains(const char *sock, const char *item, const char *want)

@@ -677,11 +677,7 @@ static void produce(const e2e_daemon *d, uint32_t first, uint32_t n, uint32_t nu
         fprintf(f, "u%u\t%s\n", u, line);
     }
     fclose(f);
-    char *out = NULL;
-    int st = e2e_sh(&out, "kcat -P -b '%s' -t clicks -K '\t' -l %s 2>&1", d->bootstrap, path);
-    if (st != 0)
-        RC__FAIL("kcat failed (%d): %s", st, out);
-    free(out);
+    e2e_kcat(d, path);
 }
 
 static int is_ok(json_t *r) { return json_is_true(json_object_get(r, "ok")); }
