@@ -3,7 +3,10 @@
 # one time split and four rows on it — the word2vec average (sgns), the towers
 # without user features (two_tower-nofeat), + interest tags (two_tower+tags),
 # + device and behaviour statistics with attention (two_tower) — with HR@10/
-# 20/50, MRR@50, coverage@50, average position and AUC.
+# 20/50, MRR@50, coverage@50, average position and AUC; then the same rows per
+# slice of the predictions (the user's history length before the target: 1-4,
+# 5-19, 20-99, 100+ clicks; with / without profile features) with HR@50,
+# MRR@50 and AUC, to show where the towers beat the word2vec average.
 #
 #   bench/ablation.sh [DATA_DIR]       (default: ../shared/data beside the repo)
 # Environment: RC_BUILD_DIR (default build), THREADS (2), TOWER_EPOCHS (3),
@@ -77,6 +80,20 @@ for k in j["ablation"]:
     if t:
         print(f"   {k}: features {t['features']}, {t['epochs']} epochs, {t['examples']} examples,"
               f" loss {t['first_loss']:.3f} -> {t['loss']:.3f}")
+# Per slice (recalld-eval's "slices": history length, profile or not): where
+# each row wins. One line per slice, hr@50 / mrr@50 / auc per row.
+rows = j["ablation"]
+slices = list(m[rows[0]].get("slices", {}))
+if slices:
+    print(f"   {'slice':<17}{'preds':>6}" + "".join(f"  {k[:22]:>22}" for k in rows))
+    print(f"   {'':<17}{'':>6}" + "".join(f"  {'hr@50 mrr@50   auc':>22}" for k in rows))
+    for sl in slices:
+        n = m[rows[0]]["slices"][sl]["predictions"]
+        cells = "".join(f"  {'-':>22}" if not n else
+                        "  {:>22}".format("{:.4f} {:.4f} {:.4f}".format(
+                            *(m[k]["slices"][sl][c] for c in ("hr@50", "mrr@50", "auc"))))
+                        for k in rows)
+        print(f"   {sl:<17}{n:6d}{cells}")
 if sys.argv[2]:
     print(f"   note: {sys.argv[2]}")
 PY

@@ -229,6 +229,68 @@ static void sample_positions(rc_eval_split *sp)
     sp->npos = kept;
 }
 
+static int by_user_time(const void *a, const void *b, void *ud)
+{
+    const rc_click_rec *r = ud;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    if (r[x].user != r[y].user)
+        return r[x].user < r[y].user ? -1 : 1;
+    if (r[x].ts_ms != r[y].ts_ms)
+        return r[x].ts_ms < r[y].ts_ms ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+/* history[p]: the user's clicks before prediction p's record, over the whole
+ * log (rc_tt_history's order: by time, ties by record). The records sorted
+ * by (user, ts, record) put them just before it in its user's run. */
+static int build_history(rc_eval_split *sp)
+{
+    const rc_clicklog *log = sp->log;
+    size_t n = log->n ? log->n : 1;
+    size_t *ord = malloc(n * sizeof *ord);
+    uint32_t *earlier = malloc(n * sizeof *earlier);
+    sp->history = malloc((sp->npos ? sp->npos : 1) * sizeof *sp->history);
+    if (!ord || !earlier || !sp->history) {
+        free(ord);
+        free(earlier);
+        return RC_ENOMEM;
+    }
+    for (size_t i = 0; i < log->n; i++)
+        ord[i] = i;
+    qsort_r(ord, log->n, sizeof *ord, by_user_time, log->recs);
+    for (size_t k = 0, run = 0; k < log->n; k++) {
+        if (k && log->recs[ord[k]].user != log->recs[ord[k - 1]].user)
+            run = k;
+        earlier[ord[k]] = (uint32_t)RC_MIN(k - run, (size_t)UINT32_MAX);
+    }
+    for (size_t p = 0; p < sp->npos; p++)
+        sp->history[p] = earlier[log->sess_off[sp->pos[p].session] + sp->pos[p].t];
+    free(ord);
+    free(earlier);
+    return 0;
+}
+
+const char *const rc_eval_slice_names[RC_EVAL_NSLICES] = {
+    "history 1-4",   "history 5-19",  "history 20-99",
+    "history 100+",  "with features", "without features",
+};
+
+void rc_eval_slices(const rc_eval_split *s, const rc_ufeat *f, uint8_t *mask)
+{
+    for (size_t p = 0; p < s->npos; p++) {
+        uint32_t h = s->history[p];
+        uint32_t u = s->log->recs[s->log->sess_off[s->pos[p].session] + s->pos[p].t].user;
+        int feat = f && u < f->nusers &&
+                   ((f->device && f->device[u]) ||
+                    (f->tag_off && f->tag_off[u + 1] > f->tag_off[u]));
+        unsigned hs = h >= 100 ? RC_EVAL_SL_HIST100
+                      : h >= 20 ? RC_EVAL_SL_HIST20
+                      : h >= 5  ? RC_EVAL_SL_HIST5
+                                : RC_EVAL_SL_HIST1;
+        mask[p] = (uint8_t)(1u << hs | 1u << (feat ? RC_EVAL_SL_FEAT : RC_EVAL_SL_NOFEAT));
+    }
+}
+
 int rc_eval_split_create(const rc_clicklog *log, const uint8_t *sessions, const rc_eval_opts *opts,
                          rc_eval_split **out, char *eb, size_t el)
 {
@@ -255,6 +317,8 @@ int rc_eval_split_create(const rc_clicklog *log, const uint8_t *sessions, const 
     if (build_catalog(sp) || build_positions(sp))
         goto fail_mem;
     sample_positions(sp);
+    if (build_history(sp))
+        goto fail_mem;
     if (!sp->ntrain || !sp->npos) {
         rc = rc_err(eb, el, RC_EINVAL,
                     "eval: split at %lld ms leaves %u training sessions and %zu predictions "
@@ -281,6 +345,7 @@ void rc_eval_split_destroy(rc_eval_split *s)
     free(s->pop);
     free(s->pos);
     free(s->items);
+    free(s->history);
     free(s);
 }
 
@@ -418,14 +483,13 @@ void rc_eval_acc_free(rc_eval_acc *a)
     a->seen = NULL;
 }
 
-void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target, double auc)
+/* The seen bits: bit 0 every prediction, bit 1 + i slice i. */
+_Static_assert(RC_EVAL_NSLICES <= 7, "a slice's seen bit must fit the byte");
+
+static void part_add(rc_eval_acc_part *a, uint32_t r, double auc)
 {
-    uint32_t r = rc_eval_rank(list, RC_MIN(n, RC_EVAL_K), target);
     a->n++;
     a->auc_sum += auc;
-    for (uint32_t i = 0; i < n && i < RC_EVAL_K; i++)
-        if (list[i] < a->nitems)
-            a->seen[list[i]] = 1;
     if (!r)
         return;
     a->hit50++;
@@ -435,24 +499,61 @@ void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t 
     a->rank_sum += r;
 }
 
+void rc_eval_acc_add_sliced(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target,
+                            double auc, uint8_t mask)
+{
+    uint32_t r = rc_eval_rank(list, RC_MIN(n, RC_EVAL_K), target);
+    uint8_t bits = 1;
+    part_add(&a->all, r, auc);
+    for (unsigned i = 0; i < RC_EVAL_NSLICES; i++)
+        if (mask >> i & 1) {
+            part_add(&a->part[i], r, auc);
+            bits |= (uint8_t)(2u << i);
+        }
+    for (uint32_t i = 0; i < n && i < RC_EVAL_K; i++)
+        if (list[i] < a->nitems)
+            a->seen[list[i]] |= bits;
+}
+
+void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target, double auc)
+{
+    rc_eval_acc_add_sliced(a, list, n, target, auc, 0);
+}
+
+static void part_result(const rc_eval_acc *a, const rc_eval_acc_part *s, uint8_t bit,
+                        const uint32_t *count, uint32_t ncatalog, rc_eval_metrics *m)
+{
+    double n = s->n ? (double)s->n : 1;
+    uint64_t covered = 0;
+    for (uint32_t i = 0; i < a->nitems; i++)
+        covered += (a->seen[i] & bit) && (!count || count[i]);
+    *m = (rc_eval_metrics){
+        .hr10 = s->hit10 / n,
+        .hr20 = s->hit20 / n,
+        .hr50 = s->hit50 / n,
+        .mrr50 = s->rr_sum / n,
+        .coverage50 = ncatalog ? (double)covered / ncatalog : 0,
+        .avg_position = s->hit50 ? s->rank_sum / (double)s->hit50 : 0,
+        .auc = s->n ? s->auc_sum / n : 0.5,
+        .predictions = s->n,
+        .fallbacks = s->fallbacks,
+    };
+}
+
 void rc_eval_acc_result(const rc_eval_acc *a, const uint32_t *count, uint32_t ncatalog,
                         rc_eval_metrics *m)
 {
-    double n = a->n ? (double)a->n : 1;
-    uint64_t covered = 0;
-    for (uint32_t i = 0; i < a->nitems; i++)
-        covered += a->seen[i] && (!count || count[i]);
-    *m = (rc_eval_metrics){
-        .hr10 = a->hit10 / n,
-        .hr20 = a->hit20 / n,
-        .hr50 = a->hit50 / n,
-        .mrr50 = a->rr_sum / n,
-        .coverage50 = ncatalog ? (double)covered / ncatalog : 0,
-        .avg_position = a->hit50 ? a->rank_sum / (double)a->hit50 : 0,
-        .auc = a->n ? a->auc_sum / n : 0.5,
-        .predictions = a->n,
-        .fallbacks = a->fallbacks,
-    };
+    part_result(a, &a->all, 1, count, ncatalog, m);
+}
+
+void rc_eval_acc_slice_result(const rc_eval_acc *a, unsigned i, const uint32_t *count,
+                              uint32_t ncatalog, rc_eval_metrics *m)
+{
+    if (i >= RC_EVAL_NSLICES) {
+        *m = (rc_eval_metrics){.auc = 0.5};
+        return;
+    }
+    part_result(a, &a->part[i], (uint8_t)(2u << i), count, ncatalog, m);
 }
 
 /* ---- driver ---- */
@@ -485,12 +586,18 @@ int rc_eval_predict(const rc_eval_split *s, const rc_eval_predictor *pr, size_t 
         n = 0;
         for (uint32_t i = 0; i <= nneg; i++)
             w->scores[i] = (float)s->count[w->cand[i]];
-        a->fallbacks++;
     }
     if (n > RC_EVAL_K)
         n = RC_EVAL_K;
     pad_popular(s, pos, w->list, &n);
-    rc_eval_acc_add(a, w->list, n, pos->target, rc_eval_auc(w->scores[0], w->scores + 1, nneg));
+    uint8_t mask = a->slices ? a->slices[p] : 0;
+    if (fallback) {
+        a->all.fallbacks++;
+        for (unsigned i = 0; i < RC_EVAL_NSLICES; i++)
+            a->part[i].fallbacks += mask >> i & 1;
+    }
+    rc_eval_acc_add_sliced(a, w->list, n, pos->target,
+                           rc_eval_auc(w->scores[0], w->scores + 1, nneg), mask);
     return 0;
 }
 

@@ -10,4 +10,8 @@ int rc__eval_run_tower_nofeat(rc_eval_env *env, rc_eval_report *rep, char *eb, s
 int rc__eval_run_tower_tags(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
 int rc__eval_run_tower_all(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
 
+/* A method's pass is over: rep->m, and rep->slice when a had slice masks
+ * (the env's: a->slices = env->slices after rc_eval_acc_init). */
+void rc__eval_acc_report(const rc_eval_acc *a, const rc_eval_split *s, rc_eval_report *rep);
+
 #endif

@@ -18,6 +18,14 @@
 
 #define NO_POS UINT32_MAX
 
+void rc__eval_acc_report(const rc_eval_acc *a, const rc_eval_split *s, rc_eval_report *rep)
+{
+    rc_eval_acc_result(a, s->count, s->ncatalog, &rep->m);
+    rep->has_slices = a->slices != NULL;
+    for (unsigned i = 0; a->slices && i < RC_EVAL_NSLICES; i++)
+        rc_eval_acc_slice_result(a, i, s->count, s->ncatalog, &rep->slice[i]);
+}
+
 /* Runs predictor pr over every prediction of the env's split into rep. */
 static int score_all(const rc_eval_env *env, const rc_eval_predictor *pr, rc_eval_report *rep,
                      char *eb, size_t el)
@@ -27,11 +35,12 @@ static int score_all(const rc_eval_env *env, const rc_eval_predictor *pr, rc_eva
     int rc = rc_eval_acc_init(&acc, s->nitems);
     if (rc)
         return rc_err(eb, el, rc, "eval: out of memory");
+    acc.slices = env->slices;
     rc = rc_eval_predict_all(s, pr, &acc);
     if (rc)
         rc_err(eb, el, rc, "eval: prediction failed: %s", rc_strerror(rc));
     else
-        rc_eval_acc_result(&acc, s->count, s->ncatalog, &rep->m);
+        rc__eval_acc_report(&acc, s, rep);
     rc_eval_acc_free(&acc);
     return rc;
 }
@@ -329,10 +338,11 @@ static int run_stream(rc_eval_env *env, rc_eval_report *rep, int warm, char *eb,
         rc = rc_err(eb, el, RC_ENOMEM, "prequential: out of memory");
         goto out;
     }
+    acc.slices = env->slices;
     if ((rc = rc_engine_create(&cfg, NULL, NULL, NULL, &e, eb, el)) ||
         (rc = stream(env, e, &r, &acc, eb, el)))
         goto out;
-    rc_eval_acc_result(&acc, env->split->count, env->split->ncatalog, &rep->m);
+    rc__eval_acc_report(&acc, env->split, rep);
     rep->has_settings = 1;
     rep->settings = o;
     rep->settings.lr = cfg.lr; /* the streaming rate (warm: the batch part used o.lr) */

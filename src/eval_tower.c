@@ -125,13 +125,14 @@ static int score(rc_eval_env *env, const rc_tt_model *m, const rc_tt_history *h,
         rc = rc_err(eb, el, RC_ENOMEM, "two_tower: out of memory");
         goto out;
     }
+    acc.slices = env->slices;
     rc_eval_embed_query(em, tt_query, &tq);
     rc_eval_embed_predictor(em, &pr);
     if ((rc = rc_eval_predict_all(env->split, &pr, &acc))) {
         rc_err(eb, el, rc, "two_tower: prediction failed: %s", rc_strerror(rc));
         goto out;
     }
-    rc_eval_acc_result(&acc, env->split->count, env->split->ncatalog, &rep->m);
+    rc__eval_acc_report(&acc, env->split, rep);
 out:
     rc_eval_acc_free(&acc);
     rc_eval_embed_destroy(em);

@@ -590,3 +590,259 @@ TEST(eval_embed_multi_category_hook)
     rc_clicklog_free(log);
     rm_tree(path);
 }
+
+/* ---- slices ---- */
+
+static void add_click(rc_clicklog *log, const char *user, uint32_t item_no, int64_t ts)
+{
+    char it[16];
+    int n = snprintf(it, sizeof it, "I%u", item_no);
+    ASSERT_EQ(rc_clicklog_add(log, user, strlen(user), it, (size_t)n, "", 0, "", 0, ts), 0);
+}
+
+/* A log whose users' histories are known: before the cut (T0) uE has 120
+ * clicks (12 sessions), uC 25 (5 sessions), uA 6, uB none; uZ's one click
+ * at T0 is the cut; after it uB has a 1-click session (neither train nor
+ * test, still history), then test sessions uB I0 I1 I2, uA I1 I2 I3, uC I2
+ * I3, uE I3 I4. Predictions (t >= 1) and their histories: uB 2, 3; uA 7, 8;
+ * uC 26; uE 121. */
+TEST(eval_slices_hand_built_history)
+{
+    const int64_t T0 = 1000000000, H = 3600000; /* sessions an hour apart: > the 30 min gap */
+    rc_clicklog *log = NULL;
+    rc_eval_split *s = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_clicklog_create(200, &log), 0);
+    for (uint32_t j = 0; j < 12; j++)
+        for (uint32_t c = 0; c < 10; c++)
+            add_click(log, "uE", (j * 10 + c) % 5, j * H + 1000 + c * 1000);
+    for (uint32_t j = 0; j < 5; j++)
+        for (uint32_t c = 0; c < 5; c++)
+            add_click(log, "uC", c, 500000 + j * H + c * 1000);
+    for (uint32_t c = 0; c < 6; c++)
+        add_click(log, "uA", c % 5, 200000000 + c * 1000);
+    add_click(log, "uZ", 0, T0);
+    add_click(log, "uB", 4, T0 + 1000000);
+    for (uint32_t c = 0; c < 3; c++)
+        add_click(log, "uB", c, T0 + 10000000 + c * 1000);
+    for (uint32_t c = 0; c < 3; c++)
+        add_click(log, "uA", 1 + c, T0 + 20000000 + c * 1000);
+    for (uint32_t c = 0; c < 2; c++)
+        add_click(log, "uC", 2 + c, T0 + 30000000 + c * 1000);
+    for (uint32_t c = 0; c < 2; c++)
+        add_click(log, "uE", 3 + c, T0 + 40000000 + c * 1000);
+    ASSERT_EQ(rc_clicklog_sessionize(log, 0, err, sizeof err), 0);
+    ASSERT_EQ(log->n, 163);
+    /* 151 clicks before T0: the cut index floor((1 - r) * 162) = 151 is T0 */
+    rc_eval_opts o = {.test_ratio = 1 - 151.5 / 162};
+    ASSERT_EQ(rc_eval_split_create(log, NULL, &o, &s, err, sizeof err), 0);
+    ASSERT_EQ(s->cut_ms, T0);
+    ASSERT_EQ(s->ntest, 4);
+    ASSERT_EQ(s->npos, 6);
+    static const uint32_t want_hist[] = {2, 3, 7, 8, 26, 121};
+    static const char *const want_user[] = {"uB", "uB", "uA", "uA", "uC", "uE"};
+    for (size_t p = 0; p < 6; p++) {
+        uint32_t u = log->recs[log->sess_off[s->pos[p].session] + s->pos[p].t].user;
+        ASSERT_STREQ(rc_dict_str(log->users, u, NULL), want_user[p]);
+        ASSERT_EQ(s->history[p], want_hist[p]);
+    }
+
+    /* Features: uA a device, uC a tag; uB, uE none. */
+    uint32_t nu = rc_dict_size(log->users), ua, uc;
+    ASSERT_EQ(rc_dict_find(log->users, "uA", 2, &ua), 0);
+    ASSERT_EQ(rc_dict_find(log->users, "uC", 2, &uc), 0);
+    uint64_t *device = calloc(nu, sizeof *device), tag = 77;
+    uint32_t *tag_off = calloc(nu + 1, sizeof *tag_off);
+    ASSERT(device && tag_off);
+    device[ua] = 12345;
+    for (uint32_t u = uc + 1; u <= nu; u++)
+        tag_off[u] = 1;
+    rc_ufeat f = {.nusers = nu, .device = device, .tag_off = tag_off, .tags = &tag};
+    uint8_t mask[6];
+    rc_eval_slices(s, &f, mask);
+    static const uint8_t want_mask[] = {
+        1u << RC_EVAL_SL_HIST1 | 1u << RC_EVAL_SL_NOFEAT,
+        1u << RC_EVAL_SL_HIST1 | 1u << RC_EVAL_SL_NOFEAT,
+        1u << RC_EVAL_SL_HIST5 | 1u << RC_EVAL_SL_FEAT,
+        1u << RC_EVAL_SL_HIST5 | 1u << RC_EVAL_SL_FEAT,
+        1u << RC_EVAL_SL_HIST20 | 1u << RC_EVAL_SL_FEAT,
+        1u << RC_EVAL_SL_HIST100 | 1u << RC_EVAL_SL_NOFEAT,
+    };
+    for (size_t p = 0; p < 6; p++)
+        ASSERT_EQ(mask[p], want_mask[p]);
+    rc_eval_slices(s, NULL, mask); /* no features: everyone without */
+    for (size_t p = 0; p < 6; p++)
+        ASSERT_EQ(mask[p] >> RC_EVAL_SL_NOFEAT & 1, 1);
+
+    /* Through a method: the slice sizes are the buckets' (2, 2, 1, 1; 3, 3). */
+    rc_eval_slices(s, &f, mask);
+    rc_eval_env env = {.log = log, .split = s, .quiet = 1, .slices = mask};
+    rc_eval_report rep;
+    ASSERT_EQ(rc_eval_method_run(rc_eval_method_find("popularity"), &env, &rep, err, sizeof err),
+              0);
+    ASSERT_EQ(rep.has_slices, 1);
+    static const uint64_t want_n[RC_EVAL_NSLICES] = {2, 2, 1, 1, 3, 3};
+    for (unsigned k = 0; k < RC_EVAL_NSLICES; k++)
+        ASSERT_EQ(rep.slice[k].predictions, want_n[k]);
+    ASSERT_STREQ(rc_eval_slice_names[RC_EVAL_SL_HIST1], "history 1-4");
+    ASSERT_STREQ(rc_eval_slice_names[RC_EVAL_SL_NOFEAT], "without features");
+    free(device);
+    free(tag_off);
+    rc_eval_split_destroy(s);
+    rc_clicklog_free(log);
+}
+
+static void assert_same_metrics(const rc_eval_metrics *a, const rc_eval_metrics *b)
+{
+    ASSERT_EQ(a->predictions, b->predictions);
+    ASSERT_EQ(a->fallbacks, b->fallbacks);
+    ASSERT_NEAR(a->hr10, b->hr10, 1e-12);
+    ASSERT_NEAR(a->hr20, b->hr20, 1e-12);
+    ASSERT_NEAR(a->hr50, b->hr50, 1e-12);
+    ASSERT_NEAR(a->mrr50, b->mrr50, 1e-12);
+    ASSERT_NEAR(a->coverage50, b->coverage50, 1e-12);
+    ASSERT_NEAR(a->avg_position, b->avg_position, 1e-12);
+    ASSERT_NEAR(a->auc, b->auc, 1e-12);
+}
+
+/* A slice's metrics = the driver's over only that slice's predictions; the
+ * slices partition the predictions; the overall metrics are unchanged. */
+TEST(eval_slices_match_restricted_driver)
+{
+    char path[256];
+    tmp_path(path, sizeof path, ".jsonl");
+    write_generated(path, 12000, 800, 600);
+    rc_clicklog *log = load_jsonl(path);
+    rc_eval_split *s = NULL;
+    ASSERT_EQ(rc_eval_split_create(log, NULL, NULL, &s, NULL, 0), 0);
+    /* every third user has a device: both feature slices fill */
+    uint32_t nu = rc_dict_size(log->users);
+    uint64_t *device = calloc(nu, sizeof *device);
+    uint8_t *mask = malloc(s->npos);
+    ASSERT(device && mask);
+    for (uint32_t u = 0; u < nu; u += 3)
+        device[u] = u + 1;
+    rc_ufeat f = {.nusers = nu, .device = device};
+    rc_eval_slices(s, &f, mask);
+    rc_eval_knn *k = NULL;
+    ASSERT_EQ(rc_eval_knn_create(s, 0, &k, NULL, 0), 0);
+    rc_eval_predictor prs[2];
+    rc_eval_popularity(s, &prs[0]);
+    rc_eval_knn_predictor(k, &prs[1]);
+    rc_eval_scratch *w = malloc(sizeof *w);
+    ASSERT(w != NULL);
+    for (int m = 0; m < 2; m++) {
+        rc_eval_acc a, plain, only;
+        rc_eval_metrics ma, mp, ms, mo;
+        ASSERT_EQ(rc_eval_acc_init(&a, s->nitems), 0);
+        ASSERT_EQ(rc_eval_acc_init(&plain, s->nitems), 0);
+        a.slices = mask;
+        ASSERT_EQ(rc_eval_predict_all(s, &prs[m], &a), 0);
+        ASSERT_EQ(rc_eval_predict_all(s, &prs[m], &plain), 0);
+        rc_eval_acc_result(&a, s->count, s->ncatalog, &ma);
+        rc_eval_acc_result(&plain, s->count, s->ncatalog, &mp);
+        assert_same_metrics(&ma, &mp);
+        uint64_t hist_sum = 0, feat_sum = 0;
+        for (unsigned sl = 0; sl < RC_EVAL_NSLICES; sl++) {
+            ASSERT_EQ(rc_eval_acc_init(&only, s->nitems), 0);
+            for (size_t p = 0; p < s->npos; p++)
+                if (mask[p] >> sl & 1)
+                    ASSERT_EQ(rc_eval_predict(s, &prs[m], p, &only, w), 0);
+            rc_eval_acc_result(&only, s->count, s->ncatalog, &mo);
+            rc_eval_acc_slice_result(&a, sl, s->count, s->ncatalog, &ms);
+            assert_same_metrics(&ms, &mo);
+            if (sl < RC_EVAL_SL_FEAT)
+                hist_sum += ms.predictions;
+            else
+                feat_sum += ms.predictions;
+            rc_eval_acc_free(&only);
+        }
+        ASSERT_EQ(hist_sum, s->npos);
+        ASSERT_EQ(feat_sum, s->npos);
+        /* this log: short and medium histories, both feature slices */
+        rc_eval_acc_slice_result(&a, RC_EVAL_SL_HIST1, s->count, s->ncatalog, &ms);
+        ASSERT_GT(ms.predictions, 0);
+        rc_eval_acc_slice_result(&a, RC_EVAL_SL_HIST5, s->count, s->ncatalog, &ms);
+        ASSERT_GT(ms.predictions, 0);
+        rc_eval_acc_slice_result(&a, RC_EVAL_SL_FEAT, s->count, s->ncatalog, &ms);
+        ASSERT(ms.predictions > 0 && ms.predictions < s->npos);
+        rc_eval_acc_free(&a);
+        rc_eval_acc_free(&plain);
+    }
+    free(w);
+    rc_eval_knn_destroy(k);
+    free(mask);
+    free(device);
+    rc_eval_split_destroy(s);
+    rc_clicklog_free(log);
+    rm_tree(path);
+}
+
+/* recalld-eval: every method's JSON has "slices" with every slice and key,
+ * slice predictions sum to the method's; the table prints the slices. */
+TEST(eval_cli_json_slices)
+{
+    static const char *const methods[] = {"popularity", "itemknn", "sgns", "prequential"};
+    static const char *const keys[] = {"hr@10",        "hr@20", "hr@50",      "mrr@50",
+                                       "coverage@50", "avg_position", "auc", "predictions"};
+    char path[256], *out = NULL;
+    tmp_path(path, sizeof path, ".jsonl");
+    ASSERT_EQ(e2e_sh(NULL, "%s --seed 5 --events 12000 --users 800 --items 600 --out %s",
+                     RC_BIN("recalld-gen"), path),
+              0);
+    int st = e2e_sh(&out,
+                    "%s --input %s --dim 16 --epochs 2 --threads 2 "
+                    "--methods popularity,itemknn,sgns,prequential --json --quiet",
+                    RC_BIN("recalld-eval"), path);
+    ASSERT_EQ(st, 0);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    if (!j)
+        RC__FAIL("not one JSON object (%s): %s", je.text, out);
+    json_t *ms = json_object_get(j, "methods");
+    json_int_t first[RC_EVAL_NSLICES] = {0};
+    for (size_t i = 0; i < RC_ARRAY_LEN(methods); i++) {
+        json_t *m = json_object_get(ms, methods[i]);
+        json_t *sl = json_object_get(m, "slices");
+        if (!json_is_object(sl))
+            RC__FAIL("%s: no slices", methods[i]);
+        ASSERT_EQ(json_object_size(sl), RC_EVAL_NSLICES);
+        json_int_t total = json_integer_value(json_object_get(m, "predictions")), hist = 0,
+                   feat = 0;
+        for (unsigned k = 0; k < RC_EVAL_NSLICES; k++) {
+            json_t *o = json_object_get(sl, rc_eval_slice_names[k]);
+            if (!json_is_object(o))
+                RC__FAIL("%s: slice \"%s\" missing", methods[i], rc_eval_slice_names[k]);
+            ASSERT_EQ(json_object_size(o), RC_ARRAY_LEN(keys));
+            for (size_t q = 0; q < RC_ARRAY_LEN(keys); q++)
+                if (!json_is_number(json_object_get(o, keys[q])))
+                    RC__FAIL("%s.%s.%s: not a number", methods[i], rc_eval_slice_names[k],
+                             keys[q]);
+            json_int_t n = json_integer_value(json_object_get(o, "predictions"));
+            *(k < RC_EVAL_SL_FEAT ? &hist : &feat) += n;
+            if (i == 0)
+                first[k] = n;
+            ASSERT_EQ(n, first[k]); /* the same predictions for every method */
+            double a = json_number_value(json_object_get(o, "auc"));
+            ASSERT(a >= 0 && a <= 1);
+        }
+        ASSERT_EQ(hist, total);
+        ASSERT_EQ(feat, total);
+    }
+    /* recalld-gen plants profiles: some predictions have features */
+    ASSERT_GT(first[RC_EVAL_SL_FEAT], 0);
+    json_decref(j);
+    free(out);
+
+    /* The table: one small table per slice after the main one. */
+    ASSERT_EQ(e2e_sh(&out, "%s --input %s --methods popularity,itemknn --quiet",
+                     RC_BIN("recalld-eval"), path),
+              0);
+    const char *main_row = strstr(out, "\nitemknn ");
+    const char *slice = strstr(out, "slice \"history 1-4\": ");
+    ASSERT(main_row && slice && slice > main_row);
+    ASSERT(strstr(slice, "\npopularity ") && strstr(slice, "\nitemknn "));
+    ASSERT(strstr(out, "slice \"without features\": ") != NULL);
+    free(out);
+    rm_tree(path);
+}

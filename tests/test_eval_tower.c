@@ -8,6 +8,7 @@
 
 #include "e2e.h"
 #include "recalld/common.h"
+#include "recalld/eval.h"
 #include "recalld/gen.h"
 #include "recalld/model.h"
 #include "recalld/table.h"
@@ -76,6 +77,24 @@ TEST(eval_tower_ablation_json)
         }
         /* every row on the same split */
         ASSERT_EQ(metric(m, rows[r], "predictions"), pred);
+        /* per-slice metrics with the row's keys; each slice family covers
+         * every prediction, and the planted profiles fill "with features" */
+        json_t *sl = json_object_get(json_object_get(m, rows[r]), "slices");
+        ASSERT_EQ(json_object_size(sl), RC_EVAL_NSLICES);
+        double hist = 0, feat = 0;
+        for (unsigned k = 0; k < RC_EVAL_NSLICES; k++) {
+            json_t *o = json_object_get(sl, rc_eval_slice_names[k]);
+            for (size_t q = 0; q < sizeof keys / sizeof *keys; q++)
+                if (!json_is_number(json_object_get(o, keys[q])))
+                    RC__FAIL("%s.slices.%s.%s: missing", rows[r], rc_eval_slice_names[k], keys[q]);
+            double n = json_number_value(json_object_get(o, "predictions"));
+            *(k < RC_EVAL_SL_FEAT ? &hist : &feat) += n;
+        }
+        ASSERT_EQ(hist, pred);
+        ASSERT_EQ(feat, pred);
+        ASSERT_GT(json_number_value(json_object_get(
+                      json_object_get(sl, rc_eval_slice_names[RC_EVAL_SL_FEAT]), "predictions")),
+                  0);
         /* the towers learnt something: far above chance */
         ASSERT_DBL_OP(metric(m, rows[r], "auc"), >, 0.7);
         ASSERT_DBL_OP(metric(m, rows[r], "hr@50"), >, 0.1);

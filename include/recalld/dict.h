@@ -20,7 +20,10 @@ void rc_dict_destroy(rc_dict *d); /* NULL-safe */
  * when len > 65535. */
 int rc_dict_intern(rc_dict *d, const char *s, size_t len, uint32_t *id, int *created);
 
-/* Any thread. Returns 0 and sets *id, or RC_ENOENT. */
+/* Any thread. Returns 0 and sets *id, or RC_ENOENT. While the writer interns,
+ * the newest id may be counted by rc_dict_size a moment before it can be
+ * found (the size is published first, so a found id's entry is readable at
+ * once); every older id is always found. */
 int rc_dict_find(const rc_dict *d, const char *s, size_t len, uint32_t *id);
 
 /* Any thread; a cache hint, nothing else. A lookup of s is three dependent

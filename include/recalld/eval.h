@@ -43,6 +43,18 @@
  *    depends only on (seed, prediction index), so every method is scored
  *    against the same negatives.
  *
+ * Slices (rc_eval_slices; recalld-eval reports every method's metrics per
+ * slice too): a prediction falls in one history slice by the user's history
+ * length h = the user's clicks strictly before the target in time (ties:
+ * earlier records first), over all the log's sessions whatever their role —
+ * what rc_tt_history_user_in counts as total_clicks — "history 1-4", "5-19",
+ * "20-99", "100+" (h >= t >= 1: the session's own prefix counts, so 0 cannot
+ * occur; a log without user ids has a user per session, h = t, and only the
+ * short slices fill), and in one feature slice: "with features" when the
+ * user has a device or an interest tag in the rc_ufeat given, else "without
+ * features". Coverage@50 of a slice: catalog items recalled by its
+ * predictions, over the whole catalog.
+ *
  * Thread model: a split is read-only once created and may be shared; an
  * accumulator or predictor belongs to one thread. */
 #ifndef RECALLD_EVAL_H
@@ -73,6 +85,19 @@ typedef struct rc_eval_opts {
                                * (by a hash of session and position): --tune's cheaper
                                * validation */
 } rc_eval_opts;
+
+/* The slices (see above), in report order; bit i of a slice mask = slice i. */
+enum {
+    RC_EVAL_SL_HIST1 = 0, /* history 1-4 */
+    RC_EVAL_SL_HIST5,     /* history 5-19 */
+    RC_EVAL_SL_HIST20,    /* history 20-99 */
+    RC_EVAL_SL_HIST100,   /* history 100+ */
+    RC_EVAL_SL_FEAT,      /* with features */
+    RC_EVAL_SL_NOFEAT,    /* without features */
+    RC_EVAL_NSLICES
+};
+/* "history 1-4", ..., "without features": JSON keys and table titles. */
+extern const char *const rc_eval_slice_names[RC_EVAL_NSLICES];
 
 /* ---- split ---- */
 
@@ -105,6 +130,7 @@ typedef struct rc_eval_split {
     uint32_t ncatalog;
     rc_eval_pos *pos; /* predictions, in session order then position */
     size_t npos;
+    uint32_t *history; /* per prediction: the user's earlier clicks (h above) */
     uint32_t *items; /* storage of the query / exclusion lists */
 } rc_eval_split;
 
@@ -120,6 +146,11 @@ void rc_eval_split_destroy(rc_eval_split *s); /* NULL-safe */
  * opts.auc_negatives). Returns how many (0 when the catalog has nothing but
  * the target and the excluded items). */
 uint32_t rc_eval_negatives(const rc_eval_split *s, size_t p, uint32_t *out);
+
+/* The slice mask of every prediction of s into mask[0..s->npos): its
+ * history slice's bit and its feature slice's bit (f: the users' features,
+ * NULL = nobody has any). */
+void rc_eval_slices(const rc_eval_split *s, const rc_ufeat *f, uint8_t *mask);
 
 /* Writes the split for an external evaluator (bench/gensim_baseline.py) into
  * directory dir (created if missing), items as log item ids:
@@ -146,12 +177,22 @@ typedef struct rc_eval_metrics {
     double seconds;     /* wall time of the method (training included) */
 } rc_eval_metrics;
 
-/* Accumulates predictions. Plain struct: use the functions. */
-typedef struct rc_eval_acc {
+/* Sums of one slice. */
+typedef struct rc_eval_acc_part {
     uint64_t n, hit10, hit20, hit50, fallbacks;
     double rr_sum, rank_sum, auc_sum;
-    uint8_t *seen; /* per item: recalled at least once */
+} rc_eval_acc_part;
+
+/* Accumulates predictions. Plain struct: use the functions. */
+typedef struct rc_eval_acc {
+    rc_eval_acc_part all; /* every prediction */
+    uint8_t *seen; /* per item: bit 0 recalled at least once, bit 1 + i by slice i */
     uint32_t nitems;
+    /* Per prediction index: its slice mask (rc_eval_slices; borrowed, set by
+     * the caller after init), NULL = no breakdown. rc_eval_predict adds
+     * prediction p to the slices of slices[p] as well. */
+    const uint8_t *slices;
+    rc_eval_acc_part part[RC_EVAL_NSLICES];
 } rc_eval_acc;
 
 /* nitems: size of the item id space. Returns 0 or RC_ENOMEM. */
@@ -165,6 +206,12 @@ void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t 
  * is left 0. */
 void rc_eval_acc_result(const rc_eval_acc *a, const uint32_t *count, uint32_t ncatalog,
                         rc_eval_metrics *m);
+/* rc_eval_acc_add that also adds to the slices of mask. */
+void rc_eval_acc_add_sliced(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target,
+                            double auc, uint8_t mask);
+/* The metrics of slice i (< RC_EVAL_NSLICES) so far, as rc_eval_acc_result. */
+void rc_eval_acc_slice_result(const rc_eval_acc *a, unsigned i, const uint32_t *count,
+                              uint32_t ncatalog, rc_eval_metrics *m);
 
 /* ---- predictors ---- */
 
@@ -258,6 +305,9 @@ typedef struct rc_eval_report {
     int has_tower;
     rc_tt_train_opts tower;
     rc_tt_train_result tower_res;
+    /* env->slices was given: the metrics per slice (seconds 0) */
+    int has_slices;
+    rc_eval_metrics slice[RC_EVAL_NSLICES];
 } rc_eval_report;
 
 /* What a method run gets. The caller fills the inputs; methods may leave
@@ -289,6 +339,9 @@ typedef struct rc_eval_env {
                              * instead of RC_TT_F_ALL */
     int keep_w2v;           /* the sgns method leaves its table in w2v */
     rc_table *w2v;
+    /* Per prediction of split: its slice mask (rc_eval_slices), NULL = no
+     * per-slice metrics. Every method then fills rep->slice in its one pass. */
+    const uint8_t *slices;
 } rc_eval_env;
 
 typedef struct rc_eval_method {

@@ -33,7 +33,10 @@ static const char about[] =
     "of the clicks, no profile), two_tower+tags (+ interest tags), two_tower (+ device,\n"
     "behaviour statistics, attention; or --features), each trained on the training\n"
     "sessions on top of the sgns table; user features from the log's JSON events\n"
-    "(device, tags) or --user-features FILE.";
+    "(device, tags) or --user-features FILE.\n"
+    "Every method is also reported per slice of the predictions (after the table;\n"
+    "\"slices\" in JSON): the user's clicks before the target over all sessions\n"
+    "(history 1-4, 5-19, 20-99, 100+) and with / without profile features.";
 
 enum {
     X_DUMP, X_QUERY_LEN, X_EXCLUDE_PREFIX, X_AUC_NEG, X_OVERFETCH, X_STREAM_LR, X_ABLATION,
@@ -177,6 +180,15 @@ static json_t *tower_json(const rc_eval_report *r)
                      t->examples_per_s, "stopped", t->stopped);
 }
 
+/* A slice's metrics: the method's keys but seconds (one pass times all). */
+static json_t *slice_json(const rc_eval_metrics *m)
+{
+    return json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I}", "hr@10", m->hr10, "hr@20", m->hr20,
+                     "hr@50", m->hr50, "mrr@50", m->mrr50, "coverage@50", m->coverage50,
+                     "avg_position", m->avg_position, "auc", m->auc, "predictions",
+                     (json_int_t)m->predictions);
+}
+
 static json_t *method_json(const rc_eval_report *r)
 {
     const rc_eval_metrics *m = &r->m;
@@ -188,6 +200,12 @@ static json_t *method_json(const rc_eval_report *r)
         json_object_set_new(j, "tuned", tuned_json(r));
     if (j && r->has_tower)
         json_object_set_new(j, "tower", tower_json(r));
+    if (j && r->has_slices) {
+        json_t *sl = json_object();
+        for (unsigned i = 0; i < RC_EVAL_NSLICES; i++)
+            json_object_set_new(sl, rc_eval_slice_names[i], slice_json(&r->slice[i]));
+        json_object_set_new(j, "slices", sl);
+    }
     return j;
 }
 
@@ -249,6 +267,33 @@ static void print_rows(FILE *f, const rc_eval_report *rep, const int *run, int a
     }
 }
 
+/* After the main table: per slice, one line per method (only the
+ * ablation's rows when `ablation`), to see where each method wins. */
+static void print_slices(FILE *f, const rc_eval_report *rep, const int *run, int ablation)
+{
+    for (unsigned k = 0; k < RC_EVAL_NSLICES; k++) {
+        uint64_t n = 0; /* every method predicts the same positions */
+        for (size_t i = 0; i < rc_eval_nmethods && !n; i++)
+            if (run[i] && rep[i].has_slices)
+                n = rep[i].slice[k].predictions;
+        fprintf(f, "\nslice \"%s\": %llu predictions\n", rc_eval_slice_names[k],
+                (unsigned long long)n);
+        if (!n)
+            continue;
+        fprintf(f, "%-17s %7s %7s %7s %7s %7s %8s %7s %9s\n", "method", "hr@10", "hr@20", "hr@50",
+                "mrr@50", "cov@50", "avg_pos", "auc", "preds");
+        for (size_t i = 0; i < rc_eval_nmethods; i++) {
+            const rc_eval_metrics *m = &rep[i].slice[k];
+            if (!run[i] || !rep[i].has_slices ||
+                (ablation && !in_list(RC_EVAL_ABLATION, rc_eval_methods[i].name)))
+                continue;
+            fprintf(f, "%-17s %7.4f %7.4f %7.4f %7.4f %7.4f %8.2f %7.4f %9llu\n",
+                    rc_eval_methods[i].name, m->hr10, m->hr20, m->hr50, m->mrr50, m->coverage50,
+                    m->avg_position, m->auc, (unsigned long long)m->predictions);
+        }
+    }
+}
+
 static void print_tower_lines(FILE *f, const rc_eval_report *rep, const int *run,
                               const struct feat_info *fi)
 {
@@ -297,6 +342,7 @@ static void print_table(const rc_clicklog *log, const rc_eval_split *s, const rc
                rep[i].tuned ? " (tuned)" : "", rep[i].settings.dim ? rep[i].settings.dim : 64,
                line);
     }
+    print_slices(stdout, rep, run, 0);
 }
 
 static int run_methods(rc_eval_env *env, const int *run, rc_eval_report *rep, char *eb, size_t el)
@@ -355,6 +401,8 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
     rc_eval_report rep[16];
     struct feat_info fi = {0};
     rc_eval_env env = {0};
+    rc_ufeat *log_feats = NULL;
+    uint8_t *slices = NULL;
     int rc;
     eo.test_ratio = cli->test_ratio;
     eo.seed = cli->train.seed;
@@ -371,6 +419,16 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
                 split->npos);
     if (f->dump && (rc = rc_eval_split_dump(split, f->dump, eb, el)))
         goto out;
+    /* The feature slices need features even when no tower runs: the log's own. */
+    if (!fi.f && (rc = rc_ufeat_from_log(log, &log_feats))) {
+        rc = rc_err(eb, el, rc, "user features: out of memory");
+        goto out;
+    }
+    if (!(slices = malloc(split->npos))) {
+        rc = rc_err(eb, el, RC_ENOMEM, "slices: out of memory");
+        goto out;
+    }
+    rc_eval_slices(split, fi.f ? fi.f : log_feats, slices);
     env = (rc_eval_env){.log = log,
                         .split = split,
                         .train = cli->train,
@@ -383,7 +441,8 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
                         .feats = fi.f,
                         .tower = cli->tower,
                         .tower_features_set = cli->tower_features_set,
-                        .keep_w2v = 1};
+                        .keep_w2v = 1,
+                        .slices = slices};
     if ((rc = run_methods(&env, run, rep, eb, el)))
         goto out;
     if (cli->json)
@@ -395,9 +454,12 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
         fprintf(stderr, "ablation (same split, %zu predictions):\n", split->npos);
         print_rows(stderr, rep, run, 1);
         print_tower_lines(stderr, rep, run, &fi);
+        print_slices(stderr, rep, run, 1);
     }
 out:
     rc_eval_env_cleanup(&env);
+    free(slices);
+    rc_ufeat_free(log_feats);
     rc_ufeat_free(fi.f);
     rc_eval_split_destroy(split);
     rc_clicklog_free(log);
