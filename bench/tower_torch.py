@@ -7,7 +7,8 @@ Item tower: [E_id(262144x16), E_city(4096x8), E_cate(4096x8), w2v(64) normalised
 User tower: ctx = [E_dev(1024x8), stats(36)]; tags (2 per user, E_tag 16384x16)
   pooled by attention with query Linear(44,16)(ctx); 50 clicks (item inputs,
   same tables) pooled by attention with query Linear(60,96)([ctx, tagpool]),
-  scale 1/sqrt(dim); u_in = [clickpool, tagpool, ctx] (156) -> Linear(156,128)
+  scale 1/sqrt(dim), plus the learned recency bias r[rank from the newest]
+  (50 floats, dense, initialised to 0) in the click scores; u_in = [clickpool, tagpool, ctx] (156) -> Linear(156,128)
   ReLU -> Linear(128,64) -> L2 norm.
 Loss: sampled softmax of cos/0.05 over the positive, 128 easy negatives shared
 by the batch and 4 hard ones per example, logQ corrections subtracted,
@@ -54,6 +55,7 @@ class Tower(nn.Module):
         self.u1, self.u2 = nn.Linear(DI + TAG_D + CTX, H), nn.Linear(H, D)
         self.q = nn.Linear(CTX + TAG_D, DI)
         self.tq = nn.Linear(CTX, TAG_D)
+        self.rec = nn.Parameter(torch.zeros(C))  # r[k], k = rank from the newest click
 
     def item_x(self, ids, city, cate, w2v):
         return torch.cat([self.e_id(ids), self.e_city(city), self.e_cate(cate),
@@ -64,8 +66,11 @@ class Tower(nn.Module):
         return F.normalize(self.i2(F.relu(self.i1(x))), dim=-1)
 
     @staticmethod
-    def attend(q, x, scale):
-        a = torch.softmax(torch.einsum("bd,bkd->bk", q, x) * scale, dim=-1)
+    def attend(q, x, scale, bias=None):
+        s = torch.einsum("bd,bkd->bk", q, x) * scale
+        if bias is not None:
+            s = s + bias
+        a = torch.softmax(s, dim=-1)
         return torch.einsum("bk,bkd->bd", a, x)
 
     def user(self, c_ids, c_city, c_cate, c_w2v, dev, stats, tags):
@@ -74,7 +79,8 @@ class Tower(nn.Module):
         tagpool = self.attend(self.tq(ctx), t, 1.0 / math.sqrt(TAG_D))
         qin = torch.cat([ctx, tagpool], dim=-1)
         x = self.item_x(c_ids, c_city, c_cate, c_w2v)
-        clickpool = self.attend(self.q(qin), x, 1.0 / math.sqrt(DI))
+        # Clicks are oldest first and every user has C: click j's rank is C-1-j.
+        clickpool = self.attend(self.q(qin), x, 1.0 / math.sqrt(DI), self.rec.flip(0))
         u = torch.cat([clickpool, tagpool, ctx], dim=-1)
         return F.normalize(self.u2(F.relu(self.u1(u))), dim=-1)
 

@@ -20,7 +20,7 @@
 #include "tower_impl.h"
 
 #define MAGIC          "RCTOWER1"
-#define VERSION        1u
+#define VERSION        2u        /* 2: the recency bias r joined the dense parameters */
 #define NCFG           17u       /* u32 config fields in the file */
 #define MAX_BUCKETS    (1u << 24)
 #define MAX_EMB_DIM    256u
@@ -144,6 +144,8 @@ int rc__tt_layout(rc_tt_model *m, const rc_tt_config *cfg, char *eb, size_t el)
     at = add_dense(&m->u2, at, c.hidden, c.dim);
     at = add_dense(&m->q, at, m->qin, m->di);
     at = add_dense(&m->tq, at, m->ctx, c.tag_dim);
+    m->rec = at;
+    at += c.max_clicks;
     m->ndense = at;
     const uint32_t rows[TT_NTABLES] = {c.id_buckets, c.city_buckets, c.cate_buckets,
                                        c.device_buckets, c.tag_buckets};
@@ -269,12 +271,20 @@ void rc__tt_l2n_fwd(const float *Z, uint32_t n, uint32_t d, float *V, float *nor
 void rc__tt_attn_fwd(const float *q, const float *X, uint32_t k, uint32_t d, float scale, float *a,
                      float *out)
 {
+    rc__tt_rattn_fwd(q, X, k, d, scale, NULL, a, out);
+}
+
+void rc__tt_rattn_fwd(const float *q, const float *X, uint32_t k, uint32_t d, float scale,
+                      const float *r, float *a, float *out)
+{
     memset(out, 0, d * sizeof(float));
     if (k == 0)
         return;
     float mx = -INFINITY;
     for (uint32_t j = 0; j < k; j++) {
-        a[j] = scale * rc_vec_dot(q, X + (size_t)j * d, d);
+        a[j] = q ? scale * rc_vec_dot(q, X + (size_t)j * d, d) : 0.0f;
+        if (r)
+            a[j] += r[k - 1 - j];
         if (a[j] > mx)
             mx = a[j];
     }
@@ -513,11 +523,9 @@ void rc__tt_user_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n)
     for (uint32_t b = 0; b < n; b++) {
         const float *X = ws->cx + (size_t)b * ws->C * m->di;
         float *u = ws->uin + (size_t)b * m->uin;
-        if (attn)
-            rc__tt_attn_fwd(ws->q + (size_t)b * m->di, X, ws->ncl[b], m->di, scale,
-                            ws->ca + (size_t)b * ws->C, u);
-        else
-            rc__tt_mean_fwd(X, ws->ncl[b], m->di, u);
+        /* Without ATTN only the recency term: the mean while r = 0. */
+        rc__tt_rattn_fwd(attn ? ws->q + (size_t)b * m->di : NULL, X, ws->ncl[b], m->di, scale,
+                         p + m->rec, ws->ca + (size_t)b * ws->C, u);
         /* u_in = [clickpool, tagpool, ctx]; qin = [ctx, tagpool] */
         const float *qi = ws->qin + (size_t)b * m->qin;
         memcpy(u + m->di, qi + m->ctx, c->tag_dim * sizeof(float));
@@ -573,13 +581,8 @@ void rc_tt_user_vector(const rc_tt_model *m, rc_tt_work *w, const rc_tt_user_in 
     rc__tt_user_fwd(m, ws, 1);
     memcpy(out, ws->uv, m->cfg.dim * sizeof(float));
     uint32_t k = ws->ncl[0];
-    if (att) {
-        if (m->cfg.features & RC_TT_F_ATTN)
-            memcpy(att, ws->ca, k * sizeof(float));
-        else
-            for (uint32_t j = 0; j < k; j++)
-                att[j] = 1.0f / (float)k;
-    }
+    if (att)
+        memcpy(att, ws->ca, k * sizeof(float));
     if (natt)
         *natt = k;
 }
@@ -699,8 +702,8 @@ static int parse(const unsigned char *buf, size_t len, const char *path, rc_tt_m
     uint32_t ver, cf[NCFG];
     uint64_t np;
     memcpy(&ver, buf + 8, 4);
-    if (ver != VERSION)
-        return rc_err(eb, el, RC_ECORRUPT, "tower model %s: unsupported version %u (this build reads %u)",
+    if (ver != VERSION && ver != 1)
+        return rc_err(eb, el, RC_ECORRUPT, "tower model %s: unsupported version %u (this build reads 1..%u)",
                       path, ver, VERSION);
     memcpy(cf, buf + 12, sizeof cf);
     memcpy(&np, buf + 12 + sizeof cf, 8);
@@ -713,14 +716,19 @@ static int parse(const unsigned char *buf, size_t len, const char *path, rc_tt_m
         return rc_err(eb, el, RC_ECORRUPT, "tower model %s: bad config (%s)", path, why);
     if (rc)
         return rc_err(eb, el, rc, "tower model %s: %s", path, why);
-    if (np != m->nparams || len != HEADER_BYTES + np * sizeof(float) + 4) {
-        size_t want = m->nparams;
+    /* Version 1 files lack r (max_clicks floats at m->rec): loaded as r = 0,
+     * the model they were trained as. */
+    size_t nr = ver == 1 ? m->cfg.max_clicks : 0, want = m->nparams - nr;
+    if (np != want || len != HEADER_BYTES + np * sizeof(float) + 4) {
         rc_tt_destroy(m);
         return rc_err(eb, el, RC_ECORRUPT,
                       "tower model %s: %llu parameters for a config of %zu (inconsistent size)",
                       path, (unsigned long long)np, want);
     }
-    memcpy(m->p, buf + HEADER_BYTES, m->nparams * sizeof(float));
+    const unsigned char *w = buf + HEADER_BYTES;
+    memcpy(m->p, w, m->rec * sizeof(float));
+    memcpy(m->p + m->rec + nr, w + m->rec * sizeof(float),
+           (m->nparams - m->rec - nr) * sizeof(float));
     for (size_t i = 0; i < m->nparams; i++)
         if (!isfinite(m->p[i])) {
             rc_tt_destroy(m);

@@ -45,11 +45,18 @@ void rc__tt_l2n_bwd(const float *V, const float *norms, const float *dV, uint32_
 void rc__tt_attn_bwd(const float *q, const float *X, const float *a, uint32_t k, uint32_t d,
                      float scale, const float *dout, float *dq, float *dX)
 {
+    rc__tt_rattn_bwd(q, X, a, k, d, scale, dout, dq, dX, NULL);
+}
+
+void rc__tt_rattn_bwd(const float *q, const float *X, const float *a, uint32_t k, uint32_t d,
+                      float scale, const float *dout, float *dq, float *dX, float *dr)
+{
     float ds[RC_TT_MAX_CLICKS > RC_TT_MAX_TAGS ? RC_TT_MAX_CLICKS : RC_TT_MAX_TAGS];
-    memset(dq, 0, d * sizeof(float));
+    if (q)
+        memset(dq, 0, d * sizeof(float));
     if (k == 0)
         return;
-    /* out = sum a_j x_j, a = softmax(s), s_j = scale q . x_j */
+    /* out = sum a_j x_j, a = softmax(s), s_j = scale q . x_j + r[k - 1 - j] */
     float mean = 0;
     for (uint32_t j = 0; j < k; j++) {
         ds[j] = rc_vec_dot(dout, X + (size_t)j * d, d); /* dL/da_j */
@@ -57,10 +64,14 @@ void rc__tt_attn_bwd(const float *q, const float *X, const float *a, uint32_t k,
     }
     for (uint32_t j = 0; j < k; j++) {
         ds[j] = a[j] * (ds[j] - mean); /* dL/ds_j */
-        rc_vec_axpy(scale * ds[j], X + (size_t)j * d, dq, d);
+        if (dr)
+            dr[k - 1 - j] += ds[j];
+        if (q)
+            rc_vec_axpy(scale * ds[j], X + (size_t)j * d, dq, d);
         if (dX) {
             rc_vec_axpy(a[j], dout, dX + (size_t)j * d, d);
-            rc_vec_axpy(scale * ds[j], q, dX + (size_t)j * d, d);
+            if (q)
+                rc_vec_axpy(scale * ds[j], q, dX + (size_t)j * d, d);
         }
     }
 }
@@ -173,12 +184,10 @@ static void clicks_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
         float *dX = ws->dcx + (size_t)b * ws->C * m->di;
         const float *du = ws->duin + (size_t)b * m->uin;
         memset(dX, 0, (size_t)ws->ncl[b] * m->di * sizeof(float));
-        if (attn)
-            rc__tt_attn_bwd(ws->q + (size_t)b * m->di, ws->cx + (size_t)b * ws->C * m->di,
-                            ws->ca + (size_t)b * ws->C, ws->ncl[b], m->di, scale, du,
-                            ws->dq + (size_t)b * m->di, dX);
-        else
-            rc__tt_mean_bwd(ws->ncl[b], m->di, du, dX);
+        rc__tt_rattn_bwd(attn ? ws->q + (size_t)b * m->di : NULL,
+                         ws->cx + (size_t)b * ws->C * m->di, ws->ca + (size_t)b * ws->C,
+                         ws->ncl[b], m->di, scale, du, ws->dq + (size_t)b * m->di, dX,
+                         g->dense + m->rec);
         for (uint32_t j = 0; j < ws->ncl[b]; j++)
             scatter_item(m, g, ws->crow + ((size_t)b * ws->C + j) * 3, dX + (size_t)j * m->di);
     }

@@ -40,8 +40,9 @@ struct rc_tt_model {
     tt_dense i1, i2;  /* item tower */
     tt_dense u1, u2;  /* user tower */
     tt_dense q, tq;   /* click query (qin -> di), tag query (ctx -> tag_dim) */
+    size_t rec;       /* recency bias r: max_clicks floats, the last dense parameters */
     tt_table tab[TT_NTABLES];
-    size_t ndense;    /* floats of the dense layers: block[0 .. ndense) */
+    size_t ndense;    /* floats of the dense layers and r: block[0 .. ndense) */
     size_t nparams;   /* all floats */
     uint32_t nrows;   /* global embedding rows (all tables) */
     float *p;         /* the block */
@@ -84,6 +85,15 @@ void rc__tt_attn_fwd(const float *q, const float *X, uint32_t k, uint32_t d, flo
  * wanted). */
 void rc__tt_attn_bwd(const float *q, const float *X, const float *a, uint32_t k, uint32_t d,
                      float scale, const float *dout, float *dq, float *dX);
+/* Click pooling with the recency bias: a = softmax_j(scale * q . x_j +
+ * r[k - 1 - j]) (rows oldest first, so r[0] is the newest row's; q NULL: the
+ * r term only, the recency-weighted mean), out = a^T X. k == 0: out = 0. */
+void rc__tt_rattn_fwd(const float *q, const float *X, uint32_t k, uint32_t d, float scale,
+                      const float *r, float *a, float *out);
+/* Backward: dq = gradient w.r.t. q (q NULL: dq unused), dX += w.r.t. X, dr +=
+ * w.r.t. r (its first k entries). */
+void rc__tt_rattn_bwd(const float *q, const float *X, const float *a, uint32_t k, uint32_t d,
+                      float scale, const float *dout, float *dq, float *dX, float *dr);
 /* Mean pooling: out = mean of the k rows (k == 0: 0); backward adds dout / k. */
 void rc__tt_mean_fwd(const float *X, uint32_t k, uint32_t d, float *out);
 void rc__tt_mean_bwd(uint32_t k, uint32_t d, const float *dout, float *dX);

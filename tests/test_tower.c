@@ -168,56 +168,73 @@ TEST(tower_grad_l2norm)
     ASSERT_DBL_OP(gc_rel(&g), <, 1e-2);
 }
 
-static double attn_obj(const float *q, const float *X, uint32_t k, uint32_t d, const float *rr,
-                       int mean)
+/* Pooling modes of the gradient check: plain attention, plain mean, click
+ * attention with the recency bias r, recency-only (the mean of r = 0). */
+enum { POOL_ATTN, POOL_MEAN, POOL_RATTN, POOL_RECENCY };
+
+static double attn_obj(const float *q, const float *X, const float *rb, uint32_t k, uint32_t d,
+                       const float *rr, int mode)
 {
     float a[8], out[8];
-    if (mean)
+    if (mode == POOL_MEAN)
         rc__tt_mean_fwd(X, k, d, out);
-    else
+    else if (mode == POOL_ATTN)
         rc__tt_attn_fwd(q, X, k, d, 0.7f, a, out);
+    else
+        rc__tt_rattn_fwd(mode == POOL_RATTN ? q : NULL, X, k, d, 0.7f, rb, a, out);
     return wsum(rr, out, d);
 }
 
-static void check_pool(int mean)
+static void check_pool(int mode)
 {
     enum { K = 5, D = 6 };
     rc_rng r;
-    rc_rng_seed(&r, 9 + mean);
-    float q[D], X[K * D], rr[D], a[K], out[D], dq[D], dX[K * D] = {0};
+    rc_rng_seed(&r, 9 + (uint64_t)mode);
+    float q[D], X[K * D], rb[K], rr[D], a[K], out[D], dq[D] = {0}, dX[K * D] = {0},
+                                                      drb[K] = {0};
     fill(q, D, &r, 1);
     fill(X, K * D, &r, 1);
+    fill(rb, K, &r, 1);
     fill(rr, D, &r, 1);
-    if (mean) {
+    if (mode == POOL_MEAN) {
         rc__tt_mean_bwd(K, D, rr, dX);
-        memset(dq, 0, sizeof dq);
-    } else {
+    } else if (mode == POOL_ATTN) {
         rc__tt_attn_fwd(q, X, K, D, 0.7f, a, out);
         rc__tt_attn_bwd(q, X, a, K, D, 0.7f, rr, dq, dX);
+    } else {
+        const float *qq = mode == POOL_RATTN ? q : NULL;
+        rc__tt_rattn_fwd(qq, X, K, D, 0.7f, rb, a, out);
+        rc__tt_rattn_bwd(qq, X, a, K, D, 0.7f, rr, dq, dX, drb);
     }
     const float eps = 1e-3f;
-    float *params[] = {q, X}, *grads[] = {dq, dX};
-    size_t sizes[] = {D, K * D};
-    for (int t = mean; t < 2; t++) { /* mean pooling has no query */
+    float *params[] = {q, X, rb}, *grads[] = {dq, dX, drb};
+    size_t sizes[] = {D, K * D, K};
+    int has_q = mode == POOL_ATTN || mode == POOL_RATTN;
+    int has_r = mode == POOL_RATTN || mode == POOL_RECENCY;
+    for (int t = 0; t < 3; t++) {
+        if ((t == 0 && !has_q) || (t == 2 && !has_r))
+            continue;
         gcheck g = {0};
         for (size_t i = 0; i < sizes[t]; i++) {
             float keep = params[t][i];
             params[t][i] = keep + eps;
-            double up = attn_obj(q, X, K, D, rr, mean);
+            double up = attn_obj(q, X, rb, K, D, rr, mode);
             params[t][i] = keep - eps;
-            double down = attn_obj(q, X, K, D, rr, mean);
+            double down = attn_obj(q, X, rb, K, D, rr, mode);
             params[t][i] = keep;
             gc_add(&g, (up - down) / (2 * eps), grads[t][i]);
         }
         if (gc_rel(&g) > 1e-2)
-            RC__FAIL("pool mean=%d tensor %d: relative error %g", mean, t, gc_rel(&g));
+            RC__FAIL("pool mode=%d tensor %d: relative error %g", mode, t, gc_rel(&g));
     }
 }
 
 TEST(tower_grad_attention_and_mean)
 {
-    check_pool(0);
-    check_pool(1);
+    check_pool(POOL_ATTN);
+    check_pool(POOL_MEAN);
+    check_pool(POOL_RATTN);
+    check_pool(POOL_RECENCY);
 }
 
 TEST(tower_attention_follows_query)
@@ -244,6 +261,68 @@ TEST(tower_attention_follows_query)
     rc__tt_attn_fwd(q, X, 0, D, 1.0f, a, out);
     for (int i = 0; i < D; i++)
         ASSERT_EQ(out[i], 0);
+}
+
+/* The recency bias r: r = 0 gives the plain attention (ATTN) or the exact
+ * mean (no ATTN); a large r[0] moves weight to the newest used click, r[k-1]
+ * to the oldest used one, whether or not clicks were cut by max_clicks. */
+static void check_recency(unsigned features)
+{
+    rc_tt_config cfg = {.dim = 8, .w2v_dim = 8, .hidden = 12, .id_buckets = 64,
+                        .city_buckets = 8, .cate_buckets = 8, .device_buckets = 8,
+                        .tag_buckets = 16, .stats_cates = 4, .max_clicks = 4,
+                        .features = features};
+    rc_tt_model *m = NULL;
+    ASSERT_EQ(rc_tt_create(&cfg, 11, &m, NULL, 0), 0);
+    rc_tt_work *w = NULL;
+    ASSERT_EQ(rc_tt_work_create(m, &w), 0);
+    rc_rng r;
+    rc_rng_seed(&r, 12);
+    float w2v[6][8];
+    rc_tt_item_in cl[6];
+    for (int j = 0; j < 6; j++) {
+        fill(w2v[j], 8, &r, 1);
+        cl[j] = (rc_tt_item_in){500 + (uint64_t)j, 1 + (uint64_t)j % 2, 3, w2v[j]};
+    }
+    const uint32_t counts[] = {3, 6}; /* 6 > max_clicks: the last 4 are used */
+    for (size_t c = 0; c < RC_ARRAY_LEN(counts); c++) {
+        rc_tt_user_in u = {.clicks = cl, .nclicks = counts[c], .now_ms = 1};
+        uint32_t k = RC_MIN(counts[c], cfg.max_clicks), natt = 0;
+        float v0[8], v1[8], a0[RC_TT_MAX_CLICKS], a1[RC_TT_MAX_CLICKS];
+        memset(m->p + m->rec, 0, cfg.max_clicks * sizeof(float));
+        rc_tt_user_vector(m, w, &u, v0, a0, &natt);
+        ASSERT_EQ(natt, k);
+        if (!(features & RC_TT_F_ATTN))
+            for (uint32_t j = 0; j < k; j++)
+                ASSERT_EQ(a0[j], 1.0f / (float)k); /* exactly the mean */
+        m->p[m->rec] = 4.0f; /* r[0]: the newest click */
+        rc_tt_user_vector(m, w, &u, v1, a1, &natt);
+        ASSERT_DBL_OP(a1[k - 1], >, a0[k - 1] + 0.3);
+        ASSERT_DBL_OP(a1[k - 1], >, 0.85);
+        double s = 0;
+        for (uint32_t j = 0; j < k; j++) {
+            s += a1[j];
+            if (j + 1 < k)
+                ASSERT_DBL_OP(a1[j], <, a0[j]);
+        }
+        ASSERT_NEAR(s, 1.0, 1e-5);
+        ASSERT(memcmp(v0, v1, sizeof v0) != 0); /* the user vector follows */
+        /* The oldest used click's rank is k - 1; ranks beyond it are unused. */
+        m->p[m->rec] = 0;
+        m->p[m->rec + k - 1] = 4.0f;
+        for (uint32_t j = k; j < cfg.max_clicks; j++)
+            m->p[m->rec + j] = -7.0f;
+        rc_tt_user_vector(m, w, &u, v1, a1, &natt);
+        ASSERT_DBL_OP(a1[0], >, 0.85);
+    }
+    rc_tt_work_destroy(w);
+    rc_tt_destroy(m);
+}
+
+TEST(tower_recency_bias_prefers_recent)
+{
+    check_recency(RC_TT_F_ALL);
+    check_recency(0);
 }
 
 /* ---- model-level fixtures ---- */
@@ -385,6 +464,9 @@ static void check_model_grads(unsigned features, int isolate)
     /* Larger embeddings: the tag attention's scores are then far from flat,
      * and its weights' gradient far above the float noise of the loss. */
     fill(m->p + m->ndense, m->nparams - m->ndense, &r, 0.8f);
+    rc_rng rr; /* its own stream: the draws above stay those of the other checks */
+    rc_rng_seed(&rr, 98);
+    fill(m->p + m->rec, m->cfg.max_clicks, &rr, 0.5f); /* a recency bias far from 0 */
     for (uint32_t o = 0; isolate && o < m->u1.out; o++)
         memset(m->p + m->u1.w + (size_t)o * m->uin + m->di + m->cfg.tag_dim, 0,
                m->ctx * sizeof(float));
@@ -418,6 +500,8 @@ static void check_model_grads(unsigned features, int isolate)
         check_range(m, &ws, &g, &scratch, &f, layers[k].name, d->w, nw, nw / 37 + 1);
         check_range(m, &ws, &g, &scratch, &f, layers[k].name, d->b, d->out, 1);
     }
+    /* The recency bias: user 1 uses all max_clicks ranks, user 0 the first 3. */
+    check_range(m, &ws, &g, &scratch, &f, "recency bias", m->rec, m->cfg.max_clicks, 1);
     /* Embedding rows: item 1 is user 0's positive and clicked by user 1 (ids
      * shared by both towers); cities / categories are shared by many items. */
     uint32_t b_id = rc__tt_bucket(1001, m->tab[TT_E_ID].rows);
@@ -580,6 +664,9 @@ TEST(tower_file_roundtrip_and_corruption)
     rc_tt_config cfg = small_cfg(RC_TT_F_ALL);
     rc_tt_model *m = NULL, *l = NULL;
     ASSERT_EQ(rc_tt_create(&cfg, 3, &m, NULL, 0), 0);
+    rc_rng rr;
+    rc_rng_seed(&rr, 4);
+    fill(m->p + m->rec, m->cfg.max_clicks, &rr, 1); /* saved and loaded like any weight */
     ASSERT_EQ(rc_tt_save(m, path, err, sizeof err), 0);
     ASSERT_EQ(rc_tt_probe(path), 1);
     ASSERT_EQ(rc_tt_load(path, &l, err, sizeof err), 0);
@@ -604,6 +691,47 @@ TEST(tower_file_roundtrip_and_corruption)
 
     size_t n;
     unsigned char *buf = read_bytes(path, &n);
+    {
+        /* A version-1 file (before the recency bias: the same layout without
+         * r) loads with r = 0 and every other weight in place. */
+        const size_t hdr = 8 + 4 + 17 * 4 + 8, nr = m->cfg.max_clicks * sizeof(float);
+        size_t n1 = n - nr;
+        unsigned char *v1 = malloc(n1);
+        ASSERT(v1 != NULL);
+        memcpy(v1, buf, hdr + m->rec * sizeof(float));
+        memcpy(v1 + hdr + m->rec * sizeof(float), buf + hdr + m->rec * sizeof(float) + nr,
+               n - 4 - hdr - m->rec * sizeof(float) - nr);
+        uint32_t one = 1;
+        uint64_t np1 = m->nparams - m->cfg.max_clicks;
+        memcpy(v1 + 8, &one, 4);
+        memcpy(v1 + hdr - 8, &np1, 8);
+        uint32_t c1 = rc_crc32c(0, v1, n1 - 4);
+        memcpy(v1 + n1 - 4, &c1, 4);
+        write_bytes(bad, v1, n1);
+        ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), 0);
+        ASSERT_EQ(l->nparams, m->nparams);
+        for (uint32_t k = 0; k < m->cfg.max_clicks; k++)
+            ASSERT_EQ(l->p[l->rec + k], 0);
+        ASSERT_EQ(memcmp(l->p, m->p, m->rec * sizeof(float)), 0);
+        ASSERT_EQ(memcmp(l->p + m->ndense, m->p + m->ndense,
+                         (m->nparams - m->ndense) * sizeof(float)),
+                  0);
+        rc_tt_destroy(l);
+        /* Its size must still match its own version's layout. */
+        write_bytes(bad, buf, n);
+        memcpy(buf + 8, &one, 4);
+        uint32_t c2 = rc_crc32c(0, buf, n - 4);
+        write_bytes(bad, buf, n - 4);
+        FILE *fb = fopen(bad, "ab");
+        ASSERT(fb != NULL);
+        ASSERT_EQ(fwrite(&c2, 1, 4, fb), 4);
+        ASSERT_EQ(fclose(fb), 0);
+        ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+        ASSERT(strstr(err, "inconsistent") != NULL);
+        uint32_t two = 2;
+        memcpy(buf + 8, &two, 4);
+        free(v1);
+    }
     /* A flipped byte anywhere: weights, config, trailing checksum. */
     const size_t at[] = {n / 2, 20, n - 1};
     for (size_t i = 0; i < RC_ARRAY_LEN(at); i++) {

@@ -15,10 +15,14 @@
  *  - tag pooling (RC_TT_F_TAGS, else zeros): tags t_j = E_tag[h(tag)]; with
  *    RC_TT_F_ATTN weights = softmax_j(q_t . t_j / sqrt(tag_dim)), q_t =
  *    Wtq ctx + btq; without it the mean;
- *  - click pooling: x_j = the item-side inputs of the last <= max_clicks
- *    clicks (same embedding tables as the item tower); with RC_TT_F_ATTN
- *    weights = softmax_j(q . x_j / sqrt(Di)), q = Wq [ctx, tagpool] + bq, else
- *    the mean; clicks with w2v == NULL keep their id/city/cate parts;
+ *  - click pooling: x_j = the item-side inputs of the last k <= max_clicks
+ *    clicks (same embedding tables as the item tower), k_j = click j's rank
+ *    from the newest (0 = the most recent used click, up to k - 1), r = a
+ *    learned recency bias of max_clicks floats (initialised to 0); with
+ *    RC_TT_F_ATTN weights = softmax_j(q . x_j / sqrt(Di) + r[k_j]), q = Wq
+ *    [ctx, tagpool] + bq; without it weights = softmax_j(r[k_j]): the
+ *    recency-weighted mean, exactly the mean while r = 0; clicks with
+ *    w2v == NULL keep their id/city/cate parts;
  *  - u_in = [clickpool (Di), tagpool (tag_dim), E_dev (dev_dim), stats] ->
  *    dense(H) + ReLU -> dense(d) -> L2 normalisation.
  *  No click at all: clickpool = zeros (the profile still gives a vector).
@@ -49,7 +53,8 @@ enum {
     RC_TT_F_TAGS = 1u << 0,   /* long-term interest tags */
     RC_TT_F_DEVICE = 1u << 1, /* device attributes */
     RC_TT_F_STATS = 1u << 2,  /* behaviour statistics */
-    RC_TT_F_ATTN = 1u << 3,   /* attention pooling (else mean pooling) */
+    RC_TT_F_ATTN = 1u << 3,   /* attention pooling (else the tag mean and the
+                               * recency-weighted click mean) */
     RC_TT_F_ALL = 15u
 };
 #define RC_TT_MAX_CLICKS 256u /* bound of max_clicks */
@@ -135,7 +140,7 @@ size_t rc_tt_bytes(const rc_tt_model *m);
  * Any thread, w its own. */
 void rc_tt_item_vector(const rc_tt_model *m, rc_tt_work *w, const rc_tt_item_in *in, float *out);
 /* User-tower vector (cfg.dim floats, unit norm) into out. When att (NULL ok)
- * is given it receives the click attention weights of the used clicks (the
+ * is given it receives the click pooling weights of the used clicks (the
  * last min(nclicks, max_clicks), oldest first; they sum to 1) and *natt their
  * count. Any thread, w its own. */
 void rc_tt_user_vector(const rc_tt_model *m, rc_tt_work *w, const rc_tt_user_in *in, float *out,
@@ -146,7 +151,9 @@ void rc_tt_user_stats(const rc_tt_config *cfg, const rc_tt_user_in *in, float *o
 /* ---- file ---- */
 /* Format (little-endian): magic "RCTOWER1", u32 version, the config, the
  * weights, trailing CRC-32C (model.h's rc_crc32c) of everything before it;
- * written to a temp file, fsynced, renamed. Loading refuses a truncated,
+ * written to a temp file, fsynced, renamed. Version 2 (written) has the
+ * recency bias r; version-1 files (without it) still load, with r = 0, which
+ * is the model they were trained as. Loading refuses a truncated,
  * corrupt or foreign file: RC_ECORRUPT with "tower model FILE: checksum
  * mismatch" (or "bad magic", "unsupported version N", "truncated"). */
 int rc_tt_save(const rc_tt_model *m, const char *path, char *errbuf, size_t errlen);
