@@ -2,6 +2,8 @@
  * session item-kNN, the batch models (skip-gram, CBOW) and prequential
  * streaming through the daemon's engine (cold, and warm-started from a batch
  * model). */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,10 +307,18 @@ static int warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path
         to.progress = -1;
         to.quiet = 1;
     }
-    snprintf(path, 256, "%s/recalld-eval-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if ((fd = mkstemp(path)) < 0)
-        return rc_err(eb, el, RC_EIO, "prequential-warm: cannot create a temp file in %s",
-                      tmp && *tmp ? tmp : "/tmp");
+    /* A name of our own (pid, attempt) created exclusively: never reuses a file. */
+    const char *dir = tmp && *tmp ? tmp : "/tmp";
+    fd = -1;
+    for (unsigned k = 0; fd < 0 && k < 100; k++) {
+        snprintf(path, 256, "%s/recalld-eval-%ld-%u.rcm", dir, (long)getpid(), k);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0)
+        return rc_err(eb, el, RC_EIO, "prequential-warm: cannot create a temp file in %s: %s", dir,
+                      strerror(errno));
     close(fd);
     rc = rc_train_run(&to, env->log, env->split->train_mask, &t, NULL, eb, el);
     if (!rc)
