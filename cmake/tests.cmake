@@ -15,7 +15,8 @@ foreach(src ${RC_TEST_SRC})
 endforeach()
 file(CONFIGURE OUTPUT ${CMAKE_BINARY_DIR}/generated/test_list.h CONTENT "${list_h}")
 
-add_executable(rc_tests ${CMAKE_SOURCE_DIR}/tests/runner.c ${CMAKE_SOURCE_DIR}/tests/e2e.c ${RC_TEST_SRC})
+add_executable(rc_tests ${CMAKE_SOURCE_DIR}/tests/runner.c ${CMAKE_SOURCE_DIR}/tests/e2e.c
+               ${CMAKE_SOURCE_DIR}/tests/tower_stream.c ${RC_TEST_SRC})
 target_include_directories(rc_tests PRIVATE ${CMAKE_BINARY_DIR}/generated ${CMAKE_SOURCE_DIR}/tests
                            ${CMAKE_SOURCE_DIR}/src)
 target_compile_options(rc_tests PRIVATE ${RC_WARN})

@@ -1994,7 +1994,6 @@ static void tw_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned fla
 {
     uint64_t tags[RC_TAGS_MAX], dev = 0;
     uint32_t nt = 0;
-    (void)row;
     for (uint32_t i = 0; i < ev->ntags && i < RC_TAGS_MAX; i++)
         if (ev->tag_len[i])
             tags[nt++] = rc_tt_hash(ev->tags[i], ev->tag_len[i]);

@@ -26,54 +26,13 @@
 #include "recalld/tower.h"
 #include "recalld/tserve.h"
 #include "test.h"
+#include "tower_stream.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static rc_tt_config small_cfg(uint32_t w2v_dim)
-{
-    return (rc_tt_config){.dim = 16, .w2v_dim = w2v_dim, .hidden = 32, .id_buckets = 4096,
-                          .city_buckets = 64, .cate_buckets = 64, .device_buckets = 64,
-                          .tag_buckets = 256, .stats_cates = 8, .max_clicks = 8,
-                          .features = RC_TT_F_ALL};
-}
 
-static void write_model(const char *path, uint32_t w2v_dim, uint64_t seed)
-{
-    rc_tt_config c = small_cfg(w2v_dim);
-    rc_tt_model *m = NULL;
-    char err[256];
-    ASSERT_EQ(rc_tt_create(&c, seed, &m, err, sizeof err), 0);
-    if (rc_tt_save(m, path, err, sizeof err))
-        RC__FAIL("save %s: %s", path, err);
-    rc_tt_destroy(m);
-}
 
-#define T0      1700000000000LL
-#define NITEMS  300u
-#define NCITIES 3u
 
-/* Event j of a deterministic stream: users u0..u(nusers-1) in their own city,
- * one click a minute, a 40-minute pause every 9 clicks (a new session), a
- * device on some events and tags on others. */
-static int event_line(char *buf, size_t cap, uint32_t j, uint32_t nusers, uint32_t *user_out)
-{
-    static const char *const devices[] = {"ios", "android", "web"};
-    uint32_t u = j % nusers, step = j / nusers, city = u % NCITIES;
-    uint32_t item = (city + NCITIES * ((step * 7 + u * 3) % (NITEMS / NCITIES))) % NITEMS;
-    int64_t ts = T0 + (int64_t)step * 60000 + (step / 9) * 40 * 60000LL + u;
-    char extra[128] = "";
-    if (step % 5 == 1)
-        snprintf(extra, sizeof extra, ",\"device\":\"%s\"", devices[(u + step) % 3]);
-    else if (step % 7 == 3)
-        snprintf(extra, sizeof extra, ",\"tags\":[\"t%u\",\"t%u\"]", (u + step) % 5,
-                 (u * step) % 11);
-    if (user_out)
-        *user_out = u;
-    return snprintf(buf, cap,
-                    "{\"user_id\":\"u%u\",\"item_id\":\"i%u\",\"city_id\":\"c%u\","
-                    "\"cate_id\":\"k%u\",\"ts\":%lld%s}",
-                    u, item, item % NCITIES, item % 4, (long long)ts, extra);
-}
 
 /* Sessions of the stream's first n events (each user's clicks cut every 9). */
 static uint32_t stream_sessions(uint32_t n, uint32_t nusers)
@@ -86,14 +45,6 @@ static uint32_t stream_sessions(uint32_t n, uint32_t nusers)
     return s;
 }
 
-static void tmp_dir(char *dir, size_t cap)
-{
-    int n = snprintf(dir, cap, "/tmp/rc-rt-");
-    ASSERT(n > 0 && (size_t)n + 7 <= cap);
-    memset(dir + n, 'X', 6);
-    dir[n + 6] = '\0';
-    ASSERT(mkdtemp(dir) != NULL);
-}
 
 static void rm_rf(const char *dir)
 {
@@ -365,7 +316,7 @@ static rc_engine *fed_engine(const rc_config *c, uint32_t n, uint32_t nusers)
     if (rc_engine_create(c, NULL, NULL, NULL, &e, err, sizeof err))
         RC__FAIL("engine: %s", err);
     for (uint32_t j = 0; j < n; j++) {
-        int len = event_line(line, sizeof line, j, nusers, NULL);
+        int len = tt_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
     }
     rc_engine_sync(e);
@@ -401,7 +352,7 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     for (uint32_t j = 0; j < nev; j++) {
         char line[512], uname[16];
         uint32_t u, row;
-        event_line(line, sizeof line, j, nusers, &u);
+        tt_event_line(line, sizeof line, j, nusers, 0, NULL, &u);
         json_t *ev = json_loads(line, 0, NULL);
         const char *item = json_string_value(json_object_get(ev, "item_id"));
         ASSERT_EQ(rc_table_find(t, item, strlen(item), &row), 0);
@@ -414,7 +365,7 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     }
     rc_replay_snap s;
     ASSERT_EQ(rc_replay_snapshot(r, 0, &s), 0);
-    rc_tt_config cfg = small_cfg(16);
+    rc_tt_config cfg = tt_small_cfg(16);
     rc_tt_model *base = NULL, *m = NULL;
     ASSERT_EQ(rc_tt_create(&cfg, 5, &base, err, sizeof err), 0);
     rc_retrain_opts o = {.gap_ms = c.gap_ms, .min_examples = 10,
@@ -559,10 +510,10 @@ TEST(tower_retrain_off_by_default)
 TEST(tower_retrain_offline_engine_serves_new_model)
 {
     char dir[64], model[128], saved[160], err[512], line[512];
-    tmp_dir(dir, sizeof dir);
+    tt_tmp_dir(dir, sizeof dir, "rc-rt-");
     snprintf(model, sizeof model, "%s/m.tower", dir);
     snprintf(saved, sizeof saved, "%s/data/tower.retrained", dir);
-    write_model(model, 16, 3);
+    tt_write_model(model, 16, 3);
     rc_config c = retrain_config(16);
     snprintf(c.data_dir, sizeof c.data_dir, "%s/data", dir);
     ASSERT_EQ(mkdir(c.data_dir, 0700), 0);
@@ -588,7 +539,7 @@ TEST(tower_retrain_offline_engine_serves_new_model)
     ASSERT_STREQ(ri.last_status, "skipped");
     const uint32_t nusers = 10, nev = 600;
     for (uint32_t j = 0; j < nev; j++) {
-        int len = event_line(line, sizeof line, j, nusers, NULL);
+        int len = tt_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
     }
     ASSERT_EQ(rc_engine_apply_line(e, line, strlen(line)), RC_EV_OK); /* a duplicate: not kept */
@@ -665,20 +616,6 @@ TEST(tower_retrain_offline_engine_serves_new_model)
 
 /* ---- the daemon ------------------------------------------------------------ */
 
-static void produce(const e2e_daemon *d, uint32_t first, uint32_t n, uint32_t nusers)
-{
-    char path[400], line[512];
-    snprintf(path, sizeof path, "%s/kcat.in", d->dir);
-    FILE *f = fopen(path, "w");
-    ASSERT(f != NULL);
-    for (uint32_t j = first; j < first + n; j++) {
-        uint32_t u;
-        event_line(line, sizeof line, j, nusers, &u);
-        fprintf(f, "u%u\t%s\n", u, line);
-    }
-    fclose(f);
-    e2e_kcat(d, path);
-}
 
 static int is_ok(json_t *r) { return json_is_true(json_object_get(r, "ok")); }
 
@@ -720,13 +657,13 @@ static int wait_loaded(const char *sock)
 TEST(tower_retrain_daemon_periodic_and_op)
 {
     char dir[64], model[128], conf[128], data[128], saved[160];
-    tmp_dir(dir, sizeof dir);
+    tt_tmp_dir(dir, sizeof dir, "rc-rt-");
     snprintf(model, sizeof model, "%s/a.tower", dir);
     snprintf(conf, sizeof conf, "%s/recalld.json", dir);
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(saved, sizeof saved, "%s/tower.retrained", data);
     ASSERT_EQ(mkdir(data, 0700), 0);
-    write_model(model, 64, 1);
+    tt_write_model(model, 64, 1);
     char text[1024];
     snprintf(text, sizeof text,
              "{\"data_dir\":\"%s\",\"tower\":{\"model\":\"%s\",\"retrain_interval_s\":1,"
@@ -738,9 +675,9 @@ TEST(tower_retrain_daemon_periodic_and_op)
     e2e_start(&d, extra);
     ASSERT(wait_loaded(d.sock));
     /* periodic: too few examples first (skipped), then a retrain */
-    produce(&d, 0, 100, 10);
+    tt_produce(&d, 0, 100, 10, 0);
     ASSERT_GE(wait_stat(d.sock, "tower.retrain.skipped", 1, 10000), 1);
-    produce(&d, 100, 500, 10);
+    tt_produce(&d, 100, 500, 10, 0);
     json_decref(e2e_wait_done(d.sock, 600, 30000));
     ASSERT_GE(wait_stat(d.sock, "tower.retrain.done", 1, 20000), 1);
     json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
@@ -796,10 +733,10 @@ TEST(tower_retrain_daemon_periodic_and_op)
 TEST(tower_retrain_daemon_sigterm_cancels)
 {
     char dir[64], model[128], conf[128];
-    tmp_dir(dir, sizeof dir);
+    tt_tmp_dir(dir, sizeof dir, "rc-rt-");
     snprintf(model, sizeof model, "%s/a.tower", dir);
     snprintf(conf, sizeof conf, "%s/recalld.json", dir);
-    write_model(model, 64, 1);
+    tt_write_model(model, 64, 1);
     char text[1024];
     /* a retrain of many epochs: seconds of work at least */
     snprintf(text, sizeof text,
@@ -811,7 +748,7 @@ TEST(tower_retrain_daemon_sigterm_cancels)
     e2e_daemon d;
     e2e_start(&d, extra);
     ASSERT(wait_loaded(d.sock));
-    produce(&d, 0, 2000, 20);
+    tt_produce(&d, 0, 2000, 20, 0);
     json_decref(e2e_wait_done(d.sock, 2000, 30000));
     long long t0 = e2e_now_ms();
     json_t *st = NULL;

@@ -22,55 +22,13 @@
 #include "recalld/tower.h"
 #include "recalld/ufeat.h"
 #include "test.h"
+#include "tower_stream.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* A small random-weight tower model over w2v_dim-sized word2vec vectors. */
-static void write_model(const char *path, uint32_t w2v_dim, uint64_t seed)
-{
-    rc_tt_config c = {.dim = 16, .w2v_dim = w2v_dim, .hidden = 32, .id_buckets = 4096,
-                      .city_buckets = 64, .cate_buckets = 64, .device_buckets = 64,
-                      .tag_buckets = 256, .stats_cates = 8, .max_clicks = 8,
-                      .features = RC_TT_F_ALL};
-    rc_tt_model *m = NULL;
-    char err[256];
-    ASSERT_EQ(rc_tt_create(&c, seed, &m, err, sizeof err), 0);
-    if (rc_tt_save(m, path, err, sizeof err))
-        RC__FAIL("save %s: %s", path, err);
-    rc_tt_destroy(m);
-}
 
-#define T0      1700000000000LL
-#define NITEMS  300u
-#define NCITIES 3u
 
-static const char *const devices[] = {"ios", "android", "web"};
 
-/* Event line j of a deterministic stream: users u0..u(nusers-1), each
- * browsing its own city (u % 3), sessions split by 40-minute gaps, a device
- * on some events and tags on others. ts is per user increasing. */
-static int event_line(char *buf, size_t cap, uint32_t j, uint32_t nusers, int64_t *ts_out,
-                      uint32_t *user_out)
-{
-    uint32_t u = j % nusers, step = j / nusers;
-    uint32_t city = u % NCITIES;
-    uint32_t item = (city + NCITIES * ((step * 7 + u * 3) % (NITEMS / NCITIES))) % NITEMS;
-    int64_t ts = T0 + (int64_t)step * 60000 + (step / 9) * 40 * 60000LL + u;
-    char extra[256] = "";
-    if (step % 5 == 1)
-        snprintf(extra, sizeof extra, ",\"device\":\"%s\"", devices[(u + step) % 3]);
-    else if (step % 7 == 3)
-        snprintf(extra, sizeof extra, ",\"tags\":[\"t%u\",\"\",\"t%u\"]", (u + step) % 5,
-                 (u * step) % 11);
-    if (ts_out)
-        *ts_out = ts;
-    if (user_out)
-        *user_out = u;
-    return snprintf(buf, cap,
-                    "{\"user_id\":\"u%u\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\","
-                    "\"ts\":%lld%s}",
-                    u, item, item % NCITIES, item % 4, (long long)ts, extra);
-}
 
 static rc_engine *offline_engine(uint32_t dim)
 {
@@ -87,15 +45,6 @@ static rc_engine *offline_engine(uint32_t dim)
     return e;
 }
 
-static void tmp_dir(char *dir, size_t cap)
-{
-    /* mkdtemp's template: the prefix, then six placeholder characters */
-    int n = snprintf(dir, cap, "/tmp/rc-tt-");
-    ASSERT(n > 0 && (size_t)n + 7 <= cap);
-    memset(dir + n, 'X', 6);
-    dir[n + 6] = '\0';
-    ASSERT(mkdtemp(dir) != NULL);
-}
 
 /* ---- (6) profile store -------------------------------------------------- */
 
@@ -187,10 +136,10 @@ TEST(tower_serve_profile_store)
 TEST(tower_serve_user_vector_matches_offline)
 {
     char dir[64], model[128], log_path[128], err[512];
-    tmp_dir(dir, sizeof dir);
+    tt_tmp_dir(dir, sizeof dir, "rc-tt-");
     snprintf(model, sizeof model, "%s/m.tower", dir);
     snprintf(log_path, sizeof log_path, "%s/clicks.jsonl", dir);
-    write_model(model, 16, 3);
+    tt_write_model(model, 16, 3);
     rc_engine *e = offline_engine(16);
     float v[64], want[64];
     uint32_t dim = 0;
@@ -211,7 +160,7 @@ TEST(tower_serve_user_vector_matches_offline)
     for (uint32_t j = 0; j < nev; j++) {
         int64_t ts;
         uint32_t u;
-        int n = event_line(line, sizeof line, j, nusers, &ts, &u);
+        int n = tt_event_line(line, sizeof line, j, nusers, 1, &ts, &u);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
         fprintf(f, "%s\n", line);
         last_ts[u] = ts;
@@ -325,21 +274,6 @@ TEST(tower_serve_user_vector_matches_offline)
 
 /* ---- the daemon: (2) recall, (3) cold start, (4) reloads -------------- */
 
-/* Events [first, first + n) of the stream into the daemon's topic (kcat). */
-static void produce(const e2e_daemon *d, uint32_t first, uint32_t n, uint32_t nusers)
-{
-    char path[400], line[512];
-    snprintf(path, sizeof path, "%s/kcat.in", d->dir);
-    FILE *f = fopen(path, "w");
-    ASSERT(f != NULL);
-    for (uint32_t j = first; j < first + n; j++) {
-        uint32_t u;
-        event_line(line, sizeof line, j, nusers, NULL, &u);
-        fprintf(f, "u%u\t%s\n", u, line);
-    }
-    fclose(f);
-    e2e_kcat(d, path);
-}
 
 static void produce_line(const e2e_daemon *d, const char *key, const char *json)
 {
@@ -388,13 +322,13 @@ static int has_item(json_t *r, const char *id)
 TEST(tower_serve_socket_recall_and_cold_start)
 {
     char dir[64], model[128];
-    tmp_dir(dir, sizeof dir);
+    tt_tmp_dir(dir, sizeof dir, "rc-tt-");
     snprintf(model, sizeof model, "%s/a.tower", dir);
-    write_model(model, 64, 1);
+    tt_write_model(model, 64, 1);
     e2e_daemon d;
     e2e_start(&d, NULL);
     const uint32_t nusers = 10, nev = 400;
-    produce(&d, 0, nev, nusers);
+    tt_produce(&d, 0, nev, nusers, 1);
     json_decref(e2e_wait_done(d.sock, nev, 30000));
 
     /* no model: the clear error */
@@ -536,12 +470,12 @@ static double max_diff(const double *a, size_t na, const double *b, size_t nb)
 TEST(tower_serve_reload_swaps_and_refuses_corrupt)
 {
     char dir[64], m1[128], m2[128], bad[160], cmd[600];
-    tmp_dir(dir, sizeof dir);
+    tt_tmp_dir(dir, sizeof dir, "rc-tt-");
     snprintf(m1, sizeof m1, "%s/a.tower", dir);
     snprintf(m2, sizeof m2, "%s/b.tower", dir);
     snprintf(bad, sizeof bad, "%s/bad.tower", dir);
-    write_model(m1, 64, 1);
-    write_model(m2, 64, 2);
+    tt_write_model(m1, 64, 1);
+    tt_write_model(m2, 64, 2);
     /* --model takes either kind: this one is read as a tower model */
     const char *extra[] = {"--model", m1, NULL};
     e2e_daemon d;
@@ -550,7 +484,7 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     while (!tower_loaded(d.sock) && e2e_now_ms() - t0 < 10000)
         usleep(10000);
     ASSERT(tower_loaded(d.sock));
-    produce(&d, 0, 400, 10);
+    tt_produce(&d, 0, 400, 10, 1);
     json_decref(e2e_wait_done(d.sock, 400, 30000));
     usleep(100000); /* a few idle flushes: every drift re-check done */
     double s1[10], s2[10], s3[10], s4[10];
@@ -590,7 +524,7 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     json_decref(st);
 
     /* SIGHUP: the configured file (--model a.tower) was replaced: reloaded */
-    write_model(m1, 64, 3);
+    tt_write_model(m1, 64, 3);
     ASSERT_EQ(kill(d.pid, SIGHUP), 0);
     t0 = e2e_now_ms();
     long long loads = 0;
@@ -647,15 +581,15 @@ static void *conc_reader(void *arg)
 TEST(tower_serve_concurrent_recall_and_reload)
 {
     char dir[64], m[2][128], err[512], line[512];
-    tmp_dir(dir, sizeof dir);
+    tt_tmp_dir(dir, sizeof dir, "rc-tt-");
     for (int i = 0; i < 2; i++) {
         snprintf(m[i], sizeof m[i], "%s/%d.tower", dir, i);
-        write_model(m[i], 16, (uint64_t)i + 10);
+        tt_write_model(m[i], 16, (uint64_t)i + 10);
     }
     rc_engine *e = offline_engine(16);
     uint32_t j = 0;
     for (; j < 120; j++) {
-        int len = event_line(line, sizeof line, j, 12, NULL, NULL);
+        int len = tt_event_line(line, sizeof line, j, 12, 1, NULL, NULL);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
     }
     if (rc_engine_tower_load(e, m[0], NULL, err, sizeof err))
@@ -669,7 +603,7 @@ TEST(tower_serve_concurrent_recall_and_reload)
     /* the writer goes on (new items, SGNS drift) while models swap */
     for (int round = 0; round < 12; round++) {
         for (int x = 0; x < 40; x++, j++) {
-            int len = event_line(line, sizeof line, j, 12, NULL, NULL);
+            int len = tt_event_line(line, sizeof line, j, 12, 1, NULL, NULL);
             ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
         }
         snprintf(line, sizeof line, "{\"user_id\":\"u%d\",\"item_id\":\"new%d\",\"city_id\":\"c0\","
