@@ -500,9 +500,21 @@ static void op_health(rc_api *a, rc_buf *r)
     const char *why;
     if (!rc_api_ready(a, &why))
         return reply_error(a, r, "not_ready", why);
-    rc_buf_printf(r, "{\"ok\":true,\"status\":\"ready\",\"items\":%u,\"applied\":%llu}",
+    rc_buf_printf(r, "{\"ok\":true,\"status\":\"ready\",\"items\":%u,\"applied\":%llu",
                   rc_table_size(rc_engine_table(a->engine)),
                   (unsigned long long)rc_engine_applied(a->engine));
+    if (a->warnings) {
+        size_t at = r->len;
+        rc_buf_puts(r, ",\"warnings\":[");
+        size_t start = r->len;
+        a->warnings(a->kafka_arg, r);
+        if (r->len == start) {
+            r->len = at; /* none */
+            r->data[at] = '\0';
+        } else
+            rc_buf_puts(r, "]");
+    }
+    rc_buf_puts(r, "}");
 }
 
 void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)

@@ -905,6 +905,20 @@ static void set_aside(const char *path, const char *why)
                 bad, why);
 }
 
+int rc_checkpoint_count_invalid(const char *dir)
+{
+    uint64_t *v;
+    int n = 0, k;
+    if ((k = scan(dir, "checkpoint-", ".rcc.corrupt", &v)) < 0)
+        return k;
+    free(v);
+    n += k;
+    if ((k = scan(dir, "checkpoint-", ".rcc", &v)) < 0)
+        return k;
+    free(v);
+    return n + k;
+}
+
 int rc_checkpoint_restore(const char *dir, const rc_table_opts *opts, rc_table **table,
                           rc_checkpoint_meta *meta, char *pathout, size_t pathlen, char *eb,
                           size_t el)

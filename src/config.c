@@ -39,6 +39,7 @@ static const struct key keys[] = {
     {"kafka.batch", K_U32, F(kafka_batch), 1, 100000},
     {"kafka.dlq_topic", K_STR, F(dlq_topic), 0, 249},
     {"kafka.dlq_file", K_STR, F(dlq_file), 0, RC_CONF_STR - 1},
+    {"kafka.instance_id", K_STR, F(instance_id), 0, 249},
     {"sessions.max_users", K_U32, F(max_users), 1, 4e9},
     {"sessions.history", K_U32, F(history), 1, 255},
     {"sessions.gap_ms", K_I64, F(gap_ms), 1000, 864e8},

@@ -40,6 +40,7 @@
 #define FLUSH_TIMEOUT_MS 5000
 #define DEFAULT_PARTS    8
 #define DEFAULT_BATCH    1024
+#define LOOKUP_TIMEOUT_MS 10000      /* committed-offset look-up at assignment */
 
 struct rc_consumer_mock {
     rd_kafka_t *rk; /* producer hosting the cluster; also produces to it */
@@ -50,9 +51,26 @@ struct rc_consumer_mock {
 };
 
 struct part {
-    int64_t next; /* last offset handed over + 1, -1 none yet */
-    int64_t lag;  /* high watermark - position at the last refresh, -1 unknown */
+    int64_t next;   /* last offset handed over + 1, -1 none yet */
+    int64_t lag;    /* high watermark - position at the last refresh, -1 unknown */
     int assigned;
+    /* Gap accounting while next < 0 (see rc_consumer_stats.lost): where this
+     * assignment must start, -1 while the committed offset is looked up, -2
+     * nothing to check (the log start seen first is the start); and the first
+     * offset handed over since the assignment, -1 none. */
+    int64_t expect, first;
+    uint32_t epoch; /* assignments of this partition: matches look-up results */
+};
+
+/* A committed-offset look-up (rd_kafka_committed blocks: on a thread of its
+ * own, so the loop never waits for the group coordinator). */
+struct lookup {
+    rc_consumer *c;
+    rd_kafka_topic_partition_list_t *l; /* opaque = the partition's epoch */
+    rd_kafka_resp_err_t err;
+    uv_thread_t th;
+    atomic_int done;
+    struct lookup *next;
 };
 
 struct rc_consumer {
@@ -81,6 +99,13 @@ struct rc_consumer {
     int dlq_inflight;
     rd_kafka_topic_partition_list_t *revoking; /* deferred revoke (opts.defer_revoke) */
     int revoking_coop;
+    char *instance_id;
+    int ever_assigned;  /* an assignment arrived (see kafka_teardown) */
+    int replay_pending; /* opts.replay_from_start, until the first assignment */
+    int fatal;
+    uv_async_t lookup_async; /* a look-up finished (sent under mu) */
+    int async_open;          /* under mu */
+    struct lookup *lookups;  /* started and not yet joined (loop thread) */
     rc_consumer_stats st;  /* loop thread */
     rc_consumer_stats pub; /* copy for other threads, under mu */
     uv_mutex_t mu;
@@ -363,7 +388,8 @@ static struct part *part_get(rc_consumer *c, int32_t p)
         if (!np)
             return NULL;
         for (int32_t i = c->nparts; i < n; i++)
-            np[i] = (struct part){.next = -1, .lag = -1, .assigned = 0};
+            np[i] = (struct part){.next = -1, .lag = -1, .assigned = 0, .expect = -2,
+                                  .first = -1};
         c->parts = np;
         c->nparts = n;
     }
@@ -425,6 +451,118 @@ size_t rc_consumer_lags(const rc_consumer *c, int32_t *parts, int64_t *lags, siz
     return n;
 }
 
+/* ---- offset gaps ---- */
+
+/* Offsets [from, to) of p were skipped. The part below the log start (as of
+ * the fetch that brought `to`; a log start only grows) was deleted before it
+ * was read: lost. The rest never held a message this consumer could read
+ * (compaction, transaction markers, aborted transactions). */
+static void gap_found(rc_consumer *c, int32_t p, int64_t from, int64_t to)
+{
+    int64_t lo = RD_KAFKA_OFFSET_INVALID, hi = RD_KAFKA_OFFSET_INVALID;
+    rd_kafka_get_watermark_offsets(c->rk, c->topic, p, &lo, &hi);
+    int64_t gone = lo >= 0 ? RC_MIN(lo, to) : to; /* unknown log start: never hide it */
+    uint64_t lost = gone > from ? (uint64_t)(gone - from) : 0;
+    uint64_t other = (uint64_t)(to - from) - lost;
+    if (other) {
+        c->st.offset_gaps += other;
+        rc_log_debug(MOD, "offsets without messages skipped", "partition=%" PRId32
+                     " from=%" PRId64 " to=%" PRId64, p, to - (int64_t)other, to);
+    }
+    if (!lost)
+        return;
+    c->st.lost += lost;
+    c->st.last_gap_partition = p;
+    c->st.last_gap_from = from;
+    c->st.last_gap_to = from + (int64_t)lost;
+    rc_log_warn(MOD, "events lost: deleted from the log before they were read (retention)",
+                "topic=%s partition=%" PRId32 " from=%" PRId64 " to=%" PRId64 " lost=%" PRIu64
+                " log_start=%" PRId64 " lost_total=%" PRIu64, c->topic, p, from,
+                from + (int64_t)lost, lost, lo, c->st.lost);
+    if (c->o.on_gap)
+        c->o.on_gap(c->o.ud, p, from, from + (int64_t)lost);
+}
+
+static void lookup_run(void *arg)
+{
+    struct lookup *lk = arg;
+    rc_consumer *c = lk->c;
+    lk->err = rd_kafka_committed(c->rk, lk->l, LOOKUP_TIMEOUT_MS);
+    atomic_store(&lk->done, 1);
+    uv_mutex_lock(&c->mu);
+    if (c->async_open)
+        uv_async_send(&c->lookup_async);
+    uv_mutex_unlock(&c->mu);
+}
+
+/* Looks up the committed offsets of l's partitions (epochs in opaque). */
+static void lookup_start(rc_consumer *c, rd_kafka_topic_partition_list_t *l)
+{
+    struct lookup *lk = calloc(1, sizeof *lk);
+    if (lk) {
+        lk->c = c;
+        lk->l = l;
+    }
+    if (!lk || uv_thread_create(&lk->th, lookup_run, lk) != 0) {
+        c->st.lookups_failed++;
+        rc_log_warn(MOD, "cannot look up committed offsets: gaps at the start of these "
+                    "partitions are not detected", "partitions=%d", l->cnt);
+        free(lk);
+        rd_kafka_topic_partition_list_destroy(l);
+        return;
+    }
+    lk->next = c->lookups;
+    c->lookups = lk;
+}
+
+/* Loop thread: a partition's committed offset is where its assignment starts
+ * (none: the log's beginning, 0 for the embedded cluster whose topic this
+ * process created, else whatever the log starts with). */
+static void lookup_apply(rc_consumer *c, struct lookup *lk)
+{
+    for (int i = 0; i < lk->l->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &lk->l->elems[i];
+        struct part *pt = part_get(c, tp->partition);
+        if (!pt || !pt->assigned || pt->expect != -1 || pt->epoch != (uint32_t)(uintptr_t)tp->opaque)
+            continue;
+        if (lk->err || tp->err) {
+            pt->expect = -2;
+            c->st.lookups_failed++;
+            rc_log_warn(MOD, "committed offset look-up failed: a gap at the start of this "
+                        "partition is not detected", "partition=%" PRId32 " err=\"%s\"",
+                        tp->partition, rd_kafka_err2str(lk->err ? lk->err : tp->err));
+            continue;
+        }
+        pt->expect = tp->offset >= 0 ? tp->offset : c->mock ? 0 : -2;
+        if (pt->first >= 0 && pt->expect >= 0 && pt->first > pt->expect)
+            gap_found(c, tp->partition, pt->expect, pt->first);
+    }
+}
+
+static void lookups_reap(rc_consumer *c, int apply)
+{
+    for (struct lookup **pp = &c->lookups; *pp;) {
+        struct lookup *lk = *pp;
+        if (apply && !atomic_load(&lk->done)) {
+            pp = &lk->next;
+            continue;
+        }
+        uv_thread_join(&lk->th);
+        if (apply)
+            lookup_apply(c, lk);
+        *pp = lk->next;
+        rd_kafka_topic_partition_list_destroy(lk->l);
+        free(lk);
+    }
+}
+
+static void on_lookup_done(uv_async_t *h)
+{
+    rc_consumer *c = h->data;
+    lookups_reap(c, 1);
+    publish(c);
+}
+
 /* ---- rebalance ---- */
 
 static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_partition_list_t *l)
@@ -460,20 +598,40 @@ static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_
         rc_log_error(MOD, "rebalance: out of memory", "partitions=%d", l->cnt);
 }
 
-/* Assigned partitions start at the owner's position when it has one (else at
- * the committed offset, else auto.offset.reset). */
+/* Assigned partitions start at the owner's position when it has one (else,
+ * on a replay, at the log's beginning, else at the committed offset, else
+ * auto.offset.reset); the committed offsets are looked up for the gap check. */
 static void set_start_offsets(rc_consumer *c, rd_kafka_topic_partition_list_t *l)
 {
+    rd_kafka_topic_partition_list_t *look = NULL;
     for (int i = 0; i < l->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &l->elems[i];
         struct part *pt;
-        if (strcmp(tp->topic, c->topic) == 0 && (pt = part_get(c, tp->partition)) &&
-            pt->next >= 0) {
+        if (strcmp(tp->topic, c->topic) != 0 || !(pt = part_get(c, tp->partition)))
+            continue;
+        pt->epoch++;
+        pt->first = -1;
+        pt->expect = -2;
+        if (pt->next >= 0) {
             tp->offset = pt->next;
             rc_log_info(MOD, "partition starts at the owner's position", "partition=%" PRId32
                         " offset=%" PRId64, tp->partition, pt->next);
+        } else if (c->replay_pending) {
+            tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+            pt->expect = 0;
+            rc_log_info(MOD, "partition replayed from the beginning of the log",
+                        "partition=%" PRId32, tp->partition);
+        } else {
+            pt->expect = -1;
+            if (!look)
+                look = rd_kafka_topic_partition_list_new(l->cnt);
+            rd_kafka_topic_partition_list_add(look, c->topic, tp->partition)->opaque =
+                (void *)(uintptr_t)pt->epoch;
         }
     }
+    c->replay_pending = 0;
+    if (look)
+        lookup_start(c, look);
 }
 
 static void unassign(rc_consumer *c, rd_kafka_topic_partition_list_t *l, int coop)
@@ -523,6 +681,7 @@ static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
     switch (err) {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            c->ever_assigned = 1;
             set_start_offsets(c, l);
             if (coop)
                 e = rd_kafka_incremental_assign(rk, l);
@@ -581,6 +740,17 @@ static size_t batch_prepare(rc_consumer *c, size_t n)
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = c->msgs[i];
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL && !c->fatal) {
+            char why[96];
+            rd_kafka_resp_err_t fe = rd_kafka_fatal_error(c->rk, why, sizeof why);
+            c->fatal = c->st.fatal = 1;
+            snprintf(c->st.last_error, sizeof c->st.last_error, "%s: %s",
+                     rd_kafka_err2name(fe), why);
+            rc_log_error(MOD, "fatal consumer error: consuming stopped", "err=%s reason=\"%s\"",
+                         rd_kafka_err2name(fe), why);
+            if (c->o.on_fatal)
+                c->o.on_fatal(c->o.ud, c->st.last_error);
+        }
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 c->st.errors++;
@@ -649,8 +819,16 @@ static int batch_offer(rc_consumer *c)
     c->st.batches++;
     for (size_t i = 0; i < c->held; i++) {
         struct part *pt = part_get(c, c->kmsgs[i].partition);
-        if (pt && c->kmsgs[i].offset >= pt->next)
-            pt->next = c->kmsgs[i].offset + 1;
+        int64_t off = c->kmsgs[i].offset;
+        if (pt && pt->next >= 0 && off > pt->next) {
+            gap_found(c, c->kmsgs[i].partition, pt->next, off);
+        } else if (pt && pt->next < 0 && pt->first < 0) {
+            pt->first = off; /* checked now, or when the committed offset is known */
+            if (pt->expect >= 0 && off > pt->expect)
+                gap_found(c, c->kmsgs[i].partition, pt->expect, off);
+        }
+        if (pt && off >= pt->next)
+            pt->next = off + 1;
         c->st.messages++;
         c->st.bytes += c->kmsgs[i].len;
         rd_kafka_message_destroy(c->msgs[i]);
@@ -674,7 +852,7 @@ static void drain(rc_consumer *c)
 {
     if (c->prod && c->dlq_inflight > 0)
         rd_kafka_poll(c->prod, 0);
-    for (int round = 0; round < MAX_ROUNDS && !c->paused && !c->closing; round++) {
+    for (int round = 0; round < MAX_ROUNDS && !c->paused && !c->closing && !c->fatal; round++) {
         int empty = 0;
         if (!c->held) {
             ssize_t n = rd_kafka_consume_batch_queue(c->q, 0, c->msgs, c->batch);
@@ -700,7 +878,7 @@ static void drain(rc_consumer *c)
             return;
         }
     }
-    if (!c->paused && !c->closing)
+    if (!c->paused && !c->closing && !c->fatal)
         uv_idle_start(&c->idle, on_idle);
     publish(c);
 }
@@ -722,12 +900,17 @@ static void on_readable(uv_poll_t *h, int status, int events)
     drain(c);
 }
 
+/* Also polls the consumer queue: librdkafka only signals the pipe when
+ * something arrives, and a member that does not poll for max.poll.interval.ms
+ * leaves its group - every quiet night, for a click stream. */
 static void on_timer(uv_timer_t *h)
 {
     rc_consumer *c = h->data;
     if (c->prod)
         rd_kafka_poll(c->prod, 0);
     lag_refresh(c);
+    if (!c->paused && !c->closing && !c->fatal)
+        drain(c);
     publish(c);
 }
 
@@ -955,6 +1138,15 @@ static int consumer_new(rc_consumer *c, char *errbuf, size_t errlen)
          * mock cluster refuses commits during an eager rebalance). */
         (rc = conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errbuf,
                        errlen)) ||
+        /* A member that died is noticed after session.timeout.ms; until then
+         * the group waits for it and its partitions stay unread, a restarted
+         * daemon's included (librdkafka's default is 45 s). 6 s is the
+         * brokers' default minimum; heartbeats run on librdkafka's own
+         * thread, so a busy trainer does not miss them. */
+        (rc = conf_set(conf, "session.timeout.ms", "6000", errbuf, errlen)) ||
+        (rc = conf_set(conf, "heartbeat.interval.ms", "2000", errbuf, errlen)) ||
+        (c->instance_id &&
+         (rc = conf_set(conf, "group.instance.id", c->instance_id, errbuf, errlen))) ||
         (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
         return rc;
@@ -1019,12 +1211,15 @@ static int copy_opts(rc_consumer *c, const rc_consumer_opts *o, char *errbuf, si
     snprintf(dlq, sizeof dlq, "%s.dlq", c->topic);
     c->dlq_topic = dup_or(o->dlq_topic, dlq);
     c->dlq_file = o->dlq_file ? strdup(o->dlq_file) : NULL;
+    c->instance_id = o->instance_id && o->instance_id[0] ? strdup(o->instance_id) : NULL;
+    c->replay_pending = o->replay_from_start;
     if (!o->embedded)
         c->bootstrap = strdup(o->brokers);
     c->batch = o->batch ? o->batch : DEFAULT_BATCH;
     c->msgs = calloc(c->batch, sizeof *c->msgs);
     c->kmsgs = calloc(c->batch, sizeof *c->kmsgs);
     if (!c->dlq_topic || (o->dlq_file && !c->dlq_file) || (!o->embedded && !c->bootstrap) ||
+        (o->instance_id && o->instance_id[0] && !c->instance_id) ||
         !c->msgs || !c->kmsgs)
         return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: out of memory");
     c->o.topic = c->topic;
@@ -1032,6 +1227,7 @@ static int copy_opts(rc_consumer *c, const rc_consumer_opts *o, char *errbuf, si
     c->o.dlq_topic = c->dlq_topic;
     c->o.dlq_file = c->dlq_file;
     c->o.brokers = c->bootstrap;
+    c->o.instance_id = c->instance_id;
     return 0;
 }
 
@@ -1095,6 +1291,7 @@ int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer
     c->loop = loop;
     c->pipefd[0] = c->pipefd[1] = -1;
     c->st.lag = -1;
+    c->st.last_gap_partition = -1;
     rc_buf_init(&c->line, 2 * DLQ_PAYLOAD_MAX);
     if (uv_mutex_init(&c->mu) != 0) {
         free(c);
@@ -1109,8 +1306,12 @@ int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer
     }
     uv_idle_init(loop, &c->idle);
     uv_timer_init(loop, &c->timer);
-    c->poll.data = c->idle.data = c->timer.data = c;
-    c->handles_open = 3;
+    uv_async_init(loop, &c->lookup_async, on_lookup_done);
+    c->poll.data = c->idle.data = c->timer.data = c->lookup_async.data = c;
+    c->handles_open = 4;
+    uv_mutex_lock(&c->mu);
+    c->async_open = 1;
+    uv_mutex_unlock(&c->mu);
     uv_poll_start(&c->poll, UV_READABLE, on_readable);
     uv_timer_start(&c->timer, on_timer, TIMER_MS, TIMER_MS);
     /* Whatever was queued before the pipe was attached never signalled it. */
@@ -1141,6 +1342,7 @@ static void free_all(rc_consumer *c)
     free(c->group);
     free(c->dlq_topic);
     free(c->dlq_file);
+    free(c->instance_id);
     free(c->bootstrap);
 }
 
@@ -1169,6 +1371,37 @@ void rc_consumer_close(rc_consumer *c, rc_consumer_close_cb cb, void *arg)
     uv_close((uv_handle_t *)&c->poll, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_mutex_lock(&c->mu);
+    c->async_open = 0; /* look-up threads no longer signal it */
+    uv_mutex_unlock(&c->mu);
+    uv_close((uv_handle_t *)&c->lookup_async, on_handle_closed);
+}
+
+/* librdkafka before 2.3.0 (Debian 12 ships 2.0.2) asserts in rd_kafka_destroy
+ * when a cooperative-sticky member that has joined its group is destroyed
+ * before its first assignment (upstream issue 4312: the assignor's state is
+ * created by the first SyncGroup answer and destroyed unconditionally). Such
+ * a handle - closed, so it has left the group - is kept instead of destroyed
+ * (silenced, reachable from here for the leak checker): this happens at most
+ * once per consumer and, in the daemon, only when it exits before ever
+ * getting partitions. Eager strategies do not need it; the handle is
+ * destroyed as usual once an assignment was seen or with a fixed librdkafka. */
+static rd_kafka_t *kept_handles[64];
+static atomic_int nkept;
+
+static void destroy_consumer_handle(rc_consumer *c)
+{
+    if (!c->ever_assigned && rd_kafka_version() < 0x020300ff) {
+        int i = atomic_fetch_add(&nkept, 1);
+        if (i < (int)RC_ARRAY_LEN(kept_handles)) {
+            rd_kafka_set_log_level(c->rk, 0);
+            kept_handles[i] = c->rk;
+            rc_log_debug(MOD, "consumer handle kept, not destroyed (librdkafka < 2.3.0 "
+                         "asserts on a member destroyed before its first assignment)", NULL);
+            return;
+        }
+    }
+    rd_kafka_destroy(c->rk);
 }
 
 /* Releases every Kafka resource and the pipe; leaves c's memory and uv handles.
@@ -1186,6 +1419,7 @@ static void kafka_teardown(rc_consumer *c)
         c->revoking = NULL;
         c->st.revoke_pending = 0;
     }
+    lookups_reap(c, 0); /* they use c->rk: joined first (each ends within its timeout) */
     if (c->rk) {
         /* Serves the final revoke (on_rebalance) on this thread. */
         rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
@@ -1195,7 +1429,7 @@ static void kafka_teardown(rc_consumer *c)
     if (c->q)
         rd_kafka_queue_destroy(c->q);
     if (c->rk)
-        rd_kafka_destroy(c->rk);
+        destroy_consumer_handle(c);
     c->q = NULL;
     c->rk = NULL;
     if (c->prod && !c->mock) {

@@ -86,7 +86,7 @@ struct rc_engine {
     uint64_t submitted, finished;
 
     /* counters (atomics: bumped by one thread, read by any) */
-    _Atomic uint64_t consumed, applied, ignored, pairs, new_items, rejected_capacity;
+    _Atomic uint64_t consumed, applied, ignored, pairs, new_items, rejected_capacity, lost;
     _Atomic uint64_t invalid[RC_EV_REASON_COUNT];
     _Atomic uint64_t total_count, batches_done, index_errors;
     _Atomic double loss_avg;
@@ -1096,10 +1096,11 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                       rc_event_reason_name((enum rc_event_reason)r),
                       (unsigned long long)atomic_load(&e->invalid[r]));
     rc_buf_printf(o, "},\"ignored\":%llu,\"duplicates\":%llu,\"reordered\":%llu,\"late\":%llu,"
-                     "\"rejected_capacity\":%llu,\"max_ts\":%lld},",
+                     "\"rejected_capacity\":%llu,\"lost\":%llu,\"max_ts\":%lld},",
                   (unsigned long long)atomic_load(&e->ignored), (unsigned long long)ss.duplicates,
                   (unsigned long long)ss.reordered, (unsigned long long)ss.late,
                   (unsigned long long)atomic_load(&e->rejected_capacity),
+                  (unsigned long long)atomic_load(&e->lost),
                   (long long)atomic_load(&e->max_ts_pub));
     rc_buf_printf(o, "\"items\":%u,\"cities\":%u,\"categories\":%u,", rc_table_size(e->table),
                   rc_table_ncities(e->table), rc_table_ncates(e->table));
@@ -1134,6 +1135,8 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
 
 void rc_engine_count_consumed(rc_engine *e, uint64_t n) { atomic_fetch_add(&e->consumed, n); }
 
+void rc_engine_count_lost(rc_engine *e, uint64_t n) { atomic_fetch_add(&e->lost, n); }
+
 void rc_engine_count_invalid(rc_engine *e, enum rc_event_reason r, uint64_t n)
 {
     if (r > 0 && r < RC_EV_REASON_COUNT)
@@ -1154,6 +1157,7 @@ void rc_engine_counters_get(const rc_engine *e, rc_engine_counters *c)
     c->pairs = atomic_load(&m->pairs);
     c->new_items = atomic_load(&m->new_items);
     c->rejected_capacity = atomic_load(&m->rejected_capacity);
+    c->lost = atomic_load(&m->lost);
     for (int r = 1; r < RC_EV_REASON_COUNT; r++)
         c->invalid[r] = atomic_load(&m->invalid[r]);
 }
@@ -1213,6 +1217,7 @@ struct ckpt {
     /* restore (set once in create) */
     rc_checkpoint_meta restored;
     int restored_ok;
+    int invalid_only; /* checkpoints existed, none valid: replay the stream */
     uint64_t restore_ns, load_ns; /* until ready to serve; of which reading the file */
     /* the index built while the checkpoint loads (ck_on_rows, loader thread) */
     rc_index *rx;
@@ -1223,7 +1228,8 @@ struct ckpt {
 };
 
 static const char *const ck_counter_names[] = {"consumed", "applied", "ignored", "pairs",
-                                               "new_items", "rejected_capacity", "max_ts"};
+                                               "new_items", "rejected_capacity", "max_ts",
+                                               "lost"};
 
 static int ck_init(rc_engine *e, char *eb, size_t el)
 {
@@ -1293,7 +1299,8 @@ static void ck_meta(rc_engine *e, rc_checkpoint_meta *m)
                           atomic_load(&e->pairs),
                           atomic_load(&e->new_items),
                           atomic_load(&e->rejected_capacity),
-                          (uint64_t)e->max_ts};
+                          (uint64_t)e->max_ts,
+                          atomic_load(&e->lost)};
     char name[64];
     memset(m, 0, sizeof *m);
     /* kafka.topic is at most 249 bytes (config) */
@@ -1707,6 +1714,13 @@ static int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts
         rc_index_destroy(k->rx); /* built for a table the loader dropped */
         k->rx = NULL;
         k->rx_table = NULL;
+        int bad = rc == RC_ENOENT ? rc_checkpoint_count_invalid(e->cfg.data_dir) : 0;
+        if (bad > 0) {
+            k->invalid_only = 1;
+            rc_log_warn("engine", "no valid checkpoint: the stream is replayed from the "
+                        "beginning of the log (what retention removed is counted as lost)",
+                        "data_dir=%s invalid_checkpoints=%d", e->cfg.data_dir, bad);
+        }
         return rc;
     }
     k->load_ns = rc_now_ns() - t0;
@@ -1717,6 +1731,7 @@ static int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts
     atomic_store(&e->pairs, rc_checkpoint_meta_counter(m, "pairs", 0));
     atomic_store(&e->new_items, rc_checkpoint_meta_counter(m, "new_items", 0));
     atomic_store(&e->rejected_capacity, rc_checkpoint_meta_counter(m, "rejected_capacity", 0));
+    atomic_store(&e->lost, rc_checkpoint_meta_counter(m, "lost", 0));
     e->max_ts = (int64_t)rc_checkpoint_meta_counter(m, "max_ts", (uint64_t)INT64_MIN);
     if (e->max_ts != INT64_MIN)
         atomic_store(&e->max_ts_pub, e->max_ts);
@@ -1738,6 +1753,8 @@ static int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts
 }
 
 static int ck_was_restored(const rc_engine *e) { return e->ck->restored_ok; }
+
+int rc_engine_needs_replay(const rc_engine *e) { return e->ck->invalid_only; }
 
 /* create_model, after the index is rebuilt. */
 static void ck_restored(rc_engine *e, uint64_t t0)

@@ -680,6 +680,8 @@ static void render_events(rc_buf *b, rc_engine *e)
     counter(b, "recalld_events_rejected_capacity_total",
             "Valid events not applied because a configured bound was reached.",
             c.rejected_capacity);
+    counter(b, "recalld_events_lost_total",
+            "Events deleted from Kafka (retention) before recalld read them.", c.lost);
     counter(b, "recalld_training_pairs_total", "SGNS (context, target) pairs trained.", c.pairs);
     counter(b, "recalld_items_created_total", "Items created by the stream.", c.new_items);
     gauge(b, "recalld_items", "Rows of the item table.", rc_table_size(rc_engine_table(e)));
@@ -753,6 +755,15 @@ static void render_kafka(rc_buf *b, rc_consumer *k, const char *topic)
     counter(b, "recalld_kafka_commits_total", "Offset commits acknowledged.", st.commits);
     counter(b, "recalld_kafka_commit_errors_total", "Offset commits that failed.",
             st.commit_errors);
+    counter(b, "recalld_kafka_lost_total",
+            "Offsets deleted from the log before this process read them (retention).", st.lost);
+    counter(b, "recalld_kafka_offset_gaps_total",
+            "Offsets skipped that held no readable message (compaction, transaction markers).",
+            st.offset_gaps);
+    counter(b, "recalld_kafka_skipped_applied_total",
+            "Messages below the model's position, dropped (already applied).",
+            st.skipped_applied);
+    counter(b, "recalld_kafka_rebalances_total", "Assignments and revokes seen.", st.rebalances);
 }
 
 static void render_server(rc_buf *b, rc_server *s)

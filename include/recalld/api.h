@@ -37,6 +37,11 @@ typedef struct rc_api {
      * `"kafka":{...}`; may be NULL. Called on worker threads. */
     void (*kafka_stats)(void *arg, rc_buf *out);
     void *kafka_arg;
+    /* Problems that do not stop serving (e.g. events lost to retention):
+     * appends JSON strings separated by commas, nothing when all is well;
+     * health then says `"warnings":[...]` and stays ready. May be NULL.
+     * Called on worker threads. */
+    void (*warnings)(void *arg, rc_buf *out);
     atomic_int assigned; /* consumer has partitions (health) */
     atomic_int stopping; /* shutting down (health) */
     /* The engine exists and any --model / checkpoint restore has finished;

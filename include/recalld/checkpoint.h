@@ -167,6 +167,12 @@ int rc_checkpoint_restore_with(const char *dir, const rc_table_opts *opts,
  * exist (may exceed cap) or RC_EIO. */
 int rc_checkpoint_list(const char *dir, uint64_t *seqs, size_t cap);
 
+/* Checkpoint files under dir that could not be restored: set aside as corrupt
+ * (NAME.corrupt) or still there (unreadable). Call after a restore found none
+ * valid: > 0 means the model once existed and was lost. Returns the count or
+ * RC_EIO. */
+int rc_checkpoint_count_invalid(const char *dir);
+
 /* Takes an exclusive advisory lock on DIR/LOCK (created if needed) so that two
  * processes never share a data directory. Returns the fd to keep open (closing
  * it releases the lock; so does process death), or RC_EIO / RC_EAGAIN ("data

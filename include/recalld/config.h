@@ -29,6 +29,10 @@ typedef struct rc_config {
     int embedded;
     uint32_t embedded_partitions, kafka_batch;
     char dlq_topic[RC_CONF_STR], dlq_file[RC_CONF_STR];
+    /* kafka.instance_id: static group membership (group.instance.id). "" =
+     * derived from the host name and data_dir when data_dir is set (dynamic
+     * membership without one); "none" = dynamic membership. */
+    char instance_id[RC_CONF_STR];
     char kafka_extra[RC_CONF_MAX_KAFKA_EXTRA * 2][RC_CONF_STR]; /* key, value pairs */
     uint32_t nkafka_extra;
     /* sessions */

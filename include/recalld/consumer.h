@@ -51,6 +51,15 @@ typedef int (*rc_consumer_batch_cb)(void *ud, const rc_kmsg *msgs, size_t n);
 /* Partitions assigned or revoked (rebalance); owners drop per-partition state. */
 typedef void (*rc_consumer_rebalance_cb)(void *ud, int assigned, const int32_t *parts, size_t n);
 
+/* Events lost: offsets [from, to) of partition were removed from the log (by
+ * retention) before this consumer read them. Loop thread. */
+typedef void (*rc_consumer_gap_cb)(void *ud, int32_t partition, int64_t from, int64_t to);
+
+/* librdkafka reported a fatal error (e.g. this static member was fenced by
+ * another instance with the same group.instance.id): the consumer hands over
+ * nothing more; the owner should stop. Loop thread. */
+typedef void (*rc_consumer_fatal_cb)(void *ud, const char *why);
+
 typedef struct rc_consumer_opts {
     const char *brokers;        /* bootstrap list; ignored when embedded */
     const char *topic;          /* 0 = "clicks" */
@@ -81,6 +90,17 @@ typedef struct rc_consumer_opts {
      * Meanwhile nothing more of the revoked partitions is handed over. A revoke
      * while closing, or of a lost assignment, is applied at once. */
     int defer_revoke;
+    /* Static group membership: group.instance.id (NULL or "" = dynamic). A
+     * restarted instance with the same id gets its partitions back without a
+     * rebalance; a second live instance with the same id is fenced by the
+     * broker (on_fatal). */
+    const char *instance_id;
+    /* 1: partitions of the first assignment that have no start position are
+     * read from the beginning of the log (the owner lost its model: replay);
+     * what retention already removed is reported as lost. */
+    int replay_from_start;
+    rc_consumer_gap_cb on_gap;     /* may be NULL */
+    rc_consumer_fatal_cb on_fatal; /* may be NULL */
 } rc_consumer_opts;
 
 typedef struct rc_consumer_stats {
@@ -93,6 +113,20 @@ typedef struct rc_consumer_stats {
     uint64_t skipped_applied;   /* messages below the owner's position, dropped */
     uint64_t rebalances;        /* assignments + revokes seen */
     int revoke_pending;         /* a deferred revoke waits for rc_consumer_release */
+    /* Offset gaps. Per partition the consumer knows where reading must go on:
+     * the last offset handed over + 1, the owner's start position, the group's
+     * committed offset (looked up at assignment), or for a partition nobody
+     * ever committed the start of the log (0 for the embedded cluster, whose
+     * topic this process created; else the log start seen first). A first
+     * offset beyond that, or a jump later on, is a gap: the part of it below
+     * the partition's log start was deleted unread (retention) and is counted
+     * in `lost` (WARN log line, on_gap); the rest (offsets that never held a
+     * message: compaction, transaction markers) in `offset_gaps`. */
+    uint64_t lost, offset_gaps;
+    int32_t last_gap_partition; /* -1 none */
+    int64_t last_gap_from, last_gap_to;
+    uint64_t lookups_failed;    /* committed-offset look-ups that failed (gap check off) */
+    int fatal;                  /* a fatal error stopped the consumer */
     char last_error[128];       /* last consumer error (e.g. unknown topic), "" none */
 } rc_consumer_stats;
 

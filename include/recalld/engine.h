@@ -123,6 +123,12 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *out);
 
 /* Counters bumped by the loop thread (consumer side). */
 void rc_engine_count_consumed(rc_engine *e, uint64_t n);
+/* Events the model will never see: deleted from the log (retention) before
+ * they were read. Kept in checkpoints like the other counters; any thread. */
+void rc_engine_count_lost(rc_engine *e, uint64_t n);
+/* 1 when data_dir held checkpoints but none was valid (corrupt or unreadable):
+ * the model did not come from them, so the stream must be replayed. */
+int rc_engine_needs_replay(const rc_engine *e);
 void rc_engine_count_invalid(rc_engine *e, enum rc_event_reason r, uint64_t n);
 
 const rc_table *rc_engine_table(const rc_engine *e);
@@ -134,6 +140,7 @@ uint64_t rc_engine_applied(const rc_engine *e);
  * only approximately one instant). invalid[] is indexed by rc_event_reason. */
 typedef struct rc_engine_counters {
     uint64_t consumed, applied, ignored, pairs, new_items, rejected_capacity;
+    uint64_t lost; /* events deleted from Kafka before they were read (checkpointed) */
     uint64_t invalid[RC_EV_REASON_COUNT];
 } rc_engine_counters;
 void rc_engine_counters_get(const rc_engine *e, rc_engine_counters *c);

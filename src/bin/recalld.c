@@ -3,10 +3,12 @@
  * newline-delimited JSON recall over a Unix socket. See README.md. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "recalld/api.h"
@@ -43,6 +45,8 @@ typedef struct daemon {
     int final_wait, final_rc; /* shutdown: the final checkpoint */
     uint64_t final_ticket;
     int server_closed, finished;
+    int fatal; /* the consumer failed for good: exit 1 */
+    char instance_id[RC_CONF_STR];
 } daemon_t;
 
 static void usage(FILE *f)
@@ -400,6 +404,58 @@ static void on_sighup(uv_signal_t *s, int signum)
                     "keys=\"%s\"", restart);
 }
 
+/* Events deleted from the log before they were read: the model will never
+ * see them. Counted (checkpointed), shown in stats, metrics and health. */
+static void on_gap(void *ud, int32_t partition, int64_t from, int64_t to)
+{
+    daemon_t *d = ud;
+    rc_engine_count_lost(d->engine, (uint64_t)(to - from));
+}
+
+static void on_signal(uv_signal_t *s, int signum);
+
+/* The consumer stopped for good (e.g. fenced: another live instance uses this
+ * group.instance.id): stop as on SIGTERM, exit 1. */
+static void on_fatal(void *ud, const char *why)
+{
+    daemon_t *d = ud;
+    rc_log_error("recalld", "Kafka consumer failed for good: shutting down", "error=\"%s\"",
+                 why);
+    d->fatal = 1;
+    if (!d->stopping)
+        on_signal(&d->sigterm, SIGTERM);
+}
+
+static void health_warnings(void *arg, rc_buf *out)
+{
+    daemon_t *d = arg;
+    rc_engine_counters ec;
+    rc_consumer_stats st;
+    char msg[256];
+    int n = 0;
+    rc_engine_counters_get(d->engine, &ec);
+    rc_consumer_stats_get(d->consumer, &st);
+    if (ec.lost) {
+        if (st.last_gap_partition >= 0)
+            snprintf(msg, sizeof msg, "%llu events lost: deleted from Kafka before they were "
+                     "read (last: partition %d offsets %lld-%lld)", (unsigned long long)ec.lost,
+                     (int)st.last_gap_partition, (long long)st.last_gap_from,
+                     (long long)st.last_gap_to - 1);
+        else
+            snprintf(msg, sizeof msg, "%llu events lost: deleted from Kafka before they were "
+                     "read", (unsigned long long)ec.lost);
+        rc_buf_json_str(out, msg, strlen(msg));
+        n++;
+    }
+    if (st.lookups_failed) {
+        snprintf(msg, sizeof msg, "%llu committed-offset look-ups failed: losses at the start "
+                 "of those partitions could go unnoticed", (unsigned long long)st.lookups_failed);
+        if (n++)
+            rc_buf_puts(out, ",");
+        rc_buf_json_str(out, msg, strlen(msg));
+    }
+}
+
 static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
 {
     daemon_t *d = ud;
@@ -434,6 +490,18 @@ static void kafka_stats(void *arg, rc_buf *out)
                   (unsigned long long)st.rebalances, st.revoke_pending ? "true" : "false",
                   (unsigned long long)st.skipped_applied);
     rc_buf_json_str(out, st.last_error, strlen(st.last_error));
+    rc_buf_printf(out, ",\"lost\":%llu,\"offset_gaps\":%llu,\"lookups_failed\":%llu,"
+                       "\"fatal\":%s,\"instance_id\":",
+                  (unsigned long long)st.lost, (unsigned long long)st.offset_gaps,
+                  (unsigned long long)st.lookups_failed, st.fatal ? "true" : "false");
+    if (d->instance_id[0])
+        rc_buf_json_str(out, d->instance_id, strlen(d->instance_id));
+    else
+        rc_buf_puts(out, "null");
+    if (st.last_gap_partition >= 0)
+        rc_buf_printf(out, ",\"last_gap\":{\"partition\":%d,\"from\":%lld,\"to\":%lld}",
+                      (int)st.last_gap_partition, (long long)st.last_gap_from,
+                      (long long)st.last_gap_to);
 }
 
 /* ---- lifecycle ---- */
@@ -472,7 +540,7 @@ static void finish(daemon_t *d)
     rc_engine_destroy(d->engine);
     d->engine = NULL;
     close_handles(d);
-    d->exit_code = d->final_rc ? 1 : 0;
+    d->exit_code = d->final_rc || d->fatal ? 1 : 0;
     rc_log_info("recalld", "stopped", "exit=%d", d->exit_code);
 }
 
@@ -544,6 +612,32 @@ static int start_metrics(daemon_t *d, char *err, size_t errlen)
     return rc_metrics_start(d->loop, &mo, &d->metrics, err, errlen);
 }
 
+/* kafka.instance_id: "none" = dynamic membership; set = that id; "" = one
+ * derived from this host and the data directory (a restarted daemon with
+ * the same data dir is the same member: it gets its partitions back without
+ * waiting for the dead one's session to expire), or none without a data dir. */
+static void instance_id(daemon_t *d)
+{
+    const rc_config *c = &d->cfg;
+    char host[256] = "", real[PATH_MAX];
+    d->instance_id[0] = '\0';
+    if (strcmp(c->instance_id, "none") == 0)
+        return;
+    if (c->instance_id[0]) {
+        snprintf(d->instance_id, sizeof d->instance_id, "%s", c->instance_id);
+        return;
+    }
+    if (!c->data_dir[0] || c->embedded)
+        return;
+    gethostname(host, sizeof host - 1);
+    const char *dir = realpath(c->data_dir, real) ? real : c->data_dir;
+    uint32_t h = 2166136261u; /* FNV-1a of the directory */
+    for (const char *p = dir; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    snprintf(d->instance_id, sizeof d->instance_id, "recalld-%.64s-%08x", host[0] ? host : "host",
+             h);
+}
+
 static int start(daemon_t *d)
 {
     char err[512];
@@ -568,6 +662,14 @@ static int start(daemon_t *d)
         goto fail;
     }
     rc_engine_restored_offsets(d->engine, sparts, soffs, nstart);
+    if (c->embedded && nstart) {
+        /* The embedded cluster starts empty: offsets of an earlier one mean
+         * nothing here (they would hide the new log's first events). */
+        rc_log_warn("recalld", "embedded Kafka starts empty: the checkpoint's offsets are not "
+                    "used", "partitions=%zu", nstart);
+        nstart = 0;
+    }
+    instance_id(d);
     /* rc_engine_create restored the checkpoint (or loaded --model) and rebuilt
      * the index synchronously: the model is complete. */
     d->ckm = (rc_metrics_checkpoint){.last_ok_wall_ms = -1, .last_duration_s = -1,
@@ -585,7 +687,10 @@ static int start(daemon_t *d)
                            .dlq_file = c->dlq_file[0] ? c->dlq_file : NULL,
                            .extra = extra, .on_batch = on_batch, .on_rebalance = on_rebalance,
                            .ud = d, .start_parts = sparts, .start_offsets = soffs,
-                           .nstart = nstart, .defer_revoke = d->ckpt};
+                           .nstart = nstart, .defer_revoke = d->ckpt,
+                           .instance_id = d->instance_id[0] ? d->instance_id : NULL,
+                           .replay_from_start = rc_engine_needs_replay(d->engine),
+                           .on_gap = on_gap, .on_fatal = on_fatal};
     int crc = rc_consumer_start(d->loop, &co, &d->consumer, err, sizeof err);
     free(sparts);
     free(soffs);
@@ -594,6 +699,7 @@ static int start(daemon_t *d)
     d->api.engine = d->engine;
     d->api.kafka_stats = kafka_stats;
     d->api.kafka_arg = d;
+    d->api.warnings = health_warnings;
     rc_server_opts so = {.path = c->socket_path, .mode = c->socket_mode, .max_line = c->max_line,
                          .max_clients = c->max_clients, .idle_timeout_ms = c->idle_timeout_ms,
                          .max_outbuf = c->max_outbuf, .handler = rc_api_handle, .ud = &d->api};
@@ -605,8 +711,9 @@ static int start(daemon_t *d)
         goto fail;
     if (start_metrics(d, err, sizeof err))
         goto fail;
-    rc_log_info("recalld", "ready", "socket=%s bootstrap=%s topic=%s group=%s dim=%u", c->socket_path,
-                rc_consumer_bootstrap(d->consumer), c->topic, c->group, c->dim);
+    rc_log_info("recalld", "ready", "socket=%s bootstrap=%s topic=%s group=%s instance=%s dim=%u",
+                c->socket_path, rc_consumer_bootstrap(d->consumer), c->topic, c->group,
+                d->instance_id[0] ? d->instance_id : "-", c->dim);
     return 0;
 fail:
     rc_log_error("recalld", "cannot start", "error=\"%s\"", err);
