@@ -24,8 +24,9 @@
  * Keyed by user and spread by the default partitioner, 64 partitions hold
  *   300,000 clicks (deploy/demo.sh)         ~0.65 MiB each (13% of the limit),
  *   1,000,000 clicks (bench/ingest.sh)      ~2.1 MiB each (42%),
- * and the mock has room for ~2.3M clicks in all. Partitions cost the mock
- * little (an empty log each); what they hold is bounded by the data. */
+ * and the mock has room for ~2.3M clicks in all. An empty partition costs
+ * the mock little; the memory it may hold grows with the count (at most
+ * 64 x 5 MiB, inside recalld when embedded), but only as data arrives. */
 #define RC_CONF_EMBEDDED_PARTITIONS 64
 
 typedef struct rc_config {
