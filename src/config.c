@@ -105,7 +105,7 @@ void rc_config_defaults(rc_config *c)
     snprintf(c->brokers, sizeof c->brokers, "localhost:9092");
     snprintf(c->topic, sizeof c->topic, "clicks");
     snprintf(c->group, sizeof c->group, "recalld");
-    c->embedded_partitions = 8;
+    c->embedded_partitions = RC_CONF_EMBEDDED_PARTITIONS; /* see config.h: mock retention */
     c->kafka_batch = 256;
     c->max_users = 1000000;
     c->history = 20;

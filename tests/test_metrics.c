@@ -999,7 +999,8 @@ TEST(metrics_e2e_page_moves_with_the_stream)
     ASSERT_EQ(strncmp(h, "HTTP/1.0 200 OK\r\n", 17), 0);
     scrape(P, &p0);
     ASSERT_NEAR(prom_get(&p0, "recalld_ready", ""), 1, 0);
-    ASSERT_NEAR(prom_get(&p0, "recalld_kafka_assigned_partitions", ""), 8, 0);
+    ASSERT_NEAR(prom_get(&p0, "recalld_kafka_assigned_partitions", ""),
+                RC_CONF_EMBEDDED_PARTITIONS, 0);
     ASSERT_NEAR(prom_get(&p0, "recalld_events_consumed_total", ""), 0, 0);
 
     produce(&d, 5, N, 0.05);

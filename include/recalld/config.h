@@ -13,6 +13,22 @@
 #define RC_CONF_MAX_KAFKA_EXTRA 32
 #define RC_CONF_MAX_UIDS 64
 
+/* Default partitions of the embedded (mock) topic, also recalld-broker's
+ * --partitions default. librdkafka 2.0.2's mock keeps only the newest ~5 MiB
+ * of each partition and drops older data like a broker at its retention
+ * limit, so the default must leave every partition far below that when a
+ * stream is produced faster than it is consumed (the usual case here: the
+ * producer outruns the trainer). Measured: a generated click (recalld-gen,
+ * key = user id) costs ~143 bytes in the mock's log (value ~123 B, key ~6 B,
+ * record and batch overhead; 37,000 such clicks fill one 5 MiB partition).
+ * Keyed by user and spread by the default partitioner, 64 partitions hold
+ *   300,000 clicks (deploy/demo.sh)         ~0.65 MiB each (13% of the limit),
+ *   1,000,000 clicks (bench/ingest.sh)      ~2.1 MiB each (42%),
+ * and the mock has room for ~2.3M clicks in all. An empty partition costs
+ * the mock little; the memory it may hold grows with the count (at most
+ * 64 x 5 MiB, inside recalld when embedded), but only as data arrives. */
+#define RC_CONF_EMBEDDED_PARTITIONS 64
+
 typedef struct rc_config {
     /* socket */
     char socket_path[RC_CONF_STR];

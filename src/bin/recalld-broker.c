@@ -5,7 +5,9 @@
  *
  * The first line of stdout is the bootstrap address (flushed); logs go to
  * stderr. Runs until SIGTERM or SIGINT, then exits 0. The mock keeps only about
- * 5 MiB per partition (librdkafka 2.0.2) and drops older data silently.
+ * 5 MiB per partition (librdkafka 2.0.2) and drops older data silently: the
+ * default of --partitions (recalld's kafka.embedded_partitions default, see
+ * include/recalld/config.h) leaves room for ~2.3M generated clicks.
  *
  * Fault injection: each line on stdin is a command (rc_consumer_mock_command:
  * down ID|all, up ID|all, leader TOPIC PART ID, errors API COUNT ERROR,
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recalld/config.h"
 #include "recalld/consumer.h"
 #include "recalld/log.h"
 
@@ -24,8 +27,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: recalld-broker [--brokers N (1)] [--partitions N (8)] "
-               "[--topic NAME]... (default: clicks clicks.dlq)\n");
+    fprintf(f,
+            "usage: recalld-broker [--brokers N (1)] [--partitions N (%d)] "
+            "[--topic NAME]... (default: clicks clicks.dlq)\n"
+            "The mock keeps about 5 MiB per partition and silently drops older data:\n"
+            "use enough partitions, key messages by user, consume while producing.\n",
+            RC_CONF_EMBEDDED_PARTITIONS);
 }
 
 /* Reads fault commands from stdin until end of file (signals stay blocked in
@@ -59,7 +66,7 @@ int main(int argc, char **argv)
 {
     const char *topics[MAX_TOPICS];
     size_t ntopics = 0;
-    int brokers = 1, partitions = 8;
+    int brokers = 1, partitions = RC_CONF_EMBEDDED_PARTITIONS;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

@@ -189,6 +189,14 @@ static int kafka_open(struct kafka *k, const struct args *a)
     if (set(conf, "bootstrap.servers", a->brokers) || set(conf, "linger.ms", "5") ||
         set(conf, "batch.num.messages", "10000") || set(conf, "message.timeout.ms", tmo) ||
         set(conf, "client.id", "recalld-gen") ||
+        /* Every message is keyed by its user ("u<n>", run below): a keyed
+         * message goes to crc32(key) % partitions under librdkafka's default
+         * partitioner, named here so the spread does not depend on a default.
+         * One user's clicks stay in order in one partition, and thousands of
+         * users spread the load evenly over all partitions (unkeyed, the
+         * sticky partitioner would send each ~10 ms run of messages to one
+         * random partition: uneven in the short run, and no per-user order). */
+        set(conf, "partitioner", "consistent_random") ||
         /* Idempotent: a retried produce request must not duplicate clicks. */
         set(conf, "enable.idempotence", "true")) {
         rd_kafka_conf_destroy(conf);
