@@ -59,6 +59,12 @@ struct part {
      * nothing to check (the log start seen first is the start); and the first
      * offset handed over since the assignment, -1 none. */
     int64_t expect, first;
+    /* Lowest offset this assignment may commit: where it started (the owner's
+     * position, the committed offset, the first offset read). A checkpoint
+     * taken while the partition belonged to someone else must not move the
+     * group's committed offset back (the next owner would apply again what
+     * was applied since). INT64_MAX until known. */
+    int64_t floor;
     uint32_t epoch; /* assignments of this partition: matches look-up results */
 };
 
@@ -389,7 +395,7 @@ static struct part *part_get(rc_consumer *c, int32_t p)
             return NULL;
         for (int32_t i = c->nparts; i < n; i++)
             np[i] = (struct part){.next = -1, .lag = -1, .assigned = 0, .expect = -2,
-                                  .first = -1};
+                                  .first = -1, .floor = INT64_MAX};
         c->parts = np;
         c->nparts = n;
     }
@@ -534,6 +540,8 @@ static void lookup_apply(rc_consumer *c, struct lookup *lk)
             continue;
         }
         pt->expect = tp->offset >= 0 ? tp->offset : c->mock ? 0 : -2;
+        if (pt->expect >= 0)
+            pt->floor = RC_MIN(pt->floor, pt->expect);
         if (pt->first >= 0 && pt->expect >= 0 && pt->first > pt->expect)
             gap_found(c, tp->partition, pt->expect, pt->first);
     }
@@ -569,6 +577,7 @@ static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_
 {
     int32_t *ids = malloc((size_t)(l->cnt > 0 ? l->cnt : 1) * sizeof *ids);
     size_t n = 0;
+    int lost_now = 0;
     for (int i = 0; i < l->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &l->elems[i];
         struct part *pt;
@@ -585,10 +594,21 @@ static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_
          * the owner's and win over the committed offsets. */
         if (!assigned && !rd_kafka_assignment_lost(c->rk))
             pt->next = -1;
+        else if (!assigned)
+            lost_now = 1;
         if (ids)
             ids[n++] = tp->partition;
     }
     c->st.rebalances++;
+    if (lost_now) {
+        /* The group went on without this member (session timeout, fenced):
+         * nothing could be committed; the next owner starts at the last
+         * commit and applies again what this member applied since. */
+        c->st.lost_assignments++;
+        rc_log_warn(MOD, "assignment lost: the partitions' next owner starts at the last "
+                    "committed offset (events since then are applied twice)", "count=%d",
+                    l->cnt);
+    }
     rc_log_info(MOD, assigned ? "partitions assigned" : "partitions revoked",
                 "count=%d assigned_now=%d", l->cnt, c->st.assigned);
     if (c->o.on_rebalance && ids)
@@ -612,13 +632,16 @@ static void set_start_offsets(rc_consumer *c, rd_kafka_topic_partition_list_t *l
         pt->epoch++;
         pt->first = -1;
         pt->expect = -2;
+        pt->floor = INT64_MAX;
         if (pt->next >= 0) {
             tp->offset = pt->next;
+            pt->floor = pt->next;
             rc_log_info(MOD, "partition starts at the owner's position", "partition=%" PRId32
                         " offset=%" PRId64, tp->partition, pt->next);
         } else if (c->replay_pending) {
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
             pt->expect = 0;
+            pt->floor = 0;
             rc_log_info(MOD, "partition replayed from the beginning of the log",
                         "partition=%" PRId32, tp->partition);
         } else {
@@ -824,6 +847,7 @@ static int batch_offer(rc_consumer *c)
             gap_found(c, c->kmsgs[i].partition, pt->next, off);
         } else if (pt && pt->next < 0 && pt->first < 0) {
             pt->first = off; /* checked now, or when the committed offset is known */
+            pt->floor = RC_MIN(pt->floor, off);
             if (pt->expect >= 0 && off > pt->expect)
                 gap_found(c, c->kmsgs[i].partition, pt->expect, off);
         }
@@ -1031,9 +1055,18 @@ int rc_consumer_store(rc_consumer *c, const int32_t *parts, const int64_t *offse
     if (n == 0)
         return 0;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
-    for (size_t i = 0; i < n; i++)
-        if (offsets[i] >= 0 && parts[i] >= 0)
-            rd_kafka_topic_partition_list_add(l, c->topic, parts[i])->offset = offsets[i];
+    for (size_t i = 0; i < n; i++) {
+        if (offsets[i] < 0 || parts[i] < 0)
+            continue;
+        if (parts[i] < c->nparts && offsets[i] < c->parts[parts[i]].floor) {
+            c->st.stale_offsets++;
+            rc_log_debug(MOD, "offset below this assignment's start not stored",
+                         "partition=%" PRId32 " offset=%" PRId64 " start=%" PRId64, parts[i],
+                         offsets[i], c->parts[parts[i]].floor);
+            continue;
+        }
+        rd_kafka_topic_partition_list_add(l, c->topic, parts[i])->offset = offsets[i];
+    }
     rd_kafka_resp_err_t e = l->cnt ? rd_kafka_offsets_store(c->rk, l) : RD_KAFKA_RESP_ERR_NO_ERROR;
     for (int i = 0; e && i < l->cnt; i++) /* per partition: not assigned (any more) */
         if (l->elems[i].err)

@@ -97,12 +97,18 @@ static void start_member(e2e_daemon *d, const char *dir, const char *name, const
 
 /* A second member joins the group in the middle of a paced stream: member A's
  * revoke waits until everything A applied is in a durable checkpoint and
- * committed (deferred revoke), B starts exactly there. The two models
- * together hold every valid event: A.applied + B.applied >= valid (== on a
- * clean hand-over), and per item, A's clicks + B's clicks >= the generator's. */
+ * committed (deferred revoke), B starts exactly there. Exactly once across
+ * the two models: A.applied + B.applied == valid and, per item, A's clicks +
+ * B's clicks == the generator's - whenever every hand-over commit succeeded
+ * and no member lost its assignment by timeout. When one did (a loaded
+ * machine can starve a member past its session), docs/DELIVERY.md promises
+ * duplicates bounded by the events since the last commit, never a loss: the
+ * test then asserts that bound and no loss. */
 TEST(faults_rebalance_mid_stream_no_loss)
 {
     const uint64_t N = 10000;
+    const double rate = 1000;       /* events/s of the generator */
+    const int interval_ms = 500;    /* checkpoint.interval_ms */
     char dir[64], da[256], db[256];
     e2e_broker b;
     e2e_daemon a, c;
@@ -113,51 +119,59 @@ TEST(faults_rebalance_mid_stream_no_loss)
     e2e_broker_start(&b, 4, NULL);
     const char *json = "{\"checkpoint\":{\"interval_ms\":500}," KAFKA_FAST "}";
     start_member(&a, dir, "a", b.bootstrap, json, da, sizeof da);
-    pid_t gen = e2e_gen_start(b.bootstrap, 21, N, 0.05, 1000);
-    ms_sleep(3000);
-    json_t *st = e2e_request(a.sock, "{\"op\":\"stats\"}");
-    ASSERT_GT(e2e_int(st, "events.applied"), 0);
-    json_decref(st);
+    pid_t gen = e2e_gen_start(b.bootstrap, 21, N, 0.05, rate);
+    /* B joins once A has applied part of the stream (a condition, not a delay). */
+    json_decref(e2e_wait_consumed(a.sock, 1000, 300000));
     start_member(&c, dir, "b", b.bootstrap, json, db, sizeof db); /* healthy = assigned */
     ASSERT_EQ(e2e_gen_wait(gen), 0);
-    long long deadline = e2e_now_ms() + 40000, applied = 0, invalid = 0;
-    for (;;) {
-        json_t *sa = e2e_request(a.sock, "{\"op\":\"stats\"}");
-        json_t *sb = e2e_request(c.sock, "{\"op\":\"stats\"}");
-        applied = e2e_int(sa, "events.applied") + e2e_int(sb, "events.applied");
-        invalid = e2e_int(sa, "events.invalid") + e2e_int(sb, "events.invalid");
-        int done = applied + invalid >= (long long)N || e2e_now_ms() > deadline;
-        if (done) {
-            fprintf(stderr, "A applied %lld (rebalances %lld, commits %lld), B applied %lld\n",
-                    e2e_int(sa, "events.applied"), e2e_int(sa, "kafka.rebalances"),
-                    e2e_int(sa, "kafka.commits"), e2e_int(sb, "events.applied"));
-            ASSERT_GE(e2e_int(sa, "kafka.rebalances"), 3); /* assign, revoke, assign */
-            ASSERT_GT(e2e_int(sb, "events.applied"), 0);
-            ASSERT_EQ(e2e_int(sa, "kafka.assigned") + e2e_int(sb, "kafka.assigned"), 4);
-        }
+    long long applied = 0, invalid = 0, unclean = 0;
+    json_t *sa = NULL, *sb = NULL;
+    for (long long deadline = e2e_now_ms() + 300000;; ms_sleep(200)) {
         json_decref(sa);
         json_decref(sb);
-        if (done)
+        sa = e2e_request(a.sock, "{\"op\":\"stats\"}");
+        sb = e2e_request(c.sock, "{\"op\":\"stats\"}");
+        applied = e2e_int(sa, "events.applied") + e2e_int(sb, "events.applied");
+        invalid = e2e_int(sa, "events.invalid") + e2e_int(sb, "events.invalid");
+        if (applied + invalid >= (long long)N && e2e_int(sa, "kafka.lag") == 0 &&
+            e2e_int(sb, "kafka.lag") == 0)
             break;
-        ms_sleep(200);
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("applied %lld + invalid %lld of %llu after 300 s", applied, invalid,
+                     (unsigned long long)N);
     }
-    /* No loss: every valid event is in one of the two models. Exactly once is
-     * what a clean hand-over gives (most runs: A + B == valid); on a loaded
-     * machine the mock group sometimes rebalances again before the hand-over
-     * commit is visible and a member restarts a partition from an older
-     * offset — at-least-once, counted here and reported, not hidden. */
-    ASSERT_GE(applied, (long long)tr.valid);
-    ASSERT_GE(invalid, (long long)tr.invalid);
-    if (applied != (long long)tr.valid)
-        fprintf(stderr, "rebalance: %lld events applied twice (at-least-once hand-over)\n",
-                applied - (long long)tr.valid);
+    unclean = e2e_int(sa, "kafka.commit_errors") + e2e_int(sb, "kafka.commit_errors") +
+              e2e_int(sa, "kafka.lost_assignments") + e2e_int(sb, "kafka.lost_assignments");
+    fprintf(stderr, "A applied %lld (rebalances %lld, commits %lld), B applied %lld; "
+            "commit errors + lost assignments %lld\n", e2e_int(sa, "events.applied"),
+            e2e_int(sa, "kafka.rebalances"), e2e_int(sa, "kafka.commits"),
+            e2e_int(sb, "events.applied"), unclean);
+    ASSERT_GE(e2e_int(sa, "kafka.rebalances"), 3); /* assign, revoke, assign */
+    ASSERT_GT(e2e_int(sb, "events.applied"), 0);
+    ASSERT_EQ(e2e_int(sa, "kafka.assigned") + e2e_int(sb, "kafka.assigned"), 4);
+    ASSERT_EQ(e2e_int(sa, "events.lost") + e2e_int(sb, "events.lost"), 0);
+    json_decref(sa);
+    json_decref(sb);
+    ASSERT_EQ(invalid, (long long)tr.invalid);
+    /* The documented bound on a failed hand-over: the events of the stream
+     * since the last commit - one checkpoint interval plus the write. */
+    long long bound = unclean * (long long)(rate * (interval_ms + 2000) / 1000);
+    if (unclean == 0)
+        ASSERT_EQ(applied, (long long)tr.valid);
+    else
+        ASSERT(applied >= (long long)tr.valid && applied - (long long)tr.valid <= bound);
     ASSERT_EQ(e2e_stop(&a), 0);
     ASSERT_EQ(e2e_stop(&c), 0);
     uint64_t ca = add_counts(da, sum), cb = add_counts(db, sum);
-    ASSERT_GE(ca + cb, tr.valid);
-    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++)
+    ASSERT_EQ(ca + cb, (uint64_t)applied); /* the final checkpoints hold it all */
+    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++) {
         if (sum[i] < tr.count[i])
-            RC__FAIL("item i%u: %u clicks in the models, %u produced", i, sum[i], tr.count[i]);
+            RC__FAIL("item i%u: %u clicks in the models, %u produced (lost)", i, sum[i],
+                     tr.count[i]);
+        if (unclean == 0 && sum[i] != tr.count[i])
+            RC__FAIL("item i%u: %u clicks in the models, %u produced (twice)", i, sum[i],
+                     tr.count[i]);
+    }
     e2e_broker_stop(&b);
     cleanup(a.dir);
     cleanup(c.dir);

@@ -126,6 +126,8 @@ typedef struct rc_consumer_stats {
     int32_t last_gap_partition; /* -1 none */
     int64_t last_gap_from, last_gap_to;
     uint64_t lookups_failed;    /* committed-offset look-ups that failed (gap check off) */
+    uint64_t stale_offsets;     /* offsets not stored: below the assignment's start */
+    uint64_t lost_assignments;  /* revokes of partitions the group had already taken away */
     int fatal;                  /* a fatal error stopped the consumer */
     char last_error[128];       /* last consumer error (e.g. unknown topic), "" none */
 } rc_consumer_stats;

@@ -491,9 +491,11 @@ static void kafka_stats(void *arg, rc_buf *out)
                   (unsigned long long)st.skipped_applied);
     rc_buf_json_str(out, st.last_error, strlen(st.last_error));
     rc_buf_printf(out, ",\"lost\":%llu,\"offset_gaps\":%llu,\"lookups_failed\":%llu,"
+                       "\"stale_offsets\":%llu,\"lost_assignments\":%llu,"
                        "\"fatal\":%s,\"instance_id\":",
                   (unsigned long long)st.lost, (unsigned long long)st.offset_gaps,
-                  (unsigned long long)st.lookups_failed, st.fatal ? "true" : "false");
+                  (unsigned long long)st.lookups_failed, (unsigned long long)st.stale_offsets,
+                  (unsigned long long)st.lost_assignments, st.fatal ? "true" : "false");
     if (d->instance_id[0])
         rc_buf_json_str(out, d->instance_id, strlen(d->instance_id));
     else
