@@ -878,7 +878,7 @@ TEST(promises_dead_letter_write_failure_counted_stream_goes_on)
     FILE *f = fopen(dlq, "w");
     ASSERT(f != NULL);
     for (int i = 0; i < DLQ_LIMIT / 64; i++)
-        fprintf(f, "{\"pad\":\"%052d\"}\n", i); /* 64 bytes a line */
+        fprintf(f, "{\"pad\":\"%053d\"}\n", i); /* 64 bytes a line */
     ASSERT_EQ(fclose(f), 0);
     struct stat sb;
     ASSERT_EQ(stat(dlq, &sb), 0);
