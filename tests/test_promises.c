@@ -1025,3 +1025,46 @@ TEST(promises_retrain_and_busy_codes)
     rc_engine_destroy(e);
     e2e_sh(NULL, "rm -rf %s", dir);
 }
+
+/* PROTOCOL.md user / health: the user op lists the clicks the session store
+ * holds, oldest first, at most sessions.history; an unknown user is
+ * unknown_user. health says not_ready "shutting down" once stopping. */
+TEST(promises_user_op_and_health_shutting_down)
+{
+    rc_config c;
+    rc_config_defaults(&c);
+    c.dim = 16;
+    c.history = 5;
+    c.window = 5;
+    c.recall_window = 5;
+    rc_engine *e = offline(&c);
+    char item[16];
+    for (int i = 0; i < 8; i++) {
+        snprintf(item, sizeof item, "i%d", i);
+        click(e, "u1", item, "c0", "k0", 1700000000000LL + i * 1000);
+    }
+    rc_api a;
+    api_init(&a, e);
+    json_t *r = api(&a, "{\"op\":\"user\",\"user_id\":\"u1\"}");
+    ASSERT(is_ok(r));
+    json_t *clicks = json_object_get(r, "clicks");
+    ASSERT_EQ(json_array_size(clicks), 5);
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(item, sizeof item, "i%zu", i + 3);
+        json_t *ck = json_array_get(clicks, i);
+        ASSERT_STREQ(json_string_value(json_object_get(ck, "item_id")), item);
+        ASSERT_EQ(json_integer_value(json_object_get(ck, "ts")),
+                  1700000000000LL + (long long)(i + 3) * 1000);
+        ASSERT_STREQ(json_string_value(json_object_get(ck, "city")), "c0");
+        ASSERT_STREQ(json_string_value(json_object_get(ck, "cate")), "k0");
+    }
+    json_decref(r);
+    expect_error(&a, "{\"op\":\"user\",\"user_id\":\"nobody\"}", "unknown_user", "nobody");
+    r = api(&a, "{\"op\":\"health\"}");
+    ASSERT(is_ok(r));
+    ASSERT_STREQ(json_string_value(json_object_get(r, "status")), "ready");
+    json_decref(r);
+    atomic_store(&a.stopping, 1);
+    expect_error(&a, "{\"op\":\"health\"}", "not_ready", "shutting down");
+    rc_engine_destroy(e);
+}
