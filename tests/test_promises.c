@@ -828,7 +828,7 @@ TEST(promises_second_sigterm_exits_at_once_with_1)
     ASSERT(WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 1);
     ASSERT(log_has(d.log, "second signal: exiting now"));
-    ASSERT(!log_has(d.log, "final checkpoint written")); /* it did not wait for it */
+    ASSERT(!log_has(d.log, "final checkpoint durable")); /* it did not wait for it */
     e2e_sh(NULL, "rm -rf %s %s", d.dir, dir);
 }
 
