@@ -919,6 +919,7 @@ TEST(promises_dead_letter_write_failure_counted_stream_goes_on)
 
 /* ---- 7. retrain_* and busy (protocol handler) ------------------------------- */
 
+#if !defined(__SANITIZE_ADDRESS__)
 static long vm_size_kb(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -931,6 +932,7 @@ static long vm_size_kb(void)
     fclose(f);
     return kb;
 }
+#endif
 
 /* PROTOCOL.md retrain_model / reload_model error codes: retrain_off
  * (tower.retrain_interval_s = 0), retrain_skipped (no model served; too few
@@ -939,7 +941,7 @@ static long vm_size_kb(void)
  * A model that cannot be saved is still served ("saved":false). */
 TEST(promises_retrain_and_busy_codes)
 {
-    char dir[64], small[128], big[160], data[128], blocker[192], err[512], line[512];
+    char dir[64], small[128], big[160], data[128], blocker[192], line[512];
     tt_tmp_dir(dir, sizeof dir, "rc-prom-");
     snprintf(small, sizeof small, "%s/small.tower", dir);
     snprintf(big, sizeof big, "%s/big.tower", dir);
@@ -993,6 +995,7 @@ TEST(promises_retrain_and_busy_codes)
      * address-space limit 16 MB above what the process uses: the retrain
      * cannot allocate its model and fails; the served model stays. (ASan's
      * allocator reserves its address space at start, hence not there.) */
+    char err[512];
     rc_tt_config tc = tt_small_cfg(16);
     tc.id_buckets = 1u << 19;
     rc_tt_model *m = NULL;
