@@ -211,7 +211,7 @@ TEST(e2e_new_item_similar_within_bounded_time)
     e2e_daemon d;
     e2e_start(&d, NULL);
     produce_gen(&d, 5, 20000, 0);
-    json_t *st = e2e_wait_consumed(d.sock, 20000, 60000);
+    json_t *st = e2e_wait_consumed(d.sock, 20000, 120000);
     ASSERT_EQ(e2e_int(st, "events.applied"), 20000);
     json_decref(st);
 
@@ -373,7 +373,7 @@ TEST(e2e_malformed_events_counted_none_lost)
     rc_gen_counts c = rc_gen_counts_get(g);
     ASSERT_EQ(nbad, c.invalid);
     ASSERT_GT(c.invalid, N / 20);
-    json_t *st = e2e_wait_consumed(d.sock, (long long)N, 60000);
+    json_t *st = e2e_wait_consumed(d.sock, (long long)N, 120000);
     printf("valid %llu invalid %llu; daemon applied %lld invalid %lld\n",
            (unsigned long long)c.valid, (unsigned long long)c.invalid,
            e2e_int(st, "events.applied"), e2e_int(st, "events.invalid"));
@@ -560,7 +560,7 @@ TEST(e2e_recall_modes_filters_and_batches)
     e2e_daemon d;
     e2e_start(&d, NULL);
     produce_gen(&d, 5, 20000, 0);
-    json_t *st = e2e_wait_consumed(d.sock, 20000, 60000);
+    json_t *st = e2e_wait_consumed(d.sock, 20000, 120000);
     ASSERT_EQ(e2e_int(st, "events.applied"), 20000);
     json_decref(st);
 

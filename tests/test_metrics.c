@@ -1003,7 +1003,7 @@ TEST(metrics_e2e_page_moves_with_the_stream)
     ASSERT_NEAR(prom_get(&p0, "recalld_events_consumed_total", ""), 0, 0);
 
     produce(&d, 5, N, 0.05);
-    json_t *st = e2e_wait_consumed(d.sock, (long long)N, 60000);
+    json_t *st = e2e_wait_consumed(d.sock, (long long)N, 120000);
     ASSERT_EQ(e2e_int(st, "events.consumed"), (long long)N);
     for (int i = 0; i < 20; i++)
         json_decref(e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u%d\",\"k\":10}", i));
@@ -1101,7 +1101,7 @@ TEST(metrics_e2e_checkpoint_figures)
     e2e_daemon d;
     e2e_start(&d, extra);
     produce(&d, 9, 3000, 0);
-    json_decref(e2e_wait_consumed(d.sock, 3000, 60000));
+    json_decref(e2e_wait_consumed(d.sock, 3000, 120000));
     long deadline = mono_ms() + 15000;
     do {
         usleep(200000);

@@ -678,7 +678,7 @@ TEST(tower_retrain_daemon_periodic_and_op)
     tt_produce(&d, 0, 100, 10, 0);
     ASSERT_GE(wait_stat(d.sock, "tower.retrain.skipped", 1, 10000), 1);
     tt_produce(&d, 100, 500, 10, 0);
-    json_decref(e2e_wait_done(d.sock, 600, 30000));
+    json_decref(e2e_wait_done(d.sock, 600, 120000));
     ASSERT_GE(wait_stat(d.sock, "tower.retrain.done", 1, 20000), 1);
     json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
     json_t *tw = json_object_get(st, "tower");
@@ -749,7 +749,7 @@ TEST(tower_retrain_daemon_sigterm_cancels)
     e2e_start(&d, extra);
     ASSERT(wait_loaded(d.sock));
     tt_produce(&d, 0, 2000, 20, 0);
-    json_decref(e2e_wait_done(d.sock, 2000, 30000));
+    json_decref(e2e_wait_done(d.sock, 2000, 120000));
     long long t0 = e2e_now_ms();
     json_t *st = NULL;
     int running = 0;
