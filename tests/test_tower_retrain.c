@@ -764,9 +764,12 @@ TEST(tower_retrain_daemon_sigterm_cancels)
             usleep(10000);
     }
     ASSERT(running);
-    /* into the training proper: its start is logged just before it */
+    /* into the training proper: a run on the whole replay (the attempts
+     * before the stream saw an empty one and were skipped) is logged just
+     * before it trains */
     char *out = NULL;
-    for (t0 = e2e_now_ms(); e2e_sh(&out, "grep -c 'msg=\"tower: retraining\"' %s", d.log) != 0;
+    for (t0 = e2e_now_ms();
+         e2e_sh(&out, "grep -c 'msg=\"tower: retraining\" clicks=2000 ' %s", d.log) != 0;
          usleep(10000)) {
         free(out);
         out = NULL;
