@@ -468,6 +468,30 @@ static int write_file(rc_checkpoint *c, const char *tmp, double max_mb_s, uint64
     return w.err;
 }
 
+/* Test hook, inert unless the environment sets RC_TEST_CHECKPOINT_HOLD=PATH:
+ * the crash tests must land a kill after a checkpoint became durable (renamed,
+ * directory synced) and before the writer reports it (so before its offsets
+ * are committed). While the file PATH exists, a checkpoint that reached that
+ * point writes its sequence number to PATH.reached and waits for PATH to go
+ * away. */
+static void test_hold_after_rename(uint64_t seq)
+{
+    const char *hold = getenv("RC_TEST_CHECKPOINT_HOLD");
+    char reached[4200], tmp[4300];
+    if (!hold || !*hold || access(hold, F_OK) != 0)
+        return;
+    snprintf(reached, sizeof reached, "%s.reached", hold);
+    snprintf(tmp, sizeof tmp, "%s.tmp", reached);
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+        fprintf(f, "%llu\n", (unsigned long long)seq);
+        if (fclose(f) == 0)
+            rename(tmp, reached);
+    }
+    while (access(hold, F_OK) == 0)
+        usleep(1000);
+}
+
 int rc_checkpoint_write(rc_checkpoint *c, const rc_checkpoint_write_opts *o,
                         rc_checkpoint_info *info, char *eb, size_t el)
 {
@@ -496,6 +520,7 @@ int rc_checkpoint_write(rc_checkpoint *c, const rc_checkpoint_write_opts *o,
         unlink(tmp);
         return rc_err(eb, el, RC_EIO, "checkpoint %s: %s: %s", where, what, strerror(err));
     }
+    test_hold_after_rename(c->meta.seq);
     prune(o->dir, o->keep ? o->keep : 2);
     if (info) {
         info->seq = c->meta.seq;

@@ -34,19 +34,7 @@ struct user {
     uint32_t cur;    /* the temporary interest's community */
 };
 
-enum bad {
-    BAD_TRUNCATED,
-    BAD_MISSING,
-    BAD_WRONG_TYPE,
-    BAD_OVERSIZED_ID,
-    BAD_NEGATIVE_TS,
-    BAD_ARRAY,
-    BAD_NULL,
-    BAD_NUL_BYTE,
-    BAD_FRACTION_TS,
-    BAD_TOO_MANY_TAGS,
-    BAD_KINDS
-};
+/* The kinds of malformed lines: enum rc_gen_bad in recalld/gen.h. */
 
 /* Heap entries carry the key so sifting never touches the user array. */
 struct slot {
@@ -425,10 +413,10 @@ static void put_id(rc_gen *g, struct out *o, char prefix, uint32_t n, int bad)
     o->p[o->len++] = '"';
     o->p[o->len++] = prefix;
     put_u64(o, n);
-    if (bad == BAD_OVERSIZED_ID)
+    if (bad == RC_GEN_BAD_OVERSIZED_ID)
         for (uint32_t k = 0, pad = 130 + rc_rng_below(&g->rng, 64); k < pad; k++)
             o->p[o->len++] = 'x';
-    else if (bad == BAD_NUL_BYTE)
+    else if (bad == RC_GEN_BAD_NUL_BYTE)
         PUT_LIT(o, "\\u0000");
     o->p[o->len++] = '"';
 }
@@ -451,10 +439,10 @@ static void put_extras(rc_gen *g, struct out *o, const struct user *u, int bad)
         put_u64(o, u->device);
         PUT_LIT(o, "\"");
     }
-    if (g->o.flags & RC_GEN_NO_TAGS && bad != BAD_TOO_MANY_TAGS)
+    if (g->o.flags & RC_GEN_NO_TAGS && bad != RC_GEN_BAD_TOO_MANY_TAGS)
         return;
-    uint32_t nt =
-        bad == BAD_TOO_MANY_TAGS ? 17 + rc_rng_below(&g->rng, 4) : 1 + rc_rng_below(&g->rng, 3);
+    uint32_t nt = bad == RC_GEN_BAD_TOO_MANY_TAGS ? 17 + rc_rng_below(&g->rng, 4)
+                                                  : 1 + rc_rng_below(&g->rng, 3);
     PUT_LIT(o, ",\"tags\":[");
     for (uint32_t i = 0; i < nt; i++) {
         if (i)
@@ -477,23 +465,23 @@ static void put_required(rc_gen *g, struct out *o, const struct click *c, int ba
 
     for (uint32_t k = 0; k < 5; k++) {
         int mine = k == f ? bad : -1;
-        if (mine == BAD_MISSING)
+        if (mine == RC_GEN_BAD_MISSING)
             continue;
         if (!first)
             PUT_LIT(o, ",");
         first = 0;
         put(o, keys[k], strlen(keys[k]));
-        if (mine == BAD_NULL) {
+        if (mine == RC_GEN_BAD_NULL) {
             PUT_LIT(o, "null");
-        } else if (mine == BAD_WRONG_TYPE) {
+        } else if (mine == RC_GEN_BAD_WRONG_TYPE) {
             put(o, wrong[k], strlen(wrong[k]));
         } else if (k < 4) {
             put_id(g, o, prefix[k], vals[k], mine);
         } else {
-            if (bad == BAD_NEGATIVE_TS)
+            if (bad == RC_GEN_BAD_NEGATIVE_TS)
                 PUT_LIT(o, "-");
             put_u64(o, (uint64_t)c->ts);
-            if (bad == BAD_FRACTION_TS)
+            if (bad == RC_GEN_BAD_FRACTION_TS)
                 PUT_LIT(o, ".5");
         }
     }
@@ -502,17 +490,18 @@ static void put_required(rc_gen *g, struct out *o, const struct click *c, int ba
 static size_t format(rc_gen *g, char *buf, const struct click *c, int bad)
 {
     struct out o = {buf, 0};
-    uint32_t f = rc_rng_below(&g->rng, bad == BAD_OVERSIZED_ID || bad == BAD_NUL_BYTE ? 2 : 5);
+    uint32_t f = rc_rng_below(&g->rng,
+                              bad == RC_GEN_BAD_OVERSIZED_ID || bad == RC_GEN_BAD_NUL_BYTE ? 2 : 5);
 
-    if (bad == BAD_ARRAY)
+    if (bad == RC_GEN_BAD_ARRAY)
         PUT_LIT(&o, "[");
     PUT_LIT(&o, "{");
     put_required(g, &o, c, bad, f);
     put_extras(g, &o, &g->users[c->user], bad);
     PUT_LIT(&o, "}");
-    if (bad == BAD_ARRAY)
+    if (bad == RC_GEN_BAD_ARRAY)
         PUT_LIT(&o, "]");
-    if (bad == BAD_TRUNCATED) /* any proper prefix of an object is invalid JSON */
+    if (bad == RC_GEN_BAD_TRUNCATED) /* any proper prefix of an object is invalid JSON */
         o.len = 1 + rc_rng_below(&g->rng, (uint32_t)o.len - 1);
     buf[o.len] = '\0';
     return o.len;
@@ -531,7 +520,7 @@ int rc_gen_next(rc_gen *g, char *buf, size_t cap, size_t *len, rc_gen_info *info
         return RC_ENOENT;
     next_click(g, &c);
     if (g->o.invalid_share > 0 && rnd(g) < g->o.invalid_share)
-        bad = (int)rc_rng_below(&g->rng, BAD_KINDS);
+        bad = (int)rc_rng_below(&g->rng, RC_GEN_BAD_KINDS);
     *len = format(g, buf, &c, bad);
     g->produced++;
     if (bad < 0)
@@ -543,6 +532,7 @@ int rc_gen_next(rc_gen *g, char *buf, size_t cap, size_t *len, rc_gen_info *info
         info->item = c.item;
         info->community = c.comm;
         info->ts_ms = c.ts;
+        info->bad = bad;
         info->valid = bad < 0;
         info->favourite = c.fav;
         info->new_session = c.new_session;

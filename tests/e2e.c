@@ -18,6 +18,10 @@
 #include "recalld/gen.h"
 #include "test.h"
 
+/* How long a helper waits for something that must happen: generous, so that
+ * only a condition that never holds fails, however loaded the machine. */
+#define E2E_PATIENCE_MS 120000
+
 static long long now_ms(void)
 {
     struct timespec ts;
@@ -90,7 +94,7 @@ json_t *e2e_request(const char *sock, const char *fmt, ...)
     int n = vsnprintf(line, sizeof line - 1, fmt, ap);
     va_end(ap);
     line[n++] = '\n';
-    char *reply = e2e_raw(sock, line, (size_t)n, 20000);
+    char *reply = e2e_raw(sock, line, (size_t)n, E2E_PATIENCE_MS);
     if (!reply)
         RC__FAIL("no reply from %s to %.*s", sock, n - 1, line);
     json_error_t je;
@@ -213,7 +217,7 @@ void e2e_kill(e2e_daemon *d)
 void e2e_start_opts(e2e_daemon *d, const e2e_opts *o)
 {
     spawn(d, o);
-    long long deadline = now_ms() + 30000;
+    long long deadline = now_ms() + E2E_PATIENCE_MS;
     for (;;) {
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
@@ -227,7 +231,7 @@ void e2e_start_opts(e2e_daemon *d, const e2e_opts *o)
         if (ok)
             break;
         if (now_ms() > deadline)
-            RC__FAIL("recalld not healthy after 30 s (log %s)", d->log);
+            RC__FAIL("recalld not healthy after %d s (log %s)", E2E_PATIENCE_MS / 1000, d->log);
         usleep(50000);
     }
     json_t *st = e2e_request(d->sock, "{\"op\":\"stats\"}");
@@ -243,7 +247,7 @@ int e2e_stop(e2e_daemon *d)
     if (d->pid <= 0)
         return -1;
     kill(d->pid, SIGTERM);
-    long long deadline = now_ms() + 30000;
+    long long deadline = now_ms() + E2E_PATIENCE_MS;
     while (waitpid(d->pid, &st, WNOHANG) != d->pid) {
         if (now_ms() > deadline) {
             kill(d->pid, SIGKILL);
@@ -379,7 +383,7 @@ pid_t e2e_gen_start(const char *brokers, uint64_t seed, uint64_t events, double 
         execl(RC_BIN("recalld-gen"), "recalld-gen", "--brokers", brokers, "--topic", "clicks",
               "--seed", s_seed, "--events", s_ev, "--invalid-share", s_inv, "--rate", s_rate,
               "--users", s_u, "--items", s_i, "--cities", "4", "--cates", "4", "--communities",
-              "40", "--timeout-ms", "30000", (char *)NULL);
+              "40", "--timeout-ms", "120000", (char *)NULL);
         _exit(127);
     }
     return pid;

@@ -1,5 +1,6 @@
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "recalld/common.h"
@@ -439,7 +440,7 @@ TEST(index_background_retrain_catches_up) {
   ASSERT_GE(st.retrains, 1);
   ASSERT_EQ(st.size, 9000);
   /* 9000 > 1.5 * 5000: a second training is due (or already started). */
-  for (int i = 0; i < 10000 && st.retrains < 2; i++) {
+  for (uint64_t t0 = rc_now_ns(); st.retrains < 2 && rc_now_ns() - t0 < 120000000000ull;) {
     ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
     usleep(1000);
     rc_index_stats_get(ix, &st);
@@ -489,7 +490,7 @@ static void *search_loop(void *arg) {
       else if (f.city >= 0 && rc_table_city(s->t, rows[i]) != (uint32_t)f.city)
         s->bad++;
     }
-    s->nsearch++;
+    __atomic_fetch_add(&s->nsearch, 1, __ATOMIC_RELAXED);
   }
   return NULL;
 }
@@ -518,8 +519,14 @@ TEST(index_concurrent_search_while_writing) {
   rc_rng r;
   rc_rng_seed(&r, 18);
   float v[DIM];
-  uint64_t t0 = rc_now_ns();
-  while (rc_now_ns() - t0 < 4000000000ull && rc_table_size(t) < 40000) {
+  /* A fixed amount of writing (to 40000 rows: two IVF retrains at growth
+   * 0.3), and after each round the writer waits until every searcher has
+   * completed a search that started after it: the searches race every round
+   * of writes however the threads are scheduled. */
+  while (rc_table_size(t) < 40000) {
+    uint64_t before[3];
+    for (int i = 0; i < 3; i++)
+      before[i] = __atomic_load_n(&s[i].nsearch, __ATOMIC_RELAXED);
     uint32_t base = rc_table_size(t);
     fill(t, &g, 200, 2, 3, 0.3f);
     touch_all(ix, t, base);
@@ -533,6 +540,9 @@ TEST(index_concurrent_search_while_writing) {
     if (rc < 0)
       RC__FAIL("flush: %s", err);
     ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+    for (int i = 0; i < 3; i++)
+      while (__atomic_load_n(&s[i].nsearch, __ATOMIC_RELAXED) < before[i] + 2)
+        sched_yield();
   }
   __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
   uint64_t total = 0;
@@ -547,7 +557,7 @@ TEST(index_concurrent_search_while_writing) {
           "searches %" PRIu64 ", rows %" PRIu64 ", ivf %" PRIu64
           ", retrains %" PRIu64 ", reindexed %" PRIu64 "\n",
           total, st.size, st.ivf_partitions, st.retrains, st.reindexed);
-  ASSERT_GT(total, 100);
+  ASSERT_GT(total, 3 * 2 * 100); /* > 100 rounds, two searches each */
   ASSERT_GE(st.ivf_partitions, 1);
   ASSERT_GE(st.retrains, 2);
   ASSERT_GT(st.reindexed, 0);

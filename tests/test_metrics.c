@@ -720,7 +720,7 @@ static const char *http(int port, const char *req)
     int fd = tcp_connect("127.0.0.1", port);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-    long n = read_all(fd, buf, sizeof buf, 5000);
+    long n = read_all(fd, buf, sizeof buf, 60000);
     close(fd);
     if (n < 0)
         RC__FAIL("no complete response to %s", req);
@@ -811,37 +811,38 @@ TEST(metrics_http_limits)
     memset(buf, 'a', 600);
     memcpy(buf, "GET /metrics HTTP/1.1\r\nX: ", 26);
     ASSERT_EQ(write(fd, buf, 600), 600);
-    ASSERT_GT(read_all(fd, buf, sizeof buf, 3000), 0);
+    ASSERT_GT(read_all(fd, buf, sizeof buf, 60000), 0);
     ASSERT_EQ(strncmp(buf, "HTTP/1.0 431 ", 13), 0);
     close(fd);
-    /* half a request, then silence: closed by the timeout, unanswered */
+    /* half a request, then silence: closed by the timeout, unanswered (not
+     * before the timeout; how long after depends on the machine's load) */
     long t0 = mono_ms();
     fd = tcp_connect("127.0.0.1", t.port);
     ASSERT_EQ(write(fd, "GET /met", 8), 8);
-    ASSERT_EQ(read_all(fd, buf, sizeof buf, 3000), 0);
-    long took = mono_ms() - t0;
-    ASSERT_GE(took, 350);
-    ASSERT_LT(took, 1500);
+    ASSERT_EQ(read_all(fd, buf, sizeof buf, 60000), 0);
+    ASSERT_GE(mono_ms() - t0, 350);
     close(fd);
     ASSERT_EQ(thttp_stats(&t).timeouts, 1);
     /* max_clients silent peers hold every slot: the next one is refused at once */
     int idle[4];
     for (int i = 0; i < 4; i++)
         ASSERT_GE(idle[i] = tcp_connect("127.0.0.1", t.port), 0);
-    for (long dl = mono_ms() + 2000; thttp_stats(&t).clients < 4 && mono_ms() < dl;)
+    for (long dl = mono_ms() + 60000; thttp_stats(&t).clients < 4 && mono_ms() < dl;)
         usleep(1000);
     ASSERT_EQ(thttp_stats(&t).clients, 4);
     fd = tcp_connect("127.0.0.1", t.port);
     ASSERT_GE(fd, 0);
     ASSERT(write(fd, "GET /metrics HTTP/1.0\r\n\r\n", 25) == 25 || errno == ECONNRESET ||
            errno == EPIPE);
-    long r = read_all(fd, buf, sizeof buf, 300);
-    ASSERT(r == 0 || r == -2); /* EOF or reset, well before the 400 ms timeout */
+    long r = read_all(fd, buf, sizeof buf, 60000);
+    ASSERT(r == 0 || r == -2); /* EOF or reset, unanswered */
     close(fd);
+    /* refused at once, not closed by the timeout: the counters tell which */
     ASSERT_EQ(thttp_stats(&t).refused, 1);
+    ASSERT_EQ(thttp_stats(&t).timeouts, 1);
     for (int i = 0; i < 4; i++)
         close(idle[i]);
-    for (long dl = mono_ms() + 2000; thttp_stats(&t).clients > 0 && mono_ms() < dl;)
+    for (long dl = mono_ms() + 60000; thttp_stats(&t).clients > 0 && mono_ms() < dl;)
         usleep(1000);
     expect_status(t.port, "GET /metrics HTTP/1.0\r\n\r\n", "HTTP/1.0 200 OK");
     /* bound to loopback: the host's other addresses refuse the port */
@@ -870,10 +871,32 @@ TEST(metrics_http_bind_errors)
     if (!strstr(err, want))
         RC__FAIL("\"%s\" lacks \"%s\"", err, want);
     ASSERT(m2 == NULL);
+    /* IPv6: listening on ::1 works exactly when the host can bind ::1 */
     o.bind = "::1";
     o.port = 0;
-    if (rc_metrics_start(&loop, &o, &m2, err, sizeof err) == 0) /* hosts without IPv6 skip */
+    int v6 = socket(AF_INET6, SOCK_STREAM, 0), host_v6 = 0;
+    if (v6 >= 0) {
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        host_v6 = bind(v6, (struct sockaddr *)&a6, sizeof a6) == 0;
+        close(v6);
+    }
+    int rc6 = rc_metrics_start(&loop, &o, &m2, err, sizeof err);
+    if (host_v6 && rc6 != 0)
+        RC__FAIL("metrics on ::1: %s", err);
+    if (rc6 == 0) {
+        ASSERT(host_v6);
+        int port6 = rc_metrics_port(m2);
+        ASSERT_GT(port6, 0);
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port6),
+                                  .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        int c6 = socket(AF_INET6, SOCK_STREAM, 0);
+        ASSERT_GE(c6, 0);
+        ASSERT_EQ(connect(c6, (struct sockaddr *)&a6, sizeof a6), 0); /* listening on ::1 */
+        close(c6);
         rc_metrics_close(m2, NULL, NULL);
+    } else {
+        ASSERT(m2 == NULL);
+    }
     rc_metrics_close(m, NULL, NULL);
     rc_metrics_close(m, NULL, NULL); /* second close: no-op */
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -1004,13 +1027,13 @@ TEST(metrics_e2e_page_moves_with_the_stream)
     ASSERT_NEAR(prom_get(&p0, "recalld_events_consumed_total", ""), 0, 0);
 
     produce(&d, 5, N, 0.05);
-    json_t *st = e2e_wait_consumed(d.sock, (long long)N, 60000);
+    json_t *st = e2e_wait_consumed(d.sock, (long long)N, 120000);
     ASSERT_EQ(e2e_int(st, "events.consumed"), (long long)N);
     for (int i = 0; i < 20; i++)
         json_decref(e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u%d\",\"k\":10}", i));
     /* lag is refreshed once a second and dead letters count on delivery: wait
      * for both to settle */
-    long deadline = mono_ms() + 10000;
+    long deadline = mono_ms() + 120000;
     do {
         usleep(200000);
         scrape(P, &p1);
@@ -1102,8 +1125,8 @@ TEST(metrics_e2e_checkpoint_figures)
     e2e_daemon d;
     e2e_start(&d, extra);
     produce(&d, 9, 3000, 0);
-    json_decref(e2e_wait_consumed(d.sock, 3000, 60000));
-    long deadline = mono_ms() + 15000;
+    json_decref(e2e_wait_consumed(d.sock, 3000, 120000));
+    long deadline = mono_ms() + 120000;
     do {
         usleep(200000);
         scrape(P, &pg);
@@ -1118,8 +1141,19 @@ TEST(metrics_e2e_checkpoint_figures)
     ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_pause_seconds", ""), >=, 0);
     ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_bytes", ""), >,
                   prom_get(&pg, "recalld_items", "") * 2 * 64 * 4);
-    /* written every 300 ms (or found unchanged, which renews it too) */
-    ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_age_seconds", ""), <, 3);
+    /* written every 300 ms (or found unchanged, which renews it too): the
+     * age falls again (a bound in seconds would measure the machine's load) */
+    double prev = prom_get(&pg, "recalld_checkpoint_age_seconds", ""), age;
+    ASSERT_DBL_OP(prev, >=, 0);
+    deadline = mono_ms() + 120000;
+    for (;; prev = age) {
+        usleep(50000);
+        scrape(P, &pg);
+        age = prom_get(&pg, "recalld_checkpoint_age_seconds", "");
+        if (age < prev || mono_ms() > deadline)
+            break;
+    }
+    ASSERT_DBL_OP(age, <, prev); /* renewed between two scrapes */
     ASSERT_EQ(e2e_stop(&d), 0);
     e2e_sh(NULL, "rm -rf %s", dir);
 }

@@ -40,19 +40,30 @@ static void ms_sleep(long ms)
 
 static long now_ms(void) { return (long)(rc_now_ns() / 1000000u); }
 
+/* How long a test waits for something that must happen: generous, so that
+ * only a condition that never holds fails, however loaded the machine. */
+#define PATIENCE_MS 60000
+
+/* "hold" requests block the worker until the test releases them: an
+ * in-flight request whose end the test controls, without a timing race. */
+static atomic_int hold_released;
+
 static void make_path(char *out, size_t n, const char *tag)
 {
     snprintf(out, n, "/tmp/rc_srv_%ld_%s.sock", (long)getpid(), tag);
     unlink(out);
 }
 
-/* Test handler. "sleep:N" sleeps N ms; "big:N" replies with N bytes of padding;
+/* Test handler. "sleep:N" sleeps N ms; "hold" waits for hold_released; "big:N" replies with N bytes of padding;
  * "fail" replies ok:false; anything else is echoed with its length. */
 static void echo_handler(void *ud, const char *line, size_t len, rc_buf *reply)
 {
     ASSERT_EQ(line[len], '\0');
     if (len > 6 && memcmp(line, "sleep:", 6) == 0)
         ms_sleep(atol(line + 6));
+    if (len == 4 && memcmp(line, "hold", 4) == 0)
+        while (!atomic_load(&hold_released))
+            ms_sleep(1);
     if (len > 4 && memcmp(line, "big:", 4) == 0) {
         long n = atol(line + 4);
         rc_buf_puts(reply, "{\"ok\":true,\"pad\":\"");
@@ -106,7 +117,7 @@ static void tserver_start(tserver *t, rc_server_opts *o, const char *tag)
         RC__FAIL("rc_server_start: %s", err);
     ASSERT_EQ(uv_async_init(&t->loop, &t->stop, on_stop), 0);
     t->stop.data = t;
-    t->drain_ms = 2000;
+    t->drain_ms = PATIENCE_MS;
     ASSERT_EQ(uv_thread_create(&t->thr, loop_thread, t), 0);
 }
 
@@ -222,7 +233,7 @@ static long cli_line(cli *c, char *out, size_t cap, long timeout_ms)
 static void cli_expect(cli *c, const char *want)
 {
     char line[16384];
-    long n = cli_line(c, line, sizeof line, 5000);
+    long n = cli_line(c, line, sizeof line, PATIENCE_MS);
     if (n < 0)
         RC__FAIL("expected \"%s\", got %s", want, n == -1 ? "EOF" : "timeout");
     ASSERT_STREQ(line, want);
@@ -238,7 +249,7 @@ static void cli_expect_echo(cli *c, const char *s)
 static void cli_expect_error(cli *c, const char *code)
 {
     char line[1024], pat[128];
-    long n = cli_line(c, line, sizeof line, 5000);
+    long n = cli_line(c, line, sizeof line, PATIENCE_MS);
     if (n < 0)
         RC__FAIL("expected error %s, got %s", code, n == -1 ? "EOF" : "timeout");
     snprintf(pat, sizeof pat, "{\"ok\":false,\"error\":{\"code\":\"%s\",\"message\":\"", code);
@@ -286,9 +297,9 @@ TEST(server_pipelined_order_and_empty_lines)
     cli_puts(&c, "last");
     shutdown(c.fd, SHUT_WR);
     cli_expect_echo(&c, "last");
-    cli_expect_eof(&c, 2000);
+    cli_expect_eof(&c, PATIENCE_MS);
     cli_close(&c);
-    WAIT_FOR(stats(&t).clients == 0, 2000);
+    WAIT_FOR(stats(&t).clients == 0, PATIENCE_MS);
     tserver_stop(&t);
 }
 
@@ -346,11 +357,11 @@ TEST(server_max_clients_refused)
     cli_expect_echo(&b, "b");
     cli_open(&c, t.path);
     cli_expect_error(&c, "too_many_clients");
-    cli_expect_eof(&c, 2000);
+    cli_expect_eof(&c, PATIENCE_MS);
     cli_close(&c);
     ASSERT_EQ(stats(&t).refused_max, 1);
     cli_close(&a);
-    WAIT_FOR(stats(&t).clients == 1, 2000);
+    WAIT_FOR(stats(&t).clients == 1, PATIENCE_MS);
     cli_open(&c, t.path);
     cli_puts(&c, "c\n");
     cli_expect_echo(&c, "c");
@@ -364,24 +375,26 @@ TEST(server_max_clients_refused)
 TEST(server_idle_timeout_closes)
 {
     tserver t;
-    rc_server_opts o = {.idle_timeout_ms = 200};
+    /* The timeout is long next to busy's 50 ms pauses, so that a loaded
+     * machine does not make busy look idle. */
+    rc_server_opts o = {.idle_timeout_ms = 1000};
     tserver_start(&t, &o, "idle");
     cli idle, busy;
     cli_open(&idle, t.path);
     cli_open(&busy, t.path);
     cli_puts(&idle, "hi\n");
     cli_expect_echo(&idle, "hi");
-    long t0 = now_ms();
     /* busy keeps talking every 50 ms; a request longer than the timeout is not idleness */
     for (int i = 0; i < 8; i++) {
         cli_puts(&busy, "ping\n");
         cli_expect_echo(&busy, "ping");
         ms_sleep(50);
     }
-    cli_puts(&busy, "sleep:400\n");
-    cli_expect_echo(&busy, "sleep:400");
-    cli_expect_eof(&idle, 2000);
-    ASSERT_LT(now_ms() - t0, 2000);
+    cli_puts(&busy, "sleep:1500\n");
+    cli_expect_echo(&busy, "sleep:1500");
+    /* idle was closed by the idle timeout (counted below), not by anything
+     * else: busy's connection stays usable */
+    cli_expect_eof(&idle, PATIENCE_MS);
     cli_puts(&busy, "still\n");
     cli_expect_echo(&busy, "still");
     ASSERT_EQ(stats(&t).idle_closed, 1);
@@ -411,15 +424,15 @@ TEST(server_slow_reader_dropped)
         cli_puts(&good, "\n");
         cli_expect_echo(&good, q);
     }
-    WAIT_FOR(stats(&t).slow_dropped == 1, 5000);
-    WAIT_FOR(stats(&t).clients == 1, 2000);
+    WAIT_FOR(stats(&t).slow_dropped == 1, PATIENCE_MS);
+    WAIT_FOR(stats(&t).clients == 1, PATIENCE_MS);
     cli_puts(&good, "after\n");
     cli_expect_echo(&good, "after");
     /* the bad client finds its connection closed once it reads what was sent */
     char line[8192];
     long got;
     int lines = 0;
-    while ((got = cli_line(&bad, line, sizeof line, 2000)) >= 0)
+    while ((got = cli_line(&bad, line, sizeof line, PATIENCE_MS)) >= 0)
         lines++;
     ASSERT_EQ(got, -1);
     ASSERT_LT(lines, 2000);
@@ -447,14 +460,14 @@ TEST(server_garbage_reaches_handler)
         }
         g[n] = '\n';
         cli_send(&c, g, n + 1);
-        ASSERT_GE(cli_line(&c, line, sizeof line, 5000), 0);
+        ASSERT_GE(cli_line(&c, line, sizeof line, PATIENCE_MS), 0);
         snprintf(want, sizeof want, "{\"ok\":true,\"len\":%zu,", n);
         ASSERT_EQ(strncmp(line, want, strlen(want)), 0);
     }
     /* pure NULs and a high-bit byte run */
     cli_send(&c, "\0\0\0\n\xff\xfe\n", 7);
     cli_expect(&c, "{\"ok\":true,\"len\":3,\"echo\":\"\\u0000\\u0000\\u0000\"}");
-    ASSERT_GE(cli_line(&c, line, sizeof line, 5000), 0);
+    ASSERT_GE(cli_line(&c, line, sizeof line, PATIENCE_MS), 0);
     ASSERT_EQ(strncmp(line, "{\"ok\":true,\"len\":2,", 19), 0);
     cli_puts(&c, "fine\n");
     cli_expect_echo(&c, "fine");
@@ -528,12 +541,12 @@ TEST(server_close_drains_inflight)
     cli_open(&c, t.path);
     cli_open(&idle, t.path);
     cli_puts(&c, "sleep:300\nnever\n");
-    WAIT_FOR(stats(&t).inflight == 1, 2000);
+    WAIT_FOR(stats(&t).inflight == 1, PATIENCE_MS);
     ASSERT_EQ(uv_async_send(&t.stop), 0);
     /* the in-flight reply arrives, the pipelined request behind it does not */
     cli_expect_echo(&c, "sleep:300");
-    cli_expect_eof(&c, 2000);
-    cli_expect_eof(&idle, 2000);
+    cli_expect_eof(&c, PATIENCE_MS);
+    cli_expect_eof(&idle, PATIENCE_MS);
     tserver_joined(&t);
     cli_close(&c);
     cli_close(&idle);
@@ -548,12 +561,14 @@ TEST(server_close_forces_after_drain_timeout)
     t.drain_ms = 100;
     cli c;
     cli_open(&c, t.path);
-    cli_puts(&c, "sleep:1000\n");
-    WAIT_FOR(stats(&t).inflight == 1, 2000);
-    long t0 = now_ms();
+    /* the request holds its worker until released: the connection can only
+     * close (EOF, no reply) because the drain timed out */
+    atomic_store(&hold_released, 0);
+    cli_puts(&c, "hold\n");
+    WAIT_FOR(stats(&t).inflight == 1, PATIENCE_MS);
     ASSERT_EQ(uv_async_send(&t.stop), 0);
-    cli_expect_eof(&c, 2000);
-    ASSERT_LT(now_ms() - t0, 800);
+    cli_expect_eof(&c, PATIENCE_MS);
+    atomic_store(&hold_released, 1);
     /* the server is freed only after the worker finished with the conn */
     tserver_joined(&t);
     cli_close(&c);
@@ -569,7 +584,7 @@ TEST(server_uid_allowlist)
     cli c;
     cli_open(&c, t.path);
     cli_expect_error(&c, "forbidden");
-    cli_expect_eof(&c, 2000);
+    cli_expect_eof(&c, PATIENCE_MS);
     cli_close(&c);
     ASSERT_EQ(stats(&t).refused_uid, 1);
     tserver_stop(&t);
@@ -683,7 +698,7 @@ static int run_many(tserver *t, int n, int hogs)
         for (int i = 0; i < n; i++)
             if (cs[i].fd >= 0 && cs[i].got != -2)
                 pf[m++] = (struct pollfd){.fd = cs[i].fd, .events = POLLIN};
-        int r = poll(pf, (nfds_t)m, 5000);
+        int r = poll(pf, (nfds_t)m, PATIENCE_MS);
         ASSERT_GT(r, 0);
         for (int j = 0, i = 0; j < m; j++) {
             if (!pf[j].revents)
@@ -697,16 +712,17 @@ static int run_many(tserver *t, int n, int hogs)
             }
         }
     }
-    ASSERT_LT(now_ms() - t0, 15000);
+    /* timing only (no bound: a loaded machine is slow, not wrong) */
+    fprintf(stderr, "%d clients served in %ld ms\n", n, now_ms() - t0);
     if (hogs)
-        WAIT_FOR(stats(t).slow_dropped == (uint64_t)nhogs, 10000);
+        WAIT_FOR(stats(t).slow_dropped == (uint64_t)nhogs, PATIENCE_MS);
     else
         ASSERT_EQ(stats(t).requests, (uint64_t)n * ROUNDS + (uint64_t)(n + 9) / 10);
     ASSERT_EQ(stats(t).refused_max, 0);
     for (int i = 0; i < n; i++)
         if (cs[i].fd >= 0)
             close(cs[i].fd);
-    WAIT_FOR(stats(t).clients == 0, 5000);
+    WAIT_FOR(stats(t).clients == 0, PATIENCE_MS);
     free(cs);
     free(pf);
     return nhogs;

@@ -1,4 +1,5 @@
 #include <pthread.h>
+#include <sched.h>
 
 #include "recalld/common.h"
 #include "recalld/session.h"
@@ -289,7 +290,7 @@ static void *reader(void *p)
             ASSERT_GE(n, 1);
             for (uint32_t j = 1; j < n; j++)
                 ASSERT_LE(c[j - 1].ts_ms, c[j].ts_ms);
-            a->reads++;
+            __atomic_fetch_add(&a->reads, 1, __ATOMIC_RELAXED);
         }
     }
     return NULL;
@@ -306,6 +307,7 @@ TEST(session_concurrent_recent_while_adding)
     rc_rng_seed(&r, 7);
     char k[32];
     uint32_t ctx[10], n;
+    uint64_t reads = 0;
     for (int64_t i = 0; i < 300000; i++) {
         snprintf(k, sizeof k, "user%u", rc_rng_below(&r, 2000));
         int64_t ts = 10000 + i * 1000 - (int64_t)rc_rng_below(&r, 5000); /* some reordering */
@@ -314,10 +316,17 @@ TEST(session_concurrent_recent_while_adding)
         ASSERT_LE(n, 10);
         if (i % 50000 == 0)
             rc_session_expire(s, ts, 100);
+        /* Every 30000 adds the writer waits for 10 more reads: the reader
+         * runs during the adds however the threads are scheduled. */
+        if (i % 30000 == 29999) {
+            while (__atomic_load_n(&a.reads, __ATOMIC_RELAXED) < reads + 10)
+                sched_yield();
+            reads = __atomic_load_n(&a.reads, __ATOMIC_RELAXED);
+        }
     }
     __atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
     ASSERT_EQ(pthread_join(th, NULL), 0);
-    ASSERT_GT(a.reads, 0);
+    ASSERT_GE(a.reads, 100);
     rc_session_stats st;
     rc_session_stats_get(s, &st);
     ASSERT_LE(st.users, 1500);

@@ -1,5 +1,6 @@
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "recalld/common.h"
@@ -295,13 +296,21 @@ TEST(table_reader_thread_while_writer_adds)
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, table_reader, &a), 0);
     char id[32];
+    long seen = 0;
     for (uint32_t i = 0; i < 100000; i++) {
         snprintf(id, sizeof(id), "it%u", i);
         uint32_t ctx = i ? i - 1 : 0;
         ASSERT_EQ(add(a.t, id, city[i % 3], cate, &ctx, i ? 1 : 0), i);
+        /* Every 10000 rows the writer waits for 20 more reads: the reader
+         * runs while the table grows however the threads are scheduled. */
+        if (i % 10000 == 9999) {
+            while (atomic_load(&a.seen) < seen + 20)
+                sched_yield();
+            seen = atomic_load(&a.seen);
+        }
     }
     atomic_store(&a.stop, 1);
     pthread_join(th, NULL);
-    ASSERT_GT(atomic_load(&a.seen), 100);
+    ASSERT_GE(atomic_load(&a.seen), 200);
     rc_table_destroy(a.t);
 }

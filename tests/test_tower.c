@@ -413,12 +413,13 @@ static double analytic(const rc_tt_model *m, const tt_grad *g, size_t idx)
     return 0;
 }
 
-/* Central differences of the shard loss w.r.t. parameter idx. */
-static double numeric(rc_tt_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx)
+/* Central differences of the shard loss w.r.t. parameter idx, step eps.
+ * Loss noise in float is ~1e-6: a wide step keeps its share small; the
+ * layers are smooth enough (ReLU kinks are rare at these biases). */
+#define GC_EPS 5e-3f
+static double numeric_step(rc_tt_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx,
+                           float eps)
 {
-    /* Loss noise in float is ~1e-6: a wide step keeps its share small; the
-     * layers are smooth enough (ReLU kinks are rare at these biases). */
-    const float eps = 5e-3f;
     float keep = m->p[idx];
     m->p[idx] = keep + eps;
     double up = fixture_step(m, ws, scratch, f);
@@ -428,21 +429,56 @@ static double numeric(rc_tt_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, s
     return (up - down) / (2 * eps);
 }
 
+static double numeric(rc_tt_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx)
+{
+    return numeric_step(m, ws, scratch, f, idx, GC_EPS);
+}
+
+/* Every coordinate must agree: |numeric - analytic| <= GC_RTOL * the larger
+ * magnitude + GC_ATOL. GC_RTOL covers the central difference's truncation
+ * error (O(eps^2) times the third derivative: well under 1% at eps 5e-3 on
+ * these smooth layers); GC_ATOL covers the float rounding of the loss, which
+ * the difference quotient divides by 2 eps: the loss (~1..10, a few hundred
+ * float operations deep) is exact to ~1e-6, so the quotient to ~1e-4. */
+#define GC_RTOL 1e-2
+#define GC_ATOL 2e-4
+
 static void check_range(rc_tt_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch, fixture *f,
                         const char *what, size_t lo, size_t n, size_t stride)
 {
     gcheck c = {0};
+    double worst = 0;
+    size_t kinks = 0;
     for (size_t i = lo; i < lo + n; i += stride) {
         double nu = numeric(m, ws, scratch, f, i), an = analytic(m, g, i);
+        double tol = GC_RTOL * fmax(fabs(nu), fabs(an)) + GC_ATOL;
         if (getenv("RC_TT_DEBUG"))
             fprintf(stderr, "%s %zu: %g %g\n", what, i - lo, nu, an);
+        if (fabs(nu - an) > tol) {
+            /* A ReLU kink inside the step bends the difference quotient: the
+             * 10x smaller step must then agree (its rounding share is 10x). */
+            double nu2 = numeric_step(m, ws, scratch, f, i, GC_EPS / 10);
+            double tol2 = GC_RTOL * fmax(fabs(nu2), fabs(an)) + 10 * GC_ATOL;
+            if (fabs(nu2 - an) > tol2)
+                RC__FAIL("%s coordinate %zu: numeric %.9g (step %g), %.9g (step %g), analytic "
+                         "%.9g (tolerance %.3g)", what, i - lo, nu, GC_EPS, nu2, GC_EPS / 10, an,
+                         tol2);
+            kinks++;
+            nu = nu2;
+            tol = tol2;
+        }
         gc_add(&c, nu, an);
+        worst = fmax(worst, fabs(nu - an) / tol);
     }
+    /* kinks are rare at these biases: nearly every coordinate passes with
+     * the wide step */
+    if (kinks > 1 + c.n / 20)
+        RC__FAIL("%s: %zu of %zu coordinates needed the small step", what, kinks, c.n);
     if (!(c.aa > 0))
         RC__FAIL("%s: zero analytic gradient over %zu coordinates", what, c.n);
-    if (gc_rel(&c) > 0.1 || c.bad * 10 > c.n)
-        RC__FAIL("%s: relative error %g, %zu of %zu coordinates off", what, gc_rel(&c), c.bad,
-                 c.n);
+    if (getenv("RC_TT_DEBUG"))
+        fprintf(stderr, "%s: worst error %.3f of its tolerance, overall relative %.2g, %zu "
+                "kinks\n", what, worst, gc_rel(&c), kinks);
 }
 
 /* isolate: ctx (E_dev, stats) reaches the loss only through the tag query

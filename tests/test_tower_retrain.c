@@ -170,9 +170,10 @@ TEST(tower_retrain_replay_snapshot_while_writing)
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, ring_writer_main, &w), 0);
     int full = 0, k = 0;
-    long long t0 = e2e_now_ms();
-    /* until the writer lapped the ring several times under the snapshots */
-    for (; (k < 50 || atomic_load(&w.n) < 200000) && e2e_now_ms() - t0 < 10000; k++) {
+    /* until the writer lapped the ring several times under the snapshots and
+     * one snapshot saw it full (however slowly a loaded machine runs either
+     * thread: no time limit but the runner's) */
+    for (; k < 50 || atomic_load(&w.n) < 200000 || !full; k++) {
         rc_replay_snap s;
         ASSERT_EQ(rc_replay_snapshot(r, 0, &s), 0);
         ASSERT_LE(s.n, 50000);
@@ -644,7 +645,7 @@ static int wait_loaded(const char *sock)
 {
     long long t0 = e2e_now_ms();
     int l = 0;
-    while (!l && e2e_now_ms() - t0 < 10000) {
+    while (!l && e2e_now_ms() - t0 < 120000) {
         json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
         l = json_is_true(json_object_get(json_object_get(st, "tower"), "loaded"));
         json_decref(st);
@@ -676,10 +677,10 @@ TEST(tower_retrain_daemon_periodic_and_op)
     ASSERT(wait_loaded(d.sock));
     /* periodic: too few examples first (skipped), then a retrain */
     tt_produce(&d, 0, 100, 10, 0);
-    ASSERT_GE(wait_stat(d.sock, "tower.retrain.skipped", 1, 10000), 1);
+    ASSERT_GE(wait_stat(d.sock, "tower.retrain.skipped", 1, 120000), 1);
     tt_produce(&d, 100, 500, 10, 0);
-    json_decref(e2e_wait_done(d.sock, 600, 30000));
-    ASSERT_GE(wait_stat(d.sock, "tower.retrain.done", 1, 20000), 1);
+    json_decref(e2e_wait_done(d.sock, 600, 120000));
+    ASSERT_GE(wait_stat(d.sock, "tower.retrain.done", 1, 120000), 1);
     json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
     json_t *tw = json_object_get(st, "tower");
     ASSERT_STREQ(json_string_value(json_object_get(tw, "path")), saved);
@@ -749,11 +750,11 @@ TEST(tower_retrain_daemon_sigterm_cancels)
     e2e_start(&d, extra);
     ASSERT(wait_loaded(d.sock));
     tt_produce(&d, 0, 2000, 20, 0);
-    json_decref(e2e_wait_done(d.sock, 2000, 30000));
+    json_decref(e2e_wait_done(d.sock, 2000, 120000));
     long long t0 = e2e_now_ms();
     json_t *st = NULL;
     int running = 0;
-    while (!running && e2e_now_ms() - t0 < 15000) {
+    while (!running && e2e_now_ms() - t0 < 120000) {
         st = e2e_request(d.sock, "{\"op\":\"stats\"}");
         running = json_is_true(json_object_get(json_object_get(json_object_get(st, "tower"),
                                                                "retrain"), "running")) &&
@@ -763,13 +764,26 @@ TEST(tower_retrain_daemon_sigterm_cancels)
             usleep(10000);
     }
     ASSERT(running);
-    usleep(300000); /* into the training proper */
+    /* into the training proper: a run on the whole replay (the attempts
+     * before the stream saw an empty one and were skipped) is logged just
+     * before it trains */
+    char *out = NULL;
+    for (t0 = e2e_now_ms();
+         e2e_sh(&out, "grep -c 'msg=\"tower: retraining\" clicks=2000 ' %s", d.log) != 0;
+         usleep(10000)) {
+        free(out);
+        out = NULL;
+        if (e2e_now_ms() - t0 > 120000)
+            RC__FAIL("no retrain started after 120 s (log %s)", d.log);
+    }
+    free(out);
+    /* the exit time is reported, not bounded: the proof that the retrain was
+     * cancelled (not waited for) is its "cancelled" failure in the log */
     long long ts = e2e_now_ms();
     ASSERT_EQ(e2e_stop(&d), 0);
     long long took = e2e_now_ms() - ts;
     printf("SIGTERM during a retrain: exited in %lld ms\n", took);
-    ASSERT_LT(took, 3000);
-    char *out = NULL;
+    out = NULL;
     e2e_sh(&out, "grep -c 'retrain failed.*cancelled' %s", d.log);
     ASSERT(out && atoi(out) >= 1);
     free(out);

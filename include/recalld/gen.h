@@ -58,11 +58,27 @@ typedef struct rc_gen_opts {
 } rc_gen_opts;
 
 /* What one line is about (valid or not, the underlying click). */
+/* How a malformed line is malformed (rc_gen_info.bad). */
+enum rc_gen_bad {
+    RC_GEN_BAD_TRUNCATED,     /* a proper prefix of the object: not JSON */
+    RC_GEN_BAD_MISSING,       /* a required field left out */
+    RC_GEN_BAD_WRONG_TYPE,    /* a required field of the wrong JSON type */
+    RC_GEN_BAD_OVERSIZED_ID,  /* an id over its byte limit */
+    RC_GEN_BAD_NEGATIVE_TS,   /* ts < 0 */
+    RC_GEN_BAD_ARRAY,         /* the object wrapped in an array */
+    RC_GEN_BAD_NULL,          /* a required field is null */
+    RC_GEN_BAD_NUL_BYTE,      /* an id with a NUL character */
+    RC_GEN_BAD_FRACTION_TS,   /* ts with a fraction */
+    RC_GEN_BAD_TOO_MANY_TAGS, /* more tags than an event may carry */
+    RC_GEN_BAD_KINDS
+};
+
 typedef struct rc_gen_info {
     uint32_t user, item; /* indices: ids are "u<user>", "i<item>" */
     uint32_t community;  /* the item's community */
     int64_t ts_ms;
     int valid;       /* 0: the line is malformed on purpose */
+    int bad;         /* valid == 0: how (enum rc_gen_bad); -1 when valid */
     int favourite;   /* the click was drawn from a favourite community */
     int new_session; /* first click of a session of this user */
 } rc_gen_info;
