@@ -519,10 +519,20 @@ TEST(index_concurrent_search_while_writing) {
   rc_rng_seed(&r, 18);
   float v[DIM];
   uint64_t t0 = rc_now_ns();
-  while (rc_now_ns() - t0 < 4000000000ull && rc_table_size(t) < 40000) {
-    uint32_t base = rc_table_size(t);
-    fill(t, &g, 200, 2, 3, 0.3f);
-    touch_all(ix, t, base);
+  rc_index_stats st;
+  /* At least 4 s of writing under the searches, and on until the background
+   * retrains caught up (a slow build, TSan's say, needs longer), 120 s at most. */
+  for (;;) {
+    uint64_t el = rc_now_ns() - t0;
+    rc_index_stats_get(ix, &st);
+    if (el >= 120000000000ull ||
+        (el >= 4000000000ull && st.ivf_partitions >= 1 && st.retrains >= 2))
+      break;
+    if (rc_table_size(t) < 40000) {
+      uint32_t base = rc_table_size(t);
+      fill(t, &g, 200, 2, 3, 0.3f);
+      touch_all(ix, t, base);
+    }
     for (int i = 0; i < 300; i++) {
       uint32_t row = rc_rng_below(&r, rc_table_size(t));
       gen_vec(&g, rc_rng_below(&g.rng, g.ncl), 0.3f, v);
@@ -541,7 +551,6 @@ TEST(index_concurrent_search_while_writing) {
     ASSERT_EQ(s[i].bad, 0);
     total += s[i].nsearch;
   }
-  rc_index_stats st;
   rc_index_stats_get(ix, &st);
   fprintf(stderr,
           "searches %" PRIu64 ", rows %" PRIu64 ", ivf %" PRIu64
