@@ -28,7 +28,13 @@ ncpu=$(nproc)
 EXPECTED_SKIPS="clicklog_shared_datasets"
 
 # Tests left out of the TSan pass, with the reason. Keep this short.
-TSAN_EXCLUDE=""
+#  checkpoint_kill9_seed_*: the second kill -9 must land inside a checkpoint
+#    write, a window of milliseconds the test finds by polling the data dir;
+#    under TSan's slowdown it misses the window (in_write assertion) most
+#    runs. The crash recovery they test runs in the normal and ASan passes,
+#    and the checkpoint thread's concurrency under TSan in the other
+#    checkpoint_* and lifecycle_* cases.
+TSAN_EXCLUDE="checkpoint_kill9_seed_1 checkpoint_kill9_seed_2 checkpoint_kill9_seed_3"
 
 usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 passes="normal asan tsan"
@@ -159,6 +165,12 @@ for pass in $passes; do
         ;;
     tsan)
         # ThreadSanitizer slows the cases down several times: 4x the time each.
+        # ignore_noninstrumented_modules: accesses made by libc calls from the
+        # uninstrumented shared libraries (libuv, librdkafka, libgomp, ...) are
+        # not checked (their locks still count): those libraries synchronise
+        # with atomics and raw syscalls TSan cannot see (libuv closes
+        # descriptors with syscall(SYS_close), so a reused descriptor number
+        # looks like a race). recalld's own accesses are all checked.
         exclude=()
         if [ -n "$TSAN_EXCLUDE" ]; then
             echo "== not run under TSan: $TSAN_EXCLUDE"
@@ -168,7 +180,7 @@ for pass in $passes; do
             -DRC_TEST_TIMEOUT_S=$((RC_TEST_TIMEOUT * 4 + 60)) &&
             run_pass TSan build-tsan "$ncpu" $((RC_TEST_TIMEOUT * 4 + 60)) env \
                 RC_TEST_TIMEOUT=$((RC_TEST_TIMEOUT * 4)) \
-                TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$here/tests/tsan.supp}" \
+                TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:history_size=4:ignore_noninstrumented_modules=1:suppressions=$here/tests/tsan.supp}" \
                 ctest_args "${exclude[@]}"
         ;;
     esac
