@@ -111,9 +111,16 @@ long long e2e_int(json_t *o, const char *path)
     return json_is_integer(cur) ? (long long)json_integer_value(cur) : -1;
 }
 
+long long e2e_scaled_ms(long long ms)
+{
+    const char *v = getenv("RC_TEST_TIME_SCALE");
+    double f = v ? atof(v) : 1.0;
+    return f > 1.0 ? (long long)((double)ms * f) : ms;
+}
+
 json_t *e2e_wait_consumed(const char *sock, long long n, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = now_ms() + e2e_scaled_ms(timeout_ms);
     for (;;) {
         json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
         long long consumed = e2e_int(st, "events.consumed");
@@ -213,7 +220,7 @@ void e2e_kill(e2e_daemon *d)
 void e2e_start_opts(e2e_daemon *d, const e2e_opts *o)
 {
     spawn(d, o);
-    long long deadline = now_ms() + 30000;
+    long long deadline = now_ms() + e2e_scaled_ms(30000);
     for (;;) {
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
@@ -227,7 +234,7 @@ void e2e_start_opts(e2e_daemon *d, const e2e_opts *o)
         if (ok)
             break;
         if (now_ms() > deadline)
-            RC__FAIL("recalld not healthy after 30 s (log %s)", d->log);
+            RC__FAIL("recalld not healthy after %lld ms (log %s)", e2e_scaled_ms(30000), d->log);
         usleep(50000);
     }
     json_t *st = e2e_request(d->sock, "{\"op\":\"stats\"}");
@@ -394,7 +401,7 @@ int e2e_gen_wait(pid_t pid)
 
 json_t *e2e_wait_done(const char *sock, uint64_t total, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = now_ms() + e2e_scaled_ms(timeout_ms);
     for (;;) {
         json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
         long long done = e2e_int(st, "events.applied") + e2e_int(st, "events.invalid");

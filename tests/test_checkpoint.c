@@ -473,14 +473,14 @@ static void kill9_run(uint64_t seed)
         if (k == 0) {
             sleep_ms(300 + (long)rc_rng_below(&rng, 1200));
         } else if (k == 1) {
-            long long deadline = mono_ms() + 8000;
+            long long deadline = mono_ms() + e2e_scaled_ms(8000);
             while (!has_temp(data) && mono_ms() < deadline)
                 usleep(2000);
             usleep(rc_rng_below(&rng, 50) * 1000u);
             in_write = has_temp(data);
         } else {
             uint64_t s0 = newest_seq(data);
-            long long deadline = mono_ms() + 8000;
+            long long deadline = mono_ms() + e2e_scaled_ms(8000);
             while (newest_seq(data) == s0 && mono_ms() < deadline)
                 usleep(1000);
         }

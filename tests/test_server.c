@@ -17,6 +17,7 @@
 #include "recalld/buf.h"
 #include "recalld/common.h"
 #include "recalld/server.h"
+#include "e2e.h"
 #include "test.h"
 
 /* ---- harness ----------------------------------------------------------- */
@@ -377,7 +378,10 @@ TEST(server_max_clients_refused)
 TEST(server_idle_timeout_closes)
 {
     tserver t;
-    rc_server_opts o = {.idle_timeout_ms = 200};
+    /* 200 ms, longer in slow builds (RC_TEST_TIME_SCALE): busy's 50 ms gaps
+     * plus a round trip must stay well inside it on a loaded machine. */
+    long idle_ms = (long)e2e_scaled_ms(200);
+    rc_server_opts o = {.idle_timeout_ms = (uint32_t)idle_ms};
     tserver_start(&t, &o, "idle");
     cli idle, busy;
     cli_open(&idle, t.path);
@@ -391,10 +395,13 @@ TEST(server_idle_timeout_closes)
         cli_expect_echo(&busy, "ping");
         ms_sleep(50);
     }
-    cli_puts(&busy, "sleep:400\n");
-    cli_expect_echo(&busy, "sleep:400");
-    cli_expect_eof(&idle, 2000);
-    ASSERT_LT(now_ms() - t0, 2000);
+    char slow[32];
+    snprintf(slow, sizeof slow, "sleep:%ld", 2 * idle_ms);
+    cli_puts(&busy, slow);
+    cli_puts(&busy, "\n");
+    cli_expect_echo(&busy, slow);
+    cli_expect_eof(&idle, (int)(10 * idle_ms));
+    ASSERT_LT(now_ms() - t0, 10 * idle_ms);
     cli_puts(&busy, "still\n");
     cli_expect_echo(&busy, "still");
     ASSERT_EQ(stats(&t).idle_closed, 1);
