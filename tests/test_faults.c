@@ -115,9 +115,19 @@ TEST(faults_rebalance_mid_stream_no_loss)
     start_member(&a, dir, "a", b.bootstrap, json, da, sizeof da);
     pid_t gen = e2e_gen_start(b.bootstrap, 21, N, 0.05, 1000);
     ms_sleep(3000);
-    json_t *st = e2e_request(a.sock, "{\"op\":\"stats\"}");
-    ASSERT_GT(e2e_int(st, "events.applied"), 0);
-    json_decref(st);
+    /* A has applied some of the stream before B joins (a slow build takes
+     * longer than 3 s to join the group: wait, scaled, for the first) */
+    long long until = e2e_now_ms() + e2e_scaled_ms(3000);
+    for (;;) {
+        json_t *st = e2e_request(a.sock, "{\"op\":\"stats\"}");
+        long long n = e2e_int(st, "events.applied");
+        json_decref(st);
+        if (n > 0 || e2e_now_ms() > until) {
+            ASSERT_GT(n, 0);
+            break;
+        }
+        ms_sleep(100);
+    }
     start_member(&c, dir, "b", b.bootstrap, json, db, sizeof db); /* healthy = assigned */
     ASSERT_EQ(e2e_gen_wait(gen), 0);
     long long deadline = e2e_now_ms() + 40000, applied = 0, invalid = 0;
