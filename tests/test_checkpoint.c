@@ -473,11 +473,15 @@ static void kill9_run(uint64_t seed)
         if (k == 0) {
             sleep_ms(300 + (long)rc_rng_below(&rng, 1200));
         } else if (k == 1) {
+            /* a random few ms into a checkpoint write; when that write ended
+             * meanwhile (a small, quick one), into the next write */
             long long deadline = mono_ms() + e2e_scaled_ms(8000);
-            while (!has_temp(data) && mono_ms() < deadline)
-                usleep(2000);
-            usleep(rc_rng_below(&rng, 50) * 1000u);
-            in_write = has_temp(data);
+            do {
+                while (!has_temp(data) && mono_ms() < deadline)
+                    usleep(2000);
+                usleep(rc_rng_below(&rng, 50) * 1000u);
+                in_write = has_temp(data);
+            } while (!in_write && mono_ms() < deadline);
         } else {
             uint64_t s0 = newest_seq(data);
             long long deadline = mono_ms() + e2e_scaled_ms(8000);
