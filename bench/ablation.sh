@@ -8,7 +8,9 @@
 # 5-19, 20-99, 100+ clicks; with / without profile features) with HR@50,
 # MRR@50 and AUC, to show where the towers beat the word2vec average.
 #
-#   bench/ablation.sh [DATA_DIR]       (default: ../shared/data beside the repo)
+#   bench/ablation.sh [DATA_DIR]
+# DATA_DIR defaults to $RECALLD_DATA_DIR: the directory holding the public click
+# datasets (movielens-100k/, diginetica/); the script stops when neither is given.
 # Environment: RC_BUILD_DIR (default build), THREADS (2), TOWER_EPOCHS (3),
 # MAX_PREDICTIONS (predictions sampled per dataset, 4000), GEN_EVENTS (200000),
 # TUNE_SECONDS (60: the sgns row is --tune'd for that long and the towers are
@@ -29,7 +31,16 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
-DATA=${1:-$(cd "$here/.." && pwd)/shared/data}
+DATA=${1:-${RECALLD_DATA_DIR:-}}
+if [ -z "$DATA" ]; then
+    echo "ablation: RECALLD_DATA_DIR is not set: set it to the directory holding the public" >&2
+    echo "ablation: click datasets (movielens-100k/, diginetica/) or pass that directory as the first argument" >&2
+    exit 2
+fi
+if [ ! -d "$DATA" ]; then
+    echo "ablation: $DATA (RECALLD_DATA_DIR) is not a directory" >&2
+    exit 2
+fi
 THREADS=${THREADS:-2}
 TOWER_EPOCHS=${TOWER_EPOCHS:-3}
 MAX_PREDICTIONS=${MAX_PREDICTIONS:-4000}

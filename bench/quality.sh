@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Offline recall quality on the datasets of ../shared/data with recalld-eval's
+# Offline recall quality on the public click datasets ($RECALLD_DATA_DIR) with recalld-eval's
 # time-split protocol (include/recalld/eval.h), against the reference numbers
 # of issue 4 and a gensim skip-gram baseline evaluated on the SAME split
 # (recalld-eval --dump-split; bench/gensim_baseline.py), side by side.
 #
-#   bench/quality.sh [DATA_DIR]        (default: ../shared/data beside the repo)
+#   bench/quality.sh [DATA_DIR]
+# DATA_DIR defaults to $RECALLD_DATA_DIR: the directory holding the public click
+# datasets (movielens-100k/, diginetica/); the script stops when neither is given.
 # Environment: RC_BUILD_DIR (default build), TUNE_SECONDS (--tune budget per
 # tuned method, default 60), GENSIM_GRID=0 to skip gensim's 11-setting grid,
 # THREADS (training threads, default 2).
@@ -16,7 +18,16 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
-DATA=${1:-$(cd "$here/.." && pwd)/shared/data}
+DATA=${1:-${RECALLD_DATA_DIR:-}}
+if [ -z "$DATA" ]; then
+    echo "quality: RECALLD_DATA_DIR is not set: set it to the directory holding the public" >&2
+    echo "quality: click datasets (movielens-100k/, diginetica/) or pass that directory as the first argument" >&2
+    exit 2
+fi
+if [ ! -d "$DATA" ]; then
+    echo "quality: $DATA (RECALLD_DATA_DIR) is not a directory" >&2
+    exit 2
+fi
 TUNE_SECONDS=${TUNE_SECONDS:-60}
 THREADS=${THREADS:-2}
 PY=/usr/bin/python3

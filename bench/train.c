@@ -1,6 +1,7 @@
 /* bench_train: batch trainer throughput (rc_train_run), dim 64, window 5,
  * 5 negatives, 5 epochs by default, on a recalld-gen log and on MovieLens-100k
- * (when ../shared/data is there). Prints clicks/s of wall time and clicks per
+ * (RECALLD_DATA_DIR/movielens-100k/u.data, when RECALLD_DATA_DIR names the
+ * directory of the public click datasets, or --movielens FILE). Prints clicks/s of wall time and clicks per
  * CPU-second of the training threads (the per-thread speed, which a busy
  * shared machine does not distort), and the ratio to the issue's reference of
  * a plain C core (0.75M clicks/s per thread).
@@ -24,7 +25,8 @@
 struct args {
     uint64_t events;
     rc_train_opts o;
-    const char *movielens;
+    const char *movielens; /* NULL: RECALLD_DATA_DIR unset, no --movielens */
+    char movielens_buf[4096];
 };
 
 static int parse(int argc, char **argv, struct args *a)
@@ -32,7 +34,12 @@ static int parse(int argc, char **argv, struct args *a)
     a->events = 200000;
     a->o = (rc_train_opts){.dim = 64, .window = 5, .negatives = 5, .epochs = 5, .threads = 1,
                            .quiet = 1, .progress = -1};
-    a->movielens = "../shared/data/movielens-100k/u.data";
+    a->movielens = NULL;
+    const char *dir = getenv("RECALLD_DATA_DIR");
+    if (dir && *dir) {
+        snprintf(a->movielens_buf, sizeof a->movielens_buf, "%s/movielens-100k/u.data", dir);
+        a->movielens = a->movielens_buf;
+    }
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *f = argv[i], *v = argv[i + 1];
         if (!strcmp(f, "--events"))
@@ -115,7 +122,9 @@ int main(int argc, char **argv)
         rc = run(name, &lo, &a.o);
     }
     unlink(path);
-    if (access(a.movielens, R_OK) == 0) {
+    if (!a.movielens) {
+        printf("movielens-100k: skipped (RECALLD_DATA_DIR not set, no --movielens FILE)\n");
+    } else if (access(a.movielens, R_OK) == 0) {
         rc_clicklog_opts lo = {.path = a.movielens, .format = RC_LOG_TSV, .col_user = "0",
                                .col_item = "1", .col_time = "3", .quiet = 1};
         rc |= run("movielens-100k", &lo, &a.o);

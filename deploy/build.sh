@@ -9,5 +9,13 @@ bdir=${RC_BUILD_DIR:-$here/build}
 if [ ! -f "$bdir/CMakeCache.txt" ] || [ $# -gt 0 ]; then
     cmake -S "$here" -B "$bdir" -DRC_DEPS_PREFIX="$here/build/deps" "$@" >/dev/null
 fi
-cmake --build "$bdir" -j"$(nproc)" 2>&1 | grep -vE '^\[ *[0-9]+%\] (Building|Linking|Built)' || true
-test -x "$bdir/recalld" || { echo "build failed" >&2; exit 1; }
+# The progress lines are filtered out; the build's own exit status decides (an
+# older binary left in $bdir must not pass for a build that failed).
+set +e
+cmake --build "$bdir" -j"$(nproc)" 2>&1 | grep -vE '^\[ *[0-9]+%\] (Building|Linking|Built)'
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ] || [ ! -x "$bdir/recalld" ]; then
+    echo "build failed (cmake --build exit $status)" >&2
+    exit 1
+fi

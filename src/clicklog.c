@@ -536,10 +536,14 @@ static int json_row(struct loader *L, const char *line, size_t len)
 
 /* ---- setup: format, separator, columns ---- */
 
+/* A separator given by the user: "\\t" (backslash, t) and "tab" name a tab. */
+static const char *user_sep(const char *sep)
+{
+    return strcmp(sep, "\\t") == 0 || strcmp(sep, "tab") == 0 ? "\t" : sep;
+}
+
 static void set_sep(struct loader *L, const char *sep)
 {
-    if (strcmp(sep, "\\t") == 0 || strcmp(sep, "tab") == 0)
-        sep = "\t";
     snprintf(L->sep, sizeof L->sep, "%s", sep);
     L->seplen = strlen(L->sep);
 }
@@ -583,7 +587,7 @@ static void decide_format(struct loader *L, const char *first)
             L->fmt = RC_LOG_CSV;
     }
     if (o->sep)
-        set_sep(L, o->sep);
+        set_sep(L, user_sep(o->sep));
     else
         set_sep(L, L->fmt == RC_LOG_TSV ? "\t" : sniff_sep(first));
 }
@@ -731,7 +735,7 @@ static int read_item_cates(struct loader *L, uint32_t *item_cate, char *eb, size
         }
         rc = 0;
         if (!L->seplen)
-            set_sep(L, ml ? "|" : o->sep ? o->sep : sniff_sep(rd.buf));
+            set_sep(L, ml ? "|" : o->sep ? user_sep(o->sep) : sniff_sep(rd.buf));
         int nf = split(L, rd.buf, len);
         struct field cate = L->f[1];
         uint32_t item, id;

@@ -17,6 +17,7 @@
 #include "recalld/sampler.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,8 +67,20 @@ struct rc_sampler {
     float *prob;
     uint32_t scratch_cap;
     float pow_tab[POW_TAB];
-    rc_sampler_stats st;
+    /* rc_sampler_stats' counters: written by the trainer only, read by
+     * rc_sampler_stats_get from any thread (the stats op), hence atomics;
+     * relaxed, and a load plus a store (one writer) rather than a locked add. */
+    struct {
+        _Atomic uint64_t rebuilds, draws, hard_draws, fallback_draws;
+        _Atomic uint32_t cities;
+    } st;
 };
+
+static void bump64(_Atomic uint64_t *c, uint64_t d)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
 
 static float weight_of(const rc_sampler *s, uint32_t count)
 {
@@ -228,11 +241,13 @@ static int rebuild(rc_sampler *s, struct dist *d)
         sl->alias_tag = d->slots[alias[i]].tag;
     }
     if (d != &s->global && d->built_n == 0)
-        s->st.cities++;
+        atomic_store_explicit(&s->st.cities,
+                              atomic_load_explicit(&s->st.cities, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
     d->built_n = n;
     d->built_w = d->cur_w = sum;
     d->recent_w = 0;
-    s->st.rebuilds++;
+    bump64(&s->st.rebuilds, 1);
     return 0;
 }
 
@@ -457,9 +472,9 @@ uint32_t rc_sampler_draw(rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_sh
     uint32_t nhard = 0, fallback = 0;
     uint32_t n = draw_core(s, rng, pos, hard_share, k, out, &nhard, &fallback);
     if (n) {
-        s->st.draws += k;
-        s->st.hard_draws += nhard;
-        s->st.fallback_draws += fallback;
+        bump64(&s->st.draws, k);
+        bump64(&s->st.hard_draws, nhard);
+        bump64(&s->st.fallback_draws, fallback);
     }
     return n;
 }
@@ -475,6 +490,12 @@ uint32_t rc_sampler_draw_shared(const rc_sampler *s, rc_rng *rng, uint32_t pos, 
 
 void rc_sampler_stats_get(const rc_sampler *s, rc_sampler_stats *st)
 {
-    if (s && st)
-        *st = s->st;
+    if (!s || !st)
+        return;
+    memset(st, 0, sizeof *st);
+    st->rebuilds = atomic_load_explicit(&s->st.rebuilds, memory_order_relaxed);
+    st->draws = atomic_load_explicit(&s->st.draws, memory_order_relaxed);
+    st->hard_draws = atomic_load_explicit(&s->st.hard_draws, memory_order_relaxed);
+    st->fallback_draws = atomic_load_explicit(&s->st.fallback_draws, memory_order_relaxed);
+    st->cities = atomic_load_explicit(&s->st.cities, memory_order_relaxed);
 }

@@ -412,8 +412,12 @@ static void item_x(const rc_tt_model *m, const rc_tt_item_in *in, float *x, uint
         return;
     }
     float inv = 1.0f / sqrtf(nn);
+    /* w2v may be a row of the live item table, which the trainer updates in
+     * place while this runs on a worker thread (Hogwild): copied with
+     * rc_vec_copy, the one way to read such a vector outside the kernels. */
+    rc_vec_copy(x, in->w2v, c->w2v_dim);
     for (uint32_t j = 0; j < c->w2v_dim; j++)
-        x[j] = in->w2v[j] * inv;
+        x[j] *= inv;
 }
 
 void rc__tt_item_gather(const rc_tt_model *m, tt_ws *ws, uint32_t i, const rc_tt_item_in *in)

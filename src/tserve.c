@@ -23,7 +23,8 @@ struct rc_tserve {
     float drift;
     /* writer only */
     int8_t **q8;          /* per chunk of Q8_ROWS rows: wdim bytes per row */
-    uint32_t nq8, q8_cap; /* chunks allocated, pointer slots */
+    uint32_t nq8, q8_cap; /* chunks allocated, pointer slots (nq8 stored atomically:
+                           * the stats read it from any thread) */
     rc_tt_work *wwork;    /* the writer's scratch */
     float *vbuf;          /* dim floats */
     /* inference scratches of other threads */
@@ -139,7 +140,8 @@ static int8_t *q8_row(rc_tserve *b, uint32_t row)
         while (b->nq8 <= c) {
             if (!(b->q8[b->nq8] = malloc((size_t)Q8_ROWS * b->wdim)))
                 return NULL;
-            b->nq8++;
+            /* stored atomically: rc_tserve_stats_get reads it on another thread */
+            __atomic_store_n(&b->nq8, b->nq8 + 1, __ATOMIC_RELAXED);
         }
     }
     return b->q8[c] + (size_t)(row & (Q8_ROWS - 1)) * b->wdim;

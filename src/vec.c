@@ -174,6 +174,81 @@ __attribute__((target("avx2,fma"))) static float dot_i8_avx2(const float *v, con
     return dot;
 }
 
+#if defined(__SANITIZE_THREAD__)
+/* ThreadSanitizer builds: the table's vectors are shared Hogwild-style (the
+ * trainer updates rows in place while recall, the two-tower server and the
+ * batch trainer's other threads read or update them, without locks; see
+ * recalld/table.h). In C11 terms those are concurrent accesses to the same
+ * floats, so these kernels make each element access a relaxed atomic one: the
+ * documented semantics (a reader may see a vector mid-update, never a torn
+ * float), which on x86 is what the SIMD loads and stores of the other kernels
+ * do. TSan then still sees every vector access and reports any that is not
+ * through here (a memcpy of a row racing with the trainer, say). Scalar and
+ * slower; never used outside a TSan build. */
+static inline float ld_relaxed(const float *p)
+{
+    float v;
+    __atomic_load(p, &v, __ATOMIC_RELAXED);
+    return v;
+}
+
+static inline void st_relaxed(float *p, float v)
+{
+    __atomic_store(p, &v, __ATOMIC_RELAXED);
+}
+
+static float dot_relaxed(const float *a, const float *b, size_t n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += ld_relaxed(a + i) * ld_relaxed(b + i);
+        s1 += ld_relaxed(a + i + 1) * ld_relaxed(b + i + 1);
+        s2 += ld_relaxed(a + i + 2) * ld_relaxed(b + i + 2);
+        s3 += ld_relaxed(a + i + 3) * ld_relaxed(b + i + 3);
+    }
+    for (; i < n; i++)
+        s0 += ld_relaxed(a + i) * ld_relaxed(b + i);
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void axpy_relaxed(float a, const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st_relaxed(y + i, ld_relaxed(y + i) + a * ld_relaxed(x + i));
+}
+
+static void scale_relaxed(float a, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st_relaxed(y + i, ld_relaxed(y + i) * a);
+}
+
+static float sgns_out_relaxed(float *out, const float *in, float *grad, float lr, int label,
+                              size_t n)
+{
+    float f = dot_relaxed(in, out, n);
+    float g = lr * ((float)label - lerp_tab(sig_tab, f));
+    axpy_relaxed(g, out, grad, n);
+    axpy_relaxed(g, in, out, n);
+    return -lerp_tab(logsig_tab, label ? f : -f);
+}
+
+static float dot_i8_relaxed(const float *v, const int8_t *q, size_t n, float *vv, float *qq)
+{
+    float dot = 0, sv = 0, sq = 0;
+    for (size_t i = 0; i < n; i++) {
+        float x = ld_relaxed(v + i);
+        dot += x * q[i];
+        sv += x * x;
+        sq += (float)(q[i] * q[i]);
+    }
+    *vv = sv;
+    *qq = sq;
+    return dot;
+}
+#endif
+
 static float (*dot_fn)(const float *, const float *, size_t) = dot_scalar;
 static float (*dot_i8_fn)(const float *, const int8_t *, size_t, float *, float *) =
     dot_i8_scalar;
@@ -191,6 +266,15 @@ __attribute__((constructor)) static void vec_init(void)
         sig_tab[i] = (float)s;
         logsig_tab[i] = (float)-log1p(exp(-x));
     }
+#if defined(__SANITIZE_THREAD__)
+    dot_fn = dot_relaxed;
+    axpy_fn = axpy_relaxed;
+    scale_fn = scale_relaxed;
+    sgns_out_fn = sgns_out_relaxed;
+    dot_i8_fn = dot_i8_relaxed;
+    impl_name = "relaxed-atomic (tsan)";
+    return;
+#endif
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         dot_fn = dot_avx2;
@@ -233,6 +317,16 @@ float rc_vec_sgns_out(float *out, const float *in, float *grad, float lr, int la
 float rc_vec_dot_i8(const float *v, const int8_t *q, size_t n, float *vv, float *qq)
 {
     return dot_i8_fn(v, q, n, vv, qq);
+}
+
+void rc_vec_copy(float *dst, const float *src, size_t n)
+{
+#if defined(__SANITIZE_THREAD__)
+    for (size_t i = 0; i < n; i++)
+        dst[i] = ld_relaxed(src + i);
+#else
+    memcpy(dst, src, n * sizeof *dst);
+#endif
 }
 
 const char *rc_vec_impl(void)

@@ -115,9 +115,16 @@ long long e2e_int(json_t *o, const char *path)
     return json_is_integer(cur) ? (long long)json_integer_value(cur) : -1;
 }
 
+long long e2e_scaled_ms(long long ms)
+{
+    const char *v = getenv("RC_TEST_TIME_SCALE");
+    double f = v ? atof(v) : 1.0;
+    return f > 1.0 ? (long long)((double)ms * f) : ms;
+}
+
 json_t *e2e_wait_consumed(const char *sock, long long n, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = now_ms() + e2e_scaled_ms(timeout_ms);
     for (;;) {
         json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
         long long consumed = e2e_int(st, "events.consumed");
@@ -398,7 +405,7 @@ int e2e_gen_wait(pid_t pid)
 
 json_t *e2e_wait_done(const char *sock, uint64_t total, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = now_ms() + e2e_scaled_ms(timeout_ms);
     for (;;) {
         json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
         long long done = e2e_int(st, "events.applied") + e2e_int(st, "events.invalid");

@@ -59,7 +59,7 @@ void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
 pid_t e2e_gen_start(const char *brokers, uint64_t seed, uint64_t events, double invalid,
                     double rate);
 int e2e_gen_wait(pid_t pid);
-/* Waits (<= timeout_ms) until events.applied + events.invalid >= total;
+/* Waits (<= timeout_ms, scaled) until events.applied + events.invalid >= total;
  * returns the last stats. */
 json_t *e2e_wait_done(const char *sock, uint64_t total, int timeout_ms);
 void e2e_write_file(const char *path, const char *text);
@@ -76,7 +76,13 @@ char *e2e_raw(const char *sock, const char *bytes, size_t n, int timeout_ms);
 /* Integer at a dotted path of a JSON object ("events.applied"), or -1. */
 long long e2e_int(json_t *o, const char *path);
 
-/* Waits (<= timeout_ms) until stats events.consumed >= n; returns the stats. */
+/* ms times RC_TEST_TIME_SCALE (a factor >= 1 from the environment, default 1):
+ * the limit of a wait for the daemon's progress, longer for slow builds
+ * (deploy/test.sh sets it for the ThreadSanitizer pass). The waits below and
+ * e2e_start's health wait are scaled. */
+long long e2e_scaled_ms(long long ms);
+
+/* Waits (<= timeout_ms, scaled) until stats events.consumed >= n; returns the stats. */
 json_t *e2e_wait_consumed(const char *sock, long long n, int timeout_ms);
 
 /* Runs a command line with /bin/sh; returns exit status; output to *out (malloc'd). */

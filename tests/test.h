@@ -1,5 +1,7 @@
 /* Minimal test harness: TEST(name) defines a case; the runner (tests/runner.c)
- * forks each case with a timeout. Assertions print both operands and abort. */
+ * forks each case with a timeout. Assertions print both operands and abort.
+ * RC_SKIP("reason %s", ...) ends a case that cannot run here (its data is
+ * absent): the runner reports "skip NAME reason", never "ok". */
 #ifndef RC_TEST_H
 #define RC_TEST_H
 
@@ -17,6 +19,15 @@
         fputc('\n', stderr);                                                           \
         abort();                                                                       \
     } while (0)
+
+/* Exit status of a skipped case (ctest's SKIP_RETURN_CODE, as in automake). */
+#define RC_SKIP_EXIT 77
+
+/* Implemented by tests/runner.c: prints the reason, hands it to the runner
+ * and exits with RC_SKIP_EXIT. */
+void rc_test_skip(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+#define RC_SKIP(...) rc_test_skip(__FILE__, __LINE__, __VA_ARGS__)
 
 #define ASSERT(c)                                                                      \
     do {                                                                               \

@@ -17,6 +17,7 @@
 #include "recalld/buf.h"
 #include "recalld/common.h"
 #include "recalld/server.h"
+#include "e2e.h"
 #include "test.h"
 
 /* ---- harness ----------------------------------------------------------- */
@@ -29,6 +30,12 @@ typedef struct tserver {
     char path[108];
     uint32_t drain_ms;
     atomic_int closed;
+    /* Set (release) before uv_async_send(&stop), read (acquire) by on_stop:
+     * what the test thread did before asking for the stop (reading the
+     * server's stats, say) then happens-before the server's teardown. libuv's
+     * own hand-over (atomics in uv_async_send, an eventfd the loop may have
+     * drained already) orders it too, but invisibly to ThreadSanitizer. */
+    atomic_int stop_sent;
 } tserver;
 
 static void ms_sleep(long ms)
@@ -91,6 +98,7 @@ static void on_closed(void *arg)
 static void on_stop(uv_async_t *a)
 {
     tserver *t = a->data;
+    ASSERT_EQ(atomic_load_explicit(&t->stop_sent, memory_order_acquire), 1);
     rc_server_close(t->srv, t->drain_ms, on_closed, t);
     uv_close((uv_handle_t *)a, NULL);
 }
@@ -140,9 +148,15 @@ static void tserver_joined(tserver *t)
     leak_check();
 }
 
+static void tserver_send_stop(tserver *t)
+{
+    atomic_store_explicit(&t->stop_sent, 1, memory_order_release);
+    ASSERT_EQ(uv_async_send(&t->stop), 0);
+}
+
 static void tserver_stop(tserver *t)
 {
-    ASSERT_EQ(uv_async_send(&t->stop), 0);
+    tserver_send_stop(t);
     tserver_joined(t);
 }
 
@@ -542,7 +556,7 @@ TEST(server_close_drains_inflight)
     cli_open(&idle, t.path);
     cli_puts(&c, "sleep:300\nnever\n");
     WAIT_FOR(stats(&t).inflight == 1, PATIENCE_MS);
-    ASSERT_EQ(uv_async_send(&t.stop), 0);
+    tserver_send_stop(&t);
     /* the in-flight reply arrives, the pipelined request behind it does not */
     cli_expect_echo(&c, "sleep:300");
     cli_expect_eof(&c, PATIENCE_MS);
@@ -566,7 +580,7 @@ TEST(server_close_forces_after_drain_timeout)
     atomic_store(&hold_released, 0);
     cli_puts(&c, "hold\n");
     WAIT_FOR(stats(&t).inflight == 1, PATIENCE_MS);
-    ASSERT_EQ(uv_async_send(&t.stop), 0);
+    tserver_send_stop(&t);
     cli_expect_eof(&c, PATIENCE_MS);
     atomic_store(&hold_released, 1);
     /* the server is freed only after the worker finished with the conn */

@@ -87,7 +87,8 @@ int rc_cli_parse(rc_cli *c, int argc, char **argv, const rc_cli_flag *extra, siz
 
 /* Prints "usage: PROG [flags]", the tool's one-paragraph `about`, the common
  * flags with their defaults, the extra ones, and loading examples for the
- * datasets in ../shared/data (MovieLens u.data, Diginetica). */
+ * public click datasets, paths relative to $RECALLD_DATA_DIR (MovieLens u.data,
+ * Diginetica). */
 void rc_cli_usage(FILE *f, const char *prog, const char *about, const rc_cli_flag *extra,
                   size_t nextra);
 

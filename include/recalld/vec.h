@@ -21,7 +21,13 @@ float rc_vec_sgns_out(float *out, const float *in, float *grad, float lr, int la
 /* v . q for a float and an int8 vector (a quantised copy), with *vv = v . v
  * and *qq = q . q: the terms of their cosine, in one pass. */
 float rc_vec_dot_i8(const float *v, const int8_t *q, size_t n, float *vv, float *qq);
-/* Name of the kernel in use ("avx2-fma" or "scalar"). */
+/* dst = src[0..n) where src may be a vector another thread updates meanwhile
+ * (the item table's vectors are trained in place, Hogwild-style: see
+ * recalld/table.h): memcpy, or relaxed atomic loads element by element in
+ * ThreadSanitizer builds, like every kernel above there. */
+void rc_vec_copy(float *dst, const float *src, size_t n);
+/* Name of the kernel in use ("avx2-fma" or "scalar"; "relaxed-atomic (tsan)" in
+ * ThreadSanitizer builds). */
 const char *rc_vec_impl(void);
 
 /* Fast logistic for SGNS: 1 / (1 + exp(-x)), clipped to [-8, 8]. Table lookup
