@@ -1178,6 +1178,10 @@ static int consumer_new(rc_consumer *c, char *errbuf, size_t errlen)
          * thread, so a busy trainer does not miss them. */
         (rc = conf_set(conf, "session.timeout.ms", "6000", errbuf, errlen)) ||
         (rc = conf_set(conf, "heartbeat.interval.ms", "2000", errbuf, errlen)) ||
+        /* Stored offsets (durable checkpoints) reach the group within 1 s
+         * (librdkafka's default: 5 s): after a failed hand-over or a crash,
+         * the next owner re-applies at most what came since. */
+        (rc = conf_set(conf, "auto.commit.interval.ms", "1000", errbuf, errlen)) ||
         (c->instance_id &&
          (rc = conf_set(conf, "group.instance.id", c->instance_id, errbuf, errlen))) ||
         (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
