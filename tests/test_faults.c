@@ -317,7 +317,21 @@ TEST(faults_leader_moves_and_request_errors_no_loss)
     }
     wait_log_above(&d, not_leader, nl);
     cr = wait_log_above(&d, commit_retry, cr);
+    /* The moves back wait until the client follows the first ones: every
+     * partition delegated to its new leader and fetching from there. Moving a
+     * leader back while librdkafka 2.0.2 still has the older metadata in
+     * flight can leave a partition delegated to the old leader for good
+     * ("leader N unchanged, not migrating away from preferred replica N",
+     * upstream issue 3399): a client bug this test does not exercise. */
+    for (int p = 0; p < 4; p++) {
+        char pat[96];
+        snprintf(pat, sizeof pat, ": clicks \\[%d\\]: delegate to broker [^ ]*/%d ", p,
+                 p % 2 ? 1 : 2); /* also the first delegation: a leader may not move */
+        wait_log_above(&d, pat, 0);
+    }
     long long applied = stat_now(&d, "events.applied");
+    wait_stat_above(&d, "events.applied", applied);
+    applied = stat_now(&d, "events.applied");
     cmd_ok(&b, "errors OffsetCommit 2 COORDINATOR_NOT_AVAILABLE");
     for (int p = 0; p < 4; p++) {
         char cmd[64];
