@@ -919,7 +919,7 @@ TEST(promises_dead_letter_write_failure_counted_stream_goes_on)
 
 /* ---- 7. retrain_* and busy (protocol handler) ------------------------------- */
 
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 static long vm_size_kb(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -990,7 +990,7 @@ TEST(promises_retrain_and_busy_codes)
     ASSERT(json_is_false(json_object_get(r, "saved")));
     json_decref(r);
 
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
     /* retrain_failed: a big model (32 MB of id embeddings) served, then an
      * address-space limit 16 MB above what the process uses: the retrain
      * cannot allocate its model and fails; the served model stays. (ASan's
