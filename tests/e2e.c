@@ -416,6 +416,22 @@ json_t *e2e_wait_done(const char *sock, uint64_t total, int timeout_ms)
     }
 }
 
+char *e2e_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        RC__FAIL("%s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    ASSERT(s != NULL);
+    ASSERT_EQ(fread(s, 1, (size_t)n, f), (size_t)n);
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
 void e2e_write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");

@@ -63,6 +63,8 @@ int e2e_gen_wait(pid_t pid);
  * returns the last stats. */
 json_t *e2e_wait_done(const char *sock, uint64_t total, int timeout_ms);
 void e2e_write_file(const char *path, const char *text);
+/* The whole file as a NUL-terminated string (malloc'd); fails the test when unreadable. */
+char *e2e_read_file(const char *path);
 long long e2e_now_ms(void);
 
 /* SIGTERM, wait for exit; returns the exit status (or -1 on signal). */

@@ -21,25 +21,10 @@
 
 #include "recalld/common.h"
 #include "recalld/config.h"
+#include "e2e.h"
 #include "test.h"
 
 #define MAX_KEYS 256
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        RC__FAIL("%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    ASSERT(s != NULL);
-    ASSERT_EQ(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
 
 /* The text between `open` and the next "};" in src. */
 static char *block(const char *src, const char *open, const char *what)
@@ -64,7 +49,7 @@ typedef struct code_key {
 /* src/config.c: `{"socket.path", K_STR, F(socket_path), 1, 107},` per key. */
 static size_t code_keys(code_key *keys)
 {
-    char *src = slurp(RC_SOURCE_DIR "/src/config.c");
+    char *src = e2e_read_file(RC_SOURCE_DIR "/src/config.c");
     char *tab = block(src, "static const struct key keys[] = {", "src/config.c");
     size_t n = 0;
     for (char *p = tab; (p = strstr(p, "{\"")); p++) {
@@ -88,7 +73,7 @@ static int reloadable(const char *key)
 {
     static char *list;
     if (!list) {
-        char *src = slurp(RC_SOURCE_DIR "/src/bin/recalld.c");
+        char *src = e2e_read_file(RC_SOURCE_DIR "/src/bin/recalld.c");
         list = block(src, "reloadable[] = {", "src/bin/recalld.c");
         free(src);
     }
@@ -264,7 +249,7 @@ TEST(config_doc_matches_code)
     code_key keys[MAX_KEYS];
     size_t nkeys = code_keys(keys);
     ASSERT_GE(nkeys, 60); /* the scanner found the table */
-    char *doc = slurp(RC_SOURCE_DIR "/docs/CONFIG.md");
+    char *doc = e2e_read_file(RC_SOURCE_DIR "/docs/CONFIG.md");
     int rows = 0;
     char *save = NULL;
     for (char *line = strtok_r(doc, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {

@@ -26,21 +26,6 @@
 
 /* ---- small helpers ---- */
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        RC__FAIL("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    ASSERT(s != NULL);
-    ASSERT_EQ(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
 static int path_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
@@ -442,7 +427,7 @@ static ynode *yparse(const char *text, const char *file, char *err, size_t errle
 }
 
 static ynode *yparse_file(const char *path) {
-    char *text = read_text(path), err[600];
+    char *text = e2e_read_file(path), err[600];
     ynode *y = yparse(text, path, err, sizeof err);
     free(text);
     if (!y)
@@ -671,7 +656,7 @@ static void scan_argv(flagcheck *fc, ynode *seq, prog *implicit, const char *whe
 }
 
 static void scan_file(flagcheck *fc, const char *path) {
-    char *t = read_text(path);
+    char *t = e2e_read_file(path);
     scan_text(fc, t, path);
     free(t);
 }
@@ -758,7 +743,7 @@ TEST(deploy_flag_scanner) {
 }
 
 TEST(deploy_dockerfile) {
-    char *text = read_text(DEPLOY "Dockerfile");
+    char *text = e2e_read_file(DEPLOY "Dockerfile");
     /* Join continuation lines, then look at instructions one by one. */
     for (char *c = text; (c = strstr(c, "\\\n")) != NULL;)
         c[0] = c[1] = ' ';
@@ -805,7 +790,7 @@ TEST(deploy_dockerfile) {
                 if (!path_exists(path))
                     RC__FAIL("Dockerfile COPY source %s does not exist", src);
                 if (!strcmp(dst, "/etc/recalld/recalld.json")) {
-                    char *json = read_text(path);
+                    char *json = e2e_read_file(path);
                     rc_config c;
                     load_config_str(json, src, &c);
                     ASSERT_STREQ(c.socket_path, "/run/recalld/recalld.sock");
@@ -839,7 +824,7 @@ TEST(deploy_dockerfile) {
     ASSERT(entrypoint[0] != '\0');
 
     /* The entrypoint execs recalld (PID 1 gets SIGTERM) with the image's config. */
-    char *ep = read_text(DEPLOY "entrypoint.sh");
+    char *ep = e2e_read_file(DEPLOY "entrypoint.sh");
     ASSERT(strstr(entrypoint, "recalld-entrypoint") != NULL);
     ASSERT(strstr(ep, "exec /usr/local/bin/recalld --config") != NULL);
     ASSERT(strstr(ep, "/etc/recalld/recalld.json") != NULL);
@@ -1104,7 +1089,7 @@ TEST(deploy_systemd) {
                                      "MemoryDenyWriteExecute=yes",
                                      "LockPersonality=yes",
                                      "CapabilityBoundingSet="};
-    char *unit = read_text(DEPLOY "systemd/recalld.service");
+    char *unit = e2e_read_file(DEPLOY "systemd/recalld.service");
     for (size_t i = 0; i < RC_ARRAY_LEN(required); i++) {
         char needle[128];
         snprintf(needle, sizeof needle, "\n%s\n", required[i]);
@@ -1133,7 +1118,7 @@ TEST(deploy_systemd) {
     flags_free(&fc);
     free(unit);
 
-    char *sysusers = read_text(DEPLOY "systemd/recalld.sysusers");
+    char *sysusers = e2e_read_file(DEPLOY "systemd/recalld.sysusers");
     ASSERT(strstr(sysusers, "\nu recalld ") != NULL);
     free(sysusers);
 }
