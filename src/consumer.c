@@ -114,14 +114,47 @@ struct rc_consumer {
     struct lookup *lookups;  /* started and not yet joined (loop thread) */
     rc_consumer_stats st;  /* loop thread */
     rc_consumer_stats pub; /* copy for other threads, under mu */
+    rc_consumer_part *pub_parts; /* assigned partitions for other threads, under mu */
+    size_t pub_nparts, pub_cap;
     uv_mutex_t mu;
 };
 
+/* Copies the counters and the assigned partitions' positions for other
+ * threads. The copy grows to the largest assignment seen (a partition id
+ * count) and is reused. */
 static void publish(rc_consumer *c)
 {
     uv_mutex_lock(&c->mu);
     c->pub = c->st;
+    size_t n = 0;
+    for (int32_t p = 0; p < c->nparts; p++) {
+        if (!c->parts[p].assigned)
+            continue;
+        if (n == c->pub_cap) {
+            size_t cap = c->pub_cap ? c->pub_cap * 2 : 16;
+            rc_consumer_part *np = realloc(c->pub_parts, cap * sizeof *np);
+            if (!np)
+                break; /* the copy stays short; the counters above are complete */
+            c->pub_parts = np;
+            c->pub_cap = cap;
+        }
+        c->pub_parts[n++] = (rc_consumer_part){.partition = p, .next = c->parts[p].next,
+                                               .lag = c->parts[p].lag};
+    }
+    c->pub_nparts = n;
     uv_mutex_unlock(&c->mu);
+}
+
+size_t rc_consumer_partitions(rc_consumer *c, rc_consumer_part *out, size_t cap)
+{
+    if (!c)
+        return 0;
+    uv_mutex_lock(&c->mu);
+    size_t n = c->pub_nparts;
+    for (size_t i = 0; i < n && i < cap && out; i++)
+        out[i] = c->pub_parts[i];
+    uv_mutex_unlock(&c->mu);
+    return n;
 }
 
 /* librdkafka log lines (any thread) go to our log; rc_log is thread-safe. */
@@ -1371,6 +1404,7 @@ out_teardown:
 static void free_all(rc_consumer *c)
 {
     uv_mutex_destroy(&c->mu);
+    free(c->pub_parts);
     rc_buf_free(&c->line);
     free(c->parts);
     free(c->msgs);

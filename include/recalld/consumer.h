@@ -182,6 +182,18 @@ size_t rc_consumer_positions(const rc_consumer *c, int32_t *parts, int64_t *next
  * thread. */
 size_t rc_consumer_lags(const rc_consumer *c, int32_t *parts, int64_t *lags, size_t cap);
 
+/* One assigned partition as other threads see it (see rc_consumer_partitions). */
+typedef struct rc_consumer_part {
+    int32_t partition;
+    int64_t next; /* offset after the last message handed over; -1 before any */
+    int64_t lag;  /* as rc_consumer_lags; -1 while unknown */
+} rc_consumer_part;
+
+/* Any thread: copies the assigned partitions as of the consumer's last
+ * publication (after every batch, rebalance and lag refresh) into out[i],
+ * i < cap, ordered by partition; returns how many there are (may exceed cap). */
+size_t rc_consumer_partitions(rc_consumer *c, rc_consumer_part *out, size_t cap);
+
 /* Closes the loop handles (poll, idle, timer) asynchronously and calls cb(c, arg)
  * (cb may be NULL) once they are closed; the consumer stops handing over
  * messages at once. Kafka handles stay open until rc_consumer_destroy, which the

@@ -504,6 +504,16 @@ static void kafka_stats(void *arg, rc_buf *out)
         rc_buf_printf(out, ",\"last_gap\":{\"partition\":%d,\"from\":%lld,\"to\":%lld}",
                       (int)st.last_gap_partition, (long long)st.last_gap_from,
                       (long long)st.last_gap_to);
+    /* The assigned partitions: where reading goes on, and the lag behind the
+     * high watermark (-1 unknown). Bounded: the first 1024. */
+    rc_consumer_part parts[1024];
+    size_t n = rc_consumer_partitions(d->consumer, parts, RC_ARRAY_LEN(parts));
+    rc_buf_puts(out, ",\"partitions\":[");
+    for (size_t i = 0; i < n && i < RC_ARRAY_LEN(parts); i++)
+        rc_buf_printf(out, "%s{\"partition\":%d,\"next\":%lld,\"lag\":%lld}", i ? "," : "",
+                      (int)parts[i].partition, (long long)parts[i].next,
+                      (long long)parts[i].lag);
+    rc_buf_puts(out, "]");
 }
 
 /* ---- lifecycle ---- */
