@@ -1,23 +1,258 @@
-/* cli — the shared command line of recalld-train and recalld-eval.
+/* cli — the option parser of the six binaries, and the shared command line of
+ * recalld-train and recalld-eval on top of it.
  *
- * One table names every common flag with its value name and help line; the
- * usage text is printed from it, so the two cannot drift apart. Values are
- * checked here (ranges included) so both tools refuse the same bad input with
- * the same words. */
+ * Each binary describes its options in one table; the parser, the value checks
+ * and the --help text all come from it, so help and behaviour cannot drift
+ * apart, and every binary answers -h, --help, --version and a typo the same
+ * way. */
 #include "recalld/cli.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "recalld/common.h"
 
+/* ---- the generic parser ---- */
+
+static int parse_u64(const char *v, uint64_t *out)
+{
+    char *e;
+    errno = 0;
+    if (!v || !*v || *v == '-' || *v == '+' || *v == ' ')
+        return RC_EINVAL;
+    unsigned long long x = strtoull(v, &e, 10);
+    if (*e || errno)
+        return RC_EINVAL;
+    *out = x;
+    return 0;
+}
+
+static int parse_dbl(const char *v, double *out)
+{
+    char *e;
+    errno = 0;
+    if (!v || !*v)
+        return RC_EINVAL;
+    double x = strtod(v, &e);
+    if (*e || errno || !isfinite(x))
+        return RC_EINVAL;
+    *out = x;
+    return 0;
+}
+
+/* Stores a typed value; errors are "why" only (the caller names the option). */
+static int opt_store(const rc_cli_spec *s, const rc_cli_opt *o, const char *v, char *eb,
+                     size_t el)
+{
+    uint64_t u;
+    double d;
+    switch (o->type) {
+        case RC_CLI_BOOL: *(int *)o->dest = 1; return 0;
+        case RC_CLI_STR:
+            if (!*v)
+                return rc_err(eb, el, RC_EINVAL, "expected a non-empty value");
+            *(const char **)o->dest = v;
+            return 0;
+        case RC_CLI_U32:
+        case RC_CLI_INT:
+            if (parse_u64(v, &u) || (double)u < o->min || (double)u > o->max)
+                return rc_err(eb, el, RC_EINVAL, "expected an integer in %.0f..%.0f, got '%.40s'",
+                              o->min, o->max, v);
+            if (o->type == RC_CLI_U32)
+                *(uint32_t *)o->dest = (uint32_t)u;
+            else
+                *(int *)o->dest = (int)u;
+            return 0;
+        case RC_CLI_DBL:
+            if (parse_dbl(v, &d) || d < o->min || d > o->max)
+                return rc_err(eb, el, RC_EINVAL, "expected a number in %g..%g, got '%.40s'",
+                              o->min, o->max, v);
+            *(double *)o->dest = d;
+            return 0;
+        default:
+            if (!s->fn)
+                return rc_err(eb, el, RC_EINVAL, "no handler");
+            return s->fn(s->ud, o, v, eb, el);
+    }
+}
+
+static const rc_cli_opt *find_long(const rc_cli_spec *s, const char *a, size_t n)
+{
+    for (size_t i = 0; i < s->nopts; i++)
+        if (strlen(s->opts[i].name) == n && memcmp(s->opts[i].name, a, n) == 0)
+            return &s->opts[i];
+    return NULL;
+}
+
+static const rc_cli_opt *find_short(const rc_cli_spec *s, char c)
+{
+    for (size_t i = 0; i < s->nopts; i++)
+        if (s->opts[i].shortname && s->opts[i].shortname == c)
+            return &s->opts[i];
+    return NULL;
+}
+
+/* One option at argv[*i]: finds it, takes its value (inline or the next
+ * argument), stores it. label is what errors call it ("--dim", "-X"). */
+static int one_option(const rc_cli_spec *s, int argc, char **argv, int *i, char *eb, size_t el)
+{
+    const char *a = argv[*i], *inl = NULL;
+    const rc_cli_opt *o;
+    char label[64], why[512] = "bad value";
+    if (a[1] == '-') {
+        const char *eq = strchr(a, '=');
+        size_t n = eq ? (size_t)(eq - a) : strlen(a);
+        inl = eq ? eq + 1 : NULL;
+        snprintf(label, sizeof label, "%.*s", (int)RC_MIN(n, 60), a);
+        o = find_long(s, a + 2, n - 2);
+    } else {
+        snprintf(label, sizeof label, "-%c", a[1]);
+        o = find_short(s, a[1]);
+        inl = a[2] ? a + 2 : NULL;
+    }
+    if (!o)
+        return rc_err(eb, el, RC_EINVAL, "%s: unknown option", label);
+    if (!o->arg && inl)
+        return rc_err(eb, el, RC_EINVAL, "%s: takes no value", label);
+    if (o->arg && !inl) {
+        if (*i + 1 >= argc)
+            return rc_err(eb, el, RC_EINVAL, "%s: missing value", label);
+        inl = argv[++*i];
+    }
+    int rc = opt_store(s, o, inl, why, sizeof why);
+    if (!rc)
+        return 0;
+    /* A callback that already names the option ("--dim: model.dim: ...") */
+    size_t ln = strlen(label);
+    if (strncmp(why, label, ln) == 0 && why[ln] == ':')
+        return rc_err(eb, el, rc, "%s", why);
+    return rc_err(eb, el, rc, "%s: %s", label, why);
+}
+
+int rc_cli_args_parse(const rc_cli_spec *s, int argc, char **argv, int *argi, char *eb,
+                      size_t el)
+{
+    int i = 1;
+    if (!s || !argi || (argc > 0 && !argv) || (s->nopts && !s->opts))
+        return rc_err(eb, el, RC_EINVAL, "cli: bad arguments");
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) {
+            i++;
+            break;
+        }
+        if (a[0] != '-' || !a[1])
+            break; /* the first positional argument ("-" is one: stdin) */
+        if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+            return RC_CLI_HELP;
+        if (!strcmp(a, "--version"))
+            return RC_CLI_VERSION;
+        if (one_option(s, argc, argv, &i, eb, el))
+            return RC_EINVAL;
+    }
+    int npos = argc > i ? argc - i : 0;
+    if (npos > s->max_args)
+        return rc_err(eb, el, RC_EINVAL, "%.60s: unexpected argument%s", argv[i + s->max_args],
+                      argv[i + s->max_args][0] == '-' ? "" : " (options start with -)");
+    if (npos < s->min_args)
+        return rc_err(eb, el, RC_EINVAL, "missing argument: %s %s", s->prog ? s->prog : "",
+                      s->synopsis ? s->synopsis : "");
+    *argi = i < argc ? i : argc;
+    return 0;
+}
+
+/* "  -X, --name ARG" into left. */
+static void opt_left(const rc_cli_opt *o, char *left, size_t cap)
+{
+    char sh[8] = "    ";
+    if (o->shortname)
+        snprintf(sh, sizeof sh, "-%c%s", o->shortname, o->name[0] ? ", " : " ");
+    if (o->name[0])
+        snprintf(left, cap, "%s--%s%s%s", sh, o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+    else
+        snprintf(left, cap, "%s%s", sh, o->arg ? o->arg : "");
+}
+
+static void help_line(FILE *f, const char *left, const char *help, int width)
+{
+    const char *p = help ? help : "";
+    size_t n = strcspn(p, "\n");
+    if ((int)strlen(left) > width) {
+        fprintf(f, "  %s\n", left);
+        fprintf(f, "  %-*s  %.*s\n", width, "", (int)n, p);
+    } else
+        fprintf(f, "  %-*s  %.*s\n", width, left, (int)n, p);
+    while (p[n] == '\n') {
+        p += n + 1;
+        n = strcspn(p, "\n");
+        fprintf(f, "  %-*s  %.*s\n", width, "", (int)n, p);
+    }
+}
+
+void rc_cli_args_help(FILE *f, const rc_cli_spec *s)
+{
+    static const rc_cli_opt builtin[] = {
+        {"help", 'h', RC_CLI_BOOL, NULL, NULL, "print this help and exit", 0, 0, 0},
+        {"version", 0, RC_CLI_BOOL, NULL, NULL, "print the version and exit", 0, 0, 0},
+    };
+    char left[96];
+    int width = 0;
+    if (!f || !s)
+        return;
+    for (size_t i = 0; i < s->nopts; i++) {
+        opt_left(&s->opts[i], left, sizeof left);
+        width = RC_MAX(width, (int)strlen(left));
+    }
+    width = RC_MIN(RC_MAX(width, 16), 28);
+    fprintf(f, "usage: %s %s\n", s->prog ? s->prog : "", s->synopsis ? s->synopsis : "[options]");
+    if (s->about)
+        fprintf(f, "\n%s\n", s->about);
+    fprintf(f, "\noptions (--name VALUE or --name=VALUE):\n");
+    for (size_t i = 0; i < s->nopts; i++) {
+        opt_left(&s->opts[i], left, sizeof left);
+        help_line(f, left, s->opts[i].help, width);
+    }
+    for (size_t i = 0; i < RC_ARRAY_LEN(builtin); i++) {
+        opt_left(&builtin[i], left, sizeof left);
+        help_line(f, left, builtin[i].help, width);
+    }
+    if (s->epilog)
+        fprintf(f, "\n%s", s->epilog);
+}
+
+int rc_cli_usage_error(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (try '%s --help')\n", prog);
+    va_end(ap);
+    return 2;
+}
+
+int rc_cli_args(const rc_cli_spec *s, int argc, char **argv, int *argi)
+{
+    char err[640];
+    int rc = rc_cli_args_parse(s, argc, argv, argi, err, sizeof err);
+    switch (rc) {
+        case 0: return -1;
+        case RC_CLI_HELP: rc_cli_args_help(stdout, s); return 0;
+        case RC_CLI_VERSION: printf("%s %s\n", s->prog, RC_VERSION); return 0;
+        default: return rc_cli_usage_error(s->prog, "%s", err);
+    }
+}
+
+/* ---- recalld-train and recalld-eval ---- */
+
 enum id {
     F_INPUT, F_FORMAT, F_SEP, F_HEADER, F_USER, F_ITEM, F_TIME, F_SESSION, F_CITY, F_CATE,
     F_TIME_UNIT, F_TIME_OFFSET, F_GAP, F_ITEM_CATES, F_ITEM_CATES_FMT, F_TEST_RATIO, F_METHODS,
     F_MODE, F_DIM, F_WINDOW, F_NEG, F_EPOCHS, F_THREADS, F_SEED, F_MIN_COUNT, F_SUBSAMPLE, F_LR,
-    F_POWER, F_HARD, F_GLOBAL_NEG, F_TUNE, F_TUNE_SECONDS, F_OUTPUT, F_JSON, F_QUIET, F_HELP,
+    F_POWER, F_HARD, F_GLOBAL_NEG, F_TUNE, F_TUNE_SECONDS, F_OUTPUT, F_JSON, F_QUIET,
     F_TT_DIM, F_TT_HIDDEN, F_TT_EPOCHS, F_TT_BATCH, F_TT_LR, F_TT_OPT, F_TT_EASY, F_TT_HARD,
     F_TT_TEMP, F_TT_FEATURES, F_USER_FEATURES
 };
@@ -78,7 +313,6 @@ static const struct flag flags[] = {
      "two-tower user features: all|none|tags,device,stats,attn (all)"},
     {F_USER_FEATURES, "--user-features", "FILE",
      "user features CSV/TSV: header, user id first, one feature per column"},
-    {F_HELP, "--help", NULL, "this text"},
 };
 
 int rc_cli_parse_features(const char *v, unsigned *out, char *eb, size_t el)
@@ -119,12 +353,8 @@ void rc_cli_init(rc_cli *c)
 
 static int get_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
-    char *e;
-    errno = 0;
-    if (!v || !*v || *v == '-' || *v == '+')
-        return RC_EINVAL;
-    unsigned long long x = strtoull(v, &e, 10);
-    if (*e || errno || x < lo || x > hi)
+    uint64_t x;
+    if (parse_u64(v, &x) || x < lo || x > hi)
         return RC_EINVAL;
     *out = x;
     return 0;
@@ -142,12 +372,8 @@ static int get_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
 /* A float in [lo, hi]; open_lo excludes lo. */
 static int get_dbl(const char *v, double lo, double hi, int open_lo, double *out)
 {
-    char *e;
-    errno = 0;
-    if (!v || !*v)
-        return RC_EINVAL;
-    double x = strtod(v, &e);
-    if (*e || errno || !isfinite(x) || x < lo || x > hi || (open_lo && x == lo))
+    double x;
+    if (parse_dbl(v, &x) || x < lo || x > hi || (open_lo && x == lo))
         return RC_EINVAL;
     *out = x;
     return 0;
@@ -162,7 +388,8 @@ static int get_flt(const char *v, double lo, double hi, int open_lo, float *out)
     return rc;
 }
 
-#define BAD(why) rc_err(eb, el, RC_EINVAL, "%s: expected %s", f->name, why)
+/* The parser puts the flag's name in front. */
+#define BAD(why) rc_err(eb, el, RC_EINVAL, "expected %s", why)
 
 static int set_enum(rc_cli *c, const struct flag *f, const char *v, char *eb, size_t el)
 {
@@ -295,9 +522,8 @@ static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, si
         case F_OUTPUT: str = &c->output; break;
         case F_USER_FEATURES: str = &c->user_features; break;
         case F_TT_FEATURES: {
-            char why[160];
-            if (rc_cli_parse_features(v, &c->tower.cfg.features, why, sizeof why))
-                return rc_err(eb, el, RC_EINVAL, "%s: %s", f->name, why);
+            if (rc_cli_parse_features(v, &c->tower.cfg.features, eb, el))
+                return RC_EINVAL;
             c->tower_features_set = 1;
             return 0;
         }
@@ -313,7 +539,6 @@ static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, si
         case F_GLOBAL_NEG: c->train.global_negatives = 1; return 0;
         case F_TUNE: c->tune = 1; return 0;
         case F_JSON: c->json = 1; return 0;
-        case F_HELP: c->help = 1; return 0;
         case F_QUIET:
             c->log.quiet = 1;
             c->train.quiet = 1;
@@ -333,121 +558,84 @@ static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, si
     return 0;
 }
 
-/* Splits "--name=value"; returns the name length. */
-static size_t name_len(const char *a, const char **inline_val)
+/* Common flags have ids 0..RC_ARRAY_LEN(flags), a tool's extras follow. */
+struct train_parse {
+    rc_cli *c;
+    const rc_cli_flag *extra;
+    rc_cli_extra_fn fn;
+    void *ud;
+};
+
+static int on_train_opt(void *ud, const rc_cli_opt *o, const char *v, char *eb, size_t el)
 {
-    const char *eq = strchr(a, '=');
-    *inline_val = eq ? eq + 1 : NULL;
-    return eq ? (size_t)(eq - a) : strlen(a);
+    struct train_parse *tp = ud;
+    size_t id = (size_t)o->id;
+    if (id < RC_ARRAY_LEN(flags))
+        return set_flag(tp->c, &flags[id], v, eb, el);
+    id -= RC_ARRAY_LEN(flags);
+    return tp->fn ? tp->fn(tp->ud, id, v, eb, el) : 0;
 }
 
-static int match(const char *a, size_t n, const char *name)
-{
-    return strlen(name) == n && memcmp(a, name, n) == 0;
-}
+#define MAX_TRAIN_OPTS (RC_ARRAY_LEN(flags) + 32)
 
-/* Takes the value of a flag: inline, or the next argument. */
-static int take_value(int argc, char **argv, int *i, const char *inl, const char *name,
-                      const char **v, char *eb, size_t el)
+/* The option table of a train/eval tool: the tool's extras first (they may
+ * shadow a common flag, as they always could), then the common flags. */
+static size_t train_opts(rc_cli_opt *o, const rc_cli_flag *extra, size_t nextra)
 {
-    if (inl) {
-        *v = inl;
-        return 0;
-    }
-    if (*i + 1 >= argc)
-        return rc_err(eb, el, RC_EINVAL, "%s: missing value", name);
-    *v = argv[++*i];
-    return 0;
-}
-
-static int parse_extra(const rc_cli_flag *x, size_t idx, int argc, char **argv, int *i,
-                       const char *inl, rc_cli_extra_fn fn, void *ud, char *eb, size_t el)
-{
-    const char *v = NULL;
-    if (x->arg && take_value(argc, argv, i, inl, x->name, &v, eb, el))
-        return RC_EINVAL;
-    if (!x->arg && inl)
-        return rc_err(eb, el, RC_EINVAL, "%s: takes no value", x->name);
-    char why[200] = "bad value";
-    int rc = fn ? fn(ud, idx, v, why, sizeof why) : 0;
-    return rc ? rc_err(eb, el, rc, "%s: %s", x->name, why) : 0;
+    size_t n = 0;
+    for (size_t i = 0; i < nextra; i++, n++)
+        o[n] = (rc_cli_opt){.name = extra[i].name + 2 * (strncmp(extra[i].name, "--", 2) == 0),
+                            .type = RC_CLI_CALL, .arg = extra[i].arg, .help = extra[i].help,
+                            .id = (int)(RC_ARRAY_LEN(flags) + i)};
+    for (size_t i = 0; i < RC_ARRAY_LEN(flags); i++)
+        o[n++] = (rc_cli_opt){.name = flags[i].name + 2, .type = RC_CLI_CALL,
+                              .arg = flags[i].arg, .help = flags[i].help, .id = (int)i};
+    return n;
 }
 
 int rc_cli_parse(rc_cli *c, int argc, char **argv, const rc_cli_flag *extra, size_t nextra,
                  rc_cli_extra_fn fn, void *ud, char *eb, size_t el)
 {
-    if (!c || (argc > 0 && !argv) || (nextra && !extra))
+    rc_cli_opt opts[MAX_TRAIN_OPTS];
+    struct train_parse tp = {.c = c, .extra = extra, .fn = fn, .ud = ud};
+    if (!c || (argc > 0 && !argv) || (nextra && !extra) || nextra > 32)
         return rc_err(eb, el, RC_EINVAL, "cli: bad arguments");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *inl, *v = NULL;
-        if (!strcmp(a, "-h")) {
-            c->help = 1;
-            continue;
-        }
-        if (strncmp(a, "--", 2) != 0)
-            return rc_err(eb, el, RC_EINVAL, "%s: unexpected argument (flags start with --)", a);
-        size_t n = name_len(a, &inl), j;
-        for (j = 0; j < nextra; j++)
-            if (match(a, n, extra[j].name))
-                break;
-        if (j < nextra) {
-            if (parse_extra(&extra[j], j, argc, argv, &i, inl, fn, ud, eb, el))
-                return RC_EINVAL;
-            continue;
-        }
-        for (j = 0; j < RC_ARRAY_LEN(flags); j++)
-            if (match(a, n, flags[j].name))
-                break;
-        if (j == RC_ARRAY_LEN(flags))
-            return rc_err(eb, el, RC_EINVAL, "%.*s: unknown flag", (int)n, a);
-        const struct flag *f = &flags[j];
-        if (!f->arg && inl)
-            return rc_err(eb, el, RC_EINVAL, "%s: takes no value", f->name);
-        if (f->arg && take_value(argc, argv, &i, inl, f->name, &v, eb, el))
-            return RC_EINVAL;
-        if (set_flag(c, f, v, eb, el))
-            return RC_EINVAL;
-    }
-    return 0;
+    rc_cli_spec s = {.opts = opts, .nopts = train_opts(opts, extra, nextra),
+                     .fn = on_train_opt, .ud = &tp};
+    int argi, rc = rc_cli_args_parse(&s, argc, argv, &argi, eb, el);
+    c->help = rc == RC_CLI_HELP;
+    c->version = rc == RC_CLI_VERSION;
+    return rc == RC_EINVAL ? RC_EINVAL : 0;
 }
 
-static void usage_line(FILE *f, const char *name, const char *arg, const char *help)
-{
-    char left[64];
-    snprintf(left, sizeof left, "%s%s%s", name, arg ? " " : "", arg ? arg : "");
-    fprintf(f, "  %-26s %s\n", left, help);
-}
+static const char train_epilog[] =
+    "Sessions: per user in time order, a new one after --gap-ms of inactivity,\n"
+    "or one per value of --session. Malformed rows (column count, empty id, bad\n"
+    "time) are counted, the first 5 reported with line numbers, and skipped.\n"
+    "\nexamples (paths relative to $RECALLD_DATA_DIR, the directory of the public\n"
+    "click datasets):\n"
+    "  MovieLens-100k (TSV user item rating unix-seconds, genres from u.item):\n"
+    "    --input movielens-100k/u.data --format tsv --user 0 --item 1 --time 3 \\\n"
+    "    --time-unit s --item-cates movielens-100k/u.item --item-cates-format movielens\n"
+    "  MovieLens-1M ratings.dat: --input ratings.dat --sep :: --user 0 --item 1 --time 3\n"
+    "  Diginetica (';', a date plus ms within the session; user_id is mostly NA,\n"
+    "  so the session is the user):\n"
+    "    --input diginetica/sample_train-item-views.csv --sep ';' --header \\\n"
+    "    --session session_id --item item_id --time eventdate --time-unit iso \\\n"
+    "    --time-offset timeframe --item-cates diginetica/product-categories.csv\n"
+    "  JSON lines in the event schema (user_id, item_id, city_id, cate_id, ts ms):\n"
+    "    --input clicks.jsonl.gz\n";
 
 void rc_cli_usage(FILE *f, const char *prog, const char *about, const rc_cli_flag *extra,
                   size_t nextra)
 {
-    if (!f)
+    rc_cli_opt opts[MAX_TRAIN_OPTS];
+    if (!f || nextra > 32 || (nextra && !extra))
         return;
-    fprintf(f, "usage: %s --input FILE [flags]\n", prog ? prog : "recalld-train");
-    if (about)
-        fprintf(f, "\n%s\n", about);
-    fprintf(f, "\nflags (both --flag VALUE and --flag=VALUE):\n");
-    for (size_t i = 0; i < RC_ARRAY_LEN(flags); i++)
-        usage_line(f, flags[i].name, flags[i].arg, flags[i].help);
-    for (size_t i = 0; extra && i < nextra; i++)
-        usage_line(f, extra[i].name, extra[i].arg, extra[i].help ? extra[i].help : "");
-    fprintf(f,
-            "\nSessions: per user in time order, a new one after --gap-ms of inactivity,\n"
-            "or one per value of --session. Malformed rows (column count, empty id, bad\n"
-            "time) are counted, the first 5 reported with line numbers, and skipped.\n"
-            "\nexamples (paths relative to $RECALLD_DATA_DIR, the directory of the public\n"
-            "click datasets):\n"
-            "  MovieLens-100k (TSV user item rating unix-seconds, genres from u.item):\n"
-            "    --input movielens-100k/u.data --format tsv --user 0 --item 1 --time 3 \\\n"
-            "    --time-unit s --item-cates movielens-100k/u.item --item-cates-format movielens\n"
-            "  MovieLens-1M ratings.dat: --input ratings.dat --sep :: --user 0 --item 1 --time 3\n"
-            "  Diginetica (';', a date plus ms within the session; user_id is mostly NA,\n"
-            "  so the session is the user):\n"
-            "    --input diginetica/sample_train-item-views.csv --sep ';' --header \\\n"
-            "    --session session_id --item item_id --time eventdate --time-unit iso \\\n"
-            "    --time-offset timeframe --item-cates diginetica/product-categories.csv\n"
-            "  JSON lines in the event schema (user_id, item_id, city_id, cate_id, ts ms):\n"
-            "    --input clicks.jsonl.gz\n");
+    rc_cli_spec s = {.prog = prog ? prog : "recalld-train", .synopsis = "--input FILE [options]",
+                     .about = about, .epilog = train_epilog, .opts = opts,
+                     .nopts = train_opts(opts, extra, nextra)};
+    rc_cli_args_help(f, &s);
 }
 
 int rc_cli_has_method(const rc_cli *c, const char *name, int dflt)

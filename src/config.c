@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +92,7 @@ static const struct key keys[] = {
     {"tower.retrain_warm_start", K_BOOL, F(tower_retrain_warm), 0, 1},
 };
 #undef F
+_Static_assert(RC_ARRAY_LEN(keys) <= RC_CONF_MAX_KEYS, "raise RC_CONF_MAX_KEYS (config.h)");
 
 void rc_config_defaults(rc_config *c)
 {
@@ -158,12 +161,14 @@ static const struct key *find_key(const char *name)
     return NULL;
 }
 
-static int bad(char *eb, size_t el, const char *src, const char *key, const char *why)
+/* where: what set the value ("config FILE", "--brokers", "environment
+ * RECALLD_BROKERS"). */
+static int bad(char *eb, size_t el, const char *where, const char *key, const char *why)
 {
-    return rc_err(eb, el, RC_EINVAL, "config%s%s: %s: %s", src ? " " : "", src ? src : "", key, why);
+    return rc_err(eb, el, RC_EINVAL, "%s: %s: %s", where, key, why);
 }
 
-static int set_num(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
+static int set_num(rc_config *c, const struct key *k, json_t *v, const char *where, char *eb,
                    size_t el)
 {
     char why[128];
@@ -171,12 +176,12 @@ static int set_num(rc_config *c, const struct key *k, json_t *v, const char *src
     if (k->type == K_F32 ? !json_is_number(v) : !json_is_integer(v)) {
         snprintf(why, sizeof why, "expected %s in %.15g..%.15g",
                  k->type == K_F32 ? "number" : "integer", k->min, k->max);
-        return bad(eb, el, src, k->name, why);
+        return bad(eb, el, where, k->name, why);
     }
     d = json_number_value(v);
     if (d < k->min || d > k->max) {
         snprintf(why, sizeof why, "%.15g is out of range %.15g..%.15g", d, k->min, k->max);
-        return bad(eb, el, src, k->name, why);
+        return bad(eb, el, where, k->name, why);
     }
     char *p = (char *)c + k->off;
     switch (k->type) {
@@ -189,14 +194,14 @@ static int set_num(rc_config *c, const struct key *k, json_t *v, const char *src
     return 0;
 }
 
-static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
+static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *where, char *eb,
                     size_t el)
 {
     char *p = (char *)c + k->off;
     const char *s = json_string_value(v);
     if (k->type == K_BOOL) {
         if (!json_is_boolean(v))
-            return bad(eb, el, src, k->name, "expected true or false");
+            return bad(eb, el, where, k->name, "expected true or false");
         *(int *)p = json_is_true(v);
         return 0;
     }
@@ -212,34 +217,34 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *sr
                 m = -1;
         }
         if (m < 0 || m > 0777)
-            return bad(eb, el, src, k->name, "expected an octal mode string like \"0660\"");
+            return bad(eb, el, where, k->name, "expected an octal mode string like \"0660\"");
         *(unsigned *)p = (unsigned)m;
         return 0;
     }
     if (!s)
-        return bad(eb, el, src, k->name, "expected string");
+        return bad(eb, el, where, k->name, "expected string");
     if (k->type == K_SCOPE) {
         if (strcmp(s, "user_city") && strcmp(s, "global"))
-            return bad(eb, el, src, k->name, "expected \"user_city\" or \"global\"");
+            return bad(eb, el, where, k->name, "expected \"user_city\" or \"global\"");
         *(int *)p = strcmp(s, "user_city") == 0;
         return 0;
     }
     if (k->type == K_SGMODE) {
         if (strcmp(s, "skipgram") && strcmp(s, "cbow"))
-            return bad(eb, el, src, k->name, "expected \"skipgram\" or \"cbow\"");
+            return bad(eb, el, where, k->name, "expected \"skipgram\" or \"cbow\"");
         *(int *)p = strcmp(s, "cbow") == 0;
         return 0;
     }
     if (k->type == K_LEVEL && rc_log_level_parse(s) < 0)
-        return bad(eb, el, src, k->name, "expected debug, info, warn, error or off");
+        return bad(eb, el, where, k->name, "expected debug, info, warn, error or off");
     if (k->type == K_FORMAT && strcmp(s, "logfmt") && strcmp(s, "json"))
-        return bad(eb, el, src, k->name, "expected \"logfmt\" or \"json\"");
+        return bad(eb, el, where, k->name, "expected \"logfmt\" or \"json\"");
     snprintf(p, 16, "%s", s);
     return 0;
 }
 
 /* socket.allow_uids: an array of uids (integers), at most RC_CONF_MAX_UIDS. */
-static int set_uids(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
+static int set_uids(rc_config *c, const struct key *k, json_t *v, const char *where, char *eb,
                     size_t el)
 {
     size_t i;
@@ -247,7 +252,7 @@ static int set_uids(rc_config *c, const struct key *k, json_t *v, const char *sr
     char why[96];
     if (!json_is_array(v) || json_array_size(v) > RC_CONF_MAX_UIDS) {
         snprintf(why, sizeof why, "expected an array of at most %d uids", RC_CONF_MAX_UIDS);
-        return bad(eb, el, src, k->name, why);
+        return bad(eb, el, where, k->name, why);
     }
     json_array_foreach(v, i, u)
     {
@@ -255,7 +260,7 @@ static int set_uids(rc_config *c, const struct key *k, json_t *v, const char *sr
             json_integer_value(u) > (json_int_t)k->max) {
             snprintf(why, sizeof why, "element %zu: expected integer uid in %g..%g", i, k->min,
                      k->max);
-            return bad(eb, el, src, k->name, why);
+            return bad(eb, el, where, k->name, why);
         }
         c->allow_uids[i] = (uint32_t)json_integer_value(u);
     }
@@ -263,82 +268,188 @@ static int set_uids(rc_config *c, const struct key *k, json_t *v, const char *sr
     return 0;
 }
 
-static int set_value(rc_config *c, const struct key *k, json_t *v, const char *src, char *eb,
+static int set_value(rc_config *c, const struct key *k, json_t *v, const char *where, char *eb,
                      size_t el)
 {
     if (k->type == K_UIDS)
-        return set_uids(c, k, v, src, eb, el);
+        return set_uids(c, k, v, where, eb, el);
     if (k->type == K_STR) {
         const char *s = json_string_value(v);
         char why[96];
         if (!s)
-            return bad(eb, el, src, k->name, "expected string");
+            return bad(eb, el, where, k->name, "expected string");
         size_t n = strlen(s);
         if (n < (size_t)k->min || n > (size_t)k->max) {
             snprintf(why, sizeof why, "length %zu is out of range %g..%g", n, k->min, k->max);
-            return bad(eb, el, src, k->name, why);
+            return bad(eb, el, where, k->name, why);
         }
         snprintf((char *)c + k->off, RC_CONF_STR, "%s", s);
         return 0;
     }
     if (k->type == K_U32 || k->type == K_U64 || k->type == K_I64 || k->type == K_F32)
-        return set_num(c, k, v, src, eb, el);
-    return set_enum(c, k, v, src, eb, el);
+        return set_num(c, k, v, where, eb, el);
+    return set_enum(c, k, v, where, eb, el);
 }
 
-/* kafka.config: an object of librdkafka properties passed through verbatim. */
-static int set_kafka_extra(rc_config *c, json_t *obj, const char *src, char *eb, size_t el)
+/* ---- librdkafka properties ----
+ * Values may be long (an inline PEM bundle), and rc_config is copied by value
+ * (the engine keeps one, SIGHUP builds another), so the strings live in a
+ * process-wide pool: immutable, shared by every copy, never freed. Equal
+ * strings are stored once, so reloading the same file adds nothing. */
+
+struct interned {
+    struct interned *next;
+    size_t len;
+    char s[];
+};
+
+static struct interned *pool;
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* NULL when out of memory. */
+static const char *intern(const char *s, size_t len)
+{
+    const char *out = NULL;
+    pthread_mutex_lock(&pool_mu);
+    for (struct interned *p = pool; p && !out; p = p->next)
+        if (p->len == len && memcmp(p->s, s, len) == 0)
+            out = p->s;
+    if (!out) {
+        struct interned *p = malloc(sizeof *p + len + 1);
+        if (p) {
+            p->len = len;
+            memcpy(p->s, s, len);
+            p->s[len] = '\0';
+            p->next = pool;
+            pool = p;
+            out = p->s;
+        }
+    }
+    pthread_mutex_unlock(&pool_mu);
+    return out;
+}
+
+/* One property; len is the value's length (JSON strings may hold a NUL). */
+static int kafka_put(rc_config *c, const char *k, const char *v, size_t len, int origin,
+                     const char *where, char *eb, size_t el)
+{
+    char why[160];
+    uint32_t i;
+    size_t klen = strlen(k);
+    if (!klen || klen > RC_CONF_KAFKA_KEY_MAX)
+        return rc_err(eb, el, RC_EINVAL, "%s: kafka.config: property names are 1..%d bytes",
+                      where, RC_CONF_KAFKA_KEY_MAX);
+    if (len > RC_CONF_KAFKA_VALUE_MAX) {
+        snprintf(why, sizeof why, "%.64s: value of %zu bytes, at most %u", k, len,
+                 RC_CONF_KAFKA_VALUE_MAX);
+        return rc_err(eb, el, RC_E2BIG, "%s: kafka.config: %s", where, why);
+    }
+    if (memchr(v, '\0', len)) {
+        snprintf(why, sizeof why, "%.64s: value contains a NUL byte", k);
+        return bad(eb, el, where, "kafka.config", why);
+    }
+    for (i = 0; i < c->nkafka_extra; i++)
+        if (strcmp(c->kafka_extra[2 * i], k) == 0)
+            break;
+    if (i == RC_CONF_MAX_KAFKA_EXTRA) {
+        snprintf(why, sizeof why, "too many properties (at most %d)", RC_CONF_MAX_KAFKA_EXTRA);
+        return bad(eb, el, where, "kafka.config", why);
+    }
+    const char *ik = intern(k, klen), *iv = intern(v, len);
+    if (!ik || !iv)
+        return rc_err(eb, el, RC_ENOMEM, "%s: kafka.config: out of memory", where);
+    c->kafka_extra[2 * i] = ik;
+    c->kafka_extra[2 * i + 1] = iv;
+    c->kafka_origin[i] = (unsigned char)origin;
+    if (i == c->nkafka_extra)
+        c->nkafka_extra++;
+    return 0;
+}
+
+/* kafka.config: an object of librdkafka properties passed through verbatim;
+ * it replaces what an earlier file set. */
+static int set_kafka_extra(rc_config *c, json_t *obj, const char *where, char *eb, size_t el)
 {
     const char *k;
     json_t *v;
     if (!json_is_object(obj))
-        return bad(eb, el, src, "kafka.config", "expected an object of librdkafka properties");
+        return bad(eb, el, where, "kafka.config", "expected an object of librdkafka properties");
     c->nkafka_extra = 0;
     json_object_foreach(obj, k, v)
     {
-        if (c->nkafka_extra >= RC_CONF_MAX_KAFKA_EXTRA)
-            return bad(eb, el, src, "kafka.config", "too many properties (max 32)");
-        if (!json_is_string(v) || strlen(k) >= RC_CONF_STR ||
-            strlen(json_string_value(v)) >= RC_CONF_STR)
-            return bad(eb, el, src, "kafka.config", "values must be strings shorter than 512 bytes");
-        snprintf(c->kafka_extra[2 * c->nkafka_extra], RC_CONF_STR, "%s", k);
-        snprintf(c->kafka_extra[2 * c->nkafka_extra + 1], RC_CONF_STR, "%s", json_string_value(v));
-        c->nkafka_extra++;
+        if (!json_is_string(v))
+            return bad(eb, el, where, "kafka.config", "values must be strings");
+        int rc = kafka_put(c, k, json_string_value(v), json_string_length(v), RC_CONF_FILE,
+                           where, eb, el);
+        if (rc)
+            return rc;
     }
     return 0;
 }
 
-static int apply(rc_config *c, json_t *root, const char *src, char *eb, size_t el)
+int rc_config_kafka_set(rc_config *c, const char *key, const char *value, int origin,
+                        const char *who, char *eb, size_t el)
+{
+    if (!c || !key || !value)
+        return rc_err(eb, el, RC_EINVAL, "config: bad arguments");
+    return kafka_put(c, key, value, strlen(value), origin, who ? who : "config", eb, el);
+}
+
+int rc_config_kafka_arg(rc_config *c, const char *kv, int origin, const char *who, char *eb,
+                        size_t el)
+{
+    const char *eq = kv ? strchr(kv, '=') : NULL;
+    char key[RC_CONF_KAFKA_KEY_MAX + 1];
+    if (!c || !eq || eq == kv)
+        return rc_err(eb, el, RC_EINVAL, "%s: expected KEY=VALUE (a librdkafka property), got "
+                      "'%.60s'", who ? who : "-X", kv ? kv : "");
+    if ((size_t)(eq - kv) > RC_CONF_KAFKA_KEY_MAX)
+        return rc_err(eb, el, RC_EINVAL, "%s: property names are 1..%d bytes", who ? who : "-X",
+                      RC_CONF_KAFKA_KEY_MAX);
+    snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
+    return rc_config_kafka_set(c, key, eq + 1, origin, who, eb, el);
+}
+
+/* Sets key k and notes where the value came from. */
+static int set_key(rc_config *c, const struct key *k, json_t *v, int origin, const char *where,
+                   char *eb, size_t el)
+{
+    int rc = set_value(c, k, v, where, eb, el);
+    if (!rc)
+        c->origin[k - keys] = (unsigned char)origin;
+    return rc;
+}
+
+static int apply(rc_config *c, json_t *root, const char *where, char *eb, size_t el)
 {
     const char *sec, *k;
     json_t *sv, *v;
     char name[128];
     if (!json_is_object(root))
-        return rc_err(eb, el, RC_EINVAL, "config%s%s: top level must be an object", src ? " " : "",
-                      src ? src : "");
+        return rc_err(eb, el, RC_EINVAL, "%s: top level must be an object", where);
     json_object_foreach(root, sec, sv)
     {
         const struct key *key = find_key(sec);
         if (key) {
-            int rc = set_value(c, key, sv, src, eb, el);
+            int rc = set_key(c, key, sv, RC_CONF_FILE, where, eb, el);
             if (rc)
                 return rc;
             continue;
         }
         if (!json_is_object(sv))
-            return bad(eb, el, src, sec, "unknown key");
+            return bad(eb, el, where, sec, "unknown key");
         json_object_foreach(sv, k, v)
         {
             snprintf(name, sizeof name, "%s.%s", sec, k);
             if (strcmp(name, "kafka.config") == 0) {
-                int rc = set_kafka_extra(c, v, src, eb, el);
+                int rc = set_kafka_extra(c, v, where, eb, el);
                 if (rc)
                     return rc;
                 continue;
             }
             if (!(key = find_key(name)))
-                return bad(eb, el, src, name, "unknown key");
-            int rc = set_value(c, key, v, src, eb, el);
+                return bad(eb, el, where, name, "unknown key");
+            int rc = set_key(c, key, v, RC_CONF_FILE, where, eb, el);
             if (rc)
                 return rc;
         }
@@ -352,7 +463,7 @@ int rc_config_load_str(rc_config *c, const char *json, char *errbuf, size_t errl
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return rc_err(errbuf, errlen, RC_EINVAL, "config:%d:%d: %s", je.line, je.column, je.text);
-    int rc = apply(c, root, NULL, errbuf, errlen);
+    int rc = apply(c, root, "config", errbuf, errlen);
     json_decref(root);
     return rc;
 }
@@ -360,6 +471,7 @@ int rc_config_load_str(rc_config *c, const char *json, char *errbuf, size_t errl
 int rc_config_load(rc_config *c, const char *path, char *errbuf, size_t errlen)
 {
     json_error_t je;
+    char where[RC_CONF_STR + 8];
     FILE *f = fopen(path, "rb");
     if (!f)
         return rc_err(errbuf, errlen, errno == ENOENT ? RC_ENOENT : RC_EIO, "config %s: %s", path,
@@ -369,8 +481,138 @@ int rc_config_load(rc_config *c, const char *path, char *errbuf, size_t errlen)
     if (!root)
         return rc_err(errbuf, errlen, RC_EINVAL, "config %s:%d:%d: %s", path, je.line, je.column,
                       je.text);
-    int rc = apply(c, root, path, errbuf, errlen);
+    snprintf(c->file, sizeof c->file, "%s", path);
+    snprintf(where, sizeof where, "config %s", c->file);
+    int rc = apply(c, root, where, errbuf, errlen);
     json_decref(root);
+    return rc;
+}
+
+/* A string from the environment or the command line as the JSON value the
+ * file would hold: strings stay strings, numbers and booleans are parsed. */
+static json_t *value_of(const struct key *k, const char *v)
+{
+    switch (k->type) {
+        case K_U32:
+        case K_U64:
+        case K_I64:
+        case K_F32:
+        case K_UIDS: {
+            json_t *j = json_loads(v, JSON_DECODE_ANY, NULL);
+            return j ? j : json_string(v); /* refused below as "expected integer" */
+        }
+        case K_BOOL:
+            if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
+                return json_true();
+            if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
+                return json_false();
+            return json_string(v);
+        default: return json_string(v);
+    }
+}
+
+int rc_config_set(rc_config *c, const char *key, const char *value, int origin, const char *who,
+                  char *eb, size_t el)
+{
+    const struct key *k = key ? find_key(key) : NULL;
+    char why[512];
+    if (!c || !k || !value)
+        return rc_err(eb, el, RC_EINVAL, "%s: %s: unknown key", who ? who : "config",
+                      key ? key : "(null)");
+    json_t *j = value_of(k, value);
+    if (!j)
+        return rc_err(eb, el, RC_ENOMEM, "%s: out of memory", who ? who : "config");
+    int rc = set_key(c, k, j, origin, who ? who : "config", why, sizeof why);
+    json_decref(j);
+    if (rc)
+        rc_err(eb, el, rc, "%s (got '%.60s')", why, value);
+    return rc;
+}
+
+/* ---- environment ---- */
+
+/* The main settings a container or unit file sets without a config file.
+ * RECALLD_DATA_DIR is not here: it names the public datasets directory of
+ * the tests and benchmarks; data_dir is RECALLD_STATE_DIR. */
+static const struct env_var {
+    const char *name, *key;
+} env_vars[] = {
+    {"RECALLD_BROKERS", "kafka.brokers"},
+    {"RECALLD_TOPIC", "kafka.topic"},
+    {"RECALLD_GROUP", "kafka.group"},
+    {"RECALLD_INSTANCE_ID", "kafka.instance_id"},
+    {"RECALLD_DLQ_TOPIC", "kafka.dlq_topic"},
+    {"RECALLD_SOCKET", "socket.path"},
+    {"RECALLD_STATE_DIR", "data_dir"},
+    {"RECALLD_METRICS_PORT", "metrics.port"},
+    {"RECALLD_METRICS_BIND", "metrics.bind"},
+    {"RECALLD_LOG_LEVEL", "log.level"},
+    {"RECALLD_LOG_FORMAT", "log.format"},
+};
+
+const char *rc_config_env_var(size_t i, const char **key)
+{
+    if (i >= RC_ARRAY_LEN(env_vars))
+        return NULL;
+    if (key)
+        *key = env_vars[i].key;
+    return env_vars[i].name;
+}
+
+int rc_config_env(rc_config *c, char *eb, size_t el)
+{
+    char who[64];
+    for (size_t i = 0; i < RC_ARRAY_LEN(env_vars); i++) {
+        const char *v = getenv(env_vars[i].name);
+        if (!v || !*v)
+            continue;
+        snprintf(who, sizeof who, "environment %s", env_vars[i].name);
+        int rc = rc_config_set(c, env_vars[i].key, v, RC_CONF_ENV, who, eb, el);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- librdkafka check ---- */
+
+/* "WHERE" of property i, for messages. */
+static void kafka_where(const rc_config *c, uint32_t i, char *out, size_t cap)
+{
+    switch (c->kafka_origin[i]) {
+        case RC_CONF_CLI: snprintf(out, cap, "-X"); break;
+        case RC_CONF_FILE:
+            snprintf(out, cap, "config%s%.*s", c->file[0] ? " " : "", (int)cap / 2, c->file);
+            break;
+        default: snprintf(out, cap, "config"); break;
+    }
+}
+
+int rc_config_kafka_check(const rc_config *c, char *eb, size_t el)
+{
+    char why[512], where[300];
+    int rc = 0;
+    if (!c)
+        return rc_err(eb, el, RC_EINVAL, "config: bad arguments");
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf)
+        return rc_err(eb, el, RC_ENOMEM, "kafka: out of memory");
+    if ((c->brokers[0] &&
+         rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, why, sizeof why)) ||
+        rd_kafka_conf_set(conf, "group.id", c->group, why, sizeof why)) {
+        rc = rc_err(eb, el, RC_EKAFKA, "kafka.brokers/kafka.group: %s", why);
+        goto out;
+    }
+    for (uint32_t i = 0; i < c->nkafka_extra; i++) {
+        const char *k = c->kafka_extra[2 * i], *v = c->kafka_extra[2 * i + 1];
+        if (rd_kafka_conf_set(conf, k, v, why, sizeof why) == RD_KAFKA_CONF_OK)
+            continue;
+        kafka_where(c, i, where, sizeof where);
+        rc = rc_err(eb, el, RC_EKAFKA, "%s: kafka.config: %s: %s", where, k, why);
+        goto out;
+    }
+out:
+    rd_kafka_conf_destroy(conf);
     return rc;
 }
 
@@ -404,34 +646,77 @@ size_t rc_config_diff(const rc_config *a, const rc_config *b, const char **names
     }
     int extra = a->nkafka_extra != b->nkafka_extra;
     for (uint32_t i = 0; !extra && i < a->nkafka_extra * 2; i++)
-        extra = strcmp(a->kafka_extra[i], b->kafka_extra[i]) != 0;
+        extra = strcmp(a->kafka_extra[i], b->kafka_extra[i]) != 0; /* interned: could be == */
     if (extra && n < cap)
         names[n] = "kafka.config";
     return n + (size_t)extra;
 }
 
+/* "WHERE" for a message about key (or, when key was not set, about other):
+ * the file, variable or flag that set it. */
+static void origin_of(const rc_config *c, const char *key, const char *other, char *out,
+                      size_t cap)
+{
+    const struct key *k = find_key(key), *o = other ? find_key(other) : NULL;
+    int org = k ? c->origin[k - keys] : RC_CONF_DEFAULT;
+    if (org == RC_CONF_DEFAULT && o && c->origin[o - keys] != RC_CONF_DEFAULT) {
+        k = o;
+        org = c->origin[o - keys];
+    }
+    const char *env = NULL;
+    for (size_t i = 0; k && i < RC_ARRAY_LEN(env_vars); i++)
+        if (strcmp(env_vars[i].key, k->name) == 0)
+            env = env_vars[i].name;
+    switch (org) {
+        case RC_CONF_FILE:
+            snprintf(out, cap, "config%s%.*s", c->file[0] ? " " : "", (int)cap / 2, c->file);
+            break;
+        case RC_CONF_ENV: snprintf(out, cap, "environment %s", env ? env : "?"); break;
+        case RC_CONF_CLI: snprintf(out, cap, "command line"); break;
+        default: snprintf(out, cap, "config (defaults)"); break;
+    }
+}
+
+/* Fails validation: "WHERE: KEY: why". */
+#define INVALID(key, other, ...)                                                                \
+    do {                                                                                       \
+        origin_of(c, key, other, where, sizeof where);                                         \
+        snprintf(why, sizeof why, __VA_ARGS__);                                                \
+        return bad(eb, el, where, key, why);                                                   \
+    } while (0)
+
 int rc_config_validate(const rc_config *c, char *eb, size_t el)
 {
+    char where[300], why[400];
     if (c->dim % 8)
-        return bad(eb, el, NULL, "model.dim", "must be a multiple of 8");
+        INVALID("model.dim", NULL, "must be a multiple of 8 (got %u)", c->dim);
     if (!c->embedded && !c->brokers[0])
-        return bad(eb, el, NULL, "kafka.brokers", "required unless kafka.embedded is true");
+        INVALID("kafka.brokers", "kafka.embedded",
+                "required unless kafka.embedded is true (got \"\")");
     if (c->k_default > c->k_max)
-        return bad(eb, el, NULL, "recall.k_default", "must not exceed recall.k_max");
+        INVALID("recall.k_default", "recall.k_max", "must not exceed recall.k_max (got %u > %u)",
+                c->k_default, c->k_max);
     if (c->recall_window > c->history)
-        return bad(eb, el, NULL, "recall.window", "must not exceed sessions.history");
+        INVALID("recall.window", "sessions.history",
+                "must not exceed sessions.history (got %u > %u)", c->recall_window, c->history);
     if (c->window > c->history)
-        return bad(eb, el, NULL, "model.window", "must not exceed sessions.history");
+        INVALID("model.window", "sessions.history",
+                "must not exceed sessions.history (got %u > %u)", c->window, c->history);
     if (c->tower_retrain_min_examples > c->tower_replay_clicks)
-        return bad(eb, el, NULL, "tower.retrain_min_examples",
-                   "must not exceed tower.replay_clicks (a full buffer could never retrain)");
+        INVALID("tower.retrain_min_examples", "tower.replay_clicks",
+                "must not exceed tower.replay_clicks (a full buffer could never retrain; "
+                "got %u > %u)", c->tower_retrain_min_examples, c->tower_replay_clicks);
     if (!c->socket_path[0] || strlen(c->socket_path) > 107)
-        return bad(eb, el, NULL, "socket.path", "required, at most 107 bytes (sun_path)");
+        INVALID("socket.path", NULL, "required, at most 107 bytes (sun_path; got %zu bytes)",
+                strlen(c->socket_path));
     if (c->metrics_port > 65535)
-        return bad(eb, el, NULL, "metrics.port", "expected 0 (off) or a TCP port 1..65535");
+        INVALID("metrics.port", NULL, "expected 0 (off) or a TCP port 1..65535 (got %u)",
+                c->metrics_port);
     unsigned char ip[16];
     if (inet_pton(AF_INET, c->metrics_bind, ip) != 1 &&
         inet_pton(AF_INET6, c->metrics_bind, ip) != 1)
-        return bad(eb, el, NULL, "metrics.bind", "expected an IPv4 or IPv6 address literal");
+        INVALID("metrics.bind", NULL, "expected an IPv4 or IPv6 address literal (got \"%.100s\")",
+                c->metrics_bind);
     return 0;
 }
+#undef INVALID

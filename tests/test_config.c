@@ -1,5 +1,7 @@
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -88,9 +90,9 @@ TEST(config_missing_file_is_enoent)
  * src/config.c (the key named, what was expected). */
 TEST(config_every_error_message)
 {
-    char many[4096];
+    char many[8192];
     size_t n = (size_t)snprintf(many, sizeof many, "{\"kafka\":{\"config\":{");
-    for (int i = 0; i < 33; i++)
+    for (int i = 0; i < 65; i++)
         n += (size_t)snprintf(many + n, sizeof many - n, "%s\"k%d\":\"v\"", i ? "," : "", i);
     snprintf(many + n, sizeof many - n, "}}}");
     struct {
@@ -106,7 +108,7 @@ TEST(config_every_error_message)
         {"{\"socket\":{\"allow_uids\":7}}", "socket.allow_uids: expected an array of at most"},
         {"{\"socket\":{\"allow_uids\":[\"root\"]}}", "socket.allow_uids: element 0: expected integer uid"},
         {"{\"kafka\":{\"config\":[]}}", "kafka.config: expected an object of librdkafka properties"},
-        {many, "kafka.config: too many properties (max 32)"},
+        {many, "kafka.config: too many properties (at most 64)"},
         {"{\"sessions\":{\"history\":10},\"recall\":{\"window\":11}}",
          "recall.window: must not exceed sessions.history"},
         {"{\"sessions\":{\"history\":10},\"recall\":{\"window\":5},\"model\":{\"window\":11}}",
@@ -158,12 +160,19 @@ TEST(config_check_config_binary)
     } cases[] = {
         {"--config %s", "recalld: configuration ok", 0},
         {"--config %s --config /nonexistent.json", "config /nonexistent.json: No such file", 2},
-        {"--config %s --dim abc", "recalld: --dim: expected a non-negative integer, got \"abc\"", 2},
-        {"--config %s --dim 12", "config: model.dim: must be a multiple of 8", 2},
-        {"--config %s --log-level loud", "recalld: --log-level: expected debug, info, warn or error", 2},
-        {"--config %s --bogus", "usage: recalld", 2},
-        {"--config %s stray", "recalld: unexpected argument \"stray\"", 2},
-        {"--config %s --brokers ''", "config: kafka.brokers: required unless kafka.embedded", 2},
+        {"--config %s --dim abc", "recalld: --dim: model.dim: expected integer in 8..1024 (got 'abc')", 2},
+        {"--config %s --dim 12", "command line: model.dim: must be a multiple of 8 (got 12)", 2},
+        {"--config %s --log-level loud", "recalld: --log-level: log.level: expected debug, info, warn, error or off", 2},
+        {"--config %s --bogus", "recalld: --bogus: unknown option (try 'recalld --help')", 2},
+        {"--config %s stray", "recalld: stray: unexpected argument", 2},
+        {"--config %s --brokers ''", "command line: kafka.brokers: required unless kafka.embedded", 2},
+        {"--config %s --embedded-kafka -X bogus.prop=1",
+         "recalld: -X: kafka.config: bogus.prop: No such configuration property", 2},
+        {"--config %s --embedded-kafka -X session.timeout.ms=soon",
+         "-X: kafka.config: session.timeout.ms: Invalid value", 2},
+        {"--config %s --embedded-kafka -X nokey", "-X: expected KEY=VALUE", 2},
+        {"--config %s --embedded-kafka -Xsession.timeout.ms=7000 -X client.rack=r1",
+         "recalld: configuration ok", 0},
     };
     for (size_t i = 0; i < RC_ARRAY_LEN(cases); i++) {
         char args[512];
@@ -182,12 +191,198 @@ TEST(config_check_config_binary)
     free(out);
     st = e2e_sh(&out, RC_BIN("recalld") " --check-config --socket %s/%s 2>&1", dir, longsock);
     ASSERT_EQ(st, 2);
-    ASSERT(strstr(out, "socket.path: required, at most 107 bytes") != NULL);
+    ASSERT(strstr(out, "--socket: socket.path: length 224 is out of range 1..107") != NULL);
     free(out);
     st = e2e_sh(&out, RC_BIN("recalld") " --check-config --data-dir %s%s%s 2>&1", longsock,
                 longsock, longsock);
     ASSERT_EQ(st, 2);
-    ASSERT(strstr(out, "--data-dir: value too long") != NULL);
+    ASSERT(strstr(out, "--data-dir: data_dir: length 600 is out of range 0..511") != NULL);
     free(out);
     e2e_sh(NULL, "rm -rf %s", dir);
+}
+
+/* Environment overrides: each variable sets its key through the loader's
+ * checks; unset or empty changes nothing; errors name the variable. */
+TEST(config_env_overrides)
+{
+    rc_config c;
+    char err[512] = "";
+    const char *key;
+    for (size_t i = 0; rc_config_env_var(i, NULL); i++)
+        unsetenv(rc_config_env_var(i, NULL));
+    setenv("RECALLD_BROKERS", "k1:9092,k2:9092", 1);
+    setenv("RECALLD_TOPIC", "views", 1);
+    setenv("RECALLD_GROUP", "", 1); /* empty = unset */
+    setenv("RECALLD_SOCKET", "/run/r.sock", 1);
+    setenv("RECALLD_STATE_DIR", "/var/lib/recalld", 1);
+    setenv("RECALLD_DATA_DIR", "/datasets", 1); /* the datasets, not data_dir */
+    setenv("RECALLD_METRICS_PORT", "9999", 1);
+    setenv("RECALLD_LOG_FORMAT", "json", 1);
+    rc_config_defaults(&c);
+    ASSERT_EQ(rc_config_load_str(&c, "{\"kafka\":{\"topic\":\"file\",\"group\":\"g\"}}", err,
+                                 sizeof err), 0);
+    ASSERT_EQ(rc_config_env(&c, err, sizeof err), 0);
+    ASSERT_STREQ(c.brokers, "k1:9092,k2:9092");
+    ASSERT_STREQ(c.topic, "views"); /* over the file */
+    ASSERT_STREQ(c.group, "g");
+    ASSERT_STREQ(c.socket_path, "/run/r.sock");
+    ASSERT_STREQ(c.data_dir, "/var/lib/recalld");
+    ASSERT_EQ(c.metrics_port, 9999);
+    ASSERT_STREQ(c.log_format, "json");
+    ASSERT_EQ(rc_config_validate(&c, err, sizeof err), 0);
+    /* Bad values: the variable, the key, the value. */
+    static const char *const bad[][3] = {
+        {"RECALLD_METRICS_PORT", "http", "environment RECALLD_METRICS_PORT: metrics.port: "
+                                         "expected integer in 0..65535 (got 'http')"},
+        {"RECALLD_METRICS_PORT", "70000", "metrics.port: 70000 is out of range 0..65535"},
+        {"RECALLD_LOG_LEVEL", "loud", "environment RECALLD_LOG_LEVEL: log.level: expected debug"},
+        {"RECALLD_TOPIC", "", NULL},
+    };
+    for (size_t i = 0; i < RC_ARRAY_LEN(bad); i++) {
+        setenv(bad[i][0], bad[i][1], 1);
+        rc_config_defaults(&c);
+        err[0] = '\0';
+        int rc = rc_config_env(&c, err, sizeof err);
+        if (bad[i][2] ? rc != RC_EINVAL || !strstr(err, bad[i][2]) : rc != 0)
+            RC__FAIL("%s=%s: rc %d \"%s\"", bad[i][0], bad[i][1], rc, err);
+        unsetenv(bad[i][0]);
+    }
+    /* A value set by a variable is named as such when validation refuses it. */
+    setenv("RECALLD_METRICS_BIND", "localhost", 1);
+    rc_config_defaults(&c);
+    ASSERT_EQ(rc_config_env(&c, err, sizeof err), 0);
+    ASSERT_EQ(rc_config_validate(&c, err, sizeof err), RC_EINVAL);
+    ASSERT(strstr(err, "environment RECALLD_METRICS_BIND: metrics.bind: expected an IPv4 or "
+                       "IPv6 address literal (got \"localhost\")") != NULL);
+    for (size_t i = 0; rc_config_env_var(i, &key); i++) {
+        unsetenv(rc_config_env_var(i, NULL));
+        rc_config_defaults(&c);
+        ASSERT_EQ(rc_config_set(&c, key, "x", RC_CONF_ENV, "t", err, sizeof err) == 0 ||
+                      strstr(err, key) != NULL, 1); /* every key of the table exists */
+    }
+    unsetenv("RECALLD_DATA_DIR");
+}
+
+/* defaults < file < environment < command line, through the binary:
+ * kafka.brokers "" (invalid without the embedded cluster) in the file, a
+ * variable over it, a flag over both; kafka.config in the file under -X. */
+TEST(config_precedence_binary)
+{
+    char dir[] = "/tmp/rc-prec-XXXXXX", file[128], badkafka[128], *out = NULL;
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(file, sizeof file, "%s/f.json", dir);
+    snprintf(badkafka, sizeof badkafka, "%s/k.json", dir);
+    e2e_write_file(file, "{\"kafka\":{\"brokers\":\"\"}}");
+    e2e_write_file(badkafka, "{\"kafka\":{\"config\":{\"session.timeout.ms\":\"soon\"}}}");
+    const char *bin = RC_BIN("recalld");
+    ASSERT_EQ(e2e_sh(&out, "env -u RECALLD_BROKERS %s --check-config --config %s 2>&1", bin,
+                     file), 2);
+    ASSERT(strstr(out, "recalld: config ") && strstr(out, "f.json: kafka.brokers: required"));
+    free(out);
+    ASSERT_EQ(e2e_sh(&out, "RECALLD_BROKERS=k:9092 %s --check-config --config %s 2>&1", bin,
+                     file), 0);
+    ASSERT_STREQ(out, "recalld: configuration ok\n");
+    free(out);
+    ASSERT_EQ(e2e_sh(&out, "RECALLD_BROKERS=k:9092 %s --check-config --config %s --brokers '' "
+                     "2>&1", bin, file), 2);
+    ASSERT(strstr(out, "recalld: command line: kafka.brokers: required") != NULL);
+    free(out);
+    /* RECALLD_CONFIG is the file when there is no --config. */
+    ASSERT_EQ(e2e_sh(&out, "env -u RECALLD_BROKERS RECALLD_CONFIG=%s %s --check-config 2>&1",
+                     file, bin), 2);
+    ASSERT(strstr(out, "f.json: kafka.brokers: required") != NULL);
+    free(out);
+    ASSERT_EQ(e2e_sh(&out, "%s --check-config --embedded-kafka --config %s 2>&1", bin, badkafka),
+              2);
+    ASSERT(strstr(out, "k.json: kafka.config: session.timeout.ms: Invalid value") != NULL);
+    free(out);
+    ASSERT_EQ(e2e_sh(&out, "%s --check-config --embedded-kafka --config %s "
+                     "-X session.timeout.ms=7000 2>&1", bin, badkafka), 0);
+    free(out);
+    e2e_sh(NULL, "rm -rf %s", dir);
+}
+
+/* librdkafka values up to 1 MiB (an inline PEM bundle), from the file and
+ * from -X; longer ones are refused by name; copies of the config keep them. */
+TEST(config_long_kafka_values)
+{
+    size_t n = 300 * 1024;
+    char *pem = malloc(n + 1), err[512] = "";
+    ASSERT(pem != NULL);
+    for (size_t i = 0; i < n; i++)
+        pem[i] = (i % 65 == 64) ? '\n' : (char)('A' + i % 26);
+    pem[n] = '\0';
+    json_t *j = json_pack("{s:{s:{s:s,s:s}}}", "kafka", "config", "ssl.ca.pem", pem,
+                          "security.protocol", "ssl");
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    rc_config c;
+    rc_config_defaults(&c);
+    ASSERT_EQ(rc_config_load_str(&c, text, err, sizeof err), 0);
+    ASSERT_EQ(c.nkafka_extra, 2);
+    ASSERT_STREQ(c.kafka_extra[0], "ssl.ca.pem");
+    ASSERT_EQ(strlen(c.kafka_extra[1]), n);
+    ASSERT(memcmp(c.kafka_extra[1], pem, n) == 0);
+    rc_config copy = c; /* what the engine and a reload hold */
+    ASSERT_EQ(rc_config_kafka_check(&copy, err, sizeof err), 0);
+    ASSERT_STREQ(copy.kafka_extra[1], pem);
+    /* -X replaces the file's value of the same key, keeps the rest. */
+    ASSERT_EQ(rc_config_kafka_arg(&c, "security.protocol=plaintext", RC_CONF_CLI, "-X", err,
+                                  sizeof err), 0);
+    ASSERT_EQ(c.nkafka_extra, 2);
+    ASSERT_STREQ(c.kafka_extra[3], "plaintext");
+    ASSERT_STREQ(copy.kafka_extra[3], "ssl");
+    free(text);
+    /* Through the binary: a file with the bundle passes --check-config. */
+    char dir[] = "/tmp/rc-pem-XXXXXX", path[128], *out = NULL;
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/pem.json", dir);
+    j = json_pack("{s:{s:{s:s}}}", "kafka", "config", "ssl.ca.pem", pem);
+    ASSERT_EQ(json_dump_file(j, path, 0), 0);
+    json_decref(j);
+    ASSERT_EQ(e2e_sh(&out, "%s --check-config --embedded-kafka --config %s 2>&1",
+                     RC_BIN("recalld"), path), 0);
+    ASSERT_STREQ(out, "recalld: configuration ok\n");
+    free(out);
+    e2e_sh(NULL, "rm -rf %s", dir);
+    /* Over the bound: refused, naming the key and the sizes. */
+    free(pem);
+    n = RC_CONF_KAFKA_VALUE_MAX + 1;
+    pem = malloc(n + 1);
+    memset(pem, 'A', n);
+    pem[n] = '\0';
+    rc_config_defaults(&c);
+    ASSERT_EQ(rc_config_kafka_set(&c, "ssl.ca.pem", pem, RC_CONF_CLI, "-X", err, sizeof err),
+              RC_E2BIG);
+    ASSERT(strstr(err, "-X: kafka.config: ssl.ca.pem: value of 1048577 bytes, at most 1048576"));
+    pem[n - 1] = '\0'; /* exactly the bound: fine */
+    ASSERT_EQ(rc_config_kafka_set(&c, "ssl.ca.pem", pem, RC_CONF_CLI, "-X", err, sizeof err), 0);
+    free(pem);
+}
+
+/* docs/CONFIG.md has one table of the environment variables: every variable
+ * of the code, with the key it sets, and nothing else. */
+TEST(config_env_documented)
+{
+    char *doc = e2e_read_file(RC_SOURCE_DIR "/docs/CONFIG.md");
+    const char *sec = strstr(doc, "\n## Environment");
+    ASSERT(sec != NULL);
+    const char *end = strstr(sec + 1, "\n## ");
+    size_t len = end ? (size_t)(end - sec) : strlen(sec);
+    char *tab = strndup(sec, len);
+    const char *key;
+    int nvars = 0;
+    for (size_t i = 0; rc_config_env_var(i, &key); i++, nvars++) {
+        char row[160];
+        snprintf(row, sizeof row, "| `%s` | `%s`", rc_config_env_var(i, NULL), key);
+        if (!strstr(tab, row))
+            RC__FAIL("docs/CONFIG.md, Environment: no row \"%s ...\"", row);
+    }
+    int rows = 0;
+    for (const char *p = strstr(tab, "\n| `RECALLD_"); p; p = strstr(p + 1, "\n| `RECALLD_"))
+        rows++;
+    ASSERT_EQ(rows, nvars + 1); /* + RECALLD_CONFIG, the file itself */
+    ASSERT(strstr(tab, "| `RECALLD_CONFIG` |") != NULL);
+    free(tab);
+    free(doc);
 }

@@ -748,7 +748,7 @@ TEST(deploy_dockerfile) {
     for (char *c = text; (c = strstr(c, "\\\n")) != NULL;)
         c[0] = c[1] = ' ';
     int stage = 0, nfrom = 0, first = 1, deps_script = 0, cmake = 0, healthcheck = 0;
-    int from_build = 0, config_copied = 0;
+    int from_build = 0, config_copied = 0, ca_certs = 0;
     char user[128] = "", volume[512] = "", entrypoint[256] = "";
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         while (*line == ' ')
@@ -778,6 +778,9 @@ TEST(deploy_dockerfile) {
             /* Runtime stage: libraries only, no headers or compilers. */
             ASSERT(strstr(line, "-dev ") == NULL && strstr(line, "build-essential") == NULL);
             ASSERT(strstr(line, "librdkafka1") && strstr(line, "libopenblas0"));
+            /* TLS to a broker with a public CA: without ssl.ca.location,
+             * librdkafka uses OpenSSL's default store, /etc/ssl/certs. */
+            ca_certs |= strstr(line, " ca-certificates") != NULL;
         }
         if (!strncmp(line, "COPY ", 5)) {
             if (strstr(line, "--from=build"))
@@ -816,6 +819,7 @@ TEST(deploy_dockerfile) {
     free(text);
     ASSERT_GE(nfrom, 2);
     ASSERT(deps_script && cmake && from_build && config_copied);
+    ASSERT_EQ(ca_certs, 1);
     ASSERT_EQ(healthcheck, nfrom);
     /* The runtime stage runs as a named non-root user. */
     ASSERT(user[0] != '\0');

@@ -1,4 +1,15 @@
-/* cli — the command line shared by recalld-train and recalld-eval (the flags
+/* cli — the command lines of recalld's six binaries.
+ *
+ * Part 1, the option parser every binary uses: a table of options (long name,
+ * optional one-letter name, typed value with a range, or a callback), an
+ * optional count of positional arguments, and a --help generated from the
+ * table. -h/--help and --version are built in. Both `--name VALUE` and
+ * `--name=VALUE` are accepted, `-X VALUE` and `-XVALUE` for short names; names
+ * must be given in full (no abbreviations). Options end at `--` or at the
+ * first positional argument. An error is one line naming the option; the
+ * binary adds "try --help" (rc_cli_args does both).
+ *
+ * Part 2, the shared flags of recalld-train and recalld-eval (the flags
  * are part of the interface: scripts and CI call them). Parses argv into a
  * plain struct; a tool adds its own flags through an extra table and a
  * callback. An unknown flag, a missing or malformed value is an error that
@@ -15,6 +26,71 @@
 #include "recalld/clicklog.h"
 #include "recalld/tower.h"
 #include "recalld/train.h"
+
+/* Kinds of value. Strings are borrowed from argv. Numbers are decimal and
+ * checked against [min, max] (inclusive). */
+typedef enum rc_cli_type {
+    RC_CLI_BOOL, /* no value: *(int *)dest = 1 */
+    RC_CLI_STR,  /* *(const char **)dest = value; empty refused */
+    RC_CLI_U32,  /* *(uint32_t *)dest */
+    RC_CLI_INT,  /* *(int *)dest */
+    RC_CLI_DBL,  /* *(double *)dest, finite */
+    RC_CLI_CALL  /* spec->fn(ud, opt, value): value NULL when arg is NULL */
+} rc_cli_type;
+
+/* An option: "may be repeated" is the callback's business (RC_CLI_CALL is
+ * called once per occurrence; the other kinds keep the last value). */
+typedef struct rc_cli_opt {
+    const char *name;  /* long name without the dashes: "socket" */
+    char shortname;    /* 'X', or 0 */
+    rc_cli_type type;
+    void *dest;        /* borrowed; unused for RC_CLI_CALL */
+    const char *arg;   /* value name in --help ("PATH"); NULL = takes no value */
+    const char *help;  /* help text; '\n' starts an indented continuation line */
+    double min, max;   /* numeric range, inclusive */
+    int id;            /* for the callback */
+} rc_cli_opt;
+
+/* RC_CLI_CALL: returns 0, or an RC_E* code after writing "why" into errbuf
+ * (the parser prefixes the option's name). */
+typedef int (*rc_cli_opt_fn)(void *ud, const rc_cli_opt *o, const char *value, char *errbuf,
+                             size_t errlen);
+
+typedef struct rc_cli_spec {
+    const char *prog;     /* "recalld" */
+    const char *synopsis; /* after the name in the usage line: "[options] REQUEST..." */
+    const char *about;    /* paragraph after the usage line, or NULL */
+    const char *epilog;   /* text after the options, or NULL */
+    const rc_cli_opt *opts;
+    size_t nopts;
+    rc_cli_opt_fn fn; /* for RC_CLI_CALL options */
+    void *ud;
+    int min_args, max_args; /* positional arguments (0, 0: none) */
+} rc_cli_spec;
+
+/* rc_cli_args_parse results besides 0 and RC_EINVAL. */
+enum { RC_CLI_HELP = 1, RC_CLI_VERSION = 2 };
+
+/* Parses argv[1..argc) against s. Returns 0 with *argi = index of the first
+ * positional argument (argc when none), RC_CLI_HELP or RC_CLI_VERSION at once
+ * when one of those is given, or RC_EINVAL with "--name: why" in errbuf. */
+int rc_cli_args_parse(const rc_cli_spec *s, int argc, char **argv, int *argi, char *errbuf,
+                      size_t errlen);
+
+/* Writes the generated help: usage line, about, the options (with -h, --help
+ * and --version), epilog. */
+void rc_cli_args_help(FILE *f, const rc_cli_spec *s);
+
+/* A binary's whole argument step: parses; on --help prints the help to stdout,
+ * on --version "PROG VERSION" to stdout, on an error one line
+ * "PROG: why (try 'PROG --help')" to stderr. Returns -1 to go on (with *argi
+ * as rc_cli_args_parse), else the exit status: 0 (help, version) or 2. */
+int rc_cli_args(const rc_cli_spec *s, int argc, char **argv, int *argi);
+
+/* Prints "PROG: MESSAGE (try 'PROG --help')" to stderr and returns 2: for usage
+ * errors found after parsing (a missing required option). */
+int rc_cli_usage_error(const char *prog, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 typedef struct rc_cli {
     /* --input FILE (- = stdin, .gz), --format jsonl|csv|tsv, --sep STR,
@@ -33,6 +109,7 @@ typedef struct rc_cli {
     const char *output;  /* --output FILE, NULL = none */
     int json;            /* --json */
     int help;            /* -h / --help was given: print usage, exit 0 */
+    int version;         /* --version was given: print the version, exit 0 */
     int set_mask;        /* which of the RC_CLI_SET_* flags were given explicitly */
     /* The two-tower model (tower.h): --tower-dim, --tower-hidden,
      * --tower-epochs, --tower-batch, --tower-lr, --optimizer adam|adagrad,
@@ -79,9 +156,11 @@ typedef int (*rc_cli_extra_fn)(void *ud, size_t index, const char *value, char *
 /* Fills the defaults (test_ratio 0.2, tune_seconds 60, everything else 0). */
 void rc_cli_init(rc_cli *c);
 
-/* Parses argv[1..argc) into c (rc_cli_init first). extra[0..nextra) with fn/ud
- * (may be NULL/0) take tool-specific flags. Positional arguments are refused.
- * Returns 0 or RC_EINVAL with "--flag: why" in errbuf. */
+/* Parses argv[1..argc) into c (rc_cli_init first) with rc_cli_args_parse.
+ * extra[0..nextra) with fn/ud (may be NULL/0) take tool-specific flags (at most
+ * 32). Positional arguments are refused. -h/--help and --version set c->help
+ * and c->version and stop. Returns 0 or RC_EINVAL with "--flag: why" in
+ * errbuf. */
 int rc_cli_parse(rc_cli *c, int argc, char **argv, const rc_cli_flag *extra, size_t nextra,
                  rc_cli_extra_fn fn, void *ud, char *errbuf, size_t errlen);
 

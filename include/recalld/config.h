@@ -1,8 +1,12 @@
-/* config — recalld's settings: defaults, a JSON file (conf/recalld.json, every
- * key documented in the README), command-line flags on top, and validation with
- * messages that name the key ("config: model.dim: expected integer 8..1024,
- * multiple of 8"). Unknown keys are errors (a typo must not be silently
- * ignored). Plain struct: zero-initialise, then rc_config_defaults. */
+/* config — recalld's settings in four layers, each overriding the one before:
+ * defaults < a JSON file (conf/recalld.json, every key in docs/CONFIG.md) <
+ * environment variables (RECALLD_BROKERS, ...: rc_config_env) < command-line
+ * flags (rc_config_set, rc_config_kafka_set for -X). Validation messages name
+ * where the value came from, the key and the value ("config bad.json:
+ * model.dim: must be a multiple of 8 (got 12)"). Unknown keys are errors (a
+ * typo must not be silently ignored). Plain struct: zero-initialise, then
+ * rc_config_defaults; copies are fine (librdkafka property strings are shared,
+ * immutable and live until the process exits). */
 #ifndef RECALLD_CONFIG_H
 #define RECALLD_CONFIG_H
 
@@ -10,8 +14,15 @@
 #include <stdint.h>
 
 #define RC_CONF_STR 512
-#define RC_CONF_MAX_KAFKA_EXTRA 32
+#define RC_CONF_MAX_KAFKA_EXTRA 64
 #define RC_CONF_MAX_UIDS 64
+#define RC_CONF_MAX_KEYS 160 /* room for the key table to grow (checked at compile time) */
+/* Longest librdkafka property value (an inline ssl.ca.pem bundle fits) and key. */
+#define RC_CONF_KAFKA_VALUE_MAX (1u << 20)
+#define RC_CONF_KAFKA_KEY_MAX   255
+
+/* Where a value came from (rc_config.origin, for messages). */
+enum rc_conf_origin { RC_CONF_DEFAULT = 0, RC_CONF_FILE, RC_CONF_ENV, RC_CONF_CLI };
 
 /* Default partitions of the embedded (mock) topic, also recalld-broker's
  * --partitions default. librdkafka 2.0.2's mock keeps only the newest ~5 MiB
@@ -49,8 +60,12 @@ typedef struct rc_config {
      * derived from the host name and data_dir when data_dir is set (dynamic
      * membership without one); "none" = dynamic membership. */
     char instance_id[RC_CONF_STR];
-    char kafka_extra[RC_CONF_MAX_KAFKA_EXTRA * 2][RC_CONF_STR]; /* key, value pairs */
+    /* kafka.config and -X: librdkafka properties, key/value pairs in the order
+     * given. The strings are interned: shared by copies, never freed, at most
+     * RC_CONF_KAFKA_VALUE_MAX bytes. */
+    const char *kafka_extra[RC_CONF_MAX_KAFKA_EXTRA * 2];
     uint32_t nkafka_extra;
+    unsigned char kafka_origin[RC_CONF_MAX_KAFKA_EXTRA]; /* rc_conf_origin of each pair */
     /* sessions */
     uint32_t max_users, history;
     int64_t gap_ms, ttl_ms;
@@ -95,6 +110,10 @@ typedef struct rc_config {
     uint32_t tower_retrain_threads;      /* tower.retrain_threads */
     int tower_retrain_warm;              /* tower.retrain_warm_start: from the served
                                           * model's weights (else fresh ones) */
+    /* Where each value came from: origin[i] for the i-th key of the loader's
+     * table (rc_conf_origin); file: the last JSON file loaded, "" = none. */
+    unsigned char origin[RC_CONF_MAX_KEYS];
+    char file[RC_CONF_STR];
 } rc_config;
 
 /* Fills every field with its default. */
@@ -113,7 +132,44 @@ int rc_config_load_str(rc_config *c, const char *json, char *errbuf, size_t errl
  * restart. */
 size_t rc_config_diff(const rc_config *a, const rc_config *b, const char **names, size_t cap);
 
-/* Range and consistency checks. Returns 0 or RC_EINVAL naming the key. */
+/* Range and consistency checks. Returns 0 or RC_EINVAL with "WHERE: KEY: why
+ * (got VALUE)", WHERE being the file, environment variable or command line
+ * that set the key. */
 int rc_config_validate(const rc_config *c, char *errbuf, size_t errlen);
+
+/* Sets one key from a string, as the file would (same types, ranges and
+ * messages): numbers and booleans are parsed, strings taken as they are.
+ * origin: RC_CONF_ENV or RC_CONF_CLI; who names the source in errors
+ * ("--brokers", "RECALLD_BROKERS"; borrowed). Returns 0 or RC_EINVAL with
+ * "WHO: KEY: why". kafka.config is not a key here: see rc_config_kafka_set. */
+int rc_config_set(rc_config *c, const char *key, const char *value, int origin, const char *who,
+                  char *errbuf, size_t errlen);
+
+/* Sets librdkafka property key to value (replacing an earlier setting of the
+ * same key, e.g. the file's). Values up to RC_CONF_KAFKA_VALUE_MAX bytes,
+ * keys up to RC_CONF_KAFKA_KEY_MAX. Returns 0 or RC_EINVAL / RC_E2BIG with
+ * "WHO: KEY: why". */
+int rc_config_kafka_set(rc_config *c, const char *key, const char *value, int origin,
+                        const char *who, char *errbuf, size_t errlen);
+
+/* Parses "KEY=VALUE" (the -X form) and calls rc_config_kafka_set. */
+int rc_config_kafka_arg(rc_config *c, const char *kv, int origin, const char *who, char *errbuf,
+                        size_t errlen);
+
+/* Applies the environment overrides (table: docs/CONFIG.md, "Environment").
+ * An unset or empty variable changes nothing. Returns 0 or RC_EINVAL naming
+ * the variable, the key and the value. Reads the environment (getenv): call it
+ * from the main thread before other threads start. */
+int rc_config_env(rc_config *c, char *errbuf, size_t errlen);
+
+/* The i-th environment override: variable name and the key it sets, or NULL
+ * past the end (docs and tests). */
+const char *rc_config_env_var(size_t i, const char **key);
+
+/* Builds the librdkafka configuration recalld's consumer would get from c
+ * (bootstrap.servers, group.id, every kafka.config/-X property) with
+ * rd_kafka_conf_set, and discards it. Returns 0, or RC_EKAFKA with "WHERE:
+ * kafka.config: KEY: librdkafka's message". For --check-config. */
+int rc_config_kafka_check(const rc_config *c, char *errbuf, size_t errlen);
 
 #endif

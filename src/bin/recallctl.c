@@ -3,10 +3,12 @@
  *   recallctl [--socket PATH] [--timeout MS] [--raw] REQUEST
  *
  * REQUEST is a JSON object, or a shorthand: stats | health | recall USER [K] [CITY]
- * | similar ITEM [K] | reload-model [PATH] (a two-tower model; the default
- * timeout becomes 10 minutes: the daemon answers once the model serves)
- * | retrain-model (retrains the served two-tower model now; 10 minutes too). Exit status: 0 reply ok:true, 1 reply ok:false, 2 usage,
- * connection or timeout error (the status a container HEALTHCHECK reads). */
+ * | similar ITEM [K] | user USER (the clicks the daemon holds for the user)
+ * | reload-model [PATH] (a two-tower model; the default timeout becomes 10
+ * minutes: the daemon answers once the model serves) | retrain-model (retrains
+ * the served two-tower model now; 10 minutes too). Exit status: 0 reply
+ * ok:true, 1 reply ok:false, 2 usage, connection or timeout error (the status
+ * a container HEALTHCHECK reads). */
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
@@ -21,16 +23,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recalld/cli.h"
+#include "recalld/common.h"
+
 #define EXIT_NOTOK      1
 #define EXIT_TROUBLE    2
 #define DEFAULT_SOCKET  "/tmp/recalld.sock"
 #define DEFAULT_TIMEOUT 5000
 #define MAX_REPLY       (64u << 20) /* bytes; a reply line longer than this is an error */
 
-static const char usage_text[] =
-    "usage: recallctl [--socket PATH] [--timeout MS] [--raw] REQUEST\n"
+static const char epilog[] =
     "REQUEST: a JSON object, or one of\n"
     "  stats | health | recall USER [K] [CITY] | similar ITEM [K]\n"
+    "  | user USER            (the clicks the daemon holds for USER)\n"
     "  | reload-model [PATH]   (two-tower model; default timeout 10 min)\n"
     "  | retrain-model         (two-tower, from the replay buffer; default timeout 10 min)\n"
     "Socket: --socket, else $RECALLD_SOCKET, else " DEFAULT_SOCKET ".\n"
@@ -68,42 +73,39 @@ static int parse_long(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
-/* Returns 0, or an exit status after printing why. */
+static int on_timeout(void *ud, const rc_cli_opt *o, const char *v, char *eb, size_t el)
+{
+    struct args *a = ud;
+    long ms;
+    if (parse_long(v, 1, 86400000, &ms) != 0)
+        return rc_err(eb, el, RC_EINVAL, "expected milliseconds in [1, 86400000], got '%.40s'", v);
+    a->timeout_ms = ms;
+    a->timeout_set = 1;
+    return 0;
+}
+
+/* Returns -1 to go on, else the exit status (help, version: 0; usage: 2). */
 static int parse_args(int argc, char **argv, struct args *a)
 {
     const char *env = getenv("RECALLD_SOCKET");
+    const rc_cli_opt opts[] = {
+        {"socket", 0, RC_CLI_STR, &a->socket, "PATH", "recalld's socket", 0, 0, 0},
+        {"timeout", 0, RC_CLI_CALL, NULL, "MS",
+         "give up after MS milliseconds (5000; 10 min for\nreload-model and retrain-model)", 0,
+         0, 0},
+        {"raw", 0, RC_CLI_BOOL, &a->raw, NULL, "print the reply line as received", 0, 0, 0},
+    };
+    rc_cli_spec s = {.prog = "recallctl", .synopsis = "[options] REQUEST", .epilog = epilog,
+                     .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_timeout, .ud = a,
+                     .min_args = 1, .max_args = 64};
+    int argi, rc;
     a->socket = env && *env ? env : DEFAULT_SOCKET;
     a->timeout_ms = DEFAULT_TIMEOUT;
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
-        const char *o = argv[i];
-        if (strcmp(o, "--") == 0) {
-            i++;
-            break;
-        } else if (strcmp(o, "--raw") == 0) {
-            a->raw = 1;
-        } else if (strcmp(o, "--help") == 0) {
-            fputs(usage_text, stdout);
-            exit(0);
-        } else if (strcmp(o, "--socket") == 0 || strcmp(o, "--timeout") == 0) {
-            if (i + 1 >= argc)
-                return die("%s needs a value\n%s", o, usage_text);
-            const char *v = argv[++i];
-            if (o[2] == 's')
-                a->socket = v;
-            else if (parse_long(v, 1, 86400000, &a->timeout_ms) != 0)
-                return die("--timeout: expected milliseconds in [1, 86400000], got '%s'", v);
-            else
-                a->timeout_set = 1;
-        } else {
-            return die("unknown option %s\n%s", o, usage_text);
-        }
-    }
-    if (i >= argc)
-        return die("missing REQUEST\n%s", usage_text);
-    a->req = argv + i;
-    a->nreq = argc - i;
-    return 0;
+    if ((rc = rc_cli_args(&s, argc, argv, &argi)) >= 0)
+        return rc;
+    a->req = argv + argi;
+    a->nreq = argc - argi;
+    return -1;
 }
 
 /* Ids go as strings: the server reads an integer id as its decimal text, so
@@ -148,12 +150,14 @@ static int build_request(char **w, int n, json_t **out)
                    : json_pack("{s:s}", "op", "reload_model");
     } else if (strcmp(w[0], "retrain-model") == 0 && n == 1) {
         o = json_pack("{s:s}", "op", "retrain_model");
+    } else if (strcmp(w[0], "user") == 0 && n == 2) {
+        o = json_pack("{s:s,s:o}", "op", "user", "user_id", id_value(w[1]));
     } else if (strcmp(w[0], "similar") == 0 && n >= 2 && n <= 3) {
         o = json_pack("{s:s,s:o}", "op", "similar", "item_id", id_value(w[1]));
         if (n == 3)
             rc = set_k(o, w[2]);
     } else {
-        return die("cannot understand request '%s'\n%s", w[0], usage_text);
+        return rc_cli_usage_error("recallctl", "cannot understand request '%.60s'", w[0]);
     }
     if (!o)
         return die("out of memory");
@@ -288,9 +292,9 @@ int main(int argc, char **argv)
     struct args a = {0};
     json_t *req = NULL;
     int rc = parse_args(argc, argv, &a);
-    if (rc == 0)
-        rc = build_request(a.req, a.nreq, &req);
-    if (rc)
+    if (rc >= 0)
+        return rc;
+    if ((rc = build_request(a.req, a.nreq, &req)))
         return rc;
     if (!a.timeout_set &&
         (strcmp(a.req[0], "reload-model") == 0 || strcmp(a.req[0], "retrain-model") == 0))

@@ -19,20 +19,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recalld/cli.h"
+#include "recalld/common.h"
 #include "recalld/config.h"
 #include "recalld/consumer.h"
 #include "recalld/log.h"
 
 #define MAX_TOPICS 64
+#define STR_(x)    #x
+#define STR(x)     STR_(x)
 
-static void usage(FILE *f)
+/* --topic is repeatable: collected here. */
+struct topics {
+    const char *names[MAX_TOPICS];
+    size_t n;
+};
+
+static int on_topic(void *ud, const rc_cli_opt *o, const char *v, char *eb, size_t el)
 {
-    fprintf(f,
-            "usage: recalld-broker [--brokers N (1)] [--partitions N (%d)] "
-            "[--topic NAME]... (default: clicks clicks.dlq)\n"
-            "The mock keeps about 5 MiB per partition and silently drops older data:\n"
-            "use enough partitions, key messages by user, consume while producing.\n",
-            RC_CONF_EMBEDDED_PARTITIONS);
+    struct topics *t = ud;
+    if (!*v)
+        return rc_err(eb, el, RC_EINVAL, "expected a topic name");
+    if (t->n == MAX_TOPICS)
+        return rc_err(eb, el, RC_EINVAL, "at most %d topics", MAX_TOPICS);
+    t->names[t->n++] = v;
+    return 0;
 }
 
 /* Reads fault commands from stdin until end of file (signals stay blocked in
@@ -52,39 +63,29 @@ static void *commands_main(void *arg)
     return NULL;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || !*s || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    const char *topics[MAX_TOPICS];
-    size_t ntopics = 0;
-    int brokers = 1, partitions = RC_CONF_EMBEDDED_PARTITIONS;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--brokers") && parse_int(v, 1, 32, &brokers) == 0) {
-            i++;
-        } else if (!strcmp(a, "--partitions") && parse_int(v, 1, 10000, &partitions) == 0) {
-            i++;
-        } else if (!strcmp(a, "--topic") && v && *v && ntopics < MAX_TOPICS) {
-            topics[ntopics++] = v;
-            i++;
-        } else {
-            fprintf(stderr, "recalld-broker: bad argument: %s%s%s\n", a, v ? " " : "", v ? v : "");
-            usage(stderr);
-            return 2;
-        }
-    }
+    struct topics t = {.n = 0};
+    int brokers = 1, partitions = RC_CONF_EMBEDDED_PARTITIONS, argi, rc;
+    const rc_cli_opt opts[] = {
+        {"brokers", 0, RC_CLI_INT, &brokers, "N", "brokers in the mock cluster (1)", 1, 32, 0},
+        {"partitions", 0, RC_CLI_INT, &partitions, "N",
+         "partitions per topic (" STR(RC_CONF_EMBEDDED_PARTITIONS) ")", 1, 10000, 0},
+        {"topic", 0, RC_CLI_CALL, NULL, "NAME",
+         "a topic to create; repeatable (default: clicks clicks.dlq)", 0, 0, 0},
+    };
+    rc_cli_spec s = {.prog = "recalld-broker", .synopsis = "[options]",
+                     .about = "librdkafka's mock cluster in a process of its own; prints the "
+                              "bootstrap address\non the first line of stdout, takes fault "
+                              "commands on stdin.",
+                     .epilog = "The mock keeps about 5 MiB per partition and silently drops "
+                               "older data:\nuse enough partitions, key messages by user, "
+                               "consume while producing.\n",
+                     .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_topic, .ud = &t};
+    if ((rc = rc_cli_args(&s, argc, argv, &argi)) >= 0)
+        return rc;
+    const char **topics = t.names;
+    size_t ntopics = t.n;
     if (ntopics == 0) {
         topics[ntopics++] = "clicks";
         topics[ntopics++] = "clicks.dlq";

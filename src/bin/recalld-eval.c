@@ -479,20 +479,18 @@ int main(int argc, char **argv)
     }
     rc_cli_init(&cli);
     if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &f, err, sizeof err) ||
-        select_methods(&cli, f.ablation, run, err, sizeof err)) {
-        fprintf(stderr, "recalld-eval: %s\n\n", err);
-        rc_cli_usage(stderr, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
-        return 2;
-    }
+        select_methods(&cli, f.ablation, run, err, sizeof err))
+        return rc_cli_usage_error("recalld-eval", "%s", err);
     if (cli.help) {
         rc_cli_usage(stdout, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
         return 0;
     }
-    if (!cli.log.path) {
-        fprintf(stderr, "recalld-eval: --input is required\n\n");
-        rc_cli_usage(stderr, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
-        return 2;
+    if (cli.version) {
+        printf("recalld-eval %s\n", RC_VERSION);
+        return 0;
     }
+    if (!cli.log.path)
+        return rc_cli_usage_error("recalld-eval", "--input is required");
     if (cli.log.quiet)
         rc_log_set_level(RC_LOG_WARN);
     if (evaluate(&cli, &f, run, err, sizeof err)) {

@@ -1,8 +1,8 @@
 /* recalld-gen — writes a synthetic click stream (JSON lines) to a file, stdout
  * or a Kafka topic. See include/recalld/gen.h for the planted structure.
  * Exit: 0 ok, 1 output or delivery failure, 2 usage. */
+#include <assert.h>
 #include <errno.h>
-#include <getopt.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,14 +11,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recalld/cli.h"
 #include "recalld/common.h"
+#include "recalld/config.h"
 #include "recalld/gen.h"
+
+#define MAX_KAFKA_PROPS 64
 
 struct args {
     rc_gen_opts g;
     const char *out, *truth, *brokers, *topic;
     double rate;    /* events per second, 0 = unpaced */
     int timeout_ms; /* broker reachability and final delivery */
+    /* -X KEY=VALUE: librdkafka properties over the defaults, in order; the
+     * key is copied, the value borrowed from argv. */
+    char kafka_key[MAX_KAFKA_PROPS][RC_CONF_KAFKA_KEY_MAX + 1];
+    const char *kafka_val[MAX_KAFKA_PROPS];
+    int nkafka;
 };
 
 struct kafka {
@@ -36,107 +45,131 @@ static void on_signal(int sig)
     stop = 1;
 }
 
-static void usage(FILE *f)
-{
-    fputs("usage: recalld-gen [options]\n"
-          "  --seed N            PRNG seed (default 1)\n"
-          "  --events N          lines to write (default 100000, 0 = until interrupted)\n"
-          "  --users N           users (default 10000)\n"
-          "  --items N           items (default 5000)\n"
-          "  --cities N          cities (default 8)\n"
-          "  --cates N           categories / business lines (default 6)\n"
-          "  --communities N     co-click communities (default 64)\n"
-          "  --zipf S            popularity exponent inside a community (default 1.0)\n"
-          "  --start-ts MS       first event time, epoch ms (default 1700000000000)\n"
-          "  --invalid-share F   share of malformed lines, 0..1 (default 0)\n"
-          "  --no-device         omit the device field\n"
-          "  --no-tags           omit the tags field\n"
-          "  --drift P           drifting interests: per session, probability of moving to a\n"
-          "                      temporary interest (or back); tags keep the long-term one (0)\n"
-          "  --truth FILE        write item truth TSV to FILE, user truth to FILE.users\n"
-          "  --out FILE          output file ('-' = stdout; default stdout unless --brokers)\n"
-          "  --rate R            pace to R events/s (default 0 = as fast as possible)\n"
-          "  --brokers LIST      produce to Kafka (bootstrap servers) ...\n"
-          "  --topic NAME        ... this topic (default clicks), key = user_id\n"
-          "  --timeout-ms N      broker reachability / final delivery timeout (default 10000)\n",
-          f);
-}
+enum { G_SEED, G_EVENTS, G_USERS, G_ITEMS, G_CITIES, G_CATES, G_COMMUNITIES, G_START_TS,
+       G_TIMEOUT, G_NVALUES, G_KAFKA = 100 };
 
-static int parse_num(const char *name, const char *s, double lo, double hi, double *v)
+/* Numbers are read as doubles (1e6 is fine) and range-checked by the parser. */
+struct gen_parse {
+    struct args *a;
+    double v[G_NVALUES];
+    int set[G_NVALUES];
+};
+
+static int on_gen_opt(void *ud, const rc_cli_opt *o, const char *v, char *eb, size_t el)
 {
-    char *end;
-    errno = 0;
-    *v = strtod(s, &end);
-    if (errno || end == s || *end || !(*v >= lo && *v <= hi)) {
-        fprintf(stderr, "recalld-gen: --%s: expected a number in [%g, %g], got '%s'\n", name, lo,
-                hi, s);
-        return -1;
+    struct gen_parse *p = ud;
+    struct args *a = p->a;
+    if (o->id != G_KAFKA) {
+        char *end;
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !(x >= o->min && x <= o->max))
+            return rc_err(eb, el, RC_EINVAL, "expected a number in [%g, %g], got '%.40s'", o->min,
+                          o->max, v);
+        p->v[o->id] = x;
+        p->set[o->id] = 1;
+        return 0;
     }
+    const char *eq = strchr(v, '=');
+    if (!eq || eq == v || (size_t)(eq - v) > RC_CONF_KAFKA_KEY_MAX)
+        return rc_err(eb, el, RC_EINVAL, "expected KEY=VALUE (a librdkafka property), got "
+                      "'%.60s'", v);
+    if (strlen(eq + 1) > RC_CONF_KAFKA_VALUE_MAX)
+        return rc_err(eb, el, RC_E2BIG, "%.*s: value of %zu bytes, at most %u", (int)(eq - v), v,
+                      strlen(eq + 1), RC_CONF_KAFKA_VALUE_MAX);
+    if (a->nkafka == MAX_KAFKA_PROPS)
+        return rc_err(eb, el, RC_EINVAL, "at most %d properties", MAX_KAFKA_PROPS);
+    snprintf(a->kafka_key[a->nkafka], sizeof a->kafka_key[0], "%.*s", (int)(eq - v), v);
+    a->kafka_val[a->nkafka++] = eq + 1;
     return 0;
 }
 
+#define U32 4294967295.0
+#define BIG 9007199254740992.0
+
+static const rc_cli_opt gen_opts[] = {
+    {"seed", 0, RC_CLI_CALL, NULL, "N", "PRNG seed (default 1)", 0, BIG, G_SEED},
+    {"events", 0, RC_CLI_CALL, NULL, "N", "lines to write (default 100000, 0 = until interrupted)",
+     0, BIG, G_EVENTS},
+    {"users", 0, RC_CLI_CALL, NULL, "N", "users (default 10000)", 1, U32, G_USERS},
+    {"items", 0, RC_CLI_CALL, NULL, "N", "items (default 5000)", 1, U32, G_ITEMS},
+    {"cities", 0, RC_CLI_CALL, NULL, "N", "cities (default 8)", 1, U32, G_CITIES},
+    {"cates", 0, RC_CLI_CALL, NULL, "N", "categories / business lines (default 6)", 1, U32,
+     G_CATES},
+    {"communities", 0, RC_CLI_CALL, NULL, "N", "co-click communities (default 64)", 1, U32,
+     G_COMMUNITIES},
+    {"zipf", 0, RC_CLI_DBL, NULL, "S", "popularity exponent inside a community (default 1.0)",
+     0.01, 9.99, 0},
+    {"start-ts", 0, RC_CLI_CALL, NULL, "MS", "first event time, epoch ms (default 1700000000000)",
+     1, BIG, G_START_TS},
+    {"invalid-share", 0, RC_CLI_DBL, NULL, "F", "share of malformed lines, 0..1 (default 0)", 0, 1,
+     0},
+    {"no-device", 0, RC_CLI_BOOL, NULL, NULL, "omit the device field", 0, 0, 0},
+    {"no-tags", 0, RC_CLI_BOOL, NULL, NULL, "omit the tags field", 0, 0, 0},
+    {"drift", 0, RC_CLI_DBL, NULL, "P",
+     "drifting interests: per session, probability of moving to a\n"
+     "temporary interest (or back); tags keep the long-term one (0)", 0, 1, 0},
+    {"truth", 0, RC_CLI_STR, NULL, "FILE", "write item truth TSV to FILE, user truth to FILE.users",
+     0, 0, 0},
+    {"out", 0, RC_CLI_STR, NULL, "FILE", "output file ('-' = stdout; default stdout unless --brokers)",
+     0, 0, 0},
+    {"rate", 0, RC_CLI_DBL, NULL, "R", "pace to R events/s (default 0 = as fast as possible)", 0,
+     1e9, 0},
+    {"brokers", 0, RC_CLI_STR, NULL, "LIST", "produce to Kafka (bootstrap servers) ...", 0, 0, 0},
+    {"topic", 0, RC_CLI_STR, NULL, "NAME", "... this topic (default clicks), key = user_id", 0, 0,
+     0},
+    {"timeout-ms", 0, RC_CLI_CALL, NULL, "N",
+     "broker reachability / final delivery timeout (default 10000)", 1, 3600000, G_TIMEOUT},
+    {"", 'X', RC_CLI_CALL, NULL, "KEY=VALUE",
+     "librdkafka producer property (repeatable), over the\n"
+     "defaults: -X security.protocol=ssl -X linger.ms=50", 0, 0, G_KAFKA},
+};
+
+/* Returns -1 to go on, else the exit status. */
 static int parse_args(int argc, char **argv, struct args *a)
 {
-    static const struct option longopts[] = {
-        {"seed", 1, 0, 's'},        {"events", 1, 0, 'n'},
-        {"users", 1, 0, 'u'},       {"items", 1, 0, 'i'},
-        {"cities", 1, 0, 'c'},      {"cates", 1, 0, 'k'},
-        {"communities", 1, 0, 'm'}, {"zipf", 1, 0, 'z'},
-        {"start-ts", 1, 0, 'S'},    {"invalid-share", 1, 0, 'x'},
-        {"truth", 1, 0, 'T'},       {"out", 1, 0, 'o'},
-        {"rate", 1, 0, 'r'},        {"brokers", 1, 0, 'b'},
-        {"topic", 1, 0, 't'},       {"timeout-ms", 1, 0, 'w'},
-        {"no-device", 0, 0, 'D'},   {"no-tags", 0, 0, 'G'},
-        {"drift", 1, 0, 'd'},
-        {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
-    const double u32 = 4294967295.0, big = 9007199254740992.0;
-    double v = 0;
-    int c, idx;
-
+    struct gen_parse p = {.a = a};
+    int no_device = 0, no_tags = 0, argi, rc;
+    rc_cli_opt opts[RC_ARRAY_LEN(gen_opts)];
+    memcpy(opts, gen_opts, sizeof opts);
     memset(a, 0, sizeof *a);
     a->g.events = 100000;
     a->topic = "clicks";
     a->timeout_ms = 10000;
-    while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
-        const char *name = c == '?' || c == 'h' ? "" : longopts[idx].name;
-        int bad = 0;
-        switch (c) {
-            case 's': bad = parse_num(name, optarg, 0, big, &v), a->g.seed = (uint64_t)v; break;
-            case 'n': bad = parse_num(name, optarg, 0, big, &v), a->g.events = (uint64_t)v; break;
-            case 'u': bad = parse_num(name, optarg, 1, u32, &v), a->g.users = (uint32_t)v; break;
-            case 'i': bad = parse_num(name, optarg, 1, u32, &v), a->g.items = (uint32_t)v; break;
-            case 'c': bad = parse_num(name, optarg, 1, u32, &v), a->g.cities = (uint32_t)v; break;
-            case 'k': bad = parse_num(name, optarg, 1, u32, &v), a->g.cates = (uint32_t)v; break;
-            case 'm':
-                bad = parse_num(name, optarg, 1, u32, &v), a->g.communities = (uint32_t)v;
-                break;
-            case 'z': bad = parse_num(name, optarg, 0.01, 9.99, &a->g.zipf); break;
-            case 'S':
-                bad = parse_num(name, optarg, 1, big, &v), a->g.start_ts_ms = (int64_t)v;
-                break;
-            case 'x': bad = parse_num(name, optarg, 0, 1, &a->g.invalid_share); break;
-            case 'd': bad = parse_num(name, optarg, 0, 1, &a->g.drift); break;
-            case 'r': bad = parse_num(name, optarg, 0, 1e9, &a->rate); break;
-            case 'w': bad = parse_num(name, optarg, 1, 3600000, &v), a->timeout_ms = (int)v; break;
-            case 'T': a->truth = optarg; break;
-            case 'o': a->out = optarg; break;
-            case 'b': a->brokers = optarg; break;
-            case 't': a->topic = optarg; break;
-            case 'D': a->g.flags |= RC_GEN_NO_DEVICE; break;
-            case 'G': a->g.flags |= RC_GEN_NO_TAGS; break;
-            case 'h': usage(stdout); exit(0);
-            default: usage(stderr); return -1;
-        }
-        if (bad)
-            return -1;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "recalld-gen: unexpected argument '%s'\n", argv[optind]);
-        return -1;
-    }
+    /* Where the typed options go (the table is static, the struct is not). */
+    void *dest[] = {&a->g.zipf, &a->g.invalid_share, &no_device, &no_tags, &a->g.drift,
+                    &a->truth, &a->out, &a->rate, &a->brokers, &a->topic};
+    size_t nd = 0;
+    for (size_t i = 0; i < RC_ARRAY_LEN(opts); i++)
+        if (opts[i].type != RC_CLI_CALL && nd < RC_ARRAY_LEN(dest))
+            opts[i].dest = dest[nd++];
+    assert(nd == RC_ARRAY_LEN(dest)); /* one destination per typed option, in table order */
+    rc_cli_spec s = {.prog = "recalld-gen", .synopsis = "[options]",
+                     .about = "Writes a synthetic click stream (JSON lines) to a file, stdout "
+                              "or a Kafka topic.",
+                     .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_gen_opt, .ud = &p};
+    if ((rc = rc_cli_args(&s, argc, argv, &argi)) >= 0)
+        return rc;
+    if (p.set[G_SEED])
+        a->g.seed = (uint64_t)p.v[G_SEED];
+    if (p.set[G_EVENTS])
+        a->g.events = (uint64_t)p.v[G_EVENTS];
+    if (p.set[G_START_TS])
+        a->g.start_ts_ms = (int64_t)p.v[G_START_TS];
+    if (p.set[G_TIMEOUT])
+        a->timeout_ms = (int)p.v[G_TIMEOUT];
+    uint32_t *u32[] = {[G_USERS] = &a->g.users, [G_ITEMS] = &a->g.items,
+                       [G_CITIES] = &a->g.cities, [G_CATES] = &a->g.cates,
+                       [G_COMMUNITIES] = &a->g.communities};
+    for (int i = G_USERS; i <= G_COMMUNITIES; i++)
+        if (p.set[i])
+            *u32[i] = (uint32_t)p.v[i];
+    a->g.flags |= (no_device ? RC_GEN_NO_DEVICE : 0) | (no_tags ? RC_GEN_NO_TAGS : 0);
+    if (a->nkafka && !a->brokers)
+        return rc_cli_usage_error("recalld-gen", "-X needs --brokers (it sets producer properties)");
     if (!a->out && !a->brokers)
         a->out = "-";
-    return 0;
+    return -1;
 }
 
 static int write_truth(const rc_gen *g, const char *path)
@@ -171,7 +204,7 @@ static int set(rd_kafka_conf_t *conf, const char *key, const char *val)
 {
     char err[256];
     if (rd_kafka_conf_set(conf, key, val, err, sizeof err) != RD_KAFKA_CONF_OK) {
-        fprintf(stderr, "recalld-gen: kafka: %s: %s\n", key, err);
+        fprintf(stderr, "recalld-gen: kafka: %s: %s\n", key, err); /* names -X's key too */
         return -1;
     }
     return 0;
@@ -202,6 +235,11 @@ static int kafka_open(struct kafka *k, const struct args *a)
         rd_kafka_conf_destroy(conf);
         return -1;
     }
+    for (int i = 0; i < a->nkafka; i++) /* -X: over the defaults above */
+        if (set(conf, a->kafka_key[i], a->kafka_val[i])) {
+            rd_kafka_conf_destroy(conf);
+            return -1;
+        }
     k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!k->rk) {
         rd_kafka_conf_destroy(conf);
@@ -326,15 +364,16 @@ static int run(rc_gen *g, const struct args *a, FILE *out, struct kafka *k)
 
 int main(int argc, char **argv)
 {
-    struct args a;
     struct kafka k = {0};
     rc_gen *g = NULL;
     FILE *out = NULL;
     char err[256];
     int rc = 1;
 
-    if (parse_args(argc, argv, &a))
-        return 2;
+    static struct args a; /* -X keys: ~16 KiB */
+    if ((rc = parse_args(argc, argv, &a)) >= 0)
+        return rc;
+    rc = 1;
     if (rc_gen_create(&a.g, &g, err, sizeof err)) {
         fprintf(stderr, "recalld-gen: %s\n", err);
         return 2;

@@ -181,25 +181,20 @@ int main(int argc, char **argv)
     struct train_flags tf = {0};
     rc_cli_init(&cli);
     if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &tf, err,
-                     sizeof err)) {
-        fprintf(stderr, "recalld-train: %s\n\n", err);
-        rc_cli_usage(stderr, "recalld-train", about, extra, RC_ARRAY_LEN(extra));
-        return 2;
-    }
+                     sizeof err))
+        return rc_cli_usage_error("recalld-train", "%s", err);
     if (cli.help) {
         rc_cli_usage(stdout, "recalld-train", about, extra, RC_ARRAY_LEN(extra));
         return 0;
     }
-    if (!cli.log.path || !cli.output) {
-        fprintf(stderr, "recalld-train: --input and --output are required\n\n");
-        rc_cli_usage(stderr, "recalld-train", about, extra, RC_ARRAY_LEN(extra));
-        return 2;
+    if (cli.version) {
+        printf("recalld-train %s\n", RC_VERSION);
+        return 0;
     }
-    if (tf.tower_output && !tf.two_tower) {
-        fprintf(stderr, "recalld-train: --tower-output needs --model two-tower\n\n");
-        rc_cli_usage(stderr, "recalld-train", about, extra, RC_ARRAY_LEN(extra));
-        return 2;
-    }
+    if (!cli.log.path || !cli.output)
+        return rc_cli_usage_error("recalld-train", "--input and --output are required");
+    if (tf.tower_output && !tf.two_tower)
+        return rc_cli_usage_error("recalld-train", "--tower-output needs --model two-tower");
     snprintf(tower_path, sizeof tower_path, "%s.tower", cli.output);
     rc_tt_train_opts topts = cli.tower;
     if (!cli.tower_features_set)

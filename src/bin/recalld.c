@@ -2,7 +2,6 @@
  * Kafka click events -> sessions -> incremental SGNS -> live FAISS index ->
  * newline-delimited JSON recall over a Unix socket. See README.md. */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <uv.h>
 
 #include "recalld/api.h"
+#include "recalld/cli.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
 #include "recalld/consumer.h"
@@ -49,130 +49,124 @@ typedef struct daemon {
     char instance_id[RC_CONF_STR];
 } daemon_t;
 
-static void usage(FILE *f)
+enum { O_CONFIG, O_SOCKET, O_BROKERS, O_TOPIC, O_GROUP, O_EMBEDDED, O_PARTS, O_DLQ_FILE, O_DIM,
+       O_MODEL, O_DATA_DIR, O_LOG_LEVEL, O_METRICS_PORT, O_KAFKA, O_CHECK };
+
+static const rc_cli_opt opts[] = {
+    {"config", 0, RC_CLI_CALL, NULL, "FILE", "JSON config (see conf/recalld.json); default\n"
+     "$RECALLD_CONFIG; given twice, the second file overrides the first", 0, 0, O_CONFIG},
+    {"socket", 0, RC_CLI_CALL, NULL, "PATH", "Unix socket to serve on (socket.path)", 0, 0, O_SOCKET},
+    {"brokers", 0, RC_CLI_CALL, NULL, "LIST", "Kafka bootstrap servers (kafka.brokers)", 0, 0,
+     O_BROKERS},
+    {"topic", 0, RC_CLI_CALL, NULL, "NAME", "click topic (kafka.topic, default clicks)", 0, 0,
+     O_TOPIC},
+    {"group", 0, RC_CLI_CALL, NULL, "ID", "consumer group (kafka.group, default recalld)", 0, 0,
+     O_GROUP},
+    {"embedded-kafka", 0, RC_CLI_CALL, NULL, NULL,
+     "start librdkafka's mock cluster in-process (demo, tests)", 0, 0, O_EMBEDDED},
+    {"partitions", 0, RC_CLI_CALL, NULL, "N",
+     "partitions of the embedded topic (kafka.embedded_partitions)", 0, 0, O_PARTS},
+    {"dlq-file", 0, RC_CLI_CALL, NULL, "FILE", "dead letters to this file instead of <topic>.dlq",
+     0, 0, O_DLQ_FILE},
+    {"dim", 0, RC_CLI_CALL, NULL, "N", "embedding dimension (model.dim)", 0, 0, O_DIM},
+    {"model", 0, RC_CLI_CALL, NULL, "FILE",
+     "start from a model written by recalld-train; repeatable:\n"
+     "a word2vec model (model.path) and/or a two-tower model\n"
+     "(tower.model, served by \"mode\":\"two_tower\"); the kind\n"
+     "is read from the file", 0, 0, O_MODEL},
+    {"data-dir", 0, RC_CLI_CALL, NULL, "DIR", "checkpoint directory (data_dir)", 0, 0, O_DATA_DIR},
+    {"log-level", 0, RC_CLI_CALL, NULL, "LEVEL", "debug|info|warn|error|off (log.level)", 0, 0,
+     O_LOG_LEVEL},
+    {"metrics-port", 0, RC_CLI_CALL, NULL, "N",
+     "Prometheus /metrics and /health over HTTP on\n"
+     "metrics.bind (127.0.0.1) port N (metrics.port, 0 = off)", 0, 0, O_METRICS_PORT},
+    {"", 'X', RC_CLI_CALL, NULL, "KEY=VALUE",
+     "librdkafka property (repeatable), over kafka.config:\n"
+     "-X security.protocol=ssl -X ssl.ca.location=/etc/ca.pem", 0, 0, O_KAFKA},
+    {"check-config", 0, RC_CLI_CALL, NULL, NULL,
+     "validate the configuration (librdkafka's included) and exit", 0, 0, O_CHECK},
+};
+
+/* The key each flag sets (rc_config_set), by option id. */
+static const char *const opt_key[] = {
+    [O_SOCKET] = "socket.path",   [O_BROKERS] = "kafka.brokers",
+    [O_TOPIC] = "kafka.topic",    [O_GROUP] = "kafka.group",
+    [O_EMBEDDED] = "kafka.embedded", [O_PARTS] = "kafka.embedded_partitions",
+    [O_DLQ_FILE] = "kafka.dlq_file", [O_DIM] = "model.dim",
+    [O_DATA_DIR] = "data_dir",    [O_LOG_LEVEL] = "log.level",
+    [O_METRICS_PORT] = "metrics.port",
+};
+
+static const char epilog[] =
+    "Precedence: defaults < --config file < environment (RECALLD_BROKERS, RECALLD_TOPIC,\n"
+    "RECALLD_GROUP, RECALLD_SOCKET, RECALLD_STATE_DIR, ...: docs/CONFIG.md) < flags.\n";
+
+/* Two passes over argv: pass 1 loads the files, pass 2 applies the flags, so
+ * the environment can go in between and flags win wherever they appear. */
+#define MAX_CONFIG_FILES 16
+
+struct args_pass {
+    rc_config *cfg;
+    int pass, check_only;
+    const char *config[MAX_CONFIG_FILES]; /* --config files, in order (argv's) */
+    int nconfig;
+};
+
+static int on_opt(void *ud, const rc_cli_opt *o, const char *v, char *eb, size_t el)
 {
-    fprintf(f,
-            "usage: recalld [options]\n"
-            "  --config FILE        JSON config (see conf/recalld.json); flags override it\n"
-            "  --socket PATH        Unix socket to serve on (socket.path)\n"
-            "  --brokers LIST       Kafka bootstrap servers (kafka.brokers)\n"
-            "  --topic NAME         click topic (kafka.topic, default clicks)\n"
-            "  --group ID           consumer group (kafka.group, default recalld)\n"
-            "  --embedded-kafka     start librdkafka's mock cluster in-process (demo, tests)\n"
-            "  --partitions N       partitions of the embedded topic (kafka.embedded_partitions)\n"
-            "  --dlq-file FILE      dead letters to this file instead of <topic>.dlq\n"
-            "  --dim N              embedding dimension (model.dim)\n"
-            "  --model FILE         start from a model written by recalld-train; repeatable:\n"
-            "                       a word2vec model (model.path) and/or a two-tower model\n"
-            "                       (tower.model, served by \"mode\":\"two_tower\"); the kind\n"
-            "                       is read from the file\n"
-            "  --data-dir DIR       checkpoint directory (data_dir)\n"
-            "  --log-level LEVEL    debug|info|warn|error (log.level)\n"
-            "  --metrics-port N     Prometheus /metrics and /health over HTTP on\n"
-            "                       metrics.bind (127.0.0.1) port N (metrics.port, 0 = off)\n"
-            "  --check-config       validate the configuration and exit\n"
-            "  --version, --help\n");
-}
-
-enum { O_CONFIG = 256, O_SOCKET, O_BROKERS, O_TOPIC, O_GROUP, O_EMBEDDED, O_PARTS, O_DLQ_FILE,
-       O_DIM, O_MODEL, O_DATA_DIR, O_LOG_LEVEL, O_CHECK, O_VERSION, O_HELP, O_METRICS_PORT };
-
-static const struct option long_opts[] = {
-    {"config", required_argument, 0, O_CONFIG},   {"socket", required_argument, 0, O_SOCKET},
-    {"brokers", required_argument, 0, O_BROKERS}, {"topic", required_argument, 0, O_TOPIC},
-    {"group", required_argument, 0, O_GROUP},     {"embedded-kafka", no_argument, 0, O_EMBEDDED},
-    {"partitions", required_argument, 0, O_PARTS}, {"dlq-file", required_argument, 0, O_DLQ_FILE},
-    {"dim", required_argument, 0, O_DIM},         {"model", required_argument, 0, O_MODEL},         {"data-dir", required_argument, 0, O_DATA_DIR},
-    {"log-level", required_argument, 0, O_LOG_LEVEL}, {"check-config", no_argument, 0, O_CHECK},
-    {"version", no_argument, 0, O_VERSION},       {"help", no_argument, 0, O_HELP},
-    {"metrics-port", required_argument, 0, O_METRICS_PORT},
-    {0, 0, 0, 0}};
-
-static int set_str(char *dst, const char *src, const char *flag)
-{
-    if (strlen(src) >= RC_CONF_STR) {
-        fprintf(stderr, "recalld: %s: value too long\n", flag);
-        return -1;
+    struct args_pass *a = ud;
+    char who[32];
+    if ((o->id == O_CONFIG) != (a->pass == 1))
+        return 0;
+    snprintf(who, sizeof who, "--%s", o->name);
+    switch (o->id) {
+        case O_CONFIG:
+            if (a->nconfig == MAX_CONFIG_FILES)
+                return rc_err(eb, el, RC_EINVAL, "at most %d files", MAX_CONFIG_FILES);
+            a->config[a->nconfig++] = v;
+            return 0;
+        case O_EMBEDDED:
+            return rc_config_set(a->cfg, "kafka.embedded", "true", RC_CONF_CLI, who, eb, el);
+        case O_MODEL: /* either kind: the file says which */
+            return rc_config_set(a->cfg, rc_tt_probe(v) ? "tower.model" : "model.path", v,
+                                 RC_CONF_CLI, who, eb, el);
+        case O_KAFKA: return rc_config_kafka_arg(a->cfg, v, RC_CONF_CLI, "-X", eb, el);
+        case O_CHECK: a->check_only = 1; return 0;
+        default: return rc_config_set(a->cfg, opt_key[o->id], v, RC_CONF_CLI, who, eb, el);
     }
-    snprintf(dst, RC_CONF_STR, "%s", src);
-    return 0;
 }
 
-static int parse_u32(const char *s, uint32_t *out, const char *flag)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || !*s || v > UINT32_MAX) {
-        fprintf(stderr, "recalld: %s: expected a non-negative integer, got \"%s\"\n", flag, s);
-        return -1;
-    }
-    *out = (uint32_t)v;
-    return 0;
-}
-
-/* Two passes: --config first (so flags override it wherever they appear). */
+/* Returns -1 to go on, else the exit status (help, version, usage error). */
 static int parse_args(daemon_t *d, int argc, char **argv, int *check_only)
 {
-    char err[512];
-    int c;
+    char err[640];
+    struct args_pass a = {.cfg = &d->cfg, .pass = 1};
+    rc_cli_spec s = {.prog = "recalld", .synopsis = "[options]",
+                     .about = "Streaming item embeddings and recall over a Unix socket.",
+                     .epilog = epilog, .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_opt,
+                     .ud = &a};
+    int argi, rc;
     rc_config_defaults(&d->cfg);
-    for (int i = 1; i < argc; i++) {
-        const char *path = NULL;
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-            path = argv[i + 1];
-        else if (strncmp(argv[i], "--config=", 9) == 0)
-            path = argv[i] + 9;
-        if (path && rc_config_load(&d->cfg, path, err, sizeof err)) {
-            fprintf(stderr, "recalld: %s\n", err);
-            return 2;
-        }
-    }
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-            case O_CONFIG: break;
-            case O_SOCKET: bad = set_str(d->cfg.socket_path, optarg, "--socket"); break;
-            case O_BROKERS: bad = set_str(d->cfg.brokers, optarg, "--brokers"); break;
-            case O_TOPIC: bad = set_str(d->cfg.topic, optarg, "--topic"); break;
-            case O_GROUP: bad = set_str(d->cfg.group, optarg, "--group"); break;
-            case O_EMBEDDED: d->cfg.embedded = 1; break;
-            case O_PARTS: bad = parse_u32(optarg, &d->cfg.embedded_partitions, "--partitions"); break;
-            case O_DLQ_FILE: bad = set_str(d->cfg.dlq_file, optarg, "--dlq-file"); break;
-            case O_DIM: bad = parse_u32(optarg, &d->cfg.dim, "--dim"); break;
-            case O_MODEL: /* either kind: the file says which */
-                bad = set_str(rc_tt_probe(optarg) ? d->cfg.tower_model : d->cfg.model_path, optarg,
-                              "--model");
-                break;
-            case O_DATA_DIR: bad = set_str(d->cfg.data_dir, optarg, "--data-dir"); break;
-            case O_METRICS_PORT:
-                bad = parse_u32(optarg, &d->cfg.metrics_port, "--metrics-port");
-                break;
-            case O_LOG_LEVEL:
-                if (rc_log_level_parse(optarg) < 0) {
-                    fprintf(stderr, "recalld: --log-level: expected debug, info, warn or error\n");
-                    bad = 1;
-                } else
-                    snprintf(d->cfg.log_level, sizeof d->cfg.log_level, "%s", optarg);
-                break;
-            case O_CHECK: *check_only = 1; break;
-            case O_VERSION: printf("recalld %s\n", RC_VERSION); return 0;
-            case O_HELP: usage(stdout); return 0;
-            default: usage(stderr); return 2;
-        }
-        if (bad)
-            return 2;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "recalld: unexpected argument \"%s\"\n", argv[optind]);
-        return 2;
-    }
-    if (rc_config_validate(&d->cfg, err, sizeof err)) {
-        fprintf(stderr, "recalld: %s\n", err);
-        return 2;
-    }
+    if ((rc = rc_cli_args(&s, argc, argv, &argi)) >= 0)
+        return rc;
+    const char *env_file = getenv("RECALLD_CONFIG");
+    if (!a.nconfig && env_file && *env_file)
+        a.config[a.nconfig++] = env_file;
+    for (int i = 0; i < a.nconfig; i++)
+        if (rc_config_load(&d->cfg, a.config[i], err, sizeof err))
+            goto bad;
+    if (rc_config_env(&d->cfg, err, sizeof err))
+        goto bad;
+    a.pass = 2;
+    if (rc_cli_args_parse(&s, argc, argv, &argi, err, sizeof err))
+        goto bad;
+    if (rc_config_validate(&d->cfg, err, sizeof err))
+        goto bad;
+    *check_only = a.check_only;
     return -1;
+bad:
+    fprintf(stderr, "recalld: %s\n", err);
+    return 2;
 }
 
 /* ---- Kafka -> engine ---- */
@@ -741,6 +735,11 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     if (check_only) {
+        char err[640];
+        if (rc_config_kafka_check(&d.cfg, err, sizeof err)) {
+            fprintf(stderr, "recalld: %s\n", err);
+            return 2;
+        }
         printf("recalld: configuration ok\n");
         return 0;
     }
