@@ -15,7 +15,7 @@
 
 #include "recalld/buf.h"
 #include "recalld/engine.h"
-#include "recalld/metrics.h"
+#include "recalld/hist.h"
 
 /* Request kinds for the latency histograms; RC_API_OP_INVALID covers lines
  * that name no known op (bad JSON, missing or unknown op). */

@@ -1,5 +1,5 @@
 /* metrics — Prometheus text exposition (format 0.0.4) over a minimal HTTP
- * server, plus the lock-free histograms the other modules observe into.
+ * server, and the daemon's /metrics page.
  *
  * The HTTP server is the daemon's only TCP listener. It runs on the loop
  * thread, answers `GET /metrics` and `GET /health` (HEAD too) with
@@ -15,10 +15,10 @@
  *    line (400), an unknown path (404) never reach the render callback.
  * It binds to 127.0.0.1 unless told otherwise.
  *
- * Histograms (rc_hist) take integer observations in a base unit (e.g.
- * microseconds) and export them scaled (e.g. to seconds) with cumulative
- * `_bucket{le=...}`, `_sum` and `_count`; observing is lock-free (atomics)
- * from any thread. */
+ * The module sits above every other one: the daemon's page (rc_metrics_render)
+ * reads the engine, the API, the consumer and the server. Files: prom.c (the
+ * exposition text writer), metrics_http.c (the listener), metrics.c (the
+ * daemon's page). The histograms it exports live in hist.h. */
 #ifndef RECALLD_METRICS_H
 #define RECALLD_METRICS_H
 
@@ -27,36 +27,12 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "recalld/api.h"
 #include "recalld/buf.h"
-
-/* ---- histograms -------------------------------------------------------- */
-
-#define RC_HIST_MAX 24 /* finite buckets per histogram */
-
-/* Plain struct so that owners can embed it; touch it only through rc_hist_*. */
-typedef struct rc_hist {
-    uint32_t nb;                         /* finite bucket bounds in le[] */
-    double scale;                        /* exported value = observed value * scale */
-    uint64_t le[RC_HIST_MAX];            /* upper bounds (inclusive), strictly increasing */
-    _Atomic uint64_t n[RC_HIST_MAX + 1]; /* per bucket, not cumulative; n[nb] = above le[nb-1] */
-    _Atomic uint64_t sum;                /* of observed values, base unit */
-} rc_hist;
-
-/* Bucket bounds in microseconds for request latencies (50 us .. 10 s) and for
- * event freshness (1 ms .. 120 s); use with scale 1e-6 to export seconds. */
-extern const uint64_t rc_hist_latency_us[];
-extern const uint32_t rc_hist_latency_us_n;
-extern const uint64_t rc_hist_freshness_us[];
-extern const uint32_t rc_hist_freshness_us_n;
-
-/* Sets bounds le[0..nb) (nb <= RC_HIST_MAX, strictly increasing; excess is
- * ignored) and zeroes the counts. Not thread-safe: before any observer runs. */
-void rc_hist_init(rc_hist *h, const uint64_t *le, uint32_t nb, double scale);
-/* Any thread, lock-free. */
-void rc_hist_observe(rc_hist *h, uint64_t v);
-/* Any thread. Total observations (consistent with a snapshot taken later or
- * earlier only up to concurrent observations). */
-uint64_t rc_hist_count(const rc_hist *h);
+#include "recalld/consumer.h"
+#include "recalld/engine.h"
+#include "recalld/hist.h"
+#include "recalld/server.h"
 
 /* ---- exposition text --------------------------------------------------- */
 
@@ -126,11 +102,6 @@ void rc_metrics_close(rc_metrics *m, void (*cb)(void *arg), void *arg);
 void rc_metrics_stats_get(const rc_metrics *m, rc_metrics_stats *st);
 
 /* ---- the daemon's metrics page ----------------------------------------- */
-
-typedef struct rc_engine rc_engine;
-typedef struct rc_consumer rc_consumer;
-typedef struct rc_server rc_server;
-typedef struct rc_api rc_api;
 
 /* Checkpoint figures, filled by the checkpoint owner's callback. */
 typedef struct rc_metrics_checkpoint {
