@@ -45,3 +45,13 @@ uint64_t rc_hist_count(const rc_hist *h)
     return n;
 }
 
+
+void rc_hist_snapshot(const rc_hist *h, rc_hist_snap *out)
+{
+    out->nb = h->nb;
+    out->scale = h->scale;
+    memcpy(out->le, h->le, sizeof out->le);
+    for (uint32_t i = 0; i <= RC_HIST_MAX; i++)
+        out->n[i] = i <= h->nb ? atomic_load_explicit(&h->n[i], memory_order_relaxed) : 0;
+    out->sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
+}

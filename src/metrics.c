@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "metrics_int.h"
 #include "recalld/common.h"
 #include "recalld/index.h"
 #include "recalld/table.h"
@@ -81,12 +82,9 @@ static void render_index(rc_buf *b, rc_engine *e)
     counter(b, "recalld_index_skipped_small_drift_total",
             "Touched rows left as indexed (drift under the threshold).", is.skipped_small_drift);
     counter(b, "recalld_index_retrains_total", "IVF partitions (re)trained.", is.retrains);
-    gauge(b, "recalld_index_new_item_freshness_p50_seconds",
-          "Median time from a new item's first touch to searchable (recent window).",
-          (double)is.fresh_p50_us / 1e6);
-    gauge(b, "recalld_index_new_item_freshness_p99_seconds",
-          "99th percentile of the time from a new item's first touch to searchable.",
-          (double)is.fresh_p99_us / 1e6);
+    rc_prom_family(b, "recalld_index_new_item_freshness_seconds", "histogram",
+                   "Time from a new item's first touch to searchable in the index.");
+    rc_prom_hist_snap(b, "recalld_index_new_item_freshness_seconds", NULL, &is.fresh_hist);
     gauge(b, "recalld_index_bytes", "Memory held by the index.", (double)is.bytes);
 }
 
@@ -206,12 +204,10 @@ static void render_tower(rc_buf *b, rc_engine *e)
           (double)ti.index.pending);
     gauge(b, "recalld_tower_index_staleness_seconds",
           "Age of the oldest pending tower index touch, 0 when none.", ti.index.staleness_ms / 1e3);
-    gauge(b, "recalld_tower_index_new_item_freshness_p50_seconds",
-          "Median time from a new item's first touch to searchable in the tower index.",
-          (double)ti.index.fresh_p50_us / 1e6);
-    gauge(b, "recalld_tower_index_new_item_freshness_p99_seconds",
-          "99th percentile of the time from a new item's first touch to searchable in the "
-          "tower index.", (double)ti.index.fresh_p99_us / 1e6);
+    rc_prom_family(b, "recalld_tower_index_new_item_freshness_seconds", "histogram",
+                   "Time from a new item's first touch to searchable in the tower index.");
+    rc_prom_hist_snap(b, "recalld_tower_index_new_item_freshness_seconds", NULL,
+                      &ti.index.fresh_hist);
     gauge(b, "recalld_tower_bytes", "Memory held by the served two-tower bundle.",
           (double)ti.bytes);
     rc_engine_retrain_info ri;
@@ -275,6 +271,22 @@ static void render_self(rc_buf *b, rc_metrics *m)
             st.refused);
 }
 
+/* The numbers of the stats op that no source family above shows. */
+static void render_stats(rc_buf *b, const rc_metrics_sources *s)
+{
+    rc_buf st;
+    rc_buf_init(&st, 0);
+    rc_buf_puts(&st, "{");
+    if (s->api)
+        rc_api_stats_json(s->api, &st);
+    else
+        rc_engine_stats_json(s->engine, &st);
+    rc_buf_puts(&st, "}");
+    if (!st.overflow)
+        rc__metrics_render_stats(b, st.data, st.len);
+    rc_buf_free(&st);
+}
+
 void rc_metrics_render(const rc_metrics_sources *s, rc_buf *out)
 {
     rc_prom_family(out, "recalld_build_info", "gauge", "Always 1; the version is a label.");
@@ -296,6 +308,8 @@ void rc_metrics_render(const rc_metrics_sources *s, rc_buf *out)
         render_checkpoint(out, s);
     if (s->metrics)
         render_self(out, s->metrics);
+    if (s->api || s->engine)
+        render_stats(out, s);
     if (s->extra)
         s->extra(s->extra_arg, out);
 }

@@ -80,7 +80,7 @@ void rc_prom_label(rc_buf *labels, const char *name, const char *value)
 
 /* v * h->scale, computed as a division when the scale is 1/N so that bounds
  * print as written (50 us -> 5e-05, not 4.9999999999999996e-05). */
-static double scaled(const rc_hist *h, double v)
+static double scaled(const rc_hist_snap *h, double v)
 {
     double inv = 1.0 / h->scale, r = round(inv);
     if (h->scale < 1 && fabs(inv - r) < 1e-9 * r)
@@ -88,16 +88,14 @@ static double scaled(const rc_hist *h, double v)
     return v * h->scale;
 }
 
-void rc_prom_hist(rc_buf *b, const char *name, const char *labels, const rc_hist *h)
+void rc_prom_hist_snap(rc_buf *b, const char *name, const char *labels, const rc_hist_snap *h)
 {
-    uint64_t snap[RC_HIST_MAX + 1], cum = 0;
+    uint64_t cum = 0;
     char bname[160], lab[512], le[40];
     const char *sep = labels && labels[0] ? "," : "";
-    for (uint32_t i = 0; i <= h->nb; i++)
-        snap[i] = atomic_load_explicit(&h->n[i], memory_order_relaxed);
     snprintf(bname, sizeof bname, "%s_bucket", name);
     for (uint32_t i = 0; i <= h->nb; i++) {
-        cum += snap[i];
+        cum += h->n[i];
         if (i < h->nb)
             fmt_double(le, sizeof le, scaled(h, (double)h->le[i]));
         else
@@ -106,9 +104,14 @@ void rc_prom_hist(rc_buf *b, const char *name, const char *labels, const rc_hist
         rc_prom_sample_u64(b, bname, lab, cum);
     }
     snprintf(bname, sizeof bname, "%s_sum", name);
-    rc_prom_sample(b, bname, labels,
-                   scaled(h, (double)atomic_load_explicit(&h->sum, memory_order_relaxed)));
+    rc_prom_sample(b, bname, labels, scaled(h, (double)h->sum));
     snprintf(bname, sizeof bname, "%s_count", name);
     rc_prom_sample_u64(b, bname, labels, cum);
 }
 
+void rc_prom_hist(rc_buf *b, const char *name, const char *labels, const rc_hist *h)
+{
+    rc_hist_snap snap;
+    rc_hist_snapshot(h, &snap);
+    rc_prom_hist_snap(b, name, labels, &snap);
+}

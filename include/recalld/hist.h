@@ -30,6 +30,16 @@ extern const uint32_t rc_hist_latency_us_n;
 extern const uint64_t rc_hist_freshness_us[];
 extern const uint32_t rc_hist_freshness_us_n;
 
+/* A copy of a histogram's counts taken at one moment: plain data, so that
+ * an owner can hand it out inside a stats struct. */
+typedef struct rc_hist_snap {
+    uint32_t nb;
+    double scale;
+    uint64_t le[RC_HIST_MAX];
+    uint64_t n[RC_HIST_MAX + 1]; /* per bucket, not cumulative */
+    uint64_t sum;                /* base unit */
+} rc_hist_snap;
+
 /* Sets bounds le[0..nb) (nb <= RC_HIST_MAX, strictly increasing; excess is
  * ignored) and zeroes the counts. Not thread-safe: before any observer runs. */
 void rc_hist_init(rc_hist *h, const uint64_t *le, uint32_t nb, double scale);
@@ -38,5 +48,7 @@ void rc_hist_observe(rc_hist *h, uint64_t v);
 /* Any thread. Total observations (consistent with a snapshot taken later or
  * earlier only up to concurrent observations). */
 uint64_t rc_hist_count(const rc_hist *h);
+/* Any thread. Copies bounds and counts (each bucket read once, relaxed). */
+void rc_hist_snapshot(const rc_hist *h, rc_hist_snap *out);
 
 #endif

@@ -51,6 +51,8 @@ void rc_prom_label(rc_buf *labels, const char *name, const char *value);
  * cumulative _bucket per bound plus le="+Inf", _sum, _count. The +Inf bucket
  * equals _count by construction (both come from one snapshot of the buckets). */
 void rc_prom_hist(rc_buf *b, const char *name, const char *labels, const rc_hist *h);
+/* The same from a snapshot (rc_hist_snapshot). */
+void rc_prom_hist_snap(rc_buf *b, const char *name, const char *labels, const rc_hist_snap *h);
 
 /* ---- HTTP server ------------------------------------------------------- */
 
@@ -130,8 +132,39 @@ typedef struct rc_metrics_sources {
     void *extra_arg;
 } rc_metrics_sources;
 
-/* Appends the exposition text of every source to out. Loop thread. */
+/* Appends the exposition text of every source to out. Loop thread. With an
+ * api (else an engine) it also renders, from the stats op's own text
+ * (rc_api_stats_json), every number that no source family shows (see
+ * rc_metrics_stat). */
 void rc_metrics_render(const rc_metrics_sources *s, rc_buf *out);
+
+/* ---- the stats op on the page ------------------------------------------ */
+
+enum rc_metrics_stat_kind {
+    RC_MSTAT_COUNTER, /* rendered from the stats text as a counter */
+    RC_MSTAT_GAUGE,   /* rendered from the stats text as a gauge (-1: no sample) */
+    RC_MSTAT_SAME,    /* the same figure, rendered from its source as `metric` */
+    RC_MSTAT_HIST,    /* a quantile or sample count of a recent window: `metric` is
+                       * the histogram (or gauge) to use instead */
+    RC_MSTAT_INFO     /* not a quantity (where, not how many): no metric */
+};
+
+/* One number of the stats object (JSON path "events.late"; "*" stands for a
+ * map's key, which becomes the label `label`). value on the page = stats
+ * value * scale (milliseconds to seconds...). Static data. */
+typedef struct rc_metrics_stat {
+    const char *path;
+    const char *metric; /* NULL for RC_MSTAT_INFO */
+    int kind;
+    double scale;
+    const char *label;
+    const char *help;
+} rc_metrics_stat;
+
+/* The row for a stats path, NULL when there is none. Any thread. */
+const rc_metrics_stat *rc_metrics_stat_find(const char *path);
+/* The whole table (n rows). */
+const rc_metrics_stat *rc_metrics_stat_table(size_t *n);
 
 /* Resident set size of this process in bytes (0 if /proc is unreadable). */
 size_t rc_metrics_rss_bytes(void);
