@@ -458,6 +458,19 @@ static rc_engine *offline_engine(void)
     return e;
 }
 
+/* n clicks one second apart: user i % users, item i % items, city i % cities. */
+static void apply_clicks(rc_engine *e, int n, int users, int items, int cities)
+{
+    char line[256];
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(line, sizeof line,
+                           "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":%d,"
+                           "\"cate_id\":1,\"ts\":%lld}",
+                           i % users, i % items, i % cities, 1700000000000LL + i * 1000);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
+    }
+}
+
 static void api_call(rc_api *a, const char *req, const char *want)
 {
     rc_buf r;
@@ -473,14 +486,7 @@ TEST(metrics_render_offline_engine_and_api)
     static prom_page pg;
     static rc_api a;
     rc_engine *e = offline_engine();
-    char line[256];
-    for (int i = 0; i < 200; i++) {
-        int n = snprintf(line, sizeof line,
-                         "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":%d,"
-                         "\"cate_id\":1,\"ts\":%lld}",
-                         i % 10, i % 37, i % 3, 1700000000000LL + i * 1000);
-        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
-    }
+    apply_clicks(e, 200, 10, 37, 3);
     ASSERT_EQ(rc_engine_apply_line(e, "{", 1), RC_EV_BAD_JSON);
     ASSERT_EQ(rc_engine_apply_line(e, "[1]", 3), RC_EV_NOT_OBJECT);
     ASSERT_EQ(rc_engine_apply_line(e, "{\"user_id\":\"u\"}", 15), RC_EV_MISSING_FIELD);
@@ -668,14 +674,7 @@ TEST(metrics_new_item_freshness_histogram)
 {
     static prom_page pg;
     rc_engine *e = offline_engine();
-    char line[256];
-    for (int i = 0; i < 50; i++) {
-        int n = snprintf(line, sizeof line,
-                         "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":1,"
-                         "\"cate_id\":1,\"ts\":%lld}",
-                         i % 5, i, 1700000000000LL + i * 1000);
-        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
-    }
+    apply_clicks(e, 50, 5, 50, 1);
     rc_engine_sync(e);
     rc_metrics_sources src = {.engine = e};
     rc_buf b;
