@@ -35,7 +35,10 @@ static int g_json;
 static int g_journal = -1; /* -1: not checked yet */
 static pthread_mutex_t g_write_mu = PTHREAD_MUTEX_INITIALIZER;
 
-void rc_log_set_level(enum rc_log_level lvl) { __atomic_store_n(&g_level, (int)lvl, __ATOMIC_RELAXED); }
+void rc_log_set_level(enum rc_log_level lvl)
+{
+    __atomic_store_n(&g_level, (int)lvl, __ATOMIC_RELAXED);
+}
 void rc_log_set_json(int json) { __atomic_store_n(&g_json, json, __ATOMIC_RELAXED); }
 
 int rc_log_level_parse(const char *s)

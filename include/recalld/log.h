@@ -1,7 +1,7 @@
 /* Structured logs: one record per line on stderr, logfmt by default
  *   ts=2026-11-25T15:33:00.123Z level=info mod=consumer msg="assigned" partitions=4
  * or one JSON object per line (rc_log_set_json)
- *   {"ts":"2026-11-25T15:33:00.123Z","level":"info","mod":"consumer","msg":"assigned","partitions":4}
+ * {"ts":"2026-11-25T15:33:00.123Z","level":"info","mod":"consumer","msg":"assigned","partitions":4}
  *
  * Every line is valid whatever the values hold: a value with a space, a quote,
  * '=', a control byte or non-ASCII text is quoted and escaped (logfmt: \" \\
