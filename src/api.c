@@ -428,6 +428,12 @@ static void op_user(rc_api *a, json_t *req, rc_buf *r)
 static void op_stats(rc_api *a, rc_buf *r)
 {
     rc_buf_puts(r, "{\"ok\":true,");
+    rc_api_stats_json(a, r);
+    rc_buf_puts(r, "}");
+}
+
+void rc_api_stats_json(rc_api *a, rc_buf *r)
+{
     rc_engine_stats_json(a->engine, r);
     rc_buf_printf(r, ",\"server\":{\"requests\":%llu,\"errors\":%llu}",
                   (unsigned long long)atomic_load(&a->requests),
@@ -444,7 +450,6 @@ static void op_stats(rc_api *a, rc_buf *r)
         a->kafka_stats(a->kafka_arg, r);
         rc_buf_puts(r, "}");
     }
-    rc_buf_puts(r, "}");
 }
 
 void rc_api_init(rc_api *a)

@@ -137,6 +137,7 @@ struct rc_index {
   pthread_mutex_t fresh_mu;
   uint32_t fresh[FRESH_RING];
   uint64_t nfresh;
+  rc_hist fresh_hist; /* every fresh[] sample, for /metrics */
 };
 
 struct work {
@@ -363,6 +364,7 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out,
   ix->lists = opts->search_lists ? opts->search_lists : 8 * ix->nprobe;
   ix->lists = RC_MAX(ix->lists, ix->nprobe);
   pthread_mutex_init(&ix->fresh_mu, NULL);
+  rc_hist_init(&ix->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
   if (hash_grow(ix)) {
     rc_index_destroy(ix);
     return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
@@ -448,6 +450,7 @@ static void fresh_record(rc_index *ix, const uint32_t *rows, uint32_t n,
     rowchunk *c = chunk_of(ix, rows[i]);
     uint64_t us = (now - c->st[rows[i] & (CHUNK_ROWS - 1)].touch) / 1000;
     ix->fresh[ix->nfresh++ % FRESH_RING] = (uint32_t)RC_MIN(us, UINT32_MAX);
+    rc_hist_observe(&ix->fresh_hist, us);
   }
   pthread_mutex_unlock(&ix->fresh_mu);
 }
@@ -1149,6 +1152,7 @@ void rc_index_stats_get(rc_index *ix, rc_index_stats *st) {
   st->staleness_ms =
       oldest && now > oldest ? (double)(now - oldest) / 1e6 : 0.0;
   st->bytes = (size_t)RLOAD(&ix->st_bytes);
+  rc_hist_snapshot(&ix->fresh_hist, &st->fresh_hist);
   uint32_t tmp[FRESH_RING];
   pthread_mutex_lock(&ix->fresh_mu);
   uint32_t m = (uint32_t)RC_MIN(ix->nfresh, (uint64_t)FRESH_RING);

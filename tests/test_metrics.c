@@ -458,6 +458,19 @@ static rc_engine *offline_engine(void)
     return e;
 }
 
+/* n clicks one second apart: user i % users, item i % items, city i % cities. */
+static void apply_clicks(rc_engine *e, int n, int users, int items, int cities)
+{
+    char line[256];
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(line, sizeof line,
+                           "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":%d,"
+                           "\"cate_id\":1,\"ts\":%lld}",
+                           i % users, i % items, i % cities, 1700000000000LL + i * 1000);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
+    }
+}
+
 static void api_call(rc_api *a, const char *req, const char *want)
 {
     rc_buf r;
@@ -473,14 +486,7 @@ TEST(metrics_render_offline_engine_and_api)
     static prom_page pg;
     static rc_api a;
     rc_engine *e = offline_engine();
-    char line[256];
-    for (int i = 0; i < 200; i++) {
-        int n = snprintf(line, sizeof line,
-                         "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":%d,"
-                         "\"cate_id\":1,\"ts\":%lld}",
-                         i % 10, i % 37, i % 3, 1700000000000LL + i * 1000);
-        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
-    }
+    apply_clicks(e, 200, 10, 37, 3);
     ASSERT_EQ(rc_engine_apply_line(e, "{", 1), RC_EV_BAD_JSON);
     ASSERT_EQ(rc_engine_apply_line(e, "[1]", 3), RC_EV_NOT_OBJECT);
     ASSERT_EQ(rc_engine_apply_line(e, "{\"user_id\":\"u\"}", 15), RC_EV_MISSING_FIELD);
@@ -564,6 +570,126 @@ TEST(metrics_checkpoint_hook)
     rc_metrics_render(&src, &b);
     ASSERT(strstr(b.data, "recalld_checkpoint") == NULL);
     rc_buf_free(&b);
+}
+
+/* ---- every number of the stats op on the page --------------------------- */
+
+static int prom_family_has(const prom_page *p, const char *name)
+{
+    for (int i = 0; i < p->nf; i++)
+        if (!strcmp(p->f[i].name, name))
+            return 1;
+    return 0;
+}
+
+/* Walks the stats object: each number and boolean needs a row of the table
+ * whose family is on the page; rows rendered from the stats show its value.
+ * Returns the numbers seen. */
+static int walk_stats(json_t *o, char *path, size_t at, const prom_page *pg, int exact,
+                      int ckpt)
+{
+    const char *key;
+    json_t *v;
+    int n = 0;
+    json_object_foreach(o, key, v)
+    {
+        snprintf(path + at, 256 - at, "%s%s", at ? "." : "", key);
+        if (json_is_object(v)) {
+            n += walk_stats(v, path, strlen(path), pg, exact, ckpt);
+            continue;
+        }
+        if (!json_is_number(v) && !json_is_boolean(v))
+            continue;
+        n++;
+        const rc_metrics_stat *r = rc_metrics_stat_find(path);
+        if (!r)
+            RC__FAIL("stats number %s has no row in the metrics table (src/metrics_stats.c)",
+                     path);
+        if (r->kind == RC_MSTAT_INFO || (!ckpt && !strncmp(path, "checkpoint.", 11)))
+            continue;
+        if (!prom_family_has(pg, r->metric))
+            RC__FAIL("stats number %s: family %s not on the page", path, r->metric);
+        if (r->kind != RC_MSTAT_COUNTER || strchr(r->path, '*') || !exact)
+            continue;
+        double want = (json_is_number(v) ? json_number_value(v) : json_is_true(v)) * r->scale;
+        ASSERT_NEAR(prom_get(pg, r->metric, ""), want, 0);
+    }
+    return n;
+}
+
+TEST(metrics_every_stats_number_exported)
+{
+    static prom_page pg;
+    static rc_api a;
+    char path[256] = "";
+    int have = 1;
+    rc_engine *e = offline_engine();
+    /* a repeated click (duplicates), one back in time (reordered) */
+    const char *lines[] = {
+        "{\"user_id\":\"u1\",\"item_id\":\"i1\",\"city_id\":1,\"cate_id\":1,\"ts\":1700000010000}",
+        "{\"user_id\":\"u1\",\"item_id\":\"i2\",\"city_id\":1,\"cate_id\":1,\"ts\":1700000020000}",
+        "{\"user_id\":\"u1\",\"item_id\":\"i2\",\"city_id\":1,\"cate_id\":1,\"ts\":1700000020000}",
+        "{\"user_id\":\"u1\",\"item_id\":\"i3\",\"city_id\":1,\"cate_id\":1,\"ts\":1700000015000}",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+        ASSERT_EQ(rc_engine_apply_line(e, lines[i], strlen(lines[i])), RC_EV_OK);
+    rc_engine_sync(e);
+    rc_api_init(&a);
+    a.engine = e;
+    atomic_store(&a.model_ready, 1);
+    api_call(&a, "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":5}", "\"ok\":true");
+    rc_buf r, b;
+    rc_buf_init(&r, 1 << 20);
+    rc_api_handle(&a, "{\"op\":\"stats\"}", 14, &r);
+    json_error_t je;
+    json_t *st = json_loads(r.data, 0, &je);
+    ASSERT(st);
+    json_object_del(st, "ok");
+    ASSERT_EQ(e2e_int(st, "events.duplicates"), 1);
+    ASSERT_EQ(e2e_int(st, "events.reordered"), 1);
+    rc_metrics_sources src = {.engine = e, .api = &a, .checkpoint = fake_checkpoint,
+                              .checkpoint_arg = &have};
+    rc_buf_init(&b, 0);
+    rc_metrics_render(&src, &b);
+    prom_parse(&pg, b.data);
+    ASSERT_GT(walk_stats(st, path, 0, &pg, 1, 0), 100); /* no data dir: checkpoints off */
+    ASSERT_NEAR(prom_get(&pg, "recalld_events_duplicates_total", ""), 1, 0);
+    ASSERT_NEAR(prom_get(&pg, "recalld_events_reordered_total", ""), 1, 0);
+    ASSERT_NEAR(prom_get(&pg, "recalld_events_late_total", ""), 0, 0);
+    ASSERT_NEAR(prom_get(&pg, "recalld_users", ""), 1, 0);
+    ASSERT_NEAR(prom_get(&pg, "recalld_requests_total", ""), 2, 0);
+    /* the table has no row for a path the stats do not have */
+    size_t n;
+    const rc_metrics_stat *t = rc_metrics_stat_table(&n);
+    for (size_t i = 0; i < n; i++)
+        ASSERT(t[i].path && (t[i].kind == RC_MSTAT_INFO || t[i].metric));
+    json_decref(st);
+    rc_buf_free(&r);
+    rc_buf_free(&b);
+    rc_engine_destroy(e);
+}
+
+/* The quantile gauges are gone: new-item freshness is a histogram. */
+TEST(metrics_new_item_freshness_histogram)
+{
+    static prom_page pg;
+    rc_engine *e = offline_engine();
+    apply_clicks(e, 50, 5, 50, 1);
+    rc_engine_sync(e);
+    rc_metrics_sources src = {.engine = e};
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    rc_metrics_render(&src, &b);
+    prom_parse(&pg, b.data);
+    ASSERT(!strstr(b.data, "_p50_") && !strstr(b.data, "_p99_"));
+    ASSERT(prom_family_has(&pg, "recalld_index_new_item_freshness_seconds"));
+    ASSERT_NEAR(prom_get(&pg, "recalld_index_new_item_freshness_seconds_count", ""), 50, 0);
+    ASSERT_NEAR(prom_get(&pg, "recalld_index_new_item_freshness_seconds_bucket", "le=\"+Inf\""),
+                50, 0);
+    ASSERT_DBL_OP(prom_get(&pg, "recalld_index_new_item_freshness_seconds_sum", ""), >, 0);
+    ASSERT(prom_family_has(&pg, "recalld_tower_index_new_item_freshness_seconds"));
+    rc_buf_free(&b);
+    rc_engine_destroy(e);
 }
 
 TEST(metrics_config_keys)
@@ -1075,6 +1201,15 @@ TEST(metrics_e2e_page_moves_with_the_stream)
     /* a page counts the scrapes answered before it: p0 and the loop's earlier ones */
     ASSERT_NEAR(prom_get(&p1, "recalld_metrics_scrapes_total", ""), scrapes - 1, 0);
     json_decref(st);
+    /* every number of the daemon's stats (Kafka's included) has its metric */
+    char path[256] = "";
+    st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    json_object_del(st, "ok");
+    scrape(P, &p1);
+    ASSERT_GT(walk_stats(st, path, 0, &p1, 0, 0), 120); /* checkpoints off here */
+    ASSERT_NEAR(prom_get(&p1, "recalld_events_duplicates_total", ""),
+                (double)e2e_int(st, "events.duplicates"), 0);
+    json_decref(st);
     ASSERT_EQ(e2e_stop(&d), 0);
 }
 
@@ -1157,6 +1292,15 @@ TEST(metrics_e2e_checkpoint_figures)
             break;
     }
     ASSERT_DBL_OP(age, <, prev); /* renewed between two scrapes */
+    /* with checkpoints on, their numbers of the stats op are on the page too */
+    char path[256] = "";
+    json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT(json_is_true(json_object_get(json_object_get(st, "checkpoint"), "enabled")));
+    json_object_del(st, "ok");
+    scrape(P, &pg);
+    ASSERT_GT(walk_stats(st, path, 0, &pg, 0, 1), 120);
+    ASSERT_NEAR(prom_get(&pg, "recalld_checkpoint_enabled", ""), 1, 0);
+    json_decref(st);
     ASSERT_EQ(e2e_stop(&d), 0);
     e2e_sh(NULL, "rm -rf %s", dir);
 }

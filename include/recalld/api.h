@@ -15,7 +15,7 @@
 
 #include "recalld/buf.h"
 #include "recalld/engine.h"
-#include "recalld/metrics.h"
+#include "recalld/hist.h"
 
 /* Request kinds for the latency histograms; RC_API_OP_INVALID covers lines
  * that name no known op (bad JSON, missing or unknown op). */
@@ -66,6 +66,11 @@ void rc_api_init(rc_api *a);
 /* Any thread. 1 when health is ok (model ready, partitions assigned, not
  * stopping); else 0 and *why (static text) says what is missing. */
 int rc_api_ready(rc_api *a, const char **why);
+
+/* Any thread. Appends the members of the `stats` op's object (no braces, no
+ * "ok"): the engine's, "server", "two_tower" and "kafka". The /metrics page
+ * (metrics.h) exports every number of it. */
+void rc_api_stats_json(rc_api *a, rc_buf *out);
 
 /* Static name of an rc_api_op ("recall", ..., "invalid"). */
 const char *rc_api_op_name(int op);

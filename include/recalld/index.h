@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "recalld/hist.h"
 #include "recalld/table.h"
 
 typedef struct rc_index rc_index;
@@ -60,6 +61,7 @@ typedef struct rc_index_stats {
     uint64_t retrains;
     double staleness_ms;    /* age of the oldest pending touch, 0 when none */
     uint64_t fresh_p50_us, fresh_p99_us; /* touch -> searchable, new rows, recent window */
+    rc_hist_snap fresh_hist; /* the same for every new row since create, us */
     size_t bytes;
 } rc_index_stats;
 

@@ -1,5 +1,5 @@
 /* metrics — Prometheus text exposition (format 0.0.4) over a minimal HTTP
- * server, plus the lock-free histograms the other modules observe into.
+ * server, and the daemon's /metrics page.
  *
  * The HTTP server is the daemon's only TCP listener. It runs on the loop
  * thread, answers `GET /metrics` and `GET /health` (HEAD too) with
@@ -15,10 +15,10 @@
  *    line (400), an unknown path (404) never reach the render callback.
  * It binds to 127.0.0.1 unless told otherwise.
  *
- * Histograms (rc_hist) take integer observations in a base unit (e.g.
- * microseconds) and export them scaled (e.g. to seconds) with cumulative
- * `_bucket{le=...}`, `_sum` and `_count`; observing is lock-free (atomics)
- * from any thread. */
+ * The module sits above every other one: the daemon's page (rc_metrics_render)
+ * reads the engine, the API, the consumer and the server. Files: prom.c (the
+ * exposition text writer), metrics_http.c (the listener), metrics.c (the
+ * daemon's page). The histograms it exports live in hist.h. */
 #ifndef RECALLD_METRICS_H
 #define RECALLD_METRICS_H
 
@@ -27,36 +27,12 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "recalld/api.h"
 #include "recalld/buf.h"
-
-/* ---- histograms -------------------------------------------------------- */
-
-#define RC_HIST_MAX 24 /* finite buckets per histogram */
-
-/* Plain struct so that owners can embed it; touch it only through rc_hist_*. */
-typedef struct rc_hist {
-    uint32_t nb;                         /* finite bucket bounds in le[] */
-    double scale;                        /* exported value = observed value * scale */
-    uint64_t le[RC_HIST_MAX];            /* upper bounds (inclusive), strictly increasing */
-    _Atomic uint64_t n[RC_HIST_MAX + 1]; /* per bucket, not cumulative; n[nb] = above le[nb-1] */
-    _Atomic uint64_t sum;                /* of observed values, base unit */
-} rc_hist;
-
-/* Bucket bounds in microseconds for request latencies (50 us .. 10 s) and for
- * event freshness (1 ms .. 120 s); use with scale 1e-6 to export seconds. */
-extern const uint64_t rc_hist_latency_us[];
-extern const uint32_t rc_hist_latency_us_n;
-extern const uint64_t rc_hist_freshness_us[];
-extern const uint32_t rc_hist_freshness_us_n;
-
-/* Sets bounds le[0..nb) (nb <= RC_HIST_MAX, strictly increasing; excess is
- * ignored) and zeroes the counts. Not thread-safe: before any observer runs. */
-void rc_hist_init(rc_hist *h, const uint64_t *le, uint32_t nb, double scale);
-/* Any thread, lock-free. */
-void rc_hist_observe(rc_hist *h, uint64_t v);
-/* Any thread. Total observations (consistent with a snapshot taken later or
- * earlier only up to concurrent observations). */
-uint64_t rc_hist_count(const rc_hist *h);
+#include "recalld/consumer.h"
+#include "recalld/engine.h"
+#include "recalld/hist.h"
+#include "recalld/server.h"
 
 /* ---- exposition text --------------------------------------------------- */
 
@@ -75,6 +51,8 @@ void rc_prom_label(rc_buf *labels, const char *name, const char *value);
  * cumulative _bucket per bound plus le="+Inf", _sum, _count. The +Inf bucket
  * equals _count by construction (both come from one snapshot of the buckets). */
 void rc_prom_hist(rc_buf *b, const char *name, const char *labels, const rc_hist *h);
+/* The same from a snapshot (rc_hist_snapshot). */
+void rc_prom_hist_snap(rc_buf *b, const char *name, const char *labels, const rc_hist_snap *h);
 
 /* ---- HTTP server ------------------------------------------------------- */
 
@@ -127,11 +105,6 @@ void rc_metrics_stats_get(const rc_metrics *m, rc_metrics_stats *st);
 
 /* ---- the daemon's metrics page ----------------------------------------- */
 
-typedef struct rc_engine rc_engine;
-typedef struct rc_consumer rc_consumer;
-typedef struct rc_server rc_server;
-typedef struct rc_api rc_api;
-
 /* Checkpoint figures, filled by the checkpoint owner's callback. */
 typedef struct rc_metrics_checkpoint {
     int64_t last_ok_wall_ms;  /* epoch ms when the newest durable checkpoint was
@@ -159,8 +132,39 @@ typedef struct rc_metrics_sources {
     void *extra_arg;
 } rc_metrics_sources;
 
-/* Appends the exposition text of every source to out. Loop thread. */
+/* Appends the exposition text of every source to out. Loop thread. With an
+ * api (else an engine) it also renders, from the stats op's own text
+ * (rc_api_stats_json), every number that no source family shows (see
+ * rc_metrics_stat). */
 void rc_metrics_render(const rc_metrics_sources *s, rc_buf *out);
+
+/* ---- the stats op on the page ------------------------------------------ */
+
+enum rc_metrics_stat_kind {
+    RC_MSTAT_COUNTER, /* rendered from the stats text as a counter */
+    RC_MSTAT_GAUGE,   /* rendered from the stats text as a gauge (-1: no sample) */
+    RC_MSTAT_SAME,    /* the same figure, rendered from its source as `metric` */
+    RC_MSTAT_HIST,    /* a quantile or sample count of a recent window: `metric` is
+                       * the histogram (or gauge) to use instead */
+    RC_MSTAT_INFO     /* not a quantity (where, not how many): no metric */
+};
+
+/* One number of the stats object (JSON path "events.late"; "*" stands for a
+ * map's key, which becomes the label `label`). value on the page = stats
+ * value * scale (milliseconds to seconds...). Static data. */
+typedef struct rc_metrics_stat {
+    const char *path;
+    const char *metric; /* NULL for RC_MSTAT_INFO */
+    int kind;
+    double scale;
+    const char *label;
+    const char *help;
+} rc_metrics_stat;
+
+/* The row for a stats path, NULL when there is none. Any thread. */
+const rc_metrics_stat *rc_metrics_stat_find(const char *path);
+/* The whole table (n rows). */
+const rc_metrics_stat *rc_metrics_stat_table(size_t *n);
 
 /* Resident set size of this process in bytes (0 if /proc is unreadable). */
 size_t rc_metrics_rss_bytes(void);

@@ -1,0 +1,338 @@
+/* metrics_stats — the table from the numbers of the `stats` op to the
+ * families of /metrics (metrics.h, rc_metrics_stat).
+ *
+ * Every number (and boolean) of the stats object has one row: either the
+ * family is rendered here from the stats text itself (COUNTER, GAUGE), or the
+ * page already renders that figure from its source under the family named
+ * (SAME: same figure; HIST: quantiles and sample counts of a recent window,
+ * covered by a histogram), or it is not a quantity (INFO). A stats number
+ * without a row fails tests/test_metrics.c (metrics_every_stats_number_exported),
+ * so the page cannot fall behind the stats op. The checkpoint rows apply
+ * while checkpoints are enabled (checkpoint.enabled), as the daemon's
+ * checkpoint families (rc_metrics_sources.checkpoint) do. */
+#include "recalld/metrics.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "metrics_int.h"
+
+#define MS_S 1e-3 /* milliseconds -> seconds */
+
+#define C(p, m, h)     {p, m, RC_MSTAT_COUNTER, 1, NULL, h}
+#define CL(p, m, l, h) {p, m, RC_MSTAT_COUNTER, 1, l, h}
+#define G(p, m, sc, h) {p, m, RC_MSTAT_GAUGE, sc, NULL, h}
+#define S(p, m)        {p, m, RC_MSTAT_SAME, 1, NULL, NULL}
+#define H(p, m)        {p, m, RC_MSTAT_HIST, 1, NULL, NULL}
+#define I(p, why)      {p, NULL, RC_MSTAT_INFO, 1, NULL, why}
+
+static const rc_metrics_stat table[] = {
+    /* events */
+    S("events.consumed", "recalld_events_consumed_total"),
+    S("events.applied", "recalld_events_applied_total"),
+    S("events.invalid", "recalld_events_invalid_total"),
+    S("events.invalid_by_reason.*", "recalld_events_invalid_total"),
+    S("events.ignored", "recalld_events_ignored_total"),
+    C("events.duplicates", "recalld_events_duplicates_total",
+      "Duplicate clicks (same user, item and time): applied, not trained."),
+    C("events.reordered", "recalld_events_reordered_total",
+      "Out-of-order clicks inserted at their place in the session and trained."),
+    C("events.late", "recalld_events_late_total",
+      "Clicks too late for their session: applied, not trained."),
+    S("events.rejected_capacity", "recalld_events_rejected_capacity_total"),
+    S("events.lost", "recalld_events_lost_total"),
+    G("events.max_ts", "recalld_events_max_timestamp_seconds", MS_S,
+      "Newest event time applied, epoch seconds."),
+    S("items", "recalld_items"),
+    G("cities", "recalld_cities", 1, "Cities known to the item table."),
+    G("categories", "recalld_categories", 1, "Categories known to the item table."),
+    /* users (sessions) */
+    G("users.active", "recalld_users", 1, "Users held in the session store."),
+    C("users.evicted_lru", "recalld_users_evicted_lru_total",
+      "Users evicted because sessions.max_users was reached (least recently active)."),
+    C("users.expired_ttl", "recalld_users_expired_ttl_total",
+      "Users dropped after sessions.ttl_ms of event time without a click."),
+    C("users.sessions", "recalld_sessions_total", "Sessions started."),
+    /* index */
+    S("index.size", "recalld_index_size"),
+    S("index.partitions", "recalld_index_partitions"),
+    S("index.ivf_partitions", "recalld_index_ivf_partitions"),
+    S("index.pending", "recalld_index_pending"),
+    S("index.staleness_ms", "recalld_index_staleness_seconds"),
+    S("index.added", "recalld_index_added_total"),
+    S("index.reindexed", "recalld_index_reindexed_total"),
+    S("index.skipped_small_drift", "recalld_index_skipped_small_drift_total"),
+    S("index.retrains", "recalld_index_retrains_total"),
+    /* training */
+    S("training.pairs", "recalld_training_pairs_total"),
+    G("training.loss", "recalld_training_loss", 1, "Moving average of the training loss."),
+    C("training.sampler_rebuilds", "recalld_sampler_rebuilds_total",
+      "Rebuilds of the negative sampler's table."),
+    C("training.hard_negatives", "recalld_training_hard_negatives_total",
+      "Negatives drawn from the same category (hard negatives)."),
+    H("freshness_ms.p50", "recalld_freshness_seconds"),
+    H("freshness_ms.p99", "recalld_freshness_seconds"),
+    H("freshness_ms.samples", "recalld_freshness_seconds"),
+    H("freshness_ms.new_item_p50", "recalld_index_new_item_freshness_seconds"),
+    H("freshness_ms.new_item_p99", "recalld_index_new_item_freshness_seconds"),
+    /* memory */
+    S("memory.rss_bytes", "process_resident_memory_bytes"),
+    G("memory.table_bytes", "recalld_table_bytes", 1, "Memory held by the item table."),
+    G("memory.session_bytes", "recalld_session_bytes", 1, "Memory held by the session store."),
+    S("memory.index_bytes", "recalld_index_bytes"),
+    /* checkpoints: the hook's families (present when checkpoints are enabled) */
+    G("checkpoint.enabled", "recalld_checkpoint_enabled", 1, "1 when checkpoints are written."),
+    S("checkpoint.written", "recalld_checkpoints_total"),
+    S("checkpoint.failures", "recalld_checkpoints_total"),
+    C("checkpoint.unchanged", "recalld_checkpoint_unchanged_total",
+      "Checkpoint requests with nothing new to write (the last one stays durable)."),
+    G("checkpoint.in_progress", "recalld_checkpoint_in_progress", 1,
+      "1 while a checkpoint is being taken or written."),
+    G("checkpoint.seq", "recalld_checkpoint_seq", 1, "Sequence number of the newest checkpoint."),
+    S("checkpoint.age_ms", "recalld_checkpoint_age_seconds"),
+    S("checkpoint.bytes", "recalld_checkpoint_bytes"),
+    S("checkpoint.duration_ms", "recalld_checkpoint_duration_seconds"),
+    G("checkpoint.mb_s", "recalld_checkpoint_write_bytes_per_second", 1e6,
+      "Write rate of the last checkpoint."),
+    S("checkpoint.pause_ms", "recalld_checkpoint_pause_seconds"),
+    H("checkpoint.pause_p99_ms", "recalld_checkpoint_pause_max_seconds"),
+    G("checkpoint.pause_max_ms", "recalld_checkpoint_pause_max_seconds", MS_S,
+      "Longest pause of the model writer to copy a checkpoint since start."),
+    G("checkpoint.restored_seq", "recalld_checkpoint_restored_seq", 1,
+      "Sequence number of the checkpoint restored at start (0: none)."),
+    G("checkpoint.restore_ms", "recalld_checkpoint_restore_seconds", MS_S,
+      "Time to restore the checkpoint at start until ready to serve."),
+    /* two-tower model */
+    S("tower.loaded", "recalld_tower_loaded"),
+    S("tower.loading", "recalld_tower_loading"),
+    S("tower.params", "recalld_tower_params"),
+    S("tower.dim", "recalld_tower_dim"),
+    G("tower.max_clicks", "recalld_tower_max_clicks", 1,
+      "Clicks of history the served user tower reads."),
+    S("tower.items", "recalld_tower_items"),
+    G("tower.load_done", "recalld_tower_load_done_items", 1,
+      "Items vectorised by the load in progress."),
+    G("tower.load_total", "recalld_tower_load_total_items", 1,
+      "Items to vectorise by the load in progress."),
+    G("tower.load_ms", "recalld_tower_load_seconds", MS_S, "Duration of the last model load."),
+    S("tower.loads", "recalld_tower_reloads_total"),
+    S("tower.load_failures", "recalld_tower_reload_failures_total"),
+    C("tower.checked", "recalld_tower_checked_total",
+      "Item-tower vectors checked for word2vec drift."),
+    S("tower.recomputed", "recalld_tower_recomputed_total"),
+    S("tower.refresh_pending", "recalld_tower_refresh_pending"),
+    S("tower.bytes", "recalld_tower_bytes"),
+    S("tower.index.size", "recalld_tower_index_size"),
+    G("tower.index.partitions", "recalld_tower_index_partitions", 1,
+      "Tower index partitions (city, category)."),
+    G("tower.index.ivf_partitions", "recalld_tower_index_ivf_partitions", 1,
+      "Tower index partitions that are IVF."),
+    S("tower.index.pending", "recalld_tower_index_pending"),
+    S("tower.index.staleness_ms", "recalld_tower_index_staleness_seconds"),
+    C("tower.index.added", "recalld_tower_index_added_total", "Rows added to the tower index."),
+    C("tower.index.reindexed", "recalld_tower_index_reindexed_total",
+      "Rows re-indexed in the tower index after drifting."),
+    C("tower.index.skipped_small_drift", "recalld_tower_index_skipped_small_drift_total",
+      "Touched tower rows left as indexed (drift under the threshold)."),
+    C("tower.index.retrains", "recalld_tower_index_retrains_total",
+      "Tower IVF partitions (re)trained."),
+    H("tower.index.new_item_p50_ms", "recalld_tower_index_new_item_freshness_seconds"),
+    H("tower.index.new_item_p99_ms", "recalld_tower_index_new_item_freshness_seconds"),
+    G("tower.index.bytes", "recalld_tower_index_bytes", 1, "Memory held by the tower index."),
+    G("tower.retrain.enabled", "recalld_tower_retrain_enabled", 1,
+      "1 when background retraining is on."),
+    S("tower.retrain.running", "recalld_tower_retrain_running"),
+    G("tower.retrain.interval_s", "recalld_tower_retrain_interval_seconds", 1,
+      "Time between background retrains."),
+    S("tower.retrain.done", "recalld_tower_retrains_total"),
+    S("tower.retrain.failed", "recalld_tower_retrains_total"),
+    S("tower.retrain.skipped", "recalld_tower_retrains_total"),
+    S("tower.retrain.last_seconds", "recalld_tower_retrain_last_duration_seconds"),
+    G("tower.retrain.last_train_seconds", "recalld_tower_retrain_last_train_seconds", 1,
+      "Training part of the last retrain."),
+    G("tower.retrain.last_clicks", "recalld_tower_retrain_last_clicks", 1,
+      "Clicks the last retrain read."),
+    G("tower.retrain.last_users", "recalld_tower_retrain_last_users", 1,
+      "Users the last retrain read."),
+    G("tower.retrain.last_sessions", "recalld_tower_retrain_last_sessions", 1,
+      "Sessions the last retrain read."),
+    S("tower.retrain.last_examples", "recalld_tower_retrain_last_examples"),
+    G("tower.retrain.last_trained", "recalld_tower_retrain_last_trained", 1,
+      "Examples trained by the last retrain."),
+    S("tower.retrain.last_loss", "recalld_tower_retrain_last_loss"),
+    G("tower.retrain.last_first_loss", "recalld_tower_retrain_last_first_loss", 1,
+      "Mean loss over the first 10% of the last retrain's examples."),
+    G("tower.retrain.last_end_ms", "recalld_tower_retrain_last_end_timestamp_seconds", MS_S,
+      "When the last retrain ended, epoch seconds."),
+    S("tower.retrain.replay.capacity", "recalld_tower_replay_capacity_clicks"),
+    S("tower.retrain.replay.fill", "recalld_tower_replay_clicks"),
+    C("tower.retrain.replay.added", "recalld_tower_replay_added_total",
+      "Clicks added to the replay buffer."),
+    C("tower.retrain.replay.tag_lists", "recalld_tower_replay_tag_lists_total",
+      "Tag lists added to the replay buffer."),
+    C("tower.retrain.replay.tags_lost", "recalld_tower_replay_tags_lost_total",
+      "Tag references found overwritten when a retrain read them."),
+    S("tower.retrain.replay.bytes", "recalld_tower_replay_bytes"),
+    /* user profiles */
+    G("profiles.users", "recalld_profiles", 1, "Users with a profile."),
+    G("profiles.with_device", "recalld_profiles_with_device", 1, "Profiles with a device."),
+    G("profiles.with_tags", "recalld_profiles_with_tags", 1, "Profiles with tags."),
+    C("profiles.evicted_lru", "recalld_profiles_evicted_lru_total",
+      "Profiles evicted at the user bound (least recently active)."),
+    C("profiles.expired_ttl", "recalld_profiles_expired_ttl_total",
+      "Profiles dropped after the session TTL of event time."),
+    G("profiles.bytes", "recalld_profiles_bytes", 1, "Memory held by the profiles."),
+    /* the API */
+    C("server.requests", "recalld_requests_total", "Request lines handled, any op."),
+    S("server.errors", "recalld_request_errors_total"),
+    S("two_tower.requests", "recalld_two_tower_requests_total"),
+    S("two_tower.errors", "recalld_two_tower_request_errors_total"),
+    H("two_tower.p50_ms", "recalld_two_tower_request_duration_seconds"),
+    H("two_tower.p99_ms", "recalld_two_tower_request_duration_seconds"),
+    H("two_tower.samples", "recalld_two_tower_request_duration_seconds"),
+    /* Kafka (the daemon's consumer) */
+    S("kafka.messages", "recalld_kafka_messages_total"),
+    S("kafka.bytes", "recalld_kafka_bytes_total"),
+    S("kafka.assigned", "recalld_kafka_assigned_partitions"),
+    S("kafka.lag", "recalld_kafka_consumer_lag"),
+    S("kafka.dead_letters", "recalld_kafka_dead_letters_total"),
+    S("kafka.dead_letter_errors", "recalld_kafka_dead_letter_errors_total"),
+    S("kafka.errors", "recalld_kafka_errors_total"),
+    S("kafka.paused_batches", "recalld_kafka_paused_batches_total"),
+    S("kafka.commits", "recalld_kafka_commits_total"),
+    S("kafka.commit_errors", "recalld_kafka_commit_errors_total"),
+    S("kafka.rebalances", "recalld_kafka_rebalances_total"),
+    G("kafka.revoke_pending", "recalld_kafka_revoke_pending", 1,
+      "1 while a revoke waits for the checkpoint that covers it."),
+    S("kafka.skipped_applied", "recalld_kafka_skipped_applied_total"),
+    S("kafka.lost", "recalld_kafka_lost_total"),
+    S("kafka.offset_gaps", "recalld_kafka_offset_gaps_total"),
+    C("kafka.lookups_failed", "recalld_kafka_offset_lookups_failed_total",
+      "Committed-offset look-ups that failed (losses at a partition start may go unseen)."),
+    C("kafka.stale_offsets", "recalld_kafka_stale_offsets_total",
+      "Stored offsets dropped because the partition was no longer ours."),
+    C("kafka.lost_assignments", "recalld_kafka_lost_assignments_total",
+      "Assignments lost without a revoke (session timeout, fenced)."),
+    G("kafka.fatal", "recalld_kafka_fatal", 1, "1 after a fatal consumer error."),
+    I("kafka.last_gap.partition", "where the last offset gap was, not a quantity"),
+    I("kafka.last_gap.from", "where the last offset gap was, not a quantity"),
+    I("kafka.last_gap.to", "where the last offset gap was, not a quantity"),
+};
+
+#undef C
+#undef CL
+#undef G
+#undef S
+#undef H
+#undef I
+
+/* 1 when path matches pattern, '*' standing for one whole segment. */
+static int path_match(const char *pat, const char *path)
+{
+    while (*pat && *path) {
+        if (*pat == '*') {
+            pat++;
+            path += strcspn(path, ".");
+            continue;
+        }
+        if (*pat++ != *path++)
+            return 0;
+    }
+    return *pat == '\0' && *path == '\0';
+}
+
+const rc_metrics_stat *rc_metrics_stat_find(const char *path)
+{
+    if (!path)
+        return NULL;
+    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+        if (path_match(table[i].path, path))
+            return &table[i];
+    return NULL;
+}
+
+const rc_metrics_stat *rc_metrics_stat_table(size_t *n)
+{
+    *n = sizeof table / sizeof *table;
+    return table;
+}
+
+/* The value at a dotted path (no '*'), NULL when absent. */
+static json_t *lookup(json_t *root, const char *path)
+{
+    char seg[64];
+    json_t *v = root;
+    while (v && *path) {
+        size_t n = strcspn(path, ".");
+        if (n >= sizeof seg)
+            return NULL;
+        memcpy(seg, path, n);
+        seg[n] = '\0';
+        v = json_object_get(v, seg);
+        path += n + (path[n] == '.');
+    }
+    return v;
+}
+
+/* A number or boolean as a double; 0 when it is neither (then no sample). */
+static int number(json_t *v, double *out)
+{
+    if (json_is_number(v))
+        *out = json_number_value(v);
+    else if (json_is_boolean(v))
+        *out = json_is_true(v);
+    else
+        return 0;
+    return 1;
+}
+
+static void render_row(rc_buf *out, json_t *root, const rc_metrics_stat *r)
+{
+    const char *star = strchr(r->path, '*');
+    double v;
+    if (!star) {
+        if (!number(lookup(root, r->path), &v))
+            return;
+        rc_prom_family(out, r->metric, r->kind == RC_MSTAT_COUNTER ? "counter" : "gauge", r->help);
+        if (v >= 0) /* -1 in stats: not known yet */
+            rc_prom_sample(out, r->metric, NULL, v * r->scale);
+        return;
+    }
+    /* a map: "a.b.*", the key as the label */
+    char parent[128], lab[192];
+    const char *key;
+    json_t *obj, *x;
+    snprintf(parent, sizeof parent, "%.*s", (int)(star - r->path - 1), r->path);
+    if (!json_is_object(obj = lookup(root, parent)))
+        return;
+    rc_prom_family(out, r->metric, r->kind == RC_MSTAT_COUNTER ? "counter" : "gauge", r->help);
+    json_object_foreach(obj, key, x)
+    {
+        rc_buf lb;
+        if (!number(x, &v) || v < 0)
+            continue;
+        rc_buf_init(&lb, sizeof lab);
+        rc_prom_label(&lb, r->label, key);
+        if (!lb.overflow)
+            rc_prom_sample(out, r->metric, lb.data, v * r->scale);
+        rc_buf_free(&lb);
+    }
+}
+
+void rc__metrics_render_stats(rc_buf *out, const char *stats, size_t len)
+{
+    json_error_t je;
+    json_t *root = json_loadb(stats, len, 0, &je);
+    if (!root)
+        return; /* the stats text is ours: tests parse every page */
+    int ckpt = json_is_true(lookup(root, "checkpoint.enabled"));
+    for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
+        if (table[i].kind != RC_MSTAT_COUNTER && table[i].kind != RC_MSTAT_GAUGE)
+            continue;
+        if (!ckpt && strncmp(table[i].path, "checkpoint.", 11) == 0)
+            continue; /* like the hook's families: none while checkpoints are off */
+        render_row(out, root, &table[i]);
+    }
+    json_decref(root);
+}
