@@ -42,6 +42,10 @@ typedef struct rc_api {
      * health then says `"warnings":[...]` and stays ready. May be NULL.
      * Called on worker threads. */
     void (*warnings)(void *arg, rc_buf *out);
+    /* Socket figures appended inside the stats' "server" object (after a
+     * comma: `"clients":N,...`); may be NULL. Called on worker threads. */
+    void (*socket_stats)(void *arg, rc_buf *out);
+    void *socket_arg;
     atomic_int assigned; /* consumer has partitions (health) */
     atomic_int stopping; /* shutting down (health) */
     /* The engine exists and any --model / checkpoint restore has finished;
@@ -72,5 +76,10 @@ const char *rc_api_op_name(int op);
 
 /* rc_server_handler: ud is an rc_api. */
 void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply);
+
+/* rc_server_fast_handler: answers {"op":"health"} (a line of at most 256
+ * bytes) on the caller's thread, so that health never waits behind busy
+ * workers; returns 0 without touching reply for anything else. ud: rc_api. */
+int rc_api_fast(void *ud, const char *line, size_t len, rc_buf *reply);
 
 #endif

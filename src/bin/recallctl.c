@@ -21,9 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recalld/server.h"
+
 #define EXIT_NOTOK      1
 #define EXIT_TROUBLE    2
-#define DEFAULT_SOCKET  "/tmp/recalld.sock"
 #define DEFAULT_TIMEOUT 5000
 #define MAX_REPLY       (64u << 20) /* bytes; a reply line longer than this is an error */
 
@@ -33,7 +34,8 @@ static const char usage_text[] =
     "  stats | health | recall USER [K] [CITY] | similar ITEM [K]\n"
     "  | reload-model [PATH]   (two-tower model; default timeout 10 min)\n"
     "  | retrain-model         (two-tower, from the replay buffer; default timeout 10 min)\n"
-    "Socket: --socket, else $RECALLD_SOCKET, else " DEFAULT_SOCKET ".\n"
+    "Socket: --socket, else $RECALLD_SOCKET, else recalld.sock in the daemon's runtime\n"
+    "  directory: $RUNTIME_DIRECTORY, /run/recalld or $XDG_RUNTIME_DIR/recalld.\n"
     "Exit: 0 reply ok:true, 1 reply ok:false, 2 usage/connection/timeout error.\n";
 
 struct args {
@@ -71,8 +73,11 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 /* Returns 0, or an exit status after printing why. */
 static int parse_args(int argc, char **argv, struct args *a)
 {
+    static char def[108];
     const char *env = getenv("RECALLD_SOCKET");
-    a->socket = env && *env ? env : DEFAULT_SOCKET;
+    if (rc_server_default_path(def, sizeof def, 0, NULL, 0) != 0)
+        snprintf(def, sizeof def, "/run/recalld/recalld.sock");
+    a->socket = env && *env ? env : def;
     a->timeout_ms = DEFAULT_TIMEOUT;
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
