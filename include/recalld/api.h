@@ -3,7 +3,12 @@
  * recall and similar take "mode":"two_tower" (the served tower model, engine.h
  * "two-tower serving"); reload_model {"path":FILE} (optional: default the
  * configured tower.model) loads a tower model and swaps it in (blocks the
- * worker for the build; the served model stays on failure). Every failure is
+ * worker for the build; the served model stays on failure); FILE must be
+ * tower.model or a file of tower.model_dir (modelpath.h), else "not_allowed".
+ * A field an op does not take is bad_request naming it; a recall over
+ * recall.max_k_users (k x users) or, exact, recall.max_exact_scan (items x
+ * users) is "limit_exceeded" before any search; a reply over the reply
+ * buffer's limit "reply_too_large". Every failure is
  * {"ok":false,"error":{"code":C,"message":M}} and the connection stays usable.
  * Runs on server worker threads (rc_server_handler); thread-safe. */
 #ifndef RECALLD_API_H
