@@ -620,23 +620,41 @@ static int peer_allowed(rc_server *s, conn *c, uid_t *uid)
 }
 
 /* At max_clients: closes the least recently active conn if it has been idle
- * for EVICT_IDLE_MS with nothing running or queued, so that idle
- * connections cannot lock new clients out. 1 if one was closed. */
+ * for EVICT_IDLE_MS with nothing running or queued, else the conn whose
+ * unfinished line started longest ago if that was EVICT_IDLE_MS ago (a
+ * trickler is never idle), so that neither idle nor trickling connections
+ * can lock new clients out. 1 if one was closed. */
 static int evict_idle(rc_server *s)
 {
-    conn *o = s->head;
-    uint64_t now = uv_now(s->loop);
-    if (!o || o->inflight || now - o->last_ms < EVICT_IDLE_MS ||
-        uv_stream_get_write_queue_size((uv_stream_t *)&o->pipe) > 0)
+    conn *o = s->head, *p = s->phead;
+    uint64_t now = uv_now(s->loop), since;
+    if (o && !o->inflight && now - o->last_ms >= EVICT_IDLE_MS &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&o->pipe) == 0)
+        since = now - o->last_ms;
+    else if (p && now - p->part_ms >= EVICT_IDLE_MS)
+        since = now - p->part_ms, o = p;
+    else
         return 0;
     ctr_add(&s->evicted_idle, 1);
     if (warn_limit(s, WARN_EVICT))
-        rc_log_warn(MOD, "at max_clients: closing the least recently active idle client",
+        rc_log_warn(MOD, "at max_clients: closing an idle or trickling client",
                     "max_clients=%u idle_ms=%llu evicted=%llu", s->max_clients,
-                    (unsigned long long)(now - o->last_ms),
-                    (unsigned long long)atomic_load(&s->evicted_idle));
+                    (unsigned long long)since, (unsigned long long)atomic_load(&s->evicted_idle));
     conn_close(o);
     return 1;
+}
+
+/* Probe slots are for one quick request each: when all are taken, the
+ * oldest gives way, so that conns squatting them cannot keep a liveness probe
+ * out (rare path, only at max_clients: a walk of the LRU list). */
+static void evict_probe(rc_server *s)
+{
+    for (conn *c = s->head; c; c = c->next)
+        if (c->probe) {
+            ctr_add(&s->evicted_idle, 1);
+            conn_close(c);
+            return;
+        }
 }
 
 /* Admits an accepted conn, or answers it with an error line and closes it.
@@ -653,6 +671,8 @@ static void admit(rc_server *s, conn *c)
         return;
     }
     if (atomic_load(&s->clients) >= s->max_clients && !evict_idle(s)) {
+        if (s->fast && s->probes >= PROBE_SLOTS)
+            evict_probe(s);
         if (!s->fast || s->probes >= PROBE_SLOTS) {
             ctr_add(&s->refused_max, 1);
             if (warn_limit(s, WARN_EVICT))

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -399,4 +400,56 @@ TEST(abuse_modelpath_rules)
     ASSERT_EQ(rc_modelpath_check(&o, good, out, sizeof out, err, sizeof err), RC_EINVAL);
     ASSERT_STREQ(err, RC_MODELPATH_NOT_ALLOWED);
     e2e_sh(NULL, "rm -rf %s", dir);
+}
+
+/* Probe 5: 1,100 connections that send nothing (more than socket.max_clients,
+ * 1024) lock out neither the liveness probe nor new clients: health answers
+ * on a new connection at once (a probe slot, the oldest squatted one giving
+ * way), and a recall gets in as soon as an idle connection can be closed. */
+TEST(abuse_1100_idle_connections_do_not_lock_out)
+{
+    enum { IDLE = 1100 };
+    struct rlimit rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rl.rlim_cur = rl.rlim_max; /* the daemon inherits it */
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < IDLE + 200)
+        RC__FAIL("RLIMIT_NOFILE hard limit %lu is too low", (unsigned long)rl.rlim_cur);
+    e2e_daemon d;
+    e2e_start(&d, NULL);
+    static int fds[IDLE];
+    for (int i = 0; i < IDLE; i++) {
+        fds[i] = sock_connect(d.sock);
+    }
+    /* the liveness probe, right away, twice */
+    for (int i = 0; i < 2; i++) {
+        char *h = e2e_raw(d.sock, "{\"op\":\"health\"}\n", 16, WAIT_MS);
+        ASSERT(h != NULL);
+        ASSERT(strstr(h, "\"status\":\"ready\"") != NULL);
+        free(h);
+    }
+    /* a client with real work: admitted once an idle connection is a second old */
+    const char req[] = "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":3}\n";
+    long long until = e2e_now_ms() + WAIT_MS;
+    for (;;) {
+        char *r = e2e_raw(d.sock, req, sizeof req - 1, WAIT_MS);
+        int ok = r && strstr(r, "\"ok\":true");
+        if (!ok && (!r || !strstr(r, "too_many_clients")))
+            RC__FAIL("recall: %s", r ? r : "no reply");
+        free(r);
+        if (ok)
+            break;
+        if (e2e_now_ms() > until)
+            RC__FAIL("no idle connection was ever closed for a new client");
+        usleep(50000);
+    }
+    json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT_GE(e2e_int(st, "server.evicted_idle"), 1);
+    ASSERT_GE(e2e_int(st, "server.probes"), 1);
+    ASSERT_LE(e2e_int(st, "server.clients"), 1024);
+    json_decref(st);
+    for (int i = 0; i < IDLE; i++)
+        close(fds[i]);
+    ASSERT_EQ(e2e_stop(&d), 0);
+    e2e_sh(NULL, "rm -rf %s", d.dir);
 }

@@ -982,11 +982,22 @@ TEST(server_request_timeout_closes_tricklers)
     long until = now_ms() + PATIENCE_MS;
     cli_puts(&tr, "{\"op\":");
     while ((!got_tr || !got_lg) && now_ms() < until) {
-        if (!got_tr && send_some(&tr, "x", 1) == 0 && cli_line(&tr, line, sizeof line, 10) >= 0)
-            got_tr = strstr(line, "request_timeout") ? 1 : -1;
-        if (!got_lg && send_some(&lg, junk, sizeof junk) == 0 &&
-            cli_line(&lg, line, sizeof line, 10) >= 0 && !strstr(line, "line_too_long"))
-            got_lg = strstr(line, "request_timeout") ? 1 : -1;
+        /* keep sending (a refused send: closed already) and look for the answer */
+        long r;
+        if (!got_tr) {
+            send_some(&tr, "x", 1);
+            if ((r = cli_line(&tr, line, sizeof line, 10)) >= 0)
+                got_tr = strstr(line, "request_timeout") ? 1 : -1;
+            else if (r == -1)
+                got_tr = -2; /* closed without saying why */
+        }
+        if (!got_lg) {
+            send_some(&lg, junk, sizeof junk);
+            if ((r = cli_line(&lg, line, sizeof line, 10)) >= 0 && !strstr(line, "line_too_long"))
+                got_lg = strstr(line, "request_timeout") ? 1 : -1;
+            else if (r == -1)
+                got_lg = -2;
+        }
         cli_puts(&good, "g\n");
         cli_expect_echo(&good, "g");
     }
@@ -1040,5 +1051,43 @@ TEST(server_outbuf_total_bounds_all_clients)
     for (int i = 0; i < BAD; i++)
         cli_close(&bad[i]);
     cli_close(&good);
+    tserver_stop(&t);
+}
+
+/* Tricklers are never idle, yet cannot lock new clients out either: at
+ * max_clients the one whose unfinished line is oldest (a second or more)
+ * gives way, long before request_timeout_ms. */
+TEST(server_trickler_evicted_at_max_clients)
+{
+    tserver t;
+    rc_server_opts o = {.max_clients = 2, .request_timeout_ms = 600000};
+    cli a, b, c;
+    char line[1024];
+    tserver_start(&t, &o, "evtr");
+    cli_open(&a, t.path);
+    cli_open(&b, t.path);
+    cli_puts(&a, "{\"op\":");
+    cli_puts(&b, "{\"op\":");
+    long until = now_ms() + PATIENCE_MS;
+    for (;;) {
+        send_some(&a, "x", 1); /* both keep trickling: never idle */
+        send_some(&b, "x", 1);
+        cli_open(&c, t.path);
+        send_some(&c, "c\n", 2);
+        ASSERT_GE(cli_line(&c, line, sizeof line, PATIENCE_MS), 0);
+        if (strstr(line, "\"echo\":\"c\""))
+            break;
+        ASSERT(strstr(line, "too_many_clients") != NULL);
+        cli_close(&c);
+        if (now_ms() > until)
+            RC__FAIL("no trickling client was evicted");
+        ms_sleep(50);
+    }
+    cli_expect_eof(&a, PATIENCE_MS); /* its line started first */
+    ASSERT_EQ(stats(&t).evicted_idle, 1);
+    ASSERT_EQ(stats(&t).request_timeouts, 0);
+    cli_close(&a);
+    cli_close(&b);
+    cli_close(&c);
     tserver_stop(&t);
 }

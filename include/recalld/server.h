@@ -20,10 +20,12 @@
  *  - a request line must be complete (newline) within request_timeout_ms of
  *    its first byte, else "request_timeout" and the client is closed: a
  *    client trickling bytes cannot hold a slot;
- *  - at max_clients, the least recently active client idle for 1 s or more
- *    is closed to make room (evicted_idle); failing that, up to 8 "probe"
- *    connections beyond max_clients may send one request that the fast
- *    handler answers (health), anything else gets too_many_clients;
+ *  - at max_clients, the least recently active client idle for 1 s or more,
+ *    else the one whose unfinished line started 1 s ago or more, is closed to
+ *    make room (evicted_idle); failing that, up to 8 "probe" connections
+ *    beyond max_clients may send one request that the fast handler answers
+ *    (health), anything else gets too_many_clients; when the 8 are taken the
+ *    oldest probe gives way;
  *  - optional allowlist of peer uids (SO_PEERCRED).
  * Empty lines are ignored; '\r' before '\n' is stripped; a last line without
  * '\n' before the peer's EOF is still a request. A handler that appends nothing
