@@ -129,7 +129,7 @@ TEST(abuse_recall_cost_limits_and_unknown_fields)
     snprintf(model, sizeof model, "%s/m.rcm", dir);
     write_w2v(model, 16, 50000);
     e2e_daemon d;
-    start_with(&d, "{}", model, "16");
+    start_with(&d, "{\"socket\":{\"max_outbuf\":262144}}", model, "16");
     produce_users(&d, 256);
 
     char *req = batch_request(256, 1000, ",\"exact\":true,\"city\":\"*\"");
@@ -138,11 +138,16 @@ TEST(abuse_recall_cost_limits_and_unknown_fields)
     req = batch_request(256, 100, ",\"exact\":true,\"city\":\"*\"");
     expect_error(d.sock, req, "limit_exceeded", "recall.max_exact_scan (4000000)");
     free(req);
-    req = batch_request(256, 100, ",\"city\":\"*\""); /* at max_k_users: served */
+    /* at max_k_users the work is allowed, but its 1.5 MB reply is over
+     * socket.max_outbuf (256 KiB here): reply_too_large, not internal */
+    req = batch_request(256, 100, ",\"city\":\"*\"");
+    expect_error(d.sock, req, "reply_too_large", "socket.max_outbuf");
+    free(req);
+    req = batch_request(16, 100, ",\"city\":\"*\"");
     json_t *r = e2e_request(d.sock, "%s", req);
     if (!is_ok(r))
-        RC__FAIL("batch at the limit: %s %s", err_code(r), err_msg(r));
-    ASSERT_EQ(json_array_size(json_object_get(r, "results")), 256);
+        RC__FAIL("batch within the limits: %s %s", err_code(r), err_msg(r));
+    ASSERT_EQ(json_array_size(json_object_get(r, "results")), 16);
     json_decref(r);
     free(req);
     r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u7\",\"k\":10,\"exact\":true}");
@@ -173,7 +178,7 @@ TEST(abuse_recall_cost_limits_and_unknown_fields)
     json_decref(r);
     json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
     ASSERT_GE(e2e_int(st, "server.fast_requests"), 1); /* health on the loop thread */
-    ASSERT_EQ(e2e_int(st, "server.max_outbuf_total"), 268435456);
+    ASSERT_EQ(e2e_int(st, "server.max_outbuf_total"), 268435456); /* the default */
     json_decref(st);
     ASSERT_EQ(e2e_stop(&d), 0);
     e2e_sh(NULL, "rm -rf %s %s", d.dir, dir);
