@@ -897,7 +897,8 @@ int rc_server_start(uv_loop_t *loop, const rc_server_opts *opts, rc_server **out
         close_drain_timer(s);
         return rc;
     }
-    uint64_t every = RC_MAX(SWEEP_MIN_MS, RC_MIN(SWEEP_MAX_MS, RC_MIN(s->idle_ms, s->request_ms) / 4));
+    uint64_t shortest = RC_MIN(s->idle_ms, s->request_ms);
+    uint64_t every = RC_MAX(SWEEP_MIN_MS, RC_MIN(SWEEP_MAX_MS, shortest / 4));
     uv_timer_start(&s->sweep, on_sweep, every, every);
     rc_log_info(MOD, "listening", "path=%s mode=%o max_clients=%u max_line=%zu", s->path,
                 opts->mode ? opts->mode : 0660, s->max_clients, s->max_line);

@@ -30,9 +30,9 @@
  * Empty lines are ignored; '\r' before '\n' is stripped; a last line without
  * '\n' before the peer's EOF is still a request. A handler that appends nothing
  * is answered {"ok":false,"error":{"code":"internal",...}}, one that appends
- * more than max_outbuf bytes "reply_too_large". The socket file is created with `mode` (0660), set before
- * listen(2), and a stale socket file is replaced only if nothing listens on
- * it; a path that exists and is not a socket is never removed.
+ * more than max_outbuf bytes "reply_too_large". The socket file is created
+ * with `mode` (0660), set before listen(2), and a stale socket file is
+ * replaced only if nothing listens on it; a path that exists and is not a socket is never removed.
  *
  * Thread model: create/close on the loop thread; the handler runs on worker
  * threads, possibly several at once for different connections. */
