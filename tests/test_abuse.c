@@ -433,6 +433,10 @@ TEST(abuse_1100_idle_connections_do_not_lock_out)
         ASSERT(strstr(h, "\"status\":\"ready\"") != NULL);
         free(h);
     }
+    /* the k8s liveness probe, as deploy/k8s runs it */
+    ASSERT_EQ(e2e_sh(NULL, RC_BIN("recallctl") " --socket %s --timeout 60000 --alive health",
+                     d.sock),
+              0);
     /* a client with real work: admitted once an idle connection is a second old */
     const char req[] = "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":3}\n";
     long long until = e2e_now_ms() + WAIT_MS;

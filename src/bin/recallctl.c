@@ -1,6 +1,6 @@
 /* recallctl — send one request to recalld's Unix socket and print the reply.
  *
- *   recallctl [--socket PATH] [--timeout MS] [--raw] REQUEST
+ *   recallctl [--socket PATH] [--timeout MS] [--raw] [--alive] REQUEST
  *
  * REQUEST is a JSON object, or a shorthand: stats | health | recall USER [K] [CITY]
  * | similar ITEM [K] | reload-model [PATH] (a two-tower model; the default
@@ -29,19 +29,22 @@
 #define MAX_REPLY       (64u << 20) /* bytes; a reply line longer than this is an error */
 
 static const char usage_text[] =
-    "usage: recallctl [--socket PATH] [--timeout MS] [--raw] REQUEST\n"
+    "usage: recallctl [--socket PATH] [--timeout MS] [--raw] [--alive] REQUEST\n"
     "REQUEST: a JSON object, or one of\n"
     "  stats | health | recall USER [K] [CITY] | similar ITEM [K]\n"
     "  | reload-model [PATH]   (two-tower model; default timeout 10 min)\n"
     "  | retrain-model         (two-tower, from the replay buffer; default timeout 10 min)\n"
     "Socket: --socket, else $RECALLD_SOCKET, else recalld.sock in the daemon's runtime\n"
     "  directory: $RUNTIME_DIRECTORY, /run/recalld or $XDG_RUNTIME_DIR/recalld.\n"
-    "Exit: 0 reply ok:true, 1 reply ok:false, 2 usage/connection/timeout error.\n";
+    "Exit: 0 reply ok:true, 1 reply ok:false, 2 usage/connection/timeout error;\n"
+    "  --alive: 0 for any reply (liveness probes: `--alive health` is answered on the\n"
+    "  daemon's loop thread, also while workers are busy or it is not ready).\n";
 
 struct args {
     const char *socket;
     long timeout_ms;
     int raw;
+    int alive; /* --alive: any reply is success */
     int timeout_set; /* --timeout given */
     char **req; /* remaining words */
     int nreq;
@@ -87,6 +90,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             break;
         } else if (strcmp(o, "--raw") == 0) {
             a->raw = 1;
+        } else if (strcmp(o, "--alive") == 0) {
+            a->alive = 1;
         } else if (strcmp(o, "--help") == 0) {
             fputs(usage_text, stdout);
             exit(0);
@@ -321,6 +326,8 @@ int main(int argc, char **argv)
     close(fd);
     if (!rc)
         rc = report(line, len, a.raw);
+    if (rc == EXIT_NOTOK && a.alive)
+        rc = 0; /* an answer, even not_ready, is a live daemon */
     free(line);
     fflush(stdout);
     return rc;
