@@ -32,7 +32,10 @@ static int check_fields(json_t *req, const char *op, const char *const *allowed,
             i++;
         if (allowed[i])
             continue;
-        size_t n = (size_t)snprintf(msg, msglen, "%.64s: unknown field (%s takes:", key, op);
+        int kl = (int)RC_MIN(strlen(key), (size_t)64);
+        while (kl > 0 && ((unsigned char)key[kl] & 0xc0) == 0x80)
+            kl--; /* cut at a character boundary: the message stays UTF-8 */
+        size_t n = (size_t)snprintf(msg, msglen, "%.*s: unknown field (%s takes:", kl, key, op);
         for (i = 0; allowed[i] && n < msglen; i++)
             n += (size_t)snprintf(msg + n, msglen - n, "%s %s", i ? "," : "", allowed[i]);
         if (n < msglen)
