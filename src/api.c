@@ -7,6 +7,43 @@
 #include <string.h>
 
 #include "recalld/common.h"
+#include "recalld/modelpath.h"
+
+/* Request fields each op accepts; any other is bad_request naming it (a typo
+ * such as "cty" must not silently widen a recall). */
+static const char *const recall_fields[] = {"op",   "user_id",      "users", "k",      "city",
+                                            "categories", "mode", "half_life_ms", "exact",
+                                            "now_ms", NULL};
+static const char *const similar_fields[] = {"op", "item_id", "k", "mode", NULL};
+static const char *const user_fields[] = {"op", "user_id", NULL};
+static const char *const op_only_fields[] = {"op", NULL};
+static const char *const reload_fields[] = {"op", "path", NULL};
+
+/* 0 when every key of req is listed, else -1 and msg names the first other. */
+static int check_fields(json_t *req, const char *op, const char *const *allowed, char *msg,
+                        size_t msglen)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(req, key, v)
+    {
+        size_t i = 0;
+        while (allowed[i] && strcmp(allowed[i], key) != 0)
+            i++;
+        if (allowed[i])
+            continue;
+        int kl = (int)RC_MIN(strlen(key), (size_t)64);
+        while (kl > 0 && ((unsigned char)key[kl] & 0xc0) == 0x80)
+            kl--; /* cut at a character boundary: the message stays UTF-8 */
+        size_t n = (size_t)snprintf(msg, msglen, "%.*s: unknown field (%s takes:", kl, key, op);
+        for (i = 0; allowed[i] && n < msglen; i++)
+            n += (size_t)snprintf(msg + n, msglen - n, "%s %s", i ? "," : "", allowed[i]);
+        if (n < msglen)
+            snprintf(msg + n, msglen - n, ")");
+        return -1;
+    }
+    return 0;
+}
 
 static void reply_error(rc_api *a, rc_buf *r, const char *code, const char *msg)
 {
@@ -222,12 +259,37 @@ static int recall_one(rc_api *a, recall_opts *o, const char *user, rc_buf *r, ch
     return 0;
 }
 
+/* Cost limits of one recall request, checked before any work: k x users
+ * bounds the reply and the searches, items x users the brute force of
+ * "exact" (it scans every item whatever the city). 0, or -1 with msg naming
+ * the limit (limit_exceeded). */
+static int check_cost(rc_api *a, const recall_opts *o, size_t nusers, char *msg, size_t msglen)
+{
+    const rc_config *c = rc_engine_config(a->engine);
+    unsigned long long ku = (unsigned long long)o->q.k * nusers;
+    unsigned long long items = rc_table_size(rc_engine_table(a->engine));
+    if (ku > c->max_k_users) {
+        snprintf(msg, msglen, "k x users = %u x %zu = %llu exceeds recall.max_k_users (%u)",
+                 o->q.k, nusers, ku, c->max_k_users);
+        return -1;
+    }
+    if (o->q.exact && items * nusers > c->max_exact_scan) {
+        snprintf(msg, msglen, "exact: items x users = %llu x %zu = %llu exceeds "
+                 "recall.max_exact_scan (%llu)", items, nusers, items * nusers,
+                 (unsigned long long)c->max_exact_scan);
+        return -1;
+    }
+    return 0;
+}
+
 /* {"op":"recall","user_id":U,...} or, batched, {"op":"recall","users":[U,...],...}
  * -> {"ok":true,"results":[{"user_id":U,"items":[...]},...]}. */
 static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
 {
-    char user[RC_ID_MAX + 1], msg[160];
+    char user[RC_ID_MAX + 1], msg[480];
     int orc;
+    if (check_fields(req, "recall", recall_fields, msg, sizeof msg))
+        return reply_error(a, r, "bad_request", msg);
     recall_opts *o = malloc(sizeof *o);
     json_t *users = json_object_get(req, "users");
     if (!o)
@@ -238,6 +300,8 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
     if (!users) {
         if (get_id(req, "user_id", user, sizeof user, msg, sizeof msg))
             goto bad;
+        if (check_cost(a, o, 1, msg, sizeof msg))
+            goto limit;
         rc_buf_puts(r, o->q.two_tower ? "{\"ok\":true,\"mode\":\"two_tower\"," : "{\"ok\":true,");
         if ((orc = recall_one(a, o, user, r, msg, sizeof msg)) == -2)
             goto no_model;
@@ -265,6 +329,8 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
             goto bad;
         }
     }
+    if (check_cost(a, o, json_array_size(users), msg, sizeof msg))
+        goto limit;
     rc_buf_puts(r, o->q.two_tower ? "{\"ok\":true,\"mode\":\"two_tower\",\"results\":["
                                   : "{\"ok\":true,\"results\":[");
     json_array_foreach(users, i, u)
@@ -280,6 +346,8 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
         if (orc)
             goto internal;
         rc_buf_puts(r, "}");
+        if (r->overflow)
+            break; /* reply_too_large: no point searching for the rest */
     }
     rc_buf_puts(r, "]}");
     free(o);
@@ -287,6 +355,9 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
 bad:
     free(o);
     return reply_error(a, r, "bad_request", msg);
+limit:
+    free(o);
+    return reply_error(a, r, "limit_exceeded", msg);
 internal:
     free(o);
     return reply_error(a, r, "internal", msg);
@@ -297,9 +368,11 @@ no_model:
 
 static void op_similar(rc_api *a, json_t *req, rc_buf *r)
 {
-    char item[RC_ID_MAX + 1], msg[160];
+    char item[RC_ID_MAX + 1], msg[480];
     uint32_t k, n = 0;
     json_t *v;
+    if (check_fields(req, "similar", similar_fields, msg, sizeof msg))
+        return reply_error(a, r, "bad_request", msg);
     if (get_id(req, "item_id", item, sizeof item, msg, sizeof msg))
         return reply_error(a, r, "bad_request", msg);
     if (!json_object_get(req, "k"))
@@ -343,19 +416,35 @@ static void op_similar(rc_api *a, json_t *req, rc_buf *r)
 /* {"op":"reload_model","path":FILE?} -> the new tower model's figures. */
 static void op_reload_model(rc_api *a, json_t *req, rc_buf *r)
 {
-    char err[512];
+    char err[512], file[RC_CONF_STR];
     const char *path = NULL;
     rc_engine_tower_info ti;
     json_t *v = json_object_get(req, "path");
+    if (check_fields(req, "reload_model", reload_fields, err, sizeof err))
+        return reply_error(a, r, "bad_request", err);
     if (v && !json_is_null(v)) {
         if (!json_is_string(v) || json_string_length(v) == 0 ||
-            json_string_length(v) >= RC_CONF_STR) {
+            json_string_length(v) >= RC_CONF_STR || memchr(json_string_value(v), 0,
+                                                           json_string_length(v))) {
             snprintf(err, sizeof err, "path: expected a file name of 1..%d bytes", RC_CONF_STR - 1);
             return reply_error(a, r, "bad_request", err);
         }
         path = json_string_value(v);
     }
-    int rc = rc_engine_tower_load(a->engine, path, &ti, err, sizeof err);
+    /* Only the configured model or a file of tower.model_dir, checked
+     * before anything opens it by name (modelpath.h). */
+    const rc_config *c = rc_engine_config(a->engine);
+    rc_engine_tower_info cur;
+    rc_engine_tower_info_get(a->engine, &cur);
+    rc_modelpath_opts mo = {.dir = c->tower_model_dir,
+                            .configured = c->tower_model[0] ? c->tower_model : cur.path,
+                            .max_bytes = c->tower_max_model_bytes};
+    int rc = rc_modelpath_check(&mo, path, file, sizeof file, err, sizeof err);
+    if (rc == RC_EINVAL)
+        return reply_error(a, r, "not_allowed", err);
+    if (rc)
+        return reply_error(a, r, "load_failed", err);
+    rc = rc_engine_tower_load(a->engine, file, &ti, err, sizeof err);
     if (rc == RC_EAGAIN)
         return reply_error(a, r, "busy", err);
     if (rc)
@@ -398,10 +487,12 @@ static void op_retrain_model(rc_api *a, rc_buf *r)
 
 static void op_user(rc_api *a, json_t *req, rc_buf *r)
 {
-    char user[RC_ID_MAX + 1], msg[160];
+    char user[RC_ID_MAX + 1], msg[480];
     uint32_t rows[256], n = 0;
     int64_t ts[256];
     const rc_table *t = rc_engine_table(a->engine);
+    if (check_fields(req, "user", user_fields, msg, sizeof msg))
+        return reply_error(a, r, "bad_request", msg);
     if (get_id(req, "user_id", user, sizeof user, msg, sizeof msg))
         return reply_error(a, r, "bad_request", msg);
     if (rc_engine_user_clicks(a->engine, user, strlen(user), rows, ts, 256, &n)) {
@@ -435,9 +526,14 @@ static void op_stats(rc_api *a, rc_buf *r)
 void rc_api_stats_json(rc_api *a, rc_buf *r)
 {
     rc_engine_stats_json(a->engine, r);
-    rc_buf_printf(r, ",\"server\":{\"requests\":%llu,\"errors\":%llu}",
+    rc_buf_printf(r, ",\"server\":{\"requests\":%llu,\"errors\":%llu",
                   (unsigned long long)atomic_load(&a->requests),
                   (unsigned long long)atomic_load(&a->errors));
+    if (a->socket_stats) {
+        rc_buf_puts(r, ",");
+        a->socket_stats(a->socket_arg, r);
+    }
+    rc_buf_puts(r, "}");
     double p50, p99;
     uint32_t nlat;
     rc_api_tt_latency(a, &p50, &p99, &nlat);
@@ -553,16 +649,25 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
         op_user(a, req, reply);
     } else if (strcmp(name, "stats") == 0) {
         kind = RC_API_OP_STATS;
-        op_stats(a, reply);
+        if (check_fields(req, name, op_only_fields, msg, sizeof msg) == 0)
+            op_stats(a, reply);
+        else
+            reply_error(a, reply, "bad_request", msg);
     } else if (strcmp(name, "health") == 0) {
         kind = RC_API_OP_HEALTH;
-        op_health(a, reply);
+        if (check_fields(req, name, op_only_fields, msg, sizeof msg) == 0)
+            op_health(a, reply);
+        else
+            reply_error(a, reply, "bad_request", msg);
     } else if (strcmp(name, "reload_model") == 0) {
         kind = RC_API_OP_RELOAD_MODEL;
         op_reload_model(a, req, reply);
     } else if (strcmp(name, "retrain_model") == 0) {
         kind = RC_API_OP_RETRAIN_MODEL;
-        op_retrain_model(a, reply);
+        if (check_fields(req, name, op_only_fields, msg, sizeof msg) == 0)
+            op_retrain_model(a, reply);
+        else
+            reply_error(a, reply, "bad_request", msg);
     } else {
         snprintf(msg, sizeof msg, "op: unknown op \"%.64s\" (recall, similar, user, stats, "
                  "health, reload_model, retrain_model)", name);
@@ -570,7 +675,8 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     }
     json_decref(req);
     if (reply->overflow)
-        reply_error(a, reply, "internal", "reply too large");
+        reply_error(a, reply, "reply_too_large", "reply exceeds socket.max_outbuf: ask for fewer "
+                    "users or a smaller k");
 out_observe:;
     /* Cumulative buckets by op: the p99 of recall alone is what operators watch. */
     uint64_t us = (rc_now_ns() - t0) / 1000;
@@ -584,4 +690,20 @@ out_observe:;
         atomic_store_explicit(&a->tt_recent[pos % 1024], (uint32_t)RC_MIN(us, (uint64_t)UINT32_MAX),
                               memory_order_relaxed);
     }
+}
+
+/* Answered on the loop thread: only a short line whose op is "health" (it
+ * reads atomics and counters, never waits for a worker or a lock held across
+ * work). Everything else, bad JSON included, goes to the workers. */
+int rc_api_fast(void *ud, const char *line, size_t len, rc_buf *reply)
+{
+    if (len > 256 || !memmem(line, len, "health", 6))
+        return 0;
+    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+    const char *name = json_string_value(json_object_get(req, "op"));
+    int mine = name && strcmp(name, "health") == 0;
+    json_decref(req);
+    if (mine)
+        rc_api_handle(ud, line, len, reply);
+    return mine;
 }

@@ -24,12 +24,14 @@ struct key {
 
 #define F(field) offsetof(rc_config, field)
 static const struct key keys[] = {
-    {"socket.path", K_STR, F(socket_path), 1, 107},
+    {"socket.path", K_STR, F(socket_path), 0, 107},
     {"socket.mode", K_MODE, F(socket_mode), 0, 0777},
     {"socket.max_line", K_U32, F(max_line), 256, 16777216},
     {"socket.max_clients", K_U32, F(max_clients), 1, 1000000},
     {"socket.idle_timeout_ms", K_U32, F(idle_timeout_ms), 100, 86400000},
     {"socket.max_outbuf", K_U64, F(max_outbuf), 4096, 1e12},
+    {"socket.max_outbuf_total", K_U64, F(max_outbuf_total), 65536, 1e12},
+    {"socket.request_timeout_ms", K_U32, F(request_timeout_ms), 100, 86400000},
     {"socket.allow_uids", K_UIDS, F(allow_uids), 0, 4294967294.0},
     {"metrics.port", K_U32, F(metrics_port), 0, 65535},
     {"metrics.bind", K_STR, F(metrics_bind), 1, 45},
@@ -72,6 +74,8 @@ static const struct key keys[] = {
     {"recall.multi_category_min_quota", K_U32, F(mc_min_quota), 0, 1000},
     {"recall.max_batch_users", K_U32, F(max_batch_users), 1, 10000},
     {"recall.scope", K_SCOPE, F(recall_user_city), 0, 1},
+    {"recall.max_k_users", K_U32, F(max_k_users), 1, 1e9},
+    {"recall.max_exact_scan", K_U64, F(max_exact_scan), 1, 1e15},
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
     {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
@@ -81,6 +85,8 @@ static const struct key keys[] = {
     {"log.format", K_FORMAT, F(log_format), 0, 0},
     {"log.stats_interval_ms", K_U32, F(stats_interval_ms), 0, 86400000},
     {"tower.model", K_STR, F(tower_model), 0, RC_CONF_STR - 1},
+    {"tower.model_dir", K_STR, F(tower_model_dir), 0, RC_CONF_STR - 1},
+    {"tower.max_model_bytes", K_U64, F(tower_max_model_bytes), 4096, 1e12},
     {"tower.refresh_rows", K_U32, F(tower_refresh_rows), 1, 1e7},
     {"tower.recompute_per_flush", K_U32, F(tower_recompute), 1, 1e7},
     {"tower.retrain_interval_s", K_U32, F(tower_retrain_interval_s), 0, 604800},
@@ -97,13 +103,20 @@ _Static_assert(RC_ARRAY_LEN(keys) <= RC_CONF_MAX_KEYS, "raise RC_CONF_MAX_KEYS (
 void rc_config_defaults(rc_config *c)
 {
     memset(c, 0, sizeof *c);
-    snprintf(c->socket_path, sizeof c->socket_path, "/tmp/recalld.sock");
+    /* Socket and metrics defaults (issue 11): the socket lives in a private
+     * runtime directory ("" = chosen at start, server.h
+     * rc_server_default_path), no TCP listener unless asked for, and what
+     * clients can make the daemon hold stays inside the memory budget:
+     * max_outbuf_total for queued replies whatever max_clients says. */
+    c->socket_path[0] = '\0';
     c->socket_mode = 0660;
     c->max_line = 65536;
     c->max_clients = 1024;
     c->idle_timeout_ms = 300000;
+    c->request_timeout_ms = 10000;
     c->max_outbuf = 4u << 20;
-    c->metrics_port = 9464;
+    c->max_outbuf_total = 256u << 20;
+    c->metrics_port = 0;
     snprintf(c->metrics_bind, sizeof c->metrics_bind, "127.0.0.1");
     snprintf(c->brokers, sizeof c->brokers, "localhost:9092");
     snprintf(c->topic, sizeof c->topic, "clicks");
@@ -137,12 +150,15 @@ void rc_config_defaults(rc_config *c)
     c->mc_min_quota = 1;
     c->max_batch_users = 256;
     c->recall_user_city = 1;
+    c->max_k_users = 25600;
+    c->max_exact_scan = 4000000;
     c->queue_batches = 4;
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");
     c->stats_interval_ms = 10000;
     c->ckpt_interval_ms = 30000;
     c->ckpt_keep = 2;
+    c->tower_max_model_bytes = (uint64_t)1 << 30;
     c->tower_refresh_rows = 4096;
     c->tower_recompute = 256;
     c->tower_replay_clicks = 1000000;
@@ -706,8 +722,8 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
         INVALID("tower.retrain_min_examples", "tower.replay_clicks",
                 "must not exceed tower.replay_clicks (a full buffer could never retrain; "
                 "got %u > %u)", c->tower_retrain_min_examples, c->tower_replay_clicks);
-    if (!c->socket_path[0] || strlen(c->socket_path) > 107)
-        INVALID("socket.path", NULL, "required, at most 107 bytes (sun_path; got %zu bytes)",
+    if (strlen(c->socket_path) > 107) /* "" = the default runtime directory */
+        INVALID("socket.path", NULL, "at most 107 bytes (sun_path; got %zu bytes)",
                 strlen(c->socket_path));
     if (c->metrics_port > 65535)
         INVALID("metrics.port", NULL, "expected 0 (off) or a TCP port 1..65535 (got %u)",

@@ -9,6 +9,12 @@
  *    freed when both are gone (close callback / after-work callback);
  *  - while a request runs, reading is stopped and rbuf is not moved: the
  *    worker reads the line in place;
+ *  - a conn is in the partial list iff it holds the start of a request line
+ *    (or is discarding an over-long one) and no request of it runs; the list
+ *    is ordered by when that line started, so the request-timeout sweep also
+ *    only looks at its head;
+ *  - queued is the sum of the unsent reply bytes of every conn (wreq.len of
+ *    each write not yet completed), kept under max_outbuf_total;
  *  - the server is freed once its three handles are closed and no conn is left. */
 #include "recalld/server.h"
 
@@ -35,6 +41,9 @@
 #define MAX_BOUND      ((size_t)1 << 30) /* cap on max_line and max_outbuf */
 #define SWEEP_MIN_MS   10
 #define SWEEP_MAX_MS   1000
+#define EVICT_IDLE_MS  1000 /* at max_clients, a conn idle this long gives way to a new one */
+#define PROBE_SLOTS    8    /* conns beyond max_clients that may only use the fast path */
+#define WARN_EVERY_MS  10000 /* one WARN per limit per this period; counters count all */
 
 typedef struct conn conn;
 
@@ -42,8 +51,10 @@ struct conn {
     uv_pipe_t pipe;
     uv_work_t work;
     rc_server *srv;
-    conn *prev, *next; /* LRU list, oldest activity at the head */
-    uint64_t last_ms;  /* uv_now() at the last read or finished request */
+    conn *prev, *next;   /* LRU list, oldest activity at the head */
+    conn *pprev, *pnext; /* partial list, oldest started line at the head */
+    uint64_t last_ms;    /* uv_now() at the last read or finished request */
+    uint64_t part_ms;    /* uv_now() when the unfinished line started */
     char *rbuf;        /* unparsed bytes are rbuf[rstart, rlen) */
     size_t rstart, rlen, rcap;
     size_t scanned;   /* bytes after rstart known to hold no '\n' */
@@ -52,11 +63,12 @@ struct conn {
     rc_buf reply; /* written by the worker, sent by the loop */
     unsigned refs;
     unsigned inflight : 1, reading : 1, closing : 1, discarding : 1, eof : 1, draining : 1,
-        in_list : 1, counted : 1;
+        in_list : 1, counted : 1, in_plist : 1, probe : 1;
 };
 
 typedef struct wreq {
     uv_write_t req;
+    size_t len;  /* bytes in data, counted in the server's queued total */
     char data[]; /* the unsent tail of one reply line */
 } wreq;
 
@@ -68,13 +80,17 @@ struct rc_server {
     char *path;
     dev_t dev; /* identity of the socket file we created, so close never */
     ino_t ino; /* unlinks a file another process put there since */
-    size_t max_line, rmax, max_outbuf;
-    uint32_t max_clients, idle_ms;
+    size_t max_line, rmax, max_outbuf, max_outbuf_total;
+    size_t queued; /* unsent reply bytes of all conns (loop thread) */
+    uint32_t max_clients, idle_ms, request_ms, probes;
+    uint64_t warned_ms[4]; /* last WARN per limit, see warn_limit */
     uid_t *allow;
     uint32_t nallow;
     rc_server_handler handler;
+    rc_server_fast_handler fast;
     void *ud;
     conn *head, *tail;
+    conn *phead, *ptail;
     size_t nconns;    /* conns not yet freed, open or closing */
     unsigned handles; /* server handles not yet closed */
     int closing, drain_closed;
@@ -82,10 +98,13 @@ struct rc_server {
     void *close_arg;
     _Atomic uint64_t clients, accepted, refused_max, refused_uid;
     _Atomic uint64_t requests, too_long, idle_closed, slow_dropped, inflight;
+    _Atomic uint64_t fast_requests, request_timeouts, evicted_idle, total_dropped, probes_admitted;
+    _Atomic uint64_t queued_bytes, total_full_ms;
 };
 
 static void conn_close(conn *c);
 static void process(conn *c);
+static void set_reading(conn *c, int on);
 
 static void ctr_add(_Atomic uint64_t *v, int64_t d)
 {
@@ -132,6 +151,61 @@ static void touch(conn *c)
         lru_push(c);
     }
 }
+
+/* ---- partial list ------------------------------------------------------ */
+
+static void plist_remove(conn *c)
+{
+    rc_server *s = c->srv;
+    if (!c->in_plist)
+        return;
+    if (c->pprev)
+        c->pprev->pnext = c->pnext;
+    else
+        s->phead = c->pnext;
+    if (c->pnext)
+        c->pnext->pprev = c->pprev;
+    else
+        s->ptail = c->pprev;
+    c->pprev = c->pnext = NULL;
+    c->in_plist = 0;
+}
+
+/* After framing: a conn holding the start of a line (or discarding one) has
+ * request_timeout_ms from that line's first byte to its newline. */
+static void plist_update(conn *c)
+{
+    rc_server *s = c->srv;
+    int partial = !c->inflight && !c->closing && (c->discarding || c->rlen > c->rstart);
+    if (!partial) {
+        plist_remove(c);
+        return;
+    }
+    if (c->in_plist)
+        return;
+    c->part_ms = uv_now(s->loop);
+    c->pprev = s->ptail;
+    c->pnext = NULL;
+    if (s->ptail)
+        s->ptail->pnext = c;
+    else
+        s->phead = c;
+    s->ptail = c;
+    c->in_plist = 1;
+}
+
+/* A WARN for limit `which` at most once per WARN_EVERY_MS: a flood of clients
+ * hitting a limit must not flood the log (the counters count every one). */
+static int warn_limit(rc_server *s, int which)
+{
+    uint64_t now = uv_now(s->loop);
+    if (s->warned_ms[which] && now - s->warned_ms[which] < WARN_EVERY_MS)
+        return 0;
+    s->warned_ms[which] = now ? now : 1;
+    return 1;
+}
+
+enum { WARN_SLOW, WARN_TOTAL, WARN_TIMEOUT, WARN_EVICT };
 
 /* ---- teardown ---------------------------------------------------------- */
 
@@ -186,9 +260,14 @@ static void conn_close(conn *c)
         return;
     c->closing = 1;
     lru_remove(c);
+    plist_remove(c);
     if (c->counted) {
         c->counted = 0;
         ctr_add(&s->clients, -1);
+    }
+    if (c->probe) {
+        c->probe = 0;
+        s->probes--;
     }
     uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
     if (s->closing && !s->head)
@@ -207,10 +286,18 @@ static void conn_maybe_finish(conn *c)
 
 /* ---- writing ----------------------------------------------------------- */
 
+static void queued_add(rc_server *s, size_t n, int sign)
+{
+    s->queued = sign > 0 ? s->queued + n : s->queued - n;
+    atomic_store_explicit(&s->queued_bytes, s->queued, memory_order_relaxed);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     conn *c = req->handle->data;
-    free(req->data);
+    wreq *w = req->data;
+    queued_add(c->srv, w->len, -1);
+    free(w);
     if (status < 0) {
         if (status != UV_ECANCELED)
             rc_log_debug(MOD, "write failed", "err=%s", uv_strerror(status));
@@ -221,8 +308,10 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* Sends p[0..n) plus '\n'. Tries the socket first so the common case copies
- * nothing; the unsent tail is queued, unless the queue would pass max_outbuf:
- * then the peer is not reading and is dropped. */
+ * nothing; the unsent tail is queued, unless the queue would pass max_outbuf
+ * (the peer is not reading) or all clients' queues would pass
+ * max_outbuf_total (memory bounded whatever max_clients is): then the peer
+ * is dropped. */
 static void send_line(conn *c, const char *p, size_t n)
 {
     rc_server *s = c->srv;
@@ -243,8 +332,20 @@ static void send_line(conn *c, const char *p, size_t n)
     size_t left = total - done;
     if (queued + left > s->max_outbuf) {
         ctr_add(&s->slow_dropped, 1);
-        rc_log_warn(MOD, "dropping slow reader", "queued=%zu max_outbuf=%zu", queued + left,
-                    s->max_outbuf);
+        if (warn_limit(s, WARN_SLOW))
+            rc_log_warn(MOD, "dropping slow reader", "queued=%zu max_outbuf=%zu dropped=%llu",
+                        queued + left, s->max_outbuf,
+                        (unsigned long long)atomic_load(&s->slow_dropped));
+        conn_close(c);
+        return;
+    }
+    if (s->queued + left > s->max_outbuf_total) {
+        ctr_add(&s->total_dropped, 1);
+        atomic_store(&s->total_full_ms, rc_now_ns() / 1000000u);
+        if (warn_limit(s, WARN_TOTAL))
+            rc_log_warn(MOD, "socket.max_outbuf_total reached: dropping a client that does not "
+                        "read", "queued_total=%zu max_outbuf_total=%zu dropped=%llu", s->queued,
+                        s->max_outbuf_total, (unsigned long long)atomic_load(&s->total_dropped));
         conn_close(c);
         return;
     }
@@ -253,6 +354,7 @@ static void send_line(conn *c, const char *p, size_t n)
         conn_close(c);
         return;
     }
+    w->len = left;
     if (done < n)
         memcpy(w->data, p + done, n - done);
     w->data[left - 1] = '\n';
@@ -262,7 +364,9 @@ static void send_line(conn *c, const char *p, size_t n)
     if (r < 0) {
         free(w);
         conn_close(c);
+        return;
     }
+    queued_add(s, left, 1);
 }
 
 /* Server-made errors share the protocol's error shape; code and msg are
@@ -307,18 +411,51 @@ static void after_work_cb(uv_work_t *w, int status)
     touch(c);
     if (status == 0 && !c->reply.overflow && c->reply.len > 0)
         send_line(c, c->reply.data, c->reply.len);
+    else if (c->reply.overflow)
+        send_error(c, "reply_too_large", "reply exceeds socket.max_outbuf");
     else
-        send_error(c, "internal", c->reply.overflow ? "reply too large" : "no reply");
+        send_error(c, "internal", "no reply");
     if (c->reply.cap > REPLY_KEEP)
         rc_buf_free(&c->reply);
     if (!c->closing)
         process(c);
 }
 
+/* Cheap requests (health) are answered here on the loop thread, so that they
+ * never wait behind busy workers; a probe conn (admitted beyond max_clients)
+ * gets nothing else and is closed after its answer. */
+static int dispatch_fast(conn *c, char *line, size_t len)
+{
+    rc_server *s = c->srv;
+    int answered = 0;
+    if (s->fast) {
+        rc_buf_reset(&c->reply);
+        answered = s->fast(s->ud, line, len, &c->reply);
+    }
+    if (answered) {
+        ctr_add(&s->fast_requests, 1);
+        if (!c->reply.overflow && c->reply.len > 0)
+            send_line(c, c->reply.data, c->reply.len);
+        else
+            send_error(c, "internal", "no reply");
+    } else if (c->probe) {
+        ctr_add(&s->refused_max, 1);
+        send_error(c, "too_many_clients", "server is at max_clients (only health is answered)");
+    }
+    if (c->probe && !c->closing) {
+        c->draining = 1; /* one request per probe conn; closes once written */
+        set_reading(c, 0);
+        conn_maybe_finish(c);
+    }
+    return answered || c->probe;
+}
+
 static void dispatch(conn *c, char *line, size_t len)
 {
     rc_server *s = c->srv;
     line[len] = '\0';
+    if (dispatch_fast(c, line, len))
+        return;
     c->line = line;
     c->line_len = len;
     c->inflight = 1;
@@ -432,6 +569,7 @@ static void process(conn *c)
         ;
     if (c->closing)
         return;
+    plist_update(c);
     if (c->eof || c->draining) {
         conn_maybe_finish(c);
         return;
@@ -481,7 +619,47 @@ static int peer_allowed(rc_server *s, conn *c, uid_t *uid)
     return 0;
 }
 
-/* Admits an accepted conn, or answers it with an error line and closes it. */
+/* At max_clients: closes the least recently active conn if it has been idle
+ * for EVICT_IDLE_MS with nothing running or queued, else the conn whose
+ * unfinished line started longest ago if that was EVICT_IDLE_MS ago (a
+ * trickler is never idle), so that neither idle nor trickling connections
+ * can lock new clients out. 1 if one was closed. */
+static int evict_idle(rc_server *s)
+{
+    conn *o = s->head, *p = s->phead;
+    uint64_t now = uv_now(s->loop), since;
+    if (o && !o->inflight && now - o->last_ms >= EVICT_IDLE_MS &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&o->pipe) == 0)
+        since = now - o->last_ms;
+    else if (p && now - p->part_ms >= EVICT_IDLE_MS)
+        since = now - p->part_ms, o = p;
+    else
+        return 0;
+    ctr_add(&s->evicted_idle, 1);
+    if (warn_limit(s, WARN_EVICT))
+        rc_log_warn(MOD, "at max_clients: closing an idle or trickling client",
+                    "max_clients=%u idle_ms=%llu evicted=%llu", s->max_clients,
+                    (unsigned long long)since, (unsigned long long)atomic_load(&s->evicted_idle));
+    conn_close(o);
+    return 1;
+}
+
+/* Probe slots are for one quick request each: when all are taken, the
+ * oldest gives way, so that conns squatting them cannot keep a liveness probe
+ * out (rare path, only at max_clients: a walk of the LRU list). */
+static void evict_probe(rc_server *s)
+{
+    for (conn *c = s->head; c; c = c->next)
+        if (c->probe) {
+            ctr_add(&s->evicted_idle, 1);
+            conn_close(c);
+            return;
+        }
+}
+
+/* Admits an accepted conn, or answers it with an error line and closes it.
+ * At max_clients an idle conn gives way; failing that a probe slot takes the
+ * conn for one fast request (health), so that liveness probes still answer. */
 static void admit(rc_server *s, conn *c)
 {
     uid_t uid;
@@ -492,12 +670,20 @@ static void admit(rc_server *s, conn *c)
         conn_close(c);
         return;
     }
-    if (atomic_load(&s->clients) >= s->max_clients) {
-        ctr_add(&s->refused_max, 1);
-        rc_log_warn(MOD, "too many clients", "max_clients=%u", s->max_clients);
-        send_error(c, "too_many_clients", "server is at max_clients");
-        conn_close(c);
-        return;
+    if (atomic_load(&s->clients) >= s->max_clients && !evict_idle(s)) {
+        if (s->fast && s->probes >= PROBE_SLOTS)
+            evict_probe(s);
+        if (!s->fast || s->probes >= PROBE_SLOTS) {
+            ctr_add(&s->refused_max, 1);
+            if (warn_limit(s, WARN_EVICT))
+                rc_log_warn(MOD, "too many clients", "max_clients=%u", s->max_clients);
+            send_error(c, "too_many_clients", "server is at max_clients");
+            conn_close(c);
+            return;
+        }
+        c->probe = 1;
+        s->probes++;
+        ctr_add(&s->probes_admitted, 1);
     }
     c->rcap = RC_MIN((size_t)READ_INIT, s->rmax);
     c->rbuf = malloc(c->rcap);
@@ -505,8 +691,8 @@ static void admit(rc_server *s, conn *c)
         conn_close(c);
         return;
     }
-    c->counted = 1;
-    ctr_add(&s->clients, 1);
+    c->counted = !c->probe;
+    ctr_add(&s->clients, c->counted);
     c->last_ms = uv_now(s->loop);
     lru_push(c);
     set_reading(c, 1);
@@ -545,6 +731,16 @@ static void on_sweep(uv_timer_t *t)
     rc_server *s = t->data;
     uint64_t now = uv_now(s->loop);
     conn *c;
+    while ((c = s->phead) && now - c->part_ms >= s->request_ms) {
+        ctr_add(&s->request_timeouts, 1);
+        if (warn_limit(s, WARN_TIMEOUT))
+            rc_log_warn(MOD, "request line not completed in time: client closed",
+                        "request_timeout_ms=%u timeouts=%llu", s->request_ms,
+                        (unsigned long long)atomic_load(&s->request_timeouts));
+        send_error(c, "request_timeout", "request line not completed within "
+                                         "socket.request_timeout_ms");
+        conn_close(c);
+    }
     while ((c = s->head) && now - c->last_ms >= s->idle_ms) {
         if (c->inflight) { /* a slow request is not idleness */
             touch(c);
@@ -577,25 +773,34 @@ static int probe_live(const char *path)
     return -err;
 }
 
+#define SQUAT_HINT "remove it or set socket.path (a private directory such as the default)"
+
 /* Makes path free for bind: refuses a live server or a non-socket file,
- * removes a stale socket file. */
+ * removes a stale socket file. A path held by another user (squatted, e.g.
+ * in a shared /tmp) is named as such. */
 static int claim_path(const char *path, char *errbuf, size_t errlen)
 {
     struct stat st;
+    char who[64] = "";
     if (lstat(path, &st) != 0) {
         if (errno == ENOENT)
             return 0;
         return rc_err(errbuf, errlen, RC_EIO, "socket %s: %s", path, strerror(errno));
     }
+    if (st.st_uid != geteuid())
+        snprintf(who, sizeof who, " (owned by uid %ld, not this process's)", (long)st.st_uid);
     if (!S_ISSOCK(st.st_mode))
-        return rc_err(errbuf, errlen, RC_EIO, "socket %s: exists and is not a socket", path);
+        return rc_err(errbuf, errlen, RC_EIO, "socket %s: exists and is not a socket%s: %s", path,
+                      who, SQUAT_HINT);
     int live = probe_live(path);
     if (live > 0)
-        return rc_err(errbuf, errlen, RC_EIO, "socket %s: another server is listening", path);
+        return rc_err(errbuf, errlen, RC_EIO, "socket %s: another server is listening%s", path,
+                      who);
     if (live < 0)
-        return rc_err(errbuf, errlen, RC_EIO, "socket %s: probe: %s", path, strerror(-live));
+        return rc_err(errbuf, errlen, RC_EIO, "socket %s: probe: %s%s", path, strerror(-live), who);
     if (unlink(path) != 0 && errno != ENOENT)
-        return rc_err(errbuf, errlen, RC_EIO, "socket %s: unlink stale: %s", path, strerror(errno));
+        return rc_err(errbuf, errlen, RC_EIO, "socket %s: unlink stale: %s%s: %s", path,
+                      strerror(errno), who, SQUAT_HINT);
     rc_log_info(MOD, "removed stale socket", "path=%s", path);
     return 0;
 }
@@ -611,7 +816,10 @@ static int copy_opts(rc_server *s, const rc_server_opts *o)
     s->max_clients = o->max_clients ? o->max_clients : 1024;
     s->idle_ms = o->idle_timeout_ms ? o->idle_timeout_ms : 300000;
     s->max_outbuf = RC_MIN(o->max_outbuf ? o->max_outbuf : (size_t)4 << 20, MAX_BOUND);
+    s->max_outbuf_total = o->max_outbuf_total ? o->max_outbuf_total : (size_t)256 << 20;
+    s->request_ms = o->request_timeout_ms ? o->request_timeout_ms : 10000;
     s->handler = o->handler;
+    s->fast = o->fast;
     s->ud = o->ud;
     if (o->nallow_uids) {
         s->allow = malloc(o->nallow_uids * sizeof *s->allow);
@@ -689,7 +897,8 @@ int rc_server_start(uv_loop_t *loop, const rc_server_opts *opts, rc_server **out
         close_drain_timer(s);
         return rc;
     }
-    uint64_t every = RC_MAX(SWEEP_MIN_MS, RC_MIN(SWEEP_MAX_MS, s->idle_ms / 4));
+    uint64_t shortest = RC_MIN(s->idle_ms, s->request_ms);
+    uint64_t every = RC_MAX(SWEEP_MIN_MS, RC_MIN(SWEEP_MAX_MS, shortest / 4));
     uv_timer_start(&s->sweep, on_sweep, every, every);
     rc_log_info(MOD, "listening", "path=%s mode=%o max_clients=%u max_line=%zu", s->path,
                 opts->mode ? opts->mode : 0660, s->max_clients, s->max_line);
@@ -761,4 +970,68 @@ void rc_server_stats_get(const rc_server *s, rc_server_stats *st)
     st->idle_closed = atomic_load_explicit(&m->idle_closed, memory_order_relaxed);
     st->slow_dropped = atomic_load_explicit(&m->slow_dropped, memory_order_relaxed);
     st->inflight = atomic_load_explicit(&m->inflight, memory_order_relaxed);
+    st->fast_requests = atomic_load_explicit(&m->fast_requests, memory_order_relaxed);
+    st->request_timeouts = atomic_load_explicit(&m->request_timeouts, memory_order_relaxed);
+    st->evicted_idle = atomic_load_explicit(&m->evicted_idle, memory_order_relaxed);
+    st->outbuf_total_dropped = atomic_load_explicit(&m->total_dropped, memory_order_relaxed);
+    st->probes = atomic_load_explicit(&m->probes_admitted, memory_order_relaxed);
+    st->queued_bytes = atomic_load_explicit(&m->queued_bytes, memory_order_relaxed);
+    st->max_outbuf_total = m->max_outbuf_total;
+    st->outbuf_total_full_ms = atomic_load_explicit(&m->total_full_ms, memory_order_relaxed);
+}
+
+/* ---- default path ------------------------------------------------------ */
+
+/* dir is usable for the socket: a directory owned by us or root, not group-
+ * or world-writable (else another user could replace the socket). With
+ * create, made 0750 when missing. 0 or -errno / -EPERM. */
+static int private_dir(const char *dir, int create)
+{
+    struct stat st;
+    if (create && mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return -errno;
+    if (lstat(dir, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    if ((st.st_uid != geteuid() && st.st_uid != 0) || (st.st_mode & 022))
+        return -EPERM;
+    return 0;
+}
+
+int rc_server_default_path(char *out, size_t cap, int create, char *errbuf, size_t errlen)
+{
+    char dirs[3][512];
+    const char *rt = getenv("RUNTIME_DIRECTORY"), *xdg = getenv("XDG_RUNTIME_DIR");
+    size_t n = 0;
+    if (!out || !cap)
+        return rc_err(errbuf, errlen, RC_EINVAL, "socket.path: invalid arguments");
+    /* systemd may list several directories, separated by ':': the first */
+    if (rt && rt[0])
+        snprintf(dirs[n++], sizeof dirs[0], "%.*s", (int)strcspn(rt, ":"), rt);
+    if (access("/run/recalld", W_OK) == 0 || (create && access("/run", W_OK) == 0) ||
+        (!create && access("/run/recalld", F_OK) == 0))
+        snprintf(dirs[n++], sizeof dirs[0], "/run/recalld");
+    if (xdg && xdg[0])
+        snprintf(dirs[n++], sizeof dirs[0], "%s/recalld", xdg);
+    int why = -ENOENT;
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        /* a client only needs the directory the daemon made (it may be in its
+         * group, not its owner) */
+        int r = create ? private_dir(dirs[i], 1)
+                       : stat(dirs[i], &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -ENOENT;
+        if (r == 0 && strlen(dirs[i]) + sizeof "/recalld.sock" <= RC_MIN(cap, (size_t)108)) {
+            snprintf(out, cap, "%s/recalld.sock", dirs[i]);
+            return 0;
+        }
+        why = r ? r : -ENAMETOOLONG;
+        rc_log_debug(MOD, "runtime directory not usable", "dir=%s err=\"%s\"", dirs[i],
+                     why == -EPERM ? "group/world-writable or owned by another user"
+                                   : strerror(-why));
+    }
+    return rc_err(errbuf, errlen, n ? RC_EIO : RC_ENOENT,
+                  "socket.path: no private runtime directory ($RUNTIME_DIRECTORY, /run/recalld, "
+                  "$XDG_RUNTIME_DIR/recalld)%s%s: set socket.path or --socket",
+                  n ? ": last tried: " : "", n ? strerror(-why) : "");
 }

@@ -54,7 +54,7 @@ TEST(config_errors_name_the_key)
         {"{\"model\":{\"mode\":\"glove\"}}", "model.mode: expected \"skipgram\" or \"cbow\""},
         {"{\"model\":{\"hard_share\":1.5}}", "model.hard_share: 1.5 is out of range"},
         {"{\"socket\":{\"mode\":\"rw\"}}", "socket.mode: expected an octal mode"},
-        {"{\"socket\":{\"path\":\"\"}}", "socket.path: length 0 is out of range"},
+        {"{\"socket\":{\"path\":\"/tmp/a-path-longer-than-the-107-bytes-of-sun-path/0123456789/0123456789/0123456789/0123456789/01234567890123\"}}", "socket.path: length 108 is out of range 0..107"},
         {"{\"kafka\":{\"embedded\":1}}", "kafka.embedded: expected true or false"},
         {"{\"kafka\":{\"brokers\":\"\"}}", "kafka.brokers: required unless kafka.embedded"},
         {"{\"kafka\":{\"config\":{\"a\":1}}}", "kafka.config: values must be strings"},
@@ -191,7 +191,7 @@ TEST(config_check_config_binary)
     free(out);
     st = e2e_sh(&out, RC_BIN("recalld") " --check-config --socket %s/%s 2>&1", dir, longsock);
     ASSERT_EQ(st, 2);
-    ASSERT(strstr(out, "--socket: socket.path: length 224 is out of range 1..107") != NULL);
+    ASSERT(strstr(out, "--socket: socket.path: length 224 is out of range 0..107") != NULL);
     free(out);
     st = e2e_sh(&out, RC_BIN("recalld") " --check-config --data-dir %s%s%s 2>&1", longsock,
                 longsock, longsock);

@@ -697,7 +697,7 @@ TEST(metrics_config_keys)
     rc_config c;
     char err[256];
     rc_config_defaults(&c);
-    ASSERT_EQ(c.metrics_port, 9464);
+    ASSERT_EQ(c.metrics_port, 0); /* off unless asked for (issue 11) */
     ASSERT_STREQ(c.metrics_bind, "127.0.0.1");
     ASSERT_EQ(c.nallow_uids, 0);
     ASSERT_EQ(rc_config_load_str(&c,

@@ -965,6 +965,7 @@ TEST(promises_retrain_and_busy_codes)
     c.tower_retrain_min_examples = 200;
     c.tower_retrain_epochs = 1;
     snprintf(c.data_dir, sizeof c.data_dir, "%s", data);
+    snprintf(c.tower_model_dir, sizeof c.tower_model_dir, "%s", dir); /* reload_model reads here */
     e = offline(&c);
     api_init(&a, e);
     expect_error(&a, "{\"op\":\"retrain_model\"}", "retrain_skipped", "no tower model served");

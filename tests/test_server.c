@@ -836,3 +836,258 @@ TEST(server_recallctl_exit_codes)
     ASSERT_EQ(run_cmd(badjson, out, sizeof out), 2);
     tserver_stop(&t);
 }
+
+/* ---- issue 11: no client can freeze or exhaust the server --------------- */
+
+/* Fast handler: answers "health" on the loop thread, passes the rest on. */
+static int fast_handler(void *ud, const char *line, size_t len, rc_buf *reply)
+{
+    if (len != 6 || memcmp(line, "health", 6) != 0)
+        return 0;
+    rc_buf_puts(reply, "{\"ok\":true,\"fast\":true}");
+    return 1;
+}
+
+/* Raw send that tolerates a peer that closed (the trickler's fate). */
+static int send_some(cli *c, const char *p, size_t n)
+{
+    return send(c->fd, p, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
+}
+
+/* health is answered while every worker is held by a request (and more wait
+ * in the pool's queue): the answer comes while they still run, an ordering,
+ * not a timing. Without the fast path it would wait behind the holds. */
+TEST(server_health_answers_while_workers_are_held)
+{
+    tserver t;
+    rc_server_opts o = {.fast = fast_handler};
+    enum { BUSY = 12 }; /* above libuv's pool (4, or UV_THREADPOOL_SIZE) */
+    cli busy[BUSY], probe;
+    atomic_store(&hold_released, 0);
+    tserver_start(&t, &o, "fast");
+    for (int i = 0; i < BUSY; i++) {
+        cli_open(&busy[i], t.path);
+        cli_puts(&busy[i], "hold\n");
+    }
+    WAIT_FOR(stats(&t).inflight == BUSY, PATIENCE_MS);
+    cli_open(&probe, t.path);
+    cli_puts(&probe, "health\nhealth\n");
+    cli_expect(&probe, "{\"ok\":true,\"fast\":true}");
+    cli_expect(&probe, "{\"ok\":true,\"fast\":true}");
+    ASSERT_EQ(stats(&t).inflight, BUSY); /* every hold still running or queued */
+    ASSERT_EQ(stats(&t).fast_requests, 2);
+    /* anything else from the same conn still goes to the workers */
+    cli_puts(&probe, "after\n");
+    atomic_store(&hold_released, 1);
+    for (int i = 0; i < BUSY; i++) {
+        cli_expect_echo(&busy[i], "hold");
+        cli_close(&busy[i]);
+    }
+    cli_expect_echo(&probe, "after");
+    cli_close(&probe);
+    tserver_stop(&t);
+}
+
+/* At max_clients with every client busy (nothing idle to evict), a new
+ * connection gets a probe slot: health answered, then closed; any other
+ * request there is too_many_clients. */
+TEST(server_probe_slot_beyond_max_clients)
+{
+    tserver t;
+    rc_server_opts o = {.max_clients = 2, .fast = fast_handler};
+    cli a, b, p, q;
+    atomic_store(&hold_released, 0);
+    tserver_start(&t, &o, "probe");
+    cli_open(&a, t.path);
+    cli_open(&b, t.path);
+    cli_puts(&a, "hold\n");
+    cli_puts(&b, "hold\n");
+    WAIT_FOR(stats(&t).inflight == 2, PATIENCE_MS);
+    cli_open(&p, t.path);
+    cli_puts(&p, "health\n");
+    cli_expect(&p, "{\"ok\":true,\"fast\":true}");
+    cli_expect_eof(&p, PATIENCE_MS);
+    cli_open(&q, t.path);
+    cli_puts(&q, "ping\n");
+    cli_expect_error(&q, "too_many_clients");
+    cli_expect_eof(&q, PATIENCE_MS);
+    ASSERT_EQ(stats(&t).probes, 2);
+    ASSERT_EQ(stats(&t).refused_max, 1);
+    ASSERT_EQ(stats(&t).clients, 2);
+    ASSERT_EQ(stats(&t).evicted_idle, 0);
+    atomic_store(&hold_released, 1);
+    cli_expect_echo(&a, "hold");
+    cli_expect_echo(&b, "hold");
+    cli_close(&a);
+    cli_close(&b);
+    cli_close(&p);
+    cli_close(&q);
+    tserver_stop(&t);
+}
+
+/* Idle connections cannot lock new clients out: at max_clients the least
+ * recently active one, idle for a second, gives way (evicted_idle). */
+TEST(server_idle_client_evicted_at_max_clients)
+{
+    tserver t;
+    rc_server_opts o = {.max_clients = 2};
+    cli a, b, c;
+    char line[1024];
+    tserver_start(&t, &o, "evict");
+    cli_open(&a, t.path);
+    cli_puts(&a, "a\n");
+    cli_expect_echo(&a, "a");
+    cli_open(&b, t.path);
+    cli_puts(&b, "b\n");
+    cli_expect_echo(&b, "b");
+    /* refused while a is not yet idle long enough, admitted once it is */
+    long until = now_ms() + PATIENCE_MS;
+    for (;;) {
+        cli_open(&c, t.path);
+        send_some(&c, "c\n", 2); /* a refused conn may be closed already */
+        ASSERT_GE(cli_line(&c, line, sizeof line, PATIENCE_MS), 0);
+        if (strstr(line, "\"echo\":\"c\""))
+            break;
+        ASSERT(strstr(line, "too_many_clients") != NULL);
+        cli_close(&c);
+        if (now_ms() > until)
+            RC__FAIL("no idle client was evicted");
+        ms_sleep(50);
+    }
+    cli_expect_eof(&a, PATIENCE_MS); /* the oldest went */
+    ASSERT_EQ(stats(&t).evicted_idle, 1);
+    cli_puts(&b, "b2\n");
+    cli_expect_echo(&b, "b2");
+    cli_close(&a);
+    cli_close(&b);
+    cli_close(&c);
+    tserver_stop(&t);
+}
+
+/* A client trickling a request line (a byte now and then, never the
+ * newline) is closed after request_timeout_ms with request_timeout, although
+ * it is never idle; an endless over-long line likewise. */
+TEST(server_request_timeout_closes_tricklers)
+{
+    tserver t;
+    rc_server_opts o = {.request_timeout_ms = 300, .idle_timeout_ms = 600000, .max_line = 64};
+    cli tr, lg, good;
+    char line[1024], junk[100];
+    memset(junk, 'x', sizeof junk);
+    tserver_start(&t, &o, "trkl");
+    cli_open(&tr, t.path);
+    cli_open(&lg, t.path);
+    cli_open(&good, t.path);
+    int got_tr = 0, got_lg = 0;
+    long until = now_ms() + PATIENCE_MS;
+    cli_puts(&tr, "{\"op\":");
+    while ((!got_tr || !got_lg) && now_ms() < until) {
+        /* keep sending (a refused send: closed already) and look for the answer */
+        long r;
+        if (!got_tr) {
+            send_some(&tr, "x", 1);
+            if ((r = cli_line(&tr, line, sizeof line, 10)) >= 0)
+                got_tr = strstr(line, "request_timeout") ? 1 : -1;
+            else if (r == -1)
+                got_tr = -2; /* closed without saying why */
+        }
+        if (!got_lg) {
+            send_some(&lg, junk, sizeof junk);
+            if ((r = cli_line(&lg, line, sizeof line, 10)) >= 0 && !strstr(line, "line_too_long"))
+                got_lg = strstr(line, "request_timeout") ? 1 : -1;
+            else if (r == -1)
+                got_lg = -2;
+        }
+        cli_puts(&good, "g\n");
+        cli_expect_echo(&good, "g");
+    }
+    ASSERT_EQ(got_tr, 1);
+    ASSERT_EQ(got_lg, 1);
+    cli_expect_eof(&tr, PATIENCE_MS);
+    ASSERT_EQ(stats(&t).request_timeouts, 2);
+    ASSERT_EQ(stats(&t).idle_closed, 0);
+    cli_puts(&good, "still\n");
+    cli_expect_echo(&good, "still");
+    cli_close(&tr);
+    cli_close(&lg);
+    cli_close(&good);
+    tserver_stop(&t);
+}
+
+/* Clients that never read cannot make the server hold more than
+ * max_outbuf_total of replies, although each alone stays under its own
+ * max_outbuf: the one that would pass the total is dropped and counted. */
+TEST(server_outbuf_total_bounds_all_clients)
+{
+    tserver t;
+    const size_t total = 256 * 1024;
+    rc_server_opts o = {.max_outbuf = 4u << 20, .max_outbuf_total = total};
+    enum { BAD = 8, REQS = 40 };
+    cli bad[BAD], good;
+    static char reqs[REQS * 12];
+    size_t n = 0;
+    for (int i = 0; i < REQS; i++)
+        n += (size_t)snprintf(reqs + n, sizeof reqs - n, "big:60000\n");
+    tserver_start(&t, &o, "total");
+    for (int i = 0; i < BAD; i++) {
+        cli_open(&bad[i], t.path);
+        cli_send(&bad[i], reqs, n);
+    }
+    cli_open(&good, t.path);
+    long until = now_ms() + PATIENCE_MS;
+    uint64_t peak = 0;
+    while (stats(&t).outbuf_total_dropped == 0 && now_ms() < until) {
+        peak = RC_MAX(peak, stats(&t).queued_bytes);
+        cli_puts(&good, "g\n");
+        cli_expect_echo(&good, "g");
+    }
+    ASSERT_GE(stats(&t).outbuf_total_dropped, 1);
+    ASSERT_EQ(stats(&t).slow_dropped, 0);
+    ASSERT_LE(peak, total);
+    ASSERT_LE(stats(&t).queued_bytes, total);
+    ASSERT_EQ(stats(&t).max_outbuf_total, total);
+    cli_puts(&good, "after\n");
+    cli_expect_echo(&good, "after");
+    for (int i = 0; i < BAD; i++)
+        cli_close(&bad[i]);
+    cli_close(&good);
+    tserver_stop(&t);
+}
+
+/* Tricklers are never idle, yet cannot lock new clients out either: at
+ * max_clients the one whose unfinished line is oldest (a second or more)
+ * gives way, long before request_timeout_ms. */
+TEST(server_trickler_evicted_at_max_clients)
+{
+    tserver t;
+    rc_server_opts o = {.max_clients = 2, .request_timeout_ms = 600000};
+    cli a, b, c;
+    char line[1024];
+    tserver_start(&t, &o, "evtr");
+    cli_open(&a, t.path);
+    cli_open(&b, t.path);
+    cli_puts(&a, "{\"op\":");
+    cli_puts(&b, "{\"op\":");
+    long until = now_ms() + PATIENCE_MS;
+    for (;;) {
+        send_some(&a, "x", 1); /* both keep trickling: never idle */
+        send_some(&b, "x", 1);
+        cli_open(&c, t.path);
+        send_some(&c, "c\n", 2);
+        ASSERT_GE(cli_line(&c, line, sizeof line, PATIENCE_MS), 0);
+        if (strstr(line, "\"echo\":\"c\""))
+            break;
+        ASSERT(strstr(line, "too_many_clients") != NULL);
+        cli_close(&c);
+        if (now_ms() > until)
+            RC__FAIL("no trickling client was evicted");
+        ms_sleep(50);
+    }
+    cli_expect_eof(&a, PATIENCE_MS); /* its line started first */
+    ASSERT_EQ(stats(&t).evicted_idle, 1);
+    ASSERT_EQ(stats(&t).request_timeouts, 0);
+    cli_close(&a);
+    cli_close(&b);
+    cli_close(&c);
+    tserver_stop(&t);
+}

@@ -336,8 +336,14 @@ TEST(tower_serve_socket_recall_and_cold_start)
     tt_tmp_dir(dir, sizeof dir, "rc-tt-");
     snprintf(model, sizeof model, "%s/a.tower", dir);
     tt_write_model(model, 64, 1);
+    /* reload_model reads only from tower.model_dir (modelpath.h) */
+    char conf[128], text[256];
+    snprintf(conf, sizeof conf, "%s/c.json", dir);
+    snprintf(text, sizeof text, "{\"tower\":{\"model_dir\":\"%s\"}}", dir);
+    e2e_write_file(conf, text);
+    const char *extra[] = {"--config", conf, NULL};
     e2e_daemon d;
-    e2e_start(&d, NULL);
+    e2e_start(&d, extra);
     const uint32_t nusers = 10, nev = 400;
     tt_produce(&d, 0, nev, nusers, 1);
     json_decref(e2e_wait_done(d.sock, nev, 120000));
@@ -491,8 +497,13 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     snprintf(bad, sizeof bad, "%s/bad.tower", dir);
     tt_write_model(m1, 64, 1);
     tt_write_model(m2, 64, 2);
-    /* --model takes either kind: this one is read as a tower model */
-    const char *extra[] = {"--model", m1, NULL};
+    /* --model takes either kind: this one is read as a tower model;
+     * reload_model reads only from tower.model_dir (modelpath.h) */
+    char conf[128], text[256];
+    snprintf(conf, sizeof conf, "%s/c.json", dir);
+    snprintf(text, sizeof text, "{\"tower\":{\"model_dir\":\"%s\"}}", dir);
+    e2e_write_file(conf, text);
+    const char *extra[] = {"--config", conf, "--model", m1, NULL};
     e2e_daemon d;
     e2e_start(&d, extra);
     long long t0 = e2e_now_ms();
@@ -543,7 +554,8 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     ASSERT_DBL_OP(max_diff(s2, n2, s3, n3), <, 1e-5);
     json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
     ASSERT_EQ(e2e_int(st, "tower.loads"), 2);
-    ASSERT_EQ(e2e_int(st, "tower.load_failures"), 2);
+    /* the missing file was refused before any load began (modelpath.h) */
+    ASSERT_EQ(e2e_int(st, "tower.load_failures"), 1);
     ASSERT(strstr(json_string_value(json_object_get(json_object_get(st, "tower"), "path")),
                   "b.tower") != NULL);
     json_decref(st);

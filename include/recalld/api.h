@@ -3,7 +3,12 @@
  * recall and similar take "mode":"two_tower" (the served tower model, engine.h
  * "two-tower serving"); reload_model {"path":FILE} (optional: default the
  * configured tower.model) loads a tower model and swaps it in (blocks the
- * worker for the build; the served model stays on failure). Every failure is
+ * worker for the build; the served model stays on failure); FILE must be
+ * tower.model or a file of tower.model_dir (modelpath.h), else "not_allowed".
+ * A field an op does not take is bad_request naming it; a recall over
+ * recall.max_k_users (k x users) or, exact, recall.max_exact_scan (items x
+ * users) is "limit_exceeded" before any search; a reply over the reply
+ * buffer's limit "reply_too_large". Every failure is
  * {"ok":false,"error":{"code":C,"message":M}} and the connection stays usable.
  * Runs on server worker threads (rc_server_handler); thread-safe. */
 #ifndef RECALLD_API_H
@@ -42,6 +47,10 @@ typedef struct rc_api {
      * health then says `"warnings":[...]` and stays ready. May be NULL.
      * Called on worker threads. */
     void (*warnings)(void *arg, rc_buf *out);
+    /* Socket figures appended inside the stats' "server" object (after a
+     * comma: `"clients":N,...`); may be NULL. Called on worker threads. */
+    void (*socket_stats)(void *arg, rc_buf *out);
+    void *socket_arg;
     atomic_int assigned; /* consumer has partitions (health) */
     atomic_int stopping; /* shutting down (health) */
     /* The engine exists and any --model / checkpoint restore has finished;
@@ -77,5 +86,10 @@ const char *rc_api_op_name(int op);
 
 /* rc_server_handler: ud is an rc_api. */
 void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply);
+
+/* rc_server_fast_handler: answers {"op":"health"} (a line of at most 256
+ * bytes) on the caller's thread, so that health never waits behind busy
+ * workers; returns 0 without touching reply for anything else. ud: rc_api. */
+int rc_api_fast(void *ud, const char *line, size_t len, rc_buf *reply);
 
 #endif

@@ -46,6 +46,8 @@ typedef struct rc_config {
     unsigned socket_mode;
     uint32_t max_line, max_clients, idle_timeout_ms;
     uint64_t max_outbuf;
+    uint64_t max_outbuf_total;             /* socket.max_outbuf_total: unsent bytes, all clients */
+    uint32_t request_timeout_ms;           /* socket.request_timeout_ms: first byte -> newline */
     uint32_t allow_uids[RC_CONF_MAX_UIDS]; /* socket.allow_uids: peers admitted (SO_PEERCRED) */
     uint32_t nallow_uids;                  /* 0 = anyone who can open the socket */
     /* metrics (Prometheus over HTTP: the only TCP listener) */
@@ -85,6 +87,8 @@ typedef struct rc_config {
     uint32_t mc_max_categories, mc_min_quota; /* multi-category recall */
     uint32_t max_batch_users;              /* users per batch recall request */
     int recall_user_city;                  /* recall.scope: 1 "user_city" (default), 0 "global" */
+    uint32_t max_k_users;                  /* recall.max_k_users: k x users per request */
+    uint64_t max_exact_scan;               /* recall.max_exact_scan: items x users of "exact" */
     /* pipeline */
     uint32_t queue_batches; /* batches in flight between loop and trainer */
     /* data / logs */
@@ -97,6 +101,9 @@ typedef struct rc_config {
     uint32_t stats_interval_ms; /* periodic stats log line, 0 = off */
     /* two-tower serving (tower.h, tserve.h) */
     char tower_model[RC_CONF_STR];     /* tower.model: tower model file served, "" = none */
+    char tower_model_dir[RC_CONF_STR]; /* tower.model_dir: where reload_model may read, "" =
+                                        * only tower.model */
+    uint64_t tower_max_model_bytes;    /* tower.max_model_bytes: reload_model file size bound */
     uint32_t tower_refresh_rows;       /* tower.refresh_rows: w2v drift checks per flush */
     uint32_t tower_recompute;          /* tower.recompute_per_flush: item vectors recomputed
                                         * per flush at most (drifted w2v vectors) */

@@ -1,6 +1,6 @@
 /* recallctl — send one request to recalld's Unix socket and print the reply.
  *
- *   recallctl [--socket PATH] [--timeout MS] [--raw] REQUEST
+ *   recallctl [--socket PATH] [--timeout MS] [--raw] [--alive] REQUEST
  *
  * REQUEST is a JSON object, or a shorthand: stats | health | recall USER [K] [CITY]
  * | similar ITEM [K] | user USER (the clicks the daemon holds for the user)
@@ -25,10 +25,10 @@
 
 #include "recalld/cli.h"
 #include "recalld/common.h"
+#include "recalld/server.h"
 
 #define EXIT_NOTOK      1
 #define EXIT_TROUBLE    2
-#define DEFAULT_SOCKET  "/tmp/recalld.sock"
 #define DEFAULT_TIMEOUT 5000
 #define MAX_REPLY       (64u << 20) /* bytes; a reply line longer than this is an error */
 
@@ -38,13 +38,17 @@ static const char epilog[] =
     "  | user USER            (the clicks the daemon holds for USER)\n"
     "  | reload-model [PATH]   (two-tower model; default timeout 10 min)\n"
     "  | retrain-model         (two-tower, from the replay buffer; default timeout 10 min)\n"
-    "Socket: --socket, else $RECALLD_SOCKET, else " DEFAULT_SOCKET ".\n"
-    "Exit: 0 reply ok:true, 1 reply ok:false, 2 usage/connection/timeout error.\n";
+    "Socket: --socket, else $RECALLD_SOCKET, else recalld.sock in the daemon's runtime\n"
+    "  directory: $RUNTIME_DIRECTORY, /run/recalld or $XDG_RUNTIME_DIR/recalld.\n"
+    "Exit: 0 reply ok:true, 1 reply ok:false, 2 usage/connection/timeout error;\n"
+    "  --alive: 0 for any reply (liveness probes: `--alive health` is answered on the\n"
+    "  daemon's loop thread, also while workers are busy or it is not ready).\n";
 
 struct args {
     const char *socket;
     long timeout_ms;
     int raw;
+    int alive; /* --alive: any reply is success */
     int timeout_set; /* --timeout given */
     char **req; /* remaining words */
     int nreq;
@@ -87,6 +91,7 @@ static int on_timeout(void *ud, const rc_cli_opt *o, const char *v, char *eb, si
 /* Returns -1 to go on, else the exit status (help, version: 0; usage: 2). */
 static int parse_args(int argc, char **argv, struct args *a)
 {
+    static char def[108];
     const char *env = getenv("RECALLD_SOCKET");
     const rc_cli_opt opts[] = {
         {"socket", 0, RC_CLI_STR, &a->socket, "PATH", "recalld's socket", 0, 0, 0},
@@ -94,12 +99,16 @@ static int parse_args(int argc, char **argv, struct args *a)
          "give up after MS milliseconds (5000; 10 min for\nreload-model and retrain-model)", 0,
          0, 0},
         {"raw", 0, RC_CLI_BOOL, &a->raw, NULL, "print the reply line as received", 0, 0, 0},
+        {"alive", 0, RC_CLI_BOOL, &a->alive, NULL, "exit 0 for any reply (liveness probes)", 0,
+         0, 0},
     };
     rc_cli_spec s = {.prog = "recallctl", .synopsis = "[options] REQUEST", .epilog = epilog,
                      .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_timeout, .ud = a,
                      .min_args = 1, .max_args = 64};
     int argi, rc;
-    a->socket = env && *env ? env : DEFAULT_SOCKET;
+    if (rc_server_default_path(def, sizeof def, 0, NULL, 0) != 0)
+        snprintf(def, sizeof def, "/run/recalld/recalld.sock");
+    a->socket = env && *env ? env : def;
     a->timeout_ms = DEFAULT_TIMEOUT;
     if ((rc = rc_cli_args(&s, argc, argv, &argi)) >= 0)
         return rc;
@@ -320,6 +329,8 @@ int main(int argc, char **argv)
     close(fd);
     if (!rc)
         rc = report(line, len, a.raw);
+    if (rc == EXIT_NOTOK && a.alive)
+        rc = 0; /* an answer, even not_ready, is a live daemon */
     free(line);
     fflush(stdout);
     return rc;

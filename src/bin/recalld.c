@@ -376,6 +376,8 @@ static void on_sighup(uv_signal_t *s, int signum)
                      "signal=%d", signum);
         return;
     }
+    if (!scratch.cfg.socket_path[0]) /* the default: resolved at start, unchanged */
+        memcpy(scratch.cfg.socket_path, d->cfg.socket_path, sizeof d->cfg.socket_path);
     size_t n = rc_config_diff(&d->cfg, &scratch.cfg, keys, RC_ARRAY_LEN(keys));
     for (size_t i = 0; i < n && i < RC_ARRAY_LEN(keys); i++) {
         char *dst = is_reloadable(keys[i]) ? applied : restart;
@@ -441,6 +443,19 @@ static void health_warnings(void *arg, rc_buf *out)
         rc_buf_json_str(out, msg, strlen(msg));
         n++;
     }
+    if (d->server) { /* socket limits hit in the last minute */
+        rc_server_stats ss;
+        rc_server_stats_get(d->server, &ss);
+        if (ss.outbuf_total_full_ms && rc_now_ns() / 1000000u - ss.outbuf_total_full_ms < 60000) {
+            snprintf(msg, sizeof msg, "socket.max_outbuf_total (%llu bytes) reached: %llu "
+                     "clients that did not read their replies dropped",
+                     (unsigned long long)ss.max_outbuf_total,
+                     (unsigned long long)ss.outbuf_total_dropped);
+            if (n++)
+                rc_buf_puts(out, ",");
+            rc_buf_json_str(out, msg, strlen(msg));
+        }
+    }
     if (st.lookups_failed) {
         snprintf(msg, sizeof msg, "%llu committed-offset look-ups failed: losses at the start "
                  "of those partitions could go unnoticed", (unsigned long long)st.lookups_failed);
@@ -448,6 +463,30 @@ static void health_warnings(void *arg, rc_buf *out)
             rc_buf_puts(out, ",");
         rc_buf_json_str(out, msg, strlen(msg));
     }
+}
+
+/* The socket's figures inside the stats' "server" object. */
+static void socket_stats(void *arg, rc_buf *out)
+{
+    daemon_t *d = arg;
+    rc_server_stats ss = {0};
+    if (d->server)
+        rc_server_stats_get(d->server, &ss);
+    rc_buf_printf(out, "\"clients\":%llu,\"accepted\":%llu,\"refused_max_clients\":%llu,"
+                       "\"refused_uid\":%llu,\"lines_too_long\":%llu,\"idle_closed\":%llu,"
+                       "\"request_timeouts\":%llu,\"evicted_idle\":%llu,\"probes\":%llu,"
+                       "\"fast_requests\":%llu,\"slow_dropped\":%llu,"
+                       "\"outbuf_total_dropped\":%llu,\"queued_bytes\":%llu,"
+                       "\"max_outbuf_total\":%llu,\"inflight\":%llu",
+                  (unsigned long long)ss.clients, (unsigned long long)ss.accepted,
+                  (unsigned long long)ss.refused_max, (unsigned long long)ss.refused_uid,
+                  (unsigned long long)ss.too_long, (unsigned long long)ss.idle_closed,
+                  (unsigned long long)ss.request_timeouts, (unsigned long long)ss.evicted_idle,
+                  (unsigned long long)ss.probes, (unsigned long long)ss.fast_requests,
+                  (unsigned long long)ss.slow_dropped,
+                  (unsigned long long)ss.outbuf_total_dropped,
+                  (unsigned long long)ss.queued_bytes, (unsigned long long)ss.max_outbuf_total,
+                  (unsigned long long)ss.inflight);
 }
 
 static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
@@ -572,7 +611,7 @@ static void on_signal(uv_signal_t *s, int signum)
     daemon_t *d = s->data;
     if (d->stopping) {
         rc_log_warn("recalld", "second signal: exiting now", "signal=%d", signum);
-        exit(1);
+        _exit(1); /* not exit(): atexit handlers could wait on a worker stuck in a load */
     }
     d->stopping = 1;
     atomic_store(&d->api.stopping, 1);
@@ -706,9 +745,16 @@ static int start(daemon_t *d)
     d->api.kafka_stats = kafka_stats;
     d->api.kafka_arg = d;
     d->api.warnings = health_warnings;
+    d->api.socket_stats = socket_stats;
+    d->api.socket_arg = d;
+    if (!c->socket_path[0] && rc_server_default_path(d->cfg.socket_path, sizeof d->cfg.socket_path,
+                                                     1, err, sizeof err))
+        goto fail;
     rc_server_opts so = {.path = c->socket_path, .mode = c->socket_mode, .max_line = c->max_line,
                          .max_clients = c->max_clients, .idle_timeout_ms = c->idle_timeout_ms,
-                         .max_outbuf = c->max_outbuf, .handler = rc_api_handle, .ud = &d->api};
+                         .request_timeout_ms = c->request_timeout_ms,
+                         .max_outbuf = c->max_outbuf, .max_outbuf_total = c->max_outbuf_total,
+                         .handler = rc_api_handle, .fast = rc_api_fast, .ud = &d->api};
     for (uint32_t i = 0; i < c->nallow_uids; i++)
         uids[i] = (uid_t)c->allow_uids[i];
     so.allow_uids = c->nallow_uids ? uids : NULL;
