@@ -155,6 +155,26 @@ static void render_server(rc_buf *b, rc_server *s)
             "Clients dropped for not reading their replies (socket.max_outbuf).", st.slow_dropped);
     gauge(b, "recalld_socket_inflight", "Requests running on worker threads now.",
           (double)st.inflight);
+    counter(b, "recalld_socket_request_timeouts_total",
+            "Clients closed because a request line was not complete within "
+            "socket.request_timeout_ms.",
+            st.request_timeouts);
+    counter(b, "recalld_socket_evicted_idle_total",
+            "Idle or unfinished clients closed at socket.max_clients to admit a new one.",
+            st.evicted_idle);
+    counter(b, "recalld_socket_probes_total",
+            "Connections admitted to the probe slots beyond socket.max_clients.", st.probes);
+    counter(b, "recalld_socket_fast_requests_total",
+            "Requests answered on the loop thread (health), never queued behind workers.",
+            st.fast_requests);
+    counter(b, "recalld_socket_outbuf_total_dropped_total",
+            "Clients dropped because unsent replies of all clients reached "
+            "socket.max_outbuf_total.",
+            st.outbuf_total_dropped);
+    gauge(b, "recalld_socket_queued_bytes", "Unsent reply bytes of all clients now.",
+          (double)st.queued_bytes);
+    gauge(b, "recalld_socket_max_queued_bytes", "socket.max_outbuf_total.",
+          (double)st.max_outbuf_total);
 }
 
 static void render_api(rc_buf *b, rc_api *a)
