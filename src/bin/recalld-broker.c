@@ -22,6 +22,7 @@
 #include "recalld/config.h"
 #include "recalld/consumer.h"
 #include "recalld/log.h"
+#include "recalld/mock_broker.h"
 
 #define MAX_TOPICS 64
 
