@@ -28,15 +28,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static rc_engine *offline(const rc_config *c)
-{
-    rc_engine *e = NULL;
-    char err[512];
-    if (rc_engine_create(c, NULL, NULL, NULL, &e, err, sizeof err))
-        RC__FAIL("rc_engine_create: %s", err);
-    return e;
-}
-
 static void small_config(rc_config *c)
 {
     rc_config_defaults(c);
@@ -51,21 +42,6 @@ static int click_line(char *buf, size_t cap, int user, int item, int city, int64
                     "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":\"c%d\","
                     "\"cate_id\":\"k%d\",\"ts\":%lld}",
                     user, item, city, item % 2, (long long)ts);
-}
-
-static json_t *stats(rc_engine *e)
-{
-    rc_buf b;
-    rc_buf_init(&b, 0);
-    rc_buf_puts(&b, "{");
-    rc_engine_stats_json(e, &b);
-    rc_buf_puts(&b, "}");
-    json_error_t je;
-    json_t *st = json_loads(b.data, 0, &je);
-    if (!st)
-        RC__FAIL("stats JSON: %s: %.300s", je.text, b.data);
-    rc_buf_free(&b);
-    return st;
 }
 
 /* What the done callback saw: refused events copied (their memory is only
@@ -150,7 +126,7 @@ TEST(engine_refusal_reasons_and_counters)
     rc_config c;
     small_config(&c);
     c.max_items = 3;
-    rc_engine *e = offline(&c);
+    rc_engine *e = e2e_engine_offline(&c);
     static char big[RC_EVENT_MAX + 64];
     int n = snprintf(big, sizeof big, "{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"c\","
                                       "\"cate_id\":\"k\",\"ts\":1,\"pad\":\"");
@@ -208,7 +184,7 @@ TEST(engine_refusal_reasons_and_counters)
     ASSERT_EQ(k.invalid[RC_EV_BAD_JSON], 3);
     ASSERT_EQ(rc_engine_applied(e), 4);
 
-    json_t *st = stats(e); /* the same figures in the stats object */
+    json_t *st = e2e_engine_stats(e); /* the same figures in the stats object */
     ASSERT_EQ(e2e_int(st, "events.invalid"), 9);
     ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.too_large"), 1);
     ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.bad_json"), 3);
@@ -358,7 +334,7 @@ TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
     seen_free(&s);
 
     /* A new engine on the directory starts from there. */
-    e = offline(&c);
+    e = e2e_engine_offline(&c);
     int32_t parts[4];
     int64_t offs[4];
     ASSERT_EQ(rc_engine_restored_offsets(e, parts, offs, 4), 2);
@@ -376,7 +352,7 @@ TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
  * item i clicked 1 + i % 5 times by users w0..w9; user u clicked i0, i2, i4. */
 static rc_engine *query_engine(rc_config *c)
 {
-    rc_engine *e = offline(c);
+    rc_engine *e = e2e_engine_offline(c);
     char line[256];
     int64_t ts = T0;
     for (int i = 0; i < 40; i++)
@@ -552,9 +528,10 @@ static void table_copy_free(table_copy *s)
 
 /* engine.h checkpoints, offline engine: rc_engine_checkpoint needs a loop
  * (RC_EINVAL), rc_engine_checkpoint_now writes one on the calling thread with
- * the next offset of each partition seen. A new engine on the directory restores the table bit for
- * bit, the counters, the offsets (none when the topic differs), and answers
- * similar as before. Without data_dir, checkpoint_now is RC_EINVAL. */
+ * the next offset of each partition seen. A new engine on the directory
+ * restores the table bit for bit, the counters, the offsets (none when the
+ * topic differs), and answers similar as before. Without data_dir,
+ * checkpoint_now is RC_EINVAL. */
 TEST(engine_checkpoint_now_round_trip)
 {
     char dir[64], err[256], line[256];
@@ -563,7 +540,7 @@ TEST(engine_checkpoint_now_round_trip)
     small_config(&c);
     c.kafka_batch = 64;
     snprintf(c.data_dir, sizeof c.data_dir, "%s", dir);
-    rc_engine *e = offline(&c);
+    rc_engine *e = e2e_engine_offline(&c);
     ASSERT_EQ(rc_engine_checkpoint(e, 0, NULL), RC_EINVAL);
     uint64_t msgs = 0;
     for (int bi = 0; bi < 6; bi++) {
@@ -610,7 +587,7 @@ TEST(engine_checkpoint_now_round_trip)
         snprintf(want[i], sizeof want[i], "%s", item_of(e, h0[i].row));
     rc_engine_destroy(e);
 
-    e = offline(&c);
+    e = e2e_engine_offline(&c);
     ASSERT_EQ(rc_engine_needs_replay(e), 0);
     table_copy_same(rc_engine_table(e), &tc);
     rc_engine_counters_get(e, &k1);
@@ -628,7 +605,7 @@ TEST(engine_checkpoint_now_round_trip)
     ASSERT_EQ(n1, n0);
     for (uint32_t i = 0; i < n1; i++)
         ASSERT_STREQ(item_of(e, h1[i].row), want[i]);
-    json_t *st = stats(e);
+    json_t *st = e2e_engine_stats(e);
     ASSERT_EQ(e2e_int(st, "checkpoint.restored_seq"), (long long)seq);
     json_decref(st);
     rc_engine_destroy(e);
@@ -636,7 +613,7 @@ TEST(engine_checkpoint_now_round_trip)
     /* another topic: the model is restored, its offsets are not used */
     rc_config c2 = c;
     snprintf(c2.topic, sizeof c2.topic, "other-topic");
-    e = offline(&c2);
+    e = e2e_engine_offline(&c2);
     table_copy_same(rc_engine_table(e), &tc);
     ASSERT_EQ(rc_engine_restored_offsets(e, parts, offs, 4), 0);
     rc_engine_destroy(e);
@@ -644,7 +621,7 @@ TEST(engine_checkpoint_now_round_trip)
 
     rc_config c3;
     small_config(&c3);
-    e = offline(&c3);
+    e = e2e_engine_offline(&c3);
     ASSERT_EQ(rc_engine_checkpoint_now(e, &r, err, sizeof err), RC_EINVAL);
     rc_engine_destroy(e);
     e2e_sh(NULL, "rm -rf %s", dir);
