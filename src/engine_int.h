@@ -27,7 +27,7 @@
 #include "recalld/session.h"
 #include "recalld/sgns.h"
 #include "recalld/tower.h"
-#include "recalld/tserve.h"
+#include "recalld/tower_serve.h"
 
 #define ERR_TEXT 112
 #define FRESH_RING 4096
@@ -186,7 +186,7 @@ struct tower {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* under mu (the trainer reads cur bare: it is cur's only writer) */
-    rc_tserve *cur, *pending;
+    rc_tower_serve *cur, *pending;
     char path[RC_CONF_STR], pend_path[RC_CONF_STR], conf_path[RC_CONF_STR];
     struct stat st, pend_st; /* of the files at load: SIGHUP reloads when they change */
     uint64_t gen_handed, gen_adopted;
@@ -263,7 +263,7 @@ int tw_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el);
 int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
              size_t el);
 /* Any thread: a reference to the served bundle, or NULL. */
-rc_tserve *tw_acquire(rc_engine *e);
+rc_tower_serve *tw_acquire(rc_engine *e);
 
 /* ---- background retraining (src/engine_retrain.c) ---- */
 

@@ -128,7 +128,7 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
     nrun = rt->info.done + rt->info.failed + rt->info.skipped;
     rt->info.running = 1;
     pthread_mutex_unlock(&rt->mu);
-    rc_tserve *b = tw_acquire(e); /* its model is the base: held until trained */
+    rc_tower_serve *b = tw_acquire(e); /* its model is the base: held until trained */
     if (atomic_load(&rt->cancel)) {
         rc = rc_err(err, sizeof err, RC_EAGAIN, "retrain cancelled (shutting down)");
     } else if (!b) {
@@ -138,7 +138,7 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
     } else if (rc_replay_snapshot(rt->ring, 0, &snap)) {
         rc = rc_err(err, sizeof err, RC_ENOMEM, "out of memory for the replay snapshot");
     } else {
-        const rc_tt_model *base = rc_tserve_model(b);
+        const rc_tt_model *base = rc_tower_serve_model(b);
         rc_retrain_opts o = {
             .gap_ms = c->gap_ms,
             .min_examples = c->tower_retrain_min_examples,
@@ -159,7 +159,7 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
             rc = RC_ENOENT;
         }
     }
-    rc_tserve_unref(b);
+    rc_tower_serve_unref(b);
     rc_replay_snap_free(&snap);
     if (rc == 0) {
         saved = rt_save(e, m, path, &st);

@@ -77,30 +77,30 @@ static void tw_adopt(rc_engine *e)
     struct tower *t = e->tw;
     char err[256];
     pthread_mutex_lock(&t->mu);
-    rc_tserve *b = t->pending;
+    rc_tower_serve *b = t->pending;
     t->pending = NULL;
     atomic_store(&t->has_pending, 0);
     pthread_mutex_unlock(&t->mu);
     if (!b)
         return;
-    int rc = rc_tserve_sync_rows(b, UINT32_MAX);
+    int rc = rc_tower_serve_sync_rows(b, UINT32_MAX);
     if (rc >= 0)
-        rc = rc_tserve_flush(b, err, sizeof err);
+        rc = rc_tower_serve_flush(b, err, sizeof err);
     else
         snprintf(err, sizeof err, "%s", rc_strerror(rc));
     if (rc < 0) /* serve it anyway: the rows it has are right, later ones retry */
         rc_log_warn("engine", "tower: catching up rows failed", "error=\"%s\"", err);
     pthread_mutex_lock(&t->mu);
-    rc_tserve *old = t->cur;
+    rc_tower_serve *old = t->cur;
     t->cur = b;
     memcpy(t->path, t->pend_path, sizeof t->path);
     t->st = t->pend_st;
     t->gen_adopted = t->gen_handed;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
-    rc_tserve_unref(old);
+    rc_tower_serve_unref(old);
     t->sweep = 0;
-    t->sweep_end = rc_tserve_rows(b);
+    t->sweep_end = rc_tower_serve_rows(b);
 }
 
 /* Trainer, after every batch (and idle): keeps the served bundle current. */
@@ -110,18 +110,18 @@ void tw_maintain(rc_engine *e, int force)
     char err[256];
     if (atomic_load(&t->has_pending))
         tw_adopt(e);
-    rc_tserve *b = t->cur;
+    rc_tower_serve *b = t->cur;
     if (!b)
         return;
-    int rc = rc_tserve_sync_rows(b, UINT32_MAX); /* new items: vectors at once */
+    int rc = rc_tower_serve_sync_rows(b, UINT32_MAX); /* new items: vectors at once */
     if (rc < 0 && t->sync_errors++ % 10000 == 0)
         rc_log_warn("engine", "tower: new items cannot be vectorised", "error=\"%s\" rows=%u",
-                    rc_strerror(rc), rc_tserve_rows(b));
+                    rc_strerror(rc), rc_tower_serve_rows(b));
     uint32_t budget = cfg_u32(&e->cfg.tower_refresh_rows), maxre = cfg_u32(&e->cfg.tower_recompute);
     uint32_t re_total = 0, re;
     while (budget && t->dq_n && re_total < maxre) {
         uint32_t seg = RC_MIN(RC_MIN(t->dq_n, t->dq_cap - t->dq_head), budget);
-        uint32_t used = rc_tserve_refresh(b, t->dq + t->dq_head, seg, maxre - re_total, &re);
+        uint32_t used = rc_tower_serve_refresh(b, t->dq + t->dq_head, seg, maxre - re_total, &re);
         for (uint32_t i = 0; i < used; i++)
             t->dirty[t->dq[t->dq_head + i]] = 0;
         t->dq_head = (t->dq_head + used) & (t->dq_cap - 1);
@@ -135,16 +135,16 @@ void tw_maintain(rc_engine *e, int force)
         uint32_t seg = RC_MIN(RC_MIN(budget, t->sweep_end - t->sweep), TW_SWEEP_SEG);
         for (uint32_t i = 0; i < seg; i++)
             t->seg[i] = t->sweep + i;
-        t->sweep += rc_tserve_refresh(b, t->seg, seg, maxre - re_total, &re);
+        t->sweep += rc_tower_serve_refresh(b, t->seg, seg, maxre - re_total, &re);
     }
     atomic_store_explicit(&t->refresh_pending, (uint64_t)t->dq_n + (t->sweep_end - t->sweep),
                           memory_order_relaxed);
-    if (rc_tserve_flush(b, err, sizeof err) < 0 && t->index_errors++ % 1000 == 0)
+    if (rc_tower_serve_flush(b, err, sizeof err) < 0 && t->index_errors++ % 1000 == 0)
         rc_log_error("engine", "tower: index flush failed", "error=\"%s\"", err);
     uint64_t now = rc_now_ns();
     if (force || now - t->last_maintain_ns > 50 * 1000000ull) {
         t->last_maintain_ns = now;
-        if (rc_tserve_maintain(b, err, sizeof err) < 0)
+        if (rc_tower_serve_maintain(b, err, sizeof err) < 0)
             rc_log_error("engine", "tower: index maintenance failed", "error=\"%s\"", err);
     }
 }
@@ -177,12 +177,14 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
     struct tower *t = e->tw;
     const rc_config *c = &e->cfg;
     uint64_t t0 = rc_now_ns(), last_log = t0;
-    rc_tserve_opts o = {.index = {.ivf_min = c->ivf_min, .nprobe = c->nprobe, .drift = c->drift,
-                                  .batch = c->index_batch},
-                        .max_items = c->max_items,
-                        .drift = c->drift};
-    rc_tserve *b;
-    int rc = rc_tserve_create(m, e->table, &o, &b, eb, el);
+    rc_tower_serve_opts o = {.index = {.ivf_min = c->ivf_min,
+                                       .nprobe = c->nprobe,
+                                       .drift = c->drift,
+                                       .batch = c->index_batch},
+                             .max_items = c->max_items,
+                             .drift = c->drift};
+    rc_tower_serve *b;
+    int rc = rc_tower_serve_create(m, e->table, &o, &b, eb, el);
     if (rc)
         return rc;
     atomic_store(&t->track, 1); /* from now on changed rows are queued for re-checks */
@@ -190,27 +192,28 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
     atomic_store(&t->load_done, 0);
     atomic_store(&t->load_total, rc_table_size(e->table));
     rc_log_info("engine", "tower: vectorising items", "path=%s items=%u dim=%u", path,
-                rc_table_size(e->table), rc_tserve_dim(b));
+                rc_table_size(e->table), rc_tower_serve_dim(b));
     for (;;) {
-        uint32_t have = rc_tserve_rows(b), size = rc_table_size(e->table);
+        uint32_t have = rc_tower_serve_rows(b), size = rc_table_size(e->table);
         if (atomic_load(&t->cancel)) {
-            rc_tserve_unref(b);
+            rc_tower_serve_unref(b);
             return rc_err(eb, el, RC_EAGAIN, "tower: load of %s cancelled (shutting down)", path);
         }
         if (have == size || (e->threads && size - have <= TW_NEAR_ROWS))
             break; /* a threaded engine's trainer mirrors the last few at adoption */
-        if ((rc = rc_tserve_sync_rows(b, have + TW_STEP_ROWS)) < 0) {
-            rc_tserve_unref(b);
+        if ((rc = rc_tower_serve_sync_rows(b, have + TW_STEP_ROWS)) < 0) {
+            rc_tower_serve_unref(b);
             return rc_err(eb, el, rc, "tower: cannot vectorise item row %u: %s", have,
                           rc_strerror(rc));
         }
-        have = rc_tserve_rows(b);
+        have = rc_tower_serve_rows(b);
         atomic_store(&t->load_done, have);
         atomic_store(&t->load_total, size);
         if (have - flushed >= TW_FLUSH_ROWS) {
             flushed = have;
-            if ((rc = rc_tserve_flush(b, eb, el)) < 0 || (rc = rc_tserve_maintain(b, eb, el)) < 0) {
-                rc_tserve_unref(b);
+            if ((rc = rc_tower_serve_flush(b, eb, el)) < 0 ||
+                (rc = rc_tower_serve_maintain(b, eb, el)) < 0) {
+                rc_tower_serve_unref(b);
                 return rc;
             }
         }
@@ -220,12 +223,12 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
                         have, size, ms_since(t0));
         }
     }
-    if ((rc = rc_tserve_flush(b, eb, el)) < 0) {
-        rc_tserve_unref(b);
+    if ((rc = rc_tower_serve_flush(b, eb, el)) < 0) {
+        rc_tower_serve_unref(b);
         return rc;
     }
     pthread_mutex_lock(&t->mu);
-    rc_tserve_unref(t->pending); /* none in practice: one load at a time */
+    rc_tower_serve_unref(t->pending); /* none in practice: one load at a time */
     t->pending = b;
     snprintf(t->pend_path, sizeof t->pend_path, "%s", path);
     t->pend_st = *st;
@@ -248,7 +251,7 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
             t->pending = NULL;
             atomic_store(&t->has_pending, 0);
             pthread_mutex_unlock(&t->mu);
-            rc_tserve_unref(b);
+            rc_tower_serve_unref(b);
             return rc_err(eb, el, RC_EAGAIN, "tower: load of %s cancelled (shutting down)", path);
         }
         pthread_mutex_unlock(&t->mu);
@@ -257,9 +260,9 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
     pthread_mutex_lock(&t->mu);
     t->load_ms = ms;
     pthread_mutex_unlock(&t->mu);
-    const rc_tt_config *tc = rc_tt_config_of(rc_tserve_model(b));
+    const rc_tt_config *tc = rc_tt_config_of(rc_tower_serve_model(b));
     rc_log_info("engine", "tower: model serving", "path=%s params=%zu dim=%u items=%u load_ms=%.1f",
-                path, rc_tt_params(rc_tserve_model(b)), tc->dim, rc_tserve_rows(b), ms);
+                path, rc_tt_params(rc_tower_serve_model(b)), tc->dim, rc_tower_serve_rows(b), ms);
     if (tc->max_clicks > c->history)
         rc_log_warn("engine", "tower: the model uses more recent clicks than sessions.history "
                     "keeps: user inputs are cut to sessions.history clicks",
@@ -429,8 +432,8 @@ void tw_free(rc_engine *e)
     struct tower *t = e->tw;
     if (!t)
         return;
-    rc_tserve_unref(t->cur);
-    rc_tserve_unref(t->pending);
+    rc_tower_serve_unref(t->cur);
+    rc_tower_serve_unref(t->pending);
     rc_tt_destroy(t->async_model);
     free(t->dirty);
     free(t->dq);
@@ -441,13 +444,13 @@ void tw_free(rc_engine *e)
 }
 
 /* Any thread: a reference to the served bundle, or NULL. */
-rc_tserve *tw_acquire(rc_engine *e)
+rc_tower_serve *tw_acquire(rc_engine *e)
 {
     struct tower *t = e->tw;
     pthread_mutex_lock(&t->mu);
-    rc_tserve *b = t->cur;
+    rc_tower_serve *b = t->cur;
     if (b)
-        rc_tserve_ref(b);
+        rc_tower_serve_ref(b);
     pthread_mutex_unlock(&t->mu);
     return b;
 }
@@ -476,9 +479,9 @@ void rc_engine_tower_info_get(rc_engine *e, rc_engine_tower_info *info)
     struct tower *t = e->tw;
     memset(info, 0, sizeof *info);
     pthread_mutex_lock(&t->mu);
-    rc_tserve *b = t->cur;
+    rc_tower_serve *b = t->cur;
     if (b)
-        rc_tserve_ref(b);
+        rc_tower_serve_ref(b);
     info->loading = t->loading;
     snprintf(info->path, sizeof info->path, "%s", t->path);
     snprintf(info->last_error, sizeof info->last_error, "%s", t->last_error);
@@ -491,19 +494,19 @@ void rc_engine_tower_info_get(rc_engine *e, rc_engine_tower_info *info)
     info->refresh_pending = atomic_load(&t->refresh_pending);
     if (!b)
         return;
-    rc_tserve_stats ts;
-    rc_tserve_stats_get(b, &ts);
-    const rc_tt_config *c = rc_tt_config_of(rc_tserve_model(b));
+    rc_tower_serve_stats ts;
+    rc_tower_serve_stats_get(b, &ts);
+    const rc_tt_config *c = rc_tt_config_of(rc_tower_serve_model(b));
     info->loaded = 1;
-    info->params = rc_tt_params(rc_tserve_model(b));
+    info->params = rc_tt_params(rc_tower_serve_model(b));
     info->dim = c->dim;
     info->max_clicks = c->max_clicks;
     info->items = ts.rows;
     info->checked = ts.checked;
     info->recomputed = ts.recomputed;
     info->bytes = ts.bytes;
-    rc_index_stats_get(rc_tserve_index(b), &info->index);
-    rc_tserve_unref(b);
+    rc_index_stats_get(rc_tower_serve_index(b), &info->index);
+    rc_tower_serve_unref(b);
 }
 
 /* A request's user input (tower.h rc_tt_user_in), built exactly as
@@ -517,10 +520,10 @@ typedef struct tw_user {
     rc_tt_user_in u;
 } tw_user;
 
-static int tw_user_in(rc_engine *e, rc_tserve *b, const char *user, size_t ulen, int64_t now_ms,
-                      uint32_t window, tw_user *w)
+static int tw_user_in(rc_engine *e, rc_tower_serve *b, const char *user, size_t ulen,
+                      int64_t now_ms, uint32_t window, tw_user *w)
 {
-    uint32_t mc = rc_tt_config_of(rc_tserve_model(b))->max_clicks;
+    uint32_t mc = rc_tt_config_of(rc_tower_serve_model(b))->max_clicks;
     uint32_t fetch = RC_MIN(RC_MAX(mc, window), (uint32_t)RC_ARRAY_LEN(w->clicks));
     int has_sess = rc_session_recent(e->sess, user, ulen, w->clicks, fetch, &w->nclicks) == 0;
     int has_prof = rc_profile_get(e->prof, user, ulen, &w->prof) == 0;
@@ -532,7 +535,7 @@ static int tw_user_in(rc_engine *e, rc_tserve *b, const char *user, size_t ulen,
         return RC_ENOENT;
     uint32_t use = RC_MIN(w->nclicks, RC_MIN(mc, RC_TT_MAX_CLICKS)), first = w->nclicks - use;
     for (uint32_t i = 0; i < use; i++) {
-        rc_tserve_item_in(e->table, w->clicks[first + i].row, &w->in[i]);
+        rc_tower_serve_item_in(e->table, w->clicks[first + i].row, &w->in[i]);
         w->ts[i] = w->clicks[first + i].ts_ms;
     }
     if (!now_ms) {
@@ -555,25 +558,25 @@ static int tw_user_in(rc_engine *e, rc_tserve *b, const char *user, size_t ulen,
 int rc_engine_tower_user_vector(rc_engine *e, const char *user, size_t ulen, int64_t now_ms,
                                 float *out, uint32_t cap, uint32_t *dim)
 {
-    rc_tserve *b = tw_acquire(e);
+    rc_tower_serve *b = tw_acquire(e);
     if (!b)
         return RC_EAGAIN;
-    *dim = rc_tserve_dim(b);
+    *dim = rc_tower_serve_dim(b);
     tw_user *w = malloc(sizeof *w);
     int rc = !w ? RC_ENOMEM : *dim > cap ? RC_E2BIG : tw_user_in(e, b, user, ulen, now_ms, 0, w);
     if (rc == 0)
-        rc = rc_tserve_user_vector(b, &w->u, out);
+        rc = rc_tower_serve_user_vector(b, &w->u, out);
     free(w);
-    rc_tserve_unref(b);
+    rc_tower_serve_unref(b);
     return rc;
 }
 
 /* Filter f (w2v ids) in the mirror's ids; *empty when a named city/category
  * has no mirrored item yet. */
-static void tw_filter(rc_engine *e, rc_tserve *b, const rc_index_filter *f, rc_index_filter *mf,
-                      uint32_t *mcates, int *empty)
+static void tw_filter(rc_engine *e, rc_tower_serve *b, const rc_index_filter *f,
+                      rc_index_filter *mf, uint32_t *mcates, int *empty)
 {
-    const rc_table *m = rc_tserve_table(b);
+    const rc_table *m = rc_tower_serve_table(b);
     uint32_t id;
     *mf = (rc_index_filter){.city = -1, .cates = mcates, .ncates = 0};
     *empty = 0;
@@ -601,12 +604,12 @@ int tw_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
     float w8[256];
     rc_index_filter f, mf;
     int empty;
-    rc_tserve *b = tw_acquire(e);
+    rc_tower_serve *b = tw_acquire(e);
     if (!b)
         return RC_EAGAIN;
     resolve_filter(e, req, &f, cates, &empty);
     tw_user *w = empty ? NULL : malloc(sizeof *w);
-    float *q = empty ? NULL : malloc(rc_tserve_dim(b) * sizeof *q);
+    float *q = empty ? NULL : malloc(rc_tower_serve_dim(b) * sizeof *q);
     int rc = 0;
     if (empty)
         goto out;
@@ -627,13 +630,13 @@ int tw_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
     if (!req->city && !req->global && e->cfg.recall_user_city && nwin)
         f.city = user_city(e, rows + first, w8, nwin);
     if (rc == 0) {
-        rc = rc_tserve_user_vector(b, &w->u, q);
+        rc = rc_tower_serve_user_vector(b, &w->u, q);
         tw_filter(e, b, &f, &mf, mcates, &empty);
         if (rc == 0 && !empty && req->exact)
-            rc = rc_recall_exact(rc_tserve_table(b), q, req->k, &mf, rows, w->nclicks, out, n);
+            rc = rc_recall_exact(rc_tower_serve_table(b), q, req->k, &mf, rows, w->nclicks, out, n);
         else if (rc == 0 && !empty)
-            rc = rc_tserve_search(b, q, req->k, cfg_f32(&e->cfg.overfetch), &mf, rows, w->nclicks,
-                                  out, n);
+            rc = rc_tower_serve_search(b, q, req->k, cfg_f32(&e->cfg.overfetch), &mf, rows,
+                                       w->nclicks, out, n);
     }
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) { /* the avg mode's unknown-user answer */
         *fallback = 1;
@@ -643,14 +646,14 @@ int tw_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
 out:
     free(q);
     free(w);
-    rc_tserve_unref(b);
+    rc_tower_serve_unref(b);
     return rc;
 }
 
 /* Any thread: the mirrored row of item in the bundle, or RC_ENOENT. */
-static int tw_row(rc_engine *e, rc_tserve *b, const char *item, size_t len, uint32_t *row)
+static int tw_row(rc_engine *e, rc_tower_serve *b, const char *item, size_t len, uint32_t *row)
 {
-    if (rc_table_find(e->table, item, len, row) || *row >= rc_tserve_rows(b))
+    if (rc_table_find(e->table, item, len, row) || *row >= rc_tower_serve_rows(b))
         return RC_ENOENT;
     return 0;
 }
@@ -659,14 +662,14 @@ int rc_engine_tower_item_vector(rc_engine *e, const char *item, size_t len, floa
                                 uint32_t cap, uint32_t *dim)
 {
     uint32_t row;
-    rc_tserve *b = tw_acquire(e);
+    rc_tower_serve *b = tw_acquire(e);
     if (!b)
         return RC_EAGAIN;
-    *dim = rc_tserve_dim(b);
+    *dim = rc_tower_serve_dim(b);
     int rc = *dim > cap ? RC_E2BIG : tw_row(e, b, item, len, &row);
     if (rc == 0)
-        memcpy(out, rc_table_in(rc_tserve_table(b), row), *dim * sizeof *out);
-    rc_tserve_unref(b);
+        memcpy(out, rc_table_in(rc_tower_serve_table(b), row), *dim * sizeof *out);
+    rc_tower_serve_unref(b);
     return rc;
 }
 
@@ -677,27 +680,27 @@ int rc_engine_tower_similar(rc_engine *e, const char *item, size_t len, uint32_t
     *n = 0;
     if (k == 0 || k > cfg_u32(&e->cfg.k_max))
         return RC_EINVAL;
-    rc_tserve *b = tw_acquire(e);
+    rc_tower_serve *b = tw_acquire(e);
     if (!b)
         return RC_EAGAIN;
     int rc = tw_row(e, b, item, len, &row);
-    float *q = rc ? NULL : malloc(rc_tserve_dim(b) * sizeof *q);
+    float *q = rc ? NULL : malloc(rc_tower_serve_dim(b) * sizeof *q);
     if (rc == 0 && !q)
         rc = RC_ENOMEM;
     if (rc == 0) {
-        memcpy(q, rc_table_in(rc_tserve_table(b), row), rc_tserve_dim(b) * sizeof *q);
-        rc = rc_tserve_search(b, q, k, cfg_f32(&e->cfg.overfetch), NULL, &row, 1, out, n);
+        memcpy(q, rc_table_in(rc_tower_serve_table(b), row), rc_tower_serve_dim(b) * sizeof *q);
+        rc = rc_tower_serve_search(b, q, k, cfg_f32(&e->cfg.overfetch), NULL, &row, 1, out, n);
     }
     free(q);
-    rc_tserve_unref(b);
+    rc_tower_serve_unref(b);
     return rc;
 }
 
 int rc_engine_tower_contains(rc_engine *e, uint32_t row)
 {
-    rc_tserve *b = tw_acquire(e);
-    int in = b && rc_index_contains(rc_tserve_index(b), row);
-    rc_tserve_unref(b);
+    rc_tower_serve *b = tw_acquire(e);
+    int in = b && rc_index_contains(rc_tower_serve_index(b), row);
+    rc_tower_serve_unref(b);
     return in;
 }
 

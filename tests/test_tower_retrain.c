@@ -24,7 +24,7 @@
 #include "recalld/replay.h"
 #include "recalld/retrain.h"
 #include "recalld/tower.h"
-#include "recalld/tserve.h"
+#include "recalld/tower_serve.h"
 #include "test.h"
 #include "tower_stream.h"
 
@@ -396,7 +396,7 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     ASSERT_EQ(res.users_with_tags, 3);
     ASSERT(isfinite(res.train.loss) && res.train.loss > 0);
     rc_tt_item_in in;
-    rc_tserve_item_in(t, 7, &in);
+    rc_tower_serve_item_in(t, 7, &in);
     /* warm start with a vanishing learning rate: the base model, nearly */
     ASSERT_DBL_OP(item_cos(base, m, &in), >, 0.999);
     rc_tt_destroy(m);
@@ -589,7 +589,7 @@ TEST(tower_retrain_offline_engine_serves_new_model)
     ASSERT_EQ(rc_table_find(rc_engine_table(e), "i5", 2, &row), 0);
     rc_tt_item_in in;
     float want[64];
-    rc_tserve_item_in(rc_engine_table(e), row, &in);
+    rc_tower_serve_item_in(rc_engine_table(e), row, &in);
     rc_tt_item_vector(m, w, &in, want);
     ASSERT_DBL_OP(max_abs_diff(want, i1, dim), <, 1e-5);
     rc_tt_work_destroy(w);

@@ -80,7 +80,7 @@ typedef struct rc_config {
     float ckpt_max_mb_s;       /* write bandwidth cap, 0 = none */
     char log_level[16], log_format[16];
     uint32_t stats_interval_ms; /* periodic stats log line, 0 = off */
-    /* two-tower serving (tower.h, tserve.h) */
+    /* two-tower serving (tower.h, tower_serve.h) */
     char tower_model[RC_CONF_STR];     /* tower.model: tower model file served, "" = none */
     uint32_t tower_refresh_rows;       /* tower.refresh_rows: w2v drift checks per flush */
     uint32_t tower_recompute;          /* tower.recompute_per_flush: item vectors recomputed
