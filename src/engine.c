@@ -266,7 +266,7 @@ static void apply_event(rc_engine *e, const rc_event *ev)
     }
     rc_session_add(e->sess, ev->user, ev->user_len, row, ev->ts_ms, ctx,
                    RC_MIN(e->sg.window, CTX_MAX), &nctx, &flags);
-    tw_note(e, ev, row, flags);
+    tower_note(e, ev, row, flags);
     atomic_fetch_add(&e->applied, 1);
     if (ev->ts_ms > atomic_load_explicit(&e->max_ts_pub, memory_order_relaxed))
         atomic_store_explicit(&e->max_ts_pub, ev->ts_ms, memory_order_relaxed);
@@ -281,10 +281,10 @@ static void apply_event(rc_engine *e, const rc_event *ev)
                                    total, &e->work);
         atomic_fetch_add(&e->pairs, p);
         rc_index_touch(e->index, row);
-        tw_dirty(e, row);
+        tower_dirty(e, row);
         for (uint32_t i = 0; i < nctx; i++) {
             rc_index_touch(e->index, ctx[i]);
-            tw_dirty(e, ctx[i]);
+            tower_dirty(e, ctx[i]);
         }
     }
     return;
@@ -326,7 +326,7 @@ void maintain(rc_engine *e, int force)
         rc_session_expire(e->sess, e->max_ts, 50000);
         rc_profile_expire(e->prof, e->max_ts, 50000);
     }
-    tw_maintain(e, force);
+    tower_maintain(e, force);
 }
 
 /* Cache hints for the events after i: a lookup is a chain of dependent
@@ -636,7 +636,7 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     q_init(&e->q_train);
     q_init(&e->q_done);
     e->max_ts = INT64_MIN;
-    if ((rc = ck_init(e, eb, el)) || (rc = tw_init(e, eb, el)) || (rc = rt_init(e, eb, el)) ||
+    if ((rc = ck_init(e, eb, el)) || (rc = tower_init(e, eb, el)) || (rc = rt_init(e, eb, el)) ||
         (rc = create_model(e, eb, el)) || (rc = create_batches(e, eb, el)))
         goto fail;
     if (loop) {
@@ -656,8 +656,8 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
         if ((rc = ck_start(e, eb, el)))
             goto fail;
     }
-    if ((rc = tw_start(e, eb, el)) || /* after the threads: a threaded engine loads in the background */
-        (rc = rt_start(e, eb, el)))
+    /* after the threads: a threaded engine loads in the background */
+    if ((rc = tower_start(e, eb, el)) || (rc = rt_start(e, eb, el)))
         goto fail;
     *out = e;
     return 0;
@@ -669,7 +669,7 @@ fail:
 static void free_engine(rc_engine *e)
 {
     rt_free(e);
-    tw_free(e); /* its bundles read the table */
+    tower_free(e); /* its bundles read the table */
     rc_profile_destroy(e->prof);
     rc_index_destroy(e->index);
     rc_sampler_destroy(e->sampler);
@@ -699,7 +699,7 @@ void rc_engine_destroy(rc_engine *e)
     if (!e)
         return;
     rt_stop(e); /* a retrain (its bundle waiting for the trainer) gives up first */
-    tw_stop(e); /* a load waiting for the trainer gives up first */
+    tower_stop(e); /* a load waiting for the trainer gives up first */
     if (e->threads) {
         rc_engine_sync(e);
         atomic_store(&e->stop, 1);
@@ -838,7 +838,7 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     if (req->k == 0 || req->k > cfg_u32(&e->cfg.k_max) || req->ncates > RC_ARRAY_LEN(cates))
         return RC_EINVAL;
     if (req->two_tower)
-        return tw_recall(e, req, out, n, fallback);
+        return tower_recall(e, req, out, n, fallback);
     resolve_filter(e, req, &f, cates, &empty);
     if (empty)
         return 0;
@@ -986,7 +986,7 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_puts(o, ",");
     ck_stats_json(e, o);
     rc_buf_puts(o, ",");
-    tw_stats_json(e, o);
+    tower_stats_json(e, o);
 }
 
 void rc_engine_count_consumed(rc_engine *e, uint64_t n) { atomic_fetch_add(&e->consumed, n); }
@@ -1025,7 +1025,7 @@ void rc_engine_reload(rc_engine *e, const rc_config *c)
 {
     __atomic_store_n(&e->cfg.tower_refresh_rows, c->tower_refresh_rows, __ATOMIC_RELAXED);
     __atomic_store_n(&e->cfg.tower_recompute, c->tower_recompute, __ATOMIC_RELAXED);
-    tw_set_conf_path(e, c->tower_model);
+    tower_set_conf_path(e, c->tower_model);
     __atomic_store_n(&e->cfg.k_default, c->k_default, __ATOMIC_RELAXED);
     __atomic_store_n(&e->cfg.k_max, c->k_max, __ATOMIC_RELAXED);
     __atomic_store_n(&e->cfg.recall_window, c->recall_window, __ATOMIC_RELAXED);

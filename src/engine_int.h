@@ -3,7 +3,7 @@
  *   src/engine.c             the pipeline: batches, decoder and trainer threads,
  *                            event apply, queries, stats, create/destroy
  *   src/engine_checkpoint.c  checkpoint coordination (ck_*)
- *   src/engine_tower.c       two-tower serving (tw_*)
+ *   src/engine_tower.c       two-tower serving (tower_*)
  *   src/engine_retrain.c     background retraining of the tower model (rt_*)
  *
  * The public API is include/recalld/engine.h; the thread that may call each
@@ -109,7 +109,7 @@ struct rc_engine {
 
     struct ckpt *ck; /* checkpoints: see "---- checkpoints ----" */
     rc_profile *prof;  /* per-user device, tags, counters (two-tower user input) */
-    struct tower *tw;  /* two-tower serving: see "---- two-tower serving ----" */
+    struct tower *tower; /* two-tower serving: see "---- two-tower serving ----" */
     struct retrain *rt; /* background retraining: see "---- background retraining ----" */
 };
 
@@ -177,10 +177,10 @@ struct ckpt {
 
 /* Two-tower serving state (src/engine_tower.c). */
 
-#define TW_NEAR_ROWS   4096u  /* rows left for the trainer to mirror when adopting */
-#define TW_STEP_ROWS   16384u /* rows per loader step (cancel check, progress) */
-#define TW_FLUSH_ROWS  65536u /* loader flushes the index every this many rows */
-#define TW_SWEEP_SEG   4096u  /* rows per sweep step */
+#define TOWER_NEAR_ROWS  4096u  /* rows left for the trainer to mirror when adopting */
+#define TOWER_STEP_ROWS  16384u /* rows per loader step (cancel check, progress) */
+#define TOWER_FLUSH_ROWS 65536u /* loader flushes the index every this many rows */
+#define TOWER_SWEEP_SEG  4096u  /* rows per sweep step */
 
 struct tower {
     pthread_mutex_t mu;
@@ -207,7 +207,7 @@ struct tower {
     uint32_t *dq;         /* ring of rows whose w2v vector changed */
     uint32_t dq_cap, dq_head, dq_n;
     uint32_t sweep, sweep_end; /* after an adoption: every row is re-checked */
-    uint32_t seg[TW_SWEEP_SEG];
+    uint32_t seg[TOWER_SWEEP_SEG];
     uint64_t last_maintain_ns, sync_errors, index_errors;
 };
 
@@ -244,26 +244,25 @@ void ck_stats_json(rc_engine *e, rc_buf *o);
 
 /* ---- two-tower serving (src/engine_tower.c) ---- */
 
-int tw_init(rc_engine *e, char *eb, size_t el);
-int tw_start(rc_engine *e, char *eb, size_t el);
-void tw_stop(rc_engine *e);
-void tw_free(rc_engine *e);
-void tw_dirty(rc_engine *e, uint32_t row);
-void tw_maintain(rc_engine *e, int force);
-void tw_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags);
-int tw_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
-              int *fallback);
-void tw_stats_json(rc_engine *e, rc_buf *o);
-void tw_set_conf_path(rc_engine *e, const char *path);
+int tower_init(rc_engine *e, char *eb, size_t el);
+int tower_start(rc_engine *e, char *eb, size_t el);
+void tower_stop(rc_engine *e);
+void tower_free(rc_engine *e);
+void tower_dirty(rc_engine *e, uint32_t row);
+void tower_maintain(rc_engine *e, int force);
+void tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags);
+int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n, int *fallback);
+void tower_stats_json(rc_engine *e, rc_buf *o);
+void tower_set_conf_path(rc_engine *e, const char *path);
 /* Loader role (also the retrainer's): takes the loading slot for path (NULL or
  * empty: tower.model) and copies the path to serve into out[RC_CONF_STR]. */
-int tw_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el);
+int tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el);
 /* Loader: builds a bundle of m (owned) for every row, hands it to the trainer
  * and waits until it is served. Caller set t->loading. */
-int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
-             size_t el);
+int tower_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
+                size_t el);
 /* Any thread: a reference to the served bundle, or NULL. */
-rc_tower_serve *tw_acquire(rc_engine *e);
+rc_tower_serve *tower_acquire(rc_engine *e);
 
 /* ---- background retraining (src/engine_retrain.c) ---- */
 

@@ -15,7 +15,7 @@
  * The trainer adds every applied click to the replay buffer (rt_note). The
  * retrain thread sleeps on mu/cv until its interval passed or a request came
  * (requested > finished), then runs one retrain (rt_run) outside mu: snapshot,
- * train (retrain.h), save, serve through tw_build like a loader (it takes the
+ * train (retrain.h), save, serve through tower_build like a loader (it takes the
  * loading slot, so a retrain and a load never overlap). Outcomes go to info
  * under mu. Offline engines run rt_run on the caller's thread. */
 
@@ -67,14 +67,14 @@ void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev,
 static int rt_serve(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
                     size_t el)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     char p[RC_CONF_STR];
-    int rc = tw_begin(e, path, p, eb, el);
+    int rc = tower_begin(e, path, p, eb, el);
     if (rc) {
         rc_tt_destroy(m);
         return rc;
     }
-    rc = tw_build(e, m, p, st, eb, el);
+    rc = tower_build(e, m, p, st, eb, el);
     pthread_mutex_lock(&t->mu);
     t->loading = 0;
     pthread_mutex_unlock(&t->mu);
@@ -128,7 +128,7 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
     nrun = rt->info.done + rt->info.failed + rt->info.skipped;
     rt->info.running = 1;
     pthread_mutex_unlock(&rt->mu);
-    rc_tower_serve *b = tw_acquire(e); /* its model is the base: held until trained */
+    rc_tower_serve *b = tower_acquire(e); /* its model is the base: held until trained */
     if (atomic_load(&rt->cancel)) {
         rc = rc_err(err, sizeof err, RC_EAGAIN, "retrain cancelled (shutting down)");
     } else if (!b) {

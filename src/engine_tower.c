@@ -15,8 +15,7 @@
  * cur current after each batch. Readers take a reference to cur under mu.
  * Offline engines (no threads) adopt on the loading thread, their only one. */
 
-
-int tw_init(rc_engine *e, char *eb, size_t el)
+int tower_init(rc_engine *e, char *eb, size_t el)
 {
     struct tower *t = calloc(1, sizeof *t);
     if (!t)
@@ -24,21 +23,21 @@ int tw_init(rc_engine *e, char *eb, size_t el)
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
     snprintf(t->conf_path, sizeof t->conf_path, "%s", e->cfg.tower_model);
-    e->tw = t;
+    e->tower = t;
     return 0;
 }
 
-void tw_set_conf_path(rc_engine *e, const char *path)
+void tower_set_conf_path(rc_engine *e, const char *path)
 {
-    pthread_mutex_lock(&e->tw->mu);
-    snprintf(e->tw->conf_path, sizeof e->tw->conf_path, "%s", path);
-    pthread_mutex_unlock(&e->tw->mu);
+    pthread_mutex_lock(&e->tower->mu);
+    snprintf(e->tower->conf_path, sizeof e->tower->conf_path, "%s", path);
+    pthread_mutex_unlock(&e->tower->mu);
 }
 
 /* Trainer: row's word2vec vector changed. */
-void tw_dirty(rc_engine *e, uint32_t row)
+void tower_dirty(rc_engine *e, uint32_t row)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     if (!atomic_load_explicit(&t->track, memory_order_relaxed))
         return;
     if (row >= t->dirty_cap) {
@@ -72,9 +71,9 @@ void tw_dirty(rc_engine *e, uint32_t row)
 }
 
 /* Trainer (or an offline engine's only thread): publishes the pending bundle. */
-static void tw_adopt(rc_engine *e)
+static void tower_adopt(rc_engine *e)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     char err[256];
     pthread_mutex_lock(&t->mu);
     rc_tower_serve *b = t->pending;
@@ -104,12 +103,12 @@ static void tw_adopt(rc_engine *e)
 }
 
 /* Trainer, after every batch (and idle): keeps the served bundle current. */
-void tw_maintain(rc_engine *e, int force)
+void tower_maintain(rc_engine *e, int force)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     char err[256];
     if (atomic_load(&t->has_pending))
-        tw_adopt(e);
+        tower_adopt(e);
     rc_tower_serve *b = t->cur;
     if (!b)
         return;
@@ -132,7 +131,7 @@ void tw_maintain(rc_engine *e, int force)
             break;
     }
     if (budget && re_total < maxre && t->sweep < t->sweep_end) {
-        uint32_t seg = RC_MIN(RC_MIN(budget, t->sweep_end - t->sweep), TW_SWEEP_SEG);
+        uint32_t seg = RC_MIN(RC_MIN(budget, t->sweep_end - t->sweep), TOWER_SWEEP_SEG);
         for (uint32_t i = 0; i < seg; i++)
             t->seg[i] = t->sweep + i;
         t->sweep += rc_tower_serve_refresh(b, t->seg, seg, maxre - re_total, &re);
@@ -152,7 +151,7 @@ void tw_maintain(rc_engine *e, int force)
 /* Trainer: the profile side of one applied (or refused as duplicate / late)
  * click: counters as the session store counted it, device and tags as the
  * event carries them (empty tags are no tags, as offline). */
-void tw_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags)
+void tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags)
 {
     uint64_t tags[RC_TAGS_MAX], dev = 0;
     uint32_t nt = 0;
@@ -171,10 +170,10 @@ static double ms_since(uint64_t t0) { return (double)(rc_now_ns() - t0) / 1e6; }
 
 /* Loader: builds a bundle of m (owned) for every row, hands it to the trainer
  * and waits until it is served. Caller set t->loading. */
-int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st,
-             char *eb, size_t el)
+int tower_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
+                size_t el)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     const rc_config *c = &e->cfg;
     uint64_t t0 = rc_now_ns(), last_log = t0;
     rc_tower_serve_opts o = {.index = {.ivf_min = c->ivf_min,
@@ -199,9 +198,9 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
             rc_tower_serve_unref(b);
             return rc_err(eb, el, RC_EAGAIN, "tower: load of %s cancelled (shutting down)", path);
         }
-        if (have == size || (e->threads && size - have <= TW_NEAR_ROWS))
+        if (have == size || (e->threads && size - have <= TOWER_NEAR_ROWS))
             break; /* a threaded engine's trainer mirrors the last few at adoption */
-        if ((rc = rc_tower_serve_sync_rows(b, have + TW_STEP_ROWS)) < 0) {
+        if ((rc = rc_tower_serve_sync_rows(b, have + TOWER_STEP_ROWS)) < 0) {
             rc_tower_serve_unref(b);
             return rc_err(eb, el, rc, "tower: cannot vectorise item row %u: %s", have,
                           rc_strerror(rc));
@@ -209,7 +208,7 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
         have = rc_tower_serve_rows(b);
         atomic_store(&t->load_done, have);
         atomic_store(&t->load_total, size);
-        if (have - flushed >= TW_FLUSH_ROWS) {
+        if (have - flushed >= TOWER_FLUSH_ROWS) {
             flushed = have;
             if ((rc = rc_tower_serve_flush(b, eb, el)) < 0 ||
                 (rc = rc_tower_serve_maintain(b, eb, el)) < 0) {
@@ -236,7 +235,7 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
     atomic_store(&t->has_pending, 1);
     pthread_mutex_unlock(&t->mu);
     if (!e->threads) {
-        tw_adopt(e);
+        tower_adopt(e);
     } else {
         pthread_mutex_lock(&t->mu);
         while (t->gen_adopted < gen && !(atomic_load(&t->cancel) && t->pending == b)) {
@@ -272,9 +271,9 @@ int tw_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *
 
 /* Loader: reads the file (or takes the preloaded model) and builds; records
  * the outcome and clears t->loading. */
-static int tw_load(rc_engine *e, const char *path, rc_tt_model *pre, char *eb, size_t el)
+static int tower_load(rc_engine *e, const char *path, rc_tt_model *pre, char *eb, size_t el)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     struct stat st;
     rc_tt_model *m = pre;
     char err[512];
@@ -290,9 +289,9 @@ static int tw_load(rc_engine *e, const char *path, rc_tt_model *pre, char *eb, s
     else if (!m)
         rc = rc_tt_load(path, &m, eb, el);
     else
-        pre = NULL; /* ownership goes to tw_build */
+        pre = NULL; /* ownership goes to tower_build */
     if (rc == 0)
-        rc = tw_build(e, m, path, &st, eb, el);
+        rc = tower_build(e, m, path, &st, eb, el);
     rc_tt_destroy(pre); /* not built (stat failed) */
     pthread_mutex_lock(&t->mu);
     t->loading = 0;
@@ -306,9 +305,9 @@ static int tw_load(rc_engine *e, const char *path, rc_tt_model *pre, char *eb, s
     return rc;
 }
 
-int tw_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el)
+int tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     pthread_mutex_lock(&t->mu);
     if (!path || !path[0])
         path = t->conf_path;
@@ -333,31 +332,31 @@ int rc_engine_tower_load(rc_engine *e, const char *path, rc_engine_tower_info *i
                          size_t el)
 {
     char p[RC_CONF_STR];
-    int rc = tw_begin(e, path, p, eb, el);
+    int rc = tower_begin(e, path, p, eb, el);
     if (rc == 0)
-        rc = tw_load(e, p, NULL, eb, el);
+        rc = tower_load(e, p, NULL, eb, el);
     if (rc == 0 && info)
         rc_engine_tower_info_get(e, info);
     return rc;
 }
 
-static void *tw_loader_main(void *arg)
+static void *tower_loader_main(void *arg)
 {
     rc_engine *e = arg;
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     rc_tt_model *m = t->async_model;
     t->async_model = NULL;
-    tw_load(e, t->async_path, m, NULL, 0);
+    tower_load(e, t->async_path, m, NULL, 0);
     return NULL;
 }
 
-static int tw_spawn(rc_engine *e, char *eb, size_t el)
+static int tower_spawn(rc_engine *e, char *eb, size_t el)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     if (t->loader_started) /* finished: loading was 0 */
         pthread_join(t->loader, NULL);
     t->loader_started = 0;
-    if (pthread_create(&t->loader, NULL, tw_loader_main, e)) {
+    if (pthread_create(&t->loader, NULL, tower_loader_main, e)) {
         rc_tt_destroy(t->async_model);
         t->async_model = NULL;
         pthread_mutex_lock(&t->mu);
@@ -371,16 +370,16 @@ static int tw_spawn(rc_engine *e, char *eb, size_t el)
 
 int rc_engine_tower_load_async(rc_engine *e, const char *path, char *eb, size_t el)
 {
-    int rc = tw_begin(e, path, e->tw->async_path, eb, el);
-    return rc ? rc : tw_spawn(e, eb, el);
+    int rc = tower_begin(e, path, e->tower->async_path, eb, el);
+    return rc ? rc : tower_spawn(e, eb, el);
 }
 
 /* Create: the configured model. The file is read here (a bad file fails the
  * start, with its error); the bundle is built on the loader thread of a
  * threaded engine, or right here for an offline one. */
-int tw_start(rc_engine *e, char *eb, size_t el)
+int tower_start(rc_engine *e, char *eb, size_t el)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     rc_tt_model *m = NULL;
     if (!e->cfg.tower_model[0])
         return 0;
@@ -393,19 +392,19 @@ int tw_start(rc_engine *e, char *eb, size_t el)
         return rc_err(eb, el, RC_EINVAL, "tower model %s: w2v_dim %u does not match model.dim %u",
                       e->cfg.tower_model, wd, rc_table_dim(e->table));
     }
-    if ((rc = tw_begin(e, e->cfg.tower_model, t->async_path, eb, el))) {
+    if ((rc = tower_begin(e, e->cfg.tower_model, t->async_path, eb, el))) {
         rc_tt_destroy(m);
         return rc;
     }
     if (!e->threads)
-        return tw_load(e, t->async_path, m, eb, el);
+        return tower_load(e, t->async_path, m, eb, el);
     t->async_model = m;
-    return tw_spawn(e, eb, el);
+    return tower_spawn(e, eb, el);
 }
 
 void rc_engine_tower_cancel(rc_engine *e)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     rt_cancel(e);
     atomic_store(&t->cancel, 1);
     pthread_mutex_lock(&t->mu);
@@ -413,9 +412,9 @@ void rc_engine_tower_cancel(rc_engine *e)
     pthread_mutex_unlock(&t->mu);
 }
 
-void tw_stop(rc_engine *e)
+void tower_stop(rc_engine *e)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     if (!t)
         return;
     atomic_store(&t->cancel, 1);
@@ -427,9 +426,9 @@ void tw_stop(rc_engine *e)
     t->loader_started = 0;
 }
 
-void tw_free(rc_engine *e)
+void tower_free(rc_engine *e)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     if (!t)
         return;
     rc_tower_serve_unref(t->cur);
@@ -440,13 +439,13 @@ void tw_free(rc_engine *e)
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
     free(t);
-    e->tw = NULL;
+    e->tower = NULL;
 }
 
 /* Any thread: a reference to the served bundle, or NULL. */
-rc_tower_serve *tw_acquire(rc_engine *e)
+rc_tower_serve *tower_acquire(rc_engine *e)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     pthread_mutex_lock(&t->mu);
     rc_tower_serve *b = t->cur;
     if (b)
@@ -457,7 +456,7 @@ rc_tower_serve *tw_acquire(rc_engine *e)
 
 int rc_engine_tower_file_changed(rc_engine *e, const char *path)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     struct stat st, cur;
     char p[RC_CONF_STR], served[RC_CONF_STR];
     pthread_mutex_lock(&t->mu);
@@ -476,7 +475,7 @@ int rc_engine_tower_file_changed(rc_engine *e, const char *path)
 
 void rc_engine_tower_info_get(rc_engine *e, rc_engine_tower_info *info)
 {
-    struct tower *t = e->tw;
+    struct tower *t = e->tower;
     memset(info, 0, sizeof *info);
     pthread_mutex_lock(&t->mu);
     rc_tower_serve *b = t->cur;
@@ -511,17 +510,17 @@ void rc_engine_tower_info_get(rc_engine *e, rc_engine_tower_info *info)
 
 /* A request's user input (tower.h rc_tt_user_in), built exactly as
  * rc_tt_history_user_in builds it offline. */
-typedef struct tw_user {
+typedef struct tower_user {
     rc_click clicks[256]; /* recent clicks fetched, oldest first */
     uint32_t nclicks;
     rc_tt_item_in in[RC_TT_MAX_CLICKS];
     int64_t ts[RC_TT_MAX_CLICKS];
     rc_profile_rec prof;
     rc_tt_user_in u;
-} tw_user;
+} tower_user;
 
-static int tw_user_in(rc_engine *e, rc_tower_serve *b, const char *user, size_t ulen,
-                      int64_t now_ms, uint32_t window, tw_user *w)
+static int tower_user_in(rc_engine *e, rc_tower_serve *b, const char *user, size_t ulen,
+                         int64_t now_ms, uint32_t window, tower_user *w)
 {
     uint32_t mc = rc_tt_config_of(rc_tower_serve_model(b))->max_clicks;
     uint32_t fetch = RC_MIN(RC_MAX(mc, window), (uint32_t)RC_ARRAY_LEN(w->clicks));
@@ -558,12 +557,12 @@ static int tw_user_in(rc_engine *e, rc_tower_serve *b, const char *user, size_t 
 int rc_engine_tower_user_vector(rc_engine *e, const char *user, size_t ulen, int64_t now_ms,
                                 float *out, uint32_t cap, uint32_t *dim)
 {
-    rc_tower_serve *b = tw_acquire(e);
+    rc_tower_serve *b = tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
     *dim = rc_tower_serve_dim(b);
-    tw_user *w = malloc(sizeof *w);
-    int rc = !w ? RC_ENOMEM : *dim > cap ? RC_E2BIG : tw_user_in(e, b, user, ulen, now_ms, 0, w);
+    tower_user *w = malloc(sizeof *w);
+    int rc = !w ? RC_ENOMEM : *dim > cap ? RC_E2BIG : tower_user_in(e, b, user, ulen, now_ms, 0, w);
     if (rc == 0)
         rc = rc_tower_serve_user_vector(b, &w->u, out);
     free(w);
@@ -573,8 +572,8 @@ int rc_engine_tower_user_vector(rc_engine *e, const char *user, size_t ulen, int
 
 /* Filter f (w2v ids) in the mirror's ids; *empty when a named city/category
  * has no mirrored item yet. */
-static void tw_filter(rc_engine *e, rc_tower_serve *b, const rc_index_filter *f,
-                      rc_index_filter *mf, uint32_t *mcates, int *empty)
+static void tower_filter(rc_engine *e, rc_tower_serve *b, const rc_index_filter *f,
+                         rc_index_filter *mf, uint32_t *mcates, int *empty)
 {
     const rc_table *m = rc_tower_serve_table(b);
     uint32_t id;
@@ -596,19 +595,18 @@ static void tw_filter(rc_engine *e, rc_tower_serve *b, const rc_index_filter *f,
         *empty = 1;
 }
 
-int tw_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
-              int *fallback)
+int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n, int *fallback)
 {
     uint32_t cates[64], mcates[64], rows[256];
     int64_t ts[256];
     float w8[256];
     rc_index_filter f, mf;
     int empty;
-    rc_tower_serve *b = tw_acquire(e);
+    rc_tower_serve *b = tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
     resolve_filter(e, req, &f, cates, &empty);
-    tw_user *w = empty ? NULL : malloc(sizeof *w);
+    tower_user *w = empty ? NULL : malloc(sizeof *w);
     float *q = empty ? NULL : malloc(rc_tower_serve_dim(b) * sizeof *q);
     int rc = 0;
     if (empty)
@@ -618,7 +616,7 @@ int tw_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
         goto out;
     }
     uint32_t window = cfg_u32(&e->cfg.recall_window);
-    rc = tw_user_in(e, b, req->user, req->ulen, req->now_ms, window, w);
+    rc = tower_user_in(e, b, req->user, req->ulen, req->now_ms, window, w);
     uint32_t nwin = RC_MIN(w->nclicks, window), first = w->nclicks - nwin;
     for (uint32_t i = 0; i < w->nclicks; i++)
         rows[i] = w->clicks[i].row;
@@ -631,7 +629,7 @@ int tw_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
         f.city = user_city(e, rows + first, w8, nwin);
     if (rc == 0) {
         rc = rc_tower_serve_user_vector(b, &w->u, q);
-        tw_filter(e, b, &f, &mf, mcates, &empty);
+        tower_filter(e, b, &f, &mf, mcates, &empty);
         if (rc == 0 && !empty && req->exact)
             rc = rc_recall_exact(rc_tower_serve_table(b), q, req->k, &mf, rows, w->nclicks, out, n);
         else if (rc == 0 && !empty)
@@ -651,7 +649,7 @@ out:
 }
 
 /* Any thread: the mirrored row of item in the bundle, or RC_ENOENT. */
-static int tw_row(rc_engine *e, rc_tower_serve *b, const char *item, size_t len, uint32_t *row)
+static int tower_row(rc_engine *e, rc_tower_serve *b, const char *item, size_t len, uint32_t *row)
 {
     if (rc_table_find(e->table, item, len, row) || *row >= rc_tower_serve_rows(b))
         return RC_ENOENT;
@@ -662,11 +660,11 @@ int rc_engine_tower_item_vector(rc_engine *e, const char *item, size_t len, floa
                                 uint32_t cap, uint32_t *dim)
 {
     uint32_t row;
-    rc_tower_serve *b = tw_acquire(e);
+    rc_tower_serve *b = tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
     *dim = rc_tower_serve_dim(b);
-    int rc = *dim > cap ? RC_E2BIG : tw_row(e, b, item, len, &row);
+    int rc = *dim > cap ? RC_E2BIG : tower_row(e, b, item, len, &row);
     if (rc == 0)
         memcpy(out, rc_table_in(rc_tower_serve_table(b), row), *dim * sizeof *out);
     rc_tower_serve_unref(b);
@@ -680,10 +678,10 @@ int rc_engine_tower_similar(rc_engine *e, const char *item, size_t len, uint32_t
     *n = 0;
     if (k == 0 || k > cfg_u32(&e->cfg.k_max))
         return RC_EINVAL;
-    rc_tower_serve *b = tw_acquire(e);
+    rc_tower_serve *b = tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
-    int rc = tw_row(e, b, item, len, &row);
+    int rc = tower_row(e, b, item, len, &row);
     float *q = rc ? NULL : malloc(rc_tower_serve_dim(b) * sizeof *q);
     if (rc == 0 && !q)
         rc = RC_ENOMEM;
@@ -698,14 +696,14 @@ int rc_engine_tower_similar(rc_engine *e, const char *item, size_t len, uint32_t
 
 int rc_engine_tower_contains(rc_engine *e, uint32_t row)
 {
-    rc_tower_serve *b = tw_acquire(e);
+    rc_tower_serve *b = tower_acquire(e);
     int in = b && rc_index_contains(rc_tower_serve_index(b), row);
     rc_tower_serve_unref(b);
     return in;
 }
 
 /* Any thread: the "tower" and "profiles" stats objects. */
-void tw_stats_json(rc_engine *e, rc_buf *o)
+void tower_stats_json(rc_engine *e, rc_buf *o)
 {
     rc_engine_tower_info ti;
     rc_profile_stats ps;
