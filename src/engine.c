@@ -308,7 +308,7 @@ static void fresh_record(rc_engine *e, uint64_t ns)
     rc_hist_observe(&e->fresh_hist, us);
 }
 
-void maintain(rc_engine *e, int force)
+void rc__engine_maintain(rc_engine *e, int force)
 {
     char err[256];
     uint64_t now = rc_now_ns();
@@ -367,7 +367,7 @@ static void train_batch(rc_engine *e, rc_batch *b)
             atomic_fetch_add(&e->invalid[b->reason[i]], 1);
     }
     ck_note_batch(e, b);
-    maintain(e, 0);
+    rc__engine_maintain(e, 0);
     fresh_record(e, rc_now_ns() - b->recv_ns);
     uint64_t dp = e->work.pairs - pairs0;
     if (dp) {
@@ -428,7 +428,7 @@ static void *trainer_main(void *arg)
     for (;;) {
         rc_batch *b = q_pop(&e->q_train, (int)e->cfg.flush_interval_ms, &e->stop);
         if (!b) {
-            maintain(e, 0);
+            rc__engine_maintain(e, 0);
             ck_take(e, 0);
             if (atomic_load(&e->stop) == 2)
                 break;
@@ -475,7 +475,7 @@ void rc_engine_sync(rc_engine *e)
         pthread_cond_wait(&e->sync_cv, &e->sync_mu);
     pthread_mutex_unlock(&e->sync_mu);
     if (!e->threads)
-        maintain(e, 1);
+        rc__engine_maintain(e, 1);
 }
 
 enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t len)
@@ -540,7 +540,7 @@ int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const cha
     return 0;
 }
 
-void rc_engine_flush_index(rc_engine *e) { maintain(e, 1); }
+void rc_engine_flush_index(rc_engine *e) { rc__engine_maintain(e, 1); }
 
 rc_index *rc_engine_index(rc_engine *e) { return e->index; }
 
@@ -720,8 +720,8 @@ void rc_engine_destroy(rc_engine *e)
 
 /* ---- queries ---- */
 
-int resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f, uint32_t *cates,
-                   int *empty)
+int rc__engine_resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f,
+                              uint32_t *cates, int *empty)
 {
     uint32_t id;
     *empty = 0;
@@ -742,8 +742,8 @@ int resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f, uin
     return 0;
 }
 
-uint32_t popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex, uint32_t nex,
-                 uint32_t k, rc_hit *out)
+uint32_t rc__engine_popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex,
+                            uint32_t nex, uint32_t k, rc_hit *out)
 {
     uint32_t n = 0;
     pthread_mutex_lock(&e->pop_mu);
@@ -770,7 +770,7 @@ uint32_t popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex, uin
  * calibrated within a city, not across cities: recall without a city filter is
  * scoped to this city unless the request asks for "city":"*" or the config
  * says recall.scope = "global". */
-int64_t user_city(rc_engine *e, const uint32_t *rows, const float *w, uint32_t n)
+int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w, uint32_t n)
 {
     uint32_t city[64];
     float weight[64];
@@ -839,7 +839,7 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
         return RC_EINVAL;
     if (req->two_tower)
         return tower_recall(e, req, out, n, fallback);
-    resolve_filter(e, req, &f, cates, &empty);
+    rc__engine_resolve_filter(e, req, &f, cates, &empty);
     if (empty)
         return 0;
     if (rc_session_recent(e->sess, req->user, req->ulen, clicks, cfg_u32(&e->cfg.recall_window),
@@ -852,11 +852,11 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     int64_t hl = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms;
     rc_recall_decay_weights(ts, nclicks, hl, w);
     if (!req->city && !req->global && e->cfg.recall_user_city && nclicks)
-        f.city = user_city(e, rows, w, nclicks);
+        f.city = rc__engine_user_city(e, rows, w, nclicks);
     int rc = recall_clicks(e, req, &f, rows, w, nclicks, out, n);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         *fallback = 1;
-        *n = popular(e, &f, rows, nclicks, req->k, out);
+        *n = rc__engine_popular(e, &f, rows, nclicks, req->k, out);
         return 0;
     }
     return rc;

@@ -410,7 +410,7 @@ int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char 
     char err[512] = "";
     if (!k->enabled || e->threads)
         return rc_err(eb, el, RC_EINVAL, "engine: checkpoint_now needs data_dir and no loop");
-    maintain(e, 1);
+    rc__engine_maintain(e, 1);
     pthread_mutex_lock(&k->mu);
     k->state = CK_WANTED;
     k->after = 0;

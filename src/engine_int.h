@@ -215,16 +215,16 @@ struct tower {
 
 /* Trainer (or an offline engine's caller): index flush, sampler, session and
  * profile expiry, tower mirror; force: index maintenance now. */
-void maintain(rc_engine *e, int force);
+void rc__engine_maintain(rc_engine *e, int force);
 /* Any thread: the request's city and categories as row ids in f (cates: the
  * caller's array for them); *empty = 1 when a named one has no item. */
-int resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f, uint32_t *cates,
-                   int *empty);
+int rc__engine_resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f,
+                              uint32_t *cates, int *empty);
 /* Any thread: up to k of the most clicked items passing f, rows ex excluded. */
-uint32_t popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex, uint32_t nex,
-                 uint32_t k, rc_hit *out);
+uint32_t rc__engine_popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex,
+                            uint32_t nex, uint32_t k, rc_hit *out);
 /* Any thread: the city holding most of the click weight w of rows (recall scope). */
-int64_t user_city(rc_engine *e, const uint32_t *rows, const float *w, uint32_t n);
+int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w, uint32_t n);
 
 /* ---- checkpoints (src/engine_checkpoint.c) ---- */
 

@@ -605,7 +605,7 @@ int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *
     rc_tower_serve *b = tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
-    resolve_filter(e, req, &f, cates, &empty);
+    rc__engine_resolve_filter(e, req, &f, cates, &empty);
     tower_user *w = empty ? NULL : malloc(sizeof *w);
     float *q = empty ? NULL : malloc(rc_tower_serve_dim(b) * sizeof *q);
     int rc = 0;
@@ -626,7 +626,7 @@ int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *
     int64_t hl = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms;
     rc_recall_decay_weights(ts, nwin, hl, w8);
     if (!req->city && !req->global && e->cfg.recall_user_city && nwin)
-        f.city = user_city(e, rows + first, w8, nwin);
+        f.city = rc__engine_user_city(e, rows + first, w8, nwin);
     if (rc == 0) {
         rc = rc_tower_serve_user_vector(b, &w->u, q);
         tower_filter(e, b, &f, &mf, mcates, &empty);
@@ -638,7 +638,7 @@ int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *
     }
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) { /* the avg mode's unknown-user answer */
         *fallback = 1;
-        *n = popular(e, &f, rows, w->nclicks, req->k, out);
+        *n = rc__engine_popular(e, &f, rows, w->nclicks, req->k, out);
         rc = 0;
     }
 out:
