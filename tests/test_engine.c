@@ -35,6 +35,15 @@ static void small_config(rc_config *c)
     c->seed = 11;
 }
 
+/* small_config with a new data_dir (dir: room for 64); batches of `batch`. */
+static void dir_config(rc_config *c, char *dir, uint32_t batch)
+{
+    tt_tmp_dir(dir, 64, "rc-engine-");
+    small_config(c);
+    c->kafka_batch = batch;
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", dir);
+}
+
 /* A click as the stream carries it. */
 static int click_line(char *buf, size_t cap, int user, int item, int city, int64_t ts)
 {
@@ -267,12 +276,9 @@ TEST(engine_batch_reports_refused_events_with_position)
 TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
 {
     char dir[64], err[256], line[256];
-    tt_tmp_dir(dir, sizeof dir, "rc-engine-");
     rc_config c;
-    small_config(&c);
+    dir_config(&c, dir, 8);
     c.queue_batches = 2;
-    c.kafka_batch = 8;
-    snprintf(c.data_dir, sizeof c.data_dir, "%s", dir);
     uv_loop_t loop;
     ASSERT_EQ(uv_loop_init(&loop), 0);
     seen s = {.thread = pthread_self()};
@@ -535,11 +541,8 @@ static void table_copy_free(table_copy *s)
 TEST(engine_checkpoint_now_round_trip)
 {
     char dir[64], err[256], line[256];
-    tt_tmp_dir(dir, sizeof dir, "rc-engine-");
     rc_config c;
-    small_config(&c);
-    c.kafka_batch = 64;
-    snprintf(c.data_dir, sizeof c.data_dir, "%s", dir);
+    dir_config(&c, dir, 64);
     rc_engine *e = e2e_engine_offline(&c);
     ASSERT_EQ(rc_engine_checkpoint(e, 0, NULL), RC_EINVAL);
     uint64_t msgs = 0;
