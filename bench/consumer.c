@@ -16,6 +16,7 @@
 #include "recalld/common.h"
 #include "recalld/consumer.h"
 #include "recalld/log.h"
+#include "recalld/mock_broker.h"
 
 struct count {
     uint64_t n, want, first_ns, last_ns;

@@ -24,24 +24,36 @@ function(rc_line_of text line pos_var lno_var)
   set(${lno_var} ${lno} PARENT_SCOPE)
   set(${pos_var} ${pos} PARENT_SCOPE)
 endfunction()
+# The other sources of rc_tests: a case written there would compile and never
+# be collected.
+set(RC_TEST_HELPER_SRC ${CMAKE_SOURCE_DIR}/tests/runner.c ${CMAKE_SOURCE_DIR}/tests/e2e.c
+    ${CMAKE_SOURCE_DIR}/tests/tower_stream.c)
+foreach(src ${RC_TEST_HELPER_SRC})
+  file(STRINGS ${src} lines REGEX "(^|[^A-Za-z0-9_])TEST[ \t]*\\(")
+  if(lines)
+    list(GET lines 0 line)
+    message(FATAL_ERROR "${src}: test case outside tests/test_*.c (never run): ${line}")
+  endif()
+endforeach()
 foreach(src ${RC_TEST_SRC})
   set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${src})
-  # Every line that looks like a case must be one: a malformed TEST( line would
-  # otherwise compile but never run.
-  file(STRINGS ${src} lines REGEX "^[ \t]*TEST[ \t]*\\(")
+  # Every line that holds a TEST( must be a case, TEST(name) at the start of
+  # the line: anything else (indented, after other code, a bad name) would
+  # compile but never run.
+  file(STRINGS ${src} lines REGEX "TEST[ \t]*\\(")
   if(lines)
     file(READ ${src} text)
   endif()
   set(scan_pos 0)
   set(lno 1)
-  foreach(line ${lines})
-    if(NOT line MATCHES "^[ \t]*TEST[ \t]*\\(")
-      continue() # the part after a ';' of a case's line
+  foreach(line IN LISTS lines)
+    if(NOT line MATCHES "(^|[^A-Za-z0-9_])TEST[ \t]*\\(")
+      continue() # another macro ending in TEST (RC_TEST(...))
     endif()
     rc_line_of("${text}" "${line}" scan_pos lno)
     if(NOT line MATCHES "^TEST\\(([a-z0-9_]+)\\)")
-      message(FATAL_ERROR "${src}:${lno}: malformed test case (want TEST(name), "
-                          "name of [a-z0-9_]): ${line}")
+      message(FATAL_ERROR "${src}:${lno}: malformed test case (want TEST(name) at the start "
+                          "of the line, name of [a-z0-9_]): ${line}")
     endif()
     set(tname ${CMAKE_MATCH_1})
     if(DEFINED RC_TEST_AT_${tname})

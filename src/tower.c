@@ -1,7 +1,7 @@
 /* tower — the two-tower model: layout, initialisation, layers, the batched
  * forward pass (training and inference share it: inference is a batch of
  * one), the inference API and the model file. Backward passes and the loss
- * are in tower_grad.c, the click-log history in tower_hist.c, training in
+ * are in tower_grad.c, the click-log history in tower_history.c, training in
  * tower_train.c. */
 #include "recalld/tower.h"
 

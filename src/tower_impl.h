@@ -1,4 +1,4 @@
-/* tower internals shared by src/tower.c, src/tower_hist.c, src/tower_train.c
+/* tower internals shared by src/tower.c, src/tower_history.c, src/tower_train.c
  * and the tests: the model layout, the batch workspace, the layers and the
  * batched forward/backward passes.
  *

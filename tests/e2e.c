@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recalld/api.h"
+#include "recalld/engine.h"
 #include "recalld/gen.h"
 #include "test.h"
 
@@ -449,4 +451,43 @@ void e2e_kcat(const e2e_daemon *d, const char *path)
     if (st != 0)
         RC__FAIL("kcat failed (%d): %s", st, out ? out : "");
     free(out);
+}
+
+/* ---- in process ---- */
+
+rc_engine *e2e_engine_offline(const rc_config *c)
+{
+    rc_engine *e = NULL;
+    char err[512];
+    if (rc_engine_create(c, NULL, NULL, NULL, &e, err, sizeof err))
+        RC__FAIL("rc_engine_create: %s", err);
+    return e;
+}
+
+json_t *e2e_engine_stats(rc_engine *e)
+{
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    rc_buf_puts(&b, "{");
+    rc_engine_stats_json(e, &b);
+    rc_buf_puts(&b, "}");
+    json_error_t je;
+    json_t *st = json_loads(b.data, 0, &je);
+    if (!st)
+        RC__FAIL("stats JSON: %s: %.300s", je.text, b.data);
+    rc_buf_free(&b);
+    return st;
+}
+
+json_t *e2e_api(void *a, const char *req)
+{
+    rc_buf r;
+    rc_buf_init(&r, 1 << 22);
+    rc_api_handle(a, req, strlen(req), &r);
+    json_error_t je;
+    json_t *j = r.data ? json_loads(r.data, 0, &je) : NULL;
+    if (!j)
+        RC__FAIL("%s -> not JSON: %.300s", req, r.data ? r.data : "(none)");
+    rc_buf_free(&r);
+    return j;
 }

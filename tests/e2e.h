@@ -94,4 +94,17 @@ int e2e_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)
  * kcat (one process, one flush); fails the test when kcat fails. */
 void e2e_kcat(const e2e_daemon *d, const char *path);
 
+/* ---- in process: the engine and the request handler without the daemon ---- */
+
+typedef struct rc_engine rc_engine;
+typedef struct rc_config rc_config;
+/* An engine without loop or Kafka (every call applies at once); fails the
+ * test when it cannot be created. Caller frees with rc_engine_destroy. */
+rc_engine *e2e_engine_offline(const rc_config *c);
+/* rc_engine_stats_json as a JSON object (caller decrefs); fails on bad JSON. */
+json_t *e2e_engine_stats(rc_engine *e);
+/* One request line through rc_api_handle (what a socket worker runs; a is an
+ * rc_api), the reply parsed (caller decrefs); fails when it is not JSON. */
+json_t *e2e_api(void *a, const char *req);
+
 #endif

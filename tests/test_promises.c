@@ -39,14 +39,7 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static rc_engine *offline(const rc_config *c)
-{
-    rc_engine *e = NULL;
-    char err[512];
-    if (rc_engine_create(c, NULL, NULL, NULL, &e, err, sizeof err))
-        RC__FAIL("rc_engine_create: %s", err);
-    return e;
-}
+static rc_engine *offline(const rc_config *c) { return e2e_engine_offline(c); }
 
 static void click(rc_engine *e, const char *user, const char *item, const char *city,
                   const char *cate, int64_t ts)
@@ -56,20 +49,7 @@ static void click(rc_engine *e, const char *user, const char *item, const char *
               0);
 }
 
-static json_t *engine_stats(rc_engine *e)
-{
-    rc_buf b;
-    rc_buf_init(&b, 0);
-    rc_buf_puts(&b, "{");
-    rc_engine_stats_json(e, &b);
-    rc_buf_puts(&b, "}");
-    json_error_t je;
-    json_t *st = json_loads(b.data, 0, &je);
-    if (!st)
-        RC__FAIL("stats JSON: %s: %.300s", je.text, b.data);
-    rc_buf_free(&b);
-    return st;
-}
+static json_t *engine_stats(rc_engine *e) { return e2e_engine_stats(e); }
 
 static long long engine_stat(rc_engine *e, const char *path)
 {
@@ -94,18 +74,7 @@ static uint32_t row_of(rc_engine *e, const char *item)
 }
 
 /* One request through the protocol handler the socket workers run. */
-static json_t *api(rc_api *a, const char *req)
-{
-    rc_buf r;
-    rc_buf_init(&r, 1 << 22);
-    rc_api_handle(a, req, strlen(req), &r);
-    json_error_t je;
-    json_t *j = r.data ? json_loads(r.data, 0, &je) : NULL;
-    if (!j)
-        RC__FAIL("%s -> not JSON: %.300s", req, r.data ? r.data : "(none)");
-    rc_buf_free(&r);
-    return j;
-}
+static json_t *api(rc_api *a, const char *req) { return e2e_api(a, req); }
 
 static int is_ok(json_t *r) { return json_is_true(json_object_get(r, "ok")); }
 

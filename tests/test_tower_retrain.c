@@ -24,7 +24,7 @@
 #include "recalld/replay.h"
 #include "recalld/retrain.h"
 #include "recalld/tower.h"
-#include "recalld/tserve.h"
+#include "recalld/tower_serve.h"
 #include "test.h"
 #include "tower_stream.h"
 
@@ -396,7 +396,7 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     ASSERT_EQ(res.users_with_tags, 3);
     ASSERT(isfinite(res.train.loss) && res.train.loss > 0);
     rc_tt_item_in in;
-    rc_tserve_item_in(t, 7, &in);
+    rc_tower_serve_item_in(t, 7, &in);
     /* warm start with a vanishing learning rate: the base model, nearly */
     ASSERT_DBL_OP(item_cos(base, m, &in), >, 0.999);
     rc_tt_destroy(m);
@@ -493,22 +493,13 @@ TEST(tower_retrain_off_by_default)
     ASSERT_EQ(ri.replay.capacity, 0);
     ASSERT_EQ(ri.replay.added, 0);
     ASSERT_EQ(ri.replay.bytes, 0);
-    rc_buf b;
-    rc_buf_init(&b, 0);
-    rc_buf_puts(&b, "{");
-    rc_engine_stats_json(e, &b);
-    rc_buf_puts(&b, "}");
-    json_error_t je;
-    json_t *st = json_loads(b.data, 0, &je);
-    if (!st)
-        RC__FAIL("stats JSON: %s: %s", je.text, b.data);
+    json_t *st = e2e_engine_stats(e);
     json_t *rt = json_object_get(json_object_get(st, "tower"), "retrain");
     ASSERT(json_is_false(json_object_get(rt, "enabled")));
     ASSERT_EQ(e2e_int(st, "tower.retrain.replay.capacity"), 0);
     ASSERT_EQ(e2e_int(st, "tower.retrain.done"), 0);
     ASSERT(json_object_get(st, "profiles") != NULL); /* the objects after it are intact */
     json_decref(st);
-    rc_buf_free(&b);
     rc_engine_destroy(e);
     /* no thread either: on adds exactly one */
     int off = engine_threads(&c);
@@ -598,7 +589,7 @@ TEST(tower_retrain_offline_engine_serves_new_model)
     ASSERT_EQ(rc_table_find(rc_engine_table(e), "i5", 2, &row), 0);
     rc_tt_item_in in;
     float want[64];
-    rc_tserve_item_in(rc_engine_table(e), row, &in);
+    rc_tower_serve_item_in(rc_engine_table(e), row, &in);
     rc_tt_item_vector(m, w, &in, want);
     ASSERT_DBL_OP(max_abs_diff(want, i1, dim), <, 1e-5);
     rc_tt_work_destroy(w);

@@ -99,7 +99,7 @@ typedef struct rc_config {
     float ckpt_max_mb_s;       /* write bandwidth cap, 0 = none */
     char log_level[16], log_format[16];
     uint32_t stats_interval_ms; /* periodic stats log line, 0 = off */
-    /* two-tower serving (tower.h, tserve.h) */
+    /* two-tower serving (tower.h, tower_serve.h) */
     char tower_model[RC_CONF_STR];     /* tower.model: tower model file served, "" = none */
     char tower_model_dir[RC_CONF_STR]; /* tower.model_dir: where reload_model may read, "" =
                                         * only tower.model */

@@ -206,9 +206,9 @@ void rc_engine_reload(rc_engine *e, const rc_config *c);
 /* Any thread: recall.k_default and recall.k_max as currently configured. */
 void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max);
 
-/* ---- two-tower serving (tower.h, tserve.h) ----
+/* ---- two-tower serving (tower.h, tower_serve.h) ----
  * A tower model file is loaded at create (cfg->tower_model) or later
- * (rc_engine_tower_load); its bundle (tserve.h) is BUILT off the trainer —
+ * (rc_engine_tower_load); its bundle (tower_serve.h) is BUILT off the trainer —
  * every existing item gets its item-tower vector on the loading thread, with
  * progress in the log — and then handed to the trainer thread, which mirrors
  * the rows created meanwhile and publishes it; from then on the trainer keeps

@@ -24,6 +24,7 @@
 #include "recalld/config.h"
 #include "recalld/consumer.h"
 #include "recalld/log.h"
+#include "recalld/mock_broker.h"
 
 #define MAX_TOPICS 64
 #define STR_(x)    #x

@@ -1,4 +1,4 @@
-/* tower_hist — per-user, time-ordered click index of a click log: the user
+/* tower_history — per-user, time-ordered click index of a click log: the user
  * inputs of the two-tower model as the server builds them (tower.h).
  *
  * A log keeps its records by session, and a user's sessions are not

@@ -1,5 +1,5 @@
-/* tserve — a served two-tower bundle: model + mirror table + tower index. */
-#include "recalld/tserve.h"
+/* tower_serve — a served two-tower bundle: model + mirror table + tower index. */
+#include "recalld/tower_serve.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -13,7 +13,7 @@
 #define Q8_ROWS  (1u << Q8_SHIFT)
 #define POOL_MAX 64 /* idle inference scratches kept */
 
-struct rc_tserve {
+struct rc_tower_serve {
     atomic_int refs;
     rc_tt_model *model;
     const rc_table *w2v;
@@ -42,7 +42,7 @@ static uint64_t name_hash(const char *s)
     return n ? rc_tt_hash(s, n) : 0;
 }
 
-void rc_tserve_item_in(const rc_table *w2v, uint32_t row, rc_tt_item_in *in)
+void rc_tower_serve_item_in(const rc_table *w2v, uint32_t row, rc_tt_item_in *in)
 {
     size_t len;
     const char *id = rc_table_item_id(w2v, row, &len);
@@ -52,7 +52,7 @@ void rc_tserve_item_in(const rc_table *w2v, uint32_t row, rc_tt_item_in *in)
     in->w2v = rc_table_in(w2v, row);
 }
 
-static void destroy(rc_tserve *b)
+static void destroy(rc_tower_serve *b)
 {
     rc_index_destroy(b->index);
     rc_table_destroy(b->mirror);
@@ -68,10 +68,10 @@ static void destroy(rc_tserve *b)
     free(b);
 }
 
-int rc_tserve_create(rc_tt_model *m, const rc_table *w2v, const rc_tserve_opts *opts,
-                     rc_tserve **out, char *errbuf, size_t errlen)
+int rc_tower_serve_create(rc_tt_model *m, const rc_table *w2v, const rc_tower_serve_opts *opts,
+                          rc_tower_serve **out, char *errbuf, size_t errlen)
 {
-    rc_tserve_opts o = opts ? *opts : (rc_tserve_opts){0};
+    rc_tower_serve_opts o = opts ? *opts : (rc_tower_serve_opts){0};
     *out = NULL;
     if (!m || !w2v) {
         rc_tt_destroy(m);
@@ -85,7 +85,7 @@ int rc_tserve_create(rc_tt_model *m, const rc_table *w2v, const rc_tserve_opts *
                       "tower: model w2v_dim %u does not match the word2vec table's dim %u", wd,
                       rc_table_dim(w2v));
     }
-    rc_tserve *b = calloc(1, sizeof *b);
+    rc_tower_serve *b = calloc(1, sizeof *b);
     if (!b) {
         rc_tt_destroy(m);
         return rc_err(errbuf, errlen, RC_ENOMEM, "tower: out of memory");
@@ -113,9 +113,9 @@ fail:
     return rc;
 }
 
-void rc_tserve_ref(rc_tserve *b) { atomic_fetch_add(&b->refs, 1); }
+void rc_tower_serve_ref(rc_tower_serve *b) { atomic_fetch_add(&b->refs, 1); }
 
-void rc_tserve_unref(rc_tserve *b)
+void rc_tower_serve_unref(rc_tower_serve *b)
 {
     if (b && atomic_fetch_sub(&b->refs, 1) == 1)
         destroy(b);
@@ -123,7 +123,7 @@ void rc_tserve_unref(rc_tserve *b)
 
 /* ---- int8 copies of the w2v vectors the tower vectors were computed from ---- */
 
-static int8_t *q8_row(rc_tserve *b, uint32_t row)
+static int8_t *q8_row(rc_tower_serve *b, uint32_t row)
 {
     uint32_t c = row >> Q8_SHIFT;
     if (c >= b->nq8) {
@@ -140,7 +140,7 @@ static int8_t *q8_row(rc_tserve *b, uint32_t row)
         while (b->nq8 <= c) {
             if (!(b->q8[b->nq8] = malloc((size_t)Q8_ROWS * b->wdim)))
                 return NULL;
-            /* stored atomically: rc_tserve_stats_get reads it on another thread */
+            /* stored atomically: rc_tower_serve_stats_get reads it on another thread */
             __atomic_store_n(&b->nq8, b->nq8 + 1, __ATOMIC_RELAXED);
         }
     }
@@ -174,17 +174,17 @@ static float q8_drift(const int8_t *q, const float *v, uint32_t d)
 }
 
 /* Writer: computes row's tower vector into the mirror and its int8 copy. */
-static int compute_row(rc_tserve *b, uint32_t row, int8_t *q)
+static int compute_row(rc_tower_serve *b, uint32_t row, int8_t *q)
 {
     rc_tt_item_in in;
-    rc_tserve_item_in(b->w2v, row, &in);
+    rc_tower_serve_item_in(b->w2v, row, &in);
     rc_tt_item_vector(b->model, b->wwork, &in, b->vbuf);
     memcpy(rc_table_in(b->mirror, row), b->vbuf, b->dim * sizeof *b->vbuf);
     q8_store(q, in.w2v, b->wdim);
     return 0;
 }
 
-int rc_tserve_sync_rows(rc_tserve *b, uint32_t upto)
+int rc_tower_serve_sync_rows(rc_tower_serve *b, uint32_t upto)
 {
     uint32_t have = rc_table_size(b->mirror), lim = RC_MIN(upto, rc_table_size(b->w2v));
     int added = 0;
@@ -195,7 +195,8 @@ int rc_tserve_sync_rows(rc_tserve *b, uint32_t upto)
         const char *cate = rc_table_cate_name(b->w2v, rc_table_cate(b->w2v, row));
         uint32_t mc, mk, mrow;
         int8_t *q = q8_row(b, row);
-        int rc = !q ? RC_ENOMEM : rc_table_city_id(b->mirror, city ? city : "", city ? strlen(city) : 0, &mc);
+        int rc = !q ? RC_ENOMEM
+                    : rc_table_city_id(b->mirror, city ? city : "", city ? strlen(city) : 0, &mc);
         if (!rc)
             rc = rc_table_cate_id(b->mirror, cate ? cate : "", cate ? strlen(cate) : 0, &mk);
         if (!rc)
@@ -218,8 +219,8 @@ int rc_tserve_sync_rows(rc_tserve *b, uint32_t upto)
     return added;
 }
 
-uint32_t rc_tserve_refresh(rc_tserve *b, const uint32_t *rows, uint32_t n, uint32_t max_recompute,
-                           uint32_t *recomputed)
+uint32_t rc_tower_serve_refresh(rc_tower_serve *b, const uint32_t *rows, uint32_t n,
+                                uint32_t max_recompute, uint32_t *recomputed)
 {
     uint32_t have = rc_table_size(b->mirror), done = 0, i;
     for (i = 0; i < n; i++) {
@@ -242,17 +243,17 @@ uint32_t rc_tserve_refresh(rc_tserve *b, const uint32_t *rows, uint32_t n, uint3
     return i;
 }
 
-int rc_tserve_flush(rc_tserve *b, char *errbuf, size_t errlen)
+int rc_tower_serve_flush(rc_tower_serve *b, char *errbuf, size_t errlen)
 {
     return rc_index_flush(b->index, 0, errbuf, errlen);
 }
 
-int rc_tserve_maintain(rc_tserve *b, char *errbuf, size_t errlen)
+int rc_tower_serve_maintain(rc_tower_serve *b, char *errbuf, size_t errlen)
 {
     return rc_index_maintain(b->index, errbuf, errlen);
 }
 
-static rc_tt_work *work_get(rc_tserve *b)
+static rc_tt_work *work_get(rc_tower_serve *b)
 {
     rc_tt_work *w = NULL;
     pthread_mutex_lock(&b->pool_mu);
@@ -264,7 +265,7 @@ static rc_tt_work *work_get(rc_tserve *b)
     return w;
 }
 
-static void work_put(rc_tserve *b, rc_tt_work *w)
+static void work_put(rc_tower_serve *b, rc_tt_work *w)
 {
     pthread_mutex_lock(&b->pool_mu);
     if (b->npool < POOL_MAX) {
@@ -275,7 +276,7 @@ static void work_put(rc_tserve *b, rc_tt_work *w)
     rc_tt_work_destroy(w);
 }
 
-int rc_tserve_user_vector(rc_tserve *b, const rc_tt_user_in *in, float *out)
+int rc_tower_serve_user_vector(rc_tower_serve *b, const rc_tt_user_in *in, float *out)
 {
     rc_tt_work *w = work_get(b);
     if (!w)
@@ -285,7 +286,7 @@ int rc_tserve_user_vector(rc_tserve *b, const rc_tt_user_in *in, float *out)
     return 0;
 }
 
-int rc_tserve_item_vector(rc_tserve *b, const rc_tt_item_in *in, float *out)
+int rc_tower_serve_item_vector(rc_tower_serve *b, const rc_tt_item_in *in, float *out)
 {
     rc_tt_work *w = work_get(b);
     if (!w)
@@ -295,26 +296,26 @@ int rc_tserve_item_vector(rc_tserve *b, const rc_tt_item_in *in, float *out)
     return 0;
 }
 
-int rc_tserve_search(rc_tserve *b, const float *q, uint32_t k, float overfetch,
-                     const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
-                     rc_hit *out, uint32_t *n)
+int rc_tower_serve_search(rc_tower_serve *b, const float *q, uint32_t k, float overfetch,
+                          const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
+                          rc_hit *out, uint32_t *n)
 {
     return rc_recall_search(b->mirror, b->index, q, k, overfetch, f, exclude, nexclude, out, n);
 }
 
-const rc_tt_model *rc_tserve_model(const rc_tserve *b) { return b->model; }
-const rc_table *rc_tserve_table(const rc_tserve *b) { return b->mirror; }
-rc_index *rc_tserve_index(rc_tserve *b) { return b->index; }
-uint32_t rc_tserve_dim(const rc_tserve *b) { return b->dim; }
+const rc_tt_model *rc_tower_serve_model(const rc_tower_serve *b) { return b->model; }
+const rc_table *rc_tower_serve_table(const rc_tower_serve *b) { return b->mirror; }
+rc_index *rc_tower_serve_index(rc_tower_serve *b) { return b->index; }
+uint32_t rc_tower_serve_dim(const rc_tower_serve *b) { return b->dim; }
 
-uint32_t rc_tserve_rows(const rc_tserve *b)
+uint32_t rc_tower_serve_rows(const rc_tower_serve *b)
 {
-    return atomic_load_explicit(&((rc_tserve *)b)->rows, memory_order_acquire);
+    return atomic_load_explicit(&((rc_tower_serve *)b)->rows, memory_order_acquire);
 }
 
-void rc_tserve_stats_get(rc_tserve *b, rc_tserve_stats *st)
+void rc_tower_serve_stats_get(rc_tower_serve *b, rc_tower_serve_stats *st)
 {
-    st->rows = rc_tserve_rows(b);
+    st->rows = rc_tower_serve_rows(b);
     st->checked = atomic_load_explicit(&b->checked, memory_order_relaxed);
     st->recomputed = atomic_load_explicit(&b->recomputed, memory_order_relaxed);
     st->sync_failures = atomic_load_explicit(&b->sync_failures, memory_order_relaxed);

@@ -1,0 +1,278 @@
+/* engine_int — internals shared by the engine's sources (not installed).
+ *
+ *   src/engine.c             the pipeline: batches, decoder and trainer threads,
+ *                            event apply, queries, stats, create/destroy
+ *   src/engine_checkpoint.c  checkpoint coordination (ck_*)
+ *   src/engine_tower.c       two-tower serving (tower_*)
+ *   src/engine_retrain.c     background retraining of the tower model (rt_*)
+ *
+ * The public API is include/recalld/engine.h; the thread that may call each
+ * function below is given where it is defined. */
+#ifndef RECALLD_ENGINE_INT_H
+#define RECALLD_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <sys/stat.h>
+
+#include "recalld/checkpoint.h"
+#include "recalld/common.h"
+#include "recalld/engine.h"
+#include "recalld/index.h"
+#include "recalld/model.h"
+#include "recalld/profile.h"
+#include "recalld/sampler.h"
+#include "recalld/session.h"
+#include "recalld/sgns.h"
+#include "recalld/tower.h"
+#include "recalld/tower_serve.h"
+
+#define ERR_TEXT 112
+#define FRESH_RING 4096
+#define POP_N 256
+#define CTX_MAX 64
+
+struct rc_batch {
+    rc_batch *next;
+    uint32_t n, cap;
+    char *arena; /* raw payloads back to back */
+    size_t alen, acap;
+    size_t *aoff;
+    uint32_t *len;
+    int32_t *part;
+    int64_t *koff;
+    rc_event *ev;
+    uint8_t *reason;
+    char (*err)[ERR_TEXT];
+    uint64_t recv_ns;
+};
+
+struct queue {
+    rc_batch *head, *tail;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+struct rc_engine {
+    rc_config cfg;
+    rc_table *table;
+    rc_session *sess;
+    rc_sampler *sampler;
+    rc_index *index;
+    rc_sgns_opts sg;
+    rc_sgns_work work;
+    rc_rng rng;
+    rc_event scratch_ev; /* rc_engine_apply_click (offline, single thread) */
+
+    uv_loop_t *loop;
+    uv_async_t async;
+    rc_engine_done_cb done;
+    void *ud;
+
+    pthread_mutex_t free_mu;
+    rc_batch *free_list;
+    rc_batch *all; /* every batch, for destroy (linked through a side array) */
+    rc_batch **batches;
+    uint32_t nbatches;
+
+    struct queue q_decode, q_train, q_done;
+    pthread_t decoder, trainer;
+    int threads;
+    atomic_int stop;
+
+    /* sync: batches submitted vs finished */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    uint64_t submitted, finished;
+
+    /* counters (atomics: bumped by one thread, read by any) */
+    _Atomic uint64_t consumed, applied, ignored, pairs, new_items, rejected_capacity, lost;
+    _Atomic uint64_t invalid[RC_EV_REASON_COUNT];
+    _Atomic uint64_t total_count, batches_done, index_errors;
+    _Atomic double loss_avg;
+    int64_t max_ts; /* trainer only */
+    _Atomic int64_t max_ts_pub; /* newest event time applied, for stats */
+    uint64_t last_expire_ns, last_maintain_ns;
+
+    pthread_mutex_t fresh_mu;
+    uint32_t fresh_us[FRESH_RING];
+    uint32_t fresh_n, fresh_pos;
+    rc_hist fresh_hist; /* same samples, as Prometheus buckets (us) */
+
+    pthread_mutex_t pop_mu;
+    uint32_t pop[POP_N];
+    uint32_t npop;
+    uint8_t *in_pop; /* trainer only, by row */
+    size_t in_pop_cap;
+
+    struct ckpt *ck; /* checkpoints: see "---- checkpoints ----" */
+    rc_profile *prof;  /* per-user device, tags, counters (two-tower user input) */
+    struct tower *tower; /* two-tower serving: see "---- two-tower serving ----" */
+    struct retrain *rt; /* background retraining: see "---- background retraining ----" */
+};
+
+/* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
+static inline uint32_t cfg_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline float cfg_f32(const float *p)
+{
+    float v;
+    __atomic_load(p, &v, __ATOMIC_RELAXED);
+    return v;
+}
+
+/* Checkpoint state (src/engine_checkpoint.c). */
+
+#define CK_PAUSES 128 /* trainer pauses kept for the p99 */
+#define CK_NONE   UINT64_MAX
+
+struct ckpt {
+    int enabled, lock_fd;
+    rc_checkpoint *snap;
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu */
+    int state, stop, again, unchanged, have_result;
+    uint64_t after, again_after;
+    uint32_t pause_us[CK_PAUSES], npause, pause_pos;
+    char last_error[256];
+    int take_rc;          /* the trainer's take, for the writer */
+    uint64_t take_pause;
+    /* the result waiting for the loop (under mu), then the loop's own copy */
+    rc_engine_checkpoint_result res;
+    int32_t *res_parts, *loop_parts;
+    int64_t *res_offs, *loop_offs;
+    size_t res_cap, loop_cap;
+    char res_err[256], loop_err[256];
+    rc_engine_checkpoint_cb cb;
+    void *cb_ud;
+    atomic_int wanted; /* state == CK_WANTED, for the trainer's cheap check */
+    /* trainer only */
+    int64_t *next; /* per partition: last processed offset + 1, -1 none */
+    uint32_t nparts;
+    rc_checkpoint_offset *offs; /* scratch for the meta */
+    uint64_t trained, processed, covers;
+    /* shared counters */
+    _Atomic uint64_t durable_trained; /* `trained` in the last durable checkpoint */
+    _Atomic uint64_t written, failures, skipped, last_seq, last_bytes, last_write_ns;
+    _Atomic uint64_t last_pause_ns, max_pause_ns;
+    _Atomic int64_t current_ms; /* wall time the state was last known durable, 0 never */
+    _Atomic uint32_t keep;
+    _Atomic double max_mb_s;
+    /* restore (set once in create) */
+    rc_checkpoint_meta restored;
+    int restored_ok;
+    int invalid_only; /* checkpoints existed, none valid: replay the stream */
+    uint64_t restore_ns, load_ns; /* until ready to serve; of which reading the file */
+    /* the index built while the checkpoint loads (ck_on_rows, loader thread) */
+    rc_index *rx;
+    const rc_table *rx_table;
+    rc_index_opts rx_opts;
+    int rx_failed, prebuilt;
+    uint32_t rx_pending;
+};
+
+/* Two-tower serving state (src/engine_tower.c). */
+
+#define TOWER_NEAR_ROWS  4096u  /* rows left for the trainer to mirror when adopting */
+#define TOWER_STEP_ROWS  16384u /* rows per loader step (cancel check, progress) */
+#define TOWER_FLUSH_ROWS 65536u /* loader flushes the index every this many rows */
+#define TOWER_SWEEP_SEG  4096u  /* rows per sweep step */
+
+struct tower {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu (the trainer reads cur bare: it is cur's only writer) */
+    rc_tower_serve *cur, *pending;
+    char path[RC_CONF_STR], pend_path[RC_CONF_STR], conf_path[RC_CONF_STR];
+    struct stat st, pend_st; /* of the files at load: SIGHUP reloads when they change */
+    uint64_t gen_handed, gen_adopted;
+    int loading;
+    double load_ms;
+    char last_error[256];
+    /* the engine's loader thread (start, SIGHUP) */
+    pthread_t loader;
+    int loader_started;
+    rc_tt_model *async_model; /* preloaded at create, built by the loader */
+    char async_path[RC_CONF_STR];
+    atomic_int has_pending, cancel, track;
+    _Atomic uint32_t load_done, load_total;
+    _Atomic uint64_t loads, failures, refresh_pending;
+    /* trainer only */
+    uint8_t *dirty;       /* per w2v row: queued in dq */
+    size_t dirty_cap;
+    uint32_t *dq;         /* ring of rows whose w2v vector changed */
+    uint32_t dq_cap, dq_head, dq_n;
+    uint32_t sweep, sweep_end; /* after an adoption: every row is re-checked */
+    uint32_t seg[TOWER_SWEEP_SEG];
+    uint64_t last_maintain_ns, sync_errors, index_errors;
+};
+
+/* ---- pipeline and queries (src/engine.c) ---- */
+
+/* Trainer (or an offline engine's caller): index flush, sampler, session and
+ * profile expiry, tower mirror; force: index maintenance now. */
+void rc__engine_maintain(rc_engine *e, int force);
+/* Any thread: the request's city and categories as row ids in f (cates: the
+ * caller's array for them); *empty = 1 when a named one has no item. */
+int rc__engine_resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f,
+                              uint32_t *cates, int *empty);
+/* Any thread: up to k of the most clicked items passing f, rows ex excluded. */
+uint32_t rc__engine_popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex,
+                            uint32_t nex, uint32_t k, rc_hit *out);
+/* Any thread: the city holding most of the click weight w of rows (recall scope). */
+int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w, uint32_t n);
+
+/* ---- checkpoints (src/engine_checkpoint.c) ---- */
+
+int ck_init(rc_engine *e, char *eb, size_t el);
+void ck_note_batch(rc_engine *e, const rc_batch *b);
+int ck_take(rc_engine *e, int force);
+int ck_start(rc_engine *e, char *eb, size_t el);
+void ck_stop(rc_engine *e);
+void ck_free(rc_engine *e);
+void ck_deliver(rc_engine *e);
+int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb,
+               size_t el);
+rc_index *ck_prebuilt_index(rc_engine *e);
+void ck_restored(rc_engine *e, uint64_t t0);
+int ck_was_restored(const rc_engine *e);
+void ck_stats_json(rc_engine *e, rc_buf *o);
+
+/* ---- two-tower serving (src/engine_tower.c) ---- */
+
+int tower_init(rc_engine *e, char *eb, size_t el);
+int tower_start(rc_engine *e, char *eb, size_t el);
+void tower_stop(rc_engine *e);
+void tower_free(rc_engine *e);
+void tower_dirty(rc_engine *e, uint32_t row);
+void tower_maintain(rc_engine *e, int force);
+void tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags);
+int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n, int *fallback);
+void tower_stats_json(rc_engine *e, rc_buf *o);
+void tower_set_conf_path(rc_engine *e, const char *path);
+/* Loader role (also the retrainer's): takes the loading slot for path (NULL or
+ * empty: tower.model) and copies the path to serve into out[RC_CONF_STR]. */
+int tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el);
+/* Loader: builds a bundle of m (owned) for every row, hands it to the trainer
+ * and waits until it is served. Caller set t->loading. */
+int tower_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
+                size_t el);
+/* Any thread: a reference to the served bundle, or NULL. */
+rc_tower_serve *tower_acquire(rc_engine *e);
+
+/* ---- background retraining (src/engine_retrain.c) ---- */
+
+int rt_init(rc_engine *e, char *eb, size_t el);
+int rt_start(rc_engine *e, char *eb, size_t el);
+void rt_cancel(rc_engine *e);
+void rt_stop(rc_engine *e);
+void rt_free(rc_engine *e);
+void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev,
+             const uint64_t *tags, uint32_t ntags, unsigned flags);
+void rt_stats_json(rc_engine *e, rc_buf *o);
+
+#endif

@@ -1,0 +1,631 @@
+/* engine: the public engine API (include/recalld/engine.h) driven directly,
+ * without Kafka or the socket: refusal reasons and counters, batches and the
+ * done callback (refused events with their position), backpressure and the
+ * loop-thread hand-back of a threaded engine, the recall / similar contracts,
+ * and checkpoints taken through the engine and restored by a new one.
+ *
+ * What other files already hold is not repeated here: session policies and
+ * the event clock (test_promises.c), the checkpoint file format
+ * (test_checkpoint.c), two-tower serving (test_tower_serve.c). */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "e2e.h"
+#include "recalld/common.h"
+#include "recalld/config.h"
+#include "recalld/engine.h"
+#include "recalld/table.h"
+#include "test.h"
+#include "tower_stream.h"
+
+#define WAIT_MS 120000
+#define T0 1700000000000LL
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static void small_config(rc_config *c)
+{
+    rc_config_defaults(c);
+    c->dim = 16;
+    c->seed = 11;
+}
+
+/* small_config with a new data_dir (dir: room for 64); batches of `batch`. */
+static void dir_config(rc_config *c, char *dir, uint32_t batch)
+{
+    tt_tmp_dir(dir, 64, "rc-engine-");
+    small_config(c);
+    c->kafka_batch = batch;
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", dir);
+}
+
+/* A click as the stream carries it. */
+static int click_line(char *buf, size_t cap, int user, int item, int city, int64_t ts)
+{
+    return snprintf(buf, cap,
+                    "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":\"c%d\","
+                    "\"cate_id\":\"k%d\",\"ts\":%lld}",
+                    user, item, city, item % 2, (long long)ts);
+}
+
+/* What the done callback saw: refused events copied (their memory is only
+ * borrowed during the call), batches reported, the thread it ran on. */
+#define SEEN_MAX 32
+typedef struct seen {
+    uint32_t n, batches;
+    char *payload[SEEN_MAX];
+    size_t len[SEEN_MAX];
+    int32_t part[SEEN_MAX];
+    int64_t off[SEEN_MAX];
+    enum rc_event_reason reason[SEEN_MAX];
+    char error[SEEN_MAX][128];
+    pthread_t thread;
+    int other_thread; /* a callback ran on another thread than `thread` */
+    /* checkpoint results (threaded engine) */
+    uint32_t ckpts;
+    rc_engine_checkpoint_result ck;
+    int32_t ck_parts[8];
+    int64_t ck_offs[8];
+} seen;
+
+static void on_done(void *ud, const rc_invalid *inv, size_t n)
+{
+    seen *s = ud;
+    if (!pthread_equal(pthread_self(), s->thread))
+        s->other_thread = 1;
+    s->batches++;
+    for (size_t i = 0; i < n && s->n < SEEN_MAX; i++, s->n++) {
+        s->payload[s->n] = malloc(inv[i].len + 1);
+        memcpy(s->payload[s->n], inv[i].payload, inv[i].len);
+        s->payload[s->n][inv[i].len] = '\0';
+        s->len[s->n] = inv[i].len;
+        s->part[s->n] = inv[i].partition;
+        s->off[s->n] = inv[i].offset;
+        s->reason[s->n] = inv[i].reason;
+        snprintf(s->error[s->n], sizeof s->error[s->n], "%s", inv[i].error);
+    }
+}
+
+static void on_checkpoint(void *ud, const rc_engine_checkpoint_result *r)
+{
+    seen *s = ud;
+    if (!pthread_equal(pthread_self(), s->thread))
+        s->other_thread = 1;
+    s->ckpts++;
+    s->ck = *r;
+    for (size_t i = 0; i < r->n && i < 8; i++) {
+        s->ck_parts[i] = r->parts[i];
+        s->ck_offs[i] = r->offsets[i];
+    }
+}
+
+static void seen_free(seen *s)
+{
+    for (uint32_t i = 0; i < s->n; i++)
+        free(s->payload[i]);
+}
+
+static void add(rc_batch *b, const char *line, int32_t part, int64_t off)
+{
+    ASSERT_EQ(rc_engine_batch_add(b, line, strlen(line), part, off), 0);
+}
+
+/* The next offset the engine reports for partition p among n, -1 absent. */
+static int64_t offset_of(const int32_t *parts, const int64_t *offs, size_t n, int32_t p)
+{
+    for (size_t i = 0; i < n; i++)
+        if (parts[i] == p)
+            return offs[i];
+    return -1;
+}
+
+/* ---- refusals and counters ------------------------------------------------ */
+
+/* DESIGN.md "Event schema" and "Report": every refusal reason comes back from
+ * rc_engine_apply_line and is counted under its own name; other event types
+ * are `ignored`, valid clicks beyond model.max_items `rejected_capacity`,
+ * neither of them `applied`; consumed and lost are the consumer's to count. */
+TEST(engine_refusal_reasons_and_counters)
+{
+    rc_config c;
+    small_config(&c);
+    c.max_items = 3;
+    rc_engine *e = e2e_engine_offline(&c);
+    static char big[RC_EVENT_MAX + 64];
+    int n = snprintf(big, sizeof big, "{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"c\","
+                                      "\"cate_id\":\"k\",\"ts\":1,\"pad\":\"");
+    memset(big + n, 'x', RC_EVENT_MAX - n);
+    memcpy(big + RC_EVENT_MAX, "\"}", 3); /* RC_EVENT_MAX + 2 bytes of valid JSON */
+    char city65[192];
+    snprintf(city65, sizeof city65, "{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"%065d\","
+                                    "\"cate_id\":\"k\",\"ts\":1}", 7);
+    const struct {
+        const char *line;
+        enum rc_event_reason want;
+    } cases[] = {
+        {big, RC_EV_TOO_LARGE},
+        {"{\"user_id\":", RC_EV_BAD_JSON},
+        {"[1]", RC_EV_NOT_OBJECT},
+        {"{\"user_id\":\"u\",\"city_id\":\"c\",\"cate_id\":\"k\",\"ts\":1}", RC_EV_MISSING_FIELD},
+        {"{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"c\",\"cate_id\":\"k\",\"ts\":\"1\"}",
+         RC_EV_WRONG_TYPE},
+        {"{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"c\",\"cate_id\":\"k\",\"ts\":-1}",
+         RC_EV_BAD_VALUE},
+        {city65, RC_EV_OVERSIZED},
+    };
+    for (size_t i = 0; i < RC_ARRAY_LEN(cases); i++)
+        ASSERT_EQ(rc_engine_apply_line(e, cases[i].line, strlen(cases[i].line)), cases[i].want);
+    char line[256];
+    /* another event type: valid, not trained */
+    const char *view = "{\"user_id\":\"u\",\"item_id\":\"iv\",\"city_id\":\"c\",\"cate_id\":\"k\","
+                       "\"ts\":5,\"event\":\"view\"}";
+    ASSERT_EQ(rc_engine_apply_line(e, view, strlen(view)), RC_EV_OK);
+    for (int i = 0; i < 5; i++) { /* 3 items fit, 2 are beyond max_items */
+        n = click_line(line, sizeof line, 1, i, 0, T0 + i * 1000);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+    }
+    n = click_line(line, sizeof line, 2, 0, 0, T0 + 9000); /* a known item: applied */
+    ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+
+    rc_engine_counters k;
+    rc_engine_counters_get(e, &k);
+    for (int r = 1; r < RC_EV_REASON_COUNT; r++)
+        if (k.invalid[r] != 1)
+            RC__FAIL("invalid[%s] = %llu, want 1", rc_event_reason_name((enum rc_event_reason)r),
+                     (unsigned long long)k.invalid[r]);
+    ASSERT_EQ(k.ignored, 1);
+    ASSERT_EQ(k.applied, 4);
+    ASSERT_EQ(k.rejected_capacity, 2);
+    ASSERT_EQ(k.new_items, 3);
+    ASSERT_EQ(k.consumed, 0); /* the consumer counts what it hands over */
+    ASSERT_EQ(rc_table_size(rc_engine_table(e)), 3);
+    rc_engine_count_consumed(e, 15);
+    rc_engine_count_lost(e, 4);
+    rc_engine_count_invalid(e, RC_EV_BAD_JSON, 2);
+    rc_engine_counters_get(e, &k);
+    ASSERT_EQ(k.consumed, 15);
+    ASSERT_EQ(k.lost, 4);
+    ASSERT_EQ(k.invalid[RC_EV_BAD_JSON], 3);
+    ASSERT_EQ(rc_engine_applied(e), 4);
+
+    json_t *st = e2e_engine_stats(e); /* the same figures in the stats object */
+    ASSERT_EQ(e2e_int(st, "events.invalid"), 9);
+    ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.too_large"), 1);
+    ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.bad_json"), 3);
+    ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.oversized"), 1);
+    ASSERT_EQ(e2e_int(st, "events.ignored"), 1);
+    ASSERT_EQ(e2e_int(st, "events.rejected_capacity"), 2);
+    ASSERT_EQ(e2e_int(st, "events.applied"), 4);
+    ASSERT_EQ(e2e_int(st, "events.consumed"), 15);
+    ASSERT_EQ(e2e_int(st, "items"), 3);
+    json_decref(st);
+    rc_engine_destroy(e);
+}
+
+/* engine.h: a batch holds kafka.batch events (one more is RC_E2BIG); after it
+ * is applied the done callback gets exactly the refused events, each with its
+ * raw bytes, partition, offset, reason and a text naming the field. A message
+ * over the limit is kept as a prefix of RC_EVENT_MAX + 1 bytes. */
+TEST(engine_batch_reports_refused_events_with_position)
+{
+    rc_config c;
+    small_config(&c);
+    c.kafka_batch = 4;
+    seen s = {.thread = pthread_self()};
+    rc_engine *e = NULL;
+    char err[256], l0[256], l3[256];
+    ASSERT_EQ(rc_engine_create(&c, NULL, on_done, &s, &e, err, sizeof err), 0);
+    rc_batch *b = rc_engine_batch_get(e);
+    ASSERT(b != NULL);
+    click_line(l0, sizeof l0, 1, 1, 0, T0);
+    click_line(l3, sizeof l3, 1, 2, 0, T0 + 1000);
+    const char *bad = "{not json";
+    const char *noitem = "{\"user_id\":\"u1\",\"city_id\":\"c0\",\"cate_id\":\"k0\",\"ts\":5}";
+    add(b, l0, 0, 10);
+    add(b, bad, 1, 20);
+    add(b, noitem, 0, 11);
+    add(b, l3, 1, 21);
+    ASSERT_EQ(rc_engine_batch_add(b, l0, strlen(l0), 0, 12), RC_E2BIG);
+    ASSERT_EQ(rc_engine_batch_count(b), 4);
+    rc_engine_submit(e, b);
+    rc_engine_sync(e);
+    ASSERT_EQ(s.batches, 1);
+    ASSERT_EQ(s.n, 2);
+    ASSERT_STREQ(s.payload[0], bad);
+    ASSERT_EQ(s.part[0], 1);
+    ASSERT_EQ(s.off[0], 20);
+    ASSERT_EQ(s.reason[0], RC_EV_BAD_JSON);
+    ASSERT_STREQ(s.payload[1], noitem);
+    ASSERT_EQ(s.part[1], 0);
+    ASSERT_EQ(s.off[1], 11);
+    ASSERT_EQ(s.reason[1], RC_EV_MISSING_FIELD);
+    if (!strstr(s.error[1], "item_id"))
+        RC__FAIL("error text \"%s\" does not name item_id", s.error[1]);
+    ASSERT_EQ(rc_engine_applied(e), 2);
+
+    static char big[RC_EVENT_MAX + 5000];
+    memset(big, ' ', sizeof big);
+    b = rc_engine_batch_get(e); /* the batch came back: one is free again */
+    ASSERT(b != NULL);
+    ASSERT_EQ(rc_engine_batch_add(b, big, sizeof big, 3, 99), 0);
+    rc_engine_submit(e, b);
+    rc_engine_sync(e);
+    ASSERT_EQ(s.batches, 2);
+    ASSERT_EQ(s.n, 3);
+    ASSERT_EQ(s.reason[2], RC_EV_TOO_LARGE);
+    ASSERT_EQ(s.len[2], RC_EVENT_MAX + 1);
+    ASSERT_EQ(s.part[2], 3);
+    ASSERT_EQ(s.off[2], 99);
+    ASSERT_EQ(s.other_thread, 0);
+    rc_engine_destroy(e);
+    seen_free(&s);
+}
+
+/* engine.h pipeline: with pipeline.queue_batches batches in flight
+ * rc_engine_batch_get returns NULL (backpressure); finished batches come back
+ * through the loop (done callback on the loop thread) and can be taken again.
+ * A checkpoint requested with everything = 1 covers every batch submitted
+ * before it and reports the next offset of each partition (refused events
+ * included: they are processed); one asked for with nothing applied since
+ * is `unchanged` and not rewritten. */
+TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
+{
+    char dir[64], err[256], line[256];
+    rc_config c;
+    dir_config(&c, dir, 8);
+    c.queue_batches = 2;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    seen s = {.thread = pthread_self()};
+    rc_engine *e = NULL;
+    if (rc_engine_create(&c, &loop, on_done, &s, &e, err, sizeof err))
+        RC__FAIL("rc_engine_create: %s", err);
+    rc_engine_set_checkpoint_cb(e, on_checkpoint, &s);
+    rc_batch *b1 = rc_engine_batch_get(e), *b2 = rc_engine_batch_get(e);
+    ASSERT(b1 != NULL && b2 != NULL);
+    ASSERT(rc_engine_batch_get(e) == NULL); /* both in our hands */
+    for (int i = 0; i < 4; i++) {
+        click_line(line, sizeof line, i % 2, i, 0, T0 + i * 1000);
+        add(b1, line, 0, 100 + i);
+    }
+    for (int i = 0; i < 2; i++) {
+        click_line(line, sizeof line, 3, 10 + i, 1, T0 + i * 1000);
+        add(b2, line, 1, 7 + i);
+    }
+    add(b2, "[]", 1, 9);
+    rc_engine_submit(e, b1);
+    rc_engine_submit(e, b2);
+    uint64_t ticket = 0;
+    ASSERT_EQ(rc_engine_checkpoint(e, 1, &ticket), 0);
+    ASSERT_EQ(ticket, 2);
+    long long t0 = e2e_now_ms();
+    while (s.batches < 2 || s.ckpts < 1) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (e2e_now_ms() - t0 > WAIT_MS)
+            RC__FAIL("after %d ms: %u batches done, %u checkpoints", WAIT_MS, s.batches, s.ckpts);
+        usleep(2000);
+    }
+    ASSERT_EQ(s.other_thread, 0);
+    ASSERT_EQ(s.n, 1);
+    ASSERT_EQ(s.reason[0], RC_EV_NOT_OBJECT);
+    ASSERT_EQ(s.off[0], 9);
+    ASSERT(rc_engine_batch_get(e) != NULL); /* recycled */
+    ASSERT_EQ(s.ck.rc, 0);
+    ASSERT_GE(s.ck.covers, ticket);
+    ASSERT_EQ(s.ck.applied, 6);
+    ASSERT_EQ(s.ck.n, 2);
+    ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, 2, 0), 104);
+    ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, 2, 1), 10);
+    uint64_t seq = s.ck.seq;
+    ASSERT_EQ(rc_engine_checkpoint(e, 0, NULL), 0); /* nothing new: not rewritten */
+    t0 = e2e_now_ms();
+    while (s.ckpts < 2) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (e2e_now_ms() - t0 > WAIT_MS)
+            RC__FAIL("second checkpoint: no result after %d ms", WAIT_MS);
+        usleep(2000);
+    }
+    ASSERT_EQ(s.ck.rc, 0);
+    ASSERT_EQ(s.ck.unchanged, 1);
+    ASSERT_EQ(s.ck.bytes, 0);
+    ASSERT_EQ(s.ck.seq, seq);
+    rc_engine_destroy(e);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    seen_free(&s);
+
+    /* A new engine on the directory starts from there. */
+    e = e2e_engine_offline(&c);
+    int32_t parts[4];
+    int64_t offs[4];
+    ASSERT_EQ(rc_engine_restored_offsets(e, parts, offs, 4), 2);
+    ASSERT_EQ(offset_of(parts, offs, 2, 0), 104);
+    ASSERT_EQ(offset_of(parts, offs, 2, 1), 10);
+    ASSERT_EQ(rc_engine_applied(e), 6);
+    ASSERT_EQ(rc_table_size(rc_engine_table(e)), 6);
+    rc_engine_destroy(e);
+    e2e_sh(NULL, "rm -rf %s", dir);
+}
+
+/* ---- queries ----------------------------------------------------------------- */
+
+/* 40 items over two cities (even items c0, odd c1; category = item % 2),
+ * item i clicked 1 + i % 5 times by users w0..w9; user u clicked i0, i2, i4. */
+static rc_engine *query_engine(rc_config *c)
+{
+    rc_engine *e = e2e_engine_offline(c);
+    char line[256];
+    int64_t ts = T0;
+    for (int i = 0; i < 40; i++)
+        for (int r = 0; r <= i % 5; r++) {
+            int n = click_line(line, sizeof line, 100 + (i + r) % 10, i, i % 2, ts += 1000);
+            ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+        }
+    for (int i = 0; i <= 4; i += 2) {
+        int n = click_line(line, sizeof line, 7, i, 0, ts += 1000);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+    }
+    rc_engine_sync(e);
+    return e;
+}
+
+static const char *item_of(rc_engine *e, uint32_t row)
+{
+    static _Thread_local char id[64];
+    size_t len;
+    const char *p = rc_table_item_id(rc_engine_table(e), row, &len);
+    snprintf(id, sizeof id, "%.*s", (int)len, p);
+    return id;
+}
+
+/* engine.h rc_engine_recall / rc_engine_similar / rc_engine_user_clicks:
+ * k out of 1..recall.k_max is RC_EINVAL (and rc_engine_reload moves the
+ * limit); an unknown user gets the popular items, most clicked first, scored
+ * by their count; a known user never gets an item it clicked; a city or
+ * category filter holds; similar leaves the item out and refuses an unknown
+ * one. */
+TEST(engine_recall_and_similar_contracts)
+{
+    rc_config c;
+    small_config(&c);
+    rc_engine *e = query_engine(&c);
+    const rc_table *t = rc_engine_table(e);
+    rc_hit hits[64];
+    uint32_t n = 0;
+    int fb = -1;
+    rc_recall_req q = {.user = "u7", .ulen = 2, .k = 0};
+    ASSERT_EQ(rc_engine_recall(e, &q, hits, &n, &fb), RC_EINVAL);
+    q.k = c.k_max + 1;
+    ASSERT_EQ(rc_engine_recall(e, &q, hits, &n, &fb), RC_EINVAL);
+
+    /* unknown user: popular, by count */
+    rc_recall_req pq = {.user = "nobody", .ulen = 6, .k = 12};
+    ASSERT_EQ(rc_engine_recall(e, &pq, hits, &n, &fb), 0);
+    ASSERT_EQ(fb, 1);
+    ASSERT_EQ(n, 12);
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_NEAR(hits[i].score, (double)rc_table_count(t, hits[i].row), 0);
+        if (i)
+            ASSERT_GE(hits[i - 1].score, hits[i].score);
+    }
+    ASSERT_STREQ(item_of(e, hits[0].row), "i4"); /* 5 clicks (i % 5 == 4) and u7's */
+    ASSERT_NEAR(hits[0].score, 6, 0);
+
+    /* known user: none of i0, i2, i4; all in its main city c0 (recall.scope) */
+    q.k = 10;
+    ASSERT_EQ(rc_engine_recall(e, &q, hits, &n, &fb), 0);
+    ASSERT_EQ(fb, 0);
+    ASSERT_EQ(n, 10);
+    for (uint32_t i = 0; i < n; i++) {
+        const char *id = item_of(e, hits[i].row);
+        ASSERT(strcmp(id, "i0") && strcmp(id, "i2") && strcmp(id, "i4"));
+        ASSERT_STREQ(rc_table_city_name(t, rc_table_city(t, hits[i].row)), "c0");
+    }
+    /* filters: city c1 only; category k1 with the whole of c0 gives nothing
+     * (even items are k0); an unknown city gives nothing */
+    q.city = "c1";
+    ASSERT_EQ(rc_engine_recall(e, &q, hits, &n, &fb), 0);
+    ASSERT_EQ(n, 10);
+    for (uint32_t i = 0; i < n; i++)
+        ASSERT_STREQ(rc_table_city_name(t, rc_table_city(t, hits[i].row)), "c1");
+    const char *k1[] = {"k1"};
+    q.city = "c0";
+    q.cates = k1;
+    q.ncates = 1;
+    ASSERT_EQ(rc_engine_recall(e, &q, hits, &n, &fb), 0);
+    ASSERT_EQ(n, 0);
+    q.city = "nowhere";
+    q.cates = NULL;
+    q.ncates = 0;
+    ASSERT_EQ(rc_engine_recall(e, &q, hits, &n, &fb), 0);
+    ASSERT_EQ(n, 0);
+
+    /* similar */
+    ASSERT_EQ(rc_engine_similar(e, "i9999", 5, 5, hits, &n), RC_ENOENT);
+    ASSERT_EQ(rc_engine_similar(e, "i3", 2, 0, hits, &n), RC_EINVAL);
+    ASSERT_EQ(rc_engine_similar(e, "i3", 2, 7, hits, &n), 0);
+    ASSERT_EQ(n, 7);
+    for (uint32_t i = 0; i < n; i++)
+        ASSERT(strcmp(item_of(e, hits[i].row), "i3") != 0);
+
+    /* user clicks, oldest first */
+    uint32_t rows[8];
+    int64_t ts[8];
+    ASSERT_EQ(rc_engine_user_clicks(e, "u7", 2, rows, ts, 8, &n), 0);
+    ASSERT_EQ(n, 3);
+    ASSERT_STREQ(item_of(e, rows[0]), "i0");
+    ASSERT_STREQ(item_of(e, rows[2]), "i4");
+    ASSERT_LT(ts[0], ts[2]);
+    ASSERT(rc_engine_user_clicks(e, "nobody", 6, rows, ts, 8, &n) != 0);
+
+    /* SIGHUP's path: k limits move */
+    rc_config c2 = c;
+    c2.k_max = 5;
+    c2.k_default = 3;
+    rc_engine_reload(e, &c2);
+    uint32_t kd, km;
+    rc_engine_k_limits(e, &kd, &km);
+    ASSERT_EQ(kd, 3);
+    ASSERT_EQ(km, 5);
+    q.city = NULL;
+    q.k = 6;
+    ASSERT_EQ(rc_engine_recall(e, &q, hits, &n, &fb), RC_EINVAL);
+    q.k = 5;
+    ASSERT_EQ(rc_engine_recall(e, &q, hits, &n, &fb), 0);
+    ASSERT_EQ(n, 5);
+    ASSERT_EQ(rc_engine_similar(e, "i3", 2, 6, hits, &n), RC_EINVAL);
+    rc_engine_destroy(e);
+}
+
+/* ---- checkpoints, offline ---------------------------------------------------- */
+
+typedef struct table_copy {
+    uint32_t rows, dim;
+    char (*id)[16];
+    float *in, *out;
+    uint32_t *count;
+} table_copy;
+
+static void table_copy_take(const rc_table *t, table_copy *s)
+{
+    s->rows = rc_table_size(t);
+    s->dim = rc_table_dim(t);
+    s->id = calloc(s->rows, sizeof *s->id);
+    s->in = malloc((size_t)s->rows * s->dim * sizeof(float));
+    s->out = malloc((size_t)s->rows * s->dim * sizeof(float));
+    s->count = malloc(s->rows * sizeof(uint32_t));
+    for (uint32_t r = 0; r < s->rows; r++) {
+        size_t len;
+        const char *id = rc_table_item_id(t, r, &len);
+        snprintf(s->id[r], sizeof s->id[r], "%.*s", (int)len, id);
+        memcpy(s->in + (size_t)r * s->dim, rc_table_in(t, r), s->dim * sizeof(float));
+        memcpy(s->out + (size_t)r * s->dim, rc_table_out(t, r), s->dim * sizeof(float));
+        s->count[r] = rc_table_count(t, r);
+    }
+}
+
+/* t holds the same items (by id) with the same vectors and counts, bit for bit. */
+static void table_copy_same(const rc_table *t, const table_copy *s)
+{
+    ASSERT_EQ(rc_table_size(t), s->rows);
+    for (uint32_t r = 0; r < s->rows; r++) {
+        uint32_t row;
+        ASSERT_EQ(rc_table_find(t, s->id[r], strlen(s->id[r]), &row), 0);
+        ASSERT_EQ(rc_table_count(t, row), s->count[r]);
+        ASSERT(memcmp(rc_table_in(t, row), s->in + (size_t)r * s->dim, s->dim * sizeof(float)) ==
+               0);
+        ASSERT(memcmp(rc_table_out(t, row), s->out + (size_t)r * s->dim,
+                      s->dim * sizeof(float)) == 0);
+    }
+}
+
+static void table_copy_free(table_copy *s)
+{
+    free(s->id);
+    free(s->in);
+    free(s->out);
+    free(s->count);
+}
+
+/* engine.h checkpoints, offline engine: rc_engine_checkpoint needs a loop
+ * (RC_EINVAL), rc_engine_checkpoint_now writes one on the calling thread with
+ * the next offset of each partition seen. A new engine on the directory
+ * restores the table bit for bit, the counters, the offsets (none when the
+ * topic differs), and answers similar as before. Without data_dir,
+ * checkpoint_now is RC_EINVAL. */
+TEST(engine_checkpoint_now_round_trip)
+{
+    char dir[64], err[256], line[256];
+    rc_config c;
+    dir_config(&c, dir, 64);
+    rc_engine *e = e2e_engine_offline(&c);
+    ASSERT_EQ(rc_engine_checkpoint(e, 0, NULL), RC_EINVAL);
+    uint64_t msgs = 0;
+    for (int bi = 0; bi < 6; bi++) {
+        rc_batch *b = rc_engine_batch_get(e);
+        ASSERT(b != NULL);
+        for (int i = 0; i < 50; i++) {
+            int item = (bi * 50 + i) * 7 % 60, part = bi % 2 ? 2 : 0;
+            click_line(line, sizeof line, i % 9, item, item % 3, T0 + (bi * 50 + i) * 1000);
+            add(b, line, part, 1000 * part + bi * 50 + i);
+            msgs++;
+        }
+        if (bi == 3) {
+            add(b, "nope", 2, 5000);
+            msgs++;
+        }
+        rc_engine_submit(e, b);
+    }
+    rc_engine_sync(e);
+    rc_engine_checkpoint_result r;
+    ASSERT_EQ(rc_engine_checkpoint_now(e, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.rc, 0);
+    ASSERT_EQ(r.unchanged, 0);
+    ASSERT_GT(r.bytes, 0);
+    ASSERT_EQ(r.applied, 300);
+    ASSERT_EQ(r.n, 2);
+    ASSERT_EQ(offset_of(r.parts, r.offsets, r.n, 0), 250);
+    ASSERT_EQ(offset_of(r.parts, r.offsets, r.n, 2), 5001);
+    uint64_t seq = r.seq;
+    ASSERT_EQ(rc_engine_checkpoint_now(e, &r, err, sizeof err), 0); /* "now": written again */
+    ASSERT_EQ(r.unchanged, 0);
+    ASSERT_EQ(r.seq, seq + 1);
+    seq = r.seq;
+
+    rc_engine_counters k0, k1;
+    rc_engine_counters_get(e, &k0);
+    ASSERT_EQ(k0.invalid[RC_EV_BAD_JSON], 1);
+    table_copy tc;
+    table_copy_take(rc_engine_table(e), &tc);
+    rc_hit h0[10], h1[10];
+    uint32_t n0 = 0, n1 = 0;
+    ASSERT_EQ(rc_engine_similar(e, "i5", 2, 10, h0, &n0), 0);
+    char want[10][64];
+    for (uint32_t i = 0; i < n0; i++)
+        snprintf(want[i], sizeof want[i], "%s", item_of(e, h0[i].row));
+    rc_engine_destroy(e);
+
+    e = e2e_engine_offline(&c);
+    ASSERT_EQ(rc_engine_needs_replay(e), 0);
+    table_copy_same(rc_engine_table(e), &tc);
+    rc_engine_counters_get(e, &k1);
+    ASSERT_EQ(k1.applied, k0.applied);
+    ASSERT_EQ(k1.pairs, k0.pairs);
+    ASSERT_EQ(k1.new_items, k0.new_items);
+    ASSERT_EQ(k1.invalid[RC_EV_BAD_JSON], 1);
+    ASSERT_EQ(k1.consumed, msgs); /* what the model processed */
+    int32_t parts[4];
+    int64_t offs[4];
+    ASSERT_EQ(rc_engine_restored_offsets(e, parts, offs, 4), 2);
+    ASSERT_EQ(offset_of(parts, offs, 2, 0), 250);
+    ASSERT_EQ(offset_of(parts, offs, 2, 2), 5001);
+    ASSERT_EQ(rc_engine_similar(e, "i5", 2, 10, h1, &n1), 0);
+    ASSERT_EQ(n1, n0);
+    for (uint32_t i = 0; i < n1; i++)
+        ASSERT_STREQ(item_of(e, h1[i].row), want[i]);
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_seq"), (long long)seq);
+    json_decref(st);
+    rc_engine_destroy(e);
+
+    /* another topic: the model is restored, its offsets are not used */
+    rc_config c2 = c;
+    snprintf(c2.topic, sizeof c2.topic, "other-topic");
+    e = e2e_engine_offline(&c2);
+    table_copy_same(rc_engine_table(e), &tc);
+    ASSERT_EQ(rc_engine_restored_offsets(e, parts, offs, 4), 0);
+    rc_engine_destroy(e);
+    table_copy_free(&tc);
+
+    rc_config c3;
+    small_config(&c3);
+    e = e2e_engine_offline(&c3);
+    ASSERT_EQ(rc_engine_checkpoint_now(e, &r, err, sizeof err), RC_EINVAL);
+    rc_engine_destroy(e);
+    e2e_sh(NULL, "rm -rf %s", dir);
+}
