@@ -72,10 +72,11 @@ static int add_period(rc_eval_daily *d, int64_t start, int64_t end, const rc_ufe
         return rc_err(eb, el, RC_ENOMEM, "daily: out of memory");
     }
     rc_eval_slices(s, f, p->slices);
+    for (size_t i = 0; i < s->npos; i++)
+        p->new_targets += !s->count[s->pos[i].target];
     d->nperiods++;
     d->npos += s->npos;
-    for (size_t i = 0; i < s->npos; i++)
-        d->new_targets += !s->count[s->pos[i].target];
+    d->new_targets += p->new_targets;
     return 0;
 }
 

@@ -431,6 +431,7 @@ typedef struct rc_eval_period {
     int64_t start_ms, end_ms;
     rc_eval_split *split; /* owned by the protocol */
     uint8_t *slices;      /* per prediction of split: rc_eval_slices' mask */
+    uint64_t new_targets; /* predictions whose target is not in the split's catalog */
 } rc_eval_period;
 
 /* Read-only after creation. */

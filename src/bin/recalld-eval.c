@@ -575,17 +575,15 @@ static json_t *protocol_json(const rc_eval_daily *d)
     json_t *periods = json_array();
     for (uint32_t k = 0; k < d->nperiods; k++) {
         const rc_eval_split *s = d->period[k].split;
-        uint64_t fresh = 0;
         char name[64];
-        for (size_t i = 0; i < s->npos; i++)
-            fresh += !s->count[s->pos[i].target];
         rc_eval_daily_period_name(d, k, name, sizeof name);
         json_array_append_new(
             periods, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "name", name, "start_ms",
                                (json_int_t)d->period[k].start_ms, "train_sessions",
                                (json_int_t)s->ntrain, "catalog", (json_int_t)s->ncatalog,
                                "test_sessions", (json_int_t)s->ntest, "predictions",
-                               (json_int_t)s->npos, "new_targets", (json_int_t)fresh));
+                               (json_int_t)s->npos, "new_targets",
+                               (json_int_t)d->period[k].new_targets));
     }
     return json_pack("{s:s,s:f,s:I,s:b,s:I,s:I,s:I,s:I,s:o}", "name", "daily", "period_hours",
                      d->dopts.period_hours, "warmup_periods", (json_int_t)d->dopts.warmup_periods,
@@ -620,13 +618,10 @@ static void print_periods(const rc_eval_daily *d, const struct rows *r,
         printf(" %12s", r->name[i]);
     putchar('\n');
     for (uint32_t k = 0; k < d->nperiods; k++) {
-        const rc_eval_split *s = d->period[k].split;
-        uint64_t fresh = 0;
         char name[64];
-        for (size_t p = 0; p < s->npos; p++)
-            fresh += !s->count[s->pos[p].target];
         rc_eval_daily_period_name(d, k, name, sizeof name);
-        printf("%-24s %7zu %7llu", name + 7, s->npos, (unsigned long long)fresh);
+        printf("%-24s %7zu %7llu", name + 7, d->period[k].split->npos,
+               (unsigned long long)d->period[k].new_targets);
         for (size_t i = 0; i < r->n; i++)
             printf(" %12.4f", drep[i]->period[k].hr50);
         putchar('\n');
