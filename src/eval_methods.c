@@ -117,7 +117,11 @@ static int settings(rc_eval_env *env, enum rc_sgns_mode mode, rc_eval_report *re
                        .overfetch = env->overfetch,
                        .quiet = env->quiet};
     rc_tune_result tr;
-    int rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &env->split->opts, &tr, eb, el);
+    /* The validation split cuts the training part by the quantile, even
+     * when the split itself is a period of the daily protocol. */
+    rc_eval_opts vo = env->split->opts;
+    vo.period_start_ms = vo.period_end_ms = 0;
+    int rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &vo, &tr, eb, el);
     if (rc)
         return rc;
     rep->settings = tr.best;

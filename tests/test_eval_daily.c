@@ -378,3 +378,39 @@ TEST(eval_daily_cli_json)
     free(out);
     rm_dir_of(path);
 }
+
+/* --tune in the daily protocol searches on a validation split cut from the
+ * first period's training part by the quantile (not by the period, which
+ * would leave it without a prediction: validation HR@50 0), once; the later
+ * periods reuse the settings. */
+TEST(eval_daily_tune_validates_on_the_training_part)
+{
+    char dir[] = "/tmp/rc_daily_XXXXXX", path[300];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    ASSERT_EQ(e2e_sh(NULL, "%s --seed 3 --events 12000 --users 300 --items 400 --out %s",
+                     RC_BIN("recalld-gen"), path),
+              0);
+    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
+    rc_clicklog *log = NULL;
+    ASSERT_EQ(rc_clicklog_load(&lo, &log, NULL, 0), 0);
+    /* 12000 clicks of 300 users: about 1.2 days; 6-hour periods, one day of
+     * warm-up. */
+    rc_eval_daily *d = daily(log, 0, 6, 4);
+    rc_eval_env env = {.log = log,
+                       .train = {.dim = 8, .epochs = 1, .threads = 1},
+                       .tune = 1,
+                       .tune_seconds = 2,
+                       .quiet = 1};
+    rc_eval_daily_report rep;
+    run_method("batch-daily", &env, d, &rep);
+    ASSERT_EQ(rep.all.tuned, 1);
+    ASSERT_GT(rep.all.tune_trials, 0);
+    ASSERT_DBL_OP(rep.all.tune_hr50, >, 0);
+    ASSERT_EQ(env.tune, 0); /* once */
+    rc_eval_daily_report_free(&rep);
+    rc_eval_env_cleanup(&env);
+    rc_eval_daily_destroy(d);
+    rc_clicklog_free(log);
+    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
+}
