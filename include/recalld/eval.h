@@ -52,8 +52,10 @@
  * occur; a log without user ids has a user per session, h = t, and only the
  * short slices fill), and in one feature slice: "with features" when the
  * user has a device or an interest tag in the rc_ufeat given, else "without
- * features". Coverage@50 of a slice: catalog items recalled by its
- * predictions, over the whole catalog.
+ * features", and in one age slice: "new" when the target is not in the
+ * training catalog (only with opts.new_items), else "older". Coverage@50 of
+ * a slice: catalog items recalled by its predictions, over the whole
+ * catalog.
  *
  * Thread model: a split is read-only once created and may be shared; an
  * accumulator or predictor belongs to one thread. */
