@@ -47,24 +47,23 @@ static const char daily_log[] = "u1,A,100\nu1,B,200\nu1,C,300\n"
                                 "u8,A,260000\n"
                                 "u11,C,262000\nu11,G,262100\n";
 
+/* The log above, built in memory (the loader's session rule); path gets a
+ * temp file holding it as CSV, for the binary. */
 static rc_clicklog *daily_tiny(char *path, size_t n)
 {
     char dir[] = "/tmp/rc_daily_XXXXXX";
     ASSERT(mkdtemp(dir) != NULL);
     snprintf(path, n, "%s/log.csv", dir);
     e2e_write_file(path, daily_log);
-    rc_clicklog_opts o = {.path = path,
-                          .format = RC_LOG_CSV,
-                          .sep = ",",
-                          .col_user = "0",
-                          .col_item = "1",
-                          .col_time = "2",
-                          .time_unit = RC_TIME_S,
-                          .quiet = 1};
     rc_clicklog *log = NULL;
-    char err[256] = "";
-    if (rc_clicklog_load(&o, &log, err, sizeof err))
-        RC__FAIL("load %s: %s", path, err);
+    ASSERT_EQ(rc_clicklog_create(64, &log), 0);
+    for (const char *l = daily_log; *l; l = strchr(l, '\n') + 1) {
+        const char *c1 = strchr(l, ','), *c2 = strchr(c1 + 1, ',');
+        ASSERT_EQ(rc_clicklog_add(log, l, (size_t)(c1 - l), c1 + 1, (size_t)(c2 - c1 - 1), "", 0,
+                                  "", 0, atoll(c2 + 1) * 1000),
+                  0);
+    }
+    ASSERT_EQ(rc_clicklog_sessionize(log, 0, NULL, 0), 0);
     return log;
 }
 
