@@ -13,7 +13,7 @@
 #include "recalld/eval.h"
 #include "eval_int.h"
 
-#define HOUR_MS         3600000LL
+#define HOUR_MS          3600000LL
 #define MAX_PERIOD_HOURS (24.0 * 366)
 
 /* floor(a / b) for b > 0. */
@@ -46,7 +46,8 @@ static int period_split(rc_eval_daily *d, int64_t start, int64_t end, uint8_t *m
     o.period_start_ms = start;
     o.period_end_ms = end;
     for (uint32_t s = 0; s < log->nsessions; s++)
-        member[s] = log->sess_off[s + 1] > log->sess_off[s] && log->recs[log->sess_off[s]].ts_ms < end;
+        member[s] =
+            log->sess_off[s + 1] > log->sess_off[s] && log->recs[log->sess_off[s]].ts_ms < end;
     return rc_eval_split_create(log, member, &o, out, eb, el);
 }
 
@@ -95,8 +96,8 @@ static uint32_t items_before(const rc_clicklog *log, int64_t end, uint32_t nitem
 }
 
 int rc_eval_daily_create(const rc_clicklog *log, const rc_eval_opts *opts,
-                         const rc_eval_daily_opts *dopts, const rc_ufeat *feats, rc_eval_daily **out,
-                         char *eb, size_t el)
+                         const rc_eval_daily_opts *dopts, const rc_ufeat *feats,
+                         rc_eval_daily **out, char *eb, size_t el)
 {
     rc_eval_daily *d;
     uint8_t *member = NULL;
@@ -118,9 +119,8 @@ int rc_eval_daily_create(const rc_clicklog *log, const rc_eval_opts *opts,
     }
     if (log->n) {
         d->first_ms = floor_div(lo, d->period_ms) * d->period_ms;
-        d->total_periods = (uint32_t)RC_MIN(floor_div(hi, d->period_ms) -
-                                                floor_div(lo, d->period_ms) + 1,
-                                            (int64_t)UINT32_MAX);
+        d->total_periods = (uint32_t)RC_MIN(
+            floor_div(hi, d->period_ms) - floor_div(lo, d->period_ms) + 1, (int64_t)UINT32_MAX);
     }
     rc = rc_err(eb, el, RC_ENOMEM, "daily: out of memory");
     if (!(member = malloc(log->nsessions + 1)) ||

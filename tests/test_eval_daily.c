@@ -133,14 +133,14 @@ TEST(eval_daily_periods_roles_and_targets)
     assert_pos(s1, 0, "u4", "B");
     assert_pos(s1, 1, "u4", "C");
     assert_pos(s1, 2, "u9", "C");
-    ASSERT_EQ(s1->pos[1].nq, 2);  /* A B: E is not in the catalog */
-    ASSERT_EQ(s1->pos[2].nq, 0);  /* E only */
+    ASSERT_EQ(s1->pos[1].nq, 2); /* A B: E is not in the catalog */
+    ASSERT_EQ(s1->pos[2].nq, 0); /* E only */
     for (uint32_t ss = 0; ss < log->nsessions; ss++) {
         const char *u = rc_dict_str(log->users, log->recs[log->sess_off[ss]].user, NULL);
-        int want = !strcmp(u, "u1") || !strcmp(u, "u2")                    ? RC_EVAL_TRAIN
+        int want = !strcmp(u, "u1") || !strcmp(u, "u2")                       ? RC_EVAL_TRAIN
                    : !strcmp(u, "u4") || !strcmp(u, "u5") || !strcmp(u, "u9") ? RC_EVAL_TEST
-                   : !strcmp(u, "u3") || !strcmp(u, "u10")                  ? RC_EVAL_NONE
-                                                                            : RC_EVAL_OUTSIDE;
+                   : !strcmp(u, "u3") || !strcmp(u, "u10")                    ? RC_EVAL_NONE
+                                                                              : RC_EVAL_OUTSIDE;
         ASSERT_EQ(s1->role[ss], want);
     }
     /* Day 2: everything that ended before it trains (u3 too); u7 is tested
@@ -196,7 +196,7 @@ TEST(eval_daily_periods_roles_and_targets)
     rc_eval_daily_period_name(d, 0, name, sizeof name);
     ASSERT_STREQ(name, "period 1970-01-03");
     rc_eval_daily_destroy(d);
-    d = daily(log, 0, 6, 0); /* not whole days: the hour is named; empty periods skipped */
+    d = daily(log, 0, 6, 0);         /* not whole days: the hour is named; empty periods skipped */
     ASSERT_EQ(d->total_periods, 13); /* the last click, 72.8 h, is in [72 h, 78 h) */
     ASSERT_EQ(d->nperiods, 4);       /* from 24 h (u4 u5 u9), 48 h (u6), 66 h (u7), 72 h */
     ASSERT_EQ(d->skipped, 8);
@@ -293,9 +293,8 @@ TEST(eval_daily_which_model_predicts)
     char path[256];
     rc_clicklog *log = daily_tiny(path, sizeof path);
     rc_eval_daily *d = daily(log, 1, 0, 0);
-    rc_eval_env env = {.log = log,
-                       .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3},
-                       .quiet = 1};
+    rc_eval_env env = {
+        .log = log, .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3}, .quiet = 1};
     for (size_t i = 0; i < RC_ARRAY_LEN(names); i++) {
         rc_eval_daily_report rep;
         run_method(names[i], &env, d, &rep);
@@ -310,8 +309,8 @@ TEST(eval_daily_which_model_predicts)
                      (unsigned long long)rep.all.m.fallbacks,
                      (unsigned long long)want_fallbacks[i]);
         if (rep.all.slice[RC_EVAL_SL_NEW].hr50 != want_new_hr[i])
-            RC__FAIL("%s: new-item HR@50 %g, want %g", names[i],
-                     rep.all.slice[RC_EVAL_SL_NEW].hr50, want_new_hr[i]);
+            RC__FAIL("%s: new-item HR@50 %g, want %g", names[i], rep.all.slice[RC_EVAL_SL_NEW].hr50,
+                     want_new_hr[i]);
         if (i >= 2 && (rep.period[2].auc == 0) != (i != 3))
             RC__FAIL("%s: AUC of u11's G %g", names[i], rep.period[2].auc);
         rc_eval_daily_report_free(&rep);
@@ -343,8 +342,8 @@ TEST(eval_daily_cli_json)
     ASSERT_EQ(json_integer_value(json_object_get(pr, "predictions")), 9);
     ASSERT_EQ(json_integer_value(json_object_get(pr, "new_targets")), 3);
     ASSERT_EQ(json_array_size(json_object_get(pr, "periods")), 3);
-    ASSERT_STREQ(json_string_value(json_object_get(
-                     json_array_get(json_object_get(pr, "periods"), 0), "name")),
+    ASSERT_STREQ(json_string_value(
+                     json_object_get(json_array_get(json_object_get(pr, "periods"), 0), "name")),
                  "period 1970-01-02");
     json_t *ms = json_object_get(j, "methods");
     ASSERT_EQ(json_object_size(ms), 5);
@@ -357,7 +356,8 @@ TEST(eval_daily_cli_json)
                        json_object_get(json_object_get(sl, "period 1970-01-02"), "predictions")),
                    n2 = json_integer_value(
                        json_object_get(json_object_get(sl, "period 1970-01-03"), "predictions")),
-                   nn = json_integer_value(json_object_get(json_object_get(sl, "new"), "predictions"));
+                   nn = json_integer_value(
+                       json_object_get(json_object_get(sl, "new"), "predictions"));
         if (n1 != 5 || n2 != 3 || nn != 3)
             RC__FAIL("%s: periods %lld + %lld, new %lld", name, (long long)n1, (long long)n2,
                      (long long)nn);
@@ -367,9 +367,9 @@ TEST(eval_daily_cli_json)
     free(out);
 
     /* Usage errors: an unknown protocol, a method the daily protocol lacks. */
-    ASSERT_EQ(e2e_sh(NULL, "%s --input %s --protocol weekly 2>/dev/null", RC_BIN("recalld-eval"),
-                     path),
-              2);
+    ASSERT_EQ(
+        e2e_sh(NULL, "%s --input %s --protocol weekly 2>/dev/null", RC_BIN("recalld-eval"), path),
+        2);
     ASSERT_EQ(e2e_sh(&out, "%s --input %s --protocol daily --methods sgns 2>&1",
                      RC_BIN("recalld-eval"), path),
               2);
