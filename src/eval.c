@@ -31,6 +31,9 @@ static int resolve(const rc_eval_opts *in, rc_eval_opts *o, char *eb, size_t el)
         o->seed = 1;
     if (!(o->test_ratio > 0 && o->test_ratio < 1))
         return rc_err(eb, el, RC_EINVAL, "eval: test ratio must be in (0,1)");
+    if (o->period_end_ms < o->period_start_ms ||
+        (o->period_end_ms == o->period_start_ms && o->period_start_ms))
+        return rc_err(eb, el, RC_EINVAL, "eval: period end must be after its start");
     if (o->query_len > RC_EVAL_MAX_QUERY || o->auc_negatives > RC_EVAL_MAX_NEGATIVES)
         return rc_err(eb, el, RC_EINVAL, "eval: query length <= %u, AUC negatives <= %u",
                       RC_EVAL_MAX_QUERY, RC_EVAL_MAX_NEGATIVES);
@@ -56,6 +59,8 @@ static int cmp_pop(const void *a, const void *b, void *ud)
 
 static int member(const uint8_t *sessions, uint32_t s) { return !sessions || sessions[s]; }
 
+static int is_period(const rc_eval_opts *o) { return o->period_end_ms > o->period_start_ms; }
+
 /* The cut: the (1 - ratio) quantile of the considered events' times. */
 static int find_cut(rc_eval_split *sp, const uint8_t *sessions)
 {
@@ -72,8 +77,19 @@ static int find_cut(rc_eval_split *sp, const uint8_t *sessions)
     if (n)
         qsort(ts, n, sizeof *ts, cmp_i64);
     sp->cut_ms = n ? ts[(size_t)floor((1 - sp->opts.test_ratio) * (double)(n - 1))] : 0;
+    if (is_period(&sp->opts))
+        sp->cut_ms = sp->opts.period_start_ms;
     free(ts);
     return 0;
+}
+
+/* 1 when a session starting at first_ms is tested: after the quantile cut,
+ * or in the period [cut, period_end_ms). */
+static int tested(const rc_eval_split *sp, int64_t first_ms)
+{
+    if (is_period(&sp->opts))
+        return first_ms >= sp->cut_ms && first_ms < sp->opts.period_end_ms;
+    return first_ms > sp->cut_ms;
 }
 
 static void assign_roles(rc_eval_split *sp, const uint8_t *sessions)
@@ -86,7 +102,7 @@ static void assign_roles(rc_eval_split *sp, const uint8_t *sessions)
             role = RC_EVAL_OUTSIDE;
         else if (log->recs[e - 1].ts_ms < sp->cut_ms)
             role = RC_EVAL_TRAIN;
-        else if (log->recs[b].ts_ms > sp->cut_ms && e - b >= 2)
+        else if (tested(sp, log->recs[b].ts_ms) && e - b >= 2)
             role = RC_EVAL_TEST;
         sp->role[s] = role;
         sp->train_mask[s] = role == RC_EVAL_TRAIN;
@@ -160,7 +176,7 @@ static int add_position(rc_eval_split *sp, struct lists *l, uint32_t s, size_t b
     *p = (rc_eval_pos){.session = s, .t = t, .target = r[t].item};
     uint32_t q[RC_EVAL_MAX_QUERY], nq = 0;
     for (uint32_t j = t; j-- > 0 && nq < sp->opts.query_len;)
-        if (sp->count[r[j].item])
+        if (sp->count[r[j].item] || sp->opts.new_items)
             q[nq++] = r[j].item;
     p->q_off = (uint32_t)l->n;
     p->nq = nq;
@@ -197,7 +213,7 @@ static int build_positions(rc_eval_split *sp)
             continue;
         size_t b = log->sess_off[s], len = log->sess_off[s + 1] - b;
         for (uint32_t t = 1; t < len; t++) {
-            if (!sp->count[log->recs[b + t].item])
+            if (!sp->count[log->recs[b + t].item] && !sp->opts.new_items)
                 continue;
             if (add_position(sp, &l, s, b, t, &cap) || l.n > UINT32_MAX - RC_EVAL_MAX_QUERY ||
                 sp->npos >= UINT32_MAX) {
@@ -273,6 +289,7 @@ static int build_history(rc_eval_split *sp)
 const char *const rc_eval_slice_names[RC_EVAL_NSLICES] = {
     "history 1-4",   "history 5-19",  "history 20-99",
     "history 100+",  "with features", "without features",
+    "new",           "older",
 };
 
 void rc_eval_slices(const rc_eval_split *s, const rc_ufeat *f, uint8_t *mask)
@@ -287,7 +304,9 @@ void rc_eval_slices(const rc_eval_split *s, const rc_ufeat *f, uint8_t *mask)
                       : h >= 20 ? RC_EVAL_SL_HIST20
                       : h >= 5  ? RC_EVAL_SL_HIST5
                                 : RC_EVAL_SL_HIST1;
-        mask[p] = (uint8_t)(1u << hs | 1u << (feat ? RC_EVAL_SL_FEAT : RC_EVAL_SL_NOFEAT));
+        unsigned age = s->count[s->pos[p].target] ? RC_EVAL_SL_OLDER : RC_EVAL_SL_NEW;
+        mask[p] = (uint8_t)(1u << hs | 1u << (feat ? RC_EVAL_SL_FEAT : RC_EVAL_SL_NOFEAT) |
+                            1u << age);
     }
 }
 
@@ -319,7 +338,7 @@ int rc_eval_split_create(const rc_clicklog *log, const uint8_t *sessions, const 
     sample_positions(sp);
     if (build_history(sp))
         goto fail_mem;
-    if (!sp->ntrain || !sp->npos) {
+    if ((!sp->ntrain || !sp->npos) && !is_period(&sp->opts)) {
         rc = rc_err(eb, el, RC_EINVAL,
                     "eval: split at %lld ms leaves %u training sessions and %zu predictions "
                     "(%u test sessions): need at least one of each",
@@ -471,7 +490,7 @@ double rc_eval_auc(float pos, const float *neg, uint32_t n)
 int rc_eval_acc_init(rc_eval_acc *a, uint32_t nitems)
 {
     *a = (rc_eval_acc){.nitems = nitems};
-    a->seen = calloc(nitems ? nitems : 1, 1);
+    a->seen = calloc(nitems ? nitems : 1, sizeof *a->seen);
     return a->seen ? 0 : RC_ENOMEM;
 }
 
@@ -484,7 +503,8 @@ void rc_eval_acc_free(rc_eval_acc *a)
 }
 
 /* The seen bits: bit 0 every prediction, bit 1 + i slice i. */
-_Static_assert(RC_EVAL_NSLICES <= 7, "a slice's seen bit must fit the byte");
+_Static_assert(RC_EVAL_NSLICES <= 15, "a slice's seen bit must fit the 16 bits");
+_Static_assert(RC_EVAL_NSLICES <= 8, "a prediction's slice mask must fit its byte");
 
 static void part_add(rc_eval_acc_part *a, uint32_t r, double auc)
 {
@@ -503,12 +523,12 @@ void rc_eval_acc_add_sliced(rc_eval_acc *a, const uint32_t *list, uint32_t n, ui
                             double auc, uint8_t mask)
 {
     uint32_t r = rc_eval_rank(list, RC_MIN(n, RC_EVAL_K), target);
-    uint8_t bits = 1;
+    uint16_t bits = 1;
     part_add(&a->all, r, auc);
     for (unsigned i = 0; i < RC_EVAL_NSLICES; i++)
         if (mask >> i & 1) {
             part_add(&a->part[i], r, auc);
-            bits |= (uint8_t)(2u << i);
+            bits |= (uint16_t)(2u << i);
         }
     for (uint32_t i = 0; i < n && i < RC_EVAL_K; i++)
         if (list[i] < a->nitems)
@@ -520,7 +540,28 @@ void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t 
     rc_eval_acc_add_sliced(a, list, n, target, auc, 0);
 }
 
-static void part_result(const rc_eval_acc *a, const rc_eval_acc_part *s, uint8_t bit,
+static void part_merge(rc_eval_acc_part *d, const rc_eval_acc_part *s)
+{
+    d->n += s->n;
+    d->hit10 += s->hit10;
+    d->hit20 += s->hit20;
+    d->hit50 += s->hit50;
+    d->fallbacks += s->fallbacks;
+    d->rr_sum += s->rr_sum;
+    d->rank_sum += s->rank_sum;
+    d->auc_sum += s->auc_sum;
+}
+
+void rc_eval_acc_merge(rc_eval_acc *dst, const rc_eval_acc *src)
+{
+    part_merge(&dst->all, &src->all);
+    for (unsigned i = 0; i < RC_EVAL_NSLICES; i++)
+        part_merge(&dst->part[i], &src->part[i]);
+    for (uint32_t i = 0; i < dst->nitems && i < src->nitems; i++)
+        dst->seen[i] |= src->seen[i];
+}
+
+static void part_result(const rc_eval_acc *a, const rc_eval_acc_part *s, uint16_t bit,
                         const uint32_t *count, uint32_t ncatalog, rc_eval_metrics *m)
 {
     double n = s->n ? (double)s->n : 1;
@@ -553,7 +594,7 @@ void rc_eval_acc_slice_result(const rc_eval_acc *a, unsigned i, const uint32_t *
         *m = (rc_eval_metrics){.auc = 0.5};
         return;
     }
-    part_result(a, &a->part[i], (uint8_t)(2u << i), count, ncatalog, m);
+    part_result(a, &a->part[i], (uint16_t)(2u << i), count, ncatalog, m);
 }
 
 /* ---- driver ---- */

@@ -14,4 +14,15 @@ int rc__eval_run_tower_all(rc_eval_env *env, rc_eval_report *rep, char *eb, size
  * (the env's: a->slices = env->slices after rc_eval_acc_init). */
 void rc__eval_acc_report(const rc_eval_acc *a, const rc_eval_split *s, rc_eval_report *rep);
 
+/* The prequential pass (the prequential methods' one loop): the streaming
+ * engine (warm: started from a batch model of sp[0]'s training sessions,
+ * trained on env->split's mask, so env->split must be sp[0]; else cold) is
+ * fed every click of the sessions sp[n-1] considers, sp[0]'s training
+ * sessions excepted when warm, in time order; each prediction of split
+ * sp[k] is made into acc[k] just before its click is applied. The splits
+ * (the daily protocol's periods) must have disjoint predictions. rep gets
+ * the settings and acc[n-1]'s metrics. */
+int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
+                    rc_eval_acc *const *acc, int warm, rc_eval_report *rep, char *eb, size_t el);
+
 #endif

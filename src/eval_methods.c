@@ -28,22 +28,36 @@ void rc__eval_acc_report(const rc_eval_acc *a, const rc_eval_split *s, rc_eval_r
         rc_eval_acc_slice_result(a, i, s->count, s->ncatalog, &rep->slice[i]);
 }
 
+/* The accumulator of a method's pass: env->acc when given, else *own
+ * (initialised here; the caller frees it when *a == own). */
+static int pass_acc(const rc_eval_env *env, rc_eval_acc *own, rc_eval_acc **a)
+{
+    *a = env->acc;
+    if (env->acc)
+        return 0;
+    *a = own;
+    if (rc_eval_acc_init(own, env->split->nitems))
+        return RC_ENOMEM;
+    own->slices = env->slices;
+    return 0;
+}
+
 /* Runs predictor pr over every prediction of the env's split into rep. */
 static int score_all(const rc_eval_env *env, const rc_eval_predictor *pr, rc_eval_report *rep,
                      char *eb, size_t el)
 {
     const rc_eval_split *s = env->split;
-    rc_eval_acc acc;
-    int rc = rc_eval_acc_init(&acc, s->nitems);
+    rc_eval_acc own, *acc;
+    int rc = pass_acc(env, &own, &acc);
     if (rc)
         return rc_err(eb, el, rc, "eval: out of memory");
-    acc.slices = env->slices;
-    rc = rc_eval_predict_all(s, pr, &acc);
+    rc = rc_eval_predict_all(s, pr, acc);
     if (rc)
         rc_err(eb, el, rc, "eval: prediction failed: %s", rc_strerror(rc));
     else
-        rc__eval_acc_report(&acc, s, rep);
-    rc_eval_acc_free(&acc);
+        rc__eval_acc_report(acc, s, rep);
+    if (acc == &own)
+        rc_eval_acc_free(&own);
     return rc;
 }
 
@@ -103,7 +117,11 @@ static int settings(rc_eval_env *env, enum rc_sgns_mode mode, rc_eval_report *re
                        .overfetch = env->overfetch,
                        .quiet = env->quiet};
     rc_tune_result tr;
-    int rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &env->split->opts, &tr, eb, el);
+    /* The validation split cuts the training part by the quantile, even
+     * when the split itself is a period of the daily protocol. */
+    rc_eval_opts vo = env->split->opts;
+    vo.period_start_ms = vo.period_end_ms = 0;
+    int rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &vo, &tr, eb, el);
     if (rc)
         return rc;
     rep->settings = tr.best;
@@ -187,7 +205,8 @@ struct replay {
     const rc_clicklog *log;
     size_t *order; /* record indices, in time order */
     size_t n;
-    uint32_t *pos_of; /* per record: prediction index or NO_POS */
+    uint32_t *pos_of;   /* per record: prediction index or NO_POS */
+    uint32_t *split_of; /* per record with a prediction: the split it belongs to */
 };
 
 static int by_time(const void *a, const void *b, void *ud)
@@ -200,27 +219,34 @@ static int by_time(const void *a, const void *b, void *ud)
     return (x > y) - (x < y);
 }
 
-/* The events to stream: every considered session's (warm: all but the
- * training sessions', which the batch model learnt), in time order. */
-static int replay_build(const rc_eval_split *s, int warm, struct replay *r)
+/* The events to stream for the splits sp[0..n) (one, or the daily
+ * protocol's periods in time order, whose predictions are disjoint): every
+ * session the last split considers (warm: but the first split's training
+ * sessions, which the batch model learnt), in time order. */
+static int replay_build(const rc_eval_split *const *sp, size_t n, int warm, struct replay *r)
 {
-    const rc_clicklog *log = s->log;
+    const rc_clicklog *log = sp[0]->log;
+    size_t cap = log->n ? log->n : 1;
     *r = (struct replay){.log = log};
-    r->order = malloc((log->n ? log->n : 1) * sizeof *r->order);
-    r->pos_of = malloc((log->n ? log->n : 1) * sizeof *r->pos_of);
-    if (!r->order || !r->pos_of)
+    r->order = malloc(cap * sizeof *r->order);
+    r->pos_of = malloc(cap * sizeof *r->pos_of);
+    r->split_of = calloc(cap, sizeof *r->split_of);
+    if (!r->order || !r->pos_of || !r->split_of)
         return RC_ENOMEM;
-    memset(r->pos_of, 0xff, (log->n ? log->n : 1) * sizeof *r->pos_of);
+    memset(r->pos_of, 0xff, cap * sizeof *r->pos_of);
     for (uint32_t ss = 0; ss < log->nsessions; ss++) {
-        uint8_t role = s->role[ss];
-        if (role == RC_EVAL_OUTSIDE || (warm && role == RC_EVAL_TRAIN))
+        if (sp[n - 1]->role[ss] == RC_EVAL_OUTSIDE || (warm && sp[0]->role[ss] == RC_EVAL_TRAIN))
             continue;
         for (size_t i = log->sess_off[ss]; i < log->sess_off[ss + 1]; i++)
             r->order[r->n++] = i;
     }
     qsort_r(r->order, r->n, sizeof *r->order, by_time, (void *)log);
-    for (size_t p = 0; p < s->npos; p++)
-        r->pos_of[log->sess_off[s->pos[p].session] + s->pos[p].t] = (uint32_t)p;
+    for (size_t k = 0; k < n; k++)
+        for (size_t p = 0; p < sp[k]->npos; p++) {
+            size_t i = log->sess_off[sp[k]->pos[p].session] + sp[k]->pos[p].t;
+            r->pos_of[i] = (uint32_t)p;
+            r->split_of[i] = (uint32_t)k;
+        }
     return 0;
 }
 
@@ -228,6 +254,7 @@ static void replay_free(struct replay *r)
 {
     free(r->order);
     free(r->pos_of);
+    free(r->split_of);
 }
 
 /* The streaming engine's configuration for settings o. */
@@ -263,33 +290,34 @@ static int apply(rc_engine *e, const rc_clicklog *log, size_t i)
                                  cate ? cate : "", klen, r->ts_ms);
 }
 
-/* Streams the replay through e, predicting each test position before its
- * click is applied. */
-static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r, rc_eval_acc *acc,
-                  char *eb, size_t el)
+/* Streams the replay through e, predicting each test position of split
+ * sp[k] (into acc[k]) before its click is applied. */
+static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
+                  const rc_eval_split *const *sp, size_t n, rc_eval_acc *const *acc, char *eb,
+                  size_t el)
 {
-    rc_eval_embed *em = NULL;
+    rc_eval_embed **em = calloc(n, sizeof *em); /* per split, made at its first prediction */
     rc_eval_predictor pr;
     rc_eval_scratch *w = malloc(sizeof *w);
-    int rc = RC_ENOMEM;
-    if (!w || rc_eval_embed_create(env->split, rc_engine_table(e), rc_engine_index(e),
-                                   env->overfetch, &em))
-        goto out;
-    rc_eval_embed_predictor(em, &pr);
-    rc = 0;
+    int rc = em && w ? 0 : RC_ENOMEM;
     for (size_t j = 0; j < r->n && !rc; j++) {
-        size_t i = r->order[j];
-        if (r->pos_of[i] != NO_POS) {
+        size_t i = r->order[j], k = r->split_of[i];
+        if (r->pos_of[i] != NO_POS && !em[k])
+            rc = rc_eval_embed_create(sp[k], rc_engine_table(e), rc_engine_index(e),
+                                      env->overfetch, &em[k]);
+        if (!rc && r->pos_of[i] != NO_POS) {
             rc_engine_flush_index(e);
-            rc = rc_eval_predict(env->split, &pr, r->pos_of[i], acc, w);
+            rc_eval_embed_predictor(em[k], &pr);
+            rc = rc_eval_predict(sp[k], &pr, r->pos_of[i], acc[k], w);
         }
         if (!rc)
             rc = apply(e, r->log, i);
     }
-out:
     if (rc)
         rc_err(eb, el, rc, "prequential: %s", rc_strerror(rc));
-    rc_eval_embed_destroy(em);
+    for (size_t k = 0; em && k < n; k++)
+        rc_eval_embed_destroy(em[k]);
+    free(em);
     free(w);
     return rc;
 }
@@ -329,13 +357,13 @@ static int warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path
     return rc;
 }
 
-static int run_stream(rc_eval_env *env, rc_eval_report *rep, int warm, char *eb, size_t el)
+int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
+                    rc_eval_acc *const *acc, int warm, rc_eval_report *rep, char *eb, size_t el)
 {
     rc_train_opts o = rc_tune_resolve(env->have_sgns ? &env->sgns.settings : &env->train);
     rc_config cfg;
     rc_engine *e = NULL;
-    struct replay r;
-    rc_eval_acc acc = {0};
+    struct replay r = {0};
     char path[256] = "";
     int rc;
     o.mode = RC_SGNS_SKIPGRAM;
@@ -343,16 +371,14 @@ static int run_stream(rc_eval_env *env, rc_eval_report *rep, int warm, char *eb,
     if (warm && (rc = warm_model(env, &o, path, eb, el)))
         return rc;
     snprintf(cfg.model_path, sizeof cfg.model_path, "%s", path);
-    if ((rc = replay_build(env->split, warm, &r)) ||
-        (rc = rc_eval_acc_init(&acc, env->split->nitems))) {
+    if ((rc = replay_build(sp, n, warm, &r))) {
         rc = rc_err(eb, el, RC_ENOMEM, "prequential: out of memory");
         goto out;
     }
-    acc.slices = env->slices;
     if ((rc = rc_engine_create(&cfg, NULL, NULL, NULL, &e, eb, el)) ||
-        (rc = stream(env, e, &r, &acc, eb, el)))
+        (rc = stream(env, e, &r, sp, n, acc, eb, el)))
         goto out;
-    rc__eval_acc_report(&acc, env->split, rep);
+    rc__eval_acc_report(acc[n - 1], sp[n - 1], rep);
     rep->has_settings = 1;
     rep->settings = o;
     rep->settings.lr = cfg.lr; /* the streaming rate (warm: the batch part used o.lr) */
@@ -367,7 +393,18 @@ out:
     if (path[0])
         unlink(path);
     replay_free(&r);
-    rc_eval_acc_free(&acc);
+    return rc;
+}
+
+static int run_stream(rc_eval_env *env, rc_eval_report *rep, int warm, char *eb, size_t el)
+{
+    rc_eval_acc own, *acc;
+    int rc = pass_acc(env, &own, &acc);
+    if (rc)
+        return rc_err(eb, el, rc, "prequential: out of memory");
+    rc = rc__eval_stream(env, &env->split, 1, &acc, warm, rep, eb, el);
+    if (acc == &own)
+        rc_eval_acc_free(&own);
     return rc;
 }
 

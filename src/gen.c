@@ -18,6 +18,8 @@
 #define TAG_VARIANTS    4
 #define SESSION_GAP_MIN (31 * MIN_MS) /* > the 30 min session gap of the consumer */
 #define IN_SESSION_MAX  (20 * MIN_MS)
+#define DAY_MS          (24 * 60 * MIN_MS)
+#define PI              3.14159265358979323846
 
 struct comm {
     uint32_t city, cate_main, cate_second; /* second == main: one category */
@@ -52,6 +54,8 @@ struct rc_gen {
     struct user *users;
     struct slot *heap; /* min next click time at the root */
     float *city_cdf;
+    float *zw;  /* churn: per member slot, its Zipf weight (rank + 1)^-zipf */
+    double *cw; /* churn: scratch of member weights, one community's size */
     uint64_t produced;
     rc_gen_counts counts;
 };
@@ -128,6 +132,8 @@ static void build_items(rc_gen *g)
             double p = rnd(g);
             g->items[it].community = c;
             g->items[it].city = cm->city;
+            g->items[it].born_ms = INT64_MIN;
+            g->items[it].dies_ms = INT64_MAX;
             g->items[it].cate = p < 0.75   ? cm->cate_main
                                 : p < 0.95 ? cm->cate_second
                                            : rc_rng_below(&g->rng, o->cates);
@@ -137,6 +143,64 @@ static void build_items(rc_gen *g)
         for (uint32_t r = 0; r < cm->n; r++)
             g->cdf[cm->first + r] /= (float)sum;
     }
+}
+
+/* Item churn (opts.item_life_days): births, and the Zipf weight of each
+ * member slot for the per-click draw among the living. Drawn after the rest
+ * of the world, so a stream without churn is unchanged. */
+static int build_churn(rc_gen *g)
+{
+    const rc_gen_opts *o = &g->o;
+    double life = o->item_life_days * DAY_MS, span = life + o->churn_days * DAY_MS;
+    uint32_t maxn = 1;
+    if (o->item_life_days == 0)
+        return 0;
+    g->zw = malloc(o->items * sizeof *g->zw);
+    for (uint32_t c = 0; c < o->communities; c++)
+        maxn = RC_MAX(maxn, g->comms[c].n);
+    g->cw = malloc(maxn * sizeof *g->cw);
+    if (!g->zw || !g->cw)
+        return RC_ENOMEM;
+    for (uint32_t c = 0; c < o->communities; c++)
+        for (uint32_t r = 0; r < g->comms[c].n; r++)
+            g->zw[g->comms[c].first + r] = (float)pow((double)(r + 1), -o->zipf);
+    for (uint32_t i = 0; i < o->items; i++) {
+        rc_gen_item *it = &g->items[i];
+        it->born_ms = o->start_ts_ms - (int64_t)life + (int64_t)(rnd(g) * span);
+        it->dies_ms = it->born_ms + (int64_t)life;
+    }
+    return 0;
+}
+
+/* A member of community cm drawn among the items alive at ts, by Zipf
+ * weight times sin(pi * age / life); the one closest to its mid-life when
+ * none lives. */
+static uint32_t draw_living(rc_gen *g, const struct comm *cm, int64_t ts)
+{
+    double sum = 0, life = g->o.item_life_days * DAY_MS, best = INFINITY, u;
+    uint32_t pick = 0;
+    for (uint32_t r = 0; r < cm->n; r++) {
+        const rc_gen_item *it = &g->items[g->members[cm->first + r]];
+        double age = (double)(ts - it->born_ms), off = fabs(age - life / 2);
+        g->cw[r] = ts >= it->born_ms && ts < it->dies_ms
+                       ? g->zw[cm->first + r] * sin(PI * age / life)
+                       : 0;
+        sum += g->cw[r];
+        if (off < best) {
+            best = off;
+            pick = r;
+        }
+    }
+    if (sum > 0) { /* the living member whose share u falls in (rounding: the last one) */
+        u = rnd(g) * sum;
+        for (uint32_t r = 0; r < cm->n; r++)
+            if (g->cw[r] > 0) {
+                pick = r;
+                if ((u -= g->cw[r]) < 0)
+                    break;
+            }
+    }
+    return g->members[cm->first + pick];
 }
 
 /* Communities of city c are c, c + cities, c + 2 * cities, ... */
@@ -249,6 +313,12 @@ static int check_opts(rc_gen_opts *o, char *errbuf, size_t errlen)
         return rc_err(errbuf, errlen, RC_EINVAL, "gen: zipf: expected 0 < s < 10");
     if (!(o->drift >= 0 && o->drift <= 1))
         return rc_err(errbuf, errlen, RC_EINVAL, "gen: drift: expected 0..1");
+    if (!(o->item_life_days >= 0 && o->item_life_days <= 36500) ||
+        !(o->churn_days >= 0 && o->churn_days <= 36500))
+        return rc_err(errbuf, errlen, RC_EINVAL,
+                      "gen: item_life_days / churn_days: expected 0..36500");
+    if (o->churn_days > 0 && o->item_life_days == 0)
+        return rc_err(errbuf, errlen, RC_EINVAL, "gen: churn_days: needs item_life_days > 0");
     if (!(o->invalid_share >= 0 && o->invalid_share <= 1))
         return rc_err(errbuf, errlen, RC_EINVAL, "gen: invalid_share: expected 0..1");
     if (o->start_ts_ms < 0 || o->start_ts_ms > (1LL << 50))
@@ -288,6 +358,10 @@ int rc_gen_create(const rc_gen_opts *opts, rc_gen **out, char *errbuf, size_t er
     build_comms(g);
     build_items(g);
     build_users(g);
+    if (build_churn(g)) {
+        rc = rc_err(errbuf, errlen, RC_ENOMEM, "gen: out of memory");
+        goto out_free;
+    }
     *out = g;
     return 0;
 out_free:
@@ -306,6 +380,8 @@ void rc_gen_destroy(rc_gen *g)
     free(g->users);
     free(g->heap);
     free(g->city_cdf);
+    free(g->zw);
+    free(g->cw);
     free(g);
 }
 
@@ -376,7 +452,11 @@ static void next_click(rc_gen *g, struct click *c)
     c->new_session = u->new_session;
     c->comm = pick_comm(g, u, &c->fav);
     const struct comm *cm = &g->comms[c->comm];
-    c->item = g->members[cm->first + draw_cdf(g->cdf + cm->first, cm->n, rc_rng_float(&g->rng))];
+    if (g->zw)
+        c->item = draw_living(g, cm, c->ts);
+    else
+        c->item =
+            g->members[cm->first + draw_cdf(g->cdf + cm->first, cm->n, rc_rng_float(&g->rng))];
     schedule(g, u);
     heap_fix_root(g);
 }

@@ -660,13 +660,14 @@ TEST(eval_slices_hand_built_history)
     rc_ufeat f = {.nusers = nu, .device = device, .tag_off = tag_off, .tags = &tag};
     uint8_t mask[6];
     rc_eval_slices(s, &f, mask);
+    /* Every target is in the catalog (today's protocol): all "older". */
     static const uint8_t want_mask[] = {
-        1u << RC_EVAL_SL_HIST1 | 1u << RC_EVAL_SL_NOFEAT,
-        1u << RC_EVAL_SL_HIST1 | 1u << RC_EVAL_SL_NOFEAT,
-        1u << RC_EVAL_SL_HIST5 | 1u << RC_EVAL_SL_FEAT,
-        1u << RC_EVAL_SL_HIST5 | 1u << RC_EVAL_SL_FEAT,
-        1u << RC_EVAL_SL_HIST20 | 1u << RC_EVAL_SL_FEAT,
-        1u << RC_EVAL_SL_HIST100 | 1u << RC_EVAL_SL_NOFEAT,
+        1u << RC_EVAL_SL_HIST1 | 1u << RC_EVAL_SL_NOFEAT | 1u << RC_EVAL_SL_OLDER,
+        1u << RC_EVAL_SL_HIST1 | 1u << RC_EVAL_SL_NOFEAT | 1u << RC_EVAL_SL_OLDER,
+        1u << RC_EVAL_SL_HIST5 | 1u << RC_EVAL_SL_FEAT | 1u << RC_EVAL_SL_OLDER,
+        1u << RC_EVAL_SL_HIST5 | 1u << RC_EVAL_SL_FEAT | 1u << RC_EVAL_SL_OLDER,
+        1u << RC_EVAL_SL_HIST20 | 1u << RC_EVAL_SL_FEAT | 1u << RC_EVAL_SL_OLDER,
+        1u << RC_EVAL_SL_HIST100 | 1u << RC_EVAL_SL_NOFEAT | 1u << RC_EVAL_SL_OLDER,
     };
     for (size_t p = 0; p < 6; p++)
         ASSERT_EQ(mask[p], want_mask[p]);
@@ -674,14 +675,15 @@ TEST(eval_slices_hand_built_history)
     for (size_t p = 0; p < 6; p++)
         ASSERT_EQ(mask[p] >> RC_EVAL_SL_NOFEAT & 1, 1);
 
-    /* Through a method: the slice sizes are the buckets' (2, 2, 1, 1; 3, 3). */
+    /* Through a method: the slice sizes are the buckets' (2, 2, 1, 1; 3, 3;
+     * 0, 6). */
     rc_eval_slices(s, &f, mask);
     rc_eval_env env = {.log = log, .split = s, .quiet = 1, .slices = mask};
     rc_eval_report rep;
     ASSERT_EQ(rc_eval_method_run(rc_eval_method_find("popularity"), &env, &rep, err, sizeof err),
               0);
     ASSERT_EQ(rep.has_slices, 1);
-    static const uint64_t want_n[RC_EVAL_NSLICES] = {2, 2, 1, 1, 3, 3};
+    static const uint64_t want_n[RC_EVAL_NSLICES] = {2, 2, 1, 1, 3, 3, 0, 6};
     for (unsigned k = 0; k < RC_EVAL_NSLICES; k++)
         ASSERT_EQ(rep.slice[k].predictions, want_n[k]);
     ASSERT_STREQ(rc_eval_slice_names[RC_EVAL_SL_HIST1], "history 1-4");
@@ -742,7 +744,7 @@ TEST(eval_slices_match_restricted_driver)
         rc_eval_acc_result(&a, s->count, s->ncatalog, &ma);
         rc_eval_acc_result(&plain, s->count, s->ncatalog, &mp);
         assert_same_metrics(&ma, &mp);
-        uint64_t hist_sum = 0, feat_sum = 0;
+        uint64_t hist_sum = 0, feat_sum = 0, age_sum = 0;
         for (unsigned sl = 0; sl < RC_EVAL_NSLICES; sl++) {
             ASSERT_EQ(rc_eval_acc_init(&only, s->nitems), 0);
             for (size_t p = 0; p < s->npos; p++)
@@ -751,13 +753,12 @@ TEST(eval_slices_match_restricted_driver)
             rc_eval_acc_result(&only, s->count, s->ncatalog, &mo);
             rc_eval_acc_slice_result(&a, sl, s->count, s->ncatalog, &ms);
             assert_same_metrics(&ms, &mo);
-            if (sl < RC_EVAL_SL_FEAT)
-                hist_sum += ms.predictions;
-            else
-                feat_sum += ms.predictions;
+            *(sl < RC_EVAL_SL_FEAT ? &hist_sum : sl < RC_EVAL_SL_NEW ? &feat_sum : &age_sum) +=
+                ms.predictions;
             rc_eval_acc_free(&only);
         }
         ASSERT_EQ(hist_sum, s->npos);
+        ASSERT_EQ(age_sum, s->npos);
         ASSERT_EQ(feat_sum, s->npos);
         /* this log: short and medium histories, both feature slices */
         rc_eval_acc_slice_result(&a, RC_EVAL_SL_HIST1, s->count, s->ncatalog, &ms);
@@ -808,7 +809,7 @@ TEST(eval_cli_json_slices)
             RC__FAIL("%s: no slices", methods[i]);
         ASSERT_EQ(json_object_size(sl), RC_EVAL_NSLICES);
         json_int_t total = json_integer_value(json_object_get(m, "predictions")), hist = 0,
-                   feat = 0;
+                   feat = 0, age = 0;
         for (unsigned k = 0; k < RC_EVAL_NSLICES; k++) {
             json_t *o = json_object_get(sl, rc_eval_slice_names[k]);
             if (!json_is_object(o))
@@ -819,7 +820,7 @@ TEST(eval_cli_json_slices)
                     RC__FAIL("%s.%s.%s: not a number", methods[i], rc_eval_slice_names[k],
                              keys[q]);
             json_int_t n = json_integer_value(json_object_get(o, "predictions"));
-            *(k < RC_EVAL_SL_FEAT ? &hist : &feat) += n;
+            *(k < RC_EVAL_SL_FEAT ? &hist : k < RC_EVAL_SL_NEW ? &feat : &age) += n;
             if (i == 0)
                 first[k] = n;
             ASSERT_EQ(n, first[k]); /* the same predictions for every method */
@@ -828,6 +829,7 @@ TEST(eval_cli_json_slices)
         }
         ASSERT_EQ(hist, total);
         ASSERT_EQ(feat, total);
+        ASSERT_EQ(age, total);
     }
     /* recalld-gen plants profiles: some predictions have features */
     ASSERT_GT(first[RC_EVAL_SL_FEAT], 0);

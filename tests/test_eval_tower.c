@@ -81,17 +81,18 @@ TEST(eval_tower_ablation_json)
          * every prediction, and the planted profiles fill "with features" */
         json_t *sl = json_object_get(json_object_get(m, rows[r]), "slices");
         ASSERT_EQ(json_object_size(sl), RC_EVAL_NSLICES);
-        double hist = 0, feat = 0;
+        double hist = 0, feat = 0, age = 0;
         for (unsigned k = 0; k < RC_EVAL_NSLICES; k++) {
             json_t *o = json_object_get(sl, rc_eval_slice_names[k]);
             for (size_t q = 0; q < sizeof keys / sizeof *keys; q++)
                 if (!json_is_number(json_object_get(o, keys[q])))
                     RC__FAIL("%s.slices.%s.%s: missing", rows[r], rc_eval_slice_names[k], keys[q]);
             double n = json_number_value(json_object_get(o, "predictions"));
-            *(k < RC_EVAL_SL_FEAT ? &hist : &feat) += n;
+            *(k < RC_EVAL_SL_FEAT ? &hist : k < RC_EVAL_SL_NEW ? &feat : &age) += n;
         }
         ASSERT_EQ(hist, pred);
         ASSERT_EQ(feat, pred);
+        ASSERT_EQ(age, pred);
         ASSERT_GT(json_number_value(json_object_get(
                       json_object_get(sl, rc_eval_slice_names[RC_EVAL_SL_FEAT]), "predictions")),
                   0);

@@ -508,3 +508,71 @@ TEST(gen_cli_kafka_keyed_by_user)
     e2e_broker_stop(&b);
     free(text);
 }
+
+/* Item churn: every click goes to an item alive at its time, items appear
+ * during the stream and fade out of it, and without the options the stream
+ * is the one it always was. */
+TEST(gen_item_churn_lives_and_fades)
+{
+    /* ~125 items per community, ~30 of them alive at a time: a community
+     * without a living item (the fallback) does not happen here. */
+    rc_gen_opts o = {.seed = 5, .events = 40000, .users = 400, .items = 2000, .communities = 16,
+                     .cities = 4, .item_life_days = 1, .churn_days = 3};
+    rc_gen *g = mk(&o);
+    char line[RC_GEN_LINE_MAX];
+    size_t len;
+    rc_gen_info info;
+    int64_t t0 = 0, day = 86400000;
+    uint8_t *first_day = calloc(o.items, 1), *last_day = calloc(o.items, 1);
+    uint64_t n = 0, alive = 0;
+    ASSERT(first_day && last_day);
+    while (rc_gen_next(g, line, sizeof line, &len, &info) == 0) {
+        rc_gen_item it;
+        ASSERT_EQ(rc_gen_item_at(g, info.item, &it), 0);
+        ASSERT_EQ(it.dies_ms - it.born_ms, day);
+        alive += info.ts_ms >= it.born_ms && info.ts_ms < it.dies_ms;
+        if (!n++)
+            t0 = info.ts_ms;
+        if (info.ts_ms < t0 + day)
+            first_day[info.item] = 1;
+        if (info.ts_ms >= t0 + 2 * day) /* the stream spans about 40000 / (34 * 400) days */
+            last_day[info.item] = 1;
+    }
+    ASSERT_EQ(alive, n);
+    /* Items of the first day have died by the third: (almost) no overlap. */
+    unsigned both = 0, only_first = 0, only_last = 0;
+    for (uint32_t i = 0; i < o.items; i++) {
+        both += first_day[i] && last_day[i];
+        only_first += first_day[i] && !last_day[i];
+        only_last += last_day[i] && !first_day[i];
+    }
+    ASSERT_EQ(both, 0);
+    ASSERT_GT(only_first, 200);
+    ASSERT_GT(only_last, 200);
+    rc_gen_destroy(g);
+    free(first_day);
+    free(last_day);
+
+    /* Off: the same lines as before churn existed (line 2000 of seed 5, as
+     * the generator wrote it then). */
+    rc_gen_opts a = {.seed = 5, .events = 2000};
+    rc_gen *ga = mk(&a);
+    while (rc_gen_next(ga, line, sizeof line, &len, NULL) == 0)
+        ;
+    ASSERT_STREQ(line, "{\"user_id\":\"u4899\",\"item_id\":\"i1738\",\"city_id\":\"c1\","
+                       "\"cate_id\":\"k2\",\"ts\":1700000630750,\"device\":\"d7\","
+                       "\"tags\":[\"t2_0\",\"t2_0\",\"t2_2\"]}");
+    rc_gen_item it;
+    ASSERT_EQ(rc_gen_item_at(ga, 0, &it), 0);
+    ASSERT(it.born_ms == INT64_MIN && it.dies_ms == INT64_MAX);
+    rc_gen_destroy(ga);
+
+    /* Churn without a life, or a negative life, is refused. */
+    char err[256] = "";
+    rc_gen *bad = NULL;
+    o = (rc_gen_opts){.churn_days = 2};
+    ASSERT_EQ(rc_gen_create(&o, &bad, err, sizeof err), RC_EINVAL);
+    ASSERT(strstr(err, "churn_days"));
+    o = (rc_gen_opts){.item_life_days = -1};
+    ASSERT_EQ(rc_gen_create(&o, &bad, err, sizeof err), RC_EINVAL);
+}

@@ -52,8 +52,10 @@
  * occur; a log without user ids has a user per session, h = t, and only the
  * short slices fill), and in one feature slice: "with features" when the
  * user has a device or an interest tag in the rc_ufeat given, else "without
- * features". Coverage@50 of a slice: catalog items recalled by its
- * predictions, over the whole catalog.
+ * features", and in one age slice: "new" when the target is not in the
+ * training catalog (only with opts.new_items), else "older". Coverage@50 of
+ * a slice: catalog items recalled by its predictions, over the whole
+ * catalog.
  *
  * Thread model: a split is read-only once created and may be shared; an
  * accumulator or predictor belongs to one thread. */
@@ -84,6 +86,18 @@ typedef struct rc_eval_opts {
     uint32_t max_predictions; /* 0 = all; else a deterministic sample of about this many
                                * (by a hash of session and position): --tune's cheaper
                                * validation */
+    /* One period of the daily protocol (rc_eval_daily_create sets these):
+     * when period_end_ms > period_start_ms, the cut is period_start_ms
+     * instead of the quantile (training: sessions whose last click is before
+     * it), the test sessions are those whose first click is in
+     * [period_start_ms, period_end_ms) with >= 2 clicks, and a split without
+     * a training session or a prediction is not an error (an empty period). */
+    int64_t period_start_ms, period_end_ms;
+    /* 1: targets need not be in the training catalog (items first seen in
+     * the test period, the "new" slice), and the query is the last <=
+     * query_len prefix clicks whatever their age (a model skips the items
+     * it does not know, as the server does). 0: today's protocol. */
+    int new_items;
 } rc_eval_opts;
 
 /* The slices (see above), in report order; bit i of a slice mask = slice i. */
@@ -94,9 +108,12 @@ enum {
     RC_EVAL_SL_HIST100,   /* history 100+ */
     RC_EVAL_SL_FEAT,      /* with features */
     RC_EVAL_SL_NOFEAT,    /* without features */
+    RC_EVAL_SL_NEW,       /* new: the target is not in the training catalog (new_items) */
+    RC_EVAL_SL_OLDER,     /* older: the target is in the training catalog */
     RC_EVAL_NSLICES
 };
-/* "history 1-4", ..., "without features": JSON keys and table titles. */
+/* "history 1-4", ..., "without features", "new", "older": JSON keys and
+ * table titles. */
 extern const char *const rc_eval_slice_names[RC_EVAL_NSLICES];
 
 /* ---- split ---- */
@@ -148,8 +165,8 @@ void rc_eval_split_destroy(rc_eval_split *s); /* NULL-safe */
 uint32_t rc_eval_negatives(const rc_eval_split *s, size_t p, uint32_t *out);
 
 /* The slice mask of every prediction of s into mask[0..s->npos): its
- * history slice's bit and its feature slice's bit (f: the users' features,
- * NULL = nobody has any). */
+ * history slice's bit, its feature slice's bit (f: the users' features,
+ * NULL = nobody has any) and its age slice's bit (new / older). */
 void rc_eval_slices(const rc_eval_split *s, const rc_ufeat *f, uint8_t *mask);
 
 /* Writes the split for an external evaluator (bench/gensim_baseline.py) into
@@ -186,7 +203,7 @@ typedef struct rc_eval_acc_part {
 /* Accumulates predictions. Plain struct: use the functions. */
 typedef struct rc_eval_acc {
     rc_eval_acc_part all; /* every prediction */
-    uint8_t *seen; /* per item: bit 0 recalled at least once, bit 1 + i by slice i */
+    uint16_t *seen; /* per item: bit 0 recalled at least once, bit 1 + i by slice i */
     uint32_t nitems;
     /* Per prediction index: its slice mask (rc_eval_slices; borrowed, set by
      * the caller after init), NULL = no breakdown. rc_eval_predict adds
@@ -206,6 +223,9 @@ void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t 
  * is left 0. */
 void rc_eval_acc_result(const rc_eval_acc *a, const uint32_t *count, uint32_t ncatalog,
                         rc_eval_metrics *m);
+/* Adds src's predictions to dst (same nitems; dst->slices unchanged): the
+ * daily protocol sums its periods. */
+void rc_eval_acc_merge(rc_eval_acc *dst, const rc_eval_acc *src);
 /* rc_eval_acc_add that also adds to the slices of mask. */
 void rc_eval_acc_add_sliced(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target,
                             double auc, uint8_t mask);
@@ -342,6 +362,11 @@ typedef struct rc_eval_env {
     /* Per prediction of split: its slice mask (rc_eval_slices), NULL = no
      * per-slice metrics. Every method then fills rep->slice in its one pass. */
     const uint8_t *slices;
+    /* The accumulator a method's pass adds its predictions to (borrowed,
+     * initialised by the caller, slices set), NULL = one of its own: the
+     * daily protocol keeps one per period and sums them. rep->m then
+     * describes everything acc holds. */
+    rc_eval_acc *acc;
 } rc_eval_env;
 
 typedef struct rc_eval_method {
@@ -375,5 +400,90 @@ int rc_eval_method_run(const rc_eval_method *m, rc_eval_env *env, rc_eval_report
  * (index first). */
 int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table **t, rc_index **ix,
                         char *errbuf, size_t errlen);
+
+/* ---- the daily protocol (recalld-eval --protocol daily) ----
+ *
+ * The deployed regime: the log is cut into periods of event time of
+ * period_hours (24: calendar days, UTC), counted from the period holding the
+ * first event. The first warmup_periods only train. Each later period k is
+ * one split (rc_eval_opts.period_*): training = the sessions that ended
+ * before its start, tests = the sessions that start in it (every position,
+ * even those after its end), catalog = the items of its training sessions
+ * (with opts.new_items, targets outside it are predicted too: the "new"
+ * slice). A period without a training session or a prediction is skipped.
+ * Each method predicts every period's positions:
+ *  - popularity, itemknn, batch-daily (the sgns method), stream-daily (the
+ *    prequential-warm method): the ordinary method run on each period's
+ *    split, i.e. rebuilt at the start of each period from everything before
+ *    it (stream-daily then streams the period through the engine);
+ *  - stream-warm: one engine warm-started from the first period's batch
+ *    model, then fed every later click in time order, each prediction made
+ *    just before its click is learnt (rc__eval_stream over all periods).
+ * Metrics: over all periods, per slice (history, features, new / older) and
+ * per period; coverage@50 counts the distinct items recalled over the items
+ * clicked before the last period's end. --tune tunes the batch settings once,
+ * on the first period's split; later periods and the stream methods reuse
+ * them. */
+typedef struct rc_eval_daily_opts {
+    double period_hours;     /* (0, 8784], 0 = 24 */
+    uint32_t warmup_periods; /* periods that only train, 0 = 1 */
+} rc_eval_daily_opts;
+
+typedef struct rc_eval_period {
+    int64_t start_ms, end_ms;
+    rc_eval_split *split; /* owned by the protocol */
+    uint8_t *slices;      /* per prediction of split: rc_eval_slices' mask */
+    uint64_t new_targets; /* predictions whose target is not in the split's catalog */
+} rc_eval_period;
+
+/* Read-only after creation. */
+typedef struct rc_eval_daily {
+    const rc_clicklog *log; /* borrowed */
+    rc_eval_opts opts;      /* of every period's split (period_* set per period) */
+    rc_eval_daily_opts dopts; /* defaults resolved */
+    int64_t period_ms, first_ms; /* length; start of the first (warm-up) period */
+    uint32_t total_periods;      /* from the first event's period to the last's */
+    uint32_t nperiods;           /* evaluated, in period[] in time order */
+    uint32_t skipped;            /* after warm-up, without training session or prediction */
+    rc_eval_period *period;
+    uint32_t nitems, ncatalog; /* ncatalog: items clicked before the last period's end */
+    uint64_t npos, new_targets; /* predictions over all periods; of them, new targets */
+} rc_eval_daily;
+
+/* Builds the periods of log (opts: the splits' options, NULL = defaults;
+ * feats: for the feature slices, NULL = none). *out: caller frees with
+ * rc_eval_daily_destroy, before log. Returns 0, RC_EINVAL (bad option, or
+ * no period to evaluate: errbuf says which), RC_ENOMEM. */
+int rc_eval_daily_create(const rc_clicklog *log, const rc_eval_opts *opts,
+                         const rc_eval_daily_opts *dopts, const rc_ufeat *feats,
+                         rc_eval_daily **out, char *errbuf, size_t errlen);
+void rc_eval_daily_destroy(rc_eval_daily *d); /* NULL-safe */
+/* "period 2016-01-04" (UTC; "period 2016-01-04T06:00" when periods are not
+ * whole days) of period k < d->nperiods: its JSON slice key. */
+void rc_eval_daily_period_name(const rc_eval_daily *d, uint32_t k, char *buf, size_t cap);
+
+typedef struct rc_eval_daily_method {
+    const char *name;       /* --methods name and JSON key */
+    const char *per_period; /* the rc_eval_methods entry run per period; NULL = stream-warm */
+} rc_eval_daily_method;
+
+/* popularity, itemknn, batch-daily, stream-warm, stream-daily: run and
+ * reported in this order. */
+extern const rc_eval_daily_method rc_eval_daily_methods[];
+extern const size_t rc_eval_daily_nmethods;
+const rc_eval_daily_method *rc_eval_daily_method_find(const char *name);
+
+typedef struct rc_eval_daily_report {
+    rc_eval_report all;      /* over every period: metrics, slices, settings */
+    rc_eval_metrics *period; /* per period of the protocol (nperiods) */
+} rc_eval_daily_report;
+
+/* Runs m over every period of d. env: as for rc_eval_method_run, but its
+ * split, slices and acc are set here (and left changed; with env->tune the
+ * first period's search fixes env->train, and env->tune is cleared). *rep:
+ * free with rc_eval_daily_report_free. Returns 0 or the method's error. */
+int rc_eval_daily_run(const rc_eval_daily_method *m, rc_eval_env *env, const rc_eval_daily *d,
+                      rc_eval_daily_report *rep, char *errbuf, size_t errlen);
+void rc_eval_daily_report_free(rc_eval_daily_report *rep); /* NULL-safe */
 
 #endif

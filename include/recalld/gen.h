@@ -15,7 +15,8 @@
  * `device` per user (tied to its favourite category) and `tags` (1-3 labels
  * "t<cate>_<j>", mostly from the user's favourite categories). Opt-in
  * drifting interests (opts.drift) move a user's clicks to temporary interests
- * that its profile does not describe.
+ * that its profile does not describe. Opt-in item churn (opts.item_life_days)
+ * gives items a life: they appear, rise, fade and disappear over time.
  *
  * Deterministic: the same options give the same lines. Not thread-safe (one
  * owner); truth queries are read-only and may run from any thread while no
@@ -55,6 +56,19 @@ typedef struct rc_gen_opts {
      * returns to its long-term favourites. Device and tags keep describing
      * the long-term favourites; the truth too. */
     double drift;
+    /* Item churn, 0 = off (the stream is then exactly the one without these
+     * fields). Each item lives item_life_days (> 0) from a birth drawn
+     * uniformly in [start - item_life_days, start + churn_days): some are
+     * alive at the start, the others appear while the stream runs (churn_days
+     * should be about the stream's span; users click ~34 times a day, so
+     * the span is about events / (34 * users) days). Drifting popularity:
+     * an item's weight is its Zipf weight times sin(pi * age / life) — it
+     * rises from its birth, peaks at mid-life and fades to 0 at its end.
+     * Clicks go only to living items of the chosen community (to the one
+     * closest to its mid-life when none lives). Draws cost O(community
+     * size) per click instead of O(log). */
+    double item_life_days;
+    double churn_days; /* >= 0, only with item_life_days */
 } rc_gen_opts;
 
 /* What one line is about (valid or not, the underlying click). */
@@ -85,6 +99,7 @@ typedef struct rc_gen_info {
 
 typedef struct rc_gen_item {
     uint32_t community, city, cate; /* indices: "c<city>", "k<cate>" */
+    int64_t born_ms, dies_ms;       /* churn: its life [born, dies); else INT64_MIN, INT64_MAX */
 } rc_gen_item;
 
 typedef struct rc_gen_user {

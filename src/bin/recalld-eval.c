@@ -37,11 +37,19 @@ static const char about[] =
     "(device, tags) or --user-features FILE.\n"
     "Every method is also reported per slice of the predictions (after the table;\n"
     "\"slices\" in JSON): the user's clicks before the target over all sessions\n"
-    "(history 1-4, 5-19, 20-99, 100+) and with / without profile features.";
+    "(history 1-4, 5-19, 20-99, 100+), with / without profile features, and the\n"
+    "target's age (new: not in the training catalog, only with --new-items; older).\n"
+    "--protocol daily evaluates the deployed regime instead: periods of event time\n"
+    "(calendar days UTC, or --period-hours), the first --warmup-periods only train,\n"
+    "then each period is predicted by popularity, itemknn, batch-daily (skip-gram\n"
+    "retrained at each period's start on everything before it, frozen during it),\n"
+    "stream-warm (the streaming engine warm-started once from the first period's\n"
+    "batch model, then learning every click after predicting it) and stream-daily\n"
+    "(rebuilt like batch-daily, streaming in between); slices per period too.";
 
 enum {
     X_DUMP, X_QUERY_LEN, X_EXCLUDE_PREFIX, X_AUC_NEG, X_OVERFETCH, X_STREAM_LR, X_ABLATION,
-    X_MAX_PRED
+    X_MAX_PRED, X_PROTOCOL, X_PERIOD_HOURS, X_WARMUP, X_NEW_ITEMS
 };
 
 static const rc_cli_flag extra[] = {
@@ -53,6 +61,10 @@ static const rc_cli_flag extra[] = {
     {"--stream-lr", "F", "prequential: the engine's learning rate (the daemon's model.lr)"},
     {"--ablation", NULL, "rows sgns, two_tower-nofeat, two_tower+tags, two_tower (+ --methods)"},
     {"--max-predictions", "N", "a deterministic sample of about N predictions (all)"},
+    {"--protocol", "NAME", "split (one time cut, default) or daily (periods of event time)"},
+    {"--period-hours", "H", "daily: period length in hours, (0, 8784] (24: days, UTC)"},
+    {"--warmup-periods", "N", "daily: first periods that only train, >= 1 (1)"},
+    {"--new-items", NULL, "targets may be items not in the training catalog (new slice)"},
 };
 
 struct eval_flags {
@@ -60,6 +72,8 @@ struct eval_flags {
     rc_eval_opts eo;
     float overfetch, stream_lr;
     int ablation;
+    int daily; /* --protocol daily */
+    rc_eval_daily_opts dopts;
 };
 
 static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -84,6 +98,21 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
                        : 0;
         case X_EXCLUDE_PREFIX: f->eo.exclude_prefix = 1; return 0;
         case X_ABLATION: f->ablation = 1; return 0;
+        case X_PROTOCOL:
+            if (strcmp(v, "daily") && strcmp(v, "split"))
+                return rc_err(eb, el, RC_EINVAL, "expected split or daily, got '%.40s'", v);
+            f->daily = strcmp(v, "daily") == 0;
+            return 0;
+        case X_PERIOD_HOURS:
+            f->dopts.period_hours = strtod(v, &end);
+            if (!*v || *end || !(f->dopts.period_hours > 0 && f->dopts.period_hours <= 8784))
+                return rc_err(eb, el, RC_EINVAL, "expected a number of hours in (0, 8784]");
+            return 0;
+        case X_WARMUP:
+            return parse_u32(v, 1, UINT32_MAX, &f->dopts.warmup_periods)
+                       ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 1")
+                       : 0;
+        case X_NEW_ITEMS: f->eo.new_items = 1; return 0;
         case X_MAX_PRED:
             return parse_u32(v, 1, UINT32_MAX, &f->eo.max_predictions)
                        ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 1")
@@ -217,18 +246,48 @@ struct feat_info {
     uint64_t unknown; /* users of the file absent from the log */
 };
 
-static void print_json(const rc_clicklog *log, const rc_eval_report *rep, const int *run,
-                       const struct feat_info *fi, int ablation)
+/* The methods to report, in order. */
+#define MAX_ROWS 16
+struct rows {
+    size_t n;
+    const char *name[MAX_ROWS];
+    const rc_eval_report *rep[MAX_ROWS];
+};
+
+/* The rows of the methods that ran (only the ablation's, in its order, when
+ * `ablation`). */
+static void rows_of(const rc_eval_report *rep, const int *run, int ablation, struct rows *r)
+{
+    r->n = 0;
+    for (size_t i = 0; i < rc_eval_nmethods && r->n < MAX_ROWS; i++) {
+        if (!run[i] || (ablation && !in_list(RC_EVAL_ABLATION, rc_eval_methods[i].name)))
+            continue;
+        r->name[r->n] = rc_eval_methods[i].name;
+        r->rep[r->n++] = &rep[i];
+    }
+}
+
+static json_t *methods_json(const struct rows *r)
 {
     json_t *methods = json_object();
-    for (size_t i = 0; i < rc_eval_nmethods; i++)
-        if (run[i])
-            json_object_set_new(methods, rc_eval_methods[i].name, method_json(&rep[i]));
+    for (size_t i = 0; i < r->n; i++)
+        json_object_set_new(methods, r->name[i], method_json(r->rep[i]));
+    return methods;
+}
+
+/* protocol: the daily protocol's description (stolen), NULL for the split. */
+static void print_json(const rc_clicklog *log, json_t *methods, json_t *protocol,
+                       const struct feat_info *fi, int ablation)
+{
     json_t *j =
         json_pack("{s:{s:I,s:I,s:I,s:I,s:I},s:o}", "dataset", "events", (json_int_t)log->n, "users",
                   (json_int_t)rc_dict_size(log->users), "items",
                   (json_int_t)rc_dict_size(log->items), "sessions", (json_int_t)log->nsessions,
                   "skipped", (json_int_t)log->skipped, "methods", methods);
+    if (j && protocol)
+        json_object_set_new(j, "protocol", protocol);
+    else
+        json_decref(protocol);
     if (j && fi->f) {
         json_t *u = json_pack("{s:I,s:I,s:I,s:s?}", "users_with_device",
                               (json_int_t)fi->f->users_with_device, "users_with_tags",
@@ -252,64 +311,63 @@ static void print_json(const rc_clicklog *log, const rc_eval_report *rep, const 
     }
 }
 
-/* The metric rows of the methods that ran (only the ablation's, in its
- * order, when `ablation`). */
-static void print_rows(FILE *f, const rc_eval_report *rep, const int *run, int ablation)
+static void print_row(FILE *f, const char *name, const rc_eval_metrics *m, int with_seconds)
 {
-    fprintf(f, "%-17s %7s %7s %7s %7s %7s %8s %7s %9s %8s\n", "method", "hr@10", "hr@20",
-            "hr@50", "mrr@50", "cov@50", "avg_pos", "auc", "preds", "seconds");
-    for (size_t i = 0; i < rc_eval_nmethods; i++) {
-        const rc_eval_metrics *m = &rep[i].m;
-        if (!run[i] || (ablation && !in_list(RC_EVAL_ABLATION, rc_eval_methods[i].name)))
-            continue;
-        fprintf(f, "%-17s %7.4f %7.4f %7.4f %7.4f %7.4f %8.2f %7.4f %9llu %8.2f\n",
-                rc_eval_methods[i].name, m->hr10, m->hr20, m->hr50, m->mrr50, m->coverage50,
-                m->avg_position, m->auc, (unsigned long long)m->predictions, m->seconds);
-    }
+    fprintf(f, "%-17s %7.4f %7.4f %7.4f %7.4f %7.4f %8.2f %7.4f %9llu", name, m->hr10, m->hr20,
+            m->hr50, m->mrr50, m->coverage50, m->avg_position, m->auc,
+            (unsigned long long)m->predictions);
+    if (with_seconds)
+        fprintf(f, " %8.2f", m->seconds);
+    fputc('\n', f);
 }
 
-/* After the main table: per slice, one line per method (only the
- * ablation's rows when `ablation`), to see where each method wins. */
-static void print_slices(FILE *f, const rc_eval_report *rep, const int *run, int ablation)
+static void print_header(FILE *f, int with_seconds)
+{
+    fprintf(f, "%-17s %7s %7s %7s %7s %7s %8s %7s %9s%s\n", "method", "hr@10", "hr@20", "hr@50",
+            "mrr@50", "cov@50", "avg_pos", "auc", "preds", with_seconds ? "  seconds" : "");
+}
+
+static void print_rows(FILE *f, const struct rows *r)
+{
+    print_header(f, 1);
+    for (size_t i = 0; i < r->n; i++)
+        print_row(f, r->name[i], &r->rep[i]->m, 1);
+}
+
+/* After the main table: per slice, one line per method, to see where each
+ * method wins. */
+static void print_slices(FILE *f, const struct rows *r)
 {
     for (unsigned k = 0; k < RC_EVAL_NSLICES; k++) {
         uint64_t n = 0; /* every method predicts the same positions */
-        for (size_t i = 0; i < rc_eval_nmethods && !n; i++)
-            if (run[i] && rep[i].has_slices)
-                n = rep[i].slice[k].predictions;
+        for (size_t i = 0; i < r->n && !n; i++)
+            if (r->rep[i]->has_slices)
+                n = r->rep[i]->slice[k].predictions;
         fprintf(f, "\nslice \"%s\": %llu predictions\n", rc_eval_slice_names[k],
                 (unsigned long long)n);
         if (!n)
             continue;
-        fprintf(f, "%-17s %7s %7s %7s %7s %7s %8s %7s %9s\n", "method", "hr@10", "hr@20", "hr@50",
-                "mrr@50", "cov@50", "avg_pos", "auc", "preds");
-        for (size_t i = 0; i < rc_eval_nmethods; i++) {
-            const rc_eval_metrics *m = &rep[i].slice[k];
-            if (!run[i] || !rep[i].has_slices ||
-                (ablation && !in_list(RC_EVAL_ABLATION, rc_eval_methods[i].name)))
-                continue;
-            fprintf(f, "%-17s %7.4f %7.4f %7.4f %7.4f %7.4f %8.2f %7.4f %9llu\n",
-                    rc_eval_methods[i].name, m->hr10, m->hr20, m->hr50, m->mrr50, m->coverage50,
-                    m->avg_position, m->auc, (unsigned long long)m->predictions);
-        }
+        print_header(f, 0);
+        for (size_t i = 0; i < r->n; i++)
+            if (r->rep[i]->has_slices)
+                print_row(f, r->name[i], &r->rep[i]->slice[k], 0);
     }
 }
 
-static void print_tower_lines(FILE *f, const rc_eval_report *rep, const int *run,
-                              const struct feat_info *fi)
+static void print_tower_lines(FILE *f, const struct rows *r, const struct feat_info *fi)
 {
     int any = 0;
-    for (size_t i = 0; i < rc_eval_nmethods; i++) {
-        const rc_eval_report *r = &rep[i];
+    for (size_t i = 0; i < r->n; i++) {
+        const rc_eval_report *t = r->rep[i];
         char feats[64];
-        if (!run[i] || !r->has_tower)
+        if (!t->has_tower)
             continue;
         any = 1;
-        features_str(r->tower.cfg.features, feats, sizeof feats);
+        features_str(t->tower.cfg.features, feats, sizeof feats);
         fprintf(f, "%s tower: features=%s epochs=%u, %llu examples, loss %.4f -> %.4f, %.1f s\n",
-                rc_eval_methods[i].name, feats, r->tower.epochs ? r->tower.epochs : 2,
-                (unsigned long long)r->tower_res.examples, r->tower_res.first_loss,
-                r->tower_res.loss, r->tower_res.seconds);
+                r->name[i], feats, t->tower.epochs ? t->tower.epochs : 2,
+                (unsigned long long)t->tower_res.examples, t->tower_res.first_loss,
+                t->tower_res.loss, t->tower_res.seconds);
     }
     if (any && fi->f)
         fprintf(f, "user features: %llu users with a device, %llu with tags%s%s",
@@ -322,28 +380,38 @@ static void print_tower_lines(FILE *f, const rc_eval_report *rep, const int *run
         fputc('\n', f);
 }
 
-static void print_table(const rc_clicklog *log, const rc_eval_split *s, const rc_eval_report *rep,
-                        const int *run, const struct feat_info *fi)
+static void print_settings(const struct rows *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        char line[256];
+        const rc_eval_report *t = r->rep[i];
+        if (!t->has_settings)
+            continue;
+        rc_tune_format(&t->settings, line, sizeof line);
+        printf("%s settings%s: dim=%u %s\n", r->name[i], t->tuned ? " (tuned)" : "",
+               t->settings.dim ? t->settings.dim : 64, line);
+    }
+}
+
+static void print_dataset(const rc_clicklog *log)
 {
     printf("dataset: %zu events, %u users, %u items, %u sessions, %llu skipped\n", log->n,
            rc_dict_size(log->users), rc_dict_size(log->items), log->nsessions,
            (unsigned long long)log->skipped);
+}
+
+static void print_table(const rc_clicklog *log, const rc_eval_split *s, const struct rows *r,
+                        const struct feat_info *fi)
+{
+    print_dataset(log);
     printf("split: cut %lld ms, %u training sessions (%llu clicks, %u items), %u test sessions, "
            "%zu predictions\n\n",
            (long long)s->cut_ms, s->ntrain, (unsigned long long)s->train_clicks, s->ncatalog,
            s->ntest, s->npos);
-    print_rows(stdout, rep, run, 0);
-    print_tower_lines(stdout, rep, run, fi);
-    for (size_t i = 0; i < rc_eval_nmethods; i++) {
-        char line[256];
-        if (!run[i] || !rep[i].has_settings)
-            continue;
-        rc_tune_format(&rep[i].settings, line, sizeof line);
-        printf("%s settings%s: dim=%u %s\n", rc_eval_methods[i].name,
-               rep[i].tuned ? " (tuned)" : "", rep[i].settings.dim ? rep[i].settings.dim : 64,
-               line);
-    }
-    print_slices(stdout, rep, run, 0);
+    print_rows(stdout, r);
+    print_tower_lines(stdout, r, fi);
+    print_settings(r);
+    print_slices(stdout, r);
 }
 
 static int run_methods(rc_eval_env *env, const int *run, rc_eval_report *rep, char *eb, size_t el)
@@ -393,14 +461,33 @@ static int load_features(const rc_cli *cli, const rc_clicklog *log, struct feat_
     return 0;
 }
 
+/* The env every method run gets (split, slices: the caller's). */
+static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const rc_clicklog *log,
+                            const struct feat_info *fi)
+{
+    return (rc_eval_env){.log = log,
+                         .train = cli->train,
+                         .overfetch = f->overfetch,
+                         .stream_lr = f->stream_lr,
+                         .tune = cli->tune,
+                         .tune_seconds = cli->tune_seconds,
+                         .fixed_mask = cli->set_mask,
+                         .quiet = cli->log.quiet,
+                         .feats = fi->f,
+                         .tower = cli->tower,
+                         .tower_features_set = cli->tower_features_set,
+                         .keep_w2v = 1};
+}
+
 static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *run, char *eb,
                     size_t el)
 {
     rc_clicklog *log = NULL;
     rc_eval_split *split = NULL;
     rc_eval_opts eo = f->eo;
-    rc_eval_report rep[16];
+    rc_eval_report rep[MAX_ROWS];
     struct feat_info fi = {0};
+    struct rows rows;
     rc_eval_env env = {0};
     rc_ufeat *log_feats = NULL;
     uint8_t *slices = NULL;
@@ -430,32 +517,23 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
         goto out;
     }
     rc_eval_slices(split, fi.f ? fi.f : log_feats, slices);
-    env = (rc_eval_env){.log = log,
-                        .split = split,
-                        .train = cli->train,
-                        .overfetch = f->overfetch,
-                        .stream_lr = f->stream_lr,
-                        .tune = cli->tune,
-                        .tune_seconds = cli->tune_seconds,
-                        .fixed_mask = cli->set_mask,
-                        .quiet = cli->log.quiet,
-                        .feats = fi.f,
-                        .tower = cli->tower,
-                        .tower_features_set = cli->tower_features_set,
-                        .keep_w2v = 1,
-                        .slices = slices};
+    env = base_env(cli, f, log, &fi);
+    env.split = split;
+    env.slices = slices;
     if ((rc = run_methods(&env, run, rep, eb, el)))
         goto out;
+    rows_of(rep, run, 0, &rows);
     if (cli->json)
-        print_json(log, rep, run, &fi, f->ablation);
+        print_json(log, methods_json(&rows), NULL, &fi, f->ablation);
     else
-        print_table(log, split, rep, run, &fi);
+        print_table(log, split, &rows, &fi);
     if (f->ablation && cli->json && !cli->log.quiet) {
         /* The JSON is for programs; the ablation table for whoever runs it. */
+        rows_of(rep, run, 1, &rows);
         fprintf(stderr, "ablation (same split, %zu predictions):\n", split->npos);
-        print_rows(stderr, rep, run, 1);
-        print_tower_lines(stderr, rep, run, &fi);
-        print_slices(stderr, rep, run, 1);
+        print_rows(stderr, &rows);
+        print_tower_lines(stderr, &rows, &fi);
+        print_slices(stderr, &rows);
     }
 out:
     rc_eval_env_cleanup(&env);
@@ -467,19 +545,174 @@ out:
     return rc;
 }
 
+/* ---- the daily protocol ---- */
+
+/* Checks --methods against the daily methods; fills run[] (per
+ * rc_eval_daily_methods entry; all by default). */
+static int select_daily(const rc_cli *cli, int *run, char *eb, size_t el)
+{
+    size_t n = 0;
+    for (const char *p = cli->methods; p && *p;) {
+        size_t m = strcspn(p, ",");
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)RC_MIN(m, sizeof name - 1), p);
+        if (m && !rc_eval_daily_method_find(name))
+            return rc_err(eb, el, RC_EINVAL,
+                          "--methods: \"%s\" is not a daily method (popularity, itemknn, "
+                          "batch-daily, stream-warm, stream-daily)",
+                          name);
+        p += m + (p[m] == ',');
+    }
+    for (size_t i = 0; i < rc_eval_daily_nmethods; i++)
+        n += run[i] = rc_cli_has_method(cli, rc_eval_daily_methods[i].name, 1);
+    if (!n)
+        return rc_err(eb, el, RC_EINVAL, "--methods: no method selected");
+    return 0;
+}
+
+static json_t *protocol_json(const rc_eval_daily *d)
+{
+    json_t *periods = json_array();
+    for (uint32_t k = 0; k < d->nperiods; k++) {
+        const rc_eval_split *s = d->period[k].split;
+        char name[64];
+        rc_eval_daily_period_name(d, k, name, sizeof name);
+        json_array_append_new(
+            periods, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "name", name, "start_ms",
+                               (json_int_t)d->period[k].start_ms, "train_sessions",
+                               (json_int_t)s->ntrain, "catalog", (json_int_t)s->ncatalog,
+                               "test_sessions", (json_int_t)s->ntest, "predictions",
+                               (json_int_t)s->npos, "new_targets",
+                               (json_int_t)d->period[k].new_targets));
+    }
+    return json_pack("{s:s,s:f,s:I,s:b,s:I,s:I,s:I,s:I,s:o}", "name", "daily", "period_hours",
+                     d->dopts.period_hours, "warmup_periods", (json_int_t)d->dopts.warmup_periods,
+                     "new_items", d->opts.new_items, "total_periods",
+                     (json_int_t)d->total_periods, "skipped_periods", (json_int_t)d->skipped,
+                     "predictions", (json_int_t)d->npos, "new_targets",
+                     (json_int_t)d->new_targets, "periods", periods);
+}
+
+/* Per method: its JSON with a "period ..." slice per period. */
+static json_t *daily_methods_json(const rc_eval_daily *d, const struct rows *r,
+                                  const rc_eval_daily_report *const *drep)
+{
+    json_t *methods = methods_json(r);
+    for (size_t i = 0; i < r->n; i++) {
+        json_t *sl = json_object_get(json_object_get(methods, r->name[i]), "slices");
+        for (uint32_t k = 0; sl && k < d->nperiods; k++) {
+            char name[64];
+            rc_eval_daily_period_name(d, k, name, sizeof name);
+            json_object_set_new(sl, name, slice_json(&drep[i]->period[k]));
+        }
+    }
+    return methods;
+}
+
+/* HR@50 per period, one column per method. */
+static void print_periods(const rc_eval_daily *d, const struct rows *r,
+                          const rc_eval_daily_report *const *drep)
+{
+    printf("\nHR@50 per period:\n%-24s %7s %7s", "period", "preds", "new");
+    for (size_t i = 0; i < r->n; i++)
+        printf(" %12s", r->name[i]);
+    putchar('\n');
+    for (uint32_t k = 0; k < d->nperiods; k++) {
+        char name[64];
+        rc_eval_daily_period_name(d, k, name, sizeof name);
+        printf("%-24s %7zu %7llu", name + 7, d->period[k].split->npos,
+               (unsigned long long)d->period[k].new_targets);
+        for (size_t i = 0; i < r->n; i++)
+            printf(" %12.4f", drep[i]->period[k].hr50);
+        putchar('\n');
+    }
+}
+
+static void print_daily_table(const rc_clicklog *log, const rc_eval_daily *d, const struct rows *r,
+                              const rc_eval_daily_report *const *drep)
+{
+    print_dataset(log);
+    printf("daily protocol: %u periods of %g h, %u of warm-up, %u evaluated (%u skipped: no "
+           "training session or prediction), %llu predictions, %llu of new items\n\n",
+           d->total_periods, d->dopts.period_hours, d->dopts.warmup_periods, d->nperiods,
+           d->skipped, (unsigned long long)d->npos, (unsigned long long)d->new_targets);
+    print_rows(stdout, r);
+    print_settings(r);
+    print_slices(stdout, r);
+    print_periods(d, r, drep);
+}
+
+static int evaluate_daily(const rc_cli *cli, const struct eval_flags *f, const int *run, char *eb,
+                          size_t el)
+{
+    rc_clicklog *log = NULL;
+    rc_eval_daily *d = NULL;
+    rc_eval_opts eo = f->eo;
+    rc_eval_daily_report drep[MAX_ROWS];
+    const rc_eval_daily_report *dr[MAX_ROWS];
+    struct feat_info fi = {0};
+    struct rows rows = {0};
+    rc_eval_env env = {0};
+    int rc;
+    memset(drep, 0, sizeof drep);
+    eo.seed = cli->train.seed;
+    if ((rc = rc_clicklog_load(&cli->log, &log, eb, el)) ||
+        (rc = load_features(cli, log, &fi, eb, el)) ||
+        (rc = rc_eval_daily_create(log, &eo, &f->dopts, fi.f, &d, eb, el)))
+        goto out;
+    if (!cli->log.quiet)
+        fprintf(stderr, "recalld-eval: daily: %u periods evaluated, %llu predictions (%llu new)\n",
+                d->nperiods, (unsigned long long)d->npos, (unsigned long long)d->new_targets);
+    env = base_env(cli, f, log, &fi);
+    env.keep_w2v = 0;
+    for (size_t i = 0; i < rc_eval_daily_nmethods; i++) {
+        const rc_eval_daily_method *m = &rc_eval_daily_methods[i];
+        if (!run[i])
+            continue;
+        if (!cli->log.quiet)
+            fprintf(stderr, "recalld-eval: %s ...\n", m->name);
+        if ((rc = rc_eval_daily_run(m, &env, d, &drep[rows.n], eb, el)))
+            goto out;
+        if (!cli->log.quiet)
+            fprintf(stderr, "recalld-eval: %s: hr@50 %.4f (new %.4f, older %.4f) in %.2f s\n",
+                    m->name, drep[rows.n].all.m.hr50, drep[rows.n].all.slice[RC_EVAL_SL_NEW].hr50,
+                    drep[rows.n].all.slice[RC_EVAL_SL_OLDER].hr50, drep[rows.n].all.m.seconds);
+        rows.name[rows.n] = m->name;
+        rows.rep[rows.n] = &drep[rows.n].all;
+        dr[rows.n] = &drep[rows.n];
+        rows.n++;
+    }
+    if (cli->json)
+        print_json(log, daily_methods_json(d, &rows, dr), protocol_json(d), &fi, 0);
+    else
+        print_daily_table(log, d, &rows, dr);
+out:
+    for (size_t i = 0; i < MAX_ROWS; i++)
+        rc_eval_daily_report_free(&drep[i]);
+    rc_eval_env_cleanup(&env);
+    rc_eval_daily_destroy(d);
+    rc_ufeat_free(fi.f);
+    rc_clicklog_free(log);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     char err[512];
     rc_cli cli;
     struct eval_flags f = {0};
-    int run[16] = {0};
-    if (rc_eval_nmethods > RC_ARRAY_LEN(run)) {
+    int run[MAX_ROWS] = {0};
+    if (rc_eval_nmethods > RC_ARRAY_LEN(run) || rc_eval_daily_nmethods > RC_ARRAY_LEN(run)) {
         fprintf(stderr, "recalld-eval: too many methods for this build\n");
         return 1;
     }
     rc_cli_init(&cli);
-    if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &f, err, sizeof err) ||
-        select_methods(&cli, f.ablation, run, err, sizeof err))
+    if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &f, err, sizeof err))
+        return rc_cli_usage_error("recalld-eval", "%s", err);
+    if (f.daily && f.ablation)
+        return rc_cli_usage_error("recalld-eval", "--ablation needs --protocol split");
+    if ((f.daily ? select_daily(&cli, run, err, sizeof err)
+                 : select_methods(&cli, f.ablation, run, err, sizeof err)))
         return rc_cli_usage_error("recalld-eval", "%s", err);
     if (cli.help) {
         rc_cli_usage(stdout, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
@@ -493,7 +726,7 @@ int main(int argc, char **argv)
         return rc_cli_usage_error("recalld-eval", "--input is required");
     if (cli.log.quiet)
         rc_log_set_level(RC_LOG_WARN);
-    if (evaluate(&cli, &f, run, err, sizeof err)) {
+    if ((f.daily ? evaluate_daily : evaluate)(&cli, &f, run, err, sizeof err)) {
         fprintf(stderr, "recalld-eval: %s\n", err);
         return 1;
     }

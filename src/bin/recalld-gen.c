@@ -109,6 +109,13 @@ static const rc_cli_opt gen_opts[] = {
     {"drift", 0, RC_CLI_DBL, NULL, "P",
      "drifting interests: per session, probability of moving to a\n"
      "temporary interest (or back); tags keep the long-term one (0)", 0, 1, 0},
+    {"item-life-days", 0, RC_CLI_DBL, NULL, "D",
+     "item churn: each item lives D days, its popularity rising\n"
+     "then fading (sin of its age); 0 = no churn (0)", 0, 36500, 0},
+    {"churn-days", 0, RC_CLI_DBL, NULL, "D",
+     "item churn: births spread over [start - life, start + D):\n"
+     "new items appear for D days (about the stream's span:\n"
+     "events / (34 * users) days) (0)", 0, 36500, 0},
     {"truth", 0, RC_CLI_STR, NULL, "FILE", "write item truth TSV to FILE, user truth to FILE.users",
      0, 0, 0},
     {"out", 0, RC_CLI_STR, NULL, "FILE", "output file ('-' = stdout; default stdout unless --brokers)",
@@ -137,8 +144,10 @@ static int parse_args(int argc, char **argv, struct args *a)
     a->topic = "clicks";
     a->timeout_ms = 10000;
     /* Where the typed options go (the table is static, the struct is not). */
-    void *dest[] = {&a->g.zipf, &a->g.invalid_share, &no_device, &no_tags, &a->g.drift,
-                    &a->truth, &a->out, &a->rate, &a->brokers, &a->topic};
+    void *dest[] = {&a->g.zipf,  &a->g.invalid_share, &no_device,
+                    &no_tags,    &a->g.drift,         &a->g.item_life_days,
+                    &a->g.churn_days, &a->truth,      &a->out,
+                    &a->rate,    &a->brokers,         &a->topic};
     size_t nd = 0;
     for (size_t i = 0; i < RC_ARRAY_LEN(opts); i++)
         if (opts[i].type != RC_CLI_CALL && nd < RC_ARRAY_LEN(dest))

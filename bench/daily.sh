@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The deployed regime (recalld-eval --protocol daily, include/recalld/eval.h):
+# popularity, itemknn, batch-daily, stream-warm and stream-daily side by side,
+# HR@50 overall and on new / older targets, on generated data with item churn
+# and on the public click datasets ($RECALLD_DATA_DIR) — the figures of
+# docs/BENCHMARKS.md "The deployed regime".
+#
+#   bench/daily.sh [DATA_DIR]
+# DATA_DIR defaults to $RECALLD_DATA_DIR (movielens-100k/, diginetica/); without
+# it only the generated log runs. Environment: RC_BUILD_DIR (default build),
+# THREADS (training threads, default 1), MOVIELENS=0 to skip MovieLens-100k
+# (about 20 minutes on a loaded 2-core machine).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+B=${RC_BUILD_DIR:-$here/build}
+DATA=${1:-${RECALLD_DATA_DIR:-}}
+THREADS=${THREADS:-1}
+MOVIELENS=${MOVIELENS:-1}
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+for bin in recalld-eval recalld-gen; do
+    if [ ! -x "$B/$bin" ]; then
+        echo "daily: $B/$bin not built (set RC_BUILD_DIR)" >&2
+        exit 1
+    fi
+done
+tmp=$(mktemp -d /tmp/rc-bench-daily.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+# Prints one line per method: HR@50 (MRR@50) overall, on new and older targets.
+show() {
+    "$PY" - "$1" <<'PYEOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+p = j["protocol"]
+print("%d periods evaluated, %d predictions, %d new targets"
+      % (len(p["periods"]), p["predictions"], p["new_targets"]))
+print("%-14s %15s %8s %8s" % ("method", "hr@50 (mrr@50)", "new", "older"))
+for name, m in j["methods"].items():
+    s = m["slices"]
+    print("%-14s %7.3f (%5.3f) %8.3f %8.3f" % (name, m["hr@50"], m["mrr@50"],
+                                               s["new"]["hr@50"], s["older"]["hr@50"]))
+PYEOF
+}
+
+run() {
+    local name=$1
+    shift
+    echo "== $name: recalld-eval $* --protocol daily --new-items --threads $THREADS"
+    nice "$B/recalld-eval" "$@" --protocol daily --new-items --threads "$THREADS" --json --quiet \
+        >"$tmp/$name.json"
+    show "$tmp/$name.json"
+}
+
+nice "$B/recalld-gen" --seed 11 --users 600 --events 200000 --items 5000 --item-life-days 3 \
+    --churn-days 10 --out "$tmp/churn.jsonl" 2>/dev/null
+run generated-churn --input "$tmp/churn.jsonl"
+if [ -z "$DATA" ]; then
+    echo "daily: RECALLD_DATA_DIR is not set: the public datasets are skipped" >&2
+    exit 0
+fi
+if [ -f "$DATA/diginetica/sample_train-item-views.csv" ]; then
+    run diginetica --input "$DATA/diginetica/sample_train-item-views.csv" --sep ';' --header \
+        --session session_id --item item_id --time eventdate --time-unit iso \
+        --time-offset timeframe
+fi
+if [ "$MOVIELENS" != 0 ] && [ -f "$DATA/movielens-100k/u.data" ]; then
+    run movielens-100k --input "$DATA/movielens-100k/u.data"
+fi
