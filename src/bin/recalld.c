@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "recalld/api.h"
+#include "recalld/bounds.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
 #include "recalld/consumer.h"
@@ -454,6 +455,7 @@ static void health_warnings(void *arg, rc_buf *out)
             rc_buf_puts(out, ",");
         rc_buf_json_str(out, msg, strlen(msg));
     }
+    rc_bounds_warnings(d->engine, &st, out, n);
 }
 
 static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
@@ -484,6 +486,9 @@ static void kafka_stats(void *arg, rc_buf *out)
                   (unsigned long long)st.bytes, st.assigned, (long long)st.lag,
                   (unsigned long long)st.dead_letters, (unsigned long long)st.dead_letter_errors,
                   (unsigned long long)st.errors, (unsigned long long)st.refused_batches);
+    rc_buf_printf(out, ",\"dead_letters_dropped\":%llu,\"dlq_rotations\":%llu",
+                  (unsigned long long)st.dead_letters_dropped,
+                  (unsigned long long)st.dlq_rotations);
     rc_buf_printf(out, ",\"commits\":%llu,\"commit_errors\":%llu,\"rebalances\":%llu,"
                        "\"revoke_pending\":%s,\"skipped_applied\":%llu,\"last_error\":",
                   (unsigned long long)st.commits, (unsigned long long)st.commit_errors,
@@ -687,6 +692,7 @@ static int start(daemon_t *d)
                            .batch = c->kafka_batch,
                            .dlq_topic = c->dlq_topic[0] ? c->dlq_topic : NULL,
                            .dlq_file = c->dlq_file[0] ? c->dlq_file : NULL,
+                           .dlq_file_max_bytes = (uint64_t)c->dlq_file_max_mb << 20,
                            .extra = extra, .on_batch = on_batch, .on_rebalance = on_rebalance,
                            .ud = d, .start_parts = sparts, .start_offsets = soffs,
                            .nstart = nstart, .defer_revoke = d->ckpt,
