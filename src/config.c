@@ -116,7 +116,7 @@ void rc_config_defaults(rc_config *c)
     c->gap_ms = 30 * 60 * 1000;
     c->ttl_ms = 7LL * 24 * 3600 * 1000;
     c->dim = 64;
-    c->max_items = 16777216;
+    c->max_items = 1048576; /* fits OPERATIONS.md "Memory budget" (4 GiB) */
     c->window = 5;
     c->negatives = 5;
     c->hard_share = 0.2f;
