@@ -987,15 +987,22 @@ static uint64_t count_lines(const char *path)
     return n;
 }
 
-/* Opens kafka.dlq_file for appending and learns its size and lines. */
-static int dlq_file_open(rc_consumer *c)
+/* Opens kafka.dlq_file for appending and learns its size. Lines are counted
+ * only at start (count set): later the counts are kept as the file grows,
+ * so the loop thread never reads the file back. */
+static int dlq_file_open(rc_consumer *c, int count)
 {
     struct stat sb;
+    char old[PATH_MAX];
     c->dlq_fp = fopen(c->dlq_file, "ae");
     if (!c->dlq_fp)
         return RC_EIO;
     c->dlq_bytes = fstat(fileno(c->dlq_fp), &sb) == 0 ? (uint64_t)sb.st_size : 0;
-    c->dlq_lines = c->dlq_bytes ? count_lines(c->dlq_file) : 0;
+    if (count) {
+        c->dlq_lines = c->dlq_bytes ? count_lines(c->dlq_file) : 0;
+        if (snprintf(old, sizeof old, "%s.1", c->dlq_file) < (int)sizeof old)
+            c->dlq_prev_lines = count_lines(old);
+    }
     return 0;
 }
 
@@ -1008,22 +1015,23 @@ static int dlq_file_rotate(rc_consumer *c)
     char old[PATH_MAX];
     if (snprintf(old, sizeof old, "%s.1", c->dlq_file) >= (int)sizeof old)
         return RC_EINVAL;
-    uint64_t prev = c->dlq_prev_lines ? c->dlq_prev_lines : count_lines(old);
+    uint64_t prev = c->dlq_prev_lines;
     fclose(c->dlq_fp);
     c->dlq_fp = NULL;
     if (rename(c->dlq_file, old) != 0) {
         rc_log_warn(MOD, "dead-letter file not rotated", "file=%s err=\"%s\"", c->dlq_file,
                     strerror(errno));
-        (void)dlq_file_open(c); /* keep appending to FILE past the cap */
+        (void)dlq_file_open(c, 0); /* keep appending to FILE past the cap */
         return RC_EIO;
     }
     c->st.dead_letters_dropped += prev;
     c->st.dlq_rotations++;
     c->dlq_prev_lines = c->dlq_lines;
+    c->dlq_lines = 0;
     rc_log_warn(MOD, "dead-letter file rotated", "file=%s max_bytes=%llu dropped=%llu",
                 c->dlq_file, (unsigned long long)c->o.dlq_file_max_bytes,
                 (unsigned long long)prev);
-    return dlq_file_open(c);
+    return dlq_file_open(c, 0);
 }
 
 static int dlq_file_write(rc_consumer *c, const rc_kmsg *m, const char *reason, const char *err)
@@ -1045,7 +1053,7 @@ static int dlq_file_write(rc_consumer *c, const rc_kmsg *m, const char *reason, 
     rc = rc ? rc : rc_buf_puts(b, "}\n");
     if (rc)
         return rc;
-    if (!c->dlq_fp && (c->dlq_shut || dlq_file_open(c)))
+    if (!c->dlq_fp && (c->dlq_shut || dlq_file_open(c, 0)))
         return RC_EIO;
     uint64_t cap = c->o.dlq_file_max_bytes;
     if (cap && c->dlq_bytes > 0 && c->dlq_bytes + b->len > cap && (rc = dlq_file_rotate(c)))
@@ -1363,7 +1371,7 @@ static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
     } else if (!c->dlq_file && (rc = dlq_producer_new(c, errbuf, errlen))) {
         return rc;
     }
-    if (c->dlq_file && dlq_file_open(c))
+    if (c->dlq_file && dlq_file_open(c, 1))
         return rc_err(errbuf, errlen, RC_EIO, "%s: %s", c->dlq_file, strerror(errno));
     return consumer_new(c, errbuf, errlen);
 }

@@ -17,8 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "e2e.h"
 #include "recalld/common.h"
+#include "recalld/consumer.h"
 #include "test.h"
 
 #define WAIT_MS 120000
@@ -268,5 +271,55 @@ TEST(bounds_daemon_future_ts_refused_user_keeps_training)
     json_decref(u);
 #undef EV
     ASSERT_EQ(e2e_stop(&d), 0);
+    rm_rf(dir);
+}
+
+static int no_batch(void *ud, const rc_kmsg *m, size_t n)
+{
+    (void)ud;
+    (void)m;
+    (void)n;
+    return 0;
+}
+
+/* kafka.dlq_file_max_mb at the consumer: a dead-letter file and FILE.1 left by
+ * an earlier run are counted at start, so the first rotation counts the
+ * earlier FILE.1's lines as dropped; written = in the files + dropped, each
+ * file under the cap. */
+TEST(bounds_dlq_file_rotation_counts_earlier_files)
+{
+    char dir[64], path[128], old[136], line[600];
+    tmp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/dlq.jsonl", dir);
+    snprintf(old, sizeof old, "%s.1", path);
+    e2e_write_file(path, "{}\n{}\n{}\n");
+    e2e_write_file(old, "{}\n{}\n{}\n{}\n{}\n");
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    rc_consumer_opts o = {.embedded = 1, .on_batch = no_batch, .dlq_file = path,
+                          .dlq_file_max_bytes = 8192};
+    rc_consumer *c = NULL;
+    char err[256] = "";
+    if (rc_consumer_start(&loop, &o, &c, err, sizeof err) != 0)
+        RC__FAIL("start: %s", err);
+    memset(line, 'x', sizeof line - 1);
+    line[sizeof line - 1] = '\0';
+    const int n = 100; /* ~700 bytes a line: ~11 a file, several rotations */
+    for (int i = 0; i < n; i++) {
+        rc_kmsg m = {.payload = line, .len = strlen(line), .partition = 0, .offset = i};
+        ASSERT_EQ(rc_consumer_dead_letter(c, &m, "bad_json", "test"), 0);
+    }
+    rc_consumer_stats st;
+    rc_consumer_stats_get(c, &st);
+    ASSERT_EQ(st.dead_letters, n);
+    ASSERT_EQ(st.dead_letter_errors, 0);
+    ASSERT_GE(st.dlq_rotations, 5);
+    ASSERT_LE(file_size(path), 8192);
+    ASSERT_LE(file_size(old), 8192);
+    ASSERT_EQ(count_lines(path) + count_lines(old) + (long long)st.dead_letters_dropped, n + 3 + 5);
+    rc_consumer_close(c, NULL, NULL);
+    rc_consumer_destroy(c);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
     rm_rf(dir);
 }
