@@ -32,6 +32,20 @@ static void tmp_dir(char *out, size_t n)
     ASSERT(mkdtemp(out) != NULL);
 }
 
+/* A private directory with the paths the daemon tests use in it. */
+typedef struct paths {
+    char dir[64], conf[128], lines[128], dlq[128], dlq1[136];
+} paths;
+
+static void paths_init(paths *p)
+{
+    tmp_dir(p->dir, sizeof p->dir);
+    snprintf(p->conf, sizeof p->conf, "%s/r.json", p->dir);
+    snprintf(p->lines, sizeof p->lines, "%s/lines.tsv", p->dir);
+    snprintf(p->dlq, sizeof p->dlq, "%s/dlq.jsonl", p->dir);
+    snprintf(p->dlq1, sizeof p->dlq1, "%s.1", p->dlq);
+}
+
 static void rm_rf(const char *dir)
 {
     char cmd[400];
@@ -94,12 +108,9 @@ static char *health_warnings(const char *sock)
  * 400 fat malformed events against a 1 MiB dead-letter file. */
 TEST(bounds_daemon_partitions_items_users_dlq)
 {
-    char dir[64], conf[128], lines[128], dlq[128], dlq1[136];
-    tmp_dir(dir, sizeof dir);
-    snprintf(conf, sizeof conf, "%s/r.json", dir);
-    snprintf(lines, sizeof lines, "%s/lines.tsv", dir);
-    snprintf(dlq, sizeof dlq, "%s/dlq.jsonl", dir);
-    snprintf(dlq1, sizeof dlq1, "%s.1", dlq);
+    paths P;
+    paths_init(&P);
+    const char *dir = P.dir, *conf = P.conf, *lines = P.lines, *dlq = P.dlq, *dlq1 = P.dlq1;
     char cfg[512];
     snprintf(cfg, sizeof cfg,
              "{\"model\":{\"max_items\":64,\"dim\":16},\"sessions\":{\"max_users\":4},"
@@ -186,11 +197,9 @@ TEST(bounds_daemon_partitions_items_users_dlq)
  * clock moves on. One key: one partition, in order. */
 TEST(bounds_daemon_future_ts_refused_user_keeps_training)
 {
-    char dir[64], conf[128], lines[128], dlq[128];
-    tmp_dir(dir, sizeof dir);
-    snprintf(conf, sizeof conf, "%s/r.json", dir);
-    snprintf(lines, sizeof lines, "%s/lines.tsv", dir);
-    snprintf(dlq, sizeof dlq, "%s/dlq.jsonl", dir);
+    paths P;
+    paths_init(&P);
+    const char *dir = P.dir, *conf = P.conf, *lines = P.lines, *dlq = P.dlq;
     char cfg[512];
     snprintf(cfg, sizeof cfg,
              "{\"model\":{\"dim\":16},\"sessions\":{\"ttl_ms\":120000},"

@@ -155,6 +155,29 @@ static void mk_query(const rc_table *t, rc_rng *r, float *q) {
                 DIM);
 }
 
+/* For each of nf filters, nq random queries: the index's top-50 equals brute
+ * force (same count, rows passing the filter, same scores). Flat only. */
+static void check_filters_exact(rc_index *ix, const rc_table *t,
+                                const rc_index_filter *fs, int nf, int nq,
+                                uint64_t seed) {
+  rc_rng r;
+  rc_rng_seed(&r, seed);
+  uint32_t got[50], want[50], n;
+  float gs[50], ws[50], q[DIM];
+  for (int fi = 0; fi < nf; fi++) {
+    for (int i = 0; i < nq; i++) {
+      mk_query(t, &r, q);
+      uint32_t m = brute(t, q, 50, &fs[fi], want, ws);
+      ASSERT_EQ(rc_index_search(ix, q, 50, &fs[fi], got, gs, &n), 0);
+      ASSERT_EQ(n, m);
+      for (uint32_t j = 0; j < n; j++) {
+        ASSERT(matches(t, got[j], &fs[fi]));
+        ASSERT_NEAR(gs[j], ws[j], 1e-4);
+      }
+    }
+  }
+}
+
 static double recall_at(rc_index *ix, const rc_table *t, uint32_t nq,
                         uint32_t k, const rc_index_filter *f, uint64_t seed) {
   rc_rng r;
@@ -225,22 +248,10 @@ TEST(index_filter_city_cate) {
   flush_all(ix);
   uint32_t cates[2] = {1, 3};
   rc_index_filter fs[3] = {{2, NULL, 0}, {-1, cates, 2}, {0, cates, 1}};
-  rc_rng r;
-  rc_rng_seed(&r, 4);
-  uint32_t got[50], want[50], n;
-  float gs[50], ws[50], q[DIM];
-  for (int fi = 0; fi < 3; fi++) {
-    for (int i = 0; i < 10; i++) {
-      mk_query(t, &r, q);
-      uint32_t m = brute(t, q, 50, &fs[fi], want, ws);
-      ASSERT_EQ(rc_index_search(ix, q, 50, &fs[fi], got, gs, &n), 0);
-      ASSERT_EQ(n, m);
-      for (uint32_t j = 0; j < n; j++) {
-        ASSERT(matches(t, got[j], &fs[fi]));
-        ASSERT_NEAR(gs[j], ws[j], 1e-4);
-      }
-    }
-  }
+  check_filters_exact(ix, t, fs, 3, 10, 4);
+  uint32_t got[50], n;
+  float gs[50], q[DIM];
+  memcpy(q, rc_table_in(t, 0), sizeof(q));
   rc_index_filter none = {99, NULL, 0};
   ASSERT_EQ(rc_index_search(ix, q, 50, &none, got, gs, &n), 0);
   ASSERT_EQ(n, 0);
@@ -602,22 +613,10 @@ static void overflow_case(uint32_t ivf_min) {
   rc_index_filter fs[9] = {{0, NULL, 0}, {1, NULL, 0},  {2, NULL, 0},
                            {3, NULL, 0}, {4, NULL, 0},  {5, NULL, 0},
                            {-1, cates, 1}, {4, cates, 2}, {-1, NULL, 0}};
-  rc_rng r;
-  rc_rng_seed(&r, 22);
-  uint32_t got[50], want[50], n;
-  float gs[50], ws[50], q[DIM];
-  for (int fi = 0; fi < 9 && ivf_min > 2000; fi++) {
-    for (int i = 0; i < 5; i++) {
-      mk_query(t, &r, q);
-      uint32_t m = brute(t, q, 50, &fs[fi], want, ws);
-      ASSERT_EQ(rc_index_search(ix, q, 50, &fs[fi], got, gs, &n), 0);
-      ASSERT_EQ(n, m);
-      for (uint32_t j = 0; j < n; j++) {
-        ASSERT(matches(t, got[j], &fs[fi]));
-        ASSERT_NEAR(gs[j], ws[j], 1e-4);
-      }
-    }
-  }
+  if (ivf_min > 2000) /* all flat: exact */
+    check_filters_exact(ix, t, fs, 9, 5, 22);
+  uint32_t got[3], n;
+  float gs[3];
   /* New rows after the limit: one of a regular pair, one of an overflow
    * pair; both searchable under their own filter. */
   uint32_t rows[2], c0 = rc_table_city(t, 0), k0 = rc_table_cate(t, 0);
