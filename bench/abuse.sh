@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Issue 11's six abuse probes against a loaded daemon, measured.
 #   bench/abuse.sh [ITEMS] [PROBES]     (defaults 1000000, "1 2 3 4 5 6")
+# Probe 0, a quiet run with the same watchers, always runs first: the latencies
+# of the others are also printed as ratios to it (the machine's load cancels).
 # recalld-broker (the mock cluster in its own process, so its log is not in
 # recalld's RSS) + recalld loaded by recalld-gen with ~ITEMS items and as many
 # users; then each probe (bench/abuse_probe.py) while a liveness prober and a
@@ -11,7 +13,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
 ITEMS=${1:-1000000}
-PROBES=${2:-"1 2 3 4 5 6"}
+PROBES="0 ${2:-1 2 3 4 5 6}" # 0: the quiet reference run the others are compared with
 EVENTS=$((ITEMS * 4))
 USERS=$ITEMS
 # Room for probe 1's 70,000 new items; probe 6 floods past it.

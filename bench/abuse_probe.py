@@ -151,11 +151,19 @@ class Watch:
             t.join()
 
 
-def p99(xs):
+def p99_s(xs):
     if not xs:
-        return "n/a"
+        return None
     xs = sorted(xs)
-    return f"{xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000:.1f} ms"
+    return xs[min(len(xs) - 1, int(len(xs) * 0.99))]
+
+
+def p99(xs, ref=None):
+    """p99 in ms, and its ratio to the reference run's (probe 0) when known."""
+    v = p99_s(xs)
+    if v is None:
+        return "n/a"
+    return f"{v * 1000:.1f} ms" + (f" ({v / ref:.1f}x the quiet run)" if ref else "")
 
 
 def kcat(lines):
@@ -356,7 +364,14 @@ def probe6(notes):
                  f"(items before: {cfg.get('items')})")
 
 
-PROBES = {1: ("partition overflow: 70,000 distinct city_id", probe1),
+def probe0(notes):
+    """The reference: the same watchers for 5 s with no attack."""
+    time.sleep(5.0)
+    notes.append("reference for the ratios below")
+
+
+PROBES = {0: ("quiet reference run: no attack", probe0),
+          1: ("partition overflow: 70,000 distinct city_id", probe1),
           2: ("event time: ts = INT64_MAX, then real clicks", probe2),
           3: ("CPU: 4 x recall users[256] k 1000 exact city *", probe3),
           4: ("reload_model paths: /etc/shadow, missing, sparse file, FIFO", probe4),
@@ -395,10 +410,18 @@ def main():
     took = time.monotonic() - t0
     s1, m1, r1 = flat(stats()), metrics(), rss_mb()
     alive = os.path.exists(f"/proc/{A.pid}")
+    ref_path = os.path.join(A.tmp, "reference.json")
+    if A.probe == 0:
+        with open(ref_path, "w") as f:
+            json.dump({"health": p99_s(w.health), "recall": p99_s(w.recall)}, f)
+    ref = {}
+    if A.probe != 0 and os.path.exists(ref_path):
+        with open(ref_path) as f:
+            ref = json.load(f)
     print(f"== probe {A.probe}: {title}  ({took:.1f} s)")
     print(f"   RSS {r0:.0f} MB -> {r1:.0f} MB; daemon alive: {alive}")
-    print(f"   health p99 {p99(w.health)} over {len(w.health)} ok, {w.health_fail} failed/timed out")
-    print(f"   good client recall p99 {p99(w.recall)} over {len(w.recall)} ok, "
+    print(f"   health p99 {p99(w.health, ref.get('health'))} over {len(w.health)} ok, {w.health_fail} failed/timed out")
+    print(f"   good client recall p99 {p99(w.recall, ref.get('recall'))} over {len(w.recall)} ok, "
           f"{w.recall_fail} failed")
     moved = [f"{k} +{s1[k] - s0.get(k, 0):g}" for k in sorted(s1)
              if k.startswith(WATCH_KEYS) and s1[k] != s0.get(k, 0) and k != "events.max_ts"]
