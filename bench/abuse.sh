@@ -73,7 +73,7 @@ for p in $PROBES; do
     nice python3 "$here/bench/abuse_probe.py" --sock "$tmp/r.sock" --pid "$dpid" --probe "$p" \
         --users "$USERS" --bootstrap "$bs" --tmp "$tmp" --dlq "$tmp/dlq.jsonl" \
         --metrics-port "$PORT" --sparse-gb "${ABUSE_SPARSE_GB:-1}" \
-        --flood-items $((HEAD + ITEMS / 20)) --flood-users $((USERS / 2)) --flood-bad "${ABUSE_BAD:-5000}" ||
+        --max-items $((ITEMS + HEAD)) --flood-users $((USERS / 2)) --flood-bad "${ABUSE_BAD:-5000}" ||
         echo "   probe $p: the measuring script failed (exit $?)"
 done
 echo "== health at the end"
