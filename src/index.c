@@ -282,8 +282,10 @@ static void part_free(part *p) {
   free(p);
 }
 
-static int part_new(rc_index *ix, uint32_t city, uint32_t cate, part **out,
-                    char *errbuf, size_t errlen) {
+/* Writer. A new flat partition, published to searches once complete;
+ * overflow marks the shared overflow partition. */
+static int part_new(rc_index *ix, uint32_t city, uint32_t cate, int overflow,
+                    part **out, char *errbuf, size_t errlen) {
   assert(ix->nparts < MAX_PARTS + 1);
   part *p = calloc(1, sizeof(*p));
   if (!p)
@@ -305,6 +307,7 @@ static int part_new(rc_index *ix, uint32_t city, uint32_t cate, part **out,
   p->fx = f;
   p->city = city;
   p->cate = cate;
+  p->overflow = overflow;
   p->id = ix->nparts;
   STORE(&ix->parts[p->id], p);
   STORE(&ix->nparts, p->id + 1);
@@ -319,10 +322,9 @@ static int part_new(rc_index *ix, uint32_t city, uint32_t cate, part **out,
 static int part_overflow(rc_index *ix, part **out, char *errbuf,
                          size_t errlen) {
   if (!ix->ovf) {
-    int rc = part_new(ix, UINT32_MAX, UINT32_MAX, &ix->ovf, errbuf, errlen);
+    int rc = part_new(ix, UINT32_MAX, UINT32_MAX, 1, &ix->ovf, errbuf, errlen);
     if (rc)
       return rc;
-    ix->ovf->overflow = 1;
     rc_log_warn("index",
                 "partition limit reached: rows of new city x category pairs go "
                 "to the shared overflow partition",
@@ -354,7 +356,7 @@ static int part_find(rc_index *ix, uint32_t city, uint32_t cate, part **out,
   uint32_t s = hslot(ix, key);
   while (ix->hkeys[s])
     s = (s + 1) & (ix->hcap - 1);
-  int rc = part_new(ix, city, cate, out, errbuf, errlen);
+  int rc = part_new(ix, city, cate, 0, out, errbuf, errlen);
   if (rc)
     return rc;
   ix->nregular++;
