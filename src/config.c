@@ -44,6 +44,9 @@ static const struct key keys[] = {
     {"kafka.dlq_topic", K_STR, F(dlq_topic), 0, 249},
     {"kafka.dlq_file", K_STR, F(dlq_file), 0, RC_CONF_STR - 1},
     {"kafka.instance_id", K_STR, F(instance_id), 0, 249},
+    {"kafka.dlq_file_max_mb", K_U32, F(dlq_file_max_mb), 0, 1e6},
+    {"events.max_future_ms", K_I64, F(max_future_ms), 0, 3.1536e11},
+    {"events.max_past_ms", K_I64, F(max_past_ms), 0, 3.1536e12},
     {"sessions.max_users", K_U32, F(max_users), 1, 4e9},
     {"sessions.history", K_U32, F(history), 1, 255},
     {"sessions.gap_ms", K_I64, F(gap_ms), 1000, 864e8},
@@ -66,6 +69,7 @@ static const struct key keys[] = {
     {"index.flush_interval_ms", K_U32, F(flush_interval_ms), 1, 60000},
     {"index.drift", K_F32, F(drift), 0, 2},
     {"index.overfetch", K_F32, F(overfetch), 1, 100},
+    {"index.max_partitions", K_U32, F(max_partitions), 1, 65536},
     {"recall.window", K_U32, F(recall_window), 1, 255},
     {"recall.k_default", K_U32, F(k_default), 1, 100000},
     {"recall.k_max", K_U32, F(k_max), 1, 100000},
@@ -128,7 +132,7 @@ void rc_config_defaults(rc_config *c)
     c->gap_ms = 30 * 60 * 1000;
     c->ttl_ms = 7LL * 24 * 3600 * 1000;
     c->dim = 64;
-    c->max_items = 16777216;
+    c->max_items = 1048576; /* fits OPERATIONS.md "Memory budget" (4 GiB) */
     c->window = 5;
     c->negatives = 5;
     c->hard_share = 0.2f;
@@ -167,6 +171,10 @@ void rc_config_defaults(rc_config *c)
     c->tower_retrain_max_seconds = 600;
     c->tower_retrain_threads = 1;
     c->tower_retrain_warm = 1;
+    c->max_partitions = 65536;
+    c->max_future_ms = 5 * 60 * 1000;
+    c->max_past_ms = 0;
+    c->dlq_file_max_mb = 256;
 }
 
 static const struct key *find_key(const char *name)

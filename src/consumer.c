@@ -19,11 +19,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -79,6 +82,10 @@ struct rc_consumer {
     rd_kafka_queue_t *q;
     FILE *dlq_fp;
     rc_buf line; /* dead-letter file line, reused */
+    /* kafka.dlq_file_max_mb (loop thread): size and lines of FILE, lines of
+     * FILE.1 (deleted, and counted dropped, at the next rotation) */
+    uint64_t dlq_bytes, dlq_lines, dlq_prev_lines;
+    int dlq_shut; /* torn down: the file is not reopened */
     int pipefd[2];
     uv_poll_t poll;
     uv_idle_t idle;
@@ -772,6 +779,69 @@ void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     }
 }
 
+/* Counts the lines of path (0 when it does not exist). Only at start. */
+static uint64_t count_lines(const char *path)
+{
+    char buf[65536];
+    uint64_t n = 0;
+    size_t got;
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        for (const char *p = buf; (p = memchr(p, '\n', (size_t)(buf + got - p))); p++)
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* Opens kafka.dlq_file for appending and learns its size. Lines are counted
+ * only at start (count set): later the counts are kept as the file grows,
+ * so the loop thread never reads the file back. */
+static int dlq_file_open(rc_consumer *c, int count)
+{
+    struct stat sb;
+    char old[PATH_MAX];
+    c->dlq_fp = fopen(c->dlq_file, "ae");
+    if (!c->dlq_fp)
+        return RC_EIO;
+    c->dlq_bytes = fstat(fileno(c->dlq_fp), &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    if (count) {
+        c->dlq_lines = c->dlq_bytes ? count_lines(c->dlq_file) : 0;
+        if (snprintf(old, sizeof old, "%s.1", c->dlq_file) < (int)sizeof old)
+            c->dlq_prev_lines = count_lines(old);
+    }
+    return 0;
+}
+
+/* kafka.dlq_file_max_mb: before a line would take FILE past the cap, FILE
+ * becomes FILE.1 and a new FILE starts. The dead letters of the previous
+ * FILE.1 are deleted by the rename: they are counted (dead_letters_dropped)
+ * and logged, never lost silently. Disk use stays below twice the cap. */
+static int dlq_file_rotate(rc_consumer *c)
+{
+    char old[PATH_MAX];
+    if (snprintf(old, sizeof old, "%s.1", c->dlq_file) >= (int)sizeof old)
+        return RC_EINVAL;
+    uint64_t prev = c->dlq_prev_lines;
+    fclose(c->dlq_fp);
+    c->dlq_fp = NULL;
+    if (rename(c->dlq_file, old) != 0) {
+        rc_log_warn(MOD, "dead-letter file not rotated", "file=%s err=\"%s\"", c->dlq_file,
+                    strerror(errno));
+        (void)dlq_file_open(c, 0); /* keep appending to FILE past the cap */
+        return RC_EIO;
+    }
+    c->st.dead_letters_dropped += prev;
+    c->st.dlq_rotations++;
+    c->dlq_prev_lines = c->dlq_lines;
+    c->dlq_lines = 0;
+    rc_log_warn(MOD, "dead-letter file rotated", "file=%s max_bytes=%llu dropped=%llu",
+                c->dlq_file, (unsigned long long)c->o.dlq_file_max_bytes,
+                (unsigned long long)prev);
+    return dlq_file_open(c, 0);
+}
+
 static int dlq_file_write(rc_consumer *c, const rc_kmsg *m, const char *reason, const char *err)
 {
     rc_buf *b = &c->line;
@@ -791,9 +861,22 @@ static int dlq_file_write(rc_consumer *c, const rc_kmsg *m, const char *reason, 
     rc = rc ? rc : rc_buf_puts(b, "}\n");
     if (rc)
         return rc;
-    /* Plain stdio on the loop thread: a page-cache write, no fsync. */
-    if (fwrite(b->data, 1, b->len, c->dlq_fp) != b->len || fflush(c->dlq_fp) != 0)
+    if (!c->dlq_fp && (c->dlq_shut || dlq_file_open(c, 0)))
         return RC_EIO;
+    uint64_t cap = c->o.dlq_file_max_bytes;
+    if (cap && c->dlq_bytes > 0 && c->dlq_bytes + b->len > cap && (rc = dlq_file_rotate(c)))
+        return rc;
+    /* Plain stdio on the loop thread: a page-cache write, no fsync. */
+    if (fwrite(b->data, 1, b->len, c->dlq_fp) != b->len || fflush(c->dlq_fp) != 0) {
+        /* the file's size is unknown now: learn it again at the next write */
+        int er = errno;
+        fclose(c->dlq_fp);
+        c->dlq_fp = NULL;
+        errno = er;
+        return RC_EIO;
+    }
+    c->dlq_bytes += b->len;
+    c->dlq_lines++;
     return 0;
 }
 
@@ -823,11 +906,13 @@ int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason
         return RC_EINVAL;
     reason = reason ? reason : "";
     err = err ? err : "";
-    if (c->dlq_fp) {
+    if (c->dlq_file) {
         rc = dlq_file_write(c, m, reason, err);
-        if (rc)
-            c->st.dead_letter_errors++;
-        else
+        if (rc && c->st.dead_letter_errors++ % 1000 == 0)
+            rc_log_warn(MOD, "dead letter not written", "file=%s errors=%llu err=\"%s\"",
+                        c->dlq_file, (unsigned long long)c->st.dead_letter_errors,
+                        rc == RC_EIO ? strerror(errno) : rc_strerror(rc));
+        else if (!rc)
             c->st.dead_letters++;
     } else {
         rc = c->prod ? dlq_produce(c, m, reason, err) : RC_EINVAL;
@@ -1094,7 +1179,7 @@ static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
     } else if (!c->dlq_file && (rc = dlq_producer_new(c, errbuf, errlen))) {
         return rc;
     }
-    if (c->dlq_file && !(c->dlq_fp = fopen(c->dlq_file, "ae")))
+    if (c->dlq_file && dlq_file_open(c, 1))
         return rc_err(errbuf, errlen, RC_EIO, "%s: %s", c->dlq_file, strerror(errno));
     return consumer_new(c, errbuf, errlen);
 }
@@ -1289,6 +1374,7 @@ static void kafka_teardown(rc_consumer *c)
     if (c->dlq_fp)
         fclose(c->dlq_fp);
     c->dlq_fp = NULL;
+    c->dlq_shut = 1;
     for (int i = 0; i < 2; i++)
         if (c->pipefd[i] >= 0)
             close(c->pipefd[i]);

@@ -361,6 +361,10 @@ static void train_batch(rc_engine *e, rc_batch *b)
     double loss0 = e->work.loss_sum;
     for (uint32_t i = 0; i < b->n; i++) {
         prefetch_ahead(e, b, i);
+        if (b->reason[i] == RC_EV_OK) /* refused here, dead-lettered like a decode failure */
+            b->reason[i] = (uint8_t)rc_event_check_time(b->ev[i].ts_ms, e->max_ts,
+                                                        e->cfg.max_future_ms, e->cfg.max_past_ms,
+                                                        b->err[i], ERR_TEXT);
         if (b->reason[i] == RC_EV_OK)
             apply_event(e, &b->ev[i]);
         else /* here, not when reported: a checkpoint's counters match its offsets */
@@ -554,7 +558,7 @@ static int create_model(rc_engine *e, char *eb, size_t el)
                           .ttl_ms = c->ttl_ms};
     rc_sampler_opts sa = {.power = c->power, .min_city_items = c->min_city_items};
     rc_index_opts io = {.ivf_min = c->ivf_min, .nprobe = c->nprobe, .drift = c->drift,
-                        .batch = c->index_batch};
+                        .batch = c->index_batch, .max_partitions = c->max_partitions};
     uint64_t t0 = rc_now_ns();
     int rc = ck_restore(e, &to, &io, eb, el); /* a checkpoint wins over model.path */
     if (rc == RC_ENOENT && c->model_path[0])
@@ -966,12 +970,14 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   (unsigned long long)ss.expired_ttl, (unsigned long long)ss.sessions);
     rc_buf_printf(o, "\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
                      "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
-                     "\"skipped_small_drift\":%llu,\"retrains\":%llu},",
+                     "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"overflow_rows\":%llu,"
+                     "\"partition_errors\":%llu},",
                   (unsigned long long)is.size, (unsigned long long)is.partitions,
                   (unsigned long long)is.ivf_partitions, (unsigned long long)is.pending,
                   is.staleness_ms, (unsigned long long)is.added,
                   (unsigned long long)is.reindexed, (unsigned long long)is.skipped_small_drift,
-                  (unsigned long long)is.retrains);
+                  (unsigned long long)is.retrains, (unsigned long long)is.overflow_rows,
+                  (unsigned long long)is.partition_errors);
     rc_buf_printf(o, "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
                      "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\"},",
                   e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
@@ -988,6 +994,8 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_puts(o, ",");
     tower_stats_json(e, o);
 }
+
+void rc_engine_session_stats(rc_engine *e, rc_session_stats *st) { rc_session_stats_get(e->sess, st); }
 
 void rc_engine_count_consumed(rc_engine *e, uint64_t n) { atomic_fetch_add(&e->consumed, n); }
 

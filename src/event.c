@@ -14,6 +14,7 @@
  * pointer is returned to free() unless it lies in the calling thread's arena. */
 #include "recalld/event.h"
 #include "recalld/buf.h"
+#include "recalld/common.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -116,6 +117,8 @@ static const char *const reason_names[RC_EV_REASON_COUNT] = {
     [RC_EV_WRONG_TYPE] = "wrong_type",
     [RC_EV_BAD_VALUE] = "bad_value",
     [RC_EV_OVERSIZED] = "oversized",
+    [RC_EV_FUTURE_TS] = "future_ts",
+    [RC_EV_PAST_TS] = "past_ts",
 };
 
 const char *rc_event_reason_name(enum rc_event_reason r)
@@ -135,6 +138,30 @@ fail(char *errbuf, size_t errlen, enum rc_event_reason r, const char *fmt, ...)
         va_end(ap);
     }
     return r;
+}
+
+/* Why a window and not a cap: a click far ahead of the stream would become
+ * the newest click of its user, so every later real click of that user would
+ * count as late (not trained) and the user would never idle out. Refusing it
+ * keeps one bad producer from disabling users. */
+enum rc_event_reason rc_event_check_time(int64_t ts_ms, int64_t watermark_ms,
+                                         int64_t max_future_ms, int64_t max_past_ms,
+                                         char *errbuf, size_t errlen)
+{
+    if (max_future_ms > 0 && ts_ms - max_future_ms > watermark_ms) {
+        int64_t ref = RC_MAX(watermark_ms, rc_wall_ms());
+        if (ts_ms - max_future_ms > ref)
+            return fail(errbuf, errlen, RC_EV_FUTURE_TS,
+                        "ts: %" PRId64 " is %" PRId64 " ms ahead of the stream (limit %" PRId64
+                        " ms, events.max_future_ms)",
+                        ts_ms, ts_ms - ref, max_future_ms);
+    }
+    if (max_past_ms > 0 && watermark_ms > 0 && ts_ms < watermark_ms - max_past_ms)
+        return fail(errbuf, errlen, RC_EV_PAST_TS,
+                    "ts: %" PRId64 " is %" PRId64 " ms behind the stream (limit %" PRId64
+                    " ms, events.max_past_ms)",
+                    ts_ms, watermark_ms - ts_ms, max_past_ms);
+    return RC_EV_OK;
 }
 
 /* What a field accepts: ids take strings or non-negative integers, attributes

@@ -33,6 +33,7 @@
 #include <faiss/c_api/error_c.h>
 
 #include "recalld/common.h"
+#include "recalld/log.h"
 #include "recalld/vec.h"
 
 /* OpenBLAS's own thread pool; declared here in case cblas.h is netlib's. */
@@ -41,7 +42,7 @@ void openblas_set_num_threads(int num_threads);
 #define CHUNK_BITS 16
 #define CHUNK_ROWS (1u << CHUNK_BITS)
 #define MAX_CHUNKS (1u << (32 - CHUNK_BITS))
-#define MAX_PARTS 65536u
+#define MAX_PARTS 65536u /* regular partitions at most (index.max_partitions) */
 #define FRESH_RING 4096u
 #define KMEANS_ITER 12
 #define CLASSIFY_AHEAD 8 /* pending rows prefetched ahead of the drift check */
@@ -77,7 +78,9 @@ typedef struct part {
       slots; /* FAISS nprobe = min(nlist, ix->slots_max), fixed per index */
   const float *cent; /* nlist * dim, the quantizer's own storage */
   uint32_t *l2r;     /* local id -> row */
+  uint64_t *l2k;     /* overflow only: local id -> city << 32 | cate */
   uint32_t n, cap;
+  int overflow;      /* the shared overflow partition: flat for good, filtered by row */
   /* Writer only. */
   uint32_t n_trained; /* rows at the last training (0 = never) */
   uint32_t n_checked; /* rows at the last imbalance check */
@@ -107,8 +110,11 @@ struct rc_index {
   int no_background;
 
   rowchunk *chunks[MAX_CHUNKS]; /* atomic pointers */
-  part *parts[MAX_PARTS];       /* atomic pointers; nparts atomic */
+  part *parts[MAX_PARTS + 1];   /* atomic pointers; nparts atomic; + the overflow */
   uint32_t nparts;
+  uint32_t max_parts; /* regular partitions at most; later pairs go to the overflow */
+  uint32_t nregular;  /* writer only: regular partitions created */
+  part *ovf;          /* writer only: the overflow partition, once created */
 
   /* Writer only: (city, cate) -> part id, open addressing. */
   uint64_t *hkeys;
@@ -134,6 +140,7 @@ struct rc_index {
   uint64_t st_size, st_ivf, st_pending, st_added, st_reindexed, st_skipped,
       st_retrains;
   uint64_t st_oldest_ns, st_bytes;
+  uint64_t st_overflow, st_part_errors;
   pthread_mutex_t fresh_mu;
   uint32_t fresh[FRESH_RING];
   uint64_t nfresh;
@@ -272,14 +279,15 @@ static void part_free(part *p) {
     faiss_Index_free(p->fx);
   pthread_rwlock_destroy(&p->lock);
   free(p->l2r);
+  free(p->l2k);
   free(p);
 }
 
-static int part_new(rc_index *ix, uint32_t city, uint32_t cate, part **out,
-                    char *errbuf, size_t errlen) {
-  if (ix->nparts >= MAX_PARTS)
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: more than %u partitions",
-                  MAX_PARTS);
+/* Writer. A new flat partition, published to searches once complete;
+ * overflow marks the shared overflow partition. */
+static int part_new(rc_index *ix, uint32_t city, uint32_t cate, int overflow,
+                    part **out, char *errbuf, size_t errlen) {
+  assert(ix->nparts < MAX_PARTS + 1);
   part *p = calloc(1, sizeof(*p));
   if (!p)
     return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
@@ -300,6 +308,7 @@ static int part_new(rc_index *ix, uint32_t city, uint32_t cate, part **out,
   p->fx = f;
   p->city = city;
   p->cate = cate;
+  p->overflow = overflow;
   p->id = ix->nparts;
   STORE(&ix->parts[p->id], p);
   STORE(&ix->nparts, p->id + 1);
@@ -307,21 +316,51 @@ static int part_new(rc_index *ix, uint32_t city, uint32_t cate, part **out,
   return 0;
 }
 
+/* The shared overflow partition (created on first use): rows of pairs that
+ * found no room for a partition of their own. It stays flat (an IVF list
+ * would mix cities, so a filtered search could miss rows) and keeps each
+ * row's (city, cate) so searches filter it row by row. */
+static int part_overflow(rc_index *ix, part **out, char *errbuf,
+                         size_t errlen) {
+  if (!ix->ovf) {
+    int rc = part_new(ix, UINT32_MAX, UINT32_MAX, 1, &ix->ovf, errbuf, errlen);
+    if (rc)
+      return rc;
+    rc_log_warn("index",
+                "partition limit reached: rows of new city x category pairs go "
+                "to the shared overflow partition",
+                "max_partitions=%u", ix->max_parts);
+  }
+  *out = ix->ovf;
+  return 0;
+}
+
+/* Writer: the partition of (city, cate), created when there is room, else the
+ * overflow partition. Never fails for lack of a slot, so one pair cannot stop
+ * the rows behind it. */
 static int part_find(rc_index *ix, uint32_t city, uint32_t cate, part **out,
                      char *errbuf, size_t errlen) {
-  if ((ix->nparts + 1) * 2 > ix->hcap && hash_grow(ix))
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
   uint64_t key = pkey(city, cate);
-  uint32_t s = hslot(ix, key);
-  while (ix->hkeys[s] && ix->hkeys[s] != key)
-    s = (s + 1) & (ix->hcap - 1);
-  if (ix->hkeys[s]) {
-    *out = ix->parts[ix->hvals[s]];
-    return 0;
+  if (ix->hcap) {
+    uint32_t s = hslot(ix, key);
+    while (ix->hkeys[s] && ix->hkeys[s] != key)
+      s = (s + 1) & (ix->hcap - 1);
+    if (ix->hkeys[s]) {
+      *out = ix->parts[ix->hvals[s]];
+      return 0;
+    }
   }
-  int rc = part_new(ix, city, cate, out, errbuf, errlen);
+  if (ix->nregular >= ix->max_parts)
+    return part_overflow(ix, out, errbuf, errlen);
+  if ((ix->nregular + 1) * 2 > ix->hcap && hash_grow(ix))
+    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+  uint32_t s = hslot(ix, key);
+  while (ix->hkeys[s])
+    s = (s + 1) & (ix->hcap - 1);
+  int rc = part_new(ix, city, cate, 0, out, errbuf, errlen);
   if (rc)
     return rc;
+  ix->nregular++;
   ix->hkeys[s] = key;
   ix->hvals[s] = (*out)->id;
   return 0;
@@ -363,6 +402,8 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out,
   ix->slots_max = 4 * ix->nprobe;
   ix->lists = opts->search_lists ? opts->search_lists : 8 * ix->nprobe;
   ix->lists = RC_MAX(ix->lists, ix->nprobe);
+  ix->max_parts = opts->max_partitions ? RC_MIN(opts->max_partitions, MAX_PARTS)
+                                       : MAX_PARTS;
   pthread_mutex_init(&ix->fresh_mu, NULL);
   rc_hist_init(&ix->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
   if (hash_grow(ix)) {
@@ -467,6 +508,20 @@ static int job_mark_dirty(job *j, uint32_t local) {
   return 0;
 }
 
+/* Writer, under p's write lock: room for need local ids (and, in the overflow
+ * partition, their city and category). */
+static int part_reserve(part *p, size_t need) {
+  if (need <= p->cap)
+    return 0;
+  size_t cap = p->cap, kcap = p->cap;
+  if (grow((void **)&p->l2r, &cap, need, sizeof(*p->l2r)))
+    return RC_ENOMEM;
+  if (p->overflow && grow((void **)&p->l2k, &kcap, cap, sizeof(*p->l2k)))
+    return RC_ENOMEM;
+  p->cap = (uint32_t)cap;
+  return 0;
+}
+
 /* Applies w[0..n) (all of partition p; new rows first) under one write lock.
  * Vectors are normalised into xbuf before the lock is taken. */
 static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n,
@@ -485,16 +540,15 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n,
   }
   int rc = 0;
   pthread_rwlock_wrlock(&p->lock);
-  if (nnew && p->n + nnew > p->cap) {
-    size_t cap = p->cap;
-    if (grow((void **)&p->l2r, &cap, (size_t)p->n + nnew, sizeof(*p->l2r)))
-      rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-    p->cap = (uint32_t)cap;
-  }
+  if (nnew && part_reserve(p, (size_t)p->n + nnew))
+    rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
   if (!rc && nnew && faiss_Index_add(p->fx, nnew, ix->xbuf))
     rc = faiss_err(errbuf, errlen, "add");
   if (!rc && nnew) {
     memcpy(p->l2r + p->n, ix->rbuf, nnew * sizeof(uint32_t));
+    for (uint32_t i = 0; p->overflow && i < nnew; i++)
+      p->l2k[p->n + i] = (uint64_t)rc_table_city(ix->t, ix->rbuf[i]) << 32 |
+                         rc_table_cate(ix->t, ix->rbuf[i]);
     p->n += nnew;
   }
   if (!rc && n > nnew) {
@@ -530,6 +584,8 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n,
   if (nnew)
     fresh_record(ix, ix->rbuf, nnew, rc_now_ns());
   RADD(&ix->st_added, nnew);
+  if (p->overflow)
+    RADD(&ix->st_overflow, nnew);
   RADD(&ix->st_reindexed, n - nnew);
   RADD(&ix->st_size, nnew);
   RADD(&ix->st_bytes,
@@ -547,8 +603,11 @@ static int work_cmp(const void *a, const void *b) {
 }
 
 /* Pops up to max rows from the FIFO into ix->work, dropping rows whose drift
- * is small. Returns the work count or a negative RC_E*. */
-static long classify(rc_index *ix, size_t max, char *errbuf, size_t errlen) {
+ * is small. A row whose partition cannot be had (out of memory, FAISS) goes
+ * back to the tail, so the rows behind it still flow; *failed gets the first
+ * such error. Returns the work count or a negative RC_E*. */
+static long classify(rc_index *ix, size_t max, int *failed, char *errbuf,
+                     size_t errlen) {
   size_t nw = 0, d = ix->dim;
   if (grow((void **)&ix->work, &ix->wcap, max, sizeof(*ix->work)))
     return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
@@ -583,9 +642,11 @@ static long classify(rc_index *ix, size_t max, char *errbuf, size_t errlen) {
     int rc = part_find(ix, rc_table_city(ix->t, row), rc_table_cate(ix->t, row),
                        &p, errbuf, errlen);
     if (rc) {
-      c->pend[ri] = 1; /* put back: it stays at the head */
-      ix->phead--;
-      return rc;
+      RADD(&ix->st_part_errors, 1);
+      if (!*failed)
+        *failed = rc;
+      rc_index_touch(ix, row);
+      continue;
     }
     ix->work[nw++] = (struct work){p->id, row, 0};
   }
@@ -617,7 +678,8 @@ int rc_index_flush(rc_index *ix, uint32_t max_rows, char *errbuf,
     if (!ix->xbuf || !ix->ibuf || !ix->rbuf)
       return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
   }
-  long nw = classify(ix, max, errbuf, errlen);
+  int failed = 0;
+  long nw = classify(ix, max, &failed, errbuf, errlen);
   if (ix->phead == ix->ptail)
     ix->phead = ix->ptail = 0;
   uint64_t oldest = 0;
@@ -644,7 +706,7 @@ int rc_index_flush(rc_index *ix, uint32_t max_rows, char *errbuf,
     }
     i += n;
   }
-  return (int)RC_MIN(nw, (long)INT32_MAX);
+  return failed ? failed : (int)RC_MIN(nw, (long)INT32_MAX);
 }
 
 /* ---- (re)training -------------------------------------------------------- */
@@ -824,7 +886,7 @@ out:
 /* Writer: should p be (re)trained now? Checks imbalance at most once per 10%
  * growth (it walks the lists). */
 static int part_due(rc_index *ix, part *p) {
-  if (p->n < p->retry_at)
+  if (p->overflow || p->n < p->retry_at)
     return 0;
   if (!p->ivf)
     return p->n >= ix->ivf_min;
@@ -957,8 +1019,10 @@ static scratch *scratch_get(void) {
 RC_MINHEAP(cand)
 RC_MINHEAP(hit)
 
+/* The overflow partition always matches: its rows are filtered one by one
+ * (row_match). */
 static int part_match(const part *p, const rc_index_filter *f) {
-  if (!f)
+  if (!f || p->overflow)
     return 1;
   if (f->city >= 0 && (int64_t)p->city != f->city)
     return 0;
@@ -1053,22 +1117,40 @@ static int scratch_fit(scratch *s, uint32_t nsel, uint32_t k, uint32_t lists,
   return 0;
 }
 
+/* Does an overflow row of key (city << 32 | cate) pass the filter? */
+static int row_match(uint64_t key, const rc_index_filter *f) {
+  if (!f)
+    return 1;
+  if (f->city >= 0 && (int64_t)(key >> 32) != f->city)
+    return 0;
+  if (!f->cates || f->ncates == 0)
+    return 1;
+  for (uint32_t i = 0; i < f->ncates; i++)
+    if (f->cates[i] == (uint32_t)key)
+      return 1;
+  return 0;
+}
+
 /* Flat partitions are small by construction: one sgemv over their storage,
- * straight into the top-k heap (FAISS's per-vector loop is slower here). */
+ * straight into the top-k heap (FAISS's per-vector loop is slower here). The
+ * overflow partition is flat too, its rows filtered one by one. */
 static void scan_flat(const rc_index *ix, scratch *s, const part *p,
-                      const float *q, uint32_t k, uint32_t *ntop) {
+                      const float *q, uint32_t k, const rc_index_filter *f,
+                      uint32_t *ntop) {
   float *xb;
   size_t sz;
   faiss_IndexFlat_xb(p->fx, &xb, &sz);
   cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->n, (int)ix->dim, 1.0f, xb,
               (int)ix->dim, q, 1, 0.0f, s->cs, 1);
   for (uint32_t i = 0; i < p->n; i++)
-    if (*ntop < k || s->cs[i] > s->top[0].s)
+    if ((*ntop < k || s->cs[i] > s->top[0].s) &&
+        (!p->overflow || row_match(p->l2k[i], f)))
       hit_push(s->top, ntop, k, (hit){s->cs[i], p->l2r[i]});
 }
 
 static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel,
-                         const float *q, uint32_t k, uint32_t *ntop) {
+                         const float *q, uint32_t k, const rc_index_filter *f,
+                         uint32_t *ntop) {
   uint32_t maxlist = 1, maxslots = 1;
   for (uint32_t si = 0; si < nsel; si++) {
     const part *p = s->sel[si];
@@ -1080,7 +1162,7 @@ static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel,
     return RC_ENOMEM;
   for (uint32_t si = 0; si < nsel; si++)
     if (!s->sel[si]->ivf && s->sel[si]->n)
-      scan_flat(ix, s, s->sel[si], q, k, ntop);
+      scan_flat(ix, s, s->sel[si], q, k, f, ntop);
   uint32_t nh = pick_lists(ix, s, nsel, q, lists);
   return nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop) : 0;
 }
@@ -1107,7 +1189,7 @@ int rc_index_search(rc_index *ix, const float *q, uint32_t k,
     pthread_rwlock_rdlock(&p->lock);
     s->sel[nsel++] = p;
   }
-  int rc = search_locked(ix, s, nsel, q, k, &ntop);
+  int rc = search_locked(ix, s, nsel, q, k, f, &ntop);
   for (uint32_t i = 0; i < nsel; i++)
     pthread_rwlock_unlock(&s->sel[i]->lock);
   if (rc)
@@ -1148,6 +1230,9 @@ void rc_index_stats_get(rc_index *ix, rc_index_stats *st) {
   st->reindexed = RLOAD(&ix->st_reindexed);
   st->skipped_small_drift = RLOAD(&ix->st_skipped);
   st->retrains = RLOAD(&ix->st_retrains);
+  st->overflow_rows = RLOAD(&ix->st_overflow);
+  st->partition_errors = RLOAD(&ix->st_part_errors);
+  st->max_partitions = ix->max_parts;
   uint64_t oldest = RLOAD(&ix->st_oldest_ns), now = rc_now_ns();
   st->staleness_ms =
       oldest && now > oldest ? (double)(now - oldest) / 1e6 : 0.0;

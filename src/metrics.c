@@ -85,6 +85,9 @@ static void render_index(rc_buf *b, rc_engine *e)
     rc_prom_family(b, "recalld_index_new_item_freshness_seconds", "histogram",
                    "Time from a new item's first touch to searchable in the index.");
     rc_prom_hist_snap(b, "recalld_index_new_item_freshness_seconds", NULL, &is.fresh_hist);
+    gauge(b, "recalld_index_overflow_rows",
+          "Rows in the overflow partition (index.max_partitions reached).",
+          (double)is.overflow_rows);
     gauge(b, "recalld_index_bytes", "Memory held by the index.", (double)is.bytes);
 }
 
@@ -119,6 +122,9 @@ static void render_kafka(rc_buf *b, rc_consumer *k, const char *topic)
             st.dead_letters);
     counter(b, "recalld_kafka_dead_letter_errors_total", "Dead letters that could not be written.",
             st.dead_letter_errors);
+    counter(b, "recalld_kafka_dead_letters_dropped_total",
+            "Dead letters deleted by a rotation of kafka.dlq_file (kafka.dlq_file_max_mb).",
+            st.dead_letters_dropped);
     counter(b, "recalld_kafka_errors_total", "Consumer errors reported by librdkafka.", st.errors);
     counter(b, "recalld_kafka_paused_batches_total",
             "Batches refused because the trainer was busy (backpressure).", st.refused_batches);

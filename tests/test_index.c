@@ -155,6 +155,29 @@ static void mk_query(const rc_table *t, rc_rng *r, float *q) {
                 DIM);
 }
 
+/* For each of nf filters, nq random queries: the index's top-50 equals brute
+ * force (same count, rows passing the filter, same scores). Flat only. */
+static void check_filters_exact(rc_index *ix, const rc_table *t,
+                                const rc_index_filter *fs, int nf, int nq,
+                                uint64_t seed) {
+  rc_rng r;
+  rc_rng_seed(&r, seed);
+  uint32_t got[50], want[50], n;
+  float gs[50], ws[50], q[DIM];
+  for (int fi = 0; fi < nf; fi++) {
+    for (int i = 0; i < nq; i++) {
+      mk_query(t, &r, q);
+      uint32_t m = brute(t, q, 50, &fs[fi], want, ws);
+      ASSERT_EQ(rc_index_search(ix, q, 50, &fs[fi], got, gs, &n), 0);
+      ASSERT_EQ(n, m);
+      for (uint32_t j = 0; j < n; j++) {
+        ASSERT(matches(t, got[j], &fs[fi]));
+        ASSERT_NEAR(gs[j], ws[j], 1e-4);
+      }
+    }
+  }
+}
+
 static double recall_at(rc_index *ix, const rc_table *t, uint32_t nq,
                         uint32_t k, const rc_index_filter *f, uint64_t seed) {
   rc_rng r;
@@ -225,22 +248,10 @@ TEST(index_filter_city_cate) {
   flush_all(ix);
   uint32_t cates[2] = {1, 3};
   rc_index_filter fs[3] = {{2, NULL, 0}, {-1, cates, 2}, {0, cates, 1}};
-  rc_rng r;
-  rc_rng_seed(&r, 4);
-  uint32_t got[50], want[50], n;
-  float gs[50], ws[50], q[DIM];
-  for (int fi = 0; fi < 3; fi++) {
-    for (int i = 0; i < 10; i++) {
-      mk_query(t, &r, q);
-      uint32_t m = brute(t, q, 50, &fs[fi], want, ws);
-      ASSERT_EQ(rc_index_search(ix, q, 50, &fs[fi], got, gs, &n), 0);
-      ASSERT_EQ(n, m);
-      for (uint32_t j = 0; j < n; j++) {
-        ASSERT(matches(t, got[j], &fs[fi]));
-        ASSERT_NEAR(gs[j], ws[j], 1e-4);
-      }
-    }
-  }
+  check_filters_exact(ix, t, fs, 3, 10, 4);
+  uint32_t got[50], n;
+  float gs[50], q[DIM];
+  memcpy(q, rc_table_in(t, 0), sizeof(q));
   rc_index_filter none = {99, NULL, 0};
   ASSERT_EQ(rc_index_search(ix, q, 50, &none, got, gs, &n), 0);
   ASSERT_EQ(n, 0);
@@ -565,3 +576,78 @@ TEST(index_concurrent_search_while_writing) {
   rc_table_destroy(t);
   free(g.cent);
 }
+
+/* Issue 11, probe 1: the partition limit never freezes the index. With
+ * max_partitions = 4 and 6 cities x 3 categories, the pairs beyond the first
+ * four go to the overflow partition: every row is indexed, nothing stays
+ * pending, filtered searches equal brute force (overflow rows filtered one by
+ * one), rows of existing and of new pairs added afterwards are searchable,
+ * and the overflow partition never turns IVF. */
+static void overflow_case(uint32_t ivf_min) {
+  gen g;
+  gen_init(&g, 20, 21);
+  rc_table *t = mk_table(6, 3);
+  fill(t, &g, 2000, 6, 3, 0.3f);
+  rc_index_opts o = {0};
+  o.no_background = 1;
+  o.ivf_min = ivf_min;
+  o.max_partitions = 4;
+  rc_index *ix = NULL;
+  char err[256] = "";
+  ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
+  touch_all(ix, t, 0);
+  flush_all(ix);
+  rc_index_stats st;
+  rc_index_stats_get(ix, &st);
+  ASSERT_EQ(st.pending, 0);
+  ASSERT_EQ(st.size, 2000);
+  ASSERT_EQ(st.partitions, 5); /* four regular + the overflow */
+  ASSERT_EQ(st.max_partitions, 4);
+  ASSERT_GT(st.overflow_rows, 1000); /* 14 of 18 pairs */
+  ASSERT_LT(st.overflow_rows, 2000);
+  ASSERT_EQ(st.partition_errors, 0);
+  ASSERT_EQ(st.ivf_partitions, ivf_min < 2000 ? 4 : 0);
+  for (uint32_t r = 0; r < 2000; r++)
+    ASSERT(rc_index_contains(ix, r));
+  uint32_t cates[2] = {1, 2};
+  rc_index_filter fs[9] = {{0, NULL, 0}, {1, NULL, 0},  {2, NULL, 0},
+                           {3, NULL, 0}, {4, NULL, 0},  {5, NULL, 0},
+                           {-1, cates, 1}, {4, cates, 2}, {-1, NULL, 0}};
+  if (ivf_min > 2000) /* all flat: exact */
+    check_filters_exact(ix, t, fs, 9, 5, 22);
+  uint32_t got[3], n;
+  float gs[3];
+  /* New rows after the limit: one of a regular pair, one of an overflow
+   * pair; both searchable under their own filter. */
+  uint32_t rows[2], c0 = rc_table_city(t, 0), k0 = rc_table_cate(t, 0);
+  float v[DIM];
+  for (int i = 0; i < 2; i++) {
+    for (int j = 0; j < DIM; j++)
+      v[j] = (float)(((j + 7 * i) * 37) % 11) - 5.0f;
+    rc_vec_normalize(v, DIM);
+    /* (5, 2): one of the 14 pairs without a partition of their own, unless
+     * the seed put it among the first four; either way it must be found */
+    uint32_t city = i == 0 ? c0 : 5, cate = i == 0 ? k0 : 2;
+    rows[i] = add_row(t, city, cate, v);
+    rc_index_touch(ix, rows[i]);
+  }
+  flush_all(ix);
+  for (int i = 0; i < 2; i++) {
+    ASSERT(rc_index_contains(ix, rows[i]));
+    rc_index_filter f = {rc_table_city(t, rows[i]), NULL, 0};
+    memcpy(v, rc_table_in(t, rows[i]), sizeof(v));
+    ASSERT_EQ(rc_index_search(ix, v, 3, &f, got, gs, &n), 0);
+    ASSERT_GE(n, 1);
+    ASSERT_EQ(got[0], rows[i]);
+  }
+  rc_index_stats_get(ix, &st);
+  ASSERT_EQ(st.pending, 0);
+  ASSERT_EQ(st.partitions, 5);
+  rc_index_destroy(ix);
+  rc_table_destroy(t);
+  free(g.cent);
+}
+
+TEST(index_partition_limit_overflow_flat) { overflow_case(4096); }
+
+TEST(index_partition_limit_overflow_never_ivf) { overflow_case(64); }

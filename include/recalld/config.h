@@ -117,6 +117,14 @@ typedef struct rc_config {
     uint32_t tower_retrain_threads;      /* tower.retrain_threads */
     int tower_retrain_warm;              /* tower.retrain_warm_start: from the served
                                           * model's weights (else fresh ones) */
+    /* bounds on what the stream can make recalld hold (OPERATIONS.md "Memory budget") */
+    uint32_t max_partitions;  /* index.max_partitions: city x category partitions */
+    int64_t max_future_ms;    /* events.max_future_ms: ts later than max(watermark, wall
+                               * clock) + this is refused (future_ts); 0 = off */
+    int64_t max_past_ms;      /* events.max_past_ms: ts earlier than watermark - this is
+                               * refused (past_ts); 0 = off */
+    uint32_t dlq_file_max_mb; /* kafka.dlq_file_max_mb: kafka.dlq_file is rotated to
+                               * FILE.1 at this size; 0 = no cap */
     /* Where each value came from: origin[i] for the i-th key of the loader's
      * table (rc_conf_origin); file: the last JSON file loaded, "" = none. */
     unsigned char origin[RC_CONF_MAX_KEYS];

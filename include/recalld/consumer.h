@@ -70,6 +70,8 @@ typedef struct rc_consumer_opts {
     uint32_t batch;             /* max messages per on_batch, 0 = 1024 */
     const char *dlq_topic;      /* NULL = "<topic>.dlq" */
     const char *dlq_file;       /* non-NULL: dead letters go to this file instead */
+    uint64_t dlq_file_max_bytes; /* dlq_file is rotated to dlq_file.1 before it would pass
+                                    this size (the old .1 is deleted); 0 = no cap */
     const char *const *extra;   /* NULL-terminated key, value pairs of librdkafka config */
     rc_consumer_batch_cb on_batch;
     rc_consumer_rebalance_cb on_rebalance; /* may be NULL */
@@ -106,6 +108,8 @@ typedef struct rc_consumer_opts {
 typedef struct rc_consumer_stats {
     uint64_t messages, bytes, batches, refused_batches;
     uint64_t dead_letters, dead_letter_errors;
+    uint64_t dead_letters_dropped; /* written, then deleted by a rotation of dlq_file */
+    uint64_t dlq_rotations;        /* rotations of dlq_file */
     uint64_t errors;            /* consumer errors reported by librdkafka */
     int assigned;               /* partitions assigned now */
     int64_t lag;                /* sum over assigned partitions, -1 unknown */

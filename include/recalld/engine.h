@@ -144,6 +144,9 @@ typedef struct rc_engine_counters {
     uint64_t invalid[RC_EV_REASON_COUNT];
 } rc_engine_counters;
 void rc_engine_counters_get(const rc_engine *e, rc_engine_counters *c);
+/* Any thread: the session store's figures (users held, evictions, ...). */
+struct rc_session_stats;
+void rc_engine_session_stats(rc_engine *e, struct rc_session_stats *st);
 
 /* ---- checkpoints (cfg->data_dir set; format and durability: checkpoint.h) ----
  * rc_engine_create locks data_dir (one process per directory) and restores the

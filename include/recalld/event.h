@@ -28,6 +28,10 @@ enum rc_event_reason {
     RC_EV_WRONG_TYPE,    /* a field has the wrong JSON type */
     RC_EV_BAD_VALUE,     /* right type, invalid value (negative ts, empty id, NUL byte) */
     RC_EV_OVERSIZED,     /* a string value over its byte limit, or too many tags */
+    /* Not decoding failures: the trainer checks event time against the stream
+     * (rc_event_check_time) and refuses with these. */
+    RC_EV_FUTURE_TS,     /* ts beyond events.max_future_ms of the watermark and wall clock */
+    RC_EV_PAST_TS,       /* ts more than events.max_past_ms before the watermark */
     RC_EV_REASON_COUNT
 };
 
@@ -50,6 +54,17 @@ typedef struct rc_event {
  * ("ts: expected integer milliseconds") or jansson's "line:col: text". */
 enum rc_event_reason rc_event_decode(const char *buf, size_t len, rc_event *ev, char *errbuf,
                                      size_t errlen);
+
+/* Event-time window. watermark_ms: newest event time the stream has applied
+ * (0 = none yet). Returns RC_EV_FUTURE_TS when ts_ms is later than
+ * max(watermark_ms, wall clock) + max_future_ms, RC_EV_PAST_TS when it is
+ * earlier than watermark_ms - max_past_ms, else RC_EV_OK; a limit of 0 turns
+ * its side off. The wall clock is read only for a ts past the watermark's
+ * window. On refusal errbuf (NULL ok) gets "ts: ... ms ahead of ..." text.
+ * Thread-safe. */
+enum rc_event_reason rc_event_check_time(int64_t ts_ms, int64_t watermark_ms,
+                                         int64_t max_future_ms, int64_t max_past_ms,
+                                         char *errbuf, size_t errlen);
 
 /* Static snake_case name of a reason ("bad_json", "missing_field", ...). */
 const char *rc_event_reason_name(enum rc_event_reason r);

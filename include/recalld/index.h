@@ -9,6 +9,14 @@
  * a snapshot, then swapped in) when it has grown by retrain_growth since its
  * training or its lists are unbalanced (imbalance factor > max_imbalance).
  *
+ * Partition limit: at most max_partitions (city, category) partitions. Rows
+ * of a pair that finds no room go to one shared overflow partition, which
+ * stays flat and keeps each row's city and category: searches scan it
+ * whenever it holds rows and filter it row by row, so filters stay exact and
+ * those rows stay searchable; the cost is a brute-force pass over the
+ * overflow rows per search. A row whose partition cannot be created (out of
+ * memory) is put back at the tail of the queue, never in front of others.
+ *
  * Staleness: the writer calls rc_index_touch(row) for every row whose vector
  * it changed (new rows included). rc_index_flush adds new rows and re-indexes
  * a touched row only when its vector drifted more than `drift` (1 - cosine)
@@ -45,6 +53,8 @@ typedef struct rc_index_opts {
     uint32_t search_lists;  /* IVF lists scanned per search, chosen best-first by centroid
                                score over all selected partitions (a partition gets at most
                                4 * nprobe of them), 0 = 8 * nprobe */
+    uint32_t max_partitions; /* city x category partitions at most, 0 = 65536 (the most);
+                                rows of further pairs go to the overflow partition */
 } rc_index_opts;
 
 typedef struct rc_index_filter {
@@ -59,6 +69,9 @@ typedef struct rc_index_stats {
     uint64_t pending;       /* rows touched and not yet checked/applied */
     uint64_t added, reindexed, skipped_small_drift;
     uint64_t retrains;
+    uint64_t overflow_rows;    /* rows in the overflow partition (partition limit reached) */
+    uint64_t partition_errors; /* rows put back because no partition could be created */
+    uint32_t max_partitions;   /* the configured limit (partitions counts the overflow one too) */
     double staleness_ms;    /* age of the oldest pending touch, 0 when none */
     uint64_t fresh_p50_us, fresh_p99_us; /* touch -> searchable, new rows, recent window */
     rc_hist_snap fresh_hist; /* the same for every new row since create, us */

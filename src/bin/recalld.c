@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "recalld/api.h"
+#include "recalld/bounds.h"
 #include "recalld/cli.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
@@ -463,6 +464,7 @@ static void health_warnings(void *arg, rc_buf *out)
             rc_buf_puts(out, ",");
         rc_buf_json_str(out, msg, strlen(msg));
     }
+    rc_bounds_warnings(d->engine, &st, out, n);
 }
 
 /* The socket's figures inside the stats' "server" object. */
@@ -517,6 +519,9 @@ static void kafka_stats(void *arg, rc_buf *out)
                   (unsigned long long)st.bytes, st.assigned, (long long)st.lag,
                   (unsigned long long)st.dead_letters, (unsigned long long)st.dead_letter_errors,
                   (unsigned long long)st.errors, (unsigned long long)st.refused_batches);
+    rc_buf_printf(out, ",\"dead_letters_dropped\":%llu,\"dlq_rotations\":%llu",
+                  (unsigned long long)st.dead_letters_dropped,
+                  (unsigned long long)st.dlq_rotations);
     rc_buf_printf(out, ",\"commits\":%llu,\"commit_errors\":%llu,\"rebalances\":%llu,"
                        "\"revoke_pending\":%s,\"skipped_applied\":%llu,\"last_error\":",
                   (unsigned long long)st.commits, (unsigned long long)st.commit_errors,
@@ -730,6 +735,7 @@ static int start(daemon_t *d)
                            .batch = c->kafka_batch,
                            .dlq_topic = c->dlq_topic[0] ? c->dlq_topic : NULL,
                            .dlq_file = c->dlq_file[0] ? c->dlq_file : NULL,
+                           .dlq_file_max_bytes = (uint64_t)c->dlq_file_max_mb << 20,
                            .extra = extra, .on_batch = on_batch, .on_rebalance = on_rebalance,
                            .ud = d, .start_parts = sparts, .start_offsets = soffs,
                            .nstart = nstart, .defer_revoke = d->ckpt,
