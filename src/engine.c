@@ -507,8 +507,8 @@ enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t
     e->submitted++;
     pthread_mutex_unlock(&e->sync_mu);
     decode_batch(b);
+    train_batch(e, b); /* may refuse it too: the event-time window */
     r = (enum rc_event_reason)b->reason[0];
-    train_batch(e, b);
     finish_batch(e, b);
     report_and_recycle(e, b);
     return r;

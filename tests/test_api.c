@@ -287,7 +287,8 @@ TEST(api_batch_results_in_request_order)
 
 /* PROTOCOL.md: "mode":"two_tower" without a served model is no_model (recall,
  * batch recall, similar), counted in the two_tower stats; reload_model of a
- * missing file is load_failed and nothing is served. */
+ * path outside tower.model_dir is not_allowed, of a missing tower.model
+ * load_failed, and nothing is served. */
 TEST(api_two_tower_without_model)
 {
     static rc_api a;
@@ -298,8 +299,10 @@ TEST(api_two_tower_without_model)
                  NULL);
     expect_error(&a, "{\"op\":\"similar\",\"item_id\":3,\"mode\":\"two_tower\"}", "no_model",
                  NULL);
+    /* a path outside tower.model_dir: refused before any file access, with
+     * a message that says nothing of the file */
     expect_error(&a, "{\"op\":\"reload_model\",\"path\":\"/nonexistent/m.tower\"}",
-                 "load_failed", "/nonexistent/m.tower");
+                 "not_allowed", "not an allowed model");
     expect_error(&a, "{\"op\":\"reload_model\"}", "load_failed", NULL); /* no tower.model */
     json_t *st = expect_ok(&a, "{\"op\":\"stats\"}");
     ASSERT_EQ(e2e_int(st, "two_tower.requests"), 2); /* the recalls */

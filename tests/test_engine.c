@@ -135,6 +135,7 @@ TEST(engine_refusal_reasons_and_counters)
     rc_config c;
     small_config(&c);
     c.max_items = 3;
+    c.max_past_ms = 86400000; /* off by default */
     rc_engine *e = e2e_engine_offline(&c);
     static char big[RC_EVENT_MAX + 64];
     int n = snprintf(big, sizeof big, "{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"c\","
@@ -171,6 +172,12 @@ TEST(engine_refusal_reasons_and_counters)
     }
     n = click_line(line, sizeof line, 2, 0, 0, T0 + 9000); /* a known item: applied */
     ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+    /* the event-time window around the watermark (T0 + 9 s now): a known item
+     * at the end of time, and one more than events.max_past_ms before */
+    n = click_line(line, sizeof line, 3, 0, 0, INT64_MAX);
+    ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_FUTURE_TS);
+    n = click_line(line, sizeof line, 3, 0, 0, T0 + 9000 - c.max_past_ms - 1);
+    ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_PAST_TS);
 
     rc_engine_counters k;
     rc_engine_counters_get(e, &k);
@@ -194,7 +201,9 @@ TEST(engine_refusal_reasons_and_counters)
     ASSERT_EQ(rc_engine_applied(e), 4);
 
     json_t *st = e2e_engine_stats(e); /* the same figures in the stats object */
-    ASSERT_EQ(e2e_int(st, "events.invalid"), 9);
+    ASSERT_EQ(e2e_int(st, "events.invalid"), 11); /* 9 reasons once, bad_json twice more */
+    ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.future_ts"), 1);
+    ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.past_ts"), 1);
     ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.too_large"), 1);
     ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.bad_json"), 3);
     ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.oversized"), 1);
