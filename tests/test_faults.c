@@ -545,12 +545,14 @@ TEST(lifecycle_sigterm_final_checkpoint_and_commit)
      * all four marker users, it has read every partition to its end, so an
      * event handed over again would have come before them. (Their time is
      * after the stream's: users idle for the session TTL before the newest
-     * event are expired, and would look unknown.) */
+     * event are expired, and would look unknown. Now is after the stream and
+     * inside events.max_future_ms of the wall clock.) */
+    long long mark_ts = (long long)time(NULL) * 1000;
     for (int p = 0; p < 4; p++) {
         char *out = NULL;
         int rc = e2e_sh(&out, "printf '%%s\\n' '{\"user_id\":\"mark%d\",\"item_id\":\"i1\","
-                              "\"city_id\":\"c0\",\"cate_id\":\"k0\",\"ts\":4102444800000}' | "
-                              "kcat -P -b '%s' -t clicks -p %d 2>&1", p, b.bootstrap, p);
+                              "\"city_id\":\"c0\",\"cate_id\":\"k0\",\"ts\":%lld}' | "
+                              "kcat -P -b '%s' -t clicks -p %d 2>&1", p, mark_ts, b.bootstrap, p);
         if (rc != 0)
             RC__FAIL("kcat: %s", out ? out : "");
         free(out);
