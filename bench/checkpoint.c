@@ -81,10 +81,9 @@ static rc_table *fill(uint32_t n, uint32_t dim)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"items", 1, 0, 'n'}, {"dim", 1, 0, 'd'},
-                                         {"takes", 1, 0, 'k'}, {"dir", 1, 0, 'o'},
-                                         {"max-mb-s", 1, 0, 'r'}, {"keep", 0, 0, 'K'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"items", 1, 0, 'n'},    {"dim", 1, 0, 'd'},  {"takes", 1, 0, 'k'}, {"dir", 1, 0, 'o'},
+        {"max-mb-s", 1, 0, 'r'}, {"keep", 0, 0, 'K'}, {0, 0, 0, 0}};
     uint32_t n = 100000, dim = 64, takes = 20;
     double max_mb_s = 0;
     const char *base = "/tmp";
@@ -92,13 +91,27 @@ int main(int argc, char **argv)
     int c, keep = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-            case 'n': n = (uint32_t)strtoul(optarg, NULL, 10); break;
-            case 'd': dim = (uint32_t)strtoul(optarg, NULL, 10); break;
-            case 'k': takes = (uint32_t)strtoul(optarg, NULL, 10); break;
-            case 'o': base = optarg; break;
-            case 'r': max_mb_s = atof(optarg); break;
-            case 'K': keep = 1; break;
-            default: fprintf(stderr, "usage: see bench/checkpoint.c\n"); return 2;
+        case 'n':
+            n = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'd':
+            dim = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'k':
+            takes = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'o':
+            base = optarg;
+            break;
+        case 'r':
+            max_mb_s = atof(optarg);
+            break;
+        case 'K':
+            keep = 1;
+            break;
+        default:
+            fprintf(stderr, "usage: see bench/checkpoint.c\n");
+            return 2;
         }
     }
     if (n == 0 || takes == 0) {
@@ -132,8 +145,8 @@ int main(int argc, char **argv)
     double mb = (double)n * dim * 8 / 1e6;
     printf("take (trainer pause), %u takes: p50 %.1f ms  p99 %.1f ms  max %.1f ms  "
            "(%.0f MB of vectors, %.1f GB/s)\n",
-           takes, ns[takes / 2] / 1e6, ns[(size_t)((takes - 1) * 0.99)] / 1e6,
-           ns[takes - 1] / 1e6, mb, mb / 1e3 / (ns[takes / 2] / 1e9));
+           takes, ns[takes / 2] / 1e6, ns[(size_t)((takes - 1) * 0.99)] / 1e6, ns[takes - 1] / 1e6,
+           mb, mb / 1e3 / (ns[takes / 2] / 1e9));
 
     rc_checkpoint_write_opts wo = {.dir = dir, .max_mb_s = max_mb_s};
     rc_checkpoint_info info;
@@ -155,8 +168,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_checkpoint: %s\n", err);
         return 1;
     }
-    printf("load: %.2f s wall, %.2f s CPU (ids, counts, vectors, CRCs)\n",
-           (rc_now_ns() - t0) / 1e9, cpu_s() - lc0);
+    printf("load: %.2f s wall, %.2f s CPU (ids, counts, vectors, CRCs)\n", (rc_now_ns() - t0) / 1e9,
+           cpu_s() - lc0);
     rc_table_destroy(back);
     rc_checkpoint_meta_free(&got);
 

@@ -50,8 +50,8 @@ static rc_engine *engine_with_stream(uint64_t events)
     rc_config c;
     rc_engine *e = NULL;
     rc_gen *g = NULL;
-    rc_gen_opts go = {.seed = 1, .events = events, .users = 20000, .items = 20000, .cities = 8,
-                      .cates = 6};
+    rc_gen_opts go = {
+        .seed = 1, .events = events, .users = 20000, .items = 20000, .cities = 8, .cates = 6};
     char err[256], line[RC_GEN_LINE_MAX];
     size_t len;
     rc_gen_info info;

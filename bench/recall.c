@@ -61,8 +61,7 @@ static int ids(const char *reply, char ids_out[][32], int max)
     json_t *it;
     if (!j)
         return -1;
-    json_array_foreach(json_object_get(j, "items"), i, it)
-    {
+    json_array_foreach(json_object_get(j, "items"), i, it) {
         if (n < max)
             snprintf(ids_out[n++], 32, "%s", json_string_value(json_object_get(it, "item_id")));
     }
@@ -74,21 +73,35 @@ int main(int argc, char **argv)
 {
     const char *sock = "/tmp/recalld.sock", *mode = "avg", *city = NULL;
     long users = 1000, requests = 20000, k = 50, quality = 200;
-    static const struct option lo[] = {{"socket", 1, 0, 's'}, {"users", 1, 0, 'u'},
-                                       {"requests", 1, 0, 'r'}, {"k", 1, 0, 'k'},
-                                       {"quality", 1, 0, 'q'}, {"mode", 1, 0, 'm'},
-                                       {"city", 1, 0, 'c'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"socket", 1, 0, 's'},  {"users", 1, 0, 'u'}, {"requests", 1, 0, 'r'}, {"k", 1, 0, 'k'},
+        {"quality", 1, 0, 'q'}, {"mode", 1, 0, 'm'},  {"city", 1, 0, 'c'},     {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-            case 's': sock = optarg; break;
-            case 'u': users = atol(optarg); break;
-            case 'r': requests = atol(optarg); break;
-            case 'k': k = atol(optarg); break;
-            case 'q': quality = atol(optarg); break;
-            case 'm': mode = optarg; break;
-            case 'c': city = optarg; break;
-            default: return 2;
+        case 's':
+            sock = optarg;
+            break;
+        case 'u':
+            users = atol(optarg);
+            break;
+        case 'r':
+            requests = atol(optarg);
+            break;
+        case 'k':
+            k = atol(optarg);
+            break;
+        case 'q':
+            quality = atol(optarg);
+            break;
+        case 'm':
+            mode = optarg;
+            break;
+        case 'c':
+            city = optarg;
+            break;
+        default:
+            return 2;
         }
     }
     struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -108,7 +121,8 @@ int main(int argc, char **argv)
     uint64_t *lat = malloc((size_t)requests * sizeof *lat);
     long fallbacks = 0, errors = 0;
     for (long i = 0; i < requests; i++) {
-        snprintf(line, sizeof line, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"mode\":\"%s\"%s}\n",
+        snprintf(line, sizeof line,
+                 "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"mode\":\"%s\"%s}\n",
                  rc_rng_below(&rng, (uint32_t)users), k, mode, cityf);
         uint64_t t0 = rc_now_ns();
         char *r = roundtrip(line);
@@ -119,20 +133,27 @@ int main(int argc, char **argv)
         fallbacks += strstr(r, "\"fallback\"") != NULL;
     }
     qsort(lat, (size_t)requests, sizeof *lat, cmp_u64);
-    printf("latency  %ld requests k=%ld mode=%s%s: p50 %llu us  p90 %llu us  p99 %llu us  max %llu us"
-           "  (errors %ld, popular fallbacks %ld)\n",
-           requests, k, mode, !city ? "" : strcmp(city, "*") == 0 ? " all cities" : " city filter", (unsigned long long)lat[requests / 2],
-           (unsigned long long)lat[requests * 9 / 10], (unsigned long long)lat[requests * 99 / 100],
-           (unsigned long long)lat[requests - 1], errors, fallbacks);
+    printf(
+        "latency  %ld requests k=%ld mode=%s%s: p50 %llu us  p90 %llu us  p99 %llu us  max %llu us"
+        "  (errors %ld, popular fallbacks %ld)\n",
+        requests, k, mode,
+        !city                    ? ""
+        : strcmp(city, "*") == 0 ? " all cities"
+                                 : " city filter",
+        (unsigned long long)lat[requests / 2], (unsigned long long)lat[requests * 9 / 10],
+        (unsigned long long)lat[requests * 99 / 100], (unsigned long long)lat[requests - 1], errors,
+        fallbacks);
     static char got[1000][32], want[1000][32];
     double sum = 0;
     long measured = 0;
     for (long i = 0; i < quality; i++) {
         uint32_t u = rc_rng_below(&rng, (uint32_t)users);
-        snprintf(line, sizeof line, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld%s}\n", u, k, cityf);
+        snprintf(line, sizeof line, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld%s}\n", u, k,
+                 cityf);
         int ng = ids(roundtrip(line), got, 1000);
-        snprintf(line, sizeof line, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"exact\":true%s}\n",
-                 u, k, cityf);
+        snprintf(line, sizeof line,
+                 "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"exact\":true%s}\n", u, k,
+                 cityf);
         int nw = ids(roundtrip(line), want, 1000);
         if (ng <= 0 || nw <= 0)
             continue;

@@ -163,8 +163,8 @@ static int bench_retrain(const struct args *a)
     printf("retrain train         %8.2f s          (%llu examples, %.0f examples/s, 1 thread, "
            "%zu params, loss %.3f -> %.3f)\n",
            ri.last_train_seconds, (unsigned long long)ri.last_trained,
-           ri.last_train_seconds > 0 ? (double)ri.last_trained / ri.last_train_seconds : 0,
-           params, ri.last_first_loss, ri.last_loss);
+           ri.last_train_seconds > 0 ? (double)ri.last_trained / ri.last_train_seconds : 0, params,
+           ri.last_first_loss, ri.last_loss);
     printf("retrain total         %8.2f s          (snapshot, log, history, train, vectorise "
            "%u items, serve)\n",
            ri.last_seconds, rc_table_size(rc_engine_table(e)));

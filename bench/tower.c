@@ -95,9 +95,15 @@ static int truth_features(const rc_clicklog *log, const rc_gen *g, rc_ufeat *f)
 
 static rc_tt_train_opts train_opts(uint32_t threads, double seconds)
 {
-    rc_tt_train_opts o = {.batch = 256, .epochs = 100, .easy_negatives = 128,
-                          .hard_negatives = 4, .threads = threads, .seed = 1, .progress = -1,
-                          .quiet = 1, .max_seconds = seconds};
+    rc_tt_train_opts o = {.batch = 256,
+                          .epochs = 100,
+                          .easy_negatives = 128,
+                          .hard_negatives = 4,
+                          .threads = threads,
+                          .seed = 1,
+                          .progress = -1,
+                          .quiet = 1,
+                          .max_seconds = seconds};
     o.cfg = (rc_tt_config){.dim = 64, .hidden = 128, .max_clicks = 50, .features = RC_TT_F_ALL};
     return o;
 }
@@ -133,7 +139,8 @@ static void latency(const rc_tt_model *m, const rc_tt_history *h, const rc_click
     }
     if (done) {
         qsort(ns, done, sizeof *ns, cmp_u64);
-        printf("user_tower     50 clicks  %u requests  p50 %6.1f us  p99 %6.1f us  (target p99 <= 200 us)\n",
+        printf("user_tower     50 clicks  %u requests  p50 %6.1f us  p99 %6.1f us  (target p99 <= "
+               "200 us)\n",
                done, ns[done / 2] / 1e3, ns[(size_t)(done * 0.99)] / 1e3);
     }
     uint32_t nitems = rc_dict_size(log->items), n = 0;
@@ -181,7 +188,8 @@ int main(int argc, char **argv)
     if (rc_tt_history_create(log, w2v, rows, &f, &h))
         return fprintf(stderr, "bench_tower: history: out of memory\n"), 1;
     printf("tower bench: %zu clicks, d 64, H 128, w2v 64, batch 256, 128 easy + 4 hard "
-           "negatives, 50 clicks, all features\n", log->n);
+           "negatives, 50 clicks, all features\n",
+           log->n);
     uint32_t th[2] = {1, a.threads};
     rc_tt_model *m = NULL;
     for (int k = 0; k < 2; k++) {

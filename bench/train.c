@@ -1,10 +1,10 @@
 /* bench_train: batch trainer throughput (rc_train_run), dim 64, window 5,
  * 5 negatives, 5 epochs by default, on a recalld-gen log and on MovieLens-100k
  * (RECALLD_DATA_DIR/movielens-100k/u.data, when RECALLD_DATA_DIR names the
- * directory of the public click datasets, or --movielens FILE). Prints clicks/s of wall time and clicks per
- * CPU-second of the training threads (the per-thread speed, which a busy
- * shared machine does not distort), and the ratio to the issue's reference of
- * a plain C core (0.75M clicks/s per thread).
+ * directory of the public click datasets, or --movielens FILE). Prints clicks/s of wall time and
+ * clicks per CPU-second of the training threads (the per-thread speed, which a busy shared machine
+ * does not distort), and the ratio to the issue's reference of a plain C core (0.75M clicks/s per
+ * thread).
  *
  *   bench_train [--events N] [--threads N] [--mode skipgram|cbow] [--dim N]
  *               [--window N] [--negatives N] [--epochs N] [--movielens FILE]
@@ -32,8 +32,13 @@ struct args {
 static int parse(int argc, char **argv, struct args *a)
 {
     a->events = 200000;
-    a->o = (rc_train_opts){.dim = 64, .window = 5, .negatives = 5, .epochs = 5, .threads = 1,
-                           .quiet = 1, .progress = -1};
+    a->o = (rc_train_opts){.dim = 64,
+                           .window = 5,
+                           .negatives = 5,
+                           .epochs = 5,
+                           .threads = 1,
+                           .quiet = 1,
+                           .progress = -1};
     a->movielens = NULL;
     const char *dir = getenv("RECALLD_DATA_DIR");
     if (dir && *dir) {
@@ -66,7 +71,10 @@ static int parse(int argc, char **argv, struct args *a)
 
 static int write_gen(const char *path, uint64_t events)
 {
-    rc_gen_opts go = {.seed = 7, .events = events, .users = 20000, .items = 20000,
+    rc_gen_opts go = {.seed = 7,
+                      .events = events,
+                      .users = 20000,
+                      .items = 20000,
                       .flags = RC_GEN_NO_DEVICE | RC_GEN_NO_TAGS};
     rc_gen *g = NULL;
     char err[256], line[RC_GEN_LINE_MAX];
@@ -97,9 +105,9 @@ static int run(const char *name, const rc_clicklog_opts *lo, const rc_train_opts
     double per_cpu = r.cpu_seconds > 0 ? (double)r.clicks / r.cpu_seconds : 0;
     printf("%-14s %-8s %u thr  %7.3fM clicks  %6.2f s  wall %.3fM clicks/s  "
            "%.3fM clicks/CPU-s/thread  (%.2fx ref 0.75M)  %.2f pairs/click  loss %.3f\n",
-           name, o->mode == RC_SGNS_CBOW ? "cbow" : "skipgram", r.threads,
-           (double)r.clicks / 1e6, r.seconds, r.clicks_per_s / 1e6, per_cpu / 1e6,
-           per_cpu / REF_CLICKS_PER_S, (double)r.pairs / (double)r.clicks, r.loss);
+           name, o->mode == RC_SGNS_CBOW ? "cbow" : "skipgram", r.threads, (double)r.clicks / 1e6,
+           r.seconds, r.clicks_per_s / 1e6, per_cpu / 1e6, per_cpu / REF_CLICKS_PER_S,
+           (double)r.pairs / (double)r.clicks, r.loss);
     rc_table_destroy(t);
     rc_clicklog_free(log);
     return 0;
@@ -125,8 +133,12 @@ int main(int argc, char **argv)
     if (!a.movielens) {
         printf("movielens-100k: skipped (RECALLD_DATA_DIR not set, no --movielens FILE)\n");
     } else if (access(a.movielens, R_OK) == 0) {
-        rc_clicklog_opts lo = {.path = a.movielens, .format = RC_LOG_TSV, .col_user = "0",
-                               .col_item = "1", .col_time = "3", .quiet = 1};
+        rc_clicklog_opts lo = {.path = a.movielens,
+                               .format = RC_LOG_TSV,
+                               .col_user = "0",
+                               .col_item = "1",
+                               .col_time = "3",
+                               .quiet = 1};
         rc |= run("movielens-100k", &lo, &a.o);
     } else {
         printf("movielens-100k: skipped (%s absent)\n", a.movielens);

@@ -11,9 +11,9 @@
 
 /* Request fields each op accepts; any other is bad_request naming it (a typo
  * such as "cty" must not silently widen a recall). */
-static const char *const recall_fields[] = {"op",   "user_id",      "users", "k",      "city",
-                                            "categories", "mode", "half_life_ms", "exact",
-                                            "now_ms", NULL};
+static const char *const recall_fields[] = {"op",    "user_id",    "users", "k",
+                                            "city",  "categories", "mode",  "half_life_ms",
+                                            "exact", "now_ms",     NULL};
 static const char *const similar_fields[] = {"op", "item_id", "k", "mode", NULL};
 static const char *const user_fields[] = {"op", "user_id", NULL};
 static const char *const op_only_fields[] = {"op", NULL};
@@ -25,8 +25,7 @@ static int check_fields(json_t *req, const char *op, const char *const *allowed,
 {
     const char *key;
     json_t *v;
-    json_object_foreach(req, key, v)
-    {
+    json_object_foreach(req, key, v) {
         size_t i = 0;
         while (allowed[i] && strcmp(allowed[i], key) != 0)
             i++;
@@ -149,8 +148,7 @@ static int parse_recall_opts(rc_api *a, json_t *req, recall_opts *o, char *msg, 
             snprintf(msg, msglen, "categories: expected an array of <= 64 ids");
             return -1;
         }
-        json_array_foreach(v, i, c)
-        {
+        json_array_foreach(v, i, c) {
             if (json_is_integer(c) && json_integer_value(c) >= 0)
                 snprintf(o->cbuf[i], sizeof o->cbuf[i], "%" JSON_INTEGER_FORMAT,
                          json_integer_value(c));
@@ -209,8 +207,10 @@ static void no_model_msg(rc_api *a, const char *what, char *msg, size_t msglen)
         snprintf(msg, msglen, "%s: the tower model is still loading (%u of %u items vectorised)",
                  what, ti.load_done, ti.load_total);
     else
-        snprintf(msg, msglen, "%s: no tower model loaded (start with --model FILE.tower or use "
-                 "reload_model)", what);
+        snprintf(msg, msglen,
+                 "%s: no tower model loaded (start with --model FILE.tower or use "
+                 "reload_model)",
+                 what);
 }
 
 /* Appends `"items":[...]` (+ fallback, + categories plan) for one user. */
@@ -269,14 +269,15 @@ static int check_cost(rc_api *a, const recall_opts *o, size_t nusers, char *msg,
     unsigned long long ku = (unsigned long long)o->q.k * nusers;
     unsigned long long items = rc_table_size(rc_engine_table(a->engine));
     if (ku > c->max_k_users) {
-        snprintf(msg, msglen, "k x users = %u x %zu = %llu exceeds recall.max_k_users (%u)",
-                 o->q.k, nusers, ku, c->max_k_users);
+        snprintf(msg, msglen, "k x users = %u x %zu = %llu exceeds recall.max_k_users (%u)", o->q.k,
+                 nusers, ku, c->max_k_users);
         return -1;
     }
     if (o->q.exact && items * nusers > c->max_exact_scan) {
-        snprintf(msg, msglen, "exact: items x users = %llu x %zu = %llu exceeds "
-                 "recall.max_exact_scan (%llu)", items, nusers, items * nusers,
-                 (unsigned long long)c->max_exact_scan);
+        snprintf(msg, msglen,
+                 "exact: items x users = %llu x %zu = %llu exceeds "
+                 "recall.max_exact_scan (%llu)",
+                 items, nusers, items * nusers, (unsigned long long)c->max_exact_scan);
         return -1;
     }
     return 0;
@@ -317,8 +318,7 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
         snprintf(msg, sizeof msg, "users: expected an array of 1..%zu user ids", max);
         goto bad;
     }
-    json_array_foreach(users, i, u)
-    {
+    json_array_foreach(users, i, u) {
         json_t *one = json_pack("{sO}", "user_id", u);
         int bad_id = !one || get_id(one, "user_id", user, sizeof user, msg, sizeof msg);
         json_decref(one);
@@ -333,8 +333,7 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
         goto limit;
     rc_buf_puts(r, o->q.two_tower ? "{\"ok\":true,\"mode\":\"two_tower\",\"results\":["
                                   : "{\"ok\":true,\"results\":[");
-    json_array_foreach(users, i, u)
-    {
+    json_array_foreach(users, i, u) {
         json_t *one = json_pack("{sO}", "user_id", u);
         get_id(one, "user_id", user, sizeof user, msg, sizeof msg);
         json_decref(one);
@@ -399,8 +398,9 @@ static void op_similar(rc_api *a, json_t *req, rc_buf *r)
     }
     if (rc == RC_ENOENT) {
         free(hits);
-        snprintf(msg, sizeof msg, tt ? "item_id %s is not known (or not vectorised yet)"
-                                     : "item_id %s is not known", item);
+        snprintf(msg, sizeof msg,
+                 tt ? "item_id %s is not known (or not vectorised yet)" : "item_id %s is not known",
+                 item);
         return reply_error(a, r, "unknown_item", msg);
     }
     if (rc) {
@@ -424,8 +424,8 @@ static void op_reload_model(rc_api *a, json_t *req, rc_buf *r)
         return reply_error(a, r, "bad_request", err);
     if (v && !json_is_null(v)) {
         if (!json_is_string(v) || json_string_length(v) == 0 ||
-            json_string_length(v) >= RC_CONF_STR || memchr(json_string_value(v), 0,
-                                                           json_string_length(v))) {
+            json_string_length(v) >= RC_CONF_STR ||
+            memchr(json_string_value(v), 0, json_string_length(v))) {
             snprintf(err, sizeof err, "path: expected a file name of 1..%d bytes", RC_CONF_STR - 1);
             return reply_error(a, r, "bad_request", err);
         }
@@ -451,8 +451,9 @@ static void op_reload_model(rc_api *a, json_t *req, rc_buf *r)
         return reply_error(a, r, "load_failed", err);
     rc_buf_puts(r, "{\"ok\":true,\"path\":");
     rc_buf_json_str(r, ti.path, strlen(ti.path));
-    rc_buf_printf(r, ",\"params\":%zu,\"dim\":%u,\"max_clicks\":%u,\"items\":%u,"
-                     "\"load_ms\":%.1f}",
+    rc_buf_printf(r,
+                  ",\"params\":%zu,\"dim\":%u,\"max_clicks\":%u,\"items\":%u,"
+                  "\"load_ms\":%.1f}",
                   ti.params, ti.dim, ti.max_clicks, ti.items, ti.load_ms);
 }
 
@@ -475,9 +476,10 @@ static void op_retrain_model(rc_api *a, rc_buf *r)
     rc_engine_tower_info_get(a->engine, &ti);
     rc_buf_puts(r, "{\"ok\":true,\"path\":");
     rc_buf_json_str(r, ti.path, strlen(ti.path));
-    rc_buf_printf(r, ",\"saved\":%s,\"clicks\":%llu,\"users\":%llu,\"sessions\":%llu,"
-                     "\"examples\":%llu,\"trained\":%llu,\"loss\":%.4f,\"first_loss\":%.4f,"
-                     "\"train_seconds\":%.3f,\"seconds\":%.3f,\"params\":%zu,\"items\":%u}",
+    rc_buf_printf(r,
+                  ",\"saved\":%s,\"clicks\":%llu,\"users\":%llu,\"sessions\":%llu,"
+                  "\"examples\":%llu,\"trained\":%llu,\"loss\":%.4f,\"first_loss\":%.4f,"
+                  "\"train_seconds\":%.3f,\"seconds\":%.3f,\"params\":%zu,\"items\":%u}",
                   ri.last_path[0] ? "true" : "false", (unsigned long long)ri.last_clicks,
                   (unsigned long long)ri.last_users, (unsigned long long)ri.last_sessions,
                   (unsigned long long)ri.last_examples, (unsigned long long)ri.last_trained,
@@ -537,8 +539,9 @@ void rc_api_stats_json(rc_api *a, rc_buf *r)
     double p50, p99;
     uint32_t nlat;
     rc_api_tt_latency(a, &p50, &p99, &nlat);
-    rc_buf_printf(r, ",\"two_tower\":{\"requests\":%llu,\"errors\":%llu,\"p50_ms\":%.3f,"
-                     "\"p99_ms\":%.3f,\"samples\":%u}",
+    rc_buf_printf(r,
+                  ",\"two_tower\":{\"requests\":%llu,\"errors\":%llu,\"p50_ms\":%.3f,"
+                  "\"p99_ms\":%.3f,\"samples\":%u}",
                   (unsigned long long)atomic_load(&a->tt_requests),
                   (unsigned long long)atomic_load(&a->tt_errors), p50, p99, nlat);
     if (a->kafka_stats) {
@@ -578,9 +581,8 @@ void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n)
 
 const char *rc_api_op_name(int op)
 {
-    static const char *names[RC_API_OP_COUNT] = {"recall",       "similar",       "user",
-                                                 "stats",        "health",        "reload_model",
-                                                 "retrain_model", "invalid"};
+    static const char *names[RC_API_OP_COUNT] = {
+        "recall", "similar", "user", "stats", "health", "reload_model", "retrain_model", "invalid"};
     return op >= 0 && op < RC_API_OP_COUNT ? names[op] : "?";
 }
 
@@ -669,13 +671,16 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
         else
             reply_error(a, reply, "bad_request", msg);
     } else {
-        snprintf(msg, sizeof msg, "op: unknown op \"%.64s\" (recall, similar, user, stats, "
-                 "health, reload_model, retrain_model)", name);
+        snprintf(msg, sizeof msg,
+                 "op: unknown op \"%.64s\" (recall, similar, user, stats, "
+                 "health, reload_model, retrain_model)",
+                 name);
         reply_error(a, reply, "unknown_op", msg);
     }
     json_decref(req);
     if (reply->overflow)
-        reply_error(a, reply, "reply_too_large", "reply exceeds socket.max_outbuf: ask for fewer "
+        reply_error(a, reply, "reply_too_large",
+                    "reply exceeds socket.max_outbuf: ask for fewer "
                     "users or a smaller k");
 out_observe:;
     /* Cumulative buckets by op: the p99 of recall alone is what operators watch. */

@@ -26,30 +26,39 @@ int rc_bounds_warnings(rc_engine *e, const rc_consumer_stats *cs, rc_buf *out, i
     rc_index_stats_get(rc_engine_index(e), &is);
     rc_engine_session_stats(e, &ss);
     if (is.overflow_rows) {
-        snprintf(msg, sizeof msg, "index.max_partitions (%u) reached: %llu rows of further city x "
+        snprintf(msg, sizeof msg,
+                 "index.max_partitions (%u) reached: %llu rows of further city x "
                  "category pairs are in the overflow partition (searchable, scanned by every "
-                 "search)", is.max_partitions, (unsigned long long)is.overflow_rows);
+                 "search)",
+                 is.max_partitions, (unsigned long long)is.overflow_rows);
         n = put(out, n, msg);
     }
     if (is.partition_errors) {
-        snprintf(msg, sizeof msg, "%llu index rows could not get a partition (out of memory) and "
-                 "wait to be retried", (unsigned long long)is.partition_errors);
+        snprintf(msg, sizeof msg,
+                 "%llu index rows could not get a partition (out of memory) and "
+                 "wait to be retried",
+                 (unsigned long long)is.partition_errors);
         n = put(out, n, msg);
     }
     if (ec.rejected_capacity) {
-        snprintf(msg, sizeof msg, "model.max_items (%u) reached: %llu events on new items were not "
-                 "applied (rejected_capacity)", c->max_items,
-                 (unsigned long long)ec.rejected_capacity);
+        snprintf(msg, sizeof msg,
+                 "model.max_items (%u) reached: %llu events on new items were not "
+                 "applied (rejected_capacity)",
+                 c->max_items, (unsigned long long)ec.rejected_capacity);
         n = put(out, n, msg);
     }
     if (ss.evicted_lru) {
-        snprintf(msg, sizeof msg, "sessions.max_users (%u) reached: %llu least recently active "
-                 "users evicted", c->max_users, (unsigned long long)ss.evicted_lru);
+        snprintf(msg, sizeof msg,
+                 "sessions.max_users (%u) reached: %llu least recently active "
+                 "users evicted",
+                 c->max_users, (unsigned long long)ss.evicted_lru);
         n = put(out, n, msg);
     }
     if (cs && cs->dead_letters_dropped) {
-        snprintf(msg, sizeof msg, "kafka.dlq_file_max_mb (%u) reached: %llu dead letters deleted "
-                 "by rotation", c->dlq_file_max_mb, (unsigned long long)cs->dead_letters_dropped);
+        snprintf(msg, sizeof msg,
+                 "kafka.dlq_file_max_mb (%u) reached: %llu dead letters deleted "
+                 "by rotation",
+                 c->dlq_file_max_mb, (unsigned long long)cs->dead_letters_dropped);
         n = put(out, n, msg);
     }
     if (cs && cs->dead_letter_errors) {

@@ -144,8 +144,8 @@ static void copy_side(const rc_table *t, uint32_t rows, uint32_t dim, int out, f
     while (r < rows) {
         const float *p = out ? rc_table_out(t, r) : rc_table_in(t, r);
         uint32_t k = 1;
-        while (r + k < rows && (out ? rc_table_out(t, r + k) : rc_table_in(t, r + k)) ==
-                                   p + (size_t)k * dim)
+        while (r + k < rows &&
+               (out ? rc_table_out(t, r + k) : rc_table_in(t, r + k)) == p + (size_t)k * dim)
             k++;
         memcpy(dst + (size_t)r * dim, p, (size_t)k * dim * sizeof(float));
         r += k;
@@ -305,8 +305,7 @@ int rc_checkpoint_lock_dir(const char *dir, char *eb, size_t el)
         int saved = errno;
         close(fd);
         if (busy)
-            return rc_err(eb, el, RC_EAGAIN, "data directory %s is in use by another process",
-                          dir);
+            return rc_err(eb, el, RC_EAGAIN, "data directory %s is in use by another process", dir);
         return rc_err(eb, el, RC_EIO, "data directory %s: lock: %s", dir, strerror(saved));
     }
     return fd;
@@ -820,8 +819,7 @@ static int check_fit(const hdr *h, const rc_table_opts *o, const char *path, cha
     return 0;
 }
 
-static int parse_error(int rc, const rd *r, const vec_job *j, const char *path, char *eb,
-                       size_t el)
+static int parse_error(int rc, const rd *r, const vec_job *j, const char *path, char *eb, size_t el)
 {
     if (rc == RC_ENOMEM)
         return rc_err(eb, el, rc, "checkpoint %s: out of memory", path);
@@ -847,7 +845,11 @@ static int parse(rd *r, uint64_t size, const rc_table_opts *opts, const rc_check
     to.dim = h.dim;
     if ((rc = rc_table_create(&to, &t, eb, el)))
         return rc;
-    vec_job j = {.fd = r->fd, .t = t, .hooks = hk, .rows = (uint32_t)h.rows, .dim = h.dim,
+    vec_job j = {.fd = r->fd,
+                 .t = t,
+                 .hooks = hk,
+                 .rows = (uint32_t)h.rows,
+                 .dim = h.dim,
                  .off = size - 2 * (h.vec_bytes + 4)};
     atomic_init(&j.abort, 0);
     /* Without the thread, the vectors are read after the rows (below). */
@@ -926,8 +928,8 @@ static void set_aside(const char *path, const char *why)
     if (rename(path, bad))
         rc_log_warn(MOD, "cannot rename a corrupt checkpoint", "path=%s error=\"%s\"", path,
                     strerror(errno));
-    rc_log_warn(MOD, "skipping a corrupt checkpoint", "path=%s moved_to=%s error=\"%s\"", path,
-                bad, why);
+    rc_log_warn(MOD, "skipping a corrupt checkpoint", "path=%s moved_to=%s error=\"%s\"", path, bad,
+                why);
 }
 
 int rc_checkpoint_count_invalid(const char *dir)
@@ -953,8 +955,8 @@ int rc_checkpoint_restore(const char *dir, const rc_table_opts *opts, rc_table *
 
 int rc_checkpoint_restore_with(const char *dir, const rc_table_opts *opts,
                                const rc_checkpoint_hooks *hooks, rc_table **table,
-                               rc_checkpoint_meta *meta, char *pathout, size_t pathlen,
-                               char *eb, size_t el)
+                               rc_checkpoint_meta *meta, char *pathout, size_t pathlen, char *eb,
+                               size_t el)
 {
     uint64_t *v;
     char path[4200], why[512];

@@ -44,38 +44,39 @@ static int parse_dbl(const char *v, double *out)
 }
 
 /* Stores a typed value; errors are "why" only (the caller names the option). */
-static int opt_store(const rc_cli_spec *s, const rc_cli_opt *o, const char *v, char *eb,
-                     size_t el)
+static int opt_store(const rc_cli_spec *s, const rc_cli_opt *o, const char *v, char *eb, size_t el)
 {
     uint64_t u;
     double d;
     switch (o->type) {
-        case RC_CLI_BOOL: *(int *)o->dest = 1; return 0;
-        case RC_CLI_STR:
-            if (!*v)
-                return rc_err(eb, el, RC_EINVAL, "expected a non-empty value");
-            *(const char **)o->dest = v;
-            return 0;
-        case RC_CLI_U32:
-        case RC_CLI_INT:
-            if (parse_u64(v, &u) || (double)u < o->min || (double)u > o->max)
-                return rc_err(eb, el, RC_EINVAL, "expected an integer in %.0f..%.0f, got '%.40s'",
-                              o->min, o->max, v);
-            if (o->type == RC_CLI_U32)
-                *(uint32_t *)o->dest = (uint32_t)u;
-            else
-                *(int *)o->dest = (int)u;
-            return 0;
-        case RC_CLI_DBL:
-            if (parse_dbl(v, &d) || d < o->min || d > o->max)
-                return rc_err(eb, el, RC_EINVAL, "expected a number in %g..%g, got '%.40s'",
-                              o->min, o->max, v);
-            *(double *)o->dest = d;
-            return 0;
-        default:
-            if (!s->fn)
-                return rc_err(eb, el, RC_EINVAL, "no handler");
-            return s->fn(s->ud, o, v, eb, el);
+    case RC_CLI_BOOL:
+        *(int *)o->dest = 1;
+        return 0;
+    case RC_CLI_STR:
+        if (!*v)
+            return rc_err(eb, el, RC_EINVAL, "expected a non-empty value");
+        *(const char **)o->dest = v;
+        return 0;
+    case RC_CLI_U32:
+    case RC_CLI_INT:
+        if (parse_u64(v, &u) || (double)u < o->min || (double)u > o->max)
+            return rc_err(eb, el, RC_EINVAL, "expected an integer in %.0f..%.0f, got '%.40s'",
+                          o->min, o->max, v);
+        if (o->type == RC_CLI_U32)
+            *(uint32_t *)o->dest = (uint32_t)u;
+        else
+            *(int *)o->dest = (int)u;
+        return 0;
+    case RC_CLI_DBL:
+        if (parse_dbl(v, &d) || d < o->min || d > o->max)
+            return rc_err(eb, el, RC_EINVAL, "expected a number in %g..%g, got '%.40s'", o->min,
+                          o->max, v);
+        *(double *)o->dest = d;
+        return 0;
+    default:
+        if (!s->fn)
+            return rc_err(eb, el, RC_EINVAL, "no handler");
+        return s->fn(s->ud, o, v, eb, el);
     }
 }
 
@@ -132,8 +133,7 @@ static int one_option(const rc_cli_spec *s, int argc, char **argv, int *i, char 
     return rc_err(eb, el, rc, "%s: %s", label, why);
 }
 
-int rc_cli_args_parse(const rc_cli_spec *s, int argc, char **argv, int *argi, char *eb,
-                      size_t el)
+int rc_cli_args_parse(const rc_cli_spec *s, int argc, char **argv, int *argi, char *eb, size_t el)
 {
     int i = 1;
     if (!s || !argi || (argc > 0 && !argv) || (s->nopts && !s->opts))
@@ -239,22 +239,68 @@ int rc_cli_args(const rc_cli_spec *s, int argc, char **argv, int *argi)
     char err[640];
     int rc = rc_cli_args_parse(s, argc, argv, argi, err, sizeof err);
     switch (rc) {
-        case 0: return -1;
-        case RC_CLI_HELP: rc_cli_args_help(stdout, s); return 0;
-        case RC_CLI_VERSION: printf("%s %s\n", s->prog, RC_VERSION); return 0;
-        default: return rc_cli_usage_error(s->prog, "%s", err);
+    case 0:
+        return -1;
+    case RC_CLI_HELP:
+        rc_cli_args_help(stdout, s);
+        return 0;
+    case RC_CLI_VERSION:
+        printf("%s %s\n", s->prog, RC_VERSION);
+        return 0;
+    default:
+        return rc_cli_usage_error(s->prog, "%s", err);
     }
 }
 
 /* ---- recalld-train and recalld-eval ---- */
 
 enum id {
-    F_INPUT, F_FORMAT, F_SEP, F_HEADER, F_USER, F_ITEM, F_TIME, F_SESSION, F_CITY, F_CATE,
-    F_TIME_UNIT, F_TIME_OFFSET, F_GAP, F_ITEM_CATES, F_ITEM_CATES_FMT, F_TEST_RATIO, F_METHODS,
-    F_MODE, F_DIM, F_WINDOW, F_NEG, F_EPOCHS, F_THREADS, F_SEED, F_MIN_COUNT, F_SUBSAMPLE, F_LR,
-    F_POWER, F_HARD, F_GLOBAL_NEG, F_TUNE, F_TUNE_SECONDS, F_OUTPUT, F_JSON, F_QUIET,
-    F_TT_DIM, F_TT_HIDDEN, F_TT_EPOCHS, F_TT_BATCH, F_TT_LR, F_TT_OPT, F_TT_EASY, F_TT_HARD,
-    F_TT_TEMP, F_TT_FEATURES, F_USER_FEATURES
+    F_INPUT,
+    F_FORMAT,
+    F_SEP,
+    F_HEADER,
+    F_USER,
+    F_ITEM,
+    F_TIME,
+    F_SESSION,
+    F_CITY,
+    F_CATE,
+    F_TIME_UNIT,
+    F_TIME_OFFSET,
+    F_GAP,
+    F_ITEM_CATES,
+    F_ITEM_CATES_FMT,
+    F_TEST_RATIO,
+    F_METHODS,
+    F_MODE,
+    F_DIM,
+    F_WINDOW,
+    F_NEG,
+    F_EPOCHS,
+    F_THREADS,
+    F_SEED,
+    F_MIN_COUNT,
+    F_SUBSAMPLE,
+    F_LR,
+    F_POWER,
+    F_HARD,
+    F_GLOBAL_NEG,
+    F_TUNE,
+    F_TUNE_SECONDS,
+    F_OUTPUT,
+    F_JSON,
+    F_QUIET,
+    F_TT_DIM,
+    F_TT_HIDDEN,
+    F_TT_EPOCHS,
+    F_TT_BATCH,
+    F_TT_LR,
+    F_TT_OPT,
+    F_TT_EASY,
+    F_TT_HARD,
+    F_TT_TEMP,
+    F_TT_FEATURES,
+    F_USER_FEATURES
 };
 
 struct flag {
@@ -320,8 +366,8 @@ int rc_cli_parse_features(const char *v, unsigned *out, char *eb, size_t el)
     static const struct {
         const char *name;
         unsigned bit;
-    } words[] = {{"tags", RC_TT_F_TAGS},   {"device", RC_TT_F_DEVICE}, {"stats", RC_TT_F_STATS},
-                 {"attn", RC_TT_F_ATTN},   {"all", RC_TT_F_ALL},       {"none", 0}};
+    } words[] = {{"tags", RC_TT_F_TAGS}, {"device", RC_TT_F_DEVICE}, {"stats", RC_TT_F_STATS},
+                 {"attn", RC_TT_F_ATTN}, {"all", RC_TT_F_ALL},       {"none", 0}};
     unsigned f = 0;
     if (!v || !*v || !out)
         return rc_err(eb, el, RC_EINVAL, "expected all, none or a list of tags,device,stats,attn");
@@ -394,40 +440,40 @@ static int get_flt(const char *v, double lo, double hi, int open_lo, float *out)
 static int set_enum(rc_cli *c, const struct flag *f, const char *v, char *eb, size_t el)
 {
     switch (f->id) {
-        case F_FORMAT:
-            if (!strcmp(v, "jsonl") || !strcmp(v, "json"))
-                c->log.format = RC_LOG_JSONL;
-            else if (!strcmp(v, "csv"))
-                c->log.format = RC_LOG_CSV;
-            else if (!strcmp(v, "tsv"))
-                c->log.format = RC_LOG_TSV;
-            else
-                return BAD("jsonl, csv or tsv");
-            return 0;
-        case F_TIME_UNIT:
-            if (!strcmp(v, "s"))
-                c->log.time_unit = RC_TIME_S;
-            else if (!strcmp(v, "ms"))
-                c->log.time_unit = RC_TIME_MS;
-            else if (!strcmp(v, "iso"))
-                c->log.time_unit = RC_TIME_ISO;
-            else
-                return BAD("s, ms or iso");
-            return 0;
-        case F_MODE:
-            if (!strcmp(v, "skipgram") || !strcmp(v, "sg"))
-                c->train.mode = RC_SGNS_SKIPGRAM;
-            else if (!strcmp(v, "cbow"))
-                c->train.mode = RC_SGNS_CBOW;
-            else
-                return BAD("skipgram or cbow");
-            c->set_mask |= RC_CLI_SET_MODE;
-            return 0;
-        default:
-            if (strcmp(v, "csv") && strcmp(v, "movielens"))
-                return BAD("csv or movielens");
-            c->log.item_cates_format = v;
-            return 0;
+    case F_FORMAT:
+        if (!strcmp(v, "jsonl") || !strcmp(v, "json"))
+            c->log.format = RC_LOG_JSONL;
+        else if (!strcmp(v, "csv"))
+            c->log.format = RC_LOG_CSV;
+        else if (!strcmp(v, "tsv"))
+            c->log.format = RC_LOG_TSV;
+        else
+            return BAD("jsonl, csv or tsv");
+        return 0;
+    case F_TIME_UNIT:
+        if (!strcmp(v, "s"))
+            c->log.time_unit = RC_TIME_S;
+        else if (!strcmp(v, "ms"))
+            c->log.time_unit = RC_TIME_MS;
+        else if (!strcmp(v, "iso"))
+            c->log.time_unit = RC_TIME_ISO;
+        else
+            return BAD("s, ms or iso");
+        return 0;
+    case F_MODE:
+        if (!strcmp(v, "skipgram") || !strcmp(v, "sg"))
+            c->train.mode = RC_SGNS_SKIPGRAM;
+        else if (!strcmp(v, "cbow"))
+            c->train.mode = RC_SGNS_CBOW;
+        else
+            return BAD("skipgram or cbow");
+        c->set_mask |= RC_CLI_SET_MODE;
+        return 0;
+    default:
+        if (strcmp(v, "csv") && strcmp(v, "movielens"))
+            return BAD("csv or movielens");
+        c->log.item_cates_format = v;
+        return 0;
     }
 }
 
@@ -436,68 +482,81 @@ static int set_number(rc_cli *c, const struct flag *f, const char *v, char *eb, 
     rc_train_opts *t = &c->train;
     uint64_t u;
     switch (f->id) {
-        case F_DIM:
-            if (get_u32(v, 8, 1024, &t->dim) || t->dim % 8)
-                return BAD("a multiple of 8 in 8..1024");
-            return 0;
-        case F_WINDOW: return get_u32(v, 1, RC_SGNS_MAX_WINDOW / 2, &t->window) ? BAD("1..32") : 0;
-        case F_NEG: return get_u32(v, 1, RC_SGNS_MAX_NEG, &t->negatives) ? BAD("1..64") : 0;
-        case F_EPOCHS: return get_u32(v, 1, 100000, &t->epochs) ? BAD("1..100000") : 0;
-        case F_THREADS:
-            if (get_u32(v, 1, 256, &t->threads))
-                return BAD("1..256");
-            c->tower.threads = t->threads;
-            return 0;
-        case F_SEED:
-            if (get_u64(v, 0, UINT64_MAX, &t->seed))
-                return BAD("an integer >= 0");
-            c->tower.seed = t->seed;
-            return 0;
-        case F_MIN_COUNT:
-            return get_u32(v, 1, UINT32_MAX, &t->min_count) ? BAD("an integer >= 1") : 0;
-        case F_SUBSAMPLE: return get_flt(v, 0, 1, 0, &t->subsample) ? BAD("a number in [0,1]") : 0;
-        case F_LR: return get_flt(v, 0, 10, 1, &t->lr) ? BAD("a number in (0,10]") : 0;
-        case F_POWER: return get_flt(v, 0, 4, 1, &t->power) ? BAD("a number in (0,4]") : 0;
-        case F_HARD: return get_flt(v, 0, 1, 0, &t->hard_share) ? BAD("a number in [0,1]") : 0;
-        case F_TT_DIM:
-            if (get_u32(v, 8, 1024, &c->tower.cfg.dim) || c->tower.cfg.dim % 8)
-                return BAD("a multiple of 8 in 8..1024");
-            return 0;
-        case F_TT_HIDDEN:
-            return get_u32(v, 1, 4096, &c->tower.cfg.hidden) ? BAD("1..4096") : 0;
-        case F_TT_EPOCHS: return get_u32(v, 1, 100000, &c->tower.epochs) ? BAD("1..100000") : 0;
-        case F_TT_BATCH: return get_u32(v, 1, 65536, &c->tower.batch) ? BAD("1..65536") : 0;
-        case F_TT_LR: return get_flt(v, 0, 10, 1, &c->tower.lr) ? BAD("a number in (0,10]") : 0;
-        case F_TT_EASY:
-            return get_u32(v, 1, 65536, &c->tower.easy_negatives) ? BAD("1..65536") : 0;
-        case F_TT_HARD:
-            if (get_u32(v, 0, 1024, &c->tower.hard_negatives))
-                return BAD("0..1024");
-            if (c->tower.hard_negatives == 0) /* the options' "none" */
-                c->tower.hard_negatives = UINT32_MAX;
-            return 0;
-        case F_TT_TEMP:
-            return get_flt(v, 0, 10, 1, &c->tower.cfg.temperature) ? BAD("a number in (0,10]")
-                                                                    : 0;
-        case F_TEST_RATIO:
-            if (get_dbl(v, 0, 1, 1, &c->test_ratio) || c->test_ratio >= 1)
-                return BAD("a number in (0,1)");
-            return 0;
-        case F_TUNE_SECONDS:
-            return get_dbl(v, 0, 1e7, 1, &c->tune_seconds) ? BAD("a number of seconds > 0") : 0;
-        default:
-            if (get_u64(v, 1, INT64_MAX, &u))
-                return BAD("milliseconds >= 1");
-            c->log.gap_ms = (int64_t)u;
-            return 0;
+    case F_DIM:
+        if (get_u32(v, 8, 1024, &t->dim) || t->dim % 8)
+            return BAD("a multiple of 8 in 8..1024");
+        return 0;
+    case F_WINDOW:
+        return get_u32(v, 1, RC_SGNS_MAX_WINDOW / 2, &t->window) ? BAD("1..32") : 0;
+    case F_NEG:
+        return get_u32(v, 1, RC_SGNS_MAX_NEG, &t->negatives) ? BAD("1..64") : 0;
+    case F_EPOCHS:
+        return get_u32(v, 1, 100000, &t->epochs) ? BAD("1..100000") : 0;
+    case F_THREADS:
+        if (get_u32(v, 1, 256, &t->threads))
+            return BAD("1..256");
+        c->tower.threads = t->threads;
+        return 0;
+    case F_SEED:
+        if (get_u64(v, 0, UINT64_MAX, &t->seed))
+            return BAD("an integer >= 0");
+        c->tower.seed = t->seed;
+        return 0;
+    case F_MIN_COUNT:
+        return get_u32(v, 1, UINT32_MAX, &t->min_count) ? BAD("an integer >= 1") : 0;
+    case F_SUBSAMPLE:
+        return get_flt(v, 0, 1, 0, &t->subsample) ? BAD("a number in [0,1]") : 0;
+    case F_LR:
+        return get_flt(v, 0, 10, 1, &t->lr) ? BAD("a number in (0,10]") : 0;
+    case F_POWER:
+        return get_flt(v, 0, 4, 1, &t->power) ? BAD("a number in (0,4]") : 0;
+    case F_HARD:
+        return get_flt(v, 0, 1, 0, &t->hard_share) ? BAD("a number in [0,1]") : 0;
+    case F_TT_DIM:
+        if (get_u32(v, 8, 1024, &c->tower.cfg.dim) || c->tower.cfg.dim % 8)
+            return BAD("a multiple of 8 in 8..1024");
+        return 0;
+    case F_TT_HIDDEN:
+        return get_u32(v, 1, 4096, &c->tower.cfg.hidden) ? BAD("1..4096") : 0;
+    case F_TT_EPOCHS:
+        return get_u32(v, 1, 100000, &c->tower.epochs) ? BAD("1..100000") : 0;
+    case F_TT_BATCH:
+        return get_u32(v, 1, 65536, &c->tower.batch) ? BAD("1..65536") : 0;
+    case F_TT_LR:
+        return get_flt(v, 0, 10, 1, &c->tower.lr) ? BAD("a number in (0,10]") : 0;
+    case F_TT_EASY:
+        return get_u32(v, 1, 65536, &c->tower.easy_negatives) ? BAD("1..65536") : 0;
+    case F_TT_HARD:
+        if (get_u32(v, 0, 1024, &c->tower.hard_negatives))
+            return BAD("0..1024");
+        if (c->tower.hard_negatives == 0) /* the options' "none" */
+            c->tower.hard_negatives = UINT32_MAX;
+        return 0;
+    case F_TT_TEMP:
+        return get_flt(v, 0, 10, 1, &c->tower.cfg.temperature) ? BAD("a number in (0,10]") : 0;
+    case F_TEST_RATIO:
+        if (get_dbl(v, 0, 1, 1, &c->test_ratio) || c->test_ratio >= 1)
+            return BAD("a number in (0,1)");
+        return 0;
+    case F_TUNE_SECONDS:
+        return get_dbl(v, 0, 1e7, 1, &c->tune_seconds) ? BAD("a number of seconds > 0") : 0;
+    default:
+        if (get_u64(v, 1, INT64_MAX, &u))
+            return BAD("milliseconds >= 1");
+        c->log.gap_ms = (int64_t)u;
+        return 0;
     }
 }
 
 static const int set_bits[][2] = {
-    {F_WINDOW, RC_CLI_SET_WINDOW}, {F_NEG, RC_CLI_SET_NEGATIVES},
-    {F_EPOCHS, RC_CLI_SET_EPOCHS}, {F_LR, RC_CLI_SET_LR},
-    {F_SUBSAMPLE, RC_CLI_SET_SUBSAMPLE}, {F_POWER, RC_CLI_SET_POWER},
-    {F_DIM, RC_CLI_SET_DIM}, {F_MIN_COUNT, RC_CLI_SET_MIN_COUNT},
+    {F_WINDOW, RC_CLI_SET_WINDOW},
+    {F_NEG, RC_CLI_SET_NEGATIVES},
+    {F_EPOCHS, RC_CLI_SET_EPOCHS},
+    {F_LR, RC_CLI_SET_LR},
+    {F_SUBSAMPLE, RC_CLI_SET_SUBSAMPLE},
+    {F_POWER, RC_CLI_SET_POWER},
+    {F_DIM, RC_CLI_SET_DIM},
+    {F_MIN_COUNT, RC_CLI_SET_MIN_COUNT},
     {F_TEST_RATIO, RC_CLI_SET_TEST_RATIO},
 };
 
@@ -508,49 +567,85 @@ static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, si
         if (set_bits[i][0] == (int)f->id)
             c->set_mask |= set_bits[i][1];
     switch (f->id) {
-        case F_INPUT: str = &c->log.path; break;
-        case F_SEP: str = &c->log.sep; break;
-        case F_USER: str = &c->log.col_user; break;
-        case F_ITEM: str = &c->log.col_item; break;
-        case F_TIME: str = &c->log.col_time; break;
-        case F_SESSION: str = &c->log.col_session; break;
-        case F_CITY: str = &c->log.col_city; break;
-        case F_CATE: str = &c->log.col_cate; break;
-        case F_TIME_OFFSET: str = &c->log.col_time_offset; break;
-        case F_ITEM_CATES: str = &c->log.item_cates; break;
-        case F_METHODS: str = &c->methods; break;
-        case F_OUTPUT: str = &c->output; break;
-        case F_USER_FEATURES: str = &c->user_features; break;
-        case F_TT_FEATURES: {
-            if (rc_cli_parse_features(v, &c->tower.cfg.features, eb, el))
-                return RC_EINVAL;
-            c->tower_features_set = 1;
-            return 0;
-        }
-        case F_TT_OPT:
-            if (!strcmp(v, "adam"))
-                c->tower.optimizer = RC_TT_ADAM;
-            else if (!strcmp(v, "adagrad"))
-                c->tower.optimizer = RC_TT_ADAGRAD;
-            else
-                return BAD("adam or adagrad");
-            return 0;
-        case F_HEADER: c->log.header = 1; return 0;
-        case F_GLOBAL_NEG: c->train.global_negatives = 1; return 0;
-        case F_TUNE: c->tune = 1; return 0;
-        case F_JSON: c->json = 1; return 0;
-        case F_QUIET:
-            c->log.quiet = 1;
-            c->train.quiet = 1;
-            c->train.progress = -1;
-            c->tower.quiet = 1;
-            c->tower.progress = -1;
-            return 0;
-        case F_FORMAT:
-        case F_TIME_UNIT:
-        case F_MODE:
-        case F_ITEM_CATES_FMT: return set_enum(c, f, v, eb, el);
-        default: return set_number(c, f, v, eb, el);
+    case F_INPUT:
+        str = &c->log.path;
+        break;
+    case F_SEP:
+        str = &c->log.sep;
+        break;
+    case F_USER:
+        str = &c->log.col_user;
+        break;
+    case F_ITEM:
+        str = &c->log.col_item;
+        break;
+    case F_TIME:
+        str = &c->log.col_time;
+        break;
+    case F_SESSION:
+        str = &c->log.col_session;
+        break;
+    case F_CITY:
+        str = &c->log.col_city;
+        break;
+    case F_CATE:
+        str = &c->log.col_cate;
+        break;
+    case F_TIME_OFFSET:
+        str = &c->log.col_time_offset;
+        break;
+    case F_ITEM_CATES:
+        str = &c->log.item_cates;
+        break;
+    case F_METHODS:
+        str = &c->methods;
+        break;
+    case F_OUTPUT:
+        str = &c->output;
+        break;
+    case F_USER_FEATURES:
+        str = &c->user_features;
+        break;
+    case F_TT_FEATURES: {
+        if (rc_cli_parse_features(v, &c->tower.cfg.features, eb, el))
+            return RC_EINVAL;
+        c->tower_features_set = 1;
+        return 0;
+    }
+    case F_TT_OPT:
+        if (!strcmp(v, "adam"))
+            c->tower.optimizer = RC_TT_ADAM;
+        else if (!strcmp(v, "adagrad"))
+            c->tower.optimizer = RC_TT_ADAGRAD;
+        else
+            return BAD("adam or adagrad");
+        return 0;
+    case F_HEADER:
+        c->log.header = 1;
+        return 0;
+    case F_GLOBAL_NEG:
+        c->train.global_negatives = 1;
+        return 0;
+    case F_TUNE:
+        c->tune = 1;
+        return 0;
+    case F_JSON:
+        c->json = 1;
+        return 0;
+    case F_QUIET:
+        c->log.quiet = 1;
+        c->train.quiet = 1;
+        c->train.progress = -1;
+        c->tower.quiet = 1;
+        c->tower.progress = -1;
+        return 0;
+    case F_FORMAT:
+    case F_TIME_UNIT:
+    case F_MODE:
+    case F_ITEM_CATES_FMT:
+        return set_enum(c, f, v, eb, el);
+    default:
+        return set_number(c, f, v, eb, el);
     }
     if (!*v)
         return BAD("a non-empty value");
@@ -585,11 +680,16 @@ static size_t train_opts(rc_cli_opt *o, const rc_cli_flag *extra, size_t nextra)
     size_t n = 0;
     for (size_t i = 0; i < nextra; i++, n++)
         o[n] = (rc_cli_opt){.name = extra[i].name + 2 * (strncmp(extra[i].name, "--", 2) == 0),
-                            .type = RC_CLI_CALL, .arg = extra[i].arg, .help = extra[i].help,
+                            .type = RC_CLI_CALL,
+                            .arg = extra[i].arg,
+                            .help = extra[i].help,
                             .id = (int)(RC_ARRAY_LEN(flags) + i)};
     for (size_t i = 0; i < RC_ARRAY_LEN(flags); i++)
-        o[n++] = (rc_cli_opt){.name = flags[i].name + 2, .type = RC_CLI_CALL,
-                              .arg = flags[i].arg, .help = flags[i].help, .id = (int)i};
+        o[n++] = (rc_cli_opt){.name = flags[i].name + 2,
+                              .type = RC_CLI_CALL,
+                              .arg = flags[i].arg,
+                              .help = flags[i].help,
+                              .id = (int)i};
     return n;
 }
 
@@ -600,8 +700,8 @@ int rc_cli_parse(rc_cli *c, int argc, char **argv, const rc_cli_flag *extra, siz
     struct train_parse tp = {.c = c, .extra = extra, .fn = fn, .ud = ud};
     if (!c || (argc > 0 && !argv) || (nextra && !extra) || nextra > 32)
         return rc_err(eb, el, RC_EINVAL, "cli: bad arguments");
-    rc_cli_spec s = {.opts = opts, .nopts = train_opts(opts, extra, nextra),
-                     .fn = on_train_opt, .ud = &tp};
+    rc_cli_spec s = {
+        .opts = opts, .nopts = train_opts(opts, extra, nextra), .fn = on_train_opt, .ud = &tp};
     int argi, rc = rc_cli_args_parse(&s, argc, argv, &argi, eb, el);
     c->help = rc == RC_CLI_HELP;
     c->version = rc == RC_CLI_VERSION;
@@ -632,8 +732,11 @@ void rc_cli_usage(FILE *f, const char *prog, const char *about, const rc_cli_fla
     rc_cli_opt opts[MAX_TRAIN_OPTS];
     if (!f || nextra > 32 || (nextra && !extra))
         return;
-    rc_cli_spec s = {.prog = prog ? prog : "recalld-train", .synopsis = "--input FILE [options]",
-                     .about = about, .epilog = train_epilog, .opts = opts,
+    rc_cli_spec s = {.prog = prog ? prog : "recalld-train",
+                     .synopsis = "--input FILE [options]",
+                     .about = about,
+                     .epilog = train_epilog,
+                     .opts = opts,
                      .nopts = train_opts(opts, extra, nextra)};
     rc_cli_args_help(f, &s);
 }

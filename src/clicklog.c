@@ -32,12 +32,12 @@
 #define ML_GENRES      19
 
 enum col { C_USER, C_ITEM, C_TIME, C_TOFF, C_SESSION, C_CITY, C_CATE, C_N };
-static const char *const col_flag[C_N] = {"--user", "--item",   "--time", "--time-offset",
+static const char *const col_flag[C_N] = {"--user",    "--item", "--time", "--time-offset",
                                           "--session", "--city", "--cate"};
 
 static const char *const reason_names[RC_LOG_R_COUNT] = {
-    [RC_LOG_R_COLUMNS] = "columns",     [RC_LOG_R_EMPTY_ID] = "empty_id",
-    [RC_LOG_R_BAD_TIME] = "bad_time",   [RC_LOG_R_BAD_EVENT] = "bad_event",
+    [RC_LOG_R_COLUMNS] = "columns",   [RC_LOG_R_EMPTY_ID] = "empty_id",
+    [RC_LOG_R_BAD_TIME] = "bad_time", [RC_LOG_R_BAD_EVENT] = "bad_event",
     [RC_LOG_R_TOO_LONG] = "too_long",
 };
 
@@ -62,11 +62,11 @@ struct loader {
     char sep[32];
     size_t seplen;
     int col[C_N];
-    int ncols;           /* expected columns per row, 0 = not known yet */
-    int header_pending;  /* the next non-blank line is the header */
-    int row_no;          /* data rows seen: ts of rows without a time column */
-    rc_dict *sessions;   /* session column values, when there is one */
-    size_t cap;          /* recs capacity */
+    int ncols;          /* expected columns per row, 0 = not known yet */
+    int header_pending; /* the next non-blank line is the header */
+    int row_no;         /* data rows seen: ts of rows without a time column */
+    rc_dict *sessions;  /* session column values, when there is one */
+    size_t cap;         /* recs capacity */
     uint32_t reported;
     uint32_t prof_cap; /* log->profiles capacity */
     size_t tag_cap;    /* log->tag_ids capacity */
@@ -164,8 +164,8 @@ int rc_clicklog_parse_iso(const char *s, size_t len, int64_t *ms)
         return RC_EINVAL;
     const char *p = s, *end = s + len;
     int y = digits(&p, end, 4), m, d;
-    if (y < 0 || p >= end || *p++ != '-' || (m = digits(&p, end, 2)) < 1 || m > 12 ||
-        p >= end || *p++ != '-' || (d = digits(&p, end, 2)) < 1 || d > days_in_month(y, m))
+    if (y < 0 || p >= end || *p++ != '-' || (m = digits(&p, end, 2)) < 1 || m > 12 || p >= end ||
+        *p++ != '-' || (d = digits(&p, end, 2)) < 1 || d > days_in_month(y, m))
         return RC_EINVAL;
     int64_t v = days_from_civil(y, m, d) * 86400000;
     if (p < end) {
@@ -219,8 +219,7 @@ static int reader_line(struct reader *r, size_t *len, char *eb, size_t el)
         if (zerr == Z_OK)
             return 0;
         return rc_err(eb, el, RC_EIO, "clicklog %s: line %llu: %s", r->name,
-                      (unsigned long long)r->lineno + 1,
-                      zerr == Z_ERRNO ? strerror(errno) : msg);
+                      (unsigned long long)r->lineno + 1, zerr == Z_ERRNO ? strerror(errno) : msg);
     }
     r->lineno++;
     size_t n = strlen(r->buf);
@@ -346,9 +345,15 @@ static int parse_time(const struct loader *L, const struct field *t, const struc
 {
     int rc;
     switch (L->o->time_unit) {
-        case RC_TIME_MS: rc = parse_num_ms(t, 1, ms); break;
-        case RC_TIME_ISO: rc = rc_clicklog_parse_iso(t->s, t->n, ms); break;
-        default: rc = parse_num_ms(t, 1000, ms); break;
+    case RC_TIME_MS:
+        rc = parse_num_ms(t, 1, ms);
+        break;
+    case RC_TIME_ISO:
+        rc = rc_clicklog_parse_iso(t->s, t->n, ms);
+        break;
+    default:
+        rc = parse_num_ms(t, 1000, ms);
+        break;
     }
     int64_t extra = 0;
     if (rc == 0 && off && (rc = parse_num_ms(off, 1, &extra)) == 0)
@@ -527,8 +532,10 @@ static int json_row(struct loader *L, const char *line, size_t len)
         return 0;
     }
     struct field v[C_N] = {
-        [C_USER] = {ev->user, ev->user_len}, [C_ITEM] = {ev->item, ev->item_len},
-        [C_CITY] = {ev->city, ev->city_len}, [C_CATE] = {ev->cate, ev->cate_len},
+        [C_USER] = {ev->user, ev->user_len},
+        [C_ITEM] = {ev->item, ev->item_len},
+        [C_CITY] = {ev->city, ev->city_len},
+        [C_CATE] = {ev->cate, ev->cate_len},
     };
     int rc = add_click(L, v, ev->ts_ms);
     return rc ? rc : keep_profile(L, L->log->recs[L->log->n - 1].user, ev);
@@ -629,13 +636,20 @@ static int find_name(const struct loader *L, int nf, const char *spec)
 static const char *col_spec(const rc_clicklog_opts *o, int c)
 {
     switch (c) {
-        case C_USER: return o->col_user;
-        case C_ITEM: return o->col_item;
-        case C_TIME: return o->col_time;
-        case C_TOFF: return o->col_time_offset;
-        case C_SESSION: return o->col_session;
-        case C_CITY: return o->col_city;
-        default: return o->col_cate;
+    case C_USER:
+        return o->col_user;
+    case C_ITEM:
+        return o->col_item;
+    case C_TIME:
+        return o->col_time;
+    case C_TOFF:
+        return o->col_time_offset;
+    case C_SESSION:
+        return o->col_session;
+    case C_CITY:
+        return o->col_city;
+    default:
+        return o->col_cate;
     }
 }
 
@@ -935,10 +949,11 @@ static void summary(const struct loader *L)
     const rc_clicklog *log = L->log;
     if (L->o->quiet)
         return;
-    fprintf(stderr, "clicklog: %s: %llu rows, %zu clicks, %u users, %u items, %u sessions, "
-            "%llu skipped", L->rd.name, (unsigned long long)log->lines, log->n,
-            rc_dict_size(log->users), rc_dict_size(log->items), log->nsessions,
-            (unsigned long long)log->skipped);
+    fprintf(stderr,
+            "clicklog: %s: %llu rows, %zu clicks, %u users, %u items, %u sessions, "
+            "%llu skipped",
+            L->rd.name, (unsigned long long)log->lines, log->n, rc_dict_size(log->users),
+            rc_dict_size(log->items), log->nsessions, (unsigned long long)log->skipped);
     for (int r = 0; r < RC_LOG_R_COUNT; r++)
         if (log->skipped_by_reason[r])
             fprintf(stderr, " %s=%llu", reason_names[r],
@@ -1050,7 +1065,9 @@ int rc_clicklog_sessionize(rc_clicklog *log, int64_t gap_ms, char *eb, size_t el
 {
     if (!log || gap_ms < 0 || log->sess_off)
         return rc_err(eb, el, RC_EINVAL, "clicklog: sessionize: %s",
-                      !log ? "no log" : gap_ms < 0 ? "gap_ms < 0" : "already sessionized");
+                      !log         ? "no log"
+                      : gap_ms < 0 ? "gap_ms < 0"
+                                   : "already sessionized");
     return sessionize_log(log, 0, gap_ms, eb, el);
 }
 

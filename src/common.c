@@ -7,18 +7,30 @@
 const char *rc_strerror(int rc)
 {
     switch (rc) {
-        case RC_OK: return "ok";
-        case RC_EINVAL: return "invalid argument";
-        case RC_ENOMEM: return "out of memory or over a configured bound";
-        case RC_EIO: return "i/o error";
-        case RC_EPROTO: return "protocol error";
-        case RC_E2BIG: return "input too large";
-        case RC_EKAFKA: return "kafka error";
-        case RC_EFAISS: return "faiss error";
-        case RC_ENOENT: return "not found";
-        case RC_EAGAIN: return "try again";
-        case RC_ECORRUPT: return "corrupt data";
-        default: return "unknown error";
+    case RC_OK:
+        return "ok";
+    case RC_EINVAL:
+        return "invalid argument";
+    case RC_ENOMEM:
+        return "out of memory or over a configured bound";
+    case RC_EIO:
+        return "i/o error";
+    case RC_EPROTO:
+        return "protocol error";
+    case RC_E2BIG:
+        return "input too large";
+    case RC_EKAFKA:
+        return "kafka error";
+    case RC_EFAISS:
+        return "faiss error";
+    case RC_ENOENT:
+        return "not found";
+    case RC_EAGAIN:
+        return "try again";
+    case RC_ECORRUPT:
+        return "corrupt data";
+    default:
+        return "unknown error";
     }
 }
 
@@ -61,10 +73,7 @@ void rc_rng_seed(rc_rng *r, uint64_t seed)
         r->s[i] = splitmix64(&seed);
 }
 
-static inline uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t rc_rng_next(rc_rng *r)
 {

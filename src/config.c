@@ -13,7 +13,20 @@
 #include "recalld/common.h"
 #include "recalld/log.h"
 
-enum ktype { K_SCOPE, K_STR, K_U32, K_U64, K_I64, K_F32, K_BOOL, K_MODE, K_LEVEL, K_FORMAT, K_SGMODE, K_UIDS };
+enum ktype {
+    K_SCOPE,
+    K_STR,
+    K_U32,
+    K_U64,
+    K_I64,
+    K_F32,
+    K_BOOL,
+    K_MODE,
+    K_LEVEL,
+    K_FORMAT,
+    K_SGMODE,
+    K_UIDS
+};
 
 struct key {
     const char *name; /* "section.key" */
@@ -209,11 +222,20 @@ static int set_num(rc_config *c, const struct key *k, json_t *v, const char *whe
     }
     char *p = (char *)c + k->off;
     switch (k->type) {
-        case K_U32: *(uint32_t *)p = (uint32_t)json_integer_value(v); break;
-        case K_U64: *(uint64_t *)p = (uint64_t)json_integer_value(v); break;
-        case K_I64: *(int64_t *)p = (int64_t)json_integer_value(v); break;
-        case K_F32: *(float *)p = (float)d; break;
-        default: break;
+    case K_U32:
+        *(uint32_t *)p = (uint32_t)json_integer_value(v);
+        break;
+    case K_U64:
+        *(uint64_t *)p = (uint64_t)json_integer_value(v);
+        break;
+    case K_I64:
+        *(int64_t *)p = (int64_t)json_integer_value(v);
+        break;
+    case K_F32:
+        *(float *)p = (float)d;
+        break;
+    default:
+        break;
     }
     return 0;
 }
@@ -278,8 +300,7 @@ static int set_uids(rc_config *c, const struct key *k, json_t *v, const char *wh
         snprintf(why, sizeof why, "expected an array of at most %d uids", RC_CONF_MAX_UIDS);
         return bad(eb, el, where, k->name, why);
     }
-    json_array_foreach(v, i, u)
-    {
+    json_array_foreach(v, i, u) {
         if (!json_is_integer(u) || json_integer_value(u) < (json_int_t)k->min ||
             json_integer_value(u) > (json_int_t)k->max) {
             snprintf(why, sizeof why, "element %zu: expected integer uid in %g..%g", i, k->min,
@@ -361,8 +382,8 @@ static int kafka_put(rc_config *c, const char *k, const char *v, size_t len, int
     uint32_t i;
     size_t klen = strlen(k);
     if (!klen || klen > RC_CONF_KAFKA_KEY_MAX)
-        return rc_err(eb, el, RC_EINVAL, "%s: kafka.config: property names are 1..%d bytes",
-                      where, RC_CONF_KAFKA_KEY_MAX);
+        return rc_err(eb, el, RC_EINVAL, "%s: kafka.config: property names are 1..%d bytes", where,
+                      RC_CONF_KAFKA_KEY_MAX);
     if (len > RC_CONF_KAFKA_VALUE_MAX) {
         snprintf(why, sizeof why, "%.64s: value of %zu bytes, at most %u", k, len,
                  RC_CONF_KAFKA_VALUE_MAX);
@@ -399,12 +420,11 @@ static int set_kafka_extra(rc_config *c, json_t *obj, const char *where, char *e
     if (!json_is_object(obj))
         return bad(eb, el, where, "kafka.config", "expected an object of librdkafka properties");
     c->nkafka_extra = 0;
-    json_object_foreach(obj, k, v)
-    {
+    json_object_foreach(obj, k, v) {
         if (!json_is_string(v))
             return bad(eb, el, where, "kafka.config", "values must be strings");
-        int rc = kafka_put(c, k, json_string_value(v), json_string_length(v), RC_CONF_FILE,
-                           where, eb, el);
+        int rc = kafka_put(c, k, json_string_value(v), json_string_length(v), RC_CONF_FILE, where,
+                           eb, el);
         if (rc)
             return rc;
     }
@@ -425,8 +445,10 @@ int rc_config_kafka_arg(rc_config *c, const char *kv, int origin, const char *wh
     const char *eq = kv ? strchr(kv, '=') : NULL;
     char key[RC_CONF_KAFKA_KEY_MAX + 1];
     if (!c || !eq || eq == kv)
-        return rc_err(eb, el, RC_EINVAL, "%s: expected KEY=VALUE (a librdkafka property), got "
-                      "'%.60s'", who ? who : "-X", kv ? kv : "");
+        return rc_err(eb, el, RC_EINVAL,
+                      "%s: expected KEY=VALUE (a librdkafka property), got "
+                      "'%.60s'",
+                      who ? who : "-X", kv ? kv : "");
     if ((size_t)(eq - kv) > RC_CONF_KAFKA_KEY_MAX)
         return rc_err(eb, el, RC_EINVAL, "%s: property names are 1..%d bytes", who ? who : "-X",
                       RC_CONF_KAFKA_KEY_MAX);
@@ -451,8 +473,7 @@ static int apply(rc_config *c, json_t *root, const char *where, char *eb, size_t
     char name[128];
     if (!json_is_object(root))
         return rc_err(eb, el, RC_EINVAL, "%s: top level must be an object", where);
-    json_object_foreach(root, sec, sv)
-    {
+    json_object_foreach(root, sec, sv) {
         const struct key *key = find_key(sec);
         if (key) {
             int rc = set_key(c, key, sv, RC_CONF_FILE, where, eb, el);
@@ -462,8 +483,7 @@ static int apply(rc_config *c, json_t *root, const char *where, char *eb, size_t
         }
         if (!json_is_object(sv))
             return bad(eb, el, where, sec, "unknown key");
-        json_object_foreach(sv, k, v)
-        {
+        json_object_foreach(sv, k, v) {
             snprintf(name, sizeof name, "%s.%s", sec, k);
             if (strcmp(name, "kafka.config") == 0) {
                 int rc = set_kafka_extra(c, v, where, eb, el);
@@ -517,21 +537,22 @@ int rc_config_load(rc_config *c, const char *path, char *errbuf, size_t errlen)
 static json_t *value_of(const struct key *k, const char *v)
 {
     switch (k->type) {
-        case K_U32:
-        case K_U64:
-        case K_I64:
-        case K_F32:
-        case K_UIDS: {
-            json_t *j = json_loads(v, JSON_DECODE_ANY, NULL);
-            return j ? j : json_string(v); /* refused below as "expected integer" */
-        }
-        case K_BOOL:
-            if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
-                return json_true();
-            if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
-                return json_false();
-            return json_string(v);
-        default: return json_string(v);
+    case K_U32:
+    case K_U64:
+    case K_I64:
+    case K_F32:
+    case K_UIDS: {
+        json_t *j = json_loads(v, JSON_DECODE_ANY, NULL);
+        return j ? j : json_string(v); /* refused below as "expected integer" */
+    }
+    case K_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
+            return json_true();
+        if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
+            return json_false();
+        return json_string(v);
+    default:
+        return json_string(v);
     }
 }
 
@@ -561,16 +582,11 @@ int rc_config_set(rc_config *c, const char *key, const char *value, int origin, 
 static const struct env_var {
     const char *name, *key;
 } env_vars[] = {
-    {"RECALLD_BROKERS", "kafka.brokers"},
-    {"RECALLD_TOPIC", "kafka.topic"},
-    {"RECALLD_GROUP", "kafka.group"},
-    {"RECALLD_INSTANCE_ID", "kafka.instance_id"},
-    {"RECALLD_DLQ_TOPIC", "kafka.dlq_topic"},
-    {"RECALLD_SOCKET", "socket.path"},
-    {"RECALLD_STATE_DIR", "data_dir"},
-    {"RECALLD_METRICS_PORT", "metrics.port"},
-    {"RECALLD_METRICS_BIND", "metrics.bind"},
-    {"RECALLD_LOG_LEVEL", "log.level"},
+    {"RECALLD_BROKERS", "kafka.brokers"},     {"RECALLD_TOPIC", "kafka.topic"},
+    {"RECALLD_GROUP", "kafka.group"},         {"RECALLD_INSTANCE_ID", "kafka.instance_id"},
+    {"RECALLD_DLQ_TOPIC", "kafka.dlq_topic"}, {"RECALLD_SOCKET", "socket.path"},
+    {"RECALLD_STATE_DIR", "data_dir"},        {"RECALLD_METRICS_PORT", "metrics.port"},
+    {"RECALLD_METRICS_BIND", "metrics.bind"}, {"RECALLD_LOG_LEVEL", "log.level"},
     {"RECALLD_LOG_FORMAT", "log.format"},
 };
 
@@ -604,11 +620,15 @@ int rc_config_env(rc_config *c, char *eb, size_t el)
 static void kafka_where(const rc_config *c, uint32_t i, char *out, size_t cap)
 {
     switch (c->kafka_origin[i]) {
-        case RC_CONF_CLI: snprintf(out, cap, "-X"); break;
-        case RC_CONF_FILE:
-            snprintf(out, cap, "config%s%.*s", c->file[0] ? " " : "", (int)cap / 2, c->file);
-            break;
-        default: snprintf(out, cap, "config"); break;
+    case RC_CONF_CLI:
+        snprintf(out, cap, "-X");
+        break;
+    case RC_CONF_FILE:
+        snprintf(out, cap, "config%s%.*s", c->file[0] ? " " : "", (int)cap / 2, c->file);
+        break;
+    default:
+        snprintf(out, cap, "config");
+        break;
     }
 }
 
@@ -644,13 +664,17 @@ out:
 static size_t field_size(const struct key *k)
 {
     switch (k->type) {
-        case K_U64:
-        case K_I64: return 8;
-        case K_UIDS: return sizeof(((rc_config *)0)->allow_uids);
-        case K_STR:
-        case K_LEVEL:
-        case K_FORMAT: return 0;
-        default: return 4; /* u32, f32, int, unsigned */
+    case K_U64:
+    case K_I64:
+        return 8;
+    case K_UIDS:
+        return sizeof(((rc_config *)0)->allow_uids);
+    case K_STR:
+    case K_LEVEL:
+    case K_FORMAT:
+        return 0;
+    default:
+        return 4; /* u32, f32, int, unsigned */
     }
 }
 
@@ -678,8 +702,7 @@ size_t rc_config_diff(const rc_config *a, const rc_config *b, const char **names
 
 /* "WHERE" for a message about key (or, when key was not set, about other):
  * the file, variable or flag that set it. */
-static void origin_of(const rc_config *c, const char *key, const char *other, char *out,
-                      size_t cap)
+static void origin_of(const rc_config *c, const char *key, const char *other, char *out, size_t cap)
 {
     const struct key *k = find_key(key), *o = other ? find_key(other) : NULL;
     int org = k ? c->origin[k - keys] : RC_CONF_DEFAULT;
@@ -692,21 +715,27 @@ static void origin_of(const rc_config *c, const char *key, const char *other, ch
         if (strcmp(env_vars[i].key, k->name) == 0)
             env = env_vars[i].name;
     switch (org) {
-        case RC_CONF_FILE:
-            snprintf(out, cap, "config%s%.*s", c->file[0] ? " " : "", (int)cap / 2, c->file);
-            break;
-        case RC_CONF_ENV: snprintf(out, cap, "environment %s", env ? env : "?"); break;
-        case RC_CONF_CLI: snprintf(out, cap, "command line"); break;
-        default: snprintf(out, cap, "config (defaults)"); break;
+    case RC_CONF_FILE:
+        snprintf(out, cap, "config%s%.*s", c->file[0] ? " " : "", (int)cap / 2, c->file);
+        break;
+    case RC_CONF_ENV:
+        snprintf(out, cap, "environment %s", env ? env : "?");
+        break;
+    case RC_CONF_CLI:
+        snprintf(out, cap, "command line");
+        break;
+    default:
+        snprintf(out, cap, "config (defaults)");
+        break;
     }
 }
 
 /* Fails validation: "WHERE: KEY: why". */
-#define INVALID(key, other, ...)                                                                \
-    do {                                                                                       \
-        origin_of(c, key, other, where, sizeof where);                                         \
-        snprintf(why, sizeof why, __VA_ARGS__);                                                \
-        return bad(eb, el, where, key, why);                                                   \
+#define INVALID(key, other, ...)                                                                   \
+    do {                                                                                           \
+        origin_of(c, key, other, where, sizeof where);                                             \
+        snprintf(why, sizeof why, __VA_ARGS__);                                                    \
+        return bad(eb, el, where, key, why);                                                       \
     } while (0)
 
 int rc_config_validate(const rc_config *c, char *eb, size_t el)
@@ -729,7 +758,8 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
     if (c->tower_retrain_min_examples > c->tower_replay_clicks)
         INVALID("tower.retrain_min_examples", "tower.replay_clicks",
                 "must not exceed tower.replay_clicks (a full buffer could never retrain; "
-                "got %u > %u)", c->tower_retrain_min_examples, c->tower_replay_clicks);
+                "got %u > %u)",
+                c->tower_retrain_min_examples, c->tower_replay_clicks);
     if (strlen(c->socket_path) > 107) /* "" = the default runtime directory */
         INVALID("socket.path", NULL, "at most 107 bytes (sun_path; got %zu bytes)",
                 strlen(c->socket_path));

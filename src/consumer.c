@@ -35,17 +35,16 @@
 #include "recalld/common.h"
 #include "recalld/log.h"
 
-#define MOD              "consumer"
-#define MAX_ROUNDS       8           /* batches served per loop tick */
-#define TIMER_MS         1000        /* lag refresh + DLQ producer poll */
-#define DLQ_PAYLOAD_MAX  (64 * 1024) /* payload bytes kept in a dead-letter file line */
-#define DEFAULT_BATCH    1024
-#define LOOKUP_TIMEOUT_MS 10000      /* committed-offset look-up at assignment */
-
+#define MOD               "consumer"
+#define MAX_ROUNDS        8           /* batches served per loop tick */
+#define TIMER_MS          1000        /* lag refresh + DLQ producer poll */
+#define DLQ_PAYLOAD_MAX   (64 * 1024) /* payload bytes kept in a dead-letter file line */
+#define DEFAULT_BATCH     1024
+#define LOOKUP_TIMEOUT_MS 10000 /* committed-offset look-up at assignment */
 
 struct part {
-    int64_t next;   /* last offset handed over + 1, -1 none yet */
-    int64_t lag;    /* high watermark - position at the last refresh, -1 unknown */
+    int64_t next; /* last offset handed over + 1, -1 none yet */
+    int64_t lag;  /* high watermark - position at the last refresh, -1 unknown */
     int assigned;
     /* Gap accounting while next < 0 (see rc_consumer_stats.lost): where this
      * assignment must start, -1 while the committed offset is looked up, -2
@@ -106,11 +105,11 @@ struct rc_consumer {
     int ever_assigned;  /* an assignment arrived (see kafka_teardown) */
     int replay_pending; /* opts.replay_from_start, until the first assignment */
     int fatal;
-    uv_async_t lookup_async; /* a look-up finished (sent under mu) */
-    int async_open;          /* under mu */
-    struct lookup *lookups;  /* started and not yet joined (loop thread) */
-    rc_consumer_stats st;  /* loop thread */
-    rc_consumer_stats pub; /* copy for other threads, under mu */
+    uv_async_t lookup_async;     /* a look-up finished (sent under mu) */
+    int async_open;              /* under mu */
+    struct lookup *lookups;      /* started and not yet joined (loop thread) */
+    rc_consumer_stats st;        /* loop thread */
+    rc_consumer_stats pub;       /* copy for other threads, under mu */
     rc_consumer_part *pub_parts; /* assigned partitions for other threads, under mu */
     size_t pub_nparts, pub_cap;
     uv_mutex_t mu;
@@ -135,8 +134,8 @@ static void publish(rc_consumer *c)
             c->pub_parts = np;
             c->pub_cap = cap;
         }
-        c->pub_parts[n++] = (rc_consumer_part){.partition = p, .next = c->parts[p].next,
-                                               .lag = c->parts[p].lag};
+        c->pub_parts[n++] =
+            (rc_consumer_part){.partition = p, .next = c->parts[p].next, .lag = c->parts[p].lag};
     }
     c->pub_nparts = n;
     uv_mutex_unlock(&c->mu);
@@ -173,8 +172,7 @@ static void producer_log(const rd_kafka_t *rk, int level, const char *fac, const
     kafka_log(rk, level, fac, buf);
 }
 
-int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf,
-             size_t errlen)
+int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf, size_t errlen)
 {
     char why[256];
     if (rd_kafka_conf_set(conf, k, v, why, sizeof why) != RD_KAFKA_CONF_OK)
@@ -208,8 +206,12 @@ static struct part *part_get(rc_consumer *c, int32_t p)
         if (!np)
             return NULL;
         for (int32_t i = c->nparts; i < n; i++)
-            np[i] = (struct part){.next = -1, .lag = -1, .assigned = 0, .expect = -2,
-                                  .first = -1, .floor = INT64_MAX};
+            np[i] = (struct part){.next = -1,
+                                  .lag = -1,
+                                  .assigned = 0,
+                                  .expect = -2,
+                                  .first = -1,
+                                  .floor = INT64_MAX};
         c->parts = np;
         c->nparts = n;
     }
@@ -286,8 +288,9 @@ static void gap_found(rc_consumer *c, int32_t p, int64_t from, int64_t to)
     uint64_t other = (uint64_t)(to - from) - lost;
     if (other) {
         c->st.offset_gaps += other;
-        rc_log_debug(MOD, "offsets without messages skipped", "partition=%" PRId32
-                     " from=%" PRId64 " to=%" PRId64, p, to - (int64_t)other, to);
+        rc_log_debug(MOD, "offsets without messages skipped",
+                     "partition=%" PRId32 " from=%" PRId64 " to=%" PRId64, p, to - (int64_t)other,
+                     to);
     }
     if (!lost)
         return;
@@ -297,8 +300,8 @@ static void gap_found(rc_consumer *c, int32_t p, int64_t from, int64_t to)
     c->st.last_gap_to = from + (int64_t)lost;
     rc_log_warn(MOD, "events lost: deleted from the log before they were read (retention)",
                 "topic=%s partition=%" PRId32 " from=%" PRId64 " to=%" PRId64 " lost=%" PRIu64
-                " log_start=%" PRId64 " lost_total=%" PRIu64, c->topic, p, from,
-                from + (int64_t)lost, lost, lo, c->st.lost);
+                " log_start=%" PRId64 " lost_total=%" PRIu64,
+                c->topic, p, from, from + (int64_t)lost, lost, lo, c->st.lost);
     if (c->o.on_gap)
         c->o.on_gap(c->o.ud, p, from, from + (int64_t)lost);
 }
@@ -325,8 +328,10 @@ static void lookup_start(rc_consumer *c, rd_kafka_topic_partition_list_t *l)
     }
     if (!lk || uv_thread_create(&lk->th, lookup_run, lk) != 0) {
         c->st.lookups_failed++;
-        rc_log_warn(MOD, "cannot look up committed offsets: gaps at the start of these "
-                    "partitions are not detected", "partitions=%d", l->cnt);
+        rc_log_warn(MOD,
+                    "cannot look up committed offsets: gaps at the start of these "
+                    "partitions are not detected",
+                    "partitions=%d", l->cnt);
         free(lk);
         rd_kafka_topic_partition_list_destroy(l);
         return;
@@ -343,14 +348,17 @@ static void lookup_apply(rc_consumer *c, struct lookup *lk)
     for (int i = 0; i < lk->l->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &lk->l->elems[i];
         struct part *pt = part_get(c, tp->partition);
-        if (!pt || !pt->assigned || pt->expect != -1 || pt->epoch != (uint32_t)(uintptr_t)tp->opaque)
+        if (!pt || !pt->assigned || pt->expect != -1 ||
+            pt->epoch != (uint32_t)(uintptr_t)tp->opaque)
             continue;
         if (lk->err || tp->err) {
             pt->expect = -2;
             c->st.lookups_failed++;
-            rc_log_warn(MOD, "committed offset look-up failed: a gap at the start of this "
-                        "partition is not detected", "partition=%" PRId32 " err=\"%s\"",
-                        tp->partition, rd_kafka_err2str(lk->err ? lk->err : tp->err));
+            rc_log_warn(MOD,
+                        "committed offset look-up failed: a gap at the start of this "
+                        "partition is not detected",
+                        "partition=%" PRId32 " err=\"%s\"", tp->partition,
+                        rd_kafka_err2str(lk->err ? lk->err : tp->err));
             continue;
         }
         pt->expect = tp->offset >= 0 ? tp->offset : c->mock ? 0 : -2;
@@ -419,9 +427,10 @@ static void notify_rebalance(rc_consumer *c, int assigned, const rd_kafka_topic_
          * nothing could be committed; the next owner starts at the last
          * commit and applies again what this member applied since. */
         c->st.lost_assignments++;
-        rc_log_warn(MOD, "assignment lost: the partitions' next owner starts at the last "
-                    "committed offset (events since then are applied twice)", "count=%d",
-                    l->cnt);
+        rc_log_warn(MOD,
+                    "assignment lost: the partitions' next owner starts at the last "
+                    "committed offset (events since then are applied twice)",
+                    "count=%d", l->cnt);
     }
     rc_log_info(MOD, assigned ? "partitions assigned" : "partitions revoked",
                 "count=%d assigned_now=%d", l->cnt, c->st.assigned);
@@ -450,8 +459,8 @@ static void set_start_offsets(rc_consumer *c, rd_kafka_topic_partition_list_t *l
         if (pt->next >= 0) {
             tp->offset = pt->next;
             pt->floor = pt->next;
-            rc_log_info(MOD, "partition starts at the owner's position", "partition=%" PRId32
-                        " offset=%" PRId64, tp->partition, pt->next);
+            rc_log_info(MOD, "partition starts at the owner's position",
+                        "partition=%" PRId32 " offset=%" PRId64, tp->partition, pt->next);
         } else if (c->replay_pending) {
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
             pt->expect = 0;
@@ -517,31 +526,31 @@ static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *e = NULL;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
     switch (err) {
-        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-            c->ever_assigned = 1;
-            set_start_offsets(c, l);
-            if (coop)
-                e = rd_kafka_incremental_assign(rk, l);
-            else
-                aerr = rd_kafka_assign(rk, l);
-            notify_rebalance(c, 1, l);
-            break;
-        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
-            if (defer_revoke(c, l, coop)) {
-                notify_rebalance(c, 0, l);
-                break;
-            }
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        c->ever_assigned = 1;
+        set_start_offsets(c, l);
+        if (coop)
+            e = rd_kafka_incremental_assign(rk, l);
+        else
+            aerr = rd_kafka_assign(rk, l);
+        notify_rebalance(c, 1, l);
+        break;
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        if (defer_revoke(c, l, coop)) {
             notify_rebalance(c, 0, l);
-            if (coop)
-                e = rd_kafka_incremental_unassign(rk, l);
-            else
-                aerr = rd_kafka_assign(rk, NULL);
             break;
-        default:
-            rc_log_error(MOD, "rebalance failed", "err=\"%s\"", rd_kafka_err2str(err));
-            notify_rebalance(c, 0, l);
+        }
+        notify_rebalance(c, 0, l);
+        if (coop)
+            e = rd_kafka_incremental_unassign(rk, l);
+        else
             aerr = rd_kafka_assign(rk, NULL);
-            break;
+        break;
+    default:
+        rc_log_error(MOD, "rebalance failed", "err=\"%s\"", rd_kafka_err2str(err));
+        notify_rebalance(c, 0, l);
+        aerr = rd_kafka_assign(rk, NULL);
+        break;
     }
     if (e) {
         rc_log_error(MOD, "incremental assign failed", "err=\"%s\"", rd_kafka_error_string(e));
@@ -581,8 +590,8 @@ static size_t batch_prepare(rc_consumer *c, size_t n)
             char why[96];
             rd_kafka_resp_err_t fe = rd_kafka_fatal_error(c->rk, why, sizeof why);
             c->fatal = c->st.fatal = 1;
-            snprintf(c->st.last_error, sizeof c->st.last_error, "%s: %s",
-                     rd_kafka_err2name(fe), why);
+            snprintf(c->st.last_error, sizeof c->st.last_error, "%s: %s", rd_kafka_err2name(fe),
+                     why);
             rc_log_error(MOD, "fatal consumer error: consuming stopped", "err=%s reason=\"%s\"",
                          rd_kafka_err2name(fe), why);
             if (c->o.on_fatal)
@@ -836,9 +845,8 @@ static int dlq_file_rotate(rc_consumer *c)
     c->st.dlq_rotations++;
     c->dlq_prev_lines = c->dlq_lines;
     c->dlq_lines = 0;
-    rc_log_warn(MOD, "dead-letter file rotated", "file=%s max_bytes=%llu dropped=%llu",
-                c->dlq_file, (unsigned long long)c->o.dlq_file_max_bytes,
-                (unsigned long long)prev);
+    rc_log_warn(MOD, "dead-letter file rotated", "file=%s max_bytes=%llu dropped=%llu", c->dlq_file,
+                (unsigned long long)c->o.dlq_file_max_bytes, (unsigned long long)prev);
     return dlq_file_open(c, 0);
 }
 
@@ -1148,8 +1156,7 @@ static int copy_opts(rc_consumer *c, const rc_consumer_opts *o, char *errbuf, si
     c->msgs = calloc(c->batch, sizeof *c->msgs);
     c->kmsgs = calloc(c->batch, sizeof *c->kmsgs);
     if (!c->dlq_topic || (o->dlq_file && !c->dlq_file) || (!o->embedded && !c->bootstrap) ||
-        (o->instance_id && o->instance_id[0] && !c->instance_id) ||
-        !c->msgs || !c->kmsgs)
+        (o->instance_id && o->instance_id[0] && !c->instance_id) || !c->msgs || !c->kmsgs)
         return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: out of memory");
     c->o.topic = c->topic;
     c->o.group = c->group;
@@ -1192,8 +1199,9 @@ static int seed_positions(rc_consumer *c, char *errbuf, size_t errlen)
     for (size_t i = 0; i < c->o.nstart; i++) {
         struct part *pt;
         if (c->o.start_parts[i] < 0 || c->o.start_offsets[i] < 0)
-            return rc_err(errbuf, errlen, RC_EINVAL, "consumer: start position %" PRId32 ":%" PRId64
-                          " is negative", c->o.start_parts[i], c->o.start_offsets[i]);
+            return rc_err(errbuf, errlen, RC_EINVAL,
+                          "consumer: start position %" PRId32 ":%" PRId64 " is negative",
+                          c->o.start_parts[i], c->o.start_offsets[i]);
         if (!(pt = part_get(c, c->o.start_parts[i])))
             return rc_err(errbuf, errlen, RC_ENOMEM, "consumer: out of memory");
         pt->next = c->o.start_offsets[i];
@@ -1326,8 +1334,10 @@ static void destroy_consumer_handle(rc_consumer *c)
         if (i < (int)RC_ARRAY_LEN(kept_handles)) {
             rd_kafka_set_log_level(c->rk, 0);
             kept_handles[i] = c->rk;
-            rc_log_debug(MOD, "consumer handle kept, not destroyed (librdkafka < 2.3.0 "
-                         "asserts on a member destroyed before its first assignment)", NULL);
+            rc_log_debug(MOD,
+                         "consumer handle kept, not destroyed (librdkafka < 2.3.0 "
+                         "asserts on a member destroyed before its first assignment)",
+                         NULL);
             return;
         }
     }

@@ -88,8 +88,8 @@ int rc_dict_create(uint32_t max_ids, rc_dict **out, char *errbuf, size_t errlen)
     }
     atomic_init(&d->tab, tab);
     atomic_init(&d->size, 0);
-    atomic_init(&d->bytes, sizeof(*d) + INIT_SLOTS * sizeof(uint64_t) +
-                               (size_t)d->ndir * sizeof(*d->dir));
+    atomic_init(&d->bytes,
+                sizeof(*d) + INIT_SLOTS * sizeof(uint64_t) + (size_t)d->ndir * sizeof(*d->dir));
     *out = d;
     return 0;
 }
@@ -121,8 +121,7 @@ static inline const struct ent *entry(const rc_dict *d, uint32_t id)
 }
 
 /* Any thread. Returns id+1 or 0. */
-static uint32_t probe(const struct stab *t, const rc_dict *d, const char *s, size_t len,
-                      uint32_t h)
+static uint32_t probe(const struct stab *t, const rc_dict *d, const char *s, size_t len, uint32_t h)
 {
     for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
         uint64_t v = atomic_load_explicit(&((struct stab *)t)->slots[i], memory_order_acquire);

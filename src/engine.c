@@ -362,9 +362,9 @@ static void train_batch(rc_engine *e, rc_batch *b)
     for (uint32_t i = 0; i < b->n; i++) {
         prefetch_ahead(e, b, i);
         if (b->reason[i] == RC_EV_OK) /* refused here, dead-lettered like a decode failure */
-            b->reason[i] = (uint8_t)rc_event_check_time(b->ev[i].ts_ms, e->max_ts,
-                                                        e->cfg.max_future_ms, e->cfg.max_past_ms,
-                                                        b->err[i], ERR_TEXT);
+            b->reason[i] =
+                (uint8_t)rc_event_check_time(b->ev[i].ts_ms, e->max_ts, e->cfg.max_future_ms,
+                                             e->cfg.max_past_ms, b->err[i], ERR_TEXT);
         if (b->reason[i] == RC_EV_OK)
             apply_event(e, &b->ev[i]);
         else /* here, not when reported: a checkpoint's counters match its offsets */
@@ -397,8 +397,12 @@ static void report_and_recycle(rc_engine *e, rc_batch *b)
     for (uint32_t i = 0; i < b->n; i++) {
         if (b->reason[i] == RC_EV_OK)
             continue;
-        inv[ninv] = (rc_invalid){b->arena + b->aoff[i], b->len[i], b->part[i], b->koff[i],
-                                 (enum rc_event_reason)b->reason[i], b->err[i]};
+        inv[ninv] = (rc_invalid){b->arena + b->aoff[i],
+                                 b->len[i],
+                                 b->part[i],
+                                 b->koff[i],
+                                 (enum rc_event_reason)b->reason[i],
+                                 b->err[i]};
         if (++ninv == RC_ARRAY_LEN(inv)) {
             if (e->done)
                 e->done(e->ud, inv, ninv);
@@ -515,8 +519,8 @@ enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t
 }
 
 int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const char *item,
-                          size_t ilen, const char *city, size_t clen, const char *cate,
-                          size_t klen, int64_t ts_ms)
+                          size_t ilen, const char *city, size_t clen, const char *cate, size_t klen,
+                          int64_t ts_ms)
 {
     rc_event *ev = &e->scratch_ev;
     if (e->threads || ulen == 0 || ulen > RC_ID_MAX || ilen == 0 || ilen > RC_ID_MAX ||
@@ -554,11 +558,14 @@ static int create_model(rc_engine *e, char *eb, size_t el)
 {
     const rc_config *c = &e->cfg;
     rc_table_opts to = {.dim = c->dim, .max_items = c->max_items, .seed = c->seed};
-    rc_session_opts so = {.max_users = c->max_users, .history = c->history, .gap_ms = c->gap_ms,
-                          .ttl_ms = c->ttl_ms};
+    rc_session_opts so = {
+        .max_users = c->max_users, .history = c->history, .gap_ms = c->gap_ms, .ttl_ms = c->ttl_ms};
     rc_sampler_opts sa = {.power = c->power, .min_city_items = c->min_city_items};
-    rc_index_opts io = {.ivf_min = c->ivf_min, .nprobe = c->nprobe, .drift = c->drift,
-                        .batch = c->index_batch, .max_partitions = c->max_partitions};
+    rc_index_opts io = {.ivf_min = c->ivf_min,
+                        .nprobe = c->nprobe,
+                        .drift = c->drift,
+                        .batch = c->index_batch,
+                        .max_partitions = c->max_partitions};
     uint64_t t0 = rc_now_ns();
     int rc = ck_restore(e, &to, &io, eb, el); /* a checkpoint wins over model.path */
     if (rc == RC_ENOENT && c->model_path[0])
@@ -702,7 +709,7 @@ void rc_engine_destroy(rc_engine *e)
 {
     if (!e)
         return;
-    rt_stop(e); /* a retrain (its bundle waiting for the trainer) gives up first */
+    rt_stop(e);    /* a retrain (its bundle waiting for the trainer) gives up first */
     tower_stop(e); /* a load waiting for the trainer gives up first */
     if (e->threads) {
         rc_engine_sync(e);
@@ -807,8 +814,7 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     if (req->multi_category) {
         rc_mc_opts mo = {.max_cats = e->cfg.mc_max_categories, .min_quota = e->cfg.mc_min_quota};
         int rc = rc_recall_multi_category(e->table, e->index, rows, w, nclicks, req->k,
-                                          cfg_f32(&e->cfg.overfetch), f, rows, nclicks, &mo,
-                                          out, n,
+                                          cfg_f32(&e->cfg.overfetch), f, rows, nclicks, &mo, out, n,
                                           req->quotas ? req->quotas : plan,
                                           req->nquotas ? req->nquotas : &nplan);
         return rc;
@@ -820,8 +826,8 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     if (rc == 0 && req->exact)
         rc = rc_recall_exact(e->table, q, req->k, f, rows, nclicks, out, n);
     else if (rc == 0)
-        rc = rc_recall_search(e->table, e->index, q, req->k, cfg_f32(&e->cfg.overfetch), f,
-                              rows, nclicks, out, n);
+        rc = rc_recall_search(e->table, e->index, q, req->k, cfg_f32(&e->cfg.overfetch), f, rows,
+                              nclicks, out, n);
     free(q);
     return rc;
 }
@@ -947,16 +953,18 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     fresh_pct(e, &p50, &p99, &nf);
     for (int r = 1; r < RC_EV_REASON_COUNT; r++)
         invalid += atomic_load(&e->invalid[r]);
-    rc_buf_printf(o, "\"events\":{\"consumed\":%llu,\"applied\":%llu,\"invalid\":%llu,"
-                     "\"invalid_by_reason\":{",
+    rc_buf_printf(o,
+                  "\"events\":{\"consumed\":%llu,\"applied\":%llu,\"invalid\":%llu,"
+                  "\"invalid_by_reason\":{",
                   (unsigned long long)atomic_load(&e->consumed),
                   (unsigned long long)atomic_load(&e->applied), (unsigned long long)invalid);
     for (int r = 1; r < RC_EV_REASON_COUNT; r++)
         rc_buf_printf(o, "%s\"%s\":%llu", r > 1 ? "," : "",
                       rc_event_reason_name((enum rc_event_reason)r),
                       (unsigned long long)atomic_load(&e->invalid[r]));
-    rc_buf_printf(o, "},\"ignored\":%llu,\"duplicates\":%llu,\"reordered\":%llu,\"late\":%llu,"
-                     "\"rejected_capacity\":%llu,\"lost\":%llu,\"max_ts\":%lld},",
+    rc_buf_printf(o,
+                  "},\"ignored\":%llu,\"duplicates\":%llu,\"reordered\":%llu,\"late\":%llu,"
+                  "\"rejected_capacity\":%llu,\"lost\":%llu,\"max_ts\":%lld},",
                   (unsigned long long)atomic_load(&e->ignored), (unsigned long long)ss.duplicates,
                   (unsigned long long)ss.reordered, (unsigned long long)ss.late,
                   (unsigned long long)atomic_load(&e->rejected_capacity),
@@ -964,30 +972,34 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   (long long)atomic_load(&e->max_ts_pub));
     rc_buf_printf(o, "\"items\":%u,\"cities\":%u,\"categories\":%u,", rc_table_size(e->table),
                   rc_table_ncities(e->table), rc_table_ncates(e->table));
-    rc_buf_printf(o, "\"users\":{\"active\":%llu,\"evicted_lru\":%llu,\"expired_ttl\":%llu,"
-                     "\"sessions\":%llu},",
+    rc_buf_printf(o,
+                  "\"users\":{\"active\":%llu,\"evicted_lru\":%llu,\"expired_ttl\":%llu,"
+                  "\"sessions\":%llu},",
                   (unsigned long long)ss.users, (unsigned long long)ss.evicted_lru,
                   (unsigned long long)ss.expired_ttl, (unsigned long long)ss.sessions);
-    rc_buf_printf(o, "\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
-                     "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
-                     "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"overflow_rows\":%llu,"
-                     "\"partition_errors\":%llu},",
+    rc_buf_printf(o,
+                  "\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
+                  "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
+                  "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"overflow_rows\":%llu,"
+                  "\"partition_errors\":%llu},",
                   (unsigned long long)is.size, (unsigned long long)is.partitions,
                   (unsigned long long)is.ivf_partitions, (unsigned long long)is.pending,
-                  is.staleness_ms, (unsigned long long)is.added,
-                  (unsigned long long)is.reindexed, (unsigned long long)is.skipped_small_drift,
-                  (unsigned long long)is.retrains, (unsigned long long)is.overflow_rows,
-                  (unsigned long long)is.partition_errors);
-    rc_buf_printf(o, "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
-                     "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\"},",
+                  is.staleness_ms, (unsigned long long)is.added, (unsigned long long)is.reindexed,
+                  (unsigned long long)is.skipped_small_drift, (unsigned long long)is.retrains,
+                  (unsigned long long)is.overflow_rows, (unsigned long long)is.partition_errors);
+    rc_buf_printf(o,
+                  "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
+                  "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\"},",
                   e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
                   atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
                   (unsigned long long)sa.hard_draws, rc_vec_impl());
-    rc_buf_printf(o, "\"freshness_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"samples\":%u,"
-                     "\"new_item_p50\":%.3f,\"new_item_p99\":%.3f},",
+    rc_buf_printf(o,
+                  "\"freshness_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"samples\":%u,"
+                  "\"new_item_p50\":%.3f,\"new_item_p99\":%.3f},",
                   p50, p99, nf, is.fresh_p50_us / 1000.0, is.fresh_p99_us / 1000.0);
-    rc_buf_printf(o, "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
-                     "\"index_bytes\":%zu}",
+    rc_buf_printf(o,
+                  "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
+                  "\"index_bytes\":%zu}",
                   rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes);
     rc_buf_puts(o, ",");
     ck_stats_json(e, o);
@@ -995,7 +1007,10 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     tower_stats_json(e, o);
 }
 
-void rc_engine_session_stats(rc_engine *e, rc_session_stats *st) { rc_session_stats_get(e->sess, st); }
+void rc_engine_session_stats(rc_engine *e, rc_session_stats *st)
+{
+    rc_session_stats_get(e->sess, st);
+}
 
 void rc_engine_count_consumed(rc_engine *e, uint64_t n) { atomic_fetch_add(&e->consumed, n); }
 
@@ -1027,7 +1042,6 @@ void rc_engine_counters_get(const rc_engine *e, rc_engine_counters *c)
 }
 
 const rc_hist *rc_engine_freshness(const rc_engine *e) { return &e->fresh_hist; }
-
 
 void rc_engine_reload(rc_engine *e, const rc_config *c)
 {

@@ -20,10 +20,8 @@
 
 enum { CK_IDLE, CK_RESERVE, CK_WANTED, CK_TAKEN };
 
-
-static const char *const ck_counter_names[] = {"consumed", "applied", "ignored", "pairs",
-                                               "new_items", "rejected_capacity", "max_ts",
-                                               "lost"};
+static const char *const ck_counter_names[] = {"consumed",  "applied",           "ignored", "pairs",
+                                               "new_items", "rejected_capacity", "max_ts",  "lost"};
 
 int ck_init(rc_engine *e, char *eb, size_t el)
 {
@@ -87,14 +85,10 @@ void ck_note_batch(rc_engine *e, const rc_batch *b)
 static void ck_meta(rc_engine *e, rc_checkpoint_meta *m)
 {
     struct ckpt *k = e->ck;
-    const uint64_t v[] = {k->processed,
-                          atomic_load(&e->applied),
-                          atomic_load(&e->ignored),
-                          atomic_load(&e->pairs),
-                          atomic_load(&e->new_items),
-                          atomic_load(&e->rejected_capacity),
-                          (uint64_t)e->max_ts,
-                          atomic_load(&e->lost)};
+    const uint64_t v[] = {
+        k->processed,           atomic_load(&e->applied),   atomic_load(&e->ignored),
+        atomic_load(&e->pairs), atomic_load(&e->new_items), atomic_load(&e->rejected_capacity),
+        (uint64_t)e->max_ts,    atomic_load(&e->lost)};
     char name[64];
     memset(m, 0, sizeof *m);
     /* kafka.topic is at most 249 bytes (config) */
@@ -203,7 +197,8 @@ static void ck_result(struct ckpt *k, int rc, const rc_checkpoint_info *info, co
 static int ck_write(rc_engine *e, rc_checkpoint_info *info, char *err, size_t errlen)
 {
     struct ckpt *k = e->ck;
-    rc_checkpoint_write_opts o = {.dir = e->cfg.data_dir, .keep = atomic_load(&k->keep),
+    rc_checkpoint_write_opts o = {.dir = e->cfg.data_dir,
+                                  .keep = atomic_load(&k->keep),
                                   .max_mb_s = atomic_load(&k->max_mb_s)};
     int rc = rc_checkpoint_write(k->snap, &o, info, err, errlen);
     if (rc) {
@@ -216,9 +211,10 @@ static int ck_write(rc_engine *e, rc_checkpoint_info *info, char *err, size_t er
     atomic_store(&k->last_seq, info->seq);
     atomic_store(&k->last_bytes, info->bytes);
     atomic_store(&k->last_write_ns, info->write_ns);
-    rc_log_info("engine", "checkpoint written", "path=%s items=%u bytes=%llu write_ms=%.1f "
-                "mb_s=%.1f pause_ms=%.2f", info->path, info->rows,
-                (unsigned long long)info->bytes, info->write_ns / 1e6,
+    rc_log_info("engine", "checkpoint written",
+                "path=%s items=%u bytes=%llu write_ms=%.1f "
+                "mb_s=%.1f pause_ms=%.2f",
+                info->path, info->rows, (unsigned long long)info->bytes, info->write_ns / 1e6,
                 info->bytes / 1e6 / RC_MAX(info->write_ns / 1e9, 1e-9),
                 atomic_load(&k->last_pause_ns) / 1e6);
     return 0;
@@ -436,8 +432,7 @@ int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char 
     return rc ? rc_err(eb, el, rc, "%s", err) : 0;
 }
 
-size_t rc_engine_restored_offsets(const rc_engine *e, int32_t *parts, int64_t *offsets,
-                                  size_t cap)
+size_t rc_engine_restored_offsets(const rc_engine *e, int32_t *parts, int64_t *offsets, size_t cap)
 {
     const rc_checkpoint_meta *m = &e->ck->restored;
     if (!e->ck->restored_ok || strcmp(m->topic, e->cfg.topic) != 0)
@@ -491,8 +486,7 @@ rc_index *ck_prebuilt_index(rc_engine *e)
 
 /* create_model: the newest valid checkpoint under data_dir into e->table and
  * the counters. Returns 0, RC_ENOENT (none: start otherwise) or an error. */
-int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb,
-               size_t el)
+int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb, size_t el)
 {
     struct ckpt *k = e->ck;
     rc_checkpoint_meta *m = &k->restored;
@@ -511,7 +505,8 @@ int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, c
         int bad = rc == RC_ENOENT ? rc_checkpoint_count_invalid(e->cfg.data_dir) : 0;
         if (bad > 0) {
             k->invalid_only = 1;
-            rc_log_warn("engine", "no valid checkpoint: the stream is replayed from the "
+            rc_log_warn("engine",
+                        "no valid checkpoint: the stream is replayed from the "
                         "beginning of the log (what retention removed is counted as lost)",
                         "data_dir=%s invalid_checkpoints=%d", e->cfg.data_dir, bad);
         }
@@ -557,10 +552,12 @@ void ck_restored(rc_engine *e, uint64_t t0)
     if (!k->restored_ok)
         return;
     k->restore_ns = rc_now_ns() - t0;
-    rc_log_info("engine", "checkpoint restored", "seq=%llu items=%u applied=%llu partitions=%u "
-                "restore_ms=%.1f load_ms=%.1f", (unsigned long long)k->restored.seq,
-                rc_table_size(e->table), (unsigned long long)atomic_load(&e->applied),
-                k->restored.noffsets, k->restore_ns / 1e6, k->load_ns / 1e6);
+    rc_log_info("engine", "checkpoint restored",
+                "seq=%llu items=%u applied=%llu partitions=%u "
+                "restore_ms=%.1f load_ms=%.1f",
+                (unsigned long long)k->restored.seq, rc_table_size(e->table),
+                (unsigned long long)atomic_load(&e->applied), k->restored.noffsets,
+                k->restore_ns / 1e6, k->load_ns / 1e6);
 }
 
 static int cmp_u32v(const void *a, const void *b)
@@ -584,19 +581,21 @@ void ck_stats_json(rc_engine *e, rc_buf *o)
     qsort(p, n, sizeof *p, cmp_u32v);
     int64_t cur = atomic_load(&k->current_ms);
     uint64_t bytes = atomic_load(&k->last_bytes), wns = atomic_load(&k->last_write_ns);
-    rc_buf_printf(o, "\"checkpoint\":{\"enabled\":%s,\"written\":%llu,\"failures\":%llu,"
-                     "\"unchanged\":%llu,\"in_progress\":%s,\"seq\":%llu,\"age_ms\":%lld,",
+    rc_buf_printf(o,
+                  "\"checkpoint\":{\"enabled\":%s,\"written\":%llu,\"failures\":%llu,"
+                  "\"unchanged\":%llu,\"in_progress\":%s,\"seq\":%llu,\"age_ms\":%lld,",
                   k->enabled ? "true" : "false", (unsigned long long)atomic_load(&k->written),
                   (unsigned long long)atomic_load(&k->failures),
                   (unsigned long long)atomic_load(&k->skipped), busy ? "true" : "false",
                   (unsigned long long)atomic_load(&k->last_seq),
                   cur ? (long long)(rc_wall_ms() - cur) : -1LL);
-    rc_buf_printf(o, "\"bytes\":%llu,\"duration_ms\":%.3f,\"mb_s\":%.1f,\"pause_ms\":%.3f,"
-                     "\"pause_p99_ms\":%.3f,\"pause_max_ms\":%.3f,\"restored_seq\":%llu,"
-                     "\"restore_ms\":%.1f,\"last_error\":",
+    rc_buf_printf(o,
+                  "\"bytes\":%llu,\"duration_ms\":%.3f,\"mb_s\":%.1f,\"pause_ms\":%.3f,"
+                  "\"pause_p99_ms\":%.3f,\"pause_max_ms\":%.3f,\"restored_seq\":%llu,"
+                  "\"restore_ms\":%.1f,\"last_error\":",
                   (unsigned long long)bytes, wns / 1e6, wns ? bytes / 1e6 / (wns / 1e9) : 0.0,
-                  atomic_load(&k->last_pause_ns) / 1e6,
-                  n ? p[(size_t)((n - 1) * 0.99)] / 1e3 : 0.0, atomic_load(&k->max_pause_ns) / 1e6,
+                  atomic_load(&k->last_pause_ns) / 1e6, n ? p[(size_t)((n - 1) * 0.99)] / 1e3 : 0.0,
+                  atomic_load(&k->max_pause_ns) / 1e6,
                   (unsigned long long)(k->restored_ok ? k->restored.seq : 0), k->restore_ns / 1e6);
     rc_buf_json_str(o, err, strlen(err));
     rc_buf_puts(o, "}");

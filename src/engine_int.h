@@ -29,10 +29,10 @@
 #include "recalld/tower.h"
 #include "recalld/tower_serve.h"
 
-#define ERR_TEXT 112
+#define ERR_TEXT   112
 #define FRESH_RING 4096
-#define POP_N 256
-#define CTX_MAX 64
+#define POP_N      256
+#define CTX_MAX    64
 
 struct rc_batch {
     rc_batch *next;
@@ -92,7 +92,7 @@ struct rc_engine {
     _Atomic uint64_t invalid[RC_EV_REASON_COUNT];
     _Atomic uint64_t total_count, batches_done, index_errors;
     _Atomic double loss_avg;
-    int64_t max_ts; /* trainer only */
+    int64_t max_ts;             /* trainer only */
     _Atomic int64_t max_ts_pub; /* newest event time applied, for stats */
     uint64_t last_expire_ns, last_maintain_ns;
 
@@ -107,10 +107,10 @@ struct rc_engine {
     uint8_t *in_pop; /* trainer only, by row */
     size_t in_pop_cap;
 
-    struct ckpt *ck; /* checkpoints: see "---- checkpoints ----" */
-    rc_profile *prof;  /* per-user device, tags, counters (two-tower user input) */
+    struct ckpt *ck;     /* checkpoints: see "---- checkpoints ----" */
+    rc_profile *prof;    /* per-user device, tags, counters (two-tower user input) */
     struct tower *tower; /* two-tower serving: see "---- two-tower serving ----" */
-    struct retrain *rt; /* background retraining: see "---- background retraining ----" */
+    struct retrain *rt;  /* background retraining: see "---- background retraining ----" */
 };
 
 /* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
@@ -139,7 +139,7 @@ struct ckpt {
     uint64_t after, again_after;
     uint32_t pause_us[CK_PAUSES], npause, pause_pos;
     char last_error[256];
-    int take_rc;          /* the trainer's take, for the writer */
+    int take_rc; /* the trainer's take, for the writer */
     uint64_t take_pause;
     /* the result waiting for the loop (under mu), then the loop's own copy */
     rc_engine_checkpoint_result res;
@@ -165,7 +165,7 @@ struct ckpt {
     /* restore (set once in create) */
     rc_checkpoint_meta restored;
     int restored_ok;
-    int invalid_only; /* checkpoints existed, none valid: replay the stream */
+    int invalid_only;             /* checkpoints existed, none valid: replay the stream */
     uint64_t restore_ns, load_ns; /* until ready to serve; of which reading the file */
     /* the index built while the checkpoint loads (ck_on_rows, loader thread) */
     rc_index *rx;
@@ -202,9 +202,9 @@ struct tower {
     _Atomic uint32_t load_done, load_total;
     _Atomic uint64_t loads, failures, refresh_pending;
     /* trainer only */
-    uint8_t *dirty;       /* per w2v row: queued in dq */
+    uint8_t *dirty; /* per w2v row: queued in dq */
     size_t dirty_cap;
-    uint32_t *dq;         /* ring of rows whose w2v vector changed */
+    uint32_t *dq; /* ring of rows whose w2v vector changed */
     uint32_t dq_cap, dq_head, dq_n;
     uint32_t sweep, sweep_end; /* after an adoption: every row is re-checked */
     uint32_t seg[TOWER_SWEEP_SEG];
@@ -235,8 +235,7 @@ int ck_start(rc_engine *e, char *eb, size_t el);
 void ck_stop(rc_engine *e);
 void ck_free(rc_engine *e);
 void ck_deliver(rc_engine *e);
-int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb,
-               size_t el);
+int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb, size_t el);
 rc_index *ck_prebuilt_index(rc_engine *e);
 void ck_restored(rc_engine *e, uint64_t t0);
 int ck_was_restored(const rc_engine *e);
@@ -271,8 +270,8 @@ int rt_start(rc_engine *e, char *eb, size_t el);
 void rt_cancel(rc_engine *e);
 void rt_stop(rc_engine *e);
 void rt_free(rc_engine *e);
-void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev,
-             const uint64_t *tags, uint32_t ntags, unsigned flags);
+void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev, const uint64_t *tags,
+             uint32_t ntags, unsigned flags);
 void rt_stats_json(rc_engine *e, rc_buf *o);
 
 #endif

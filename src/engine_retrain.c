@@ -22,7 +22,7 @@
 #define RT_RETRAINED_FILE "tower.retrained"
 
 struct retrain {
-    rc_replay *ring;  /* NULL: off */
+    rc_replay *ring; /* NULL: off */
     pthread_t th;
     int started;
     pthread_mutex_t mu;
@@ -46,16 +46,18 @@ int rt_init(rc_engine *e, char *eb, size_t el)
     rt->info.enabled = 1;
     int rc = rc_replay_create(e->cfg.tower_replay_clicks, &rt->ring, eb, el);
     if (rc == 0)
-        rc_log_info("engine", "tower: retraining on", "interval_s=%u replay_clicks=%u "
-                    "replay_bytes=%zu", e->cfg.tower_retrain_interval_s,
-                    e->cfg.tower_replay_clicks, rc_replay_bytes_for(e->cfg.tower_replay_clicks));
+        rc_log_info("engine", "tower: retraining on",
+                    "interval_s=%u replay_clicks=%u "
+                    "replay_bytes=%zu",
+                    e->cfg.tower_retrain_interval_s, e->cfg.tower_replay_clicks,
+                    rc_replay_bytes_for(e->cfg.tower_replay_clicks));
     return rc;
 }
 
 /* Trainer: one click that reached the session store. Duplicates (a redelivered
  * event) are no new data; late clicks are (the offline log has them too). */
-void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev,
-             const uint64_t *tags, uint32_t ntags, unsigned flags)
+void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev, const uint64_t *tags,
+             uint32_t ntags, unsigned flags)
 {
     if (!e->rt->ring || (flags & RC_SESS_DUPLICATE))
         return;
@@ -133,24 +135,24 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
         rc = rc_err(err, sizeof err, RC_EAGAIN, "retrain cancelled (shutting down)");
     } else if (!b) {
         skipped = 1;
-        rc = rc_err(err, sizeof err, RC_ENOENT, "no tower model served to retrain (tower.model, "
+        rc = rc_err(err, sizeof err, RC_ENOENT,
+                    "no tower model served to retrain (tower.model, "
                     "--model FILE.tower or reload_model)");
     } else if (rc_replay_snapshot(rt->ring, 0, &snap)) {
         rc = rc_err(err, sizeof err, RC_ENOMEM, "out of memory for the replay snapshot");
     } else {
         const rc_tt_model *base = rc_tower_serve_model(b);
-        rc_retrain_opts o = {
-            .gap_ms = c->gap_ms,
-            .min_examples = c->tower_retrain_min_examples,
-            .train = {.cfg = *rc_tt_config_of(base),
-                      .epochs = c->tower_retrain_epochs,
-                      .threads = c->tower_retrain_threads,
-                      .max_seconds = c->tower_retrain_max_seconds,
-                      .seed = c->seed + nrun + 1, /* another order each time */
-                      .progress = -1,
-                      .quiet = 1,
-                      .init = c->tower_retrain_warm ? base : NULL,
-                      .cancel = &rt->cancel}};
+        rc_retrain_opts o = {.gap_ms = c->gap_ms,
+                             .min_examples = c->tower_retrain_min_examples,
+                             .train = {.cfg = *rc_tt_config_of(base),
+                                       .epochs = c->tower_retrain_epochs,
+                                       .threads = c->tower_retrain_threads,
+                                       .max_seconds = c->tower_retrain_max_seconds,
+                                       .seed = c->seed + nrun + 1, /* another order each time */
+                                       .progress = -1,
+                                       .quiet = 1,
+                                       .init = c->tower_retrain_warm ? base : NULL,
+                                       .cancel = &rt->cancel}};
         rc_log_info("engine", "tower: retraining", "clicks=%zu warm_start=%d", snap.n,
                     c->tower_retrain_warm);
         rc = rc_retrain_run(&snap, e->table, &o, &m, &res, err, sizeof err);
@@ -173,7 +175,10 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
     rc_engine_retrain_info *in = &rt->info;
     in->running = 0;
     snprintf(in->last_status, sizeof in->last_status, "%s",
-             rc == 0 ? "done" : skipped ? "skipped" : cancelled ? "cancelled" : "failed");
+             rc == 0     ? "done"
+             : skipped   ? "skipped"
+             : cancelled ? "cancelled"
+                         : "failed");
     snprintf(in->last_error, sizeof in->last_error, "%s", rc ? err : "");
     snprintf(in->last_path, sizeof in->last_path, "%s", rc == 0 && saved ? path : "");
     in->last_seconds = secs;
@@ -203,8 +208,7 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
     else if (skipped)
         rc_log_info("engine", "tower: retrain skipped", "reason=\"%s\"", err);
     else
-        rc_log_warn("engine", "tower: retrain failed: the served model stays", "error=\"%s\"",
-                    err);
+        rc_log_warn("engine", "tower: retrain failed: the served model stays", "error=\"%s\"", err);
     if (eb && el)
         snprintf(eb, el, "%s", rc ? err : "");
     return rc;
@@ -307,7 +311,8 @@ int rc_engine_retrain_now(rc_engine *e, rc_engine_retrain_info *info, char *eb, 
     struct retrain *rt = e->rt;
     int rc;
     if (!rt->ring)
-        rc = rc_err(eb, el, RC_EINVAL, "retraining is off (tower.retrain_interval_s = 0: no "
+        rc = rc_err(eb, el, RC_EINVAL,
+                    "retraining is off (tower.retrain_interval_s = 0: no "
                     "replay buffer)");
     else if (atomic_load(&rt->cancel))
         rc = rc_err(eb, el, RC_EAGAIN, "shutting down: no retrain");
@@ -341,20 +346,22 @@ void rt_stats_json(rc_engine *e, rc_buf *o)
 {
     rc_engine_retrain_info ri;
     rc_engine_retrain_info_get(e, &ri);
-    rc_buf_printf(o, ",\"retrain\":{\"enabled\":%s,\"running\":%s,\"interval_s\":%u,"
-                     "\"done\":%llu,\"failed\":%llu,\"skipped\":%llu,\"last_status\":\"%s\","
-                     "\"last_error\":",
+    rc_buf_printf(o,
+                  ",\"retrain\":{\"enabled\":%s,\"running\":%s,\"interval_s\":%u,"
+                  "\"done\":%llu,\"failed\":%llu,\"skipped\":%llu,\"last_status\":\"%s\","
+                  "\"last_error\":",
                   ri.enabled ? "true" : "false", ri.running ? "true" : "false", ri.interval_s,
                   (unsigned long long)ri.done, (unsigned long long)ri.failed,
                   (unsigned long long)ri.skipped, ri.last_status);
     rc_buf_json_str(o, ri.last_error, strlen(ri.last_error));
     rc_buf_puts(o, ",\"last_path\":");
     rc_buf_json_str(o, ri.last_path, strlen(ri.last_path));
-    rc_buf_printf(o, ",\"last_seconds\":%.3f,\"last_train_seconds\":%.3f,\"last_clicks\":%llu,"
-                     "\"last_users\":%llu,\"last_sessions\":%llu,\"last_examples\":%llu,"
-                     "\"last_trained\":%llu,\"last_loss\":%.4f,\"last_first_loss\":%.4f,"
-                     "\"last_end_ms\":%lld,\"replay\":{\"capacity\":%llu,\"fill\":%llu,"
-                     "\"added\":%llu,\"tag_lists\":%llu,\"tags_lost\":%llu,\"bytes\":%zu}}},",
+    rc_buf_printf(o,
+                  ",\"last_seconds\":%.3f,\"last_train_seconds\":%.3f,\"last_clicks\":%llu,"
+                  "\"last_users\":%llu,\"last_sessions\":%llu,\"last_examples\":%llu,"
+                  "\"last_trained\":%llu,\"last_loss\":%.4f,\"last_first_loss\":%.4f,"
+                  "\"last_end_ms\":%lld,\"replay\":{\"capacity\":%llu,\"fill\":%llu,"
+                  "\"added\":%llu,\"tag_lists\":%llu,\"tags_lost\":%llu,\"bytes\":%zu}}},",
                   ri.last_seconds, ri.last_train_seconds, (unsigned long long)ri.last_clicks,
                   (unsigned long long)ri.last_users, (unsigned long long)ri.last_sessions,
                   (unsigned long long)ri.last_examples, (unsigned long long)ri.last_trained,

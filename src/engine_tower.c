@@ -263,7 +263,8 @@ int tower_build(rc_engine *e, rc_tt_model *m, const char *path, const struct sta
     rc_log_info("engine", "tower: model serving", "path=%s params=%zu dim=%u items=%u load_ms=%.1f",
                 path, rc_tt_params(rc_tower_serve_model(b)), tc->dim, rc_tower_serve_rows(b), ms);
     if (tc->max_clicks > c->history)
-        rc_log_warn("engine", "tower: the model uses more recent clicks than sessions.history "
+        rc_log_warn("engine",
+                    "tower: the model uses more recent clicks than sessions.history "
                     "keeps: user inputs are cut to sessions.history clicks",
                     "max_clicks=%u history=%u", tc->max_clicks, c->history);
     return 0;
@@ -300,8 +301,8 @@ static int tower_load(rc_engine *e, const char *path, rc_tt_model *pre, char *eb
     pthread_mutex_unlock(&t->mu);
     atomic_fetch_add(rc ? &t->failures : &t->loads, 1);
     if (rc)
-        rc_log_error("engine", "tower: model load failed: the served model stays",
-                     "error=\"%s\"", eb);
+        rc_log_error("engine", "tower: model load failed: the served model stays", "error=\"%s\"",
+                     eb);
     return rc;
 }
 
@@ -314,14 +315,15 @@ int tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el)
     snprintf(out, RC_CONF_STR, "%s", path);
     if (!out[0]) {
         pthread_mutex_unlock(&t->mu);
-        return rc_err(eb, el, RC_EINVAL, "tower: no model file (tower.model, --model FILE.tower "
+        return rc_err(eb, el, RC_EINVAL,
+                      "tower: no model file (tower.model, --model FILE.tower "
                       "or a \"path\")");
     }
     if (t->loading || atomic_load(&t->cancel)) {
         pthread_mutex_unlock(&t->mu);
-        return rc_err(eb, el, RC_EAGAIN, atomic_load(&t->cancel)
-                                             ? "tower: shutting down: no model load"
-                                             : "tower: a model load is already in progress");
+        return rc_err(eb, el, RC_EAGAIN,
+                      atomic_load(&t->cancel) ? "tower: shutting down: no model load"
+                                              : "tower: a model load is already in progress");
     }
     t->loading = 1;
     pthread_mutex_unlock(&t->mu);
@@ -709,24 +711,26 @@ void tower_stats_json(rc_engine *e, rc_buf *o)
     rc_profile_stats ps;
     rc_engine_tower_info_get(e, &ti);
     rc_profile_stats_get(e->prof, &ps);
-    rc_buf_printf(o, "\"tower\":{\"loaded\":%s,\"loading\":%s,\"path\":", ti.loaded ? "true" : "false",
+    rc_buf_printf(o,
+                  "\"tower\":{\"loaded\":%s,\"loading\":%s,\"path\":", ti.loaded ? "true" : "false",
                   ti.loading ? "true" : "false");
     rc_buf_json_str(o, ti.path, strlen(ti.path));
-    rc_buf_printf(o, ",\"params\":%zu,\"dim\":%u,\"max_clicks\":%u,\"items\":%u,"
-                     "\"load_done\":%u,\"load_total\":%u,\"load_ms\":%.1f,\"loads\":%llu,"
-                     "\"load_failures\":%llu,\"checked\":%llu,\"recomputed\":%llu,"
-                     "\"refresh_pending\":%llu,\"bytes\":%zu,\"last_error\":",
+    rc_buf_printf(o,
+                  ",\"params\":%zu,\"dim\":%u,\"max_clicks\":%u,\"items\":%u,"
+                  "\"load_done\":%u,\"load_total\":%u,\"load_ms\":%.1f,\"loads\":%llu,"
+                  "\"load_failures\":%llu,\"checked\":%llu,\"recomputed\":%llu,"
+                  "\"refresh_pending\":%llu,\"bytes\":%zu,\"last_error\":",
                   ti.params, ti.dim, ti.max_clicks, ti.items, ti.load_done, ti.load_total,
-                  ti.load_ms, (unsigned long long)ti.loads,
-                  (unsigned long long)ti.load_failures, (unsigned long long)ti.checked,
-                  (unsigned long long)ti.recomputed, (unsigned long long)ti.refresh_pending,
-                  ti.bytes);
+                  ti.load_ms, (unsigned long long)ti.loads, (unsigned long long)ti.load_failures,
+                  (unsigned long long)ti.checked, (unsigned long long)ti.recomputed,
+                  (unsigned long long)ti.refresh_pending, ti.bytes);
     rc_buf_json_str(o, ti.last_error, strlen(ti.last_error));
     const rc_index_stats *is = &ti.index;
-    rc_buf_printf(o, ",\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
-                     "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
-                     "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"new_item_p50_ms\":%.3f,"
-                     "\"new_item_p99_ms\":%.3f,\"bytes\":%zu}",
+    rc_buf_printf(o,
+                  ",\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
+                  "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
+                  "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"new_item_p50_ms\":%.3f,"
+                  "\"new_item_p99_ms\":%.3f,\"bytes\":%zu}",
                   (unsigned long long)is->size, (unsigned long long)is->partitions,
                   (unsigned long long)is->ivf_partitions, (unsigned long long)is->pending,
                   is->staleness_ms, (unsigned long long)is->added,
@@ -734,8 +738,9 @@ void tower_stats_json(rc_engine *e, rc_buf *o)
                   (unsigned long long)is->retrains, is->fresh_p50_us / 1000.0,
                   is->fresh_p99_us / 1000.0, is->bytes);
     rt_stats_json(e, o); /* ,"retrain":{...}}, closing "tower" */
-    rc_buf_printf(o, "\"profiles\":{\"users\":%llu,\"with_device\":%llu,\"with_tags\":%llu,"
-                     "\"evicted_lru\":%llu,\"expired_ttl\":%llu,\"bytes\":%zu}",
+    rc_buf_printf(o,
+                  "\"profiles\":{\"users\":%llu,\"with_device\":%llu,\"with_tags\":%llu,"
+                  "\"evicted_lru\":%llu,\"expired_ttl\":%llu,\"bytes\":%zu}",
                   (unsigned long long)ps.users, (unsigned long long)ps.with_device,
                   (unsigned long long)ps.with_tags, (unsigned long long)ps.evicted_lru,
                   (unsigned long long)ps.expired_ttl, ps.bytes);

@@ -287,9 +287,8 @@ static int build_history(rc_eval_split *sp)
 }
 
 const char *const rc_eval_slice_names[RC_EVAL_NSLICES] = {
-    "history 1-4",   "history 5-19",  "history 20-99",
-    "history 100+",  "with features", "without features",
-    "new",           "older",
+    "history 1-4",   "history 5-19",     "history 20-99", "history 100+",
+    "with features", "without features", "new",           "older",
 };
 
 void rc_eval_slices(const rc_eval_split *s, const rc_ufeat *f, uint8_t *mask)
@@ -297,16 +296,16 @@ void rc_eval_slices(const rc_eval_split *s, const rc_ufeat *f, uint8_t *mask)
     for (size_t p = 0; p < s->npos; p++) {
         uint32_t h = s->history[p];
         uint32_t u = s->log->recs[s->log->sess_off[s->pos[p].session] + s->pos[p].t].user;
-        int feat = f && u < f->nusers &&
-                   ((f->device && f->device[u]) ||
-                    (f->tag_off && f->tag_off[u + 1] > f->tag_off[u]));
-        unsigned hs = h >= 100 ? RC_EVAL_SL_HIST100
+        int feat =
+            f && u < f->nusers &&
+            ((f->device && f->device[u]) || (f->tag_off && f->tag_off[u + 1] > f->tag_off[u]));
+        unsigned hs = h >= 100  ? RC_EVAL_SL_HIST100
                       : h >= 20 ? RC_EVAL_SL_HIST20
                       : h >= 5  ? RC_EVAL_SL_HIST5
                                 : RC_EVAL_SL_HIST1;
         unsigned age = s->count[s->pos[p].target] ? RC_EVAL_SL_OLDER : RC_EVAL_SL_NEW;
-        mask[p] = (uint8_t)(1u << hs | 1u << (feat ? RC_EVAL_SL_FEAT : RC_EVAL_SL_NOFEAT) |
-                            1u << age);
+        mask[p] =
+            (uint8_t)(1u << hs | 1u << (feat ? RC_EVAL_SL_FEAT : RC_EVAL_SL_NOFEAT) | 1u << age);
     }
 }
 

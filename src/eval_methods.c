@@ -303,8 +303,8 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
     for (size_t j = 0; j < r->n && !rc; j++) {
         size_t i = r->order[j], k = r->split_of[i];
         if (r->pos_of[i] != NO_POS && !em[k])
-            rc = rc_eval_embed_create(sp[k], rc_engine_table(e), rc_engine_index(e),
-                                      env->overfetch, &em[k]);
+            rc = rc_eval_embed_create(sp[k], rc_engine_table(e), rc_engine_index(e), env->overfetch,
+                                      &em[k]);
         if (!rc && r->pos_of[i] != NO_POS) {
             rc_engine_flush_index(e);
             rc_eval_embed_predictor(em[k], &pr);

@@ -144,8 +144,7 @@ out:
     return rc;
 }
 
-static int run_tower(rc_eval_env *env, rc_eval_report *rep, unsigned features, char *eb,
-                     size_t el)
+static int run_tower(rc_eval_env *env, rc_eval_report *rep, unsigned features, char *eb, size_t el)
 {
     rc_ufeat *own = NULL;
     const rc_ufeat *feats = env->feats;
@@ -207,8 +206,8 @@ int rc__eval_run_tower_tags(rc_eval_env *env, rc_eval_report *rep, char *eb, siz
 
 int rc__eval_run_tower_all(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
 {
-    return run_tower(env, rep, env->tower_features_set ? env->tower.cfg.features : RC_TT_F_ALL,
-                     eb, el);
+    return run_tower(env, rep, env->tower_features_set ? env->tower.cfg.features : RC_TT_F_ALL, eb,
+                     el);
 }
 
 void rc_eval_env_cleanup(rc_eval_env *env)

@@ -28,7 +28,7 @@
 
 /* ALLOW_NUL lets "\u0000" parse, so it is reported as a bad value of the
  * field that holds it rather than as an anonymous parse error. */
-#define LOAD_FLAGS (JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
+#define LOAD_FLAGS  (JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
 #define ARENA_BYTES (16u * 1024u) /* a typical event needs ~2 KB */
 #define ARENA_ALIGN 16u
 
@@ -144,9 +144,8 @@ fail(char *errbuf, size_t errlen, enum rc_event_reason r, const char *fmt, ...)
  * the newest click of its user, so every later real click of that user would
  * count as late (not trained) and the user would never idle out. Refusing it
  * keeps one bad producer from disabling users. */
-enum rc_event_reason rc_event_check_time(int64_t ts_ms, int64_t watermark_ms,
-                                         int64_t max_future_ms, int64_t max_past_ms,
-                                         char *errbuf, size_t errlen)
+enum rc_event_reason rc_event_check_time(int64_t ts_ms, int64_t watermark_ms, int64_t max_future_ms,
+                                         int64_t max_past_ms, char *errbuf, size_t errlen)
 {
     if (max_future_ms > 0 && ts_ms - max_future_ms > watermark_ms) {
         int64_t ref = RC_MAX(watermark_ms, rc_wall_ms());
@@ -171,9 +170,12 @@ enum kind { K_ID, K_ATTR, K_TEXT };
 static const char *expected(enum kind k)
 {
     switch (k) {
-        case K_ID: return "expected string or non-negative integer";
-        case K_ATTR: return "expected string or integer";
-        default: return "expected string";
+    case K_ID:
+        return "expected string or non-negative integer";
+    case K_ATTR:
+        return "expected string or integer";
+    default:
+        return "expected string";
     }
 }
 
@@ -250,8 +252,7 @@ static enum rc_event_reason get_tags(json_t *v, rc_event *ev, char *errbuf, size
     if (json_array_size(v) > RC_TAGS_MAX)
         return fail(errbuf, errlen, RC_EV_OVERSIZED, "tags: %zu tags, limit %d", json_array_size(v),
                     RC_TAGS_MAX);
-    json_array_foreach(v, i, t)
-    {
+    json_array_foreach(v, i, t) {
         if (json_is_string(t)) { /* the usual case, without naming the field */
             const char *s = json_string_value(t);
             size_t n = json_string_length(t);
@@ -281,8 +282,8 @@ static const struct {
     const char *name;
     size_t len;
 } field_names[F_COUNT] = {
-    [F_USER] = {"user_id", 7}, [F_ITEM] = {"item_id", 7}, [F_CITY] = {"city_id", 7},
-    [F_CATE] = {"cate_id", 7}, [F_TS] = {"ts", 2},         [F_EVENT] = {"event", 5},
+    [F_USER] = {"user_id", 7},  [F_ITEM] = {"item_id", 7}, [F_CITY] = {"city_id", 7},
+    [F_CATE] = {"cate_id", 7},  [F_TS] = {"ts", 2},        [F_EVENT] = {"event", 5},
     [F_DEVICE] = {"device", 6}, [F_TAGS] = {"tags", 4},
 };
 
@@ -298,15 +299,26 @@ static void fields_of(json_t *o, json_t *f[F_COUNT])
         size_t kl = json_object_iter_key_len(it);
         int i;
         switch (kl) { /* length and first byte pick the one candidate */
-            case 7:
-                i = k[0] == 'u' ? F_USER : k[0] == 'i' ? F_ITEM : k[0] == 'c' && k[1] == 'i' ? F_CITY
-                                                                : F_CATE;
-                break;
-            case 2: i = F_TS; break;
-            case 5: i = F_EVENT; break;
-            case 6: i = F_DEVICE; break;
-            case 4: i = F_TAGS; break;
-            default: continue;
+        case 7:
+            i = k[0] == 'u'                  ? F_USER
+                : k[0] == 'i'                ? F_ITEM
+                : k[0] == 'c' && k[1] == 'i' ? F_CITY
+                                             : F_CATE;
+            break;
+        case 2:
+            i = F_TS;
+            break;
+        case 5:
+            i = F_EVENT;
+            break;
+        case 6:
+            i = F_DEVICE;
+            break;
+        case 4:
+            i = F_TAGS;
+            break;
+        default:
+            continue;
         }
         if (memcmp(k, field_names[i].name, kl) == 0)
             f[i] = json_object_iter_value(it);

@@ -182,9 +182,8 @@ static uint32_t draw_living(rc_gen *g, const struct comm *cm, int64_t ts)
     for (uint32_t r = 0; r < cm->n; r++) {
         const rc_gen_item *it = &g->items[g->members[cm->first + r]];
         double age = (double)(ts - it->born_ms), off = fabs(age - life / 2);
-        g->cw[r] = ts >= it->born_ms && ts < it->dies_ms
-                       ? g->zw[cm->first + r] * sin(PI * age / life)
-                       : 0;
+        g->cw[r] =
+            ts >= it->born_ms && ts < it->dies_ms ? g->zw[cm->first + r] * sin(PI * age / life) : 0;
         sum += g->cw[r];
         if (off < best) {
             best = off;
@@ -570,8 +569,8 @@ static void put_required(rc_gen *g, struct out *o, const struct click *c, int ba
 static size_t format(rc_gen *g, char *buf, const struct click *c, int bad)
 {
     struct out o = {buf, 0};
-    uint32_t f = rc_rng_below(&g->rng,
-                              bad == RC_GEN_BAD_OVERSIZED_ID || bad == RC_GEN_BAD_NUL_BYTE ? 2 : 5);
+    uint32_t f =
+        rc_rng_below(&g->rng, bad == RC_GEN_BAD_OVERSIZED_ID || bad == RC_GEN_BAD_NUL_BYTE ? 2 : 5);
 
     if (bad == RC_GEN_BAD_ARRAY)
         PUT_LIT(&o, "[");

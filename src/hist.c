@@ -45,7 +45,6 @@ uint64_t rc_hist_count(const rc_hist *h)
     return n;
 }
 
-
 void rc_hist_snapshot(const rc_hist *h, rc_hist_snap *out)
 {
     out->nb = h->nb;

@@ -39,331 +39,341 @@
 /* OpenBLAS's own thread pool; declared here in case cblas.h is netlib's. */
 void openblas_set_num_threads(int num_threads);
 
-#define CHUNK_BITS 16
-#define CHUNK_ROWS (1u << CHUNK_BITS)
-#define MAX_CHUNKS (1u << (32 - CHUNK_BITS))
-#define MAX_PARTS 65536u /* regular partitions at most (index.max_partitions) */
-#define FRESH_RING 4096u
-#define KMEANS_ITER 12
-#define CLASSIFY_AHEAD 8 /* pending rows prefetched ahead of the drift check */
+#define CHUNK_BITS        16
+#define CHUNK_ROWS        (1u << CHUNK_BITS)
+#define MAX_CHUNKS        (1u << (32 - CHUNK_BITS))
+#define MAX_PARTS         65536u /* regular partitions at most (index.max_partitions) */
+#define FRESH_RING        4096u
+#define KMEANS_ITER       12
+#define CLASSIFY_AHEAD    8 /* pending rows prefetched ahead of the drift check */
 #define TOUCH_CLOCK_EVERY 32u
 
 /* A row's state in one 16-byte record, so that a drift check misses the
  * cache once for it (plus once for its q8 copy). loc is read by any thread
  * (atomic); touch belongs to the writer. */
 typedef struct rowstate {
-  uint64_t loc;   /* (part + 1) << 32 | local id; 0 = not indexed */
-  uint64_t touch; /* last touch time in ns */
+    uint64_t loc;   /* (part + 1) << 32 | local id; 0 = not indexed */
+    uint64_t touch; /* last touch time in ns */
 } rowstate;
 
 /* Per-row state for CHUNK_ROWS rows. pend (in the FIFO) is apart and one
  * byte a row: every touch reads it, and that small array stays in cache,
  * while a touch only stores into the record (no stall on its miss). */
 typedef struct rowchunk {
-  rowstate st[CHUNK_ROWS];
-  uint8_t pend[CHUNK_ROWS];
-  int8_t q8[]; /* CHUNK_ROWS * dim: int8 copy of the indexed vector */
+    rowstate st[CHUNK_ROWS];
+    uint8_t pend[CHUNK_ROWS];
+    int8_t q8[]; /* CHUNK_ROWS * dim: int8 copy of the indexed vector */
 } rowchunk;
 
 typedef struct job job;
 
 typedef struct part {
-  pthread_rwlock_t lock;
-  uint32_t city, cate, id;
-  /* Guarded by lock (written by the writer under wrlock, read under rdlock). */
-  FaissIndex *fx; /* flat IP or IVF-Flat IP */
-  int ivf;
-  uint32_t nlist; /* IVF only */
-  uint32_t
-      slots; /* FAISS nprobe = min(nlist, ix->slots_max), fixed per index */
-  const float *cent; /* nlist * dim, the quantizer's own storage */
-  uint32_t *l2r;     /* local id -> row */
-  uint64_t *l2k;     /* overflow only: local id -> city << 32 | cate */
-  uint32_t n, cap;
-  int overflow;      /* the shared overflow partition: flat for good, filtered by row */
-  /* Writer only. */
-  uint32_t n_trained; /* rows at the last training (0 = never) */
-  uint32_t n_checked; /* rows at the last imbalance check */
-  uint32_t retry_at;  /* after a failed training, wait for this many rows */
-  job *job;           /* training in flight for this partition */
+    pthread_rwlock_t lock;
+    uint32_t city, cate, id;
+    /* Guarded by lock (written by the writer under wrlock, read under rdlock). */
+    FaissIndex *fx; /* flat IP or IVF-Flat IP */
+    int ivf;
+    uint32_t nlist;    /* IVF only */
+    uint32_t slots;    /* FAISS nprobe = min(nlist, ix->slots_max), fixed per index */
+    const float *cent; /* nlist * dim, the quantizer's own storage */
+    uint32_t *l2r;     /* local id -> row */
+    uint64_t *l2k;     /* overflow only: local id -> city << 32 | cate */
+    uint32_t n, cap;
+    int overflow; /* the shared overflow partition: flat for good, filtered by row */
+    /* Writer only. */
+    uint32_t n_trained; /* rows at the last training (0 = never) */
+    uint32_t n_checked; /* rows at the last imbalance check */
+    uint32_t retry_at;  /* after a failed training, wait for this many rows */
+    job *job;           /* training in flight for this partition */
 } part;
 
 struct job {
-  part *p;
-  uint32_t n, nlist, slots, dim;
-  float *x;        /* n * dim snapshot of the indexed vectors */
-  FaissIndex *out; /* result, owned by the job until swapped in */
-  int rc;
-  char err[256];
-  int done; /* atomic: thread finished */
-  int threaded;
-  pthread_t th;
-  uint32_t *dirty; /* local ids < n re-indexed after the snapshot */
-  uint32_t ndirty, capdirty;
+    part *p;
+    uint32_t n, nlist, slots, dim;
+    float *x;        /* n * dim snapshot of the indexed vectors */
+    FaissIndex *out; /* result, owned by the job until swapped in */
+    int rc;
+    char err[256];
+    int done; /* atomic: thread finished */
+    int threaded;
+    pthread_t th;
+    uint32_t *dirty; /* local ids < n re-indexed after the snapshot */
+    uint32_t ndirty, capdirty;
 };
 
 struct rc_index {
-  rc_table *t;
-  uint32_t dim;
-  uint32_t ivf_min, nprobe, batch, slots_max, lists;
-  float drift, growth, max_imb;
-  int no_background;
+    rc_table *t;
+    uint32_t dim;
+    uint32_t ivf_min, nprobe, batch, slots_max, lists;
+    float drift, growth, max_imb;
+    int no_background;
 
-  rowchunk *chunks[MAX_CHUNKS]; /* atomic pointers */
-  part *parts[MAX_PARTS + 1];   /* atomic pointers; nparts atomic; + the overflow */
-  uint32_t nparts;
-  uint32_t max_parts; /* regular partitions at most; later pairs go to the overflow */
-  uint32_t nregular;  /* writer only: regular partitions created */
-  part *ovf;          /* writer only: the overflow partition, once created */
+    rowchunk *chunks[MAX_CHUNKS]; /* atomic pointers */
+    part *parts[MAX_PARTS + 1];   /* atomic pointers; nparts atomic; + the overflow */
+    uint32_t nparts;
+    uint32_t max_parts; /* regular partitions at most; later pairs go to the overflow */
+    uint32_t nregular;  /* writer only: regular partitions created */
+    part *ovf;          /* writer only: the overflow partition, once created */
 
-  /* Writer only: (city, cate) -> part id, open addressing. */
-  uint64_t *hkeys;
-  uint32_t *hvals;
-  uint32_t hcap;
+    /* Writer only: (city, cate) -> part id, open addressing. */
+    uint64_t *hkeys;
+    uint32_t *hvals;
+    uint32_t hcap;
 
-  /* Writer only: FIFO of pending rows. */
-  uint32_t *pq;
-  size_t phead, ptail, pcap;
-  uint64_t touch_clock; /* rc_now_ns() cached for touches */
-  uint32_t touch_clock_left;
+    /* Writer only: FIFO of pending rows. */
+    uint32_t *pq;
+    size_t phead, ptail, pcap;
+    uint64_t touch_clock; /* rc_now_ns() cached for touches */
+    uint32_t touch_clock_left;
 
-  job *job;
+    job *job;
 
-  /* Writer-only scratch for flush. */
-  struct work *work;
-  size_t wcap;
-  float *xbuf;
-  idx_t *ibuf;
-  uint32_t *rbuf;
+    /* Writer-only scratch for flush. */
+    struct work *work;
+    size_t wcap;
+    float *xbuf;
+    idx_t *ibuf;
+    uint32_t *rbuf;
 
-  /* Stats: written by the writer with relaxed atomics. */
-  uint64_t st_size, st_ivf, st_pending, st_added, st_reindexed, st_skipped,
-      st_retrains;
-  uint64_t st_oldest_ns, st_bytes;
-  uint64_t st_overflow, st_part_errors;
-  pthread_mutex_t fresh_mu;
-  uint32_t fresh[FRESH_RING];
-  uint64_t nfresh;
-  rc_hist fresh_hist; /* every fresh[] sample, for /metrics */
+    /* Stats: written by the writer with relaxed atomics. */
+    uint64_t st_size, st_ivf, st_pending, st_added, st_reindexed, st_skipped, st_retrains;
+    uint64_t st_oldest_ns, st_bytes;
+    uint64_t st_overflow, st_part_errors;
+    pthread_mutex_t fresh_mu;
+    uint32_t fresh[FRESH_RING];
+    uint64_t nfresh;
+    rc_hist fresh_hist; /* every fresh[] sample, for /metrics */
 };
 
 struct work {
-  uint32_t part, row;
-  int upd;
+    uint32_t part, row;
+    int upd;
 };
 
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define RLOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define RLOAD(p)     __atomic_load_n((p), __ATOMIC_RELAXED)
 #define RSTORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define RADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#define RADD(p, v)   __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 
 /* FAISS parallelises inside a call with OpenMP; with many caller threads on
  * few cores that only adds contention, so every thread entering FAISS here
  * runs it on one thread (the ICV is per thread). */
-static void omp_one(void) {
-  if (omp_get_max_threads() != 1)
-    omp_set_num_threads(1);
+static void omp_one(void)
+{
+    if (omp_get_max_threads() != 1)
+        omp_set_num_threads(1);
 }
 
-static int faiss_err(char *errbuf, size_t errlen, const char *what) {
-  const char *e = faiss_get_last_error();
-  return rc_err(errbuf, errlen, RC_EFAISS, "index: %s: %s", what,
-                e ? e : "unknown error");
+static int faiss_err(char *errbuf, size_t errlen, const char *what)
+{
+    const char *e = faiss_get_last_error();
+    return rc_err(errbuf, errlen, RC_EFAISS, "index: %s: %s", what, e ? e : "unknown error");
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap)
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return RC_ENOMEM;
+    *p = q;
+    *cap = c;
     return 0;
-  size_t c = *cap ? *cap : 16;
-  while (c < need)
-    c *= 2;
-  void *q = realloc(*p, c * elem);
-  if (!q)
-    return RC_ENOMEM;
-  *p = q;
-  *cap = c;
-  return 0;
 }
 
 /* ---- per-row state ---------------------------------------------------- */
 
-static rowchunk *chunk_of(const rc_index *ix, uint32_t row) {
-  return LOAD(&ix->chunks[row >> CHUNK_BITS]);
+static rowchunk *chunk_of(const rc_index *ix, uint32_t row)
+{
+    return LOAD(&ix->chunks[row >> CHUNK_BITS]);
 }
 
-static rowchunk *chunk_get(rc_index *ix, uint32_t row) {
-  rowchunk *c = chunk_of(ix, row);
-  if (c)
+static rowchunk *chunk_get(rc_index *ix, uint32_t row)
+{
+    rowchunk *c = chunk_of(ix, row);
+    if (c)
+        return c;
+    c = calloc(1, sizeof(*c) + (size_t)CHUNK_ROWS * ix->dim);
+    if (!c)
+        return NULL;
+    STORE(&ix->chunks[row >> CHUNK_BITS], c);
+    RADD(&ix->st_bytes, sizeof(*c) + (size_t)CHUNK_ROWS * ix->dim);
     return c;
-  c = calloc(1, sizeof(*c) + (size_t)CHUNK_ROWS * ix->dim);
-  if (!c)
-    return NULL;
-  STORE(&ix->chunks[row >> CHUNK_BITS], c);
-  RADD(&ix->st_bytes, sizeof(*c) + (size_t)CHUNK_ROWS * ix->dim);
-  return c;
 }
 
 /* Round to nearest even like lrintf, inlined: lrintf is a libm call per
  * component without -fno-math-errno, and this loop runs for every indexed row
  * (a third of a 1M-row index rebuild went to it). */
-static inline int round_i(float x) {
+static inline int round_i(float x)
+{
 #if defined(__SSE__)
-  return _mm_cvtss_si32(_mm_set_ss(x));
+    return _mm_cvtss_si32(_mm_set_ss(x));
 #else
-  return (int)lrintf(x);
+    return (int)lrintf(x);
 #endif
 }
 
-static void q8_store(int8_t *q, const float *v, uint32_t d) {
-  float m = 0;
-  for (uint32_t i = 0; i < d; i++) {
-    float a = fabsf(v[i]);
-    m = a > m ? a : m;
-  }
-  float s = m > 0 ? 127.0f / m : 0;
-  for (uint32_t i = 0; i < d; i++)
-    q[i] = (int8_t)round_i(v[i] * s);
+static void q8_store(int8_t *q, const float *v, uint32_t d)
+{
+    float m = 0;
+    for (uint32_t i = 0; i < d; i++) {
+        float a = fabsf(v[i]);
+        m = a > m ? a : m;
+    }
+    float s = m > 0 ? 127.0f / m : 0;
+    for (uint32_t i = 0; i < d; i++)
+        q[i] = (int8_t)round_i(v[i] * s);
 }
 
 /* 1 - cos(v, q), for v of any length (zero included): no normalised copy. */
-static float q8_drift(const int8_t *q, const float *v, uint32_t d) {
-  float qq, vv, dot = rc_vec_dot_i8(v, q, d, &vv, &qq);
-  if (qq == 0 || vv == 0)
-    return qq == vv ? 0.0f : 1.0f;
-  return 1.0f - dot / sqrtf(qq * vv);
+static float q8_drift(const int8_t *q, const float *v, uint32_t d)
+{
+    float qq, vv, dot = rc_vec_dot_i8(v, q, d, &vv, &qq);
+    if (qq == 0 || vv == 0)
+        return qq == vv ? 0.0f : 1.0f;
+    return 1.0f - dot / sqrtf(qq * vv);
 }
 
 /* ---- partitions --------------------------------------------------------- */
 
-static uint64_t pkey(uint32_t city, uint32_t cate) {
-  return ((uint64_t)city << 32 | cate) + 1; /* 0 marks an empty slot */
+static uint64_t pkey(uint32_t city, uint32_t cate)
+{
+    return ((uint64_t)city << 32 | cate) + 1; /* 0 marks an empty slot */
 }
 
-static uint32_t hslot(const rc_index *ix, uint64_t key) {
-  return (uint32_t)(rc_hash(&key, sizeof(key)) & (ix->hcap - 1));
+static uint32_t hslot(const rc_index *ix, uint64_t key)
+{
+    return (uint32_t)(rc_hash(&key, sizeof(key)) & (ix->hcap - 1));
 }
 
-static int hash_grow(rc_index *ix) {
-  uint32_t ncap = ix->hcap ? ix->hcap * 2 : 256;
-  uint64_t *ok = ix->hkeys;
-  uint32_t *ov = ix->hvals, ocap = ix->hcap;
-  ix->hkeys = calloc(ncap, sizeof(*ix->hkeys));
-  ix->hvals = calloc(ncap, sizeof(*ix->hvals));
-  if (!ix->hkeys || !ix->hvals) {
-    free(ix->hkeys);
-    free(ix->hvals);
-    ix->hkeys = ok;
-    ix->hvals = ov;
-    return RC_ENOMEM;
-  }
-  ix->hcap = ncap;
-  for (uint32_t i = 0; i < ocap; i++) {
-    if (!ok[i])
-      continue;
-    uint32_t s = hslot(ix, ok[i]);
-    while (ix->hkeys[s])
-      s = (s + 1) & (ncap - 1);
-    ix->hkeys[s] = ok[i];
-    ix->hvals[s] = ov[i];
-  }
-  free(ok);
-  free(ov);
-  return 0;
+static int hash_grow(rc_index *ix)
+{
+    uint32_t ncap = ix->hcap ? ix->hcap * 2 : 256;
+    uint64_t *ok = ix->hkeys;
+    uint32_t *ov = ix->hvals, ocap = ix->hcap;
+    ix->hkeys = calloc(ncap, sizeof(*ix->hkeys));
+    ix->hvals = calloc(ncap, sizeof(*ix->hvals));
+    if (!ix->hkeys || !ix->hvals) {
+        free(ix->hkeys);
+        free(ix->hvals);
+        ix->hkeys = ok;
+        ix->hvals = ov;
+        return RC_ENOMEM;
+    }
+    ix->hcap = ncap;
+    for (uint32_t i = 0; i < ocap; i++) {
+        if (!ok[i])
+            continue;
+        uint32_t s = hslot(ix, ok[i]);
+        while (ix->hkeys[s])
+            s = (s + 1) & (ncap - 1);
+        ix->hkeys[s] = ok[i];
+        ix->hvals[s] = ov[i];
+    }
+    free(ok);
+    free(ov);
+    return 0;
 }
 
-static void part_free(part *p) {
-  if (!p)
-    return;
-  if (p->fx)
-    faiss_Index_free(p->fx);
-  pthread_rwlock_destroy(&p->lock);
-  free(p->l2r);
-  free(p->l2k);
-  free(p);
+static void part_free(part *p)
+{
+    if (!p)
+        return;
+    if (p->fx)
+        faiss_Index_free(p->fx);
+    pthread_rwlock_destroy(&p->lock);
+    free(p->l2r);
+    free(p->l2k);
+    free(p);
 }
 
 /* Writer. A new flat partition, published to searches once complete;
  * overflow marks the shared overflow partition. */
-static int part_new(rc_index *ix, uint32_t city, uint32_t cate, int overflow,
-                    part **out, char *errbuf, size_t errlen) {
-  assert(ix->nparts < MAX_PARTS + 1);
-  part *p = calloc(1, sizeof(*p));
-  if (!p)
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  pthread_rwlockattr_t a;
-  pthread_rwlockattr_init(&a);
-  /* Searches hold read locks for a whole query; without writer preference a
-   * steady search load would starve the writer's flushes. */
-  pthread_rwlockattr_setkind_np(&a,
-                                PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init(&p->lock, &a);
-  pthread_rwlockattr_destroy(&a);
-  FaissIndexFlatIP *f = NULL;
-  if (faiss_IndexFlatIP_new_with(&f, ix->dim)) {
-    int rc = faiss_err(errbuf, errlen, "flat partition");
-    part_free(p);
-    return rc;
-  }
-  p->fx = f;
-  p->city = city;
-  p->cate = cate;
-  p->overflow = overflow;
-  p->id = ix->nparts;
-  STORE(&ix->parts[p->id], p);
-  STORE(&ix->nparts, p->id + 1);
-  *out = p;
-  return 0;
+static int part_new(rc_index *ix, uint32_t city, uint32_t cate, int overflow, part **out,
+                    char *errbuf, size_t errlen)
+{
+    assert(ix->nparts < MAX_PARTS + 1);
+    part *p = calloc(1, sizeof(*p));
+    if (!p)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    /* Searches hold read locks for a whole query; without writer preference a
+     * steady search load would starve the writer's flushes. */
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&p->lock, &a);
+    pthread_rwlockattr_destroy(&a);
+    FaissIndexFlatIP *f = NULL;
+    if (faiss_IndexFlatIP_new_with(&f, ix->dim)) {
+        int rc = faiss_err(errbuf, errlen, "flat partition");
+        part_free(p);
+        return rc;
+    }
+    p->fx = f;
+    p->city = city;
+    p->cate = cate;
+    p->overflow = overflow;
+    p->id = ix->nparts;
+    STORE(&ix->parts[p->id], p);
+    STORE(&ix->nparts, p->id + 1);
+    *out = p;
+    return 0;
 }
 
 /* The shared overflow partition (created on first use): rows of pairs that
  * found no room for a partition of their own. It stays flat (an IVF list
  * would mix cities, so a filtered search could miss rows) and keeps each
  * row's (city, cate) so searches filter it row by row. */
-static int part_overflow(rc_index *ix, part **out, char *errbuf,
-                         size_t errlen) {
-  if (!ix->ovf) {
-    int rc = part_new(ix, UINT32_MAX, UINT32_MAX, 1, &ix->ovf, errbuf, errlen);
-    if (rc)
-      return rc;
-    rc_log_warn("index",
-                "partition limit reached: rows of new city x category pairs go "
-                "to the shared overflow partition",
-                "max_partitions=%u", ix->max_parts);
-  }
-  *out = ix->ovf;
-  return 0;
+static int part_overflow(rc_index *ix, part **out, char *errbuf, size_t errlen)
+{
+    if (!ix->ovf) {
+        int rc = part_new(ix, UINT32_MAX, UINT32_MAX, 1, &ix->ovf, errbuf, errlen);
+        if (rc)
+            return rc;
+        rc_log_warn("index",
+                    "partition limit reached: rows of new city x category pairs go "
+                    "to the shared overflow partition",
+                    "max_partitions=%u", ix->max_parts);
+    }
+    *out = ix->ovf;
+    return 0;
 }
 
 /* Writer: the partition of (city, cate), created when there is room, else the
  * overflow partition. Never fails for lack of a slot, so one pair cannot stop
  * the rows behind it. */
-static int part_find(rc_index *ix, uint32_t city, uint32_t cate, part **out,
-                     char *errbuf, size_t errlen) {
-  uint64_t key = pkey(city, cate);
-  if (ix->hcap) {
-    uint32_t s = hslot(ix, key);
-    while (ix->hkeys[s] && ix->hkeys[s] != key)
-      s = (s + 1) & (ix->hcap - 1);
-    if (ix->hkeys[s]) {
-      *out = ix->parts[ix->hvals[s]];
-      return 0;
+static int part_find(rc_index *ix, uint32_t city, uint32_t cate, part **out, char *errbuf,
+                     size_t errlen)
+{
+    uint64_t key = pkey(city, cate);
+    if (ix->hcap) {
+        uint32_t s = hslot(ix, key);
+        while (ix->hkeys[s] && ix->hkeys[s] != key)
+            s = (s + 1) & (ix->hcap - 1);
+        if (ix->hkeys[s]) {
+            *out = ix->parts[ix->hvals[s]];
+            return 0;
+        }
     }
-  }
-  if (ix->nregular >= ix->max_parts)
-    return part_overflow(ix, out, errbuf, errlen);
-  if ((ix->nregular + 1) * 2 > ix->hcap && hash_grow(ix))
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  uint32_t s = hslot(ix, key);
-  while (ix->hkeys[s])
-    s = (s + 1) & (ix->hcap - 1);
-  int rc = part_new(ix, city, cate, 0, out, errbuf, errlen);
-  if (rc)
-    return rc;
-  ix->nregular++;
-  ix->hkeys[s] = key;
-  ix->hvals[s] = (*out)->id;
-  return 0;
+    if (ix->nregular >= ix->max_parts)
+        return part_overflow(ix, out, errbuf, errlen);
+    if ((ix->nregular + 1) * 2 > ix->hcap && hash_grow(ix))
+        return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    uint32_t s = hslot(ix, key);
+    while (ix->hkeys[s])
+        s = (s + 1) & (ix->hcap - 1);
+    int rc = part_new(ix, city, cate, 0, out, errbuf, errlen);
+    if (rc)
+        return rc;
+    ix->nregular++;
+    ix->hkeys[s] = key;
+    ix->hvals[s] = (*out)->id;
+    return 0;
 }
 
 /* ---- create / destroy --------------------------------------------------- */
@@ -374,339 +384,337 @@ static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
  * while other searches wait for them; one query is served by one thread. */
 static void blas_one(void) { openblas_set_num_threads(1); }
 
-int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out,
-                    char *errbuf, size_t errlen) {
-  static const rc_index_opts zero;
-  if (!table || !out)
-    return rc_err(errbuf, errlen, RC_EINVAL,
-                  "index: table and out are required");
-  if (!opts)
-    opts = &zero;
-  if (opts->drift < 0 || opts->drift > 2 || opts->retrain_growth < 0 ||
-      opts->max_imbalance < 0)
-    return rc_err(errbuf, errlen, RC_EINVAL,
-                  "index: drift, retrain_growth, max_imbalance");
-  rc_index *ix = calloc(1, sizeof(*ix));
-  if (!ix)
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  ix->t = table;
-  ix->dim = rc_table_dim(table);
-  ix->ivf_min = opts->ivf_min ? opts->ivf_min : 4096;
-  ix->ivf_min = RC_MAX(ix->ivf_min, 64);
-  ix->nprobe = opts->nprobe ? opts->nprobe : 16;
-  ix->drift = opts->drift > 0 ? opts->drift : 0.02f;
-  ix->batch = opts->batch ? opts->batch : 256;
-  ix->growth = opts->retrain_growth > 0 ? opts->retrain_growth : 1.0f;
-  ix->max_imb = opts->max_imbalance > 0 ? opts->max_imbalance : 3.0f;
-  ix->no_background = opts->no_background;
-  ix->slots_max = 4 * ix->nprobe;
-  ix->lists = opts->search_lists ? opts->search_lists : 8 * ix->nprobe;
-  ix->lists = RC_MAX(ix->lists, ix->nprobe);
-  ix->max_parts = opts->max_partitions ? RC_MIN(opts->max_partitions, MAX_PARTS)
-                                       : MAX_PARTS;
-  pthread_mutex_init(&ix->fresh_mu, NULL);
-  rc_hist_init(&ix->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
-  if (hash_grow(ix)) {
-    rc_index_destroy(ix);
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  }
-  ix->st_bytes = sizeof(*ix);
-  pthread_once(&blas_once, blas_one);
-  *out = ix;
-  return 0;
+int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, char *errbuf,
+                    size_t errlen)
+{
+    static const rc_index_opts zero;
+    if (!table || !out)
+        return rc_err(errbuf, errlen, RC_EINVAL, "index: table and out are required");
+    if (!opts)
+        opts = &zero;
+    if (opts->drift < 0 || opts->drift > 2 || opts->retrain_growth < 0 || opts->max_imbalance < 0)
+        return rc_err(errbuf, errlen, RC_EINVAL, "index: drift, retrain_growth, max_imbalance");
+    rc_index *ix = calloc(1, sizeof(*ix));
+    if (!ix)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    ix->t = table;
+    ix->dim = rc_table_dim(table);
+    ix->ivf_min = opts->ivf_min ? opts->ivf_min : 4096;
+    ix->ivf_min = RC_MAX(ix->ivf_min, 64);
+    ix->nprobe = opts->nprobe ? opts->nprobe : 16;
+    ix->drift = opts->drift > 0 ? opts->drift : 0.02f;
+    ix->batch = opts->batch ? opts->batch : 256;
+    ix->growth = opts->retrain_growth > 0 ? opts->retrain_growth : 1.0f;
+    ix->max_imb = opts->max_imbalance > 0 ? opts->max_imbalance : 3.0f;
+    ix->no_background = opts->no_background;
+    ix->slots_max = 4 * ix->nprobe;
+    ix->lists = opts->search_lists ? opts->search_lists : 8 * ix->nprobe;
+    ix->lists = RC_MAX(ix->lists, ix->nprobe);
+    ix->max_parts = opts->max_partitions ? RC_MIN(opts->max_partitions, MAX_PARTS) : MAX_PARTS;
+    pthread_mutex_init(&ix->fresh_mu, NULL);
+    rc_hist_init(&ix->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
+    if (hash_grow(ix)) {
+        rc_index_destroy(ix);
+        return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    }
+    ix->st_bytes = sizeof(*ix);
+    pthread_once(&blas_once, blas_one);
+    *out = ix;
+    return 0;
 }
 
-static void job_free(job *j) {
-  if (!j)
-    return;
-  if (j->out)
-    faiss_Index_free(j->out);
-  free(j->x);
-  free(j->dirty);
-  free(j);
+static void job_free(job *j)
+{
+    if (!j)
+        return;
+    if (j->out)
+        faiss_Index_free(j->out);
+    free(j->x);
+    free(j->dirty);
+    free(j);
 }
 
-void rc_index_destroy(rc_index *ix) {
-  if (!ix)
-    return;
-  if (ix->job) {
-    if (ix->job->threaded)
-      pthread_join(ix->job->th, NULL);
-    job_free(ix->job);
-  }
-  for (uint32_t i = 0; i < ix->nparts; i++)
-    part_free(ix->parts[i]);
-  for (uint32_t i = 0; i < MAX_CHUNKS; i++)
-    free(ix->chunks[i]);
-  pthread_mutex_destroy(&ix->fresh_mu);
-  free(ix->hkeys);
-  free(ix->hvals);
-  free(ix->pq);
-  free(ix->work);
-  free(ix->xbuf);
-  free(ix->ibuf);
-  free(ix->rbuf);
-  free(ix);
+void rc_index_destroy(rc_index *ix)
+{
+    if (!ix)
+        return;
+    if (ix->job) {
+        if (ix->job->threaded)
+            pthread_join(ix->job->th, NULL);
+        job_free(ix->job);
+    }
+    for (uint32_t i = 0; i < ix->nparts; i++)
+        part_free(ix->parts[i]);
+    for (uint32_t i = 0; i < MAX_CHUNKS; i++)
+        free(ix->chunks[i]);
+    pthread_mutex_destroy(&ix->fresh_mu);
+    free(ix->hkeys);
+    free(ix->hvals);
+    free(ix->pq);
+    free(ix->work);
+    free(ix->xbuf);
+    free(ix->ibuf);
+    free(ix->rbuf);
+    free(ix);
 }
 
 /* ---- touch -------------------------------------------------------------- */
 
-void rc_index_touch(rc_index *ix, uint32_t row) {
-  rowchunk *c = chunk_get(ix, row);
-  uint32_t i = row & (CHUNK_ROWS - 1);
-  if (!c || c->pend[i])
-    return;
-  if (ix->ptail == ix->pcap && ix->phead > 0) {
-    memmove(ix->pq, ix->pq + ix->phead,
-            (ix->ptail - ix->phead) * sizeof(*ix->pq));
-    ix->ptail -= ix->phead;
-    ix->phead = 0;
-  }
-  if (grow((void **)&ix->pq, &ix->pcap, ix->ptail + 1, sizeof(*ix->pq)))
-    return; /* out of memory: the row stays unpending; a later touch retries */
-  /* The clock is read once per TOUCH_CLOCK_EVERY new pending rows (and at
-   * every flush): a touch time may be that much early, which only makes the
-   * measured freshness a little pessimistic. A clock read per row was ~1% of
-   * training time. */
-  if (ix->touch_clock_left == 0) {
-    ix->touch_clock = rc_now_ns();
-    ix->touch_clock_left = TOUCH_CLOCK_EVERY;
-  }
-  ix->touch_clock_left--;
-  uint64_t now = ix->touch_clock;
-  c->pend[i] = 1;
-  c->st[i].touch = now;
-  ix->pq[ix->ptail++] = row;
-  if (ix->ptail - ix->phead == 1)
-    RSTORE(&ix->st_oldest_ns, now);
-  RSTORE(&ix->st_pending, (uint64_t)(ix->ptail - ix->phead));
+void rc_index_touch(rc_index *ix, uint32_t row)
+{
+    rowchunk *c = chunk_get(ix, row);
+    uint32_t i = row & (CHUNK_ROWS - 1);
+    if (!c || c->pend[i])
+        return;
+    if (ix->ptail == ix->pcap && ix->phead > 0) {
+        memmove(ix->pq, ix->pq + ix->phead, (ix->ptail - ix->phead) * sizeof(*ix->pq));
+        ix->ptail -= ix->phead;
+        ix->phead = 0;
+    }
+    if (grow((void **)&ix->pq, &ix->pcap, ix->ptail + 1, sizeof(*ix->pq)))
+        return; /* out of memory: the row stays unpending; a later touch retries */
+    /* The clock is read once per TOUCH_CLOCK_EVERY new pending rows (and at
+     * every flush): a touch time may be that much early, which only makes the
+     * measured freshness a little pessimistic. A clock read per row was ~1% of
+     * training time. */
+    if (ix->touch_clock_left == 0) {
+        ix->touch_clock = rc_now_ns();
+        ix->touch_clock_left = TOUCH_CLOCK_EVERY;
+    }
+    ix->touch_clock_left--;
+    uint64_t now = ix->touch_clock;
+    c->pend[i] = 1;
+    c->st[i].touch = now;
+    ix->pq[ix->ptail++] = row;
+    if (ix->ptail - ix->phead == 1)
+        RSTORE(&ix->st_oldest_ns, now);
+    RSTORE(&ix->st_pending, (uint64_t)(ix->ptail - ix->phead));
 }
 
 /* ---- flush -------------------------------------------------------------- */
 
-static void fresh_record(rc_index *ix, const uint32_t *rows, uint32_t n,
-                         uint64_t now) {
-  pthread_mutex_lock(&ix->fresh_mu);
-  for (uint32_t i = 0; i < n; i++) {
-    rowchunk *c = chunk_of(ix, rows[i]);
-    uint64_t us = (now - c->st[rows[i] & (CHUNK_ROWS - 1)].touch) / 1000;
-    ix->fresh[ix->nfresh++ % FRESH_RING] = (uint32_t)RC_MIN(us, UINT32_MAX);
-    rc_hist_observe(&ix->fresh_hist, us);
-  }
-  pthread_mutex_unlock(&ix->fresh_mu);
+static void fresh_record(rc_index *ix, const uint32_t *rows, uint32_t n, uint64_t now)
+{
+    pthread_mutex_lock(&ix->fresh_mu);
+    for (uint32_t i = 0; i < n; i++) {
+        rowchunk *c = chunk_of(ix, rows[i]);
+        uint64_t us = (now - c->st[rows[i] & (CHUNK_ROWS - 1)].touch) / 1000;
+        ix->fresh[ix->nfresh++ % FRESH_RING] = (uint32_t)RC_MIN(us, UINT32_MAX);
+        rc_hist_observe(&ix->fresh_hist, us);
+    }
+    pthread_mutex_unlock(&ix->fresh_mu);
 }
 
-static int job_mark_dirty(job *j, uint32_t local) {
-  if (j->ndirty == j->capdirty) {
-    size_t cap = j->capdirty;
-    if (grow((void **)&j->dirty, &cap, (size_t)j->ndirty + 1,
-             sizeof(*j->dirty)))
-      return RC_ENOMEM;
-    j->capdirty = (uint32_t)cap;
-  }
-  j->dirty[j->ndirty++] = local;
-  return 0;
+static int job_mark_dirty(job *j, uint32_t local)
+{
+    if (j->ndirty == j->capdirty) {
+        size_t cap = j->capdirty;
+        if (grow((void **)&j->dirty, &cap, (size_t)j->ndirty + 1, sizeof(*j->dirty)))
+            return RC_ENOMEM;
+        j->capdirty = (uint32_t)cap;
+    }
+    j->dirty[j->ndirty++] = local;
+    return 0;
 }
 
 /* Writer, under p's write lock: room for need local ids (and, in the overflow
  * partition, their city and category). */
-static int part_reserve(part *p, size_t need) {
-  if (need <= p->cap)
+static int part_reserve(part *p, size_t need)
+{
+    if (need <= p->cap)
+        return 0;
+    size_t cap = p->cap, kcap = p->cap;
+    if (grow((void **)&p->l2r, &cap, need, sizeof(*p->l2r)))
+        return RC_ENOMEM;
+    if (p->overflow && grow((void **)&p->l2k, &kcap, cap, sizeof(*p->l2k)))
+        return RC_ENOMEM;
+    p->cap = (uint32_t)cap;
     return 0;
-  size_t cap = p->cap, kcap = p->cap;
-  if (grow((void **)&p->l2r, &cap, need, sizeof(*p->l2r)))
-    return RC_ENOMEM;
-  if (p->overflow && grow((void **)&p->l2k, &kcap, cap, sizeof(*p->l2k)))
-    return RC_ENOMEM;
-  p->cap = (uint32_t)cap;
-  return 0;
 }
 
 /* Applies w[0..n) (all of partition p; new rows first) under one write lock.
  * Vectors are normalised into xbuf before the lock is taken. */
-static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n,
-                       char *errbuf, size_t errlen) {
-  uint32_t d = ix->dim, nnew = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    float *x = ix->xbuf + (size_t)i * d;
-    memcpy(x, rc_table_in(ix->t, w[i].row), d * sizeof(float));
-    rc_vec_normalize(x, d);
-    nnew += !w[i].upd;
-    if (w[i].upd)
-      ix->ibuf[i - nnew] = (idx_t)(uint32_t)LOAD(
-          &chunk_of(ix, w[i].row)->st[w[i].row & (CHUNK_ROWS - 1)].loc);
-    else
-      ix->rbuf[i] = w[i].row;
-  }
-  int rc = 0;
-  pthread_rwlock_wrlock(&p->lock);
-  if (nnew && part_reserve(p, (size_t)p->n + nnew))
-    rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  if (!rc && nnew && faiss_Index_add(p->fx, nnew, ix->xbuf))
-    rc = faiss_err(errbuf, errlen, "add");
-  if (!rc && nnew) {
-    memcpy(p->l2r + p->n, ix->rbuf, nnew * sizeof(uint32_t));
-    for (uint32_t i = 0; p->overflow && i < nnew; i++)
-      p->l2k[p->n + i] = (uint64_t)rc_table_city(ix->t, ix->rbuf[i]) << 32 |
-                         rc_table_cate(ix->t, ix->rbuf[i]);
-    p->n += nnew;
-  }
-  if (!rc && n > nnew) {
-    const float *xu = ix->xbuf + (size_t)nnew * d;
-    if (p->ivf) {
-      if (faiss_IndexIVFFlat_update_vectors(p->fx, (int)(n - nnew), ix->ibuf,
-                                            xu))
-        rc = faiss_err(errbuf, errlen, "update_vectors");
-    } else {
-      float *xb;
-      size_t sz;
-      faiss_IndexFlat_xb(p->fx, &xb, &sz);
-      for (uint32_t i = 0; i < n - nnew; i++)
-        memcpy(xb + (size_t)ix->ibuf[i] * d, xu + (size_t)i * d,
-               d * sizeof(float));
+static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, char *errbuf,
+                       size_t errlen)
+{
+    uint32_t d = ix->dim, nnew = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        float *x = ix->xbuf + (size_t)i * d;
+        memcpy(x, rc_table_in(ix->t, w[i].row), d * sizeof(float));
+        rc_vec_normalize(x, d);
+        nnew += !w[i].upd;
+        if (w[i].upd)
+            ix->ibuf[i - nnew] =
+                (idx_t)(uint32_t)LOAD(&chunk_of(ix, w[i].row)->st[w[i].row & (CHUNK_ROWS - 1)].loc);
+        else
+            ix->rbuf[i] = w[i].row;
     }
-  }
-  pthread_rwlock_unlock(&p->lock);
-  if (rc)
-    return rc;
-  uint32_t base = p->n - nnew;
-  for (uint32_t i = 0; i < n; i++) {
-    uint32_t row = w[i].row;
-    rowchunk *c = chunk_of(ix, row);
-    uint32_t ri = row & (CHUNK_ROWS - 1);
-    q8_store(c->q8 + (size_t)ri * d, ix->xbuf + (size_t)i * d, d);
-    if (!w[i].upd)
-      STORE(&c->st[ri].loc, (uint64_t)(p->id + 1) << 32 | (base + i));
-    else if (p->job && (uint32_t)ix->ibuf[i - nnew] < p->job->n &&
-             job_mark_dirty(p->job, (uint32_t)ix->ibuf[i - nnew]))
-      return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  }
-  if (nnew)
-    fresh_record(ix, ix->rbuf, nnew, rc_now_ns());
-  RADD(&ix->st_added, nnew);
-  if (p->overflow)
-    RADD(&ix->st_overflow, nnew);
-  RADD(&ix->st_reindexed, n - nnew);
-  RADD(&ix->st_size, nnew);
-  RADD(&ix->st_bytes,
-       (uint64_t)nnew * (d * sizeof(float) + 2 * sizeof(uint32_t)));
-  return 0;
+    int rc = 0;
+    pthread_rwlock_wrlock(&p->lock);
+    if (nnew && part_reserve(p, (size_t)p->n + nnew))
+        rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    if (!rc && nnew && faiss_Index_add(p->fx, nnew, ix->xbuf))
+        rc = faiss_err(errbuf, errlen, "add");
+    if (!rc && nnew) {
+        memcpy(p->l2r + p->n, ix->rbuf, nnew * sizeof(uint32_t));
+        for (uint32_t i = 0; p->overflow && i < nnew; i++)
+            p->l2k[p->n + i] = (uint64_t)rc_table_city(ix->t, ix->rbuf[i]) << 32 |
+                               rc_table_cate(ix->t, ix->rbuf[i]);
+        p->n += nnew;
+    }
+    if (!rc && n > nnew) {
+        const float *xu = ix->xbuf + (size_t)nnew * d;
+        if (p->ivf) {
+            if (faiss_IndexIVFFlat_update_vectors(p->fx, (int)(n - nnew), ix->ibuf, xu))
+                rc = faiss_err(errbuf, errlen, "update_vectors");
+        } else {
+            float *xb;
+            size_t sz;
+            faiss_IndexFlat_xb(p->fx, &xb, &sz);
+            for (uint32_t i = 0; i < n - nnew; i++)
+                memcpy(xb + (size_t)ix->ibuf[i] * d, xu + (size_t)i * d, d * sizeof(float));
+        }
+    }
+    pthread_rwlock_unlock(&p->lock);
+    if (rc)
+        return rc;
+    uint32_t base = p->n - nnew;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t row = w[i].row;
+        rowchunk *c = chunk_of(ix, row);
+        uint32_t ri = row & (CHUNK_ROWS - 1);
+        q8_store(c->q8 + (size_t)ri * d, ix->xbuf + (size_t)i * d, d);
+        if (!w[i].upd)
+            STORE(&c->st[ri].loc, (uint64_t)(p->id + 1) << 32 | (base + i));
+        else if (p->job && (uint32_t)ix->ibuf[i - nnew] < p->job->n &&
+                 job_mark_dirty(p->job, (uint32_t)ix->ibuf[i - nnew]))
+            return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    }
+    if (nnew)
+        fresh_record(ix, ix->rbuf, nnew, rc_now_ns());
+    RADD(&ix->st_added, nnew);
+    if (p->overflow)
+        RADD(&ix->st_overflow, nnew);
+    RADD(&ix->st_reindexed, n - nnew);
+    RADD(&ix->st_size, nnew);
+    RADD(&ix->st_bytes, (uint64_t)nnew * (d * sizeof(float) + 2 * sizeof(uint32_t)));
+    return 0;
 }
 
-static int work_cmp(const void *a, const void *b) {
-  const struct work *x = a, *y = b;
-  if (x->part != y->part)
-    return x->part < y->part ? -1 : 1;
-  if (x->upd != y->upd)
-    return x->upd - y->upd;
-  return x->row < y->row ? -1 : x->row > y->row;
+static int work_cmp(const void *a, const void *b)
+{
+    const struct work *x = a, *y = b;
+    if (x->part != y->part)
+        return x->part < y->part ? -1 : 1;
+    if (x->upd != y->upd)
+        return x->upd - y->upd;
+    return x->row < y->row ? -1 : x->row > y->row;
 }
 
 /* Pops up to max rows from the FIFO into ix->work, dropping rows whose drift
  * is small. A row whose partition cannot be had (out of memory, FAISS) goes
  * back to the tail, so the rows behind it still flow; *failed gets the first
  * such error. Returns the work count or a negative RC_E*. */
-static long classify(rc_index *ix, size_t max, int *failed, char *errbuf,
-                     size_t errlen) {
-  size_t nw = 0, d = ix->dim;
-  if (grow((void **)&ix->work, &ix->wcap, max, sizeof(*ix->work)))
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  for (size_t k = 0; k < max; k++) {
-    if (k + CLASSIFY_AHEAD < max) {
-      /* Rows touched a batch ago are mostly out of cache: fetch ahead. */
-      uint32_t r2 = ix->pq[ix->phead + CLASSIFY_AHEAD];
-      rowchunk *c2 = chunk_of(ix, r2);
-      uint32_t i2 = r2 & (CHUNK_ROWS - 1);
-      const float *v2 = rc_table_in(ix->t, r2);
-      __builtin_prefetch(&c2->st[i2], 1);
-      for (size_t o = 0; o < d; o += 64)
-        __builtin_prefetch(c2->q8 + i2 * d + o);
-      for (size_t o = 0; o < d; o += 16)
-        __builtin_prefetch(v2 + o);
+static long classify(rc_index *ix, size_t max, int *failed, char *errbuf, size_t errlen)
+{
+    size_t nw = 0, d = ix->dim;
+    if (grow((void **)&ix->work, &ix->wcap, max, sizeof(*ix->work)))
+        return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    for (size_t k = 0; k < max; k++) {
+        if (k + CLASSIFY_AHEAD < max) {
+            /* Rows touched a batch ago are mostly out of cache: fetch ahead. */
+            uint32_t r2 = ix->pq[ix->phead + CLASSIFY_AHEAD];
+            rowchunk *c2 = chunk_of(ix, r2);
+            uint32_t i2 = r2 & (CHUNK_ROWS - 1);
+            const float *v2 = rc_table_in(ix->t, r2);
+            __builtin_prefetch(&c2->st[i2], 1);
+            for (size_t o = 0; o < d; o += 64)
+                __builtin_prefetch(c2->q8 + i2 * d + o);
+            for (size_t o = 0; o < d; o += 16)
+                __builtin_prefetch(v2 + o);
+        }
+        uint32_t row = ix->pq[ix->phead++];
+        rowchunk *c = chunk_of(ix, row);
+        uint32_t ri = row & (CHUNK_ROWS - 1);
+        c->pend[ri] = 0;
+        uint64_t loc = RLOAD(&c->st[ri].loc);
+        if (loc) {
+            if (q8_drift(c->q8 + ri * d, rc_table_in(ix->t, row), (uint32_t)d) <= ix->drift) {
+                RADD(&ix->st_skipped, 1);
+                continue;
+            }
+            ix->work[nw++] = (struct work){(uint32_t)(loc >> 32) - 1, row, 1};
+            continue;
+        }
+        part *p = NULL;
+        int rc =
+            part_find(ix, rc_table_city(ix->t, row), rc_table_cate(ix->t, row), &p, errbuf, errlen);
+        if (rc) {
+            RADD(&ix->st_part_errors, 1);
+            if (!*failed)
+                *failed = rc;
+            rc_index_touch(ix, row);
+            continue;
+        }
+        ix->work[nw++] = (struct work){p->id, row, 0};
     }
-    uint32_t row = ix->pq[ix->phead++];
-    rowchunk *c = chunk_of(ix, row);
-    uint32_t ri = row & (CHUNK_ROWS - 1);
-    c->pend[ri] = 0;
-    uint64_t loc = RLOAD(&c->st[ri].loc);
-    if (loc) {
-      if (q8_drift(c->q8 + ri * d, rc_table_in(ix->t, row), (uint32_t)d) <=
-          ix->drift) {
-        RADD(&ix->st_skipped, 1);
-        continue;
-      }
-      ix->work[nw++] = (struct work){(uint32_t)(loc >> 32) - 1, row, 1};
-      continue;
-    }
-    part *p = NULL;
-    int rc = part_find(ix, rc_table_city(ix->t, row), rc_table_cate(ix->t, row),
-                       &p, errbuf, errlen);
-    if (rc) {
-      RADD(&ix->st_part_errors, 1);
-      if (!*failed)
-        *failed = rc;
-      rc_index_touch(ix, row);
-      continue;
-    }
-    ix->work[nw++] = (struct work){p->id, row, 0};
-  }
-  return (long)nw;
+    return (long)nw;
 }
 
 /* After a failure, rows not yet applied are touched again (their touch time
  * is reset: staleness restarts from the retry). */
-static void requeue(rc_index *ix, const struct work *w, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    rc_index_touch(ix, w[i].row);
+static void requeue(rc_index *ix, const struct work *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        rc_index_touch(ix, w[i].row);
 }
 
-int rc_index_flush(rc_index *ix, uint32_t max_rows, char *errbuf,
-                   size_t errlen) {
-  if (!ix)
-    return rc_err(errbuf, errlen, RC_EINVAL, "index: NULL index");
-  omp_one();
-  ix->touch_clock_left = 0; /* touches after a flush read the clock again */
-  size_t avail = ix->ptail - ix->phead;
-  size_t max = max_rows ? RC_MIN((size_t)max_rows, avail) : avail;
-  if (max == 0)
-    return 0;
-  size_t b = ix->batch;
-  if (!ix->xbuf) {
-    ix->xbuf = malloc(b * ix->dim * sizeof(float));
-    ix->ibuf = malloc(b * sizeof(idx_t));
-    ix->rbuf = malloc(b * sizeof(uint32_t));
-    if (!ix->xbuf || !ix->ibuf || !ix->rbuf)
-      return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  }
-  int failed = 0;
-  long nw = classify(ix, max, &failed, errbuf, errlen);
-  if (ix->phead == ix->ptail)
-    ix->phead = ix->ptail = 0;
-  uint64_t oldest = 0;
-  if (ix->phead < ix->ptail) {
-    uint32_t r = ix->pq[ix->phead];
-    oldest = chunk_of(ix, r)->st[r & (CHUNK_ROWS - 1)].touch;
-  }
-  RSTORE(&ix->st_oldest_ns, oldest);
-  RSTORE(&ix->st_pending, (uint64_t)(ix->ptail - ix->phead));
-  if (nw < 0)
-    return (int)nw;
-  qsort(ix->work, (size_t)nw, sizeof(*ix->work), work_cmp);
-  size_t i = 0;
-  while (i < (size_t)nw) {
-    size_t n = 1;
-    while (i + n < (size_t)nw && n < b &&
-           ix->work[i + n].part == ix->work[i].part)
-      n++;
-    int rc = apply_batch(ix, ix->parts[ix->work[i].part], ix->work + i,
-                         (uint32_t)n, errbuf, errlen);
-    if (rc) {
-      requeue(ix, ix->work + i, (size_t)nw - i);
-      return rc;
+int rc_index_flush(rc_index *ix, uint32_t max_rows, char *errbuf, size_t errlen)
+{
+    if (!ix)
+        return rc_err(errbuf, errlen, RC_EINVAL, "index: NULL index");
+    omp_one();
+    ix->touch_clock_left = 0; /* touches after a flush read the clock again */
+    size_t avail = ix->ptail - ix->phead;
+    size_t max = max_rows ? RC_MIN((size_t)max_rows, avail) : avail;
+    if (max == 0)
+        return 0;
+    size_t b = ix->batch;
+    if (!ix->xbuf) {
+        ix->xbuf = malloc(b * ix->dim * sizeof(float));
+        ix->ibuf = malloc(b * sizeof(idx_t));
+        ix->rbuf = malloc(b * sizeof(uint32_t));
+        if (!ix->xbuf || !ix->ibuf || !ix->rbuf)
+            return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
     }
-    i += n;
-  }
-  return failed ? failed : (int)RC_MIN(nw, (long)INT32_MAX);
+    int failed = 0;
+    long nw = classify(ix, max, &failed, errbuf, errlen);
+    if (ix->phead == ix->ptail)
+        ix->phead = ix->ptail = 0;
+    uint64_t oldest = 0;
+    if (ix->phead < ix->ptail) {
+        uint32_t r = ix->pq[ix->phead];
+        oldest = chunk_of(ix, r)->st[r & (CHUNK_ROWS - 1)].touch;
+    }
+    RSTORE(&ix->st_oldest_ns, oldest);
+    RSTORE(&ix->st_pending, (uint64_t)(ix->ptail - ix->phead));
+    if (nw < 0)
+        return (int)nw;
+    qsort(ix->work, (size_t)nw, sizeof(*ix->work), work_cmp);
+    size_t i = 0;
+    while (i < (size_t)nw) {
+        size_t n = 1;
+        while (i + n < (size_t)nw && n < b && ix->work[i + n].part == ix->work[i].part)
+            n++;
+        int rc =
+            apply_batch(ix, ix->parts[ix->work[i].part], ix->work + i, (uint32_t)n, errbuf, errlen);
+        if (rc) {
+            requeue(ix, ix->work + i, (size_t)nw - i);
+            return rc;
+        }
+        i += n;
+    }
+    return failed ? failed : (int)RC_MIN(nw, (long)INT32_MAX);
 }
 
 /* ---- (re)training -------------------------------------------------------- */
@@ -714,545 +722,552 @@ int rc_index_flush(rc_index *ix, uint32_t max_rows, char *errbuf,
 /* Builds job->out from the snapshot: spherical k-means (inner product), then
  * an IVF-Flat index with an array direct map holding rows 0..n-1. Any thread.
  */
-static void job_run(job *j) {
-  FaissClusteringParameters cp;
-  FaissClustering *cl = NULL;
-  FaissIndexFlatIP *q = NULL;
-  FaissIndexIVFFlat *ivf = NULL;
-  const char *what = "kmeans";
-  omp_one();
-  faiss_ClusteringParameters_init(&cp);
-  cp.niter = KMEANS_ITER;
-  cp.spherical = 1;
-  cp.min_points_per_centroid =
-      1; /* nlist ~ 4 sqrt(n) is by design: no warning */
-  cp.max_points_per_centroid = 256;
-  cp.seed = (int)(j->n * 2654435761u & 0x7fffffff);
-  if (faiss_Clustering_new_with_params(&cl, (int)j->dim, (int)j->nlist, &cp) ||
-      faiss_IndexFlatIP_new_with(&q, j->dim) ||
-      faiss_Clustering_train(cl, j->n, j->x, q))
-    goto fail;
-  what = "ivf";
-  /* train() leaves the final centroids in q; make sure of it. */
-  if (faiss_Index_ntotal(q) != (idx_t)j->nlist) {
-    float *c;
-    size_t sz;
-    faiss_Clustering_centroids(cl, &c, &sz);
-    if (faiss_Index_reset(q) || faiss_Index_add(q, j->nlist, c))
-      goto fail;
-  }
-  if (faiss_IndexIVFFlat_new_with_metric(&ivf, q, j->dim, j->nlist,
-                                         METRIC_INNER_PRODUCT))
-    goto fail;
-  faiss_IndexIVFFlat_set_own_fields(ivf, 1);
-  q = NULL;
-  faiss_IndexIVFFlat_set_nprobe(ivf, j->slots);
-  if (faiss_IndexIVF_make_direct_map(ivf, 1) ||
-      faiss_Index_add(ivf, j->n, j->x))
-    goto fail;
-  faiss_Clustering_free(cl);
-  j->out = ivf;
-  j->rc = 0;
-  STORE(&j->done, 1);
-  return;
-fail:
-  j->rc = RC_EFAISS;
-  snprintf(j->err, sizeof(j->err), "index: %s: %s", what,
-           faiss_get_last_error() ? faiss_get_last_error() : "unknown error");
-  if (ivf)
-    faiss_Index_free(ivf);
-  if (q)
-    faiss_Index_free(q);
-  if (cl)
+static void job_run(job *j)
+{
+    FaissClusteringParameters cp;
+    FaissClustering *cl = NULL;
+    FaissIndexFlatIP *q = NULL;
+    FaissIndexIVFFlat *ivf = NULL;
+    const char *what = "kmeans";
+    omp_one();
+    faiss_ClusteringParameters_init(&cp);
+    cp.niter = KMEANS_ITER;
+    cp.spherical = 1;
+    cp.min_points_per_centroid = 1; /* nlist ~ 4 sqrt(n) is by design: no warning */
+    cp.max_points_per_centroid = 256;
+    cp.seed = (int)(j->n * 2654435761u & 0x7fffffff);
+    if (faiss_Clustering_new_with_params(&cl, (int)j->dim, (int)j->nlist, &cp) ||
+        faiss_IndexFlatIP_new_with(&q, j->dim) || faiss_Clustering_train(cl, j->n, j->x, q))
+        goto fail;
+    what = "ivf";
+    /* train() leaves the final centroids in q; make sure of it. */
+    if (faiss_Index_ntotal(q) != (idx_t)j->nlist) {
+        float *c;
+        size_t sz;
+        faiss_Clustering_centroids(cl, &c, &sz);
+        if (faiss_Index_reset(q) || faiss_Index_add(q, j->nlist, c))
+            goto fail;
+    }
+    if (faiss_IndexIVFFlat_new_with_metric(&ivf, q, j->dim, j->nlist, METRIC_INNER_PRODUCT))
+        goto fail;
+    faiss_IndexIVFFlat_set_own_fields(ivf, 1);
+    q = NULL;
+    faiss_IndexIVFFlat_set_nprobe(ivf, j->slots);
+    if (faiss_IndexIVF_make_direct_map(ivf, 1) || faiss_Index_add(ivf, j->n, j->x))
+        goto fail;
     faiss_Clustering_free(cl);
-  STORE(&j->done, 1);
+    j->out = ivf;
+    j->rc = 0;
+    STORE(&j->done, 1);
+    return;
+fail:
+    j->rc = RC_EFAISS;
+    snprintf(j->err, sizeof(j->err), "index: %s: %s", what,
+             faiss_get_last_error() ? faiss_get_last_error() : "unknown error");
+    if (ivf)
+        faiss_Index_free(ivf);
+    if (q)
+        faiss_Index_free(q);
+    if (cl)
+        faiss_Clustering_free(cl);
+    STORE(&j->done, 1);
 }
 
-static void *job_thread(void *arg) {
-  job_run(arg);
-  return NULL;
+static void *job_thread(void *arg)
+{
+    job_run(arg);
+    return NULL;
 }
 
 /* Copies locals [i0, i0+n) of p's current index into x. Writer thread (the
  * only mutator), so no lock is needed to read. */
-static int part_read(part *p, uint32_t dim, uint32_t i0, uint32_t n, float *x) {
-  if (n == 0)
-    return 0;
-  if (!p->ivf) {
-    float *xb;
-    size_t sz;
-    faiss_IndexFlat_xb(p->fx, &xb, &sz);
-    memcpy(x, xb + (size_t)i0 * dim, (size_t)n * dim * sizeof(float));
-    return 0;
-  }
-  return faiss_Index_reconstruct_n(p->fx, i0, n, x) ? RC_EFAISS : 0;
+static int part_read(part *p, uint32_t dim, uint32_t i0, uint32_t n, float *x)
+{
+    if (n == 0)
+        return 0;
+    if (!p->ivf) {
+        float *xb;
+        size_t sz;
+        faiss_IndexFlat_xb(p->fx, &xb, &sz);
+        memcpy(x, xb + (size_t)i0 * dim, (size_t)n * dim * sizeof(float));
+        return 0;
+    }
+    return faiss_Index_reconstruct_n(p->fx, i0, n, x) ? RC_EFAISS : 0;
 }
 
-static int job_start(rc_index *ix, part *p, char *errbuf, size_t errlen) {
-  job *j = calloc(1, sizeof(*j));
-  if (!j)
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  j->p = p;
-  j->n = p->n;
-  j->dim = ix->dim;
-  j->nlist = (uint32_t)lrint(4.0 * sqrt((double)p->n));
-  j->nlist = RC_MAX(1, RC_MIN(j->nlist, p->n));
-  j->slots = RC_MIN(j->nlist, ix->slots_max);
-  j->x = malloc((size_t)j->n * ix->dim * sizeof(float));
-  if (!j->x) {
-    job_free(j);
-    return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-  }
-  if (part_read(p, ix->dim, 0, j->n, j->x)) {
-    job_free(j);
-    return faiss_err(errbuf, errlen, "snapshot");
-  }
-  p->job = j;
-  ix->job = j;
-  if (!ix->no_background && pthread_create(&j->th, NULL, job_thread, j) == 0) {
-    j->threaded = 1;
+static int job_start(rc_index *ix, part *p, char *errbuf, size_t errlen)
+{
+    job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    j->p = p;
+    j->n = p->n;
+    j->dim = ix->dim;
+    j->nlist = (uint32_t)lrint(4.0 * sqrt((double)p->n));
+    j->nlist = RC_MAX(1, RC_MIN(j->nlist, p->n));
+    j->slots = RC_MIN(j->nlist, ix->slots_max);
+    j->x = malloc((size_t)j->n * ix->dim * sizeof(float));
+    if (!j->x) {
+        job_free(j);
+        return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+    }
+    if (part_read(p, ix->dim, 0, j->n, j->x)) {
+        job_free(j);
+        return faiss_err(errbuf, errlen, "snapshot");
+    }
+    p->job = j;
+    ix->job = j;
+    if (!ix->no_background && pthread_create(&j->th, NULL, job_thread, j) == 0) {
+        j->threaded = 1;
+        return 0;
+    }
+    job_run(j);
     return 0;
-  }
-  job_run(j);
-  return 0;
 }
 
 /* Writer: brings the finished job's index up to date with what the old one
  * gained since the snapshot, then swaps it in. Local ids are unchanged. */
-static int job_finish(rc_index *ix, char *errbuf, size_t errlen) {
-  job *j = ix->job;
-  part *p = j->p;
-  int rc = 0;
-  float *x = NULL;
-  if (j->threaded)
-    pthread_join(j->th, NULL);
-  ix->job = NULL;
-  p->job = NULL;
-  if (j->rc) {
-    rc = rc_err(errbuf, errlen, j->rc, "%s", j->err);
-    goto out_retry;
-  }
-  uint32_t extra = p->n - j->n, need = RC_MAX(extra, j->ndirty);
-  if (need && !(x = malloc((size_t)need * ix->dim * sizeof(float)))) {
-    rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-    goto out_retry;
-  }
-  if (extra && (part_read(p, ix->dim, j->n, extra, x) ||
-                faiss_Index_add(j->out, extra, x))) {
-    rc = faiss_err(errbuf, errlen, "retrain catch-up");
-    goto out_retry;
-  }
-  for (uint32_t i = 0; i < j->ndirty && !rc; i++) {
-    idx_t id = j->dirty[i];
-    if (part_read(p, ix->dim, j->dirty[i], 1, x) ||
-        faiss_IndexIVFFlat_update_vectors(j->out, 1, &id, x))
-      rc = faiss_err(errbuf, errlen, "retrain catch-up");
-  }
-  if (rc)
-    goto out_retry;
-  FaissIndex *qz = faiss_IndexIVF_quantizer(j->out);
-  float *cent;
-  size_t sz;
-  faiss_IndexFlat_xb(qz, &cent, &sz);
-  FaissIndex *old = p->fx;
-  int was_ivf = p->ivf;
-  uint32_t old_nlist = p->nlist;
-  pthread_rwlock_wrlock(&p->lock);
-  p->fx = j->out;
-  p->ivf = 1;
-  p->nlist = j->nlist;
-  p->slots = j->slots;
-  p->cent = cent;
-  pthread_rwlock_unlock(&p->lock);
-  j->out = NULL;
-  faiss_Index_free(old);
-  p->n_trained = j->n; /* what the centroids saw, not what was caught up */
-  p->n_checked = p->n;
-  if (!was_ivf)
-    RADD(&ix->st_ivf, 1);
-  RADD(&ix->st_retrains, 1);
-  RADD(&ix->st_bytes,
-       ((int64_t)j->nlist - (int64_t)old_nlist) * ix->dim * sizeof(float));
-  goto out;
+static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
+{
+    job *j = ix->job;
+    part *p = j->p;
+    int rc = 0;
+    float *x = NULL;
+    if (j->threaded)
+        pthread_join(j->th, NULL);
+    ix->job = NULL;
+    p->job = NULL;
+    if (j->rc) {
+        rc = rc_err(errbuf, errlen, j->rc, "%s", j->err);
+        goto out_retry;
+    }
+    uint32_t extra = p->n - j->n, need = RC_MAX(extra, j->ndirty);
+    if (need && !(x = malloc((size_t)need * ix->dim * sizeof(float)))) {
+        rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+        goto out_retry;
+    }
+    if (extra && (part_read(p, ix->dim, j->n, extra, x) || faiss_Index_add(j->out, extra, x))) {
+        rc = faiss_err(errbuf, errlen, "retrain catch-up");
+        goto out_retry;
+    }
+    for (uint32_t i = 0; i < j->ndirty && !rc; i++) {
+        idx_t id = j->dirty[i];
+        if (part_read(p, ix->dim, j->dirty[i], 1, x) ||
+            faiss_IndexIVFFlat_update_vectors(j->out, 1, &id, x))
+            rc = faiss_err(errbuf, errlen, "retrain catch-up");
+    }
+    if (rc)
+        goto out_retry;
+    FaissIndex *qz = faiss_IndexIVF_quantizer(j->out);
+    float *cent;
+    size_t sz;
+    faiss_IndexFlat_xb(qz, &cent, &sz);
+    FaissIndex *old = p->fx;
+    int was_ivf = p->ivf;
+    uint32_t old_nlist = p->nlist;
+    pthread_rwlock_wrlock(&p->lock);
+    p->fx = j->out;
+    p->ivf = 1;
+    p->nlist = j->nlist;
+    p->slots = j->slots;
+    p->cent = cent;
+    pthread_rwlock_unlock(&p->lock);
+    j->out = NULL;
+    faiss_Index_free(old);
+    p->n_trained = j->n; /* what the centroids saw, not what was caught up */
+    p->n_checked = p->n;
+    if (!was_ivf)
+        RADD(&ix->st_ivf, 1);
+    RADD(&ix->st_retrains, 1);
+    RADD(&ix->st_bytes, ((int64_t)j->nlist - (int64_t)old_nlist) * ix->dim * sizeof(float));
+    goto out;
 out_retry:
-  p->retry_at =
-      p->n + RC_MAX(p->n / 2, 64); /* do not spin on a failing partition */
+    p->retry_at = p->n + RC_MAX(p->n / 2, 64); /* do not spin on a failing partition */
 out:
-  free(x);
-  job_free(j);
-  return rc;
+    free(x);
+    job_free(j);
+    return rc;
 }
 
 /* Writer: should p be (re)trained now? Checks imbalance at most once per 10%
  * growth (it walks the lists). */
-static int part_due(rc_index *ix, part *p) {
-  if (p->overflow || p->n < p->retry_at)
-    return 0;
-  if (!p->ivf)
-    return p->n >= ix->ivf_min;
-  if ((double)p->n > (1.0 + ix->growth) * p->n_trained)
-    return 1;
-  if (p->n < p->n_checked + p->n_checked / 10 + 1)
-    return 0;
-  p->n_checked = p->n;
-  return faiss_IndexIVF_imbalance_factor(p->fx) > ix->max_imb;
+static int part_due(rc_index *ix, part *p)
+{
+    if (p->overflow || p->n < p->retry_at)
+        return 0;
+    if (!p->ivf)
+        return p->n >= ix->ivf_min;
+    if ((double)p->n > (1.0 + ix->growth) * p->n_trained)
+        return 1;
+    if (p->n < p->n_checked + p->n_checked / 10 + 1)
+        return 0;
+    p->n_checked = p->n;
+    return faiss_IndexIVF_imbalance_factor(p->fx) > ix->max_imb;
 }
 
-int rc_index_maintain(rc_index *ix, char *errbuf, size_t errlen) {
-  if (!ix)
-    return rc_err(errbuf, errlen, RC_EINVAL, "index: NULL index");
-  omp_one();
-  if (ix->job) {
-    if (!LOAD(&ix->job->done))
-      return 0;
-    int rc = job_finish(ix, errbuf, errlen);
-    if (rc)
-      return rc;
-  }
-  for (uint32_t i = 0; i < ix->nparts; i++) {
-    part *p = ix->parts[i];
-    if (!part_due(ix, p))
-      continue;
-    int rc = job_start(ix, p, errbuf, errlen);
-    if (rc)
-      return rc;
-    if (!ix->no_background && ix->job)
-      return 0; /* one background training at a time */
-    rc = job_finish(ix, errbuf, errlen);
-    if (rc)
-      return rc;
-  }
-  return 0;
+int rc_index_maintain(rc_index *ix, char *errbuf, size_t errlen)
+{
+    if (!ix)
+        return rc_err(errbuf, errlen, RC_EINVAL, "index: NULL index");
+    omp_one();
+    if (ix->job) {
+        if (!LOAD(&ix->job->done))
+            return 0;
+        int rc = job_finish(ix, errbuf, errlen);
+        if (rc)
+            return rc;
+    }
+    for (uint32_t i = 0; i < ix->nparts; i++) {
+        part *p = ix->parts[i];
+        if (!part_due(ix, p))
+            continue;
+        int rc = job_start(ix, p, errbuf, errlen);
+        if (rc)
+            return rc;
+        if (!ix->no_background && ix->job)
+            return 0; /* one background training at a time */
+        rc = job_finish(ix, errbuf, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- search ------------------------------------------------------------- */
 
 typedef struct cand {
-  float s;
-  uint32_t sel, list;
+    float s;
+    uint32_t sel, list;
 } cand;
 
 typedef struct hit {
-  float s;
-  uint32_t row;
+    float s;
+    uint32_t row;
 } hit;
 
 /* Per-thread search buffers, grown on demand, freed at thread exit. */
 typedef struct scratch {
-  part **sel;
-  uint32_t *cnt, *off;
-  cand *heap, *byp;
-  float *cs, *dis, *adis;
-  idx_t *lab, *assign;
-  hit *top;
-  size_t c_sel, c_cnt, c_off, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab,
-      c_assign, c_top;
+    part **sel;
+    uint32_t *cnt, *off;
+    cand *heap, *byp;
+    float *cs, *dis, *adis;
+    idx_t *lab, *assign;
+    hit *top;
+    size_t c_sel, c_cnt, c_off, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top;
 } scratch;
 
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 
-static void scratch_free(void *arg) {
-  scratch *s = arg;
-  if (!s)
-    return;
-  free(s->sel);
-  free(s->cnt);
-  free(s->off);
-  free(s->heap);
-  free(s->byp);
-  free(s->cs);
-  free(s->dis);
-  free(s->adis);
-  free(s->lab);
-  free(s->assign);
-  free(s->top);
-  free(s);
-}
-
-static void scratch_init(void) {
-  pthread_key_create(&scratch_key, scratch_free);
-}
-
-static scratch *scratch_get(void) {
-  pthread_once(&scratch_once, scratch_init);
-  scratch *s = pthread_getspecific(scratch_key);
-  if (!s && (s = calloc(1, sizeof(*s))) &&
-      pthread_setspecific(scratch_key, s)) {
+static void scratch_free(void *arg)
+{
+    scratch *s = arg;
+    if (!s)
+        return;
+    free(s->sel);
+    free(s->cnt);
+    free(s->off);
+    free(s->heap);
+    free(s->byp);
+    free(s->cs);
+    free(s->dis);
+    free(s->adis);
+    free(s->lab);
+    free(s->assign);
+    free(s->top);
     free(s);
-    s = NULL;
-  }
-  return s;
+}
+
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+static scratch *scratch_get(void)
+{
+    pthread_once(&scratch_once, scratch_init);
+    scratch *s = pthread_getspecific(scratch_key);
+    if (!s && (s = calloc(1, sizeof(*s))) && pthread_setspecific(scratch_key, s)) {
+        free(s);
+        s = NULL;
+    }
+    return s;
 }
 
 /* Min-heaps on the member s: the root is the weakest kept entry. One
  * definition for both element types (list candidates and row hits). */
-#define RC_MINHEAP(T)                                                         \
-  static void T##_down(T *h, uint32_t n, uint32_t i) {                        \
-    T v = h[i];                                                               \
-    for (;;) {                                                                \
-      uint32_t c = 2 * i + 1;                                                 \
-      if (c >= n)                                                             \
-        break;                                                                \
-      if (c + 1 < n && h[c + 1].s < h[c].s)                                   \
-        c++;                                                                  \
-      if (v.s <= h[c].s)                                                      \
-        break;                                                                \
-      h[i] = h[c];                                                            \
-      i = c;                                                                  \
-    }                                                                         \
-    h[i] = v;                                                                 \
-  }                                                                           \
-  static void T##_push(T *h, uint32_t *n, uint32_t cap, T v) {                \
-    if (*n < cap) {                                                           \
-      uint32_t i = (*n)++;                                                    \
-      while (i > 0 && h[(i - 1) / 2].s > v.s) {                               \
-        h[i] = h[(i - 1) / 2];                                                \
-        i = (i - 1) / 2;                                                      \
-      }                                                                       \
-      h[i] = v;                                                               \
-    } else if (v.s > h[0].s) {                                                \
-      h[0] = v;                                                               \
-      T##_down(h, *n, 0);                                                     \
-    }                                                                         \
-  }
+#define RC_MINHEAP(T)                                                                              \
+    static void T##_down(T *h, uint32_t n, uint32_t i)                                             \
+    {                                                                                              \
+        T v = h[i];                                                                                \
+        for (;;) {                                                                                 \
+            uint32_t c = 2 * i + 1;                                                                \
+            if (c >= n)                                                                            \
+                break;                                                                             \
+            if (c + 1 < n && h[c + 1].s < h[c].s)                                                  \
+                c++;                                                                               \
+            if (v.s <= h[c].s)                                                                     \
+                break;                                                                             \
+            h[i] = h[c];                                                                           \
+            i = c;                                                                                 \
+        }                                                                                          \
+        h[i] = v;                                                                                  \
+    }                                                                                              \
+    static void T##_push(T *h, uint32_t *n, uint32_t cap, T v)                                     \
+    {                                                                                              \
+        if (*n < cap) {                                                                            \
+            uint32_t i = (*n)++;                                                                   \
+            while (i > 0 && h[(i - 1) / 2].s > v.s) {                                              \
+                h[i] = h[(i - 1) / 2];                                                             \
+                i = (i - 1) / 2;                                                                   \
+            }                                                                                      \
+            h[i] = v;                                                                              \
+        } else if (v.s > h[0].s) {                                                                 \
+            h[0] = v;                                                                              \
+            T##_down(h, *n, 0);                                                                    \
+        }                                                                                          \
+    }
 RC_MINHEAP(cand)
 RC_MINHEAP(hit)
 
 /* The overflow partition always matches: its rows are filtered one by one
  * (row_match). */
-static int part_match(const part *p, const rc_index_filter *f) {
-  if (!f || p->overflow)
-    return 1;
-  if (f->city >= 0 && (int64_t)p->city != f->city)
+static int part_match(const part *p, const rc_index_filter *f)
+{
+    if (!f || p->overflow)
+        return 1;
+    if (f->city >= 0 && (int64_t)p->city != f->city)
+        return 0;
+    if (!f->cates || f->ncates == 0)
+        return 1;
+    for (uint32_t i = 0; i < f->ncates; i++)
+        if (f->cates[i] == p->cate)
+            return 1;
     return 0;
-  if (!f->cates || f->ncates == 0)
-    return 1;
-  for (uint32_t i = 0; i < f->ncates; i++)
-    if (f->cates[i] == p->cate)
-      return 1;
-  return 0;
 }
 
-#define GROW(s, field, need)                                                   \
-  grow((void **)&(s)->field, &(s)->c_##field, (need), sizeof(*(s)->field))
+#define GROW(s, field, need)                                                                       \
+    grow((void **)&(s)->field, &(s)->c_##field, (need), sizeof(*(s)->field))
 
 /* Merges one partition's FAISS result (local ids) into the top-k heap. */
-static void merge(scratch *s, const part *p, uint32_t kk, uint32_t *ntop,
-                  uint32_t k) {
-  for (uint32_t i = 0; i < kk; i++) {
-    idx_t l = s->lab[i];
-    if (l < 0 || (uint64_t)l >= p->n)
-      continue;
-    hit_push(s->top, ntop, k, (hit){s->dis[i], p->l2r[l]});
-  }
+static void merge(scratch *s, const part *p, uint32_t kk, uint32_t *ntop, uint32_t k)
+{
+    for (uint32_t i = 0; i < kk; i++) {
+        idx_t l = s->lab[i];
+        if (l < 0 || (uint64_t)l >= p->n)
+            continue;
+        hit_push(s->top, ntop, k, (hit){s->dis[i], p->l2r[l]});
+    }
 }
 
 /* Picks the best ix->lists (partition, list) pairs over all selected IVF
  * partitions into s->heap; returns how many. */
-static uint32_t pick_lists(const rc_index *ix, scratch *s, uint32_t nsel,
-                           const float *q, uint32_t lists) {
-  uint32_t nh = 0, d = ix->dim;
-  for (uint32_t si = 0; si < nsel; si++) {
-    const part *p = s->sel[si];
-    if (!p->ivf)
-      continue;
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->nlist, (int)d, 1.0f,
-                p->cent, (int)d, q, 1, 0.0f, s->cs, 1);
-    for (uint32_t l = 0; l < p->nlist; l++)
-      cand_push(s->heap, &nh, lists, (cand){s->cs[l], si, l});
-  }
-  return nh;
+static uint32_t pick_lists(const rc_index *ix, scratch *s, uint32_t nsel, const float *q,
+                           uint32_t lists)
+{
+    uint32_t nh = 0, d = ix->dim;
+    for (uint32_t si = 0; si < nsel; si++) {
+        const part *p = s->sel[si];
+        if (!p->ivf)
+            continue;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->nlist, (int)d, 1.0f, p->cent, (int)d, q, 1,
+                    0.0f, s->cs, 1);
+        for (uint32_t l = 0; l < p->nlist; l++)
+            cand_push(s->heap, &nh, lists, (cand){s->cs[l], si, l});
+    }
+    return nh;
 }
 
-static int cand_desc(const void *a, const void *b) {
-  float x = ((const cand *)a)->s, y = ((const cand *)b)->s;
-  return (x < y) - (x > y);
+static int cand_desc(const void *a, const void *b)
+{
+    float x = ((const cand *)a)->s, y = ((const cand *)b)->s;
+    return (x < y) - (x > y);
 }
 
 /* Scans the chosen lists of every IVF partition that got some, padded with -1
  * to the partition's fixed nprobe. */
-static int scan_ivf(const rc_index *ix, scratch *s, uint32_t nsel, uint32_t nh,
-                    const float *q, uint32_t k, uint32_t *ntop) {
-  memset(s->cnt, 0, nsel * sizeof(*s->cnt));
-  for (uint32_t i = 0; i < nh; i++)
-    s->cnt[s->heap[i].sel]++;
-  uint32_t o = 0;
-  for (uint32_t si = 0; si < nsel; si++) {
-    s->off[si] = o;
-    o += s->cnt[si];
-  }
-  for (uint32_t i = 0; i < nh; i++)
-    s->byp[s->off[s->heap[i].sel]++] = s->heap[i];
-  for (uint32_t si = 0, start = 0; si < nsel; start += s->cnt[si], si++) {
-    const part *p = s->sel[si];
-    uint32_t c = s->cnt[si];
-    if (c == 0)
-      continue;
-    cand *cs = s->byp + start;
-    if (c > p->slots) {
-      qsort(cs, c, sizeof(*cs), cand_desc);
-      c = p->slots;
+static int scan_ivf(const rc_index *ix, scratch *s, uint32_t nsel, uint32_t nh, const float *q,
+                    uint32_t k, uint32_t *ntop)
+{
+    memset(s->cnt, 0, nsel * sizeof(*s->cnt));
+    for (uint32_t i = 0; i < nh; i++)
+        s->cnt[s->heap[i].sel]++;
+    uint32_t o = 0;
+    for (uint32_t si = 0; si < nsel; si++) {
+        s->off[si] = o;
+        o += s->cnt[si];
     }
-    for (uint32_t i = 0; i < p->slots; i++) {
-      s->assign[i] = i < c ? (idx_t)cs[i].list : -1;
-      s->adis[i] = i < c ? cs[i].s : 0;
+    for (uint32_t i = 0; i < nh; i++)
+        s->byp[s->off[s->heap[i].sel]++] = s->heap[i];
+    for (uint32_t si = 0, start = 0; si < nsel; start += s->cnt[si], si++) {
+        const part *p = s->sel[si];
+        uint32_t c = s->cnt[si];
+        if (c == 0)
+            continue;
+        cand *cs = s->byp + start;
+        if (c > p->slots) {
+            qsort(cs, c, sizeof(*cs), cand_desc);
+            c = p->slots;
+        }
+        for (uint32_t i = 0; i < p->slots; i++) {
+            s->assign[i] = i < c ? (idx_t)cs[i].list : -1;
+            s->adis[i] = i < c ? cs[i].s : 0;
+        }
+        if (faiss_IndexIVF_search_preassigned(p->fx, 1, q, k, s->assign, s->adis, s->dis, s->lab,
+                                              0))
+            return RC_EFAISS;
+        merge(s, p, k, ntop, k);
     }
-    if (faiss_IndexIVF_search_preassigned(p->fx, 1, q, k, s->assign, s->adis,
-                                          s->dis, s->lab, 0))
-      return RC_EFAISS;
-    merge(s, p, k, ntop, k);
-  }
-  (void)ix;
-  return 0;
+    (void)ix;
+    return 0;
 }
 
-static int scratch_fit(scratch *s, uint32_t nsel, uint32_t k, uint32_t lists,
-                       uint32_t maxlist, uint32_t maxslots) {
-  if (GROW(s, cnt, nsel) || GROW(s, off, nsel) || GROW(s, heap, lists) ||
-      GROW(s, byp, lists) || GROW(s, cs, maxlist) || GROW(s, dis, k) ||
-      GROW(s, lab, k) || GROW(s, top, k) || GROW(s, assign, maxslots) ||
-      GROW(s, adis, maxslots))
-    return RC_ENOMEM;
-  return 0;
+static int scratch_fit(scratch *s, uint32_t nsel, uint32_t k, uint32_t lists, uint32_t maxlist,
+                       uint32_t maxslots)
+{
+    if (GROW(s, cnt, nsel) || GROW(s, off, nsel) || GROW(s, heap, lists) || GROW(s, byp, lists) ||
+        GROW(s, cs, maxlist) || GROW(s, dis, k) || GROW(s, lab, k) || GROW(s, top, k) ||
+        GROW(s, assign, maxslots) || GROW(s, adis, maxslots))
+        return RC_ENOMEM;
+    return 0;
 }
 
 /* Does an overflow row of key (city << 32 | cate) pass the filter? */
-static int row_match(uint64_t key, const rc_index_filter *f) {
-  if (!f)
-    return 1;
-  if (f->city >= 0 && (int64_t)(key >> 32) != f->city)
+static int row_match(uint64_t key, const rc_index_filter *f)
+{
+    if (!f)
+        return 1;
+    if (f->city >= 0 && (int64_t)(key >> 32) != f->city)
+        return 0;
+    if (!f->cates || f->ncates == 0)
+        return 1;
+    for (uint32_t i = 0; i < f->ncates; i++)
+        if (f->cates[i] == (uint32_t)key)
+            return 1;
     return 0;
-  if (!f->cates || f->ncates == 0)
-    return 1;
-  for (uint32_t i = 0; i < f->ncates; i++)
-    if (f->cates[i] == (uint32_t)key)
-      return 1;
-  return 0;
 }
 
 /* Flat partitions are small by construction: one sgemv over their storage,
  * straight into the top-k heap (FAISS's per-vector loop is slower here). The
  * overflow partition is flat too, its rows filtered one by one. */
-static void scan_flat(const rc_index *ix, scratch *s, const part *p,
-                      const float *q, uint32_t k, const rc_index_filter *f,
-                      uint32_t *ntop) {
-  float *xb;
-  size_t sz;
-  faiss_IndexFlat_xb(p->fx, &xb, &sz);
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->n, (int)ix->dim, 1.0f, xb,
-              (int)ix->dim, q, 1, 0.0f, s->cs, 1);
-  for (uint32_t i = 0; i < p->n; i++)
-    if ((*ntop < k || s->cs[i] > s->top[0].s) &&
-        (!p->overflow || row_match(p->l2k[i], f)))
-      hit_push(s->top, ntop, k, (hit){s->cs[i], p->l2r[i]});
+static void scan_flat(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
+                      const rc_index_filter *f, uint32_t *ntop)
+{
+    float *xb;
+    size_t sz;
+    faiss_IndexFlat_xb(p->fx, &xb, &sz);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->n, (int)ix->dim, 1.0f, xb, (int)ix->dim, q, 1,
+                0.0f, s->cs, 1);
+    for (uint32_t i = 0; i < p->n; i++)
+        if ((*ntop < k || s->cs[i] > s->top[0].s) && (!p->overflow || row_match(p->l2k[i], f)))
+            hit_push(s->top, ntop, k, (hit){s->cs[i], p->l2r[i]});
 }
 
-static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel,
-                         const float *q, uint32_t k, const rc_index_filter *f,
-                         uint32_t *ntop) {
-  uint32_t maxlist = 1, maxslots = 1;
-  for (uint32_t si = 0; si < nsel; si++) {
-    const part *p = s->sel[si];
-    maxlist = RC_MAX(maxlist, p->ivf ? p->nlist : p->n);
-    maxslots = RC_MAX(maxslots, p->slots);
-  }
-  uint32_t lists = RLOAD(&ix->lists);
-  if (scratch_fit(s, nsel, k, lists, maxlist, maxslots))
-    return RC_ENOMEM;
-  for (uint32_t si = 0; si < nsel; si++)
-    if (!s->sel[si]->ivf && s->sel[si]->n)
-      scan_flat(ix, s, s->sel[si], q, k, f, ntop);
-  uint32_t nh = pick_lists(ix, s, nsel, q, lists);
-  return nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop) : 0;
+static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel, const float *q, uint32_t k,
+                         const rc_index_filter *f, uint32_t *ntop)
+{
+    uint32_t maxlist = 1, maxslots = 1;
+    for (uint32_t si = 0; si < nsel; si++) {
+        const part *p = s->sel[si];
+        maxlist = RC_MAX(maxlist, p->ivf ? p->nlist : p->n);
+        maxslots = RC_MAX(maxslots, p->slots);
+    }
+    uint32_t lists = RLOAD(&ix->lists);
+    if (scratch_fit(s, nsel, k, lists, maxlist, maxslots))
+        return RC_ENOMEM;
+    for (uint32_t si = 0; si < nsel; si++)
+        if (!s->sel[si]->ivf && s->sel[si]->n)
+            scan_flat(ix, s, s->sel[si], q, k, f, ntop);
+    uint32_t nh = pick_lists(ix, s, nsel, q, lists);
+    return nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop) : 0;
 }
 
-int rc_index_search(rc_index *ix, const float *q, uint32_t k,
-                    const rc_index_filter *f, uint32_t *rows, float *scores,
-                    uint32_t *n) {
-  if (!ix || !q || !rows || !n)
-    return RC_EINVAL;
-  *n = 0;
-  if (k == 0)
+int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
+                    uint32_t *rows, float *scores, uint32_t *n)
+{
+    if (!ix || !q || !rows || !n)
+        return RC_EINVAL;
+    *n = 0;
+    if (k == 0)
+        return 0;
+    scratch *s = scratch_get();
+    uint32_t np = LOAD(&ix->nparts), nsel = 0, ntop = 0;
+    if (!s || GROW(s, sel, np + 1))
+        return RC_ENOMEM;
+    omp_one();
+    for (uint32_t i = 0; i < np; i++) {
+        part *p = LOAD(&ix->parts[i]);
+        if (!part_match(p, f))
+            continue;
+        /* Locks are taken in partition order and the writer holds at most one
+         * at a time without waiting on another, so this cannot deadlock. */
+        pthread_rwlock_rdlock(&p->lock);
+        s->sel[nsel++] = p;
+    }
+    int rc = search_locked(ix, s, nsel, q, k, f, &ntop);
+    for (uint32_t i = 0; i < nsel; i++)
+        pthread_rwlock_unlock(&s->sel[i]->lock);
+    if (rc)
+        return rc;
+    for (uint32_t m = ntop; m > 0; m--) {
+        hit h = s->top[0];
+        s->top[0] = s->top[m - 1];
+        hit_down(s->top, m - 1, 0);
+        rows[m - 1] = h.row;
+        if (scores)
+            scores[m - 1] = h.s;
+    }
+    *n = ntop;
     return 0;
-  scratch *s = scratch_get();
-  uint32_t np = LOAD(&ix->nparts), nsel = 0, ntop = 0;
-  if (!s || GROW(s, sel, np + 1))
-    return RC_ENOMEM;
-  omp_one();
-  for (uint32_t i = 0; i < np; i++) {
-    part *p = LOAD(&ix->parts[i]);
-    if (!part_match(p, f))
-      continue;
-    /* Locks are taken in partition order and the writer holds at most one
-     * at a time without waiting on another, so this cannot deadlock. */
-    pthread_rwlock_rdlock(&p->lock);
-    s->sel[nsel++] = p;
-  }
-  int rc = search_locked(ix, s, nsel, q, k, f, &ntop);
-  for (uint32_t i = 0; i < nsel; i++)
-    pthread_rwlock_unlock(&s->sel[i]->lock);
-  if (rc)
-    return rc;
-  for (uint32_t m = ntop; m > 0; m--) {
-    hit h = s->top[0];
-    s->top[0] = s->top[m - 1];
-    hit_down(s->top, m - 1, 0);
-    rows[m - 1] = h.row;
-    if (scores)
-      scores[m - 1] = h.s;
-  }
-  *n = ntop;
-  return 0;
 }
 
-int rc_index_contains(const rc_index *ix, uint32_t row) {
-  if (!ix)
-    return 0;
-  const rowchunk *c = chunk_of(ix, row);
-  return c && LOAD(&c->st[row & (CHUNK_ROWS - 1)].loc) != 0;
+int rc_index_contains(const rc_index *ix, uint32_t row)
+{
+    if (!ix)
+        return 0;
+    const rowchunk *c = chunk_of(ix, row);
+    return c && LOAD(&c->st[row & (CHUNK_ROWS - 1)].loc) != 0;
 }
 
-static int u32_cmp(const void *a, const void *b) {
-  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-  return (x > y) - (x < y);
+static int u32_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
 }
 
-void rc_index_stats_get(rc_index *ix, rc_index_stats *st) {
-  if (!ix || !st)
-    return;
-  memset(st, 0, sizeof(*st));
-  st->size = RLOAD(&ix->st_size);
-  st->partitions = LOAD(&ix->nparts);
-  st->ivf_partitions = RLOAD(&ix->st_ivf);
-  st->pending = RLOAD(&ix->st_pending);
-  st->added = RLOAD(&ix->st_added);
-  st->reindexed = RLOAD(&ix->st_reindexed);
-  st->skipped_small_drift = RLOAD(&ix->st_skipped);
-  st->retrains = RLOAD(&ix->st_retrains);
-  st->overflow_rows = RLOAD(&ix->st_overflow);
-  st->partition_errors = RLOAD(&ix->st_part_errors);
-  st->max_partitions = ix->max_parts;
-  uint64_t oldest = RLOAD(&ix->st_oldest_ns), now = rc_now_ns();
-  st->staleness_ms =
-      oldest && now > oldest ? (double)(now - oldest) / 1e6 : 0.0;
-  st->bytes = (size_t)RLOAD(&ix->st_bytes);
-  rc_hist_snapshot(&ix->fresh_hist, &st->fresh_hist);
-  uint32_t tmp[FRESH_RING];
-  pthread_mutex_lock(&ix->fresh_mu);
-  uint32_t m = (uint32_t)RC_MIN(ix->nfresh, (uint64_t)FRESH_RING);
-  memcpy(tmp, ix->fresh, m * sizeof(uint32_t));
-  pthread_mutex_unlock(&ix->fresh_mu);
-  if (m == 0)
-    return;
-  qsort(tmp, m, sizeof(uint32_t), u32_cmp);
-  st->fresh_p50_us = tmp[m / 2];
-  st->fresh_p99_us = tmp[RC_MIN(m - 1, (uint32_t)((uint64_t)m * 99 / 100))];
+void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
+{
+    if (!ix || !st)
+        return;
+    memset(st, 0, sizeof(*st));
+    st->size = RLOAD(&ix->st_size);
+    st->partitions = LOAD(&ix->nparts);
+    st->ivf_partitions = RLOAD(&ix->st_ivf);
+    st->pending = RLOAD(&ix->st_pending);
+    st->added = RLOAD(&ix->st_added);
+    st->reindexed = RLOAD(&ix->st_reindexed);
+    st->skipped_small_drift = RLOAD(&ix->st_skipped);
+    st->retrains = RLOAD(&ix->st_retrains);
+    st->overflow_rows = RLOAD(&ix->st_overflow);
+    st->partition_errors = RLOAD(&ix->st_part_errors);
+    st->max_partitions = ix->max_parts;
+    uint64_t oldest = RLOAD(&ix->st_oldest_ns), now = rc_now_ns();
+    st->staleness_ms = oldest && now > oldest ? (double)(now - oldest) / 1e6 : 0.0;
+    st->bytes = (size_t)RLOAD(&ix->st_bytes);
+    rc_hist_snapshot(&ix->fresh_hist, &st->fresh_hist);
+    uint32_t tmp[FRESH_RING];
+    pthread_mutex_lock(&ix->fresh_mu);
+    uint32_t m = (uint32_t)RC_MIN(ix->nfresh, (uint64_t)FRESH_RING);
+    memcpy(tmp, ix->fresh, m * sizeof(uint32_t));
+    pthread_mutex_unlock(&ix->fresh_mu);
+    if (m == 0)
+        return;
+    qsort(tmp, m, sizeof(uint32_t), u32_cmp);
+    st->fresh_p50_us = tmp[m / 2];
+    st->fresh_p99_us = tmp[RC_MIN(m - 1, (uint32_t)((uint64_t)m * 99 / 100))];
 }
 
 int rc_index_training(const rc_index *ix) { return ix && ix->job != NULL; }
 
-void rc_index_set_search_lists(rc_index *ix, uint32_t lists) {
-  if (ix)
-    RSTORE(&ix->lists, RC_MAX(lists ? lists : 8 * ix->nprobe, ix->nprobe));
+void rc_index_set_search_lists(rc_index *ix, uint32_t lists)
+{
+    if (ix)
+        RSTORE(&ix->lists, RC_MAX(lists ? lists : 8 * ix->nprobe, ix->nprobe));
 }

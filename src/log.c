@@ -23,10 +23,10 @@
 #define MARK_NUM  '\x1e' /* output of an integer or float conversion follows */
 #define MARK_STR  '\x1d' /* output of any other conversion follows */
 #define MARK_END  '\x1f'
-#define RESERVE   48      /* room kept for ` truncated=N` / `,"truncated":N}` and "\n" */
+#define RESERVE   48         /* room kept for ` truncated=N` / `,"truncated":N}` and "\n" */
 #define RAW_MAX   (1u << 20) /* formatted kv tail kept at most */
 #define KEY_MAX   40
-#define SEEN_MAX  32      /* keys checked for repeats */
+#define SEEN_MAX  32 /* keys checked for repeats */
 #define STACK_BUF 4096
 
 /* Relaxed atomics: SIGHUP changes them on the loop thread while any thread logs. */
@@ -333,8 +333,8 @@ static size_t put_value(line *l, const char *v, size_t n, int kind)
 
 static int key_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-' || c == '/' || c == ':';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-' || c == '/' || c == ':';
 }
 
 static int key_seen(line *l, const char *k)
@@ -448,7 +448,7 @@ static void put_fields(line *l, char *raw, size_t n)
                 val[vlen++] = c, lits++, i++;
             }
         }
-        int kind = forced ? V_QUOTED
+        int kind = forced                                                      ? V_QUOTED
                    : nmarks == 1 && lits == 0 && num && json_number(val, vlen) ? V_NUM
                                                                                : V_TEXT;
         if (put_field(l, key, val, vlen, kind))

@@ -137,8 +137,7 @@ static void render_kafka(rc_buf *b, rc_consumer *k, const char *topic)
             "Offsets skipped that held no readable message (compaction, transaction markers).",
             st.offset_gaps);
     counter(b, "recalld_kafka_skipped_applied_total",
-            "Messages below the model's position, dropped (already applied).",
-            st.skipped_applied);
+            "Messages below the model's position, dropped (already applied).", st.skipped_applied);
     counter(b, "recalld_kafka_rebalances_total", "Assignments and revokes seen.", st.rebalances);
 }
 
@@ -211,8 +210,7 @@ static void render_tower(rc_buf *b, rc_engine *e)
     rc_engine_tower_info ti;
     rc_engine_tower_info_get(e, &ti);
     gauge(b, "recalld_tower_loaded", "1 when a two-tower model is served.", ti.loaded);
-    gauge(b, "recalld_tower_loading", "1 while a two-tower model load is in progress.",
-          ti.loading);
+    gauge(b, "recalld_tower_loading", "1 while a two-tower model load is in progress.", ti.loading);
     gauge(b, "recalld_tower_params", "Parameters of the served two-tower model.",
           (double)ti.params);
     gauge(b, "recalld_tower_dim", "Vector size of the served two-tower model.", ti.dim);
@@ -247,16 +245,14 @@ static void render_tower(rc_buf *b, rc_engine *e)
     gauge(b, "recalld_tower_retrain_last_duration_seconds",
           "Duration of the last retrain, snapshot to serving (0: none yet).", ri.last_seconds);
     gauge(b, "recalld_tower_retrain_last_examples",
-          "Training examples in the replay buffer at the last retrain.",
-          (double)ri.last_examples);
+          "Training examples in the replay buffer at the last retrain.", (double)ri.last_examples);
     gauge(b, "recalld_tower_retrain_last_loss",
           "Mean training loss over the last 10% of the last retrain's examples.", ri.last_loss);
     gauge(b, "recalld_tower_replay_clicks", "Clicks held in the replay buffer.",
           (double)ri.replay.fill);
     gauge(b, "recalld_tower_replay_capacity_clicks", "Bound of the replay buffer (0: off).",
           (double)ri.replay.capacity);
-    gauge(b, "recalld_tower_replay_bytes", "Memory of the replay buffer.",
-          (double)ri.replay.bytes);
+    gauge(b, "recalld_tower_replay_bytes", "Memory of the replay buffer.", (double)ri.replay.bytes);
 }
 
 static void render_checkpoint(rc_buf *b, const rc_metrics_sources *s)

@@ -475,4 +475,3 @@ void rc_metrics_stats_get(const rc_metrics *m, rc_metrics_stats *st)
     st->timeouts = atomic_load(&w->timeouts);
     st->clients = atomic_load(&w->clients);
 }
-

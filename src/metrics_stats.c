@@ -20,12 +20,30 @@
 
 #define MS_S 1e-3 /* milliseconds -> seconds */
 
-#define C(p, m, h)     {p, m, RC_MSTAT_COUNTER, 1, NULL, h}
-#define CL(p, m, l, h) {p, m, RC_MSTAT_COUNTER, 1, l, h}
-#define G(p, m, sc, h) {p, m, RC_MSTAT_GAUGE, sc, NULL, h}
-#define S(p, m)        {p, m, RC_MSTAT_SAME, 1, NULL, NULL}
-#define H(p, m)        {p, m, RC_MSTAT_HIST, 1, NULL, NULL}
-#define I(p, why)      {p, NULL, RC_MSTAT_INFO, 1, NULL, why}
+#define C(p, m, h)                                                                                 \
+    {                                                                                              \
+        p, m, RC_MSTAT_COUNTER, 1, NULL, h                                                         \
+    }
+#define CL(p, m, l, h)                                                                             \
+    {                                                                                              \
+        p, m, RC_MSTAT_COUNTER, 1, l, h                                                            \
+    }
+#define G(p, m, sc, h)                                                                             \
+    {                                                                                              \
+        p, m, RC_MSTAT_GAUGE, sc, NULL, h                                                          \
+    }
+#define S(p, m)                                                                                    \
+    {                                                                                              \
+        p, m, RC_MSTAT_SAME, 1, NULL, NULL                                                         \
+    }
+#define H(p, m)                                                                                    \
+    {                                                                                              \
+        p, m, RC_MSTAT_HIST, 1, NULL, NULL                                                         \
+    }
+#define I(p, why)                                                                                  \
+    {                                                                                              \
+        p, NULL, RC_MSTAT_INFO, 1, NULL, why                                                       \
+    }
 
 static const rc_metrics_stat table[] = {
     /* events */
@@ -328,8 +346,7 @@ static void render_row(rc_buf *out, json_t *root, const rc_metrics_stat *r)
     if (!json_is_object(obj = lookup(root, parent)))
         return;
     rc_prom_family(out, r->metric, r->kind == RC_MSTAT_COUNTER ? "counter" : "gauge", r->help);
-    json_object_foreach(obj, key, x)
-    {
+    json_object_foreach(obj, key, x) {
         rc_buf lb;
         if (!number(x, &v) || v < 0)
             continue;

@@ -125,10 +125,10 @@ void rc_consumer_mock_destroy(rc_consumer_mock *m)
 static const struct {
     const char *name;
     int16_t key;
-} api_keys[] = {{"Produce", 0},      {"Fetch", 1},         {"ListOffsets", 2},
-                {"Metadata", 3},     {"OffsetCommit", 8},  {"OffsetFetch", 9},
-                {"FindCoordinator", 10}, {"JoinGroup", 11}, {"Heartbeat", 12},
-                {"LeaveGroup", 13},  {"SyncGroup", 14},    {"ApiVersions", 18}};
+} api_keys[] = {{"Produce", 0},          {"Fetch", 1},        {"ListOffsets", 2},
+                {"Metadata", 3},         {"OffsetCommit", 8}, {"OffsetFetch", 9},
+                {"FindCoordinator", 10}, {"JoinGroup", 11},   {"Heartbeat", 12},
+                {"LeaveGroup", 13},      {"SyncGroup", 14},   {"ApiVersions", 18}};
 
 static int parse_api(const char *s, int16_t *key)
 {
@@ -219,8 +219,10 @@ int rc_consumer_mock_command(rc_consumer_mock *m, const char *line, char *reply,
             return rc_err(reply, cap, RC_EINVAL, "error: rtt ID MS");
         err = rd_kafka_mock_broker_set_rtt(m->mc, id, atoi(b));
     } else {
-        return rc_err(reply, cap, RC_EINVAL, "error: unknown command \"%s\" (down, up, leader, "
-                      "errors, topic-error, create, rtt)", cmd);
+        return rc_err(reply, cap, RC_EINVAL,
+                      "error: unknown command \"%s\" (down, up, leader, "
+                      "errors, topic-error, create, rtt)",
+                      cmd);
     }
     if (err)
         return rc_err(reply, cap, RC_EKAFKA, "error: %s", rd_kafka_err2str(err));

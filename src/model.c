@@ -8,7 +8,7 @@
 
 #include "recalld/common.h"
 
-#define MAGIC "RCMODEL1"
+#define MAGIC   "RCMODEL1"
 #define VERSION 1u
 
 /* ---- CRC-32C: SSE4.2 instruction when present, table otherwise ---- */
@@ -35,7 +35,7 @@ static uint32_t crc_sw(uint32_t crc, const unsigned char *p, size_t n)
 }
 
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const unsigned char *p,
-                                                        size_t n)
+                                                         size_t n)
 {
     uint64_t c = crc;
     while (n >= 8) {
@@ -82,8 +82,8 @@ static void put_u16(wr *w, uint16_t v) { put(w, &v, 2); }
 static void put_u32(wr *w, uint32_t v) { put(w, &v, 4); }
 static void put_u64(wr *w, uint64_t v) { put(w, &v, 8); }
 
-static void put_names(wr *w, const rc_table *t, uint32_t n, const char *(*name)(const rc_table *,
-                                                                                uint32_t))
+static void put_names(wr *w, const rc_table *t, uint32_t n,
+                      const char *(*name)(const rc_table *, uint32_t))
 {
     for (uint32_t i = 0; i < n; i++) {
         const char *s = name(t, i);

@@ -35,8 +35,10 @@ static int check_file(int fd, const char *name, uint64_t max, char *eb, size_t e
     if ((why = strict_mode(&st)))
         return rc_err(eb, el, RC_EIO, "tower model %s: %s: refused", name, why);
     if (max && (uint64_t)st.st_size > max)
-        return rc_err(eb, el, RC_E2BIG, "tower model %s: %lld bytes: over tower.max_model_bytes "
-                      "(%llu)", name, (long long)st.st_size, (unsigned long long)max);
+        return rc_err(eb, el, RC_E2BIG,
+                      "tower model %s: %lld bytes: over tower.max_model_bytes "
+                      "(%llu)",
+                      name, (long long)st.st_size, (unsigned long long)max);
     return 0;
 }
 
@@ -118,7 +120,8 @@ int rc_modelpath_check(const rc_modelpath_opts *o, const char *req, char *out, s
     int have_conf = o->configured && o->configured[0];
     if (!req || !req[0] || (have_conf && strcmp(req, o->configured) == 0)) {
         if (!have_conf)
-            return rc_err(errbuf, errlen, RC_ENOENT, "no model file (tower.model, --model "
+            return rc_err(errbuf, errlen, RC_ENOENT,
+                          "no model file (tower.model, --model "
                           "FILE.tower or a \"path\" in tower.model_dir)");
         return check_configured(o, out, cap, errbuf, errlen);
     }

@@ -301,8 +301,8 @@ static int add_user(rc_profile *p, struct shard *sh, uint32_t h32, const char *u
 }
 
 int rc_profile_note(rc_profile *p, const char *user, size_t ulen, int64_t ts_ms,
-                    uint64_t device_hash, const uint64_t *tags, uint32_t ntags,
-                    uint32_t clicks_inc, uint32_t sessions_inc)
+                    uint64_t device_hash, const uint64_t *tags, uint32_t ntags, uint32_t clicks_inc,
+                    uint32_t sessions_inc)
 {
     if (!p || !user || ulen == 0 || ulen > KEY_MAX || (ntags && !tags))
         return RC_EINVAL;

@@ -272,9 +272,14 @@ int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *ro
                 cw[m++] = w ? w[j] : 1.0f;
             }
         /* Each list is searched for k so that a short list can be refilled. */
-        jobs[i] = (struct mc_job){.t = t, .ix = ix, .q = qv + (size_t)i * dim, .want = k,
-                                  .overfetch = overfetch, .cate = quotas[i].cate,
-                                  .exclude = exclude, .nexclude = nexclude,
+        jobs[i] = (struct mc_job){.t = t,
+                                  .ix = ix,
+                                  .q = qv + (size_t)i * dim,
+                                  .want = k,
+                                  .overfetch = overfetch,
+                                  .cate = quotas[i].cate,
+                                  .exclude = exclude,
+                                  .nexclude = nexclude,
                                   .hits = hits + (size_t)i * k};
         jobs[i].f.city = base ? base->city : -1;
         if (rc_recall_query_vector(t, crow, cw, m, jobs[i].q) != 0)

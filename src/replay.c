@@ -22,7 +22,7 @@
 struct rc_replay {
     pthread_mutex_t mu;
     rc_replay_rec *recs;
-    uint64_t cap, added;       /* under mu */
+    uint64_t cap, added; /* under mu */
     rc_replay_tags *tags;
     uint64_t tcap, tadded;     /* under mu */
     uint64_t tags_lost;        /* under mu */

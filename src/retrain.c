@@ -122,10 +122,11 @@ int rc_retrain_run(const rc_replay_snap *snap, const rc_table *w2v, const rc_ret
     uint64_t need = opts->min_examples ? opts->min_examples : 1;
     if (res->examples < need) {
         res->skipped = 1;
-        rc_err(eb, el, 0, "%llu examples in the replay buffer (%llu clicks, %llu sessions), fewer "
-               "than tower.retrain_min_examples = %llu", (unsigned long long)res->examples,
-               (unsigned long long)res->clicks, (unsigned long long)res->sessions,
-               (unsigned long long)need);
+        rc_err(eb, el, 0,
+               "%llu examples in the replay buffer (%llu clicks, %llu sessions), fewer "
+               "than tower.retrain_min_examples = %llu",
+               (unsigned long long)res->examples, (unsigned long long)res->clicks,
+               (unsigned long long)res->sessions, (unsigned long long)need);
         goto out;
     }
     res->users_with_device = feats->users_with_device;

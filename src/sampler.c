@@ -34,10 +34,10 @@ struct slot {
 
 /* Per row: what draws and count updates need, in one line. */
 struct rowinfo {
-    float w;       /* weight last seen */
-    uint32_t pos;  /* index in its city's members */
+    float w;      /* weight last seen */
+    uint32_t pos; /* index in its city's members */
     uint32_t city;
-    uint32_t tag;  /* category tag */
+    uint32_t tag; /* category tag */
 };
 
 struct dist {
@@ -55,13 +55,13 @@ struct rc_sampler {
     float power, ratio;
     uint32_t min_items;
     int global_only;
-    uint32_t known;      /* rows 0..known-1 are in the dists */
-    struct rowinfo *ri;  /* per row */
+    uint32_t known;     /* rows 0..known-1 are in the dists */
+    struct rowinfo *ri; /* per row */
     uint32_t rows_cap;
     struct dist global;
     struct dist *cities;
     uint32_t ncities;
-    uint32_t *queue;     /* city ids to rebuild */
+    uint32_t *queue; /* city ids to rebuild */
     uint32_t nqueue, queue_cap;
     uint32_t *small, *large, *alias; /* Vose scratch */
     float *prob;
@@ -92,10 +92,7 @@ static inline uint32_t member(const struct dist *d, uint32_t i)
     return d->members ? d->members[i] : i;
 }
 
-static inline uint32_t tag_of(uint32_t cate)
-{
-    return cate < TAG_WIDE ? cate : TAG_WIDE;
-}
+static inline uint32_t tag_of(uint32_t cate) { return cate < TAG_WIDE ? cate : TAG_WIDE; }
 
 static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
 {
@@ -259,7 +256,8 @@ int rc_sampler_create(const rc_sampler_opts *opts, const rc_table *table, rc_sam
     *out = NULL;
     rc_sampler_opts o = opts ? *opts : (rc_sampler_opts){0};
     if (o.power < 0 || o.power > 4 || o.rebuild_ratio < 0 || o.rebuild_ratio > 10)
-        return rc_err(errbuf, errlen, RC_EINVAL, "sampler: power in [0,4], rebuild_ratio in [0,10]");
+        return rc_err(errbuf, errlen, RC_EINVAL,
+                      "sampler: power in [0,4], rebuild_ratio in [0,10]");
     rc_sampler *s = calloc(1, sizeof(*s));
     if (!s)
         return rc_err(errbuf, errlen, RC_ENOMEM, "sampler: out of memory");
@@ -346,8 +344,8 @@ static inline uint32_t dist_draw(const rc_sampler *s, const struct dist *d, rc_r
 {
     uint64_t r = rc_rng_next(rng);
     uint32_t recent = d->n - d->built_n;
-    if (recent && (d->built_n == 0 || rc_rng_float(rng) * (d->built_w + d->recent_w) <
-                                          d->recent_w)) {
+    if (recent &&
+        (d->built_n == 0 || rc_rng_float(rng) * (d->built_w + d->recent_w) < d->recent_w)) {
         uint32_t x = member(d, d->built_n + (uint32_t)(((r >> 32) * recent) >> 32));
         *tag = s->ri[x].tag;
         return x;
@@ -395,8 +393,8 @@ static inline void dist_peek(const rc_sampler *s, const struct dist *d, rc_rng *
 {
     uint64_t r = rc_rng_next(rng);
     uint32_t recent = d->n - d->built_n;
-    if (recent && (d->built_n == 0 || rc_rng_float(rng) * (d->built_w + d->recent_w) <
-                                          d->recent_w)) {
+    if (recent &&
+        (d->built_n == 0 || rc_rng_float(rng) * (d->built_w + d->recent_w) < d->recent_w)) {
         uint32_t i = d->built_n + (uint32_t)(((r >> 32) * recent) >> 32);
         if (d->members)
             __builtin_prefetch(&d->members[i]);

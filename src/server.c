@@ -41,8 +41,8 @@
 #define MAX_BOUND      ((size_t)1 << 30) /* cap on max_line and max_outbuf */
 #define SWEEP_MIN_MS   10
 #define SWEEP_MAX_MS   1000
-#define EVICT_IDLE_MS  1000 /* at max_clients, a conn idle this long gives way to a new one */
-#define PROBE_SLOTS    8    /* conns beyond max_clients that may only use the fast path */
+#define EVICT_IDLE_MS  1000  /* at max_clients, a conn idle this long gives way to a new one */
+#define PROBE_SLOTS    8     /* conns beyond max_clients that may only use the fast path */
 #define WARN_EVERY_MS  10000 /* one WARN per limit per this period; counters count all */
 
 typedef struct conn conn;
@@ -55,7 +55,7 @@ struct conn {
     conn *pprev, *pnext; /* partial list, oldest started line at the head */
     uint64_t last_ms;    /* uv_now() at the last read or finished request */
     uint64_t part_ms;    /* uv_now() when the unfinished line started */
-    char *rbuf;        /* unparsed bytes are rbuf[rstart, rlen) */
+    char *rbuf;          /* unparsed bytes are rbuf[rstart, rlen) */
     size_t rstart, rlen, rcap;
     size_t scanned;   /* bytes after rstart known to hold no '\n' */
     const char *line; /* request being handled, inside rbuf, NUL-terminated */
@@ -343,8 +343,10 @@ static void send_line(conn *c, const char *p, size_t n)
         ctr_add(&s->total_dropped, 1);
         atomic_store(&s->total_full_ms, rc_now_ns() / 1000000u);
         if (warn_limit(s, WARN_TOTAL))
-            rc_log_warn(MOD, "socket.max_outbuf_total reached: dropping a client that does not "
-                        "read", "queued_total=%zu max_outbuf_total=%zu dropped=%llu", s->queued,
+            rc_log_warn(MOD,
+                        "socket.max_outbuf_total reached: dropping a client that does not "
+                        "read",
+                        "queued_total=%zu max_outbuf_total=%zu dropped=%llu", s->queued,
                         s->max_outbuf_total, (unsigned long long)atomic_load(&s->total_dropped));
         conn_close(c);
         return;
@@ -737,8 +739,9 @@ static void on_sweep(uv_timer_t *t)
             rc_log_warn(MOD, "request line not completed in time: client closed",
                         "request_timeout_ms=%u timeouts=%llu", s->request_ms,
                         (unsigned long long)atomic_load(&s->request_timeouts));
-        send_error(c, "request_timeout", "request line not completed within "
-                                         "socket.request_timeout_ms");
+        send_error(c, "request_timeout",
+                   "request line not completed within "
+                   "socket.request_timeout_ms");
         conn_close(c);
     }
     while ((c = s->head) && now - c->last_ms >= s->idle_ms) {
@@ -1019,8 +1022,9 @@ int rc_server_default_path(char *out, size_t cap, int create, char *errbuf, size
         struct stat st;
         /* a client only needs the directory the daemon made (it may be in its
          * group, not its owner) */
-        int r = create ? private_dir(dirs[i], 1)
-                       : stat(dirs[i], &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -ENOENT;
+        int r = create                                           ? private_dir(dirs[i], 1)
+                : stat(dirs[i], &st) == 0 && S_ISDIR(st.st_mode) ? 0
+                                                                 : -ENOENT;
         if (r == 0 && strlen(dirs[i]) + sizeof "/recalld.sock" <= RC_MIN(cap, (size_t)108)) {
             snprintf(out, cap, "%s/recalld.sock", dirs[i]);
             return 0;

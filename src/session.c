@@ -414,8 +414,10 @@ static int add_new(rc_session *s, struct shard *sh, uint32_t h32, const char *us
         drop_user(s, s->lru_tail);
         /* The bound is the policy, not a fault: said once per 100,000 evictions. */
         if (LOAD(s->evicted_lru) % 100000 == 0)
-            rc_log_warn("session", "sessions.max_users reached: least recently active users "
-                        "are evicted", "max_users=%u evicted_lru=%llu", s->max_users,
+            rc_log_warn("session",
+                        "sessions.max_users reached: least recently active users "
+                        "are evicted",
+                        "max_users=%u evicted_lru=%llu", s->max_users,
                         (unsigned long long)LOAD(s->evicted_lru) + 1);
         INC(s->evicted_lru);
     }

@@ -20,7 +20,7 @@
 /* Pairs whose negatives' rows are prefetched ahead of the pair in training:
  * 1 and 2 measured alike; all of the click's at once was slower (the loads
  * queue behind each other and evict what is in use). */
-#define PAIRS_AHEAD    2u
+#define PAIRS_AHEAD 2u
 
 int rc_sgns_work_init(rc_sgns_work *w, uint32_t dim)
 {
@@ -52,8 +52,8 @@ void rc_sgns_work_free(rc_sgns_work *w)
 }
 
 /* One output row against in_vec; returns -log-likelihood of the label. */
-static inline float update_out(float *out, const float *in_vec, float *in_grad, float lr,
-                               int label, uint32_t dim)
+static inline float update_out(float *out, const float *in_vec, float *in_grad, float lr, int label,
+                               uint32_t dim)
 {
     return rc_vec_sgns_out(out, in_vec, in_grad, lr, label, dim);
 }

@@ -14,13 +14,13 @@
 #include "recalld/dict.h"
 #include "recalld/vec.h"
 
-#define RING          16u
-#define DEFAULT_DIM   64u
-#define MAX_DIM       1024u
-#define DEFAULT_MAX   (16u * 1024u * 1024u)
-#define MAX_ATTRS     (1u << 24)
-#define AUTO_FLOATS   (1u << 20) /* input floats per chunk when chunk_rows = 0 */
-#define ALIGN         64u
+#define RING        16u
+#define DEFAULT_DIM 64u
+#define MAX_DIM     1024u
+#define DEFAULT_MAX (16u * 1024u * 1024u)
+#define MAX_ATTRS   (1u << 24)
+#define AUTO_FLOATS (1u << 20) /* input floats per chunk when chunk_rows = 0 */
+#define ALIGN       64u
 
 struct chunk {
     float *in, *out;
@@ -33,7 +33,7 @@ struct ring {
     uint32_t n, next;
 };
 
-struct group_map { /* (city, cate) -> ring index, open addressing */
+struct group_map {  /* (city, cate) -> ring index, open addressing */
     uint64_t *keys; /* key + 1; 0 = empty */
     uint32_t *idx;
     uint32_t cap, n;
@@ -42,7 +42,7 @@ struct group_map { /* (city, cate) -> ring index, open addressing */
 struct rc_table {
     uint32_t dim, max_items;
     uint32_t shift, mask, nchunks;
-    int input_only; /* no output vectors (opts.input_only) */
+    int input_only;        /* no output vectors (opts.input_only) */
     struct chunk **chunks; /* nchunks pointers, fixed at create */
     size_t chunk_bytes;
     _Atomic uint32_t size;
@@ -100,8 +100,9 @@ int rc_table_create(const rc_table_opts *opts, rc_table **out, char *errbuf, siz
     t->nchunks = (uint32_t)(((uint64_t)max + rows - 1) / rows);
     size_t vec = (size_t)rows * dim * sizeof(float);
     t->input_only = opts && opts->input_only;
-    t->chunk_bytes = ((t->input_only ? 1 : 2) * vec + 3 * (size_t)rows * sizeof(uint32_t) + ALIGN - 1) /
-                     ALIGN * ALIGN;
+    t->chunk_bytes =
+        ((t->input_only ? 1 : 2) * vec + 3 * (size_t)rows * sizeof(uint32_t) + ALIGN - 1) / ALIGN *
+        ALIGN;
     rc_rng_seed(&t->rng, opts && opts->seed ? opts->seed : 0x7ab1e5eedull);
     t->chunks = calloc(t->nchunks, sizeof(*t->chunks));
     if (!t->chunks)
@@ -140,10 +141,7 @@ void rc_table_destroy(rc_table *t)
     free(t);
 }
 
-uint32_t rc_table_dim(const rc_table *t)
-{
-    return t->dim;
-}
+uint32_t rc_table_dim(const rc_table *t) { return t->dim; }
 
 uint32_t rc_table_size(const rc_table *t)
 {
@@ -209,15 +207,9 @@ const char *rc_table_cate_name(const rc_table *t, uint32_t cate)
     return t ? rc_dict_str(t->cates, cate, NULL) : NULL;
 }
 
-uint32_t rc_table_ncities(const rc_table *t)
-{
-    return rc_dict_size(t->cities);
-}
+uint32_t rc_table_ncities(const rc_table *t) { return rc_dict_size(t->cities); }
 
-uint32_t rc_table_ncates(const rc_table *t)
-{
-    return rc_dict_size(t->cates);
-}
+uint32_t rc_table_ncates(const rc_table *t) { return rc_dict_size(t->cates); }
 
 static inline struct chunk *chunk_of(const rc_table *t, uint32_t row)
 {

@@ -20,8 +20,8 @@
 #include "tower_impl.h"
 
 #define MAGIC          "RCTOWER1"
-#define VERSION        2u        /* 2: the recency bias r joined the dense parameters */
-#define NCFG           17u       /* u32 config fields in the file */
+#define VERSION        2u  /* 2: the recency bias r joined the dense parameters */
+#define NCFG           17u /* u32 config fields in the file */
 #define MAX_BUCKETS    (1u << 24)
 #define MAX_EMB_DIM    256u
 #define MAX_HIDDEN     4096u
@@ -226,10 +226,7 @@ const rc_tt_config *rc_tt_config_of(const rc_tt_model *m) { return m ? &m->cfg :
 
 size_t rc_tt_params(const rc_tt_model *m) { return m ? m->nparams : 0; }
 
-size_t rc_tt_bytes(const rc_tt_model *m)
-{
-    return m ? sizeof *m + m->nparams * sizeof(float) : 0;
-}
+size_t rc_tt_bytes(const rc_tt_model *m) { return m ? sizeof *m + m->nparams * sizeof(float) : 0; }
 
 /* ---- layers ---- */
 
@@ -241,8 +238,8 @@ void rc__tt_dense_fwd(const float *W, const float *b, const float *X, uint32_t n
     for (uint32_t i = 0; i < n; i++)
         memcpy(Y + (size_t)i * out, b, out * sizeof(float));
     if (n == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)out, (int)in, 1.0f, W, (int)in, X, 1, 1.0f,
-                    Y, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)out, (int)in, 1.0f, W, (int)in, X, 1, 1.0f, Y,
+                    1);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, X,
                     (int)in, W, (int)in, 1.0f, Y, (int)out);
@@ -379,10 +376,10 @@ int rc__tt_ws_init(const rc_tt_model *m, tt_ws *ws, uint32_t cap_u, uint32_t cap
 
 void rc__tt_ws_free(tt_ws *ws)
 {
-    float *fs[] = {ws->ix,  ws->ih,  ws->iv,   ws->inorm, ws->cx,  ws->tg,  ws->qt,
-                   ws->ta,  ws->qin, ws->q,    ws->ca,    ws->uin, ws->uh,  ws->uv,
-                   ws->unorm, ws->div, ws->dih, ws->dix, ws->duv, ws->duh, ws->duin,
-                   ws->dq,  ws->dqin, ws->dcx, ws->dqt,   ws->dtg};
+    float *fs[] = {ws->ix,    ws->ih,   ws->iv,  ws->inorm, ws->cx,  ws->tg,  ws->qt,
+                   ws->ta,    ws->qin,  ws->q,   ws->ca,    ws->uin, ws->uh,  ws->uv,
+                   ws->unorm, ws->div,  ws->dih, ws->dix,   ws->duv, ws->duh, ws->duin,
+                   ws->dq,    ws->dqin, ws->dcx, ws->dqt,   ws->dtg};
     uint32_t *us[] = {ws->irow, ws->crow, ws->ncl, ws->ntg, ws->dev_row, ws->tgrow};
     for (size_t i = 0; i < RC_ARRAY_LEN(fs); i++)
         free(fs[i]);
@@ -597,10 +594,22 @@ static void cfg_fields(const rc_tt_config *c, uint32_t f[NCFG])
 {
     uint32_t t;
     memcpy(&t, &c->temperature, 4);
-    const uint32_t v[NCFG] = {c->dim,          c->w2v_dim,      c->hidden,       c->id_buckets,
-                              c->id_dim,       c->city_buckets, c->city_dim,     c->cate_buckets,
-                              c->cate_dim,     c->device_buckets, c->device_dim, c->tag_buckets,
-                              c->tag_dim,      c->stats_cates,  c->max_clicks,   t,
+    const uint32_t v[NCFG] = {c->dim,
+                              c->w2v_dim,
+                              c->hidden,
+                              c->id_buckets,
+                              c->id_dim,
+                              c->city_buckets,
+                              c->city_dim,
+                              c->cate_buckets,
+                              c->cate_dim,
+                              c->device_buckets,
+                              c->device_dim,
+                              c->tag_buckets,
+                              c->tag_dim,
+                              c->stats_cates,
+                              c->max_clicks,
+                              t,
                               (uint32_t)c->features};
     memcpy(f, v, sizeof v);
 }
@@ -707,8 +716,9 @@ static int parse(const unsigned char *buf, size_t len, const char *path, rc_tt_m
     uint64_t np;
     memcpy(&ver, buf + 8, 4);
     if (ver != VERSION && ver != 1)
-        return rc_err(eb, el, RC_ECORRUPT, "tower model %s: unsupported version %u (this build reads 1..%u)",
-                      path, ver, VERSION);
+        return rc_err(eb, el, RC_ECORRUPT,
+                      "tower model %s: unsupported version %u (this build reads 1..%u)", path, ver,
+                      VERSION);
     memcpy(cf, buf + 12, sizeof cf);
     memcpy(&np, buf + 12 + sizeof cf, 8);
     rc_tt_config c;

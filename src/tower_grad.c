@@ -167,8 +167,8 @@ void rc__tt_item_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
     rc__tt_l2n_bwd(ws->iv, ws->inorm, ws->div, n, c->dim, ws->div);
     rc__tt_dense_bwd(m->p + m->i2.w, ws->ih, NULL, ws->div, n, m->i2.in, m->i2.out, gd + m->i2.w,
                      gd + m->i2.b, ws->dih, 0);
-    rc__tt_dense_bwd(m->p + m->i1.w, ws->ix, ws->ih, ws->dih, n, m->i1.in, m->i1.out,
-                     gd + m->i1.w, gd + m->i1.b, ws->dix, 1);
+    rc__tt_dense_bwd(m->p + m->i1.w, ws->ix, ws->ih, ws->dih, n, m->i1.in, m->i1.out, gd + m->i1.w,
+                     gd + m->i1.b, ws->dix, 1);
     for (uint32_t i = 0; i < n; i++)
         scatter_item(m, g, ws->irow + (size_t)i * 3, ws->dix + (size_t)i * m->di);
 }
@@ -185,9 +185,8 @@ static void clicks_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
         const float *du = ws->duin + (size_t)b * m->uin;
         memset(dX, 0, (size_t)ws->ncl[b] * m->di * sizeof(float));
         rc__tt_rattn_bwd(attn ? ws->q + (size_t)b * m->di : NULL,
-                         ws->cx + (size_t)b * ws->C * m->di, ws->ca + (size_t)b * ws->C,
-                         ws->ncl[b], m->di, scale, du, ws->dq + (size_t)b * m->di, dX,
-                         g->dense + m->rec);
+                         ws->cx + (size_t)b * ws->C * m->di, ws->ca + (size_t)b * ws->C, ws->ncl[b],
+                         m->di, scale, du, ws->dq + (size_t)b * m->di, dX, g->dense + m->rec);
         for (uint32_t j = 0; j < ws->ncl[b]; j++)
             scatter_item(m, g, ws->crow + ((size_t)b * ws->C + j) * 3, dX + (size_t)j * m->di);
     }
@@ -198,8 +197,8 @@ static void clicks_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
     for (uint32_t b = 0; b < n; b++) {
         float *du = ws->duin + (size_t)b * m->uin;
         const float *dqi = ws->dqin + (size_t)b * m->qin;
-        rc_vec_axpy(1.0f, dqi, du + m->di + c->tag_dim, m->ctx);    /* ctx */
-        rc_vec_axpy(1.0f, dqi + m->ctx, du + m->di, c->tag_dim);    /* tagpool */
+        rc_vec_axpy(1.0f, dqi, du + m->di + c->tag_dim, m->ctx); /* ctx */
+        rc_vec_axpy(1.0f, dqi + m->ctx, du + m->di, c->tag_dim); /* tagpool */
     }
 }
 
@@ -218,9 +217,9 @@ static void tags_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
             continue;
         memset(dT, 0, (size_t)nt * c->tag_dim * sizeof(float));
         if (attn) {
-            rc__tt_attn_bwd(ws->qt + (size_t)b * c->tag_dim, ws->tg + (size_t)b * ws->MT * c->tag_dim,
-                            ws->ta + (size_t)b * ws->MT, nt, c->tag_dim, scale, du + m->di, dqt,
-                            dT);
+            rc__tt_attn_bwd(ws->qt + (size_t)b * c->tag_dim,
+                            ws->tg + (size_t)b * ws->MT * c->tag_dim, ws->ta + (size_t)b * ws->MT,
+                            nt, c->tag_dim, scale, du + m->di, dqt, dT);
             /* qt = Wtq ctx + btq, ctx = the first m->ctx floats of qin */
             float *dctx = ws->dqin + (size_t)b * m->qin;
             rc__tt_dense_bwd(m->p + m->tq.w, ws->qin + (size_t)b * m->qin, NULL, dqt, 1, m->ctx,
@@ -241,8 +240,8 @@ void rc__tt_user_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
     rc__tt_l2n_bwd(ws->uv, ws->unorm, ws->duv, n, c->dim, ws->duv);
     rc__tt_dense_bwd(m->p + m->u2.w, ws->uh, NULL, ws->duv, n, m->u2.in, m->u2.out, gd + m->u2.w,
                      gd + m->u2.b, ws->duh, 0);
-    rc__tt_dense_bwd(m->p + m->u1.w, ws->uin, ws->uh, ws->duh, n, m->u1.in, m->u1.out,
-                     gd + m->u1.w, gd + m->u1.b, ws->duin, 1);
+    rc__tt_dense_bwd(m->p + m->u1.w, ws->uin, ws->uh, ws->duh, n, m->u1.in, m->u1.out, gd + m->u1.w,
+                     gd + m->u1.b, ws->duin, 1);
     /* Order matters: the click query feeds ctx and tagpool, the tag query
      * feeds ctx, so their gradients are complete only after both. */
     clicks_bwd(m, ws, n, g);
@@ -317,8 +316,8 @@ double rc__tt_shard_step(const rc_tt_model *m, tt_ws *ws, const tt_shard *sh, tt
         }
     }
     if (ne) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)ne, 1.0f,
-                    L + 1, (int)ld, Ve, (int)d, 1.0f, ws->duv, (int)d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)ne, 1.0f, L + 1,
+                    (int)ld, Ve, (int)d, 1.0f, ws->duv, (int)d);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ne, (int)d, (int)n, 1.0f, L + 1,
                     (int)ld, U, (int)d, 0.0f, ws->div + (size_t)n * d, (int)d);
     }

@@ -17,11 +17,11 @@ struct rc_tt_history {
     const uint32_t *item_rows;
     const rc_ufeat *feats;
     uint32_t nusers, nitems;
-    uint32_t *ord;   /* n: record numbers by (user, ts, record) */
-    uint32_t *pos;   /* n: record -> its place in ord */
-    uint32_t *uoff;  /* nusers + 1: user u = ord[uoff[u] .. uoff[u + 1]) */
-    uint32_t *nsess; /* n: distinct sessions among the user's entries before this place */
-    uint64_t *ih;    /* nitems * 3: id, city, cate hashes */
+    uint32_t *ord;           /* n: record numbers by (user, ts, record) */
+    uint32_t *pos;           /* n: record -> its place in ord */
+    uint32_t *uoff;          /* nusers + 1: user u = ord[uoff[u] .. uoff[u + 1]) */
+    uint32_t *nsess;         /* n: distinct sessions among the user's entries before this place */
+    uint64_t *ih;            /* nitems * 3: id, city, cate hashes */
     uint32_t *icity, *icate; /* nitems: canonical (first record's) city / cate ids */
 };
 
@@ -132,8 +132,12 @@ int rc_tt_history_create(const rc_clicklog *log, const rc_table *w2v, const uint
     rc_tt_history *h = calloc(1, sizeof *h);
     if (!h)
         return RC_ENOMEM;
-    *h = (rc_tt_history){.log = log, .w2v = w2v, .item_rows = item_rows, .feats = feats,
-                         .nusers = rc_dict_size(log->users), .nitems = rc_dict_size(log->items)};
+    *h = (rc_tt_history){.log = log,
+                         .w2v = w2v,
+                         .item_rows = item_rows,
+                         .feats = feats,
+                         .nusers = rc_dict_size(log->users),
+                         .nitems = rc_dict_size(log->items)};
     size_t n = log->n ? log->n : 1, ni = h->nitems ? h->nitems : 1;
     h->ord = malloc(n * sizeof(uint32_t));
     h->pos = malloc(n * sizeof(uint32_t));
@@ -177,7 +181,9 @@ void rc_tt_history_item_in(const rc_tt_history *h, uint32_t item, rc_tt_item_in 
     }
     const uint64_t *x = h->ih + 3 * (size_t)item;
     uint32_t row = h->item_rows[item];
-    *out = (rc_tt_item_in){.id_hash = x[0], .city_hash = x[1], .cate_hash = x[2],
+    *out = (rc_tt_item_in){.id_hash = x[0],
+                           .city_hash = x[1],
+                           .cate_hash = x[2],
                            .w2v = row == UINT32_MAX ? NULL : rc_table_in(h->w2v, row)};
 }
 

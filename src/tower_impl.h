@@ -42,10 +42,10 @@ struct rc_tt_model {
     tt_dense q, tq;   /* click query (qin -> di), tag query (ctx -> tag_dim) */
     size_t rec;       /* recency bias r: max_clicks floats, the last dense parameters */
     tt_table tab[TT_NTABLES];
-    size_t ndense;    /* floats of the dense layers and r: block[0 .. ndense) */
-    size_t nparams;   /* all floats */
-    uint32_t nrows;   /* global embedding rows (all tables) */
-    float *p;         /* the block */
+    size_t ndense;  /* floats of the dense layers and r: block[0 .. ndense) */
+    size_t nparams; /* all floats */
+    uint32_t nrows; /* global embedding rows (all tables) */
+    float *p;       /* the block */
 };
 
 /* Bucket of hash h in a table of `rows` buckets: 0 stays the absent row. */
@@ -106,10 +106,10 @@ typedef struct tt_ws {
     float *ix, *ih, *iv, *inorm;
     uint32_t *irow; /* 3 buckets per item (id, city, cate) */
     /* user side */
-    float *cx;      /* [cap_u][C][di] click inputs */
-    uint32_t *crow; /* [cap_u][C][3] */
+    float *cx;                     /* [cap_u][C][di] click inputs */
+    uint32_t *crow;                /* [cap_u][C][3] */
     uint32_t *ncl, *ntg, *dev_row; /* dev_row UINT32_MAX: device disabled */
-    float *tg;      /* [cap_u][MT][tag_dim] */
+    float *tg;                     /* [cap_u][MT][tag_dim] */
     uint32_t *tgrow;
     float *qt, *ta, *qin, *q, *ca, *uin, *uh, *uv, *unorm;
     /* backward */
@@ -161,7 +161,7 @@ typedef struct tt_shard {
     uint32_t n, ne, nh;
     const uint32_t *pos_id, *easy_id, *hard_id;
     const float *easy_corr, *hard_corr;
-    float scale; /* gradient scale (1 / examples of the whole mini-batch) */
+    float scale;   /* gradient scale (1 / examples of the whole mini-batch) */
     float *logits; /* scratch: n * (1 + ne + nh) */
 } tt_shard;
 /* Forward both towers (inputs already gathered), the loss, and the backward

@@ -34,28 +34,28 @@
 #include "recalld/tower.h"
 #include "tower_impl.h"
 
-#define MAX_THREADS   64u
-#define MAX_BATCH     8192u
-#define MAX_EASY      4096u
-#define MAX_HARD      64u
-#define ADAM_B1       0.9f
-#define ADAM_B2       0.999f
-#define ADAM_EPS      1e-8f
-#define ADAGRAD_INIT  0.1f
-#define PROGRESS_NS   500000000ull
-#define EDGE_SHARE    0.1 /* first_loss / loss: the first / last 10% of examples */
+#define MAX_THREADS  64u
+#define MAX_BATCH    8192u
+#define MAX_EASY     4096u
+#define MAX_HARD     64u
+#define ADAM_B1      0.9f
+#define ADAM_B2      0.999f
+#define ADAM_EPS     1e-8f
+#define ADAGRAD_INIT 0.1f
+#define PROGRESS_NS  500000000ull
+#define EDGE_SHARE   0.1 /* first_loss / loss: the first / last 10% of examples */
 /* Share of training items (positives and negatives) whose w2v part is
  * dropped: a brand-new item has no SGNS vector yet, and without this the item
  * tower never sees that input (cold start would be out of distribution). */
-#define W2V_DROP      0.1f
+#define W2V_DROP 0.1f
 
 typedef struct trained {
-    uint32_t *items;  /* trained log items, sorted by (city, cate, item) */
+    uint32_t *items; /* trained log items, sorted by (city, cate, item) */
     uint32_t n;
     uint32_t *city_off; /* ncities + 1 into items */
     uint32_t ncities;
-    double *cum;      /* easy distribution: cumulative count^power over items (same order) */
-    uint32_t *cnt;    /* per log item: examples with it as positive */
+    double *cum;   /* easy distribution: cumulative count^power over items (same order) */
+    uint32_t *cnt; /* per log item: examples with it as positive */
 } trained;
 
 typedef struct shared {
@@ -69,12 +69,12 @@ typedef struct shared {
     uint32_t per_epoch; /* examples per epoch */
     uint32_t nthreads, shard;
     uint32_t ne, nh;
-    float *s1, *s2;     /* optimiser state: Adam m, v / Adagrad accumulator (s2 NULL) */
+    float *s1, *s2; /* optimiser state: Adam m, v / Adagrad accumulator (s2 NULL) */
     pthread_barrier_t bar;
     struct worker *w;
-    double *bloss;      /* per batch: loss sum */
-    uint32_t *bn;       /* per batch: examples */
-    uint32_t nbatches;  /* recorded */
+    double *bloss;     /* per batch: loss sum */
+    uint32_t *bn;      /* per batch: examples */
+    uint32_t nbatches; /* recorded */
     uint64_t examples;
     uint64_t t0, last_print;
     int progress, stop, cancelled;
@@ -108,7 +108,9 @@ static int resolve(const rc_tt_train_opts *in, const rc_tt_history *h, rc_tt_tra
     o->batch = o->batch ? o->batch : 256;
     o->epochs = o->epochs ? o->epochs : 2;
     o->easy_negatives = o->easy_negatives ? o->easy_negatives : 128;
-    o->hard_negatives = o->hard_negatives == UINT32_MAX ? 0 : o->hard_negatives ? o->hard_negatives : 4;
+    o->hard_negatives = o->hard_negatives == UINT32_MAX ? 0
+                        : o->hard_negatives             ? o->hard_negatives
+                                                        : 4;
     o->power = o->power != 0 ? o->power : 0.75f;
     o->lr = o->lr != 0 ? o->lr : o->optimizer == RC_TT_ADAGRAD ? 0.05f : 0.002f;
     o->seed = o->seed ? o->seed : 1;
@@ -251,7 +253,8 @@ static uint32_t cate_bound(const shared *sh, uint32_t lo, uint32_t hi, uint32_t 
 static void draw_hard(const shared *sh, rc_rng *r, uint32_t pos, uint32_t *ids, float *corr)
 {
     const trained *t = &sh->tr;
-    uint32_t city = rc__tt_history_item_city(sh->h, pos), cate = rc__tt_history_item_cate(sh->h, pos);
+    uint32_t city = rc__tt_history_item_city(sh->h, pos),
+             cate = rc__tt_history_item_cate(sh->h, pos);
     uint32_t a = 0, b = 0, ka = 0, kb = 0;
     if (city < t->ncities) {
         a = t->city_off[city];
@@ -319,9 +322,16 @@ static uint32_t run_shard(worker *w, uint64_t gbatch, uint32_t lo, uint32_t hi, 
             rc__tt_item_gather(m, &w->ws, n + sh->ne + b * sh->nh + k, &in);
         }
     }
-    tt_shard s = {.n = n, .ne = sh->ne, .nh = sh->nh, .pos_id = w->pos_id,
-                  .easy_id = w->easy_id, .hard_id = w->hard_id, .easy_corr = w->easy_corr,
-                  .hard_corr = w->hard_corr, .scale = scale, .logits = w->logits};
+    tt_shard s = {.n = n,
+                  .ne = sh->ne,
+                  .nh = sh->nh,
+                  .pos_id = w->pos_id,
+                  .easy_id = w->easy_id,
+                  .hard_id = w->hard_id,
+                  .easy_corr = w->easy_corr,
+                  .hard_corr = w->hard_corr,
+                  .scale = scale,
+                  .logits = w->logits};
     w->loss = rc__tt_shard_step(m, &w->ws, &s, &w->g);
     return n;
 }
@@ -455,7 +465,8 @@ static void *worker_main(void *arg)
             update_dense(w, step);
             if (w->id == 0) {
                 update_sparse(sh, step);
-                after_step(sh, hi - lo, ep, (double)(ep * nb + bi + 1) / ((double)nb * sh->o.epochs));
+                after_step(sh, hi - lo, ep,
+                           (double)(ep * nb + bi + 1) / ((double)nb * sh->o.epochs));
             }
             pthread_barrier_wait(&sh->bar);
             rc__tt_grad_clear(sh->m, &w->g);
@@ -589,7 +600,8 @@ static int setup(shared *sh, const uint8_t *mask, char *eb, size_t el)
     if (sh->o.init) { /* warm start: same layout, so the flat blocks line up */
         if (memcmp(&sh->o.init->cfg, &sh->m->cfg, sizeof sh->m->cfg) != 0 ||
             sh->o.init->nparams != np)
-            return rc_err(eb, el, RC_EINVAL, "tower train: init model: its configuration "
+            return rc_err(eb, el, RC_EINVAL,
+                          "tower train: init model: its configuration "
                           "differs from the one trained (sizes, features or w2v_dim)");
         memcpy(sh->m->p, sh->o.init->p, np * sizeof(float));
     }
@@ -654,9 +666,11 @@ int rc_tt_train(const rc_tt_train_opts *opts, const rc_tt_history *h, const uint
     }
     if (!rc) {
         double secs = (double)(rc_now_ns() - sh->t0) / 1e9;
-        rc_tt_train_result r = {.examples = sh->examples, .seconds = secs,
+        rc_tt_train_result r = {.examples = sh->examples,
+                                .seconds = secs,
                                 .examples_per_s = secs > 0 ? (double)sh->examples / secs : 0,
-                                .threads = sh->nthreads, .stopped = sh->stop};
+                                .threads = sh->nthreads,
+                                .stopped = sh->stop};
         edge_losses(sh, &r);
         if (sh->progress)
             print_progress(sh, sh->o.epochs - 1, 1.0, 1);
@@ -687,14 +701,14 @@ void rc_tt_train_summary(const rc_tt_train_opts *opts, const rc_tt_train_result 
     }
     /* opts may be the caller's (zeros = defaults): show the defaults. */
     uint32_t nh = opts->hard_negatives == UINT32_MAX ? 0
-                  : opts->hard_negatives ? opts->hard_negatives : 4;
+                  : opts->hard_negatives             ? opts->hard_negatives
+                                                     : 4;
     uint32_t epochs = opts->epochs ? opts->epochs : 2, batch = opts->batch ? opts->batch : 256;
     uint32_t ne = opts->easy_negatives ? opts->easy_negatives : 128;
     snprintf(buf, cap,
              "tower: %s, %u epochs, %u threads, batch %u, %u easy + %u hard negatives: "
              "%.3fM examples in %.2f s, %.0f examples/s, loss %.4f -> %.4f%s",
-             opts->optimizer == RC_TT_ADAGRAD ? "adagrad" : "adam", epochs, res->threads, batch,
-             ne, nh, (double)res->examples / 1e6, res->seconds,
-             res->examples_per_s, res->first_loss, res->loss,
-             res->stopped ? " (stopped at max_seconds)" : "");
+             opts->optimizer == RC_TT_ADAGRAD ? "adagrad" : "adam", epochs, res->threads, batch, ne,
+             nh, (double)res->examples / 1e6, res->seconds, res->examples_per_s, res->first_loss,
+             res->loss, res->stopped ? " (stopped at max_seconds)" : "");
 }

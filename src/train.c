@@ -23,23 +23,23 @@
 #include "recalld/sampler.h"
 #include "recalld/vec.h"
 
-#define DEFAULT_DIM     64u
-#define DEFAULT_WINDOW  5u
-#define DEFAULT_NEG     5u
-#define DEFAULT_EPOCHS  5u
-#define MAX_THREADS     256u
-#define SYNC_CLICKS     4096u
-#define LR_FLOOR        1e-4f
-#define PROGRESS_NS     500000000ull
-#define LOSS_SCALE      1000.0 /* loss is published as fixed-point thousandths */
-#define LATE_SHARE      0.9    /* the final loss is measured past this share of work */
+#define DEFAULT_DIM    64u
+#define DEFAULT_WINDOW 5u
+#define DEFAULT_NEG    5u
+#define DEFAULT_EPOCHS 5u
+#define MAX_THREADS    256u
+#define SYNC_CLICKS    4096u
+#define LR_FLOOR       1e-4f
+#define PROGRESS_NS    500000000ull
+#define LOSS_SCALE     1000.0 /* loss is published as fixed-point thousandths */
+#define LATE_SHARE     0.9    /* the final loss is measured past this share of work */
 
 struct corpus {
-    uint32_t *rows;  /* clicks of the kept sessions, as table rows */
-    size_t *off;     /* session j = rows[off[j] .. off[j+1]) */
+    uint32_t *rows; /* clicks of the kept sessions, as table rows */
+    size_t *off;    /* session j = rows[off[j] .. off[j+1]) */
     uint32_t nsess;
     uint64_t nclicks;
-    float *keep;     /* per row: subsampling keep probability */
+    float *keep; /* per row: subsampling keep probability */
 };
 
 struct shared {
@@ -63,11 +63,11 @@ struct worker {
     uint32_t id, s_beg, s_end; /* corpus sessions [s_beg, s_end) */
     rc_rng rng;
     rc_sgns_work w;
-    uint32_t *sent;  /* the session after subsampling */
+    uint32_t *sent; /* the session after subsampling */
     uint64_t clicks, pairs, late_pairs;
     double late_loss;
     uint64_t last_print;
-    double cpu_s;    /* this thread's CPU time in training */
+    double cpu_s; /* this thread's CPU time in training */
     int stopped;
 };
 
@@ -259,8 +259,8 @@ static int build(struct shared *sh, const rc_clicklog *log, const uint8_t *mask,
     if ((rc = fill_corpus(sh, log, mask, row_of)))
         goto out_free;
     fill_keep(sh);
-    rc_sampler_opts so = {.power = sh->o.power, .global_only = !log->has_city ||
-                                                               sh->o.global_negatives};
+    rc_sampler_opts so = {.power = sh->o.power,
+                          .global_only = !log->has_city || sh->o.global_negatives};
     rc = rc_sampler_create(&so, sh->t, &sh->smp, eb, el);
 out_free:
     free(count);
@@ -543,8 +543,7 @@ void rc_train_item_rows(const rc_clicklog *log, const rc_table *t, uint32_t *row
     }
 }
 
-void rc_train_summary(const rc_train_opts *opts, const rc_train_result *res, char *buf,
-                      size_t cap)
+void rc_train_summary(const rc_train_opts *opts, const rc_train_result *res, char *buf, size_t cap)
 {
     if (!buf || !cap)
         return;
@@ -554,8 +553,8 @@ void rc_train_summary(const rc_train_opts *opts, const rc_train_result *res, cha
     snprintf(buf, cap,
              "train: %s, %u epochs, %u threads: %.3fM clicks in %.2f s, %.3fM clicks/s, "
              "%.3fM clicks per CPU-second, %llu pairs, loss %.4f, %u items, %u sessions%s",
-             o.mode == RC_SGNS_CBOW ? "cbow" : "skipgram", o.epochs ? o.epochs : DEFAULT_EPOCHS,
-             th, (double)r.clicks / 1e6, r.seconds, r.clicks_per_s / 1e6,
+             o.mode == RC_SGNS_CBOW ? "cbow" : "skipgram", o.epochs ? o.epochs : DEFAULT_EPOCHS, th,
+             (double)r.clicks / 1e6, r.seconds, r.clicks_per_s / 1e6,
              r.cpu_seconds > 0 ? (double)r.clicks / r.cpu_seconds / 1e6 : 0,
              (unsigned long long)r.pairs, r.loss, r.items, r.sessions,
              r.stopped ? " (stopped at the time limit)" : "");

@@ -135,12 +135,24 @@ static void set_param(rc_train_opts *o, int p, rc_rng *r, int local)
 {
 #define N(g) ((uint32_t)RC_ARRAY_LEN(g))
     switch (p) {
-        case P_WINDOW: o->window = step_u(r, g_window, N(g_window), o->window, local); break;
-        case P_NEG: o->negatives = step_u(r, g_neg, N(g_neg), o->negatives, local); break;
-        case P_POWER: o->power = step_f(r, g_power, N(g_power), o->power, local); break;
-        case P_EPOCHS: o->epochs = step_u(r, g_epochs, N(g_epochs), o->epochs, local); break;
-        case P_SUB: o->subsample = step_f(r, g_sub, N(g_sub), o->subsample, local); break;
-        default: o->lr = step_f(r, g_lr, N(g_lr), o->lr, local); break;
+    case P_WINDOW:
+        o->window = step_u(r, g_window, N(g_window), o->window, local);
+        break;
+    case P_NEG:
+        o->negatives = step_u(r, g_neg, N(g_neg), o->negatives, local);
+        break;
+    case P_POWER:
+        o->power = step_f(r, g_power, N(g_power), o->power, local);
+        break;
+    case P_EPOCHS:
+        o->epochs = step_u(r, g_epochs, N(g_epochs), o->epochs, local);
+        break;
+    case P_SUB:
+        o->subsample = step_f(r, g_sub, N(g_sub), o->subsample, local);
+        break;
+    default:
+        o->lr = step_f(r, g_lr, N(g_lr), o->lr, local);
+        break;
     }
 #undef N
 }

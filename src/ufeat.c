@@ -24,16 +24,13 @@
 #include "recalld/common.h"
 #include "recalld/tower.h"
 
-#define UF_LINE_MAX  65536u /* bytes per line of a features file */
-#define UF_MAX_COLS  64u    /* columns of a features file */
-#define UF_MAX_TAGS  64u    /* tags kept per user from a file */
-#define UF_BUCKETS   8u     /* quantile buckets of a numeric column */
-#define UF_NAME_MAX  64u    /* column name bytes used in a tag */
+#define UF_LINE_MAX 65536u /* bytes per line of a features file */
+#define UF_MAX_COLS 64u    /* columns of a features file */
+#define UF_MAX_TAGS 64u    /* tags kept per user from a file */
+#define UF_BUCKETS  8u     /* quantile buckets of a numeric column */
+#define UF_NAME_MAX 64u    /* column name bytes used in a tag */
 
-static uint64_t hash_str(const char *s, size_t n)
-{
-    return rc_tt_hash(s, n);
-}
+static uint64_t hash_str(const char *s, size_t n) { return rc_tt_hash(s, n); }
 
 static int alloc_store(uint32_t nusers, size_t ntags, rc_ufeat **out)
 {
@@ -189,10 +186,7 @@ static uint32_t split_line(struct ufile *u, char *s, size_t len)
     }
 }
 
-static int is_blank(const char *s)
-{
-    return s[strspn(s, " \t")] == '\0';
-}
+static int is_blank(const char *s) { return s[strspn(s, " \t")] == '\0'; }
 
 static int parse_number(const struct cell *c, double *v)
 {
@@ -325,8 +319,9 @@ static int next_row(struct ufile *u, char *eb, size_t el)
         return rc < 0 ? line_err(u, rc, eb, el) : 0;
     uint32_t n = split_line(u, u->line, len);
     if (n != u->ncols)
-        return rc_err(eb, el, RC_EINVAL, "user features %s: line %llu: %u fields, the header has %u",
-                      u->path, (unsigned long long)u->lineno, n, u->ncols);
+        return rc_err(eb, el, RC_EINVAL,
+                      "user features %s: line %llu: %u fields, the header has %u", u->path,
+                      (unsigned long long)u->lineno, n, u->ncols);
     if (u->cells[0].n == 0)
         return rc_err(eb, el, RC_EINVAL, "user features %s: line %llu: empty user id", u->path,
                       (unsigned long long)u->lineno);

@@ -60,8 +60,7 @@ __attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b,
-                                                           size_t n)
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, size_t n)
 {
     /* Two accumulators hide the FMA latency for the usual dims (64..256). */
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -86,7 +85,8 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float a, const float *
     __m256 va = _mm256_set1_ps(a);
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++)
         y[i] += a * x[i];
 }
@@ -101,7 +101,6 @@ __attribute__((target("avx2,fma"))) static void scale_avx2(float a, float *y, si
         y[i] *= a;
 }
 
-
 static float sgns_out_scalar(float *out, const float *in, float *grad, float lr, int label,
                              size_t n)
 {
@@ -115,9 +114,8 @@ static float sgns_out_scalar(float *out, const float *in, float *grad, float lr,
 /* dot_avx2, sigmoid, then both axpys in one pass: out is read once from
  * memory (its second read hits L1) and there is one call per output row.
  * Same operations in the same order as the separate kernels. */
-__attribute__((target("avx2,fma"))) static float sgns_out_avx2(float *out, const float *in,
-                                                               float *grad, float lr,
-                                                               int label, size_t n)
+__attribute__((target("avx2,fma"))) static float
+sgns_out_avx2(float *out, const float *in, float *grad, float lr, int label, size_t n)
 {
     float f = dot_avx2(in, out, n);
     float g = lr * ((float)label - lerp_tab(sig_tab, f));
@@ -150,7 +148,7 @@ static float dot_i8_scalar(const float *v, const int8_t *q, size_t n, float *vv,
 }
 
 __attribute__((target("avx2,fma"))) static float dot_i8_avx2(const float *v, const int8_t *q,
-                                                              size_t n, float *vv, float *qq)
+                                                             size_t n, float *vv, float *qq)
 {
     __m256 d = _mm256_setzero_ps(), sv = _mm256_setzero_ps(), sq = _mm256_setzero_ps();
     size_t i = 0;
@@ -192,10 +190,7 @@ static inline float ld_relaxed(const float *p)
     return v;
 }
 
-static inline void st_relaxed(float *p, float v)
-{
-    __atomic_store(p, &v, __ATOMIC_RELAXED);
-}
+static inline void st_relaxed(float *p, float v) { __atomic_store(p, &v, __ATOMIC_RELAXED); }
 
 static float dot_relaxed(const float *a, const float *b, size_t n)
 {
@@ -250,10 +245,8 @@ static float dot_i8_relaxed(const float *v, const int8_t *q, size_t n, float *vv
 #endif
 
 static float (*dot_fn)(const float *, const float *, size_t) = dot_scalar;
-static float (*dot_i8_fn)(const float *, const int8_t *, size_t, float *, float *) =
-    dot_i8_scalar;
-static float (*sgns_out_fn)(float *, const float *, float *, float, int, size_t) =
-    sgns_out_scalar;
+static float (*dot_i8_fn)(const float *, const int8_t *, size_t, float *, float *) = dot_i8_scalar;
+static float (*sgns_out_fn)(float *, const float *, float *, float, int, size_t) = sgns_out_scalar;
 static void (*axpy_fn)(float, const float *, float *, size_t) = axpy_scalar;
 static void (*scale_fn)(float, float *, size_t) = scale_scalar;
 static const char *impl_name = "scalar";
@@ -286,20 +279,11 @@ __attribute__((constructor)) static void vec_init(void)
     }
 }
 
-float rc_vec_dot(const float *a, const float *b, size_t n)
-{
-    return dot_fn(a, b, n);
-}
+float rc_vec_dot(const float *a, const float *b, size_t n) { return dot_fn(a, b, n); }
 
-void rc_vec_axpy(float a, const float *x, float *y, size_t n)
-{
-    axpy_fn(a, x, y, n);
-}
+void rc_vec_axpy(float a, const float *x, float *y, size_t n) { axpy_fn(a, x, y, n); }
 
-void rc_vec_scale(float a, float *y, size_t n)
-{
-    scale_fn(a, y, n);
-}
+void rc_vec_scale(float a, float *y, size_t n) { scale_fn(a, y, n); }
 
 float rc_vec_normalize(float *x, size_t n)
 {
@@ -329,17 +313,8 @@ void rc_vec_copy(float *dst, const float *src, size_t n)
 #endif
 }
 
-const char *rc_vec_impl(void)
-{
-    return impl_name;
-}
+const char *rc_vec_impl(void) { return impl_name; }
 
-float rc_sigmoid(float x)
-{
-    return lerp_tab(sig_tab, x);
-}
+float rc_sigmoid(float x) { return lerp_tab(sig_tab, x); }
 
-float rc_log_sigmoid(float x)
-{
-    return lerp_tab(logsig_tab, x);
-}
+float rc_log_sigmoid(float x) { return lerp_tab(logsig_tab, x); }

@@ -352,8 +352,13 @@ void e2e_broker_stop(e2e_broker *b)
 
 void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
 {
-    rc_gen_opts o = {.seed = seed, .events = events, .users = E2E_GEN_USERS,
-                     .items = E2E_GEN_ITEMS, .cities = 4, .cates = 4, .communities = 40,
+    rc_gen_opts o = {.seed = seed,
+                     .events = events,
+                     .users = E2E_GEN_USERS,
+                     .items = E2E_GEN_ITEMS,
+                     .cities = 4,
+                     .cates = 4,
+                     .communities = 40,
                      .invalid_share = invalid};
     rc_gen *g = NULL;
     char err[256], line[RC_GEN_LINE_MAX];

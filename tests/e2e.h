@@ -9,7 +9,7 @@
 
 typedef struct e2e_daemon {
     pid_t pid;
-    char dir[256];     /* private temp dir: socket, logs, dlq */
+    char dir[256]; /* private temp dir: socket, logs, dlq */
     char sock[300];
     char log[300];
     char bootstrap[256];

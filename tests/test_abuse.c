@@ -87,8 +87,9 @@ static void produce_users(e2e_daemon *d, int users)
     ASSERT(f != NULL);
     for (int u = 0; u < users; u++)
         for (int j = 0; j < 3; j++)
-            fprintf(f, "u%d\t{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":\"c0\","
-                       "\"cate_id\":\"k0\",\"ts\":%lld}\n",
+            fprintf(f,
+                    "u%d\t{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":\"c0\","
+                    "\"cate_id\":\"k0\",\"ts\":%lld}\n",
                     u, u, u * 3 + j, T0 + u * 10 + j);
     fclose(f);
     e2e_kcat(d, path);
@@ -170,14 +171,15 @@ TEST(abuse_recall_cost_limits_and_unknown_fields)
     expect_error(d.sock, "{\"op\":\"retrain_model\",\"now\":true}", "bad_request",
                  "now: unknown field");
     /* every documented field of recall is still accepted */
-    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":5,\"city\":\"c0\","
-                            "\"categories\":[\"k0\"],\"mode\":\"avg\",\"half_life_ms\":0,"
-                            "\"exact\":false,\"now_ms\":%lld}",
+    r = e2e_request(d.sock,
+                    "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":5,\"city\":\"c0\","
+                    "\"categories\":[\"k0\"],\"mode\":\"avg\",\"half_life_ms\":0,"
+                    "\"exact\":false,\"now_ms\":%lld}",
                     T0);
     ASSERT(is_ok(r));
     json_decref(r);
     json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
-    ASSERT_GE(e2e_int(st, "server.fast_requests"), 1); /* health on the loop thread */
+    ASSERT_GE(e2e_int(st, "server.fast_requests"), 1);            /* health on the loop thread */
     ASSERT_EQ(e2e_int(st, "server.max_outbuf_total"), 268435456); /* the default */
     json_decref(st);
     ASSERT_EQ(e2e_stop(&d), 0);
@@ -242,8 +244,8 @@ TEST(abuse_health_answers_while_workers_saturated)
     write_w2v(model, 16, 100000);
     e2e_daemon d;
     ASSERT_EQ(setenv("UV_THREADPOOL_SIZE", "4", 1), 0); /* the daemon's pool, whatever the env */
-    start_with(&d, "{\"recall\":{\"max_k_users\":1000000,\"max_exact_scan\":1000000000000}}",
-               model, "16");
+    start_with(&d, "{\"recall\":{\"max_k_users\":1000000,\"max_exact_scan\":1000000000000}}", model,
+               "16");
     produce_users(&d, 256);
     char *req = batch_request(256, 100, ",\"exact\":true,\"city\":\"*\"");
     int fds[LONG];
@@ -294,16 +296,17 @@ TEST(abuse_reload_model_only_from_model_dir)
     ASSERT_EQ(mkdir(models, 0755), 0);
     snprintf(conf, sizeof conf, "{\"tower\":{\"model_dir\":\"%s\",\"max_model_bytes\":65536}}",
              models);
-    ASSERT_EQ(e2e_sh(NULL, "cd %s && mkfifo fifo && ln -s /etc/passwd link && "
-                           "printf 'not a model at all' > junk && cp junk ww && chmod 666 ww && "
-                           "truncate -s 3G big && ln -s /dev/zero dev && mkdir ../secret",
+    ASSERT_EQ(e2e_sh(NULL,
+                     "cd %s && mkfifo fifo && ln -s /etc/passwd link && "
+                     "printf 'not a model at all' > junk && cp junk ww && chmod 666 ww && "
+                     "truncate -s 3G big && ln -s /dev/zero dev && mkdir ../secret",
                      models),
               0);
     e2e_daemon d;
     start_with(&d, conf, NULL, "16");
 
-    const char *outside[] = {"/etc/shadow", "/etc/passwd", "/nonexistent/x.tower", "../x",
-                             "..", "/dev/zero"};
+    const char *outside[] = {"/etc/shadow", "/etc/passwd", "/nonexistent/x.tower",
+                             "../x",        "..",          "/dev/zero"};
     for (size_t i = 0; i < sizeof outside / sizeof *outside; i++) {
         snprintf(line, sizeof line, "{\"op\":\"reload_model\",\"path\":\"%s\"}", outside[i]);
         json_t *r = e2e_request(d.sock, "%s", line);
@@ -395,8 +398,7 @@ TEST(abuse_modelpath_rules)
     snprintf(alias + strlen(alias), sizeof alias - strlen(alias), "/good.tower");
     ASSERT_EQ(rc_modelpath_check(&o, alias, out, sizeof out, err, sizeof err), 0);
     ASSERT_STREQ(out, good); /* the directory is resolved, the file is not followed */
-    ASSERT_EQ(rc_modelpath_check(&o, "/etc/passwd", out, sizeof out, err, sizeof err),
-              RC_EINVAL);
+    ASSERT_EQ(rc_modelpath_check(&o, "/etc/passwd", out, sizeof out, err, sizeof err), RC_EINVAL);
     ASSERT_EQ(rc_modelpath_check(&o, "none", out, sizeof out, err, sizeof err), RC_EIO);
     ASSERT_EQ(rc_modelpath_check(&o, NULL, out, sizeof out, err, sizeof err), RC_ENOENT);
     o.configured = "/etc/passwd"; /* the operator's choice: checked, not confined */
@@ -434,9 +436,8 @@ TEST(abuse_1100_idle_connections_do_not_lock_out)
         free(h);
     }
     /* the k8s liveness probe, as deploy/k8s runs it */
-    ASSERT_EQ(e2e_sh(NULL, RC_BIN("recallctl") " --socket %s --timeout 60000 --alive health",
-                     d.sock),
-              0);
+    ASSERT_EQ(
+        e2e_sh(NULL, RC_BIN("recallctl") " --socket %s --timeout 60000 --alive health", d.sock), 0);
     /* a client with real work: admitted once an idle connection is a second old */
     const char req[] = "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":3}\n";
     long long until = e2e_now_ms() + WAIT_MS;

@@ -89,14 +89,17 @@ static rc_engine *api_engine(rc_api *a)
     int64_t ts = T0;
     for (int i = 0; i < 30; i++)
         for (int r = 0; r < 3; r++) {
-            int n = snprintf(line, sizeof line, "{\"user_id\":%d,\"item_id\":%d,\"city_id\":%d,"
-                             "\"cate_id\":%d,\"ts\":%lld}", (i + r) % 10, i, i % 2, i % 3,
-                             (long long)(ts += 1000));
+            int n = snprintf(line, sizeof line,
+                             "{\"user_id\":%d,\"item_id\":%d,\"city_id\":%d,"
+                             "\"cate_id\":%d,\"ts\":%lld}",
+                             (i + r) % 10, i, i % 2, i % 3, (long long)(ts += 1000));
             ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
         }
     for (int i = 0; i <= 4; i += 2) {
-        int n = snprintf(line, sizeof line, "{\"user_id\":77,\"item_id\":%d,\"city_id\":0,"
-                         "\"cate_id\":0,\"ts\":%lld}", i, (long long)(ts += 1000));
+        int n = snprintf(line, sizeof line,
+                         "{\"user_id\":77,\"item_id\":%d,\"city_id\":0,"
+                         "\"cate_id\":0,\"ts\":%lld}",
+                         i, (long long)(ts += 1000));
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
     }
     rc_engine_sync(e);
@@ -237,9 +240,16 @@ TEST(api_bad_options_name_the_field)
     expect_error(&a, req, "bad_request", "path");
 
     /* the edges that are allowed */
-    const char *good[] = {"\"k\":1", "\"k\":100", "\"half_life_ms\":0", "\"exact\":false",
-                          "\"mode\":\"avg\"", "\"mode\":\"multi_category\"", "\"categories\":[]",
-                          "\"categories\":[0,\"1\"]", "\"city\":\"*\"", "\"city\":0",
+    const char *good[] = {"\"k\":1",
+                          "\"k\":100",
+                          "\"half_life_ms\":0",
+                          "\"exact\":false",
+                          "\"mode\":\"avg\"",
+                          "\"mode\":\"multi_category\"",
+                          "\"categories\":[]",
+                          "\"categories\":[0,\"1\"]",
+                          "\"city\":\"*\"",
+                          "\"city\":0",
                           "\"now_ms\":1"};
     for (size_t i = 0; i < RC_ARRAY_LEN(good); i++) {
         snprintf(req, sizeof req, "{\"op\":\"recall\",\"user_id\":77,%s}", good[i]);
@@ -297,12 +307,11 @@ TEST(api_two_tower_without_model)
                  "no tower model");
     expect_error(&a, "{\"op\":\"recall\",\"users\":[77,3],\"mode\":\"two_tower\"}", "no_model",
                  NULL);
-    expect_error(&a, "{\"op\":\"similar\",\"item_id\":3,\"mode\":\"two_tower\"}", "no_model",
-                 NULL);
+    expect_error(&a, "{\"op\":\"similar\",\"item_id\":3,\"mode\":\"two_tower\"}", "no_model", NULL);
     /* a path outside tower.model_dir: refused before any file access, with
      * a message that says nothing of the file */
-    expect_error(&a, "{\"op\":\"reload_model\",\"path\":\"/nonexistent/m.tower\"}",
-                 "not_allowed", "not an allowed model");
+    expect_error(&a, "{\"op\":\"reload_model\",\"path\":\"/nonexistent/m.tower\"}", "not_allowed",
+                 "not an allowed model");
     expect_error(&a, "{\"op\":\"reload_model\"}", "load_failed", NULL); /* no tower.model */
     json_t *st = expect_ok(&a, "{\"op\":\"stats\"}");
     ASSERT_EQ(e2e_int(st, "two_tower.requests"), 2); /* the recalls */
@@ -336,10 +345,11 @@ TEST(api_stats_objects_and_callbacks)
 {
     static rc_api a;
     rc_engine *e = api_engine(&a);
-    const char *objects[] = {"events", "users", "index", "training", "freshness_ms", "memory",
-                             "checkpoint", "tower", "profiles", "server", "two_tower"};
-    const char *events[] = {"consumed", "applied", "invalid", "invalid_by_reason", "ignored",
-                            "duplicates", "reordered", "late", "rejected_capacity", "max_ts"};
+    const char *objects[] = {"events",       "users",  "index",      "training",
+                             "freshness_ms", "memory", "checkpoint", "tower",
+                             "profiles",     "server", "two_tower"};
+    const char *events[] = {"consumed",   "applied",   "invalid", "invalid_by_reason", "ignored",
+                            "duplicates", "reordered", "late",    "rejected_capacity", "max_ts"};
     expect_error(&a, "{\"op\":\"nope\"}", "unknown_op", "nope");
     json_t *st = expect_ok(&a, "{\"op\":\"stats\"}");
     for (size_t i = 0; i < RC_ARRAY_LEN(objects); i++)

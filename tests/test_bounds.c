@@ -115,20 +115,25 @@ TEST(bounds_daemon_partitions_items_users_dlq)
     snprintf(cfg, sizeof cfg,
              "{\"model\":{\"max_items\":64,\"dim\":16},\"sessions\":{\"max_users\":4},"
              "\"index\":{\"max_partitions\":8},"
-             "\"kafka\":{\"dlq_file\":\"%s\",\"dlq_file_max_mb\":1}}", dlq);
+             "\"kafka\":{\"dlq_file\":\"%s\",\"dlq_file_max_mb\":1}}",
+             dlq);
     e2e_write_file(conf, cfg);
     FILE *f = fopen(lines, "w");
     ASSERT(f != NULL);
     const long long T = 1700000000000LL;
     long long n = 0, bad = 0;
     for (int i = 0; i < 80; i++, n++) /* item i in city c<i % 60>, user u<i % 20> */
-        fprintf(f, "u%d\t{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":\"c%d\","
-                   "\"cate_id\":\"k0\",\"ts\":%lld}\n", i % 20, i % 20, i, i % 60, T + i * 1000);
+        fprintf(f,
+                "u%d\t{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":\"c%d\","
+                "\"cate_id\":\"k0\",\"ts\":%lld}\n",
+                i % 20, i % 20, i, i % 60, T + i * 1000);
     static char pad[6001];
     memset(pad, 'x', sizeof pad - 1);
     for (int i = 0; i < 400; i++, n++, bad++) /* wrong_type ts, ~6 KB each */
-        fprintf(f, "b%d\t{\"user_id\":\"b\",\"item_id\":\"i1\",\"city_id\":\"c0\","
-                   "\"cate_id\":\"k0\",\"ts\":\"%s\"}\n", i % 7, pad);
+        fprintf(f,
+                "b%d\t{\"user_id\":\"b\",\"item_id\":\"i1\",\"city_id\":\"c0\","
+                "\"cate_id\":\"k0\",\"ts\":\"%s\"}\n",
+                i % 7, pad);
     ASSERT_EQ(fclose(f), 0);
 
     e2e_daemon d;
@@ -152,7 +157,8 @@ TEST(bounds_daemon_partitions_items_users_dlq)
     /* 6: the dead-letter file stays under its cap; what a rotation deleted is
      * counted, so written = in the files + dropped */
     ASSERT_EQ(e2e_int(st, "events.invalid"), bad);
-    long long dl = e2e_int(st, "kafka.dead_letters"), dropped = e2e_int(st, "kafka.dead_letters_dropped");
+    long long dl = e2e_int(st, "kafka.dead_letters"),
+              dropped = e2e_int(st, "kafka.dead_letters_dropped");
     ASSERT_EQ(dl, bad);
     ASSERT_EQ(e2e_int(st, "kafka.dead_letter_errors"), 0);
     ASSERT_GE(e2e_int(st, "kafka.dlq_rotations"), 2);
@@ -197,14 +203,17 @@ TEST(bounds_daemon_future_ts_refused_user_keeps_training)
     snprintf(cfg, sizeof cfg,
              "{\"model\":{\"dim\":16},\"sessions\":{\"ttl_ms\":120000},"
              "\"events\":{\"max_future_ms\":300000,\"max_past_ms\":86400000},"
-             "\"kafka\":{\"dlq_file\":\"%s\"}}", dlq);
+             "\"kafka\":{\"dlq_file\":\"%s\"}}",
+             dlq);
     e2e_write_file(conf, cfg);
     long long now = rc_wall_ms();
     FILE *f = fopen(lines, "w");
     ASSERT(f != NULL);
-#define EV(item, ts)                                                                       \
-    fprintf(f, "u1\t{\"user_id\":\"u1\",\"item_id\":\"%s\",\"city_id\":\"c0\",\"cate_id\":"  \
-               "\"k0\",\"ts\":%lld}\n", item, (long long)(ts))
+#define EV(item, ts)                                                                               \
+    fprintf(f,                                                                                     \
+            "u1\t{\"user_id\":\"u1\",\"item_id\":\"%s\",\"city_id\":\"c0\",\"cate_id\":"           \
+            "\"k0\",\"ts\":%lld}\n",                                                               \
+            item, (long long)(ts))
     EV("i1", now - 60000);
     EV("i2", now - 50000);
     fprintf(f, "u1\t{\"user_id\":\"u1\",\"item_id\":\"i3\",\"city_id\":\"c0\",\"cate_id\":"
@@ -253,8 +262,10 @@ TEST(bounds_daemon_future_ts_refused_user_keeps_training)
     snprintf(more, sizeof more, "%s/more.tsv", dir);
     f = fopen(more, "w");
     ASSERT(f != NULL);
-    fprintf(f, "u2\t{\"user_id\":\"u2\",\"item_id\":\"i7\",\"city_id\":\"c0\",\"cate_id\":"
-               "\"k0\",\"ts\":%lld}\n", now + 240000);
+    fprintf(f,
+            "u2\t{\"user_id\":\"u2\",\"item_id\":\"i7\",\"city_id\":\"c0\",\"cate_id\":"
+            "\"k0\",\"ts\":%lld}\n",
+            now + 240000);
     ASSERT_EQ(fclose(f), 0);
     e2e_kcat(&d, more);
     t0 = e2e_now_ms();
@@ -298,8 +309,8 @@ TEST(bounds_dlq_file_rotation_counts_earlier_files)
     e2e_write_file(old, "{}\n{}\n{}\n{}\n{}\n");
     uv_loop_t loop;
     ASSERT_EQ(uv_loop_init(&loop), 0);
-    rc_consumer_opts o = {.embedded = 1, .on_batch = no_batch, .dlq_file = path,
-                          .dlq_file_max_bytes = 8192};
+    rc_consumer_opts o = {
+        .embedded = 1, .on_batch = no_batch, .dlq_file = path, .dlq_file_max_bytes = 8192};
     rc_consumer *c = NULL;
     char err[256] = "";
     if (rc_consumer_start(&loop, &o, &c, err, sizeof err) != 0)

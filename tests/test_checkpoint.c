@@ -402,7 +402,6 @@ TEST(checkpoint_write_is_paced)
 
 #include "e2e.h"
 
-
 static long long mono_ms(void)
 {
     struct timespec ts;
@@ -460,8 +459,8 @@ static void kill9_run(uint64_t seed)
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(conf, sizeof conf, "%s/recalld.json", dir);
     e2e_write_file(conf, "{\"checkpoint\":{\"interval_ms\":200,\"max_mb_s\":2.0},"
-                     "\"kafka\":{\"config\":{\"session.timeout.ms\":\"4000\","
-                     "\"heartbeat.interval.ms\":\"500\"}},\"log\":{\"stats_interval_ms\":0}}");
+                         "\"kafka\":{\"config\":{\"session.timeout.ms\":\"4000\","
+                         "\"heartbeat.interval.ms\":\"500\"}},\"log\":{\"stats_interval_ms\":0}}");
     e2e_gen_truth(seed, N, INVALID, &tr);
     e2e_broker_start(&b, 4, NULL);
     const char *extra[] = {"--config", conf, "--data-dir", data, NULL};
@@ -505,8 +504,7 @@ static void kill9_run(uint64_t seed)
         }
         e2e_kill(&d);
         fprintf(stderr, "seed %llu: kill %d at seq %llu (temp file: %d)\n",
-                (unsigned long long)seed, k, (unsigned long long)newest_seq(data),
-                has_temp(data));
+                (unsigned long long)seed, k, (unsigned long long)newest_seq(data), has_temp(data));
         if (k == 1) {
             in_write = has_temp(data);
             if (!in_write && ++attempts < 20)
@@ -609,8 +607,8 @@ TEST(checkpoint_e2e_disk_full_keeps_old_and_serves)
             RC__FAIL("no failed checkpoint in 120 s with the disk full");
     }
     long long seq = e2e_int(st, "checkpoint.seq"), failures = e2e_int(st, "checkpoint.failures");
-    const char *why = json_string_value(
-        json_object_get(json_object_get(st, "checkpoint"), "last_error"));
+    const char *why =
+        json_string_value(json_object_get(json_object_get(st, "checkpoint"), "last_error"));
     fprintf(stderr, "disk full: seq %lld kept, %lld failures, last_error \"%s\"\n", seq, failures,
             why ? why : "");
     ASSERT_GT(seq, 0);

@@ -33,8 +33,8 @@ TEST(cli_common_flags)
 {
     rc_cli c;
     char err[256];
-    ASSERT_EQ(parse(&c, err, sizeof err, "--input", "-", "--format", "tsv", "--sep", "::",
-                    "--header", "--user", "0", "--item=item_id", "--time", "ts", "--session",
+    ASSERT_EQ(parse(&c, err, sizeof err, "--input", "-", "--format", "tsv", "--sep",
+                    "::", "--header", "--user", "0", "--item=item_id", "--time", "ts", "--session",
                     "sid", "--city", "3", "--cate", "cat", "--time-unit", "iso", "--time-offset",
                     "tf", "--gap-ms", "60000", "--item-cates", "c.csv", "--item-cates-format",
                     "movielens", "--test-ratio", "0.25", "--methods", "sgns,itemknn", "--mode",
@@ -191,9 +191,11 @@ TEST(cli_recalld_train_binary)
         fprintf(f, "u%d;i%d;%d\n", i % 20, (i * 7) % 30, 1000 + i);
     fprintf(f, "u1;;5\nu2;i3\nu3;i4;yesterday\n");
     fclose(f);
-    int st = e2e_sh(&out, RC_BIN("recalld-train") " --input %s --user user --item item "
-                          "--time time --output %s/m.rcm --epochs 1 --threads 1 2>&1",
-                    path, dir);
+    int st =
+        e2e_sh(&out,
+               RC_BIN("recalld-train") " --input %s --user user --item item "
+                                       "--time time --output %s/m.rcm --epochs 1 --threads 1 2>&1",
+               path, dir);
     ASSERT_EQ(st, 0);
     ASSERT(strstr(out, "log.csv:202: skipped (empty_id)") != NULL);
     ASSERT(strstr(out, "log.csv:203: skipped (columns)") != NULL);
@@ -206,8 +208,11 @@ TEST(cli_recalld_train_binary)
     snprintf(model, sizeof model, "%s/m.rcm", dir);
     ASSERT_EQ(access(model, R_OK), 0);
     /* An unreadable input: exit 1 with the file named. */
-    ASSERT_EQ(e2e_sh(&out, RC_BIN("recalld-train") " --input %s/absent.csv --output %s/x.rcm "
-                           "2>&1", dir, dir), 1);
+    ASSERT_EQ(e2e_sh(&out,
+                     RC_BIN("recalld-train") " --input %s/absent.csv --output %s/x.rcm "
+                                             "2>&1",
+                     dir, dir),
+              1);
     ASSERT(strstr(out, "absent.csv") != NULL);
     free(out);
 }
@@ -256,8 +261,13 @@ static struct parsed *parse_opts(struct parsed *p, int maxpos, ...)
         {"name", 0, RC_CLI_STR, &p->str, "S", "a name\nsecond line", 0, 0, 0},
         {"", 'X', RC_CLI_CALL, NULL, "K=V", "repeatable", 0, 0, 0},
     };
-    rc_cli_spec s = {.prog = "prog", .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_call,
-                     .ud = &p->calls, .min_args = maxpos ? 1 : 0, .max_args = maxpos};
+    rc_cli_spec s = {.prog = "prog",
+                     .opts = opts,
+                     .nopts = RC_ARRAY_LEN(opts),
+                     .fn = on_call,
+                     .ud = &p->calls,
+                     .min_args = maxpos ? 1 : 0,
+                     .max_args = maxpos};
     p->rc = rc_cli_args_parse(&s, argc, argv, &p->argi, p->err, sizeof p->err);
     return p;
 }
@@ -265,8 +275,10 @@ static struct parsed *parse_opts(struct parsed *p, int maxpos, ...)
 TEST(cli_args_parser)
 {
     struct parsed p;
-    ASSERT_EQ(parse_opts(&p, 0, "--flag", "--count", "7", "--level=2", "--ratio", "0.5",
-                         "--name", "n", "-X", "a=1", "-Xb=2", NULL)->rc, 0);
+    ASSERT_EQ(parse_opts(&p, 0, "--flag", "--count", "7", "--level=2", "--ratio", "0.5", "--name",
+                         "n", "-X", "a=1", "-Xb=2", NULL)
+                  ->rc,
+              0);
     ASSERT_EQ(p.flag, 1);
     ASSERT_EQ(p.u, 7);
     ASSERT_EQ(p.i, 2);
@@ -319,8 +331,12 @@ TEST(cli_args_parser)
         {"name", 0, RC_CLI_STR, NULL, "S", "a name\nsecond line", 0, 0, 0},
         {"", 'X', RC_CLI_CALL, NULL, "K=V", "repeatable", 0, 0, 0},
     };
-    rc_cli_spec s = {.prog = "prog", .synopsis = "[options] ARG", .about = "About.",
-                     .epilog = "After.\n", .opts = opts, .nopts = 2};
+    rc_cli_spec s = {.prog = "prog",
+                     .synopsis = "[options] ARG",
+                     .about = "About.",
+                     .epilog = "After.\n",
+                     .opts = opts,
+                     .nopts = 2};
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -344,8 +360,9 @@ TEST(cli_every_binary_help_version_typo)
     for (size_t i = 0; i < RC_ARRAY_LEN(bins); i++) {
         char *out = NULL, want[128];
         for (int h = 0; h < 2; h++) {
-            ASSERT_EQ(e2e_sh(&out, "%s/%s %s 2>/dev/null", RC_BUILD_DIR, bins[i],
-                             h ? "--help" : "-h"), 0);
+            ASSERT_EQ(
+                e2e_sh(&out, "%s/%s %s 2>/dev/null", RC_BUILD_DIR, bins[i], h ? "--help" : "-h"),
+                0);
             snprintf(want, sizeof want, "usage: %s ", bins[i]);
             if (strncmp(out, want, strlen(want)) || !strstr(out, "--version"))
                 RC__FAIL("%s %s: %.200s", bins[i], h ? "--help" : "-h", out);
@@ -356,8 +373,8 @@ TEST(cli_every_binary_help_version_typo)
         ASSERT_STREQ(out, want);
         free(out);
         ASSERT_EQ(e2e_sh(&out, "%s/%s --bogus-flag 2>&1 >/dev/null", RC_BUILD_DIR, bins[i]), 2);
-        snprintf(want, sizeof want, "%s: --bogus-flag: unknown option (try '%s --help')\n",
-                 bins[i], bins[i]);
+        snprintf(want, sizeof want, "%s: --bogus-flag: unknown option (try '%s --help')\n", bins[i],
+                 bins[i]);
         ASSERT_STREQ(out, want);
         free(out);
     }
@@ -427,15 +444,20 @@ TEST(cli_gen_kafka_properties)
     ASSERT(strstr(out, "-X needs --brokers") != NULL);
     free(out);
     ASSERT_EQ(e2e_sh(&out, "%s --events 1 --brokers 127.0.0.1:1 -X bogus.prop=1 2>&1",
-                     RC_BIN("recalld-gen")), 1);
+                     RC_BIN("recalld-gen")),
+              1);
     ASSERT(strstr(out, "recalld-gen: kafka: bogus.prop: No such configuration property") != NULL);
     free(out);
-    ASSERT_EQ(e2e_sh(&out, "%s --events 1 --brokers 127.0.0.1:1 -X enable.idempotence=maybe "
-                     "2>&1", RC_BIN("recalld-gen")), 1);
+    ASSERT_EQ(e2e_sh(&out,
+                     "%s --events 1 --brokers 127.0.0.1:1 -X enable.idempotence=maybe "
+                     "2>&1",
+                     RC_BIN("recalld-gen")),
+              1);
     ASSERT(strstr(out, "kafka: enable.idempotence: Expected bool value") != NULL);
     free(out);
-    ASSERT_EQ(e2e_sh(&out, "%s --events 1 --brokers 127.0.0.1:1 -X novalue 2>&1",
-                     RC_BIN("recalld-gen")), 2);
+    ASSERT_EQ(
+        e2e_sh(&out, "%s --events 1 --brokers 127.0.0.1:1 -X novalue 2>&1", RC_BIN("recalld-gen")),
+        2);
     ASSERT(strstr(out, "-X: expected KEY=VALUE") != NULL);
     free(out);
 }

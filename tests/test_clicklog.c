@@ -48,10 +48,7 @@ static rc_clicklog *load_ok(rc_clicklog_opts o)
     return log;
 }
 
-static const char *str_of(rc_dict *d, uint32_t id)
-{
-    return rc_dict_str(d, id, NULL);
-}
+static const char *str_of(rc_dict *d, uint32_t id) { return rc_dict_str(d, id, NULL); }
 
 /* The item ids of session s, space-separated. */
 static const char *sess_items(const rc_clicklog *log, uint32_t s)
@@ -70,17 +67,21 @@ TEST(clicklog_csv_header_names_and_malformed)
     const char *p = write_file("a.csv", "ts,user,item,city\n"
                                         "100,u1,i1,c1\n"
                                         "200,u1,i2,c1\n"
-                                        "300,u2,i1\n"         /* too few columns */
+                                        "300,u2,i1\n"          /* too few columns */
                                         "400,u2,i3,c2,extra\n" /* too many */
-                                        "500,,i3,c2\n"        /* empty user */
-                                        "abc,u2,i3,c2\n"      /* bad time */
-                                        "\n"                  /* blank: no row */
-                                        "-5,u2,i3,c2\n"       /* negative time */
-                                        "600,u2,i3,c2\r\n"    /* CRLF is fine */
+                                        "500,,i3,c2\n"         /* empty user */
+                                        "abc,u2,i3,c2\n"       /* bad time */
+                                        "\n"                   /* blank: no row */
+                                        "-5,u2,i3,c2\n"        /* negative time */
+                                        "600,u2,i3,c2\r\n"     /* CRLF is fine */
                                         "700, u2 ,\"i,4\",c2\n");
-    rc_clicklog *log = load_ok((rc_clicklog_opts){
-        .path = p, .header = 1, .col_user = "user", .col_item = "item", .col_time = "ts",
-        .col_city = "city", .time_unit = RC_TIME_MS});
+    rc_clicklog *log = load_ok((rc_clicklog_opts){.path = p,
+                                                  .header = 1,
+                                                  .col_user = "user",
+                                                  .col_item = "item",
+                                                  .col_time = "ts",
+                                                  .col_city = "city",
+                                                  .time_unit = RC_TIME_MS});
     ASSERT_EQ(log->n, 4);
     ASSERT_EQ(log->lines, 9);
     ASSERT_EQ(log->skipped, 5);
@@ -102,10 +103,14 @@ TEST(clicklog_indices_equal_names)
 {
     const char *p = write_file("b.csv", "user;item;time;cate\n"
                                         "u1;i1;10;k1\nu1;i2;20;k2\nu2;i2;15;k2\nu2;i3;40;k1\n");
-    rc_clicklog *a = load_ok((rc_clicklog_opts){.path = p, .header = 1, .col_user = "0",
-                                                .col_item = "1", .col_time = "2", .col_cate = "3"});
-    rc_clicklog *b = load_ok((rc_clicklog_opts){.path = p, .col_user = "USER", .col_item = "item",
-                                                .col_time = "time", .col_cate = "cate"});
+    rc_clicklog *a = load_ok((rc_clicklog_opts){.path = p,
+                                                .header = 1,
+                                                .col_user = "0",
+                                                .col_item = "1",
+                                                .col_time = "2",
+                                                .col_cate = "3"});
+    rc_clicklog *b = load_ok((rc_clicklog_opts){
+        .path = p, .col_user = "USER", .col_item = "item", .col_time = "time", .col_cate = "cate"});
     ASSERT_EQ(a->n, 4);
     ASSERT_EQ(b->n, a->n);
     ASSERT_EQ(a->nsessions, b->nsessions);
@@ -124,8 +129,8 @@ TEST(clicklog_unknown_column_refused)
     const char *p = write_file("c.csv", "user,item,time\nu1,i1,1\n");
     rc_clicklog *log = NULL;
     char err[256] = "";
-    rc_clicklog_opts o = {.path = p, .col_user = "user", .col_item = "itm", .col_time = "time",
-                          .quiet = 1};
+    rc_clicklog_opts o = {
+        .path = p, .col_user = "user", .col_item = "itm", .col_time = "time", .quiet = 1};
     ASSERT_EQ(rc_clicklog_load(&o, &log, err, sizeof err), RC_EINVAL);
     ASSERT(log == NULL);
     ASSERT(strstr(err, "--item itm") != NULL);
@@ -155,8 +160,8 @@ TEST(clicklog_double_colon_and_default_columns)
     ASSERT_EQ(log->recs[0].ts_ms, 978298709000LL);
     rc_clicklog_free(log);
     /* The same with explicit "::" and indices. */
-    log = load_ok((rc_clicklog_opts){.path = p, .sep = "::", .col_user = "0", .col_item = "1",
-                                     .col_time = "3"});
+    log = load_ok((rc_clicklog_opts){
+        .path = p, .sep = "::", .col_user = "0", .col_item = "1", .col_time = "3"});
     ASSERT_EQ(log->n, 3);
     rc_clicklog_free(log);
 }
@@ -167,9 +172,12 @@ TEST(clicklog_tsv_and_iso)
                                         "u1\ti2\t2016-05-09 10:10:30.250\n"
                                         "u1\ti3\t2016-05-09T11:00:00+01:00\n" /* = 10:00Z */
                                         "u1\ti4\t2016-02-30\n");
-    rc_clicklog *log = load_ok((rc_clicklog_opts){.path = p, .format = RC_LOG_TSV,
-                                                  .col_user = "0", .col_item = "1",
-                                                  .col_time = "2", .time_unit = RC_TIME_ISO});
+    rc_clicklog *log = load_ok((rc_clicklog_opts){.path = p,
+                                                  .format = RC_LOG_TSV,
+                                                  .col_user = "0",
+                                                  .col_item = "1",
+                                                  .col_time = "2",
+                                                  .time_unit = RC_TIME_ISO});
     ASSERT_EQ(log->n, 3);
     ASSERT_EQ(log->skipped_by_reason[RC_LOG_R_BAD_TIME], 1);
     struct tm tm = {.tm_year = 116, .tm_mon = 4, .tm_mday = 9, .tm_hour = 10};
@@ -197,16 +205,28 @@ TEST(clicklog_parse_iso_cases)
         {"1900-03-01", 1900, 3, 1, 0, 0, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
-        struct tm tm = {.tm_year = ok[i].y - 1900, .tm_mon = ok[i].mo - 1, .tm_mday = ok[i].d,
-                        .tm_hour = ok[i].h, .tm_min = ok[i].mi, .tm_sec = ok[i].sec};
+        struct tm tm = {.tm_year = ok[i].y - 1900,
+                        .tm_mon = ok[i].mo - 1,
+                        .tm_mday = ok[i].d,
+                        .tm_hour = ok[i].h,
+                        .tm_min = ok[i].mi,
+                        .tm_sec = ok[i].sec};
         int64_t want = (int64_t)timegm(&tm) * 1000 + ok[i].ms - ok[i].zone_min * 60000LL, got = -1;
         ASSERT_EQ(rc_clicklog_parse_iso(ok[i].s, strlen(ok[i].s), &got), 0);
         ASSERT_EQ(got, want);
     }
-    static const char *const bad[] = {"", "2016", "2016-5-09", "2016-13-01", "1900-02-29",
-                                      "2016-05-09T24:00", "2016-05-09T10:60", "2016-05-09X",
-                                      "2016-05-09T10:00Zjunk", "2016-05-09T10:00:00.",
-                                      "2016-05-09T10:00+25:00", "abc"};
+    static const char *const bad[] = {"",
+                                      "2016",
+                                      "2016-5-09",
+                                      "2016-13-01",
+                                      "1900-02-29",
+                                      "2016-05-09T24:00",
+                                      "2016-05-09T10:60",
+                                      "2016-05-09X",
+                                      "2016-05-09T10:00Zjunk",
+                                      "2016-05-09T10:00:00.",
+                                      "2016-05-09T10:00+25:00",
+                                      "abc"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t v;
         if (rc_clicklog_parse_iso(bad[i], strlen(bad[i]), &v) != RC_EINVAL)
@@ -248,9 +268,12 @@ TEST(clicklog_sessions_by_column)
                                         "3;7;13;100;2016-05-09\n"
                                         "1;NA;14;9000000;2016-05-09\n"
                                         "3;7;15;x;2016-05-09\n");
-    rc_clicklog *log = load_ok((rc_clicklog_opts){
-        .path = p, .col_session = "sessionId", .col_item = "item_id", .col_time = "eventdate",
-        .time_unit = RC_TIME_ISO, .col_time_offset = "timeframe"});
+    rc_clicklog *log = load_ok((rc_clicklog_opts){.path = p,
+                                                  .col_session = "sessionId",
+                                                  .col_item = "item_id",
+                                                  .col_time = "eventdate",
+                                                  .time_unit = RC_TIME_ISO,
+                                                  .col_time_offset = "timeframe"});
     ASSERT_EQ(log->n, 5);
     ASSERT_EQ(log->skipped_by_reason[RC_LOG_R_BAD_TIME], 1);
     /* 2.5 h inside session 1: no gap split with a session column. */
@@ -298,14 +321,14 @@ TEST(clicklog_gzip_and_stdin)
 
 TEST(clicklog_jsonl_events)
 {
-    const char *p = write_file("h.jsonl",
-                               "{\"user_id\":\"u1\",\"item_id\":\"i1\",\"city_id\":3,"
-                               "\"cate_id\":\"k\",\"ts\":1000}\n"
-                               "{\"user_id\":\"u1\",\"item_id\":\"i2\",\"city_id\":3,"
-                               "\"cate_id\":\"k\"}\n"
-                               "not json\n"
-                               "{\"user_id\":\"u1\",\"item_id\":7,\"city_id\":4,\"cate_id\":\"m\","
-                               "\"ts\":2000}\n");
+    const char *p =
+        write_file("h.jsonl", "{\"user_id\":\"u1\",\"item_id\":\"i1\",\"city_id\":3,"
+                              "\"cate_id\":\"k\",\"ts\":1000}\n"
+                              "{\"user_id\":\"u1\",\"item_id\":\"i2\",\"city_id\":3,"
+                              "\"cate_id\":\"k\"}\n"
+                              "not json\n"
+                              "{\"user_id\":\"u1\",\"item_id\":7,\"city_id\":4,\"cate_id\":\"m\","
+                              "\"ts\":2000}\n");
     rc_clicklog *log = load_ok((rc_clicklog_opts){.path = p});
     ASSERT_EQ(log->n, 2);
     ASSERT_EQ(log->skipped_by_reason[RC_LOG_R_BAD_EVENT], 2);
@@ -336,8 +359,8 @@ TEST(clicklog_item_cates_side_files)
 {
     const char *p = write_file("v.csv", "s;i;t\n1;100;1\n1;200;2\n2;300;3\n2;100;4\n");
     const char *cats = write_file("cats.csv", "itemId;categoryId\n100;7\n300;8\n999;9\n");
-    rc_clicklog *log = load_ok((rc_clicklog_opts){.path = p, .col_session = "s", .col_item = "i",
-                                                  .col_time = "t", .item_cates = cats});
+    rc_clicklog *log = load_ok((rc_clicklog_opts){
+        .path = p, .col_session = "s", .col_item = "i", .col_time = "t", .item_cates = cats});
     ASSERT(log->has_cate);
     for (size_t i = 0; i < log->n; i++) {
         const char *it = str_of(log->items, log->recs[i].item);
@@ -355,8 +378,11 @@ TEST(clicklog_item_cates_side_files)
              "200|Movie B (1995)|01-Jan-1995||http://y|0|1|1%s\n",
              zeros, zeros);
     const char *ml = write_file("u.item", uitem);
-    log = load_ok((rc_clicklog_opts){.path = p, .col_session = "s", .col_item = "i",
-                                     .col_time = "t", .item_cates = ml,
+    log = load_ok((rc_clicklog_opts){.path = p,
+                                     .col_session = "s",
+                                     .col_item = "i",
+                                     .col_time = "t",
+                                     .item_cates = ml,
                                      .item_cates_format = "movielens"});
     for (size_t i = 0; i < log->n; i++) {
         const char *it = str_of(log->items, log->recs[i].item);
@@ -381,17 +407,20 @@ TEST(clicklog_shared_datasets)
     if (access(dg, R_OK))
         RC_SKIP("RECALLD_DATA_DIR (%s) has no diginetica/sample_train-item-views.csv", dir);
     /* Counts as stated in the datasets' SOURCES.md (computed from the files). */
-    rc_clicklog *log = load_ok((rc_clicklog_opts){.path = ml, .format = RC_LOG_TSV,
-                                                  .col_user = "0", .col_item = "1",
-                                                  .col_time = "3"});
+    rc_clicklog *log = load_ok((rc_clicklog_opts){
+        .path = ml, .format = RC_LOG_TSV, .col_user = "0", .col_item = "1", .col_time = "3"});
     ASSERT_EQ(log->n, 100000);
     ASSERT_EQ(log->skipped, 0);
     ASSERT_EQ(rc_dict_size(log->users), 943);
     ASSERT_EQ(rc_dict_size(log->items), 1682);
     rc_clicklog_free(log);
-    log = load_ok((rc_clicklog_opts){.path = dg, .sep = ";", .header = 1,
-                                     .col_session = "session_id", .col_item = "item_id",
-                                     .col_time = "eventdate", .time_unit = RC_TIME_ISO,
+    log = load_ok((rc_clicklog_opts){.path = dg,
+                                     .sep = ";",
+                                     .header = 1,
+                                     .col_session = "session_id",
+                                     .col_item = "item_id",
+                                     .col_time = "eventdate",
+                                     .time_unit = RC_TIME_ISO,
                                      .col_time_offset = "timeframe"});
     ASSERT_EQ(log->n, 12391);
     ASSERT_EQ(log->nsessions, 2986);

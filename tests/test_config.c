@@ -54,15 +54,19 @@ TEST(config_errors_name_the_key)
         {"{\"model\":{\"mode\":\"glove\"}}", "model.mode: expected \"skipgram\" or \"cbow\""},
         {"{\"model\":{\"hard_share\":1.5}}", "model.hard_share: 1.5 is out of range"},
         {"{\"socket\":{\"mode\":\"rw\"}}", "socket.mode: expected an octal mode"},
-        {"{\"socket\":{\"path\":\"/tmp/a-path-longer-than-the-107-bytes-of-sun-path/0123456789/0123456789/0123456789/0123456789/01234567890123\"}}", "socket.path: length 108 is out of range 0..107"},
+        {"{\"socket\":{\"path\":\"/tmp/a-path-longer-than-the-107-bytes-of-sun-path/0123456789/"
+         "0123456789/0123456789/0123456789/01234567890123\"}}",
+         "socket.path: length 108 is out of range 0..107"},
         {"{\"kafka\":{\"embedded\":1}}", "kafka.embedded: expected true or false"},
         {"{\"kafka\":{\"brokers\":\"\"}}", "kafka.brokers: required unless kafka.embedded"},
         {"{\"kafka\":{\"config\":{\"a\":1}}}", "kafka.config: values must be strings"},
         {"{\"log\":{\"level\":\"loud\"}}", "log.level: expected debug"},
-        {"{\"recall\":{\"scope\":\"planet\"}}", "recall.scope: expected \"user_city\" or \"global\""},
+        {"{\"recall\":{\"scope\":\"planet\"}}",
+         "recall.scope: expected \"user_city\" or \"global\""},
         {"{\"recall\":{\"half_life_ms\":-5}}", "recall.half_life_ms: -5 is out of range"},
         {"{\"recall\":{\"k_default\":50,\"k_max\":10}}", "recall.k_default: must not exceed"},
-        {"{\"sessions\":{\"history\":4},\"model\":{\"window\":5}}", "must not exceed sessions.history"},
+        {"{\"sessions\":{\"history\":4},\"model\":{\"window\":5}}",
+         "must not exceed sessions.history"},
         {"{\"model\":{\"dim\":64,\"dim\":32}}", "duplicate object key"},
         {"{\"model\":", "config:1:"},
         {"[1]", "top level must be an object"},
@@ -104,17 +108,21 @@ TEST(config_every_error_message)
         {"{\"socket\":{\"path\":5}}", "socket.path: expected string"},
         {"{\"model\":{\"mode\":1}}", "model.mode: expected string"},
         {"{\"log\":{\"format\":\"xml\"}}", "log.format: expected \"logfmt\" or \"json\""},
-        {"{\"recall\":{\"scope\":\"planet\"}}", "recall.scope: expected \"user_city\" or \"global\""},
+        {"{\"recall\":{\"scope\":\"planet\"}}",
+         "recall.scope: expected \"user_city\" or \"global\""},
         {"{\"socket\":{\"allow_uids\":7}}", "socket.allow_uids: expected an array of at most"},
-        {"{\"socket\":{\"allow_uids\":[\"root\"]}}", "socket.allow_uids: element 0: expected integer uid"},
-        {"{\"kafka\":{\"config\":[]}}", "kafka.config: expected an object of librdkafka properties"},
+        {"{\"socket\":{\"allow_uids\":[\"root\"]}}",
+         "socket.allow_uids: element 0: expected integer uid"},
+        {"{\"kafka\":{\"config\":[]}}",
+         "kafka.config: expected an object of librdkafka properties"},
         {many, "kafka.config: too many properties (at most 64)"},
         {"{\"sessions\":{\"history\":10},\"recall\":{\"window\":11}}",
          "recall.window: must not exceed sessions.history"},
         {"{\"sessions\":{\"history\":10},\"recall\":{\"window\":5},\"model\":{\"window\":11}}",
          "model.window: must not exceed sessions.history"},
         {"{\"metrics\":{\"bind\":\"localhost\"}}", "metrics.bind: expected an IPv4 or IPv6"},
-        {"{\"checkpoint\":{\"interval_ms\":-5}}", "checkpoint.interval_ms: -5 is out of range 0..86400000"},
+        {"{\"checkpoint\":{\"interval_ms\":-5}}",
+         "checkpoint.interval_ms: -5 is out of range 0..86400000"},
         {"{\"checkpoint\":{\"keep\":0}}", "checkpoint.keep: 0 is out of range 1..100"},
         {"{\"checkpoint\":{\"max_mb_s\":\"fast\"}}", "checkpoint.max_mb_s: expected number"},
         {"{\"checkpoint\":{\"every\":1}}", "checkpoint.every: unknown key"},
@@ -150,7 +158,8 @@ TEST(config_check_config_binary)
     ASSERT(mkdtemp(dir) != NULL);
     snprintf(good, sizeof good, "%s/good.json", dir);
     snprintf(bad, sizeof bad, "%s/bad.json", dir);
-    e2e_write_file(good, "{\"checkpoint\":{\"interval_ms\":1000,\"keep\":3},\"data_dir\":\"/tmp/x\"}");
+    e2e_write_file(good,
+                   "{\"checkpoint\":{\"interval_ms\":1000,\"keep\":3},\"data_dir\":\"/tmp/x\"}");
     e2e_write_file(bad, "{\"checkpoint\":{\"keep\":0}}");
     memset(longsock, 'a', 200);
     longsock[200] = '\0';
@@ -160,12 +169,15 @@ TEST(config_check_config_binary)
     } cases[] = {
         {"--config %s", "recalld: configuration ok", 0},
         {"--config %s --config /nonexistent.json", "config /nonexistent.json: No such file", 2},
-        {"--config %s --dim abc", "recalld: --dim: model.dim: expected integer in 8..1024 (got 'abc')", 2},
+        {"--config %s --dim abc",
+         "recalld: --dim: model.dim: expected integer in 8..1024 (got 'abc')", 2},
         {"--config %s --dim 12", "command line: model.dim: must be a multiple of 8 (got 12)", 2},
-        {"--config %s --log-level loud", "recalld: --log-level: log.level: expected debug, info, warn, error or off", 2},
+        {"--config %s --log-level loud",
+         "recalld: --log-level: log.level: expected debug, info, warn, error or off", 2},
         {"--config %s --bogus", "recalld: --bogus: unknown option (try 'recalld --help')", 2},
         {"--config %s stray", "recalld: stray: unexpected argument", 2},
-        {"--config %s --brokers ''", "command line: kafka.brokers: required unless kafka.embedded", 2},
+        {"--config %s --brokers ''", "command line: kafka.brokers: required unless kafka.embedded",
+         2},
         {"--config %s --embedded-kafka -X bogus.prop=1",
          "recalld: -X: kafka.config: bogus.prop: No such configuration property", 2},
         {"--config %s --embedded-kafka -X session.timeout.ms=soon",
@@ -219,8 +231,9 @@ TEST(config_env_overrides)
     setenv("RECALLD_METRICS_PORT", "9999", 1);
     setenv("RECALLD_LOG_FORMAT", "json", 1);
     rc_config_defaults(&c);
-    ASSERT_EQ(rc_config_load_str(&c, "{\"kafka\":{\"topic\":\"file\",\"group\":\"g\"}}", err,
-                                 sizeof err), 0);
+    ASSERT_EQ(
+        rc_config_load_str(&c, "{\"kafka\":{\"topic\":\"file\",\"group\":\"g\"}}", err, sizeof err),
+        0);
     ASSERT_EQ(rc_config_env(&c, err, sizeof err), 0);
     ASSERT_STREQ(c.brokers, "k1:9092,k2:9092");
     ASSERT_STREQ(c.topic, "views"); /* over the file */
@@ -232,8 +245,9 @@ TEST(config_env_overrides)
     ASSERT_EQ(rc_config_validate(&c, err, sizeof err), 0);
     /* Bad values: the variable, the key, the value. */
     static const char *const bad[][3] = {
-        {"RECALLD_METRICS_PORT", "http", "environment RECALLD_METRICS_PORT: metrics.port: "
-                                         "expected integer in 0..65535 (got 'http')"},
+        {"RECALLD_METRICS_PORT", "http",
+         "environment RECALLD_METRICS_PORT: metrics.port: "
+         "expected integer in 0..65535 (got 'http')"},
         {"RECALLD_METRICS_PORT", "70000", "metrics.port: 70000 is out of range 0..65535"},
         {"RECALLD_LOG_LEVEL", "loud", "environment RECALLD_LOG_LEVEL: log.level: expected debug"},
         {"RECALLD_TOPIC", "", NULL},
@@ -258,7 +272,8 @@ TEST(config_env_overrides)
         unsetenv(rc_config_env_var(i, NULL));
         rc_config_defaults(&c);
         ASSERT_EQ(rc_config_set(&c, key, "x", RC_CONF_ENV, "t", err, sizeof err) == 0 ||
-                      strstr(err, key) != NULL, 1); /* every key of the table exists */
+                      strstr(err, key) != NULL,
+                  1); /* every key of the table exists */
     }
     unsetenv("RECALLD_DATA_DIR");
 }
@@ -275,29 +290,36 @@ TEST(config_precedence_binary)
     e2e_write_file(file, "{\"kafka\":{\"brokers\":\"\"}}");
     e2e_write_file(badkafka, "{\"kafka\":{\"config\":{\"session.timeout.ms\":\"soon\"}}}");
     const char *bin = RC_BIN("recalld");
-    ASSERT_EQ(e2e_sh(&out, "env -u RECALLD_BROKERS %s --check-config --config %s 2>&1", bin,
-                     file), 2);
+    ASSERT_EQ(e2e_sh(&out, "env -u RECALLD_BROKERS %s --check-config --config %s 2>&1", bin, file),
+              2);
     ASSERT(strstr(out, "recalld: config ") && strstr(out, "f.json: kafka.brokers: required"));
     free(out);
-    ASSERT_EQ(e2e_sh(&out, "RECALLD_BROKERS=k:9092 %s --check-config --config %s 2>&1", bin,
-                     file), 0);
+    ASSERT_EQ(e2e_sh(&out, "RECALLD_BROKERS=k:9092 %s --check-config --config %s 2>&1", bin, file),
+              0);
     ASSERT_STREQ(out, "recalld: configuration ok\n");
     free(out);
-    ASSERT_EQ(e2e_sh(&out, "RECALLD_BROKERS=k:9092 %s --check-config --config %s --brokers '' "
-                     "2>&1", bin, file), 2);
+    ASSERT_EQ(e2e_sh(&out,
+                     "RECALLD_BROKERS=k:9092 %s --check-config --config %s --brokers '' "
+                     "2>&1",
+                     bin, file),
+              2);
     ASSERT(strstr(out, "recalld: command line: kafka.brokers: required") != NULL);
     free(out);
     /* RECALLD_CONFIG is the file when there is no --config. */
-    ASSERT_EQ(e2e_sh(&out, "env -u RECALLD_BROKERS RECALLD_CONFIG=%s %s --check-config 2>&1",
-                     file, bin), 2);
+    ASSERT_EQ(
+        e2e_sh(&out, "env -u RECALLD_BROKERS RECALLD_CONFIG=%s %s --check-config 2>&1", file, bin),
+        2);
     ASSERT(strstr(out, "f.json: kafka.brokers: required") != NULL);
     free(out);
     ASSERT_EQ(e2e_sh(&out, "%s --check-config --embedded-kafka --config %s 2>&1", bin, badkafka),
               2);
     ASSERT(strstr(out, "k.json: kafka.config: session.timeout.ms: Invalid value") != NULL);
     free(out);
-    ASSERT_EQ(e2e_sh(&out, "%s --check-config --embedded-kafka --config %s "
-                     "-X session.timeout.ms=7000 2>&1", bin, badkafka), 0);
+    ASSERT_EQ(e2e_sh(&out,
+                     "%s --check-config --embedded-kafka --config %s "
+                     "-X session.timeout.ms=7000 2>&1",
+                     bin, badkafka),
+              0);
     free(out);
     e2e_sh(NULL, "rm -rf %s", dir);
 }
@@ -327,8 +349,9 @@ TEST(config_long_kafka_values)
     ASSERT_EQ(rc_config_kafka_check(&copy, err, sizeof err), 0);
     ASSERT_STREQ(copy.kafka_extra[1], pem);
     /* -X replaces the file's value of the same key, keeps the rest. */
-    ASSERT_EQ(rc_config_kafka_arg(&c, "security.protocol=plaintext", RC_CONF_CLI, "-X", err,
-                                  sizeof err), 0);
+    ASSERT_EQ(
+        rc_config_kafka_arg(&c, "security.protocol=plaintext", RC_CONF_CLI, "-X", err, sizeof err),
+        0);
     ASSERT_EQ(c.nkafka_extra, 2);
     ASSERT_STREQ(c.kafka_extra[3], "plaintext");
     ASSERT_STREQ(copy.kafka_extra[3], "ssl");
@@ -340,8 +363,9 @@ TEST(config_long_kafka_values)
     j = json_pack("{s:{s:{s:s}}}", "kafka", "config", "ssl.ca.pem", pem);
     ASSERT_EQ(json_dump_file(j, path, 0), 0);
     json_decref(j);
-    ASSERT_EQ(e2e_sh(&out, "%s --check-config --embedded-kafka --config %s 2>&1",
-                     RC_BIN("recalld"), path), 0);
+    ASSERT_EQ(e2e_sh(&out, "%s --check-config --embedded-kafka --config %s 2>&1", RC_BIN("recalld"),
+                     path),
+              0);
     ASSERT_STREQ(out, "recalld: configuration ok\n");
     free(out);
     e2e_sh(NULL, "rm -rf %s", dir);

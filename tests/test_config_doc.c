@@ -112,8 +112,8 @@ static void expect_load(const char *key, const char *value, int ok)
     if (ok && rc)
         RC__FAIL("docs/CONFIG.md: %s: the loader refuses %.80s: %s", key, value, err);
     if (!ok && !rc)
-        RC__FAIL("docs/CONFIG.md: %s: the loader accepts %.80s, outside the documented range",
-                 key, value);
+        RC__FAIL("docs/CONFIG.md: %s: the loader accepts %.80s, outside the documented range", key,
+                 value);
 }
 
 /* A string of n 'a's as a JSON value. */
@@ -161,10 +161,10 @@ static const char *doc_type(const char *code_type)
 {
     static const struct {
         const char *code, *doc;
-    } map[] = {{"K_U32", "integer"},      {"K_U64", "integer"},       {"K_I64", "integer"},
-               {"K_F32", "number"},       {"K_STR", "string"},        {"K_BOOL", "boolean"},
+    } map[] = {{"K_U32", "integer"},       {"K_U64", "integer"},        {"K_I64", "integer"},
+               {"K_F32", "number"},        {"K_STR", "string"},         {"K_BOOL", "boolean"},
                {"K_MODE", "octal string"}, {"K_UIDS", "array of uids"}, {"K_SCOPE", "enum"},
-               {"K_SGMODE", "enum"},      {"K_LEVEL", "enum"},        {"K_FORMAT", "enum"},
+               {"K_SGMODE", "enum"},       {"K_LEVEL", "enum"},         {"K_FORMAT", "enum"},
                {"OBJECT", "object"}};
     for (size_t i = 0; i < RC_ARRAY_LEN(map); i++)
         if (strcmp(map[i].code, code_type) == 0)
@@ -261,7 +261,8 @@ TEST(config_doc_matches_code)
             continue; /* the flags table */
         if (n != 6)
             RC__FAIL("docs/CONFIG.md: row with %d cells, want 6 (key, type, range, default, "
-                     "SIGHUP, meaning): %.80s", n, line);
+                     "SIGHUP, meaning): %.80s",
+                     n, line);
         const char *key = unquote(c[0]), *type = c[1], *range = c[2];
         char *def = unquote(c[3]);
         const char *hup = c[4];
@@ -284,12 +285,13 @@ TEST(config_doc_matches_code)
             RC__FAIL("docs/CONFIG.md: %s: default %s does not load: %s", key, def, err);
         if (ndiff)
             RC__FAIL("docs/CONFIG.md: %s: documented default %s is not the code's default "
-                     "(rc_config_defaults)", key, def);
+                     "(rc_config_defaults)",
+                     key, def);
         check_range(key, type, range);
         int want = reloadable(key);
         if (strcmp(hup, want ? "yes" : "no"))
-            RC__FAIL("docs/CONFIG.md: %s: SIGHUP column \"%s\", src/bin/recalld.c %s it", key,
-                     hup, want ? "reloads" : "does not reload");
+            RC__FAIL("docs/CONFIG.md: %s: SIGHUP column \"%s\", src/bin/recalld.c %s it", key, hup,
+                     want ? "reloads" : "does not reload");
     }
     for (size_t i = 0; i < nkeys; i++)
         if (!keys[i].seen)

@@ -101,8 +101,8 @@ static json_t *wait_accounted(const char *sock, long long total)
 static int health_has_warning(const char *sock, const char *needle)
 {
     char *r = e2e_raw(sock, "{\"op\":\"health\"}\n", 16, 10000);
-    int found = r && strstr(r, "\"status\":\"ready\"") && strstr(r, "\"warnings\":[") &&
-                strstr(r, needle);
+    int found =
+        r && strstr(r, "\"status\":\"ready\"") && strstr(r, "\"warnings\":[") && strstr(r, needle);
     free(r);
     return found;
 }
@@ -154,8 +154,7 @@ TEST(delivery_retention_gap_counted_exactly)
     st = wait_accounted(c.sock, 60000);
     applied = e2e_int(st, "events.applied");
     lost = e2e_int(st, "events.lost");
-    fprintf(stderr, "new member at the committed offset: applied %lld, lost %lld\n", applied,
-            lost);
+    fprintf(stderr, "new member at the committed offset: applied %lld, lost %lld\n", applied, lost);
     ASSERT_GT(lost, 0);
     ASSERT_EQ(applied + lost, 60000);
     ASSERT_EQ(e2e_int(st, "kafka.last_gap.from"), 61000); /* the committed offset */
@@ -210,8 +209,8 @@ TEST(delivery_idle_keeps_group_membership)
     tmpdir(dir, sizeof dir);
     e2e_broker_start(&b, 2, NULL);
     /* librdkafka's lowest accepted value is session.timeout.ms (6 s here). */
-    start_on(&a, &b, dir, "a", "idle",
-             NULL, "{\"kafka\":{\"config\":{\"max.poll.interval.ms\":\"7000\"}}}", 0);
+    start_on(&a, &b, dir, "a", "idle", NULL,
+             "{\"kafka\":{\"config\":{\"max.poll.interval.ms\":\"7000\"}}}", 0);
     json_t *st = e2e_request(a.sock, "{\"op\":\"stats\"}");
     long long rb = e2e_int(st, "kafka.rebalances");
     ASSERT_EQ(e2e_int(st, "kafka.assigned"), 2);
@@ -253,7 +252,8 @@ TEST(delivery_sigterm_before_first_assignment_exits_0)
     e2e_broker_start(&b, 4, NULL);
     start_on(&ghost, &b, dir, "ghost", "early", NULL, NULL, 0);
     e2e_kill(&ghost); /* stays a member until its session times out */
-    const char *json = "{\"kafka\":{\"config\":{\"debug\":\"cgrp\"}},\"log\":{\"level\":\"debug\"}}";
+    const char *json =
+        "{\"kafka\":{\"config\":{\"debug\":\"cgrp\"}},\"log\":{\"level\":\"debug\"}}";
     int joined_rounds = 0;
     for (int round = 0; round < 4; round++) {
         start_on(&d, &b, dir, "d", "early", NULL, json, 1);

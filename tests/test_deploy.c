@@ -26,12 +26,14 @@
 
 /* ---- small helpers ---- */
 
-static int path_exists(const char *path) {
+static int path_exists(const char *path)
+{
     struct stat st;
     return stat(path, &st) == 0;
 }
 
-static char *dup_range(const char *s, size_t n) {
+static char *dup_range(const char *s, size_t n)
+{
     char *d = malloc(n + 1);
     ASSERT(d != NULL);
     memcpy(d, s, n);
@@ -60,7 +62,8 @@ typedef struct yparser {
     char err[512];
 } yparser;
 
-static ynode *ynew(enum ykind k, int line) {
+static ynode *ynew(enum ykind k, int line)
+{
     ynode *y = calloc(1, sizeof *y);
     ASSERT(y != NULL);
     y->kind = k;
@@ -68,7 +71,8 @@ static ynode *ynew(enum ykind k, int line) {
     return y;
 }
 
-static void yadd(ynode *parent, ynode *kid) {
+static void yadd(ynode *parent, ynode *kid)
+{
     if (parent->n == parent->cap) {
         parent->cap = parent->cap ? parent->cap * 2 : 8;
         parent->kid = realloc(parent->kid, parent->cap * sizeof *parent->kid);
@@ -77,7 +81,8 @@ static void yadd(ynode *parent, ynode *kid) {
     parent->kid[parent->n++] = kid;
 }
 
-static void yfree(ynode *y) {
+static void yfree(ynode *y)
+{
     if (!y)
         return;
     for (size_t i = 0; i < y->n; i++)
@@ -88,14 +93,16 @@ static void yfree(ynode *y) {
     free(y);
 }
 
-static void yfail(yparser *p, const char *why) {
+static void yfail(yparser *p, const char *why)
+{
     if (!p->err[0])
         snprintf(p->err, sizeof p->err, "%s:%zu: %s: \"%s\"", p->file, p->i + 1, why,
                  p->i < p->n ? p->raw[p->i] : "(end)");
     p->i = p->n;
 }
 
-static int indent_of(const char *s) {
+static int indent_of(const char *s)
+{
     int n = 0;
     while (s[n] == ' ')
         n++;
@@ -104,7 +111,8 @@ static int indent_of(const char *s) {
 
 /* Length of s without a trailing comment (a '#' at the start or after a blank, outside
  * quotes) and without trailing blanks. */
-static size_t content_len(const char *s) {
+static size_t content_len(const char *s)
+{
     char q = 0;
     size_t end = 0;
     for (size_t i = 0; s[i]; i++) {
@@ -127,13 +135,15 @@ static size_t content_len(const char *s) {
 }
 
 /* Advances past blank and comment-only lines; 1 if a line remains. */
-static int ynext(yparser *p) {
+static int ynext(yparser *p)
+{
     while (p->i < p->n && content_len(p->raw[p->i]) <= (size_t)indent_of(p->raw[p->i]))
         p->i++;
     return p->i < p->n;
 }
 
-static char *unquote(yparser *p, const char *s, size_t n) {
+static char *unquote(yparser *p, const char *s, size_t n)
+{
     if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
         char *d = malloc(n), *o = d;
         ASSERT(d != NULL);
@@ -168,7 +178,8 @@ static char *unquote(yparser *p, const char *s, size_t n) {
 }
 
 /* Offset of the ':' that ends a mapping key ("key: v" or "key:"), or -1. */
-static long key_colon(const char *s, size_t n) {
+static long key_colon(const char *s, size_t n)
+{
     char q = 0;
     for (size_t i = 0; i < n; i++) {
         if (q) {
@@ -188,7 +199,8 @@ static long key_colon(const char *s, size_t n) {
 static ynode *yblock(yparser *p, int ind);
 
 /* `|` or `>` block scalar whose header is on line p->i, under a parent at parent_ind. */
-static ynode *yblock_scalar(yparser *p, const char *hdr, int parent_ind) {
+static ynode *yblock_scalar(yparser *p, const char *hdr, int parent_ind)
+{
     ynode *y = ynew(Y_STR, (int)p->i + 1);
     char style = hdr[0], chomp = hdr[1];
     if ((chomp && chomp != '-' && chomp != '+') || (chomp && hdr[2]))
@@ -229,7 +241,8 @@ static ynode *yblock_scalar(yparser *p, const char *hdr, int parent_ind) {
 }
 
 /* `[a, "b", 'c']`, possibly continued on the following lines. */
-static ynode *yflow_seq(yparser *p, const char *val, size_t vn) {
+static ynode *yflow_seq(yparser *p, const char *val, size_t vn)
+{
     ynode *y = ynew(Y_SEQ, (int)p->i + 1);
     size_t cap = vn + 1, len = vn;
     char *t = malloc(cap);
@@ -296,7 +309,8 @@ static ynode *yflow_seq(yparser *p, const char *val, size_t vn) {
 }
 
 /* A value that starts on line p->i (after "key:" or "- "); consumes its lines. */
-static ynode *yinline(yparser *p, const char *val, size_t vn, int parent_ind) {
+static ynode *yinline(yparser *p, const char *val, size_t vn, int parent_ind)
+{
     if (val[0] == '|' || val[0] == '>') {
         char hdr[8];
         snprintf(hdr, sizeof hdr, "%.*s", (int)(vn < 7 ? vn : 7), val);
@@ -317,7 +331,8 @@ static ynode *yinline(yparser *p, const char *val, size_t vn, int parent_ind) {
 
 /* The value of "key:" or "-" with nothing after it: the more indented block below, a
  * sequence at the same indent (mappings only), or null. */
-static ynode *yafter_empty(yparser *p, int ind, int in_map) {
+static ynode *yafter_empty(yparser *p, int ind, int in_map)
+{
     p->i++;
     if (ynext(p)) {
         const char *l = p->raw[p->i];
@@ -328,7 +343,8 @@ static ynode *yafter_empty(yparser *p, int ind, int in_map) {
     return ynew(Y_NULL, (int)p->i);
 }
 
-static ynode *yseq(yparser *p, int ind) {
+static ynode *yseq(yparser *p, int ind)
+{
     ynode *y = ynew(Y_SEQ, (int)p->i + 1);
     while (ynext(p) && indent_of(p->raw[p->i]) == ind) {
         char *l = p->raw[p->i];
@@ -351,7 +367,8 @@ static ynode *yseq(yparser *p, int ind) {
     return y;
 }
 
-static ynode *ymap(yparser *p, int ind) {
+static ynode *ymap(yparser *p, int ind)
+{
     ynode *y = ynew(Y_MAP, (int)p->i + 1);
     while (ynext(p) && indent_of(p->raw[p->i]) == ind) {
         const char *c = p->raw[p->i] + ind;
@@ -377,7 +394,8 @@ static ynode *ymap(yparser *p, int ind) {
     return y;
 }
 
-static ynode *yblock(yparser *p, int ind) {
+static ynode *yblock(yparser *p, int ind)
+{
     const char *c = p->raw[p->i] + ind;
     if (c[0] == '-' && (c[1] == ' ' || c[1] == '\0'))
         return yseq(p, ind);
@@ -385,7 +403,8 @@ static ynode *yblock(yparser *p, int ind) {
 }
 
 /* Parses text (one YAML document); NULL and *err set on error. */
-static ynode *yparse(const char *text, const char *file, char *err, size_t errlen) {
+static ynode *yparse(const char *text, const char *file, char *err, size_t errlen)
+{
     yparser p = {.file = file};
     size_t cap = 64;
     p.raw = malloc(cap * sizeof *p.raw);
@@ -426,7 +445,8 @@ static ynode *yparse(const char *text, const char *file, char *err, size_t errle
     return root ? root : ynew(Y_NULL, 0);
 }
 
-static ynode *yparse_file(const char *path) {
+static ynode *yparse_file(const char *path)
+{
     char *text = e2e_read_file(path), err[600];
     ynode *y = yparse(text, path, err, sizeof err);
     free(text);
@@ -436,7 +456,8 @@ static ynode *yparse_file(const char *path) {
 }
 
 /* Child by '/'-separated path of mapping keys and sequence indexes; NULL if absent. */
-static ynode *yget(ynode *y, const char *path) {
+static ynode *yget(ynode *y, const char *path)
+{
     char part[256];
     while (y && *path) {
         size_t n = strcspn(path, "/");
@@ -456,12 +477,14 @@ static ynode *yget(ynode *y, const char *path) {
     return y;
 }
 
-static const char *ystr(ynode *y, const char *path) {
+static const char *ystr(ynode *y, const char *path)
+{
     ynode *v = yget(y, path);
     return v && v->kind == Y_STR ? v->str : NULL;
 }
 
-static const char *ystr_req(ynode *y, const char *path) {
+static const char *ystr_req(ynode *y, const char *path)
+{
     const char *s = ystr(y, path);
     if (!s)
         RC__FAIL("missing string at %s", path);
@@ -469,7 +492,8 @@ static const char *ystr_req(ynode *y, const char *path) {
 }
 
 /* Sequence item whose "name" is name. */
-static ynode *yby_name(ynode *seq, const char *name) {
+static ynode *yby_name(ynode *seq, const char *name)
+{
     for (size_t i = 0; seq && seq->kind == Y_SEQ && i < seq->n; i++) {
         const char *n = ystr(seq->kid[i], "name");
         if (n && !strcmp(n, name))
@@ -491,7 +515,8 @@ typedef struct flagcheck {
     char bad[2048];
 } flagcheck;
 
-static void flags_init(flagcheck *fc) {
+static void flags_init(flagcheck *fc)
+{
     static const char *names[] = {"recalld", "recallctl", "recalld-gen", "recalld-broker"};
     memset(fc, 0, sizeof *fc);
     for (int i = 0; i < 4; i++) {
@@ -502,12 +527,14 @@ static void flags_init(flagcheck *fc) {
     }
 }
 
-static void flags_free(flagcheck *fc) {
+static void flags_free(flagcheck *fc)
+{
     for (int i = 0; i < 4; i++)
         free(fc->progs[i].help);
 }
 
-static prog *find_prog(flagcheck *fc, const char *tok, size_t n) {
+static prog *find_prog(flagcheck *fc, const char *tok, size_t n)
+{
     const char *slash = memrchr(tok, '/', n);
     if (slash) {
         n -= (size_t)(slash + 1 - tok);
@@ -520,7 +547,8 @@ static prog *find_prog(flagcheck *fc, const char *tok, size_t n) {
 }
 
 /* 1 if "--flag" appears in the help text as a whole word. */
-static int help_has(const char *help, const char *flag, size_t n) {
+static int help_has(const char *help, const char *flag, size_t n)
+{
     for (const char *h = strstr(help, flag); h; h = strstr(h + 1, flag)) {
         int before_ok = h == help || !(isalnum((unsigned char)h[-1]) || h[-1] == '-');
         int after_ok = !(isalnum((unsigned char)h[n]) || h[n] == '-' || h[n] == '_');
@@ -530,8 +558,8 @@ static int help_has(const char *help, const char *flag, size_t n) {
     return 0;
 }
 
-static void check_flag(flagcheck *fc, const prog *pg, const char *tok, size_t n,
-                       const char *where) {
+static void check_flag(flagcheck *fc, const prog *pg, const char *tok, size_t n, const char *where)
+{
     size_t fl = strcspn(tok, "=");
     if (fl > n)
         fl = n;
@@ -547,7 +575,8 @@ static void check_flag(flagcheck *fc, const prog *pg, const char *tok, size_t n,
 }
 
 /* Words after which the next word is a command. */
-static int starts_command(const char *t, size_t n) {
+static int starts_command(const char *t, size_t n)
+{
     static const char *w[] = {
         "&&", "||", ";", "|",  "then", "do",  "else",      "exec",       "time", "sudo", "!",
         "{",  "(",  "#", "-c", "CMD",  "RUN", "CMD-SHELL", "ENTRYPOINT", "-",    "$",    "xargs"};
@@ -560,7 +589,8 @@ static int starts_command(const char *t, size_t n) {
 /* Scans shell-like text: a word in command position naming one of the programs (also
  * after "KEY=", "$(" or a path) starts its arguments; every "--flag" among them must be
  * in its --help. Newlines end a command unless escaped; so do ; | & ) and `. */
-static void scan_text(flagcheck *fc, const char *text, const char *where) {
+static void scan_text(flagcheck *fc, const char *text, const char *where)
+{
     prog *cur = NULL;
     int cmdpos = 1;
     const char *s = text;
@@ -619,7 +649,8 @@ static void scan_text(flagcheck *fc, const char *text, const char *where) {
 
 /* argv-style list (compose command/entrypoint, k8s command/args, probe exec). implicit is
  * the program run when the list holds only arguments (the image's entrypoint). */
-static void scan_argv(flagcheck *fc, ynode *seq, prog *implicit, const char *where) {
+static void scan_argv(flagcheck *fc, ynode *seq, prog *implicit, const char *where)
+{
     if (!seq)
         return;
     ASSERT(seq->kind == Y_SEQ);
@@ -655,7 +686,8 @@ static void scan_argv(flagcheck *fc, ynode *seq, prog *implicit, const char *whe
     }
 }
 
-static void scan_file(flagcheck *fc, const char *path) {
+static void scan_file(flagcheck *fc, const char *path)
+{
     char *t = e2e_read_file(path);
     scan_text(fc, t, path);
     free(t);
@@ -663,7 +695,8 @@ static void scan_file(flagcheck *fc, const char *path) {
 
 /* ---- config checks ---- */
 
-static void load_config_str(const char *json, const char *what, rc_config *c) {
+static void load_config_str(const char *json, const char *what, rc_config *c)
+{
     char err[512] = "";
     rc_config_defaults(c);
     if (rc_config_load_str(c, json, err, sizeof err) || rc_config_validate(c, err, sizeof err))
@@ -672,7 +705,8 @@ static void load_config_str(const char *json, const char *what, rc_config *c) {
 
 /* ---- tests ---- */
 
-TEST(deploy_yaml_reader) {
+TEST(deploy_yaml_reader)
+{
     const char *doc = "# comment\n"
                       "a: 1\n"
                       "b:\n"
@@ -722,7 +756,8 @@ TEST(deploy_yaml_reader) {
 
 /* The flag scanner itself: finds flags of our programs in scripts and rejects unknown
  * ones, ignoring other programs' flags. */
-TEST(deploy_flag_scanner) {
+TEST(deploy_flag_scanner)
+{
     flagcheck fc;
     flags_init(&fc);
     scan_text(&fc,
@@ -742,7 +777,8 @@ TEST(deploy_flag_scanner) {
     flags_free(&fc);
 }
 
-TEST(deploy_dockerfile) {
+TEST(deploy_dockerfile)
+{
     char *text = e2e_read_file(DEPLOY "Dockerfile");
     /* Join continuation lines, then look at instructions one by one. */
     for (char *c = text; (c = strstr(c, "\\\n")) != NULL;)
@@ -840,14 +876,16 @@ TEST(deploy_dockerfile) {
     ASSERT(st.st_mode & S_IXUSR);
 }
 
-static int seq_has_prefix(ynode *seq, const char *prefix) {
+static int seq_has_prefix(ynode *seq, const char *prefix)
+{
     for (size_t i = 0; seq && seq->kind == Y_SEQ && i < seq->n; i++)
         if (seq->kid[i]->str && !strncmp(seq->kid[i]->str, prefix, strlen(prefix)))
             return 1;
     return 0;
 }
 
-static int seq_has_suffix(ynode *seq, const char *suffix) {
+static int seq_has_suffix(ynode *seq, const char *suffix)
+{
     for (size_t i = 0; seq && seq->kind == Y_SEQ && i < seq->n; i++) {
         const char *s = seq->kid[i]->str;
         size_t n = s ? strlen(s) : 0, m = strlen(suffix);
@@ -858,14 +896,16 @@ static int seq_has_suffix(ynode *seq, const char *suffix) {
 }
 
 /* Value following arg in an argv list, or NULL. */
-static const char *arg_value(ynode *seq, const char *arg) {
+static const char *arg_value(ynode *seq, const char *arg)
+{
     for (size_t i = 0; seq && seq->kind == Y_SEQ && i + 1 < seq->n; i++)
         if (seq->kid[i]->str && !strcmp(seq->kid[i]->str, arg))
             return seq->kid[i + 1]->str;
     return NULL;
 }
 
-TEST(deploy_compose) {
+TEST(deploy_compose)
+{
     flagcheck fc;
     flags_init(&fc);
     ynode *y = yparse_file(DEPLOY "compose.yaml");
@@ -952,7 +992,8 @@ TEST(deploy_compose) {
     flags_free(&fc);
 }
 
-TEST(deploy_k8s) {
+TEST(deploy_k8s)
+{
     flagcheck fc;
     flags_init(&fc);
     ynode *kust = yparse_file(DEPLOY "k8s/kustomization.yaml");
@@ -1081,7 +1122,8 @@ TEST(deploy_k8s) {
     flags_free(&fc);
 }
 
-TEST(deploy_systemd) {
+TEST(deploy_systemd)
+{
     static const char *required[] = {"ProtectSystem=strict",
                                      "ProtectHome=yes",
                                      "PrivateTmp=yes",
@@ -1128,7 +1170,8 @@ TEST(deploy_systemd) {
 }
 
 /* Scripts and docs of deploy/: every flag they pass to our programs exists. */
-TEST(deploy_scripts_flags) {
+TEST(deploy_scripts_flags)
+{
     static const char *files[] = {"Dockerfile", "entrypoint.sh", "build-image.sh", "README.md"};
     flagcheck fc;
     flags_init(&fc);

@@ -20,8 +20,14 @@
 
 static rc_gen *make_gen(uint64_t seed, uint64_t events, double invalid)
 {
-    rc_gen_opts o = {.seed = seed, .events = events, .users = 3000, .items = 3000, .cities = 4,
-                     .cates = 4, .communities = 40, .invalid_share = invalid};
+    rc_gen_opts o = {.seed = seed,
+                     .events = events,
+                     .users = 3000,
+                     .items = 3000,
+                     .cities = 4,
+                     .cates = 4,
+                     .communities = 40,
+                     .invalid_share = invalid};
     rc_gen *g = NULL;
     char err[256];
     ASSERT_EQ(rc_gen_create(&o, &g, err, sizeof err), 0);
@@ -31,11 +37,11 @@ static rc_gen *make_gen(uint64_t seed, uint64_t events, double invalid)
 static void produce_gen(const e2e_daemon *d, uint64_t seed, uint64_t events, double invalid)
 {
     char *out = NULL;
-    int st = e2e_sh(&out,
-                    RC_BIN("recalld-gen") " --brokers '%s' --topic clicks --seed %llu --events %llu "
-                                          "--invalid-share %g " GEN_FLAGS " >/dev/null 2>%s/gen.err",
-                    d->bootstrap, (unsigned long long)seed, (unsigned long long)events, invalid,
-                    d->dir);
+    int st =
+        e2e_sh(&out,
+               RC_BIN("recalld-gen") " --brokers '%s' --topic clicks --seed %llu --events %llu "
+                                     "--invalid-share %g " GEN_FLAGS " >/dev/null 2>%s/gen.err",
+               d->bootstrap, (unsigned long long)seed, (unsigned long long)events, invalid, d->dir);
     if (st != 0) {
         char *err = NULL;
         e2e_sh(&err, "cat %s/gen.err", d->dir);
@@ -134,14 +140,14 @@ TEST(e2e_stream_recall_beats_popularity)
     for (uint32_t i = 0; i < nt && asked < 400; i++, asked++) {
         rc_gen_user u;
         ASSERT_EQ(rc_gen_user_at(g, t[i].user, &u), 0);
-        json_t *r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":50}", t[i].user);
+        json_t *r =
+            e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":50}", t[i].user);
         ASSERT(json_is_true(json_object_get(r, "ok")));
         json_t *items = json_object_get(r, "items"), *it;
         size_t j;
         char want[32];
         snprintf(want, sizeof want, "i%u", t[i].item);
-        json_array_foreach(items, j, it)
-        {
+        json_array_foreach(items, j, it) {
             const char *id = json_string_value(json_object_get(it, "item_id"));
             rc_gen_item gi;
             ASSERT(id != NULL);
@@ -163,8 +169,9 @@ TEST(e2e_stream_recall_beats_popularity)
     }
     double hr = (double)hits / asked, hr_pop = (double)pop_hits / asked;
     double city_share = (double)same_city / returned, fav_share = (double)in_fav / returned;
-    printf("HR@50 recall %.3f popularity %.3f; same city %.3f; favourite community %.3f (%u users)\n",
-           hr, hr_pop, city_share, fav_share, asked);
+    printf(
+        "HR@50 recall %.3f popularity %.3f; same city %.3f; favourite community %.3f (%u users)\n",
+        hr, hr_pop, city_share, fav_share, asked);
     ASSERT_GT(asked, 200);
     ASSERT_EQ(returned, asked * 50);
     ASSERT_DBL_OP(hr, >=, 2 * hr_pop);
@@ -197,8 +204,7 @@ static int similar_contains(const char *sock, const char *item, const char *want
     json_t *items = json_object_get(r, "items"), *it;
     size_t j;
     int found = 0;
-    json_array_foreach(items, j, it)
-    {
+    json_array_foreach(items, j, it) {
         const char *id = json_string_value(json_object_get(it, "item_id"));
         found |= id && strcmp(id, want) == 0;
     }
@@ -236,8 +242,10 @@ TEST(e2e_new_item_similar_within_bounded_time)
     json_decref(u);
     char lines[4096];
     snprintf(lines, sizeof lines,
-             "zz1\t{\"user_id\":\"zz1\",\"item_id\":\"%s\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\",\"ts\":%lld}\n"
-             "zz1\t{\"user_id\":\"zz1\",\"item_id\":\"brand-new-1\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\",\"ts\":%lld}\n",
+             "zz1\t{\"user_id\":\"zz1\",\"item_id\":\"%s\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\","
+             "\"ts\":%lld}\n"
+             "zz1\t{\"user_id\":\"zz1\",\"item_id\":\"brand-new-1\",\"city_id\":\"c%u\",\"cate_"
+             "id\":\"k%u\",\"ts\":%lld}\n",
              known, gi.city, gi.cate, ts, gi.city, gi.cate, ts + 5000);
     /* The latency is reported, not bounded (a loaded machine is slow, not
      * wrong): the item must show up, however long it takes. */
@@ -284,17 +292,24 @@ typedef struct bad_line {
 static const char *reason_of(int kind)
 {
     switch (kind) {
-        case RC_GEN_BAD_TRUNCATED: return "bad_json";
-        case RC_GEN_BAD_ARRAY: return "not_object";
-        case RC_GEN_BAD_MISSING:
-        case RC_GEN_BAD_NULL: return "missing_field";
-        case RC_GEN_BAD_WRONG_TYPE: return "wrong_type";
-        case RC_GEN_BAD_NEGATIVE_TS:
-        case RC_GEN_BAD_NUL_BYTE:
-        case RC_GEN_BAD_FRACTION_TS: return "bad_value";
-        case RC_GEN_BAD_OVERSIZED_ID:
-        case RC_GEN_BAD_TOO_MANY_TAGS: return "oversized";
-        default: return "?";
+    case RC_GEN_BAD_TRUNCATED:
+        return "bad_json";
+    case RC_GEN_BAD_ARRAY:
+        return "not_object";
+    case RC_GEN_BAD_MISSING:
+    case RC_GEN_BAD_NULL:
+        return "missing_field";
+    case RC_GEN_BAD_WRONG_TYPE:
+        return "wrong_type";
+    case RC_GEN_BAD_NEGATIVE_TS:
+    case RC_GEN_BAD_NUL_BYTE:
+    case RC_GEN_BAD_FRACTION_TS:
+        return "bad_value";
+    case RC_GEN_BAD_OVERSIZED_ID:
+    case RC_GEN_BAD_TOO_MANY_TAGS:
+        return "oversized";
+    default:
+        return "?";
     }
 }
 
@@ -328,8 +343,8 @@ static void check_dlq_reasons(const char *path, bad_line *bad, size_t nbad)
             RC__FAIL("dead letter %zu matches no malformed line: %.200s", letters, buf);
         bad[k].seen = 1;
         if (strcmp(reason, reason_of(bad[k].kind)) != 0)
-            RC__FAIL("dead letter %zu: reason \"%s\", want \"%s\" (fault kind %d): %.200s",
-                     letters, reason, reason_of(bad[k].kind), bad[k].kind, buf);
+            RC__FAIL("dead letter %zu: reason \"%s\", want \"%s\" (fault kind %d): %.200s", letters,
+                     reason, reason_of(bad[k].kind), bad[k].kind, buf);
         kinds[bad[k].kind]++;
         letters++;
         json_decref(j);
@@ -402,18 +417,18 @@ TEST(e2e_socket_errors_keep_connection)
 {
     e2e_daemon d;
     e2e_start(&d, NULL);
-    const char *req =
-        "this is not json\n"
-        "{\"op\":\"nope\"}\n"
-        "{\"op\":\"recall\"}\n"
-        "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":0}\n"
-        "{\"op\":\"recall\",\"user_id\":[1]}\n"
-        "{\"op\":\"similar\",\"item_id\":\"no-such-item\"}\n"
-        "[1,2]\n"
-        "{\"op\":\"recall\",\"user_id\":\"ghost\",\"k\":5}\n"
-        "{\"op\":\"stats\"}\n";
-    const char *want[] = {"bad_json",    "unknown_op",   "bad_request", "bad_request", "bad_request",
-                          "unknown_item", "bad_request", NULL,          NULL};
+    const char *req = "this is not json\n"
+                      "{\"op\":\"nope\"}\n"
+                      "{\"op\":\"recall\"}\n"
+                      "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":0}\n"
+                      "{\"op\":\"recall\",\"user_id\":[1]}\n"
+                      "{\"op\":\"similar\",\"item_id\":\"no-such-item\"}\n"
+                      "[1,2]\n"
+                      "{\"op\":\"recall\",\"user_id\":\"ghost\",\"k\":5}\n"
+                      "{\"op\":\"stats\"}\n";
+    const char *want[] = {"bad_json",    "unknown_op",  "bad_request",
+                          "bad_request", "bad_request", "unknown_item",
+                          "bad_request", NULL,          NULL};
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     ASSERT_LT(strlen(d.sock), sizeof a.sun_path);
     memcpy(a.sun_path, d.sock, strlen(d.sock) + 1);
@@ -508,24 +523,30 @@ static void check_half_life(const e2e_daemon *d)
     char lines[2048];
     const long long H = 3600000;
     snprintf(lines, sizeof lines,
-             "hlP\t{\"user_id\":\"hlP\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\",\"ts\":%lld}\n"
-             "hlP\t{\"user_id\":\"hlP\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\",\"ts\":%lld}\n"
-             "hlQ\t{\"user_id\":\"hlQ\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\",\"ts\":%lld}\n"
-             "hlQ\t{\"user_id\":\"hlQ\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%u\",\"ts\":%lld}\n",
-             a, ia.city, ia.cate, ts + 1000, b, ib.city, ib.cate, ts + 1000 + H,
-             b, ib.city, ib.cate, ts + 1000, a, ia.city, ia.cate, ts + 1000 + H);
+             "hlP\t{\"user_id\":\"hlP\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%"
+             "u\",\"ts\":%lld}\n"
+             "hlP\t{\"user_id\":\"hlP\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%"
+             "u\",\"ts\":%lld}\n"
+             "hlQ\t{\"user_id\":\"hlQ\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%"
+             "u\",\"ts\":%lld}\n"
+             "hlQ\t{\"user_id\":\"hlQ\",\"item_id\":\"i%u\",\"city_id\":\"c%u\",\"cate_id\":\"k%"
+             "u\",\"ts\":%lld}\n",
+             a, ia.city, ia.cate, ts + 1000, b, ib.city, ib.cate, ts + 1000 + H, b, ib.city,
+             ib.cate, ts + 1000, a, ia.city, ia.cate, ts + 1000 + H);
     kcat_produce(d, lines);
     json_decref(e2e_wait_consumed(d->sock, 20004, 120000));
 
     enum { K = 30 };
     static char p0[K][32], q0[K][32], p1[K][32], q1[K][32], sa[K][32], sb[K][32];
     json_t *r;
-#define HL_RECALL(user, hl, out, n)                                                            \
-    r = e2e_request(d->sock, "{\"op\":\"recall\",\"user_id\":\"" user "\",\"k\":%d,"           \
-                             "\"half_life_ms\":%lld}", K, (long long)(hl));                     \
-    ASSERT(json_is_true(json_object_get(r, "ok")));                                             \
-    ASSERT(json_object_get(r, "fallback") == NULL);                                            \
-    n = reply_ids(r, out, K);                                                                  \
+#define HL_RECALL(user, hl, out, n)                                                                \
+    r = e2e_request(d->sock,                                                                       \
+                    "{\"op\":\"recall\",\"user_id\":\"" user "\",\"k\":%d,"                        \
+                    "\"half_life_ms\":%lld}",                                                      \
+                    K, (long long)(hl));                                                           \
+    ASSERT(json_is_true(json_object_get(r, "ok")));                                                \
+    ASSERT(json_object_get(r, "fallback") == NULL);                                                \
+    n = reply_ids(r, out, K);                                                                      \
     json_decref(r)
     size_t np0, nq0, np1, nq1, na, nb;
     HL_RECALL("hlP", 0, p0, np0);
@@ -545,8 +566,10 @@ static void check_half_life(const e2e_daemon *d)
     ASSERT_EQ(nq1, K);
     size_t pa = overlap(p1, np1, sa, na), pb = overlap(p1, np1, sb, nb);
     size_t qa = overlap(q1, nq1, sa, na), qb = overlap(q1, nq1, sb, nb);
-    printf("half-life: no decay P/Q common %zu of %d; decayed P ~ similar(A) %zu, ~ similar(B) %zu; "
-           "Q ~ A %zu, ~ B %zu\n", overlap(p0, np0, q0, nq0), K, pa, pb, qa, qb);
+    printf(
+        "half-life: no decay P/Q common %zu of %d; decayed P ~ similar(A) %zu, ~ similar(B) %zu; "
+        "Q ~ A %zu, ~ B %zu\n",
+        overlap(p0, np0, q0, nq0), K, pa, pb, qa, qb);
     for (size_t i = 0; i < K; i++) /* no decay: same clicks, same ranking */
         ASSERT_STREQ(p0[i], q0[i]);
     ASSERT_GT(pb, pa); /* P's newest click is B */
@@ -567,7 +590,8 @@ TEST(e2e_recall_modes_filters_and_batches)
     uint32_t checked = 0;
     for (uint32_t u = 0; u < 200 && checked < 30; u++) {
         json_t *r = e2e_request(
-            d.sock, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":20,\"mode\":\"multi_category\"}", u);
+            d.sock, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":20,\"mode\":\"multi_category\"}",
+            u);
         ASSERT(json_is_true(json_object_get(r, "ok")));
         json_t *plan = json_object_get(r, "categories"), *items = json_object_get(r, "items");
         if (!plan) { /* unknown user: popular fallback */
@@ -578,8 +602,7 @@ TEST(e2e_recall_modes_filters_and_batches)
         json_t *p, *it;
         long long quota_sum = 0;
         double share_sum = 0;
-        json_array_foreach(plan, i, p)
-        {
+        json_array_foreach(plan, i, p) {
             quota_sum += json_integer_value(json_object_get(p, "quota"));
             share_sum += json_real_value(json_object_get(p, "share")) +
                          (double)json_integer_value(json_object_get(p, "share"));
@@ -593,8 +616,7 @@ TEST(e2e_recall_modes_filters_and_batches)
         ASSERT_NEAR(share_sum, 1.0, 1e-3);
         ASSERT_EQ(json_array_size(items), 20);
         /* every item belongs to a planned category */
-        json_array_foreach(items, j, it)
-        {
+        json_array_foreach(items, j, it) {
             int in_plan = 0;
             json_array_foreach(plan, i, p)
                 in_plan |= strcmp(json_string_value(json_object_get(p, "cate")),
@@ -619,11 +641,13 @@ TEST(e2e_recall_modes_filters_and_batches)
 
     check_half_life(&d);
 
-    r = e2e_request(d.sock, "{\"op\":\"recall\",\"users\":[\"u1\",\"u2\",\"nobody-here\"],\"k\":5}");
+    r = e2e_request(d.sock,
+                    "{\"op\":\"recall\",\"users\":[\"u1\",\"u2\",\"nobody-here\"],\"k\":5}");
     ASSERT(json_is_true(json_object_get(r, "ok")));
     json_t *res = json_object_get(r, "results");
     ASSERT_EQ(json_array_size(res), 3);
-    ASSERT_STREQ(json_string_value(json_object_get(json_array_get(res, 2), "user_id")), "nobody-here");
+    ASSERT_STREQ(json_string_value(json_object_get(json_array_get(res, 2), "user_id")),
+                 "nobody-here");
     ASSERT_STREQ(json_string_value(json_object_get(json_array_get(res, 2), "fallback")), "popular");
     for (int i = 0; i < 3; i++)
         ASSERT_EQ(json_array_size(json_object_get(json_array_get(res, (size_t)i), "items")), 5);

@@ -24,7 +24,7 @@
 #include "tower_stream.h"
 
 #define WAIT_MS 120000
-#define T0 1700000000000LL
+#define T0      1700000000000LL
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -138,13 +138,16 @@ TEST(engine_refusal_reasons_and_counters)
     c.max_past_ms = 86400000; /* off by default */
     rc_engine *e = e2e_engine_offline(&c);
     static char big[RC_EVENT_MAX + 64];
-    int n = snprintf(big, sizeof big, "{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"c\","
-                                      "\"cate_id\":\"k\",\"ts\":1,\"pad\":\"");
+    int n = snprintf(big, sizeof big,
+                     "{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"c\","
+                     "\"cate_id\":\"k\",\"ts\":1,\"pad\":\"");
     memset(big + n, 'x', RC_EVENT_MAX - n);
     memcpy(big + RC_EVENT_MAX, "\"}", 3); /* RC_EVENT_MAX + 2 bytes of valid JSON */
     char city65[192];
-    snprintf(city65, sizeof city65, "{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"%065d\","
-                                    "\"cate_id\":\"k\",\"ts\":1}", 7);
+    snprintf(city65, sizeof city65,
+             "{\"user_id\":\"u\",\"item_id\":\"i\",\"city_id\":\"%065d\","
+             "\"cate_id\":\"k\",\"ts\":1}",
+             7);
     const struct {
         const char *line;
         enum rc_event_reason want;
@@ -200,7 +203,7 @@ TEST(engine_refusal_reasons_and_counters)
     ASSERT_EQ(k.invalid[RC_EV_BAD_JSON], 3);
     ASSERT_EQ(rc_engine_applied(e), 4);
 
-    json_t *st = e2e_engine_stats(e); /* the same figures in the stats object */
+    json_t *st = e2e_engine_stats(e);             /* the same figures in the stats object */
     ASSERT_EQ(e2e_int(st, "events.invalid"), 11); /* 9 reasons once, bad_json twice more */
     ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.future_ts"), 1);
     ASSERT_EQ(e2e_int(st, "events.invalid_by_reason.past_ts"), 1);
@@ -528,8 +531,8 @@ static void table_copy_same(const rc_table *t, const table_copy *s)
         ASSERT_EQ(rc_table_count(t, row), s->count[r]);
         ASSERT(memcmp(rc_table_in(t, row), s->in + (size_t)r * s->dim, s->dim * sizeof(float)) ==
                0);
-        ASSERT(memcmp(rc_table_out(t, row), s->out + (size_t)r * s->dim,
-                      s->dim * sizeof(float)) == 0);
+        ASSERT(memcmp(rc_table_out(t, row), s->out + (size_t)r * s->dim, s->dim * sizeof(float)) ==
+               0);
     }
 }
 

@@ -753,8 +753,9 @@ TEST(eval_slices_match_restricted_driver)
             rc_eval_acc_result(&only, s->count, s->ncatalog, &mo);
             rc_eval_acc_slice_result(&a, sl, s->count, s->ncatalog, &ms);
             assert_same_metrics(&ms, &mo);
-            *(sl < RC_EVAL_SL_FEAT ? &hist_sum : sl < RC_EVAL_SL_NEW ? &feat_sum : &age_sum) +=
-                ms.predictions;
+            *(sl < RC_EVAL_SL_FEAT  ? &hist_sum
+              : sl < RC_EVAL_SL_NEW ? &feat_sum
+                                    : &age_sum) += ms.predictions;
             rc_eval_acc_free(&only);
         }
         ASSERT_EQ(hist_sum, s->npos);
@@ -784,8 +785,8 @@ TEST(eval_slices_match_restricted_driver)
 TEST(eval_cli_json_slices)
 {
     static const char *const methods[] = {"popularity", "itemknn", "sgns", "prequential"};
-    static const char *const keys[] = {"hr@10",        "hr@20", "hr@50",      "mrr@50",
-                                       "coverage@50", "avg_position", "auc", "predictions"};
+    static const char *const keys[] = {"hr@10",       "hr@20",        "hr@50", "mrr@50",
+                                       "coverage@50", "avg_position", "auc",   "predictions"};
     char path[256], *out = NULL;
     tmp_path(path, sizeof path, ".jsonl");
     ASSERT_EQ(e2e_sh(NULL, "%s --seed 5 --events 12000 --users 800 --items 600 --out %s",
@@ -817,8 +818,7 @@ TEST(eval_cli_json_slices)
             ASSERT_EQ(json_object_size(o), RC_ARRAY_LEN(keys));
             for (size_t q = 0; q < RC_ARRAY_LEN(keys); q++)
                 if (!json_is_number(json_object_get(o, keys[q])))
-                    RC__FAIL("%s.%s.%s: not a number", methods[i], rc_eval_slice_names[k],
-                             keys[q]);
+                    RC__FAIL("%s.%s.%s: not a number", methods[i], rc_eval_slice_names[k], keys[q]);
             json_int_t n = json_integer_value(json_object_get(o, "predictions"));
             *(k < RC_EVAL_SL_FEAT ? &hist : k < RC_EVAL_SL_NEW ? &feat : &age) += n;
             if (i == 0)

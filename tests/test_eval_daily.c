@@ -349,8 +349,7 @@ TEST(eval_daily_cli_json)
     ASSERT_EQ(json_object_size(ms), 5);
     const char *name;
     json_t *m;
-    json_object_foreach(ms, name, m)
-    {
+    json_object_foreach(ms, name, m) {
         json_t *sl = json_object_get(m, "slices");
         json_int_t n1 = json_integer_value(
                        json_object_get(json_object_get(sl, "period 1970-01-02"), "predictions")),

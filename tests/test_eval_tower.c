@@ -45,10 +45,12 @@ static double metric(json_t *methods, const char *row, const char *key)
  * two_tower +.006..+.015 and AUC +.0006..+.006 over it; seed 1 in three runs:
  * HR@50 .647-.651 / .664-.667 / .660-.665, AUC .941-.942 / .946 / .947-.948.
  * With 1500 users (20 clicks each) the features add nothing measurable. */
-#define GEN_FLAGS "--seed %d --events 30000 --users 8000 --items 600 --cities 3 --cates 6 " \
-                  "--communities 24"
-#define EVAL_FLAGS "--dim 16 --epochs 3 --threads 2 --tower-epochs 3 --tower-dim 32 " \
-                   "--tower-hidden 64 --ablation --json --quiet"
+#define GEN_FLAGS                                                                                  \
+    "--seed %d --events 30000 --users 8000 --items 600 --cities 3 --cates 6 "                      \
+    "--communities 24"
+#define EVAL_FLAGS                                                                                 \
+    "--dim 16 --epochs 3 --threads 2 --tower-epochs 3 --tower-dim 32 "                             \
+    "--tower-hidden 64 --ablation --json --quiet"
 
 TEST(eval_tower_ablation_json)
 {
@@ -62,8 +64,8 @@ TEST(eval_tower_ablation_json)
     json_t *j = parse(out);
     json_t *m = json_object_get(j, "methods");
     static const char *const rows[] = {"sgns", "two_tower-nofeat", "two_tower+tags", "two_tower"};
-    static const char *const keys[] = {"hr@10", "hr@20", "hr@50", "mrr@50", "coverage@50",
-                                       "avg_position", "auc"};
+    static const char *const keys[] = {"hr@10",       "hr@20",        "hr@50", "mrr@50",
+                                       "coverage@50", "avg_position", "auc"};
     ASSERT_EQ(json_object_size(m), 4);
     json_t *abl = json_object_get(j, "ablation");
     ASSERT_EQ(json_array_size(abl), 4);
@@ -106,8 +108,8 @@ TEST(eval_tower_ablation_json)
     ASSERT_DBL_OP(metric(m, "two_tower", "auc"), >, metric(m, "two_tower-nofeat", "auc"));
     json_t *tw = json_object_get(json_object_get(m, "two_tower"), "tower");
     ASSERT_STREQ(json_string_value(json_object_get(tw, "features")), "tags,device,stats,attn");
-    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(
-                     json_object_get(m, "two_tower-nofeat"), "tower"), "features")),
+    ASSERT_STREQ(json_string_value(json_object_get(
+                     json_object_get(json_object_get(m, "two_tower-nofeat"), "tower"), "features")),
                  "none");
     ASSERT_GT(json_integer_value(json_object_get(tw, "examples")), 1000);
     /* training lowered the loss */
@@ -146,8 +148,8 @@ TEST(eval_tower_cli_errors)
               1);
     ASSERT(strstr(out, "users.csv: line 3") != NULL);
     free(out);
-    ASSERT_EQ(e2e_sh(&out, "%s --input %s --output %s/m --model nope 2>&1",
-                     RC_BIN("recalld-train"), path, dir),
+    ASSERT_EQ(e2e_sh(&out, "%s --input %s --output %s/m --model nope 2>&1", RC_BIN("recalld-train"),
+                     path, dir),
               2);
     ASSERT(strstr(out, "--model") != NULL);
     free(out);

@@ -22,8 +22,9 @@
 /* Fast group membership for tests: a member killed or leaving is noticed in
  * seconds. (The mock delays a new group's first join by 3 s; a session
  * timeout below that never completes the join.) */
-#define KAFKA_FAST "\"kafka\":{\"config\":{\"session.timeout.ms\":\"4000\"," \
-                   "\"heartbeat.interval.ms\":\"500\"}}"
+#define KAFKA_FAST                                                                                 \
+    "\"kafka\":{\"config\":{\"session.timeout.ms\":\"4000\","                                      \
+    "\"heartbeat.interval.ms\":\"500\"}}"
 
 static void ms_sleep(long ms)
 {
@@ -38,10 +39,7 @@ static void mkdir_tmp(char *dir, size_t n)
     ASSERT(mkdtemp(dir) != NULL);
 }
 
-static void cleanup(const char *dir)
-{
-    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
-}
+static void cleanup(const char *dir) { ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0); }
 
 static void cmd_ok(e2e_broker *b, const char *cmd)
 {
@@ -188,8 +186,8 @@ static int idle_engine(json_t *st)
 TEST(faults_rebalance_mid_stream_no_loss)
 {
     const uint64_t N = 10000;
-    const double rate = 1000;       /* events/s of the generator */
-    const int interval_ms = 500;    /* checkpoint.interval_ms */
+    const double rate = 1000;    /* events/s of the generator */
+    const int interval_ms = 500; /* checkpoint.interval_ms */
     char dir[64], da[256], db[256];
     e2e_broker b;
     e2e_daemon a, c;
@@ -224,14 +222,16 @@ TEST(faults_rebalance_mid_stream_no_loss)
             break;
         if (e2e_now_ms() > deadline)
             RC__FAIL("positions cover %lld of %llu messages (applied %lld + invalid %lld) "
-                     "after 300 s", read, (unsigned long long)N, applied, invalid);
+                     "after 300 s",
+                     read, (unsigned long long)N, applied, invalid);
     }
     unclean = e2e_int(sa, "kafka.commit_errors") + e2e_int(sb, "kafka.commit_errors") +
               e2e_int(sa, "kafka.lost_assignments") + e2e_int(sb, "kafka.lost_assignments");
-    fprintf(stderr, "A applied %lld (rebalances %lld, commits %lld), B applied %lld; "
-            "commit errors + lost assignments %lld\n", e2e_int(sa, "events.applied"),
-            e2e_int(sa, "kafka.rebalances"), e2e_int(sa, "kafka.commits"),
-            e2e_int(sb, "events.applied"), unclean);
+    fprintf(stderr,
+            "A applied %lld (rebalances %lld, commits %lld), B applied %lld; "
+            "commit errors + lost assignments %lld\n",
+            e2e_int(sa, "events.applied"), e2e_int(sa, "kafka.rebalances"),
+            e2e_int(sa, "kafka.commits"), e2e_int(sb, "events.applied"), unclean);
     ASSERT_GE(e2e_int(sa, "kafka.rebalances"), 3); /* assign, revoke, assign */
     ASSERT_GT(e2e_int(sb, "events.applied"), 0);
     ASSERT_EQ(e2e_int(sa, "kafka.assigned") + e2e_int(sb, "kafka.assigned"), 4);
@@ -550,9 +550,11 @@ TEST(lifecycle_sigterm_final_checkpoint_and_commit)
     long long mark_ts = (long long)time(NULL) * 1000;
     for (int p = 0; p < 4; p++) {
         char *out = NULL;
-        int rc = e2e_sh(&out, "printf '%%s\\n' '{\"user_id\":\"mark%d\",\"item_id\":\"i1\","
-                              "\"city_id\":\"c0\",\"cate_id\":\"k0\",\"ts\":%lld}' | "
-                              "kcat -P -b '%s' -t clicks -p %d 2>&1", p, mark_ts, b.bootstrap, p);
+        int rc = e2e_sh(&out,
+                        "printf '%%s\\n' '{\"user_id\":\"mark%d\",\"item_id\":\"i1\","
+                        "\"city_id\":\"c0\",\"cate_id\":\"k0\",\"ts\":%lld}' | "
+                        "kcat -P -b '%s' -t clicks -p %d 2>&1",
+                        p, mark_ts, b.bootstrap, p);
         if (rc != 0)
             RC__FAIL("kcat: %s", out ? out : "");
         free(out);
@@ -560,8 +562,8 @@ TEST(lifecycle_sigterm_final_checkpoint_and_commit)
     for (long long t0 = e2e_now_ms(), known = 0; known < 4; ms_sleep(50)) {
         known = 0;
         for (int p = 0; p < 4; p++) {
-            json_t *r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"mark%d\",\"k\":1}",
-                                    p);
+            json_t *r =
+                e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"mark%d\",\"k\":1}", p);
             known += json_object_get(r, "fallback") == NULL;
             json_decref(r);
         }

@@ -394,8 +394,8 @@ TEST(gen_cli_unreachable_brokers_fail_fast)
 TEST(gen_cli_kafka_keyed_by_user)
 {
     enum { PARTS = 16, USERS = 2000, EVENTS = 20000 };
-    const rc_gen_opts o = {.seed = 11, .events = EVENTS, .users = USERS, .items = 1000,
-                           .invalid_share = 0.05};
+    const rc_gen_opts o = {
+        .seed = 11, .events = EVENTS, .users = USERS, .items = 1000, .invalid_share = 0.05};
     e2e_broker b;
     char err[256], cmd[1024], *out;
 
@@ -484,8 +484,8 @@ TEST(gen_cli_kafka_keyed_by_user)
         size_t wlen = at[want + 1] - at[want];
         if (m->len != wlen || memcmp(m->payload, text + at[want], wlen) != 0)
             RC__FAIL("key u%u, partition %d, offset %lld: got '%.*s', expected '%.*s'", u,
-                     (int)m->partition, (long long)m->offset, (int)m->len,
-                     (const char *)m->payload, (int)wlen, text + at[want]);
+                     (int)m->partition, (long long)m->offset, (int)m->len, (const char *)m->payload,
+                     (int)wlen, text + at[want]);
         per_part[m->partition]++;
         got++;
         rd_kafka_message_destroy(m);
@@ -516,8 +516,14 @@ TEST(gen_item_churn_lives_and_fades)
 {
     /* ~125 items per community, ~30 of them alive at a time: a community
      * without a living item (the fallback) does not happen here. */
-    rc_gen_opts o = {.seed = 5, .events = 40000, .users = 400, .items = 2000, .communities = 16,
-                     .cities = 4, .item_life_days = 1, .churn_days = 3};
+    rc_gen_opts o = {.seed = 5,
+                     .events = 40000,
+                     .users = 400,
+                     .items = 2000,
+                     .communities = 16,
+                     .cities = 4,
+                     .item_life_days = 1,
+                     .churn_days = 3};
     rc_gen *g = mk(&o);
     char line[RC_GEN_LINE_MAX];
     size_t len;

@@ -13,568 +13,582 @@
 
 /* Clustered unit vectors: ncl random centres, each row a centre plus noise. */
 typedef struct gen {
-  rc_rng rng;
-  uint32_t ncl;
-  float *cent;
+    rc_rng rng;
+    uint32_t ncl;
+    float *cent;
 } gen;
 
-static float gauss(rc_rng *r) {
-  float u = rc_rng_float(r) + 1e-7f, v = rc_rng_float(r);
-  return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
+static float gauss(rc_rng *r)
+{
+    float u = rc_rng_float(r) + 1e-7f, v = rc_rng_float(r);
+    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
 }
 
-static void gen_init(gen *g, uint32_t ncl, uint64_t seed) {
-  rc_rng_seed(&g->rng, seed);
-  g->ncl = ncl;
-  g->cent = malloc((size_t)ncl * DIM * sizeof(float));
-  for (uint32_t c = 0; c < ncl; c++) {
+static void gen_init(gen *g, uint32_t ncl, uint64_t seed)
+{
+    rc_rng_seed(&g->rng, seed);
+    g->ncl = ncl;
+    g->cent = malloc((size_t)ncl * DIM * sizeof(float));
+    for (uint32_t c = 0; c < ncl; c++) {
+        for (int i = 0; i < DIM; i++)
+            g->cent[c * DIM + i] = gauss(&g->rng);
+        rc_vec_normalize(g->cent + c * DIM, DIM);
+    }
+}
+
+static void gen_vec(gen *g, uint32_t cl, float noise, float *v)
+{
     for (int i = 0; i < DIM; i++)
-      g->cent[c * DIM + i] = gauss(&g->rng);
-    rc_vec_normalize(g->cent + c * DIM, DIM);
-  }
+        v[i] = g->cent[cl * DIM + i] + noise * gauss(&g->rng);
+    rc_vec_normalize(v, DIM);
 }
 
-static void gen_vec(gen *g, uint32_t cl, float noise, float *v) {
-  for (int i = 0; i < DIM; i++)
-    v[i] = g->cent[cl * DIM + i] + noise * gauss(&g->rng);
-  rc_vec_normalize(v, DIM);
+static rc_table *mk_table(uint32_t ncities, uint32_t ncates)
+{
+    rc_table_opts o = {0};
+    o.seed = 7;
+    rc_table *t = NULL;
+    ASSERT_EQ(rc_table_create(&o, &t, NULL, 0), 0);
+    char s[32];
+    uint32_t id;
+    for (uint32_t i = 0; i < ncities; i++) {
+        int n = snprintf(s, sizeof(s), "city%u", i);
+        ASSERT_EQ(rc_table_city_id(t, s, (size_t)n, &id), 0);
+        ASSERT_EQ(id, i);
+    }
+    for (uint32_t i = 0; i < ncates; i++) {
+        int n = snprintf(s, sizeof(s), "cate%u", i);
+        ASSERT_EQ(rc_table_cate_id(t, s, (size_t)n, &id), 0);
+        ASSERT_EQ(id, i);
+    }
+    return t;
 }
 
-static rc_table *mk_table(uint32_t ncities, uint32_t ncates) {
-  rc_table_opts o = {0};
-  o.seed = 7;
-  rc_table *t = NULL;
-  ASSERT_EQ(rc_table_create(&o, &t, NULL, 0), 0);
-  char s[32];
-  uint32_t id;
-  for (uint32_t i = 0; i < ncities; i++) {
-    int n = snprintf(s, sizeof(s), "city%u", i);
-    ASSERT_EQ(rc_table_city_id(t, s, (size_t)n, &id), 0);
-    ASSERT_EQ(id, i);
-  }
-  for (uint32_t i = 0; i < ncates; i++) {
-    int n = snprintf(s, sizeof(s), "cate%u", i);
-    ASSERT_EQ(rc_table_cate_id(t, s, (size_t)n, &id), 0);
-    ASSERT_EQ(id, i);
-  }
-  return t;
-}
-
-static uint32_t add_row(rc_table *t, uint32_t city, uint32_t cate,
-                        const float *v) {
-  char s[32];
-  int n = snprintf(s, sizeof(s), "item%u", rc_table_size(t));
-  uint32_t row;
-  int created = 0;
-  ASSERT_EQ(
-      rc_table_upsert(t, s, (size_t)n, city, cate, NULL, 0, &row, &created), 0);
-  ASSERT_EQ(created, 1);
-  memcpy(rc_table_in(t, row), v, DIM * sizeof(float));
-  return row;
+static uint32_t add_row(rc_table *t, uint32_t city, uint32_t cate, const float *v)
+{
+    char s[32];
+    int n = snprintf(s, sizeof(s), "item%u", rc_table_size(t));
+    uint32_t row;
+    int created = 0;
+    ASSERT_EQ(rc_table_upsert(t, s, (size_t)n, city, cate, NULL, 0, &row, &created), 0);
+    ASSERT_EQ(created, 1);
+    memcpy(rc_table_in(t, row), v, DIM * sizeof(float));
+    return row;
 }
 
 /* n rows over ncities x ncates; cluster depends on (row % ncl). */
-static void fill(rc_table *t, gen *g, uint32_t n, uint32_t ncities,
-                 uint32_t ncates, float noise) {
-  float v[DIM];
-  for (uint32_t i = 0; i < n; i++) {
-    uint32_t city = rc_rng_below(&g->rng, ncities),
-             cate = rc_rng_below(&g->rng, ncates);
-    gen_vec(g, rc_rng_below(&g->rng, g->ncl), noise, v);
-    add_row(t, city, cate, v);
-  }
+static void fill(rc_table *t, gen *g, uint32_t n, uint32_t ncities, uint32_t ncates, float noise)
+{
+    float v[DIM];
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t city = rc_rng_below(&g->rng, ncities), cate = rc_rng_below(&g->rng, ncates);
+        gen_vec(g, rc_rng_below(&g->rng, g->ncl), noise, v);
+        add_row(t, city, cate, v);
+    }
 }
 
-static rc_index *mk_index(rc_table *t, uint32_t ivf_min) {
-  rc_index_opts o = {0};
-  o.ivf_min = ivf_min;
-  o.no_background = 1;
-  rc_index *ix = NULL;
-  char err[256] = "";
-  ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
-  return ix;
+static rc_index *mk_index(rc_table *t, uint32_t ivf_min)
+{
+    rc_index_opts o = {0};
+    o.ivf_min = ivf_min;
+    o.no_background = 1;
+    rc_index *ix = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
+    return ix;
 }
 
-static void touch_all(rc_index *ix, rc_table *t, uint32_t from) {
-  for (uint32_t r = from; r < rc_table_size(t); r++)
-    rc_index_touch(ix, r);
+static void touch_all(rc_index *ix, rc_table *t, uint32_t from)
+{
+    for (uint32_t r = from; r < rc_table_size(t); r++)
+        rc_index_touch(ix, r);
 }
 
-static void flush_all(rc_index *ix) {
-  char err[256] = "";
-  int rc = rc_index_flush(ix, 0, err, sizeof(err));
-  if (rc < 0)
-    RC__FAIL("flush: %d %s", rc, err);
-  rc = rc_index_maintain(ix, err, sizeof(err));
-  if (rc < 0)
-    RC__FAIL("maintain: %d %s", rc, err);
+static void flush_all(rc_index *ix)
+{
+    char err[256] = "";
+    int rc = rc_index_flush(ix, 0, err, sizeof(err));
+    if (rc < 0)
+        RC__FAIL("flush: %d %s", rc, err);
+    rc = rc_index_maintain(ix, err, sizeof(err));
+    if (rc < 0)
+        RC__FAIL("maintain: %d %s", rc, err);
 }
 
-static int matches(const rc_table *t, uint32_t row, const rc_index_filter *f) {
-  if (!f)
-    return 1;
-  if (f->city >= 0 && rc_table_city(t, row) != (uint32_t)f->city)
+static int matches(const rc_table *t, uint32_t row, const rc_index_filter *f)
+{
+    if (!f)
+        return 1;
+    if (f->city >= 0 && rc_table_city(t, row) != (uint32_t)f->city)
+        return 0;
+    if (!f->ncates)
+        return 1;
+    for (uint32_t i = 0; i < f->ncates; i++)
+        if (f->cates[i] == rc_table_cate(t, row))
+            return 1;
     return 0;
-  if (!f->ncates)
-    return 1;
-  for (uint32_t i = 0; i < f->ncates; i++)
-    if (f->cates[i] == rc_table_cate(t, row))
-      return 1;
-  return 0;
 }
 
 /* Exact top-k by inner product with normalised table vectors; returns count. */
-static uint32_t brute(const rc_table *t, const float *q, uint32_t k,
-                      const rc_index_filter *f, uint32_t *rows, float *scores) {
-  uint32_t n = 0;
-  float v[DIM];
-  for (uint32_t r = 0; r < rc_table_size(t); r++) {
-    if (!matches(t, r, f))
-      continue;
-    memcpy(v, rc_table_in(t, r), sizeof(v));
-    rc_vec_normalize(v, DIM);
-    float s = rc_vec_dot(q, v, DIM);
-    if (n == k && s <= scores[n - 1])
-      continue;
-    uint32_t i = n < k ? n++ : n - 1;
-    while (i > 0 && scores[i - 1] < s) {
-      scores[i] = scores[i - 1];
-      rows[i] = rows[i - 1];
-      i--;
+static uint32_t brute(const rc_table *t, const float *q, uint32_t k, const rc_index_filter *f,
+                      uint32_t *rows, float *scores)
+{
+    uint32_t n = 0;
+    float v[DIM];
+    for (uint32_t r = 0; r < rc_table_size(t); r++) {
+        if (!matches(t, r, f))
+            continue;
+        memcpy(v, rc_table_in(t, r), sizeof(v));
+        rc_vec_normalize(v, DIM);
+        float s = rc_vec_dot(q, v, DIM);
+        if (n == k && s <= scores[n - 1])
+            continue;
+        uint32_t i = n < k ? n++ : n - 1;
+        while (i > 0 && scores[i - 1] < s) {
+            scores[i] = scores[i - 1];
+            rows[i] = rows[i - 1];
+            i--;
+        }
+        scores[i] = s;
+        rows[i] = r;
     }
-    scores[i] = s;
-    rows[i] = r;
-  }
-  return n;
+    return n;
 }
 
-static void mk_query(const rc_table *t, rc_rng *r, float *q) {
-  memset(q, 0, DIM * sizeof(float));
-  for (int i = 0; i < 3; i++)
-    rc_vec_axpy(1.0f, rc_table_in(t, rc_rng_below(r, rc_table_size(t))), q,
-                DIM);
+static void mk_query(const rc_table *t, rc_rng *r, float *q)
+{
+    memset(q, 0, DIM * sizeof(float));
+    for (int i = 0; i < 3; i++)
+        rc_vec_axpy(1.0f, rc_table_in(t, rc_rng_below(r, rc_table_size(t))), q, DIM);
 }
 
 /* For each of nf filters, nq random queries: the index's top-50 equals brute
  * force (same count, rows passing the filter, same scores). Flat only. */
-static void check_filters_exact(rc_index *ix, const rc_table *t,
-                                const rc_index_filter *fs, int nf, int nq,
-                                uint64_t seed) {
-  rc_rng r;
-  rc_rng_seed(&r, seed);
-  uint32_t got[50], want[50], n;
-  float gs[50], ws[50], q[DIM];
-  for (int fi = 0; fi < nf; fi++) {
-    for (int i = 0; i < nq; i++) {
-      mk_query(t, &r, q);
-      uint32_t m = brute(t, q, 50, &fs[fi], want, ws);
-      ASSERT_EQ(rc_index_search(ix, q, 50, &fs[fi], got, gs, &n), 0);
-      ASSERT_EQ(n, m);
-      for (uint32_t j = 0; j < n; j++) {
-        ASSERT(matches(t, got[j], &fs[fi]));
-        ASSERT_NEAR(gs[j], ws[j], 1e-4);
-      }
+static void check_filters_exact(rc_index *ix, const rc_table *t, const rc_index_filter *fs, int nf,
+                                int nq, uint64_t seed)
+{
+    rc_rng r;
+    rc_rng_seed(&r, seed);
+    uint32_t got[50], want[50], n;
+    float gs[50], ws[50], q[DIM];
+    for (int fi = 0; fi < nf; fi++) {
+        for (int i = 0; i < nq; i++) {
+            mk_query(t, &r, q);
+            uint32_t m = brute(t, q, 50, &fs[fi], want, ws);
+            ASSERT_EQ(rc_index_search(ix, q, 50, &fs[fi], got, gs, &n), 0);
+            ASSERT_EQ(n, m);
+            for (uint32_t j = 0; j < n; j++) {
+                ASSERT(matches(t, got[j], &fs[fi]));
+                ASSERT_NEAR(gs[j], ws[j], 1e-4);
+            }
+        }
     }
-  }
 }
 
-static double recall_at(rc_index *ix, const rc_table *t, uint32_t nq,
-                        uint32_t k, const rc_index_filter *f, uint64_t seed) {
-  rc_rng r;
-  rc_rng_seed(&r, seed);
-  uint32_t *got = malloc(k * sizeof(uint32_t)),
-           *want = malloc(k * sizeof(uint32_t));
-  float *gs = malloc(k * sizeof(float)), *ws = malloc(k * sizeof(float)),
-        q[DIM];
-  uint64_t hit = 0, tot = 0;
-  for (uint32_t i = 0; i < nq; i++) {
-    mk_query(t, &r, q);
-    uint32_t n = 0, m = brute(t, q, k, f, want, ws);
-    ASSERT_EQ(rc_index_search(ix, q, k, f, got, gs, &n), 0);
-    ASSERT_EQ(n, m);
-    for (uint32_t a = 0; a < m; a++)
-      for (uint32_t b = 0; b < n; b++)
-        hit += want[a] == got[b];
-    tot += m;
-  }
-  free(got);
-  free(want);
-  free(gs);
-  free(ws);
-  return tot ? (double)hit / (double)tot : 1.0;
-}
-
-TEST(index_flat_equals_brute_force) {
-  gen g;
-  gen_init(&g, 20, 1);
-  rc_table *t = mk_table(3, 2);
-  fill(t, &g, 2000, 3, 2, 0.3f);
-  rc_index *ix = mk_index(t, 0);
-  touch_all(ix, t, 0);
-  flush_all(ix);
-  rc_index_stats st;
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.size, 2000);
-  ASSERT_EQ(st.partitions, 6);
-  ASSERT_EQ(st.ivf_partitions, 0);
-  rc_rng r;
-  rc_rng_seed(&r, 3);
-  uint32_t got[50], want[50], n;
-  float gs[50], ws[50], q[DIM];
-  for (int i = 0; i < 30; i++) {
-    mk_query(t, &r, q);
-    ASSERT_EQ(brute(t, q, 50, NULL, want, ws), 50);
-    ASSERT_EQ(rc_index_search(ix, q, 50, NULL, got, gs, &n), 0);
-    ASSERT_EQ(n, 50);
-    for (int j = 0; j < 50; j++) {
-      ASSERT_NEAR(gs[j], ws[j], 1e-4);
-      if (j > 0)
-        ASSERT_DBL_OP(gs[j - 1], >=, gs[j]);
+static double recall_at(rc_index *ix, const rc_table *t, uint32_t nq, uint32_t k,
+                        const rc_index_filter *f, uint64_t seed)
+{
+    rc_rng r;
+    rc_rng_seed(&r, seed);
+    uint32_t *got = malloc(k * sizeof(uint32_t)), *want = malloc(k * sizeof(uint32_t));
+    float *gs = malloc(k * sizeof(float)), *ws = malloc(k * sizeof(float)), q[DIM];
+    uint64_t hit = 0, tot = 0;
+    for (uint32_t i = 0; i < nq; i++) {
+        mk_query(t, &r, q);
+        uint32_t n = 0, m = brute(t, q, k, f, want, ws);
+        ASSERT_EQ(rc_index_search(ix, q, k, f, got, gs, &n), 0);
+        ASSERT_EQ(n, m);
+        for (uint32_t a = 0; a < m; a++)
+            for (uint32_t b = 0; b < n; b++)
+                hit += want[a] == got[b];
+        tot += m;
     }
-    ASSERT_EQ(got[0], want[0]);
-  }
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+    free(got);
+    free(want);
+    free(gs);
+    free(ws);
+    return tot ? (double)hit / (double)tot : 1.0;
 }
 
-TEST(index_filter_city_cate) {
-  gen g;
-  gen_init(&g, 20, 2);
-  rc_table *t = mk_table(4, 5);
-  fill(t, &g, 3000, 4, 5, 0.3f);
-  rc_index *ix = mk_index(t, 0);
-  touch_all(ix, t, 0);
-  flush_all(ix);
-  uint32_t cates[2] = {1, 3};
-  rc_index_filter fs[3] = {{2, NULL, 0}, {-1, cates, 2}, {0, cates, 1}};
-  check_filters_exact(ix, t, fs, 3, 10, 4);
-  uint32_t got[50], n;
-  float gs[50], q[DIM];
-  memcpy(q, rc_table_in(t, 0), sizeof(q));
-  rc_index_filter none = {99, NULL, 0};
-  ASSERT_EQ(rc_index_search(ix, q, 50, &none, got, gs, &n), 0);
-  ASSERT_EQ(n, 0);
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+TEST(index_flat_equals_brute_force)
+{
+    gen g;
+    gen_init(&g, 20, 1);
+    rc_table *t = mk_table(3, 2);
+    fill(t, &g, 2000, 3, 2, 0.3f);
+    rc_index *ix = mk_index(t, 0);
+    touch_all(ix, t, 0);
+    flush_all(ix);
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.size, 2000);
+    ASSERT_EQ(st.partitions, 6);
+    ASSERT_EQ(st.ivf_partitions, 0);
+    rc_rng r;
+    rc_rng_seed(&r, 3);
+    uint32_t got[50], want[50], n;
+    float gs[50], ws[50], q[DIM];
+    for (int i = 0; i < 30; i++) {
+        mk_query(t, &r, q);
+        ASSERT_EQ(brute(t, q, 50, NULL, want, ws), 50);
+        ASSERT_EQ(rc_index_search(ix, q, 50, NULL, got, gs, &n), 0);
+        ASSERT_EQ(n, 50);
+        for (int j = 0; j < 50; j++) {
+            ASSERT_NEAR(gs[j], ws[j], 1e-4);
+            if (j > 0)
+                ASSERT_DBL_OP(gs[j - 1], >=, gs[j]);
+        }
+        ASSERT_EQ(got[0], want[0]);
+    }
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
 }
 
-TEST(index_ivf_recall_after_ivf_min) {
-  gen g;
-  gen_init(&g, 200, 5);
-  rc_table *t = mk_table(3, 1);
-  fill(t, &g, 30000, 3, 1, 0.12f);
-  rc_index *ix = mk_index(t, 4096);
-  touch_all(ix, t, 0);
-  char err[256] = "";
-  ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 30000);
-  rc_index_stats st;
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.ivf_partitions, 0);
-  ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.ivf_partitions, 3);
-  ASSERT_EQ(st.retrains, 3);
-  double rec = recall_at(ix, t, 100, 50, NULL, 9);
-  fprintf(stderr, "recall@50 all: %.4f\n", rec);
-  ASSERT_DBL_OP(rec, >=, 0.95);
-  rc_index_filter f = {1, NULL, 0};
-  rec = recall_at(ix, t, 100, 50, &f, 10);
-  fprintf(stderr, "recall@50 city 1: %.4f\n", rec);
-  ASSERT_DBL_OP(rec, >=, 0.95);
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+TEST(index_filter_city_cate)
+{
+    gen g;
+    gen_init(&g, 20, 2);
+    rc_table *t = mk_table(4, 5);
+    fill(t, &g, 3000, 4, 5, 0.3f);
+    rc_index *ix = mk_index(t, 0);
+    touch_all(ix, t, 0);
+    flush_all(ix);
+    uint32_t cates[2] = {1, 3};
+    rc_index_filter fs[3] = {{2, NULL, 0}, {-1, cates, 2}, {0, cates, 1}};
+    check_filters_exact(ix, t, fs, 3, 10, 4);
+    uint32_t got[50], n;
+    float gs[50], q[DIM];
+    memcpy(q, rc_table_in(t, 0), sizeof(q));
+    rc_index_filter none = {99, NULL, 0};
+    ASSERT_EQ(rc_index_search(ix, q, 50, &none, got, gs, &n), 0);
+    ASSERT_EQ(n, 0);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
+}
+
+TEST(index_ivf_recall_after_ivf_min)
+{
+    gen g;
+    gen_init(&g, 200, 5);
+    rc_table *t = mk_table(3, 1);
+    fill(t, &g, 30000, 3, 1, 0.12f);
+    rc_index *ix = mk_index(t, 4096);
+    touch_all(ix, t, 0);
+    char err[256] = "";
+    ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 30000);
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.ivf_partitions, 0);
+    ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.ivf_partitions, 3);
+    ASSERT_EQ(st.retrains, 3);
+    double rec = recall_at(ix, t, 100, 50, NULL, 9);
+    fprintf(stderr, "recall@50 all: %.4f\n", rec);
+    ASSERT_DBL_OP(rec, >=, 0.95);
+    rc_index_filter f = {1, NULL, 0};
+    rec = recall_at(ix, t, 100, 50, &f, 10);
+    fprintf(stderr, "recall@50 city 1: %.4f\n", rec);
+    ASSERT_DBL_OP(rec, >=, 0.95);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
 }
 
 /* A small change is absorbed; a large one is re-indexed and searchable. Run
  * on a flat and on an IVF partition. */
-static void drift_case(uint32_t nrows, uint32_t ivf_min, int want_ivf) {
-  gen g;
-  gen_init(&g, 50, 11);
-  rc_table *t = mk_table(1, 1);
-  fill(t, &g, nrows, 1, 1, 0.3f);
-  rc_index *ix = mk_index(t, ivf_min);
-  touch_all(ix, t, 0);
-  flush_all(ix);
-  rc_index_stats st0, st;
-  rc_index_stats_get(ix, &st0);
-  ASSERT_EQ(st0.ivf_partitions, want_ivf);
-  uint32_t row = 17, got[5], n;
-  float *v = rc_table_in(t, row), gs[5];
-  v[0] += 0.01f;
-  rc_index_touch(ix, row);
-  rc_index_touch(ix, row); /* deduplicated */
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.pending, 1);
-  flush_all(ix);
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.pending, 0);
-  ASSERT_EQ(st.skipped_small_drift, st0.skipped_small_drift + 1);
-  ASSERT_EQ(st.reindexed, st0.reindexed);
-  /* Far from everything: a fresh direction. */
-  float w[DIM];
-  for (int i = 0; i < DIM; i++)
-    w[i] = (i % 2 ? 1.0f : -1.0f) * (float)(i % 7);
-  rc_vec_normalize(w, DIM);
-  memcpy(v, w, sizeof(w));
-  ASSERT_EQ(rc_index_search(ix, w, 1, NULL, got, gs, &n), 0);
-  ASSERT_EQ(n, 1);
-  ASSERT_NE(got[0], row);
-  rc_index_touch(ix, row);
-  flush_all(ix);
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.reindexed, st0.reindexed + 1);
-  ASSERT_EQ(rc_index_search(ix, w, 1, NULL, got, gs, &n), 0);
-  ASSERT_EQ(n, 1);
-  ASSERT_EQ(got[0], row);
-  ASSERT_NEAR(gs[0], 1.0, 1e-4);
-  ASSERT_EQ(st.size, nrows);
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+static void drift_case(uint32_t nrows, uint32_t ivf_min, int want_ivf)
+{
+    gen g;
+    gen_init(&g, 50, 11);
+    rc_table *t = mk_table(1, 1);
+    fill(t, &g, nrows, 1, 1, 0.3f);
+    rc_index *ix = mk_index(t, ivf_min);
+    touch_all(ix, t, 0);
+    flush_all(ix);
+    rc_index_stats st0, st;
+    rc_index_stats_get(ix, &st0);
+    ASSERT_EQ(st0.ivf_partitions, want_ivf);
+    uint32_t row = 17, got[5], n;
+    float *v = rc_table_in(t, row), gs[5];
+    v[0] += 0.01f;
+    rc_index_touch(ix, row);
+    rc_index_touch(ix, row); /* deduplicated */
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.pending, 1);
+    flush_all(ix);
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.pending, 0);
+    ASSERT_EQ(st.skipped_small_drift, st0.skipped_small_drift + 1);
+    ASSERT_EQ(st.reindexed, st0.reindexed);
+    /* Far from everything: a fresh direction. */
+    float w[DIM];
+    for (int i = 0; i < DIM; i++)
+        w[i] = (i % 2 ? 1.0f : -1.0f) * (float)(i % 7);
+    rc_vec_normalize(w, DIM);
+    memcpy(v, w, sizeof(w));
+    ASSERT_EQ(rc_index_search(ix, w, 1, NULL, got, gs, &n), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT_NE(got[0], row);
+    rc_index_touch(ix, row);
+    flush_all(ix);
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.reindexed, st0.reindexed + 1);
+    ASSERT_EQ(rc_index_search(ix, w, 1, NULL, got, gs, &n), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(got[0], row);
+    ASSERT_NEAR(gs[0], 1.0, 1e-4);
+    ASSERT_EQ(st.size, nrows);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
 }
 
 TEST(index_drift_rule_flat) { drift_case(1000, 0, 0); }
 
 TEST(index_drift_rule_ivf) { drift_case(6000, 4096, 1); }
 
-TEST(index_new_rows_searchable_after_flush) {
-  gen g;
-  gen_init(&g, 10, 12);
-  rc_table *t = mk_table(2, 2);
-  fill(t, &g, 500, 2, 2, 0.3f);
-  rc_index *ix = mk_index(t, 0);
-  touch_all(ix, t, 0);
-  flush_all(ix);
-  float v[DIM];
-  for (int i = 0; i < DIM; i++)
-    v[i] = (float)((i * 37) % 11) - 5.0f;
-  rc_vec_normalize(v, DIM);
-  uint32_t row = add_row(t, 1, 0, v);
-  ASSERT(!rc_index_contains(ix, row));
-  rc_index_touch(ix, row);
-  usleep(2000);
-  rc_index_stats st;
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.pending, 1);
-  ASSERT_DBL_OP(st.staleness_ms, >=, 1.0);
-  uint32_t got[3], n;
-  float gs[3];
-  ASSERT_EQ(rc_index_search(ix, v, 3, NULL, got, gs, &n), 0);
-  for (uint32_t i = 0; i < n; i++)
-    ASSERT_NE(got[i], row);
-  char err[256];
-  ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 1);
-  ASSERT(rc_index_contains(ix, row));
-  ASSERT_EQ(rc_index_search(ix, v, 3, NULL, got, gs, &n), 0);
-  ASSERT_EQ(got[0], row);
-  rc_index_filter f = {1, NULL, 0};
-  ASSERT_EQ(rc_index_search(ix, v, 3, &f, got, gs, &n), 0);
-  ASSERT_EQ(got[0], row);
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.pending, 0);
-  ASSERT_DBL_OP(st.staleness_ms, ==, 0);
-  ASSERT_EQ(st.added, 501);
-  ASSERT_GE(st.fresh_p99_us, st.fresh_p50_us);
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+TEST(index_new_rows_searchable_after_flush)
+{
+    gen g;
+    gen_init(&g, 10, 12);
+    rc_table *t = mk_table(2, 2);
+    fill(t, &g, 500, 2, 2, 0.3f);
+    rc_index *ix = mk_index(t, 0);
+    touch_all(ix, t, 0);
+    flush_all(ix);
+    float v[DIM];
+    for (int i = 0; i < DIM; i++)
+        v[i] = (float)((i * 37) % 11) - 5.0f;
+    rc_vec_normalize(v, DIM);
+    uint32_t row = add_row(t, 1, 0, v);
+    ASSERT(!rc_index_contains(ix, row));
+    rc_index_touch(ix, row);
+    usleep(2000);
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.pending, 1);
+    ASSERT_DBL_OP(st.staleness_ms, >=, 1.0);
+    uint32_t got[3], n;
+    float gs[3];
+    ASSERT_EQ(rc_index_search(ix, v, 3, NULL, got, gs, &n), 0);
+    for (uint32_t i = 0; i < n; i++)
+        ASSERT_NE(got[i], row);
+    char err[256];
+    ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 1);
+    ASSERT(rc_index_contains(ix, row));
+    ASSERT_EQ(rc_index_search(ix, v, 3, NULL, got, gs, &n), 0);
+    ASSERT_EQ(got[0], row);
+    rc_index_filter f = {1, NULL, 0};
+    ASSERT_EQ(rc_index_search(ix, v, 3, &f, got, gs, &n), 0);
+    ASSERT_EQ(got[0], row);
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.pending, 0);
+    ASSERT_DBL_OP(st.staleness_ms, ==, 0);
+    ASSERT_EQ(st.added, 501);
+    ASSERT_GE(st.fresh_p99_us, st.fresh_p50_us);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
 }
 
 /* flush(max_rows) applies part of the queue, oldest first. */
-TEST(index_flush_max_rows_and_stats) {
-  gen g;
-  gen_init(&g, 10, 13);
-  rc_table *t = mk_table(1, 3);
-  fill(t, &g, 1000, 1, 3, 0.3f);
-  rc_index *ix = mk_index(t, 0);
-  touch_all(ix, t, 0);
-  char err[256];
-  ASSERT_EQ(rc_index_flush(ix, 300, err, sizeof(err)), 300);
-  rc_index_stats st;
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.size, 300);
-  ASSERT_EQ(st.pending, 700);
-  ASSERT(rc_index_contains(ix, 299));
-  ASSERT(!rc_index_contains(ix, 300));
-  ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 700);
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.size, 1000);
-  ASSERT_EQ(st.partitions, 3);
-  ASSERT_EQ(st.added, 1000);
-  ASSERT_GT(st.bytes, 1000 * DIM * 4);
-  ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 0);
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+TEST(index_flush_max_rows_and_stats)
+{
+    gen g;
+    gen_init(&g, 10, 13);
+    rc_table *t = mk_table(1, 3);
+    fill(t, &g, 1000, 1, 3, 0.3f);
+    rc_index *ix = mk_index(t, 0);
+    touch_all(ix, t, 0);
+    char err[256];
+    ASSERT_EQ(rc_index_flush(ix, 300, err, sizeof(err)), 300);
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.size, 300);
+    ASSERT_EQ(st.pending, 700);
+    ASSERT(rc_index_contains(ix, 299));
+    ASSERT(!rc_index_contains(ix, 300));
+    ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 700);
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.size, 1000);
+    ASSERT_EQ(st.partitions, 3);
+    ASSERT_EQ(st.added, 1000);
+    ASSERT_GT(st.bytes, 1000 * DIM * 4);
+    ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 0);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
 }
 
 /* Growth past retrain_growth retrains; rows added and changed while a
  * background training runs are all present after the swap. */
-TEST(index_background_retrain_catches_up) {
-  gen g;
-  gen_init(&g, 60, 14);
-  rc_table *t = mk_table(1, 1);
-  fill(t, &g, 5000, 1, 1, 0.12f);
-  rc_index_opts o = {0};
-  o.ivf_min = 2048;
-  o.retrain_growth = 0.5f;
-  rc_index *ix = NULL;
-  char err[256] = "";
-  ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
-  touch_all(ix, t, 0);
-  ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 5000);
-  ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
-  ASSERT(rc_index_training(ix));
-  /* While it trains: new rows and big changes to old ones. */
-  fill(t, &g, 4000, 1, 1, 0.12f);
-  touch_all(ix, t, 5000);
-  rc_rng r;
-  rc_rng_seed(&r, 15);
-  float v[DIM];
-  for (uint32_t i = 0; i < 200; i++) {
-    uint32_t row = rc_rng_below(&r, 5000);
-    gen_vec(&g, rc_rng_below(&g.rng, g.ncl), 0.12f, v);
-    memcpy(rc_table_in(t, row), v, sizeof(v));
-    rc_index_touch(ix, row);
-  }
-  ASSERT_GT(rc_index_flush(ix, 0, err, sizeof(err)), 4000);
-  while (rc_index_training(ix)) {
+TEST(index_background_retrain_catches_up)
+{
+    gen g;
+    gen_init(&g, 60, 14);
+    rc_table *t = mk_table(1, 1);
+    fill(t, &g, 5000, 1, 1, 0.12f);
+    rc_index_opts o = {0};
+    o.ivf_min = 2048;
+    o.retrain_growth = 0.5f;
+    rc_index *ix = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
+    touch_all(ix, t, 0);
+    ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 5000);
     ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
-    usleep(1000);
-  }
-  rc_index_stats st;
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.ivf_partitions, 1);
-  ASSERT_GE(st.retrains, 1);
-  ASSERT_EQ(st.size, 9000);
-  /* 9000 > 1.5 * 5000: a second training is due (or already started). */
-  for (uint64_t t0 = rc_now_ns(); st.retrains < 2 && rc_now_ns() - t0 < 120000000000ull;) {
-    ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
-    usleep(1000);
+    ASSERT(rc_index_training(ix));
+    /* While it trains: new rows and big changes to old ones. */
+    fill(t, &g, 4000, 1, 1, 0.12f);
+    touch_all(ix, t, 5000);
+    rc_rng r;
+    rc_rng_seed(&r, 15);
+    float v[DIM];
+    for (uint32_t i = 0; i < 200; i++) {
+        uint32_t row = rc_rng_below(&r, 5000);
+        gen_vec(&g, rc_rng_below(&g.rng, g.ncl), 0.12f, v);
+        memcpy(rc_table_in(t, row), v, sizeof(v));
+        rc_index_touch(ix, row);
+    }
+    ASSERT_GT(rc_index_flush(ix, 0, err, sizeof(err)), 4000);
+    while (rc_index_training(ix)) {
+        ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+        usleep(1000);
+    }
+    rc_index_stats st;
     rc_index_stats_get(ix, &st);
-  }
-  ASSERT_EQ(st.retrains, 2);
-  /* Every row finds itself first with its current vector. */
-  uint32_t got[1], n;
-  float gs[1];
-  for (uint32_t row = 0; row < 9000; row += 7) {
-    memcpy(v, rc_table_in(t, row), sizeof(v));
-    ASSERT_EQ(rc_index_search(ix, v, 1, NULL, got, gs, &n), 0);
-    ASSERT_EQ(n, 1);
-    ASSERT_NEAR(gs[0], 1.0, 1e-3);
-  }
-  ASSERT_DBL_OP(recall_at(ix, t, 50, 50, NULL, 16), >=, 0.95);
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+    ASSERT_EQ(st.ivf_partitions, 1);
+    ASSERT_GE(st.retrains, 1);
+    ASSERT_EQ(st.size, 9000);
+    /* 9000 > 1.5 * 5000: a second training is due (or already started). */
+    for (uint64_t t0 = rc_now_ns(); st.retrains < 2 && rc_now_ns() - t0 < 120000000000ull;) {
+        ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+        usleep(1000);
+        rc_index_stats_get(ix, &st);
+    }
+    ASSERT_EQ(st.retrains, 2);
+    /* Every row finds itself first with its current vector. */
+    uint32_t got[1], n;
+    float gs[1];
+    for (uint32_t row = 0; row < 9000; row += 7) {
+        memcpy(v, rc_table_in(t, row), sizeof(v));
+        ASSERT_EQ(rc_index_search(ix, v, 1, NULL, got, gs, &n), 0);
+        ASSERT_EQ(n, 1);
+        ASSERT_NEAR(gs[0], 1.0, 1e-3);
+    }
+    ASSERT_DBL_OP(recall_at(ix, t, 50, 50, NULL, 16), >=, 0.95);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
 }
 
 typedef struct searcher {
-  rc_index *ix;
-  rc_table *t;
-  volatile int *stop;
-  uint64_t nsearch;
-  int bad;
+    rc_index *ix;
+    rc_table *t;
+    volatile int *stop;
+    uint64_t nsearch;
+    int bad;
 } searcher;
 
-static void *search_loop(void *arg) {
-  searcher *s = arg;
-  rc_rng r;
-  rc_rng_seed(&r, (uint64_t)(uintptr_t)s);
-  uint32_t rows[50], n, cates[1];
-  float sc[50], q[DIM];
-  while (!__atomic_load_n(s->stop, __ATOMIC_ACQUIRE)) {
-    for (int i = 0; i < DIM; i++)
-      q[i] = rc_rng_float(&r) - 0.5f;
-    cates[0] = rc_rng_below(&r, 3);
-    rc_index_filter f = {(int64_t)rc_rng_below(&r, 3) - 1, cates,
-                         rc_rng_below(&r, 2)};
-    if (rc_index_search(s->ix, q, 50, &f, rows, sc, &n) != 0)
-      s->bad++;
-    uint32_t size = rc_table_size(s->t);
-    for (uint32_t i = 0; i < n; i++) {
-      if (rows[i] >= size || (i > 0 && sc[i] > sc[i - 1]))
-        s->bad++;
-      else if (f.city >= 0 && rc_table_city(s->t, rows[i]) != (uint32_t)f.city)
-        s->bad++;
+static void *search_loop(void *arg)
+{
+    searcher *s = arg;
+    rc_rng r;
+    rc_rng_seed(&r, (uint64_t)(uintptr_t)s);
+    uint32_t rows[50], n, cates[1];
+    float sc[50], q[DIM];
+    while (!__atomic_load_n(s->stop, __ATOMIC_ACQUIRE)) {
+        for (int i = 0; i < DIM; i++)
+            q[i] = rc_rng_float(&r) - 0.5f;
+        cates[0] = rc_rng_below(&r, 3);
+        rc_index_filter f = {(int64_t)rc_rng_below(&r, 3) - 1, cates, rc_rng_below(&r, 2)};
+        if (rc_index_search(s->ix, q, 50, &f, rows, sc, &n) != 0)
+            s->bad++;
+        uint32_t size = rc_table_size(s->t);
+        for (uint32_t i = 0; i < n; i++) {
+            if (rows[i] >= size || (i > 0 && sc[i] > sc[i - 1]))
+                s->bad++;
+            else if (f.city >= 0 && rc_table_city(s->t, rows[i]) != (uint32_t)f.city)
+                s->bad++;
+        }
+        __atomic_fetch_add(&s->nsearch, 1, __ATOMIC_RELAXED);
     }
-    __atomic_fetch_add(&s->nsearch, 1, __ATOMIC_RELAXED);
-  }
-  return NULL;
+    return NULL;
 }
 
-TEST(index_concurrent_search_while_writing) {
-  gen g;
-  gen_init(&g, 40, 17);
-  rc_table *t = mk_table(2, 3);
-  fill(t, &g, 3000, 2, 3, 0.3f);
-  rc_index_opts o = {0};
-  o.ivf_min = 1024;
-  o.retrain_growth = 0.3f;
-  o.batch = 64;
-  rc_index *ix = NULL;
-  char err[256] = "";
-  ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
-  touch_all(ix, t, 0);
-  ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 3000);
-  volatile int stop = 0;
-  searcher s[3];
-  pthread_t th[3];
-  for (int i = 0; i < 3; i++) {
-    s[i] = (searcher){ix, t, &stop, 0, 0};
-    ASSERT_EQ(pthread_create(&th[i], NULL, search_loop, &s[i]), 0);
-  }
-  rc_rng r;
-  rc_rng_seed(&r, 18);
-  float v[DIM];
-  /* A fixed amount of writing (to 40000 rows: two IVF retrains at growth
-   * 0.3), and after each round the writer waits until every searcher has
-   * completed a search that started after it: the searches race every round
-   * of writes however the threads are scheduled. */
-  while (rc_table_size(t) < 40000) {
-    uint64_t before[3];
-    for (int i = 0; i < 3; i++)
-      before[i] = __atomic_load_n(&s[i].nsearch, __ATOMIC_RELAXED);
-    uint32_t base = rc_table_size(t);
-    fill(t, &g, 200, 2, 3, 0.3f);
-    touch_all(ix, t, base);
-    for (int i = 0; i < 300; i++) {
-      uint32_t row = rc_rng_below(&r, rc_table_size(t));
-      gen_vec(&g, rc_rng_below(&g.rng, g.ncl), 0.3f, v);
-      memcpy(rc_table_in(t, row), v, sizeof(v));
-      rc_index_touch(ix, row);
+TEST(index_concurrent_search_while_writing)
+{
+    gen g;
+    gen_init(&g, 40, 17);
+    rc_table *t = mk_table(2, 3);
+    fill(t, &g, 3000, 2, 3, 0.3f);
+    rc_index_opts o = {0};
+    o.ivf_min = 1024;
+    o.retrain_growth = 0.3f;
+    o.batch = 64;
+    rc_index *ix = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
+    touch_all(ix, t, 0);
+    ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 3000);
+    volatile int stop = 0;
+    searcher s[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        s[i] = (searcher){ix, t, &stop, 0, 0};
+        ASSERT_EQ(pthread_create(&th[i], NULL, search_loop, &s[i]), 0);
     }
-    int rc = rc_index_flush(ix, 0, err, sizeof(err));
-    if (rc < 0)
-      RC__FAIL("flush: %s", err);
-    ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
-    for (int i = 0; i < 3; i++)
-      while (__atomic_load_n(&s[i].nsearch, __ATOMIC_RELAXED) < before[i] + 2)
-        sched_yield();
-  }
-  __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
-  uint64_t total = 0;
-  for (int i = 0; i < 3; i++) {
-    pthread_join(th[i], NULL);
-    ASSERT_EQ(s[i].bad, 0);
-    total += s[i].nsearch;
-  }
-  rc_index_stats st;
-  rc_index_stats_get(ix, &st);
-  fprintf(stderr,
-          "searches %" PRIu64 ", rows %" PRIu64 ", ivf %" PRIu64
-          ", retrains %" PRIu64 ", reindexed %" PRIu64 "\n",
-          total, st.size, st.ivf_partitions, st.retrains, st.reindexed);
-  ASSERT_GT(total, 3 * 2 * 100); /* > 100 rounds, two searches each */
-  ASSERT_GE(st.ivf_partitions, 1);
-  ASSERT_GE(st.retrains, 2);
-  ASSERT_GT(st.reindexed, 0);
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+    rc_rng r;
+    rc_rng_seed(&r, 18);
+    float v[DIM];
+    /* A fixed amount of writing (to 40000 rows: two IVF retrains at growth
+     * 0.3), and after each round the writer waits until every searcher has
+     * completed a search that started after it: the searches race every round
+     * of writes however the threads are scheduled. */
+    while (rc_table_size(t) < 40000) {
+        uint64_t before[3];
+        for (int i = 0; i < 3; i++)
+            before[i] = __atomic_load_n(&s[i].nsearch, __ATOMIC_RELAXED);
+        uint32_t base = rc_table_size(t);
+        fill(t, &g, 200, 2, 3, 0.3f);
+        touch_all(ix, t, base);
+        for (int i = 0; i < 300; i++) {
+            uint32_t row = rc_rng_below(&r, rc_table_size(t));
+            gen_vec(&g, rc_rng_below(&g.rng, g.ncl), 0.3f, v);
+            memcpy(rc_table_in(t, row), v, sizeof(v));
+            rc_index_touch(ix, row);
+        }
+        int rc = rc_index_flush(ix, 0, err, sizeof(err));
+        if (rc < 0)
+            RC__FAIL("flush: %s", err);
+        ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+        for (int i = 0; i < 3; i++)
+            while (__atomic_load_n(&s[i].nsearch, __ATOMIC_RELAXED) < before[i] + 2)
+                sched_yield();
+    }
+    __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+    uint64_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        ASSERT_EQ(s[i].bad, 0);
+        total += s[i].nsearch;
+    }
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    fprintf(stderr,
+            "searches %" PRIu64 ", rows %" PRIu64 ", ivf %" PRIu64 ", retrains %" PRIu64
+            ", reindexed %" PRIu64 "\n",
+            total, st.size, st.ivf_partitions, st.retrains, st.reindexed);
+    ASSERT_GT(total, 3 * 2 * 100); /* > 100 rounds, two searches each */
+    ASSERT_GE(st.ivf_partitions, 1);
+    ASSERT_GE(st.retrains, 2);
+    ASSERT_GT(st.reindexed, 0);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
 }
 
 /* Issue 11, probe 1: the partition limit never freezes the index. With
@@ -583,69 +597,70 @@ TEST(index_concurrent_search_while_writing) {
  * pending, filtered searches equal brute force (overflow rows filtered one by
  * one), rows of existing and of new pairs added afterwards are searchable,
  * and the overflow partition never turns IVF. */
-static void overflow_case(uint32_t ivf_min) {
-  gen g;
-  gen_init(&g, 20, 21);
-  rc_table *t = mk_table(6, 3);
-  fill(t, &g, 2000, 6, 3, 0.3f);
-  rc_index_opts o = {0};
-  o.no_background = 1;
-  o.ivf_min = ivf_min;
-  o.max_partitions = 4;
-  rc_index *ix = NULL;
-  char err[256] = "";
-  ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
-  touch_all(ix, t, 0);
-  flush_all(ix);
-  rc_index_stats st;
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.pending, 0);
-  ASSERT_EQ(st.size, 2000);
-  ASSERT_EQ(st.partitions, 5); /* four regular + the overflow */
-  ASSERT_EQ(st.max_partitions, 4);
-  ASSERT_GT(st.overflow_rows, 1000); /* 14 of 18 pairs */
-  ASSERT_LT(st.overflow_rows, 2000);
-  ASSERT_EQ(st.partition_errors, 0);
-  ASSERT_EQ(st.ivf_partitions, ivf_min < 2000 ? 4 : 0);
-  for (uint32_t r = 0; r < 2000; r++)
-    ASSERT(rc_index_contains(ix, r));
-  uint32_t cates[2] = {1, 2};
-  rc_index_filter fs[9] = {{0, NULL, 0}, {1, NULL, 0},  {2, NULL, 0},
-                           {3, NULL, 0}, {4, NULL, 0},  {5, NULL, 0},
-                           {-1, cates, 1}, {4, cates, 2}, {-1, NULL, 0}};
-  if (ivf_min > 2000) /* all flat: exact */
-    check_filters_exact(ix, t, fs, 9, 5, 22);
-  uint32_t got[3], n;
-  float gs[3];
-  /* New rows after the limit: one of a regular pair, one of an overflow
-   * pair; both searchable under their own filter. */
-  uint32_t rows[2], c0 = rc_table_city(t, 0), k0 = rc_table_cate(t, 0);
-  float v[DIM];
-  for (int i = 0; i < 2; i++) {
-    for (int j = 0; j < DIM; j++)
-      v[j] = (float)(((j + 7 * i) * 37) % 11) - 5.0f;
-    rc_vec_normalize(v, DIM);
-    /* (5, 2): one of the 14 pairs without a partition of their own, unless
-     * the seed put it among the first four; either way it must be found */
-    uint32_t city = i == 0 ? c0 : 5, cate = i == 0 ? k0 : 2;
-    rows[i] = add_row(t, city, cate, v);
-    rc_index_touch(ix, rows[i]);
-  }
-  flush_all(ix);
-  for (int i = 0; i < 2; i++) {
-    ASSERT(rc_index_contains(ix, rows[i]));
-    rc_index_filter f = {rc_table_city(t, rows[i]), NULL, 0};
-    memcpy(v, rc_table_in(t, rows[i]), sizeof(v));
-    ASSERT_EQ(rc_index_search(ix, v, 3, &f, got, gs, &n), 0);
-    ASSERT_GE(n, 1);
-    ASSERT_EQ(got[0], rows[i]);
-  }
-  rc_index_stats_get(ix, &st);
-  ASSERT_EQ(st.pending, 0);
-  ASSERT_EQ(st.partitions, 5);
-  rc_index_destroy(ix);
-  rc_table_destroy(t);
-  free(g.cent);
+static void overflow_case(uint32_t ivf_min)
+{
+    gen g;
+    gen_init(&g, 20, 21);
+    rc_table *t = mk_table(6, 3);
+    fill(t, &g, 2000, 6, 3, 0.3f);
+    rc_index_opts o = {0};
+    o.no_background = 1;
+    o.ivf_min = ivf_min;
+    o.max_partitions = 4;
+    rc_index *ix = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
+    touch_all(ix, t, 0);
+    flush_all(ix);
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.pending, 0);
+    ASSERT_EQ(st.size, 2000);
+    ASSERT_EQ(st.partitions, 5); /* four regular + the overflow */
+    ASSERT_EQ(st.max_partitions, 4);
+    ASSERT_GT(st.overflow_rows, 1000); /* 14 of 18 pairs */
+    ASSERT_LT(st.overflow_rows, 2000);
+    ASSERT_EQ(st.partition_errors, 0);
+    ASSERT_EQ(st.ivf_partitions, ivf_min < 2000 ? 4 : 0);
+    for (uint32_t r = 0; r < 2000; r++)
+        ASSERT(rc_index_contains(ix, r));
+    uint32_t cates[2] = {1, 2};
+    rc_index_filter fs[9] = {{0, NULL, 0},   {1, NULL, 0},  {2, NULL, 0},
+                             {3, NULL, 0},   {4, NULL, 0},  {5, NULL, 0},
+                             {-1, cates, 1}, {4, cates, 2}, {-1, NULL, 0}};
+    if (ivf_min > 2000) /* all flat: exact */
+        check_filters_exact(ix, t, fs, 9, 5, 22);
+    uint32_t got[3], n;
+    float gs[3];
+    /* New rows after the limit: one of a regular pair, one of an overflow
+     * pair; both searchable under their own filter. */
+    uint32_t rows[2], c0 = rc_table_city(t, 0), k0 = rc_table_cate(t, 0);
+    float v[DIM];
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < DIM; j++)
+            v[j] = (float)(((j + 7 * i) * 37) % 11) - 5.0f;
+        rc_vec_normalize(v, DIM);
+        /* (5, 2): one of the 14 pairs without a partition of their own, unless
+         * the seed put it among the first four; either way it must be found */
+        uint32_t city = i == 0 ? c0 : 5, cate = i == 0 ? k0 : 2;
+        rows[i] = add_row(t, city, cate, v);
+        rc_index_touch(ix, rows[i]);
+    }
+    flush_all(ix);
+    for (int i = 0; i < 2; i++) {
+        ASSERT(rc_index_contains(ix, rows[i]));
+        rc_index_filter f = {rc_table_city(t, rows[i]), NULL, 0};
+        memcpy(v, rc_table_in(t, rows[i]), sizeof(v));
+        ASSERT_EQ(rc_index_search(ix, v, 3, &f, got, gs, &n), 0);
+        ASSERT_GE(n, 1);
+        ASSERT_EQ(got[0], rows[i]);
+    }
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.pending, 0);
+    ASSERT_EQ(st.partitions, 5);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
 }
 
 TEST(index_partition_limit_overflow_flat) { overflow_case(4096); }

@@ -223,8 +223,8 @@ TEST(log_logfmt_values_quoted_and_escaped)
     ASSERT_STREQ(lf_get(&f, "empty"), "");
     ASSERT_STREQ(lf_get(&f, "path"), "/tmp/x y");
     ASSERT_STREQ(lf_get(&f, "err"), "boom");
-    ASSERT(f.quoted[f.n - 1]);    /* err=\"%s\": quoted in the format, stays quoted */
-    ASSERT(!f.quoted[5]);         /* b=42 bare */
+    ASSERT(f.quoted[f.n - 1]); /* err=\"%s\": quoted in the format, stays quoted */
+    ASSERT(!f.quoted[5]);      /* b=42 bare */
     ASSERT(strstr(lines[0], " b=42 "));
     lf_free(&f);
 
@@ -253,7 +253,8 @@ TEST(log_json_fields_are_members)
     rc_log_set_level(RC_LOG_DEBUG);
     rc_log_set_json(1);
     cap_start(&c);
-    rc_log_info("consumer", "assigned \"x\"", "partitions=%d ratio=%.2f a=%s id=%s obj={%s} "
+    rc_log_info("consumer", "assigned \"x\"",
+                "partitions=%d ratio=%.2f a=%s id=%s obj={%s} "
                 "msg=%s msg=%s nan=%f neg=%d",
                 4, 0.5, nasty, "007", "\"k\":[1,2],\"s\":\"t\"", "dup1", "dup2", (double)NAN, -3);
     rc_log_info("m", "not json", "obj={%s}", "\"k\":");
@@ -472,8 +473,7 @@ TEST(log_concurrent_long_lines_never_interleave)
     pthread_join(rd, NULL);
     close(p[0]);
     static char *lines[CONC_THREADS * CONC_LINES + 1];
-    ASSERT_EQ(split_lines(r.data, lines, CONC_THREADS * CONC_LINES + 1),
-              CONC_THREADS * CONC_LINES);
+    ASSERT_EQ(split_lines(r.data, lines, CONC_THREADS * CONC_LINES + 1), CONC_THREADS * CONC_LINES);
     int seen[CONC_THREADS] = {0};
     for (int i = 0; i < CONC_THREADS * CONC_LINES; i++) {
         lf_line f;

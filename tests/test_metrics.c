@@ -585,14 +585,12 @@ static int prom_family_has(const prom_page *p, const char *name)
 /* Walks the stats object: each number and boolean needs a row of the table
  * whose family is on the page; rows rendered from the stats show its value.
  * Returns the numbers seen. */
-static int walk_stats(json_t *o, char *path, size_t at, const prom_page *pg, int exact,
-                      int ckpt)
+static int walk_stats(json_t *o, char *path, size_t at, const prom_page *pg, int exact, int ckpt)
 {
     const char *key;
     json_t *v;
     int n = 0;
-    json_object_foreach(o, key, v)
-    {
+    json_object_foreach(o, key, v) {
         snprintf(path + at, 256 - at, "%s%s", at ? "." : "", key);
         if (json_is_object(v)) {
             n += walk_stats(v, path, strlen(path), pg, exact, ckpt);
@@ -603,8 +601,7 @@ static int walk_stats(json_t *o, char *path, size_t at, const prom_page *pg, int
         n++;
         const rc_metrics_stat *r = rc_metrics_stat_find(path);
         if (!r)
-            RC__FAIL("stats number %s has no row in the metrics table (src/metrics_stats.c)",
-                     path);
+            RC__FAIL("stats number %s has no row in the metrics table (src/metrics_stats.c)", path);
         if (r->kind == RC_MSTAT_INFO || (!ckpt && !strncmp(path, "checkpoint.", 11)))
             continue;
         if (!prom_family_has(pg, r->metric))
@@ -647,8 +644,8 @@ TEST(metrics_every_stats_number_exported)
     json_object_del(st, "ok");
     ASSERT_EQ(e2e_int(st, "events.duplicates"), 1);
     ASSERT_EQ(e2e_int(st, "events.reordered"), 1);
-    rc_metrics_sources src = {.engine = e, .api = &a, .checkpoint = fake_checkpoint,
-                              .checkpoint_arg = &have};
+    rc_metrics_sources src = {
+        .engine = e, .api = &a, .checkpoint = fake_checkpoint, .checkpoint_arg = &have};
     rc_buf_init(&b, 0);
     rc_metrics_render(&src, &b);
     prom_parse(&pg, b.data);
@@ -684,8 +681,8 @@ TEST(metrics_new_item_freshness_histogram)
     ASSERT(!strstr(b.data, "_p50_") && !strstr(b.data, "_p99_"));
     ASSERT(prom_family_has(&pg, "recalld_index_new_item_freshness_seconds"));
     ASSERT_NEAR(prom_get(&pg, "recalld_index_new_item_freshness_seconds_count", ""), 50, 0);
-    ASSERT_NEAR(prom_get(&pg, "recalld_index_new_item_freshness_seconds_bucket", "le=\"+Inf\""),
-                50, 0);
+    ASSERT_NEAR(prom_get(&pg, "recalld_index_new_item_freshness_seconds_bucket", "le=\"+Inf\""), 50,
+                0);
     ASSERT_DBL_OP(prom_get(&pg, "recalld_index_new_item_freshness_seconds_sum", ""), >, 0);
     ASSERT(prom_family_has(&pg, "recalld_tower_index_new_item_freshness_seconds"));
     rc_buf_free(&b);
@@ -1013,7 +1010,8 @@ TEST(metrics_http_bind_errors)
         ASSERT(host_v6);
         int port6 = rc_metrics_port(m2);
         ASSERT_GT(port6, 0);
-        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port6),
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
+                                  .sin6_port = htons((uint16_t)port6),
                                   .sin6_addr = IN6ADDR_LOOPBACK_INIT};
         int c6 = socket(AF_INET6, SOCK_STREAM, 0);
         ASSERT_GE(c6, 0);
@@ -1149,8 +1147,8 @@ TEST(metrics_e2e_page_moves_with_the_stream)
     scrape(P, &p0);
     int scrapes = 1; /* p0 */
     ASSERT_NEAR(prom_get(&p0, "recalld_ready", ""), 1, 0);
-    ASSERT_NEAR(prom_get(&p0, "recalld_kafka_assigned_partitions", ""),
-                RC_CONF_EMBEDDED_PARTITIONS, 0);
+    ASSERT_NEAR(prom_get(&p0, "recalld_kafka_assigned_partitions", ""), RC_CONF_EMBEDDED_PARTITIONS,
+                0);
     ASSERT_NEAR(prom_get(&p0, "recalld_events_consumed_total", ""), 0, 0);
 
     produce(&d, 5, N, 0.05);

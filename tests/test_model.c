@@ -263,8 +263,10 @@ TEST(model_e2e_train_then_serve)
                     log);
     ASSERT_EQ(st, 0);
     free(out);
-    st = e2e_sh(&out, RC_BIN("recalld-train") " --input %s --output %s --threads 2 --epochs 5 "
-                      "--hard-share 0.2 --json 2>/dev/null", log, model);
+    st = e2e_sh(&out,
+                RC_BIN("recalld-train") " --input %s --output %s --threads 2 --epochs 5 "
+                                        "--hard-share 0.2 --json 2>/dev/null",
+                log, model);
     ASSERT_EQ(st, 0);
     json_error_t je;
     json_t *rep = json_loads(out, 0, &je);
@@ -287,8 +289,13 @@ TEST(model_e2e_train_then_serve)
     size_t len;
     snprintf(top_id, sizeof top_id, "%s", rc_table_item_id(t, top, &len));
     rc_table_destroy(t);
-    rc_gen_opts go = {.seed = 21, .events = 30000, .users = 1500, .items = 500, .cities = 2,
-                      .cates = 3, .communities = 10};
+    rc_gen_opts go = {.seed = 21,
+                      .events = 30000,
+                      .users = 1500,
+                      .items = 500,
+                      .cities = 2,
+                      .cates = 3,
+                      .communities = 10};
     rc_gen *g = NULL;
     ASSERT_EQ(rc_gen_create(&go, &g, NULL, 0), 0);
     rc_gen_item truth;

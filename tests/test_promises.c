@@ -35,7 +35,7 @@
 #include "tower_stream.h"
 
 #define WAIT_MS 120000
-#define MIN_MS (60 * 1000LL)
+#define MIN_MS  (60 * 1000LL)
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -334,15 +334,19 @@ TEST(promises_counting_invariant_exact_terms)
 #define EV(...) (fprintf(f, "u0\t" __VA_ARGS__), fputc('\n', f), n++)
     for (int i = 0; i < 20; i++) /* 16 new items fit, 4 are beyond max_items */
         EV("{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":\"c0\",\"cate_id\":\"k0\","
-           "\"ts\":%lld}", i % 3, i, T + i * 1000);
+           "\"ts\":%lld}",
+           i % 3, i, T + i * 1000);
     for (int i = 0; i < 5; i++) /* known items */
         EV("{\"user_id\":\"u9\",\"item_id\":\"i%d\",\"city_id\":\"c0\",\"cate_id\":\"k0\","
-           "\"ts\":%lld}", i, T + 100000 + i * 1000);
+           "\"ts\":%lld}",
+           i, T + 100000 + i * 1000);
     EV("{\"user_id\":\"u9\",\"item_id\":\"i4\",\"city_id\":\"c0\",\"cate_id\":\"k0\","
-       "\"ts\":%lld}", T + 104000); /* duplicate: applied, not trained */
+       "\"ts\":%lld}",
+       T + 104000);             /* duplicate: applied, not trained */
     for (int i = 0; i < 3; i++) /* other event types, one on a new item */
         EV("{\"user_id\":\"u9\",\"item_id\":\"i%d\",\"city_id\":\"c0\",\"cate_id\":\"k0\","
-           "\"ts\":%lld,\"event\":\"view\"}", i ? i : 99, T + 200000 + i);
+           "\"ts\":%lld,\"event\":\"view\"}",
+           i ? i : 99, T + 200000 + i);
     EV("not json");
     EV("[1]");
     EV("{\"user_id\":\"u1\",\"city_id\":\"c0\",\"cate_id\":\"k0\",\"ts\":1}");
@@ -420,8 +424,7 @@ static void city_counts(json_t *r, int *c0, int *c1)
     *c0 = *c1 = 0;
     ASSERT(is_ok(r));
     ASSERT(!json_object_get(r, "fallback"));
-    json_array_foreach(json_object_get(r, "items"), i, it)
-    {
+    json_array_foreach(json_object_get(r, "items"), i, it) {
         const char *id = json_string_value(json_object_get(it, "item_id"));
         const char *city = json_string_value(json_object_get(it, "city"));
         ASSERT(strcmp(id, "a0") && strcmp(id, "a1") && strcmp(id, "a2") && strcmp(id, "b0"));
@@ -485,7 +488,7 @@ TEST(promises_recall_scope_city_star_global_and_batch_limit)
     rc_engine_destroy(e);
 }
 
-#define XDIM 16
+#define XDIM   16
 #define XITEMS 3000
 
 static float gauss(rc_rng *r)
@@ -546,8 +549,8 @@ TEST(promises_recall_exact_is_brute_force_top_k)
 
     /* The truth, from the table as it is now. */
     const rc_table *tt = rc_engine_table(e);
-    uint32_t rows = rc_table_size(tt), clicked[3] = {row_of(e, "i10"), row_of(e, "i20"),
-                                                     row_of(e, "i30")};
+    uint32_t rows = rc_table_size(tt),
+             clicked[3] = {row_of(e, "i10"), row_of(e, "i20"), row_of(e, "i30")};
     double q[XDIM] = {0}, qn = 0;
     for (int i = 0; i < 3; i++) {
         const float *v = rc_table_in(tt, clicked[i]);
@@ -586,16 +589,14 @@ TEST(promises_recall_exact_is_brute_force_top_k)
     size_t i;
     ASSERT_EQ(json_array_size(items), 20);
     int differs = 0;
-    json_array_foreach(items, i, it)
-    {
+    json_array_foreach(items, i, it) {
         const char *id = json_string_value(json_object_get(it, "item_id"));
         uint32_t r = row_of(e, id);
         double s = json_number_value(json_object_get(it, "score"));
-        ASSERT_NEAR(s, score[r], 1e-4);   /* the reported score is the true cosine */
-        ASSERT_NEAR(s, top[i], 1e-4);     /* at the true rank */
-        const char *other =
-            json_string_value(json_object_get(json_array_get(json_object_get(ix, "items"), i),
-                                              "item_id"));
+        ASSERT_NEAR(s, score[r], 1e-4); /* the reported score is the true cosine */
+        ASSERT_NEAR(s, top[i], 1e-4);   /* at the true rank */
+        const char *other = json_string_value(
+            json_object_get(json_array_get(json_object_get(ix, "items"), i), "item_id"));
         differs |= !other || strcmp(other, id) != 0;
     }
     ASSERT(differs); /* the index alone is approximate here: the check above has teeth */
@@ -639,8 +640,7 @@ TEST(promises_index_ivf_retrain_on_imbalance)
     uint32_t city, cate;
     ASSERT_EQ(rc_table_city_id(t, "c0", 2, &city), 0);
     ASSERT_EQ(rc_table_cate_id(t, "k0", 2, &cate), 0);
-    rc_index_opts o = {.ivf_min = 400, .nprobe = 4, .retrain_growth = 100.0f,
-                       .no_background = 1};
+    rc_index_opts o = {.ivf_min = 400, .nprobe = 4, .retrain_growth = 100.0f, .no_background = 1};
     rc_index *ix = NULL;
     ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof err), 0);
     rc_rng r;
@@ -813,8 +813,9 @@ static void write_lines(const char *path, int first, int nvalid, int ninvalid)
     for (int i = 0; i < ninvalid; i++)
         fprintf(f, "u0\t{\"broken\":%d\n", first + i);
     for (int i = 0; i < nvalid; i++)
-        fprintf(f, "u0\t{\"user_id\":\"u0\",\"item_id\":\"i%d\",\"city_id\":\"c0\","
-                   "\"cate_id\":\"k0\",\"ts\":%lld}\n",
+        fprintf(f,
+                "u0\t{\"user_id\":\"u0\",\"item_id\":\"i%d\",\"city_id\":\"c0\","
+                "\"cate_id\":\"k0\",\"ts\":%lld}\n",
                 first + i, 1700000000000LL + (first + i) * 1000LL);
     ASSERT_EQ(fclose(f), 0);
 }

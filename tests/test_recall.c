@@ -47,7 +47,8 @@ static void build(rc_table **t, rc_index **ix)
             uint32_t row;
             int created;
             snprintf(id, sizeof id, "g%u-%u", g, i);
-            ASSERT_EQ(rc_table_upsert(*t, id, strlen(id), g / 3, g % 3, NULL, 0, &row, &created), 0);
+            ASSERT_EQ(rc_table_upsert(*t, id, strlen(id), g / 3, g % 3, NULL, 0, &row, &created),
+                      0);
             float *v = rc_table_in(*t, row);
             for (int d = 0; d < DIM; d++)
                 v[d] = centre[g][d] + 0.15f * (rc_rng_float(&rng) - 0.5f);
@@ -58,7 +59,10 @@ static void build(rc_table **t, rc_index **ix)
     ASSERT_GE(rc_index_flush(*ix, 0, err, sizeof err), 0);
 }
 
-static uint32_t row_of(uint32_t city, uint32_t cate, uint32_t i) { return (city * 3 + cate) * PER + i; }
+static uint32_t row_of(uint32_t city, uint32_t cate, uint32_t i)
+{
+    return (city * 3 + cate) * PER + i;
+}
 
 TEST(recall_search_excludes_and_filters)
 {
@@ -122,7 +126,8 @@ TEST(recall_multi_category_quotas_and_categories)
     uint32_t n, nq;
     rc_mc_opts mo = {.max_cats = 5, .min_quota = 1, .serial = 0};
     ASSERT_EQ(rc_recall_multi_category(t, ix, clicks, NULL, 10, 20, 2.0f, NULL, clicks, 10, &mo,
-                                       hits, &n, plan, &nq), 0);
+                                       hits, &n, plan, &nq),
+              0);
     ASSERT_EQ(nq, 3);
     ASSERT_EQ(n, 20);
     uint32_t want[3] = {11, 6, 3}, got[3] = {0, 0, 0};
@@ -186,7 +191,8 @@ TEST(recall_multi_category_quotas_and_categories)
     /* City filter applies to every category's search. */
     rc_index_filter city1 = {.city = 1};
     ASSERT_EQ(rc_recall_multi_category(t, ix, clicks, NULL, 10, 20, 2.0f, &city1, clicks, 10, &mo,
-                                       hits, &n, plan, &nq), 0);
+                                       hits, &n, plan, &nq),
+              0);
     ASSERT_EQ(n, 20);
     for (uint32_t i = 0; i < n; i++)
         ASSERT_EQ(rc_table_city(t, hits[i].row), 1);
@@ -212,7 +218,8 @@ TEST(recall_multi_category_refills_short_lists)
     rc_index_filter city0 = {.city = 0};
     rc_mc_opts mo = {.serial = 1};
     ASSERT_EQ(rc_recall_multi_category(t, ix, clicks, NULL, 2, 100, 2.0f, &city0, ex, nex, &mo,
-                                       hits, &n, plan, &nq), 0);
+                                       hits, &n, plan, &nq),
+              0);
     ASSERT_EQ(nq, 2);
     ASSERT_EQ(plan[0].quota + plan[1].quota, 100);
     ASSERT_EQ(n, 100);

@@ -61,8 +61,8 @@ static void make_path(char *out, size_t n, const char *tag)
     unlink(out);
 }
 
-/* Test handler. "sleep:N" sleeps N ms; "hold" waits for hold_released; "big:N" replies with N bytes of padding;
- * "fail" replies ok:false; anything else is echoed with its length. */
+/* Test handler. "sleep:N" sleeps N ms; "hold" waits for hold_released; "big:N" replies with N bytes
+ * of padding; "fail" replies ok:false; anything else is echoed with its length. */
 static void echo_handler(void *ud, const char *line, size_t len, rc_buf *reply)
 {
     ASSERT_EQ(line[len], '\0');

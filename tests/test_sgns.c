@@ -62,8 +62,7 @@ static double avg_loss(const rc_sgns_work *w, double *loss0, uint64_t *pairs0)
 
 /* Streams sessions of 8 clicks inside one community; returns loss per pair in
  * the first and the last tenth of the stream. */
-static void train(struct corpus *c, rc_rng *rng, const rc_sgns_opts *o, double *first,
-                  double *last)
+static void train(struct corpus *c, rc_rng *rng, const rc_sgns_opts *o, double *first, double *last)
 {
     rc_sgns_work w;
     ASSERT_EQ(rc_sgns_work_init(&w, DIM), 0);
@@ -144,15 +143,9 @@ static void run_mode(enum rc_sgns_mode mode)
     rc_table_destroy(c.t);
 }
 
-TEST(sgns_skipgram_learns_communities)
-{
-    run_mode(RC_SGNS_SKIPGRAM);
-}
+TEST(sgns_skipgram_learns_communities) { run_mode(RC_SGNS_SKIPGRAM); }
 
-TEST(sgns_cbow_learns_communities)
-{
-    run_mode(RC_SGNS_CBOW);
-}
+TEST(sgns_cbow_learns_communities) { run_mode(RC_SGNS_CBOW); }
 
 TEST(sgns_pair_moves_input_toward_positive)
 {

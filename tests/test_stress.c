@@ -80,8 +80,7 @@ static char *canonical(const char *line)
         size_t i;
         ASSERT(json_is_array(items));
         rc_buf_puts(&b, "items:");
-        json_array_foreach(items, i, it)
-        {
+        json_array_foreach(items, i, it) {
             const char *id = json_string_value(json_object_get(it, "item_id"));
             json_t *score = json_object_get(it, "score");
             ASSERT(id && *id && json_is_number(score));
@@ -150,44 +149,44 @@ static void open_client(client *c, const char *sock, int idx)
     c->fd = sock_connect(sock);
     c->step = 0;
     switch (c->kind) {
-        case JUNK:
-            for (size_t i = 0; i < sizeof junk - 1; i++)
-                junk[i] = (char)(i == 0 ? 0 : (idx * 31 + i * 17) % 255 + 1);
-            for (size_t i = 0; i < sizeof junk - 1; i++)
-                if (junk[i] == '\n')
-                    junk[i] = '\x7f';
-            junk[sizeof junk - 1] = '\n';
-            send_all(c->fd, junk, sizeof junk);
-            c->step = -1;
-            break;
-        case LONG:
-            memset(longline, 'x', sizeof longline - 1);
-            longline[sizeof longline - 1] = '\n';
-            send_all(c->fd, longline, sizeof longline);
-            c->step = -1;
-            break;
-        case HALF:
-            send_all(c->fd, "{\"op\":\"recall\",\"user_", 21);
-            break;
-        case SLOW:
-            if (!slow_len)
-                while (slow_len + 100 < sizeof slow)
-                    slow_len += (size_t)snprintf(
-                        slow + slow_len, sizeof slow - slow_len,
-                        "{\"op\":\"recall\",\"user_id\":\"u%zu\",\"k\":200}\n", slow_len % 1000);
-            fcntl(c->fd, F_SETFL, O_NONBLOCK);
-            /* as much as the socket takes: the rest is never sent, nothing is read */
-            if (send(c->fd, slow, slow_len, MSG_NOSIGNAL) < 0 && errno != EAGAIN)
-                RC__FAIL("slow send: %s", strerror(errno));
-            break;
-        case ABRUPT:
-            send_all(c->fd, ref_req[idx % NREF], strlen(ref_req[idx % NREF]));
-            close(c->fd);
-            c->fd = -1;
-            break;
-        case GOOD:
-            send_next(c, idx);
-            break;
+    case JUNK:
+        for (size_t i = 0; i < sizeof junk - 1; i++)
+            junk[i] = (char)(i == 0 ? 0 : (idx * 31 + i * 17) % 255 + 1);
+        for (size_t i = 0; i < sizeof junk - 1; i++)
+            if (junk[i] == '\n')
+                junk[i] = '\x7f';
+        junk[sizeof junk - 1] = '\n';
+        send_all(c->fd, junk, sizeof junk);
+        c->step = -1;
+        break;
+    case LONG:
+        memset(longline, 'x', sizeof longline - 1);
+        longline[sizeof longline - 1] = '\n';
+        send_all(c->fd, longline, sizeof longline);
+        c->step = -1;
+        break;
+    case HALF:
+        send_all(c->fd, "{\"op\":\"recall\",\"user_", 21);
+        break;
+    case SLOW:
+        if (!slow_len)
+            while (slow_len + 100 < sizeof slow)
+                slow_len += (size_t)snprintf(slow + slow_len, sizeof slow - slow_len,
+                                             "{\"op\":\"recall\",\"user_id\":\"u%zu\",\"k\":200}\n",
+                                             slow_len % 1000);
+        fcntl(c->fd, F_SETFL, O_NONBLOCK);
+        /* as much as the socket takes: the rest is never sent, nothing is read */
+        if (send(c->fd, slow, slow_len, MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+            RC__FAIL("slow send: %s", strerror(errno));
+        break;
+    case ABRUPT:
+        send_all(c->fd, ref_req[idx % NREF], strlen(ref_req[idx % NREF]));
+        close(c->fd);
+        c->fd = -1;
+        break;
+    case GOOD:
+        send_next(c, idx);
+        break;
     }
     c->done = c->kind != GOOD && c->kind != JUNK && c->kind != LONG;
     if (!c->done)

@@ -96,9 +96,11 @@ TEST(table_input_only)
 {
     rc_table *full, *half;
     char err[256];
-    ASSERT_EQ(rc_table_create(&(rc_table_opts){.dim = 64, .chunk_rows = 1024}, &full, err, sizeof err), 0);
-    ASSERT_EQ(rc_table_create(&(rc_table_opts){.dim = 64, .chunk_rows = 1024, .input_only = 1}, &half,
-                              err, sizeof err),
+    ASSERT_EQ(
+        rc_table_create(&(rc_table_opts){.dim = 64, .chunk_rows = 1024}, &full, err, sizeof err),
+        0);
+    ASSERT_EQ(rc_table_create(&(rc_table_opts){.dim = 64, .chunk_rows = 1024, .input_only = 1},
+                              &half, err, sizeof err),
               0);
     uint32_t c, k, r = 0, r2 = 0;
     int created;

@@ -190,8 +190,7 @@ static void check_pool(int mode)
     enum { K = 5, D = 6 };
     rc_rng r;
     rc_rng_seed(&r, 9 + (uint64_t)mode);
-    float q[D], X[K * D], rb[K], rr[D], a[K], out[D], dq[D] = {0}, dX[K * D] = {0},
-                                                      drb[K] = {0};
+    float q[D], X[K * D], rb[K], rr[D], a[K], out[D], dq[D] = {0}, dX[K * D] = {0}, drb[K] = {0};
     fill(q, D, &r, 1);
     fill(X, K * D, &r, 1);
     fill(rb, K, &r, 1);
@@ -268,9 +267,16 @@ TEST(tower_attention_follows_query)
  * to the oldest used one, whether or not clicks were cut by max_clicks. */
 static void check_recency(unsigned features)
 {
-    rc_tt_config cfg = {.dim = 8, .w2v_dim = 8, .hidden = 12, .id_buckets = 64,
-                        .city_buckets = 8, .cate_buckets = 8, .device_buckets = 8,
-                        .tag_buckets = 16, .stats_cates = 4, .max_clicks = 4,
+    rc_tt_config cfg = {.dim = 8,
+                        .w2v_dim = 8,
+                        .hidden = 12,
+                        .id_buckets = 64,
+                        .city_buckets = 8,
+                        .cate_buckets = 8,
+                        .device_buckets = 8,
+                        .tag_buckets = 16,
+                        .stats_cates = 4,
+                        .max_clicks = 4,
                         .features = features};
     rc_tt_model *m = NULL;
     ASSERT_EQ(rc_tt_create(&cfg, 11, &m, NULL, 0), 0);
@@ -295,7 +301,7 @@ static void check_recency(unsigned features)
         if (!(features & RC_TT_F_ATTN))
             for (uint32_t j = 0; j < k; j++)
                 ASSERT_EQ(a0[j], 1.0f / (float)k); /* exactly the mean */
-        m->p[m->rec] = 4.0f; /* r[0]: the newest click */
+        m->p[m->rec] = 4.0f;                       /* r[0]: the newest click */
         rc_tt_user_vector(m, w, &u, v1, a1, &natt);
         ASSERT_DBL_OP(a1[k - 1], >, a0[k - 1] + 0.3);
         ASSERT_DBL_OP(a1[k - 1], >, 0.85);
@@ -363,10 +369,15 @@ static void fixture_init(fixture *f)
         }
         for (int j = 0; j < 3; j++)
             f->tags[u][j] = 77 + (uint64_t)u + (uint64_t)j;
-        f->users[u] = (rc_tt_user_in){.clicks = f->clicks[u], .click_ts = f->ts[u],
-                                      .nclicks = ncl[u], .device_hash = u == 1 ? 0 : 40 + u,
-                                      .tag_hashes = f->tags[u], .ntags = u == 2 ? 0 : 2 + u,
-                                      .total_clicks = ncl[u] + 2, .sessions = 2, .now_ms = 9000};
+        f->users[u] = (rc_tt_user_in){.clicks = f->clicks[u],
+                                      .click_ts = f->ts[u],
+                                      .nclicks = ncl[u],
+                                      .device_hash = u == 1 ? 0 : 40 + u,
+                                      .tag_hashes = f->tags[u],
+                                      .ntags = u == 2 ? 0 : 2 + u,
+                                      .total_clicks = ncl[u] + 2,
+                                      .sessions = 2,
+                                      .now_ms = 9000};
         f->pos[u] = (uint32_t)(u * 4 + 1);
     }
     for (int e = 0; e < FX_NE; e++) {
@@ -391,9 +402,16 @@ static double fixture_step(const rc_tt_model *m, tt_ws *ws, tt_grad *g, fixture 
         rc__tt_item_gather(m, ws, FX_USERS + e, &f->items[f->easy[e]]);
     for (int h = 0; h < FX_USERS * FX_NH; h++)
         rc__tt_item_gather(m, ws, FX_USERS + FX_NE + h, &f->items[f->hard[h]]);
-    tt_shard sh = {.n = FX_USERS, .ne = FX_NE, .nh = FX_NH, .pos_id = f->pos,
-                   .easy_id = f->easy, .hard_id = f->hard, .easy_corr = f->easy_corr,
-                   .hard_corr = f->hard_corr, .scale = 1.0f, .logits = f->logits};
+    tt_shard sh = {.n = FX_USERS,
+                   .ne = FX_NE,
+                   .nh = FX_NH,
+                   .pos_id = f->pos,
+                   .easy_id = f->easy,
+                   .hard_id = f->hard,
+                   .easy_corr = f->easy_corr,
+                   .hard_corr = f->hard_corr,
+                   .scale = 1.0f,
+                   .logits = f->logits};
     rc__tt_grad_clear(m, g);
     return rc__tt_shard_step(m, ws, &sh, g);
 }
@@ -405,7 +423,8 @@ static double analytic(const rc_tt_model *m, const tt_grad *g, size_t idx)
     for (int t = 0; t < TT_NTABLES; t++) {
         const tt_table *tb = &m->tab[t];
         if (idx >= tb->off && idx < tb->off + (size_t)tb->rows * tb->dim) {
-            uint32_t bucket = (uint32_t)((idx - tb->off) / tb->dim), col = (uint32_t)((idx - tb->off) % tb->dim);
+            uint32_t bucket = (uint32_t)((idx - tb->off) / tb->dim),
+                     col = (uint32_t)((idx - tb->off) % tb->dim);
             uint32_t s = g->slot[tb->base + bucket];
             return s == UINT32_MAX ? 0.0 : g->arena[(size_t)s * g->maxdim + col];
         }
@@ -461,8 +480,8 @@ static void check_range(rc_tt_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch,
             double tol2 = GC_RTOL * fmax(fabs(nu2), fabs(an)) + 10 * GC_ATOL;
             if (fabs(nu2 - an) > tol2)
                 RC__FAIL("%s coordinate %zu: numeric %.9g (step %g), %.9g (step %g), analytic "
-                         "%.9g (tolerance %.3g)", what, i - lo, nu, GC_EPS, nu2, GC_EPS / 10, an,
-                         tol2);
+                         "%.9g (tolerance %.3g)",
+                         what, i - lo, nu, GC_EPS, nu2, GC_EPS / 10, an, tol2);
             kinks++;
             nu = nu2;
             tol = tol2;
@@ -477,8 +496,10 @@ static void check_range(rc_tt_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch,
     if (!(c.aa > 0))
         RC__FAIL("%s: zero analytic gradient over %zu coordinates", what, c.n);
     if (getenv("RC_TT_DEBUG"))
-        fprintf(stderr, "%s: worst error %.3f of its tolerance, overall relative %.2g, %zu "
-                "kinks\n", what, worst, gc_rel(&c), kinks);
+        fprintf(stderr,
+                "%s: worst error %.3f of its tolerance, overall relative %.2g, %zu "
+                "kinks\n",
+                what, worst, gc_rel(&c), kinks);
 }
 
 /* isolate: ctx (E_dev, stats) reaches the loss only through the tag query
@@ -525,8 +546,8 @@ static void check_model_grads(unsigned features, int isolate)
     for (size_t k = 0; k < RC_ARRAY_LEN(layers); k++) {
         const tt_dense *d = layers[k].d;
         int unused = (d == &m->q && !(features & RC_TT_F_ATTN)) ||
-                     (d == &m->tq && (features & (RC_TT_F_ATTN | RC_TT_F_TAGS)) !=
-                                         (RC_TT_F_ATTN | RC_TT_F_TAGS));
+                     (d == &m->tq &&
+                      (features & (RC_TT_F_ATTN | RC_TT_F_TAGS)) != (RC_TT_F_ATTN | RC_TT_F_TAGS));
         if (unused) { /* its gradient must be exactly zero */
             for (size_t i = d->w; i < d->b + d->out; i++)
                 ASSERT_EQ(analytic(m, &g, i), 0);
@@ -571,7 +592,7 @@ TEST(tower_grad_full_loss)
 TEST(tower_grad_full_loss_ablations)
 {
     check_model_grads(RC_TT_F_TAGS | RC_TT_F_DEVICE | RC_TT_F_STATS, 0); /* mean pooling */
-    check_model_grads(RC_TT_F_ATTN | RC_TT_F_STATS, 0);                 /* no tags, no device */
+    check_model_grads(RC_TT_F_ATTN | RC_TT_F_STATS, 0);                  /* no tags, no device */
     check_model_grads(0, 0);
 }
 
@@ -749,9 +770,9 @@ TEST(tower_file_roundtrip_and_corruption)
         for (uint32_t k = 0; k < m->cfg.max_clicks; k++)
             ASSERT_EQ(l->p[l->rec + k], 0);
         ASSERT_EQ(memcmp(l->p, m->p, m->rec * sizeof(float)), 0);
-        ASSERT_EQ(memcmp(l->p + m->ndense, m->p + m->ndense,
-                         (m->nparams - m->ndense) * sizeof(float)),
-                  0);
+        ASSERT_EQ(
+            memcmp(l->p + m->ndense, m->p + m->ndense, (m->nparams - m->ndense) * sizeof(float)),
+            0);
         rc_tt_destroy(l);
         /* Its size must still match its own version's layout. */
         write_bytes(bad, buf, n);
@@ -859,8 +880,8 @@ static uint32_t item_of(const rc_clicklog *log, const char *item)
 
 static rc_table *train_w2v(const rc_clicklog *log, uint32_t dim, uint32_t epochs, uint32_t **rows)
 {
-    rc_train_opts to = {.dim = dim, .epochs = epochs, .threads = 1, .quiet = 1, .progress = -1,
-                        .seed = 3};
+    rc_train_opts to = {
+        .dim = dim, .epochs = epochs, .threads = 1, .quiet = 1, .progress = -1, .seed = 3};
     rc_table *t = NULL;
     char err[256] = "";
     if (rc_train_run(&to, log, NULL, &t, NULL, err, sizeof err))
@@ -888,9 +909,16 @@ TEST(tower_history_user_in)
                         "a,x4,10803000,c2,k1\n"
                         "a,x5,10803000,c2,k2\n";
     write_bytes(path, lines, strlen(lines));
-    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_CSV, .sep = ",", .header = 1,
-                           .col_user = "user", .col_item = "item", .col_time = "ts",
-                           .col_city = "city", .col_cate = "cate", .time_unit = RC_TIME_MS,
+    rc_clicklog_opts lo = {.path = path,
+                           .format = RC_LOG_CSV,
+                           .sep = ",",
+                           .header = 1,
+                           .col_user = "user",
+                           .col_item = "item",
+                           .col_time = "ts",
+                           .col_city = "city",
+                           .col_cate = "cate",
+                           .time_unit = RC_TIME_MS,
                            .quiet = 1};
     rc_clicklog *log = NULL;
     char err[256] = "";
@@ -989,8 +1017,13 @@ static void world_init(world *w, uint64_t events)
     make_tmpdir(w->dir, sizeof w->dir);
     char path[128];
     snprintf(path, sizeof path, "%s/gen.jsonl", w->dir);
-    rc_gen_opts go = {.seed = 4, .events = events, .users = 400, .items = 300, .cities = 4,
-                      .cates = 4, .communities = 16};
+    rc_gen_opts go = {.seed = 4,
+                      .events = events,
+                      .users = 400,
+                      .items = 300,
+                      .cities = 4,
+                      .cates = 4,
+                      .communities = 16};
     ASSERT_EQ(rc_gen_create(&go, &w->g, NULL, 0), 0);
     FILE *fp = fopen(path, "w");
     ASSERT(fp != NULL);
@@ -1039,13 +1072,29 @@ static void world_free(world *w)
 
 static rc_tt_train_opts train_opts(uint32_t threads)
 {
-    rc_tt_train_opts o = {.batch = 64, .epochs = 2, .easy_negatives = 32, .hard_negatives = 2,
-                          .lr = 0.005f, .threads = threads, .seed = 5, .progress = -1,
+    rc_tt_train_opts o = {.batch = 64,
+                          .epochs = 2,
+                          .easy_negatives = 32,
+                          .hard_negatives = 2,
+                          .lr = 0.005f,
+                          .threads = threads,
+                          .seed = 5,
+                          .progress = -1,
                           .quiet = 1};
-    o.cfg = (rc_tt_config){.dim = 16, .hidden = 32, .id_buckets = 512, .id_dim = 8,
-                           .city_buckets = 16, .city_dim = 4, .cate_buckets = 16, .cate_dim = 4,
-                           .device_buckets = 32, .device_dim = 4, .tag_buckets = 64,
-                           .tag_dim = 4, .stats_cates = 8, .max_clicks = 10,
+    o.cfg = (rc_tt_config){.dim = 16,
+                           .hidden = 32,
+                           .id_buckets = 512,
+                           .id_dim = 8,
+                           .city_buckets = 16,
+                           .city_dim = 4,
+                           .cate_buckets = 16,
+                           .cate_dim = 4,
+                           .device_buckets = 32,
+                           .device_dim = 4,
+                           .tag_buckets = 64,
+                           .tag_dim = 4,
+                           .stats_cates = 8,
+                           .max_clicks = 10,
                            .features = RC_TT_F_ALL};
     return o;
 }
@@ -1065,8 +1114,7 @@ static double rank_share(const rc_tt_model *m, const world *w)
     for (int k = 0; k < 300; k++) {
         size_t rec = rc_rng_below(&r, (uint32_t)w->log->n);
         uint32_t it = w->log->recs[rec].item;
-        if (w->rows[it] == UINT32_MAX ||
-            rc_tt_history_user_in(w->h, rec, 10, cl, ts, &u) == 0)
+        if (w->rows[it] == UINT32_MAX || rc_tt_history_user_in(w->h, rec, 10, cl, ts, &u) == 0)
             continue;
         rc_tt_user_vector(m, wk, &u, uv, NULL, NULL);
         rc_tt_history_item_in(w->h, it, &in);
@@ -1184,7 +1232,8 @@ TEST(tower_cold_start_item)
     for (uint32_t city = 0; city < 4; city++)
         for (uint32_t cate = 0; cate < 4; cate++) {
             char cs[16], ks[16], id[32];
-            int cl = snprintf(cs, sizeof cs, "c%u", city), kl = snprintf(ks, sizeof ks, "k%u", cate);
+            int cl = snprintf(cs, sizeof cs, "c%u", city),
+                kl = snprintf(ks, sizeof ks, "k%u", cate);
             int il = snprintf(id, sizeof id, "brand-new-%u-%u", city, cate);
             rc_tt_item_in in = {rc_tt_hash(id, (size_t)il), rc_tt_hash(cs, (size_t)cl),
                                 rc_tt_hash(ks, (size_t)kl), NULL};

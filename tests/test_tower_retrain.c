@@ -30,10 +30,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-
-
-
-
 /* Sessions of the stream's first n events (each user's clicks cut every 9). */
 static uint32_t stream_sessions(uint32_t n, uint32_t nusers)
 {
@@ -44,7 +40,6 @@ static uint32_t stream_sessions(uint32_t n, uint32_t nusers)
     }
     return s;
 }
-
 
 static void rm_rf(const char *dir)
 {
@@ -301,8 +296,10 @@ TEST(tower_retrain_config_keys)
     ASSERT_EQ(f.tower_replay_clicks, d.tower_replay_clicks);
     ASSERT_EQ(f.tower_retrain_min_examples, d.tower_retrain_min_examples);
     ASSERT_EQ(f.tower_retrain_max_seconds, d.tower_retrain_max_seconds);
-    bad_config("{\"tower\":{\"retrain_interval_s\":-1}}", "tower.retrain_interval_s: -1 is out of range");
-    bad_config("{\"tower\":{\"retrain_interval_s\":\"60\"}}", "tower.retrain_interval_s: expected integer");
+    bad_config("{\"tower\":{\"retrain_interval_s\":-1}}",
+               "tower.retrain_interval_s: -1 is out of range");
+    bad_config("{\"tower\":{\"retrain_interval_s\":\"60\"}}",
+               "tower.retrain_interval_s: expected integer");
     bad_config("{\"tower\":{\"retrain_interval_s\":604801}}", "tower.retrain_interval_s");
     bad_config("{\"tower\":{\"replay_clicks\":10}}", "tower.replay_clicks: 10 is out of range");
     bad_config("{\"tower\":{\"replay_clicks\":1.5}}", "tower.replay_clicks: expected integer");
@@ -312,7 +309,8 @@ TEST(tower_retrain_config_keys)
     bad_config("{\"tower\":{\"retrain_max_seconds\":-5}}", "tower.retrain_max_seconds");
     bad_config("{\"tower\":{\"retrain_threads\":0}}", "tower.retrain_threads");
     bad_config("{\"tower\":{\"retrain_threads\":65}}", "tower.retrain_threads");
-    bad_config("{\"tower\":{\"retrain_warm_start\":1}}", "tower.retrain_warm_start: expected true or false");
+    bad_config("{\"tower\":{\"retrain_warm_start\":1}}",
+               "tower.retrain_warm_start: expected true or false");
     bad_config("{\"tower\":{\"retrain_interval\":60}}", "tower.retrain_interval: unknown key");
     bad_config("{\"tower\":{\"replay_clicks\":1000,\"retrain_min_examples\":1001}}",
                "tower.retrain_min_examples: must not exceed tower.replay_clicks");
@@ -380,9 +378,15 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     rc_tt_config cfg = tt_small_cfg(16);
     rc_tt_model *base = NULL, *m = NULL;
     ASSERT_EQ(rc_tt_create(&cfg, 5, &base, err, sizeof err), 0);
-    rc_retrain_opts o = {.gap_ms = c.gap_ms, .min_examples = 10,
-                         .train = {.cfg = *rc_tt_config_of(base), .epochs = 1, .threads = 1,
-                                   .progress = -1, .quiet = 1, .init = base, .lr = 1e-7f}};
+    rc_retrain_opts o = {.gap_ms = c.gap_ms,
+                         .min_examples = 10,
+                         .train = {.cfg = *rc_tt_config_of(base),
+                                   .epochs = 1,
+                                   .threads = 1,
+                                   .progress = -1,
+                                   .quiet = 1,
+                                   .init = base,
+                                   .lr = 1e-7f}};
     rc_retrain_result res;
     ASSERT_EQ(rc_retrain_run(&s, t, &o, &m, &res, err, sizeof err), 0);
     ASSERT(m != NULL);
@@ -619,7 +623,6 @@ TEST(tower_retrain_offline_engine_serves_new_model)
 
 /* ---- the daemon ------------------------------------------------------------ */
 
-
 static int is_ok(json_t *r) { return json_is_true(json_object_get(r, "ok")); }
 
 static const char *err_msg(json_t *r)
@@ -701,8 +704,10 @@ TEST(tower_retrain_daemon_periodic_and_op)
     float w2v[64];
     for (int i = 0; i < 64; i++)
         w2v[i] = (float)((i * 37) % 11) - 5.0f;
-    rc_tt_item_in in = {.id_hash = rc_tt_hash("i5", 2), .city_hash = rc_tt_hash("c2", 2),
-                        .cate_hash = rc_tt_hash("k1", 2), .w2v = w2v};
+    rc_tt_item_in in = {.id_hash = rc_tt_hash("i5", 2),
+                        .city_hash = rc_tt_hash("c2", 2),
+                        .cate_hash = rc_tt_hash("k1", 2),
+                        .w2v = w2v};
     ASSERT_DBL_OP(item_cos(m0, m1, &in), <, 0.9999);
     rc_tt_destroy(m0);
     rc_tt_destroy(m1);
@@ -758,8 +763,8 @@ TEST(tower_retrain_daemon_sigterm_cancels)
     int running = 0;
     while (!running && e2e_now_ms() - t0 < 120000) {
         st = e2e_request(d.sock, "{\"op\":\"stats\"}");
-        running = json_is_true(json_object_get(json_object_get(json_object_get(st, "tower"),
-                                                               "retrain"), "running")) &&
+        running = json_is_true(json_object_get(
+                      json_object_get(json_object_get(st, "tower"), "retrain"), "running")) &&
                   e2e_int(st, "tower.retrain.replay.fill") == 2000;
         json_decref(st);
         if (!running)

@@ -27,10 +27,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-
-
-
-
 static rc_engine *offline_engine(uint32_t dim)
 {
     rc_config c;
@@ -45,7 +41,6 @@ static rc_engine *offline_engine(uint32_t dim)
         RC__FAIL("engine: %s", err);
     return e;
 }
-
 
 /* ---- (6) profile store -------------------------------------------------- */
 
@@ -169,8 +164,9 @@ TEST(tower_serve_user_vector_matches_offline)
     /* a probe click per user (only in the log): its record's user input is
      * what the server must serve just before it */
     for (uint32_t u = 0; u < nusers; u++)
-        fprintf(f, "{\"user_id\":\"u%u\",\"item_id\":\"i%u\",\"city_id\":\"c%u\","
-                   "\"cate_id\":\"k%u\",\"ts\":%lld}\n",
+        fprintf(f,
+                "{\"user_id\":\"u%u\",\"item_id\":\"i%u\",\"city_id\":\"c%u\","
+                "\"cate_id\":\"k%u\",\"ts\":%lld}\n",
                 u, u, u % NCITIES, u % 4, (long long)(last_ts[u] + 5000));
     fclose(f);
     rc_engine_sync(e);
@@ -275,7 +271,6 @@ TEST(tower_serve_user_vector_matches_offline)
 
 /* ---- the daemon: (2) recall, (3) cold start, (4) reloads -------------- */
 
-
 static void produce_line(const e2e_daemon *d, const char *key, const char *json)
 {
     char path[400];
@@ -321,8 +316,7 @@ static int has_item(json_t *r, const char *id)
 {
     json_t *it;
     size_t i;
-    json_array_foreach(json_object_get(r, "items"), i, it)
-    {
+    json_array_foreach(json_object_get(r, "items"), i, it) {
         const char *s = json_string_value(json_object_get(it, "item_id"));
         if (s && strcmp(s, id) == 0)
             return 1;
@@ -349,7 +343,8 @@ TEST(tower_serve_socket_recall_and_cold_start)
     json_decref(e2e_wait_done(d.sock, nev, 120000));
 
     /* no model: the clear error */
-    json_t *r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\"}");
+    json_t *r =
+        e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\"}");
     ASSERT(!is_ok(r));
     ASSERT_STREQ(err_code(r), "no_model");
     ASSERT_STREQ(err_msg(r), "two_tower: no tower model loaded (start with --model FILE.tower "
@@ -373,7 +368,8 @@ TEST(tower_serve_socket_recall_and_cold_start)
     /* (2) k hits of the user's city, none of its recent clicks */
     json_t *clicks = e2e_request(d.sock, "{\"op\":\"user\",\"user_id\":\"u1\"}");
     ASSERT(is_ok(clicks));
-    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\",\"k\":5}");
+    r = e2e_request(d.sock,
+                    "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\",\"k\":5}");
     ASSERT(is_ok(r));
     ASSERT_STREQ(json_string_value(json_object_get(r, "mode")), "two_tower");
     if (json_object_get(r, "fallback")) {
@@ -386,8 +382,7 @@ TEST(tower_serve_socket_recall_and_cold_start)
     size_t i, j;
     ASSERT_EQ(json_array_size(items), 5);
     double prev = 2;
-    json_array_foreach(items, i, it)
-    {
+    json_array_foreach(items, i, it) {
         ASSERT_STREQ(json_string_value(json_object_get(it, "city")), "c1");
         double s = json_real_value(json_object_get(it, "score"));
         ASSERT(s <= prev + 1e-6);
@@ -402,8 +397,9 @@ TEST(tower_serve_socket_recall_and_cold_start)
      * Every city: an exhaustive recall (k above the item count) holds other
      * cities' items exactly when the city filter is off; a top 30 depends on
      * the scores (the items' word2vec features train as the stream runs). */
-    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\",\"k\":1000,"
-                            "\"city\":\"*\"}");
+    r = e2e_request(d.sock,
+                    "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\",\"k\":1000,"
+                    "\"city\":\"*\"}");
     ASSERT(is_ok(r));
     int other_city = 0;
     json_array_foreach(json_object_get(r, "items"), i, it)
@@ -417,8 +413,10 @@ TEST(tower_serve_socket_recall_and_cold_start)
     json_array_foreach(json_object_get(r, "items"), i, it)
         ASSERT_STREQ(json_string_value(json_object_get(it, "cate")), "k1");
     json_decref(r);
-    r = e2e_request(d.sock, "{\"op\":\"recall\",\"users\":[\"u1\",\"u2\"],\"mode\":\"two_tower\","
-                            "\"k\":2,\"now_ms\":%lld}", T0 + 86400000LL);
+    r = e2e_request(d.sock,
+                    "{\"op\":\"recall\",\"users\":[\"u1\",\"u2\"],\"mode\":\"two_tower\","
+                    "\"k\":2,\"now_ms\":%lld}",
+                    T0 + 86400000LL);
     ASSERT(is_ok(r));
     ASSERT_EQ(json_array_size(json_object_get(r, "results")), 2);
     json_decref(r);
@@ -429,14 +427,17 @@ TEST(tower_serve_socket_recall_and_cold_start)
 
     /* (3) cold start: a brand-new item is vectorised and searchable at once */
     char ev[512];
-    snprintf(ev, sizeof ev, "{\"user_id\":\"u1\",\"item_id\":\"brand-new\",\"city_id\":\"c1\","
-                            "\"cate_id\":\"k0\",\"ts\":%lld}", T0 + 30 * 86400000LL);
+    snprintf(ev, sizeof ev,
+             "{\"user_id\":\"u1\",\"item_id\":\"brand-new\",\"city_id\":\"c1\","
+             "\"cate_id\":\"k0\",\"ts\":%lld}",
+             T0 + 30 * 86400000LL);
     produce_line(&d, "u1", ev);
     long long t0 = e2e_now_ms();
     int found = 0;
     while (!found && e2e_now_ms() - t0 < 120000) {
-        r = e2e_request(d.sock, "{\"op\":\"similar\",\"item_id\":\"brand-new\",\"mode\":\"two_tower\","
-                                "\"k\":3}");
+        r = e2e_request(d.sock,
+                        "{\"op\":\"similar\",\"item_id\":\"brand-new\",\"mode\":\"two_tower\","
+                        "\"k\":3}");
         found = is_ok(r);
         json_decref(r);
         if (!found)
@@ -447,7 +448,8 @@ TEST(tower_serve_socket_recall_and_cold_start)
            e2e_now_ms() - t0);
     /* u4 browses c1 too and never clicked it: an exhaustive two_tower recall
      * of its city returns it (the city partition is flat: exact search) */
-    r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u4\",\"mode\":\"two_tower\",\"k\":1000}");
+    r = e2e_request(d.sock,
+                    "{\"op\":\"recall\",\"user_id\":\"u4\",\"mode\":\"two_tower\",\"k\":1000}");
     ASSERT(is_ok(r));
     ASSERT(has_item(r, "brand-new"));
     json_decref(r);
@@ -468,14 +470,17 @@ TEST(tower_serve_socket_recall_and_cold_start)
 /* Scores of a two_tower recall, in order. */
 static size_t tt_scores(const char *sock, const char *user, double *s, size_t cap)
 {
-    json_t *r = e2e_request(sock, "{\"op\":\"recall\",\"user_id\":\"%s\",\"mode\":\"two_tower\","
-                                  "\"k\":10}", user);
+    json_t *r = e2e_request(sock,
+                            "{\"op\":\"recall\",\"user_id\":\"%s\",\"mode\":\"two_tower\","
+                            "\"k\":10}",
+                            user);
     if (!is_ok(r))
         RC__FAIL("recall: %s", err_msg(r));
     json_t *it;
     size_t i, n = 0;
-    json_array_foreach(json_object_get(r, "items"), i, it) if (n < cap) s[n++] =
-        json_real_value(json_object_get(it, "score"));
+    json_array_foreach(json_object_get(r, "items"), i, it)
+        if (n < cap)
+            s[n++] = json_real_value(json_object_get(it, "score"));
     json_decref(r);
     return n;
 }
@@ -537,8 +542,10 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     ASSERT_DBL_OP(max_diff(s1, n1, s2, n2), >, 1e-3); /* another model: other vectors */
 
     /* a corrupt file and a missing one are refused, the served model stays */
-    snprintf(cmd, sizeof cmd, "cp %s %s && printf '\\377' | dd of=%s bs=1 seek=200 conv=notrunc "
-                              "2>/dev/null", m2, bad, bad);
+    snprintf(cmd, sizeof cmd,
+             "cp %s %s && printf '\\377' | dd of=%s bs=1 seek=200 conv=notrunc "
+             "2>/dev/null",
+             m2, bad, bad);
     ASSERT_EQ(system(cmd), 0);
     r = e2e_request(d.sock, "{\"op\":\"reload_model\",\"path\":\"%s\"}", bad);
     ASSERT(!is_ok(r));
@@ -668,9 +675,10 @@ TEST(tower_serve_concurrent_recall_and_reload)
             int len = tt_event_line(line, sizeof line, j, 12, 1, NULL, NULL);
             ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
         }
-        snprintf(line, sizeof line, "{\"user_id\":\"u%d\",\"item_id\":\"new%d\",\"city_id\":\"c0\","
-                                    "\"cate_id\":\"k0\",\"ts\":%lld}", round % 12, round,
-                 T0 + 40 * 86400000LL + round);
+        snprintf(line, sizeof line,
+                 "{\"user_id\":\"u%d\",\"item_id\":\"new%d\",\"city_id\":\"c0\","
+                 "\"cate_id\":\"k0\",\"ts\":%lld}",
+                 round % 12, round, T0 + 40 * 86400000LL + round);
         ASSERT_EQ(rc_engine_apply_line(e, line, strlen(line)), RC_EV_OK);
         if (rc_engine_tower_load(e, m[(round + 1) % 2], NULL, err, sizeof err))
             RC__FAIL("reload: %s", err);

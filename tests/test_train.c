@@ -22,8 +22,13 @@
 
 static rc_gen_opts gen_opts(uint64_t seed)
 {
-    return (rc_gen_opts){.seed = seed, .events = GEN_EVENTS, .users = 1500, .items = GEN_ITEMS,
-                         .cities = 4, .cates = 4, .communities = GEN_COMMS,
+    return (rc_gen_opts){.seed = seed,
+                         .events = GEN_EVENTS,
+                         .users = 1500,
+                         .items = GEN_ITEMS,
+                         .cities = 4,
+                         .cates = 4,
+                         .communities = GEN_COMMS,
                          .flags = RC_GEN_NO_DEVICE | RC_GEN_NO_TAGS};
 }
 
@@ -136,8 +141,8 @@ static void communities_case(enum rc_sgns_mode mode)
     const char *path = gen_log(11, &g);
     rc_clicklog *log = load(path);
     rc_train_result res;
-    rc_table *t = train(log, (rc_train_opts){.mode = mode, .threads = 2, .epochs = 5, .seed = 3},
-                        NULL, &res);
+    rc_table *t =
+        train(log, (rc_train_opts){.mode = mode, .threads = 2, .epochs = 5, .seed = 3}, NULL, &res);
     double chance, p = purity(t, g, 10, &chance);
     printf("%s: purity@10 %.3f (chance %.3f), %u items, %llu clicks, %llu pairs, loss %.3f\n",
            mode == RC_SGNS_CBOW ? "cbow" : "skipgram", p, chance, res.items,
@@ -159,15 +164,9 @@ static void communities_case(enum rc_sgns_mode mode)
     unlink(path);
 }
 
-TEST(train_skipgram_recovers_communities)
-{
-    communities_case(RC_SGNS_SKIPGRAM);
-}
+TEST(train_skipgram_recovers_communities) { communities_case(RC_SGNS_SKIPGRAM); }
 
-TEST(train_cbow_recovers_communities)
-{
-    communities_case(RC_SGNS_CBOW);
-}
+TEST(train_cbow_recovers_communities) { communities_case(RC_SGNS_CBOW); }
 
 /* An untrained table (epochs of no effect) has chance purity: the measure can fail. */
 TEST(train_purity_of_untrained_is_chance)
@@ -242,8 +241,8 @@ TEST(train_mask_and_min_count)
             }
     }
     rc_train_result res;
-    rc_table *t = train(log, (rc_train_opts){.threads = 2, .epochs = 1, .min_count = minc}, mask,
-                        &res);
+    rc_table *t =
+        train(log, (rc_train_opts){.threads = 2, .epochs = 1, .min_count = minc}, mask, &res);
     ASSERT_GT(nwant, 10);
     ASSERT_LT(nwant, nitems);
     ASSERT_EQ(rc_table_size(t), nwant);
@@ -307,8 +306,8 @@ TEST(train_options_and_time_limit)
     rc_clicklog *log = load(path);
     rc_table *t = NULL;
     char err[256] = "";
-    rc_train_opts bad[] = {{.window = 33}, {.negatives = 65}, {.dim = 12}, {.hard_share = 2},
-                           {.subsample = -1}, {.mode = (enum rc_sgns_mode)7}};
+    rc_train_opts bad[] = {{.window = 33},    {.negatives = 65}, {.dim = 12},
+                           {.hard_share = 2}, {.subsample = -1}, {.mode = (enum rc_sgns_mode)7}};
     for (size_t i = 0; i < RC_ARRAY_LEN(bad); i++) {
         bad[i].quiet = 1;
         ASSERT_EQ(rc_train_run(&bad[i], log, NULL, &t, NULL, err, sizeof err), RC_EINVAL);

@@ -8,9 +8,16 @@
 
 rc_tt_config tt_small_cfg(uint32_t w2v_dim)
 {
-    return (rc_tt_config){.dim = 16, .w2v_dim = w2v_dim, .hidden = 32, .id_buckets = 4096,
-                          .city_buckets = 64, .cate_buckets = 64, .device_buckets = 64,
-                          .tag_buckets = 256, .stats_cates = 8, .max_clicks = 8,
+    return (rc_tt_config){.dim = 16,
+                          .w2v_dim = w2v_dim,
+                          .hidden = 32,
+                          .id_buckets = 4096,
+                          .city_buckets = 64,
+                          .cate_buckets = 64,
+                          .device_buckets = 64,
+                          .tag_buckets = 256,
+                          .stats_cates = 8,
+                          .max_clicks = 8,
                           .features = RC_TT_F_ALL};
 }
 

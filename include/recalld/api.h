@@ -60,8 +60,8 @@ typedef struct rc_api {
     rc_hist latency[RC_API_OP_COUNT]; /* handling time by op, us (rc_api_init) */
     /* "mode":"two_tower" recall requests (also counted in latency[recall]) */
     _Atomic unsigned long long tt_requests, tt_errors;
-    rc_hist tt_latency;                /* us */
-    _Atomic uint32_t tt_recent[1024];  /* the latest latencies, us, for percentiles */
+    rc_hist tt_latency;               /* us */
+    _Atomic uint32_t tt_recent[1024]; /* the latest latencies, us, for percentiles */
     _Atomic unsigned long long tt_pos;
 } rc_api;
 

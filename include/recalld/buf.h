@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 typedef struct rc_buf {
-    char *data;   /* NUL-terminated when len > 0 */
+    char *data; /* NUL-terminated when len > 0 */
     size_t len, cap;
     size_t limit; /* 0 = unbounded */
     int overflow; /* an append was refused (limit or allocation failure) */
@@ -15,8 +15,8 @@ typedef struct rc_buf {
 
 void rc_buf_init(rc_buf *b, size_t limit);
 void rc_buf_free(rc_buf *b);
-void rc_buf_reset(rc_buf *b); /* len = 0, keeps memory, clears overflow */
-int rc_buf_append(rc_buf *b, const void *p, size_t n);  /* 0 or RC_ENOMEM */
+void rc_buf_reset(rc_buf *b);                          /* len = 0, keeps memory, clears overflow */
+int rc_buf_append(rc_buf *b, const void *p, size_t n); /* 0 or RC_ENOMEM */
 int rc_buf_puts(rc_buf *b, const char *s);
 int rc_buf_printf(rc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s[0..n) as a JSON string literal with quotes, escaping as RFC 8259

@@ -101,17 +101,17 @@ int rc_checkpoint_take(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_
 const rc_checkpoint_meta *rc_checkpoint_meta_of(const rc_checkpoint *c);
 
 typedef struct rc_checkpoint_write_opts {
-    const char *dir;  /* existing directory */
-    uint32_t keep;    /* checkpoints kept after a success, 0 = 2 */
-    double max_mb_s;  /* write bandwidth cap in MB/s (1e6 bytes), 0 = none */
+    const char *dir; /* existing directory */
+    uint32_t keep;   /* checkpoints kept after a success, 0 = 2 */
+    double max_mb_s; /* write bandwidth cap in MB/s (1e6 bytes), 0 = none */
 } rc_checkpoint_write_opts;
 
 typedef struct rc_checkpoint_info {
-    uint64_t seq;          /* number given to the file */
-    uint64_t bytes;        /* file size */
-    uint64_t write_ns;     /* open .. directory fsync */
+    uint64_t seq;      /* number given to the file */
+    uint64_t bytes;    /* file size */
+    uint64_t write_ns; /* open .. directory fsync */
     uint32_t rows;
-    char path[4096];       /* final path */
+    char path[4096]; /* final path */
 } rc_checkpoint_info;
 
 /* Blocking; never on the loop thread. Writes what the last take copied as
@@ -159,8 +159,8 @@ int rc_checkpoint_load_with(const char *path, const rc_table_opts *opts,
                             rc_checkpoint_meta *meta, char *errbuf, size_t errlen);
 int rc_checkpoint_restore_with(const char *dir, const rc_table_opts *opts,
                                const rc_checkpoint_hooks *hooks, rc_table **table,
-                               rc_checkpoint_meta *meta, char *path, size_t pathlen,
-                               char *errbuf, size_t errlen);
+                               rc_checkpoint_meta *meta, char *path, size_t pathlen, char *errbuf,
+                               size_t errlen);
 
 /* Sequence numbers of the checkpoint files under dir (valid or not, temp and
  * corrupt files excluded), newest first, into seqs[0..cap). Returns how many

@@ -41,14 +41,14 @@ typedef enum rc_cli_type {
 /* An option: "may be repeated" is the callback's business (RC_CLI_CALL is
  * called once per occurrence; the other kinds keep the last value). */
 typedef struct rc_cli_opt {
-    const char *name;  /* long name without the dashes: "socket" */
-    char shortname;    /* 'X', or 0 */
+    const char *name; /* long name without the dashes: "socket" */
+    char shortname;   /* 'X', or 0 */
     rc_cli_type type;
-    void *dest;        /* borrowed; unused for RC_CLI_CALL */
-    const char *arg;   /* value name in --help ("PATH"); NULL = takes no value */
-    const char *help;  /* help text; '\n' starts an indented continuation line */
-    double min, max;   /* numeric range, inclusive */
-    int id;            /* for the callback */
+    void *dest;       /* borrowed; unused for RC_CLI_CALL */
+    const char *arg;  /* value name in --help ("PATH"); NULL = takes no value */
+    const char *help; /* help text; '\n' starts an indented continuation line */
+    double min, max;  /* numeric range, inclusive */
+    int id;           /* for the callback */
 } rc_cli_opt;
 
 /* RC_CLI_CALL: returns 0, or an RC_E* code after writing "why" into errbuf

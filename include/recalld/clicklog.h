@@ -19,10 +19,10 @@ enum rc_clicklog_format { RC_LOG_AUTO = 0, RC_LOG_JSONL, RC_LOG_CSV, RC_LOG_TSV 
 enum rc_time_unit { RC_TIME_S = 0, RC_TIME_MS, RC_TIME_ISO };
 
 typedef struct rc_clicklog_opts {
-    const char *path;            /* file, "-" = stdin; ".gz" suffix = gzip */
+    const char *path;               /* file, "-" = stdin; ".gz" suffix = gzip */
     enum rc_clicklog_format format; /* AUTO: by suffix (.jsonl/.json, .tsv, else csv) */
-    const char *sep;             /* CSV separator string, NULL = "," (TSV: "\t") */
-    int header;                  /* first row is a header (names usable as columns) */
+    const char *sep;                /* CSV separator string, NULL = "," (TSV: "\t") */
+    int header;                     /* first row is a header (names usable as columns) */
     /* Columns: a 0-based index ("2") or a header name ("item_id"; matched
      * exactly, else ignoring case, '_' and '-'); NULL = absent. A name implies
      * a header row. With none of user/item/time given: user 0, item 1, time =
@@ -39,9 +39,9 @@ typedef struct rc_clicklog_opts {
      * column (NULL = absent). Diginetica: --time eventdate --time-unit iso
      * --time-offset timeframe (a date plus ms since the session's start). */
     const char *col_time_offset;
-    int64_t gap_ms;              /* session gap when no session column, 0 = 30 min */
-    uint32_t max_report;         /* malformed rows printed to stderr, 0 = 5 */
-    int quiet;                   /* no progress/report output */
+    int64_t gap_ms;      /* session gap when no session column, 0 = 30 min */
+    uint32_t max_report; /* malformed rows printed to stderr, 0 = 5 */
+    int quiet;           /* no progress/report output */
     /* Item -> category side file (overrides/adds the category of every click of
      * a listed item; the log then has categories). NULL = none. Formats:
      * "csv" (default): two columns item;category, separator = sep when given
@@ -67,8 +67,9 @@ enum rc_clicklog_reason {
 #define RC_CLICKLOG_LINE_MAX 65536
 
 typedef struct rc_click_rec {
-    uint32_t user, item, city, cate; /* dense ids into the log's dicts; city/cate 0 = "" when absent */
-    uint32_t session;                /* dense session id after rc_clicklog_sessionize */
+    uint32_t user, item, city,
+        cate;         /* dense ids into the log's dicts; city/cate 0 = "" when absent */
+    uint32_t session; /* dense session id after rc_clicklog_sessionize */
     int64_t ts_ms;
 } rc_click_rec;
 
@@ -76,10 +77,10 @@ typedef struct rc_click_rec {
  * it): the device of its LAST event with a non-empty device, the tags of its
  * last event with a non-empty tag list. */
 typedef struct rc_click_profile {
-    uint32_t device;   /* log->devices id + 1, 0 = none */
-    uint32_t tag_off;  /* its tags: log->tag_ids[tag_off .. tag_off + ntags) */
-    uint8_t ntags;     /* 0 = none (<= RC_TAGS_MAX of event.h) */
-    uint8_t tag_cap;   /* room at tag_off (loader bookkeeping) */
+    uint32_t device;  /* log->devices id + 1, 0 = none */
+    uint32_t tag_off; /* its tags: log->tag_ids[tag_off .. tag_off + ntags) */
+    uint8_t ntags;    /* 0 = none (<= RC_TAGS_MAX of event.h) */
+    uint8_t tag_cap;  /* room at tag_off (loader bookkeeping) */
 } rc_click_profile;
 
 typedef struct rc_clicklog {
@@ -87,8 +88,8 @@ typedef struct rc_clicklog {
     size_t n;
     rc_dict *users, *items, *cities, *cates; /* id strings */
     uint32_t nsessions;
-    size_t *sess_off;   /* session s = recs[sess_off[s] .. sess_off[s+1]) ; nsessions+1 entries */
-    uint64_t lines, skipped; /* data rows read (header, blank lines excluded) = n + skipped */
+    size_t *sess_off; /* session s = recs[sess_off[s] .. sess_off[s+1]) ; nsessions+1 entries */
+    uint64_t lines, skipped;       /* data rows read (header, blank lines excluded) = n + skipped */
     uint64_t skipped_by_reason[8]; /* see rc_clicklog_reason_name */
     int has_city, has_cate;        /* the log carried those columns */
     /* JSONL only (all NULL/0 for CSV/TSV logs): device and tag strings, and
@@ -99,9 +100,9 @@ typedef struct rc_clicklog {
     rc_dict *devices, *tags;
     rc_click_profile *profiles;
     uint32_t nprofiles;
-    uint32_t *tag_ids;             /* tags ids, see rc_click_profile */
+    uint32_t *tag_ids; /* tags ids, see rc_click_profile */
     size_t ntag_ids;
-    size_t recs_cap;               /* rc_clicklog_create's bound (0 for loaded logs) */
+    size_t recs_cap; /* rc_clicklog_create's bound (0 for loaded logs) */
 } rc_clicklog;
 
 /* Loads and sessionizes. Returns 0, RC_ENOENT/RC_EIO (file), RC_EINVAL (bad

@@ -55,7 +55,7 @@ static inline float rc_rng_float(rc_rng *r)
 uint64_t rc_hash(const void *p, size_t n);
 
 #define RC_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define RC_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define RC_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define RC_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define RC_MAX(a, b)    ((a) > (b) ? (a) : (b))
 
 #endif

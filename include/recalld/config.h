@@ -13,10 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RC_CONF_STR 512
+#define RC_CONF_STR             512
 #define RC_CONF_MAX_KAFKA_EXTRA 64
-#define RC_CONF_MAX_UIDS 64
-#define RC_CONF_MAX_KEYS 160 /* room for the key table to grow (checked at compile time) */
+#define RC_CONF_MAX_UIDS        64
+#define RC_CONF_MAX_KEYS        160 /* room for the key table to grow (checked at compile time) */
 /* Longest librdkafka property value (an inline ssl.ca.pem bundle fits) and key. */
 #define RC_CONF_KAFKA_VALUE_MAX (1u << 20)
 #define RC_CONF_KAFKA_KEY_MAX   255
@@ -51,8 +51,8 @@ typedef struct rc_config {
     uint32_t allow_uids[RC_CONF_MAX_UIDS]; /* socket.allow_uids: peers admitted (SO_PEERCRED) */
     uint32_t nallow_uids;                  /* 0 = anyone who can open the socket */
     /* metrics (Prometheus over HTTP: the only TCP listener) */
-    uint32_t metrics_port;           /* 0 = off */
-    char metrics_bind[RC_CONF_STR];  /* IP literal, default 127.0.0.1 */
+    uint32_t metrics_port;          /* 0 = off */
+    char metrics_bind[RC_CONF_STR]; /* IP literal, default 127.0.0.1 */
     /* kafka */
     char brokers[RC_CONF_STR], topic[RC_CONF_STR], group[RC_CONF_STR];
     int embedded;
@@ -83,12 +83,12 @@ typedef struct rc_config {
     float drift, overfetch;
     /* recall */
     uint32_t recall_window, k_default, k_max;
-    int64_t half_life_ms;                  /* time decay of click weights, 0 = off */
+    int64_t half_life_ms;                     /* time decay of click weights, 0 = off */
     uint32_t mc_max_categories, mc_min_quota; /* multi-category recall */
-    uint32_t max_batch_users;              /* users per batch recall request */
-    int recall_user_city;                  /* recall.scope: 1 "user_city" (default), 0 "global" */
-    uint32_t max_k_users;                  /* recall.max_k_users: k x users per request */
-    uint64_t max_exact_scan;               /* recall.max_exact_scan: items x users of "exact" */
+    uint32_t max_batch_users;                 /* users per batch recall request */
+    int recall_user_city;    /* recall.scope: 1 "user_city" (default), 0 "global" */
+    uint32_t max_k_users;    /* recall.max_k_users: k x users per request */
+    uint64_t max_exact_scan; /* recall.max_exact_scan: items x users of "exact" */
     /* pipeline */
     uint32_t queue_batches; /* batches in flight between loop and trainer */
     /* data / logs */

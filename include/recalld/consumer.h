@@ -61,18 +61,18 @@ typedef void (*rc_consumer_gap_cb)(void *ud, int32_t partition, int64_t from, in
 typedef void (*rc_consumer_fatal_cb)(void *ud, const char *why);
 
 typedef struct rc_consumer_opts {
-    const char *brokers;        /* bootstrap list; ignored when embedded */
-    const char *topic;          /* 0 = "clicks" */
-    const char *group;          /* 0 = "recalld" */
-    int embedded;               /* start the mock cluster in-process */
-    int embedded_partitions;    /* topic partitions in the mock, 0 = 8 (the mock keeps
-                                 * ~5 MiB per partition: more partitions, more room) */
-    uint32_t batch;             /* max messages per on_batch, 0 = 1024 */
-    const char *dlq_topic;      /* NULL = "<topic>.dlq" */
-    const char *dlq_file;       /* non-NULL: dead letters go to this file instead */
+    const char *brokers;         /* bootstrap list; ignored when embedded */
+    const char *topic;           /* 0 = "clicks" */
+    const char *group;           /* 0 = "recalld" */
+    int embedded;                /* start the mock cluster in-process */
+    int embedded_partitions;     /* topic partitions in the mock, 0 = 8 (the mock keeps
+                                  * ~5 MiB per partition: more partitions, more room) */
+    uint32_t batch;              /* max messages per on_batch, 0 = 1024 */
+    const char *dlq_topic;       /* NULL = "<topic>.dlq" */
+    const char *dlq_file;        /* non-NULL: dead letters go to this file instead */
     uint64_t dlq_file_max_bytes; /* dlq_file is rotated to dlq_file.1 before it would pass
                                     this size (the old .1 is deleted); 0 = no cap */
-    const char *const *extra;   /* NULL-terminated key, value pairs of librdkafka config */
+    const char *const *extra;    /* NULL-terminated key, value pairs of librdkafka config */
     rc_consumer_batch_cb on_batch;
     rc_consumer_rebalance_cb on_rebalance; /* may be NULL */
     void *ud;
@@ -108,15 +108,15 @@ typedef struct rc_consumer_opts {
 typedef struct rc_consumer_stats {
     uint64_t messages, bytes, batches, refused_batches;
     uint64_t dead_letters, dead_letter_errors;
-    uint64_t dead_letters_dropped; /* written, then deleted by a rotation of dlq_file */
-    uint64_t dlq_rotations;        /* rotations of dlq_file */
-    uint64_t errors;            /* consumer errors reported by librdkafka */
-    int assigned;               /* partitions assigned now */
-    int64_t lag;                /* sum over assigned partitions, -1 unknown */
+    uint64_t dead_letters_dropped;   /* written, then deleted by a rotation of dlq_file */
+    uint64_t dlq_rotations;          /* rotations of dlq_file */
+    uint64_t errors;                 /* consumer errors reported by librdkafka */
+    int assigned;                    /* partitions assigned now */
+    int64_t lag;                     /* sum over assigned partitions, -1 unknown */
     uint64_t commits, commit_errors; /* rc_consumer_commit results reported by the broker */
-    uint64_t skipped_applied;   /* messages below the owner's position, dropped */
-    uint64_t rebalances;        /* assignments + revokes seen */
-    int revoke_pending;         /* a deferred revoke waits for rc_consumer_release */
+    uint64_t skipped_applied;        /* messages below the owner's position, dropped */
+    uint64_t rebalances;             /* assignments + revokes seen */
+    int revoke_pending;              /* a deferred revoke waits for rc_consumer_release */
     /* Offset gaps. Per partition the consumer knows where reading must go on:
      * the last offset handed over + 1, the owner's start position, the group's
      * committed offset (looked up at assignment), or for a partition nobody
@@ -129,11 +129,11 @@ typedef struct rc_consumer_stats {
     uint64_t lost, offset_gaps;
     int32_t last_gap_partition; /* -1 none */
     int64_t last_gap_from, last_gap_to;
-    uint64_t lookups_failed;    /* committed-offset look-ups that failed (gap check off) */
-    uint64_t stale_offsets;     /* offsets not stored: below the assignment's start */
-    uint64_t lost_assignments;  /* revokes of partitions the group had already taken away */
-    int fatal;                  /* a fatal error stopped the consumer */
-    char last_error[128];       /* last consumer error (e.g. unknown topic), "" none */
+    uint64_t lookups_failed;   /* committed-offset look-ups that failed (gap check off) */
+    uint64_t stale_offsets;    /* offsets not stored: below the assignment's start */
+    uint64_t lost_assignments; /* revokes of partitions the group had already taken away */
+    int fatal;                 /* a fatal error stopped the consumer */
+    char last_error[128];      /* last consumer error (e.g. unknown topic), "" none */
 } rc_consumer_stats;
 
 int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer **out,

@@ -41,7 +41,7 @@ typedef struct rc_invalid {
     int32_t partition;
     int64_t offset;
     enum rc_event_reason reason;
-    const char *error;   /* human text naming the field */
+    const char *error; /* human text naming the field */
 } rc_invalid;
 
 /* Loop thread: called once per finished batch with its refused events. */
@@ -73,8 +73,8 @@ enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t
  * without JSON. Strings need not be NUL-terminated. Call rc_engine_sync (or
  * rc_engine_flush_index) before searching to make new rows searchable. */
 int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const char *item,
-                          size_t ilen, const char *city, size_t clen, const char *cate,
-                          size_t klen, int64_t ts_ms);
+                          size_t ilen, const char *city, size_t clen, const char *cate, size_t klen,
+                          int64_t ts_ms);
 /* Offline callers: flush pending index work now (what the trainer thread does
  * after each batch). */
 void rc_engine_flush_index(rc_engine *e);
@@ -101,9 +101,9 @@ typedef struct rc_recall_req {
     int global;           /* 1: all cities even when recall.scope is "user_city" ("city":"*") */
     rc_mc_quota *quotas;  /* multi_category: receives the plan (room for 64), may be NULL */
     uint32_t *nquotas;
-    int two_tower;        /* 1: the two-tower model (see "two-tower serving" below) */
-    int64_t now_ms;       /* two_tower: the time the user vector is for; 0 = the event-time
-                           * watermark (newest applied event) */
+    int two_tower;  /* 1: the two-tower model (see "two-tower serving" below) */
+    int64_t now_ms; /* two_tower: the time the user vector is for; 0 = the event-time
+                     * watermark (newest applied event) */
 } rc_recall_req;
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback);
@@ -114,8 +114,8 @@ int rc_engine_similar(rc_engine *e, const char *item, size_t len, uint32_t k, rc
                       uint32_t *n);
 
 /* Any thread. The user's recent clicks (oldest first), up to max. */
-int rc_engine_user_clicks(rc_engine *e, const char *user, size_t ulen, uint32_t *rows,
-                          int64_t *ts, uint32_t max, uint32_t *n);
+int rc_engine_user_clicks(rc_engine *e, const char *user, size_t ulen, uint32_t *rows, int64_t *ts,
+                          uint32_t max, uint32_t *n);
 
 /* Any thread. Appends the stats object (JSON) to out. bootstrap: Kafka address
  * to report (may be NULL). */
@@ -161,17 +161,17 @@ void rc_engine_session_stats(rc_engine *e, struct rc_session_stats *st);
  * offsets it reports are durable: commit them, nothing newer. */
 
 typedef struct rc_engine_checkpoint_result {
-    int rc;                 /* 0, or RC_EIO/RC_ENOMEM: nothing new is durable (error says why) */
-    int unchanged;          /* nothing applied since the last durable checkpoint: not rewritten */
-    uint64_t covers;        /* batches contained: >= the request's ticket when it includes
-                               every batch submitted before the request */
-    uint64_t seq, bytes;    /* file; bytes 0 when unchanged */
+    int rc;              /* 0, or RC_EIO/RC_ENOMEM: nothing new is durable (error says why) */
+    int unchanged;       /* nothing applied since the last durable checkpoint: not rewritten */
+    uint64_t covers;     /* batches contained: >= the request's ticket when it includes
+                            every batch submitted before the request */
+    uint64_t seq, bytes; /* file; bytes 0 when unchanged */
     uint64_t write_ns, pause_ns; /* write (disk) time; trainer pause for the copy */
-    uint64_t applied;       /* events.applied contained */
-    size_t n;               /* durable next offsets, n partitions (valid during the callback) */
+    uint64_t applied;            /* events.applied contained */
+    size_t n; /* durable next offsets, n partitions (valid during the callback) */
     const int32_t *parts;
     const int64_t *offsets;
-    const char *error;      /* "" when rc == 0 */
+    const char *error; /* "" when rc == 0 */
 } rc_engine_checkpoint_result;
 
 /* Loop thread: called once per finished checkpoint request. */
@@ -197,8 +197,7 @@ int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char 
  * positions) into parts/offsets (room for cap); returns how many exist (may
  * exceed cap), 0 when nothing was restored or the checkpoint's topic differs
  * from cfg->topic. */
-size_t rc_engine_restored_offsets(const rc_engine *e, int32_t *parts, int64_t *offsets,
-                                  size_t cap);
+size_t rc_engine_restored_offsets(const rc_engine *e, int32_t *parts, int64_t *offsets, size_t cap);
 
 /* Loop thread (SIGHUP). Applies the settings that can change while running:
  * recall.k_default, recall.k_max, recall.window, index.overfetch,
@@ -229,19 +228,19 @@ void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max
  * counts, a click reported RC_SESS_NEW_SESSION starts a session); now_ms. */
 
 typedef struct rc_engine_tower_info {
-    int loaded;                /* a model is served */
-    int loading;               /* a load is in progress */
-    char path[RC_CONF_STR];    /* file of the served model */
-    size_t params;             /* of the served model */
+    int loaded;             /* a model is served */
+    int loading;            /* a load is in progress */
+    char path[RC_CONF_STR]; /* file of the served model */
+    size_t params;          /* of the served model */
     uint32_t dim, max_clicks;
-    uint32_t items;            /* item vectors of the served bundle */
+    uint32_t items;                 /* item vectors of the served bundle */
     uint32_t load_done, load_total; /* progress of the load in progress */
-    double load_ms;            /* duration of the last successful load */
+    double load_ms;                 /* duration of the last successful load */
     uint64_t loads, load_failures;
     uint64_t checked, recomputed, refresh_pending;
-    char last_error[256];      /* of the last failed load, "" none */
-    rc_index_stats index;      /* tower index (zeros when none) */
-    size_t bytes;              /* bundle (mirror, int8 copies, model) */
+    char last_error[256]; /* of the last failed load, "" none */
+    rc_index_stats index; /* tower index (zeros when none) */
+    size_t bytes;         /* bundle (mirror, int8 copies, model) */
 } rc_engine_tower_info;
 
 /* Any thread except the engine's own (loop thread: use the async form; it
@@ -250,8 +249,8 @@ typedef struct rc_engine_tower_info {
  * new model. Returns 0, RC_EAGAIN (a load is already in progress), RC_ENOENT /
  * RC_EIO / RC_ECORRUPT / RC_EINVAL (file, w2v_dim mismatch: errbuf says which;
  * the served model stays), RC_ENOMEM. */
-int rc_engine_tower_load(rc_engine *e, const char *path, rc_engine_tower_info *info,
-                         char *errbuf, size_t errlen);
+int rc_engine_tower_load(rc_engine *e, const char *path, rc_engine_tower_info *info, char *errbuf,
+                         size_t errlen);
 /* Loop thread (SIGHUP): the same on a background thread; the outcome is
  * logged and shows in the stats. Returns 0 (started), RC_EAGAIN, RC_EIO. */
 int rc_engine_tower_load_async(rc_engine *e, const char *path, char *errbuf, size_t errlen);
@@ -309,20 +308,20 @@ int rc_engine_tower_contains(rc_engine *e, uint32_t row);
  * thread in rc_engine_retrain_now (their only writer). */
 
 typedef struct rc_engine_retrain_info {
-    int enabled;                 /* tower.retrain_interval_s > 0 */
-    int running;                 /* a retrain is in progress */
+    int enabled; /* tower.retrain_interval_s > 0 */
+    int running; /* a retrain is in progress */
     uint32_t interval_s;
     uint64_t done, failed, skipped; /* outcomes so far (cancelled ones count as failed) */
-    char last_status[16];        /* "" (none yet), "done", "skipped", "failed", "cancelled" */
-    char last_error[256];        /* why the last one was skipped or failed, "" */
-    char last_path[RC_CONF_STR]; /* where the last done one was saved, "" = not saved */
-    double last_seconds;         /* duration of the last one (snapshot to serving) */
-    double last_train_seconds;   /* of it, rc_tt_train */
+    char last_status[16];           /* "" (none yet), "done", "skipped", "failed", "cancelled" */
+    char last_error[256];           /* why the last one was skipped or failed, "" */
+    char last_path[RC_CONF_STR];    /* where the last done one was saved, "" = not saved */
+    double last_seconds;            /* duration of the last one (snapshot to serving) */
+    double last_train_seconds;      /* of it, rc_tt_train */
     uint64_t last_clicks, last_users, last_sessions, last_examples; /* its data */
-    uint64_t last_trained;       /* examples processed (all epochs) */
+    uint64_t last_trained; /* examples processed (all epochs) */
     double last_loss, last_first_loss;
-    int64_t last_end_ms;         /* wall clock of its end, 0 = none yet */
-    rc_replay_stats replay;      /* the buffer (zeros when off) */
+    int64_t last_end_ms;    /* wall clock of its end, 0 = none yet */
+    rc_replay_stats replay; /* the buffer (zeros when off) */
 } rc_engine_retrain_info;
 
 /* Any thread but the engine's own (threaded engines: waits for the retrain
@@ -331,8 +330,7 @@ typedef struct rc_engine_retrain_info {
  * Returns 0 (the new model is served), RC_EINVAL (retraining is off),
  * RC_ENOENT (skipped: errbuf says why), RC_EAGAIN (shutting down /
  * cancelled), or the failure's code (errbuf says why). */
-int rc_engine_retrain_now(rc_engine *e, rc_engine_retrain_info *info, char *errbuf,
-                          size_t errlen);
+int rc_engine_retrain_now(rc_engine *e, rc_engine_retrain_info *info, char *errbuf, size_t errlen);
 /* Any thread. */
 void rc_engine_retrain_info_get(rc_engine *e, rc_engine_retrain_info *info);
 

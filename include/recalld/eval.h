@@ -148,7 +148,7 @@ typedef struct rc_eval_split {
     rc_eval_pos *pos; /* predictions, in session order then position */
     size_t npos;
     uint32_t *history; /* per prediction: the user's earlier clicks (h above) */
-    uint32_t *items; /* storage of the query / exclusion lists */
+    uint32_t *items;   /* storage of the query / exclusion lists */
 } rc_eval_split;
 
 /* Builds the split of log restricted to the sessions s with sessions == NULL
@@ -203,7 +203,7 @@ typedef struct rc_eval_acc_part {
 /* Accumulates predictions. Plain struct: use the functions. */
 typedef struct rc_eval_acc {
     rc_eval_acc_part all; /* every prediction */
-    uint16_t *seen; /* per item: bit 0 recalled at least once, bit 1 + i by slice i */
+    uint16_t *seen;       /* per item: bit 0 recalled at least once, bit 1 + i by slice i */
     uint32_t nitems;
     /* Per prediction index: its slice mask (rc_eval_slices; borrowed, set by
      * the caller after init), NULL = no breakdown. rc_eval_predict adds
@@ -372,7 +372,7 @@ typedef struct rc_eval_env {
 typedef struct rc_eval_method {
     const char *name; /* JSON key and --methods name */
     int (*run)(rc_eval_env *env, rc_eval_report *rep, char *errbuf, size_t errlen);
-    int not_default;  /* runs only when named (--methods, --ablation) */
+    int not_default; /* runs only when named (--methods, --ablation) */
 } rc_eval_method;
 
 /* The ablation rows (recalld-eval --ablation), in order: the word2vec average
@@ -438,15 +438,15 @@ typedef struct rc_eval_period {
 
 /* Read-only after creation. */
 typedef struct rc_eval_daily {
-    const rc_clicklog *log; /* borrowed */
-    rc_eval_opts opts;      /* of every period's split (period_* set per period) */
-    rc_eval_daily_opts dopts; /* defaults resolved */
+    const rc_clicklog *log;      /* borrowed */
+    rc_eval_opts opts;           /* of every period's split (period_* set per period) */
+    rc_eval_daily_opts dopts;    /* defaults resolved */
     int64_t period_ms, first_ms; /* length; start of the first (warm-up) period */
     uint32_t total_periods;      /* from the first event's period to the last's */
     uint32_t nperiods;           /* evaluated, in period[] in time order */
     uint32_t skipped;            /* after warm-up, without training session or prediction */
     rc_eval_period *period;
-    uint32_t nitems, ncatalog; /* ncatalog: items clicked before the last period's end */
+    uint32_t nitems, ncatalog;  /* ncatalog: items clicked before the last period's end */
     uint64_t npos, new_targets; /* predictions over all periods; of them, new targets */
 } rc_eval_daily;
 

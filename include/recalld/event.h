@@ -13,9 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RC_ID_MAX 128      /* user_id, item_id bytes */
-#define RC_ATTR_MAX 64     /* city_id, cate_id, device, event, each tag bytes */
-#define RC_TAGS_MAX 16     /* tags per event */
+#define RC_ID_MAX    128   /* user_id, item_id bytes */
+#define RC_ATTR_MAX  64    /* city_id, cate_id, device, event, each tag bytes */
+#define RC_TAGS_MAX  16    /* tags per event */
 #define RC_EVENT_MAX 65536 /* bytes per message; larger ones are invalid */
 
 /* Why an event was refused. RC_EV_OK = 0 means valid. Names by rc_event_reason_name. */
@@ -30,8 +30,8 @@ enum rc_event_reason {
     RC_EV_OVERSIZED,     /* a string value over its byte limit, or too many tags */
     /* Not decoding failures: the trainer checks event time against the stream
      * (rc_event_check_time) and refuses with these. */
-    RC_EV_FUTURE_TS,     /* ts beyond events.max_future_ms of the watermark and wall clock */
-    RC_EV_PAST_TS,       /* ts more than events.max_past_ms before the watermark */
+    RC_EV_FUTURE_TS, /* ts beyond events.max_future_ms of the watermark and wall clock */
+    RC_EV_PAST_TS,   /* ts more than events.max_past_ms before the watermark */
     RC_EV_REASON_COUNT
 };
 
@@ -62,9 +62,8 @@ enum rc_event_reason rc_event_decode(const char *buf, size_t len, rc_event *ev, 
  * its side off. The wall clock is read only for a ts past the watermark's
  * window. On refusal errbuf (NULL ok) gets "ts: ... ms ahead of ..." text.
  * Thread-safe. */
-enum rc_event_reason rc_event_check_time(int64_t ts_ms, int64_t watermark_ms,
-                                         int64_t max_future_ms, int64_t max_past_ms,
-                                         char *errbuf, size_t errlen);
+enum rc_event_reason rc_event_check_time(int64_t ts_ms, int64_t watermark_ms, int64_t max_future_ms,
+                                         int64_t max_past_ms, char *errbuf, size_t errlen);
 
 /* Static snake_case name of a reason ("bad_json", "missing_field", ...). */
 const char *rc_event_reason_name(enum rc_event_reason r);

@@ -41,40 +41,40 @@
 typedef struct rc_index rc_index;
 
 typedef struct rc_index_opts {
-    uint32_t ivf_min;       /* rows before a partition becomes IVF, 0 = 4096 */
-    uint32_t nprobe;        /* IVF probing scale, 0 = 16: a partition's FAISS nprobe (the
-                               most lists one search scans in it) is min(nlist, 4*nprobe),
-                               fixed when it is (re)trained; see search_lists */
-    float drift;            /* re-index when 1 - cos(current, indexed) > drift, 0 = 0.02 */
-    uint32_t batch;         /* max rows applied under one write lock, 0 = 256 */
-    float retrain_growth;   /* retrain when rows > (1+g) * rows at training, 0 = 1.0 */
-    float max_imbalance;    /* retrain when imbalance factor exceeds, 0 = 3.0 */
-    int no_background;      /* 1: retrain synchronously inside rc_index_maintain (tests) */
-    uint32_t search_lists;  /* IVF lists scanned per search, chosen best-first by centroid
-                               score over all selected partitions (a partition gets at most
-                               4 * nprobe of them), 0 = 8 * nprobe */
+    uint32_t ivf_min;        /* rows before a partition becomes IVF, 0 = 4096 */
+    uint32_t nprobe;         /* IVF probing scale, 0 = 16: a partition's FAISS nprobe (the
+                                most lists one search scans in it) is min(nlist, 4*nprobe),
+                                fixed when it is (re)trained; see search_lists */
+    float drift;             /* re-index when 1 - cos(current, indexed) > drift, 0 = 0.02 */
+    uint32_t batch;          /* max rows applied under one write lock, 0 = 256 */
+    float retrain_growth;    /* retrain when rows > (1+g) * rows at training, 0 = 1.0 */
+    float max_imbalance;     /* retrain when imbalance factor exceeds, 0 = 3.0 */
+    int no_background;       /* 1: retrain synchronously inside rc_index_maintain (tests) */
+    uint32_t search_lists;   /* IVF lists scanned per search, chosen best-first by centroid
+                                score over all selected partitions (a partition gets at most
+                                4 * nprobe of them), 0 = 8 * nprobe */
     uint32_t max_partitions; /* city x category partitions at most, 0 = 65536 (the most);
                                 rows of further pairs go to the overflow partition */
 } rc_index_opts;
 
 typedef struct rc_index_filter {
-    int64_t city;           /* city id, or -1 for any */
-    const uint32_t *cates;  /* category ids, NULL/0 for any */
+    int64_t city;          /* city id, or -1 for any */
+    const uint32_t *cates; /* category ids, NULL/0 for any */
     uint32_t ncates;
 } rc_index_filter;
 
 typedef struct rc_index_stats {
-    uint64_t size;          /* rows indexed */
+    uint64_t size; /* rows indexed */
     uint64_t partitions, ivf_partitions;
-    uint64_t pending;       /* rows touched and not yet checked/applied */
+    uint64_t pending; /* rows touched and not yet checked/applied */
     uint64_t added, reindexed, skipped_small_drift;
     uint64_t retrains;
     uint64_t overflow_rows;    /* rows in the overflow partition (partition limit reached) */
     uint64_t partition_errors; /* rows put back because no partition could be created */
     uint32_t max_partitions;   /* the configured limit (partitions counts the overflow one too) */
-    double staleness_ms;    /* age of the oldest pending touch, 0 when none */
+    double staleness_ms;       /* age of the oldest pending touch, 0 when none */
     uint64_t fresh_p50_us, fresh_p99_us; /* touch -> searchable, new rows, recent window */
-    rc_hist_snap fresh_hist; /* the same for every new row since create, us */
+    rc_hist_snap fresh_hist;             /* the same for every new row since create, us */
     size_t bytes;
 } rc_index_stats;
 

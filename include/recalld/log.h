@@ -53,8 +53,8 @@ void rc_log(enum rc_log_level lvl, const char *mod, const char *msg, const char 
     __attribute__((format(printf, 4, 5)));
 
 #define rc_log_debug(mod, msg, ...) rc_log(RC_LOG_DEBUG, mod, msg, __VA_ARGS__)
-#define rc_log_info(mod, msg, ...) rc_log(RC_LOG_INFO, mod, msg, __VA_ARGS__)
-#define rc_log_warn(mod, msg, ...) rc_log(RC_LOG_WARN, mod, msg, __VA_ARGS__)
+#define rc_log_info(mod, msg, ...)  rc_log(RC_LOG_INFO, mod, msg, __VA_ARGS__)
+#define rc_log_warn(mod, msg, ...)  rc_log(RC_LOG_WARN, mod, msg, __VA_ARGS__)
 #define rc_log_error(mod, msg, ...) rc_log(RC_LOG_ERROR, mod, msg, __VA_ARGS__)
 
 #endif

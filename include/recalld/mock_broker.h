@@ -14,8 +14,8 @@
  * producing. Starts librdkafka threads; the caller frees with
  * rc_consumer_mock_destroy. */
 typedef struct rc_consumer_mock rc_consumer_mock;
-int rc_consumer_mock_start(int brokers, int partitions, const char *const *topics,
-                           size_t ntopics, rc_consumer_mock **out, char *errbuf, size_t errlen);
+int rc_consumer_mock_start(int brokers, int partitions, const char *const *topics, size_t ntopics,
+                           rc_consumer_mock **out, char *errbuf, size_t errlen);
 /* "127.0.0.1:PORT,...": borrowed, valid until destroy. */
 const char *rc_consumer_mock_bootstrap(const rc_consumer_mock *m);
 void rc_consumer_mock_destroy(rc_consumer_mock *m);

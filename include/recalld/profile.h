@@ -33,8 +33,8 @@ typedef struct rc_profile_opts {
 } rc_profile_opts;
 
 typedef struct rc_profile_rec {
-    uint64_t device_hash;                  /* 0 = none seen */
-    uint64_t tags[RC_PROFILE_MAX_TAGS];    /* tag hashes, ntags of them */
+    uint64_t device_hash;               /* 0 = none seen */
+    uint64_t tags[RC_PROFILE_MAX_TAGS]; /* tag hashes, ntags of them */
     uint32_t ntags;
     uint64_t clicks;   /* clicks noted (clicks_inc summed) */
     uint64_t sessions; /* sessions noted (sessions_inc summed) */
@@ -57,8 +57,8 @@ void rc_profile_destroy(rc_profile *p); /* NULL-safe */
  * when new (evicting the LRU one at max_users) and makes it the most recent.
  * Returns 0, RC_EINVAL (bad argument), RC_ENOMEM (the user is not held). */
 int rc_profile_note(rc_profile *p, const char *user, size_t ulen, int64_t ts_ms,
-                    uint64_t device_hash, const uint64_t *tags, uint32_t ntags,
-                    uint32_t clicks_inc, uint32_t sessions_inc);
+                    uint64_t device_hash, const uint64_t *tags, uint32_t ntags, uint32_t clicks_inc,
+                    uint32_t sessions_inc);
 
 /* Any thread. Copies the user's profile. Returns 0 or RC_ENOENT. */
 int rc_profile_get(rc_profile *p, const char *user, size_t ulen, rc_profile_rec *out);

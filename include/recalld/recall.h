@@ -34,7 +34,6 @@ int rc_recall_search(const rc_table *t, rc_index *ix, const float *q, uint32_t k
                      const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
                      rc_hit *out, uint32_t *n);
 
-
 /* ---- multi-category parallel recall (58.com) ----
  * The user's recent clicks are split by category (business line); each
  * category's clicks give a vector (weighted mean), searched restricted to that
@@ -51,10 +50,10 @@ typedef struct rc_mc_opts {
 } rc_mc_opts;
 
 typedef struct rc_mc_quota {
-    uint32_t cate;  /* category id */
-    float share;    /* of the click weight */
-    uint32_t quota; /* slots assigned */
-    uint32_t filled;/* slots taken by this category's items */
+    uint32_t cate;   /* category id */
+    float share;     /* of the click weight */
+    uint32_t quota;  /* slots assigned */
+    uint32_t filled; /* slots taken by this category's items */
 } rc_mc_quota;
 
 /* rows/w: the user's clicks and weights (w NULL = 1 each); base: city filter

@@ -40,7 +40,7 @@ typedef struct rc_replay_rec {
 } rc_replay_rec;
 
 typedef struct rc_replay_tags {
-    uint64_t seq;      /* sequence number (tags_ref - 1 of its record) */
+    uint64_t seq; /* sequence number (tags_ref - 1 of its record) */
     uint32_t n;
     uint32_t reserved;
     uint64_t h[RC_REPLAY_MAX_TAGS];
@@ -55,16 +55,16 @@ typedef struct rc_replay_snap {
     rc_replay_tags *tags; /* tags[i].seq == tags_first + i */
     size_t ntags;
     uint64_t tags_first;
-    uint64_t first_seq;   /* sequence number of recs[0] (clicks added before it) */
+    uint64_t first_seq; /* sequence number of recs[0] (clicks added before it) */
 } rc_replay_snap;
 
 typedef struct rc_replay_stats {
-    uint64_t capacity;    /* clicks */
-    uint64_t fill;        /* clicks held now (<= capacity) */
-    uint64_t added;       /* clicks ever added */
-    uint64_t tag_lists;   /* tag lists ever added */
-    uint64_t tags_lost;   /* references found overwritten by snapshots */
-    size_t bytes;         /* heap bytes (both rings) */
+    uint64_t capacity;  /* clicks */
+    uint64_t fill;      /* clicks held now (<= capacity) */
+    uint64_t added;     /* clicks ever added */
+    uint64_t tag_lists; /* tag lists ever added */
+    uint64_t tags_lost; /* references found overwritten by snapshots */
+    size_t bytes;       /* heap bytes (both rings) */
 } rc_replay_stats;
 
 /* clicks: the bound, 1..2^31. Returns 0, RC_EINVAL, RC_ENOMEM (errbuf says

@@ -30,13 +30,13 @@
 #include "recalld/tower.h"
 
 typedef struct rc_retrain_opts {
-    int64_t gap_ms;          /* session gap, 0 = 30 min (use sessions.gap_ms) */
-    uint64_t min_examples;   /* fewer examples: skipped; 0 = 1 */
-    rc_tt_train_opts train;  /* cfg, epochs, threads, max_seconds, init, cancel, seed ... */
+    int64_t gap_ms;         /* session gap, 0 = 30 min (use sessions.gap_ms) */
+    uint64_t min_examples;  /* fewer examples: skipped; 0 = 1 */
+    rc_tt_train_opts train; /* cfg, epochs, threads, max_seconds, init, cancel, seed ... */
 } rc_retrain_opts;
 
 typedef struct rc_retrain_result {
-    int skipped;             /* too few examples: no model, errbuf says why */
+    int skipped; /* too few examples: no model, errbuf says why */
     uint64_t clicks, users, items, sessions, examples;
     uint64_t users_with_device, users_with_tags;
     rc_tt_train_result train;

@@ -25,16 +25,16 @@
 typedef struct rc_sampler rc_sampler;
 
 typedef struct rc_sampler_opts {
-    float power;            /* unigram exponent, 0 = 0.75 */
-    uint32_t min_city_items;/* below: use the global table, 0 = 50 */
-    float rebuild_ratio;    /* 0 = 0.05 (5% change of weight or items) */
-    int global_only;        /* 1: ignore cities (plain word2vec sampling) */
+    float power;             /* unigram exponent, 0 = 0.75 */
+    uint32_t min_city_items; /* below: use the global table, 0 = 50 */
+    float rebuild_ratio;     /* 0 = 0.05 (5% change of weight or items) */
+    int global_only;         /* 1: ignore cities (plain word2vec sampling) */
 } rc_sampler_opts;
 
 typedef struct rc_sampler_stats {
-    uint64_t rebuilds;      /* table rebuilds so far */
+    uint64_t rebuilds; /* table rebuilds so far */
     uint64_t draws, hard_draws, fallback_draws;
-    uint32_t cities;        /* cities with their own table */
+    uint32_t cities; /* cities with their own table */
 } rc_sampler_stats;
 
 /* The sampler reads rows' city/cate/count from `table` (borrowed; must outlive it). */

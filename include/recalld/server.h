@@ -59,15 +59,15 @@ typedef void (*rc_server_handler)(void *ud, const char *line, size_t len, rc_buf
 typedef int (*rc_server_fast_handler)(void *ud, const char *line, size_t len, rc_buf *reply);
 
 typedef struct rc_server_opts {
-    const char *path;        /* socket path (borrowed during create) */
-    unsigned mode;           /* file mode, 0 = 0660 */
-    uint32_t max_line;       /* bytes per request line, 0 = 65536 */
-    uint32_t max_clients;    /* 0 = 1024 */
-    uint32_t idle_timeout_ms;/* 0 = 300000 (5 min) */
-    size_t max_outbuf;       /* unsent reply bytes per client before drop, 0 = 4 MiB */
-    size_t max_outbuf_total; /* unsent reply bytes of all clients, 0 = 256 MiB */
+    const char *path;            /* socket path (borrowed during create) */
+    unsigned mode;               /* file mode, 0 = 0660 */
+    uint32_t max_line;           /* bytes per request line, 0 = 65536 */
+    uint32_t max_clients;        /* 0 = 1024 */
+    uint32_t idle_timeout_ms;    /* 0 = 300000 (5 min) */
+    size_t max_outbuf;           /* unsent reply bytes per client before drop, 0 = 4 MiB */
+    size_t max_outbuf_total;     /* unsent reply bytes of all clients, 0 = 256 MiB */
     uint32_t request_timeout_ms; /* first byte of a line to its newline, 0 = 10000 */
-    const uid_t *allow_uids; /* NULL = anyone who can open the socket */
+    const uid_t *allow_uids;     /* NULL = anyone who can open the socket */
     uint32_t nallow_uids;
     rc_server_handler handler;
     rc_server_fast_handler fast; /* NULL = every line goes to a worker (no probe slots) */
@@ -75,14 +75,14 @@ typedef struct rc_server_opts {
 } rc_server_opts;
 
 typedef struct rc_server_stats {
-    uint64_t clients;        /* connected now */
+    uint64_t clients; /* connected now */
     uint64_t accepted, refused_max, refused_uid;
     uint64_t requests, too_long, idle_closed, slow_dropped;
-    uint64_t inflight;       /* requests running on workers now */
-    uint64_t fast_requests;  /* answered on the loop thread by the fast handler */
+    uint64_t inflight;      /* requests running on workers now */
+    uint64_t fast_requests; /* answered on the loop thread by the fast handler */
     uint64_t request_timeouts, evicted_idle, outbuf_total_dropped;
-    uint64_t probes;         /* conns admitted into a probe slot beyond max_clients */
-    uint64_t queued_bytes;   /* unsent reply bytes of all clients now */
+    uint64_t probes;       /* conns admitted into a probe slot beyond max_clients */
+    uint64_t queued_bytes; /* unsent reply bytes of all clients now */
     uint64_t max_outbuf_total;
     uint64_t outbuf_total_full_ms; /* rc_now_ns()/1e6 when max_outbuf_total was last hit, 0 */
 } rc_server_stats;

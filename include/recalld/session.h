@@ -48,11 +48,11 @@ enum {
 };
 
 typedef struct rc_session_stats {
-    uint64_t users;      /* currently held */
+    uint64_t users; /* currently held */
     uint64_t evicted_lru, expired_ttl;
-    uint64_t sessions;   /* sessions started */
+    uint64_t sessions; /* sessions started */
     uint64_t duplicates, reordered, late;
-    size_t bytes;        /* approximate heap bytes */
+    size_t bytes; /* approximate heap bytes */
 } rc_session_stats;
 
 int rc_session_create(const rc_session_opts *opts, rc_session **out, char *errbuf, size_t errlen);

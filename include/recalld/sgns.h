@@ -37,12 +37,12 @@ typedef struct rc_sgns_opts {
 } rc_sgns_opts;
 
 typedef struct rc_sgns_work {
-    float *grad;        /* dim floats scratch */
-    float *ctx_mean;    /* dim floats scratch (CBOW) */
-    uint32_t *neg;      /* negatives scratch, RC_SGNS_MAX_NEG */
-    uint32_t *kept;     /* context rows kept by subsampling, RC_SGNS_MAX_WINDOW */
-    double loss_sum;    /* sum of -log-likelihood of trained pairs */
-    uint64_t pairs;     /* positive pairs trained */
+    float *grad;     /* dim floats scratch */
+    float *ctx_mean; /* dim floats scratch (CBOW) */
+    uint32_t *neg;   /* negatives scratch, RC_SGNS_MAX_NEG */
+    uint32_t *kept;  /* context rows kept by subsampling, RC_SGNS_MAX_WINDOW */
+    double loss_sum; /* sum of -log-likelihood of trained pairs */
+    uint64_t pairs;  /* positive pairs trained */
 } rc_sgns_work;
 
 /* Allocates scratch for dim; returns 0 or RC_ENOMEM. rc_sgns_work_free frees it. */

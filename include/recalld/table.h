@@ -20,14 +20,14 @@
 typedef struct rc_table rc_table;
 
 typedef struct rc_table_opts {
-    uint32_t dim;       /* vector dimension, 0 = 64; multiple of 8, <= 1024 */
-    uint32_t max_items; /* hard bound, 0 = 16,777,216 */
-    uint64_t seed;      /* for the small random part of new vectors */
-    uint32_t chunk_rows;/* rows per storage chunk, power of 2 >= 64; 0 = about 4 MiB of
-                         * input vectors per chunk (16384 rows at dim 64) */
-    int input_only;     /* 1: rows have no output vector (rc_table_out returns NULL):
-                         * a table that only holds vectors to index (the two-tower
-                         * mirror), half the memory */
+    uint32_t dim;        /* vector dimension, 0 = 64; multiple of 8, <= 1024 */
+    uint32_t max_items;  /* hard bound, 0 = 16,777,216 */
+    uint64_t seed;       /* for the small random part of new vectors */
+    uint32_t chunk_rows; /* rows per storage chunk, power of 2 >= 64; 0 = about 4 MiB of
+                          * input vectors per chunk (16384 rows at dim 64) */
+    int input_only;      /* 1: rows have no output vector (rc_table_out returns NULL):
+                          * a table that only holds vectors to index (the two-tower
+                          * mirror), half the memory */
 } rc_table_opts;
 
 /* Cold-start noise: each component of a new input vector gets a uniform

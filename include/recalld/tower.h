@@ -57,8 +57,8 @@ enum {
                                * recency-weighted click mean) */
     RC_TT_F_ALL = 15u
 };
-#define RC_TT_MAX_CLICKS 256u /* bound of max_clicks */
-#define RC_TT_MAX_TAGS   32u  /* tags per user used (the first ones) */
+#define RC_TT_MAX_CLICKS     256u /* bound of max_clicks */
+#define RC_TT_MAX_TAGS       32u  /* tags per user used (the first ones) */
 #define RC_TT_NSTATS_SCALARS 4u
 /* stats = [share of recent clicks per category bucket (stats_cates values,
  *          bucket = h(cate) % stats_cates; an absent category is h = 0),
@@ -110,12 +110,12 @@ typedef struct rc_tt_user_in {
     const rc_tt_item_in *clicks; /* recent clicks, OLDEST first; the last max_clicks are used */
     const int64_t *click_ts;     /* per click event time ms (NULL = none: recency 0) */
     uint32_t nclicks;
-    uint64_t device_hash;        /* 0 = absent */
-    const uint64_t *tag_hashes;  /* the first RC_TT_MAX_TAGS are used */
+    uint64_t device_hash;       /* 0 = absent */
+    const uint64_t *tag_hashes; /* the first RC_TT_MAX_TAGS are used */
     uint32_t ntags;
-    uint64_t total_clicks;       /* clicks ever seen of the user (>= nclicks) */
-    uint64_t sessions;           /* sessions ever seen of the user */
-    int64_t now_ms;              /* the time the vector is for */
+    uint64_t total_clicks; /* clicks ever seen of the user (>= nclicks) */
+    uint64_t sessions;     /* sessions ever seen of the user */
+    int64_t now_ms;        /* the time the vector is for */
 } rc_tt_user_in;
 
 /* Scratch of one calling thread (inference). */
@@ -197,21 +197,21 @@ void rc_tt_history_item_in(const rc_tt_history *h, uint32_t item, rc_tt_item_in 
 enum rc_tt_optimizer { RC_TT_ADAM = 0, RC_TT_ADAGRAD = 1 };
 /* Zero = default for every field. */
 typedef struct rc_tt_train_opts {
-    rc_tt_config cfg;            /* sizes and features (features 0 = none!) */
-    uint32_t batch;              /* examples per mini-batch, 0 = 256 */
-    uint32_t epochs;             /* 0 = 2 */
-    uint32_t easy_negatives;     /* shared per mini-batch, 0 = 128 */
-    uint32_t hard_negatives;     /* per example (same city, other category), 0 = 4;
-                                  * UINT32_MAX = none */
-    float power;                 /* easy-negative count exponent, 0 = 0.75 */
-    float lr;                    /* 0 = 0.002 (Adam) / 0.05 (Adagrad) */
+    rc_tt_config cfg;        /* sizes and features (features 0 = none!) */
+    uint32_t batch;          /* examples per mini-batch, 0 = 256 */
+    uint32_t epochs;         /* 0 = 2 */
+    uint32_t easy_negatives; /* shared per mini-batch, 0 = 128 */
+    uint32_t hard_negatives; /* per example (same city, other category), 0 = 4;
+                              * UINT32_MAX = none */
+    float power;             /* easy-negative count exponent, 0 = 0.75 */
+    float lr;                /* 0 = 0.002 (Adam) / 0.05 (Adagrad) */
     enum rc_tt_optimizer optimizer;
-    uint32_t threads;            /* 0 = online CPUs */
-    uint64_t seed;               /* 0 = 1 */
-    int progress;                /* 0 = when stderr is a terminal, 1 = always, -1 = never */
-    int quiet;                   /* no summary line */
-    double max_seconds;          /* 0 = no limit */
-    uint32_t max_examples;       /* per epoch, 0 = all (a deterministic sample otherwise) */
+    uint32_t threads;      /* 0 = online CPUs */
+    uint64_t seed;         /* 0 = 1 */
+    int progress;          /* 0 = when stderr is a terminal, 1 = always, -1 = never */
+    int quiet;             /* no summary line */
+    double max_seconds;    /* 0 = no limit */
+    uint32_t max_examples; /* per epoch, 0 = all (a deterministic sample otherwise) */
     /* Warm start: NULL = fresh weights (seeded); else training starts from a
      * copy of init's weights (optimiser state fresh). init's configuration
      * must equal cfg once both are resolved (same w2v_dim too): RC_EINVAL
@@ -224,12 +224,12 @@ typedef struct rc_tt_train_opts {
 } rc_tt_train_opts;
 
 typedef struct rc_tt_train_result {
-    uint64_t examples;           /* examples processed, all epochs */
-    double loss;                 /* mean loss over the last 10% of examples */
-    double first_loss;           /* mean loss over the first 10% */
+    uint64_t examples; /* examples processed, all epochs */
+    double loss;       /* mean loss over the last 10% of examples */
+    double first_loss; /* mean loss over the first 10% */
     double seconds, examples_per_s;
     uint32_t threads;
-    int stopped;                 /* max_seconds cut it short */
+    int stopped; /* max_seconds cut it short */
 } rc_tt_train_result;
 
 /* Trains a model on the log's sessions with mask == NULL or mask[s] != 0: an

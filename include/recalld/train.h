@@ -78,7 +78,6 @@ void rc_train_item_rows(const rc_clicklog *log, const rc_table *t, uint32_t *row
 /* One-line summary ("train: skipgram, 5 epochs, 2 threads: 0.497M clicks in
  * 0.81 s, 0.614M clicks/s, 0.402M clicks per CPU-second, ... loss 2.1219,
  * 1679 items, 2283 sessions") into buf (always NUL-terminated). */
-void rc_train_summary(const rc_train_opts *opts, const rc_train_result *res, char *buf,
-                      size_t cap);
+void rc_train_summary(const rc_train_opts *opts, const rc_train_result *res, char *buf, size_t cap);
 
 #endif

@@ -48,9 +48,9 @@ struct args {
     const char *socket;
     long timeout_ms;
     int raw;
-    int alive; /* --alive: any reply is success */
+    int alive;       /* --alive: any reply is success */
     int timeout_set; /* --timeout given */
-    char **req; /* remaining words */
+    char **req;      /* remaining words */
     int nreq;
 };
 
@@ -96,15 +96,21 @@ static int parse_args(int argc, char **argv, struct args *a)
     const rc_cli_opt opts[] = {
         {"socket", 0, RC_CLI_STR, &a->socket, "PATH", "recalld's socket", 0, 0, 0},
         {"timeout", 0, RC_CLI_CALL, NULL, "MS",
-         "give up after MS milliseconds (5000; 10 min for\nreload-model and retrain-model)", 0,
-         0, 0},
+         "give up after MS milliseconds (5000; 10 min for\nreload-model and retrain-model)", 0, 0,
+         0},
         {"raw", 0, RC_CLI_BOOL, &a->raw, NULL, "print the reply line as received", 0, 0, 0},
-        {"alive", 0, RC_CLI_BOOL, &a->alive, NULL, "exit 0 for any reply (liveness probes)", 0,
-         0, 0},
+        {"alive", 0, RC_CLI_BOOL, &a->alive, NULL, "exit 0 for any reply (liveness probes)", 0, 0,
+         0},
     };
-    rc_cli_spec s = {.prog = "recallctl", .synopsis = "[options] REQUEST", .epilog = epilog,
-                     .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_timeout, .ud = a,
-                     .min_args = 1, .max_args = 64};
+    rc_cli_spec s = {.prog = "recallctl",
+                     .synopsis = "[options] REQUEST",
+                     .epilog = epilog,
+                     .opts = opts,
+                     .nopts = RC_ARRAY_LEN(opts),
+                     .fn = on_timeout,
+                     .ud = a,
+                     .min_args = 1,
+                     .max_args = 64};
     int argi, rc;
     if (rc_server_default_path(def, sizeof def, 0, NULL, 0) != 0)
         snprintf(def, sizeof def, "/run/recalld/recalld.sock");

@@ -75,14 +75,18 @@ int main(int argc, char **argv)
         {"topic", 0, RC_CLI_CALL, NULL, "NAME",
          "a topic to create; repeatable (default: clicks clicks.dlq)", 0, 0, 0},
     };
-    rc_cli_spec s = {.prog = "recalld-broker", .synopsis = "[options]",
+    rc_cli_spec s = {.prog = "recalld-broker",
+                     .synopsis = "[options]",
                      .about = "librdkafka's mock cluster in a process of its own; prints the "
                               "bootstrap address\non the first line of stdout, takes fault "
                               "commands on stdin.",
                      .epilog = "The mock keeps about 5 MiB per partition and silently drops "
                                "older data:\nuse enough partitions, key messages by user, "
                                "consume while producing.\n",
-                     .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_topic, .ud = &t};
+                     .opts = opts,
+                     .nopts = RC_ARRAY_LEN(opts),
+                     .fn = on_topic,
+                     .ud = &t};
     if ((rc = rc_cli_args(&s, argc, argv, &argi)) >= 0)
         return rc;
     const char **topics = t.names;

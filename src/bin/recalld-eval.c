@@ -48,8 +48,18 @@ static const char about[] =
     "(rebuilt like batch-daily, streaming in between); slices per period too.";
 
 enum {
-    X_DUMP, X_QUERY_LEN, X_EXCLUDE_PREFIX, X_AUC_NEG, X_OVERFETCH, X_STREAM_LR, X_ABLATION,
-    X_MAX_PRED, X_PROTOCOL, X_PERIOD_HOURS, X_WARMUP, X_NEW_ITEMS
+    X_DUMP,
+    X_QUERY_LEN,
+    X_EXCLUDE_PREFIX,
+    X_AUC_NEG,
+    X_OVERFETCH,
+    X_STREAM_LR,
+    X_ABLATION,
+    X_MAX_PRED,
+    X_PROTOCOL,
+    X_PERIOD_HOURS,
+    X_WARMUP,
+    X_NEW_ITEMS
 };
 
 static const rc_cli_flag extra[] = {
@@ -91,46 +101,54 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
     struct eval_flags *f = ud;
     char *end;
     switch (i) {
-        case X_DUMP: f->dump = v; return 0;
-        case X_QUERY_LEN:
-            return parse_u32(v, 1, RC_EVAL_MAX_QUERY, &f->eo.query_len)
-                       ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_QUERY)
-                       : 0;
-        case X_EXCLUDE_PREFIX: f->eo.exclude_prefix = 1; return 0;
-        case X_ABLATION: f->ablation = 1; return 0;
-        case X_PROTOCOL:
-            if (strcmp(v, "daily") && strcmp(v, "split"))
-                return rc_err(eb, el, RC_EINVAL, "expected split or daily, got '%.40s'", v);
-            f->daily = strcmp(v, "daily") == 0;
-            return 0;
-        case X_PERIOD_HOURS:
-            f->dopts.period_hours = strtod(v, &end);
-            if (!*v || *end || !(f->dopts.period_hours > 0 && f->dopts.period_hours <= 8784))
-                return rc_err(eb, el, RC_EINVAL, "expected a number of hours in (0, 8784]");
-            return 0;
-        case X_WARMUP:
-            return parse_u32(v, 1, UINT32_MAX, &f->dopts.warmup_periods)
-                       ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 1")
-                       : 0;
-        case X_NEW_ITEMS: f->eo.new_items = 1; return 0;
-        case X_MAX_PRED:
-            return parse_u32(v, 1, UINT32_MAX, &f->eo.max_predictions)
-                       ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 1")
-                       : 0;
-        case X_AUC_NEG:
-            return parse_u32(v, 1, RC_EVAL_MAX_NEGATIVES, &f->eo.auc_negatives)
-                       ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_NEGATIVES)
-                       : 0;
-        case X_OVERFETCH:
-            f->overfetch = strtof(v, &end);
-            if (!*v || *end || !(f->overfetch >= 1 && f->overfetch <= 100))
-                return rc_err(eb, el, RC_EINVAL, "expected a number in [1,100]");
-            return 0;
-        default:
-            f->stream_lr = strtof(v, &end);
-            if (!*v || *end || !(f->stream_lr > 0 && f->stream_lr <= 1))
-                return rc_err(eb, el, RC_EINVAL, "expected a number in (0,1]");
-            return 0;
+    case X_DUMP:
+        f->dump = v;
+        return 0;
+    case X_QUERY_LEN:
+        return parse_u32(v, 1, RC_EVAL_MAX_QUERY, &f->eo.query_len)
+                   ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_QUERY)
+                   : 0;
+    case X_EXCLUDE_PREFIX:
+        f->eo.exclude_prefix = 1;
+        return 0;
+    case X_ABLATION:
+        f->ablation = 1;
+        return 0;
+    case X_PROTOCOL:
+        if (strcmp(v, "daily") && strcmp(v, "split"))
+            return rc_err(eb, el, RC_EINVAL, "expected split or daily, got '%.40s'", v);
+        f->daily = strcmp(v, "daily") == 0;
+        return 0;
+    case X_PERIOD_HOURS:
+        f->dopts.period_hours = strtod(v, &end);
+        if (!*v || *end || !(f->dopts.period_hours > 0 && f->dopts.period_hours <= 8784))
+            return rc_err(eb, el, RC_EINVAL, "expected a number of hours in (0, 8784]");
+        return 0;
+    case X_WARMUP:
+        return parse_u32(v, 1, UINT32_MAX, &f->dopts.warmup_periods)
+                   ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 1")
+                   : 0;
+    case X_NEW_ITEMS:
+        f->eo.new_items = 1;
+        return 0;
+    case X_MAX_PRED:
+        return parse_u32(v, 1, UINT32_MAX, &f->eo.max_predictions)
+                   ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 1")
+                   : 0;
+    case X_AUC_NEG:
+        return parse_u32(v, 1, RC_EVAL_MAX_NEGATIVES, &f->eo.auc_negatives)
+                   ? rc_err(eb, el, RC_EINVAL, "expected 1..%u", RC_EVAL_MAX_NEGATIVES)
+                   : 0;
+    case X_OVERFETCH:
+        f->overfetch = strtof(v, &end);
+        if (!*v || *end || !(f->overfetch >= 1 && f->overfetch <= 100))
+            return rc_err(eb, el, RC_EINVAL, "expected a number in [1,100]");
+        return 0;
+    default:
+        f->stream_lr = strtof(v, &end);
+        if (!*v || *end || !(f->stream_lr > 0 && f->stream_lr <= 1))
+            return rc_err(eb, el, RC_EINVAL, "expected a number in (0,1]");
+        return 0;
     }
 }
 
@@ -154,9 +172,9 @@ static int select_methods(const rc_cli *cli, int ablation, int *run, char *eb, s
     size_t n = 0;
     for (size_t i = 0; i < rc_eval_nmethods; i++) {
         const char *name = rc_eval_methods[i].name;
-        run[i] = ablation && !cli->methods ? 0
-                                           : rc_cli_has_method(cli, name,
-                                                               !rc_eval_methods[i].not_default);
+        run[i] = ablation && !cli->methods
+                     ? 0
+                     : rc_cli_has_method(cli, name, !rc_eval_methods[i].not_default);
         run[i] |= ablation && in_list(RC_EVAL_ABLATION, name);
         n += run[i];
     }
@@ -441,8 +459,8 @@ static int any_tower(const int *run)
 }
 
 /* The user features: the log's events, then --user-features. */
-static int load_features(const rc_cli *cli, const rc_clicklog *log, struct feat_info *fi,
-                         char *eb, size_t el)
+static int load_features(const rc_cli *cli, const rc_clicklog *log, struct feat_info *fi, char *eb,
+                         size_t el)
 {
     rc_ufeat *f = NULL;
     int rc = rc_ufeat_from_log(log, &f);
@@ -577,20 +595,19 @@ static json_t *protocol_json(const rc_eval_daily *d)
         const rc_eval_split *s = d->period[k].split;
         char name[64];
         rc_eval_daily_period_name(d, k, name, sizeof name);
-        json_array_append_new(
-            periods, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "name", name, "start_ms",
-                               (json_int_t)d->period[k].start_ms, "train_sessions",
-                               (json_int_t)s->ntrain, "catalog", (json_int_t)s->ncatalog,
-                               "test_sessions", (json_int_t)s->ntest, "predictions",
-                               (json_int_t)s->npos, "new_targets",
-                               (json_int_t)d->period[k].new_targets));
+        json_array_append_new(periods,
+                              json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "name", name, "start_ms",
+                                        (json_int_t)d->period[k].start_ms, "train_sessions",
+                                        (json_int_t)s->ntrain, "catalog", (json_int_t)s->ncatalog,
+                                        "test_sessions", (json_int_t)s->ntest, "predictions",
+                                        (json_int_t)s->npos, "new_targets",
+                                        (json_int_t)d->period[k].new_targets));
     }
     return json_pack("{s:s,s:f,s:I,s:b,s:I,s:I,s:I,s:I,s:o}", "name", "daily", "period_hours",
                      d->dopts.period_hours, "warmup_periods", (json_int_t)d->dopts.warmup_periods,
-                     "new_items", d->opts.new_items, "total_periods",
-                     (json_int_t)d->total_periods, "skipped_periods", (json_int_t)d->skipped,
-                     "predictions", (json_int_t)d->npos, "new_targets",
-                     (json_int_t)d->new_targets, "periods", periods);
+                     "new_items", d->opts.new_items, "total_periods", (json_int_t)d->total_periods,
+                     "skipped_periods", (json_int_t)d->skipped, "predictions", (json_int_t)d->npos,
+                     "new_targets", (json_int_t)d->new_targets, "periods", periods);
 }
 
 /* Per method: its JSON with a "period ..." slice per period. */

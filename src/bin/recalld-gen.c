@@ -45,8 +45,19 @@ static void on_signal(int sig)
     stop = 1;
 }
 
-enum { G_SEED, G_EVENTS, G_USERS, G_ITEMS, G_CITIES, G_CATES, G_COMMUNITIES, G_START_TS,
-       G_TIMEOUT, G_NVALUES, G_KAFKA = 100 };
+enum {
+    G_SEED,
+    G_EVENTS,
+    G_USERS,
+    G_ITEMS,
+    G_CITIES,
+    G_CATES,
+    G_COMMUNITIES,
+    G_START_TS,
+    G_TIMEOUT,
+    G_NVALUES,
+    G_KAFKA = 100
+};
 
 /* Numbers are read as doubles (1e6 is fine) and range-checked by the parser. */
 struct gen_parse {
@@ -72,8 +83,10 @@ static int on_gen_opt(void *ud, const rc_cli_opt *o, const char *v, char *eb, si
     }
     const char *eq = strchr(v, '=');
     if (!eq || eq == v || (size_t)(eq - v) > RC_CONF_KAFKA_KEY_MAX)
-        return rc_err(eb, el, RC_EINVAL, "expected KEY=VALUE (a librdkafka property), got "
-                      "'%.60s'", v);
+        return rc_err(eb, el, RC_EINVAL,
+                      "expected KEY=VALUE (a librdkafka property), got "
+                      "'%.60s'",
+                      v);
     if (strlen(eq + 1) > RC_CONF_KAFKA_VALUE_MAX)
         return rc_err(eb, el, RC_E2BIG, "%.*s: value of %zu bytes, at most %u", (int)(eq - v), v,
                       strlen(eq + 1), RC_CONF_KAFKA_VALUE_MAX);
@@ -98,8 +111,8 @@ static const rc_cli_opt gen_opts[] = {
      G_CATES},
     {"communities", 0, RC_CLI_CALL, NULL, "N", "co-click communities (default 64)", 1, U32,
      G_COMMUNITIES},
-    {"zipf", 0, RC_CLI_DBL, NULL, "S", "popularity exponent inside a community (default 1.0)",
-     0.01, 9.99, 0},
+    {"zipf", 0, RC_CLI_DBL, NULL, "S", "popularity exponent inside a community (default 1.0)", 0.01,
+     9.99, 0},
     {"start-ts", 0, RC_CLI_CALL, NULL, "MS", "first event time, epoch ms (default 1700000000000)",
      1, BIG, G_START_TS},
     {"invalid-share", 0, RC_CLI_DBL, NULL, "F", "share of malformed lines, 0..1 (default 0)", 0, 1,
@@ -108,18 +121,21 @@ static const rc_cli_opt gen_opts[] = {
     {"no-tags", 0, RC_CLI_BOOL, NULL, NULL, "omit the tags field", 0, 0, 0},
     {"drift", 0, RC_CLI_DBL, NULL, "P",
      "drifting interests: per session, probability of moving to a\n"
-     "temporary interest (or back); tags keep the long-term one (0)", 0, 1, 0},
+     "temporary interest (or back); tags keep the long-term one (0)",
+     0, 1, 0},
     {"item-life-days", 0, RC_CLI_DBL, NULL, "D",
      "item churn: each item lives D days, its popularity rising\n"
-     "then fading (sin of its age); 0 = no churn (0)", 0, 36500, 0},
+     "then fading (sin of its age); 0 = no churn (0)",
+     0, 36500, 0},
     {"churn-days", 0, RC_CLI_DBL, NULL, "D",
      "item churn: births spread over [start - life, start + D):\n"
      "new items appear for D days (about the stream's span:\n"
-     "events / (34 * users) days) (0)", 0, 36500, 0},
+     "events / (34 * users) days) (0)",
+     0, 36500, 0},
     {"truth", 0, RC_CLI_STR, NULL, "FILE", "write item truth TSV to FILE, user truth to FILE.users",
      0, 0, 0},
-    {"out", 0, RC_CLI_STR, NULL, "FILE", "output file ('-' = stdout; default stdout unless --brokers)",
-     0, 0, 0},
+    {"out", 0, RC_CLI_STR, NULL, "FILE",
+     "output file ('-' = stdout; default stdout unless --brokers)", 0, 0, 0},
     {"rate", 0, RC_CLI_DBL, NULL, "R", "pace to R events/s (default 0 = as fast as possible)", 0,
      1e9, 0},
     {"brokers", 0, RC_CLI_STR, NULL, "LIST", "produce to Kafka (bootstrap servers) ...", 0, 0, 0},
@@ -129,7 +145,8 @@ static const rc_cli_opt gen_opts[] = {
      "broker reachability / final delivery timeout (default 10000)", 1, 3600000, G_TIMEOUT},
     {"", 'X', RC_CLI_CALL, NULL, "KEY=VALUE",
      "librdkafka producer property (repeatable), over the\n"
-     "defaults: -X security.protocol=ssl -X linger.ms=50", 0, 0, G_KAFKA},
+     "defaults: -X security.protocol=ssl -X linger.ms=50",
+     0, 0, G_KAFKA},
 };
 
 /* Returns -1 to go on, else the exit status. */
@@ -144,19 +161,23 @@ static int parse_args(int argc, char **argv, struct args *a)
     a->topic = "clicks";
     a->timeout_ms = 10000;
     /* Where the typed options go (the table is static, the struct is not). */
-    void *dest[] = {&a->g.zipf,  &a->g.invalid_share, &no_device,
-                    &no_tags,    &a->g.drift,         &a->g.item_life_days,
-                    &a->g.churn_days, &a->truth,      &a->out,
-                    &a->rate,    &a->brokers,         &a->topic};
+    void *dest[] = {&a->g.zipf,       &a->g.invalid_share, &no_device,
+                    &no_tags,         &a->g.drift,         &a->g.item_life_days,
+                    &a->g.churn_days, &a->truth,           &a->out,
+                    &a->rate,         &a->brokers,         &a->topic};
     size_t nd = 0;
     for (size_t i = 0; i < RC_ARRAY_LEN(opts); i++)
         if (opts[i].type != RC_CLI_CALL && nd < RC_ARRAY_LEN(dest))
             opts[i].dest = dest[nd++];
     assert(nd == RC_ARRAY_LEN(dest)); /* one destination per typed option, in table order */
-    rc_cli_spec s = {.prog = "recalld-gen", .synopsis = "[options]",
+    rc_cli_spec s = {.prog = "recalld-gen",
+                     .synopsis = "[options]",
                      .about = "Writes a synthetic click stream (JSON lines) to a file, stdout "
                               "or a Kafka topic.",
-                     .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_gen_opt, .ud = &p};
+                     .opts = opts,
+                     .nopts = RC_ARRAY_LEN(opts),
+                     .fn = on_gen_opt,
+                     .ud = &p};
     if ((rc = rc_cli_args(&s, argc, argv, &argi)) >= 0)
         return rc;
     if (p.set[G_SEED])
@@ -167,15 +188,18 @@ static int parse_args(int argc, char **argv, struct args *a)
         a->g.start_ts_ms = (int64_t)p.v[G_START_TS];
     if (p.set[G_TIMEOUT])
         a->timeout_ms = (int)p.v[G_TIMEOUT];
-    uint32_t *u32[] = {[G_USERS] = &a->g.users, [G_ITEMS] = &a->g.items,
-                       [G_CITIES] = &a->g.cities, [G_CATES] = &a->g.cates,
+    uint32_t *u32[] = {[G_USERS] = &a->g.users,
+                       [G_ITEMS] = &a->g.items,
+                       [G_CITIES] = &a->g.cities,
+                       [G_CATES] = &a->g.cates,
                        [G_COMMUNITIES] = &a->g.communities};
     for (int i = G_USERS; i <= G_COMMUNITIES; i++)
         if (p.set[i])
             *u32[i] = (uint32_t)p.v[i];
     a->g.flags |= (no_device ? RC_GEN_NO_DEVICE : 0) | (no_tags ? RC_GEN_NO_TAGS : 0);
     if (a->nkafka && !a->brokers)
-        return rc_cli_usage_error("recalld-gen", "-X needs --brokers (it sets producer properties)");
+        return rc_cli_usage_error("recalld-gen",
+                                  "-X needs --brokers (it sets producer properties)");
     if (!a->out && !a->brokers)
         a->out = "-";
     return -1;

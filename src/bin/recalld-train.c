@@ -64,9 +64,9 @@ static json_t *tuned_json(const rc_tune_result *t)
     return json_pack("{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:f,s:I,s:f}", "dim",
                      (json_int_t)(o->dim ? o->dim : 64), "window", (json_int_t)o->window,
                      "negatives", (json_int_t)o->negatives, "power", (double)o->power, "epochs",
-                     (json_int_t)o->epochs, "subsample", (double)o->subsample, "lr",
-                     (double)o->lr, "validation_hr@50", t->hr50, "trials", (json_int_t)t->trials,
-                     "seconds", t->seconds);
+                     (json_int_t)o->epochs, "subsample", (double)o->subsample, "lr", (double)o->lr,
+                     "validation_hr@50", t->hr50, "trials", (json_int_t)t->trials, "seconds",
+                     t->seconds);
 }
 
 /* What the two-tower part did, for the JSON. */
@@ -84,25 +84,23 @@ static json_t *tower_json(const struct tower_run *tr)
                      (json_int_t)tr->opts->cfg.features, "examples", (json_int_t)tr->res.examples,
                      "params", (json_int_t)tr->params, "first_loss", tr->res.first_loss, "loss",
                      tr->res.loss, "seconds", tr->res.seconds, "threads",
-                     (json_int_t)tr->res.threads, "stopped", tr->res.stopped,
-                     "users_with_device", (json_int_t)tr->users_with_device,
-                     "users_with_tags", (json_int_t)tr->users_with_tags, "output",
-                     tr->output);
+                     (json_int_t)tr->res.threads, "stopped", tr->res.stopped, "users_with_device",
+                     (json_int_t)tr->users_with_device, "users_with_tags",
+                     (json_int_t)tr->users_with_tags, "output", tr->output);
 }
 
 static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_train_result *r,
                        const char *output, const rc_tune_result *tuned, const struct tower_run *tr)
 {
     json_t *j = json_pack(
-        "{s:{s:I,s:I,s:I,s:I,s:I},s:{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:b},s:s}",
-        "dataset", "events", (json_int_t)log->n, "users", (json_int_t)rc_dict_size(log->users),
-        "items", (json_int_t)rc_dict_size(log->items), "sessions", (json_int_t)log->nsessions,
-        "skipped", (json_int_t)log->skipped, "train", "mode",
-        o->mode == RC_SGNS_CBOW ? "cbow" : "skipgram", "items", (json_int_t)r->items, "sessions",
-        (json_int_t)r->sessions, "clicks", (json_int_t)r->clicks, "pairs", (json_int_t)r->pairs,
-        "loss", r->loss, "seconds", r->seconds, "clicks_per_s", r->clicks_per_s, "cpu_seconds",
-        r->cpu_seconds, "threads", (json_int_t)r->threads, "stopped", r->stopped, "output",
-        output);
+        "{s:{s:I,s:I,s:I,s:I,s:I},s:{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:b},s:s}", "dataset",
+        "events", (json_int_t)log->n, "users", (json_int_t)rc_dict_size(log->users), "items",
+        (json_int_t)rc_dict_size(log->items), "sessions", (json_int_t)log->nsessions, "skipped",
+        (json_int_t)log->skipped, "train", "mode", o->mode == RC_SGNS_CBOW ? "cbow" : "skipgram",
+        "items", (json_int_t)r->items, "sessions", (json_int_t)r->sessions, "clicks",
+        (json_int_t)r->clicks, "pairs", (json_int_t)r->pairs, "loss", r->loss, "seconds",
+        r->seconds, "clicks_per_s", r->clicks_per_s, "cpu_seconds", r->cpu_seconds, "threads",
+        (json_int_t)r->threads, "stopped", r->stopped, "output", output);
     if (j && tuned)
         json_object_set_new(json_object_get(j, "train"), "tuned", tuned_json(tuned));
     if (j && tr)
@@ -116,11 +114,12 @@ static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_
 
 /* --tune: replaces the searched settings of cli->train by the chosen ones
  * (the flags given by hand stay fixed); the choice goes to stderr. */
-static int tune(rc_cli *cli, const rc_clicklog *log, rc_tune_result *r, char *err,
-                size_t errlen)
+static int tune(rc_cli *cli, const rc_clicklog *log, rc_tune_result *r, char *err, size_t errlen)
 {
-    rc_tune_opts to = {.seconds = cli->tune_seconds, .valid_ratio = cli->test_ratio,
-                       .fixed_mask = cli->set_mask, .quiet = cli->log.quiet};
+    rc_tune_opts to = {.seconds = cli->tune_seconds,
+                       .valid_ratio = cli->test_ratio,
+                       .fixed_mask = cli->set_mask,
+                       .quiet = cli->log.quiet};
     int rc = rc_tune_run(&to, &cli->train, log, NULL, NULL, r, err, errlen);
     if (!rc)
         cli->train = r->best;
@@ -160,8 +159,8 @@ static int train_towers(const rc_cli *cli, const rc_clicklog *log, const rc_tabl
         goto out;
     tr->params = rc_tt_params(m);
     if (!cli->log.quiet)
-        fprintf(stderr, "recalld-train: wrote %s (two-tower, dim %u, %zu parameters)\n",
-                tr->output, rc_tt_config_of(m)->dim, tr->params);
+        fprintf(stderr, "recalld-train: wrote %s (two-tower, dim %u, %zu parameters)\n", tr->output,
+                rc_tt_config_of(m)->dim, tr->params);
 out:
     rc_tt_destroy(m);
     rc_tt_history_destroy(h);
@@ -180,8 +179,7 @@ int main(int argc, char **argv)
     rc_cli cli;
     struct train_flags tf = {0};
     rc_cli_init(&cli);
-    if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &tf, err,
-                     sizeof err))
+    if (rc_cli_parse(&cli, argc, argv, extra, RC_ARRAY_LEN(extra), on_extra, &tf, err, sizeof err))
         return rc_cli_usage_error("recalld-train", "%s", err);
     if (cli.help) {
         rc_cli_usage(stdout, "recalld-train", about, extra, RC_ARRAY_LEN(extra));

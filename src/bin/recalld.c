@@ -40,8 +40,8 @@ typedef struct daemon {
     uv_timer_t ckpt_timer;
     int argc;
     char **argv;
-    int ckpt;                 /* data_dir set */
-    int revoke_wait;          /* a deferred revoke waits for a checkpoint */
+    int ckpt;        /* data_dir set */
+    int revoke_wait; /* a deferred revoke waits for a checkpoint */
     uint64_t revoke_ticket;
     int final_wait, final_rc; /* shutdown: the final checkpoint */
     uint64_t final_ticket;
@@ -50,13 +50,31 @@ typedef struct daemon {
     char instance_id[RC_CONF_STR];
 } daemon_t;
 
-enum { O_CONFIG, O_SOCKET, O_BROKERS, O_TOPIC, O_GROUP, O_EMBEDDED, O_PARTS, O_DLQ_FILE, O_DIM,
-       O_MODEL, O_DATA_DIR, O_LOG_LEVEL, O_METRICS_PORT, O_KAFKA, O_CHECK };
+enum {
+    O_CONFIG,
+    O_SOCKET,
+    O_BROKERS,
+    O_TOPIC,
+    O_GROUP,
+    O_EMBEDDED,
+    O_PARTS,
+    O_DLQ_FILE,
+    O_DIM,
+    O_MODEL,
+    O_DATA_DIR,
+    O_LOG_LEVEL,
+    O_METRICS_PORT,
+    O_KAFKA,
+    O_CHECK
+};
 
 static const rc_cli_opt opts[] = {
-    {"config", 0, RC_CLI_CALL, NULL, "FILE", "JSON config (see conf/recalld.json); default\n"
-     "$RECALLD_CONFIG; given twice, the second file overrides the first", 0, 0, O_CONFIG},
-    {"socket", 0, RC_CLI_CALL, NULL, "PATH", "Unix socket to serve on (socket.path)", 0, 0, O_SOCKET},
+    {"config", 0, RC_CLI_CALL, NULL, "FILE",
+     "JSON config (see conf/recalld.json); default\n"
+     "$RECALLD_CONFIG; given twice, the second file overrides the first",
+     0, 0, O_CONFIG},
+    {"socket", 0, RC_CLI_CALL, NULL, "PATH", "Unix socket to serve on (socket.path)", 0, 0,
+     O_SOCKET},
     {"brokers", 0, RC_CLI_CALL, NULL, "LIST", "Kafka bootstrap servers (kafka.brokers)", 0, 0,
      O_BROKERS},
     {"topic", 0, RC_CLI_CALL, NULL, "NAME", "click topic (kafka.topic, default clicks)", 0, 0,
@@ -74,27 +92,30 @@ static const rc_cli_opt opts[] = {
      "start from a model written by recalld-train; repeatable:\n"
      "a word2vec model (model.path) and/or a two-tower model\n"
      "(tower.model, served by \"mode\":\"two_tower\"); the kind\n"
-     "is read from the file", 0, 0, O_MODEL},
+     "is read from the file",
+     0, 0, O_MODEL},
     {"data-dir", 0, RC_CLI_CALL, NULL, "DIR", "checkpoint directory (data_dir)", 0, 0, O_DATA_DIR},
     {"log-level", 0, RC_CLI_CALL, NULL, "LEVEL", "debug|info|warn|error|off (log.level)", 0, 0,
      O_LOG_LEVEL},
     {"metrics-port", 0, RC_CLI_CALL, NULL, "N",
      "Prometheus /metrics and /health over HTTP on\n"
-     "metrics.bind (127.0.0.1) port N (metrics.port, 0 = off)", 0, 0, O_METRICS_PORT},
+     "metrics.bind (127.0.0.1) port N (metrics.port, 0 = off)",
+     0, 0, O_METRICS_PORT},
     {"", 'X', RC_CLI_CALL, NULL, "KEY=VALUE",
      "librdkafka property (repeatable), over kafka.config:\n"
-     "-X security.protocol=ssl -X ssl.ca.location=/etc/ca.pem", 0, 0, O_KAFKA},
+     "-X security.protocol=ssl -X ssl.ca.location=/etc/ca.pem",
+     0, 0, O_KAFKA},
     {"check-config", 0, RC_CLI_CALL, NULL, NULL,
      "validate the configuration (librdkafka's included) and exit", 0, 0, O_CHECK},
 };
 
 /* The key each flag sets (rc_config_set), by option id. */
 static const char *const opt_key[] = {
-    [O_SOCKET] = "socket.path",   [O_BROKERS] = "kafka.brokers",
-    [O_TOPIC] = "kafka.topic",    [O_GROUP] = "kafka.group",
-    [O_EMBEDDED] = "kafka.embedded", [O_PARTS] = "kafka.embedded_partitions",
-    [O_DLQ_FILE] = "kafka.dlq_file", [O_DIM] = "model.dim",
-    [O_DATA_DIR] = "data_dir",    [O_LOG_LEVEL] = "log.level",
+    [O_SOCKET] = "socket.path",        [O_BROKERS] = "kafka.brokers",
+    [O_TOPIC] = "kafka.topic",         [O_GROUP] = "kafka.group",
+    [O_EMBEDDED] = "kafka.embedded",   [O_PARTS] = "kafka.embedded_partitions",
+    [O_DLQ_FILE] = "kafka.dlq_file",   [O_DIM] = "model.dim",
+    [O_DATA_DIR] = "data_dir",         [O_LOG_LEVEL] = "log.level",
     [O_METRICS_PORT] = "metrics.port",
 };
 
@@ -121,19 +142,23 @@ static int on_opt(void *ud, const rc_cli_opt *o, const char *v, char *eb, size_t
         return 0;
     snprintf(who, sizeof who, "--%s", o->name);
     switch (o->id) {
-        case O_CONFIG:
-            if (a->nconfig == MAX_CONFIG_FILES)
-                return rc_err(eb, el, RC_EINVAL, "at most %d files", MAX_CONFIG_FILES);
-            a->config[a->nconfig++] = v;
-            return 0;
-        case O_EMBEDDED:
-            return rc_config_set(a->cfg, "kafka.embedded", "true", RC_CONF_CLI, who, eb, el);
-        case O_MODEL: /* either kind: the file says which */
-            return rc_config_set(a->cfg, rc_tt_probe(v) ? "tower.model" : "model.path", v,
-                                 RC_CONF_CLI, who, eb, el);
-        case O_KAFKA: return rc_config_kafka_arg(a->cfg, v, RC_CONF_CLI, "-X", eb, el);
-        case O_CHECK: a->check_only = 1; return 0;
-        default: return rc_config_set(a->cfg, opt_key[o->id], v, RC_CONF_CLI, who, eb, el);
+    case O_CONFIG:
+        if (a->nconfig == MAX_CONFIG_FILES)
+            return rc_err(eb, el, RC_EINVAL, "at most %d files", MAX_CONFIG_FILES);
+        a->config[a->nconfig++] = v;
+        return 0;
+    case O_EMBEDDED:
+        return rc_config_set(a->cfg, "kafka.embedded", "true", RC_CONF_CLI, who, eb, el);
+    case O_MODEL: /* either kind: the file says which */
+        return rc_config_set(a->cfg, rc_tt_probe(v) ? "tower.model" : "model.path", v, RC_CONF_CLI,
+                             who, eb, el);
+    case O_KAFKA:
+        return rc_config_kafka_arg(a->cfg, v, RC_CONF_CLI, "-X", eb, el);
+    case O_CHECK:
+        a->check_only = 1;
+        return 0;
+    default:
+        return rc_config_set(a->cfg, opt_key[o->id], v, RC_CONF_CLI, who, eb, el);
     }
 }
 
@@ -142,9 +167,13 @@ static int parse_args(daemon_t *d, int argc, char **argv, int *check_only)
 {
     char err[640];
     struct args_pass a = {.cfg = &d->cfg, .pass = 1};
-    rc_cli_spec s = {.prog = "recalld", .synopsis = "[options]",
+    rc_cli_spec s = {.prog = "recalld",
+                     .synopsis = "[options]",
                      .about = "Streaming item embeddings and recall over a Unix socket.",
-                     .epilog = epilog, .opts = opts, .nopts = RC_ARRAY_LEN(opts), .fn = on_opt,
+                     .epilog = epilog,
+                     .opts = opts,
+                     .nopts = RC_ARRAY_LEN(opts),
+                     .fn = on_opt,
                      .ud = &a};
     int argi, rc;
     rc_config_defaults(&d->cfg);
@@ -198,10 +227,12 @@ static void on_done(void *ud, const rc_invalid *inv, size_t n)
 {
     daemon_t *d = ud;
     for (size_t i = 0; i < n; i++) {
-        rc_kmsg m = {.payload = inv[i].payload, .len = inv[i].len, .partition = inv[i].partition,
-                     .offset = inv[i].offset, .timestamp_ms = -1};
-        rc_consumer_dead_letter(d->consumer, &m, rc_event_reason_name(inv[i].reason),
-                                inv[i].error);
+        rc_kmsg m = {.payload = inv[i].payload,
+                     .len = inv[i].len,
+                     .partition = inv[i].partition,
+                     .offset = inv[i].offset,
+                     .timestamp_ms = -1};
+        rc_consumer_dead_letter(d->consumer, &m, rc_event_reason_name(inv[i].reason), inv[i].error);
     }
     if (d->paused && d->consumer) {
         d->paused = 0;
@@ -279,12 +310,15 @@ static void on_checkpoint(void *ud, const rc_engine_checkpoint_result *r)
         d->final_wait = 0;
         d->final_rc = r->rc;
         if (r->rc)
-            rc_log_error("recalld", "final checkpoint failed: a restart replays from the last "
-                         "durable one", "error=\"%s\"", r->error);
+            rc_log_error("recalld",
+                         "final checkpoint failed: a restart replays from the last "
+                         "durable one",
+                         "error=\"%s\"", r->error);
         else
-            rc_log_info("recalld", "final checkpoint durable", "seq=%llu applied=%llu "
-                        "partitions=%zu committed=%zu", (unsigned long long)r->seq,
-                        (unsigned long long)r->applied, r->n, n);
+            rc_log_info("recalld", "final checkpoint durable",
+                        "seq=%llu applied=%llu "
+                        "partitions=%zu committed=%zu",
+                        (unsigned long long)r->seq, (unsigned long long)r->applied, r->n, n);
         finish(d);
     }
 }
@@ -317,10 +351,19 @@ static void revoke_checkpoint(daemon_t *d)
  * model shape, index structure, data_dir) needs a restart: a change is
  * logged as such and not applied. An invalid file keeps the running config. */
 
-static const char *const reloadable[] = {
-    "log.level", "log.format", "log.stats_interval_ms", "recall.k_default", "recall.k_max",
-    "recall.window", "index.overfetch", "checkpoint.interval_ms", "checkpoint.keep",
-    "checkpoint.max_mb_s", "tower.model", "tower.refresh_rows", "tower.recompute_per_flush"};
+static const char *const reloadable[] = {"log.level",
+                                         "log.format",
+                                         "log.stats_interval_ms",
+                                         "recall.k_default",
+                                         "recall.k_max",
+                                         "recall.window",
+                                         "index.overfetch",
+                                         "checkpoint.interval_ms",
+                                         "checkpoint.keep",
+                                         "checkpoint.max_mb_s",
+                                         "tower.model",
+                                         "tower.refresh_rows",
+                                         "tower.recompute_per_flush"};
 
 static int is_reloadable(const char *key)
 {
@@ -353,8 +396,7 @@ static void apply_reload(daemon_t *d, const rc_config *n)
     rc_engine_reload(d->engine, c);
     uv_timer_stop(&d->stats_timer);
     if (c->stats_interval_ms)
-        uv_timer_start(&d->stats_timer, on_stats_timer, c->stats_interval_ms,
-                       c->stats_interval_ms);
+        uv_timer_start(&d->stats_timer, on_stats_timer, c->stats_interval_ms, c->stats_interval_ms);
     uv_timer_stop(&d->ckpt_timer);
     if (d->ckpt && c->ckpt_interval_ms)
         uv_timer_start(&d->ckpt_timer, on_ckpt_timer, c->ckpt_interval_ms, c->ckpt_interval_ms);
@@ -397,8 +439,8 @@ static void on_sighup(uv_signal_t *s, int signum)
             rc_log_info("recalld", "tower model reloading", "path=%s", d->cfg.tower_model);
     }
     if (restart[0])
-        rc_log_warn("recalld", "config changes that need a restart were not applied",
-                    "keys=\"%s\"", restart);
+        rc_log_warn("recalld", "config changes that need a restart were not applied", "keys=\"%s\"",
+                    restart);
 }
 
 /* Events deleted from the log before they were read: the model will never
@@ -416,8 +458,7 @@ static void on_signal(uv_signal_t *s, int signum);
 static void on_fatal(void *ud, const char *why)
 {
     daemon_t *d = ud;
-    rc_log_error("recalld", "Kafka consumer failed for good: shutting down", "error=\"%s\"",
-                 why);
+    rc_log_error("recalld", "Kafka consumer failed for good: shutting down", "error=\"%s\"", why);
     d->fatal = 1;
     if (!d->stopping)
         on_signal(&d->sigterm, SIGTERM);
@@ -434,13 +475,16 @@ static void health_warnings(void *arg, rc_buf *out)
     rc_consumer_stats_get(d->consumer, &st);
     if (ec.lost) {
         if (st.last_gap_partition >= 0)
-            snprintf(msg, sizeof msg, "%llu events lost: deleted from Kafka before they were "
-                     "read (last: partition %d offsets %lld-%lld)", (unsigned long long)ec.lost,
-                     (int)st.last_gap_partition, (long long)st.last_gap_from,
-                     (long long)st.last_gap_to - 1);
+            snprintf(msg, sizeof msg,
+                     "%llu events lost: deleted from Kafka before they were "
+                     "read (last: partition %d offsets %lld-%lld)",
+                     (unsigned long long)ec.lost, (int)st.last_gap_partition,
+                     (long long)st.last_gap_from, (long long)st.last_gap_to - 1);
         else
-            snprintf(msg, sizeof msg, "%llu events lost: deleted from Kafka before they were "
-                     "read", (unsigned long long)ec.lost);
+            snprintf(msg, sizeof msg,
+                     "%llu events lost: deleted from Kafka before they were "
+                     "read",
+                     (unsigned long long)ec.lost);
         rc_buf_json_str(out, msg, strlen(msg));
         n++;
     }
@@ -448,7 +492,8 @@ static void health_warnings(void *arg, rc_buf *out)
         rc_server_stats ss;
         rc_server_stats_get(d->server, &ss);
         if (ss.outbuf_total_full_ms && rc_now_ns() / 1000000u - ss.outbuf_total_full_ms < 60000) {
-            snprintf(msg, sizeof msg, "socket.max_outbuf_total (%llu bytes) reached: %llu "
+            snprintf(msg, sizeof msg,
+                     "socket.max_outbuf_total (%llu bytes) reached: %llu "
                      "clients that did not read their replies dropped",
                      (unsigned long long)ss.max_outbuf_total,
                      (unsigned long long)ss.outbuf_total_dropped);
@@ -458,8 +503,10 @@ static void health_warnings(void *arg, rc_buf *out)
         }
     }
     if (st.lookups_failed) {
-        snprintf(msg, sizeof msg, "%llu committed-offset look-ups failed: losses at the start "
-                 "of those partitions could go unnoticed", (unsigned long long)st.lookups_failed);
+        snprintf(msg, sizeof msg,
+                 "%llu committed-offset look-ups failed: losses at the start "
+                 "of those partitions could go unnoticed",
+                 (unsigned long long)st.lookups_failed);
         if (n++)
             rc_buf_puts(out, ",");
         rc_buf_json_str(out, msg, strlen(msg));
@@ -474,19 +521,19 @@ static void socket_stats(void *arg, rc_buf *out)
     rc_server_stats ss = {0};
     if (d->server)
         rc_server_stats_get(d->server, &ss);
-    rc_buf_printf(out, "\"clients\":%llu,\"accepted\":%llu,\"refused_max_clients\":%llu,"
-                       "\"refused_uid\":%llu,\"lines_too_long\":%llu,\"idle_closed\":%llu,"
-                       "\"request_timeouts\":%llu,\"evicted_idle\":%llu,\"probes\":%llu,"
-                       "\"fast_requests\":%llu,\"slow_dropped\":%llu,"
-                       "\"outbuf_total_dropped\":%llu,\"queued_bytes\":%llu,"
-                       "\"max_outbuf_total\":%llu,\"inflight\":%llu",
+    rc_buf_printf(out,
+                  "\"clients\":%llu,\"accepted\":%llu,\"refused_max_clients\":%llu,"
+                  "\"refused_uid\":%llu,\"lines_too_long\":%llu,\"idle_closed\":%llu,"
+                  "\"request_timeouts\":%llu,\"evicted_idle\":%llu,\"probes\":%llu,"
+                  "\"fast_requests\":%llu,\"slow_dropped\":%llu,"
+                  "\"outbuf_total_dropped\":%llu,\"queued_bytes\":%llu,"
+                  "\"max_outbuf_total\":%llu,\"inflight\":%llu",
                   (unsigned long long)ss.clients, (unsigned long long)ss.accepted,
                   (unsigned long long)ss.refused_max, (unsigned long long)ss.refused_uid,
                   (unsigned long long)ss.too_long, (unsigned long long)ss.idle_closed,
                   (unsigned long long)ss.request_timeouts, (unsigned long long)ss.evicted_idle,
                   (unsigned long long)ss.probes, (unsigned long long)ss.fast_requests,
-                  (unsigned long long)ss.slow_dropped,
-                  (unsigned long long)ss.outbuf_total_dropped,
+                  (unsigned long long)ss.slow_dropped, (unsigned long long)ss.outbuf_total_dropped,
                   (unsigned long long)ss.queued_bytes, (unsigned long long)ss.max_outbuf_total,
                   (unsigned long long)ss.inflight);
 }
@@ -512,9 +559,10 @@ static void kafka_stats(void *arg, rc_buf *out)
     rc_buf_puts(out, "\"bootstrap\":");
     const char *bs = rc_consumer_bootstrap(d->consumer);
     rc_buf_json_str(out, bs ? bs : "", bs ? strlen(bs) : 0);
-    rc_buf_printf(out, ",\"topic\":\"%s\",\"group\":\"%s\",\"messages\":%llu,\"bytes\":%llu,"
-                       "\"assigned\":%d,\"lag\":%lld,\"dead_letters\":%llu,"
-                       "\"dead_letter_errors\":%llu,\"errors\":%llu,\"paused_batches\":%llu",
+    rc_buf_printf(out,
+                  ",\"topic\":\"%s\",\"group\":\"%s\",\"messages\":%llu,\"bytes\":%llu,"
+                  "\"assigned\":%d,\"lag\":%lld,\"dead_letters\":%llu,"
+                  "\"dead_letter_errors\":%llu,\"errors\":%llu,\"paused_batches\":%llu",
                   d->cfg.topic, d->cfg.group, (unsigned long long)st.messages,
                   (unsigned long long)st.bytes, st.assigned, (long long)st.lag,
                   (unsigned long long)st.dead_letters, (unsigned long long)st.dead_letter_errors,
@@ -522,15 +570,17 @@ static void kafka_stats(void *arg, rc_buf *out)
     rc_buf_printf(out, ",\"dead_letters_dropped\":%llu,\"dlq_rotations\":%llu",
                   (unsigned long long)st.dead_letters_dropped,
                   (unsigned long long)st.dlq_rotations);
-    rc_buf_printf(out, ",\"commits\":%llu,\"commit_errors\":%llu,\"rebalances\":%llu,"
-                       "\"revoke_pending\":%s,\"skipped_applied\":%llu,\"last_error\":",
+    rc_buf_printf(out,
+                  ",\"commits\":%llu,\"commit_errors\":%llu,\"rebalances\":%llu,"
+                  "\"revoke_pending\":%s,\"skipped_applied\":%llu,\"last_error\":",
                   (unsigned long long)st.commits, (unsigned long long)st.commit_errors,
                   (unsigned long long)st.rebalances, st.revoke_pending ? "true" : "false",
                   (unsigned long long)st.skipped_applied);
     rc_buf_json_str(out, st.last_error, strlen(st.last_error));
-    rc_buf_printf(out, ",\"lost\":%llu,\"offset_gaps\":%llu,\"lookups_failed\":%llu,"
-                       "\"stale_offsets\":%llu,\"lost_assignments\":%llu,"
-                       "\"fatal\":%s,\"instance_id\":",
+    rc_buf_printf(out,
+                  ",\"lost\":%llu,\"offset_gaps\":%llu,\"lookups_failed\":%llu,"
+                  "\"stale_offsets\":%llu,\"lost_assignments\":%llu,"
+                  "\"fatal\":%s,\"instance_id\":",
                   (unsigned long long)st.lost, (unsigned long long)st.offset_gaps,
                   (unsigned long long)st.lookups_failed, (unsigned long long)st.stale_offsets,
                   (unsigned long long)st.lost_assignments, st.fatal ? "true" : "false");
@@ -549,8 +599,7 @@ static void kafka_stats(void *arg, rc_buf *out)
     rc_buf_puts(out, ",\"partitions\":[");
     for (size_t i = 0; i < n && i < RC_ARRAY_LEN(parts); i++)
         rc_buf_printf(out, "%s{\"partition\":%d,\"next\":%lld,\"lag\":%lld}", i ? "," : "",
-                      (int)parts[i].partition, (long long)parts[i].next,
-                      (long long)parts[i].lag);
+                      (int)parts[i].partition, (long long)parts[i].next, (long long)parts[i].lag);
     rc_buf_puts(out, "]");
 }
 
@@ -635,8 +684,12 @@ static void on_signal(uv_signal_t *s, int signum)
 static void render_metrics(void *ud, rc_buf *out)
 {
     daemon_t *d = ud;
-    rc_metrics_sources s = {.engine = d->engine, .consumer = d->consumer, .topic = d->cfg.topic,
-                            .server = d->server, .api = &d->api, .metrics = d->metrics,
+    rc_metrics_sources s = {.engine = d->engine,
+                            .consumer = d->consumer,
+                            .topic = d->cfg.topic,
+                            .server = d->server,
+                            .api = &d->api,
+                            .metrics = d->metrics,
                             .checkpoint = d->ckpt ? checkpoint_metrics : NULL,
                             .checkpoint_arg = d};
     rc_metrics_render(&s, out);
@@ -657,8 +710,11 @@ static int start_metrics(daemon_t *d, char *err, size_t errlen)
     const rc_config *c = &d->cfg;
     if (!c->metrics_port)
         return 0;
-    rc_metrics_opts mo = {.bind = c->metrics_bind, .port = (uint16_t)c->metrics_port,
-                          .render = render_metrics, .ready = metrics_ready, .ud = d};
+    rc_metrics_opts mo = {.bind = c->metrics_bind,
+                          .port = (uint16_t)c->metrics_port,
+                          .render = render_metrics,
+                          .ready = metrics_ready,
+                          .ud = d};
     return rc_metrics_start(d->loop, &mo, &d->metrics, err, errlen);
 }
 
@@ -715,33 +771,43 @@ static int start(daemon_t *d)
     if (c->embedded && nstart) {
         /* The embedded cluster starts empty: offsets of an earlier one mean
          * nothing here (they would hide the new log's first events). */
-        rc_log_warn("recalld", "embedded Kafka starts empty: the checkpoint's offsets are not "
-                    "used", "partitions=%zu", nstart);
+        rc_log_warn("recalld",
+                    "embedded Kafka starts empty: the checkpoint's offsets are not "
+                    "used",
+                    "partitions=%zu", nstart);
         nstart = 0;
     }
     instance_id(d);
     /* rc_engine_create restored the checkpoint (or loaded --model) and rebuilt
      * the index synchronously: the model is complete. */
-    d->ckm = (rc_metrics_checkpoint){.last_ok_wall_ms = -1, .last_duration_s = -1,
-                                     .last_pause_s = -1};
+    d->ckm =
+        (rc_metrics_checkpoint){.last_ok_wall_ms = -1, .last_duration_s = -1, .last_pause_s = -1};
     atomic_store(&d->api.model_ready, 1);
     const char *extra[RC_CONF_MAX_KAFKA_EXTRA * 2 + 1];
     for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
         extra[i] = c->kafka_extra[i];
     extra[c->nkafka_extra * 2] = NULL;
-    rc_consumer_opts co = {.brokers = c->brokers, .topic = c->topic, .group = c->group,
+    rc_consumer_opts co = {.brokers = c->brokers,
+                           .topic = c->topic,
+                           .group = c->group,
                            .embedded = c->embedded,
                            .embedded_partitions = (int)c->embedded_partitions,
                            .batch = c->kafka_batch,
                            .dlq_topic = c->dlq_topic[0] ? c->dlq_topic : NULL,
                            .dlq_file = c->dlq_file[0] ? c->dlq_file : NULL,
                            .dlq_file_max_bytes = (uint64_t)c->dlq_file_max_mb << 20,
-                           .extra = extra, .on_batch = on_batch, .on_rebalance = on_rebalance,
-                           .ud = d, .start_parts = sparts, .start_offsets = soffs,
-                           .nstart = nstart, .defer_revoke = d->ckpt,
+                           .extra = extra,
+                           .on_batch = on_batch,
+                           .on_rebalance = on_rebalance,
+                           .ud = d,
+                           .start_parts = sparts,
+                           .start_offsets = soffs,
+                           .nstart = nstart,
+                           .defer_revoke = d->ckpt,
                            .instance_id = d->instance_id[0] ? d->instance_id : NULL,
                            .replay_from_start = rc_engine_needs_replay(d->engine),
-                           .on_gap = on_gap, .on_fatal = on_fatal};
+                           .on_gap = on_gap,
+                           .on_fatal = on_fatal};
     int crc = rc_consumer_start(d->loop, &co, &d->consumer, err, sizeof err);
     free(sparts);
     free(soffs);
@@ -753,14 +819,20 @@ static int start(daemon_t *d)
     d->api.warnings = health_warnings;
     d->api.socket_stats = socket_stats;
     d->api.socket_arg = d;
-    if (!c->socket_path[0] && rc_server_default_path(d->cfg.socket_path, sizeof d->cfg.socket_path,
-                                                     1, err, sizeof err))
+    if (!c->socket_path[0] &&
+        rc_server_default_path(d->cfg.socket_path, sizeof d->cfg.socket_path, 1, err, sizeof err))
         goto fail;
-    rc_server_opts so = {.path = c->socket_path, .mode = c->socket_mode, .max_line = c->max_line,
-                         .max_clients = c->max_clients, .idle_timeout_ms = c->idle_timeout_ms,
+    rc_server_opts so = {.path = c->socket_path,
+                         .mode = c->socket_mode,
+                         .max_line = c->max_line,
+                         .max_clients = c->max_clients,
+                         .idle_timeout_ms = c->idle_timeout_ms,
                          .request_timeout_ms = c->request_timeout_ms,
-                         .max_outbuf = c->max_outbuf, .max_outbuf_total = c->max_outbuf_total,
-                         .handler = rc_api_handle, .fast = rc_api_fast, .ud = &d->api};
+                         .max_outbuf = c->max_outbuf,
+                         .max_outbuf_total = c->max_outbuf_total,
+                         .handler = rc_api_handle,
+                         .fast = rc_api_fast,
+                         .ud = &d->api};
     for (uint32_t i = 0; i < c->nallow_uids; i++)
         uids[i] = (uid_t)c->allow_uids[i];
     so.allow_uids = c->nallow_uids ? uids : NULL;

@@ -77,15 +77,9 @@ int thrd_join(thrd_t thr, int *res)
     return thrd_rc(err);
 }
 
-int thrd_detach(thrd_t thr)
-{
-    return thrd_rc(pthread_detach((pthread_t)thr));
-}
+int thrd_detach(thrd_t thr) { return thrd_rc(pthread_detach((pthread_t)thr)); }
 
-void thrd_exit(int res)
-{
-    pthread_exit((void *)(intptr_t)res);
-}
+void thrd_exit(int res) { pthread_exit((void *)(intptr_t)res); }
 
 int mtx_init(mtx_t *m, int type)
 {
@@ -99,45 +93,24 @@ int mtx_init(mtx_t *m, int type)
     return thrd_rc(err);
 }
 
-int mtx_lock(mtx_t *m)
-{
-    return thrd_rc(pthread_mutex_lock((pthread_mutex_t *)m));
-}
+int mtx_lock(mtx_t *m) { return thrd_rc(pthread_mutex_lock((pthread_mutex_t *)m)); }
 
-int mtx_trylock(mtx_t *m)
-{
-    return thrd_rc(pthread_mutex_trylock((pthread_mutex_t *)m));
-}
+int mtx_trylock(mtx_t *m) { return thrd_rc(pthread_mutex_trylock((pthread_mutex_t *)m)); }
 
 int mtx_timedlock(mtx_t *restrict m, const struct timespec *restrict ts)
 {
     return thrd_rc(pthread_mutex_timedlock((pthread_mutex_t *)m, ts));
 }
 
-int mtx_unlock(mtx_t *m)
-{
-    return thrd_rc(pthread_mutex_unlock((pthread_mutex_t *)m));
-}
+int mtx_unlock(mtx_t *m) { return thrd_rc(pthread_mutex_unlock((pthread_mutex_t *)m)); }
 
-void mtx_destroy(mtx_t *m)
-{
-    pthread_mutex_destroy((pthread_mutex_t *)m);
-}
+void mtx_destroy(mtx_t *m) { pthread_mutex_destroy((pthread_mutex_t *)m); }
 
-int cnd_init(cnd_t *c)
-{
-    return thrd_rc(pthread_cond_init((pthread_cond_t *)c, NULL));
-}
+int cnd_init(cnd_t *c) { return thrd_rc(pthread_cond_init((pthread_cond_t *)c, NULL)); }
 
-int cnd_signal(cnd_t *c)
-{
-    return thrd_rc(pthread_cond_signal((pthread_cond_t *)c));
-}
+int cnd_signal(cnd_t *c) { return thrd_rc(pthread_cond_signal((pthread_cond_t *)c)); }
 
-int cnd_broadcast(cnd_t *c)
-{
-    return thrd_rc(pthread_cond_broadcast((pthread_cond_t *)c));
-}
+int cnd_broadcast(cnd_t *c) { return thrd_rc(pthread_cond_broadcast((pthread_cond_t *)c)); }
 
 int cnd_wait(cnd_t *c, mtx_t *m)
 {
@@ -149,15 +122,9 @@ int cnd_timedwait(cnd_t *restrict c, mtx_t *restrict m, const struct timespec *r
     return thrd_rc(pthread_cond_timedwait((pthread_cond_t *)c, (pthread_mutex_t *)m, ts));
 }
 
-void cnd_destroy(cnd_t *c)
-{
-    pthread_cond_destroy((pthread_cond_t *)c);
-}
+void cnd_destroy(cnd_t *c) { pthread_cond_destroy((pthread_cond_t *)c); }
 
-void call_once(once_flag *flag, void (*fn)(void))
-{
-    pthread_once((pthread_once_t *)flag, fn);
-}
+void call_once(once_flag *flag, void (*fn)(void)) { pthread_once((pthread_once_t *)flag, fn); }
 
 #else
 /* Not a ThreadSanitizer build: nothing here (ISO C wants a declaration). */

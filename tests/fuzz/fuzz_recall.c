@@ -64,25 +64,33 @@ static int put_user(json_t *users, uint8_t a, uint8_t b, char *want, size_t cap)
 {
     char id[200];
     switch (a % 8) {
-        case 0:
-        case 1:
-        case 2: snprintf(id, sizeof id, "u%u", b % 60); break; /* mostly known */
-        case 3: snprintf(id, sizeof id, "nobody%u", b); break;
-        case 4:
-            json_array_append_new(users, json_integer(b));
-            snprintf(want, cap, "%u", b);
-            return 1;
-        case 5:
-            if (b % 2) {
-                json_array_append_new(users, json_string(""));
-                return 0;
-            }
-            memset(id, 'x', 129); /* one byte over the id limit */
-            id[129] = '\0';
-            json_array_append_new(users, json_string(id));
+    case 0:
+    case 1:
+    case 2:
+        snprintf(id, sizeof id, "u%u", b % 60);
+        break; /* mostly known */
+    case 3:
+        snprintf(id, sizeof id, "nobody%u", b);
+        break;
+    case 4:
+        json_array_append_new(users, json_integer(b));
+        snprintf(want, cap, "%u", b);
+        return 1;
+    case 5:
+        if (b % 2) {
+            json_array_append_new(users, json_string(""));
             return 0;
-        case 6: json_array_append_new(users, b % 2 ? json_null() : json_real(1.5)); return 0;
-        default: json_array_append_new(users, json_integer(-1 - (int)b)); return 0;
+        }
+        memset(id, 'x', 129); /* one byte over the id limit */
+        id[129] = '\0';
+        json_array_append_new(users, json_string(id));
+        return 0;
+    case 6:
+        json_array_append_new(users, b % 2 ? json_null() : json_real(1.5));
+        return 0;
+    default:
+        json_array_append_new(users, json_integer(-1 - (int)b));
+        return 0;
     }
     json_array_append_new(users, json_string(id));
     snprintf(want, cap, "%s", id);
