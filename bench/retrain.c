@@ -143,14 +143,14 @@ static int bench_retrain(const struct args *a)
         rc_engine_apply_line(e, line, len);
     rc_gen_destroy(g);
     rc_engine_sync(e);
-    rc_tt_config tc = {.w2v_dim = c.dim, .features = RC_TT_F_ALL};
-    rc_tt_model *m = NULL;
+    rc_tower_config tc = {.w2v_dim = c.dim, .features = RC_TOWER_F_ALL};
+    rc_tower_model *m = NULL;
     snprintf(model, sizeof model, "/tmp/bench_retrain.%d.tower", (int)getpid());
-    if (rc_tt_create(&tc, 1, &m, err, sizeof err) || rc_tt_save(m, model, err, sizeof err) ||
+    if (rc_tower_create(&tc, 1, &m, err, sizeof err) || rc_tower_save(m, model, err, sizeof err) ||
         rc_engine_tower_load(e, model, NULL, err, sizeof err))
         return fprintf(stderr, "bench_retrain: %s\n", err), 1;
-    size_t params = rc_tt_params(m);
-    rc_tt_destroy(m);
+    size_t params = rc_tower_params(m);
+    rc_tower_destroy(m);
     unlink(model);
     long rss0 = maxrss_kb();
     rc_engine_retrain_info ri;

@@ -7,7 +7,7 @@
  * (a) training examples/s with 1 thread and with --threads (0 = all cores),
  *     each run capped at --seconds of wall time;
  * (b) user-tower latency p50/p99 per request with 50 clicks (one thread, its
- *     own rc_tt_work) and item-tower time per item.
+ *     own rc_tower_work) and item-tower time per item.
  * One aligned line per figure; the `train` lines are what bench/tower.sh
  * compares with bench/tower_torch.py. */
 #include <cblas.h>
@@ -83,28 +83,29 @@ static int truth_features(const rc_clicklog *log, const rc_gen *g, rc_ufeat *f)
         rc_gen_user_truth(g, id, l, &t);
         char s[32];
         int n = snprintf(s, sizeof s, "dev%u", t.fav_cate);
-        f->device[u] = rc_tt_hash(s, (size_t)n);
+        f->device[u] = rc_tower_hash(s, (size_t)n);
         f->tag_off[u + 1] = f->tag_off[u];
         for (int j = 0; j < 2; j++) {
             n = snprintf(s, sizeof s, "t%u_%d", t.fav_cate, j);
-            f->tags[f->tag_off[u + 1]++] = rc_tt_hash(s, (size_t)n);
+            f->tags[f->tag_off[u + 1]++] = rc_tower_hash(s, (size_t)n);
         }
     }
     return 0;
 }
 
-static rc_tt_train_opts train_opts(uint32_t threads, double seconds)
+static rc_tower_train_opts train_opts(uint32_t threads, double seconds)
 {
-    rc_tt_train_opts o = {.batch = 256,
-                          .epochs = 100,
-                          .easy_negatives = 128,
-                          .hard_negatives = 4,
-                          .threads = threads,
-                          .seed = 1,
-                          .progress = -1,
-                          .quiet = 1,
-                          .max_seconds = seconds};
-    o.cfg = (rc_tt_config){.dim = 64, .hidden = 128, .max_clicks = 50, .features = RC_TT_F_ALL};
+    rc_tower_train_opts o = {.batch = 256,
+                             .epochs = 100,
+                             .easy_negatives = 128,
+                             .hard_negatives = 4,
+                             .threads = threads,
+                             .seed = 1,
+                             .progress = -1,
+                             .quiet = 1,
+                             .max_seconds = seconds};
+    o.cfg =
+        (rc_tower_config){.dim = 64, .hidden = 128, .max_clicks = 50, .features = RC_TOWER_F_ALL};
     return o;
 }
 
@@ -115,14 +116,14 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* Users with a full history of 50 clicks (the request shape of the target). */
-static void latency(const rc_tt_model *m, const rc_tt_history *h, const rc_clicklog *log,
+static void latency(const rc_tower_model *m, const rc_tower_history *h, const rc_clicklog *log,
                     uint32_t requests)
 {
-    rc_tt_work *w;
-    if (rc_tt_work_create(m, &w))
+    rc_tower_work *w;
+    if (rc_tower_work_create(m, &w))
         return;
     uint64_t *ns = malloc(requests * sizeof(uint64_t));
-    rc_tt_item_in *cl = malloc(50 * sizeof(rc_tt_item_in));
+    rc_tower_item_in *cl = malloc(50 * sizeof(rc_tower_item_in));
     int64_t ts[50];
     float v[64];
     rc_rng r;
@@ -130,11 +131,11 @@ static void latency(const rc_tt_model *m, const rc_tt_history *h, const rc_click
     uint32_t done = 0, tries = 0;
     while (done < requests && tries++ < requests * 1000u) {
         size_t rec = rc_rng_below(&r, (uint32_t)log->n);
-        rc_tt_user_in in;
-        if (rc_tt_history_user_in(h, rec, 50, cl, ts, &in) < 50)
+        rc_tower_user_in in;
+        if (rc_tower_history_user_in(h, rec, 50, cl, ts, &in) < 50)
             continue;
         uint64_t t0 = rc_now_ns();
-        rc_tt_user_vector(m, w, &in, v, NULL, NULL);
+        rc_tower_user_vector(m, w, &in, v, NULL, NULL);
         ns[done++] = rc_now_ns() - t0;
     }
     if (done) {
@@ -147,15 +148,15 @@ static void latency(const rc_tt_model *m, const rc_tt_history *h, const rc_click
     uint64_t t0 = rc_now_ns();
     for (uint32_t k = 0; k < 20; k++)
         for (uint32_t it = 0; it < nitems; it++, n++) {
-            rc_tt_item_in in;
-            rc_tt_history_item_in(h, it, &in);
-            rc_tt_item_vector(m, w, &in, v);
+            rc_tower_item_in in;
+            rc_tower_history_item_in(h, it, &in);
+            rc_tower_item_vector(m, w, &in, v);
         }
     double per = (double)(rc_now_ns() - t0) / n;
     printf("item_tower     %u items  %6.2f us per item  %.0f items/s\n", n, per / 1e3, 1e9 / per);
     free(cl);
     free(ns);
-    rc_tt_work_destroy(w);
+    rc_tower_work_destroy(w);
 }
 
 int main(int argc, char **argv)
@@ -181,36 +182,36 @@ int main(int argc, char **argv)
         return fprintf(stderr, "bench_tower: w2v: %s\n", err), 1;
     uint32_t *rows = malloc(rc_dict_size(log->items) * sizeof(uint32_t));
     rc_ufeat f = {0};
-    rc_tt_history *h = NULL;
+    rc_tower_history *h = NULL;
     if (!rows || truth_features(log, g, &f))
         return fprintf(stderr, "bench_tower: out of memory\n"), 1;
     rc_train_item_rows(log, w2v, rows);
-    if (rc_tt_history_create(log, w2v, rows, &f, &h))
+    if (rc_tower_history_create(log, w2v, rows, &f, &h))
         return fprintf(stderr, "bench_tower: history: out of memory\n"), 1;
     printf("tower bench: %zu clicks, d 64, H 128, w2v 64, batch 256, 128 easy + 4 hard "
            "negatives, 50 clicks, all features\n",
            log->n);
     uint32_t th[2] = {1, a.threads};
-    rc_tt_model *m = NULL;
+    rc_tower_model *m = NULL;
     for (int k = 0; k < 2; k++) {
         if (k == 1 && a.threads == 1)
             break;
-        rc_tt_train_opts o = train_opts(th[k], a.seconds);
-        rc_tt_train_result res;
-        rc_tt_model *mk = NULL;
-        if (rc_tt_train(&o, h, NULL, &mk, &res, err, sizeof err))
+        rc_tower_train_opts o = train_opts(th[k], a.seconds);
+        rc_tower_train_result res;
+        rc_tower_model *mk = NULL;
+        if (rc_tower_train(&o, h, NULL, &mk, &res, err, sizeof err))
             return fprintf(stderr, "bench_tower: train: %s\n", err), 1;
         printf("train          %2u threads  %8llu examples  %6.2f s  %8.0f examples/s  "
                "loss %.3f -> %.3f\n",
                res.threads, (unsigned long long)res.examples, res.seconds, res.examples_per_s,
                res.first_loss, res.loss);
-        rc_tt_destroy(m);
+        rc_tower_destroy(m);
         m = mk;
     }
     openblas_set_num_threads(1);
     latency(m, h, log, a.requests);
-    rc_tt_destroy(m);
-    rc_tt_history_destroy(h);
+    rc_tower_destroy(m);
+    rc_tower_history_destroy(h);
     free(f.device);
     free(f.tag_off);
     free(f.tags);

@@ -366,8 +366,9 @@ int rc_cli_parse_features(const char *v, unsigned *out, char *eb, size_t el)
     static const struct {
         const char *name;
         unsigned bit;
-    } words[] = {{"tags", RC_TT_F_TAGS}, {"device", RC_TT_F_DEVICE}, {"stats", RC_TT_F_STATS},
-                 {"attn", RC_TT_F_ATTN}, {"all", RC_TT_F_ALL},       {"none", 0}};
+    } words[] = {{"tags", RC_TOWER_F_TAGS},   {"device", RC_TOWER_F_DEVICE},
+                 {"stats", RC_TOWER_F_STATS}, {"attn", RC_TOWER_F_ATTN},
+                 {"all", RC_TOWER_F_ALL},     {"none", 0}};
     unsigned f = 0;
     if (!v || !*v || !out)
         return rc_err(eb, el, RC_EINVAL, "expected all, none or a list of tags,device,stats,attn");
@@ -614,9 +615,9 @@ static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, si
     }
     case F_TT_OPT:
         if (!strcmp(v, "adam"))
-            c->tower.optimizer = RC_TT_ADAM;
+            c->tower.optimizer = RC_TOWER_ADAM;
         else if (!strcmp(v, "adagrad"))
-            c->tower.optimizer = RC_TT_ADAGRAD;
+            c->tower.optimizer = RC_TOWER_ADAGRAD;
         else
             return BAD("adam or adagrad");
         return 0;

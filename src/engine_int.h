@@ -196,7 +196,7 @@ struct tower {
     /* the engine's loader thread (start, SIGHUP) */
     pthread_t loader;
     int loader_started;
-    rc_tt_model *async_model; /* preloaded at create, built by the loader */
+    rc_tower_model *async_model; /* preloaded at create, built by the loader */
     char async_path[RC_CONF_STR];
     atomic_int has_pending, cancel, track;
     _Atomic uint32_t load_done, load_total;
@@ -258,7 +258,7 @@ void tower_set_conf_path(rc_engine *e, const char *path);
 int tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el);
 /* Loader: builds a bundle of m (owned) for every row, hands it to the trainer
  * and waits until it is served. Caller set t->loading. */
-int tower_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
+int tower_build(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st, char *eb,
                 size_t el);
 /* Any thread: a reference to the served bundle, or NULL. */
 rc_tower_serve *tower_acquire(rc_engine *e);

@@ -28,7 +28,7 @@ struct retrain {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t requested, finished; /* under mu: rc_engine_retrain_now tickets */
-    atomic_int cancel;            /* shutdown; rc_tt_train's cancel flag */
+    atomic_int cancel;            /* shutdown; rc_tower_train's cancel flag */
     rc_engine_retrain_info info;  /* under mu, replay stats excepted */
 };
 
@@ -61,19 +61,19 @@ void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev, const
 {
     if (!e->rt->ring || (flags & RC_SESS_DUPLICATE))
         return;
-    rc_replay_add(e->rt->ring, rc_tt_hash(ev->user, ev->user_len), row, ev->ts_ms, dev, tags,
+    rc_replay_add(e->rt->ring, rc_tower_hash(ev->user, ev->user_len), row, ev->ts_ms, dev, tags,
                   ntags);
 }
 
 /* Loader role: serves m (owned) as the tower model labelled path. */
-static int rt_serve(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
-                    size_t el)
+static int rt_serve(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st,
+                    char *eb, size_t el)
 {
     struct tower *t = e->tower;
     char p[RC_CONF_STR];
     int rc = tower_begin(e, path, p, eb, el);
     if (rc) {
-        rc_tt_destroy(m);
+        rc_tower_destroy(m);
         return rc;
     }
     rc = tower_build(e, m, p, st, eb, el);
@@ -83,10 +83,10 @@ static int rt_serve(rc_engine *e, rc_tt_model *m, const char *path, const struct
     return rc;
 }
 
-/* Saves m to DATA_DIR/tower.retrained (atomic: rc_tt_save renames a synced
+/* Saves m to DATA_DIR/tower.retrained (atomic: rc_tower_save renames a synced
  * temp file). *path gets the file, or a label when not saved. Returns 1 when
  * saved. */
-static int rt_save(rc_engine *e, const rc_tt_model *m, char *path, struct stat *st)
+static int rt_save(rc_engine *e, const rc_tower_model *m, char *path, struct stat *st)
 {
     char err[512];
     memset(st, 0, sizeof *st);
@@ -100,7 +100,7 @@ static int rt_save(rc_engine *e, const rc_tt_model *m, char *path, struct stat *
         snprintf(path, RC_CONF_STR, "(retrained, not saved: path too long)");
         return 0;
     }
-    if (rc_tt_save(m, file, err, sizeof err)) {
+    if (rc_tower_save(m, file, err, sizeof err)) {
         rc_log_warn("engine", "tower: retrained model not saved (served anyway)", "error=\"%s\"",
                     err);
         snprintf(path, RC_CONF_STR, "(retrained, not saved: write failed)");
@@ -121,7 +121,7 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
     uint64_t t0 = rc_now_ns();
     rc_replay_snap snap = {0};
     rc_retrain_result res = {0};
-    rc_tt_model *m = NULL;
+    rc_tower_model *m = NULL;
     char err[512] = "", path[RC_CONF_STR] = "";
     struct stat st;
     int rc = 0, skipped = 0, saved = 0;
@@ -141,10 +141,10 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
     } else if (rc_replay_snapshot(rt->ring, 0, &snap)) {
         rc = rc_err(err, sizeof err, RC_ENOMEM, "out of memory for the replay snapshot");
     } else {
-        const rc_tt_model *base = rc_tower_serve_model(b);
+        const rc_tower_model *base = rc_tower_serve_model(b);
         rc_retrain_opts o = {.gap_ms = c->gap_ms,
                              .min_examples = c->tower_retrain_min_examples,
-                             .train = {.cfg = *rc_tt_config_of(base),
+                             .train = {.cfg = *rc_tower_config_of(base),
                                        .epochs = c->tower_retrain_epochs,
                                        .threads = c->tower_retrain_threads,
                                        .max_seconds = c->tower_retrain_max_seconds,
@@ -168,7 +168,7 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
         rc = rt_serve(e, m, path, &st, err, sizeof err); /* m is the bundle's now */
         m = NULL;
     }
-    rc_tt_destroy(m);
+    rc_tower_destroy(m);
     double secs = (double)(rc_now_ns() - t0) / 1e9;
     int cancelled = rc == RC_EAGAIN && atomic_load(&rt->cancel);
     pthread_mutex_lock(&rt->mu);
@@ -219,7 +219,7 @@ static void *rt_main(void *arg)
     rc_engine *e = arg;
     struct retrain *rt = e->rt;
     /* Background work: Linux nice is per thread, inherited by the training
-     * threads rc_tt_train starts. */
+     * threads rc_tower_train starts. */
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19))
         rc_log_warn("engine", "tower: retrain thread keeps its priority", "error=\"%s\"",
                     strerror(errno));

@@ -157,9 +157,9 @@ void tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags)
     uint32_t nt = 0;
     for (uint32_t i = 0; i < ev->ntags && i < RC_TAGS_MAX; i++)
         if (ev->tag_len[i])
-            tags[nt++] = rc_tt_hash(ev->tags[i], ev->tag_len[i]);
+            tags[nt++] = rc_tower_hash(ev->tags[i], ev->tag_len[i]);
     if (ev->device_len)
-        dev = rc_tt_hash(ev->device, ev->device_len);
+        dev = rc_tower_hash(ev->device, ev->device_len);
     int applied = !(flags & (RC_SESS_DUPLICATE | RC_SESS_LATE));
     rc_profile_note(e->prof, ev->user, ev->user_len, ev->ts_ms, dev, tags, nt, applied ? 1 : 0,
                     (flags & RC_SESS_NEW_SESSION) ? 1 : 0);
@@ -170,7 +170,7 @@ static double ms_since(uint64_t t0) { return (double)(rc_now_ns() - t0) / 1e6; }
 
 /* Loader: builds a bundle of m (owned) for every row, hands it to the trainer
  * and waits until it is served. Caller set t->loading. */
-int tower_build(rc_engine *e, rc_tt_model *m, const char *path, const struct stat *st, char *eb,
+int tower_build(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st, char *eb,
                 size_t el)
 {
     struct tower *t = e->tower;
@@ -259,9 +259,10 @@ int tower_build(rc_engine *e, rc_tt_model *m, const char *path, const struct sta
     pthread_mutex_lock(&t->mu);
     t->load_ms = ms;
     pthread_mutex_unlock(&t->mu);
-    const rc_tt_config *tc = rc_tt_config_of(rc_tower_serve_model(b));
+    const rc_tower_config *tc = rc_tower_config_of(rc_tower_serve_model(b));
     rc_log_info("engine", "tower: model serving", "path=%s params=%zu dim=%u items=%u load_ms=%.1f",
-                path, rc_tt_params(rc_tower_serve_model(b)), tc->dim, rc_tower_serve_rows(b), ms);
+                path, rc_tower_params(rc_tower_serve_model(b)), tc->dim, rc_tower_serve_rows(b),
+                ms);
     if (tc->max_clicks > c->history)
         rc_log_warn("engine",
                     "tower: the model uses more recent clicks than sessions.history "
@@ -272,11 +273,11 @@ int tower_build(rc_engine *e, rc_tt_model *m, const char *path, const struct sta
 
 /* Loader: reads the file (or takes the preloaded model) and builds; records
  * the outcome and clears t->loading. */
-static int tower_load(rc_engine *e, const char *path, rc_tt_model *pre, char *eb, size_t el)
+static int tower_load(rc_engine *e, const char *path, rc_tower_model *pre, char *eb, size_t el)
 {
     struct tower *t = e->tower;
     struct stat st;
-    rc_tt_model *m = pre;
+    rc_tower_model *m = pre;
     char err[512];
     int rc = 0;
     if (!eb || el == 0) {
@@ -288,12 +289,12 @@ static int tower_load(rc_engine *e, const char *path, rc_tt_model *pre, char *eb
         rc = rc_err(eb, el, errno == ENOENT ? RC_ENOENT : RC_EIO, "tower model %s: %s", path,
                     strerror(errno));
     else if (!m)
-        rc = rc_tt_load(path, &m, eb, el);
+        rc = rc_tower_load(path, &m, eb, el);
     else
         pre = NULL; /* ownership goes to tower_build */
     if (rc == 0)
         rc = tower_build(e, m, path, &st, eb, el);
-    rc_tt_destroy(pre); /* not built (stat failed) */
+    rc_tower_destroy(pre); /* not built (stat failed) */
     pthread_mutex_lock(&t->mu);
     t->loading = 0;
     if (rc)
@@ -346,7 +347,7 @@ static void *tower_loader_main(void *arg)
 {
     rc_engine *e = arg;
     struct tower *t = e->tower;
-    rc_tt_model *m = t->async_model;
+    rc_tower_model *m = t->async_model;
     t->async_model = NULL;
     tower_load(e, t->async_path, m, NULL, 0);
     return NULL;
@@ -359,7 +360,7 @@ static int tower_spawn(rc_engine *e, char *eb, size_t el)
         pthread_join(t->loader, NULL);
     t->loader_started = 0;
     if (pthread_create(&t->loader, NULL, tower_loader_main, e)) {
-        rc_tt_destroy(t->async_model);
+        rc_tower_destroy(t->async_model);
         t->async_model = NULL;
         pthread_mutex_lock(&t->mu);
         t->loading = 0;
@@ -382,20 +383,20 @@ int rc_engine_tower_load_async(rc_engine *e, const char *path, char *eb, size_t 
 int tower_start(rc_engine *e, char *eb, size_t el)
 {
     struct tower *t = e->tower;
-    rc_tt_model *m = NULL;
+    rc_tower_model *m = NULL;
     if (!e->cfg.tower_model[0])
         return 0;
-    int rc = rc_tt_load(e->cfg.tower_model, &m, eb, el);
+    int rc = rc_tower_load(e->cfg.tower_model, &m, eb, el);
     if (rc)
         return rc;
-    if (rc_tt_config_of(m)->w2v_dim != rc_table_dim(e->table)) {
-        uint32_t wd = rc_tt_config_of(m)->w2v_dim;
-        rc_tt_destroy(m);
+    if (rc_tower_config_of(m)->w2v_dim != rc_table_dim(e->table)) {
+        uint32_t wd = rc_tower_config_of(m)->w2v_dim;
+        rc_tower_destroy(m);
         return rc_err(eb, el, RC_EINVAL, "tower model %s: w2v_dim %u does not match model.dim %u",
                       e->cfg.tower_model, wd, rc_table_dim(e->table));
     }
     if ((rc = tower_begin(e, e->cfg.tower_model, t->async_path, eb, el))) {
-        rc_tt_destroy(m);
+        rc_tower_destroy(m);
         return rc;
     }
     if (!e->threads)
@@ -435,7 +436,7 @@ void tower_free(rc_engine *e)
         return;
     rc_tower_serve_unref(t->cur);
     rc_tower_serve_unref(t->pending);
-    rc_tt_destroy(t->async_model);
+    rc_tower_destroy(t->async_model);
     free(t->dirty);
     free(t->dq);
     pthread_mutex_destroy(&t->mu);
@@ -497,9 +498,9 @@ void rc_engine_tower_info_get(rc_engine *e, rc_engine_tower_info *info)
         return;
     rc_tower_serve_stats ts;
     rc_tower_serve_stats_get(b, &ts);
-    const rc_tt_config *c = rc_tt_config_of(rc_tower_serve_model(b));
+    const rc_tower_config *c = rc_tower_config_of(rc_tower_serve_model(b));
     info->loaded = 1;
-    info->params = rc_tt_params(rc_tower_serve_model(b));
+    info->params = rc_tower_params(rc_tower_serve_model(b));
     info->dim = c->dim;
     info->max_clicks = c->max_clicks;
     info->items = ts.rows;
@@ -510,21 +511,21 @@ void rc_engine_tower_info_get(rc_engine *e, rc_engine_tower_info *info)
     rc_tower_serve_unref(b);
 }
 
-/* A request's user input (tower.h rc_tt_user_in), built exactly as
- * rc_tt_history_user_in builds it offline. */
+/* A request's user input (tower.h rc_tower_user_in), built exactly as
+ * rc_tower_history_user_in builds it offline. */
 typedef struct tower_user {
     rc_click clicks[256]; /* recent clicks fetched, oldest first */
     uint32_t nclicks;
-    rc_tt_item_in in[RC_TT_MAX_CLICKS];
-    int64_t ts[RC_TT_MAX_CLICKS];
+    rc_tower_item_in in[RC_TOWER_MAX_CLICKS];
+    int64_t ts[RC_TOWER_MAX_CLICKS];
     rc_profile_rec prof;
-    rc_tt_user_in u;
+    rc_tower_user_in u;
 } tower_user;
 
 static int tower_user_in(rc_engine *e, rc_tower_serve *b, const char *user, size_t ulen,
                          int64_t now_ms, uint32_t window, tower_user *w)
 {
-    uint32_t mc = rc_tt_config_of(rc_tower_serve_model(b))->max_clicks;
+    uint32_t mc = rc_tower_config_of(rc_tower_serve_model(b))->max_clicks;
     uint32_t fetch = RC_MIN(RC_MAX(mc, window), (uint32_t)RC_ARRAY_LEN(w->clicks));
     int has_sess = rc_session_recent(e->sess, user, ulen, w->clicks, fetch, &w->nclicks) == 0;
     int has_prof = rc_profile_get(e->prof, user, ulen, &w->prof) == 0;
@@ -534,7 +535,7 @@ static int tower_user_in(rc_engine *e, rc_tower_serve *b, const char *user, size
         memset(&w->prof, 0, sizeof w->prof);
     if (!has_sess && !has_prof)
         return RC_ENOENT;
-    uint32_t use = RC_MIN(w->nclicks, RC_MIN(mc, RC_TT_MAX_CLICKS)), first = w->nclicks - use;
+    uint32_t use = RC_MIN(w->nclicks, RC_MIN(mc, RC_TOWER_MAX_CLICKS)), first = w->nclicks - use;
     for (uint32_t i = 0; i < use; i++) {
         rc_tower_serve_item_in(e->table, w->clicks[first + i].row, &w->in[i]);
         w->ts[i] = w->clicks[first + i].ts_ms;
@@ -544,15 +545,15 @@ static int tower_user_in(rc_engine *e, rc_tower_serve *b, const char *user, size
         if (now_ms == INT64_MIN || now_ms == 0) /* nothing applied (restored models) */
             now_ms = w->nclicks ? w->clicks[w->nclicks - 1].ts_ms : rc_wall_ms();
     }
-    w->u = (rc_tt_user_in){.clicks = w->in,
-                           .click_ts = w->ts,
-                           .nclicks = use,
-                           .device_hash = w->prof.device_hash,
-                           .tag_hashes = w->prof.tags,
-                           .ntags = w->prof.ntags,
-                           .total_clicks = RC_MAX(w->prof.clicks, (uint64_t)w->nclicks),
-                           .sessions = RC_MAX(w->prof.sessions, (uint64_t)(w->nclicks > 0)),
-                           .now_ms = now_ms};
+    w->u = (rc_tower_user_in){.clicks = w->in,
+                              .click_ts = w->ts,
+                              .nclicks = use,
+                              .device_hash = w->prof.device_hash,
+                              .tag_hashes = w->prof.tags,
+                              .ntags = w->prof.ntags,
+                              .total_clicks = RC_MAX(w->prof.clicks, (uint64_t)w->nclicks),
+                              .sessions = RC_MAX(w->prof.sessions, (uint64_t)(w->nclicks > 0)),
+                              .now_ms = now_ms};
     return 0;
 }
 

@@ -257,7 +257,7 @@ static int by_user_time(const void *a, const void *b, void *ud)
 }
 
 /* history[p]: the user's clicks before prediction p's record, over the whole
- * log (rc_tt_history's order: by time, ties by record). The records sorted
+ * log (rc_tower_history's order: by time, ties by record). The records sorted
  * by (user, ts, record) put them just before it in its user's run. */
 static int build_history(rc_eval_split *sp)
 {

@@ -17,10 +17,10 @@
 #include "recalld/tune.h"
 
 struct tt_query {
-    const rc_tt_model *m;
-    rc_tt_work *w;
-    const rc_tt_history *h;
-    rc_tt_item_in *clicks;
+    const rc_tower_model *m;
+    rc_tower_work *w;
+    const rc_tower_history *h;
+    rc_tower_item_in *clicks;
     int64_t *ts;
     uint32_t max_clicks;
 };
@@ -30,11 +30,11 @@ static int tt_query(void *ud, const rc_eval_split *s, const rc_eval_pos *p, floa
 {
     struct tt_query *tq = ud;
     size_t rec = s->log->sess_off[p->session] + p->t;
-    rc_tt_user_in in;
-    uint32_t n = rc_tt_history_user_in(tq->h, rec, tq->max_clicks, tq->clicks, tq->ts, &in);
+    rc_tower_user_in in;
+    uint32_t n = rc_tower_history_user_in(tq->h, rec, tq->max_clicks, tq->clicks, tq->ts, &in);
     if (n == 0 && in.device_hash == 0 && in.ntags == 0)
         return 0; /* nothing known of the user: popularity */
-    rc_tt_user_vector(tq->m, tq->w, &in, q, NULL, NULL);
+    rc_tower_user_vector(tq->m, tq->w, &in, q, NULL, NULL);
     return 1;
 }
 
@@ -60,18 +60,18 @@ static int ensure_w2v(rc_eval_env *env, char *eb, size_t el)
 
 /* A table mirroring w2v's rows whose input vectors are the item-tower
  * vectors. *out: caller frees. */
-static int item_table(const rc_eval_env *env, const rc_tt_model *m, const rc_tt_history *h,
+static int item_table(const rc_eval_env *env, const rc_tower_model *m, const rc_tower_history *h,
                       rc_table **out, char *eb, size_t el)
 {
     const rc_table *w2v = env->w2v;
-    uint32_t dim = rc_tt_config_of(m)->dim, n = rc_table_size(w2v);
+    uint32_t dim = rc_tower_config_of(m)->dim, n = rc_table_size(w2v);
     rc_table *t = NULL;
-    rc_tt_work *w = NULL;
+    rc_tower_work *w = NULL;
     rc_table_opts to = {.dim = dim, .max_items = n + 1, .input_only = 1};
     int rc = rc_table_create(&to, &t, eb, el);
     if (rc)
         return rc;
-    if ((rc = rc_tt_work_create(m, &w))) {
+    if ((rc = rc_tower_work_create(m, &w))) {
         rc = rc_err(eb, el, rc, "two_tower: out of memory");
         goto out;
     }
@@ -89,13 +89,13 @@ static int item_table(const rc_eval_env *env, const rc_tt_model *m, const rc_tt_
             rc = rc_err(eb, el, rc, "two_tower: item table: %s", rc_strerror(rc));
             goto out;
         }
-        rc_tt_item_in in = {0};
+        rc_tower_item_in in = {0};
         if (rc_dict_find(env->log->items, id, len, &item) == 0)
-            rc_tt_history_item_in(h, item, &in);
-        rc_tt_item_vector(m, w, &in, rc_table_in(t, row));
+            rc_tower_history_item_in(h, item, &in);
+        rc_tower_item_vector(m, w, &in, rc_table_in(t, row));
     }
 out:
-    rc_tt_work_destroy(w);
+    rc_tower_work_destroy(w);
     if (rc)
         rc_table_destroy(t);
     else
@@ -104,10 +104,10 @@ out:
 }
 
 /* Scores the split with model m through an item-tower table and index. */
-static int score(rc_eval_env *env, const rc_tt_model *m, const rc_tt_history *h,
+static int score(rc_eval_env *env, const rc_tower_model *m, const rc_tower_history *h,
                  rc_eval_report *rep, char *eb, size_t el)
 {
-    const rc_tt_config *cfg = rc_tt_config_of(m);
+    const rc_tower_config *cfg = rc_tower_config_of(m);
     struct tt_query tq = {.m = m, .h = h, .max_clicks = cfg->max_clicks};
     rc_table *t = NULL;
     rc_index *ix = NULL;
@@ -119,7 +119,7 @@ static int score(rc_eval_env *env, const rc_tt_model *m, const rc_tt_history *h,
         goto out;
     tq.clicks = malloc(cfg->max_clicks * sizeof *tq.clicks);
     tq.ts = malloc(cfg->max_clicks * sizeof *tq.ts);
-    if (!tq.clicks || !tq.ts || rc_tt_work_create(m, &tq.w) ||
+    if (!tq.clicks || !tq.ts || rc_tower_work_create(m, &tq.w) ||
         rc_eval_embed_create(env->split, t, ix, env->overfetch, &em) ||
         rc_eval_acc_init(&acc, env->split->nitems)) {
         rc = rc_err(eb, el, RC_ENOMEM, "two_tower: out of memory");
@@ -136,7 +136,7 @@ static int score(rc_eval_env *env, const rc_tt_model *m, const rc_tt_history *h,
 out:
     rc_eval_acc_free(&acc);
     rc_eval_embed_destroy(em);
-    rc_tt_work_destroy(tq.w);
+    rc_tower_work_destroy(tq.w);
     free(tq.clicks);
     free(tq.ts);
     rc_index_destroy(ix);
@@ -149,8 +149,8 @@ static int run_tower(rc_eval_env *env, rc_eval_report *rep, unsigned features, c
     rc_ufeat *own = NULL;
     const rc_ufeat *feats = env->feats;
     uint32_t *rows = NULL;
-    rc_tt_history *h = NULL;
-    rc_tt_model *m = NULL;
+    rc_tower_history *h = NULL;
+    rc_tower_model *m = NULL;
     int rc;
     if ((rc = ensure_w2v(env, eb, el)))
         return rc;
@@ -178,17 +178,17 @@ static int run_tower(rc_eval_env *env, rc_eval_report *rep, unsigned features, c
         goto out;
     }
     rc_train_item_rows(env->log, env->w2v, rows);
-    if ((rc = rc_tt_history_create(env->log, env->w2v, rows, feats, &h))) {
+    if ((rc = rc_tower_history_create(env->log, env->w2v, rows, feats, &h))) {
         rc_err(eb, el, rc, "two_tower: history: %s", rc_strerror(rc));
         goto out;
     }
-    if ((rc = rc_tt_train(&rep->tower, h, env->split->train_mask, &m, &rep->tower_res, eb, el)))
+    if ((rc = rc_tower_train(&rep->tower, h, env->split->train_mask, &m, &rep->tower_res, eb, el)))
         goto out;
     rc = score(env, m, h, rep, eb, el);
     rep->tower.progress = rep->tower.quiet = 0;
 out:
-    rc_tt_destroy(m);
-    rc_tt_history_destroy(h);
+    rc_tower_destroy(m);
+    rc_tower_history_destroy(h);
     free(rows);
     rc_ufeat_free(own);
     return rc;
@@ -201,13 +201,13 @@ int rc__eval_run_tower_nofeat(rc_eval_env *env, rc_eval_report *rep, char *eb, s
 
 int rc__eval_run_tower_tags(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
 {
-    return run_tower(env, rep, RC_TT_F_TAGS, eb, el);
+    return run_tower(env, rep, RC_TOWER_F_TAGS, eb, el);
 }
 
 int rc__eval_run_tower_all(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
 {
-    return run_tower(env, rep, env->tower_features_set ? env->tower.cfg.features : RC_TT_F_ALL, eb,
-                     el);
+    return run_tower(env, rep, env->tower_features_set ? env->tower.cfg.features : RC_TOWER_F_ALL,
+                     eb, el);
 }
 
 void rc_eval_env_cleanup(rc_eval_env *env)

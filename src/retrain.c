@@ -95,12 +95,12 @@ fail:
 }
 
 int rc_retrain_run(const rc_replay_snap *snap, const rc_table *w2v, const rc_retrain_opts *opts,
-                   rc_tt_model **out, rc_retrain_result *res, char *eb, size_t el)
+                   rc_tower_model **out, rc_retrain_result *res, char *eb, size_t el)
 {
     rc_clicklog *log = NULL;
     uint32_t *rows = NULL;
     rc_ufeat *feats = NULL;
-    rc_tt_history *h = NULL;
+    rc_tower_history *h = NULL;
     int rc;
     if (!out || !res || !snap || !w2v || !opts)
         return rc_err(eb, el, RC_EINVAL, "retrain: NULL argument");
@@ -131,13 +131,13 @@ int rc_retrain_run(const rc_replay_snap *snap, const rc_table *w2v, const rc_ret
     }
     res->users_with_device = feats->users_with_device;
     res->users_with_tags = feats->users_with_tags;
-    if ((rc = rc_tt_history_create(log, w2v, rows, feats, &h))) {
+    if ((rc = rc_tower_history_create(log, w2v, rows, feats, &h))) {
         rc = rc_err(eb, el, rc, "retrain: history: %s", rc_strerror(rc));
         goto out;
     }
-    rc = rc_tt_train(&opts->train, h, NULL, out, &res->train, eb, el);
+    rc = rc_tower_train(&opts->train, h, NULL, out, &res->train, eb, el);
 out:
-    rc_tt_history_destroy(h);
+    rc_tower_history_destroy(h);
     rc_ufeat_free(feats);
     free(rows);
     rc_clicklog_free(log);

@@ -31,7 +31,7 @@
 
 /* ---- hash ---- */
 
-uint64_t rc_tt_hash(const char *s, size_t len)
+uint64_t rc_tower_hash(const char *s, size_t len)
 {
     if (!s || len == 0)
         return 0;
@@ -62,7 +62,7 @@ static int check_range(const char *name, uint32_t v, uint32_t lo, uint32_t hi, c
     return 0;
 }
 
-static void resolve(rc_tt_config *c)
+static void resolve(rc_tower_config *c)
 {
     c->dim = def(c->dim, 64);
     c->hidden = def(c->hidden, 128);
@@ -82,7 +82,7 @@ static void resolve(rc_tt_config *c)
         c->temperature = 0.05f;
 }
 
-static int check_config(const rc_tt_config *c, char *eb, size_t el)
+static int check_config(const rc_tower_config *c, char *eb, size_t el)
 {
     int rc;
     if ((rc = check_range("dim", c->dim, 8, 1024, eb, el)) ||
@@ -99,8 +99,8 @@ static int check_config(const rc_tt_config *c, char *eb, size_t el)
         (rc = check_range("tag_buckets", c->tag_buckets, 2, MAX_BUCKETS, eb, el)) ||
         (rc = check_range("tag_dim", c->tag_dim, 1, MAX_EMB_DIM, eb, el)) ||
         (rc = check_range("stats_cates", c->stats_cates, 1, MAX_STATS_CATE, eb, el)) ||
-        (rc = check_range("max_clicks", c->max_clicks, 1, RC_TT_MAX_CLICKS, eb, el)) ||
-        (rc = check_range("features", c->features, 0, RC_TT_F_ALL, eb, el)))
+        (rc = check_range("max_clicks", c->max_clicks, 1, RC_TOWER_MAX_CLICKS, eb, el)) ||
+        (rc = check_range("features", c->features, 0, RC_TOWER_F_ALL, eb, el)))
         return rc;
     if (c->dim % 8)
         return rc_err(eb, el, RC_EINVAL, "tower config: dim = %u: expected a multiple of 8",
@@ -123,9 +123,9 @@ static size_t add_dense(tt_dense *d, size_t at, uint32_t in, uint32_t out)
     return d->b + out;
 }
 
-int rc__tt_layout(rc_tt_model *m, const rc_tt_config *cfg, char *eb, size_t el)
+int rc__tt_layout(rc_tower_model *m, const rc_tower_config *cfg, char *eb, size_t el)
 {
-    rc_tt_config c = *cfg;
+    rc_tower_config c = *cfg;
     resolve(&c);
     int rc = check_config(&c, eb, el);
     if (rc)
@@ -133,7 +133,7 @@ int rc__tt_layout(rc_tt_model *m, const rc_tt_config *cfg, char *eb, size_t el)
     m->cfg = c;
     m->emb_di = c.id_dim + c.city_dim + c.cate_dim;
     m->di = m->emb_di + c.w2v_dim;
-    m->nstats = c.stats_cates + RC_TT_NSTATS_SCALARS;
+    m->nstats = c.stats_cates + RC_TOWER_NSTATS_SCALARS;
     m->ctx = c.device_dim + m->nstats;
     m->qin = m->ctx + c.tag_dim;
     m->uin = m->di + c.tag_dim + m->ctx;
@@ -164,10 +164,10 @@ int rc__tt_layout(rc_tt_model *m, const rc_tt_config *cfg, char *eb, size_t el)
     return 0;
 }
 
-int rc__tt_alloc(const rc_tt_config *cfg, rc_tt_model **out, char *eb, size_t el)
+int rc__tt_alloc(const rc_tower_config *cfg, rc_tower_model **out, char *eb, size_t el)
 {
     *out = NULL;
-    rc_tt_model *m = calloc(1, sizeof *m);
+    rc_tower_model *m = calloc(1, sizeof *m);
     if (!m)
         return rc_err(eb, el, RC_ENOMEM, "tower: out of memory");
     int rc = rc__tt_layout(m, cfg, eb, el);
@@ -191,14 +191,15 @@ static void init_uniform(float *p, size_t n, float lim, rc_rng *r)
         p[i] = (2.0f * rc_rng_float(r) - 1.0f) * lim;
 }
 
-int rc_tt_create(const rc_tt_config *cfg, uint64_t seed, rc_tt_model **out, char *eb, size_t el)
+int rc_tower_create(const rc_tower_config *cfg, uint64_t seed, rc_tower_model **out, char *eb,
+                    size_t el)
 {
     if (!out)
         return rc_err(eb, el, RC_EINVAL, "tower: out is NULL");
     *out = NULL;
     if (!cfg)
         return rc_err(eb, el, RC_EINVAL, "tower: cfg is NULL");
-    rc_tt_model *m;
+    rc_tower_model *m;
     int rc = rc__tt_alloc(cfg, &m, eb, el);
     if (rc)
         return rc;
@@ -214,7 +215,7 @@ int rc_tt_create(const rc_tt_config *cfg, uint64_t seed, rc_tt_model **out, char
     return 0;
 }
 
-void rc_tt_destroy(rc_tt_model *m)
+void rc_tower_destroy(rc_tower_model *m)
 {
     if (!m)
         return;
@@ -222,11 +223,14 @@ void rc_tt_destroy(rc_tt_model *m)
     free(m);
 }
 
-const rc_tt_config *rc_tt_config_of(const rc_tt_model *m) { return m ? &m->cfg : NULL; }
+const rc_tower_config *rc_tower_config_of(const rc_tower_model *m) { return m ? &m->cfg : NULL; }
 
-size_t rc_tt_params(const rc_tt_model *m) { return m ? m->nparams : 0; }
+size_t rc_tower_params(const rc_tower_model *m) { return m ? m->nparams : 0; }
 
-size_t rc_tt_bytes(const rc_tt_model *m) { return m ? sizeof *m + m->nparams * sizeof(float) : 0; }
+size_t rc_tower_bytes(const rc_tower_model *m)
+{
+    return m ? sizeof *m + m->nparams * sizeof(float) : 0;
+}
 
 /* ---- layers ---- */
 
@@ -322,11 +326,11 @@ static int alloc_u(uint32_t **p, size_t n, int *fail)
     return *fail;
 }
 
-int rc__tt_ws_init(const rc_tt_model *m, tt_ws *ws, uint32_t cap_u, uint32_t cap_i, int train)
+int rc__tt_ws_init(const rc_tower_model *m, tt_ws *ws, uint32_t cap_u, uint32_t cap_i, int train)
 {
     memset(ws, 0, sizeof *ws);
-    const rc_tt_config *c = &m->cfg;
-    size_t NU = cap_u, NI = cap_i, NC = c->max_clicks, MT = RC_TT_MAX_TAGS;
+    const rc_tower_config *c = &m->cfg;
+    size_t NU = cap_u, NI = cap_i, NC = c->max_clicks, MT = RC_TOWER_MAX_TAGS;
     int f = 0;
     ws->cap_u = cap_u;
     ws->cap_i = cap_i;
@@ -391,9 +395,9 @@ void rc__tt_ws_free(tt_ws *ws)
 /* ---- gathering inputs ---- */
 
 /* x = [E_id, E_city, E_cate, w2v / |w2v|]; rows[3] get the buckets. */
-static void item_x(const rc_tt_model *m, const rc_tt_item_in *in, float *x, uint32_t *rows)
+static void item_x(const rc_tower_model *m, const rc_tower_item_in *in, float *x, uint32_t *rows)
 {
-    const rc_tt_config *c = &m->cfg;
+    const rc_tower_config *c = &m->cfg;
     rows[0] = rc__tt_bucket(in->id_hash, c->id_buckets);
     rows[1] = rc__tt_bucket(in->city_hash, c->city_buckets);
     rows[2] = rc__tt_bucket(in->cate_hash, c->cate_buckets);
@@ -417,14 +421,14 @@ static void item_x(const rc_tt_model *m, const rc_tt_item_in *in, float *x, uint
         x[j] *= inv;
 }
 
-void rc__tt_item_gather(const rc_tt_model *m, tt_ws *ws, uint32_t i, const rc_tt_item_in *in)
+void rc__tt_item_gather(const rc_tower_model *m, tt_ws *ws, uint32_t i, const rc_tower_item_in *in)
 {
     item_x(m, in, ws->ix + (size_t)i * m->di, ws->irow + (size_t)i * 3);
 }
 
-void rc__tt_user_gather(const rc_tt_model *m, tt_ws *ws, uint32_t b, const rc_tt_user_in *in)
+void rc__tt_user_gather(const rc_tower_model *m, tt_ws *ws, uint32_t b, const rc_tower_user_in *in)
 {
-    const rc_tt_config *c = &m->cfg;
+    const rc_tower_config *c = &m->cfg;
     uint32_t k = in->clicks ? RC_MIN(in->nclicks, c->max_clicks) : 0;
     uint32_t first = in->nclicks - k;
     ws->ncl[b] = k;
@@ -433,7 +437,7 @@ void rc__tt_user_gather(const rc_tt_model *m, tt_ws *ws, uint32_t b, const rc_tt
                ws->crow + ((size_t)b * ws->C + j) * 3);
     /* ctx = [E_dev, stats] at the start of qin. */
     float *ctx = ws->qin + (size_t)b * m->qin;
-    if (c->features & RC_TT_F_DEVICE) {
+    if (c->features & RC_TOWER_F_DEVICE) {
         uint32_t r = rc__tt_bucket(in->device_hash, c->device_buckets);
         ws->dev_row[b] = r;
         memcpy(ctx, rc__tt_row(m, TT_E_DEV, r), c->device_dim * sizeof(float));
@@ -441,13 +445,13 @@ void rc__tt_user_gather(const rc_tt_model *m, tt_ws *ws, uint32_t b, const rc_tt
         ws->dev_row[b] = UINT32_MAX;
         memset(ctx, 0, c->device_dim * sizeof(float));
     }
-    if (c->features & RC_TT_F_STATS)
-        rc_tt_user_stats(c, in, ctx + c->device_dim);
+    if (c->features & RC_TOWER_F_STATS)
+        rc_tower_user_stats(c, in, ctx + c->device_dim);
     else
         memset(ctx + c->device_dim, 0, m->nstats * sizeof(float));
     uint32_t nt = 0;
-    if ((c->features & RC_TT_F_TAGS) && in->tag_hashes)
-        nt = RC_MIN(in->ntags, RC_TT_MAX_TAGS);
+    if ((c->features & RC_TOWER_F_TAGS) && in->tag_hashes)
+        nt = RC_MIN(in->ntags, RC_TOWER_MAX_TAGS);
     ws->ntg[b] = nt;
     for (uint32_t j = 0; j < nt; j++) {
         uint32_t r = rc__tt_bucket(in->tag_hashes[j], c->tag_buckets);
@@ -457,13 +461,13 @@ void rc__tt_user_gather(const rc_tt_model *m, tt_ws *ws, uint32_t b, const rc_tt
     }
 }
 
-void rc_tt_user_stats(const rc_tt_config *cfg, const rc_tt_user_in *in, float *out)
+void rc_tower_user_stats(const rc_tower_config *cfg, const rc_tower_user_in *in, float *out)
 {
     uint32_t sc = cfg->stats_cates ? cfg->stats_cates : 32;
     uint32_t maxc = cfg->max_clicks ? cfg->max_clicks : 50;
     uint32_t k = in->clicks ? RC_MIN(in->nclicks, maxc) : 0;
     uint32_t first = in->nclicks - k;
-    memset(out, 0, (sc + RC_TT_NSTATS_SCALARS) * sizeof(float));
+    memset(out, 0, (sc + RC_TOWER_NSTATS_SCALARS) * sizeof(float));
     for (uint32_t j = 0; j < k; j++)
         out[in->clicks[first + j].cate_hash % sc] += 1.0f / (float)k;
     float *s = out + sc;
@@ -478,7 +482,7 @@ void rc_tt_user_stats(const rc_tt_config *cfg, const rc_tt_user_in *in, float *o
 
 /* ---- forward ---- */
 
-void rc__tt_item_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n)
+void rc__tt_item_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
 {
     const float *p = m->p;
     rc__tt_dense_fwd(p + m->i1.w, p + m->i1.b, ws->ix, n, m->i1.in, m->i1.out, ws->ih, 1);
@@ -487,15 +491,15 @@ void rc__tt_item_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n)
 }
 
 /* Tag pooling of every user into qin's tagpool part (after ctx). */
-static void tags_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n)
+static void tags_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
 {
-    const rc_tt_config *c = &m->cfg;
-    if (!(c->features & RC_TT_F_TAGS)) {
+    const rc_tower_config *c = &m->cfg;
+    if (!(c->features & RC_TOWER_F_TAGS)) {
         for (uint32_t b = 0; b < n; b++)
             memset(ws->qin + (size_t)b * m->qin + m->ctx, 0, c->tag_dim * sizeof(float));
         return;
     }
-    int attn = (c->features & RC_TT_F_ATTN) != 0;
+    int attn = (c->features & RC_TOWER_F_ATTN) != 0;
     if (attn) /* Qt = ctx Wtq^T + btq; ctx rows sit in qin with stride qin */
         for (uint32_t b = 0; b < n; b++)
             rc__tt_dense_fwd(m->p + m->tq.w, m->p + m->tq.b, ws->qin + (size_t)b * m->qin, 1,
@@ -512,12 +516,12 @@ static void tags_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n)
     }
 }
 
-void rc__tt_user_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n)
+void rc__tt_user_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
 {
-    const rc_tt_config *c = &m->cfg;
+    const rc_tower_config *c = &m->cfg;
     const float *p = m->p;
     tags_fwd(m, ws, n);
-    int attn = (c->features & RC_TT_F_ATTN) != 0;
+    int attn = (c->features & RC_TOWER_F_ATTN) != 0;
     if (attn)
         rc__tt_dense_fwd(p + m->q.w, p + m->q.b, ws->qin, n, m->qin, m->di, ws->q, 0);
     float scale = 1.0f / sqrtf((float)m->di);
@@ -539,16 +543,16 @@ void rc__tt_user_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n)
 
 /* ---- inference ---- */
 
-struct rc_tt_work {
+struct rc_tower_work {
     tt_ws ws;
 };
 
-int rc_tt_work_create(const rc_tt_model *m, rc_tt_work **out)
+int rc_tower_work_create(const rc_tower_model *m, rc_tower_work **out)
 {
     if (!m || !out)
         return RC_EINVAL;
     *out = NULL;
-    rc_tt_work *w = calloc(1, sizeof *w);
+    rc_tower_work *w = calloc(1, sizeof *w);
     if (!w)
         return RC_ENOMEM;
     if (rc__tt_ws_init(m, &w->ws, 1, 1, 0)) {
@@ -559,7 +563,7 @@ int rc_tt_work_create(const rc_tt_model *m, rc_tt_work **out)
     return 0;
 }
 
-void rc_tt_work_destroy(rc_tt_work *w)
+void rc_tower_work_destroy(rc_tower_work *w)
 {
     if (!w)
         return;
@@ -567,15 +571,16 @@ void rc_tt_work_destroy(rc_tt_work *w)
     free(w);
 }
 
-void rc_tt_item_vector(const rc_tt_model *m, rc_tt_work *w, const rc_tt_item_in *in, float *out)
+void rc_tower_item_vector(const rc_tower_model *m, rc_tower_work *w, const rc_tower_item_in *in,
+                          float *out)
 {
     rc__tt_item_gather(m, &w->ws, 0, in);
     rc__tt_item_fwd(m, &w->ws, 1);
     memcpy(out, w->ws.iv, m->cfg.dim * sizeof(float));
 }
 
-void rc_tt_user_vector(const rc_tt_model *m, rc_tt_work *w, const rc_tt_user_in *in, float *out,
-                       float *att, uint32_t *natt)
+void rc_tower_user_vector(const rc_tower_model *m, rc_tower_work *w, const rc_tower_user_in *in,
+                          float *out, float *att, uint32_t *natt)
 {
     tt_ws *ws = &w->ws;
     rc__tt_user_gather(m, ws, 0, in);
@@ -590,7 +595,7 @@ void rc_tt_user_vector(const rc_tt_model *m, rc_tt_work *w, const rc_tt_user_in 
 
 /* ---- file ---- */
 
-static void cfg_fields(const rc_tt_config *c, uint32_t f[NCFG])
+static void cfg_fields(const rc_tower_config *c, uint32_t f[NCFG])
 {
     uint32_t t;
     memcpy(&t, &c->temperature, 4);
@@ -614,7 +619,7 @@ static void cfg_fields(const rc_tt_config *c, uint32_t f[NCFG])
     memcpy(f, v, sizeof v);
 }
 
-static void cfg_from_fields(const uint32_t f[NCFG], rc_tt_config *c)
+static void cfg_from_fields(const uint32_t f[NCFG], rc_tower_config *c)
 {
     memset(c, 0, sizeof *c);
     c->dim = f[0];
@@ -644,7 +649,7 @@ static int write_all(FILE *f, const void *p, size_t n, uint32_t *crc)
     return fwrite(p, 1, n, f) == n ? 0 : -1;
 }
 
-int rc_tt_save(const rc_tt_model *m, const char *path, char *eb, size_t el)
+int rc_tower_save(const rc_tower_model *m, const char *path, char *eb, size_t el)
 {
     if (!m || !path)
         return rc_err(eb, el, RC_EINVAL, "tower model: NULL argument");
@@ -709,7 +714,7 @@ static int read_file(const char *path, unsigned char **buf, size_t *len, char *e
     return 0;
 }
 
-static int parse(const unsigned char *buf, size_t len, const char *path, rc_tt_model **out,
+static int parse(const unsigned char *buf, size_t len, const char *path, rc_tower_model **out,
                  char *eb, size_t el)
 {
     uint32_t ver, cf[NCFG];
@@ -721,10 +726,10 @@ static int parse(const unsigned char *buf, size_t len, const char *path, rc_tt_m
                       VERSION);
     memcpy(cf, buf + 12, sizeof cf);
     memcpy(&np, buf + 12 + sizeof cf, 8);
-    rc_tt_config c;
+    rc_tower_config c;
     cfg_from_fields(cf, &c);
     char why[256];
-    rc_tt_model *m;
+    rc_tower_model *m;
     int rc = rc__tt_alloc(&c, &m, why, sizeof why);
     if (rc == RC_EINVAL)
         return rc_err(eb, el, RC_ECORRUPT, "tower model %s: bad config (%s)", path, why);
@@ -734,7 +739,7 @@ static int parse(const unsigned char *buf, size_t len, const char *path, rc_tt_m
      * the model they were trained as. */
     size_t nr = ver == 1 ? m->cfg.max_clicks : 0, want = m->nparams - nr;
     if (np != want || len != HEADER_BYTES + np * sizeof(float) + 4) {
-        rc_tt_destroy(m);
+        rc_tower_destroy(m);
         return rc_err(eb, el, RC_ECORRUPT,
                       "tower model %s: %llu parameters for a config of %zu (inconsistent size)",
                       path, (unsigned long long)np, want);
@@ -745,14 +750,14 @@ static int parse(const unsigned char *buf, size_t len, const char *path, rc_tt_m
            (m->nparams - m->rec - nr) * sizeof(float));
     for (size_t i = 0; i < m->nparams; i++)
         if (!isfinite(m->p[i])) {
-            rc_tt_destroy(m);
+            rc_tower_destroy(m);
             return rc_err(eb, el, RC_ECORRUPT, "tower model %s: non-finite weight %zu", path, i);
         }
     *out = m;
     return 0;
 }
 
-int rc_tt_load(const char *path, rc_tt_model **out, char *eb, size_t el)
+int rc_tower_load(const char *path, rc_tower_model **out, char *eb, size_t el)
 {
     if (!out || !path)
         return rc_err(eb, el, RC_EINVAL, "tower model: NULL argument");
@@ -785,7 +790,7 @@ int rc_tt_load(const char *path, rc_tt_model **out, char *eb, size_t el)
     return rc;
 }
 
-int rc_tt_probe(const char *path)
+int rc_tower_probe(const char *path)
 {
     if (!path)
         return 0;

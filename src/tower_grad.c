@@ -51,7 +51,7 @@ void rc__tt_attn_bwd(const float *q, const float *X, const float *a, uint32_t k,
 void rc__tt_rattn_bwd(const float *q, const float *X, const float *a, uint32_t k, uint32_t d,
                       float scale, const float *dout, float *dq, float *dX, float *dr)
 {
-    float ds[RC_TT_MAX_CLICKS > RC_TT_MAX_TAGS ? RC_TT_MAX_CLICKS : RC_TT_MAX_TAGS];
+    float ds[RC_TOWER_MAX_CLICKS > RC_TOWER_MAX_TAGS ? RC_TOWER_MAX_CLICKS : RC_TOWER_MAX_TAGS];
     if (q)
         memset(dq, 0, d * sizeof(float));
     if (k == 0)
@@ -84,7 +84,7 @@ void rc__tt_mean_bwd(uint32_t k, uint32_t d, const float *dout, float *dX)
 
 /* ---- sparse gradients ---- */
 
-int rc__tt_grad_init(const rc_tt_model *m, tt_grad *g, uint32_t cap_rows)
+int rc__tt_grad_init(const rc_tower_model *m, tt_grad *g, uint32_t cap_rows)
 {
     memset(g, 0, sizeof *g);
     for (int t = 0; t < TT_NTABLES; t++)
@@ -111,7 +111,7 @@ void rc__tt_grad_free(tt_grad *g)
     memset(g, 0, sizeof *g);
 }
 
-void rc__tt_grad_clear(const rc_tt_model *m, tt_grad *g)
+void rc__tt_grad_clear(const rc_tower_model *m, tt_grad *g)
 {
     memset(g->dense, 0, m->ndense * sizeof(float));
     for (uint32_t i = 0; i < g->ntouched; i++)
@@ -119,7 +119,7 @@ void rc__tt_grad_clear(const rc_tt_model *m, tt_grad *g)
     g->ntouched = 0;
 }
 
-float *rc__tt_grad_row(const rc_tt_model *m, tt_grad *g, int t, uint32_t bucket)
+float *rc__tt_grad_row(const rc_tower_model *m, tt_grad *g, int t, uint32_t bucket)
 {
     uint32_t r = m->tab[t].base + bucket, s = g->slot[r];
     if (s == UINT32_MAX) {
@@ -133,7 +133,7 @@ float *rc__tt_grad_row(const rc_tt_model *m, tt_grad *g, int t, uint32_t bucket)
     return g->arena + (size_t)s * g->maxdim;
 }
 
-void rc__tt_row_of(const rc_tt_model *m, uint32_t grow, int *t, uint32_t *bucket)
+void rc__tt_row_of(const rc_tower_model *m, uint32_t grow, int *t, uint32_t *bucket)
 {
     int k = 0;
     while (k + 1 < TT_NTABLES && grow >= m->tab[k + 1].base)
@@ -142,7 +142,7 @@ void rc__tt_row_of(const rc_tt_model *m, uint32_t grow, int *t, uint32_t *bucket
     *bucket = grow - m->tab[k].base;
 }
 
-static void add_row(const rc_tt_model *m, tt_grad *g, int t, uint32_t bucket, const float *d)
+static void add_row(const rc_tower_model *m, tt_grad *g, int t, uint32_t bucket, const float *d)
 {
     float *r = rc__tt_grad_row(m, g, t, bucket);
     if (r)
@@ -150,9 +150,9 @@ static void add_row(const rc_tt_model *m, tt_grad *g, int t, uint32_t bucket, co
 }
 
 /* dx of one item input -> its id / city / cate rows (the w2v part is frozen). */
-static void scatter_item(const rc_tt_model *m, tt_grad *g, const uint32_t *rows, const float *dx)
+static void scatter_item(const rc_tower_model *m, tt_grad *g, const uint32_t *rows, const float *dx)
 {
-    const rc_tt_config *c = &m->cfg;
+    const rc_tower_config *c = &m->cfg;
     add_row(m, g, TT_E_ID, rows[0], dx);
     add_row(m, g, TT_E_CITY, rows[1], dx + c->id_dim);
     add_row(m, g, TT_E_CATE, rows[2], dx + c->id_dim + c->city_dim);
@@ -160,9 +160,9 @@ static void scatter_item(const rc_tt_model *m, tt_grad *g, const uint32_t *rows,
 
 /* ---- tower backward ---- */
 
-void rc__tt_item_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
+void rc__tt_item_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
 {
-    const rc_tt_config *c = &m->cfg;
+    const rc_tower_config *c = &m->cfg;
     float *gd = g->dense;
     rc__tt_l2n_bwd(ws->iv, ws->inorm, ws->div, n, c->dim, ws->div);
     rc__tt_dense_bwd(m->p + m->i2.w, ws->ih, NULL, ws->div, n, m->i2.in, m->i2.out, gd + m->i2.w,
@@ -175,10 +175,10 @@ void rc__tt_item_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
 
 /* Click pooling backward: dcx, and the query's gradient into duin's ctx and
  * tagpool parts. */
-static void clicks_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
+static void clicks_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
 {
-    const rc_tt_config *c = &m->cfg;
-    int attn = (c->features & RC_TT_F_ATTN) != 0;
+    const rc_tower_config *c = &m->cfg;
+    int attn = (c->features & RC_TOWER_F_ATTN) != 0;
     float scale = 1.0f / sqrtf((float)m->di);
     for (uint32_t b = 0; b < n; b++) {
         float *dX = ws->dcx + (size_t)b * ws->C * m->di;
@@ -202,12 +202,12 @@ static void clicks_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
     }
 }
 
-static void tags_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
+static void tags_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
 {
-    const rc_tt_config *c = &m->cfg;
-    if (!(c->features & RC_TT_F_TAGS))
+    const rc_tower_config *c = &m->cfg;
+    if (!(c->features & RC_TOWER_F_TAGS))
         return;
-    int attn = (c->features & RC_TT_F_ATTN) != 0;
+    int attn = (c->features & RC_TOWER_F_ATTN) != 0;
     float scale = 1.0f / sqrtf((float)c->tag_dim);
     for (uint32_t b = 0; b < n; b++) {
         uint32_t nt = ws->ntg[b];
@@ -233,9 +233,9 @@ static void tags_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
     }
 }
 
-void rc__tt_user_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
+void rc__tt_user_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
 {
-    const rc_tt_config *c = &m->cfg;
+    const rc_tower_config *c = &m->cfg;
     float *gd = g->dense;
     rc__tt_l2n_bwd(ws->uv, ws->unorm, ws->duv, n, c->dim, ws->duv);
     rc__tt_dense_bwd(m->p + m->u2.w, ws->uh, NULL, ws->duv, n, m->u2.in, m->u2.out, gd + m->u2.w,
@@ -272,7 +272,7 @@ static double xent(float *l, uint32_t k, float gscale)
     return loss;
 }
 
-double rc__tt_shard_step(const rc_tt_model *m, tt_ws *ws, const tt_shard *sh, tt_grad *g)
+double rc__tt_shard_step(const rc_tower_model *m, tt_ws *ws, const tt_shard *sh, tt_grad *g)
 {
     const uint32_t n = sh->n, ne = sh->ne, nh = sh->nh, d = m->cfg.dim, ld = 1 + ne + nh;
     const uint32_t ni = n + ne + n * nh;

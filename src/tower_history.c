@@ -11,7 +11,7 @@
 #include "recalld/tower.h"
 #include "tower_impl.h"
 
-struct rc_tt_history {
+struct rc_tower_history {
     const rc_clicklog *log;
     const rc_table *w2v;
     const uint32_t *item_rows;
@@ -42,11 +42,11 @@ static uint64_t str_hash(const rc_dict *d, uint32_t id)
 {
     size_t len = 0;
     const char *s = rc_dict_str(d, id, &len);
-    return s ? rc_tt_hash(s, len) : 0;
+    return s ? rc_tower_hash(s, len) : 0;
 }
 
 /* Counting sort by user, then time order inside each user. */
-static int build_order(rc_tt_history *h)
+static int build_order(rc_tower_history *h)
 {
     const rc_clicklog *log = h->log;
     size_t n = log->n;
@@ -78,7 +78,7 @@ static int build_order(rc_tt_history *h)
     return 0;
 }
 
-static int build_sessions(rc_tt_history *h)
+static int build_sessions(rc_tower_history *h)
 {
     const rc_clicklog *log = h->log;
     uint32_t *stamp = calloc(log->nsessions ? log->nsessions : 1, sizeof *stamp);
@@ -99,7 +99,7 @@ static int build_sessions(rc_tt_history *h)
     return 0;
 }
 
-static void build_items(rc_tt_history *h)
+static void build_items(rc_tower_history *h)
 {
     const rc_clicklog *log = h->log;
     memset(h->icity, 0xff, h->nitems * sizeof(uint32_t));
@@ -119,8 +119,8 @@ static void build_items(rc_tt_history *h)
     }
 }
 
-int rc_tt_history_create(const rc_clicklog *log, const rc_table *w2v, const uint32_t *item_rows,
-                         const rc_ufeat *feats, rc_tt_history **out)
+int rc_tower_history_create(const rc_clicklog *log, const rc_table *w2v, const uint32_t *item_rows,
+                            const rc_ufeat *feats, rc_tower_history **out)
 {
     if (!out)
         return RC_EINVAL;
@@ -129,15 +129,15 @@ int rc_tt_history_create(const rc_clicklog *log, const rc_table *w2v, const uint
         return RC_EINVAL;
     if (log->n >= UINT32_MAX)
         return RC_E2BIG;
-    rc_tt_history *h = calloc(1, sizeof *h);
+    rc_tower_history *h = calloc(1, sizeof *h);
     if (!h)
         return RC_ENOMEM;
-    *h = (rc_tt_history){.log = log,
-                         .w2v = w2v,
-                         .item_rows = item_rows,
-                         .feats = feats,
-                         .nusers = rc_dict_size(log->users),
-                         .nitems = rc_dict_size(log->items)};
+    *h = (rc_tower_history){.log = log,
+                            .w2v = w2v,
+                            .item_rows = item_rows,
+                            .feats = feats,
+                            .nusers = rc_dict_size(log->users),
+                            .nitems = rc_dict_size(log->items)};
     size_t n = log->n ? log->n : 1, ni = h->nitems ? h->nitems : 1;
     h->ord = malloc(n * sizeof(uint32_t));
     h->pos = malloc(n * sizeof(uint32_t));
@@ -155,11 +155,11 @@ int rc_tt_history_create(const rc_clicklog *log, const rc_table *w2v, const uint
     *out = h;
     return 0;
 fail:
-    rc_tt_history_destroy(h);
+    rc_tower_history_destroy(h);
     return rc;
 }
 
-void rc_tt_history_destroy(rc_tt_history *h)
+void rc_tower_history_destroy(rc_tower_history *h)
 {
     if (!h)
         return;
@@ -173,22 +173,22 @@ void rc_tt_history_destroy(rc_tt_history *h)
     free(h);
 }
 
-void rc_tt_history_item_in(const rc_tt_history *h, uint32_t item, rc_tt_item_in *out)
+void rc_tower_history_item_in(const rc_tower_history *h, uint32_t item, rc_tower_item_in *out)
 {
     if (item >= h->nitems) {
-        *out = (rc_tt_item_in){0};
+        *out = (rc_tower_item_in){0};
         return;
     }
     const uint64_t *x = h->ih + 3 * (size_t)item;
     uint32_t row = h->item_rows[item];
-    *out = (rc_tt_item_in){.id_hash = x[0],
-                           .city_hash = x[1],
-                           .cate_hash = x[2],
-                           .w2v = row == UINT32_MAX ? NULL : rc_table_in(h->w2v, row)};
+    *out = (rc_tower_item_in){.id_hash = x[0],
+                              .city_hash = x[1],
+                              .cate_hash = x[2],
+                              .w2v = row == UINT32_MAX ? NULL : rc_table_in(h->w2v, row)};
 }
 
-uint32_t rc_tt_history_user_in(const rc_tt_history *h, size_t rec, uint32_t max_clicks,
-                               rc_tt_item_in *clicks, int64_t *ts, rc_tt_user_in *out)
+uint32_t rc_tower_history_user_in(const rc_tower_history *h, size_t rec, uint32_t max_clicks,
+                                  rc_tower_item_in *clicks, int64_t *ts, rc_tower_user_in *out)
 {
     const rc_clicklog *log = h->log;
     memset(out, 0, sizeof *out);
@@ -199,7 +199,7 @@ uint32_t rc_tt_history_user_in(const rc_tt_history *h, size_t rec, uint32_t max_
     uint32_t earlier = p - start, k = RC_MIN(earlier, max_clicks);
     for (uint32_t j = 0; j < k; j++) {
         uint32_t e = h->ord[p - k + j];
-        rc_tt_history_item_in(h, log->recs[e].item, &clicks[j]);
+        rc_tower_history_item_in(h, log->recs[e].item, &clicks[j]);
         if (ts)
             ts[j] = log->recs[e].ts_ms;
     }
@@ -220,15 +220,15 @@ uint32_t rc_tt_history_user_in(const rc_tt_history *h, size_t rec, uint32_t max_
     return k;
 }
 
-uint32_t rc__tt_history_nusers(const rc_tt_history *h) { return h->nusers; }
-const rc_clicklog *rc__tt_history_log(const rc_tt_history *h) { return h->log; }
-const uint32_t *rc__tt_history_item_rows(const rc_tt_history *h) { return h->item_rows; }
-const rc_table *rc__tt_history_w2v(const rc_tt_history *h) { return h->w2v; }
-uint32_t rc__tt_history_item_city(const rc_tt_history *h, uint32_t item)
+uint32_t rc__tt_history_nusers(const rc_tower_history *h) { return h->nusers; }
+const rc_clicklog *rc__tt_history_log(const rc_tower_history *h) { return h->log; }
+const uint32_t *rc__tt_history_item_rows(const rc_tower_history *h) { return h->item_rows; }
+const rc_table *rc__tt_history_w2v(const rc_tower_history *h) { return h->w2v; }
+uint32_t rc__tt_history_item_city(const rc_tower_history *h, uint32_t item)
 {
     return item < h->nitems ? h->icity[item] : 0;
 }
-uint32_t rc__tt_history_item_cate(const rc_tt_history *h, uint32_t item)
+uint32_t rc__tt_history_item_cate(const rc_tower_history *h, uint32_t item)
 {
     return item < h->nitems ? h->icate[item] : 0;
 }

@@ -29,18 +29,18 @@ typedef struct tt_dense {
     uint32_t in, out;
 } tt_dense;
 
-struct rc_tt_model {
-    rc_tt_config cfg; /* resolved */
-    uint32_t di;      /* item input: id_dim + city_dim + cate_dim + w2v_dim */
-    uint32_t emb_di;  /* trainable part of it: id_dim + city_dim + cate_dim */
-    uint32_t nstats;  /* stats_cates + RC_TT_NSTATS_SCALARS */
-    uint32_t ctx;     /* dev_dim + nstats */
-    uint32_t qin;     /* ctx + tag_dim: the click query's input [ctx, tagpool] */
-    uint32_t uin;     /* di + tag_dim + ctx: [clickpool, tagpool, E_dev, stats] */
-    tt_dense i1, i2;  /* item tower */
-    tt_dense u1, u2;  /* user tower */
-    tt_dense q, tq;   /* click query (qin -> di), tag query (ctx -> tag_dim) */
-    size_t rec;       /* recency bias r: max_clicks floats, the last dense parameters */
+struct rc_tower_model {
+    rc_tower_config cfg; /* resolved */
+    uint32_t di;         /* item input: id_dim + city_dim + cate_dim + w2v_dim */
+    uint32_t emb_di;     /* trainable part of it: id_dim + city_dim + cate_dim */
+    uint32_t nstats;     /* stats_cates + RC_TOWER_NSTATS_SCALARS */
+    uint32_t ctx;        /* dev_dim + nstats */
+    uint32_t qin;        /* ctx + tag_dim: the click query's input [ctx, tagpool] */
+    uint32_t uin;        /* di + tag_dim + ctx: [clickpool, tagpool, E_dev, stats] */
+    tt_dense i1, i2;     /* item tower */
+    tt_dense u1, u2;     /* user tower */
+    tt_dense q, tq;      /* click query (qin -> di), tag query (ctx -> tag_dim) */
+    size_t rec;          /* recency bias r: max_clicks floats, the last dense parameters */
     tt_table tab[TT_NTABLES];
     size_t ndense;  /* floats of the dense layers and r: block[0 .. ndense) */
     size_t nparams; /* all floats */
@@ -53,15 +53,15 @@ static inline uint32_t rc__tt_bucket(uint64_t h, uint32_t rows)
 {
     return h == 0 ? 0 : 1u + (uint32_t)(h % (uint64_t)(rows - 1));
 }
-static inline float *rc__tt_row(const rc_tt_model *m, int t, uint32_t bucket)
+static inline float *rc__tt_row(const rc_tower_model *m, int t, uint32_t bucket)
 {
     return m->p + m->tab[t].off + (size_t)bucket * m->tab[t].dim;
 }
 
 /* Resolves defaults and checks bounds; fills the layout of m (not m->p). */
-int rc__tt_layout(rc_tt_model *m, const rc_tt_config *cfg, char *errbuf, size_t errlen);
-/* Allocates a model for cfg with zeroed weights (rc_tt_create = this + init). */
-int rc__tt_alloc(const rc_tt_config *cfg, rc_tt_model **out, char *errbuf, size_t errlen);
+int rc__tt_layout(rc_tower_model *m, const rc_tower_config *cfg, char *errbuf, size_t errlen);
+/* Allocates a model for cfg with zeroed weights (rc_tower_create = this + init). */
+int rc__tt_alloc(const rc_tower_config *cfg, rc_tower_model **out, char *errbuf, size_t errlen);
 
 /* ---- layers (exposed for the gradient tests) ---- */
 /* Y[n x out] = X[n x in] W^T + b, then max(0, .) when relu. */
@@ -117,14 +117,14 @@ typedef struct tt_ws {
     float *duv, *duh, *duin, *dq, *dqin, *dcx, *dqt, *dtg;
 } tt_ws;
 
-int rc__tt_ws_init(const rc_tt_model *m, tt_ws *ws, uint32_t cap_u, uint32_t cap_i, int train);
+int rc__tt_ws_init(const rc_tower_model *m, tt_ws *ws, uint32_t cap_u, uint32_t cap_i, int train);
 void rc__tt_ws_free(tt_ws *ws);
 /* Fill slot i / b of the workspace from an input (embedding rows copied). */
-void rc__tt_item_gather(const rc_tt_model *m, tt_ws *ws, uint32_t i, const rc_tt_item_in *in);
-void rc__tt_user_gather(const rc_tt_model *m, tt_ws *ws, uint32_t b, const rc_tt_user_in *in);
+void rc__tt_item_gather(const rc_tower_model *m, tt_ws *ws, uint32_t i, const rc_tower_item_in *in);
+void rc__tt_user_gather(const rc_tower_model *m, tt_ws *ws, uint32_t b, const rc_tower_user_in *in);
 /* Forward of items [0, n) / users [0, n): iv / uv get unit vectors. */
-void rc__tt_item_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n);
-void rc__tt_user_fwd(const rc_tt_model *m, tt_ws *ws, uint32_t n);
+void rc__tt_item_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n);
+void rc__tt_user_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n);
 
 /* ---- gradients ---- */
 /* One thread's gradient: dense part flat, embedding rows sparse through a
@@ -136,20 +136,20 @@ typedef struct tt_grad {
     uint32_t *touched; /* global rows, in first-touch order */
     uint32_t ntouched, cap, maxdim;
 } tt_grad;
-int rc__tt_grad_init(const rc_tt_model *m, tt_grad *g, uint32_t cap_rows);
+int rc__tt_grad_init(const rc_tower_model *m, tt_grad *g, uint32_t cap_rows);
 void rc__tt_grad_free(tt_grad *g);
 /* Zeroes the dense part and forgets the touched rows. */
-void rc__tt_grad_clear(const rc_tt_model *m, tt_grad *g);
+void rc__tt_grad_clear(const rc_tower_model *m, tt_grad *g);
 /* The gradient row of table t's bucket (zeroed on first touch). NULL when the
  * arena is full (cannot happen when cap_rows bounds the batch's rows). */
-float *rc__tt_grad_row(const rc_tt_model *m, tt_grad *g, int t, uint32_t bucket);
+float *rc__tt_grad_row(const rc_tower_model *m, tt_grad *g, int t, uint32_t bucket);
 /* Global row -> (table, bucket). */
-void rc__tt_row_of(const rc_tt_model *m, uint32_t grow, int *t, uint32_t *bucket);
+void rc__tt_row_of(const rc_tower_model *m, uint32_t grow, int *t, uint32_t *bucket);
 
 /* Backward of items [0, n) from ws->div (dL/dv), users [0, n) from ws->duv;
  * accumulates into g. ws->div / duv are consumed. */
-void rc__tt_item_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g);
-void rc__tt_user_bwd(const rc_tt_model *m, tt_ws *ws, uint32_t n, tt_grad *g);
+void rc__tt_item_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g);
+void rc__tt_user_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g);
 
 /* ---- the sampled-softmax loss of one shard ---- */
 /* Items in ws: [0, n) positives, [n, n + ne) the shared easy negatives,
@@ -166,15 +166,15 @@ typedef struct tt_shard {
 } tt_shard;
 /* Forward both towers (inputs already gathered), the loss, and the backward
  * into g (scaled by sh->scale). Returns the SUM of the n example losses. */
-double rc__tt_shard_step(const rc_tt_model *m, tt_ws *ws, const tt_shard *sh, tt_grad *g);
+double rc__tt_shard_step(const rc_tower_model *m, tt_ws *ws, const tt_shard *sh, tt_grad *g);
 
 /* History internals for the trainer. */
-uint32_t rc__tt_history_nusers(const rc_tt_history *h);
-const rc_clicklog *rc__tt_history_log(const rc_tt_history *h);
-const uint32_t *rc__tt_history_item_rows(const rc_tt_history *h);
-const rc_table *rc__tt_history_w2v(const rc_tt_history *h);
+uint32_t rc__tt_history_nusers(const rc_tower_history *h);
+const rc_clicklog *rc__tt_history_log(const rc_tower_history *h);
+const uint32_t *rc__tt_history_item_rows(const rc_tower_history *h);
+const rc_table *rc__tt_history_w2v(const rc_tower_history *h);
 /* Canonical city / category (log dense ids) of log item `item`: its first record's. */
-uint32_t rc__tt_history_item_city(const rc_tt_history *h, uint32_t item);
-uint32_t rc__tt_history_item_cate(const rc_tt_history *h, uint32_t item);
+uint32_t rc__tt_history_item_city(const rc_tower_history *h, uint32_t item);
+uint32_t rc__tt_history_item_cate(const rc_tower_history *h, uint32_t item);
 
 #endif

@@ -15,7 +15,7 @@
 
 struct rc_tower_serve {
     atomic_int refs;
-    rc_tt_model *model;
+    rc_tower_model *model;
     const rc_table *w2v;
     rc_table *mirror;
     rc_index *index;
@@ -25,11 +25,11 @@ struct rc_tower_serve {
     int8_t **q8;          /* per chunk of Q8_ROWS rows: wdim bytes per row */
     uint32_t nq8, q8_cap; /* chunks allocated, pointer slots (nq8 stored atomically:
                            * the stats read it from any thread) */
-    rc_tt_work *wwork;    /* the writer's scratch */
+    rc_tower_work *wwork; /* the writer's scratch */
     float *vbuf;          /* dim floats */
     /* inference scratches of other threads */
     pthread_mutex_t pool_mu;
-    rc_tt_work *pool[POOL_MAX];
+    rc_tower_work *pool[POOL_MAX];
     uint32_t npool;
     /* statistics (relaxed atomics) */
     _Atomic uint32_t rows;
@@ -39,14 +39,14 @@ struct rc_tower_serve {
 static uint64_t name_hash(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
-    return n ? rc_tt_hash(s, n) : 0;
+    return n ? rc_tower_hash(s, n) : 0;
 }
 
-void rc_tower_serve_item_in(const rc_table *w2v, uint32_t row, rc_tt_item_in *in)
+void rc_tower_serve_item_in(const rc_table *w2v, uint32_t row, rc_tower_item_in *in)
 {
     size_t len;
     const char *id = rc_table_item_id(w2v, row, &len);
-    in->id_hash = id && len ? rc_tt_hash(id, len) : 0;
+    in->id_hash = id && len ? rc_tower_hash(id, len) : 0;
     in->city_hash = name_hash(rc_table_city_name(w2v, rc_table_city(w2v, row)));
     in->cate_hash = name_hash(rc_table_cate_name(w2v, rc_table_cate(w2v, row)));
     in->w2v = rc_table_in(w2v, row);
@@ -60,34 +60,34 @@ static void destroy(rc_tower_serve *b)
         free(b->q8[i]);
     free(b->q8);
     for (uint32_t i = 0; i < b->npool; i++)
-        rc_tt_work_destroy(b->pool[i]);
-    rc_tt_work_destroy(b->wwork);
+        rc_tower_work_destroy(b->pool[i]);
+    rc_tower_work_destroy(b->wwork);
     free(b->vbuf);
-    rc_tt_destroy(b->model);
+    rc_tower_destroy(b->model);
     pthread_mutex_destroy(&b->pool_mu);
     free(b);
 }
 
-int rc_tower_serve_create(rc_tt_model *m, const rc_table *w2v, const rc_tower_serve_opts *opts,
+int rc_tower_serve_create(rc_tower_model *m, const rc_table *w2v, const rc_tower_serve_opts *opts,
                           rc_tower_serve **out, char *errbuf, size_t errlen)
 {
     rc_tower_serve_opts o = opts ? *opts : (rc_tower_serve_opts){0};
     *out = NULL;
     if (!m || !w2v) {
-        rc_tt_destroy(m);
+        rc_tower_destroy(m);
         return rc_err(errbuf, errlen, RC_EINVAL, "tower: no model or no table");
     }
-    const rc_tt_config *c = rc_tt_config_of(m);
+    const rc_tower_config *c = rc_tower_config_of(m);
     if (c->w2v_dim != rc_table_dim(w2v)) {
         uint32_t wd = c->w2v_dim;
-        rc_tt_destroy(m);
+        rc_tower_destroy(m);
         return rc_err(errbuf, errlen, RC_EINVAL,
                       "tower: model w2v_dim %u does not match the word2vec table's dim %u", wd,
                       rc_table_dim(w2v));
     }
     rc_tower_serve *b = calloc(1, sizeof *b);
     if (!b) {
-        rc_tt_destroy(m);
+        rc_tower_destroy(m);
         return rc_err(errbuf, errlen, RC_ENOMEM, "tower: out of memory");
     }
     pthread_mutex_init(&b->pool_mu, NULL);
@@ -102,7 +102,7 @@ int rc_tower_serve_create(rc_tt_model *m, const rc_table *w2v, const rc_tower_se
     if ((rc = rc_table_create(&to, &b->mirror, errbuf, errlen)) ||
         (rc = rc_index_create(&o.index, b->mirror, &b->index, errbuf, errlen)))
         goto fail;
-    if (rc_tt_work_create(m, &b->wwork) || !(b->vbuf = malloc(b->dim * sizeof *b->vbuf))) {
+    if (rc_tower_work_create(m, &b->wwork) || !(b->vbuf = malloc(b->dim * sizeof *b->vbuf))) {
         rc = rc_err(errbuf, errlen, RC_ENOMEM, "tower: out of memory");
         goto fail;
     }
@@ -176,9 +176,9 @@ static float q8_drift(const int8_t *q, const float *v, uint32_t d)
 /* Writer: computes row's tower vector into the mirror and its int8 copy. */
 static int compute_row(rc_tower_serve *b, uint32_t row, int8_t *q)
 {
-    rc_tt_item_in in;
+    rc_tower_item_in in;
     rc_tower_serve_item_in(b->w2v, row, &in);
-    rc_tt_item_vector(b->model, b->wwork, &in, b->vbuf);
+    rc_tower_item_vector(b->model, b->wwork, &in, b->vbuf);
     memcpy(rc_table_in(b->mirror, row), b->vbuf, b->dim * sizeof *b->vbuf);
     q8_store(q, in.w2v, b->wdim);
     return 0;
@@ -253,19 +253,19 @@ int rc_tower_serve_maintain(rc_tower_serve *b, char *errbuf, size_t errlen)
     return rc_index_maintain(b->index, errbuf, errlen);
 }
 
-static rc_tt_work *work_get(rc_tower_serve *b)
+static rc_tower_work *work_get(rc_tower_serve *b)
 {
-    rc_tt_work *w = NULL;
+    rc_tower_work *w = NULL;
     pthread_mutex_lock(&b->pool_mu);
     if (b->npool)
         w = b->pool[--b->npool];
     pthread_mutex_unlock(&b->pool_mu);
-    if (!w && rc_tt_work_create(b->model, &w))
+    if (!w && rc_tower_work_create(b->model, &w))
         return NULL;
     return w;
 }
 
-static void work_put(rc_tower_serve *b, rc_tt_work *w)
+static void work_put(rc_tower_serve *b, rc_tower_work *w)
 {
     pthread_mutex_lock(&b->pool_mu);
     if (b->npool < POOL_MAX) {
@@ -273,25 +273,25 @@ static void work_put(rc_tower_serve *b, rc_tt_work *w)
         w = NULL;
     }
     pthread_mutex_unlock(&b->pool_mu);
-    rc_tt_work_destroy(w);
+    rc_tower_work_destroy(w);
 }
 
-int rc_tower_serve_user_vector(rc_tower_serve *b, const rc_tt_user_in *in, float *out)
+int rc_tower_serve_user_vector(rc_tower_serve *b, const rc_tower_user_in *in, float *out)
 {
-    rc_tt_work *w = work_get(b);
+    rc_tower_work *w = work_get(b);
     if (!w)
         return RC_ENOMEM;
-    rc_tt_user_vector(b->model, w, in, out, NULL, NULL);
+    rc_tower_user_vector(b->model, w, in, out, NULL, NULL);
     work_put(b, w);
     return 0;
 }
 
-int rc_tower_serve_item_vector(rc_tower_serve *b, const rc_tt_item_in *in, float *out)
+int rc_tower_serve_item_vector(rc_tower_serve *b, const rc_tower_item_in *in, float *out)
 {
-    rc_tt_work *w = work_get(b);
+    rc_tower_work *w = work_get(b);
     if (!w)
         return RC_ENOMEM;
-    rc_tt_item_vector(b->model, w, in, out);
+    rc_tower_item_vector(b->model, w, in, out);
     work_put(b, w);
     return 0;
 }
@@ -303,7 +303,7 @@ int rc_tower_serve_search(rc_tower_serve *b, const float *q, uint32_t k, float o
     return rc_recall_search(b->mirror, b->index, q, k, overfetch, f, exclude, nexclude, out, n);
 }
 
-const rc_tt_model *rc_tower_serve_model(const rc_tower_serve *b) { return b->model; }
+const rc_tower_model *rc_tower_serve_model(const rc_tower_serve *b) { return b->model; }
 const rc_table *rc_tower_serve_table(const rc_tower_serve *b) { return b->mirror; }
 rc_index *rc_tower_serve_index(rc_tower_serve *b) { return b->index; }
 uint32_t rc_tower_serve_dim(const rc_tower_serve *b) { return b->dim; }
@@ -321,5 +321,5 @@ void rc_tower_serve_stats_get(rc_tower_serve *b, rc_tower_serve_stats *st)
     st->sync_failures = atomic_load_explicit(&b->sync_failures, memory_order_relaxed);
     /* q8 chunks: count read racily (a statistic); each is Q8_ROWS * wdim bytes */
     size_t q8 = (size_t)__atomic_load_n(&b->nq8, __ATOMIC_RELAXED) * Q8_ROWS * b->wdim;
-    st->bytes = rc_table_bytes(b->mirror) + q8 + rc_tt_params(b->model) * sizeof(float);
+    st->bytes = rc_table_bytes(b->mirror) + q8 + rc_tower_params(b->model) * sizeof(float);
 }

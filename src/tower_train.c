@@ -59,10 +59,10 @@ typedef struct trained {
 } trained;
 
 typedef struct shared {
-    rc_tt_train_opts o; /* defaults resolved */
-    const rc_tt_history *h;
+    rc_tower_train_opts o; /* defaults resolved */
+    const rc_tower_history *h;
     const rc_clicklog *log;
-    rc_tt_model *m;
+    rc_tower_model *m;
     trained tr;
     uint32_t *ex, nex;  /* examples (log records) */
     uint32_t *order;    /* this epoch's order */
@@ -89,8 +89,8 @@ typedef struct worker {
     uint32_t id;
     tt_ws ws;
     tt_grad g;
-    rc_tt_user_in *users;
-    rc_tt_item_in *clicks, *items;
+    rc_tower_user_in *users;
+    rc_tower_item_in *clicks, *items;
     int64_t *ts;
     uint32_t *pos_id, *easy_id, *hard_id;
     float *easy_corr, *hard_corr, *logits;
@@ -100,7 +100,7 @@ typedef struct worker {
 
 /* ---- setup ---- */
 
-static int resolve(const rc_tt_train_opts *in, const rc_tt_history *h, rc_tt_train_opts *o,
+static int resolve(const rc_tower_train_opts *in, const rc_tower_history *h, rc_tower_train_opts *o,
                    char *eb, size_t el)
 {
     *o = *in;
@@ -112,7 +112,7 @@ static int resolve(const rc_tt_train_opts *in, const rc_tt_history *h, rc_tt_tra
                         : o->hard_negatives             ? o->hard_negatives
                                                         : 4;
     o->power = o->power != 0 ? o->power : 0.75f;
-    o->lr = o->lr != 0 ? o->lr : o->optimizer == RC_TT_ADAGRAD ? 0.05f : 0.002f;
+    o->lr = o->lr != 0 ? o->lr : o->optimizer == RC_TOWER_ADAGRAD ? 0.05f : 0.002f;
     o->seed = o->seed ? o->seed : 1;
     if (!o->threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -135,7 +135,7 @@ static int resolve(const rc_tt_train_opts *in, const rc_tt_history *h, rc_tt_tra
                       (double)o->power);
     if (!(o->lr > 0 && o->lr <= 10))
         return rc_err(eb, el, RC_EINVAL, "tower train: lr = %g: expected 0..10", (double)o->lr);
-    if (o->optimizer != RC_TT_ADAM && o->optimizer != RC_TT_ADAGRAD)
+    if (o->optimizer != RC_TOWER_ADAM && o->optimizer != RC_TOWER_ADAGRAD)
         return rc_err(eb, el, RC_EINVAL, "tower train: optimizer = %d: expected adam or adagrad",
                       (int)o->optimizer);
     if (!(o->max_seconds >= 0))
@@ -170,7 +170,7 @@ static int collect(shared *sh, const uint8_t *mask)
 
 static int cmp_item(const void *a, const void *b, void *ctx)
 {
-    const rc_tt_history *h = ctx;
+    const rc_tower_history *h = ctx;
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     uint32_t cx = rc__tt_history_item_city(h, x), cy = rc__tt_history_item_city(h, y);
     if (cx != cy)
@@ -289,34 +289,34 @@ static uint64_t mix(uint64_t a, uint64_t b)
 static uint32_t run_shard(worker *w, uint64_t gbatch, uint32_t lo, uint32_t hi, float scale)
 {
     shared *sh = w->sh;
-    const rc_tt_model *m = sh->m;
+    const rc_tower_model *m = sh->m;
     uint32_t C = m->cfg.max_clicks, n = hi > lo ? hi - lo : 0;
     rc_rng r;
     rc_rng_seed(&r, mix(sh->o.seed, gbatch));
     for (uint32_t e = 0; e < sh->ne; e++) {
         w->easy_id[e] = draw_easy(sh, &r, &w->easy_corr[e]);
-        rc_tt_item_in in;
-        rc_tt_history_item_in(sh->h, w->easy_id[e], &in);
+        rc_tower_item_in in;
+        rc_tower_history_item_in(sh->h, w->easy_id[e], &in);
         if (rc_rng_float(&r) < W2V_DROP)
             in.w2v = NULL;
         rc__tt_item_gather(m, &w->ws, n + e, &in);
     }
     for (uint32_t b = 0; b < n; b++) {
         uint32_t rec = sh->order[lo + b], it = sh->log->recs[rec].item;
-        rc_tt_history_user_in(sh->h, rec, C, w->clicks + (size_t)b * C, w->ts + (size_t)b * C,
-                              &w->users[b]);
+        rc_tower_history_user_in(sh->h, rec, C, w->clicks + (size_t)b * C, w->ts + (size_t)b * C,
+                                 &w->users[b]);
         rc__tt_user_gather(m, &w->ws, b, &w->users[b]);
         rc_rng er;
         rc_rng_seed(&er, mix(mix(sh->o.seed, gbatch), lo + b));
-        rc_tt_item_in in;
-        rc_tt_history_item_in(sh->h, it, &in);
+        rc_tower_item_in in;
+        rc_tower_history_item_in(sh->h, it, &in);
         if (rc_rng_float(&er) < W2V_DROP)
             in.w2v = NULL;
         rc__tt_item_gather(m, &w->ws, b, &in);
         w->pos_id[b] = it;
         draw_hard(sh, &er, it, w->hard_id + (size_t)b * sh->nh, w->hard_corr + (size_t)b * sh->nh);
         for (uint32_t k = 0; k < sh->nh; k++) {
-            rc_tt_history_item_in(sh->h, w->hard_id[(size_t)b * sh->nh + k], &in);
+            rc_tower_history_item_in(sh->h, w->hard_id[(size_t)b * sh->nh + k], &in);
             if (rc_rng_float(&er) < W2V_DROP)
                 in.w2v = NULL;
             rc__tt_item_gather(m, &w->ws, n + sh->ne + b * sh->nh + k, &in);
@@ -356,7 +356,7 @@ static void adagrad(float *p, float *acc, const float *g, size_t n, float lr)
 
 static void apply(shared *sh, float *p, size_t off, const float *g, size_t n, uint64_t step)
 {
-    if (sh->o.optimizer == RC_TT_ADAGRAD) {
+    if (sh->o.optimizer == RC_TOWER_ADAGRAD) {
         adagrad(p + off, sh->s1 + off, g, n, sh->o.lr);
         return;
     }
@@ -380,7 +380,7 @@ static void update_dense(worker *w, uint64_t step)
 /* Worker 0: merges every worker's rows into its own, updates them. */
 static void update_sparse(shared *sh, uint64_t step)
 {
-    const rc_tt_model *m = sh->m;
+    const rc_tower_model *m = sh->m;
     tt_grad *g0 = &sh->w[0].g;
     for (uint32_t t = 1; t < sh->nthreads; t++) {
         tt_grad *g = &sh->w[t].g;
@@ -481,11 +481,11 @@ static void *worker_main(void *arg)
 
 static int worker_init(shared *sh, worker *w, uint32_t id)
 {
-    const rc_tt_model *m = sh->m;
+    const rc_tower_model *m = sh->m;
     uint32_t S = sh->shard, C = m->cfg.max_clicks, ni = S + sh->ne + S * sh->nh;
     w->sh = sh;
     w->id = id;
-    uint64_t rows = (uint64_t)ni * 3 + (uint64_t)S * C * 3 + S + (uint64_t)S * RC_TT_MAX_TAGS;
+    uint64_t rows = (uint64_t)ni * 3 + (uint64_t)S * C * 3 + S + (uint64_t)S * RC_TOWER_MAX_TAGS;
     if (id == 0) /* merges every worker's rows */
         rows *= sh->nthreads;
     if (rc__tt_ws_init(m, &w->ws, S, ni, 1) ||
@@ -522,7 +522,7 @@ static void worker_free(worker *w)
 }
 
 /* Mean loss of the batches covering the first / last EDGE_SHARE of examples. */
-static void edge_losses(const shared *sh, rc_tt_train_result *res)
+static void edge_losses(const shared *sh, rc_tower_train_result *res)
 {
     double edge = EDGE_SHARE * (double)sh->examples, s = 0;
     uint64_t n = 0;
@@ -594,7 +594,7 @@ static int setup(shared *sh, const uint8_t *mask, char *eb, size_t el)
     sh->nh = sh->o.hard_negatives;
     sh->nthreads = RC_MIN(sh->o.threads, sh->per_epoch);
     sh->shard = (sh->o.batch + sh->nthreads - 1) / sh->nthreads;
-    if ((rc = rc_tt_create(&sh->o.cfg, sh->o.seed, &sh->m, eb, el)))
+    if ((rc = rc_tower_create(&sh->o.cfg, sh->o.seed, &sh->m, eb, el)))
         return rc;
     size_t np = sh->m->nparams;
     if (sh->o.init) { /* warm start: same layout, so the flat blocks line up */
@@ -607,15 +607,15 @@ static int setup(shared *sh, const uint8_t *mask, char *eb, size_t el)
     }
     uint64_t maxb = (uint64_t)sh->o.epochs * ((sh->per_epoch + sh->o.batch - 1) / sh->o.batch);
     sh->s1 = malloc(np * sizeof(float));
-    sh->s2 = sh->o.optimizer == RC_TT_ADAM ? calloc(np, sizeof(float)) : NULL;
+    sh->s2 = sh->o.optimizer == RC_TOWER_ADAM ? calloc(np, sizeof(float)) : NULL;
     sh->order = malloc(sh->nex * sizeof(uint32_t));
     sh->bloss = malloc(maxb * sizeof(double));
     sh->bn = malloc(maxb * sizeof(uint32_t));
     sh->w = calloc(sh->nthreads, sizeof(worker));
-    if (!sh->s1 || (sh->o.optimizer == RC_TT_ADAM && !sh->s2) || !sh->order || !sh->bloss ||
+    if (!sh->s1 || (sh->o.optimizer == RC_TOWER_ADAM && !sh->s2) || !sh->order || !sh->bloss ||
         !sh->bn || !sh->w)
         return rc_err(eb, el, RC_ENOMEM, "tower train: out of memory (%zu parameters)", np);
-    float s0 = sh->o.optimizer == RC_TT_ADAM ? 0.0f : ADAGRAD_INIT;
+    float s0 = sh->o.optimizer == RC_TOWER_ADAM ? 0.0f : ADAGRAD_INIT;
     for (size_t i = 0; i < np; i++)
         sh->s1[i] = s0;
     for (uint32_t t = 0; t < sh->nthreads; t++)
@@ -638,8 +638,8 @@ static void teardown(shared *sh)
     free_trained(&sh->tr);
 }
 
-int rc_tt_train(const rc_tt_train_opts *opts, const rc_tt_history *h, const uint8_t *mask,
-                rc_tt_model **out, rc_tt_train_result *res, char *eb, size_t el)
+int rc_tower_train(const rc_tower_train_opts *opts, const rc_tower_history *h, const uint8_t *mask,
+                   rc_tower_model **out, rc_tower_train_result *res, char *eb, size_t el)
 {
     if (!out)
         return rc_err(eb, el, RC_EINVAL, "tower train: out is NULL");
@@ -666,11 +666,11 @@ int rc_tt_train(const rc_tt_train_opts *opts, const rc_tt_history *h, const uint
     }
     if (!rc) {
         double secs = (double)(rc_now_ns() - sh->t0) / 1e9;
-        rc_tt_train_result r = {.examples = sh->examples,
-                                .seconds = secs,
-                                .examples_per_s = secs > 0 ? (double)sh->examples / secs : 0,
-                                .threads = sh->nthreads,
-                                .stopped = sh->stop};
+        rc_tower_train_result r = {.examples = sh->examples,
+                                   .seconds = secs,
+                                   .examples_per_s = secs > 0 ? (double)sh->examples / secs : 0,
+                                   .threads = sh->nthreads,
+                                   .stopped = sh->stop};
         edge_losses(sh, &r);
         if (sh->progress)
             print_progress(sh, sh->o.epochs - 1, 1.0, 1);
@@ -678,20 +678,20 @@ int rc_tt_train(const rc_tt_train_opts *opts, const rc_tt_history *h, const uint
             *res = r;
         if (!sh->o.quiet) {
             char line[512];
-            rc_tt_train_summary(&sh->o, &r, line, sizeof line);
+            rc_tower_train_summary(&sh->o, &r, line, sizeof line);
             fprintf(stderr, "%s\n", line);
         }
         *out = sh->m;
         sh->m = NULL;
     }
-    rc_tt_destroy(sh->m);
+    rc_tower_destroy(sh->m);
     teardown(sh);
     free(sh);
     return rc;
 }
 
-void rc_tt_train_summary(const rc_tt_train_opts *opts, const rc_tt_train_result *res, char *buf,
-                         size_t cap)
+void rc_tower_train_summary(const rc_tower_train_opts *opts, const rc_tower_train_result *res,
+                            char *buf, size_t cap)
 {
     if (!buf || cap == 0)
         return;
@@ -708,7 +708,7 @@ void rc_tt_train_summary(const rc_tt_train_opts *opts, const rc_tt_train_result 
     snprintf(buf, cap,
              "tower: %s, %u epochs, %u threads, batch %u, %u easy + %u hard negatives: "
              "%.3fM examples in %.2f s, %.0f examples/s, loss %.4f -> %.4f%s",
-             opts->optimizer == RC_TT_ADAGRAD ? "adagrad" : "adam", epochs, res->threads, batch, ne,
-             nh, (double)res->examples / 1e6, res->seconds, res->examples_per_s, res->first_loss,
-             res->loss, res->stopped ? " (stopped at max_seconds)" : "");
+             opts->optimizer == RC_TOWER_ADAGRAD ? "adagrad" : "adam", epochs, res->threads, batch,
+             ne, nh, (double)res->examples / 1e6, res->seconds, res->examples_per_s,
+             res->first_loss, res->loss, res->stopped ? " (stopped at max_seconds)" : "");
 }

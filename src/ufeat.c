@@ -1,7 +1,7 @@
 /* ufeat — user profile features of an offline click log (see ufeat.h).
  *
  * The log's own features come from the profiles rc_clicklog kept while
- * loading JSON lines (strings interned once, hashed here with rc_tt_hash).
+ * loading JSON lines (strings interned once, hashed here with rc_tower_hash).
  *
  * A --user-features file is read twice: the first pass checks the shape
  * (header, field counts) and finds the numeric columns, collecting their
@@ -30,7 +30,7 @@
 #define UF_BUCKETS  8u     /* quantile buckets of a numeric column */
 #define UF_NAME_MAX 64u    /* column name bytes used in a tag */
 
-static uint64_t hash_str(const char *s, size_t n) { return rc_tt_hash(s, n); }
+static uint64_t hash_str(const char *s, size_t n) { return rc_tower_hash(s, n); }
 
 static int alloc_store(uint32_t nusers, size_t ntags, rc_ufeat **out)
 {

@@ -175,7 +175,8 @@ TEST(eval_train_two_tower_files)
         RC__FAIL("recalld-train exit %d: %s", st, out);
     json_t *j = parse(out);
     json_t *tw = json_object_get(j, "tower");
-    ASSERT_EQ(json_integer_value(json_object_get(tw, "features")), RC_TT_F_TAGS | RC_TT_F_ATTN);
+    ASSERT_EQ(json_integer_value(json_object_get(tw, "features")),
+              RC_TOWER_F_TAGS | RC_TOWER_F_ATTN);
     ASSERT_GT(json_integer_value(json_object_get(tw, "examples")), 100);
     ASSERT_STREQ(json_string_value(json_object_get(tw, "output")), tower);
     ASSERT_GT(json_integer_value(json_object_get(tw, "users_with_tags")), 400);
@@ -187,15 +188,15 @@ TEST(eval_train_two_tower_files)
         RC__FAIL("model: %s", err);
     ASSERT_EQ(rc_table_dim(t), 16);
     rc_table_destroy(t);
-    ASSERT_EQ(rc_tt_probe(tower), 1);
-    ASSERT_EQ(rc_tt_probe(model), 0);
-    rc_tt_model *m = NULL;
-    if (rc_tt_load(tower, &m, err, sizeof err))
+    ASSERT_EQ(rc_tower_probe(tower), 1);
+    ASSERT_EQ(rc_tower_probe(model), 0);
+    rc_tower_model *m = NULL;
+    if (rc_tower_load(tower, &m, err, sizeof err))
         RC__FAIL("tower: %s", err);
-    ASSERT_EQ(rc_tt_config_of(m)->dim, 16);
-    ASSERT_EQ(rc_tt_config_of(m)->features, RC_TT_F_TAGS | RC_TT_F_ATTN);
-    ASSERT_EQ(rc_tt_config_of(m)->w2v_dim, 16);
-    rc_tt_destroy(m);
+    ASSERT_EQ(rc_tower_config_of(m)->dim, 16);
+    ASSERT_EQ(rc_tower_config_of(m)->features, RC_TOWER_F_TAGS | RC_TOWER_F_ATTN);
+    ASSERT_EQ(rc_tower_config_of(m)->w2v_dim, 16);
+    rc_tower_destroy(m);
     /* --tower-output names the file */
     char other[200];
     snprintf(other, sizeof other, "%s/other.tower", dir);
@@ -204,7 +205,7 @@ TEST(eval_train_two_tower_files)
                      "--tower-epochs 1 --tower-dim 16 --tower-output %s --quiet",
                      RC_BIN("recalld-train"), path, model, other),
               0);
-    ASSERT_EQ(rc_tt_probe(other), 1);
+    ASSERT_EQ(rc_tower_probe(other), 1);
     ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
 }
 

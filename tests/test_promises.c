@@ -967,13 +967,13 @@ TEST(promises_retrain_and_busy_codes)
      * cannot allocate its model and fails; the served model stays. (ASan's
      * allocator reserves its address space at start, hence not there.) */
     char err[512];
-    rc_tt_config tc = tt_small_cfg(16);
+    rc_tower_config tc = tt_small_cfg(16);
     tc.id_buckets = 1u << 19;
-    rc_tt_model *m = NULL;
-    ASSERT_EQ(rc_tt_create(&tc, 5, &m, err, sizeof err), 0);
-    if (rc_tt_save(m, big, err, sizeof err))
+    rc_tower_model *m = NULL;
+    ASSERT_EQ(rc_tower_create(&tc, 5, &m, err, sizeof err), 0);
+    if (rc_tower_save(m, big, err, sizeof err))
         RC__FAIL("save: %s", err);
-    rc_tt_destroy(m);
+    rc_tower_destroy(m);
     snprintf(line, sizeof line, "{\"op\":\"reload_model\",\"path\":\"%s\"}", big);
     r = api(&a, line);
     ASSERT(is_ok(r));

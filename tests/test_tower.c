@@ -64,25 +64,25 @@ static void gc_add(gcheck *g, double num, double ana)
 
 static double gc_rel(const gcheck *g) { return sqrt(g->dd) / (sqrt(g->aa) + 1e-12); }
 
-static rc_tt_config small_cfg(unsigned features)
+static rc_tower_config small_cfg(unsigned features)
 {
-    return (rc_tt_config){.dim = 8,
-                          .w2v_dim = 8,
-                          .hidden = 12,
-                          .id_buckets = 64,
-                          .id_dim = 4,
-                          .city_buckets = 8,
-                          .city_dim = 3,
-                          .cate_buckets = 8,
-                          .cate_dim = 3,
-                          .device_buckets = 8,
-                          .device_dim = 3,
-                          .tag_buckets = 16,
-                          .tag_dim = 4,
-                          .stats_cates = 4,
-                          .max_clicks = 6,
-                          .temperature = 0.2f,
-                          .features = features};
+    return (rc_tower_config){.dim = 8,
+                             .w2v_dim = 8,
+                             .hidden = 12,
+                             .id_buckets = 64,
+                             .id_dim = 4,
+                             .city_buckets = 8,
+                             .city_dim = 3,
+                             .cate_buckets = 8,
+                             .cate_dim = 3,
+                             .device_buckets = 8,
+                             .device_dim = 3,
+                             .tag_buckets = 16,
+                             .tag_dim = 4,
+                             .stats_cates = 4,
+                             .max_clicks = 6,
+                             .temperature = 0.2f,
+                             .features = features};
 }
 
 /* ---- layers ---- */
@@ -267,42 +267,42 @@ TEST(tower_attention_follows_query)
  * to the oldest used one, whether or not clicks were cut by max_clicks. */
 static void check_recency(unsigned features)
 {
-    rc_tt_config cfg = {.dim = 8,
-                        .w2v_dim = 8,
-                        .hidden = 12,
-                        .id_buckets = 64,
-                        .city_buckets = 8,
-                        .cate_buckets = 8,
-                        .device_buckets = 8,
-                        .tag_buckets = 16,
-                        .stats_cates = 4,
-                        .max_clicks = 4,
-                        .features = features};
-    rc_tt_model *m = NULL;
-    ASSERT_EQ(rc_tt_create(&cfg, 11, &m, NULL, 0), 0);
-    rc_tt_work *w = NULL;
-    ASSERT_EQ(rc_tt_work_create(m, &w), 0);
+    rc_tower_config cfg = {.dim = 8,
+                           .w2v_dim = 8,
+                           .hidden = 12,
+                           .id_buckets = 64,
+                           .city_buckets = 8,
+                           .cate_buckets = 8,
+                           .device_buckets = 8,
+                           .tag_buckets = 16,
+                           .stats_cates = 4,
+                           .max_clicks = 4,
+                           .features = features};
+    rc_tower_model *m = NULL;
+    ASSERT_EQ(rc_tower_create(&cfg, 11, &m, NULL, 0), 0);
+    rc_tower_work *w = NULL;
+    ASSERT_EQ(rc_tower_work_create(m, &w), 0);
     rc_rng r;
     rc_rng_seed(&r, 12);
     float w2v[6][8];
-    rc_tt_item_in cl[6];
+    rc_tower_item_in cl[6];
     for (int j = 0; j < 6; j++) {
         fill(w2v[j], 8, &r, 1);
-        cl[j] = (rc_tt_item_in){500 + (uint64_t)j, 1 + (uint64_t)j % 2, 3, w2v[j]};
+        cl[j] = (rc_tower_item_in){500 + (uint64_t)j, 1 + (uint64_t)j % 2, 3, w2v[j]};
     }
     const uint32_t counts[] = {3, 6}; /* 6 > max_clicks: the last 4 are used */
     for (size_t c = 0; c < RC_ARRAY_LEN(counts); c++) {
-        rc_tt_user_in u = {.clicks = cl, .nclicks = counts[c], .now_ms = 1};
+        rc_tower_user_in u = {.clicks = cl, .nclicks = counts[c], .now_ms = 1};
         uint32_t k = RC_MIN(counts[c], cfg.max_clicks), natt = 0;
-        float v0[8], v1[8], a0[RC_TT_MAX_CLICKS], a1[RC_TT_MAX_CLICKS];
+        float v0[8], v1[8], a0[RC_TOWER_MAX_CLICKS], a1[RC_TOWER_MAX_CLICKS];
         memset(m->p + m->rec, 0, cfg.max_clicks * sizeof(float));
-        rc_tt_user_vector(m, w, &u, v0, a0, &natt);
+        rc_tower_user_vector(m, w, &u, v0, a0, &natt);
         ASSERT_EQ(natt, k);
-        if (!(features & RC_TT_F_ATTN))
+        if (!(features & RC_TOWER_F_ATTN))
             for (uint32_t j = 0; j < k; j++)
                 ASSERT_EQ(a0[j], 1.0f / (float)k); /* exactly the mean */
         m->p[m->rec] = 4.0f;                       /* r[0]: the newest click */
-        rc_tt_user_vector(m, w, &u, v1, a1, &natt);
+        rc_tower_user_vector(m, w, &u, v1, a1, &natt);
         ASSERT_DBL_OP(a1[k - 1], >, a0[k - 1] + 0.3);
         ASSERT_DBL_OP(a1[k - 1], >, 0.85);
         double s = 0;
@@ -318,16 +318,16 @@ static void check_recency(unsigned features)
         m->p[m->rec + k - 1] = 4.0f;
         for (uint32_t j = k; j < cfg.max_clicks; j++)
             m->p[m->rec + j] = -7.0f;
-        rc_tt_user_vector(m, w, &u, v1, a1, &natt);
+        rc_tower_user_vector(m, w, &u, v1, a1, &natt);
         ASSERT_DBL_OP(a1[0], >, 0.85);
     }
-    rc_tt_work_destroy(w);
-    rc_tt_destroy(m);
+    rc_tower_work_destroy(w);
+    rc_tower_destroy(m);
 }
 
 TEST(tower_recency_bias_prefers_recent)
 {
-    check_recency(RC_TT_F_ALL);
+    check_recency(RC_TOWER_F_ALL);
     check_recency(0);
 }
 
@@ -341,11 +341,11 @@ TEST(tower_recency_bias_prefers_recent)
 enum { FX_USERS = 3, FX_ITEMS = 12, FX_NE = 4, FX_NH = 2 };
 typedef struct fixture {
     float w2v[FX_ITEMS][8];
-    rc_tt_item_in items[FX_ITEMS];
-    rc_tt_item_in clicks[FX_USERS][8];
+    rc_tower_item_in items[FX_ITEMS];
+    rc_tower_item_in clicks[FX_USERS][8];
     int64_t ts[FX_USERS][8];
     uint64_t tags[FX_USERS][3];
-    rc_tt_user_in users[FX_USERS];
+    rc_tower_user_in users[FX_USERS];
     uint32_t pos[FX_USERS], easy[FX_NE], hard[FX_USERS * FX_NH];
     float easy_corr[FX_NE], hard_corr[FX_USERS * FX_NH];
     float logits[FX_USERS * (1 + FX_NE + FX_NH)];
@@ -358,8 +358,8 @@ static void fixture_init(fixture *f)
     memset(f, 0, sizeof *f);
     for (int k = 0; k < FX_ITEMS; k++) {
         fill(f->w2v[k], 8, &r, 1);
-        f->items[k] = (rc_tt_item_in){1000 + k, (uint64_t)(k % 3) + 1, (uint64_t)(k % 4) + 1,
-                                      k == 5 ? NULL : f->w2v[k]}; /* item 5: no w2v */
+        f->items[k] = (rc_tower_item_in){1000 + k, (uint64_t)(k % 3) + 1, (uint64_t)(k % 4) + 1,
+                                         k == 5 ? NULL : f->w2v[k]}; /* item 5: no w2v */
     }
     const uint32_t ncl[FX_USERS] = {3, 8, 0}; /* user 1: over max_clicks (6); user 2: none */
     for (int u = 0; u < FX_USERS; u++) {
@@ -369,15 +369,15 @@ static void fixture_init(fixture *f)
         }
         for (int j = 0; j < 3; j++)
             f->tags[u][j] = 77 + (uint64_t)u + (uint64_t)j;
-        f->users[u] = (rc_tt_user_in){.clicks = f->clicks[u],
-                                      .click_ts = f->ts[u],
-                                      .nclicks = ncl[u],
-                                      .device_hash = u == 1 ? 0 : 40 + u,
-                                      .tag_hashes = f->tags[u],
-                                      .ntags = u == 2 ? 0 : 2 + u,
-                                      .total_clicks = ncl[u] + 2,
-                                      .sessions = 2,
-                                      .now_ms = 9000};
+        f->users[u] = (rc_tower_user_in){.clicks = f->clicks[u],
+                                         .click_ts = f->ts[u],
+                                         .nclicks = ncl[u],
+                                         .device_hash = u == 1 ? 0 : 40 + u,
+                                         .tag_hashes = f->tags[u],
+                                         .ntags = u == 2 ? 0 : 2 + u,
+                                         .total_clicks = ncl[u] + 2,
+                                         .sessions = 2,
+                                         .now_ms = 9000};
         f->pos[u] = (uint32_t)(u * 4 + 1);
     }
     for (int e = 0; e < FX_NE; e++) {
@@ -392,7 +392,7 @@ static void fixture_init(fixture *f)
 }
 
 /* Gathers the fixture into ws and runs the shard step into g. */
-static double fixture_step(const rc_tt_model *m, tt_ws *ws, tt_grad *g, fixture *f)
+static double fixture_step(const rc_tower_model *m, tt_ws *ws, tt_grad *g, fixture *f)
 {
     for (int u = 0; u < FX_USERS; u++) {
         rc__tt_user_gather(m, ws, (uint32_t)u, &f->users[u]);
@@ -416,7 +416,7 @@ static double fixture_step(const rc_tt_model *m, tt_ws *ws, tt_grad *g, fixture 
     return rc__tt_shard_step(m, ws, &sh, g);
 }
 
-static double analytic(const rc_tt_model *m, const tt_grad *g, size_t idx)
+static double analytic(const rc_tower_model *m, const tt_grad *g, size_t idx)
 {
     if (idx < m->ndense)
         return g->dense[idx];
@@ -436,7 +436,7 @@ static double analytic(const rc_tt_model *m, const tt_grad *g, size_t idx)
  * Loss noise in float is ~1e-6: a wide step keeps its share small; the
  * layers are smooth enough (ReLU kinks are rare at these biases). */
 #define GC_EPS 5e-3f
-static double numeric_step(rc_tt_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx,
+static double numeric_step(rc_tower_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx,
                            float eps)
 {
     float keep = m->p[idx];
@@ -448,7 +448,7 @@ static double numeric_step(rc_tt_model *m, tt_ws *ws, tt_grad *scratch, fixture 
     return (up - down) / (2 * eps);
 }
 
-static double numeric(rc_tt_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx)
+static double numeric(rc_tower_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx)
 {
     return numeric_step(m, ws, scratch, f, idx, GC_EPS);
 }
@@ -462,7 +462,7 @@ static double numeric(rc_tt_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, s
 #define GC_RTOL 1e-2
 #define GC_ATOL 2e-4
 
-static void check_range(rc_tt_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch, fixture *f,
+static void check_range(rc_tower_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch, fixture *f,
                         const char *what, size_t lo, size_t n, size_t stride)
 {
     gcheck c = {0};
@@ -471,7 +471,7 @@ static void check_range(rc_tt_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch,
     for (size_t i = lo; i < lo + n; i += stride) {
         double nu = numeric(m, ws, scratch, f, i), an = analytic(m, g, i);
         double tol = GC_RTOL * fmax(fabs(nu), fabs(an)) + GC_ATOL;
-        if (getenv("RC_TT_DEBUG"))
+        if (getenv("RC_TOWER_DEBUG"))
             fprintf(stderr, "%s %zu: %g %g\n", what, i - lo, nu, an);
         if (fabs(nu - an) > tol) {
             /* A ReLU kink inside the step bends the difference quotient: the
@@ -495,7 +495,7 @@ static void check_range(rc_tt_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch,
         RC__FAIL("%s: %zu of %zu coordinates needed the small step", what, kinks, c.n);
     if (!(c.aa > 0))
         RC__FAIL("%s: zero analytic gradient over %zu coordinates", what, c.n);
-    if (getenv("RC_TT_DEBUG"))
+    if (getenv("RC_TOWER_DEBUG"))
         fprintf(stderr,
                 "%s: worst error %.3f of its tolerance, overall relative %.2g, %zu "
                 "kinks\n",
@@ -507,10 +507,10 @@ static void check_range(rc_tt_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch,
  * the device rows' gradient checks that path alone. */
 static void check_model_grads(unsigned features, int isolate)
 {
-    rc_tt_config cfg = small_cfg(features);
-    rc_tt_model *m = NULL;
+    rc_tower_config cfg = small_cfg(features);
+    rc_tower_model *m = NULL;
     char err[256];
-    ASSERT_EQ(rc_tt_create(&cfg, 5, &m, err, sizeof err), 0);
+    ASSERT_EQ(rc_tower_create(&cfg, 5, &m, err, sizeof err), 0);
     /* Larger biases so ReLUs are not all near their kink. */
     rc_rng r;
     rc_rng_seed(&r, 99);
@@ -545,9 +545,9 @@ static void check_model_grads(unsigned features, int isolate)
                   {"user dense 2", &m->u2}, {"click query", &m->q},   {"tag query", &m->tq}};
     for (size_t k = 0; k < RC_ARRAY_LEN(layers); k++) {
         const tt_dense *d = layers[k].d;
-        int unused = (d == &m->q && !(features & RC_TT_F_ATTN)) ||
-                     (d == &m->tq &&
-                      (features & (RC_TT_F_ATTN | RC_TT_F_TAGS)) != (RC_TT_F_ATTN | RC_TT_F_TAGS));
+        int unused = (d == &m->q && !(features & RC_TOWER_F_ATTN)) ||
+                     (d == &m->tq && (features & (RC_TOWER_F_ATTN | RC_TOWER_F_TAGS)) !=
+                                         (RC_TOWER_F_ATTN | RC_TOWER_F_TAGS));
         if (unused) { /* its gradient must be exactly zero */
             for (size_t i = d->w; i < d->b + d->out; i++)
                 ASSERT_EQ(analytic(m, &g, i), 0);
@@ -568,10 +568,10 @@ static void check_model_grads(unsigned features, int isolate)
                 (size_t)m->tab[TT_E_CITY].rows * m->tab[TT_E_CITY].dim, 1);
     check_range(m, &ws, &g, &scratch, &f, "cate table", m->tab[TT_E_CATE].off,
                 (size_t)m->tab[TT_E_CATE].rows * m->tab[TT_E_CATE].dim, 1);
-    if (features & RC_TT_F_TAGS)
+    if (features & RC_TOWER_F_TAGS)
         check_range(m, &ws, &g, &scratch, &f, "tag table", m->tab[TT_E_TAG].off,
                     (size_t)m->tab[TT_E_TAG].rows * m->tab[TT_E_TAG].dim, 1);
-    if (features & RC_TT_F_DEVICE)
+    if (features & RC_TOWER_F_DEVICE)
         check_range(m, &ws, &g, &scratch, &f, "device table", m->tab[TT_E_DEV].off,
                     (size_t)m->tab[TT_E_DEV].rows * m->tab[TT_E_DEV].dim, 1);
     else
@@ -580,19 +580,19 @@ static void check_model_grads(unsigned features, int isolate)
     rc__tt_grad_free(&g);
     rc__tt_grad_free(&scratch);
     rc__tt_ws_free(&ws);
-    rc_tt_destroy(m);
+    rc_tower_destroy(m);
 }
 
 TEST(tower_grad_full_loss)
 {
-    check_model_grads(RC_TT_F_ALL, 0);
-    check_model_grads(RC_TT_F_ALL, 1);
+    check_model_grads(RC_TOWER_F_ALL, 0);
+    check_model_grads(RC_TOWER_F_ALL, 1);
 }
 
 TEST(tower_grad_full_loss_ablations)
 {
-    check_model_grads(RC_TT_F_TAGS | RC_TT_F_DEVICE | RC_TT_F_STATS, 0); /* mean pooling */
-    check_model_grads(RC_TT_F_ATTN | RC_TT_F_STATS, 0);                  /* no tags, no device */
+    check_model_grads(RC_TOWER_F_TAGS | RC_TOWER_F_DEVICE | RC_TOWER_F_STATS, 0); /* mean pooling */
+    check_model_grads(RC_TOWER_F_ATTN | RC_TOWER_F_STATS, 0); /* no tags, no device */
     check_model_grads(0, 0);
 }
 
@@ -600,9 +600,9 @@ TEST(tower_grad_full_loss_ablations)
  * gives, and attention weights sum to one. */
 TEST(tower_inference_matches_batch)
 {
-    rc_tt_config cfg = small_cfg(RC_TT_F_ALL);
-    rc_tt_model *m = NULL;
-    ASSERT_EQ(rc_tt_create(&cfg, 8, &m, NULL, 0), 0);
+    rc_tower_config cfg = small_cfg(RC_TOWER_F_ALL);
+    rc_tower_model *m = NULL;
+    ASSERT_EQ(rc_tower_create(&cfg, 8, &m, NULL, 0), 0);
     static fixture f;
     fixture_init(&f);
     tt_ws ws;
@@ -613,12 +613,12 @@ TEST(tower_inference_matches_batch)
         rc__tt_item_gather(m, &ws, (uint32_t)k, &f.items[k]);
     rc__tt_user_fwd(m, &ws, FX_USERS);
     rc__tt_item_fwd(m, &ws, FX_ITEMS);
-    rc_tt_work *w = NULL;
-    ASSERT_EQ(rc_tt_work_create(m, &w), 0);
-    float v[8], att[RC_TT_MAX_CLICKS];
+    rc_tower_work *w = NULL;
+    ASSERT_EQ(rc_tower_work_create(m, &w), 0);
+    float v[8], att[RC_TOWER_MAX_CLICKS];
     uint32_t natt = 99;
     for (int u = 0; u < FX_USERS; u++) {
-        rc_tt_user_vector(m, w, &f.users[u], v, att, &natt);
+        rc_tower_user_vector(m, w, &f.users[u], v, att, &natt);
         ASSERT_EQ(natt, RC_MIN(f.users[u].nclicks, cfg.max_clicks));
         double s = 0, nn = 0;
         for (uint32_t j = 0; j < natt; j++)
@@ -632,58 +632,58 @@ TEST(tower_inference_matches_batch)
         ASSERT_NEAR(nn, 1.0, 1e-5);
     }
     for (int k = 0; k < FX_ITEMS; k++) {
-        rc_tt_item_vector(m, w, &f.items[k], v);
+        rc_tower_item_vector(m, w, &f.items[k], v);
         for (int i = 0; i < 8; i++)
             ASSERT_NEAR(v[i], ws.iv[k * 8 + i], 1e-5);
     }
     /* Stats: shares sum to 1 over the used clicks; scalars as documented. */
-    float st[4 + RC_TT_NSTATS_SCALARS];
-    rc_tt_user_stats(&m->cfg, &f.users[1], st);
+    float st[4 + RC_TOWER_NSTATS_SCALARS];
+    rc_tower_user_stats(&m->cfg, &f.users[1], st);
     ASSERT_NEAR(st[0] + st[1] + st[2] + st[3], 1.0, 1e-5);
     ASSERT_NEAR(st[4], log1p(10.0) / 10, 1e-6);
     ASSERT_NEAR(st[5], log1p(6.0) / 5, 1e-6); /* the used clicks: max_clicks */
     ASSERT_NEAR(st[6], log1p(2.0) / 10, 1e-6);
     ASSERT_NEAR(st[7], log1p((9000.0 - 7000.0) / 1000.0) / 20, 1e-6);
-    rc_tt_work_destroy(w);
+    rc_tower_work_destroy(w);
     rc__tt_ws_free(&ws);
-    rc_tt_destroy(m);
+    rc_tower_destroy(m);
 }
 
 TEST(tower_hash_and_config)
 {
-    ASSERT_EQ(rc_tt_hash("", 0), 0);
-    ASSERT_EQ(rc_tt_hash(NULL, 3), 0);
-    uint64_t a = rc_tt_hash("i1", 2), b = rc_tt_hash("i2", 2);
+    ASSERT_EQ(rc_tower_hash("", 0), 0);
+    ASSERT_EQ(rc_tower_hash(NULL, 3), 0);
+    uint64_t a = rc_tower_hash("i1", 2), b = rc_tower_hash("i2", 2);
     ASSERT(a != 0 && b != 0 && a != b);
-    ASSERT_EQ(rc_tt_hash("i1", 2), a);
+    ASSERT_EQ(rc_tower_hash("i1", 2), a);
     /* Frozen value: the model file's meaning depends on it. */
-    ASSERT(rc_tt_hash("c0", 2) == 16533068098718406600ull);
-    ASSERT_EQ(rc_tt_hash("c0x", 2), rc_tt_hash("c0", 2)); /* len bytes only */
+    ASSERT(rc_tower_hash("c0", 2) == 16533068098718406600ull);
+    ASSERT_EQ(rc_tower_hash("c0x", 2), rc_tower_hash("c0", 2)); /* len bytes only */
     ASSERT_EQ(rc__tt_bucket(0, 10), 0);
     for (uint64_t h = 1; h < 100; h++)
         ASSERT(rc__tt_bucket(h, 10) >= 1 && rc__tt_bucket(h, 10) < 10);
-    rc_tt_config c = {.w2v_dim = 64, .features = RC_TT_F_ALL};
-    rc_tt_model *m = NULL;
+    rc_tower_config c = {.w2v_dim = 64, .features = RC_TOWER_F_ALL};
+    rc_tower_model *m = NULL;
     char err[256] = "";
-    ASSERT_EQ(rc_tt_create(&c, 1, &m, err, sizeof err), 0);
-    const rc_tt_config *r = rc_tt_config_of(m);
+    ASSERT_EQ(rc_tower_create(&c, 1, &m, err, sizeof err), 0);
+    const rc_tower_config *r = rc_tower_config_of(m);
     ASSERT_EQ(r->dim, 64);
     ASSERT_EQ(r->hidden, 128);
     ASSERT_EQ(r->max_clicks, 50);
     ASSERT_NEAR(r->temperature, 0.05, 1e-7);
-    ASSERT_GT(rc_tt_params(m), (size_t)262144 * 16);
-    ASSERT_GE(rc_tt_bytes(m), rc_tt_params(m) * 4);
-    rc_tt_destroy(m);
+    ASSERT_GT(rc_tower_params(m), (size_t)262144 * 16);
+    ASSERT_GE(rc_tower_bytes(m), rc_tower_params(m) * 4);
+    rc_tower_destroy(m);
     c.dim = 12;
-    ASSERT_EQ(rc_tt_create(&c, 1, &m, err, sizeof err), RC_EINVAL);
+    ASSERT_EQ(rc_tower_create(&c, 1, &m, err, sizeof err), RC_EINVAL);
     ASSERT(strstr(err, "dim") != NULL);
     c.dim = 0;
     c.w2v_dim = 0;
-    ASSERT_EQ(rc_tt_create(&c, 1, &m, err, sizeof err), RC_EINVAL);
+    ASSERT_EQ(rc_tower_create(&c, 1, &m, err, sizeof err), RC_EINVAL);
     ASSERT(strstr(err, "w2v_dim") != NULL);
     c.w2v_dim = 8;
-    c.max_clicks = RC_TT_MAX_CLICKS + 1;
-    ASSERT_EQ(rc_tt_create(&c, 1, &m, err, sizeof err), RC_EINVAL);
+    c.max_clicks = RC_TOWER_MAX_CLICKS + 1;
+    ASSERT_EQ(rc_tower_create(&c, 1, &m, err, sizeof err), RC_EINVAL);
     ASSERT(strstr(err, "max_clicks") != NULL);
     ASSERT(m == NULL);
 }
@@ -718,33 +718,33 @@ TEST(tower_file_roundtrip_and_corruption)
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/m.tower", dir);
     snprintf(bad, sizeof bad, "%s/bad.tower", dir);
-    rc_tt_config cfg = small_cfg(RC_TT_F_ALL);
-    rc_tt_model *m = NULL, *l = NULL;
-    ASSERT_EQ(rc_tt_create(&cfg, 3, &m, NULL, 0), 0);
+    rc_tower_config cfg = small_cfg(RC_TOWER_F_ALL);
+    rc_tower_model *m = NULL, *l = NULL;
+    ASSERT_EQ(rc_tower_create(&cfg, 3, &m, NULL, 0), 0);
     rc_rng rr;
     rc_rng_seed(&rr, 4);
     fill(m->p + m->rec, m->cfg.max_clicks, &rr, 1); /* saved and loaded like any weight */
-    ASSERT_EQ(rc_tt_save(m, path, err, sizeof err), 0);
-    ASSERT_EQ(rc_tt_probe(path), 1);
-    ASSERT_EQ(rc_tt_load(path, &l, err, sizeof err), 0);
-    ASSERT_EQ(memcmp(rc_tt_config_of(l), rc_tt_config_of(m), sizeof cfg), 0);
+    ASSERT_EQ(rc_tower_save(m, path, err, sizeof err), 0);
+    ASSERT_EQ(rc_tower_probe(path), 1);
+    ASSERT_EQ(rc_tower_load(path, &l, err, sizeof err), 0);
+    ASSERT_EQ(memcmp(rc_tower_config_of(l), rc_tower_config_of(m), sizeof cfg), 0);
     static fixture f;
     fixture_init(&f);
-    rc_tt_work *wm, *wl;
-    ASSERT_EQ(rc_tt_work_create(m, &wm), 0);
-    ASSERT_EQ(rc_tt_work_create(l, &wl), 0);
+    rc_tower_work *wm, *wl;
+    ASSERT_EQ(rc_tower_work_create(m, &wm), 0);
+    ASSERT_EQ(rc_tower_work_create(l, &wl), 0);
     float a[8], b[8];
     for (int u = 0; u < FX_USERS; u++) {
-        rc_tt_user_vector(m, wm, &f.users[u], a, NULL, NULL);
-        rc_tt_user_vector(l, wl, &f.users[u], b, NULL, NULL);
+        rc_tower_user_vector(m, wm, &f.users[u], a, NULL, NULL);
+        rc_tower_user_vector(l, wl, &f.users[u], b, NULL, NULL);
         ASSERT_EQ(memcmp(a, b, sizeof a), 0);
     }
-    rc_tt_item_vector(m, wm, &f.items[3], a);
-    rc_tt_item_vector(l, wl, &f.items[3], b);
+    rc_tower_item_vector(m, wm, &f.items[3], a);
+    rc_tower_item_vector(l, wl, &f.items[3], b);
     ASSERT_EQ(memcmp(a, b, sizeof a), 0);
-    rc_tt_work_destroy(wm);
-    rc_tt_work_destroy(wl);
-    rc_tt_destroy(l);
+    rc_tower_work_destroy(wm);
+    rc_tower_work_destroy(wl);
+    rc_tower_destroy(l);
 
     size_t n;
     unsigned char *buf = read_bytes(path, &n);
@@ -765,7 +765,7 @@ TEST(tower_file_roundtrip_and_corruption)
         uint32_t c1 = rc_crc32c(0, v1, n1 - 4);
         memcpy(v1 + n1 - 4, &c1, 4);
         write_bytes(bad, v1, n1);
-        ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), 0);
+        ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), 0);
         ASSERT_EQ(l->nparams, m->nparams);
         for (uint32_t k = 0; k < m->cfg.max_clicks; k++)
             ASSERT_EQ(l->p[l->rec + k], 0);
@@ -773,7 +773,7 @@ TEST(tower_file_roundtrip_and_corruption)
         ASSERT_EQ(
             memcmp(l->p + m->ndense, m->p + m->ndense, (m->nparams - m->ndense) * sizeof(float)),
             0);
-        rc_tt_destroy(l);
+        rc_tower_destroy(l);
         /* Its size must still match its own version's layout. */
         write_bytes(bad, buf, n);
         memcpy(buf + 8, &one, 4);
@@ -783,7 +783,7 @@ TEST(tower_file_roundtrip_and_corruption)
         ASSERT(fb != NULL);
         ASSERT_EQ(fwrite(&c2, 1, 4, fb), 4);
         ASSERT_EQ(fclose(fb), 0);
-        ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+        ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
         ASSERT(strstr(err, "inconsistent") != NULL);
         uint32_t two = 2;
         memcpy(buf + 8, &two, 4);
@@ -795,31 +795,31 @@ TEST(tower_file_roundtrip_and_corruption)
         buf[at[i]] ^= 0x10;
         write_bytes(bad, buf, n);
         buf[at[i]] ^= 0x10;
-        l = (rc_tt_model *)1;
-        ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+        l = (rc_tower_model *)1;
+        ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
         ASSERT(l == NULL);
         ASSERT(strstr(err, "checksum mismatch") != NULL && strstr(err, bad) != NULL);
     }
     /* Truncated. */
     write_bytes(bad, buf, n - 7);
-    ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+    ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
     write_bytes(bad, buf, 30);
-    ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+    ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
     ASSERT(strstr(err, "truncated") != NULL);
     write_bytes(bad, buf, 5);
-    ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
-    ASSERT_EQ(rc_tt_probe(bad), 0);
+    ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+    ASSERT_EQ(rc_tower_probe(bad), 0);
     /* Foreign: an SGNS model file's magic, a text file, an empty file. */
     memcpy(buf, "RCMODEL1", 8);
     write_bytes(bad, buf, n);
-    ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+    ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
     ASSERT(strstr(err, "bad magic") != NULL);
-    ASSERT_EQ(rc_tt_probe(bad), 0);
+    ASSERT_EQ(rc_tower_probe(bad), 0);
     write_bytes(bad, "hello, world\n", 13);
-    ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+    ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
     write_bytes(bad, "", 0);
-    ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
-    ASSERT_EQ(rc_tt_probe(bad), 0);
+    ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+    ASSERT_EQ(rc_tower_probe(bad), 0);
     /* A valid checksum over a config that does not match the weights. */
     memcpy(buf, "RCTOWER1", 8);
     uint32_t v;
@@ -829,7 +829,7 @@ TEST(tower_file_roundtrip_and_corruption)
     uint32_t crc = rc_crc32c(0, buf, n - 4);
     memcpy(buf + n - 4, &crc, 4);
     write_bytes(bad, buf, n);
-    ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+    ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
     ASSERT(strstr(err, "inconsistent") != NULL);
     /* Unsupported version. */
     v = 8;
@@ -839,12 +839,12 @@ TEST(tower_file_roundtrip_and_corruption)
     crc = rc_crc32c(0, buf, n - 4);
     memcpy(buf + n - 4, &crc, 4);
     write_bytes(bad, buf, n);
-    ASSERT_EQ(rc_tt_load(bad, &l, err, sizeof err), RC_ECORRUPT);
+    ASSERT_EQ(rc_tower_load(bad, &l, err, sizeof err), RC_ECORRUPT);
     ASSERT(strstr(err, "unsupported version 99") != NULL);
-    ASSERT_EQ(rc_tt_load("/nonexistent/x.tower", &l, err, sizeof err), RC_ENOENT);
-    ASSERT_EQ(rc_tt_probe("/nonexistent/x.tower"), 0);
+    ASSERT_EQ(rc_tower_load("/nonexistent/x.tower", &l, err, sizeof err), RC_ENOENT);
+    ASSERT_EQ(rc_tower_probe("/nonexistent/x.tower"), 0);
     free(buf);
-    rc_tt_destroy(m);
+    rc_tower_destroy(m);
     ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
 }
 
@@ -936,20 +936,20 @@ TEST(tower_history_user_in)
     uint32_t off[3] = {0, ua == 0 ? 2 : 0, 2};
     dev[ua] = 123;
     rc_ufeat f = {.nusers = 2, .device = dev, .tag_off = off, .tags = tags};
-    rc_tt_history *h = NULL;
-    ASSERT_EQ(rc_tt_history_create(log, w2v, rows, &f, &h), 0);
-    rc_tt_item_in cl[8];
+    rc_tower_history *h = NULL;
+    ASSERT_EQ(rc_tower_history_create(log, w2v, rows, &f, &h), 0);
+    rc_tower_item_in cl[8];
     int64_t ts[8];
-    rc_tt_user_in in;
+    rc_tower_user_in in;
 
-    ASSERT_EQ(rc_tt_history_user_in(h, find_rec(log, "a", "x1"), 8, cl, ts, &in), 0);
+    ASSERT_EQ(rc_tower_history_user_in(h, find_rec(log, "a", "x1"), 8, cl, ts, &in), 0);
     ASSERT_EQ(in.total_clicks, 0);
     ASSERT_EQ(in.sessions, 0);
     ASSERT_EQ(in.device_hash, 123);
     ASSERT_EQ(in.ntags, 2);
     ASSERT_EQ(in.tag_hashes[0], 5);
 
-    ASSERT_EQ(rc_tt_history_user_in(h, find_rec(log, "a", "x3"), 8, cl, ts, &in), 2);
+    ASSERT_EQ(rc_tower_history_user_in(h, find_rec(log, "a", "x3"), 8, cl, ts, &in), 2);
     ASSERT_EQ(in.nclicks, 2);
     ASSERT_EQ(in.total_clicks, 2);
     ASSERT_EQ(in.sessions, 1);
@@ -957,42 +957,42 @@ TEST(tower_history_user_in)
     ASSERT_EQ(ts[0], 1000);
     ASSERT_EQ(ts[1], 2000);
     ASSERT(in.clicks == cl && in.click_ts == ts);
-    ASSERT_EQ(cl[0].id_hash, rc_tt_hash("x1", 2));
-    ASSERT_EQ(cl[0].city_hash, rc_tt_hash("c1", 2));
-    ASSERT_EQ(cl[0].cate_hash, rc_tt_hash("k1", 2));
+    ASSERT_EQ(cl[0].id_hash, rc_tower_hash("x1", 2));
+    ASSERT_EQ(cl[0].city_hash, rc_tower_hash("c1", 2));
+    ASSERT_EQ(cl[0].cate_hash, rc_tower_hash("k1", 2));
     ASSERT(cl[0].w2v == rc_table_in(w2v, rows[item_of(log, "x1")]));
     ASSERT(cl[1].w2v == NULL); /* x2: no row */
 
     /* Session 2: every earlier click counts, from one earlier session. */
     size_t r4 = find_rec(log, "a", "x4"), r5 = find_rec(log, "a", "x5");
-    uint32_t n4 = rc_tt_history_user_in(h, r4, 8, cl, ts, &in);
+    uint32_t n4 = rc_tower_history_user_in(h, r4, 8, cl, ts, &in);
     uint64_t t4 = in.total_clicks;
     ASSERT_EQ(in.sessions, 1);
-    rc_tt_item_in x3;
-    rc_tt_history_item_in(h, item_of(log, "x3"), &x3);
+    rc_tower_item_in x3;
+    rc_tower_history_item_in(h, item_of(log, "x3"), &x3);
     ASSERT_EQ(x3.city_hash, 0); /* empty city: absent */
     ASSERT_EQ(x3.cate_hash, 0);
-    uint32_t n5 = rc_tt_history_user_in(h, r5, 8, cl, ts, &in);
+    uint32_t n5 = rc_tower_history_user_in(h, r5, 8, cl, ts, &in);
     /* Same ms: exactly one of the two sees the other (record order). */
     ASSERT_EQ((n4 > n5 ? n4 - n5 : n5 - n4), 1);
     ASSERT_EQ((t4 > in.total_clicks ? t4 - in.total_clicks : in.total_clicks - t4), 1);
     ASSERT_EQ(RC_MIN(n4, n5), 3);
     /* max_clicks keeps the newest, oldest first. */
     size_t later = n4 > n5 ? r4 : r5;
-    ASSERT_EQ(rc_tt_history_user_in(h, later, 2, cl, ts, &in), 2);
+    ASSERT_EQ(rc_tower_history_user_in(h, later, 2, cl, ts, &in), 2);
     ASSERT_EQ(in.total_clicks, 4);
     ASSERT_EQ(ts[0], 3000);
     ASSERT_EQ(ts[1], 10803000);
     ASSERT_EQ(in.sessions, 2); /* the current session has an earlier click */
-    ASSERT_EQ(cl[0].id_hash, rc_tt_hash("x3", 2));
+    ASSERT_EQ(cl[0].id_hash, rc_tower_hash("x3", 2));
 
     /* User b: no features. */
-    ASSERT_EQ(rc_tt_history_user_in(h, find_rec(log, "b", "x4"), 8, cl, ts, &in), 2);
+    ASSERT_EQ(rc_tower_history_user_in(h, find_rec(log, "b", "x4"), 8, cl, ts, &in), 2);
     ASSERT_EQ(in.device_hash, 0);
     ASSERT_EQ(in.ntags, 0);
     ASSERT_EQ(in.sessions, 1);
 
-    rc_tt_history_destroy(h);
+    rc_tower_history_destroy(h);
     rc_table_destroy(w2v);
     free(rows);
     rc_clicklog_free(log);
@@ -1008,7 +1008,7 @@ typedef struct world {
     rc_table *w2v;
     uint32_t *rows;
     rc_ufeat f;
-    rc_tt_history *h;
+    rc_tower_history *h;
 } world;
 
 static void world_init(world *w, uint64_t events)
@@ -1049,17 +1049,17 @@ static void world_init(world *w, uint64_t events)
         ASSERT_EQ(rc_gen_user_truth(w->g, id, l, &t), 0);
         char s[32];
         int n = snprintf(s, sizeof s, "dev%u", t.fav_cate);
-        w->f.device[u] = rc_tt_hash(s, (size_t)n);
+        w->f.device[u] = rc_tower_hash(s, (size_t)n);
         n = snprintf(s, sizeof s, "t%u", t.fav_cate);
-        w->f.tags[u] = rc_tt_hash(s, (size_t)n);
+        w->f.tags[u] = rc_tower_hash(s, (size_t)n);
         w->f.tag_off[u + 1] = u + 1;
     }
-    ASSERT_EQ(rc_tt_history_create(w->log, w->w2v, w->rows, &w->f, &w->h), 0);
+    ASSERT_EQ(rc_tower_history_create(w->log, w->w2v, w->rows, &w->f, &w->h), 0);
 }
 
 static void world_free(world *w)
 {
-    rc_tt_history_destroy(w->h);
+    rc_tower_history_destroy(w->h);
     free(w->f.device);
     free(w->f.tag_off);
     free(w->f.tags);
@@ -1070,67 +1070,67 @@ static void world_free(world *w)
     ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", w->dir), 0);
 }
 
-static rc_tt_train_opts train_opts(uint32_t threads)
+static rc_tower_train_opts train_opts(uint32_t threads)
 {
-    rc_tt_train_opts o = {.batch = 64,
-                          .epochs = 2,
-                          .easy_negatives = 32,
-                          .hard_negatives = 2,
-                          .lr = 0.005f,
-                          .threads = threads,
-                          .seed = 5,
-                          .progress = -1,
-                          .quiet = 1};
-    o.cfg = (rc_tt_config){.dim = 16,
-                           .hidden = 32,
-                           .id_buckets = 512,
-                           .id_dim = 8,
-                           .city_buckets = 16,
-                           .city_dim = 4,
-                           .cate_buckets = 16,
-                           .cate_dim = 4,
-                           .device_buckets = 32,
-                           .device_dim = 4,
-                           .tag_buckets = 64,
-                           .tag_dim = 4,
-                           .stats_cates = 8,
-                           .max_clicks = 10,
-                           .features = RC_TT_F_ALL};
+    rc_tower_train_opts o = {.batch = 64,
+                             .epochs = 2,
+                             .easy_negatives = 32,
+                             .hard_negatives = 2,
+                             .lr = 0.005f,
+                             .threads = threads,
+                             .seed = 5,
+                             .progress = -1,
+                             .quiet = 1};
+    o.cfg = (rc_tower_config){.dim = 16,
+                              .hidden = 32,
+                              .id_buckets = 512,
+                              .id_dim = 8,
+                              .city_buckets = 16,
+                              .city_dim = 4,
+                              .cate_buckets = 16,
+                              .cate_dim = 4,
+                              .device_buckets = 32,
+                              .device_dim = 4,
+                              .tag_buckets = 64,
+                              .tag_dim = 4,
+                              .stats_cates = 8,
+                              .max_clicks = 10,
+                              .features = RC_TOWER_F_ALL};
     return o;
 }
 
 /* Share of (example, random item) pairs where the positive scores higher. */
-static double rank_share(const rc_tt_model *m, const world *w)
+static double rank_share(const rc_tower_model *m, const world *w)
 {
-    rc_tt_work *wk;
-    ASSERT_EQ(rc_tt_work_create(m, &wk), 0);
+    rc_tower_work *wk;
+    ASSERT_EQ(rc_tower_work_create(m, &wk), 0);
     rc_rng r;
     rc_rng_seed(&r, 17);
-    rc_tt_item_in cl[10], in;
+    rc_tower_item_in cl[10], in;
     int64_t ts[10];
-    rc_tt_user_in u;
+    rc_tower_user_in u;
     float uv[16], pv[16], nv[16];
     uint32_t nitems = rc_dict_size(w->log->items), wins = 0, pairs = 0;
     for (int k = 0; k < 300; k++) {
         size_t rec = rc_rng_below(&r, (uint32_t)w->log->n);
         uint32_t it = w->log->recs[rec].item;
-        if (w->rows[it] == UINT32_MAX || rc_tt_history_user_in(w->h, rec, 10, cl, ts, &u) == 0)
+        if (w->rows[it] == UINT32_MAX || rc_tower_history_user_in(w->h, rec, 10, cl, ts, &u) == 0)
             continue;
-        rc_tt_user_vector(m, wk, &u, uv, NULL, NULL);
-        rc_tt_history_item_in(w->h, it, &in);
-        rc_tt_item_vector(m, wk, &in, pv);
+        rc_tower_user_vector(m, wk, &u, uv, NULL, NULL);
+        rc_tower_history_item_in(w->h, it, &in);
+        rc_tower_item_vector(m, wk, &in, pv);
         float sp = rc_vec_dot(uv, pv, 16);
         for (int j = 0; j < 20; j++) {
             uint32_t o = rc_rng_below(&r, nitems);
             if (o == it || w->rows[o] == UINT32_MAX)
                 continue;
-            rc_tt_history_item_in(w->h, o, &in);
-            rc_tt_item_vector(m, wk, &in, nv);
+            rc_tower_history_item_in(w->h, o, &in);
+            rc_tower_item_vector(m, wk, &in, nv);
             wins += sp > rc_vec_dot(uv, nv, 16);
             pairs++;
         }
     }
-    rc_tt_work_destroy(wk);
+    rc_tower_work_destroy(wk);
     ASSERT_GT(pairs, 1000);
     return (double)wins / pairs;
 }
@@ -1139,40 +1139,40 @@ TEST(tower_train_learns)
 {
     world w;
     world_init(&w, 20000);
-    rc_tt_train_opts o = train_opts(1);
-    rc_tt_model *m = NULL, *m0 = NULL;
-    rc_tt_train_result res;
+    rc_tower_train_opts o = train_opts(1);
+    rc_tower_model *m = NULL, *m0 = NULL;
+    rc_tower_train_result res;
     char err[256] = "";
-    ASSERT_EQ(rc_tt_train(&o, w.h, NULL, &m, &res, err, sizeof err), 0);
+    ASSERT_EQ(rc_tower_train(&o, w.h, NULL, &m, &res, err, sizeof err), 0);
     ASSERT_GT(res.examples, 10000);
     ASSERT_EQ(res.threads, 1);
     ASSERT(!res.stopped);
     fprintf(stderr, "loss %.4f -> %.4f, %.0f examples/s\n", res.first_loss, res.loss,
             res.examples_per_s);
     ASSERT_DBL_OP(res.loss, <, 0.8 * res.first_loss);
-    rc_tt_config c0 = o.cfg;
+    rc_tower_config c0 = o.cfg;
     c0.w2v_dim = rc_table_dim(w.w2v);
-    ASSERT_EQ(rc_tt_create(&c0, 5, &m0, NULL, 0), 0);
+    ASSERT_EQ(rc_tower_create(&c0, 5, &m0, NULL, 0), 0);
     double trained = rank_share(m, &w), untrained = rank_share(m0, &w);
     fprintf(stderr, "positive above random: trained %.3f, untrained %.3f\n", trained, untrained);
     ASSERT_DBL_OP(trained, >, 0.8);
     ASSERT_DBL_OP(trained, >, untrained + 0.15);
     char line[512];
-    rc_tt_train_summary(&o, &res, line, sizeof line);
+    rc_tower_train_summary(&o, &res, line, sizeof line);
     ASSERT(strstr(line, "examples/s") != NULL);
-    rc_tt_destroy(m);
-    rc_tt_destroy(m0);
+    rc_tower_destroy(m);
+    rc_tower_destroy(m0);
     world_free(&w);
 }
 
-static rc_tt_model *train_once(const world *w, uint32_t threads, rc_tt_train_result *res)
+static rc_tower_model *train_once(const world *w, uint32_t threads, rc_tower_train_result *res)
 {
-    rc_tt_train_opts o = train_opts(threads);
+    rc_tower_train_opts o = train_opts(threads);
     o.epochs = 1;
     o.max_examples = 3000;
-    rc_tt_model *m = NULL;
+    rc_tower_model *m = NULL;
     char err[256] = "";
-    if (rc_tt_train(&o, w->h, NULL, &m, res, err, sizeof err))
+    if (rc_tower_train(&o, w->h, NULL, &m, res, err, sizeof err))
         RC__FAIL("train: %s", err);
     return m;
 }
@@ -1181,37 +1181,37 @@ TEST(tower_train_deterministic)
 {
     world w;
     world_init(&w, 6000);
-    rc_tt_train_result r1, r2;
-    rc_tt_model *a = train_once(&w, 1, &r1), *b = train_once(&w, 1, &r2);
+    rc_tower_train_result r1, r2;
+    rc_tower_model *a = train_once(&w, 1, &r1), *b = train_once(&w, 1, &r2);
     ASSERT_EQ(r1.examples, 3000);
     ASSERT_EQ(a->nparams, b->nparams);
     ASSERT_EQ(memcmp(a->p, b->p, a->nparams * sizeof(float)), 0);
     ASSERT_EQ(r1.loss, r2.loss);
-    rc_tt_destroy(b);
+    rc_tower_destroy(b);
     /* Two threads: same examples and batches; sums in another order only. */
     b = train_once(&w, 2, &r2);
     ASSERT_EQ(r2.threads, 2);
     ASSERT_EQ(r2.examples, 3000);
     ASSERT_NEAR(r2.loss, r1.loss, 0.05 * r1.loss);
-    rc_tt_model *c = train_once(&w, 2, &r1);
+    rc_tower_model *c = train_once(&w, 2, &r1);
     ASSERT_EQ(memcmp(b->p, c->p, b->nparams * sizeof(float)), 0);
-    rc_tt_destroy(a);
-    rc_tt_destroy(b);
-    rc_tt_destroy(c);
+    rc_tower_destroy(a);
+    rc_tower_destroy(b);
+    rc_tower_destroy(c);
     /* Bad options and no example. */
-    rc_tt_train_opts o = train_opts(1);
-    rc_tt_model *m = (rc_tt_model *)1;
+    rc_tower_train_opts o = train_opts(1);
+    rc_tower_model *m = (rc_tower_model *)1;
     char err[256] = "";
     o.batch = 100000;
-    ASSERT_EQ(rc_tt_train(&o, w.h, NULL, &m, NULL, err, sizeof err), RC_EINVAL);
+    ASSERT_EQ(rc_tower_train(&o, w.h, NULL, &m, NULL, err, sizeof err), RC_EINVAL);
     ASSERT(m == NULL && strstr(err, "batch") != NULL);
     o = train_opts(1);
     o.cfg.dim = 12;
-    ASSERT_EQ(rc_tt_train(&o, w.h, NULL, &m, NULL, err, sizeof err), RC_EINVAL);
+    ASSERT_EQ(rc_tower_train(&o, w.h, NULL, &m, NULL, err, sizeof err), RC_EINVAL);
     ASSERT(strstr(err, "dim") != NULL);
     o = train_opts(1);
     uint8_t *mask = calloc(w.log->nsessions, 1);
-    ASSERT_EQ(rc_tt_train(&o, w.h, mask, &m, NULL, err, sizeof err), RC_EINVAL);
+    ASSERT_EQ(rc_tower_train(&o, w.h, mask, &m, NULL, err, sizeof err), RC_EINVAL);
     ASSERT(strstr(err, "no example") != NULL);
     free(mask);
     world_free(&w);
@@ -1221,12 +1221,12 @@ TEST(tower_cold_start_item)
 {
     world w;
     world_init(&w, 20000);
-    rc_tt_train_opts o = train_opts(1);
-    rc_tt_model *m = NULL;
+    rc_tower_train_opts o = train_opts(1);
+    rc_tower_model *m = NULL;
     char err[256] = "";
-    ASSERT_EQ(rc_tt_train(&o, w.h, NULL, &m, NULL, err, sizeof err), 0);
-    rc_tt_work *wk;
-    ASSERT_EQ(rc_tt_work_create(m, &wk), 0);
+    ASSERT_EQ(rc_tower_train(&o, w.h, NULL, &m, NULL, err, sizeof err), 0);
+    rc_tower_work *wk;
+    ASSERT_EQ(rc_tower_work_create(m, &wk), 0);
     /* Per (city, cate) of the generator: a never-seen id, no SGNS vector. */
     uint32_t wins = 0, groups = 0;
     for (uint32_t city = 0; city < 4; city++)
@@ -1235,10 +1235,10 @@ TEST(tower_cold_start_item)
             int cl = snprintf(cs, sizeof cs, "c%u", city),
                 kl = snprintf(ks, sizeof ks, "k%u", cate);
             int il = snprintf(id, sizeof id, "brand-new-%u-%u", city, cate);
-            rc_tt_item_in in = {rc_tt_hash(id, (size_t)il), rc_tt_hash(cs, (size_t)cl),
-                                rc_tt_hash(ks, (size_t)kl), NULL};
+            rc_tower_item_in in = {rc_tower_hash(id, (size_t)il), rc_tower_hash(cs, (size_t)cl),
+                                   rc_tower_hash(ks, (size_t)kl), NULL};
             float v[16], x[16];
-            rc_tt_item_vector(m, wk, &in, v);
+            rc_tower_item_vector(m, wk, &in, v);
             double nn = 0;
             for (int i = 0; i < 16; i++) {
                 ASSERT(isfinite(v[i]));
@@ -1250,9 +1250,9 @@ TEST(tower_cold_start_item)
             for (uint32_t it = 0; it < rc_dict_size(w.log->items); it++) {
                 if (w.rows[it] == UINT32_MAX)
                     continue;
-                rc_tt_item_in ti;
-                rc_tt_history_item_in(w.h, it, &ti);
-                rc_tt_item_vector(m, wk, &ti, x);
+                rc_tower_item_in ti;
+                rc_tower_history_item_in(w.h, it, &ti);
+                rc_tower_item_vector(m, wk, &ti, x);
                 double c = rc_vec_dot(v, x, 16);
                 int sc = ti.city_hash == in.city_hash, sk = ti.cate_hash == in.cate_hash;
                 if (sc && sk) {
@@ -1271,7 +1271,7 @@ TEST(tower_cold_start_item)
     fprintf(stderr, "cold start: closer to its own city/cate in %u of %u groups\n", wins, groups);
     ASSERT_GE(groups, 8);
     ASSERT_GE(wins, groups - 1);
-    rc_tt_work_destroy(wk);
-    rc_tt_destroy(m);
+    rc_tower_work_destroy(wk);
+    rc_tower_destroy(m);
     world_free(&w);
 }

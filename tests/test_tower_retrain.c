@@ -1,5 +1,5 @@
 /* Background retraining of the two-tower model: the replay buffer, the
- * in-memory click log, warm start and cancellation of rc_tt_train, the
+ * in-memory click log, warm start and cancellation of rc_tower_train, the
  * tower.retrain_* keys, an offline engine retraining on request, and the
  * daemon retraining periodically, on the retrain_model op, and shutting down
  * promptly in the middle of a retrain. */
@@ -333,18 +333,18 @@ static rc_engine *fed_engine(const rc_config *c, uint32_t n, uint32_t nusers)
     return e;
 }
 
-static float item_cos(const rc_tt_model *a, const rc_tt_model *b, const rc_tt_item_in *in)
+static float item_cos(const rc_tower_model *a, const rc_tower_model *b, const rc_tower_item_in *in)
 {
-    rc_tt_work *wa = NULL, *wb = NULL;
+    rc_tower_work *wa = NULL, *wb = NULL;
     float va[64], vb[64], d = 0;
-    ASSERT_EQ(rc_tt_work_create(a, &wa), 0);
-    ASSERT_EQ(rc_tt_work_create(b, &wb), 0);
-    rc_tt_item_vector(a, wa, in, va);
-    rc_tt_item_vector(b, wb, in, vb);
-    for (uint32_t i = 0; i < rc_tt_config_of(a)->dim; i++)
+    ASSERT_EQ(rc_tower_work_create(a, &wa), 0);
+    ASSERT_EQ(rc_tower_work_create(b, &wb), 0);
+    rc_tower_item_vector(a, wa, in, va);
+    rc_tower_item_vector(b, wb, in, vb);
+    for (uint32_t i = 0; i < rc_tower_config_of(a)->dim; i++)
         d += va[i] * vb[i];
-    rc_tt_work_destroy(wa);
-    rc_tt_work_destroy(wb);
+    rc_tower_work_destroy(wa);
+    rc_tower_work_destroy(wb);
     return d;
 }
 
@@ -367,20 +367,20 @@ TEST(tower_retrain_run_warm_start_and_cancel)
         const char *item = json_string_value(json_object_get(ev, "item_id"));
         ASSERT_EQ(rc_table_find(t, item, strlen(item), &row), 0);
         snprintf(uname, sizeof uname, "u%u", u);
-        uint64_t tag = rc_tt_hash("t1", 2), dev = u % 2 ? rc_tt_hash("ios", 3) : 0;
-        rc_replay_add(r, rc_tt_hash(uname, strlen(uname)), row,
+        uint64_t tag = rc_tower_hash("t1", 2), dev = u % 2 ? rc_tower_hash("ios", 3) : 0;
+        rc_replay_add(r, rc_tower_hash(uname, strlen(uname)), row,
                       json_integer_value(json_object_get(ev, "ts")), dev, u < 3 ? &tag : NULL,
                       u < 3);
         json_decref(ev);
     }
     rc_replay_snap s;
     ASSERT_EQ(rc_replay_snapshot(r, 0, &s), 0);
-    rc_tt_config cfg = tt_small_cfg(16);
-    rc_tt_model *base = NULL, *m = NULL;
-    ASSERT_EQ(rc_tt_create(&cfg, 5, &base, err, sizeof err), 0);
+    rc_tower_config cfg = tt_small_cfg(16);
+    rc_tower_model *base = NULL, *m = NULL;
+    ASSERT_EQ(rc_tower_create(&cfg, 5, &base, err, sizeof err), 0);
     rc_retrain_opts o = {.gap_ms = c.gap_ms,
                          .min_examples = 10,
-                         .train = {.cfg = *rc_tt_config_of(base),
+                         .train = {.cfg = *rc_tower_config_of(base),
                                    .epochs = 1,
                                    .threads = 1,
                                    .progress = -1,
@@ -399,28 +399,28 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     ASSERT_EQ(res.users_with_device, 5);
     ASSERT_EQ(res.users_with_tags, 3);
     ASSERT(isfinite(res.train.loss) && res.train.loss > 0);
-    rc_tt_item_in in;
+    rc_tower_item_in in;
     rc_tower_serve_item_in(t, 7, &in);
     /* warm start with a vanishing learning rate: the base model, nearly */
     ASSERT_DBL_OP(item_cos(base, m, &in), >, 0.999);
-    rc_tt_destroy(m);
+    rc_tower_destroy(m);
     /* fresh weights (another seed): another model */
     o.train.init = NULL;
     o.train.seed = 99;
     ASSERT_EQ(rc_retrain_run(&s, t, &o, &m, &res, err, sizeof err), 0);
     ASSERT_DBL_OP(item_cos(base, m, &in), <, 0.99);
-    rc_tt_destroy(m);
+    rc_tower_destroy(m);
     m = NULL;
     /* an init model of another shape is refused */
-    rc_tt_config other = cfg;
+    rc_tower_config other = cfg;
     other.hidden = 64;
-    rc_tt_model *wrong = NULL;
-    ASSERT_EQ(rc_tt_create(&other, 5, &wrong, err, sizeof err), 0);
+    rc_tower_model *wrong = NULL;
+    ASSERT_EQ(rc_tower_create(&other, 5, &wrong, err, sizeof err), 0);
     o.train.init = wrong;
     ASSERT_EQ(rc_retrain_run(&s, t, &o, &m, &res, err, sizeof err), RC_EINVAL);
     ASSERT(strstr(err, "init model") != NULL);
     ASSERT(m == NULL);
-    rc_tt_destroy(wrong);
+    rc_tower_destroy(wrong);
     /* a raised cancel flag stops at the first step, no model */
     atomic_int cancel = 1;
     o.train.init = base;
@@ -435,7 +435,7 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     ASSERT_EQ(res.skipped, 1);
     ASSERT(m == NULL);
     ASSERT(strstr(err, "fewer than tower.retrain_min_examples = 100000") != NULL);
-    rc_tt_destroy(base);
+    rc_tower_destroy(base);
     rc_replay_snap_free(&s);
     rc_replay_destroy(r);
     rc_engine_destroy(e);
@@ -583,21 +583,21 @@ TEST(tower_retrain_offline_engine_serves_new_model)
     ASSERT_DBL_OP(max_abs_diff(u0, u1, dim), >, 1e-3);
     ASSERT_DBL_OP(max_abs_diff(i0, i1, dim), >, 1e-3);
     /* the saved file is the served model */
-    rc_tt_model *m = NULL;
-    if (rc_tt_load(saved, &m, err, sizeof err))
+    rc_tower_model *m = NULL;
+    if (rc_tower_load(saved, &m, err, sizeof err))
         RC__FAIL("load %s: %s", saved, err);
-    ASSERT_EQ(rc_tt_params(m), ti.params);
-    rc_tt_work *w = NULL;
-    ASSERT_EQ(rc_tt_work_create(m, &w), 0);
+    ASSERT_EQ(rc_tower_params(m), ti.params);
+    rc_tower_work *w = NULL;
+    ASSERT_EQ(rc_tower_work_create(m, &w), 0);
     uint32_t row;
     ASSERT_EQ(rc_table_find(rc_engine_table(e), "i5", 2, &row), 0);
-    rc_tt_item_in in;
+    rc_tower_item_in in;
     float want[64];
     rc_tower_serve_item_in(rc_engine_table(e), row, &in);
-    rc_tt_item_vector(m, w, &in, want);
+    rc_tower_item_vector(m, w, &in, want);
     ASSERT_DBL_OP(max_abs_diff(want, i1, dim), <, 1e-5);
-    rc_tt_work_destroy(w);
-    rc_tt_destroy(m);
+    rc_tower_work_destroy(w);
+    rc_tower_destroy(m);
     /* two_tower recall answers from the new model */
     rc_hit hits[5];
     uint32_t n = 0;
@@ -696,21 +696,21 @@ TEST(tower_retrain_daemon_periodic_and_op)
     ASSERT_GT(e2e_int(st, "tower.retrain.last_examples"), 300);
     json_decref(st);
     /* the saved file loads and differs from the one loaded at start */
-    rc_tt_model *m0 = NULL, *m1 = NULL;
+    rc_tower_model *m0 = NULL, *m1 = NULL;
     char err[512];
-    ASSERT_EQ(rc_tt_load(model, &m0, err, sizeof err), 0);
-    if (rc_tt_load(saved, &m1, err, sizeof err))
+    ASSERT_EQ(rc_tower_load(model, &m0, err, sizeof err), 0);
+    if (rc_tower_load(saved, &m1, err, sizeof err))
         RC__FAIL("load %s: %s", saved, err);
     float w2v[64];
     for (int i = 0; i < 64; i++)
         w2v[i] = (float)((i * 37) % 11) - 5.0f;
-    rc_tt_item_in in = {.id_hash = rc_tt_hash("i5", 2),
-                        .city_hash = rc_tt_hash("c2", 2),
-                        .cate_hash = rc_tt_hash("k1", 2),
-                        .w2v = w2v};
+    rc_tower_item_in in = {.id_hash = rc_tower_hash("i5", 2),
+                           .city_hash = rc_tower_hash("c2", 2),
+                           .cate_hash = rc_tower_hash("k1", 2),
+                           .w2v = w2v};
     ASSERT_DBL_OP(item_cos(m0, m1, &in), <, 0.9999);
-    rc_tt_destroy(m0);
-    rc_tt_destroy(m1);
+    rc_tower_destroy(m0);
+    rc_tower_destroy(m1);
     /* two_tower recall answers */
     json_t *r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"mode\":\"two_tower\","
                                     "\"k\":5}");

@@ -188,44 +188,44 @@ TEST(tower_serve_user_vector_matches_offline)
     ASSERT_EQ(rc_ufeat_from_log(log, &feats), 0);
     ASSERT_GT(feats->users_with_device, 0);
     ASSERT_GT(feats->users_with_tags, 0);
-    rc_tt_history *h = NULL;
-    ASSERT_EQ(rc_tt_history_create(log, t, rows, feats, &h), 0);
-    rc_tt_model *m = NULL;
-    ASSERT_EQ(rc_tt_load(model, &m, err, sizeof err), 0);
-    rc_tt_work *w = NULL;
-    ASSERT_EQ(rc_tt_work_create(m, &w), 0);
-    uint32_t mc = rc_tt_config_of(m)->max_clicks, checked = 0;
-    rc_tt_item_in clicks[RC_TT_MAX_CLICKS];
-    int64_t cts[RC_TT_MAX_CLICKS];
+    rc_tower_history *h = NULL;
+    ASSERT_EQ(rc_tower_history_create(log, t, rows, feats, &h), 0);
+    rc_tower_model *m = NULL;
+    ASSERT_EQ(rc_tower_load(model, &m, err, sizeof err), 0);
+    rc_tower_work *w = NULL;
+    ASSERT_EQ(rc_tower_work_create(m, &w), 0);
+    uint32_t mc = rc_tower_config_of(m)->max_clicks, checked = 0;
+    rc_tower_item_in clicks[RC_TOWER_MAX_CLICKS];
+    int64_t cts[RC_TOWER_MAX_CLICKS];
     for (size_t r = 0; r < log->n; r++) {
         size_t ulen;
         const char *uname = rc_dict_str(log->users, log->recs[r].user, &ulen);
         uint32_t u = (uint32_t)atoi(uname + 1);
         if (log->recs[r].ts_ms != last_ts[u] + 5000)
             continue; /* not a probe */
-        rc_tt_user_in in;
-        uint32_t k = rc_tt_history_user_in(h, r, mc, clicks, cts, &in);
+        rc_tower_user_in in;
+        uint32_t k = rc_tower_history_user_in(h, r, mc, clicks, cts, &in);
         ASSERT_EQ(k, mc);
         ASSERT_GT(in.sessions, 2);
         ASSERT_EQ(in.total_clicks, nev / nusers);
-        rc_tt_user_vector(m, w, &in, want, NULL, NULL);
+        rc_tower_user_vector(m, w, &in, want, NULL, NULL);
         ASSERT_EQ(rc_engine_tower_user_vector(e, uname, ulen, in.now_ms, v, 64, &dim), 0);
         ASSERT_EQ(dim, 16);
         for (uint32_t i = 0; i < dim; i++)
             ASSERT_NEAR(v[i], want[i], 1e-5);
         /* the comparison is sensitive to the profile part: one click more in
          * the counters, or no device, moves the vector past the tolerance */
-        rc_tt_user_in alt = in;
+        rc_tower_user_in alt = in;
         alt.total_clicks += 1;
         alt.sessions += 1;
-        rc_tt_user_vector(m, w, &alt, want, NULL, NULL);
+        rc_tower_user_vector(m, w, &alt, want, NULL, NULL);
         float diff = 0;
         for (uint32_t i = 0; i < dim; i++)
             diff = RC_MAX(diff, fabsf(want[i] - v[i]));
         ASSERT_DBL_OP(diff, >, 1e-5);
         alt = in;
         alt.device_hash = 0;
-        rc_tt_user_vector(m, w, &alt, want, NULL, NULL);
+        rc_tower_user_vector(m, w, &alt, want, NULL, NULL);
         diff = 0;
         for (uint32_t i = 0; i < dim; i++)
             diff = RC_MAX(diff, fabsf(want[i] - v[i]));
@@ -242,13 +242,13 @@ TEST(tower_serve_user_vector_matches_offline)
     for (uint32_t i = 0; i < nitems; i++) {
         size_t len;
         const char *id = rc_dict_str(log->items, i, &len);
-        rc_tt_item_in ii;
+        rc_tower_item_in ii;
         if (rows[i] == UINT32_MAX) {
             ASSERT_EQ(rc_engine_tower_item_vector(e, id, len, v, 64, &dim), RC_ENOENT);
             continue;
         }
-        rc_tt_history_item_in(h, i, &ii);
-        rc_tt_item_vector(m, w, &ii, want);
+        rc_tower_history_item_in(h, i, &ii);
+        rc_tower_item_vector(m, w, &ii, want);
         ASSERT_EQ(rc_engine_tower_item_vector(e, id, len, v, 64, &dim), 0);
         /* the mirror holds the vector of the w2v vector it was computed from;
          * SGNS moved some since: those differ only until re-checked */
@@ -257,9 +257,9 @@ TEST(tower_serve_user_vector_matches_offline)
             d += v[x] * want[x];
         ASSERT_DBL_OP(d, >, 0.95);
     }
-    rc_tt_work_destroy(w);
-    rc_tt_destroy(m);
-    rc_tt_history_destroy(h);
+    rc_tower_work_destroy(w);
+    rc_tower_destroy(m);
+    rc_tower_history_destroy(h);
     rc_ufeat_free(feats);
     free(rows);
     rc_clicklog_free(log);

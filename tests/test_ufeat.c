@@ -43,7 +43,7 @@ static uint32_t user(const rc_clicklog *log, const char *name)
     return id;
 }
 
-static uint64_t H(const char *s) { return rc_tt_hash(s, strlen(s)); }
+static uint64_t H(const char *s) { return rc_tower_hash(s, strlen(s)); }
 
 /* 1 when user u's tags are exactly want[0..n) (in order). */
 static int tags_are(const rc_ufeat *f, uint32_t u, const char *const *want, uint32_t n)

@@ -6,30 +6,30 @@
 
 #include "test.h"
 
-rc_tt_config tt_small_cfg(uint32_t w2v_dim)
+rc_tower_config tt_small_cfg(uint32_t w2v_dim)
 {
-    return (rc_tt_config){.dim = 16,
-                          .w2v_dim = w2v_dim,
-                          .hidden = 32,
-                          .id_buckets = 4096,
-                          .city_buckets = 64,
-                          .cate_buckets = 64,
-                          .device_buckets = 64,
-                          .tag_buckets = 256,
-                          .stats_cates = 8,
-                          .max_clicks = 8,
-                          .features = RC_TT_F_ALL};
+    return (rc_tower_config){.dim = 16,
+                             .w2v_dim = w2v_dim,
+                             .hidden = 32,
+                             .id_buckets = 4096,
+                             .city_buckets = 64,
+                             .cate_buckets = 64,
+                             .device_buckets = 64,
+                             .tag_buckets = 256,
+                             .stats_cates = 8,
+                             .max_clicks = 8,
+                             .features = RC_TOWER_F_ALL};
 }
 
 void tt_write_model(const char *path, uint32_t w2v_dim, uint64_t seed)
 {
-    rc_tt_config c = tt_small_cfg(w2v_dim);
-    rc_tt_model *m = NULL;
+    rc_tower_config c = tt_small_cfg(w2v_dim);
+    rc_tower_model *m = NULL;
     char err[256];
-    ASSERT_EQ(rc_tt_create(&c, seed, &m, err, sizeof err), 0);
-    if (rc_tt_save(m, path, err, sizeof err))
+    ASSERT_EQ(rc_tower_create(&c, seed, &m, err, sizeof err), 0);
+    if (rc_tower_save(m, path, err, sizeof err))
         RC__FAIL("save %s: %s", path, err);
-    rc_tt_destroy(m);
+    rc_tower_destroy(m);
 }
 
 int tt_event_line(char *buf, size_t cap, uint32_t j, uint32_t nusers, int empty_tag,

@@ -15,7 +15,7 @@
 #define NCITIES 3u
 
 /* The small model configuration (d 16, H 32, 8 recent clicks, all features). */
-rc_tt_config tt_small_cfg(uint32_t w2v_dim);
+rc_tower_config tt_small_cfg(uint32_t w2v_dim);
 /* Writes a model of tt_small_cfg with random weights (seed) to path. */
 void tt_write_model(const char *path, uint32_t w2v_dim, uint64_t seed);
 

@@ -116,13 +116,13 @@ typedef struct rc_cli {
      * --easy-negatives, --hard-negatives (0 = none), --temperature,
      * --features all|none|LIST (tags,device,stats,attn); threads, seed and
      * progress follow --threads, --seed, --quiet. */
-    rc_tt_train_opts tower;
+    rc_tower_train_opts tower;
     int tower_features_set;    /* --features was given (features 0 is "none") */
     const char *user_features; /* --user-features FILE (ufeat.h), NULL = none */
 } rc_cli;
 
 /* Parses a --features value (all, none, or a comma list of tags, device,
- * stats, attn) into RC_TT_F_* bits. Returns 0 or RC_EINVAL (errbuf names the
+ * stats, attn) into RC_TOWER_F_* bits. Returns 0 or RC_EINVAL (errbuf names the
  * unknown word). */
 int rc_cli_parse_features(const char *v, unsigned *out, char *errbuf, size_t errlen);
 

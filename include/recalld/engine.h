@@ -220,7 +220,7 @@ void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max
  * reference to the bundle they started with: a swap never pulls it from under
  * them. A failed load keeps the served model.
  *
- * User input of a request, exactly what rc_tt_history_user_in builds offline:
+ * User input of a request, exactly what rc_tower_history_user_in builds offline:
  * the user's recent clicks from the session store (the last max_clicks of the
  * model; the store holds sessions.history of them), each as item id / city /
  * category hashes + current word2vec vector, with their times; the profile
@@ -316,7 +316,7 @@ typedef struct rc_engine_retrain_info {
     char last_error[256];           /* why the last one was skipped or failed, "" */
     char last_path[RC_CONF_STR];    /* where the last done one was saved, "" = not saved */
     double last_seconds;            /* duration of the last one (snapshot to serving) */
-    double last_train_seconds;      /* of it, rc_tt_train */
+    double last_train_seconds;      /* of it, rc_tower_train */
     uint64_t last_clicks, last_users, last_sessions, last_examples; /* its data */
     uint64_t last_trained; /* examples processed (all epochs) */
     double last_loss, last_first_loss;

@@ -24,7 +24,7 @@
  *    falls back to popularity.
  *  - the two-tower methods query with the user tower instead: its input is
  *    the user's clicks strictly before the target, over all the user's
- *    sessions (what the server's session store holds; rc_tt_history_user_in),
+ *    sessions (what the server's session store holds; rc_tower_history_user_in),
  *    and the user's profile; a position with neither falls back to
  *    popularity. Exclusions and AUC negatives are the same as the others'.
  *
@@ -47,7 +47,7 @@
  * slice too): a prediction falls in one history slice by the user's history
  * length h = the user's clicks strictly before the target in time (ties:
  * earlier records first), over all the log's sessions whatever their role —
- * what rc_tt_history_user_in counts as total_clicks — "history 1-4", "5-19",
+ * what rc_tower_history_user_in counts as total_clicks — "history 1-4", "5-19",
  * "20-99", "100+" (h >= t >= 1: the session's own prefix counts, so 0 cannot
  * occur; a log without user ids has a user per session, h = t, and only the
  * short slices fill), and in one feature slice: "with features" when the
@@ -323,8 +323,8 @@ typedef struct rc_eval_report {
     double tune_seconds;  /* wall time of the search */
     /* two-tower methods: the tower's settings (features resolved) and run */
     int has_tower;
-    rc_tt_train_opts tower;
-    rc_tt_train_result tower_res;
+    rc_tower_train_opts tower;
+    rc_tower_train_result tower_res;
     /* env->slices was given: the metrics per slice (seconds 0) */
     int has_slices;
     rc_eval_metrics slice[RC_EVAL_NSLICES];
@@ -353,11 +353,11 @@ typedef struct rc_eval_env {
      * settings (or the base ones) and leave there for the next tower row —
      * so every row of an ablation shares one table. rc_eval_env_cleanup
      * frees it. */
-    const rc_ufeat *feats;  /* user features, NULL = the log's own (rc_ufeat_from_log) */
-    rc_tt_train_opts tower; /* base tower settings (--tower-*; cfg.features see below) */
-    int tower_features_set; /* tower.cfg.features was given: the two_tower row uses it
-                             * instead of RC_TT_F_ALL */
-    int keep_w2v;           /* the sgns method leaves its table in w2v */
+    const rc_ufeat *feats;     /* user features, NULL = the log's own (rc_ufeat_from_log) */
+    rc_tower_train_opts tower; /* base tower settings (--tower-*; cfg.features see below) */
+    int tower_features_set;    /* tower.cfg.features was given: the two_tower row uses it
+                                * instead of RC_TOWER_F_ALL */
+    int keep_w2v;              /* the sgns method leaves its table in w2v */
     rc_table *w2v;
     /* Per prediction of split: its slice mask (rc_eval_slices), NULL = no
      * per-slice metrics. Every method then fills rep->slice in its one pass. */

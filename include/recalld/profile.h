@@ -1,7 +1,7 @@
 /* profile — per-user profile store of the daemon, the live counterpart of the
  * offline user features (ufeat.h) for the two-tower user tower (tower.h):
  * per user a device hash, a bag of interest-tag hashes, the clicks and the
- * sessions ever seen (rc_tt_user_in's device_hash, tag_hashes, total_clicks,
+ * sessions ever seen (rc_tower_user_in's device_hash, tag_hashes, total_clicks,
  * sessions) and the newest event time.
  *
  * Update rule (the offline one): the user's LAST event with a non-empty device
@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RC_PROFILE_MAX_TAGS 32u /* = RC_TT_MAX_TAGS: tags the user tower uses */
+#define RC_PROFILE_MAX_TAGS 32u /* = RC_TOWER_MAX_TAGS: tags the user tower uses */
 
 typedef struct rc_profile rc_profile;
 

@@ -3,7 +3,7 @@
  *
  * A ring of the newest `clicks` applied clicks, oldest overwritten first,
  * kept in the order they were added. A click is a fixed 40-byte record: the
- * user (rc_tt_hash of its id: the user's identity in the buffer), the item's
+ * user (rc_tower_hash of its id: the user's identity in the buffer), the item's
  * word2vec table row (its id, city and category are the table's), the event
  * time, the event's device hash and a reference to its interest tags. Tag
  * lists (<= RC_REPLAY_MAX_TAGS hashes) only come with some events, so they go
@@ -31,9 +31,9 @@
 typedef struct rc_replay rc_replay;
 
 typedef struct rc_replay_rec {
-    uint64_t user;     /* rc_tt_hash of the user id */
+    uint64_t user;     /* rc_tower_hash of the user id */
     int64_t ts_ms;     /* event time */
-    uint64_t device;   /* rc_tt_hash of the event's device, 0 = none */
+    uint64_t device;   /* rc_tower_hash of the event's device, 0 = none */
     uint64_t tags_ref; /* 1 + sequence number of its tag list, 0 = none */
     uint32_t row;      /* the item's word2vec table row */
     uint32_t reserved;

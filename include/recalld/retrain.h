@@ -10,7 +10,7 @@
  * had one and the tags of its newest buffered click that had them (the
  * offline rule over the buffer's window). Item inputs read the LIVE word2vec
  * table (rows below rc_table_size; a vector may be read mid-update, which
- * training inputs tolerate). Then rc_tt_history_create and rc_tt_train.
+ * training inputs tolerate). Then rc_tower_history_create and rc_tower_train.
  *
  * Examples: every buffered click but the first of its session (all items have
  * a word2vec row). Fewer than min_examples: nothing is trained (skipped).
@@ -30,16 +30,16 @@
 #include "recalld/tower.h"
 
 typedef struct rc_retrain_opts {
-    int64_t gap_ms;         /* session gap, 0 = 30 min (use sessions.gap_ms) */
-    uint64_t min_examples;  /* fewer examples: skipped; 0 = 1 */
-    rc_tt_train_opts train; /* cfg, epochs, threads, max_seconds, init, cancel, seed ... */
+    int64_t gap_ms;            /* session gap, 0 = 30 min (use sessions.gap_ms) */
+    uint64_t min_examples;     /* fewer examples: skipped; 0 = 1 */
+    rc_tower_train_opts train; /* cfg, epochs, threads, max_seconds, init, cancel, seed ... */
 } rc_retrain_opts;
 
 typedef struct rc_retrain_result {
     int skipped; /* too few examples: no model, errbuf says why */
     uint64_t clicks, users, items, sessions, examples;
     uint64_t users_with_device, users_with_tags;
-    rc_tt_train_result train;
+    rc_tower_train_result train;
 } rc_retrain_result;
 
 /* Trains a model from snap over the word2vec table w2v (borrowed, live).
@@ -49,6 +49,6 @@ typedef struct rc_retrain_result {
  * training option, init model of another shape: errbuf says which),
  * RC_ENOMEM. res may not be NULL. */
 int rc_retrain_run(const rc_replay_snap *snap, const rc_table *w2v, const rc_retrain_opts *opts,
-                   rc_tt_model **out, rc_retrain_result *res, char *errbuf, size_t errlen);
+                   rc_tower_model **out, rc_retrain_result *res, char *errbuf, size_t errlen);
 
 #endif

@@ -5,7 +5,7 @@
  * index (index.h) over the mirror, with the same staleness machinery as the
  * word2vec index. The mirror's output vectors are never written nor read.
  *
- * Item-tower inputs of w2v row r: rc_tt_hash of the item id, of the city name
+ * Item-tower inputs of w2v row r: rc_tower_hash of the item id, of the city name
  * and of the category name (an empty name hashes to 0 = absent), and the
  * row's current SGNS input vector.
  *
@@ -58,7 +58,7 @@ typedef struct rc_tower_serve_stats {
  * w2v. m's w2v_dim must equal w2v's dim. Starts with no row mirrored and one
  * reference (the caller's). Returns 0, RC_EINVAL ("tower: model w2v_dim 32
  * does not match the word2vec table's dim 64"), RC_ENOMEM, RC_EFAISS. */
-int rc_tower_serve_create(rc_tt_model *m, const rc_table *w2v, const rc_tower_serve_opts *opts,
+int rc_tower_serve_create(rc_tower_model *m, const rc_table *w2v, const rc_tower_serve_opts *opts,
                           rc_tower_serve **out, char *errbuf, size_t errlen);
 void rc_tower_serve_ref(rc_tower_serve *b);
 void rc_tower_serve_unref(rc_tower_serve *b); /* NULL-safe; frees at 0 */
@@ -80,12 +80,12 @@ int rc_tower_serve_flush(rc_tower_serve *b, char *errbuf, size_t errlen);
 int rc_tower_serve_maintain(rc_tower_serve *b, char *errbuf, size_t errlen);
 
 /* Any thread. The item-tower input of w2v row `row` (< rc_table_size). */
-void rc_tower_serve_item_in(const rc_table *w2v, uint32_t row, rc_tt_item_in *in);
+void rc_tower_serve_item_in(const rc_table *w2v, uint32_t row, rc_tower_item_in *in);
 
 /* Any thread. The user-tower vector (dim floats) of in. Returns 0 or RC_ENOMEM. */
-int rc_tower_serve_user_vector(rc_tower_serve *b, const rc_tt_user_in *in, float *out);
+int rc_tower_serve_user_vector(rc_tower_serve *b, const rc_tower_user_in *in, float *out);
 /* Any thread. The item-tower vector (dim floats) of in. Returns 0 or RC_ENOMEM. */
-int rc_tower_serve_item_vector(rc_tower_serve *b, const rc_tt_item_in *in, float *out);
+int rc_tower_serve_item_vector(rc_tower_serve *b, const rc_tower_item_in *in, float *out);
 
 /* Any thread. Top-k items for the user vector q (rc_recall_search over the
  * mirror and the tower index). f holds MIRROR city/category ids
@@ -94,7 +94,7 @@ int rc_tower_serve_search(rc_tower_serve *b, const float *q, uint32_t k, float o
                           const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
                           rc_hit *out, uint32_t *n);
 
-const rc_tt_model *rc_tower_serve_model(const rc_tower_serve *b);
+const rc_tower_model *rc_tower_serve_model(const rc_tower_serve *b);
 const rc_table *rc_tower_serve_table(const rc_tower_serve *b); /* the mirror */
 rc_index *rc_tower_serve_index(rc_tower_serve *b);
 uint32_t rc_tower_serve_dim(const rc_tower_serve *b);

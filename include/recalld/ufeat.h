@@ -1,6 +1,6 @@
 /* ufeat — user profile features of an offline click log, for the two-tower
  * model (tower.h): per log user a device and a bag of interest tags, kept as
- * 64-bit hashes (rc_tt_hash of the strings; 0 = absent).
+ * 64-bit hashes (rc_tower_hash of the strings; 0 = absent).
  *
  * Sources:
  *  - the log's own JSON events (`device`, `tags`): the user's LAST event with

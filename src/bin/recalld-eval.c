@@ -217,8 +217,8 @@ static void features_str(unsigned f, char *buf, size_t cap)
 
 static json_t *tower_json(const rc_eval_report *r)
 {
-    const rc_tt_train_opts *o = &r->tower;
-    const rc_tt_train_result *t = &r->tower_res;
+    const rc_tower_train_opts *o = &r->tower;
+    const rc_tower_train_result *t = &r->tower_res;
     char feats[64];
     features_str(o->cfg.features, feats, sizeof feats);
     return json_pack("{s:s,s:I,s:I,s:f,s:f,s:I,s:f,s:f,s:b}", "features", feats, "epochs",

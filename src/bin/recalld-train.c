@@ -71,8 +71,8 @@ static json_t *tuned_json(const rc_tune_result *t)
 
 /* What the two-tower part did, for the JSON. */
 struct tower_run {
-    const rc_tt_train_opts *opts;
-    rc_tt_train_result res;
+    const rc_tower_train_opts *opts;
+    rc_tower_train_result res;
     uint64_t users_with_device, users_with_tags;
     const char *output;
     size_t params;
@@ -133,8 +133,8 @@ static int train_towers(const rc_cli *cli, const rc_clicklog *log, const rc_tabl
 {
     rc_ufeat *f = NULL;
     uint32_t *rows = malloc(((size_t)rc_dict_size(log->items) + 1) * sizeof *rows);
-    rc_tt_history *h = NULL;
-    rc_tt_model *m = NULL;
+    rc_tower_history *h = NULL;
+    rc_tower_model *m = NULL;
     uint64_t unknown = 0;
     int rc;
     if (!rows || rc_ufeat_from_log(log, &f)) {
@@ -150,20 +150,20 @@ static int train_towers(const rc_cli *cli, const rc_clicklog *log, const rc_tabl
                 (unsigned long long)f->users_with_device, (unsigned long long)f->users_with_tags,
                 unknown ? " (file users not in the log ignored)" : "");
     rc_train_item_rows(log, t, rows);
-    if ((rc = rc_tt_history_create(log, t, rows, f, &h))) {
+    if ((rc = rc_tower_history_create(log, t, rows, f, &h))) {
         rc_err(err, errlen, rc, "two-tower: history: %s", rc_strerror(rc));
         goto out;
     }
-    if ((rc = rc_tt_train(tr->opts, h, NULL, &m, &tr->res, err, errlen)) ||
-        (rc = rc_tt_save(m, tr->output, err, errlen)))
+    if ((rc = rc_tower_train(tr->opts, h, NULL, &m, &tr->res, err, errlen)) ||
+        (rc = rc_tower_save(m, tr->output, err, errlen)))
         goto out;
-    tr->params = rc_tt_params(m);
+    tr->params = rc_tower_params(m);
     if (!cli->log.quiet)
         fprintf(stderr, "recalld-train: wrote %s (two-tower, dim %u, %zu parameters)\n", tr->output,
-                rc_tt_config_of(m)->dim, tr->params);
+                rc_tower_config_of(m)->dim, tr->params);
 out:
-    rc_tt_destroy(m);
-    rc_tt_history_destroy(h);
+    rc_tower_destroy(m);
+    rc_tower_history_destroy(h);
     free(rows);
     if (f) {
         tr->users_with_device = f->users_with_device;
@@ -194,9 +194,9 @@ int main(int argc, char **argv)
     if (tf.tower_output && !tf.two_tower)
         return rc_cli_usage_error("recalld-train", "--tower-output needs --model two-tower");
     snprintf(tower_path, sizeof tower_path, "%s.tower", cli.output);
-    rc_tt_train_opts topts = cli.tower;
+    rc_tower_train_opts topts = cli.tower;
     if (!cli.tower_features_set)
-        topts.cfg.features = RC_TT_F_ALL;
+        topts.cfg.features = RC_TOWER_F_ALL;
     struct tower_run tr = {.opts = &topts,
                            .output = tf.tower_output ? tf.tower_output : tower_path};
     rc_clicklog *log = NULL;

@@ -150,8 +150,8 @@ static int on_opt(void *ud, const rc_cli_opt *o, const char *v, char *eb, size_t
     case O_EMBEDDED:
         return rc_config_set(a->cfg, "kafka.embedded", "true", RC_CONF_CLI, who, eb, el);
     case O_MODEL: /* either kind: the file says which */
-        return rc_config_set(a->cfg, rc_tt_probe(v) ? "tower.model" : "model.path", v, RC_CONF_CLI,
-                             who, eb, el);
+        return rc_config_set(a->cfg, rc_tower_probe(v) ? "tower.model" : "model.path", v,
+                             RC_CONF_CLI, who, eb, el);
     case O_KAFKA:
         return rc_config_kafka_arg(a->cfg, v, RC_CONF_CLI, "-X", eb, el);
     case O_CHECK:
