@@ -927,18 +927,6 @@ static void fresh_pct(rc_engine *e, double *p50, double *p99, uint32_t *n)
     *p99 = tmp[(size_t)((*n - 1) * 0.99)] / 1000.0;
 }
 
-static size_t rss_bytes(void)
-{
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return 0;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-        resident = 0;
-    fclose(f);
-    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 void rc_engine_stats_json(rc_engine *e, rc_buf *o)
 {
     rc_session_stats ss;
@@ -1000,7 +988,7 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_printf(o,
                   "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
                   "\"index_bytes\":%zu}",
-                  rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes);
+                  rc_rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes);
     rc_buf_puts(o, ",");
     ck_stats_json(e, o);
     rc_buf_puts(o, ",");

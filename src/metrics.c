@@ -10,18 +10,6 @@
 #include "recalld/index.h"
 #include "recalld/table.h"
 
-size_t rc_metrics_rss_bytes(void)
-{
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return 0;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-        resident = 0;
-    fclose(f);
-    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 static void counter(rc_buf *b, const char *name, const char *help, uint64_t v)
 {
     rc_prom_family(b, name, "counter", help);
@@ -314,7 +302,7 @@ void rc_metrics_render(const rc_metrics_sources *s, rc_buf *out)
     rc_prom_family(out, "recalld_build_info", "gauge", "Always 1; the version is a label.");
     rc_prom_sample(out, "recalld_build_info", "version=\"" RC_VERSION "\"", 1);
     gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.",
-          (double)rc_metrics_rss_bytes());
+          (double)rc_rss_bytes());
     if (s->api)
         render_api(out, s->api);
     if (s->engine) {

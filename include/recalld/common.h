@@ -30,6 +30,9 @@ int rc_err(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
 
 /* Monotonic clock in nanoseconds. */
 uint64_t rc_now_ns(void);
+
+/* Resident set size of this process in bytes (0 if /proc is unreadable). */
+size_t rc_rss_bytes(void);
 /* Wall clock, milliseconds since the epoch. */
 int64_t rc_wall_ms(void);
 

@@ -166,7 +166,4 @@ const rc_metrics_stat *rc_metrics_stat_find(const char *path);
 /* The whole table (n rows). */
 const rc_metrics_stat *rc_metrics_stat_table(size_t *n);
 
-/* Resident set size of this process in bytes (0 if /proc is unreadable). */
-size_t rc_metrics_rss_bytes(void);
-
 #endif
