@@ -8,7 +8,7 @@ set(RC_FUZZ_TARGETS event api model clicklog checkpoint recall)
 set(RC_FUZZ_DIR ${CMAKE_SOURCE_DIR}/tests/fuzz)
 
 foreach(t ${RC_FUZZ_TARGETS})
-  add_executable(fuzz_${t}_replay ${RC_FUZZ_DIR}/fuzz_${t}.c ${RC_FUZZ_DIR}/memfile.c
+  add_executable(fuzz_${t}_replay ${RC_FUZZ_DIR}/fuzz_${t}.c ${RC_FUZZ_DIR}/memfile.c ${RC_FUZZ_DIR}/seeded.c
                  ${RC_FUZZ_DIR}/replay.c)
   target_compile_options(fuzz_${t}_replay PRIVATE ${RC_WARN})
   target_link_libraries(fuzz_${t}_replay PRIVATE recalld_core)
@@ -16,7 +16,7 @@ foreach(t ${RC_FUZZ_TARGETS})
   add_test(NAME fuzz_replay_${t} COMMAND fuzz_${t}_replay ${RC_FUZZ_DIR}/corpus/${t})
   set_tests_properties(fuzz_replay_${t} PROPERTIES TIMEOUT 120)
   if(RC_FUZZ)
-    add_executable(fuzz_${t} ${RC_FUZZ_DIR}/fuzz_${t}.c ${RC_FUZZ_DIR}/memfile.c)
+    add_executable(fuzz_${t} ${RC_FUZZ_DIR}/fuzz_${t}.c ${RC_FUZZ_DIR}/memfile.c ${RC_FUZZ_DIR}/seeded.c)
     target_compile_options(fuzz_${t} PRIVATE ${RC_WARN})
     target_link_options(fuzz_${t} PRIVATE -fsanitize=fuzzer)
     target_link_libraries(fuzz_${t} PRIVATE recalld_core)

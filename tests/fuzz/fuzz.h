@@ -26,4 +26,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * path[cap]; returns the fd to close, or -1. */
 int fuzz_memfile(const uint8_t *data, size_t size, char *path, size_t cap);
 
+/* An offline engine (no loop) with config c, seeded with 3,000 generated
+ * clicks (50 users, 300 items, 3 cities, 4 categories) so that recall,
+ * similar and user do real work. Aborts naming who when it cannot start. */
+struct rc_config;
+struct rc_engine;
+struct rc_engine *fuzz_seeded_engine(const struct rc_config *c, const char *who);
+
 #endif

@@ -18,25 +18,12 @@ static rc_api api;
 static void setup(void)
 {
     rc_config c;
-    rc_engine *e = NULL;
-    char err[256], line[256];
     rc_config_defaults(&c);
     c.dim = 16;
     c.max_items = 4096;
     c.max_users = 1024;
     c.k_max = 200;
-    if (rc_engine_create(&c, NULL, NULL, NULL, &e, err, sizeof err)) {
-        fprintf(stderr, "fuzz_api: %s\n", err);
-        abort();
-    }
-    for (int i = 0; i < 3000; i++) {
-        int n = snprintf(line, sizeof line,
-                         "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":%d,\"cate_id\":%d,"
-                         "\"ts\":%lld}",
-                         i % 50, (i * 7) % 300, i % 3, (i / 3) % 4, 1700000000000LL + i * 1000);
-        rc_engine_apply_line(e, line, (size_t)n);
-    }
-    rc_engine_sync(e);
+    rc_engine *e = fuzz_seeded_engine(&c, "fuzz_api");
     rc_api_init(&api);
     api.engine = e;
     atomic_store(&api.model_ready, 1);

@@ -30,8 +30,6 @@ static const rc_config *conf;
 static void setup(void)
 {
     rc_config c;
-    rc_engine *e = NULL;
-    char err[256], line[256];
     rc_config_defaults(&c);
     c.dim = 16;
     c.max_items = 4096;
@@ -39,18 +37,7 @@ static void setup(void)
     c.k_max = 200;
     c.max_k_users = 4000;
     c.max_exact_scan = 30000;
-    if (rc_engine_create(&c, NULL, NULL, NULL, &e, err, sizeof err)) {
-        fprintf(stderr, "fuzz_recall: %s\n", err);
-        abort();
-    }
-    for (int i = 0; i < 3000; i++) {
-        int n = snprintf(line, sizeof line,
-                         "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":%d,\"cate_id\":%d,"
-                         "\"ts\":%lld}",
-                         i % 50, (i * 7) % 300, i % 3, (i / 3) % 4, 1700000000000LL + i * 1000);
-        rc_engine_apply_line(e, line, (size_t)n);
-    }
-    rc_engine_sync(e);
+    rc_engine *e = fuzz_seeded_engine(&c, "fuzz_recall");
     rc_api_init(&api);
     api.engine = e;
     conf = rc_engine_config(e);

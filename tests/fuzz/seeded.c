@@ -1,0 +1,25 @@
+/* fuzz_seeded_engine: see fuzz.h. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "fuzz.h"
+#include "recalld/engine.h"
+
+rc_engine *fuzz_seeded_engine(const rc_config *c, const char *who)
+{
+    rc_engine *e = NULL;
+    char err[256], line[256];
+    if (rc_engine_create(c, NULL, NULL, NULL, &e, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", who, err);
+        abort();
+    }
+    for (int i = 0; i < 3000; i++) {
+        int n = snprintf(line, sizeof line,
+                         "{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"city_id\":%d,\"cate_id\":%d,"
+                         "\"ts\":%lld}",
+                         i % 50, (i * 7) % 300, i % 3, (i / 3) % 4, 1700000000000LL + i * 1000);
+        rc_engine_apply_line(e, line, (size_t)n);
+    }
+    rc_engine_sync(e);
+    return e;
+}
