@@ -241,8 +241,9 @@ TEST(delivery_idle_keeps_group_membership)
  * librdkafka < 2.3.0 (a cooperative-sticky member destroyed after its
  * JoinGroup answer and before its first assignment) is made wide and hit on
  * purpose: a killed member stays in the group as a ghost, the group waits for
- * it to sync, and recalld is stopped right after librdkafka logs its
- * JoinGroup answer (debug log). Repeated. */
+ * it to sync, every broker answer is delayed (mock RTT), and recalld is
+ * stopped right after librdkafka logs its JoinGroup answer (debug log).
+ * Repeated. */
 TEST(delivery_sigterm_before_first_assignment_exits_0)
 {
     char dir[64];
@@ -252,6 +253,12 @@ TEST(delivery_sigterm_before_first_assignment_exits_0)
     e2e_broker_start(&b, 4, NULL);
     start_on(&ghost, &b, dir, "ghost", "early", NULL, NULL, 0);
     e2e_kill(&ghost); /* stays a member until its session times out */
+    /* Every answer of the (single) broker comes 1.5 s late, so a member that
+     * has its JoinGroup answer waits at least that long for its assignment
+     * (SyncGroup): a window the test hits on a loaded machine too. */
+    char *r = e2e_broker_cmd(&b, "rtt 1 1500");
+    ASSERT_STREQ(r, "ok");
+    free(r);
     const char *json =
         "{\"kafka\":{\"config\":{\"debug\":\"cgrp\"}},\"log\":{\"level\":\"debug\"}}";
     int joined_rounds = 0;
