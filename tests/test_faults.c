@@ -135,6 +135,28 @@ static void start_member(e2e_daemon *d, const char *dir, const char *name, const
     e2e_start_opts(d, &o);
 }
 
+/* The end of a single-member fault test: once the generator is done, every
+ * event was applied exactly once (counters, and per item in the final
+ * checkpoint); then everything is stopped and removed. */
+static void finish_exactly_once(e2e_broker *b, e2e_daemon *d, pid_t gen, uint64_t n, e2e_truth *tr,
+                                const char *data, const char *dir)
+{
+    ASSERT_EQ(e2e_gen_wait(gen), 0);
+    json_t *st = e2e_wait_done(d->sock, n, 120000);
+    ASSERT_EQ(e2e_int(st, "events.applied"), tr->valid);
+    ASSERT_EQ(e2e_int(st, "events.invalid"), tr->invalid);
+    json_decref(st);
+    ASSERT_EQ(e2e_stop(d), 0);
+    uint32_t *sum = calloc(E2E_GEN_ITEMS, sizeof *sum);
+    ASSERT_EQ(add_counts(data, sum), tr->valid);
+    assert_counts(tr, sum);
+    free(sum);
+    free(tr->count);
+    e2e_broker_stop(b);
+    cleanup(d->dir);
+    cleanup(dir);
+}
+
 /* ---- consumer-group rebalance ---- */
 
 /* Messages read by the two members: the sum of `next` over the partitions they
@@ -304,20 +326,7 @@ TEST(faults_broker_down_and_up_no_loss)
     json_decref(h);
     cmd_ok(&b, "up all");
     wait_stat_above(&d, "events.applied", applied_down); /* resumed */
-    ASSERT_EQ(e2e_gen_wait(gen), 0);
-    json_t *st = e2e_wait_done(d.sock, N, 120000);
-    ASSERT_EQ(e2e_int(st, "events.applied"), tr.valid);
-    ASSERT_EQ(e2e_int(st, "events.invalid"), tr.invalid);
-    json_decref(st);
-    ASSERT_EQ(e2e_stop(&d), 0);
-    uint32_t *sum = calloc(E2E_GEN_ITEMS, sizeof *sum);
-    ASSERT_EQ(add_counts(data, sum), tr.valid);
-    assert_counts(&tr, sum);
-    free(sum);
-    free(tr.count);
-    e2e_broker_stop(&b);
-    cleanup(d.dir);
-    cleanup(dir);
+    finish_exactly_once(&b, &d, gen, N, &tr, data, dir);
 }
 
 /* ---- partition leader errors ---- */
@@ -382,20 +391,7 @@ TEST(faults_leader_moves_and_request_errors_no_loss)
     }
     wait_log_above(&d, commit_retry, cr);
     wait_stat_above(&d, "events.applied", applied); /* fetching goes on after the moves */
-    ASSERT_EQ(e2e_gen_wait(gen), 0);
-    json_t *st = e2e_wait_done(d.sock, N, 120000);
-    ASSERT_EQ(e2e_int(st, "events.applied"), tr.valid);
-    ASSERT_EQ(e2e_int(st, "events.invalid"), tr.invalid);
-    json_decref(st);
-    ASSERT_EQ(e2e_stop(&d), 0);
-    uint32_t *sum = calloc(E2E_GEN_ITEMS, sizeof *sum);
-    ASSERT_EQ(add_counts(data, sum), tr.valid);
-    assert_counts(&tr, sum);
-    free(sum);
-    free(tr.count);
-    e2e_broker_stop(&b);
-    cleanup(d.dir);
-    cleanup(dir);
+    finish_exactly_once(&b, &d, gen, N, &tr, data, dir);
 }
 
 /* ---- topic missing at start ---- */
