@@ -23,7 +23,7 @@ int rc_bounds_warnings(rc_engine *e, const rc_consumer_stats *cs, rc_buf *out, i
     rc_session_stats ss;
     char msg[256];
     rc_engine_counters_get(e, &ec);
-    rc_index_stats_get(rc_engine_index(e), &is);
+    rc_index_counters_get(rc_engine_index(e), &is); /* on the loop: no sort */
     rc_engine_session_stats(e, &ss);
     if (is.overflow_rows) {
         snprintf(msg, sizeof msg,

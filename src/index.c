@@ -1232,7 +1232,7 @@ static int u32_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
+void rc_index_counters_get(rc_index *ix, rc_index_stats *st)
 {
     if (!ix || !st)
         return;
@@ -1251,6 +1251,13 @@ void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
     uint64_t oldest = RLOAD(&ix->st_oldest_ns), now = rc_now_ns();
     st->staleness_ms = oldest && now > oldest ? (double)(now - oldest) / 1e6 : 0.0;
     st->bytes = (size_t)RLOAD(&ix->st_bytes);
+}
+
+void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
+{
+    if (!ix || !st)
+        return;
+    rc_index_counters_get(ix, st);
     rc_hist_snapshot(&ix->fresh_hist, &st->fresh_hist);
     uint32_t tmp[FRESH_RING];
     pthread_mutex_lock(&ix->fresh_mu);

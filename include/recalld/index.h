@@ -115,5 +115,9 @@ void rc_index_set_search_lists(rc_index *ix, uint32_t lists);
 int rc_index_contains(const rc_index *ix, uint32_t row);
 
 void rc_index_stats_get(rc_index *ix, rc_index_stats *st);
+/* The same without the freshness figures (fresh_hist, fresh_p50_us,
+ * fresh_p99_us stay 0): atomic loads only, no copy or sort of the freshness
+ * window - for callers on the event loop that need the counters (health). */
+void rc_index_counters_get(rc_index *ix, rc_index_stats *st);
 
 #endif
