@@ -1161,7 +1161,7 @@ static void scan_flat(const rc_index *ix, scratch *s, const part *p, const float
 }
 
 static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel, const float *q, uint32_t k,
-                         const rc_index_filter *f, uint32_t *ntop)
+                         const rc_index_filter *f, uint32_t *ntop, rc_index_timing *tm)
 {
     uint32_t maxlist = 1, maxslots = 1;
     for (uint32_t si = 0; si < nsel; si++) {
@@ -1172,16 +1172,32 @@ static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel, const fl
     uint32_t lists = RLOAD(&ix->lists);
     if (scratch_fit(s, nsel, k, lists, maxlist, maxslots))
         return RC_ENOMEM;
+    uint64_t t0 = tm ? rc_now_ns() : 0;
+    uint32_t nh = pick_lists(ix, s, nsel, q, lists);
+    uint64_t t1 = tm ? rc_now_ns() : 0;
     for (uint32_t si = 0; si < nsel; si++)
         if (!s->sel[si]->ivf && s->sel[si]->n)
             scan_flat(ix, s, s->sel[si], q, k, f, ntop);
-    uint32_t nh = pick_lists(ix, s, nsel, q, lists);
-    return nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop) : 0;
+    int rc = nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop) : 0;
+    if (tm) {
+        tm->coarse_ns = t1 - t0;
+        tm->scan_ns = rc_now_ns() - t1;
+        tm->lists = nh;
+    }
+    return rc;
 }
 
 int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
                     uint32_t *rows, float *scores, uint32_t *n)
 {
+    return rc_index_search_timed(ix, q, k, f, rows, scores, n, NULL);
+}
+
+int rc_index_search_timed(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
+                          uint32_t *rows, float *scores, uint32_t *n, rc_index_timing *tm)
+{
+    if (tm)
+        memset(tm, 0, sizeof(*tm));
     if (!ix || !q || !rows || !n)
         return RC_EINVAL;
     *n = 0;
@@ -1192,6 +1208,7 @@ int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_fil
     if (!s || GROW(s, sel, np + 1))
         return RC_ENOMEM;
     omp_one();
+    uint64_t t0 = tm ? rc_now_ns() : 0;
     for (uint32_t i = 0; i < np; i++) {
         part *p = LOAD(&ix->parts[i]);
         if (!part_match(p, f))
@@ -1201,7 +1218,11 @@ int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_fil
         pthread_rwlock_rdlock(&p->lock);
         s->sel[nsel++] = p;
     }
-    int rc = search_locked(ix, s, nsel, q, k, f, &ntop);
+    if (tm) {
+        tm->lock_ns = rc_now_ns() - t0;
+        tm->parts = nsel;
+    }
+    int rc = search_locked(ix, s, nsel, q, k, f, &ntop, tm);
     for (uint32_t i = 0; i < nsel; i++)
         pthread_rwlock_unlock(&s->sel[i]->lock);
     if (rc)

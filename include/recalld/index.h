@@ -103,6 +103,20 @@ int rc_index_maintain(rc_index *ix, char *errbuf, size_t errlen);
 int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
                     uint32_t *rows, float *scores, uint32_t *n);
 
+/* Where one search spent its time (ns, rc_now_ns clock) and how much it
+ * touched: lock = acquiring the partitions, coarse = scoring the IVF
+ * centroids and choosing lists, scan = the chosen lists and flat partitions. */
+typedef struct rc_index_timing {
+    uint64_t lock_ns, coarse_ns, scan_ns;
+    uint32_t parts; /* partitions selected by the filter */
+    uint32_t lists; /* IVF lists scanned */
+} rc_index_timing;
+
+/* rc_index_search that also fills *tm (NULL = no timing, same as
+ * rc_index_search). */
+int rc_index_search_timed(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
+                          uint32_t *rows, float *scores, uint32_t *n, rc_index_timing *tm);
+
 /* Writer thread. 1 while a background (re)training is in flight. When
  * rc_index_maintain returns and none is in flight, no partition is due. */
 int rc_index_training(const rc_index *ix);
