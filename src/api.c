@@ -559,12 +559,6 @@ void rc_api_init(rc_api *a)
     rc_hist_init(&a->tt_latency, rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
 }
 
-static int cmp_u32(const void *x, const void *y)
-{
-    uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
-    return a < b ? -1 : a > b;
-}
-
 void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n)
 {
     enum { RING = sizeof a->tt_recent / sizeof a->tt_recent[0] };
@@ -573,10 +567,12 @@ void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n)
     uint32_t m = pos < RING ? (uint32_t)pos : RING;
     for (uint32_t i = 0; i < m; i++)
         v[i] = atomic_load_explicit(&a->tt_recent[i], memory_order_relaxed);
-    qsort(v, m, sizeof *v, cmp_u32);
+    const double q[2] = {0.5, 0.99};
+    uint32_t pq[2];
+    rc_quantiles_u32(v, m, q, 2, pq);
     *n = m;
-    *p50_ms = m ? v[(m - 1) / 2] / 1e3 : 0;
-    *p99_ms = m ? v[(size_t)((m - 1) * 0.99)] / 1e3 : 0;
+    *p50_ms = pq[0] / 1e3;
+    *p99_ms = pq[1] / 1e3;
 }
 
 const char *rc_api_op_name(int op)

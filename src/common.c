@@ -115,3 +115,64 @@ size_t rc_rss_bytes(void)
     fclose(f);
     return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
 }
+
+static void swap_u32(uint32_t *a, uint32_t *b)
+{
+    uint32_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Moves the element of rank k of v[lo..hi] to v[k], smaller ones before it
+ * and larger ones after (Hoare partition around a median of three). */
+static void select_u32(uint32_t *v, size_t lo, size_t hi, size_t k)
+{
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < v[lo])
+            swap_u32(&v[mid], &v[lo]);
+        if (v[hi] < v[lo])
+            swap_u32(&v[hi], &v[lo]);
+        if (v[hi] < v[mid])
+            swap_u32(&v[hi], &v[mid]);
+        uint32_t pivot = v[mid];
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < pivot)
+                i++;
+            while (v[j] > pivot)
+                j--;
+            if (i <= j) {
+                swap_u32(&v[i], &v[j]);
+                i++;
+                if (j == 0)
+                    break;
+                j--;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return;
+    }
+}
+
+void rc_quantiles_u32(uint32_t *v, size_t n, const double *q, size_t nq, uint32_t *out)
+{
+    size_t lo = 0;
+    for (size_t i = 0; i < nq; i++) {
+        if (n == 0) {
+            out[i] = 0;
+            continue;
+        }
+        double f = q[i] < 0 ? 0 : q[i] > 1 ? 1 : q[i];
+        size_t k = (size_t)((double)(n - 1) * f);
+        if (k < lo)
+            k = lo; /* q[] not ascending: still a valid element, not below the last */
+        select_u32(v, lo, n - 1, k);
+        out[i] = v[k];
+        lo = k;
+    }
+}

@@ -906,12 +906,6 @@ int rc_engine_user_clicks(rc_engine *e, const char *user, size_t ulen, uint32_t 
 
 /* ---- stats ---- */
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void fresh_pct(rc_engine *e, double *p50, double *p99, uint32_t *n)
 {
     static _Thread_local uint32_t tmp[FRESH_RING];
@@ -922,9 +916,11 @@ static void fresh_pct(rc_engine *e, double *p50, double *p99, uint32_t *n)
     *p50 = *p99 = 0;
     if (!*n)
         return;
-    qsort(tmp, *n, sizeof *tmp, cmp_u32);
-    *p50 = tmp[(*n - 1) / 2] / 1000.0;
-    *p99 = tmp[(size_t)((*n - 1) * 0.99)] / 1000.0;
+    const double q[2] = {0.5, 0.99};
+    uint32_t pq[2];
+    rc_quantiles_u32(tmp, *n, q, 2, pq);
+    *p50 = pq[0] / 1000.0;
+    *p99 = pq[1] / 1000.0;
 }
 
 void rc_engine_stats_json(rc_engine *e, rc_buf *o)

@@ -560,12 +560,6 @@ void ck_restored(rc_engine *e, uint64_t t0)
                 k->restore_ns / 1e6, k->load_ns / 1e6);
 }
 
-static int cmp_u32v(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Any thread: the "checkpoint" stats object. */
 void ck_stats_json(rc_engine *e, rc_buf *o)
 {
@@ -578,7 +572,9 @@ void ck_stats_json(rc_engine *e, rc_buf *o)
     int busy = k->state != CK_IDLE;
     snprintf(err, sizeof err, "%s", k->last_error);
     pthread_mutex_unlock(&k->mu);
-    qsort(p, n, sizeof *p, cmp_u32v);
+    const double q99 = 0.99;
+    uint32_t p99 = 0;
+    rc_quantiles_u32(p, n, &q99, 1, &p99);
     int64_t cur = atomic_load(&k->current_ms);
     uint64_t bytes = atomic_load(&k->last_bytes), wns = atomic_load(&k->last_write_ns);
     rc_buf_printf(o,
@@ -594,7 +590,7 @@ void ck_stats_json(rc_engine *e, rc_buf *o)
                   "\"pause_p99_ms\":%.3f,\"pause_max_ms\":%.3f,\"restored_seq\":%llu,"
                   "\"restore_ms\":%.1f,\"last_error\":",
                   (unsigned long long)bytes, wns / 1e6, wns ? bytes / 1e6 / (wns / 1e9) : 0.0,
-                  atomic_load(&k->last_pause_ns) / 1e6, n ? p[(size_t)((n - 1) * 0.99)] / 1e3 : 0.0,
+                  atomic_load(&k->last_pause_ns) / 1e6, p99 / 1e3,
                   atomic_load(&k->max_pause_ns) / 1e6,
                   (unsigned long long)(k->restored_ok ? k->restored.seq : 0), k->restore_ns / 1e6);
     rc_buf_json_str(o, err, strlen(err));

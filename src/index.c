@@ -1247,12 +1247,6 @@ int rc_index_contains(const rc_index *ix, uint32_t row)
     return c && LOAD(&c->st[row & (CHUNK_ROWS - 1)].loc) != 0;
 }
 
-static int u32_cmp(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
 void rc_index_counters_get(rc_index *ix, rc_index_stats *st)
 {
     if (!ix || !st)
@@ -1287,9 +1281,11 @@ void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
     pthread_mutex_unlock(&ix->fresh_mu);
     if (m == 0)
         return;
-    qsort(tmp, m, sizeof(uint32_t), u32_cmp);
-    st->fresh_p50_us = tmp[m / 2];
-    st->fresh_p99_us = tmp[RC_MIN(m - 1, (uint32_t)((uint64_t)m * 99 / 100))];
+    const double q[2] = {0.5, 0.99};
+    uint32_t pq[2];
+    rc_quantiles_u32(tmp, m, q, 2, pq);
+    st->fresh_p50_us = pq[0];
+    st->fresh_p99_us = pq[1];
 }
 
 int rc_index_training(const rc_index *ix) { return ix && ix->job != NULL; }

@@ -81,11 +81,10 @@ static void render_index(rc_buf *b, rc_engine *e)
 
 static void render_kafka(rc_buf *b, rc_consumer *k, const char *topic)
 {
-    int32_t parts[1024];
-    int64_t lags[1024];
+    rc_consumer_part parts[1024];
     rc_consumer_stats st;
     rc_buf lab;
-    size_t n = rc_consumer_lags(k, parts, lags, RC_ARRAY_LEN(parts));
+    size_t n = rc_consumer_partitions(k, parts, RC_ARRAY_LEN(parts));
     rc_consumer_stats_get(k, &st);
     rc_prom_family(b, "recalld_kafka_consumer_lag", "gauge",
                    "Messages behind the high watermark, per assigned partition (refreshed "
@@ -93,13 +92,13 @@ static void render_kafka(rc_buf *b, rc_consumer *k, const char *topic)
     rc_buf_init(&lab, 0);
     for (size_t i = 0; i < RC_MIN(n, RC_ARRAY_LEN(parts)); i++) {
         char p[16];
-        if (lags[i] < 0)
+        if (parts[i].lag < 0)
             continue;
-        snprintf(p, sizeof p, "%d", parts[i]);
+        snprintf(p, sizeof p, "%d", parts[i].partition);
         rc_buf_reset(&lab);
         rc_prom_label(&lab, "topic", topic ? topic : "");
         rc_prom_label(&lab, "partition", p);
-        rc_prom_sample(b, "recalld_kafka_consumer_lag", lab.data, (double)lags[i]);
+        rc_prom_sample(b, "recalld_kafka_consumer_lag", lab.data, (double)parts[i].lag);
     }
     rc_buf_free(&lab);
     gauge(b, "recalld_kafka_assigned_partitions", "Partitions assigned to this consumer.",

@@ -28,7 +28,7 @@
 #define SWEEP_MAX_MS 250
 #define HDR_MAX      256
 
-enum { ST_READING, ST_WRITING, ST_LINGER };
+enum { ST_READING, ST_RENDERING, ST_WRITING, ST_LINGER };
 
 typedef struct hconn hconn;
 
@@ -36,14 +36,16 @@ struct hconn {
     uv_tcp_t tcp;
     uv_write_t wreq;
     uv_shutdown_t sreq;
+    uv_work_t work; /* the /metrics page is rendered on a libuv worker */
     rc_metrics *m;
     hconn *prev, *next;
     uint64_t start_ms;
     char *req; /* request bytes [0, len), room for max_request + 1 */
     size_t len, scanned;
     char hdr[HDR_MAX];
-    rc_buf body;
+    rc_buf body; /* owned by the render worker while state is ST_RENDERING */
     int state, listed;
+    int minor, head; /* of the request being rendered */
 };
 
 struct rc_metrics {
@@ -96,6 +98,8 @@ static void on_conn_closed(uv_handle_t *h)
     maybe_free(m);
 }
 
+/* Unlists the conn and closes its handle; while its page is being rendered
+ * the handle stays open until the worker is done (on_rendered closes it). */
 static void conn_close(hconn *c)
 {
     rc_metrics *m = c->m;
@@ -109,7 +113,8 @@ static void conn_close(hconn *c)
     if (c->next)
         c->next->prev = c->prev;
     bump(&m->clients, -1);
-    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    if (c->state != ST_RENDERING)
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
 static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -231,6 +236,37 @@ static int parse_request(char *p, size_t n, http_req *r)
     return 0;
 }
 
+static void render_work(uv_work_t *w)
+{
+    hconn *c = w->data;
+    c->m->o.render(c->m->o.ud, &c->body);
+}
+
+static void on_rendered(uv_work_t *w, int status)
+{
+    hconn *c = w->data;
+    rc_metrics *m = c->m;
+    c->state = ST_WRITING;
+    if (!c->listed) { /* timed out or closing meanwhile */
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    if (status != 0) {
+        rc_log_error(MOD, "metrics page not rendered", "err=%s", uv_strerror(status));
+        respond_text(c, c->minor, 500, "Internal Server Error", "metrics page not rendered\n", NULL,
+                     c->head);
+        return;
+    }
+    if (c->body.overflow) {
+        rc_log_error(MOD, "metrics page over max_body", "max_body=%zu", m->o.max_body);
+        respond_text(c, c->minor, 500, "Internal Server Error", "metrics page too large\n", NULL,
+                     c->head);
+        return;
+    }
+    bump(&m->scrapes, 1);
+    respond(c, c->minor, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, c->head);
+}
+
 static void serve(hconn *c)
 {
     rc_metrics *m = c->m;
@@ -257,14 +293,17 @@ static void serve(hconn *c)
                             NULL, head);
     rc_buf_free(&c->body);
     rc_buf_init(&c->body, m->o.max_body);
-    m->o.render(m->o.ud, &c->body);
-    if (c->body.overflow) {
-        rc_log_error(MOD, "metrics page over max_body", "max_body=%zu", m->o.max_body);
-        return respond_text(c, r.minor, 500, "Internal Server Error", "metrics page too large\n",
-                            NULL, head);
+    c->minor = r.minor;
+    c->head = head;
+    /* The page reads every module's stats (milliseconds at a million items):
+     * rendered on a worker so the loop never waits for it. */
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->state = ST_RENDERING;
+    c->work.data = c;
+    if (uv_queue_work(m->loop, &c->work, render_work, on_rendered) != 0) {
+        render_work(&c->work);
+        on_rendered(&c->work, 0);
     }
-    bump(&m->scrapes, 1);
-    respond(c, r.minor, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, head);
 }
 
 /* 1 when req[0..len) holds the blank line that ends the headers. */

@@ -26,7 +26,7 @@
 #include "recalld/table.h"
 #include "test.h"
 
-#define WAIT_MS 120000
+#define WAIT_MS ((int)e2e_scaled_ms(120000)) /* RC_TEST_TIME_SCALE: longer under TSan */
 #define T0      1700000000000LL
 
 static int is_ok(json_t *r) { return json_is_true(json_object_get(r, "ok")); }

@@ -23,7 +23,7 @@
 #include "test.h"
 #include "tower_stream.h"
 
-#define WAIT_MS 120000
+#define WAIT_MS ((int)e2e_scaled_ms(120000)) /* RC_TEST_TIME_SCALE: longer under TSan */
 #define T0      1700000000000LL
 
 /* ---- helpers ------------------------------------------------------------- */

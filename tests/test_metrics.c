@@ -739,10 +739,16 @@ typedef struct thttp {
     rc_metrics *m;
     int port;
     atomic_int ready, closed;
+    atomic_int hold, rendering; /* hold: the render waits while set; rendering: inside it */
 } thttp;
 
 static void thttp_render(void *ud, rc_buf *out)
 {
+    thttp *t = ud;
+    atomic_store(&t->rendering, 1);
+    while (atomic_load(&t->hold))
+        usleep(1000);
+    atomic_store(&t->rendering, 0);
     rc_prom_family(out, "t_up", "gauge", "test page");
     rc_prom_sample(out, "t_up", NULL, 1);
 }
@@ -1301,4 +1307,53 @@ TEST(metrics_e2e_checkpoint_figures)
     json_decref(st);
     ASSERT_EQ(e2e_stop(&d), 0);
     e2e_sh(NULL, "rm -rf %s", dir);
+}
+
+/* The page is rendered off the loop: while a render is held, /health is
+ * answered; the held scrape then completes, and a close requested while a
+ * render runs waits for it (the close callback comes after). */
+TEST(metrics_http_render_off_loop_and_close_waits)
+{
+    thttp t;
+    rc_metrics_opts o = {0};
+    thttp_start(&t, &o);
+    atomic_store(&t.hold, 1);
+    int fd = tcp_connect("127.0.0.1", t.port);
+    ASSERT_GE(fd, 0);
+    const char *req = "GET /metrics HTTP/1.1\r\n\r\n";
+    ASSERT_EQ(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    for (int i = 0; i < 60000 && !atomic_load(&t.rendering); i++)
+        usleep(1000);
+    ASSERT_EQ(atomic_load(&t.rendering), 1);
+    atomic_store(&t.ready, 1);
+    expect_status(t.port, "GET /health HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK");
+    ASSERT_EQ(atomic_load(&t.rendering), 1); /* still held: health did not wait for it */
+    atomic_store(&t.hold, 0);
+    static char buf[4096];
+    ASSERT_GT(read_all(fd, buf, sizeof buf, 60000), 0);
+    close(fd);
+    ASSERT_EQ(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17), 0);
+    ASSERT(strstr(buf, "t_up 1\n") != NULL);
+    /* Close while a render is held: not closed until it ends. */
+    atomic_store(&t.hold, 1);
+    fd = tcp_connect("127.0.0.1", t.port);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    for (int i = 0; i < 60000 && !atomic_load(&t.rendering); i++)
+        usleep(1000);
+    ASSERT_EQ(atomic_load(&t.rendering), 1);
+    uv_async_send(&t.stop);
+    int fd2;
+    for (int i = 0; i < 60000 && (fd2 = tcp_connect("127.0.0.1", t.port)) >= 0; i++) {
+        close(fd2);
+        usleep(1000);
+    }
+    for (int i = 0; i < 500 && !atomic_load(&t.closed); i++) /* closing: give it time to end */
+        usleep(1000);
+    ASSERT_EQ(atomic_load(&t.closed), 0);
+    atomic_store(&t.hold, 0);
+    uv_thread_join(&t.thr);
+    ASSERT_EQ(atomic_load(&t.closed), 1);
+    ASSERT_EQ(uv_loop_close(&t.loop), 0);
+    close(fd);
 }

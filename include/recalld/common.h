@@ -54,6 +54,11 @@ static inline float rc_rng_float(rc_rng *r)
     return (float)(rc_rng_next(r) >> 40) * (1.0f / 16777216.0f);
 }
 
+/* Quantiles of a sample: out[i] is the element of rank floor((n - 1) * q[i])
+ * (0-based, ascending) for each q[i] in [0, 1], q[] ascending. v[0..n) is
+ * reordered in place (selection, O(n) on average: no sort). n == 0: out[] = 0. */
+void rc_quantiles_u32(uint32_t *v, size_t n, const double *q, size_t nq, uint32_t *out);
+
 /* 64-bit hash of a byte string (FNV-1a folded with a murmur finaliser). */
 uint64_t rc_hash(const void *p, size_t n);
 

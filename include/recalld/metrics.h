@@ -58,7 +58,9 @@ void rc_prom_hist_snap(rc_buf *b, const char *name, const char *labels, const rc
 
 typedef struct rc_metrics rc_metrics;
 
-/* Loop thread. Appends the whole /metrics body to out. */
+/* A libuv worker thread (uv_queue_work on the server's loop), one page at a
+ * time per connection: appends the whole /metrics body to out. It must only
+ * read state that is safe to read off the loop thread. */
 typedef void (*rc_metrics_render_cb)(void *ud, rc_buf *out);
 /* Loop thread. 1 when ready (/health answers 200 "ok"), else 0 with a reason
  * in why (503 "not ready: why"). */
@@ -116,10 +118,11 @@ typedef struct rc_metrics_checkpoint {
 } rc_metrics_checkpoint;
 
 /* What the /metrics page shows; every pointer may be NULL (its families are
- * left out). Everything is read on the loop thread. */
+ * left out). Everything is read on the thread that renders the page (a
+ * worker, see rc_metrics_render_cb): through accessors safe off the loop. */
 typedef struct rc_metrics_sources {
     rc_engine *engine;
-    rc_consumer *consumer; /* lag per partition (loop-thread accessor) */
+    rc_consumer *consumer; /* lag per partition (rc_consumer_partitions) */
     const char *topic;     /* label of the lag gauges */
     rc_server *server;
     rc_api *api;         /* readiness and request latency by op */
@@ -132,7 +135,7 @@ typedef struct rc_metrics_sources {
     void *extra_arg;
 } rc_metrics_sources;
 
-/* Appends the exposition text of every source to out. Loop thread. With an
+/* Appends the exposition text of every source to out. Any thread. With an
  * api (else an engine) it also renders, from the stats op's own text
  * (rc_api_stats_json), every number that no source family shows (see
  * rc_metrics_stat). */

@@ -3,6 +3,7 @@
  * newline-delimited JSON recall over a Unix socket. See README.md. */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,8 @@ typedef struct daemon {
     rc_consumer *consumer;
     rc_server *server;
     rc_metrics *metrics;
-    rc_metrics_checkpoint ckm; /* checkpoint figures for /metrics (loop thread) */
+    rc_metrics_checkpoint ckm; /* checkpoint figures for /metrics (written on the loop thread,
+                                  read by the render worker; under ckm_mu) */
     rc_api api;
     uv_signal_t sigint, sigterm;
     uv_timer_t stats_timer;
@@ -266,27 +268,34 @@ static size_t owned_offsets(daemon_t *d, const rc_engine_checkpoint_result *r, i
 
 static void finish(daemon_t *d);
 
+static pthread_mutex_t ckm_mu = PTHREAD_MUTEX_INITIALIZER;
+
 /* What /metrics shows of checkpoints: an unchanged model is as durable as a
  * fresh write, so it renews the age too. */
 static void note_checkpoint(daemon_t *d, const rc_engine_checkpoint_result *r)
 {
+    pthread_mutex_lock(&ckm_mu);
     if (r->rc) {
         d->ckm.failed++;
-        return;
+    } else {
+        d->ckm.last_ok_wall_ms = rc_wall_ms();
+        if (!r->unchanged) {
+            d->ckm.written++;
+            d->ckm.last_bytes = r->bytes;
+            d->ckm.last_duration_s = (double)r->write_ns / 1e9;
+            d->ckm.last_pause_s = (double)r->pause_ns / 1e9;
+        }
     }
-    d->ckm.last_ok_wall_ms = rc_wall_ms();
-    if (r->unchanged)
-        return;
-    d->ckm.written++;
-    d->ckm.last_bytes = r->bytes;
-    d->ckm.last_duration_s = (double)r->write_ns / 1e9;
-    d->ckm.last_pause_s = (double)r->pause_ns / 1e9;
+    pthread_mutex_unlock(&ckm_mu);
 }
 
+/* The render worker's copy of the checkpoint figures. */
 static int checkpoint_metrics(void *arg, rc_metrics_checkpoint *out)
 {
     daemon_t *d = arg;
+    pthread_mutex_lock(&ckm_mu);
     *out = d->ckm;
+    pthread_mutex_unlock(&ckm_mu);
     return 0;
 }
 
@@ -632,8 +641,6 @@ static void finish(daemon_t *d)
     if (!d->server_closed || d->final_wait || d->finished)
         return;
     d->finished = 1;
-    rc_metrics_close(d->metrics, NULL, NULL);
-    d->metrics = NULL;
     rc_consumer_destroy(d->consumer);
     d->consumer = NULL;
     rc_engine_destroy(d->engine);
@@ -656,6 +663,17 @@ static void on_consumer_closed(rc_consumer *c, void *arg)
     rc_log_info("recalld", "consumer stopped: no more events handed over", NULL);
 }
 
+/* A /metrics page is rendered on a worker from the engine, the consumer and
+ * the server: at shutdown the metrics listener closes first, and its close
+ * callback (after any page in flight) starts the request drain, after which
+ * the rest is freed (finish). */
+static void on_metrics_closed(void *arg)
+{
+    daemon_t *d = arg;
+    d->metrics = NULL;
+    rc_server_close(d->server, 2000, on_server_closed, d);
+}
+
 /* SIGTERM/SIGINT: stop taking events, drain requests (2 s at most), let the
  * pipeline apply what it holds, write a final checkpoint that contains all of
  * it, commit its offsets, exit 0 (1 when the final checkpoint failed). A
@@ -676,7 +694,10 @@ static void on_signal(uv_signal_t *s, int signum)
     rc_consumer_close(d->consumer, on_consumer_closed, d);
     if (d->ckpt && rc_engine_checkpoint(d->engine, 1, &d->final_ticket) == 0)
         d->final_wait = 1;
-    rc_server_close(d->server, 2000, on_server_closed, d);
+    if (d->metrics)
+        rc_metrics_close(d->metrics, on_metrics_closed, d);
+    else
+        rc_server_close(d->server, 2000, on_server_closed, d);
 }
 
 /* ---- metrics ---- */
