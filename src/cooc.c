@@ -289,14 +289,9 @@ static void slot_add(rc_cooc *c, uint32_t a, const uint32_t *nb, uint32_t nn, in
                               bits_of(f_of(atomic_load_explicit(&s->count_bits, RLX)) + inc), RLX);
     for (uint32_t k = 0; k < nn; k++) {
         struct list *l = atomic_load_explicit(&s->l, RLX);
-        uint32_t n = atomic_load_explicit(&s->n, RLX), i, lo = 0;
-        for (i = 0; l && i < n; i++) {
-            uint64_t v = atomic_load_explicit(&l->e[i], RLX);
-            if (e_id(v) == nb[k])
-                break;
-            if (e_cnt(v) < e_cnt(atomic_load_explicit(&l->e[lo], RLX)))
-                lo = i;
-        }
+        uint32_t n = atomic_load_explicit(&s->n, RLX), i, lo = 0, want = nb[k];
+        for (i = 0; l && i < n && e_id(atomic_load_explicit(&l->e[i], RLX)) != want; i++)
+            ;
         atomic_fetch_add(&c->pairs, 1);
         if (l && i < n) {
             uint64_t v = atomic_load_explicit(&l->e[i], RLX);
@@ -306,7 +301,14 @@ static void slot_add(rc_cooc *c, uint32_t a, const uint32_t *nb, uint32_t nn, in
             atomic_store_explicit(&s->n, n + 1, RLX);
             atomic_fetch_add(&c->entries, 1);
         } else if ((l = atomic_load_explicit(&s->l, RLX)) && n) {
-            float min = e_cnt(atomic_load_explicit(&l->e[lo], RLX));
+            float min = e_cnt(atomic_load_explicit(&l->e[0], RLX));
+            for (i = 1; i < n; i++) { /* the weakest entry */
+                float x = e_cnt(atomic_load_explicit(&l->e[i], RLX));
+                if (x < min) {
+                    min = x;
+                    lo = i;
+                }
+            }
             if (min <= inc) { /* replaces the weakest; never inflated (measured better) */
                 atomic_store_explicit(&l->e[lo], pack(nb[k], inc), RLX);
                 atomic_fetch_add(&c->evictions, 1);
