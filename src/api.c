@@ -183,8 +183,19 @@ static int parse_recall_opts(rc_api *a, json_t *req, recall_opts *o, char *msg, 
             o->q.multi_category = 1;
         else if (m && strcmp(m, "two_tower") == 0)
             o->q.two_tower = 1;
+        else if (m && strcmp(m, "itemknn") == 0)
+            o->q.itemknn = 1;
+        else if (m && strcmp(m, "fused") == 0)
+            o->q.fused = 1;
         else if (!m || strcmp(m, "avg") != 0) {
-            snprintf(msg, msglen, "mode: expected \"avg\", \"multi_category\" or \"two_tower\"");
+            snprintf(msg, msglen,
+                     "mode: expected \"avg\", \"multi_category\", \"two_tower\", \"itemknn\" or "
+                     "\"fused\"");
+            return -1;
+        }
+        if ((o->q.itemknn || o->q.fused) && !rc_engine_config(a->engine)->cooc_max_bytes) {
+            snprintf(msg, msglen,
+                     "mode: \"%s\" needs the co-occurrence channel (cooc.max_bytes > 0)", m);
             return -1;
         }
     }

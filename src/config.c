@@ -93,6 +93,12 @@ static const struct key keys[] = {
     {"recall.scope", K_SCOPE, F(recall_user_city), 0, 1},
     {"recall.max_k_users", K_U32, F(max_k_users), 1, 1e9},
     {"recall.max_exact_scan", K_U64, F(max_exact_scan), 1, 1e15},
+    {"cooc.max_bytes", K_U64, F(cooc_max_bytes), 0, 1e12},
+    {"cooc.neighbors", K_U32, F(cooc_neighbors), 1, 1000},
+    {"cooc.window", K_U32, F(cooc_window), 1, 64},
+    {"cooc.half_life_ms", K_I64, F(cooc_half_life_ms), 0, 3.1536e11},
+    {"cooc.pop_damping", K_F32, F(cooc_pop_damping), 0.01, 4},
+    {"cooc.fuse_weight", K_F32, F(cooc_fuse_weight), 0, 1},
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
     {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
@@ -169,6 +175,12 @@ void rc_config_defaults(rc_config *c)
     c->recall_user_city = 1;
     c->max_k_users = 25600;
     c->max_exact_scan = 4000000;
+    c->cooc_max_bytes = 128ull << 20;
+    c->cooc_neighbors = 500;
+    c->cooc_window = 20;
+    c->cooc_half_life_ms = 0;
+    c->cooc_pop_damping = 0.5f;
+    c->cooc_fuse_weight = 0.8f;
     c->queue_batches = 4;
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");

@@ -265,13 +265,19 @@ static void apply_event(rc_engine *e, const rc_event *ev)
         e->max_ts = ev->ts_ms < cap ? ev->ts_ms : RC_MAX(e->max_ts, cap);
     }
     rc_session_add(e->sess, ev->user, ev->user_len, row, ev->ts_ms, ctx,
-                   RC_MIN(e->sg.window, CTX_MAX), &nctx, &flags);
+                   RC_MIN(RC_MAX(e->sg.window, e->cooc ? e->cfg.cooc_window : 0), CTX_MAX), &nctx,
+                   &flags);
     tower_note(e, ev, row, flags);
     atomic_fetch_add(&e->applied, 1);
     if (ev->ts_ms > atomic_load_explicit(&e->max_ts_pub, memory_order_relaxed))
         atomic_store_explicit(&e->max_ts_pub, ev->ts_ms, memory_order_relaxed);
     if (flags & (RC_SESS_DUPLICATE | RC_SESS_LATE))
         return;
+    cooc_note(e, row, ctx, nctx, ev->ts_ms);
+    if (nctx > e->sg.window) { /* SGNS pairs the last model.window of them */
+        memmove(ctx, ctx + nctx - e->sg.window, e->sg.window * sizeof *ctx);
+        nctx = e->sg.window;
+    }
     rc_table_count_add(e->table, row, 1);
     uint64_t total = atomic_fetch_add(&e->total_count, 1) + 1;
     rc_sampler_note(e->sampler, row);
@@ -648,7 +654,8 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     q_init(&e->q_done);
     e->max_ts = INT64_MIN;
     if ((rc = ck_init(e, eb, el)) || (rc = tower_init(e, eb, el)) || (rc = rt_init(e, eb, el)) ||
-        (rc = create_model(e, eb, el)) || (rc = create_batches(e, eb, el)))
+        (rc = cooc_init(e, eb, el)) || (rc = create_model(e, eb, el)) ||
+        (rc = create_batches(e, eb, el)))
         goto fail;
     if (loop) {
         if (uv_async_init(loop, &e->async, on_async)) {
@@ -682,6 +689,7 @@ static void free_engine(rc_engine *e)
     rt_free(e);
     tower_free(e); /* its bundles read the table */
     rc_profile_destroy(e->prof);
+    cooc_free(e);
     rc_index_destroy(e->index);
     rc_sampler_destroy(e->sampler);
     rc_session_destroy(e->sess);
@@ -863,7 +871,8 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     rc_recall_decay_weights(ts, nclicks, hl, w);
     if (!req->city && !req->global && e->cfg.recall_user_city && nclicks)
         f.city = rc__engine_user_city(e, rows, w, nclicks);
-    int rc = recall_clicks(e, req, &f, rows, w, nclicks, out, n);
+    int rc = req->itemknn || req->fused ? cooc_recall(e, req, &f, rows, w, nclicks, out, n)
+                                        : recall_clicks(e, req, &f, rows, w, nclicks, out, n);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         *fallback = 1;
         *n = rc__engine_popular(e, &f, rows, nclicks, req->k, out);
@@ -989,6 +998,8 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     ck_stats_json(e, o);
     rc_buf_puts(o, ",");
     tower_stats_json(e, o);
+    rc_buf_puts(o, ",");
+    cooc_stats_json(e, o);
 }
 
 void rc_engine_session_stats(rc_engine *e, rc_session_stats *st)

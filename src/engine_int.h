@@ -111,6 +111,8 @@ struct rc_engine {
     rc_profile *prof;    /* per-user device, tags, counters (two-tower user input) */
     struct tower *tower; /* two-tower serving: see "---- two-tower serving ----" */
     struct retrain *rt;  /* background retraining: see "---- background retraining ----" */
+
+    struct rc_cooc *cooc; /* session co-occurrence channel (NULL: off): src/engine_cooc.c */
 };
 
 /* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
@@ -273,5 +275,18 @@ void rt_free(rc_engine *e);
 void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev, const uint64_t *tags,
              uint32_t ntags, unsigned flags);
 void rt_stats_json(rc_engine *e, rc_buf *o);
+
+/* ---- session co-occurrence channel (src/engine_cooc.c) ---- */
+
+int cooc_init(rc_engine *e, char *eb, size_t el); /* create; cooc.max_bytes 0 = off */
+void cooc_free(rc_engine *e);
+/* Trainer: an applied click (not duplicate, not late) and its session's
+ * previous clicks, most recent last. */
+void cooc_note(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx, int64_t ts_ms);
+/* Any thread: req->itemknn or req->fused recall from the weighted clicks;
+ * RC_ENOENT when it has nothing (the caller falls back to popularity). */
+int cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
+                const uint32_t *rows, const float *w, uint32_t nclicks, rc_hit *out, uint32_t *n);
+void cooc_stats_json(rc_engine *e, rc_buf *o);
 
 #endif

@@ -179,6 +179,8 @@ const rc_eval_daily_method rc_eval_daily_methods[] = {
     {"batch-daily", "sgns"},
     {"stream-warm", NULL},
     {"stream-daily", "prequential-warm"},
+    {"itemknn-live", "itemknn-live"}, /* run only when named (--methods) */
+    {"fused", "fused"},
 };
 const size_t rc_eval_daily_nmethods = RC_ARRAY_LEN(rc_eval_daily_methods);
 

@@ -10,6 +10,11 @@ int rc__eval_run_tower_nofeat(rc_eval_env *env, rc_eval_report *rep, char *eb, s
 int rc__eval_run_tower_tags(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
 int rc__eval_run_tower_all(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
 
+/* The session co-occurrence rows of rc_eval_methods (src/eval_cooc.c): the
+ * daemon's live channel alone, and fused with skip-gram recall. */
+int rc__eval_run_itemknn_live(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
+int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
+
 /* A method's pass is over: rep->m, and rep->slice when a had slice masks
  * (the env's: a->slices = env->slices after rc_eval_acc_init). */
 void rc__eval_acc_report(const rc_eval_acc *a, const rc_eval_split *s, rc_eval_report *rep);

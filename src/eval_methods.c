@@ -426,6 +426,8 @@ const rc_eval_method rc_eval_methods[] = {
     {"prequential", run_prequential, 0},
     {"prequential-warm", run_prequential_warm, 0},
     {"multi_category", run_multi_category, 0},
+    {"itemknn-live", rc__eval_run_itemknn_live, 0},
+    {"fused", rc__eval_run_fused, 0},
     {"two_tower-nofeat", rc__eval_run_tower_nofeat, 1},
     {"two_tower+tags", rc__eval_run_tower_tags, 1},
     {"two_tower", rc__eval_run_tower_all, 1},

@@ -455,6 +455,8 @@ void rc_eval_embed_query(rc_eval_embed *e, rc_eval_query_fn fn, void *ud)
     e->qud = ud;
 }
 
+float rc_eval_embed_score(const rc_eval_embed *e, uint32_t item) { return embed_score(e, item); }
+
 void rc_eval_embed_predictor(rc_eval_embed *e, rc_eval_predictor *pr)
 {
     *pr = (rc_eval_predictor){.state = e, .predict = embed_predict};

@@ -89,6 +89,13 @@ typedef struct rc_config {
     int recall_user_city;    /* recall.scope: 1 "user_city" (default), 0 "global" */
     uint32_t max_k_users;    /* recall.max_k_users: k x users per request */
     uint64_t max_exact_scan; /* recall.max_exact_scan: items x users of "exact" */
+    /* session co-occurrence channel (cooc.h) */
+    uint64_t cooc_max_bytes;   /* cooc.max_bytes, 0 = channel off */
+    uint32_t cooc_neighbors;   /* cooc.neighbors: M per item */
+    uint32_t cooc_window;      /* cooc.window: previous session clicks paired */
+    int64_t cooc_half_life_ms; /* cooc.half_life_ms: decay of counts, 0 = none */
+    float cooc_pop_damping;    /* cooc.pop_damping: exponent of the candidate's count */
+    float cooc_fuse_weight;    /* cooc.fuse_weight: share of co-occurrence in "fused" */
     /* pipeline */
     uint32_t queue_batches; /* batches in flight between loop and trainer */
     /* data / logs */

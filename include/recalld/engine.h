@@ -104,6 +104,8 @@ typedef struct rc_recall_req {
     int two_tower;  /* 1: the two-tower model (see "two-tower serving" below) */
     int64_t now_ms; /* two_tower: the time the user vector is for; 0 = the event-time
                      * watermark (newest applied event) */
+    int itemknn;    /* 1: session co-occurrence alone (cooc.h) */
+    int fused;      /* 1: co-occurrence and embedding candidates fused (cooc.fuse_weight) */
 } rc_recall_req;
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback);

@@ -289,6 +289,10 @@ int rc_eval_embed_create(const rc_eval_split *s, const rc_table *t, rc_index *ix
                          rc_eval_embed **out);
 void rc_eval_embed_destroy(rc_eval_embed *e);
 void rc_eval_embed_predictor(rc_eval_embed *e, rc_eval_predictor *pr);
+/* The cosine of e's last query with item's input vector (-2 without a row):
+ * the score the server re-scores a hit with (the fused method's embedding
+ * scores). Valid after a prediction that was not a fallback. */
+float rc_eval_embed_score(const rc_eval_embed *e, uint32_t item);
 /* Switches e to 58.com's multi-category parallel recall: the query items are
  * searched with rc_recall_multi_category (opts copied; NULL = defaults,
  * serial) instead of one mean vector; AUC scores stay the mean's cosine. A

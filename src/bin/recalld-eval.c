@@ -577,12 +577,13 @@ static int select_daily(const rc_cli *cli, int *run, char *eb, size_t el)
         if (m && !rc_eval_daily_method_find(name))
             return rc_err(eb, el, RC_EINVAL,
                           "--methods: \"%s\" is not a daily method (popularity, itemknn, "
-                          "batch-daily, stream-warm, stream-daily)",
+                          "batch-daily, stream-warm, stream-daily, itemknn-live, fused)",
                           name);
         p += m + (p[m] == ',');
     }
     for (size_t i = 0; i < rc_eval_daily_nmethods; i++)
-        n += run[i] = rc_cli_has_method(cli, rc_eval_daily_methods[i].name, 1);
+        n += run[i] = rc_cli_has_method(cli, rc_eval_daily_methods[i].name,
+                                        i < 5 /* itemknn-live, fused: when named */);
     if (!n)
         return rc_err(eb, el, RC_EINVAL, "--methods: no method selected");
     return 0;
