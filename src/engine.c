@@ -7,6 +7,7 @@
 
 #include "engine_int.h"
 #include "recalld/log.h"
+#include "recalld/userq.h"
 #include "recalld/vec.h"
 
 /* ---- queues ---- */
@@ -236,6 +237,18 @@ static uint32_t cold_context(rc_engine *e, const rc_event *ev, uint32_t *ctx)
     return m;
 }
 
+/* The learning rate of a click on row: per item, model.lr while the item is
+ * new, slower as its clicks accumulate (train.lr_decay_clicks), never below
+ * train.lr_min; new items learn fast, well-trained ones move slowly. */
+static float click_lr(const rc_engine *e, uint32_t row)
+{
+    float d = e->cfg.lr_decay_clicks;
+    if (d <= 0)
+        return e->sg.lr;
+    float lr = e->sg.lr * d / (d + (float)rc_table_count(e->table, row));
+    return RC_MAX(lr, RC_MIN(e->cfg.lr_min, e->sg.lr));
+}
+
 static void apply_event(rc_engine *e, const rc_event *ev)
 {
     uint32_t city, cate, row, ctx[CTX_MAX], nctx = 0;
@@ -277,9 +290,13 @@ static void apply_event(rc_engine *e, const rc_event *ev)
     rc_sampler_note(e->sampler, row);
     pop_update(e, row);
     if (nctx) {
-        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, e->sg.lr, row, ctx, nctx,
-                                   total, &e->work);
+        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, row), row,
+                                   ctx, nctx, total, &e->work);
         atomic_fetch_add(&e->pairs, p);
+        if (p && e->relearn) {
+            rc_relearn_add(e->relearn, row, ctx, nctx);
+            e->replay_credit += e->cfg.replay_ratio;
+        }
         rc_index_touch(e->index, row);
         tower_dirty(e, row);
         for (uint32_t i = 0; i < nctx; i++) {
@@ -294,6 +311,50 @@ capacity:
     if (atomic_fetch_add(&e->rejected_capacity, 1) % 10000 == 0)
         rc_log_warn("engine", "item table full: events are not applied", "max_items=%u",
                     e->cfg.max_items);
+}
+
+/* Trains the replays owed to the clicks trained so far (train.replay_ratio
+ * per click), each a random example of the replay buffer, trained again as
+ * when it was new. With a backlog (the next batch waits) they are given up:
+ * replay only fills otherwise idle trainer time and never delays a click.
+ * The offline path (rc_engine_apply_click) is never backlogged, so the
+ * evaluator measures what an idle daemon does. */
+static void replay_spend(rc_engine *e, int backlog)
+{
+    uint32_t center, ctx[CTX_MAX], nctx;
+    uint64_t done = 0, skipped = 0;
+    if (!e->relearn || e->replay_credit < 1.0)
+        return;
+    if (backlog) {
+        skipped = (uint64_t)e->replay_credit;
+        e->replay_credit -= (double)skipped;
+    }
+    uint64_t total = atomic_load(&e->total_count);
+    while (e->replay_credit >= 1.0) {
+        e->replay_credit -= 1.0;
+        if (rc_relearn_pick(e->relearn, &e->rng, &center, ctx, &nctx))
+            break;
+        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, center),
+                                   center, ctx, nctx, total, &e->work);
+        if (!p)
+            continue;
+        done++;
+        rc_index_touch(e->index, center);
+        tower_dirty(e, center);
+        for (uint32_t i = 0; i < nctx; i++) {
+            rc_index_touch(e->index, ctx[i]);
+            tower_dirty(e, ctx[i]);
+        }
+    }
+    rc_relearn_count(e->relearn, done, skipped);
+}
+
+static int q_empty(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    int empty = q->head == NULL;
+    pthread_mutex_unlock(&q->mu);
+    return empty;
 }
 
 static void fresh_record(rc_engine *e, uint64_t ns)
@@ -371,6 +432,7 @@ static void train_batch(rc_engine *e, rc_batch *b)
             atomic_fetch_add(&e->invalid[b->reason[i]], 1);
     }
     ck_note_batch(e, b);
+    replay_spend(e, e->threads && !q_empty(&e->q_train));
     rc__engine_maintain(e, 0);
     fresh_record(e, rc_now_ns() - b->recv_ns);
     uint64_t dp = e->work.pairs - pairs0;
@@ -545,6 +607,7 @@ int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const cha
     ev->ntags = 0;
     ev->ts_ms = ts_ms;
     apply_event(e, ev);
+    replay_spend(e, 0);
     return 0;
 }
 
@@ -608,6 +671,10 @@ static int create_model(rc_engine *e, char *eb, size_t el)
     if (rc_sgns_work_init(&e->work, c->dim))
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
     rc_rng_seed(&e->rng, c->seed);
+    if (c->replay_clicks && c->replay_ratio > 0 &&
+        (rc = rc_relearn_create(c->replay_clicks, RC_MIN(RC_MAX(c->window, 1u), CTX_MAX),
+                                &e->relearn, eb, el)))
+        return rc;
     return 0;
 }
 
@@ -687,6 +754,7 @@ static void free_engine(rc_engine *e)
     rc_session_destroy(e->sess);
     rc_table_destroy(e->table);
     rc_sgns_work_free(&e->work);
+    rc_relearn_destroy(e->relearn);
     for (uint32_t i = 0; e->batches && i < e->nbatches; i++)
         batch_free(e->batches[i]);
     free(e->batches);
@@ -783,24 +851,7 @@ uint32_t rc__engine_popular(rc_engine *e, const rc_index_filter *f, const uint32
  * says recall.scope = "global". */
 int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w, uint32_t n)
 {
-    uint32_t city[64];
-    float weight[64];
-    uint32_t nc = 0, best = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t c = rc_table_city(e->table, rows[i]), j;
-        for (j = 0; j < nc && city[j] != c; j++)
-            ;
-        if (j == nc) {
-            if (nc == 64)
-                continue;
-            city[nc] = c;
-            weight[nc++] = 0;
-        }
-        weight[j] += w[i];
-        if (weight[j] > weight[best])
-            best = j;
-    }
-    return nc ? (int64_t)city[best] : -1;
+    return rc_userq_city(e->table, rows, w, n);
 }
 
 static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
@@ -832,6 +883,29 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     return rc;
 }
 
+/* The user's query (userq.h, the evaluator's definition too): the clicks
+ * kept, their weights, and the user-city scope into f. */
+static uint32_t user_query(rc_engine *e, const rc_recall_req *req, rc_click *clicks, uint32_t *rows,
+                           int64_t *ts, float *w, rc_index_filter *f)
+{
+    rc_userq_opts uo = {.window = cfg_u32(&e->cfg.recall_window),
+                        .half_life_ms = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms,
+                        .past_session_weight = e->cfg.past_session_weight,
+                        .gap_ms = e->cfg.gap_ms};
+    uint32_t n = 0;
+    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, RC_MIN(uo.window, RC_USERQ_MAX),
+                          &n))
+        n = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        rows[i] = clicks[i].row;
+        ts[i] = clicks[i].ts_ms;
+    }
+    n = rc_userq_weigh(&uo, rows, ts, n, w);
+    if (!req->city && !req->global && e->cfg.recall_user_city && n)
+        f->city = rc_userq_city(e->table, rows, w, n);
+    return n;
+}
+
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback)
 {
@@ -852,17 +926,7 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     rc__engine_resolve_filter(e, req, &f, cates, &empty);
     if (empty)
         return 0;
-    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, cfg_u32(&e->cfg.recall_window),
-                          &nclicks))
-        nclicks = 0;
-    for (uint32_t i = 0; i < nclicks; i++) {
-        rows[i] = clicks[i].row;
-        ts[i] = clicks[i].ts_ms;
-    }
-    int64_t hl = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms;
-    rc_recall_decay_weights(ts, nclicks, hl, w);
-    if (!req->city && !req->global && e->cfg.recall_user_city && nclicks)
-        f.city = rc__engine_user_city(e, rows, w, nclicks);
+    nclicks = user_query(e, req, clicks, rows, ts, w, &f);
     int rc = recall_clicks(e, req, &f, rows, w, nclicks, out, n);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         *fallback = 1;
@@ -975,12 +1039,18 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   is.staleness_ms, (unsigned long long)is.added, (unsigned long long)is.reindexed,
                   (unsigned long long)is.skipped_small_drift, (unsigned long long)is.retrains,
                   (unsigned long long)is.overflow_rows, (unsigned long long)is.partition_errors);
+    rc_relearn_stats rs;
+    rc_relearn_stats_get(e->relearn, &rs);
     rc_buf_printf(o,
                   "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
-                  "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\"},",
+                  "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
+                  "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
+                  "\"skipped\":%llu,\"bytes\":%zu}},",
                   e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
                   atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
-                  (unsigned long long)sa.hard_draws, rc_vec_impl());
+                  (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
+                  (unsigned long long)rs.fill, (unsigned long long)rs.replayed,
+                  (unsigned long long)rs.skipped, rs.bytes);
     rc_buf_printf(o,
                   "\"freshness_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"samples\":%u,"
                   "\"new_item_p50\":%.3f,\"new_item_p99\":%.3f},",
