@@ -78,6 +78,7 @@ static const struct key keys[] = {
     {"model.path", K_STR, F(model_path), 0, RC_CONF_STR - 1},
     {"train.replay_clicks", K_U32, F(replay_clicks), 0, 67108864},
     {"train.replay_ratio", K_F32, F(replay_ratio), 0, 100},
+    {"train.replay_max_clicks", K_U32, F(replay_max_clicks), 0, 4e9},
     {"train.lr_decay_clicks", K_F32, F(lr_decay_clicks), 0, 1e9},
     {"train.lr_min", K_F32, F(lr_min), 0, 1},
     {"index.ivf_min", K_U32, F(ivf_min), 64, 1e9},
@@ -160,14 +161,18 @@ void rc_config_defaults(rc_config *c)
     c->min_city_items = 50;
     c->seed = 1;
     c->replay_clicks = 200000;
-    c->replay_ratio = 4.0f;
+    c->replay_ratio = 50.0f;
+    c->replay_max_clicks = 5;
+    c->lr_decay_clicks = 50.0f;
+    c->lr_min = 0.0005f;
     c->ivf_min = 4096;
     c->nprobe = 16;
     c->index_batch = 256;
     c->flush_interval_ms = 2;
     c->drift = 0.01f;
     c->overfetch = 3.0f;
-    c->recall_window = 20;
+    c->recall_window = 5;
+    c->half_life_ms = 600000;
     c->past_session_weight = 1.0f;
     c->k_default = 50;
     c->k_max = 1000;

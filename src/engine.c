@@ -313,27 +313,62 @@ capacity:
                     e->cfg.max_items);
 }
 
+static int q_empty(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    int empty = q->head == NULL;
+    pthread_mutex_unlock(&q->mu);
+    return empty;
+}
+
+#define REPLAY_CHUNK 64u /* replays between two looks at the trainer's queue */
+
+/* 1 when no row of the example has more than train.replay_max_clicks clicks. */
+static int replay_sparse(const rc_engine *e, uint32_t center, const uint32_t *ctx, uint32_t nctx)
+{
+    uint32_t max = e->cfg.replay_max_clicks, size = rc_table_size(e->table);
+    if (!max)
+        return 1;
+    if (center < size && rc_table_count(e->table, center) > max)
+        return 0;
+    for (uint32_t i = 0; i < nctx; i++)
+        if (ctx[i] < size && rc_table_count(e->table, ctx[i]) > max)
+            return 0;
+    return 1;
+}
+
 /* Trains the replays owed to the clicks trained so far (train.replay_ratio
- * per click), each a random example of the replay buffer, trained again as
- * when it was new. With a backlog (the next batch waits) they are given up:
- * replay only fills otherwise idle trainer time and never delays a click.
- * The offline path (rc_engine_apply_click) is never backlogged, so the
- * evaluator measures what an idle daemon does. */
-static void replay_spend(rc_engine *e, int backlog)
+ * per click), each a random example of the replay buffer trained again as
+ * when it was new; an example with an item of more than
+ * train.replay_max_clicks clicks (the center or a context row) uses its
+ * credit untrained: frequent items learn from their own clicks, and a replay
+ * at a rare item's rate would shake them; sparse neighbourhoods need the
+ * passes. Replay only
+ * fills otherwise idle trainer time: the threaded trainer stops as soon as
+ * a batch waits and carries the rest over, bounded by one replay buffer's
+ * worth (what is beyond is given up, counted as skipped). The offline path
+ * (rc_engine_apply_click) never waits, so the evaluator measures what an
+ * idle daemon does. */
+static void replay_spend(rc_engine *e)
 {
     uint32_t center, ctx[CTX_MAX], nctx;
     uint64_t done = 0, skipped = 0;
     if (!e->relearn || e->replay_credit < 1.0)
         return;
-    if (backlog) {
-        skipped = (uint64_t)e->replay_credit;
+    double cap = (double)e->cfg.replay_clicks * RC_MAX(e->cfg.replay_ratio, 1.0f);
+    if (e->replay_credit > cap) {
+        skipped = (uint64_t)(e->replay_credit - cap);
         e->replay_credit -= (double)skipped;
     }
     uint64_t total = atomic_load(&e->total_count);
-    while (e->replay_credit >= 1.0) {
+    for (uint32_t k = 0; e->replay_credit >= 1.0; k++) {
+        if (e->threads && k % REPLAY_CHUNK == REPLAY_CHUNK - 1 && !q_empty(&e->q_train))
+            break;
         e->replay_credit -= 1.0;
         if (rc_relearn_pick(e->relearn, &e->rng, &center, ctx, &nctx))
             break;
+        if (!replay_sparse(e, center, ctx, nctx))
+            continue;
         uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, center),
                                    center, ctx, nctx, total, &e->work);
         if (!p)
@@ -345,16 +380,10 @@ static void replay_spend(rc_engine *e, int backlog)
             rc_index_touch(e->index, ctx[i]);
             tower_dirty(e, ctx[i]);
         }
+        if (e->threads && k % (16 * REPLAY_CHUNK) == 16 * REPLAY_CHUNK - 1)
+            rc__engine_maintain(e, 0); /* replayed rows become searchable meanwhile */
     }
     rc_relearn_count(e->relearn, done, skipped);
-}
-
-static int q_empty(struct queue *q)
-{
-    pthread_mutex_lock(&q->mu);
-    int empty = q->head == NULL;
-    pthread_mutex_unlock(&q->mu);
-    return empty;
 }
 
 static void fresh_record(rc_engine *e, uint64_t ns)
@@ -432,7 +461,7 @@ static void train_batch(rc_engine *e, rc_batch *b)
             atomic_fetch_add(&e->invalid[b->reason[i]], 1);
     }
     ck_note_batch(e, b);
-    replay_spend(e, e->threads && !q_empty(&e->q_train));
+    replay_spend(e);
     rc__engine_maintain(e, 0);
     fresh_record(e, rc_now_ns() - b->recv_ns);
     uint64_t dp = e->work.pairs - pairs0;
@@ -498,6 +527,7 @@ static void *trainer_main(void *arg)
     for (;;) {
         rc_batch *b = q_pop(&e->q_train, (int)e->cfg.flush_interval_ms, &e->stop);
         if (!b) {
+            replay_spend(e); /* what a busy moment left over */
             rc__engine_maintain(e, 0);
             ck_take(e, 0);
             if (atomic_load(&e->stop) == 2)
@@ -607,7 +637,7 @@ int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const cha
     ev->ntags = 0;
     ev->ts_ms = ts_ms;
     apply_event(e, ev);
-    replay_spend(e, 0);
+    replay_spend(e);
     return 0;
 }
 
@@ -900,7 +930,7 @@ static uint32_t user_query(rc_engine *e, const rc_recall_req *req, rc_click *cli
         rows[i] = clicks[i].row;
         ts[i] = clicks[i].ts_ms;
     }
-    n = rc_userq_weigh(&uo, rows, ts, n, w);
+    n = rc_userq_weigh(&uo, rows, ts, n, INT64_MIN, w);
     if (!req->city && !req->global && e->cfg.recall_user_city && n)
         f->city = rc_userq_city(e->table, rows, w, n);
     return n;

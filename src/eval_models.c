@@ -491,7 +491,8 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
         nq = 0;
     } else if (e->uq_on) {
         uint32_t nu = user_history(e, p);
-        nu = rc_userq_weigh(&e->uq, e->hrows, e->hts, nu, e->hw);
+        const rc_click_rec *last = &s->log->recs[s->log->sess_off[p->session] + p->t - 1];
+        nu = rc_userq_weigh(&e->uq, e->hrows, e->hts, nu, last->ts_ms, e->hw);
         *fallback = !nu || rc_recall_query_vector(e->t, e->hrows, e->hw, nu, e->q) != 0;
         if (!*fallback && e->uq_city)
             filter.city = rc_userq_city(e->t, e->hrows, e->hw, nu);

@@ -15,7 +15,8 @@ void rc_userq_opts_from_config(const rc_config *c, rc_userq_opts *o)
                          .gap_ms = c->gap_ms};
 }
 
-uint32_t rc_userq_weigh(const rc_userq_opts *o, uint32_t *rows, int64_t *ts, uint32_t n, float *w)
+uint32_t rc_userq_weigh(const rc_userq_opts *o, uint32_t *rows, int64_t *ts, uint32_t n,
+                        int64_t last_ms, float *w)
 {
     uint32_t keep = RC_MIN(n, RC_MIN(o->window ? o->window : 1u, RC_USERQ_MAX));
     uint32_t first = n - keep;
@@ -25,13 +26,14 @@ uint32_t rc_userq_weigh(const rc_userq_opts *o, uint32_t *rows, int64_t *ts, uin
     }
     if (!keep)
         return 0;
-    int64_t newest = INT64_MIN;
+    int64_t newest = last_ms;
     for (uint32_t i = 0; i < keep; i++)
         newest = RC_MAX(newest, ts[i]);
     /* The current session: back from the newest click while no gap. */
-    uint32_t start = keep - 1;
-    while (start > 0 && (o->gap_ms <= 0 || ts[start] - ts[start - 1] <= o->gap_ms))
-        start--;
+    uint32_t start = keep;
+    int64_t prev = newest;
+    while (start > 0 && (o->gap_ms <= 0 || prev - ts[start - 1] <= o->gap_ms))
+        prev = ts[--start];
     float past = o->past_session_weight < 0 ? 0 : RC_MIN(o->past_session_weight, 1.0f);
     for (uint32_t i = 0; i < keep; i++) {
         float d =

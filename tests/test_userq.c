@@ -21,7 +21,7 @@ TEST(userq_weigh_window_decay_and_sessions)
     float w[6];
     rc_userq_opts o = {
         .window = 4, .half_life_ms = 0, .past_session_weight = 0.25f, .gap_ms = 30 * 60 * 1000};
-    uint32_t n = rc_userq_weigh(&o, rows, ts, 6, w);
+    uint32_t n = rc_userq_weigh(&o, rows, ts, 6, INT64_MIN, w);
     ASSERT_EQ(n, 4);
     ASSERT_EQ(rows[0], 12);
     ASSERT_EQ(rows[3], 15);
@@ -34,17 +34,24 @@ TEST(userq_weigh_window_decay_and_sessions)
     int64_t t2[3] = {T0, T0 + 60000, T0 + 120000};
     o = (rc_userq_opts){
         .window = 20, .half_life_ms = 60000, .past_session_weight = 1, .gap_ms = 1000};
-    ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 3, w), 3);
+    ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 3, INT64_MIN, w), 3);
     /* a gap of 60 s > gap_ms: clicks 0 and 1 are earlier sessions, weight 1 */
     ASSERT_NEAR(w[0], 0.25, 1e-6);
     ASSERT_NEAR(w[1], 0.5, 1e-6);
     ASSERT_NEAR(w[2], 1, 1e-6);
     o.past_session_weight = 0;
-    ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 3, w), 3);
+    ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 3, INT64_MIN, w), 3);
     ASSERT_NEAR(w[0], 0, 1e-9);
     ASSERT_NEAR(w[1], 0, 1e-9);
     ASSERT_NEAR(w[2], 1, 1e-6);
-    ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 0, w), 0);
+    ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 0, INT64_MIN, w), 0);
+    /* ages and the session from the user's newest click, here one without
+     * a vector 2 h after the kept ones: all are an earlier session */
+    o = (rc_userq_opts){.window = 20, .half_life_ms = 0, .past_session_weight = 0.5f,
+                        .gap_ms = 30 * 60 * 1000};
+    ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 3, T0 + 2 * HOUR, w), 3);
+    ASSERT_NEAR(w[0], 0.5, 1e-6);
+    ASSERT_NEAR(w[2], 0.5, 1e-6);
 }
 
 static void click(rc_engine *e, const char *user, const char *item, const char *city, int64_t ts)

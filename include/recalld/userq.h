@@ -8,8 +8,8 @@
  * across sessions), rc_userq_weigh keeps the newest `window` and weighs each
  *   w = 2^(-age / half_life_ms)   (age behind the newest click; 1 when 0)
  *     * past_session_weight       (only for clicks before the current session)
- * where the current session is the newest run of clicks without a gap over
- * gap_ms. past_session_weight 1 ignores sessions; 0 uses the current session
+ * where the current session is the run of clicks back from the user's
+ * newest click without a gap over gap_ms. past_session_weight 1 ignores sessions; 0 uses the current session
  * only. The user vector is the weighted mean of the kept clicks' vectors
  * (rc_recall_query_vector).
  *
@@ -36,8 +36,12 @@ void rc_userq_opts_from_config(const rc_config *c, rc_userq_opts *o);
 
 /* rows[0..n), ts[0..n): the user's clicks, oldest first. Keeps the newest
  * min(n, window, RC_USERQ_MAX) (moved to the front of rows and ts) and writes
- * their weights to w. Returns how many were kept. */
-uint32_t rc_userq_weigh(const rc_userq_opts *o, uint32_t *rows, int64_t *ts, uint32_t n, float *w);
+ * their weights to w. last_ms: the time of the user's newest click, which
+ * ages and sessions are measured from (the evaluator's history may leave out
+ * clicks of items without a vector); INT64_MIN = the newest of ts. Returns
+ * how many were kept. */
+uint32_t rc_userq_weigh(const rc_userq_opts *o, uint32_t *rows, int64_t *ts, uint32_t n,
+                        int64_t last_ms, float *w);
 
 /* The city a recall without one is scoped to (recall.scope user_city): the
  * city of the largest total weight among rows[0..n), the first such on ties;
