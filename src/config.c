@@ -162,7 +162,7 @@ void rc_config_defaults(rc_config *c)
     c->seed = 1;
     c->replay_clicks = 200000;
     c->replay_ratio = 50.0f;
-    c->replay_max_clicks = 5;
+    c->replay_max_clicks = 0;
     c->lr_decay_clicks = 50.0f;
     c->lr_min = 0.0005f;
     c->ivf_min = 4096;

@@ -880,9 +880,8 @@ TEST(eval_userq_query_matches_query_items)
         rc_eval_predictor pr;
         rc_eval_acc acc;
         ASSERT_EQ(rc_eval_embed_create(s, t, ix, 2.0f, &em), 0);
-        rc_userq_opts uo = {.window = s->opts.query_len,
-                            .past_session_weight = 0,
-                            .gap_ms = 30 * 60 * 1000};
+        rc_userq_opts uo = {
+            .window = s->opts.query_len, .past_session_weight = 0, .gap_ms = 30 * 60 * 1000};
         if (mode == 2)
             rc_userq_opts_from_config(&(rc_config){.recall_window = 20,
                                                    .past_session_weight = 1,

@@ -47,8 +47,8 @@ TEST(userq_weigh_window_decay_and_sessions)
     ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 0, INT64_MIN, w), 0);
     /* ages and the session from the user's newest click, here one without
      * a vector 2 h after the kept ones: all are an earlier session */
-    o = (rc_userq_opts){.window = 20, .half_life_ms = 0, .past_session_weight = 0.5f,
-                        .gap_ms = 30 * 60 * 1000};
+    o = (rc_userq_opts){
+        .window = 20, .half_life_ms = 0, .past_session_weight = 0.5f, .gap_ms = 30 * 60 * 1000};
     ASSERT_EQ(rc_userq_weigh(&o, r2, t2, 3, T0 + 2 * HOUR, w), 3);
     ASSERT_NEAR(w[0], 0.5, 1e-6);
     ASSERT_NEAR(w[2], 0.5, 1e-6);

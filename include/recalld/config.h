@@ -79,13 +79,13 @@ typedef struct rc_config {
     uint64_t seed;
     char model_path[RC_CONF_STR]; /* --model: start from a trained model file */
     /* streaming trainer (train.*): replay of recent examples (relearn.h) */
-    uint32_t replay_clicks; /* train.replay_clicks: examples held, 0 = no replay */
-    float replay_ratio;     /* train.replay_ratio: replayed examples per new click */
+    uint32_t replay_clicks;     /* train.replay_clicks: examples held, 0 = no replay */
+    float replay_ratio;         /* train.replay_ratio: replayed examples per new click */
     uint32_t replay_max_clicks; /* train.replay_max_clicks: examples of an item with more
                                  * clicks are not replayed, 0 = no limit */
-    float lr_decay_clicks;  /* train.lr_decay_clicks: an item's rate is model.lr *
-                             * d / (d + its clicks), 0 = constant model.lr */
-    float lr_min;           /* train.lr_min: floor of the decayed rate */
+    float lr_decay_clicks;      /* train.lr_decay_clicks: an item's rate is model.lr *
+                                 * d / (d + its clicks), 0 = constant model.lr */
+    float lr_min;               /* train.lr_min: floor of the decayed rate */
     /* index */
     uint32_t ivf_min, nprobe, index_batch, flush_interval_ms;
     float drift, overfetch;

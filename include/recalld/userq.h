@@ -9,8 +9,8 @@
  *   w = 2^(-age / half_life_ms)   (age behind the newest click; 1 when 0)
  *     * past_session_weight       (only for clicks before the current session)
  * where the current session is the run of clicks back from the user's
- * newest click without a gap over gap_ms. past_session_weight 1 ignores sessions; 0 uses the current session
- * only. The user vector is the weighted mean of the kept clicks' vectors
+ * newest click without a gap over gap_ms. past_session_weight 1 ignores sessions; 0 uses the
+ * current session only. The user vector is the weighted mean of the kept clicks' vectors
  * (rc_recall_query_vector).
  *
  * Thread model: pure functions (the table is only read). */
