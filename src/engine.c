@@ -296,6 +296,8 @@ static void apply_event(rc_engine *e, const rc_event *ev)
         if (p && e->relearn) {
             rc_relearn_add(e->relearn, row, ctx, nctx);
             e->replay_credit += e->cfg.replay_ratio;
+            atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit,
+                                  memory_order_relaxed);
         }
         rc_index_touch(e->index, row);
         tower_dirty(e, row);
@@ -384,6 +386,7 @@ static void replay_spend(rc_engine *e)
             rc__engine_maintain(e, 0); /* replayed rows become searchable meanwhile */
     }
     rc_relearn_count(e->relearn, done, skipped);
+    atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
 }
 
 static void fresh_record(rc_engine *e, uint64_t ns)
@@ -1071,16 +1074,19 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   (unsigned long long)is.overflow_rows, (unsigned long long)is.partition_errors);
     rc_relearn_stats rs;
     rc_relearn_stats_get(e->relearn, &rs);
-    rc_buf_printf(o,
-                  "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
-                  "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
-                  "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
-                  "\"skipped\":%llu,\"bytes\":%zu}},",
-                  e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
-                  atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
-                  (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
-                  (unsigned long long)rs.fill, (unsigned long long)rs.replayed,
-                  (unsigned long long)rs.skipped, rs.bytes);
+    rc_buf_printf(
+        o,
+        "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
+        "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
+        "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
+        "\"skipped\":%llu,\"pending\":%llu,\"bytes\":%zu}},",
+        e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
+        atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
+        (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
+        (unsigned long long)rs.fill, (unsigned long long)rs.replayed,
+        (unsigned long long)rs.skipped,
+        (unsigned long long)atomic_load_explicit(&e->replay_pending, memory_order_relaxed),
+        rs.bytes);
     rc_buf_printf(o,
                   "\"freshness_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"samples\":%u,"
                   "\"new_item_p50\":%.3f,\"new_item_p99\":%.3f},",
