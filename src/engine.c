@@ -464,7 +464,6 @@ static void train_batch(rc_engine *e, rc_batch *b)
             atomic_fetch_add(&e->invalid[b->reason[i]], 1);
     }
     ck_note_batch(e, b);
-    replay_spend(e);
     rc__engine_maintain(e, 0);
     fresh_record(e, rc_now_ns() - b->recv_ns);
     uint64_t dp = e->work.pairs - pairs0;
@@ -541,7 +540,8 @@ static void *trainer_main(void *arg)
         q_push(&e->q_done, b);
         uv_async_send(&e->async);
         finish_batch(e, b);
-        ck_take(e, 0); /* a batch boundary */
+        ck_take(e, 0);   /* a batch boundary */
+        replay_spend(e); /* after the batch is done: never delays its report */
     }
     return NULL;
 }
@@ -569,6 +569,7 @@ void rc_engine_submit(rc_engine *e, rc_batch *b)
     train_batch(e, b);
     finish_batch(e, b);
     report_and_recycle(e, b);
+    replay_spend(e);
 }
 
 void rc_engine_sync(rc_engine *e)
@@ -610,6 +611,7 @@ enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t
     r = (enum rc_event_reason)b->reason[0];
     finish_batch(e, b);
     report_and_recycle(e, b);
+    replay_spend(e);
     return r;
 }
 
