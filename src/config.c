@@ -76,6 +76,11 @@ static const struct key keys[] = {
     {"model.min_city_items", K_U32, F(min_city_items), 1, 1e9},
     {"model.seed", K_U64, F(seed), 0, 1.8e19},
     {"model.path", K_STR, F(model_path), 0, RC_CONF_STR - 1},
+    {"train.replay_clicks", K_U32, F(replay_clicks), 0, 67108864},
+    {"train.replay_ratio", K_F32, F(replay_ratio), 0, 100},
+    {"train.replay_max_clicks", K_U32, F(replay_max_clicks), 0, 4e9},
+    {"train.lr_decay_clicks", K_F32, F(lr_decay_clicks), 0, 1e9},
+    {"train.lr_min", K_F32, F(lr_min), 0, 1},
     {"index.ivf_min", K_U32, F(ivf_min), 64, 1e9},
     {"index.nprobe", K_U32, F(nprobe), 1, 4096},
     {"index.batch", K_U32, F(index_batch), 1, 1e6},
@@ -87,6 +92,7 @@ static const struct key keys[] = {
     {"recall.k_default", K_U32, F(k_default), 1, 100000},
     {"recall.k_max", K_U32, F(k_max), 1, 100000},
     {"recall.half_life_ms", K_I64, F(half_life_ms), 0, 3.1536e11},
+    {"recall.past_session_weight", K_F32, F(past_session_weight), 0, 1},
     {"recall.multi_category_max", K_U32, F(mc_max_categories), 1, 64},
     {"recall.multi_category_min_quota", K_U32, F(mc_min_quota), 0, 1000},
     {"recall.max_batch_users", K_U32, F(max_batch_users), 1, 10000},
@@ -160,13 +166,20 @@ void rc_config_defaults(rc_config *c)
     c->power = 0.75f;
     c->min_city_items = 50;
     c->seed = 1;
+    c->replay_clicks = 200000;
+    c->replay_ratio = 50.0f;
+    c->replay_max_clicks = 0;
+    c->lr_decay_clicks = 50.0f;
+    c->lr_min = 0.0005f;
     c->ivf_min = 4096;
     c->nprobe = 16;
     c->index_batch = 256;
     c->flush_interval_ms = 2;
     c->drift = 0.01f;
     c->overfetch = 3.0f;
-    c->recall_window = 20;
+    c->recall_window = 5;
+    c->half_life_ms = 600000;
+    c->past_session_weight = 1.0f;
     c->k_default = 50;
     c->k_max = 1000;
     c->mc_max_categories = 5;

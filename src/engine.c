@@ -7,6 +7,7 @@
 
 #include "engine_int.h"
 #include "recalld/log.h"
+#include "recalld/userq.h"
 #include "recalld/vec.h"
 
 /* ---- queues ---- */
@@ -236,6 +237,18 @@ static uint32_t cold_context(rc_engine *e, const rc_event *ev, uint32_t *ctx)
     return m;
 }
 
+/* The learning rate of a click on row: per item, model.lr while the item is
+ * new, slower as its clicks accumulate (train.lr_decay_clicks), never below
+ * train.lr_min; new items learn fast, well-trained ones move slowly. */
+static float click_lr(const rc_engine *e, uint32_t row)
+{
+    float d = e->cfg.lr_decay_clicks;
+    if (d <= 0)
+        return e->sg.lr;
+    float lr = e->sg.lr * d / (d + (float)rc_table_count(e->table, row));
+    return RC_MAX(lr, RC_MIN(e->cfg.lr_min, e->sg.lr));
+}
+
 static void apply_event(rc_engine *e, const rc_event *ev)
 {
     uint32_t city, cate, row, ctx[CTX_MAX], nctx = 0;
@@ -283,9 +296,15 @@ static void apply_event(rc_engine *e, const rc_event *ev)
     rc_sampler_note(e->sampler, row);
     pop_update(e, row);
     if (nctx) {
-        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, e->sg.lr, row, ctx, nctx,
-                                   total, &e->work);
+        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, row), row,
+                                   ctx, nctx, total, &e->work);
         atomic_fetch_add(&e->pairs, p);
+        if (p && e->relearn) {
+            rc_relearn_add(e->relearn, row, ctx, nctx);
+            e->replay_credit += e->cfg.replay_ratio;
+            atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit,
+                                  memory_order_relaxed);
+        }
         rc_index_touch(e->index, row);
         tower_dirty(e, row);
         for (uint32_t i = 0; i < nctx; i++) {
@@ -300,6 +319,80 @@ capacity:
     if (atomic_fetch_add(&e->rejected_capacity, 1) % 10000 == 0)
         rc_log_warn("engine", "item table full: events are not applied", "max_items=%u",
                     e->cfg.max_items);
+}
+
+static int q_empty(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    int empty = q->head == NULL;
+    pthread_mutex_unlock(&q->mu);
+    return empty;
+}
+
+#define REPLAY_CHUNK 64u /* replays between two looks at the trainer's queue */
+
+/* 1 when no row of the example has more than train.replay_max_clicks clicks. */
+static int replay_sparse(const rc_engine *e, uint32_t center, const uint32_t *ctx, uint32_t nctx)
+{
+    uint32_t max = e->cfg.replay_max_clicks, size = rc_table_size(e->table);
+    if (!max)
+        return 1;
+    if (center < size && rc_table_count(e->table, center) > max)
+        return 0;
+    for (uint32_t i = 0; i < nctx; i++)
+        if (ctx[i] < size && rc_table_count(e->table, ctx[i]) > max)
+            return 0;
+    return 1;
+}
+
+/* Trains the replays owed to the clicks trained so far (train.replay_ratio
+ * per click), each a random example of the replay buffer trained again as
+ * when it was new; an example with an item of more than
+ * train.replay_max_clicks clicks (the center or a context row) uses its
+ * credit untrained: frequent items learn from their own clicks, and a replay
+ * at a rare item's rate would shake them; sparse neighbourhoods need the
+ * passes. Replay only
+ * fills otherwise idle trainer time: the threaded trainer stops as soon as
+ * a batch waits and carries the rest over, bounded by one replay buffer's
+ * worth (what is beyond is given up, counted as skipped). The offline path
+ * (rc_engine_apply_click) never waits, so the evaluator measures what an
+ * idle daemon does. */
+static void replay_spend(rc_engine *e)
+{
+    uint32_t center, ctx[CTX_MAX], nctx;
+    uint64_t done = 0, skipped = 0;
+    if (!e->relearn || e->replay_credit < 1.0)
+        return;
+    double cap = (double)e->cfg.replay_clicks * RC_MAX(e->cfg.replay_ratio, 1.0f);
+    if (e->replay_credit > cap) {
+        skipped = (uint64_t)(e->replay_credit - cap);
+        e->replay_credit -= (double)skipped;
+    }
+    uint64_t total = atomic_load(&e->total_count);
+    for (uint32_t k = 0; e->replay_credit >= 1.0; k++) {
+        if (e->threads && k % REPLAY_CHUNK == REPLAY_CHUNK - 1 && !q_empty(&e->q_train))
+            break;
+        e->replay_credit -= 1.0;
+        if (rc_relearn_pick(e->relearn, &e->rng, &center, ctx, &nctx))
+            break;
+        if (!replay_sparse(e, center, ctx, nctx))
+            continue;
+        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, center),
+                                   center, ctx, nctx, total, &e->work);
+        if (!p)
+            continue;
+        done++;
+        rc_index_touch(e->index, center);
+        tower_dirty(e, center);
+        for (uint32_t i = 0; i < nctx; i++) {
+            rc_index_touch(e->index, ctx[i]);
+            tower_dirty(e, ctx[i]);
+        }
+        if (e->threads && k % (16 * REPLAY_CHUNK) == 16 * REPLAY_CHUNK - 1)
+            rc__engine_maintain(e, 0); /* replayed rows become searchable meanwhile */
+    }
+    rc_relearn_count(e->relearn, done, skipped);
+    atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
 }
 
 static void fresh_record(rc_engine *e, uint64_t ns)
@@ -442,6 +535,7 @@ static void *trainer_main(void *arg)
     for (;;) {
         rc_batch *b = q_pop(&e->q_train, (int)e->cfg.flush_interval_ms, &e->stop);
         if (!b) {
+            replay_spend(e); /* what a busy moment left over */
             rc__engine_maintain(e, 0);
             ck_take(e, 0);
             if (atomic_load(&e->stop) == 2)
@@ -452,7 +546,8 @@ static void *trainer_main(void *arg)
         q_push(&e->q_done, b);
         uv_async_send(&e->async);
         finish_batch(e, b);
-        ck_take(e, 0); /* a batch boundary */
+        ck_take(e, 0);   /* a batch boundary */
+        replay_spend(e); /* after the batch is done: never delays its report */
     }
     return NULL;
 }
@@ -480,6 +575,7 @@ void rc_engine_submit(rc_engine *e, rc_batch *b)
     train_batch(e, b);
     finish_batch(e, b);
     report_and_recycle(e, b);
+    replay_spend(e);
 }
 
 void rc_engine_sync(rc_engine *e)
@@ -521,6 +617,7 @@ enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t
     r = (enum rc_event_reason)b->reason[0];
     finish_batch(e, b);
     report_and_recycle(e, b);
+    replay_spend(e);
     return r;
 }
 
@@ -551,6 +648,7 @@ int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const cha
     ev->ntags = 0;
     ev->ts_ms = ts_ms;
     apply_event(e, ev);
+    replay_spend(e);
     return 0;
 }
 
@@ -614,6 +712,10 @@ static int create_model(rc_engine *e, char *eb, size_t el)
     if (rc_sgns_work_init(&e->work, c->dim))
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
     rc_rng_seed(&e->rng, c->seed);
+    if (c->replay_clicks && c->replay_ratio > 0 &&
+        (rc = rc_relearn_create(c->replay_clicks, RC_MIN(RC_MAX(c->window, 1u), CTX_MAX),
+                                &e->relearn, eb, el)))
+        return rc;
     return 0;
 }
 
@@ -695,6 +797,7 @@ static void free_engine(rc_engine *e)
     rc_session_destroy(e->sess);
     rc_table_destroy(e->table);
     rc_sgns_work_free(&e->work);
+    rc_relearn_destroy(e->relearn);
     for (uint32_t i = 0; e->batches && i < e->nbatches; i++)
         batch_free(e->batches[i]);
     free(e->batches);
@@ -791,24 +894,7 @@ uint32_t rc__engine_popular(rc_engine *e, const rc_index_filter *f, const uint32
  * says recall.scope = "global". */
 int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w, uint32_t n)
 {
-    uint32_t city[64];
-    float weight[64];
-    uint32_t nc = 0, best = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t c = rc_table_city(e->table, rows[i]), j;
-        for (j = 0; j < nc && city[j] != c; j++)
-            ;
-        if (j == nc) {
-            if (nc == 64)
-                continue;
-            city[nc] = c;
-            weight[nc++] = 0;
-        }
-        weight[j] += w[i];
-        if (weight[j] > weight[best])
-            best = j;
-    }
-    return nc ? (int64_t)city[best] : -1;
+    return rc_userq_city(e->table, rows, w, n);
 }
 
 static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
@@ -840,6 +926,29 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     return rc;
 }
 
+/* The user's query (userq.h, the evaluator's definition too): the clicks
+ * kept, their weights, and the user-city scope into f. */
+static uint32_t user_query(rc_engine *e, const rc_recall_req *req, rc_click *clicks, uint32_t *rows,
+                           int64_t *ts, float *w, rc_index_filter *f)
+{
+    rc_userq_opts uo = {.window = cfg_u32(&e->cfg.recall_window),
+                        .half_life_ms = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms,
+                        .past_session_weight = e->cfg.past_session_weight,
+                        .gap_ms = e->cfg.gap_ms};
+    uint32_t n = 0;
+    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, RC_MIN(uo.window, RC_USERQ_MAX),
+                          &n))
+        n = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        rows[i] = clicks[i].row;
+        ts[i] = clicks[i].ts_ms;
+    }
+    n = rc_userq_weigh(&uo, rows, ts, n, INT64_MIN, w);
+    if (!req->city && !req->global && e->cfg.recall_user_city && n)
+        f->city = rc_userq_city(e->table, rows, w, n);
+    return n;
+}
+
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback)
 {
@@ -860,17 +969,7 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     rc__engine_resolve_filter(e, req, &f, cates, &empty);
     if (empty)
         return 0;
-    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, cfg_u32(&e->cfg.recall_window),
-                          &nclicks))
-        nclicks = 0;
-    for (uint32_t i = 0; i < nclicks; i++) {
-        rows[i] = clicks[i].row;
-        ts[i] = clicks[i].ts_ms;
-    }
-    int64_t hl = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms;
-    rc_recall_decay_weights(ts, nclicks, hl, w);
-    if (!req->city && !req->global && e->cfg.recall_user_city && nclicks)
-        f.city = rc__engine_user_city(e, rows, w, nclicks);
+    nclicks = user_query(e, req, clicks, rows, ts, w, &f);
     int rc = req->itemknn || req->fused ? cooc_recall(e, req, &f, rows, w, nclicks, out, n)
                                         : recall_clicks(e, req, &f, rows, w, nclicks, out, n);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
@@ -980,12 +1079,21 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   is.staleness_ms, (unsigned long long)is.added, (unsigned long long)is.reindexed,
                   (unsigned long long)is.skipped_small_drift, (unsigned long long)is.retrains,
                   (unsigned long long)is.overflow_rows, (unsigned long long)is.partition_errors);
-    rc_buf_printf(o,
-                  "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
-                  "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\"},",
-                  e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
-                  atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
-                  (unsigned long long)sa.hard_draws, rc_vec_impl());
+    rc_relearn_stats rs;
+    rc_relearn_stats_get(e->relearn, &rs);
+    rc_buf_printf(
+        o,
+        "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
+        "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
+        "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
+        "\"skipped\":%llu,\"pending\":%llu,\"bytes\":%zu}},",
+        e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
+        atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
+        (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
+        (unsigned long long)rs.fill, (unsigned long long)rs.replayed,
+        (unsigned long long)rs.skipped,
+        (unsigned long long)atomic_load_explicit(&e->replay_pending, memory_order_relaxed),
+        rs.bytes);
     rc_buf_printf(o,
                   "\"freshness_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"samples\":%u,"
                   "\"new_item_p50\":%.3f,\"new_item_p99\":%.3f},",

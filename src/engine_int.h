@@ -25,6 +25,7 @@
 #include "recalld/profile.h"
 #include "recalld/sampler.h"
 #include "recalld/session.h"
+#include "recalld/relearn.h"
 #include "recalld/sgns.h"
 #include "recalld/tower.h"
 #include "recalld/tower_serve.h"
@@ -64,7 +65,10 @@ struct rc_engine {
     rc_sgns_opts sg;
     rc_sgns_work work;
     rc_rng rng;
-    rc_event scratch_ev; /* rc_engine_apply_click (offline, single thread) */
+    rc_relearn *relearn;             /* replay of recent examples, NULL = off (train.replay_*) */
+    double replay_credit;            /* replays owed to the clicks trained so far (trainer only) */
+    _Atomic uint64_t replay_pending; /* replay_credit as published for stats */
+    rc_event scratch_ev;             /* rc_engine_apply_click (offline, single thread) */
 
     uv_loop_t *loop;
     uv_async_t async;

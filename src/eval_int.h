@@ -27,6 +27,10 @@ void rc__eval_acc_report(const rc_eval_acc *a, const rc_eval_split *s, rc_eval_r
  * sp[k] is made into acc[k] just before its click is applied. The splits
  * (the daily protocol's periods) must have disjoint predictions. rep gets
  * the settings and acc[n-1]'s metrics. */
+/* Sets em's query to the daemon's user query with env's recall settings
+ * (defaults + --stream-set), unless env->query_items. 0 or RC_E* (eb). */
+int rc__eval_embed_query_setup(const rc_eval_env *env, rc_eval_embed *em, char *eb, size_t el);
+
 int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
                     rc_eval_acc *const *acc, int warm, rc_eval_report *rep, char *eb, size_t el);
 

@@ -16,6 +16,7 @@
 #include "recalld/model.h"
 #include "recalld/recall.h"
 #include "recalld/tune.h"
+#include "recalld/userq.h"
 #include "eval_int.h"
 
 #define NO_POS UINT32_MAX
@@ -157,6 +158,8 @@ static int run_batch_mc(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode
     if (multi_category) {
         rc_mc_opts mo = {.serial = 1};
         rc_eval_embed_multi_category(em, &mo);
+    } else if ((rc = rc__eval_embed_query_setup(env, em, eb, el))) {
+        goto out;
     }
     rc_eval_embed_predictor(em, &pr);
     if ((rc = score_all(env, &pr, rep, eb, el)))
@@ -257,22 +260,53 @@ static void replay_free(struct replay *r)
     free(r->split_of);
 }
 
-/* The streaming engine's configuration for settings o. */
-static void stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_config *c)
+/* The streaming engine's configuration for settings o (NULL: the daemon's
+ * defaults): the training settings, then --stream-set. */
+static int stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_config *c, char *eb,
+                         size_t el)
 {
     rc_config_defaults(c);
-    c->dim = o->dim ? o->dim : 64;
-    c->window = o->window;
-    c->history = RC_MAX(c->history, o->window);
-    c->negatives = o->negatives;
-    if (env->stream_lr > 0)
-        c->lr = env->stream_lr;
-    c->subsample = o->subsample;
-    c->power = RC_MIN(o->power, 1.0f);
-    c->hard_share = o->hard_share;
-    c->seed = o->seed ? o->seed : 1;
+    if (o) {
+        c->dim = o->dim ? o->dim : 64;
+        c->window = o->window;
+        c->history = RC_MAX(c->history, o->window);
+        c->negatives = o->negatives;
+        if (env->stream_lr > 0)
+            c->lr = env->stream_lr;
+        c->subsample = o->subsample;
+        c->power = RC_MIN(o->power, 1.0f);
+        c->hard_share = o->hard_share;
+        c->seed = o->seed ? o->seed : 1;
+    }
     c->overfetch = env->overfetch > 0 ? env->overfetch : c->overfetch;
     c->max_items = RC_MAX(c->max_items, rc_dict_size(env->log->items) + 1);
+    for (size_t i = 0; i < env->nstream_set; i++) {
+        const char *kv = env->stream_set[i], *eq = strchr(kv, '=');
+        char key[128];
+        if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof key)
+            return rc_err(eb, el, RC_EINVAL, "--stream-set: expected KEY=VALUE, got '%.60s'", kv);
+        memcpy(key, kv, (size_t)(eq - kv));
+        key[eq - kv] = '\0';
+        int rc = rc_config_set(c, key, eq + 1, RC_CONF_CLI, "--stream-set", eb, el);
+        if (rc)
+            return rc;
+    }
+    return rc_config_validate(c, eb, el);
+}
+
+int rc__eval_embed_query_setup(const rc_eval_env *env, rc_eval_embed *em, char *eb, size_t el)
+{
+    rc_config c;
+    rc_userq_opts uo;
+    int rc;
+    if (env->query_items)
+        return 0;
+    if ((rc = stream_config(env, NULL, &c, eb, el)))
+        return rc;
+    rc_userq_opts_from_config(&c, &uo);
+    if ((rc = rc_eval_embed_userq(em, &uo, c.recall_user_city)))
+        return rc_err(eb, el, rc, "eval: out of memory");
+    return 0;
 }
 
 static int apply(rc_engine *e, const rc_clicklog *log, size_t i)
@@ -303,8 +337,9 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
     for (size_t j = 0; j < r->n && !rc; j++) {
         size_t i = r->order[j], k = r->split_of[i];
         if (r->pos_of[i] != NO_POS && !em[k])
-            rc = rc_eval_embed_create(sp[k], rc_engine_table(e), rc_engine_index(e), env->overfetch,
-                                      &em[k]);
+            if (!(rc = rc_eval_embed_create(sp[k], rc_engine_table(e), rc_engine_index(e),
+                                            env->overfetch, &em[k])))
+                rc = rc__eval_embed_query_setup(env, em[k], eb, el);
         if (!rc && r->pos_of[i] != NO_POS) {
             rc_engine_flush_index(e);
             rc_eval_embed_predictor(em[k], &pr);
@@ -367,7 +402,8 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
     char path[256] = "";
     int rc;
     o.mode = RC_SGNS_SKIPGRAM;
-    stream_config(env, &o, &cfg);
+    if ((rc = stream_config(env, &o, &cfg, eb, el)))
+        return rc;
     if (warm && (rc = warm_model(env, &o, path, eb, el)))
         return rc;
     snprintf(cfg.model_path, sizeof cfg.model_path, "%s", path);

@@ -7,6 +7,7 @@
 #include "recalld/common.h"
 #include "recalld/eval.h"
 #include "recalld/recall.h"
+#include "recalld/userq.h"
 #include "recalld/vec.h"
 
 #define KNN_DEFAULT_NEIGHBORS 1000u
@@ -304,6 +305,13 @@ struct rc_eval_embed {
     int mc; /* multi-category recall */
     rc_mc_opts mc_opts;
     rc_mc_quota quotas[64];
+    /* the daemon's user query (rc_eval_embed_userq), else the query items' mean */
+    int uq_on, uq_city;
+    rc_userq_opts uq;
+    uint32_t *prev_sess; /* per log session: its user's previous session, NO_ROW = none */
+    uint32_t *hrows;     /* RC_USERQ_MAX */
+    int64_t *hts;
+    float *hw;
 };
 
 /* Maps the rows added to the table since the last call. */
@@ -371,6 +379,10 @@ void rc_eval_embed_destroy(rc_eval_embed *e)
         return;
     free(e->item_row);
     free(e->row_item);
+    free(e->prev_sess);
+    free(e->hrows);
+    free(e->hts);
+    free(e->hw);
     free(e->qrows);
     free(e->xrows);
     free(e->hits);
@@ -398,11 +410,75 @@ static uint32_t rows_of(const rc_eval_embed *e, const uint32_t *items, uint32_t 
     return m;
 }
 
+/* The user's clicks before prediction p, oldest first, as the daemon's
+ * session store holds them: the session's prefix, then the user's earlier
+ * sessions, newest first until the query window is full; items without a
+ * row are skipped. Into e->hrows / e->hts; returns the count. */
+static uint32_t user_history(rc_eval_embed *e, const rc_eval_pos *p)
+{
+    const rc_clicklog *log = e->s->log;
+    uint32_t want = RC_MIN(e->uq.window ? e->uq.window : 1u, RC_USERQ_MAX), n = 0;
+    uint32_t ss = p->session;
+    size_t end = log->sess_off[ss] + p->t;
+    int64_t now = log->recs[end].ts_ms;
+    while (n < want && ss != NO_ROW) {
+        for (size_t i = end; i-- > log->sess_off[ss] && n < want;) {
+            const rc_click_rec *r = &log->recs[i];
+            uint32_t row = r->item < e->s->nitems + 1 ? e->item_row[r->item] : NO_ROW;
+            if (row == NO_ROW || r->ts_ms > now)
+                continue;
+            e->hrows[n] = row;
+            e->hts[n++] = r->ts_ms;
+        }
+        ss = e->prev_sess[ss];
+        if (ss != NO_ROW)
+            end = log->sess_off[ss + 1];
+    }
+    for (uint32_t i = 0; i < n / 2; i++) { /* oldest first */
+        uint32_t tr = e->hrows[i];
+        int64_t tt = e->hts[i];
+        e->hrows[i] = e->hrows[n - 1 - i];
+        e->hts[i] = e->hts[n - 1 - i];
+        e->hrows[n - 1 - i] = tr;
+        e->hts[n - 1 - i] = tt;
+    }
+    return n;
+}
+
+int rc_eval_embed_userq(rc_eval_embed *e, const rc_userq_opts *o, int scope_city)
+{
+    const rc_clicklog *log = e->s->log;
+    uint32_t nusers = 0;
+    for (uint32_t ss = 0; ss < log->nsessions; ss++)
+        nusers = RC_MAX(nusers, log->recs[log->sess_off[ss]].user + 1);
+    uint32_t *last = malloc((nusers ? nusers : 1) * sizeof *last);
+    e->prev_sess = malloc((log->nsessions ? log->nsessions : 1) * sizeof *e->prev_sess);
+    e->hrows = malloc(RC_USERQ_MAX * sizeof *e->hrows);
+    e->hts = malloc(RC_USERQ_MAX * sizeof *e->hts);
+    e->hw = malloc(RC_USERQ_MAX * sizeof *e->hw);
+    if (!last || !e->prev_sess || !e->hrows || !e->hts || !e->hw) {
+        free(last);
+        return RC_ENOMEM;
+    }
+    memset(last, 0xff, (nusers ? nusers : 1) * sizeof *last);
+    for (uint32_t ss = 0; ss < log->nsessions; ss++) { /* sessions are in start order */
+        uint32_t u = log->recs[log->sess_off[ss]].user;
+        e->prev_sess[ss] = last[u];
+        last[u] = ss;
+    }
+    free(last);
+    e->uq = *o;
+    e->uq_on = 1;
+    e->uq_city = scope_city && log->has_city;
+    return 0;
+}
+
 static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos *p, uint32_t k,
                          uint32_t *list, uint32_t *n, const uint32_t *cand, uint32_t ncand,
                          float *scores, int *fallback)
 {
     rc_eval_embed *e = state;
+    rc_index_filter filter = {.city = -1};
     uint32_t nq, nx, nh = 0;
     int rc;
     *n = 0;
@@ -412,6 +488,14 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
         if ((rc = e->qfn(e->qud, s, p, e->q)) < 0)
             return rc;
         *fallback = rc == 0;
+        nq = 0;
+    } else if (e->uq_on) {
+        uint32_t nu = user_history(e, p);
+        const rc_click_rec *last = &s->log->recs[s->log->sess_off[p->session] + p->t - 1];
+        nu = rc_userq_weigh(&e->uq, e->hrows, e->hts, nu, last->ts_ms, e->hw);
+        *fallback = !nu || rc_recall_query_vector(e->t, e->hrows, e->hw, nu, e->q) != 0;
+        if (!*fallback && e->uq_city)
+            filter.city = rc_userq_city(e->t, e->hrows, e->hw, nu);
         nq = 0;
     } else {
         nq = rows_of(e, s->items + p->q_off, p->nq, e->qrows);
@@ -426,8 +510,8 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
                                       e->overfetch, NULL, e->xrows, nx, &e->mc_opts, e->hits, &nh,
                                       e->quotas, &nquota);
     } else {
-        rc = rc_recall_search(e->t, e->ix, e->q, RC_MIN(k, RC_EVAL_K), e->overfetch, NULL, e->xrows,
-                              nx, e->hits, &nh);
+        rc = rc_recall_search(e->t, e->ix, e->q, RC_MIN(k, RC_EVAL_K), e->overfetch,
+                              filter.city >= 0 ? &filter : NULL, e->xrows, nx, e->hits, &nh);
     }
     if (rc)
         return rc;

@@ -12,7 +12,10 @@
 #include "recalld/common.h"
 #include "recalld/eval.h"
 #include "recalld/gen.h"
+#include "recalld/index.h"
+#include "recalld/table.h"
 #include "recalld/tune.h"
+#include "recalld/userq.h"
 #include "test.h"
 
 /* ---- helpers ---- */
@@ -846,5 +849,64 @@ TEST(eval_cli_json_slices)
     ASSERT(strstr(slice, "\npopularity ") && strstr(slice, "\nitemknn "));
     ASSERT(strstr(out, "slice \"without features\": ") != NULL);
     free(out);
+    rm_tree(path);
+}
+
+/* The daemon's user query (userq.h) reduces to the protocol's query-items
+ * mean when it keeps the same clicks: window = --query-len, the current
+ * session only (past_session_weight 0, the log's session gap), no decay. The
+ * same batch model then scores alike both ways; 20 clicks over sessions
+ * score differently. */
+TEST(eval_userq_query_matches_query_items)
+{
+    char path[256], err[256] = "";
+    tmp_path(path, sizeof path, ".jsonl");
+    write_generated(path, 12000, 600, 800);
+    rc_clicklog *log = load_jsonl(path);
+    rc_eval_split *s = NULL;
+    rc_eval_opts o = {0};
+    ASSERT_EQ(rc_eval_split_create(log, NULL, &o, &s, err, sizeof err), 0);
+    rc_eval_env env = {.log = log,
+                       .split = s,
+                       .quiet = 1,
+                       .train = {.dim = 16, .epochs = 2, .threads = 1, .seed = 3}};
+    rc_table *t = NULL;
+    rc_index *ix = NULL;
+    if (rc_eval_train_model(&env, &env.train, &t, &ix, err, sizeof err))
+        RC__FAIL("train: %s", err);
+    rc_eval_metrics m[3];
+    for (int mode = 0; mode < 3; mode++) {
+        rc_eval_embed *em = NULL;
+        rc_eval_predictor pr;
+        rc_eval_acc acc;
+        ASSERT_EQ(rc_eval_embed_create(s, t, ix, 2.0f, &em), 0);
+        rc_userq_opts uo = {
+            .window = s->opts.query_len, .past_session_weight = 0, .gap_ms = 30 * 60 * 1000};
+        if (mode == 2)
+            rc_userq_opts_from_config(&(rc_config){.recall_window = 20,
+                                                   .past_session_weight = 1,
+                                                   .gap_ms = 30 * 60 * 1000},
+                                      &uo);
+        if (mode)
+            ASSERT_EQ(rc_eval_embed_userq(em, &uo, 0), 0);
+        rc_eval_embed_predictor(em, &pr);
+        ASSERT_EQ(rc_eval_acc_init(&acc, s->nitems), 0);
+        ASSERT_EQ(rc_eval_predict_all(s, &pr, &acc), 0);
+        rc_eval_acc_result(&acc, s->count, s->ncatalog, &m[mode]);
+        rc_eval_acc_free(&acc);
+        rc_eval_embed_destroy(em);
+    }
+    fprintf(stderr, "npos %zu hr@50 items %.4f userq %.4f defaults %.4f\n", s->npos, m[0].hr50,
+            m[1].hr50, m[2].hr50);
+    ASSERT_DBL_OP(m[0].hr50, >, 0.05);
+    /* Alike up to the rare click whose item has a vector but is not "seen in
+     * training" by the split's count (the query items skip it): 2 at most. */
+    ASSERT_EQ(m[0].predictions, m[1].predictions);
+    ASSERT_DBL_OP(fabs(m[0].hr50 - m[1].hr50) * (double)s->npos, <=, 2.5);
+    ASSERT_DBL_OP(fabs(m[0].hr50 - m[2].hr50) * (double)s->npos, >, 10);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    rc_eval_split_destroy(s);
+    rc_clicklog_free(log);
     rm_tree(path);
 }

@@ -533,6 +533,7 @@ TEST(promises_recall_exact_is_brute_force_top_k)
     c.dim = XDIM;
     c.ivf_min = 64;
     c.nprobe = 1;
+    c.half_life_ms = 0; /* the plain mean the reference below computes */
     snprintf(c.model_path, sizeof c.model_path, "%s", model);
     rc_engine *e = offline(&c);
     flush_until(e, "index.ivf_partitions", 1);

@@ -78,12 +78,22 @@ typedef struct rc_config {
     uint32_t min_city_items;
     uint64_t seed;
     char model_path[RC_CONF_STR]; /* --model: start from a trained model file */
+    /* streaming trainer (train.*): replay of recent examples (relearn.h) */
+    uint32_t replay_clicks;     /* train.replay_clicks: examples held, 0 = no replay */
+    float replay_ratio;         /* train.replay_ratio: replayed examples per new click */
+    uint32_t replay_max_clicks; /* train.replay_max_clicks: examples of an item with more
+                                 * clicks are not replayed, 0 = no limit */
+    float lr_decay_clicks;      /* train.lr_decay_clicks: an item's rate is model.lr *
+                                 * d / (d + its clicks), 0 = constant model.lr */
+    float lr_min;               /* train.lr_min: floor of the decayed rate */
     /* index */
     uint32_t ivf_min, nprobe, index_batch, flush_interval_ms;
     float drift, overfetch;
     /* recall */
     uint32_t recall_window, k_default, k_max;
     int64_t half_life_ms;                     /* time decay of click weights, 0 = off */
+    float past_session_weight;                /* recall.past_session_weight: factor on clicks before
+                                               * the current session (userq.h) */
     uint32_t mc_max_categories, mc_min_quota; /* multi-category recall */
     uint32_t max_batch_users;                 /* users per batch recall request */
     int recall_user_city;    /* recall.scope: 1 "user_city" (default), 0 "global" */

@@ -310,6 +310,15 @@ void rc_eval_embed_multi_category(rc_eval_embed *e, const struct rc_mc_opts *opt
 typedef int (*rc_eval_query_fn)(void *ud, const rc_eval_split *s, const rc_eval_pos *p, float *q);
 void rc_eval_embed_query(rc_eval_embed *e, rc_eval_query_fn fn, void *ud);
 
+/* Switches e to the daemon's user query (userq.h, opts copied): the user's
+ * clicks before the target (the session's prefix, then the user's earlier
+ * sessions of the log; items without a row skipped) weighed by
+ * rc_userq_weigh, and with scope_city (recall.scope user_city) and a log
+ * with cities, the search restricted to rc_userq_city. The exclusion and
+ * the AUC scores are unchanged. Returns 0 or RC_ENOMEM. */
+struct rc_userq_opts; /* userq.h */
+int rc_eval_embed_userq(rc_eval_embed *e, const struct rc_userq_opts *opts, int scope_city);
+
 /* Creates an index over every row of t (rc_index_create, touch all rows,
  * rc_index_flush). *out: caller frees with rc_index_destroy before t. */
 int rc_eval_index_build(rc_table *t, rc_index **out, char *errbuf, size_t errlen);
@@ -348,6 +357,15 @@ typedef struct rc_eval_env {
     float stream_lr;     /* prequential: the engine's constant learning rate, 0 = the
                           * daemon's default (model.lr); never the batch start rate,
                           * which batch training decays to ~0 */
+    /* prequential / stream-*: daemon config keys "KEY=VALUE" (--stream-set) set on
+     * the engine's configuration after the training settings, e.g.
+     * train.replay_ratio=0 (the daemon's defaults otherwise) */
+    const char *const *stream_set;
+    size_t nstream_set;
+    /* embedding methods' query: 0 = the daemon's user query (userq.h) with the
+     * daemon's recall.* settings (defaults + --stream-set), 1 = the mean of
+     * the query items (--query items) */
+    int query_items;
     /* set by the sgns method when it ran: its report (settings, tuning) */
     int have_sgns;
     rc_eval_report sgns;

@@ -19,8 +19,10 @@ static const char about[] =
     "Evaluates recall methods with the session-based time split: the cut is the\n"
     "(1 - test-ratio) quantile of event times; models learn from the sessions that\n"
     "end before it; each later session with >= 2 clicks is predicted click by click\n"
-    "(targets seen in training; query = mean of the last --query-len prefix items\n"
-    "seen in training, which are excluded from the answer; top 50). Reports\n"
+    "(targets seen in training; the last --query-len prefix items seen in training\n"
+    "are excluded from the answer; top 50; embedding methods query with the\n"
+    "daemon's user vector, recall.* of --stream-set, or with those items' mean\n"
+    "under --query items). Reports\n"
     "HR@10/20/50, MRR@50, coverage@50, average hit position and AUC (vs 100\n"
     "uniform catalog negatives). Methods: popularity, itemknn (session\n"
     "co-occurrence), sgns / cbow (batch models, recalled through the server's\n"
@@ -59,7 +61,9 @@ enum {
     X_PROTOCOL,
     X_PERIOD_HOURS,
     X_WARMUP,
-    X_NEW_ITEMS
+    X_NEW_ITEMS,
+    X_STREAM_SET,
+    X_QUERY
 };
 
 static const rc_cli_flag extra[] = {
@@ -75,12 +79,20 @@ static const rc_cli_flag extra[] = {
     {"--period-hours", "H", "daily: period length in hours, (0, 8784] (24: days, UTC)"},
     {"--warmup-periods", "N", "daily: first periods that only train, >= 1 (1)"},
     {"--new-items", NULL, "targets may be items not in the training catalog (new slice)"},
+    {"--stream-set", "KEY=VALUE",
+     "prequential, stream-*: a daemon config key of the engine (train.*, recall.*), repeatable"},
+    {"--query", "Q",
+     "embedding methods' query: daemon (the daemon's user vector, recall.*) or "
+     "items (mean of the query items) (daemon)"},
 };
 
 struct eval_flags {
     const char *dump;
     rc_eval_opts eo;
     float overfetch, stream_lr;
+    const char *stream_set[32];
+    size_t nstream_set;
+    int query_items;
     int ablation;
     int daily; /* --protocol daily */
     rc_eval_daily_opts dopts;
@@ -130,6 +142,18 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
                    : 0;
     case X_NEW_ITEMS:
         f->eo.new_items = 1;
+        return 0;
+    case X_QUERY:
+        if (strcmp(v, "daemon") && strcmp(v, "items"))
+            return rc_err(eb, el, RC_EINVAL, "expected daemon or items, got '%.40s'", v);
+        f->query_items = strcmp(v, "items") == 0;
+        return 0;
+    case X_STREAM_SET:
+        if (f->nstream_set == RC_ARRAY_LEN(f->stream_set))
+            return rc_err(eb, el, RC_EINVAL, "at most %zu", RC_ARRAY_LEN(f->stream_set));
+        if (!strchr(v, '='))
+            return rc_err(eb, el, RC_EINVAL, "expected KEY=VALUE, got '%.60s'", v);
+        f->stream_set[f->nstream_set++] = v;
         return 0;
     case X_MAX_PRED:
         return parse_u32(v, 1, UINT32_MAX, &f->eo.max_predictions)
@@ -487,6 +511,9 @@ static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const
                          .train = cli->train,
                          .overfetch = f->overfetch,
                          .stream_lr = f->stream_lr,
+                         .stream_set = f->stream_set,
+                         .nstream_set = f->nstream_set,
+                         .query_items = f->query_items,
                          .tune = cli->tune,
                          .tune_seconds = cli->tune_seconds,
                          .fixed_mask = cli->set_mask,
