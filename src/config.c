@@ -94,6 +94,7 @@ static const struct key keys[] = {
     {"recall.max_k_users", K_U32, F(max_k_users), 1, 1e9},
     {"recall.max_exact_scan", K_U64, F(max_exact_scan), 1, 1e15},
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
+    {"pipeline.background_nice", K_U32, F(background_nice), 0, 19},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
     {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
     {"checkpoint.keep", K_U32, F(ckpt_keep), 1, 100},
@@ -170,6 +171,7 @@ void rc_config_defaults(rc_config *c)
     c->max_k_users = 25600;
     c->max_exact_scan = 4000000;
     c->queue_batches = 4;
+    c->background_nice = 10;
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");
     c->stats_interval_ms = 10000;

@@ -104,6 +104,7 @@ typedef struct rc_recall_req {
     int two_tower;  /* 1: the two-tower model (see "two-tower serving" below) */
     int64_t now_ms; /* two_tower: the time the user vector is for; 0 = the event-time
                      * watermark (newest applied event) */
+    rc_recall_timing *timing; /* NULL, or receives the stages' times (added to) */
 } rc_recall_req;
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback);
