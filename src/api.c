@@ -12,8 +12,8 @@
 
 /* Stage bounds (us): finer than rc_hist_latency_us below 1 ms, where the
  * recall stages live. */
-static const uint64_t stage_us[] = {1,   2,    5,    10,   20,   50,    100,   200,
-                                    300, 500,  750,  1000, 1500, 2000,  3000,  5000,
+static const uint64_t stage_us[] = {1,    2,     5,     10,    20,     50,     100,    200,
+                                    300,  500,   750,   1000,  1500,   2000,   3000,   5000,
                                     7500, 10000, 20000, 50000, 100000, 250000, 1000000};
 
 /* Where one recall request's time went (the stage histograms). */
@@ -592,9 +592,9 @@ void rc_api_init(rc_api *a)
 
 const char *rc_api_stage_name(int stage)
 {
-    static const char *names[RC_API_STAGE_COUNT] = {
-        "queue_wait", "parse",  "query",    "index_lock", "coarse",
-        "scan",       "rerank", "fallback", "reply",      "total"};
+    static const char *names[RC_API_STAGE_COUNT] = {"queue_wait", "parse", "query",  "index_lock",
+                                                    "coarse",     "scan",  "rerank", "fallback",
+                                                    "reply",      "total"};
     return stage >= 0 && stage < RC_API_STAGE_COUNT ? names[stage] : "?";
 }
 
@@ -720,11 +720,11 @@ static void op_health(rc_api *a, rc_buf *r)
 static void observe_stages(rc_api *a, const recall_times *rt, uint64_t wait_ns, uint64_t run_ns)
 {
     const uint64_t ns[RC_API_STAGE_COUNT] = {
-        [RC_API_STAGE_QUEUE_WAIT] = wait_ns,       [RC_API_STAGE_PARSE] = rt->parse_ns,
-        [RC_API_STAGE_QUERY] = rt->tm.query_ns,    [RC_API_STAGE_INDEX_LOCK] = rt->tm.lock_ns,
-        [RC_API_STAGE_COARSE] = rt->tm.coarse_ns,  [RC_API_STAGE_SCAN] = rt->tm.scan_ns,
-        [RC_API_STAGE_RERANK] = rt->tm.rerank_ns,  [RC_API_STAGE_FALLBACK] = rt->tm.fallback_ns,
-        [RC_API_STAGE_REPLY] = rt->reply_ns,       [RC_API_STAGE_TOTAL] = wait_ns + run_ns};
+        [RC_API_STAGE_QUEUE_WAIT] = wait_ns,      [RC_API_STAGE_PARSE] = rt->parse_ns,
+        [RC_API_STAGE_QUERY] = rt->tm.query_ns,   [RC_API_STAGE_INDEX_LOCK] = rt->tm.lock_ns,
+        [RC_API_STAGE_COARSE] = rt->tm.coarse_ns, [RC_API_STAGE_SCAN] = rt->tm.scan_ns,
+        [RC_API_STAGE_RERANK] = rt->tm.rerank_ns, [RC_API_STAGE_FALLBACK] = rt->tm.fallback_ns,
+        [RC_API_STAGE_REPLY] = rt->reply_ns,      [RC_API_STAGE_TOTAL] = wait_ns + run_ns};
     for (int i = 0; i < RC_API_STAGE_COUNT; i++)
         rc_hist_observe(&a->stage[i], ns[i] / 1000);
 }

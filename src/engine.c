@@ -830,10 +830,10 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
         if (tm)
             tm->query_ns += rc_now_ns() - t0;
         rc_mc_opts mo = {.max_cats = e->cfg.mc_max_categories, .min_quota = e->cfg.mc_min_quota};
-        int rc = rc_recall_multi_category_timed(
-            e->table, e->index, rows, w, nclicks, req->k, cfg_f32(&e->cfg.overfetch), f, rows,
-            nclicks, &mo, out, n, req->quotas ? req->quotas : plan,
-            req->nquotas ? req->nquotas : &nplan, tm);
+        int rc = rc_recall_multi_category_timed(e->table, e->index, rows, w, nclicks, req->k,
+                                                cfg_f32(&e->cfg.overfetch), f, rows, nclicks, &mo,
+                                                out, n, req->quotas ? req->quotas : plan,
+                                                req->nquotas ? req->nquotas : &nplan, tm);
         return rc;
     }
     float q[1024]; /* model.dim <= 1024 (config.c): no allocation per request */

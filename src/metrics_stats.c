@@ -234,7 +234,8 @@ static const rc_metrics_stat table[] = {
     /* recall latency by stage (api.h, rc_api_stage) */
     CL("recall_stages.count.*", "recalld_recall_stage_observations_total", "stage",
        "Recall requests observed by each latency stage."),
-    {"recall_stages.sum_us.*", "recalld_recall_stage_seconds_total", RC_MSTAT_COUNTER, 1e-6, "stage",
+    {"recall_stages.sum_us.*", "recalld_recall_stage_seconds_total", RC_MSTAT_COUNTER, 1e-6,
+     "stage",
      "Time spent in each stage of recall requests (queue_wait, parse, query, index_lock, coarse, "
      "scan, rerank, fallback, reply; total)."},
     GL("recall_stages.p50_us.*", "recalld_recall_stage_p50_seconds", "stage", 1e-6,

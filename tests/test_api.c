@@ -407,8 +407,8 @@ TEST(api_recall_stages_recorded)
 {
     static rc_api a;
     rc_engine *e = api_engine(&a);
-    static const char *stages[] = {"queue_wait", "parse",    "query", "index_lock", "coarse",
-                                   "scan",       "rerank", "fallback", "reply",    "total"};
+    static const char *stages[] = {"queue_wait", "parse",  "query",    "index_lock", "coarse",
+                                   "scan",       "rerank", "fallback", "reply",      "total"};
     json_t *st = expect_ok(&a, "{\"op\":\"stats\"}");
     for (size_t i = 0; i < RC_ARRAY_LEN(stages); i++)
         ASSERT_EQ(stage_val(st, "count", stages[i]), 0);
@@ -438,12 +438,13 @@ TEST(api_recall_stages_recorded)
     ASSERT_EQ(stage_val(st, "sum_us", "queue_wait"), 0);
     ASSERT(stage_val(st, "p99_us", "total") >= stage_val(st, "p50_us", "total"));
     /* bucket counts add up to the count */
-    json_t *bk = json_object_get(json_object_get(json_object_get(st, "recall_stages"), "buckets"),
-                                 "total");
+    json_t *bk =
+        json_object_get(json_object_get(json_object_get(st, "recall_stages"), "buckets"), "total");
     size_t j;
     json_t *x;
     long long nb = 0;
-    json_array_foreach(bk, j, x) nb += json_integer_value(x);
+    json_array_foreach(bk, j, x)
+        nb += json_integer_value(x);
     ASSERT_EQ(nb, n);
     json_decref(st);
     rc_engine_destroy(e);
