@@ -12,9 +12,9 @@
 
 /* Stage bounds (us): finer than rc_hist_latency_us below 1 ms, where the
  * recall stages live. */
-static const uint64_t stage_us[] = {1,    2,     5,     10,    20,     50,     100,    200,
-                                    300,  500,   750,   1000,  1500,   2000,   3000,   5000,
-                                    7500, 10000, 20000, 50000, 100000, 250000, 1000000};
+static const uint64_t stage_us[] = {0,    1,    2,     5,     10,    20,     50,     100,
+                                    200,  300,  500,   750,   1000,  1500,   2000,   3000,
+                                    5000, 7500, 10000, 20000, 50000, 100000, 250000, 1000000};
 
 /* Where one recall request's time went (the stage histograms). */
 typedef struct recall_times {
