@@ -419,8 +419,13 @@ static void report_and_recycle(rc_engine *e, rc_batch *b)
 
 void rc__engine_background(rc_engine *e, const char *thread)
 {
-    int nice = (int)e->cfg.background_nice;
-    if (nice > 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice))
+    id_t tid = (id_t)syscall(SYS_gettid);
+    if (!e->cfg.background_nice)
+        return;
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, tid); /* -1 is a valid nice value: errno tells */
+    int want = errno ? 19 : RC_MIN(cur + (int)e->cfg.background_nice, 19);
+    if (setpriority(PRIO_PROCESS, tid, want))
         rc_log_warn("engine", "background thread keeps its priority", "thread=%s error=\"%s\"",
                     thread, strerror(errno));
 }

@@ -91,7 +91,7 @@ typedef struct rc_config {
     uint64_t max_exact_scan; /* recall.max_exact_scan: items x users of "exact" */
     /* pipeline */
     uint32_t queue_batches;   /* batches in flight between loop and trainer */
-    uint32_t background_nice; /* nice of decoder, trainer, checkpoint writer; 0 = unchanged */
+    uint32_t background_nice; /* added to the nice of decoder, trainer, checkpoint writer */
     /* data / logs */
     char data_dir[RC_CONF_STR];
     /* checkpoints under data_dir (see checkpoint.h) */
