@@ -420,6 +420,9 @@ static void report_and_recycle(rc_engine *e, rc_batch *b)
 void rc__engine_background(rc_engine *e, const char *thread)
 {
     id_t tid = (id_t)syscall(SYS_gettid);
+    char name[16];
+    snprintf(name, sizeof name, "rc-%s", thread);
+    pthread_setname_np(pthread_self(), name); /* for top -H, perf and renice */
     if (!e->cfg.background_nice)
         return;
     errno = 0;

@@ -221,7 +221,8 @@ void rc__engine_maintain(rc_engine *e, int force);
 int rc__engine_resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f,
                               uint32_t *cates, int *empty);
 /* Any thread: up to k of the most clicked items passing f, rows ex excluded. */
-/* Background thread (decoder, trainer, checkpoint writer): adds
+/* Background thread (decoder, trainer, checkpoint writer): names itself
+ * "rc-" + thread (at most 12 bytes of thread) and adds
  * pipeline.background_nice to its own nice value (at most 19; Linux nice is
  * per thread and inherited by the threads it starts); a failure is logged,
  * not fatal. */
