@@ -89,6 +89,7 @@ static const struct key keys[] = {
     {"recall.half_life_ms", K_I64, F(half_life_ms), 0, 3.1536e11},
     {"recall.multi_category_max", K_U32, F(mc_max_categories), 1, 64},
     {"recall.multi_category_min_quota", K_U32, F(mc_min_quota), 0, 1000},
+    {"recall.multi_category_parallel", K_BOOL, F(mc_parallel), 0, 1},
     {"recall.max_batch_users", K_U32, F(max_batch_users), 1, 10000},
     {"recall.scope", K_SCOPE, F(recall_user_city), 0, 1},
     {"recall.max_k_users", K_U32, F(max_k_users), 1, 1e9},

@@ -837,7 +837,9 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     if (req->multi_category) {
         if (tm)
             tm->query_ns += rc_now_ns() - t0;
-        rc_mc_opts mo = {.max_cats = e->cfg.mc_max_categories, .min_quota = e->cfg.mc_min_quota};
+        rc_mc_opts mo = {.max_cats = e->cfg.mc_max_categories,
+                         .min_quota = e->cfg.mc_min_quota,
+                         .serial = !e->cfg.mc_parallel};
         int rc = rc_recall_multi_category_timed(e->table, e->index, rows, w, nclicks, req->k,
                                                 cfg_f32(&e->cfg.overfetch), f, rows, nclicks, &mo,
                                                 out, n, req->quotas ? req->quotas : plan,

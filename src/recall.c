@@ -276,9 +276,22 @@ int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *ro
                                           opts, out, nout, quotas, nq, NULL);
 }
 
-/* The category search with the longest index + re-rank time. */
-static void mc_critical_path(const struct mc_job *jobs, uint32_t nq, rc_recall_timing *tm)
+/* Serial: the sum of the category searches; parallel: the one with the
+ * longest index + re-rank time (the critical path). */
+static void mc_critical_path(const struct mc_job *jobs, uint32_t nq, int serial,
+                             rc_recall_timing *tm)
 {
+    if (serial) {
+        for (uint32_t i = 0; i < nq; i++) {
+            tm->lock_ns += jobs[i].tm.lock_ns;
+            tm->coarse_ns += jobs[i].tm.coarse_ns;
+            tm->scan_ns += jobs[i].tm.scan_ns;
+            tm->rerank_ns += jobs[i].tm.rerank_ns;
+            tm->parts += jobs[i].tm.parts;
+            tm->lists += jobs[i].tm.lists;
+        }
+        return;
+    }
     const rc_recall_timing *best = NULL;
     uint64_t best_ns = 0;
     for (uint32_t i = 0; i < nq; i++) {
@@ -351,7 +364,7 @@ int rc_recall_multi_category_timed(const rc_table *t, rc_index *ix, const uint32
         uint64_t t1 = tm ? rc_now_ns() : 0;
         *nout = mc_merge(jobs, quotas, *nq, k, out);
         if (tm) {
-            mc_critical_path(jobs, *nq, tm);
+            mc_critical_path(jobs, *nq, opts && opts->serial, tm);
             tm->rerank_ns += rc_now_ns() - t1;
         }
     }

@@ -86,8 +86,8 @@ int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *ro
                              const uint32_t *exclude, uint32_t nexclude, const rc_mc_opts *opts,
                              rc_hit *out, uint32_t *nout, rc_mc_quota *quotas, uint32_t *nq);
 /* The same, adding to *tm (NULL: no timing): query_ns covers the plan and the
- * vectors; the index and re-rank stages are those of the slowest category
- * search (the critical path: the searches run in parallel). */
+ * vectors; the index and re-rank stages are the sum of the category searches
+ * when serial, else those of the slowest one (the critical path). */
 int rc_recall_multi_category_timed(const rc_table *t, rc_index *ix, const uint32_t *rows,
                                    const float *w, uint32_t n, uint32_t k, float overfetch,
                                    const rc_index_filter *base, const uint32_t *exclude,
