@@ -85,14 +85,16 @@ typedef struct rc_config {
     uint32_t recall_window, k_default, k_max;
     int64_t half_life_ms;                     /* time decay of click weights, 0 = off */
     uint32_t mc_max_categories, mc_min_quota; /* multi-category recall */
-    int mc_parallel;          /* 1: one thread per category search; 0: one after another */
-    uint32_t max_batch_users; /* users per batch recall request */
-    int recall_user_city;     /* recall.scope: 1 "user_city" (default), 0 "global" */
-    uint32_t max_k_users;     /* recall.max_k_users: k x users per request */
-    uint64_t max_exact_scan;  /* recall.max_exact_scan: items x users of "exact" */
+    uint32_t max_batch_users;                 /* users per batch recall request */
+    int recall_user_city;    /* recall.scope: 1 "user_city" (default), 0 "global" */
+    uint32_t max_k_users;    /* recall.max_k_users: k x users per request */
+    uint64_t max_exact_scan; /* recall.max_exact_scan: items x users of "exact" */
+    /* recall.multi_category_parallel: 1 = one thread per category search */
+    int mc_parallel;
     /* pipeline */
-    uint32_t queue_batches;   /* batches in flight between loop and trainer */
-    uint32_t background_nice; /* added to the nice of decoder, trainer, checkpoint writer */
+    uint32_t queue_batches; /* batches in flight between loop and trainer */
+    /* added to the nice of the decoder, trainer and checkpoint writer */
+    uint32_t background_nice;
     /* data / logs */
     char data_dir[RC_CONF_STR];
     /* checkpoints under data_dir (see checkpoint.h) */

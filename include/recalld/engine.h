@@ -101,10 +101,11 @@ typedef struct rc_recall_req {
     int global;           /* 1: all cities even when recall.scope is "user_city" ("city":"*") */
     rc_mc_quota *quotas;  /* multi_category: receives the plan (room for 64), may be NULL */
     uint32_t *nquotas;
-    int two_tower;            /* 1: the two-tower model (see "two-tower serving" below) */
-    int64_t now_ms;           /* two_tower: the time the user vector is for; 0 = the event-time
-                               * watermark (newest applied event) */
-    rc_recall_timing *timing; /* NULL, or receives the stages' times (added to) */
+    int two_tower;  /* 1: the two-tower model (see "two-tower serving" below) */
+    int64_t now_ms; /* two_tower: the time the user vector is for; 0 = the event-time
+                     * watermark (newest applied event) */
+    /* NULL, or receives the stages' times (added to) */
+    rc_recall_timing *timing;
 } rc_recall_req;
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback);
