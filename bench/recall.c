@@ -4,7 +4,10 @@
  * Latency: R sequential `recall` requests for random users u0..u(N-1) on one
  * connection (the client waits for each reply), p50/p90/p99/max in us.
  * Quality: for Q users, the same request with "exact":true (brute force over
- * every item, same scoring) right after; recall@K = |index ∩ exact| / K. */
+ * every item, same scoring) right after; recall@K = |index ∩ exact| / K.
+ * Stages: the server's per-stage histograms (stats "recall_stages") read
+ * before and after the latency run; the table gives, for this run's requests
+ * only, each stage's mean and p50/p99 (interpolated in its bucket), in us. */
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -51,6 +54,62 @@ static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
+}
+
+/* The stats op's "recall_stages" (a new reference), NULL when absent. */
+static json_t *stages_now(void)
+{
+    char *r = roundtrip("{\"op\":\"stats\"}\n");
+    json_t *j = r ? json_loads(r, 0, NULL) : NULL;
+    json_t *st = json_incref(json_object_get(j, "recall_stages"));
+    json_decref(j);
+    return st;
+}
+
+/* Quantile q from per-bucket counts n[0..nb] with bounds le[0..nb). */
+static double quantile(const double *le, const double *n, size_t nb, double q)
+{
+    double total = 0, seen = 0;
+    for (size_t i = 0; i <= nb; i++)
+        total += n[i];
+    if (total <= 0)
+        return 0;
+    for (size_t i = 0; i < nb; i++) {
+        if (n[i] > 0 && seen + n[i] >= q * total)
+            return (i ? le[i - 1] : 0) + (le[i] - (i ? le[i - 1] : 0)) * (q * total - seen) / n[i];
+        seen += n[i];
+    }
+    return le[nb - 1];
+}
+
+/* Per-stage table of the requests between two stats readings. */
+static void print_stages(json_t *before, json_t *after)
+{
+    json_t *bounds = json_object_get(after, "bounds_us");
+    size_t nb = json_array_size(bounds);
+    if (!before || !after || !nb || nb > 64) {
+        printf("stages   (the server has no recall_stages)\n");
+        return;
+    }
+    double le[64], n[65];
+    for (size_t i = 0; i < nb; i++)
+        le[i] = json_number_value(json_array_get(bounds, i));
+    printf("stages   %-11s %8s %9s %9s %9s\n", "stage", "count", "mean_us", "p50_us", "p99_us");
+    const char *key;
+    json_t *cnt;
+    json_object_foreach(json_object_get(after, "count"), key, cnt) {
+        double c = json_number_value(cnt) -
+                   json_number_value(json_object_get(json_object_get(before, "count"), key));
+        double sum = json_number_value(json_object_get(json_object_get(after, "sum_us"), key)) -
+                     json_number_value(json_object_get(json_object_get(before, "sum_us"), key));
+        json_t *ba = json_object_get(json_object_get(after, "buckets"), key);
+        json_t *bb = json_object_get(json_object_get(before, "buckets"), key);
+        for (size_t i = 0; i <= nb; i++)
+            n[i] =
+                json_number_value(json_array_get(ba, i)) - json_number_value(json_array_get(bb, i));
+        printf("stages   %-11s %8.0f %9.1f %9.1f %9.1f\n", key, c, c > 0 ? sum / c : 0,
+               quantile(le, n, nb, 0.5), quantile(le, n, nb, 0.99));
+    }
 }
 
 static int ids(const char *reply, char ids_out[][32], int max)
@@ -120,6 +179,7 @@ int main(int argc, char **argv)
     rc_rng_seed(&rng, 1);
     uint64_t *lat = malloc((size_t)requests * sizeof *lat);
     long fallbacks = 0, errors = 0;
+    json_t *st0 = stages_now();
     for (long i = 0; i < requests; i++) {
         snprintf(line, sizeof line,
                  "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"mode\":\"%s\"%s}\n",
@@ -143,6 +203,10 @@ int main(int argc, char **argv)
         (unsigned long long)lat[requests / 2], (unsigned long long)lat[requests * 9 / 10],
         (unsigned long long)lat[requests * 99 / 100], (unsigned long long)lat[requests - 1], errors,
         fallbacks);
+    json_t *st1 = stages_now();
+    print_stages(st0, st1);
+    json_decref(st0);
+    json_decref(st1);
     static char got[1000][32], want[1000][32];
     double sum = 0;
     long measured = 0;

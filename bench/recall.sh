@@ -1,60 +1,132 @@
 #!/usr/bin/env bash
-# Socket recall latency at ~1M items while ingesting, recall@50 against exact
-# search (brute force through the same socket), and memory at 1M items x d64
-# with ~1M active users.
+# Socket recall latency at ~1M items while ingesting and quiet, recall@50
+# against exact search (brute force through the same socket), memory at 1M
+# items x d64 with ~1M active users, and where the time goes: after every
+# latency section the server's per-stage table (stats "recall_stages", only
+# that section's requests; see docs/PROTOCOL.md "Recall stages").
+# The click log is a separate recalld-broker process (librdkafka's mock
+# cluster), so recalld's RSS and CPU are its own.
 #   bench/recall.sh [ITEMS] [EVENTS]     (defaults 1000000, 4000000)
+# Environment: BG_NICE (pipeline.background_nice, default the daemon's),
+# UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
+# two_tower sections), AB_ROUNDS (see ab below), DRIFT, OVERFETCH.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
 ITEMS=${1:-1000000}
 EVENTS=${2:-4000000}
 USERS=$ITEMS
+TOWER=${TOWER:-1}
 tmp=$(mktemp -d /tmp/rc-bench-recall.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
 stat() { "$B/recallctl" --socket "$tmp/r.sock" --raw stats; }
+rss() { echo "recalld $(( $(ps -o rss= -p "$rpid") / 1024 )) MiB, recalld-broker $(( $(ps -o rss= -p "$bpid") / 1024 )) MiB"; }
 gen=(--seed 3 --users "$USERS" --items "$ITEMS" --cities 20 --cates 10
      --communities $((ITEMS / 200)) --zipf 0.6)
+bench() { "$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" "$@"; }
 
+# The broker: 128 partitions keep ~4M clicks inside the mock's retention.
+mkfifo "$tmp/broker.in"
+"$B/recalld-broker" --partitions 128 <"$tmp/broker.in" >"$tmp/broker.out" 2>"$tmp/broker.log" &
+bpid=$!
+pids+=($bpid)
+exec 3>"$tmp/broker.in" # keeps the broker's stdin open
+for _ in $(seq 100); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
+bs=$(head -n1 "$tmp/broker.out")
+nice_cfg=""
+[ -n "${BG_NICE:-}" ] && nice_cfg=", \"background_nice\": $BG_NICE"
 cat >"$tmp/r.json" <<JSON
-{"kafka": {"embedded": true, "embedded_partitions": 128},
+{"kafka": {"brokers": "$bs"},
+ "pipeline": {"queue_batches": 4$nice_cfg},
  "index": {"drift": ${DRIFT:-0.01}, "overfetch": ${OVERFETCH:-3.0}},
  "sessions": {"max_users": $((USERS + USERS / 4))},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
-"$B/recalld" --config "$tmp/r.json" --socket "$tmp/r.sock" 2>"$tmp/r.log" &
-pids+=($!)
-for _ in $(seq 200); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-bs=$(stat | field '["kafka"]["bootstrap"]')
+model=()
+if [ "$TOWER" = 1 ]; then
+    # Random weights: serving cost does not depend on their values (bench/tower_recall.sh).
+    "$B/bench_tower_model" "$tmp/m.tower" 64 64 50 1 >/dev/null
+    model=(--model "$tmp/m.tower")
+fi
+"$B/recalld" --config "$tmp/r.json" --socket "$tmp/r.sock" "${model[@]}" 2>"$tmp/r.log" &
+rpid=$!
+pids+=($rpid)
+for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users (paced so the mock's retention is never exceeded)"
 t0=$(date +%s)
 "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
-for _ in $(seq 600); do
+for _ in $(seq 1200); do
     a=$(stat | field '["events"]["applied"]'); [ "$a" -ge "$EVENTS" ] && break; sleep 0.5
 done
 s=$(stat)
 echo "   loaded in $(( $(date +%s) - t0 )) s: items $(echo "$s" | field '["items"]'), users $(echo "$s" | field '["users"]["active"]'), index $(echo "$s" | field '["index"]')"
 echo "   memory: $(echo "$s" | field '["memory"]')"
+echo "   rss: $(rss)"
+sections() {
+    bench --requests "$1" --quality 0
+    bench --requests "$2" --quality 0 --city c3
+    bench --requests "$2" --quality 0 --city '*'
+    if [ "$TOWER" = 1 ]; then bench --requests "$2" --quality 0 --mode two_tower; fi
+    bench --requests "$2" --quality 0 --mode multi_category
+}
+# AB_ROUNDS=N: N rounds, while ingesting, of the default scope with the
+# background threads (rc-trainer, rc-decoder, rc-checkpoint) at the daemon's
+# nice ("same") and at nice + 10 ("lower"), alternating, so that both see the
+# same machine; the median p50/p99 of each.
+bg_nice() {
+    python3 - "$rpid" "$1" <<'PY'
+import os, sys
+pid, delta = int(sys.argv[1]), int(sys.argv[2])
+base = os.getpriority(os.PRIO_PROCESS, pid)
+for t in os.listdir(f"/proc/{pid}/task"):
+    try:
+        comm = open(f"/proc/{pid}/task/{t}/comm").read().strip()
+        if comm in ("rc-trainer", "rc-decoder", "rc-checkpoint"):
+            os.setpriority(os.PRIO_PROCESS, int(t), min(base + delta, 19))
+    except OSError:
+        pass
+PY
+}
+ab() {
+    for r in $(seq "$AB_ROUNDS"); do
+        for cond in same lower; do
+            if [ $cond = same ]; then bg_nice 0; else bg_nice 10; fi
+            echo "$cond $(bench --requests "${AB_REQUESTS:-2000}" --quality 0 | head -n1)"
+        done
+    done | tee "$tmp/ab.txt" | sed 's/^/   ab: /'
+    for cond in same lower; do
+        grep "^$cond " "$tmp/ab.txt" | sed -E 's/.* p50 ([0-9]+) us .* p99 ([0-9]+) us .*/\1 \2/' |
+            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: background threads at nice +%s: median over %d rounds of p50 %d us, p99 %d us' % ('0' if '$cond'=='same' else '10', len(v), s.median(int(a) for a,_ in v), s.median(int(b) for _,b in v)))"
+    done
+    bg_nice "${BG_NICE:-10}"
+}
 echo "== latency while ingesting (recalld-gen --rate 20000 in the background)"
 "$B/recalld-gen" "${gen[@]}" --seed 4 --events 2000000 --rate 20000 --brokers "$bs" >/dev/null 2>&1 &
 pids+=($!)
 sleep 2
-"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 20000 --quality 0
-"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 5000 --quality 0 --city c3
-"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 5000 --quality 0 --city '*'
-"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 5000 --quality 0 --mode multi_category
+if [ -n "${AB_ROUNDS:-}" ]; then ab; fi
+a0=$(stat | field '["events"]["applied"]'); t1=$(date +%s.%N)
+sections 20000 5000
+a1=$(stat | field '["events"]["applied"]'); t2=$(date +%s.%N)
+echo "   applied while measuring: $(python3 -c "print(round(($a1-$a0)/($t2-$t1)))") events/s; rss: $(rss)"
 kill "${pids[-1]}" 2>/dev/null || true
 # Quiet: wait until the backlog is applied and the index has nothing pending.
 prev=-1
-for _ in $(seq 100); do
+for _ in $(seq 200); do
     s=$(stat); a=$(echo "$s" | field '["events"]["applied"]'); p=$(echo "$s" | field '["index"]["pending"]')
     [ "$a" = "$prev" ] && [ "$p" = 0 ] && break; prev=$a; sleep 0.5
 done
+echo "== latency quiet (nothing ingesting)"
+sections 20000 5000
 echo "== quality: recall@50 of the index against exact search (quiet)"
-"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 1000 --quality 300
-"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 1000 --quality 300 --city '*'
-"$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" --requests 1000 --quality 300 --city c3
+bench --requests 1000 --quality 300
+bench --requests 1000 --quality 300 --city '*'
+bench --requests 1000 --quality 300 --city c3
 s=$(stat)
 echo "   memory after: $(echo "$s" | field '["memory"]')"
+echo "   rss after: $(rss)"
+echo "== machine after: $(uptime | sed 's/.*load/load/')"

@@ -8,6 +8,20 @@
 
 #include "recalld/common.h"
 #include "recalld/modelpath.h"
+#include "recalld/server.h"
+
+/* Stage bounds (us): finer than rc_hist_latency_us below 1 ms, where the
+ * recall stages live. */
+static const uint64_t stage_us[] = {0,    1,    2,     5,     10,    20,     50,     100,
+                                    200,  300,  500,   750,   1000,  1500,   2000,   3000,
+                                    5000, 7500, 10000, 20000, 50000, 100000, 250000, 1000000};
+
+/* Where one recall request's time went (the stage histograms). */
+typedef struct recall_times {
+    int searched; /* reached the engine: the stages are observed */
+    uint64_t parse_ns, reply_ns;
+    rc_recall_timing tm;
+} recall_times;
 
 /* Request fields each op accepts; any other is bad_request naming it (a typo
  * such as "cty" must not silently widen a recall). */
@@ -125,6 +139,7 @@ typedef struct recall_opts {
     char cbuf[64][RC_ATTR_MAX + 1];
     const char *cates[64];
     rc_recall_req q;
+    recall_times *rt;
 } recall_opts;
 
 static int parse_recall_opts(rc_api *a, json_t *req, recall_opts *o, char *msg, size_t msglen)
@@ -232,7 +247,8 @@ static int recall_one(rc_api *a, recall_opts *o, const char *user, rc_buf *r, ch
     uint32_t nplan = 0, n = 0;
     int fallback = 0;
     const rc_table *t = rc_engine_table(a->engine);
-    rc_hit *hits = malloc(o->q.k * sizeof *hits);
+    rc_hit shits[1024]; /* k up to 1024 without allocation (recall.k_max may be larger) */
+    rc_hit *hits = o->q.k <= RC_ARRAY_LEN(shits) ? shits : malloc(o->q.k * sizeof *hits);
     if (!hits) {
         snprintf(msg, msglen, "out of memory");
         return -1;
@@ -241,9 +257,13 @@ static int recall_one(rc_api *a, recall_opts *o, const char *user, rc_buf *r, ch
     o->q.ulen = strlen(user);
     o->q.quotas = plan;
     o->q.nquotas = &nplan;
+    o->q.timing = &o->rt->tm;
+    o->rt->searched = 1;
     int rc = rc_engine_recall(a->engine, &o->q, hits, &n, &fallback);
+    uint64_t t0 = rc_now_ns();
     if (rc) {
-        free(hits);
+        if (hits != shits)
+            free(hits);
         if (rc == RC_EAGAIN && o->q.two_tower) {
             no_model_msg(a, "two_tower", msg, msglen);
             return -2;
@@ -252,7 +272,8 @@ static int recall_one(rc_api *a, recall_opts *o, const char *user, rc_buf *r, ch
         return -1;
     }
     put_hits(a, r, hits, n);
-    free(hits);
+    if (hits != shits)
+        free(hits);
     if (fallback)
         rc_buf_puts(r, ",\"fallback\":\"popular\"");
     if (o->q.multi_category && !fallback) {
@@ -267,6 +288,7 @@ static int recall_one(rc_api *a, recall_opts *o, const char *user, rc_buf *r, ch
         }
         rc_buf_puts(r, "]");
     }
+    o->rt->reply_ns += rc_now_ns() - t0;
     return 0;
 }
 
@@ -296,7 +318,8 @@ static int check_cost(rc_api *a, const recall_opts *o, size_t nusers, char *msg,
 
 /* {"op":"recall","user_id":U,...} or, batched, {"op":"recall","users":[U,...],...}
  * -> {"ok":true,"results":[{"user_id":U,"items":[...]},...]}. */
-static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
+static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower, uint64_t t0,
+                      recall_times *rt)
 {
     char user[RC_ID_MAX + 1], msg[480];
     int orc;
@@ -306,6 +329,7 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
     json_t *users = json_object_get(req, "users");
     if (!o)
         return reply_error(a, r, "internal", "out of memory");
+    o->rt = rt;
     if (parse_recall_opts(a, req, o, msg, sizeof msg))
         goto bad;
     *two_tower = o->q.two_tower;
@@ -314,6 +338,7 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
             goto bad;
         if (check_cost(a, o, 1, msg, sizeof msg))
             goto limit;
+        rt->parse_ns = rc_now_ns() - t0;
         rc_buf_puts(r, o->q.two_tower ? "{\"ok\":true,\"mode\":\"two_tower\"," : "{\"ok\":true,");
         if ((orc = recall_one(a, o, user, r, msg, sizeof msg)) == -2)
             goto no_model;
@@ -342,6 +367,7 @@ static void op_recall(rc_api *a, json_t *req, rc_buf *r, int *two_tower)
     }
     if (check_cost(a, o, json_array_size(users), msg, sizeof msg))
         goto limit;
+    rt->parse_ns = rc_now_ns() - t0;
     rc_buf_puts(r, o->q.two_tower ? "{\"ok\":true,\"mode\":\"two_tower\",\"results\":["
                                   : "{\"ok\":true,\"results\":[");
     json_array_foreach(users, i, u) {
@@ -536,6 +562,8 @@ static void op_stats(rc_api *a, rc_buf *r)
     rc_buf_puts(r, "}");
 }
 
+static void stages_json(rc_api *a, rc_buf *r);
+
 void rc_api_stats_json(rc_api *a, rc_buf *r)
 {
     rc_engine_stats_json(a->engine, r);
@@ -555,6 +583,7 @@ void rc_api_stats_json(rc_api *a, rc_buf *r)
                   "\"p99_ms\":%.3f,\"samples\":%u}",
                   (unsigned long long)atomic_load(&a->tt_requests),
                   (unsigned long long)atomic_load(&a->tt_errors), p50, p99, nlat);
+    stages_json(a, r);
     if (a->kafka_stats) {
         rc_buf_puts(r, ",\"kafka\":{");
         a->kafka_stats(a->kafka_arg, r);
@@ -568,6 +597,74 @@ void rc_api_init(rc_api *a)
     for (int op = 0; op < RC_API_OP_COUNT; op++)
         rc_hist_init(&a->latency[op], rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
     rc_hist_init(&a->tt_latency, rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
+    for (int i = 0; i < RC_API_STAGE_COUNT; i++)
+        rc_hist_init(&a->stage[i], stage_us, RC_ARRAY_LEN(stage_us), 1e-6);
+}
+
+const char *rc_api_stage_name(int stage)
+{
+    static const char *names[RC_API_STAGE_COUNT] = {"queue_wait", "parse", "query",  "index_lock",
+                                                    "coarse",     "scan",  "rerank", "fallback",
+                                                    "reply",      "total"};
+    return stage >= 0 && stage < RC_API_STAGE_COUNT ? names[stage] : "?";
+}
+
+/* Quantile q of a snapshot, interpolated linearly inside its bucket (us);
+ * the last finite bound when it falls above them; 0 without samples. */
+static double snap_quantile(const rc_hist_snap *h, double q)
+{
+    uint64_t total = 0, seen = 0;
+    for (uint32_t i = 0; i <= h->nb; i++)
+        total += h->n[i];
+    if (!total || !h->nb)
+        return 0;
+    double rank = q * (double)total;
+    for (uint32_t i = 0; i < h->nb; i++) {
+        if ((double)(seen + h->n[i]) >= rank && h->n[i]) {
+            double lo = i ? (double)h->le[i - 1] : 0, hi = (double)h->le[i];
+            return lo + (hi - lo) * (rank - (double)seen) / (double)h->n[i];
+        }
+        seen += h->n[i];
+    }
+    return (double)h->le[h->nb - 1];
+}
+
+/* "recall_stages":{"count":{STAGE:N,...},"sum_us":{...},"p50_us":{...},
+ * "p99_us":{...},"bounds_us":[...],"buckets":{STAGE:[...],...}} */
+static void stages_json(rc_api *a, rc_buf *r)
+{
+    static const char *const keys[] = {"count", "sum_us", "p50_us", "p99_us"};
+    rc_hist_snap sn[RC_API_STAGE_COUNT];
+    for (int i = 0; i < RC_API_STAGE_COUNT; i++)
+        rc_hist_snapshot(&a->stage[i], &sn[i]);
+    rc_buf_puts(r, ",\"recall_stages\":{");
+    for (size_t k = 0; k < RC_ARRAY_LEN(keys); k++) {
+        rc_buf_printf(r, "%s\"%s\":{", k ? "," : "", keys[k]);
+        for (int i = 0; i < RC_API_STAGE_COUNT; i++) {
+            uint64_t n = 0;
+            for (uint32_t b = 0; b <= sn[i].nb; b++)
+                n += sn[i].n[b];
+            rc_buf_printf(r, "%s\"%s\":", i ? "," : "", rc_api_stage_name(i));
+            if (k == 0)
+                rc_buf_printf(r, "%llu", (unsigned long long)n);
+            else if (k == 1)
+                rc_buf_printf(r, "%llu", (unsigned long long)sn[i].sum);
+            else
+                rc_buf_printf(r, "%.1f", snap_quantile(&sn[i], k == 2 ? 0.5 : 0.99));
+        }
+        rc_buf_puts(r, "}");
+    }
+    rc_buf_puts(r, ",\"bounds_us\":[");
+    for (uint32_t b = 0; b < sn[0].nb; b++)
+        rc_buf_printf(r, "%s%llu", b ? "," : "", (unsigned long long)sn[0].le[b]);
+    rc_buf_puts(r, "],\"buckets\":{");
+    for (int i = 0; i < RC_API_STAGE_COUNT; i++) {
+        rc_buf_printf(r, "%s\"%s\":[", i ? "," : "", rc_api_stage_name(i));
+        for (uint32_t b = 0; b <= sn[i].nb; b++)
+            rc_buf_printf(r, "%s%llu", b ? "," : "", (unsigned long long)sn[i].n[b]);
+        rc_buf_puts(r, "]");
+    }
+    rc_buf_puts(r, "}}");
 }
 
 void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n)
@@ -627,6 +724,18 @@ static void op_health(rc_api *a, rc_buf *r)
     rc_buf_puts(r, "}");
 }
 
+static void observe_stages(rc_api *a, const recall_times *rt, uint64_t wait_ns, uint64_t run_ns)
+{
+    const uint64_t ns[RC_API_STAGE_COUNT] = {
+        [RC_API_STAGE_QUEUE_WAIT] = wait_ns,      [RC_API_STAGE_PARSE] = rt->parse_ns,
+        [RC_API_STAGE_QUERY] = rt->tm.query_ns,   [RC_API_STAGE_INDEX_LOCK] = rt->tm.lock_ns,
+        [RC_API_STAGE_COARSE] = rt->tm.coarse_ns, [RC_API_STAGE_SCAN] = rt->tm.scan_ns,
+        [RC_API_STAGE_RERANK] = rt->tm.rerank_ns, [RC_API_STAGE_FALLBACK] = rt->tm.fallback_ns,
+        [RC_API_STAGE_REPLY] = rt->reply_ns,      [RC_API_STAGE_TOTAL] = wait_ns + run_ns};
+    for (int i = 0; i < RC_API_STAGE_COUNT; i++)
+        rc_hist_observe(&a->stage[i], ns[i] / 1000);
+}
+
 void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
 {
     rc_api *a = ud;
@@ -634,6 +743,7 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     char msg[256];
     int kind = RC_API_OP_INVALID, tt = 0;
     uint64_t t0 = rc_now_ns();
+    recall_times rt = {0};
     atomic_fetch_add(&a->requests, 1);
     json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
     if (!req) {
@@ -649,7 +759,7 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
         reply_error(a, reply, "bad_request", "op: required string");
     else if (strcmp(name, "recall") == 0) {
         kind = RC_API_OP_RECALL;
-        op_recall(a, req, reply, &tt);
+        op_recall(a, req, reply, &tt, t0, &rt);
     } else if (strcmp(name, "similar") == 0) {
         kind = RC_API_OP_SIMILAR;
         op_similar(a, req, reply);
@@ -691,8 +801,10 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
                     "users or a smaller k");
 out_observe:;
     /* Cumulative buckets by op: the p99 of recall alone is what operators watch. */
-    uint64_t us = (rc_now_ns() - t0) / 1000;
+    uint64_t end = rc_now_ns(), us = (end - t0) / 1000;
     rc_hist_observe(&a->latency[kind], us);
+    if (rt.searched)
+        observe_stages(a, &rt, rc_server_queue_wait_ns(), end - t0);
     if (tt) {
         atomic_fetch_add(&a->tt_requests, 1);
         if (reply->len >= 11 && memcmp(reply->data, "{\"ok\":false", 11) == 0)

@@ -95,6 +95,7 @@ static const struct key keys[] = {
     {"recall.past_session_weight", K_F32, F(past_session_weight), 0, 1},
     {"recall.multi_category_max", K_U32, F(mc_max_categories), 1, 64},
     {"recall.multi_category_min_quota", K_U32, F(mc_min_quota), 0, 1000},
+    {"recall.multi_category_parallel", K_BOOL, F(mc_parallel), 0, 1},
     {"recall.max_batch_users", K_U32, F(max_batch_users), 1, 10000},
     {"recall.scope", K_SCOPE, F(recall_user_city), 0, 1},
     {"recall.max_k_users", K_U32, F(max_k_users), 1, 1e9},
@@ -106,6 +107,7 @@ static const struct key keys[] = {
     {"cooc.pop_damping", K_F32, F(cooc_pop_damping), 0.01, 4},
     {"cooc.fuse_weight", K_F32, F(cooc_fuse_weight), 0, 1},
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
+    {"pipeline.background_nice", K_U32, F(background_nice), 0, 19},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
     {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
     {"checkpoint.keep", K_U32, F(ckpt_keep), 1, 100},
@@ -195,6 +197,7 @@ void rc_config_defaults(rc_config *c)
     c->cooc_pop_damping = 0.5f;
     c->cooc_fuse_weight = 0.8f;
     c->queue_batches = 4;
+    c->background_nice = 10;
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");
     c->stats_interval_ms = 10000;

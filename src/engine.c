@@ -1,8 +1,11 @@
 #include "recalld/engine.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "engine_int.h"
@@ -513,9 +516,26 @@ static void report_and_recycle(rc_engine *e, rc_batch *b)
     batch_put(e, b);
 }
 
+void rc__engine_background(rc_engine *e, const char *thread)
+{
+    id_t tid = (id_t)syscall(SYS_gettid);
+    char name[16];
+    snprintf(name, sizeof name, "rc-%s", thread);
+    pthread_setname_np(pthread_self(), name); /* for top -H, perf and renice */
+    if (!e->cfg.background_nice)
+        return;
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, tid); /* -1 is a valid nice value: errno tells */
+    int want = errno ? 19 : RC_MIN(cur + (int)e->cfg.background_nice, 19);
+    if (setpriority(PRIO_PROCESS, tid, want))
+        rc_log_warn("engine", "background thread keeps its priority", "thread=%s error=\"%s\"",
+                    thread, strerror(errno));
+}
+
 static void *decoder_main(void *arg)
 {
     rc_engine *e = arg;
+    rc__engine_background(e, "decoder");
     for (;;) {
         rc_batch *b = q_pop(&e->q_decode, -1, &e->stop);
         if (!b) {
@@ -532,6 +552,7 @@ static void *decoder_main(void *arg)
 static void *trainer_main(void *arg)
 {
     rc_engine *e = arg;
+    rc__engine_background(e, "trainer");
     for (;;) {
         rc_batch *b = q_pop(&e->q_train, (int)e->cfg.flush_interval_ms, &e->stop);
         if (!b) {
@@ -897,32 +918,39 @@ int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w,
     return rc_userq_city(e->table, rows, w, n);
 }
 
+/* t0: when the request's query stage began (0 = no timing). */
 static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
                          const uint32_t *rows, const float *w, uint32_t nclicks, rc_hit *out,
-                         uint32_t *n)
+                         uint32_t *n, uint64_t t0)
 {
     rc_mc_quota plan[64];
     uint32_t nplan = 0;
+    rc_recall_timing *tm = req->timing;
     if (!nclicks)
         return RC_ENOENT;
     if (req->multi_category) {
-        rc_mc_opts mo = {.max_cats = e->cfg.mc_max_categories, .min_quota = e->cfg.mc_min_quota};
-        int rc = rc_recall_multi_category(e->table, e->index, rows, w, nclicks, req->k,
-                                          cfg_f32(&e->cfg.overfetch), f, rows, nclicks, &mo, out, n,
-                                          req->quotas ? req->quotas : plan,
-                                          req->nquotas ? req->nquotas : &nplan);
+        if (tm)
+            tm->query_ns += rc_now_ns() - t0;
+        rc_mc_opts mo = {.max_cats = e->cfg.mc_max_categories,
+                         .min_quota = e->cfg.mc_min_quota,
+                         .serial = !e->cfg.mc_parallel};
+        int rc = rc_recall_multi_category_timed(e->table, e->index, rows, w, nclicks, req->k,
+                                                cfg_f32(&e->cfg.overfetch), f, rows, nclicks, &mo,
+                                                out, n, req->quotas ? req->quotas : plan,
+                                                req->nquotas ? req->nquotas : &nplan, tm);
         return rc;
     }
-    float *q = malloc(e->cfg.dim * sizeof *q);
-    if (!q)
-        return RC_ENOMEM;
+    float q[1024]; /* model.dim <= 1024 (config.c): no allocation per request */
+    if (e->cfg.dim > RC_ARRAY_LEN(q))
+        return RC_EINVAL;
     int rc = rc_recall_query_vector(e->table, rows, w, nclicks, q);
+    if (tm)
+        tm->query_ns += rc_now_ns() - t0;
     if (rc == 0 && req->exact)
         rc = rc_recall_exact(e->table, q, req->k, f, rows, nclicks, out, n);
     else if (rc == 0)
-        rc = rc_recall_search(e->table, e->index, q, req->k, cfg_f32(&e->cfg.overfetch), f, rows,
-                              nclicks, out, n);
-    free(q);
+        rc = rc_recall_search_timed(e->table, e->index, q, req->k, cfg_f32(&e->cfg.overfetch), f,
+                                    rows, nclicks, out, n, tm);
     return rc;
 }
 
@@ -966,15 +994,19 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
         return RC_EINVAL;
     if (req->two_tower)
         return tower_recall(e, req, out, n, fallback);
+    uint64_t t0 = req->timing ? rc_now_ns() : 0;
     rc__engine_resolve_filter(e, req, &f, cates, &empty);
     if (empty)
         return 0;
     nclicks = user_query(e, req, clicks, rows, ts, w, &f);
     int rc = req->itemknn || req->fused ? cooc_recall(e, req, &f, rows, w, nclicks, out, n)
-                                        : recall_clicks(e, req, &f, rows, w, nclicks, out, n);
+                                        : recall_clicks(e, req, &f, rows, w, nclicks, out, n, t0);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
+        uint64_t t1 = req->timing ? rc_now_ns() : 0;
         *fallback = 1;
         *n = rc__engine_popular(e, &f, rows, nclicks, req->k, out);
+        if (req->timing)
+            req->timing->fallback_ns += rc_now_ns() - t1;
         return 0;
     }
     return rc;

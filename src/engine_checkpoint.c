@@ -266,6 +266,7 @@ static void ck_serve(rc_engine *e)
 static void *ck_main(void *arg)
 {
     rc_engine *e = arg;
+    rc__engine_background(e, "checkpoint");
     struct ckpt *k = e->ck;
     pthread_mutex_lock(&k->mu);
     for (;;) {

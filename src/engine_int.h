@@ -227,6 +227,13 @@ void rc__engine_maintain(rc_engine *e, int force);
 int rc__engine_resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_filter *f,
                               uint32_t *cates, int *empty);
 /* Any thread: up to k of the most clicked items passing f, rows ex excluded. */
+/* Background thread (decoder, trainer, checkpoint writer): names itself
+ * "rc-" + thread (at most 12 bytes of thread) and adds
+ * pipeline.background_nice to its own nice value (at most 19; Linux nice is
+ * per thread and inherited by the threads it starts); a failure is logged,
+ * not fatal. */
+void rc__engine_background(rc_engine *e, const char *thread);
+
 uint32_t rc__engine_popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex,
                             uint32_t nex, uint32_t k, rc_hit *out);
 /* Any thread: the city holding most of the click weight w of rows (recall scope). */

@@ -605,6 +605,8 @@ int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *
     float w8[256];
     rc_index_filter f, mf;
     int empty;
+    rc_recall_timing *tm = req->timing;
+    uint64_t t0 = tm ? rc_now_ns() : 0;
     rc_tower_serve *b = tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
@@ -633,15 +635,21 @@ int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *
     if (rc == 0) {
         rc = rc_tower_serve_user_vector(b, &w->u, q);
         tower_filter(e, b, &f, &mf, mcates, &empty);
+        if (tm)
+            tm->query_ns += rc_now_ns() - t0;
         if (rc == 0 && !empty && req->exact)
             rc = rc_recall_exact(rc_tower_serve_table(b), q, req->k, &mf, rows, w->nclicks, out, n);
-        else if (rc == 0 && !empty)
-            rc = rc_tower_serve_search(b, q, req->k, cfg_f32(&e->cfg.overfetch), &mf, rows,
-                                       w->nclicks, out, n);
+        else if (rc == 0 && !empty) /* rc_tower_serve_search, with the stages timed */
+            rc = rc_recall_search_timed(rc_tower_serve_table(b), rc_tower_serve_index(b), q, req->k,
+                                        cfg_f32(&e->cfg.overfetch), &mf, rows, w->nclicks, out, n,
+                                        tm);
     }
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) { /* the avg mode's unknown-user answer */
+        uint64_t t1 = tm ? rc_now_ns() : 0;
         *fallback = 1;
         *n = rc__engine_popular(e, &f, rows, w->nclicks, req->k, out);
+        if (tm)
+            tm->fallback_ns += rc_now_ns() - t1;
         rc = 0;
     }
 out:

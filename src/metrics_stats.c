@@ -32,6 +32,10 @@
     {                                                                                              \
         p, m, RC_MSTAT_GAUGE, sc, NULL, h                                                          \
     }
+#define GL(p, m, l, sc, h)                                                                         \
+    {                                                                                              \
+        p, m, RC_MSTAT_GAUGE, sc, l, h                                                             \
+    }
 #define S(p, m)                                                                                    \
     {                                                                                              \
         p, m, RC_MSTAT_SAME, 1, NULL, NULL                                                         \
@@ -253,6 +257,17 @@ static const rc_metrics_stat table[] = {
     H("two_tower.p50_ms", "recalld_two_tower_request_duration_seconds"),
     H("two_tower.p99_ms", "recalld_two_tower_request_duration_seconds"),
     H("two_tower.samples", "recalld_two_tower_request_duration_seconds"),
+    /* recall latency by stage (api.h, rc_api_stage) */
+    CL("recall_stages.count.*", "recalld_recall_stage_observations_total", "stage",
+       "Recall requests observed by each latency stage."),
+    {"recall_stages.sum_us.*", "recalld_recall_stage_seconds_total", RC_MSTAT_COUNTER, 1e-6,
+     "stage",
+     "Time spent in each stage of recall requests (queue_wait, parse, query, index_lock, coarse, "
+     "scan, rerank, fallback, reply; total)."},
+    GL("recall_stages.p50_us.*", "recalld_recall_stage_p50_seconds", "stage", 1e-6,
+       "Median time of a recall stage since start (interpolated in its histogram bucket)."),
+    GL("recall_stages.p99_us.*", "recalld_recall_stage_p99_seconds", "stage", 1e-6,
+       "99th percentile of a recall stage since start (interpolated in its histogram bucket)."),
     /* Kafka (the daemon's consumer) */
     S("kafka.messages", "recalld_kafka_messages_total"),
     S("kafka.bytes", "recalld_kafka_bytes_total"),
@@ -288,6 +303,7 @@ static const rc_metrics_stat table[] = {
 #undef C
 #undef CL
 #undef G
+#undef GL
 #undef S
 #undef H
 #undef I

@@ -61,22 +61,36 @@ int rc_recall_search(const rc_table *t, rc_index *ix, const float *q, uint32_t k
                      const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
                      rc_hit *out, uint32_t *n)
 {
+    return rc_recall_search_timed(t, ix, q, k, overfetch, f, exclude, nexclude, out, n, NULL);
+}
+
+int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint32_t k,
+                           float overfetch, const rc_index_filter *f, const uint32_t *exclude,
+                           uint32_t nexclude, rc_hit *out, uint32_t *n, rc_recall_timing *tm)
+{
     uint32_t dim = rc_table_dim(t), want, got = 0, kept = 0;
+    uint32_t srows[RC_RECALL_STACK_CAND];
+    float sscores[RC_RECALL_STACK_CAND];
+    rc_hit scand[RC_RECALL_STACK_CAND];
     *n = 0;
     if (k == 0)
         return 0;
     if (overfetch < 1)
         overfetch = 1;
     want = (uint32_t)ceilf((float)k * overfetch) + nexclude;
-    uint32_t *rows = malloc(want * sizeof *rows);
-    float *scores = malloc(want * sizeof *scores);
-    rc_hit *cand = malloc(want * sizeof *cand);
+    /* Large k (up to recall.k_max x overfetch) falls back to the heap. */
+    int heap = want > RC_RECALL_STACK_CAND;
+    uint32_t *rows = heap ? malloc(want * sizeof *rows) : srows;
+    float *scores = heap ? malloc(want * sizeof *scores) : sscores;
+    rc_hit *cand = heap ? malloc(want * sizeof *cand) : scand;
     int rc = RC_ENOMEM;
     if (!rows || !scores || !cand)
         goto out;
-    rc = rc_index_search(ix, q, want, f, rows, scores, &got);
+    rc_index_timing it = {0};
+    rc = rc_index_search_timed(ix, q, want, f, rows, scores, &got, tm ? &it : NULL);
     if (rc)
         goto out;
+    uint64_t t0 = tm ? rc_now_ns() : 0;
     for (uint32_t i = 0; i < got; i++) {
         uint32_t r = rows[i];
         if (excluded(r, exclude, nexclude) || !passes(t, r, f))
@@ -90,10 +104,20 @@ int rc_recall_search(const rc_table *t, rc_index *ix, const float *q, uint32_t k
     qsort(cand, kept, sizeof *cand, hit_cmp);
     *n = RC_MIN(kept, k);
     memcpy(out, cand, *n * sizeof *out);
+    if (tm) {
+        tm->lock_ns += it.lock_ns;
+        tm->coarse_ns += it.coarse_ns;
+        tm->scan_ns += it.scan_ns;
+        tm->parts += it.parts;
+        tm->lists += it.lists;
+        tm->rerank_ns += rc_now_ns() - t0;
+    }
 out:
-    free(rows);
-    free(scores);
-    free(cand);
+    if (heap) {
+        free(rows);
+        free(scores);
+        free(cand);
+    }
     return rc;
 }
 
@@ -121,6 +145,7 @@ struct mc_job {
     rc_hit *hits;
     uint32_t n;
     int rc;
+    rc_recall_timing tm;
 };
 
 static void *mc_run(void *arg)
@@ -128,8 +153,8 @@ static void *mc_run(void *arg)
     struct mc_job *j = arg;
     j->f.cates = &j->cate;
     j->f.ncates = 1;
-    j->rc = rc_recall_search(j->t, j->ix, j->q, j->want, j->overfetch, &j->f, j->exclude,
-                             j->nexclude, j->hits, &j->n);
+    j->rc = rc_recall_search_timed(j->t, j->ix, j->q, j->want, j->overfetch, &j->f, j->exclude,
+                                   j->nexclude, j->hits, &j->n, &j->tm);
     return NULL;
 }
 
@@ -247,6 +272,54 @@ int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *ro
                              const uint32_t *exclude, uint32_t nexclude, const rc_mc_opts *opts,
                              rc_hit *out, uint32_t *nout, rc_mc_quota *quotas, uint32_t *nq)
 {
+    return rc_recall_multi_category_timed(t, ix, rows, w, n, k, overfetch, base, exclude, nexclude,
+                                          opts, out, nout, quotas, nq, NULL);
+}
+
+/* Serial: the sum of the category searches; parallel: the one with the
+ * longest index + re-rank time (the critical path). */
+static void mc_critical_path(const struct mc_job *jobs, uint32_t nq, int serial,
+                             rc_recall_timing *tm)
+{
+    if (serial) {
+        for (uint32_t i = 0; i < nq; i++) {
+            tm->lock_ns += jobs[i].tm.lock_ns;
+            tm->coarse_ns += jobs[i].tm.coarse_ns;
+            tm->scan_ns += jobs[i].tm.scan_ns;
+            tm->rerank_ns += jobs[i].tm.rerank_ns;
+            tm->parts += jobs[i].tm.parts;
+            tm->lists += jobs[i].tm.lists;
+        }
+        return;
+    }
+    const rc_recall_timing *best = NULL;
+    uint64_t best_ns = 0;
+    for (uint32_t i = 0; i < nq; i++) {
+        const rc_recall_timing *x = &jobs[i].tm;
+        uint64_t ns = x->lock_ns + x->coarse_ns + x->scan_ns + x->rerank_ns;
+        if (!best || ns > best_ns) {
+            best = x;
+            best_ns = ns;
+        }
+        tm->parts += x->parts;
+        tm->lists += x->lists;
+    }
+    if (!best)
+        return;
+    tm->lock_ns += best->lock_ns;
+    tm->coarse_ns += best->coarse_ns;
+    tm->scan_ns += best->scan_ns;
+    tm->rerank_ns += best->rerank_ns;
+}
+
+int rc_recall_multi_category_timed(const rc_table *t, rc_index *ix, const uint32_t *rows,
+                                   const float *w, uint32_t n, uint32_t k, float overfetch,
+                                   const rc_index_filter *base, const uint32_t *exclude,
+                                   uint32_t nexclude, const rc_mc_opts *opts, rc_hit *out,
+                                   uint32_t *nout, rc_mc_quota *quotas, uint32_t *nq,
+                                   rc_recall_timing *tm)
+{
+    uint64_t t0 = tm ? rc_now_ns() : 0;
     uint32_t max_cats = opts && opts->max_cats ? RC_MIN(opts->max_cats, MC_MAX) : 5;
     uint32_t min_quota = opts && opts->min_quota ? opts->min_quota : 1;
     uint32_t dim = rc_table_dim(t), crow[256];
@@ -285,8 +358,16 @@ int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *ro
         if (rc_recall_query_vector(t, crow, cw, m, jobs[i].q) != 0)
             jobs[i].want = 0; /* only zero vectors: contributes nothing */
     }
-    if ((rc = mc_search_all(jobs, *nq, opts && opts->serial)) == 0)
+    if (tm)
+        tm->query_ns += rc_now_ns() - t0;
+    if ((rc = mc_search_all(jobs, *nq, opts && opts->serial)) == 0) {
+        uint64_t t1 = tm ? rc_now_ns() : 0;
         *nout = mc_merge(jobs, quotas, *nq, k, out);
+        if (tm) {
+            mc_critical_path(jobs, *nq, opts && opts->serial, tm);
+            tm->rerank_ns += rc_now_ns() - t1;
+        }
+    }
 out:
     free(qv);
     free(hits);

@@ -60,7 +60,8 @@ struct conn {
     size_t scanned;   /* bytes after rstart known to hold no '\n' */
     const char *line; /* request being handled, inside rbuf, NUL-terminated */
     size_t line_len;
-    rc_buf reply; /* written by the worker, sent by the loop */
+    uint64_t queued_ns; /* rc_now_ns() when line was handed to the pool */
+    rc_buf reply;       /* written by the worker, sent by the loop */
     unsigned refs;
     unsigned inflight : 1, reading : 1, closing : 1, discarding : 1, eof : 1, draining : 1,
         in_list : 1, counted : 1, in_plist : 1, probe : 1;
@@ -392,11 +393,18 @@ static void send_too_long(conn *c)
 
 /* ---- requests on workers ----------------------------------------------- */
 
+static _Thread_local uint64_t queue_wait_ns; /* of the request this worker runs */
+
+uint64_t rc_server_queue_wait_ns(void) { return queue_wait_ns; }
+
 static void work_cb(uv_work_t *w)
 {
     conn *c = w->data;
+    uint64_t now = rc_now_ns();
+    queue_wait_ns = now > c->queued_ns ? now - c->queued_ns : 0;
     rc_buf_reset(&c->reply);
     c->srv->handler(c->srv->ud, c->line, c->line_len, &c->reply);
+    queue_wait_ns = 0;
 }
 
 static void after_work_cb(uv_work_t *w, int status)
@@ -465,6 +473,7 @@ static void dispatch(conn *c, char *line, size_t len)
     c->work.data = c;
     ctr_add(&s->requests, 1);
     ctr_add(&s->inflight, 1);
+    c->queued_ns = rc_now_ns();
     int r = uv_queue_work(s->loop, &c->work, work_cb, after_work_cb);
     assert(r == 0); /* fails only on a NULL work_cb */
     (void)r;

@@ -391,6 +391,65 @@ TEST(api_stats_objects_and_callbacks)
     rc_engine_destroy(e);
 }
 
+static long long stage_val(json_t *st, const char *what, const char *stage)
+{
+    json_t *v = json_object_get(json_object_get(json_object_get(st, "recall_stages"), what), stage);
+    if (!json_is_number(v))
+        RC__FAIL("stats.recall_stages.%s.%s missing", what, stage);
+    return (long long)json_number_value(v);
+}
+
+/* PROTOCOL.md "Recall stages": every recall (single, batch, multi_category,
+ * fallback) is observed once in every stage, other ops are not, and the
+ * stages are disjoint parts of total. Outside the socket server (handler
+ * called directly) queue_wait is 0. */
+TEST(api_recall_stages_recorded)
+{
+    static rc_api a;
+    rc_engine *e = api_engine(&a);
+    static const char *stages[] = {"queue_wait", "parse",  "query",    "index_lock", "coarse",
+                                   "scan",       "rerank", "fallback", "reply",      "total"};
+    json_t *st = expect_ok(&a, "{\"op\":\"stats\"}");
+    for (size_t i = 0; i < RC_ARRAY_LEN(stages); i++)
+        ASSERT_EQ(stage_val(st, "count", stages[i]), 0);
+    json_decref(st);
+    const char *reqs[] = {
+        "{\"op\":\"recall\",\"user_id\":77,\"k\":5}",
+        "{\"op\":\"recall\",\"user_id\":77,\"k\":5,\"city\":\"*\"}",
+        "{\"op\":\"recall\",\"user_id\":3,\"k\":5,\"mode\":\"multi_category\"}",
+        "{\"op\":\"recall\",\"user_id\":\"nobody\",\"k\":5}", /* popular fallback */
+        "{\"op\":\"recall\",\"users\":[1,2,77],\"k\":5}",
+    };
+    int rounds = 20;
+    for (int r = 0; r < rounds; r++)
+        for (size_t i = 0; i < RC_ARRAY_LEN(reqs); i++)
+            json_decref(expect_ok(&a, reqs[i]));
+    json_decref(expect_ok(&a, "{\"op\":\"similar\",\"item_id\":3}"));
+    expect_error(&a, "{\"op\":\"recall\",\"user_id\":77,\"k\":0}", "bad_request", "k");
+    st = expect_ok(&a, "{\"op\":\"stats\"}");
+    long long n = rounds * (long long)RC_ARRAY_LEN(reqs), sum = 0;
+    for (size_t i = 0; i < RC_ARRAY_LEN(stages); i++)
+        if (stage_val(st, "count", stages[i]) != n)
+            RC__FAIL("stage %s observed %lld times, want %lld", stages[i],
+                     stage_val(st, "count", stages[i]), n);
+    for (size_t i = 0; i + 1 < RC_ARRAY_LEN(stages); i++)
+        sum += stage_val(st, "sum_us", stages[i]);
+    ASSERT_LE(sum, stage_val(st, "sum_us", "total"));
+    ASSERT_EQ(stage_val(st, "sum_us", "queue_wait"), 0);
+    ASSERT(stage_val(st, "p99_us", "total") >= stage_val(st, "p50_us", "total"));
+    /* bucket counts add up to the count */
+    json_t *bk =
+        json_object_get(json_object_get(json_object_get(st, "recall_stages"), "buckets"), "total");
+    size_t j;
+    json_t *x;
+    long long nb = 0;
+    json_array_foreach(bk, j, x)
+        nb += json_integer_value(x);
+    ASSERT_EQ(nb, n);
+    json_decref(st);
+    rc_engine_destroy(e);
+}
+
 /* PROTOCOL.md "reply_too_large": a reply larger than the worker's buffer
  * limit (socket.max_outbuf in the server) becomes a `reply_too_large` error
  * line, not a truncated reply; the error is counted. */

@@ -7,11 +7,13 @@
  * What other files already hold is not repeated here: session policies and
  * the event clock (test_promises.c), the checkpoint file format
  * (test_checkpoint.c), two-tower serving (test_tower_serve.c). */
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -42,6 +44,71 @@ static void dir_config(rc_config *c, char *dir, uint32_t batch)
     small_config(c);
     c->kafka_batch = batch;
     snprintf(c->data_dir, sizeof c->data_dir, "%s", dir);
+}
+
+/* Threads of this process whose nice value is nice (/proc/self/task). */
+static int tasks_at_nice(int nice)
+{
+    char path[96], buf[1024];
+    int n = 0;
+    uv_fs_t req;
+    uv_dirent_t d;
+    if (uv_fs_scandir(NULL, &req, "/proc/self/task", 0, NULL) < 0)
+        RC__FAIL("scandir /proc/self/task");
+    while (uv_fs_scandir_next(&req, &d) != UV_EOF) {
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", d.name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue; /* exited meanwhile */
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        /* after "(comm)": state is field 3, nice field 19 */
+        char *p = strrchr(buf, ')');
+        int field = 2, v = 0;
+        for (; p && *p && field < 19; p++)
+            if (*p == ' ')
+                field++;
+        if (p && sscanf(p, "%d", &v) == 1 && v == nice)
+            n++;
+    }
+    uv_fs_req_cleanup(&req);
+    return n;
+}
+
+/* CONFIG.md pipeline.background_nice: the decoder, trainer and checkpoint
+ * writer add it to their nice value (request workers keep theirs). */
+TEST(engine_background_threads_are_niced)
+{
+    char dir[64], err[256];
+    rc_config c;
+    dir_config(&c, dir, 8);
+    errno = 0;
+    int base = getpriority(PRIO_PROCESS, 0);
+    ASSERT_EQ(errno, 0);
+    if (base > 19 - 7) {
+        fprintf(stderr, "(skipped: already at nice %d)\n", base);
+        return;
+    }
+    c.background_nice = 7;
+    ASSERT_EQ(tasks_at_nice(base + 7), 0);
+    rc_engine *e = NULL;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    if (rc_engine_create(&c, &loop, NULL, NULL, &e, err, sizeof err))
+        RC__FAIL("rc_engine_create: %s", err);
+    long long t0 = e2e_now_ms();
+    while (tasks_at_nice(base + 7) < 3) { /* decoder, trainer, checkpoint writer */
+        if (e2e_now_ms() - t0 > WAIT_MS)
+            RC__FAIL("after %d ms: %d threads at nice %d", WAIT_MS, tasks_at_nice(base + 7),
+                     base + 7);
+        usleep(2000);
+    }
+    ASSERT_EQ(getpriority(PRIO_PROCESS, 0), base); /* this thread (and the process) keep theirs */
+    rc_engine_destroy(e);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    e2e_sh(NULL, "rm -rf %s", dir);
 }
 
 /* A click as the stream carries it. */

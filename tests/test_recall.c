@@ -2,6 +2,7 @@
  * multi-category quotas. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "recalld/common.h"
 #include "recalld/index.h"
@@ -90,6 +91,38 @@ TEST(recall_search_excludes_and_filters)
     ASSERT_EQ(n, 50);
     for (uint32_t i = 0; i < n; i++)
         ASSERT_EQ(rc_table_city(t, hits[i].row), 1);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+}
+
+/* rc_recall_search_timed: the index stages and the re-rank are measured and
+ * added to (two searches: twice the partitions), the answer is the untimed
+ * one's. */
+TEST(recall_search_timed_adds_stages)
+{
+    rc_table *t;
+    rc_index *ix;
+    build(&t, &ix);
+    uint32_t clicks[3] = {row_of(0, 1, 0), row_of(0, 1, 1), row_of(0, 1, 2)};
+    float q[DIM];
+    ASSERT_EQ(rc_recall_query_vector(t, clicks, NULL, 3, q), 0);
+    rc_hit a[50], b[50];
+    uint32_t na, nb;
+    rc_recall_timing tm = {0};
+    rc_index_filter f = {.city = 0};
+    ASSERT_EQ(rc_recall_search(t, ix, q, 50, 2.0f, &f, clicks, 3, a, &na), 0);
+    ASSERT_EQ(rc_recall_search_timed(t, ix, q, 50, 2.0f, &f, clicks, 3, b, &nb, &tm), 0);
+    ASSERT_EQ(na, nb);
+    ASSERT_EQ(memcmp(a, b, na * sizeof *a), 0);
+    ASSERT_GT(tm.parts, 0);
+    ASSERT_GT(tm.scan_ns + tm.coarse_ns, 0);
+    ASSERT_GT(tm.rerank_ns, 0);
+    uint32_t parts = tm.parts;
+    uint64_t rerank = tm.rerank_ns;
+    ASSERT_EQ(rc_recall_search_timed(t, ix, q, 50, 2.0f, &f, clicks, 3, b, &nb, &tm), 0);
+    ASSERT_EQ(tm.parts, 2 * parts);
+    ASSERT_GT(tm.rerank_ns, rerank);
+    ASSERT_EQ(tm.query_ns, 0);
     rc_index_destroy(ix);
     rc_table_destroy(t);
 }

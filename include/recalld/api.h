@@ -36,6 +36,27 @@ enum rc_api_op {
     RC_API_OP_COUNT
 };
 
+/* Stages of a recall request (single or batch, any mode), each a histogram
+ * in microseconds: queue_wait (framed on the loop -> a worker starts it),
+ * parse (JSON, options, cost limits), query (session look-up, weights, scope,
+ * query vector), index_lock / coarse / scan (rc_index_search_timed), rerank
+ * (re-scoring, exclusion, sort, multi-category merge), fallback (popular
+ * items), reply (rendering the items) and total (queue_wait + the handler).
+ * The stages are disjoint parts of total; their sum is <= total. */
+enum rc_api_stage {
+    RC_API_STAGE_QUEUE_WAIT = 0,
+    RC_API_STAGE_PARSE,
+    RC_API_STAGE_QUERY,
+    RC_API_STAGE_INDEX_LOCK,
+    RC_API_STAGE_COARSE,
+    RC_API_STAGE_SCAN,
+    RC_API_STAGE_RERANK,
+    RC_API_STAGE_FALLBACK,
+    RC_API_STAGE_REPLY,
+    RC_API_STAGE_TOTAL,
+    RC_API_STAGE_COUNT
+};
+
 typedef struct rc_api {
     rc_engine *engine;
     /* Extra stats provider (Kafka side), appended inside the stats object as
@@ -63,7 +84,11 @@ typedef struct rc_api {
     rc_hist tt_latency;               /* us */
     _Atomic uint32_t tt_recent[1024]; /* the latest latencies, us, for percentiles */
     _Atomic unsigned long long tt_pos;
+    rc_hist stage[RC_API_STAGE_COUNT]; /* recall requests by stage, us (rc_api_init) */
 } rc_api;
+
+/* Static name of an rc_api_stage ("queue_wait", ..., "total"). */
+const char *rc_api_stage_name(int stage);
 
 /* Any thread: p50 and p99 (ms) of the latest two_tower recall latencies and
  * how many samples they cover (<= 1024). */
@@ -77,7 +102,7 @@ void rc_api_init(rc_api *a);
 int rc_api_ready(rc_api *a, const char **why);
 
 /* Any thread. Appends the members of the `stats` op's object (no braces, no
- * "ok"): the engine's, "server", "two_tower" and "kafka". The /metrics page
+ * "ok"): the engine's, "server", "two_tower", "recall_stages" and "kafka". The /metrics page
  * (metrics.h) exports every number of it. */
 void rc_api_stats_json(rc_api *a, rc_buf *out);
 

@@ -106,8 +106,12 @@ typedef struct rc_config {
     int64_t cooc_half_life_ms; /* cooc.half_life_ms: decay of counts, 0 = none */
     float cooc_pop_damping;    /* cooc.pop_damping: exponent of the candidate's count */
     float cooc_fuse_weight;    /* cooc.fuse_weight: share of co-occurrence in "fused" */
+    /* recall.multi_category_parallel: 1 = one thread per category search */
+    int mc_parallel;
     /* pipeline */
     uint32_t queue_batches; /* batches in flight between loop and trainer */
+    /* added to the nice of the decoder, trainer and checkpoint writer */
+    uint32_t background_nice;
     /* data / logs */
     char data_dir[RC_CONF_STR];
     /* checkpoints under data_dir (see checkpoint.h) */

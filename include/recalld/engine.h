@@ -106,6 +106,8 @@ typedef struct rc_recall_req {
                      * watermark (newest applied event) */
     int itemknn;    /* 1: session co-occurrence alone (cooc.h) */
     int fused;      /* 1: co-occurrence and embedding candidates fused (cooc.fuse_weight) */
+    /* NULL, or receives the stages' times (added to) */
+    rc_recall_timing *timing;
 } rc_recall_req;
 int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
                      int *fallback);

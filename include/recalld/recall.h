@@ -34,6 +34,27 @@ int rc_recall_search(const rc_table *t, rc_index *ix, const float *q, uint32_t k
                      const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
                      rc_hit *out, uint32_t *n);
 
+/* Where one recall spent its time (ns, rc_now_ns clock), for the per-stage
+ * latency histograms of the `stats` op. The *_timed functions add to the
+ * fields, so one struct can cover several searches of a request. */
+typedef struct rc_recall_timing {
+    uint64_t query_ns;    /* session look-up, weights, scope and query vector(s) */
+    uint64_t lock_ns;     /* index: acquiring the partitions (rc_index_timing) */
+    uint64_t coarse_ns;   /* index: scoring IVF centroids, choosing lists */
+    uint64_t scan_ns;     /* index: scanning the chosen lists and flat partitions */
+    uint64_t rerank_ns;   /* re-scoring with the table's vectors, exclusion, sort */
+    uint64_t fallback_ns; /* the popular-items fallback */
+    uint32_t parts, lists;
+} rc_recall_timing;
+
+/* rc_recall_search that adds its stages to *tm (NULL: no timing). Up to
+ * RC_RECALL_STACK_CAND candidates live on the caller's stack: no allocation on
+ * the hot path for the usual k and overfetch. */
+#define RC_RECALL_STACK_CAND 1024
+int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint32_t k,
+                           float overfetch, const rc_index_filter *f, const uint32_t *exclude,
+                           uint32_t nexclude, rc_hit *out, uint32_t *n, rc_recall_timing *tm);
+
 /* ---- multi-category parallel recall (58.com) ----
  * The user's recent clicks are split by category (business line); each
  * category's clicks give a vector (weighted mean), searched restricted to that
@@ -64,6 +85,15 @@ int rc_recall_multi_category(const rc_table *t, rc_index *ix, const uint32_t *ro
                              uint32_t n, uint32_t k, float overfetch, const rc_index_filter *base,
                              const uint32_t *exclude, uint32_t nexclude, const rc_mc_opts *opts,
                              rc_hit *out, uint32_t *nout, rc_mc_quota *quotas, uint32_t *nq);
+/* The same, adding to *tm (NULL: no timing): query_ns covers the plan and the
+ * vectors; the index and re-rank stages are the sum of the category searches
+ * when serial, else those of the slowest one (the critical path). */
+int rc_recall_multi_category_timed(const rc_table *t, rc_index *ix, const uint32_t *rows,
+                                   const float *w, uint32_t n, uint32_t k, float overfetch,
+                                   const rc_index_filter *base, const uint32_t *exclude,
+                                   uint32_t nexclude, const rc_mc_opts *opts, rc_hit *out,
+                                   uint32_t *nout, rc_mc_quota *quotas, uint32_t *nq,
+                                   rc_recall_timing *tm);
 
 /* Time-decay weights: w[i] = 2^-((ts_newest - ts[i]) / half_life_ms); all 1
  * when half_life_ms <= 0. */

@@ -108,6 +108,11 @@ void rc_server_close(rc_server *s, uint32_t drain_ms, void (*cb)(void *arg), voi
 /* Any thread (counters are atomics). */
 void rc_server_stats_get(const rc_server *s, rc_server_stats *st);
 
+/* Inside a handler, on its worker thread: how long (ns) the request waited
+ * between being framed on the loop thread and a worker starting it (libuv's
+ * queue). 0 outside a handler. */
+uint64_t rc_server_queue_wait_ns(void);
+
 /* The default socket path, in a private runtime directory: the first of
  * $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=), /run/recalld (when /run
  * or it is writable) and $XDG_RUNTIME_DIR/recalld, plus "/recalld.sock".
