@@ -38,6 +38,8 @@ struct rc_checkpoint {
     uint32_t *counts;
     float *in, *out;
     size_t cap_rows, cap_floats; /* room in counts / in / out */
+    int released;                /* rows of the last take freed: nothing to write */
+    _Atomic size_t held;         /* bytes of counts, in, out and stage (any thread) */
     unsigned char *stage;
 };
 
@@ -84,6 +86,7 @@ int rc_checkpoint_create(rc_checkpoint **out, char *eb, size_t el)
         free(c);
         return rc_err(eb, el, RC_ENOMEM, "checkpoint: out of memory");
     }
+    atomic_init(&c->held, STAGE);
     *out = c;
     return 0;
 }
@@ -126,7 +129,29 @@ static int ensure(rc_checkpoint *c, size_t rows, uint32_t dim)
             return RC_ENOMEM;
         c->cap_floats = floats;
     }
+    atomic_store_explicit(
+        &c->held, STAGE + c->cap_rows * sizeof *c->counts + 2 * c->cap_floats * sizeof(float),
+        memory_order_relaxed);
     return 0;
+}
+
+void rc_checkpoint_release(rc_checkpoint *c)
+{
+    if (!c)
+        return;
+    free(c->counts);
+    free(c->in);
+    free(c->out);
+    c->counts = NULL;
+    c->in = c->out = NULL;
+    c->cap_rows = c->cap_floats = 0;
+    c->released = c->taken;
+    atomic_store_explicit(&c->held, STAGE, memory_order_relaxed);
+}
+
+size_t rc_checkpoint_bytes(const rc_checkpoint *c)
+{
+    return c ? atomic_load_explicit(&((rc_checkpoint *)c)->held, memory_order_relaxed) : 0;
 }
 
 int rc_checkpoint_reserve(rc_checkpoint *c, uint32_t rows, uint32_t dim)
@@ -186,6 +211,7 @@ int rc_checkpoint_take(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_
     copy_side(t, rows, dim, 0, c->in);
     copy_side(t, rows, dim, 1, c->out);
     c->taken = 1;
+    c->released = 0;
     return 0;
 }
 
@@ -496,7 +522,7 @@ int rc_checkpoint_write(rc_checkpoint *c, const rc_checkpoint_write_opts *o,
 {
     char tmp[4200], path[4200];
     uint64_t seqs[1] = {0}, bytes = 0, t0 = rc_now_ns();
-    if (!c || !o || !o->dir || !o->dir[0] || !c->taken || o->max_mb_s < 0)
+    if (!c || !o || !o->dir || !o->dir[0] || !c->taken || c->released || o->max_mb_s < 0)
         return rc_err(eb, el, RC_EINVAL, "checkpoint: nothing taken or no directory");
     uint64_t *bad = NULL;
     int n = rc_checkpoint_list(o->dir, seqs, 1);

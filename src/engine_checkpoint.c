@@ -1,5 +1,6 @@
 /* engine_checkpoint — checkpoint coordination of the engine (engine_int.h). */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,6 +248,12 @@ static void ck_serve(rc_engine *e)
         atomic_fetch_add(&k->skipped, 1);
     else
         rc = ck_write(e, &info, err, sizeof err);
+    /* The copy is not kept between checkpoints (a second table's worth of
+     * memory): the next request reserves it again before the trainer's pause. */
+    rc_checkpoint_release(k->snap);
+#ifdef __GLIBC__
+    malloc_trim(0); /* and the free pages inside malloc's arenas (stats.memory.heap_free_bytes) */
+#endif
     if (rc == 0) {
         atomic_store(&k->durable_trained, covers);
         atomic_store(&k->current_ms, rc_wall_ms());
@@ -416,6 +423,7 @@ int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char 
     int rc = k->take_rc;
     if (rc == 0 && !k->unchanged)
         rc = ck_write(e, &info, err, sizeof err);
+    rc_checkpoint_release(k->snap);
     if (rc == 0)
         atomic_store(&k->durable_trained, k->covers);
     pthread_mutex_lock(&k->mu);

@@ -278,6 +278,25 @@ TEST(engine_batch_reports_refused_events_with_position)
     seen_free(&s);
 }
 
+/* stats.memory.snapshot_bytes: what the checkpoint's copy holds now. */
+static long long snapshot_bytes(rc_engine *e)
+{
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    rc_buf_puts(&b, "{");
+    rc_engine_stats_json(e, &b);
+    rc_buf_puts(&b, "}");
+    json_error_t je;
+    json_t *j = json_loads(b.data, 0, &je);
+    rc_buf_free(&b);
+    ASSERT(j != NULL);
+    json_t *v = json_object_get(json_object_get(j, "memory"), "snapshot_bytes");
+    ASSERT(json_is_integer(v));
+    long long n = json_integer_value(v);
+    json_decref(j);
+    return n;
+}
+
 /* engine.h pipeline: with pipeline.queue_batches batches in flight
  * rc_engine_batch_get returns NULL (backpressure); finished batches come back
  * through the loop (done callback on the loop thread) and can be taken again.
@@ -333,6 +352,8 @@ TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
     ASSERT_EQ(s.ck.n, 2);
     ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, 2, 0), 104);
     ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, 2, 1), 10);
+    /* The table's copy is released once written: only the staging buffer. */
+    ASSERT_EQ(snapshot_bytes(e), 1 << 20);
     uint64_t seq = s.ck.seq;
     ASSERT_EQ(rc_engine_checkpoint(e, 0, NULL), 0); /* nothing new: not rewritten */
     t0 = e2e_now_ms();
@@ -583,6 +604,7 @@ TEST(engine_checkpoint_now_round_trip)
     ASSERT_EQ(r.n, 2);
     ASSERT_EQ(offset_of(r.parts, r.offsets, r.n, 0), 250);
     ASSERT_EQ(offset_of(r.parts, r.offsets, r.n, 2), 5001);
+    ASSERT_EQ(snapshot_bytes(e), 1 << 20); /* the copy is not kept */
     uint64_t seq = r.seq;
     ASSERT_EQ(rc_engine_checkpoint_now(e, &r, err, sizeof err), 0); /* "now": written again */
     ASSERT_EQ(r.unchanged, 0);

@@ -86,8 +86,17 @@ void rc_checkpoint_destroy(rc_checkpoint *c); /* NULL-safe */
 /* Any thread, while no take/write runs on c: allocates and touches room for
  * `rows` rows of `dim` floats so that take() copies into resident memory
  * instead of faulting pages in during the writer's pause. Returns 0 or
- * RC_ENOMEM. Buffers only grow; they are kept until destroy. */
+ * RC_ENOMEM. Buffers only grow, until rc_checkpoint_release. */
 int rc_checkpoint_reserve(rc_checkpoint *c, uint32_t rows, uint32_t dim);
+
+/* While no take/write runs on c: frees the row buffers (counts, both vectors:
+ * about 8 x dim + 4 bytes a row), so that a daemon does not hold a second copy
+ * of the table between checkpoints. The meta of the last take stays readable;
+ * write refuses (RC_EINVAL) until the next take. NULL-safe. */
+void rc_checkpoint_release(rc_checkpoint *c);
+
+/* Any thread: bytes c holds now (row buffers and the 1 MiB staging buffer). */
+size_t rc_checkpoint_bytes(const rc_checkpoint *c);
 
 /* The table's writer thread, at a point where table, counters and offsets
  * agree: copies counts and both vectors of every row of t (growing the buffers
