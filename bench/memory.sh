@@ -20,10 +20,31 @@ USERS=$ITEMS
 PARTS=$(( EVENTS / 30000 + 16 ))
 tmp=$(mktemp -d /tmp/rc-bench-memory.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+# Newest first (recalld before its broker): SIGTERM, then -9 after 30 s.
+cleanup() {
+    local i p
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        p=${pids[i]}
+        kill "$p" 2>/dev/null || continue
+        for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$p" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
 trap cleanup EXIT
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
-stat() { "$B/recallctl" --socket "$tmp/r.sock" --raw stats; }
+# stats, retried: under load one request may time out (set -e must not end the run)
+stat() {
+    local i out
+    for i in $(seq 30); do
+        out=$("$B/recallctl" --socket "$tmp/r.sock" --raw stats 2>/dev/null) && [ -n "$out" ] &&
+            { echo "$out"; return 0; }
+        sleep 1
+    done
+    echo "recallctl stats: no answer in 30 tries" >&2
+    return 1
+}
 gen=(--seed 3 --users "$USERS" --items "$ITEMS" --cities 20 --cates 10
      --communities $((ITEMS / 200)) --zipf 0.6)
 
@@ -36,7 +57,7 @@ bs=$(head -1 "$tmp/broker.out")
 cat >"$tmp/r.json" <<JSON
 {${RC_MEM_CONF:-}
  "sessions": {"max_users": $((USERS + USERS / 4))},
- "checkpoint": {"interval_ms": 60000},
+ "checkpoint": {"interval_ms": 20000},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
 "$B/recalld" --config "$tmp/r.json" --brokers "$bs" --data-dir "$tmp/data" \
@@ -111,12 +132,14 @@ for _ in $(seq 1200); do
 done
 echo "   loaded in $(( $(date +%s) - t0 )) s"
 report "after load"
-w=$(stat | field '["checkpoint"]["written"]')
-# The next periodic checkpoint, finished.
+# The next periodic checkpoint, finished: written (it had the end of the load
+# to write) or unchanged (the previous one already held all of it).
+s=$(stat)
+w=$(( $(echo "$s" | field '["checkpoint"]["written"]') + $(echo "$s" | field '["checkpoint"]["unchanged"]') ))
 for _ in $(seq 600); do
     s=$(stat)
-    [ "$(echo "$s" | field '["checkpoint"]["written"]')" -gt "$w" ] &&
-        [ "$(echo "$s" | field '["checkpoint"]["in_progress"]')" = False ] && break
+    n=$(( $(echo "$s" | field '["checkpoint"]["written"]') + $(echo "$s" | field '["checkpoint"]["unchanged"]') ))
+    [ "$n" -gt "$w" ] && [ "$(echo "$s" | field '["checkpoint"]["in_progress"]')" = False ] && break
     sleep 0.5
 done
 report "after a checkpoint"

@@ -106,6 +106,12 @@ size_t rc_checkpoint_bytes(const rc_checkpoint *c);
  * Returns 0 or RC_ENOMEM (c unchanged). */
 int rc_checkpoint_take(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_meta *meta);
 
+/* Like take, without copying any row: the next write reads counts and
+ * vectors from t itself, so t must not change from this call until that
+ * write's rows_done callback (no second copy of the table in memory; the
+ * table's writer waits instead). Returns 0, RC_EINVAL or RC_ENOMEM. */
+int rc_checkpoint_take_live(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_meta *meta);
+
 /* The meta of the last take (NULL before any): offsets point into c. */
 const rc_checkpoint_meta *rc_checkpoint_meta_of(const rc_checkpoint *c);
 
@@ -113,6 +119,10 @@ typedef struct rc_checkpoint_write_opts {
     const char *dir; /* existing directory */
     uint32_t keep;   /* checkpoints kept after a success, 0 = 2 */
     double max_mb_s; /* write bandwidth cap in MB/s (1e6 bytes), 0 = none */
+    /* NULL ok: called once by every write, on its thread, as soon as it no
+     * longer reads the taken rows (before the fsync), whatever the outcome. */
+    void (*rows_done)(void *ud);
+    void *ud;
 } rc_checkpoint_write_opts;
 
 typedef struct rc_checkpoint_info {
