@@ -7,7 +7,8 @@
 # recalls: VmRSS and VmHWM of recalld (from /proc/PID/status) and of the
 # broker, recalld's stats.memory, and where recalld's resident memory is
 # (/proc/PID/smaps: heap, anonymous mappings by size, files, stacks).
-# Extra recalld settings: RC_MEM_CONF='"index":{"drift":0.02},' (JSON members).
+# Extra recalld settings: RC_MEM_CONF='"index":{"drift":0.02},' (JSON members);
+# CKPT_COPY=false for checkpoint.copy false, CKPT_MS for checkpoint.interval_ms.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
@@ -22,7 +23,11 @@ tmp=$(mktemp -d /tmp/rc-bench-memory.XXXXXX)
 pids=()
 # Newest first (recalld before its broker): SIGTERM, then -9 after 30 s.
 cleanup() {
-    local i p
+    local st=$? i p
+    if [ "$st" -ne 0 ] && [ -f "$tmp/r.log" ]; then
+        echo "== failed ($st): last lines of recalld's log" >&2
+        tail -20 "$tmp/r.log" >&2
+    fi
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         p=${pids[i]}
         kill "$p" 2>/dev/null || continue
@@ -57,7 +62,7 @@ bs=$(head -1 "$tmp/broker.out")
 cat >"$tmp/r.json" <<JSON
 {${RC_MEM_CONF:-}
  "sessions": {"max_users": $((USERS + USERS / 4))},
- "checkpoint": {"interval_ms": 20000},
+ "checkpoint": {"interval_ms": ${CKPT_MS:-20000}, "copy": ${CKPT_COPY:-true}},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
 "$B/recalld" --config "$tmp/r.json" --brokers "$bs" --data-dir "$tmp/data" \
