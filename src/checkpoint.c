@@ -38,6 +38,9 @@ struct rc_checkpoint {
     uint32_t *counts;
     float *in, *out;
     size_t cap_rows, cap_floats; /* room in counts / in / out */
+    int released;                /* rows of the last take freed: nothing to write */
+    int live;                    /* take_live: rows are read from t by the write */
+    _Atomic size_t held;         /* bytes of counts, in, out and stage (any thread) */
     unsigned char *stage;
 };
 
@@ -84,6 +87,7 @@ int rc_checkpoint_create(rc_checkpoint **out, char *eb, size_t el)
         free(c);
         return rc_err(eb, el, RC_ENOMEM, "checkpoint: out of memory");
     }
+    atomic_init(&c->held, STAGE);
     *out = c;
     return 0;
 }
@@ -126,7 +130,29 @@ static int ensure(rc_checkpoint *c, size_t rows, uint32_t dim)
             return RC_ENOMEM;
         c->cap_floats = floats;
     }
+    atomic_store_explicit(
+        &c->held, STAGE + c->cap_rows * sizeof *c->counts + 2 * c->cap_floats * sizeof(float),
+        memory_order_relaxed);
     return 0;
+}
+
+void rc_checkpoint_release(rc_checkpoint *c)
+{
+    if (!c)
+        return;
+    free(c->counts);
+    free(c->in);
+    free(c->out);
+    c->counts = NULL;
+    c->in = c->out = NULL;
+    c->cap_rows = c->cap_floats = 0;
+    c->released = c->taken;
+    atomic_store_explicit(&c->held, STAGE, memory_order_relaxed);
+}
+
+size_t rc_checkpoint_bytes(const rc_checkpoint *c)
+{
+    return c ? atomic_load_explicit(&((rc_checkpoint *)c)->held, memory_order_relaxed) : 0;
 }
 
 int rc_checkpoint_reserve(rc_checkpoint *c, uint32_t rows, uint32_t dim)
@@ -186,6 +212,25 @@ int rc_checkpoint_take(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_
     copy_side(t, rows, dim, 0, c->in);
     copy_side(t, rows, dim, 1, c->out);
     c->taken = 1;
+    c->released = 0;
+    c->live = 0;
+    return 0;
+}
+
+int rc_checkpoint_take_live(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_meta *m)
+{
+    if (!c || !t || !m || m->ncounters > RC_CHECKPOINT_MAX_COUNTERS)
+        return RC_EINVAL;
+    if (copy_meta(c, m))
+        return RC_ENOMEM;
+    c->t = t;
+    c->rows = rc_table_size(t);
+    c->dim = rc_table_dim(t);
+    c->ncities = rc_table_ncities(t);
+    c->ncates = rc_table_ncates(t);
+    c->taken = 1;
+    c->released = 0;
+    c->live = 1;
     return 0;
 }
 
@@ -315,11 +360,13 @@ int rc_checkpoint_lock_dir(const char *dir, char *eb, size_t el)
 
 typedef struct wr {
     int fd, err;
+    const rc_checkpoint_write_opts *o; /* rows_done */
     uint32_t crc;
     uint64_t bytes, t0;
     double max_bps;
     unsigned char *buf;
     size_t len;
+    int done_called;
 } wr;
 
 /* Sleeps so that bytes written so far take at least bytes / max_bps seconds. */
@@ -414,6 +461,21 @@ static void put_header(wr *w, const rc_checkpoint *c)
     w->crc = 0; /* the header carries its own */
 }
 
+/* One side of a live take, straight from the table's chunks (run by run). */
+static void put_live(wr *w, const rc_checkpoint *c, int out)
+{
+    uint32_t r = 0, dim = c->dim;
+    while (r < c->rows && !w->err) {
+        const float *p = out ? rc_table_out(c->t, r) : rc_table_in(c->t, r);
+        uint32_t k = 1;
+        while (r + k < c->rows &&
+               (out ? rc_table_out(c->t, r + k) : rc_table_in(c->t, r + k)) == p + (size_t)k * dim)
+            k++;
+        put(w, p, (size_t)k * dim * sizeof(float));
+        r += k;
+    }
+}
+
 static void put_body(wr *w, const rc_checkpoint *c)
 {
     const rc_checkpoint_meta *m = &c->meta;
@@ -440,25 +502,45 @@ static void put_body(wr *w, const rc_checkpoint *c)
         put_str(w, id, len);
         put_u32(w, rc_table_city(c->t, r));
         put_u32(w, rc_table_cate(c->t, r));
-        put_u32(w, c->counts[r]);
+        put_u32(w, c->live ? rc_table_count(c->t, r) : c->counts[r]);
     }
     end_section(w);
-    put(w, c->in, (size_t)c->rows * c->dim * sizeof(float));
+    if (c->live)
+        put_live(w, c, 0);
+    else
+        put(w, c->in, (size_t)c->rows * c->dim * sizeof(float));
     end_section(w);
-    put(w, c->out, (size_t)c->rows * c->dim * sizeof(float));
+    if (c->live)
+        put_live(w, c, 1);
+    else
+        put(w, c->out, (size_t)c->rows * c->dim * sizeof(float));
     end_section(w);
     flush_stage(w);
 }
 
-/* Writes tmp, fsyncs and closes it. Returns 0 or an errno. */
-static int write_file(rc_checkpoint *c, const char *tmp, double max_mb_s, uint64_t *bytes)
+/* Tells the owner of a live take that the table is no longer read (once). */
+static void rows_done(wr *w)
 {
-    wr w = {.buf = c->stage, .max_bps = max_mb_s * 1e6, .t0 = rc_now_ns()};
+    const rc_checkpoint_write_opts *o = w->o;
+    if (o && o->rows_done && !w->done_called)
+        o->rows_done(o->ud);
+    w->done_called = 1;
+}
+
+/* Writes tmp, fsyncs and closes it. Returns 0 or an errno. */
+static int write_file(rc_checkpoint *c, const char *tmp, const rc_checkpoint_write_opts *o,
+                      uint64_t *bytes)
+{
+    wr w = {.buf = c->stage, .max_bps = o->max_mb_s * 1e6, .t0 = rc_now_ns(), .o = o};
     w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w.fd < 0)
-        return errno;
+    if (w.fd < 0) {
+        int e = errno;
+        rows_done(&w);
+        return e;
+    }
     put_header(&w, c);
     put_body(&w, c);
+    rows_done(&w); /* in the page cache now: the fsync needs no rows */
     if (!w.err && fsync(w.fd))
         w.err = errno;
     if (close(w.fd) && !w.err)
@@ -496,20 +578,27 @@ int rc_checkpoint_write(rc_checkpoint *c, const rc_checkpoint_write_opts *o,
 {
     char tmp[4200], path[4200];
     uint64_t seqs[1] = {0}, bytes = 0, t0 = rc_now_ns();
-    if (!c || !o || !o->dir || !o->dir[0] || !c->taken || o->max_mb_s < 0)
+    if (!c || !o || !o->dir || !o->dir[0] || !c->taken || c->released || o->max_mb_s < 0) {
+        if (o && o->rows_done)
+            o->rows_done(o->ud);
         return rc_err(eb, el, RC_EINVAL, "checkpoint: nothing taken or no directory");
+    }
     uint64_t *bad = NULL;
     int n = rc_checkpoint_list(o->dir, seqs, 1);
     int nbad = n < 0 ? n : scan(o->dir, "checkpoint-", ".rcc.corrupt", &bad);
-    if (n < 0 || nbad < 0)
-        return rc_err(eb, el, RC_EIO, "checkpoint %s: cannot list: %s", o->dir, strerror(errno));
+    if (n < 0 || nbad < 0) {
+        int e = errno;
+        if (o->rows_done)
+            o->rows_done(o->ud);
+        return rc_err(eb, el, RC_EIO, "checkpoint %s: cannot list: %s", o->dir, strerror(e));
+    }
     /* Numbers only grow, past set-aside corrupt files too: a name never
      * denotes two different states. */
     c->meta.seq = 1 + RC_MAX(n ? seqs[0] : 0, nbad ? bad[0] : 0);
     free(bad);
     snprintf(tmp, sizeof tmp, "%s/" TMP_FMT, o->dir, c->meta.seq);
     snprintf(path, sizeof path, "%s/" NAME_FMT, o->dir, c->meta.seq);
-    int err = write_file(c, tmp, o->max_mb_s, &bytes);
+    int err = write_file(c, tmp, o, &bytes);
     const char *what = "write", *where = tmp;
     if (!err && rename(tmp, path))
         err = errno, what = "rename";

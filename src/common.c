@@ -1,5 +1,6 @@
 #include "recalld/common.h"
 
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -102,6 +103,17 @@ uint64_t rc_hash(const void *p, size_t n)
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
     return h;
+}
+
+void rc_heap_bytes(size_t *held, size_t *free_bytes)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    struct mallinfo2 mi = mallinfo2();
+    *held = mi.arena + mi.hblkhd;
+    *free_bytes = mi.fordblks;
+#else
+    *held = *free_bytes = 0;
+#endif
 }
 
 size_t rc_rss_bytes(void)

@@ -1130,10 +1130,14 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   "\"freshness_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"samples\":%u,"
                   "\"new_item_p50\":%.3f,\"new_item_p99\":%.3f},",
                   p50, p99, nf, is.fresh_p50_us / 1000.0, is.fresh_p99_us / 1000.0);
+    size_t heap = 0, heap_free = 0;
+    rc_heap_bytes(&heap, &heap_free);
     rc_buf_printf(o,
                   "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
-                  "\"index_bytes\":%zu}",
-                  rc_rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes);
+                  "\"index_bytes\":%zu,\"snapshot_bytes\":%zu,\"heap_bytes\":%zu,"
+                  "\"heap_free_bytes\":%zu}",
+                  rc_rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes,
+                  rc_checkpoint_bytes(e->ck->snap), heap, heap_free);
     rc_buf_puts(o, ",");
     ck_stats_json(e, o);
     rc_buf_puts(o, ",");

@@ -1,5 +1,6 @@
 /* engine_checkpoint — checkpoint coordination of the engine (engine_int.h). */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,23 +136,45 @@ int ck_take(rc_engine *e, int force)
         return 0;
     uint64_t t0 = rc_now_ns();
     int unchanged = !force && k->trained == atomic_load(&k->durable_trained), rc = 0;
+    /* checkpoint.copy false: no copy; this thread waits below until the writer
+     * has read the rows (offline, the caller writes right after, on this thread). */
+    int live = !e->cfg.ckpt_copy, wait = 0;
     if (!unchanged) {
         ck_meta(e, &m);
-        rc = rc_checkpoint_take(k->snap, e->table, &m);
+        rc = live ? rc_checkpoint_take_live(k->snap, e->table, &m)
+                  : rc_checkpoint_take(k->snap, e->table, &m);
+        wait = live && rc == 0 && k->writer_started;
     }
     uint64_t pause = rc_now_ns() - t0;
-    if (!unchanged)
+    if (!unchanged && !wait)
         ck_pause_record(k, pause);
     pthread_mutex_lock(&k->mu);
     k->unchanged = unchanged;
     k->covers = k->trained;
     k->take_pause = unchanged ? 0 : pause;
+    k->take_t0 = t0;
     k->take_rc = rc;
+    k->rows_done = 0;
     k->state = CK_TAKEN;
     atomic_store(&k->wanted, 0);
     pthread_cond_broadcast(&k->cv);
+    while (wait && !k->rows_done)
+        pthread_cond_wait(&k->cv, &k->mu);
     pthread_mutex_unlock(&k->mu);
+    if (wait)
+        ck_pause_record(k, rc_now_ns() - t0);
     return 1;
+}
+
+/* Writer thread (rows_done of a live take's write): the trainer may go on. */
+static void ck_rows_done(void *ud)
+{
+    struct ckpt *k = ud;
+    pthread_mutex_lock(&k->mu);
+    k->rows_done = 1;
+    k->take_pause = rc_now_ns() - k->take_t0;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
 }
 
 /* Writer thread: the result for the loop, from the snapshot's meta. Caller
@@ -199,7 +222,9 @@ static int ck_write(rc_engine *e, rc_checkpoint_info *info, char *err, size_t er
     struct ckpt *k = e->ck;
     rc_checkpoint_write_opts o = {.dir = e->cfg.data_dir,
                                   .keep = atomic_load(&k->keep),
-                                  .max_mb_s = atomic_load(&k->max_mb_s)};
+                                  .max_mb_s = atomic_load(&k->max_mb_s),
+                                  .rows_done = k->writer_started ? ck_rows_done : NULL,
+                                  .ud = k};
     int rc = rc_checkpoint_write(k->snap, &o, info, err, errlen);
     if (rc) {
         atomic_fetch_add(&k->failures, 1);
@@ -229,8 +254,10 @@ static void ck_serve(rc_engine *e)
     char err[512] = "";
     uint32_t rows = rc_table_size(e->table);
     pthread_mutex_unlock(&k->mu);
-    /* Room for the rows that arrive before the trainer takes the copy. */
-    rc_checkpoint_reserve(k->snap, rows + rows / 8 + 1024, rc_table_dim(e->table));
+    /* Room for the rows that arrive before the trainer takes the copy (a few
+     * batches: take grows the buffers if they are more). */
+    if (e->cfg.ckpt_copy)
+        rc_checkpoint_reserve(k->snap, rows + rows / 64 + 1024, rc_table_dim(e->table));
     pthread_mutex_lock(&k->mu);
     k->state = CK_WANTED;
     atomic_store(&k->wanted, 1);
@@ -247,6 +274,12 @@ static void ck_serve(rc_engine *e)
         atomic_fetch_add(&k->skipped, 1);
     else
         rc = ck_write(e, &info, err, sizeof err);
+    /* The copy is not kept between checkpoints (a second table's worth of
+     * memory): the next request reserves it again before the trainer's pause. */
+    rc_checkpoint_release(k->snap);
+#ifdef __GLIBC__
+    malloc_trim(0); /* and the free pages inside malloc's arenas (stats.memory.heap_free_bytes) */
+#endif
     if (rc == 0) {
         atomic_store(&k->durable_trained, covers);
         atomic_store(&k->current_ms, rc_wall_ms());
@@ -417,6 +450,7 @@ int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char 
     int rc = k->take_rc;
     if (rc == 0 && !k->unchanged)
         rc = ck_write(e, &info, err, sizeof err);
+    rc_checkpoint_release(k->snap);
     if (rc == 0)
         atomic_store(&k->durable_trained, k->covers);
     pthread_mutex_lock(&k->mu);

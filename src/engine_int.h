@@ -145,7 +145,9 @@ struct ckpt {
     uint64_t after, again_after;
     uint32_t pause_us[CK_PAUSES], npause, pause_pos;
     char last_error[256];
-    int take_rc; /* the trainer's take, for the writer */
+    int take_rc;      /* the trainer's take, for the writer */
+    int rows_done;    /* live take (checkpoint.copy false): the writer read the table */
+    uint64_t take_t0; /* when the trainer stopped for the take */
     uint64_t take_pause;
     /* the result waiting for the loop (under mu), then the loop's own copy */
     rc_engine_checkpoint_result res;

@@ -118,6 +118,12 @@ static const rc_metrics_stat table[] = {
     G("memory.table_bytes", "recalld_table_bytes", 1, "Memory held by the item table."),
     G("memory.session_bytes", "recalld_session_bytes", 1, "Memory held by the session store."),
     S("memory.index_bytes", "recalld_index_bytes"),
+    G("memory.snapshot_bytes", "recalld_checkpoint_snapshot_bytes", 1,
+      "Memory held by the checkpoint's copy of the table (released after each write)."),
+    G("memory.heap_bytes", "recalld_heap_bytes", 1,
+      "Bytes malloc took from the system (all arenas and mapped blocks)."),
+    G("memory.heap_free_bytes", "recalld_heap_free_bytes", 1,
+      "Free bytes inside malloc's arenas (allocator slack)."),
     /* checkpoints: the hook's families (present when checkpoints are enabled) */
     G("checkpoint.enabled", "recalld_checkpoint_enabled", 1, "1 when checkpoints are written."),
     S("checkpoint.written", "recalld_checkpoints_total"),

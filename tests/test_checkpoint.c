@@ -216,6 +216,108 @@ TEST(checkpoint_take_is_a_snapshot)
     rmrf(dir);
 }
 
+/* release frees the copy of the rows (a daemon does not keep a second table
+ * between checkpoints): the bytes held drop to the staging buffer, a write
+ * without a new take is refused, the meta stays readable, and the next take
+ * writes a complete checkpoint again. */
+TEST(checkpoint_release_frees_the_copy)
+{
+    char dir[64], err[512];
+    tmpdir(dir, sizeof dir);
+    rc_table *t = mk_table(2000, 32, 9);
+    rc_checkpoint_meta m, got;
+    mk_meta(&m, 3, 77);
+    rc_checkpoint *c = NULL;
+    ASSERT_EQ(rc_checkpoint_create(&c, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_bytes(c), 1u << 20);
+    ASSERT_EQ(rc_checkpoint_reserve(c, 2000, 32), 0);
+    ASSERT_GE(rc_checkpoint_bytes(c), (1u << 20) + 2000u * (8 * 32 + 4));
+    ASSERT_EQ(rc_checkpoint_take(c, t, &m), 0);
+    rc_checkpoint_write_opts o = {.dir = dir};
+    rc_checkpoint_info info;
+    ASSERT_EQ(rc_checkpoint_write(c, &o, &info, err, sizeof err), 0);
+    rc_checkpoint_release(c);
+    ASSERT_EQ(rc_checkpoint_bytes(c), 1u << 20);
+    ASSERT(rc_checkpoint_meta_of(c) != NULL);
+    ASSERT_EQ(rc_checkpoint_meta_of(c)->noffsets, 3);
+    ASSERT_EQ(rc_checkpoint_write(c, &o, NULL, err, sizeof err), RC_EINVAL);
+    /* take after a release allocates again (no reserve) and writes it all */
+    ASSERT_EQ(rc_checkpoint_take(c, t, &m), 0);
+    ASSERT_GE(rc_checkpoint_bytes(c), (1u << 20) + 2000u * (8 * 32 + 4));
+    ASSERT_EQ(rc_checkpoint_write(c, &o, &info, err, sizeof err), 0);
+    ASSERT_EQ(info.seq, 2);
+    rc_checkpoint_release(c);
+    rc_checkpoint_release(c); /* twice: harmless */
+    rc_checkpoint_release(NULL);
+    rc_table *back = NULL;
+    rc_table_opts to = {.dim = 32};
+    ASSERT_EQ(rc_checkpoint_restore(dir, &to, &back, &got, NULL, 0, err, sizeof err), 0);
+    assert_same_table(t, back);
+    ASSERT_EQ(got.seq, 2);
+    rc_checkpoint_destroy(c);
+    rc_checkpoint_meta_free(&m);
+    rc_checkpoint_meta_free(&got);
+    rc_table_destroy(t);
+    rc_table_destroy(back);
+    rmrf(dir);
+}
+
+/* rows_done of a live take: counts calls and changes the table as its
+ * writer would once it may go on. */
+typedef struct {
+    rc_table *t;
+    int calls;
+} live_ud;
+
+static void live_rows_done(void *ud)
+{
+    live_ud *l = ud;
+    l->calls++;
+    for (uint32_t r = 0; r < rc_table_size(l->t); r++) {
+        rc_table_in(l->t, r)[1] += 2.0f;
+        rc_table_out(l->t, r)[0] -= 2.0f;
+        rc_table_count_add(l->t, r, 3);
+    }
+}
+
+/* take_live copies no row (the bytes held stay at the staging buffer) and the
+ * write reads the table as it was at the take until rows_done, which is
+ * called once per write whatever happens (also when the write fails). */
+TEST(checkpoint_take_live_copies_nothing)
+{
+    char dir[64], err[512];
+    tmpdir(dir, sizeof dir);
+    rc_table *t = mk_table(3000, 16, 21), *copy = mk_table(3000, 16, 21);
+    rc_checkpoint_meta m, got;
+    mk_meta(&m, 2, 5);
+    rc_checkpoint *c = NULL;
+    ASSERT_EQ(rc_checkpoint_create(&c, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_take_live(c, t, &m), 0);
+    ASSERT_EQ(rc_checkpoint_bytes(c), 1u << 20);
+    live_ud l = {.t = t};
+    rc_checkpoint_write_opts o = {.dir = dir, .rows_done = live_rows_done, .ud = &l};
+    rc_checkpoint_info info;
+    ASSERT_EQ(rc_checkpoint_write(c, &o, &info, err, sizeof err), 0);
+    ASSERT_EQ(l.calls, 1);
+    ASSERT_EQ(info.rows, 3000);
+    rc_table *back = NULL;
+    rc_table_opts to = {.dim = 16};
+    ASSERT_EQ(rc_checkpoint_restore(dir, &to, &back, &got, NULL, 0, err, sizeof err), 0);
+    assert_same_table(copy, back); /* as at the take: the changes came after rows_done */
+    rc_table_destroy(back);
+    rc_checkpoint_meta_free(&got);
+    /* a failing write (no such directory) still calls it */
+    rc_checkpoint_write_opts bad = {
+        .dir = "/nonexistent/recalld-test", .rows_done = live_rows_done, .ud = &l};
+    ASSERT(rc_checkpoint_write(c, &bad, NULL, err, sizeof err) != 0);
+    ASSERT_EQ(l.calls, 2);
+    rc_checkpoint_destroy(c);
+    rc_checkpoint_meta_free(&m);
+    rc_table_destroy(t);
+    rc_table_destroy(copy);
+    rmrf(dir);
+}
+
 static void flip_byte(const char *path, long at)
 {
     FILE *f = fopen(path, "r+b");

@@ -345,6 +345,25 @@ TEST(engine_batch_reports_refused_events_with_position)
     seen_free(&s);
 }
 
+/* stats.memory.snapshot_bytes: what the checkpoint's copy holds now. */
+static long long snapshot_bytes(rc_engine *e)
+{
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    rc_buf_puts(&b, "{");
+    rc_engine_stats_json(e, &b);
+    rc_buf_puts(&b, "}");
+    json_error_t je;
+    json_t *j = json_loads(b.data, 0, &je);
+    rc_buf_free(&b);
+    ASSERT(j != NULL);
+    json_t *v = json_object_get(json_object_get(j, "memory"), "snapshot_bytes");
+    ASSERT(json_is_integer(v));
+    long long n = json_integer_value(v);
+    json_decref(j);
+    return n;
+}
+
 /* engine.h pipeline: with pipeline.queue_batches batches in flight
  * rc_engine_batch_get returns NULL (backpressure); finished batches come back
  * through the loop (done callback on the loop thread) and can be taken again.
@@ -400,6 +419,8 @@ TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
     ASSERT_EQ(s.ck.n, 2);
     ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, 2, 0), 104);
     ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, 2, 1), 10);
+    /* The table's copy is released once written: only the staging buffer. */
+    ASSERT_EQ(snapshot_bytes(e), 1 << 20);
     uint64_t seq = s.ck.seq;
     ASSERT_EQ(rc_engine_checkpoint(e, 0, NULL), 0); /* nothing new: not rewritten */
     t0 = e2e_now_ms();
@@ -611,6 +632,56 @@ static void table_copy_free(table_copy *s)
     free(s->count);
 }
 
+/* checkpoint.copy false: the trainer copies nothing (snapshot_bytes stays at the
+ * staging buffer), waits while the writer reads the live table, then goes on
+ * (a later batch is trained and a second checkpoint written); a new engine
+ * restores what the checkpoints hold. */
+TEST(engine_checkpoint_without_copy)
+{
+    char dir[64], err[256], line[256];
+    rc_config c;
+    dir_config(&c, dir, 8);
+    c.ckpt_copy = 0;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    seen s = {.thread = pthread_self()};
+    rc_engine *e = NULL;
+    if (rc_engine_create(&c, &loop, on_done, &s, &e, err, sizeof err))
+        RC__FAIL("rc_engine_create: %s", err);
+    rc_engine_set_checkpoint_cb(e, on_checkpoint, &s);
+    for (int round = 0; round < 2; round++) {
+        rc_batch *b = rc_engine_batch_get(e);
+        ASSERT(b != NULL);
+        for (int i = 0; i < 4; i++) {
+            click_line(line, sizeof line, i % 2, round * 10 + i, 0, T0 + (round * 4 + i) * 1000);
+            add(b, line, 0, round * 4 + i);
+        }
+        rc_engine_submit(e, b);
+        ASSERT_EQ(rc_engine_checkpoint(e, 1, NULL), 0);
+        long long t0 = e2e_now_ms();
+        while (s.batches < (unsigned)round + 1 || s.ckpts < (unsigned)round + 1) {
+            uv_run(&loop, UV_RUN_NOWAIT);
+            if (e2e_now_ms() - t0 > WAIT_MS)
+                RC__FAIL("round %d: %u batches, %u checkpoints", round, s.batches, s.ckpts);
+            usleep(2000);
+        }
+        ASSERT_EQ(s.ck.rc, 0);
+        ASSERT_EQ(s.ck.unchanged, 0);
+        ASSERT_EQ(s.ck.applied, (uint64_t)(round + 1) * 4);
+        ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, s.ck.n, 0), (round + 1) * 4);
+        ASSERT_EQ(snapshot_bytes(e), 1 << 20);
+    }
+    rc_engine_destroy(e);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    seen_free(&s);
+    e = e2e_engine_offline(&c);
+    ASSERT_EQ(rc_engine_applied(e), 8);
+    ASSERT_EQ(rc_table_size(rc_engine_table(e)), 8);
+    rc_engine_destroy(e);
+    e2e_sh(NULL, "rm -rf %s", dir);
+}
+
 /* engine.h checkpoints, offline engine: rc_engine_checkpoint needs a loop
  * (RC_EINVAL), rc_engine_checkpoint_now writes one on the calling thread with
  * the next offset of each partition seen. A new engine on the directory
@@ -650,6 +721,7 @@ TEST(engine_checkpoint_now_round_trip)
     ASSERT_EQ(r.n, 2);
     ASSERT_EQ(offset_of(r.parts, r.offsets, r.n, 0), 250);
     ASSERT_EQ(offset_of(r.parts, r.offsets, r.n, 2), 5001);
+    ASSERT_EQ(snapshot_bytes(e), 1 << 20); /* the copy is not kept */
     uint64_t seq = r.seq;
     ASSERT_EQ(rc_engine_checkpoint_now(e, &r, err, sizeof err), 0); /* "now": written again */
     ASSERT_EQ(r.unchanged, 0);

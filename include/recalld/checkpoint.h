@@ -86,8 +86,17 @@ void rc_checkpoint_destroy(rc_checkpoint *c); /* NULL-safe */
 /* Any thread, while no take/write runs on c: allocates and touches room for
  * `rows` rows of `dim` floats so that take() copies into resident memory
  * instead of faulting pages in during the writer's pause. Returns 0 or
- * RC_ENOMEM. Buffers only grow; they are kept until destroy. */
+ * RC_ENOMEM. Buffers only grow, until rc_checkpoint_release. */
 int rc_checkpoint_reserve(rc_checkpoint *c, uint32_t rows, uint32_t dim);
+
+/* While no take/write runs on c: frees the row buffers (counts, both vectors:
+ * about 8 x dim + 4 bytes a row), so that a daemon does not hold a second copy
+ * of the table between checkpoints. The meta of the last take stays readable;
+ * write refuses (RC_EINVAL) until the next take. NULL-safe. */
+void rc_checkpoint_release(rc_checkpoint *c);
+
+/* Any thread: bytes c holds now (row buffers and the 1 MiB staging buffer). */
+size_t rc_checkpoint_bytes(const rc_checkpoint *c);
 
 /* The table's writer thread, at a point where table, counters and offsets
  * agree: copies counts and both vectors of every row of t (growing the buffers
@@ -97,6 +106,12 @@ int rc_checkpoint_reserve(rc_checkpoint *c, uint32_t rows, uint32_t dim);
  * Returns 0 or RC_ENOMEM (c unchanged). */
 int rc_checkpoint_take(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_meta *meta);
 
+/* Like take, without copying any row: the next write reads counts and
+ * vectors from t itself, so t must not change from this call until that
+ * write's rows_done callback (no second copy of the table in memory; the
+ * table's writer waits instead). Returns 0, RC_EINVAL or RC_ENOMEM. */
+int rc_checkpoint_take_live(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_meta *meta);
+
 /* The meta of the last take (NULL before any): offsets point into c. */
 const rc_checkpoint_meta *rc_checkpoint_meta_of(const rc_checkpoint *c);
 
@@ -104,6 +119,10 @@ typedef struct rc_checkpoint_write_opts {
     const char *dir; /* existing directory */
     uint32_t keep;   /* checkpoints kept after a success, 0 = 2 */
     double max_mb_s; /* write bandwidth cap in MB/s (1e6 bytes), 0 = none */
+    /* NULL ok: called once by every write, on its thread, as soon as it no
+     * longer reads the taken rows (before the fsync), whatever the outcome. */
+    void (*rows_done)(void *ud);
+    void *ud;
 } rc_checkpoint_write_opts;
 
 typedef struct rc_checkpoint_info {

@@ -33,6 +33,10 @@ uint64_t rc_now_ns(void);
 
 /* Resident set size of this process in bytes (0 if /proc is unreadable). */
 size_t rc_rss_bytes(void);
+/* malloc's figures (glibc mallinfo2; 0 elsewhere): held = bytes taken from the
+ * system (all arenas + mmapped blocks), free_bytes = free bytes inside the
+ * arenas (allocator slack that RSS may still count). Walks every arena. */
+void rc_heap_bytes(size_t *held, size_t *free_bytes);
 /* Wall clock, milliseconds since the epoch. */
 int64_t rc_wall_ms(void);
 

@@ -3,6 +3,7 @@
  * newline-delimited JSON recall over a Unix socket. See README.md. */
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -872,9 +873,26 @@ fail:
     return 1;
 }
 
+/* glibc's malloc for a daemon whose big buffers come and go (index lists that
+ * grow, retrain and checkpoint copies, Kafka batches): blocks from 256 KiB up
+ * are mapped and go back to the system when freed. By default the threshold
+ * climbs to 32 MiB after the first such free, and every freed block under it
+ * stays resident in an arena: ~120 MB of free heap at 200k items
+ * (bench/memory.sh, docs/OPERATIONS.md "Memory budget"). glibc.malloc.*
+ * tunables in GLIBC_TUNABLES win. */
+static void malloc_setup(void)
+{
+#ifdef M_MMAP_THRESHOLD
+    const char *t = getenv("GLIBC_TUNABLES");
+    if (!t || !strstr(t, "glibc.malloc.mmap_threshold"))
+        mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
+}
+
 int main(int argc, char **argv)
 {
     static daemon_t d;
+    malloc_setup();
     int check_only = 0;
     int rc = parse_args(&d, argc, argv, &check_only);
     if (rc >= 0)
