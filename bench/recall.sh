@@ -41,7 +41,7 @@ nice_cfg=""
 cat >"$tmp/r.json" <<JSON
 {"kafka": {"brokers": "$bs"},
  "pipeline": {"queue_batches": 4$nice_cfg},
- "index": {"drift": ${DRIFT:-0.01}, "overfetch": ${OVERFETCH:-3.0}},
+ "index": {"drift": ${DRIFT:-0.0005}, "overfetch": ${OVERFETCH:-3.0}},
  "sessions": {"max_users": $((USERS + USERS / 4))},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON

@@ -919,9 +919,12 @@ int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w,
 }
 
 /* t0: when the request's query stage began (0 = no timing). */
+/* rows/w/nclicks: the query's clicks; excl/nexcl: every recent click of the
+ * user, left out of the answer (the query may use only the newest few). */
 static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
-                         const uint32_t *rows, const float *w, uint32_t nclicks, rc_hit *out,
-                         uint32_t *n, uint64_t t0)
+                         const uint32_t *rows, const float *w, uint32_t nclicks,
+                         const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n,
+                         uint64_t t0)
 {
     rc_mc_quota plan[64];
     uint32_t nplan = 0;
@@ -935,7 +938,7 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
                          .min_quota = e->cfg.mc_min_quota,
                          .serial = !e->cfg.mc_parallel};
         int rc = rc_recall_multi_category_timed(e->table, e->index, rows, w, nclicks, req->k,
-                                                cfg_f32(&e->cfg.overfetch), f, rows, nclicks, &mo,
+                                                cfg_f32(&e->cfg.overfetch), f, excl, nexcl, &mo,
                                                 out, n, req->quotas ? req->quotas : plan,
                                                 req->nquotas ? req->nquotas : &nplan, tm);
         return rc;
@@ -947,30 +950,33 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     if (tm)
         tm->query_ns += rc_now_ns() - t0;
     if (rc == 0 && req->exact)
-        rc = rc_recall_exact(e->table, q, req->k, f, rows, nclicks, out, n);
+        rc = rc_recall_exact(e->table, q, req->k, f, excl, nexcl, out, n);
     else if (rc == 0)
         rc = rc_recall_search_timed(e->table, e->index, q, req->k, cfg_f32(&e->cfg.overfetch), f,
-                                    rows, nclicks, out, n, tm);
+                                    excl, nexcl, out, n, tm);
     return rc;
 }
 
 /* The user's query (userq.h, the evaluator's definition too): the clicks
- * kept, their weights, and the user-city scope into f. */
+ * kept, their weights, and the user-city scope into f. excl[] gets every
+ * recent click the session store holds (up to RC_USERQ_MAX), *nexcl their
+ * count: what the answer leaves out, whatever the query's window. */
 static uint32_t user_query(rc_engine *e, const rc_recall_req *req, rc_click *clicks, uint32_t *rows,
-                           int64_t *ts, float *w, rc_index_filter *f)
+                           int64_t *ts, float *w, rc_index_filter *f, uint32_t *excl,
+                           uint32_t *nexcl)
 {
     rc_userq_opts uo = {.window = cfg_u32(&e->cfg.recall_window),
                         .half_life_ms = req->half_life_ms ? req->half_life_ms : e->cfg.half_life_ms,
                         .past_session_weight = e->cfg.past_session_weight,
                         .gap_ms = e->cfg.gap_ms};
     uint32_t n = 0;
-    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, RC_MIN(uo.window, RC_USERQ_MAX),
-                          &n))
+    if (rc_session_recent(e->sess, req->user, req->ulen, clicks, RC_USERQ_MAX, &n))
         n = 0;
     for (uint32_t i = 0; i < n; i++) {
-        rows[i] = clicks[i].row;
+        rows[i] = excl[i] = clicks[i].row;
         ts[i] = clicks[i].ts_ms;
     }
+    *nexcl = n;
     n = rc_userq_weigh(&uo, rows, ts, n, INT64_MIN, w);
     if (!req->city && !req->global && e->cfg.recall_user_city && n)
         f->city = rc_userq_city(e->table, rows, w, n);
@@ -981,7 +987,7 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
                      int *fallback)
 {
     rc_click clicks[256];
-    uint32_t rows[256], nclicks = 0, cates[64];
+    uint32_t rows[256], excl[256], nclicks = 0, nexcl = 0, cates[64];
     int64_t ts[256];
     float w[256];
     rc_index_filter f;
@@ -998,13 +1004,14 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     rc__engine_resolve_filter(e, req, &f, cates, &empty);
     if (empty)
         return 0;
-    nclicks = user_query(e, req, clicks, rows, ts, w, &f);
-    int rc = req->itemknn || req->fused ? cooc_recall(e, req, &f, rows, w, nclicks, out, n)
-                                        : recall_clicks(e, req, &f, rows, w, nclicks, out, n, t0);
+    nclicks = user_query(e, req, clicks, rows, ts, w, &f, excl, &nexcl);
+    int rc = req->itemknn || req->fused
+                 ? cooc_recall(e, req, &f, rows, w, nclicks, out, n)
+                 : recall_clicks(e, req, &f, rows, w, nclicks, excl, nexcl, out, n, t0);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         uint64_t t1 = req->timing ? rc_now_ns() : 0;
         *fallback = 1;
-        *n = rc__engine_popular(e, &f, rows, nclicks, req->k, out);
+        *n = rc__engine_popular(e, &f, excl, nexcl, req->k, out);
         if (req->timing)
             req->timing->fallback_ns += rc_now_ns() - t1;
         return 0;

@@ -600,7 +600,8 @@ static void tower_filter(rc_engine *e, rc_tower_serve *b, const rc_index_filter 
 
 int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n, int *fallback)
 {
-    uint32_t cates[64], mcates[64], rows[256];
+    uint32_t cates[64], mcates[64], rows[256], excl[256], nexcl = 0;
+    rc_click recent[256];
     int64_t ts[256];
     float w8[256];
     rc_index_filter f, mf;
@@ -625,6 +626,16 @@ int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *
     uint32_t nwin = RC_MIN(w->nclicks, window), first = w->nclicks - nwin;
     for (uint32_t i = 0; i < w->nclicks; i++)
         rows[i] = w->clicks[i].row;
+    /* Left out of the answer: every recent click the session store holds (as
+     * avg), not only the ones the user tower reads. */
+    if (rc_session_recent(e->sess, req->user, req->ulen, recent, RC_ARRAY_LEN(recent), &nexcl))
+        nexcl = 0;
+    for (uint32_t i = 0; i < nexcl; i++)
+        excl[i] = recent[i].row;
+    if (!nexcl) { /* offline history only (tower_user_in): its clicks */
+        memcpy(excl, rows, w->nclicks * sizeof *rows);
+        nexcl = w->nclicks;
+    }
     for (uint32_t i = 0; i < nwin; i++)
         ts[i] = w->clicks[first + i].ts_ms;
     /* the avg mode's scope: the city of most of the (decayed) recent click weight */
@@ -638,16 +649,15 @@ int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *
         if (tm)
             tm->query_ns += rc_now_ns() - t0;
         if (rc == 0 && !empty && req->exact)
-            rc = rc_recall_exact(rc_tower_serve_table(b), q, req->k, &mf, rows, w->nclicks, out, n);
+            rc = rc_recall_exact(rc_tower_serve_table(b), q, req->k, &mf, excl, nexcl, out, n);
         else if (rc == 0 && !empty) /* rc_tower_serve_search, with the stages timed */
             rc = rc_recall_search_timed(rc_tower_serve_table(b), rc_tower_serve_index(b), q, req->k,
-                                        cfg_f32(&e->cfg.overfetch), &mf, rows, w->nclicks, out, n,
-                                        tm);
+                                        cfg_f32(&e->cfg.overfetch), &mf, excl, nexcl, out, n, tm);
     }
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) { /* the avg mode's unknown-user answer */
         uint64_t t1 = tm ? rc_now_ns() : 0;
         *fallback = 1;
-        *n = rc__engine_popular(e, &f, rows, w->nclicks, req->k, out);
+        *n = rc__engine_popular(e, &f, excl, nexcl, req->k, out);
         if (tm)
             tm->fallback_ns += rc_now_ns() - t1;
         rc = 0;

@@ -496,3 +496,20 @@ json_t *e2e_api(void *a, const char *req)
     rc_buf_free(&r);
     return j;
 }
+
+void e2e_wait_model_still(const char *sock)
+{
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(300000);
+    for (;;) {
+        json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
+        long long replay = e2e_int(st, "training.replay.pending");
+        long long index = e2e_int(st, "index.pending");
+        json_decref(st);
+        if (replay == 0 && index == 0)
+            return;
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("the model still moves: %lld replays owed, %lld rows pending in the index",
+                     replay, index);
+        usleep(100000);
+    }
+}

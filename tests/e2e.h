@@ -87,6 +87,10 @@ long long e2e_scaled_ms(long long ms);
 /* Waits (<= timeout_ms, scaled) until stats events.consumed >= n; returns the stats. */
 json_t *e2e_wait_consumed(const char *sock, long long n, int timeout_ms);
 
+/* Waits (scaled) until the trainer owes no replays (train.replay_*) and the
+ * index has nothing pending: with no new events, the model no longer moves. */
+void e2e_wait_model_still(const char *sock);
+
 /* Runs a command line with /bin/sh; returns exit status; output to *out (malloc'd). */
 int e2e_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -492,23 +492,6 @@ static size_t overlap(char a[][32], size_t na, char b[][32], size_t nb)
  * newest click: P's recall shares more with similar(B) than with similar(A),
  * Q's the other way round. */
 
-/* Waits until the trainer has done the replays it owes (train.replay_*), so
- * that the model no longer moves. */
-static void wait_replay_idle(const char *sock)
-{
-    long long deadline = e2e_now_ms() + e2e_scaled_ms(300000);
-    for (;;) {
-        json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
-        long long pending = e2e_int(st, "training.replay.pending");
-        json_decref(st);
-        if (pending == 0)
-            return;
-        if (e2e_now_ms() > deadline)
-            RC__FAIL("replay still owes %lld replays", pending);
-        usleep(100000);
-    }
-}
-
 static void check_half_life(const e2e_daemon *d)
 {
     rc_gen *g = make_gen(5, 20000, 0);
@@ -553,7 +536,7 @@ static void check_half_life(const e2e_daemon *d)
              ib.cate, ts + 1000, a, ia.city, ia.cate, ts + 1000 + H);
     kcat_produce(d, lines);
     json_decref(e2e_wait_consumed(d->sock, 20004, 120000));
-    wait_replay_idle(d->sock); /* the model stands still between the recalls below */
+    e2e_wait_model_still(d->sock); /* the model stands still between the recalls below */
 
     enum { K = 30 };
     static char p0[K][32], q0[K][32], p1[K][32], q1[K][32], sa[K][32], sb[K][32];

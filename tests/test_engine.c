@@ -526,6 +526,24 @@ TEST(engine_recall_and_similar_contracts)
         ASSERT(strcmp(id, "i0") && strcmp(id, "i2") && strcmp(id, "i4"));
         ASSERT_STREQ(rc_table_city_name(t, rc_table_city(t, hits[i].row)), "c0");
     }
+    /* the answer leaves out every recent click, not only the query's window:
+     * with recall.window 1 the query is u7's newest click alone, and i0, i2,
+     * i4 are still never recalled */
+    {
+        rc_config c1;
+        small_config(&c1);
+        c1.recall_window = 1;
+        rc_engine *e1 = query_engine(&c1);
+        rc_recall_req q1 = {.user = "u7", .ulen = 2, .k = 40, .global = 1};
+        ASSERT_EQ(rc_engine_recall(e1, &q1, hits, &n, &fb), 0);
+        ASSERT_EQ(fb, 0);
+        ASSERT_EQ(n, 37); /* all 40 items but u7's three */
+        for (uint32_t i = 0; i < n; i++) {
+            const char *id = item_of(e1, hits[i].row);
+            ASSERT(strcmp(id, "i0") && strcmp(id, "i2") && strcmp(id, "i4"));
+        }
+        rc_engine_destroy(e1);
+    }
     /* filters: city c1 only; category k1 with the whole of c0 gives nothing
      * (even items are k0); an unknown city gives nothing */
     q.city = "c1";

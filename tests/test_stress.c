@@ -343,6 +343,7 @@ TEST(stress_1000_clients_garbage_and_slow_readers)
     long long consumed = e2e_int(st, "events.consumed");
     ASSERT_EQ(consumed, 20000);
     json_decref(st);
+    e2e_wait_model_still(d.sock); /* the references must not change under the clients */
     make_references(d.sock);
     long rss0 = rss_kb(d.pid), peak = rss0;
 
