@@ -1006,7 +1006,7 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
         return 0;
     nclicks = user_query(e, req, clicks, rows, ts, w, &f, excl, &nexcl);
     int rc = req->itemknn || req->fused
-                 ? cooc_recall(e, req, &f, rows, w, nclicks, out, n)
+                 ? cooc_recall(e, req, &f, rows, w, nclicks, excl, nexcl, out, n)
                  : recall_clicks(e, req, &f, rows, w, nclicks, excl, nexcl, out, n, t0);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         uint64_t t1 = req->timing ? rc_now_ns() : 0;

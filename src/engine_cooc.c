@@ -63,7 +63,8 @@ static float row_cos(const rc_table *t, const float *q, uint32_t row, uint32_t d
 }
 
 int cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
-                const uint32_t *rows, const float *w, uint32_t nclicks, rc_hit *out, uint32_t *n)
+                const uint32_t *rows, const float *w, uint32_t nclicks, const uint32_t *excl,
+                uint32_t nexcl, rc_hit *out, uint32_t *n)
 {
     struct keep kp = {.t = e->table, .f = f, .size = rc_table_size(e->table)};
     uint32_t k = req->k, dim = e->cfg.dim, ne = 0, nc = 0;
@@ -73,8 +74,8 @@ int cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f
     if (!nclicks)
         return RC_ENOENT;
     if (req->itemknn)
-        return rc_cooc_query(e->cooc, rows, w, nclicks, rows, nclicks, keep_row, &kp, k, out, n,
-                             NULL, 0, NULL);
+        return rc_cooc_query(e->cooc, rows, w, nclicks, excl, nexcl, keep_row, &kp, k, out, n, NULL,
+                             0, NULL);
     /* fused: k candidates of each channel, ranked together (rc_cooc_fuse) */
     rc_hit *emb = malloc(2 * (size_t)k * sizeof *emb), *co = emb ? emb + k : NULL;
     float *q = malloc(dim * sizeof *q), *ecs = malloc(2 * (size_t)k * sizeof *ecs);
@@ -84,13 +85,13 @@ int cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f
         goto out;
     rc = rc_recall_query_vector(e->table, rows, w, nclicks, q);
     if (rc == 0)
-        rc = rc_recall_search(e->table, e->index, q, k, cfg_f32(&e->cfg.overfetch), f, rows,
-                              nclicks, emb, &ne);
+        rc = rc_recall_search(e->table, e->index, q, k, cfg_f32(&e->cfg.overfetch), f, excl, nexcl,
+                              emb, &ne);
     if (rc && rc != RC_ENOENT)
         goto out;
     for (uint32_t i = 0; i < ne; i++)
         erows[i] = emb[i].row;
-    if ((rc = rc_cooc_query(e->cooc, rows, w, nclicks, rows, nclicks, keep_row, &kp, k, co, &nc,
+    if ((rc = rc_cooc_query(e->cooc, rows, w, nclicks, excl, nexcl, keep_row, &kp, k, co, &nc,
                             erows, ne, ecs)))
         goto out;
     float *ces = ecs + k;

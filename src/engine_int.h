@@ -296,10 +296,12 @@ void cooc_free(rc_engine *e);
 /* Trainer: an applied click (not duplicate, not late) and its session's
  * previous clicks, most recent last. */
 void cooc_note(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx, int64_t ts_ms);
-/* Any thread: req->itemknn or req->fused recall from the weighted clicks;
- * RC_ENOENT when it has nothing (the caller falls back to popularity). */
+/* Any thread: req->itemknn or req->fused recall from the weighted clicks,
+ * leaving out excl[0..nexcl) (every recent click of the user); RC_ENOENT when
+ * it has nothing (the caller falls back to popularity). */
 int cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
-                const uint32_t *rows, const float *w, uint32_t nclicks, rc_hit *out, uint32_t *n);
+                const uint32_t *rows, const float *w, uint32_t nclicks, const uint32_t *excl,
+                uint32_t nexcl, rc_hit *out, uint32_t *n);
 void cooc_stats_json(rc_engine *e, rc_buf *o);
 
 #endif
