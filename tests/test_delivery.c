@@ -17,8 +17,9 @@
 #include "e2e.h"
 #include "test.h"
 
-#define WAIT_MS ((int)e2e_scaled_ms(180000)) /* a condition that has not held by then never will   \
-                                              */
+#define WAIT_MS                                                                                    \
+    ((int)e2e_scaled_ms(180000)) /* a condition that has not held by then never will               \
+                                  */
 
 static void ms_sleep(long ms)
 {
