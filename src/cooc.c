@@ -403,28 +403,6 @@ static float *acc_slot(struct acc *h, uint32_t id, int insert)
     return &h->v[i];
 }
 
-static int better(rc_hit a, rc_hit b)
-{
-    return a.score > b.score || (a.score == b.score && a.row < b.row);
-}
-
-static void offer(rc_hit *top, uint32_t *n, uint32_t k, rc_hit x)
-{
-    uint32_t i = *n;
-    if (i == k) {
-        if (!better(x, top[k - 1]))
-            return;
-        i = k - 1;
-    } else {
-        (*n)++;
-    }
-    while (i > 0 && better(x, top[i - 1])) {
-        top[i] = top[i - 1];
-        i--;
-    }
-    top[i] = x;
-}
-
 int rc_cooc_query(rc_cooc *c, const uint32_t *q, const float *w, uint32_t nq,
                   const uint32_t *exclude, uint32_t nex, rc_cooc_keep_fn keep, void *ud, uint32_t k,
                   rc_hit *out, uint32_t *n, const uint32_t *cand, uint32_t ncand, float *cscores)
@@ -490,7 +468,7 @@ int rc_cooc_query(rc_cooc *c, const uint32_t *q, const float *w, uint32_t nq,
             ;
         if (x < nex || (keep && !keep(ud, id)))
             continue;
-        offer(out, n, k, (rc_hit){id, h.v[i]});
+        rc_hit_offer(out, n, k, (rc_hit){id, h.v[i]});
     }
     for (uint32_t i = 0; i < ncand; i++) {
         float *v = acc_slot(&h, cand[i], 0);
@@ -563,8 +541,8 @@ void rc_cooc_fuse(const rc_hit *emb, const float *emb_cs, uint32_t ne, const rc_
             for (uint32_t j = 0; j < nc; j++)
                 if (co[j].row == emb[i].row)
                     cs = co[j].score;
-        offer(out, n, k,
-              (rc_hit){emb[i].row, rc_cooc_fused_score(&nm, weight, cs, emb[i].score, 1)});
+        rc_hit_offer(out, n, k,
+                     (rc_hit){emb[i].row, rc_cooc_fused_score(&nm, weight, cs, emb[i].score, 1)});
     }
     for (uint32_t i = 0; i < nc; i++) {
         uint32_t j;
@@ -572,8 +550,8 @@ void rc_cooc_fuse(const rc_hit *emb, const float *emb_cs, uint32_t ne, const rc_
             ;
         if (j < ne)
             continue; /* scored above, with its own co-occurrence score */
-        offer(out, n, k,
-              (rc_hit){co[i].row, rc_cooc_fused_score(&nm, weight, co[i].score,
-                                                      co_es ? co_es[i] : 0, co_es != NULL)});
+        rc_hit_offer(out, n, k,
+                     (rc_hit){co[i].row, rc_cooc_fused_score(&nm, weight, co[i].score,
+                                                             co_es ? co_es[i] : 0, co_es != NULL)});
     }
 }

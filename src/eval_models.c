@@ -14,48 +14,17 @@
 #define KNN_MAX_SESSION       1000u /* distinct items of a session used for co-occurrence */
 #define NO_ROW                UINT32_MAX
 
-/* ---- top-k selection ---- */
-
-typedef struct scored {
-    uint32_t item;
-    float score;
-} scored;
-
-/* Better = higher score, then lower id (deterministic order). */
-static int better(scored a, scored b)
-{
-    return a.score > b.score || (a.score == b.score && a.item < b.item);
-}
-
-/* Keeps the best k of the items offered in top[0..*n), best first. */
-static void topk_offer(scored *top, uint32_t *n, uint32_t k, scored x)
-{
-    uint32_t i = *n;
-    if (i == k) {
-        if (!better(x, top[k - 1]))
-            return;
-        i = k - 1;
-    } else {
-        (*n)++;
-    }
-    while (i > 0 && better(x, top[i - 1])) {
-        top[i] = top[i - 1];
-        i--;
-    }
-    top[i] = x;
-}
-
 /* ---- item-kNN ---- */
 
 struct rc_eval_knn {
     uint32_t nitems;
-    size_t *nb_off; /* item a's neighbours: nb[nb_off[a] .. nb_off[a+1]) */
-    scored *nb;
+    size_t *nb_off;    /* item a's neighbours: nb[nb_off[a] .. nb_off[a+1]) */
+    rc_hit *nb;        /* row: the neighbour item, score: its cosine */
     float *acc;        /* per item: score of the current prediction */
     uint32_t *stamp;   /* per item: prediction that last wrote acc */
     uint32_t *touched; /* items written by the current prediction */
     uint32_t ntouched, now;
-    scored *top; /* RC_EVAL_K scratch */
+    rc_hit *top; /* RC_EVAL_K scratch */
 };
 
 /* Sessions as distinct-item lists (last KNN_MAX_SESSION distinct), CSR. */
@@ -125,15 +94,15 @@ static int item_sessions(const struct csr *ss, uint32_t nitems, struct csr *out)
     return 0;
 }
 
-static int cmp_scored(const void *a, const void *b)
+static int cmp_hit(const void *a, const void *b)
 {
-    scored x = *(const scored *)a, y = *(const scored *)b;
-    return better(x, y) ? -1 : better(y, x) ? 1 : 0;
+    rc_hit x = *(const rc_hit *)a, y = *(const rc_hit *)b;
+    return rc_hit_better(x, y) ? -1 : rc_hit_better(y, x) ? 1 : 0;
 }
 
 /* Neighbours of item a: co-occurrence counts over its sessions, cosine, best M. */
 static uint32_t neighbours_of(uint32_t a, const struct csr *ss, const struct csr *is, uint32_t *cnt,
-                              uint32_t *touched, scored *buf, uint32_t m)
+                              uint32_t *touched, rc_hit *buf, uint32_t m)
 {
     uint32_t nt = 0;
     double na = (double)(is->off[a + 1] - is->off[a]);
@@ -150,11 +119,11 @@ static uint32_t neighbours_of(uint32_t a, const struct csr *ss, const struct csr
     for (uint32_t i = 0; i < nt; i++) {
         uint32_t b = touched[i];
         double nb = (double)(is->off[b + 1] - is->off[b]);
-        buf[i] = (scored){b, (float)(cnt[b] / sqrt(na * nb))};
+        buf[i] = (rc_hit){b, (float)(cnt[b] / sqrt(na * nb))};
         cnt[b] = 0;
     }
     if (nt > m) {
-        qsort(buf, nt, sizeof *buf, cmp_scored);
+        qsort(buf, nt, sizeof *buf, cmp_hit);
         nt = m;
     }
     return nt;
@@ -164,7 +133,7 @@ static int knn_build(rc_eval_knn *k, const struct csr *ss, const struct csr *is,
 {
     uint32_t n = k->nitems, *cnt = calloc(n + 1, sizeof *cnt),
              *touched = malloc((n + 1) * sizeof *touched);
-    scored *buf = malloc((n + 1) * sizeof *buf);
+    rc_hit *buf = malloc((n + 1) * sizeof *buf);
     size_t cap = 0, used = 0;
     int rc = RC_ENOMEM;
     if (!cnt || !touched || !buf || !(k->nb_off = calloc(n + 1, sizeof *k->nb_off)))
@@ -173,7 +142,7 @@ static int knn_build(rc_eval_knn *k, const struct csr *ss, const struct csr *is,
         uint32_t nt = neighbours_of(a, ss, is, cnt, touched, buf, m);
         if (used + nt > cap) {
             size_t nc = RC_MAX(cap * 2, used + nt + 1024);
-            scored *nb = realloc(k->nb, nc * sizeof *nb);
+            rc_hit *nb = realloc(k->nb, nc * sizeof *nb);
             if (!nb)
                 goto out;
             k->nb = nb;
@@ -258,23 +227,23 @@ static int knn_predict(void *state, const rc_eval_split *s, const rc_eval_pos *p
     kn->ntouched = 0;
     for (uint32_t i = 0; i < p->nq; i++) {
         for (size_t j = kn->nb_off[q[i]]; j < kn->nb_off[q[i] + 1]; j++) {
-            scored nb = kn->nb[j];
-            if (kn->stamp[nb.item] != kn->now) {
-                kn->stamp[nb.item] = kn->now;
-                kn->acc[nb.item] = 0;
-                kn->touched[kn->ntouched++] = nb.item;
+            rc_hit nb = kn->nb[j];
+            if (kn->stamp[nb.row] != kn->now) {
+                kn->stamp[nb.row] = kn->now;
+                kn->acc[nb.row] = 0;
+                kn->touched[kn->ntouched++] = nb.row;
             }
-            kn->acc[nb.item] += nb.score;
+            kn->acc[nb.row] += nb.score;
         }
     }
     *fallback = kn->ntouched == 0;
     for (uint32_t i = 0; i < kn->ntouched; i++) {
         uint32_t it = kn->touched[i];
         if (!excluded(s, p, it))
-            topk_offer(kn->top, &ntop, RC_MIN(k, RC_EVAL_K), (scored){it, kn->acc[it]});
+            rc_hit_offer(kn->top, &ntop, RC_MIN(k, RC_EVAL_K), (rc_hit){it, kn->acc[it]});
     }
     for (uint32_t i = 0; i < ntop; i++)
-        list[i] = kn->top[i].item;
+        list[i] = kn->top[i].row;
     *n = ntop;
     for (uint32_t i = 0; i < ncand; i++)
         scores[i] = kn->stamp[cand[i]] == kn->now ? kn->acc[cand[i]] : 0;

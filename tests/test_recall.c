@@ -264,3 +264,68 @@ TEST(recall_multi_category_refills_short_lists)
     rc_index_destroy(ix);
     rc_table_destroy(t);
 }
+
+static int hit_order(const void *a, const void *b)
+{
+    const rc_hit *x = a, *y = b;
+    return rc_hit_better(*x, *y) ? -1 : rc_hit_better(*y, *x) ? 1 : 0;
+}
+
+TEST(recall_hit_offer_keeps_best_k_with_ties)
+{
+    /* k = 1: a tie goes to the lower row, whichever comes first. */
+    rc_hit top[8];
+    uint32_t n = 0;
+    rc_hit_offer(top, &n, 1, (rc_hit){7, 0.5f});
+    rc_hit_offer(top, &n, 1, (rc_hit){9, 0.5f});
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(top[0].row, 7);
+    rc_hit_offer(top, &n, 1, (rc_hit){3, 0.5f});
+    ASSERT_EQ(top[0].row, 3);
+    rc_hit_offer(top, &n, 1, (rc_hit){20, 0.25f});
+    ASSERT_EQ(top[0].row, 3);
+
+    /* Fewer than k offered: all kept, best first. */
+    n = 0;
+    rc_hit_offer(top, &n, 3, (rc_hit){5, 0.1f});
+    rc_hit_offer(top, &n, 3, (rc_hit){4, 0.9f});
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(top[0].row, 4);
+    ASSERT_EQ(top[1].row, 5);
+    /* The k-th fills the list; then a worse one, or an equal one with a higher
+     * row, leaves it as it is, and an equal one with a lower row replaces the
+     * last. */
+    rc_hit_offer(top, &n, 3, (rc_hit){6, 0.1f});
+    ASSERT_EQ(n, 3);
+    ASSERT_EQ(top[2].row, 6);
+    rc_hit_offer(top, &n, 3, (rc_hit){1, 0.05f});
+    rc_hit_offer(top, &n, 3, (rc_hit){8, 0.1f});
+    ASSERT_EQ(n, 3);
+    ASSERT_EQ(top[0].row, 4);
+    ASSERT_EQ(top[1].row, 5);
+    ASSERT_EQ(top[2].row, 6);
+    rc_hit_offer(top, &n, 3, (rc_hit){2, 0.1f});
+    ASSERT_EQ(top[1].row, 2);
+    ASSERT_EQ(top[2].row, 5);
+
+    /* Against a full sort, with many ties, for every k up to 8 and beyond the
+     * number offered. */
+    uint64_t rng = 12345;
+    for (int round = 0; round < 200; round++) {
+        rc_hit all[12];
+        uint32_t m = 1 + round % 12, k = 1 + (uint32_t)(round / 12) % 8;
+        for (uint32_t i = 0; i < m; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            all[i] = (rc_hit){(uint32_t)(rng >> 33) % 16, (float)((rng >> 20) % 3) * 0.5f};
+        }
+        n = 0;
+        for (uint32_t i = 0; i < m; i++)
+            rc_hit_offer(top, &n, k, all[i]);
+        qsort(all, m, sizeof *all, hit_order);
+        ASSERT_EQ(n, RC_MIN(m, k));
+        for (uint32_t i = 0; i < n; i++) {
+            ASSERT_EQ(top[i].row, all[i].row);
+            ASSERT_DBL_OP(top[i].score, ==, all[i].score);
+        }
+    }
+}

@@ -20,6 +20,33 @@ typedef struct rc_hit {
     float score; /* cosine between the query and the item's current input vector */
 } rc_hit;
 
+/* The order of every top-k list: a higher score first, then the lower row, so
+ * ties come out the same on every run. */
+static inline int rc_hit_better(rc_hit a, rc_hit b)
+{
+    return a.score > b.score || (a.score == b.score && a.row < b.row);
+}
+
+/* Offers x to top[0..*n), the best k so far in rc_hit_better order (k >= 1):
+ * x is inserted at its place while fewer than k are held, else it replaces the
+ * last one when it is better, and is dropped otherwise. */
+static inline void rc_hit_offer(rc_hit *top, uint32_t *n, uint32_t k, rc_hit x)
+{
+    uint32_t i = *n;
+    if (i == k) {
+        if (!rc_hit_better(x, top[k - 1]))
+            return;
+        i = k - 1;
+    } else {
+        (*n)++;
+    }
+    while (i > 0 && rc_hit_better(x, top[i - 1])) {
+        top[i] = top[i - 1];
+        i--;
+    }
+    top[i] = x;
+}
+
 /* q[dim] = mean of the L2-normalised input vectors of rows[0..n), weighted by
  * w[i] when w is non-NULL; then normalised. Returns 0, or RC_ENOENT when n == 0
  * or every vector is zero. */
