@@ -25,16 +25,6 @@
 
 /* ---- the channel from the training sessions ---- */
 
-static int by_time(const void *a, const void *b, void *ud)
-{
-    const rc_clicklog *log = ud;
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    int64_t tx = log->recs[x].ts_ms, ty = log->recs[y].ts_ms;
-    if (tx != ty)
-        return tx < ty ? -1 : 1;
-    return (x > y) - (x < y);
-}
-
 static int cooc_build(const rc_eval_split *s, rc_cooc **out, char *eb, size_t el)
 {
     const rc_clicklog *log = s->log;
@@ -62,7 +52,7 @@ static int cooc_build(const rc_eval_split *s, rc_cooc **out, char *eb, size_t el
             for (size_t i = log->sess_off[ss]; i < log->sess_off[ss + 1] && n < s->train_clicks;
                  i++)
                 order[n++] = i;
-    qsort_r(order, n, sizeof *order, by_time, (void *)log);
+    qsort_r(order, n, sizeof *order, rc__eval_by_time, (void *)log);
     for (size_t j = 0; j < n; j++) {
         size_t i = order[j], start = log->sess_off[log->recs[i].session];
         uint32_t m = 0;
@@ -186,28 +176,6 @@ static void fused_free(struct fused *f)
 
 /* ---- methods ---- */
 
-static int score_all(const rc_eval_env *env, const rc_eval_predictor *pr, rc_eval_report *rep,
-                     char *eb, size_t el)
-{
-    const rc_eval_split *s = env->split;
-    rc_eval_acc own, *acc = env->acc;
-    int rc;
-    if (!acc) {
-        if (rc_eval_acc_init(&own, s->nitems))
-            return rc_err(eb, el, RC_ENOMEM, "eval: out of memory");
-        own.slices = env->slices;
-        acc = &own;
-    }
-    rc = rc_eval_predict_all(s, pr, acc);
-    if (rc)
-        rc_err(eb, el, rc, "eval: prediction failed: %s", rc_strerror(rc));
-    else
-        rc__eval_acc_report(acc, s, rep);
-    if (acc == &own)
-        rc_eval_acc_free(&own);
-    return rc;
-}
-
 int rc__eval_run_itemknn_live(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
 {
     struct knn_live *kl = calloc(1, sizeof *kl);
@@ -216,7 +184,7 @@ int rc__eval_run_itemknn_live(rc_eval_env *env, rc_eval_report *rep, char *eb, s
     if (!kl)
         return rc_err(eb, el, RC_ENOMEM, "itemknn-live: out of memory");
     if (!(rc = cooc_build(env->split, &kl->c, eb, el)))
-        rc = score_all(env, &pr, rep, eb, el);
+        rc = rc__eval_score_all(env, &pr, "eval", rep, eb, el);
     rc_cooc_destroy(kl->c);
     free(kl);
     return rc;
@@ -321,7 +289,7 @@ int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t e
     if ((rc = rc_eval_train_model(env, &o, &t, &ix, eb, el)) ||
         (rc = fused_init(f, env->split, t, ix, env->overfetch, weight, eb, el)))
         goto out;
-    rc = score_all(env, &pr, rep, eb, el);
+    rc = rc__eval_score_all(env, &pr, "eval", rep, eb, el);
 out:
     fused_free(f);
     free(f);

@@ -15,6 +15,15 @@ int rc__eval_run_tower_all(rc_eval_env *env, rc_eval_report *rep, char *eb, size
 int rc__eval_run_itemknn_live(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
 int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
 
+/* Runs predictor pr over every prediction of env->split into rep->m (and
+ * rep->slice with env->slices), accumulating into env->acc when set, else
+ * into an accumulator of its own. Errors are prefixed with what. */
+int rc__eval_score_all(const rc_eval_env *env, const rc_eval_predictor *pr, const char *what,
+                       rc_eval_report *rep, char *eb, size_t el);
+
+/* qsort_r order of record indices of the clicklog ud: by time, then index. */
+int rc__eval_by_time(const void *a, const void *b, void *ud);
+
 /* A method's pass is over: rep->m, and rep->slice when a had slice masks
  * (the env's: a->slices = env->slices after rc_eval_acc_init). */
 void rc__eval_acc_report(const rc_eval_acc *a, const rc_eval_split *s, rc_eval_report *rep);

@@ -43,18 +43,17 @@ static int pass_acc(const rc_eval_env *env, rc_eval_acc *own, rc_eval_acc **a)
     return 0;
 }
 
-/* Runs predictor pr over every prediction of the env's split into rep. */
-static int score_all(const rc_eval_env *env, const rc_eval_predictor *pr, rc_eval_report *rep,
-                     char *eb, size_t el)
+int rc__eval_score_all(const rc_eval_env *env, const rc_eval_predictor *pr, const char *what,
+                       rc_eval_report *rep, char *eb, size_t el)
 {
     const rc_eval_split *s = env->split;
     rc_eval_acc own, *acc;
     int rc = pass_acc(env, &own, &acc);
     if (rc)
-        return rc_err(eb, el, rc, "eval: out of memory");
+        return rc_err(eb, el, rc, "%s: out of memory", what);
     rc = rc_eval_predict_all(s, pr, acc);
     if (rc)
-        rc_err(eb, el, rc, "eval: prediction failed: %s", rc_strerror(rc));
+        rc_err(eb, el, rc, "%s: prediction failed: %s", what, rc_strerror(rc));
     else
         rc__eval_acc_report(acc, s, rep);
     if (acc == &own)
@@ -66,7 +65,7 @@ static int run_popularity(rc_eval_env *env, rc_eval_report *rep, char *eb, size_
 {
     rc_eval_predictor pr;
     rc_eval_popularity(env->split, &pr);
-    return score_all(env, &pr, rep, eb, el);
+    return rc__eval_score_all(env, &pr, "eval", rep, eb, el);
 }
 
 static int run_itemknn(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
@@ -77,7 +76,7 @@ static int run_itemknn(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t e
     if (rc)
         return rc;
     rc_eval_knn_predictor(k, &pr);
-    rc = score_all(env, &pr, rep, eb, el);
+    rc = rc__eval_score_all(env, &pr, "eval", rep, eb, el);
     rc_eval_knn_destroy(k);
     return rc;
 }
@@ -162,7 +161,7 @@ static int run_batch_mc(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode
         goto out;
     }
     rc_eval_embed_predictor(em, &pr);
-    if ((rc = score_all(env, &pr, rep, eb, el)))
+    if ((rc = rc__eval_score_all(env, &pr, "eval", rep, eb, el)))
         goto out;
     if (mode == RC_SGNS_SKIPGRAM && !multi_category) {
         env->have_sgns = 1;
@@ -212,7 +211,7 @@ struct replay {
     uint32_t *split_of; /* per record with a prediction: the split it belongs to */
 };
 
-static int by_time(const void *a, const void *b, void *ud)
+int rc__eval_by_time(const void *a, const void *b, void *ud)
 {
     const rc_clicklog *log = ud;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
@@ -243,7 +242,7 @@ static int replay_build(const rc_eval_split *const *sp, size_t n, int warm, stru
         for (size_t i = log->sess_off[ss]; i < log->sess_off[ss + 1]; i++)
             r->order[r->n++] = i;
     }
-    qsort_r(r->order, r->n, sizeof *r->order, by_time, (void *)log);
+    qsort_r(r->order, r->n, sizeof *r->order, rc__eval_by_time, (void *)log);
     for (size_t k = 0; k < n; k++)
         for (size_t p = 0; p < sp[k]->npos; p++) {
             size_t i = log->sess_off[sp[k]->pos[p].session] + sp[k]->pos[p].t;

@@ -113,28 +113,20 @@ static int score(rc_eval_env *env, const rc_tower_model *m, const rc_tower_histo
     rc_index *ix = NULL;
     rc_eval_embed *em = NULL;
     rc_eval_predictor pr;
-    rc_eval_acc acc = {0};
     int rc;
     if ((rc = item_table(env, m, h, &t, eb, el)) || (rc = rc_eval_index_build(t, &ix, eb, el)))
         goto out;
     tq.clicks = malloc(cfg->max_clicks * sizeof *tq.clicks);
     tq.ts = malloc(cfg->max_clicks * sizeof *tq.ts);
     if (!tq.clicks || !tq.ts || rc_tower_work_create(m, &tq.w) ||
-        rc_eval_embed_create(env->split, t, ix, env->overfetch, &em) ||
-        rc_eval_acc_init(&acc, env->split->nitems)) {
+        rc_eval_embed_create(env->split, t, ix, env->overfetch, &em)) {
         rc = rc_err(eb, el, RC_ENOMEM, "two_tower: out of memory");
         goto out;
     }
-    acc.slices = env->slices;
     rc_eval_embed_query(em, tt_query, &tq);
     rc_eval_embed_predictor(em, &pr);
-    if ((rc = rc_eval_predict_all(env->split, &pr, &acc))) {
-        rc_err(eb, el, rc, "two_tower: prediction failed: %s", rc_strerror(rc));
-        goto out;
-    }
-    rc__eval_acc_report(&acc, env->split, rep);
+    rc = rc__eval_score_all(env, &pr, "two_tower", rep, eb, el);
 out:
-    rc_eval_acc_free(&acc);
     rc_eval_embed_destroy(em);
     rc_tower_work_destroy(tq.w);
     free(tq.clicks);
