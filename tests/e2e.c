@@ -469,6 +469,53 @@ rc_engine *e2e_engine_offline(const rc_config *c)
     return e;
 }
 
+rc_engine *e2e_engine_threaded(const rc_config *c, uv_loop_t *loop, rc_engine_done_cb done,
+                               void *ud)
+{
+    rc_engine *e = NULL;
+    char err[512];
+    ASSERT_EQ(uv_loop_init(loop), 0);
+    if (rc_engine_create(c, loop, done, ud, &e, err, sizeof err))
+        RC__FAIL("rc_engine_create: %s", err);
+    return e;
+}
+
+void e2e_engine_threaded_close(rc_engine *e, uv_loop_t *loop)
+{
+    rc_engine_destroy(e);
+    ASSERT_EQ(uv_run(loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(loop), 0);
+}
+
+void e2e_loop_until(uv_loop_t *loop, int (*cond)(void *ud), void *ud, int timeout_ms,
+                    const char *what)
+{
+    long long limit = e2e_scaled_ms(timeout_ms), t0 = now_ms();
+    while (!cond(ud)) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (now_ms() - t0 > limit)
+            RC__FAIL("%s: not after %lld ms", what, limit);
+        usleep(2000);
+    }
+}
+
+void e2e_engine_click(rc_engine *e, const char *user, const char *item, const char *city,
+                      const char *cate, int64_t ts)
+{
+    ASSERT_EQ(rc_engine_apply_click(e, user, strlen(user), item, strlen(item), city, strlen(city),
+                                    cate, strlen(cate), ts),
+              0);
+}
+
+const char *e2e_engine_item(rc_engine *e, uint32_t row)
+{
+    static _Thread_local char id[RC_ID_MAX + 1];
+    size_t len;
+    const char *p = rc_table_item_id(rc_engine_table(e), row, &len);
+    snprintf(id, sizeof id, "%.*s", (int)len, p);
+    return id;
+}
+
 json_t *e2e_engine_stats(rc_engine *e)
 {
     rc_buf b;

@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <uv.h>
+
+#include "recalld/engine.h"
 
 typedef struct e2e_daemon {
     pid_t pid;
@@ -100,11 +103,26 @@ void e2e_kcat(const e2e_daemon *d, const char *path);
 
 /* ---- in process: the engine and the request handler without the daemon ---- */
 
-typedef struct rc_engine rc_engine;
-typedef struct rc_config rc_config;
 /* An engine without loop or Kafka (every call applies at once); fails the
  * test when it cannot be created. Caller frees with rc_engine_destroy. */
 rc_engine *e2e_engine_offline(const rc_config *c);
+/* An engine with its decoder and trainer threads: initialises *loop and
+ * creates the engine on it (done(ud, ...) on the loop thread, may be NULL);
+ * fails the test when either fails. Close with e2e_engine_threaded_close. */
+rc_engine *e2e_engine_threaded(const rc_config *c, uv_loop_t *loop, rc_engine_done_cb done,
+                               void *ud);
+/* Destroys e, runs its loop until every handle is closed and closes the loop. */
+void e2e_engine_threaded_close(rc_engine *e, uv_loop_t *loop);
+/* Runs loop without blocking (2 ms naps between rounds) until cond(ud) holds;
+ * fails the test naming what after timeout_ms (scaled). */
+void e2e_loop_until(uv_loop_t *loop, int (*cond)(void *ud), void *ud, int timeout_ms,
+                    const char *what);
+/* rc_engine_apply_click with C strings; fails the test unless it is applied. */
+void e2e_engine_click(rc_engine *e, const char *user, const char *item, const char *city,
+                      const char *cate, int64_t ts);
+/* The item id of row `row` of e's table, NUL-terminated (a buffer of the
+ * calling thread, overwritten by the next call). */
+const char *e2e_engine_item(rc_engine *e, uint32_t row);
 /* rc_engine_stats_json as a JSON object (caller decrefs); fails on bad JSON. */
 json_t *e2e_engine_stats(rc_engine *e);
 /* One request line through rc_api_handle (what a socket worker runs; a is an

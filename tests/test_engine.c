@@ -25,8 +25,9 @@
 #include "test.h"
 #include "tower_stream.h"
 
-#define WAIT_MS ((int)e2e_scaled_ms(120000)) /* RC_TEST_TIME_SCALE: longer under TSan */
-#define T0      1700000000000LL
+#define PATIENCE_MS 120000 /* scaled by the e2e waits (RC_TEST_TIME_SCALE: longer under TSan) */
+#define WAIT_MS     ((int)e2e_scaled_ms(PATIENCE_MS))
+#define T0          1700000000000LL
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -80,7 +81,7 @@ static int tasks_at_nice(int nice)
  * writer add it to their nice value (request workers keep theirs). */
 TEST(engine_background_threads_are_niced)
 {
-    char dir[64], err[256];
+    char dir[64];
     rc_config c;
     dir_config(&c, dir, 8);
     errno = 0;
@@ -92,11 +93,8 @@ TEST(engine_background_threads_are_niced)
     }
     c.background_nice = 7;
     ASSERT_EQ(tasks_at_nice(base + 7), 0);
-    rc_engine *e = NULL;
     uv_loop_t loop;
-    ASSERT_EQ(uv_loop_init(&loop), 0);
-    if (rc_engine_create(&c, &loop, NULL, NULL, &e, err, sizeof err))
-        RC__FAIL("rc_engine_create: %s", err);
+    rc_engine *e = e2e_engine_threaded(&c, &loop, NULL, NULL);
     long long t0 = e2e_now_ms();
     while (tasks_at_nice(base + 7) < 3) { /* decoder, trainer, checkpoint writer */
         if (e2e_now_ms() - t0 > WAIT_MS)
@@ -105,9 +103,7 @@ TEST(engine_background_threads_are_niced)
         usleep(2000);
     }
     ASSERT_EQ(getpriority(PRIO_PROCESS, 0), base); /* this thread (and the process) keep theirs */
-    rc_engine_destroy(e);
-    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    ASSERT_EQ(uv_loop_close(&loop), 0);
+    e2e_engine_threaded_close(e, &loop);
     e2e_sh(NULL, "rm -rf %s", dir);
 }
 
@@ -348,20 +344,23 @@ TEST(engine_batch_reports_refused_events_with_position)
 /* stats.memory.snapshot_bytes: what the checkpoint's copy holds now. */
 static long long snapshot_bytes(rc_engine *e)
 {
-    rc_buf b;
-    rc_buf_init(&b, 0);
-    rc_buf_puts(&b, "{");
-    rc_engine_stats_json(e, &b);
-    rc_buf_puts(&b, "}");
-    json_error_t je;
-    json_t *j = json_loads(b.data, 0, &je);
-    rc_buf_free(&b);
-    ASSERT(j != NULL);
-    json_t *v = json_object_get(json_object_get(j, "memory"), "snapshot_bytes");
-    ASSERT(json_is_integer(v));
-    long long n = json_integer_value(v);
-    json_decref(j);
+    json_t *st = e2e_engine_stats(e);
+    long long n = e2e_int(st, "memory.snapshot_bytes");
+    json_decref(st);
+    ASSERT_GE(n, 0);
     return n;
+}
+
+/* Loop conditions of the threaded tests: s->batches and s->ckpts reached. */
+typedef struct until_seen {
+    const seen *s;
+    unsigned batches, ckpts;
+} until_seen;
+
+static int seen_reached(void *ud)
+{
+    const until_seen *u = ud;
+    return u->s->batches >= u->batches && u->s->ckpts >= u->ckpts;
 }
 
 /* engine.h pipeline: with pipeline.queue_batches batches in flight
@@ -373,16 +372,13 @@ static long long snapshot_bytes(rc_engine *e)
  * is `unchanged` and not rewritten. */
 TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
 {
-    char dir[64], err[256], line[256];
+    char dir[64], line[256];
     rc_config c;
     dir_config(&c, dir, 8);
     c.queue_batches = 2;
     uv_loop_t loop;
-    ASSERT_EQ(uv_loop_init(&loop), 0);
     seen s = {.thread = pthread_self()};
-    rc_engine *e = NULL;
-    if (rc_engine_create(&c, &loop, on_done, &s, &e, err, sizeof err))
-        RC__FAIL("rc_engine_create: %s", err);
+    rc_engine *e = e2e_engine_threaded(&c, &loop, on_done, &s);
     rc_engine_set_checkpoint_cb(e, on_checkpoint, &s);
     rc_batch *b1 = rc_engine_batch_get(e), *b2 = rc_engine_batch_get(e);
     ASSERT(b1 != NULL && b2 != NULL);
@@ -401,13 +397,8 @@ TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
     uint64_t ticket = 0;
     ASSERT_EQ(rc_engine_checkpoint(e, 1, &ticket), 0);
     ASSERT_EQ(ticket, 2);
-    long long t0 = e2e_now_ms();
-    while (s.batches < 2 || s.ckpts < 1) {
-        uv_run(&loop, UV_RUN_NOWAIT);
-        if (e2e_now_ms() - t0 > WAIT_MS)
-            RC__FAIL("after %d ms: %u batches done, %u checkpoints", WAIT_MS, s.batches, s.ckpts);
-        usleep(2000);
-    }
+    e2e_loop_until(&loop, seen_reached, &(until_seen){&s, 2, 1}, PATIENCE_MS,
+                   "2 batches done and a checkpoint");
     ASSERT_EQ(s.other_thread, 0);
     ASSERT_EQ(s.n, 1);
     ASSERT_EQ(s.reason[0], RC_EV_NOT_OBJECT);
@@ -423,20 +414,12 @@ TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
     ASSERT_EQ(snapshot_bytes(e), 1 << 20);
     uint64_t seq = s.ck.seq;
     ASSERT_EQ(rc_engine_checkpoint(e, 0, NULL), 0); /* nothing new: not rewritten */
-    t0 = e2e_now_ms();
-    while (s.ckpts < 2) {
-        uv_run(&loop, UV_RUN_NOWAIT);
-        if (e2e_now_ms() - t0 > WAIT_MS)
-            RC__FAIL("second checkpoint: no result after %d ms", WAIT_MS);
-        usleep(2000);
-    }
+    e2e_loop_until(&loop, seen_reached, &(until_seen){&s, 0, 2}, PATIENCE_MS, "second checkpoint");
     ASSERT_EQ(s.ck.rc, 0);
     ASSERT_EQ(s.ck.unchanged, 1);
     ASSERT_EQ(s.ck.bytes, 0);
     ASSERT_EQ(s.ck.seq, seq);
-    rc_engine_destroy(e);
-    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    ASSERT_EQ(uv_loop_close(&loop), 0);
+    e2e_engine_threaded_close(e, &loop);
     seen_free(&s);
 
     /* A new engine on the directory starts from there. */
@@ -474,15 +457,6 @@ static rc_engine *query_engine(rc_config *c)
     return e;
 }
 
-static const char *item_of(rc_engine *e, uint32_t row)
-{
-    static _Thread_local char id[64];
-    size_t len;
-    const char *p = rc_table_item_id(rc_engine_table(e), row, &len);
-    snprintf(id, sizeof id, "%.*s", (int)len, p);
-    return id;
-}
-
 /* engine.h rc_engine_recall / rc_engine_similar / rc_engine_user_clicks:
  * k out of 1..recall.k_max is RC_EINVAL (and rc_engine_reload moves the
  * limit); an unknown user gets the popular items, most clicked first, scored
@@ -513,7 +487,7 @@ TEST(engine_recall_and_similar_contracts)
         if (i)
             ASSERT_GE(hits[i - 1].score, hits[i].score);
     }
-    ASSERT_STREQ(item_of(e, hits[0].row), "i4"); /* 5 clicks (i % 5 == 4) and u7's */
+    ASSERT_STREQ(e2e_engine_item(e, hits[0].row), "i4"); /* 5 clicks (i % 5 == 4) and u7's */
     ASSERT_NEAR(hits[0].score, 6, 0);
 
     /* known user: none of i0, i2, i4; all in its main city c0 (recall.scope) */
@@ -522,7 +496,7 @@ TEST(engine_recall_and_similar_contracts)
     ASSERT_EQ(fb, 0);
     ASSERT_EQ(n, 10);
     for (uint32_t i = 0; i < n; i++) {
-        const char *id = item_of(e, hits[i].row);
+        const char *id = e2e_engine_item(e, hits[i].row);
         ASSERT(strcmp(id, "i0") && strcmp(id, "i2") && strcmp(id, "i4"));
         ASSERT_STREQ(rc_table_city_name(t, rc_table_city(t, hits[i].row)), "c0");
     }
@@ -539,7 +513,7 @@ TEST(engine_recall_and_similar_contracts)
         ASSERT_EQ(fb, 0);
         ASSERT_EQ(n, 37); /* all 40 items but u7's three */
         for (uint32_t i = 0; i < n; i++) {
-            const char *id = item_of(e1, hits[i].row);
+            const char *id = e2e_engine_item(e1, hits[i].row);
             ASSERT(strcmp(id, "i0") && strcmp(id, "i2") && strcmp(id, "i4"));
         }
         rc_engine_destroy(e1);
@@ -569,15 +543,15 @@ TEST(engine_recall_and_similar_contracts)
     ASSERT_EQ(rc_engine_similar(e, "i3", 2, 7, hits, &n), 0);
     ASSERT_EQ(n, 7);
     for (uint32_t i = 0; i < n; i++)
-        ASSERT(strcmp(item_of(e, hits[i].row), "i3") != 0);
+        ASSERT(strcmp(e2e_engine_item(e, hits[i].row), "i3") != 0);
 
     /* user clicks, oldest first */
     uint32_t rows[8];
     int64_t ts[8];
     ASSERT_EQ(rc_engine_user_clicks(e, "u7", 2, rows, ts, 8, &n), 0);
     ASSERT_EQ(n, 3);
-    ASSERT_STREQ(item_of(e, rows[0]), "i0");
-    ASSERT_STREQ(item_of(e, rows[2]), "i4");
+    ASSERT_STREQ(e2e_engine_item(e, rows[0]), "i0");
+    ASSERT_STREQ(e2e_engine_item(e, rows[2]), "i4");
     ASSERT_LT(ts[0], ts[2]);
     ASSERT(rc_engine_user_clicks(e, "nobody", 6, rows, ts, 8, &n) != 0);
 
@@ -656,16 +630,13 @@ static void table_copy_free(table_copy *s)
  * restores what the checkpoints hold. */
 TEST(engine_checkpoint_without_copy)
 {
-    char dir[64], err[256], line[256];
+    char dir[64], line[256];
     rc_config c;
     dir_config(&c, dir, 8);
     c.ckpt_copy = 0;
     uv_loop_t loop;
-    ASSERT_EQ(uv_loop_init(&loop), 0);
     seen s = {.thread = pthread_self()};
-    rc_engine *e = NULL;
-    if (rc_engine_create(&c, &loop, on_done, &s, &e, err, sizeof err))
-        RC__FAIL("rc_engine_create: %s", err);
+    rc_engine *e = e2e_engine_threaded(&c, &loop, on_done, &s);
     rc_engine_set_checkpoint_cb(e, on_checkpoint, &s);
     for (int round = 0; round < 2; round++) {
         rc_batch *b = rc_engine_batch_get(e);
@@ -676,22 +647,16 @@ TEST(engine_checkpoint_without_copy)
         }
         rc_engine_submit(e, b);
         ASSERT_EQ(rc_engine_checkpoint(e, 1, NULL), 0);
-        long long t0 = e2e_now_ms();
-        while (s.batches < (unsigned)round + 1 || s.ckpts < (unsigned)round + 1) {
-            uv_run(&loop, UV_RUN_NOWAIT);
-            if (e2e_now_ms() - t0 > WAIT_MS)
-                RC__FAIL("round %d: %u batches, %u checkpoints", round, s.batches, s.ckpts);
-            usleep(2000);
-        }
+        e2e_loop_until(&loop, seen_reached,
+                       &(until_seen){&s, (unsigned)round + 1, (unsigned)round + 1}, PATIENCE_MS,
+                       round ? "second batch and checkpoint" : "first batch and checkpoint");
         ASSERT_EQ(s.ck.rc, 0);
         ASSERT_EQ(s.ck.unchanged, 0);
         ASSERT_EQ(s.ck.applied, (uint64_t)(round + 1) * 4);
         ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, s.ck.n, 0), (round + 1) * 4);
         ASSERT_EQ(snapshot_bytes(e), 1 << 20);
     }
-    rc_engine_destroy(e);
-    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    ASSERT_EQ(uv_loop_close(&loop), 0);
+    e2e_engine_threaded_close(e, &loop);
     seen_free(&s);
     e = e2e_engine_offline(&c);
     ASSERT_EQ(rc_engine_applied(e), 8);
@@ -756,7 +721,7 @@ TEST(engine_checkpoint_now_round_trip)
     ASSERT_EQ(rc_engine_similar(e, "i5", 2, 10, h0, &n0), 0);
     char want[10][64];
     for (uint32_t i = 0; i < n0; i++)
-        snprintf(want[i], sizeof want[i], "%s", item_of(e, h0[i].row));
+        snprintf(want[i], sizeof want[i], "%s", e2e_engine_item(e, h0[i].row));
     rc_engine_destroy(e);
 
     e = e2e_engine_offline(&c);
@@ -776,7 +741,7 @@ TEST(engine_checkpoint_now_round_trip)
     ASSERT_EQ(rc_engine_similar(e, "i5", 2, 10, h1, &n1), 0);
     ASSERT_EQ(n1, n0);
     for (uint32_t i = 0; i < n1; i++)
-        ASSERT_STREQ(item_of(e, h1[i].row), want[i]);
+        ASSERT_STREQ(e2e_engine_item(e, h1[i].row), want[i]);
     json_t *st = e2e_engine_stats(e);
     ASSERT_EQ(e2e_int(st, "checkpoint.restored_seq"), (long long)seq);
     json_decref(st);

@@ -41,14 +41,6 @@
 
 static rc_engine *offline(const rc_config *c) { return e2e_engine_offline(c); }
 
-static void click(rc_engine *e, const char *user, const char *item, const char *city,
-                  const char *cate, int64_t ts)
-{
-    ASSERT_EQ(rc_engine_apply_click(e, user, strlen(user), item, strlen(item), city, strlen(city),
-                                    cate, strlen(cate), ts),
-              0);
-}
-
 static json_t *engine_stats(rc_engine *e) { return e2e_engine_stats(e); }
 
 static long long engine_stat(rc_engine *e, const char *path)
@@ -165,20 +157,20 @@ TEST(promises_engine_duplicate_late_reordered)
     c.gap_ms = MIN_MS; /* one minute */
     rc_engine *e = offline(&c);
     const int64_t T = 1700000000000LL;
-    click(e, "u1", "i1", "c0", "k0", T);
-    click(e, "u1", "i2", "c0", "k0", T + 1000);
-    click(e, "u1", "i3", "c0", "k0", T + 2000);
+    e2e_engine_click(e, "u1", "i1", "c0", "k0", T);
+    e2e_engine_click(e, "u1", "i2", "c0", "k0", T + 1000);
+    e2e_engine_click(e, "u1", "i3", "c0", "k0", T + 2000);
     ASSERT_EQ(engine_stat(e, "events.applied"), 3);
     long long pairs0 = engine_stat(e, "training.pairs");
     ASSERT_GT(pairs0, 0);
 
     snap s;
     snap_take(e, &s);
-    click(e, "u1", "i2", "c0", "k0", T + 1000); /* duplicate */
+    e2e_engine_click(e, "u1", "i2", "c0", "k0", T + 1000); /* duplicate */
     snap_same(e, &s);
     ASSERT_EQ(engine_stat(e, "events.duplicates"), 1);
     ASSERT_EQ(engine_stat(e, "events.applied"), 4);
-    click(e, "u1", "i1", "c0", "k0", T - c.gap_ms - 1000); /* late: before start - gap */
+    e2e_engine_click(e, "u1", "i1", "c0", "k0", T - c.gap_ms - 1000); /* late: before start - gap */
     snap_same(e, &s);
     ASSERT_EQ(engine_stat(e, "events.late"), 1);
     ASSERT_EQ(engine_stat(e, "events.applied"), 5);
@@ -190,13 +182,13 @@ TEST(promises_engine_duplicate_late_reordered)
      * against i1 and i2 (the clicks before it). */
     uint32_t i2 = row_of(e, "i2");
     uint32_t cnt2 = rc_table_count(rc_engine_table(e), i2);
-    click(e, "u1", "i4", "c0", "k0", T + 1500);
+    e2e_engine_click(e, "u1", "i4", "c0", "k0", T + 1500);
     ASSERT_EQ(engine_stat(e, "events.reordered"), 1);
     ASSERT_EQ(rc_table_count(rc_engine_table(e), row_of(e, "i4")), 1);
     ASSERT_GT(engine_stat(e, "training.pairs"), pairs0);
     ASSERT_EQ(rc_table_count(rc_engine_table(e), i2), cnt2);
     /* Half a gap before the session's start: still reordered, counted. */
-    click(e, "u1", "i5", "c0", "k0", T - c.gap_ms / 2);
+    e2e_engine_click(e, "u1", "i5", "c0", "k0", T - c.gap_ms / 2);
     ASSERT_EQ(engine_stat(e, "events.reordered"), 2);
     ASSERT_EQ(engine_stat(e, "events.late"), 1);
     ASSERT_EQ(rc_table_count(rc_engine_table(e), row_of(e, "i5")), 1);
@@ -243,14 +235,14 @@ TEST(promises_engine_users_lru_and_ttl)
     c.max_users = 2;
     rc_engine *e = offline(&c);
     const int64_t T = rc_wall_ms() - 3600 * 1000LL;
-    click(e, "ua", "i1", "c0", "k0", T);
-    click(e, "ub", "i2", "c0", "k0", T + 1);
-    click(e, "uc", "i3", "c0", "k0", T + 2); /* ua is the least recently active */
+    e2e_engine_click(e, "ua", "i1", "c0", "k0", T);
+    e2e_engine_click(e, "ub", "i2", "c0", "k0", T + 1);
+    e2e_engine_click(e, "uc", "i3", "c0", "k0", T + 2); /* ua is the least recently active */
     ASSERT_EQ(engine_stat(e, "users.evicted_lru"), 1);
     ASSERT(!user_held(e, "ua"));
     ASSERT(user_held(e, "ub") && user_held(e, "uc"));
-    click(e, "ub", "i4", "c0", "k0", T + 3); /* now uc is */
-    click(e, "ud", "i5", "c0", "k0", T + 4);
+    e2e_engine_click(e, "ub", "i4", "c0", "k0", T + 3); /* now uc is */
+    e2e_engine_click(e, "ud", "i5", "c0", "k0", T + 4);
     ASSERT_EQ(engine_stat(e, "users.evicted_lru"), 2);
     ASSERT(!user_held(e, "uc"));
     ASSERT(user_held(e, "ub") && user_held(e, "ud"));
@@ -262,9 +254,9 @@ TEST(promises_engine_users_lru_and_ttl)
     c.dim = 16;
     c.ttl_ms = MIN_MS;
     e = offline(&c);
-    click(e, "ua", "i1", "c0", "k0", T);
-    click(e, "ub", "i2", "c0", "k0", T + 30000);
-    click(e, "uc", "i3", "c0", "k0", T + 90000); /* clock T+90s: ua idle 90 s, ub 60 s */
+    e2e_engine_click(e, "ua", "i1", "c0", "k0", T);
+    e2e_engine_click(e, "ub", "i2", "c0", "k0", T + 30000);
+    e2e_engine_click(e, "uc", "i3", "c0", "k0", T + 90000); /* clock T+90s: ua idle 90 s, ub 60 s */
     flush_until(e, "users.expired_ttl", 1);
     ASSERT_EQ(engine_stat(e, "users.expired_ttl"), 1);
     ASSERT_EQ(engine_stat(e, "users.evicted_lru"), 0);
@@ -295,9 +287,9 @@ static long long clock_case(int64_t ttl_ms)
     c.ttl_ms = ttl_ms;
     rc_engine *e = offline(&c);
     int64_t now = rc_wall_ms();
-    click(e, "witness", "i0", "c0", "k0", now - 24 * 3600 * 1000LL);
-    click(e, "now", "i1", "c0", "k0", now);
-    click(e, "future", "i2", "c0", "k0", now + 10 * 365 * 24 * 3600 * 1000LL);
+    e2e_engine_click(e, "witness", "i0", "c0", "k0", now - 24 * 3600 * 1000LL);
+    e2e_engine_click(e, "now", "i1", "c0", "k0", now);
+    e2e_engine_click(e, "future", "i2", "c0", "k0", now + 10 * 365 * 24 * 3600 * 1000LL);
     ASSERT_EQ(engine_stat(e, "events.max_ts"), now + 10 * 365 * 24 * 3600 * 1000LL);
     flush_until(e, "users.expired_ttl", 1);
     ASSERT(!user_held(e, "witness"));
@@ -404,14 +396,14 @@ static rc_engine *scope_engine(rc_config *c)
     const int64_t T = 1700000000000LL;
     for (int i = 0; i < 10; i++) {
         snprintf(item, sizeof item, "a%d", i);
-        click(e, "xa", item, "c0", "k0", T + i * 1000);
+        e2e_engine_click(e, "xa", item, "c0", "k0", T + i * 1000);
         snprintf(item, sizeof item, "b%d", i);
-        click(e, "xb", item, "c1", "k0", T + i * 1000);
+        e2e_engine_click(e, "xb", item, "c1", "k0", T + i * 1000);
     }
-    click(e, "u", "a0", "c0", "k0", T + 20000);
-    click(e, "u", "a1", "c0", "k0", T + 21000);
-    click(e, "u", "b0", "c1", "k0", T + 22000);
-    click(e, "u", "a2", "c0", "k0", T + 23000);
+    e2e_engine_click(e, "u", "a0", "c0", "k0", T + 20000);
+    e2e_engine_click(e, "u", "a1", "c0", "k0", T + 21000);
+    e2e_engine_click(e, "u", "b0", "c1", "k0", T + 22000);
+    e2e_engine_click(e, "u", "a2", "c0", "k0", T + 23000);
     rc_engine_flush_index(e);
     return e;
 }
@@ -538,9 +530,9 @@ TEST(promises_recall_exact_is_brute_force_top_k)
     rc_engine *e = offline(&c);
     flush_until(e, "index.ivf_partitions", 1);
     const int64_t T = 1700000000000LL;
-    click(e, "u", "i10", "c0", "k0", T);
-    click(e, "u", "i20", "c0", "k0", T + 1000);
-    click(e, "u", "i30", "c0", "k0", T + 2000);
+    e2e_engine_click(e, "u", "i10", "c0", "k0", T);
+    e2e_engine_click(e, "u", "i20", "c0", "k0", T + 1000);
+    e2e_engine_click(e, "u", "i30", "c0", "k0", T + 2000);
     rc_engine_flush_index(e);
     rc_api a;
     api_init(&a, e);
@@ -1018,7 +1010,7 @@ TEST(promises_user_op_and_health_shutting_down)
     char item[16];
     for (int i = 0; i < 8; i++) {
         snprintf(item, sizeof item, "i%d", i);
-        click(e, "u1", item, "c0", "k0", 1700000000000LL + i * 1000);
+        e2e_engine_click(e, "u1", item, "c0", "k0", 1700000000000LL + i * 1000);
     }
     rc_api a;
     api_init(&a, e);

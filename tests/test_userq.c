@@ -54,13 +54,6 @@ TEST(userq_weigh_window_decay_and_sessions)
     ASSERT_NEAR(w[2], 0.5, 1e-6);
 }
 
-static void click(rc_engine *e, const char *user, const char *item, const char *city, int64_t ts)
-{
-    ASSERT_EQ(rc_engine_apply_click(e, user, strlen(user), item, strlen(item), city, strlen(city),
-                                    "k", 1, ts),
-              0);
-}
-
 /* Trains two groups of items, then recalls for a user whose earlier session
  * was in group a and whose current one is in group b. */
 static rc_engine *two_group_engine(float past_weight)
@@ -77,28 +70,19 @@ static rc_engine *two_group_engine(float past_weight)
         snprintf(u, sizeof u, "t%d", s);
         for (int i = 0; i < 5; i++) {
             snprintf(it, sizeof it, "%c%d", s % 2 ? 'a' : 'b', (s * 7 + i * 3) % 20);
-            click(e, u, it, "c0", ts += 1000);
+            e2e_engine_click(e, u, it, "c0", "k", ts += 1000);
         }
     }
     ts += 3 * HOUR;
-    click(e, "u1", "a1", "c0", ts);
-    click(e, "u1", "a2", "c0", ts + 1000);
+    e2e_engine_click(e, "u1", "a1", "c0", "k", ts);
+    e2e_engine_click(e, "u1", "a2", "c0", "k", ts + 1000);
     ts += 3 * HOUR; /* a new session for u1; u2 starts here */
-    click(e, "u1", "b3", "c0", ts);
-    click(e, "u1", "b4", "c0", ts + 1000);
-    click(e, "u2", "b3", "c0", ts);
-    click(e, "u2", "b4", "c0", ts + 1000);
+    e2e_engine_click(e, "u1", "b3", "c0", "k", ts);
+    e2e_engine_click(e, "u1", "b4", "c0", "k", ts + 1000);
+    e2e_engine_click(e, "u2", "b3", "c0", "k", ts);
+    e2e_engine_click(e, "u2", "b4", "c0", "k", ts + 1000);
     rc_engine_flush_index(e);
     return e;
-}
-
-static const char *item_of(rc_engine *e, uint32_t row)
-{
-    static _Thread_local char id[64];
-    size_t len;
-    const char *p = rc_table_item_id(rc_engine_table(e), row, &len);
-    snprintf(id, sizeof id, "%.*s", (int)len, p);
-    return id;
 }
 
 /* recall.past_session_weight 0: the user vector is the current session's
@@ -120,7 +104,7 @@ TEST(userq_engine_recall_uses_past_session_weight)
         ASSERT_EQ(n1, 12);
         uint32_t j = 0, same = 0;
         for (uint32_t i = 0; i < n2 && j < n1; i++) {
-            const char *id = item_of(e, h2[i].row);
+            const char *id = e2e_engine_item(e, h2[i].row);
             if (!strcmp(id, "a1") || !strcmp(id, "a2"))
                 continue;
             same += h1[j].row == h2[i].row && h1[j].score == h2[i].score;
