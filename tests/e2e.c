@@ -460,6 +460,15 @@ void e2e_kcat(const e2e_daemon *d, const char *path)
 
 /* ---- in process ---- */
 
+json_t *e2e_json(const char *text)
+{
+    json_error_t je;
+    json_t *j = text ? json_loads(text, 0, &je) : NULL;
+    if (!j)
+        RC__FAIL("not JSON (%s): %.2000s", text ? je.text : "no text", text ? text : "");
+    return j;
+}
+
 rc_engine *e2e_engine_offline(const rc_config *c)
 {
     rc_engine *e = NULL;

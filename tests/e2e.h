@@ -78,6 +78,10 @@ json_t *e2e_request(const char *sock, const char *fmt, ...) __attribute__((forma
 /* Raw: sends bytes, returns the reply line (malloc'd) or NULL on EOF/timeout. */
 char *e2e_raw(const char *sock, const char *bytes, size_t n, int timeout_ms);
 
+/* text parsed as JSON (caller json_decref); fails the test, showing the
+ * text, when it is not JSON. */
+json_t *e2e_json(const char *text);
+
 /* Integer at a dotted path of a JSON object ("events.applied"), or -1. */
 long long e2e_int(json_t *o, const char *path);
 

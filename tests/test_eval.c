@@ -493,10 +493,7 @@ TEST(eval_cli_json_has_every_method)
                     "--methods popularity,itemknn,sgns,cbow,prequential --json --quiet",
                     RC_BIN("recalld-eval"), path);
     ASSERT_EQ(st, 0);
-    json_error_t je;
-    json_t *j = json_loads(out, 0, &je);
-    if (!j)
-        RC__FAIL("not one JSON object (%s): %s", je.text, out);
+    json_t *j = e2e_json(out);
     ASSERT_EQ(json_object_size(j), 2);
     json_t *d = json_object_get(j, "dataset");
     ASSERT_EQ(json_integer_value(json_object_get(d, "events")), 12000);
@@ -536,9 +533,7 @@ TEST(eval_train_cli_tune)
                     "--tune --tune-seconds 2 --json --quiet",
                     RC_BIN("recalld-train"), path, model);
     ASSERT_EQ(st, 0);
-    json_t *j = json_loads(out, 0, NULL);
-    if (!j)
-        RC__FAIL("not JSON: %s", out);
+    json_t *j = e2e_json(out);
     json_t *t = json_object_get(json_object_get(j, "train"), "tuned");
     ASSERT(json_is_object(t));
     ASSERT_EQ(json_integer_value(json_object_get(t, "negatives")), 4); /* given by hand */
@@ -800,10 +795,7 @@ TEST(eval_cli_json_slices)
                     "--methods popularity,itemknn,sgns,prequential --json --quiet",
                     RC_BIN("recalld-eval"), path);
     ASSERT_EQ(st, 0);
-    json_error_t je;
-    json_t *j = json_loads(out, 0, &je);
-    if (!j)
-        RC__FAIL("not one JSON object (%s): %s", je.text, out);
+    json_t *j = e2e_json(out);
     json_t *ms = json_object_get(j, "methods");
     json_int_t first[RC_EVAL_NSLICES] = {0};
     for (size_t i = 0; i < RC_ARRAY_LEN(methods); i++) {

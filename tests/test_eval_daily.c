@@ -333,10 +333,7 @@ TEST(eval_daily_cli_json)
                     "--protocol daily --new-items --json --quiet",
                     RC_BIN("recalld-eval"), path);
     ASSERT_EQ(st, 0);
-    json_error_t je;
-    json_t *j = json_loads(out, 0, &je);
-    if (!j)
-        RC__FAIL("not one JSON object (%s): %s", je.text, out);
+    json_t *j = e2e_json(out);
     json_t *pr = json_object_get(j, "protocol");
     ASSERT_STREQ(json_string_value(json_object_get(pr, "name")), "daily");
     ASSERT_EQ(json_integer_value(json_object_get(pr, "predictions")), 9);

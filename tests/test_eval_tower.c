@@ -21,15 +21,6 @@ static void tmp_dir(char *buf, size_t n)
     ASSERT(mkdtemp(buf) != NULL);
 }
 
-static json_t *parse(const char *out)
-{
-    json_error_t je;
-    json_t *j = json_loads(out, 0, &je);
-    if (!j)
-        RC__FAIL("not one JSON object (%s): %s", je.text, out);
-    return j;
-}
-
 static double metric(json_t *methods, const char *row, const char *key)
 {
     json_t *v = json_object_get(json_object_get(methods, row), key);
@@ -61,7 +52,7 @@ TEST(eval_tower_ablation_json)
     int st = e2e_sh(&out, "%s --input %s " EVAL_FLAGS, RC_BIN("recalld-eval"), path);
     if (st)
         RC__FAIL("recalld-eval exit %d: %s", st, out);
-    json_t *j = parse(out);
+    json_t *j = e2e_json(out);
     json_t *m = json_object_get(j, "methods");
     static const char *const rows[] = {"sgns", "two_tower-nofeat", "two_tower+tags", "two_tower"};
     static const char *const keys[] = {"hr@10",       "hr@20",        "hr@50", "mrr@50",
@@ -173,7 +164,7 @@ TEST(eval_train_two_tower_files)
                     RC_BIN("recalld-train"), path, model);
     if (st)
         RC__FAIL("recalld-train exit %d: %s", st, out);
-    json_t *j = parse(out);
+    json_t *j = e2e_json(out);
     json_t *tw = json_object_get(j, "tower");
     ASSERT_EQ(json_integer_value(json_object_get(tw, "features")),
               RC_TOWER_F_TAGS | RC_TOWER_F_ATTN);

@@ -331,6 +331,17 @@ TEST(faults_broker_down_and_up_no_loss)
 
 /* ---- partition leader errors ---- */
 
+/* Moves the leader of each of the 4 partitions of clicks: the odd ones to
+ * broker odd_to, the even ones to the other of brokers 1 and 2. */
+static void move_leaders(e2e_broker *b, int odd_to)
+{
+    for (int p = 0; p < 4; p++) {
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "leader clicks %d %d", p, p % 2 ? odd_to : 3 - odd_to);
+        cmd_ok(b, cmd);
+    }
+}
+
 /* Two brokers; mid-stream the partitions' leaders move, fetches fail with
  * NOT_LEADER_FOR_PARTITION and commits with REQUEST_TIMED_OUT /
  * COORDINATOR_NOT_AVAILABLE: the consumer follows the leaders, retries, and no
@@ -361,11 +372,7 @@ TEST(faults_leader_moves_and_request_errors_no_loss)
     long nl = log_count(&d, not_leader), cr = log_count(&d, commit_retry);
     cmd_ok(&b, "errors Fetch 5 NOT_LEADER_FOR_PARTITION");
     cmd_ok(&b, "errors OffsetCommit 2 REQUEST_TIMED_OUT");
-    for (int p = 0; p < 4; p++) {
-        char cmd[64];
-        snprintf(cmd, sizeof cmd, "leader clicks %d %d", p, p % 2 ? 1 : 2);
-        cmd_ok(&b, cmd);
-    }
+    move_leaders(&b, 1);
     wait_log_above(&d, not_leader, nl);
     cr = wait_log_above(&d, commit_retry, cr);
     /* The moves back wait until the client follows the first ones: every
@@ -384,11 +391,7 @@ TEST(faults_leader_moves_and_request_errors_no_loss)
     wait_stat_above(&d, "events.applied", applied);
     applied = stat_now(&d, "events.applied");
     cmd_ok(&b, "errors OffsetCommit 2 COORDINATOR_NOT_AVAILABLE");
-    for (int p = 0; p < 4; p++) {
-        char cmd[64];
-        snprintf(cmd, sizeof cmd, "leader clicks %d %d", p, p % 2 ? 2 : 1);
-        cmd_ok(&b, cmd);
-    }
+    move_leaders(&b, 2);
     wait_log_above(&d, commit_retry, cr);
     wait_stat_above(&d, "events.applied", applied); /* fetching goes on after the moves */
     finish_exactly_once(&b, &d, gen, N, &tr, data, dir);

@@ -268,10 +268,7 @@ TEST(model_e2e_train_then_serve)
                                         "--hard-share 0.2 --json 2>/dev/null",
                 log, model);
     ASSERT_EQ(st, 0);
-    json_error_t je;
-    json_t *rep = json_loads(out, 0, &je);
-    if (!rep)
-        RC__FAIL("recalld-train --json: %s: %s", je.text, out);
+    json_t *rep = e2e_json(out);
     free(out);
     long long items = e2e_int(rep, "train.items");
     ASSERT_GT(items, 400);

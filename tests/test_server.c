@@ -260,6 +260,16 @@ static void cli_expect_echo(cli *c, const char *s)
     cli_expect(c, want);
 }
 
+/* Sends the line s (one write) and expects its echo. */
+static void cli_echo(cli *c, const char *s)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%s\n", s);
+    ASSERT(n > 0 && (size_t)n < sizeof line);
+    cli_send(c, line, (size_t)n);
+    cli_expect_echo(c, s);
+}
+
 static void cli_expect_error(cli *c, const char *code)
 {
     char line[1024], pat[128];
@@ -350,8 +360,7 @@ TEST(server_line_too_long_keeps_connection)
     memcpy(line + 65, "\n", 2);
     cli_puts(&c, line);
     cli_expect_error(&c, "line_too_long");
-    cli_puts(&c, "ok3\n");
-    cli_expect_echo(&c, "ok3");
+    cli_echo(&c, "ok3");
     ASSERT_EQ(stats(&t).too_long, 3);
     cli_close(&c);
     tserver_stop(&t);
@@ -364,11 +373,9 @@ TEST(server_max_clients_refused)
     tserver_start(&t, &o, "maxc");
     cli a, b, c;
     cli_open(&a, t.path);
-    cli_puts(&a, "a\n");
-    cli_expect_echo(&a, "a");
+    cli_echo(&a, "a");
     cli_open(&b, t.path);
-    cli_puts(&b, "b\n");
-    cli_expect_echo(&b, "b");
+    cli_echo(&b, "b");
     cli_open(&c, t.path);
     cli_expect_error(&c, "too_many_clients");
     cli_expect_eof(&c, PATIENCE_MS);
@@ -377,10 +384,8 @@ TEST(server_max_clients_refused)
     cli_close(&a);
     WAIT_FOR(stats(&t).clients == 1, PATIENCE_MS);
     cli_open(&c, t.path);
-    cli_puts(&c, "c\n");
-    cli_expect_echo(&c, "c");
-    cli_puts(&b, "b2\n");
-    cli_expect_echo(&b, "b2");
+    cli_echo(&c, "c");
+    cli_echo(&b, "b2");
     cli_close(&b);
     cli_close(&c);
     tserver_stop(&t);
@@ -396,21 +401,17 @@ TEST(server_idle_timeout_closes)
     cli idle, busy;
     cli_open(&idle, t.path);
     cli_open(&busy, t.path);
-    cli_puts(&idle, "hi\n");
-    cli_expect_echo(&idle, "hi");
+    cli_echo(&idle, "hi");
     /* busy keeps talking every 50 ms; a request longer than the timeout is not idleness */
     for (int i = 0; i < 8; i++) {
-        cli_puts(&busy, "ping\n");
-        cli_expect_echo(&busy, "ping");
+        cli_echo(&busy, "ping");
         ms_sleep(50);
     }
-    cli_puts(&busy, "sleep:1500\n");
-    cli_expect_echo(&busy, "sleep:1500");
+    cli_echo(&busy, "sleep:1500");
     /* idle was closed by the idle timeout (counted below), not by anything
      * else: busy's connection stays usable */
     cli_expect_eof(&idle, PATIENCE_MS);
-    cli_puts(&busy, "still\n");
-    cli_expect_echo(&busy, "still");
+    cli_echo(&busy, "still");
     ASSERT_EQ(stats(&t).idle_closed, 1);
     cli_close(&idle);
     cli_close(&busy);
@@ -440,8 +441,7 @@ TEST(server_slow_reader_dropped)
     }
     WAIT_FOR(stats(&t).slow_dropped == 1, PATIENCE_MS);
     WAIT_FOR(stats(&t).clients == 1, PATIENCE_MS);
-    cli_puts(&good, "after\n");
-    cli_expect_echo(&good, "after");
+    cli_echo(&good, "after");
     /* the bad client finds its connection closed once it reads what was sent */
     char line[8192];
     long got;
@@ -483,8 +483,7 @@ TEST(server_garbage_reaches_handler)
     cli_expect(&c, "{\"ok\":true,\"len\":3,\"echo\":\"\\u0000\\u0000\\u0000\"}");
     ASSERT_GE(cli_line(&c, line, sizeof line, PATIENCE_MS), 0);
     ASSERT_EQ(strncmp(line, "{\"ok\":true,\"len\":2,", 19), 0);
-    cli_puts(&c, "fine\n");
-    cli_expect_echo(&c, "fine");
+    cli_echo(&c, "fine");
     cli_close(&c);
     tserver_stop(&t);
 }
@@ -508,8 +507,7 @@ TEST(server_socket_mode_and_path_claim)
     ASSERT(strstr(err, "another server is listening") != NULL);
     cli c;
     cli_open(&c, t.path);
-    cli_puts(&c, "alive\n");
-    cli_expect_echo(&c, "alive");
+    cli_echo(&c, "alive");
     cli_close(&c);
     tserver_stop(&t);
 
@@ -606,8 +604,7 @@ TEST(server_uid_allowlist)
     rc_server_opts o2 = {.allow_uids = &me, .nallow_uids = 1};
     tserver_start(&t, &o2, "uid");
     cli_open(&c, t.path);
-    cli_puts(&c, "me\n");
-    cli_expect_echo(&c, "me");
+    cli_echo(&c, "me");
     cli_close(&c);
     tserver_stop(&t);
 }
@@ -935,11 +932,9 @@ TEST(server_idle_client_evicted_at_max_clients)
     char line[1024];
     tserver_start(&t, &o, "evict");
     cli_open(&a, t.path);
-    cli_puts(&a, "a\n");
-    cli_expect_echo(&a, "a");
+    cli_echo(&a, "a");
     cli_open(&b, t.path);
-    cli_puts(&b, "b\n");
-    cli_expect_echo(&b, "b");
+    cli_echo(&b, "b");
     /* refused while a is not yet idle long enough, admitted once it is */
     long until = now_ms() + PATIENCE_MS;
     for (;;) {
@@ -956,8 +951,7 @@ TEST(server_idle_client_evicted_at_max_clients)
     }
     cli_expect_eof(&a, PATIENCE_MS); /* the oldest went */
     ASSERT_EQ(stats(&t).evicted_idle, 1);
-    cli_puts(&b, "b2\n");
-    cli_expect_echo(&b, "b2");
+    cli_echo(&b, "b2");
     cli_close(&a);
     cli_close(&b);
     cli_close(&c);
@@ -998,16 +992,14 @@ TEST(server_request_timeout_closes_tricklers)
             else if (r == -1)
                 got_lg = -2;
         }
-        cli_puts(&good, "g\n");
-        cli_expect_echo(&good, "g");
+        cli_echo(&good, "g");
     }
     ASSERT_EQ(got_tr, 1);
     ASSERT_EQ(got_lg, 1);
     cli_expect_eof(&tr, PATIENCE_MS);
     ASSERT_EQ(stats(&t).request_timeouts, 2);
     ASSERT_EQ(stats(&t).idle_closed, 0);
-    cli_puts(&good, "still\n");
-    cli_expect_echo(&good, "still");
+    cli_echo(&good, "still");
     cli_close(&tr);
     cli_close(&lg);
     cli_close(&good);
@@ -1038,16 +1030,14 @@ TEST(server_outbuf_total_bounds_all_clients)
     uint64_t peak = 0;
     while (stats(&t).outbuf_total_dropped == 0 && now_ms() < until) {
         peak = RC_MAX(peak, stats(&t).queued_bytes);
-        cli_puts(&good, "g\n");
-        cli_expect_echo(&good, "g");
+        cli_echo(&good, "g");
     }
     ASSERT_GE(stats(&t).outbuf_total_dropped, 1);
     ASSERT_EQ(stats(&t).slow_dropped, 0);
     ASSERT_LE(peak, total);
     ASSERT_LE(stats(&t).queued_bytes, total);
     ASSERT_EQ(stats(&t).max_outbuf_total, total);
-    cli_puts(&good, "after\n");
-    cli_expect_echo(&good, "after");
+    cli_echo(&good, "after");
     for (int i = 0; i < BAD; i++)
         cli_close(&bad[i]);
     cli_close(&good);
