@@ -447,15 +447,11 @@ TEST(metrics_hist_concurrent_observers)
 static rc_engine *offline_engine(void)
 {
     rc_config c;
-    rc_engine *e = NULL;
-    char err[256];
     rc_config_defaults(&c);
     c.dim = 16;
     c.max_items = 4096;
     c.max_users = 1024;
-    if (rc_engine_create(&c, NULL, NULL, NULL, &e, err, sizeof err))
-        RC__FAIL("rc_engine_create: %s", err);
-    return e;
+    return e2e_engine_offline(&c);
 }
 
 /* n clicks one second apart: user i % users, item i % items, city i % cities. */

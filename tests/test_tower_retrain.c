@@ -321,10 +321,8 @@ TEST(tower_retrain_config_keys)
 /* An offline engine fed n events of the stream (w2v dim 16). */
 static rc_engine *fed_engine(const rc_config *c, uint32_t n, uint32_t nusers)
 {
-    rc_engine *e = NULL;
-    char err[512], line[512];
-    if (rc_engine_create(c, NULL, NULL, NULL, &e, err, sizeof err))
-        RC__FAIL("engine: %s", err);
+    char line[512];
+    rc_engine *e = e2e_engine_offline(c);
     for (uint32_t j = 0; j < n; j++) {
         int len = tt_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
@@ -524,9 +522,7 @@ TEST(tower_retrain_offline_engine_serves_new_model)
     rc_config c = retrain_config(16);
     snprintf(c.data_dir, sizeof c.data_dir, "%s/data", dir);
     ASSERT_EQ(mkdir(c.data_dir, 0700), 0);
-    rc_engine *e = NULL;
-    if (rc_engine_create(&c, NULL, NULL, NULL, &e, err, sizeof err))
-        RC__FAIL("engine: %s", err);
+    rc_engine *e = e2e_engine_offline(&c);
     rc_engine_retrain_info ri;
     rc_engine_retrain_info_get(e, &ri);
     ASSERT_EQ(ri.enabled, 1);

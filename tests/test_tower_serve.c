@@ -35,11 +35,7 @@ static rc_engine *offline_engine(uint32_t dim)
     c.history = 64; /* >= the model's max_clicks: the served input is not cut */
     c.ivf_min = 4096;
     c.seed = 7;
-    rc_engine *e = NULL;
-    char err[512];
-    if (rc_engine_create(&c, NULL, NULL, NULL, &e, err, sizeof err))
-        RC__FAIL("engine: %s", err);
-    return e;
+    return e2e_engine_offline(&c);
 }
 
 /* ---- (6) profile store -------------------------------------------------- */
