@@ -154,7 +154,7 @@ size_t rc_consumer_partitions(rc_consumer *c, rc_consumer_part *out, size_t cap)
 }
 
 /* librdkafka log lines (any thread) go to our log; rc_log is thread-safe. */
-void kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+void rc__consumer_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     enum rc_log_level l = level <= LOG_ERR       ? RC_LOG_ERROR
                           : level == LOG_WARNING ? RC_LOG_WARN
@@ -169,10 +169,11 @@ static void producer_log(const rd_kafka_t *rk, int level, const char *fac, const
 {
     if (!strcmp(fac, "CONFWARN") && strstr(buf, "consumer property"))
         return;
-    kafka_log(rk, level, fac, buf);
+    rc__consumer_kafka_log(rk, level, fac, buf);
 }
 
-int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf, size_t errlen)
+int rc__consumer_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf,
+                          size_t errlen)
 {
     char why[256];
     if (rd_kafka_conf_set(conf, k, v, why, sizeof why) != RD_KAFKA_CONF_OK)
@@ -185,7 +186,7 @@ static int conf_extra(rd_kafka_conf_t *conf, const char *const *kv, char *errbuf
     for (; kv && kv[0]; kv += 2) {
         if (!kv[1])
             return rc_err(errbuf, errlen, RC_EINVAL, "kafka: %s: missing value", kv[0]);
-        int rc = conf_set(conf, kv[0], kv[1], errbuf, errlen);
+        int rc = rc__consumer_conf_set(conf, kv[0], kv[1], errbuf, errlen);
         if (rc)
             return rc;
     }
@@ -776,7 +777,7 @@ void rc_consumer_resume(rc_consumer *c)
 
 /* ---- dead letters ---- */
 
-void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+void rc__consumer_dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     rc_consumer *c = opaque;
     c->dlq_inflight--;
@@ -1044,46 +1045,46 @@ static int consumer_new(rc_consumer *c, char *errbuf, size_t errlen)
     if (!conf)
         return rc_err(errbuf, errlen, RC_ENOMEM, "kafka: out of memory");
     rd_kafka_conf_set_opaque(conf, c);
-    rd_kafka_conf_set_log_cb(conf, kafka_log);
+    rd_kafka_conf_set_log_cb(conf, rc__consumer_kafka_log);
     rd_kafka_conf_set_rebalance_cb(conf, on_kafka_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, on_kafka_commit);
-    if ((rc = conf_set(conf, "bootstrap.servers", c->bootstrap, errbuf, errlen)) ||
-        (rc = conf_set(conf, "group.id", c->group, errbuf, errlen)) ||
-        (rc = conf_set(conf, "client.id", "recalld", errbuf, errlen)) ||
+    if ((rc = rc__consumer_conf_set(conf, "bootstrap.servers", c->bootstrap, errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "group.id", c->group, errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "client.id", "recalld", errbuf, errlen)) ||
         /* Only offsets the owner stores (rc_consumer_store) are committed,
          * by librdkafka's committer: in the background, for partitions being
          * unassigned before they are handed over, and at close - never while
          * the group rebalances (a commit sent during a join comes back with
          * an illegal generation and costs the assignment). */
-        (rc = conf_set(conf, "enable.auto.commit", "true", errbuf, errlen)) ||
-        (rc = conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen)) ||
-        (rc = conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "enable.auto.commit", "true", errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen)) ||
         /* At the default 100000 queued messages (counted over the whole
          * consumer queue) librdkafka 2.0 stops fetching and looks again only
          * about once a second: that capped ingest at ~120k events/s with the
          * pipeline idle half of the time (measured, bench/ingest.sh). 300000
          * lifts the cap to ~300k/s for ~80 MiB more RSS at full prefetch
          * (1000000: ~170 MiB, no faster). A kafka.config entry overrides it. */
-        (rc = conf_set(conf, "queued.min.messages", "300000", errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "queued.min.messages", "300000", errbuf, errlen)) ||
         /* Incremental rebalancing: a member keeps consuming the partitions it
          * keeps, and a partition that moves is revoked while the group is
          * stable, so the owner's commit before the hand-over is accepted (the
          * mock cluster refuses commits during an eager rebalance). */
-        (rc = conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errbuf,
-                       errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky",
+                                    errbuf, errlen)) ||
         /* A member that died is noticed after session.timeout.ms; until then
          * the group waits for it and its partitions stay unread, a restarted
          * daemon's included (librdkafka's default is 45 s). 6 s is the
          * brokers' default minimum; heartbeats run on librdkafka's own
          * thread, so a busy trainer does not miss them. */
-        (rc = conf_set(conf, "session.timeout.ms", "6000", errbuf, errlen)) ||
-        (rc = conf_set(conf, "heartbeat.interval.ms", "2000", errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "session.timeout.ms", "6000", errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "heartbeat.interval.ms", "2000", errbuf, errlen)) ||
         /* Stored offsets (durable checkpoints) reach the group within 1 s
          * (librdkafka's default: 5 s): after a failed hand-over or a crash,
          * the next owner re-applies at most what came since. */
-        (rc = conf_set(conf, "auto.commit.interval.ms", "1000", errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "auto.commit.interval.ms", "1000", errbuf, errlen)) ||
         (c->instance_id &&
-         (rc = conf_set(conf, "group.instance.id", c->instance_id, errbuf, errlen))) ||
+         (rc = rc__consumer_conf_set(conf, "group.instance.id", c->instance_id, errbuf, errlen))) ||
         (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
         return rc;
@@ -1119,10 +1120,10 @@ static int dlq_producer_new(rc_consumer *c, char *errbuf, size_t errlen)
         return rc_err(errbuf, errlen, RC_ENOMEM, "kafka: out of memory");
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_log_cb(conf, producer_log);
-    rd_kafka_conf_set_dr_msg_cb(conf, dlq_dr);
+    rd_kafka_conf_set_dr_msg_cb(conf, rc__consumer_dlq_dr);
     /* extra is applied too (security settings); consumer-only keys only warn. */
-    if ((rc = conf_set(conf, "bootstrap.servers", c->bootstrap, errbuf, errlen)) ||
-        (rc = conf_set(conf, "client.id", "recalld-dlq", errbuf, errlen)) ||
+    if ((rc = rc__consumer_conf_set(conf, "bootstrap.servers", c->bootstrap, errbuf, errlen)) ||
+        (rc = rc__consumer_conf_set(conf, "client.id", "recalld-dlq", errbuf, errlen)) ||
         (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
         return rc;
@@ -1172,7 +1173,8 @@ static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
     int rc;
     if (c->o.embedded) {
         const char *topics[2] = {c->topic, c->dlq_topic};
-        rc = mock_new(1, c->o.embedded_partitions, topics, 2, c, &c->mock, errbuf, errlen);
+        rc = rc__consumer_mock_new(1, c->o.embedded_partitions, topics, 2, c, &c->mock, errbuf,
+                                   errlen);
         if (rc)
             return rc;
         c->bootstrap = strdup(c->mock->bootstrap);

@@ -23,14 +23,15 @@ struct rc_consumer_mock {
 };
 
 /* librdkafka log lines (any thread) go to our log. */
-void kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+void rc__consumer_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 /* One librdkafka property; the error names the key. */
-int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf, size_t errlen);
+int rc__consumer_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf,
+                          size_t errlen);
 /* Delivery report of a dead letter; opaque is the consumer. */
-void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+void rc__consumer_dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 /* The mock cluster; owner != NULL: the host producer also serves that
  * consumer's dead letters (embedded mode). */
-int mock_new(int brokers, int partitions, const char *const *topics, size_t ntopics,
-             rc_consumer *owner, rc_consumer_mock **out, char *errbuf, size_t errlen);
+int rc__consumer_mock_new(int brokers, int partitions, const char *const *topics, size_t ntopics,
+                          rc_consumer *owner, rc_consumer_mock **out, char *errbuf, size_t errlen);
 
 #endif

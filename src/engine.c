@@ -15,20 +15,20 @@
 
 /* ---- queues ---- */
 
-static void q_init(struct queue *q)
+static void q_init(struct rc__engine_queue *q)
 {
     q->head = q->tail = NULL;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
 }
 
-static void q_fini(struct queue *q)
+static void q_fini(struct rc__engine_queue *q)
 {
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
 }
 
-static void q_push(struct queue *q, rc_batch *b)
+static void q_push(struct rc__engine_queue *q, rc_batch *b)
 {
     b->next = NULL;
     pthread_mutex_lock(&q->mu);
@@ -42,7 +42,7 @@ static void q_push(struct queue *q, rc_batch *b)
 }
 
 /* Pops one batch, waiting at most timeout_ms (-1 = until stop). */
-static rc_batch *q_pop(struct queue *q, int timeout_ms, atomic_int *stop)
+static rc_batch *q_pop(struct rc__engine_queue *q, int timeout_ms, atomic_int *stop)
 {
     pthread_mutex_lock(&q->mu);
     if (!q->head && !atomic_load(stop) && timeout_ms != 0) {
@@ -68,7 +68,7 @@ static rc_batch *q_pop(struct queue *q, int timeout_ms, atomic_int *stop)
     return b;
 }
 
-static void q_wake(struct queue *q)
+static void q_wake(struct rc__engine_queue *q)
 {
     pthread_mutex_lock(&q->mu);
     pthread_cond_broadcast(&q->cv);
@@ -283,13 +283,13 @@ static void apply_event(rc_engine *e, const rc_event *ev)
     rc_session_add(e->sess, ev->user, ev->user_len, row, ev->ts_ms, ctx,
                    RC_MIN(RC_MAX(e->sg.window, e->cooc ? e->cfg.cooc_window : 0), CTX_MAX), &nctx,
                    &flags);
-    tower_note(e, ev, row, flags);
+    rc__engine_tower_note(e, ev, row, flags);
     atomic_fetch_add(&e->applied, 1);
     if (ev->ts_ms > atomic_load_explicit(&e->max_ts_pub, memory_order_relaxed))
         atomic_store_explicit(&e->max_ts_pub, ev->ts_ms, memory_order_relaxed);
     if (flags & (RC_SESS_DUPLICATE | RC_SESS_LATE))
         return;
-    cooc_note(e, row, ctx, nctx, ev->ts_ms);
+    rc__engine_cooc_note(e, row, ctx, nctx, ev->ts_ms);
     if (nctx > e->sg.window) { /* SGNS pairs the last model.window of them */
         memmove(ctx, ctx + nctx - e->sg.window, e->sg.window * sizeof *ctx);
         nctx = e->sg.window;
@@ -309,10 +309,10 @@ static void apply_event(rc_engine *e, const rc_event *ev)
                                   memory_order_relaxed);
         }
         rc_index_touch(e->index, row);
-        tower_dirty(e, row);
+        rc__engine_tower_dirty(e, row);
         for (uint32_t i = 0; i < nctx; i++) {
             rc_index_touch(e->index, ctx[i]);
-            tower_dirty(e, ctx[i]);
+            rc__engine_tower_dirty(e, ctx[i]);
         }
     }
     return;
@@ -324,7 +324,7 @@ capacity:
                     e->cfg.max_items);
 }
 
-static int q_empty(struct queue *q)
+static int q_empty(struct rc__engine_queue *q)
 {
     pthread_mutex_lock(&q->mu);
     int empty = q->head == NULL;
@@ -386,10 +386,10 @@ static void replay_spend(rc_engine *e)
             continue;
         done++;
         rc_index_touch(e->index, center);
-        tower_dirty(e, center);
+        rc__engine_tower_dirty(e, center);
         for (uint32_t i = 0; i < nctx; i++) {
             rc_index_touch(e->index, ctx[i]);
-            tower_dirty(e, ctx[i]);
+            rc__engine_tower_dirty(e, ctx[i]);
         }
         if (e->threads && k % (16 * REPLAY_CHUNK) == 16 * REPLAY_CHUNK - 1)
             rc__engine_maintain(e, 0); /* replayed rows become searchable meanwhile */
@@ -428,7 +428,7 @@ void rc__engine_maintain(rc_engine *e, int force)
         rc_session_expire(e->sess, e->max_ts, 50000);
         rc_profile_expire(e->prof, e->max_ts, 50000);
     }
-    tower_maintain(e, force);
+    rc__engine_tower_maintain(e, force);
 }
 
 /* Cache hints for the events after i: a lookup is a chain of dependent
@@ -472,7 +472,7 @@ static void train_batch(rc_engine *e, rc_batch *b)
         else /* here, not when reported: a checkpoint's counters match its offsets */
             atomic_fetch_add(&e->invalid[b->reason[i]], 1);
     }
-    ck_note_batch(e, b);
+    rc__engine_ck_note_batch(e, b);
     rc__engine_maintain(e, 0);
     fresh_record(e, rc_now_ns() - b->recv_ns);
     uint64_t dp = e->work.pairs - pairs0;
@@ -558,7 +558,7 @@ static void *trainer_main(void *arg)
         if (!b) {
             replay_spend(e); /* what a busy moment left over */
             rc__engine_maintain(e, 0);
-            ck_take(e, 0);
+            rc__engine_ck_take(e, 0);
             if (atomic_load(&e->stop) == 2)
                 break;
             continue;
@@ -567,8 +567,8 @@ static void *trainer_main(void *arg)
         q_push(&e->q_done, b);
         uv_async_send(&e->async);
         finish_batch(e, b);
-        ck_take(e, 0);   /* a batch boundary */
-        replay_spend(e); /* after the batch is done: never delays its report */
+        rc__engine_ck_take(e, 0); /* a batch boundary */
+        replay_spend(e);          /* after the batch is done: never delays its report */
     }
     return NULL;
 }
@@ -579,7 +579,7 @@ static void on_async(uv_async_t *h)
     rc_batch *b;
     while ((b = q_pop(&e->q_done, 0, &e->stop)))
         report_and_recycle(e, b);
-    ck_deliver(e);
+    rc__engine_ck_deliver(e);
 }
 
 void rc_engine_submit(rc_engine *e, rc_batch *b)
@@ -692,13 +692,13 @@ static int create_model(rc_engine *e, char *eb, size_t el)
                         .batch = c->index_batch,
                         .max_partitions = c->max_partitions};
     uint64_t t0 = rc_now_ns();
-    int rc = ck_restore(e, &to, &io, eb, el); /* a checkpoint wins over model.path */
+    int rc = rc__engine_ck_restore(e, &to, &io, eb, el); /* a checkpoint wins over model.path */
     if (rc == RC_ENOENT && c->model_path[0])
         rc = rc_model_load(c->model_path, &to, &e->table, eb, el);
     else if (rc == RC_ENOENT)
         rc = rc_table_create(&to, &e->table, eb, el);
     if (!rc)
-        e->index = ck_prebuilt_index(e); /* filled while the checkpoint loaded */
+        e->index = rc__engine_ck_prebuilt_index(e); /* filled while the checkpoint loaded */
     int prebuilt = e->index != NULL;
     rc_profile_opts po = {.max_users = c->max_users, .ttl_ms = c->ttl_ms};
     if (rc || (rc = rc_session_create(&so, &e->sess, eb, el)) ||
@@ -719,11 +719,11 @@ static int create_model(rc_engine *e, char *eb, size_t el)
         rc_sampler_maintain(e->sampler);
         if ((rc = rc_index_flush(e->index, 0, eb, el)) < 0)
             return rc;
-        if (!ck_was_restored(e))
+        if (!rc__engine_ck_was_restored(e))
             rc_log_info("engine", "model loaded", "path=%s items=%u dim=%u", c->model_path, rows,
                         rc_table_dim(e->table));
     }
-    ck_restored(e, t0);
+    rc__engine_ck_restored(e, t0);
     e->sg = (rc_sgns_opts){.mode = c->cbow ? RC_SGNS_CBOW : RC_SGNS_SKIPGRAM,
                            .window = c->window,
                            .negatives = c->negatives,
@@ -776,9 +776,9 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     q_init(&e->q_train);
     q_init(&e->q_done);
     e->max_ts = INT64_MIN;
-    if ((rc = ck_init(e, eb, el)) || (rc = tower_init(e, eb, el)) || (rc = rt_init(e, eb, el)) ||
-        (rc = cooc_init(e, eb, el)) || (rc = create_model(e, eb, el)) ||
-        (rc = create_batches(e, eb, el)))
+    if ((rc = rc__engine_ck_init(e, eb, el)) || (rc = rc__engine_tower_init(e, eb, el)) ||
+        (rc = rc__engine_rt_init(e, eb, el)) || (rc = rc__engine_cooc_init(e, eb, el)) ||
+        (rc = create_model(e, eb, el)) || (rc = create_batches(e, eb, el)))
         goto fail;
     if (loop) {
         if (uv_async_init(loop, &e->async, on_async)) {
@@ -794,11 +794,11 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
             goto fail;
         }
         e->threads = 1;
-        if ((rc = ck_start(e, eb, el)))
+        if ((rc = rc__engine_ck_start(e, eb, el)))
             goto fail;
     }
     /* after the threads: a threaded engine loads in the background */
-    if ((rc = tower_start(e, eb, el)) || (rc = rt_start(e, eb, el)))
+    if ((rc = rc__engine_tower_start(e, eb, el)) || (rc = rc__engine_rt_start(e, eb, el)))
         goto fail;
     *out = e;
     return 0;
@@ -809,10 +809,10 @@ fail:
 
 static void free_engine(rc_engine *e)
 {
-    rt_free(e);
-    tower_free(e); /* its bundles read the table */
+    rc__engine_rt_free(e);
+    rc__engine_tower_free(e); /* its bundles read the table */
     rc_profile_destroy(e->prof);
-    cooc_free(e);
+    rc__engine_cooc_free(e);
     rc_index_destroy(e->index);
     rc_sampler_destroy(e->sampler);
     rc_session_destroy(e->sess);
@@ -831,7 +831,7 @@ static void free_engine(rc_engine *e)
     pthread_cond_destroy(&e->sync_cv);
     pthread_mutex_destroy(&e->fresh_mu);
     pthread_mutex_destroy(&e->pop_mu);
-    ck_free(e);
+    rc__engine_ck_free(e);
     free(e);
 }
 
@@ -841,8 +841,8 @@ void rc_engine_destroy(rc_engine *e)
 {
     if (!e)
         return;
-    rt_stop(e);    /* a retrain (its bundle waiting for the trainer) gives up first */
-    tower_stop(e); /* a load waiting for the trainer gives up first */
+    rc__engine_rt_stop(e);    /* a retrain (its bundle waiting for the trainer) gives up first */
+    rc__engine_tower_stop(e); /* a load waiting for the trainer gives up first */
     if (e->threads) {
         rc_engine_sync(e);
         atomic_store(&e->stop, 1);
@@ -851,7 +851,7 @@ void rc_engine_destroy(rc_engine *e)
         atomic_store(&e->stop, 2);
         q_wake(&e->q_train);
         pthread_join(e->trainer, NULL);
-        ck_stop(e);
+        rc__engine_ck_stop(e);
         on_async(&e->async); /* report what is left */
     }
     if (e->loop && uv_is_active((uv_handle_t *)&e->async)) {
@@ -999,14 +999,14 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
     if (req->k == 0 || req->k > cfg_u32(&e->cfg.k_max) || req->ncates > RC_ARRAY_LEN(cates))
         return RC_EINVAL;
     if (req->two_tower)
-        return tower_recall(e, req, out, n, fallback);
+        return rc__engine_tower_recall(e, req, out, n, fallback);
     uint64_t t0 = req->timing ? rc_now_ns() : 0;
     rc__engine_resolve_filter(e, req, &f, cates, &empty);
     if (empty)
         return 0;
     nclicks = user_query(e, req, clicks, rows, ts, w, &f, excl, &nexcl);
     int rc = req->itemknn || req->fused
-                 ? cooc_recall(e, req, &f, rows, w, nclicks, excl, nexcl, out, n)
+                 ? rc__engine_cooc_recall(e, req, &f, rows, w, nclicks, excl, nexcl, out, n)
                  : recall_clicks(e, req, &f, rows, w, nclicks, excl, nexcl, out, n, t0);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         uint64_t t1 = req->timing ? rc_now_ns() : 0;
@@ -1146,11 +1146,11 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   rc_rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes,
                   rc_checkpoint_bytes(e->ck->snap), heap, heap_free);
     rc_buf_puts(o, ",");
-    ck_stats_json(e, o);
+    rc__engine_ck_stats_json(e, o);
     rc_buf_puts(o, ",");
-    tower_stats_json(e, o);
+    rc__engine_tower_stats_json(e, o);
     rc_buf_puts(o, ",");
-    cooc_stats_json(e, o);
+    rc__engine_cooc_stats_json(e, o);
 }
 
 void rc_engine_session_stats(rc_engine *e, rc_session_stats *st)
@@ -1193,7 +1193,7 @@ void rc_engine_reload(rc_engine *e, const rc_config *c)
 {
     __atomic_store_n(&e->cfg.tower_refresh_rows, c->tower_refresh_rows, __ATOMIC_RELAXED);
     __atomic_store_n(&e->cfg.tower_recompute, c->tower_recompute, __ATOMIC_RELAXED);
-    tower_set_conf_path(e, c->tower_model);
+    rc__engine_tower_set_conf_path(e, c->tower_model);
     __atomic_store_n(&e->cfg.k_default, c->k_default, __ATOMIC_RELAXED);
     __atomic_store_n(&e->cfg.k_max, c->k_max, __ATOMIC_RELAXED);
     __atomic_store_n(&e->cfg.recall_window, c->recall_window, __ATOMIC_RELAXED);

@@ -24,9 +24,9 @@ enum { CK_IDLE, CK_RESERVE, CK_WANTED, CK_TAKEN };
 static const char *const ck_counter_names[] = {"consumed",  "applied",           "ignored", "pairs",
                                                "new_items", "rejected_capacity", "max_ts",  "lost"};
 
-int ck_init(rc_engine *e, char *eb, size_t el)
+int rc__engine_ck_init(rc_engine *e, char *eb, size_t el)
 {
-    struct ckpt *k = calloc(1, sizeof *k);
+    struct rc__engine_ckpt *k = calloc(1, sizeof *k);
     if (!k)
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
     e->ck = k;
@@ -51,7 +51,7 @@ int ck_init(rc_engine *e, char *eb, size_t el)
 }
 
 /* Trainer: partition p is processed up to next - 1. */
-static void ck_note(struct ckpt *k, int32_t p, int64_t next)
+static void ck_note(struct rc__engine_ckpt *k, int32_t p, int64_t next)
 {
     if (p < 0)
         return;
@@ -74,7 +74,7 @@ static void ck_note(struct ckpt *k, int32_t p, int64_t next)
 }
 
 /* Trainer: positions and message count of a trained batch. */
-void ck_note_batch(rc_engine *e, const rc_batch *b)
+void rc__engine_ck_note_batch(rc_engine *e, const rc_batch *b)
 {
     for (uint32_t i = 0; i < b->n; i++)
         ck_note(e->ck, b->part[i], b->koff[i] + 1);
@@ -85,7 +85,7 @@ void ck_note_batch(rc_engine *e, const rc_batch *b)
 /* Trainer: counters and offsets as of now. */
 static void ck_meta(rc_engine *e, rc_checkpoint_meta *m)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     const uint64_t v[] = {
         k->processed,           atomic_load(&e->applied),   atomic_load(&e->ignored),
         atomic_load(&e->pairs), atomic_load(&e->new_items), atomic_load(&e->rejected_capacity),
@@ -107,7 +107,7 @@ static void ck_meta(rc_engine *e, rc_checkpoint_meta *m)
     m->offsets = k->offs;
 }
 
-static void ck_pause_record(struct ckpt *k, uint64_t ns)
+static void ck_pause_record(struct rc__engine_ckpt *k, uint64_t ns)
 {
     atomic_store(&k->last_pause_ns, ns);
     if (ns > atomic_load(&k->max_pause_ns))
@@ -123,9 +123,9 @@ static void ck_pause_record(struct ckpt *k, uint64_t ns)
  * every batch it must contain is applied. The copy runs without ck->mu held
  * (the loop thread may take it to queue a request). force: never "unchanged"
  * (offline callers apply clicks outside batches). Returns 1 when taken. */
-int ck_take(rc_engine *e, int force)
+int rc__engine_ck_take(rc_engine *e, int force)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     rc_checkpoint_meta m;
     if (!k || !atomic_load(&k->wanted))
         return 0;
@@ -169,7 +169,7 @@ int ck_take(rc_engine *e, int force)
 /* Writer thread (rows_done of a live take's write): the trainer may go on. */
 static void ck_rows_done(void *ud)
 {
-    struct ckpt *k = ud;
+    struct rc__engine_ckpt *k = ud;
     pthread_mutex_lock(&k->mu);
     k->rows_done = 1;
     k->take_pause = rc_now_ns() - k->take_t0;
@@ -179,8 +179,8 @@ static void ck_rows_done(void *ud)
 
 /* Writer thread: the result for the loop, from the snapshot's meta. Caller
  * holds mu. */
-static void ck_result(struct ckpt *k, int rc, const rc_checkpoint_info *info, const char *err,
-                      uint64_t covers)
+static void ck_result(struct rc__engine_ckpt *k, int rc, const rc_checkpoint_info *info,
+                      const char *err, uint64_t covers)
 {
     const rc_checkpoint_meta *m = rc_checkpoint_meta_of(k->snap);
     size_t n = rc == 0 && m ? m->noffsets : 0;
@@ -219,7 +219,7 @@ static void ck_result(struct ckpt *k, int rc, const rc_checkpoint_info *info, co
 /* Writer thread: writes what the trainer took. Returns 0 or RC_E*. */
 static int ck_write(rc_engine *e, rc_checkpoint_info *info, char *err, size_t errlen)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     rc_checkpoint_write_opts o = {.dir = e->cfg.data_dir,
                                   .keep = atomic_load(&k->keep),
                                   .max_mb_s = atomic_load(&k->max_mb_s),
@@ -249,7 +249,7 @@ static int ck_write(rc_engine *e, rc_checkpoint_info *info, char *err, size_t er
  * with it held. */
 static void ck_serve(rc_engine *e)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     rc_checkpoint_info info = {0};
     char err[512] = "";
     uint32_t rows = rc_table_size(e->table);
@@ -300,7 +300,7 @@ static void *ck_main(void *arg)
 {
     rc_engine *e = arg;
     rc__engine_background(e, "checkpoint");
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     pthread_mutex_lock(&k->mu);
     for (;;) {
         while (k->state != CK_RESERVE && !k->stop)
@@ -315,9 +315,9 @@ static void *ck_main(void *arg)
     return NULL;
 }
 
-int ck_start(rc_engine *e, char *eb, size_t el)
+int rc__engine_ck_start(rc_engine *e, char *eb, size_t el)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     if (!k->enabled || !e->loop)
         return 0;
     if (pthread_create(&k->writer, NULL, ck_main, e))
@@ -328,9 +328,9 @@ int ck_start(rc_engine *e, char *eb, size_t el)
 
 /* After the trainer stopped: ends the checkpoint thread (a write in progress
  * finishes first). */
-void ck_stop(rc_engine *e)
+void rc__engine_ck_stop(rc_engine *e)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     if (!k || !k->writer_started)
         return;
     pthread_mutex_lock(&k->mu);
@@ -341,9 +341,9 @@ void ck_stop(rc_engine *e)
     k->writer_started = 0;
 }
 
-void ck_free(rc_engine *e)
+void rc__engine_ck_free(rc_engine *e)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     if (!k)
         return;
     rc_checkpoint_destroy(k->snap);
@@ -364,9 +364,9 @@ void ck_free(rc_engine *e)
 }
 
 /* Loop thread (from on_async): hands a finished result to the callback. */
-void ck_deliver(rc_engine *e)
+void rc__engine_ck_deliver(rc_engine *e)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     rc_engine_checkpoint_result r;
     if (!k || !k->enabled)
         return;
@@ -412,7 +412,7 @@ void rc_engine_set_checkpoint_cb(rc_engine *e, rc_engine_checkpoint_cb cb, void 
 
 int rc_engine_checkpoint(rc_engine *e, int everything, uint64_t *ticket)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     if (!k->enabled || !e->threads)
         return RC_EINVAL;
     pthread_mutex_lock(&e->sync_mu);
@@ -435,7 +435,7 @@ int rc_engine_checkpoint(rc_engine *e, int everything, uint64_t *ticket)
 
 int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char *eb, size_t el)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     rc_checkpoint_info info = {0};
     char err[512] = "";
     if (!k->enabled || e->threads)
@@ -446,7 +446,7 @@ int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char 
     k->after = 0;
     atomic_store(&k->wanted, 1);
     pthread_mutex_unlock(&k->mu);
-    ck_take(e, 1);
+    rc__engine_ck_take(e, 1);
     int rc = k->take_rc;
     if (rc == 0 && !k->unchanged)
         rc = ck_write(e, &info, err, sizeof err);
@@ -486,7 +486,7 @@ size_t rc_engine_restored_offsets(const rc_engine *e, int32_t *parts, int64_t *o
  * leaves the work to create_model. */
 static void ck_on_rows(void *ud, rc_table *t, uint32_t first, uint32_t n)
 {
-    struct ckpt *k = ud;
+    struct rc__engine_ckpt *k = ud;
     char err[256];
     if (k->rx_table != t) { /* a new attempt (an older checkpoint): start over */
         rc_index_destroy(k->rx);
@@ -505,9 +505,9 @@ static void ck_on_rows(void *ud, rc_table *t, uint32_t first, uint32_t n)
     }
 }
 
-rc_index *ck_prebuilt_index(rc_engine *e)
+rc_index *rc__engine_ck_prebuilt_index(rc_engine *e)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     rc_index *ix = NULL;
     if (k->rx && k->rx_table == e->table && !k->rx_failed)
         ix = k->rx;
@@ -521,9 +521,10 @@ rc_index *ck_prebuilt_index(rc_engine *e)
 
 /* create_model: the newest valid checkpoint under data_dir into e->table and
  * the counters. Returns 0, RC_ENOENT (none: start otherwise) or an error. */
-int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb, size_t el)
+int rc__engine_ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb,
+                          size_t el)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     rc_checkpoint_meta *m = &k->restored;
     rc_checkpoint_hooks hooks = {.on_rows = ck_on_rows, .ud = k};
     char path[4200], name[64];
@@ -576,14 +577,14 @@ int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, c
     return 0;
 }
 
-int ck_was_restored(const rc_engine *e) { return e->ck->restored_ok; }
+int rc__engine_ck_was_restored(const rc_engine *e) { return e->ck->restored_ok; }
 
 int rc_engine_needs_replay(const rc_engine *e) { return e->ck->invalid_only; }
 
 /* create_model, after the index is rebuilt. */
-void ck_restored(rc_engine *e, uint64_t t0)
+void rc__engine_ck_restored(rc_engine *e, uint64_t t0)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     if (!k->restored_ok)
         return;
     k->restore_ns = rc_now_ns() - t0;
@@ -596,9 +597,9 @@ void ck_restored(rc_engine *e, uint64_t t0)
 }
 
 /* Any thread: the "checkpoint" stats object. */
-void ck_stats_json(rc_engine *e, rc_buf *o)
+void rc__engine_ck_stats_json(rc_engine *e, rc_buf *o)
 {
-    struct ckpt *k = e->ck;
+    struct rc__engine_ckpt *k = e->ck;
     uint32_t p[CK_PAUSES], n;
     char err[256];
     pthread_mutex_lock(&k->mu);

@@ -7,7 +7,7 @@
 #include "recalld/cooc.h"
 #include "recalld/vec.h"
 
-int cooc_init(rc_engine *e, char *eb, size_t el)
+int rc__engine_cooc_init(rc_engine *e, char *eb, size_t el)
 {
     const rc_config *c = &e->cfg;
     if (!c->cooc_max_bytes)
@@ -21,13 +21,14 @@ int cooc_init(rc_engine *e, char *eb, size_t el)
     return rc_cooc_create(&o, &e->cooc, eb, el);
 }
 
-void cooc_free(rc_engine *e)
+void rc__engine_cooc_free(rc_engine *e)
 {
     rc_cooc_destroy(e->cooc);
     e->cooc = NULL;
 }
 
-void cooc_note(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx, int64_t ts_ms)
+void rc__engine_cooc_note(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
+                          int64_t ts_ms)
 {
     if (e->cooc)
         rc_cooc_click(e->cooc, row, ctx, nctx, ts_ms);
@@ -62,9 +63,9 @@ static float row_cos(const rc_table *t, const float *q, uint32_t row, uint32_t d
     return norm > 0 ? rc_vec_dot(q, v, dim) / norm : 0.0f;
 }
 
-int cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
-                const uint32_t *rows, const float *w, uint32_t nclicks, const uint32_t *excl,
-                uint32_t nexcl, rc_hit *out, uint32_t *n)
+int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
+                           const uint32_t *rows, const float *w, uint32_t nclicks,
+                           const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n)
 {
     struct keep kp = {.t = e->table, .f = f, .size = rc_table_size(e->table)};
     uint32_t k = req->k, dim = e->cfg.dim, ne = 0, nc = 0;
@@ -108,7 +109,7 @@ out:
     return rc;
 }
 
-void cooc_stats_json(rc_engine *e, rc_buf *o)
+void rc__engine_cooc_stats_json(rc_engine *e, rc_buf *o)
 {
     rc_cooc_stats st = {0};
     if (e->cooc)

@@ -2,9 +2,10 @@
  *
  *   src/engine.c             the pipeline: batches, decoder and trainer threads,
  *                            event apply, queries, stats, create/destroy
- *   src/engine_checkpoint.c  checkpoint coordination (ck_*)
- *   src/engine_tower.c       two-tower serving (tower_*)
- *   src/engine_retrain.c     background retraining of the tower model (rt_*)
+ *   src/engine_checkpoint.c  checkpoint coordination (rc__engine_ck_*)
+ *   src/engine_tower.c       two-tower serving (rc__engine_tower_*)
+ *   src/engine_retrain.c     background retraining of the tower model (rc__engine_rt_*)
+ *   src/engine_cooc.c        the session co-occurrence channel (rc__engine_cooc_*)
  *
  * The public API is include/recalld/engine.h; the thread that may call each
  * function below is given where it is defined. */
@@ -50,7 +51,7 @@ struct rc_batch {
     uint64_t recv_ns;
 };
 
-struct queue {
+struct rc__engine_queue {
     rc_batch *head, *tail;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -81,7 +82,7 @@ struct rc_engine {
     rc_batch **batches;
     uint32_t nbatches;
 
-    struct queue q_decode, q_train, q_done;
+    struct rc__engine_queue q_decode, q_train, q_done;
     pthread_t decoder, trainer;
     int threads;
     atomic_int stop;
@@ -111,10 +112,10 @@ struct rc_engine {
     uint8_t *in_pop; /* trainer only, by row */
     size_t in_pop_cap;
 
-    struct ckpt *ck;     /* checkpoints: see "---- checkpoints ----" */
-    rc_profile *prof;    /* per-user device, tags, counters (two-tower user input) */
-    struct tower *tower; /* two-tower serving: see "---- two-tower serving ----" */
-    struct retrain *rt;  /* background retraining: see "---- background retraining ----" */
+    struct rc__engine_ckpt *ck;     /* checkpoints: see "---- checkpoints ----" */
+    rc_profile *prof;               /* per-user device, tags, counters (two-tower user input) */
+    struct rc__engine_tower *tower; /* two-tower serving: see "---- two-tower serving ----" */
+    struct retrain *rt; /* background retraining: see "---- background retraining ----" */
 
     struct rc_cooc *cooc; /* session co-occurrence channel (NULL: off): src/engine_cooc.c */
 };
@@ -133,7 +134,7 @@ static inline float cfg_f32(const float *p)
 #define CK_PAUSES 128 /* trainer pauses kept for the p99 */
 #define CK_NONE   UINT64_MAX
 
-struct ckpt {
+struct rc__engine_ckpt {
     int enabled, lock_fd;
     rc_checkpoint *snap;
     pthread_t writer;
@@ -190,7 +191,7 @@ struct ckpt {
 #define TOWER_FLUSH_ROWS 65536u /* loader flushes the index every this many rows */
 #define TOWER_SWEEP_SEG  4096u  /* rows per sweep step */
 
-struct tower {
+struct rc__engine_tower {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* under mu (the trainer reads cur bare: it is cur's only writer) */
@@ -243,65 +244,68 @@ int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w,
 
 /* ---- checkpoints (src/engine_checkpoint.c) ---- */
 
-int ck_init(rc_engine *e, char *eb, size_t el);
-void ck_note_batch(rc_engine *e, const rc_batch *b);
-int ck_take(rc_engine *e, int force);
-int ck_start(rc_engine *e, char *eb, size_t el);
-void ck_stop(rc_engine *e);
-void ck_free(rc_engine *e);
-void ck_deliver(rc_engine *e);
-int ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb, size_t el);
-rc_index *ck_prebuilt_index(rc_engine *e);
-void ck_restored(rc_engine *e, uint64_t t0);
-int ck_was_restored(const rc_engine *e);
-void ck_stats_json(rc_engine *e, rc_buf *o);
+int rc__engine_ck_init(rc_engine *e, char *eb, size_t el);
+void rc__engine_ck_note_batch(rc_engine *e, const rc_batch *b);
+int rc__engine_ck_take(rc_engine *e, int force);
+int rc__engine_ck_start(rc_engine *e, char *eb, size_t el);
+void rc__engine_ck_stop(rc_engine *e);
+void rc__engine_ck_free(rc_engine *e);
+void rc__engine_ck_deliver(rc_engine *e);
+int rc__engine_ck_restore(rc_engine *e, const rc_table_opts *to, const rc_index_opts *io, char *eb,
+                          size_t el);
+rc_index *rc__engine_ck_prebuilt_index(rc_engine *e);
+void rc__engine_ck_restored(rc_engine *e, uint64_t t0);
+int rc__engine_ck_was_restored(const rc_engine *e);
+void rc__engine_ck_stats_json(rc_engine *e, rc_buf *o);
 
 /* ---- two-tower serving (src/engine_tower.c) ---- */
 
-int tower_init(rc_engine *e, char *eb, size_t el);
-int tower_start(rc_engine *e, char *eb, size_t el);
-void tower_stop(rc_engine *e);
-void tower_free(rc_engine *e);
-void tower_dirty(rc_engine *e, uint32_t row);
-void tower_maintain(rc_engine *e, int force);
-void tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags);
-int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n, int *fallback);
-void tower_stats_json(rc_engine *e, rc_buf *o);
-void tower_set_conf_path(rc_engine *e, const char *path);
+int rc__engine_tower_init(rc_engine *e, char *eb, size_t el);
+int rc__engine_tower_start(rc_engine *e, char *eb, size_t el);
+void rc__engine_tower_stop(rc_engine *e);
+void rc__engine_tower_free(rc_engine *e);
+void rc__engine_tower_dirty(rc_engine *e, uint32_t row);
+void rc__engine_tower_maintain(rc_engine *e, int force);
+void rc__engine_tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags);
+int rc__engine_tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
+                            int *fallback);
+void rc__engine_tower_stats_json(rc_engine *e, rc_buf *o);
+void rc__engine_tower_set_conf_path(rc_engine *e, const char *path);
 /* Loader role (also the retrainer's): takes the loading slot for path (NULL or
  * empty: tower.model) and copies the path to serve into out[RC_CONF_STR]. */
-int tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el);
+int rc__engine_tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el);
 /* Loader: builds a bundle of m (owned) for every row, hands it to the trainer
  * and waits until it is served. Caller set t->loading. */
-int tower_build(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st, char *eb,
-                size_t el);
+int rc__engine_tower_build(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st,
+                           char *eb, size_t el);
 /* Any thread: a reference to the served bundle, or NULL. */
-rc_tower_serve *tower_acquire(rc_engine *e);
+rc_tower_serve *rc__engine_tower_acquire(rc_engine *e);
 
 /* ---- background retraining (src/engine_retrain.c) ---- */
 
-int rt_init(rc_engine *e, char *eb, size_t el);
-int rt_start(rc_engine *e, char *eb, size_t el);
-void rt_cancel(rc_engine *e);
-void rt_stop(rc_engine *e);
-void rt_free(rc_engine *e);
-void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev, const uint64_t *tags,
-             uint32_t ntags, unsigned flags);
-void rt_stats_json(rc_engine *e, rc_buf *o);
+int rc__engine_rt_init(rc_engine *e, char *eb, size_t el);
+int rc__engine_rt_start(rc_engine *e, char *eb, size_t el);
+void rc__engine_rt_cancel(rc_engine *e);
+void rc__engine_rt_stop(rc_engine *e);
+void rc__engine_rt_free(rc_engine *e);
+void rc__engine_rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev,
+                        const uint64_t *tags, uint32_t ntags, unsigned flags);
+void rc__engine_rt_stats_json(rc_engine *e, rc_buf *o);
 
 /* ---- session co-occurrence channel (src/engine_cooc.c) ---- */
 
-int cooc_init(rc_engine *e, char *eb, size_t el); /* create; cooc.max_bytes 0 = off */
-void cooc_free(rc_engine *e);
+int rc__engine_cooc_init(rc_engine *e, char *eb, size_t el); /* create; cooc.max_bytes 0 = off */
+void rc__engine_cooc_free(rc_engine *e);
 /* Trainer: an applied click (not duplicate, not late) and its session's
  * previous clicks, most recent last. */
-void cooc_note(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx, int64_t ts_ms);
+void rc__engine_cooc_note(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
+                          int64_t ts_ms);
 /* Any thread: req->itemknn or req->fused recall from the weighted clicks,
  * leaving out excl[0..nexcl) (every recent click of the user); RC_ENOENT when
  * it has nothing (the caller falls back to popularity). */
-int cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
-                const uint32_t *rows, const float *w, uint32_t nclicks, const uint32_t *excl,
-                uint32_t nexcl, rc_hit *out, uint32_t *n);
-void cooc_stats_json(rc_engine *e, rc_buf *o);
+int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
+                           const uint32_t *rows, const float *w, uint32_t nclicks,
+                           const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n);
+void rc__engine_cooc_stats_json(rc_engine *e, rc_buf *o);
 
 #endif

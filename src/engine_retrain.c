@@ -12,10 +12,10 @@
 #include "recalld/retrain.h"
 
 /* ---- background retraining ----
- * The trainer adds every applied click to the replay buffer (rt_note). The
+ * The trainer adds every applied click to the replay buffer (rc__engine_rt_note). The
  * retrain thread sleeps on mu/cv until its interval passed or a request came
  * (requested > finished), then runs one retrain (rt_run) outside mu: snapshot,
- * train (retrain.h), save, serve through tower_build like a loader (it takes the
+ * train (retrain.h), save, serve through rc__engine_tower_build like a loader (it takes the
  * loading slot, so a retrain and a load never overlap). Outcomes go to info
  * under mu. Offline engines run rt_run on the caller's thread. */
 
@@ -32,7 +32,7 @@ struct retrain {
     rc_engine_retrain_info info;  /* under mu, replay stats excepted */
 };
 
-int rt_init(rc_engine *e, char *eb, size_t el)
+int rc__engine_rt_init(rc_engine *e, char *eb, size_t el)
 {
     struct retrain *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -56,8 +56,8 @@ int rt_init(rc_engine *e, char *eb, size_t el)
 
 /* Trainer: one click that reached the session store. Duplicates (a redelivered
  * event) are no new data; late clicks are (the offline log has them too). */
-void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev, const uint64_t *tags,
-             uint32_t ntags, unsigned flags)
+void rc__engine_rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev,
+                        const uint64_t *tags, uint32_t ntags, unsigned flags)
 {
     if (!e->rt->ring || (flags & RC_SESS_DUPLICATE))
         return;
@@ -69,14 +69,14 @@ void rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev, const
 static int rt_serve(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st,
                     char *eb, size_t el)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     char p[RC_CONF_STR];
-    int rc = tower_begin(e, path, p, eb, el);
+    int rc = rc__engine_tower_begin(e, path, p, eb, el);
     if (rc) {
         rc_tower_destroy(m);
         return rc;
     }
-    rc = tower_build(e, m, p, st, eb, el);
+    rc = rc__engine_tower_build(e, m, p, st, eb, el);
     pthread_mutex_lock(&t->mu);
     t->loading = 0;
     pthread_mutex_unlock(&t->mu);
@@ -130,7 +130,7 @@ static int rt_run(rc_engine *e, char *eb, size_t el)
     nrun = rt->info.done + rt->info.failed + rt->info.skipped;
     rt->info.running = 1;
     pthread_mutex_unlock(&rt->mu);
-    rc_tower_serve *b = tower_acquire(e); /* its model is the base: held until trained */
+    rc_tower_serve *b = rc__engine_tower_acquire(e); /* its model is the base: held until trained */
     if (atomic_load(&rt->cancel)) {
         rc = rc_err(err, sizeof err, RC_EAGAIN, "retrain cancelled (shutting down)");
     } else if (!b) {
@@ -251,7 +251,7 @@ static void *rt_main(void *arg)
     return NULL;
 }
 
-int rt_start(rc_engine *e, char *eb, size_t el)
+int rc__engine_rt_start(rc_engine *e, char *eb, size_t el)
 {
     struct retrain *rt = e->rt;
     if (!rt->ring || !e->threads)
@@ -262,7 +262,7 @@ int rt_start(rc_engine *e, char *eb, size_t el)
     return 0;
 }
 
-void rt_cancel(rc_engine *e)
+void rc__engine_rt_cancel(rc_engine *e)
 {
     struct retrain *rt = e->rt;
     if (!rt)
@@ -273,7 +273,7 @@ void rt_cancel(rc_engine *e)
     pthread_mutex_unlock(&rt->mu);
 }
 
-void rt_stop(rc_engine *e)
+void rc__engine_rt_stop(rc_engine *e)
 {
     struct retrain *rt = e->rt;
     if (!rt || !rt->started)
@@ -283,7 +283,7 @@ void rt_stop(rc_engine *e)
     rt->started = 0;
 }
 
-void rt_free(rc_engine *e)
+void rc__engine_rt_free(rc_engine *e)
 {
     struct retrain *rt = e->rt;
     if (!rt)
@@ -342,7 +342,7 @@ int rc_engine_retrain_now(rc_engine *e, rc_engine_retrain_info *info, char *eb, 
 }
 
 /* Any thread: ,"retrain":{...}} — the end of the "tower" stats object. */
-void rt_stats_json(rc_engine *e, rc_buf *o)
+void rc__engine_rt_stats_json(rc_engine *e, rc_buf *o)
 {
     rc_engine_retrain_info ri;
     rc_engine_retrain_info_get(e, &ri);

@@ -15,9 +15,9 @@
  * cur current after each batch. Readers take a reference to cur under mu.
  * Offline engines (no threads) adopt on the loading thread, their only one. */
 
-int tower_init(rc_engine *e, char *eb, size_t el)
+int rc__engine_tower_init(rc_engine *e, char *eb, size_t el)
 {
-    struct tower *t = calloc(1, sizeof *t);
+    struct rc__engine_tower *t = calloc(1, sizeof *t);
     if (!t)
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
     pthread_mutex_init(&t->mu, NULL);
@@ -27,7 +27,7 @@ int tower_init(rc_engine *e, char *eb, size_t el)
     return 0;
 }
 
-void tower_set_conf_path(rc_engine *e, const char *path)
+void rc__engine_tower_set_conf_path(rc_engine *e, const char *path)
 {
     pthread_mutex_lock(&e->tower->mu);
     snprintf(e->tower->conf_path, sizeof e->tower->conf_path, "%s", path);
@@ -35,9 +35,9 @@ void tower_set_conf_path(rc_engine *e, const char *path)
 }
 
 /* Trainer: row's word2vec vector changed. */
-void tower_dirty(rc_engine *e, uint32_t row)
+void rc__engine_tower_dirty(rc_engine *e, uint32_t row)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     if (!atomic_load_explicit(&t->track, memory_order_relaxed))
         return;
     if (row >= t->dirty_cap) {
@@ -73,7 +73,7 @@ void tower_dirty(rc_engine *e, uint32_t row)
 /* Trainer (or an offline engine's only thread): publishes the pending bundle. */
 static void tower_adopt(rc_engine *e)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     char err[256];
     pthread_mutex_lock(&t->mu);
     rc_tower_serve *b = t->pending;
@@ -103,9 +103,9 @@ static void tower_adopt(rc_engine *e)
 }
 
 /* Trainer, after every batch (and idle): keeps the served bundle current. */
-void tower_maintain(rc_engine *e, int force)
+void rc__engine_tower_maintain(rc_engine *e, int force)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     char err[256];
     if (atomic_load(&t->has_pending))
         tower_adopt(e);
@@ -151,7 +151,7 @@ void tower_maintain(rc_engine *e, int force)
 /* Trainer: the profile side of one applied (or refused as duplicate / late)
  * click: counters as the session store counted it, device and tags as the
  * event carries them (empty tags are no tags, as offline). */
-void tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags)
+void rc__engine_tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags)
 {
     uint64_t tags[RC_TAGS_MAX], dev = 0;
     uint32_t nt = 0;
@@ -163,17 +163,17 @@ void tower_note(rc_engine *e, const rc_event *ev, uint32_t row, unsigned flags)
     int applied = !(flags & (RC_SESS_DUPLICATE | RC_SESS_LATE));
     rc_profile_note(e->prof, ev->user, ev->user_len, ev->ts_ms, dev, tags, nt, applied ? 1 : 0,
                     (flags & RC_SESS_NEW_SESSION) ? 1 : 0);
-    rt_note(e, ev, row, dev, tags, nt, flags);
+    rc__engine_rt_note(e, ev, row, dev, tags, nt, flags);
 }
 
 static double ms_since(uint64_t t0) { return (double)(rc_now_ns() - t0) / 1e6; }
 
 /* Loader: builds a bundle of m (owned) for every row, hands it to the trainer
  * and waits until it is served. Caller set t->loading. */
-int tower_build(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st, char *eb,
-                size_t el)
+int rc__engine_tower_build(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st,
+                           char *eb, size_t el)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     const rc_config *c = &e->cfg;
     uint64_t t0 = rc_now_ns(), last_log = t0;
     rc_tower_serve_opts o = {.index = {.ivf_min = c->ivf_min,
@@ -275,7 +275,7 @@ int tower_build(rc_engine *e, rc_tower_model *m, const char *path, const struct 
  * the outcome and clears t->loading. */
 static int tower_load(rc_engine *e, const char *path, rc_tower_model *pre, char *eb, size_t el)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     struct stat st;
     rc_tower_model *m = pre;
     char err[512];
@@ -291,9 +291,9 @@ static int tower_load(rc_engine *e, const char *path, rc_tower_model *pre, char 
     else if (!m)
         rc = rc_tower_load(path, &m, eb, el);
     else
-        pre = NULL; /* ownership goes to tower_build */
+        pre = NULL; /* ownership goes to rc__engine_tower_build */
     if (rc == 0)
-        rc = tower_build(e, m, path, &st, eb, el);
+        rc = rc__engine_tower_build(e, m, path, &st, eb, el);
     rc_tower_destroy(pre); /* not built (stat failed) */
     pthread_mutex_lock(&t->mu);
     t->loading = 0;
@@ -307,9 +307,9 @@ static int tower_load(rc_engine *e, const char *path, rc_tower_model *pre, char 
     return rc;
 }
 
-int tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el)
+int rc__engine_tower_begin(rc_engine *e, const char *path, char *out, char *eb, size_t el)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     pthread_mutex_lock(&t->mu);
     if (!path || !path[0])
         path = t->conf_path;
@@ -335,7 +335,7 @@ int rc_engine_tower_load(rc_engine *e, const char *path, rc_engine_tower_info *i
                          size_t el)
 {
     char p[RC_CONF_STR];
-    int rc = tower_begin(e, path, p, eb, el);
+    int rc = rc__engine_tower_begin(e, path, p, eb, el);
     if (rc == 0)
         rc = tower_load(e, p, NULL, eb, el);
     if (rc == 0 && info)
@@ -346,7 +346,7 @@ int rc_engine_tower_load(rc_engine *e, const char *path, rc_engine_tower_info *i
 static void *tower_loader_main(void *arg)
 {
     rc_engine *e = arg;
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     rc_tower_model *m = t->async_model;
     t->async_model = NULL;
     tower_load(e, t->async_path, m, NULL, 0);
@@ -355,7 +355,7 @@ static void *tower_loader_main(void *arg)
 
 static int tower_spawn(rc_engine *e, char *eb, size_t el)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     if (t->loader_started) /* finished: loading was 0 */
         pthread_join(t->loader, NULL);
     t->loader_started = 0;
@@ -373,16 +373,16 @@ static int tower_spawn(rc_engine *e, char *eb, size_t el)
 
 int rc_engine_tower_load_async(rc_engine *e, const char *path, char *eb, size_t el)
 {
-    int rc = tower_begin(e, path, e->tower->async_path, eb, el);
+    int rc = rc__engine_tower_begin(e, path, e->tower->async_path, eb, el);
     return rc ? rc : tower_spawn(e, eb, el);
 }
 
 /* Create: the configured model. The file is read here (a bad file fails the
  * start, with its error); the bundle is built on the loader thread of a
  * threaded engine, or right here for an offline one. */
-int tower_start(rc_engine *e, char *eb, size_t el)
+int rc__engine_tower_start(rc_engine *e, char *eb, size_t el)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     rc_tower_model *m = NULL;
     if (!e->cfg.tower_model[0])
         return 0;
@@ -395,7 +395,7 @@ int tower_start(rc_engine *e, char *eb, size_t el)
         return rc_err(eb, el, RC_EINVAL, "tower model %s: w2v_dim %u does not match model.dim %u",
                       e->cfg.tower_model, wd, rc_table_dim(e->table));
     }
-    if ((rc = tower_begin(e, e->cfg.tower_model, t->async_path, eb, el))) {
+    if ((rc = rc__engine_tower_begin(e, e->cfg.tower_model, t->async_path, eb, el))) {
         rc_tower_destroy(m);
         return rc;
     }
@@ -407,17 +407,17 @@ int tower_start(rc_engine *e, char *eb, size_t el)
 
 void rc_engine_tower_cancel(rc_engine *e)
 {
-    struct tower *t = e->tower;
-    rt_cancel(e);
+    struct rc__engine_tower *t = e->tower;
+    rc__engine_rt_cancel(e);
     atomic_store(&t->cancel, 1);
     pthread_mutex_lock(&t->mu);
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
 
-void tower_stop(rc_engine *e)
+void rc__engine_tower_stop(rc_engine *e)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     if (!t)
         return;
     atomic_store(&t->cancel, 1);
@@ -429,9 +429,9 @@ void tower_stop(rc_engine *e)
     t->loader_started = 0;
 }
 
-void tower_free(rc_engine *e)
+void rc__engine_tower_free(rc_engine *e)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     if (!t)
         return;
     rc_tower_serve_unref(t->cur);
@@ -446,9 +446,9 @@ void tower_free(rc_engine *e)
 }
 
 /* Any thread: a reference to the served bundle, or NULL. */
-rc_tower_serve *tower_acquire(rc_engine *e)
+rc_tower_serve *rc__engine_tower_acquire(rc_engine *e)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     pthread_mutex_lock(&t->mu);
     rc_tower_serve *b = t->cur;
     if (b)
@@ -459,7 +459,7 @@ rc_tower_serve *tower_acquire(rc_engine *e)
 
 int rc_engine_tower_file_changed(rc_engine *e, const char *path)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     struct stat st, cur;
     char p[RC_CONF_STR], served[RC_CONF_STR];
     pthread_mutex_lock(&t->mu);
@@ -478,7 +478,7 @@ int rc_engine_tower_file_changed(rc_engine *e, const char *path)
 
 void rc_engine_tower_info_get(rc_engine *e, rc_engine_tower_info *info)
 {
-    struct tower *t = e->tower;
+    struct rc__engine_tower *t = e->tower;
     memset(info, 0, sizeof *info);
     pthread_mutex_lock(&t->mu);
     rc_tower_serve *b = t->cur;
@@ -560,7 +560,7 @@ static int tower_user_in(rc_engine *e, rc_tower_serve *b, const char *user, size
 int rc_engine_tower_user_vector(rc_engine *e, const char *user, size_t ulen, int64_t now_ms,
                                 float *out, uint32_t cap, uint32_t *dim)
 {
-    rc_tower_serve *b = tower_acquire(e);
+    rc_tower_serve *b = rc__engine_tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
     *dim = rc_tower_serve_dim(b);
@@ -598,7 +598,8 @@ static void tower_filter(rc_engine *e, rc_tower_serve *b, const rc_index_filter 
         *empty = 1;
 }
 
-int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n, int *fallback)
+int rc__engine_tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *n,
+                            int *fallback)
 {
     uint32_t cates[64], mcates[64], rows[256], excl[256], nexcl = 0;
     rc_click recent[256];
@@ -608,7 +609,7 @@ int tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32_t *
     int empty;
     rc_recall_timing *tm = req->timing;
     uint64_t t0 = tm ? rc_now_ns() : 0;
-    rc_tower_serve *b = tower_acquire(e);
+    rc_tower_serve *b = rc__engine_tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
     rc__engine_resolve_filter(e, req, &f, cates, &empty);
@@ -681,7 +682,7 @@ int rc_engine_tower_item_vector(rc_engine *e, const char *item, size_t len, floa
                                 uint32_t cap, uint32_t *dim)
 {
     uint32_t row;
-    rc_tower_serve *b = tower_acquire(e);
+    rc_tower_serve *b = rc__engine_tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
     *dim = rc_tower_serve_dim(b);
@@ -699,7 +700,7 @@ int rc_engine_tower_similar(rc_engine *e, const char *item, size_t len, uint32_t
     *n = 0;
     if (k == 0 || k > cfg_u32(&e->cfg.k_max))
         return RC_EINVAL;
-    rc_tower_serve *b = tower_acquire(e);
+    rc_tower_serve *b = rc__engine_tower_acquire(e);
     if (!b)
         return RC_EAGAIN;
     int rc = tower_row(e, b, item, len, &row);
@@ -717,14 +718,14 @@ int rc_engine_tower_similar(rc_engine *e, const char *item, size_t len, uint32_t
 
 int rc_engine_tower_contains(rc_engine *e, uint32_t row)
 {
-    rc_tower_serve *b = tower_acquire(e);
+    rc_tower_serve *b = rc__engine_tower_acquire(e);
     int in = b && rc_index_contains(rc_tower_serve_index(b), row);
     rc_tower_serve_unref(b);
     return in;
 }
 
 /* Any thread: the "tower" and "profiles" stats objects. */
-void tower_stats_json(rc_engine *e, rc_buf *o)
+void rc__engine_tower_stats_json(rc_engine *e, rc_buf *o)
 {
     rc_engine_tower_info ti;
     rc_profile_stats ps;
@@ -756,7 +757,7 @@ void tower_stats_json(rc_engine *e, rc_buf *o)
                   (unsigned long long)is->reindexed, (unsigned long long)is->skipped_small_drift,
                   (unsigned long long)is->retrains, is->fresh_p50_us / 1000.0,
                   is->fresh_p99_us / 1000.0, is->bytes);
-    rt_stats_json(e, o); /* ,"retrain":{...}}, closing "tower" */
+    rc__engine_rt_stats_json(e, o); /* ,"retrain":{...}}, closing "tower" */
     rc_buf_printf(o,
                   "\"profiles\":{\"users\":%llu,\"with_device\":%llu,\"with_tags\":%llu,"
                   "\"evicted_lru\":%llu,\"expired_ttl\":%llu,\"bytes\":%zu}",

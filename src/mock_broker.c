@@ -22,7 +22,7 @@ static void mock_log(const rd_kafka_t *rk, int level, const char *fac, const cha
     const rc_consumer_mock *m = rd_kafka_opaque(rk);
     if (atomic_load(&m->stopping) || (!strcmp(fac, "CONFWARN") && strstr(buf, "bootstrap.servers")))
         return;
-    kafka_log(rk, level, fac, buf);
+    rc__consumer_kafka_log(rk, level, fac, buf);
 }
 
 /* ---- mock cluster ---- */
@@ -31,12 +31,12 @@ static void mock_dr(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     rc_consumer_mock *m = opaque;
     if (m->owner)
-        dlq_dr(rk, msg, m->owner);
+        rc__consumer_dlq_dr(rk, msg, m->owner);
 }
 
 /* owner != NULL: the host producer also serves that consumer's dead letters. */
-int mock_new(int brokers, int partitions, const char *const *topics, size_t ntopics,
-             rc_consumer *owner, rc_consumer_mock **out, char *errbuf, size_t errlen)
+int rc__consumer_mock_new(int brokers, int partitions, const char *const *topics, size_t ntopics,
+                          rc_consumer *owner, rc_consumer_mock **out, char *errbuf, size_t errlen)
 {
     char why[256];
     rc_consumer_mock *m = calloc(1, sizeof *m);
@@ -48,7 +48,7 @@ int mock_new(int brokers, int partitions, const char *const *topics, size_t ntop
     rd_kafka_conf_set_opaque(conf, m);
     rd_kafka_conf_set_log_cb(conf, mock_log);
     rd_kafka_conf_set_dr_msg_cb(conf, mock_dr);
-    if ((rc = conf_set(conf, "client.id", "recalld-mock", errbuf, errlen)))
+    if ((rc = rc__consumer_conf_set(conf, "client.id", "recalld-mock", errbuf, errlen)))
         goto out_free;
     m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
     if (!m->rk) {
@@ -95,7 +95,7 @@ int rc_consumer_mock_start(int brokers, int partitions, const char *const *topic
     for (size_t i = 0; i < ntopics; i++)
         if (!topics[i] || !topics[i][0])
             return rc_err(errbuf, errlen, RC_EINVAL, "mock: empty topic name");
-    return mock_new(brokers, partitions, topics, ntopics, NULL, out, errbuf, errlen);
+    return rc__consumer_mock_new(brokers, partitions, topics, ntopics, NULL, out, errbuf, errlen);
 }
 
 const char *rc_consumer_mock_bootstrap(const rc_consumer_mock *m)
