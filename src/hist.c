@@ -3,16 +3,17 @@
 
 #include <string.h>
 
-#include "recalld/common.h"
+/* A leaf: nothing of recalld but its own header (not even common.h). */
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 const uint64_t rc_hist_latency_us[] = {50,     100,     250,     500,     1000,    2500,
                                        5000,   10000,   25000,   50000,   100000,  250000,
                                        500000, 1000000, 2500000, 5000000, 10000000};
-const uint32_t rc_hist_latency_us_n = RC_ARRAY_LEN(rc_hist_latency_us);
+const uint32_t rc_hist_latency_us_n = NELEM(rc_hist_latency_us);
 const uint64_t rc_hist_freshness_us[] = {1000,     2500,     5000,     10000,    25000,   50000,
                                          100000,   250000,   500000,   1000000,  2500000, 5000000,
                                          10000000, 30000000, 60000000, 120000000};
-const uint32_t rc_hist_freshness_us_n = RC_ARRAY_LEN(rc_hist_freshness_us);
+const uint32_t rc_hist_freshness_us_n = NELEM(rc_hist_freshness_us);
 
 void rc_hist_init(rc_hist *h, const uint64_t *le, uint32_t nb, double scale)
 {

@@ -1353,3 +1353,57 @@ TEST(metrics_http_render_off_loop_and_close_waits)
     ASSERT_EQ(uv_loop_close(&t.loop), 0);
     close(fd);
 }
+
+/* The recalld headers a source file includes ("recalld/x.h" -> x), one per
+ * line in out (room for cap bytes). */
+static void recalld_includes(const char *path, char *out, size_t cap)
+{
+    char *src = e2e_read_file(path);
+    size_t n = 0;
+    out[0] = '\0';
+    for (const char *p = src; (p = strstr(p, "#include \"recalld/")); p++) {
+        const char *name = p + strlen("#include \"recalld/"), *end = strstr(name, ".h\"");
+        ASSERT(end != NULL);
+        n += (size_t)snprintf(out + n, cap - n, "%.*s\n", (int)(end - name), name);
+        ASSERT(n < cap);
+    }
+    free(src);
+}
+
+/* DESIGN.md's module map: histograms are a leaf (hist includes no recalld
+ * header but its own), and the Prometheus page is above every module (only
+ * the metrics sources, prom and the daemon include recalld/metrics.h). */
+TEST(metrics_hist_is_a_leaf_and_the_page_is_on_top)
+{
+    char inc[4096];
+    recalld_includes(RC_SOURCE_DIR "/src/hist.c", inc, sizeof inc);
+    ASSERT_STREQ(inc, "hist\n");
+    recalld_includes(RC_SOURCE_DIR "/include/recalld/hist.h", inc, sizeof inc);
+    ASSERT_STREQ(inc, "");
+    static const char *const dirs[] = {"/src/", "/src/bin/", "/include/recalld/"};
+    int files = 0;
+    for (size_t d = 0; d < RC_ARRAY_LEN(dirs); d++) {
+        char dir[512], path[1024];
+        snprintf(dir, sizeof dir, "%s%s", RC_SOURCE_DIR, dirs[d]);
+        DIR *dp = opendir(dir);
+        ASSERT(dp != NULL);
+        for (struct dirent *de; (de = readdir(dp));) {
+            size_t len = strlen(de->d_name);
+            if (len < 3 ||
+                (strcmp(de->d_name + len - 2, ".c") && strcmp(de->d_name + len - 2, ".h")))
+                continue;
+            snprintf(path, sizeof path, "%s%s", dir, de->d_name);
+            recalld_includes(path, inc, sizeof inc);
+            files++;
+            if (!strstr(inc, "metrics\n") || (d == 0 && !strncmp(de->d_name, "metrics", 7)) ||
+                (d == 0 && !strcmp(de->d_name, "prom.c")) ||
+                (d == 1 && !strcmp(de->d_name, "recalld.c")))
+                continue;
+            RC__FAIL("%s%s includes recalld/metrics.h: only the page's own sources and the daemon "
+                     "may",
+                     dirs[d], de->d_name);
+        }
+        closedir(dp);
+    }
+    ASSERT_GT(files, 50);
+}
