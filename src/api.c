@@ -577,12 +577,12 @@ void rc_api_stats_json(rc_api *a, rc_buf *r)
     rc_buf_puts(r, "}");
     double p50, p99;
     uint32_t nlat;
-    rc_api_tt_latency(a, &p50, &p99, &nlat);
+    rc_api_tower_latency(a, &p50, &p99, &nlat);
     rc_buf_printf(r,
                   ",\"two_tower\":{\"requests\":%llu,\"errors\":%llu,\"p50_ms\":%.3f,"
                   "\"p99_ms\":%.3f,\"samples\":%u}",
-                  (unsigned long long)atomic_load(&a->tt_requests),
-                  (unsigned long long)atomic_load(&a->tt_errors), p50, p99, nlat);
+                  (unsigned long long)atomic_load(&a->tower_requests),
+                  (unsigned long long)atomic_load(&a->tower_errors), p50, p99, nlat);
     stages_json(a, r);
     if (a->kafka_stats) {
         rc_buf_puts(r, ",\"kafka\":{");
@@ -596,7 +596,7 @@ void rc_api_init(rc_api *a)
     memset(a, 0, sizeof *a);
     for (int op = 0; op < RC_API_OP_COUNT; op++)
         rc_hist_init(&a->latency[op], rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
-    rc_hist_init(&a->tt_latency, rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
+    rc_hist_init(&a->tower_latency, rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
     for (int i = 0; i < RC_API_STAGE_COUNT; i++)
         rc_hist_init(&a->stage[i], stage_us, RC_ARRAY_LEN(stage_us), 1e-6);
 }
@@ -667,14 +667,14 @@ static void stages_json(rc_api *a, rc_buf *r)
     rc_buf_puts(r, "}}");
 }
 
-void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n)
+void rc_api_tower_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n)
 {
-    enum { RING = sizeof a->tt_recent / sizeof a->tt_recent[0] };
+    enum { RING = sizeof a->tower_recent / sizeof a->tower_recent[0] };
     uint32_t v[RING];
-    unsigned long long pos = atomic_load(&a->tt_pos);
+    unsigned long long pos = atomic_load(&a->tower_pos);
     uint32_t m = pos < RING ? (uint32_t)pos : RING;
     for (uint32_t i = 0; i < m; i++)
-        v[i] = atomic_load_explicit(&a->tt_recent[i], memory_order_relaxed);
+        v[i] = atomic_load_explicit(&a->tower_recent[i], memory_order_relaxed);
     const double q[2] = {0.5, 0.99};
     uint32_t pq[2];
     rc_quantiles_u32(v, m, q, 2, pq);
@@ -806,13 +806,13 @@ out_observe:;
     if (rt.searched)
         observe_stages(a, &rt, rc_server_queue_wait_ns(), end - t0);
     if (tt) {
-        atomic_fetch_add(&a->tt_requests, 1);
+        atomic_fetch_add(&a->tower_requests, 1);
         if (reply->len >= 11 && memcmp(reply->data, "{\"ok\":false", 11) == 0)
-            atomic_fetch_add(&a->tt_errors, 1);
-        rc_hist_observe(&a->tt_latency, us);
-        unsigned long long pos = atomic_fetch_add(&a->tt_pos, 1);
-        atomic_store_explicit(&a->tt_recent[pos % 1024], (uint32_t)RC_MIN(us, (uint64_t)UINT32_MAX),
-                              memory_order_relaxed);
+            atomic_fetch_add(&a->tower_errors, 1);
+        rc_hist_observe(&a->tower_latency, us);
+        unsigned long long pos = atomic_fetch_add(&a->tower_pos, 1);
+        atomic_store_explicit(&a->tower_recent[pos % 1024],
+                              (uint32_t)RC_MIN(us, (uint64_t)UINT32_MAX), memory_order_relaxed);
     }
 }
 

@@ -16,7 +16,7 @@
 #include "recalld/common.h"
 #include "recalld/tune.h"
 
-struct tt_query {
+struct tower_query {
     const rc_tower_model *m;
     rc_tower_work *w;
     const rc_tower_history *h;
@@ -26,9 +26,9 @@ struct tt_query {
 };
 
 /* rc_eval_query_fn: the user tower's vector at the target's record. */
-static int tt_query(void *ud, const rc_eval_split *s, const rc_eval_pos *p, float *q)
+static int tower_query(void *ud, const rc_eval_split *s, const rc_eval_pos *p, float *q)
 {
-    struct tt_query *tq = ud;
+    struct tower_query *tq = ud;
     size_t rec = s->log->sess_off[p->session] + p->t;
     rc_tower_user_in in;
     uint32_t n = rc_tower_history_user_in(tq->h, rec, tq->max_clicks, tq->clicks, tq->ts, &in);
@@ -108,7 +108,7 @@ static int score(rc_eval_env *env, const rc_tower_model *m, const rc_tower_histo
                  rc_eval_report *rep, char *eb, size_t el)
 {
     const rc_tower_config *cfg = rc_tower_config_of(m);
-    struct tt_query tq = {.m = m, .h = h, .max_clicks = cfg->max_clicks};
+    struct tower_query tq = {.m = m, .h = h, .max_clicks = cfg->max_clicks};
     rc_table *t = NULL;
     rc_index *ix = NULL;
     rc_eval_embed *em = NULL;
@@ -123,7 +123,7 @@ static int score(rc_eval_env *env, const rc_tower_model *m, const rc_tower_histo
         rc = rc_err(eb, el, RC_ENOMEM, "two_tower: out of memory");
         goto out;
     }
-    rc_eval_embed_query(em, tt_query, &tq);
+    rc_eval_embed_query(em, tower_query, &tq);
     rc_eval_embed_predictor(em, &pr);
     rc = rc__eval_score_all(env, &pr, "two_tower", rep, eb, el);
 out:

@@ -184,12 +184,12 @@ static void render_api(rc_buf *b, rc_api *a)
         rc_prom_hist(b, "recalld_request_duration_seconds", lab, &a->latency[op]);
     }
     counter(b, "recalld_two_tower_requests_total", "Recall requests with \"mode\":\"two_tower\".",
-            atomic_load(&a->tt_requests));
+            atomic_load(&a->tower_requests));
     counter(b, "recalld_two_tower_request_errors_total",
-            "Two-tower recall requests answered ok:false.", atomic_load(&a->tt_errors));
+            "Two-tower recall requests answered ok:false.", atomic_load(&a->tower_errors));
     rc_prom_family(b, "recalld_two_tower_request_duration_seconds", "histogram",
                    "Time to handle one two_tower recall request (user tower, search, reply).");
-    rc_prom_hist(b, "recalld_two_tower_request_duration_seconds", NULL, &a->tt_latency);
+    rc_prom_hist(b, "recalld_two_tower_request_duration_seconds", NULL, &a->tower_latency);
 }
 
 static void render_tower(rc_buf *b, rc_engine *e)

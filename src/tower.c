@@ -114,7 +114,7 @@ static int check_config(const rc_tower_config *c, char *eb, size_t el)
     return 0;
 }
 
-static size_t add_dense(tt_dense *d, size_t at, uint32_t in, uint32_t out)
+static size_t add_dense(rc__tower_dense *d, size_t at, uint32_t in, uint32_t out)
 {
     d->in = in;
     d->out = out;
@@ -152,7 +152,8 @@ int rc__tt_layout(rc_tower_model *m, const rc_tower_config *cfg, char *eb, size_
     const uint32_t dims[TT_NTABLES] = {c.id_dim, c.city_dim, c.cate_dim, c.device_dim, c.tag_dim};
     uint64_t base = 0;
     for (int t = 0; t < TT_NTABLES; t++) {
-        m->tab[t] = (tt_table){.off = at, .rows = rows[t], .dim = dims[t], .base = (uint32_t)base};
+        m->tab[t] =
+            (rc__tower_table){.off = at, .rows = rows[t], .dim = dims[t], .base = (uint32_t)base};
         at += (size_t)rows[t] * dims[t];
         base += rows[t];
     }
@@ -206,7 +207,7 @@ int rc_tower_create(const rc_tower_config *cfg, uint64_t seed, rc_tower_model **
     rc_rng r;
     rc_rng_seed(&r, seed ? seed : 1);
     /* Xavier-uniform dense weights, zero biases (calloc). */
-    const tt_dense *ds[] = {&m->i1, &m->i2, &m->u1, &m->u2, &m->q, &m->tq};
+    const rc__tower_dense *ds[] = {&m->i1, &m->i2, &m->u1, &m->u2, &m->q, &m->tq};
     for (size_t i = 0; i < RC_ARRAY_LEN(ds); i++)
         init_uniform(m->p + ds[i]->w, (size_t)ds[i]->in * ds[i]->out,
                      sqrtf(6.0f / (float)(ds[i]->in + ds[i]->out)), &r);
@@ -326,7 +327,8 @@ static int alloc_u(uint32_t **p, size_t n, int *fail)
     return *fail;
 }
 
-int rc__tt_ws_init(const rc_tower_model *m, tt_ws *ws, uint32_t cap_u, uint32_t cap_i, int train)
+int rc__tt_ws_init(const rc_tower_model *m, rc__tower_ws *ws, uint32_t cap_u, uint32_t cap_i,
+                   int train)
 {
     memset(ws, 0, sizeof *ws);
     const rc_tower_config *c = &m->cfg;
@@ -378,7 +380,7 @@ int rc__tt_ws_init(const rc_tower_model *m, tt_ws *ws, uint32_t cap_u, uint32_t 
     return 0;
 }
 
-void rc__tt_ws_free(tt_ws *ws)
+void rc__tt_ws_free(rc__tower_ws *ws)
 {
     float *fs[] = {ws->ix,    ws->ih,   ws->iv,  ws->inorm, ws->cx,  ws->tg,  ws->qt,
                    ws->ta,    ws->qin,  ws->q,   ws->ca,    ws->uin, ws->uh,  ws->uv,
@@ -421,12 +423,14 @@ static void item_x(const rc_tower_model *m, const rc_tower_item_in *in, float *x
         x[j] *= inv;
 }
 
-void rc__tt_item_gather(const rc_tower_model *m, tt_ws *ws, uint32_t i, const rc_tower_item_in *in)
+void rc__tt_item_gather(const rc_tower_model *m, rc__tower_ws *ws, uint32_t i,
+                        const rc_tower_item_in *in)
 {
     item_x(m, in, ws->ix + (size_t)i * m->di, ws->irow + (size_t)i * 3);
 }
 
-void rc__tt_user_gather(const rc_tower_model *m, tt_ws *ws, uint32_t b, const rc_tower_user_in *in)
+void rc__tt_user_gather(const rc_tower_model *m, rc__tower_ws *ws, uint32_t b,
+                        const rc_tower_user_in *in)
 {
     const rc_tower_config *c = &m->cfg;
     uint32_t k = in->clicks ? RC_MIN(in->nclicks, c->max_clicks) : 0;
@@ -482,7 +486,7 @@ void rc_tower_user_stats(const rc_tower_config *cfg, const rc_tower_user_in *in,
 
 /* ---- forward ---- */
 
-void rc__tt_item_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
+void rc__tt_item_fwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n)
 {
     const float *p = m->p;
     rc__tt_dense_fwd(p + m->i1.w, p + m->i1.b, ws->ix, n, m->i1.in, m->i1.out, ws->ih, 1);
@@ -491,7 +495,7 @@ void rc__tt_item_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
 }
 
 /* Tag pooling of every user into qin's tagpool part (after ctx). */
-static void tags_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
+static void tags_fwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n)
 {
     const rc_tower_config *c = &m->cfg;
     if (!(c->features & RC_TOWER_F_TAGS)) {
@@ -516,7 +520,7 @@ static void tags_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
     }
 }
 
-void rc__tt_user_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
+void rc__tt_user_fwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n)
 {
     const rc_tower_config *c = &m->cfg;
     const float *p = m->p;
@@ -544,7 +548,7 @@ void rc__tt_user_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n)
 /* ---- inference ---- */
 
 struct rc_tower_work {
-    tt_ws ws;
+    rc__tower_ws ws;
 };
 
 int rc_tower_work_create(const rc_tower_model *m, rc_tower_work **out)
@@ -582,7 +586,7 @@ void rc_tower_item_vector(const rc_tower_model *m, rc_tower_work *w, const rc_to
 void rc_tower_user_vector(const rc_tower_model *m, rc_tower_work *w, const rc_tower_user_in *in,
                           float *out, float *att, uint32_t *natt)
 {
-    tt_ws *ws = &w->ws;
+    rc__tower_ws *ws = &w->ws;
     rc__tt_user_gather(m, ws, 0, in);
     rc__tt_user_fwd(m, ws, 1);
     memcpy(out, ws->uv, m->cfg.dim * sizeof(float));

@@ -84,7 +84,7 @@ void rc__tt_mean_bwd(uint32_t k, uint32_t d, const float *dout, float *dX)
 
 /* ---- sparse gradients ---- */
 
-int rc__tt_grad_init(const rc_tower_model *m, tt_grad *g, uint32_t cap_rows)
+int rc__tt_grad_init(const rc_tower_model *m, rc__tower_grad *g, uint32_t cap_rows)
 {
     memset(g, 0, sizeof *g);
     for (int t = 0; t < TT_NTABLES; t++)
@@ -102,7 +102,7 @@ int rc__tt_grad_init(const rc_tower_model *m, tt_grad *g, uint32_t cap_rows)
     return 0;
 }
 
-void rc__tt_grad_free(tt_grad *g)
+void rc__tt_grad_free(rc__tower_grad *g)
 {
     free(g->dense);
     free(g->slot);
@@ -111,7 +111,7 @@ void rc__tt_grad_free(tt_grad *g)
     memset(g, 0, sizeof *g);
 }
 
-void rc__tt_grad_clear(const rc_tower_model *m, tt_grad *g)
+void rc__tt_grad_clear(const rc_tower_model *m, rc__tower_grad *g)
 {
     memset(g->dense, 0, m->ndense * sizeof(float));
     for (uint32_t i = 0; i < g->ntouched; i++)
@@ -119,7 +119,7 @@ void rc__tt_grad_clear(const rc_tower_model *m, tt_grad *g)
     g->ntouched = 0;
 }
 
-float *rc__tt_grad_row(const rc_tower_model *m, tt_grad *g, int t, uint32_t bucket)
+float *rc__tt_grad_row(const rc_tower_model *m, rc__tower_grad *g, int t, uint32_t bucket)
 {
     uint32_t r = m->tab[t].base + bucket, s = g->slot[r];
     if (s == UINT32_MAX) {
@@ -142,7 +142,8 @@ void rc__tt_row_of(const rc_tower_model *m, uint32_t grow, int *t, uint32_t *buc
     *bucket = grow - m->tab[k].base;
 }
 
-static void add_row(const rc_tower_model *m, tt_grad *g, int t, uint32_t bucket, const float *d)
+static void add_row(const rc_tower_model *m, rc__tower_grad *g, int t, uint32_t bucket,
+                    const float *d)
 {
     float *r = rc__tt_grad_row(m, g, t, bucket);
     if (r)
@@ -150,7 +151,8 @@ static void add_row(const rc_tower_model *m, tt_grad *g, int t, uint32_t bucket,
 }
 
 /* dx of one item input -> its id / city / cate rows (the w2v part is frozen). */
-static void scatter_item(const rc_tower_model *m, tt_grad *g, const uint32_t *rows, const float *dx)
+static void scatter_item(const rc_tower_model *m, rc__tower_grad *g, const uint32_t *rows,
+                         const float *dx)
 {
     const rc_tower_config *c = &m->cfg;
     add_row(m, g, TT_E_ID, rows[0], dx);
@@ -160,7 +162,7 @@ static void scatter_item(const rc_tower_model *m, tt_grad *g, const uint32_t *ro
 
 /* ---- tower backward ---- */
 
-void rc__tt_item_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
+void rc__tt_item_bwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n, rc__tower_grad *g)
 {
     const rc_tower_config *c = &m->cfg;
     float *gd = g->dense;
@@ -175,7 +177,7 @@ void rc__tt_item_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
 
 /* Click pooling backward: dcx, and the query's gradient into duin's ctx and
  * tagpool parts. */
-static void clicks_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
+static void clicks_bwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n, rc__tower_grad *g)
 {
     const rc_tower_config *c = &m->cfg;
     int attn = (c->features & RC_TOWER_F_ATTN) != 0;
@@ -202,7 +204,7 @@ static void clicks_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *
     }
 }
 
-static void tags_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
+static void tags_bwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n, rc__tower_grad *g)
 {
     const rc_tower_config *c = &m->cfg;
     if (!(c->features & RC_TOWER_F_TAGS))
@@ -233,7 +235,7 @@ static void tags_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
     }
 }
 
-void rc__tt_user_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
+void rc__tt_user_bwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n, rc__tower_grad *g)
 {
     const rc_tower_config *c = &m->cfg;
     float *gd = g->dense;
@@ -272,7 +274,8 @@ static double xent(float *l, uint32_t k, float gscale)
     return loss;
 }
 
-double rc__tt_shard_step(const rc_tower_model *m, tt_ws *ws, const tt_shard *sh, tt_grad *g)
+double rc__tt_shard_step(const rc_tower_model *m, rc__tower_ws *ws, const rc__tower_shard *sh,
+                         rc__tower_grad *g)
 {
     const uint32_t n = sh->n, ne = sh->ne, nh = sh->nh, d = m->cfg.dim, ld = 1 + ne + nh;
     const uint32_t ni = n + ne + n * nh;

@@ -16,32 +16,32 @@
 /* Embedding tables, in block order. */
 enum { TT_E_ID = 0, TT_E_CITY, TT_E_CATE, TT_E_DEV, TT_E_TAG, TT_NTABLES };
 
-typedef struct tt_table {
+typedef struct rc__tower_table {
     size_t off;    /* first float in the parameter block */
     uint32_t rows; /* buckets */
     uint32_t dim;
     uint32_t base; /* first global row (rows of the tables before it) */
-} tt_table;
+} rc__tower_table;
 
 /* A dense layer's place in the block: W [out x in] then b [out]. */
-typedef struct tt_dense {
+typedef struct rc__tower_dense {
     size_t w, b;
     uint32_t in, out;
-} tt_dense;
+} rc__tower_dense;
 
 struct rc_tower_model {
-    rc_tower_config cfg; /* resolved */
-    uint32_t di;         /* item input: id_dim + city_dim + cate_dim + w2v_dim */
-    uint32_t emb_di;     /* trainable part of it: id_dim + city_dim + cate_dim */
-    uint32_t nstats;     /* stats_cates + RC_TOWER_NSTATS_SCALARS */
-    uint32_t ctx;        /* dev_dim + nstats */
-    uint32_t qin;        /* ctx + tag_dim: the click query's input [ctx, tagpool] */
-    uint32_t uin;        /* di + tag_dim + ctx: [clickpool, tagpool, E_dev, stats] */
-    tt_dense i1, i2;     /* item tower */
-    tt_dense u1, u2;     /* user tower */
-    tt_dense q, tq;      /* click query (qin -> di), tag query (ctx -> tag_dim) */
-    size_t rec;          /* recency bias r: max_clicks floats, the last dense parameters */
-    tt_table tab[TT_NTABLES];
+    rc_tower_config cfg;    /* resolved */
+    uint32_t di;            /* item input: id_dim + city_dim + cate_dim + w2v_dim */
+    uint32_t emb_di;        /* trainable part of it: id_dim + city_dim + cate_dim */
+    uint32_t nstats;        /* stats_cates + RC_TOWER_NSTATS_SCALARS */
+    uint32_t ctx;           /* dev_dim + nstats */
+    uint32_t qin;           /* ctx + tag_dim: the click query's input [ctx, tagpool] */
+    uint32_t uin;           /* di + tag_dim + ctx: [clickpool, tagpool, E_dev, stats] */
+    rc__tower_dense i1, i2; /* item tower */
+    rc__tower_dense u1, u2; /* user tower */
+    rc__tower_dense q, tq;  /* click query (qin -> di), tag query (ctx -> tag_dim) */
+    size_t rec;             /* recency bias r: max_clicks floats, the last dense parameters */
+    rc__tower_table tab[TT_NTABLES];
     size_t ndense;  /* floats of the dense layers and r: block[0 .. ndense) */
     size_t nparams; /* all floats */
     uint32_t nrows; /* global embedding rows (all tables) */
@@ -99,7 +99,7 @@ void rc__tt_mean_fwd(const float *X, uint32_t k, uint32_t d, float *out);
 void rc__tt_mean_bwd(uint32_t k, uint32_t d, const float *dout, float *dX);
 
 /* ---- batch workspace ---- */
-typedef struct tt_ws {
+typedef struct rc__tower_ws {
     uint32_t cap_u, cap_i, C, MT; /* users, items, clicks per user, tags per user */
     int train;                    /* backward buffers present */
     /* item side */
@@ -115,41 +115,44 @@ typedef struct tt_ws {
     /* backward */
     float *div, *dih, *dix;
     float *duv, *duh, *duin, *dq, *dqin, *dcx, *dqt, *dtg;
-} tt_ws;
+} rc__tower_ws;
 
-int rc__tt_ws_init(const rc_tower_model *m, tt_ws *ws, uint32_t cap_u, uint32_t cap_i, int train);
-void rc__tt_ws_free(tt_ws *ws);
+int rc__tt_ws_init(const rc_tower_model *m, rc__tower_ws *ws, uint32_t cap_u, uint32_t cap_i,
+                   int train);
+void rc__tt_ws_free(rc__tower_ws *ws);
 /* Fill slot i / b of the workspace from an input (embedding rows copied). */
-void rc__tt_item_gather(const rc_tower_model *m, tt_ws *ws, uint32_t i, const rc_tower_item_in *in);
-void rc__tt_user_gather(const rc_tower_model *m, tt_ws *ws, uint32_t b, const rc_tower_user_in *in);
+void rc__tt_item_gather(const rc_tower_model *m, rc__tower_ws *ws, uint32_t i,
+                        const rc_tower_item_in *in);
+void rc__tt_user_gather(const rc_tower_model *m, rc__tower_ws *ws, uint32_t b,
+                        const rc_tower_user_in *in);
 /* Forward of items [0, n) / users [0, n): iv / uv get unit vectors. */
-void rc__tt_item_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n);
-void rc__tt_user_fwd(const rc_tower_model *m, tt_ws *ws, uint32_t n);
+void rc__tt_item_fwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n);
+void rc__tt_user_fwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n);
 
 /* ---- gradients ---- */
 /* One thread's gradient: dense part flat, embedding rows sparse through a
  * slot map (global row -> slot in the arena). */
-typedef struct tt_grad {
+typedef struct rc__tower_grad {
     float *dense;      /* ndense */
     uint32_t *slot;    /* nrows, UINT32_MAX = untouched */
     float *arena;      /* cap rows of maxdim */
     uint32_t *touched; /* global rows, in first-touch order */
     uint32_t ntouched, cap, maxdim;
-} tt_grad;
-int rc__tt_grad_init(const rc_tower_model *m, tt_grad *g, uint32_t cap_rows);
-void rc__tt_grad_free(tt_grad *g);
+} rc__tower_grad;
+int rc__tt_grad_init(const rc_tower_model *m, rc__tower_grad *g, uint32_t cap_rows);
+void rc__tt_grad_free(rc__tower_grad *g);
 /* Zeroes the dense part and forgets the touched rows. */
-void rc__tt_grad_clear(const rc_tower_model *m, tt_grad *g);
+void rc__tt_grad_clear(const rc_tower_model *m, rc__tower_grad *g);
 /* The gradient row of table t's bucket (zeroed on first touch). NULL when the
  * arena is full (cannot happen when cap_rows bounds the batch's rows). */
-float *rc__tt_grad_row(const rc_tower_model *m, tt_grad *g, int t, uint32_t bucket);
+float *rc__tt_grad_row(const rc_tower_model *m, rc__tower_grad *g, int t, uint32_t bucket);
 /* Global row -> (table, bucket). */
 void rc__tt_row_of(const rc_tower_model *m, uint32_t grow, int *t, uint32_t *bucket);
 
 /* Backward of items [0, n) from ws->div (dL/dv), users [0, n) from ws->duv;
  * accumulates into g. ws->div / duv are consumed. */
-void rc__tt_item_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g);
-void rc__tt_user_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g);
+void rc__tt_item_bwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n, rc__tower_grad *g);
+void rc__tt_user_bwd(const rc_tower_model *m, rc__tower_ws *ws, uint32_t n, rc__tower_grad *g);
 
 /* ---- the sampled-softmax loss of one shard ---- */
 /* Items in ws: [0, n) positives, [n, n + ne) the shared easy negatives,
@@ -157,16 +160,17 @@ void rc__tt_user_bwd(const rc_tower_model *m, tt_ws *ws, uint32_t n, tt_grad *g)
  * Users [0, n). Ids (any integer naming the item) mask a negative equal to the
  * positive. corr: the logQ correction subtracted from each negative's logit
  * (easy: ne, hard: n * nh). */
-typedef struct tt_shard {
+typedef struct rc__tower_shard {
     uint32_t n, ne, nh;
     const uint32_t *pos_id, *easy_id, *hard_id;
     const float *easy_corr, *hard_corr;
     float scale;   /* gradient scale (1 / examples of the whole mini-batch) */
     float *logits; /* scratch: n * (1 + ne + nh) */
-} tt_shard;
+} rc__tower_shard;
 /* Forward both towers (inputs already gathered), the loss, and the backward
  * into g (scaled by sh->scale). Returns the SUM of the n example losses. */
-double rc__tt_shard_step(const rc_tower_model *m, tt_ws *ws, const tt_shard *sh, tt_grad *g);
+double rc__tt_shard_step(const rc_tower_model *m, rc__tower_ws *ws, const rc__tower_shard *sh,
+                         rc__tower_grad *g);
 
 /* History internals for the trainer. */
 uint32_t rc__tt_history_nusers(const rc_tower_history *h);

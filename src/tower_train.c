@@ -87,8 +87,8 @@ typedef struct shared {
 typedef struct worker {
     shared *sh;
     uint32_t id;
-    tt_ws ws;
-    tt_grad g;
+    rc__tower_ws ws;
+    rc__tower_grad g;
     rc_tower_user_in *users;
     rc_tower_item_in *clicks, *items;
     int64_t *ts;
@@ -322,16 +322,16 @@ static uint32_t run_shard(worker *w, uint64_t gbatch, uint32_t lo, uint32_t hi, 
             rc__tt_item_gather(m, &w->ws, n + sh->ne + b * sh->nh + k, &in);
         }
     }
-    tt_shard s = {.n = n,
-                  .ne = sh->ne,
-                  .nh = sh->nh,
-                  .pos_id = w->pos_id,
-                  .easy_id = w->easy_id,
-                  .hard_id = w->hard_id,
-                  .easy_corr = w->easy_corr,
-                  .hard_corr = w->hard_corr,
-                  .scale = scale,
-                  .logits = w->logits};
+    rc__tower_shard s = {.n = n,
+                         .ne = sh->ne,
+                         .nh = sh->nh,
+                         .pos_id = w->pos_id,
+                         .easy_id = w->easy_id,
+                         .hard_id = w->hard_id,
+                         .easy_corr = w->easy_corr,
+                         .hard_corr = w->hard_corr,
+                         .scale = scale,
+                         .logits = w->logits};
     w->loss = rc__tt_shard_step(m, &w->ws, &s, &w->g);
     return n;
 }
@@ -381,9 +381,9 @@ static void update_dense(worker *w, uint64_t step)
 static void update_sparse(shared *sh, uint64_t step)
 {
     const rc_tower_model *m = sh->m;
-    tt_grad *g0 = &sh->w[0].g;
+    rc__tower_grad *g0 = &sh->w[0].g;
     for (uint32_t t = 1; t < sh->nthreads; t++) {
-        tt_grad *g = &sh->w[t].g;
+        rc__tower_grad *g = &sh->w[t].g;
         for (uint32_t i = 0; i < g->ntouched; i++) {
             int tab;
             uint32_t bucket;

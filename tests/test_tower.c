@@ -392,7 +392,7 @@ static void fixture_init(fixture *f)
 }
 
 /* Gathers the fixture into ws and runs the shard step into g. */
-static double fixture_step(const rc_tower_model *m, tt_ws *ws, tt_grad *g, fixture *f)
+static double fixture_step(const rc_tower_model *m, rc__tower_ws *ws, rc__tower_grad *g, fixture *f)
 {
     for (int u = 0; u < FX_USERS; u++) {
         rc__tt_user_gather(m, ws, (uint32_t)u, &f->users[u]);
@@ -402,26 +402,26 @@ static double fixture_step(const rc_tower_model *m, tt_ws *ws, tt_grad *g, fixtu
         rc__tt_item_gather(m, ws, FX_USERS + e, &f->items[f->easy[e]]);
     for (int h = 0; h < FX_USERS * FX_NH; h++)
         rc__tt_item_gather(m, ws, FX_USERS + FX_NE + h, &f->items[f->hard[h]]);
-    tt_shard sh = {.n = FX_USERS,
-                   .ne = FX_NE,
-                   .nh = FX_NH,
-                   .pos_id = f->pos,
-                   .easy_id = f->easy,
-                   .hard_id = f->hard,
-                   .easy_corr = f->easy_corr,
-                   .hard_corr = f->hard_corr,
-                   .scale = 1.0f,
-                   .logits = f->logits};
+    rc__tower_shard sh = {.n = FX_USERS,
+                          .ne = FX_NE,
+                          .nh = FX_NH,
+                          .pos_id = f->pos,
+                          .easy_id = f->easy,
+                          .hard_id = f->hard,
+                          .easy_corr = f->easy_corr,
+                          .hard_corr = f->hard_corr,
+                          .scale = 1.0f,
+                          .logits = f->logits};
     rc__tt_grad_clear(m, g);
     return rc__tt_shard_step(m, ws, &sh, g);
 }
 
-static double analytic(const rc_tower_model *m, const tt_grad *g, size_t idx)
+static double analytic(const rc_tower_model *m, const rc__tower_grad *g, size_t idx)
 {
     if (idx < m->ndense)
         return g->dense[idx];
     for (int t = 0; t < TT_NTABLES; t++) {
-        const tt_table *tb = &m->tab[t];
+        const rc__tower_table *tb = &m->tab[t];
         if (idx >= tb->off && idx < tb->off + (size_t)tb->rows * tb->dim) {
             uint32_t bucket = (uint32_t)((idx - tb->off) / tb->dim),
                      col = (uint32_t)((idx - tb->off) % tb->dim);
@@ -436,8 +436,8 @@ static double analytic(const rc_tower_model *m, const tt_grad *g, size_t idx)
  * Loss noise in float is ~1e-6: a wide step keeps its share small; the
  * layers are smooth enough (ReLU kinks are rare at these biases). */
 #define GC_EPS 5e-3f
-static double numeric_step(rc_tower_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx,
-                           float eps)
+static double numeric_step(rc_tower_model *m, rc__tower_ws *ws, rc__tower_grad *scratch, fixture *f,
+                           size_t idx, float eps)
 {
     float keep = m->p[idx];
     m->p[idx] = keep + eps;
@@ -448,7 +448,8 @@ static double numeric_step(rc_tower_model *m, tt_ws *ws, tt_grad *scratch, fixtu
     return (up - down) / (2 * eps);
 }
 
-static double numeric(rc_tower_model *m, tt_ws *ws, tt_grad *scratch, fixture *f, size_t idx)
+static double numeric(rc_tower_model *m, rc__tower_ws *ws, rc__tower_grad *scratch, fixture *f,
+                      size_t idx)
 {
     return numeric_step(m, ws, scratch, f, idx, GC_EPS);
 }
@@ -462,8 +463,9 @@ static double numeric(rc_tower_model *m, tt_ws *ws, tt_grad *scratch, fixture *f
 #define GC_RTOL 1e-2
 #define GC_ATOL 2e-4
 
-static void check_range(rc_tower_model *m, tt_ws *ws, tt_grad *g, tt_grad *scratch, fixture *f,
-                        const char *what, size_t lo, size_t n, size_t stride)
+static void check_range(rc_tower_model *m, rc__tower_ws *ws, rc__tower_grad *g,
+                        rc__tower_grad *scratch, fixture *f, const char *what, size_t lo, size_t n,
+                        size_t stride)
 {
     gcheck c = {0};
     double worst = 0;
@@ -529,8 +531,8 @@ static void check_model_grads(unsigned features, int isolate)
                m->ctx * sizeof(float));
     for (uint32_t o = 0; isolate && o < m->q.out; o++)
         memset(m->p + m->q.w + (size_t)o * m->qin, 0, m->ctx * sizeof(float));
-    tt_ws ws;
-    tt_grad g, scratch;
+    rc__tower_ws ws;
+    rc__tower_grad g, scratch;
     ASSERT_EQ(rc__tt_ws_init(m, &ws, FX_USERS, FX_USERS + FX_NE + FX_USERS * FX_NH, 1), 0);
     ASSERT_EQ(rc__tt_grad_init(m, &g, 1000), 0);
     ASSERT_EQ(rc__tt_grad_init(m, &scratch, 1000), 0);
@@ -540,11 +542,11 @@ static void check_model_grads(unsigned features, int isolate)
     ASSERT(isfinite(loss) && loss > 0);
     const struct {
         const char *name;
-        const tt_dense *d;
+        const rc__tower_dense *d;
     } layers[] = {{"item dense 1", &m->i1}, {"item dense 2", &m->i2}, {"user dense 1", &m->u1},
                   {"user dense 2", &m->u2}, {"click query", &m->q},   {"tag query", &m->tq}};
     for (size_t k = 0; k < RC_ARRAY_LEN(layers); k++) {
-        const tt_dense *d = layers[k].d;
+        const rc__tower_dense *d = layers[k].d;
         int unused = (d == &m->q && !(features & RC_TOWER_F_ATTN)) ||
                      (d == &m->tq && (features & (RC_TOWER_F_ATTN | RC_TOWER_F_TAGS)) !=
                                          (RC_TOWER_F_ATTN | RC_TOWER_F_TAGS));
@@ -605,7 +607,7 @@ TEST(tower_inference_matches_batch)
     ASSERT_EQ(rc_tower_create(&cfg, 8, &m, NULL, 0), 0);
     static fixture f;
     fixture_init(&f);
-    tt_ws ws;
+    rc__tower_ws ws;
     ASSERT_EQ(rc__tt_ws_init(m, &ws, FX_USERS, FX_ITEMS, 0), 0);
     for (int u = 0; u < FX_USERS; u++)
         rc__tt_user_gather(m, &ws, (uint32_t)u, &f.users[u]);

@@ -80,10 +80,10 @@ typedef struct rc_api {
     _Atomic unsigned long long requests, errors;
     rc_hist latency[RC_API_OP_COUNT]; /* handling time by op, us (rc_api_init) */
     /* "mode":"two_tower" recall requests (also counted in latency[recall]) */
-    _Atomic unsigned long long tt_requests, tt_errors;
-    rc_hist tt_latency;               /* us */
-    _Atomic uint32_t tt_recent[1024]; /* the latest latencies, us, for percentiles */
-    _Atomic unsigned long long tt_pos;
+    _Atomic unsigned long long tower_requests, tower_errors;
+    rc_hist tower_latency;               /* us */
+    _Atomic uint32_t tower_recent[1024]; /* the latest latencies, us, for percentiles */
+    _Atomic unsigned long long tower_pos;
     rc_hist stage[RC_API_STAGE_COUNT]; /* recall requests by stage, us (rc_api_init) */
 } rc_api;
 
@@ -92,7 +92,7 @@ const char *rc_api_stage_name(int stage);
 
 /* Any thread: p50 and p99 (ms) of the latest two_tower recall latencies and
  * how many samples they cover (<= 1024). */
-void rc_api_tt_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n);
+void rc_api_tower_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n);
 
 /* Zeroes a and sets up its histograms; then set engine and the rest. */
 void rc_api_init(rc_api *a);

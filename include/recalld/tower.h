@@ -1,4 +1,4 @@
-/* tower — the dual-tower (two-tower) recall model of 58.com's design, trained
+/* tower — the two-tower recall model of 58.com's design, trained
  * and served in C on top of the word2vec (SGNS) item table.
  *
  * Item tower: x_i = [E_id[b(h(item))], E_city[b(h(city))], E_cate[b(h(cate))],

@@ -24,7 +24,7 @@ static const char about[] =
     "--hard-share of them hard (same city, other category) when it has\n"
     "categories (--cate or --item-cates). A progress line (clicks/s, loss, ETA)\n"
     "is shown on a terminal; a summary line is always printed to stderr.\n"
-    "--model two-tower: then trains the dual-tower model on the same sessions on\n"
+    "--model two-tower: then trains the two-tower model on the same sessions on\n"
     "top of that table (word2vec first, then the towers: user features from the\n"
     "log's JSON events or --user-features FILE) and writes it with --tower-output\n"
     "(default OUTPUT.tower), which `recalld --model FILE` (or tower.model) serves.";
