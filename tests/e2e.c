@@ -350,6 +350,23 @@ void e2e_broker_stop(e2e_broker *b)
 
 /* ---- generated streams ---- */
 
+void e2e_gen_file(const char *path, const rc_gen_opts *o)
+{
+    rc_gen *g = NULL;
+    char err[256], line[RC_GEN_LINE_MAX];
+    size_t len;
+    if (rc_gen_create(o, &g, err, sizeof err))
+        RC__FAIL("rc_gen_create: %s", err);
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    while (rc_gen_next(g, line, sizeof line, &len, NULL) == 0) {
+        fwrite(line, 1, len, f);
+        fputc('\n', f);
+    }
+    ASSERT_EQ(fclose(f), 0);
+    rc_gen_destroy(g);
+}
+
 void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
 {
     rc_gen_opts o = {.seed = seed,

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "recalld/engine.h"
+#include "recalld/gen.h"
 
 typedef struct e2e_daemon {
     pid_t pid;
@@ -56,6 +57,8 @@ typedef struct e2e_truth {
     uint64_t valid, invalid;
     uint32_t *count; /* clicks by item index ("i<index>"), malloc'd */
 } e2e_truth;
+/* Every line of the generator with options o written to path, one a line. */
+void e2e_gen_file(const char *path, const rc_gen_opts *o);
 void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t);
 /* recalld-gen producing to `brokers` (topic clicks) in the background at `rate`
  * events/s (0 = unpaced); e2e_gen_wait returns its exit status. */

@@ -358,16 +358,7 @@ static void gen_log(const char *path)
                       .cates = 4,
                       .communities = 20,
                       .flags = RC_GEN_NO_DEVICE | RC_GEN_NO_TAGS};
-    rc_gen *g = NULL;
-    char line[RC_GEN_LINE_MAX];
-    size_t len;
-    ASSERT_EQ(rc_gen_create(&go, &g, NULL, 0), 0);
-    FILE *f = fopen(path, "w");
-    ASSERT(f != NULL);
-    while (rc_gen_next(g, line, sizeof line, &len, NULL) == 0)
-        fprintf(f, "%.*s\n", (int)len, line);
-    ASSERT_EQ(fclose(f), 0);
-    rc_gen_destroy(g);
+    e2e_gen_file(path, &go);
 }
 
 /* itemknn-live and fused run like every method: every prediction made, the

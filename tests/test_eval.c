@@ -72,16 +72,7 @@ static void write_generated(const char *path, uint64_t events, uint32_t users, u
                       .cates = 4,
                       .communities = 20,
                       .flags = RC_GEN_NO_DEVICE | RC_GEN_NO_TAGS};
-    rc_gen *g = NULL;
-    char line[RC_GEN_LINE_MAX];
-    size_t len;
-    ASSERT_EQ(rc_gen_create(&go, &g, NULL, 0), 0);
-    FILE *f = fopen(path, "w");
-    ASSERT(f != NULL);
-    while (rc_gen_next(g, line, sizeof line, &len, NULL) == 0)
-        fprintf(f, "%s\n", line);
-    ASSERT_EQ(fclose(f), 0);
-    rc_gen_destroy(g);
+    e2e_gen_file(path, &go);
 }
 
 /* ---- metrics ---- */
