@@ -350,6 +350,40 @@ void e2e_broker_stop(e2e_broker *b)
 
 /* ---- generated streams ---- */
 
+void e2e_checkpoint_open(const char *data, rc_table **t, rc_checkpoint_meta *m)
+{
+    char err[512];
+    rc_table_opts to = {.dim = 64};
+    *t = NULL;
+    if (rc_checkpoint_restore(data, &to, t, m, NULL, 0, err, sizeof err))
+        RC__FAIL("restore %s: %s", data, err);
+}
+
+uint64_t e2e_checkpoint_add_counts(const char *data, uint32_t *sum)
+{
+    rc_table *t;
+    rc_checkpoint_meta m;
+    e2e_checkpoint_open(data, &t, &m);
+    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++) {
+        char id[16];
+        uint32_t row;
+        snprintf(id, sizeof id, "i%u", i);
+        if (rc_table_find(t, id, strlen(id), &row) == 0)
+            sum[i] += rc_table_count(t, row);
+    }
+    uint64_t applied = rc_checkpoint_meta_counter(&m, "applied", 0);
+    rc_checkpoint_meta_free(&m);
+    rc_table_destroy(t);
+    return applied;
+}
+
+void e2e_assert_counts(const e2e_truth *tr, const uint32_t *sum)
+{
+    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++)
+        if (sum[i] != tr->count[i])
+            RC__FAIL("item i%u: %u clicks in the models, %u produced", i, sum[i], tr->count[i]);
+}
+
 void e2e_gen_file(const char *path, const rc_gen_opts *o)
 {
     rc_gen *g = NULL;

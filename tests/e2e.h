@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "recalld/checkpoint.h"
 #include "recalld/engine.h"
 #include "recalld/gen.h"
 
@@ -62,6 +63,14 @@ void e2e_gen_file(const char *path, const rc_gen_opts *o);
 void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t);
 /* recalld-gen producing to `brokers` (topic clicks) in the background at `rate`
  * events/s (0 = unpaced); e2e_gen_wait returns its exit status. */
+/* The newest checkpoint under data (the daemon's default dim, 64) into *t and
+ * *m (caller frees both); fails the test when it cannot be read. */
+void e2e_checkpoint_open(const char *data, rc_table **t, rc_checkpoint_meta *m);
+/* Adds the clicks of each generated item ("i<index>") in the newest
+ * checkpoint under data into sum[E2E_GEN_ITEMS]; returns its applied counter. */
+uint64_t e2e_checkpoint_add_counts(const char *data, uint32_t *sum);
+/* sum[E2E_GEN_ITEMS] is exactly the generator's clicks per item. */
+void e2e_assert_counts(const e2e_truth *tr, const uint32_t *sum);
 pid_t e2e_gen_start(const char *brokers, uint64_t seed, uint64_t events, double invalid,
                     double rate);
 int e2e_gen_wait(pid_t pid);

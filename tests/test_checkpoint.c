@@ -637,25 +637,11 @@ static void kill9_run(uint64_t seed)
     ASSERT_EQ(e2e_stop(&d), 0);
 
     /* The final checkpoint holds exactly the generator's clicks per item. */
-    rc_table *t = NULL;
-    rc_checkpoint_meta m;
-    char err[512];
-    rc_table_opts to = {.dim = 64};
-    ASSERT_EQ(rc_checkpoint_restore(data, &to, &t, &m, NULL, 0, err, sizeof err), 0);
-    ASSERT_EQ(rc_checkpoint_meta_counter(&m, "applied", 0), tr.valid);
-    uint64_t sum = 0;
-    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++) {
-        char id[16];
-        uint32_t row;
-        snprintf(id, sizeof id, "i%u", i);
-        uint32_t got = rc_table_find(t, id, strlen(id), &row) == 0 ? rc_table_count(t, row) : 0;
-        if (got != tr.count[i])
-            RC__FAIL("item %s: %u clicks in the model, %u produced", id, got, tr.count[i]);
-        sum += got;
-    }
-    ASSERT_EQ(sum, tr.valid);
-    rc_checkpoint_meta_free(&m);
-    rc_table_destroy(t);
+    uint32_t *sum = calloc(E2E_GEN_ITEMS, sizeof *sum);
+    ASSERT(sum != NULL);
+    ASSERT_EQ(e2e_checkpoint_add_counts(data, sum), tr.valid);
+    e2e_assert_counts(&tr, sum);
+    free(sum);
     free(tr.count);
     e2e_broker_stop(&b);
     rmrf(rdir);
@@ -675,7 +661,7 @@ TEST(checkpoint_kill9_seed_3) { kill9_run(3); }
 TEST(checkpoint_e2e_disk_full_keeps_old_and_serves)
 {
     const uint64_t N = 6000;
-    char dir[64], data[128], conf[128], rdir[256], err[512];
+    char dir[64], data[128], conf[128], rdir[256];
     e2e_broker b;
     e2e_daemon d;
     e2e_truth tr;
@@ -722,10 +708,9 @@ TEST(checkpoint_e2e_disk_full_keeps_old_and_serves)
     json_decref(h);
     ASSERT_EQ(newest_seq(data), (uint64_t)seq);
     ASSERT(!has_temp(data));
-    rc_table *t = NULL;
+    rc_table *t;
     rc_checkpoint_meta m;
-    rc_table_opts to = {.dim = 64};
-    ASSERT_EQ(rc_checkpoint_restore(data, &to, &t, &m, NULL, 0, err, sizeof err), 0);
+    e2e_checkpoint_open(data, &t, &m);
     ASSERT_LT(rc_checkpoint_meta_counter(&m, "applied", 0), tr.valid);
     rc_checkpoint_meta_free(&m);
     rc_table_destroy(t);

@@ -93,35 +93,6 @@ static long wait_log_above(const e2e_daemon *d, const char *re, long than)
     return n;
 }
 
-/* Per-item clicks of the newest checkpoint under data, added into sum. */
-static uint64_t add_counts(const char *data, uint32_t *sum)
-{
-    rc_table *t = NULL;
-    rc_checkpoint_meta m;
-    char err[512];
-    rc_table_opts to = {.dim = 64};
-    if (rc_checkpoint_restore(data, &to, &t, &m, NULL, 0, err, sizeof err))
-        RC__FAIL("restore %s: %s", data, err);
-    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++) {
-        char id[16];
-        uint32_t row;
-        snprintf(id, sizeof id, "i%u", i);
-        if (rc_table_find(t, id, strlen(id), &row) == 0)
-            sum[i] += rc_table_count(t, row);
-    }
-    uint64_t applied = rc_checkpoint_meta_counter(&m, "applied", 0);
-    rc_checkpoint_meta_free(&m);
-    rc_table_destroy(t);
-    return applied;
-}
-
-static void assert_counts(const e2e_truth *tr, const uint32_t *sum)
-{
-    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++)
-        if (sum[i] != tr->count[i])
-            RC__FAIL("item i%u: %u clicks in the models, %u produced", i, sum[i], tr->count[i]);
-}
-
 /* Starts recalld on brokers with data_dir DIR/<name> and config DIR/<name>.json. */
 static void start_member(e2e_daemon *d, const char *dir, const char *name, const char *brokers,
                          const char *json, char *data, size_t datalen)
@@ -148,8 +119,8 @@ static void finish_exactly_once(e2e_broker *b, e2e_daemon *d, pid_t gen, uint64_
     json_decref(st);
     ASSERT_EQ(e2e_stop(d), 0);
     uint32_t *sum = calloc(E2E_GEN_ITEMS, sizeof *sum);
-    ASSERT_EQ(add_counts(data, sum), tr->valid);
-    assert_counts(tr, sum);
+    ASSERT_EQ(e2e_checkpoint_add_counts(data, sum), tr->valid);
+    e2e_assert_counts(tr, sum);
     free(sum);
     free(tr->count);
     e2e_broker_stop(b);
@@ -276,7 +247,7 @@ TEST(faults_rebalance_mid_stream_no_loss)
     }
     ASSERT_EQ(e2e_stop(&a), 0);
     ASSERT_EQ(e2e_stop(&c), 0);
-    uint64_t ca = add_counts(da, sum), cb = add_counts(db, sum);
+    uint64_t ca = e2e_checkpoint_add_counts(da, sum), cb = e2e_checkpoint_add_counts(db, sum);
     ASSERT_EQ(ca + cb, (uint64_t)applied); /* the final checkpoints hold it all */
     for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++) {
         if (sum[i] < tr.count[i])
@@ -516,11 +487,9 @@ TEST(lifecycle_sigterm_final_checkpoint_and_commit)
     json_decref(st);
     ASSERT_EQ(e2e_stop(&d), 0);
 
-    rc_table *t = NULL;
+    rc_table *t;
     rc_checkpoint_meta m;
-    char err[512];
-    rc_table_opts to = {.dim = 64};
-    ASSERT_EQ(rc_checkpoint_restore(data, &to, &t, &m, NULL, 0, err, sizeof err), 0);
+    e2e_checkpoint_open(data, &t, &m);
     ASSERT_EQ(rc_checkpoint_meta_counter(&m, "applied", 0), tr.valid);
     ASSERT_EQ(rc_checkpoint_meta_counter(&m, "consumed", 0), N);
     ASSERT_EQ(m.noffsets, 4);
