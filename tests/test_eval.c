@@ -376,6 +376,54 @@ static rc_clicklog *load_jsonl(const char *path)
     return log;
 }
 
+/* A generated log, its split and a skip-gram model trained on it. */
+typedef struct trained {
+    char path[256];
+    rc_clicklog *log;
+    rc_eval_split *s;
+    rc_eval_env env;
+    rc_table *t;
+    rc_index *ix;
+} trained;
+
+static void trained_make(trained *f, uint64_t events, uint32_t users, uint32_t items, int epochs,
+                         uint64_t seed)
+{
+    char err[256] = "";
+    *f = (trained){0};
+    tmp_path(f->path, sizeof f->path, ".jsonl");
+    write_generated(f->path, events, users, items);
+    f->log = load_jsonl(f->path);
+    ASSERT_EQ(rc_eval_split_create(f->log, NULL, &(rc_eval_opts){0}, &f->s, err, sizeof err), 0);
+    f->env = (rc_eval_env){.log = f->log,
+                           .split = f->s,
+                           .quiet = 1,
+                           .train = {.dim = 16, .epochs = epochs, .threads = 1, .seed = seed}};
+    if (rc_eval_train_model(&f->env, &f->env.train, &f->t, &f->ix, err, sizeof err))
+        RC__FAIL("train: %s", err);
+}
+
+static void trained_free(trained *f)
+{
+    rc_index_destroy(f->ix);
+    rc_table_destroy(f->t);
+    rc_eval_split_destroy(f->s);
+    rc_clicklog_free(f->log);
+    rm_tree(f->path);
+}
+
+/* Every prediction of s through em's predictor, into m. */
+static void score_embed(const rc_eval_split *s, rc_eval_embed *em, rc_eval_metrics *m)
+{
+    rc_eval_predictor pr;
+    rc_eval_acc a;
+    rc_eval_embed_predictor(em, &pr);
+    ASSERT_EQ(rc_eval_acc_init(&a, s->nitems), 0);
+    ASSERT_EQ(rc_eval_predict_all(s, &pr, &a), 0);
+    rc_eval_acc_result(&a, s->count, s->ncatalog, m);
+    rc_eval_acc_free(&a);
+}
+
 TEST(eval_methods_beat_popularity_on_communities)
 {
     char path[256], err[256] = "";
@@ -538,46 +586,24 @@ TEST(eval_train_cli_tune)
 
 TEST(eval_embed_multi_category_hook)
 {
-    char path[256], err[256] = "";
-    tmp_path(path, sizeof path, ".jsonl");
-    write_generated(path, 20000, 1000, 800);
-    rc_clicklog *log = load_jsonl(path);
-    ASSERT(log->has_cate);
-    rc_eval_split *s = NULL;
-    ASSERT_EQ(rc_eval_split_create(log, NULL, &(rc_eval_opts){0}, &s, err, sizeof err), 0);
-    rc_eval_env env = {.log = log,
-                       .split = s,
-                       .quiet = 1,
-                       .train = {.dim = 16, .epochs = 3, .threads = 1, .seed = 2}};
-    rc_table *t = NULL;
-    rc_index *ix = NULL;
-    if (rc_eval_train_model(&env, &env.train, &t, &ix, err, sizeof err))
-        RC__FAIL("train: %s", err);
+    trained f;
+    trained_make(&f, 20000, 1000, 800, 3, 2);
+    ASSERT(f.log->has_cate);
     double hr[2];
     for (int mc = 0; mc < 2; mc++) {
         rc_eval_embed *e = NULL;
-        rc_eval_predictor pr;
-        rc_eval_acc a;
         rc_eval_metrics m;
-        ASSERT_EQ(rc_eval_embed_create(s, t, ix, 2, &e), 0);
+        ASSERT_EQ(rc_eval_embed_create(f.s, f.t, f.ix, 2, &e), 0);
         if (mc)
             rc_eval_embed_multi_category(e, NULL);
-        rc_eval_embed_predictor(e, &pr);
-        ASSERT_EQ(rc_eval_acc_init(&a, s->nitems), 0);
-        ASSERT_EQ(rc_eval_predict_all(s, &pr, &a), 0);
-        rc_eval_acc_result(&a, s->count, s->ncatalog, &m);
-        ASSERT_EQ(m.predictions, s->npos);
+        score_embed(f.s, e, &m);
+        ASSERT_EQ(m.predictions, f.s->npos);
         hr[mc] = m.hr50;
-        rc_eval_acc_free(&a);
         rc_eval_embed_destroy(e);
     }
     fprintf(stderr, "avg hr@50 %.4f, multi-category hr@50 %.4f\n", hr[0], hr[1]);
     ASSERT(hr[0] > 0.1 && hr[1] > 0.1);
-    rc_index_destroy(ix);
-    rc_table_destroy(t);
-    rc_eval_split_destroy(s);
-    rc_clicklog_free(log);
-    rm_tree(path);
+    trained_free(&f);
 }
 
 /* ---- slices ---- */
@@ -842,27 +868,13 @@ TEST(eval_cli_json_slices)
  * score differently. */
 TEST(eval_userq_query_matches_query_items)
 {
-    char path[256], err[256] = "";
-    tmp_path(path, sizeof path, ".jsonl");
-    write_generated(path, 12000, 600, 800);
-    rc_clicklog *log = load_jsonl(path);
-    rc_eval_split *s = NULL;
-    rc_eval_opts o = {0};
-    ASSERT_EQ(rc_eval_split_create(log, NULL, &o, &s, err, sizeof err), 0);
-    rc_eval_env env = {.log = log,
-                       .split = s,
-                       .quiet = 1,
-                       .train = {.dim = 16, .epochs = 2, .threads = 1, .seed = 3}};
-    rc_table *t = NULL;
-    rc_index *ix = NULL;
-    if (rc_eval_train_model(&env, &env.train, &t, &ix, err, sizeof err))
-        RC__FAIL("train: %s", err);
+    trained f;
+    trained_make(&f, 12000, 600, 800, 2, 3);
+    const rc_eval_split *s = f.s;
     rc_eval_metrics m[3];
     for (int mode = 0; mode < 3; mode++) {
         rc_eval_embed *em = NULL;
-        rc_eval_predictor pr;
-        rc_eval_acc acc;
-        ASSERT_EQ(rc_eval_embed_create(s, t, ix, 2.0f, &em), 0);
+        ASSERT_EQ(rc_eval_embed_create(s, f.t, f.ix, 2.0f, &em), 0);
         rc_userq_opts uo = {
             .window = s->opts.query_len, .past_session_weight = 0, .gap_ms = 30 * 60 * 1000};
         if (mode == 2)
@@ -872,11 +884,7 @@ TEST(eval_userq_query_matches_query_items)
                                       &uo);
         if (mode)
             ASSERT_EQ(rc_eval_embed_userq(em, &uo, 0), 0);
-        rc_eval_embed_predictor(em, &pr);
-        ASSERT_EQ(rc_eval_acc_init(&acc, s->nitems), 0);
-        ASSERT_EQ(rc_eval_predict_all(s, &pr, &acc), 0);
-        rc_eval_acc_result(&acc, s->count, s->ncatalog, &m[mode]);
-        rc_eval_acc_free(&acc);
+        score_embed(s, em, &m[mode]);
         rc_eval_embed_destroy(em);
     }
     fprintf(stderr, "npos %zu hr@50 items %.4f userq %.4f defaults %.4f\n", s->npos, m[0].hr50,
@@ -887,9 +895,5 @@ TEST(eval_userq_query_matches_query_items)
     ASSERT_EQ(m[0].predictions, m[1].predictions);
     ASSERT_DBL_OP(fabs(m[0].hr50 - m[1].hr50) * (double)s->npos, <=, 2.5);
     ASSERT_DBL_OP(fabs(m[0].hr50 - m[2].hr50) * (double)s->npos, >, 10);
-    rc_index_destroy(ix);
-    rc_table_destroy(t);
-    rc_eval_split_destroy(s);
-    rc_clicklog_free(log);
-    rm_tree(path);
+    trained_free(&f);
 }
