@@ -5,7 +5,6 @@
  * one JSON object without a newline in reply, with a boolean "ok", and an
  * error object with code and message when ok is false. */
 #include <jansson.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "fuzz.h"
@@ -23,11 +22,7 @@ static void setup(void)
     c.max_items = 4096;
     c.max_users = 1024;
     c.k_max = 200;
-    rc_engine *e = fuzz_seeded_engine(&c, "fuzz_api");
-    rc_api_init(&api);
-    api.engine = e;
-    atomic_store(&api.model_ready, 1);
-    atomic_store(&api.assigned, 1);
+    fuzz_seeded_api(&api, &c, "fuzz_api");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -12,7 +12,6 @@
  * request over a cost limit is limit_exceeded, never searched; any other
  * error is one of bad_request, limit_exceeded, reply_too_large. */
 #include <jansson.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "fuzz.h"
@@ -37,12 +36,8 @@ static void setup(void)
     c.k_max = 200;
     c.max_k_users = 4000;
     c.max_exact_scan = 30000;
-    rc_engine *e = fuzz_seeded_engine(&c, "fuzz_recall");
-    rc_api_init(&api);
-    api.engine = e;
-    conf = rc_engine_config(e);
-    atomic_store(&api.model_ready, 1);
-    atomic_store(&api.assigned, 1);
+    fuzz_seeded_api(&api, &c, "fuzz_recall");
+    conf = rc_engine_config(api.engine);
 }
 
 /* Appends user j's id, chosen by two bytes, as JSON. 1 when it is a valid id

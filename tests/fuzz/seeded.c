@@ -1,8 +1,11 @@
-/* fuzz_seeded_engine: see fuzz.h. */
+/* fuzz_seeded_engine, fuzz_seeded_api: see fuzz.h. */
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <stdatomic.h>
+
 #include "fuzz.h"
+#include "recalld/api.h"
 #include "recalld/engine.h"
 
 rc_engine *fuzz_seeded_engine(const rc_config *c, const char *who)
@@ -22,4 +25,13 @@ rc_engine *fuzz_seeded_engine(const rc_config *c, const char *who)
     }
     rc_engine_sync(e);
     return e;
+}
+
+void fuzz_seeded_api(rc_api *api, const rc_config *c, const char *who)
+{
+    rc_engine *e = fuzz_seeded_engine(c, who);
+    rc_api_init(api);
+    api->engine = e;
+    atomic_store(&api->model_ready, 1);
+    atomic_store(&api->assigned, 1);
 }
