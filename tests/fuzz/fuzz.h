@@ -32,6 +32,9 @@ int fuzz_memfile(const uint8_t *data, size_t size, char *path, size_t cap);
 struct rc_config;
 struct rc_engine;
 struct rc_engine *fuzz_seeded_engine(const struct rc_config *c, const char *who);
+/* The daemon's defaults scaled down for a seeded engine: dim 16, 4,096 items,
+ * 1,024 users, k at most 200. */
+void fuzz_seeded_config(struct rc_config *c);
 /* The request handler on such an engine, as the daemon runs it once the model
  * is ready and partitions are assigned: api initialised, api->engine set. */
 struct rc_api;

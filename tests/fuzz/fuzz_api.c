@@ -17,11 +17,7 @@ static rc_api api;
 static void setup(void)
 {
     rc_config c;
-    rc_config_defaults(&c);
-    c.dim = 16;
-    c.max_items = 4096;
-    c.max_users = 1024;
-    c.k_max = 200;
+    fuzz_seeded_config(&c);
     fuzz_seeded_api(&api, &c, "fuzz_api");
 }
 

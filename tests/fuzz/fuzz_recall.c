@@ -29,11 +29,7 @@ static const rc_config *conf;
 static void setup(void)
 {
     rc_config c;
-    rc_config_defaults(&c);
-    c.dim = 16;
-    c.max_items = 4096;
-    c.max_users = 1024;
-    c.k_max = 200;
+    fuzz_seeded_config(&c);
     c.max_k_users = 4000;
     c.max_exact_scan = 30000;
     fuzz_seeded_api(&api, &c, "fuzz_recall");

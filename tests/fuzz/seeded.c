@@ -1,8 +1,7 @@
-/* fuzz_seeded_engine, fuzz_seeded_api: see fuzz.h. */
+/* fuzz_seeded_engine, fuzz_seeded_config, fuzz_seeded_api: see fuzz.h. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#include <stdatomic.h>
 
 #include "fuzz.h"
 #include "recalld/api.h"
@@ -25,6 +24,15 @@ rc_engine *fuzz_seeded_engine(const rc_config *c, const char *who)
     }
     rc_engine_sync(e);
     return e;
+}
+
+void fuzz_seeded_config(rc_config *c)
+{
+    rc_config_defaults(c);
+    c->dim = 16;
+    c->max_items = 4096;
+    c->max_users = 1024;
+    c->k_max = 200;
 }
 
 void fuzz_seeded_api(rc_api *api, const rc_config *c, const char *who)
