@@ -41,7 +41,7 @@ static void small_config(rc_config *c)
 /* small_config with a new data_dir (dir: room for 64); batches of `batch`. */
 static void dir_config(rc_config *c, char *dir, uint32_t batch)
 {
-    tt_tmp_dir(dir, 64, "rc-engine-");
+    tower_tmp_dir(dir, 64, "rc-engine-");
     small_config(c);
     c->kafka_batch = batch;
     snprintf(c->data_dir, sizeof c->data_dir, "%s", dir);

@@ -315,7 +315,7 @@ TEST(promises_engine_event_clock_capped_at_wall_plus_5_min)
 TEST(promises_counting_invariant_exact_terms)
 {
     char dir[64], conf[128], lines[128];
-    tt_tmp_dir(dir, sizeof dir, "rc-prom-");
+    tower_tmp_dir(dir, sizeof dir, "rc-prom-");
     snprintf(conf, sizeof conf, "%s/r.json", dir);
     snprintf(lines, sizeof lines, "%s/lines.tsv", dir);
     e2e_write_file(conf, "{\"model\":{\"max_items\":16,\"dim\":16}}");
@@ -497,7 +497,7 @@ static float gauss(rc_rng *r)
 TEST(promises_recall_exact_is_brute_force_top_k)
 {
     char dir[64], model[128], err[512];
-    tt_tmp_dir(dir, sizeof dir, "rc-prom-");
+    tower_tmp_dir(dir, sizeof dir, "rc-prom-");
     snprintf(model, sizeof model, "%s/m.rcm", dir);
     rc_table_opts to = {.dim = XDIM, .max_items = 1u << 20, .seed = 3};
     rc_table *t = NULL;
@@ -712,7 +712,7 @@ static void wait_log(const char *log, const char *needle)
 TEST(promises_sighup_applies_k_max)
 {
     char dir[64], conf[128];
-    tt_tmp_dir(dir, sizeof dir, "rc-prom-");
+    tower_tmp_dir(dir, sizeof dir, "rc-prom-");
     snprintf(conf, sizeof conf, "%s/r.json", dir);
     e2e_write_file(conf, "{\"recall\":{\"k_max\":100}}");
     e2e_daemon d;
@@ -759,7 +759,7 @@ TEST(promises_sighup_applies_k_max)
 TEST(promises_second_sigterm_exits_at_once_with_1)
 {
     char dir[64], conf[128], data[128];
-    tt_tmp_dir(dir, sizeof dir, "rc-prom-");
+    tower_tmp_dir(dir, sizeof dir, "rc-prom-");
     snprintf(conf, sizeof conf, "%s/r.json", dir);
     snprintf(data, sizeof data, "%s/data", dir);
     ASSERT_EQ(mkdir(data, 0700), 0);
@@ -837,7 +837,7 @@ static json_t *wait_accounted(const char *sock, long long total)
 TEST(promises_dead_letter_write_failure_counted_stream_goes_on)
 {
     char dir[64], dlq[128], lines[128];
-    tt_tmp_dir(dir, sizeof dir, "rc-prom-");
+    tower_tmp_dir(dir, sizeof dir, "rc-prom-");
     snprintf(dlq, sizeof dlq, "%s/dlq.jsonl", dir);
     snprintf(lines, sizeof lines, "%s/lines.tsv", dir);
     FILE *f = fopen(dlq, "w");
@@ -905,12 +905,12 @@ static long vm_size_kb(void)
 TEST(promises_retrain_and_busy_codes)
 {
     char dir[64], small[128], big[160], data[128], blocker[192], line[512];
-    tt_tmp_dir(dir, sizeof dir, "rc-prom-");
+    tower_tmp_dir(dir, sizeof dir, "rc-prom-");
     snprintf(small, sizeof small, "%s/small.tower", dir);
     snprintf(big, sizeof big, "%s/big.tower", dir);
     snprintf(data, sizeof data, "%s/data", dir);
     ASSERT_EQ(mkdir(data, 0700), 0);
-    tt_write_model(small, 16, 3);
+    tower_write_model(small, 16, 3);
 
     rc_config c;
     rc_config_defaults(&c);
@@ -939,7 +939,7 @@ TEST(promises_retrain_and_busy_codes)
     expect_error(&a, "{\"op\":\"retrain_model\"}", "retrain_skipped",
                  "fewer than tower.retrain_min_examples = 200");
     for (uint32_t j = 0; j < 600; j++) {
-        int len = tt_event_line(line, sizeof line, j, 10, 0, NULL, NULL);
+        int len = tower_event_line(line, sizeof line, j, 10, 0, NULL, NULL);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
     }
     rc_engine_sync(e);
@@ -960,7 +960,7 @@ TEST(promises_retrain_and_busy_codes)
      * cannot allocate its model and fails; the served model stays. (ASan's
      * allocator reserves its address space at start, hence not there.) */
     char err[512];
-    rc_tower_config tc = tt_small_cfg(16);
+    rc_tower_config tc = tower_small_cfg(16);
     tc.id_buckets = 1u << 19;
     rc_tower_model *m = NULL;
     ASSERT_EQ(rc_tower_create(&tc, 5, &m, err, sizeof err), 0);

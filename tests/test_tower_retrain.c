@@ -324,7 +324,7 @@ static rc_engine *fed_engine(const rc_config *c, uint32_t n, uint32_t nusers)
     char line[512];
     rc_engine *e = e2e_engine_offline(c);
     for (uint32_t j = 0; j < n; j++) {
-        int len = tt_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
+        int len = tower_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
     }
     rc_engine_sync(e);
@@ -360,7 +360,7 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     for (uint32_t j = 0; j < nev; j++) {
         char line[512], uname[16];
         uint32_t u, row;
-        tt_event_line(line, sizeof line, j, nusers, 0, NULL, &u);
+        tower_event_line(line, sizeof line, j, nusers, 0, NULL, &u);
         json_t *ev = json_loads(line, 0, NULL);
         const char *item = json_string_value(json_object_get(ev, "item_id"));
         ASSERT_EQ(rc_table_find(t, item, strlen(item), &row), 0);
@@ -373,7 +373,7 @@ TEST(tower_retrain_run_warm_start_and_cancel)
     }
     rc_replay_snap s;
     ASSERT_EQ(rc_replay_snapshot(r, 0, &s), 0);
-    rc_tower_config cfg = tt_small_cfg(16);
+    rc_tower_config cfg = tower_small_cfg(16);
     rc_tower_model *base = NULL, *m = NULL;
     ASSERT_EQ(rc_tower_create(&cfg, 5, &base, err, sizeof err), 0);
     rc_retrain_opts o = {.gap_ms = c.gap_ms,
@@ -515,10 +515,10 @@ TEST(tower_retrain_off_by_default)
 TEST(tower_retrain_offline_engine_serves_new_model)
 {
     char dir[64], model[128], saved[160], err[512], line[512];
-    tt_tmp_dir(dir, sizeof dir, "rc-rt-");
+    tower_tmp_dir(dir, sizeof dir, "rc-rt-");
     snprintf(model, sizeof model, "%s/m.tower", dir);
     snprintf(saved, sizeof saved, "%s/data/tower.retrained", dir);
-    tt_write_model(model, 16, 3);
+    tower_write_model(model, 16, 3);
     rc_config c = retrain_config(16);
     snprintf(c.data_dir, sizeof c.data_dir, "%s/data", dir);
     ASSERT_EQ(mkdir(c.data_dir, 0700), 0);
@@ -542,7 +542,7 @@ TEST(tower_retrain_offline_engine_serves_new_model)
     ASSERT_STREQ(ri.last_status, "skipped");
     const uint32_t nusers = 10, nev = 600;
     for (uint32_t j = 0; j < nev; j++) {
-        int len = tt_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
+        int len = tower_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
     }
     ASSERT_EQ(rc_engine_apply_line(e, line, strlen(line)), RC_EV_OK); /* a duplicate: not kept */
@@ -659,13 +659,13 @@ static int wait_loaded(const char *sock)
 TEST(tower_retrain_daemon_periodic_and_op)
 {
     char dir[64], model[128], conf[128], data[128], saved[160];
-    tt_tmp_dir(dir, sizeof dir, "rc-rt-");
+    tower_tmp_dir(dir, sizeof dir, "rc-rt-");
     snprintf(model, sizeof model, "%s/a.tower", dir);
     snprintf(conf, sizeof conf, "%s/recalld.json", dir);
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(saved, sizeof saved, "%s/tower.retrained", data);
     ASSERT_EQ(mkdir(data, 0700), 0);
-    tt_write_model(model, 64, 1);
+    tower_write_model(model, 64, 1);
     char text[1024];
     snprintf(text, sizeof text,
              "{\"data_dir\":\"%s\",\"tower\":{\"model\":\"%s\",\"retrain_interval_s\":1,"
@@ -677,9 +677,9 @@ TEST(tower_retrain_daemon_periodic_and_op)
     e2e_start(&d, extra);
     ASSERT(wait_loaded(d.sock));
     /* periodic: too few examples first (skipped), then a retrain */
-    tt_produce(&d, 0, 100, 10, 0);
+    tower_produce(&d, 0, 100, 10, 0);
     ASSERT_GE(wait_stat(d.sock, "tower.retrain.skipped", 1, 120000), 1);
-    tt_produce(&d, 100, 500, 10, 0);
+    tower_produce(&d, 100, 500, 10, 0);
     json_decref(e2e_wait_done(d.sock, 600, 120000));
     ASSERT_GE(wait_stat(d.sock, "tower.retrain.done", 1, 120000), 1);
     json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
@@ -737,10 +737,10 @@ TEST(tower_retrain_daemon_periodic_and_op)
 TEST(tower_retrain_daemon_sigterm_cancels)
 {
     char dir[64], model[128], conf[128];
-    tt_tmp_dir(dir, sizeof dir, "rc-rt-");
+    tower_tmp_dir(dir, sizeof dir, "rc-rt-");
     snprintf(model, sizeof model, "%s/a.tower", dir);
     snprintf(conf, sizeof conf, "%s/recalld.json", dir);
-    tt_write_model(model, 64, 1);
+    tower_write_model(model, 64, 1);
     char text[1024];
     /* a retrain of many epochs: seconds of work at least */
     snprintf(text, sizeof text,
@@ -752,7 +752,7 @@ TEST(tower_retrain_daemon_sigterm_cancels)
     e2e_daemon d;
     e2e_start(&d, extra);
     ASSERT(wait_loaded(d.sock));
-    tt_produce(&d, 0, 2000, 20, 0);
+    tower_produce(&d, 0, 2000, 20, 0);
     json_decref(e2e_wait_done(d.sock, 2000, 120000));
     long long t0 = e2e_now_ms();
     json_t *st = NULL;

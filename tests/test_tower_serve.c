@@ -128,10 +128,10 @@ TEST(tower_serve_profile_store)
 TEST(tower_serve_user_vector_matches_offline)
 {
     char dir[64], model[128], log_path[128], err[512];
-    tt_tmp_dir(dir, sizeof dir, "rc-tt-");
+    tower_tmp_dir(dir, sizeof dir, "rc-tt-");
     snprintf(model, sizeof model, "%s/m.tower", dir);
     snprintf(log_path, sizeof log_path, "%s/clicks.jsonl", dir);
-    tt_write_model(model, 16, 3);
+    tower_write_model(model, 16, 3);
     rc_engine *e = offline_engine(16);
     float v[64], want[64];
     uint32_t dim = 0;
@@ -152,7 +152,7 @@ TEST(tower_serve_user_vector_matches_offline)
     for (uint32_t j = 0; j < nev; j++) {
         int64_t ts;
         uint32_t u;
-        int n = tt_event_line(line, sizeof line, j, nusers, 1, &ts, &u);
+        int n = tower_event_line(line, sizeof line, j, nusers, 1, &ts, &u);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
         fprintf(f, "%s\n", line);
         last_ts[u] = ts;
@@ -323,9 +323,9 @@ static int has_item(json_t *r, const char *id)
 TEST(tower_serve_socket_recall_and_cold_start)
 {
     char dir[64], model[128];
-    tt_tmp_dir(dir, sizeof dir, "rc-tt-");
+    tower_tmp_dir(dir, sizeof dir, "rc-tt-");
     snprintf(model, sizeof model, "%s/a.tower", dir);
-    tt_write_model(model, 64, 1);
+    tower_write_model(model, 64, 1);
     /* reload_model reads only from tower.model_dir (modelpath.h) */
     char conf[128], text[256];
     snprintf(conf, sizeof conf, "%s/c.json", dir);
@@ -335,7 +335,7 @@ TEST(tower_serve_socket_recall_and_cold_start)
     e2e_daemon d;
     e2e_start(&d, extra);
     const uint32_t nusers = 10, nev = 400;
-    tt_produce(&d, 0, nev, nusers, 1);
+    tower_produce(&d, 0, nev, nusers, 1);
     json_decref(e2e_wait_done(d.sock, nev, 120000));
 
     /* no model: the clear error */
@@ -497,12 +497,12 @@ static double max_diff(const double *a, size_t na, const double *b, size_t nb)
 TEST(tower_serve_reload_swaps_and_refuses_corrupt)
 {
     char dir[64], m1[128], m2[128], bad[160], cmd[600];
-    tt_tmp_dir(dir, sizeof dir, "rc-tt-");
+    tower_tmp_dir(dir, sizeof dir, "rc-tt-");
     snprintf(m1, sizeof m1, "%s/a.tower", dir);
     snprintf(m2, sizeof m2, "%s/b.tower", dir);
     snprintf(bad, sizeof bad, "%s/bad.tower", dir);
-    tt_write_model(m1, 64, 1);
-    tt_write_model(m2, 64, 2);
+    tower_write_model(m1, 64, 1);
+    tower_write_model(m2, 64, 2);
     /* --model takes either kind: this one is read as a tower model;
      * reload_model reads only from tower.model_dir (modelpath.h) */
     char conf[128], text[256];
@@ -516,7 +516,7 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     while (!tower_loaded(d.sock) && e2e_now_ms() - t0 < 120000)
         usleep(10000);
     ASSERT(tower_loaded(d.sock));
-    tt_produce(&d, 0, 400, 10, 1);
+    tower_produce(&d, 0, 400, 10, 1);
     json_decref(e2e_wait_done(d.sock, 400, 120000));
     double s1[10], s2[10], s3[10], s4[10];
     size_t n1 = tt_scores(d.sock, "u2", s1, 10);
@@ -569,7 +569,7 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     json_decref(st);
 
     /* SIGHUP: the configured file (--model a.tower) was replaced: reloaded */
-    tt_write_model(m1, 64, 3);
+    tower_write_model(m1, 64, 3);
     ASSERT_EQ(kill(d.pid, SIGHUP), 0);
     t0 = e2e_now_ms();
     long long loads = 0;
@@ -651,15 +651,15 @@ static void conc_wait_progress(struct conc *c, int n)
 TEST(tower_serve_concurrent_recall_and_reload)
 {
     char dir[64], m[2][128], err[512], line[512];
-    tt_tmp_dir(dir, sizeof dir, "rc-tt-");
+    tower_tmp_dir(dir, sizeof dir, "rc-tt-");
     for (int i = 0; i < 2; i++) {
         snprintf(m[i], sizeof m[i], "%s/%d.tower", dir, i);
-        tt_write_model(m[i], 16, (uint64_t)i + 10);
+        tower_write_model(m[i], 16, (uint64_t)i + 10);
     }
     rc_engine *e = offline_engine(16);
     uint32_t j = 0;
     for (; j < 120; j++) {
-        int len = tt_event_line(line, sizeof line, j, 12, 1, NULL, NULL);
+        int len = tower_event_line(line, sizeof line, j, 12, 1, NULL, NULL);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
     }
     if (rc_engine_tower_load(e, m[0], NULL, err, sizeof err))
@@ -673,7 +673,7 @@ TEST(tower_serve_concurrent_recall_and_reload)
     /* the writer goes on (new items, SGNS drift) while models swap */
     for (int round = 0; round < 12; round++) {
         for (int x = 0; x < 40; x++, j++) {
-            int len = tt_event_line(line, sizeof line, j, 12, 1, NULL, NULL);
+            int len = tower_event_line(line, sizeof line, j, 12, 1, NULL, NULL);
             ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
         }
         snprintf(line, sizeof line,

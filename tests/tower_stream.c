@@ -6,7 +6,7 @@
 
 #include "test.h"
 
-rc_tower_config tt_small_cfg(uint32_t w2v_dim)
+rc_tower_config tower_small_cfg(uint32_t w2v_dim)
 {
     return (rc_tower_config){.dim = 16,
                              .w2v_dim = w2v_dim,
@@ -21,9 +21,9 @@ rc_tower_config tt_small_cfg(uint32_t w2v_dim)
                              .features = RC_TOWER_F_ALL};
 }
 
-void tt_write_model(const char *path, uint32_t w2v_dim, uint64_t seed)
+void tower_write_model(const char *path, uint32_t w2v_dim, uint64_t seed)
 {
-    rc_tower_config c = tt_small_cfg(w2v_dim);
+    rc_tower_config c = tower_small_cfg(w2v_dim);
     rc_tower_model *m = NULL;
     char err[256];
     ASSERT_EQ(rc_tower_create(&c, seed, &m, err, sizeof err), 0);
@@ -32,8 +32,8 @@ void tt_write_model(const char *path, uint32_t w2v_dim, uint64_t seed)
     rc_tower_destroy(m);
 }
 
-int tt_event_line(char *buf, size_t cap, uint32_t j, uint32_t nusers, int empty_tag,
-                  int64_t *ts_out, uint32_t *user_out)
+int tower_event_line(char *buf, size_t cap, uint32_t j, uint32_t nusers, int empty_tag,
+                     int64_t *ts_out, uint32_t *user_out)
 {
     static const char *const devices[] = {"ios", "android", "web"};
     uint32_t u = j % nusers, step = j / nusers, city = u % NCITIES;
@@ -55,7 +55,7 @@ int tt_event_line(char *buf, size_t cap, uint32_t j, uint32_t nusers, int empty_
                     u, item, item % NCITIES, item % 4, (long long)ts, extra);
 }
 
-void tt_produce(const e2e_daemon *d, uint32_t first, uint32_t n, uint32_t nusers, int empty_tag)
+void tower_produce(const e2e_daemon *d, uint32_t first, uint32_t n, uint32_t nusers, int empty_tag)
 {
     char path[400], line[512];
     snprintf(path, sizeof path, "%s/kcat.in", d->dir);
@@ -63,14 +63,14 @@ void tt_produce(const e2e_daemon *d, uint32_t first, uint32_t n, uint32_t nusers
     ASSERT(f != NULL);
     for (uint32_t j = first; j < first + n; j++) {
         uint32_t u;
-        tt_event_line(line, sizeof line, j, nusers, empty_tag, NULL, &u);
+        tower_event_line(line, sizeof line, j, nusers, empty_tag, NULL, &u);
         fprintf(f, "u%u\t%s\n", u, line);
     }
     fclose(f);
     e2e_kcat(d, path);
 }
 
-void tt_tmp_dir(char *dir, size_t cap, const char *prefix)
+void tower_tmp_dir(char *dir, size_t cap, const char *prefix)
 {
     /* mkdtemp's template: the prefix, then six placeholder characters */
     int n = snprintf(dir, cap, "/tmp/%s", prefix);
