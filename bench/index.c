@@ -375,6 +375,29 @@ static void updates(bench *b, uint32_t rounds, uint32_t nrows)
     free(rows);
 }
 
+/* Recall@50 once rows have moved and been re-indexed (update_vectors on the
+ * lists' codes): the exact reference is recomputed from the table's current
+ * vectors. */
+static void after_updates(bench *b, uint32_t lists)
+{
+    static const char *kinds[2] = {"none", "city"};
+    for (uint32_t i = 0; i < b->n; i++) /* row by row: the table is chunked */
+        memcpy(b->x + (size_t)i * DIM, rc_table_in(b->t, i), DIM * sizeof(float));
+    compute_refs(b);
+    printf("after the updates: recall@50 vs exact over the current vectors, lists %u\n", lists);
+    printf("%-6s %-5s %7s %7s %8s\n", "store", "filt", "rec_idx", "rec_rr", "d_rec_rr");
+    for (int kind = 0; kind < 2; kind++)
+        for (uint32_t i = 0; i < b->nv; i++) {
+            variant *v = &b->v[i];
+            rc_index_set_search_lists(v->ix, lists);
+            double raw = recall(b, v, kind, 0), rr = recall(b, v, kind, 1);
+            if (i == 0)
+                b->v[0].rec_rr[kind] = rr;
+            printf("%-6s %-5s %7.4f %7.4f %+8.4f\n", rc_index_storage_name(v->storage), kinds[kind],
+                   raw, rr, rr - b->v[0].rec_rr[kind]);
+        }
+}
+
 typedef struct writer {
     bench *b;
     volatile int stop;
@@ -605,6 +628,7 @@ int main(int argc, char **argv)
     }
     fflush(stdout);
     updates(&b, upd_rounds, upd_rows);
+    after_updates(&b, def);
     fflush(stdout);
     with_writer(&b, def);
     for (uint32_t i = 0; i < b.nv; i++) {
