@@ -42,6 +42,7 @@ typedef struct variant {
     int storage;
     rc_index *ix;
     double flush_s, train_s;
+    double rss_mb; /* growth of the process's VmRSS while this index was built */
     rc_index_stats st;
     double rec_raw[2], rec_rr[2]; /* per filter kind: none, city */
     double *lat[2][2];            /* [raw, re-ranked][kind]: rounds * nq latencies, us */
@@ -480,9 +481,24 @@ static void with_writer(bench *b, uint32_t lists)
     }
 }
 
+/* VmRSS of this process, MB (0 when /proc is not there). */
+static double rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = strtod(line + 6, NULL);
+    if (f)
+        fclose(f);
+    return kb / 1024.0;
+}
+
 static void build(bench *b, variant *v)
 {
     char err[256];
+    double rss0 = rss_mb();
     uint64_t t0 = rc_now_ns();
     for (uint32_t i = 0; i < b->n; i++)
         rc_index_touch(v->ix, i);
@@ -502,6 +518,7 @@ static void build(bench *b, variant *v)
     v->flush_s = (double)(t1 - t0) / 1e9;
     v->train_s = (double)(t2 - t1) / 1e9;
     rc_index_stats_get(v->ix, &v->st);
+    v->rss_mb = rss_mb() - rss0;
 }
 
 static void print_memory(const bench *b)
@@ -509,18 +526,23 @@ static void print_memory(const bench *b)
     printf("memory: index_bytes = the index's own counter (FAISS storage incl. the lists' reserved "
            "capacity, per-row state: int8 drift copy, location); vec = FAISS storage; lists = IVF "
            "codes + ids as stored\n");
-    printf("%-6s %10s %7s %10s %7s %10s %7s %8s %10s %10s\n", "store", "index_MB", "ratio",
-           "vec_MB", "ratio", "lists_MB", "ratio", "B/row", "flush_s", "train_s");
+    printf("rss_MB: growth of this process's VmRSS while the index was built (the indexes are "
+           "built one after the other and all kept)\n");
+    printf("%-6s %10s %7s %10s %7s %10s %7s %8s %8s %7s %10s %10s\n", "store", "index_MB", "ratio",
+           "vec_MB", "ratio", "lists_MB", "ratio", "B/row", "rss_MB", "ratio", "flush_s",
+           "train_s");
     const rc_index_stats *f = &b->v[0].st;
     for (uint32_t i = 0; i < b->nv; i++) {
         const variant *v = &b->v[i];
         const rc_index_stats *s = &v->st;
-        printf("%-6s %10.1f %6.2fx %10.1f %6.2fx %10.1f %6.2fx %8.0f %10.2f %10.2f\n",
+        printf("%-6s %10.1f %6.2fx %10.1f %6.2fx %10.1f %6.2fx %8.0f %8.1f %6.2fx %10.2f "
+               "%10.2f\n",
                rc_index_storage_name(v->storage), (double)s->bytes / 1e6,
                (double)s->bytes / (double)f->bytes, (double)s->vec_bytes / 1e6,
                (double)s->vec_bytes / (double)f->vec_bytes, (double)s->list_bytes / 1e6,
                (double)s->list_bytes / (double)(f->list_bytes ? f->list_bytes : 1),
-               (double)s->bytes / b->n, v->flush_s, v->train_s);
+               (double)s->bytes / b->n, v->rss_mb * 1.048576,
+               v->rss_mb / (b->v[0].rss_mb > 0 ? b->v[0].rss_mb : 1), v->flush_s, v->train_s);
     }
 }
 
