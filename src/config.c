@@ -183,6 +183,8 @@ void rc_config_defaults(rc_config *c)
     c->flush_interval_ms = 2;
     c->drift = 0.0005f; /* measured: 0.01 lost a third of the exact top-50 (docs/BENCHMARKS.md) */
     c->overfetch = 3.0f;
+    c->index_storage = 2; /* sq8 (rc_index_storage): same re-ranked recall@50 as flat at 0.45x the
+                             index bytes (docs/BENCHMARKS.md, "Index storage") */
     c->recall_window = 5;
     c->half_life_ms = 600000;
     c->past_session_weight = 1.0f;
