@@ -1,13 +1,20 @@
-/* bench_index — live index search latency and recall@50 at scale.
+/* bench_index — live index storage, search latency and recall@50 at scale.
  *
  * N items x d64 of clustered unit vectors over 20 cities x 10 categories
- * (200 partitions), indexed by rc_index; single-query k=50 latency p50/p99
- * without a filter and with a city filter, recall@50 against exact search
- * (cblas_sgemv over all rows + top-k, timed in the same run as the
- * reference), first quiet, then while a writer thread keeps changing,
- * touching and flushing rows.
+ * (200 partitions) in one table, indexed once per index.storage (flat, fp16,
+ * sq8: the same nlist and nprobe) in the same process. For each: the bytes
+ * of the index (FAISS list capacity included), build time, recall@50 against
+ * exact search (cblas_sgemv over all rows + top-k, also timed as the
+ * reference) of the index alone and of the daemon's path (overfetch x k
+ * candidates re-scored with the table's vectors, rc_recall_search), single
+ * query k=50 latency p50/p99 without a filter and with a city filter in
+ * rounds that alternate the storages (ratios to flat), then update
+ * throughput: rows moved past the drift threshold, touched and flushed in
+ * batches, the same rows for every storage; last, latency while a writer
+ * thread keeps moving rows in every index.
  *
- *   bench_index [--items N] [--queries Q] [--lists L] [--sweep] */
+ *   bench_index [--items N] [--queries Q] [--lists L] [--sweep]
+ *               [--storage flat,fp16,sq8] [--rounds R] [--overfetch F] */
 #include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
@@ -19,6 +26,7 @@
 
 #include "recalld/common.h"
 #include "recalld/index.h"
+#include "recalld/recall.h"
 #include "recalld/table.h"
 #include "recalld/vec.h"
 
@@ -27,11 +35,30 @@
 #define NCATE  10
 #define TOPICS 60 /* per category */
 #define K      50
+#define MAXV   3 /* storages */
+
+/* One index over the shared table, with its measurements. */
+typedef struct variant {
+    int storage;
+    rc_index *ix;
+    double flush_s, train_s;
+    double rss_mb; /* growth of the process's VmRSS while this index was built */
+    rc_index_stats st;
+    double rec_raw[2], rec_rr[2]; /* per filter kind: none, city */
+    double *lat[2][2];            /* [raw, re-ranked][kind]: rounds * nq latencies, us */
+    uint32_t nlat[2][2];
+    double upd_s, *flush_ms; /* update phase: total flush time, per-flush times */
+    uint64_t upd_rows;
+    uint32_t nflush;
+    double wr_p50[2], wr_p99[2]; /* re-ranked, while the writer runs */
+} variant;
 
 typedef struct bench {
-    uint32_t n, nq, lists;
+    uint32_t n, nq, lists, rounds;
+    float overfetch;
     rc_table *t;
-    rc_index *ix;
+    variant v[MAXV];
+    uint32_t nv;
     float *x;  /* n * DIM: the vectors as first written (exact reference) */
     float *qs; /* queries, nq * DIM, per filter kind */
     uint32_t *qcity;
@@ -186,41 +213,190 @@ static void compute_refs(bench *b)
     free(sc);
 }
 
-/* Runs the queries of one filter kind; returns recall, fills p50/p99 (us). */
-static double run(bench *b, int kind, double *p50, double *p99)
+/* Recall@K of one variant, kind: rr = the daemon's path (re-ranked). */
+static double recall(bench *b, variant *v, int kind, int rr)
 {
-    double *lat = malloc(b->nq * sizeof(double));
     uint32_t rows[K], n;
     float sc[K];
+    rc_hit hits[K];
     uint64_t hit = 0;
     for (uint32_t i = 0; i < b->nq; i++) {
         uint32_t qi = kind * b->nq + i;
         rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0};
-        uint64_t t0 = rc_now_ns();
-        if (rc_index_search(b->ix, b->qs + (size_t)qi * DIM, K, &f, rows, sc, &n)) {
+        const float *q = b->qs + (size_t)qi * DIM;
+        int rc = rr ? rc_recall_search(b->t, v->ix, q, K, b->overfetch, &f, NULL, 0, hits, &n)
+                    : rc_index_search(v->ix, q, K, &f, rows, sc, &n);
+        if (rc) {
             fprintf(stderr, "search failed\n");
             exit(1);
         }
-        lat[i] = (double)(rc_now_ns() - t0) / 1e3;
         const uint32_t *ref = b->ref + (size_t)qi * K;
         for (uint32_t a = 0; a < n; a++)
             for (uint32_t c = 0; c < K; c++)
-                hit += rows[a] == ref[c];
+                hit += (rr ? hits[a].row : rows[a]) == ref[c];
     }
-    *p50 = pct(lat, b->nq, 0.5);
-    *p99 = pct(lat, b->nq, 0.99);
-    free(lat);
     return (double)hit / ((double)b->nq * K);
 }
 
-static void report(bench *b, const char *phase, uint32_t lists)
+/* Times every query of one kind once on v, appending to v->lat[rr][kind]. */
+static void timed_pass(bench *b, variant *v, int kind, int rr)
 {
-    static const char *names[2] = {"none", "city"};
-    for (int kind = 0; kind < 2; kind++) {
-        double p50, p99, rec = run(b, kind, &p50, &p99);
-        printf("%-7s %-6s %6u %9.0f %9.0f %10.4f %12.0f %8.1fx\n", phase, names[kind], lists, p50,
-               p99, rec, b->ref_us[kind], b->ref_us[kind] / p50);
+    uint32_t rows[K], n;
+    float sc[K];
+    rc_hit hits[K];
+    double *lat = v->lat[rr][kind] + v->nlat[rr][kind];
+    for (uint32_t i = 0; i < b->nq; i++) {
+        uint32_t qi = kind * b->nq + i;
+        rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0};
+        const float *q = b->qs + (size_t)qi * DIM;
+        uint64_t t0 = rc_now_ns();
+        int rc = rr ? rc_recall_search(b->t, v->ix, q, K, b->overfetch, &f, NULL, 0, hits, &n)
+                    : rc_index_search(v->ix, q, K, &f, rows, sc, &n);
+        lat[i] = (double)(rc_now_ns() - t0) / 1e3;
+        if (rc) {
+            fprintf(stderr, "search failed\n");
+            exit(1);
+        }
     }
+    v->nlat[rr][kind] += b->nq;
+}
+
+/* Quiet latency and recall at the current search_lists: b->rounds rounds,
+ * each running every variant in turn (the order rotated per round), so load
+ * changes on a shared machine spread over all of them. */
+static void quiet(bench *b, uint32_t lists)
+{
+    static const char *kinds[2] = {"none", "city"};
+    for (uint32_t i = 0; i < b->nv; i++) {
+        variant *v = &b->v[i];
+        rc_index_set_search_lists(v->ix, lists);
+        memset(v->nlat, 0, sizeof(v->nlat));
+        for (int kind = 0; kind < 2; kind++) {
+            v->rec_raw[kind] = recall(b, v, kind, 0);
+            v->rec_rr[kind] = recall(b, v, kind, 1);
+        }
+    }
+    for (uint32_t r = 0; r < b->rounds; r++)
+        for (uint32_t j = 0; j < b->nv; j++) {
+            variant *v = &b->v[(j + r) % b->nv];
+            for (int kind = 0; kind < 2; kind++)
+                for (int rr = 0; rr < 2; rr++)
+                    timed_pass(b, v, kind, rr);
+        }
+    for (int kind = 0; kind < 2; kind++) {
+        double f50[2] = {0, 0}, f99[2] = {0, 0};
+        for (uint32_t i = 0; i < b->nv; i++) {
+            variant *v = &b->v[i];
+            double p50[2], p99[2];
+            for (int rr = 0; rr < 2; rr++) {
+                p50[rr] = pct(v->lat[rr][kind], v->nlat[rr][kind], 0.5);
+                p99[rr] = pct(v->lat[rr][kind], v->nlat[rr][kind], 0.99);
+                if (i == 0) {
+                    f50[rr] = p50[rr];
+                    f99[rr] = p99[rr];
+                }
+            }
+            printf("%-6s %-5s %5u  %8.0f %8.0f %5.2fx %5.2fx  %8.0f %8.0f %5.2fx %5.2fx  %7.4f "
+                   "%7.4f %+8.4f  %9.0f\n",
+                   rc_index_storage_name(v->storage), kinds[kind], lists, p50[0], p99[0],
+                   p50[0] / f50[0], p99[0] / f99[0], p50[1], p99[1], p50[1] / f50[1],
+                   p99[1] / f99[1], v->rec_raw[kind], v->rec_rr[kind],
+                   v->rec_rr[kind] - b->v[0].rec_rr[kind], b->ref_us[kind]);
+        }
+    }
+}
+
+static void quiet_header(void)
+{
+    printf("quiet: latency us (p50, p99 and their ratios to the first storage) of the index alone "
+           "and of the daemon's path (re-ranked), recall@50 vs exact\n");
+    printf("%-6s %-5s %5s  %8s %8s %6s %6s  %8s %8s %6s %6s  %7s %7s %8s  %9s\n", "store", "filt",
+           "lists", "idx_p50", "idx_p99", "r50", "r99", "rr_p50", "rr_p99", "r50", "r99", "rec_idx",
+           "rec_rr", "d_rec_rr", "exact_p50");
+}
+
+/* Update throughput: rounds of nrows random rows moved by a perturbation
+ * past the drift threshold (written to the table once), then touched and
+ * flushed in every index in turn (order rotated), in flushes of 1,000 rows:
+ * the same rows and vectors for every storage. */
+static void updates(bench *b, uint32_t rounds, uint32_t nrows)
+{
+    rc_rng r;
+    rc_rng_seed(&r, 1234);
+    uint32_t *rows = malloc(nrows * sizeof(uint32_t));
+    char err[256];
+    for (uint32_t i = 0; i < b->nv; i++) {
+        b->v[i].flush_ms = malloc((size_t)rounds * (nrows / 1000 + 1) * sizeof(double));
+        b->v[i].nflush = 0;
+    }
+    for (uint32_t rd = 0; rd < rounds; rd++) {
+        for (uint32_t i = 0; i < nrows; i++) {
+            rows[i] = rc_rng_below(&r, b->n);
+            float *v = rc_table_in(b->t, rows[i]);
+            for (int j = 0; j < DIM; j++)
+                v[j] += 0.03f * gauss(&r);
+            rc_vec_normalize(v, DIM);
+        }
+        for (uint32_t j = 0; j < b->nv; j++) {
+            variant *v = &b->v[(j + rd) % b->nv];
+            for (uint32_t i0 = 0; i0 < nrows; i0 += 1000) {
+                uint32_t m = RC_MIN(1000, nrows - i0);
+                for (uint32_t i = 0; i < m; i++)
+                    rc_index_touch(v->ix, rows[i0 + i]);
+                uint64_t t0 = rc_now_ns();
+                int rc = rc_index_flush(v->ix, 0, err, sizeof(err));
+                double ms = (double)(rc_now_ns() - t0) / 1e6;
+                if (rc < 0) {
+                    fprintf(stderr, "flush: %s\n", err);
+                    exit(1);
+                }
+                v->upd_s += ms / 1e3;
+                v->upd_rows += (uint64_t)rc;
+                v->flush_ms[v->nflush++] = ms;
+            }
+        }
+    }
+    printf("updates: %u rounds of %u rows moved (0.03 x gaussian noise, renormalised), flushed per "
+           "1,000 touched rows\n",
+           rounds, nrows);
+    printf("%-6s %12s %9s %12s %12s %9s\n", "store", "reindexed/s", "ratio", "flush_p50_ms",
+           "flush_p99_ms", "p99_ratio");
+    double f_rate = 0, f99 = 0;
+    for (uint32_t i = 0; i < b->nv; i++) {
+        variant *v = &b->v[i];
+        double rate = (double)v->upd_rows / v->upd_s, p50 = pct(v->flush_ms, v->nflush, 0.5),
+               p99 = pct(v->flush_ms, v->nflush, 0.99);
+        if (i == 0) {
+            f_rate = rate;
+            f99 = p99;
+        }
+        printf("%-6s %12.0f %8.2fx %12.2f %12.2f %8.2fx\n", rc_index_storage_name(v->storage), rate,
+               rate / f_rate, p50, p99, p99 / f99);
+    }
+    free(rows);
+}
+
+/* Recall@50 once rows have moved and been re-indexed (update_vectors on the
+ * lists' codes): the exact reference is recomputed from the table's current
+ * vectors. */
+static void after_updates(bench *b, uint32_t lists)
+{
+    static const char *kinds[2] = {"none", "city"};
+    for (uint32_t i = 0; i < b->n; i++) /* row by row: the table is chunked */
+        memcpy(b->x + (size_t)i * DIM, rc_table_in(b->t, i), DIM * sizeof(float));
+    compute_refs(b);
+    printf("after the updates: recall@50 vs exact over the current vectors, lists %u\n", lists);
+    printf("%-6s %-5s %7s %7s %8s\n", "store", "filt", "rec_idx", "rec_rr", "d_rec_rr");
+    for (int kind = 0; kind < 2; kind++)
+        for (uint32_t i = 0; i < b->nv; i++) {
+            variant *v = &b->v[i];
+            rc_index_set_search_lists(v->ix, lists);
+            double raw = recall(b, v, kind, 0), rr = recall(b, v, kind, 1);
+            if (i == 0)
+                b->v[0].rec_rr[kind] = rr;
+            printf("%-6s %-5s %7.4f %7.4f %+8.4f\n", rc_index_storage_name(v->storage), kinds[kind],
+                   raw, rr, rr - b->v[0].rec_rr[kind]);
+        }
 }
 
 typedef struct writer {
@@ -230,8 +406,9 @@ typedef struct writer {
     double secs;
 } writer;
 
-/* The index's writer: perturbs random rows (mostly below the drift threshold,
- * one in ten above), touches them, flushes and maintains, ~100k touches/s. */
+/* The indexes' writer: perturbs random rows (mostly below the drift
+ * threshold, one in ten above), touches them in every index, flushes and
+ * maintains each, ~100k touches/s. */
 static void *writer_main(void *arg)
 {
     writer *w = arg;
@@ -247,52 +424,149 @@ static void *writer_main(void *arg)
             for (int j = 0; j < DIM; j++)
                 v[j] += amp * gauss(&r);
             rc_vec_normalize(v, DIM);
-            rc_index_touch(b->ix, row);
+            for (uint32_t k = 0; k < b->nv; k++)
+                rc_index_touch(b->v[k].ix, row);
         }
         w->touched += 1000;
-        int rc = rc_index_flush(b->ix, 0, err, sizeof(err));
-        if (rc < 0 || rc_index_maintain(b->ix, err, sizeof(err)) < 0) {
-            fprintf(stderr, "writer: %s\n", err);
-            exit(1);
+        for (uint32_t k = 0; k < b->nv; k++) {
+            int rc = rc_index_flush(b->v[k].ix, 0, err, sizeof(err));
+            if (rc < 0 || rc_index_maintain(b->v[k].ix, err, sizeof(err)) < 0) {
+                fprintf(stderr, "writer: %s\n", err);
+                exit(1);
+            }
+            w->flushed += (uint64_t)rc;
         }
-        w->flushed += (uint64_t)rc;
         usleep(10000);
     }
     w->secs = (double)(rc_now_ns() - t0) / 1e9;
     return NULL;
 }
 
-static void build(bench *b)
+/* Re-ranked latency while the writer runs (the reference vectors are stale
+ * by then: no recall here), storages alternating per round. */
+static void with_writer(bench *b, uint32_t lists)
+{
+    static const char *kinds[2] = {"none", "city"};
+    for (uint32_t i = 0; i < b->nv; i++) {
+        rc_index_set_search_lists(b->v[i].ix, lists);
+        memset(b->v[i].nlat, 0, sizeof(b->v[i].nlat));
+    }
+    writer w = {.b = b};
+    pthread_t th;
+    pthread_create(&th, NULL, writer_main, &w);
+    usleep(200000);
+    for (uint32_t r = 0; r < b->rounds; r++)
+        for (uint32_t j = 0; j < b->nv; j++)
+            for (int kind = 0; kind < 2; kind++)
+                timed_pass(b, &b->v[(j + r) % b->nv], kind, 1);
+    __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    printf("writer: touched %.0f rows/s into each index, flushed (re-indexed) %.0f rows/s over "
+           "all\n",
+           (double)w.touched / w.secs, (double)w.flushed / w.secs);
+    printf("%-6s %-5s %8s %8s %6s %6s\n", "store", "filt", "rr_p50", "rr_p99", "r50", "r99");
+    for (int kind = 0; kind < 2; kind++) {
+        double f50 = 0, f99 = 0;
+        for (uint32_t i = 0; i < b->nv; i++) {
+            variant *v = &b->v[i];
+            double p50 = pct(v->lat[1][kind], v->nlat[1][kind], 0.5),
+                   p99 = pct(v->lat[1][kind], v->nlat[1][kind], 0.99);
+            if (i == 0) {
+                f50 = p50;
+                f99 = p99;
+            }
+            printf("%-6s %-5s %8.0f %8.0f %5.2fx %5.2fx\n", rc_index_storage_name(v->storage),
+                   kinds[kind], p50, p99, p50 / f50, p99 / f99);
+        }
+    }
+}
+
+/* VmRSS of this process, MB (0 when /proc is not there). */
+static double rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = strtod(line + 6, NULL);
+    if (f)
+        fclose(f);
+    return kb / 1024.0;
+}
+
+static void build(bench *b, variant *v)
 {
     char err[256];
+    double rss0 = rss_mb();
     uint64_t t0 = rc_now_ns();
     for (uint32_t i = 0; i < b->n; i++)
-        rc_index_touch(b->ix, i);
-    if (rc_index_flush(b->ix, 0, err, sizeof(err)) < 0) {
+        rc_index_touch(v->ix, i);
+    if (rc_index_flush(v->ix, 0, err, sizeof(err)) < 0) {
         fprintf(stderr, "flush: %s\n", err);
         exit(1);
     }
     uint64_t t1 = rc_now_ns();
     do {
-        if (rc_index_maintain(b->ix, err, sizeof(err)) < 0) {
+        if (rc_index_maintain(v->ix, err, sizeof(err)) < 0) {
             fprintf(stderr, "maintain: %s\n", err);
             exit(1);
         }
         usleep(2000);
-    } while (rc_index_training(b->ix));
+    } while (rc_index_training(v->ix));
     uint64_t t2 = rc_now_ns();
-    rc_index_stats st;
-    rc_index_stats_get(b->ix, &st);
-    printf("items %u  dim %d  partitions %" PRIu64 " (ivf %" PRIu64 ")  index MB %.0f\n", b->n, DIM,
-           st.partitions, st.ivf_partitions, (double)st.bytes / 1e6);
-    printf("build: flush %.2f s (%.0f rows/s), train %.2f s\n", (double)(t1 - t0) / 1e9,
-           b->n / ((double)(t1 - t0) / 1e9), (double)(t2 - t1) / 1e9);
+    v->flush_s = (double)(t1 - t0) / 1e9;
+    v->train_s = (double)(t2 - t1) / 1e9;
+    rc_index_stats_get(v->ix, &v->st);
+    v->rss_mb = rss_mb() - rss0;
+}
+
+static void print_memory(const bench *b)
+{
+    printf("memory: index_bytes = the index's own counter (FAISS storage incl. the lists' reserved "
+           "capacity, per-row state: int8 drift copy, location); vec = FAISS storage; lists = IVF "
+           "codes + ids as stored\n");
+    printf("rss_MB: growth of this process's VmRSS while the index was built (the indexes are "
+           "built one after the other and all kept)\n");
+    printf("%-6s %10s %7s %10s %7s %10s %7s %8s %8s %7s %10s %10s\n", "store", "index_MB", "ratio",
+           "vec_MB", "ratio", "lists_MB", "ratio", "B/row", "rss_MB", "ratio", "flush_s",
+           "train_s");
+    const rc_index_stats *f = &b->v[0].st;
+    for (uint32_t i = 0; i < b->nv; i++) {
+        const variant *v = &b->v[i];
+        const rc_index_stats *s = &v->st;
+        printf("%-6s %10.1f %6.2fx %10.1f %6.2fx %10.1f %6.2fx %8.0f %8.1f %6.2fx %10.2f "
+               "%10.2f\n",
+               rc_index_storage_name(v->storage), (double)s->bytes / 1e6,
+               (double)s->bytes / (double)f->bytes, (double)s->vec_bytes / 1e6,
+               (double)s->vec_bytes / (double)f->vec_bytes, (double)s->list_bytes / 1e6,
+               (double)s->list_bytes / (double)(f->list_bytes ? f->list_bytes : 1),
+               (double)s->bytes / b->n, v->rss_mb * 1.048576,
+               v->rss_mb / (b->v[0].rss_mb > 0 ? b->v[0].rss_mb : 1), v->flush_s, v->train_s);
+    }
+}
+
+static int parse_storages(bench *b, const char *arg)
+{
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s", arg);
+    b->nv = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        int s = rc_index_storage_parse(tok);
+        if (s < 0 || b->nv == MAXV)
+            return -1;
+        b->v[b->nv++].storage = s;
+    }
+    return b->nv ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
-    bench b = {.n = 1000000, .nq = 300};
+    bench b = {.n = 1000000, .nq = 300, .rounds = 3, .overfetch = 3.0f};
     int sweep = 0;
+    uint32_t upd_rounds = 3, upd_rows = 20000;
+    parse_storages(&b, "flat,fp16,sq8");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--items") && i + 1 < argc)
             b.n = (uint32_t)strtoul(argv[++i], NULL, 10);
@@ -300,63 +574,99 @@ int main(int argc, char **argv)
             b.nq = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--lists") && i + 1 < argc)
             b.lists = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--sweep"))
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            b.rounds = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--overfetch") && i + 1 < argc)
+            b.overfetch = strtof(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--updates") && i + 1 < argc)
+            upd_rows = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--storage") && i + 1 < argc) {
+            if (parse_storages(&b, argv[++i])) {
+                fprintf(stderr, "--storage: a comma list of flat, fp16, sq8 (at most 3)\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--sweep"))
             sweep = 1;
         else {
-            fprintf(stderr, "usage: %s [--items N] [--queries Q] [--lists L] [--sweep]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--items N] [--queries Q] [--lists L] [--sweep]\n"
+                    "       [--storage flat,fp16,sq8] [--rounds R] [--overfetch F] [--updates "
+                    "ROWS]\n"
+                    "  one index per storage over the same rows, measured side by side; ratios "
+                    "are to the first storage listed\n",
+                    argv[0]);
             return 2;
         }
     }
-    if (b.n < NCITY * NCATE * 10 || b.nq == 0) {
-        fprintf(stderr, "need --items >= %d and --queries > 0\n", NCITY * NCATE * 10);
+    if (b.n < NCITY * NCATE * 10 || b.nq == 0 || b.rounds == 0 || b.overfetch < 1 ||
+        upd_rows == 0) {
+        fprintf(stderr,
+                "need --items >= %d, --queries, --rounds, --updates > 0, --overfetch >= 1\n",
+                NCITY * NCATE * 10);
         return 2;
     }
     char err[256];
     rc_table_opts to = {.dim = DIM, .max_items = b.n, .seed = 1};
-    rc_index_opts io = {.search_lists = b.lists};
     b.x = malloc((size_t)b.n * DIM * sizeof(float));
     b.qs = malloc((size_t)2 * b.nq * DIM * sizeof(float));
     b.qcity = malloc((size_t)2 * b.nq * sizeof(uint32_t));
     b.ref = malloc((size_t)2 * b.nq * K * sizeof(uint32_t));
-    if (!b.x || !b.qs || !b.qcity || !b.ref || rc_table_create(&to, &b.t, err, sizeof(err)) ||
-        rc_index_create(&io, b.t, &b.ix, err, sizeof(err))) {
+    if (!b.x || !b.qs || !b.qcity || !b.ref || rc_table_create(&to, &b.t, err, sizeof(err))) {
         fprintf(stderr, "setup: %s\n", err);
         return 1;
     }
     uint64_t t0 = rc_now_ns();
     gen_data(&b);
-    printf("data: %.2f s (vec kernel %s)\n", (double)(rc_now_ns() - t0) / 1e9, rc_vec_impl());
-    build(&b);
+    printf("data: %.2f s (vec kernel %s), items %u, dim %d, overfetch %.1f, drift 0.0005 (the "
+           "daemon's default)\n",
+           (double)(rc_now_ns() - t0) / 1e9, rc_vec_impl(), b.n, DIM, b.overfetch);
+    for (uint32_t i = 0; i < b.nv; i++) {
+        variant *v = &b.v[i];
+        rc_index_opts io = {.search_lists = b.lists, .drift = 0.0005f, .storage = v->storage};
+        if (rc_index_create(&io, b.t, &v->ix, err, sizeof(err))) {
+            fprintf(stderr, "setup: %s\n", err);
+            return 1;
+        }
+        for (int rr = 0; rr < 2; rr++)
+            for (int kind = 0; kind < 2; kind++)
+                v->lat[rr][kind] = malloc((size_t)b.rounds * b.nq * sizeof(double));
+        build(&b, v);
+        printf("built %s: partitions %" PRIu64 " (ivf %" PRIu64 "), flush %.2f s, train %.2f s\n",
+               rc_index_storage_name(v->storage), v->st.partitions, v->st.ivf_partitions,
+               v->flush_s, v->train_s);
+        fflush(stdout);
+    }
+    print_memory(&b);
     gen_queries(&b);
     compute_refs(&b);
-    printf("%-7s %-6s %6s %9s %9s %10s %12s %9s\n", "phase", "filter", "lists", "p50_us", "p99_us",
-           "recall@50", "exact_p50_us", "speedup");
     uint32_t def = b.lists ? b.lists : 128; /* index default: 8 * nprobe */
+    quiet_header();
     if (sweep) {
         static const uint32_t ls[] = {64, 128, 256, 512, 1024};
-        for (size_t i = 0; i < sizeof(ls) / sizeof(ls[0]); i++) {
-            rc_index_set_search_lists(b.ix, ls[i]);
-            report(&b, "quiet", ls[i]);
-        }
-        rc_index_set_search_lists(b.ix, b.lists);
+        for (size_t i = 0; i < sizeof(ls) / sizeof(ls[0]); i++)
+            quiet(&b, ls[i]);
     } else {
-        report(&b, "quiet", def);
+        quiet(&b, def);
     }
-    writer w = {.b = &b};
-    pthread_t th;
-    pthread_create(&th, NULL, writer_main, &w);
-    usleep(200000);
-    report(&b, "writer", def);
-    __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
-    pthread_join(th, NULL);
-    rc_index_stats st;
-    rc_index_stats_get(b.ix, &st);
-    printf("writer: touched %.0f rows/s, flushed (re-indexed) %.0f rows/s, "
-           "skipped small drift "
-           "%" PRIu64 ", retrains %" PRIu64 "\n",
-           (double)w.touched / w.secs, (double)w.flushed / w.secs, st.skipped_small_drift,
-           st.retrains);
-    rc_index_destroy(b.ix);
+    fflush(stdout);
+    updates(&b, upd_rounds, upd_rows);
+    after_updates(&b, def);
+    fflush(stdout);
+    with_writer(&b, def);
+    for (uint32_t i = 0; i < b.nv; i++) {
+        variant *v = &b.v[i];
+        rc_index_stats st;
+        rc_index_stats_get(v->ix, &st);
+        printf("%s at the end: index MB %.1f, retrains %" PRIu64 ", skipped small drift %" PRIu64
+               "\n",
+               rc_index_storage_name(v->storage), (double)st.bytes / 1e6, st.retrains,
+               st.skipped_small_drift);
+        rc_index_destroy(v->ix);
+        for (int rr = 0; rr < 2; rr++)
+            for (int kind = 0; kind < 2; kind++)
+                free(v->lat[rr][kind]);
+        free(v->flush_ms);
+    }
     rc_table_destroy(b.t);
     free(b.x);
     free(b.qs);

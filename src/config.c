@@ -25,7 +25,8 @@ enum ktype {
     K_LEVEL,
     K_FORMAT,
     K_SGMODE,
-    K_UIDS
+    K_UIDS,
+    K_STORAGE
 };
 
 struct key {
@@ -88,6 +89,7 @@ static const struct key keys[] = {
     {"index.drift", K_F32, F(drift), 0, 2},
     {"index.overfetch", K_F32, F(overfetch), 1, 100},
     {"index.max_partitions", K_U32, F(max_partitions), 1, 65536},
+    {"index.storage", K_STORAGE, F(index_storage), 0, 2},
     {"recall.window", K_U32, F(recall_window), 1, 255},
     {"recall.k_default", K_U32, F(k_default), 1, 100000},
     {"recall.k_max", K_U32, F(k_max), 1, 100000},
@@ -181,6 +183,8 @@ void rc_config_defaults(rc_config *c)
     c->flush_interval_ms = 2;
     c->drift = 0.0005f; /* measured: 0.01 lost a third of the exact top-50 (docs/BENCHMARKS.md) */
     c->overfetch = 3.0f;
+    c->index_storage = 2; /* sq8 (rc_index_storage): same re-ranked recall@50 as flat at 0.45x the
+                             index bytes (docs/BENCHMARKS.md, "Index storage") */
     c->recall_window = 5;
     c->half_life_ms = 600000;
     c->past_session_weight = 1.0f;
@@ -305,6 +309,16 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *wh
             return bad(eb, el, where, k->name, "expected \"user_city\" or \"global\"");
         *(int *)p = strcmp(s, "user_city") == 0;
         return 0;
+    }
+    if (k->type == K_STORAGE) {
+        /* the names of rc_index_storage (index.h), in its order */
+        static const char *const st[] = {"flat", "fp16", "sq8"};
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(s, st[i])) {
+                *(int *)p = i;
+                return 0;
+            }
+        return bad(eb, el, where, k->name, "expected \"flat\", \"fp16\" or \"sq8\"");
     }
     if (k->type == K_SGMODE) {
         if (strcmp(s, "skipgram") && strcmp(s, "cbow"))

@@ -690,7 +690,8 @@ static int create_model(rc_engine *e, char *eb, size_t el)
                         .nprobe = c->nprobe,
                         .drift = c->drift,
                         .batch = c->index_batch,
-                        .max_partitions = c->max_partitions};
+                        .max_partitions = c->max_partitions,
+                        .storage = c->index_storage};
     uint64_t t0 = rc_now_ns();
     int rc = rc__engine_ck_restore(e, &to, &io, eb, el); /* a checkpoint wins over model.path */
     if (rc == RC_ENOENT && c->model_path[0])

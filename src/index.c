@@ -3,8 +3,9 @@
  * Layout:
  *  - per row (chunked, rows never move): where it is indexed (partition, local
  *    id), the int8 copy of the indexed vector, pending flag and touch time;
- *  - per partition (city, cate): a FAISS index (flat IP, or IVF-Flat IP with an
- *    array direct map so local ids are 0..n-1), local id -> row, its rwlock;
+ *  - per partition (city, cate): a FAISS index (flat IP, or IVF IP with an
+ *    array direct map so local ids are 0..n-1: IVF-Flat, or IVF-SQ with fp16
+ *    or 8-bit codes per index.storage), local id -> row, its rwlock;
  *  - a pending FIFO of touched rows; at most one (re)training job.
  *
  * Search scores the query against the coarse centroids of every selected IVF
@@ -29,6 +30,7 @@
 #include <faiss/c_api/IndexFlat_c.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/IndexScalarQuantizer_c.h>
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/error_c.h>
 
@@ -71,7 +73,7 @@ typedef struct part {
     pthread_rwlock_t lock;
     uint32_t city, cate, id;
     /* Guarded by lock (written by the writer under wrlock, read under rdlock). */
-    FaissIndex *fx; /* flat IP or IVF-Flat IP */
+    FaissIndex *fx; /* flat IP, or IVF IP (IVF-Flat or IVF-SQ per ix->storage) */
     int ivf;
     uint32_t nlist;    /* IVF only */
     uint32_t slots;    /* FAISS nprobe = min(nlist, ix->slots_max), fixed per index */
@@ -81,15 +83,18 @@ typedef struct part {
     uint32_t n, cap;
     int overflow; /* the shared overflow partition: flat for good, filtered by row */
     /* Writer only. */
-    uint32_t n_trained; /* rows at the last training (0 = never) */
-    uint32_t n_checked; /* rows at the last imbalance check */
-    uint32_t retry_at;  /* after a failed training, wait for this many rows */
-    job *job;           /* training in flight for this partition */
+    uint32_t n_trained;       /* rows at the last training (0 = never) */
+    uint32_t n_checked;       /* rows at the last imbalance check */
+    uint32_t retry_at;        /* after a failed training, wait for this many rows */
+    job *job;                 /* training in flight for this partition */
+    uint64_t mem, vmem, lmem; /* this partition's share of st_bytes, st_vec_bytes and
+                                 st_list_bytes (part_account) */
 } part;
 
 struct job {
     part *p;
     uint32_t n, nlist, slots, dim;
+    int storage;
     float *x;        /* n * dim snapshot of the indexed vectors */
     FaissIndex *out; /* result, owned by the job until swapped in */
     int rc;
@@ -107,6 +112,8 @@ struct rc_index {
     uint32_t ivf_min, nprobe, batch, slots_max, lists;
     float drift, growth, max_imb;
     int no_background;
+    int storage;        /* rc_index_storage of IVF lists */
+    uint32_t code_size; /* bytes of one vector in an IVF list */
 
     rowchunk *chunks[MAX_CHUNKS]; /* atomic pointers */
     part *parts[MAX_PARTS + 1];   /* atomic pointers; nparts atomic; + the overflow */
@@ -137,7 +144,7 @@ struct rc_index {
 
     /* Stats: written by the writer with relaxed atomics. */
     uint64_t st_size, st_ivf, st_pending, st_added, st_reindexed, st_skipped, st_retrains;
-    uint64_t st_oldest_ns, st_bytes;
+    uint64_t st_oldest_ns, st_bytes, st_vec_bytes, st_list_bytes;
     uint64_t st_overflow, st_part_errors;
     pthread_mutex_t fresh_mu;
     uint32_t fresh[FRESH_RING];
@@ -184,6 +191,86 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     *p = q;
     *cap = c;
     return 0;
+}
+
+/* ---- storage -------------------------------------------------------------- */
+
+static const char *const storage_names[] = {"flat", "fp16", "sq8"};
+
+const char *rc_index_storage_name(int storage)
+{
+    return storage >= 0 && storage < (int)RC_ARRAY_LEN(storage_names) ? storage_names[storage]
+                                                                      : NULL;
+}
+
+int rc_index_storage_parse(const char *name)
+{
+    for (int i = 0; name && i < (int)RC_ARRAY_LEN(storage_names); i++)
+        if (!strcmp(name, storage_names[i]))
+            return i;
+    return -1;
+}
+
+/* Re-encodes vectors of an IVF index in place (array direct map: a vector may
+ * move to another list). In FAISS 1.7.3 update_vectors is a virtual member of
+ * IndexIVF that IndexIVFFlat and IndexIVFScalarQuantizer both inherit
+ * unchanged (it assigns, calls the subclass's encode_vectors and moves the
+ * codes with the direct map); the C API exposes it only as
+ * faiss_IndexIVFFlat_update_vectors, whose cast reaches the same IndexIVF
+ * base (single inheritance) and so the same virtual call for IVF-SQ. The
+ * unit tests check that updated rows move for every storage. */
+static int ivf_update(FaissIndex *fx, int n, idx_t *ids, const float *x)
+{
+    return faiss_IndexIVFFlat_update_vectors((FaissIndexIVFFlat *)fx, n, ids, x);
+}
+
+static uint64_t pow2ceil(uint64_t x)
+{
+    uint64_t c = 1;
+    while (c < x)
+        c <<= 1;
+    return x ? c : 0;
+}
+
+/* Writer (the only mutator, so no lock to read sizes): bytes held for p.
+ * FAISS keeps each inverted list in std::vectors (ids and codes) grown one
+ * entry at a time, so their reserved capacity is the next power of two of the
+ * list's size (at least: a list a row moved out of keeps its capacity); a
+ * flat partition's floats and the direct map grow by doubling too. *lm gets
+ * the list codes and ids as stored, *vm everything FAISS holds. */
+static uint64_t part_mem(const rc_index *ix, const part *p, uint64_t *vm, uint64_t *lm)
+{
+    uint64_t own = (uint64_t)p->cap * sizeof(*p->l2r) + (p->l2k ? (uint64_t)p->cap * 8 : 0);
+    uint64_t v = 0, l = 0, d = ix->dim;
+    if (!p->ivf) {
+        v = pow2ceil(p->n) * d * sizeof(float);
+    } else {
+        uint64_t per = ix->code_size + sizeof(idx_t);
+        for (uint32_t i = 0; i < p->nlist; i++) {
+            uint64_t m = faiss_IndexIVF_get_list_size(p->fx, i);
+            l += m * per;
+            v += pow2ceil(m) * per + 48; /* + the two std::vector headers */
+        }
+        v += pow2ceil(p->n) * sizeof(idx_t)            /* direct map */
+             + (uint64_t)p->nlist * d * sizeof(float); /* centroids */
+        if (ix->storage == RC_INDEX_STORAGE_SQ8)
+            v += 2 * sizeof(float); /* the range */
+    }
+    *vm = v;
+    *lm = l;
+    return own + v;
+}
+
+/* Writer: brings p's share of the byte counters up to date. */
+static void part_account(rc_index *ix, part *p)
+{
+    uint64_t vm, lm, m = part_mem(ix, p, &vm, &lm);
+    RADD(&ix->st_bytes, m - p->mem); /* unsigned wrap-around: a decrease works too */
+    RADD(&ix->st_vec_bytes, vm - p->vmem);
+    RADD(&ix->st_list_bytes, lm - p->lmem);
+    p->mem = m;
+    p->vmem = vm;
+    p->lmem = lm;
 }
 
 /* ---- per-row state ---------------------------------------------------- */
@@ -411,6 +498,15 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, 
     ix->lists = opts->search_lists ? opts->search_lists : 8 * ix->nprobe;
     ix->lists = RC_MAX(ix->lists, ix->nprobe);
     ix->max_parts = opts->max_partitions ? RC_MIN(opts->max_partitions, MAX_PARTS) : MAX_PARTS;
+    if (!rc_index_storage_name(opts->storage)) {
+        free(ix);
+        return rc_err(errbuf, errlen, RC_EINVAL, "index: storage %d: expected flat, fp16 or sq8",
+                      opts->storage);
+    }
+    ix->storage = opts->storage;
+    ix->code_size = ix->storage == RC_INDEX_STORAGE_FLAT   ? ix->dim * (uint32_t)sizeof(float)
+                    : ix->storage == RC_INDEX_STORAGE_FP16 ? ix->dim * 2
+                                                           : ix->dim;
     pthread_mutex_init(&ix->fresh_mu, NULL);
     rc_hist_init(&ix->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
     if (hash_grow(ix)) {
@@ -565,7 +661,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     if (!rc && n > nnew) {
         const float *xu = ix->xbuf + (size_t)nnew * d;
         if (p->ivf) {
-            if (faiss_IndexIVFFlat_update_vectors(p->fx, (int)(n - nnew), ix->ibuf, xu))
+            if (ivf_update(p->fx, (int)(n - nnew), ix->ibuf, xu))
                 rc = faiss_err(errbuf, errlen, "update_vectors");
         } else {
             float *xb;
@@ -597,7 +693,8 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
         RADD(&ix->st_overflow, nnew);
     RADD(&ix->st_reindexed, n - nnew);
     RADD(&ix->st_size, nnew);
-    RADD(&ix->st_bytes, (uint64_t)nnew * (d * sizeof(float) + 2 * sizeof(uint32_t)));
+    if (nnew)
+        part_account(ix, p);
     return 0;
 }
 
@@ -720,14 +817,14 @@ int rc_index_flush(rc_index *ix, uint32_t max_rows, char *errbuf, size_t errlen)
 /* ---- (re)training -------------------------------------------------------- */
 
 /* Builds job->out from the snapshot: spherical k-means (inner product), then
- * an IVF-Flat index with an array direct map holding rows 0..n-1. Any thread.
- */
+ * an IVF index (IVF-Flat, or IVF-SQ whose quantizer is trained on the
+ * snapshot) with an array direct map holding rows 0..n-1. Any thread. */
 static void job_run(job *j)
 {
     FaissClusteringParameters cp;
     FaissClustering *cl = NULL;
     FaissIndexFlatIP *q = NULL;
-    FaissIndexIVFFlat *ivf = NULL;
+    FaissIndex *ivf = NULL;
     const char *what = "kmeans";
     omp_one();
     faiss_ClusteringParameters_init(&cp);
@@ -748,11 +845,51 @@ static void job_run(job *j)
         if (faiss_Index_reset(q) || faiss_Index_add(q, j->nlist, c))
             goto fail;
     }
-    if (faiss_IndexIVFFlat_new_with_metric(&ivf, q, j->dim, j->nlist, METRIC_INNER_PRODUCT))
-        goto fail;
-    faiss_IndexIVFFlat_set_own_fields(ivf, 1);
-    q = NULL;
-    faiss_IndexIVFFlat_set_nprobe(ivf, j->slots);
+    if (j->storage == RC_INDEX_STORAGE_FLAT) {
+        FaissIndexIVFFlat *f = NULL;
+        if (faiss_IndexIVFFlat_new_with_metric(&f, q, j->dim, j->nlist, METRIC_INNER_PRODUCT))
+            goto fail;
+        ivf = f;
+        faiss_IndexIVFFlat_set_own_fields(f, 1);
+        q = NULL;
+    } else {
+        /* sq8: one byte a component over the fixed range [-1, 1], which holds
+         * every component of a unit vector. A range trained on the snapshot
+         * (per dimension, or on residuals to the centroids) is finer, but the
+         * vectors keep moving after training and FAISS clamps what falls
+         * outside it: a row that moved away from its partition's old spread
+         * would lose most of its score (measured: 0.94 instead of 1 for a new
+         * direction with trained residual ranges). A step of 2/255 costs about
+         * 0.002 of inner product (standard deviation), which the re-scoring of
+         * the candidates with the table's vectors absorbs. fp16 needs no
+         * range. Neither encodes residuals: a code is the vector itself. */
+        int sq8 = j->storage == RC_INDEX_STORAGE_SQ8;
+        FaissIndexIVFScalarQuantizer *f = NULL;
+        what = "ivf-sq";
+        if (faiss_IndexIVFScalarQuantizer_new_with_metric(
+                &f, q, j->dim, j->nlist, sq8 ? QT_8bit_uniform : QT_fp16, METRIC_INNER_PRODUCT, 0))
+            goto fail;
+        ivf = f;
+        faiss_IndexIVFScalarQuantizer_set_own_fields(f, 1);
+        q = NULL;
+        /* The quantizer already holds nlist centroids, so train() leaves it
+         * alone and trains only the scalar quantizer: on two vectors, all
+         * components -1 and all +1, for the range [-1, 1]. */
+        float *ends = malloc(2 * (size_t)j->dim * sizeof(float));
+        if (!ends) {
+            what = "out of memory";
+            goto fail;
+        }
+        for (uint32_t i = 0; i < j->dim; i++) {
+            ends[i] = -1.0f;
+            ends[j->dim + i] = 1.0f;
+        }
+        int trc = faiss_Index_train(ivf, 2, ends);
+        free(ends);
+        if (trc)
+            goto fail;
+    }
+    faiss_IndexIVF_set_nprobe(ivf, j->slots);
     if (faiss_IndexIVF_make_direct_map(ivf, 1) || faiss_Index_add(ivf, j->n, j->x))
         goto fail;
     faiss_Clustering_free(cl);
@@ -780,11 +917,22 @@ static void *job_thread(void *arg)
 }
 
 /* Copies locals [i0, i0+n) of p's current index into x. Writer thread (the
- * only mutator), so no lock is needed to read. */
-static int part_read(part *p, uint32_t dim, uint32_t i0, uint32_t n, float *x)
+ * only mutator), so no lock is needed to read. An IVF-SQ partition holds only
+ * approximations: its rows are read from the table instead (normalised, the
+ * writer's current vectors), so a retrain never encodes decoded codes again. */
+static int part_read(const rc_index *ix, part *p, uint32_t i0, uint32_t n, float *x)
 {
+    uint32_t dim = ix->dim;
     if (n == 0)
         return 0;
+    if (p->ivf && ix->storage != RC_INDEX_STORAGE_FLAT) {
+        for (uint32_t i = 0; i < n; i++) {
+            float *v = x + (size_t)i * dim;
+            memcpy(v, rc_table_in(ix->t, p->l2r[i0 + i]), dim * sizeof(float));
+            rc_vec_normalize(v, dim);
+        }
+        return 0;
+    }
     if (!p->ivf) {
         float *xb;
         size_t sz;
@@ -803,6 +951,7 @@ static int job_start(rc_index *ix, part *p, char *errbuf, size_t errlen)
     j->p = p;
     j->n = p->n;
     j->dim = ix->dim;
+    j->storage = ix->storage;
     j->nlist = (uint32_t)lrint(4.0 * sqrt((double)p->n));
     j->nlist = RC_MAX(1, RC_MIN(j->nlist, p->n));
     j->slots = RC_MIN(j->nlist, ix->slots_max);
@@ -811,7 +960,7 @@ static int job_start(rc_index *ix, part *p, char *errbuf, size_t errlen)
         job_free(j);
         return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
     }
-    if (part_read(p, ix->dim, 0, j->n, j->x)) {
+    if (part_read(ix, p, 0, j->n, j->x)) {
         job_free(j);
         return faiss_err(errbuf, errlen, "snapshot");
     }
@@ -846,14 +995,13 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
         rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
         goto out_retry;
     }
-    if (extra && (part_read(p, ix->dim, j->n, extra, x) || faiss_Index_add(j->out, extra, x))) {
+    if (extra && (part_read(ix, p, j->n, extra, x) || faiss_Index_add(j->out, extra, x))) {
         rc = faiss_err(errbuf, errlen, "retrain catch-up");
         goto out_retry;
     }
     for (uint32_t i = 0; i < j->ndirty && !rc; i++) {
         idx_t id = j->dirty[i];
-        if (part_read(p, ix->dim, j->dirty[i], 1, x) ||
-            faiss_IndexIVFFlat_update_vectors(j->out, 1, &id, x))
+        if (part_read(ix, p, j->dirty[i], 1, x) || ivf_update(j->out, 1, &id, x))
             rc = faiss_err(errbuf, errlen, "retrain catch-up");
     }
     if (rc)
@@ -864,7 +1012,6 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
     faiss_IndexFlat_xb(qz, &cent, &sz);
     FaissIndex *old = p->fx;
     int was_ivf = p->ivf;
-    uint32_t old_nlist = p->nlist;
     pthread_rwlock_wrlock(&p->lock);
     p->fx = j->out;
     p->ivf = 1;
@@ -879,7 +1026,7 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
     if (!was_ivf)
         RADD(&ix->st_ivf, 1);
     RADD(&ix->st_retrains, 1);
-    RADD(&ix->st_bytes, ((int64_t)j->nlist - (int64_t)old_nlist) * ix->dim * sizeof(float));
+    part_account(ix, p);
     goto out;
 out_retry:
     p->retry_at = p->n + RC_MAX(p->n / 2, 64); /* do not spin on a failing partition */
@@ -1266,6 +1413,9 @@ void rc_index_counters_get(rc_index *ix, rc_index_stats *st)
     uint64_t oldest = RLOAD(&ix->st_oldest_ns), now = rc_now_ns();
     st->staleness_ms = oldest && now > oldest ? (double)(now - oldest) / 1e6 : 0.0;
     st->bytes = (size_t)RLOAD(&ix->st_bytes);
+    st->vec_bytes = (size_t)RLOAD(&ix->st_vec_bytes);
+    st->list_bytes = (size_t)RLOAD(&ix->st_list_bytes);
+    st->storage = ix->storage;
 }
 
 void rc_index_stats_get(rc_index *ix, rc_index_stats *st)

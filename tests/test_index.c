@@ -5,6 +5,7 @@
 
 #include "recalld/common.h"
 #include "recalld/index.h"
+#include "recalld/recall.h"
 #include "recalld/table.h"
 #include "recalld/vec.h"
 #include "test.h"
@@ -666,3 +667,161 @@ static void overflow_case(uint32_t ivf_min)
 TEST(index_partition_limit_overflow_flat) { overflow_case(4096); }
 
 TEST(index_partition_limit_overflow_never_ivf) { overflow_case(64); }
+
+/* Recall@k of rc_recall_search (index candidates, overfetch x k, re-scored
+ * with the table's vectors: the daemon's path) against brute force. */
+static double recall_rerank(rc_index *ix, const rc_table *t, uint32_t nq, uint32_t k,
+                            float overfetch, uint64_t seed)
+{
+    rc_rng r;
+    rc_rng_seed(&r, seed);
+    uint32_t want[50], n;
+    float ws[50], q[DIM];
+    rc_hit got[50];
+    uint64_t hit = 0, tot = 0;
+    ASSERT_LE(k, 50);
+    for (uint32_t i = 0; i < nq; i++) {
+        mk_query(t, &r, q);
+        uint32_t m = brute(t, q, k, NULL, want, ws);
+        ASSERT_EQ(rc_recall_search(t, ix, q, k, overfetch, NULL, NULL, 0, got, &n), 0);
+        ASSERT_EQ(n, m);
+        for (uint32_t a = 0; a < m; a++)
+            for (uint32_t b = 0; b < n; b++)
+                hit += want[a] == got[b].row;
+        tot += m;
+    }
+    return tot ? (double)hit / (double)tot : 1.0;
+}
+
+/* index.storage: one IVF partition whose lists hold float32 vectors, fp16 or
+ * sq8 codes. Its lists hold one code of the storage's size and an id per row;
+ * re-ranked recall@50 against exact search holds; a moved vector is found at
+ * its new place after a flush (update_vectors on the IVF-SQ index); rows
+ * added to the IVF partition are searchable; after a retrain (from the
+ * table's vectors for fp16/sq8) every row still finds itself first. */
+static void storage_case(int storage, float score_tol)
+{
+    gen g;
+    gen_init(&g, 200, 31);
+    rc_table *t = mk_table(1, 1);
+    fill(t, &g, 6000, 1, 1, 0.12f);
+    rc_index_opts o = {0};
+    o.ivf_min = 4096;
+    o.no_background = 1;
+    o.storage = storage;
+    rc_index *ix = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
+    touch_all(ix, t, 0);
+    flush_all(ix);
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.ivf_partitions, 1);
+    ASSERT_EQ(st.storage, storage);
+    ASSERT_STREQ(rc_index_storage_name(storage), rc_index_storage_name(st.storage));
+    uint64_t code = storage == RC_INDEX_STORAGE_FLAT   ? DIM * 4
+                    : storage == RC_INDEX_STORAGE_FP16 ? DIM * 2
+                                                       : DIM;
+    ASSERT_EQ(st.list_bytes, 6000 * (code + 8));
+    ASSERT_GE(st.vec_bytes, st.list_bytes);
+    ASSERT_LE(st.vec_bytes, 3 * st.list_bytes);
+    ASSERT_GT(st.bytes, st.vec_bytes);
+    double raw = recall_at(ix, t, 60, 50, NULL, 32), rr = recall_rerank(ix, t, 60, 50, 3.0f, 32);
+    fprintf(stderr, "%s: recall@50 raw %.4f, re-ranked %.4f, list bytes %zu, vec bytes %zu\n",
+            rc_index_storage_name(storage), raw, rr, st.list_bytes, st.vec_bytes);
+    ASSERT_DBL_OP(rr, >=, 0.95);
+
+    /* A moved vector: a fresh direction, far from every row. */
+    uint32_t row = 17, got[3], n;
+    float w[DIM], gs[3];
+    for (int i = 0; i < DIM; i++)
+        w[i] = (i % 2 ? 1.0f : -1.0f) * (float)(i % 7);
+    rc_vec_normalize(w, DIM);
+    ASSERT_EQ(rc_index_search(ix, w, 1, NULL, got, gs, &n), 0);
+    ASSERT_NE(got[0], row);
+    memcpy(rc_table_in(t, row), w, sizeof(w));
+    rc_index_touch(ix, row);
+    flush_all(ix);
+    ASSERT_EQ(rc_index_search(ix, w, 1, NULL, got, gs, &n), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(got[0], row);
+    ASSERT_NEAR(gs[0], 1.0, score_tol);
+
+    /* New rows in the IVF partition, each found first with its own vector. */
+    rc_rng r;
+    rc_rng_seed(&r, 33);
+    float v[DIM];
+    uint32_t base = rc_table_size(t);
+    for (int i = 0; i < 40; i++) {
+        for (int j = 0; j < DIM; j++)
+            v[j] = gauss(&r);
+        rc_vec_normalize(v, DIM);
+        add_row(t, 0, 0, v);
+    }
+    touch_all(ix, t, base);
+    flush_all(ix);
+    double dev = 0;
+    for (uint32_t i = base; i < base + 40; i++) {
+        ASSERT(rc_index_contains(ix, i));
+        memcpy(v, rc_table_in(t, i), sizeof(v));
+        ASSERT_EQ(rc_index_search(ix, v, 1, NULL, got, gs, &n), 0);
+        ASSERT_EQ(got[0], i);
+        ASSERT_NEAR(gs[0], 1.0, score_tol);
+        dev = fmax(dev, fabs(gs[0] - 1.0));
+    }
+    /* The scores tell what FAISS holds: float32 vectors score themselves 1
+     * to rounding, fp16 and sq8 codes do not. */
+    if (storage == RC_INDEX_STORAGE_FLAT)
+        ASSERT_DBL_OP(dev, <=, 1e-5);
+    else
+        ASSERT_DBL_OP(dev, >, 1e-5);
+
+    /* Grow past 2x the trained rows: a retrain (synchronous here). */
+    base = rc_table_size(t);
+    fill(t, &g, 6100, 1, 1, 0.12f);
+    touch_all(ix, t, base);
+    flush_all(ix);
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.retrains, 2);
+    ASSERT_EQ(st.size, base + 6100);
+    ASSERT_EQ(st.list_bytes, st.size * (code + 8));
+    for (uint32_t i = 0; i < st.size; i += 11) {
+        memcpy(v, rc_table_in(t, i), sizeof(v));
+        rc_vec_normalize(v, DIM);
+        ASSERT_EQ(rc_index_search(ix, v, 1, NULL, got, gs, &n), 0);
+        ASSERT_EQ(got[0], i);
+        ASSERT_NEAR(gs[0], 1.0, score_tol);
+    }
+    ASSERT_EQ(rc_index_search(ix, w, 1, NULL, got, gs, &n), 0);
+    ASSERT_EQ(got[0], row);
+    rr = recall_rerank(ix, t, 60, 50, 3.0f, 34);
+    fprintf(stderr, "%s after retrain: recall@50 re-ranked %.4f\n", rc_index_storage_name(storage),
+            rr);
+    ASSERT_DBL_OP(rr, >=, 0.95);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
+}
+
+TEST(index_storage_flat) { storage_case(RC_INDEX_STORAGE_FLAT, 1e-4f); }
+
+TEST(index_storage_fp16) { storage_case(RC_INDEX_STORAGE_FP16, 2e-3f); }
+
+TEST(index_storage_sq8) { storage_case(RC_INDEX_STORAGE_SQ8, 0.015f); }
+
+TEST(index_storage_names_and_unknown)
+{
+    ASSERT_EQ(rc_index_storage_parse("flat"), RC_INDEX_STORAGE_FLAT);
+    ASSERT_EQ(rc_index_storage_parse("fp16"), RC_INDEX_STORAGE_FP16);
+    ASSERT_EQ(rc_index_storage_parse("sq8"), RC_INDEX_STORAGE_SQ8);
+    ASSERT_EQ(rc_index_storage_parse("pq"), -1);
+    ASSERT(rc_index_storage_name(3) == NULL);
+    rc_table *t = mk_table(1, 1);
+    rc_index_opts o = {0};
+    o.storage = 3;
+    rc_index *ix = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), RC_EINVAL);
+    ASSERT(ix == NULL);
+    rc_table_destroy(t);
+}

@@ -141,6 +141,7 @@ typedef struct rc_config {
                                           * model's weights (else fresh ones) */
     /* bounds on what the stream can make recalld hold (OPERATIONS.md "Memory budget") */
     uint32_t max_partitions;  /* index.max_partitions: city x category partitions */
+    int index_storage;        /* index.storage: rc_index_storage of the IVF lists */
     int64_t max_future_ms;    /* events.max_future_ms: ts later than max(watermark, wall
                                * clock) + this is refused (future_ts); 0 = off */
     int64_t max_past_ms;      /* events.max_past_ms: ts earlier than watermark - this is

@@ -4,10 +4,12 @@
  * Partitioned by (city, category) — 58.com's housing team partitioned by city
  * and business line — so a city or category filter selects whole partitions
  * and is exact. A partition is a flat index until it holds ivf_min rows, then
- * IVF-Flat (nlist ~ 4*sqrt(n), an array direct map so rows are updated in
- * place with update_vectors). A partition is retrained (in the background, from
- * a snapshot, then swapped in) when it has grown by retrain_growth since its
- * training or its lists are unbalanced (imbalance factor > max_imbalance).
+ * IVF (nlist ~ 4*sqrt(n), an array direct map so rows are updated in place
+ * with update_vectors) whose lists hold float32 vectors (storage "flat",
+ * IVF-Flat), fp16 or 8-bit scalar-quantized codes (IVF-SQ; see
+ * rc_index_storage). Small partitions stay float32 flat whatever the storage. A partition is
+ * retrained (in the background, from a snapshot, then swapped in) when it has grown by
+ * retrain_growth since its training or its lists are unbalanced (imbalance factor > max_imbalance).
  *
  * Partition limit: at most max_partitions (city, category) partitions. Rows
  * of a pair that finds no room go to one shared overflow partition, which
@@ -40,6 +42,21 @@
 
 typedef struct rc_index rc_index;
 
+/* How the IVF lists store a vector (index.storage). Scores found with fp16 or
+ * sq8 codes are approximate: callers re-score the candidates with the table's
+ * float vectors (recall.h does, over-fetching index.overfetch x k). */
+typedef enum rc_index_storage {
+    RC_INDEX_STORAGE_FLAT = 0, /* float32, 4 bytes a component (IVF-Flat) */
+    RC_INDEX_STORAGE_FP16 = 1, /* half floats, 2 bytes (IVF-SQ QT_fp16) */
+    RC_INDEX_STORAGE_SQ8 = 2,  /* 1 byte over the fixed range [-1, 1] of a unit vector's
+                                  components (IVF-SQ QT_8bit_uniform, not by residual) */
+} rc_index_storage;
+
+/* "flat", "fp16", "sq8"; NULL for an unknown value. */
+const char *rc_index_storage_name(int storage);
+/* The storage of that name, or -1. */
+int rc_index_storage_parse(const char *name);
+
 typedef struct rc_index_opts {
     uint32_t ivf_min;        /* rows before a partition becomes IVF, 0 = 4096 */
     uint32_t nprobe;         /* IVF probing scale, 0 = 16: a partition's FAISS nprobe (the
@@ -55,6 +72,7 @@ typedef struct rc_index_opts {
                                 4 * nprobe of them), 0 = 8 * nprobe */
     uint32_t max_partitions; /* city x category partitions at most, 0 = 65536 (the most);
                                 rows of further pairs go to the overflow partition */
+    int storage;             /* rc_index_storage of the IVF lists, 0 = flat */
 } rc_index_opts;
 
 typedef struct rc_index_filter {
@@ -75,7 +93,13 @@ typedef struct rc_index_stats {
     double staleness_ms;       /* age of the oldest pending touch, 0 when none */
     uint64_t fresh_p50_us, fresh_p99_us; /* touch -> searchable, new rows, recent window */
     rc_hist_snap fresh_hist;             /* the same for every new row since create, us */
-    size_t bytes;
+    size_t bytes;      /* everything below plus the per-row state (drift copy, location) */
+    size_t vec_bytes;  /* FAISS storage of the vectors: flat partitions' floats, IVF list codes
+                          and ids with the lists' reserved capacity (estimated: FAISS grows a
+                          list like a std::vector, doubling), direct maps, centroids */
+    size_t list_bytes; /* of vec_bytes: the IVF list codes and ids as stored (size, not
+                          capacity) */
+    int storage;       /* rc_index_storage */
 } rc_index_stats;
 
 /* table is borrowed and must outlive the index. Sets OpenBLAS to one thread
