@@ -10,7 +10,9 @@
 # applied / time from the first applied event to the last. After each drain
 # recalld stays up 5 s with no new events: the replay-on daemon must replay
 # then (training.replay.replayed grows). The ratio on/off is printed per
-# round and for the sums; on a shared machine only the ratio means anything.
+# round and for the sums, of events/s and of events per CPU second of recalld
+# (utime + stime from /proc over the same span): on a shared machine only the
+# ratios mean anything, and the CPU one is the steadier.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
@@ -33,7 +35,8 @@ for _ in $(seq 50); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
 bs=$(head -1 "$tmp/broker.out")
 "$B/recalld-gen" "${gen[@]}" --events "$N" --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
 
-# drain NAME RATIO: prints "events/s replayed skipped yields items replayed_after_idle"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# drain NAME RATIO: prints "events/s events/cpu_s replayed skipped yields items replayed_after_idle"
 drain() {
     local name=$1 ratio=$2 sock="$tmp/$1.sock"
     echo "{\"train\":{\"replay_ratio\":$ratio}}" >"$tmp/$name.json"
@@ -41,18 +44,20 @@ drain() {
         --metrics-port 0 --log-level warn 2>"$tmp/$name.log" &
     local pid=$!
     pids+=($pid)
-    local t_first= a_first=0 a=0 now s
+    local t_first= a_first=0 a=0 now s c_first=0 c
     while :; do
         s=$(stat "$sock" 2>/dev/null) || { sleep 0.05; continue; }
+        c=$(cpu_ticks "$pid")
         a=$(echo "$s" | field '["events"]["applied"]')
         now=$(date +%s.%N)
-        if [ -z "$t_first" ] && [ "$a" -gt 0 ]; then t_first=$now; a_first=$a; fi
+        if [ -z "$t_first" ] && [ "$a" -gt 0 ]; then t_first=$now; a_first=$a; c_first=$c; fi
         [ "$a" -ge "$N" ] && break
         sleep 0.02
     done
-    local rate r sk y it
+    local rate r sk y it per_cpu
     # (a log drained before the first look: EVENTS too small to measure)
     rate=$(python3 -c "print(round(($a - $a_first) / max($now - $t_first, 1e-3)))")
+    per_cpu=$(python3 -c "import os; print(round(($a - $a_first) * os.sysconf('SC_CLK_TCK') / max($c - $c_first, 1)))")
     r=$(echo "$s" | field '["training"]["replay"]["replayed"]')
     sk=$(echo "$s" | field '["training"]["replay"]["skipped"]')
     y=$(echo "$s" | field '["training"]["replay"]["yields"]')
@@ -62,24 +67,29 @@ drain() {
     r2=$(stat "$sock" | field '["training"]["replay"]["replayed"]')
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
-    echo "$rate $r $sk $y $it $r2"
+    echo "$rate $per_cpu $r $sk $y $it $r2"
 }
 
-sum_off=0 sum_on=0
+sum_off=0 sum_on=0 cpu_off=0 cpu_on=0
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then order="off on"; else order="on off"; fi
     for m in $order; do
         if [ "$m" = off ]; then
-            read -r off r sk y it r2 < <(drain "off$round" 0)
-            echo "   round $round replay off:      $off events/s ($it items)"
+            read -r off coff r sk y it r2 < <(drain "off$round" 0)
+            echo "   round $round replay off: $off events/s, $coff per CPU s ($it items)"
         else
-            read -r on r sk y it r2 < <(drain "on$round" "$RATIO")
-            echo "   round $round replay $RATIO:       $on events/s ($it items); during the drain:" \
-                "$r replayed, $sk given up, $y yields; 5 s idle after it: $r2 replayed"
+            read -r on con r sk y it r2 < <(drain "on$round" "$RATIO")
+            echo "   round $round replay $RATIO:  $on events/s, $con per CPU s ($it items); during the" \
+                "drain: $r replayed, $sk given up, $y yields; 5 s idle after it: $r2 replayed"
         fi
     done
-    echo "   round $round on/off = $(python3 -c "print(round($on / $off, 3))")x"
+    echo "   round $round on/off: events/s $(python3 -c "print(round($on / $off, 3))")x," \
+        "per CPU s $(python3 -c "print(round($con / $coff, 3))")x"
     sum_off=$((sum_off + off))
     sum_on=$((sum_on + on))
+    cpu_off=$((cpu_off + coff))
+    cpu_on=$((cpu_on + con))
 done
-echo "== replay $RATIO / replay off, mean of $ROUNDS round(s): $(python3 -c "print(round($sum_on / $sum_off, 3))")x"
+echo "== replay $RATIO / replay off over $ROUNDS round(s): events/s" \
+    "$(python3 -c "print(round($sum_on / $sum_off, 3))")x, per CPU s" \
+    "$(python3 -c "print(round($cpu_on / $cpu_off, 3))")x"
