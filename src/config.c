@@ -172,8 +172,7 @@ void rc_config_defaults(rc_config *c)
     c->min_city_items = 50;
     c->seed = 1;
     c->replay_clicks = 200000;
-    c->replay_ratio =
-        0; /* off: at 1M items it took the trainer from the stream (docs/BENCHMARKS.md) */
+    c->replay_ratio = 50; /* in idle trainer time only (docs/BENCHMARKS.md) */
     c->replay_max_clicks = 0;
     c->lr_decay_clicks = 50.0f;
     c->lr_min = 0.0005f;

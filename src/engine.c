@@ -324,15 +324,41 @@ capacity:
                     e->cfg.max_items);
 }
 
-static int q_empty(struct rc__engine_queue *q)
+#define REPLAY_CHUNK   64u                    /* replays between two index flushes / 16 */
+#define BACKLOG_FOR_NS (2000ull * 1000000ull) /* a backlog report holds this long */
+
+/* Replay's window, in clicks: one pipeline's worth of events
+ * (pipeline.queue_batches x kafka.batch). At most train.replay_ratio replays
+ * per trained click are owed over it, and a reported backlog of at most that
+ * many events does not count as one. */
+static double replay_window(const rc_engine *e)
 {
-    pthread_mutex_lock(&q->mu);
-    int empty = q->head == NULL;
-    pthread_mutex_unlock(&q->mu);
-    return empty;
+    return (double)e->cfg.queue_batches * (double)e->cfg.kafka_batch;
 }
 
-#define REPLAY_CHUNK 64u /* replays between two looks at the trainer's queue */
+/* 1 when events wait for the trainer: a batch submitted and not yet trained
+ * (being decoded included), or more than replay_window events reported
+ * waiting upstream (rc_engine_set_backlog: the consumer's lag) less than
+ * BACKLOG_FOR_NS ago. Never for the offline engine: the evaluator has no
+ * backlog, so every click's replays follow it at once. */
+static int replay_must_yield(rc_engine *e)
+{
+    if (!e->threads)
+        return 0;
+    if (atomic_load_explicit(&e->inflight, memory_order_acquire) || atomic_load(&e->stop))
+        return 1; /* (and a shutdown does not wait for the replays owed) */
+    uint64_t waiting = atomic_load_explicit(&e->backlog, memory_order_relaxed);
+    if ((double)waiting <= replay_window(e))
+        return 0;
+    return rc_now_ns() - atomic_load_explicit(&e->backlog_ns, memory_order_relaxed) <
+           BACKLOG_FOR_NS;
+}
+
+void rc_engine_set_backlog(rc_engine *e, uint64_t events)
+{
+    atomic_store_explicit(&e->backlog_ns, rc_now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&e->backlog, events, memory_order_relaxed);
+}
 
 /* 1 when no row of the example has more than train.replay_max_clicks clicks. */
 static int replay_sparse(const rc_engine *e, uint32_t center, const uint32_t *ctx, uint32_t nctx)
@@ -354,27 +380,32 @@ static int replay_sparse(const rc_engine *e, uint32_t center, const uint32_t *ct
  * train.replay_max_clicks clicks (the center or a context row) uses its
  * credit untrained: frequent items learn from their own clicks, and a replay
  * at a rare item's rate would shake them; sparse neighbourhoods need the
- * passes. Replay only
- * fills otherwise idle trainer time: the threaded trainer stops as soon as
- * a batch waits and carries the rest over, bounded by one replay buffer's
- * worth (what is beyond is given up, counted as skipped). The offline path
- * (rc_engine_apply_click) never waits, so the evaluator measures what an
- * idle daemon does. */
+ * passes.
+ *
+ * Replay only fills otherwise idle trainer time: before every replay the
+ * trainer looks for waiting events (replay_must_yield) and stops at once when
+ * there are some (counted in `yields`). What is owed is bounded by the ratio
+ * over replay_window clicks: credit beyond it is given up (`skipped`), so a
+ * drained backlog is not followed by a burst of its replays. The offline
+ * path (rc_engine_apply_click, the evaluator) never yields: it measures what
+ * an idle daemon does. */
 static void replay_spend(rc_engine *e)
 {
     uint32_t center, ctx[CTX_MAX], nctx;
-    uint64_t done = 0, skipped = 0;
+    uint64_t done = 0, skipped = 0, yields = 0;
     if (!e->relearn || e->replay_credit < 1.0)
         return;
-    double cap = (double)e->cfg.replay_clicks * RC_MAX(e->cfg.replay_ratio, 1.0f);
+    double cap = RC_MAX((double)e->cfg.replay_ratio * replay_window(e), 1.0);
     if (e->replay_credit > cap) {
         skipped = (uint64_t)(e->replay_credit - cap);
         e->replay_credit -= (double)skipped;
     }
     uint64_t total = atomic_load(&e->total_count);
     for (uint32_t k = 0; e->replay_credit >= 1.0; k++) {
-        if (e->threads && k % REPLAY_CHUNK == REPLAY_CHUNK - 1 && !q_empty(&e->q_train))
+        if (replay_must_yield(e)) {
+            yields = 1;
             break;
+        }
         e->replay_credit -= 1.0;
         if (rc_relearn_pick(e->relearn, &e->rng, &center, ctx, &nctx))
             break;
@@ -394,7 +425,7 @@ static void replay_spend(rc_engine *e)
         if (e->threads && k % (16 * REPLAY_CHUNK) == 16 * REPLAY_CHUNK - 1)
             rc__engine_maintain(e, 0); /* replayed rows become searchable meanwhile */
     }
-    rc_relearn_count(e->relearn, done, skipped);
+    rc_relearn_count(e->relearn, done, skipped, yields);
     atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
 }
 
@@ -485,6 +516,7 @@ static void train_batch(rc_engine *e, rc_batch *b)
 
 static void finish_batch(rc_engine *e, rc_batch *b)
 {
+    atomic_fetch_sub_explicit(&e->inflight, 1, memory_order_release);
     pthread_mutex_lock(&e->sync_mu);
     e->finished++;
     pthread_cond_broadcast(&e->sync_cv);
@@ -585,6 +617,7 @@ static void on_async(uv_async_t *h)
 void rc_engine_submit(rc_engine *e, rc_batch *b)
 {
     b->recv_ns = rc_now_ns();
+    atomic_fetch_add_explicit(&e->inflight, 1, memory_order_release);
     pthread_mutex_lock(&e->sync_mu);
     e->submitted++;
     pthread_mutex_unlock(&e->sync_mu);
@@ -630,6 +663,7 @@ enum rc_event_reason rc_engine_apply_line(rc_engine *e, const char *line, size_t
         return r;
     }
     b->recv_ns = rc_now_ns();
+    atomic_fetch_add_explicit(&e->inflight, 1, memory_order_release);
     pthread_mutex_lock(&e->sync_mu);
     e->submitted++;
     pthread_mutex_unlock(&e->sync_mu);
@@ -1126,12 +1160,12 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
         "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
         "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
-        "\"skipped\":%llu,\"pending\":%llu,\"bytes\":%zu}},",
+        "\"skipped\":%llu,\"yields\":%llu,\"pending\":%llu,\"bytes\":%zu}},",
         e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
         atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
         (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
         (unsigned long long)rs.fill, (unsigned long long)rs.replayed,
-        (unsigned long long)rs.skipped,
+        (unsigned long long)rs.skipped, (unsigned long long)rs.yields,
         (unsigned long long)atomic_load_explicit(&e->replay_pending, memory_order_relaxed),
         rs.bytes);
     rc_buf_printf(o,

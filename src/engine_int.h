@@ -69,6 +69,9 @@ struct rc_engine {
     rc_relearn *relearn;             /* replay of recent examples, NULL = off (train.replay_*) */
     double replay_credit;            /* replays owed to the clicks trained so far (trainer only) */
     _Atomic uint64_t replay_pending; /* replay_credit as published for stats */
+    _Atomic uint64_t inflight;       /* batches submitted, not yet trained: events wait */
+    _Atomic uint64_t backlog;        /* events waiting upstream (rc_engine_set_backlog) */
+    _Atomic uint64_t backlog_ns;     /* when that was said (rc_now_ns) */
     rc_event scratch_ev;             /* rc_engine_apply_click (offline, single thread) */
 
     uv_loop_t *loop;

@@ -15,7 +15,7 @@ struct rc_relearn {
     uint8_t *nctx;
     uint32_t *ctx; /* cap * window */
     uint64_t added;
-    _Atomic uint64_t added_pub, replayed, skipped;
+    _Atomic uint64_t added_pub, replayed, skipped, yields;
 };
 
 size_t rc_relearn_bytes_for(uint32_t clicks, uint32_t window)
@@ -86,12 +86,13 @@ int rc_relearn_pick(rc_relearn *r, rc_rng *rng, uint32_t *center, uint32_t *ctx,
     return 0;
 }
 
-void rc_relearn_count(rc_relearn *r, uint64_t replayed, uint64_t skipped)
+void rc_relearn_count(rc_relearn *r, uint64_t replayed, uint64_t skipped, uint64_t yields)
 {
     if (!r)
         return;
     atomic_fetch_add_explicit(&r->replayed, replayed, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->skipped, skipped, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->yields, yields, memory_order_relaxed);
 }
 
 void rc_relearn_stats_get(const rc_relearn *r, rc_relearn_stats *st)
@@ -105,5 +106,6 @@ void rc_relearn_stats_get(const rc_relearn *r, rc_relearn_stats *st)
     st->fill = added < r->cap ? added : r->cap;
     st->replayed = atomic_load_explicit(&((rc_relearn *)r)->replayed, memory_order_relaxed);
     st->skipped = atomic_load_explicit(&((rc_relearn *)r)->skipped, memory_order_relaxed);
+    st->yields = atomic_load_explicit(&((rc_relearn *)r)->yields, memory_order_relaxed);
     st->bytes = rc_relearn_bytes_for(r->cap, r->window);
 }

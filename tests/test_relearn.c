@@ -1,7 +1,9 @@
 /* relearn: the streaming trainer's replay buffer, and the engine's replay of
  * it (train.replay_*). */
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "e2e.h"
 #include "recalld/engine.h"
@@ -108,4 +110,150 @@ TEST(relearn_engine_replays_ratio_per_trained_click)
         json_decref(rp);
         rc_engine_destroy(e);
     }
+}
+
+/* ---- through the threaded engine: replay yields to waiting events ---- */
+
+#define YB_BATCH   256 /* kafka.batch */
+#define YB_BATCHES 8   /* pipeline.queue_batches: the replay window is 2,048 clicks */
+#define YB_RATIO   50
+
+static json_int_t replay_count(rc_engine *e, const char *field)
+{
+    json_int_t pairs = 0;
+    json_t *rp = replay_stats(e, &pairs);
+    json_int_t v = json_integer_value(json_object_get(rp, field));
+    json_decref(rp);
+    return v;
+}
+
+static uint64_t applied_count(rc_engine *e)
+{
+    rc_engine_counters ec;
+    rc_engine_counters_get(e, &ec);
+    return ec.applied;
+}
+
+/* Fills b with YB_BATCH clicks: sessions of 8 clicks of one user, items from
+ * a pool of 3,000 in 4 cities; *seq numbers the clicks. */
+static void fill_batch(rc_batch *b, uint64_t *seq)
+{
+    char line[256];
+    for (int i = 0; i < YB_BATCH; i++, (*seq)++) {
+        uint64_t s = *seq / 8, k = *seq % 8;
+        int n = snprintf(line, sizeof line,
+                         "{\"user_id\":\"u%llu\",\"item_id\":\"i%llu\",\"city_id\":\"c%llu\","
+                         "\"cate_id\":\"k0\",\"ts\":%lld}",
+                         (unsigned long long)s, (unsigned long long)((s * 7 + k * 13) % 3000),
+                         (unsigned long long)(s % 4), 1700000000000LL + (long long)*seq * 1000);
+        ASSERT_EQ(rc_engine_batch_add(b, line, (size_t)n, 0, (int64_t)*seq), 0);
+    }
+}
+
+/* A free batch, running the loop (which recycles done batches) until one is. */
+static rc_batch *free_batch(rc_engine *e, uv_loop_t *loop)
+{
+    long long t0 = e2e_now_ms(), wait = e2e_scaled_ms(120000);
+    rc_batch *b;
+    while (!(b = rc_engine_batch_get(e))) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (e2e_now_ms() - t0 > wait)
+            RC__FAIL("no batch came back in %lld ms", wait);
+        usleep(200);
+    }
+    return b;
+}
+
+/* The daemon's trainer replays only in idle time (issue 14):
+ * 1. behind a backlog reported upstream (the consumer's lag, as recalld's
+ *    on_batch reports it), 40 batches are applied with no replay at all, and
+ *    what is owed stays bounded by the ratio over the window (the rest is
+ *    given up, `skipped`);
+ * 2. once the stream is idle, the replays owed are trained;
+ * 3. with no report, a batch waiting in the pipeline alone stops replay (8
+ *    batches submitted back to back: a yield at least once), and every event
+ *    is applied. */
+TEST(relearn_engine_replay_yields_to_backlog)
+{
+    char err[256];
+    rc_config c;
+    rc_config_defaults(&c);
+    c.dim = 16;
+    c.replay_clicks = 20000;
+    c.replay_ratio = YB_RATIO;
+    c.kafka_batch = YB_BATCH;
+    c.queue_batches = YB_BATCHES;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    rc_engine *e = NULL;
+    if (rc_engine_create(&c, &loop, NULL, NULL, &e, err, sizeof err))
+        RC__FAIL("rc_engine_create: %s", err);
+    long long wait = e2e_scaled_ms(120000);
+    uint64_t seq = 0;
+    const uint64_t backlog = 1000000; /* events behind, far beyond the window */
+
+    /* 1. A backlog: the producer reports it before every batch, like on_batch,
+     * and leaves the pipeline empty between batches (a fetch gap), so only
+     * the report keeps the trainer from replaying there. */
+    for (int i = 0; i < 40; i++) {
+        rc_engine_set_backlog(e, backlog);
+        rc_batch *b = free_batch(e, &loop);
+        fill_batch(b, &seq);
+        rc_engine_submit(e, b);
+        usleep(1000);
+    }
+    const json_int_t window = YB_RATIO * YB_BATCH * YB_BATCHES;
+    json_int_t pending = 0;
+    long long t0 = e2e_now_ms();
+    /* until every event is applied and the owed replays are cut to the window
+     * (after each batch); the consumer keeps reporting its lag meanwhile */
+    while (applied_count(e) < seq || (pending = replay_count(e, "pending")) > window) {
+        rc_engine_set_backlog(e, backlog);
+        if (e2e_now_ms() - t0 > wait)
+            RC__FAIL("%llu of %llu events applied after %lld ms",
+                     (unsigned long long)applied_count(e), (unsigned long long)seq, wait);
+        usleep(500);
+    }
+    rc_engine_set_backlog(e, backlog);
+    rc_engine_sync(e);
+    ASSERT_EQ(applied_count(e), 40 * YB_BATCH);
+    json_int_t replayed = replay_count(e, "replayed"), skipped = replay_count(e, "skipped");
+    json_int_t yields = replay_count(e, "yields");
+    ASSERT_EQ(replayed, 0); /* none while the backlog drained */
+    ASSERT_GE(yields, 1);
+    /* 40 x 256 clicks, 7 of every 8 with a context, owe 50 replays each: one
+     * window's worth (50 x 2,048) is kept, the rest given up. */
+    ASSERT_GE(pending, window - 1);
+    ASSERT_GT(skipped, 0);
+    ASSERT_GE(skipped + pending, YB_RATIO * 35 * YB_BATCH / 2);
+
+    /* 2. Idle: the owed replays are trained. */
+    rc_engine_set_backlog(e, 0);
+    t0 = e2e_now_ms();
+    while ((pending = replay_count(e, "pending")) > 0) {
+        if (e2e_now_ms() - t0 > wait)
+            RC__FAIL("idle for %lld ms: %lld replays still owed, %lld done", wait,
+                     (long long)pending, (long long)replay_count(e, "replayed"));
+        usleep(2000);
+    }
+    replayed = replay_count(e, "replayed");
+    ASSERT_GT(replayed, YB_RATIO * YB_BATCH); /* most of the window: some picks are skipped */
+    ASSERT_LE(replayed, YB_RATIO * YB_BATCH * YB_BATCHES);
+
+    /* 3. No report: batches in the pipeline alone make replay yield. */
+    rc_batch *bs[YB_BATCHES];
+    for (int i = 0; i < YB_BATCHES; i++) {
+        bs[i] = free_batch(e, &loop);
+        fill_batch(bs[i], &seq);
+    }
+    yields = replay_count(e, "yields");
+    for (int i = 0; i < YB_BATCHES; i++)
+        rc_engine_submit(e, bs[i]);
+    rc_engine_sync(e);
+    ASSERT_EQ(applied_count(e), seq);
+    ASSERT_GT(replay_count(e, "yields"), yields);
+
+    rc_engine_destroy(e);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
 }

@@ -518,6 +518,7 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     ASSERT(tower_loaded(d.sock));
     tower_produce(&d, 0, 400, 10, 1);
     json_decref(e2e_wait_done(d.sock, 400, 120000));
+    e2e_wait_model_still(d.sock); /* replays done: the word2vec inputs stopped moving */
     double s1[10], s2[10], s3[10], s4[10];
     size_t n1 = tt_scores(d.sock, "u2", s1, 10);
     /* every drift re-check done: none pending and the scores stopped moving */

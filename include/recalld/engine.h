@@ -83,6 +83,11 @@ rc_index *rc_engine_index(rc_engine *e);
 
 /* Waits until every submitted batch has been applied and the index flushed. */
 void rc_engine_sync(rc_engine *e);
+/* Any thread: `events` wait upstream of the pipeline (the consumer's lag).
+ * While more than one pipeline's worth (pipeline.queue_batches x
+ * kafka.batch) is reported, within the last 2 s, the trainer does not replay
+ * (train.replay_ratio): replay only fills idle time. */
+void rc_engine_set_backlog(rc_engine *e, uint64_t events);
 
 /* Any thread. Recall for a user: up to k hits into out (room for k). city and
  * cates filter by name (NULL / 0 = any). *fallback is set to 1 when the user is

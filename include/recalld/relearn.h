@@ -33,7 +33,8 @@ typedef struct rc_relearn_stats {
     uint64_t fill;     /* examples held now */
     uint64_t added;    /* examples ever added */
     uint64_t replayed; /* examples trained again */
-    uint64_t skipped;  /* replays given up because the trainer had a backlog */
+    uint64_t skipped;  /* replays given up: owed beyond the window while events waited */
+    uint64_t yields;   /* times replay stopped (or did not start) because events waited */
     size_t bytes;
 } rc_relearn_stats;
 
@@ -52,7 +53,7 @@ void rc_relearn_add(rc_relearn *r, uint32_t center, const uint32_t *ctx, uint32_
  * Returns 0, or RC_ENOENT when the buffer is empty. */
 int rc_relearn_pick(rc_relearn *r, rc_rng *rng, uint32_t *center, uint32_t *ctx, uint32_t *nctx);
 /* Bookkeeping of the caller's spending (for stats only). */
-void rc_relearn_count(rc_relearn *r, uint64_t replayed, uint64_t skipped);
+void rc_relearn_count(rc_relearn *r, uint64_t replayed, uint64_t skipped, uint64_t yields);
 void rc_relearn_stats_get(const rc_relearn *r, rc_relearn_stats *st);
 
 #endif

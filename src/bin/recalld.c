@@ -207,6 +207,11 @@ bad:
 static int on_batch(void *ud, const rc_kmsg *m, size_t n)
 {
     daemon_t *d = ud;
+    if (d->consumer) { /* a lag behind: the trainer leaves replay for later */
+        rc_consumer_stats cs;
+        rc_consumer_stats_get(d->consumer, &cs);
+        rc_engine_set_backlog(d->engine, cs.lag > 0 ? (uint64_t)cs.lag : 0);
+    }
     rc_batch *b = rc_engine_batch_get(d->engine);
     if (!b) {
         d->paused = 1;

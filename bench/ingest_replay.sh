@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Backlog drain with replay off and on, side by side (issue 14: replay only in
+# idle trainer time must not slow a catch-up).
+#   bench/ingest_replay.sh [EVENTS] [ITEMS] [ROUNDS] [RATIO]
+# recalld-broker (own process, 64 partitions) is filled once with EVENTS
+# generated clicks over ITEMS items. Then, ROUNDS times, two fresh recalld
+# processes drain the whole log one after the other (each with its own
+# consumer group, from the start of the log): train.replay_ratio 0 and RATIO
+# (default 50), the order alternating from round to round. events/s = events
+# applied / time from the first applied event to the last. After each drain
+# recalld stays up 5 s with no new events: the replay-on daemon must replay
+# then (training.replay.replayed grows). The ratio on/off is printed per
+# round and for the sums, of events/s and of events per CPU second of recalld
+# (utime + stime from /proc over the same span): on a shared machine only the
+# ratios mean anything, and the CPU one is the steadier.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+B=${RC_BUILD_DIR:-$here/build}
+N=${1:-1000000}
+ITEMS=${2:-300000}
+ROUNDS=${3:-1}
+RATIO=${4:-50}
+tmp=$(mktemp -d /tmp/rc-bench-ingest-replay.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+gen=(--seed 7 --users 200000 --items "$ITEMS" --cities 20 --cates 10 --communities 2000)
+stat() { "$B/recallctl" --socket "$1" --raw stats; }
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
+
+echo "== $N events over $ITEMS items pre-loaded in recalld-broker (64 partitions)"
+"$B/recalld-broker" --partitions 64 >"$tmp/broker.out" 2>"$tmp/broker.err" &
+pids+=($!)
+for _ in $(seq 50); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
+bs=$(head -1 "$tmp/broker.out")
+"$B/recalld-gen" "${gen[@]}" --events "$N" --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# drain NAME RATIO: prints "events/s events/cpu_s replayed skipped yields items replayed_after_idle"
+drain() {
+    local name=$1 ratio=$2 sock="$tmp/$1.sock"
+    echo "{\"train\":{\"replay_ratio\":$ratio}}" >"$tmp/$name.json"
+    "$B/recalld" --config "$tmp/$name.json" --brokers "$bs" --group "$name" --socket "$sock" \
+        --metrics-port 0 --log-level warn 2>"$tmp/$name.log" &
+    local pid=$!
+    pids+=($pid)
+    local t_first= a_first=0 a=0 now s c_first=0 c
+    while :; do
+        s=$(stat "$sock" 2>/dev/null) || { sleep 0.05; continue; }
+        c=$(cpu_ticks "$pid")
+        a=$(echo "$s" | field '["events"]["applied"]')
+        now=$(date +%s.%N)
+        if [ -z "$t_first" ] && [ "$a" -gt 0 ]; then t_first=$now; a_first=$a; c_first=$c; fi
+        [ "$a" -ge "$N" ] && break
+        sleep 0.02
+    done
+    local rate r sk y it per_cpu
+    # (a log drained before the first look: EVENTS too small to measure)
+    rate=$(python3 -c "print(round(($a - $a_first) / max($now - $t_first, 1e-3)))")
+    per_cpu=$(python3 -c "import os; print(round(($a - $a_first) * os.sysconf('SC_CLK_TCK') / max($c - $c_first, 1)))")
+    r=$(echo "$s" | field '["training"]["replay"]["replayed"]')
+    sk=$(echo "$s" | field '["training"]["replay"]["skipped"]')
+    y=$(echo "$s" | field '["training"]["replay"]["yields"]')
+    it=$(echo "$s" | field '["items"]')
+    sleep 5
+    local r2
+    r2=$(stat "$sock" | field '["training"]["replay"]["replayed"]')
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    echo "$rate $per_cpu $r $sk $y $it $r2"
+}
+
+sum_off=0 sum_on=0 cpu_off=0 cpu_on=0
+for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) -eq 1 ]; then order="off on"; else order="on off"; fi
+    for m in $order; do
+        if [ "$m" = off ]; then
+            read -r off coff r sk y it r2 < <(drain "off$round" 0)
+            echo "   round $round replay off: $off events/s, $coff per CPU s ($it items)"
+        else
+            read -r on con r sk y it r2 < <(drain "on$round" "$RATIO")
+            echo "   round $round replay $RATIO:  $on events/s, $con per CPU s ($it items); during the" \
+                "drain: $r replayed, $sk given up, $y yields; 5 s idle after it: $r2 replayed"
+        fi
+    done
+    echo "   round $round on/off: events/s $(python3 -c "print(round($on / $off, 3))")x," \
+        "per CPU s $(python3 -c "print(round($con / $coff, 3))")x"
+    sum_off=$((sum_off + off))
+    sum_on=$((sum_on + on))
+    cpu_off=$((cpu_off + coff))
+    cpu_on=$((cpu_on + con))
+done
+echo "== replay $RATIO / replay off over $ROUNDS round(s): events/s" \
+    "$(python3 -c "print(round($sum_on / $sum_off, 3))")x, per CPU s" \
+    "$(python3 -c "print(round($cpu_on / $cpu_off, 3))")x"
