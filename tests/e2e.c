@@ -256,9 +256,17 @@ int e2e_stop(e2e_daemon *d)
     if (d->pid <= 0)
         return -1;
     kill(d->pid, SIGTERM);
-    long long deadline = now_ms() + E2E_PATIENCE_MS;
+    long long deadline = now_ms() + e2e_scaled_ms(E2E_PATIENCE_MS);
     while (waitpid(d->pid, &st, WNOHANG) != d->pid) {
         if (now_ms() > deadline) {
+            /* a shutdown that does not end: say where it stands before the
+             * kill (the threads' stacks when gdb is installed, the log's end) */
+            fprintf(stderr, "recalld (pid %d) still running %lld s after SIGTERM\n", (int)d->pid,
+                    e2e_scaled_ms(E2E_PATIENCE_MS) / 1000);
+            e2e_sh(NULL,
+                   "command -v gdb >/dev/null && gdb -batch -nx -p %d -ex 'thread apply all bt' "
+                   "2>/dev/null | grep -E '^(Thread|#)' >&2; tail -20 %s >&2",
+                   (int)d->pid, d->log);
             kill(d->pid, SIGKILL);
             waitpid(d->pid, &st, 0);
             return -1;
