@@ -105,6 +105,17 @@ static void touch_all(rc_index *ix, rc_table *t, uint32_t from)
         rc_index_touch(ix, r);
 }
 
+/* An index over t with options o, every row of t touched (not yet flushed). */
+static rc_index *index_filled(const rc_index_opts *o, rc_table *t)
+{
+    rc_index *ix = NULL;
+    char err[256] = "";
+    if (rc_index_create(o, t, &ix, err, sizeof(err)) != 0)
+        RC__FAIL("rc_index_create: %s", err);
+    touch_all(ix, t, 0);
+    return ix;
+}
+
 static void flush_all(rc_index *ix)
 {
     char err[256] = "";
@@ -435,10 +446,8 @@ TEST(index_background_retrain_catches_up)
     rc_index_opts o = {0};
     o.ivf_min = 2048;
     o.retrain_growth = 0.5f;
-    rc_index *ix = NULL;
     char err[256] = "";
-    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
-    touch_all(ix, t, 0);
+    rc_index *ix = index_filled(&o, t);
     ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 5000);
     ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
     ASSERT(rc_index_training(ix));
@@ -530,10 +539,8 @@ TEST(index_concurrent_search_while_writing)
     o.ivf_min = 1024;
     o.retrain_growth = 0.3f;
     o.batch = 64;
-    rc_index *ix = NULL;
     char err[256] = "";
-    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
-    touch_all(ix, t, 0);
+    rc_index *ix = index_filled(&o, t);
     ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 3000);
     volatile int stop = 0;
     searcher s[3];
@@ -608,10 +615,7 @@ static void overflow_case(uint32_t ivf_min)
     o.no_background = 1;
     o.ivf_min = ivf_min;
     o.max_partitions = 4;
-    rc_index *ix = NULL;
-    char err[256] = "";
-    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
-    touch_all(ix, t, 0);
+    rc_index *ix = index_filled(&o, t);
     flush_all(ix);
     rc_index_stats st;
     rc_index_stats_get(ix, &st);
@@ -709,10 +713,7 @@ static void storage_case(int storage, float score_tol)
     o.ivf_min = 4096;
     o.no_background = 1;
     o.storage = storage;
-    rc_index *ix = NULL;
-    char err[256] = "";
-    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
-    touch_all(ix, t, 0);
+    rc_index *ix = index_filled(&o, t);
     flush_all(ix);
     rc_index_stats st;
     rc_index_stats_get(ix, &st);
