@@ -76,6 +76,7 @@ static const struct key keys[] = {
     {"model.power", K_F32, F(power), 0, 1},
     {"model.min_city_items", K_U32, F(min_city_items), 1, 1e9},
     {"model.seed", K_U64, F(seed), 0, 1.8e19},
+    {"model.trainer_threads", K_U32, F(trainer_threads), 0, 64},
     {"model.path", K_STR, F(model_path), 0, RC_CONF_STR - 1},
     {"train.replay_clicks", K_U32, F(replay_clicks), 0, 67108864},
     {"train.replay_ratio", K_F32, F(replay_ratio), 0, 100},
@@ -171,6 +172,7 @@ void rc_config_defaults(rc_config *c)
     c->power = 0.75f;
     c->min_city_items = 50;
     c->seed = 1;
+    c->trainer_threads = 0; /* the online CPUs (engine: rc__engine_shard_count) */
     c->replay_clicks = 200000;
     c->replay_ratio = 50; /* in idle trainer time only (docs/BENCHMARKS.md) */
     c->replay_max_clicks = 0;

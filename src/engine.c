@@ -252,7 +252,21 @@ static float click_lr(const rc_engine *e, uint32_t row)
     return RC_MAX(lr, RC_MIN(e->cfg.lr_min, e->sg.lr));
 }
 
-static void apply_event(rc_engine *e, const rc_event *ev)
+/* A click trained into p pairs: counted, and handed to replay (trainer). */
+static void click_trained(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
+                          uint32_t p)
+{
+    atomic_fetch_add(&e->pairs, p);
+    if (p && e->relearn) {
+        rc_relearn_add(e->relearn, row, ctx, nctx);
+        e->replay_credit += e->cfg.replay_ratio;
+        atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
+    }
+}
+
+/* defer: record the click's SGNS update for the shards instead of training
+ * it here (model.trainer_threads > 1, inside train_batch). */
+static void apply_event(rc_engine *e, const rc_event *ev, int defer)
 {
     uint32_t city, cate, row, ctx[CTX_MAX], nctx = 0;
     unsigned flags = 0;
@@ -299,15 +313,12 @@ static void apply_event(rc_engine *e, const rc_event *ev)
     rc_sampler_note(e->sampler, row);
     pop_update(e, row);
     if (nctx) {
-        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, row), row,
-                                   ctx, nctx, total, &e->work);
-        atomic_fetch_add(&e->pairs, p);
-        if (p && e->relearn) {
-            rc_relearn_add(e->relearn, row, ctx, nctx);
-            e->replay_credit += e->cfg.replay_ratio;
-            atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit,
-                                  memory_order_relaxed);
-        }
+        if (defer) /* trained by the shards after the batch's other work (engine_shard.c) */
+            rc__engine_shard_defer(e, row, ctx, nctx, click_lr(e, row), total);
+        else
+            click_trained(e, row, ctx, nctx,
+                          rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, row),
+                                        row, ctx, nctx, total, &e->work));
         rc_index_touch(e->index, row);
         rc__engine_tower_dirty(e, row);
         for (uint32_t i = 0; i < nctx; i++) {
@@ -490,8 +501,9 @@ static void prefetch_ahead(rc_engine *e, const rc_batch *b, uint32_t i)
 
 static void train_batch(rc_engine *e, rc_batch *b)
 {
-    uint64_t pairs0 = e->work.pairs;
-    double loss0 = e->work.loss_sum;
+    uint64_t pairs0 = e->work.pairs, dp = 0;
+    double loss0 = e->work.loss_sum, dl = 0;
+    int defer = rc__engine_shard_on(e, b->n);
     for (uint32_t i = 0; i < b->n; i++) {
         prefetch_ahead(e, b, i);
         if (b->reason[i] == RC_EV_OK) /* refused here, dead-lettered like a decode failure */
@@ -499,16 +511,19 @@ static void train_batch(rc_engine *e, rc_batch *b)
                 (uint8_t)rc_event_check_time(b->ev[i].ts_ms, e->max_ts, e->cfg.max_future_ms,
                                              e->cfg.max_past_ms, b->err[i], ERR_TEXT);
         if (b->reason[i] == RC_EV_OK)
-            apply_event(e, &b->ev[i]);
+            apply_event(e, &b->ev[i], defer);
         else /* here, not when reported: a checkpoint's counters match its offsets */
             atomic_fetch_add(&e->invalid[b->reason[i]], 1);
     }
+    if (defer)
+        rc__engine_shard_run(e, click_trained, &dp, &dl);
     rc__engine_ck_note_batch(e, b);
     rc__engine_maintain(e, 0);
     fresh_record(e, rc_now_ns() - b->recv_ns);
-    uint64_t dp = e->work.pairs - pairs0;
+    dp += e->work.pairs - pairs0;
+    dl += e->work.loss_sum - loss0;
     if (dp) {
-        double l = (e->work.loss_sum - loss0) / (double)dp;
+        double l = dl / (double)dp;
         double old = atomic_load(&e->loss_avg);
         atomic_store(&e->loss_avg, old == 0 ? l : 0.95 * old + 0.05 * l);
     }
@@ -702,7 +717,7 @@ int rc_engine_apply_click(rc_engine *e, const char *user, size_t ulen, const cha
     ev->device_len = 0;
     ev->ntags = 0;
     ev->ts_ms = ts_ms;
-    apply_event(e, ev);
+    apply_event(e, ev, 0);
     replay_spend(e);
     return 0;
 }
@@ -813,7 +828,8 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     e->max_ts = INT64_MIN;
     if ((rc = rc__engine_ck_init(e, eb, el)) || (rc = rc__engine_tower_init(e, eb, el)) ||
         (rc = rc__engine_rt_init(e, eb, el)) || (rc = rc__engine_cooc_init(e, eb, el)) ||
-        (rc = create_model(e, eb, el)) || (rc = create_batches(e, eb, el)))
+        (rc = create_model(e, eb, el)) || (rc = rc__engine_shard_init(e, eb, el)) ||
+        (rc = create_batches(e, eb, el)))
         goto fail;
     if (loop) {
         if (uv_async_init(loop, &e->async, on_async)) {
@@ -844,6 +860,7 @@ fail:
 
 static void free_engine(rc_engine *e)
 {
+    rc__engine_shard_free(e); /* joins the shard threads (the trainer has stopped) */
     rc__engine_rt_free(e);
     rc__engine_tower_free(e); /* its bundles read the table */
     rc_profile_destroy(e->prof);
@@ -1160,7 +1177,7 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
         "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
         "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
-        "\"skipped\":%llu,\"yields\":%llu,\"pending\":%llu,\"bytes\":%zu}},",
+        "\"skipped\":%llu,\"yields\":%llu,\"pending\":%llu,\"bytes\":%zu},",
         e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
         atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
         (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
@@ -1168,6 +1185,8 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         (unsigned long long)rs.skipped, (unsigned long long)rs.yields,
         (unsigned long long)atomic_load_explicit(&e->replay_pending, memory_order_relaxed),
         rs.bytes);
+    rc__engine_shard_stats_json(e, o);
+    rc_buf_puts(o, "},");
     rc_buf_printf(o,
                   "\"freshness_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"samples\":%u,"
                   "\"new_item_p50\":%.3f,\"new_item_p99\":%.3f},",

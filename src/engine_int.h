@@ -6,6 +6,7 @@
  *   src/engine_tower.c       two-tower serving (rc__engine_tower_*)
  *   src/engine_retrain.c     background retraining of the tower model (rc__engine_rt_*)
  *   src/engine_cooc.c        the session co-occurrence channel (rc__engine_cooc_*)
+ *   src/engine_shard.c       parallel SGNS of a batch (model.trainer_threads, rc__engine_shard_*)
  *
  * The public API is include/recalld/engine.h; the thread that may call each
  * function below is given where it is defined. */
@@ -120,7 +121,8 @@ struct rc_engine {
     struct rc__engine_tower *tower; /* two-tower serving: see "---- two-tower serving ----" */
     struct retrain *rt; /* background retraining: see "---- background retraining ----" */
 
-    struct rc_cooc *cooc; /* session co-occurrence channel (NULL: off): src/engine_cooc.c */
+    struct rc_cooc *cooc;         /* session co-occurrence channel (NULL: off): src/engine_cooc.c */
+    struct rc__engine_shards *sh; /* parallel SGNS (NULL: one thread): src/engine_shard.c */
 };
 
 /* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
@@ -294,6 +296,42 @@ void rc__engine_rt_free(rc_engine *e);
 void rc__engine_rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev,
                         const uint64_t *tags, uint32_t ntags, unsigned flags);
 void rc__engine_rt_stats_json(rc_engine *e, rc_buf *o);
+
+/* ---- parallel SGNS of a batch (src/engine_shard.c) ----
+ *
+ * With model.trainer_threads N > 1 a batch is trained in three phases. 1: the
+ * trainer thread applies every event as the single writer does (sessions,
+ * table, counters, sampler notes, index touches) but, instead of training a
+ * click, records it as an example (row, context, learning rate, total count).
+ * 2: the examples are split by their row's city, whole cities per shard
+ * (balanced by the batch's examples per city), and N threads (N - 1 helpers
+ * and the trainer) train their shard's examples in batch order, each with its
+ * own generator, work buffers and sampler tally; the sampler is only read.
+ * 3: the trainer adds what the shards counted and hands the trained examples
+ * to replay, in batch order. Context rows of another city are written by two
+ * shards at once without locks (Hogwild, as word2vec's threads). */
+
+/* Create (engine create): NULL e->sh when model.trainer_threads resolves to 1. */
+int rc__engine_shard_init(rc_engine *e, char *eb, size_t el);
+/* Destroy: joins the helpers (after the trainer thread stopped) and frees. */
+void rc__engine_shard_free(rc_engine *e);
+/* Trainer: 1 when the clicks of a batch of nevents events are to be recorded
+ * (phase 1); 0 with one thread or a batch too small to be worth a fan-out
+ * (then the batch is trained exactly as by the single writer). */
+int rc__engine_shard_on(const rc_engine *e, uint32_t nevents);
+/* Trainer, phase 1: records a click to train (ctx[0..nctx), at most model.window). */
+void rc__engine_shard_defer(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
+                            float lr, uint64_t total);
+/* Trainer, phases 2 and 3: trains the recorded examples, then calls
+ * done(e, row, ctx, nctx, pairs) for each in batch order and forgets them.
+ * *pairs and *loss get the pairs trained and their summed loss. */
+void rc__engine_shard_run(rc_engine *e,
+                          void (*done)(rc_engine *, uint32_t, const uint32_t *, uint32_t, uint32_t),
+                          uint64_t *pairs, double *loss);
+/* Any thread: "threads" and per shard "shards" members for the training stats. */
+void rc__engine_shard_stats_json(rc_engine *e, rc_buf *o);
+/* model.trainer_threads resolved: 0 = the online CPUs. */
+uint32_t rc__engine_shard_count(const rc_config *c);
 
 /* ---- session co-occurrence channel (src/engine_cooc.c) ---- */
 

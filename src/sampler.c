@@ -486,6 +486,30 @@ uint32_t rc_sampler_draw_shared(const rc_sampler *s, rc_rng *rng, uint32_t pos, 
     return draw_core(s, rng, pos, hard_share, k, out, &nhard, &fallback);
 }
 
+uint32_t rc_sampler_draw_tally(const rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share,
+                               uint32_t k, uint32_t *out, rc_sampler_tally *tally)
+{
+    uint32_t nhard = 0, fallback = 0;
+    if (!s || !rng || (k && !out))
+        return 0;
+    uint32_t n = draw_core(s, rng, pos, hard_share, k, out, &nhard, &fallback);
+    if (n && tally) {
+        tally->draws += k;
+        tally->hard_draws += nhard;
+        tally->fallback_draws += fallback;
+    }
+    return n;
+}
+
+void rc_sampler_add_tally(rc_sampler *s, const rc_sampler_tally *tally)
+{
+    if (!s || !tally)
+        return;
+    bump64(&s->st.draws, tally->draws);
+    bump64(&s->st.hard_draws, tally->hard_draws);
+    bump64(&s->st.fallback_draws, tally->fallback_draws);
+}
+
 void rc_sampler_stats_get(const rc_sampler *s, rc_sampler_stats *st)
 {
     if (!s || !st)

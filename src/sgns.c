@@ -4,7 +4,8 @@
  * (label 1) and each negative (label 0); the input's gradient is accumulated
  * in a scratch vector and applied once after all outputs, as word2vec does,
  * so every output sees the same input. Vectors are updated without locks
- * (Hogwild); the streaming trainer is a single writer anyway. */
+ * (Hogwild): the batch trainer's threads and the streaming trainer's shards
+ * (model.trainer_threads > 1) race on rows they share, as word2vec's do. */
 #include "recalld/sgns.h"
 
 #include <math.h>
@@ -70,7 +71,9 @@ float rc_sgns_pair(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_opts *
     uint32_t dim = rc_table_dim(t);
     uint32_t nneg = o->negatives ? RC_MIN(o->negatives, RC_SGNS_MAX_NEG) : DEFAULT_NEG;
     uint32_t k = 0;
-    if (s && o->shared_sampler)
+    if (s && o->shared_sampler && o->tally)
+        k = rc_sampler_draw_tally(s, rng, pos, o->hard_share, nneg, w->neg, o->tally);
+    else if (s && o->shared_sampler)
         k = rc_sampler_draw_shared(s, rng, pos, o->hard_share, nneg, w->neg);
     else if (s)
         k = rc_sampler_draw(s, rng, pos, o->hard_share, nneg, w->neg);
@@ -135,7 +138,8 @@ static uint32_t cbow(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_opts
  * overlap with work instead of stalling each pair in turn. Pairs are
  * (kept[i] -> center), (center -> kept[i]) for each i, as in sg_pair. */
 static uint32_t skipgram_click(rc_table *t, rc_sampler *s, rc_rng *rng, float lr, uint32_t center,
-                               uint32_t n, uint32_t k, float hard_share, rc_sgns_work *w)
+                               uint32_t n, uint32_t k, float hard_share, rc_sampler_tally *tally,
+                               rc_sgns_work *w)
 {
     uint32_t dim = rc_table_dim(t), np = 2 * n, cnt[2 * RC_SGNS_MAX_WINDOW];
     uint32_t neg[CLICK_NEG_MAX];
@@ -154,7 +158,8 @@ static uint32_t skipgram_click(rc_table *t, rc_sampler *s, rc_rng *rng, float lr
     rc_rng peek = *rng;
     rc_sampler_prefetch(s, &peek, pos, np, hard_share, k);
     for (uint32_t p = 0; p < np; p++)
-        cnt[p] = rc_sampler_draw(s, rng, pos[p], hard_share, k, neg + p * k);
+        cnt[p] = tally ? rc_sampler_draw_tally(s, rng, pos[p], hard_share, k, neg + p * k, tally)
+                       : rc_sampler_draw(s, rng, pos[p], hard_share, k, neg + p * k);
     for (uint32_t p = 0; p < np && p < PAIRS_AHEAD; p++)
         for (uint32_t j = 0; j < cnt[p]; j++)
             prefetch_row(rc_table_out(t, neg[p * k + j]), dim);
@@ -199,8 +204,9 @@ uint32_t rc_sgns_click(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_op
     if (o->mode == RC_SGNS_CBOW)
         return cbow(t, s, rng, o, lr, center, n, w);
     uint32_t nneg = o->negatives ? RC_MIN(o->negatives, RC_SGNS_MAX_NEG) : DEFAULT_NEG;
-    if (s && !o->shared_sampler && 2 * n * nneg <= CLICK_NEG_MAX)
-        return skipgram_click(t, s, rng, lr, center, n, nneg, o->hard_share, w);
+    rc_sampler_tally *tally = o->shared_sampler ? o->tally : NULL;
+    if (s && (!o->shared_sampler || tally) && 2 * n * nneg <= CLICK_NEG_MAX)
+        return skipgram_click(t, s, rng, lr, center, n, nneg, o->hard_share, tally, w);
     for (uint32_t i = 0; i < n; i++) {
         sg_pair(t, s, rng, o, lr, w->kept[i], center, w);
         sg_pair(t, s, rng, o, lr, center, w->kept[i], w);

@@ -77,6 +77,7 @@ typedef struct rc_config {
     float hard_share, lr, subsample, power;
     uint32_t min_city_items;
     uint64_t seed;
+    uint32_t trainer_threads;     /* model.trainer_threads: SGNS threads, 0 = online CPUs */
     char model_path[RC_CONF_STR]; /* --model: start from a trained model file */
     /* streaming trainer (train.*): replay of recent examples (relearn.h) */
     uint32_t replay_clicks;     /* train.replay_clicks: examples held, 0 = no replay */

@@ -64,6 +64,19 @@ uint32_t rc_sampler_draw(rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_sh
 uint32_t rc_sampler_draw_shared(const rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share,
                                 uint32_t k, uint32_t *out);
 
+/* What the draws of one thread would have counted in rc_sampler_stats. */
+typedef struct rc_sampler_tally {
+    uint64_t draws, hard_draws, fallback_draws;
+} rc_sampler_tally;
+
+/* rc_sampler_draw_shared that counts its draws in *tally (the caller's, one
+ * per thread): the parallel streaming trainer's shards draw this way while
+ * the trainer thread writes nothing, then hand the tallies to
+ * rc_sampler_add_tally (trainer thread). */
+uint32_t rc_sampler_draw_tally(const rc_sampler *s, rc_rng *rng, uint32_t pos, float hard_share,
+                               uint32_t k, uint32_t *out, rc_sampler_tally *tally);
+void rc_sampler_add_tally(rc_sampler *s, const rc_sampler_tally *tally);
+
 /* Read-only, for latency: starts the memory loads of the rc_sampler_draw
  * calls that would be made for pos[0..npos) in that order, each with the same
  * hard_share and k, with a generator in rng's state; advances *rng as those

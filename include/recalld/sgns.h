@@ -27,13 +27,17 @@ enum rc_sgns_mode { RC_SGNS_SKIPGRAM = 0, RC_SGNS_CBOW = 1 };
 
 typedef struct rc_sgns_opts {
     enum rc_sgns_mode mode;
-    uint32_t window;    /* context clicks used, 0 = 5, at most RC_SGNS_MAX_WINDOW */
-    uint32_t negatives; /* per positive, 0 = 5, max 64 */
-    float hard_share;   /* share of negatives that are hard (same city, other cate), 0..1 */
-    float lr;           /* learning rate, 0 = 0.025 */
-    float subsample;    /* frequent-item subsampling threshold t (word2vec), 0 = off */
-    int shared_sampler; /* 1: draw with rc_sampler_draw_shared (read-only), so that
-                         * several threads may train at once (batch Hogwild) */
+    uint32_t window;         /* context clicks used, 0 = 5, at most RC_SGNS_MAX_WINDOW */
+    uint32_t negatives;      /* per positive, 0 = 5, max 64 */
+    float hard_share;        /* share of negatives that are hard (same city, other cate), 0..1 */
+    float lr;                /* learning rate, 0 = 0.025 */
+    float subsample;         /* frequent-item subsampling threshold t (word2vec), 0 = off */
+    int shared_sampler;      /* 1: draw with rc_sampler_draw_shared (read-only), so that
+                              * several threads may train at once (batch Hogwild) */
+    rc_sampler_tally *tally; /* with shared_sampler: rc_sgns_click draws with
+                              * rc_sampler_draw_tally into it, through the same
+                              * pipelined path as the single writer (the
+                              * parallel streaming trainer's shards) */
 } rc_sgns_opts;
 
 typedef struct rc_sgns_work {
