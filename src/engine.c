@@ -303,7 +303,10 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
         atomic_store_explicit(&e->max_ts_pub, ev->ts_ms, memory_order_relaxed);
     if (flags & (RC_SESS_DUPLICATE | RC_SESS_LATE))
         return;
-    rc__engine_cooc_note(e, row, ctx, nctx, ev->ts_ms);
+    if (defer && e->cooc) /* noted in batch order beside the shards' SGNS (engine_shard.c) */
+        rc__engine_shard_cooc(e, row, ctx, nctx, ev->ts_ms);
+    else
+        rc__engine_cooc_note(e, row, ctx, nctx, ev->ts_ms);
     if (nctx > e->sg.window) { /* SGNS pairs the last model.window of them */
         memmove(ctx, ctx + nctx - e->sg.window, e->sg.window * sizeof *ctx);
         nctx = e->sg.window;
@@ -501,7 +504,7 @@ static void prefetch_ahead(rc_engine *e, const rc_batch *b, uint32_t i)
 
 static void train_batch(rc_engine *e, rc_batch *b)
 {
-    uint64_t pairs0 = e->work.pairs, dp = 0;
+    uint64_t pairs0 = e->work.pairs, dp = 0, c0 = rc__engine_thread_cpu_ns();
     double loss0 = e->work.loss_sum, dl = 0;
     int defer = rc__engine_shard_on(e, b->n);
     for (uint32_t i = 0; i < b->n; i++) {
@@ -522,6 +525,8 @@ static void train_batch(rc_engine *e, rc_batch *b)
     fresh_record(e, rc_now_ns() - b->recv_ns);
     dp += e->work.pairs - pairs0;
     dl += e->work.loss_sum - loss0;
+    atomic_fetch_add_explicit(&e->train_cpu_ns, rc__engine_thread_cpu_ns() - c0,
+                              memory_order_relaxed);
     if (dp) {
         double l = dl / (double)dp;
         double old = atomic_load(&e->loss_avg);
@@ -1177,7 +1182,7 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
         "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
         "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
-        "\"skipped\":%llu,\"yields\":%llu,\"pending\":%llu,\"bytes\":%zu},",
+        "\"skipped\":%llu,\"yields\":%llu,\"pending\":%llu,\"bytes\":%zu}",
         e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
         atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
         (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
@@ -1185,6 +1190,8 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         (unsigned long long)rs.skipped, (unsigned long long)rs.yields,
         (unsigned long long)atomic_load_explicit(&e->replay_pending, memory_order_relaxed),
         rs.bytes);
+    rc_buf_printf(o, ",\"cpu_ms\":%.1f,",
+                  (double)atomic_load_explicit(&e->train_cpu_ns, memory_order_relaxed) / 1e6);
     rc__engine_shard_stats_json(e, o);
     rc_buf_puts(o, "},");
     rc_buf_printf(o,

@@ -123,6 +123,7 @@ struct rc_engine {
 
     struct rc_cooc *cooc;         /* session co-occurrence channel (NULL: off): src/engine_cooc.c */
     struct rc__engine_shards *sh; /* parallel SGNS (NULL: one thread): src/engine_shard.c */
+    _Atomic uint64_t train_cpu_ns; /* trainer thread CPU time in train_batch (stats) */
 };
 
 /* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
@@ -307,6 +308,10 @@ void rc__engine_rt_stats_json(rc_engine *e, rc_buf *o);
  * (balanced by the batch's examples per city), and N threads (N - 1 helpers
  * and the trainer) train their shard's examples in batch order, each with its
  * own generator, work buffers and sampler tally; the sampler is only read.
+ * The co-occurrence channel's upkeep (one writer, independent of the vectors)
+ * is recorded in phase 1 too and done in phase 2 by the trainer thread, in
+ * batch order, before its own shard's examples; the shards are balanced
+ * with it counted as load of shard 0.
  * 3: the trainer adds what the shards counted and hands the trained examples
  * to replay, in batch order. Context rows of another city are written by two
  * shards at once without locks (Hogwild, as word2vec's threads). */
@@ -322,6 +327,11 @@ int rc__engine_shard_on(const rc_engine *e, uint32_t nevents);
 /* Trainer, phase 1: records a click to train (ctx[0..nctx), at most model.window). */
 void rc__engine_shard_defer(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
                             float lr, uint64_t total);
+/* Trainer, phase 1: records a click for the co-occurrence channel; phase 2
+ * notes the batch's clicks in their order on one thread (the trainer's,
+ * before its own shard), beside the other shards' SGNS. */
+void rc__engine_shard_cooc(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
+                           int64_t ts_ms);
 /* Trainer, phases 2 and 3: trains the recorded examples, then calls
  * done(e, row, ctx, nctx, pairs) for each in batch order and forgets them.
  * *pairs and *loss get the pairs trained and their summed loss. */
@@ -330,6 +340,8 @@ void rc__engine_shard_run(rc_engine *e,
                           uint64_t *pairs, double *loss);
 /* Any thread: "threads" and per shard "shards" members for the training stats. */
 void rc__engine_shard_stats_json(rc_engine *e, rc_buf *o);
+/* CPU time of the calling thread, ns. */
+uint64_t rc__engine_thread_cpu_ns(void);
 /* model.trainer_threads resolved: 0 = the online CPUs. */
 uint32_t rc__engine_shard_count(const rc_config *c);
 

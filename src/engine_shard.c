@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine_int.h"
@@ -44,14 +45,28 @@ struct shard {
     rc_sgns_work work;
     rc_sgns_opts sg;
     rc_sampler_tally tally;
-    uint64_t pairs0;                  /* work.pairs at the start of the batch */
-    double loss0;                     /* work.loss_sum at the start of the batch */
-    _Atomic uint64_t examples, pairs; /* for stats */
+    uint64_t pairs0;                          /* work.pairs at the start of the batch */
+    uint64_t cpu0;                            /* cpu_ns at the start of the batch */
+    double loss0;                             /* work.loss_sum at the start of the batch */
+    _Atomic uint64_t examples, pairs, cpu_ns; /* for stats */
+};
+
+struct cooc_ex {
+    uint32_t row, nctx, ctx_off;
+    int64_t ts_ms;
 };
 
 struct rc__engine_shards {
     uint32_t n;
     struct shard *sh;
+    /* the batch's clicks for the co-occurrence channel (trainer) */
+    struct cooc_ex *co;
+    uint32_t nco, cocap;
+    uint32_t *coctx;
+    size_t ncoctx, coctxcap;
+    /* measured cost of a cooc note in SGNS examples (balance of shard 0) */
+    uint64_t co_ns, co_notes, ex_ns, ex_done;
+    uint64_t co_cpu; /* this batch's cooc CPU ns (trainer) */
     /* the batch's examples (trainer) */
     struct shard_ex *ex;
     uint32_t nex, excap;
@@ -72,6 +87,13 @@ struct rc__engine_shards {
     int stop, helpers;
     _Atomic uint64_t fanouts, inline_batches;
 };
+
+uint64_t rc__engine_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 uint32_t rc__engine_shard_count(const rc_config *c)
 {
@@ -137,6 +159,8 @@ void rc__engine_shard_free(rc_engine *e)
     free(S->sh);
     free(S->ex);
     free(S->ctx);
+    free(S->co);
+    free(S->coctx);
     free(S->order);
     free(S->city_n);
     free(S->cities);
@@ -155,7 +179,7 @@ static void shard_train(struct rc__engine_shards *S, uint32_t k)
 {
     struct shard *sh = &S->sh[k];
     rc_engine *e = sh->e;
-    uint64_t pairs = 0;
+    uint64_t pairs = 0, c0 = rc__engine_thread_cpu_ns();
     for (uint32_t i = S->start[k]; i < S->start[k + 1]; i++) {
         struct shard_ex *x = &S->ex[S->order[i]];
         x->pairs = rc_sgns_click(e->table, e->sampler, &sh->rng, &sh->sg, x->lr, x->row,
@@ -164,6 +188,7 @@ static void shard_train(struct rc__engine_shards *S, uint32_t k)
     }
     atomic_fetch_add_explicit(&sh->examples, S->start[k + 1] - S->start[k], memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->pairs, pairs, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->cpu_ns, rc__engine_thread_cpu_ns() - c0, memory_order_relaxed);
 }
 
 static void *shard_main(void *arg)
@@ -253,6 +278,39 @@ void rc__engine_shard_defer(rc_engine *e, uint32_t row, const uint32_t *ctx, uin
     S->nctx += nctx;
 }
 
+void rc__engine_shard_cooc(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
+                           int64_t ts_ms)
+{
+    struct rc__engine_shards *S = e->sh;
+    uint32_t ccap = (uint32_t)RC_MIN(S->coctxcap, (size_t)UINT32_MAX);
+    if (grow((void **)&S->co, &S->cocap, (size_t)S->nco + 1, sizeof *S->co) ||
+        grow((void **)&S->coctx, &ccap, S->ncoctx + nctx, sizeof *S->coctx)) {
+        rc__engine_cooc_note(e, row, ctx, nctx, ts_ms); /* out of memory: now */
+        return;
+    }
+    S->coctxcap = ccap;
+    memcpy(S->coctx + S->ncoctx, ctx, nctx * sizeof *ctx);
+    S->co[S->nco++] =
+        (struct cooc_ex){.row = row, .nctx = nctx, .ctx_off = (uint32_t)S->ncoctx, .ts_ms = ts_ms};
+    S->ncoctx += nctx;
+}
+
+/* The batch's co-occurrence notes, in order (the trainer thread). */
+static void shard_cooc(rc_engine *e, struct rc__engine_shards *S)
+{
+    if (!S->nco)
+        return;
+    uint64_t c0 = rc__engine_thread_cpu_ns();
+    for (uint32_t i = 0; i < S->nco; i++)
+        rc__engine_cooc_note(e, S->co[i].row, S->coctx + S->co[i].ctx_off, S->co[i].nctx,
+                             S->co[i].ts_ms);
+    S->co_cpu = rc__engine_thread_cpu_ns() - c0;
+    __atomic_store_n(&S->co_ns, S->co_ns + S->co_cpu, __ATOMIC_RELAXED); /* stats read it */
+    S->co_notes += S->nco;
+    S->nco = 0;
+    S->ncoctx = 0;
+}
+
 /* Per-city arrays for ncity cities, city_n zero beyond what was there. */
 static int city_room(struct rc__engine_shards *S, uint32_t ncity)
 {
@@ -302,6 +360,12 @@ static int shard_split(rc_engine *e)
 {
     struct rc__engine_shards *S = e->sh;
     uint32_t ncity = rc_table_ncities(e->table), nc = 0, load[SHARD_MAX] = {0};
+    /* shard 0's thread notes the co-occurrences first: as many examples as
+     * they cost, by the ratio measured so far (1 until there is one) */
+    double w = S->co_notes && S->ex_done && S->ex_ns ? ((double)S->co_ns / (double)S->co_notes) /
+                                                           ((double)S->ex_ns / (double)S->ex_done)
+                                                     : 1.0;
+    load[0] = (uint32_t)RC_MIN((double)S->nco * w, (double)UINT32_MAX / 2);
     uint32_t cnt[SHARD_MAX + 1] = {0};
     if (city_room(S, ncity))
         return RC_ENOMEM;
@@ -342,14 +406,17 @@ void rc__engine_shard_run(rc_engine *e,
     struct rc__engine_shards *S = e->sh;
     *pairs = 0;
     *loss = 0;
-    if (!S->nex)
+    if (!S->nex) {
+        shard_cooc(e, S);
         return;
+    }
     for (uint32_t k = 0; k < S->n; k++) {
         struct shard *sh = &S->sh[k];
         sh->sg = e->sg;
         sh->sg.shared_sampler = 1; /* the sampler is only read until the barrier */
         sh->sg.tally = &sh->tally;
         sh->pairs0 = sh->work.pairs;
+        sh->cpu0 = atomic_load_explicit(&sh->cpu_ns, memory_order_relaxed);
         sh->loss0 = sh->work.loss_sum;
     }
     int wide = S->nex >= SHARD_MIN_EXAMPLES && shard_start(e) == 0 && shard_split(e) == 0;
@@ -361,6 +428,7 @@ void rc__engine_shard_run(rc_engine *e,
         S->gen++;
         pthread_cond_broadcast(&S->go);
         pthread_mutex_unlock(&S->mu);
+        shard_cooc(e, S);
         shard_train(S, 0);
         pthread_mutex_lock(&S->mu);
         while (S->running)
@@ -368,17 +436,20 @@ void rc__engine_shard_run(rc_engine *e,
         pthread_mutex_unlock(&S->mu);
         atomic_fetch_add_explicit(&S->fanouts, 1, memory_order_relaxed);
     } else {
+        shard_cooc(e, S);
         shard_train(S, 0);
         atomic_fetch_add_explicit(&S->inline_batches, 1, memory_order_relaxed);
     }
     /* phase 3: back to one thread */
     for (uint32_t k = 0; k < S->n; k++) {
         struct shard *sh = &S->sh[k];
+        S->ex_ns += atomic_load_explicit(&sh->cpu_ns, memory_order_relaxed) - sh->cpu0;
         *pairs += sh->work.pairs - sh->pairs0;
         *loss += sh->work.loss_sum - sh->loss0;
         rc_sampler_add_tally(e->sampler, &sh->tally);
         memset(&sh->tally, 0, sizeof sh->tally);
     }
+    S->ex_done += S->nex;
     for (uint32_t i = 0; i < S->nex; i++) {
         const struct shard_ex *x = &S->ex[i];
         done(e, x->row, S->ctx + x->ctx_off, x->nctx, x->pairs);
@@ -394,12 +465,16 @@ void rc__engine_shard_stats_json(rc_engine *e, rc_buf *o)
         rc_buf_puts(o, "\"threads\":1,\"shards\":[]");
         return;
     }
-    rc_buf_printf(o, "\"threads\":%u,\"fanouts\":%llu,\"inline_batches\":%llu,\"shards\":[", S->n,
-                  (unsigned long long)atomic_load(&S->fanouts),
-                  (unsigned long long)atomic_load(&S->inline_batches));
+    rc_buf_printf(
+        o,
+        "\"threads\":%u,\"cooc_cpu_ms\":%.1f,\"fanouts\":%llu,\"inline_batches\":%llu,\"shards\":[",
+        S->n, (double)__atomic_load_n(&S->co_ns, __ATOMIC_RELAXED) / 1e6,
+        (unsigned long long)atomic_load(&S->fanouts),
+        (unsigned long long)atomic_load(&S->inline_batches));
     for (uint32_t k = 0; k < S->n; k++)
-        rc_buf_printf(o, "%s{\"examples\":%llu,\"pairs\":%llu}", k ? "," : "",
+        rc_buf_printf(o, "%s{\"examples\":%llu,\"pairs\":%llu,\"cpu_ms\":%.1f}", k ? "," : "",
                       (unsigned long long)atomic_load(&S->sh[k].examples),
-                      (unsigned long long)atomic_load(&S->sh[k].pairs));
+                      (unsigned long long)atomic_load(&S->sh[k].pairs),
+                      (double)atomic_load(&S->sh[k].cpu_ns) / 1e6);
     rc_buf_puts(o, "]");
 }
