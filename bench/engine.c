@@ -9,11 +9,11 @@
  * settings alternate R times (the machine's load then hits them alike) and
  * each round prints events/s, CPU seconds of the process per million events
  * and the ratio to the first setting of the same round, then the trainer's
- * critical path per event: its CPU time in train_batch with the shards'
- * phase 2 (the trainer's shard with the co-occurrence notes it does first)
- * counted as the longest shard's CPU time (what the wall time would
- * be with a free core per shard; on a loaded machine the wall clock mostly
- * measures the other load) and the first setting's path over this one's. By default the engine
+ * critical path per event: the CPU time of its busiest thread (the trainer
+ * in train_batch, or a shard helper), what a batch would take with a free
+ * core per thread and perfect overlap (on a loaded machine the wall clock
+ * mostly measures the other load), and the first setting's path over this
+ * one's. By default the engine
  * is the daemon's threaded one (decoder thread, trainer thread and its
  * shards, batches handed back through a libuv loop that this thread runs);
  * --offline trains in this thread (rc_engine_submit decodes and trains at
@@ -130,22 +130,22 @@ static int run(const rc_config *cfg, const lines *L, int offline, result *r)
     rc_engine_stats_json(e, &st);
     r->stats = strdup(st.data ? st.data : "");
     rc_buf_free(&st);
-    /* The trainer's CPU in train_batch, with the shards' phase 2 counted as
-     * its longest shard (what it would be with a core per shard). */
+    /* The busiest thread of the trainer's work: the trainer's CPU in
+     * train_batch (its own shard included) or a helper's (shard 1's with the
+     * co-occurrence notes it takes over): what a batch would take with a
+     * free core per thread, if their work overlapped perfectly. */
     char *js = malloc(strlen(r->stats) + 3);
     sprintf(js, "{%s}", r->stats);
     json_t *j = json_loads(js, 0, NULL), *tr = json_object_get(j, "training");
     json_t *sh = json_object_get(tr, "shards");
-    double path = json_number_value(json_object_get(tr, "cpu_ms")), longest = 0;
-    for (size_t k = 0; k < json_array_size(sh); k++) {
+    double path = json_number_value(json_object_get(tr, "cpu_ms"));
+    for (size_t k = 1; k < json_array_size(sh); k++) {
         double t = json_number_value(json_object_get(json_array_get(sh, k), "cpu_ms"));
-        if (k == 0) /* the trainer thread: its shard after the co-occurrence notes */
+        if (k == 1)
             t += json_number_value(json_object_get(tr, "cooc_cpu_ms"));
-        if (k == 0)
-            path -= t;
-        longest = t > longest ? t : longest;
+        path = t > path ? t : path;
     }
-    r->path_ms = path + longest;
+    r->path_ms = path;
     json_decref(j);
     free(js);
     rc_engine_destroy(e);

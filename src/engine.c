@@ -506,7 +506,7 @@ static void train_batch(rc_engine *e, rc_batch *b)
 {
     uint64_t pairs0 = e->work.pairs, dp = 0, c0 = rc__engine_thread_cpu_ns();
     double loss0 = e->work.loss_sum, dl = 0;
-    int defer = rc__engine_shard_on(e, b->n);
+    int defer = rc__engine_shard_begin(e, b->n);
     for (uint32_t i = 0; i < b->n; i++) {
         prefetch_ahead(e, b, i);
         if (b->reason[i] == RC_EV_OK) /* refused here, dead-lettered like a decode failure */

@@ -304,14 +304,13 @@ void rc__engine_rt_stats_json(rc_engine *e, rc_buf *o);
  * trainer thread applies every event as the single writer does (sessions,
  * table, counters, sampler notes, index touches) but, instead of training a
  * click, records it as an example (row, context, learning rate, total count).
- * 2: the examples are split by their row's city, whole cities per shard
- * (balanced by the batch's examples per city), and N threads (N - 1 helpers
- * and the trainer) train their shard's examples in batch order, each with its
- * own generator, work buffers and sampler tally; the sampler is only read.
+ * 2: the examples are grouped by their row's city, and N threads (N - 1
+ * helpers and the trainer) claim whole cities, largest first, and train their
+ * examples in batch order, each thread with its own generator, work buffers
+ * and sampler tally; the sampler is only read.
  * The co-occurrence channel's upkeep (one writer, independent of the vectors)
- * is recorded in phase 1 too and done in phase 2 by the trainer thread, in
- * batch order, before its own shard's examples; the shards are balanced
- * with it counted as load of shard 0.
+ * is handed in phase 1 to shard 1's thread, which notes the clicks in batch
+ * order while the trainer goes on, then trains its shard.
  * 3: the trainer adds what the shards counted and hands the trained examples
  * to replay, in batch order. Context rows of another city are written by two
  * shards at once without locks (Hogwild, as word2vec's threads). */
@@ -320,16 +319,17 @@ void rc__engine_rt_stats_json(rc_engine *e, rc_buf *o);
 int rc__engine_shard_init(rc_engine *e, char *eb, size_t el);
 /* Destroy: joins the helpers (after the trainer thread stopped) and frees. */
 void rc__engine_shard_free(rc_engine *e);
-/* Trainer: 1 when the clicks of a batch of nevents events are to be recorded
- * (phase 1); 0 with one thread or a batch too small to be worth a fan-out
- * (then the batch is trained exactly as by the single writer). */
-int rc__engine_shard_on(const rc_engine *e, uint32_t nevents);
+/* Trainer, before phase 1: 1 when the clicks of a batch of nevents events
+ * are to be recorded; 0 with one thread or a batch too small to be worth a
+ * fan-out (then the batch is trained exactly as by the single writer). */
+int rc__engine_shard_begin(rc_engine *e, uint32_t nevents);
 /* Trainer, phase 1: records a click to train (ctx[0..nctx), at most model.window). */
 void rc__engine_shard_defer(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
                             float lr, uint64_t total);
-/* Trainer, phase 1: records a click for the co-occurrence channel; phase 2
- * notes the batch's clicks in their order on one thread (the trainer's,
- * before its own shard), beside the other shards' SGNS. */
+/* Trainer, phase 1: records a click for the co-occurrence channel (one
+ * writer, independent of the vectors): with 2 or more threads, shard 1's
+ * thread notes them in batch order while the trainer goes on with phase 1,
+ * then trains its shard; the balance counts them as its load. */
 void rc__engine_shard_cooc(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
                            int64_t ts_ms);
 /* Trainer, phases 2 and 3: trains the recorded examples, then calls

@@ -1,17 +1,19 @@
 /* engine_shard — the skip-gram updates of a batch on model.trainer_threads
  * threads (see "parallel SGNS" in engine_int.h for the three phases).
  *
- * Shards own cities for the length of one batch: the cities of the batch's
- * examples are dealt to the shards largest first, each to the shard with the
- * fewest examples so far, so that one busy city does not leave the other
- * threads idle for long. An example goes to its row's city's shard; its
- * negatives are drawn from the same city (or the global distribution when the
- * city is small), its context rows may belong to any city. Examples of one
- * row stay in one shard, in batch order.
+ * Threads own cities for the length of one batch: the batch's examples are
+ * grouped by their row's city, the cities sorted largest first, and each
+ * thread claims the next unclaimed city (an atomic counter) until none is
+ * left, so the work balances itself whatever the cities' sizes and however
+ * the machine schedules the threads. An example's negatives are drawn from
+ * its row's city (or the global distribution when the city is small); its
+ * context rows may belong to any city, and are then written by two threads
+ * without locks (Hogwild). Examples of one row stay in one thread, in batch
+ * order.
  *
  * Helpers are started by the thread that first trains a batch wide enough
  * (the trainer thread, or an offline engine's caller), so they inherit its
- * nice value, and are named rc-shardN. They sleep on a condition variable
+ * nice value, and are named rc-shardN. They sleep on condition variables
  * between batches. A batch of fewer than SHARD_MIN_EXAMPLES events takes the
  * single writer's path, and one with fewer examples than that (duplicates,
  * first clicks of sessions) is trained by the trainer alone after phase 1:
@@ -29,6 +31,7 @@
  * cost tens of microseconds on a loaded machine, an example about 3 us. */
 #define SHARD_MIN_EXAMPLES 64u
 #define SHARD_MAX          64u
+#define COOC_PUBLISH       32u /* notes handed to shard 1's thread at a time */
 
 struct shard_ex {
     uint32_t row, nctx, ctx_off, pairs;
@@ -46,7 +49,6 @@ struct shard {
     rc_sgns_opts sg;
     rc_sampler_tally tally;
     uint64_t pairs0;                          /* work.pairs at the start of the batch */
-    uint64_t cpu0;                            /* cpu_ns at the start of the batch */
     double loss0;                             /* work.loss_sum at the start of the batch */
     _Atomic uint64_t examples, pairs, cpu_ns; /* for stats */
 };
@@ -64,20 +66,25 @@ struct rc__engine_shards {
     uint32_t nco, cocap;
     uint32_t *coctx;
     size_t ncoctx, coctxcap;
-    /* measured cost of a cooc note in SGNS examples (balance of shard 0) */
-    uint64_t co_ns, co_notes, ex_ns, ex_done;
-    uint64_t co_cpu; /* this batch's cooc CPU ns (trainer) */
+    uint32_t coctx_max; /* context rows a note may carry (reserved per event) */
+    /* the notes on shard 1's thread while the trainer is in phase 1 (co_async):
+     * notes [0, co_pub) are published, [0, co_done) done, under mu */
+    int co_async, co_open, co_busy;
+    uint32_t co_pub, co_done;
+    uint64_t co_gen;
+    pthread_cond_t co_cv;
+    uint64_t co_ns; /* CPU of the notes (stats) */
     /* the batch's examples (trainer) */
     struct shard_ex *ex;
     uint32_t nex, excap;
     uint32_t *ctx;
     size_t nctx, ctxcap;
-    uint32_t *order; /* example ids grouped by shard: start[k]..start[k+1] */
+    uint32_t *order; /* example ids by city, city j's at cstart[j]..cstart[j+1] */
     uint32_t ordercap;
-    uint32_t start[SHARD_MAX + 1];
-    /* per city: examples in this batch, its shard (trainer) */
-    uint32_t *city_n, *cities;
-    uint8_t *city_shard;
+    uint32_t *cstart, nclaim; /* nclaim cities to claim, largest first */
+    _Atomic uint32_t next;    /* the next city to claim */
+    /* per city id: examples in this batch, where its examples go (trainer) */
+    uint32_t *city_n, *cities, *city_pos;
     uint32_t city_cap;
     /* fan-out */
     pthread_mutex_t mu;
@@ -87,6 +94,8 @@ struct rc__engine_shards {
     int stop, helpers;
     _Atomic uint64_t fanouts, inline_batches;
 };
+
+static int city_room(struct rc__engine_shards *S, uint32_t ncity);
 
 uint64_t rc__engine_thread_cpu_ns(void)
 {
@@ -120,7 +129,11 @@ int rc__engine_shard_init(rc_engine *e, char *eb, size_t el)
     pthread_mutex_init(&S->mu, NULL);
     pthread_cond_init(&S->go, NULL);
     pthread_cond_init(&S->done, NULL);
+    pthread_cond_init(&S->co_cv, NULL);
+    S->coctx_max = RC_MIN(RC_MAX(e->cfg.window, e->cfg.cooc_window), CTX_MAX);
     e->sh = S;
+    if (city_room(S, 64))
+        return rc_err(eb, el, RC_ENOMEM, "engine: out of memory for trainer shards");
     for (uint32_t k = 0; k < n; k++) {
         struct shard *sh = &S->sh[k];
         sh->e = e;
@@ -139,6 +152,7 @@ static void shard_stop(struct rc__engine_shards *S)
     pthread_mutex_lock(&S->mu);
     S->stop = 1;
     pthread_cond_broadcast(&S->go);
+    pthread_cond_broadcast(&S->co_cv);
     pthread_mutex_unlock(&S->mu);
     for (uint32_t k = 1; k < S->n; k++)
         if (S->sh[k].started)
@@ -156,6 +170,7 @@ void rc__engine_shard_free(rc_engine *e)
     pthread_mutex_destroy(&S->mu);
     pthread_cond_destroy(&S->go);
     pthread_cond_destroy(&S->done);
+    pthread_cond_destroy(&S->co_cv);
     free(S->sh);
     free(S->ex);
     free(S->ctx);
@@ -164,14 +179,38 @@ void rc__engine_shard_free(rc_engine *e)
     free(S->order);
     free(S->city_n);
     free(S->cities);
-    free(S->city_shard);
+    free(S->city_pos);
+    free(S->cstart);
     free(S);
     e->sh = NULL;
 }
 
-int rc__engine_shard_on(const rc_engine *e, uint32_t nevents)
+static int grow(void **p, uint32_t *cap, size_t need, size_t elem);
+static int shard_start(rc_engine *e);
+static void cooc_consume(rc_engine *e, struct rc__engine_shards *S);
+
+int rc__engine_shard_begin(rc_engine *e, uint32_t nevents)
 {
-    return e->sh != NULL && nevents >= SHARD_MIN_EXAMPLES;
+    struct rc__engine_shards *S = e->sh;
+    if (!S || nevents < SHARD_MIN_EXAMPLES)
+        return 0;
+    /* The co-occurrence notes go to shard 1's thread as they come: room for
+     * the batch's worst case first, so that the arrays do not move under it. */
+    uint32_t ccap = (uint32_t)RC_MIN(S->coctxcap, (size_t)UINT32_MAX);
+    S->co_async =
+        e->cooc && shard_start(e) == 0 &&
+        !grow((void **)&S->co, &S->cocap, nevents, sizeof *S->co) &&
+        !grow((void **)&S->coctx, &ccap, (size_t)nevents * S->coctx_max, sizeof *S->coctx);
+    S->coctxcap = RC_MAX(S->coctxcap, ccap);
+    if (S->co_async) {
+        pthread_mutex_lock(&S->mu);
+        S->co_open = S->co_busy = 1;
+        S->co_pub = S->co_done = 0;
+        S->co_gen++;
+        pthread_cond_broadcast(&S->go);
+        pthread_mutex_unlock(&S->mu);
+    }
+    return 1;
 }
 
 /* Trains shard k's examples of the batch (any shard thread). */
@@ -179,14 +218,20 @@ static void shard_train(struct rc__engine_shards *S, uint32_t k)
 {
     struct shard *sh = &S->sh[k];
     rc_engine *e = sh->e;
-    uint64_t pairs = 0, c0 = rc__engine_thread_cpu_ns();
-    for (uint32_t i = S->start[k]; i < S->start[k + 1]; i++) {
-        struct shard_ex *x = &S->ex[S->order[i]];
-        x->pairs = rc_sgns_click(e->table, e->sampler, &sh->rng, &sh->sg, x->lr, x->row,
-                                 S->ctx + x->ctx_off, x->nctx, x->total, &sh->work);
-        pairs += x->pairs;
+    uint64_t pairs = 0, examples = 0, c0 = rc__engine_thread_cpu_ns();
+    for (;;) { /* the next unclaimed city, largest first */
+        uint32_t j = atomic_fetch_add_explicit(&S->next, 1, memory_order_relaxed);
+        if (j >= S->nclaim)
+            break;
+        for (uint32_t i = S->cstart[j]; i < S->cstart[j + 1]; i++) {
+            struct shard_ex *x = &S->ex[S->order[i]];
+            x->pairs = rc_sgns_click(e->table, e->sampler, &sh->rng, &sh->sg, x->lr, x->row,
+                                     S->ctx + x->ctx_off, x->nctx, x->total, &sh->work);
+            pairs += x->pairs;
+        }
+        examples += S->cstart[j + 1] - S->cstart[j];
     }
-    atomic_fetch_add_explicit(&sh->examples, S->start[k + 1] - S->start[k], memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->examples, examples, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->pairs, pairs, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->cpu_ns, rc__engine_thread_cpu_ns() - c0, memory_order_relaxed);
 }
@@ -199,13 +244,18 @@ static void *shard_main(void *arg)
     /* Named only: started by the trainer, it has the trainer's nice value. */
     snprintf(name, sizeof name, "rc-shard%u", sh->id);
     pthread_setname_np(pthread_self(), name);
-    uint64_t seen = 0;
+    uint64_t seen = 0, seen_co = 0;
     pthread_mutex_lock(&S->mu);
     for (;;) {
-        while (S->gen == seen && !S->stop)
+        while (S->gen == seen && (sh->id != 1 || S->co_gen == seen_co) && !S->stop)
             pthread_cond_wait(&S->go, &S->mu);
         if (S->stop)
             break;
+        if (sh->id == 1 && S->co_gen != seen_co) { /* first the notes, as they come */
+            seen_co = S->co_gen;
+            cooc_consume(sh->e, S);
+            continue;
+        }
         seen = S->gen;
         pthread_mutex_unlock(&S->mu);
         shard_train(S, sh->id);
@@ -283,6 +333,20 @@ void rc__engine_shard_cooc(rc_engine *e, uint32_t row, const uint32_t *ctx, uint
 {
     struct rc__engine_shards *S = e->sh;
     uint32_t ccap = (uint32_t)RC_MIN(S->coctxcap, (size_t)UINT32_MAX);
+    if (S->co_async) { /* reserved by rc__engine_shard_begin */
+        nctx = RC_MIN(nctx, S->coctx_max);
+        memcpy(S->coctx + S->ncoctx, ctx, nctx * sizeof *ctx);
+        S->co[S->nco++] = (struct cooc_ex){
+            .row = row, .nctx = nctx, .ctx_off = (uint32_t)S->ncoctx, .ts_ms = ts_ms};
+        S->ncoctx += nctx;
+        if (S->nco % COOC_PUBLISH == 0) {
+            pthread_mutex_lock(&S->mu);
+            S->co_pub = S->nco;
+            pthread_cond_signal(&S->co_cv);
+            pthread_mutex_unlock(&S->mu);
+        }
+        return;
+    }
     if (grow((void **)&S->co, &S->cocap, (size_t)S->nco + 1, sizeof *S->co) ||
         grow((void **)&S->coctx, &ccap, S->ncoctx + nctx, sizeof *S->coctx)) {
         rc__engine_cooc_note(e, row, ctx, nctx, ts_ms); /* out of memory: now */
@@ -295,6 +359,39 @@ void rc__engine_shard_cooc(rc_engine *e, uint32_t row, const uint32_t *ctx, uint
     S->ncoctx += nctx;
 }
 
+/* Shard 1's thread, mu held: notes the batch's co-occurrences as the
+ * trainer publishes them, until it closes the batch's list. */
+static void cooc_consume(rc_engine *e, struct rc__engine_shards *S)
+{
+    uint64_t c0 = rc__engine_thread_cpu_ns();
+    for (;;) {
+        while (S->co_done == S->co_pub && S->co_open && !S->stop)
+            pthread_cond_wait(&S->co_cv, &S->mu);
+        if (S->co_done == S->co_pub)
+            break;
+        uint32_t a = S->co_done, b = S->co_pub;
+        pthread_mutex_unlock(&S->mu);
+        for (uint32_t i = a; i < b; i++)
+            rc__engine_cooc_note(e, S->co[i].row, S->coctx + S->co[i].ctx_off, S->co[i].nctx,
+                                 S->co[i].ts_ms);
+        pthread_mutex_lock(&S->mu);
+        S->co_done = b;
+    }
+    __atomic_store_n(&S->co_ns, S->co_ns + (rc__engine_thread_cpu_ns() - c0), __ATOMIC_RELAXED);
+    S->co_busy = 0;
+    pthread_cond_signal(&S->done);
+}
+
+/* Trainer, end of phase 1: no more notes. */
+static void cooc_close(struct rc__engine_shards *S)
+{
+    pthread_mutex_lock(&S->mu);
+    S->co_pub = S->nco;
+    S->co_open = 0;
+    pthread_cond_signal(&S->co_cv);
+    pthread_mutex_unlock(&S->mu);
+}
+
 /* The batch's co-occurrence notes, in order (the trainer thread). */
 static void shard_cooc(rc_engine *e, struct rc__engine_shards *S)
 {
@@ -304,9 +401,8 @@ static void shard_cooc(rc_engine *e, struct rc__engine_shards *S)
     for (uint32_t i = 0; i < S->nco; i++)
         rc__engine_cooc_note(e, S->co[i].row, S->coctx + S->co[i].ctx_off, S->co[i].nctx,
                              S->co[i].ts_ms);
-    S->co_cpu = rc__engine_thread_cpu_ns() - c0;
-    __atomic_store_n(&S->co_ns, S->co_ns + S->co_cpu, __ATOMIC_RELAXED); /* stats read it */
-    S->co_notes += S->nco;
+    __atomic_store_n(&S->co_ns, S->co_ns + (rc__engine_thread_cpu_ns() - c0),
+                     __ATOMIC_RELAXED); /* stats read it */
     S->nco = 0;
     S->ncoctx = 0;
 }
@@ -314,10 +410,10 @@ static void shard_cooc(rc_engine *e, struct rc__engine_shards *S)
 /* Per-city arrays for ncity cities, city_n zero beyond what was there. */
 static int city_room(struct rc__engine_shards *S, uint32_t ncity)
 {
-    if (ncity <= S->city_cap)
+    if (ncity < S->city_cap)
         return 0;
     uint32_t n = S->city_cap ? S->city_cap : 64;
-    while (n < ncity)
+    while (n <= ncity)
         n *= 2;
     uint32_t *cn = realloc(S->city_n, (size_t)n * sizeof *cn);
     if (!cn)
@@ -328,10 +424,14 @@ static int city_room(struct rc__engine_shards *S, uint32_t ncity)
     if (!cs)
         return RC_ENOMEM;
     S->cities = cs;
-    uint8_t *sh = realloc(S->city_shard, n);
-    if (!sh)
+    uint32_t *cp = realloc(S->city_pos, (size_t)n * sizeof *cp);
+    if (!cp)
         return RC_ENOMEM;
-    S->city_shard = sh;
+    S->city_pos = cp;
+    uint32_t *st = realloc(S->cstart, ((size_t)n + 1) * sizeof *st);
+    if (!st)
+        return RC_ENOMEM;
+    S->cstart = st;
     S->city_cap = n;
     return 0;
 }
@@ -349,24 +449,19 @@ static void shard_all_in_one(struct rc__engine_shards *S)
 {
     for (uint32_t i = 0; i < S->nex; i++)
         S->order[i] = i;
-    S->start[0] = 0;
-    for (uint32_t k = 1; k <= S->n; k++)
-        S->start[k] = S->nex;
+    S->cstart[0] = 0;
+    S->cstart[1] = S->nex;
+    S->nclaim = 1;
+    atomic_store_explicit(&S->next, 0, memory_order_relaxed);
 }
 
 /* Deals the batch's cities to the shards and groups the examples by shard
- * (order, start), each shard's in batch order; 0, or RC_ENOMEM. */
+ * (order, start), each shard's in batch order; 0, or RC_ENOMEM. left:
+ * co-occurrence notes still to do. */
 static int shard_split(rc_engine *e)
 {
     struct rc__engine_shards *S = e->sh;
-    uint32_t ncity = rc_table_ncities(e->table), nc = 0, load[SHARD_MAX] = {0};
-    /* shard 0's thread notes the co-occurrences first: as many examples as
-     * they cost, by the ratio measured so far (1 until there is one) */
-    double w = S->co_notes && S->ex_done && S->ex_ns ? ((double)S->co_ns / (double)S->co_notes) /
-                                                           ((double)S->ex_ns / (double)S->ex_done)
-                                                     : 1.0;
-    load[0] = (uint32_t)RC_MIN((double)S->nco * w, (double)UINT32_MAX / 2);
-    uint32_t cnt[SHARD_MAX + 1] = {0};
+    uint32_t ncity = rc_table_ncities(e->table), nc = 0;
     if (city_room(S, ncity))
         return RC_ENOMEM;
     for (uint32_t i = 0; i < S->nex; i++) {
@@ -380,23 +475,32 @@ static int shard_split(rc_engine *e)
             S->cities[nc++] = c;
     }
     qsort_r(S->cities, nc, sizeof *S->cities, cmp_city_desc, S->city_n);
-    for (uint32_t j = 0; j < nc; j++) { /* largest first, to the least loaded shard */
-        uint32_t c = S->cities[j], best = 0;
-        for (uint32_t k = 1; k < S->n; k++)
-            if (load[k] < load[best])
-                best = k;
-        S->city_shard[c] = (uint8_t)best;
-        load[best] += S->city_n[c];
+    uint32_t at = 0;
+    for (uint32_t j = 0; j < nc; j++) { /* city j's examples at cstart[j] */
+        uint32_t c = S->cities[j];
+        S->cstart[j] = at;
+        S->city_pos[c] = at;
+        at += S->city_n[c];
         S->city_n[c] = 0;
     }
-    for (uint32_t i = 0; i < S->nex; i++)
-        cnt[S->city_shard[rc_table_city(e->table, S->ex[i].row)] + 1]++;
-    for (uint32_t k = 0; k < S->n; k++)
-        cnt[k + 1] += cnt[k];
-    memcpy(S->start, cnt, (S->n + 1) * sizeof *cnt);
-    for (uint32_t i = 0; i < S->nex; i++)
-        S->order[cnt[S->city_shard[rc_table_city(e->table, S->ex[i].row)]]++] = i;
+    S->cstart[nc] = at;
+    for (uint32_t i = 0; i < S->nex; i++) /* in batch order within a city */
+        S->order[S->city_pos[rc_table_city(e->table, S->ex[i].row)]++] = i;
+    S->nclaim = nc;
+    atomic_store_explicit(&S->next, 0, memory_order_relaxed);
     return 0;
+}
+
+/* Trainer: waits until shard 1's thread has done the batch's notes. */
+static void cooc_wait(struct rc__engine_shards *S)
+{
+    pthread_mutex_lock(&S->mu);
+    while (S->co_busy)
+        pthread_cond_wait(&S->done, &S->mu);
+    pthread_mutex_unlock(&S->mu);
+    S->nco = 0;
+    S->ncoctx = 0;
+    S->co_async = 0;
 }
 
 void rc__engine_shard_run(rc_engine *e,
@@ -404,10 +508,16 @@ void rc__engine_shard_run(rc_engine *e,
                           uint64_t *pairs, double *loss)
 {
     struct rc__engine_shards *S = e->sh;
+    int async = S->co_async;
+    if (async)
+        cooc_close(S);
     *pairs = 0;
     *loss = 0;
     if (!S->nex) {
-        shard_cooc(e, S);
+        if (async)
+            cooc_wait(S);
+        else
+            shard_cooc(e, S);
         return;
     }
     for (uint32_t k = 0; k < S->n; k++) {
@@ -416,7 +526,6 @@ void rc__engine_shard_run(rc_engine *e,
         sh->sg.shared_sampler = 1; /* the sampler is only read until the barrier */
         sh->sg.tally = &sh->tally;
         sh->pairs0 = sh->work.pairs;
-        sh->cpu0 = atomic_load_explicit(&sh->cpu_ns, memory_order_relaxed);
         sh->loss0 = sh->work.loss_sum;
     }
     int wide = S->nex >= SHARD_MIN_EXAMPLES && shard_start(e) == 0 && shard_split(e) == 0;
@@ -428,7 +537,8 @@ void rc__engine_shard_run(rc_engine *e,
         S->gen++;
         pthread_cond_broadcast(&S->go);
         pthread_mutex_unlock(&S->mu);
-        shard_cooc(e, S);
+        if (!async)
+            shard_cooc(e, S);
         shard_train(S, 0);
         pthread_mutex_lock(&S->mu);
         while (S->running)
@@ -436,20 +546,21 @@ void rc__engine_shard_run(rc_engine *e,
         pthread_mutex_unlock(&S->mu);
         atomic_fetch_add_explicit(&S->fanouts, 1, memory_order_relaxed);
     } else {
-        shard_cooc(e, S);
+        if (!async)
+            shard_cooc(e, S);
         shard_train(S, 0);
         atomic_fetch_add_explicit(&S->inline_batches, 1, memory_order_relaxed);
     }
+    if (async)
+        cooc_wait(S);
     /* phase 3: back to one thread */
     for (uint32_t k = 0; k < S->n; k++) {
         struct shard *sh = &S->sh[k];
-        S->ex_ns += atomic_load_explicit(&sh->cpu_ns, memory_order_relaxed) - sh->cpu0;
         *pairs += sh->work.pairs - sh->pairs0;
         *loss += sh->work.loss_sum - sh->loss0;
         rc_sampler_add_tally(e->sampler, &sh->tally);
         memset(&sh->tally, 0, sizeof sh->tally);
     }
-    S->ex_done += S->nex;
     for (uint32_t i = 0; i < S->nex; i++) {
         const struct shard_ex *x = &S->ex[i];
         done(e, x->row, S->ctx + x->ctx_off, x->nctx, x->pairs);
