@@ -1,7 +1,7 @@
 """Reference for bench/ingest.sh: gensim Word2Vec in its online mode on the
 same click log: sessions (30-minute gap per user) are fed in chunks of 10,000
-clicks, each chunk through build_vocab(update=True) + train, as a streaming
-updater built on gensim would. Prints clicks/s. Settings match recalld's
+clicks (or the third argument's count), each chunk through
+build_vocab(update=True) + train, as a streaming updater built on gensim would. Prints clicks/s. Settings match recalld's
 defaults: skip-gram, dim 64, window 5, 5 negatives, min_count 1."""
 import json
 import sys
@@ -10,6 +10,7 @@ import time
 from gensim.models import Word2Vec
 
 path, workers = sys.argv[1], int(sys.argv[2])
+CHUNK = int(sys.argv[3]) if len(sys.argv) > 3 else 10000
 GAP = 30 * 60 * 1000
 last = {}   # user -> last click time
 frag = {}   # user -> the user's session fragment in the current chunk
@@ -24,7 +25,7 @@ for line in open(path):
         frag[u].append(i)
     last[u] = ts
     n += 1
-    if n % 10000 == 0:
+    if n % CHUNK == 0:
         # A session that goes on continues as a new sentence in the next chunk.
         chunks.append(cur)
         cur, frag = [], {}

@@ -4,11 +4,18 @@
 #   bench/ingest.sh [EVENTS] [RATE_FOR_FRESHNESS]
 # 1. recalld-broker (mock Kafka, own process, 64 partitions) is filled with
 #    EVENTS generated clicks; then recalld (dim 64, window 5, 5 negatives)
-#    consumes them: events/s = applied / time from first to last event.
+#    consumes them: events/s = applied / time from first to last event. Once
+#    per model.trainer_threads in THREADS (default "1 2"), each run a new
+#    daemon and consumer group on the same broker, ROUNDS times alternately
+#    (default 1), printed side by side with the ratio to the first setting;
+#    the last column is the daemon's CPU seconds per million events.
+#    BG_NICE=N sets pipeline.background_nice for these runs (default: the
+#    daemon's, 10 levels below it).
 # 2. freshness: recalld on its embedded Kafka while recalld-gen produces at
 #    RATE events/s (below saturation): batch consumed -> trained+searchable.
-# 3. gensim: the same clicks as sessions, fed in chunks of 10k clicks through
-#    build_vocab(update=True) + train (its online mode), 1 worker and 2 workers.
+# 3. gensim: the same clicks as sessions, fed in chunks of GENSIM_CHUNK clicks
+#    (default 100,000) through build_vocab(update=True) + train (its online
+#    mode), 1 worker and 2 workers; each recalld setting over each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
@@ -22,6 +29,7 @@ gen=(--seed 7 --users 100000 --items 100000 --cities 20 --cates 10 --communities
 stat() { "$B/recallctl" --socket "$1" --raw stats; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
 
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/')"
 echo "== 1. ingest: $N events pre-loaded in recalld-broker (64 partitions)"
 "$B/recalld-broker" --partitions 64 >"$tmp/broker.out" 2>"$tmp/broker.err" &
 pids+=($!)
@@ -29,22 +37,51 @@ for _ in $(seq 50); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
 bs=$(head -1 "$tmp/broker.out")
 "$B/recalld-gen" "${gen[@]}" --events "$N" --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
 "$B/recalld-gen" "${gen[@]}" --events "$N" --out "$tmp/clicks.jsonl" 2>/dev/null
-"$B/recalld" --brokers "$bs" --socket "$tmp/a.sock" --metrics-port 0 --log-level warn 2>"$tmp/a.log" &
-pids+=($!)
-t_first= ; a_first=0
-while :; do
-    s=$(stat "$tmp/a.sock" 2>/dev/null) || { sleep 0.05; continue; }
-    a=$(echo "$s" | field '["events"]["applied"]')
-    now=$(date +%s.%N)
-    if [ -z "$t_first" ] && [ "$a" -gt 0 ]; then t_first=$now; a_first=$a; fi
-    [ "$a" -ge "$N" ] && break
-    sleep 0.02
+THREADS=${THREADS:-1 2}
+ROUNDS=${ROUNDS:-1}
+declare -A best
+run=0
+ingest() { # $1 = model.trainer_threads: sets out_rate (events/s) and out_cpu (CPU s per M events)
+    local th=$1 t_first= a_first=0 a s now pid ticks0 ticks1
+    run=$((run + 1))
+    printf '{"model":{"trainer_threads":%s}%s}\n' "$th" \
+        "${BG_NICE:+,\"pipeline\":{\"background_nice\":$BG_NICE\}}" >"$tmp/th$run.json"
+    "$B/recalld" --config "$tmp/th$run.json" --brokers "$bs" --group "ingest$run" \
+        --socket "$tmp/a$run.sock" --metrics-port 0 --log-level warn 2>"$tmp/a$run.log" &
+    pid=$!
+    pids+=($pid)
+    while :; do
+        s=$(stat "$tmp/a$run.sock" 2>/dev/null) || { sleep 0.05; continue; }
+        a=$(echo "$s" | field '["events"]["applied"]')
+        now=$(date +%s.%N)
+        if [ -z "$t_first" ] && [ "$a" -gt 0 ]; then
+            t_first=$now; a_first=$a
+            ticks0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        fi
+        [ "$a" -ge "$N" ] && break
+        sleep 0.02
+    done
+    ticks1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    echo "$s" >"$tmp/ingest-stats-$th.json"
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    read -r out_rate out_cpu < <(python3 -c "import os; d=$now-$t_first; n=$a-$a_first; print(round(n/d), round(($ticks1-$ticks0)/os.sysconf('SC_CLK_TCK')/n*1e6, 2))")
+}
+printf '   %-6s %-16s %10s %7s %14s\n' round trainer_threads events/s ratio cpu_s/M_events
+for r in $(seq "$ROUNDS"); do
+    base=
+    for th in $THREADS; do
+        ingest "$th"
+        rate=$out_rate cpu=$out_cpu
+        [ -z "$base" ] && base=$rate
+        [ "${best[$th]:-0}" -lt "$rate" ] && best[$th]=$rate
+        printf '   %-6s %-16s %10s %7s %14s\n' "$r" "$th" "$rate" \
+            "$(python3 -c "print(f'{$rate / $base:.2f}')")" "$cpu"
+    done
 done
-secs=$(python3 -c "print($now - $t_first)")
-rate=$(python3 -c "print(round(($a - $a_first) / ($now - $t_first)))")
-echo "$s" >"$tmp/ingest-stats.json"
-echo "   recalld: $((a - a_first)) events in ${secs}s = $rate events/s"
-echo "   $(echo "$s" | field '["training"]') "
+rate=${best[${THREADS%% *}]}
+s=$(cat "$tmp/ingest-stats-${THREADS##* }.json")
+echo "   best of $ROUNDS: $(for th in $THREADS; do printf '%s thread(s) %s/s  ' "$th" "${best[$th]}"; done)"
+echo "   last setting: $(echo "$s" | field '["training"]') "
 echo "   rss $(echo "$s" | field '["memory"]["rss_bytes"]//2**20') MiB, index $(echo "$s" | field '["index"]["size"]') vectors"
 
 echo "== 2. freshness at $RATE events/s (embedded Kafka, producer paced)"
@@ -58,10 +95,12 @@ fr=$(stat "$tmp/b.sock" | field '["freshness_ms"]')
 echo "   freshness (ms): $fr"
 
 if /usr/bin/python3 -c 'import gensim' 2>/dev/null; then
-    echo "== 3. gensim online reference on the same clicks"
+    GENSIM_CHUNK=${GENSIM_CHUNK:-100000}
+    echo "== 3. gensim online reference on the same clicks (chunks of $GENSIM_CHUNK clicks)"
     for w in 1 2; do
-        g=$(/usr/bin/python3 "$here/bench/gensim_online.py" "$tmp/clicks.jsonl" "$w")
-        echo "   gensim workers=$w: $g events/s; recalld/gensim = $(python3 -c "print(round($rate / $g, 2))")x"
+        g=$(/usr/bin/python3 "$here/bench/gensim_online.py" "$tmp/clicks.jsonl" "$w" "$GENSIM_CHUNK")
+        echo "   gensim workers=$w: $g events/s; recalld/gensim: $(for th in $THREADS; do
+            printf '%s thread(s) %sx  ' "$th" "$(python3 -c "print(round(${best[$th]} / $g, 2))")"; done)"
     done
 else
     echo "== 3. gensim reference skipped: /usr/bin/python3 cannot import gensim (apt-get install python3-gensim)"
