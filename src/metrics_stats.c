@@ -110,6 +110,18 @@ static const rc_metrics_stat table[] = {
       "Rebuilds of the negative sampler's table."),
     C("training.hard_negatives", "recalld_training_hard_negatives_total",
       "Negatives drawn from the same category (hard negatives)."),
+    {"training.cpu_ms", "recalld_trainer_cpu_seconds_total", RC_MSTAT_COUNTER, MS_S, NULL,
+     "CPU time of the trainer thread in its batches (its own share of the skip-gram updates "
+     "included)."},
+    G("training.threads", "recalld_trainer_threads", 1,
+      "Threads that train a batch's skip-gram updates (model.trainer_threads)."),
+    {"training.cooc_cpu_ms", "recalld_trainer_cooc_cpu_seconds_total", RC_MSTAT_COUNTER, MS_S, NULL,
+     "CPU time of the co-occurrence notes taken off the trainer thread (model.trainer_threads > "
+     "1)."},
+    C("training.fanouts", "recalld_trainer_fanouts_total",
+      "Batches whose skip-gram updates ran on several threads."),
+    C("training.inline_batches", "recalld_trainer_inline_batches_total",
+      "Batches recorded for several threads but trained by the trainer alone (few examples)."),
     H("freshness_ms.p50", "recalld_freshness_seconds"),
     H("freshness_ms.p99", "recalld_freshness_seconds"),
     H("freshness_ms.samples", "recalld_freshness_seconds"),
