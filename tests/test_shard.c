@@ -27,7 +27,7 @@
 #define COMM        20 /* items per community; a community is in one city */
 #define CITIES      7
 #define BATCH       256
-#define EVENTS      (117 * BATCH) /* whole batches: all of them take the parallel path */
+#define EVENTS      (60 * BATCH) /* whole batches: all of them take the parallel path */
 
 /* Click k of a deterministic stream: each user browses one community (one
  * city) with a stray click to a random item (any city) one time in eight,
