@@ -9,6 +9,8 @@
 # (/proc/PID/smaps: heap, anonymous mappings by size, files, stacks).
 # Extra recalld settings: RC_MEM_CONF='"index":{"drift":0.02},' (JSON members);
 # CKPT_COPY=false for checkpoint.copy false, CKPT_MS for checkpoint.interval_ms.
+# TOWER=1 serves a two-tower model too (random weights, as bench/recall.sh:
+# its memory does not depend on their values).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
@@ -65,8 +67,13 @@ cat >"$tmp/r.json" <<JSON
  "checkpoint": {"interval_ms": ${CKPT_MS:-20000}, "copy": ${CKPT_COPY:-true}},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
+model=()
+if [ "${TOWER:-0}" = 1 ]; then
+    "$B/bench_tower_model" "$tmp/m.tower" 64 64 50 1 >/dev/null
+    model=(--model "$tmp/m.tower")
+fi
 "$B/recalld" --config "$tmp/r.json" --brokers "$bs" --data-dir "$tmp/data" \
-    --socket "$tmp/r.sock" --metrics-port 0 2>"$tmp/r.log" &
+    --socket "$tmp/r.sock" --metrics-port 0 "${model[@]}" 2>"$tmp/r.log" &
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 600); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
@@ -84,6 +91,10 @@ print("   items %d, users %d, applied %d, checkpoints written %d (in progress %s
     d["items"], d["users"]["active"], d["events"]["applied"], c["written"], c["in_progress"]))
 print("   stats.memory: " + ", ".join("%s %.1f MB" % (k, v / 1e6) for k, v in m.items()
                                      if isinstance(v, (int, float))))
+tw = d.get("tower") or {}
+if tw.get("index"):
+    print("   tower: " + json.dumps({k: tw["index"].get(k) for k in ("size", "ivf_partitions", "bytes", "storage")}) +
+          ", tower.bytes %.1f MB" % (tw.get("bytes", 0) / 1e6))
 if d.get("profiles", {}).get("bytes") is not None:
     print("   profiles.bytes %.1f MB" % (d["profiles"]["bytes"] / 1e6))
 '
