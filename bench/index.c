@@ -727,7 +727,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         with_writer(&b, def);
     }
-    for (uint32_t i = 0; i < b.nv; i++) {
+    for (uint32_t i = b.nv; i-- > 0;) { /* a shared index goes with its owner, before it */
         variant *v = &b.v[i];
         rc_index_stats st;
         rc_index_stats_get(v->ix, &st);
