@@ -9,6 +9,11 @@
 # (/proc/PID/smaps: heap, anonymous mappings by size, files, stacks).
 # Extra recalld settings: RC_MEM_CONF='"index":{"drift":0.02},' (JSON members);
 # CKPT_COPY=false for checkpoint.copy false, CKPT_MS for checkpoint.interval_ms.
+# SEED_ITEMS=N starts recalld from a checkpoint of N items (random vectors over
+# 8 cities x 6 categories, written by bench_checkpoint): the table and index at
+# N items without streaming ~5N events first (hours on a loaded machine); the
+# EVENTS then fill sessions and profiles (new items beyond model.max_items are
+# refused, counted rejected_capacity).
 # TOWER=1 serves a two-tower model too (random weights, as bench/recall.sh:
 # its memory does not depend on their values).
 set -euo pipefail
@@ -67,6 +72,12 @@ cat >"$tmp/r.json" <<JSON
  "checkpoint": {"interval_ms": ${CKPT_MS:-20000}, "copy": ${CKPT_COPY:-true}},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
+if [ -n "${SEED_ITEMS:-}" ]; then
+    "$B/bench_checkpoint" --items "$SEED_ITEMS" --takes 1 --dir "$tmp" --keep >"$tmp/seed.out"
+    mkdir -p "$tmp/data"
+    mv "$(sed -n 's/^kept: //p' "$tmp/seed.out")" "$tmp/data/"
+    echo "== seeded: a checkpoint of $SEED_ITEMS items ($(grep -o 'write: .*MB' "$tmp/seed.out"))"
+fi
 model=()
 if [ "${TOWER:-0}" = 1 ]; then
     "$B/bench_tower_model" "$tmp/m.tower" 64 64 50 1 >/dev/null
@@ -76,7 +87,7 @@ fi
     --socket "$tmp/r.sock" --metrics-port 0 "${model[@]}" 2>"$tmp/r.log" &
 rpid=$!
 pids+=($rpid)
-for _ in $(seq 600); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 6000); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
 
 # report LABEL: the figures of one point
 report() {
