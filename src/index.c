@@ -10,8 +10,11 @@
  *
  * Search scores the query against the coarse centroids of every selected IVF
  * partition, keeps the best `search_lists` lists over all of them, then scans
- * only those lists (search_preassigned, padded with -1 to the partition's
- * fixed nprobe) and every selected flat partition, merging into one top-k. */
+ * only those lists and every selected flat partition into one top-k. With
+ * sq8 storage the lists' rows (FAISS gives their ids) are scored with the
+ * per-row int8 copies and an AVX2 kernel (scan_lists); flat and fp16 lists
+ * are scanned by FAISS (search_preassigned, padded with -1 to the
+ * partition's fixed nprobe). */
 #include "recalld/index.h"
 
 #include <assert.h>
