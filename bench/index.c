@@ -13,7 +13,7 @@
  * batches, the same rows for every storage; last, latency while a writer
  * thread keeps moving rows in every index.
  *
- *   bench_index [--items N] [--queries Q] [--lists L] [--sweep]
+ *   bench_index [--items N] [--queries Q] [--lists L] [--sweep] [--quiet-only] [--scan-ab]
  *               [--storage flat,fp16,sq8] [--rounds R] [--overfetch F] */
 #include <cblas.h>
 #include <inttypes.h>
@@ -35,11 +35,15 @@
 #define NCATE  10
 #define TOPICS 60 /* per category */
 #define K      50
-#define MAXV   3 /* storages */
+#define MAXV   6 /* storages, each twice with --scan-ab */
 
 /* One index over the shared table, with its measurements. */
 typedef struct variant {
     int storage;
+    int ref;       /* 1: FAISS scans the lists (rc_index_set_faiss_scan), the path before the int8
+                      scan; --scan-ab measures it beside the default on the same index */
+    int shared;    /* 1: the index is the previous variant's (the same storage, ref 1) */
+    char name[16]; /* storage, "-ref" for the reference scan */
     rc_index *ix;
     double flush_s, train_s;
     double rss_mb; /* growth of the process's VmRSS while this index was built */
@@ -224,6 +228,7 @@ static double recall(bench *b, variant *v, int kind, int rr)
         uint32_t qi = kind * b->nq + i;
         rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0};
         const float *q = b->qs + (size_t)qi * DIM;
+        rc_index_set_faiss_scan(v->ix, v->ref);
         int rc = rr ? rc_recall_search(b->t, v->ix, q, K, b->overfetch, &f, NULL, 0, hits, &n)
                     : rc_index_search(v->ix, q, K, &f, rows, sc, &n);
         if (rc) {
@@ -249,6 +254,7 @@ static void timed_pass(bench *b, variant *v, int kind, int rr)
         uint32_t qi = kind * b->nq + i;
         rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0};
         const float *q = b->qs + (size_t)qi * DIM;
+        rc_index_set_faiss_scan(v->ix, v->ref);
         uint64_t t0 = rc_now_ns();
         int rc = rr ? rc_recall_search(b->t, v->ix, q, K, b->overfetch, &f, NULL, 0, hits, &n)
                     : rc_index_search(v->ix, q, K, &f, rows, sc, &n);
@@ -298,12 +304,51 @@ static void quiet(bench *b, uint32_t lists)
             }
             printf("%-6s %-5s %5u  %8.0f %8.0f %5.2fx %5.2fx  %8.0f %8.0f %5.2fx %5.2fx  %7.4f "
                    "%7.4f %+8.4f  %9.0f\n",
-                   rc_index_storage_name(v->storage), kinds[kind], lists, p50[0], p99[0],
-                   p50[0] / f50[0], p99[0] / f99[0], p50[1], p99[1], p50[1] / f50[1],
-                   p99[1] / f99[1], v->rec_raw[kind], v->rec_rr[kind],
-                   v->rec_rr[kind] - b->v[0].rec_rr[kind], b->ref_us[kind]);
+                   v->name, kinds[kind], lists, p50[0], p99[0], p50[0] / f50[0], p99[0] / f99[0],
+                   p50[1], p99[1], p50[1] / f50[1], p99[1] / f99[1], v->rec_raw[kind],
+                   v->rec_rr[kind], v->rec_rr[kind] - b->v[0].rec_rr[kind], b->ref_us[kind]);
         }
     }
+}
+
+/* Where the index's own search spends its time (rc_index_search_timed), per
+ * storage and filter kind: p50 of coarse and scan, mean lists and rows. */
+static void breakdown(bench *b)
+{
+    static const char *kinds[2] = {"none", "city"};
+    uint32_t want = (uint32_t)ceilf(K * b->overfetch), *rows = malloc(want * sizeof(uint32_t)), n;
+    float *sc = malloc(want * sizeof(float));
+    double *co = malloc(b->nq * sizeof(double)), *sn = malloc(b->nq * sizeof(double));
+    printf("stages of the index alone (k = %u, the re-ranked path's candidates): p50 us of "
+           "coarse and scan, mean lists and rows scored per search\n",
+           want);
+    printf("%-6s %-5s %9s %9s %9s %10s\n", "store", "filt", "coarse", "scan", "lists", "rows");
+    for (uint32_t i = 0; i < b->nv; i++)
+        for (int kind = 0; kind < 2; kind++) {
+            variant *v = &b->v[i];
+            double nl = 0, nr = 0;
+            for (uint32_t j = 0; j < b->nq; j++) {
+                uint32_t qi = kind * b->nq + j;
+                rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0};
+                rc_index_timing tm;
+                rc_index_set_faiss_scan(v->ix, v->ref);
+                if (rc_index_search_timed(v->ix, b->qs + (size_t)qi * DIM, want, &f, rows, sc, &n,
+                                          &tm)) {
+                    fprintf(stderr, "search failed\n");
+                    exit(1);
+                }
+                co[j] = (double)tm.coarse_ns / 1e3;
+                sn[j] = (double)tm.scan_ns / 1e3;
+                nl += tm.lists;
+                nr += (double)tm.rows;
+            }
+            printf("%-6s %-5s %9.0f %9.0f %9.1f %10.0f\n", v->name, kinds[kind],
+                   pct(co, b->nq, 0.5), pct(sn, b->nq, 0.5), nl / b->nq, nr / b->nq);
+        }
+    free(rows);
+    free(sc);
+    free(co);
+    free(sn);
 }
 
 static void quiet_header(void)
@@ -339,6 +384,8 @@ static void updates(bench *b, uint32_t rounds, uint32_t nrows)
         }
         for (uint32_t j = 0; j < b->nv; j++) {
             variant *v = &b->v[(j + rd) % b->nv];
+            if (v->shared)
+                continue;
             for (uint32_t i0 = 0; i0 < nrows; i0 += 1000) {
                 uint32_t m = RC_MIN(1000, nrows - i0);
                 for (uint32_t i = 0; i < m; i++)
@@ -364,14 +411,16 @@ static void updates(bench *b, uint32_t rounds, uint32_t nrows)
     double f_rate = 0, f99 = 0;
     for (uint32_t i = 0; i < b->nv; i++) {
         variant *v = &b->v[i];
+        if (v->shared)
+            continue;
         double rate = (double)v->upd_rows / v->upd_s, p50 = pct(v->flush_ms, v->nflush, 0.5),
                p99 = pct(v->flush_ms, v->nflush, 0.99);
         if (i == 0) {
             f_rate = rate;
             f99 = p99;
         }
-        printf("%-6s %12.0f %8.2fx %12.2f %12.2f %8.2fx\n", rc_index_storage_name(v->storage), rate,
-               rate / f_rate, p50, p99, p99 / f99);
+        printf("%-6s %12.0f %8.2fx %12.2f %12.2f %8.2fx\n", v->name, rate, rate / f_rate, p50, p99,
+               p99 / f99);
     }
     free(rows);
 }
@@ -394,8 +443,8 @@ static void after_updates(bench *b, uint32_t lists)
             double raw = recall(b, v, kind, 0), rr = recall(b, v, kind, 1);
             if (i == 0)
                 b->v[0].rec_rr[kind] = rr;
-            printf("%-6s %-5s %7.4f %7.4f %+8.4f\n", rc_index_storage_name(v->storage), kinds[kind],
-                   raw, rr, rr - b->v[0].rec_rr[kind]);
+            printf("%-6s %-5s %7.4f %7.4f %+8.4f\n", v->name, kinds[kind], raw, rr,
+                   rr - b->v[0].rec_rr[kind]);
         }
 }
 
@@ -425,10 +474,13 @@ static void *writer_main(void *arg)
                 v[j] += amp * gauss(&r);
             rc_vec_normalize(v, DIM);
             for (uint32_t k = 0; k < b->nv; k++)
-                rc_index_touch(b->v[k].ix, row);
+                if (!b->v[k].shared)
+                    rc_index_touch(b->v[k].ix, row);
         }
         w->touched += 1000;
         for (uint32_t k = 0; k < b->nv; k++) {
+            if (b->v[k].shared)
+                continue;
             int rc = rc_index_flush(b->v[k].ix, 0, err, sizeof(err));
             if (rc < 0 || rc_index_maintain(b->v[k].ix, err, sizeof(err)) < 0) {
                 fprintf(stderr, "writer: %s\n", err);
@@ -475,8 +527,8 @@ static void with_writer(bench *b, uint32_t lists)
                 f50 = p50;
                 f99 = p99;
             }
-            printf("%-6s %-5s %8.0f %8.0f %5.2fx %5.2fx\n", rc_index_storage_name(v->storage),
-                   kinds[kind], p50, p99, p50 / f50, p99 / f99);
+            printf("%-6s %-5s %8.0f %8.0f %5.2fx %5.2fx\n", v->name, kinds[kind], p50, p99,
+                   p50 / f50, p99 / f99);
         }
     }
 }
@@ -537,9 +589,9 @@ static void print_memory(const bench *b)
         const rc_index_stats *s = &v->st;
         printf("%-6s %10.1f %6.2fx %10.1f %6.2fx %10.1f %6.2fx %8.0f %8.1f %6.2fx %10.2f "
                "%10.2f\n",
-               rc_index_storage_name(v->storage), (double)s->bytes / 1e6,
-               (double)s->bytes / (double)f->bytes, (double)s->vec_bytes / 1e6,
-               (double)s->vec_bytes / (double)f->vec_bytes, (double)s->list_bytes / 1e6,
+               v->name, (double)s->bytes / 1e6, (double)s->bytes / (double)f->bytes,
+               (double)s->vec_bytes / 1e6, (double)s->vec_bytes / (double)f->vec_bytes,
+               (double)s->list_bytes / 1e6,
                (double)s->list_bytes / (double)(f->list_bytes ? f->list_bytes : 1),
                (double)s->bytes / b->n, v->rss_mb * 1.048576,
                v->rss_mb / (b->v[0].rss_mb > 0 ? b->v[0].rss_mb : 1), v->flush_s, v->train_s);
@@ -564,7 +616,7 @@ static int parse_storages(bench *b, const char *arg)
 int main(int argc, char **argv)
 {
     bench b = {.n = 1000000, .nq = 300, .rounds = 3, .overfetch = 3.0f};
-    int sweep = 0;
+    int sweep = 0, quiet_only = 0, scan_ab = 0;
     uint32_t upd_rounds = 3, upd_rows = 20000;
     parse_storages(&b, "flat,fp16,sq8");
     for (int i = 1; i < argc; i++) {
@@ -587,9 +639,14 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--sweep"))
             sweep = 1;
+        else if (!strcmp(argv[i], "--quiet-only"))
+            quiet_only = 1;
+        else if (!strcmp(argv[i], "--scan-ab"))
+            scan_ab = 1;
         else {
             fprintf(stderr,
-                    "usage: %s [--items N] [--queries Q] [--lists L] [--sweep]\n"
+                    "usage: %s [--items N] [--queries Q] [--lists L] [--sweep] [--quiet-only] "
+                    "[--scan-ab]\n"
                     "       [--storage flat,fp16,sq8] [--rounds R] [--overfetch F] [--updates "
                     "ROWS]\n"
                     "  one index per storage over the same rows, measured side by side; ratios "
@@ -605,6 +662,16 @@ int main(int argc, char **argv)
                 NCITY * NCATE * 10);
         return 2;
     }
+    if (scan_ab) { /* each storage twice: FAISS's list scan (the reference) first */
+        for (uint32_t i = b.nv; i-- > 0;) {
+            b.v[2 * i] = (variant){.storage = b.v[i].storage, .ref = 1};
+            b.v[2 * i + 1] = (variant){.storage = b.v[i].storage, .shared = 1};
+        }
+        b.nv *= 2;
+    }
+    for (uint32_t i = 0; i < b.nv; i++)
+        snprintf(b.v[i].name, sizeof(b.v[i].name), "%s%s", rc_index_storage_name(b.v[i].storage),
+                 b.v[i].ref ? "-ref" : "");
     char err[256];
     rc_table_opts to = {.dim = DIM, .max_items = b.n, .seed = 1};
     b.x = malloc((size_t)b.n * DIM * sizeof(float));
@@ -623,17 +690,21 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < b.nv; i++) {
         variant *v = &b.v[i];
         rc_index_opts io = {.search_lists = b.lists, .drift = 0.0005f, .storage = v->storage};
+        for (int rr = 0; rr < 2; rr++)
+            for (int kind = 0; kind < 2; kind++)
+                v->lat[rr][kind] = malloc((size_t)b.rounds * b.nq * sizeof(double));
+        if (v->shared) {
+            v->ix = b.v[i - 1].ix;
+            v->st = b.v[i - 1].st;
+            continue;
+        }
         if (rc_index_create(&io, b.t, &v->ix, err, sizeof(err))) {
             fprintf(stderr, "setup: %s\n", err);
             return 1;
         }
-        for (int rr = 0; rr < 2; rr++)
-            for (int kind = 0; kind < 2; kind++)
-                v->lat[rr][kind] = malloc((size_t)b.rounds * b.nq * sizeof(double));
         build(&b, v);
         printf("built %s: partitions %" PRIu64 " (ivf %" PRIu64 "), flush %.2f s, train %.2f s\n",
-               rc_index_storage_name(v->storage), v->st.partitions, v->st.ivf_partitions,
-               v->flush_s, v->train_s);
+               v->name, v->st.partitions, v->st.ivf_partitions, v->flush_s, v->train_s);
         fflush(stdout);
     }
     print_memory(&b);
@@ -648,20 +719,23 @@ int main(int argc, char **argv)
     } else {
         quiet(&b, def);
     }
+    breakdown(&b);
     fflush(stdout);
-    updates(&b, upd_rounds, upd_rows);
-    after_updates(&b, def);
-    fflush(stdout);
-    with_writer(&b, def);
-    for (uint32_t i = 0; i < b.nv; i++) {
+    if (!quiet_only) {
+        updates(&b, upd_rounds, upd_rows);
+        after_updates(&b, def);
+        fflush(stdout);
+        with_writer(&b, def);
+    }
+    for (uint32_t i = b.nv; i-- > 0;) { /* a shared index goes with its owner, before it */
         variant *v = &b.v[i];
         rc_index_stats st;
         rc_index_stats_get(v->ix, &st);
         printf("%s at the end: index MB %.1f, retrains %" PRIu64 ", skipped small drift %" PRIu64
                "\n",
-               rc_index_storage_name(v->storage), (double)st.bytes / 1e6, st.retrains,
-               st.skipped_small_drift);
-        rc_index_destroy(v->ix);
+               v->name, (double)st.bytes / 1e6, st.retrains, st.skipped_small_drift);
+        if (!v->shared)
+            rc_index_destroy(v->ix);
         for (int rr = 0; rr < 2; rr++)
             for (int kind = 0; kind < 2; kind++)
                 free(v->lat[rr][kind]);

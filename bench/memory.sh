@@ -9,6 +9,13 @@
 # (/proc/PID/smaps: heap, anonymous mappings by size, files, stacks).
 # Extra recalld settings: RC_MEM_CONF='"index":{"drift":0.02},' (JSON members);
 # CKPT_COPY=false for checkpoint.copy false, CKPT_MS for checkpoint.interval_ms.
+# SEED_ITEMS=N starts recalld from a checkpoint of N items (random vectors over
+# 8 cities x 6 categories, written by bench_checkpoint): the table and index at
+# N items without streaming ~5N events first (hours on a loaded machine); the
+# EVENTS then fill sessions and profiles (new items beyond model.max_items are
+# refused, counted rejected_capacity).
+# TOWER=1 serves a two-tower model too (random weights, as bench/recall.sh:
+# its memory does not depend on their values).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
@@ -65,11 +72,22 @@ cat >"$tmp/r.json" <<JSON
  "checkpoint": {"interval_ms": ${CKPT_MS:-20000}, "copy": ${CKPT_COPY:-true}},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
+if [ -n "${SEED_ITEMS:-}" ]; then
+    "$B/bench_checkpoint" --items "$SEED_ITEMS" --takes 1 --dir "$tmp" --keep >"$tmp/seed.out"
+    mkdir -p "$tmp/data"
+    mv "$(sed -n 's/^kept: //p' "$tmp/seed.out")" "$tmp/data/"
+    echo "== seeded: a checkpoint of $SEED_ITEMS items ($(grep -o 'write: .*MB' "$tmp/seed.out"))"
+fi
+model=()
+if [ "${TOWER:-0}" = 1 ]; then
+    "$B/bench_tower_model" "$tmp/m.tower" 64 64 50 1 >/dev/null
+    model=(--model "$tmp/m.tower")
+fi
 "$B/recalld" --config "$tmp/r.json" --brokers "$bs" --data-dir "$tmp/data" \
-    --socket "$tmp/r.sock" --metrics-port 0 2>"$tmp/r.log" &
+    --socket "$tmp/r.sock" --metrics-port 0 "${model[@]}" 2>"$tmp/r.log" &
 rpid=$!
 pids+=($rpid)
-for _ in $(seq 600); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 6000); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
 
 # report LABEL: the figures of one point
 report() {
@@ -84,6 +102,10 @@ print("   items %d, users %d, applied %d, checkpoints written %d (in progress %s
     d["items"], d["users"]["active"], d["events"]["applied"], c["written"], c["in_progress"]))
 print("   stats.memory: " + ", ".join("%s %.1f MB" % (k, v / 1e6) for k, v in m.items()
                                      if isinstance(v, (int, float))))
+tw = d.get("tower") or {}
+if tw.get("index"):
+    print("   tower: " + json.dumps({k: tw["index"].get(k) for k in ("size", "ivf_partitions", "bytes", "storage")}) +
+          ", tower.bytes %.1f MB" % (tw.get("bytes", 0) / 1e6))
 if d.get("profiles", {}).get("bytes") is not None:
     print("   profiles.bytes %.1f MB" % (d["profiles"]["bytes"] / 1e6))
 '

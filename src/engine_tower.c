@@ -179,7 +179,8 @@ int rc__engine_tower_build(rc_engine *e, rc_tower_model *m, const char *path, co
     rc_tower_serve_opts o = {.index = {.ivf_min = c->ivf_min,
                                        .nprobe = c->nprobe,
                                        .drift = c->drift,
-                                       .batch = c->index_batch},
+                                       .batch = c->index_batch,
+                                       .storage = c->index_storage},
                              .max_items = c->max_items,
                              .drift = c->drift};
     rc_tower_serve *b;
@@ -750,13 +751,13 @@ void rc__engine_tower_stats_json(rc_engine *e, rc_buf *o)
                   ",\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
                   "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
                   "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"new_item_p50_ms\":%.3f,"
-                  "\"new_item_p99_ms\":%.3f,\"bytes\":%zu}",
+                  "\"new_item_p99_ms\":%.3f,\"bytes\":%zu,\"storage\":\"%s\"}",
                   (unsigned long long)is->size, (unsigned long long)is->partitions,
                   (unsigned long long)is->ivf_partitions, (unsigned long long)is->pending,
                   is->staleness_ms, (unsigned long long)is->added,
                   (unsigned long long)is->reindexed, (unsigned long long)is->skipped_small_drift,
                   (unsigned long long)is->retrains, is->fresh_p50_us / 1000.0,
-                  is->fresh_p99_us / 1000.0, is->bytes);
+                  is->fresh_p99_us / 1000.0, is->bytes, rc_index_storage_name(is->storage));
     rc__engine_rt_stats_json(e, o); /* ,"retrain":{...}}, closing "tower" */
     rc_buf_printf(o,
                   "\"profiles\":{\"users\":%llu,\"with_device\":%llu,\"with_tags\":%llu,"

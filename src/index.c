@@ -10,14 +10,20 @@
  *
  * Search scores the query against the coarse centroids of every selected IVF
  * partition, keeps the best `search_lists` lists over all of them, then scans
- * only those lists (search_preassigned, padded with -1 to the partition's
- * fixed nprobe) and every selected flat partition, merging into one top-k. */
+ * only those lists and every selected flat partition into one top-k. With
+ * sq8 storage the lists' rows (FAISS gives their ids) are scored with the
+ * per-row int8 copies and an AVX2 kernel (scan_lists); flat and fp16 lists
+ * are scanned by FAISS (search_preassigned, padded with -1 to the
+ * partition's fixed nprobe). */
 #include "recalld/index.h"
 
 #include <assert.h>
 #include <math.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
 #endif
 #include <omp.h>
 #include <pthread.h>
@@ -114,6 +120,8 @@ struct rc_index {
     int no_background;
     int storage;        /* rc_index_storage of IVF lists */
     uint32_t code_size; /* bytes of one vector in an IVF list */
+    int faiss_scan;     /* atomic: 1 = FAISS scans the chosen IVF lists with its own codes
+                           (search_preassigned), 0 = scan_lists over the int8 copies */
 
     rowchunk *chunks[MAX_CHUNKS]; /* atomic pointers */
     part *parts[MAX_PARTS + 1];   /* atomic pointers; nparts atomic; + the overflow */
@@ -470,6 +478,7 @@ static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 /* OpenBLAS's pool would split each small product of a search over both cores
  * while other searches wait for them; one query is served by one thread. */
 static void blas_one(void) { openblas_set_num_threads(1); }
+static void score_init(void);
 
 int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, char *errbuf,
                     size_t errlen)
@@ -515,6 +524,7 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, 
     }
     ix->st_bytes = sizeof(*ix);
     pthread_once(&blas_once, blas_one);
+    score_init();
     *out = ix;
     return 0;
 }
@@ -671,6 +681,13 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
                 memcpy(xb + (size_t)ix->ibuf[i] * d, xu + (size_t)i * d, d * sizeof(float));
         }
     }
+    /* The int8 copies are what searches score (scan_lists), so they change
+     * under the write lock too. */
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        uint32_t row = w[i].row;
+        q8_store(chunk_of(ix, row)->q8 + (size_t)(row & (CHUNK_ROWS - 1)) * d,
+                 ix->xbuf + (size_t)i * d, d);
+    }
     pthread_rwlock_unlock(&p->lock);
     if (rc)
         return rc;
@@ -679,7 +696,6 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
         uint32_t row = w[i].row;
         rowchunk *c = chunk_of(ix, row);
         uint32_t ri = row & (CHUNK_ROWS - 1);
-        q8_store(c->q8 + (size_t)ri * d, ix->xbuf + (size_t)i * d, d);
         if (!w[i].upd)
             STORE(&c->st[ri].loc, (uint64_t)(p->id + 1) << 32 | (base + i));
         else if (p->job && (uint32_t)ix->ibuf[i - nnew] < p->job->n &&
@@ -1098,9 +1114,13 @@ typedef struct scratch {
     uint32_t *cnt, *off;
     cand *heap, *byp;
     float *cs, *dis, *adis;
-    idx_t *lab, *assign;
+    idx_t *lab, *assign, *ids;
     hit *top;
-    size_t c_sel, c_cnt, c_off, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top;
+    const int8_t **qp;
+    uint32_t *qr;
+    float *qs;
+    size_t c_sel, c_cnt, c_off, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top, c_ids,
+        c_qp, c_qr, c_qs;
 } scratch;
 
 static pthread_key_t scratch_key;
@@ -1122,6 +1142,10 @@ static void scratch_free(void *arg)
     free(s->lab);
     free(s->assign);
     free(s->top);
+    free(s->ids);
+    free(s->qp);
+    free(s->qr);
+    free(s->qs);
     free(s);
 }
 
@@ -1228,10 +1252,110 @@ static int cand_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
-/* Scans the chosen lists of every IVF partition that got some, padded with -1
- * to the partition's fixed nprobe. */
+/* out[j] = q . x / |x| for the int8 rows xp[j]: any CPU (rc_vec_dot_i8). */
+static void score_i8_any(const float *q, const int8_t *const *xp, size_t m, size_t d, float *out)
+{
+    for (size_t j = 0; j < m; j++) {
+        float qv, xx, dot = rc_vec_dot_i8(q, xp[j], d, &qv, &xx);
+        out[j] = xx > 0 ? dot / sqrtf(xx) : 0.0f;
+    }
+}
+
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+/* The same with AVX2+FMA, q read once per 16 components and two chains of
+ * products, the dot and the row's norm summed in one horizontal pass. Not in
+ * TSan builds: q may be a table row that the trainer updates (rc_vec_dot_i8
+ * reads it with relaxed atomics there). */
+__attribute__((target("avx2,fma"))) static void
+score_i8_avx2(const float *q, const int8_t *const *xp, size_t m, size_t d, float *out)
+{
+    for (size_t j = 0; j < m; j++) {
+        const int8_t *x = xp[j];
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, n0 = a0, n1 = a0;
+        size_t i = 0;
+        for (; i + 16 <= d; i += 16) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(x + i));
+            __m256 y0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+            __m256 y1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), y0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), y1, a1);
+            n0 = _mm256_fmadd_ps(y0, y0, n0);
+            n1 = _mm256_fmadd_ps(y1, y1, n1);
+        }
+        __m256 h = _mm256_hadd_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(n0, n1));
+        h = _mm256_hadd_ps(h, h); /* lane 0: dot, lane 1: norm, per 128-bit half */
+        __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        float dot = _mm_cvtss_f32(t), xx = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+        for (; i < d; i++) {
+            dot += q[i] * (float)x[i];
+            xx += (float)(x[i] * x[i]);
+        }
+        out[j] = xx > 0 ? dot / sqrtf(xx) : 0.0f;
+    }
+}
+#endif
+
+typedef void (*score_i8_fn)(const float *, const int8_t *const *, size_t, size_t, float *);
+static score_i8_fn score_i8 = score_i8_any;
+static pthread_once_t score_once = PTHREAD_ONCE_INIT;
+
+static void score_pick(void)
+{
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        score_i8 = score_i8_avx2;
+#endif
+}
+
+static void score_init(void) { pthread_once(&score_once, score_pick); }
+
+/* Scores the rows of the c lists cs[] of IVF partition p with their int8
+ * copies (q . x / |x|, x the copy: the indexed unit vector to within int8
+ * rounding, finer than sq8's fixed range) straight into the top-k heap. FAISS
+ * gives each list's local ids; the copies are gathered (prefetched) list by
+ * list, then scored with the AVX2 kernel, instead of FAISS's scan whose
+ * baseline x86-64 build decodes and sums a component at a time. */
+static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand *cs, uint32_t c,
+                      const float *q, uint32_t k, uint32_t *ntop, uint64_t *rows)
+{
+    size_t d = ix->dim, m = 0;
+    for (uint32_t i = 0; i < c; i++) { /* gather every list first: the prefetches overlap */
+        size_t sz = faiss_IndexIVF_get_list_size(p->fx, cs[i].list);
+        if (sz == 0)
+            continue;
+        if (GROW(s, ids, sz) || GROW(s, qp, m + sz) || GROW(s, qr, m + sz))
+            return RC_ENOMEM;
+        faiss_IndexIVF_invlists_get_ids(p->fx, cs[i].list, s->ids);
+        for (size_t j = 0; j < sz; j++) {
+            idx_t l = s->ids[j];
+            if (l < 0 || (uint64_t)l >= p->n)
+                continue;
+            uint32_t row = p->l2r[l];
+            const int8_t *x = chunk_of(ix, row)->q8 + (size_t)(row & (CHUNK_ROWS - 1)) * d;
+            __builtin_prefetch(x);
+            __builtin_prefetch(x + d - 1);
+            s->qp[m] = x;
+            s->qr[m++] = row;
+        }
+    }
+    if (m && GROW(s, qs, m))
+        return RC_ENOMEM;
+    score_i8(q, s->qp, m, d, s->qs);
+    for (size_t j = 0; j < m; j++)
+        if (*ntop < k || s->qs[j] > s->top[0].s)
+            hit_push(s->top, ntop, k, (hit){s->qs[j], s->qr[j]});
+    if (rows)
+        *rows += m;
+    return 0;
+}
+
+/* Scans the chosen lists of every IVF partition that got some: with sq8 codes
+ * scan_lists (the int8 copies are finer than the codes), otherwise or with
+ * ix->faiss_scan FAISS's search_preassigned, padded with -1 to the
+ * partition's fixed nprobe (flat and fp16 codes are finer than the copies). */
 static int scan_ivf(const rc_index *ix, scratch *s, uint32_t nsel, uint32_t nh, const float *q,
-                    uint32_t k, uint32_t *ntop)
+                    uint32_t k, uint32_t *ntop, uint64_t *rows)
 {
     memset(s->cnt, 0, nsel * sizeof(*s->cnt));
     for (uint32_t i = 0; i < nh; i++)
@@ -1253,16 +1377,22 @@ static int scan_ivf(const rc_index *ix, scratch *s, uint32_t nsel, uint32_t nh, 
             qsort(cs, c, sizeof(*cs), cand_desc);
             c = p->slots;
         }
+        if (ix->storage == RC_INDEX_STORAGE_SQ8 && !RLOAD(&ix->faiss_scan)) {
+            if (scan_lists(ix, s, p, cs, c, q, k, ntop, rows))
+                return RC_ENOMEM;
+            continue;
+        }
         for (uint32_t i = 0; i < p->slots; i++) {
             s->assign[i] = i < c ? (idx_t)cs[i].list : -1;
             s->adis[i] = i < c ? cs[i].s : 0;
         }
+        for (uint32_t i = 0; rows && i < c; i++)
+            *rows += faiss_IndexIVF_get_list_size(p->fx, cs[i].list);
         if (faiss_IndexIVF_search_preassigned(p->fx, 1, q, k, s->assign, s->adis, s->dis, s->lab,
                                               0))
             return RC_EFAISS;
         merge(s, p, k, ntop, k);
     }
-    (void)ix;
     return 0;
 }
 
@@ -1322,11 +1452,15 @@ static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel, const fl
     uint64_t t0 = tm ? rc_now_ns() : 0;
     uint32_t nh = pick_lists(ix, s, nsel, q, lists);
     uint64_t t1 = tm ? rc_now_ns() : 0;
+    uint64_t rows = 0;
     for (uint32_t si = 0; si < nsel; si++)
-        if (!s->sel[si]->ivf && s->sel[si]->n)
+        if (!s->sel[si]->ivf && s->sel[si]->n) {
             scan_flat(ix, s, s->sel[si], q, k, f, ntop);
-    int rc = nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop) : 0;
+            rows += s->sel[si]->n;
+        }
+    int rc = nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop, tm ? &rows : NULL) : 0;
     if (tm) {
+        tm->rows = rows;
         tm->coarse_ns = t1 - t0;
         tm->scan_ns = rc_now_ns() - t1;
         tm->lists = nh;
@@ -1439,6 +1573,12 @@ void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
 }
 
 int rc_index_training(const rc_index *ix) { return ix && ix->job != NULL; }
+
+void rc_index_set_faiss_scan(rc_index *ix, int on)
+{
+    if (ix)
+        RSTORE(&ix->faiss_scan, on ? 1 : 0);
+}
 
 void rc_index_set_search_lists(rc_index *ix, uint32_t lists)
 {

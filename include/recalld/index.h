@@ -134,6 +134,7 @@ typedef struct rc_index_timing {
     uint64_t lock_ns, coarse_ns, scan_ns;
     uint32_t parts; /* partitions selected by the filter */
     uint32_t lists; /* IVF lists scanned */
+    uint64_t rows;  /* rows scored in those lists and in the flat partitions */
 } rc_index_timing;
 
 /* rc_index_search that also fills *tm (NULL = no timing, same as
@@ -148,6 +149,14 @@ int rc_index_training(const rc_index *ix);
 /* Any thread. Changes opts.search_lists (0 = default) for later searches:
  * the recall/latency knob, safe while searches run. */
 void rc_index_set_search_lists(rc_index *ix, uint32_t lists);
+
+/* Any thread. With storage sq8, on = 1: FAISS scans the chosen IVF lists with
+ * its sq8 codes (search_preassigned, one call per partition), the path before
+ * the int8 scan; 0 (the default): the index scores the lists' rows with its
+ * own int8 copies (per-row scale: finer than sq8's fixed range) and an AVX2
+ * kernel. For benchmarks and tests (the reference path side by side). flat
+ * and fp16 lists are always scanned by FAISS (their codes are finer). */
+void rc_index_set_faiss_scan(rc_index *ix, int on);
 
 /* Any thread: is row currently searchable (indexed)? */
 int rc_index_contains(const rc_index *ix, uint32_t row);
