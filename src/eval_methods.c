@@ -361,7 +361,8 @@ void rc__eval_stream_knobs(const rc_config *c, rc_eval_stream_knobs *k)
                                 .lr_min = c->lr_min,
                                 .lr = c->lr,
                                 .recall_window = c->recall_window,
-                                .half_life_ms = c->half_life_ms};
+                                .half_life_ms = c->half_life_ms,
+                                .subsample = c->subsample};
 }
 
 int rc__eval_warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
@@ -423,8 +424,11 @@ static size_t tuned_set(const rc_eval_stream_tune *t, char (*kv)[64])
         case 4:
             snprintf(kv[n++], 64, "%s=%u", key, k->recall_window);
             break;
-        default:
+        case 5:
             snprintf(kv[n++], 64, "%s=%lld", key, (long long)k->half_life_ms);
+            break;
+        default:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->subsample);
             break;
         }
     }

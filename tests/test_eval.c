@@ -552,15 +552,15 @@ TEST(eval_cli_json_has_every_method)
            *st_ = json_object_get(pq, "stream_tuned");
     ASSERT(json_is_object(sk) && json_is_object(st_));
     ASSERT(json_object_get(json_object_get(m, "sgns"), "stream_tuned") == NULL);
-    static const char *const knobs[] = {"train.replay_ratio", "train.lr_decay_clicks",
-                                        "train.lr_min",       "model.lr",
-                                        "recall.window",      "recall.half_life_ms"};
+    static const char *const knobs[] = {
+        "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",   "model.lr",
+        "recall.window",      "recall.half_life_ms",   "model.subsample"};
     for (size_t i = 0; i < RC_ARRAY_LEN(knobs); i++) {
         ASSERT(json_is_number(json_object_get(sk, knobs[i])));
         ASSERT(json_is_number(json_object_get(st_, knobs[i])));
     }
     ASSERT_GE(json_integer_value(json_object_get(st_, "trials")), 1);
-    ASSERT_EQ(json_array_size(json_object_get(st_, "searched")), 6);
+    ASSERT_EQ(json_array_size(json_object_get(st_, "searched")), 7);
     ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) > 0);
     ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) >=
            json_number_value(json_object_get(st_, "base_validation_hr@50")));

@@ -328,11 +328,13 @@ int rc_eval_index_build(rc_table *t, rc_index **out, char *errbuf, size_t errlen
 /* The streaming knobs --tune searches for the stream methods (prequential,
  * prequential-warm, stream-warm, stream-daily): daemon config keys
  * train.replay_ratio, train.lr_decay_clicks, train.lr_min, model.lr (the
- * stream's rate), recall.window, recall.half_life_ms (the user query). */
+ * stream's rate), recall.window, recall.half_life_ms (the user query),
+ * model.subsample (of the stream). */
 typedef struct rc_eval_stream_knobs {
     float replay_ratio, lr_decay_clicks, lr_min, lr;
     uint32_t recall_window;
     int64_t half_life_ms;
+    float subsample; /* model.subsample of the stream (else the batch setting's) */
 } rc_eval_stream_knobs;
 
 /* The result of a search of the streaming knobs (rc_tune_stream_run). */
