@@ -43,4 +43,18 @@ int rc__eval_embed_query_setup(const rc_eval_env *env, rc_eval_embed *em, char *
 int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
                     rc_eval_acc *const *acc, int warm, rc_eval_report *rep, char *eb, size_t el);
 
+/* The streaming engine's configuration for batch settings o (NULL: the
+ * daemon's defaults): the training settings, then env->stream_set. */
+struct rc_config;
+int rc__eval_stream_config(const rc_eval_env *env, const rc_train_opts *o, struct rc_config *c,
+                           char *eb, size_t el);
+
+/* The streaming knobs of configuration c. */
+void rc__eval_stream_knobs(const struct rc_config *c, rc_eval_stream_knobs *k);
+
+/* Trains the batch model with settings o on env->split's training sessions
+ * into a new temp file (path: room for 256 bytes; the caller unlinks it). */
+int rc__eval_warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
+                        size_t el);
+
 #endif

@@ -259,10 +259,8 @@ static void replay_free(struct replay *r)
     free(r->split_of);
 }
 
-/* The streaming engine's configuration for settings o (NULL: the daemon's
- * defaults): the training settings, then --stream-set. */
-static int stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_config *c, char *eb,
-                         size_t el)
+int rc__eval_stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_config *c, char *eb,
+                           size_t el)
 {
     rc_config_defaults(c);
     if (o) {
@@ -300,7 +298,7 @@ int rc__eval_embed_query_setup(const rc_eval_env *env, rc_eval_embed *em, char *
     int rc;
     if (env->query_items)
         return 0;
-    if ((rc = stream_config(env, NULL, &c, eb, el)))
+    if ((rc = rc__eval_stream_config(env, NULL, &c, eb, el)))
         return rc;
     rc_userq_opts_from_config(&c, &uo);
     if ((rc = rc_eval_embed_userq(em, &uo, c.recall_user_city)))
@@ -356,10 +354,19 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
     return rc;
 }
 
-/* Trains the batch model on the training sessions and writes it to a temp
- * file that the engine loads (path: room for 256 bytes). */
-static int warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
-                      size_t el)
+void rc__eval_stream_knobs(const rc_config *c, rc_eval_stream_knobs *k)
+{
+    *k = (rc_eval_stream_knobs){.replay_ratio = c->replay_ratio,
+                                .lr_decay_clicks = c->lr_decay_clicks,
+                                .lr_min = c->lr_min,
+                                .lr = c->lr,
+                                .recall_window = c->recall_window,
+                                .half_life_ms = c->half_life_ms,
+                                .subsample = c->subsample};
+}
+
+int rc__eval_warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
+                        size_t el)
 {
     rc_train_opts to = *o;
     rc_table *t = NULL;
@@ -391,6 +398,43 @@ static int warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path
     return rc;
 }
 
+/* The "KEY=VALUE" strings of the searched knobs of t into kv (room for
+ * RC_TUNE_STREAM_NKEYS strings of 64 bytes each); returns how many. */
+static size_t tuned_set(const rc_eval_stream_tune *t, char (*kv)[64])
+{
+    const rc_eval_stream_knobs *k = &t->best;
+    size_t n = 0;
+    for (unsigned i = 0; i < RC_TUNE_STREAM_NKEYS; i++) {
+        if (!(t->searched & (1u << i)))
+            continue;
+        const char *key = rc_tune_stream_keys[i];
+        switch (i) {
+        case 0:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->replay_ratio);
+            break;
+        case 1:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->lr_decay_clicks);
+            break;
+        case 2:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->lr_min);
+            break;
+        case 3:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->lr);
+            break;
+        case 4:
+            snprintf(kv[n++], 64, "%s=%u", key, k->recall_window);
+            break;
+        case 5:
+            snprintf(kv[n++], 64, "%s=%lld", key, (long long)k->half_life_ms);
+            break;
+        default:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->subsample);
+            break;
+        }
+    }
+    return n;
+}
+
 int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
                     rc_eval_acc *const *acc, int warm, rc_eval_report *rep, char *eb, size_t el)
 {
@@ -398,20 +442,40 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
     rc_config cfg;
     rc_engine *e = NULL;
     struct replay r = {0};
-    char path[256] = "";
+    char path[256] = "", tuned_kv[RC_TUNE_STREAM_NKEYS][64];
+    const char *set[64];
+    rc_eval_env run = *env; /* env with the tuned knobs added to --stream-set */
     int rc;
+    warm = !!warm;
     o.mode = RC_SGNS_SKIPGRAM;
-    if ((rc = stream_config(env, &o, &cfg, eb, el)))
+    if (env->tune_stream && !env->have_stream_tuned[warm]) {
+        if ((rc = rc_tune_stream_run(NULL, env, warm, &env->stream_tuned[warm], eb, el)))
+            return rc;
+        env->have_stream_tuned[warm] = 1;
+    }
+    if (env->have_stream_tuned[warm]) {
+        size_t nt = tuned_set(&env->stream_tuned[warm], tuned_kv);
+        if (env->nstream_set + nt > RC_ARRAY_LEN(set))
+            return rc_err(eb, el, RC_EINVAL, "--stream-set: too many settings");
+        for (size_t i = 0; i < env->nstream_set; i++)
+            set[i] = env->stream_set[i];
+        for (size_t i = 0; i < nt; i++)
+            set[env->nstream_set + i] = tuned_kv[i];
+        run.stream_set = set;
+        run.nstream_set = env->nstream_set + nt;
+    }
+    if ((rc = rc__eval_stream_config(&run, &o, &cfg, eb, el)))
         return rc;
-    if (warm && (rc = warm_model(env, &o, path, eb, el)))
+    if (warm && !env->warm_model && (rc = rc__eval_warm_model(env, &o, path, eb, el)))
         return rc;
-    snprintf(cfg.model_path, sizeof cfg.model_path, "%s", path);
+    snprintf(cfg.model_path, sizeof cfg.model_path, "%s",
+             warm && env->warm_model ? env->warm_model : path);
     if ((rc = replay_build(sp, n, warm, &r))) {
         rc = rc_err(eb, el, RC_ENOMEM, "prequential: out of memory");
         goto out;
     }
     if ((rc = rc_engine_create(&cfg, NULL, NULL, NULL, &e, eb, el)) ||
-        (rc = stream(env, e, &r, sp, n, acc, eb, el)))
+        (rc = stream(&run, e, &r, sp, n, acc, eb, el)))
         goto out;
     rc__eval_acc_report(acc[n - 1], sp[n - 1], rep);
     rep->has_settings = 1;
@@ -422,6 +486,12 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
         rep->tune_hr50 = env->sgns.tune_hr50;
         rep->tune_trials = env->sgns.tune_trials;
         rep->tune_seconds = env->sgns.tune_seconds;
+    }
+    rep->has_stream = 1;
+    rc__eval_stream_knobs(&cfg, &rep->stream);
+    if (env->have_stream_tuned[warm]) {
+        rep->stream_tuned = 1;
+        rep->stream_tune = env->stream_tuned[warm];
     }
 out:
     rc_engine_destroy(e);

@@ -6,9 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "recalld/cli.h"
 #include "recalld/common.h"
+#include "recalld/config.h"
+#include "eval_int.h"
 
 #define DEFAULT_SECONDS 60.0
 #define MAX_CONFIGS     512u
@@ -399,5 +402,289 @@ int rc_tune_run(const rc_tune_opts *opts, const rc_train_opts *base, const rc_cl
 out:
     free(s.c);
     rc_eval_split_destroy(valid);
+    return rc;
+}
+
+/* ---- the streaming knobs ---- */
+
+const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS] = {
+    "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",   "model.lr",
+    "recall.window",      "recall.half_life_ms",   "model.subsample"};
+
+/* The built-in grids, per knob (the key's unit). */
+static const double sg_replay[] = {0, 10, 25, 50, 100};
+static const double sg_decay[] = {0, 10, 20, 50, 100, 200, 1000};
+static const double sg_lr_min[] = {0.0001, 0.0005, 0.001, 0.002, 0.005};
+static const double sg_lr[] = {0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};
+static const double sg_window[] = {3, 5, 10, 20};
+static const double sg_half_life[] = {0, 600000, 3600000, 86400000};
+static const double sg_subsample[] = {0, 3e-5, 1e-4, 3e-4, 1e-3};
+
+#define STREAM_MAX_TRIALS 256u
+
+struct stream_search {
+    const rc_eval_env *env;
+    const rc_eval_split *valid;
+    const char *warm_path;
+    int warm;
+    uint64_t t0;
+    double budget, last_s;
+    rc_eval_stream_knobs tried[STREAM_MAX_TRIALS];
+    double tried_hr[STREAM_MAX_TRIALS];
+    uint32_t ntried;
+};
+
+static double knob_get(const rc_eval_stream_knobs *k, unsigned i)
+{
+    switch (i) {
+    case 0:
+        return k->replay_ratio;
+    case 1:
+        return k->lr_decay_clicks;
+    case 2:
+        return k->lr_min;
+    case 3:
+        return k->lr;
+    case 4:
+        return k->recall_window;
+    case 5:
+        return (double)k->half_life_ms;
+    default:
+        return k->subsample;
+    }
+}
+
+static void knob_set(rc_eval_stream_knobs *k, unsigned i, double v)
+{
+    switch (i) {
+    case 0:
+        k->replay_ratio = (float)v;
+        break;
+    case 1:
+        k->lr_decay_clicks = (float)v;
+        break;
+    case 2:
+        k->lr_min = (float)v;
+        break;
+    case 3:
+        k->lr = (float)v;
+        break;
+    case 4:
+        k->recall_window = (uint32_t)v;
+        break;
+    case 5:
+        k->half_life_ms = (int64_t)v;
+        break;
+    default:
+        k->subsample = (float)v;
+        break;
+    }
+}
+
+static int knobs_same(const rc_eval_stream_knobs *a, const rc_eval_stream_knobs *b)
+{
+    for (unsigned i = 0; i < RC_TUNE_STREAM_NKEYS; i++)
+        if (knob_get(a, i) != knob_get(b, i))
+            return 0;
+    return 1;
+}
+
+void rc_tune_stream_format(const rc_eval_stream_knobs *k, char *buf, size_t cap)
+{
+    if (buf && cap)
+        snprintf(buf, cap,
+                 "train.replay_ratio=%g train.lr_decay_clicks=%g train.lr_min=%g model.lr=%g "
+                 "recall.window=%u recall.half_life_ms=%lld model.subsample=%g",
+                 (double)k->replay_ratio, (double)k->lr_decay_clicks, (double)k->lr_min,
+                 (double)k->lr, k->recall_window, (long long)k->half_life_ms, (double)k->subsample);
+}
+
+static double stream_elapsed(const struct stream_search *s)
+{
+    return (double)(rc_now_ns() - s->t0) / 1e9;
+}
+
+/* Streams the validation log with knobs k (all six set on top of the
+ * env's --stream-set; the user's keys are never searched, so they agree)
+ * into *hr. A setting tried before is not run again. */
+static int stream_trial(struct stream_search *s, const rc_eval_stream_knobs *k, double *hr,
+                        char *eb, size_t el)
+{
+    for (uint32_t i = 0; i < s->ntried; i++)
+        if (knobs_same(&s->tried[i], k)) {
+            *hr = s->tried_hr[i];
+            return 0;
+        }
+    const rc_eval_env *env = s->env;
+    char kv[RC_TUNE_STREAM_NKEYS][64];
+    const char *set[64 + RC_TUNE_STREAM_NKEYS];
+    size_t n = 0;
+    if (env->nstream_set > 64)
+        return rc_err(eb, el, RC_EINVAL, "--stream-set: too many settings");
+    for (size_t i = 0; i < env->nstream_set; i++)
+        set[n++] = env->stream_set[i];
+    for (unsigned i = 0; i < RC_TUNE_STREAM_NKEYS; i++) {
+        if (i == 4)
+            snprintf(kv[i], sizeof kv[i], "%s=%u", rc_tune_stream_keys[i], k->recall_window);
+        else if (i == 5)
+            snprintf(kv[i], sizeof kv[i], "%s=%lld", rc_tune_stream_keys[i],
+                     (long long)k->half_life_ms);
+        else
+            snprintf(kv[i], sizeof kv[i], "%s=%.7g", rc_tune_stream_keys[i], knob_get(k, i));
+        set[n++] = kv[i];
+    }
+    rc_eval_env run = *env;
+    run.split = s->valid;
+    run.slices = NULL;
+    run.acc = NULL;
+    run.tune = 0;
+    run.tune_stream = 0;
+    run.have_stream_tuned[0] = run.have_stream_tuned[1] = 0;
+    run.quiet = 1;
+    run.warm_model = s->warm_path;
+    run.stream_set = set;
+    run.nstream_set = n;
+    rc_eval_acc acc, *ap = &acc;
+    rc_eval_report rep = {0};
+    uint64_t t0 = rc_now_ns();
+    if (rc_eval_acc_init(&acc, s->valid->nitems))
+        return rc_err(eb, el, RC_ENOMEM, "tune: out of memory");
+    int rc = rc__eval_stream(&run, &s->valid, 1, &ap, s->warm, &rep, eb, el);
+    rc_eval_acc_free(&acc);
+    if (rc)
+        return rc;
+    s->last_s = (double)(rc_now_ns() - t0) / 1e9;
+    *hr = rep.m.hr50;
+    if (s->ntried < STREAM_MAX_TRIALS) {
+        s->tried[s->ntried] = *k;
+        s->tried_hr[s->ntried++] = *hr;
+    }
+    if (!env->quiet) {
+        char line[256];
+        rc_tune_stream_format(k, line, sizeof line);
+        fprintf(stderr, "tune (%s stream): %5.1fs trial %u: %s: hr@50 %.4f\n",
+                s->warm ? "warm" : "cold", stream_elapsed(s), s->ntried, line, *hr);
+    }
+    return 0;
+}
+
+/* 1 when the key of knob i was given by --stream-set. */
+static int user_set(const rc_eval_env *env, unsigned i)
+{
+    size_t kl = strlen(rc_tune_stream_keys[i]);
+    for (size_t j = 0; j < env->nstream_set; j++)
+        if (strncmp(env->stream_set[j], rc_tune_stream_keys[i], kl) == 0 &&
+            env->stream_set[j][kl] == '=')
+            return 1;
+    return 0;
+}
+
+int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, int warm,
+                       rc_eval_stream_tune *res, char *eb, size_t el)
+{
+    static const double *const grids[RC_TUNE_STREAM_NKEYS] = {
+        sg_replay, sg_decay, sg_lr_min, sg_lr, sg_window, sg_half_life, sg_subsample};
+    static const uint32_t ngrids[RC_TUNE_STREAM_NKEYS] = {
+        RC_ARRAY_LEN(sg_replay),   RC_ARRAY_LEN(sg_decay),  RC_ARRAY_LEN(sg_lr_min),
+        RC_ARRAY_LEN(sg_lr),       RC_ARRAY_LEN(sg_window), RC_ARRAY_LEN(sg_half_life),
+        RC_ARRAY_LEN(sg_subsample)};
+    rc_tune_stream_opts to = opts ? *opts : (rc_tune_stream_opts){0};
+    struct stream_search *s = NULL;
+    rc_eval_split *valid = NULL;
+    rc_config cfg;
+    rc_train_opts o;
+    char path[256] = "";
+    int rc;
+    if (!env || !env->log || !env->split || !res)
+        return rc_err(eb, el, RC_EINVAL, "tune: no env, log, split or result");
+    if (to.seconds < 0 || to.valid_ratio < 0 || to.valid_ratio >= 1)
+        return rc_err(eb, el, RC_EINVAL, "tune: seconds >= 0, validation ratio in [0,1)");
+    o = rc_tune_resolve(env->have_sgns ? &env->sgns.settings : &env->train);
+    o.mode = RC_SGNS_SKIPGRAM;
+    if ((rc = rc__eval_stream_config(env, &o, &cfg, eb, el)))
+        return rc;
+    if (!(s = calloc(1, sizeof *s)))
+        return rc_err(eb, el, RC_ENOMEM, "tune: out of memory");
+    *s = (struct stream_search){.env = env, .warm = !!warm, .t0 = rc_now_ns()};
+    s->budget = to.seconds > 0          ? to.seconds
+                : env->tune_seconds > 0 ? env->tune_seconds
+                                        : DEFAULT_SECONDS;
+    /* The validation split: the quantile cut of the training sessions only,
+     * even when env->split is a period of the daily protocol. */
+    rc_eval_opts vo = env->split->opts;
+    vo.period_start_ms = vo.period_end_ms = 0;
+    vo.test_ratio = to.valid_ratio > 0 ? to.valid_ratio : 0.2;
+    vo.max_predictions = VALID_MAX;
+    if ((rc = rc_eval_split_create(env->log, env->split->train_mask, &vo, &valid, eb, el)))
+        goto out;
+    s->valid = valid;
+    if (s->warm) {
+        rc_eval_env wenv = *env;
+        wenv.split = valid;
+        wenv.quiet = 1;
+        if ((rc = rc__eval_warm_model(&wenv, &o, path, eb, el)))
+            goto out;
+        s->warm_path = path;
+    }
+    rc_eval_stream_knobs cur;
+    rc__eval_stream_knobs(&cfg, &cur);
+    double cur_hr;
+    *res = (rc_eval_stream_tune){0};
+    for (unsigned i = 0; i < RC_TUNE_STREAM_NKEYS; i++)
+        if ((!to.free_mask || (to.free_mask & (1u << i))) && !user_set(env, i))
+            res->searched |= 1u << i;
+    if ((rc = stream_trial(s, &cur, &cur_hr, eb, el)))
+        goto out;
+    res->base_hr50 = cur_hr;
+    for (int improved = 1; improved;) {
+        improved = 0;
+        for (unsigned i = 0; i < RC_TUNE_STREAM_NKEYS; i++) {
+            if (!(res->searched & (1u << i)))
+                continue;
+            const double *g = to.grid[i] ? to.grid[i] : grids[i];
+            uint32_t ng = to.grid[i] ? to.ngrid[i] : ngrids[i];
+            rc_eval_stream_knobs best = cur;
+            double best_hr = cur_hr;
+            for (uint32_t j = 0; j < ng; j++) {
+                rc_eval_stream_knobs k = cur;
+                double hr;
+                knob_set(&k, i, g[j]);
+                if (knobs_same(&k, &cur))
+                    continue;
+                if (stream_elapsed(s) + s->last_s > s->budget)
+                    goto done;
+                if ((rc = stream_trial(s, &k, &hr, eb, el)))
+                    goto out;
+                if (hr > best_hr) {
+                    best = k;
+                    best_hr = hr;
+                }
+            }
+            if (best_hr > cur_hr) {
+                cur = best;
+                cur_hr = best_hr;
+                improved = 1;
+            }
+        }
+    }
+done:
+    res->best = cur;
+    res->hr50 = cur_hr;
+    res->trials = s->ntried;
+    res->seconds = stream_elapsed(s);
+    res->valid_predictions = valid->npos;
+    if (!env->quiet) {
+        char line[256];
+        rc_tune_stream_format(&cur, line, sizeof line);
+        fprintf(stderr,
+                "tune (%s stream): chose %s: validation hr@50 %.4f (base %.4f), %u runs, %.1f s\n",
+                s->warm ? "warm" : "cold", line, res->hr50, res->base_hr50, res->trials,
+                res->seconds);
+    }
+out:
+    if (path[0])
+        unlink(path);
+    rc_eval_split_destroy(valid);
+    free(s);
     return rc;
 }

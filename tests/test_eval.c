@@ -547,6 +547,23 @@ TEST(eval_cli_json_has_every_method)
     assert_method(m, "sgns", 1);
     assert_method(m, "cbow", 1);
     assert_method(m, "prequential", 1);
+    /* The stream's knobs, and --tune's search of them next to the batch one. */
+    json_t *pq = json_object_get(m, "prequential"), *sk = json_object_get(pq, "stream"),
+           *st_ = json_object_get(pq, "stream_tuned");
+    ASSERT(json_is_object(sk) && json_is_object(st_));
+    ASSERT(json_object_get(json_object_get(m, "sgns"), "stream_tuned") == NULL);
+    static const char *const knobs[] = {
+        "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",   "model.lr",
+        "recall.window",      "recall.half_life_ms",   "model.subsample"};
+    for (size_t i = 0; i < RC_ARRAY_LEN(knobs); i++) {
+        ASSERT(json_is_number(json_object_get(sk, knobs[i])));
+        ASSERT(json_is_number(json_object_get(st_, knobs[i])));
+    }
+    ASSERT_GE(json_integer_value(json_object_get(st_, "trials")), 1);
+    ASSERT_EQ(json_array_size(json_object_get(st_, "searched")), 7);
+    ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) > 0);
+    ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) >=
+           json_number_value(json_object_get(st_, "base_validation_hr@50")));
     json_decref(j);
     free(out);
 
@@ -896,4 +913,146 @@ TEST(eval_userq_query_matches_query_items)
     ASSERT_DBL_OP(fabs(m[0].hr50 - m[1].hr50) * (double)s->npos, <=, 2.5);
     ASSERT_DBL_OP(fabs(m[0].hr50 - m[2].hr50) * (double)s->npos, >, 10);
     trained_free(&f);
+}
+
+/* ---- --tune of the streaming knobs ---- */
+
+/* A small generated log and its split, for the stream search. */
+typedef struct streamed {
+    char path[256];
+    rc_clicklog *log;
+    rc_eval_split *s;
+    rc_eval_env env;
+} streamed;
+
+static void streamed_load(streamed *f)
+{
+    char err[256] = "";
+    f->log = load_jsonl(f->path);
+    ASSERT_EQ(rc_eval_split_create(f->log, NULL, &(rc_eval_opts){0}, &f->s, err, sizeof err), 0);
+    f->env = (rc_eval_env){.log = f->log,
+                           .split = f->s,
+                           .quiet = 1,
+                           .train = {.dim = 16, .epochs = 2, .threads = 1, .seed = 3}};
+}
+
+static void streamed_free(streamed *f)
+{
+    rc_eval_split_destroy(f->s);
+    rc_clicklog_free(f->log);
+    rm_tree(f->path);
+}
+
+static void stream_search(const rc_eval_env *env, const rc_tune_stream_opts *o, int warm,
+                          rc_eval_stream_tune *r)
+{
+    char err[256] = "";
+    if (rc_tune_stream_run(o, env, warm, r, err, sizeof err))
+        RC__FAIL("stream tune: %s", err);
+}
+
+/* A starting rate that learns nothing (planted through stream_lr, so the
+ * knob stays free): of the grid {1e-6, 1e-5, .05} only .05 learns, and the
+ * search must find it; the stream methods then run with it. */
+TEST(eval_tune_stream_finds_planted_rate)
+{
+    streamed f = {0};
+    char err[256] = "";
+    tmp_path(f.path, sizeof f.path, ".jsonl");
+    write_generated(f.path, 10000, 400, 1500);
+    streamed_load(&f);
+    static const char *const fixed[] = {"train.replay_ratio=5"};
+    f.env.stream_set = fixed;
+    f.env.nstream_set = 1;
+    f.env.stream_lr = 1e-6f;
+    static const double lrs[] = {1e-6, 1e-5, 0.05};
+    rc_tune_stream_opts o = {.seconds = 1e6, .free_mask = (1u << 0) | (1u << 3)};
+    o.grid[3] = lrs;
+    o.ngrid[3] = 3;
+    rc_eval_stream_tune r;
+    stream_search(&f.env, &o, 0, &r);
+    ASSERT_EQ(r.searched, 1u << 3); /* replay_ratio was given by --stream-set */
+    ASSERT_EQ(r.best.lr, 0.05f);
+    ASSERT_EQ(r.best.replay_ratio, 5.0f);
+    ASSERT_DBL_OP(r.hr50, >, r.base_hr50 * 1.2);
+    ASSERT(r.trials >= 3 && r.valid_predictions > 100);
+    /* The prequential method with --tune's choice runs at .05. */
+    f.env.have_stream_tuned[0] = 1;
+    f.env.stream_tuned[0] = r;
+    rc_eval_report rep;
+    if (rc_eval_method_run(rc_eval_method_find("prequential"), &f.env, &rep, err, sizeof err))
+        RC__FAIL("prequential: %s", err);
+    ASSERT(rep.has_stream && rep.stream_tuned);
+    ASSERT_EQ(rep.stream.lr, 0.05f);
+    ASSERT_EQ(rep.stream.replay_ratio, 5.0f);
+    streamed_free(&f);
+}
+
+/* Copies the JSONL log src to dst with every click after cut_ms moved to
+ * another item of the generator's ("i<n>", n cycling over a few): a
+ * different test period, the same training sessions. */
+static void poison_after(const char *src, const char *dst, int64_t cut_ms)
+{
+    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
+    char line[1024];
+    unsigned n = 0;
+    ASSERT(in && out);
+    while (fgets(line, sizeof line, in)) {
+        json_t *j = json_loads(line, 0, NULL);
+        ASSERT(j != NULL);
+        if (json_integer_value(json_object_get(j, "ts")) > cut_ms) {
+            char name[32];
+            snprintf(name, sizeof name, "i%u", (n++ % 7) * 13);
+            json_object_set_new(j, "item_id", json_string(name));
+        }
+        char *s = json_dumps(j, JSON_COMPACT);
+        fprintf(out, "%s\n", s);
+        free(s);
+        json_decref(j);
+    }
+    ASSERT(n > 100);
+    fclose(in);
+    fclose(out);
+}
+
+/* The search sees only the training sessions: with the test period
+ * replaced, the choice and every validation figure are the same. */
+TEST(eval_tune_stream_never_reads_the_test_period)
+{
+    streamed a = {0}, b = {0};
+    tmp_path(a.path, sizeof a.path, ".jsonl");
+    write_generated(a.path, 6000, 300, 300);
+    streamed_load(&a);
+    tmp_path(b.path, sizeof b.path, ".jsonl");
+    poison_after(a.path, b.path, a.s->cut_ms);
+    streamed_load(&b);
+    ASSERT_EQ(a.s->ntrain, b.s->ntrain);
+    uint64_t ta = 0, tb = 0; /* the test targets differ */
+    for (size_t p = 0; p < a.s->npos; p++)
+        ta += a.s->pos[p].target * (p + 1);
+    for (size_t p = 0; p < b.s->npos; p++)
+        tb += b.s->pos[p].target * (p + 1);
+    ASSERT(ta != tb);
+    static const double lrs[] = {0.005, 0.05}, replay[] = {0, 20}, half[] = {0, 3600000};
+    rc_tune_stream_opts o = {.seconds = 1e6, .free_mask = (1u << 0) | (1u << 3) | (1u << 5)};
+    o.grid[0] = replay;
+    o.ngrid[0] = 2;
+    o.grid[3] = lrs;
+    o.ngrid[3] = 2;
+    o.grid[5] = half;
+    o.ngrid[5] = 2;
+    for (int warm = 0; warm < 2; warm++) {
+        rc_eval_stream_tune ra, rb;
+        stream_search(&a.env, &o, warm, &ra);
+        stream_search(&b.env, &o, warm, &rb);
+        ASSERT(ra.trials >= 4);
+        ASSERT_EQ(ra.trials, rb.trials);
+        ASSERT_EQ(ra.valid_predictions, rb.valid_predictions);
+        ASSERT(ra.hr50 == rb.hr50 && ra.base_hr50 == rb.base_hr50);
+        ASSERT_EQ(ra.best.lr, rb.best.lr);
+        ASSERT_EQ(ra.best.replay_ratio, rb.best.replay_ratio);
+        ASSERT_EQ(ra.best.half_life_ms, rb.best.half_life_ms);
+    }
+    streamed_free(&a);
+    streamed_free(&b);
 }

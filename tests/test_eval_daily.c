@@ -12,6 +12,7 @@
 #include "recalld/clicklog.h"
 #include "recalld/common.h"
 #include "recalld/eval.h"
+#include "recalld/tune.h"
 #include "test.h"
 
 #define DAY_MS 86400000LL
@@ -403,6 +404,22 @@ TEST(eval_daily_tune_validates_on_the_training_part)
     ASSERT_GT(rep.all.tune_trials, 0);
     ASSERT_DBL_OP(rep.all.tune_hr50, >, 0);
     ASSERT_EQ(env.tune, 0); /* once */
+    rc_eval_daily_report_free(&rep);
+    /* The streaming knobs: searched once by stream-warm (on the first
+     * period's training part), the same choice reused by stream-daily. */
+    env.tune_stream = 1;
+    run_method("stream-warm", &env, d, &rep);
+    ASSERT(rep.all.stream_tuned && env.have_stream_tuned[1] && !env.have_stream_tuned[0]);
+    ASSERT_GT(rep.all.stream_tune.trials, 0);
+    ASSERT_EQ(rep.all.stream_tune.searched, (1u << RC_TUNE_STREAM_NKEYS) - 1);
+    rc_eval_stream_knobs chosen = rep.all.stream;
+    ASSERT_EQ(chosen.lr, rep.all.stream_tune.best.lr);
+    rc_eval_daily_report_free(&rep);
+    uint32_t trials = env.stream_tuned[1].trials;
+    run_method("stream-daily", &env, d, &rep);
+    ASSERT(rep.all.stream_tuned);
+    ASSERT_EQ(env.stream_tuned[1].trials, trials); /* not searched again */
+    ASSERT(memcmp(&rep.all.stream, &chosen, sizeof chosen) == 0);
     rc_eval_daily_report_free(&rep);
     rc_eval_env_cleanup(&env);
     rc_eval_daily_destroy(d);

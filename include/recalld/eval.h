@@ -325,6 +325,29 @@ int rc_eval_index_build(rc_table *t, rc_index **out, char *errbuf, size_t errlen
 
 /* ---- methods ---- */
 
+/* The streaming knobs --tune searches for the stream methods (prequential,
+ * prequential-warm, stream-warm, stream-daily): daemon config keys
+ * train.replay_ratio, train.lr_decay_clicks, train.lr_min, model.lr (the
+ * stream's rate), recall.window, recall.half_life_ms (the user query),
+ * model.subsample (of the stream). */
+typedef struct rc_eval_stream_knobs {
+    float replay_ratio, lr_decay_clicks, lr_min, lr;
+    uint32_t recall_window;
+    int64_t half_life_ms;
+    float subsample; /* model.subsample of the stream (else the batch setting's) */
+} rc_eval_stream_knobs;
+
+/* The result of a search of the streaming knobs (rc_tune_stream_run). */
+typedef struct rc_eval_stream_tune {
+    rc_eval_stream_knobs best; /* every knob, the searched ones as chosen */
+    unsigned searched;         /* bit i: knob i of rc_tune_stream_keys was searched */
+    double hr50;               /* validation HR@50 of best */
+    double base_hr50;          /* validation HR@50 of the starting settings */
+    uint32_t trials;           /* streaming runs */
+    double seconds;            /* wall time of the search */
+    uint64_t valid_predictions;
+} rc_eval_stream_tune;
+
 /* What a method reports. */
 typedef struct rc_eval_report {
     rc_eval_metrics m;
@@ -334,6 +357,12 @@ typedef struct rc_eval_report {
     double tune_hr50;     /* validation HR@50 of the chosen settings */
     uint32_t tune_trials; /* settings tried */
     double tune_seconds;  /* wall time of the search */
+    /* stream methods: the streaming knobs the engine ran with, and (--tune)
+     * the search that chose them */
+    int has_stream;
+    rc_eval_stream_knobs stream;
+    int stream_tuned;
+    rc_eval_stream_tune stream_tune;
     /* two-tower methods: the tower's settings (features resolved) and run */
     int has_tower;
     rc_tower_train_opts tower;
@@ -366,6 +395,18 @@ typedef struct rc_eval_env {
      * daemon's recall.* settings (defaults + --stream-set), 1 = the mean of
      * the query items (--query items) */
     int query_items;
+    /* --tune for the stream methods: the first stream run of each kind (cold:
+     * prequential; warm: prequential-warm, stream-warm, stream-daily) searches
+     * the streaming knobs not given by --stream-set on a validation split of
+     * its split's training sessions (rc_tune_stream_run, tune_seconds), and
+     * every later run of that kind reuses the choice (stream_tuned[warm]). */
+    int tune_stream;
+    int have_stream_tuned[2];
+    rc_eval_stream_tune stream_tuned[2];
+    /* warm stream runs: the batch model to start from (a model file), NULL =
+     * train one on env->split's training sessions (the stream search trains
+     * its validation model once and passes it here) */
+    const char *warm_model;
     /* set by the sgns method when it ran: its report (settings, tuning) */
     int have_sgns;
     rc_eval_report sgns;
@@ -445,7 +486,9 @@ int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table
  * per period; coverage@50 counts the distinct items recalled over the items
  * clicked before the last period's end. --tune tunes the batch settings once,
  * on the first period's split; later periods and the stream methods reuse
- * them. */
+ * them. With env->tune_stream the streaming knobs are searched once too (by
+ * the first warm stream run: stream-warm, or stream-daily's first period, on
+ * the first period's training part) and reused by the other. */
 typedef struct rc_eval_daily_opts {
     double period_hours;     /* (0, 8784], 0 = 24 */
     uint32_t warmup_periods; /* periods that only train, 0 = 1 */

@@ -67,4 +67,45 @@ rc_train_opts rc_tune_resolve(const rc_train_opts *in);
  * (always NUL-terminated). */
 void rc_tune_format(const rc_train_opts *o, char *buf, size_t cap);
 
+/* ---- the streaming knobs (--tune with a stream method) ----
+ *
+ * The knobs of rc_eval_stream_knobs, searched for one stream kind (cold:
+ * prequential; warm: started from a batch model) on a validation split carved
+ * from env->split's training sessions as above (never its test sessions):
+ * the engine streams the validation log with the candidate knobs (warm: from
+ * one batch model with env's batch settings, trained once on the validation
+ * split's training sessions) and is scored by its prequential HR@50 with the
+ * daemon's user query. The search: the starting knobs (the daemon's defaults
+ * and --stream-set) first, then coordinate descent: each free knob in turn is
+ * set to every value of its grid, the best strictly better one is kept, until
+ * a whole round improves nothing or the budget is spent (a trial is not
+ * started when the last one's duration would overrun it). Keys given by
+ * --stream-set stay as given. Deterministic when the budget is not reached. */
+#define RC_TUNE_STREAM_NKEYS 7u
+/* "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min", "model.lr",
+ * "recall.window", "recall.half_life_ms", "model.subsample": the knobs'
+ * config keys, in search order. */
+extern const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS];
+
+/* Zero = default for every field. */
+typedef struct rc_tune_stream_opts {
+    double seconds;     /* budget, 0 = env->tune_seconds, else 60 */
+    double valid_ratio; /* as rc_tune_opts, 0 = 0.2 */
+    unsigned free_mask; /* bit i: knob i may be searched; 0 = all */
+    /* Per knob: its grid (values in the key's unit), NULL = the built-in one. */
+    const double *grid[RC_TUNE_STREAM_NKEYS];
+    uint32_t ngrid[RC_TUNE_STREAM_NKEYS];
+} rc_tune_stream_opts;
+
+/* Searches the streaming knobs for env's split (log, split, batch settings,
+ * --stream-set, query; env is not changed) and kind warm. Progress on stderr
+ * unless env->quiet. Returns 0, RC_EINVAL (no validation split), RC_ENOMEM
+ * or a training / engine error. */
+int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, int warm,
+                       rc_eval_stream_tune *res, char *errbuf, size_t errlen);
+
+/* "train.replay_ratio=R ... model.subsample=S" of k into buf (all seven;
+ * always NUL-terminated). */
+void rc_tune_stream_format(const rc_eval_stream_knobs *k, char *buf, size_t cap);
+
 #endif

@@ -226,6 +226,33 @@ static json_t *tuned_json(const rc_eval_report *r)
                      "seconds", r->tune_seconds);
 }
 
+/* The streaming knobs a stream method ran with (keys: the daemon's). */
+static json_t *stream_json(const rc_eval_stream_knobs *k)
+{
+    return json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:f}", "train.replay_ratio", (double)k->replay_ratio,
+                     "train.lr_decay_clicks", (double)k->lr_decay_clicks, "train.lr_min",
+                     (double)k->lr_min, "model.lr", (double)k->lr, "recall.window",
+                     (json_int_t)k->recall_window, "recall.half_life_ms",
+                     (json_int_t)k->half_life_ms, "model.subsample", (double)k->subsample);
+}
+
+/* The --tune search of the streaming knobs: the choice, the keys searched. */
+static json_t *stream_tuned_json(const rc_eval_stream_tune *t)
+{
+    json_t *j = stream_json(&t->best), *keys = json_array();
+    for (unsigned i = 0; i < RC_TUNE_STREAM_NKEYS; i++)
+        if (t->searched & (1u << i))
+            json_array_append_new(keys, json_string(rc_tune_stream_keys[i]));
+    json_object_set_new(j, "searched", keys);
+    json_object_set_new(j, "validation_hr@50", json_real(t->hr50));
+    json_object_set_new(j, "base_validation_hr@50", json_real(t->base_hr50));
+    json_object_set_new(j, "trials", json_integer((json_int_t)t->trials));
+    json_object_set_new(j, "seconds", json_real(t->seconds));
+    json_object_set_new(j, "validation_predictions",
+                        json_integer((json_int_t)t->valid_predictions));
+    return j;
+}
+
 /* "tags,device,stats,attn" of the bits, "none" for 0. */
 static void features_str(unsigned f, char *buf, size_t cap)
 {
@@ -270,6 +297,10 @@ static json_t *method_json(const rc_eval_report *r)
                           "predictions", (json_int_t)m->predictions, "seconds", m->seconds);
     if (j && r->tuned)
         json_object_set_new(j, "tuned", tuned_json(r));
+    if (j && r->has_stream)
+        json_object_set_new(j, "stream", stream_json(&r->stream));
+    if (j && r->stream_tuned)
+        json_object_set_new(j, "stream_tuned", stream_tuned_json(&r->stream_tune));
     if (j && r->has_tower)
         json_object_set_new(j, "tower", tower_json(r));
     if (j && r->has_slices) {
@@ -432,6 +463,10 @@ static void print_settings(const struct rows *r)
         rc_tune_format(&t->settings, line, sizeof line);
         printf("%s settings%s: dim=%u %s\n", r->name[i], t->tuned ? " (tuned)" : "",
                t->settings.dim ? t->settings.dim : 64, line);
+        if (!t->has_stream)
+            continue;
+        rc_tune_stream_format(&t->stream, line, sizeof line);
+        printf("%s stream%s: %s\n", r->name[i], t->stream_tuned ? " (tuned)" : "", line);
     }
 }
 
@@ -515,6 +550,7 @@ static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const
                          .nstream_set = f->nstream_set,
                          .query_items = f->query_items,
                          .tune = cli->tune,
+                         .tune_stream = cli->tune,
                          .tune_seconds = cli->tune_seconds,
                          .fixed_mask = cli->set_mask,
                          .quiet = cli->log.quiet,
