@@ -18,6 +18,7 @@
 #include "recalld/index.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -30,6 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #include <faiss/c_api/Clustering_c.h>
@@ -74,6 +78,7 @@ typedef struct rowchunk {
 } rowchunk;
 
 typedef struct job job;
+static void job_hurry(job *j);
 
 typedef struct part {
     pthread_rwlock_t lock;
@@ -108,6 +113,7 @@ struct job {
     int done; /* atomic: thread finished */
     int threaded;
     pthread_t th;
+    int tid;         /* atomic: the thread's kernel id once it runs (for the shutdown renice) */
     uint32_t *dirty; /* local ids < n re-indexed after the snapshot */
     uint32_t ndirty, capdirty;
 };
@@ -545,8 +551,10 @@ void rc_index_destroy(rc_index *ix)
     if (!ix)
         return;
     if (ix->job) {
-        if (ix->job->threaded)
+        if (ix->job->threaded) {
+            job_hurry(ix->job);
             pthread_join(ix->job->th, NULL);
+        }
         job_free(ix->job);
     }
     for (uint32_t i = 0; i < ix->nparts; i++)
@@ -928,8 +936,30 @@ fail:
 
 static void *job_thread(void *arg)
 {
-    job_run(arg);
+    job *j = arg;
+    STORE(&j->tid, (int)syscall(SYS_gettid));
+    job_run(j);
     return NULL;
+}
+
+/* Destroy while a retrain runs: its result is not needed, but FAISS's k-means
+ * cannot be interrupted, so it must finish before its memory goes. It runs at
+ * the trainer's lowered priority, which on a busy machine leaves it a sliver
+ * of a core: a shutdown could wait minutes for a k-means of one second. Give
+ * it the caller's priority back when the process may (root, CAP_SYS_NICE or
+ * RLIMIT_NICE); otherwise say why the shutdown waits. */
+static void job_hurry(job *j)
+{
+    int tid = LOAD(&j->tid);
+    if (LOAD(&j->done) || tid <= 0)
+        return;
+    errno = 0;
+    int me = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    if (errno == 0 && setpriority(PRIO_PROCESS, (id_t)tid, me) == 0)
+        rc_log_info("index", "waiting for an index retrain to finish", "rows=%u nice=%d", j->n, me);
+    else
+        rc_log_warn("index", "waiting for an index retrain to finish at its lowered priority",
+                    "rows=%u error=\"%s\"", j->n, strerror(errno));
 }
 
 /* Copies locals [i0, i0+n) of p's current index into x. Writer thread (the
