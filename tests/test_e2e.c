@@ -135,6 +135,20 @@ TEST(e2e_stream_recall_beats_popularity)
     ASSERT_EQ(e2e_int(st, "events.applied"), (long long)N);
     ASSERT_GT(e2e_int(st, "index.size"), 2000);
     json_decref(st);
+    /* The model the recalls see is the one after the replays owed to the
+     * stream (idle trainer time): wait for them and the index to settle, so
+     * that a slow machine (TSan, load) scores the same model as a fast one. */
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(300000);
+    for (;;) {
+        st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+        long long owed = e2e_int(st, "training.replay.pending");
+        long long pend = e2e_int(st, "index.pending");
+        json_decref(st);
+        if (owed == 0 && pend == 0)
+            break;
+        ASSERT(e2e_now_ms() < deadline);
+        usleep(100000);
+    }
 
     uint32_t hits = 0, pop_hits = 0, asked = 0, same_city = 0, in_fav = 0, returned = 0;
     for (uint32_t i = 0; i < nt && asked < 400; i++, asked++) {
