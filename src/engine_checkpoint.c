@@ -80,6 +80,7 @@ void rc__engine_ck_note_batch(rc_engine *e, const rc_batch *b)
         ck_note(e->ck, b->part[i], b->koff[i] + 1);
     e->ck->processed += b->n;
     e->ck->trained++;
+    atomic_store_explicit(&e->ck->trained_pub, e->ck->trained, memory_order_relaxed);
 }
 
 /* Trainer: counters and offsets as of now. */
@@ -206,6 +207,7 @@ static void ck_result(struct rc__engine_ckpt *k, int rc, const rc_checkpoint_inf
     snprintf(k->res_err, sizeof k->res_err, "%s", rc ? err : "");
     k->res.rc = rc;
     k->res.unchanged = rc == 0 && k->unchanged;
+    k->res.reserved = k->reserved;
     k->res.covers = covers;
     k->res.seq = atomic_load(&k->last_seq);
     k->res.bytes = info && !k->unchanged ? info->bytes : 0;
@@ -255,10 +257,19 @@ static void ck_serve(rc_engine *e)
     uint32_t rows = rc_table_size(e->table);
     pthread_mutex_unlock(&k->mu);
     /* Room for the rows that arrive before the trainer takes the copy (a few
-     * batches: take grows the buffers if they are more). */
-    if (e->cfg.ckpt_copy)
+     * batches: take grows the buffers if they are more). Not when nothing was
+     * trained since the last durable checkpoint: that request is most likely
+     * "unchanged", and reserving would fault a table's worth of pages in and
+     * out on every timer tick of an idle daemon (if a batch comes in before
+     * the take after all, the take grows the buffers itself). */
+    int reserve = e->cfg.ckpt_copy && atomic_load_explicit(&k->trained_pub, memory_order_relaxed) !=
+                                          atomic_load(&k->durable_trained);
+    if (reserve) {
         rc_checkpoint_reserve(k->snap, rows + rows / 64 + 1024, rc_table_dim(e->table));
+        atomic_fetch_add(&k->reserves, 1);
+    }
     pthread_mutex_lock(&k->mu);
+    k->reserved = reserve;
     k->state = CK_WANTED;
     atomic_store(&k->wanted, 1);
     while (k->state != CK_TAKEN && !k->stop)
@@ -615,10 +626,12 @@ void rc__engine_ck_stats_json(rc_engine *e, rc_buf *o)
     uint64_t bytes = atomic_load(&k->last_bytes), wns = atomic_load(&k->last_write_ns);
     rc_buf_printf(o,
                   "\"checkpoint\":{\"enabled\":%s,\"written\":%llu,\"failures\":%llu,"
-                  "\"unchanged\":%llu,\"in_progress\":%s,\"seq\":%llu,\"age_ms\":%lld,",
+                  "\"unchanged\":%llu,\"reserved\":%llu,\"in_progress\":%s,\"seq\":%llu,"
+                  "\"age_ms\":%lld,",
                   k->enabled ? "true" : "false", (unsigned long long)atomic_load(&k->written),
                   (unsigned long long)atomic_load(&k->failures),
-                  (unsigned long long)atomic_load(&k->skipped), busy ? "true" : "false",
+                  (unsigned long long)atomic_load(&k->skipped),
+                  (unsigned long long)atomic_load(&k->reserves), busy ? "true" : "false",
                   (unsigned long long)atomic_load(&k->last_seq),
                   cur ? (long long)(rc_wall_ms() - cur) : -1LL);
     rc_buf_printf(o,

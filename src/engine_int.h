@@ -172,6 +172,9 @@ struct rc__engine_ckpt {
     uint64_t trained, processed, covers;
     /* shared counters */
     _Atomic uint64_t durable_trained; /* `trained` in the last durable checkpoint */
+    _Atomic uint64_t trained_pub;     /* `trained`, published for the writer thread */
+    _Atomic uint64_t reserves;        /* copies reserved ahead of a take */
+    int reserved;                     /* the current request reserved its copy (writer) */
     _Atomic uint64_t written, failures, skipped, last_seq, last_bytes, last_write_ns;
     _Atomic uint64_t last_pause_ns, max_pause_ns;
     _Atomic int64_t current_ms; /* wall time the state was last known durable, 0 never */

@@ -144,6 +144,8 @@ static const rc_metrics_stat table[] = {
     S("checkpoint.failures", "recalld_checkpoints_total"),
     C("checkpoint.unchanged", "recalld_checkpoint_unchanged_total",
       "Checkpoint requests with nothing new to write (the last one stays durable)."),
+    C("checkpoint.reserved", "recalld_checkpoint_reserved_total",
+      "Checkpoint requests that reserved the table's copy before the trainer's pause."),
     G("checkpoint.in_progress", "recalld_checkpoint_in_progress", 1,
       "1 while a checkpoint is being taken or written."),
     G("checkpoint.seq", "recalld_checkpoint_seq", 1, "Sequence number of the newest checkpoint."),

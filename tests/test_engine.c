@@ -407,6 +407,7 @@ TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
     ASSERT_EQ(s.ck.rc, 0);
     ASSERT_GE(s.ck.covers, ticket);
     ASSERT_EQ(s.ck.applied, 6);
+    ASSERT_EQ(s.ck.reserved, 1); /* batches trained since (none durable): copy reserved */
     ASSERT_EQ(s.ck.n, 2);
     ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, 2, 0), 104);
     ASSERT_EQ(offset_of(s.ck_parts, s.ck_offs, 2, 1), 10);
@@ -417,6 +418,7 @@ TEST(engine_threaded_backpressure_and_checkpoint_on_loop)
     e2e_loop_until(&loop, seen_reached, &(until_seen){&s, 0, 2}, PATIENCE_MS, "second checkpoint");
     ASSERT_EQ(s.ck.rc, 0);
     ASSERT_EQ(s.ck.unchanged, 1);
+    ASSERT_EQ(s.ck.reserved, 0); /* no table's worth of pages faulted in for nothing */
     ASSERT_EQ(s.ck.bytes, 0);
     ASSERT_EQ(s.ck.seq, seq);
     e2e_engine_threaded_close(e, &loop);

@@ -172,6 +172,8 @@ void rc_engine_session_stats(rc_engine *e, struct rc_session_stats *st);
 typedef struct rc_engine_checkpoint_result {
     int rc;              /* 0, or RC_EIO/RC_ENOMEM: nothing new is durable (error says why) */
     int unchanged;       /* nothing applied since the last durable checkpoint: not rewritten */
+    int reserved;        /* the table's copy was reserved before the trainer's pause (not
+                            when nothing was trained since the last durable checkpoint) */
     uint64_t covers;     /* batches contained: >= the request's ticket when it includes
                             every batch submitted before the request */
     uint64_t seq, bytes; /* file; bytes 0 when unchanged */
