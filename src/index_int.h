@@ -1,0 +1,175 @@
+/* index_int.h — the index's state, shared by src/index.c (the writer: partitions,
+ * flush, retraining, stats) and src/index_search.c (the readers: search). Not a
+ * public header: include/recalld/index.h is the interface. */
+#ifndef RECALLD_INDEX_INT_H
+#define RECALLD_INDEX_INT_H
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <faiss/c_api/Index_c.h>
+
+#include "recalld/common.h"
+#include "recalld/hist.h"
+#include "recalld/index.h"
+
+#define CHUNK_BITS        16
+#define CHUNK_ROWS        (1u << CHUNK_BITS)
+#define MAX_CHUNKS        (1u << (32 - CHUNK_BITS))
+#define MAX_PARTS         65536u /* regular partitions at most (index.max_partitions) */
+#define FRESH_RING        4096u
+#define KMEANS_ITER       12
+#define CLASSIFY_AHEAD    8 /* pending rows prefetched ahead of the drift check */
+#define TOUCH_CLOCK_EVERY 32u
+
+/* A row's state in one 16-byte record, so that a drift check misses the
+ * cache once for it (plus once for its q8 copy). loc is read by any thread
+ * (atomic); touch belongs to the writer. */
+typedef struct rowstate {
+    uint64_t loc;   /* (part + 1) << 32 | local id; 0 = not indexed */
+    uint64_t touch; /* last touch time in ns */
+} rowstate;
+
+/* Per-row state for CHUNK_ROWS rows. pend (in the FIFO) is apart and one
+ * byte a row: every touch reads it, and that small array stays in cache,
+ * while a touch only stores into the record (no stall on its miss). */
+typedef struct rowchunk {
+    rowstate st[CHUNK_ROWS];
+    uint8_t pend[CHUNK_ROWS];
+    int8_t q8[]; /* CHUNK_ROWS * dim: int8 copy of the indexed vector */
+} rowchunk;
+
+typedef struct job job;
+
+typedef struct part {
+    pthread_rwlock_t lock;
+    uint32_t city, cate, id;
+    /* Guarded by lock (written by the writer under wrlock, read under rdlock). */
+    FaissIndex *fx; /* flat IP, or IVF IP (IVF-Flat or IVF-SQ per ix->storage) */
+    int ivf;
+    uint32_t nlist;    /* IVF only */
+    uint32_t slots;    /* FAISS nprobe = min(nlist, ix->slots_max), fixed per index */
+    const float *cent; /* nlist * dim, the quantizer's own storage */
+    uint32_t *l2r;     /* local id -> row */
+    uint64_t *l2k;     /* overflow only: local id -> city << 32 | cate */
+    uint32_t n, cap;
+    int overflow; /* the shared overflow partition: flat for good, filtered by row */
+    /* Writer only. */
+    uint32_t n_trained;       /* rows at the last training (0 = never) */
+    uint32_t n_checked;       /* rows at the last imbalance check */
+    uint32_t retry_at;        /* after a failed training, wait for this many rows */
+    job *job;                 /* training in flight for this partition */
+    uint64_t mem, vmem, lmem; /* this partition's share of st_bytes, st_vec_bytes and
+                                 st_list_bytes (part_account) */
+} part;
+
+struct job {
+    part *p;
+    uint32_t n, nlist, slots, dim;
+    int storage;
+    float *x;        /* n * dim snapshot of the indexed vectors */
+    FaissIndex *out; /* result, owned by the job until swapped in */
+    int rc;
+    char err[256];
+    int done; /* atomic: thread finished */
+    int threaded;
+    pthread_t th;
+    int tid;         /* atomic: the thread's kernel id once it runs (for the shutdown renice) */
+    uint32_t *dirty; /* local ids < n re-indexed after the snapshot */
+    uint32_t ndirty, capdirty;
+};
+
+struct rc_index {
+    rc_table *t;
+    uint32_t dim;
+    uint32_t ivf_min, nprobe, batch, slots_max, lists;
+    float drift, growth, max_imb;
+    int no_background;
+    int storage;        /* rc_index_storage of IVF lists */
+    uint32_t code_size; /* bytes of one vector in an IVF list */
+    int faiss_scan;     /* atomic: 1 = FAISS scans the chosen IVF lists with its own codes
+                           (search_preassigned), 0 = scan_lists over the int8 copies */
+
+    rowchunk *chunks[MAX_CHUNKS]; /* atomic pointers */
+    part *parts[MAX_PARTS + 1];   /* atomic pointers; nparts atomic; + the overflow */
+    uint32_t nparts;
+    uint32_t max_parts; /* regular partitions at most; later pairs go to the overflow */
+    uint32_t nregular;  /* writer only: regular partitions created */
+    part *ovf;          /* writer only: the overflow partition, once created */
+
+    /* Writer only: (city, cate) -> part id, open addressing. */
+    uint64_t *hkeys;
+    uint32_t *hvals;
+    uint32_t hcap;
+
+    /* Writer only: FIFO of pending rows. */
+    uint32_t *pq;
+    size_t phead, ptail, pcap;
+    uint64_t touch_clock; /* rc_now_ns() cached for touches */
+    uint32_t touch_clock_left;
+
+    job *job;
+
+    /* Writer-only scratch for flush. */
+    struct work *work;
+    size_t wcap;
+    float *xbuf;
+    idx_t *ibuf;
+    uint32_t *rbuf;
+
+    /* Stats: written by the writer with relaxed atomics. */
+    uint64_t st_size, st_ivf, st_pending, st_added, st_reindexed, st_skipped, st_retrains;
+    uint64_t st_oldest_ns, st_bytes, st_vec_bytes, st_list_bytes;
+    uint64_t st_overflow, st_part_errors;
+    pthread_mutex_t fresh_mu;
+    uint32_t fresh[FRESH_RING];
+    uint64_t nfresh;
+    rc_hist fresh_hist; /* every fresh[] sample, for /metrics */
+};
+
+struct work {
+    uint32_t part, row;
+    int upd;
+};
+
+#define LOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define RLOAD(p)     __atomic_load_n((p), __ATOMIC_RELAXED)
+#define RSTORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define RADD(p, v)   __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+
+/* FAISS parallelises inside a call with OpenMP; with many caller threads on
+ * few cores that only adds contention, so every thread entering FAISS here
+ * runs it on one thread (the ICV is per thread). */
+static inline void omp_one(void)
+{
+    if (omp_get_max_threads() != 1)
+        omp_set_num_threads(1);
+}
+
+static inline int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return RC_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static inline rowchunk *chunk_of(const rc_index *ix, uint32_t row)
+{
+    return LOAD(&ix->chunks[row >> CHUNK_BITS]);
+}
+
+/* Picks the int8 scoring kernel for this CPU once (index_search.c). */
+void rc__index_score_init(void);
+
+#endif

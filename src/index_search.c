@@ -1,0 +1,443 @@
+/* index_search — the index's readers: a query scored against the coarse centroids
+ * of every selected IVF partition, the best `search_lists` lists over all of them
+ * scanned (sq8: the per-row int8 copies with an AVX2 kernel; flat and fp16: FAISS's
+ * search_preassigned), every selected flat partition scanned with one sgemv, all
+ * into one top-k. The state is src/index_int.h; the writer is src/index.c. */
+
+#include "index_int.h"
+
+#include <math.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include <cblas.h>
+#include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
+
+#include "recalld/vec.h"
+
+/* ---- search ------------------------------------------------------------- */
+
+typedef struct cand {
+    float s;
+    uint32_t sel, list;
+} cand;
+
+typedef struct hit {
+    float s;
+    uint32_t row;
+} hit;
+
+/* Per-thread search buffers, grown on demand, freed at thread exit. */
+typedef struct scratch {
+    part **sel;
+    uint32_t *cnt, *off;
+    cand *heap, *byp;
+    float *cs, *dis, *adis;
+    idx_t *lab, *assign, *ids;
+    hit *top;
+    const int8_t **qp;
+    uint32_t *qr;
+    float *qs;
+    size_t c_sel, c_cnt, c_off, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top, c_ids,
+        c_qp, c_qr, c_qs;
+} scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *arg)
+{
+    scratch *s = arg;
+    if (!s)
+        return;
+    free(s->sel);
+    free(s->cnt);
+    free(s->off);
+    free(s->heap);
+    free(s->byp);
+    free(s->cs);
+    free(s->dis);
+    free(s->adis);
+    free(s->lab);
+    free(s->assign);
+    free(s->top);
+    free(s->ids);
+    free(s->qp);
+    free(s->qr);
+    free(s->qs);
+    free(s);
+}
+
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+static scratch *scratch_get(void)
+{
+    pthread_once(&scratch_once, scratch_init);
+    scratch *s = pthread_getspecific(scratch_key);
+    if (!s && (s = calloc(1, sizeof(*s))) && pthread_setspecific(scratch_key, s)) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+/* Min-heaps on the member s: the root is the weakest kept entry. One
+ * definition for both element types (list candidates and row hits). */
+#define RC_MINHEAP(T)                                                                              \
+    static void T##_down(T *h, uint32_t n, uint32_t i)                                             \
+    {                                                                                              \
+        T v = h[i];                                                                                \
+        for (;;) {                                                                                 \
+            uint32_t c = 2 * i + 1;                                                                \
+            if (c >= n)                                                                            \
+                break;                                                                             \
+            if (c + 1 < n && h[c + 1].s < h[c].s)                                                  \
+                c++;                                                                               \
+            if (v.s <= h[c].s)                                                                     \
+                break;                                                                             \
+            h[i] = h[c];                                                                           \
+            i = c;                                                                                 \
+        }                                                                                          \
+        h[i] = v;                                                                                  \
+    }                                                                                              \
+    static void T##_push(T *h, uint32_t *n, uint32_t cap, T v)                                     \
+    {                                                                                              \
+        if (*n < cap) {                                                                            \
+            uint32_t i = (*n)++;                                                                   \
+            while (i > 0 && h[(i - 1) / 2].s > v.s) {                                              \
+                h[i] = h[(i - 1) / 2];                                                             \
+                i = (i - 1) / 2;                                                                   \
+            }                                                                                      \
+            h[i] = v;                                                                              \
+        } else if (v.s > h[0].s) {                                                                 \
+            h[0] = v;                                                                              \
+            T##_down(h, *n, 0);                                                                    \
+        }                                                                                          \
+    }
+RC_MINHEAP(cand)
+RC_MINHEAP(hit)
+
+/* The overflow partition always matches: its rows are filtered one by one
+ * (row_match). */
+static int part_match(const part *p, const rc_index_filter *f)
+{
+    if (!f || p->overflow)
+        return 1;
+    if (f->city >= 0 && (int64_t)p->city != f->city)
+        return 0;
+    if (!f->cates || f->ncates == 0)
+        return 1;
+    for (uint32_t i = 0; i < f->ncates; i++)
+        if (f->cates[i] == p->cate)
+            return 1;
+    return 0;
+}
+
+#define GROW(s, field, need)                                                                       \
+    grow((void **)&(s)->field, &(s)->c_##field, (need), sizeof(*(s)->field))
+
+/* Merges one partition's FAISS result (local ids) into the top-k heap. */
+static void merge(scratch *s, const part *p, uint32_t kk, uint32_t *ntop, uint32_t k)
+{
+    for (uint32_t i = 0; i < kk; i++) {
+        idx_t l = s->lab[i];
+        if (l < 0 || (uint64_t)l >= p->n)
+            continue;
+        hit_push(s->top, ntop, k, (hit){s->dis[i], p->l2r[l]});
+    }
+}
+
+/* Picks the best ix->lists (partition, list) pairs over all selected IVF
+ * partitions into s->heap; returns how many. */
+static uint32_t pick_lists(const rc_index *ix, scratch *s, uint32_t nsel, const float *q,
+                           uint32_t lists)
+{
+    uint32_t nh = 0, d = ix->dim;
+    for (uint32_t si = 0; si < nsel; si++) {
+        const part *p = s->sel[si];
+        if (!p->ivf)
+            continue;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->nlist, (int)d, 1.0f, p->cent, (int)d, q, 1,
+                    0.0f, s->cs, 1);
+        for (uint32_t l = 0; l < p->nlist; l++)
+            cand_push(s->heap, &nh, lists, (cand){s->cs[l], si, l});
+    }
+    return nh;
+}
+
+static int cand_desc(const void *a, const void *b)
+{
+    float x = ((const cand *)a)->s, y = ((const cand *)b)->s;
+    return (x < y) - (x > y);
+}
+
+/* out[j] = q . x / |x| for the int8 rows xp[j]: any CPU (rc_vec_dot_i8). */
+static void score_i8_any(const float *q, const int8_t *const *xp, size_t m, size_t d, float *out)
+{
+    for (size_t j = 0; j < m; j++) {
+        float qv, xx, dot = rc_vec_dot_i8(q, xp[j], d, &qv, &xx);
+        out[j] = xx > 0 ? dot / sqrtf(xx) : 0.0f;
+    }
+}
+
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+/* The same with AVX2+FMA, q read once per 16 components and two chains of
+ * products, the dot and the row's norm summed in one horizontal pass. Not in
+ * TSan builds: q may be a table row that the trainer updates (rc_vec_dot_i8
+ * reads it with relaxed atomics there). */
+__attribute__((target("avx2,fma"))) static void
+score_i8_avx2(const float *q, const int8_t *const *xp, size_t m, size_t d, float *out)
+{
+    for (size_t j = 0; j < m; j++) {
+        const int8_t *x = xp[j];
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, n0 = a0, n1 = a0;
+        size_t i = 0;
+        for (; i + 16 <= d; i += 16) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(x + i));
+            __m256 y0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+            __m256 y1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), y0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), y1, a1);
+            n0 = _mm256_fmadd_ps(y0, y0, n0);
+            n1 = _mm256_fmadd_ps(y1, y1, n1);
+        }
+        __m256 h = _mm256_hadd_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(n0, n1));
+        h = _mm256_hadd_ps(h, h); /* lane 0: dot, lane 1: norm, per 128-bit half */
+        __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        float dot = _mm_cvtss_f32(t), xx = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+        for (; i < d; i++) {
+            dot += q[i] * (float)x[i];
+            xx += (float)(x[i] * x[i]);
+        }
+        out[j] = xx > 0 ? dot / sqrtf(xx) : 0.0f;
+    }
+}
+#endif
+
+typedef void (*score_i8_fn)(const float *, const int8_t *const *, size_t, size_t, float *);
+static score_i8_fn score_i8 = score_i8_any;
+static pthread_once_t score_once = PTHREAD_ONCE_INIT;
+
+static void score_pick(void)
+{
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        score_i8 = score_i8_avx2;
+#endif
+}
+
+void rc__index_score_init(void) { pthread_once(&score_once, score_pick); }
+
+/* Scores the rows of the c lists cs[] of IVF partition p with their int8
+ * copies (q . x / |x|, x the copy: the indexed unit vector to within int8
+ * rounding, finer than sq8's fixed range) straight into the top-k heap. FAISS
+ * gives each list's local ids; the copies are gathered (prefetched) list by
+ * list, then scored with the AVX2 kernel, instead of FAISS's scan whose
+ * baseline x86-64 build decodes and sums a component at a time. */
+static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand *cs, uint32_t c,
+                      const float *q, uint32_t k, uint32_t *ntop, uint64_t *rows)
+{
+    size_t d = ix->dim, m = 0;
+    for (uint32_t i = 0; i < c; i++) { /* gather every list first: the prefetches overlap */
+        size_t sz = faiss_IndexIVF_get_list_size(p->fx, cs[i].list);
+        if (sz == 0)
+            continue;
+        if (GROW(s, ids, sz) || GROW(s, qp, m + sz) || GROW(s, qr, m + sz))
+            return RC_ENOMEM;
+        faiss_IndexIVF_invlists_get_ids(p->fx, cs[i].list, s->ids);
+        for (size_t j = 0; j < sz; j++) {
+            idx_t l = s->ids[j];
+            if (l < 0 || (uint64_t)l >= p->n)
+                continue;
+            uint32_t row = p->l2r[l];
+            const int8_t *x = chunk_of(ix, row)->q8 + (size_t)(row & (CHUNK_ROWS - 1)) * d;
+            __builtin_prefetch(x);
+            __builtin_prefetch(x + d - 1);
+            s->qp[m] = x;
+            s->qr[m++] = row;
+        }
+    }
+    if (m && GROW(s, qs, m))
+        return RC_ENOMEM;
+    score_i8(q, s->qp, m, d, s->qs);
+    for (size_t j = 0; j < m; j++)
+        if (*ntop < k || s->qs[j] > s->top[0].s)
+            hit_push(s->top, ntop, k, (hit){s->qs[j], s->qr[j]});
+    if (rows)
+        *rows += m;
+    return 0;
+}
+
+/* Scans the chosen lists of every IVF partition that got some: with sq8 codes
+ * scan_lists (the int8 copies are finer than the codes), otherwise or with
+ * ix->faiss_scan FAISS's search_preassigned, padded with -1 to the
+ * partition's fixed nprobe (flat and fp16 codes are finer than the copies). */
+static int scan_ivf(const rc_index *ix, scratch *s, uint32_t nsel, uint32_t nh, const float *q,
+                    uint32_t k, uint32_t *ntop, uint64_t *rows)
+{
+    memset(s->cnt, 0, nsel * sizeof(*s->cnt));
+    for (uint32_t i = 0; i < nh; i++)
+        s->cnt[s->heap[i].sel]++;
+    uint32_t o = 0;
+    for (uint32_t si = 0; si < nsel; si++) {
+        s->off[si] = o;
+        o += s->cnt[si];
+    }
+    for (uint32_t i = 0; i < nh; i++)
+        s->byp[s->off[s->heap[i].sel]++] = s->heap[i];
+    for (uint32_t si = 0, start = 0; si < nsel; start += s->cnt[si], si++) {
+        const part *p = s->sel[si];
+        uint32_t c = s->cnt[si];
+        if (c == 0)
+            continue;
+        cand *cs = s->byp + start;
+        if (c > p->slots) {
+            qsort(cs, c, sizeof(*cs), cand_desc);
+            c = p->slots;
+        }
+        if (ix->storage == RC_INDEX_STORAGE_SQ8 && !RLOAD(&ix->faiss_scan)) {
+            if (scan_lists(ix, s, p, cs, c, q, k, ntop, rows))
+                return RC_ENOMEM;
+            continue;
+        }
+        for (uint32_t i = 0; i < p->slots; i++) {
+            s->assign[i] = i < c ? (idx_t)cs[i].list : -1;
+            s->adis[i] = i < c ? cs[i].s : 0;
+        }
+        for (uint32_t i = 0; rows && i < c; i++)
+            *rows += faiss_IndexIVF_get_list_size(p->fx, cs[i].list);
+        if (faiss_IndexIVF_search_preassigned(p->fx, 1, q, k, s->assign, s->adis, s->dis, s->lab,
+                                              0))
+            return RC_EFAISS;
+        merge(s, p, k, ntop, k);
+    }
+    return 0;
+}
+
+static int scratch_fit(scratch *s, uint32_t nsel, uint32_t k, uint32_t lists, uint32_t maxlist,
+                       uint32_t maxslots)
+{
+    if (GROW(s, cnt, nsel) || GROW(s, off, nsel) || GROW(s, heap, lists) || GROW(s, byp, lists) ||
+        GROW(s, cs, maxlist) || GROW(s, dis, k) || GROW(s, lab, k) || GROW(s, top, k) ||
+        GROW(s, assign, maxslots) || GROW(s, adis, maxslots))
+        return RC_ENOMEM;
+    return 0;
+}
+
+/* Does an overflow row of key (city << 32 | cate) pass the filter? */
+static int row_match(uint64_t key, const rc_index_filter *f)
+{
+    if (!f)
+        return 1;
+    if (f->city >= 0 && (int64_t)(key >> 32) != f->city)
+        return 0;
+    if (!f->cates || f->ncates == 0)
+        return 1;
+    for (uint32_t i = 0; i < f->ncates; i++)
+        if (f->cates[i] == (uint32_t)key)
+            return 1;
+    return 0;
+}
+
+/* Flat partitions are small by construction: one sgemv over their storage,
+ * straight into the top-k heap (FAISS's per-vector loop is slower here). The
+ * overflow partition is flat too, its rows filtered one by one. */
+static void scan_flat(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
+                      const rc_index_filter *f, uint32_t *ntop)
+{
+    float *xb;
+    size_t sz;
+    faiss_IndexFlat_xb(p->fx, &xb, &sz);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->n, (int)ix->dim, 1.0f, xb, (int)ix->dim, q, 1,
+                0.0f, s->cs, 1);
+    for (uint32_t i = 0; i < p->n; i++)
+        if ((*ntop < k || s->cs[i] > s->top[0].s) && (!p->overflow || row_match(p->l2k[i], f)))
+            hit_push(s->top, ntop, k, (hit){s->cs[i], p->l2r[i]});
+}
+
+static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel, const float *q, uint32_t k,
+                         const rc_index_filter *f, uint32_t *ntop, rc_index_timing *tm)
+{
+    uint32_t maxlist = 1, maxslots = 1;
+    for (uint32_t si = 0; si < nsel; si++) {
+        const part *p = s->sel[si];
+        maxlist = RC_MAX(maxlist, p->ivf ? p->nlist : p->n);
+        maxslots = RC_MAX(maxslots, p->slots);
+    }
+    uint32_t lists = RLOAD(&ix->lists);
+    if (scratch_fit(s, nsel, k, lists, maxlist, maxslots))
+        return RC_ENOMEM;
+    uint64_t t0 = tm ? rc_now_ns() : 0;
+    uint32_t nh = pick_lists(ix, s, nsel, q, lists);
+    uint64_t t1 = tm ? rc_now_ns() : 0;
+    uint64_t rows = 0;
+    for (uint32_t si = 0; si < nsel; si++)
+        if (!s->sel[si]->ivf && s->sel[si]->n) {
+            scan_flat(ix, s, s->sel[si], q, k, f, ntop);
+            rows += s->sel[si]->n;
+        }
+    int rc = nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop, tm ? &rows : NULL) : 0;
+    if (tm) {
+        tm->rows = rows;
+        tm->coarse_ns = t1 - t0;
+        tm->scan_ns = rc_now_ns() - t1;
+        tm->lists = nh;
+    }
+    return rc;
+}
+
+int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
+                    uint32_t *rows, float *scores, uint32_t *n)
+{
+    return rc_index_search_timed(ix, q, k, f, rows, scores, n, NULL);
+}
+
+int rc_index_search_timed(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
+                          uint32_t *rows, float *scores, uint32_t *n, rc_index_timing *tm)
+{
+    if (tm)
+        memset(tm, 0, sizeof(*tm));
+    if (!ix || !q || !rows || !n)
+        return RC_EINVAL;
+    *n = 0;
+    if (k == 0)
+        return 0;
+    scratch *s = scratch_get();
+    uint32_t np = LOAD(&ix->nparts), nsel = 0, ntop = 0;
+    if (!s || GROW(s, sel, np + 1))
+        return RC_ENOMEM;
+    omp_one();
+    uint64_t t0 = tm ? rc_now_ns() : 0;
+    for (uint32_t i = 0; i < np; i++) {
+        part *p = LOAD(&ix->parts[i]);
+        if (!part_match(p, f))
+            continue;
+        /* Locks are taken in partition order and the writer holds at most one
+         * at a time without waiting on another, so this cannot deadlock. */
+        pthread_rwlock_rdlock(&p->lock);
+        s->sel[nsel++] = p;
+    }
+    if (tm) {
+        tm->lock_ns = rc_now_ns() - t0;
+        tm->parts = nsel;
+    }
+    int rc = search_locked(ix, s, nsel, q, k, f, &ntop, tm);
+    for (uint32_t i = 0; i < nsel; i++)
+        pthread_rwlock_unlock(&s->sel[i]->lock);
+    if (rc)
+        return rc;
+    for (uint32_t m = ntop; m > 0; m--) {
+        hit h = s->top[0];
+        s->top[0] = s->top[m - 1];
+        hit_down(s->top, m - 1, 0);
+        rows[m - 1] = h.row;
+        if (scores)
+            scores[m - 1] = h.s;
+    }
+    *n = ntop;
+    return 0;
+}
