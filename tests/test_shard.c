@@ -305,7 +305,11 @@ static int thread_nice(const char *name, int *nice)
     int found = 0;
     if (uv_fs_scandir(NULL, &req, "/proc/self/task", 0, NULL) < 0)
         RC__FAIL("scandir /proc/self/task");
-    while (!found && uv_fs_scandir_next(&req, &d) != UV_EOF) {
+    /* Every entry is taken, even after a match: libuv frees the entry it
+     * returned last only on the next call, so stopping early leaks it. */
+    while (uv_fs_scandir_next(&req, &d) != UV_EOF) {
+        if (found)
+            continue;
         snprintf(path, sizeof path, "/proc/self/task/%s/stat", d.name);
         FILE *f = fopen(path, "r");
         if (!f)
