@@ -127,6 +127,24 @@ static void flush_all(rc_index *ix)
         RC__FAIL("maintain: %d %s", rc, err);
 }
 
+/* One city, ncates categories, rows planted rows in 200 clusters (seed),
+ * indexed with storage and flushed in the foreground: every partition of
+ * 4,096 rows or more is IVF. */
+static rc_index *ivf_built(gen *g, uint64_t seed, uint32_t rows, uint32_t ncates, int storage,
+                           rc_table **t)
+{
+    gen_init(g, 200, seed);
+    *t = mk_table(1, ncates);
+    fill(*t, g, rows, 1, ncates, 0.12f);
+    rc_index_opts o = {0};
+    o.ivf_min = 4096;
+    o.no_background = 1;
+    o.storage = storage;
+    rc_index *ix = index_filled(&o, *t);
+    flush_all(ix);
+    return ix;
+}
+
 static int matches(const rc_table *t, uint32_t row, const rc_index_filter *f)
 {
     if (!f)
@@ -706,15 +724,8 @@ static double recall_rerank(rc_index *ix, const rc_table *t, uint32_t nq, uint32
 static void storage_case(int storage, float score_tol)
 {
     gen g;
-    gen_init(&g, 200, 31);
-    rc_table *t = mk_table(1, 1);
-    fill(t, &g, 6000, 1, 1, 0.12f);
-    rc_index_opts o = {0};
-    o.ivf_min = 4096;
-    o.no_background = 1;
-    o.storage = storage;
-    rc_index *ix = index_filled(&o, t);
-    flush_all(ix);
+    rc_table *t;
+    rc_index *ix = ivf_built(&g, 31, 6000, 1, storage, &t);
     rc_index_stats st;
     rc_index_stats_get(ix, &st);
     ASSERT_EQ(st.ivf_partitions, 1);
@@ -835,15 +846,8 @@ TEST(index_storage_names_and_unknown)
 TEST(index_sq8_int8_scan_matches_faiss_scan)
 {
     gen g;
-    gen_init(&g, 200, 41);
-    rc_table *t = mk_table(1, 2);
-    fill(t, &g, 12000, 1, 2, 0.12f);
-    rc_index_opts o = {0};
-    o.ivf_min = 4096;
-    o.no_background = 1;
-    o.storage = RC_INDEX_STORAGE_SQ8;
-    rc_index *ix = index_filled(&o, t);
-    flush_all(ix);
+    rc_table *t;
+    rc_index *ix = ivf_built(&g, 41, 12000, 2, RC_INDEX_STORAGE_SQ8, &t);
     rc_index_stats st;
     rc_index_stats_get(ix, &st);
     ASSERT_EQ(st.ivf_partitions, 2);
