@@ -1,6 +1,7 @@
 #include "e2e.h"
 
 #include <errno.h>
+#include <librdkafka/rdkafka.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -409,7 +410,8 @@ void e2e_gen_file(const char *path, const rc_gen_opts *o)
     rc_gen_destroy(g);
 }
 
-void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
+/* The generator of the crash and fault tests' streams. */
+static rc_gen *gen_open(uint64_t seed, uint64_t events, double invalid)
 {
     rc_gen_opts o = {.seed = seed,
                      .events = events,
@@ -420,10 +422,18 @@ void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
                      .communities = 40,
                      .invalid_share = invalid};
     rc_gen *g = NULL;
-    char err[256], line[RC_GEN_LINE_MAX];
+    char err[256];
+    if (rc_gen_create(&o, &g, err, sizeof err))
+        RC__FAIL("rc_gen_create: %s", err);
+    return g;
+}
+
+void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
+{
+    rc_gen *g = gen_open(seed, events, invalid);
+    char line[RC_GEN_LINE_MAX];
     size_t len;
     rc_gen_info info;
-    ASSERT_EQ(rc_gen_create(&o, &g, err, sizeof err), 0);
     memset(t, 0, sizeof *t);
     t->count = calloc(E2E_GEN_ITEMS, sizeof *t->count);
     ASSERT(t->count != NULL);
@@ -436,6 +446,154 @@ void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
         }
     }
     rc_gen_destroy(g);
+}
+
+/* One generated line, found again by its text. */
+struct gen_line {
+    char *text;
+    size_t len;
+    uint32_t item;
+    int valid;
+    uint32_t seen; /* messages of the log with this text */
+};
+
+static uint64_t text_hash(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+void e2e_topic_truth(const char *brokers, const char *topic, int partitions, uint64_t seed,
+                     uint64_t events, double invalid, e2e_truth *t)
+{
+    /* the generator's lines in an open-addressing table by text */
+    size_t cap = 16;
+    while (cap < 2 * events)
+        cap *= 2;
+    struct gen_line *lines = calloc(events, sizeof *lines);
+    uint32_t *slot = malloc(cap * sizeof *slot); /* line index + 1, 0 = empty */
+    ASSERT(lines != NULL && slot != NULL);
+    memset(slot, 0, cap * sizeof *slot);
+    rc_gen *g = gen_open(seed, events, invalid);
+    char buf[RC_GEN_LINE_MAX];
+    size_t len, n = 0;
+    rc_gen_info info;
+    while (n < events && rc_gen_next(g, buf, sizeof buf, &len, &info) == 0) {
+        struct gen_line *l = &lines[n];
+        l->text = malloc(len ? len : 1);
+        ASSERT(l->text != NULL);
+        memcpy(l->text, buf, len);
+        l->len = len;
+        l->valid = info.valid;
+        l->item = info.item;
+        size_t s = text_hash(buf, len) & (cap - 1);
+        while (slot[s]) {
+            const struct gen_line *o = &lines[slot[s] - 1];
+            if (o->len == len && memcmp(o->text, buf, len) == 0)
+                RC__FAIL("generated lines %u and %zu are the same: '%.*s'", slot[s] - 1, n,
+                         (int)len, buf);
+            s = (s + 1) & (cap - 1);
+        }
+        slot[s] = (uint32_t)++n;
+    }
+    rc_gen_destroy(g);
+    ASSERT_EQ(n, events);
+
+    /* every partition from its log start to its end, no group join */
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ||
+        rd_kafka_conf_set(conf, "group.id", "e2e-topic-truth", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err))
+        RC__FAIL("consumer config: %s", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk)
+        RC__FAIL("consumer: %s", err);
+    int64_t *end = calloc((size_t)partitions, sizeof *end),
+            *pos = calloc((size_t)partitions, sizeof *pos);
+    ASSERT(end != NULL && pos != NULL);
+    rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(partitions);
+    int open = 0;
+    for (int p = 0; p < partitions; p++) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, (int)e2e_scaled_ms(30000));
+        if (e)
+            RC__FAIL("watermarks of %s [%d]: %s", topic, p, rd_kafka_err2str(e));
+        end[p] = hi;
+        pos[p] = lo;
+        if (lo < hi) {
+            rd_kafka_topic_partition_list_add(pl, topic, p)->offset = lo;
+            open++;
+        }
+    }
+    ASSERT_EQ(rd_kafka_assign(rk, pl), 0);
+    rd_kafka_topic_partition_list_destroy(pl);
+
+    memset(t, 0, sizeof *t);
+    t->count = calloc(E2E_GEN_ITEMS, sizeof *t->count);
+    ASSERT(t->count != NULL);
+    long long deadline = now_ms() + e2e_scaled_ms(E2E_PATIENCE_MS);
+    while (open > 0) {
+        if (now_ms() > deadline)
+            RC__FAIL("reading %s: %d partitions short of their end after %lld ms", topic, open,
+                     e2e_scaled_ms(E2E_PATIENCE_MS));
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                RC__FAIL("reading %s: %s", topic, rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        int p = m->partition;
+        ASSERT(p >= 0 && p < partitions);
+        if (m->offset != pos[p])
+            RC__FAIL("%s [%d]: offset %lld read, %lld expected (a gap in the log)", topic, p,
+                     (long long)m->offset, (long long)pos[p]);
+        size_t s = text_hash(m->payload, m->len) & (cap - 1);
+        struct gen_line *l = NULL;
+        for (; slot[s]; s = (s + 1) & (cap - 1)) {
+            struct gen_line *o = &lines[slot[s] - 1];
+            if (o->len == m->len && memcmp(o->text, m->payload, m->len) == 0) {
+                l = o;
+                break;
+            }
+        }
+        if (!l)
+            RC__FAIL("%s [%d] offset %lld is no generated line: '%.*s'", topic, p,
+                     (long long)m->offset, (int)m->len, (const char *)m->payload);
+        if (l->valid) {
+            t->valid++;
+            if (l->seen)
+                t->repeats++;
+            else
+                t->count[l->item]++;
+        } else {
+            t->invalid++;
+        }
+        l->seen++;
+        if (++pos[p] == end[p])
+            open--;
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    for (size_t i = 0; i < n; i++) {
+        if (!lines[i].seen)
+            RC__FAIL("generated line %zu is not in %s: '%.*s'", i, topic, (int)lines[i].len,
+                     lines[i].text);
+        free(lines[i].text);
+    }
+    free(lines);
+    free(slot);
+    free(end);
+    free(pos);
 }
 
 pid_t e2e_gen_start(const char *brokers, uint64_t seed, uint64_t events, double invalid,

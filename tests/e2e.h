@@ -57,10 +57,24 @@ void e2e_broker_stop(e2e_broker *b);
 typedef struct e2e_truth {
     uint64_t valid, invalid;
     uint32_t *count; /* clicks by item index ("i<index>"), malloc'd */
+    /* e2e_topic_truth only: valid messages that repeat an earlier one */
+    uint64_t repeats;
 } e2e_truth;
 /* Every line of the generator with options o written to path, one a line. */
 void e2e_gen_file(const char *path, const rc_gen_opts *o);
 void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t);
+/* The truth of what a topic holds: the messages of every partition (from
+ * its log start to its end) matched against the generator's lines (seed,
+ * events, invalid), each counted as often as the log holds it: valid and
+ * invalid count messages, repeats the valid messages that repeat an earlier
+ * one, count the distinct valid lines by item (what a model trains on). A
+ * repeat is the producer's own retry: librdkafka 2.0.2's mock cluster drops
+ * a retried batch only for transactional producers (rd_kafka_mock.c,
+ * rd_kafka_mock_validate_records), so an idempotent producer whose broker
+ * went down mid-request can write a batch twice. Fails the test on a message
+ * that is not a generated line, or on a generated line the log lacks. */
+void e2e_topic_truth(const char *brokers, const char *topic, int partitions, uint64_t seed,
+                     uint64_t events, double invalid, e2e_truth *t);
 /* recalld-gen producing to `brokers` (topic clicks) in the background at `rate`
  * events/s (0 = unpaced); e2e_gen_wait returns its exit status. */
 /* The newest checkpoint under data (the daemon's default dim, 64) into *t and
