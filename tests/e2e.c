@@ -410,8 +410,7 @@ void e2e_gen_file(const char *path, const rc_gen_opts *o)
     rc_gen_destroy(g);
 }
 
-/* The generator of the crash and fault tests' streams. */
-static rc_gen *gen_open(uint64_t seed, uint64_t events, double invalid)
+rc_gen *e2e_gen_open(uint64_t seed, uint64_t events, double invalid)
 {
     rc_gen_opts o = {.seed = seed,
                      .events = events,
@@ -430,7 +429,7 @@ static rc_gen *gen_open(uint64_t seed, uint64_t events, double invalid)
 
 void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t)
 {
-    rc_gen *g = gen_open(seed, events, invalid);
+    rc_gen *g = e2e_gen_open(seed, events, invalid);
     char line[RC_GEN_LINE_MAX];
     size_t len;
     rc_gen_info info;
@@ -477,7 +476,7 @@ void e2e_topic_truth(const char *brokers, const char *topic, int partitions, uin
     uint32_t *slot = malloc(cap * sizeof *slot); /* line index + 1, 0 = empty */
     ASSERT(lines != NULL && slot != NULL);
     memset(slot, 0, cap * sizeof *slot);
-    rc_gen *g = gen_open(seed, events, invalid);
+    rc_gen *g = e2e_gen_open(seed, events, invalid);
     char buf[RC_GEN_LINE_MAX];
     size_t len, n = 0;
     rc_gen_info info;

@@ -62,6 +62,9 @@ typedef struct e2e_truth {
 } e2e_truth;
 /* Every line of the generator with options o written to path, one a line. */
 void e2e_gen_file(const char *path, const rc_gen_opts *o);
+/* The generator of those streams (caller rc_gen_destroys); fails the test
+ * when it cannot be created. */
+rc_gen *e2e_gen_open(uint64_t seed, uint64_t events, double invalid);
 void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t);
 /* The truth of what a topic holds: the messages of every partition (from
  * its log start to its end) matched against the generator's lines (seed,

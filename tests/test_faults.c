@@ -330,19 +330,10 @@ TEST(faults_topic_truth_counts_a_repeated_line)
     e2e_assert_counts(&t1, gen_tr.count);
 
     /* the first valid line again, as a retried batch would write it */
-    rc_gen_opts o = {.seed = 33,
-                     .events = N,
-                     .users = E2E_GEN_USERS,
-                     .items = E2E_GEN_ITEMS,
-                     .cities = 4,
-                     .cates = 4,
-                     .communities = 40,
-                     .invalid_share = 0.02};
-    rc_gen *g = NULL;
+    rc_gen *g = e2e_gen_open(33, N, 0.02);
     char err[256], line[RC_GEN_LINE_MAX];
     size_t len;
     rc_gen_info info = {0};
-    ASSERT_EQ(rc_gen_create(&o, &g, err, sizeof err), 0);
     while (rc_gen_next(g, line, sizeof line, &len, &info) == 0 && !info.valid)
         ;
     ASSERT(info.valid);
