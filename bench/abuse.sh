@@ -10,8 +10,8 @@
 # p99 during, good-client recall p99 during, and what was refused or counted.
 # The probes of the socket side (3, 4, 5) measure whatever this build does.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-B=${RC_BUILD_DIR:-$here/build}
+. "$(dirname "$0")/lib.sh"
+bench_init abuse
 ITEMS=${1:-1000000}
 PROBES="0 ${2:-1 2 3 4 5 6}" # 0: the quiet reference run the others are compared with
 EVENTS=$((ITEMS * 4))
@@ -19,23 +19,7 @@ USERS=$ITEMS
 # Room for probe 1's 70,000 new items; probe 6 floods past it.
 HEAD=$((ITEMS / 10 + 70000))
 PORT=${ABUSE_METRICS_PORT:-$((20000 + RANDOM % 20000))}
-tmp=$(mktemp -d /tmp/rc-bench-abuse.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
-stat() { "$B/recallctl" --socket "$tmp/r.sock" --raw stats; }
-
-mkfifo "$tmp/broker.in"
-"$B/recalld-broker" --partitions 128 <"$tmp/broker.in" >"$tmp/broker.out" 2>"$tmp/broker.log" &
-pids+=($!)
-exec 7>"$tmp/broker.in" # keeps the broker's stdin open
-for _ in $(seq 100); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
-bs=$(head -1 "$tmp/broker.out")
+broker_start "$tmp" 128 fifo
 
 cat >"$tmp/r.json" <<JSON
 {"kafka": {"brokers": "$bs", "dlq_file": "$tmp/dlq.jsonl", "dlq_file_max_mb": 16},
@@ -56,9 +40,9 @@ t0=$(date +%s)
     --communities $((ITEMS / 200 + 1)) --zipf 0.6 --events "$EVENTS" --rate 60000 \
     --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
 for _ in $(seq 1200); do
-    a=$(stat | field '["events"]["applied"]'); [ "$a" -ge "$EVENTS" ] && break; sleep 0.5
+    a=$(stats "$tmp/r.sock" | field '["events"]["applied"]'); [ "$a" -ge "$EVENTS" ] && break; sleep 0.5
 done
-s=$(stat)
+s=$(stats "$tmp/r.sock")
 items=$(echo "$s" | field '["items"]'); users=$(echo "$s" | field '["users"]["active"]')
 echo "   loaded in $(( $(date +%s) - t0 )) s: items $items, users $users"
 echo "$s" | python3 -c '

@@ -17,24 +17,15 @@
 #    (default 100,000) through build_vocab(update=True) + train (its online
 #    mode), 1 worker and 2 workers; each recalld setting over each.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-B=${RC_BUILD_DIR:-$here/build}
+. "$(dirname "$0")/lib.sh"
+bench_init ingest
 N=${1:-1000000}
 RATE=${2:-50000}
-tmp=$(mktemp -d /tmp/rc-bench-ingest.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
 gen=(--seed 7 --users 100000 --items 100000 --cities 20 --cates 10 --communities 1000)
-stat() { "$B/recallctl" --socket "$1" --raw stats; }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
 
 echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/')"
 echo "== 1. ingest: $N events pre-loaded in recalld-broker (64 partitions)"
-"$B/recalld-broker" --partitions 64 >"$tmp/broker.out" 2>"$tmp/broker.err" &
-pids+=($!)
-for _ in $(seq 50); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
-bs=$(head -1 "$tmp/broker.out")
+broker_start "$tmp" 64
 "$B/recalld-gen" "${gen[@]}" --events "$N" --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
 "$B/recalld-gen" "${gen[@]}" --events "$N" --out "$tmp/clicks.jsonl" 2>/dev/null
 THREADS=${THREADS:-1 2}
@@ -51,17 +42,17 @@ ingest() { # $1 = model.trainer_threads: sets out_rate (events/s) and out_cpu (C
     pid=$!
     pids+=($pid)
     while :; do
-        s=$(stat "$tmp/a$run.sock" 2>/dev/null) || { sleep 0.05; continue; }
+        s=$(stats "$tmp/a$run.sock") || { sleep 0.05; continue; }
         a=$(echo "$s" | field '["events"]["applied"]')
         now=$(date +%s.%N)
         if [ -z "$t_first" ] && [ "$a" -gt 0 ]; then
             t_first=$now; a_first=$a
-            ticks0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+            ticks0=$(cpu_ticks "$pid")
         fi
         [ "$a" -ge "$N" ] && break
         sleep 0.02
     done
-    ticks1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    ticks1=$(cpu_ticks "$pid")
     echo "$s" >"$tmp/ingest-stats-$th.json"
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
     read -r out_rate out_cpu < <(python3 -c "import os; d=$now-$t_first; n=$a-$a_first; print(round(n/d), round(($ticks1-$ticks0)/os.sysconf('SC_CLK_TCK')/n*1e6, 2))")
@@ -88,10 +79,10 @@ echo "== 2. freshness at $RATE events/s (embedded Kafka, producer paced)"
 "$B/recalld" --embedded-kafka --partitions 64 --socket "$tmp/b.sock" --metrics-port 0 --log-level warn 2>"$tmp/b.log" &
 pids+=($!)
 for _ in $(seq 100); do "$B/recallctl" --socket "$tmp/b.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-bsb=$(stat "$tmp/b.sock" | field '["kafka"]["bootstrap"]')
+bsb=$(stats "$tmp/b.sock" | field '["kafka"]["bootstrap"]')
 "$B/recalld-gen" "${gen[@]}" --events $((RATE * 10)) --rate "$RATE" --brokers "$bsb" >/dev/null 2>/dev/null
 sleep 1
-fr=$(stat "$tmp/b.sock" | field '["freshness_ms"]')
+fr=$(stats "$tmp/b.sock" | field '["freshness_ms"]')
 echo "   freshness (ms): $fr"
 
 if /usr/bin/python3 -c 'import gensim' 2>/dev/null; then

@@ -14,28 +14,18 @@
 # (utime + stime from /proc over the same span): on a shared machine only the
 # ratios mean anything, and the CPU one is the steadier.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-B=${RC_BUILD_DIR:-$here/build}
+. "$(dirname "$0")/lib.sh"
+bench_init ingest-replay
 N=${1:-1000000}
 ITEMS=${2:-300000}
 ROUNDS=${3:-1}
 RATIO=${4:-50}
-tmp=$(mktemp -d /tmp/rc-bench-ingest-replay.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
 gen=(--seed 7 --users 200000 --items "$ITEMS" --cities 20 --cates 10 --communities 2000)
-stat() { "$B/recallctl" --socket "$1" --raw stats; }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
 
 echo "== $N events over $ITEMS items pre-loaded in recalld-broker (64 partitions)"
-"$B/recalld-broker" --partitions 64 >"$tmp/broker.out" 2>"$tmp/broker.err" &
-pids+=($!)
-for _ in $(seq 50); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
-bs=$(head -1 "$tmp/broker.out")
+broker_start "$tmp" 64
 "$B/recalld-gen" "${gen[@]}" --events "$N" --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # drain NAME RATIO: prints "events/s events/cpu_s replayed skipped yields items replayed_after_idle"
 drain() {
     local name=$1 ratio=$2 sock="$tmp/$1.sock"
@@ -46,7 +36,7 @@ drain() {
     pids+=($pid)
     local t_first= a_first=0 a=0 now s c_first=0 c
     while :; do
-        s=$(stat "$sock" 2>/dev/null) || { sleep 0.05; continue; }
+        s=$(stats "$sock") || { sleep 0.05; continue; }
         c=$(cpu_ticks "$pid")
         a=$(echo "$s" | field '["events"]["applied"]')
         now=$(date +%s.%N)
@@ -64,7 +54,7 @@ drain() {
     it=$(echo "$s" | field '["items"]')
     sleep 5
     local r2
-    r2=$(stat "$sock" | field '["training"]["replay"]["replayed"]')
+    r2=$(stats "$sock" | field '["training"]["replay"]["replayed"]')
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
     echo "$rate $per_cpu $r $sk $y $it $r2"

@@ -5,21 +5,12 @@
 # groups, same clicks), measured in alternating rounds on the same machine.
 #   bench/mc_parallel.sh [ITEMS] [EVENTS] [ROUNDS]   (defaults 200000 800000 6)
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-B=${RC_BUILD_DIR:-$here/build}
+. "$(dirname "$0")/lib.sh"
+bench_init mc
 ITEMS=${1:-200000}
 EVENTS=${2:-800000}
 ROUNDS=${3:-6}
-tmp=$(mktemp -d /tmp/rc-bench-mc.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-mkfifo "$tmp/broker.in"
-"$B/recalld-broker" --partitions 128 <"$tmp/broker.in" >"$tmp/broker.out" 2>"$tmp/broker.log" &
-pids+=($!)
-exec 3>"$tmp/broker.in"
-for _ in $(seq 100); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
-bs=$(head -n1 "$tmp/broker.out")
+broker_start "$tmp" 128 fifo
 for p in true false; do
     cat >"$tmp/$p.json" <<JSON
 {"kafka": {"brokers": "$bs", "group": "mc-$p"},
@@ -30,7 +21,7 @@ JSON
     "$B/recalld" --config "$tmp/$p.json" --socket "$tmp/$p.sock" 2>"$tmp/$p.log" &
     pids+=($!)
 done
-applied() { "$B/recallctl" --socket "$tmp/$1.sock" --raw stats | python3 -c "import json,sys; print(json.load(sys.stdin)['events']['applied'])"; }
+applied() { stats "$tmp/$1.sock" | field '["events"]["applied"]'; }
 for p in true false; do
     for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/$p.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
 done

@@ -11,27 +11,16 @@
 # The mock ignores static membership (group.instance.id): on a real broker a
 # restarted static member gets its partitions back without waiting at all.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-B=${RC_BUILD_DIR:-$here/build}
+. "$(dirname "$0")/lib.sh"
+bench_init rejoin KILL
 KILLS=${1:-5}
 N=${2:-20000}
-tmp=$(mktemp -d /tmp/rc-bench-rejoin.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
-stats() { "$B/recallctl" --socket "$1" --raw stats 2>/dev/null; }
 
 # run NAME KAFKA_CONFIG_JSON -> prints "rejoin_s apply_s applied"
 run() {
     local name=$1 kconf=$2 d=$tmp/$1
     mkdir -p "$d"
-    "$B/recalld-broker" --partitions 4 >"$d/broker.out" 2>"$d/broker.err" &
-    local bpid=$!
-    pids+=($bpid)
-    for _ in $(seq 100); do [ -s "$d/broker.out" ] && break; sleep 0.1; done
-    local bs
-    bs=$(head -1 "$d/broker.out")
+    broker_start "$d" 4
     printf '{"checkpoint":{"interval_ms":300},"kafka":{"config":%s}}\n' "$kconf" >"$d/conf.json"
     local args=(--brokers "$bs" --group rejoin --data-dir "$d/data" --config "$d/conf.json"
                 --socket "$d/s.sock" --metrics-port 0 --log-level warn)
