@@ -24,6 +24,9 @@ gen=(--seed 7 --users 200000 --items "$ITEMS" --cities 20 --cates 10 --communiti
 
 echo "== $N events over $ITEMS items pre-loaded in recalld-broker (64 partitions)"
 broker_start "$tmp" 64
+# ratio A B: A/B to 3 places, or "n/a" when B is 0 (a log drained before the
+# first look: EVENTS too small to measure)
+ratio() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(round(a / b, 3) if b else 'n/a')" "$1" "$2"; }
 "$B/recalld-gen" "${gen[@]}" --events "$N" --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
 
 # drain NAME RATIO: prints "events/s events/cpu_s replayed skipped yields items replayed_after_idle"
@@ -73,13 +76,13 @@ for round in $(seq "$ROUNDS"); do
                 "drain: $r replayed, $sk given up, $y yields; 5 s idle after it: $r2 replayed"
         fi
     done
-    echo "   round $round on/off: events/s $(python3 -c "print(round($on / $off, 3))")x," \
-        "per CPU s $(python3 -c "print(round($con / $coff, 3))")x"
+    echo "   round $round on/off: events/s $(ratio "$on" "$off")x," \
+        "per CPU s $(ratio "$con" "$coff")x"
     sum_off=$((sum_off + off))
     sum_on=$((sum_on + on))
     cpu_off=$((cpu_off + coff))
     cpu_on=$((cpu_on + con))
 done
 echo "== replay $RATIO / replay off over $ROUNDS round(s): events/s" \
-    "$(python3 -c "print(round($sum_on / $sum_off, 3))")x, per CPU s" \
-    "$(python3 -c "print(round($cpu_on / $cpu_off, 3))")x"
+    "$(ratio "$sum_on" "$sum_off")x, per CPU s" \
+    "$(ratio "$cpu_on" "$cpu_off")x"

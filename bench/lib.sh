@@ -1,0 +1,55 @@
+# Shared by the bench scripts that run recalld against recalld-broker; sourced
+# right after `set -euo pipefail`:
+#   bench_init NAME [SIGNAL]  sets B (the build: $RC_BUILD_DIR or build/), tmp
+#                             (a private directory, removed at exit) and pids
+#                             (processes sent SIGNAL, default TERM, at exit)
+#   broker_start DIR PARTS [fifo]
+#                             starts recalld-broker with PARTS partitions of
+#                             topic clicks, its files in DIR; sets bs (its
+#                             bootstrap address) and bpid. With "fifo" its stdin
+#                             is DIR/broker.in, held open on fd 9: fault commands
+#                             are written there (recalld-broker --help)
+#   stats SOCK                a daemon's stats as JSON (fails while it is not up)
+#   field PATH                a field of the JSON on stdin, PATH like ["a"]["b"]
+#   cpu_ticks PID             a process's user + system CPU, in clock ticks
+
+bench_init() {
+    here=$(cd "$(dirname "${BASH_SOURCE[1]}")/.." && pwd)
+    B=${RC_BUILD_DIR:-$here/build}
+    tmp=$(mktemp -d "/tmp/rc-bench-$1.XXXXXX")
+    pids=()
+    bench_sig=${2:-TERM}
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill -s "$bench_sig" "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+
+broker_start() {
+    local dir=$1 parts=$2 i
+    if [ "${3:-}" = fifo ]; then
+        mkfifo "$dir/broker.in"
+        "$B/recalld-broker" --partitions "$parts" <"$dir/broker.in" >"$dir/broker.out" \
+            2>"$dir/broker.log" &
+        bpid=$!
+        exec 9>"$dir/broker.in" # keeps the broker's stdin open
+    else
+        "$B/recalld-broker" --partitions "$parts" >"$dir/broker.out" 2>"$dir/broker.log" &
+        bpid=$!
+    fi
+    pids+=("$bpid")
+    for i in $(seq 600); do # its first line is the bootstrap address
+        [ -s "$dir/broker.out" ] && break
+        kill -0 "$bpid" 2>/dev/null || { echo "recalld-broker exited: $(tail -3 "$dir/broker.log")" >&2; exit 1; }
+        sleep 0.1
+    done
+    bs=$(head -1 "$dir/broker.out")
+    [ -n "$bs" ] || { echo "recalld-broker printed no address in 60 s ($dir/broker.log)" >&2; exit 1; }
+}
+
+stats() { "$B/recallctl" --socket "$1" --raw stats 2>/dev/null; }
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
