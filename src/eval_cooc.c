@@ -9,7 +9,8 @@
  *    rc_cooc_fuse, the fusion the daemon's "fused" recall runs. With --tune
  *    the weight is chosen on a validation split cut from the training
  *    sessions only (the split --tune uses for the batch settings), over
- *    0, 0.1, ..., 1; else it is cooc.fuse_weight's default. */
+ *    0, 0.1, ..., 1, once: later runs (the daily protocol's periods) reuse
+ *    the choice; else it is cooc.fuse_weight's default. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,9 +202,11 @@ static rc_train_opts fused_settings(const rc_eval_env *env, rc_eval_report *rep)
     return rep->settings;
 }
 
-/* HR@50 of each grid weight on a validation split of the training sessions. */
+/* HR@50 of each grid weight on a validation split of the training sessions;
+ * *found = 0 (and *best unchanged) when the training part is too small for
+ * one. */
 static int tune_weight(rc_eval_env *env, const rc_train_opts *o, float *best, double *best_hr,
-                       char *eb, size_t el)
+                       int *found, char *eb, size_t el)
 {
     rc_eval_opts vo = env->split->opts;
     rc_eval_split *vs = NULL;
@@ -213,6 +216,7 @@ static int tune_weight(rc_eval_env *env, const rc_train_opts *o, float *best, do
     uint64_t hits[NGRID] = {0};
     int rc = 0;
     vo.period_start_ms = vo.period_end_ms = 0;
+    *found = 0;
     if (!f)
         return rc_err(eb, el, RC_ENOMEM, "fused: out of memory");
     if (rc_eval_split_create(env->log, env->split->train_mask, &vo, &vs, eb, el)) {
@@ -246,6 +250,7 @@ static int tune_weight(rc_eval_env *env, const rc_train_opts *o, float *best, do
         if (hits[g] > hits[bg])
             bg = g;
     *best = (float)bg / (NGRID - 1);
+    *found = 1;
     *best_hr = vs->npos ? (double)hits[bg] / (double)vs->npos : 0;
     if (!env->quiet)
         for (int g = 0; g < NGRID; g++)
@@ -276,16 +281,25 @@ int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t e
         return rc_err(eb, el, RC_ENOMEM, "fused: out of memory");
     rc_config_defaults(&cfg);
     weight = cfg.cooc_fuse_weight;
-    if (env->tune && (rc = tune_weight(env, &o, &weight, &vhr, eb, el)))
-        goto out;
-    fprintf(stderr, "fused: weight %.2f (%s)\n", (double)weight,
-            env->tune ? "chosen on the validation split" : "cooc.fuse_weight default");
-    if (env->tune) {
-        rep->tuned = 1;
-        rep->tune_hr50 = vhr;
-        rep->tune_trials = NGRID;
-        rep->tune_seconds = (double)(rc_now_ns() - t0) / 1e9;
+    if ((env->tune || env->tune_fuse) && !env->have_fuse_weight) {
+        int found = 0;
+        if ((rc = tune_weight(env, &o, &weight, &vhr, &found, eb, el)))
+            goto out;
+        if (found) {
+            env->have_fuse_weight = 1;
+            env->fuse_weight = weight;
+            env->fuse_hr50 = vhr;
+            if (!env->quiet)
+                fprintf(stderr, "fused: weight %.2f chosen on the validation split in %.1f s\n",
+                        (double)weight, (double)(rc_now_ns() - t0) / 1e9);
+        }
     }
+    if (env->have_fuse_weight)
+        weight = env->fuse_weight;
+    rep->has_fuse = 1;
+    rep->fuse_weight = weight;
+    rep->fuse_tuned = env->have_fuse_weight;
+    rep->fuse_hr50 = env->have_fuse_weight ? env->fuse_hr50 : 0;
     if ((rc = rc_eval_train_model(env, &o, &t, &ix, eb, el)) ||
         (rc = fused_init(f, env->split, t, ix, env->overfetch, weight, eb, el)))
         goto out;
