@@ -9,8 +9,9 @@
  *    rc_cooc_fuse, the fusion the daemon's "fused" recall runs. With --tune
  *    the weight is chosen on a validation split cut from the training
  *    sessions only (the split --tune uses for the batch settings), over
- *    0, 0.1, ..., 1, once: later runs (the daily protocol's periods) reuse
- *    the choice; else it is cooc.fuse_weight's default. */
+ *    0, 0.1, ..., 1 (the default kept unless one is strictly better), once: later runs (the daily
+ * protocol's periods) reuse the choice; else it is cooc.fuse_weight's default. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,8 +246,13 @@ static int tune_weight(rc_eval_env *env, const rc_train_opts *o, float *best, do
         rc_err(eb, el, rc, "fused: validation failed: %s", rc_strerror(rc));
         goto out;
     }
-    int bg = 0;
-    for (int g = 1; g < NGRID; g++)
+    /* From the daemon's default, moved only by a strictly better weight: a
+     * validation split that cannot tell the weights apart keeps it. */
+    rc_config cfg;
+    rc_config_defaults(&cfg);
+    int bg = (int)lroundf(cfg.cooc_fuse_weight * (NGRID - 1));
+    bg = RC_MIN(RC_MAX(bg, 0), NGRID - 1);
+    for (int g = 0; g < NGRID; g++)
         if (hits[g] > hits[bg])
             bg = g;
     *best = (float)bg / (NGRID - 1);

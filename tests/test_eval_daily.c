@@ -556,3 +556,40 @@ TEST(eval_daily_tune_carries_the_fusion_weight)
     rc_clicklog_free(log);
     ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
 }
+
+/* A validation split that cannot tell the fusion weights apart (30 items:
+ * every weight's top 50 is the same set of what both channels return, so
+ * every weight scored HR@50 .5011 when this was written) keeps the daemon's
+ * default (cooc.fuse_weight 0.8) instead of the grid's first weight. */
+TEST(eval_tune_fusion_weight_flat_keeps_default)
+{
+    char dir[] = "/tmp/rc_daily_XXXXXX", path[300], err[256] = "";
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    ASSERT_EQ(
+        e2e_sh(
+            NULL,
+            "%s --seed 3 --events 4000 --users 200 --items 30 --communities 6 --cities 2 --out %s",
+            RC_BIN("recalld-gen"), path),
+        0);
+    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
+    rc_clicklog *log = NULL;
+    ASSERT_EQ(rc_clicklog_load(&lo, &log, NULL, 0), 0);
+    rc_eval_split *s = NULL;
+    ASSERT_EQ(rc_eval_split_create(log, NULL, &(rc_eval_opts){0}, &s, err, sizeof err), 0);
+    rc_eval_env env = {.log = log,
+                       .split = s,
+                       .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3},
+                       .tune_fuse = 1,
+                       .quiet = 1};
+    rc_eval_report rep;
+    if (rc_eval_method_run(rc_eval_method_find("fused"), &env, &rep, err, sizeof err))
+        RC__FAIL("fused: %s", err);
+    ASSERT(env.have_fuse_weight && rep.fuse_tuned);
+    ASSERT_DBL_OP(env.fuse_hr50, >, 0);
+    ASSERT_DBL_OP(rep.fuse_weight, ==, 0.8f);
+    rc_eval_env_cleanup(&env);
+    rc_eval_split_destroy(s);
+    rc_clicklog_free(log);
+    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
+}

@@ -500,9 +500,10 @@ int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table
  * per period; coverage@50 counts the distinct items recalled over the items
  * clicked before the last period's end. --tune tunes the batch settings once,
  * on the first period's split; later periods and the stream methods reuse
- * them. With env->tune_stream the streaming knobs are searched once too (by
- * the first warm stream run: stream-warm, or stream-daily's first period, on
- * the first period's training part) and reused by the other. */
+ * them, and fused's weight likewise (env->tune_fuse). With tune_min_valid the
+ * warm-up grows until that first period's training part is large enough. With env->tune_stream the
+ * streaming knobs are searched once too (by the first warm stream run: stream-warm, or
+ * stream-daily's first period, on the first period's training part) and reused by the other. */
 typedef struct rc_eval_daily_opts {
     double period_hours;     /* (0, 8784], 0 = 24 */
     uint32_t warmup_periods; /* periods that only train, 0 = 1 */
