@@ -372,6 +372,15 @@ TEST(eval_daily_cli_json)
               2);
     ASSERT(strstr(out, "not a daily method") != NULL);
     free(out);
+    /* --tune on a log too small to tune on: said, not a silent default. */
+    ASSERT_NE(e2e_sh(&out, "%s --input %s --format csv --time-unit s --protocol daily --tune 2>&1",
+                     RC_BIN("recalld-eval"), path),
+              0);
+    ASSERT(strstr(out, "--tune-min-valid") != NULL);
+    free(out);
+    ASSERT_EQ(
+        e2e_sh(NULL, "%s --input %s --tune-min-valid x 2>/dev/null", RC_BIN("recalld-eval"), path),
+        2);
     rm_dir_of(path);
 }
 
