@@ -9,13 +9,22 @@
 # DATA_DIR defaults to $RECALLD_DATA_DIR (movielens-100k/, diginetica/); without
 # it only the generated log runs. Environment: RC_BUILD_DIR (default build),
 # THREADS (training threads, default 1), MOVIELENS=0 to skip MovieLens-100k
-# (about 20 minutes on a loaded 2-core machine).
+# (about 20 minutes on a loaded 2-core machine), TUNE=1 to add --tune
+# --tune-seconds 60 and the live item-kNN and fused rows (the warm-up then
+# grows until --tune has a validation split: 40 days on Diginetica's sample;
+# MovieLens runs with 60 warm-up days).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
 DATA=${1:-${RECALLD_DATA_DIR:-}}
 THREADS=${THREADS:-1}
 MOVIELENS=${MOVIELENS:-1}
+TUNE=${TUNE:-0}
+extra=()
+if [ "$TUNE" != 0 ]; then
+    extra=(--tune --tune-seconds 60
+        --methods popularity,itemknn,batch-daily,stream-warm,stream-daily,itemknn-live,fused)
+fi
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 for bin in recalld-eval recalld-gen; do
@@ -33,22 +42,24 @@ show() {
 import json, sys
 j = json.load(open(sys.argv[1]))
 p = j["protocol"]
-print("%d periods evaluated, %d predictions, %d new targets"
-      % (len(p["periods"]), p["predictions"], p["new_targets"]))
+print("%d periods evaluated (%d of warm-up), %d predictions, %d new targets"
+      % (len(p["periods"]), p["warmup_periods"], p["predictions"], p["new_targets"]))
 print("%-14s %15s %8s %8s" % ("method", "hr@50 (mrr@50)", "new", "older"))
 for name, m in j["methods"].items():
     s = m["slices"]
-    print("%-14s %7.3f (%5.3f) %8.3f %8.3f" % (name, m["hr@50"], m["mrr@50"],
-                                               s["new"]["hr@50"], s["older"]["hr@50"]))
+    print("%-14s %7.3f (%5.3f) %8.3f %8.3f%s" % (name, m["hr@50"], m["mrr@50"],
+                                                 s["new"]["hr@50"], s["older"]["hr@50"],
+                                                 "   weight %.1f" % m["fuse_weight"]
+                                                 if "fuse_weight" in m else ""))
 PYEOF
 }
 
 run() {
     local name=$1
     shift
-    echo "== $name: recalld-eval $* --protocol daily --new-items --threads $THREADS"
-    nice "$B/recalld-eval" "$@" --protocol daily --new-items --threads "$THREADS" --json --quiet \
-        >"$tmp/$name.json"
+    echo "== $name: recalld-eval $* ${extra[*]} --protocol daily --new-items --threads $THREADS"
+    nice "$B/recalld-eval" "$@" "${extra[@]}" --protocol daily --new-items --threads "$THREADS" \
+        --json --quiet >"$tmp/$name.json"
     show "$tmp/$name.json"
 }
 
@@ -65,5 +76,9 @@ if [ -f "$DATA/diginetica/sample_train-item-views.csv" ]; then
         --time-offset timeframe
 fi
 if [ "$MOVIELENS" != 0 ] && [ -f "$DATA/movielens-100k/u.data" ]; then
-    run movielens-100k --input "$DATA/movielens-100k/u.data"
+    if [ "$TUNE" != 0 ]; then
+        run movielens-100k --input "$DATA/movielens-100k/u.data" --warmup-periods 60
+    else
+        run movielens-100k --input "$DATA/movielens-100k/u.data"
+    fi
 fi

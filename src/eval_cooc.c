@@ -9,7 +9,9 @@
  *    rc_cooc_fuse, the fusion the daemon's "fused" recall runs. With --tune
  *    the weight is chosen on a validation split cut from the training
  *    sessions only (the split --tune uses for the batch settings), over
- *    0, 0.1, ..., 1; else it is cooc.fuse_weight's default. */
+ *    0, 0.1, ..., 1 (the default kept unless one is strictly better), once: later runs (the daily
+ * protocol's periods) reuse the choice; else it is cooc.fuse_weight's default. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,9 +203,11 @@ static rc_train_opts fused_settings(const rc_eval_env *env, rc_eval_report *rep)
     return rep->settings;
 }
 
-/* HR@50 of each grid weight on a validation split of the training sessions. */
+/* HR@50 of each grid weight on a validation split of the training sessions;
+ * *found = 0 (and *best unchanged) when the training part is too small for
+ * one. */
 static int tune_weight(rc_eval_env *env, const rc_train_opts *o, float *best, double *best_hr,
-                       char *eb, size_t el)
+                       int *found, char *eb, size_t el)
 {
     rc_eval_opts vo = env->split->opts;
     rc_eval_split *vs = NULL;
@@ -213,6 +217,7 @@ static int tune_weight(rc_eval_env *env, const rc_train_opts *o, float *best, do
     uint64_t hits[NGRID] = {0};
     int rc = 0;
     vo.period_start_ms = vo.period_end_ms = 0;
+    *found = 0;
     if (!f)
         return rc_err(eb, el, RC_ENOMEM, "fused: out of memory");
     if (rc_eval_split_create(env->log, env->split->train_mask, &vo, &vs, eb, el)) {
@@ -241,11 +246,17 @@ static int tune_weight(rc_eval_env *env, const rc_train_opts *o, float *best, do
         rc_err(eb, el, rc, "fused: validation failed: %s", rc_strerror(rc));
         goto out;
     }
-    int bg = 0;
-    for (int g = 1; g < NGRID; g++)
+    /* From the daemon's default, moved only by a strictly better weight: a
+     * validation split that cannot tell the weights apart keeps it. */
+    rc_config cfg;
+    rc_config_defaults(&cfg);
+    int bg = (int)lroundf(cfg.cooc_fuse_weight * (NGRID - 1));
+    bg = RC_MIN(RC_MAX(bg, 0), NGRID - 1);
+    for (int g = 0; g < NGRID; g++)
         if (hits[g] > hits[bg])
             bg = g;
     *best = (float)bg / (NGRID - 1);
+    *found = 1;
     *best_hr = vs->npos ? (double)hits[bg] / (double)vs->npos : 0;
     if (!env->quiet)
         for (int g = 0; g < NGRID; g++)
@@ -276,16 +287,25 @@ int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t e
         return rc_err(eb, el, RC_ENOMEM, "fused: out of memory");
     rc_config_defaults(&cfg);
     weight = cfg.cooc_fuse_weight;
-    if (env->tune && (rc = tune_weight(env, &o, &weight, &vhr, eb, el)))
-        goto out;
-    fprintf(stderr, "fused: weight %.2f (%s)\n", (double)weight,
-            env->tune ? "chosen on the validation split" : "cooc.fuse_weight default");
-    if (env->tune) {
-        rep->tuned = 1;
-        rep->tune_hr50 = vhr;
-        rep->tune_trials = NGRID;
-        rep->tune_seconds = (double)(rc_now_ns() - t0) / 1e9;
+    if ((env->tune || env->tune_fuse) && !env->have_fuse_weight) {
+        int found = 0;
+        if ((rc = tune_weight(env, &o, &weight, &vhr, &found, eb, el)))
+            goto out;
+        if (found) {
+            env->have_fuse_weight = 1;
+            env->fuse_weight = weight;
+            env->fuse_hr50 = vhr;
+            if (!env->quiet)
+                fprintf(stderr, "fused: weight %.2f chosen on the validation split in %.1f s\n",
+                        (double)weight, (double)(rc_now_ns() - t0) / 1e9);
+        }
     }
+    if (env->have_fuse_weight)
+        weight = env->fuse_weight;
+    rep->has_fuse = 1;
+    rep->fuse_weight = weight;
+    rep->fuse_tuned = env->have_fuse_weight;
+    rep->fuse_hr50 = env->have_fuse_weight ? env->fuse_hr50 : 0;
     if ((rc = rc_eval_train_model(env, &o, &t, &ix, eb, el)) ||
         (rc = fused_init(f, env->split, t, ix, env->overfetch, weight, eb, el)))
         goto out;

@@ -81,6 +81,26 @@ static int add_period(rc_eval_daily *d, int64_t start, int64_t end, const rc_ufe
     return 0;
 }
 
+/* The number of predictions of the validation split --tune would cut from
+ * the training part of the period starting at start (0 when none can be
+ * made): tune.h's split, the last 20% of that part's time. */
+static uint64_t valid_predictions(rc_eval_daily *d, int64_t start, uint8_t *member)
+{
+    rc_eval_split *s = NULL, *v = NULL;
+    rc_eval_opts vo = d->opts;
+    uint64_t n = 0;
+    if (period_split(d, start, start + d->period_ms, member, &s, NULL, 0))
+        return 0;
+    vo.period_start_ms = vo.period_end_ms = 0;
+    vo.test_ratio = 0.2;
+    vo.max_predictions = 0;
+    if (s->ntrain && !rc_eval_split_create(d->log, s->train_mask, &vo, &v, NULL, 0))
+        n = v->npos;
+    rc_eval_split_destroy(v);
+    rc_eval_split_destroy(s);
+    return n;
+}
+
 /* Items clicked before end: the catalog coverage@50 is measured against. */
 static uint32_t items_before(const rc_clicklog *log, int64_t end, uint32_t nitems)
 {
@@ -126,6 +146,24 @@ int rc_eval_daily_create(const rc_clicklog *log, const rc_eval_opts *opts,
     if (!(member = malloc(log->nsessions + 1)) ||
         !(d->period = calloc(RC_MAX(d->total_periods, 1u), sizeof *d->period)))
         goto fail;
+    d->warmup_asked = d->dopts.warmup_periods;
+    if (d->dopts.tune_min_valid) {
+        uint32_t k = d->dopts.warmup_periods;
+        for (; k < d->total_periods; k++) {
+            d->tune_valid_predictions =
+                valid_predictions(d, d->first_ms + (int64_t)k * d->period_ms, member);
+            if (d->tune_valid_predictions >= d->dopts.tune_min_valid)
+                break;
+        }
+        if (k >= d->total_periods) {
+            rc = rc_err(eb, el, RC_EINVAL,
+                        "daily: --tune: no period's training part gives a validation split of "
+                        "%u predictions (--tune-min-valid)",
+                        d->dopts.tune_min_valid);
+            goto fail;
+        }
+        d->dopts.warmup_periods = k;
+    }
     for (uint32_t k = d->dopts.warmup_periods; k < d->total_periods; k++) {
         int64_t start = d->first_ms + (int64_t)k * d->period_ms;
         if ((rc = add_period(d, start, start + d->period_ms, feats, member, eb, el)))

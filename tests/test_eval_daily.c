@@ -372,6 +372,15 @@ TEST(eval_daily_cli_json)
               2);
     ASSERT(strstr(out, "not a daily method") != NULL);
     free(out);
+    /* --tune on a log too small to tune on: said, not a silent default. */
+    ASSERT_NE(e2e_sh(&out, "%s --input %s --format csv --time-unit s --protocol daily --tune 2>&1",
+                     RC_BIN("recalld-eval"), path),
+              0);
+    ASSERT(strstr(out, "--tune-min-valid") != NULL);
+    free(out);
+    ASSERT_EQ(
+        e2e_sh(NULL, "%s --input %s --tune-min-valid x 2>/dev/null", RC_BIN("recalld-eval"), path),
+        2);
     rm_dir_of(path);
 }
 
@@ -423,6 +432,173 @@ TEST(eval_daily_tune_validates_on_the_training_part)
     rc_eval_daily_report_free(&rep);
     rc_eval_env_cleanup(&env);
     rc_eval_daily_destroy(d);
+    rc_clicklog_free(log);
+    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
+}
+
+/* The validation predictions --tune would get from the training part of the
+ * day starting at start: the day's split (sessions starting before its end),
+ * then the last 20% of its training sessions' time, through the public API. */
+static size_t valid_preds(const rc_clicklog *log, int64_t start, int new_items)
+{
+    uint8_t *member = malloc(log->nsessions + 1);
+    rc_eval_opts po = {
+        .new_items = new_items, .period_start_ms = start, .period_end_ms = start + DAY_MS};
+    rc_eval_opts vo = {.new_items = new_items, .test_ratio = 0.2};
+    rc_eval_split *s = NULL, *v = NULL;
+    size_t n = 0;
+    ASSERT(member != NULL);
+    for (uint32_t i = 0; i < log->nsessions; i++)
+        member[i] = log->sess_off[i + 1] > log->sess_off[i] &&
+                    log->recs[log->sess_off[i]].ts_ms < start + DAY_MS;
+    if (!rc_eval_split_create(log, member, &po, &s, NULL, 0) && s->ntrain &&
+        !rc_eval_split_create(log, s->train_mask, &vo, &v, NULL, 0))
+        n = v->npos;
+    rc_eval_split_destroy(v);
+    rc_eval_split_destroy(s);
+    free(member);
+    return n;
+}
+
+/* A log whose first days are too small to tune on (Diginetica's sample: one
+ * session on its first day): with tune_min_valid the warm-up grows to the
+ * first day whose training part gives that many validation predictions, so
+ * that --tune sees only days before the first evaluated one; without it the
+ * warm-up is as given; when no day has enough, the protocol says so. */
+TEST(eval_daily_tune_extends_the_warmup)
+{
+    rc_clicklog *log = NULL;
+    char u[32], it[32];
+    rc_rng r;
+    rc_rng_seed(&r, 5);
+    ASSERT_EQ(rc_clicklog_create(2048, &log), 0);
+    /* day 0 and 1: one session each; days 2..9: 30 sessions of 4 clicks */
+    for (int day = 0, sess = 0; day < 10; day++)
+        for (int k = 0; k < (day < 2 ? 1 : 30); k++, sess++)
+            for (int c = 0; c < 4; c++) {
+                int ul = snprintf(u, sizeof u, "u%d", sess);
+                int il = snprintf(it, sizeof it, "i%u", rc_rng_below(&r, 20));
+                int64_t ts = day * DAY_MS + 3600000LL + k * 2400000LL + c * 60000LL;
+                ASSERT_EQ(rc_clicklog_add(log, u, (size_t)ul, it, (size_t)il, "", 0, "", 0, ts), 0);
+            }
+    ASSERT_EQ(rc_clicklog_sessionize(log, 0, NULL, 0), 0);
+    const uint32_t want_min = 60;
+    uint32_t want_k = 0;
+    for (uint32_t k = 1; k < 10 && !want_k; k++)
+        if (valid_preds(log, k * DAY_MS, 0) >= want_min)
+            want_k = k;
+    ASSERT_GT(want_k, 2); /* planted: the two tiny days and more */
+    ASSERT_LT(valid_preds(log, (want_k - 1) * DAY_MS, 0), want_min);
+
+    rc_eval_opts o = {0};
+    rc_eval_daily_opts dopts = {.warmup_periods = 1, .tune_min_valid = want_min};
+    rc_eval_daily *d = NULL;
+    char err[256] = "";
+    if (rc_eval_daily_create(log, &o, &dopts, NULL, &d, err, sizeof err))
+        RC__FAIL("daily: %s", err);
+    ASSERT_EQ(d->warmup_asked, 1);
+    ASSERT_EQ(d->dopts.warmup_periods, want_k);
+    ASSERT_EQ(d->period[0].start_ms, (int64_t)want_k * DAY_MS);
+    ASSERT_EQ(d->tune_valid_predictions, valid_preds(log, want_k * DAY_MS, 0));
+    ASSERT_GE(d->tune_valid_predictions, want_min);
+    rc_eval_daily_destroy(d);
+
+    /* Without the minimum: one day of warm-up, as given. */
+    d = daily(log, 0, 24, 1);
+    ASSERT_EQ(d->dopts.warmup_periods, 1);
+    ASSERT_EQ(d->period[0].start_ms, DAY_MS);
+    rc_eval_daily_destroy(d);
+
+    /* A minimum no day reaches. */
+    dopts.tune_min_valid = 100000;
+    ASSERT_EQ(rc_eval_daily_create(log, &o, &dopts, NULL, &d, err, sizeof err), RC_EINVAL);
+    ASSERT(strstr(err, "validation split") != NULL);
+    rc_clicklog_free(log);
+}
+
+/* --tune chooses the fused method's weight once, on the first period's
+ * training part, and every later run reuses it: a weight planted in the env
+ * after the first run (0.35, not on the grid) is what the next run uses and
+ * reports, instead of a new search or cooc.fuse_weight's default. */
+TEST(eval_daily_tune_carries_the_fusion_weight)
+{
+    char dir[] = "/tmp/rc_daily_XXXXXX", path[300];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    ASSERT_EQ(e2e_sh(NULL, "%s --seed 3 --events 12000 --users 300 --items 400 --out %s",
+                     RC_BIN("recalld-gen"), path),
+              0);
+    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
+    rc_clicklog *log = NULL;
+    ASSERT_EQ(rc_clicklog_load(&lo, &log, NULL, 0), 0);
+    rc_eval_daily *d = daily(log, 0, 6, 4);
+    ASSERT_GT(d->nperiods, 1);
+    rc_eval_env env = {.log = log,
+                       .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3},
+                       .tune_fuse = 1,
+                       .quiet = 1};
+    rc_eval_daily_report rep;
+    run_method("fused", &env, d, &rep);
+    ASSERT(env.have_fuse_weight);
+    ASSERT(rep.all.has_fuse && rep.all.fuse_tuned);
+    ASSERT_DBL_OP(rep.all.fuse_weight, ==, env.fuse_weight);
+    ASSERT_DBL_OP(env.fuse_hr50, >, 0);
+    ASSERT_DBL_OP(rep.all.fuse_hr50, ==, env.fuse_hr50);
+    rc_eval_daily_report_free(&rep);
+
+    env.fuse_weight = 0.35f;
+    run_method("fused", &env, d, &rep);
+    ASSERT(rep.all.fuse_tuned);
+    ASSERT_DBL_OP(rep.all.fuse_weight, ==, 0.35f);
+    rc_eval_daily_report_free(&rep);
+
+    /* Untuned: the default, reported as such. */
+    rc_eval_env plain = {
+        .log = log, .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3}, .quiet = 1};
+    run_method("fused", &plain, d, &rep);
+    ASSERT(rep.all.has_fuse && !rep.all.fuse_tuned && !plain.have_fuse_weight);
+    ASSERT_DBL_OP(rep.all.fuse_weight, ==, 0.8f);
+    rc_eval_daily_report_free(&rep);
+    rc_eval_env_cleanup(&plain);
+    rc_eval_env_cleanup(&env);
+    rc_eval_daily_destroy(d);
+    rc_clicklog_free(log);
+    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
+}
+
+/* A validation split that cannot tell the fusion weights apart (30 items:
+ * every weight's top 50 is the same set of what both channels return, so
+ * every weight scored HR@50 .5011 when this was written) keeps the daemon's
+ * default (cooc.fuse_weight 0.8) instead of the grid's first weight. */
+TEST(eval_tune_fusion_weight_flat_keeps_default)
+{
+    char dir[] = "/tmp/rc_daily_XXXXXX", path[300], err[256] = "";
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    ASSERT_EQ(
+        e2e_sh(
+            NULL,
+            "%s --seed 3 --events 4000 --users 200 --items 30 --communities 6 --cities 2 --out %s",
+            RC_BIN("recalld-gen"), path),
+        0);
+    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
+    rc_clicklog *log = NULL;
+    ASSERT_EQ(rc_clicklog_load(&lo, &log, NULL, 0), 0);
+    rc_eval_split *s = NULL;
+    ASSERT_EQ(rc_eval_split_create(log, NULL, &(rc_eval_opts){0}, &s, err, sizeof err), 0);
+    rc_eval_env env = {.log = log,
+                       .split = s,
+                       .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3},
+                       .tune_fuse = 1,
+                       .quiet = 1};
+    rc_eval_report rep;
+    if (rc_eval_method_run(rc_eval_method_find("fused"), &env, &rep, err, sizeof err))
+        RC__FAIL("fused: %s", err);
+    ASSERT(env.have_fuse_weight && rep.fuse_tuned);
+    ASSERT_DBL_OP(env.fuse_hr50, >, 0);
+    ASSERT_DBL_OP(rep.fuse_weight, ==, 0.8f);
+    rc_eval_env_cleanup(&env);
+    rc_eval_split_destroy(s);
     rc_clicklog_free(log);
     ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
 }

@@ -363,6 +363,12 @@ typedef struct rc_eval_report {
     rc_eval_stream_knobs stream;
     int stream_tuned;
     rc_eval_stream_tune stream_tune;
+    /* fused: the fusion weight it ran with; fuse_tuned: chosen by --tune (on
+     * a validation split, HR@50 fuse_hr50 there), else cooc.fuse_weight */
+    int has_fuse;
+    float fuse_weight;
+    int fuse_tuned;
+    double fuse_hr50;
     /* two-tower methods: the tower's settings (features resolved) and run */
     int has_tower;
     rc_tower_train_opts tower;
@@ -403,6 +409,14 @@ typedef struct rc_eval_env {
     int tune_stream;
     int have_stream_tuned[2];
     rc_eval_stream_tune stream_tuned[2];
+    /* --tune for fused (tune or tune_fuse): the first fused run whose split's
+     * training sessions give a validation split chooses the fusion weight
+     * there, and every later run (the daily protocol's periods) reuses it
+     * (have_fuse_weight, fuse_weight, its validation HR@50 fuse_hr50). */
+    int tune_fuse;
+    int have_fuse_weight;
+    float fuse_weight;
+    double fuse_hr50;
     /* warm stream runs: the batch model to start from (a model file), NULL =
      * train one on env->split's training sessions (the stream search trains
      * its validation model once and passes it here) */
@@ -486,13 +500,24 @@ int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table
  * per period; coverage@50 counts the distinct items recalled over the items
  * clicked before the last period's end. --tune tunes the batch settings once,
  * on the first period's split; later periods and the stream methods reuse
- * them. With env->tune_stream the streaming knobs are searched once too (by
- * the first warm stream run: stream-warm, or stream-daily's first period, on
- * the first period's training part) and reused by the other. */
+ * them, and fused's weight likewise (env->tune_fuse). With tune_min_valid the
+ * warm-up grows until that first period's training part is large enough. With env->tune_stream the
+ * streaming knobs are searched once too (by the first warm stream run: stream-warm, or
+ * stream-daily's first period, on the first period's training part) and reused by the other. */
 typedef struct rc_eval_daily_opts {
     double period_hours;     /* (0, 8784], 0 = 24 */
     uint32_t warmup_periods; /* periods that only train, 0 = 1 */
+    /* --tune: the warm-up is extended, period by period, until the first
+     * evaluated period's training part gives the validation split --tune
+     * cuts from it (its last 20% of time, tune.h) at least this many
+     * predictions; 0 = the warm-up as given. Tuning then sees only events
+     * before the first evaluated period, and every method is scored on the
+     * same periods. */
+    uint32_t tune_min_valid;
 } rc_eval_daily_opts;
+
+/* recalld-eval's --tune-min-valid default in the daily protocol. */
+#define RC_EVAL_TUNE_MIN_VALID 200u
 
 typedef struct rc_eval_period {
     int64_t start_ms, end_ms;
@@ -503,13 +528,15 @@ typedef struct rc_eval_period {
 
 /* Read-only after creation. */
 typedef struct rc_eval_daily {
-    const rc_clicklog *log;      /* borrowed */
-    rc_eval_opts opts;           /* of every period's split (period_* set per period) */
-    rc_eval_daily_opts dopts;    /* defaults resolved */
-    int64_t period_ms, first_ms; /* length; start of the first (warm-up) period */
-    uint32_t total_periods;      /* from the first event's period to the last's */
-    uint32_t nperiods;           /* evaluated, in period[] in time order */
-    uint32_t skipped;            /* after warm-up, without training session or prediction */
+    const rc_clicklog *log;          /* borrowed */
+    rc_eval_opts opts;               /* of every period's split (period_* set per period) */
+    rc_eval_daily_opts dopts;        /* defaults resolved; warmup_periods: as extended */
+    uint32_t warmup_asked;           /* warmup_periods before the extension for tune_min_valid */
+    uint64_t tune_valid_predictions; /* tune_min_valid: the first period's validation split's */
+    int64_t period_ms, first_ms;     /* length; start of the first (warm-up) period */
+    uint32_t total_periods;          /* from the first event's period to the last's */
+    uint32_t nperiods;               /* evaluated, in period[] in time order */
+    uint32_t skipped;                /* after warm-up, without training session or prediction */
     rc_eval_period *period;
     uint32_t nitems, ncatalog;  /* ncatalog: items clicked before the last period's end */
     uint64_t npos, new_targets; /* predictions over all periods; of them, new targets */

@@ -4,6 +4,7 @@
  *
  * Exit status: 0 ok, 1 failure (load, split, a method), 2 usage error. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,8 @@ enum {
     X_WARMUP,
     X_NEW_ITEMS,
     X_STREAM_SET,
-    X_QUERY
+    X_QUERY,
+    X_TUNE_MIN_VALID
 };
 
 static const rc_cli_flag extra[] = {
@@ -84,6 +86,9 @@ static const rc_cli_flag extra[] = {
     {"--query", "Q",
      "embedding methods' query: daemon (the daemon's user vector, recall.*) or "
      "items (mean of the query items) (daemon)"},
+    {"--tune-min-valid", "N",
+     "daily --tune: warm up until the first evaluated period's training part gives a "
+     "validation split of N predictions (200; 0: --warmup-periods as given)"},
 };
 
 struct eval_flags {
@@ -96,6 +101,7 @@ struct eval_flags {
     int ablation;
     int daily; /* --protocol daily */
     rc_eval_daily_opts dopts;
+    int min_valid_set; /* --tune-min-valid given */
 };
 
 static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -139,6 +145,11 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
     case X_WARMUP:
         return parse_u32(v, 1, UINT32_MAX, &f->dopts.warmup_periods)
                    ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 1")
+                   : 0;
+    case X_TUNE_MIN_VALID:
+        f->min_valid_set = 1;
+        return parse_u32(v, 0, UINT32_MAX, &f->dopts.tune_min_valid)
+                   ? rc_err(eb, el, RC_EINVAL, "expected an integer >= 0")
                    : 0;
     case X_NEW_ITEMS:
         f->eo.new_items = 1;
@@ -301,6 +312,11 @@ static json_t *method_json(const rc_eval_report *r)
         json_object_set_new(j, "stream", stream_json(&r->stream));
     if (j && r->stream_tuned)
         json_object_set_new(j, "stream_tuned", stream_tuned_json(&r->stream_tune));
+    if (j && r->has_fuse) {
+        json_object_set_new(j, "fuse_weight", json_real(round(r->fuse_weight * 1000.0) / 1000));
+        if (r->fuse_tuned)
+            json_object_set_new(j, "fuse_validation_hr@50", json_real(r->fuse_hr50));
+    }
     if (j && r->has_tower)
         json_object_set_new(j, "tower", tower_json(r));
     if (j && r->has_slices) {
@@ -463,6 +479,9 @@ static void print_settings(const struct rows *r)
         rc_tune_format(&t->settings, line, sizeof line);
         printf("%s settings%s: dim=%u %s\n", r->name[i], t->tuned ? " (tuned)" : "",
                t->settings.dim ? t->settings.dim : 64, line);
+        if (t->has_fuse)
+            printf("%s fusion weight%s: %.1f\n", r->name[i], t->fuse_tuned ? " (tuned)" : "",
+                   (double)t->fuse_weight);
         if (!t->has_stream)
             continue;
         rc_tune_stream_format(&t->stream, line, sizeof line);
@@ -551,6 +570,7 @@ static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const
                          .query_items = f->query_items,
                          .tune = cli->tune,
                          .tune_stream = cli->tune,
+                         .tune_fuse = cli->tune,
                          .tune_seconds = cli->tune_seconds,
                          .fixed_mask = cli->set_mask,
                          .quiet = cli->log.quiet,
@@ -667,11 +687,13 @@ static json_t *protocol_json(const rc_eval_daily *d)
                                         (json_int_t)s->npos, "new_targets",
                                         (json_int_t)d->period[k].new_targets));
     }
-    return json_pack("{s:s,s:f,s:I,s:b,s:I,s:I,s:I,s:I,s:o}", "name", "daily", "period_hours",
-                     d->dopts.period_hours, "warmup_periods", (json_int_t)d->dopts.warmup_periods,
-                     "new_items", d->opts.new_items, "total_periods", (json_int_t)d->total_periods,
-                     "skipped_periods", (json_int_t)d->skipped, "predictions", (json_int_t)d->npos,
-                     "new_targets", (json_int_t)d->new_targets, "periods", periods);
+    return json_pack(
+        "{s:s,s:f,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I,s:o}", "name", "daily", "period_hours",
+        d->dopts.period_hours, "warmup_periods", (json_int_t)d->dopts.warmup_periods,
+        "warmup_periods_asked", (json_int_t)d->warmup_asked, "tune_validation_predictions",
+        (json_int_t)d->tune_valid_predictions, "new_items", d->opts.new_items, "total_periods",
+        (json_int_t)d->total_periods, "skipped_periods", (json_int_t)d->skipped, "predictions",
+        (json_int_t)d->npos, "new_targets", (json_int_t)d->new_targets, "periods", periods);
 }
 
 /* Per method: its JSON with a "period ..." slice per period. */
@@ -713,6 +735,11 @@ static void print_daily_table(const rc_clicklog *log, const rc_eval_daily *d, co
                               const rc_eval_daily_report *const *drep)
 {
     print_dataset(log);
+    if (d->dopts.warmup_periods != d->warmup_asked)
+        printf("warm-up extended from %u to %u periods for --tune: a validation split of %llu "
+               "predictions\n",
+               d->warmup_asked, d->dopts.warmup_periods,
+               (unsigned long long)d->tune_valid_predictions);
     printf("daily protocol: %u periods of %g h, %u of warm-up, %u evaluated (%u skipped: no "
            "training session or prediction), %llu predictions, %llu of new items\n\n",
            d->total_periods, d->dopts.period_hours, d->dopts.warmup_periods, d->nperiods,
@@ -736,10 +763,15 @@ static int evaluate_daily(const rc_cli *cli, const struct eval_flags *f, const i
     rc_eval_env env = {0};
     int rc;
     memset(drep, 0, sizeof drep);
+    rc_eval_daily_opts dopts = f->dopts;
     eo.seed = cli->train.seed;
+    if (!cli->tune)
+        dopts.tune_min_valid = 0;
+    else if (!f->min_valid_set)
+        dopts.tune_min_valid = RC_EVAL_TUNE_MIN_VALID;
     if ((rc = rc_clicklog_load(&cli->log, &log, eb, el)) ||
         (rc = load_features(cli, log, &fi, eb, el)) ||
-        (rc = rc_eval_daily_create(log, &eo, &f->dopts, fi.f, &d, eb, el)))
+        (rc = rc_eval_daily_create(log, &eo, &dopts, fi.f, &d, eb, el)))
         goto out;
     if (!cli->log.quiet)
         fprintf(stderr, "recalld-eval: daily: %u periods evaluated, %llu predictions (%llu new)\n",
