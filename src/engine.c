@@ -326,6 +326,7 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
         nctx = e->sg.window;
     }
     rc_table_count_add(e->table, row, 1);
+    rc__engine_vec_note(e, row); /* the record carries the count (replicas' popularity) */
     uint64_t total = atomic_fetch_add(&e->total_count, 1) + 1;
     rc_sampler_note(e->sampler, row);
     pop_update(e, row);
