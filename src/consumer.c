@@ -1138,6 +1138,11 @@ static int consumer_new(rc_consumer *c, char *errbuf, size_t errlen)
          (rc = rc__consumer_conf_set(conf, "group.instance.id", c->instance_id, errbuf, errlen))) ||
         (c->o.assign_all &&
          (rc = rc__consumer_conf_set(conf, "enable.auto.commit", "false", errbuf, errlen))) ||
+        /* A replica's vectors: a fetch waits at most 100 ms for data (librdkafka's
+         * 500 ms default was most of the publish -> applied time on the mock
+         * cluster, bench/cluster.sh); a kafka.config entry overrides it. */
+        (c->o.assign_all &&
+         (rc = rc__consumer_conf_set(conf, "fetch.wait.max.ms", "100", errbuf, errlen))) ||
         (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
         return rc;

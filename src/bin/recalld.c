@@ -228,7 +228,9 @@ static int on_batch(void *ud, const rc_kmsg *m, size_t n)
         rc_consumer_stats_get(d->consumer, &cs);
         rc_engine_set_backlog(d->engine, cs.lag > 0 ? (uint64_t)cs.lag : 0);
     }
-    rc_batch *b = rc_engine_batch_get(d->engine);
+    /* A replica's vector records go first (they are its model; clicks only
+     * feed sessions): while they wait for a batch, clicks wait too. */
+    rc_batch *b = d->vpaused ? NULL : rc_engine_batch_get(d->engine);
     if (!b) {
         d->paused = 1;
         return RC_EAGAIN;
@@ -256,9 +258,10 @@ static int on_vec_batch(void *ud, const rc_kmsg *m, size_t n)
     rc_engine_set_vector_lag(d->engine, cs.lag);
     rc_batch *b = rc_engine_batch_get(d->engine);
     if (!b) {
-        d->vpaused = 1;
+        d->vpaused = 1; /* until a batch is free for these records (see on_batch) */
         return RC_EAGAIN;
     }
+    d->vpaused = 0;
     rc_engine_batch_set_vectors(b);
     for (size_t i = 0; i < n; i++) {
         if (rc_engine_batch_add(b, m[i].payload, m[i].len, m[i].partition, m[i].offset)) {
@@ -286,10 +289,8 @@ static void on_vtimer(uv_timer_t *t)
 static void on_done(void *ud, const rc_invalid *inv, size_t n)
 {
     daemon_t *d = ud;
-    if (d->vpaused && d->vconsumer) {
-        d->vpaused = 0;
+    if (d->vpaused && d->vconsumer) /* its refused records are offered first */
         rc_consumer_resume(d->vconsumer);
-    }
     if (d->cfg.role == RC_ROLE_REPLICA) {
         /* The trainers dead-letter refused events; a replica only counts them.
          * It keeps no model to checkpoint: the click group's offsets follow
