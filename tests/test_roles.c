@@ -422,3 +422,72 @@ TEST(roles_vector_record_round_trip)
     ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, DIM), RC_EINVAL); /* magic */
     rc_buf_free(&b);
 }
+
+/* Submits one vector record of item to a replica engine (offline). */
+static void submit_record(rc_engine *e, const char *item, const char *city, uint32_t count,
+                          uint64_t version, int64_t publish_ms, float fill)
+{
+    float v[DIM];
+    for (int i = 0; i < DIM; i++)
+        v[i] = fill + (float)i / DIM;
+    rc_buf rec;
+    rc_buf_init(&rec, 0);
+    ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), city, strlen(city), "k1", 2, count,
+                               version, publish_ms, v, DIM),
+              0);
+    rc_batch *b = rc_engine_batch_get(e);
+    ASSERT(b != NULL);
+    rc_engine_batch_set_vectors(b);
+    ASSERT_EQ(rc_engine_batch_add(b, rec.data, rec.len, 0, 0), 0);
+    rc_engine_submit(e, b);
+    rc_engine_sync(e);
+    rc_buf_free(&rec);
+}
+
+/* A replica's engine: the newest version wins (an older or repeated record is
+ * counted stale and changes nothing), the record's count and vector are the
+ * row's; a click only enters the session (nothing trained, no count); the
+ * staleness is the age of the newest record applied until the vector topic is
+ * caught up, then 0. */
+TEST(roles_replica_engine_versions_and_staleness)
+{
+    rc_config c;
+    rc_config_defaults(&c);
+    c.role = RC_ROLE_REPLICA;
+    rc_engine *e = e2e_engine_offline(&c);
+    int64_t old_ms = rc_wall_ms() - 60000; /* published a minute ago */
+    submit_record(e, "i1", "c1", 5, 100, old_ms, 1.0f);
+    submit_record(e, "i1", "c1", 3, 99, old_ms, 2.0f);  /* older: ignored */
+    submit_record(e, "i1", "c1", 5, 100, old_ms, 3.0f); /* a repeat: ignored */
+    submit_record(e, "i2", "c1", 1, 7, old_ms - 1000, 0.5f);
+    const rc_table *t = rc_engine_table(e);
+    uint32_t row;
+    ASSERT_EQ(rc_table_find(t, "i1", 2, &row), 0);
+    ASSERT_EQ(rc_table_count(t, row), 5);
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 1.0f) < 1e-6f); /* version 100's vector */
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "replica.applied"), 2);
+    ASSERT_EQ(e2e_int(st, "replica.stale"), 2);
+    ASSERT_EQ(e2e_int(st, "replica.newest_publish_ms"), old_ms);
+    ASSERT_GE(e2e_int(st, "replica.staleness_ms"), 60000); /* lag unknown: the record's age */
+    json_decref(st);
+    submit_record(e, "i1", "c1", 6, 101, old_ms + 1, 4.0f); /* newer: applied */
+    ASSERT_EQ(rc_table_count(t, row), 6);
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 4.0f) < 1e-6f);
+    rc_engine_set_vector_lag(e, 0); /* caught up with the vector topic */
+    /* clicks: sessions only */
+    const char *l1 = "{\"user_id\":\"u1\",\"item_id\":\"i1\",\"city_id\":\"c1\",\"cate_id\":\"k1\","
+                     "\"ts\":1700000000000}";
+    const char *l2 = "{\"user_id\":\"u1\",\"item_id\":\"i2\",\"city_id\":\"c1\",\"cate_id\":\"k1\","
+                     "\"ts\":1700000001000}";
+    ASSERT_EQ(rc_engine_apply_line(e, l1, strlen(l1)), RC_EV_OK);
+    ASSERT_EQ(rc_engine_apply_line(e, l2, strlen(l2)), RC_EV_OK);
+    st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "replica.staleness_ms"), 0);
+    ASSERT_EQ(e2e_int(st, "events.applied"), 2);
+    ASSERT_EQ(e2e_int(st, "training.pairs"), 0);
+    ASSERT_EQ(e2e_int(st, "users.active"), 1);
+    json_decref(st);
+    ASSERT_EQ(rc_table_count(t, row), 6); /* the trainers count clicks, not the replica */
+    rc_engine_destroy(e);
+}
