@@ -15,6 +15,7 @@
 #include "e2e.h"
 #include "recalld/buf.h"
 #include "recalld/common.h"
+#include "recalld/metrics.h"
 #include "recalld/table.h"
 #include "recalld/vecpub.h"
 #include "test.h"
@@ -226,6 +227,28 @@ TEST(roles_trainer_publishes_every_item)
     cleanup(dir);
 }
 
+/* Every number of a stats object has a row of the metrics table (its
+ * /metrics family): the roles' new figures included. Returns the numbers. */
+static int all_exported(json_t *o, char *path, size_t at)
+{
+    const char *key;
+    json_t *v;
+    int n = 0;
+    json_object_foreach(o, key, v) {
+        snprintf(path + at, 256 - at, "%s%s", at ? "." : "", key);
+        if (json_is_object(v)) {
+            n += all_exported(v, path, strlen(path));
+            continue;
+        }
+        if (!json_is_number(v) && !json_is_boolean(v))
+            continue;
+        if (!rc_metrics_stat_find(path))
+            RC__FAIL("stats number %s has no row in the metrics table (src/metrics_stats.c)", path);
+        n++;
+    }
+    return n;
+}
+
 /* The assigned partitions of a daemon as a bit set, and its rebalances. */
 static unsigned assignment(json_t *st)
 {
@@ -338,6 +361,11 @@ TEST(roles_replica_bootstraps_and_answers_as_the_trainer)
     const char *rg = json_string_value(json_object_get(json_object_get(rs, "kafka"), "group"));
     ASSERT(rg && strncmp(rg, "recalld.replica.", 16) == 0);
     ASSERT_EQ(assignment(rs), (1u << PARTS) - 1); /* every click partition, in its own group */
+    char path[256] = "";
+    json_object_del(rs, "ok");
+    json_object_del(ts, "ok");
+    ASSERT_GT(all_exported(rs, path, 0), 100);
+    ASSERT_GT(all_exported(ts, path, 0), 100);
     json_decref(rs);
     /* the trainer's group did not see the replica */
     json_t *ts2 = e2e_request(t.sock, "{\"op\":\"stats\"}");
