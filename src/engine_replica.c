@@ -205,7 +205,11 @@ static int apply_record(rc_engine *e, const char *p, size_t n)
     if (r->version[row] >= rec.version) /* a repeat, or older than what the row holds */
         return 1;
     r->version[row] = rec.version;
-    memcpy(rc_table_in(e->table, row), r->vec, e->cfg.dim * sizeof *r->vec);
+    /* recall reads the row meanwhile (Hogwild, table.h): relaxed atomic stores
+     * (plain moves on x86), which ThreadSanitizer builds see as such */
+    float *dst = rc_table_in(e->table, row);
+    for (uint32_t i = 0; i < e->cfg.dim; i++)
+        __atomic_store(&dst[i], &r->vec[i], __ATOMIC_RELAXED);
     uint32_t have = rc_table_count(e->table, row);
     if (rec.count > have) {
         rc_table_count_add(e->table, row, rec.count - have);

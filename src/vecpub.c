@@ -12,6 +12,7 @@
 #include "consumer_int.h"
 #include "recalld/common.h"
 #include "recalld/log.h"
+#include "recalld/vec.h"
 
 #define MOD "vecpub"
 
@@ -240,7 +241,7 @@ static int produce_row(rc_vecpub *p, uint32_t row)
     int64_t now_ms = rc_wall_ms();
     uint64_t us = (uint64_t)now_ms * 1000u;
     p->version = us > p->version ? us : p->version + 1;
-    memcpy(p->vec, rc_table_in(t, row), dim * sizeof *p->vec); /* one read of a moving row */
+    rc_vec_copy(p->vec, rc_table_in(t, row), dim); /* one read of a moving row (Hogwild) */
     rc_buf_reset(&p->rec);
     int rc = rc_vecrec_encode(&p->rec, item, ilen, city ? city : "", city ? strlen(city) : 0,
                               cate ? cate : "", cate ? strlen(cate) : 0, rc_table_count(t, row),
