@@ -4,11 +4,13 @@
 # bootstraps from <topic>.vectors.
 #   bench/cluster.sh [ITEMS] [EVENTS]          (defaults 100000 items, 400000 events)
 # 1. freshness: the trainer trains a paced stream (2,000 events/s); a replica
-#    started before it applies the published records; the replica's stats give
-#    publish -> applied p50/p99 over its last 4,096 records (the record's
-#    publish wall time against the replica's clock: one machine). What comes
-#    before the publish is the trainer's own freshness (consumed -> applied and
-#    indexed, its stats) plus the publisher's tick (vectors.interval_ms, 100).
+#    started before it applies the published records. PROBES (30) clicks on
+#    brand-new items, produced with kcat during the stream, are timed until a
+#    recall filtered to the item's city finds them, on the trainer and on the
+#    replica (event -> searchable, kcat's start and delivery included). The
+#    parts, from the stats: the trainer's freshness (consumed -> applied and
+#    indexed), the publisher's tick (vectors.interval_ms, 100), the replica's
+#    publish -> applied over its last 4,096 records.
 # 2. bootstrap: once ITEMS items are trained and published, a second replica
 #    starts and is timed until it holds every item (vector topic caught up);
 #    side by side, the reference: an `all` daemon in another group rebuilding
