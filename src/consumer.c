@@ -1407,7 +1407,12 @@ static void destroy_consumer_handle(rc_consumer *c)
             return;
         }
     }
-    rd_kafka_destroy(c->rk);
+    /* assign_all: no group joined, nothing to commit or leave; a consumer
+     * close would wait for a group coordinator, forever with the brokers gone */
+    if (c->o.assign_all)
+        rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    else
+        rd_kafka_destroy(c->rk);
 }
 
 /* Releases every Kafka resource and the pipe; leaves c's memory and uv handles.
@@ -1426,7 +1431,7 @@ static void kafka_teardown(rc_consumer *c)
         c->st.revoke_pending = 0;
     }
     lookups_reap(c, 0); /* they use c->rk: joined first (each ends within its timeout) */
-    if (c->rk) {
+    if (c->rk && !c->o.assign_all) {
         /* Serves the final revoke (on_rebalance) on this thread. */
         rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
         if (e)
