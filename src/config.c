@@ -26,7 +26,8 @@ enum ktype {
     K_FORMAT,
     K_SGMODE,
     K_UIDS,
-    K_STORAGE
+    K_STORAGE,
+    K_ROLE
 };
 
 struct key {
@@ -35,6 +36,8 @@ struct key {
     size_t off;
     double min, max; /* numeric range (inclusive) */
 };
+
+const char *const rc_role_names[3] = {"all", "trainer", "replica"};
 
 #define F(field) offsetof(rc_config, field)
 static const struct key keys[] = {
@@ -112,6 +115,11 @@ static const struct key keys[] = {
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
     {"pipeline.background_nice", K_U32, F(background_nice), 0, 19},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
+    {"role", K_ROLE, F(role), 0, 2},
+    {"vectors.publish", K_BOOL, F(vectors_publish), 0, 1},
+    {"vectors.max_rate", K_U32, F(vectors_max_rate), 1, 10000000},
+    {"vectors.interval_ms", K_U32, F(vectors_interval_ms), 1, 60000},
+    {"vectors.max_pending", K_U32, F(vectors_max_pending), 1024, 100000000},
     {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
     {"checkpoint.keep", K_U32, F(ckpt_keep), 1, 100},
     {"checkpoint.max_mb_s", K_F32, F(ckpt_max_mb_s), 0, 1e6},
@@ -224,6 +232,11 @@ void rc_config_defaults(rc_config *c)
     c->max_future_ms = 5 * 60 * 1000;
     c->max_past_ms = 0;
     c->dlq_file_max_mb = 256;
+    c->role = RC_ROLE_ALL;
+    c->vectors_publish = 0; /* role trainer publishes whatever this says */
+    c->vectors_max_rate = 20000;
+    c->vectors_interval_ms = 100;
+    c->vectors_max_pending = 4194304;
 }
 
 static const struct key *find_key(const char *name)
@@ -320,6 +333,14 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *wh
                 return 0;
             }
         return bad(eb, el, where, k->name, "expected \"flat\", \"fp16\" or \"sq8\"");
+    }
+    if (k->type == K_ROLE) {
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(s, rc_role_names[i])) {
+                *(int *)p = i;
+                return 0;
+            }
+        return bad(eb, el, where, k->name, "expected \"all\", \"trainer\" or \"replica\"");
     }
     if (k->type == K_SGMODE) {
         if (strcmp(s, "skipgram") && strcmp(s, "cbow"))

@@ -105,6 +105,7 @@ struct rc_consumer {
     int ever_assigned;  /* an assignment arrived (see kafka_teardown) */
     int replay_pending; /* opts.replay_from_start, until the first assignment */
     int fatal;
+    int all_assigned;            /* opts.assign_all: done */
     uv_async_t lookup_async;     /* a look-up finished (sent under mu) */
     int async_open;              /* under mu */
     struct lookup *lookups;      /* started and not yet joined (loop thread) */
@@ -748,6 +749,55 @@ static void on_readable(uv_poll_t *h, int status, int events)
     drain(c);
 }
 
+/* opts.assign_all: every partition of the topic from the beginning of its
+ * log, without a group. The metadata look-up blocks the loop for at most
+ * ASSIGN_MD_MS, once a second until the topic is known. */
+#define ASSIGN_MD_MS 500
+static void assign_all(rc_consumer *c)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (!c->o.assign_all || c->all_assigned || c->closing || c->fatal || !c->rk)
+        return;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, c->topic, NULL);
+    if (!rkt)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(c->rk, 0, rkt, &md, ASSIGN_MD_MS);
+    int n = !e && md && md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt : 0;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    if (n <= 0) {
+        rc_log_debug(MOD, "topic not known yet: assignment retried", "topic=%s err=\"%s\"",
+                     c->topic, rd_kafka_err2str(e));
+        return;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int32_t p = 0; p < n; p++) {
+        struct part *pt = part_get(c, p);
+        if (!pt)
+            continue;
+        rd_kafka_topic_partition_list_add(l, c->topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        pt->epoch++;
+        pt->first = -1;
+        pt->expect = 0; /* from the log's start: a later first offset was deleted (lost) */
+        pt->floor = 0;
+        pt->next = -1;
+    }
+    notify_rebalance(c, 1, l);
+    e = rd_kafka_assign(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        c->st.errors++;
+        snprintf(c->st.last_error, sizeof c->st.last_error, "assign: %s", rd_kafka_err2str(e));
+        rc_log_error(MOD, "cannot assign the topic's partitions", "topic=%s err=\"%s\"", c->topic,
+                     rd_kafka_err2str(e));
+        return;
+    }
+    c->all_assigned = 1;
+    rc_log_info(MOD, "every partition assigned from the beginning (no group)",
+                "topic=%s partitions=%d", c->topic, n);
+}
+
 /* Also polls the consumer queue: librdkafka only signals the pipe when
  * something arrives, and a member that does not poll for max.poll.interval.ms
  * leaves its group - every quiet night, for a click stream. */
@@ -756,6 +806,7 @@ static void on_timer(uv_timer_t *h)
     rc_consumer *c = h->data;
     if (c->prod)
         rd_kafka_poll(c->prod, 0);
+    assign_all(c);
     lag_refresh(c);
     if (!c->paused && !c->closing && !c->fatal)
         drain(c);
@@ -1085,6 +1136,13 @@ static int consumer_new(rc_consumer *c, char *errbuf, size_t errlen)
         (rc = rc__consumer_conf_set(conf, "auto.commit.interval.ms", "1000", errbuf, errlen)) ||
         (c->instance_id &&
          (rc = rc__consumer_conf_set(conf, "group.instance.id", c->instance_id, errbuf, errlen))) ||
+        (c->o.assign_all &&
+         (rc = rc__consumer_conf_set(conf, "enable.auto.commit", "false", errbuf, errlen))) ||
+        /* A replica's vectors: a fetch waits at most 100 ms for data (librdkafka's
+         * 500 ms default was most of the publish -> applied time on the mock
+         * cluster, bench/cluster.sh); a kafka.config entry overrides it. */
+        (c->o.assign_all &&
+         (rc = rc__consumer_conf_set(conf, "fetch.wait.max.ms", "100", errbuf, errlen))) ||
         (rc = conf_extra(conf, c->o.extra, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
         return rc;
@@ -1095,10 +1153,13 @@ static int consumer_new(rc_consumer *c, char *errbuf, size_t errlen)
         return rc_err(errbuf, errlen, RC_EKAFKA, "kafka: consumer: %s", why);
     }
     rd_kafka_poll_set_consumer(c->rk);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, c->topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!c->o.assign_all) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, c->topic, RD_KAFKA_PARTITION_UA);
+        e = rd_kafka_subscribe(c->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
     if (e)
         return rc_err(errbuf, errlen, RC_EKAFKA, "kafka: subscribe %s: %s", c->topic,
                       rd_kafka_err2str(e));
@@ -1172,8 +1233,10 @@ static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
 {
     int rc;
     if (c->o.embedded) {
-        const char *topics[2] = {c->topic, c->dlq_topic};
-        rc = rc__consumer_mock_new(1, c->o.embedded_partitions, topics, 2, c, &c->mock, errbuf,
+        char vectors[512]; /* for a trainer's publisher (vecpub.h) */
+        snprintf(vectors, sizeof vectors, "%s.vectors", c->topic);
+        const char *topics[3] = {c->topic, c->dlq_topic, vectors};
+        rc = rc__consumer_mock_new(1, c->o.embedded_partitions, topics, 3, c, &c->mock, errbuf,
                                    errlen);
         if (rc)
             return rc;
@@ -1185,7 +1248,7 @@ static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
         rc_log_info(MOD, "embedded mock cluster started", "bootstrap=%s topic=%s partitions=%d",
                     c->bootstrap, c->topic,
                     c->o.embedded_partitions > 0 ? c->o.embedded_partitions : DEFAULT_PARTS);
-    } else if (!c->dlq_file && (rc = dlq_producer_new(c, errbuf, errlen))) {
+    } else if (!c->dlq_file && !c->o.assign_all && (rc = dlq_producer_new(c, errbuf, errlen))) {
         return rc;
     }
     if (c->dlq_file && dlq_file_open(c, 1))
@@ -1253,6 +1316,7 @@ int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer
     uv_mutex_unlock(&c->mu);
     uv_poll_start(&c->poll, UV_READABLE, on_readable);
     uv_timer_start(&c->timer, on_timer, TIMER_MS, TIMER_MS);
+    assign_all(c);
     /* Whatever was queued before the pipe was attached never signalled it. */
     uv_idle_start(&c->idle, on_idle);
     publish(c);
@@ -1343,7 +1407,12 @@ static void destroy_consumer_handle(rc_consumer *c)
             return;
         }
     }
-    rd_kafka_destroy(c->rk);
+    /* assign_all: no group joined, nothing to commit or leave; a consumer
+     * close would wait for a group coordinator, forever with the brokers gone */
+    if (c->o.assign_all)
+        rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    else
+        rd_kafka_destroy(c->rk);
 }
 
 /* Releases every Kafka resource and the pipe; leaves c's memory and uv handles.
@@ -1362,7 +1431,7 @@ static void kafka_teardown(rc_consumer *c)
         c->st.revoke_pending = 0;
     }
     lookups_reap(c, 0); /* they use c->rk: joined first (each ends within its timeout) */
-    if (c->rk) {
+    if (c->rk && !c->o.assign_all) {
         /* Serves the final revoke (on_rebalance) on this thread. */
         rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
         if (e)

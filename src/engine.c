@@ -126,6 +126,7 @@ rc_batch *rc_engine_batch_get(rc_engine *e)
         b->n = 0;
         b->alen = 0;
         b->next = NULL;
+        b->vectors = 0;
     }
     return b;
 }
@@ -169,10 +170,16 @@ int rc_engine_batch_add(rc_batch *b, const char *payload, size_t len, int32_t pa
 
 uint32_t rc_engine_batch_count(const rc_batch *b) { return b->n; }
 
+void rc_engine_batch_set_vectors(rc_batch *b) { b->vectors = 1; }
+
 /* ---- decode stage ---- */
 
 static void decode_batch(rc_batch *b)
 {
+    if (b->vectors) { /* vector records: the trainer decodes them (engine_replica.c) */
+        memset(b->reason, RC_EV_OK, b->n);
+        return;
+    }
     for (uint32_t i = 0; i < b->n; i++) {
         size_t len = b->len[i];
         b->err[i][0] = '\0';
@@ -226,6 +233,8 @@ static void pop_update(rc_engine *e, uint32_t row)
     }
     pthread_mutex_unlock(&e->pop_mu);
 }
+
+void rc__engine_pop_note(rc_engine *e, uint32_t row) { pop_update(e, row); }
 
 /* Context for a new item's cold start: the user's clicks of the current session. */
 static uint32_t cold_context(rc_engine *e, const rc_event *ev, uint32_t *ctx)
@@ -285,7 +294,10 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
             goto capacity;
         atomic_fetch_add(&e->new_items, 1);
         rc_sampler_note(e->sampler, row);
-        rc_index_touch(e->index, row);
+        if (!e->replica) { /* a replica indexes the trainers' vector (engine_replica.c) */
+            rc_index_touch(e->index, row);
+            rc__engine_vec_note(e, row);
+        }
     }
     /* The event-time clock drives idle-user expiry. A producer with a wrong
      * clock must not push it into the future and expire everyone: it never
@@ -301,6 +313,8 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
     atomic_fetch_add(&e->applied, 1);
     if (ev->ts_ms > atomic_load_explicit(&e->max_ts_pub, memory_order_relaxed))
         atomic_store_explicit(&e->max_ts_pub, ev->ts_ms, memory_order_relaxed);
+    if (e->replica) /* sessions only: the trainers train (engine_replica.c) */
+        return;
     if (flags & (RC_SESS_DUPLICATE | RC_SESS_LATE))
         return;
     if (defer && e->cooc) /* noted in batch order beside the shards' SGNS (engine_shard.c) */
@@ -312,6 +326,7 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
         nctx = e->sg.window;
     }
     rc_table_count_add(e->table, row, 1);
+    rc__engine_vec_note(e, row); /* the record carries the count (replicas' popularity) */
     uint64_t total = atomic_fetch_add(&e->total_count, 1) + 1;
     rc_sampler_note(e->sampler, row);
     pop_update(e, row);
@@ -324,9 +339,11 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
                                         row, ctx, nctx, total, &e->work));
         rc_index_touch(e->index, row);
         rc__engine_tower_dirty(e, row);
+        rc__engine_vec_note(e, row);
         for (uint32_t i = 0; i < nctx; i++) {
             rc_index_touch(e->index, ctx[i]);
             rc__engine_tower_dirty(e, ctx[i]);
+            rc__engine_vec_note(e, ctx[i]);
         }
     }
     return;
@@ -432,9 +449,11 @@ static void replay_spend(rc_engine *e)
         done++;
         rc_index_touch(e->index, center);
         rc__engine_tower_dirty(e, center);
+        rc__engine_vec_note(e, center);
         for (uint32_t i = 0; i < nctx; i++) {
             rc_index_touch(e->index, ctx[i]);
             rc__engine_tower_dirty(e, ctx[i]);
+            rc__engine_vec_note(e, ctx[i]);
         }
         if (e->threads && k % (16 * REPLAY_CHUNK) == 16 * REPLAY_CHUNK - 1)
             rc__engine_maintain(e, 0); /* replayed rows become searchable meanwhile */
@@ -462,6 +481,7 @@ void rc__engine_maintain(rc_engine *e, int force)
     int rc = rc_index_flush(e->index, 0, err, sizeof err);
     if (rc < 0 && atomic_fetch_add(&e->index_errors, 1) % 1000 == 0)
         rc_log_error("engine", "index flush failed", "error=\"%s\"", err);
+    rc__engine_vec_handoff(e); /* after the writes: the rows changed go to the publisher */
     rc_sampler_maintain(e->sampler);
     if (force || now - e->last_maintain_ns > 50 * 1000000ull) {
         e->last_maintain_ns = now;
@@ -506,6 +526,12 @@ static void train_batch(rc_engine *e, rc_batch *b)
 {
     uint64_t pairs0 = e->work.pairs, dp = 0, c0 = rc__engine_thread_cpu_ns();
     double loss0 = e->work.loss_sum, dl = 0;
+    if (b->vectors) { /* a replica's vector records */
+        rc__engine_replica_batch(e, b);
+        rc__engine_maintain(e, 0);
+        fresh_record(e, rc_now_ns() - b->recv_ns);
+        return;
+    }
     int defer = rc__engine_shard_begin(e, b->n);
     for (uint32_t i = 0; i < b->n; i++) {
         prefetch_ahead(e, b, i);
@@ -834,7 +860,7 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     if ((rc = rc__engine_ck_init(e, eb, el)) || (rc = rc__engine_tower_init(e, eb, el)) ||
         (rc = rc__engine_rt_init(e, eb, el)) || (rc = rc__engine_cooc_init(e, eb, el)) ||
         (rc = create_model(e, eb, el)) || (rc = rc__engine_shard_init(e, eb, el)) ||
-        (rc = create_batches(e, eb, el)))
+        (rc = rc__engine_replica_init(e, eb, el)) || (rc = create_batches(e, eb, el)))
         goto fail;
     if (loop) {
         if (uv_async_init(loop, &e->async, on_async)) {
@@ -866,6 +892,7 @@ fail:
 static void free_engine(rc_engine *e)
 {
     rc__engine_shard_free(e); /* joins the shard threads (the trainer has stopped) */
+    rc__engine_replica_free(e);
     rc__engine_rt_free(e);
     rc__engine_tower_free(e); /* its bundles read the table */
     rc_profile_destroy(e->prof);
@@ -1212,6 +1239,7 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc__engine_tower_stats_json(e, o);
     rc_buf_puts(o, ",");
     rc__engine_cooc_stats_json(e, o);
+    rc__engine_replica_stats_json(e, o);
 }
 
 void rc_engine_session_stats(rc_engine *e, rc_session_stats *st)

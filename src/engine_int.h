@@ -50,6 +50,7 @@ struct rc_batch {
     uint8_t *reason;
     char (*err)[ERR_TEXT];
     uint64_t recv_ns;
+    int vectors; /* 1: records of <topic>.vectors for a replica (rc_engine_batch_set_vectors) */
 };
 
 struct rc__engine_queue {
@@ -124,6 +125,12 @@ struct rc_engine {
     struct rc_cooc *cooc;         /* session co-occurrence channel (NULL: off): src/engine_cooc.c */
     struct rc__engine_shards *sh; /* parallel SGNS (NULL: one thread): src/engine_shard.c */
     _Atomic uint64_t train_cpu_ns; /* trainer thread CPU time in train_batch (stats) */
+
+    /* roles (src/engine_replica.c): the rows whose vector changed, handed to
+     * the vector sink at batch boundaries; a replica's state */
+    int replica; /* cfg.role == RC_ROLE_REPLICA: sessions only, vectors from records */
+    struct rc__engine_vecs *vecs;
+    struct rc__engine_replica *rep;
 };
 
 /* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
@@ -347,6 +354,22 @@ void rc__engine_shard_stats_json(rc_engine *e, rc_buf *o);
 uint64_t rc__engine_thread_cpu_ns(void);
 /* model.trainer_threads resolved: 0 = the online CPUs. */
 uint32_t rc__engine_shard_count(const rc_config *c);
+
+/* ---- roles: the vector sink and the replica (src/engine_replica.c) ---- */
+
+int rc__engine_replica_init(rc_engine *e, char *eb, size_t el); /* create */
+void rc__engine_replica_free(rc_engine *e);
+/* Trainer: row's input vector changed (or row is new); O(1). */
+void rc__engine_vec_note(rc_engine *e, uint32_t row);
+/* Trainer, after the batch's writes (rc__engine_maintain): the noted rows go
+ * to the vector sink. */
+void rc__engine_vec_handoff(rc_engine *e);
+/* Trainer: the most-clicked list after row's count changed (engine.c). */
+void rc__engine_pop_note(rc_engine *e, uint32_t row);
+/* Trainer: a replica's batch of vector records (b->vectors). */
+void rc__engine_replica_batch(rc_engine *e, rc_batch *b);
+/* Any thread: ",\"replica\":{...}" for a replica, nothing otherwise. */
+void rc__engine_replica_stats_json(rc_engine *e, rc_buf *o);
 
 /* ---- session co-occurrence channel (src/engine_cooc.c) ---- */
 

@@ -149,11 +149,27 @@ typedef struct rc_config {
                                * refused (past_ts); 0 = off */
     uint32_t dlq_file_max_mb; /* kafka.dlq_file_max_mb: kafka.dlq_file is rotated to
                                * FILE.1 at this size; 0 = no cap */
+    /* scaling out (docs/DESIGN.md "Roles and replicas") */
+    int role;                     /* role (--role): rc_role */
+    int vectors_publish;          /* vectors.publish: role all publishes too */
+    uint32_t vectors_max_rate;    /* vectors.max_rate: records/s to <topic>.vectors */
+    uint32_t vectors_interval_ms; /* vectors.interval_ms: publisher tick */
+    uint32_t vectors_max_pending; /* vectors.max_pending: records queued in the producer */
     /* Where each value came from: origin[i] for the i-th key of the loader's
      * table (rc_conf_origin); file: the last JSON file loaded, "" = none. */
     unsigned char origin[RC_CONF_MAX_KEYS];
     char file[RC_CONF_STR];
 } rc_config;
+
+/* What one process does (role, --role). */
+typedef enum rc_role {
+    RC_ROLE_ALL = 0,     /* consume, train, serve (one process holds the whole model) */
+    RC_ROLE_TRAINER = 1, /* as all, and publishes its vectors to <topic>.vectors */
+    RC_ROLE_REPLICA = 2, /* no training: vectors from <topic>.vectors, sessions from the
+                          * click topic in a group of its own; serves the same protocol */
+} rc_role;
+/* "all", "trainer", "replica", by rc_role. */
+extern const char *const rc_role_names[3];
 
 /* Fills every field with its default. */
 void rc_config_defaults(rc_config *c);

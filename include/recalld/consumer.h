@@ -101,6 +101,14 @@ typedef struct rc_consumer_opts {
      * read from the beginning of the log (the owner lost its model: replay);
      * what retention already removed is reported as lost. */
     int replay_from_start;
+    /* 1: no group membership (a replica's reader of <topic>.vectors): every
+     * partition of the topic is assigned from the beginning of its log, once
+     * the topic's metadata is known (looked up at start and then every second
+     * until it is; partitions added later need a restart). group only names
+     * the client; nothing is committed; the gap check runs as for a replay
+     * (what retention deleted before the first offset is counted lost). No
+     * dead-letter producer is created. */
+    int assign_all;
     rc_consumer_gap_cb on_gap;     /* may be NULL */
     rc_consumer_fatal_cb on_fatal; /* may be NULL */
 } rc_consumer_opts;

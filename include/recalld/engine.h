@@ -63,6 +63,10 @@ rc_batch *rc_engine_batch_get(rc_engine *e);
 int rc_engine_batch_add(rc_batch *b, const char *payload, size_t len, int32_t partition,
                         int64_t offset);
 uint32_t rc_engine_batch_count(const rc_batch *b);
+/* Loop thread, before submitting b: b holds records of <topic>.vectors
+ * (vecpub.h), not click events; an engine created with role replica applies
+ * them (see "roles" below). */
+void rc_engine_batch_set_vectors(rc_batch *b);
 /* Loop thread. Hands b to the pipeline (b must not be used afterwards). */
 void rc_engine_submit(rc_engine *e, rc_batch *b);
 /* Convenience for offline callers and tests: decode+apply one line synchronously
@@ -88,6 +92,26 @@ void rc_engine_sync(rc_engine *e);
  * kafka.batch) is reported, within the last 2 s, the trainer does not replay
  * (train.replay_ratio): replay only fills idle time. */
 void rc_engine_set_backlog(rc_engine *e, uint64_t events);
+
+/* ---- roles (docs/DESIGN.md "Roles and replicas", src/engine_replica.c) ----
+ * Vector sink (trainers): after the writes of every batch (and of replays)
+ * the trainer thread calls fn(ud, rows, n) with the rows whose input vector
+ * changed since the last call, each once (a new row included). Set it on the
+ * loop thread before events flow; fn runs on the trainer thread. Setting fn
+ * NULL waits for a call in progress: afterwards fn is never called again.
+ *
+ * Replica (cfg->role == RC_ROLE_REPLICA): click events only place clicks in
+ * sessions and profiles (an unknown item gets a row, unindexed until its
+ * vector arrives): no SGNS, no counts. Vector batches
+ * (rc_engine_batch_set_vectors) upsert each record's item (city, category,
+ * count, input vector) when its version is newer than the row's, and index
+ * it. stats gets a "replica" object: records applied, stale (ignored), invalid,
+ * staleness. */
+void rc_engine_set_vector_sink(rc_engine *e, void (*fn)(void *ud, const uint32_t *rows, size_t n),
+                               void *ud);
+/* Loop thread (replicas): records of the vector topic not yet handed over
+ * (the consumer's lag, -1 unknown), for the staleness in stats. */
+void rc_engine_set_vector_lag(rc_engine *e, int64_t lag);
 
 /* Any thread. Recall for a user: up to k hits into out (room for k). city and
  * cates filter by name (NULL / 0 = any). *fallback is set to 1 when the user is

@@ -23,6 +23,7 @@
 #include "recalld/metrics.h"
 #include "recalld/server.h"
 #include "recalld/tower.h"
+#include "recalld/vecpub.h"
 
 typedef struct daemon {
     rc_config cfg;
@@ -51,6 +52,13 @@ typedef struct daemon {
     int server_closed, finished;
     int fatal; /* the consumer failed for good: exit 1 */
     char instance_id[RC_CONF_STR];
+    /* roles (docs/DESIGN.md "Roles and replicas") */
+    char vtopic[RC_CONF_STR];             /* <topic>.vectors */
+    rc_vecpub *pub;                       /* trainer: the vector publisher */
+    rc_consumer *vconsumer;               /* replica: reader of vtopic, no group */
+    int vpaused;                          /* vconsumer waits for a free batch */
+    uv_timer_t vtimer;                    /* replica: vector lag for the staleness */
+    char replica_group[RC_CONF_STR + 64]; /* replica: its own click group */
 } daemon_t;
 
 enum {
@@ -68,7 +76,8 @@ enum {
     O_LOG_LEVEL,
     O_METRICS_PORT,
     O_KAFKA,
-    O_CHECK
+    O_CHECK,
+    O_ROLE
 };
 
 static const rc_cli_opt opts[] = {
@@ -110,6 +119,13 @@ static const rc_cli_opt opts[] = {
      0, 0, O_KAFKA},
     {"check-config", 0, RC_CLI_CALL, NULL, NULL,
      "validate the configuration (librdkafka's included) and exit", 0, 0, O_CHECK},
+    {"role", 0, RC_CLI_CALL, NULL, "ROLE",
+     "all|trainer|replica (role, default all). all: consume,\n"
+     "train, serve. trainer: the same, and publish vectors to\n"
+     "<topic>.vectors (no repartition by city yet). replica:\n"
+     "train nothing; serve from <topic>.vectors and the click\n"
+     "topic's sessions in a group of its own; no checkpoints",
+     0, 0, O_ROLE},
 };
 
 /* The key each flag sets (rc_config_set), by option id. */
@@ -119,7 +135,7 @@ static const char *const opt_key[] = {
     [O_EMBEDDED] = "kafka.embedded",   [O_PARTS] = "kafka.embedded_partitions",
     [O_DLQ_FILE] = "kafka.dlq_file",   [O_DIM] = "model.dim",
     [O_DATA_DIR] = "data_dir",         [O_LOG_LEVEL] = "log.level",
-    [O_METRICS_PORT] = "metrics.port",
+    [O_METRICS_PORT] = "metrics.port", [O_ROLE] = "role",
 };
 
 static const char epilog[] =
@@ -212,7 +228,9 @@ static int on_batch(void *ud, const rc_kmsg *m, size_t n)
         rc_consumer_stats_get(d->consumer, &cs);
         rc_engine_set_backlog(d->engine, cs.lag > 0 ? (uint64_t)cs.lag : 0);
     }
-    rc_batch *b = rc_engine_batch_get(d->engine);
+    /* A replica's vector records go first (they are its model; clicks only
+     * feed sessions): while they wait for a batch, clicks wait too. */
+    rc_batch *b = d->vpaused ? NULL : rc_engine_batch_get(d->engine);
     if (!b) {
         d->paused = 1;
         return RC_EAGAIN;
@@ -231,9 +249,60 @@ static int on_batch(void *ud, const rc_kmsg *m, size_t n)
     return 0;
 }
 
+/* Replica: records of <topic>.vectors, applied by the trainer thread. */
+static int on_vec_batch(void *ud, const rc_kmsg *m, size_t n)
+{
+    daemon_t *d = ud;
+    rc_consumer_stats cs;
+    rc_consumer_stats_get(d->vconsumer, &cs);
+    rc_engine_set_vector_lag(d->engine, cs.lag);
+    rc_batch *b = rc_engine_batch_get(d->engine);
+    if (!b) {
+        d->vpaused = 1; /* until a batch is free for these records (see on_batch) */
+        return RC_EAGAIN;
+    }
+    d->vpaused = 0;
+    rc_engine_batch_set_vectors(b);
+    for (size_t i = 0; i < n; i++) {
+        if (rc_engine_batch_add(b, m[i].payload, m[i].len, m[i].partition, m[i].offset)) {
+            rc_engine_submit(d->engine, b);
+            while (!(b = rc_engine_batch_get(d->engine)))
+                ; /* as on_batch */
+            rc_engine_batch_set_vectors(b);
+            rc_engine_batch_add(b, m[i].payload, m[i].len, m[i].partition, m[i].offset);
+        }
+    }
+    rc_engine_submit(d->engine, b);
+    return 0;
+}
+
+static void on_vtimer(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    rc_consumer_stats cs;
+    if (!d->vconsumer)
+        return;
+    rc_consumer_stats_get(d->vconsumer, &cs);
+    rc_engine_set_vector_lag(d->engine, cs.lag);
+}
+
 static void on_done(void *ud, const rc_invalid *inv, size_t n)
 {
     daemon_t *d = ud;
+    if (d->vpaused && d->vconsumer) /* its refused records are offered first */
+        rc_consumer_resume(d->vconsumer);
+    if (d->cfg.role == RC_ROLE_REPLICA) {
+        /* The trainers dead-letter refused events; a replica only counts them.
+         * It keeps no model to checkpoint: the click group's offsets follow
+         * what was handed over, and a restart goes on from there with empty
+         * sessions (as a trainer's restart does). */
+        int32_t parts[1024];
+        int64_t offs[1024];
+        size_t np = d->consumer ? rc_consumer_positions(d->consumer, parts, offs, 1024) : 0;
+        if (np)
+            rc_consumer_store(d->consumer, parts, offs, RC_MIN(np, (size_t)1024));
+        n = 0;
+    }
     for (size_t i = 0; i < n; i++) {
         rc_kmsg m = {.payload = inv[i].payload,
                      .len = inv[i].len,
@@ -566,6 +635,31 @@ static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
         revoke_checkpoint(d);
 }
 
+/* The role, and the vector topic as this role sees it: the publisher's
+ * counters (trainer), or the reader's (replica: lag, lost to retention). */
+static void vector_stats(daemon_t *d, rc_buf *out)
+{
+    rc_buf_printf(out, ",\"role\":\"%s\"", rc_role_names[d->cfg.role]);
+    if (d->pub) {
+        rc_buf_puts(out, ",\"vectors\":{");
+        rc_vecpub_stats_json(d->pub, out);
+        rc_buf_puts(out, "}");
+    } else if (d->vconsumer) {
+        rc_consumer_stats st;
+        rc_consumer_stats_get(d->vconsumer, &st);
+        rc_buf_puts(out, ",\"vectors\":{\"topic\":");
+        rc_buf_json_str(out, d->vtopic, strlen(d->vtopic));
+        rc_buf_printf(out,
+                      ",\"assigned\":%d,\"messages\":%llu,\"bytes\":%llu,\"lag\":%lld,"
+                      "\"lost\":%llu,\"offset_gaps\":%llu,\"errors\":%llu,\"last_error\":",
+                      st.assigned, (unsigned long long)st.messages, (unsigned long long)st.bytes,
+                      (long long)st.lag, (unsigned long long)st.lost,
+                      (unsigned long long)st.offset_gaps, (unsigned long long)st.errors);
+        rc_buf_json_str(out, st.last_error, strlen(st.last_error));
+        rc_buf_puts(out, "}");
+    }
+}
+
 static void kafka_stats(void *arg, rc_buf *out)
 {
     daemon_t *d = arg;
@@ -578,10 +672,11 @@ static void kafka_stats(void *arg, rc_buf *out)
                   ",\"topic\":\"%s\",\"group\":\"%s\",\"messages\":%llu,\"bytes\":%llu,"
                   "\"assigned\":%d,\"lag\":%lld,\"dead_letters\":%llu,"
                   "\"dead_letter_errors\":%llu,\"errors\":%llu,\"paused_batches\":%llu",
-                  d->cfg.topic, d->cfg.group, (unsigned long long)st.messages,
-                  (unsigned long long)st.bytes, st.assigned, (long long)st.lag,
-                  (unsigned long long)st.dead_letters, (unsigned long long)st.dead_letter_errors,
-                  (unsigned long long)st.errors, (unsigned long long)st.refused_batches);
+                  d->cfg.topic, d->replica_group[0] ? d->replica_group : d->cfg.group,
+                  (unsigned long long)st.messages, (unsigned long long)st.bytes, st.assigned,
+                  (long long)st.lag, (unsigned long long)st.dead_letters,
+                  (unsigned long long)st.dead_letter_errors, (unsigned long long)st.errors,
+                  (unsigned long long)st.refused_batches);
     rc_buf_printf(out, ",\"dead_letters_dropped\":%llu,\"dlq_rotations\":%llu",
                   (unsigned long long)st.dead_letters_dropped,
                   (unsigned long long)st.dlq_rotations);
@@ -616,6 +711,7 @@ static void kafka_stats(void *arg, rc_buf *out)
         rc_buf_printf(out, "%s{\"partition\":%d,\"next\":%lld,\"lag\":%lld}", i ? "," : "",
                       (int)parts[i].partition, (long long)parts[i].next, (long long)parts[i].lag);
     rc_buf_puts(out, "]");
+    vector_stats(d, out);
 }
 
 /* ---- lifecycle ---- */
@@ -637,6 +733,22 @@ static void close_handles(daemon_t *d)
     uv_close((uv_handle_t *)&d->sighup, NULL);
     uv_close((uv_handle_t *)&d->stats_timer, NULL);
     uv_close((uv_handle_t *)&d->ckpt_timer, NULL);
+    uv_close((uv_handle_t *)&d->vtimer, NULL);
+}
+
+/* The batches handed over are trained (and their rows handed to the
+ * publisher); the sink is removed, and what is marked goes out (5 s at most)
+ * before the table is freed. */
+static void stop_publisher(daemon_t *d)
+{
+    if (!d->pub)
+        return;
+    if (d->engine) {
+        rc_engine_sync(d->engine);
+        rc_engine_set_vector_sink(d->engine, NULL, NULL);
+    }
+    rc_vecpub_stop(d->pub, 5000);
+    d->pub = NULL;
 }
 
 /* Shutdown, last step: once requests are drained and the final checkpoint is
@@ -649,6 +761,9 @@ static void finish(daemon_t *d)
     d->finished = 1;
     rc_consumer_destroy(d->consumer);
     d->consumer = NULL;
+    rc_consumer_destroy(d->vconsumer);
+    d->vconsumer = NULL;
+    stop_publisher(d);
     rc_engine_destroy(d->engine);
     d->engine = NULL;
     close_handles(d);
@@ -697,6 +812,8 @@ static void on_signal(uv_signal_t *s, int signum)
     rc_log_info("recalld", "shutting down: draining requests", "signal=%d", signum);
     uv_timer_stop(&d->stats_timer);
     uv_timer_stop(&d->ckpt_timer);
+    uv_timer_stop(&d->vtimer);
+    rc_consumer_close(d->vconsumer, NULL, NULL);
     rc_consumer_close(d->consumer, on_consumer_closed, d);
     if (d->ckpt && rc_engine_checkpoint(d->engine, 1, &d->final_ticket) == 0)
         d->final_wait = 1;
@@ -771,6 +888,71 @@ static void instance_id(daemon_t *d)
              h);
 }
 
+/* A replica's click group: "<group>.replica.<host>-<hash of the socket
+ * path>": its own (never the trainers'), stable across restarts of the same
+ * replica, and distinct for two replicas of one host (they cannot share a
+ * socket). */
+static void replica_group(daemon_t *d)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = d->cfg.socket_path; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    snprintf(d->replica_group, sizeof d->replica_group, "%.255s.replica.%.64s-%08x", d->cfg.group,
+             host[0] ? host : "host", h);
+}
+
+/* Trainer (or all with vectors.publish): the publisher, fed by the engine's
+ * vector sink; a restored model is published whole at start. */
+static int start_publisher(daemon_t *d, char *err, size_t errlen)
+{
+    const rc_config *c = &d->cfg;
+    if (c->role == RC_ROLE_REPLICA || (c->role == RC_ROLE_ALL && !c->vectors_publish))
+        return 0;
+    const char *extra[RC_CONF_MAX_KAFKA_EXTRA * 2 + 1];
+    for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
+        extra[i] = c->kafka_extra[i];
+    extra[c->nkafka_extra * 2] = NULL;
+    rc_vecpub_opts po = {.brokers = rc_consumer_bootstrap(d->consumer),
+                         .topic = d->vtopic,
+                         .extra = extra,
+                         .table = rc_engine_table(d->engine),
+                         .max_rate = c->vectors_max_rate,
+                         .interval_ms = c->vectors_interval_ms,
+                         .max_pending = c->vectors_max_pending};
+    if (rc_vecpub_start(&po, &d->pub, err, errlen))
+        return 1;
+    rc_vecpub_mark_all(d->pub, rc_table_size(rc_engine_table(d->engine)));
+    rc_engine_set_vector_sink(d->engine, rc_vecpub_sink, d->pub);
+    return 0;
+}
+
+/* Replica: <topic>.vectors, every partition from the beginning, no group. */
+static int start_vector_reader(daemon_t *d, char *err, size_t errlen)
+{
+    const rc_config *c = &d->cfg;
+    if (c->role != RC_ROLE_REPLICA)
+        return 0;
+    const char *extra[RC_CONF_MAX_KAFKA_EXTRA * 2 + 1];
+    for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
+        extra[i] = c->kafka_extra[i];
+    extra[c->nkafka_extra * 2] = NULL;
+    rc_consumer_opts vo = {.brokers = rc_consumer_bootstrap(d->consumer),
+                           .topic = d->vtopic,
+                           .group = d->replica_group,
+                           .batch = c->kafka_batch,
+                           .extra = extra,
+                           .on_batch = on_vec_batch,
+                           .ud = d,
+                           .assign_all = 1,
+                           .on_fatal = on_fatal};
+    if (rc_consumer_start(d->loop, &vo, &d->vconsumer, err, errlen))
+        return 1;
+    uv_timer_start(&d->vtimer, on_vtimer, 200, 200);
+    return 0;
+}
+
 static int start(daemon_t *d)
 {
     char err[512];
@@ -779,6 +961,19 @@ static int start(daemon_t *d)
     rc_log_set_level((enum rc_log_level)rc_log_level_parse(c->log_level));
     rc_log_set_json(strcmp(c->log_format, "json") == 0);
     rc_api_init(&d->api);
+    snprintf(d->vtopic, sizeof d->vtopic, "%.240s.vectors", c->topic);
+    if (!c->socket_path[0] &&
+        rc_server_default_path(d->cfg.socket_path, sizeof d->cfg.socket_path, 1, err, sizeof err))
+        goto fail;
+    if (c->role == RC_ROLE_REPLICA) {
+        if (c->data_dir[0])
+            rc_log_warn("recalld",
+                        "a replica checkpoints nothing (it rebuilds from the vector topic): "
+                        "data_dir is not used",
+                        "data_dir=%s", c->data_dir);
+        d->cfg.data_dir[0] = '\0';
+        replica_group(d);
+    }
     if (rc_engine_create(c, d->loop, on_done, d, &d->engine, err, sizeof err))
         goto fail;
     rc_engine_set_checkpoint_cb(d->engine, on_checkpoint, d);
@@ -805,6 +1000,8 @@ static int start(daemon_t *d)
         nstart = 0;
     }
     instance_id(d);
+    if (c->role == RC_ROLE_REPLICA)
+        d->instance_id[0] = '\0'; /* a group of its own: static membership buys nothing */
     /* rc_engine_create restored the checkpoint (or loaded --model) and rebuilt
      * the index synchronously: the model is complete. */
     d->ckm =
@@ -816,7 +1013,7 @@ static int start(daemon_t *d)
     extra[c->nkafka_extra * 2] = NULL;
     rc_consumer_opts co = {.brokers = c->brokers,
                            .topic = c->topic,
-                           .group = c->group,
+                           .group = d->replica_group[0] ? d->replica_group : c->group,
                            .embedded = c->embedded,
                            .embedded_partitions = (int)c->embedded_partitions,
                            .batch = c->kafka_batch,
@@ -838,7 +1035,7 @@ static int start(daemon_t *d)
     int crc = rc_consumer_start(d->loop, &co, &d->consumer, err, sizeof err);
     free(sparts);
     free(soffs);
-    if (crc)
+    if (crc || start_publisher(d, err, sizeof err) || start_vector_reader(d, err, sizeof err))
         goto fail;
     d->api.engine = d->engine;
     d->api.kafka_stats = kafka_stats;
@@ -846,9 +1043,6 @@ static int start(daemon_t *d)
     d->api.warnings = health_warnings;
     d->api.socket_stats = socket_stats;
     d->api.socket_arg = d;
-    if (!c->socket_path[0] &&
-        rc_server_default_path(d->cfg.socket_path, sizeof d->cfg.socket_path, 1, err, sizeof err))
-        goto fail;
     rc_server_opts so = {.path = c->socket_path,
                          .mode = c->socket_mode,
                          .max_line = c->max_line,
@@ -868,9 +1062,11 @@ static int start(daemon_t *d)
         goto fail;
     if (start_metrics(d, err, sizeof err))
         goto fail;
-    rc_log_info("recalld", "ready", "socket=%s bootstrap=%s topic=%s group=%s instance=%s dim=%u",
-                c->socket_path, rc_consumer_bootstrap(d->consumer), c->topic, c->group,
-                d->instance_id[0] ? d->instance_id : "-", c->dim);
+    rc_log_info("recalld", "ready",
+                "socket=%s bootstrap=%s topic=%s group=%s instance=%s dim=%u role=%s",
+                c->socket_path, rc_consumer_bootstrap(d->consumer), c->topic,
+                d->replica_group[0] ? d->replica_group : c->group,
+                d->instance_id[0] ? d->instance_id : "-", c->dim, rc_role_names[c->role]);
     return 0;
 fail:
     rc_log_error("recalld", "cannot start", "error=\"%s\"", err);
@@ -921,12 +1117,16 @@ int main(int argc, char **argv)
     uv_signal_init(d.loop, &d.sighup);
     uv_timer_init(d.loop, &d.stats_timer);
     uv_timer_init(d.loop, &d.ckpt_timer);
+    uv_timer_init(d.loop, &d.vtimer);
+    d.vtimer.data = &d;
     d.sigint.data = d.sigterm.data = d.sighup.data = d.stats_timer.data = d.ckpt_timer.data = &d;
     if (start(&d)) {
         if (d.server)
             rc_server_close(d.server, 0, NULL, NULL);
         rc_metrics_close(d.metrics, NULL, NULL);
         rc_consumer_destroy(d.consumer);
+        rc_consumer_destroy(d.vconsumer);
+        stop_publisher(&d);
         rc_engine_destroy(d.engine);
         close_handles(&d);
         uv_run(d.loop, UV_RUN_DEFAULT);

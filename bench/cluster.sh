@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# A trainer and a replica on recalld-broker (librdkafka's mock cluster in its
+# own process): how fresh the replica is, and how fast a new replica
+# bootstraps from <topic>.vectors.
+#   bench/cluster.sh [ITEMS] [EVENTS]          (defaults 100000 items, 400000 events)
+# 1. freshness: the trainer trains a paced stream (2,000 events/s); a replica
+#    started before it applies the published records. PROBES (30) clicks on
+#    brand-new items, produced with kcat during the stream, are timed until a
+#    recall filtered to the item's city finds them, on the trainer and on the
+#    replica (event -> searchable, kcat's start and delivery included). The
+#    parts, from the stats: the trainer's freshness (consumed -> applied and
+#    indexed), the publisher's tick (vectors.interval_ms, 100), the replica's
+#    publish -> applied over its last 4,096 records.
+# 2. bootstrap: once ITEMS items are trained and published, a second replica
+#    starts and is timed until it holds every item (vector topic caught up);
+#    side by side, the reference: an `all` daemon in another group rebuilding
+#    the same model by replaying the click topic from its beginning.
+# The mock keeps ~5 MiB per partition and does not compact: 32 partitions,
+# and the publisher coalesces for 1 s, so the vector topic keeps the items'
+# newest records (kafka.vectors.lost says if it did not). 1M items do not fit
+# the mock's retention (~300 bytes a record at d64): a real, compacted topic
+# is needed for that figure.
+# Timings on a loaded machine: read the ratio, not the seconds.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+B=${RC_BUILD_DIR:-$here/build}
+ITEMS=${1:-100000}
+N=${2:-400000}
+tmp=$(mktemp -d /tmp/rc-bench-cluster.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
+stats() { "$B/recallctl" --socket "$1" --raw stats 2>/dev/null; }
+now() { date +%s.%N; }
+# waitfor SOCK CONDITION: polls the socket's stats every 20 ms in one process
+# (a python expression over the stats `d`; the socket may not exist yet) and
+# prints the stats once it holds: the poll costs no process start per round.
+waitfor() {
+    python3 - "$1" "$2" <<'PY'
+import json, socket, sys, time
+path, cond = sys.argv[1], sys.argv[2]
+while True:
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.sendall(b'{"op":"stats"}\n')
+        d = json.loads(s.makefile().readline())
+        s.close()
+        if eval(cond):
+            print(json.dumps(d))
+            break
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    time.sleep(0.02)
+PY
+}
+wait_sock() { for _ in $(seq 600); do stats "$1" >/dev/null && return 0; sleep 0.1; done; echo "no socket $1" >&2; exit 1; }
+
+"$B/recalld-broker" --partitions 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
+    >"$tmp/broker.out" 2>"$tmp/broker.err" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
+bs=$(head -1 "$tmp/broker.out")
+echo '{"train":{"replay_ratio":0},"vectors":{"max_rate":200000,"interval_ms":1000}}' >"$tmp/t.json"
+echo '{"vectors":{"interval_ms":100}}' >"$tmp/f.json"
+common=(--brokers "$bs" --metrics-port 0 --log-level warn)
+
+# ---- 1. freshness on a paced stream ----
+"$B/recalld" "${common[@]}" --role trainer --config "$tmp/f.json" --socket "$tmp/f.sock" \
+    2>"$tmp/f.log" &
+pids+=($!)
+fpid=$!
+"$B/recalld" "${common[@]}" --role replica --socket "$tmp/fr.sock" 2>"$tmp/fr.log" &
+pids+=($!)
+frpid=$!
+wait_sock "$tmp/f.sock"
+wait_sock "$tmp/fr.sock"
+"$B/recalld-gen" --seed 3 --events 20000 --items 5000 --rate 2000 --brokers "$bs" \
+    --topic clicks >/dev/null 2>"$tmp/gen0.err" &
+gpid=$!
+pids+=($gpid)
+printf 'freshness (paced 2,000 events/s, 20,000 events):\n'
+sleep 3
+# Probes during the stream: a click on a brand-new item in a city of its own,
+# produced with kcat; then a user's recall filtered to that city, on the
+# trainer and on the replica, until the item is in the answer (a replica
+# knows the item from the click at once, but searches it only once its
+# vector record is applied and indexed). Event -> searchable, side by side.
+python3 - "$bs" "$tmp/f.sock" "$tmp/fr.sock" "${PROBES:-30}" <<'PY'
+import json, socket, subprocess, sys, time
+bs, tsock, rsock, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+def req(path, obj):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall((json.dumps(obj) + "\n").encode())
+    line = s.makefile().readline()
+    s.close()
+    return json.loads(line)
+user = next(f"u{u}" for u in range(10000)
+            if req(tsock, {"op": "user", "user_id": f"u{u}"}).get("ok")
+            and req(rsock, {"op": "user", "user_id": f"u{u}"}).get("ok"))
+def found(sock, item, city):
+    r = req(sock, {"op": "recall", "user_id": user, "k": 5, "city": city})
+    return any(x["item_id"] == item for x in r.get("items", []))
+lt, lr, missed = [], [], 0
+for i in range(n):
+    item, city = f"probe{i}", f"cprobe{i}"
+    ev = json.dumps({"user_id": f"probeu{i}", "item_id": item, "city_id": city,
+                     "cate_id": "k0", "ts": 1700000000000 + i})
+    t0 = time.monotonic()
+    subprocess.run(["kcat", "-P", "-b", bs, "-t", "clicks", "-K", "\t"],
+                   input=f"probeu{i}\t{ev}\n".encode(), check=True)
+    dt = dr = None
+    while dt is None or dr is None:
+        now = time.monotonic() - t0
+        if now > 30:
+            missed += 1
+            break
+        if dt is None and found(tsock, item, city):
+            dt = now
+        if dr is None and found(rsock, item, city):
+            dr = time.monotonic() - t0
+        time.sleep(0.002)
+    if dt is not None and dr is not None:
+        lt.append(dt * 1000)
+        lr.append(dr * 1000)
+    time.sleep(0.1)
+def q(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
+print(f"  event -> searchable (kcat, {len(lt)} probes, {missed} missed): trainer p50 {q(lt, .5):.0f} ms"
+      f" p99 {q(lt, .99):.0f} ms; replica p50 {q(lr, .5):.0f} ms p99 {q(lr, .99):.0f} ms"
+      f" (each includes kcat's start and delivery)")
+PY
+wait "$gpid" || true
+sleep 2
+fs=$(stats "$tmp/f.sock")
+rs=$(stats "$tmp/fr.sock")
+printf '  trainer consumed -> applied+indexed  p50 %s ms  p99 %s ms\n' \
+    "$(echo "$fs" | field '["freshness_ms"]["p50"]')" "$(echo "$fs" | field '["freshness_ms"]["p99"]')"
+printf '  publisher tick (vectors.interval_ms)  <= 100 ms\n'
+printf '  replica publish -> applied           p50 %s ms  p99 %s ms  (%s records)\n' \
+    "$(echo "$rs" | field '["replica"]["publish_to_applied_ms"]["p50"]')" \
+    "$(echo "$rs" | field '["replica"]["publish_to_applied_ms"]["p99"]')" \
+    "$(echo "$rs" | field '["replica"]["applied"]')"
+kill "$fpid" "$frpid"
+wait "$fpid" "$frpid" 2>/dev/null || true
+
+# ---- 2. bootstrap at ITEMS items ----
+# a topic of its own: the freshness run's records would be mixed in
+kill -9 "${pids[0]}"
+"$B/recalld-broker" --partitions 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
+    >"$tmp/broker2.out" 2>"$tmp/broker2.err" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$tmp/broker2.out" ] && break; sleep 0.1; done
+bs=$(head -1 "$tmp/broker2.out")
+common=(--brokers "$bs" --metrics-port 0 --log-level warn)
+"$B/recalld-gen" --seed 7 --events "$N" --items "$ITEMS" --users 50000 --brokers "$bs" \
+    --topic clicks >/dev/null 2>"$tmp/gen.err"
+"$B/recalld" "${common[@]}" --role trainer --config "$tmp/t.json" --socket "$tmp/t.sock" \
+    2>"$tmp/t.log" &
+pids+=($!)
+wait_sock "$tmp/t.sock"
+while :; do
+    s=$(stats "$tmp/t.sock")
+    [ "$(echo "$s" | field '["events"]["applied"]')" -ge "$N" ] &&
+        [ "$(echo "$s" | field '["kafka"]["vectors"]["pending"]')" -eq 0 ] &&
+        [ "$(echo "$s" | field '["kafka"]["vectors"]["inflight"]')" -eq 0 ] && break
+    sleep 0.5
+done
+titems=$(echo "$s" | field '["items"]')
+tpub=$(echo "$s" | field '["kafka"]["vectors"]["published"]')
+
+t0=$(now)
+"$B/recalld" "${common[@]}" --role replica --socket "$tmp/r.sock" 2>"$tmp/r.log" &
+pids+=($!)
+s=$(waitfor "$tmp/r.sock" \
+    'd["kafka"]["vectors"]["assigned"] > 0 and d["replica"]["staleness_ms"] == 0 and d["index"]["pending"] == 0')
+t1=$(now)
+ritems=$(echo "$s" | field '["items"]')
+rrec=$(echo "$s" | field '["replica"]["records"]')
+rlost=$(echo "$s" | field '["kafka"]["vectors"]["lost"]')
+
+# the reference: replaying the clicks into a fresh model (another group)
+t2=$(now)
+"$B/recalld" "${common[@]}" --group replay-ref --config "$tmp/t.json" --socket "$tmp/a.sock" \
+    2>"$tmp/a.log" &
+pids+=($!)
+s=$(waitfor "$tmp/a.sock" "d['events']['applied'] >= $N and d['index']['pending'] == 0")
+t3=$(now)
+python3 - "$t0" "$t1" "$t2" "$t3" "$titems" "$ritems" "$rrec" "$rlost" "$tpub" "$N" <<'EOF'
+import sys
+t0, t1, t2, t3 = map(float, sys.argv[1:5])
+titems, ritems, rrec, rlost, tpub, n = map(int, sys.argv[5:11])
+print(f"bootstrap at {titems} items (trainer published {tpub} records):")
+print(f"  replica from the vector topic : {t1 - t0:7.2f} s  ({rrec} records, {ritems} items, "
+      f"{rlost} lost to retention)")
+print(f"  reference, replaying {n} clicks: {t3 - t2:7.2f} s")
+print(f"  ratio replay / bootstrap      : {(t3 - t2) / (t1 - t0):7.2f}x")
+EOF

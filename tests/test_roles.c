@@ -1,0 +1,521 @@
+/* Roles, end to end (docs/DESIGN.md "Roles and replicas"): a trainer
+ * publishes its vectors to <topic>.vectors, a replica serves from that topic
+ * and the click topic's sessions, through the real binaries on
+ * recalld-broker. Every wait is on a condition (scaled timeouts). */
+#include <errno.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "recalld/buf.h"
+#include "recalld/common.h"
+#include "recalld/metrics.h"
+#include "recalld/table.h"
+#include "recalld/vecpub.h"
+#include "test.h"
+
+#define PARTS 4
+#define DIM   64 /* the daemon's default model.dim */
+
+static const char *const broker_topics[] = {"--topic", "clicks",         "--topic", "clicks.dlq",
+                                            "--topic", "clicks.vectors", NULL};
+
+static void ms_sleep(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+static void mkdir_tmp(char *dir, size_t n)
+{
+    snprintf(dir, n, "/tmp/rc-roles-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+}
+
+static void cleanup(const char *dir) { ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0); }
+
+/* recalld --role ROLE on brokers with config DIR/<name>.json (replay off: the
+ * trainer's model stands still once the stream is applied) and, when data is
+ * not NULL, data_dir DIR/<name>. */
+static void start_role(e2e_daemon *d, const char *dir, const char *name, const char *role,
+                       const char *brokers, char *data, size_t datalen)
+{
+    char conf[256];
+    snprintf(conf, sizeof conf, "%s/%s.json", dir, name);
+    e2e_write_file(conf, "{\"train\":{\"replay_ratio\":0}}");
+    const char *extra[8] = {"--config", conf, "--role", role, NULL};
+    if (data) {
+        snprintf(data, datalen, "%s/%s", dir, name);
+        extra[4] = "--data-dir";
+        extra[5] = data;
+        extra[6] = NULL;
+    }
+    e2e_opts o = {.brokers = brokers, .extra = extra};
+    e2e_start_opts(d, &o);
+}
+
+/* Waits until the trainer applied `events` and has nothing left to publish
+ * (no row marked, no record undelivered) with its index flushed. */
+static json_t *wait_published(const e2e_daemon *t, long long events)
+{
+    json_decref(e2e_wait_done(t->sock, (uint64_t)events, 120000));
+    e2e_wait_model_still(t->sock);
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);
+    for (;;) {
+        json_t *st = e2e_request(t->sock, "{\"op\":\"stats\"}");
+        if (e2e_int(st, "events.applied") >= events && e2e_int(st, "kafka.vectors.pending") == 0 &&
+            e2e_int(st, "kafka.vectors.inflight") == 0 && e2e_int(st, "index.pending") == 0)
+            return st;
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("trainer: %lld rows still marked, %lld records in flight (log %s)",
+                     e2e_int(st, "kafka.vectors.pending"), e2e_int(st, "kafka.vectors.inflight"),
+                     t->log);
+        json_decref(st);
+        ms_sleep(100);
+    }
+}
+
+/* The newest record of each generated item ("i<index>") in the vector topic. */
+typedef struct newest {
+    uint64_t version; /* 0 = no record */
+    uint32_t count;
+    char city[64], cate[64];
+    float vec[DIM];
+} newest;
+
+static uint64_t read_vector_topic(const char *brokers, newest *out, uint32_t nitems)
+{
+    char err[512];
+    const char *topic = "clicks.vectors";
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ||
+        rd_kafka_conf_set(conf, "group.id", "test-roles-reader", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err))
+        RC__FAIL("consumer config: %s", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk)
+        RC__FAIL("consumer: %s", err);
+    int64_t end[PARTS], pos[PARTS];
+    int open = 0;
+    rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(PARTS);
+    for (int p = 0; p < PARTS; p++) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, (int)e2e_scaled_ms(30000));
+        if (e)
+            RC__FAIL("watermarks of %s [%d]: %s", topic, p, rd_kafka_err2str(e));
+        ASSERT_EQ(lo, 0); /* nothing deleted by retention at this size */
+        end[p] = hi;
+        pos[p] = lo;
+        if (lo < hi) {
+            rd_kafka_topic_partition_list_add(pl, topic, p)->offset = lo;
+            open++;
+        }
+    }
+    ASSERT_EQ(rd_kafka_assign(rk, pl), 0);
+    rd_kafka_topic_partition_list_destroy(pl);
+    memset(out, 0, nitems * sizeof *out);
+    uint64_t records = 0;
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);
+    while (open > 0) {
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("reading %s: %d partitions short of their end", topic, open);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                RC__FAIL("reading %s: %s", topic, rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        rc_vecrec r;
+        float v[DIM];
+        ASSERT_EQ(rc_vecrec_decode(m->payload, m->len, &r, v, DIM), 0);
+        ASSERT_EQ(r.dim, DIM);
+        /* the key is the item id (compaction keeps one record per key) */
+        ASSERT(m->key_len == r.item_len && memcmp(m->key, r.item, r.item_len) == 0);
+        char id[32];
+        ASSERT(r.item_len < sizeof id && r.item[0] == 'i');
+        memcpy(id, r.item, r.item_len);
+        id[r.item_len] = '\0';
+        uint32_t idx = (uint32_t)atol(id + 1);
+        ASSERT(idx < nitems);
+        newest *n = &out[idx];
+        if (r.version > n->version) {
+            n->version = r.version;
+            n->count = r.count;
+            snprintf(n->city, sizeof n->city, "%.*s", (int)r.city_len, r.city);
+            snprintf(n->cate, sizeof n->cate, "%.*s", (int)r.cate_len, r.cate);
+            memcpy(n->vec, v, sizeof v);
+        }
+        records++;
+        if (++pos[m->partition] == end[m->partition])
+            open--;
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return records;
+}
+
+/* A trainer publishes: once the stream is applied and the publisher drained,
+ * <topic>.vectors holds a record for every item of the trainer's table, and
+ * the newest one per item carries exactly the vector, count, city and
+ * category of the trainer's final checkpoint. */
+TEST(roles_trainer_publishes_every_item)
+{
+    const uint64_t N = 6000;
+    char dir[64], data[256];
+    e2e_broker b;
+    e2e_daemon t;
+    mkdir_tmp(dir, sizeof dir);
+    e2e_broker_start(&b, PARTS, broker_topics);
+    start_role(&t, dir, "t", "trainer", b.bootstrap, data, sizeof data);
+    pid_t gen = e2e_gen_start(b.bootstrap, 31, N, 0, 0);
+    ASSERT_EQ(e2e_gen_wait(gen), 0);
+    json_t *st = wait_published(&t, (long long)N);
+    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(st, "kafka"), "role")),
+                 "trainer");
+    long long published = e2e_int(st, "kafka.vectors.published");
+    ASSERT_GE(published, e2e_int(st, "items"));
+    ASSERT_EQ(e2e_int(st, "kafka.vectors.failed"), 0);
+    ASSERT_GT(e2e_int(st, "kafka.vectors.coalesced"), 0); /* a row changes many times a batch */
+    json_decref(st);
+    ASSERT_EQ(e2e_stop(&t), 0); /* the final checkpoint, and the publisher's last records */
+
+    newest *top = calloc(E2E_GEN_ITEMS, sizeof *top);
+    ASSERT(top != NULL);
+    uint64_t records = read_vector_topic(b.bootstrap, top, E2E_GEN_ITEMS);
+    rc_table *tab;
+    rc_checkpoint_meta meta;
+    e2e_checkpoint_open(data, &tab, &meta);
+    uint32_t rows = rc_table_size(tab), with = 0;
+    for (uint32_t r = 0; r < rows; r++) {
+        size_t len;
+        const char *id = rc_table_item_id(tab, r, &len);
+        uint32_t idx = (uint32_t)atol(id + 1);
+        ASSERT(idx < E2E_GEN_ITEMS);
+        const newest *n = &top[idx];
+        if (!n->version)
+            RC__FAIL("item %.*s (row %u) has no record in clicks.vectors", (int)len, id, r);
+        with++;
+        if (memcmp(n->vec, rc_table_in(tab, r), sizeof n->vec) != 0)
+            RC__FAIL("item %.*s: the newest record's vector is not the trainer's "
+                     "(first component %g, trainer %g)",
+                     (int)len, id, (double)n->vec[0], (double)rc_table_in(tab, r)[0]);
+        ASSERT_EQ(n->count, rc_table_count(tab, r));
+        ASSERT_STREQ(n->city, rc_table_city_name(tab, rc_table_city(tab, r)));
+        ASSERT_STREQ(n->cate, rc_table_cate_name(tab, rc_table_cate(tab, r)));
+    }
+    fprintf(stderr, "trainer: %u items, %llu records in the topic (%lld published live)\n", rows,
+            (unsigned long long)records, published);
+    ASSERT_EQ(with, rows);
+    ASSERT_GT(rows, 1000);
+    rc_table_destroy(tab);
+    free(top);
+    e2e_broker_stop(&b);
+    cleanup(t.dir);
+    cleanup(dir);
+}
+
+/* Every number of a stats object has a row of the metrics table (its
+ * /metrics family): the roles' new figures included. Returns the numbers. */
+static int all_exported(json_t *o, char *path, size_t at)
+{
+    const char *key;
+    json_t *v;
+    int n = 0;
+    json_object_foreach(o, key, v) {
+        snprintf(path + at, 256 - at, "%s%s", at ? "." : "", key);
+        if (json_is_object(v)) {
+            n += all_exported(v, path, strlen(path));
+            continue;
+        }
+        if (!json_is_number(v) && !json_is_boolean(v))
+            continue;
+        if (!rc_metrics_stat_find(path))
+            RC__FAIL("stats number %s has no row in the metrics table (src/metrics_stats.c)", path);
+        n++;
+    }
+    return n;
+}
+
+/* The assigned partitions of a daemon as a bit set, and its rebalances. */
+static unsigned assignment(json_t *st)
+{
+    unsigned set = 0;
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(json_object_get(st, "kafka"), "partitions"), i, p)
+        set |= 1u << json_integer_value(json_object_get(p, "partition"));
+    return set;
+}
+
+/* Top-k item ids of a recall, with their scores. */
+static size_t recall_ids(const char *sock, const char *user, const char *city, int exact,
+                         char ids[][16], double *scores, size_t cap)
+{
+    char cityf[64] = "";
+    if (city)
+        snprintf(cityf, sizeof cityf, ",\"city\":\"%s\"", city);
+    json_t *r = e2e_request(sock, "{\"op\":\"recall\",\"user_id\":\"%s\",\"k\":50%s%s}", user,
+                            cityf, exact ? ",\"exact\":true" : "");
+    ASSERT(json_is_true(json_object_get(r, "ok")));
+    ASSERT(json_object_get(r, "fallback") == NULL); /* the user's clicks, not popularity */
+    json_t *items = json_object_get(r, "items"), *it;
+    size_t i, n = 0;
+    json_array_foreach(items, i, it) {
+        if (n == cap)
+            break;
+        snprintf(ids[n], 16, "%s", json_string_value(json_object_get(it, "item_id")));
+        scores[n++] = json_real_value(json_object_get(it, "score"));
+    }
+    json_decref(r);
+    return n;
+}
+
+/* Same answer: the same scores in order, and at each score the same ids
+ * (items of equal score come in table-row order, which differs between the
+ * processes); a tie group cut by k at the end may hold other ids. */
+static int same_answer(char a[][16], const double *sa, size_t na, char b[][16], const double *sb,
+                       size_t nb)
+{
+    if (na != nb)
+        return 0;
+    for (size_t i = 0; i < na; i++)
+        if (fabs(sa[i] - sb[i]) > 1e-6)
+            return 0;
+    for (size_t i = 0; i < na;) {
+        size_t j = i;
+        while (j < na && sa[j] == sa[i])
+            j++;
+        if (j < na) /* a whole group: the same ids in any order */
+            for (size_t x = i; x < j; x++) {
+                int found = 0;
+                for (size_t y = i; y < j && !found; y++)
+                    found = strcmp(a[x], b[y]) == 0;
+                if (!found)
+                    return 0;
+            }
+        i = j;
+    }
+    return 1;
+}
+
+/* A replica started after the stream: it bootstraps from the vector topic
+ * (trains nothing), reads the clicks for sessions only in a group of its own
+ * (the trainer's assignment does not move), shows its staleness, and answers
+ * as the trainer does: the same exact top-50 for the same users, with and
+ * without a city. */
+TEST(roles_replica_bootstraps_and_answers_as_the_trainer)
+{
+    const uint64_t N = 6000;
+    char dir[64];
+    e2e_broker b;
+    e2e_daemon t, r;
+    mkdir_tmp(dir, sizeof dir);
+    e2e_broker_start(&b, PARTS, broker_topics);
+    start_role(&t, dir, "t", "trainer", b.bootstrap, NULL, 0);
+    pid_t gen = e2e_gen_start(b.bootstrap, 37, N, 0, 0);
+    ASSERT_EQ(e2e_gen_wait(gen), 0);
+    json_t *ts = wait_published(&t, (long long)N);
+    unsigned before = assignment(ts);
+    long long rebalances = e2e_int(ts, "kafka.rebalances");
+    ASSERT_EQ(before, (1u << PARTS) - 1);
+
+    start_role(&r, dir, "r", "replica", b.bootstrap, NULL, 0);
+    json_t *rs = NULL;
+    for (long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);; ms_sleep(100)) {
+        json_decref(rs);
+        rs = e2e_request(r.sock, "{\"op\":\"stats\"}");
+        if (e2e_int(rs, "items") == e2e_int(ts, "items") &&
+            e2e_int(rs, "events.applied") == (long long)N &&
+            e2e_int(rs, "replica.staleness_ms") == 0 && e2e_int(rs, "index.pending") == 0)
+            break;
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("replica: %lld items (trainer %lld), %lld clicks in sessions, staleness "
+                     "%lld ms (log %s)",
+                     e2e_int(rs, "items"), e2e_int(ts, "items"), e2e_int(rs, "events.applied"),
+                     e2e_int(rs, "replica.staleness_ms"), r.log);
+    }
+    fprintf(stderr,
+            "replica: %lld records read, %lld applied, %lld stale; publish -> applied p50 %lld "
+            "ms p99 %lld ms (bootstrap: records published before the replica started)\n",
+            e2e_int(rs, "replica.records"), e2e_int(rs, "replica.applied"),
+            e2e_int(rs, "replica.stale"), e2e_int(rs, "replica.publish_to_applied_ms.p50"),
+            e2e_int(rs, "replica.publish_to_applied_ms.p99"));
+    ASSERT_EQ(e2e_int(rs, "training.pairs"), 0); /* no click trained */
+    ASSERT_GE(e2e_int(rs, "replica.applied"), e2e_int(ts, "items"));
+    ASSERT_GT(e2e_int(rs, "replica.newest_publish_ms"), 0);
+    ASSERT_EQ(e2e_int(rs, "kafka.vectors.assigned"), PARTS);
+    ASSERT_EQ(e2e_int(rs, "kafka.vectors.lost"), 0);
+    const char *rg = json_string_value(json_object_get(json_object_get(rs, "kafka"), "group"));
+    ASSERT(rg && strncmp(rg, "recalld.replica.", 16) == 0);
+    ASSERT_EQ(assignment(rs), (1u << PARTS) - 1); /* every click partition, in its own group */
+    char path[256] = "";
+    json_object_del(rs, "ok");
+    json_object_del(ts, "ok");
+    ASSERT_GT(all_exported(rs, path, 0), 100);
+    ASSERT_GT(all_exported(ts, path, 0), 100);
+    json_decref(rs);
+    /* the trainer's group did not see the replica */
+    json_t *ts2 = e2e_request(t.sock, "{\"op\":\"stats\"}");
+    ASSERT_EQ(assignment(ts2), before);
+    ASSERT_EQ(e2e_int(ts2, "kafka.rebalances"), rebalances);
+    json_decref(ts2);
+    json_decref(ts);
+
+    /* the same answers for users with clicks */
+    static char ia[50][16], ib[50][16];
+    double sa[50], sb[50];
+    int users = 0, same_exact = 0, same_city = 0;
+    double overlap = 0;
+    for (int u = 0; u < E2E_GEN_USERS && users < 100; u++) {
+        char user[16], city[64] = "";
+        snprintf(user, sizeof user, "u%d", u);
+        json_t *q = e2e_request(t.sock, "{\"op\":\"user\",\"user_id\":\"%s\"}", user);
+        json_t *clicks = json_object_get(q, "clicks");
+        if (json_array_size(clicks) >= 2) {
+            json_t *last = json_array_get(clicks, json_array_size(clicks) - 1);
+            snprintf(city, sizeof city, "%s", json_string_value(json_object_get(last, "city")));
+        }
+        json_decref(q);
+        if (!city[0])
+            continue;
+        users++;
+        size_t na = recall_ids(t.sock, user, NULL, 1, ia, sa, 50);
+        size_t nb = recall_ids(r.sock, user, NULL, 1, ib, sb, 50);
+        same_exact += same_answer(ia, sa, na, ib, sb, nb);
+        na = recall_ids(t.sock, user, city, 1, ia, sa, 50);
+        nb = recall_ids(r.sock, user, city, 1, ib, sb, 50);
+        same_city += same_answer(ia, sa, na, ib, sb, nb);
+        /* the default scope (the live index), reported */
+        na = recall_ids(t.sock, user, NULL, 0, ia, sa, 50);
+        nb = recall_ids(r.sock, user, NULL, 0, ib, sb, 50);
+        size_t common = 0;
+        for (size_t x = 0; x < na; x++)
+            for (size_t y = 0; y < nb; y++)
+                common += strcmp(ia[x], ib[y]) == 0;
+        overlap += na ? (double)common / (double)na : 1.0;
+    }
+    fprintf(stderr,
+            "%d users: exact top-50 equal for %d (with the user's city: %d); default scope "
+            "(live index) top-50 overlap %.4f\n",
+            users, same_exact, same_city, overlap / users);
+    ASSERT_EQ(users, 100);
+    ASSERT_EQ(same_exact, users);
+    ASSERT_EQ(same_city, users);
+    ASSERT_EQ(e2e_stop(&r), 0);
+    ASSERT_EQ(e2e_stop(&t), 0);
+    e2e_broker_stop(&b);
+    cleanup(r.dir);
+    cleanup(t.dir);
+    cleanup(dir);
+}
+
+/* The record round-trips, and what is not a record is refused. */
+TEST(roles_vector_record_round_trip)
+{
+    float v[DIM], back[DIM];
+    for (int i = 0; i < DIM; i++)
+        v[i] = (float)i * -0.25f + 1e-7f;
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    ASSERT_EQ(rc_vecrec_encode(&b, "i42", 3, "c1", 2, "k3", 2, 7, 123456789012345ull, 1700000000123,
+                               v, DIM),
+              0);
+    ASSERT_EQ(b.len, RC_VECREC_HEADER + 3 + 2 + 2 + DIM * 4);
+    rc_vecrec r;
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, DIM), 0);
+    ASSERT(r.item_len == 3 && memcmp(r.item, "i42", 3) == 0);
+    ASSERT(r.city_len == 2 && memcmp(r.city, "c1", 2) == 0);
+    ASSERT(r.cate_len == 2 && memcmp(r.cate, "k3", 2) == 0);
+    ASSERT_EQ(r.count, 7);
+    ASSERT_EQ(r.version, 123456789012345ull);
+    ASSERT_EQ(r.publish_ms, 1700000000123);
+    ASSERT_EQ(r.dim, DIM);
+    ASSERT(memcmp(v, back, sizeof v) == 0);
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len - 1, &r, back, DIM), RC_EINVAL); /* short */
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, DIM - 8), RC_E2BIG);
+    b.data[0] = 'X';
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, DIM), RC_EINVAL); /* magic */
+    rc_buf_free(&b);
+}
+
+/* Submits one vector record of item to a replica engine (offline). */
+static void submit_record(rc_engine *e, const char *item, const char *city, uint32_t count,
+                          uint64_t version, int64_t publish_ms, float fill)
+{
+    float v[DIM];
+    for (int i = 0; i < DIM; i++)
+        v[i] = fill + (float)i / DIM;
+    rc_buf rec;
+    rc_buf_init(&rec, 0);
+    ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), city, strlen(city), "k1", 2, count,
+                               version, publish_ms, v, DIM),
+              0);
+    rc_batch *b = rc_engine_batch_get(e);
+    ASSERT(b != NULL);
+    rc_engine_batch_set_vectors(b);
+    ASSERT_EQ(rc_engine_batch_add(b, rec.data, rec.len, 0, 0), 0);
+    rc_engine_submit(e, b);
+    rc_engine_sync(e);
+    rc_buf_free(&rec);
+}
+
+/* A replica's engine: the newest version wins (an older or repeated record is
+ * counted stale and changes nothing), the record's count and vector are the
+ * row's; a click only enters the session (nothing trained, no count); the
+ * staleness is the age of the newest record applied until the vector topic is
+ * caught up, then 0. */
+TEST(roles_replica_engine_versions_and_staleness)
+{
+    rc_config c;
+    rc_config_defaults(&c);
+    c.role = RC_ROLE_REPLICA;
+    rc_engine *e = e2e_engine_offline(&c);
+    int64_t old_ms = rc_wall_ms() - 60000; /* published a minute ago */
+    submit_record(e, "i1", "c1", 5, 100, old_ms, 1.0f);
+    submit_record(e, "i1", "c1", 3, 99, old_ms, 2.0f);  /* older: ignored */
+    submit_record(e, "i1", "c1", 5, 100, old_ms, 3.0f); /* a repeat: ignored */
+    submit_record(e, "i2", "c1", 1, 7, old_ms - 1000, 0.5f);
+    const rc_table *t = rc_engine_table(e);
+    uint32_t row;
+    ASSERT_EQ(rc_table_find(t, "i1", 2, &row), 0);
+    ASSERT_EQ(rc_table_count(t, row), 5);
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 1.0f) < 1e-6f); /* version 100's vector */
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "replica.applied"), 2);
+    ASSERT_EQ(e2e_int(st, "replica.stale"), 2);
+    ASSERT_EQ(e2e_int(st, "replica.newest_publish_ms"), old_ms);
+    ASSERT_GE(e2e_int(st, "replica.staleness_ms"), 60000); /* lag unknown: the record's age */
+    json_decref(st);
+    submit_record(e, "i1", "c1", 6, 101, old_ms + 1, 4.0f); /* newer: applied */
+    ASSERT_EQ(rc_table_count(t, row), 6);
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 4.0f) < 1e-6f);
+    rc_engine_set_vector_lag(e, 0); /* caught up with the vector topic */
+    /* clicks: sessions only */
+    const char *l1 = "{\"user_id\":\"u1\",\"item_id\":\"i1\",\"city_id\":\"c1\",\"cate_id\":\"k1\","
+                     "\"ts\":1700000000000}";
+    const char *l2 = "{\"user_id\":\"u1\",\"item_id\":\"i2\",\"city_id\":\"c1\",\"cate_id\":\"k1\","
+                     "\"ts\":1700000001000}";
+    ASSERT_EQ(rc_engine_apply_line(e, l1, strlen(l1)), RC_EV_OK);
+    ASSERT_EQ(rc_engine_apply_line(e, l2, strlen(l2)), RC_EV_OK);
+    st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "replica.staleness_ms"), 0);
+    ASSERT_EQ(e2e_int(st, "events.applied"), 2);
+    ASSERT_EQ(e2e_int(st, "training.pairs"), 0);
+    ASSERT_EQ(e2e_int(st, "users.active"), 1);
+    json_decref(st);
+    ASSERT_EQ(rc_table_count(t, row), 6); /* the trainers count clicks, not the replica */
+    rc_engine_destroy(e);
+}
