@@ -22,16 +22,10 @@
 # is needed for that figure.
 # Timings on a loaded machine: read the ratio, not the seconds.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-B=${RC_BUILD_DIR:-$here/build}
+. "$(dirname "$0")/lib.sh"
+bench_init cluster KILL
 ITEMS=${1:-100000}
 N=${2:-400000}
-tmp=$(mktemp -d /tmp/rc-bench-cluster.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
-stats() { "$B/recallctl" --socket "$1" --raw stats 2>/dev/null; }
 now() { date +%s.%N; }
 # waitfor SOCK CONDITION: polls the socket's stats every 20 ms in one process
 # (a python expression over the stats `d`; the socket may not exist yet) and
@@ -57,11 +51,7 @@ PY
 }
 wait_sock() { for _ in $(seq 600); do stats "$1" >/dev/null && return 0; sleep 0.1; done; echo "no socket $1" >&2; exit 1; }
 
-"$B/recalld-broker" --partitions 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
-    >"$tmp/broker.out" 2>"$tmp/broker.err" &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
-bs=$(head -1 "$tmp/broker.out")
+broker_start "$tmp" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors
 echo '{"train":{"replay_ratio":0},"vectors":{"max_rate":200000,"interval_ms":1000}}' >"$tmp/t.json"
 echo '{"vectors":{"interval_ms":100}}' >"$tmp/f.json"
 common=(--brokers "$bs" --metrics-port 0 --log-level warn)
@@ -149,12 +139,10 @@ wait "$fpid" "$frpid" 2>/dev/null || true
 
 # ---- 2. bootstrap at ITEMS items ----
 # a topic of its own: the freshness run's records would be mixed in
-kill -9 "${pids[0]}"
-"$B/recalld-broker" --partitions 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
-    >"$tmp/broker2.out" 2>"$tmp/broker2.err" &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$tmp/broker2.out" ] && break; sleep 0.1; done
-bs=$(head -1 "$tmp/broker2.out")
+kill -9 "$bpid"
+wait "$bpid" 2>/dev/null || true
+mkdir -p "$tmp/b2"
+broker_start "$tmp/b2" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors
 common=(--brokers "$bs" --metrics-port 0 --log-level warn)
 "$B/recalld-gen" --seed 7 --events "$N" --items "$ITEMS" --users 50000 --brokers "$bs" \
     --topic clicks >/dev/null 2>"$tmp/gen.err"

@@ -3,9 +3,10 @@
 #   bench_init NAME [SIGNAL]  sets B (the build: $RC_BUILD_DIR or build/), tmp
 #                             (a private directory, removed at exit) and pids
 #                             (processes sent SIGNAL, default TERM, at exit)
-#   broker_start DIR PARTS [fifo]
+#   broker_start DIR PARTS [fifo] [ARG...]
 #                             starts recalld-broker with PARTS partitions of
-#                             topic clicks, its files in DIR; sets bs (its
+#                             topic clicks (and the ARGs, e.g. --topic NAME),
+#                             its files in DIR; sets bs (its
 #                             bootstrap address) and bpid. With "fifo" its stdin
 #                             is DIR/broker.in, held open on fd 9: fault commands
 #                             are written there (recalld-broker --help)
@@ -23,21 +24,27 @@ bench_init() {
 }
 
 bench_cleanup() {
+    exec 2>/dev/null # at exit: no "Killed" notices for the processes stopped here
     for p in "${pids[@]}"; do kill -s "$bench_sig" "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$tmp"
 }
 
 broker_start() {
-    local dir=$1 parts=$2 i
-    if [ "${3:-}" = fifo ]; then
+    local dir=$1 parts=$2 fifo= i
+    shift 2
+    if [ "${1:-}" = fifo ]; then
+        fifo=1
+        shift
+    fi
+    if [ -n "$fifo" ]; then
         mkfifo "$dir/broker.in"
-        "$B/recalld-broker" --partitions "$parts" <"$dir/broker.in" >"$dir/broker.out" \
+        "$B/recalld-broker" --partitions "$parts" "$@" <"$dir/broker.in" >"$dir/broker.out" \
             2>"$dir/broker.log" &
         bpid=$!
         exec 9>"$dir/broker.in" # keeps the broker's stdin open
     else
-        "$B/recalld-broker" --partitions "$parts" >"$dir/broker.out" 2>"$dir/broker.log" &
+        "$B/recalld-broker" --partitions "$parts" "$@" >"$dir/broker.out" 2>"$dir/broker.log" &
         bpid=$!
     fi
     pids+=("$bpid")
