@@ -220,6 +220,7 @@ TEST(roles_trainer_publishes_every_item)
             (unsigned long long)records, published);
     ASSERT_EQ(with, rows);
     ASSERT_GT(rows, 1000);
+    rc_checkpoint_meta_free(&meta);
     rc_table_destroy(tab);
     free(top);
     e2e_broker_stop(&b);
