@@ -24,6 +24,7 @@
 #endif
 #include <omp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -786,18 +787,23 @@ static void *job_thread(void *arg)
 
 /* Destroy while a retrain runs: its result is not needed, but FAISS's k-means
  * cannot be interrupted, so it must finish before its memory goes. It runs at
- * the trainer's lowered priority, which on a busy machine leaves it a sliver
- * of a core: a shutdown could wait minutes for a k-means of one second. Give
- * it the caller's priority back when the process may (root, CAP_SYS_NICE or
- * RLIMIT_NICE); otherwise say why the shutdown waits. */
+ * the trainer's lowered priority (nice, or SCHED_IDLE with
+ * pipeline.background_policy "idle"), which on a busy machine leaves it a
+ * sliver of a core: a shutdown could wait minutes for a k-means of one second.
+ * Give it the caller's policy and nice value back when the process may (root,
+ * CAP_SYS_NICE or RLIMIT_NICE); otherwise say why the shutdown waits. */
 static void job_hurry(job *j)
 {
     int tid = LOAD(&j->tid);
     if (LOAD(&j->done) || tid <= 0)
         return;
-    errno = 0;
-    int me = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
-    if (errno == 0 && setpriority(PRIO_PROCESS, (id_t)tid, me) == 0)
+    struct sched_param sp;
+    int pol = sched_getscheduler(0), ok = pol >= 0 && sched_getparam(0, &sp) == 0;
+    if (ok && sched_getscheduler(tid) != pol)
+        ok = sched_setscheduler(tid, pol, &sp) == 0;
+    errno = ok ? 0 : errno;
+    int me = ok ? getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)) : 0;
+    if (ok && errno == 0 && setpriority(PRIO_PROCESS, (id_t)tid, me) == 0)
         rc_log_info("index", "waiting for an index retrain to finish", "rows=%u nice=%d", j->n, me);
     else
         rc_log_warn("index", "waiting for an index retrain to finish at its lowered priority",
