@@ -406,9 +406,9 @@ TEST(shard_threaded_engine_background_policy_idle)
             ASSERT_EQ(rc_engine_batch_add(b, line, (size_t)n, 0, k), 0);
         }
         rc_engine_submit(e, b);
+        /* (a thread starting may be at SCHED_IDLE before its rc- name) */
         rc_thread_policies(&idle, &other, &others_idle);
         ASSERT_EQ(other, 0);
-        ASSERT_EQ(others_idle, before_others);
         most = RC_MAX(most, idle);
     }
     e2e_loop_until(&loop, applied_reached, &(struct until_applied){e, 8 * BATCH},
