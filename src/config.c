@@ -27,7 +27,8 @@ enum ktype {
     K_SGMODE,
     K_UIDS,
     K_STORAGE,
-    K_ROLE
+    K_ROLE,
+    K_BGPOLICY
 };
 
 struct key {
@@ -114,6 +115,7 @@ static const struct key keys[] = {
     {"cooc.fuse_weight", K_F32, F(cooc_fuse_weight), 0, 1},
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
     {"pipeline.background_nice", K_U32, F(background_nice), 0, 19},
+    {"pipeline.background_policy", K_BGPOLICY, F(background_idle), 0, 1},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
     {"role", K_ROLE, F(role), 0, 2},
     {"vectors.publish", K_BOOL, F(vectors_publish), 0, 1},
@@ -213,6 +215,7 @@ void rc_config_defaults(rc_config *c)
     c->cooc_fuse_weight = 0.8f;
     c->queue_batches = 4;
     c->background_nice = 10;
+    c->background_idle = 0; /* "nice" (docs/BENCHMARKS.md "Serving latency": idle vs nice) */
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");
     c->stats_interval_ms = 10000;
@@ -341,6 +344,12 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *wh
                 return 0;
             }
         return bad(eb, el, where, k->name, "expected \"all\", \"trainer\" or \"replica\"");
+    }
+    if (k->type == K_BGPOLICY) {
+        if (strcmp(s, "nice") && strcmp(s, "idle"))
+            return bad(eb, el, where, k->name, "expected \"nice\" or \"idle\"");
+        *(int *)p = strcmp(s, "idle") == 0;
+        return 0;
     }
     if (k->type == K_SGMODE) {
         if (strcmp(s, "skipgram") && strcmp(s, "cbow"))

@@ -1,6 +1,7 @@
 #include "recalld/engine.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -599,15 +600,27 @@ void rc__engine_background(rc_engine *e, const char *thread)
     id_t tid = (id_t)syscall(SYS_gettid);
     char name[16];
     snprintf(name, sizeof name, "rc-%s", thread);
+    if (e->cfg.background_nice) {
+        errno = 0;
+        int cur = getpriority(PRIO_PROCESS, tid); /* -1 is a valid nice value: errno tells */
+        int want = errno ? 19 : RC_MIN(cur + (int)e->cfg.background_nice, 19);
+        if (setpriority(PRIO_PROCESS, tid, want))
+            rc_log_warn("engine", "background thread keeps its priority", "thread=%s error=\"%s\"",
+                        thread, strerror(errno));
+    }
+    if (e->cfg.background_idle && rc__thread_idle())
+        rc_log_warn("engine", "background thread keeps its scheduling policy",
+                    "thread=%s error=\"%s\"", thread, strerror(errno));
+    /* Named last: a thread called rc-... runs at its background priority. */
     pthread_setname_np(pthread_self(), name); /* for top -H, perf and renice */
-    if (!e->cfg.background_nice)
-        return;
-    errno = 0;
-    int cur = getpriority(PRIO_PROCESS, tid); /* -1 is a valid nice value: errno tells */
-    int want = errno ? 19 : RC_MIN(cur + (int)e->cfg.background_nice, 19);
-    if (setpriority(PRIO_PROCESS, tid, want))
-        rc_log_warn("engine", "background thread keeps its priority", "thread=%s error=\"%s\"",
-                    thread, strerror(errno));
+}
+
+int rc__thread_idle(void)
+{
+    /* Any thread may lower itself to SCHED_IDLE; the threads it starts
+     * inherit it (pthread_create's default is PTHREAD_INHERIT_SCHED). */
+    struct sched_param sp = {.sched_priority = 0};
+    return sched_setscheduler(0, SCHED_IDLE, &sp) ? -1 : 0;
 }
 
 static void *decoder_main(void *arg)

@@ -249,9 +249,14 @@ int rc__engine_resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_fil
 /* Background thread (decoder, trainer, checkpoint writer): names itself
  * "rc-" + thread (at most 12 bytes of thread) and adds
  * pipeline.background_nice to its own nice value (at most 19; Linux nice is
- * per thread and inherited by the threads it starts); a failure is logged,
- * not fatal. */
+ * per thread and inherited by the threads it starts), and with
+ * pipeline.background_policy "idle" moves to SCHED_IDLE (also inherited:
+ * shards, index retrains); a failure is logged, not fatal. */
 void rc__engine_background(rc_engine *e, const char *thread);
+/* The calling thread only: SCHED_IDLE (pipeline.background_policy "idle": it
+ * runs only when no other thread of the machine wants the core, whatever the
+ * nice values); 0, or -1 with errno. */
+int rc__thread_idle(void);
 
 uint32_t rc__engine_popular(rc_engine *e, const rc_index_filter *f, const uint32_t *ex,
                             uint32_t nex, uint32_t k, rc_hit *out);

@@ -223,6 +223,9 @@ static void *rt_main(void *arg)
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19))
         rc_log_warn("engine", "tower: retrain thread keeps its priority", "error=\"%s\"",
                     strerror(errno));
+    if (e->cfg.background_idle && rc__thread_idle())
+        rc_log_warn("engine", "tower: retrain thread keeps its scheduling policy", "error=\"%s\"",
+                    strerror(errno));
     uint64_t period = (uint64_t)e->cfg.tower_retrain_interval_s * 1000000000ull;
     uint64_t next = rc_now_ns() + period;
     pthread_mutex_lock(&rt->mu);

@@ -24,6 +24,7 @@
 #endif
 #include <omp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -786,22 +787,36 @@ static void *job_thread(void *arg)
 
 /* Destroy while a retrain runs: its result is not needed, but FAISS's k-means
  * cannot be interrupted, so it must finish before its memory goes. It runs at
- * the trainer's lowered priority, which on a busy machine leaves it a sliver
- * of a core: a shutdown could wait minutes for a k-means of one second. Give
- * it the caller's priority back when the process may (root, CAP_SYS_NICE or
- * RLIMIT_NICE); otherwise say why the shutdown waits. */
+ * the trainer's lowered priority (nice, or SCHED_IDLE with
+ * pipeline.background_policy "idle"), which on a busy machine leaves it a
+ * sliver of a core: a shutdown could wait minutes for a k-means of one second.
+ * Give it the caller's policy and nice value back when the process may (root,
+ * CAP_SYS_NICE or RLIMIT_NICE); otherwise say why the shutdown waits. The
+ * policy goes through the pthread handle: a SCHED_IDLE thread on a busy
+ * machine may not have run its first instruction (stored its kernel id) yet;
+ * once SCHED_OTHER it does, and its nice value follows. */
 static void job_hurry(job *j)
 {
-    int tid = LOAD(&j->tid);
-    if (LOAD(&j->done) || tid <= 0)
+    if (LOAD(&j->done))
         return;
-    errno = 0;
-    int me = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
-    if (errno == 0 && setpriority(PRIO_PROCESS, (id_t)tid, me) == 0)
+    struct sched_param sp, cur;
+    int pol = sched_getscheduler(0), tpol = -1, ok = pol >= 0 && sched_getparam(0, &sp) == 0;
+    if (ok && (pthread_getschedparam(j->th, &tpol, &cur) || tpol != pol))
+        ok = (errno = pthread_setschedparam(j->th, pol, &sp)) == 0;
+    int tid = LOAD(&j->tid);
+    for (int i = 0; ok && tid <= 0 && !LOAD(&j->done) && i < 5000; i++) { /* <= 5 s */
+        usleep(1000);
+        tid = LOAD(&j->tid);
+    }
+    if (LOAD(&j->done))
+        return;
+    errno = ok ? 0 : errno;
+    int me = ok ? getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)) : 0;
+    if (ok && errno == 0 && tid > 0 && setpriority(PRIO_PROCESS, (id_t)tid, me) == 0)
         rc_log_info("index", "waiting for an index retrain to finish", "rows=%u nice=%d", j->n, me);
     else
         rc_log_warn("index", "waiting for an index retrain to finish at its lowered priority",
-                    "rows=%u error=\"%s\"", j->n, strerror(errno));
+                    "rows=%u error=\"%s\"", j->n, strerror(errno ? errno : ESRCH));
 }
 
 /* Copies locals [i0, i0+n) of p's current index into x. Writer thread (the

@@ -165,7 +165,8 @@ static const char *doc_type(const char *code_type)
                {"K_F32", "number"},        {"K_STR", "string"},         {"K_BOOL", "boolean"},
                {"K_MODE", "octal string"}, {"K_UIDS", "array of uids"}, {"K_SCOPE", "enum"},
                {"K_SGMODE", "enum"},       {"K_LEVEL", "enum"},         {"K_FORMAT", "enum"},
-               {"K_STORAGE", "enum"},      {"K_ROLE", "enum"},          {"OBJECT", "object"}};
+               {"K_STORAGE", "enum"},      {"K_ROLE", "enum"},          {"K_BGPOLICY", "enum"},
+               {"OBJECT", "object"}};
     for (size_t i = 0; i < RC_ARRAY_LEN(map); i++)
         if (strcmp(map[i].code, code_type) == 0)
             return map[i].doc;

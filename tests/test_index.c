@@ -1,6 +1,10 @@
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "recalld/common.h"
@@ -509,6 +513,109 @@ TEST(index_background_retrain_catches_up)
     }
     ASSERT_DBL_OP(recall_at(ix, t, 50, 50, NULL, 16), >=, 0.95);
     rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
+}
+
+/* index_destroy_hurries_an_idle_retrain: the writer thread that starts the
+ * retrain runs SCHED_IDLE (pipeline.background_policy "idle"), so the retrain
+ * thread inherits SCHED_IDLE and its name. */
+typedef struct idle_writer {
+    rc_index *ix;
+    int rc;
+} idle_writer;
+
+static void *idle_writer_main(void *arg)
+{
+    idle_writer *w = arg;
+    char err[256];
+    struct sched_param sp = {.sched_priority = 0};
+    pthread_setname_np(pthread_self(), "t-idle-writer");
+    if (sched_setscheduler(0, SCHED_IDLE, &sp) || rc_index_flush(w->ix, 0, err, sizeof err) < 0 ||
+        rc_index_maintain(w->ix, err, sizeof err) || !rc_index_training(w->ix))
+        w->rc = -1;
+    return NULL;
+}
+
+/* The kernel id of this process's thread named name, or 0. */
+static pid_t tid_named(const char *name)
+{
+    pid_t found = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    char path[300], comm[32];
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(comm, 1, sizeof comm - 1, f);
+        fclose(f);
+        comm[n] = '\0';
+        if (n && comm[n - 1] == '\n')
+            comm[n - 1] = '\0';
+        if (!strcmp(comm, name))
+            found = (pid_t)atoi(de->d_name);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+typedef struct policy_watch {
+    pid_t tid;
+    int stop;      /* atomic */
+    int saw_other; /* the thread was seen at SCHED_OTHER */
+} policy_watch;
+
+static void *policy_watch_main(void *arg)
+{
+    policy_watch *w = arg;
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        if (sched_getscheduler(w->tid) == SCHED_OTHER)
+            w->saw_other = 1;
+        usleep(100);
+    }
+    return NULL;
+}
+
+/* rc_index_destroy while a retrain runs under SCHED_IDLE: the retrain gets
+ * the caller's policy back before the join (on a busy machine a SCHED_IDLE
+ * k-means may get no CPU at all), as it gets the caller's nice value back. */
+TEST(index_destroy_hurries_an_idle_retrain)
+{
+    if (sched_getscheduler(0) != SCHED_OTHER)
+        RC_SKIP("this runner is not SCHED_OTHER");
+    gen g;
+    gen_init(&g, 60, 17);
+    rc_table *t = mk_table(1, 1);
+    fill(t, &g, 20000, 1, 1, 0.12f); /* nlist 566: seconds of k-means */
+    rc_index_opts o = {0};
+    o.ivf_min = 2048;
+    rc_index *ix = NULL;
+    char err[256] = "";
+    ASSERT_EQ(rc_index_create(&o, t, &ix, err, sizeof(err)), 0);
+    touch_all(ix, t, 0);
+    idle_writer w = {.ix = ix};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, idle_writer_main, &w), 0);
+    pthread_join(th, NULL);
+    ASSERT_EQ(w.rc, 0);
+    policy_watch pw = {.tid = tid_named("t-idle-writer")};
+    if (!pw.tid && !rc_index_training(ix))
+        RC_SKIP("the retrain finished before it could be looked at");
+    ASSERT_GT(pw.tid, 0);
+    int pol = sched_getscheduler(pw.tid);
+    if (pol < 0)
+        RC_SKIP("the retrain finished before it could be looked at");
+    ASSERT_EQ(pol, SCHED_IDLE); /* inherited from the writer */
+    ASSERT_EQ(pthread_create(&th, NULL, policy_watch_main, &pw), 0);
+    rc_index_destroy(ix);
+    __atomic_store_n(&pw.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    ASSERT(pw.saw_other);
     rc_table_destroy(t);
     free(g.cent);
 }

@@ -4,6 +4,7 @@
  * table of the same quality; the helpers are named and run at the trainer's
  * nice value in a threaded engine. */
 #include <errno.h>
+#include <sched.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -341,6 +342,89 @@ static int applied_reached(void *ud)
 {
     struct until_applied *u = ud;
     return rc_engine_applied(u->e) >= u->n;
+}
+
+/* Scheduling policy of this process's threads: *idle / *other count the
+ * threads named rc-* (the engine's background threads, and the index
+ * retrains, which keep the trainer's name) at SCHED_IDLE and at any other
+ * policy; *others_idle counts the threads not named rc-* at SCHED_IDLE. */
+static void rc_thread_policies(int *idle, int *other, int *others_idle)
+{
+    char path[96], comm[32];
+    uv_fs_t req;
+    uv_dirent_t d;
+    *idle = *other = *others_idle = 0;
+    if (uv_fs_scandir(NULL, &req, "/proc/self/task", 0, NULL) < 0)
+        RC__FAIL("scandir /proc/self/task");
+    while (uv_fs_scandir_next(&req, &d) != UV_EOF) {
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", d.name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue; /* exited meanwhile */
+        size_t len = fread(comm, 1, sizeof comm - 1, f);
+        fclose(f);
+        comm[len] = '\0';
+        int pol = sched_getscheduler((pid_t)atoi(d.name));
+        if (pol < 0)
+            continue; /* exited meanwhile */
+        if (strncmp(comm, "rc-", 3) == 0)
+            (pol == SCHED_IDLE ? idle : other)[0]++;
+        else
+            *others_idle += pol == SCHED_IDLE;
+    }
+    uv_fs_req_cleanup(&req);
+}
+
+/* CONFIG.md pipeline.background_policy "idle": the decoder, the trainer, the
+ * shard helpers it starts and the checkpoint writer run SCHED_IDLE (and so do
+ * the index retrains the trainer starts: counted when one runs at the time of
+ * a look); the request workers and the caller keep their policy. */
+TEST(shard_threaded_engine_background_policy_idle)
+{
+    rc_config c;
+    shard_config(&c, 2);
+    c.background_idle = 1;
+    c.ivf_min = 64; /* IVF partitions, so that retrains start from the trainer */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/rc-shard-idle-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(c.data_dir, sizeof c.data_dir, "%s", dir);
+    c.ckpt_interval_ms = 50;
+    int mine = sched_getscheduler(0), idle = 0, other = 0, others_idle = 0, most = 0;
+    int before_others;
+    rc_thread_policies(&idle, &other, &before_others); /* 0 unless this runner is SCHED_IDLE */
+    uv_loop_t loop;
+    rc_engine *e = e2e_engine_threaded(&c, &loop, NULL, NULL);
+    char line[256];
+    for (uint32_t k = 0; k < 8 * BATCH;) {
+        rc_batch *b;
+        while (!(b = rc_engine_batch_get(e)))
+            uv_run(&loop, UV_RUN_NOWAIT);
+        for (uint32_t i = 0; i < BATCH; i++, k++) {
+            click ck = stream_click(k);
+            int n = click_json(line, sizeof line, &ck);
+            ASSERT_EQ(rc_engine_batch_add(b, line, (size_t)n, 0, k), 0);
+        }
+        rc_engine_submit(e, b);
+        /* (a thread starting may be at SCHED_IDLE before its rc- name) */
+        rc_thread_policies(&idle, &other, &others_idle);
+        ASSERT_EQ(other, 0);
+        most = RC_MAX(most, idle);
+    }
+    e2e_loop_until(&loop, applied_reached, &(struct until_applied){e, 8 * BATCH},
+                   (int)e2e_scaled_ms(PATIENCE_MS), "every event applied");
+    rc_thread_policies(&idle, &other, &others_idle);
+    ASSERT_EQ(other, 0);
+    ASSERT_EQ(others_idle, before_others);       /* request workers, loop, librdkafka: unchanged */
+    ASSERT(thread_nice("rc-shard1", &(int){0})); /* the helper exists */
+    ASSERT(thread_nice("rc-checkpoint", &(int){0})); /* and the writer */
+    ASSERT_GE(RC_MAX(most, idle), 4);                /* decoder, trainer, shard, writer */
+    ASSERT_EQ(sched_getscheduler(0), mine);          /* the caller keeps its policy */
+    json_t *st = stats_of(e);
+    ASSERT_GT(e2e_int(st, "training.fanouts"), 0);
+    json_decref(st);
+    e2e_engine_threaded_close(e, &loop);
+    e2e_sh(NULL, "rm -rf %s", dir);
 }
 
 /* DESIGN.md "Threads": in the daemon's threaded engine the shard helpers are

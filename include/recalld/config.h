@@ -113,6 +113,8 @@ typedef struct rc_config {
     uint32_t queue_batches; /* batches in flight between loop and trainer */
     /* added to the nice of the decoder, trainer and checkpoint writer */
     uint32_t background_nice;
+    /* pipeline.background_policy: 1 = "idle" (those threads also run SCHED_IDLE) */
+    int background_idle;
     /* data / logs */
     char data_dir[RC_CONF_STR];
     /* checkpoints under data_dir (see checkpoint.h) */
