@@ -17,8 +17,8 @@
 # TOWER=1 serves a two-tower model too (random weights, as bench/recall.sh:
 # its memory does not depend on their values).
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-B=${RC_BUILD_DIR:-$here/build}
+. "$(dirname "$0")/lib.sh"
+bench_init memory
 ITEMS=${1:-1000000}
 EVENTS=${2:-7000000}
 RATE=${3:-40000}
@@ -26,9 +26,7 @@ USERS=$ITEMS
 # recalld-broker keeps ~5 MiB per partition (~35k generated clicks): enough
 # partitions that the whole stream fits even if recalld falls behind.
 PARTS=$(( EVENTS / 30000 + 16 ))
-tmp=$(mktemp -d /tmp/rc-bench-memory.XXXXXX)
-pids=()
-# Newest first (recalld before its broker): SIGTERM, then -9 after 30 s.
+# (replaces lib.sh's cleanup) Newest first (recalld before its broker): SIGTERM, then -9 after 30 s.
 cleanup() {
     local st=$? i p
     if [ "$st" -ne 0 ] && [ -f "$tmp/r.log" ]; then
@@ -45,7 +43,6 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
 # stats, retried: under load one request may time out (set -e must not end the run)
 stat() {
     local i out
@@ -60,11 +57,7 @@ stat() {
 gen=(--seed 3 --users "$USERS" --items "$ITEMS" --cities 20 --cates 10
      --communities $((ITEMS / 200)) --zipf 0.6)
 
-"$B/recalld-broker" --partitions "$PARTS" >"$tmp/broker.out" 2>"$tmp/broker.err" &
-bpid=$!
-pids+=($bpid)
-for _ in $(seq 200); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
-bs=$(head -1 "$tmp/broker.out")
+broker_start "$tmp" "$PARTS"
 
 cat >"$tmp/r.json" <<JSON
 {${RC_MEM_CONF:-}

@@ -12,31 +12,20 @@
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
 # two_tower sections), AB_ROUNDS (see ab below), DRIFT, OVERFETCH.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-B=${RC_BUILD_DIR:-$here/build}
+. "$(dirname "$0")/lib.sh"
+bench_init recall
 ITEMS=${1:-1000000}
 EVENTS=${2:-4000000}
 USERS=$ITEMS
 TOWER=${TOWER:-1}
-tmp=$(mktemp -d /tmp/rc-bench-recall.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
-stat() { "$B/recallctl" --socket "$tmp/r.sock" --raw stats; }
+stat() { stats "$tmp/r.sock"; }
 rss() { echo "recalld $(( $(ps -o rss= -p "$rpid") / 1024 )) MiB, recalld-broker $(( $(ps -o rss= -p "$bpid") / 1024 )) MiB"; }
 gen=(--seed 3 --users "$USERS" --items "$ITEMS" --cities 20 --cates 10
      --communities $((ITEMS / 200)) --zipf 0.6)
 bench() { "$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" "$@"; }
 
 # The broker: 128 partitions keep ~4M clicks inside the mock's retention.
-mkfifo "$tmp/broker.in"
-"$B/recalld-broker" --partitions 128 <"$tmp/broker.in" >"$tmp/broker.out" 2>"$tmp/broker.log" &
-bpid=$!
-pids+=($bpid)
-exec 3>"$tmp/broker.in" # keeps the broker's stdin open
-for _ in $(seq 100); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
-bs=$(head -n1 "$tmp/broker.out")
+broker_start "$tmp" 128 fifo
 nice_cfg=""
 [ -n "${BG_NICE:-}" ] && nice_cfg=", \"background_nice\": $BG_NICE"
 [ -n "${BG_POLICY:-}" ] && nice_cfg="$nice_cfg, \"background_policy\": \"$BG_POLICY\""
