@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -754,15 +755,66 @@ static void stop_publisher(daemon_t *d)
 /* Shutdown, last step: once requests are drained and the final checkpoint is
  * durable (and its offsets committed: rd_kafka_consumer_close waits for the
  * commit in flight), close Kafka, stop the pipeline, close the handles. */
+/* A bound on closing the Kafka consumers at shutdown. librdkafka 2.0.2 can
+ * block for good in rd_kafka_assign() (or rd_kafka_rebalance_protocol())
+ * called from the rebalance callback that rd_kafka_consumer_close() serves
+ * (upstream issues 4041 and 4884; seen once here, after the group had
+ * dropped a starved member). By then the final checkpoint is durable, and a
+ * restart takes its positions from it, so nothing is applied twice whether
+ * or not the close got to commit: the watchdog logs and exits with the exit
+ * code the daemon would have had. */
+#define CLOSE_WATCHDOG_S 60
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int exit_code;
+} close_wd = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+static void *close_watchdog(void *arg)
+{
+    (void)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += CLOSE_WATCHDOG_S;
+    pthread_mutex_lock(&close_wd.mu);
+    int rc = 0;
+    while (!close_wd.done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&close_wd.cv, &close_wd.mu, &until);
+    int done = close_wd.done, code = close_wd.exit_code;
+    pthread_mutex_unlock(&close_wd.mu);
+    if (done)
+        return NULL;
+    rc_log_error("recalld",
+                 "Kafka consumer close did not return: exiting without it (librdkafka 2.0.2 "
+                 "can block in its rebalance callback during close, upstream issues 4041 and "
+                 "4884); a restart resumes from the final checkpoint",
+                 "waited_s=%d exit=%d", CLOSE_WATCHDOG_S, code);
+    _exit(code);
+}
+
 static void finish(daemon_t *d)
 {
     if (!d->server_closed || d->final_wait || d->finished)
         return;
     d->finished = 1;
+    close_wd.exit_code = d->final_rc || d->fatal ? 1 : 0; /* before the thread starts */
+    pthread_t wd;
+    int wd_ok = pthread_create(&wd, NULL, close_watchdog, NULL) == 0;
+    if (!wd_ok)
+        rc_log_warn("recalld", "no watchdog for the consumer close", NULL);
     rc_consumer_destroy(d->consumer);
     d->consumer = NULL;
     rc_consumer_destroy(d->vconsumer);
     d->vconsumer = NULL;
+    if (wd_ok) {
+        pthread_mutex_lock(&close_wd.mu);
+        close_wd.done = 1;
+        pthread_cond_signal(&close_wd.cv);
+        pthread_mutex_unlock(&close_wd.mu);
+        pthread_join(wd, NULL);
+    }
     stop_publisher(d);
     rc_engine_destroy(d->engine);
     d->engine = NULL;
