@@ -465,6 +465,107 @@ static uint64_t text_hash(const void *p, size_t n)
     return h;
 }
 
+uint64_t e2e_topic_read(const char *brokers, const char *topic, int partitions,
+                        void (*on_msg)(void *ud, const rd_kafka_message_t *m), void *ud)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ||
+        rd_kafka_conf_set(conf, "group.id", "e2e-topic-read", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err))
+        RC__FAIL("consumer config: %s", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk)
+        RC__FAIL("consumer: %s", err);
+    int64_t *end = calloc((size_t)partitions, sizeof *end),
+            *pos = calloc((size_t)partitions, sizeof *pos);
+    ASSERT(end != NULL && pos != NULL);
+    rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(partitions);
+    int open = 0;
+    uint64_t trimmed = 0;
+    for (int p = 0; p < partitions; p++) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, (int)e2e_scaled_ms(30000));
+        if (e)
+            RC__FAIL("watermarks of %s [%d]: %s", topic, p, rd_kafka_err2str(e));
+        end[p] = hi;
+        pos[p] = lo;
+        trimmed += (uint64_t)lo;
+        if (lo < hi) {
+            rd_kafka_topic_partition_list_add(pl, topic, p)->offset = lo;
+            open++;
+        }
+    }
+    ASSERT_EQ(rd_kafka_assign(rk, pl), 0);
+    rd_kafka_topic_partition_list_destroy(pl);
+    long long deadline = now_ms() + e2e_scaled_ms(E2E_PATIENCE_MS);
+    while (open > 0) {
+        if (now_ms() > deadline)
+            RC__FAIL("reading %s: %d partitions short of their end after %lld ms", topic, open,
+                     e2e_scaled_ms(E2E_PATIENCE_MS));
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                RC__FAIL("reading %s: %s", topic, rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        int p = m->partition;
+        ASSERT(p >= 0 && p < partitions);
+        if (m->offset != pos[p])
+            RC__FAIL("%s [%d]: offset %lld read, %lld expected (a gap in the log)", topic, p,
+                     (long long)m->offset, (long long)pos[p]);
+        on_msg(ud, m);
+        if (++pos[p] == end[p])
+            open--;
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    free(end);
+    free(pos);
+    return trimmed;
+}
+
+/* e2e_topic_truth's state while it reads the log. */
+struct truth_read {
+    struct gen_line *lines;
+    const uint32_t *slot;
+    size_t cap;
+    e2e_truth *t;
+};
+
+static void truth_message(void *ud, const rd_kafka_message_t *m)
+{
+    struct truth_read *r = ud;
+    size_t s = text_hash(m->payload, m->len) & (r->cap - 1);
+    struct gen_line *l = NULL;
+    for (; r->slot[s]; s = (s + 1) & (r->cap - 1)) {
+        struct gen_line *o = &r->lines[r->slot[s] - 1];
+        if (o->len == m->len && memcmp(o->text, m->payload, m->len) == 0) {
+            l = o;
+            break;
+        }
+    }
+    if (!l)
+        RC__FAIL("%s [%d] offset %lld is no generated line: '%.*s'", rd_kafka_topic_name(m->rkt),
+                 (int)m->partition, (long long)m->offset, (int)m->len, (const char *)m->payload);
+    if (l->valid) {
+        r->t->valid++;
+        if (l->seen)
+            r->t->repeats++;
+        else
+            r->t->count[l->item]++;
+    } else {
+        r->t->invalid++;
+    }
+    l->seen++;
+}
+
 void e2e_topic_truth(const char *brokers, const char *topic, int partitions, uint64_t seed,
                      uint64_t events, double invalid, e2e_truth *t)
 {
@@ -501,88 +602,11 @@ void e2e_topic_truth(const char *brokers, const char *topic, int partitions, uin
     rc_gen_destroy(g);
     ASSERT_EQ(n, events);
 
-    /* every partition from its log start to its end, no group join */
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ||
-        rd_kafka_conf_set(conf, "group.id", "e2e-topic-truth", err, sizeof err) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) ||
-        rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err))
-        RC__FAIL("consumer config: %s", err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!rk)
-        RC__FAIL("consumer: %s", err);
-    int64_t *end = calloc((size_t)partitions, sizeof *end),
-            *pos = calloc((size_t)partitions, sizeof *pos);
-    ASSERT(end != NULL && pos != NULL);
-    rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(partitions);
-    int open = 0;
-    for (int p = 0; p < partitions; p++) {
-        int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, (int)e2e_scaled_ms(30000));
-        if (e)
-            RC__FAIL("watermarks of %s [%d]: %s", topic, p, rd_kafka_err2str(e));
-        end[p] = hi;
-        pos[p] = lo;
-        if (lo < hi) {
-            rd_kafka_topic_partition_list_add(pl, topic, p)->offset = lo;
-            open++;
-        }
-    }
-    ASSERT_EQ(rd_kafka_assign(rk, pl), 0);
-    rd_kafka_topic_partition_list_destroy(pl);
-
     memset(t, 0, sizeof *t);
     t->count = calloc(E2E_GEN_ITEMS, sizeof *t->count);
     ASSERT(t->count != NULL);
-    long long deadline = now_ms() + e2e_scaled_ms(E2E_PATIENCE_MS);
-    while (open > 0) {
-        if (now_ms() > deadline)
-            RC__FAIL("reading %s: %d partitions short of their end after %lld ms", topic, open,
-                     e2e_scaled_ms(E2E_PATIENCE_MS));
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                RC__FAIL("reading %s: %s", topic, rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        int p = m->partition;
-        ASSERT(p >= 0 && p < partitions);
-        if (m->offset != pos[p])
-            RC__FAIL("%s [%d]: offset %lld read, %lld expected (a gap in the log)", topic, p,
-                     (long long)m->offset, (long long)pos[p]);
-        size_t s = text_hash(m->payload, m->len) & (cap - 1);
-        struct gen_line *l = NULL;
-        for (; slot[s]; s = (s + 1) & (cap - 1)) {
-            struct gen_line *o = &lines[slot[s] - 1];
-            if (o->len == m->len && memcmp(o->text, m->payload, m->len) == 0) {
-                l = o;
-                break;
-            }
-        }
-        if (!l)
-            RC__FAIL("%s [%d] offset %lld is no generated line: '%.*s'", topic, p,
-                     (long long)m->offset, (int)m->len, (const char *)m->payload);
-        if (l->valid) {
-            t->valid++;
-            if (l->seen)
-                t->repeats++;
-            else
-                t->count[l->item]++;
-        } else {
-            t->invalid++;
-        }
-        l->seen++;
-        if (++pos[p] == end[p])
-            open--;
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    struct truth_read tr = {lines, slot, cap, t};
+    e2e_topic_read(brokers, topic, partitions, truth_message, &tr);
     for (size_t i = 0; i < n; i++) {
         if (!lines[i].seen)
             RC__FAIL("generated line %zu is not in %s: '%.*s'", i, topic, (int)lines[i].len,
@@ -591,8 +615,6 @@ void e2e_topic_truth(const char *brokers, const char *topic, int partitions, uin
     }
     free(lines);
     free(slot);
-    free(end);
-    free(pos);
 }
 
 pid_t e2e_gen_start(const char *brokers, uint64_t seed, uint64_t events, double invalid,

@@ -3,6 +3,7 @@
 #define RC_TESTS_E2E_H
 
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -66,6 +67,14 @@ void e2e_gen_file(const char *path, const rc_gen_opts *o);
  * when it cannot be created. */
 rc_gen *e2e_gen_open(uint64_t seed, uint64_t events, double invalid);
 void e2e_gen_truth(uint64_t seed, uint64_t events, double invalid, e2e_truth *t);
+/* Reads every partition of topic on brokers from its log start to its end
+ * (assigned, no group join), calling on_msg(ud, m) for each message, in
+ * offset order within a partition. Fails the test on a gap between offsets,
+ * a consumer error, or an end not reached within the patience (scaled).
+ * Returns how many messages the partitions' log starts leave out (deleted by
+ * retention). */
+uint64_t e2e_topic_read(const char *brokers, const char *topic, int partitions,
+                        void (*on_msg)(void *ud, const rd_kafka_message_t *m), void *ud);
 /* The truth of what a topic holds: the messages of every partition (from
  * its log start to its end) matched against the generator's lines (seed,
  * events, invalid), each counted as often as the log holds it: valid and

@@ -90,81 +90,45 @@ typedef struct newest {
     float vec[DIM];
 } newest;
 
+struct newest_read {
+    newest *out;
+    uint32_t nitems;
+    uint64_t records;
+};
+
+static void newest_message(void *ud, const rd_kafka_message_t *m)
+{
+    struct newest_read *nr = ud;
+    rc_vecrec r;
+    float v[DIM];
+    ASSERT_EQ(rc_vecrec_decode(m->payload, m->len, &r, v, DIM), 0);
+    ASSERT_EQ(r.dim, DIM);
+    /* the key is the item id (compaction keeps one record per key) */
+    ASSERT(m->key_len == r.item_len && memcmp(m->key, r.item, r.item_len) == 0);
+    char id[32];
+    ASSERT(r.item_len < sizeof id && r.item[0] == 'i');
+    memcpy(id, r.item, r.item_len);
+    id[r.item_len] = '\0';
+    uint32_t idx = (uint32_t)atol(id + 1);
+    ASSERT(idx < nr->nitems);
+    newest *n = &nr->out[idx];
+    if (r.version > n->version) {
+        n->version = r.version;
+        n->count = r.count;
+        snprintf(n->city, sizeof n->city, "%.*s", (int)r.city_len, r.city);
+        snprintf(n->cate, sizeof n->cate, "%.*s", (int)r.cate_len, r.cate);
+        memcpy(n->vec, v, sizeof v);
+    }
+    nr->records++;
+}
+
 static uint64_t read_vector_topic(const char *brokers, newest *out, uint32_t nitems)
 {
-    char err[512];
-    const char *topic = "clicks.vectors";
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ||
-        rd_kafka_conf_set(conf, "group.id", "test-roles-reader", err, sizeof err) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) ||
-        rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err))
-        RC__FAIL("consumer config: %s", err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!rk)
-        RC__FAIL("consumer: %s", err);
-    int64_t end[PARTS], pos[PARTS];
-    int open = 0;
-    rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(PARTS);
-    for (int p = 0; p < PARTS; p++) {
-        int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, (int)e2e_scaled_ms(30000));
-        if (e)
-            RC__FAIL("watermarks of %s [%d]: %s", topic, p, rd_kafka_err2str(e));
-        ASSERT_EQ(lo, 0); /* nothing deleted by retention at this size */
-        end[p] = hi;
-        pos[p] = lo;
-        if (lo < hi) {
-            rd_kafka_topic_partition_list_add(pl, topic, p)->offset = lo;
-            open++;
-        }
-    }
-    ASSERT_EQ(rd_kafka_assign(rk, pl), 0);
-    rd_kafka_topic_partition_list_destroy(pl);
+    struct newest_read nr = {out, nitems, 0};
     memset(out, 0, nitems * sizeof *out);
-    uint64_t records = 0;
-    long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);
-    while (open > 0) {
-        if (e2e_now_ms() > deadline)
-            RC__FAIL("reading %s: %d partitions short of their end", topic, open);
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                RC__FAIL("reading %s: %s", topic, rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        rc_vecrec r;
-        float v[DIM];
-        ASSERT_EQ(rc_vecrec_decode(m->payload, m->len, &r, v, DIM), 0);
-        ASSERT_EQ(r.dim, DIM);
-        /* the key is the item id (compaction keeps one record per key) */
-        ASSERT(m->key_len == r.item_len && memcmp(m->key, r.item, r.item_len) == 0);
-        char id[32];
-        ASSERT(r.item_len < sizeof id && r.item[0] == 'i');
-        memcpy(id, r.item, r.item_len);
-        id[r.item_len] = '\0';
-        uint32_t idx = (uint32_t)atol(id + 1);
-        ASSERT(idx < nitems);
-        newest *n = &out[idx];
-        if (r.version > n->version) {
-            n->version = r.version;
-            n->count = r.count;
-            snprintf(n->city, sizeof n->city, "%.*s", (int)r.city_len, r.city);
-            snprintf(n->cate, sizeof n->cate, "%.*s", (int)r.cate_len, r.cate);
-            memcpy(n->vec, v, sizeof v);
-        }
-        records++;
-        if (++pos[m->partition] == end[m->partition])
-            open--;
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return records;
+    /* nothing deleted by retention at this size */
+    ASSERT_EQ(e2e_topic_read(brokers, "clicks.vectors", PARTS, newest_message, &nr), 0);
+    return nr.records;
 }
 
 /* A trainer publishes: once the stream is applied and the publisher drained,
