@@ -59,6 +59,22 @@ static int click_json(char *buf, size_t cap, const click *c)
                     c->user, c->item, c->city, c->cate, (long long)c->ts);
 }
 
+/* Submits clicks from..from+BATCH-1 of the stream to a threaded engine as one
+ * batch, running its loop until a batch is free. */
+static void submit_batch(rc_engine *e, uv_loop_t *loop, uint32_t from)
+{
+    char line[256];
+    rc_batch *b;
+    while (!(b = rc_engine_batch_get(e)))
+        uv_run(loop, UV_RUN_NOWAIT);
+    for (uint32_t k = from; k < from + BATCH; k++) {
+        click ck = stream_click(k);
+        int n = click_json(line, sizeof line, &ck);
+        ASSERT_EQ(rc_engine_batch_add(b, line, (size_t)n, 0, k), 0);
+    }
+    rc_engine_submit(e, b);
+}
+
 static void shard_config(rc_config *c, uint32_t threads)
 {
     rc_config_defaults(c);
@@ -395,17 +411,8 @@ TEST(shard_threaded_engine_background_policy_idle)
     rc_thread_policies(&idle, &other, &before_others); /* 0 unless this runner is SCHED_IDLE */
     uv_loop_t loop;
     rc_engine *e = e2e_engine_threaded(&c, &loop, NULL, NULL);
-    char line[256];
-    for (uint32_t k = 0; k < 8 * BATCH;) {
-        rc_batch *b;
-        while (!(b = rc_engine_batch_get(e)))
-            uv_run(&loop, UV_RUN_NOWAIT);
-        for (uint32_t i = 0; i < BATCH; i++, k++) {
-            click ck = stream_click(k);
-            int n = click_json(line, sizeof line, &ck);
-            ASSERT_EQ(rc_engine_batch_add(b, line, (size_t)n, 0, k), 0);
-        }
-        rc_engine_submit(e, b);
+    for (uint32_t k = 0; k < 8 * BATCH; k += BATCH) {
+        submit_batch(e, &loop, k);
         /* (a thread starting may be at SCHED_IDLE before its rc- name) */
         rc_thread_policies(&idle, &other, &others_idle);
         ASSERT_EQ(other, 0);
@@ -442,18 +449,8 @@ TEST(shard_threaded_engine_helpers_at_trainer_nice)
         RC_SKIP("already at nice %d", base);
     uv_loop_t loop;
     rc_engine *e = e2e_engine_threaded(&c, &loop, NULL, NULL);
-    char line[256];
-    for (uint32_t k = 0; k < 4 * BATCH;) {
-        rc_batch *b;
-        while (!(b = rc_engine_batch_get(e)))
-            uv_run(&loop, UV_RUN_NOWAIT);
-        for (uint32_t i = 0; i < BATCH; i++, k++) {
-            click ck = stream_click(k);
-            int n = click_json(line, sizeof line, &ck);
-            ASSERT_EQ(rc_engine_batch_add(b, line, (size_t)n, 0, k), 0);
-        }
-        rc_engine_submit(e, b);
-    }
+    for (uint32_t k = 0; k < 4 * BATCH; k += BATCH)
+        submit_batch(e, &loop, k);
     e2e_loop_until(&loop, applied_reached, &(struct until_applied){e, 4 * BATCH}, PATIENCE_MS,
                    "every event applied");
     int tn = 0, sn = 0;
