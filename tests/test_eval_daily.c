@@ -76,6 +76,20 @@ static void rm_dir_of(const char *file)
     free(dir);
 }
 
+/* recalld-gen's log with ARGS in a new temp dir (dir, a mkdtemp template),
+ * loaded. */
+static rc_clicklog *gen_log(char *dir, const char *args)
+{
+    char path[300];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    ASSERT_EQ(e2e_sh(NULL, "%s %s --out %s", RC_BIN("recalld-gen"), args, path), 0);
+    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
+    rc_clicklog *log = NULL;
+    ASSERT_EQ(rc_clicklog_load(&lo, &log, NULL, 0), 0);
+    return log;
+}
+
 static uint32_t item(const rc_clicklog *log, const char *name)
 {
     uint32_t id = UINT32_MAX;
@@ -390,15 +404,8 @@ TEST(eval_daily_cli_json)
  * periods reuse the settings. */
 TEST(eval_daily_tune_validates_on_the_training_part)
 {
-    char dir[] = "/tmp/rc_daily_XXXXXX", path[300];
-    ASSERT(mkdtemp(dir) != NULL);
-    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
-    ASSERT_EQ(e2e_sh(NULL, "%s --seed 3 --events 12000 --users 300 --items 400 --out %s",
-                     RC_BIN("recalld-gen"), path),
-              0);
-    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
-    rc_clicklog *log = NULL;
-    ASSERT_EQ(rc_clicklog_load(&lo, &log, NULL, 0), 0);
+    char dir[] = "/tmp/rc_daily_XXXXXX";
+    rc_clicklog *log = gen_log(dir, "--seed 3 --events 12000 --users 300 --items 400");
     /* 12000 clicks of 300 users: about 1.2 days; 6-hour periods, one day of
      * warm-up. */
     rc_eval_daily *d = daily(log, 0, 6, 4);
@@ -522,15 +529,8 @@ TEST(eval_daily_tune_extends_the_warmup)
  * reports, instead of a new search or cooc.fuse_weight's default. */
 TEST(eval_daily_tune_carries_the_fusion_weight)
 {
-    char dir[] = "/tmp/rc_daily_XXXXXX", path[300];
-    ASSERT(mkdtemp(dir) != NULL);
-    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
-    ASSERT_EQ(e2e_sh(NULL, "%s --seed 3 --events 12000 --users 300 --items 400 --out %s",
-                     RC_BIN("recalld-gen"), path),
-              0);
-    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
-    rc_clicklog *log = NULL;
-    ASSERT_EQ(rc_clicklog_load(&lo, &log, NULL, 0), 0);
+    char dir[] = "/tmp/rc_daily_XXXXXX";
+    rc_clicklog *log = gen_log(dir, "--seed 3 --events 12000 --users 300 --items 400");
     rc_eval_daily *d = daily(log, 0, 6, 4);
     ASSERT_GT(d->nperiods, 1);
     rc_eval_env env = {.log = log,
@@ -572,18 +572,9 @@ TEST(eval_daily_tune_carries_the_fusion_weight)
  * default (cooc.fuse_weight 0.8) instead of the grid's first weight. */
 TEST(eval_tune_fusion_weight_flat_keeps_default)
 {
-    char dir[] = "/tmp/rc_daily_XXXXXX", path[300], err[256] = "";
-    ASSERT(mkdtemp(dir) != NULL);
-    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
-    ASSERT_EQ(
-        e2e_sh(
-            NULL,
-            "%s --seed 3 --events 4000 --users 200 --items 30 --communities 6 --cities 2 --out %s",
-            RC_BIN("recalld-gen"), path),
-        0);
-    rc_clicklog_opts lo = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
-    rc_clicklog *log = NULL;
-    ASSERT_EQ(rc_clicklog_load(&lo, &log, NULL, 0), 0);
+    char dir[] = "/tmp/rc_daily_XXXXXX", err[256] = "";
+    rc_clicklog *log =
+        gen_log(dir, "--seed 3 --events 4000 --users 200 --items 30 --communities 6 --cities 2");
     rc_eval_split *s = NULL;
     ASSERT_EQ(rc_eval_split_create(log, NULL, &(rc_eval_opts){0}, &s, err, sizeof err), 0);
     rc_eval_env env = {.log = log,
