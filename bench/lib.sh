@@ -11,6 +11,7 @@
 #                             is DIR/broker.in, held open on fd 9: fault commands
 #                             are written there (recalld-broker --help)
 #   stats SOCK                a daemon's stats as JSON (fails while it is not up)
+#   (a run that fails prints the last lines of the *.log files in tmp at exit)
 #   field PATH                a field of the JSON on stdin, PATH like ["a"]["b"]
 #   cpu_ticks PID             a process's user + system CPU, in clock ticks
 
@@ -24,6 +25,12 @@ bench_init() {
 }
 
 bench_cleanup() {
+    local st=$? f
+    if [ "$st" != 0 ]; then # a failed run says why before its files go
+        for f in "$tmp"/*.log; do
+            [ -s "$f" ] && { echo "== $(basename "$f") (last lines):"; tail -n 5 "$f"; } >&2
+        done
+    fi
     exec 2>/dev/null # at exit: no "Killed" notices for the processes stopped here
     for p in "${pids[@]}"; do kill -s "$bench_sig" "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
@@ -57,6 +64,16 @@ broker_start() {
     [ -n "$bs" ] || { echo "recalld-broker printed no address in 60 s ($dir/broker.log)" >&2; exit 1; }
 }
 
-stats() { "$B/recallctl" --socket "$1" --raw stats 2>/dev/null; }
+# A loaded machine can hold a stats reply past recallctl's 5 s default: up to
+# 3 tries of 20 s before it counts as down.
+stats() {
+    local out i
+    for i in 1 2 3; do
+        out=$("$B/recallctl" --socket "$1" --timeout 20000 --raw stats 2>/dev/null) && [ -n "$out" ] &&
+            { printf '%s\n' "$out"; return 0; }
+        sleep 1
+    done
+    return 1
+}
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

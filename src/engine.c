@@ -772,6 +772,16 @@ rc_index *rc_engine_index(rc_engine *e) { return e->index; }
 
 /* ---- create / destroy ---- */
 
+void rc_engine_index_opts(const rc_config *c, rc_index_opts *io)
+{
+    *io = (rc_index_opts){.ivf_min = c->ivf_min,
+                          .nprobe = c->nprobe,
+                          .drift = c->drift,
+                          .batch = c->index_batch,
+                          .max_partitions = c->max_partitions,
+                          .storage = c->index_storage};
+}
+
 static int create_model(rc_engine *e, char *eb, size_t el)
 {
     const rc_config *c = &e->cfg;
@@ -779,12 +789,8 @@ static int create_model(rc_engine *e, char *eb, size_t el)
     rc_session_opts so = {
         .max_users = c->max_users, .history = c->history, .gap_ms = c->gap_ms, .ttl_ms = c->ttl_ms};
     rc_sampler_opts sa = {.power = c->power, .min_city_items = c->min_city_items};
-    rc_index_opts io = {.ivf_min = c->ivf_min,
-                        .nprobe = c->nprobe,
-                        .drift = c->drift,
-                        .batch = c->index_batch,
-                        .max_partitions = c->max_partitions,
-                        .storage = c->index_storage};
+    rc_index_opts io;
+    rc_engine_index_opts(c, &io);
     uint64_t t0 = rc_now_ns();
     int rc = rc__engine_ck_restore(e, &to, &io, eb, el); /* a checkpoint wins over model.path */
     if (rc == RC_ENOENT && c->model_path[0])

@@ -154,15 +154,18 @@ static int fused_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
     return 0;
 }
 
-static int fused_init(struct fused *f, const rc_eval_split *s, const rc_table *t, rc_index *ix,
-                      float overfetch, float weight, char *eb, size_t el)
+static int fused_init(struct fused *f, const rc_eval_env *env, const rc_eval_split *s,
+                      const rc_table *t, rc_index *ix, float weight, char *eb, size_t el)
 {
     *f = (struct fused){.weight = weight};
     f->all = malloc((RC_EVAL_K + 1 + RC_EVAL_MAX_NEGATIVES) * sizeof *f->all);
     f->cs = malloc((RC_EVAL_K + 1 + RC_EVAL_MAX_NEGATIVES) * sizeof *f->cs);
     f->escores = malloc((1 + RC_EVAL_MAX_NEGATIVES) * sizeof *f->escores);
-    if (!f->all || !f->cs || !f->escores || rc_eval_embed_create(s, t, ix, overfetch, &f->em))
+    if (!f->all || !f->cs || !f->escores)
         return rc_err(eb, el, RC_ENOMEM, "fused: out of memory");
+    int rc = rc__eval_embed_new(env, s, t, ix, &f->em, eb, el);
+    if (rc)
+        return rc;
     rc_eval_embed_predictor(f->em, &f->emb_pr);
     return cooc_build(s, &f->c, eb, el);
 }
@@ -229,7 +232,7 @@ static int tune_weight(rc_eval_env *env, const rc_train_opts *o, float *best, do
     rc_eval_env venv = *env;
     venv.split = vs;
     if ((rc = rc_eval_train_model(&venv, o, &t, &ix, eb, el)) ||
-        (rc = fused_init(f, vs, t, ix, env->overfetch, 0, eb, el)))
+        (rc = fused_init(f, env, vs, t, ix, 0, eb, el)))
         goto out;
     for (size_t pi = 0; pi < vs->npos && !rc; pi++) {
         const rc_eval_pos *p = &vs->pos[pi];
@@ -307,7 +310,7 @@ int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t e
     rep->fuse_tuned = env->have_fuse_weight;
     rep->fuse_hr50 = env->have_fuse_weight ? env->fuse_hr50 : 0;
     if ((rc = rc_eval_train_model(env, &o, &t, &ix, eb, el)) ||
-        (rc = fused_init(f, env->split, t, ix, env->overfetch, weight, eb, el)))
+        (rc = fused_init(f, env, env->split, t, ix, weight, eb, el)))
         goto out;
     rc = rc__eval_score_all(env, &pr, "eval", rep, eb, el);
 out:

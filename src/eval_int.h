@@ -49,6 +49,19 @@ struct rc_config;
 int rc__eval_stream_config(const rc_eval_env *env, const rc_train_opts *o, struct rc_config *c,
                            char *eb, size_t el);
 
+/* The daemon's index as env configures it (defaults + --stream-set index.*):
+ * its options *io (may be NULL) and the recall over-fetch *overfetch
+ * (env->overfetch when set). 0 or RC_E* (eb). */
+int rc__eval_index_config(const rc_eval_env *env, rc_index_opts *io, float *overfetch, char *eb,
+                          size_t el);
+
+/* rc_eval_index_build with env's index options (rc__eval_index_config). */
+int rc__eval_index_build(const rc_eval_env *env, rc_table *t, rc_index **ix, char *eb, size_t el);
+
+/* rc_eval_embed_create for env: the daemon's over-fetch, env->exact. */
+int rc__eval_embed_new(const rc_eval_env *env, const rc_eval_split *s, const rc_table *t,
+                       rc_index *ix, rc_eval_embed **em, char *eb, size_t el);
+
 /* The streaming knobs of configuration c. */
 void rc__eval_stream_knobs(const struct rc_config *c, rc_eval_stream_knobs *k);
 

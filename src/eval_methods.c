@@ -94,7 +94,7 @@ int rc_eval_train_model(const rc_eval_env *env, const rc_train_opts *o, rc_table
     }
     if ((rc = rc_train_run(&to, env->log, env->split->train_mask, t, NULL, eb, el)))
         return rc;
-    if ((rc = rc_eval_index_build(*t, ix, eb, el))) {
+    if ((rc = rc__eval_index_build(env, *t, ix, eb, el))) {
         rc_table_destroy(*t);
         *t = NULL;
     }
@@ -112,16 +112,22 @@ static int settings(rc_eval_env *env, enum rc_sgns_mode mode, rc_eval_report *re
     rep->settings = rc_tune_resolve(&o);
     if (!env->tune)
         return 0;
+    rc_index_opts io;
+    float overfetch;
+    int rc = rc__eval_index_config(env, &io, &overfetch, eb, el);
+    if (rc)
+        return rc;
     rc_tune_opts to = {.seconds = env->tune_seconds,
                        .fixed_mask = env->fixed_mask,
-                       .overfetch = env->overfetch,
+                       .overfetch = overfetch,
+                       .index = &io,
                        .quiet = env->quiet};
     rc_tune_result tr;
     /* The validation split cuts the training part by the quantile, even
      * when the split itself is a period of the daily protocol. */
     rc_eval_opts vo = env->split->opts;
     vo.period_start_ms = vo.period_end_ms = 0;
-    int rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &vo, &tr, eb, el);
+    rc = rc_tune_run(&to, &o, env->log, env->split->train_mask, &vo, &tr, eb, el);
     if (rc)
         return rc;
     rep->settings = tr.best;
@@ -150,10 +156,8 @@ static int run_batch_mc(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode
     }
     if ((rc = rc_eval_train_model(env, &rep->settings, &t, &ix, eb, el)))
         return rc;
-    if ((rc = rc_eval_embed_create(env->split, t, ix, env->overfetch, &em))) {
-        rc_err(eb, el, rc, "eval: out of memory");
+    if ((rc = rc__eval_embed_new(env, env->split, t, ix, &em, eb, el)))
         goto out;
-    }
     if (multi_category) {
         rc_mc_opts mo = {.serial = 1};
         rc_eval_embed_multi_category(em, &mo);
@@ -291,6 +295,40 @@ int rc__eval_stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_co
     return rc_config_validate(c, eb, el);
 }
 
+int rc__eval_index_config(const rc_eval_env *env, rc_index_opts *io, float *overfetch, char *eb,
+                          size_t el)
+{
+    rc_config c;
+    int rc = rc__eval_stream_config(env, NULL, &c, eb, el);
+    if (rc)
+        return rc;
+    if (io)
+        rc_engine_index_opts(&c, io);
+    if (overfetch)
+        *overfetch = c.overfetch;
+    return 0;
+}
+
+int rc__eval_index_build(const rc_eval_env *env, rc_table *t, rc_index **ix, char *eb, size_t el)
+{
+    rc_index_opts io;
+    int rc = rc__eval_index_config(env, &io, NULL, eb, el);
+    return rc ? rc : rc_eval_index_build(t, &io, ix, eb, el);
+}
+
+int rc__eval_embed_new(const rc_eval_env *env, const rc_eval_split *s, const rc_table *t,
+                       rc_index *ix, rc_eval_embed **em, char *eb, size_t el)
+{
+    float overfetch;
+    int rc = rc__eval_index_config(env, NULL, &overfetch, eb, el);
+    if (rc)
+        return rc;
+    if ((rc = rc_eval_embed_create(s, t, ix, overfetch, em)))
+        return rc_err(eb, el, rc, "eval: out of memory");
+    rc_eval_embed_exact(*em, env->exact);
+    return 0;
+}
+
 int rc__eval_embed_query_setup(const rc_eval_env *env, rc_eval_embed *em, char *eb, size_t el)
 {
     rc_config c;
@@ -334,8 +372,8 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
     for (size_t j = 0; j < r->n && !rc; j++) {
         size_t i = r->order[j], k = r->split_of[i];
         if (r->pos_of[i] != NO_POS && !em[k])
-            if (!(rc = rc_eval_embed_create(sp[k], rc_engine_table(e), rc_engine_index(e),
-                                            env->overfetch, &em[k])))
+            if (!(rc = rc__eval_embed_new(env, sp[k], rc_engine_table(e), rc_engine_index(e),
+                                          &em[k], eb, el)))
                 rc = rc__eval_embed_query_setup(env, em[k], eb, el);
         if (!rc && r->pos_of[i] != NO_POS) {
             rc_engine_flush_index(e);

@@ -271,7 +271,8 @@ struct rc_eval_embed {
     float *q;
     rc_eval_query_fn qfn; /* query vectors from it instead of the query items' mean */
     void *qud;
-    int mc; /* multi-category recall */
+    int mc;    /* multi-category recall */
+    int exact; /* brute force instead of the index */
     rc_mc_opts mc_opts;
     rc_mc_quota quotas[64];
     /* the daemon's user query (rc_eval_embed_userq), else the query items' mean */
@@ -478,6 +479,9 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
         rc = rc_recall_multi_category(e->t, e->ix, e->qrows, NULL, nq, RC_MIN(k, RC_EVAL_K),
                                       e->overfetch, NULL, e->xrows, nx, &e->mc_opts, e->hits, &nh,
                                       e->quotas, &nquota);
+    } else if (e->exact) {
+        rc = rc_recall_exact(e->t, e->q, RC_MIN(k, RC_EVAL_K), filter.city >= 0 ? &filter : NULL,
+                             e->xrows, nx, e->hits, &nh);
     } else {
         rc = rc_recall_search(e->t, e->ix, e->q, RC_MIN(k, RC_EVAL_K), e->overfetch,
                               filter.city >= 0 ? &filter : NULL, e->xrows, nx, e->hits, &nh);
@@ -502,6 +506,8 @@ void rc_eval_embed_multi_category(rc_eval_embed *e, const rc_mc_opts *opts)
         e->mc_opts.max_cats = e->mc_opts.max_cats ? (uint32_t)RC_ARRAY_LEN(e->quotas) : 5;
 }
 
+void rc_eval_embed_exact(rc_eval_embed *e, int on) { e->exact = on != 0; }
+
 void rc_eval_embed_query(rc_eval_embed *e, rc_eval_query_fn fn, void *ud)
 {
     e->qfn = fn;
@@ -515,16 +521,18 @@ void rc_eval_embed_predictor(rc_eval_embed *e, rc_eval_predictor *pr)
     *pr = (rc_eval_predictor){.state = e, .predict = embed_predict};
 }
 
-int rc_eval_index_build(rc_table *t, rc_index **out, char *eb, size_t el)
+int rc_eval_index_build(rc_table *t, const rc_index_opts *io, rc_index **out, char *eb, size_t el)
 {
     rc_index *ix = NULL;
+    rc_index_opts o = io ? *io : (rc_index_opts){0};
     int rc;
     if (!t || !out)
         return rc_err(eb, el, RC_EINVAL, "eval: no table");
     *out = NULL;
     /* Synchronous (re)training: the index is complete, IVF where the server's
      * would be, before the first search. */
-    if ((rc = rc_index_create(&(rc_index_opts){.no_background = 1}, t, &ix, eb, el)))
+    o.no_background = 1;
+    if ((rc = rc_index_create(&o, t, &ix, eb, el)))
         return rc;
     for (uint32_t r = 0, n = rc_table_size(t); r < n; r++)
         rc_index_touch(ix, r);

@@ -114,15 +114,17 @@ static int score(rc_eval_env *env, const rc_tower_model *m, const rc_tower_histo
     rc_eval_embed *em = NULL;
     rc_eval_predictor pr;
     int rc;
-    if ((rc = item_table(env, m, h, &t, eb, el)) || (rc = rc_eval_index_build(t, &ix, eb, el)))
+    if ((rc = item_table(env, m, h, &t, eb, el)) ||
+        (rc = rc__eval_index_build(env, t, &ix, eb, el)))
         goto out;
     tq.clicks = malloc(cfg->max_clicks * sizeof *tq.clicks);
     tq.ts = malloc(cfg->max_clicks * sizeof *tq.ts);
-    if (!tq.clicks || !tq.ts || rc_tower_work_create(m, &tq.w) ||
-        rc_eval_embed_create(env->split, t, ix, env->overfetch, &em)) {
+    if (!tq.clicks || !tq.ts || rc_tower_work_create(m, &tq.w)) {
         rc = rc_err(eb, el, RC_ENOMEM, "two_tower: out of memory");
         goto out;
     }
+    if ((rc = rc__eval_embed_new(env, env->split, t, ix, &em, eb, el)))
+        goto out;
     rc_eval_embed_query(em, tower_query, &tq);
     rc_eval_embed_predictor(em, &pr);
     rc = rc__eval_score_all(env, &pr, "two_tower", rep, eb, el);

@@ -221,7 +221,7 @@ static int run_trial(struct search *s, uint32_t i, char *eb, size_t el)
     if (!tr.stopped)
         s->rate = RC_MAX(s->rate, tr.seconds / cost_units(s, &o));
     t_eval = rc_now_ns();
-    if ((rc = rc_eval_index_build(t, &ix, eb, el)))
+    if ((rc = rc_eval_index_build(t, s->to->index, &ix, eb, el)))
         goto out;
     if ((rc = rc_eval_embed_create(s->valid, t, ix, s->to->overfetch, &em))) {
         rc_err(eb, el, rc, "tune: out of memory");

@@ -533,7 +533,8 @@ TEST(eval_cli_json_has_every_method)
                     RC_BIN("recalld-eval"), path);
     ASSERT_EQ(st, 0);
     json_t *j = e2e_json(out);
-    ASSERT_EQ(json_object_size(j), 2);
+    ASSERT_EQ(json_object_size(j), 3);
+    ASSERT_STREQ(json_string_value(json_object_get(j, "search")), "index");
     json_t *d = json_object_get(j, "dataset");
     ASSERT_EQ(json_integer_value(json_object_get(d, "events")), 12000);
     ASSERT_EQ(json_integer_value(json_object_get(d, "users")), 800);
@@ -620,6 +621,48 @@ TEST(eval_embed_multi_category_hook)
     }
     fprintf(stderr, "avg hr@50 %.4f, multi-category hr@50 %.4f\n", hr[0], hr[1]);
     ASSERT(hr[0] > 0.1 && hr[1] > 0.1);
+    trained_free(&f);
+}
+
+/* The batch methods' index is the daemon's (index.* of --stream-set), and
+ * --search exact scores by brute force: the reference that shows what an
+ * IVF index loses. A deliberately starved IVF index (every partition IVF,
+ * one list searched) must lose hits that exact search finds; exact search
+ * must score exactly as the default flat index of this small catalog. */
+TEST(eval_search_exact_is_the_index_reference)
+{
+    trained f;
+    char err[256] = "";
+    trained_make(&f, 20000, 1000, 800, 3, 2);
+    const char *set[] = {"index.ivf_min=64", "index.nprobe=1"};
+    rc_eval_env env = f.env;
+    env.stream_set = set;
+    env.nstream_set = 2;
+    rc_table *t = NULL;
+    rc_index *ix = NULL;
+    ASSERT_EQ(rc_eval_train_model(&env, &env.train, &t, &ix, err, sizeof err), 0);
+    rc_index_stats st, fst;
+    rc_index_stats_get(ix, &st);
+    rc_index_stats_get(f.ix, &fst);
+    ASSERT(st.ivf_partitions > 0);    /* the daemon's settings reached the index */
+    ASSERT_EQ(fst.ivf_partitions, 0); /* the default ivf_min keeps 800 items flat */
+    rc_eval_metrics m[3];
+    for (int mode = 0; mode < 3; mode++) { /* starved IVF, the same exact, default flat */
+        rc_eval_embed *em = NULL;
+        ASSERT_EQ(rc_eval_embed_create(f.s, mode < 2 ? t : f.t, mode < 2 ? ix : f.ix, 3, &em), 0);
+        rc_eval_embed_exact(em, mode == 1);
+        score_embed(f.s, em, &m[mode]);
+        rc_eval_embed_destroy(em);
+    }
+    fprintf(stderr, "hr@50: starved IVF %.4f, exact %.4f, flat %.4f\n", m[0].hr50, m[1].hr50,
+            m[2].hr50);
+    ASSERT_EQ(m[1].predictions, m[0].predictions);
+    ASSERT(m[1].hr50 > m[0].hr50);
+    /* Same seed and settings: the two tables are the same model. */
+    ASSERT(fabs(m[1].hr50 - m[2].hr50) < 1e-9);
+    ASSERT(fabs(m[1].mrr50 - m[2].mrr50) < 1e-9);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
     trained_free(&f);
 }
 

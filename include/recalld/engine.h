@@ -49,6 +49,11 @@ typedef void (*rc_engine_done_cb)(void *ud, const rc_invalid *inv, size_t n);
 
 /* cfg is copied. loop: where done batches are reported (uv_async); may be NULL
  * for offline use (then call rc_engine_sync to wait for submitted batches). */
+/* The index options of a daemon configured by c (index.*): what the engine
+ * builds its live index with, and what recalld-eval searches batch models
+ * through, so both score through the same index. */
+void rc_engine_index_opts(const rc_config *c, rc_index_opts *io);
+
 int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb done, void *ud,
                      rc_engine **out, char *errbuf, size_t errlen);
 

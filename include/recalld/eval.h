@@ -300,6 +300,12 @@ float rc_eval_embed_score(const rc_eval_embed *e, uint32_t item);
 struct rc_mc_opts; /* recall.h */
 void rc_eval_embed_multi_category(rc_eval_embed *e, const struct rc_mc_opts *opts);
 
+/* on: searches are exact (rc_recall_exact over every row, same filter and
+ * exclusions) instead of through the index: the reference that measures what
+ * the index loses (recalld-eval --search exact). Multi-category recall keeps
+ * its index path. */
+void rc_eval_embed_exact(rc_eval_embed *e, int on);
+
 /* Switches e to query vectors computed by fn (the two-tower methods: the user
  * tower's vector) instead of the query items' mean: fn writes the unit query
  * (table dim floats) of prediction p into q and returns 1, 0 when it has no
@@ -319,9 +325,12 @@ void rc_eval_embed_query(rc_eval_embed *e, rc_eval_query_fn fn, void *ud);
 struct rc_userq_opts; /* userq.h */
 int rc_eval_embed_userq(rc_eval_embed *e, const struct rc_userq_opts *opts, int scope_city);
 
-/* Creates an index over every row of t (rc_index_create, touch all rows,
- * rc_index_flush). *out: caller frees with rc_index_destroy before t. */
-int rc_eval_index_build(rc_table *t, rc_index **out, char *errbuf, size_t errlen);
+/* Creates an index over every row of t with options io (NULL: the index's
+ * defaults; retraining is always synchronous here), touches every row and
+ * flushes, so it is complete, IVF where the daemon's would be, before the
+ * first search. *out: caller frees with rc_index_destroy before t. */
+int rc_eval_index_build(rc_table *t, const rc_index_opts *io, rc_index **out, char *errbuf,
+                        size_t errlen);
 
 /* ---- methods ---- */
 
@@ -384,7 +393,8 @@ typedef struct rc_eval_env {
     const rc_clicklog *log;
     const rc_eval_split *split;
     rc_train_opts train; /* base training settings (--dim, --window, ...) */
-    float overfetch;     /* recall over-fetch, 0 = 2 */
+    float overfetch;     /* recall over-fetch, 0 = the daemon's index.overfetch */
+    int exact;           /* --search exact: embedding methods search by brute force */
     int tune;            /* --tune: search the settings on a validation split */
     double tune_seconds; /* budget per tuned method, 0 = 60 */
     int fixed_mask;      /* RC_CLI_SET_* bits: settings --tune must keep */

@@ -31,12 +31,13 @@
 
 /* Zero = default for every field. */
 typedef struct rc_tune_opts {
-    double seconds;     /* time budget, 0 = 60 */
-    double valid_ratio; /* validation share of the time range, 0 = 0.2 */
-    int fixed_mask;     /* RC_CLI_SET_* bits: parameters kept as in base */
-    uint64_t seed;      /* of the search, 0 = base seed */
-    float overfetch;    /* recall over-fetch, 0 = 2 */
-    int quiet;          /* 0: one line per trial and the choice on stderr */
+    double seconds;             /* time budget, 0 = 60 */
+    double valid_ratio;         /* validation share of the time range, 0 = 0.2 */
+    int fixed_mask;             /* RC_CLI_SET_* bits: parameters kept as in base */
+    uint64_t seed;              /* of the search, 0 = base seed */
+    float overfetch;            /* recall over-fetch, 0 = 2 */
+    const rc_index_opts *index; /* the validation runs' index options, NULL = defaults */
+    int quiet;                  /* 0: one line per trial and the choice on stderr */
 } rc_tune_opts;
 
 typedef struct rc_tune_result {

@@ -65,7 +65,8 @@ enum {
     X_NEW_ITEMS,
     X_STREAM_SET,
     X_QUERY,
-    X_TUNE_MIN_VALID
+    X_TUNE_MIN_VALID,
+    X_SEARCH
 };
 
 static const rc_cli_flag extra[] = {
@@ -73,7 +74,8 @@ static const rc_cli_flag extra[] = {
     {"--query-len", "N", "prefix items in the query, 1..64 (5)"},
     {"--exclude-prefix", NULL, "exclude every prefix item, not just the query items"},
     {"--auc-negatives", "N", "sampled negatives per prediction for AUC, 1..1000 (100)"},
-    {"--overfetch", "F", "index over-fetch factor before the exact re-rank (2)"},
+    {"--overfetch", "F",
+     "index over-fetch factor before the exact re-rank (the daemon's index.overfetch, 3)"},
     {"--stream-lr", "F", "prequential: the engine's learning rate (the daemon's model.lr)"},
     {"--ablation", NULL, "rows sgns, two_tower-nofeat, two_tower+tags, two_tower (+ --methods)"},
     {"--max-predictions", "N", "a deterministic sample of about N predictions (all)"},
@@ -82,13 +84,17 @@ static const rc_cli_flag extra[] = {
     {"--warmup-periods", "N", "daily: first periods that only train, >= 1 (1)"},
     {"--new-items", NULL, "targets may be items not in the training catalog (new slice)"},
     {"--stream-set", "KEY=VALUE",
-     "prequential, stream-*: a daemon config key of the engine (train.*, recall.*), repeatable"},
+     "a daemon config key (train.*, recall.*: the streaming engine and the user query; index.*: "
+     "every embedding method's index), repeatable"},
     {"--query", "Q",
      "embedding methods' query: daemon (the daemon's user vector, recall.*) or "
      "items (mean of the query items) (daemon)"},
     {"--tune-min-valid", "N",
      "daily --tune: warm up until the first evaluated period's training part gives a "
      "validation split of N predictions (200; 0: --warmup-periods as given)"},
+    {"--search", "S",
+     "embedding methods search through the daemon's index (index) or by brute force over every "
+     "item (exact: the reference for what the index loses) (index)"},
 };
 
 struct eval_flags {
@@ -102,6 +108,7 @@ struct eval_flags {
     int daily; /* --protocol daily */
     rc_eval_daily_opts dopts;
     int min_valid_set; /* --tune-min-valid given */
+    int exact;         /* --search exact */
 };
 
 static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -153,6 +160,11 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
                    : 0;
     case X_NEW_ITEMS:
         f->eo.new_items = 1;
+        return 0;
+    case X_SEARCH:
+        if (strcmp(v, "index") && strcmp(v, "exact"))
+            return rc_err(eb, el, RC_EINVAL, "expected index or exact, got '%.40s'", v);
+        f->exact = strcmp(v, "exact") == 0;
         return 0;
     case X_QUERY:
         if (strcmp(v, "daemon") && strcmp(v, "items"))
@@ -366,13 +378,13 @@ static json_t *methods_json(const struct rows *r)
 
 /* protocol: the daily protocol's description (stolen), NULL for the split. */
 static void print_json(const rc_clicklog *log, json_t *methods, json_t *protocol,
-                       const struct feat_info *fi, int ablation)
+                       const struct feat_info *fi, int ablation, int exact)
 {
-    json_t *j =
-        json_pack("{s:{s:I,s:I,s:I,s:I,s:I},s:o}", "dataset", "events", (json_int_t)log->n, "users",
-                  (json_int_t)rc_dict_size(log->users), "items",
-                  (json_int_t)rc_dict_size(log->items), "sessions", (json_int_t)log->nsessions,
-                  "skipped", (json_int_t)log->skipped, "methods", methods);
+    json_t *j = json_pack("{s:{s:I,s:I,s:I,s:I,s:I},s:o,s:s}", "dataset", "events",
+                          (json_int_t)log->n, "users", (json_int_t)rc_dict_size(log->users),
+                          "items", (json_int_t)rc_dict_size(log->items), "sessions",
+                          (json_int_t)log->nsessions, "skipped", (json_int_t)log->skipped,
+                          "methods", methods, "search", exact ? "exact" : "index");
     if (j && protocol)
         json_object_set_new(j, "protocol", protocol);
     else
@@ -564,6 +576,7 @@ static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const
     return (rc_eval_env){.log = log,
                          .train = cli->train,
                          .overfetch = f->overfetch,
+                         .exact = f->exact,
                          .stream_lr = f->stream_lr,
                          .stream_set = f->stream_set,
                          .nstream_set = f->nstream_set,
@@ -625,7 +638,7 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
         goto out;
     rows_of(rep, run, 0, &rows);
     if (cli->json)
-        print_json(log, methods_json(&rows), NULL, &fi, f->ablation);
+        print_json(log, methods_json(&rows), NULL, &fi, f->ablation, f->exact);
     else
         print_table(log, split, &rows, &fi);
     if (f->ablation && cli->json && !cli->log.quiet) {
@@ -796,7 +809,7 @@ static int evaluate_daily(const rc_cli *cli, const struct eval_flags *f, const i
         rows.n++;
     }
     if (cli->json)
-        print_json(log, daily_methods_json(d, &rows, dr), protocol_json(d), &fi, 0);
+        print_json(log, daily_methods_json(d, &rows, dr), protocol_json(d), &fi, 0, f->exact);
     else
         print_daily_table(log, d, &rows, dr);
 out:
