@@ -163,10 +163,17 @@ static int run_batch_mc(rc_eval_env *env, rc_eval_report *rep, enum rc_sgns_mode
         rc_eval_embed_multi_category(em, &mo);
     } else if ((rc = rc__eval_embed_query_setup(env, em, eb, el))) {
         goto out;
+    } else if (env->ann_recall && !env->exact && (rc = rc_eval_embed_compare(em, 1))) {
+        rc_err(eb, el, rc, "eval: out of memory");
+        goto out;
     }
     rc_eval_embed_predictor(em, &pr);
     if ((rc = rc__eval_score_all(env, &pr, "eval", rep, eb, el)))
         goto out;
+    if (env->ann_recall && !env->exact && !multi_category) {
+        rep->has_ann = 1;
+        rep->ann_recall50 = rc_eval_embed_ann_recall(em, &rep->ann_n);
+    }
     if (mode == RC_SGNS_SKIPGRAM && !multi_category) {
         env->have_sgns = 1;
         env->sgns = *rep;

@@ -271,8 +271,11 @@ struct rc_eval_embed {
     float *q;
     rc_eval_query_fn qfn; /* query vectors from it instead of the query items' mean */
     void *qud;
-    int mc;    /* multi-category recall */
-    int exact; /* brute force instead of the index */
+    int mc;        /* multi-category recall */
+    int exact;     /* brute force instead of the index */
+    rc_hit *xhits; /* rc_eval_embed_compare: the exact top-k */
+    double ann_sum;
+    uint64_t ann_n;
     rc_mc_opts mc_opts;
     rc_mc_quota quotas[64];
     /* the daemon's user query (rc_eval_embed_userq), else the query items' mean */
@@ -356,6 +359,7 @@ void rc_eval_embed_destroy(rc_eval_embed *e)
     free(e->qrows);
     free(e->xrows);
     free(e->hits);
+    free(e->xhits);
     free(e->q);
     free(e);
 }
@@ -443,6 +447,24 @@ int rc_eval_embed_userq(rc_eval_embed *e, const rc_userq_opts *o, int scope_city
     return 0;
 }
 
+/* Tallies the share of the exact top-k that the index's nh hits hold. */
+static int compare(rc_eval_embed *e, uint32_t k, const rc_index_filter *f, uint32_t nx, uint32_t nh)
+{
+    uint32_t ne = 0, both = 0;
+    int rc = rc_recall_exact(e->t, e->q, k, f, e->xrows, nx, e->xhits, &ne);
+    if (rc || !ne)
+        return rc;
+    for (uint32_t i = 0; i < ne; i++)
+        for (uint32_t j = 0; j < nh; j++)
+            if (e->hits[j].row == e->xhits[i].row) {
+                both++;
+                break;
+            }
+    e->ann_sum += (double)both / ne;
+    e->ann_n++;
+    return 0;
+}
+
 static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos *p, uint32_t k,
                          uint32_t *list, uint32_t *n, const uint32_t *cand, uint32_t ncand,
                          float *scores, int *fallback)
@@ -485,6 +507,8 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
     } else {
         rc = rc_recall_search(e->t, e->ix, e->q, RC_MIN(k, RC_EVAL_K), e->overfetch,
                               filter.city >= 0 ? &filter : NULL, e->xrows, nx, e->hits, &nh);
+        if (!rc && e->xhits)
+            rc = compare(e, RC_MIN(k, RC_EVAL_K), filter.city >= 0 ? &filter : NULL, nx, nh);
     }
     if (rc)
         return rc;
@@ -507,6 +531,24 @@ void rc_eval_embed_multi_category(rc_eval_embed *e, const rc_mc_opts *opts)
 }
 
 void rc_eval_embed_exact(rc_eval_embed *e, int on) { e->exact = on != 0; }
+
+int rc_eval_embed_compare(rc_eval_embed *e, int on)
+{
+    if (on && !e->xhits && !(e->xhits = malloc(RC_EVAL_K * sizeof *e->xhits)))
+        return RC_ENOMEM;
+    if (!on) {
+        free(e->xhits);
+        e->xhits = NULL;
+    }
+    return 0;
+}
+
+double rc_eval_embed_ann_recall(const rc_eval_embed *e, uint64_t *n)
+{
+    if (n)
+        *n = e->ann_n;
+    return e->ann_n ? e->ann_sum / (double)e->ann_n : 0;
+}
 
 void rc_eval_embed_query(rc_eval_embed *e, rc_eval_query_fn fn, void *ud)
 {

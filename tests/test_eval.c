@@ -520,6 +520,46 @@ static void assert_method(json_t *methods, const char *name, int tuned)
                json_is_number(json_object_get(t, "power")));
 }
 
+/* --search and --ann-recall through the binary: the JSON names the search,
+ * sgns reports its index against exact, and the two flags exclude each other. */
+TEST(eval_cli_search_and_ann_recall)
+{
+    char path[256], *out = NULL;
+    tmp_path(path, sizeof path, ".jsonl");
+    ASSERT_EQ(e2e_sh(NULL,
+                     "%s --seed 3 --events 12000 --users 800 --items 600 --cities 2 --cates 2 "
+                     "--no-tags --out %s",
+                     RC_BIN("recalld-gen"), path),
+              0);
+    const char *fl = "--dim 16 --epochs 2 --threads 1 --methods sgns --json --quiet "
+                     "--stream-set index.ivf_min=64 --stream-set index.nprobe=1";
+    ASSERT_EQ(e2e_sh(&out, "%s --input %s %s --ann-recall", RC_BIN("recalld-eval"), path, fl), 0);
+    json_t *j = e2e_json(out), *sg = json_object_get(json_object_get(j, "methods"), "sgns");
+    ASSERT_STREQ(json_string_value(json_object_get(j, "search")), "index");
+    double ann = json_real_value(json_object_get(sg, "ann_recall@50"));
+    double hr_index = json_real_value(json_object_get(sg, "hr@50"));
+    ASSERT(ann > 0 && ann < 1); /* one list of an IVF partition: not everything */
+    ASSERT(json_integer_value(json_object_get(sg, "ann_predictions")) > 0);
+    json_decref(j);
+    free(out);
+    out = NULL;
+    ASSERT_EQ(e2e_sh(&out, "%s --input %s %s --search exact", RC_BIN("recalld-eval"), path, fl), 0);
+    j = e2e_json(out);
+    sg = json_object_get(json_object_get(j, "methods"), "sgns");
+    ASSERT_STREQ(json_string_value(json_object_get(j, "search")), "exact");
+    ASSERT(json_object_get(sg, "ann_recall@50") == NULL);
+    ASSERT(json_real_value(json_object_get(sg, "hr@50")) > hr_index);
+    json_decref(j);
+    free(out);
+    out = NULL;
+    ASSERT_EQ(e2e_sh(&out, "%s --input %s %s --search exact --ann-recall 2>&1",
+                     RC_BIN("recalld-eval"), path, fl),
+              2);
+    ASSERT(strstr(out, "--ann-recall") != NULL);
+    free(out);
+    rm_tree(path);
+}
+
 TEST(eval_cli_json_has_every_method)
 {
     char path[256], *out = NULL;
@@ -658,6 +698,24 @@ TEST(eval_search_exact_is_the_index_reference)
             m[2].hr50);
     ASSERT_EQ(m[1].predictions, m[0].predictions);
     ASSERT(m[1].hr50 > m[0].hr50);
+    /* The tally of the index against exact: below 1 for the starved index,
+     * 1 for the flat one. */
+    double ann[2];
+    for (int flat = 0; flat < 2; flat++) {
+        rc_eval_embed *em = NULL;
+        rc_eval_metrics mm;
+        uint64_t n = 0;
+        ASSERT_EQ(rc_eval_embed_create(f.s, flat ? f.t : t, flat ? f.ix : ix, 3, &em), 0);
+        ASSERT_EQ(rc_eval_embed_compare(em, 1), 0);
+        score_embed(f.s, em, &mm);
+        ann[flat] = rc_eval_embed_ann_recall(em, &n);
+        ASSERT(n > 0 && n <= mm.predictions);
+        ASSERT(fabs(mm.hr50 - m[flat ? 2 : 0].hr50) < 1e-9); /* comparing changes no answer */
+        rc_eval_embed_destroy(em);
+    }
+    fprintf(stderr, "ann recall@50: starved IVF %.4f, flat %.4f\n", ann[0], ann[1]);
+    ASSERT(ann[0] > 0.1 && ann[0] < 0.99);
+    ASSERT(fabs(ann[1] - 1.0) < 1e-9);
     /* Same seed and settings: the two tables are the same model. */
     ASSERT(fabs(m[1].hr50 - m[2].hr50) < 1e-9);
     ASSERT(fabs(m[1].mrr50 - m[2].mrr50) < 1e-9);

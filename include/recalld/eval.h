@@ -306,6 +306,12 @@ void rc_eval_embed_multi_category(rc_eval_embed *e, const struct rc_mc_opts *opt
  * its index path. */
 void rc_eval_embed_exact(rc_eval_embed *e, int on);
 
+/* on: every index search is also made exactly, and the share of the exact
+ * top-k the index's top-k holds is tallied (rc_eval_embed_ann_recall). */
+int rc_eval_embed_compare(rc_eval_embed *e, int on);
+/* The tally's mean share (0 without predictions) and its predictions. */
+double rc_eval_embed_ann_recall(const rc_eval_embed *e, uint64_t *n);
+
 /* Switches e to query vectors computed by fn (the two-tower methods: the user
  * tower's vector) instead of the query items' mean: fn writes the unit query
  * (table dim floats) of prediction p into q and returns 1, 0 when it has no
@@ -362,6 +368,12 @@ typedef struct rc_eval_report {
     rc_eval_metrics m;
     int has_settings; /* settings below were used (embedding methods) */
     rc_train_opts settings;
+    /* --ann-recall (sgns, cbow): the mean share of each prediction's exact
+     * top-50 (brute force, same query, filter and exclusions) that the
+     * index's top-50 holds, over ann_n predictions */
+    int has_ann;
+    double ann_recall50;
+    uint64_t ann_n;
     int tuned;            /* settings were chosen by --tune */
     double tune_hr50;     /* validation HR@50 of the chosen settings */
     uint32_t tune_trials; /* settings tried */
@@ -395,6 +407,7 @@ typedef struct rc_eval_env {
     rc_train_opts train; /* base training settings (--dim, --window, ...) */
     float overfetch;     /* recall over-fetch, 0 = the daemon's index.overfetch */
     int exact;           /* --search exact: embedding methods search by brute force */
+    int ann_recall;      /* --ann-recall: sgns / cbow also measure the index against exact */
     int tune;            /* --tune: search the settings on a validation split */
     double tune_seconds; /* budget per tuned method, 0 = 60 */
     int fixed_mask;      /* RC_CLI_SET_* bits: settings --tune must keep */

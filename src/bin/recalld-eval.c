@@ -66,7 +66,8 @@ enum {
     X_STREAM_SET,
     X_QUERY,
     X_TUNE_MIN_VALID,
-    X_SEARCH
+    X_SEARCH,
+    X_ANN_RECALL
 };
 
 static const rc_cli_flag extra[] = {
@@ -95,6 +96,9 @@ static const rc_cli_flag extra[] = {
     {"--search", "S",
      "embedding methods search through the daemon's index (index) or by brute force over every "
      "item (exact: the reference for what the index loses) (index)"},
+    {"--ann-recall", NULL,
+     "sgns, cbow: also search each prediction exactly and report ann_recall@50, the share of "
+     "the exact top-50 the index's top-50 holds"},
 };
 
 struct eval_flags {
@@ -109,6 +113,7 @@ struct eval_flags {
     rc_eval_daily_opts dopts;
     int min_valid_set; /* --tune-min-valid given */
     int exact;         /* --search exact */
+    int ann_recall;    /* --ann-recall */
 };
 
 static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -160,6 +165,9 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
                    : 0;
     case X_NEW_ITEMS:
         f->eo.new_items = 1;
+        return 0;
+    case X_ANN_RECALL:
+        f->ann_recall = 1;
         return 0;
     case X_SEARCH:
         if (strcmp(v, "index") && strcmp(v, "exact"))
@@ -331,6 +339,10 @@ static json_t *method_json(const rc_eval_report *r)
     }
     if (j && r->has_tower)
         json_object_set_new(j, "tower", tower_json(r));
+    if (j && r->has_ann) {
+        json_object_set_new(j, "ann_recall@50", json_real(r->ann_recall50));
+        json_object_set_new(j, "ann_predictions", json_integer((json_int_t)r->ann_n));
+    }
     if (j && r->has_slices) {
         json_t *sl = json_object();
         for (unsigned i = 0; i < RC_EVAL_NSLICES; i++)
@@ -577,6 +589,7 @@ static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const
                          .train = cli->train,
                          .overfetch = f->overfetch,
                          .exact = f->exact,
+                         .ann_recall = f->ann_recall,
                          .stream_lr = f->stream_lr,
                          .stream_set = f->stream_set,
                          .nstream_set = f->nstream_set,
@@ -837,6 +850,9 @@ int main(int argc, char **argv)
         return rc_cli_usage_error("recalld-eval", "%s", err);
     if (f.daily && f.ablation)
         return rc_cli_usage_error("recalld-eval", "--ablation needs --protocol split");
+    if (f.exact && f.ann_recall)
+        return rc_cli_usage_error("recalld-eval", "--ann-recall compares the index with "
+                                                  "--search exact: give one of them");
     if ((f.daily ? select_daily(&cli, run, err, sizeof err)
                  : select_methods(&cli, f.ablation, run, err, sizeof err)))
         return rc_cli_usage_error("recalld-eval", "%s", err);
