@@ -14,7 +14,10 @@
  * thread keeps moving rows in every index.
  *
  *   bench_index [--items N] [--queries Q] [--lists L] [--sweep] [--quiet-only] [--scan-ab]
- *               [--storage flat,fp16,sq8] [--rounds R] [--overfetch F] */
+ *               [--storage flat,fp16,sq8] [--rounds R] [--overfetch F] [--ivf-min N]
+ * --ivf-min above N/200 keeps every partition flat (what a city's partitions
+ * below index.ivf_min are in the daemon); with --scan-ab that compares their
+ * int8 scan with the float sgemv. */
 #include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
@@ -35,15 +38,16 @@
 #define NCATE  10
 #define TOPICS 60 /* per category */
 #define K      50
-#define MAXV   6 /* storages, each twice with --scan-ab */
+#define MAXV   12 /* storages, each twice with --scan-ab, each per --ivf-min value */
 
 /* One index over the shared table, with its measurements. */
 typedef struct variant {
     int storage;
-    int ref;       /* 1: FAISS scans the lists (rc_index_set_faiss_scan), the path before the int8
-                      scan; --scan-ab measures it beside the default on the same index */
-    int shared;    /* 1: the index is the previous variant's (the same storage, ref 1) */
-    char name[16]; /* storage, "-ref" for the reference scan */
+    int ref;    /* 1: FAISS scans the lists (rc_index_set_faiss_scan), the path before the int8
+                   scan; --scan-ab measures it beside the default on the same index */
+    int shared; /* 1: the index is the previous variant's (the same storage, ref 1) */
+    uint32_t ivf_min; /* rc_index_opts.ivf_min, 0 = the index's default */
+    char name[24];    /* storage, "-ref" for the reference scan, "@N" for --ivf-min N */
     rc_index *ix;
     double flush_s, train_s;
     double rss_mb; /* growth of the process's VmRSS while this index was built */
@@ -59,6 +63,9 @@ typedef struct variant {
 
 typedef struct bench {
     uint32_t n, nq, lists, rounds;
+    uint32_t ivf_min[2]; /* --ivf-min A[,B]: 0 = the index's default; above the partitions'
+                            size (n / 200), they stay flat; two values: every variant twice */
+    uint32_t nivf;
     float overfetch;
     rc_table *t;
     variant v[MAXV];
@@ -302,7 +309,7 @@ static void quiet(bench *b, uint32_t lists)
                     f99[rr] = p99[rr];
                 }
             }
-            printf("%-6s %-5s %5u  %8.0f %8.0f %5.2fx %5.2fx  %8.0f %8.0f %5.2fx %5.2fx  %7.4f "
+            printf("%-12s %-5s %5u  %8.0f %8.0f %5.2fx %5.2fx  %8.0f %8.0f %5.2fx %5.2fx  %7.4f "
                    "%7.4f %+8.4f  %9.0f\n",
                    v->name, kinds[kind], lists, p50[0], p99[0], p50[0] / f50[0], p99[0] / f99[0],
                    p50[1], p99[1], p50[1] / f50[1], p99[1] / f99[1], v->rec_raw[kind],
@@ -322,7 +329,7 @@ static void breakdown(bench *b)
     printf("stages of the index alone (k = %u, the re-ranked path's candidates): p50 us of "
            "coarse and scan, mean lists and rows scored per search\n",
            want);
-    printf("%-6s %-5s %9s %9s %9s %10s\n", "store", "filt", "coarse", "scan", "lists", "rows");
+    printf("%-12s %-5s %9s %9s %9s %10s\n", "store", "filt", "coarse", "scan", "lists", "rows");
     for (uint32_t i = 0; i < b->nv; i++)
         for (int kind = 0; kind < 2; kind++) {
             variant *v = &b->v[i];
@@ -342,7 +349,7 @@ static void breakdown(bench *b)
                 nl += tm.lists;
                 nr += (double)tm.rows;
             }
-            printf("%-6s %-5s %9.0f %9.0f %9.1f %10.0f\n", v->name, kinds[kind],
+            printf("%-12s %-5s %9.0f %9.0f %9.1f %10.0f\n", v->name, kinds[kind],
                    pct(co, b->nq, 0.5), pct(sn, b->nq, 0.5), nl / b->nq, nr / b->nq);
         }
     free(rows);
@@ -355,7 +362,7 @@ static void quiet_header(void)
 {
     printf("quiet: latency us (p50, p99 and their ratios to the first storage) of the index alone "
            "and of the daemon's path (re-ranked), recall@50 vs exact\n");
-    printf("%-6s %-5s %5s  %8s %8s %6s %6s  %8s %8s %6s %6s  %7s %7s %8s  %9s\n", "store", "filt",
+    printf("%-12s %-5s %5s  %8s %8s %6s %6s  %8s %8s %6s %6s  %7s %7s %8s  %9s\n", "store", "filt",
            "lists", "idx_p50", "idx_p99", "r50", "r99", "rr_p50", "rr_p99", "r50", "r99", "rec_idx",
            "rec_rr", "d_rec_rr", "exact_p50");
 }
@@ -406,7 +413,7 @@ static void updates(bench *b, uint32_t rounds, uint32_t nrows)
     printf("updates: %u rounds of %u rows moved (0.03 x gaussian noise, renormalised), flushed per "
            "1,000 touched rows\n",
            rounds, nrows);
-    printf("%-6s %12s %9s %12s %12s %9s\n", "store", "reindexed/s", "ratio", "flush_p50_ms",
+    printf("%-12s %12s %9s %12s %12s %9s\n", "store", "reindexed/s", "ratio", "flush_p50_ms",
            "flush_p99_ms", "p99_ratio");
     double f_rate = 0, f99 = 0;
     for (uint32_t i = 0; i < b->nv; i++) {
@@ -419,7 +426,7 @@ static void updates(bench *b, uint32_t rounds, uint32_t nrows)
             f_rate = rate;
             f99 = p99;
         }
-        printf("%-6s %12.0f %8.2fx %12.2f %12.2f %8.2fx\n", v->name, rate, rate / f_rate, p50, p99,
+        printf("%-12s %12.0f %8.2fx %12.2f %12.2f %8.2fx\n", v->name, rate, rate / f_rate, p50, p99,
                p99 / f99);
     }
     free(rows);
@@ -435,7 +442,7 @@ static void after_updates(bench *b, uint32_t lists)
         memcpy(b->x + (size_t)i * DIM, rc_table_in(b->t, i), DIM * sizeof(float));
     compute_refs(b);
     printf("after the updates: recall@50 vs exact over the current vectors, lists %u\n", lists);
-    printf("%-6s %-5s %7s %7s %8s\n", "store", "filt", "rec_idx", "rec_rr", "d_rec_rr");
+    printf("%-12s %-5s %7s %7s %8s\n", "store", "filt", "rec_idx", "rec_rr", "d_rec_rr");
     for (int kind = 0; kind < 2; kind++)
         for (uint32_t i = 0; i < b->nv; i++) {
             variant *v = &b->v[i];
@@ -443,7 +450,7 @@ static void after_updates(bench *b, uint32_t lists)
             double raw = recall(b, v, kind, 0), rr = recall(b, v, kind, 1);
             if (i == 0)
                 b->v[0].rec_rr[kind] = rr;
-            printf("%-6s %-5s %7.4f %7.4f %+8.4f\n", v->name, kinds[kind], raw, rr,
+            printf("%-12s %-5s %7.4f %7.4f %+8.4f\n", v->name, kinds[kind], raw, rr,
                    rr - b->v[0].rec_rr[kind]);
         }
 }
@@ -516,7 +523,7 @@ static void with_writer(bench *b, uint32_t lists)
     printf("writer: touched %.0f rows/s into each index, flushed (re-indexed) %.0f rows/s over "
            "all\n",
            (double)w.touched / w.secs, (double)w.flushed / w.secs);
-    printf("%-6s %-5s %8s %8s %6s %6s\n", "store", "filt", "rr_p50", "rr_p99", "r50", "r99");
+    printf("%-12s %-5s %8s %8s %6s %6s\n", "store", "filt", "rr_p50", "rr_p99", "r50", "r99");
     for (int kind = 0; kind < 2; kind++) {
         double f50 = 0, f99 = 0;
         for (uint32_t i = 0; i < b->nv; i++) {
@@ -527,7 +534,7 @@ static void with_writer(bench *b, uint32_t lists)
                 f50 = p50;
                 f99 = p99;
             }
-            printf("%-6s %-5s %8.0f %8.0f %5.2fx %5.2fx\n", v->name, kinds[kind], p50, p99,
+            printf("%-12s %-5s %8.0f %8.0f %5.2fx %5.2fx\n", v->name, kinds[kind], p50, p99,
                    p50 / f50, p99 / f99);
         }
     }
@@ -580,14 +587,14 @@ static void print_memory(const bench *b)
            "codes + ids as stored\n");
     printf("rss_MB: growth of this process's VmRSS while the index was built (the indexes are "
            "built one after the other and all kept)\n");
-    printf("%-6s %10s %7s %10s %7s %10s %7s %8s %8s %7s %10s %10s\n", "store", "index_MB", "ratio",
+    printf("%-12s %10s %7s %10s %7s %10s %7s %8s %8s %7s %10s %10s\n", "store", "index_MB", "ratio",
            "vec_MB", "ratio", "lists_MB", "ratio", "B/row", "rss_MB", "ratio", "flush_s",
            "train_s");
     const rc_index_stats *f = &b->v[0].st;
     for (uint32_t i = 0; i < b->nv; i++) {
         const variant *v = &b->v[i];
         const rc_index_stats *s = &v->st;
-        printf("%-6s %10.1f %6.2fx %10.1f %6.2fx %10.1f %6.2fx %8.0f %8.1f %6.2fx %10.2f "
+        printf("%-12s %10.1f %6.2fx %10.1f %6.2fx %10.1f %6.2fx %8.0f %8.1f %6.2fx %10.2f "
                "%10.2f\n",
                v->name, (double)s->bytes / 1e6, (double)s->bytes / (double)f->bytes,
                (double)s->vec_bytes / 1e6, (double)s->vec_bytes / (double)f->vec_bytes,
@@ -626,7 +633,15 @@ int main(int argc, char **argv)
             b.nq = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--lists") && i + 1 < argc)
             b.lists = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+        else if (!strcmp(argv[i], "--ivf-min") && i + 1 < argc) {
+            char *end;
+            b.nivf = 0;
+            for (const char *p = argv[++i]; b.nivf < 2; p = end + 1) {
+                b.ivf_min[b.nivf++] = (uint32_t)strtoul(p, &end, 10);
+                if (*end != ',')
+                    break;
+            }
+        } else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
             b.rounds = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--overfetch") && i + 1 < argc)
             b.overfetch = strtof(argv[++i], NULL);
@@ -648,7 +663,7 @@ int main(int argc, char **argv)
                     "usage: %s [--items N] [--queries Q] [--lists L] [--sweep] [--quiet-only] "
                     "[--scan-ab]\n"
                     "       [--storage flat,fp16,sq8] [--rounds R] [--overfetch F] [--updates "
-                    "ROWS]\n"
+                    "ROWS] [--ivf-min N]\n"
                     "  one index per storage over the same rows, measured side by side; ratios "
                     "are to the first storage listed\n",
                     argv[0]);
@@ -669,9 +684,19 @@ int main(int argc, char **argv)
         }
         b.nv *= 2;
     }
-    for (uint32_t i = 0; i < b.nv; i++)
-        snprintf(b.v[i].name, sizeof(b.v[i].name), "%s%s", rc_index_storage_name(b.v[i].storage),
-                 b.v[i].ref ? "-ref" : "");
+    for (uint32_t i = 0; i < b.nv; i++) /* every variant once per --ivf-min value */
+        for (uint32_t m = b.nivf; m-- > 0;) {
+            b.v[m * b.nv + i] = b.v[i];
+            b.v[m * b.nv + i].ivf_min = b.ivf_min[m];
+        }
+    b.nv *= b.nivf ? b.nivf : 1;
+    for (uint32_t i = 0; i < b.nv; i++) {
+        char at[16] = "";
+        if (b.nivf > 1)
+            snprintf(at, sizeof(at), "@%u", b.v[i].ivf_min);
+        snprintf(b.v[i].name, sizeof(b.v[i].name), "%s%s%s", rc_index_storage_name(b.v[i].storage),
+                 b.v[i].ref ? "-ref" : "", at);
+    }
     char err[256];
     rc_table_opts to = {.dim = DIM, .max_items = b.n, .seed = 1};
     b.x = malloc((size_t)b.n * DIM * sizeof(float));
@@ -689,7 +714,10 @@ int main(int argc, char **argv)
            (double)(rc_now_ns() - t0) / 1e9, rc_vec_impl(), b.n, DIM, b.overfetch);
     for (uint32_t i = 0; i < b.nv; i++) {
         variant *v = &b.v[i];
-        rc_index_opts io = {.search_lists = b.lists, .drift = 0.0005f, .storage = v->storage};
+        rc_index_opts io = {.search_lists = b.lists,
+                            .drift = 0.0005f,
+                            .storage = v->storage,
+                            .ivf_min = v->ivf_min};
         for (int rr = 0; rr < 2; rr++)
             for (int kind = 0; kind < 2; kind++)
                 v->lat[rr][kind] = malloc((size_t)b.rounds * b.nq * sizeof(double));

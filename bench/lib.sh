@@ -75,5 +75,9 @@ stats() {
     done
     return 1
 }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
+# The system interpreter when there is one: a version manager's shim costs a
+# second a call, and the wait loops call this every half second.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+field() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

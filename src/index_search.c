@@ -1,8 +1,9 @@
 /* index_search — the index's readers: a query scored against the coarse centroids
  * of every selected IVF partition, the best `search_lists` lists over all of them
  * scanned (sq8: the per-row int8 copies with an AVX2 kernel; flat and fp16: FAISS's
- * search_preassigned), every selected flat partition scanned with one sgemv, all
- * into one top-k. The state is src/index_int.h; the writer is src/index.c. */
+ * search_preassigned), every selected flat partition scanned (sq8: the int8
+ * copies too; otherwise one sgemv over its floats), all into one top-k. The state is
+ * src/index_int.h; the writer is src/index.c. */
 
 #include "index_int.h"
 
@@ -343,12 +344,41 @@ static int row_match(uint64_t key, const rc_index_filter *f)
     return 0;
 }
 
-/* Flat partitions are small by construction: one sgemv over their storage,
- * straight into the top-k heap (FAISS's per-vector loop is slower here). The
- * overflow partition is flat too, its rows filtered one by one. */
-static void scan_flat(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
-                      const rc_index_filter *f, uint32_t *ntop)
+/* A flat partition's rows scored with their int8 copies, as scan_lists does
+ * for IVF lists: a quarter of the bytes of the float storage (a partition
+ * below ivf_min rows can still be a few thousand rows, several of them per
+ * city), and the caller re-scores the candidates with the table's floats. */
+static int scan_flat_i8(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
+                        uint32_t *ntop)
 {
+    size_t d = ix->dim, n = p->n;
+    if (GROW(s, qp, n) || GROW(s, qr, n) || GROW(s, qs, n))
+        return RC_ENOMEM;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t row = p->l2r[j];
+        const int8_t *x = chunk_of(ix, row)->q8 + (size_t)(row & (CHUNK_ROWS - 1)) * d;
+        __builtin_prefetch(x);
+        __builtin_prefetch(x + d - 1);
+        s->qp[j] = x;
+        s->qr[j] = row;
+    }
+    score_i8(q, s->qp, n, d, s->qs);
+    for (size_t j = 0; j < n; j++)
+        if (*ntop < k || s->qs[j] > s->top[0].s)
+            hit_push(s->top, ntop, k, (hit){s->qs[j], s->qr[j]});
+    return 0;
+}
+
+/* Flat partitions are small by construction: with sq8 storage their int8
+ * copies (scan_flat_i8), otherwise (or with ix->faiss_scan, the reference)
+ * one sgemv over their float storage, straight into the top-k heap (FAISS's
+ * per-vector loop is slower here). The overflow partition is flat too, its
+ * rows filtered one by one, always with the floats. */
+static int scan_flat(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
+                     const rc_index_filter *f, uint32_t *ntop)
+{
+    if (!p->overflow && ix->storage == RC_INDEX_STORAGE_SQ8 && !RLOAD(&ix->faiss_scan))
+        return scan_flat_i8(ix, s, p, q, k, ntop);
     float *xb;
     size_t sz;
     faiss_IndexFlat_xb(p->fx, &xb, &sz);
@@ -357,6 +387,7 @@ static void scan_flat(const rc_index *ix, scratch *s, const part *p, const float
     for (uint32_t i = 0; i < p->n; i++)
         if ((*ntop < k || s->cs[i] > s->top[0].s) && (!p->overflow || row_match(p->l2k[i], f)))
             hit_push(s->top, ntop, k, (hit){s->cs[i], p->l2r[i]});
+    return 0;
 }
 
 static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel, const float *q, uint32_t k,
@@ -377,7 +408,8 @@ static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel, const fl
     uint64_t rows = 0;
     for (uint32_t si = 0; si < nsel; si++)
         if (!s->sel[si]->ivf && s->sel[si]->n) {
-            scan_flat(ix, s, s->sel[si], q, k, f, ntop);
+            if (scan_flat(ix, s, s->sel[si], q, k, f, ntop))
+                return RC_ENOMEM;
             rows += s->sel[si]->n;
         }
     int rc = nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop, tm ? &rows : NULL) : 0;

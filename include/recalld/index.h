@@ -151,11 +151,13 @@ int rc_index_training(const rc_index *ix);
 void rc_index_set_search_lists(rc_index *ix, uint32_t lists);
 
 /* Any thread. With storage sq8, on = 1: FAISS scans the chosen IVF lists with
- * its sq8 codes (search_preassigned, one call per partition), the path before
- * the int8 scan; 0 (the default): the index scores the lists' rows with its
- * own int8 copies (per-row scale: finer than sq8's fixed range) and an AVX2
- * kernel. For benchmarks and tests (the reference path side by side). flat
- * and fp16 lists are always scanned by FAISS (their codes are finer). */
+ * its sq8 codes (search_preassigned, one call per partition) and flat
+ * partitions are scored with one sgemv over their floats, the paths before
+ * the int8 scan; 0 (the default): the index scores the lists' rows and the
+ * flat partitions' rows with its own int8 copies (per-row scale: finer than
+ * sq8's fixed range) and an AVX2 kernel. For benchmarks and tests (the
+ * reference path side by side). flat and fp16 storage is always scanned by
+ * FAISS / sgemv (their codes are finer), the overflow partition by sgemv. */
 void rc_index_set_faiss_scan(rc_index *ix, int on);
 
 /* Any thread: is row currently searchable (indexed)? */
