@@ -1122,6 +1122,186 @@ TEST(deploy_k8s)
     flags_free(&fc);
 }
 
+/* A compose service's recalld argv (the image's entrypoint: command alone). */
+static ynode *svc_cmd(ynode *svcs, const char *name)
+{
+    ynode *s = yget(svcs, name);
+    if (!s)
+        RC__FAIL("compose.cluster.yaml: no service %s", name);
+    ASSERT_STREQ(ystr(s, "image"), IMAGE);
+    ASSERT(yget(s, "entrypoint") == NULL);
+    return yget(s, "command");
+}
+
+/* Scaling out with compose: two trainer shards and a replica on one broker, with
+ * the same --brokers/--topic/--group, a data volume and hostname per shard, the
+ * application on the replica's socket, and the by-city and compacted vector
+ * topics created before any recalld starts. */
+TEST(deploy_compose_cluster)
+{
+    flagcheck fc;
+    flags_init(&fc);
+    ynode *y = yparse_file(DEPLOY "compose.cluster.yaml");
+    ynode *svcs = yget(y, "services");
+    ASSERT(svcs && svcs->kind == Y_MAP);
+    ASSERT(yget(svcs, "kafka") != NULL);
+    const char *init = ystr_req(svcs, "kafka-init/command/0");
+    ASSERT(strstr(init, "--topic clicks.by-city") != NULL);
+    const char *vec = strstr(init, "--topic clicks.vectors");
+    ASSERT(vec && strstr(vec, "cleanup.policy=compact") != NULL);
+    static const char *roles[][2] = {
+        {"trainer-1", "trainer"}, {"trainer-2", "trainer"}, {"replica", "replica"}};
+    const char *data[2] = {NULL, NULL};
+    for (size_t i = 0; i < RC_ARRAY_LEN(roles); i++) {
+        ynode *cmd = svc_cmd(svcs, roles[i][0]);
+        ASSERT_STREQ(arg_value(cmd, "--role"), roles[i][1]);
+        ASSERT_STREQ(arg_value(cmd, "--brokers"), "kafka:9092");
+        ASSERT_STREQ(arg_value(cmd, "--topic"), "clicks");
+        ASSERT_STREQ(arg_value(cmd, "--group"), "recalld");
+        ASSERT(yget(svcs, "kafka-init") &&
+               ystr(yget(svcs, roles[i][0]), "depends_on/kafka-init/condition"));
+        ynode *s = yget(svcs, roles[i][0]);
+        if (i < 2) {
+            /* A checkpoint volume and a hostname of its own (static membership). */
+            ASSERT(seq_has_suffix(yget(s, "volumes"), ":/var/lib/recalld"));
+            data[i] = ystr_req(s, "volumes/0");
+            ASSERT_STREQ(ystr(s, "hostname"), roles[i][0]);
+        }
+    }
+    ASSERT(strcmp(data[0], data[1]) != 0);
+    /* The application shares the replica's socket volume. */
+    const char *rsock = ystr_req(svcs, "replica/volumes/0");
+    ASSERT(strstr(rsock, ":/run/recalld") != NULL);
+    ASSERT_STREQ(ystr(svcs, "app/volumes/0"), rsock);
+    ASSERT_STREQ(ystr(svcs, "app/environment/RECALLD_SOCKET"), "/run/recalld/recalld.sock");
+    ASSERT_STREQ(arg_value(yget(svcs, "generator/command"), "--topic"), "clicks");
+    /* Every flag exists; every named volume is declared. */
+    for (size_t i = 0; i < svcs->n; i++) {
+        ynode *s = svcs->kid[i];
+        char where[256];
+        snprintf(where, sizeof where, "compose.cluster.yaml services.%s", s->key);
+        ynode *vols = yget(s, "volumes");
+        for (size_t j = 0; vols && j < vols->n; j++) {
+            char name[128];
+            snprintf(name, sizeof name, "volumes/%.*s", (int)strcspn(vols->kid[j]->str, ":"),
+                     vols->kid[j]->str);
+            if (!yget(y, name))
+                RC__FAIL("%s: volume %s not declared", where, name);
+        }
+        const char *img = ystr(s, "image");
+        ynode *ep = yget(s, "entrypoint"), *cmd = yget(s, "command");
+        if (ep && cmd) {
+            ynode all = {.kind = Y_SEQ};
+            for (size_t j = 0; j < ep->n; j++)
+                yadd(&all, ep->kid[j]);
+            for (size_t j = 0; j < cmd->n; j++)
+                yadd(&all, cmd->kid[j]);
+            scan_argv(&fc, &all, NULL, where);
+            free(all.kid);
+        } else {
+            scan_argv(&fc, ep ? ep : cmd, img && !strcmp(img, IMAGE) && !ep ? &fc.progs[0] : NULL,
+                      where);
+        }
+        scan_argv(&fc, yget(s, "healthcheck/test"), NULL, where);
+    }
+    scan_file(&fc, DEPLOY "compose.cluster.yaml");
+    if (fc.bad[0])
+        RC__FAIL("flags that do not exist:\n%s", fc.bad);
+    ASSERT_GE(fc.checked, 15);
+    yfree(y);
+    flags_free(&fc);
+}
+
+/* Scaling out on Kubernetes: a trainer StatefulSet (--role trainer, a claim per
+ * shard), the replica as a sidecar of the application (--role replica, the
+ * socket on a shared emptyDir), one ConfigMap for both that loads, and a Job
+ * that creates the by-city and the compacted vector topics. */
+TEST(deploy_k8s_cluster)
+{
+    flagcheck fc;
+    flags_init(&fc);
+    ynode *kust = yparse_file(DEPLOY "k8s/cluster/kustomization.yaml");
+    ynode *res = yget(kust, "resources");
+    ASSERT(res && res->kind == Y_SEQ);
+    ynode *sts = NULL, *dep = NULL, *cm = NULL, *job = NULL, *svc = NULL;
+    for (size_t i = 0; i < res->n; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%sk8s/cluster/%s", DEPLOY, res->kid[i]->str);
+        ynode *d = yparse_file(path);
+        const char *kind = ystr_req(d, "kind");
+        ynode **slot = !strcmp(kind, "StatefulSet")  ? &sts
+                       : !strcmp(kind, "Deployment") ? &dep
+                       : !strcmp(kind, "ConfigMap")  ? &cm
+                       : !strcmp(kind, "Job")        ? &job
+                       : !strcmp(kind, "Service")    ? &svc
+                                                     : NULL;
+        if (!slot || *slot)
+            RC__FAIL("%s: unexpected or repeated kind %s", path, kind);
+        *slot = d;
+        scan_file(&fc, path);
+    }
+    ASSERT(sts && dep && cm && job && svc);
+    rc_config c;
+    load_config_str(ystr_req(cm, "data/recalld.json"), "cluster configmap recalld.json", &c);
+    ASSERT(!c.embedded && c.brokers[0] && c.data_dir[0]);
+    const char *cmname = ystr_req(cm, "metadata/name");
+
+    /* Trainers: role trainer, a claim per shard mounted at data_dir, more than one. */
+    ynode *tpod = yget(sts, "spec/template/spec");
+    ynode *tr = yby_name(yget(tpod, "containers"), "recalld");
+    ASSERT(tr != NULL);
+    ASSERT_STREQ(arg_value(yget(tr, "args"), "--role"), "trainer");
+    ASSERT_GE(atoi(ystr_req(sts, "spec/replicas")), 2);
+    ASSERT_STREQ(ystr(sts, "spec/serviceName"), ystr_req(svc, "metadata/name"));
+    ASSERT_STREQ(ystr(sts, "spec/volumeClaimTemplates/0/metadata/name"), "data");
+    ASSERT_STREQ(ystr(yby_name(yget(tr, "volumeMounts"), "data"), "mountPath"), c.data_dir);
+    ASSERT_STREQ(ystr(yby_name(yget(tpod, "volumes"), "config"), "configMap/name"), cmname);
+
+    /* The application pod: a replica sidecar and the app on one socket emptyDir. */
+    ynode *apod = yget(dep, "spec/template/spec");
+    ynode *rep = yby_name(yget(apod, "containers"), "recalld-replica");
+    ynode *app = yby_name(yget(apod, "containers"), "app");
+    ASSERT(rep && app);
+    ASSERT_STREQ(arg_value(yget(rep, "args"), "--role"), "replica");
+    ASSERT(yby_name(yget(rep, "volumeMounts"), "data") == NULL); /* checkpoints nothing */
+    ASSERT(yget(yby_name(yget(apod, "volumes"), "socket"), "emptyDir") != NULL);
+    const char *rs = ystr_req(yby_name(yget(rep, "volumeMounts"), "socket"), "mountPath");
+    ASSERT_STREQ(ystr(yby_name(yget(app, "volumeMounts"), "socket"), "mountPath"), rs);
+    ASSERT(!strncmp(c.socket_path, rs, strlen(rs)) && c.socket_path[strlen(rs)] == '/');
+    ASSERT_STREQ(ystr(yby_name(yget(apod, "volumes"), "config"), "configMap/name"), cmname);
+    ASSERT(ystr(apod, "securityContext/fsGroup") != NULL);
+
+    /* The topics. */
+    const char *topics = ystr_req(job, "spec/template/spec/containers/0/args/0");
+    ASSERT(strstr(topics, "--topic clicks.by-city") != NULL);
+    const char *vec = strstr(topics, "--topic clicks.vectors");
+    ASSERT(vec && strstr(vec, "cleanup.policy=compact") != NULL);
+
+    /* Flags of recalld's containers (args after the image's entrypoint) and probes. */
+    ynode *pods[] = {tpod, apod};
+    for (size_t p = 0; p < 2; p++) {
+        ynode *ctrs = yget(pods[p], "containers");
+        for (size_t i = 0; i < ctrs->n; i++) {
+            ynode *k = ctrs->kid[i];
+            const char *where = ystr_req(k, "name");
+            if (!yget(k, "command"))
+                scan_argv(&fc, yget(k, "args"), &fc.progs[0], where);
+            scan_argv(&fc, yget(k, "readinessProbe/exec/command"), NULL, where);
+            scan_argv(&fc, yget(k, "livenessProbe/exec/command"), NULL, where);
+        }
+    }
+    if (fc.bad[0])
+        RC__FAIL("flags that do not exist:\n%s", fc.bad);
+    ASSERT_GE(fc.checked, 8);
+    yfree(sts);
+    yfree(dep);
+    yfree(cm);
+    yfree(job);
+    yfree(svc);
+    yfree(kust);
+    flags_free(&fc);
+}
+
 TEST(deploy_systemd)
 {
     static const char *required[] = {"ProtectSystem=strict",
