@@ -110,6 +110,20 @@ static void print_stages(json_t *before, json_t *after)
         printf("stages   %-11s %8.0f %9.1f %9.1f %9.1f\n", key, c, c > 0 ? sum / c : 0,
                quantile(le, n, nb, 0.5), quantile(le, n, nb, 0.99));
     }
+    /* The index work behind the scan stage: per request of this section. */
+    double c = json_number_value(json_object_get(json_object_get(after, "count"), "total")) -
+               json_number_value(json_object_get(json_object_get(before, "count"), "total"));
+    json_t *wa = json_object_get(after, "work"), *wb = json_object_get(before, "work");
+    if (wa && wb && c > 0) {
+        double w[3];
+        const char *names[3] = {"parts", "lists", "rows"};
+        for (int i = 0; i < 3; i++)
+            w[i] = (json_number_value(json_object_get(wa, names[i])) -
+                    json_number_value(json_object_get(wb, names[i]))) /
+                   c;
+        printf("stages   work per request: %.1f partitions, %.1f IVF lists, %.0f rows scored\n",
+               w[0], w[1], w[2]);
+    }
 }
 
 static int ids(const char *reply, char ids_out[][32], int max)

@@ -637,7 +637,10 @@ static void stages_json(rc_api *a, rc_buf *r)
     rc_hist_snap sn[RC_API_STAGE_COUNT];
     for (int i = 0; i < RC_API_STAGE_COUNT; i++)
         rc_hist_snapshot(&a->stage[i], &sn[i]);
-    rc_buf_puts(r, ",\"recall_stages\":{");
+    rc_buf_printf(r, ",\"recall_stages\":{\"work\":{\"parts\":%llu,\"lists\":%llu,\"rows\":%llu},",
+                  (unsigned long long)atomic_load(&a->work_parts),
+                  (unsigned long long)atomic_load(&a->work_lists),
+                  (unsigned long long)atomic_load(&a->work_rows));
     for (size_t k = 0; k < RC_ARRAY_LEN(keys); k++) {
         rc_buf_printf(r, "%s\"%s\":{", k ? "," : "", keys[k]);
         for (int i = 0; i < RC_API_STAGE_COUNT; i++) {
@@ -734,6 +737,9 @@ static void observe_stages(rc_api *a, const recall_times *rt, uint64_t wait_ns, 
         [RC_API_STAGE_REPLY] = rt->reply_ns,      [RC_API_STAGE_TOTAL] = wait_ns + run_ns};
     for (int i = 0; i < RC_API_STAGE_COUNT; i++)
         rc_hist_observe(&a->stage[i], ns[i] / 1000);
+    atomic_fetch_add(&a->work_parts, rt->tm.parts);
+    atomic_fetch_add(&a->work_lists, rt->tm.lists);
+    atomic_fetch_add(&a->work_rows, rt->tm.rows);
 }
 
 void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)

@@ -290,6 +290,12 @@ static const rc_metrics_stat table[] = {
        "Median time of a recall stage since start (interpolated in its histogram bucket)."),
     GL("recall_stages.p99_us.*", "recalld_recall_stage_p99_seconds", "stage", 1e-6,
        "99th percentile of a recall stage since start (interpolated in its histogram bucket)."),
+    C("recall_stages.work.parts", "recalld_recall_partitions_searched_total",
+      "Index partitions searched by recall requests (summed over requests)."),
+    C("recall_stages.work.lists", "recalld_recall_lists_scanned_total",
+      "IVF lists scanned by recall requests (summed over requests)."),
+    C("recall_stages.work.rows", "recalld_recall_rows_scored_total",
+      "Index rows scored by recall requests, IVF lists and flat partitions (summed)."),
     /* Kafka (the daemon's consumer) */
     S("kafka.messages", "recalld_kafka_messages_total"),
     S("kafka.bytes", "recalld_kafka_bytes_total"),

@@ -110,6 +110,7 @@ int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint
         tm->scan_ns += it.scan_ns;
         tm->parts += it.parts;
         tm->lists += it.lists;
+        tm->rows += it.rows;
         tm->rerank_ns += rc_now_ns() - t0;
     }
 out:
@@ -289,6 +290,7 @@ static void mc_critical_path(const struct mc_job *jobs, uint32_t nq, int serial,
             tm->rerank_ns += jobs[i].tm.rerank_ns;
             tm->parts += jobs[i].tm.parts;
             tm->lists += jobs[i].tm.lists;
+            tm->rows += jobs[i].tm.rows;
         }
         return;
     }
@@ -303,6 +305,7 @@ static void mc_critical_path(const struct mc_job *jobs, uint32_t nq, int serial,
         }
         tm->parts += x->parts;
         tm->lists += x->lists;
+        tm->rows += x->rows;
     }
     if (!best)
         return;

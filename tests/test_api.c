@@ -446,6 +446,27 @@ TEST(api_recall_stages_recorded)
     json_array_foreach(bk, j, x)
         nb += json_integer_value(x);
     ASSERT_EQ(nb, n);
+    /* "work": the index work summed over requests. One recall over every
+     * city of this small (all flat) index searches every partition and
+     * scores every indexed row, no IVF list. */
+    json_t *w0 = json_incref(json_object_get(json_object_get(st, "recall_stages"), "work"));
+    long long size = json_integer_value(json_object_get(json_object_get(st, "index"), "size"));
+    long long parts =
+        json_integer_value(json_object_get(json_object_get(st, "index"), "partitions"));
+    ASSERT(size > 0 && parts > 0);
+    ASSERT_EQ(json_integer_value(json_object_get(json_object_get(st, "index"), "ivf_partitions")),
+              0);
+    json_decref(st);
+    json_decref(expect_ok(&a, "{\"op\":\"recall\",\"user_id\":77,\"k\":5,\"city\":\"*\"}"));
+    st = expect_ok(&a, "{\"op\":\"stats\"}");
+    json_t *w1 = json_object_get(json_object_get(st, "recall_stages"), "work");
+#define WORK(k)                                                                                    \
+    (json_integer_value(json_object_get(w1, k)) - json_integer_value(json_object_get(w0, k)))
+    ASSERT_EQ(WORK("rows"), size);
+    ASSERT_EQ(WORK("parts"), parts);
+    ASSERT_EQ(WORK("lists"), 0);
+#undef WORK
+    json_decref(w0);
     json_decref(st);
     rc_engine_destroy(e);
 }

@@ -85,6 +85,9 @@ typedef struct rc_api {
     _Atomic uint32_t tower_recent[1024]; /* the latest latencies, us, for percentiles */
     _Atomic unsigned long long tower_pos;
     rc_hist stage[RC_API_STAGE_COUNT]; /* recall requests by stage, us (rc_api_init) */
+    /* the index work of those requests, summed: partitions searched, IVF lists
+     * scanned, rows scored ("recall_stages" -> "work") */
+    _Atomic uint64_t work_parts, work_lists, work_rows;
 } rc_api;
 
 /* Static name of an rc_api_stage ("queue_wait", ..., "total"). */

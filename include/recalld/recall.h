@@ -72,6 +72,7 @@ typedef struct rc_recall_timing {
     uint64_t rerank_ns;   /* re-scoring with the table's vectors, exclusion, sort */
     uint64_t fallback_ns; /* the popular-items fallback */
     uint32_t parts, lists;
+    uint64_t rows; /* index: rows scored (IVF lists' and flat partitions') */
 } rc_recall_timing;
 
 /* rc_recall_search that adds its stages to *tm (NULL: no timing). Up to
