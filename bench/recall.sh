@@ -10,7 +10,8 @@
 # Environment: BG_NICE (pipeline.background_nice, default the daemon's),
 # BG_POLICY (pipeline.background_policy, default the daemon's),
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
-# two_tower sections), AB_ROUNDS (see ab below), DRIFT, OVERFETCH.
+# two_tower sections), AB_ROUNDS (see ab below), DRIFT, OVERFETCH, QUIET_WAIT
+# (seconds the quiet sections wait for the backlog, default 900).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init recall
@@ -120,13 +121,17 @@ sections 20000 5000
 a1=$(stat | field '["events"]["applied"]'); t2=$(date +%s.%N)
 echo "   applied while measuring: $(python3 -c "print(round(($a1-$a0)/($t2-$t1)))") events/s; rss: $(rss)"
 kill "${pids[-1]}" 2>/dev/null || true
-# Quiet: wait until the backlog is applied and the index has nothing pending.
-prev=-1
-for _ in $(seq 200); do
-    s=$(stat); a=$(echo "$s" | field '["events"]["applied"]'); p=$(echo "$s" | field '["index"]["pending"]')
-    [ "$a" = "$prev" ] && [ "$p" = 0 ] && break; prev=$a; sleep 0.5
+# Quiet: wait until the backlog is applied (Kafka lag 0) and the index has
+# nothing pending, at most QUIET_WAIT seconds (900): on a loaded machine the
+# niced trainer can need minutes for the ingest phase's backlog.
+qt0=$(date +%s)
+while :; do
+    s=$(stat); l=$(echo "$s" | field '["kafka"]["lag"]'); p=$(echo "$s" | field '["index"]["pending"]')
+    [ "$l" = 0 ] && [ "$p" = 0 ] && break
+    [ $(( $(date +%s) - qt0 )) -ge "${QUIET_WAIT:-900}" ] && break
+    sleep 1
 done
-echo "== latency quiet (nothing ingesting)"
+echo "== latency quiet (nothing ingesting; backlog applied in $(( $(date +%s) - qt0 )) s, Kafka lag now $l, index pending $p)"
 sections 20000 5000
 echo "== quality: recall@50 of the index against exact search (quiet)"
 bench --requests 1000 --quality 300
