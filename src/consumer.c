@@ -1235,8 +1235,12 @@ static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
     if (c->o.embedded) {
         char vectors[512]; /* for a trainer's publisher (vecpub.h) */
         snprintf(vectors, sizeof vectors, "%s.vectors", c->topic);
-        const char *topics[3] = {c->topic, c->dlq_topic, vectors};
-        rc = rc__consumer_mock_new(1, c->o.embedded_partitions, topics, 3, c, &c->mock, errbuf,
+        const char *topics[16] = {c->topic, c->dlq_topic, vectors};
+        size_t nt = 3;
+        for (const char *const *t = c->o.embedded_topics; t && *t && nt < 16; t++)
+            topics[nt++] = *t;
+        c->o.embedded_topics = NULL; /* used here only */
+        rc = rc__consumer_mock_new(1, c->o.embedded_partitions, topics, nt, c, &c->mock, errbuf,
                                    errlen);
         if (rc)
             return rc;
