@@ -27,7 +27,10 @@
 #    and timed until every event is trained (production overlaps training,
 #    as it would live). Then shard failover: 3 shards on a paced stream (4,000
 #    events/s), one killed -9, timed until its by-city partitions are assigned
-#    to survivors and until every one of them is read again.
+#    to survivors and until every one of them is read again; with the default
+#    session.timeout.ms (6000, heartbeat 2000) and with -X 4000 / 1000 (the
+#    mock's rebalance after a member timeout waits session.timeout.ms - 1 s
+#    for the survivors to rejoin).
 #    ONLY=shards runs this part alone.
 # Timings on a loaded machine: read the ratio, not the seconds.
 set -euo pipefail
@@ -84,22 +87,41 @@ shards() {
         t1=$(now)
         shard_py report "$k $NS $t0 $t1 ${base:-0}" "${socks[@]}"
         [ -n "$base" ] || base=$(python3 -c "print($NS / ($t1 - $t0))")
-        if [ "$k" -lt 3 ]; then
-            for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-            wait 2>/dev/null || true
-            pids=()
-        fi
+        for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+        wait 2>/dev/null || true
+        pids=()
     done
-    # failover: the 3 shards of the last run on a paced stream, one killed -9
+    failover 6000 2000
+    failover 4000 1000
+}
+
+# failover SESSION_MS HEARTBEAT_MS: 3 shards with these group timings on a
+# paced stream; one is killed -9.
+failover() {
+    local d="$tmp/f$1" i
+    mkdir -p "$d"
+    broker_start "$d" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
+        --topic clicks.by-city
+    local socks=()
+    for i in 1 2 3; do
+        "$B/recalld" --brokers "$bs" --metrics-port 0 --log-level warn --role trainer \
+            --config "$tmp/t.json" --socket "$d/t$i.sock" -X "session.timeout.ms=$1" \
+            -X "heartbeat.interval.ms=$2" 2>"$d/t$i.log" &
+        pids+=($!)
+        socks+=("$d/t$i.sock")
+    done
+    shard_py joined 0 "${socks[@]}"
     "$B/recalld-gen" --seed 12 --events 60000 --items 20000 --users 50000 --cities 24 \
-        --start-ts 1700100000000 --rate 4000 --brokers "$bs" --topic clicks \
-        >/dev/null 2>"$tmp/s3/gen2.err" &
+        --rate 4000 --brokers "$bs" --topic clicks >/dev/null 2>"$d/gen.err" &
     local gpid=$!
     pids+=($gpid)
     sleep 3
-    shard_py failover "${pids[1]}" "$tmp/s3/t1.sock" "$tmp/s3/t2.sock" "$tmp/s3/t3.sock"
+    shard_py failover "${pids[1]} $1" "${socks[@]}"
     wait "${pids[1]}" 2>/dev/null || true
     wait "$gpid" || true
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pids=()
 }
 
 # shard_py WHAT ARG SOCK...: the shards' stats polls (one process each)
@@ -141,7 +163,8 @@ elif what == "report":
     print(f"  {k} shard(s): {t1 - t0:6.2f} s, {rate:7.0f} events/s ({ratio}); "
           f"applied per shard {share}; late {late}")
 elif what == "failover":
-    victim, dead, live = int(arg), socks[0], socks[1:]
+    victim, session = map(int, arg.split())
+    dead, live = socks[0], socks[1:]
     mine = set(parts(dead))
     t0 = time.monotonic()
     os.kill(victim, signal.SIGKILL)
@@ -164,7 +187,7 @@ elif what == "failover":
     fmt = lambda v: f"{v:.2f} s" if v is not None else "not within 120 s"
     print(f"  failover: kill -9 of a shard owning {len(mine)} by-city partitions -> assigned to "
           f"survivors after {fmt(assigned)}, all of them read again after {fmt(resumed)} "
-          f"(session.timeout.ms 6000; target <= 10 s)")
+          f"(session.timeout.ms {session}; target <= 10 s)")
 PY
 }
 if [ "${ONLY:-}" = shards ]; then
