@@ -23,9 +23,9 @@
 # 3. trainer shards (role trainer repartitions the clicks by city through
 #    <topic>.by-city): total events/s of 1, 2 and 3 shards on the same
 #    generated stream (SHARD_EVENTS, 200,000; 24 cities), each on a fresh
-#    broker: the shards join first, then the stream is produced at full speed
-#    and timed until every event is trained (production overlaps training,
-#    as it would live). Then shard failover: 3 shards on a paced stream (4,000
+#    broker with the stream pre-loaded: the shards start together (one
+#    rebalance) and are timed from the first event trained to the last; the
+#    repartition hop is inside the figure. Then shard failover: 3 shards on a paced stream (4,000
 #    events/s), one killed -9, timed until its by-city partitions are assigned
 #    to survivors and until every one of them is read again; with the default
 #    session.timeout.ms (6000, heartbeat 2000) and with -X 4000 / 1000 (the
@@ -70,6 +70,11 @@ shards() {
         mkdir -p "$tmp/s$k"
         broker_start "$tmp/s$k" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
             --topic clicks.by-city
+        # the same stream, pre-loaded; the shards start together (they join in
+        # the group's first rebalance) and are timed from their first trained
+        # event to the last
+        "$B/recalld-gen" --seed 11 --events "$NS" --items 20000 --users 50000 --cities 24 \
+            --brokers "$bs" --topic clicks >/dev/null 2>"$tmp/s$k/gen.err"
         local socks=()
         for i in $(seq "$k"); do
             "$B/recalld" --brokers "$bs" --metrics-port 0 --log-level warn --role trainer \
@@ -77,16 +82,8 @@ shards() {
             pids+=($!)
             socks+=("$tmp/s$k/t$i.sock")
         done
-        # joined: the click topic's and the by-city topic's partitions all assigned
-        shard_py joined 0 "${socks[@]}"
-        local t0 t1
-        t0=$(now)
-        "$B/recalld-gen" --seed 11 --events "$NS" --items 20000 --users 50000 --cities 24 \
-            --brokers "$bs" --topic clicks >/dev/null 2>"$tmp/s$k/gen.err"
-        shard_py done "$NS" "${socks[@]}"
-        t1=$(now)
-        shard_py report "$k $NS $t0 $t1 ${base:-0}" "${socks[@]}"
-        [ -n "$base" ] || base=$(python3 -c "print($NS / ($t1 - $t0))")
+        shard_py run "$k $NS ${base:-0}" "${socks[@]}" | tee "$tmp/s$k/rate"
+        [ -n "$base" ] || base=$(sed -n 's/.* \([0-9.]*\) events\/s.*/\1/p' "$tmp/s$k/rate")
         for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
         wait 2>/dev/null || true
         pids=()
@@ -148,19 +145,27 @@ if what == "joined":
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.1)
-elif what == "done":
-    while sum(d["events"]["applied"] + d["events"]["invalid"]
-              for d in (st(p) for p in socks)) < int(arg):
+elif what == "run":
+    k, n, base = arg.split()
+    k, n, base = int(k), int(n), float(base)
+    def done():
+        try:
+            return sum(d["events"]["applied"] + d["events"]["invalid"]
+                       for d in (st(p) for p in socks))
+        except (OSError, ValueError, KeyError):
+            return -1
+    while done() <= 0:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    while done() < n:
         time.sleep(0.05)
-elif what == "report":
-    k, n, t0, t1, base = arg.split()
-    k, n, t0, t1, base = int(k), int(n), float(t0), float(t1), float(base)
+    t1 = time.monotonic()
     ds = [st(p) for p in socks]
     rate = n / (t1 - t0)
     ratio = f"{rate / base:4.2f}x the 1-shard rate" if base else "reference"
     share = " / ".join(str(d["events"]["applied"]) for d in ds)
     late = sum(d["events"]["late"] for d in ds)
-    print(f"  {k} shard(s): {t1 - t0:6.2f} s, {rate:7.0f} events/s ({ratio}); "
+    print(f"  {k} shard(s): {t1 - t0:6.2f} s, {rate:.0f} events/s ({ratio}); "
           f"applied per shard {share}; late {late}")
 elif what == "failover":
     victim, session = map(int, arg.split())
