@@ -612,6 +612,12 @@ static size_t batch_prepare(rc_consumer *c, size_t n)
         }
         rd_kafka_timestamp_type_t tt;
         int64_t ts = rd_kafka_message_timestamp(m, &tt);
+        const void *hv = NULL;
+        size_t hlen = 0;
+        rd_kafka_headers_t *hdrs;
+        if (c->o.header && rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(hdrs, c->o.header, &hv, &hlen) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            hv = NULL, hlen = 0;
         c->msgs[k] = m;
         c->kmsgs[k] = (rc_kmsg){.payload = m->payload ? m->payload : "",
                                 .len = m->len,
@@ -619,7 +625,9 @@ static size_t batch_prepare(rc_consumer *c, size_t n)
                                 .key_len = m->key_len,
                                 .partition = m->partition,
                                 .offset = m->offset,
-                                .timestamp_ms = tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts};
+                                .timestamp_ms = tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
+                                .header = hv,
+                                .header_len = hlen};
         k++;
     }
     return k;

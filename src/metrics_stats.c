@@ -368,6 +368,9 @@ static const rc_metrics_stat table[] = {
       "Click batches refused at repartition.max_inflight (backpressure)."),
     C("kafka.repartition.stored_batches", "recalld_repartition_stored_batches_total",
       "Click batches fully delivered whose offsets were stored for commit."),
+    C("kafka.repartition.repeats_dropped", "recalld_repartition_repeats_dropped_total",
+      "By-city messages forwarded again by a repartitioner that took over (same source "
+      "position): not trained."),
     /* a replica's reader of <topic>.vectors and its engine */
     G("kafka.vectors.assigned", "recalld_replica_vector_partitions", 1,
       "Partitions of <topic>.vectors a replica reads."),

@@ -17,6 +17,7 @@
 #include "recalld/common.h"
 #include "recalld/event.h"
 #include "recalld/log.h"
+#include "recalld/srcpos.h"
 
 #define MOD              "repart"
 #define TICK_MS          10
@@ -103,13 +104,28 @@ static void advance(rc_repart *r)
 
 /* ---- producer ---- */
 
+/* src: the message's click-topic position (srcpos.h), NULL for a forward
+ * queued again (it may come out of order: the trainers never filter it). */
 static int produce(rc_repart *r, const void *key, size_t klen, const void *val, size_t vlen,
-                   int64_t ts, struct rbatch *b)
+                   int64_t ts, const rc_kmsg *src, struct rbatch *b)
 {
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        r->prod, RD_KAFKA_V_RKT(r->rkt), RD_KAFKA_V_KEY(key, klen),
-        RD_KAFKA_V_VALUE((void *)(uintptr_t)val, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_TIMESTAMP(ts > 0 ? ts : 0), RD_KAFKA_V_OPAQUE(b), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e;
+    if (src) {
+        unsigned char pos[RC_SRCPOS_LEN];
+        rc_srcpos_encode(pos, src->partition, src->offset);
+        e = rd_kafka_producev(r->prod, RD_KAFKA_V_RKT(r->rkt), RD_KAFKA_V_KEY(key, klen),
+                              RD_KAFKA_V_VALUE((void *)(uintptr_t)val, vlen),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_TIMESTAMP(ts > 0 ? ts : 0),
+                              RD_KAFKA_V_HEADER(RC_SRCPOS_HEADER, pos, sizeof pos),
+                              RD_KAFKA_V_OPAQUE(b), RD_KAFKA_V_END);
+    } else {
+        e = rd_kafka_producev(r->prod, RD_KAFKA_V_RKT(r->rkt), RD_KAFKA_V_KEY(key, klen),
+                              RD_KAFKA_V_VALUE((void *)(uintptr_t)val, vlen),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_TIMESTAMP(ts > 0 ? ts : 0), RD_KAFKA_V_OPAQUE(b),
+                              RD_KAFKA_V_END);
+    }
     return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
 }
 
@@ -122,7 +138,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         /* The idempotent producer gave up (message.timeout.ms): queue it again. */
         r->st.retries++;
         rc_log_warn(MOD, "forward failed, queued again", "err=\"%s\"", rd_kafka_err2str(m->err));
-        if (produce(r, m->key, m->key_len, m->payload, m->len, 0, b) == 0)
+        if (produce(r, m->key, m->key_len, m->payload, m->len, 0, NULL, b) == 0)
             return;
         r->st.failed++;
         b->stuck = 1;
@@ -179,7 +195,7 @@ static int on_batch(void *ud, const rc_kmsg *m, size_t n)
             r->st.unkeyed++;
         }
         r->st.consumed++;
-        if (produce(r, key, klen, m[i].payload, m[i].len, m[i].timestamp_ms, b) != 0) {
+        if (produce(r, key, klen, m[i].payload, m[i].len, m[i].timestamp_ms, &m[i], b) != 0) {
             r->st.failed++;
             b->stuck = 1;
             continue;

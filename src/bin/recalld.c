@@ -25,6 +25,7 @@
 #include "recalld/server.h"
 #include "recalld/tower.h"
 #include "recalld/repart.h"
+#include "recalld/srcpos.h"
 #include "recalld/vecpub.h"
 
 typedef struct daemon {
@@ -63,6 +64,8 @@ typedef struct daemon {
     char replica_group[RC_CONF_STR + 64]; /* replica: its own click group */
     /* trainer shards (repartition.enabled): clicks -> <topic>.by-city */
     rc_repart *repart;                   /* the repartitioner, or NULL */
+    rc_srcpos_seen *seen;                /* repeats of forwards: dropped before the engine */
+    uint64_t repeats_dropped;            /* loop thread; read by stats (torn reads harmless) */
     char bytopic[RC_CONF_STR + 16];      /* what the trainer consumes: <topic>.by-city */
     char repart_group[RC_CONF_STR + 16]; /* <group>.repartition */
 } daemon_t;
@@ -243,6 +246,13 @@ static int on_batch(void *ud, const rc_kmsg *m, size_t n)
         return RC_EAGAIN;
     }
     for (size_t i = 0; i < n; i++) {
+        int32_t sp;
+        int64_t so;
+        if (d->seen && rc_srcpos_decode(m[i].header, m[i].header_len, &sp, &so) == 0 &&
+            rc_srcpos_seen_check(d->seen, m[i].partition, sp, so)) {
+            d->repeats_dropped++; /* forwarded again by a repartitioner that took over */
+            continue;
+        }
         if (rc_engine_batch_add(b, m[i].payload, m[i].len, m[i].partition, m[i].offset)) {
             /* Batch full (consumer batch > engine batch): hand it over and go on. */
             rc_engine_submit(d->engine, b);
@@ -638,6 +648,8 @@ static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
     atomic_store(&d->api.assigned, d->assigned_parts > 0);
     rc_log_info("recalld", assigned ? "partitions assigned" : "partitions revoked",
                 "count=%zu total=%d", n, d->assigned_parts);
+    for (size_t i = 0; i < n; i++) /* a new tenure of the partition: no history */
+        rc_srcpos_seen_forget(d->seen, parts[i]);
     if (!assigned)
         revoke_checkpoint(d);
 }
@@ -722,7 +734,7 @@ static void kafka_stats(void *arg, rc_buf *out)
     if (d->repart) {
         rc_buf_puts(out, ",\"repartition\":{");
         rc_repart_stats_json(d->repart, out);
-        rc_buf_puts(out, "}");
+        rc_buf_printf(out, ",\"repeats_dropped\":%llu}", (unsigned long long)d->repeats_dropped);
     }
     vector_stats(d, out);
 }
@@ -830,6 +842,8 @@ static void finish(daemon_t *d)
         pthread_join(wd, NULL);
     }
     stop_publisher(d);
+    rc_srcpos_seen_free(d->seen);
+    d->seen = NULL;
     rc_engine_destroy(d->engine);
     d->engine = NULL;
     close_handles(d);
@@ -1115,12 +1129,19 @@ static int start(daemon_t *d)
         free(soffs);
         goto fail;
     }
+    if (repartition && !(d->seen = rc_srcpos_seen_new())) {
+        free(sparts);
+        free(soffs);
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
     rc_consumer_opts co = {.brokers = c->brokers,
                            .topic = repartition ? d->bytopic : c->topic,
                            .group = d->replica_group[0] ? d->replica_group : c->group,
                            .embedded = c->embedded,
                            .embedded_partitions = (int)c->embedded_partitions,
                            .embedded_topics = repartition ? embedded_topics : NULL,
+                           .header = repartition ? RC_SRCPOS_HEADER : NULL,
                            .batch = c->kafka_batch,
                            .dlq_topic = c->dlq_topic[0] ? c->dlq_topic : dlq,
                            .dlq_file = c->dlq_file[0] ? c->dlq_file : NULL,
