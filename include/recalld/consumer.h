@@ -63,21 +63,18 @@ typedef void (*rc_consumer_gap_cb)(void *ud, int32_t partition, int64_t from, in
 typedef void (*rc_consumer_fatal_cb)(void *ud, const char *why);
 
 typedef struct rc_consumer_opts {
-    const char *brokers;                /* bootstrap list; ignored when embedded */
-    const char *topic;                  /* 0 = "clicks" */
-    const char *group;                  /* 0 = "recalld" */
-    int embedded;                       /* start the mock cluster in-process */
-    int embedded_partitions;            /* topic partitions in the mock, 0 = 8 (the mock keeps
-                                         * ~5 MiB per partition: more partitions, more room) */
-    const char *const *embedded_topics; /* more topics the mock creates (NULL-terminated;
-                                         * e.g. a trainer's click topic when it consumes
-                                         * <topic>.by-city), as many partitions each */
-    uint32_t batch;                     /* max messages per on_batch, 0 = 1024 */
-    const char *dlq_topic;              /* NULL = "<topic>.dlq" */
-    const char *dlq_file;               /* non-NULL: dead letters go to this file instead */
-    uint64_t dlq_file_max_bytes;        /* dlq_file is rotated to dlq_file.1 before it would pass
-                                           this size (the old .1 is deleted); 0 = no cap */
-    const char *const *extra;           /* NULL-terminated key, value pairs of librdkafka config */
+    const char *brokers;         /* bootstrap list; ignored when embedded */
+    const char *topic;           /* 0 = "clicks" */
+    const char *group;           /* 0 = "recalld" */
+    int embedded;                /* start the mock cluster in-process */
+    int embedded_partitions;     /* topic partitions in the mock, 0 = 8 (the mock keeps
+                                  * ~5 MiB per partition: more partitions, more room) */
+    uint32_t batch;              /* max messages per on_batch, 0 = 1024 */
+    const char *dlq_topic;       /* NULL = "<topic>.dlq" */
+    const char *dlq_file;        /* non-NULL: dead letters go to this file instead */
+    uint64_t dlq_file_max_bytes; /* dlq_file is rotated to dlq_file.1 before it would pass
+                                    this size (the old .1 is deleted); 0 = no cap */
+    const char *const *extra;    /* NULL-terminated key, value pairs of librdkafka config */
     rc_consumer_batch_cb on_batch;
     rc_consumer_rebalance_cb on_rebalance; /* may be NULL */
     void *ud;
@@ -114,6 +111,9 @@ typedef struct rc_consumer_opts {
      * (what retention deleted before the first offset is counted lost). No
      * dead-letter producer is created. */
     int assign_all;
+    /* More topics the embedded mock creates (NULL-terminated; e.g. a trainer's
+     * click topic when it consumes <topic>.by-city), as many partitions each. */
+    const char *const *embedded_topics;
     /* A message header whose value each rc_kmsg carries (NULL: none), e.g.
      * the source position a repartitioner adds (srcpos.h). Not copied: a
      * string that outlives the consumer (a literal). */
