@@ -20,6 +20,18 @@
 # newest records (kafka.vectors.lost says if it did not). 1M items do not fit
 # the mock's retention (~300 bytes a record at d64): a real, compacted topic
 # is needed for that figure.
+# 3. trainer shards (role trainer repartitions the clicks by city through
+#    <topic>.by-city): total events/s of 1, 2 and 3 shards on the same
+#    generated stream (SHARD_EVENTS, 200,000; 24 cities), each on a fresh
+#    broker with the stream pre-loaded: the shards start together (one
+#    rebalance) and are timed from the first event trained to the last; the
+#    repartition hop is inside the figure. Then shard failover: 3 shards on a paced stream (4,000
+#    events/s), one killed -9, timed until its by-city partitions are assigned
+#    to survivors and until every one of them is read again; with the default
+#    session.timeout.ms (6000, heartbeat 2000) and with -X 4000 / 1000 (the
+#    mock's rebalance after a member timeout waits session.timeout.ms - 1 s
+#    for the survivors to rejoin).
+#    ONLY=shards runs this part alone.
 # Timings on a loaded machine: read the ratio, not the seconds.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -51,7 +63,146 @@ PY
 }
 wait_sock() { for _ in $(seq 600); do stats "$1" >/dev/null && return 0; sleep 0.1; done; echo "no socket $1" >&2; exit 1; }
 
-broker_start "$tmp" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors
+shards() {
+    local NS=${SHARD_EVENTS:-200000} k i base=
+    printf 'trainer shards (%s events, 24 cities; clicks and clicks.by-city of 32 partitions):\n' "$NS"
+    for k in 1 2 3; do
+        mkdir -p "$tmp/s$k"
+        broker_start "$tmp/s$k" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
+            --topic clicks.by-city
+        # the same stream, pre-loaded; the shards start together (they join in
+        # the group's first rebalance) and are timed from their first trained
+        # event to the last
+        "$B/recalld-gen" --seed 11 --events "$NS" --items 20000 --users 50000 --cities 24 \
+            --brokers "$bs" --topic clicks >/dev/null 2>"$tmp/s$k/gen.err"
+        local socks=()
+        for i in $(seq "$k"); do
+            "$B/recalld" --brokers "$bs" --metrics-port 0 --log-level warn --role trainer \
+                --config "$tmp/t.json" --socket "$tmp/s$k/t$i.sock" 2>"$tmp/s$k/t$i.log" &
+            pids+=($!)
+            socks+=("$tmp/s$k/t$i.sock")
+        done
+        shard_py run "$k $NS ${base:-0}" "${socks[@]}" | tee "$tmp/s$k/rate"
+        [ -n "$base" ] || base=$(sed -n 's/.* \([0-9.]*\) events\/s.*/\1/p' "$tmp/s$k/rate")
+        for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+        wait 2>/dev/null || true
+        pids=()
+    done
+    failover 6000 2000
+    failover 4000 1000
+}
+
+# failover SESSION_MS HEARTBEAT_MS: 3 shards with these group timings on a
+# paced stream; one is killed -9.
+failover() {
+    local d="$tmp/f$1" i
+    mkdir -p "$d"
+    broker_start "$d" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
+        --topic clicks.by-city
+    local socks=()
+    for i in 1 2 3; do
+        "$B/recalld" --brokers "$bs" --metrics-port 0 --log-level warn --role trainer \
+            --config "$tmp/t.json" --socket "$d/t$i.sock" -X "session.timeout.ms=$1" \
+            -X "heartbeat.interval.ms=$2" 2>"$d/t$i.log" &
+        pids+=($!)
+        socks+=("$d/t$i.sock")
+    done
+    shard_py joined 0 "${socks[@]}"
+    "$B/recalld-gen" --seed 12 --events 60000 --items 20000 --users 50000 --cities 24 \
+        --rate 4000 --brokers "$bs" --topic clicks >/dev/null 2>"$d/gen.err" &
+    local gpid=$!
+    pids+=($gpid)
+    sleep 3
+    shard_py failover "${pids[1]} $1" "${socks[@]}"
+    wait "${pids[1]}" 2>/dev/null || true
+    wait "$gpid" || true
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pids=()
+}
+
+# shard_py WHAT ARG SOCK...: the shards' stats polls (one process each)
+shard_py() {
+    python3 - "$@" <<'PY'
+import json, os, signal, socket, sys, time
+what, arg, socks = sys.argv[1], sys.argv[2], sys.argv[3:]
+def st(p):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(p)
+    s.sendall(b'{"op":"stats"}\n')
+    d = json.loads(s.makefile().readline())
+    s.close()
+    return d
+def parts(p):
+    return {q["partition"]: (q["next"], q["lag"]) for q in st(p)["kafka"]["partitions"]}
+if what == "joined":
+    for _ in range(6000):
+        try:
+            ds = [st(p) for p in socks]
+            if sum(d["kafka"]["repartition"]["assigned"] for d in ds) == 32 and \
+               sum(d["kafka"]["assigned"] for d in ds) == 32:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+elif what == "run":
+    k, n, base = arg.split()
+    k, n, base = int(k), int(n), float(base)
+    def done():
+        try:
+            return sum(d["events"]["applied"] + d["events"]["invalid"]
+                       for d in (st(p) for p in socks))
+        except (OSError, ValueError, KeyError):
+            return -1
+    while done() <= 0:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    while done() < n:
+        time.sleep(0.05)
+    t1 = time.monotonic()
+    ds = [st(p) for p in socks]
+    rate = n / (t1 - t0)
+    ratio = f"{rate / base:4.2f}x the 1-shard rate" if base else "reference"
+    share = " / ".join(str(d["events"]["applied"]) for d in ds)
+    late = sum(d["events"]["late"] for d in ds)
+    print(f"  {k} shard(s): {t1 - t0:6.2f} s, {rate:.0f} events/s ({ratio}); "
+          f"applied per shard {share}; late {late}")
+elif what == "failover":
+    victim, session = map(int, arg.split())
+    dead, live = socks[0], socks[1:]
+    mine = set(parts(dead))
+    t0 = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    first = {}
+    assigned = resumed = None
+    while resumed is None and time.monotonic() - t0 < 120:
+        now = {}
+        for p in live:
+            now.update({q: v for q, v in parts(p).items() if q in mine})
+        for q, v in now.items():
+            first.setdefault(q, v)
+        if assigned is None and set(now) == mine:
+            assigned = time.monotonic() - t0
+        # reading again: every moved partition's position went past where it
+        # was first seen, or it has nothing to read (lag 0: no city in it)
+        if assigned is not None and all(now[q][0] > first[q][0] or now[q][1] == 0
+                                        for q in mine):
+            resumed = time.monotonic() - t0
+        time.sleep(0.05)
+    fmt = lambda v: f"{v:.2f} s" if v is not None else "not within 120 s"
+    print(f"  failover: kill -9 of a shard owning {len(mine)} by-city partitions -> assigned to "
+          f"survivors after {fmt(assigned)}, all of them read again after {fmt(resumed)} "
+          f"(session.timeout.ms {session}; target <= 10 s)")
+PY
+}
+if [ "${ONLY:-}" = shards ]; then
+    echo '{"train":{"replay_ratio":0}}' >"$tmp/t.json"
+    shards
+    exit 0
+fi
+
+broker_start "$tmp" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
+    --topic clicks.by-city
 echo '{"train":{"replay_ratio":0},"vectors":{"max_rate":200000,"interval_ms":1000}}' >"$tmp/t.json"
 echo '{"vectors":{"interval_ms":100}}' >"$tmp/f.json"
 common=(--brokers "$bs" --metrics-port 0 --log-level warn)
@@ -142,7 +293,8 @@ wait "$fpid" "$frpid" 2>/dev/null || true
 kill -9 "$bpid"
 wait "$bpid" 2>/dev/null || true
 mkdir -p "$tmp/b2"
-broker_start "$tmp/b2" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors
+broker_start "$tmp/b2" 32 --topic clicks --topic clicks.dlq --topic clicks.vectors \
+    --topic clicks.by-city
 common=(--brokers "$bs" --metrics-port 0 --log-level warn)
 "$B/recalld-gen" --seed 7 --events "$N" --items "$ITEMS" --users 50000 --brokers "$bs" \
     --topic clicks >/dev/null 2>"$tmp/gen.err"
@@ -187,3 +339,7 @@ print(f"  replica from the vector topic : {t1 - t0:7.2f} s  ({rrec} records, {ri
 print(f"  reference, replaying {n} clicks: {t3 - t2:7.2f} s")
 print(f"  ratio replay / bootstrap      : {(t3 - t2) / (t1 - t0):7.2f}x")
 EOF
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+shards

@@ -122,6 +122,8 @@ static const struct key keys[] = {
     {"vectors.max_rate", K_U32, F(vectors_max_rate), 1, 10000000},
     {"vectors.interval_ms", K_U32, F(vectors_interval_ms), 1, 60000},
     {"vectors.max_pending", K_U32, F(vectors_max_pending), 1024, 100000000},
+    {"repartition.enabled", K_BOOL, F(repartition_enabled), 0, 1},
+    {"repartition.max_inflight", K_U32, F(repartition_max_inflight), 1024, 100000000},
     {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
     {"checkpoint.keep", K_U32, F(ckpt_keep), 1, 100},
     {"checkpoint.max_mb_s", K_F32, F(ckpt_max_mb_s), 0, 1e6},
@@ -240,6 +242,8 @@ void rc_config_defaults(rc_config *c)
     c->vectors_max_rate = 20000;
     c->vectors_interval_ms = 100;
     c->vectors_max_pending = 4194304;
+    c->repartition_enabled = 1;
+    c->repartition_max_inflight = 200000;
 }
 
 static const struct key *find_key(const char *name)

@@ -612,6 +612,12 @@ static size_t batch_prepare(rc_consumer *c, size_t n)
         }
         rd_kafka_timestamp_type_t tt;
         int64_t ts = rd_kafka_message_timestamp(m, &tt);
+        const void *hv = NULL;
+        size_t hlen = 0;
+        rd_kafka_headers_t *hdrs;
+        if (c->o.header && rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(hdrs, c->o.header, &hv, &hlen) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            hv = NULL, hlen = 0;
         c->msgs[k] = m;
         c->kmsgs[k] = (rc_kmsg){.payload = m->payload ? m->payload : "",
                                 .len = m->len,
@@ -619,7 +625,9 @@ static size_t batch_prepare(rc_consumer *c, size_t n)
                                 .key_len = m->key_len,
                                 .partition = m->partition,
                                 .offset = m->offset,
-                                .timestamp_ms = tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts};
+                                .timestamp_ms = tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
+                                .header = hv,
+                                .header_len = hlen};
         k++;
     }
     return k;
@@ -1235,8 +1243,12 @@ static int kafka_setup(rc_consumer *c, char *errbuf, size_t errlen)
     if (c->o.embedded) {
         char vectors[512]; /* for a trainer's publisher (vecpub.h) */
         snprintf(vectors, sizeof vectors, "%s.vectors", c->topic);
-        const char *topics[3] = {c->topic, c->dlq_topic, vectors};
-        rc = rc__consumer_mock_new(1, c->o.embedded_partitions, topics, 3, c, &c->mock, errbuf,
+        const char *topics[16] = {c->topic, c->dlq_topic, vectors};
+        size_t nt = 3;
+        for (const char *const *t = c->o.embedded_topics; t && *t && nt < 16; t++)
+            topics[nt++] = *t;
+        c->o.embedded_topics = NULL; /* used here only */
+        rc = rc__consumer_mock_new(1, c->o.embedded_partitions, topics, nt, c, &c->mock, errbuf,
                                    errlen);
         if (rc)
             return rc;

@@ -157,6 +157,9 @@ typedef struct rc_config {
     uint32_t vectors_max_rate;    /* vectors.max_rate: records/s to <topic>.vectors */
     uint32_t vectors_interval_ms; /* vectors.interval_ms: publisher tick */
     uint32_t vectors_max_pending; /* vectors.max_pending: records queued in the producer */
+    /* trainer shards: the repartition by city */
+    int repartition_enabled;           /* repartition.enabled: role trainer repartitions */
+    uint32_t repartition_max_inflight; /* repartition.max_inflight: forwarded, undelivered */
     /* Where each value came from: origin[i] for the i-th key of the loader's
      * table (rc_conf_origin); file: the last JSON file loaded, "" = none. */
     unsigned char origin[RC_CONF_MAX_KEYS];

@@ -41,6 +41,8 @@ typedef struct rc_kmsg {
     int32_t partition;
     int64_t offset;
     int64_t timestamp_ms; /* broker/producer timestamp, -1 if none */
+    const void *header;   /* value of the header opts.header names (borrowed), NULL if none */
+    size_t header_len;
 } rc_kmsg;
 
 /* Called on the loop thread with n >= 1 messages. Return 0 when all n were taken,
@@ -109,6 +111,13 @@ typedef struct rc_consumer_opts {
      * (what retention deleted before the first offset is counted lost). No
      * dead-letter producer is created. */
     int assign_all;
+    /* More topics the embedded mock creates (NULL-terminated; e.g. a trainer's
+     * click topic when it consumes <topic>.by-city), as many partitions each. */
+    const char *const *embedded_topics;
+    /* A message header whose value each rc_kmsg carries (NULL: none), e.g.
+     * the source position a repartitioner adds (srcpos.h). Not copied: a
+     * string that outlives the consumer (a literal). */
+    const char *header;
     rc_consumer_gap_cb on_gap;     /* may be NULL */
     rc_consumer_fatal_cb on_fatal; /* may be NULL */
 } rc_consumer_opts;

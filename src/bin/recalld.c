@@ -24,6 +24,8 @@
 #include "recalld/metrics.h"
 #include "recalld/server.h"
 #include "recalld/tower.h"
+#include "recalld/repart.h"
+#include "recalld/srcpos.h"
 #include "recalld/vecpub.h"
 
 typedef struct daemon {
@@ -60,6 +62,12 @@ typedef struct daemon {
     int vpaused;                          /* vconsumer waits for a free batch */
     uv_timer_t vtimer;                    /* replica: vector lag for the staleness */
     char replica_group[RC_CONF_STR + 64]; /* replica: its own click group */
+    /* trainer shards (repartition.enabled): clicks -> <topic>.by-city */
+    rc_repart *repart;                   /* the repartitioner, or NULL */
+    rc_srcpos_seen *seen;                /* repeats of forwards: dropped before the engine */
+    uint64_t repeats_dropped;            /* loop thread; read by stats (torn reads harmless) */
+    char bytopic[RC_CONF_STR + 16];      /* what the trainer consumes: <topic>.by-city */
+    char repart_group[RC_CONF_STR + 16]; /* <group>.repartition */
 } daemon_t;
 
 enum {
@@ -123,7 +131,8 @@ static const rc_cli_opt opts[] = {
     {"role", 0, RC_CLI_CALL, NULL, "ROLE",
      "all|trainer|replica (role, default all). all: consume,\n"
      "train, serve. trainer: the same, and publish vectors to\n"
-     "<topic>.vectors (no repartition by city yet). replica:\n"
+     "<topic>.vectors; trainers repartition the clicks by city\n"
+     "(<topic>.by-city) and share its partitions. replica:\n"
      "train nothing; serve from <topic>.vectors and the click\n"
      "topic's sessions in a group of its own; no checkpoints",
      0, 0, O_ROLE},
@@ -237,6 +246,13 @@ static int on_batch(void *ud, const rc_kmsg *m, size_t n)
         return RC_EAGAIN;
     }
     for (size_t i = 0; i < n; i++) {
+        int32_t sp;
+        int64_t so;
+        if (d->seen && rc_srcpos_decode(m[i].header, m[i].header_len, &sp, &so) == 0 &&
+            rc_srcpos_seen_check(d->seen, m[i].partition, sp, so)) {
+            d->repeats_dropped++; /* forwarded again by a repartitioner that took over */
+            continue;
+        }
         if (rc_engine_batch_add(b, m[i].payload, m[i].len, m[i].partition, m[i].offset)) {
             /* Batch full (consumer batch > engine batch): hand it over and go on. */
             rc_engine_submit(d->engine, b);
@@ -632,6 +648,8 @@ static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
     atomic_store(&d->api.assigned, d->assigned_parts > 0);
     rc_log_info("recalld", assigned ? "partitions assigned" : "partitions revoked",
                 "count=%zu total=%d", n, d->assigned_parts);
+    for (size_t i = 0; i < n; i++) /* a new tenure of the partition: no history */
+        rc_srcpos_seen_forget(d->seen, parts[i]);
     if (!assigned)
         revoke_checkpoint(d);
 }
@@ -673,7 +691,8 @@ static void kafka_stats(void *arg, rc_buf *out)
                   ",\"topic\":\"%s\",\"group\":\"%s\",\"messages\":%llu,\"bytes\":%llu,"
                   "\"assigned\":%d,\"lag\":%lld,\"dead_letters\":%llu,"
                   "\"dead_letter_errors\":%llu,\"errors\":%llu,\"paused_batches\":%llu",
-                  d->cfg.topic, d->replica_group[0] ? d->replica_group : d->cfg.group,
+                  d->bytopic[0] ? d->bytopic : d->cfg.topic,
+                  d->replica_group[0] ? d->replica_group : d->cfg.group,
                   (unsigned long long)st.messages, (unsigned long long)st.bytes, st.assigned,
                   (long long)st.lag, (unsigned long long)st.dead_letters,
                   (unsigned long long)st.dead_letter_errors, (unsigned long long)st.errors,
@@ -712,6 +731,11 @@ static void kafka_stats(void *arg, rc_buf *out)
         rc_buf_printf(out, "%s{\"partition\":%d,\"next\":%lld,\"lag\":%lld}", i ? "," : "",
                       (int)parts[i].partition, (long long)parts[i].next, (long long)parts[i].lag);
     rc_buf_puts(out, "]");
+    if (d->repart) {
+        rc_buf_puts(out, ",\"repartition\":{");
+        rc_repart_stats_json(d->repart, out);
+        rc_buf_printf(out, ",\"repeats_dropped\":%llu}", (unsigned long long)d->repeats_dropped);
+    }
     vector_stats(d, out);
 }
 
@@ -804,6 +828,8 @@ static void finish(daemon_t *d)
     int wd_ok = pthread_create(&wd, NULL, close_watchdog, NULL) == 0;
     if (!wd_ok)
         rc_log_warn("recalld", "no watchdog for the consumer close", NULL);
+    rc_repart_destroy(d->repart, 5000); /* forwards in flight first, then its offsets */
+    d->repart = NULL;
     rc_consumer_destroy(d->consumer);
     d->consumer = NULL;
     rc_consumer_destroy(d->vconsumer);
@@ -816,6 +842,8 @@ static void finish(daemon_t *d)
         pthread_join(wd, NULL);
     }
     stop_publisher(d);
+    rc_srcpos_seen_free(d->seen);
+    d->seen = NULL;
     rc_engine_destroy(d->engine);
     d->engine = NULL;
     close_handles(d);
@@ -866,6 +894,7 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_timer_stop(&d->ckpt_timer);
     uv_timer_stop(&d->vtimer);
     rc_consumer_close(d->vconsumer, NULL, NULL);
+    rc_repart_close(d->repart);
     rc_consumer_close(d->consumer, on_consumer_closed, d);
     if (d->ckpt && rc_engine_checkpoint(d->engine, 1, &d->final_ticket) == 0)
         d->final_wait = 1;
@@ -980,6 +1009,30 @@ static int start_publisher(daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
+/* Trainer shards: the repartitioner reads the click topic in group
+ * <group>.repartition and forwards it to <topic>.by-city keyed by city; this
+ * daemon's consumer reads that topic in group <group>, so the group assigns
+ * cities to shards. brokers: the cluster's bootstrap list. */
+static int start_repart(daemon_t *d, const char *brokers, char *err, size_t errlen)
+{
+    const rc_config *c = &d->cfg;
+    const char *extra[RC_CONF_MAX_KAFKA_EXTRA * 2 + 1];
+    for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
+        extra[i] = c->kafka_extra[i];
+    extra[c->nkafka_extra * 2] = NULL;
+    rc_repart_opts ro = {.brokers = brokers,
+                         .topic = c->topic,
+                         .out_topic = d->bytopic,
+                         .group = d->repart_group,
+                         .batch = c->kafka_batch,
+                         .max_inflight = c->repartition_max_inflight,
+                         .topic_wait_ms = 10000,
+                         .extra = extra,
+                         .on_fatal = on_fatal,
+                         .ud = d};
+    return rc_repart_start(d->loop, &ro, &d->repart, err, errlen);
+}
+
 /* Replica: <topic>.vectors, every partition from the beginning, no group. */
 static int start_vector_reader(daemon_t *d, char *err, size_t errlen)
 {
@@ -1014,6 +1067,13 @@ static int start(daemon_t *d)
     rc_log_set_json(strcmp(c->log_format, "json") == 0);
     rc_api_init(&d->api);
     snprintf(d->vtopic, sizeof d->vtopic, "%.240s.vectors", c->topic);
+    int repartition = c->role == RC_ROLE_TRAINER && c->repartition_enabled;
+    char dlq[RC_CONF_STR + 16];
+    snprintf(dlq, sizeof dlq, "%.240s.dlq", c->topic);
+    if (repartition) {
+        snprintf(d->bytopic, sizeof d->bytopic, "%.240s.by-city", c->topic);
+        snprintf(d->repart_group, sizeof d->repart_group, "%.240s.repartition", c->group);
+    }
     if (!c->socket_path[0] &&
         rc_server_default_path(d->cfg.socket_path, sizeof d->cfg.socket_path, 1, err, sizeof err))
         goto fail;
@@ -1063,13 +1123,27 @@ static int start(daemon_t *d)
     for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
         extra[i] = c->kafka_extra[i];
     extra[c->nkafka_extra * 2] = NULL;
+    const char *embedded_topics[] = {c->topic, d->vtopic, NULL};
+    if (repartition && !c->embedded && start_repart(d, c->brokers, err, sizeof err)) {
+        free(sparts);
+        free(soffs);
+        goto fail;
+    }
+    if (repartition && !(d->seen = rc_srcpos_seen_new())) {
+        free(sparts);
+        free(soffs);
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
     rc_consumer_opts co = {.brokers = c->brokers,
-                           .topic = c->topic,
+                           .topic = repartition ? d->bytopic : c->topic,
                            .group = d->replica_group[0] ? d->replica_group : c->group,
                            .embedded = c->embedded,
                            .embedded_partitions = (int)c->embedded_partitions,
+                           .embedded_topics = repartition ? embedded_topics : NULL,
+                           .header = repartition ? RC_SRCPOS_HEADER : NULL,
                            .batch = c->kafka_batch,
-                           .dlq_topic = c->dlq_topic[0] ? c->dlq_topic : NULL,
+                           .dlq_topic = c->dlq_topic[0] ? c->dlq_topic : dlq,
                            .dlq_file = c->dlq_file[0] ? c->dlq_file : NULL,
                            .dlq_file_max_bytes = (uint64_t)c->dlq_file_max_mb << 20,
                            .extra = extra,
@@ -1087,7 +1161,10 @@ static int start(daemon_t *d)
     int crc = rc_consumer_start(d->loop, &co, &d->consumer, err, sizeof err);
     free(sparts);
     free(soffs);
-    if (crc || start_publisher(d, err, sizeof err) || start_vector_reader(d, err, sizeof err))
+    if (crc ||
+        (repartition && c->embedded &&
+         start_repart(d, rc_consumer_bootstrap(d->consumer), err, sizeof err)) ||
+        start_publisher(d, err, sizeof err) || start_vector_reader(d, err, sizeof err))
         goto fail;
     d->api.engine = d->engine;
     d->api.kafka_stats = kafka_stats;
