@@ -12,8 +12,10 @@
 #   bench/ann_hr.sh [DATA_DIR] [ITEMS] [EVENTS]
 # DATA_DIR defaults to $RECALLD_DATA_DIR (movielens-100k/, diginetica/); without
 # it only the planted stream runs. ITEMS (200000) and EVENTS (2000000) size the
-# planted stream: 20 cities x 10 categories, ITEMS/200 co-click communities,
-# as bench/recall.sh generates. Environment: RC_BUILD_DIR (default build),
+# planted stream: CITIES x CATES (20 x 10, as bench/recall.sh generates: below
+# ~820k items its partitions stay under index.ivf_min and are flat, i.e. exact;
+# CITIES=4 CATES=5 puts 200k items into 20 IVF partitions), ITEMS/200 co-click
+# communities. Environment: RC_BUILD_DIR (default build),
 # PREDICTIONS (--max-predictions, default 4000). Training is single-threaded so
 # both searches score the very same model.
 set -euo pipefail
@@ -56,9 +58,12 @@ echo "== $(date -u +%FT%TZ), $(nproc) cores, $(uptime | sed 's/.*load/load/')"
 echo "| log (index settings) | HR@50 through the index | HR@50 exact (reference) | index / exact | MRR@50 index | recall@50 of the index vs exact | predictions | seconds |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 
-"$B/recalld-gen" --seed 3 --users "$ITEMS" --items "$ITEMS" --cities 20 --cates 10 \
+CITIES=${CITIES:-20}
+CATES=${CATES:-10}
+"$B/recalld-gen" --seed 3 --users "$ITEMS" --items "$ITEMS" --cities "$CITIES" --cates "$CATES" \
     --communities $((ITEMS / 200)) --zipf 0.6 --events "$EVENTS" --out "$tmp/gen.jsonl" 2>/dev/null
-run "planted, $ITEMS items, $EVENTS events (daemon defaults)" --input "$tmp/gen.jsonl"
+run "planted, $ITEMS items in $CITIES cities x $CATES categories, $EVENTS events (daemon defaults)" \
+    --input "$tmp/gen.jsonl"
 rm -f "$tmp/gen.jsonl"
 
 ML=$DATA/movielens-100k
