@@ -362,7 +362,8 @@ void rc__eval_stream_knobs(const rc_config *c, rc_eval_stream_knobs *k)
                                 .lr = c->lr,
                                 .recall_window = c->recall_window,
                                 .half_life_ms = c->half_life_ms,
-                                .subsample = c->subsample};
+                                .subsample = c->subsample,
+                                .replay_adaptive = c->replay_adaptive};
 }
 
 int rc__eval_warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
@@ -427,8 +428,11 @@ static size_t tuned_set(const rc_eval_stream_tune *t, char (*kv)[64])
         case 5:
             snprintf(kv[n++], 64, "%s=%lld", key, (long long)k->half_life_ms);
             break;
-        default:
+        case 6:
             snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->subsample);
+            break;
+        default:
+            snprintf(kv[n++], 64, "%s=%d", key, k->replay_adaptive);
             break;
         }
     }
