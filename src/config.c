@@ -184,7 +184,7 @@ void rc_config_defaults(rc_config *c)
     c->negatives = 5;
     c->hard_share = 0.2f;
     c->lr = 0.025f;
-    c->subsample = 1e-4f; /* the stream's: docs/BENCHMARKS.md, "Streaming quality" */
+    c->subsample = 0;
     c->power = 0.75f;
     c->min_city_items = 50;
     c->seed = 1;
@@ -192,7 +192,7 @@ void rc_config_defaults(rc_config *c)
     c->replay_clicks = 200000;
     c->replay_ratio = 50; /* in idle trainer time only (docs/BENCHMARKS.md) */
     c->replay_max_clicks = 0;
-    c->lr_decay_clicks = 30.0f;
+    c->lr_decay_clicks = 50.0f;
     c->lr_min = 0.0005f;
     c->replay_adaptive = 0;
     c->replay_ratio_min = 5;

@@ -270,6 +270,7 @@ int rc__eval_stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_co
         c->negatives = o->negatives;
         if (env->stream_lr > 0)
             c->lr = env->stream_lr;
+        c->subsample = o->subsample;
         c->power = RC_MIN(o->power, 1.0f);
         c->hard_share = o->hard_share;
         c->seed = o->seed ? o->seed : 1;

@@ -193,9 +193,7 @@ TEST(bounds_daemon_partitions_items_users_dlq)
 /* Probe 2: one click with ts = INT64_MAX. Refused (future_ts, counted,
  * dead-lettered with its reason); the user's later real clicks are neither
  * late nor lost and train; the user still expires by TTL once the stream's
- * clock moves on. One key: one partition, in order. model.subsample 0: in a
- * stream of four clicks every item's share is far above the default's 1e-4,
- * so subsampling would drop the pairs this test counts. */
+ * clock moves on. One key: one partition, in order. */
 TEST(bounds_daemon_future_ts_refused_user_keeps_training)
 {
     paths P;
@@ -203,7 +201,7 @@ TEST(bounds_daemon_future_ts_refused_user_keeps_training)
     const char *dir = P.dir, *conf = P.conf, *lines = P.lines, *dlq = P.dlq;
     char cfg[512];
     snprintf(cfg, sizeof cfg,
-             "{\"model\":{\"dim\":16,\"subsample\":0},\"sessions\":{\"ttl_ms\":120000},"
+             "{\"model\":{\"dim\":16},\"sessions\":{\"ttl_ms\":120000},"
              "\"events\":{\"max_future_ms\":300000,\"max_past_ms\":86400000},"
              "\"kafka\":{\"dlq_file\":\"%s\"}}",
              dlq);

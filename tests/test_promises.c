@@ -155,7 +155,6 @@ TEST(promises_engine_duplicate_late_reordered)
     c.dim = 16;
     c.seed = 5;
     c.gap_ms = MIN_MS; /* one minute */
-    c.subsample = 0;   /* three items: subsampling would drop most pairs */
     rc_engine *e = offline(&c);
     const int64_t T = 1700000000000LL;
     e2e_engine_click(e, "u1", "i1", "c0", "k0", T);

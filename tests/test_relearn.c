@@ -74,7 +74,6 @@ TEST(relearn_engine_replays_ratio_per_trained_click)
         rc_config c;
         rc_config_defaults(&c);
         c.dim = 16;
-        c.subsample = 0; /* every click trains: the arithmetic below */
         c.replay_clicks = 50;
         c.replay_ratio = pass ? 2.5f : 0;
         c.replay_max_clicks = pass == 2 ? 4 : 0;

@@ -191,7 +191,6 @@ TEST(replayctl_engine_pinned_and_adaptive)
         rc_config c;
         rc_config_defaults(&c);
         c.dim = 16;
-        c.subsample = 0; /* every click trains: the counts below */
         c.replay_ratio = 10;
         c.replay_adaptive = adaptive;
         c.replay_probe_every = 4;

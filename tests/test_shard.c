@@ -82,7 +82,6 @@ static void shard_config(rc_config *c, uint32_t threads)
     c->seed = 5;
     c->kafka_batch = BATCH;
     c->replay_clicks = 0; /* replay runs after a batch, at other points offline */
-    c->subsample = 0;     /* its draws are per thread: pair counts would differ */
     c->trainer_threads = threads;
     c->min_city_items = 20;
 }

@@ -334,7 +334,7 @@ typedef struct rc_eval_stream_knobs {
     float replay_ratio, lr_decay_clicks, lr_min, lr;
     uint32_t recall_window;
     int64_t half_life_ms;
-    float subsample;     /* model.subsample of the stream (the daemon's, not the batch setting's) */
+    float subsample;     /* model.subsample of the stream (else the batch setting's) */
     int replay_adaptive; /* train.replay_adaptive */
 } rc_eval_stream_knobs;
 
