@@ -88,6 +88,7 @@ static const struct key keys[] = {
     {"train.replay_max_clicks", K_U32, F(replay_max_clicks), 0, 4e9},
     {"train.lr_decay_clicks", K_F32, F(lr_decay_clicks), 0, 1e9},
     {"train.lr_min", K_F32, F(lr_min), 0, 1},
+    {"train.replay_subsample", K_F32, F(replay_subsample), 0, 1},
     {"train.replay_adaptive", K_BOOL, F(replay_adaptive), 0, 1},
     {"train.replay_ratio_min", K_F32, F(replay_ratio_min), 1, 1000},
     {"train.replay_ratio_max", K_F32, F(replay_ratio_max), 1, 1000},
@@ -192,8 +193,9 @@ void rc_config_defaults(rc_config *c)
     c->replay_clicks = 200000;
     c->replay_ratio = 50; /* in idle trainer time only (docs/BENCHMARKS.md) */
     c->replay_max_clicks = 0;
-    c->lr_decay_clicks = 50.0f;
+    c->lr_decay_clicks = 30.0f; /* with replay_subsample: docs/BENCHMARKS.md */
     c->lr_min = 0.0005f;
+    c->replay_subsample = 1e-4f;
     c->replay_adaptive = 0;
     c->replay_ratio_min = 5;
     c->replay_ratio_max = 200;

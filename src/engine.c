@@ -442,6 +442,10 @@ static int replay_sparse(const rc_engine *e, uint32_t center, const uint32_t *ct
  * at a rare item's rate would shake them; sparse neighbourhoods need the
  * passes.
  *
+ * A replay subsamples frequent context items with train.replay_subsample
+ * (model.subsample when 0): new clicks train every pair, old ones are
+ * thinned where they would over-train frequent items.
+ *
  * Replay only fills otherwise idle trainer time: before every replay the
  * trainer looks for waiting events (replay_must_yield) and stops at once when
  * there are some (counted in `yields`). What is owed is bounded by the ratio
@@ -461,6 +465,9 @@ static void replay_train(rc_engine *e)
         e->replay_credit -= (double)skipped;
     }
     uint64_t total = atomic_load(&e->total_count);
+    rc_sgns_opts rsg = e->sg; /* replays subsample with train.replay_subsample */
+    if (e->cfg.replay_subsample > 0)
+        rsg.subsample = e->cfg.replay_subsample;
     for (uint32_t k = 0; e->replay_credit >= 1.0; k++) {
         if (replay_must_yield(e)) {
             yields = 1;
@@ -471,8 +478,8 @@ static void replay_train(rc_engine *e)
             break;
         if (!replay_sparse(e, center, ctx, nctx))
             continue;
-        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, center),
-                                   center, ctx, nctx, total, &e->work);
+        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &rsg, click_lr(e, center), center,
+                                   ctx, nctx, total, &e->work);
         if (!p)
             continue;
         done++;

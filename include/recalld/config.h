@@ -87,6 +87,7 @@ typedef struct rc_config {
     float lr_decay_clicks;       /* train.lr_decay_clicks: an item's rate is model.lr *
                                   * d / (d + its clicks), 0 = constant model.lr */
     float lr_min;                /* train.lr_min: floor of the decayed rate */
+    float replay_subsample;      /* train.replay_subsample: replays' subsampling, 0 = model's */
     int replay_adaptive;         /* train.replay_adaptive: the ratio follows replayctl.h's probes */
     float replay_ratio_min;      /* train.replay_ratio_min: the adaptive ratio's bounds */
     float replay_ratio_max;      /* train.replay_ratio_max */
