@@ -363,7 +363,8 @@ void rc__eval_stream_knobs(const rc_config *c, rc_eval_stream_knobs *k)
                                 .recall_window = c->recall_window,
                                 .half_life_ms = c->half_life_ms,
                                 .subsample = c->subsample,
-                                .replay_adaptive = c->replay_adaptive};
+                                .replay_adaptive = c->replay_adaptive,
+                                .replay_subsample = c->replay_subsample};
 }
 
 int rc__eval_warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
@@ -431,8 +432,11 @@ static size_t tuned_set(const rc_eval_stream_tune *t, char (*kv)[64])
         case 6:
             snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->subsample);
             break;
-        default:
+        case 7:
             snprintf(kv[n++], 64, "%s=%d", key, k->replay_adaptive);
+            break;
+        default:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->replay_subsample);
             break;
         }
     }

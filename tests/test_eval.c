@@ -553,8 +553,8 @@ TEST(eval_cli_json_has_every_method)
     ASSERT(json_is_object(sk) && json_is_object(st_));
     ASSERT(json_object_get(json_object_get(m, "sgns"), "stream_tuned") == NULL);
     static const char *const knobs[] = {
-        "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",   "model.lr",
-        "recall.window",      "recall.half_life_ms",   "model.subsample"};
+        "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",    "model.lr",
+        "recall.window",      "recall.half_life_ms",   "model.subsample", "train.replay_subsample"};
     for (size_t i = 0; i < RC_ARRAY_LEN(knobs); i++) {
         ASSERT(json_is_number(json_object_get(sk, knobs[i])));
         ASSERT(json_is_number(json_object_get(st_, knobs[i])));
@@ -562,7 +562,7 @@ TEST(eval_cli_json_has_every_method)
     ASSERT(json_is_boolean(json_object_get(sk, "train.replay_adaptive")));
     ASSERT(json_is_boolean(json_object_get(st_, "train.replay_adaptive")));
     ASSERT_GE(json_integer_value(json_object_get(st_, "trials")), 1);
-    ASSERT_EQ(json_array_size(json_object_get(st_, "searched")), 8);
+    ASSERT_EQ(json_array_size(json_object_get(st_, "searched")), 9);
     ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) > 0);
     ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) >=
            json_number_value(json_object_get(st_, "base_validation_hr@50")));
@@ -990,9 +990,10 @@ TEST(eval_tune_stream_finds_planted_rate)
     streamed_free(&f);
 }
 
-/* train.replay_adaptive is a searched knob (the last): with only it free,
- * the search streams the default (pinned) and the other value, and the
- * prequential method runs with the choice. */
+/* train.replay_adaptive is a searched knob: with only it free, the search
+ * streams the default (pinned) and the other value, and the prequential
+ * method runs with the choice; train.replay_subsample (the last) likewise
+ * streams its whole grid. */
 TEST(eval_tune_stream_searches_replay_adaptive)
 {
     streamed f = {0};
@@ -1019,6 +1020,14 @@ TEST(eval_tune_stream_searches_replay_adaptive)
     if (rc_eval_method_run(rc_eval_method_find("prequential"), &f.env, &rep, err, sizeof err))
         RC__FAIL("prequential: %s", err);
     ASSERT_EQ(rep.stream.replay_adaptive, r.best.replay_adaptive);
+    /* train.replay_subsample, the ninth: every value of its grid is streamed */
+    rc_tune_stream_opts o9 = {.seconds = 1e6, .free_mask = 1u << 8};
+    stream_search(&f.env, &o9, 0, &r);
+    ASSERT_EQ(r.searched, 1u << 8);
+    ASSERT_EQ(r.trials, 5);
+    ASSERT(r.hr50 >= r.base_hr50);
+    rc_tune_stream_format(&r.best, line, sizeof line);
+    ASSERT(strstr(line, "train.replay_subsample=") != NULL);
     streamed_free(&f);
 }
 
