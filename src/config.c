@@ -1,4 +1,5 @@
 #include "recalld/config.h"
+#include "recalld/replayctl.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -87,6 +88,12 @@ static const struct key keys[] = {
     {"train.replay_max_clicks", K_U32, F(replay_max_clicks), 0, 4e9},
     {"train.lr_decay_clicks", K_F32, F(lr_decay_clicks), 0, 1e9},
     {"train.lr_min", K_F32, F(lr_min), 0, 1},
+    {"train.replay_subsample", K_F32, F(replay_subsample), 0, 1},
+    {"train.replay_adaptive", K_BOOL, F(replay_adaptive), 0, 1},
+    {"train.replay_ratio_min", K_F32, F(replay_ratio_min), 1, 1000},
+    {"train.replay_ratio_max", K_F32, F(replay_ratio_max), 1, 1000},
+    {"train.replay_probe_every", K_U32, F(replay_probe_every), 1, 1000000},
+    {"train.replay_phase_clicks", K_U32, F(replay_phase_clicks), 1, 1000000},
     {"index.ivf_min", K_U32, F(ivf_min), 64, 1e9},
     {"index.nprobe", K_U32, F(nprobe), 1, 4096},
     {"index.batch", K_U32, F(index_batch), 1, 1e6},
@@ -188,8 +195,14 @@ void rc_config_defaults(rc_config *c)
     c->replay_clicks = 200000;
     c->replay_ratio = 50; /* in idle trainer time only (docs/BENCHMARKS.md) */
     c->replay_max_clicks = 0;
-    c->lr_decay_clicks = 50.0f;
+    c->lr_decay_clicks = 30.0f; /* with replay_subsample: docs/BENCHMARKS.md */
     c->lr_min = 0.0005f;
+    c->replay_subsample = 1e-4f;
+    c->replay_adaptive = 0;
+    c->replay_ratio_min = 5;
+    c->replay_ratio_max = 200;
+    c->replay_probe_every = 16;
+    c->replay_phase_clicks = 1024;
     c->ivf_min = 4096;
     c->nprobe = 16;
     c->index_batch = 256;
@@ -835,6 +848,17 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
     if (c->window > c->history)
         INVALID("model.window", "sessions.history",
                 "must not exceed sessions.history (got %u > %u)", c->window, c->history);
+    if (c->replay_adaptive && c->replay_ratio_min > c->replay_ratio_max)
+        INVALID("train.replay_ratio_min", "train.replay_ratio_max",
+                "must not exceed train.replay_ratio_max (got %g > %g)", (double)c->replay_ratio_min,
+                (double)c->replay_ratio_max);
+    if (c->replay_adaptive &&
+        (c->replay_phase_clicks < c->replay_probe_every ||
+         c->replay_phase_clicks / c->replay_probe_every > RC_REPLAYCTL_MAX_HELD))
+        INVALID("train.replay_phase_clicks", "train.replay_probe_every",
+                "must hold 1..%u probes (train.replay_phase_clicks / train.replay_probe_every; "
+                "got %u / %u)",
+                RC_REPLAYCTL_MAX_HELD, c->replay_phase_clicks, c->replay_probe_every);
     if (c->tower_retrain_min_examples > c->tower_replay_clicks)
         INVALID("tower.retrain_min_examples", "tower.replay_clicks",
                 "must not exceed tower.replay_clicks (a full buffer could never retrain; "

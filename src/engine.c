@@ -262,16 +262,41 @@ static float click_lr(const rc_engine *e, uint32_t row)
     return RC_MAX(lr, RC_MIN(e->cfg.lr_min, e->sg.lr));
 }
 
-/* A click trained into p pairs: counted, and handed to replay (trainer). */
-static void click_trained(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
-                          uint32_t p)
+/* The replays owed to one new click: train.replay_ratio, or the adaptive
+ * controller's current ratio (replayctl.h). */
+static void replay_owe(rc_engine *e)
+{
+    e->replay_credit += rc_replayctl_ratio(e->rctl);
+    atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
+}
+
+/* A click trained into p pairs: counted, and handed to replay (trainer).
+ * owed 0: its replays were owed when it was held as a probe. */
+static void click_trained_owed(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
+                               uint32_t p, int owe)
 {
     atomic_fetch_add(&e->pairs, p);
     if (p && e->relearn) {
         rc_relearn_add(e->relearn, row, ctx, nctx);
-        e->replay_credit += e->cfg.replay_ratio;
-        atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
+        if (owe)
+            replay_owe(e);
     }
+}
+
+static void click_trained(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
+                          uint32_t p)
+{
+    click_trained_owed(e, row, ctx, nctx, p, 1);
+}
+
+/* A fresh click held back by the replay controller as a probe: it is
+ * trained after the replays that follow it (replay_spend), which it owes now. */
+static int probe_hold(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx)
+{
+    if (!e->rctl || !rc_replayctl_hold(e->rctl, e->table, &e->rng, row, ctx, nctx))
+        return 0;
+    replay_owe(e);
+    return 1;
 }
 
 /* defer: record the click's SGNS update for the shards instead of training
@@ -332,7 +357,9 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
     rc_sampler_note(e->sampler, row);
     pop_update(e, row);
     if (nctx) {
-        if (defer) /* trained by the shards after the batch's other work (engine_shard.c) */
+        if (probe_hold(e, row, ctx, nctx))
+            ;           /* trained after the next replays (replay_spend) */
+        else if (defer) /* trained by the shards after the batch's other work (engine_shard.c) */
             rc__engine_shard_defer(e, row, ctx, nctx, click_lr(e, row), total);
         else
             click_trained(e, row, ctx, nctx,
@@ -357,6 +384,7 @@ capacity:
 }
 
 #define REPLAY_CHUNK   64u                    /* replays between two index flushes / 16 */
+#define REPLAY_STEP    1.25f                  /* the adaptive ratio's step (replayctl.h) */
 #define BACKLOG_FOR_NS (2000ull * 1000000ull) /* a backlog report holds this long */
 
 /* Replay's window, in clicks: one pipeline's worth of events
@@ -414,6 +442,10 @@ static int replay_sparse(const rc_engine *e, uint32_t center, const uint32_t *ct
  * at a rare item's rate would shake them; sparse neighbourhoods need the
  * passes.
  *
+ * A replay subsamples frequent context items with train.replay_subsample
+ * (model.subsample when 0): new clicks train every pair, old ones are
+ * thinned where they would over-train frequent items.
+ *
  * Replay only fills otherwise idle trainer time: before every replay the
  * trainer looks for waiting events (replay_must_yield) and stops at once when
  * there are some (counted in `yields`). What is owed is bounded by the ratio
@@ -421,18 +453,21 @@ static int replay_sparse(const rc_engine *e, uint32_t center, const uint32_t *ct
  * drained backlog is not followed by a burst of its replays. The offline
  * path (rc_engine_apply_click, the evaluator) never yields: it measures what
  * an idle daemon does. */
-static void replay_spend(rc_engine *e)
+static void replay_train(rc_engine *e)
 {
     uint32_t center, ctx[CTX_MAX], nctx;
     uint64_t done = 0, skipped = 0, yields = 0;
     if (!e->relearn || e->replay_credit < 1.0)
         return;
-    double cap = RC_MAX((double)e->cfg.replay_ratio * replay_window(e), 1.0);
+    double cap = RC_MAX(rc_replayctl_ratio(e->rctl) * replay_window(e), 1.0);
     if (e->replay_credit > cap) {
         skipped = (uint64_t)(e->replay_credit - cap);
         e->replay_credit -= (double)skipped;
     }
     uint64_t total = atomic_load(&e->total_count);
+    rc_sgns_opts rsg = e->sg; /* replays subsample with train.replay_subsample */
+    if (e->cfg.replay_subsample > 0)
+        rsg.subsample = e->cfg.replay_subsample;
     for (uint32_t k = 0; e->replay_credit >= 1.0; k++) {
         if (replay_must_yield(e)) {
             yields = 1;
@@ -443,8 +478,8 @@ static void replay_spend(rc_engine *e)
             break;
         if (!replay_sparse(e, center, ctx, nctx))
             continue;
-        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, center),
-                                   center, ctx, nctx, total, &e->work);
+        uint32_t p = rc_sgns_click(e->table, e->sampler, &e->rng, &rsg, click_lr(e, center), center,
+                                   ctx, nctx, total, &e->work);
         if (!p)
             continue;
         done++;
@@ -461,6 +496,38 @@ static void replay_spend(rc_engine *e)
     }
     rc_relearn_count(e->relearn, done, skipped, yields);
     atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
+}
+
+/* At the end of a controller phase, the probes held during it: scored again
+ * and trained, as apply_event would have trained them (their replays were
+ * owed at hold). */
+static void probes_train(rc_engine *e)
+{
+    rc_replayctl_probe *pr = e->probes;
+    uint32_t n = rc_replayctl_release(e->rctl, e->table, pr, RC_REPLAYCTL_MAX_HELD);
+    uint64_t total = atomic_load(&e->total_count);
+    for (uint32_t k = 0; k < n; k++) {
+        const rc_replayctl_probe *p = &pr[k];
+        uint32_t np = rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, p->center),
+                                    p->center, p->ctx, p->nctx, total, &e->work);
+        click_trained_owed(e, p->center, p->ctx, p->nctx, np, 0);
+        rc_index_touch(e->index, p->center);
+        rc__engine_tower_dirty(e, p->center);
+        rc__engine_vec_note(e, p->center);
+        for (uint32_t i = 0; i < p->nctx; i++) {
+            rc_index_touch(e->index, p->ctx[i]);
+            rc__engine_tower_dirty(e, p->ctx[i]);
+            rc__engine_vec_note(e, p->ctx[i]);
+        }
+    }
+}
+
+/* Replays owed, then the probes of a finished controller phase. */
+static void replay_spend(rc_engine *e)
+{
+    replay_train(e);
+    if (rc_replayctl_phase_over(e->rctl))
+        probes_train(e);
 }
 
 static void fresh_record(rc_engine *e, uint64_t ns)
@@ -837,6 +904,18 @@ static int create_model(rc_engine *e, char *eb, size_t el)
         (rc = rc_relearn_create(c->replay_clicks, RC_MIN(RC_MAX(c->window, 1u), CTX_MAX),
                                 &e->relearn, eb, el)))
         return rc;
+    rc_replayctl_opts ro = {.adaptive = c->replay_adaptive,
+                            .ratio = c->replay_ratio,
+                            .min = c->replay_ratio_min,
+                            .max = c->replay_ratio_max,
+                            .probe_every = c->replay_probe_every,
+                            .phase = c->replay_phase_clicks,
+                            .step = REPLAY_STEP};
+    if (e->relearn && (rc = rc_replayctl_create(&ro, &e->rctl, eb, el)))
+        return rc;
+    if (e->rctl && c->replay_adaptive &&
+        !(e->probes = malloc(RC_REPLAYCTL_MAX_HELD * sizeof *e->probes)))
+        return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
     return 0;
 }
 
@@ -922,6 +1001,8 @@ static void free_engine(rc_engine *e)
     rc_table_destroy(e->table);
     rc_sgns_work_free(&e->work);
     rc_relearn_destroy(e->relearn);
+    rc_replayctl_destroy(e->rctl);
+    free(e->probes);
     for (uint32_t i = 0; e->batches && i < e->nbatches; i++)
         batch_free(e->batches[i]);
     free(e->batches);
@@ -1223,19 +1304,25 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   (unsigned long long)is.overflow_rows, (unsigned long long)is.partition_errors);
     rc_relearn_stats rs;
     rc_relearn_stats_get(e->relearn, &rs);
+    rc_replayctl_stats cs;
+    rc_replayctl_stats_get(e->rctl, &cs);
     rc_buf_printf(
         o,
         "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
         "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
         "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
-        "\"skipped\":%llu,\"yields\":%llu,\"pending\":%llu,\"bytes\":%zu}",
+        "\"skipped\":%llu,\"yields\":%llu,\"pending\":%llu,\"bytes\":%zu,"
+        "\"adaptive\":%s,\"ratio\":%.3f,\"phase_ratio\":%.3f,\"probes\":%llu,"
+        "\"decisions\":%llu,\"raises\":%llu,\"lowers\":%llu}",
         e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
         atomic_load(&e->loss_avg), (unsigned long long)sa.rebuilds,
         (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
         (unsigned long long)rs.fill, (unsigned long long)rs.replayed,
         (unsigned long long)rs.skipped, (unsigned long long)rs.yields,
         (unsigned long long)atomic_load_explicit(&e->replay_pending, memory_order_relaxed),
-        rs.bytes);
+        rs.bytes, cs.adaptive ? "true" : "false", cs.ratio, cs.phase_ratio,
+        (unsigned long long)cs.probes, (unsigned long long)cs.decisions,
+        (unsigned long long)cs.raises, (unsigned long long)cs.lowers);
     rc_buf_printf(o, ",\"cpu_ms\":%.1f,",
                   (double)atomic_load_explicit(&e->train_cpu_ns, memory_order_relaxed) / 1e6);
     rc__engine_shard_stats_json(e, o);

@@ -28,6 +28,7 @@
 #include "recalld/sampler.h"
 #include "recalld/session.h"
 #include "recalld/relearn.h"
+#include "recalld/replayctl.h"
 #include "recalld/sgns.h"
 #include "recalld/tower.h"
 #include "recalld/tower_serve.h"
@@ -70,6 +71,8 @@ struct rc_engine {
     rc_rng rng;
     rc_relearn *relearn;             /* replay of recent examples, NULL = off (train.replay_*) */
     double replay_credit;            /* replays owed to the clicks trained so far (trainer only) */
+    rc_replayctl *rctl;              /* the replay ratio, adaptive or pinned (with relearn) */
+    rc_replayctl_probe *probes;      /* RC_REPLAYCTL_MAX_HELD, for release (adaptive) */
     _Atomic uint64_t replay_pending; /* replay_credit as published for stats */
     _Atomic uint64_t inflight;       /* batches submitted, not yet trained: events wait */
     _Atomic uint64_t backlog;        /* events waiting upstream (rc_engine_set_backlog) */

@@ -407,7 +407,9 @@ void rc__eval_stream_knobs(const rc_config *c, rc_eval_stream_knobs *k)
                                 .lr = c->lr,
                                 .recall_window = c->recall_window,
                                 .half_life_ms = c->half_life_ms,
-                                .subsample = c->subsample};
+                                .subsample = c->subsample,
+                                .replay_adaptive = c->replay_adaptive,
+                                .replay_subsample = c->replay_subsample};
 }
 
 int rc__eval_warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
@@ -472,8 +474,14 @@ static size_t tuned_set(const rc_eval_stream_tune *t, char (*kv)[64])
         case 5:
             snprintf(kv[n++], 64, "%s=%lld", key, (long long)k->half_life_ms);
             break;
-        default:
+        case 6:
             snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->subsample);
+            break;
+        case 7:
+            snprintf(kv[n++], 64, "%s=%d", key, k->replay_adaptive);
+            break;
+        default:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->replay_subsample);
             break;
         }
     }

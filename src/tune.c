@@ -408,17 +408,20 @@ out:
 /* ---- the streaming knobs ---- */
 
 const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS] = {
-    "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",   "model.lr",
-    "recall.window",      "recall.half_life_ms",   "model.subsample"};
+    "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",
+    "model.lr",           "recall.window",         "recall.half_life_ms",
+    "model.subsample",    "train.replay_adaptive", "train.replay_subsample"};
 
 /* The built-in grids, per knob (the key's unit). */
 static const double sg_replay[] = {0, 10, 25, 50, 100};
-static const double sg_decay[] = {0, 10, 20, 50, 100, 200, 1000};
+static const double sg_decay[] = {0, 10, 20, 30, 50, 100, 200, 1000};
 static const double sg_lr_min[] = {0.0001, 0.0005, 0.001, 0.002, 0.005};
 static const double sg_lr[] = {0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};
 static const double sg_window[] = {3, 5, 10, 20};
 static const double sg_half_life[] = {0, 600000, 3600000, 86400000};
 static const double sg_subsample[] = {0, 3e-5, 1e-4, 3e-4, 1e-3};
+static const double sg_adaptive[] = {0, 1};
+static const double sg_replay_sub[] = {0, 3e-5, 1e-4, 3e-4, 1e-3};
 
 #define STREAM_MAX_TRIALS 256u
 
@@ -449,8 +452,12 @@ static double knob_get(const rc_eval_stream_knobs *k, unsigned i)
         return k->recall_window;
     case 5:
         return (double)k->half_life_ms;
-    default:
+    case 6:
         return k->subsample;
+    case 7:
+        return k->replay_adaptive;
+    default:
+        return k->replay_subsample;
     }
 }
 
@@ -475,8 +482,14 @@ static void knob_set(rc_eval_stream_knobs *k, unsigned i, double v)
     case 5:
         k->half_life_ms = (int64_t)v;
         break;
-    default:
+    case 6:
         k->subsample = (float)v;
+        break;
+    case 7:
+        k->replay_adaptive = v != 0;
+        break;
+    default:
+        k->replay_subsample = (float)v;
         break;
     }
 }
@@ -494,9 +507,11 @@ void rc_tune_stream_format(const rc_eval_stream_knobs *k, char *buf, size_t cap)
     if (buf && cap)
         snprintf(buf, cap,
                  "train.replay_ratio=%g train.lr_decay_clicks=%g train.lr_min=%g model.lr=%g "
-                 "recall.window=%u recall.half_life_ms=%lld model.subsample=%g",
+                 "recall.window=%u recall.half_life_ms=%lld model.subsample=%g "
+                 "train.replay_adaptive=%d train.replay_subsample=%g",
                  (double)k->replay_ratio, (double)k->lr_decay_clicks, (double)k->lr_min,
-                 (double)k->lr, k->recall_window, (long long)k->half_life_ms, (double)k->subsample);
+                 (double)k->lr, k->recall_window, (long long)k->half_life_ms, (double)k->subsample,
+                 k->replay_adaptive, (double)k->replay_subsample);
 }
 
 static double stream_elapsed(const struct stream_search *s)
@@ -583,11 +598,12 @@ int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, 
                        rc_eval_stream_tune *res, char *eb, size_t el)
 {
     static const double *const grids[RC_TUNE_STREAM_NKEYS] = {
-        sg_replay, sg_decay, sg_lr_min, sg_lr, sg_window, sg_half_life, sg_subsample};
+        sg_replay,    sg_decay,     sg_lr_min,   sg_lr,        sg_window,
+        sg_half_life, sg_subsample, sg_adaptive, sg_replay_sub};
     static const uint32_t ngrids[RC_TUNE_STREAM_NKEYS] = {
-        RC_ARRAY_LEN(sg_replay),   RC_ARRAY_LEN(sg_decay),  RC_ARRAY_LEN(sg_lr_min),
-        RC_ARRAY_LEN(sg_lr),       RC_ARRAY_LEN(sg_window), RC_ARRAY_LEN(sg_half_life),
-        RC_ARRAY_LEN(sg_subsample)};
+        RC_ARRAY_LEN(sg_replay),    RC_ARRAY_LEN(sg_decay),    RC_ARRAY_LEN(sg_lr_min),
+        RC_ARRAY_LEN(sg_lr),        RC_ARRAY_LEN(sg_window),   RC_ARRAY_LEN(sg_half_life),
+        RC_ARRAY_LEN(sg_subsample), RC_ARRAY_LEN(sg_adaptive), RC_ARRAY_LEN(sg_replay_sub)};
     rc_tune_stream_opts to = opts ? *opts : (rc_tune_stream_opts){0};
     struct stream_search *s = NULL;
     rc_eval_split *valid = NULL;

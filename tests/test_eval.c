@@ -594,14 +594,16 @@ TEST(eval_cli_json_has_every_method)
     ASSERT(json_is_object(sk) && json_is_object(st_));
     ASSERT(json_object_get(json_object_get(m, "sgns"), "stream_tuned") == NULL);
     static const char *const knobs[] = {
-        "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",   "model.lr",
-        "recall.window",      "recall.half_life_ms",   "model.subsample"};
+        "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",    "model.lr",
+        "recall.window",      "recall.half_life_ms",   "model.subsample", "train.replay_subsample"};
     for (size_t i = 0; i < RC_ARRAY_LEN(knobs); i++) {
         ASSERT(json_is_number(json_object_get(sk, knobs[i])));
         ASSERT(json_is_number(json_object_get(st_, knobs[i])));
     }
+    ASSERT(json_is_boolean(json_object_get(sk, "train.replay_adaptive")));
+    ASSERT(json_is_boolean(json_object_get(st_, "train.replay_adaptive")));
     ASSERT_GE(json_integer_value(json_object_get(st_, "trials")), 1);
-    ASSERT_EQ(json_array_size(json_object_get(st_, "searched")), 7);
+    ASSERT_EQ(json_array_size(json_object_get(st_, "searched")), 9);
     ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) > 0);
     ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) >=
            json_number_value(json_object_get(st_, "base_validation_hr@50")));
@@ -1086,6 +1088,47 @@ TEST(eval_tune_stream_finds_planted_rate)
     ASSERT(rep.has_stream && rep.stream_tuned);
     ASSERT_EQ(rep.stream.lr, 0.05f);
     ASSERT_EQ(rep.stream.replay_ratio, 5.0f);
+    streamed_free(&f);
+}
+
+/* train.replay_adaptive is a searched knob: with only it free, the search
+ * streams the default (pinned) and the other value, and the prequential
+ * method runs with the choice; train.replay_subsample (the last) likewise
+ * streams its whole grid. */
+TEST(eval_tune_stream_searches_replay_adaptive)
+{
+    streamed f = {0};
+    char err[256] = "", line[512];
+    tmp_path(f.path, sizeof f.path, ".jsonl");
+    write_generated(f.path, 6000, 300, 1000);
+    streamed_load(&f);
+    static const char *const set[] = {"train.replay_phase_clicks=256"};
+    f.env.stream_set = set;
+    f.env.nstream_set = 1;
+    rc_tune_stream_opts o = {.seconds = 1e6, .free_mask = 1u << 7};
+    rc_eval_stream_tune r;
+    stream_search(&f.env, &o, 0, &r);
+    ASSERT_EQ(r.searched, 1u << 7);
+    ASSERT_EQ(r.trials, 2);
+    ASSERT(r.hr50 >= r.base_hr50);
+    ASSERT_EQ(r.best.replay_adaptive, r.hr50 > r.base_hr50);
+    rc_tune_stream_format(&r.best, line, sizeof line);
+    ASSERT(strstr(line, r.best.replay_adaptive ? "train.replay_adaptive=1"
+                                               : "train.replay_adaptive=0") != NULL);
+    f.env.have_stream_tuned[0] = 1;
+    f.env.stream_tuned[0] = r;
+    rc_eval_report rep;
+    if (rc_eval_method_run(rc_eval_method_find("prequential"), &f.env, &rep, err, sizeof err))
+        RC__FAIL("prequential: %s", err);
+    ASSERT_EQ(rep.stream.replay_adaptive, r.best.replay_adaptive);
+    /* train.replay_subsample, the ninth: every value of its grid is streamed */
+    rc_tune_stream_opts o9 = {.seconds = 1e6, .free_mask = 1u << 8};
+    stream_search(&f.env, &o9, 0, &r);
+    ASSERT_EQ(r.searched, 1u << 8);
+    ASSERT_EQ(r.trials, 5);
+    ASSERT(r.hr50 >= r.base_hr50);
+    rc_tune_stream_format(&r.best, line, sizeof line);
+    ASSERT(strstr(line, "train.replay_subsample=") != NULL);
     streamed_free(&f);
 }
 

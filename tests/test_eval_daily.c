@@ -308,8 +308,15 @@ TEST(eval_daily_which_model_predicts)
     char path[256];
     rc_clicklog *log = daily_tiny(path, sizeof path);
     rc_eval_daily *d = daily(log, 1, 0, 0);
-    rc_eval_env env = {
-        .log = log, .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3}, .quiet = 1};
+    /* G's vector is its cold start (it was never in a pair): whether it beats
+     * one AUC negative depends on where the others moved. Pinned to the
+     * replay these figures were worked out with (no replay subsampling). */
+    static const char *const pin[] = {"train.replay_subsample=0"};
+    rc_eval_env env = {.log = log,
+                       .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3},
+                       .quiet = 1,
+                       .stream_set = pin,
+                       .nstream_set = 1};
     for (size_t i = 0; i < RC_ARRAY_LEN(names); i++) {
         rc_eval_daily_report rep;
         run_method(names[i], &env, d, &rep);

@@ -67,16 +67,20 @@ static json_t *replay_stats(rc_engine *e, json_int_t *pairs)
 /* Offline (never backlogged), each trained click owes train.replay_ratio
  * replays, all trained without train.replay_max_clicks, fewer with it (an
  * example with a frequent item is not trained); with the ratio 0 nothing is
- * kept or replayed. */
+ * kept or replayed. train.replay_subsample thins the replays only: at 0.005 in
+ * this stream of 30 items (each a share of about 1/30), fewer replays train
+ * a pair, and the new clicks train the same pairs as without it. */
 TEST(relearn_engine_replays_ratio_per_trained_click)
 {
-    for (int pass = 0; pass < 3; pass++) {
+    json_int_t pairs1 = 0;
+    for (int pass = 0; pass < 4; pass++) {
         rc_config c;
         rc_config_defaults(&c);
         c.dim = 16;
         c.replay_clicks = 50;
         c.replay_ratio = pass ? 2.5f : 0;
         c.replay_max_clicks = pass == 2 ? 4 : 0;
+        c.replay_subsample = pass == 3 ? 0.005f : 0;
         rc_engine *e = e2e_engine_offline(&c);
         char u[16], it[16];
         int64_t ts = 1700000000000LL;
@@ -103,10 +107,17 @@ TEST(relearn_engine_replays_ratio_per_trained_click)
             ASSERT_EQ(fill, 50);
             ASSERT_EQ(replayed, 300);
             ASSERT_EQ(json_integer_value(json_object_get(rp, "skipped")), 0);
-        } else { /* 30 items, 160 clicks: later examples hold items of > 4 */
+        } else if (pass == 2) { /* 30 items, 160 clicks: later examples hold items of > 4 */
+            ASSERT_GT(replayed, 0);
+            ASSERT_LT(replayed, 250);
+        } else {
+            ASSERT_EQ(fill, 50);
+            ASSERT_EQ(pairs, pairs1);
             ASSERT_GT(replayed, 0);
             ASSERT_LT(replayed, 250);
         }
+        if (pass == 1)
+            pairs1 = pairs;
         json_decref(rp);
         rc_engine_destroy(e);
     }

@@ -80,13 +80,19 @@ typedef struct rc_config {
     uint32_t trainer_threads;     /* model.trainer_threads: SGNS threads, 0 = online CPUs */
     char model_path[RC_CONF_STR]; /* --model: start from a trained model file */
     /* streaming trainer (train.*): replay of recent examples (relearn.h) */
-    uint32_t replay_clicks;     /* train.replay_clicks: examples held, 0 = no replay */
-    float replay_ratio;         /* train.replay_ratio: replayed examples per new click */
-    uint32_t replay_max_clicks; /* train.replay_max_clicks: examples of an item with more
-                                 * clicks are not replayed, 0 = no limit */
-    float lr_decay_clicks;      /* train.lr_decay_clicks: an item's rate is model.lr *
-                                 * d / (d + its clicks), 0 = constant model.lr */
-    float lr_min;               /* train.lr_min: floor of the decayed rate */
+    uint32_t replay_clicks;      /* train.replay_clicks: examples held, 0 = no replay */
+    float replay_ratio;          /* train.replay_ratio: replayed examples per new click */
+    uint32_t replay_max_clicks;  /* train.replay_max_clicks: examples of an item with more
+                                  * clicks are not replayed, 0 = no limit */
+    float lr_decay_clicks;       /* train.lr_decay_clicks: an item's rate is model.lr *
+                                  * d / (d + its clicks), 0 = constant model.lr */
+    float lr_min;                /* train.lr_min: floor of the decayed rate */
+    float replay_subsample;      /* train.replay_subsample: replays' subsampling, 0 = model's */
+    int replay_adaptive;         /* train.replay_adaptive: the ratio follows replayctl.h's probes */
+    float replay_ratio_min;      /* train.replay_ratio_min: the adaptive ratio's bounds */
+    float replay_ratio_max;      /* train.replay_ratio_max */
+    uint32_t replay_probe_every; /* train.replay_probe_every: one new click in N is a probe */
+    uint32_t replay_phase_clicks; /* train.replay_phase_clicks: new clicks per controller phase */
     /* index */
     uint32_t ivf_min, nprobe, index_batch, flush_interval_ms;
     float drift, overfetch;

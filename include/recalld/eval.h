@@ -349,7 +349,9 @@ typedef struct rc_eval_stream_knobs {
     float replay_ratio, lr_decay_clicks, lr_min, lr;
     uint32_t recall_window;
     int64_t half_life_ms;
-    float subsample; /* model.subsample of the stream (else the batch setting's) */
+    float subsample;        /* model.subsample of the stream (else the batch setting's) */
+    int replay_adaptive;    /* train.replay_adaptive */
+    float replay_subsample; /* train.replay_subsample */
 } rc_eval_stream_knobs;
 
 /* The result of a search of the streaming knobs (rc_tune_stream_run). */

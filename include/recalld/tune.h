@@ -82,9 +82,10 @@ void rc_tune_format(const rc_train_opts *o, char *buf, size_t cap);
  * a whole round improves nothing or the budget is spent (a trial is not
  * started when the last one's duration would overrun it). Keys given by
  * --stream-set stay as given. Deterministic when the budget is not reached. */
-#define RC_TUNE_STREAM_NKEYS 7u
+#define RC_TUNE_STREAM_NKEYS 9u
 /* "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min", "model.lr",
- * "recall.window", "recall.half_life_ms", "model.subsample": the knobs'
+ * "recall.window", "recall.half_life_ms", "model.subsample",
+ * "train.replay_adaptive", "train.replay_subsample": the knobs'
  * config keys, in search order. */
 extern const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS];
 
@@ -105,7 +106,7 @@ typedef struct rc_tune_stream_opts {
 int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, int warm,
                        rc_eval_stream_tune *res, char *errbuf, size_t errlen);
 
-/* "train.replay_ratio=R ... model.subsample=S" of k into buf (all seven;
+/* "train.replay_ratio=R ... train.replay_subsample=S" of k into buf (all nine;
  * always NUL-terminated). */
 void rc_tune_stream_format(const rc_eval_stream_knobs *k, char *buf, size_t cap);
 
