@@ -904,6 +904,46 @@ static const char *arg_value(ynode *seq, const char *arg)
     return NULL;
 }
 
+/* Every named volume a compose service of y mounts is declared, and every
+ * flag of its argv (entrypoint + command, or the image's recalld with the
+ * command alone) and healthcheck exists. */
+static void compose_services_check(flagcheck *fc, ynode *y, const char *file)
+{
+    ynode *svcs = yget(y, "services");
+    for (size_t i = 0; i < svcs->n; i++) {
+        ynode *s = svcs->kid[i];
+        char where[256];
+        snprintf(where, sizeof where, "%s services.%s", file, s->key);
+        ynode *vols = yget(s, "volumes");
+        for (size_t j = 0; vols && j < vols->n; j++) {
+            const char *v = vols->kid[j]->str;
+            ASSERT(v != NULL);
+            if (v[0] != '.' && v[0] != '/') {
+                char name[128];
+                snprintf(name, sizeof name, "volumes/%.*s", (int)strcspn(v, ":"), v);
+                if (!yget(y, name))
+                    RC__FAIL("%s: volume %s not declared", where, name);
+            }
+        }
+        const char *img = ystr(s, "image");
+        int ours = img && !strcmp(img, IMAGE);
+        ynode *ep = yget(s, "entrypoint"), *cmd = yget(s, "command");
+        if (ep && cmd) {
+            /* entrypoint + command form one argv. */
+            ynode all = {.kind = Y_SEQ};
+            for (size_t j = 0; j < ep->n; j++)
+                yadd(&all, ep->kid[j]);
+            for (size_t j = 0; j < cmd->n; j++)
+                yadd(&all, cmd->kid[j]);
+            scan_argv(fc, &all, NULL, where);
+            free(all.kid);
+        } else {
+            scan_argv(fc, ep ? ep : cmd, ours && !ep ? &fc->progs[0] : NULL, where);
+        }
+        scan_argv(fc, yget(s, "healthcheck/test"), NULL, where);
+    }
+}
+
 TEST(deploy_compose)
 {
     flagcheck fc;
@@ -951,39 +991,7 @@ TEST(deploy_compose)
     ASSERT_STREQ(arg_value(yget(gen, "command"), "--brokers"), "kafka:9092");
 
     /* Every named volume a service mounts is declared; every flag exists. */
-    prog *recalld = &fc.progs[0];
-    for (size_t i = 0; i < svcs->n; i++) {
-        ynode *s = svcs->kid[i];
-        char where[256];
-        snprintf(where, sizeof where, "compose.yaml services.%s", s->key);
-        ynode *vols = yget(s, "volumes");
-        for (size_t j = 0; vols && j < vols->n; j++) {
-            const char *v = vols->kid[j]->str;
-            ASSERT(v != NULL);
-            if (v[0] != '.' && v[0] != '/') {
-                char name[128];
-                snprintf(name, sizeof name, "volumes/%.*s", (int)strcspn(v, ":"), v);
-                if (!yget(y, name))
-                    RC__FAIL("%s: volume %s not declared", where, name);
-            }
-        }
-        const char *img = ystr(s, "image");
-        int ours = img && !strcmp(img, IMAGE);
-        ynode *ep = yget(s, "entrypoint"), *cmd = yget(s, "command");
-        if (ep && cmd) {
-            /* entrypoint + command form one argv. */
-            ynode all = {.kind = Y_SEQ};
-            for (size_t j = 0; j < ep->n; j++)
-                yadd(&all, ep->kid[j]);
-            for (size_t j = 0; j < cmd->n; j++)
-                yadd(&all, cmd->kid[j]);
-            scan_argv(&fc, &all, NULL, where);
-            free(all.kid);
-        } else {
-            scan_argv(&fc, ep ? ep : cmd, ours && !ep ? recalld : NULL, where);
-        }
-        scan_argv(&fc, yget(s, "healthcheck/test"), NULL, where);
-    }
+    compose_services_check(&fc, y, "compose.yaml");
     scan_file(&fc, DEPLOY "compose.yaml");
     if (fc.bad[0])
         RC__FAIL("flags that do not exist:\n%s", fc.bad);
@@ -1176,34 +1184,7 @@ TEST(deploy_compose_cluster)
     ASSERT_STREQ(ystr(svcs, "app/environment/RECALLD_SOCKET"), "/run/recalld/recalld.sock");
     ASSERT_STREQ(arg_value(yget(svcs, "generator/command"), "--topic"), "clicks");
     /* Every flag exists; every named volume is declared. */
-    for (size_t i = 0; i < svcs->n; i++) {
-        ynode *s = svcs->kid[i];
-        char where[256];
-        snprintf(where, sizeof where, "compose.cluster.yaml services.%s", s->key);
-        ynode *vols = yget(s, "volumes");
-        for (size_t j = 0; vols && j < vols->n; j++) {
-            char name[128];
-            snprintf(name, sizeof name, "volumes/%.*s", (int)strcspn(vols->kid[j]->str, ":"),
-                     vols->kid[j]->str);
-            if (!yget(y, name))
-                RC__FAIL("%s: volume %s not declared", where, name);
-        }
-        const char *img = ystr(s, "image");
-        ynode *ep = yget(s, "entrypoint"), *cmd = yget(s, "command");
-        if (ep && cmd) {
-            ynode all = {.kind = Y_SEQ};
-            for (size_t j = 0; j < ep->n; j++)
-                yadd(&all, ep->kid[j]);
-            for (size_t j = 0; j < cmd->n; j++)
-                yadd(&all, cmd->kid[j]);
-            scan_argv(&fc, &all, NULL, where);
-            free(all.kid);
-        } else {
-            scan_argv(&fc, ep ? ep : cmd, img && !strcmp(img, IMAGE) && !ep ? &fc.progs[0] : NULL,
-                      where);
-        }
-        scan_argv(&fc, yget(s, "healthcheck/test"), NULL, where);
-    }
+    compose_services_check(&fc, y, "compose.cluster.yaml");
     scan_file(&fc, DEPLOY "compose.cluster.yaml");
     if (fc.bad[0])
         RC__FAIL("flags that do not exist:\n%s", fc.bad);
