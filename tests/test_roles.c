@@ -342,24 +342,45 @@ TEST(roles_replica_bootstraps_and_answers_as_the_trainer)
     json_decref(ts2);
     json_decref(ts);
 
-    /* the same answers for users with clicks */
+    /* The same answers for users with the same recent clicks. The trainer's
+     * sessions come from <topic>.by-city, where a user's clicks in two cities
+     * arrive from two partitions, interleaved as fetched (and a click older
+     * than its session is counted late, not kept); the replica's come from the
+     * click topic in order. So a user whose session holds the same clicks on
+     * both gets the same answer, and only users with clicks in more than one
+     * city may hold different ones (DESIGN.md "Trainer shards"). */
     static char ia[50][16], ib[50][16];
     double sa[50], sb[50];
-    int users = 0, same_exact = 0, same_city = 0;
+    int users = 0, same_clicks = 0, same_exact = 0, same_city = 0;
     double overlap = 0;
     for (int u = 0; u < E2E_GEN_USERS && users < 100; u++) {
         char user[16], city[64] = "";
         snprintf(user, sizeof user, "u%d", u);
         json_t *q = e2e_request(t.sock, "{\"op\":\"user\",\"user_id\":\"%s\"}", user);
+        json_t *qr = e2e_request(r.sock, "{\"op\":\"user\",\"user_id\":\"%s\"}", user);
         json_t *clicks = json_object_get(q, "clicks");
+        int cities = 0;
         if (json_array_size(clicks) >= 2) {
             json_t *last = json_array_get(clicks, json_array_size(clicks) - 1);
             snprintf(city, sizeof city, "%s", json_string_value(json_object_get(last, "city")));
+            size_t x;
+            json_t *c;
+            cities = 1;
+            json_array_foreach(json_object_get(qr, "clicks"), x, c)
+                cities += strcmp(json_string_value(json_object_get(c, "city")), city) != 0;
         }
+        int same = json_equal(clicks, json_object_get(qr, "clicks"));
         json_decref(q);
+        json_decref(qr);
         if (!city[0])
             continue;
         users++;
+        if (!same) {
+            if (cities < 2)
+                RC__FAIL("%s: clicks in one city differ between the trainer and the replica", user);
+            continue;
+        }
+        same_clicks++;
         size_t na = recall_ids(t.sock, user, NULL, 1, ia, sa, 50);
         size_t nb = recall_ids(r.sock, user, NULL, 1, ib, sb, 50);
         same_exact += same_answer(ia, sa, na, ib, sb, nb);
@@ -376,12 +397,13 @@ TEST(roles_replica_bootstraps_and_answers_as_the_trainer)
         overlap += na ? (double)common / (double)na : 1.0;
     }
     fprintf(stderr,
-            "%d users: exact top-50 equal for %d (with the user's city: %d); default scope "
-            "(live index) top-50 overlap %.4f\n",
-            users, same_exact, same_city, overlap / users);
+            "%d users, %d with the same recent clicks on both: exact top-50 equal for %d (with "
+            "the user's city: %d); default scope (live index) top-50 overlap %.4f\n",
+            users, same_clicks, same_exact, same_city, same_clicks ? overlap / same_clicks : 0);
     ASSERT_EQ(users, 100);
-    ASSERT_EQ(same_exact, users);
-    ASSERT_EQ(same_city, users);
+    ASSERT_GE(same_clicks, 80);
+    ASSERT_EQ(same_exact, same_clicks);
+    ASSERT_EQ(same_city, same_clicks);
     ASSERT_EQ(e2e_stop(&r), 0);
     ASSERT_EQ(e2e_stop(&t), 0);
     e2e_broker_stop(&b);
