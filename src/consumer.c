@@ -220,24 +220,33 @@ static struct part *part_get(rc_consumer *c, int32_t p)
     return &c->parts[p];
 }
 
+/* The total is known only when every assigned partition's is: a partition
+ * just assigned has no watermarks until its first fetch, and counting it as 0
+ * would report "caught up" over a backlog nobody has measured yet. */
 static void lag_refresh(rc_consumer *c)
 {
     int64_t lag = 0;
-    int known = 0;
+    int known = 0, unknown = 0;
     for (int32_t p = 0; p < c->nparts; p++) {
         int64_t lo, hi, from;
         c->parts[p].lag = -1;
-        if (!c->parts[p].assigned || rd_kafka_get_watermark_offsets(c->rk, c->topic, p, &lo, &hi) ||
-            hi == RD_KAFKA_OFFSET_INVALID)
+        if (!c->parts[p].assigned)
             continue;
+        if (rd_kafka_get_watermark_offsets(c->rk, c->topic, p, &lo, &hi) ||
+            hi == RD_KAFKA_OFFSET_INVALID) {
+            unknown = 1;
+            continue;
+        }
         from = c->parts[p].next >= 0 ? c->parts[p].next : lo;
-        if (from == RD_KAFKA_OFFSET_INVALID)
+        if (from == RD_KAFKA_OFFSET_INVALID) {
+            unknown = 1;
             continue;
+        }
         c->parts[p].lag = hi > from ? hi - from : 0;
         lag += c->parts[p].lag;
         known = 1;
     }
-    c->st.lag = known ? lag : -1;
+    c->st.lag = known && !unknown ? lag : -1;
 }
 
 size_t rc_consumer_positions(const rc_consumer *c, int32_t *parts, int64_t *next_offsets,
