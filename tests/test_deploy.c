@@ -1000,6 +1000,31 @@ TEST(deploy_compose)
     flags_free(&fc);
 }
 
+/* Every flag of a pod's containers exists: recalld's args after the image's
+ * entrypoint, command + args of other containers as one argv, the probes. */
+static void k8s_containers_flags(flagcheck *fc, ynode *ctrs)
+{
+    for (size_t i = 0; i < ctrs->n; i++) {
+        ynode *k = ctrs->kid[i];
+        const char *where = ystr_req(k, "name");
+        ynode *cmd = yget(k, "command"), *args = yget(k, "args");
+        if (cmd) {
+            ynode all = {.kind = Y_SEQ};
+            for (size_t j = 0; j < cmd->n; j++)
+                yadd(&all, cmd->kid[j]);
+            for (size_t j = 0; args && j < args->n; j++)
+                yadd(&all, args->kid[j]);
+            scan_argv(fc, &all, NULL, where);
+            free(all.kid);
+        } else {
+            scan_argv(fc, args, &fc->progs[0], where);
+        }
+        scan_argv(fc, yget(k, "readinessProbe/exec/command"), NULL, where);
+        scan_argv(fc, yget(k, "livenessProbe/exec/command"), NULL, where);
+        scan_argv(fc, yget(k, "startupProbe/exec/command"), NULL, where);
+    }
+}
+
 TEST(deploy_k8s)
 {
     flagcheck fc;
@@ -1101,25 +1126,7 @@ TEST(deploy_k8s)
     ASSERT(strcmp(c.metrics_bind, "127.0.0.1") != 0); /* reachable from the Service */
 
     /* Flags: args after the entrypoint, commands of other containers, probes. */
-    for (size_t i = 0; i < ctrs->n; i++) {
-        ynode *k = ctrs->kid[i];
-        const char *where = ystr_req(k, "name");
-        ynode *cmd = yget(k, "command"), *args = yget(k, "args");
-        if (cmd) {
-            ynode all = {.kind = Y_SEQ};
-            for (size_t j = 0; j < cmd->n; j++)
-                yadd(&all, cmd->kid[j]);
-            for (size_t j = 0; args && j < args->n; j++)
-                yadd(&all, args->kid[j]);
-            scan_argv(&fc, &all, NULL, where);
-            free(all.kid);
-        } else {
-            scan_argv(&fc, args, &fc.progs[0], where);
-        }
-        scan_argv(&fc, yget(k, "readinessProbe/exec/command"), NULL, where);
-        scan_argv(&fc, yget(k, "livenessProbe/exec/command"), NULL, where);
-        scan_argv(&fc, yget(k, "startupProbe/exec/command"), NULL, where);
-    }
+    k8s_containers_flags(&fc, ctrs);
     if (fc.bad[0])
         RC__FAIL("flags that do not exist:\n%s", fc.bad);
     ASSERT_GE(fc.checked, 6);
@@ -1258,19 +1265,9 @@ TEST(deploy_k8s_cluster)
     const char *vec = strstr(topics, "--topic clicks.vectors");
     ASSERT(vec && strstr(vec, "cleanup.policy=compact") != NULL);
 
-    /* Flags of recalld's containers (args after the image's entrypoint) and probes. */
-    ynode *pods[] = {tpod, apod};
-    for (size_t p = 0; p < 2; p++) {
-        ynode *ctrs = yget(pods[p], "containers");
-        for (size_t i = 0; i < ctrs->n; i++) {
-            ynode *k = ctrs->kid[i];
-            const char *where = ystr_req(k, "name");
-            if (!yget(k, "command"))
-                scan_argv(&fc, yget(k, "args"), &fc.progs[0], where);
-            scan_argv(&fc, yget(k, "readinessProbe/exec/command"), NULL, where);
-            scan_argv(&fc, yget(k, "livenessProbe/exec/command"), NULL, where);
-        }
-    }
+    /* Flags of every container (args after the image's entrypoint) and probes. */
+    k8s_containers_flags(&fc, yget(tpod, "containers"));
+    k8s_containers_flags(&fc, yget(apod, "containers"));
     if (fc.bad[0])
         RC__FAIL("flags that do not exist:\n%s", fc.bad);
     ASSERT_GE(fc.checked, 8);
