@@ -597,7 +597,8 @@ static void print_memory(const bench *b)
         printf("%-12s %10.1f %6.2fx %10.1f %6.2fx %10.1f %6.2fx %8.0f %8.1f %6.2fx %10.2f "
                "%10.2f\n",
                v->name, (double)s->bytes / 1e6, (double)s->bytes / (double)f->bytes,
-               (double)s->vec_bytes / 1e6, (double)s->vec_bytes / (double)f->vec_bytes,
+               (double)s->vec_bytes / 1e6,
+               (double)s->vec_bytes / (double)(f->vec_bytes ? f->vec_bytes : 1),
                (double)s->list_bytes / 1e6,
                (double)s->list_bytes / (double)(f->list_bytes ? f->list_bytes : 1),
                (double)s->bytes / b->n, v->rss_mb * 1.048576,

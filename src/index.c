@@ -106,7 +106,7 @@ static uint64_t part_mem(const rc_index *ix, const part *p, uint64_t *vm, uint64
     uint64_t own = (uint64_t)p->cap * sizeof(*p->l2r) + (p->l2k ? (uint64_t)p->cap * 8 : 0);
     uint64_t v = 0, l = 0, d = ix->dim;
     if (!p->ivf) {
-        v = pow2ceil(p->n) * d * sizeof(float);
+        v = p->fx ? pow2ceil(p->n) * d * sizeof(float) : 0;
     } else {
         uint64_t per = ix->code_size + sizeof(idx_t);
         for (uint32_t i = 0; i < p->nlist; i++) {
@@ -253,13 +253,20 @@ static int part_new(rc_index *ix, uint32_t city, uint32_t cate, int overflow, pa
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&p->lock, &a);
     pthread_rwlockattr_destroy(&a);
-    FaissIndexFlatIP *f = NULL;
-    if (faiss_IndexFlatIP_new_with(&f, ix->dim)) {
-        int rc = faiss_err(errbuf, errlen, "flat partition");
-        part_free(p);
-        return rc;
+    /* Under sq8 a flat partition is scored with the rows' int8 copies
+     * (scan_flat_i8) and snapshotted from the table (part_read): FAISS's float
+     * storage (256 B a row at d64, grown by doubling) would only be the
+     * reference scan's, so such a partition has none until its IVF index.
+     * The overflow partition keeps it (filtered row by row with the floats). */
+    if (overflow || ix->storage != RC_INDEX_STORAGE_SQ8) {
+        FaissIndexFlatIP *f = NULL;
+        if (faiss_IndexFlatIP_new_with(&f, ix->dim)) {
+            int rc = faiss_err(errbuf, errlen, "flat partition");
+            part_free(p);
+            return rc;
+        }
+        p->fx = f;
     }
-    p->fx = f;
     p->city = city;
     p->cate = cate;
     p->overflow = overflow;
@@ -510,7 +517,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     pthread_rwlock_wrlock(&p->lock);
     if (nnew && part_reserve(p, (size_t)p->n + nnew))
         rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
-    if (!rc && nnew && faiss_Index_add(p->fx, nnew, ix->xbuf))
+    if (!rc && nnew && p->fx && faiss_Index_add(p->fx, nnew, ix->xbuf))
         rc = faiss_err(errbuf, errlen, "add");
     if (!rc && nnew) {
         memcpy(p->l2r + p->n, ix->rbuf, nnew * sizeof(uint32_t));
@@ -524,7 +531,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
         if (p->ivf) {
             if (ivf_update(p->fx, (int)(n - nnew), ix->ibuf, xu))
                 rc = faiss_err(errbuf, errlen, "update_vectors");
-        } else {
+        } else if (p->fx) {
             float *xb;
             size_t sz;
             faiss_IndexFlat_xb(p->fx, &xb, &sz);
@@ -821,14 +828,15 @@ static void job_hurry(job *j)
 
 /* Copies locals [i0, i0+n) of p's current index into x. Writer thread (the
  * only mutator), so no lock is needed to read. An IVF-SQ partition holds only
- * approximations: its rows are read from the table instead (normalised, the
- * writer's current vectors), so a retrain never encodes decoded codes again. */
+ * approximations and a flat partition under sq8 holds no floats at all: their
+ * rows are read from the table instead (normalised, the writer's current
+ * vectors), so a retrain never encodes decoded codes again. */
 static int part_read(const rc_index *ix, part *p, uint32_t i0, uint32_t n, float *x)
 {
     uint32_t dim = ix->dim;
     if (n == 0)
         return 0;
-    if (p->ivf && ix->storage != RC_INDEX_STORAGE_FLAT) {
+    if (!p->fx || (p->ivf && ix->storage != RC_INDEX_STORAGE_FLAT)) {
         for (uint32_t i = 0; i < n; i++) {
             float *v = x + (size_t)i * dim;
             memcpy(v, rc_table_in(ix->t, p->l2r[i0 + i]), dim * sizeof(float));
@@ -923,7 +931,8 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
     p->cent = cent;
     pthread_rwlock_unlock(&p->lock);
     j->out = NULL;
-    faiss_Index_free(old);
+    if (old)
+        faiss_Index_free(old);
     p->n_trained = j->n; /* what the centroids saw, not what was caught up */
     p->n_checked = p->n;
     if (!was_ivf)

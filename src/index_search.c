@@ -369,16 +369,33 @@ static int scan_flat_i8(const rc_index *ix, scratch *s, const part *p, const flo
     return 0;
 }
 
+/* The reference scan of a flat partition that has no float storage (sq8):
+ * the table's vectors, normalised row by row as the re-rank reads them. Not a
+ * hot path: only rc_index_set_faiss_scan's A/B runs it. */
+static int scan_flat_table(const rc_index *ix, scratch *s, const part *p, const float *q,
+                           uint32_t k, uint32_t *ntop)
+{
+    uint32_t d = ix->dim;
+    for (uint32_t i = 0; i < p->n; i++) {
+        const float *v = rc_table_in(ix->t, p->l2r[i]);
+        float nn = rc_vec_dot(v, v, d), sc = nn > 0 ? rc_vec_dot(q, v, d) / sqrtf(nn) : 0;
+        if (*ntop < k || sc > s->top[0].s)
+            hit_push(s->top, ntop, k, (hit){sc, p->l2r[i]});
+    }
+    return 0;
+}
+
 /* Flat partitions are small by construction: with sq8 storage their int8
- * copies (scan_flat_i8), otherwise (or with ix->faiss_scan, the reference)
- * one sgemv over their float storage, straight into the top-k heap (FAISS's
- * per-vector loop is slower here). The overflow partition is flat too, its
- * rows filtered one by one, always with the floats. */
+ * copies (scan_flat_i8; with ix->faiss_scan, the reference, the table's
+ * floats), otherwise one sgemv over their float storage, straight into the
+ * top-k heap (FAISS's per-vector loop is slower here). The overflow partition
+ * is flat too, its rows filtered one by one, always with the floats. */
 static int scan_flat(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
                      const rc_index_filter *f, uint32_t *ntop)
 {
-    if (!p->overflow && ix->storage == RC_INDEX_STORAGE_SQ8 && !RLOAD(&ix->faiss_scan))
-        return scan_flat_i8(ix, s, p, q, k, ntop);
+    if (!p->overflow && ix->storage == RC_INDEX_STORAGE_SQ8)
+        return RLOAD(&ix->faiss_scan) ? scan_flat_table(ix, s, p, q, k, ntop)
+                                      : scan_flat_i8(ix, s, p, q, k, ntop);
     float *xb;
     size_t sz;
     faiss_IndexFlat_xb(p->fx, &xb, &sz);

@@ -1029,6 +1029,9 @@ TEST(index_sq8_flat_partitions_scan_int8_copies)
     rc_index_stats_get(ix, &st);
     ASSERT_EQ(st.ivf_partitions, 0);
     ASSERT_EQ(st.size, 3000);
+    /* No FAISS float storage behind flat sq8 partitions: their int8 copies
+     * and the table are all they need. */
+    ASSERT_EQ(st.vec_bytes, 0);
     rc_rng r;
     rc_rng_seed(&r, 44);
     uint32_t own[50], ref[50], want[50], n1, n2;

@@ -93,10 +93,10 @@ typedef struct rc_index_stats {
     double staleness_ms;       /* age of the oldest pending touch, 0 when none */
     uint64_t fresh_p50_us, fresh_p99_us; /* touch -> searchable, new rows, recent window */
     rc_hist_snap fresh_hist;             /* the same for every new row since create, us */
-    size_t bytes;      /* everything below plus the per-row state (drift copy, location) */
-    size_t vec_bytes;  /* FAISS storage of the vectors: flat partitions' floats, IVF list codes
-                          and ids with the lists' reserved capacity (estimated: FAISS grows a
-                          list like a std::vector, doubling), direct maps, centroids */
+    size_t bytes;     /* everything below plus the per-row state (drift copy, location) */
+    size_t vec_bytes; /* FAISS storage of the vectors: flat partitions' floats (none under sq8), IVF
+                         list codes and ids with the lists' reserved capacity (estimated: FAISS
+                         grows a list like a std::vector, doubling), direct maps, centroids */
     size_t list_bytes; /* of vec_bytes: the IVF list codes and ids as stored (size, not
                           capacity) */
     int storage;       /* rc_index_storage */
