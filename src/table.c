@@ -107,7 +107,7 @@ int rc_table_create(const rc_table_opts *opts, rc_table **out, char *errbuf, siz
     t->chunks = calloc(t->nchunks, sizeof(*t->chunks));
     if (!t->chunks)
         goto out_nomem;
-    if ((rc = rc_dict_create(max, &t->ids, errbuf, errlen)) ||
+    if ((!(opts && opts->no_ids) && (rc = rc_dict_create(max, &t->ids, errbuf, errlen))) ||
         (rc = rc_dict_create(MAX_ATTRS, &t->cities, errbuf, errlen)) ||
         (rc = rc_dict_create(MAX_ATTRS, &t->cates, errbuf, errlen)))
         goto out_destroy;
@@ -260,13 +260,20 @@ uint64_t rc_table_total_count(const rc_table *t)
 
 const char *rc_table_item_id(const rc_table *t, uint32_t row, size_t *len)
 {
-    return t ? rc_dict_str(t->ids, row, len) : NULL;
+    if (!t || !t->ids) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    return rc_dict_str(t->ids, row, len);
 }
 
 int rc_table_find(const rc_table *t, const char *id, size_t len, uint32_t *row)
 {
     if (!t || !row)
         return RC_EINVAL;
+    if (!t->ids)
+        return RC_ENOENT;
     uint32_t r;
     int rc = rc_dict_find(t->ids, id, len, &r);
     if (rc)
@@ -280,7 +287,7 @@ int rc_table_find(const rc_table *t, const char *id, size_t len, uint32_t *row)
 
 void rc_table_prefetch(const rc_table *t, const char *id, size_t len, int step)
 {
-    if (!t)
+    if (!t || !t->ids)
         return;
     uint32_t r = rc_dict_prefetch(t->ids, id, len, step);
     if (step != 1 || r >= rc_table_size(t))
@@ -438,7 +445,7 @@ static int upsert_check(const rc_table *t, uint32_t city, uint32_t cate, const u
 int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint32_t cate,
                     const uint32_t *ctx, uint32_t nctx, uint32_t *row, int *created)
 {
-    if (!t || !row || (!id && len))
+    if (!t || !row || (!id && len) || !t->ids)
         return RC_EINVAL;
     if (created)
         *created = 0;
@@ -474,15 +481,17 @@ int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint
 int rc_table_append(rc_table *t, const char *id, size_t len, uint32_t city, uint32_t cate,
                     uint32_t count, uint32_t *row)
 {
-    if (!t || !row || !id || !len)
+    if (!t || !row || (t->ids && (!id || !len)))
         return RC_EINVAL;
-    uint32_t n = atomic_load_explicit(&t->size, memory_order_relaxed), r;
-    int rc = upsert_check(t, city, cate, NULL, 0, n), made = 0;
+    uint32_t n = atomic_load_explicit(&t->size, memory_order_relaxed), r = n;
+    int rc = upsert_check(t, city, cate, NULL, 0, n), made = 1;
     if (rc)
         return rc;
-    if (n < t->max_items && !t->chunks[n >> t->shift] && chunk_alloc(t, n >> t->shift))
+    if (n >= t->max_items)
+        return RC_ENOMEM; /* the bound, as rc_dict_intern reports it */
+    if (!t->chunks[n >> t->shift] && chunk_alloc(t, n >> t->shift))
         return RC_ENOMEM;
-    if ((rc = rc_dict_intern(t->ids, id, len, &r, &made)))
+    if (t->ids && (rc = rc_dict_intern(t->ids, id, len, &r, &made)))
         return rc;
     if (!made)
         return RC_EINVAL;

@@ -97,7 +97,8 @@ int rc_tower_serve_create(rc_tower_model *m, const rc_table *w2v, const rc_tower
     b->dim = c->dim;
     b->wdim = c->w2v_dim;
     b->drift = o.drift > 0 ? o.drift : 0.01f;
-    rc_table_opts to = {.dim = b->dim, .max_items = o.max_items, .seed = 1, .input_only = 1};
+    rc_table_opts to = {
+        .dim = b->dim, .max_items = o.max_items, .seed = 1, .input_only = 1, .no_ids = 1};
     int rc;
     if ((rc = rc_table_create(&to, &b->mirror, errbuf, errlen)) ||
         (rc = rc_index_create(&o.index, b->mirror, &b->index, errbuf, errlen)))
@@ -189,8 +190,6 @@ int rc_tower_serve_sync_rows(rc_tower_serve *b, uint32_t upto)
     uint32_t have = rc_table_size(b->mirror), lim = RC_MIN(upto, rc_table_size(b->w2v));
     int added = 0;
     for (uint32_t row = have; row < lim; row++) {
-        size_t len;
-        const char *id = rc_table_item_id(b->w2v, row, &len);
         const char *city = rc_table_city_name(b->w2v, rc_table_city(b->w2v, row));
         const char *cate = rc_table_cate_name(b->w2v, rc_table_cate(b->w2v, row));
         uint32_t mc, mk, mrow;
@@ -200,8 +199,10 @@ int rc_tower_serve_sync_rows(rc_tower_serve *b, uint32_t upto)
         if (!rc)
             rc = rc_table_cate_id(b->mirror, cate ? cate : "", cate ? strlen(cate) : 0, &mk);
         if (!rc)
-            rc = rc_table_append(b->mirror, id, len, mc, mk, 0, &mrow);
-        if (!rc && mrow != row) /* the mirror's rows are the table's rows, or nothing */
+            rc = rc_table_append(b->mirror, NULL, 0, mc, mk, 0, &mrow);
+        /* the mirror's rows are the table's rows, or nothing: it has no ids of
+         * its own (no_ids), the table's ids name its rows */
+        if (!rc && mrow != row)
             rc = RC_EINVAL;
         if (rc) {
             atomic_fetch_add_explicit(&b->sync_failures, 1, memory_order_relaxed);

@@ -128,6 +128,45 @@ TEST(table_input_only)
     rc_table_destroy(half);
 }
 
+/* A table of numbered rows (no_ids): appends without ids, in order, up to
+ * max_items; finds nothing by id; and holds no id dictionary. */
+TEST(table_no_ids_numbers_rows)
+{
+    rc_table *ids, *num;
+    char err[256];
+    rc_table_opts o = {.dim = 64, .chunk_rows = 1024, .max_items = 3000, .input_only = 1};
+    ASSERT_EQ(rc_table_create(&o, &ids, err, sizeof err), 0);
+    o.no_ids = 1;
+    ASSERT_EQ(rc_table_create(&o, &num, err, sizeof err), 0);
+    uint32_t c, k, r = 0, r2 = 0;
+    ASSERT_EQ(rc_table_city_id(num, "bj", 2, &c), 0);
+    ASSERT_EQ(rc_table_cate_id(num, "rent", 4, &k), 0);
+    ASSERT_EQ(rc_table_city_id(ids, "bj", 2, &c), 0);
+    ASSERT_EQ(rc_table_cate_id(ids, "rent", 4, &k), 0);
+    for (uint32_t i = 0; i < 3000; i++) {
+        char id[40];
+        int n = snprintf(id, sizeof id, "a-rather-long-item-id-%u", i);
+        ASSERT_EQ(rc_table_append(ids, id, (size_t)n, c, k, 1, &r), 0);
+        ASSERT_EQ(rc_table_append(num, NULL, 0, c, k, 1, &r2), 0);
+        ASSERT_EQ(r2, i);
+    }
+    uint32_t x;
+    ASSERT_EQ(rc_table_append(num, NULL, 0, c, k, 1, &x), RC_ENOMEM); /* max_items */
+    ASSERT_EQ(rc_table_append(ids, NULL, 0, c, k, 1, &x), RC_EINVAL); /* ids need an id */
+    ASSERT_EQ(rc_table_size(num), 3000);
+    ASSERT_EQ(rc_table_find(num, "a-rather-long-item-id-7", 23, &x), RC_ENOENT);
+    ASSERT_EQ(rc_table_find(ids, "a-rather-long-item-id-7", 23, &x), 0);
+    size_t len = 99;
+    ASSERT(rc_table_item_id(num, 7, &len) == NULL);
+    ASSERT_EQ(len, 0);
+    int created;
+    ASSERT_EQ(rc_table_upsert(num, "z", 1, c, k, NULL, 0, &x, &created), RC_EINVAL);
+    /* 3,000 ids of ~25 bytes and their hash slots are not held */
+    ASSERT_GE(rc_table_bytes(ids) - rc_table_bytes(num), 3000 * 25);
+    rc_table_destroy(ids);
+    rc_table_destroy(num);
+}
+
 TEST(table_stable_pointers_across_growth_and_max_items)
 {
     rc_table *t = mk(8, 1000, 64);

@@ -28,6 +28,10 @@ typedef struct rc_table_opts {
     int input_only;      /* 1: rows have no output vector (rc_table_out returns NULL):
                           * a table that only holds vectors to index (the two-tower
                           * mirror), half the memory */
+    int no_ids;          /* 1: rows are numbered only, no item ids (rc_table_append takes
+                          * no id, rc_table_find finds nothing, rc_table_item_id is NULL):
+                          * a table whose rows mirror another table's rows one for one,
+                          * whose ids it would only repeat (the two-tower mirror) */
 } rc_table_opts;
 
 /* Cold-start noise: each component of a new input vector gets a uniform
