@@ -123,6 +123,7 @@ static const struct key keys[] = {
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
     {"pipeline.background_nice", K_U32, F(background_nice), 0, 19},
     {"pipeline.background_policy", K_BGPOLICY, F(background_idle), 0, 1},
+    {"pipeline.trim_interval_ms", K_U32, F(trim_interval_ms), 0, 3600000},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
     {"role", K_ROLE, F(role), 0, 2},
     {"vectors.publish", K_BOOL, F(vectors_publish), 0, 1},
@@ -230,6 +231,7 @@ void rc_config_defaults(rc_config *c)
     c->cooc_fuse_weight = 0.8f;
     c->queue_batches = 4;
     c->background_nice = 10;
+    c->trim_interval_ms = 30000;
     c->background_idle = 0; /* "nice" (docs/BENCHMARKS.md "Serving latency": idle vs nice) */
     snprintf(c->log_level, sizeof c->log_level, "info");
     snprintf(c->log_format, sizeof c->log_format, "logfmt");

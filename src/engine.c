@@ -1,6 +1,7 @@
 #include "recalld/engine.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,6 +563,20 @@ void rc__engine_maintain(rc_engine *e, int force)
         rc_profile_expire(e->prof, e->max_ts, 50000);
     }
     rc__engine_tower_maintain(e, force);
+#ifdef __GLIBC__
+    /* Freed memory stays in malloc's arenas (one per thread that allocates:
+     * the trainer, index retrains, librdkafka's threads, request workers)
+     * until it is trimmed; without checkpoints nothing trimmed it. A trim
+     * walks the arenas' free chunks and gives their whole pages back
+     * (madvise), holding one arena's lock at a time. */
+    uint64_t trim_ns = (uint64_t)e->cfg.trim_interval_ms * 1000000ull;
+    if (trim_ns && now - e->last_trim_ns > trim_ns) {
+        e->last_trim_ns = now;
+        malloc_trim(0);
+        atomic_fetch_add_explicit(&e->trims, 1, memory_order_relaxed);
+        atomic_store_explicit(&e->trim_last_us, (rc_now_ns() - now) / 1000, memory_order_relaxed);
+    }
+#endif
 }
 
 /* Cache hints for the events after i: a lookup is a chain of dependent
@@ -1336,9 +1351,11 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_printf(o,
                   "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
                   "\"index_bytes\":%zu,\"snapshot_bytes\":%zu,\"heap_bytes\":%zu,"
-                  "\"heap_free_bytes\":%zu}",
+                  "\"heap_free_bytes\":%zu,\"trims\":%llu,\"trim_last_us\":%llu}",
                   rc_rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes,
-                  rc_checkpoint_bytes(e->ck->snap), heap, heap_free);
+                  rc_checkpoint_bytes(e->ck->snap), heap, heap_free,
+                  (unsigned long long)atomic_load_explicit(&e->trims, memory_order_relaxed),
+                  (unsigned long long)atomic_load_explicit(&e->trim_last_us, memory_order_relaxed));
     rc_buf_puts(o, ",");
     rc__engine_ck_stats_json(e, o);
     rc_buf_puts(o, ",");

@@ -107,7 +107,8 @@ struct rc_engine {
     _Atomic double loss_avg;
     int64_t max_ts;             /* trainer only */
     _Atomic int64_t max_ts_pub; /* newest event time applied, for stats */
-    uint64_t last_expire_ns, last_maintain_ns;
+    uint64_t last_expire_ns, last_maintain_ns, last_trim_ns;
+    _Atomic uint64_t trims, trim_last_us; /* pipeline.trim_interval_ms */
 
     pthread_mutex_t fresh_mu;
     uint32_t fresh_us[FRESH_RING];

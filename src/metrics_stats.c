@@ -150,6 +150,10 @@ static const rc_metrics_stat table[] = {
       "Bytes malloc took from the system (all arenas and mapped blocks)."),
     G("memory.heap_free_bytes", "recalld_heap_free_bytes", 1,
       "Free bytes inside malloc's arenas (allocator slack)."),
+    C("memory.trims", "recalld_malloc_trims_total",
+      "Times the trainer gave malloc's free pages back (pipeline.trim_interval_ms)."),
+    G("memory.trim_last_us", "recalld_malloc_trim_last_seconds", 1e-6,
+      "Duration of the trainer's last malloc_trim."),
     /* checkpoints: the hook's families (present when checkpoints are enabled) */
     G("checkpoint.enabled", "recalld_checkpoint_enabled", 1, "1 when checkpoints are written."),
     S("checkpoint.written", "recalld_checkpoints_total"),

@@ -286,6 +286,35 @@ TEST(engine_refusal_reasons_and_counters)
  * is applied the done callback gets exactly the refused events, each with its
  * raw bytes, partition, offset, reason and a text naming the field. A message
  * over the limit is kept as a prefix of RC_EVENT_MAX + 1 bytes. */
+/* pipeline.trim_interval_ms: the trainer's maintenance trims malloc's arenas
+ * at that interval (memory.trims), and never when it is 0. */
+TEST(engine_trims_malloc_at_its_interval)
+{
+    for (int on = 0; on < 2; on++) {
+        rc_config c;
+        small_config(&c);
+        c.trim_interval_ms = on ? 1 : 0;
+        rc_engine *e = e2e_engine_offline(&c);
+        char line[256];
+        for (int round = 0; round < 3; round++) {
+            for (int i = 0; i < 20; i++) {
+                int n = click_line(line, sizeof line, i % 4, i, 0, T0 + round * 100000 + i * 1000);
+                ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+            }
+            usleep(3000); /* past the 1 ms interval */
+            rc_engine_flush_index(e);
+        }
+        json_t *st = e2e_engine_stats(e);
+        long long trims = e2e_int(st, "memory.trims");
+        json_decref(st);
+        if (on)
+            ASSERT_GE(trims, 3);
+        else
+            ASSERT_EQ(trims, 0);
+        rc_engine_destroy(e);
+    }
+}
+
 TEST(engine_batch_reports_refused_events_with_position)
 {
     rc_config c;

@@ -121,6 +121,9 @@ typedef struct rc_config {
     uint32_t background_nice;
     /* pipeline.background_policy: 1 = "idle" (those threads also run SCHED_IDLE) */
     int background_idle;
+    /* pipeline.trim_interval_ms: the trainer hands malloc's free pages back to
+     * the system at most this often (0 = only after checkpoints) */
+    uint32_t trim_interval_ms;
     /* data / logs */
     char data_dir[RC_CONF_STR];
     /* checkpoints under data_dir (see checkpoint.h) */
