@@ -10,7 +10,7 @@
 # Environment: BG_NICE (pipeline.background_nice, default the daemon's),
 # BG_POLICY (pipeline.background_policy, default the daemon's),
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
-# two_tower sections), AB_ROUNDS (see ab below), DRIFT, OVERFETCH, QUIET_WAIT
+# two_tower sections), LOAD_ONLY=1 (stop after the load and its memory figures), AB_ROUNDS (see ab below), DRIFT, OVERFETCH, QUIET_WAIT
 # (seconds the quiet sections wait for the backlog, default 900).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -58,6 +58,20 @@ s=$(stat)
 echo "   loaded in $(( $(date +%s) - t0 )) s: items $(echo "$s" | field '["items"]'), users $(echo "$s" | field '["users"]["active"]'), index $(echo "$s" | field '["index"]')"
 echo "   memory: $(echo "$s" | field '["memory"]')"
 echo "   rss: $(rss)"
+echo "$s" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+mb = lambda v: "%.1f" % ((v or 0) / 1e6)
+tw = d.get("tower") or {}
+print("   MB: table %s, sessions %s, index %s, tower %s + its index %s, profiles %s, cooc %s, replay %s; heap %s (free %s), trims %s (last %s ms)" % (
+    mb(d["memory"]["table_bytes"]), mb(d["memory"]["session_bytes"]), mb(d["memory"]["index_bytes"]),
+    mb(tw.get("bytes")), mb((tw.get("index") or {}).get("bytes")), mb((d.get("profiles") or {}).get("bytes")),
+    mb((d.get("cooc") or {}).get("bytes")), mb(((d.get("training") or {}).get("replay") or {}).get("bytes")),
+    mb(d["memory"].get("heap_bytes")), mb(d["memory"].get("heap_free_bytes")), d["memory"].get("trims"),
+    (d["memory"].get("trim_last_us") or 0) / 1000))'
+echo "   $(grep -E 'VmRSS|VmHWM' /proc/$rpid/status | tr -s ' \t' ' ' | paste -sd' ')"
+# LOAD_ONLY=1: the memory after the load is all this run measures
+[ "${LOAD_ONLY:-0}" = 1 ] && exit 0
 sections() {
     bench --requests "$1" --quality 0
     bench --requests "$2" --quality 0 --city c3
