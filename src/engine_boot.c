@@ -86,6 +86,7 @@ void rc__engine_install_batch(rc_engine *e, rc_batch *b)
         invalid += rc < 0;
     }
     free(v);
+    rc__engine_ck_note_empty(e); /* counted as trained: checkpoints wait for every batch */
     atomic_fetch_add(&e->boot_records, b->n);
     atomic_fetch_add(&e->boot_installed, installed);
     atomic_fetch_add(&e->boot_kept, kept);

@@ -273,6 +273,10 @@ int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w,
 
 int rc__engine_ck_init(rc_engine *e, char *eb, size_t el);
 void rc__engine_ck_note_batch(rc_engine *e, const rc_batch *b);
+/* Trainer: a batch without events (a trainer's install batch) was trained:
+ * a checkpoint waiting for it (its ticket counts every batch submitted) may
+ * go on; no offsets, no counters. */
+void rc__engine_ck_note_empty(rc_engine *e);
 int rc__engine_ck_take(rc_engine *e, int force);
 int rc__engine_ck_start(rc_engine *e, char *eb, size_t el);
 void rc__engine_ck_stop(rc_engine *e);
