@@ -531,6 +531,73 @@ TEST(roles_replica_engine_versions_and_staleness)
     rc_engine_destroy(e);
 }
 
+/* Submits install records to a trainer's engine (offline): item, count,
+ * input vector filled with fin, output vector with fout (NaN: none). */
+static void submit_install(rc_engine *e, const char *item, uint32_t count, float fin, float fout)
+{
+    float v[DIM], o[DIM];
+    for (int i = 0; i < DIM; i++) {
+        v[i] = fin + (float)i / DIM;
+        o[i] = fout - (float)i / DIM;
+    }
+    rc_buf rec;
+    rc_buf_init(&rec, 0);
+    ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), "c1", 2, "k1", 2, count, 1, 1, v,
+                               isnan(fout) ? NULL : o, DIM),
+              0);
+    rc_batch *b = rc_engine_batch_get(e);
+    ASSERT(b != NULL);
+    rc_engine_batch_set_install(b);
+    ASSERT_EQ(rc_engine_batch_add(b, rec.data, rec.len, -1, -1), 0);
+    ASSERT_EQ(rc_engine_batch_add(b, "not a record", 12, -1, -1), 0);
+    rc_engine_submit(e, b);
+    rc_engine_sync(e);
+    rc_buf_free(&rec);
+}
+
+/* A trainer installs a record's row (input and output vectors, count) when
+ * it does not hold the item or holds it with a lower count, keeps its own row
+ * otherwise, refuses what is not a record, and indexes what it installed. */
+TEST(roles_trainer_engine_installs_records)
+{
+    rc_config c;
+    rc_config_defaults(&c);
+    c.role = RC_ROLE_TRAINER;
+    rc_engine *e = e2e_engine_offline(&c);
+    const rc_table *t = rc_engine_table(e);
+    uint32_t row;
+    submit_install(e, "i1", 40, 1.0f, -2.0f);
+    ASSERT_EQ(rc_table_find(t, "i1", 2, &row), 0);
+    ASSERT_EQ(rc_table_count(t, row), 40);
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 1.0f) < 1e-6f);
+    ASSERT(fabsf(rc_table_out(t, row)[0] + 2.0f) < 1e-6f);
+    ASSERT(fabsf(rc_table_out(t, row)[DIM - 1] + 2.0f + (float)(DIM - 1) / DIM) < 1e-6f);
+    submit_install(e, "i1", 40, 5.0f, 5.0f); /* held with as many clicks: kept */
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 1.0f) < 1e-6f);
+    submit_install(e, "i1", 41, 3.0f, NAN); /* more clicks, no output vector: the row's stays */
+    ASSERT_EQ(rc_table_count(t, row), 41);
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 3.0f) < 1e-6f);
+    ASSERT(fabsf(rc_table_out(t, row)[0] + 2.0f) < 1e-6f);
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "index.size"), 1);
+    ASSERT_EQ(e2e_int(st, "items"), 1);
+    json_decref(st);
+    rc_engine_install_stats is;
+    rc_engine_install_stats_get(e, &is);
+    ASSERT_EQ(is.records, 6);
+    ASSERT_EQ(is.installed, 2);
+    ASSERT_EQ(is.kept, 1);
+    ASSERT_EQ(is.invalid, 3);
+    ASSERT_EQ(is.count, 41);
+    /* similar answers from the installed vector */
+    submit_install(e, "i2", 3, 3.0f, 0.0f);
+    rc_hit h[2];
+    uint32_t n = 0;
+    ASSERT_EQ(rc_engine_similar(e, "i1", 2, 2, h, &n), 0);
+    ASSERT_EQ(n, 1);
+    rc_engine_destroy(e);
+}
+
 /* ---- trainer shards: the click stream repartitioned by city ---- */
 
 #define SPARTS 8 /* partitions of the click topic */
