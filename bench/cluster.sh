@@ -18,8 +18,8 @@
 # The mock keeps ~5 MiB per partition and does not compact: 32 partitions,
 # and the publisher coalesces for 1 s, so the vector topic keeps the items'
 # newest records (kafka.vectors.lost says if it did not). 1M items do not fit
-# the mock's retention (~300 bytes a record at d64): a real, compacted topic
-# is needed for that figure.
+# 32 partitions of the mock's retention (~560 bytes a record at d64 with the
+# output vector): part 4 (ONLY=bootstrap) uses 256.
 # 3. trainer shards (role trainer repartitions the clicks by city through
 #    <topic>.by-city): total events/s of 1, 2 and 3 shards on the same
 #    generated stream (SHARD_EVENTS, 200,000; 24 cities), each on a fresh
