@@ -1186,6 +1186,85 @@ TEST(roles_shard_killed_survivor_bootstraps_its_cities)
     cleanup(dir);
 }
 
+/* A trainer's bootstrap counts the records retention deleted before it read
+ * them: a one-partition clicks.vectors filled past the mock's ~5 MiB, then a
+ * trainer that owns every by-city partition (all new to it) reads what is
+ * left; read + lost = produced, and every record read is installed. */
+TEST(roles_trainer_bootstrap_counts_records_lost_to_retention)
+{
+    const int R = 20000; /* ~560 bytes each: ~11 MB, past the mock's retention */
+    static const char *const topics[] = {"--topic", "clicks", "--topic", "clicks.dlq", NULL};
+    char dir[64], err[512];
+    e2e_broker b;
+    e2e_daemon t;
+    mkdir_tmp(dir, sizeof dir);
+    e2e_broker_start(&b, 2, topics);
+    char *reply = e2e_broker_cmd(&b, "create clicks.by-city 2");
+    ASSERT(strncmp(reply, "ok", 2) == 0);
+    free(reply);
+    reply = e2e_broker_cmd(&b, "create clicks.vectors 1");
+    ASSERT(strncmp(reply, "ok", 2) == 0);
+    free(reply);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ASSERT(rd_kafka_conf_set(conf, "bootstrap.servers", b.bootstrap, err, sizeof err) == 0 &&
+           rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err) == 0 &&
+           rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err) == 0);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ASSERT(rk != NULL);
+    float v[DIM], o[DIM];
+    for (int i = 0; i < DIM; i++) {
+        v[i] = (float)i / DIM;
+        o[i] = -(float)i / DIM;
+    }
+    rc_buf rec;
+    rc_buf_init(&rec, 0);
+    for (int k = 0; k < R; k++) {
+        char item[16], city[8];
+        snprintf(item, sizeof item, "i%d", k);
+        snprintf(city, sizeof city, "c%d", k % 4);
+        v[0] = (float)k;
+        rc_buf_reset(&rec);
+        ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), city, strlen(city), "k1", 2, 1,
+                                   (uint64_t)k + 1, 1, v, o, DIM),
+                  0);
+        rd_kafka_resp_err_t e;
+        while ((e = rd_kafka_producev(
+                    rk, RD_KAFKA_V_TOPIC("clicks.vectors"), RD_KAFKA_V_KEY(item, strlen(item)),
+                    RD_KAFKA_V_VALUE(rec.data, rec.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(rk, 10);
+        ASSERT_EQ(e, 0);
+    }
+    ASSERT_EQ(rd_kafka_flush(rk, (int)e2e_scaled_ms(60000)), 0);
+    rd_kafka_destroy(rk);
+    rc_buf_free(&rec);
+    start_role(&t, dir, "t", "trainer", b.bootstrap, NULL, 0);
+    json_t *s = NULL;
+    for (long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);; ms_sleep(100)) {
+        s = e2e_request(t.sock, "{\"op\":\"stats\"}");
+        if (e2e_int(s, "kafka.vectors.bootstrap.runs") >= 1 &&
+            e2e_int(s, "kafka.vectors.bootstrap.paused") == 0 && e2e_int(s, "index.pending") == 0)
+            break;
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("no bootstrap run finished (log %s)", t.log);
+        json_decref(s);
+    }
+    long long read = e2e_int(s, "kafka.vectors.bootstrap.records");
+    long long lost = e2e_int(s, "kafka.vectors.bootstrap.lost");
+    fprintf(stderr, "bootstrap: %lld records read, %lld lost to retention, %lld installed\n", read,
+            lost, e2e_int(s, "kafka.vectors.bootstrap.installed"));
+    ASSERT_GT(lost, 0);
+    ASSERT_EQ(read + lost, R);
+    ASSERT_EQ(e2e_int(s, "kafka.vectors.bootstrap.handed"), read); /* every city is its own */
+    ASSERT_EQ(e2e_int(s, "kafka.vectors.bootstrap.installed"), read);
+    ASSERT_EQ(e2e_int(s, "items"), read);
+    json_decref(s);
+    ASSERT_EQ(e2e_stop(&t), 0);
+    cleanup(t.dir);
+    e2e_broker_stop(&b);
+    cleanup(dir);
+}
+
 /* The source position header round-trips; the filter calls a position at or
  * below the newest of its (partition, source partition) pair a repeat, keeps
  * pairs apart, forgets a partition on a new tenure, and holds many pairs. */
