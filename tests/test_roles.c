@@ -1259,6 +1259,13 @@ TEST(roles_trainer_bootstrap_counts_records_lost_to_retention)
     ASSERT_EQ(e2e_int(s, "kafka.vectors.bootstrap.installed"), read);
     ASSERT_EQ(e2e_int(s, "items"), read);
     json_decref(s);
+    s = e2e_request(t.sock, "{\"op\":\"health\"}"); /* said, not only counted */
+    char want[128];
+    snprintf(want, sizeof want, "%lld vector records lost", lost);
+    json_t *w = json_array_get(json_object_get(s, "warnings"), 0);
+    if (!w || !strstr(json_string_value(w), want))
+        RC__FAIL("health lacks \"%s\"", want);
+    json_decref(s);
     ASSERT_EQ(e2e_stop(&t), 0);
     cleanup(t.dir);
     e2e_broker_stop(&b);

@@ -607,6 +607,19 @@ static void health_warnings(void *arg, rc_buf *out)
             rc_buf_json_str(out, msg, strlen(msg));
         }
     }
+    if (d->vboot) {
+        rc_vboot_stats vs;
+        rc_vboot_stats_get(d->vboot, &vs);
+        if (vs.lost) {
+            snprintf(msg, sizeof msg,
+                     "%llu vector records lost: deleted from %.100s before a bootstrap read them "
+                     "(their items start cold)",
+                     (unsigned long long)vs.lost, d->vtopic);
+            if (n++)
+                rc_buf_puts(out, ",");
+            rc_buf_json_str(out, msg, strlen(msg));
+        }
+    }
     if (st.lookups_failed) {
         snprintf(msg, sizeof msg,
                  "%llu committed-offset look-ups failed: losses at the start "
