@@ -18,8 +18,8 @@
 # The mock keeps ~5 MiB per partition and does not compact: 32 partitions,
 # and the publisher coalesces for 1 s, so the vector topic keeps the items'
 # newest records (kafka.vectors.lost says if it did not). 1M items do not fit
-# the mock's retention (~300 bytes a record at d64): a real, compacted topic
-# is needed for that figure.
+# 32 partitions of the mock's retention (~560 bytes a record at d64 with the
+# output vector): part 4 (ONLY=bootstrap) uses 256.
 # 3. trainer shards (role trainer repartitions the clicks by city through
 #    <topic>.by-city): total events/s of 1, 2 and 3 shards on the same
 #    generated stream (SHARD_EVENTS, 200,000; 24 cities), each on a fresh
@@ -32,6 +32,17 @@
 #    mock's rebalance after a member timeout waits session.timeout.ms - 1 s
 #    for the survivors to rejoin).
 #    ONLY=shards runs this part alone.
+# 4. bootstrap at BOOT_ITEMS (1,000,000) items, ONLY=bootstrap (not run by
+#    default): a trainer restored from a checkpoint of BOOT_ITEMS items
+#    (bench_checkpoint: 8 cities x 6 categories, d64) publishes its whole table
+#    once at start (records with the output vector: ~560 bytes at d64) to a
+#    clicks.vectors of BOOT_PARTS (256) partitions, enough for the mock's
+#    ~5 MiB per partition; then, one after the other, (a) a replica is timed
+#    from its start until it holds every item, caught up, index flushed, and
+#    (b) a fresh trainer in a group of its own (every by-city partition new to
+#    it: the failover path) until its bootstrap run has installed every item
+#    and resumed. The reference, same run: the trainer's own restore of the
+#    checkpoint (checkpoint.restore_ms) and its start -> socket answering.
 # Timings on a loaded machine: read the ratio, not the seconds.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -195,6 +206,70 @@ elif what == "failover":
           f"(session.timeout.ms {session}; target <= 10 s)")
 PY
 }
+bootstrap() {
+    local items=${BOOT_ITEMS:-1000000} parts=${BOOT_PARTS:-256} d="$tmp/bt" s t0 t1 t2 t3 t4 t5
+    mkdir -p "$d/data"
+    "$B/bench_checkpoint" --items "$items" --takes 1 --dir "$d" --keep >"$d/seed.out"
+    mv "$(sed -n 's/^kept: //p' "$d/seed.out")" "$d/data/"
+    broker_start "$d" "$parts" --topic clicks --topic clicks.dlq --topic clicks.vectors \
+        --topic clicks.by-city
+    local common=(--brokers "$bs" --metrics-port 0 --log-level warn)
+    local maxi=$((items + items / 4))
+    echo "{\"model\":{\"max_items\":$maxi},\"vectors\":{\"max_rate\":10000000,\"bootstrap\":false},\"checkpoint\":{\"interval_ms\":0}}" >"$d/t.json"
+    echo "{\"model\":{\"max_items\":$maxi}}" >"$d/r.json"
+    t0=$(now)
+    "$B/recalld" "${common[@]}" --role trainer --config "$d/t.json" --data-dir "$d/data" \
+        --socket "$d/t.sock" 2>"$tmp/bt-t.log" &
+    pids+=($!)
+    waitfor "$d/t.sock" 'True' >/dev/null
+    t1=$(now)
+    s=$(waitfor "$d/t.sock" "d['kafka']['vectors']['published'] >= $items and d['kafka']['vectors']['pending'] == 0 and d['kafka']['vectors']['inflight'] == 0")
+    t2=$(now)
+    local restore_ms pub
+    restore_ms=$(echo "$s" | field '["checkpoint"]["restore_ms"]')
+    pub=$(echo "$s" | field '["kafka"]["vectors"]["published"]')
+    t3=$(now)
+    "$B/recalld" "${common[@]}" --role replica --config "$d/r.json" --socket "$d/r.sock" \
+        2>"$tmp/bt-r.log" &
+    pids+=($!)
+    s=$(waitfor "$d/r.sock" "d['items'] >= $items and d['replica']['staleness_ms'] == 0 and d['index']['pending'] == 0")
+    t4=$(now)
+    local rrec rlost
+    rrec=$(echo "$s" | field '["replica"]["records"]')
+    rlost=$(echo "$s" | field '["kafka"]["vectors"]["lost"]')
+    t5=$(now)
+    "$B/recalld" "${common[@]}" --role trainer --group boot2 --config "$d/r.json" \
+        --socket "$d/n.sock" 2>"$tmp/bt-n.log" &
+    pids+=($!)
+    s=$(waitfor "$d/n.sock" "d['kafka']['vectors']['bootstrap']['runs'] >= 1 and d['kafka']['vectors']['bootstrap']['paused'] == 0 and d['items'] >= $items and d['index']['pending'] == 0")
+    local t6
+    t6=$(now)
+    local nb
+    nb=$(echo "$s" | python3 -c 'import json,sys; b=json.load(sys.stdin)["kafka"]["vectors"]["bootstrap"]; print(b["records"], b["installed"], b["lost"], b["ms"])')
+    python3 - "$items" "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$t6" "$restore_ms" "$pub" "$rrec" "$rlost" $nb <<'EOF2'
+import sys
+items = int(sys.argv[1])
+t0, t1, t2, t3, t4, t5, t6 = map(float, sys.argv[2:9])
+restore_ms, pub, rrec, rlost, nrec, ninst, nlost, nms = (int(float(x)) for x in sys.argv[9:17])
+print(f"bootstrap at {items} items (d64, records with output vectors):")
+print(f"  trainer restore of the checkpoint (reference): {restore_ms / 1000:7.2f} s "
+      f"(start -> socket {t1 - t0:.2f} s)")
+print(f"  trainer publishes its restored table         : {t2 - t1:7.2f} s  ({pub} records, "
+      f"{pub / (t2 - t1):,.0f} records/s)")
+print(f"  replica start -> every item, caught up        : {t4 - t3:7.2f} s  ({rrec} records, "
+      f"{rrec / (t4 - t3):,.0f} records/s, {rlost} lost to retention); "
+      f"/ restore {(t4 - t3) / (restore_ms / 1000):.2f}x")
+print(f"  new trainer (every city new) -> installed     : {t6 - t5:7.2f} s  (run {nms / 1000:.2f} s: "
+      f"{nrec} records read, {ninst} installed, {nlost} lost); / restore "
+      f"{(t6 - t5) / (restore_ms / 1000):.2f}x")
+EOF2
+}
+
+if [ "${ONLY:-}" = bootstrap ]; then
+    bootstrap
+    exit 0
+fi
+
 if [ "${ONLY:-}" = shards ]; then
     echo '{"train":{"replay_ratio":0}}' >"$tmp/t.json"
     shards

@@ -130,6 +130,9 @@ static const struct key keys[] = {
     {"vectors.max_rate", K_U32, F(vectors_max_rate), 1, 10000000},
     {"vectors.interval_ms", K_U32, F(vectors_interval_ms), 1, 60000},
     {"vectors.max_pending", K_U32, F(vectors_max_pending), 1024, 100000000},
+    {"vectors.bootstrap", K_BOOL, F(vectors_bootstrap), 0, 1},
+    {"vectors.bootstrap_timeout_ms", K_U32, F(vectors_bootstrap_timeout_ms), 100, 3600000},
+    {"vectors.bootstrap_max_records", K_U64, F(vectors_bootstrap_max_records), 0, 1e12},
     {"repartition.enabled", K_BOOL, F(repartition_enabled), 0, 1},
     {"repartition.max_inflight", K_U32, F(repartition_max_inflight), 1024, 100000000},
     {"checkpoint.interval_ms", K_U32, F(ckpt_interval_ms), 0, 86400000},
@@ -257,6 +260,9 @@ void rc_config_defaults(rc_config *c)
     c->vectors_max_rate = 20000;
     c->vectors_interval_ms = 100;
     c->vectors_max_pending = 4194304;
+    c->vectors_bootstrap = 1;
+    c->vectors_bootstrap_timeout_ms = 120000;
+    c->vectors_bootstrap_max_records = 100000000;
     c->repartition_enabled = 1;
     c->repartition_max_inflight = 200000;
 }

@@ -830,6 +830,23 @@ static void on_timer(uv_timer_t *h)
     publish(c);
 }
 
+void rc_consumer_pause_parts(rc_consumer *c, const int32_t *parts, size_t n, int pause)
+{
+    if (!c || !c->rk || !n)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    if (!l)
+        return;
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, c->topic, parts[i]);
+    rd_kafka_resp_err_t e =
+        pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
+    if (e)
+        rc_log_warn(MOD, pause ? "pause failed" : "resume failed", "count=%zu err=\"%s\"", n,
+                    rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 void rc_consumer_resume(rc_consumer *c)
 {
     if (c && c->in_offer)

@@ -83,6 +83,12 @@ void rc__engine_ck_note_batch(rc_engine *e, const rc_batch *b)
     atomic_store_explicit(&e->ck->trained_pub, e->ck->trained, memory_order_relaxed);
 }
 
+void rc__engine_ck_note_empty(rc_engine *e)
+{
+    e->ck->trained++;
+    atomic_store_explicit(&e->ck->trained_pub, e->ck->trained, memory_order_relaxed);
+}
+
 /* Trainer: counters and offsets as of now. */
 static void ck_meta(rc_engine *e, rc_checkpoint_meta *m)
 {

@@ -51,7 +51,8 @@ struct rc_batch {
     uint8_t *reason;
     char (*err)[ERR_TEXT];
     uint64_t recv_ns;
-    int vectors; /* 1: records of <topic>.vectors for a replica (rc_engine_batch_set_vectors) */
+    int vectors; /* 1: records of <topic>.vectors for a replica (rc_engine_batch_set_vectors);
+                    2: records a trainer installs (rc_engine_batch_set_install) */
 };
 
 struct rc__engine_queue {
@@ -135,6 +136,8 @@ struct rc_engine {
     int replica; /* cfg.role == RC_ROLE_REPLICA: sessions only, vectors from records */
     struct rc__engine_vecs *vecs;
     struct rc__engine_replica *rep;
+    /* a trainer's install of vector records (src/engine_boot.c, vboot.h) */
+    _Atomic uint64_t boot_records, boot_installed, boot_kept, boot_invalid, boot_count;
 };
 
 /* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
@@ -271,6 +274,10 @@ int64_t rc__engine_user_city(rc_engine *e, const uint32_t *rows, const float *w,
 
 int rc__engine_ck_init(rc_engine *e, char *eb, size_t el);
 void rc__engine_ck_note_batch(rc_engine *e, const rc_batch *b);
+/* Trainer: a batch without events (a trainer's install batch) was trained:
+ * a checkpoint waiting for it (its ticket counts every batch submitted) may
+ * go on; no offsets, no counters. */
+void rc__engine_ck_note_empty(rc_engine *e);
 int rc__engine_ck_take(rc_engine *e, int force);
 int rc__engine_ck_start(rc_engine *e, char *eb, size_t el);
 void rc__engine_ck_stop(rc_engine *e);
@@ -375,6 +382,9 @@ void rc__engine_vec_note(rc_engine *e, uint32_t row);
 void rc__engine_vec_handoff(rc_engine *e);
 /* Trainer: the most-clicked list after row's count changed (engine.c). */
 void rc__engine_pop_note(rc_engine *e, uint32_t row);
+/* Trainer: a trainer's batch of records to install (b->vectors == 2,
+ * src/engine_boot.c). */
+void rc__engine_install_batch(rc_engine *e, rc_batch *b);
 /* Trainer: a replica's batch of vector records (b->vectors). */
 void rc__engine_replica_batch(rc_engine *e, rc_batch *b);
 /* Any thread: ",\"replica\":{...}" for a replica, nothing otherwise. */

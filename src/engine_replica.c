@@ -193,7 +193,7 @@ static int apply_record(rc_engine *e, const char *p, size_t n)
     rc_vecrec rec;
     uint32_t city, cate, row;
     int created = 0;
-    if (rc_vecrec_decode(p, n, &rec, r->vec, e->cfg.dim) || rec.dim != e->cfg.dim)
+    if (rc_vecrec_decode(p, n, &rec, r->vec, NULL, e->cfg.dim) || rec.dim != e->cfg.dim)
         return -1;
     if (rc_table_city_id(e->table, rec.city, rec.city_len, &city) ||
         rc_table_cate_id(e->table, rec.cate, rec.cate_len, &cate) ||
@@ -224,6 +224,10 @@ static int apply_record(rc_engine *e, const char *p, size_t n)
 void rc__engine_replica_batch(rc_engine *e, rc_batch *b)
 {
     struct rc__engine_replica *r = e->rep;
+    if (b->vectors == 2) { /* a trainer's bootstrap (engine_boot.c) */
+        rc__engine_install_batch(e, b);
+        return;
+    }
     if (!r) { /* not a replica: nothing to apply them to */
         atomic_fetch_add(&e->ignored, b->n);
         return;

@@ -446,3 +446,12 @@ void rc_repart_stats_json(rc_repart *r, rc_buf *out)
         (unsigned long long)s.unkeyed, (unsigned long long)s.retries, (unsigned long long)s.failed,
         (unsigned long long)s.inflight, (unsigned long long)s.paused, (unsigned long long)s.stored);
 }
+
+int32_t rc_repart_partition(const char *city, size_t len, int32_t partitions)
+{
+    if (!len || partitions <= 0)
+        return -1;
+    /* the partitioner configured on the producer (producer_new); it reads
+     * neither the topic nor the opaques */
+    return rd_kafka_msg_partitioner_murmur2_random(NULL, city, len, partitions, NULL, NULL);
+}

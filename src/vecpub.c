@@ -46,12 +46,35 @@ static uint64_t get_u64(const unsigned char *p)
     return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
-/* Layout: magic[4] dim:u16 item_len:u8 city_len:u8 cate_len:u8 pad[3]
- * count:u32 version:u64 publish_ms:i64 (32 bytes), then the item id, city,
- * category, dim x float32 (IEEE 754, little-endian). */
+static int put_floats(rc_buf *out, const float *v, uint32_t dim)
+{
+    for (uint32_t i = 0; i < dim; i++) {
+        uint32_t bits;
+        unsigned char b[4];
+        memcpy(&bits, &v[i], 4);
+        put_u32(b, bits);
+        if (rc_buf_append(out, b, 4))
+            return RC_ENOMEM;
+    }
+    return 0;
+}
+
+static void get_floats(const unsigned char *p, float *v, uint32_t dim)
+{
+    for (uint32_t i = 0; i < dim; i++) {
+        uint32_t bits = get_u32(p + 4 * i);
+        memcpy(&v[i], &bits, 4);
+    }
+}
+
+/* Layout: magic[4] dim:u16 item_len:u8 city_len:u8 cate_len:u8 flags:u8
+ * pad[2] count:u32 version:u64 publish_ms:i64 (32 bytes), then the item id,
+ * city, category, dim x float32 input vector (IEEE 754, little-endian) and,
+ * with flag RC_VECREC_F_OUT, dim x float32 output vector. */
 int rc_vecrec_encode(rc_buf *out, const char *item, size_t item_len, const char *city,
                      size_t city_len, const char *cate, size_t cate_len, uint32_t count,
-                     uint64_t version, int64_t publish_ms, const float *vec, uint32_t dim)
+                     uint64_t version, int64_t publish_ms, const float *vec, const float *outv,
+                     uint32_t dim)
 {
     unsigned char h[RC_VECREC_HEADER];
     if (!item_len || item_len > 255 || city_len > 255 || cate_len > 255 || !dim || dim > 65535)
@@ -62,24 +85,18 @@ int rc_vecrec_encode(rc_buf *out, const char *item, size_t item_len, const char 
     h[6] = (unsigned char)item_len;
     h[7] = (unsigned char)city_len;
     h[8] = (unsigned char)cate_len;
+    h[9] = outv ? RC_VECREC_F_OUT : 0;
     put_u32(h + 12, count);
     put_u64(h + 16, version);
     put_u64(h + 24, (uint64_t)publish_ms);
     if (rc_buf_append(out, h, sizeof h) || rc_buf_append(out, item, item_len) ||
-        rc_buf_append(out, city, city_len) || rc_buf_append(out, cate, cate_len))
+        rc_buf_append(out, city, city_len) || rc_buf_append(out, cate, cate_len) ||
+        put_floats(out, vec, dim) || (outv && put_floats(out, outv, dim)))
         return RC_ENOMEM;
-    for (uint32_t i = 0; i < dim; i++) {
-        uint32_t bits;
-        unsigned char b[4];
-        memcpy(&bits, &vec[i], 4);
-        put_u32(b, bits);
-        if (rc_buf_append(out, b, 4))
-            return RC_ENOMEM;
-    }
     return 0;
 }
 
-int rc_vecrec_decode(const void *p, size_t n, rc_vecrec *r, float *vec, uint32_t cap)
+int rc_vecrec_decode(const void *p, size_t n, rc_vecrec *r, float *vec, float *outv, uint32_t cap)
 {
     const unsigned char *b = p;
     if (n < RC_VECREC_HEADER || memcmp(b, RC_VECREC_MAGIC, 4) != 0)
@@ -89,11 +106,15 @@ int rc_vecrec_decode(const void *p, size_t n, rc_vecrec *r, float *vec, uint32_t
     r->item_len = b[6];
     r->city_len = b[7];
     r->cate_len = b[8];
+    r->flags = b[9];
     r->count = get_u32(b + 12);
     r->version = get_u64(b + 16);
     r->publish_ms = (int64_t)get_u64(b + 24);
     size_t names = (size_t)r->item_len + r->city_len + r->cate_len;
-    if (!r->item_len || !r->dim || n != RC_VECREC_HEADER + names + (size_t)r->dim * 4)
+    size_t nvec = r->flags & RC_VECREC_F_OUT ? 2 : 1;
+    /* unknown flags: a newer writer's record this reader cannot size */
+    if (!r->item_len || !r->dim || (r->flags & ~RC_VECREC_F_OUT) ||
+        n != RC_VECREC_HEADER + names + nvec * r->dim * 4)
         return RC_EINVAL;
     if (r->dim > cap)
         return RC_E2BIG;
@@ -101,10 +122,9 @@ int rc_vecrec_decode(const void *p, size_t n, rc_vecrec *r, float *vec, uint32_t
     r->city = r->item + r->item_len;
     r->cate = r->city + r->city_len;
     const unsigned char *v = b + RC_VECREC_HEADER + names;
-    for (uint32_t i = 0; i < r->dim; i++) {
-        uint32_t bits = get_u32(v + 4 * i);
-        memcpy(&vec[i], &bits, 4);
-    }
+    get_floats(v, vec, r->dim);
+    if (outv && nvec == 2)
+        get_floats(v + (size_t)r->dim * 4, outv, r->dim);
     return 0;
 }
 
@@ -242,10 +262,13 @@ static int produce_row(rc_vecpub *p, uint32_t row)
     uint64_t us = (uint64_t)now_ms * 1000u;
     p->version = us > p->version ? us : p->version + 1;
     rc_vec_copy(p->vec, rc_table_in(t, row), dim); /* one read of a moving row (Hogwild) */
+    const float *outv = rc_table_out(t, row);
+    if (outv)
+        rc_vec_copy(p->vec + dim, outv, dim);
     rc_buf_reset(&p->rec);
     int rc = rc_vecrec_encode(&p->rec, item, ilen, city ? city : "", city ? strlen(city) : 0,
                               cate ? cate : "", cate ? strlen(cate) : 0, rc_table_count(t, row),
-                              p->version, now_ms, p->vec, dim);
+                              p->version, now_ms, p->vec, outv ? p->vec + dim : NULL, dim);
     if (rc)
         return rc;
     rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -370,7 +393,7 @@ int rc_vecpub_start(const rc_vecpub_opts *o, rc_vecpub **out, char *errbuf, size
     p->o.max_pending = o->max_pending ? o->max_pending : 4194304;
     p->table = o->table;
     p->topic = strdup(o->topic);
-    p->vec = malloc(rc_table_dim(o->table) * sizeof *p->vec);
+    p->vec = malloc(2 * rc_table_dim(o->table) * sizeof *p->vec); /* input, output */
     atomic_store(&p->last_publish_ms, -1);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);

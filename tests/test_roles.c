@@ -17,6 +17,7 @@
 #include "recalld/common.h"
 #include "recalld/event.h"
 #include "recalld/metrics.h"
+#include "recalld/repart.h"
 #include "recalld/srcpos.h"
 #include "recalld/table.h"
 #include "recalld/vecpub.h"
@@ -104,7 +105,8 @@ static void newest_message(void *ud, const rd_kafka_message_t *m)
     struct newest_read *nr = ud;
     rc_vecrec r;
     float v[DIM];
-    ASSERT_EQ(rc_vecrec_decode(m->payload, m->len, &r, v, DIM), 0);
+    ASSERT_EQ(rc_vecrec_decode(m->payload, m->len, &r, v, NULL, DIM), 0);
+    ASSERT_EQ(r.flags, RC_VECREC_F_OUT); /* trainers publish the output vector */
     ASSERT_EQ(r.dim, DIM);
     /* the key is the item id (compaction keeps one record per key) */
     ASSERT(m->key_len == r.item_len && memcmp(m->key, r.item, r.item_len) == 0);
@@ -412,20 +414,24 @@ TEST(roles_replica_bootstraps_and_answers_as_the_trainer)
     cleanup(dir);
 }
 
-/* The record round-trips, and what is not a record is refused. */
+/* The record round-trips with and without its output vector (a reader of
+ * either kind takes both), and what is not a record is refused. */
 TEST(roles_vector_record_round_trip)
 {
-    float v[DIM], back[DIM];
-    for (int i = 0; i < DIM; i++)
+    float v[DIM], o[DIM], back[DIM], oback[DIM];
+    for (int i = 0; i < DIM; i++) {
         v[i] = (float)i * -0.25f + 1e-7f;
+        o[i] = (float)i * 0.5f - 3.0f;
+    }
     rc_buf b;
     rc_buf_init(&b, 0);
     ASSERT_EQ(rc_vecrec_encode(&b, "i42", 3, "c1", 2, "k3", 2, 7, 123456789012345ull, 1700000000123,
-                               v, DIM),
+                               v, NULL, DIM),
               0);
     ASSERT_EQ(b.len, RC_VECREC_HEADER + 3 + 2 + 2 + DIM * 4);
     rc_vecrec r;
-    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, DIM), 0);
+    memset(oback, 0x7f, sizeof oback);
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, oback, DIM), 0);
     ASSERT(r.item_len == 3 && memcmp(r.item, "i42", 3) == 0);
     ASSERT(r.city_len == 2 && memcmp(r.city, "c1", 2) == 0);
     ASSERT(r.cate_len == 2 && memcmp(r.cate, "k3", 2) == 0);
@@ -433,11 +439,26 @@ TEST(roles_vector_record_round_trip)
     ASSERT_EQ(r.version, 123456789012345ull);
     ASSERT_EQ(r.publish_ms, 1700000000123);
     ASSERT_EQ(r.dim, DIM);
+    ASSERT_EQ(r.flags, 0);
     ASSERT(memcmp(v, back, sizeof v) == 0);
-    ASSERT_EQ(rc_vecrec_decode(b.data, b.len - 1, &r, back, DIM), RC_EINVAL); /* short */
-    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, DIM - 8), RC_E2BIG);
+    ASSERT_EQ(((unsigned char *)oback)[0], 0x7f); /* no output vector: untouched */
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len - 1, &r, back, NULL, DIM), RC_EINVAL); /* short */
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, NULL, DIM - 8), RC_E2BIG);
     b.data[0] = 'X';
-    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, DIM), RC_EINVAL); /* magic */
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, NULL, DIM), RC_EINVAL); /* magic */
+    /* with the output vector */
+    rc_buf_reset(&b);
+    ASSERT_EQ(rc_vecrec_encode(&b, "i42", 3, "c1", 2, "k3", 2, 7, 5, 6, v, o, DIM), 0);
+    ASSERT_EQ(b.len, RC_VECREC_HEADER + 3 + 2 + 2 + 2 * DIM * 4);
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, oback, DIM), 0);
+    ASSERT_EQ(r.flags, RC_VECREC_F_OUT);
+    ASSERT(memcmp(v, back, sizeof v) == 0 && memcmp(o, oback, sizeof o) == 0);
+    memset(back, 0, sizeof back);
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, NULL, DIM), 0); /* a replica's read */
+    ASSERT(memcmp(v, back, sizeof v) == 0);
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len - 4, &r, back, oback, DIM), RC_EINVAL);
+    b.data[9] |= 0x80; /* a flag this reader does not know: cannot size the record */
+    ASSERT_EQ(rc_vecrec_decode(b.data, b.len, &r, back, oback, DIM), RC_EINVAL);
     rc_buf_free(&b);
 }
 
@@ -451,7 +472,7 @@ static void submit_record(rc_engine *e, const char *item, const char *city, uint
     rc_buf rec;
     rc_buf_init(&rec, 0);
     ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), city, strlen(city), "k1", 2, count,
-                               version, publish_ms, v, DIM),
+                               version, publish_ms, v, NULL, DIM),
               0);
     rc_batch *b = rc_engine_batch_get(e);
     ASSERT(b != NULL);
@@ -510,6 +531,73 @@ TEST(roles_replica_engine_versions_and_staleness)
     rc_engine_destroy(e);
 }
 
+/* Submits install records to a trainer's engine (offline): item, count,
+ * input vector filled with fin, output vector with fout (NaN: none). */
+static void submit_install(rc_engine *e, const char *item, uint32_t count, float fin, float fout)
+{
+    float v[DIM], o[DIM];
+    for (int i = 0; i < DIM; i++) {
+        v[i] = fin + (float)i / DIM;
+        o[i] = fout - (float)i / DIM;
+    }
+    rc_buf rec;
+    rc_buf_init(&rec, 0);
+    ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), "c1", 2, "k1", 2, count, 1, 1, v,
+                               isnan(fout) ? NULL : o, DIM),
+              0);
+    rc_batch *b = rc_engine_batch_get(e);
+    ASSERT(b != NULL);
+    rc_engine_batch_set_install(b);
+    ASSERT_EQ(rc_engine_batch_add(b, rec.data, rec.len, -1, -1), 0);
+    ASSERT_EQ(rc_engine_batch_add(b, "not a record", 12, -1, -1), 0);
+    rc_engine_submit(e, b);
+    rc_engine_sync(e);
+    rc_buf_free(&rec);
+}
+
+/* A trainer installs a record's row (input and output vectors, count) when
+ * it does not hold the item or holds it with a lower count, keeps its own row
+ * otherwise, refuses what is not a record, and indexes what it installed. */
+TEST(roles_trainer_engine_installs_records)
+{
+    rc_config c;
+    rc_config_defaults(&c);
+    c.role = RC_ROLE_TRAINER;
+    rc_engine *e = e2e_engine_offline(&c);
+    const rc_table *t = rc_engine_table(e);
+    uint32_t row;
+    submit_install(e, "i1", 40, 1.0f, -2.0f);
+    ASSERT_EQ(rc_table_find(t, "i1", 2, &row), 0);
+    ASSERT_EQ(rc_table_count(t, row), 40);
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 1.0f) < 1e-6f);
+    ASSERT(fabsf(rc_table_out(t, row)[0] + 2.0f) < 1e-6f);
+    ASSERT(fabsf(rc_table_out(t, row)[DIM - 1] + 2.0f + (float)(DIM - 1) / DIM) < 1e-6f);
+    submit_install(e, "i1", 40, 5.0f, 5.0f); /* held with as many clicks: kept */
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 1.0f) < 1e-6f);
+    submit_install(e, "i1", 41, 3.0f, NAN); /* more clicks, no output vector: the row's stays */
+    ASSERT_EQ(rc_table_count(t, row), 41);
+    ASSERT(fabsf(rc_table_in(t, row)[0] - 3.0f) < 1e-6f);
+    ASSERT(fabsf(rc_table_out(t, row)[0] + 2.0f) < 1e-6f);
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "index.size"), 1);
+    ASSERT_EQ(e2e_int(st, "items"), 1);
+    json_decref(st);
+    rc_engine_install_stats is;
+    rc_engine_install_stats_get(e, &is);
+    ASSERT_EQ(is.records, 6);
+    ASSERT_EQ(is.installed, 2);
+    ASSERT_EQ(is.kept, 1);
+    ASSERT_EQ(is.invalid, 3);
+    ASSERT_EQ(is.count, 41);
+    /* similar answers from the installed vector */
+    submit_install(e, "i2", 3, 3.0f, 0.0f);
+    rc_hit h[2];
+    uint32_t n = 0;
+    ASSERT_EQ(rc_engine_similar(e, "i1", 2, 2, h, &n), 0);
+    ASSERT_EQ(n, 1);
+    rc_engine_destroy(e);
+}
+
 /* ---- trainer shards: the click stream repartitioned by city ---- */
 
 #define SPARTS 8 /* partitions of the click topic */
@@ -531,14 +619,19 @@ static void start_shard_broker(e2e_broker *b)
 }
 
 /* recalld --role trainer with its own data dir; checkpoints only at revokes
- * and at stop (checkpoint.interval_ms 0), replay off. */
+ * and at stop (checkpoint.interval_ms 0), replay off, and no bootstrap of
+ * newly assigned cities (vectors.bootstrap false): these tests count every
+ * click in exactly one checkpoint, which a new owner's bootstrap breaks on
+ * purpose (it inherits the counts of the rows it installs;
+ * roles_shard_killed_survivor_bootstraps_its_cities tests it). */
 static void start_shard(e2e_daemon *d, const char *dir, int i, const char *brokers, char *data,
                         size_t datalen)
 {
     char conf[256], name[16];
     snprintf(name, sizeof name, "t%d", i);
     snprintf(conf, sizeof conf, "%s/%s.json", dir, name);
-    e2e_write_file(conf, "{\"train\":{\"replay_ratio\":0},\"checkpoint\":{\"interval_ms\":0}}");
+    e2e_write_file(conf, "{\"train\":{\"replay_ratio\":0},\"checkpoint\":{\"interval_ms\":0},"
+                         "\"vectors\":{\"bootstrap\":false}}");
     snprintf(data, datalen, "%s/%s", dir, name);
     const char *extra[] = {"--config", conf, "--role", "trainer", "--data-dir", data, NULL};
     e2e_opts o = {.brokers = brokers, .extra = extra};
@@ -900,6 +993,281 @@ TEST(roles_shard_killed_cities_resume_on_a_survivor)
     free(sum);
     free(tr.count);
     free(bt.count);
+    e2e_broker_stop(&b);
+    cleanup(dir);
+}
+
+/* ---- a new owner bootstraps the cities it takes over ---- */
+
+/* 1 when group "recalld" has committed every partition of clicks.by-city up
+ * to its high watermark (the trainers commit only from checkpoints). */
+static int by_city_committed(const char *brokers)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ||
+        rd_kafka_conf_set(conf, "group.id", "recalld", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) ||
+        rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err))
+        RC__FAIL("consumer config: %s", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    ASSERT(rk != NULL);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(BPARTS);
+    for (int p = 0; p < BPARTS; p++)
+        rd_kafka_topic_partition_list_add(l, "clicks.by-city", p);
+    int all = rd_kafka_committed(rk, l, 5000) == 0;
+    for (int p = 0; all && p < BPARTS; p++) {
+        int64_t lo, hi;
+        all = rd_kafka_query_watermark_offsets(rk, "clicks.by-city", p, &lo, &hi, 5000) == 0 &&
+              hi > 0 && l->elems[p].offset == hi;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return all;
+}
+
+/* The ids of item's `similar` top-k (0 when the daemon does not know it). */
+static size_t similar_ids(const char *sock, const char *item, char ids[][16], size_t k)
+{
+    json_t *r = e2e_request(sock, "{\"op\":\"similar\",\"item_id\":\"%s\",\"k\":%zu}", item, k);
+    size_t i, n = 0;
+    json_t *it;
+    if (json_is_true(json_object_get(r, "ok")))
+        json_array_foreach(json_object_get(r, "items"), i, it) {
+            if (n < k)
+                snprintf(ids[n++], 16, "%s", json_string_value(json_object_get(it, "item_id")));
+        }
+    json_decref(r);
+    return n;
+}
+
+/* A shard killed -9 after its checkpoint committed everything: the survivor
+ * that takes its by-city partition installs the dead shard's published rows
+ * of those cities before it resumes the partition, so it answers `similar`
+ * for their items as the dead shard did (a cold start would not know them:
+ * nothing is left to replay), and clicks that follow are trained from
+ * there: the partition was resumed, nothing is lost. */
+TEST(roles_shard_killed_survivor_bootstraps_its_cities)
+{
+    const uint64_t N = 12000, SEED = 47, N2 = 3000, SEED2 = 48;
+    enum { TOP = 8, K = 20 };
+    char dir[64], data[NSHARD][256], conf[256];
+    e2e_broker b;
+    e2e_daemon t[NSHARD];
+    int alive[NSHARD] = {1, 1, 1};
+    mkdir_tmp(dir, sizeof dir);
+    start_shard_broker(&b);
+    /* checkpoints every 300 ms: offsets reach the group soon after the stream */
+    snprintf(conf, sizeof conf, "%s/ck.json", dir);
+    e2e_write_file(conf, "{\"checkpoint\":{\"interval_ms\":300}}");
+    for (int i = 0; i < NSHARD; i++) {
+        char name[16], conf0[256];
+        snprintf(name, sizeof name, "t%d", i);
+        snprintf(conf0, sizeof conf0, "%s/%s.json", dir, name);
+        e2e_write_file(conf0, "{\"train\":{\"replay_ratio\":0}}");
+        snprintf(data[i], sizeof data[i], "%s/%s", dir, name);
+        const char *extra[] = {"--config", conf0,        "--config", conf, "--role",
+                               "trainer",  "--data-dir", data[i],    NULL};
+        e2e_opts o = {.brokers = b.bootstrap, .extra = extra};
+        e2e_start_opts(&t[i], &o);
+    }
+    pid_t gen = e2e_gen_start(b.bootstrap, SEED, N, 0, 0);
+    ASSERT_EQ(e2e_gen_wait(gen), 0);
+    e2e_truth tr, tr2;
+    e2e_gen_truth(SEED, N, 0, &tr);
+    json_t *st[NSHARD];
+    wait_shards_quiet(t, alive, st, (long long)tr.valid);
+    for (long long deadline = e2e_now_ms() + e2e_scaled_ms(60000); !by_city_committed(b.bootstrap);
+         ms_sleep(200))
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("the shards' checkpoints did not commit clicks.by-city to its end");
+    unsigned moved = assignment(st[0]);
+    ASSERT(moved != 0);
+    long long done1 = 0;
+    for (int i = 1; i < NSHARD; i++)
+        done1 += e2e_int(st[i], "events.applied") + e2e_int(st[i], "events.invalid") +
+                 e2e_int(st[i], "events.duplicates") + e2e_int(st[i], "events.late");
+    for (int i = 0; i < NSHARD; i++)
+        json_decref(st[i]);
+    /* the moved cities' items, the most clicked first, as the vector topic has them */
+    newest *nw = calloc(E2E_GEN_ITEMS, sizeof *nw);
+    ASSERT(nw != NULL);
+    ASSERT_EQ(e2e_topic_read(b.bootstrap, "clicks.vectors", SPARTS, newest_message,
+                             &(struct newest_read){nw, E2E_GEN_ITEMS, 0}),
+              0);
+    uint32_t top[TOP], ntop = 0, nmoved = 0;
+    for (uint32_t i = 0; i < E2E_GEN_ITEMS; i++) {
+        if (!nw[i].version ||
+            !(moved & 1u << rc_repart_partition(nw[i].city, strlen(nw[i].city), BPARTS)))
+            continue;
+        nmoved++;
+        uint32_t j = ntop; /* insertion into the TOP most clicked */
+        while (j > 0 && nw[top[j - 1]].count < nw[i].count) {
+            if (j < TOP)
+                top[j] = top[j - 1];
+            j--;
+        }
+        if (j < TOP)
+            top[j] = i;
+        if (ntop < TOP)
+            ntop++;
+    }
+    ASSERT(ntop == TOP);
+    static char before[TOP][K][16], after[K][16];
+    size_t nb[TOP];
+    for (uint32_t i = 0; i < TOP; i++) {
+        char item[16];
+        snprintf(item, sizeof item, "i%u", top[i]);
+        nb[i] = similar_ids(t[0].sock, item, before[i], K);
+        ASSERT_EQ(nb[i], K);
+    }
+    e2e_kill(&t[0]);
+    alive[0] = 0;
+    /* the survivor that gets the moved partitions bootstraps them */
+    int owner = -1;
+    for (long long deadline = e2e_now_ms() + e2e_scaled_ms(120000); owner < 0; ms_sleep(200)) {
+        for (int i = 1; i < NSHARD && owner < 0; i++) {
+            json_t *s = e2e_request(t[i].sock, "{\"op\":\"stats\"}");
+            if ((assignment(s) & moved) == moved &&
+                e2e_int(s, "kafka.vectors.bootstrap.runs") >= 1 &&
+                e2e_int(s, "kafka.vectors.bootstrap.paused") == 0 &&
+                e2e_int(s, "index.pending") == 0)
+                owner = i;
+            json_decref(s);
+        }
+        if (owner < 0 && e2e_now_ms() > deadline)
+            RC__FAIL("no survivor took partitions %#x and bootstrapped them", moved);
+    }
+    json_t *s = e2e_request(t[owner].sock, "{\"op\":\"stats\"}");
+    long long installed = e2e_int(s, "kafka.vectors.bootstrap.installed");
+    fprintf(stderr,
+            "survivor t%d: bootstrap of partitions %#x: %lld records read, %lld matched, %lld "
+            "handed, %lld installed, %lld skipped, %lld ms (%u items of those cities)\n",
+            owner, moved, e2e_int(s, "kafka.vectors.bootstrap.records"),
+            e2e_int(s, "kafka.vectors.bootstrap.matched"),
+            e2e_int(s, "kafka.vectors.bootstrap.handed"), installed,
+            e2e_int(s, "kafka.vectors.bootstrap.skipped"), e2e_int(s, "kafka.vectors.bootstrap.ms"),
+            nmoved);
+    ASSERT_GT(installed, 0);
+    ASSERT_EQ(e2e_int(s, "kafka.vectors.bootstrap.handed"),
+              installed + e2e_int(s, "kafka.vectors.bootstrap.skipped"));
+    ASSERT_GE(e2e_int(s, "kafka.vectors.bootstrap.handed"), nmoved);
+    ASSERT_EQ(e2e_int(s, "kafka.vectors.bootstrap.lost"), 0);
+    ASSERT_EQ(e2e_int(s, "kafka.vectors.bootstrap.paused"), 0);
+    json_decref(s);
+    /* the same neighbours as the dead shard's: its vectors, nothing replayed */
+    size_t same = 0;
+    for (uint32_t i = 0; i < TOP; i++) {
+        char item[16];
+        snprintf(item, sizeof item, "i%u", top[i]);
+        size_t na = similar_ids(t[owner].sock, item, after, K);
+        for (size_t x = 0; x < nb[i]; x++)
+            for (size_t y = 0; y < na; y++)
+                same += strcmp(before[i][x], after[y]) == 0;
+    }
+    fprintf(stderr, "similar top-%d of %d moved items: %zu of %d neighbours as the dead shard's\n",
+            K, TOP, same, TOP * K);
+    ASSERT_GE(same, (size_t)(TOP * K * 9 / 10));
+    /* the partitions were resumed: later clicks are all trained by the survivors */
+    gen = e2e_gen_start(b.bootstrap, SEED2, N2, 0, 0);
+    ASSERT_EQ(e2e_gen_wait(gen), 0);
+    e2e_gen_truth(SEED2, N2, 0, &tr2);
+    wait_shards_quiet(t, alive, st, done1 + (long long)tr2.valid);
+    for (int i = 1; i < NSHARD; i++) {
+        json_decref(st[i]);
+        ASSERT_EQ(e2e_stop(&t[i]), 0);
+        cleanup(t[i].dir);
+    }
+    cleanup(t[0].dir);
+    free(nw);
+    free(tr.count);
+    free(tr2.count);
+    e2e_broker_stop(&b);
+    cleanup(dir);
+}
+
+/* A trainer's bootstrap counts the records retention deleted before it read
+ * them: a one-partition clicks.vectors filled past the mock's ~5 MiB, then a
+ * trainer that owns every by-city partition (all new to it) reads what is
+ * left; read + lost = produced, and every record read is installed. */
+TEST(roles_trainer_bootstrap_counts_records_lost_to_retention)
+{
+    const int R = 20000; /* ~560 bytes each: ~11 MB, past the mock's retention */
+    static const char *const topics[] = {"--topic", "clicks", "--topic", "clicks.dlq", NULL};
+    char dir[64], err[512];
+    e2e_broker b;
+    e2e_daemon t;
+    mkdir_tmp(dir, sizeof dir);
+    e2e_broker_start(&b, 2, topics);
+    char *reply = e2e_broker_cmd(&b, "create clicks.by-city 2");
+    ASSERT(strncmp(reply, "ok", 2) == 0);
+    free(reply);
+    reply = e2e_broker_cmd(&b, "create clicks.vectors 1");
+    ASSERT(strncmp(reply, "ok", 2) == 0);
+    free(reply);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ASSERT(rd_kafka_conf_set(conf, "bootstrap.servers", b.bootstrap, err, sizeof err) == 0 &&
+           rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err) == 0 &&
+           rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err) == 0);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ASSERT(rk != NULL);
+    float v[DIM], o[DIM];
+    for (int i = 0; i < DIM; i++) {
+        v[i] = (float)i / DIM;
+        o[i] = -(float)i / DIM;
+    }
+    rc_buf rec;
+    rc_buf_init(&rec, 0);
+    for (int k = 0; k < R; k++) {
+        char item[16], city[8];
+        snprintf(item, sizeof item, "i%d", k);
+        snprintf(city, sizeof city, "c%d", k % 4);
+        v[0] = (float)k;
+        rc_buf_reset(&rec);
+        ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), city, strlen(city), "k1", 2, 1,
+                                   (uint64_t)k + 1, 1, v, o, DIM),
+                  0);
+        rd_kafka_resp_err_t e;
+        while ((e = rd_kafka_producev(
+                    rk, RD_KAFKA_V_TOPIC("clicks.vectors"), RD_KAFKA_V_KEY(item, strlen(item)),
+                    RD_KAFKA_V_VALUE(rec.data, rec.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(rk, 10);
+        ASSERT_EQ(e, 0);
+    }
+    ASSERT_EQ(rd_kafka_flush(rk, (int)e2e_scaled_ms(60000)), 0);
+    rd_kafka_destroy(rk);
+    rc_buf_free(&rec);
+    start_role(&t, dir, "t", "trainer", b.bootstrap, NULL, 0);
+    json_t *s = NULL;
+    for (long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);; ms_sleep(100)) {
+        s = e2e_request(t.sock, "{\"op\":\"stats\"}");
+        if (e2e_int(s, "kafka.vectors.bootstrap.runs") >= 1 &&
+            e2e_int(s, "kafka.vectors.bootstrap.paused") == 0 && e2e_int(s, "index.pending") == 0)
+            break;
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("no bootstrap run finished (log %s)", t.log);
+        json_decref(s);
+    }
+    long long read = e2e_int(s, "kafka.vectors.bootstrap.records");
+    long long lost = e2e_int(s, "kafka.vectors.bootstrap.lost");
+    fprintf(stderr, "bootstrap: %lld records read, %lld lost to retention, %lld installed\n", read,
+            lost, e2e_int(s, "kafka.vectors.bootstrap.installed"));
+    ASSERT_GT(lost, 0);
+    ASSERT_EQ(read + lost, R);
+    ASSERT_EQ(e2e_int(s, "kafka.vectors.bootstrap.handed"), read); /* every city is its own */
+    ASSERT_EQ(e2e_int(s, "kafka.vectors.bootstrap.installed"), read);
+    ASSERT_EQ(e2e_int(s, "items"), read);
+    json_decref(s);
+    s = e2e_request(t.sock, "{\"op\":\"health\"}"); /* said, not only counted */
+    char want[128];
+    snprintf(want, sizeof want, "%lld vector records lost", lost);
+    json_t *w = json_array_get(json_object_get(s, "warnings"), 0);
+    if (!w || !strstr(json_string_value(w), want))
+        RC__FAIL("health lacks \"%s\"", want);
+    json_decref(s);
+    ASSERT_EQ(e2e_stop(&t), 0);
+    cleanup(t.dir);
     e2e_broker_stop(&b);
     cleanup(dir);
 }

@@ -161,11 +161,14 @@ typedef struct rc_config {
     uint32_t dlq_file_max_mb; /* kafka.dlq_file_max_mb: kafka.dlq_file is rotated to
                                * FILE.1 at this size; 0 = no cap */
     /* scaling out (docs/DESIGN.md "Roles and replicas") */
-    int role;                     /* role (--role): rc_role */
-    int vectors_publish;          /* vectors.publish: role all publishes too */
-    uint32_t vectors_max_rate;    /* vectors.max_rate: records/s to <topic>.vectors */
-    uint32_t vectors_interval_ms; /* vectors.interval_ms: publisher tick */
-    uint32_t vectors_max_pending; /* vectors.max_pending: records queued in the producer */
+    int role;                              /* role (--role): rc_role */
+    int vectors_publish;                   /* vectors.publish: role all publishes too */
+    uint32_t vectors_max_rate;             /* vectors.max_rate: records/s to <topic>.vectors */
+    uint32_t vectors_interval_ms;          /* vectors.interval_ms: publisher tick */
+    uint32_t vectors_max_pending;          /* vectors.max_pending: records queued in the producer */
+    int vectors_bootstrap;                 /* vectors.bootstrap: a trainer's new cities warm */
+    uint32_t vectors_bootstrap_timeout_ms; /* vectors.bootstrap_timeout_ms: a run's reading */
+    uint64_t vectors_bootstrap_max_records; /* vectors.bootstrap_max_records: read per run */
     /* trainer shards: the repartition by city */
     int repartition_enabled;           /* repartition.enabled: role trainer repartitions */
     uint32_t repartition_max_inflight; /* repartition.max_inflight: forwarded, undelivered */

@@ -164,6 +164,14 @@ const char *rc_consumer_bootstrap(const rc_consumer *c);
  * RC_EAGAIN). No-op when not paused. */
 void rc_consumer_resume(rc_consumer *c);
 
+/* Pauses (pause 1) or resumes (0) fetching of the partitions parts[0..n):
+ * nothing of a paused partition is handed over, and what was fetched but not
+ * handed over is fetched again on resume (from the last message handed over
+ * + 1, or the partition's start). E.g. a trainer holds partitions it was just
+ * assigned while it bootstraps their cities (vboot.h). Partitions not
+ * assigned are ignored by librdkafka. Loop thread. */
+void rc_consumer_pause_parts(rc_consumer *c, const int32_t *parts, size_t n, int pause);
+
 /* Sends a refused event to the dead-letter sink. reason: short code; err: text. */
 int rc_consumer_dead_letter(rc_consumer *c, const rc_kmsg *m, const char *reason, const char *err);
 

@@ -114,6 +114,23 @@ void rc_engine_set_backlog(rc_engine *e, uint64_t events);
  * staleness. */
 void rc_engine_set_vector_sink(rc_engine *e, void (*fn)(void *ud, const uint32_t *rows, size_t n),
                                void *ud);
+/* Trainer bootstrap (vboot.h, src/engine_boot.c). Loop thread, before
+ * submitting b: b holds vector records (vecpub.h) that a trainer installs
+ * on the trainer thread, before any click submitted after b: for each, a row
+ * the table does not hold, or holds with a lower click count (its own
+ * training saw fewer clicks of the item than the record's writer), gets the
+ * record's city, category, count, input vector and - when the record has
+ * one - output vector, and is indexed; else the row is kept (`kept`). */
+void rc_engine_batch_set_install(rc_batch *b);
+typedef struct rc_engine_install_stats {
+    uint64_t records;   /* records handed over in install batches */
+    uint64_t installed; /* rows written from a record */
+    uint64_t kept;      /* rows kept: held with at least the record's count */
+    uint64_t invalid;   /* not a record, another dimension, table full */
+    uint64_t count;     /* clicks added to rows' counts by installs */
+} rc_engine_install_stats;
+/* Any thread. */
+void rc_engine_install_stats_get(rc_engine *e, rc_engine_install_stats *st);
 /* Loop thread (replicas): records of the vector topic not yet handed over
  * (the consumer's lag, -1 unknown), for the staleness in stats. */
 void rc_engine_set_vector_lag(rc_engine *e, int64_t lag);

@@ -87,4 +87,11 @@ void rc_repart_stats_get(rc_repart *r, rc_repart_stats *st);
 /* "topic":...,"group":...,"consumed":N,... (no braces). */
 void rc_repart_stats_json(rc_repart *r, rc_buf *out);
 
+/* Any thread: the by-city partition (of partitions) that the
+ * repartitioner's producer gives the key city[0..len): librdkafka's
+ * murmur2_random partitioner itself, so a reader that needs to know where a
+ * city lives (vboot.h) agrees with the forwards exactly. len 0: -1 (an
+ * unkeyed forward goes to a random partition). */
+int32_t rc_repart_partition(const char *city, size_t len, int32_t partitions);
+
 #endif

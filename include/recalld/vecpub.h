@@ -4,14 +4,17 @@
  * Record: key = the item id; value = a small little-endian binary record
  * (rc_vecrec_encode): magic "RCV1", the dimension, the item id, city and
  * category names, the item's click count, its input vector (the one the
- * index normalises and recall re-scores with: float32), a version and the
- * publish wall time. The version grows per item: max(previous + 1, wall
- * clock in microseconds) of the publishing process, so it also grows across
- * a trainer's restarts (while its clock does not go back by more than the
- * downtime). A reader keeps the record of the highest version per item: a
- * record delivered twice (an idempotent producer's retry, which librdkafka
- * 2.0.2's mock cluster does not deduplicate) or out of order is harmless.
- * Output vectors are not published: a replica does not train.
+ * index normalises and recall re-scores with: float32), a version, the
+ * publish wall time and, when flag bit RC_VECREC_F_OUT (byte 9, zero in
+ * records written before it existed) is set, the output (context) vector
+ * after the input vector. Trainers publish it, so that a trainer that takes
+ * over a city can go on training from the published rows (vboot.h);
+ * replicas ignore it. Readers accept records with and without it; a record
+ * with a flag bit they do not know is refused (not sized). The version grows per item: max(previous
+ * + 1, wall clock in microseconds) of the publishing process, so it also grows across a trainer's
+ * restarts (while its clock does not go back by more than the downtime). A reader keeps the record
+ * of the highest version per item: a record delivered twice (an idempotent producer's retry, which
+ * librdkafka 2.0.2's mock cluster does not deduplicate) or out of order is harmless.
  *
  * Publisher (the trainer side): the engine hands it the rows whose input
  * vector changed at each batch boundary (rc_vecpub_mark); a row marked again
@@ -40,7 +43,8 @@
 #include "recalld/table.h"
 
 #define RC_VECREC_MAGIC  "RCV1"
-#define RC_VECREC_HEADER 32 /* bytes before the item id */
+#define RC_VECREC_HEADER 32   /* bytes before the item id */
+#define RC_VECREC_F_OUT  0x01 /* flags: the output vector follows the input vector */
 
 /* A decoded record; item, city and cate point into the decoded bytes (not
  * NUL-terminated). */
@@ -48,18 +52,23 @@ typedef struct rc_vecrec {
     const char *item, *city, *cate;
     uint32_t item_len, city_len, cate_len;
     uint32_t dim, count;
+    uint32_t flags; /* RC_VECREC_F_OUT */
     uint64_t version;
     int64_t publish_ms;
 } rc_vecrec;
 
-/* Appends the record of one item to out. Returns 0, RC_EINVAL (an id or name
- * over 255 bytes, dim 0 or over 65535), RC_ENOMEM. */
+/* Appends the record of one item to out: its input vector vec and, when
+ * outv is not NULL, its output vector (flag RC_VECREC_F_OUT). Returns 0,
+ * RC_EINVAL (an id or name over 255 bytes, dim 0 or over 65535), RC_ENOMEM. */
 int rc_vecrec_encode(rc_buf *out, const char *item, size_t item_len, const char *city,
                      size_t city_len, const char *cate, size_t cate_len, uint32_t count,
-                     uint64_t version, int64_t publish_ms, const float *vec, uint32_t dim);
-/* Decodes p[0..n) into r and the vector into vec (room for cap floats).
- * Returns 0, RC_EINVAL (not a record: magic, sizes), RC_E2BIG (dim > cap). */
-int rc_vecrec_decode(const void *p, size_t n, rc_vecrec *r, float *vec, uint32_t cap);
+                     uint64_t version, int64_t publish_ms, const float *vec, const float *outv,
+                     uint32_t dim);
+/* Decodes p[0..n) into r, the input vector into vec and, when outv is not
+ * NULL and the record has one (r->flags & RC_VECREC_F_OUT), the output
+ * vector into outv (each room for cap floats). Returns 0, RC_EINVAL (not a
+ * record: magic, sizes, unknown flags), RC_E2BIG (dim > cap). */
+int rc_vecrec_decode(const void *p, size_t n, rc_vecrec *r, float *vec, float *outv, uint32_t cap);
 
 typedef struct rc_vecpub rc_vecpub;
 

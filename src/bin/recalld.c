@@ -26,6 +26,7 @@
 #include "recalld/tower.h"
 #include "recalld/repart.h"
 #include "recalld/srcpos.h"
+#include "recalld/vboot.h"
 #include "recalld/vecpub.h"
 
 typedef struct daemon {
@@ -68,6 +69,8 @@ typedef struct daemon {
     uint64_t repeats_dropped;            /* loop thread; read by stats (torn reads harmless) */
     char bytopic[RC_CONF_STR + 16];      /* what the trainer consumes: <topic>.by-city */
     char repart_group[RC_CONF_STR + 16]; /* <group>.repartition */
+    rc_vboot *vboot;                     /* new cities bootstrapped from vtopic, or NULL */
+    char vboot_group[RC_CONF_STR + 16];  /* <group>.vboot: names its reader */
 } daemon_t;
 
 enum {
@@ -306,6 +309,7 @@ static void on_vtimer(uv_timer_t *t)
 static void on_done(void *ud, const rc_invalid *inv, size_t n)
 {
     daemon_t *d = ud;
+    rc_vboot_feed(d->vboot);        /* a bootstrap waiting for a batch goes first */
     if (d->vpaused && d->vconsumer) /* its refused records are offered first */
         rc_consumer_resume(d->vconsumer);
     if (d->cfg.role == RC_ROLE_REPLICA) {
@@ -603,6 +607,19 @@ static void health_warnings(void *arg, rc_buf *out)
             rc_buf_json_str(out, msg, strlen(msg));
         }
     }
+    if (d->vboot) {
+        rc_vboot_stats vs;
+        rc_vboot_stats_get(d->vboot, &vs);
+        if (vs.lost) {
+            snprintf(msg, sizeof msg,
+                     "%llu vector records lost: deleted from %.100s before a bootstrap read them "
+                     "(their items start cold)",
+                     (unsigned long long)vs.lost, d->vtopic);
+            if (n++)
+                rc_buf_puts(out, ",");
+            rc_buf_json_str(out, msg, strlen(msg));
+        }
+    }
     if (st.lookups_failed) {
         snprintf(msg, sizeof msg,
                  "%llu committed-offset look-ups failed: losses at the start "
@@ -652,6 +669,28 @@ static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
         rc_srcpos_seen_forget(d->seen, parts[i]);
     if (!assigned)
         revoke_checkpoint(d);
+    if (!d->vboot || !n)
+        return;
+    if (!assigned) {
+        rc_vboot_rebalance(d->vboot, 0, parts, n);
+        return;
+    }
+    /* Partitions this trainer has no position for (none of its checkpoint's,
+     * none read in this tenure): their cities come warm from the vector topic
+     * before their clicks. */
+    int32_t *np = malloc(n * sizeof *np), pp[4096];
+    int64_t po[4096];
+    size_t npos = RC_MIN(rc_consumer_positions(d->consumer, pp, po, 4096), (size_t)4096), nn = 0;
+    for (size_t i = 0; np && i < n; i++) {
+        size_t j = 0;
+        while (j < npos && pp[j] != parts[i])
+            j++;
+        if (j == npos)
+            np[nn++] = parts[i];
+    }
+    if (nn)
+        rc_vboot_rebalance(d->vboot, 1, np, nn);
+    free(np);
 }
 
 /* The role, and the vector topic as this role sees it: the publisher's
@@ -662,6 +701,11 @@ static void vector_stats(daemon_t *d, rc_buf *out)
     if (d->pub) {
         rc_buf_puts(out, ",\"vectors\":{");
         rc_vecpub_stats_json(d->pub, out);
+        if (d->vboot) {
+            rc_buf_puts(out, ",\"bootstrap\":{");
+            rc_vboot_stats_json(d->vboot, out);
+            rc_buf_puts(out, "}");
+        }
         rc_buf_puts(out, "}");
     } else if (d->vconsumer) {
         rc_consumer_stats st;
@@ -828,6 +872,8 @@ static void finish(daemon_t *d)
     int wd_ok = pthread_create(&wd, NULL, close_watchdog, NULL) == 0;
     if (!wd_ok)
         rc_log_warn("recalld", "no watchdog for the consumer close", NULL);
+    rc_vboot_destroy(d->vboot); /* before the consumer it pauses and the engine it feeds */
+    d->vboot = NULL;
     rc_repart_destroy(d->repart, 5000); /* forwards in flight first, then its offsets */
     d->repart = NULL;
     rc_consumer_destroy(d->consumer);
@@ -1033,6 +1079,33 @@ static int start_repart(daemon_t *d, const char *brokers, char *err, size_t errl
     return rc_repart_start(d->loop, &ro, &d->repart, err, errlen);
 }
 
+/* Trainer shards: by-city partitions assigned without a position are
+ * bootstrapped from <topic>.vectors (vboot.h). Not when the consumer replays
+ * the log from its start (the model is rebuilt from the clicks). */
+static int start_vboot(daemon_t *d, int repartition, char *err, size_t errlen)
+{
+    const rc_config *c = &d->cfg;
+    if (!repartition || !c->vectors_bootstrap || rc_engine_needs_replay(d->engine))
+        return 0;
+    static const char *extra[RC_CONF_MAX_KAFKA_EXTRA * 2 + 1];
+    for (uint32_t i = 0; i < c->nkafka_extra * 2; i++)
+        extra[i] = c->kafka_extra[i];
+    extra[c->nkafka_extra * 2] = NULL;
+    snprintf(d->vboot_group, sizeof d->vboot_group, "%.240s.vboot", c->group);
+    rc_vboot_opts vo = {.loop = d->loop,
+                        .brokers = rc_consumer_bootstrap(d->consumer),
+                        .vtopic = d->vtopic,
+                        .bytopic = d->bytopic,
+                        .group = d->vboot_group,
+                        .extra = extra,
+                        .engine = d->engine,
+                        .consumer = d->consumer,
+                        .dim = c->dim,
+                        .timeout_ms = c->vectors_bootstrap_timeout_ms,
+                        .max_records = c->vectors_bootstrap_max_records};
+    return rc_vboot_create(&vo, &d->vboot, err, errlen) != 0;
+}
+
 /* Replica: <topic>.vectors, every partition from the beginning, no group. */
 static int start_vector_reader(daemon_t *d, char *err, size_t errlen)
 {
@@ -1164,7 +1237,8 @@ static int start(daemon_t *d)
     if (crc ||
         (repartition && c->embedded &&
          start_repart(d, rc_consumer_bootstrap(d->consumer), err, sizeof err)) ||
-        start_publisher(d, err, sizeof err) || start_vector_reader(d, err, sizeof err))
+        start_publisher(d, err, sizeof err) || start_vector_reader(d, err, sizeof err) ||
+        start_vboot(d, repartition, err, sizeof err))
         goto fail;
     d->api.engine = d->engine;
     d->api.kafka_stats = kafka_stats;
