@@ -899,6 +899,17 @@ static int create_model(rc_engine *e, char *eb, size_t el)
                            .subsample = c->subsample};
     if (rc_sgns_work_init(&e->work, c->dim))
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
+    /* A warm start (model.path or a restored checkpoint) is the anchor of
+     * train.anchor; a replica trains nothing and needs none. */
+    if (c->anchor > 0 && rows && c->role != RC_ROLE_REPLICA) {
+        rc_anchor_opts ao = {.strength = c->anchor, .fade_clicks = c->anchor_fade_clicks};
+        if ((rc = rc_anchor_create(e->table, &ao, &e->anchor, eb, el)))
+            return rc;
+        e->sg.anchor = e->anchor;
+        rc_log_info("engine", "warm-start anchor", "rows=%u bytes=%zu strength=%g fade_clicks=%g",
+                    rows, rc_anchor_bytes(e->anchor), (double)c->anchor,
+                    (double)c->anchor_fade_clicks);
+    }
     rc_rng_seed(&e->rng, c->seed);
     if (c->replay_clicks && c->replay_ratio > 0 &&
         (rc = rc_relearn_create(c->replay_clicks, RC_MIN(RC_MAX(c->window, 1u), CTX_MAX),
@@ -1001,6 +1012,7 @@ static void free_engine(rc_engine *e)
     rc_table_destroy(e->table);
     rc_sgns_work_free(&e->work);
     rc_relearn_destroy(e->relearn);
+    rc_anchor_destroy(e->anchor);
     rc_replayctl_destroy(e->rctl);
     free(e->probes);
     for (uint32_t i = 0; e->batches && i < e->nbatches; i++)
