@@ -623,9 +623,9 @@ int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, 
         RC_ARRAY_LEN(sg_lr),        RC_ARRAY_LEN(sg_window),     RC_ARRAY_LEN(sg_half_life),
         RC_ARRAY_LEN(sg_subsample), RC_ARRAY_LEN(sg_adaptive),   RC_ARRAY_LEN(sg_replay_sub),
         RC_ARRAY_LEN(sg_anchor),    RC_ARRAY_LEN(sg_anchor_fade)};
-    /* the search order: a warm stream tries its anchor first */
+    /* the search order: the anchor (warm only) last */
     static const unsigned order_cold[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
-    static const unsigned order_warm[] = {KNOB_ANCHOR, KNOB_ANCHOR_FADE, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+    static const unsigned order_warm[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, KNOB_ANCHOR, KNOB_ANCHOR_FADE};
     rc_tune_stream_opts to = opts ? *opts : (rc_tune_stream_opts){0};
     struct stream_search *s = NULL;
     rc_eval_split *valid = NULL;

@@ -88,8 +88,10 @@ void rc_tune_format(const rc_train_opts *o, char *buf, size_t cap);
  * "train.replay_adaptive", "train.replay_subsample", "train.anchor",
  * "train.anchor_fade_clicks": the knobs' config keys, in search order for a
  * cold stream, which does not search the last two (it has no anchor); a warm
- * one searches them first (train.anchor_fade_clicks only while train.anchor
- * is on). */
+ * one searches them last (train.anchor_fade_clicks only while train.anchor
+ * is on), so they change its choice only when they improve on where the
+ * other knobs converged (searched first, they led the churn log to a worse
+ * choice: docs/BENCHMARKS.md "The warm-start anchor"). */
 extern const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS];
 
 /* Zero = default for every field. */
