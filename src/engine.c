@@ -1348,9 +1348,9 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_printf(o,
                   "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
                   "\"index_bytes\":%zu,\"snapshot_bytes\":%zu,\"heap_bytes\":%zu,"
-                  "\"heap_free_bytes\":%zu}",
+                  "\"heap_free_bytes\":%zu,\"anchor_bytes\":%zu}",
                   rc_rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes,
-                  rc_checkpoint_bytes(e->ck->snap), heap, heap_free);
+                  rc_checkpoint_bytes(e->ck->snap), heap, heap_free, rc_anchor_bytes(e->anchor));
     rc_buf_puts(o, ",");
     rc__engine_ck_stats_json(e, o);
     rc_buf_puts(o, ",");

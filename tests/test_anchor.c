@@ -232,6 +232,13 @@ TEST(anchor_engine_warm_start_is_the_anchor)
         }
         const rc_table *t = rc_engine_table(e);
         ASSERT_EQ(rc_table_size(t), NWARM + 1);
+        json_t *st = e2e_engine_stats(e); /* the anchor's memory: NWARM rows of DIM + 8 */
+        long long ab = e2e_int(st, "memory.anchor_bytes");
+        json_decref(st);
+        if (on)
+            ASSERT_GE(ab, NWARM * (DIM + 8));
+        else
+            ASSERT_EQ(ab, 0);
         for (uint32_t r = 0; r < NWARM; r++)
             moved[on] += dist(rc_table_in(t, r), rc_table_in(m, r));
         fresh[on] = dist(rc_table_in(t, NWARM), start);
@@ -251,6 +258,9 @@ TEST(anchor_engine_warm_start_is_the_anchor)
     rc_engine *e = e2e_engine_offline(&c);
     ASSERT_EQ(rc_engine_apply_click(e, "u", 1, "a", 1, "c", 1, "k", 1, 1700000000000LL), 0);
     ASSERT_EQ(rc_engine_apply_click(e, "u", 1, "b", 1, "c", 1, "k", 1, 1700000001000LL), 0);
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "memory.anchor_bytes"), 0);
+    json_decref(st);
     rc_engine_destroy(e);
     rc_table_destroy(m);
     unlink(path);
