@@ -266,3 +266,79 @@ TEST(anchor_engine_warm_start_is_the_anchor)
     unlink(path);
     rmdir(dir);
 }
+
+/* The daemon's parallel path (model.trainer_threads 2: whole batches trained
+ * by the shards, engine_shard.c) anchors as the single writer does: warm
+ * items stay on their model vectors with a pull of step 1, move without. */
+#define SH_WARM  60
+#define SH_BATCH 256
+TEST(anchor_engine_shards_anchor_too)
+{
+    char dir[64], path[128], line[256];
+    tower_tmp_dir(dir, sizeof dir, "rc-anchor-");
+    snprintf(path, sizeof path, "%s/warm.rcm", dir);
+    rc_table_opts to = {.dim = DIM, .seed = 7};
+    rc_table *m = NULL;
+    ASSERT_EQ(rc_table_create(&to, &m, NULL, 0), 0);
+    for (uint32_t i = 0; i < SH_WARM; i++) {
+        char id[16], cn[4] = {'c', (char)('0' + i % 3), 0};
+        uint32_t city, cate, row;
+        int created;
+        snprintf(id, sizeof id, "w%u", i);
+        ASSERT_EQ(rc_table_city_id(m, cn, 2, &city), 0);
+        ASSERT_EQ(rc_table_cate_id(m, "k", 1, &cate), 0);
+        ASSERT_EQ(rc_table_upsert(m, id, strlen(id), city, cate, NULL, 0, &row, &created), 0);
+        rc_table_count_add(m, row, 5);
+        for (uint32_t d = 0; d < DIM; d++) {
+            rc_table_in(m, row)[d] = 0.25f * sinf((float)(i * DIM + d));
+            rc_table_out(m, row)[d] = 0.25f * cosf((float)(i * DIM + 3 * d));
+        }
+    }
+    ASSERT_EQ(rc_model_save(m, path, NULL, 0), 0);
+    double moved[2] = {0, 0};
+    for (int on = 0; on < 2; on++) {
+        rc_config c;
+        rc_config_defaults(&c);
+        c.dim = DIM;
+        c.seed = 3;
+        c.replay_clicks = 0;
+        c.trainer_threads = 2;
+        c.kafka_batch = SH_BATCH;
+        c.min_city_items = 5;
+        c.anchor = on ? 1e6f : 0;
+        snprintf(c.model_path, sizeof c.model_path, "%s", path);
+        rc_engine *e = e2e_engine_offline(&c);
+        for (uint32_t k = 0; k < 8 * SH_BATCH; k += SH_BATCH) {
+            rc_batch *b = rc_engine_batch_get(e);
+            ASSERT(b != NULL);
+            for (uint32_t j = k; j < k + SH_BATCH; j++) {
+                uint32_t user = j % 97, city = user % 3, item = city + 3 * ((j * 7 + user) % 20);
+                int n = j % 9 == 0
+                            ? snprintf(line, sizeof line,
+                                       "{\"user_id\":\"u%u\",\"item_id\":\"n%u\",\"city_id\":"
+                                       "\"c%u\",\"cate_id\":\"k\",\"ts\":%lld}",
+                                       user, j % 40, city, 1700000000000LL + j * 10LL)
+                            : snprintf(line, sizeof line,
+                                       "{\"user_id\":\"u%u\",\"item_id\":\"w%u\",\"city_id\":"
+                                       "\"c%u\",\"cate_id\":\"k\",\"ts\":%lld}",
+                                       user, item, city, 1700000000000LL + j * 10LL);
+                ASSERT_EQ(rc_engine_batch_add(b, line, (size_t)n, 0, j), 0);
+            }
+            rc_engine_submit(e, b);
+        }
+        rc_engine_sync(e);
+        json_t *st = e2e_engine_stats(e);
+        ASSERT_GT(e2e_int(st, "training.fanouts"), 0); /* the shards trained */
+        json_decref(st);
+        const rc_table *t = rc_engine_table(e);
+        ASSERT_GT(rc_table_size(t), SH_WARM);
+        for (uint32_t r = 0; r < SH_WARM; r++)
+            moved[on] += dist(rc_table_in(t, r), rc_table_in(m, r));
+        rc_engine_destroy(e);
+    }
+    ASSERT_DBL_OP(moved[0], >, 0.5);
+    ASSERT_DBL_OP(moved[1], <, SH_WARM * 4 * 0.25 / 127 / 2);
+    rc_table_destroy(m);
+    unlink(path);
+    rmdir(dir);
+}
