@@ -89,6 +89,8 @@ static const struct key keys[] = {
     {"train.lr_decay_clicks", K_F32, F(lr_decay_clicks), 0, 1e9},
     {"train.lr_min", K_F32, F(lr_min), 0, 1},
     {"train.replay_subsample", K_F32, F(replay_subsample), 0, 1},
+    {"train.anchor", K_F32, F(anchor), 0, 1e6},
+    {"train.anchor_fade_clicks", K_F32, F(anchor_fade_clicks), 0, 1e9},
     {"train.replay_adaptive", K_BOOL, F(replay_adaptive), 0, 1},
     {"train.replay_ratio_min", K_F32, F(replay_ratio_min), 1, 1000},
     {"train.replay_ratio_max", K_F32, F(replay_ratio_max), 1, 1000},
@@ -202,6 +204,8 @@ void rc_config_defaults(rc_config *c)
     c->lr_decay_clicks = 30.0f; /* with replay_subsample: docs/BENCHMARKS.md */
     c->lr_min = 0.0005f;
     c->replay_subsample = 1e-4f;
+    c->anchor = 0; /* off: docs/BENCHMARKS.md "The deployed regime" */
+    c->anchor_fade_clicks = 0;
     c->replay_adaptive = 0;
     c->replay_ratio_min = 5;
     c->replay_ratio_max = 200;

@@ -914,6 +914,17 @@ static int create_model(rc_engine *e, char *eb, size_t el)
                            .subsample = c->subsample};
     if (rc_sgns_work_init(&e->work, c->dim))
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
+    /* A warm start (model.path or a restored checkpoint) is the anchor of
+     * train.anchor; a replica trains nothing and needs none. */
+    if (c->anchor > 0 && rows && c->role != RC_ROLE_REPLICA) {
+        rc_anchor_opts ao = {.strength = c->anchor, .fade_clicks = c->anchor_fade_clicks};
+        if ((rc = rc_anchor_create(e->table, &ao, &e->anchor, eb, el)))
+            return rc;
+        e->sg.anchor = e->anchor;
+        rc_log_info("engine", "warm-start anchor", "rows=%u bytes=%zu strength=%g fade_clicks=%g",
+                    rows, rc_anchor_bytes(e->anchor), (double)c->anchor,
+                    (double)c->anchor_fade_clicks);
+    }
     rc_rng_seed(&e->rng, c->seed);
     if (c->replay_clicks && c->replay_ratio > 0 &&
         (rc = rc_relearn_create(c->replay_clicks, RC_MIN(RC_MAX(c->window, 1u), CTX_MAX),
@@ -1016,6 +1027,7 @@ static void free_engine(rc_engine *e)
     rc_table_destroy(e->table);
     rc_sgns_work_free(&e->work);
     rc_relearn_destroy(e->relearn);
+    rc_anchor_destroy(e->anchor);
     rc_replayctl_destroy(e->rctl);
     free(e->probes);
     for (uint32_t i = 0; e->batches && i < e->nbatches; i++)
@@ -1351,11 +1363,13 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_printf(o,
                   "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
                   "\"index_bytes\":%zu,\"snapshot_bytes\":%zu,\"heap_bytes\":%zu,"
-                  "\"heap_free_bytes\":%zu,\"trims\":%llu,\"trim_last_us\":%llu}",
+                  "\"heap_free_bytes\":%zu,\"trims\":%llu,\"trim_last_us\":%llu,"
+                  "\"anchor_bytes\":%zu}",
                   rc_rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes,
                   rc_checkpoint_bytes(e->ck->snap), heap, heap_free,
                   (unsigned long long)atomic_load_explicit(&e->trims, memory_order_relaxed),
-                  (unsigned long long)atomic_load_explicit(&e->trim_last_us, memory_order_relaxed));
+                  (unsigned long long)atomic_load_explicit(&e->trim_last_us, memory_order_relaxed),
+                  rc_anchor_bytes(e->anchor));
     rc_buf_puts(o, ",");
     rc__engine_ck_stats_json(e, o);
     rc_buf_puts(o, ",");

@@ -70,6 +70,7 @@ struct rc_engine {
     rc_sgns_opts sg;
     rc_sgns_work work;
     rc_rng rng;
+    rc_anchor *anchor;               /* warm-start anchor, NULL = off (train.anchor) */
     rc_relearn *relearn;             /* replay of recent examples, NULL = off (train.replay_*) */
     double replay_credit;            /* replays owed to the clicks trained so far (trainer only) */
     rc_replayctl *rctl;              /* the replay ratio, adaptive or pinned (with relearn) */

@@ -409,7 +409,9 @@ void rc__eval_stream_knobs(const rc_config *c, rc_eval_stream_knobs *k)
                                 .half_life_ms = c->half_life_ms,
                                 .subsample = c->subsample,
                                 .replay_adaptive = c->replay_adaptive,
-                                .replay_subsample = c->replay_subsample};
+                                .replay_subsample = c->replay_subsample,
+                                .anchor = c->anchor,
+                                .anchor_fade = c->anchor_fade_clicks};
 }
 
 int rc__eval_warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
@@ -480,8 +482,14 @@ static size_t tuned_set(const rc_eval_stream_tune *t, char (*kv)[64])
         case 7:
             snprintf(kv[n++], 64, "%s=%d", key, k->replay_adaptive);
             break;
-        default:
+        case 8:
             snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->replay_subsample);
+            break;
+        case 9:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->anchor);
+            break;
+        default:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->anchor_fade);
             break;
         }
     }

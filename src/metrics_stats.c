@@ -143,6 +143,8 @@ static const rc_metrics_stat table[] = {
     S("memory.rss_bytes", "process_resident_memory_bytes"),
     G("memory.table_bytes", "recalld_table_bytes", 1, "Memory held by the item table."),
     G("memory.session_bytes", "recalld_session_bytes", 1, "Memory held by the session store."),
+    G("memory.anchor_bytes", "recalld_anchor_bytes", 1,
+      "Memory held by the warm-start anchor (train.anchor; 0 when off)."),
     S("memory.index_bytes", "recalld_index_bytes"),
     G("memory.snapshot_bytes", "recalld_checkpoint_snapshot_bytes", 1,
       "Memory held by the checkpoint's copy of the table (released after each write)."),

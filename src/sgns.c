@@ -201,15 +201,27 @@ uint32_t rc_sgns_click(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_op
             w->kept[n++] = ctx[i];
     if (n == 0)
         return 0;
-    if (o->mode == RC_SGNS_CBOW)
-        return cbow(t, s, rng, o, lr, center, n, w);
-    uint32_t nneg = o->negatives ? RC_MIN(o->negatives, RC_SGNS_MAX_NEG) : DEFAULT_NEG;
-    rc_sampler_tally *tally = o->shared_sampler ? o->tally : NULL;
-    if (s && (!o->shared_sampler || tally) && 2 * n * nneg <= CLICK_NEG_MAX)
-        return skipgram_click(t, s, rng, lr, center, n, nneg, o->hard_share, tally, w);
-    for (uint32_t i = 0; i < n; i++) {
-        sg_pair(t, s, rng, o, lr, w->kept[i], center, w);
-        sg_pair(t, s, rng, o, lr, center, w->kept[i], w);
+    uint32_t np;
+    if (o->mode == RC_SGNS_CBOW) {
+        np = cbow(t, s, rng, o, lr, center, n, w);
+    } else {
+        uint32_t nneg = o->negatives ? RC_MIN(o->negatives, RC_SGNS_MAX_NEG) : DEFAULT_NEG;
+        rc_sampler_tally *tally = o->shared_sampler ? o->tally : NULL;
+        if (s && (!o->shared_sampler || tally) && 2 * n * nneg <= CLICK_NEG_MAX) {
+            np = skipgram_click(t, s, rng, lr, center, n, nneg, o->hard_share, tally, w);
+        } else {
+            for (uint32_t i = 0; i < n; i++) {
+                sg_pair(t, s, rng, o, lr, w->kept[i], center, w);
+                sg_pair(t, s, rng, o, lr, center, w->kept[i], w);
+            }
+            np = 2 * n;
+        }
     }
-    return 2 * n;
+    if (o->anchor) { /* w->grad is free again: the anchor's decode buffer */
+        if (o->mode != RC_SGNS_CBOW)
+            rc_anchor_pull(o->anchor, t, center, lr, w->grad);
+        for (uint32_t i = 0; i < n; i++)
+            rc_anchor_pull(o->anchor, t, w->kept[i], lr, w->grad);
+    }
+    return np;
 }

@@ -408,9 +408,10 @@ out:
 /* ---- the streaming knobs ---- */
 
 const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS] = {
-    "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min",
-    "model.lr",           "recall.window",         "recall.half_life_ms",
-    "model.subsample",    "train.replay_adaptive", "train.replay_subsample"};
+    "train.replay_ratio", "train.lr_decay_clicks",   "train.lr_min",
+    "model.lr",           "recall.window",           "recall.half_life_ms",
+    "model.subsample",    "train.replay_adaptive",   "train.replay_subsample",
+    "train.anchor",       "train.anchor_fade_clicks"};
 
 /* The built-in grids, per knob (the key's unit). */
 static const double sg_replay[] = {0, 10, 25, 50, 100};
@@ -422,6 +423,11 @@ static const double sg_half_life[] = {0, 600000, 3600000, 86400000};
 static const double sg_subsample[] = {0, 3e-5, 1e-4, 3e-4, 1e-3};
 static const double sg_adaptive[] = {0, 1};
 static const double sg_replay_sub[] = {0, 3e-5, 1e-4, 3e-4, 1e-3};
+static const double sg_anchor[] = {0, 10, 30, 100, 300, 1000};
+static const double sg_anchor_fade[] = {0, 20, 100, 1000};
+
+#define KNOB_ANCHOR      9u
+#define KNOB_ANCHOR_FADE 10u
 
 #define STREAM_MAX_TRIALS 256u
 
@@ -456,8 +462,12 @@ static double knob_get(const rc_eval_stream_knobs *k, unsigned i)
         return k->subsample;
     case 7:
         return k->replay_adaptive;
-    default:
+    case 8:
         return k->replay_subsample;
+    case KNOB_ANCHOR:
+        return k->anchor;
+    default:
+        return k->anchor_fade;
     }
 }
 
@@ -488,8 +498,14 @@ static void knob_set(rc_eval_stream_knobs *k, unsigned i, double v)
     case 7:
         k->replay_adaptive = v != 0;
         break;
-    default:
+    case 8:
         k->replay_subsample = (float)v;
+        break;
+    case KNOB_ANCHOR:
+        k->anchor = (float)v;
+        break;
+    default:
+        k->anchor_fade = (float)v;
         break;
     }
 }
@@ -508,10 +524,12 @@ void rc_tune_stream_format(const rc_eval_stream_knobs *k, char *buf, size_t cap)
         snprintf(buf, cap,
                  "train.replay_ratio=%g train.lr_decay_clicks=%g train.lr_min=%g model.lr=%g "
                  "recall.window=%u recall.half_life_ms=%lld model.subsample=%g "
-                 "train.replay_adaptive=%d train.replay_subsample=%g",
+                 "train.replay_adaptive=%d train.replay_subsample=%g train.anchor=%g "
+                 "train.anchor_fade_clicks=%g",
                  (double)k->replay_ratio, (double)k->lr_decay_clicks, (double)k->lr_min,
                  (double)k->lr, k->recall_window, (long long)k->half_life_ms, (double)k->subsample,
-                 k->replay_adaptive, (double)k->replay_subsample);
+                 k->replay_adaptive, (double)k->replay_subsample, (double)k->anchor,
+                 (double)k->anchor_fade);
 }
 
 static double stream_elapsed(const struct stream_search *s)
@@ -575,7 +593,7 @@ static int stream_trial(struct stream_search *s, const rc_eval_stream_knobs *k, 
         s->tried_hr[s->ntried++] = *hr;
     }
     if (!env->quiet) {
-        char line[256];
+        char line[512];
         rc_tune_stream_format(k, line, sizeof line);
         fprintf(stderr, "tune (%s stream): %5.1fs trial %u: %s: hr@50 %.4f\n",
                 s->warm ? "warm" : "cold", stream_elapsed(s), s->ntried, line, *hr);
@@ -598,12 +616,16 @@ int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, 
                        rc_eval_stream_tune *res, char *eb, size_t el)
 {
     static const double *const grids[RC_TUNE_STREAM_NKEYS] = {
-        sg_replay,    sg_decay,     sg_lr_min,   sg_lr,        sg_window,
-        sg_half_life, sg_subsample, sg_adaptive, sg_replay_sub};
+        sg_replay,    sg_decay,    sg_lr_min,     sg_lr,     sg_window,     sg_half_life,
+        sg_subsample, sg_adaptive, sg_replay_sub, sg_anchor, sg_anchor_fade};
     static const uint32_t ngrids[RC_TUNE_STREAM_NKEYS] = {
-        RC_ARRAY_LEN(sg_replay),    RC_ARRAY_LEN(sg_decay),    RC_ARRAY_LEN(sg_lr_min),
-        RC_ARRAY_LEN(sg_lr),        RC_ARRAY_LEN(sg_window),   RC_ARRAY_LEN(sg_half_life),
-        RC_ARRAY_LEN(sg_subsample), RC_ARRAY_LEN(sg_adaptive), RC_ARRAY_LEN(sg_replay_sub)};
+        RC_ARRAY_LEN(sg_replay),    RC_ARRAY_LEN(sg_decay),      RC_ARRAY_LEN(sg_lr_min),
+        RC_ARRAY_LEN(sg_lr),        RC_ARRAY_LEN(sg_window),     RC_ARRAY_LEN(sg_half_life),
+        RC_ARRAY_LEN(sg_subsample), RC_ARRAY_LEN(sg_adaptive),   RC_ARRAY_LEN(sg_replay_sub),
+        RC_ARRAY_LEN(sg_anchor),    RC_ARRAY_LEN(sg_anchor_fade)};
+    /* the search order: the anchor (warm only) last */
+    static const unsigned order_cold[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    static const unsigned order_warm[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, KNOB_ANCHOR, KNOB_ANCHOR_FADE};
     rc_tune_stream_opts to = opts ? *opts : (rc_tune_stream_opts){0};
     struct stream_search *s = NULL;
     rc_eval_split *valid = NULL;
@@ -646,16 +668,19 @@ int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, 
     rc__eval_stream_knobs(&cfg, &cur);
     double cur_hr;
     *res = (rc_eval_stream_tune){0};
-    for (unsigned i = 0; i < RC_TUNE_STREAM_NKEYS; i++)
-        if ((!to.free_mask || (to.free_mask & (1u << i))) && !user_set(env, i))
-            res->searched |= 1u << i;
+    const unsigned *order = s->warm ? order_warm : order_cold;
+    unsigned norder = s->warm ? RC_ARRAY_LEN(order_warm) : RC_ARRAY_LEN(order_cold);
+    for (unsigned j = 0; j < norder; j++)
+        if ((!to.free_mask || (to.free_mask & (1u << order[j]))) && !user_set(env, order[j]))
+            res->searched |= 1u << order[j];
     if ((rc = stream_trial(s, &cur, &cur_hr, eb, el)))
         goto out;
     res->base_hr50 = cur_hr;
     for (int improved = 1; improved;) {
         improved = 0;
-        for (unsigned i = 0; i < RC_TUNE_STREAM_NKEYS; i++) {
-            if (!(res->searched & (1u << i)))
+        for (unsigned oi = 0; oi < norder; oi++) {
+            unsigned i = order[oi];
+            if (!(res->searched & (1u << i)) || (i == KNOB_ANCHOR_FADE && cur.anchor <= 0))
                 continue;
             const double *g = to.grid[i] ? to.grid[i] : grids[i];
             uint32_t ng = to.grid[i] ? to.ngrid[i] : ngrids[i];
@@ -690,7 +715,7 @@ done:
     res->seconds = stream_elapsed(s);
     res->valid_predictions = valid->npos;
     if (!env->quiet) {
-        char line[256];
+        char line[512];
         rc_tune_stream_format(&cur, line, sizeof line);
         fprintf(stderr,
                 "tune (%s stream): chose %s: validation hr@50 %.4f (base %.4f), %u runs, %.1f s\n",

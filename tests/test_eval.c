@@ -1132,6 +1132,45 @@ TEST(eval_tune_stream_searches_replay_adaptive)
     streamed_free(&f);
 }
 
+/* train.anchor and train.anchor_fade_clicks are searched for a warm stream
+ * only (a cold one has no warm start, hence no anchor): free alone, the cold
+ * search streams nothing but its start, the warm one every anchor of the
+ * grid, then fades only if an anchor was chosen; prequential-warm runs
+ * with the choice. */
+TEST(eval_tune_stream_searches_the_anchor_warm_only)
+{
+    streamed f = {0};
+    char err[256] = "", line[512];
+    tmp_path(f.path, sizeof f.path, ".jsonl");
+    write_generated(f.path, 6000, 300, 1000);
+    streamed_load(&f);
+    rc_tune_stream_opts o = {.seconds = 1e6, .free_mask = 3u << 9};
+    rc_eval_stream_tune r;
+    stream_search(&f.env, &o, 0, &r);
+    ASSERT_EQ(r.searched, 0);
+    ASSERT_EQ(r.trials, 1);
+    stream_search(&f.env, &o, 1, &r);
+    ASSERT_EQ(r.searched, 3u << 9);
+    /* the start (anchor 0) and 5 anchors; with one chosen, 3 fades (and
+     * another round when that improved) */
+    if (r.best.anchor > 0)
+        ASSERT_GE(r.trials, 9);
+    else
+        ASSERT_EQ(r.trials, 6);
+    ASSERT(r.hr50 >= r.base_hr50);
+    rc_tune_stream_format(&r.best, line, sizeof line);
+    ASSERT(strstr(line, "train.anchor=") != NULL);
+    ASSERT(strstr(line, "train.anchor_fade_clicks=") != NULL);
+    f.env.have_stream_tuned[1] = 1;
+    f.env.stream_tuned[1] = r;
+    rc_eval_report rep;
+    if (rc_eval_method_run(rc_eval_method_find("prequential-warm"), &f.env, &rep, err, sizeof err))
+        RC__FAIL("prequential-warm: %s", err);
+    ASSERT_DBL_OP(rep.stream.anchor, ==, r.best.anchor);
+    ASSERT_DBL_OP(rep.stream.anchor_fade, ==, r.best.anchor_fade);
+    streamed_free(&f);
+}
+
 /* Copies the JSONL log src to dst with every click after cut_ms moved to
  * another item of the generator's ("i<n>", n cycling over a few): a
  * different test period, the same training sessions. */

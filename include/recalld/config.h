@@ -88,6 +88,10 @@ typedef struct rc_config {
                                   * d / (d + its clicks), 0 = constant model.lr */
     float lr_min;                /* train.lr_min: floor of the decayed rate */
     float replay_subsample;      /* train.replay_subsample: replays' subsampling, 0 = model's */
+    float anchor;                /* train.anchor: L2 pull of warm-started rows toward the
+                                  * model the engine started from, 0 = off (anchor.h) */
+    float anchor_fade_clicks;    /* train.anchor_fade_clicks: the pull fades as h / (h +
+                                  * the item's clicks since the start), 0 = never */
     int replay_adaptive;         /* train.replay_adaptive: the ratio follows replayctl.h's probes */
     float replay_ratio_min;      /* train.replay_ratio_min: the adaptive ratio's bounds */
     float replay_ratio_max;      /* train.replay_ratio_max */

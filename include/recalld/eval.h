@@ -344,7 +344,8 @@ int rc_eval_index_build(rc_table *t, const rc_index_opts *io, rc_index **out, ch
  * prequential-warm, stream-warm, stream-daily): daemon config keys
  * train.replay_ratio, train.lr_decay_clicks, train.lr_min, model.lr (the
  * stream's rate), recall.window, recall.half_life_ms (the user query),
- * model.subsample (of the stream). */
+ * model.subsample (of the stream), train.replay_adaptive,
+ * train.replay_subsample, train.anchor, train.anchor_fade_clicks. */
 typedef struct rc_eval_stream_knobs {
     float replay_ratio, lr_decay_clicks, lr_min, lr;
     uint32_t recall_window;
@@ -352,6 +353,8 @@ typedef struct rc_eval_stream_knobs {
     float subsample;        /* model.subsample of the stream (else the batch setting's) */
     int replay_adaptive;    /* train.replay_adaptive */
     float replay_subsample; /* train.replay_subsample */
+    float anchor;           /* train.anchor (warm only: a cold stream has no anchor) */
+    float anchor_fade;      /* train.anchor_fade_clicks */
 } rc_eval_stream_knobs;
 
 /* The result of a search of the streaming knobs (rc_tune_stream_run). */

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "recalld/anchor.h"
 #include "recalld/common.h"
 #include "recalld/sampler.h"
 #include "recalld/table.h"
@@ -38,6 +39,9 @@ typedef struct rc_sgns_opts {
                               * rc_sampler_draw_tally into it, through the same
                               * pipelined path as the single writer (the
                               * parallel streaming trainer's shards) */
+    const rc_anchor *anchor; /* non-NULL: after a click's pairs, rc_sgns_click pulls the
+                              * input vectors it changed toward their warm-start
+                              * anchor at rate lr (anchor.h; train.anchor) */
 } rc_sgns_opts;
 
 typedef struct rc_sgns_work {
@@ -60,7 +64,11 @@ float rc_sgns_pair(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_opts *
 
 /* Trains click `center` against ctx (see above) with learning rate lr.
  * Returns the number of positive pairs trained. Subsampling (if o->subsample > 0)
- * may skip a frequent context item using the table's counts and total_count. */
+ * may skip a frequent context item using the table's counts and total_count.
+ * With o->anchor, once the pairs are trained, each input vector they changed
+ * (skip-gram: the center and the kept context rows; CBOW: the context rows)
+ * is pulled toward its anchor (rc_anchor_pull at lr); rows without one are
+ * left as trained. */
 uint32_t rc_sgns_click(rc_table *t, rc_sampler *s, rc_rng *rng, const rc_sgns_opts *o, float lr,
                        uint32_t center, const uint32_t *ctx, uint32_t nctx, uint64_t total_count,
                        rc_sgns_work *w);

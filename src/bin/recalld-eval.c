@@ -260,13 +260,14 @@ static json_t *tuned_json(const rc_eval_report *r)
 /* The streaming knobs a stream method ran with (keys: the daemon's). */
 static json_t *stream_json(const rc_eval_stream_knobs *k)
 {
-    return json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:b,s:f}", "train.replay_ratio",
+    return json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:b,s:f,s:f,s:f}", "train.replay_ratio",
                      (double)k->replay_ratio, "train.lr_decay_clicks", (double)k->lr_decay_clicks,
                      "train.lr_min", (double)k->lr_min, "model.lr", (double)k->lr, "recall.window",
                      (json_int_t)k->recall_window, "recall.half_life_ms",
                      (json_int_t)k->half_life_ms, "model.subsample", (double)k->subsample,
                      "train.replay_adaptive", k->replay_adaptive, "train.replay_subsample",
-                     (double)k->replay_subsample);
+                     (double)k->replay_subsample, "train.anchor", (double)k->anchor,
+                     "train.anchor_fade_clicks", (double)k->anchor_fade);
 }
 
 /* The --tune search of the streaming knobs: the choice, the keys searched. */
@@ -498,7 +499,7 @@ static void print_tower_lines(FILE *f, const struct rows *r, const struct feat_i
 static void print_settings(const struct rows *r)
 {
     for (size_t i = 0; i < r->n; i++) {
-        char line[256];
+        char line[512];
         const rc_eval_report *t = r->rep[i];
         if (!t->has_settings)
             continue;
