@@ -465,6 +465,19 @@ void rc_vboot_rebalance(rc_vboot *v, int assigned, const int32_t *parts, size_t 
         start_run(v);
 }
 
+/* Everything create allocated (run and wait are NULL until a run). */
+static void vboot_free(rc_vboot *v)
+{
+    free_run(v->run);
+    free(v->wait);
+    free(v->brokers);
+    free(v->vtopic);
+    free(v->bytopic);
+    free(v->group);
+    pthread_mutex_destroy(&v->mu);
+    free(v);
+}
+
 int rc_vboot_create(const rc_vboot_opts *o, rc_vboot **out, char *errbuf, size_t errlen)
 {
     if (!o || !o->loop || !o->brokers || !o->vtopic || !o->bytopic || !o->engine || !o->consumer ||
@@ -483,12 +496,7 @@ int rc_vboot_create(const rc_vboot_opts *o, rc_vboot **out, char *errbuf, size_t
     pthread_mutex_init(&v->mu, NULL);
     if (!v->brokers || !v->vtopic || !v->bytopic || !v->group ||
         uv_async_init(o->loop, &v->async, on_read_done)) {
-        free(v->brokers);
-        free(v->vtopic);
-        free(v->bytopic);
-        free(v->group);
-        pthread_mutex_destroy(&v->mu);
-        free(v);
+        vboot_free(v);
         return rc_err(errbuf, errlen, RC_ENOMEM, "vboot: out of memory");
     }
     v->async.data = v;
@@ -496,18 +504,7 @@ int rc_vboot_create(const rc_vboot_opts *o, rc_vboot **out, char *errbuf, size_t
     return 0;
 }
 
-static void on_closed(uv_handle_t *h)
-{
-    rc_vboot *v = h->data;
-    free_run(v->run);
-    free(v->wait);
-    free(v->brokers);
-    free(v->vtopic);
-    free(v->bytopic);
-    free(v->group);
-    pthread_mutex_destroy(&v->mu);
-    free(v);
-}
+static void on_closed(uv_handle_t *h) { vboot_free(h->data); }
 
 void rc_vboot_destroy(rc_vboot *v)
 {
