@@ -98,8 +98,16 @@ json_t *e2e_request(const char *sock, const char *fmt, ...)
     va_end(ap);
     line[n++] = '\n';
     char *reply = e2e_raw(sock, line, (size_t)n, E2E_PATIENCE_MS);
-    if (!reply)
-        RC__FAIL("no reply from %s to %.*s", sock, n - 1, line);
+    if (!reply) {
+        /* the daemon's log sits beside its socket (e2e_start): its tail says
+         * why it stopped answering (a crash, a sanitizer's report) */
+        const char *slash = strrchr(sock, '/');
+        char *log = NULL;
+        if (slash)
+            e2e_sh(&log, "tail -40 %.*s/recalld.log 2>&1", (int)(slash - sock), sock);
+        RC__FAIL("no reply from %s to %.*s; its log ends:\n%s", sock, n - 1, line,
+                 log ? log : "(none)");
+    }
     json_error_t je;
     json_t *j = json_loads(reply, 0, &je);
     if (!j)

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "recalld/common.h"
+#include "consumer_int.h"
 #include "recalld/consumer.h"
 #include "test.h"
 
@@ -622,4 +623,50 @@ TEST(consumer_bad_extra_config_names_the_key)
     o.brokers = NULL;
     ASSERT_EQ(rc_consumer_start(&loop, &o, &c, err, sizeof err), RC_EINVAL);
     ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* A partition whose fetch stops behind the consumer's back (here: paused in
+ * librdkafka directly, as librdkafka 2.0.2 can leave a partition moved by a
+ * rebalance without a running fetcher) has messages to read and hands
+ * nothing over: after stall_ms the consumer assigns it again where it stands
+ * and every message arrives once. */
+TEST(consumer_stalled_partition_fetch_restarted)
+{
+    uv_loop_t loop;
+    char err[256] = "";
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct sink *s = sink_new(&loop);
+    rc_consumer_opts o = embedded_opts(s);
+    o.stall_ms = 1500;
+    if (rc_consumer_start(&loop, &o, &s->c, err, sizeof err) != 0)
+        RC__FAIL("start: %s", err);
+    struct prod p;
+    produce_start(&p, rc_consumer_bootstrap(s->c), "clicks", 0, 2000);
+    want_n = 2000;
+    run_until(&loop, got_want, s, 25);
+    produce_join(&p);
+    ASSERT_EQ(s->received, 2000);
+    rc_consumer_stats st;
+    rc_consumer_stats_get(s->c, &st);
+    ASSERT_EQ(st.fetch_restarts, 0); /* caught up partitions are never restarted */
+
+    /* partition 3's fetch stops; the others go on */
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, "clicks", 3);
+    ASSERT_EQ(rd_kafka_pause_partitions(rc__consumer_rk(s->c), l), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(l);
+    produce_start(&p, rc_consumer_bootstrap(s->c), "clicks", 2000, 2000);
+    produce_join(&p);
+    want_n = 4000;
+    run_until(&loop, got_want, s, 60);
+    sink_check_exactly_once(s, 4000);
+    rc_consumer_stats_get(s->c, &st);
+    ASSERT_GE(st.fetch_restarts, 1);
+    ASSERT_EQ(st.messages, 4000);
+    ASSERT_EQ(st.errors, 0);
+
+    sink_close(s);
+    finish(&loop, s->c);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    free(s);
 }

@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ typedef struct daemon {
     /* trainer shards (repartition.enabled): clicks -> <topic>.by-city */
     rc_repart *repart;                   /* the repartitioner, or NULL */
     rc_srcpos_seen *seen;                /* repeats of forwards: dropped before the engine */
-    uint64_t repeats_dropped;            /* loop thread; read by stats (torn reads harmless) */
+    _Atomic uint64_t repeats_dropped;    /* written by the loop, read by stats workers */
     char bytopic[RC_CONF_STR + 16];      /* what the trainer consumes: <topic>.by-city */
     char repart_group[RC_CONF_STR + 16]; /* <group>.repartition */
     rc_vboot *vboot;                     /* new cities bootstrapped from vtopic, or NULL */
@@ -253,7 +254,8 @@ static int on_batch(void *ud, const rc_kmsg *m, size_t n)
         int64_t so;
         if (d->seen && rc_srcpos_decode(m[i].header, m[i].header_len, &sp, &so) == 0 &&
             rc_srcpos_seen_check(d->seen, m[i].partition, sp, so)) {
-            d->repeats_dropped++; /* forwarded again by a repartitioner that took over */
+            /* forwarded again by a repartitioner that took over */
+            atomic_fetch_add_explicit(&d->repeats_dropped, 1, memory_order_relaxed);
             continue;
         }
         if (rc_engine_batch_add(b, m[i].payload, m[i].len, m[i].partition, m[i].offset)) {
@@ -714,10 +716,12 @@ static void vector_stats(daemon_t *d, rc_buf *out)
         rc_buf_json_str(out, d->vtopic, strlen(d->vtopic));
         rc_buf_printf(out,
                       ",\"assigned\":%d,\"messages\":%llu,\"bytes\":%llu,\"lag\":%lld,"
-                      "\"lost\":%llu,\"offset_gaps\":%llu,\"errors\":%llu,\"last_error\":",
+                      "\"lost\":%llu,\"offset_gaps\":%llu,\"errors\":%llu,\"fetch_restarts\":%llu,"
+                      "\"last_error\":",
                       st.assigned, (unsigned long long)st.messages, (unsigned long long)st.bytes,
                       (long long)st.lag, (unsigned long long)st.lost,
-                      (unsigned long long)st.offset_gaps, (unsigned long long)st.errors);
+                      (unsigned long long)st.offset_gaps, (unsigned long long)st.errors,
+                      (unsigned long long)st.fetch_restarts);
         rc_buf_json_str(out, st.last_error, strlen(st.last_error));
         rc_buf_puts(out, "}");
     }
@@ -753,11 +757,12 @@ static void kafka_stats(void *arg, rc_buf *out)
     rc_buf_json_str(out, st.last_error, strlen(st.last_error));
     rc_buf_printf(out,
                   ",\"lost\":%llu,\"offset_gaps\":%llu,\"lookups_failed\":%llu,"
-                  "\"stale_offsets\":%llu,\"lost_assignments\":%llu,"
+                  "\"stale_offsets\":%llu,\"lost_assignments\":%llu,\"fetch_restarts\":%llu,"
                   "\"fatal\":%s,\"instance_id\":",
                   (unsigned long long)st.lost, (unsigned long long)st.offset_gaps,
                   (unsigned long long)st.lookups_failed, (unsigned long long)st.stale_offsets,
-                  (unsigned long long)st.lost_assignments, st.fatal ? "true" : "false");
+                  (unsigned long long)st.lost_assignments, (unsigned long long)st.fetch_restarts,
+                  st.fatal ? "true" : "false");
     if (d->instance_id[0])
         rc_buf_json_str(out, d->instance_id, strlen(d->instance_id));
     else
@@ -778,7 +783,9 @@ static void kafka_stats(void *arg, rc_buf *out)
     if (d->repart) {
         rc_buf_puts(out, ",\"repartition\":{");
         rc_repart_stats_json(d->repart, out);
-        rc_buf_printf(out, ",\"repeats_dropped\":%llu}", (unsigned long long)d->repeats_dropped);
+        rc_buf_printf(
+            out, ",\"repeats_dropped\":%llu}",
+            (unsigned long long)atomic_load_explicit(&d->repeats_dropped, memory_order_relaxed));
     }
     vector_stats(d, out);
 }
