@@ -1649,6 +1649,9 @@ static void kafka_teardown(rc_consumer *c)
         if (e)
             rc_log_warn(MOD, "consumer close", "err=\"%s\"", rd_kafka_err2str(e));
     }
+    /* an assignment served by the close may have started a look-up (a thread
+     * TSan saw leaked): joined while c->rk lives */
+    lookups_reap(c, 0);
     if (c->q)
         rd_kafka_queue_destroy(c->q);
     if (c->rk)
