@@ -41,12 +41,6 @@
 #define DLQ_PAYLOAD_MAX   (64 * 1024) /* payload bytes kept in a dead-letter file line */
 #define DEFAULT_BATCH     1024
 #define LOOKUP_TIMEOUT_MS 10000 /* committed-offset look-up at assignment */
-/* An assigned partition with messages to read that hands over nothing for
- * this long has its fetch restarted (see stall_check); opts.stall_ms. */
-#define STALL_MS         15000
-#define PROBE_MAX        4    /* partitions per watermark probe */
-#define PROBE_TIMEOUT_MS 2000 /* per partition */
-#define IDLE_BACKOFF     4    /* a caught-up partition is probed every 4 stall_ms */
 
 struct part {
     int64_t next; /* last offset handed over + 1, -1 none yet */
@@ -64,23 +58,13 @@ struct part {
      * was applied since). INT64_MAX until known. */
     int64_t floor;
     uint32_t epoch; /* assignments of this partition: matches look-up results */
-    /* Stall watch: loop time at which to check whether the partition is
-     * stalled (moved on by every sign of life: assignment, message handed
-     * over, resume, probe, restart); held: paused by the owner
-     * (rc_consumer_pause_parts). */
-    uint64_t check_at;
-    int held;
 };
 
 /* A committed-offset look-up (rd_kafka_committed blocks: on a thread of its
- * own, so the loop never waits for the group coordinator), or a probe of the
- * high watermarks of partitions that look stalled (stall_check). */
+ * own, so the loop never waits for the group coordinator). */
 struct lookup {
     rc_consumer *c;
-    rd_kafka_topic_partition_list_t *l; /* opaque = the partition's epoch; a
-                                         * probe's offsets: high watermarks */
-    int probe;
-    uint64_t started; /* loop time the probe was sent */
+    rd_kafka_topic_partition_list_t *l; /* opaque = the partition's epoch */
     rd_kafka_resp_err_t err;
     uv_thread_t th;
     atomic_int done;
@@ -253,7 +237,13 @@ static void lag_refresh(rc_consumer *c)
             unknown = 1;
             continue;
         }
-        from = c->parts[p].next >= 0 ? c->parts[p].next : lo;
+        /* where reading goes on: after the last message handed over, else the
+         * assignment's start (the committed offset) once known, else the log
+         * start. A partition whose committed offset is its end has no lag
+         * although nothing was handed over yet. */
+        from = c->parts[p].next >= 0     ? c->parts[p].next
+               : c->parts[p].expect >= 0 ? RC_MAX(c->parts[p].expect, lo)
+                                         : lo;
         if (from == RD_KAFKA_OFFSET_INVALID) {
             unknown = 1;
             continue;
@@ -337,17 +327,7 @@ static void lookup_run(void *arg)
 {
     struct lookup *lk = arg;
     rc_consumer *c = lk->c;
-    if (lk->probe) {
-        for (int i = 0; i < lk->l->cnt; i++) {
-            rd_kafka_topic_partition_t *tp = &lk->l->elems[i];
-            int64_t lo, hi;
-            tp->err = rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition, &lo, &hi,
-                                                       PROBE_TIMEOUT_MS);
-            tp->offset = tp->err ? RD_KAFKA_OFFSET_INVALID : hi;
-        }
-    } else {
-        lk->err = rd_kafka_committed(c->rk, lk->l, LOOKUP_TIMEOUT_MS);
-    }
+    lk->err = rd_kafka_committed(c->rk, lk->l, LOOKUP_TIMEOUT_MS);
     atomic_store(&lk->done, 1);
     uv_mutex_lock(&c->mu);
     if (c->async_open)
@@ -355,23 +335,15 @@ static void lookup_run(void *arg)
     uv_mutex_unlock(&c->mu);
 }
 
-/* Looks up the committed offsets (probe: the high watermarks) of l's
- * partitions (epochs in opaque). */
-static void lookup_start(rc_consumer *c, rd_kafka_topic_partition_list_t *l, int probe)
+/* Looks up the committed offsets of l's partitions (epochs in opaque). */
+static void lookup_start(rc_consumer *c, rd_kafka_topic_partition_list_t *l)
 {
     struct lookup *lk = calloc(1, sizeof *lk);
     if (lk) {
         lk->c = c;
         lk->l = l;
-        lk->probe = probe;
-        lk->started = uv_now(c->loop);
     }
-    if (probe && (!lk || uv_thread_create(&lk->th, lookup_run, lk) != 0)) {
-        free(lk);
-        rd_kafka_topic_partition_list_destroy(l);
-        return; /* tried again at the next check */
-    }
-    if (!probe && (!lk || uv_thread_create(&lk->th, lookup_run, lk) != 0)) {
+    if (!lk || uv_thread_create(&lk->th, lookup_run, lk) != 0) {
         c->st.lookups_failed++;
         rc_log_warn(MOD,
                     "cannot look up committed offsets: gaps at the start of these "
@@ -388,14 +360,8 @@ static void lookup_start(rc_consumer *c, rd_kafka_topic_partition_list_t *l, int
 /* Loop thread: a partition's committed offset is where its assignment starts
  * (none: the log's beginning, 0 for the embedded cluster whose topic this
  * process created, else whatever the log starts with). */
-static void stall_apply(rc_consumer *c, struct lookup *lk);
-
 static void lookup_apply(rc_consumer *c, struct lookup *lk)
 {
-    if (lk->probe) {
-        stall_apply(c, lk);
-        return;
-    }
     for (int i = 0; i < lk->l->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &lk->l->elems[i];
         struct part *pt = part_get(c, tp->partition);
@@ -507,8 +473,6 @@ static void set_start_offsets(rc_consumer *c, rd_kafka_topic_partition_list_t *l
         pt->first = -1;
         pt->expect = -2;
         pt->floor = INT64_MAX;
-        pt->check_at = uv_now(c->loop) + c->o.stall_ms;
-        pt->held = 0;
         if (pt->next >= 0) {
             tp->offset = pt->next;
             pt->floor = pt->next;
@@ -530,7 +494,7 @@ static void set_start_offsets(rc_consumer *c, rd_kafka_topic_partition_list_t *l
     }
     c->replay_pending = 0;
     if (look)
-        lookup_start(c, look, 0);
+        lookup_start(c, look);
 }
 
 static void unassign(rc_consumer *c, rd_kafka_topic_partition_list_t *l, int coop)
@@ -737,8 +701,6 @@ static int batch_offer(rc_consumer *c)
         }
         if (pt && off >= pt->next)
             pt->next = off + 1;
-        if (pt)
-            pt->check_at = uv_now(c->loop) + c->o.stall_ms; /* delivering: not stalled */
         c->st.messages++;
         c->st.bytes += c->kmsgs[i].len;
         rd_kafka_message_destroy(c->msgs[i]);
@@ -859,125 +821,6 @@ static void assign_all(rc_consumer *c)
                 "topic=%s partitions=%d", c->topic, n);
 }
 
-/* Where reading of p goes on: the last message handed over + 1, else the
- * assignment's start when known, else -1. */
-static int64_t stall_at(const struct part *pt)
-{
-    return pt->next >= 0 ? pt->next : pt->expect >= 0 ? pt->expect : -1;
-}
-
-/* Stall watch. librdkafka 2.0.2 can leave a partition assigned by an
- * incremental rebalance without a running fetcher (seen on the mock cluster
- * when a dead member's partitions move to a survivor: the position is never
- * set and no error comes); its backlog would wait for the next rebalance. So
- * a partition that hands nothing over for opts.stall_ms while nothing here
- * held it back (the owner refusing batches, its pause, a deferred revoke) has
- * its high watermark asked of the broker (a probe, on a thread: the cached
- * one stops with the fetcher). Messages beyond where reading goes on: the
- * partition is assigned again there (or at the committed offset when that is
- * not known), its fetch restarted; nothing is skipped or handed over twice.
- * Caught up: asked again after IDLE_BACKOFF periods. Loop thread. */
-static void stall_check(rc_consumer *c)
-{
-    if (!c->rk || c->closing || c->fatal)
-        return;
-    uint64_t now = uv_now(c->loop);
-    if (c->paused || c->revoking) {
-        /* held back here: the watch starts over once reading goes on */
-        for (int32_t p = 0; p < c->nparts; p++)
-            c->parts[p].check_at = now + c->o.stall_ms;
-        return;
-    }
-    if (c->lookups)
-        return;
-    rd_kafka_topic_partition_list_t *l = NULL;
-    for (int32_t p = 0; p < c->nparts; p++) {
-        struct part *pt = &c->parts[p];
-        if (!pt->assigned)
-            continue;
-        if (pt->held || pt->check_at == 0) {
-            pt->check_at = now + c->o.stall_ms;
-            continue;
-        }
-        if (now < pt->check_at || (l && l->cnt == PROBE_MAX))
-            continue;
-        if (!l && !(l = rd_kafka_topic_partition_list_new(PROBE_MAX)))
-            return;
-        rd_kafka_topic_partition_list_add(l, c->topic, p)->opaque = (void *)(uintptr_t)pt->epoch;
-    }
-    if (l)
-        lookup_start(c, l, 1);
-}
-
-/* Loop thread: a probe's answer. */
-static void stall_apply(rc_consumer *c, struct lookup *lk)
-{
-    uint64_t now = uv_now(c->loop);
-    int coop = c->rk && strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0;
-    rd_kafka_topic_partition_list_t *l = NULL;
-    for (int i = 0; i < lk->l->cnt; i++) {
-        rd_kafka_topic_partition_t *tp = &lk->l->elems[i];
-        struct part *pt = part_get(c, tp->partition);
-        /* moved on meanwhile: reassigned, held, or something handed over */
-        if (!pt || !pt->assigned || pt->held || pt->epoch != (uint32_t)(uintptr_t)tp->opaque ||
-            pt->check_at > lk->started)
-            continue;
-        int64_t at = stall_at(pt), hi = tp->offset;
-        if (tp->err || hi < 0) {
-            pt->check_at = now + c->o.stall_ms; /* unknown: asked again */
-            continue;
-        }
-        if (at >= 0 && hi <= at) {
-            pt->check_at = now + (uint64_t)IDLE_BACKOFF * c->o.stall_ms; /* caught up */
-            continue;
-        }
-        pt->check_at = now + c->o.stall_ms;
-        if (c->paused || c->closing || c->fatal || c->revoking || (!coop && !c->o.assign_all))
-            continue; /* an eager group assignment is only ever replaced whole */
-        if (!l && !(l = rd_kafka_topic_partition_list_new(lk->l->cnt)))
-            return;
-        rd_kafka_topic_partition_list_add(l, c->topic, tp->partition)->offset =
-            at >= 0           ? at
-            : c->o.assign_all ? RD_KAFKA_OFFSET_BEGINNING
-                              : RD_KAFKA_OFFSET_INVALID;
-        c->st.fetch_restarts++;
-        rc_log_warn(MOD, "partition with messages to read handed nothing over: fetch restarted",
-                    "topic=%s partition=%" PRId32 " at=%" PRId64 " high_watermark=%" PRId64
-                    " quiet_ms=%u restarts=%" PRIu64,
-                    c->topic, tp->partition, at, hi, c->o.stall_ms, c->st.fetch_restarts);
-    }
-    if (!l)
-        return;
-    rd_kafka_error_t *e = NULL;
-    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
-    /* nobody here paused them: a pause would survive the new assignment */
-    rd_kafka_resume_partitions(c->rk, l);
-    if (coop) {
-        e = rd_kafka_incremental_unassign(c->rk, l);
-        if (!e)
-            e = rd_kafka_incremental_assign(c->rk, l);
-    } else {
-        /* assign_all: the whole topic again, each partition where it is */
-        rd_kafka_topic_partition_list_t *all = rd_kafka_topic_partition_list_new(c->nparts);
-        for (int32_t p = 0; all && p < c->nparts; p++)
-            if (c->parts[p].assigned)
-                rd_kafka_topic_partition_list_add(all, c->topic, p)->offset =
-                    c->parts[p].next >= 0 ? c->parts[p].next : RD_KAFKA_OFFSET_BEGINNING;
-        aerr = all ? rd_kafka_assign(c->rk, all) : RD_KAFKA_RESP_ERR__FAIL;
-        if (all)
-            rd_kafka_topic_partition_list_destroy(all);
-    }
-    if (e || aerr) {
-        c->st.errors++;
-        snprintf(c->st.last_error, sizeof c->st.last_error, "fetch restart: %s",
-                 e ? rd_kafka_error_string(e) : rd_kafka_err2str(aerr));
-        rc_log_error(MOD, "fetch restart failed", "err=\"%s\"", c->st.last_error);
-        if (e)
-            rd_kafka_error_destroy(e);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-}
-
 /* Also polls the consumer queue: librdkafka only signals the pipe when
  * something arrives, and a member that does not poll for max.poll.interval.ms
  * leaves its group - every quiet night, for a click stream. */
@@ -987,14 +830,11 @@ static void on_timer(uv_timer_t *h)
     if (c->prod)
         rd_kafka_poll(c->prod, 0);
     assign_all(c);
-    stall_check(c);
     lag_refresh(c);
     if (!c->paused && !c->closing && !c->fatal)
         drain(c);
     publish(c);
 }
-
-rd_kafka_t *rc__consumer_rk(rc_consumer *c) { return c ? c->rk : NULL; }
 
 void rc_consumer_pause_parts(rc_consumer *c, const int32_t *parts, size_t n, int pause)
 {
@@ -1003,14 +843,8 @@ void rc_consumer_pause_parts(rc_consumer *c, const int32_t *parts, size_t n, int
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
     if (!l)
         return;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         rd_kafka_topic_partition_list_add(l, c->topic, parts[i]);
-        struct part *pt = part_get(c, parts[i]);
-        if (pt) {
-            pt->held = pause;
-            pt->check_at = uv_now(c->loop) + c->o.stall_ms;
-        }
-    }
     rd_kafka_resp_err_t e =
         pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
     if (e)
@@ -1409,8 +1243,6 @@ static int copy_opts(rc_consumer *c, const rc_consumer_opts *o, char *errbuf, si
 {
     char dlq[512];
     c->o = *o;
-    if (!c->o.stall_ms)
-        c->o.stall_ms = STALL_MS;
     c->topic = dup_or(o->topic, "clicks");
     c->group = dup_or(o->group, "recalld");
     if (!c->topic || !c->group)

@@ -27,8 +27,6 @@ void rc__consumer_kafka_log(const rd_kafka_t *rk, int level, const char *fac, co
 /* One librdkafka property; the error names the key. */
 int rc__consumer_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf,
                           size_t errlen);
-/* The librdkafka consumer handle (tests: reach behind the consumer's back). */
-rd_kafka_t *rc__consumer_rk(rc_consumer *c);
 /* Delivery report of a dead letter; opaque is the consumer. */
 void rc__consumer_dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 /* The mock cluster; owner != NULL: the host producer also serves that

@@ -340,9 +340,6 @@ static const rc_metrics_stat table[] = {
       "Stored offsets dropped because the partition was no longer ours."),
     C("kafka.lost_assignments", "recalld_kafka_lost_assignments_total",
       "Assignments lost without a revoke (session timeout, fenced)."),
-    C("kafka.fetch_restarts", "recalld_kafka_fetch_restarts_total",
-      "Assigned partitions with messages to read that handed nothing over for 15 s: "
-      "fetch restarted."),
     G("kafka.fatal", "recalld_kafka_fatal", 1, "1 after a fatal consumer error."),
     I("kafka.last_gap.partition", "where the last offset gap was, not a quantity"),
     I("kafka.last_gap.from", "where the last offset gap was, not a quantity"),
@@ -428,9 +425,6 @@ static const rc_metrics_stat table[] = {
       "Click batches refused at repartition.max_inflight (backpressure)."),
     C("kafka.repartition.stored_batches", "recalld_repartition_stored_batches_total",
       "Click batches fully delivered whose offsets were stored for commit."),
-    C("kafka.repartition.fetch_restarts", "recalld_repartition_fetch_restarts_total",
-      "Click partitions with events to read that handed nothing over for 15 s: fetch "
-      "restarted."),
     C("kafka.repartition.repeats_dropped", "recalld_repartition_repeats_dropped_total",
       "By-city messages forwarded again by a repartitioner that took over (same source "
       "position): not trained."),
@@ -449,9 +443,6 @@ static const rc_metrics_stat table[] = {
       "Offsets of <topic>.vectors without a record (compaction)."),
     C("kafka.vectors.errors", "recalld_replica_vector_errors_total",
       "Errors of a replica's <topic>.vectors reader."),
-    C("kafka.vectors.fetch_restarts", "recalld_replica_vector_fetch_restarts_total",
-      "Partitions of <topic>.vectors with records to read that handed nothing over for 15 s: "
-      "fetch restarted."),
     C("replica.records", "recalld_replica_records_total",
       "Vector records handed to a replica's engine."),
     C("replica.applied", "recalld_replica_records_applied_total",

@@ -63,7 +63,6 @@ static void publish(rc_repart *r)
         rc_consumer_stats_get(r->c, &cs);
         r->st.assigned = cs.assigned;
         r->st.lag = cs.lag;
-        r->st.fetch_restarts = cs.fetch_restarts;
     }
     uv_mutex_lock(&r->mu);
     r->pub = r->st;
@@ -437,17 +436,15 @@ void rc_repart_stats_json(rc_repart *r, rc_buf *out)
     rc_buf_json_str(out, r->group, strlen(r->group));
     rc_buf_puts(out, ",\"out_topic\":");
     rc_buf_json_str(out, r->out_topic, strlen(r->out_topic));
-    rc_buf_printf(out,
-                  ",\"out_partitions\":%d,\"assigned\":%d,\"lag\":%lld,\"consumed\":%llu,"
-                  "\"forwarded\":%llu,\"delivered\":%llu,\"unkeyed\":%llu,\"retries\":%llu,"
-                  "\"failed\":%llu,\"inflight\":%llu,\"paused\":%llu,\"stored_batches\":%llu,"
-                  "\"fetch_restarts\":%llu",
-                  (int)s.out_partitions, s.assigned, (long long)s.lag,
-                  (unsigned long long)s.consumed, (unsigned long long)s.forwarded,
-                  (unsigned long long)s.delivered, (unsigned long long)s.unkeyed,
-                  (unsigned long long)s.retries, (unsigned long long)s.failed,
-                  (unsigned long long)s.inflight, (unsigned long long)s.paused,
-                  (unsigned long long)s.stored, (unsigned long long)s.fetch_restarts);
+    rc_buf_printf(
+        out,
+        ",\"out_partitions\":%d,\"assigned\":%d,\"lag\":%lld,\"consumed\":%llu,"
+        "\"forwarded\":%llu,\"delivered\":%llu,\"unkeyed\":%llu,\"retries\":%llu,"
+        "\"failed\":%llu,\"inflight\":%llu,\"paused\":%llu,\"stored_batches\":%llu",
+        (int)s.out_partitions, s.assigned, (long long)s.lag, (unsigned long long)s.consumed,
+        (unsigned long long)s.forwarded, (unsigned long long)s.delivered,
+        (unsigned long long)s.unkeyed, (unsigned long long)s.retries, (unsigned long long)s.failed,
+        (unsigned long long)s.inflight, (unsigned long long)s.paused, (unsigned long long)s.stored);
 }
 
 int32_t rc_repart_partition(const char *city, size_t len, int32_t partitions)

@@ -12,7 +12,6 @@
 #include <uv.h>
 
 #include "recalld/common.h"
-#include "consumer_int.h"
 #include "recalld/consumer.h"
 #include "test.h"
 
@@ -625,48 +624,69 @@ TEST(consumer_bad_extra_config_names_the_key)
     ASSERT_EQ(uv_loop_close(&loop), 0);
 }
 
-/* A partition whose fetch stops behind the consumer's back (here: paused in
- * librdkafka directly, as librdkafka 2.0.2 can leave a partition moved by a
- * rebalance without a running fetcher) has messages to read and hands
- * nothing over: after stall_ms the consumer assigns it again where it stands
- * and every message arrives once. */
-TEST(consumer_stalled_partition_fetch_restarted)
+/* A member that takes over partitions whose committed offsets are their ends
+ * hands nothing over and has no lag: it is measured from where reading goes
+ * on (the committed offset), not from the log start. (A trainer shard's
+ * repartitioner reported the dead shard's whole partitions as lag.) */
+static int caught_up_all(void *arg)
 {
-    uv_loop_t loop;
-    char err[256] = "";
-    ASSERT_EQ(uv_loop_init(&loop), 0);
-    struct sink *s = sink_new(&loop);
-    rc_consumer_opts o = embedded_opts(s);
-    o.stall_ms = 1500;
-    if (rc_consumer_start(&loop, &o, &s->c, err, sizeof err) != 0)
-        RC__FAIL("start: %s", err);
-    struct prod p;
-    produce_start(&p, rc_consumer_bootstrap(s->c), "clicks", 0, 2000);
-    want_n = 2000;
-    run_until(&loop, got_want, s, 25);
-    produce_join(&p);
-    ASSERT_EQ(s->received, 2000);
     rc_consumer_stats st;
-    rc_consumer_stats_get(s->c, &st);
-    ASSERT_EQ(st.fetch_restarts, 0); /* caught up partitions are never restarted */
+    rc_consumer_stats_get(arg, &st);
+    return st.assigned == 8 && st.lag == 0;
+}
 
-    /* partition 3's fetch stops; the others go on */
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, "clicks", 3);
-    ASSERT_EQ(rd_kafka_pause_partitions(rc__consumer_rk(s->c), l), RD_KAFKA_RESP_ERR_NO_ERROR);
-    rd_kafka_topic_partition_list_destroy(l);
-    produce_start(&p, rc_consumer_bootstrap(s->c), "clicks", 2000, 2000);
+TEST(consumer_lag_counts_from_the_committed_offset)
+{
+    char bs[256], err[256] = "";
+    static const char *const extra[] = {"session.timeout.ms", "6000", "heartbeat.interval.ms",
+                                        "500", NULL};
+    pid_t pid = broker_spawn(bs, sizeof bs);
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct prod p;
+    produce_start(&p, bs, "clicks", 0, 1000);
     produce_join(&p);
-    want_n = 4000;
-    run_until(&loop, got_want, s, 60);
-    sink_check_exactly_once(s, 4000);
-    rc_consumer_stats_get(s->c, &st);
-    ASSERT_GE(st.fetch_restarts, 1);
-    ASSERT_EQ(st.messages, 4000);
-    ASSERT_EQ(st.errors, 0);
-
-    sink_close(s);
-    finish(&loop, s->c);
+    struct sink *s[2] = {sink_new(&loop), sink_new(&loop)};
+    for (int i = 0; i < 2; i++) {
+        rc_consumer_opts o = {.brokers = bs,
+                              .group = "lagc",
+                              .extra = extra,
+                              .on_batch = on_batch,
+                              .on_rebalance = on_rebalance,
+                              .ud = s[i]};
+        if (rc_consumer_start(&loop, &o, &s[i]->c, err, sizeof err) != 0)
+            RC__FAIL("start: %s", err);
+        if (i == 1)
+            break;
+        /* the first member reads everything and commits where it stands */
+        want_n = 1000;
+        run_until(&loop, got_want, s[0], 25);
+        ASSERT_EQ(s[0]->received, 1000);
+        int32_t parts[64];
+        int64_t next[64];
+        size_t n = rc_consumer_positions(s[0]->c, parts, next, 64);
+        ASSERT_EQ(n, 8);
+        ASSERT_EQ(rc_consumer_commit(s[0]->c, parts, next, n), 0);
+        run_until(&loop, got_commit, s[0]->c, 25);
+        rc_consumer_stats st;
+        rc_consumer_stats_get(s[0]->c, &st);
+        ASSERT_EQ(st.commits, 1);
+        sink_close(s[0]);
+        rc_consumer_close(s[0]->c, NULL, NULL);
+        rc_consumer_destroy(s[0]->c);
+    }
+    run_until(&loop, caught_up_all, s[1]->c, 30);
+    rc_consumer_stats st;
+    rc_consumer_stats_get(s[1]->c, &st);
+    ASSERT_EQ(st.assigned, 8);
+    ASSERT_EQ(st.lag, 0);
+    ASSERT_EQ(s[1]->received, 0);
+    sink_close(s[1]);
+    rc_consumer_close(s[1]->c, NULL, NULL);
+    rc_consumer_destroy(s[1]->c);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ASSERT_EQ(uv_loop_close(&loop), 0);
-    free(s);
+    free(s[0]);
+    free(s[1]);
+    broker_stop(pid);
 }

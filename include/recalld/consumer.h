@@ -118,13 +118,6 @@ typedef struct rc_consumer_opts {
      * the source position a repartitioner adds (srcpos.h). Not copied: a
      * string that outlives the consumer (a literal). */
     const char *header;
-    /* An assigned partition with messages to read (its cached high watermark
-     * beyond where reading goes on, or unknown) that hands nothing over for
-     * this long while the owner takes batches and has not paused it is
-     * assigned again where it stands (its fetch restarted; counted in
-     * fetch_restarts). librdkafka 2.0.2 can leave a partition moved by an
-     * incremental rebalance without a running fetcher. 0 = 15000 ms. */
-    uint32_t stall_ms;
     rc_consumer_gap_cb on_gap;     /* may be NULL */
     rc_consumer_fatal_cb on_fatal; /* may be NULL */
 } rc_consumer_opts;
@@ -156,8 +149,6 @@ typedef struct rc_consumer_stats {
     uint64_t lookups_failed;   /* committed-offset look-ups that failed (gap check off) */
     uint64_t stale_offsets;    /* offsets not stored: below the assignment's start */
     uint64_t lost_assignments; /* revokes of partitions the group had already taken away */
-    uint64_t fetch_restarts;   /* assigned partitions with messages to read that handed
-                                * nothing over for 15 s: assigned again where they stand */
     int fatal;                 /* a fatal error stopped the consumer */
     char last_error[128];      /* last consumer error (e.g. unknown topic), "" none */
 } rc_consumer_stats;

@@ -62,9 +62,8 @@ typedef struct rc_repart_stats {
     uint64_t stored;    /* input batches whose offsets were stored for commit */
     uint64_t inflight;  /* forwarded, not delivered yet */
     int32_t out_partitions;
-    int assigned;            /* click-topic partitions assigned to this repartitioner */
-    int64_t lag;             /* of the click topic behind this repartitioner, -1 unknown */
-    uint64_t fetch_restarts; /* click partitions whose stalled fetch was restarted */
+    int assigned; /* click-topic partitions assigned to this repartitioner */
+    int64_t lag;  /* of the click topic behind this repartitioner, -1 unknown */
 } rc_repart_stats;
 
 /* Connects, looks the by-city topic up (a broker that auto-creates topics

@@ -716,12 +716,10 @@ static void vector_stats(daemon_t *d, rc_buf *out)
         rc_buf_json_str(out, d->vtopic, strlen(d->vtopic));
         rc_buf_printf(out,
                       ",\"assigned\":%d,\"messages\":%llu,\"bytes\":%llu,\"lag\":%lld,"
-                      "\"lost\":%llu,\"offset_gaps\":%llu,\"errors\":%llu,\"fetch_restarts\":%llu,"
-                      "\"last_error\":",
+                      "\"lost\":%llu,\"offset_gaps\":%llu,\"errors\":%llu,\"last_error\":",
                       st.assigned, (unsigned long long)st.messages, (unsigned long long)st.bytes,
                       (long long)st.lag, (unsigned long long)st.lost,
-                      (unsigned long long)st.offset_gaps, (unsigned long long)st.errors,
-                      (unsigned long long)st.fetch_restarts);
+                      (unsigned long long)st.offset_gaps, (unsigned long long)st.errors);
         rc_buf_json_str(out, st.last_error, strlen(st.last_error));
         rc_buf_puts(out, "}");
     }
@@ -757,12 +755,11 @@ static void kafka_stats(void *arg, rc_buf *out)
     rc_buf_json_str(out, st.last_error, strlen(st.last_error));
     rc_buf_printf(out,
                   ",\"lost\":%llu,\"offset_gaps\":%llu,\"lookups_failed\":%llu,"
-                  "\"stale_offsets\":%llu,\"lost_assignments\":%llu,\"fetch_restarts\":%llu,"
+                  "\"stale_offsets\":%llu,\"lost_assignments\":%llu,"
                   "\"fatal\":%s,\"instance_id\":",
                   (unsigned long long)st.lost, (unsigned long long)st.offset_gaps,
                   (unsigned long long)st.lookups_failed, (unsigned long long)st.stale_offsets,
-                  (unsigned long long)st.lost_assignments, (unsigned long long)st.fetch_restarts,
-                  st.fatal ? "true" : "false");
+                  (unsigned long long)st.lost_assignments, st.fatal ? "true" : "false");
     if (d->instance_id[0])
         rc_buf_json_str(out, d->instance_id, strlen(d->instance_id));
     else
