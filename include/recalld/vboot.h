@@ -69,6 +69,10 @@ typedef struct rc_vboot_stats {
     uint64_t errors;    /* reader errors (the run goes on, or ends early) */
     uint64_t timeouts;  /* runs stopped at timeout_ms */
     uint64_t truncated; /* runs stopped at max_records */
+    uint64_t revoked;   /* partitions revoked while their run read or installed */
+    uint64_t cancelled; /* runs ended because every partition was revoked */
+    uint64_t dropped;   /* records read for a partition revoked before they were handed */
+    uint64_t abandoned; /* runs stopped by a shutdown (nothing installed after it) */
     int64_t last_ms;    /* the last run: assignment -> partitions resumed, -1 none */
     char last_error[128];
 } rc_vboot_stats;
@@ -85,7 +89,12 @@ void rc_vboot_stats_get(rc_vboot *v, rc_vboot_stats *st);
 /* Any thread: "runs":N,... (no braces), the engine's install counters
  * included (installed, skipped, install_invalid, count). */
 void rc_vboot_stats_json(rc_vboot *v, rc_buf *out);
-/* Stops a run (its thread notices within 200 ms), frees once the loop has
+/* Shutdown begins: a run stops reading (its thread notices within 200 ms, or
+ * at its metadata request's next try: at most 5 s) and installing, nothing
+ * new starts, later rebalances are ignored; logged, counted `abandoned`.
+ * Idempotent, NULL-safe. */
+void rc_vboot_stop(rc_vboot *v);
+/* rc_vboot_stop, then waits for the run's thread and frees once the loop has
  * closed its handle. Paused partitions stay paused (shutdown). NULL-safe. */
 void rc_vboot_destroy(rc_vboot *v);
 

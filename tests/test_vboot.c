@@ -1,0 +1,310 @@
+/* A trainer's bootstrap of newly assigned cities (src/vboot.c) when the
+ * assignment changes while it runs, end to end through the real binaries
+ * on recalld-broker (docs/DESIGN.md "Roles and replicas", "Bootstrap of a
+ * new owner's cities").
+ *
+ * The run is held deterministically: the only partition of clicks.vectors
+ * has no leader (`leader clicks.vectors 0 -1`), so its watermarks do not
+ * come and the run waits (vectors.bootstrap_timeout_ms is an hour) until the
+ * test gives the partition its leader back. Every wait is on a condition
+ * (scaled timeouts). */
+#include <errno.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "e2e.h"
+#include "recalld/buf.h"
+#include "recalld/repart.h"
+#include "recalld/vecpub.h"
+#include "test.h"
+
+#define BP     4  /* partitions of clicks.by-city */
+#define CITIES 12 /* c0..c11: every by-city partition has some (checked) */
+#define PER    50 /* vector records per city */
+#define DIM    64 /* the daemon's default model.dim */
+
+static void ms_sleep(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+static void cleanup(const char *dir) { ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0); }
+
+static void broker_ok(e2e_broker *b, const char *cmd)
+{
+    char *reply = e2e_broker_cmd(b, "%s", cmd);
+    if (strncmp(reply, "ok", 2) != 0)
+        RC__FAIL("broker command \"%s\": %s", cmd, reply);
+    free(reply);
+}
+
+/* The by-city partition of city c<i>, as the repartitioner computes it. */
+static int city_part(int i)
+{
+    char city[8];
+    snprintf(city, sizeof city, "c%d", i);
+    return rc_repart_partition(city, strlen(city), BP);
+}
+
+/* Records of the cities of the partitions in set. */
+static long long records_of(unsigned set)
+{
+    long long n = 0;
+    for (int c = 0; c < CITIES; c++)
+        n += (set >> city_part(c) & 1u) ? PER : 0;
+    return n;
+}
+
+static rd_kafka_t *producer(const char *brokers)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ASSERT(rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) == 0 &&
+           rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err) == 0 &&
+           rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err) == 0);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ASSERT(rk != NULL);
+    return rk;
+}
+
+static void produce(rd_kafka_t *rk, const char *topic, const char *key, const void *val, size_t len)
+{
+    rd_kafka_resp_err_t e;
+    while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                                  RD_KAFKA_V_VALUE((void *)val, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 10);
+    ASSERT_EQ(e, 0);
+}
+
+/* CITIES x PER records, item i<k> of city c<k % CITIES>, count 1, as a
+ * trainer publishes them (with the output vector). */
+static void fill_vectors(const char *brokers)
+{
+    rd_kafka_t *rk = producer(brokers);
+    float v[DIM], o[DIM];
+    for (int i = 0; i < DIM; i++) {
+        v[i] = (float)(i + 1) / DIM;
+        o[i] = -(float)i / DIM;
+    }
+    rc_buf rec;
+    rc_buf_init(&rec, 0);
+    for (int k = 0; k < CITIES * PER; k++) {
+        char item[16], city[8];
+        snprintf(item, sizeof item, "i%d", k);
+        snprintf(city, sizeof city, "c%d", k % CITIES);
+        v[0] = (float)k;
+        rc_buf_reset(&rec);
+        ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), city, strlen(city), "k1", 2, 1,
+                                   (uint64_t)k + 1, 1, v, o, DIM),
+                  0);
+        produce(rk, "clicks.vectors", item, rec.data, rec.len);
+    }
+    ASSERT_EQ(rd_kafka_flush(rk, (int)e2e_scaled_ms(60000)), 0);
+    rd_kafka_destroy(rk);
+    rc_buf_free(&rec);
+}
+
+/* n clicks on the click topic, spread over every city (user u<j>, item of
+ * its city), at the wall clock. */
+static void produce_clicks(const char *brokers, int n)
+{
+    rd_kafka_t *rk = producer(brokers);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    long long now = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    for (int j = 0; j < n; j++) {
+        char user[16], ev[256];
+        snprintf(user, sizeof user, "u%d", j % 97);
+        int k = j % (CITIES * PER);
+        int len = snprintf(ev, sizeof ev,
+                           "{\"user_id\":\"%s\",\"item_id\":\"i%d\",\"city_id\":\"c%d\","
+                           "\"cate_id\":\"k1\",\"ts\":%lld}",
+                           user, k, k % CITIES, now + j);
+        produce(rk, "clicks", user, ev, (size_t)len);
+    }
+    ASSERT_EQ(rd_kafka_flush(rk, (int)e2e_scaled_ms(60000)), 0);
+    rd_kafka_destroy(rk);
+}
+
+/* recalld --role trainer <name> with its own data dir; replay off, and a
+ * bootstrap that waits an hour for the vector topic. */
+static void start_trainer(e2e_daemon *d, const char *dir, const char *name, const char *brokers)
+{
+    char conf[256], data[256];
+    snprintf(conf, sizeof conf, "%s/%s.json", dir, name);
+    snprintf(data, sizeof data, "%s/%s", dir, name);
+    e2e_write_file(conf, "{\"train\":{\"replay_ratio\":0},"
+                         "\"vectors\":{\"bootstrap_timeout_ms\":3600000}}");
+    const char *extra[] = {"--config", conf, "--role", "trainer", "--data-dir", data, NULL};
+    e2e_opts o = {.brokers = brokers, .extra = extra};
+    e2e_start_opts(d, &o);
+}
+
+static unsigned assignment(json_t *st)
+{
+    unsigned set = 0;
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(json_object_get(st, "kafka"), "partitions"), i, p)
+        set |= 1u << json_integer_value(json_object_get(p, "partition"));
+    return set;
+}
+
+/* Every assigned partition handed over to its end (none left paused). */
+static int caught_up(json_t *st)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(json_object_get(st, "kafka"), "partitions"), i, p)
+        if (json_integer_value(json_object_get(p, "lag")) != 0)
+            return 0;
+    return 1;
+}
+
+static int bits(unsigned x) { return __builtin_popcount(x); }
+
+#define B(path) e2e_int(s, "kafka.vectors.bootstrap." path)
+
+/* kafka.vectors.bootstrap.running (a boolean) */
+static int running(json_t *s)
+{
+    json_t *k =
+        json_object_get(json_object_get(json_object_get(s, "kafka"), "vectors"), "bootstrap");
+    return json_is_true(json_object_get(k, "running"));
+}
+
+/* Polls d's stats until cond (an expression over s) holds. */
+#define WAIT_STATS(d, what, cond)                                                                  \
+    do {                                                                                           \
+        long long deadline_ = e2e_now_ms() + e2e_scaled_ms(120000);                                \
+        for (;;) {                                                                                 \
+            s = e2e_request((d)->sock, "{\"op\":\"stats\"}");                                      \
+            if (cond)                                                                              \
+                break;                                                                             \
+            if (e2e_now_ms() > deadline_)                                                          \
+                RC__FAIL("%s: assignment %#x, bootstrap running %d paused %lld runs %lld "         \
+                         "(log %s)",                                                               \
+                         what, assignment(s), running(s), B("paused"), B("runs"), (d)->log);       \
+            json_decref(s);                                                                        \
+            ms_sleep(100);                                                                         \
+        }                                                                                          \
+    } while (0)
+
+static long long done_events(json_t *s)
+{
+    return e2e_int(s, "events.applied") + e2e_int(s, "events.invalid") +
+           e2e_int(s, "events.duplicates") + e2e_int(s, "events.late");
+}
+
+static int log_has(const e2e_daemon *d, const char *text)
+{
+    char *log = e2e_read_file(d->log);
+    int has = log && strstr(log, text) != NULL;
+    free(log);
+    return has;
+}
+
+/* T1 bootstraps all four by-city partitions (held); T2 joins and takes two
+ * of them mid-run: T1 drops their cities from the run (`revoked` 2) and
+ * reads only its own; T2 starts its own run (held too) and is stopped by
+ * SIGTERM mid-run: it exits 0 at once (`abandoned` in its log), and its
+ * partitions come back to T1, which holds them for its next run. Once the
+ * vector topic answers, T1's first run installs exactly the records of the
+ * two partitions it kept, the second those of the two that came back
+ * (matched = handed = installed = every record once, nothing skipped), no
+ * partition stays paused: later clicks of every city are all trained. */
+TEST(vboot_revoke_add_and_stop_mid_run)
+{
+    enum { CLICKS = 600 };
+    static const char *const topics[] = {"--topic", "clicks", "--topic", "clicks.dlq", NULL};
+    char dir[64];
+    e2e_broker b;
+    e2e_daemon t1, t2;
+    json_t *s;
+    unsigned all = (1u << BP) - 1, cover = 0;
+    for (int c = 0; c < CITIES; c++)
+        cover |= 1u << city_part(c);
+    ASSERT_EQ(cover, all);
+    snprintf(dir, sizeof dir, "/tmp/rc-vboot-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    e2e_broker_start(&b, 2, topics);
+    broker_ok(&b, "create clicks.by-city 4");
+    broker_ok(&b, "create clicks.vectors 1");
+    fill_vectors(b.bootstrap);
+    broker_ok(&b, "leader clicks.vectors 0 -1"); /* every bootstrap run now waits */
+
+    start_trainer(&t1, dir, "t1", b.bootstrap);
+    WAIT_STATS(&t1, "t1 holds its four partitions",
+               assignment(s) == all && running(s) && B("paused") == BP);
+    ASSERT_EQ(B("runs"), 0);
+    json_decref(s);
+
+    start_trainer(&t2, dir, "t2", b.bootstrap);
+    WAIT_STATS(&t2, "t2 holds two partitions", bits(assignment(s)) == 2 && B("paused") == 2);
+    unsigned p2 = assignment(s);
+    json_decref(s);
+    WAIT_STATS(&t1, "t1 keeps two", assignment(s) == (all & ~p2) && B("paused") == 2);
+    ASSERT_EQ(B("revoked"), 2); /* dropped from the run that still reads */
+    ASSERT(running(s));
+    ASSERT_EQ(B("runs"), 0);
+    json_decref(s);
+
+    ASSERT_EQ(e2e_stop(&t2), 0); /* mid-run: does not wait for the hour */
+    ASSERT(log_has(&t2, "bootstrap abandoned"));
+    ASSERT(!log_has(&t2, "consumer close did not return"));
+
+    /* the two come back to t1, without a position: held for its next run */
+    WAIT_STATS(&t1, "t1 gets them back", assignment(s) == all && B("paused") == BP);
+    ASSERT(running(s));
+    ASSERT_EQ(B("runs"), 0);
+    json_decref(s);
+
+    broker_ok(&b, "leader clicks.vectors 0 1");
+    WAIT_STATS(&t1, "t1's two runs end",
+               B("runs") == 2 && !running(s) && B("paused") == 0 &&
+                   e2e_int(s, "index.pending") == 0);
+    fprintf(stderr,
+            "t1: %lld runs, %lld records read, %lld matched, %lld handed, %lld installed, %lld "
+            "skipped, %lld revoked, %lld dropped (t2 took %#x)\n",
+            B("runs"), B("records"), B("matched"), B("handed"), B("installed"), B("skipped"),
+            B("revoked"), B("dropped"), p2);
+    long long n = CITIES * PER;
+    ASSERT_EQ(records_of(all & ~p2) + records_of(p2), n);
+    ASSERT_EQ(B("records"), 2 * n); /* each run read the whole topic */
+    ASSERT_EQ(B("matched"), n);     /* the first kept none of the revoked cities */
+    ASSERT_EQ(B("handed"), n);
+    ASSERT_EQ(B("installed"), n);
+    ASSERT_EQ(B("skipped"), 0);
+    ASSERT_EQ(B("revoked"), 2);
+    ASSERT_EQ(B("cancelled"), 0);
+    ASSERT_EQ(B("dropped"), 0);
+    ASSERT_EQ(B("abandoned"), 0);
+    ASSERT_EQ(B("errors"), 0);
+    ASSERT_EQ(e2e_int(s, "items"), n);
+    long long done0 = done_events(s);
+    json_decref(s);
+
+    /* nothing left paused: every city's clicks get trained */
+    produce_clicks(b.bootstrap, CLICKS);
+    WAIT_STATS(&t1, "t1 trains the clicks of every city",
+               done_events(s) >= done0 + CLICKS && caught_up(s) &&
+                   e2e_int(s, "kafka.repartition.lag") == 0 && e2e_int(s, "index.pending") == 0);
+    ASSERT_EQ(done_events(s), done0 + CLICKS);
+    ASSERT_EQ(e2e_int(s, "items"), n); /* the clicks' items were all installed */
+    json_decref(s);
+    ASSERT_EQ(e2e_stop(&t1), 0);
+    cleanup(t1.dir);
+    cleanup(t2.dir);
+    e2e_broker_stop(&b);
+    cleanup(dir);
+}
