@@ -308,3 +308,123 @@ TEST(vboot_revoke_add_and_stop_mid_run)
     e2e_broker_stop(&b);
     cleanup(dir);
 }
+
+/* T1 bootstraps four partitions (held), T2 joins and takes two (held too);
+ * T1 is then stopped (SIGSTOP) past its session timeout: the group gives
+ * everything to T2, which holds the two new ones for its next run. When T1
+ * goes on, its assignment is lost: its run, left without partitions, is
+ * cancelled at once (the vector topic still has no leader), counted
+ * `cancelled`, and the partitions the group gives T1 back start a new run.
+ * Once the topic answers, each trainer installs exactly the records of the
+ * cities it owns at the end (nothing for a partition it lost), nothing stays
+ * paused, and the clicks of every city are trained once. */
+TEST(vboot_lost_assignment_cancels_the_run)
+{
+    enum { CLICKS = 600 };
+    static const char *const topics[] = {"--topic", "clicks", "--topic", "clicks.dlq", NULL};
+    char dir[64];
+    e2e_broker b;
+    e2e_daemon t1, t2;
+    json_t *s;
+    unsigned all = (1u << BP) - 1;
+    snprintf(dir, sizeof dir, "/tmp/rc-vboot-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    e2e_broker_start(&b, 2, topics);
+    broker_ok(&b, "create clicks.by-city 4");
+    broker_ok(&b, "create clicks.vectors 1");
+    fill_vectors(b.bootstrap);
+    broker_ok(&b, "leader clicks.vectors 0 -1");
+
+    start_trainer(&t1, dir, "t1", b.bootstrap);
+    WAIT_STATS(&t1, "t1 holds its four partitions",
+               assignment(s) == all && running(s) && B("paused") == BP);
+    json_decref(s);
+    start_trainer(&t2, dir, "t2", b.bootstrap);
+    WAIT_STATS(&t2, "t2 holds two partitions", bits(assignment(s)) == 2 && B("paused") == 2);
+    unsigned p2 = assignment(s);
+    json_decref(s);
+    WAIT_STATS(&t1, "t1 keeps two", assignment(s) == (all & ~p2) && B("paused") == 2);
+    json_decref(s);
+
+    ASSERT_EQ(kill(t1.pid, SIGSTOP), 0);
+    WAIT_STATS(&t2, "t2 takes everything", assignment(s) == all && B("paused") == BP);
+    ASSERT(running(s));
+    ASSERT_EQ(B("runs"), 0);
+    json_decref(s);
+    ASSERT_EQ(kill(t1.pid, SIGCONT), 0);
+    /* the vector topic has no leader yet: only the cancel ends t1's run */
+    WAIT_STATS(&t1, "t1's run cancelled", B("cancelled") == 1 && B("runs") >= 1);
+    ASSERT_EQ(B("revoked"), 4);
+    ASSERT_EQ(B("installed"), 0);
+    json_decref(s);
+    /* the group gives t1 two back: held for its next run, and t2 lets them go */
+    WAIT_STATS(&t1, "t1 holds two again", bits(assignment(s)) == 2 && B("paused") == 2);
+    unsigned p1 = assignment(s);
+    json_decref(s);
+    WAIT_STATS(&t2, "t2 keeps two", assignment(s) == (all & ~p1) && B("paused") == 2);
+    json_decref(s);
+
+    broker_ok(&b, "leader clicks.vectors 0 1");
+    unsigned a1 = 0, a2 = 0;
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);
+    for (;;) {
+        json_t *s1 = e2e_request(t1.sock, "{\"op\":\"stats\"}");
+        json_t *s2 = e2e_request(t2.sock, "{\"op\":\"stats\"}");
+        a1 = assignment(s1);
+        a2 = assignment(s2);
+        s = s1;
+        int q1 = !running(s) && B("paused") == 0 && e2e_int(s, "index.pending") == 0;
+        s = s2;
+        int q2 = !running(s) && B("paused") == 0 && e2e_int(s, "index.pending") == 0;
+        json_decref(s1);
+        json_decref(s2);
+        if (q1 && q2 && a1 == p1 && a2 == (all & ~p1))
+            break;
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("trainers not settled: %#x and %#x, quiet %d %d", a1, a2, q1, q2);
+        ms_sleep(200);
+    }
+    s = e2e_request(t1.sock, "{\"op\":\"stats\"}");
+    fprintf(stderr, "t1 %#x: %lld runs, %lld cancelled, %lld revoked, %lld installed\n", a1,
+            B("runs"), B("cancelled"), B("revoked"), B("installed"));
+    ASSERT_EQ(B("installed"), records_of(a1));
+    ASSERT_EQ(B("skipped"), 0);
+    ASSERT_EQ(B("dropped"), 0);
+    ASSERT_EQ(B("cancelled"), 1);
+    ASSERT_EQ(e2e_int(s, "items"), records_of(a1));
+    long long done = done_events(s);
+    json_decref(s);
+    s = e2e_request(t2.sock, "{\"op\":\"stats\"}");
+    fprintf(stderr, "t2 %#x: %lld runs, %lld cancelled, %lld revoked, %lld installed\n", a2,
+            B("runs"), B("cancelled"), B("revoked"), B("installed"));
+    ASSERT_EQ(B("installed"), records_of(a2));
+    ASSERT_EQ(B("skipped"), 0);
+    ASSERT_EQ(e2e_int(s, "items"), records_of(a2));
+    done += done_events(s);
+    json_decref(s);
+
+    produce_clicks(b.bootstrap, CLICKS);
+    deadline = e2e_now_ms() + e2e_scaled_ms(120000);
+    for (long long now_done = 0;;) {
+        json_t *s1 = e2e_request(t1.sock, "{\"op\":\"stats\"}");
+        json_t *s2 = e2e_request(t2.sock, "{\"op\":\"stats\"}");
+        now_done = done_events(s1) + done_events(s2);
+        int quiet = caught_up(s1) && caught_up(s2) && e2e_int(s1, "kafka.repartition.lag") == 0 &&
+                    e2e_int(s2, "kafka.repartition.lag") == 0;
+        json_decref(s1);
+        json_decref(s2);
+        if (quiet && now_done >= done + CLICKS) {
+            ASSERT_EQ(now_done, done + CLICKS);
+            break;
+        }
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("clicks not all trained: %lld of %d", now_done - done, CLICKS);
+        ms_sleep(200);
+    }
+    ASSERT_EQ(e2e_stop(&t1), 0);
+    ASSERT_EQ(e2e_stop(&t2), 0);
+    cleanup(t1.dir);
+    cleanup(t2.dir);
+    e2e_broker_stop(&b);
+    cleanup(dir);
+}
