@@ -24,9 +24,15 @@
  * Records deleted by retention before they were read are counted `lost` as
  * the consumer's gap check counts them: below a partition's low watermark
  * when the run starts, or a jump at its first record; later jumps (offsets
- * without a record: compaction) are `gaps`. A partition assigned while a run
- * is going waits, paused, for the next run; one revoked meanwhile is dropped
- * from it.
+ * without a record: compaction) are `gaps`. A partition of the vector topic
+ * whose watermarks do not come (no leader) is asked again until the deadline.
+ *
+ * Rebalances during a run: a partition assigned meanwhile waits, paused, for
+ * the next run; a waiting one revoked is forgotten; a partition of the run
+ * revoked is marked gone: its cities' records are no longer kept, those kept
+ * are dropped before they are handed (`dropped`), and it is not resumed (the
+ * consumer resumes what it unassigns). A run left without partitions is
+ * cancelled (its reader stops, `cancelled`). rc_vboot_stop abandons a run.
  *
  * Thread model: every call on the loop thread, rc_vboot_stats_json on any. */
 #ifndef RECALLD_VBOOT_H
@@ -80,7 +86,8 @@ typedef struct rc_vboot_stats {
 int rc_vboot_create(const rc_vboot_opts *o, rc_vboot **out, char *errbuf, size_t errlen);
 /* The daemon's rebalance callback: by-city partitions parts[0..n) were
  * assigned without a position (they are paused here and bootstrapped), or
- * revoked (assigned 0: dropped from a waiting run). */
+ * revoked (assigned 0: forgotten if waiting, dropped from the running run;
+ * never resumed here). Ignored after rc_vboot_stop. */
 void rc_vboot_rebalance(rc_vboot *v, int assigned, const int32_t *parts, size_t n);
 /* An engine batch came back (the daemon's on_done): installing goes on. */
 void rc_vboot_feed(rc_vboot *v);
