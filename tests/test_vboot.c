@@ -20,7 +20,11 @@
 
 #include "e2e.h"
 #include "recalld/buf.h"
+#include "recalld/config.h"
+#include "recalld/consumer.h"
+#include "recalld/engine.h"
 #include "recalld/repart.h"
+#include "recalld/vboot.h"
 #include "recalld/vecpub.h"
 #include "test.h"
 
@@ -88,7 +92,7 @@ static void produce(rd_kafka_t *rk, const char *topic, const char *key, const vo
 
 /* CITIES x PER records, item i<k> of city c<k % CITIES>, count 1, as a
  * trainer publishes them (with the output vector). */
-static void fill_vectors(const char *brokers)
+static void fill_vectors(const char *brokers, const char *topic)
 {
     rd_kafka_t *rk = producer(brokers);
     float v[DIM], o[DIM];
@@ -107,7 +111,7 @@ static void fill_vectors(const char *brokers)
         ASSERT_EQ(rc_vecrec_encode(&rec, item, strlen(item), city, strlen(city), "k1", 2, 1,
                                    (uint64_t)k + 1, 1, v, o, DIM),
                   0);
-        produce(rk, "clicks.vectors", item, rec.data, rec.len);
+        produce(rk, topic, item, rec.data, rec.len);
     }
     ASSERT_EQ(rd_kafka_flush(rk, (int)e2e_scaled_ms(60000)), 0);
     rd_kafka_destroy(rk);
@@ -240,7 +244,7 @@ TEST(vboot_revoke_add_and_stop_mid_run)
     e2e_broker_start(&b, 2, topics);
     broker_ok(&b, "create clicks.by-city 4");
     broker_ok(&b, "create clicks.vectors 1");
-    fill_vectors(b.bootstrap);
+    fill_vectors(b.bootstrap, "clicks.vectors");
     broker_ok(&b, "leader clicks.vectors 0 -1"); /* every bootstrap run now waits */
 
     start_trainer(&t1, dir, "t1", b.bootstrap);
@@ -332,7 +336,7 @@ TEST(vboot_lost_assignment_cancels_the_run)
     e2e_broker_start(&b, 2, topics);
     broker_ok(&b, "create clicks.by-city 4");
     broker_ok(&b, "create clicks.vectors 1");
-    fill_vectors(b.bootstrap);
+    fill_vectors(b.bootstrap, "clicks.vectors");
     broker_ok(&b, "leader clicks.vectors 0 -1");
 
     start_trainer(&t1, dir, "t1", b.bootstrap);
@@ -427,4 +431,199 @@ TEST(vboot_lost_assignment_cancels_the_run)
     cleanup(t2.dir);
     e2e_broker_stop(&b);
     cleanup(dir);
+}
+
+/* ---- installing: the run's records handed to the trainer batch by batch ----
+ * In process: the embedded mock cluster (clicks.by-city and clicks.vectors,
+ * four partitions each), a trainer engine of two batches of 16, and the
+ * bootstrap driven directly. The test's done callback feeds the bootstrap
+ * only when told, so a run stops after two batches and the assignment can
+ * change while it installs, deterministically. */
+
+struct inst {
+    rc_engine *e;
+    rc_vboot *v;
+    int feed, done;
+};
+
+static void inst_done(void *ud, const rc_invalid *inv, size_t n)
+{
+    (void)inv;
+    (void)n;
+    struct inst *x = ud;
+    x->done++;
+    if (x->feed)
+        rc_vboot_feed(x->v);
+}
+
+static int no_batch(void *ud, const rc_kmsg *m, size_t n)
+{
+    (void)ud;
+    (void)m;
+    (void)n;
+    return 0;
+}
+
+static int item_cmp(const void *a, const void *b) { return strcmp(a, b); }
+
+/* The items i0.. in the order a run hands them (by id bytes). */
+static void sorted_items(char (*ids)[8])
+{
+    for (int k = 0; k < CITIES * PER; k++)
+        snprintf(ids[k], 8, "i%d", k);
+    qsort(ids, CITIES * PER, 8, item_cmp);
+}
+
+/* Of the sorted items from `from` on, those of partition p. */
+static long long tail_of(char (*ids)[8], long long from, int p)
+{
+    long long n = 0;
+    for (long long i = from; i < CITIES * PER; i++)
+        n += city_part(atoi(ids[i] + 1) % CITIES) == p;
+    return n;
+}
+
+struct stall {
+    struct inst *x;
+    int until;
+};
+
+static int stalled(void *ud)
+{
+    struct stall *s = ud;
+    return s->x->done >= s->until;
+}
+
+static int run_over(void *ud)
+{
+    struct inst *x = ud;
+    rc_vboot_stats st;
+    rc_vboot_stats_get(x->v, &st);
+    return !st.running;
+}
+
+static uint64_t engine_records(rc_engine *e)
+{
+    rc_engine_install_stats is;
+    rc_engine_install_stats_get(e, &is);
+    return is.records;
+}
+
+/* A run installing (two batches handed, the rest held) loses one of its
+ * four partitions: the rest of that partition's records is dropped, not
+ * handed (`dropped` = exactly its records after the two batches), the other
+ * three are installed whole, and the run resumes. A second run, of that
+ * partition given back, loses it again while installing: cancelled, the rest
+ * dropped. A third, stopped while installing, is abandoned: nothing more is
+ * handed and everything is freed (ASan). */
+TEST(vboot_revoked_while_installing)
+{
+    enum { B = 16, NB = 2 };
+    static char ids[CITIES * PER][8];
+    static const char *const more[] = {"clicks.vectors", NULL};
+    uv_loop_t loop;
+    char err[256] = "";
+    rc_config c;
+    rc_config_defaults(&c);
+    c.role = RC_ROLE_TRAINER;
+    c.queue_batches = NB;
+    c.kafka_batch = B;
+    struct inst x = {0};
+    x.e = e2e_engine_threaded(&c, &loop, inst_done, &x);
+    rc_consumer_opts co = {.topic = "clicks.by-city",
+                           .embedded = 1,
+                           .embedded_partitions = BP,
+                           .embedded_topics = more,
+                           .on_batch = no_batch};
+    rc_consumer *cons = NULL;
+    if (rc_consumer_start(&loop, &co, &cons, err, sizeof err) != 0)
+        RC__FAIL("consumer: %s", err);
+    fill_vectors(rc_consumer_bootstrap(cons), "clicks.vectors");
+    rc_vboot_opts vo = {.loop = &loop,
+                        .brokers = rc_consumer_bootstrap(cons),
+                        .vtopic = "clicks.vectors",
+                        .bytopic = "clicks.by-city",
+                        .engine = x.e,
+                        .consumer = cons,
+                        .dim = DIM,
+                        .timeout_ms = (uint32_t)e2e_scaled_ms(120000)};
+    if (rc_vboot_create(&vo, &x.v, err, sizeof err) != 0)
+        RC__FAIL("vboot: %s", err);
+    sorted_items(ids);
+    const int32_t all[BP] = {0, 1, 2, 3};
+    int32_t p = (int32_t)city_part(0), q = (p + 1) % BP;
+    long long n = CITIES * PER;
+    rc_vboot_stats st;
+
+    /* run 1: four partitions, one revoked after two batches */
+    rc_vboot_rebalance(x.v, 1, all, BP);
+    struct stall sl = {&x, NB};
+    e2e_loop_until(&loop, stalled, &sl, 120000, "run 1 hands its first batches");
+    rc_vboot_stats_get(x.v, &st);
+    ASSERT(st.running);
+    ASSERT_EQ(st.paused, BP);
+    uint64_t s1 = engine_records(x.e); /* handed before the revoke: NB batches */
+    ASSERT_EQ(s1, NB * B);
+    rc_vboot_rebalance(x.v, 0, &p, 1);
+    rc_vboot_stats_get(x.v, &st);
+    ASSERT_EQ(st.paused, BP - 1);
+    ASSERT_EQ(st.revoked, 1);
+    x.feed = 1;
+    rc_vboot_feed(x.v);
+    e2e_loop_until(&loop, run_over, &x, 120000, "run 1 ends");
+    rc_engine_sync(x.e);
+    rc_vboot_stats_get(x.v, &st);
+    long long drop1 = tail_of(ids, (long long)s1, p);
+    fprintf(stderr, "run 1: %llu matched, %llu handed, %llu dropped (partition %d)\n",
+            (unsigned long long)st.matched, (unsigned long long)st.handed,
+            (unsigned long long)st.dropped, (int)p);
+    ASSERT_GT(drop1, 0);
+    ASSERT_EQ(st.runs, 1);
+    ASSERT_EQ(st.matched, n);
+    ASSERT_EQ(st.dropped, drop1);
+    ASSERT_EQ(st.handed, n - drop1);
+    ASSERT_EQ(st.cancelled, 0);
+    ASSERT_EQ(st.paused, 0);
+    ASSERT_EQ(engine_records(x.e), n - drop1);
+
+    /* run 2: the partition given back, revoked again while installing */
+    x.feed = 0;
+    x.done = 0;
+    rc_vboot_rebalance(x.v, 1, &p, 1);
+    e2e_loop_until(&loop, stalled, &sl, 120000, "run 2 hands its first batches");
+    ASSERT_EQ(engine_records(x.e), n - drop1 + NB * B);
+    rc_vboot_rebalance(x.v, 0, &p, 1);
+    x.feed = 1;
+    rc_vboot_feed(x.v);
+    e2e_loop_until(&loop, run_over, &x, 120000, "run 2 ends");
+    rc_engine_sync(x.e);
+    rc_vboot_stats_get(x.v, &st);
+    ASSERT_EQ(st.runs, 2);
+    ASSERT_EQ(st.cancelled, 1);
+    ASSERT_EQ(st.revoked, 2);
+    ASSERT_EQ(st.dropped, drop1 + records_of(1u << p) - NB * B);
+    ASSERT_EQ(st.paused, 0);
+    ASSERT_EQ(engine_records(x.e), n - drop1 + NB * B);
+
+    /* run 3: stopped while installing */
+    x.feed = 0;
+    x.done = 0;
+    rc_vboot_rebalance(x.v, 1, &q, 1);
+    e2e_loop_until(&loop, stalled, &sl, 120000, "run 3 hands its first batches");
+    rc_vboot_stop(x.v);
+    rc_vboot_stop(x.v);                /* idempotent */
+    rc_vboot_rebalance(x.v, 1, &p, 1); /* ignored once stopping */
+    x.feed = 1;
+    rc_vboot_feed(x.v);
+    rc_engine_sync(x.e);
+    rc_vboot_stats_get(x.v, &st);
+    ASSERT_EQ(st.abandoned, 1);
+    ASSERT_EQ(st.runs, 2);
+    ASSERT_EQ(engine_records(x.e), n - drop1 + 2 * NB * B); /* nothing after the stop */
+    rc_vboot_destroy(x.v);
+    x.v = NULL;
+    x.feed = 0;
+    rc_consumer_close(cons, NULL, NULL);
+    rc_consumer_destroy(cons);
+    e2e_engine_threaded_close(x.e, &loop);
 }
