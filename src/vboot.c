@@ -696,6 +696,9 @@ void rc_vboot_stats_json(rc_vboot *v, rc_buf *o)
     rc_vboot_stats_get(v, &s);
     if (v)
         rc_engine_install_stats_get(v->o.engine, &is);
+    /* a run ends when its last batch is submitted: it installs until the
+     * trainer has taken every record handed */
+    s.running = s.running || is.records < s.handed;
     rc_buf_printf(
         o,
         "\"runs\":%llu,\"running\":%s,\"paused\":%u,\"records\":%llu,\"matched\":%llu,"

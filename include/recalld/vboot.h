@@ -64,7 +64,8 @@ typedef struct rc_vboot_opts {
 
 typedef struct rc_vboot_stats {
     uint64_t runs;      /* runs finished */
-    int running;        /* a run is reading or installing */
+    int running;        /* a run is reading or handing its records (rc_vboot_stats_json
+                         * also while the trainer has not installed all of them) */
     uint32_t paused;    /* partitions held (running or waiting) */
     uint64_t records;   /* records of the vector topic read */
     uint64_t matched;   /* of them, of a city of the run's partitions */
