@@ -558,15 +558,12 @@ static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             break;
         }
         notify_rebalance(c, 0, l);
-        if (coop)
-            e = rd_kafka_incremental_unassign(rk, l);
-        else
-            aerr = rd_kafka_assign(rk, NULL);
+        unassign(c, l, coop); /* resumed first: the owner may have paused some (vboot.h) */
         break;
     default:
         rc_log_error(MOD, "rebalance failed", "err=\"%s\"", rd_kafka_err2str(err));
         notify_rebalance(c, 0, l);
-        aerr = rd_kafka_assign(rk, NULL);
+        unassign(c, l, 0);
         break;
     }
     if (e) {

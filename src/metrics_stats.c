@@ -398,6 +398,15 @@ static const rc_metrics_stat table[] = {
       "Bootstrap runs stopped at vectors.bootstrap_timeout_ms."),
     C("kafka.vectors.bootstrap.truncated", "recalld_bootstrap_truncated_total",
       "Bootstrap runs stopped at vectors.bootstrap_max_records."),
+    C("kafka.vectors.bootstrap.revoked", "recalld_bootstrap_revoked_partitions_total",
+      "By-city partitions revoked while their bootstrap run read or installed: their cities "
+      "were dropped from the run."),
+    C("kafka.vectors.bootstrap.cancelled", "recalld_bootstrap_cancelled_total",
+      "Bootstrap runs ended early because every partition of the run was revoked."),
+    C("kafka.vectors.bootstrap.dropped", "recalld_bootstrap_dropped_total",
+      "Records read for a partition revoked before they were handed to the trainer."),
+    C("kafka.vectors.bootstrap.abandoned", "recalld_bootstrap_abandoned_total",
+      "Bootstrap runs stopped by a shutdown."),
     G("kafka.vectors.bootstrap.ms", "recalld_bootstrap_last_duration_seconds", MS_S,
       "The last bootstrap run: partitions assigned -> resumed (-0.001: none)."),
     /* a trainer shard's repartitioner: click topic -> <topic>.by-city */

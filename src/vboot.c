@@ -3,11 +3,13 @@
 #include "recalld/vboot.h"
 
 #include <librdkafka/rdkafka.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "consumer_int.h"
 #include "recalld/common.h"
@@ -16,7 +18,8 @@
 #include "recalld/vecpub.h"
 
 #define MOD            "vboot"
-#define META_TIMEOUT   5000
+#define META_TIMEOUT   5000 /* one metadata or watermark request at most */
+#define META_FIRST     1000 /* its first try (doubled up to META_TIMEOUT) */
 #define POLL_MS        200
 #define DEDUP_AT_LEAST 65536
 
@@ -24,14 +27,19 @@
 struct rec {
     uint64_t version;
     uint32_t len, ilen;
+    uint32_t pi; /* its partition's index in run.parts */
     char data[];
 };
 
-/* One run: owned by its thread while reading, then by the loop thread. */
+/* One run: owned by its thread while reading, then by the loop thread;
+ * gone and cancel are written by the loop thread (a revoke) while it reads. */
 struct run {
     int32_t *parts;
-    size_t nparts;
-    int32_t bparts; /* partitions of the by-city topic */
+    atomic_uchar *gone;  /* per part: revoked since the run started */
+    size_t nparts, live; /* live: parts not gone (loop thread) */
+    atomic_int cancel;   /* every part gone: the reader stops */
+    uint64_t dropped;    /* kept records of gone parts, not handed (loop thread) */
+    int32_t bparts;      /* partitions of the by-city topic */
     struct rec **recs;
     size_t n, cap, dedup_at;
     uint64_t records, matched, invalid, lost, gaps, errors;
@@ -62,7 +70,7 @@ enum { IDLE, READING, FEEDING };
 static void note_paused(rc_vboot *v)
 {
     pthread_mutex_lock(&v->mu);
-    v->st.paused = (uint32_t)(v->nwait + (v->run ? v->run->nparts : 0));
+    v->st.paused = (uint32_t)(v->nwait + (v->run ? v->run->live : 0));
     v->st.running = v->run != NULL;
     pthread_mutex_unlock(&v->mu);
 }
@@ -99,12 +107,18 @@ static void dedup(struct run *r)
     r->n = w;
 }
 
-static int wanted(const struct run *r, int32_t p)
+/* The index in r->parts of a partition still the run's, or -1. */
+static long wanted(struct run *r, int32_t p)
 {
     for (size_t i = 0; i < r->nparts; i++)
         if (r->parts[i] == p)
-            return 1;
-    return 0;
+            return atomic_load_explicit(&r->gone[i], memory_order_relaxed) ? -1 : (long)i;
+    return -1;
+}
+
+static int halted(rc_vboot *v, struct run *r)
+{
+    return atomic_load(&v->stop) || atomic_load(&r->cancel);
 }
 
 /* One message of the vector topic. 0, or RC_ENOMEM. */
@@ -117,7 +131,8 @@ static int take(rc_vboot *v, struct run *r, const rd_kafka_message_t *m, float *
         r->invalid++;
         return 0;
     }
-    if (!wanted(r, rc_repart_partition(rec.city, rec.city_len, r->bparts)))
+    long pi = wanted(r, rc_repart_partition(rec.city, rec.city_len, r->bparts));
+    if (pi < 0)
         return 0;
     r->matched++;
     if (r->n == r->cap) {
@@ -140,6 +155,7 @@ static int take(rc_vboot *v, struct run *r, const rd_kafka_message_t *m, float *
     k->version = rec.version;
     k->len = (uint32_t)m->len;
     k->ilen = rec.item_len;
+    k->pi = (uint32_t)pi;
     memcpy(k->data, m->payload, m->len);
     r->recs[r->n++] = k;
     return 0;
@@ -151,24 +167,84 @@ static void run_error(struct run *r, const char *what, const char *why)
     snprintf(r->error, sizeof r->error, "%.40s: %.80s", what, why);
 }
 
-static int32_t partition_count(rd_kafka_t *rk, const char *topic, struct run *r)
+/* The wait of a metadata or watermark request's try: META_FIRST, doubled
+ * per try up to META_TIMEOUT, so that a stop or a cancel is noticed soon
+ * while a slow broker still gets its answer in. */
+static int try_ms(int tries) { return tries >= 3 ? META_TIMEOUT : META_FIRST << tries; }
+
+static int32_t partition_count(rc_vboot *v, rd_kafka_t *rk, const char *topic, struct run *r)
 {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
     int32_t n = -1;
-    rd_kafka_resp_err_t e =
-        rkt ? rd_kafka_metadata(rk, 0, rkt, &md, META_TIMEOUT) : rd_kafka_last_error();
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    uint64_t until = rc_now_ns() + (uint64_t)META_TIMEOUT * 1000000ull;
+    for (int tries = 0; rkt && e == RD_KAFKA_RESP_ERR__TIMED_OUT && !halted(v, r); tries++) {
+        e = rd_kafka_metadata(rk, 0, rkt, &md, try_ms(tries));
+        if (rc_now_ns() > until)
+            break;
+    }
+    if (!rkt)
+        e = rd_kafka_last_error();
     if (!e && md->topic_cnt == 1)
         e = md->topics[0].err;
     if (!e && md->topics[0].partition_cnt > 0)
         n = md->topics[0].partition_cnt;
-    if (n < 0)
+    if (n < 0 && !halted(v, r))
         run_error(r, topic, e ? rd_kafka_err2str(e) : "no partitions");
     if (md)
         rd_kafka_metadata_destroy(md);
     if (rkt)
         rd_kafka_topic_destroy(rkt);
     return n;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+/* Every partition's watermarks (hi[p] = -1: none). A partition that does not
+ * answer (no leader for a while) is asked again, round after round, until
+ * the run's deadline, a stop or a cancel; the others are asked meanwhile. */
+static void watermarks(rc_vboot *v, rd_kafka_t *rk, struct run *r, int32_t np, uint64_t deadline,
+                       int64_t *lo, int64_t *hi)
+{
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    int32_t todo = np;
+    for (int32_t p = 0; p < np; p++)
+        hi[p] = -2; /* not known yet */
+    for (int round = 0; todo > 0 && !halted(v, r); round++) {
+        if (round > 0) {
+            if (rc_now_ns() > deadline) {
+                r->timeout = 1;
+                break;
+            }
+            for (int i = 0; i < 5 && !halted(v, r); i++) /* 500 ms between rounds */
+                nap_ms(100);
+        }
+        for (int32_t p = 0; p < np && !halted(v, r); p++) {
+            if (hi[p] != -2)
+                continue;
+            rd_kafka_resp_err_t pe =
+                rd_kafka_query_watermark_offsets(rk, v->vtopic, p, &lo[p], &hi[p], try_ms(round));
+            if (pe) {
+                hi[p] = -2;
+                e = pe;
+                rc_log_debug(MOD, "watermarks: asked again", "partition=%d err=\"%s\"", (int)p,
+                             rd_kafka_err2str(pe));
+            } else {
+                todo--;
+            }
+        }
+    }
+    for (int32_t p = 0; p < np; p++)
+        if (hi[p] == -2)
+            hi[p] = -1;
+    if (todo > 0 && !halted(v, r))
+        run_error(r, "watermarks", rd_kafka_err2str(e));
 }
 
 static rd_kafka_t *reader_new(rc_vboot *v, struct run *r)
@@ -206,25 +282,22 @@ static void read_all(rc_vboot *v, struct run *r, rd_kafka_t *rk)
 {
     uint64_t deadline = r->start_ns + (uint64_t)v->o.timeout_ms * 1000000ull;
     int32_t np, left = 0;
-    if ((r->bparts = partition_count(rk, v->bytopic, r)) <= 0 ||
-        (np = partition_count(rk, v->vtopic, r)) <= 0)
+    if ((r->bparts = partition_count(v, rk, v->bytopic, r)) <= 0 ||
+        (np = partition_count(v, rk, v->vtopic, r)) <= 0)
         return; /* nothing to read (no trainer published yet), or unknown mapping */
-    int64_t *hi = calloc((size_t)np, sizeof *hi), *next = calloc((size_t)np, sizeof *next);
+    int64_t *hi = calloc((size_t)np, sizeof *hi), *next = calloc((size_t)np, sizeof *next),
+            *low = calloc((size_t)np, sizeof *low);
     float *scratch = malloc(v->o.dim * sizeof *scratch);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
-    if (!hi || !next || !scratch || !l) {
+    if (!hi || !next || !low || !scratch || !l) {
         run_error(r, "bootstrap", "out of memory");
         goto out;
     }
-    for (int32_t p = 0; p < np; p++) {
-        int64_t lo = 0;
-        rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(rk, v->vtopic, p, &lo, &hi[p], META_TIMEOUT);
-        if (e) {
-            run_error(r, "watermarks", rd_kafka_err2str(e));
-            hi[p] = -1;
+    watermarks(v, rk, r, np, deadline, low, hi);
+    for (int32_t p = 0; p < np && !halted(v, r); p++) {
+        int64_t lo = low[p];
+        if (hi[p] < 0)
             continue;
-        }
         r->lost += (uint64_t)lo; /* deleted by retention: never read */
         next[p] = -1 - lo;       /* < 0: nothing read yet; the start is -1 - next */
         if (hi[p] > lo) {
@@ -232,11 +305,11 @@ static void read_all(rc_vboot *v, struct run *r, rd_kafka_t *rk)
             left++;
         }
     }
-    if (left && rd_kafka_assign(rk, l)) {
+    if (left && !halted(v, r) && rd_kafka_assign(rk, l)) {
         run_error(r, "assign", "failed");
         goto out;
     }
-    while (left > 0 && !atomic_load(&v->stop)) {
+    while (left > 0 && !halted(v, r)) {
         if (rc_now_ns() > deadline) {
             r->timeout = 1;
             break;
@@ -278,6 +351,7 @@ out:
         rd_kafka_topic_partition_list_destroy(l);
     free(hi);
     free(next);
+    free(low);
     free(scratch);
     dedup(r);
 }
@@ -315,13 +389,17 @@ static void free_run(struct run *r)
         free(r->recs[i]);
     free(r->recs);
     free(r->parts);
+    free((void *)r->gone);
     free(r);
 }
 
 static void start_run(rc_vboot *v)
 {
     struct run *r = calloc(1, sizeof *r);
-    if (!r || !(r->parts = malloc(v->nwait * sizeof *r->parts))) {
+    if (!r || !(r->parts = malloc(v->nwait * sizeof *r->parts)) ||
+        !(r->gone = malloc(v->nwait * sizeof *r->gone))) {
+        if (r)
+            free(r->parts);
         free(r);
         rc_log_error(MOD, "out of memory: partitions resumed cold", "count=%zu", v->nwait);
         rc_consumer_pause_parts(v->o.consumer, v->wait, v->nwait, 0);
@@ -329,7 +407,10 @@ static void start_run(rc_vboot *v)
         return;
     }
     memcpy(r->parts, v->wait, v->nwait * sizeof *r->parts);
-    r->nparts = v->nwait;
+    for (size_t i = 0; i < v->nwait; i++)
+        atomic_init(&r->gone[i], 0);
+    atomic_init(&r->cancel, 0);
+    r->nparts = r->live = v->nwait;
     r->dedup_at = DEDUP_AT_LEAST;
     r->start_ns = rc_now_ns();
     v->nwait = 0;
@@ -346,22 +427,42 @@ static void start_run(rc_vboot *v)
     v->th_running = 1;
 }
 
+static int gone(const struct run *r, size_t i)
+{
+    return atomic_load_explicit(&r->gone[i], memory_order_relaxed);
+}
+
+/* The run's partitions still ours and not waiting for the next run. */
+static size_t to_resume(const rc_vboot *v, const struct run *r, int32_t *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->nparts; i++)
+        if (!gone(r, i) && !in_list(v->wait, v->nwait, r->parts[i]))
+            out[n++] = r->parts[i];
+    return n;
+}
+
 static void finish_run(rc_vboot *v)
 {
     struct run *r = v->run;
     int32_t *res = malloc((r->nparts ? r->nparts : 1) * sizeof *res);
-    size_t nres = 0;
-    for (size_t i = 0; i < r->nparts; i++) /* not those waiting for the next run */
-        if (res && !in_list(v->wait, v->nwait, r->parts[i]))
-            res[nres++] = r->parts[i];
-    rc_consumer_pause_parts(v->o.consumer, res ? res : r->parts, res ? nres : r->nparts, 0);
+    size_t nres = res ? to_resume(v, r, res) : 0;
+    if (res)
+        rc_consumer_pause_parts(v->o.consumer, res, nres, 0);
+    else /* out of memory: one by one */
+        for (size_t i = 0; i < r->nparts; i++)
+            if (!gone(r, i) && !in_list(v->wait, v->nwait, r->parts[i]))
+                rc_consumer_pause_parts(v->o.consumer, &r->parts[i], 1, 0);
     free(res);
+    int cancelled = r->live == 0;
     int64_t ms = (int64_t)((rc_now_ns() - r->start_ns) / 1000000u);
     pthread_mutex_lock(&v->mu);
     v->st.runs++;
     v->st.records += r->records;
     v->st.matched += r->matched;
-    v->st.handed += r->n;
+    v->st.handed += r->n - r->dropped;
+    v->st.dropped += r->dropped;
+    v->st.cancelled += (uint64_t)cancelled;
     v->st.invalid += r->invalid;
     v->st.lost += r->lost;
     v->st.gaps += r->gaps;
@@ -372,19 +473,26 @@ static void finish_run(rc_vboot *v)
     if (r->error[0])
         snprintf(v->st.last_error, sizeof v->st.last_error, "%s", r->error);
     pthread_mutex_unlock(&v->mu);
-    if (r->timeout || r->truncated || r->errors)
+    if (cancelled)
+        rc_log_info(MOD, "bootstrap cancelled: every partition of the run was revoked",
+                    "partitions=%zu records=%llu dropped=%llu ms=%lld", r->nparts,
+                    (unsigned long long)r->records, (unsigned long long)r->dropped, (long long)ms);
+    else if (r->timeout || r->truncated || r->errors)
         rc_log_warn(MOD,
                     "bootstrap incomplete: the rest of these cities is rebuilt from their "
                     "clicks",
-                    "partitions=%zu records=%llu handed=%llu timeout=%d truncated=%d "
+                    "partitions=%zu revoked=%zu records=%llu handed=%llu timeout=%d truncated=%d "
                     "error=\"%s\" ms=%lld",
-                    r->nparts, (unsigned long long)r->records, (unsigned long long)r->n, r->timeout,
-                    r->truncated, r->error, (long long)ms);
+                    r->nparts, r->nparts - r->live, (unsigned long long)r->records,
+                    (unsigned long long)(r->n - r->dropped), r->timeout, r->truncated, r->error,
+                    (long long)ms);
     else
         rc_log_info(MOD, "bootstrap done: partitions resumed",
-                    "partitions=%zu records=%llu matched=%llu handed=%llu lost=%llu ms=%lld",
-                    r->nparts, (unsigned long long)r->records, (unsigned long long)r->matched,
-                    (unsigned long long)r->n, (unsigned long long)r->lost, (long long)ms);
+                    "partitions=%zu resumed=%zu revoked=%zu records=%llu matched=%llu "
+                    "handed=%llu dropped=%llu lost=%llu ms=%lld",
+                    r->nparts, nres, r->nparts - r->live, (unsigned long long)r->records,
+                    (unsigned long long)r->matched, (unsigned long long)(r->n - r->dropped),
+                    (unsigned long long)r->dropped, (unsigned long long)r->lost, (long long)ms);
     if (r->lost)
         rc_log_warn(MOD, "vector records deleted by retention before the bootstrap read them",
                     "topic=%s lost=%llu", v->vtopic, (unsigned long long)r->lost);
@@ -402,14 +510,22 @@ void rc_vboot_feed(rc_vboot *v)
         return;
     struct run *r = v->run;
     while (v->feed_i < r->n) {
+        if (gone(r, r->recs[v->feed_i]->pi)) { /* revoked since it was read */
+            r->dropped++;
+            v->feed_i++;
+            continue;
+        }
         rc_batch *b = rc_engine_batch_get(v->o.engine);
         if (!b)
             return; /* a batch comes back: rc_vboot_feed again */
         rc_engine_batch_set_install(b);
         while (v->feed_i < r->n) {
             const struct rec *k = r->recs[v->feed_i];
-            if (rc_engine_batch_add(b, k->data, k->len, -1, -1))
+            if (gone(r, k->pi)) {
+                r->dropped++;
+            } else if (rc_engine_batch_add(b, k->data, k->len, -1, -1)) {
                 break;
+            }
             v->feed_i++;
         }
         rc_engine_submit(v->o.engine, b);
@@ -420,8 +536,8 @@ void rc_vboot_feed(rc_vboot *v)
 static void on_read_done(uv_async_t *h)
 {
     rc_vboot *v = h->data;
-    if (v->state != READING)
-        return;
+    if (v->state != READING || atomic_load(&v->stop))
+        return; /* stopping: the run is abandoned (rc_vboot_destroy) */
     if (v->th_running) {
         pthread_join(v->th, NULL);
         v->th_running = 0;
@@ -431,19 +547,45 @@ static void on_read_done(uv_async_t *h)
     rc_vboot_feed(v);
 }
 
+/* Revoked partitions: a waiting one is forgotten, a running one is marked
+ * gone (its records are neither kept nor handed from now on, and it is not
+ * resumed at the run's end); a run left without partitions is cancelled.
+ * Nothing is resumed here: the consumer resumes what it unassigns, after a
+ * deferred revoke's commit (it pauses them for that itself). */
+static void revoke_parts(rc_vboot *v, const int32_t *parts, size_t n)
+{
+    size_t w = 0, nrev = 0;
+    for (size_t i = 0; i < v->nwait; i++)
+        if (!in_list(parts, n, v->wait[i]))
+            v->wait[w++] = v->wait[i];
+    v->nwait = w;
+    struct run *r = v->run;
+    for (size_t i = 0; r && i < r->nparts; i++)
+        if (!gone(r, i) && in_list(parts, n, r->parts[i])) {
+            atomic_store_explicit(&r->gone[i], 1, memory_order_relaxed);
+            r->live--;
+            nrev++;
+        }
+    if (nrev) {
+        pthread_mutex_lock(&v->mu);
+        v->st.revoked += nrev;
+        pthread_mutex_unlock(&v->mu);
+        rc_log_info(MOD,
+                    "partitions revoked while being bootstrapped: their cities are dropped "
+                    "from the run",
+                    "revoked=%zu left=%zu", nrev, r->live);
+        if (r->live == 0)
+            atomic_store(&r->cancel, 1); /* the reader stops within POLL_MS */
+    }
+    note_paused(v);
+}
+
 void rc_vboot_rebalance(rc_vboot *v, int assigned, const int32_t *parts, size_t n)
 {
     if (!v || !n || atomic_load(&v->stop))
         return;
-    if (!assigned) { /* no longer ours: not bootstrapped (a running run's are resumed at its end) */
-        size_t w = 0;
-        for (size_t i = 0; i < v->nwait; i++)
-            if (!in_list(parts, n, v->wait[i]))
-                v->wait[w++] = v->wait[i];
-            else
-                rc_consumer_pause_parts(v->o.consumer, &v->wait[i], 1, 0);
-        v->nwait = w;
-        note_paused(v);
+    if (!assigned) {
+        revoke_parts(v, parts, n);
         return;
     }
     if (v->nwait + n > v->capwait) {
@@ -463,6 +605,24 @@ void rc_vboot_rebalance(rc_vboot *v, int assigned, const int32_t *parts, size_t 
     note_paused(v);
     if (v->state == IDLE)
         start_run(v);
+}
+
+void rc_vboot_stop(rc_vboot *v)
+{
+    if (!v || atomic_load(&v->stop))
+        return;
+    atomic_store(&v->stop, 1);
+    if (!v->run && !v->nwait)
+        return;
+    size_t held = v->nwait + (v->run ? v->run->live : 0);
+    pthread_mutex_lock(&v->mu);
+    v->st.abandoned += v->run != NULL;
+    pthread_mutex_unlock(&v->mu);
+    rc_log_info(MOD,
+                "shutting down: bootstrap abandoned, its partitions stay paused until the "
+                "consumer closes (their next owner starts from the committed offsets)",
+                "partitions=%zu reading=%d installing=%d handed=%zu", held, v->state == READING,
+                v->state == FEEDING, v->state == FEEDING ? v->feed_i : 0);
 }
 
 /* Everything create allocated (run and wait are NULL until a run). */
@@ -510,7 +670,7 @@ void rc_vboot_destroy(rc_vboot *v)
 {
     if (!v)
         return;
-    atomic_store(&v->stop, 1);
+    rc_vboot_stop(v);
     if (v->th_running) {
         pthread_join(v->th, NULL);
         v->th_running = 0;
@@ -536,17 +696,23 @@ void rc_vboot_stats_json(rc_vboot *v, rc_buf *o)
     rc_vboot_stats_get(v, &s);
     if (v)
         rc_engine_install_stats_get(v->o.engine, &is);
+    /* a run ends when its last batch is submitted: it installs until the
+     * trainer has taken every record handed */
+    s.running = s.running || is.records < s.handed;
     rc_buf_printf(
         o,
         "\"runs\":%llu,\"running\":%s,\"paused\":%u,\"records\":%llu,\"matched\":%llu,"
         "\"handed\":%llu,\"installed\":%llu,\"skipped\":%llu,\"count\":%llu,"
         "\"invalid\":%llu,\"lost\":%llu,\"gaps\":%llu,\"errors\":%llu,"
-        "\"timeouts\":%llu,\"truncated\":%llu,\"ms\":%lld,\"last_error\":",
+        "\"timeouts\":%llu,\"truncated\":%llu,\"revoked\":%llu,\"cancelled\":%llu,"
+        "\"dropped\":%llu,\"abandoned\":%llu,\"ms\":%lld,\"last_error\":",
         (unsigned long long)s.runs, s.running ? "true" : "false", s.paused,
         (unsigned long long)s.records, (unsigned long long)s.matched, (unsigned long long)s.handed,
         (unsigned long long)is.installed, (unsigned long long)is.kept, (unsigned long long)is.count,
         (unsigned long long)(s.invalid + is.invalid), (unsigned long long)s.lost,
         (unsigned long long)s.gaps, (unsigned long long)s.errors, (unsigned long long)s.timeouts,
-        (unsigned long long)s.truncated, (long long)s.last_ms);
+        (unsigned long long)s.truncated, (unsigned long long)s.revoked,
+        (unsigned long long)s.cancelled, (unsigned long long)s.dropped,
+        (unsigned long long)s.abandoned, (long long)s.last_ms);
     rc_buf_json_str(o, s.last_error, strlen(s.last_error));
 }

@@ -24,9 +24,15 @@
  * Records deleted by retention before they were read are counted `lost` as
  * the consumer's gap check counts them: below a partition's low watermark
  * when the run starts, or a jump at its first record; later jumps (offsets
- * without a record: compaction) are `gaps`. A partition assigned while a run
- * is going waits, paused, for the next run; one revoked meanwhile is dropped
- * from it.
+ * without a record: compaction) are `gaps`. A partition of the vector topic
+ * whose watermarks do not come (no leader) is asked again until the deadline.
+ *
+ * Rebalances during a run: a partition assigned meanwhile waits, paused, for
+ * the next run; a waiting one revoked is forgotten; a partition of the run
+ * revoked is marked gone: its cities' records are no longer kept, those kept
+ * are dropped before they are handed (`dropped`), and it is not resumed (the
+ * consumer resumes what it unassigns). A run left without partitions is
+ * cancelled (its reader stops, `cancelled`). rc_vboot_stop abandons a run.
  *
  * Thread model: every call on the loop thread, rc_vboot_stats_json on any. */
 #ifndef RECALLD_VBOOT_H
@@ -58,7 +64,8 @@ typedef struct rc_vboot_opts {
 
 typedef struct rc_vboot_stats {
     uint64_t runs;      /* runs finished */
-    int running;        /* a run is reading or installing */
+    int running;        /* a run is reading or handing its records (rc_vboot_stats_json
+                         * also while the trainer has not installed all of them) */
     uint32_t paused;    /* partitions held (running or waiting) */
     uint64_t records;   /* records of the vector topic read */
     uint64_t matched;   /* of them, of a city of the run's partitions */
@@ -69,6 +76,10 @@ typedef struct rc_vboot_stats {
     uint64_t errors;    /* reader errors (the run goes on, or ends early) */
     uint64_t timeouts;  /* runs stopped at timeout_ms */
     uint64_t truncated; /* runs stopped at max_records */
+    uint64_t revoked;   /* partitions revoked while their run read or installed */
+    uint64_t cancelled; /* runs ended because every partition was revoked */
+    uint64_t dropped;   /* records read for a partition revoked before they were handed */
+    uint64_t abandoned; /* runs stopped by a shutdown (nothing installed after it) */
     int64_t last_ms;    /* the last run: assignment -> partitions resumed, -1 none */
     char last_error[128];
 } rc_vboot_stats;
@@ -76,7 +87,8 @@ typedef struct rc_vboot_stats {
 int rc_vboot_create(const rc_vboot_opts *o, rc_vboot **out, char *errbuf, size_t errlen);
 /* The daemon's rebalance callback: by-city partitions parts[0..n) were
  * assigned without a position (they are paused here and bootstrapped), or
- * revoked (assigned 0: dropped from a waiting run). */
+ * revoked (assigned 0: forgotten if waiting, dropped from the running run;
+ * never resumed here). Ignored after rc_vboot_stop. */
 void rc_vboot_rebalance(rc_vboot *v, int assigned, const int32_t *parts, size_t n);
 /* An engine batch came back (the daemon's on_done): installing goes on. */
 void rc_vboot_feed(rc_vboot *v);
@@ -85,7 +97,12 @@ void rc_vboot_stats_get(rc_vboot *v, rc_vboot_stats *st);
 /* Any thread: "runs":N,... (no braces), the engine's install counters
  * included (installed, skipped, install_invalid, count). */
 void rc_vboot_stats_json(rc_vboot *v, rc_buf *out);
-/* Stops a run (its thread notices within 200 ms), frees once the loop has
+/* Shutdown begins: a run stops reading (its thread notices within 200 ms, or
+ * at its metadata request's next try: at most 5 s) and installing, nothing
+ * new starts, later rebalances are ignored; logged, counted `abandoned`.
+ * Idempotent, NULL-safe. */
+void rc_vboot_stop(rc_vboot *v);
+/* rc_vboot_stop, then waits for the run's thread and frees once the loop has
  * closed its handle. Paused partitions stay paused (shutdown). NULL-safe. */
 void rc_vboot_destroy(rc_vboot *v);
 

@@ -943,6 +943,7 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_timer_stop(&d->stats_timer);
     uv_timer_stop(&d->ckpt_timer);
     uv_timer_stop(&d->vtimer);
+    rc_vboot_stop(d->vboot); /* a bootstrap run stops reading and installing now */
     rc_consumer_close(d->vconsumer, NULL, NULL);
     rc_repart_close(d->repart);
     rc_consumer_close(d->consumer, on_consumer_closed, d);
