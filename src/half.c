@@ -1,0 +1,73 @@
+/* half — binary16 <-> binary32 conversions by bit manipulation. */
+#include "recalld/half.h"
+
+#include <string.h>
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float float_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+uint16_t rc_half_from_float(float f)
+{
+    uint32_t u = bits_of(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) /* inf or NaN (a NaN keeps a mantissa bit) */
+        return (uint16_t)(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0));
+    if (a >= 0x47800000u) /* 2^16 and beyond (65520..65536 round to inf below too) */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a < 0x38800000u) { /* below 2^-14: a subnormal half (or zero) */
+        /* adding 0.5 aligns the value's bits to the half subnormal's
+         * quantum (2^-24) and the FPU rounds to nearest even */
+        float r = float_of(a) + 0.5f;
+        return (uint16_t)(sign | (bits_of(r) - 0x3f000000u));
+    }
+    uint32_t odd = (a >> 13) & 1u;
+    a += 0xc8000fffu + odd; /* rebias the exponent (-112 << 23) and round to nearest even */
+    return (uint16_t)(sign | (a >> 13));
+}
+
+float rc_half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, a = (uint32_t)(h & 0x7fffu) << 13;
+    uint32_t e = a & 0x0f800000u;
+    a += 0x38000000u;     /* rebias the exponent: 127 - 15 */
+    if (e == 0x0f800000u) /* inf or NaN */
+        a += 0x38000000u;
+    else if (e == 0) { /* zero or subnormal: renormalise through the FPU */
+        a += 1u << 23;
+        a = bits_of(float_of(a) - float_of(0x38800000u));
+    }
+    return float_of(sign | a);
+}
+
+/* A stored vector may be rewritten by its writer while another thread reads it
+ * (Hogwild-style, as the table's float vectors: recalld/table.h); under
+ * ThreadSanitizer the elements are relaxed atomics, as rc_vec_copy's. */
+#if defined(__SANITIZE_THREAD__)
+#define ST16(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define LD16(p)    __atomic_load_n((p), __ATOMIC_RELAXED)
+#else
+#define ST16(p, v) (*(p) = (v))
+#define LD16(p)    (*(p))
+#endif
+
+void rc_half_encode(uint16_t *dst, const float *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ST16(dst + i, rc_half_from_float(src[i]));
+}
+
+void rc_half_decode(float *dst, const uint16_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = rc_half_to_float(LD16(src + i));
+}
