@@ -2,7 +2,8 @@
  * of float32 at a relative error of at most 2^-11 for normal values (the
  * two-tower mirror's unit vectors lose nothing a top-k order sees). Encoding
  * rounds to nearest even; values beyond the half range become +-inf, NaN
- * stays NaN. Portable C (no F16C needed); thread-safe. */
+ * stays NaN. Portable C, with F16C kernels for arrays when the CPU has them;
+ * thread-safe. */
 #ifndef RECALLD_HALF_H
 #define RECALLD_HALF_H
 
@@ -15,5 +16,7 @@ float rc_half_to_float(uint16_t h);
 void rc_half_encode(uint16_t *dst, const float *src, size_t n);
 /* dst[0..n) = float(src[0..n)) */
 void rc_half_decode(float *dst, const uint16_t *src, size_t n);
+/* The array kernels in use: "f16c" (x86 F16C, chosen at run time) or "scalar". */
+const char *rc_half_impl(void);
 
 #endif
