@@ -98,7 +98,56 @@ __attribute__((target("avx,f16c"))) static void decode_f16c(float *dst, const ui
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     decode_c(dst + i, src + i, n - i);
 }
+
+__attribute__((target("avx"))) static float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx,f16c"))) static float dot_f16c(const float *q, const uint16_t *h,
+                                                          size_t n, float *vv)
+{
+    __m256 d = _mm256_setzero_ps(), s = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i)));
+        d = _mm256_add_ps(d, _mm256_mul_ps(_mm256_loadu_ps(q + i), v));
+        s = _mm256_add_ps(s, _mm256_mul_ps(v, v));
+    }
+    float dd = hsum256(d), ss = hsum256(s);
+    for (; i < n; i++) {
+        float v = rc_half_to_float(h[i]);
+        dd += q[i] * v;
+        ss += v * v;
+    }
+    *vv = ss;
+    return dd;
+}
 #endif
+
+static float dot_c(const float *q, const uint16_t *h, size_t n, float *vv)
+{
+    float dd = 0, ss = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = rc_half_to_float(LD16(h + i));
+        dd += q[i] * v;
+        ss += v * v;
+    }
+    *vv = ss;
+    return dd;
+}
+
+float rc_half_dot(const float *q, const uint16_t *h, size_t n, float *vv)
+{
+#ifdef HAVE_F16C_KERNELS
+    if (__builtin_cpu_supports("f16c"))
+        return dot_f16c(q, h, n, vv);
+#endif
+    return dot_c(q, h, n, vv);
+}
 
 void rc_half_encode(uint16_t *dst, const float *src, size_t n)
 {

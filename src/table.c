@@ -7,6 +7,7 @@
  * rows added, whose current input vectors give the mean for a new item. */
 #include "recalld/table.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,20 @@ const float *rc_table_in_read(const rc_table *t, uint32_t row, float *buf)
         return chunk_of(t, row)->in + (size_t)(row & t->mask) * t->dim;
     rc_half_decode(buf, chunk_of(t, row)->hin + (size_t)(row & t->mask) * t->dim, t->dim);
     return buf;
+}
+
+float rc_table_in_cos(const rc_table *t, uint32_t row, const float *q)
+{
+    float vv, d;
+    if (t->half) {
+        d = rc_half_dot(q, chunk_of(t, row)->hin + (size_t)(row & t->mask) * t->dim, t->dim, &vv);
+    } else {
+        const float *v = chunk_of(t, row)->in + (size_t)(row & t->mask) * t->dim;
+        vv = rc_vec_dot(v, v, t->dim);
+        d = rc_vec_dot(q, v, t->dim);
+    }
+    float norm = sqrtf(vv);
+    return norm > 0 ? d / norm : 0;
 }
 
 void rc_table_in_copy(const rc_table *t, uint32_t row, float *dst)

@@ -6,6 +6,7 @@
 #include "recalld/common.h"
 #include "recalld/half.h"
 #include "recalld/table.h"
+#include "recalld/vec.h"
 #include "test.h"
 
 static rc_table *mk(uint32_t dim, uint32_t max, uint32_t chunk_rows)
@@ -482,6 +483,20 @@ TEST(table_half_rows)
         }
         ASSERT_EQ(rc_table_city(h, i), c);
         ASSERT_EQ(rc_table_cate(h, i), k);
+        /* the re-rank's score, in one pass over the fp16 row: the cosine of
+         * the decoded vector (and in a float table exactly the old formula) */
+        float q[64], qv = 0, vv = 0, fq = 0, fv = 0;
+        for (int j = 0; j < 64; j++)
+            q[j] = (float)((i * 31 + (uint32_t)j * 7) % 13) - 6.0f;
+        for (int j = 0; j < 64; j++) {
+            qv += (double)q[j] * x[j];
+            vv += (double)x[j] * x[j];
+        }
+        ASSERT_NEAR(rc_table_in_cos(h, i, q), qv / sqrt(vv), 1e-4);
+        const float *fr = rc_table_in(f, i);
+        fq = rc_vec_dot(q, fr, 64);
+        fv = rc_vec_dot(fr, fr, 64);
+        ASSERT(rc_table_in_cos(f, i, q) == fq / sqrtf(fv));
     }
     /* 5,000 rows x 64 components: 2 bytes each less than in float (whole chunks) */
     ASSERT_GE(rc_table_bytes(f) - rc_table_bytes(h), 5000 * 64 * 2);

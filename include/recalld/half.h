@@ -16,6 +16,9 @@ float rc_half_to_float(uint16_t h);
 void rc_half_encode(uint16_t *dst, const float *src, size_t n);
 /* dst[0..n) = float(src[0..n)) */
 void rc_half_decode(float *dst, const uint16_t *src, size_t n);
+/* q . v and *vv = v . v for v = float(h[0..n)), in one pass without
+ * decoding into memory (the re-rank's inner loop over an fp16 table). */
+float rc_half_dot(const float *q, const uint16_t *h, size_t n, float *vv);
 /* The array kernels in use: "f16c" (x86 F16C, chosen at run time) or "scalar". */
 const char *rc_half_impl(void);
 

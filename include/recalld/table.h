@@ -102,6 +102,9 @@ float *rc_table_in(const rc_table *t, uint32_t row); /* dim floats; NULL if half
 /* Row's input vector as floats: a pointer into the table, or (half tables) buf
  * (dim floats) holding its decoded copy. */
 const float *rc_table_in_read(const rc_table *t, uint32_t row, float *buf);
+/* q . v / |v| for row's input vector v (0 when v is zero), the re-rank's
+ * score: in a half table computed from the fp16 row in one pass. */
+float rc_table_in_cos(const rc_table *t, uint32_t row, const float *q);
 /* dst (dim floats) = row's input vector. */
 void rc_table_in_copy(const rc_table *t, uint32_t row, float *dst);
 /* Writer (or the thread that appended the row, before readers may see it):
