@@ -156,6 +156,7 @@ static const struct key keys[] = {
     {"tower.retrain_max_seconds", K_U32, F(tower_retrain_max_seconds), 0, 86400},
     {"tower.retrain_threads", K_U32, F(tower_retrain_threads), 1, 64},
     {"tower.retrain_warm_start", K_BOOL, F(tower_retrain_warm), 0, 1},
+    {"tower.mirror_fp16", K_BOOL, F(tower_mirror_fp16), 0, 1},
 };
 #undef F
 _Static_assert(RC_ARRAY_LEN(keys) <= RC_CONF_MAX_KEYS, "raise RC_CONF_MAX_KEYS (config.h)");
@@ -255,6 +256,8 @@ void rc_config_defaults(rc_config *c)
     c->tower_retrain_max_seconds = 600;
     c->tower_retrain_threads = 1;
     c->tower_retrain_warm = 1;
+    c->tower_mirror_fp16 = 1; /* half the mirror's bytes, the same two_tower top-k
+                                 (docs/BENCHMARKS.md, "Memory at 1M, 2026-12-03 evening") */
     c->max_partitions = 65536;
     c->max_future_ms = 5 * 60 * 1000;
     c->max_past_ms = 0;

@@ -182,7 +182,8 @@ int rc__engine_tower_build(rc_engine *e, rc_tower_model *m, const char *path, co
                                        .batch = c->index_batch,
                                        .storage = c->index_storage},
                              .max_items = c->max_items,
-                             .drift = c->drift};
+                             .drift = c->drift,
+                             .float_mirror = !c->tower_mirror_fp16};
     rc_tower_serve *b;
     int rc = rc_tower_serve_create(m, e->table, &o, &b, eb, el);
     if (rc)
@@ -689,7 +690,7 @@ int rc_engine_tower_item_vector(rc_engine *e, const char *item, size_t len, floa
     *dim = rc_tower_serve_dim(b);
     int rc = *dim > cap ? RC_E2BIG : tower_row(e, b, item, len, &row);
     if (rc == 0)
-        memcpy(out, rc_table_in(rc_tower_serve_table(b), row), *dim * sizeof *out);
+        rc_table_in_copy(rc_tower_serve_table(b), row, out);
     rc_tower_serve_unref(b);
     return rc;
 }
@@ -709,7 +710,7 @@ int rc_engine_tower_similar(rc_engine *e, const char *item, size_t len, uint32_t
     if (rc == 0 && !q)
         rc = RC_ENOMEM;
     if (rc == 0) {
-        memcpy(q, rc_table_in(rc_tower_serve_table(b), row), rc_tower_serve_dim(b) * sizeof *q);
+        rc_table_in_copy(rc_tower_serve_table(b), row, q);
         rc = rc_tower_serve_search(b, q, k, cfg_f32(&e->cfg.overfetch), NULL, &row, 1, out, n);
     }
     free(q);

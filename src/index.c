@@ -504,7 +504,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     uint32_t d = ix->dim, nnew = 0;
     for (uint32_t i = 0; i < n; i++) {
         float *x = ix->xbuf + (size_t)i * d;
-        memcpy(x, rc_table_in(ix->t, w[i].row), d * sizeof(float));
+        rc_table_in_copy(ix->t, w[i].row, x);
         rc_vec_normalize(x, d);
         nnew += !w[i].upd;
         if (w[i].upd)
@@ -597,11 +597,11 @@ static long classify(rc_index *ix, size_t max, int *failed, char *errbuf, size_t
             uint32_t r2 = ix->pq[ix->phead + CLASSIFY_AHEAD];
             rowchunk *c2 = chunk_of(ix, r2);
             uint32_t i2 = r2 & (CHUNK_ROWS - 1);
-            const float *v2 = rc_table_in(ix->t, r2);
+            const float *v2 = rc_table_in(ix->t, r2); /* NULL in an fp16 table */
             __builtin_prefetch(&c2->st[i2], 1);
             for (size_t o = 0; o < d; o += 64)
                 __builtin_prefetch(c2->q8 + i2 * d + o);
-            for (size_t o = 0; o < d; o += 16)
+            for (size_t o = 0; v2 && o < d; o += 16)
                 __builtin_prefetch(v2 + o);
         }
         uint32_t row = ix->pq[ix->phead++];
@@ -610,7 +610,8 @@ static long classify(rc_index *ix, size_t max, int *failed, char *errbuf, size_t
         c->pend[ri] = 0;
         uint64_t loc = RLOAD(&c->st[ri].loc);
         if (loc) {
-            if (q8_drift(c->q8 + ri * d, rc_table_in(ix->t, row), (uint32_t)d) <= ix->drift) {
+            if (q8_drift(c->q8 + ri * d, rc_table_in_read(ix->t, row, ix->vbuf), (uint32_t)d) <=
+                ix->drift) {
                 RADD(&ix->st_skipped, 1);
                 continue;
             }
@@ -839,7 +840,7 @@ static int part_read(const rc_index *ix, part *p, uint32_t i0, uint32_t n, float
     if (!p->fx || (p->ivf && ix->storage != RC_INDEX_STORAGE_FLAT)) {
         for (uint32_t i = 0; i < n; i++) {
             float *v = x + (size_t)i * dim;
-            memcpy(v, rc_table_in(ix->t, p->l2r[i0 + i]), dim * sizeof(float));
+            rc_table_in_copy(ix->t, p->l2r[i0 + i], v);
             rc_vec_normalize(v, dim);
         }
         return 0;

@@ -14,6 +14,7 @@
 #include "recalld/common.h"
 #include "recalld/hist.h"
 #include "recalld/index.h"
+#include "recalld/table.h"
 
 #define CHUNK_BITS        16
 #define CHUNK_ROWS        (1u << CHUNK_BITS)
@@ -117,6 +118,7 @@ struct rc_index {
     size_t wcap;
     float *xbuf;
     idx_t *ibuf;
+    float vbuf[RC_TABLE_MAX_DIM]; /* a row decoded from an fp16 table (rc_table_in_read) */
     uint32_t *rbuf;
 
     /* Stats: written by the writer with relaxed atomics. */

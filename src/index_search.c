@@ -376,8 +376,9 @@ static int scan_flat_table(const rc_index *ix, scratch *s, const part *p, const 
                            uint32_t k, uint32_t *ntop)
 {
     uint32_t d = ix->dim;
+    float vb[RC_TABLE_MAX_DIM];
     for (uint32_t i = 0; i < p->n; i++) {
-        const float *v = rc_table_in(ix->t, p->l2r[i]);
+        const float *v = rc_table_in_read(ix->t, p->l2r[i], vb);
         float nn = rc_vec_dot(v, v, d), sc = nn > 0 ? rc_vec_dot(q, v, d) / sqrtf(nn) : 0;
         if (*ntop < k || sc > s->top[0].s)
             hit_push(s->top, ntop, k, (hit){sc, p->l2r[i]});

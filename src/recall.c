@@ -12,9 +12,10 @@ int rc_recall_query_vector(const rc_table *t, const uint32_t *rows, const float 
                            float *q)
 {
     uint32_t dim = rc_table_dim(t), used = 0;
+    float vb[RC_TABLE_MAX_DIM];
     memset(q, 0, dim * sizeof *q);
     for (uint32_t i = 0; i < n; i++) {
-        const float *v = rc_table_in(t, rows[i]);
+        const float *v = rc_table_in_read(t, rows[i], vb);
         float norm = sqrtf(rc_vec_dot(v, v, dim));
         if (norm <= 0 || !isfinite(norm))
             continue;
@@ -68,7 +69,7 @@ int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint
                            float overfetch, const rc_index_filter *f, const uint32_t *exclude,
                            uint32_t nexclude, rc_hit *out, uint32_t *n, rc_recall_timing *tm)
 {
-    uint32_t dim = rc_table_dim(t), want, got = 0, kept = 0;
+    uint32_t want, got = 0, kept = 0;
     uint32_t srows[RC_RECALL_STACK_CAND];
     float sscores[RC_RECALL_STACK_CAND];
     rc_hit scand[RC_RECALL_STACK_CAND];
@@ -95,10 +96,8 @@ int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint
         uint32_t r = rows[i];
         if (excluded(r, exclude, nexclude) || !passes(t, r, f))
             continue;
-        const float *v = rc_table_in(t, r);
-        float norm = sqrtf(rc_vec_dot(v, v, dim));
         cand[kept].row = r;
-        cand[kept].score = norm > 0 ? rc_vec_dot(q, v, dim) / norm : 0;
+        cand[kept].score = rc_table_in_cos(t, r, q);
         kept++;
     }
     qsort(cand, kept, sizeof *cand, hit_cmp);
@@ -380,7 +379,7 @@ out:
 int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, const rc_index_filter *f,
                     const uint32_t *exclude, uint32_t nexclude, rc_hit *out, uint32_t *n)
 {
-    uint32_t dim = rc_table_dim(t), rows = rc_table_size(t), have = 0;
+    uint32_t rows = rc_table_size(t), have = 0;
     *n = 0;
     if (k == 0)
         return 0;
@@ -388,9 +387,7 @@ int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, const rc_inde
     for (uint32_t r = 0; r < rows; r++) {
         if (!passes(t, r, f) || excluded(r, exclude, nexclude))
             continue;
-        const float *v = rc_table_in(t, r);
-        float norm = sqrtf(rc_vec_dot(v, v, dim));
-        float s = norm > 0 ? rc_vec_dot(q, v, dim) / norm : 0;
+        float s = rc_table_in_cos(t, r, q);
         if (have == k && s <= out[k - 1].score)
             continue;
         uint32_t pos = have < k ? have++ : k - 1;

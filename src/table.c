@@ -7,16 +7,18 @@
  * rows added, whose current input vectors give the mean for a new item. */
 #include "recalld/table.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "recalld/dict.h"
+#include "recalld/half.h"
 #include "recalld/vec.h"
 
 #define RING        16u
 #define DEFAULT_DIM 64u
-#define MAX_DIM     1024u
+#define MAX_DIM     RC_TABLE_MAX_DIM
 #define DEFAULT_MAX (16u * 1024u * 1024u)
 #define MAX_ATTRS   (1u << 24)
 #define AUTO_FLOATS (1u << 20) /* input floats per chunk when chunk_rows = 0 */
@@ -24,6 +26,7 @@
 
 struct chunk {
     float *in, *out;
+    uint16_t *hin; /* half tables: the input vectors in fp16 (in is NULL) */
     uint32_t *city, *cate, *count;
     void *mem; /* one aligned block holding all of the above */
 };
@@ -43,6 +46,7 @@ struct rc_table {
     uint32_t dim, max_items;
     uint32_t shift, mask, nchunks;
     int input_only;        /* no output vectors (opts.input_only) */
+    int half;              /* input vectors in fp16 (opts.half) */
     struct chunk **chunks; /* nchunks pointers, fixed at create */
     size_t chunk_bytes;
     _Atomic uint32_t size;
@@ -78,6 +82,8 @@ static int check_opts(const rc_table_opts *o, uint32_t *dim, uint32_t *max, uint
         return rc_err(errbuf, errlen, RC_EINVAL, "table: max_items: expected <= 2^31");
     if (*rows < 64 || (*rows & (*rows - 1)))
         return rc_err(errbuf, errlen, RC_EINVAL, "table: chunk_rows: expected a power of 2 >= 64");
+    if (o && o->half && !(o->input_only && o->no_ids))
+        return rc_err(errbuf, errlen, RC_EINVAL, "table: half: needs input_only and no_ids");
     return 0;
 }
 
@@ -98,8 +104,9 @@ int rc_table_create(const rc_table_opts *opts, rc_table **out, char *errbuf, siz
     t->shift = (uint32_t)__builtin_ctz(rows);
     t->mask = rows - 1;
     t->nchunks = (uint32_t)(((uint64_t)max + rows - 1) / rows);
-    size_t vec = (size_t)rows * dim * sizeof(float);
     t->input_only = opts && opts->input_only;
+    t->half = opts && opts->half;
+    size_t vec = (size_t)rows * dim * (t->half ? sizeof(uint16_t) : sizeof(float));
     t->chunk_bytes =
         ((t->input_only ? 1 : 2) * vec + 3 * (size_t)rows * sizeof(uint32_t) + ALIGN - 1) / ALIGN *
         ALIGN;
@@ -160,9 +167,11 @@ static int chunk_alloc(rc_table *t, uint32_t i)
         return RC_ENOMEM;
     }
     size_t rows = (size_t)t->mask + 1;
-    c->in = c->mem;
+    c->hin = t->half ? c->mem : NULL;
+    c->in = t->half ? NULL : c->mem;
     c->out = t->input_only ? NULL : c->in + rows * t->dim;
-    c->city = (uint32_t *)(c->in + (t->input_only ? 1 : 2) * rows * t->dim);
+    c->city = t->half ? (uint32_t *)(c->hin + rows * t->dim)
+                      : (uint32_t *)(c->in + (t->input_only ? 1 : 2) * rows * t->dim);
     c->cate = c->city + rows;
     c->count = c->cate + rows;
     t->chunks[i] = c;
@@ -218,7 +227,50 @@ static inline struct chunk *chunk_of(const rc_table *t, uint32_t row)
 
 float *rc_table_in(const rc_table *t, uint32_t row)
 {
+    if (t->half)
+        return NULL;
     return chunk_of(t, row)->in + (size_t)(row & t->mask) * t->dim;
+}
+
+int rc_table_half(const rc_table *t) { return t->half; }
+
+const float *rc_table_in_read(const rc_table *t, uint32_t row, float *buf)
+{
+    if (!t->half)
+        return chunk_of(t, row)->in + (size_t)(row & t->mask) * t->dim;
+    rc_half_decode(buf, chunk_of(t, row)->hin + (size_t)(row & t->mask) * t->dim, t->dim);
+    return buf;
+}
+
+float rc_table_in_cos(const rc_table *t, uint32_t row, const float *q)
+{
+    float vv, d;
+    if (t->half) {
+        d = rc_half_dot(q, chunk_of(t, row)->hin + (size_t)(row & t->mask) * t->dim, t->dim, &vv);
+    } else {
+        const float *v = chunk_of(t, row)->in + (size_t)(row & t->mask) * t->dim;
+        vv = rc_vec_dot(v, v, t->dim);
+        d = rc_vec_dot(q, v, t->dim);
+    }
+    float norm = sqrtf(vv);
+    return norm > 0 ? d / norm : 0;
+}
+
+void rc_table_in_copy(const rc_table *t, uint32_t row, float *dst)
+{
+    const float *v = rc_table_in_read(t, row, dst);
+    if (v != dst)
+        rc_vec_copy(dst, v, t->dim);
+}
+
+void rc_table_in_write(rc_table *t, uint32_t row, const float *v)
+{
+    struct chunk *c = chunk_of(t, row);
+    size_t off = (size_t)(row & t->mask) * t->dim;
+    if (t->half)
+        rc_half_encode(c->hin + off, v, t->dim);
+    else
+        memcpy(c->in + off, v, t->dim * sizeof *v);
 }
 
 float *rc_table_out(const rc_table *t, uint32_t row)

@@ -97,8 +97,12 @@ int rc_tower_serve_create(rc_tower_model *m, const rc_table *w2v, const rc_tower
     b->dim = c->dim;
     b->wdim = c->w2v_dim;
     b->drift = o.drift > 0 ? o.drift : 0.01f;
-    rc_table_opts to = {
-        .dim = b->dim, .max_items = o.max_items, .seed = 1, .input_only = 1, .no_ids = 1};
+    rc_table_opts to = {.dim = b->dim,
+                        .max_items = o.max_items,
+                        .seed = 1,
+                        .input_only = 1,
+                        .no_ids = 1,
+                        .half = !o.float_mirror};
     int rc;
     if ((rc = rc_table_create(&to, &b->mirror, errbuf, errlen)) ||
         (rc = rc_index_create(&o.index, b->mirror, &b->index, errbuf, errlen)))
@@ -180,7 +184,7 @@ static int compute_row(rc_tower_serve *b, uint32_t row, int8_t *q)
     rc_tower_item_in in;
     rc_tower_serve_item_in(b->w2v, row, &in);
     rc_tower_item_vector(b->model, b->wwork, &in, b->vbuf);
-    memcpy(rc_table_in(b->mirror, row), b->vbuf, b->dim * sizeof *b->vbuf);
+    rc_table_in_write(b->mirror, row, b->vbuf);
     q8_store(q, in.w2v, b->wdim);
     return 0;
 }

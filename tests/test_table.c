@@ -4,7 +4,9 @@
 #include <stdatomic.h>
 
 #include "recalld/common.h"
+#include "recalld/half.h"
 #include "recalld/table.h"
+#include "recalld/vec.h"
 #include "test.h"
 
 static rc_table *mk(uint32_t dim, uint32_t max, uint32_t chunk_rows)
@@ -354,4 +356,151 @@ TEST(table_reader_thread_while_writer_adds)
     pthread_join(th, NULL);
     ASSERT_GE(atomic_load(&a.seen), 200);
     rc_table_destroy(a.t);
+}
+
+/* binary16 conversions: exact values, rounding to nearest even, the range's
+ * ends, and every half value through a round trip. */
+TEST(table_half_codec)
+{
+    ASSERT_EQ(rc_half_from_float(1.0f), 0x3c00);
+    ASSERT_EQ(rc_half_from_float(-2.0f), 0xc000);
+    ASSERT_EQ(rc_half_from_float(0.0f), 0x0000);
+    ASSERT_EQ(rc_half_from_float(-0.0f), 0x8000);
+    ASSERT_EQ(rc_half_from_float(65504.0f), 0x7bff);
+    ASSERT_EQ(rc_half_from_float(65519.0f), 0x7bff); /* below the midpoint to 2^16 */
+    ASSERT_EQ(rc_half_from_float(65520.0f), 0x7c00); /* the tie goes to even: inf */
+    ASSERT_EQ(rc_half_from_float(1e6f), 0x7c00);
+    ASSERT_EQ(rc_half_from_float(-INFINITY), 0xfc00);
+    ASSERT_EQ(rc_half_from_float(NAN) & 0x7c00, 0x7c00);
+    ASSERT(rc_half_from_float(NAN) & 0x3ff);
+    ASSERT_EQ(rc_half_from_float(ldexpf(1, -24)), 0x0001);           /* the smallest subnormal */
+    ASSERT_EQ(rc_half_from_float(ldexpf(1, -26)), 0x0000);           /* a quarter of it */
+    ASSERT_EQ(rc_half_from_float(ldexpf(3, -26)), 0x0001);           /* three quarters */
+    ASSERT_EQ(rc_half_from_float(ldexpf(1, -14)), 0x0400);           /* the smallest normal */
+    ASSERT_EQ(rc_half_from_float(1.0f + ldexpf(1, -11)), 0x3c00);    /* tie: to even */
+    ASSERT_EQ(rc_half_from_float(1.0f + ldexpf(3, -11)), 0x3c02);    /* tie: to even */
+    ASSERT_EQ(rc_half_from_float(1.0f + ldexpf(1.5f, -11)), 0x3c01); /* above the tie */
+    ASSERT_EQ(rc_half_from_float(0.1f), 0x2e66);
+    ASSERT(rc_half_to_float(0x3555) == 0.333251953125f);
+    ASSERT(rc_half_to_float(0x0001) == ldexpf(1, -24));
+    ASSERT(rc_half_to_float(0x83ff) == -ldexpf(1023, -24));
+    ASSERT(isinf(rc_half_to_float(0x7c00)) && rc_half_to_float(0xfc00) < 0);
+    ASSERT(isnan(rc_half_to_float(0x7e00)));
+    /* every non-NaN half decodes to a float that encodes back to it */
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff))
+            continue;
+        if (rc_half_from_float(rc_half_to_float((uint16_t)h)) != h)
+            RC__FAIL("half 0x%04x -> %a -> 0x%04x", h, (double)rc_half_to_float((uint16_t)h),
+                     rc_half_from_float(rc_half_to_float((uint16_t)h)));
+    }
+    /* in [-1, 1] (unit vectors' components) the error is at most half a step:
+     * 2^-11 relative for normal values, 2^-25 absolute for subnormal ones */
+    rc_rng rng;
+    rc_rng_seed(&rng, 3);
+    for (int i = 0; i < 200000; i++) {
+        float x = ldexpf(rc_rng_float(&rng) * 2 - 1, -(int)rc_rng_below(&rng, 20));
+        float y = rc_half_to_float(rc_half_from_float(x));
+        float bound = fmaxf(fabsf(x) * ldexpf(1, -11), ldexpf(1, -25));
+        if (fabsf(x - y) > bound)
+            RC__FAIL("%a -> %a", (double)x, (double)y);
+    }
+    /* the array kernels (F16C when the CPU has it) give the scalar results bit
+     * for bit: every non-NaN half decoded, and floats across the whole range
+     * (subnormal, normal, overflowing) encoded */
+    static uint16_t hs[65536], he[65536];
+    static float fs[65536];
+    for (uint32_t h = 0; h < 65536; h++)
+        hs[h] = (h & 0x7c00) == 0x7c00 && (h & 0x3ff) ? 0x3c00 : (uint16_t)h;
+    rc_half_decode(fs, hs, 65536);
+    for (uint32_t h = 0; h < 65536; h++)
+        if (memcmp(&fs[h], &(float){rc_half_to_float(hs[h])}, sizeof(float)))
+            RC__FAIL("%s decode of 0x%04x: %a", rc_half_impl(), hs[h], (double)fs[h]);
+    for (uint32_t i = 0; i < 65536; i++) {
+        uint32_t u = (uint32_t)rc_rng_next(&rng);
+        if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu))
+            u &= ~0x7f800000u; /* no NaN */
+        memcpy(&fs[i], &u, sizeof u);
+        if (i % 4 == 0) /* a quarter in [-2, 2] where unit vectors live */
+            fs[i] = ldexpf(rc_rng_float(&rng) * 2 - 1, 1 - (int)rc_rng_below(&rng, 30));
+    }
+    rc_half_encode(he, fs, 65536);
+    for (uint32_t i = 0; i < 65536; i++)
+        if (he[i] != rc_half_from_float(fs[i]))
+            RC__FAIL("%s encode of %a: 0x%04x, scalar 0x%04x", rc_half_impl(), (double)fs[i], he[i],
+                     rc_half_from_float(fs[i]));
+    printf("    half array kernels: %s\n", rc_half_impl());
+}
+
+/* A half table stores its input vectors in fp16: read back within the codec's
+ * error, half the vector bytes, no float pointer handed out. */
+TEST(table_half_rows)
+{
+    rc_table *f, *h;
+    char err[256];
+    rc_table_opts o = {.dim = 64, .max_items = 5000, .input_only = 1, .no_ids = 1, .half = 1};
+    o.no_ids = 0;
+    ASSERT_EQ(rc_table_create(&o, &h, err, sizeof err), RC_EINVAL); /* needs no_ids */
+    ASSERT(strstr(err, "half"));
+    o.no_ids = 1;
+    o.input_only = 0;
+    ASSERT_EQ(rc_table_create(&o, &h, err, sizeof err), RC_EINVAL); /* and input_only */
+    o.input_only = 1;
+    ASSERT_EQ(rc_table_create(&o, &h, err, sizeof err), 0);
+    o.half = 0;
+    ASSERT_EQ(rc_table_create(&o, &f, err, sizeof err), 0);
+    ASSERT_EQ(rc_table_half(h), 1);
+    ASSERT_EQ(rc_table_half(f), 0);
+    uint32_t c, k, r;
+    ASSERT_EQ(rc_table_city_id(h, "bj", 2, &c), 0);
+    ASSERT_EQ(rc_table_cate_id(h, "rent", 4, &k), 0);
+    ASSERT_EQ(rc_table_city_id(f, "bj", 2, &c), 0);
+    ASSERT_EQ(rc_table_cate_id(f, "rent", 4, &k), 0);
+    rc_rng rng;
+    rc_rng_seed(&rng, 9);
+    float v[64], buf[64], cp[64];
+    for (uint32_t i = 0; i < 5000; i++) {
+        for (int j = 0; j < 64; j++)
+            v[j] = rc_rng_float(&rng) * 2 - 1;
+        ASSERT_EQ(rc_table_append(h, NULL, 0, c, k, 0, &r), 0);
+        rc_table_in_write(h, r, v);
+        ASSERT_EQ(rc_table_append(f, NULL, 0, c, k, 0, &r), 0);
+        rc_table_in_write(f, r, v);
+    }
+    ASSERT(rc_table_in(h, 7) == NULL);
+    ASSERT(rc_table_in_read(f, 7, buf) == rc_table_in(f, 7)); /* float: no copy */
+    rc_rng_seed(&rng, 9);
+    for (uint32_t i = 0; i < 5000; i++) {
+        for (int j = 0; j < 64; j++)
+            v[j] = rc_rng_float(&rng) * 2 - 1;
+        const float *x = rc_table_in_read(h, i, buf);
+        ASSERT(x == buf);
+        rc_table_in_copy(h, i, cp);
+        for (int j = 0; j < 64; j++) {
+            ASSERT(fabsf(x[j] - v[j]) <= fmaxf(fabsf(v[j]) * ldexpf(1, -11), ldexpf(1, -25)));
+            ASSERT(cp[j] == x[j]);
+            ASSERT(rc_table_in(f, i)[j] == v[j]);
+        }
+        ASSERT_EQ(rc_table_city(h, i), c);
+        ASSERT_EQ(rc_table_cate(h, i), k);
+        /* the re-rank's score, in one pass over the fp16 row: the cosine of
+         * the decoded vector (and in a float table exactly the old formula) */
+        float q[64], qv = 0, vv = 0, fq = 0, fv = 0;
+        for (int j = 0; j < 64; j++)
+            q[j] = (float)((i * 31 + (uint32_t)j * 7) % 13) - 6.0f;
+        for (int j = 0; j < 64; j++) {
+            qv += (double)q[j] * x[j];
+            vv += (double)x[j] * x[j];
+        }
+        ASSERT_NEAR(rc_table_in_cos(h, i, q), qv / sqrt(vv), 1e-4);
+        const float *fr = rc_table_in(f, i);
+        fq = rc_vec_dot(q, fr, 64);
+        fv = rc_vec_dot(fr, fr, 64);
+        ASSERT(rc_table_in_cos(f, i, q) == fq / sqrtf(fv));
+    }
+    /* 5,000 rows x 64 components: 2 bytes each less than in float (whole chunks) */
+    ASSERT_GE(rc_table_bytes(f) - rc_table_bytes(h), 5000 * 64 * 2);
+    ASSERT_LT(rc_table_bytes(h), rc_table_bytes(f) * 6 / 10);
+    rc_table_destroy(h);
+    rc_table_destroy(f);
 }

@@ -155,6 +155,8 @@ typedef struct rc_config {
     uint32_t tower_retrain_threads;      /* tower.retrain_threads */
     int tower_retrain_warm;              /* tower.retrain_warm_start: from the served
                                           * model's weights (else fresh ones) */
+    int tower_mirror_fp16;               /* tower.mirror_fp16: the served item-tower
+                                          * vectors in fp16 (else float32) */
     /* bounds on what the stream can make recalld hold (OPERATIONS.md "Memory budget") */
     uint32_t max_partitions;  /* index.max_partitions: city x category partitions */
     int index_storage;        /* index.storage: rc_index_storage of the IVF lists */

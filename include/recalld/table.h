@@ -19,6 +19,8 @@
 
 typedef struct rc_table rc_table;
 
+#define RC_TABLE_MAX_DIM 1024u /* rc_table_opts.dim at most */
+
 typedef struct rc_table_opts {
     uint32_t dim;        /* vector dimension, 0 = 64; multiple of 8, <= 1024 */
     uint32_t max_items;  /* hard bound, 0 = 16,777,216 */
@@ -32,6 +34,10 @@ typedef struct rc_table_opts {
                           * no id, rc_table_find finds nothing, rc_table_item_id is NULL):
                           * a table whose rows mirror another table's rows one for one,
                           * whose ids it would only repeat (the two-tower mirror) */
+    int half;            /* 1: input vectors stored in fp16 (recalld/half.h), half their
+                          * bytes; needs input_only and no_ids. rc_table_in returns NULL:
+                          * read with rc_table_in_read / rc_table_in_copy, write with
+                          * rc_table_in_write (the two-tower mirror) */
 } rc_table_opts;
 
 /* Cold-start noise: each component of a new input vector gets a uniform
@@ -92,7 +98,19 @@ void rc_table_prefetch(const rc_table *t, const char *id, size_t len, int step);
 
 /* Any thread, row < size. */
 const char *rc_table_item_id(const rc_table *t, uint32_t row, size_t *len);
-float *rc_table_in(const rc_table *t, uint32_t row);  /* dim floats */
+float *rc_table_in(const rc_table *t, uint32_t row); /* dim floats; NULL if half */
+/* Row's input vector as floats: a pointer into the table, or (half tables) buf
+ * (dim floats) holding its decoded copy. */
+const float *rc_table_in_read(const rc_table *t, uint32_t row, float *buf);
+/* q . v / |v| for row's input vector v (0 when v is zero), the re-rank's
+ * score: in a half table computed from the fp16 row in one pass. */
+float rc_table_in_cos(const rc_table *t, uint32_t row, const float *q);
+/* dst (dim floats) = row's input vector. */
+void rc_table_in_copy(const rc_table *t, uint32_t row, float *dst);
+/* Writer (or the thread that appended the row, before readers may see it):
+ * row's input vector = v (rounded to fp16 in half tables). */
+void rc_table_in_write(rc_table *t, uint32_t row, const float *v);
+int rc_table_half(const rc_table *t);                 /* 1 if opts.half */
 float *rc_table_out(const rc_table *t, uint32_t row); /* dim floats; NULL if input_only */
 uint32_t rc_table_city(const rc_table *t, uint32_t row);
 uint32_t rc_table_cate(const rc_table *t, uint32_t row);

@@ -1,7 +1,8 @@
 /* tower_serve — one served two-tower model (tower.h) as the daemon holds it: a
  * "bundle" of the immutable model, a MIRROR item table whose row r is row r
  * of the word2vec (SGNS) table — same item id, same city/category names, its
- * input vector being the item's item-tower vector — and a live partitioned
+ * input vector being the item's item-tower vector, stored in fp16 unless
+ * opts.float_mirror (read it with rc_table_in_read) — and a live partitioned
  * index (index.h) over the mirror, with the same staleness machinery as the
  * word2vec index. The mirror's output vectors are never written nor read.
  *
@@ -44,6 +45,8 @@ typedef struct rc_tower_serve_opts {
     rc_index_opts index; /* of the tower index (its drift: re-index threshold) */
     uint32_t max_items;  /* mirror bound, 0 = the table default */
     float drift;         /* w2v drift that triggers a recompute, 0 = 0.01 */
+    int float_mirror;    /* 1: the mirror's vectors in float32; 0 (default): in fp16
+                          * (rc_table_opts.half), half the bytes, the same top-k */
 } rc_tower_serve_opts;
 
 typedef struct rc_tower_serve_stats {
