@@ -1149,7 +1149,17 @@ TEST(roles_shard_killed_survivor_bootstraps_its_cities)
         if (owner < 0 && e2e_now_ms() > deadline)
             RC__FAIL("no survivor took partitions %#x and bootstrapped them", moved);
     }
-    json_t *s = e2e_request(t[owner].sock, "{\"op\":\"stats\"}");
+    /* One reply reads the index's pending count before the bootstrap
+     * counters: a later reply must see the installed rows indexed too. */
+    json_t *s = NULL;
+    for (long long deadline = e2e_now_ms() + e2e_scaled_ms(60000);; ms_sleep(100)) {
+        s = e2e_request(t[owner].sock, "{\"op\":\"stats\"}");
+        if (e2e_int(s, "index.pending") == 0)
+            break;
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("survivor t%d: index still pending", owner);
+        json_decref(s);
+    }
     long long installed = e2e_int(s, "kafka.vectors.bootstrap.installed");
     fprintf(stderr,
             "survivor t%d: bootstrap of partitions %#x: %lld records read, %lld matched, %lld "
@@ -1260,6 +1270,17 @@ TEST(roles_trainer_bootstrap_counts_records_lost_to_retention)
         if (e2e_now_ms() > deadline)
             RC__FAIL("no bootstrap run finished (log %s)", t.log);
         json_decref(s);
+    }
+    /* again: one reply reads the table's size and the index's pending count
+     * before the bootstrap counters, so the reply that saw the last install
+     * counted may predate its rows */
+    for (long long deadline = e2e_now_ms() + e2e_scaled_ms(60000);; ms_sleep(100)) {
+        json_decref(s);
+        s = e2e_request(t.sock, "{\"op\":\"stats\"}");
+        if (e2e_int(s, "index.pending") == 0)
+            break;
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("index still pending (log %s)", t.log);
     }
     long long read = e2e_int(s, "kafka.vectors.bootstrap.records");
     long long lost = e2e_int(s, "kafka.vectors.bootstrap.lost");
