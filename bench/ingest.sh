@@ -8,7 +8,11 @@
 #    per model.trainer_threads in THREADS (default "1 2"), each run a new
 #    daemon and consumer group on the same broker, ROUNDS times alternately
 #    (default 1), printed side by side with the ratio to the first setting;
-#    the last column is the daemon's CPU seconds per million events.
+#    the CPU columns are seconds per million events of the daemon, of
+#    recalld-broker and of the daemon's busiest threads. The end is watched
+#    by bench/ingest_watch.py: one process, one connection, `stats` every
+#    POLL s (0.05); until 2026-12-03 a python3 start per poll took a quarter
+#    of the throughput it measured. ONLY_INGEST=1 stops after part 1.
 #    BG_NICE=N sets pipeline.background_nice for these runs (default: the
 #    daemon's, 10 levels below it).
 # 2. freshness: recalld on its embedded Kafka while recalld-gen produces at
@@ -32,8 +36,9 @@ THREADS=${THREADS:-1 2}
 ROUNDS=${ROUNDS:-1}
 declare -A best
 run=0
-ingest() { # $1 = model.trainer_threads: sets out_rate (events/s) and out_cpu (CPU s per M events)
-    local th=$1 t_first= a_first=0 a s now pid ticks0 ticks1
+ingest() { # $1 = model.trainer_threads: sets out_rate (events/s), out_cpu, out_bcpu
+    # (CPU s per M events of recalld and of recalld-broker) and out_threads
+    local th=$1 pid
     run=$((run + 1))
     printf '{"model":{"trainer_threads":%s}%s}\n' "$th" \
         "${BG_NICE:+,\"pipeline\":{\"background_nice\":$BG_NICE\}}" >"$tmp/th$run.json"
@@ -41,23 +46,13 @@ ingest() { # $1 = model.trainer_threads: sets out_rate (events/s) and out_cpu (C
         --socket "$tmp/a$run.sock" --metrics-port 0 --log-level warn 2>"$tmp/a$run.log" &
     pid=$!
     pids+=($pid)
-    while :; do
-        s=$(stats "$tmp/a$run.sock") || { sleep 0.05; continue; }
-        a=$(echo "$s" | field '["events"]["applied"]')
-        now=$(date +%s.%N)
-        if [ -z "$t_first" ] && [ "$a" -gt 0 ]; then
-            t_first=$now; a_first=$a
-            ticks0=$(cpu_ticks "$pid")
-        fi
-        [ "$a" -ge "$N" ] && break
-        sleep 0.02
-    done
-    ticks1=$(cpu_ticks "$pid")
-    echo "$s" >"$tmp/ingest-stats-$th.json"
+    read -r out_rate out_cpu out_bcpu out_threads < <("$PY" "$here/bench/ingest_watch.py" \
+        "$tmp/a$run.sock" "$N" "$pid" "$bpid" "${POLL:-0.05}" || echo fail)
+    [ "$out_rate" != fail ] || exit 1
+    stats "$tmp/a$run.sock" >"$tmp/ingest-stats-$th.json"
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-    read -r out_rate out_cpu < <(python3 -c "import os; d=$now-$t_first; n=$a-$a_first; print(round(n/d), round(($ticks1-$ticks0)/os.sysconf('SC_CLK_TCK')/n*1e6, 2))")
 }
-printf '   %-6s %-16s %10s %7s %14s\n' round trainer_threads events/s ratio cpu_s/M_events
+printf '   %-6s %-16s %10s %7s %14s %13s  %s\n' round trainer_threads events/s ratio cpu_s/M_events broker_cpu_s threads_cpu_s/M_events
 for r in $(seq "$ROUNDS"); do
     base=
     for th in $THREADS; do
@@ -65,8 +60,8 @@ for r in $(seq "$ROUNDS"); do
         rate=$out_rate cpu=$out_cpu
         [ -z "$base" ] && base=$rate
         [ "${best[$th]:-0}" -lt "$rate" ] && best[$th]=$rate
-        printf '   %-6s %-16s %10s %7s %14s\n' "$r" "$th" "$rate" \
-            "$(python3 -c "print(f'{$rate / $base:.2f}')")" "$cpu"
+        printf '   %-6s %-16s %10s %7s %14s %13s  %s\n' "$r" "$th" "$rate" \
+            "$(python3 -c "print(f'{$rate / $base:.2f}')")" "$cpu" "$out_bcpu" "$out_threads"
     done
 done
 rate=${best[${THREADS%% *}]}
@@ -75,6 +70,7 @@ echo "   best of $ROUNDS: $(for th in $THREADS; do printf '%s thread(s) %s/s  ' 
 echo "   last setting: $(echo "$s" | field '["training"]') "
 echo "   rss $(echo "$s" | field '["memory"]["rss_bytes"]//2**20') MiB, index $(echo "$s" | field '["index"]["size"]') vectors"
 
+[ -n "${ONLY_INGEST:-}" ] && exit 0
 echo "== 2. freshness at $RATE events/s (embedded Kafka, producer paced)"
 "$B/recalld" --embedded-kafka --partitions 64 --socket "$tmp/b.sock" --metrics-port 0 --log-level warn 2>"$tmp/b.log" &
 pids+=($!)
