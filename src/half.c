@@ -1,6 +1,7 @@
 /* half — binary16 <-> binary32 conversions by bit manipulation. */
 #include "recalld/half.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 static uint32_t bits_of(float f)
@@ -140,10 +141,26 @@ static float dot_c(const float *q, const uint16_t *h, size_t n, float *vv)
     return dd;
 }
 
+/* The kernels, chosen once: F16C's conversions need the AVX state too,
+ * which a CPU may report F16C without (an OS or hypervisor that does not
+ * enable it). Racing first calls store the same answer. */
+#ifdef HAVE_F16C_KERNELS
+static int use_f16c(void)
+{
+    static _Atomic int have = -1;
+    int h = atomic_load_explicit(&have, memory_order_relaxed);
+    if (h < 0) {
+        h = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        atomic_store_explicit(&have, h, memory_order_relaxed);
+    }
+    return h;
+}
+#endif
+
 float rc_half_dot(const float *q, const uint16_t *h, size_t n, float *vv)
 {
 #ifdef HAVE_F16C_KERNELS
-    if (__builtin_cpu_supports("f16c"))
+    if (use_f16c())
         return dot_f16c(q, h, n, vv);
 #endif
     return dot_c(q, h, n, vv);
@@ -152,7 +169,7 @@ float rc_half_dot(const float *q, const uint16_t *h, size_t n, float *vv)
 void rc_half_encode(uint16_t *dst, const float *src, size_t n)
 {
 #ifdef HAVE_F16C_KERNELS
-    if (__builtin_cpu_supports("f16c")) {
+    if (use_f16c()) {
         encode_f16c(dst, src, n);
         return;
     }
@@ -163,7 +180,7 @@ void rc_half_encode(uint16_t *dst, const float *src, size_t n)
 void rc_half_decode(float *dst, const uint16_t *src, size_t n)
 {
 #ifdef HAVE_F16C_KERNELS
-    if (__builtin_cpu_supports("f16c")) {
+    if (use_f16c()) {
         decode_f16c(dst, src, n);
         return;
     }
@@ -174,7 +191,7 @@ void rc_half_decode(float *dst, const uint16_t *src, size_t n)
 const char *rc_half_impl(void)
 {
 #ifdef HAVE_F16C_KERNELS
-    if (__builtin_cpu_supports("f16c"))
+    if (use_f16c())
         return "f16c";
 #endif
     return "scalar";
