@@ -37,20 +37,13 @@ drain() {
         --metrics-port 0 --log-level warn 2>"$tmp/$name.log" &
     local pid=$!
     pids+=($pid)
-    local t_first= a_first=0 a=0 now s c_first=0 c
-    while :; do
-        s=$(stats "$sock") || { sleep 0.05; continue; }
-        c=$(cpu_ticks "$pid")
-        a=$(echo "$s" | field '["events"]["applied"]')
-        now=$(date +%s.%N)
-        if [ -z "$t_first" ] && [ "$a" -gt 0 ]; then t_first=$now; a_first=$a; c_first=$c; fi
-        [ "$a" -ge "$N" ] && break
-        sleep 0.02
-    done
-    local rate r sk y it per_cpu
-    # (a log drained before the first look: EVENTS too small to measure)
-    rate=$(python3 -c "print(round(($a - $a_first) / max($now - $t_first, 1e-3)))")
-    per_cpu=$(python3 -c "import os; print(round(($a - $a_first) * os.sysconf('SC_CLK_TCK') / max($c - $c_first, 1)))")
+    local rate per_cpu cpu s r sk y it
+    # one connection, no program started per poll (bench/ingest_watch.py)
+    read -r rate cpu _ < <("$PY" "$here/bench/ingest_watch.py" "$sock" "$N" "$pid" "$bpid" 0.05 ||
+        echo fail)
+    [ "$rate" != fail ] || exit 1
+    per_cpu=$(python3 -c "print(round(1e6 / $cpu))")
+    s=$(stats "$sock")
     r=$(echo "$s" | field '["training"]["replay"]["replayed"]')
     sk=$(echo "$s" | field '["training"]["replay"]["skipped"]')
     y=$(echo "$s" | field '["training"]["replay"]["yields"]')
