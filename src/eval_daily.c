@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "recalld/common.h"
+#include "recalld/engine.h"
 #include "recalld/eval.h"
 #include "eval_int.h"
 
@@ -212,13 +213,14 @@ void rc_eval_daily_period_name(const rc_eval_daily *d, uint32_t k, char *buf, si
 /* ---- methods ---- */
 
 const rc_eval_daily_method rc_eval_daily_methods[] = {
-    {"popularity", "popularity"},
-    {"itemknn", "itemknn"},
-    {"batch-daily", "sgns"},
-    {"stream-warm", NULL},
-    {"stream-daily", "prequential-warm"},
-    {"itemknn-live", "itemknn-live"}, /* run only when named (--methods) */
-    {"fused", "fused"},
+    {"popularity", "popularity", 0},
+    {"itemknn", "itemknn", 0},
+    {"batch-daily", "sgns", 0},
+    {"stream-warm", NULL, 0},
+    {"stream-daily", "prequential-warm", 0},
+    {"itemknn-live", "itemknn-live", 0}, /* run only when named (--methods) */
+    {"fused", "fused", 0},
+    {"stream-daily-live", "prequential-warm", 1}, /* run only when named */
 };
 const size_t rc_eval_daily_nmethods = RC_ARRAY_LEN(rc_eval_daily_methods);
 
@@ -313,8 +315,13 @@ int rc_eval_daily_run(const rc_eval_daily_method *m, rc_eval_env *env, const rc_
     }
     if (rc)
         rc_err(eb, el, rc, "daily: out of memory");
-    else if (pm)
+    else if (pm) {
+        env->live = m->live;
         rc = run_per_period(pm, env, d, acc, &rep->all, eb, el);
+        env->live = 0;
+        rc_engine_destroy(env->live_prev);
+        env->live_prev = NULL;
+    }
     else
         rc = run_warm_once(env, d, acc, &rep->all, eb, el);
     if (!rc)

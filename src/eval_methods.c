@@ -527,8 +527,14 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
     }
     if ((rc = rc__eval_stream_config(&run, &o, &cfg, eb, el)))
         return rc;
+    /* stream-daily-live: this period's rebuild starts from the table the
+     * last period's stream left, and this period's engine is kept for the next */
+    int live = warm && n == 1 && env->live;
+    if (live && env->live_prev)
+        o.init = rc_engine_table(env->live_prev);
     if (warm && !env->warm_model && (rc = rc__eval_warm_model(env, &o, path, eb, el)))
         return rc;
+    o.init = NULL;
     snprintf(cfg.model_path, sizeof cfg.model_path, "%s",
              warm && env->warm_model ? env->warm_model : path);
     if ((rc = replay_build(sp, n, warm, &r))) {
@@ -555,6 +561,11 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
         rep->stream_tune = env->stream_tuned[warm];
     }
 out:
+    if (live && !rc) {
+        rc_engine_destroy(env->live_prev);
+        env->live_prev = e;
+        e = NULL;
+    }
     rc_engine_destroy(e);
     if (path[0])
         unlink(path);

@@ -185,6 +185,15 @@ static int add_rows(struct shared *sh, const rc_clicklog *log, const uint32_t *c
         float *in = rc_table_in(sh->t, row);
         for (uint32_t d = 0; d < dim; d++)
             in[d] = (rc_rng_float(&rng) - 0.5f) / (float)dim;
+        uint32_t ir;
+        if (sh->o.init && rc_table_dim(sh->o.init) == dim &&
+            rc_table_find(sh->o.init, id, len, &ir) == 0) {
+            memcpy(in, rc_table_in(sh->o.init, ir), dim * sizeof(float));
+            const float *io = rc_table_out(sh->o.init, ir);
+            float *out = rc_table_out(sh->t, row);
+            if (io && out)
+                memcpy(out, io, dim * sizeof(float));
+        }
         rc_table_count_add(sh->t, row, count[it]);
         row_of[it] = row;
     }

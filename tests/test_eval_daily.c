@@ -296,15 +296,16 @@ TEST(eval_daily_popularity_rebuilt_per_period)
  * E — but never E at u4 nor F at u6, each predicted before its first click
  * is learnt. Batch methods never recall a new item. On day 3, u11's
  * target G was clicked only in a one-click session of day 1: no batch model
- * has a row for it (nor stream-daily, rebuilt from one on day 3), so it
+ * has a row for it (nor stream-daily, rebuilt from one on day 3, nor
+ * stream-daily-live, whose rebuild holds the batch corpus's items), so it
  * scores -2, below every AUC negative (A B D E F have rows): AUC 0. Only
  * stream-warm, which kept learning since day 1, has a vector for it. */
 TEST(eval_daily_which_model_predicts)
 {
-    static const char *const names[] = {"popularity", "itemknn", "batch-daily", "stream-warm",
-                                        "stream-daily"};
-    static const uint64_t want_fallbacks[] = {0, 1, 1, 0, 0};
-    static const double want_new_hr[] = {0, 0, 0, 1.0 / 3, 1.0 / 3};
+    static const char *const names[] = {"popularity",   "itemknn",     "batch-daily",
+                                        "stream-warm",  "stream-daily", "stream-daily-live"};
+    static const uint64_t want_fallbacks[] = {0, 1, 1, 0, 0, 0};
+    static const double want_new_hr[] = {0, 0, 0, 1.0 / 3, 1.0 / 3, 1.0 / 3};
     char path[256];
     rc_clicklog *log = daily_tiny(path, sizeof path);
     rc_eval_daily *d = daily(log, 1, 0, 0);
@@ -337,6 +338,38 @@ TEST(eval_daily_which_model_predicts)
             RC__FAIL("%s: AUC of u11's G %g", names[i], rep.period[2].auc);
         rc_eval_daily_report_free(&rep);
     }
+    rc_eval_env_cleanup(&env);
+    rc_eval_daily_destroy(d);
+    rc_clicklog_free(log);
+    rm_dir_of(path);
+}
+
+/* stream-daily-live is stream-daily until its first rebuild: on the first
+ * day both run the same batch model and the same stream, so every figure is
+ * the same; from the second day its rebuild starts from the table the first
+ * day's stream left, and the scores move (AUC: every known item is in the
+ * top 50 of this catalog, so HR cannot tell). */
+TEST(eval_daily_live_rebuild_starts_from_the_stream)
+{
+    char path[256];
+    rc_clicklog *log = daily_tiny(path, sizeof path);
+    rc_eval_daily *d = daily(log, 1, 0, 0);
+    rc_eval_env env = {.log = log,
+                       .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3},
+                       .quiet = 1};
+    rc_eval_daily_report plain, live;
+    run_method("stream-daily", &env, d, &plain);
+    run_method("stream-daily-live", &env, d, &live);
+    ASSERT(env.live_prev == NULL); /* the last period's engine is freed */
+    ASSERT_DBL_OP(live.period[0].auc, ==, plain.period[0].auc);
+    ASSERT_DBL_OP(live.period[0].mrr50, ==, plain.period[0].mrr50);
+    int moved = 0;
+    for (uint32_t k = 1; k < 3; k++)
+        moved += live.period[k].auc != plain.period[k].auc ||
+                 live.period[k].mrr50 != plain.period[k].mrr50;
+    ASSERT_GT(moved, 0);
+    rc_eval_daily_report_free(&plain);
+    rc_eval_daily_report_free(&live);
     rc_eval_env_cleanup(&env);
     rc_eval_daily_destroy(d);
     rc_clicklog_free(log);

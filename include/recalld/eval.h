@@ -436,6 +436,9 @@ typedef struct rc_eval_env {
      * every later run of that kind reuses the choice (stream_tuned[warm]). */
     int tune_stream;
     int have_stream_tuned[2];
+    int live;                     /* stream-daily-live is running (rc_eval_daily_run) */
+    struct rc_engine *live_prev;  /* its last period's engine, whose table the next rebuild
+                                   * starts from; freed by rc_eval_daily_run */
     rc_eval_stream_tune stream_tuned[2];
     /* --tune for fused (tune or tune_fuse): the first fused run whose split's
      * training sessions give a validation split chooses the fusion weight
@@ -585,6 +588,8 @@ void rc_eval_daily_period_name(const rc_eval_daily *d, uint32_t k, char *buf, si
 typedef struct rc_eval_daily_method {
     const char *name;       /* --methods name and JSON key */
     const char *per_period; /* the rc_eval_methods entry run per period; NULL = stream-warm */
+    int live;               /* 1: each period's batch rebuild starts from the table the
+                             * previous period's stream left (stream-daily-live) */
 } rc_eval_daily_method;
 
 /* popularity, itemknn, batch-daily, stream-warm, stream-daily: run and

@@ -44,6 +44,8 @@ typedef struct rc_train_opts {
     int quiet;              /* 1: no final summary line on stderr */
     double max_seconds;     /* 0 = no limit; else training stops (keeping the vectors
                              * reached) after this wall time: a --tune budget */
+    const struct rc_table *init; /* NULL, or rows whose item id it holds start from its
+                                  * input and output vectors (same dim) */
 } rc_train_opts;
 
 typedef struct rc_train_result {

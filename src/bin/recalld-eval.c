@@ -48,7 +48,10 @@ static const char about[] =
     "retrained at each period's start on everything before it, frozen during it),\n"
     "stream-warm (the streaming engine warm-started once from the first period's\n"
     "batch model, then learning every click after predicting it) and stream-daily\n"
-    "(rebuilt like batch-daily, streaming in between); slices per period too.";
+    "(rebuilt like batch-daily, streaming in between); slices per period too.\n"
+    "Only when named in --methods: itemknn-live, fused, and stream-daily-live\n"
+    "(stream-daily whose rebuild starts from the table the last period's stream\n"
+    "left instead of random vectors).";
 
 enum {
     X_DUMP,
@@ -689,13 +692,14 @@ static int select_daily(const rc_cli *cli, int *run, char *eb, size_t el)
         if (m && !rc_eval_daily_method_find(name))
             return rc_err(eb, el, RC_EINVAL,
                           "--methods: \"%s\" is not a daily method (popularity, itemknn, "
-                          "batch-daily, stream-warm, stream-daily, itemknn-live, fused)",
+                          "batch-daily, stream-warm, stream-daily, itemknn-live, fused, "
+                          "stream-daily-live)",
                           name);
         p += m + (p[m] == ',');
     }
     for (size_t i = 0; i < rc_eval_daily_nmethods; i++)
         n += run[i] = rc_cli_has_method(cli, rc_eval_daily_methods[i].name,
-                                        i < 5 /* itemknn-live, fused: when named */);
+                                        i < 5 /* the rest: when named */);
     if (!n)
         return rc_err(eb, el, RC_EINVAL, "--methods: no method selected");
     return 0;
