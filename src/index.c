@@ -36,6 +36,7 @@
 #include <faiss/c_api/Clustering_c.h>
 #include <faiss/c_api/IndexFlat_c.h>
 #include <faiss/c_api/IndexIVFFlat_c.h>
+#include <faiss/c_api/utils/distances_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/IndexScalarQuantizer_c.h>
 #include <faiss/c_api/Index_c.h>
@@ -334,7 +335,19 @@ static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
 /* OpenBLAS's pool would split each small product of a search over both cores
  * while other searches wait for them; one query is served by one thread. */
-static void blas_one(void) { openblas_set_num_threads(1); }
+static void blas_one(void)
+{
+    openblas_set_num_threads(1);
+    /* FAISS assigns added and moved rows to their coarse lists through
+     * IndexFlatIP: below this many rows at once it used a scalar loop (one
+     * dependent add per component in Debian's baseline build), which was the
+     * trainer's largest cost at 1M items; sgemm is several times faster even
+     * for one row. The query block bounds the score buffer FAISS allocates
+     * per call (4096 x 1024 floats = 16 MiB by default, mapped and unmapped
+     * every time). */
+    faiss_set_distance_compute_blas_threshold(1);
+    faiss_set_distance_compute_blas_query_bs(256);
+}
 
 int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, char *errbuf,
                     size_t errlen)
