@@ -96,6 +96,37 @@ TEST(cooc_counts_and_scores)
     rc_cooc_destroy(c);
 }
 
+/* A list longer than one search block: every pair found again is counted on
+ * its own entry, wherever it sits (blocks of eight and the tail). An id equal
+ * to the bits of a count (1.0f = 0x3f800000) must not match that count: the
+ * search compares ids only. */
+TEST(cooc_long_lists_count_each_pair_once)
+{
+    const uint32_t X = 0x3f800000u, A = 5, nb = 37;
+    rc_cooc *c = make(X + 1, 64, 0, 1, 0);
+    uint32_t ids[37];
+    for (uint32_t j = 0; j + 1 < nb; j++)
+        ids[j] = 100 + j;
+    ids[nb - 1] = X;
+    for (int round = 0; round < 2; round++)
+        for (uint32_t j = 0; j < nb; j++)
+            session(c, (uint32_t[]){ids[j], A}, 2, T0 + round * 1000 + j * 2);
+    rc_cooc_stats st;
+    rc_cooc_stats_get(c, &st);
+    ASSERT_EQ(st.entries, 2 * nb); /* A: 37 neighbours; each neighbour: {A} */
+    rc_hit h[64];
+    uint32_t n = 0;
+    ASSERT_EQ(rc_cooc_query(c, (uint32_t[]){A}, NULL, 1, NULL, 0, NULL, NULL, 64, h, &n, NULL, 0,
+                            NULL),
+              0);
+    ASSERT_EQ(n, nb);
+    /* c(A,b) = 2, n(A) = 74, n(b) = 2 for every b */
+    for (uint32_t i = 0; i < n; i++)
+        ASSERT_NEAR(h[i].score, 2 / sqrt(74.0 * 2), 1e-5);
+    ASSERT_NEAR(score_of(h, n, X), 2 / sqrt(74.0 * 2), 1e-5);
+    rc_cooc_destroy(c);
+}
+
 /* The window: only the last W previous clicks are paired; repeats once. */
 TEST(cooc_window_and_repeats)
 {
