@@ -104,7 +104,8 @@ static uint64_t pow2ceil(uint64_t x)
  * the list codes and ids as stored, *vm everything FAISS holds. */
 static uint64_t part_mem(const rc_index *ix, const part *p, uint64_t *vm, uint64_t *lm)
 {
-    uint64_t own = (uint64_t)p->cap * sizeof(*p->l2r) + (p->l2k ? (uint64_t)p->cap * 8 : 0);
+    uint64_t own = (uint64_t)p->cap * sizeof(*p->l2r) + (p->l2k ? (uint64_t)p->cap * 8 : 0) +
+                   (uint64_t)p->nq8b * (Q8_BLOCK * (uint64_t)ix->dim + sizeof(*p->q8b));
     uint64_t v = 0, l = 0, d = ix->dim;
     if (!p->ivf) {
         v = p->fx ? pow2ceil(p->n) * d * sizeof(float) : 0;
@@ -144,11 +145,11 @@ static rowchunk *chunk_get(rc_index *ix, uint32_t row)
     rowchunk *c = chunk_of(ix, row);
     if (c)
         return c;
-    c = calloc(1, sizeof(*c) + (size_t)CHUNK_ROWS * ix->dim);
+    c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
     STORE(&ix->chunks[row >> CHUNK_BITS], c);
-    RADD(&ix->st_bytes, sizeof(*c) + (size_t)CHUNK_ROWS * ix->dim);
+    RADD(&ix->st_bytes, sizeof(*c));
     return c;
 }
 
@@ -235,6 +236,9 @@ static void part_free(part *p)
     pthread_rwlock_destroy(&p->lock);
     free(p->l2r);
     free(p->l2k);
+    for (uint32_t b = 0; b < p->nq8b; b++)
+        free(p->q8b[b]);
+    free(p->q8b);
     free(p);
 }
 
@@ -498,8 +502,20 @@ static int job_mark_dirty(job *j, uint32_t local)
 
 /* Writer, under p's write lock: room for need local ids (and, in the overflow
  * partition, their city and category). */
-static int part_reserve(part *p, size_t need)
+/* Writer, under p's write lock: room for need rows (ids, and int8 copies in
+ * whole blocks). */
+static int part_reserve(part *p, size_t need, uint32_t dim)
 {
+    uint32_t nb = (uint32_t)((need + Q8_BLOCK - 1) >> Q8_BLOCK_BITS);
+    if (nb > p->nq8b) {
+        int8_t **bv = realloc(p->q8b, nb * sizeof(*bv));
+        if (!bv)
+            return RC_ENOMEM;
+        p->q8b = bv;
+        for (; p->nq8b < nb; p->nq8b++)
+            if (!(bv[p->nq8b] = malloc((size_t)Q8_BLOCK * dim)))
+                return RC_ENOMEM;
+    }
     if (need <= p->cap)
         return 0;
     size_t cap = p->cap, kcap = p->cap;
@@ -530,7 +546,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     }
     int rc = 0;
     pthread_rwlock_wrlock(&p->lock);
-    if (nnew && part_reserve(p, (size_t)p->n + nnew))
+    if (nnew && part_reserve(p, (size_t)p->n + nnew, d))
         rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
     if (!rc && nnew && p->fx && faiss_Index_add(p->fx, nnew, ix->xbuf))
         rc = faiss_err(errbuf, errlen, "add");
@@ -557,9 +573,8 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     /* The int8 copies are what searches score (scan_lists), so they change
      * under the write lock too. */
     for (uint32_t i = 0; !rc && i < n; i++) {
-        uint32_t row = w[i].row;
-        q8_store(chunk_of(ix, row)->q8 + (size_t)(row & (CHUNK_ROWS - 1)) * d,
-                 ix->xbuf + (size_t)i * d, d);
+        uint32_t l = i < nnew ? p->n - nnew + i : (uint32_t)ix->ibuf[i - nnew];
+        q8_store(part_q8(p, l, d), ix->xbuf + (size_t)i * d, d);
     }
     pthread_rwlock_unlock(&p->lock);
     if (rc)
@@ -614,10 +629,19 @@ static long classify(rc_index *ix, size_t max, int *failed, char *errbuf, size_t
             uint32_t i2 = r2 & (CHUNK_ROWS - 1);
             const float *v2 = rc_table_in(ix->t, r2); /* NULL in an fp16 table */
             __builtin_prefetch(&c2->st[i2], 1);
-            for (size_t o = 0; o < d; o += 64)
-                __builtin_prefetch(c2->q8 + i2 * d + o);
             for (size_t o = 0; v2 && o < d; o += 16)
                 __builtin_prefetch(v2 + o);
+        }
+        if (k + CLASSIFY_AHEAD / 2 < max) {
+            /* The int8 copy's address needs the row's location, fetched above
+             * CLASSIFY_AHEAD / 2 rows ago. */
+            uint32_t r2 = ix->pq[ix->phead + CLASSIFY_AHEAD / 2];
+            uint64_t l2 = RLOAD(&chunk_of(ix, r2)->st[r2 & (CHUNK_ROWS - 1)].loc);
+            if (l2) {
+                const int8_t *q2 = part_q8(ix->parts[(l2 >> 32) - 1], (uint32_t)l2, d);
+                for (size_t o = 0; o < d; o += 64)
+                    __builtin_prefetch(q2 + o);
+            }
         }
         uint32_t row = ix->pq[ix->phead++];
         rowchunk *c = chunk_of(ix, row);
@@ -625,8 +649,8 @@ static long classify(rc_index *ix, size_t max, int *failed, char *errbuf, size_t
         c->pend[ri] = 0;
         uint64_t loc = RLOAD(&c->st[ri].loc);
         if (loc) {
-            if (q8_drift(c->q8 + ri * d, rc_table_in_read(ix->t, row, ix->vbuf), (uint32_t)d) <=
-                ix->drift) {
+            const int8_t *q = part_q8(ix->parts[(loc >> 32) - 1], (uint32_t)loc, d);
+            if (q8_drift(q, rc_table_in_read(ix->t, row, ix->vbuf), (uint32_t)d) <= ix->drift) {
                 RADD(&ix->st_skipped, 1);
                 continue;
             }

@@ -25,6 +25,14 @@
 #define CLASSIFY_AHEAD    8 /* pending rows prefetched ahead of the drift check */
 #define TOUCH_CLOCK_EVERY 32u
 
+/* Int8 copies of a partition's rows, by local id, in blocks of Q8_BLOCK rows
+ * (32 KiB at d64): a flat partition's scan reads them front to back and an
+ * IVF list's rows sit within its partition's blocks, where copies kept by
+ * table row were spread over the whole table (a page apart at 200
+ * partitions). Blocks never move, so growing a partition copies nothing. */
+#define Q8_BLOCK_BITS 9
+#define Q8_BLOCK      (1u << Q8_BLOCK_BITS)
+
 /* A row's state in one 16-byte record, so that a drift check misses the
  * cache once for it (plus once for its q8 copy). loc is read by any thread
  * (atomic); touch belongs to the writer. */
@@ -39,7 +47,6 @@ typedef struct rowstate {
 typedef struct rowchunk {
     rowstate st[CHUNK_ROWS];
     uint8_t pend[CHUNK_ROWS];
-    int8_t q8[]; /* CHUNK_ROWS * dim: int8 copy of the indexed vector */
 } rowchunk;
 
 typedef struct job job;
@@ -56,6 +63,9 @@ typedef struct part {
     uint32_t *l2r;     /* local id -> row */
     uint64_t *l2k;     /* overflow only: local id -> city << 32 | cate */
     uint32_t n, cap;
+    int8_t **q8b;   /* int8 copies of the indexed vectors: block b holds local ids
+                       b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
+    uint32_t nq8b;  /* blocks allocated (they cover cap rows) */
     int overflow; /* the shared overflow partition: flat for good, filtered by row */
     /* Writer only. */
     uint32_t n_trained;       /* rows at the last training (0 = never) */
@@ -169,6 +179,13 @@ static inline int grow(void **p, size_t *cap, size_t need, size_t elem)
 static inline rowchunk *chunk_of(const rc_index *ix, uint32_t row)
 {
     return LOAD(&ix->chunks[row >> CHUNK_BITS]);
+}
+
+/* The int8 copy of local id l of p (l < p->nq8b * Q8_BLOCK); under p's lock,
+ * or by the writer. */
+static inline int8_t *part_q8(const part *p, uint32_t l, size_t dim)
+{
+    return p->q8b[l >> Q8_BLOCK_BITS] + (size_t)(l & (Q8_BLOCK - 1)) * dim;
 }
 
 /* Picks the int8 scoring kernel for this CPU once (index_search.c). */

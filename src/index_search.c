@@ -255,7 +255,7 @@ static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand 
             if (l < 0 || (uint64_t)l >= p->n)
                 continue;
             uint32_t row = p->l2r[l];
-            const int8_t *x = chunk_of(ix, row)->q8 + (size_t)(row & (CHUNK_ROWS - 1)) * d;
+            const int8_t *x = part_q8(p, (uint32_t)l, d);
             __builtin_prefetch(x);
             __builtin_prefetch(x + d - 1);
             s->qp[m] = x;
@@ -356,7 +356,7 @@ static int scan_flat_i8(const rc_index *ix, scratch *s, const part *p, const flo
         return RC_ENOMEM;
     for (size_t j = 0; j < n; j++) {
         uint32_t row = p->l2r[j];
-        const int8_t *x = chunk_of(ix, row)->q8 + (size_t)(row & (CHUNK_ROWS - 1)) * d;
+        const int8_t *x = part_q8(p, (uint32_t)j, d);
         __builtin_prefetch(x);
         __builtin_prefetch(x + d - 1);
         s->qp[j] = x;
