@@ -134,7 +134,10 @@ a0=$(stat | field '["events"]["applied"]'); t1=$(date +%s.%N)
 sections 20000 5000
 a1=$(stat | field '["events"]["applied"]'); t2=$(date +%s.%N)
 echo "   applied while measuring: $(python3 -c "print(round(($a1-$a0)/($t2-$t1)))") events/s; rss: $(rss)"
-kill "${pids[-1]}" 2>/dev/null || true
+# The generator's 2M events are all produced before the quiet sections (it
+# was killed here until 2026-12-04: faster sections then applied fewer of its
+# events, and the quality figures came from different states of the model).
+wait "${pids[-1]}" 2>/dev/null || true
 # Quiet: wait until the backlog is applied (Kafka lag 0) and the index has
 # nothing pending, at most QUIET_WAIT seconds (900): on a loaded machine the
 # niced trainer can need minutes for the ingest phase's backlog.
