@@ -348,8 +348,8 @@ static void blas_one(void)
      * trainer's largest cost at 1M items; sgemm is several times faster even
      * for one row. The blocks bound the score buffer FAISS allocates per
      * call: 4096 x 1024 floats (16 MiB) by default, mapped and unmapped by
-     * malloc every time (in a 1M-item daemon mmap and munmap were 7% of the
-     * trainer); 64 x 256 floats (64 KiB) stay below malloc's mmap threshold. */
+     * malloc every time (in a 1M-item daemon mmap, munmap, their page faults
+     * and TLB-shootdown interrupts were ~12% of the trainer); 64 x 256 floats (64 KiB) stay below malloc's mmap threshold. */
     faiss_set_distance_compute_blas_threshold(1);
     faiss_set_distance_compute_blas_query_bs(64);
     faiss_set_distance_compute_blas_database_bs(256);
@@ -500,10 +500,8 @@ static int job_mark_dirty(job *j, uint32_t local)
     return 0;
 }
 
-/* Writer, under p's write lock: room for need local ids (and, in the overflow
- * partition, their city and category). */
-/* Writer, under p's write lock: room for need rows (ids, and int8 copies in
- * whole blocks). */
+/* Writer, under p's write lock: room for need local ids, their int8 copies
+ * (whole blocks) and, in the overflow partition, their city and category. */
 static int part_reserve(part *p, size_t need, uint32_t dim)
 {
     uint32_t nb = (uint32_t)((need + Q8_BLOCK - 1) >> Q8_BLOCK_BITS);
