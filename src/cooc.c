@@ -14,6 +14,8 @@
 #define COOC_AVX2 1
 #endif
 
+static void find_init(void); /* picks the list search kernel once */
+
 #define SEG_BITS     12u
 #define SEG_SIZE     (1u << SEG_BITS)
 #define FIRST_CAP    4u
@@ -100,6 +102,7 @@ int rc_cooc_create(const rc_cooc_opts *opts, rc_cooc **out, char *eb, size_t el)
         return rc_err(eb, el, RC_EINVAL, "cooc: window %u over %u", o.window, RC_COOC_MAX_WINDOW);
     if (o.half_life_ms < 0 || !(o.pop_damping <= 4))
         return rc_err(eb, el, RC_EINVAL, "cooc: half_life_ms < 0 or pop_damping out of (0,4]");
+    find_init();
     if (!(c = calloc(1, sizeof *c)))
         return rc_err(eb, el, RC_ENOMEM, "cooc: out of memory");
     c->o = o;
@@ -328,10 +331,17 @@ static void find_choose(void)
 static pthread_once_t find_once = PTHREAD_ONCE_INIT;
 #endif
 
-static uint32_t find_entry(const entry *e, uint32_t n, uint32_t want)
+static void find_init(void)
 {
 #ifdef COOC_AVX2
     pthread_once(&find_once, find_choose);
+#endif
+}
+
+/* Per pair on the training path: the kernel was chosen by rc_cooc_create. */
+static uint32_t find_entry(const entry *e, uint32_t n, uint32_t want)
+{
+#ifdef COOC_AVX2
     return find_fn(e, n, want);
 #else
     return find_scalar(e, n, want);
