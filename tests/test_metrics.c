@@ -1275,7 +1275,7 @@ TEST(metrics_e2e_checkpoint_figures)
     e2e_start(&d, extra);
     produce(&d, 9, 3000, 0);
     json_decref(e2e_wait_consumed(d.sock, 3000, 120000));
-    long deadline = mono_ms() + 120000;
+    long deadline = mono_ms() + e2e_scaled_ms(120000);
     do {
         usleep(200000);
         scrape(P, &pg);
@@ -1284,6 +1284,20 @@ TEST(metrics_e2e_checkpoint_figures)
               prom_get(&pg, "recalld_checkpoint_bytes", "") <=
                   prom_get(&pg, "recalld_items", "") * 2 * 64 * 4) &&
              mono_ms() < deadline);
+    if (prom_get(&pg, "recalld_checkpoint_bytes", "") <=
+        prom_get(&pg, "recalld_items", "") * 2 * 64 * 4) { /* why, for the log */
+        json_t *why = e2e_request(d.sock, "{\"op\":\"stats\"}");
+        char *ck = json_dumps(json_object_get(why, "checkpoint"), JSON_COMPACT);
+        char *ev = json_dumps(json_object_get(why, "events"), JSON_COMPACT);
+        char *log = NULL;
+        e2e_sh(&log, "tail -30 %s", d.log);
+        fprintf(stderr, "items %lld, checkpoint %s\nevents %s\nlog:\n%s\n",
+                e2e_int(why, "items"), ck ? ck : "-", ev ? ev : "-", log ? log : "-");
+        free(ck);
+        free(ev);
+        free(log);
+        json_decref(why);
+    }
     ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoints_total", "result=\"ok\""), >=, 1);
     ASSERT_NEAR(prom_get(&pg, "recalld_checkpoints_total", "result=\"failed\""), 0, 0);
     ASSERT_DBL_OP(prom_get(&pg, "recalld_checkpoint_duration_seconds", ""), >, 0);
@@ -1294,7 +1308,7 @@ TEST(metrics_e2e_checkpoint_figures)
      * age falls again (a bound in seconds would measure the machine's load) */
     double prev = prom_get(&pg, "recalld_checkpoint_age_seconds", ""), age;
     ASSERT_DBL_OP(prev, >=, 0);
-    deadline = mono_ms() + 120000;
+    deadline = mono_ms() + e2e_scaled_ms(120000);
     for (;; prev = age) {
         usleep(50000);
         scrape(P, &pg);
