@@ -3,6 +3,7 @@
  * with RC_ECORRUPT and a clear message, and end to end: recalld-train on a
  * generated log, then recalld serving `similar` from that model at once. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "e2e.h"
+#include "recalld/checkpoint.h"
 #include "recalld/common.h"
 #include "recalld/gen.h"
 #include "recalld/model.h"
@@ -324,4 +326,131 @@ TEST(model_e2e_train_then_serve)
     json_decref(sim);
     ASSERT_EQ(e2e_stop(&d), 0);
     rc_gen_destroy(g);
+}
+
+static float max_diff(const float *a, const float *b, uint32_t dim)
+{
+    float m = 0;
+    for (uint32_t d = 0; d < dim; d++)
+        m = fmaxf(m, fabsf(a[d] - b[d]));
+    return m;
+}
+
+/* Trains log with a learning rate too small to move a vector (the start
+ * stays), init "" or " --init FILE"; returns the model. */
+static rc_table *train_nearly_frozen(const char *log, const char *name, const char *init,
+                                     long long *matched)
+{
+    const char *model = path_of(name);
+    char *out = NULL;
+    int st = e2e_sh(&out,
+                    RC_BIN("recalld-train") " --input %s --output %s --threads 1 --epochs 1 "
+                                            "--lr 1e-8 --seed 9%s --json 2>%s.err",
+                    log, model, init, model);
+    if (st != 0)
+        RC__FAIL("recalld-train%s failed (%d): see %s.err", init, st, model);
+    json_t *rep = e2e_json(out);
+    free(out);
+    *matched = json_object_get(json_object_get(rep, "train"), "init")
+                   ? e2e_int(rep, "train.init.matched")
+                   : -1;
+    json_decref(rep);
+    rc_table *t = NULL;
+    ASSERT_EQ(rc_model_load(model, NULL, &t, NULL, 0), 0);
+    return t;
+}
+
+/* The same items of warm and init: init's vectors; the others: cold's.
+ * Returns how many came from init. */
+static uint32_t check_started_from(const rc_table *warm, const rc_table *cold,
+                                   const rc_table *init)
+{
+    uint32_t n = rc_table_size(warm), dim = rc_table_dim(warm), from = 0;
+    ASSERT_EQ(rc_table_size(cold), n);
+    for (uint32_t r = 0; r < n; r++) {
+        size_t len;
+        const char *id = rc_table_item_id(warm, r, &len);
+        uint32_t ri, rc;
+        ASSERT_EQ(rc_table_find(cold, id, len, &rc), 0);
+        if (rc_table_find(init, id, len, &ri) == 0) {
+            ASSERT_DBL_OP(max_diff(rc_table_in(warm, r), rc_table_in(init, ri), dim), <, 5e-3f);
+            ASSERT_DBL_OP(max_diff(rc_table_out(warm, r), rc_table_out(init, ri), dim), <, 5e-3f);
+            ASSERT_DBL_OP(max_diff(rc_table_in(warm, r), rc_table_in(cold, rc), dim), >, 5e-2f);
+            from++;
+        } else {
+            ASSERT_DBL_OP(max_diff(rc_table_in(warm, r), rc_table_in(cold, rc), dim), <, 5e-3f);
+        }
+    }
+    return from;
+}
+
+/* recalld-train --init: a rebuild that goes on from a live table, given as a
+ * model file or as a daemon checkpoint; items the file lacks start random,
+ * a file of another dimension or kind is refused. */
+TEST(model_train_init_from_model_or_checkpoint)
+{
+    char log[256], first[256], *out = NULL, flag[4200];
+    snprintf(log, sizeof log, "%s", path_of("init.jsonl"));
+    snprintf(first, sizeof first, "%s", path_of("first.rcm"));
+    int st = e2e_sh(&out,
+                    RC_BIN("recalld-gen") " --seed 23 --events 20000 --users 1000 --items 400 "
+                                          "--cities 2 --cates 3 --communities 8 --out %s 2>&1",
+                    log);
+    ASSERT_EQ(st, 0);
+    free(out);
+    /* the "live table": the items with >= 60 clicks, trained normally */
+    st = e2e_sh(&out,
+                RC_BIN("recalld-train") " --input %s --output %s --threads 1 --epochs 2 "
+                                        "--min-count 60 2>&1",
+                log, first);
+    ASSERT_EQ(st, 0);
+    free(out);
+    rc_table *init = NULL;
+    ASSERT_EQ(rc_model_load(first, NULL, &init, NULL, 0), 0);
+    long long matched;
+    rc_table *cold = train_nearly_frozen(log, "cold.rcm", "", &matched);
+    ASSERT_EQ(matched, -1); /* no "init" without --init */
+    ASSERT_LT(rc_table_size(init), rc_table_size(cold));
+    snprintf(flag, sizeof flag, " --init %s", first);
+    rc_table *warm = train_nearly_frozen(log, "warm.rcm", flag, &matched);
+    uint32_t from = check_started_from(warm, cold, init);
+    ASSERT_EQ(from, rc_table_size(init));
+    ASSERT_EQ((long long)from, matched);
+    ASSERT_GT(from, 10u);
+    rc_table_destroy(warm);
+    /* the same table as a checkpoint, as recalld's data_dir holds it */
+    rc_checkpoint *ck = NULL;
+    rc_checkpoint_meta meta;
+    memset(&meta, 0, sizeof meta);
+    rc_checkpoint_info info;
+    rc_checkpoint_write_opts wo = {.dir = tmp_dir()};
+    ASSERT_EQ(rc_checkpoint_create(&ck, NULL, 0), 0);
+    ASSERT_EQ(rc_checkpoint_take(ck, init, &meta), 0);
+    ASSERT_EQ(rc_checkpoint_write(ck, &wo, &info, NULL, 0), 0);
+    rc_checkpoint_destroy(ck);
+    snprintf(flag, sizeof flag, " --init %s", info.path);
+    warm = train_nearly_frozen(log, "warm2.rcm", flag, &matched);
+    ASSERT_EQ(check_started_from(warm, cold, init), from);
+    ASSERT_EQ(matched, (long long)from);
+    rc_table_destroy(warm);
+    /* refused: another dimension, a file of another kind, a missing file */
+    st = e2e_sh(&out,
+                RC_BIN("recalld-train") " --input %s --output %s --dim 32 --init %s 2>&1", log,
+                path_of("x.rcm"), first);
+    ASSERT_EQ(st, 1);
+    ASSERT(strstr(out, "dimension 64, --dim 32") != NULL);
+    free(out);
+    st = e2e_sh(&out, RC_BIN("recalld-train") " --input %s --output %s --init %s 2>&1", log,
+                path_of("x.rcm"), log);
+    ASSERT_EQ(st, 1);
+    ASSERT(strstr(out, "neither a model file nor a checkpoint") != NULL);
+    free(out);
+    st = e2e_sh(&out, RC_BIN("recalld-train") " --input %s --output %s --init %s/none 2>&1", log,
+                path_of("x.rcm"), tmp_dir());
+    ASSERT_EQ(st, 1);
+    ASSERT(strstr(out, "No such file") != NULL);
+    free(out);
+    ASSERT_EQ(access(path_of("x.rcm"), F_OK), -1);
+    rc_table_destroy(cold);
+    rc_table_destroy(init);
 }

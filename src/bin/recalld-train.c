@@ -3,11 +3,13 @@
  * write the model file that `recalld --model FILE` loads.
  *
  * Exit status: 0 ok, 1 failure (load, train, write), 2 usage error. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "recalld/checkpoint.h"
 #include "recalld/cli.h"
 #include "recalld/clicklog.h"
 #include "recalld/common.h"
@@ -27,27 +29,33 @@ static const char about[] =
     "--model two-tower: then trains the two-tower model on the same sessions on\n"
     "top of that table (word2vec first, then the towers: user features from the\n"
     "log's JSON events or --user-features FILE) and writes it with --tower-output\n"
-    "(default OUTPUT.tower), which `recalld --model FILE` (or tower.model) serves.";
+    "(default OUTPUT.tower), which `recalld --model FILE` (or tower.model) serves.\n"
+    "--init FILE: a rebuild that goes on from a live table: every item FILE\n"
+    "holds (a model file, or a checkpoint of recalld's data_dir) starts from\n"
+    "FILE's input and output vectors instead of random ones; items new to the\n"
+    "log start random.";
 
-enum { X_MODEL, X_TOWER_OUTPUT };
+enum { X_MODEL, X_TOWER_OUTPUT, X_INIT };
 
 static const rc_cli_flag extra[] = {
     {"--model", "M", "sgns (the item table only; --mode picks skipgram/cbow) | two-tower"},
     {"--tower-output", "FILE", "two-tower model file (default: OUTPUT.tower)"},
+    {"--init", "FILE", "start the items FILE holds from its vectors (model file or checkpoint)"},
 };
 
 struct train_flags {
     int two_tower;
     const char *tower_output;
+    const char *init;
 };
 
 static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
 {
     struct train_flags *f = ud;
-    if (i == X_TOWER_OUTPUT) {
+    if (i == X_TOWER_OUTPUT || i == X_INIT) {
         if (!*v)
             return rc_err(eb, el, RC_EINVAL, "expected a file name");
-        f->tower_output = v;
+        *(i == X_INIT ? &f->init : &f->tower_output) = v;
         return 0;
     }
     if (!strcmp(v, "two-tower") || !strcmp(v, "two_tower") || !strcmp(v, "tower"))
@@ -55,6 +63,55 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
     else if (strcmp(v, "sgns") != 0)
         return rc_err(eb, el, RC_EINVAL, "expected sgns or two-tower");
     return 0;
+}
+
+/* --init FILE: a model file (RCMODEL1) or a checkpoint (RCCKPT01), told
+ * apart by their magic. dim: the training's (0 = 64); set: whether --dim was
+ * given (else the file's dimension is taken). */
+static int load_init(const char *path, uint32_t *dim, int set, rc_table **out, char *err,
+                     size_t errlen)
+{
+    char magic[8] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return rc_err(err, errlen, RC_ENOENT, "--init %s: %s", path, strerror(errno));
+    size_t got = fread(magic, 1, sizeof magic, f);
+    fclose(f);
+    int rc;
+    if (got == 8 && !memcmp(magic, "RCCKPT01", 8)) {
+        rc_checkpoint_meta meta;
+        rc = rc_checkpoint_load(path, NULL, out, &meta, err, errlen);
+        if (!rc)
+            rc_checkpoint_meta_free(&meta);
+    } else if (got == 8 && !memcmp(magic, "RCMODEL1", 8)) {
+        rc = rc_model_load(path, NULL, out, err, errlen);
+    } else {
+        return rc_err(err, errlen, RC_ECORRUPT,
+                      "--init %s: neither a model file nor a checkpoint (bad magic)", path);
+    }
+    if (rc)
+        return rc;
+    uint32_t want = *dim ? *dim : 64, have = rc_table_dim(*out);
+    if (set && want != have) {
+        rc_table_destroy(*out);
+        *out = NULL;
+        return rc_err(err, errlen, RC_EINVAL, "--init %s: dimension %u, --dim %u", path, have,
+                      want);
+    }
+    *dim = have;
+    return 0;
+}
+
+/* Rows of t whose item init holds: the items that started from it. */
+static uint32_t init_matched(const rc_table *t, const rc_table *init)
+{
+    uint32_t n = 0, row;
+    for (uint32_t r = 0; r < rc_table_size(t); r++) {
+        size_t len;
+        const char *id = rc_table_item_id(t, r, &len);
+        n += id && rc_table_find(init, id, len, &row) == 0;
+    }
+    return n;
 }
 
 /* The --tune choice, as recalld-eval reports it in a method's "tuned". */
@@ -89,8 +146,15 @@ static json_t *tower_json(const struct tower_run *tr)
                      (json_int_t)tr->users_with_tags, "output", tr->output);
 }
 
+/* What --init did, for the JSON. */
+struct init_run {
+    const char *path;
+    uint32_t items, matched;
+};
+
 static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_train_result *r,
-                       const char *output, const rc_tune_result *tuned, const struct tower_run *tr)
+                       const char *output, const rc_tune_result *tuned, const struct tower_run *tr,
+                       const struct init_run *ir)
 {
     json_t *j = json_pack(
         "{s:{s:I,s:I,s:I,s:I,s:I},s:{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:b},s:s}", "dataset",
@@ -105,6 +169,10 @@ static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_
         json_object_set_new(json_object_get(j, "train"), "tuned", tuned_json(tuned));
     if (j && tr)
         json_object_set_new(j, "tower", tower_json(tr));
+    if (j && ir->path)
+        json_object_set_new(json_object_get(j, "train"), "init",
+                            json_pack("{s:s,s:I,s:I}", "path", ir->path, "items",
+                                      (json_int_t)ir->items, "matched", (json_int_t)ir->matched));
     if (j) {
         json_dumpf(j, stdout, JSON_COMPACT);
         fputc('\n', stdout);
@@ -200,14 +268,30 @@ int main(int argc, char **argv)
     struct tower_run tr = {.opts = &topts,
                            .output = tf.tower_output ? tf.tower_output : tower_path};
     rc_clicklog *log = NULL;
-    rc_table *t = NULL;
+    rc_table *t = NULL, *init = NULL;
     rc_train_result res;
     rc_tune_result tuned;
-    int rc = rc_clicklog_load(&cli.log, &log, err, sizeof err);
+    struct init_run ir = {.path = tf.init};
+    int rc = 0;
+    if (tf.init) { /* before the log: a wrong file fails at once */
+        rc = load_init(tf.init, &cli.train.dim, (cli.set_mask & RC_CLI_SET_DIM) != 0, &init, err,
+                       sizeof err);
+        cli.set_mask |= RC_CLI_SET_DIM; /* --tune keeps the file's dimension */
+    }
+    if (!rc)
+        rc = rc_clicklog_load(&cli.log, &log, err, sizeof err);
     if (!rc && cli.tune) /* settings chosen on the last --test-ratio of the log's time */
         rc = tune(&cli, log, &tuned, err, sizeof err);
+    cli.train.init = init; /* the rebuild only: --tune compares settings from random starts */
     if (!rc)
         rc = rc_train_run(&cli.train, log, NULL, &t, &res, err, sizeof err);
+    if (!rc && init) {
+        ir.items = rc_table_size(init);
+        ir.matched = init_matched(t, init);
+        if (!cli.log.quiet)
+            fprintf(stderr, "recalld-train: %u of %u items started from %s\n", ir.matched,
+                    rc_table_size(t), tf.init);
+    }
     if (!rc)
         rc = rc_model_save(t, cli.output, err, sizeof err);
     if (!rc && !cli.log.quiet)
@@ -220,8 +304,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "recalld-train: %s\n", err);
     else if (cli.json)
         print_json(log, &cli.train, &res, cli.output, cli.tune ? &tuned : NULL,
-                   tf.two_tower ? &tr : NULL);
+                   tf.two_tower ? &tr : NULL, &ir);
     rc_table_destroy(t);
+    rc_table_destroy(init);
     rc_clicklog_free(log);
     return rc ? 1 : 0;
 }
