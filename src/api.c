@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "recalld/common.h"
+#include "recalld/model.h"
 #include "recalld/modelpath.h"
 #include "recalld/server.h"
 
@@ -494,6 +495,65 @@ static void op_reload_model(rc_api *a, json_t *req, rc_buf *r)
                   ti.params, ti.dim, ti.max_clicks, ti.items, ti.load_ms);
 }
 
+/* {"op":"install_model","path":FILE?} -> installs a word2vec model file
+ * (recalld-train's, e.g. a rebuild with --init) into the live table; the
+ * reply comes when the last row is installed (engine.h). */
+static void op_install_model(rc_api *a, json_t *req, rc_buf *r)
+{
+    char err[512], file[RC_CONF_STR];
+    const char *path = NULL;
+    json_t *v = json_object_get(req, "path");
+    if (check_fields(req, "install_model", reload_fields, err, sizeof err))
+        return reply_error(a, r, "bad_request", err);
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) >= RC_CONF_STR ||
+            memchr(json_string_value(v), 0, json_string_length(v))) {
+            snprintf(err, sizeof err, "path: expected a file name of 1..%d bytes", RC_CONF_STR - 1);
+            return reply_error(a, r, "bad_request", err);
+        }
+        path = json_string_value(v);
+    }
+    const rc_config *c = rc_engine_config(a->engine);
+    if (c->role != RC_ROLE_ALL)
+        return reply_error(a, r, "not_supported",
+                           "install_model: only with role all (a trainer shard holds its cities "
+                           "only, a replica serves the trainers' vectors)");
+    /* the same rules as reload_model's (modelpath.h), with model.path and
+     * model.dir; the size is bounded by the header's item count (model.h) */
+    rc_modelpath_opts mo = {.dir = c->model_dir,
+                            .configured = c->model_path,
+                            .what = "model",
+                            .dir_key = "model.dir",
+                            .refusal = RC_INSTALL_NOT_ALLOWED,
+                            .none = "no model file (model.path, --model FILE or a \"path\" in "
+                                    "model.dir)"};
+    int rc = rc_modelpath_check(&mo, path, file, sizeof file, err, sizeof err);
+    if (rc == RC_EINVAL)
+        return reply_error(a, r, "not_allowed", err);
+    if (rc)
+        return reply_error(a, r, "load_failed", err);
+    rc_table_opts to = {.dim = c->dim, .max_items = c->max_items, .seed = c->seed};
+    rc_table *t = NULL;
+    uint64_t t0 = rc_now_ns();
+    if ((rc = rc_model_load(file, &to, &t, err, sizeof err)))
+        return reply_error(a, r, "load_failed", err);
+    double load_ms = (double)(rc_now_ns() - t0) / 1e6;
+    rc_engine_table_install res;
+    rc = rc_engine_install_table(a->engine, t, &res, err, sizeof err);
+    rc_table_destroy(t);
+    if (rc == RC_EAGAIN)
+        return reply_error(a, r, "busy", err);
+    if (rc)
+        return reply_error(a, r, "load_failed", err);
+    rc_buf_puts(r, "{\"ok\":true,\"path\":");
+    rc_buf_json_str(r, file, strlen(file));
+    rc_buf_printf(r,
+                  ",\"rows\":%u,\"replaced\":%u,\"created\":%u,\"refused\":%u,"
+                  "\"load_ms\":%.1f,\"install_ms\":%.1f}",
+                  res.rows, res.replaced, res.created, res.refused, load_ms, res.seconds * 1e3);
+}
+
 /* {"op":"retrain_model"} -> retrains the served tower model now from the
  * replay buffer (waits for it; see engine.h) and describes the outcome. */
 static void op_retrain_model(rc_api *a, rc_buf *r)
@@ -689,7 +749,8 @@ void rc_api_tower_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n
 const char *rc_api_op_name(int op)
 {
     static const char *names[RC_API_OP_COUNT] = {
-        "recall", "similar", "user", "stats", "health", "reload_model", "retrain_model", "invalid"};
+        "recall",        "similar",       "user",    "stats", "health", "reload_model",
+        "retrain_model", "install_model", "invalid"};
     return op >= 0 && op < RC_API_OP_COUNT ? names[op] : "?";
 }
 
@@ -787,6 +848,9 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     } else if (strcmp(name, "reload_model") == 0) {
         kind = RC_API_OP_RELOAD_MODEL;
         op_reload_model(a, req, reply);
+    } else if (strcmp(name, "install_model") == 0) {
+        kind = RC_API_OP_INSTALL_MODEL;
+        op_install_model(a, req, reply);
     } else if (strcmp(name, "retrain_model") == 0) {
         kind = RC_API_OP_RETRAIN_MODEL;
         if (check_fields(req, name, op_only_fields, msg, sizeof msg) == 0)
@@ -796,7 +860,7 @@ void rc_api_handle(void *ud, const char *line, size_t len, rc_buf *reply)
     } else {
         snprintf(msg, sizeof msg,
                  "op: unknown op \"%.64s\" (recall, similar, user, stats, "
-                 "health, reload_model, retrain_model)",
+                 "health, reload_model, retrain_model, install_model)",
                  name);
         reply_error(a, reply, "unknown_op", msg);
     }

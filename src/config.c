@@ -83,6 +83,7 @@ static const struct key keys[] = {
     {"model.seed", K_U64, F(seed), 0, 1.8e19},
     {"model.trainer_threads", K_U32, F(trainer_threads), 0, 64},
     {"model.path", K_STR, F(model_path), 0, RC_CONF_STR - 1},
+    {"model.dir", K_STR, F(model_dir), 0, RC_CONF_STR - 1},
     {"train.replay_clicks", K_U32, F(replay_clicks), 0, 67108864},
     {"train.replay_ratio", K_F32, F(replay_ratio), 0, 100},
     {"train.replay_max_clicks", K_U32, F(replay_max_clicks), 0, 4e9},

@@ -730,6 +730,7 @@ static void *trainer_main(void *arg)
         rc_batch *b = q_pop(&e->q_train, (int)e->cfg.flush_interval_ms, &e->stop);
         if (!b) {
             replay_spend(e); /* what a busy moment left over */
+            rc__engine_tinst_step(e);
             rc__engine_maintain(e, 0);
             rc__engine_ck_take(e, 0);
             if (atomic_load(&e->stop) == 2)
@@ -740,6 +741,7 @@ static void *trainer_main(void *arg)
         q_push(&e->q_done, b);
         uv_async_send(&e->async);
         finish_batch(e, b);
+        rc__engine_tinst_step(e);
         rc__engine_ck_take(e, 0); /* a batch boundary */
         replay_spend(e);          /* after the batch is done: never delays its report */
     }
@@ -976,6 +978,8 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     pthread_cond_init(&e->sync_cv, NULL);
     pthread_mutex_init(&e->fresh_mu, NULL);
     pthread_mutex_init(&e->pop_mu, NULL);
+    pthread_mutex_init(&e->tinst.mu, NULL);
+    pthread_cond_init(&e->tinst.cv, NULL);
     rc_hist_init(&e->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
     q_init(&e->q_decode);
     q_init(&e->q_train);
@@ -1042,6 +1046,8 @@ static void free_engine(rc_engine *e)
     pthread_cond_destroy(&e->sync_cv);
     pthread_mutex_destroy(&e->fresh_mu);
     pthread_mutex_destroy(&e->pop_mu);
+    pthread_mutex_destroy(&e->tinst.mu);
+    pthread_cond_destroy(&e->tinst.cv);
     rc__engine_ck_free(e);
     free(e);
 }
@@ -1062,6 +1068,7 @@ void rc_engine_destroy(rc_engine *e)
         atomic_store(&e->stop, 2);
         q_wake(&e->q_train);
         pthread_join(e->trainer, NULL);
+        rc__engine_tinst_stop(e);
         rc__engine_ck_stop(e);
         on_async(&e->async); /* report what is left */
     }
@@ -1350,8 +1357,11 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         rs.bytes, cs.adaptive ? "true" : "false", cs.ratio, cs.phase_ratio,
         (unsigned long long)cs.probes, (unsigned long long)cs.decisions,
         (unsigned long long)cs.raises, (unsigned long long)cs.lowers);
-    rc_buf_printf(o, ",\"cpu_ms\":%.1f,",
-                  (double)atomic_load_explicit(&e->train_cpu_ns, memory_order_relaxed) / 1e6);
+    uint64_t tinst_n, tinst_rows;
+    rc_engine_install_table_stats(e, &tinst_n, &tinst_rows);
+    rc_buf_printf(o, ",\"cpu_ms\":%.1f,\"installs\":%llu,\"installed_rows\":%llu,",
+                  (double)atomic_load_explicit(&e->train_cpu_ns, memory_order_relaxed) / 1e6,
+                  (unsigned long long)tinst_n, (unsigned long long)tinst_rows);
     rc__engine_shard_stats_json(e, o);
     rc_buf_puts(o, "},");
     rc_buf_printf(o,

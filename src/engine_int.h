@@ -139,6 +139,18 @@ struct rc_engine {
     struct rc__engine_replica *rep;
     /* a trainer's install of vector records (src/engine_boot.c, vboot.h) */
     _Atomic uint64_t boot_records, boot_installed, boot_kept, boot_invalid, boot_count;
+    struct rc__engine_tinst { /* install_model's table (src/engine_boot.c) */
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+        const rc_table *src;  /* the install in progress, NULL: none (mu) */
+        _Atomic int pending;  /* src handed to the trainer, not finished */
+        uint32_t pos;         /* trainer: next row of src */
+        int done, rc, waiters, stopping; /* mu */
+        uint64_t t0;
+        rc_engine_table_install res; /* the trainer's until done */
+        char err[160];
+        _Atomic uint64_t installs, rows;
+    } tinst;
 };
 
 /* Settings that SIGHUP may change while queries read them (rc_engine_reload). */
@@ -386,6 +398,11 @@ void rc__engine_pop_note(rc_engine *e, uint32_t row);
 /* Trainer: a trainer's batch of records to install (b->vectors == 2,
  * src/engine_boot.c). */
 void rc__engine_install_batch(rc_engine *e, rc_batch *b);
+/* Trainer, between batches: the next chunk of an install_model's table. */
+void rc__engine_tinst_step(rc_engine *e);
+/* After the trainer stopped: an install left unfinished fails (RC_EAGAIN)
+ * and its caller has returned before this does. */
+void rc__engine_tinst_stop(rc_engine *e);
 /* Trainer: a replica's batch of vector records (b->vectors). */
 void rc__engine_replica_batch(rc_engine *e, rc_batch *b);
 /* Any thread: ",\"replica\":{...}" for a replica, nothing otherwise. */

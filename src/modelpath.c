@@ -22,23 +22,37 @@ static const char *strict_mode(const struct stat *st)
     return NULL;
 }
 
+static const char *what(const rc_modelpath_opts *o)
+{
+    return o->what ? o->what : "tower model";
+}
+
+static const char *dir_key(const rc_modelpath_opts *o)
+{
+    return o->dir_key ? o->dir_key : "tower.model_dir";
+}
+
+static const char *refusal(const rc_modelpath_opts *o)
+{
+    return o->refusal ? o->refusal : RC_MODELPATH_NOT_ALLOWED;
+}
+
 /* fd is open on what to load: a regular file, owned and moded strictly, at
- * most max bytes. The name is only used in messages. */
-static int check_file(int fd, const char *name, uint64_t max, char *eb, size_t el)
+ * most o->max_bytes. The name is only used in messages. */
+static int check_file(const rc_modelpath_opts *o, int fd, const char *name, char *eb, size_t el)
 {
     struct stat st;
     const char *why;
     if (fstat(fd, &st) != 0)
-        return rc_err(eb, el, RC_EIO, "tower model %s: %s", name, strerror(errno));
+        return rc_err(eb, el, RC_EIO, "%s %s: %s", what(o), name, strerror(errno));
     if (!S_ISREG(st.st_mode))
-        return rc_err(eb, el, RC_EIO, "tower model %s: not a regular file", name);
+        return rc_err(eb, el, RC_EIO, "%s %s: not a regular file", what(o), name);
     if ((why = strict_mode(&st)))
-        return rc_err(eb, el, RC_EIO, "tower model %s: %s: refused", name, why);
-    if (max && (uint64_t)st.st_size > max)
-        return rc_err(eb, el, RC_E2BIG,
-                      "tower model %s: %lld bytes: over tower.max_model_bytes "
-                      "(%llu)",
-                      name, (long long)st.st_size, (unsigned long long)max);
+        return rc_err(eb, el, RC_EIO, "%s %s: %s: refused", what(o), name, why);
+    if (o->max_bytes && (uint64_t)st.st_size > o->max_bytes)
+        return rc_err(eb, el, RC_E2BIG, "%s %s: %lld bytes: over %s (%llu)", what(o), name,
+                      (long long)st.st_size, o->max_key ? o->max_key : "tower.max_model_bytes",
+                      (unsigned long long)o->max_bytes);
     return 0;
 }
 
@@ -48,11 +62,11 @@ static int check_configured(const rc_modelpath_opts *o, char *out, size_t cap, c
 {
     int fd = open(o->configured, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0)
-        return rc_err(eb, el, RC_EIO, "tower model %s: %s", o->configured, strerror(errno));
-    int rc = check_file(fd, o->configured, o->max_bytes, eb, el);
+        return rc_err(eb, el, RC_EIO, "%s %s: %s", what(o), o->configured, strerror(errno));
+    int rc = check_file(o, fd, o->configured, eb, el);
     close(fd);
     if (rc == 0 && snprintf(out, cap, "%s", o->configured) >= (int)cap)
-        rc = rc_err(eb, el, RC_EINVAL, "tower model %s: path too long", o->configured);
+        rc = rc_err(eb, el, RC_EINVAL, "%s %s: path too long", what(o), o->configured);
     return rc;
 }
 
@@ -85,30 +99,30 @@ static int check_in_dir(const rc_modelpath_opts *o, const char *req, char *out, 
     struct stat st;
     const char *why;
     if (!realpath(o->dir, dir))
-        return rc_err(eb, el, RC_EIO, "tower.model_dir %s: %s", o->dir, strerror(errno));
+        return rc_err(eb, el, RC_EIO, "%s %s: %s", dir_key(o), o->dir, strerror(errno));
     if (split(dir, req, base, sizeof base) != 0)
-        return rc_err(eb, el, RC_EINVAL, "%s", RC_MODELPATH_NOT_ALLOWED);
+        return rc_err(eb, el, RC_EINVAL, "%s", refusal(o));
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fstat(dfd, &st) != 0) {
         int e = errno;
         if (dfd >= 0)
             close(dfd);
-        return rc_err(eb, el, RC_EIO, "tower.model_dir %s: %s", o->dir, strerror(e));
+        return rc_err(eb, el, RC_EIO, "%s %s: %s", dir_key(o), o->dir, strerror(e));
     }
     if ((why = strict_mode(&st))) {
         close(dfd);
-        return rc_err(eb, el, RC_EIO, "tower.model_dir %s: %s: refused", o->dir, why);
+        return rc_err(eb, el, RC_EIO, "%s %s: %s: refused", dir_key(o), o->dir, why);
     }
     int fd = openat(dfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     int e = errno;
     close(dfd);
     if (fd < 0)
-        return rc_err(eb, el, RC_EIO, "tower model %s: %s", base,
+        return rc_err(eb, el, RC_EIO, "%s %s: %s", what(o), base,
                       e == ELOOP ? "a symbolic link: refused" : strerror(e));
-    int rc = check_file(fd, base, o->max_bytes, eb, el);
+    int rc = check_file(o, fd, base, eb, el);
     close(fd);
     if (rc == 0 && snprintf(out, cap, "%s/%s", dir, base) >= (int)cap)
-        rc = rc_err(eb, el, RC_EINVAL, "tower model %s: path too long", base);
+        rc = rc_err(eb, el, RC_EINVAL, "%s %s: path too long", what(o), base);
     return rc;
 }
 
@@ -120,12 +134,13 @@ int rc_modelpath_check(const rc_modelpath_opts *o, const char *req, char *out, s
     int have_conf = o->configured && o->configured[0];
     if (!req || !req[0] || (have_conf && strcmp(req, o->configured) == 0)) {
         if (!have_conf)
-            return rc_err(errbuf, errlen, RC_ENOENT,
-                          "no model file (tower.model, --model "
-                          "FILE.tower or a \"path\" in tower.model_dir)");
+            return rc_err(errbuf, errlen, RC_ENOENT, "%s",
+                          o->none ? o->none
+                                  : "no model file (tower.model, --model "
+                                    "FILE.tower or a \"path\" in tower.model_dir)");
         return check_configured(o, out, cap, errbuf, errlen);
     }
     if (!o->dir || !o->dir[0])
-        return rc_err(errbuf, errlen, RC_EINVAL, "%s", RC_MODELPATH_NOT_ALLOWED);
+        return rc_err(errbuf, errlen, RC_EINVAL, "%s", refusal(o));
     return check_in_dir(o, req, out, cap, errbuf, errlen);
 }

@@ -794,3 +794,205 @@ TEST(engine_checkpoint_now_round_trip)
     rc_engine_destroy(e);
     e2e_sh(NULL, "rm -rf %s", dir);
 }
+
+/* ---- install_model's table (rc_engine_install_table) ---- */
+
+/* A source table of dim: the engine's items i0..i9 (counts 1000 for i0..i4,
+ * 1 for i5..i9) and new items n0..n(extra-1) in a new city, vectors from
+ * seed. */
+static rc_table *install_src(uint32_t dim, uint32_t extra, uint32_t seed)
+{
+    rc_table_opts to = {.dim = dim, .seed = 3};
+    rc_table *t = NULL;
+    ASSERT_EQ(rc_table_create(&to, &t, NULL, 0), 0);
+    rc_rng rng;
+    rc_rng_seed(&rng, seed);
+    for (uint32_t i = 0; i < 10 + extra; i++) {
+        char id[32];
+        uint32_t city, cate, row;
+        if (i < 10)
+            snprintf(id, sizeof id, "i%u", i);
+        else
+            snprintf(id, sizeof id, "n%u", i - 10);
+        ASSERT_EQ(rc_table_city_id(t, i < 10 ? "c0" : "c7", 2, &city), 0);
+        ASSERT_EQ(rc_table_cate_id(t, i < 10 ? "k0" : "k9", 2, &cate), 0);
+        ASSERT_EQ(rc_table_upsert(t, id, strlen(id), city, cate, NULL, 0, &row, NULL), 0);
+        rc_table_count_add(t, row, i < 5 ? 1000 : 1);
+        for (uint32_t d = 0; d < dim; d++) {
+            rc_table_in(t, row)[d] = rc_rng_float(&rng) * 2 - 1;
+            rc_table_out(t, row)[d] = rc_rng_float(&rng) - 0.5f;
+        }
+    }
+    return t;
+}
+
+/* Rows of e's table that src holds have src's vectors; i5..i9 kept their
+ * larger count; the new rows have src's city and category. */
+static void expect_installed(rc_engine *e, const rc_table *src)
+{
+    const rc_table *t = rc_engine_table(e);
+    uint32_t dim = rc_table_dim(t);
+    for (uint32_t r = 0; r < rc_table_size(src); r++) {
+        size_t len;
+        const char *id = rc_table_item_id(src, r, &len);
+        uint32_t row;
+        ASSERT_EQ(rc_table_find(t, id, len, &row), 0);
+        ASSERT_EQ(memcmp(rc_table_in(t, row), rc_table_in(src, r), dim * sizeof(float)), 0);
+        ASSERT_EQ(memcmp(rc_table_out(t, row), rc_table_out(src, r), dim * sizeof(float)), 0);
+        ASSERT(rc_table_count(t, row) >= rc_table_count(src, r));
+        ASSERT_STREQ(rc_table_city_name(t, rc_table_city(t, row)),
+                     rc_table_city_name(src, rc_table_city(src, r)));
+        if (id[0] == 'n')
+            ASSERT_STREQ(rc_table_cate_name(t, rc_table_cate(t, row)), "k9");
+    }
+}
+
+TEST(engine_install_table_replaces_creates_and_keeps)
+{
+    rc_config c;
+    char line[256], err[256];
+    small_config(&c);
+    rc_engine *e = e2e_engine_offline(&c);
+    for (int i = 0; i < 400; i++) {
+        int n = click_line(line, sizeof line, i % 10, (i * 7) % 40, 0, T0 + i * 1000);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+    }
+    const rc_table *t = rc_engine_table(e);
+    uint32_t n0 = rc_table_size(t), dim = rc_table_dim(t);
+    ASSERT_EQ(n0, 40);
+    /* what the rows src does not hold look like before */
+    float *before = malloc((size_t)n0 * 2 * dim * sizeof *before);
+    uint32_t cnt[40];
+    for (uint32_t r = 0; r < n0; r++) {
+        memcpy(before + (size_t)r * 2 * dim, rc_table_in(t, r), dim * sizeof(float));
+        memcpy(before + ((size_t)r * 2 + 1) * dim, rc_table_out(t, r), dim * sizeof(float));
+        cnt[r] = rc_table_count(t, r);
+    }
+    rc_table *src = install_src(dim, 5, 41);
+    rc_engine_table_install res;
+    ASSERT_EQ(rc_engine_install_table(e, src, &res, err, sizeof err), 0);
+    ASSERT_EQ(res.rows, 15);
+    ASSERT_EQ(res.replaced, 10);
+    ASSERT_EQ(res.created, 5);
+    ASSERT_EQ(res.refused, 0);
+    ASSERT_EQ(rc_table_size(t), 45);
+    expect_installed(e, src);
+    for (uint32_t r = 0; r < n0; r++) {
+        size_t len;
+        const char *id = rc_table_item_id(t, r, &len);
+        uint32_t sr;
+        if (rc_table_find(src, id, len, &sr) == 0) {
+            /* the larger count: src's 1000, or the row's own over src's 1 */
+            ASSERT_EQ(rc_table_count(t, r), RC_MAX(cnt[r], rc_table_count(src, sr)));
+            continue;
+        }
+        ASSERT_EQ(rc_table_count(t, r), cnt[r]);
+        ASSERT_EQ(memcmp(rc_table_in(t, r), before + (size_t)r * 2 * dim, dim * sizeof(float)), 0);
+        ASSERT_EQ(memcmp(rc_table_out(t, r), before + ((size_t)r * 2 + 1) * dim,
+                         dim * sizeof(float)),
+                  0);
+    }
+    /* the new rows are indexed: similar answers from them */
+    rc_hit hits[8];
+    uint32_t nh = 0;
+    ASSERT_EQ(rc_engine_similar(e, "n0", 2, 8, hits, &nh), 0);
+    ASSERT_GT(nh, 0);
+    /* counted in stats */
+    uint64_t installs, rows;
+    rc_engine_install_table_stats(e, &installs, &rows);
+    ASSERT_EQ(installs, 1);
+    ASSERT_EQ(rows, 15);
+    /* another dimension: refused, nothing installed */
+    rc_table *other = install_src(dim * 2, 1, 42);
+    ASSERT_EQ(rc_engine_install_table(e, other, &res, err, sizeof err), RC_EINVAL);
+    ASSERT(strstr(err, "dimension 32, model.dim 16") != NULL);
+    ASSERT_EQ(rc_table_size(t), 45);
+    rc_table_destroy(other);
+    rc_engine_destroy(e);
+    rc_table_destroy(src);
+    /* a table full at model.max_items: the rows beyond it refused, counted */
+    c.max_items = 32;
+    e = e2e_engine_offline(&c);
+    src = install_src(dim, 20, 43); /* 30 rows */
+    ASSERT_EQ(rc_engine_install_table(e, src, &res, err, sizeof err), 0);
+    ASSERT_EQ(res.created, 30);
+    rc_table_destroy(src);
+    src = install_src(dim, 25, 44); /* the same 30 and n20..n24 */
+    ASSERT_EQ(rc_engine_install_table(e, src, &res, err, sizeof err), 0);
+    ASSERT_EQ(res.replaced, 30);
+    ASSERT_EQ(res.created, 2);
+    ASSERT_EQ(res.refused, 3);
+    ASSERT_EQ(rc_table_size(rc_engine_table(e)), 32);
+    rc_engine_destroy(e);
+    rc_table_destroy(src);
+    free(before);
+}
+
+/* Threaded: the trainer installs a source of several chunks between the
+ * batches of a stream that keeps coming; the caller returns once the last
+ * row is in, and every click is still applied. */
+struct install_call {
+    rc_engine *e;
+    const rc_table *src;
+    rc_engine_table_install res;
+    int rc;
+    char err[256];
+};
+
+static void *install_thread(void *arg)
+{
+    struct install_call *ic = arg;
+    ic->rc = rc_engine_install_table(ic->e, ic->src, &ic->res, ic->err, sizeof ic->err);
+    return NULL;
+}
+
+TEST(engine_install_table_threaded_between_batches)
+{
+    rc_config c;
+    uv_loop_t loop;
+    char line[256];
+    small_config(&c);
+    c.kafka_batch = 50;
+    rc_engine *e = e2e_engine_threaded(&c, &loop, NULL, NULL);
+    uint32_t dim = c.dim;
+    rc_table *src = install_src(dim, 70000, 45); /* 3 chunks */
+    struct install_call ic = {.e = e, .src = src};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, install_thread, &ic), 0);
+    uint64_t sent = 0;
+    for (int bi = 0; bi < 40; bi++) {
+        rc_batch *b;
+        while (!(b = rc_engine_batch_get(e)))
+            uv_run(&loop, UV_RUN_NOWAIT);
+        for (int i = 0; i < 50; i++, sent++) {
+            int n = click_line(line, sizeof line, i % 10, (int)(sent * 7 % 40), 0,
+                               T0 + (int64_t)sent * 1000);
+            ASSERT_EQ(rc_engine_batch_add(b, line, (size_t)n, 0, (int64_t)sent), 0);
+        }
+        rc_engine_submit(e, b);
+        uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    ASSERT_EQ(pthread_join(th, NULL), 0);
+    if (ic.rc)
+        RC__FAIL("install: %s", ic.err);
+    ASSERT_EQ(ic.res.rows, 70010);
+    ASSERT_EQ(ic.res.replaced + ic.res.created, 70010);
+    ASSERT(ic.res.created >= 70000); /* n0.. are new; i0..i9 may be too, before their clicks */
+    rc_engine_sync(e);
+    /* the new rows hold src's vectors (no click touched them) */
+    const rc_table *t = rc_engine_table(e);
+    for (uint32_t r = 10; r < rc_table_size(src); r += 997) {
+        size_t len;
+        const char *id = rc_table_item_id(src, r, &len);
+        uint32_t row;
+        ASSERT_EQ(rc_table_find(t, id, len, &row), 0);
+        ASSERT_EQ(memcmp(rc_table_in(t, row), rc_table_in(src, r), dim * sizeof(float)), 0);
+    }
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "events.applied"), (long long)sent);
+    ASSERT_EQ(e2e_int(st, "training.installs"), 1);
+    ASSERT_EQ(e2e_int(st, "training.installed_rows"), 70010);
+    json_decref(st);
+    e2e_engine_threaded_close(e, &loop);
+    rc_table_destroy(src);
+}

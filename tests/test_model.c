@@ -15,6 +15,7 @@
 #include "recalld/common.h"
 #include "recalld/gen.h"
 #include "recalld/model.h"
+#include "recalld/modelpath.h"
 #include "recalld/table.h"
 #include "test.h"
 
@@ -453,4 +454,155 @@ TEST(model_train_init_from_model_or_checkpoint)
     ASSERT_EQ(access(path_of("x.rcm"), F_OK), -1);
     rc_table_destroy(cold);
     rc_table_destroy(init);
+}
+
+/* The daily rebuild end to end, without a restart: the daemon learns a
+ * stream and checkpoints; recalld-train rebuilds from a longer log starting
+ * from that checkpoint (--init); install_model (recallctl install-model)
+ * puts the rebuilt table into the running daemon: its rows hold the file's
+ * vectors exactly (the next checkpoint shows them), items new to the daemon
+ * are added and searchable. Files outside model.path / model.dir refused. */
+/* The newest checkpoint of data with `rows` rows (waits for it); its path
+ * into ck. */
+static rc_table *checkpoint_with_rows(const char *data, uint32_t rows, char *ck, size_t cap)
+{
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);
+    for (;;) {
+        uint64_t seq[1];
+        rc_table *t = NULL;
+        if (rc_checkpoint_list(data, seq, 1) > 0) {
+            snprintf(ck, cap, "%s/checkpoint-%020llu.rcc", data, (unsigned long long)seq[0]);
+            rc_checkpoint_meta meta;
+            if (rc_checkpoint_load(ck, NULL, &t, &meta, NULL, 0) == 0) {
+                rc_checkpoint_meta_free(&meta);
+                if (rc_table_size(t) == rows)
+                    return t;
+                rc_table_destroy(t);
+            }
+        }
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("no checkpoint of %u rows in %s", rows, data);
+        usleep(100000);
+    }
+}
+
+TEST(model_install_rebuild_into_the_running_daemon)
+{
+    char dir[] = "/tmp/rc-install-XXXXXX", cfg[300], models[300], data[300], logf[300],
+         rebuilt[400], ck[4200], *out = NULL;
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(models, sizeof models, "%s/models", dir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(logf, sizeof logf, "%s/log.jsonl", dir);
+    snprintf(rebuilt, sizeof rebuilt, "%s/rebuilt.rcm", models);
+    ASSERT_EQ(mkdir(models, 0700), 0);
+    ASSERT_EQ(mkdir(data, 0700), 0);
+    snprintf(cfg, sizeof cfg, "%s/c.json", dir);
+    FILE *f = fopen(cfg, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "{\"checkpoint\":{\"interval_ms\":300},\"model\":{\"dir\":\"%s\"}}\n", models);
+    fclose(f);
+    const char *extra[] = {"--config", cfg, "--data-dir", data, NULL};
+    e2e_daemon d;
+    e2e_start(&d, extra);
+    int st = e2e_sh(&out,
+                    RC_BIN("recalld-gen") " --brokers '%s' --topic clicks --seed 31 --events 3000 "
+                                          "--users 500 --items 300 --cities 2 --cates 2 "
+                                          ">/dev/null 2>&1",
+                    d.bootstrap);
+    ASSERT_EQ(st, 0);
+    free(out);
+    json_t *s0 = e2e_wait_consumed(d.sock, 3000, 120000);
+    ASSERT_EQ(e2e_int(s0, "events.applied"), 3000);
+    json_decref(s0);
+    /* the newest checkpoint once it covers every item */
+    json_t *s = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    rc_table *live = checkpoint_with_rows(data, (uint32_t)e2e_int(s, "items"), ck, sizeof ck);
+    json_decref(s);
+    /* the rebuild: a longer log (more items), starting from the checkpoint */
+    st = e2e_sh(&out,
+                RC_BIN("recalld-gen") " --seed 32 --events 6000 --users 500 --items 400 "
+                                      "--cities 2 --cates 2 --out %s >/dev/null 2>&1",
+                logf);
+    ASSERT_EQ(st, 0);
+    free(out);
+    st = e2e_sh(&out,
+                RC_BIN("recalld-train") " --input %s --init %s --output %s --threads 1 "
+                                        "--epochs 1 --json 2>/dev/null",
+                logf, ck, rebuilt);
+    ASSERT_EQ(st, 0);
+    json_t *tr = e2e_json(out);
+    free(out);
+    ASSERT_GT(e2e_int(tr, "train.init.matched"), 100);
+    json_decref(tr);
+    rc_table *model = NULL;
+    ASSERT_EQ(rc_model_load(rebuilt, NULL, &model, NULL, 0), 0);
+    uint32_t rows = rc_table_size(model), fresh = 0;
+    for (uint32_t r = 0; r < rows; r++) {
+        size_t len;
+        uint32_t lr;
+        const char *id = rc_table_item_id(model, r, &len);
+        fresh += rc_table_find(live, id, len, &lr) != 0;
+    }
+    ASSERT_GT(fresh, 0); /* items the daemon never saw */
+    /* refused: a file outside model.dir, with one message; no "path" and no model.path */
+    json_t *r = e2e_request(d.sock, "{\"op\":\"install_model\",\"path\":\"%s\"}", logf);
+    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(r, "error"), "code")),
+                 "not_allowed");
+    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+                 RC_INSTALL_NOT_ALLOWED);
+    json_decref(r);
+    r = e2e_request(d.sock, "{\"op\":\"install_model\"}");
+    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(r, "error"), "code")),
+                 "load_failed");
+    json_decref(r);
+    /* installed by its name in model.dir, through recallctl */
+    st = e2e_sh(&out, RC_BIN("recallctl") " --socket %s --raw install-model rebuilt.rcm", d.sock);
+    ASSERT_EQ(st, 0);
+    r = e2e_json(out);
+    free(out);
+    ASSERT_EQ(e2e_int(r, "rows"), rows);
+    ASSERT_EQ(e2e_int(r, "created"), fresh);
+    ASSERT_EQ(e2e_int(r, "replaced"), rows - fresh);
+    ASSERT_EQ(e2e_int(r, "refused"), 0);
+    json_decref(r);
+    s = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT_EQ(e2e_int(s, "items"), rc_table_size(live) + fresh);
+    ASSERT_EQ(e2e_int(s, "training.installs"), 1);
+    ASSERT_EQ(e2e_int(s, "training.installed_rows"), rows);
+    json_decref(s);
+    /* a new item is searchable once indexed */
+    size_t len;
+    uint32_t any = 0;
+    for (uint32_t lr; any < rows; any++)
+        if (rc_table_find(live, rc_table_item_id(model, any, &len), len, &lr) != 0)
+            break;
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(60000);
+    for (;;) {
+        r = e2e_request(d.sock, "{\"op\":\"similar\",\"item_id\":\"%s\",\"k\":5}",
+                        rc_table_item_id(model, any, &len));
+        int ok = json_is_true(json_object_get(r, "ok"));
+        json_decref(r);
+        if (ok)
+            break;
+        ASSERT(e2e_now_ms() < deadline);
+        usleep(50000);
+    }
+    /* the next checkpoint holds the file's vectors, bit for bit (no click
+     * came after the install) */
+    uint32_t after = rc_table_size(live) + fresh;
+    rc_table_destroy(live);
+    live = checkpoint_with_rows(data, after, ck, sizeof ck);
+    uint32_t dim = rc_table_dim(model);
+    for (uint32_t m = 0; m < rows; m++) {
+        const char *id = rc_table_item_id(model, m, &len);
+        uint32_t lr;
+        ASSERT_EQ(rc_table_find(live, id, len, &lr), 0);
+        ASSERT_EQ(memcmp(rc_table_in(live, lr), rc_table_in(model, m), dim * sizeof(float)), 0);
+        ASSERT_EQ(memcmp(rc_table_out(live, lr), rc_table_out(model, m), dim * sizeof(float)), 0);
+    }
+    rc_table_destroy(live);
+    rc_table_destroy(model);
+    ASSERT_EQ(e2e_stop(&d), 0);
+    e2e_sh(NULL, "rm -rf %s", dir);
 }

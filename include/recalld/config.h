@@ -79,6 +79,7 @@ typedef struct rc_config {
     uint64_t seed;
     uint32_t trainer_threads;     /* model.trainer_threads: SGNS threads, 0 = online CPUs */
     char model_path[RC_CONF_STR]; /* --model: start from a trained model file */
+    char model_dir[RC_CONF_STR];  /* model.dir: where install_model may read, "" = model.path only */
     /* streaming trainer (train.*): replay of recent examples (relearn.h) */
     uint32_t replay_clicks;      /* train.replay_clicks: examples held, 0 = no replay */
     float replay_ratio;          /* train.replay_ratio: replayed examples per new click */

@@ -131,6 +131,30 @@ typedef struct rc_engine_install_stats {
 } rc_engine_install_stats;
 /* Any thread. */
 void rc_engine_install_stats_get(rc_engine *e, rc_engine_install_stats *st);
+/* A rebuilt item table (install_model; src/engine_boot.c): every row of src
+ * replaces the engine's row of the same item id (input and output vectors;
+ * the count becomes the larger of the two), or becomes a new row with src's
+ * city and category; rows src does not hold keep learning as they were. The
+ * trainer thread installs src a chunk of rows at a time between batches, so
+ * clicks keep training meanwhile (on a table part old, part new until the
+ * last chunk); installed rows are re-indexed and the next checkpoint holds
+ * them. Clicks the engine learnt after src was exported are overwritten on
+ * the rows src holds. Only role all: a trainer shard holds its cities only
+ * and a replica serves the trainers' vectors (RC_EINVAL). Any thread but the
+ * trainer; blocks until the last row is installed. src is borrowed until the
+ * return. Returns 0, RC_EINVAL (role, dimension), RC_EAGAIN (another install
+ * runs, or the engine stops). */
+typedef struct rc_engine_table_install {
+    uint32_t rows;     /* rows of src */
+    uint32_t replaced; /* rows the engine held: now src's vectors */
+    uint32_t created;  /* rows new to the engine */
+    uint32_t refused;  /* not installed: model.max_items reached, or memory */
+    double seconds;    /* from the request to the last row installed */
+} rc_engine_table_install;
+int rc_engine_install_table(rc_engine *e, const rc_table *src, rc_engine_table_install *res,
+                            char *eb, size_t el);
+/* Any thread: installs finished, rows installed by them (stats). */
+void rc_engine_install_table_stats(rc_engine *e, uint64_t *installs, uint64_t *rows);
 /* Loop thread (replicas): records of the vector topic not yet handed over
  * (the consumer's lag, -1 unknown), for the staleness in stats. */
 void rc_engine_set_vector_lag(rc_engine *e, int64_t lag);

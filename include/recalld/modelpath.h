@@ -22,11 +22,19 @@ typedef struct rc_modelpath_opts {
     const char *dir;        /* tower.model_dir; NULL or "" = only configured (borrowed) */
     const char *configured; /* tower.model; NULL or "" = none (borrowed) */
     uint64_t max_bytes;     /* tower.max_model_bytes; 0 = no bound */
+    /* The words of the messages, NULL = reload_model's: the file ("tower
+     * model"), the keys of dir and max_bytes, the generic refusal
+     * (RC_MODELPATH_NOT_ALLOWED) and the answer when nothing is named or
+     * configured. install_model passes its own. */
+    const char *what, *dir_key, *max_key, *refusal, *none;
 } rc_modelpath_opts;
 
 /* The generic refusal, also the whole message of RC_EPERM-like refusals. */
 #define RC_MODELPATH_NOT_ALLOWED                                                                   \
     "not an allowed model (reload_model reads tower.model or a file in tower.model_dir)"
+/* install_model's refusal. */
+#define RC_INSTALL_NOT_ALLOWED                                                                     \
+    "not an allowed model (install_model reads model.path or a file in model.dir)"
 
 /* Checks the file a request names (req NULL or "" = the configured one) and
  * writes the path to load to out (cap bytes). Returns 0; RC_EINVAL with
