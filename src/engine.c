@@ -21,7 +21,7 @@ static void q_init(struct rc__engine_queue *q)
 {
     q->head = q->tail = NULL;
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cv, NULL);
+    rc_cond_init_mono(&q->cv);
 }
 
 static void q_fini(struct rc__engine_queue *q)
@@ -52,12 +52,7 @@ static rc_batch *q_pop(struct rc__engine_queue *q, int timeout_ms, atomic_int *s
             while (!q->head && !atomic_load(stop))
                 pthread_cond_wait(&q->cv, &q->mu);
         } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += (long)timeout_ms * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-            pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+            rc_cond_wait_ns(&q->cv, &q->mu, (uint64_t)timeout_ms * 1000000u);
         }
     }
     rc_batch *b = q->head;

@@ -38,7 +38,7 @@ int rc__engine_rt_init(rc_engine *e, char *eb, size_t el)
     if (!rt)
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
     pthread_mutex_init(&rt->mu, NULL);
-    pthread_cond_init(&rt->cv, NULL);
+    rc_cond_init_mono(&rt->cv);
     e->rt = rt;
     rt->info.interval_s = e->cfg.tower_retrain_interval_s;
     if (!e->cfg.tower_retrain_interval_s)
@@ -232,12 +232,7 @@ static void *rt_main(void *arg)
     for (;;) {
         while (!atomic_load(&rt->cancel) && rt->requested == rt->finished && rc_now_ns() < next) {
             uint64_t wait = RC_MIN(next - rc_now_ns(), 1000000000ull);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += (long)wait;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-            pthread_cond_timedwait(&rt->cv, &rt->mu, &ts);
+            rc_cond_wait_ns(&rt->cv, &rt->mu, wait);
         }
         if (atomic_load(&rt->cancel))
             break;

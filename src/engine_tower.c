@@ -21,7 +21,7 @@ int rc__engine_tower_init(rc_engine *e, char *eb, size_t el)
     if (!t)
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
     pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->cv, NULL);
+    rc_cond_init_mono(&t->cv);
     snprintf(t->conf_path, sizeof t->conf_path, "%s", e->cfg.tower_model);
     e->tower = t;
     return 0;
@@ -241,12 +241,7 @@ int rc__engine_tower_build(rc_engine *e, rc_tower_model *m, const char *path, co
     } else {
         pthread_mutex_lock(&t->mu);
         while (t->gen_adopted < gen && !(atomic_load(&t->cancel) && t->pending == b)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-            pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+            rc_cond_wait_ns(&t->cv, &t->mu, 50 * 1000000u);
         }
         if (t->gen_adopted < gen) { /* cancelled before the trainer took it */
             t->pending = NULL;

@@ -331,12 +331,7 @@ static void *publisher_main(void *arg)
     pthread_setname_np(pthread_self(), "rc-vecpub");
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)p->o.interval_ms * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+        rc_cond_wait_ns(&p->cv, &p->mu, (uint64_t)p->o.interval_ms * 1000000u);
         if (p->stop)
             break;
         pthread_mutex_unlock(&p->mu);
@@ -396,7 +391,7 @@ int rc_vecpub_start(const rc_vecpub_opts *o, rc_vecpub **out, char *errbuf, size
     p->vec = malloc(2 * rc_table_dim(o->table) * sizeof *p->vec); /* input, output */
     atomic_store(&p->last_publish_ms, -1);
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
+    rc_cond_init_mono(&p->cv);
     rc_buf_init(&p->rec, 0);
     if (!p->topic || !p->vec) {
         rc = rc_err(errbuf, errlen, RC_ENOMEM, "vecpub: out of memory");

@@ -1,3 +1,5 @@
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,4 +68,27 @@ TEST(common_quantiles_match_sorted_ranks)
     uint32_t none[1] = {0}, out0 = 99;
     rc_quantiles_u32(none, 0, q, 1, &out0);
     ASSERT_EQ(out0, 0u);
+}
+
+/* rc_cond_wait_ns's deadline is on the monotonic clock, and so is the wait
+ * of a cond from rc_cond_init_mono: a cond on the wall clock would take the
+ * (small) monotonic deadline as long past and return at once. A wall clock
+ * stepped back stretches no wait then (the daemon's trainer tick, the
+ * publisher, the retrainer, the watchdog). */
+TEST(common_cond_wait_runs_on_the_monotonic_clock)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv;
+    ASSERT_EQ(rc_cond_init_mono(&cv), 0);
+    pthread_mutex_lock(&mu);
+    uint64_t t0 = rc_now_ns();
+    int rc;
+    do /* a spurious wake-up returns 0 early: wait again */
+        rc = rc_cond_wait_ns(&cv, &mu, 50 * 1000000u);
+    while (rc == 0 && rc_now_ns() - t0 < 50 * 1000000u);
+    uint64_t waited = rc_now_ns() - t0;
+    pthread_mutex_unlock(&mu);
+    ASSERT_EQ(rc, ETIMEDOUT);
+    ASSERT(waited >= 50 * 1000000u); /* no upper bound: a loaded machine */
+    pthread_cond_destroy(&cv);
 }

@@ -2,6 +2,7 @@
 #ifndef RECALLD_COMMON_H
 #define RECALLD_COMMON_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,5 +70,12 @@ uint64_t rc_hash(const void *p, size_t n);
 #define RC_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define RC_MIN(a, b)    ((a) < (b) ? (a) : (b))
 #define RC_MAX(a, b)    ((a) > (b) ? (a) : (b))
+
+/* Condition variables whose timed waits run on CLOCK_MONOTONIC: a step of
+ * the wall clock (NTP, a resumed VM) neither stretches nor cuts a wait. Init
+ * with rc_cond_init_mono, wait at most ns with rc_cond_wait_ns (returns
+ * pthread_cond_timedwait's result: 0, ETIMEDOUT). */
+int rc_cond_init_mono(pthread_cond_t *cv);
+int rc_cond_wait_ns(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t ns);
 
 #endif

@@ -847,13 +847,11 @@ static struct {
 static void *close_watchdog(void *arg)
 {
     (void)arg;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += CLOSE_WATCHDOG_S;
+    uint64_t until = rc_now_ns() + CLOSE_WATCHDOG_S * 1000000000ull;
     pthread_mutex_lock(&close_wd.mu);
     int rc = 0;
-    while (!close_wd.done && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&close_wd.cv, &close_wd.mu, &until);
+    for (uint64_t now; !close_wd.done && rc != ETIMEDOUT && (now = rc_now_ns()) < until;)
+        rc = rc_cond_wait_ns(&close_wd.cv, &close_wd.mu, until - now);
     int done = close_wd.done, code = close_wd.exit_code;
     pthread_mutex_unlock(&close_wd.mu);
     if (done)
@@ -872,6 +870,7 @@ static void finish(daemon_t *d)
         return;
     d->finished = 1;
     close_wd.exit_code = d->final_rc || d->fatal ? 1 : 0; /* before the thread starts */
+    rc_cond_init_mono(&close_wd.cv); /* its wait: on the monotonic clock */
     pthread_t wd;
     int wd_ok = pthread_create(&wd, NULL, close_watchdog, NULL) == 0;
     if (!wd_ok)
