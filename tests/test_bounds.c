@@ -63,11 +63,17 @@ static json_t *wait_quiet(const char *sock, long long n)
         json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
         long long sum = e2e_int(st, "events.applied") + e2e_int(st, "events.invalid") +
                         e2e_int(st, "events.ignored") + e2e_int(st, "events.rejected_capacity");
-        if (e2e_int(st, "events.consumed") >= n && sum >= n && e2e_int(st, "index.pending") == 0)
+        /* dead letters are written on the loop after their batch is done:
+         * a stats reply can come between the two */
+        long long dl = e2e_int(st, "kafka.dead_letters") + e2e_int(st, "kafka.dead_letter_errors");
+        if (e2e_int(st, "events.consumed") >= n && sum >= n &&
+            e2e_int(st, "index.pending") == 0 && dl >= e2e_int(st, "events.invalid"))
             return st;
         if (e2e_now_ms() - t0 > e2e_scaled_ms(WAIT_MS))
-            RC__FAIL("not quiet: consumed %lld, accounted %lld of %lld, pending %lld",
-                     e2e_int(st, "events.consumed"), sum, n, e2e_int(st, "index.pending"));
+            RC__FAIL("not quiet: consumed %lld, accounted %lld of %lld, pending %lld, "
+                     "dead letters %lld of %lld",
+                     e2e_int(st, "events.consumed"), sum, n, e2e_int(st, "index.pending"), dl,
+                     e2e_int(st, "events.invalid"));
         json_decref(st);
         usleep(50000);
     }

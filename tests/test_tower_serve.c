@@ -443,6 +443,11 @@ TEST(tower_serve_socket_recall_and_cold_start)
                         "\"k\":3}");
         found = is_ok(r);
         json_decref(r);
+        if (found) { /* vectorised (similar answers) and flushed into the index */
+            st = e2e_request(d.sock, "{\"op\":\"stats\"}");
+            found = e2e_int(st, "tower.index.size") == e2e_int(st, "items");
+            json_decref(st);
+        }
         if (!found)
             usleep(5000);
     }
