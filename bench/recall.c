@@ -1,8 +1,12 @@
 /* Socket recall latency and quality against a running recalld.
  *   bench_recall --socket PATH --users N [--requests R] [--k K] [--quality Q]
- *                [--mode avg|multi_category] [--city C]
+ *                [--mode avg|multi_category] [--city C] [--after FILE] [--until FILE]
  * Latency: R sequential `recall` requests for random users u0..u(N-1) on one
  * connection (the client waits for each reply), p50/p90/p99/max in us.
+ * --until FILE: the run also ends once FILE exists (checked every 32
+ * requests; R is then a cap), so a script can measure while something else
+ * runs (bench/install.sh) and end the run when it is over; --after FILE:
+ * the run starts once FILE exists (connected, polled every millisecond).
  * Quality: for Q users, the same request with "exact":true (brute force over
  * every item, same scoring) right after; recall@K = |index ∩ exact| / K.
  * Stages: the server's per-stage histograms (stats "recall_stages") read
@@ -144,11 +148,13 @@ static int ids(const char *reply, char ids_out[][32], int max)
 
 int main(int argc, char **argv)
 {
-    const char *sock = "/tmp/recalld.sock", *mode = "avg", *city = NULL;
+    const char *sock = "/tmp/recalld.sock", *mode = "avg", *city = NULL, *until = NULL,
+               *after = NULL;
     long users = 1000, requests = 20000, k = 50, quality = 200;
     static const struct option lo[] = {
         {"socket", 1, 0, 's'},  {"users", 1, 0, 'u'}, {"requests", 1, 0, 'r'}, {"k", 1, 0, 'k'},
-        {"quality", 1, 0, 'q'}, {"mode", 1, 0, 'm'},  {"city", 1, 0, 'c'},     {0, 0, 0, 0}};
+        {"quality", 1, 0, 'q'}, {"mode", 1, 0, 'm'},  {"city", 1, 0, 'c'},
+        {"until", 1, 0, 'U'},   {"after", 1, 0, 'A'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -173,6 +179,12 @@ int main(int argc, char **argv)
         case 'c':
             city = optarg;
             break;
+        case 'U':
+            until = optarg;
+            break;
+        case 'A':
+            after = optarg;
+            break;
         default:
             return 2;
         }
@@ -193,8 +205,14 @@ int main(int argc, char **argv)
     rc_rng_seed(&rng, 1);
     uint64_t *lat = malloc((size_t)requests * sizeof *lat);
     long fallbacks = 0, errors = 0;
+    while (after && access(after, F_OK) != 0)
+        usleep(1000);
     json_t *st0 = stages_now();
     for (long i = 0; i < requests; i++) {
+        if (until && i % 32 == 0 && access(until, F_OK) == 0) {
+            requests = i;
+            break;
+        }
         snprintf(line, sizeof line,
                  "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"mode\":\"%s\"%s}\n",
                  rc_rng_below(&rng, (uint32_t)users), k, mode, cityf);
@@ -205,6 +223,10 @@ int main(int argc, char **argv)
             return 1;
         errors += strstr(r, "\"ok\":true") == NULL;
         fallbacks += strstr(r, "\"fallback\"") != NULL;
+    }
+    if (requests == 0) {
+        fprintf(stderr, "bench_recall: no request made (%s existed at the start)\n", until);
+        return 1;
     }
     qsort(lat, (size_t)requests, sizeof *lat, cmp_u64);
     printf(
