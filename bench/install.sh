@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # install_model at scale: a daily rebuild installed into a serving daemon.
-# The daemon learns ITEMS items from EVENTS clicks through recalld-broker;
-# recalld-train rebuilds a model of the same catalogue from a log of the same
-# generator (written to a file); then `recallctl install-model` installs it
-# while a client keeps asking for recalls. Printed side by side: socket
+# The daemon learns ITEMS items from EVENTS clicks through recalld-broker and
+# checkpoints them; recalld-train rebuilds the model from the same clicks (the
+# generator's log, written to a file) starting from that checkpoint (--init:
+# docs/OPERATIONS.md "A daily rebuild that goes on from the live table"); then
+# `recallctl install-model` installs it while a client keeps asking for
+# recalls. Printed side by side: socket
 # recall p50/p99 quiet before the install (the reference), during it (from
 # the request until the index has re-indexed every installed row) and quiet
 # after; the install's rows/s and its phases (load, install on the trainer,
 # re-index); recall@50 of the index against exact search before and after.
 #   bench/install.sh [ITEMS] [EVENTS]     (defaults 1000000, 4000000)
 # Environment: REBUILD_EVENTS (clicks of the rebuild's log, default EVENTS),
+# REBUILD_EPOCHS (recalld-train --epochs, default its own: 5), INIT=0 (the
+# rebuild starts from random vectors: a table trained elsewhere),
 # REQUESTS (requests of the quiet references, default 20000), TOWER=1 (serve
-# a two-tower model too: its index re-vectorises the installed rows).
+# a two-tower model too: its index re-vectorises the installed rows),
+# RETRAIN_FIT (index.retrain_fit, default the daemon's; 0 = off).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init install
@@ -25,6 +30,10 @@ rss() { echo "$(( $(ps -o rss= -p "$rpid") / 1024 )) MiB"; }
 gen=(--seed 3 --users "$USERS" --items "$ITEMS" --cities 20 --cates 10
      --communities $((ITEMS / 200)) --zipf 0.6)
 bench() { "$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" "$@"; }
+# the index's centroid fit and retrains: "fit F, retrains R (by fit RF)"
+fitline() {
+    stat | python3 -c 'import json,sys; i=json.load(sys.stdin)["index"]; print("fit %.2f, retrains %d (by fit %d), ivf partitions %d" % (i["fit"], i["retrains"], i["retrains_fit"], i["ivf_partitions"]))'
+}
 # the latency line's p50 and p99, in us
 p50p99() { sed -nE 's/^latency .* p50 ([0-9]+) us .* p99 ([0-9]+) us .*/\1 \2/p' "$1"; }
 # waits until the index (and the tower index) have nothing pending
@@ -39,11 +48,13 @@ wait_indexed() {
     echo "index still pending after 720 s" >&2; exit 1
 }
 
-mkdir "$tmp/models"
+mkdir "$tmp/models" "$tmp/data"
 broker_start "$tmp" 128
 cat >"$tmp/r.json" <<JSON
 {"kafka": {"brokers": "$bs"},
  "model": {"dir": "$tmp/models"},
+ "checkpoint": {"interval_ms": 15000},
+ "index": {"retrain_fit": ${RETRAIN_FIT:-0.5}},
  "sessions": {"max_users": $((USERS + USERS / 4))},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
@@ -52,11 +63,12 @@ if [ "$TOWER" = 1 ]; then
     "$B/bench_tower_model" "$tmp/m.tower" 64 64 50 1 >/dev/null
     model=(--model "$tmp/m.tower")
 fi
-"$B/recalld" --config "$tmp/r.json" --socket "$tmp/r.sock" "${model[@]}" 2>"$tmp/r.log" &
+"$B/recalld" --config "$tmp/r.json" --socket "$tmp/r.sock" --data-dir "$tmp/data" "${model[@]}" \
+    2>"$tmp/r.log" &
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); TOWER=$TOWER"
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); TOWER=$TOWER INIT=${INIT:-1} REBUILD_EPOCHS=${REBUILD_EPOCHS:-5} RETRAIN_FIT=${RETRAIN_FIT:-0.5}"
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users"
 t0=$(date +%s)
 "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
@@ -64,15 +76,26 @@ for _ in $(seq 2400); do
     a=$(stat | field '["events"]["applied"]'); [ "$a" -ge "$EVENTS" ] && break; sleep 0.5
 done
 wait_indexed
-echo "   loaded in $(( $(date +%s) - t0 )) s: items $(stat | field '["items"]'), rss $(rss)"
+echo "   loaded in $(( $(date +%s) - t0 )) s: items $(stat | field '["items"]'), rss $(rss); index $(fitline)"
 
-echo "== the rebuild: recalld-train on ${REBUILD_EVENTS:-$EVENTS} clicks of the same generator"
+# a checkpoint taken after the last click: the rebuild's --init
+ck_count() { stat | python3 -c 'import json,sys; c=json.load(sys.stdin)["checkpoint"]; print(-1 if c["in_progress"] else c["written"] + c["unchanged"])'; }
+init=()
+if [ "${INIT:-1}" = 1 ]; then
+    t0=$(date +%s)
+    while c0=$(ck_count); [ "$c0" -lt 0 ]; do sleep 0.5; done
+    while c=$(ck_count); [ "$c" -le "$c0" ]; do sleep 0.5; done
+    ck=$(ls "$tmp"/data/checkpoint-*.rcc | tail -n1)
+    init=(--init "$ck")
+    echo "== checkpoint after the last click in $(( $(date +%s) - t0 )) s: $(ls -l "$ck" | awk '{printf "%.0f MB", $5 / 1e6}')"
+fi
+echo "== the rebuild: recalld-train ${init[*]:+--init CHECKPOINT }--epochs ${REBUILD_EPOCHS:-5} on ${REBUILD_EVENTS:-$EVENTS} clicks of the same generator"
 t0=$(date +%s)
 "$B/recalld-gen" "${gen[@]}" --events "${REBUILD_EVENTS:-$EVENTS}" --out "$tmp/log.jsonl" 2>/dev/null
-"$B/recalld-train" --input "$tmp/log.jsonl" --output "$tmp/models/rebuilt.rcm" --epochs 1 \
+"$B/recalld-train" --input "$tmp/log.jsonl" "${init[@]}" --output "$tmp/models/rebuilt.rcm" --epochs "${REBUILD_EPOCHS:-5}" \
     --threads "$(nproc)" --json >"$tmp/train.json" 2>"$tmp/train.log"
 rm -f "$tmp/log.jsonl"
-echo "   trained in $(( $(date +%s) - t0 )) s: $(ls -l "$tmp/models/rebuilt.rcm" | awk '{printf "%.0f MB", $5 / 1e6}'), $(tail -n1 "$tmp/train.log")"
+echo "   trained in $(( $(date +%s) - t0 )) s: $(ls -l "$tmp/models/rebuilt.rcm" | awk '{printf "%.0f MB", $5 / 1e6}'); $(grep -ho "[0-9]* of [0-9]* items started from" "$tmp/train.log" | head -n1)"
 wait_indexed
 
 echo "== recall (default scope), quiet before the install: the reference"
@@ -107,6 +130,19 @@ print("   %.0f rows/s installed (trainer); request -> reply %.2f s; reply -> all
 print("   request -> every installed row searchable: %.2f s, %.0f rows/s" % (t2 - t0, rows / (t2 - t0)))
 PY
 
+echo "   index after the re-index: $(fitline)"
+# index.retrain_fit: partitions whose centroids no longer fit the installed
+# rows are retrained in the background, one at a time
+FIT_WAIT=${FIT_WAIT:-600}
+tf0=$(date +%s)
+last=""
+while [ $(( $(date +%s) - tf0 )) -lt "$FIT_WAIT" ]; do
+    now=$(fitline)
+    [ "$now" = "$last" ] && [ $(( $(date +%s) - tf0 )) -ge 10 ] && break # nothing changed in 5 s
+    last=$now
+    sleep 5
+done
+echo "   index $(( $(date +%s) - tf0 )) s later (settled, or FIT_WAIT=$FIT_WAIT s): $last"
 echo "== recall (default scope), quiet after the install"
 bench --requests "$REQUESTS" --quality 300 | tee "$tmp/after.txt" | sed 's/^/   /'
 read -r b50 b99 < <(p50p99 "$tmp/before.txt")

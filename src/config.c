@@ -102,6 +102,7 @@ static const struct key keys[] = {
     {"index.batch", K_U32, F(index_batch), 1, 1e6},
     {"index.flush_interval_ms", K_U32, F(flush_interval_ms), 1, 60000},
     {"index.drift", K_F32, F(drift), 0, 2},
+    {"index.retrain_fit", K_F32, F(retrain_fit), 0, 100},
     {"index.overfetch", K_F32, F(overfetch), 1, 100},
     {"index.max_partitions", K_U32, F(max_partitions), 1, 65536},
     {"index.storage", K_STORAGE, F(index_storage), 0, 2},
@@ -217,6 +218,7 @@ void rc_config_defaults(rc_config *c)
     c->nprobe = 16;
     c->index_batch = 256;
     c->flush_interval_ms = 2;
+    c->retrain_fit = 0.5f; /* docs/BENCHMARKS.md "Centroids that no longer fit" */
     c->drift = 0.0005f; /* measured: 0.01 lost a third of the exact top-50 (docs/BENCHMARKS.md) */
     c->overfetch = 3.0f;
     c->index_storage = 2; /* sq8 (rc_index_storage): same re-ranked recall@50 as flat at 0.45x the

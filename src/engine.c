@@ -856,6 +856,7 @@ void rc_engine_index_opts(const rc_config *c, rc_index_opts *io)
     *io = (rc_index_opts){.ivf_min = c->ivf_min,
                           .nprobe = c->nprobe,
                           .drift = c->drift,
+                          .retrain_fit = c->retrain_fit > 0 ? c->retrain_fit : -1.0f,
                           .batch = c->index_batch,
                           .max_partitions = c->max_partitions,
                           .storage = c->index_storage};
@@ -1324,12 +1325,13 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_printf(o,
                   "\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
                   "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
-                  "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"overflow_rows\":%llu,"
-                  "\"partition_errors\":%llu},",
+                  "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"retrains_fit\":%llu,"
+                  "\"fit\":%.3f,\"overflow_rows\":%llu,\"partition_errors\":%llu},",
                   (unsigned long long)is.size, (unsigned long long)is.partitions,
                   (unsigned long long)is.ivf_partitions, (unsigned long long)is.pending,
                   is.staleness_ms, (unsigned long long)is.added, (unsigned long long)is.reindexed,
                   (unsigned long long)is.skipped_small_drift, (unsigned long long)is.retrains,
+                  (unsigned long long)is.retrains_fit, is.fit_worst,
                   (unsigned long long)is.overflow_rows, (unsigned long long)is.partition_errors);
     rc_relearn_stats rs;
     rc_relearn_stats_get(e->relearn, &rs);

@@ -746,13 +746,15 @@ void rc__engine_tower_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_printf(o,
                   ",\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
                   "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
-                  "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"new_item_p50_ms\":%.3f,"
+                  "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"retrains_fit\":%llu,"
+                  "\"fit\":%.3f,\"new_item_p50_ms\":%.3f,"
                   "\"new_item_p99_ms\":%.3f,\"bytes\":%zu,\"storage\":\"%s\"}",
                   (unsigned long long)is->size, (unsigned long long)is->partitions,
                   (unsigned long long)is->ivf_partitions, (unsigned long long)is->pending,
                   is->staleness_ms, (unsigned long long)is->added,
                   (unsigned long long)is->reindexed, (unsigned long long)is->skipped_small_drift,
-                  (unsigned long long)is->retrains, is->fresh_p50_us / 1000.0,
+                  (unsigned long long)is->retrains, (unsigned long long)is->retrains_fit,
+                  is->fit_worst, is->fresh_p50_us / 1000.0,
                   is->fresh_p99_us / 1000.0, is->bytes, rc_index_storage_name(is->storage));
     rc__engine_rt_stats_json(e, o); /* ,"retrain":{...}}, closing "tower" */
     rc_buf_printf(o,

@@ -363,8 +363,10 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, 
         return rc_err(errbuf, errlen, RC_EINVAL, "index: table and out are required");
     if (!opts)
         opts = &zero;
-    if (opts->drift < 0 || opts->drift > 2 || opts->retrain_growth < 0 || opts->max_imbalance < 0)
-        return rc_err(errbuf, errlen, RC_EINVAL, "index: drift, retrain_growth, max_imbalance");
+    if (opts->drift < 0 || opts->drift > 2 || opts->retrain_growth < 0 ||
+        opts->max_imbalance < 0 || isnan(opts->retrain_fit))
+        return rc_err(errbuf, errlen, RC_EINVAL,
+                      "index: drift, retrain_growth, max_imbalance, retrain_fit");
     rc_index *ix = calloc(1, sizeof(*ix));
     if (!ix)
         return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
@@ -377,6 +379,7 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, 
     ix->batch = opts->batch ? opts->batch : 256;
     ix->growth = opts->retrain_growth > 0 ? opts->retrain_growth : 1.0f;
     ix->max_imb = opts->max_imbalance > 0 ? opts->max_imbalance : 3.0f;
+    ix->refit = opts->retrain_fit < 0 ? -1.0f : opts->retrain_fit > 0 ? opts->retrain_fit : 0.5f;
     ix->no_background = opts->no_background;
     ix->slots_max = 4 * ix->nprobe;
     ix->lists = opts->search_lists ? opts->search_lists : 8 * ix->nprobe;
@@ -525,6 +528,66 @@ static int part_reserve(part *p, size_t need, uint32_t dim)
     return 0;
 }
 
+/* ---- fit: do the centroids still fit the rows? ---------------------------
+ * A partition's coarse centroids are trained on its rows of that moment; the
+ * rows keep moving (every click moves vectors; install_model replaces them
+ * all at once) and FAISS assigns each (re)indexed row to its nearest centroid
+ * as of the training. When the rows have moved away from every centroid the
+ * lists no longer group what is near, and a search that scans the best lists
+ * misses neighbours: growth and imbalance, the other triggers, need not
+ * change at all. The fit is the k-means objective measured where it matters:
+ * the cosine distance of a row to its nearest centroid (the centroids are
+ * unit vectors: spherical k-means), averaged over a sample of the training
+ * rows at training (fit0) and over one in FIT_EVERY rows (re)indexed since
+ * (fit, a running mean over about FIT_WINDOW of them). */
+
+/* Writer: 1 - the largest inner product of unit vector x with p's centroids. */
+static float fit_dist(const rc_index *ix, const part *p, const float *x)
+{
+    float best = -2.0f;
+    for (uint32_t c = 0; c < p->nlist; c++) {
+        float s = rc_vec_dot(x, p->cent + (size_t)c * ix->dim, ix->dim);
+        best = s > best ? s : best;
+    }
+    return 1.0f - best;
+}
+
+/* Writer: the rows x[0..n) were just (re)indexed in IVF partition p. */
+static void fit_note(rc_index *ix, part *p, const float *x, uint32_t n)
+{
+    if (!p->ivf || !p->cent) /* measured with index.retrain_fit off too: stats */
+        return;
+    for (uint32_t i = 0; i < n; i++) {
+        if (ix->fit_tick++ % FIT_EVERY)
+            continue;
+        float d = fit_dist(ix, p, x + (size_t)i * ix->dim);
+        uint32_t w = RC_MIN(p->fit_n + 1, FIT_WINDOW);
+        p->fit += (d - p->fit) / (float)w;
+        p->fit_n++;
+    }
+}
+
+/* Writer: the ratio of p's recent fit to its fit at training; 0 while too
+ * few rows were measured. */
+static float fit_ratio(const part *p)
+{
+    if (!p->ivf || p->fit_n < FIT_MIN)
+        return 0.0f;
+    return p->fit / RC_MAX(p->fit0, 1e-4f);
+}
+
+/* Writer, at a training: p's fit0 over a sample of the n training rows x. */
+static void fit_train(rc_index *ix, part *p, const float *x, uint32_t n)
+{
+    uint32_t step = RC_MAX(1u, n / FIT_TRAIN_SAMPLE), m = 0;
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i += step, m++)
+        sum += fit_dist(ix, p, x + (size_t)i * ix->dim);
+    p->fit0 = m ? (float)(sum / m) : 0.0f;
+    p->fit = p->fit0;
+    p->fit_n = 0;
+}
+
 /* Applies w[0..n) (all of partition p; new rows first) under one write lock.
  * Vectors are normalised into xbuf before the lock is taken. */
 static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, char *errbuf,
@@ -590,6 +653,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     }
     if (nnew)
         fresh_record(ix, ix->rbuf, nnew, rc_now_ns());
+    fit_note(ix, p, ix->xbuf, n);
     RADD(&ix->st_added, nnew);
     if (p->overflow)
         RADD(&ix->st_overflow, nnew);
@@ -973,9 +1037,12 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
         faiss_Index_free(old);
     p->n_trained = j->n; /* what the centroids saw, not what was caught up */
     p->n_checked = p->n;
+    fit_train(ix, p, j->x, j->n);
     if (!was_ivf)
         RADD(&ix->st_ivf, 1);
     RADD(&ix->st_retrains, 1);
+    if (p->due_fit)
+        RADD(&ix->st_retrains_fit, 1);
     part_account(ix, p);
     goto out;
 out_retry:
@@ -996,6 +1063,8 @@ static int part_due(rc_index *ix, part *p)
         return p->n >= ix->ivf_min;
     if ((double)p->n > (1.0 + ix->growth) * p->n_trained)
         return 1;
+    if (ix->refit >= 0 && fit_ratio(p) > 1.0f + ix->refit)
+        return 2;
     if (p->n < p->n_checked + p->n_checked / 10 + 1)
         return 0;
     p->n_checked = p->n;
@@ -1014,20 +1083,25 @@ int rc_index_maintain(rc_index *ix, char *errbuf, size_t errlen)
         if (rc)
             return rc;
     }
-    for (uint32_t i = 0; i < ix->nparts; i++) {
+    float worst = 0.0f;
+    int rc = 0;
+    for (uint32_t i = 0; i < ix->nparts && !rc; i++) {
         part *p = ix->parts[i];
-        if (!part_due(ix, p))
+        float fr = fit_ratio(p);
+        worst = fr > worst ? fr : worst;
+        if (ix->job) /* one background training at a time */
             continue;
-        int rc = job_start(ix, p, errbuf, errlen);
-        if (rc)
-            return rc;
-        if (!ix->no_background && ix->job)
-            return 0; /* one background training at a time */
-        rc = job_finish(ix, errbuf, errlen);
-        if (rc)
-            return rc;
+        int due = part_due(ix, p);
+        if (!due)
+            continue;
+        p->due_fit = due == 2;
+        if (!(rc = job_start(ix, p, errbuf, errlen)) && (ix->no_background || !ix->job))
+            rc = job_finish(ix, errbuf, errlen);
     }
-    return 0;
+    uint32_t bits;
+    memcpy(&bits, &worst, sizeof bits);
+    RSTORE(&ix->st_fit_worst, bits);
+    return rc;
 }
 
 int rc_index_contains(const rc_index *ix, uint32_t row)
@@ -1051,6 +1125,11 @@ void rc_index_counters_get(rc_index *ix, rc_index_stats *st)
     st->reindexed = RLOAD(&ix->st_reindexed);
     st->skipped_small_drift = RLOAD(&ix->st_skipped);
     st->retrains = RLOAD(&ix->st_retrains);
+    st->retrains_fit = RLOAD(&ix->st_retrains_fit);
+    uint32_t fb = RLOAD(&ix->st_fit_worst);
+    float fw;
+    memcpy(&fw, &fb, sizeof fw);
+    st->fit_worst = fw;
     st->overflow_rows = RLOAD(&ix->st_overflow);
     st->partition_errors = RLOAD(&ix->st_part_errors);
     st->max_partitions = ix->max_parts;

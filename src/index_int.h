@@ -24,6 +24,11 @@
 #define KMEANS_ITER       12
 #define CLASSIFY_AHEAD    8 /* pending rows prefetched ahead of the drift check */
 #define TOUCH_CLOCK_EVERY 32u
+#define FIT_EVERY         8u    /* one (re)indexed row in FIT_EVERY is measured against the
+                                   centroids (index.retrain_fit) */
+#define FIT_WINDOW        256u  /* the fit's running mean weighs about this many samples */
+#define FIT_MIN           64u   /* samples since training before the fit may retrain */
+#define FIT_TRAIN_SAMPLE  1024u /* training rows measured for the fit at training */
 
 /* Int8 copies of a partition's rows, by local id, in blocks of Q8_BLOCK rows
  * (32 KiB at d64): a flat partition's scan reads them front to back and an
@@ -71,6 +76,12 @@ typedef struct part {
     uint32_t n_trained;       /* rows at the last training (0 = never) */
     uint32_t n_checked;       /* rows at the last imbalance check */
     uint32_t retry_at;        /* after a failed training, wait for this many rows */
+    /* Fit (IVF only): mean cosine distance of sampled rows to their nearest
+     * centroid, at training (fit0) and of the rows (re)indexed since, as a
+     * running mean that weighs the last FIT_WINDOW samples most (fit). */
+    float fit0, fit;
+    uint32_t fit_n;           /* samples since training */
+    int due_fit;              /* the retrain in flight was started by the fit */
     job *job;                 /* training in flight for this partition */
     uint64_t mem, vmem, lmem; /* this partition's share of st_bytes, st_vec_bytes and
                                  st_list_bytes (part_account) */
@@ -96,7 +107,8 @@ struct rc_index {
     rc_table *t;
     uint32_t dim;
     uint32_t ivf_min, nprobe, batch, slots_max, lists;
-    float drift, growth, max_imb;
+    float drift, growth, max_imb, refit; /* refit < 0: no fit retrains */
+    uint32_t fit_tick; /* writer only: (re)indexed rows counted for sampling */
     int no_background;
     int storage;        /* rc_index_storage of IVF lists */
     uint32_t code_size; /* bytes of one vector in an IVF list */
@@ -134,7 +146,8 @@ struct rc_index {
     /* Stats: written by the writer with relaxed atomics. */
     uint64_t st_size, st_ivf, st_pending, st_added, st_reindexed, st_skipped, st_retrains;
     uint64_t st_oldest_ns, st_bytes, st_vec_bytes, st_list_bytes;
-    uint64_t st_overflow, st_part_errors;
+    uint64_t st_overflow, st_part_errors, st_retrains_fit;
+    uint32_t st_fit_worst; /* float bits */
     pthread_mutex_t fresh_mu;
     uint32_t fresh[FRESH_RING];
     uint64_t nfresh;

@@ -70,6 +70,13 @@ static void render_index(rc_buf *b, rc_engine *e)
     counter(b, "recalld_index_skipped_small_drift_total",
             "Touched rows left as indexed (drift under the threshold).", is.skipped_small_drift);
     counter(b, "recalld_index_retrains_total", "IVF partitions (re)trained.", is.retrains);
+    counter(b, "recalld_index_fit_retrains_total",
+            "IVF partitions retrained because their centroids no longer fit their rows.",
+            is.retrains_fit);
+    gauge(b, "recalld_index_fit_ratio",
+          "Worst IVF partition: recent rows' distance to their nearest centroid over the "
+          "training rows' (1 = as at training; 0 = not measured).",
+          is.fit_worst);
     rc_prom_family(b, "recalld_index_new_item_freshness_seconds", "histogram",
                    "Time from a new item's first touch to searchable in the index.");
     rc_prom_hist_snap(b, "recalld_index_new_item_freshness_seconds", NULL, &is.fresh_hist);

@@ -517,6 +517,92 @@ TEST(index_background_retrain_catches_up)
     free(g.cent);
 }
 
+/* index.retrain_fit: one IVF partition of 6000 rows in 60 clusters, trained;
+ * then every row moves (an install_model of a model trained elsewhere: the
+ * same items, another geometry) to 60 new clusters. Neither growth nor
+ * imbalance changes (both triggers set out of reach), so only the fit can
+ * tell that the centroids no longer fit: with it, the partition is retrained
+ * and the fit is back at ~1; without it (retrain_fit < 0) nothing retrains
+ * and the fit ratio stays high. Rows that move within their clusters (what
+ * training does) leave the fit alone: no retrain. */
+static rc_index *fit_index(rc_table *t, float retrain_fit)
+{
+    rc_index_opts o = {0};
+    o.ivf_min = 2048;
+    o.retrain_growth = 100.0f;
+    o.max_imbalance = 1000.0f;
+    o.retrain_fit = retrain_fit;
+    o.no_background = 1;
+    rc_index *ix = index_filled(&o, t);
+    flush_all(ix);
+    return ix;
+}
+
+static void fit_move(rc_index *ix, rc_table *t, gen *g)
+{
+    float v[DIM];
+    for (uint32_t r = 0; r < rc_table_size(t); r++) {
+        gen_vec(g, r % g->ncl, 0.12f, v);
+        memcpy(rc_table_in(t, r), v, sizeof(v));
+        rc_index_touch(ix, r);
+    }
+    flush_all(ix);
+}
+
+TEST(index_retrain_when_centroids_no_longer_fit)
+{
+    gen g1, g2;
+    gen_init(&g1, 60, 21);
+    gen_init(&g2, 60, 22);
+    rc_table *ta = mk_table(1, 1), *tb = mk_table(1, 1);
+    float v[DIM];
+    for (uint32_t i = 0; i < 6000; i++) {
+        gen_vec(&g1, i % 60, 0.12f, v);
+        add_row(ta, 0, 0, v);
+        add_row(tb, 0, 0, v);
+    }
+    rc_index *on = fit_index(ta, 0.0f), *off = fit_index(tb, -1.0f);
+    rc_index_stats st, so;
+    rc_index_stats_get(on, &st);
+    ASSERT_EQ(st.retrains, 1);
+    ASSERT_DBL_OP(st.fit_worst, ==, 0.0); /* nothing measured since training */
+    /* moves within the clusters: measured, fits as at training */
+    fit_move(on, ta, &g1);
+    rc_index_stats_get(on, &st);
+    ASSERT_EQ(st.retrains, 1);
+    ASSERT_EQ(st.retrains_fit, 0);
+    ASSERT_DBL_OP(st.fit_worst, >, 0.8);
+    ASSERT_DBL_OP(st.fit_worst, <, 1.2);
+    /* every row to new clusters */
+    fit_move(on, ta, &g2);
+    fit_move(off, tb, &g2);
+    rc_index_stats_get(off, &so);
+    ASSERT_EQ(so.retrains, 1);
+    ASSERT_DBL_OP(so.fit_worst, >, 1.5);
+    char err[256] = "";
+    ASSERT_EQ(rc_index_maintain(on, err, sizeof err), 0);
+    rc_index_stats_get(on, &st);
+    ASSERT_EQ(st.retrains, 2);
+    ASSERT_EQ(st.retrains_fit, 1);
+    double r_on = recall_at(on, ta, 200, 50, NULL, 23), r_off = recall_at(off, tb, 200, 50, NULL, 23);
+    fprintf(stderr, "    fit %.3f without the fit retrain, recall@50 %.4f with it, %.4f without\n",
+            so.fit_worst, r_on, r_off);
+    ASSERT_DBL_OP(r_on, >=, 0.95);
+    ASSERT_DBL_OP(r_on, >=, r_off);
+    /* measured again against the new centroids: fits */
+    fit_move(on, ta, &g2);
+    ASSERT_EQ(rc_index_maintain(on, err, sizeof err), 0);
+    rc_index_stats_get(on, &st);
+    ASSERT_EQ(st.retrains, 2);
+    ASSERT_DBL_OP(st.fit_worst, <, 1.2);
+    rc_index_destroy(on);
+    rc_index_destroy(off);
+    rc_table_destroy(ta);
+    rc_table_destroy(tb);
+    free(g1.cent);
+    free(g2.cent);
+}
+
 /* index_destroy_hurries_an_idle_retrain: the writer thread that starts the
  * retrain runs SCHED_IDLE (pipeline.background_policy "idle"), so the retrain
  * thread inherits SCHED_IDLE and its name. */

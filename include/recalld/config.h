@@ -101,6 +101,7 @@ typedef struct rc_config {
     /* index */
     uint32_t ivf_min, nprobe, index_batch, flush_interval_ms;
     float drift, overfetch;
+    float retrain_fit; /* index.retrain_fit: 0 = off */
     /* recall */
     uint32_t recall_window, k_default, k_max;
     int64_t half_life_ms;                     /* time decay of click weights, 0 = off */

@@ -9,7 +9,8 @@
  * IVF-Flat), fp16 or 8-bit scalar-quantized codes (IVF-SQ; see
  * rc_index_storage). Small partitions stay float32 flat whatever the storage. A partition is
  * retrained (in the background, from a snapshot, then swapped in) when it has grown by
- * retrain_growth since its training or its lists are unbalanced (imbalance factor > max_imbalance).
+ * retrain_growth since its training or its lists are unbalanced (imbalance factor > max_imbalance)
+ * or its centroids no longer fit the rows it indexes (retrain_fit).
  *
  * Partition limit: at most max_partitions (city, category) partitions. Rows
  * of a pair that finds no room go to one shared overflow partition, which
@@ -66,6 +67,10 @@ typedef struct rc_index_opts {
     uint32_t batch;          /* max rows applied under one write lock, 0 = 256 */
     float retrain_growth;    /* retrain when rows > (1+g) * rows at training, 0 = 1.0 */
     float max_imbalance;     /* retrain when imbalance factor exceeds, 0 = 3.0 */
+    float retrain_fit;       /* retrain when the rows (re)indexed since training sit farther
+                                from their nearest centroid than the training rows did: their
+                                mean cosine distance to it (recent rows weigh most) above
+                                (1 + f) x the training rows' mean; 0 = 0.5, < 0 = never */
     int no_background;       /* 1: retrain synchronously inside rc_index_maintain (tests) */
     uint32_t search_lists;   /* IVF lists scanned per search, chosen best-first by centroid
                                 score over all selected partitions (a partition gets at most
@@ -87,6 +92,10 @@ typedef struct rc_index_stats {
     uint64_t pending; /* rows touched and not yet checked/applied */
     uint64_t added, reindexed, skipped_small_drift;
     uint64_t retrains;
+    uint64_t retrains_fit; /* of retrains, started because the centroids no longer fit */
+    double fit_worst;      /* the largest ratio, over IVF partitions with enough samples, of
+                              the recent rows' mean distance to their nearest centroid to the
+                              training rows' (1 = fits as at training; 0 = none measured) */
     uint64_t overflow_rows;    /* rows in the overflow partition (partition limit reached) */
     uint64_t partition_errors; /* rows put back because no partition could be created */
     uint32_t max_partitions;   /* the configured limit (partitions counts the overflow one too) */
