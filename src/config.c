@@ -218,7 +218,7 @@ void rc_config_defaults(rc_config *c)
     c->nprobe = 16;
     c->index_batch = 256;
     c->flush_interval_ms = 2;
-    c->retrain_fit = 0.5f; /* docs/BENCHMARKS.md "Centroids that no longer fit" */
+    c->retrain_fit = 0.5f; /* docs/BENCHMARKS.md "install_model at 1M ..." */
     c->drift = 0.0005f; /* measured: 0.01 lost a third of the exact top-50 (docs/BENCHMARKS.md) */
     c->overfetch = 3.0f;
     c->index_storage = 2; /* sq8 (rc_index_storage): same re-ranked recall@50 as flat at 0.45x the
