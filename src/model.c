@@ -139,23 +139,64 @@ int rc_model_save(const rc_table *t, const char *path, char *eb, size_t el)
     return 0;
 }
 
-/* ---- reading ---- */
+/* ---- reading ----
+ * The file is read through a window of RD_WINDOW bytes, its checksum taken
+ * on the way, not into one buffer of its size: a 1M-item model is ~460 MB,
+ * which install_model would otherwise hold twice (the file and the table
+ * built from it) beside the live table. Its trailing checksum is checked
+ * once the contents are read; a file whose checksum fails is refused as
+ * such even when its contents failed to parse first (the rest is read for
+ * the checksum), so the errors are those of a whole-file check. */
+
+#define RD_WINDOW (1u << 20) /* at least the largest take: a name (65535), a vector */
 
 typedef struct rd {
-    const unsigned char *p, *end;
-    int short_read;
+    FILE *f;
+    unsigned char *buf;
+    size_t pos, lim; /* unread bytes buf[pos, lim) */
+    uint64_t left;   /* bytes of the contents (the file less its checksum) not yet in buf */
+    uint32_t crc;    /* of every byte read into buf */
+    int short_read;  /* a take past the contents' end */
+    int io_err;      /* the file ended early or a read failed */
 } rd;
+
+/* Moves the unread bytes to the front and reads up to the window's end. */
+static void refill(rd *r)
+{
+    size_t have = r->lim - r->pos;
+    memmove(r->buf, r->buf + r->pos, have);
+    r->pos = 0;
+    r->lim = have;
+    size_t want = RD_WINDOW - have;
+    if (want > r->left)
+        want = (size_t)r->left;
+    if (!want)
+        return;
+    size_t got = fread(r->buf + have, 1, want, r->f);
+    r->crc = rc_crc32c(r->crc, r->buf + have, got);
+    r->lim += got;
+    r->left -= got;
+    if (got < want) {
+        r->io_err = 1;
+        r->left = 0;
+    }
+}
 
 static const void *take(rd *r, size_t n)
 {
-    if ((size_t)(r->end - r->p) < n) {
+    if (r->lim - r->pos < n && n <= RD_WINDOW)
+        refill(r);
+    if (r->lim - r->pos < n) {
         r->short_read = 1;
         return NULL;
     }
-    const void *q = r->p;
-    r->p += n;
+    const void *q = r->buf + r->pos;
+    r->pos += n;
     return q;
 }
+
+/* Every byte of the contents was taken. */
+static int rd_at_end(const rd *r) { return r->pos == r->lim && r->left == 0; }
 
 static uint32_t get_u32(rd *r)
 {
@@ -173,30 +214,6 @@ static uint16_t get_u16(rd *r)
     if (q)
         memcpy(&v, q, 2);
     return v;
-}
-
-static int read_all(const char *path, unsigned char **buf, size_t *len, char *eb, size_t el)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return rc_err(eb, el, errno == ENOENT ? RC_ENOENT : RC_EIO, "model %s: %s", path,
-                      strerror(errno));
-    if (fseek(f, 0, SEEK_END) || (*len = (size_t)ftell(f)) == (size_t)-1 || fseek(f, 0, SEEK_SET)) {
-        fclose(f);
-        return rc_err(eb, el, RC_EIO, "model %s: cannot size the file", path);
-    }
-    *buf = malloc(*len ? *len : 1);
-    if (!*buf) {
-        fclose(f);
-        return rc_err(eb, el, RC_ENOMEM, "model %s: out of memory (%zu bytes)", path, *len);
-    }
-    size_t got = fread(*buf, 1, *len, f);
-    fclose(f);
-    if (got != *len) {
-        free(*buf);
-        return rc_err(eb, el, RC_EIO, "model %s: short read", path);
-    }
-    return 0;
 }
 
 /* Interns the n names of one section (cities or categories) in order, so
@@ -275,7 +292,7 @@ static int parse(rd *r, const rc_table_opts *opts, rc_table **out, const char *p
             memcpy(side ? rc_table_out(t, (uint32_t)i) : rc_table_in(t, (uint32_t)i), v,
                    dim * sizeof(float));
         }
-    if (r->p != r->end) {
+    if (!rd_at_end(r)) {
         rc = RC_ECORRUPT;
         goto bad;
     }
@@ -290,25 +307,43 @@ bad:
 
 int rc_model_load(const char *path, const rc_table_opts *opts, rc_table **out, char *eb, size_t el)
 {
-    unsigned char *buf = NULL;
-    size_t len = 0;
     *out = NULL;
-    int rc = read_all(path, &buf, &len, eb, el);
-    if (rc)
-        return rc;
-    if (len < 8 + 4 + 4 + 8 + 8 + 4) {
-        free(buf);
-        return rc_err(eb, el, RC_ECORRUPT, "model %s: truncated (%zu bytes)", path, len);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return rc_err(eb, el, errno == ENOENT ? RC_ENOENT : RC_EIO, "model %s: %s", path,
+                      strerror(errno));
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
+        fclose(f);
+        return rc_err(eb, el, RC_EIO, "model %s: cannot size the file", path);
     }
-    uint32_t want;
-    memcpy(&want, buf + len - 4, 4);
-    if (rc_crc32c(0, buf, len - 4) != want) {
-        free(buf);
+    if (len < 8 + 4 + 4 + 8 + 8 + 4) {
+        fclose(f);
+        return rc_err(eb, el, RC_ECORRUPT, "model %s: truncated (%ld bytes)", path, len);
+    }
+    rd r = {.f = f, .left = (uint64_t)len - 4, .buf = malloc(RD_WINDOW)};
+    if (!r.buf) {
+        fclose(f);
+        return rc_err(eb, el, RC_ENOMEM, "model %s: out of memory", path);
+    }
+    char perr[512] = "";
+    int rc = parse(&r, opts, out, path, perr, sizeof perr);
+    /* the checksum covers every byte: read what parsing left */
+    while (!r.io_err && r.left) {
+        r.pos = r.lim;
+        refill(&r);
+    }
+    uint32_t want = 0;
+    int ok = !r.io_err && fread(&want, 1, 4, f) == 4 && fgetc(f) == EOF && want == r.crc;
+    fclose(f);
+    free(r.buf);
+    if (!ok) {
+        rc_table_destroy(*out);
+        *out = NULL;
         return rc_err(eb, el, RC_ECORRUPT, "model %s: checksum mismatch (truncated or corrupt)",
                       path);
     }
-    rd r = {buf, buf + len - 4, 0};
-    rc = parse(&r, opts, out, path, eb, el);
-    free(buf);
-    return rc;
+    if (rc)
+        return rc_err(eb, el, rc, "%s", perr);
+    return 0;
 }
