@@ -148,7 +148,9 @@ int rc_model_save(const rc_table *t, const char *path, char *eb, size_t el)
  * such even when its contents failed to parse first (the rest is read for
  * the checksum), so the errors are those of a whole-file check. */
 
-#define RD_WINDOW (1u << 20) /* at least the largest take: a name (65535), a vector */
+/* At least the largest take: a row record (65535 + 12), a vector. A pointer
+ * take returns is valid until the next take. */
+#define RD_WINDOW (1u << 20)
 
 typedef struct rd {
     FILE *f;
@@ -237,10 +239,18 @@ static int load_rows(rd *r, rc_table *t, uint64_t rows, uint32_t nc, uint32_t nk
 {
     for (uint64_t i = 0; i < rows; i++) {
         uint16_t len = get_u16(r);
-        const char *id = take(r, len);
-        uint32_t city = get_u32(r), cate = get_u32(r), count = get_u32(r), row;
+        /* one take for the whole record: a later take may refill the window
+         * and overwrite an id taken before it */
+        const unsigned char *rec = take(r, (size_t)len + 12);
+        uint32_t city, cate, count, row;
         int created = 0;
-        if (!id || r->short_read || city >= nc || cate >= nk || len == 0)
+        if (!rec || r->short_read || len == 0)
+            return RC_ECORRUPT;
+        const char *id = (const char *)rec;
+        memcpy(&city, rec + len, 4);
+        memcpy(&cate, rec + len + 4, 4);
+        memcpy(&count, rec + len + 8, 4);
+        if (city >= nc || cate >= nk)
             return RC_ECORRUPT;
         int rc = rc_table_upsert(t, id, len, city, cate, NULL, 0, &row, &created);
         if (rc)
