@@ -28,7 +28,8 @@
                                    centroids (index.retrain_fit) */
 #define FIT_WINDOW        256u  /* the fit's running mean weighs about this many samples */
 #define FIT_MIN           64u   /* samples since training before the fit may retrain */
-#define FIT_TRAIN_SAMPLE  1024u /* training rows measured for the fit at training */
+#define FIT_TRAIN_SAMPLE  256u  /* training rows measured for the fit at training (on the
+                                   trainer: 256 x nlist inner products, a few ms) */
 
 /* Int8 copies of a partition's rows, by local id, in blocks of Q8_BLOCK rows
  * (32 KiB at d64): a flat partition's scan reads them front to back and an
