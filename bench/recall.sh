@@ -10,7 +10,8 @@
 # Environment: BG_NICE (pipeline.background_nice, default the daemon's),
 # BG_POLICY (pipeline.background_policy, default the daemon's),
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
-# two_tower sections), LOAD_ONLY=1 (stop after the load and its memory figures), AB_ROUNDS (see ab below), DRIFT, OVERFETCH, QUIET_WAIT
+# two_tower sections), LOAD_ONLY=1 (stop after the load and its memory figures), AB_ROUNDS (see ab below), DRIFT, OVERFETCH,
+# STORAGE (index.storage, default the daemon's), QUIET_WAIT
 # (seconds the quiet sections wait for the backlog, default 900).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -30,10 +31,12 @@ broker_start "$tmp" 128 fifo
 nice_cfg=""
 [ -n "${BG_NICE:-}" ] && nice_cfg=", \"background_nice\": $BG_NICE"
 [ -n "${BG_POLICY:-}" ] && nice_cfg="$nice_cfg, \"background_policy\": \"$BG_POLICY\""
+storage_cfg=""
+[ -n "${STORAGE:-}" ] && storage_cfg=", \"storage\": \"$STORAGE\""
 cat >"$tmp/r.json" <<JSON
 {"kafka": {"brokers": "$bs"},
  "pipeline": {"queue_batches": 4$nice_cfg},
- "index": {"drift": ${DRIFT:-0.0005}, "overfetch": ${OVERFETCH:-3.0}},
+ "index": {"drift": ${DRIFT:-0.0005}, "overfetch": ${OVERFETCH:-3.0}$storage_cfg},
  "sessions": {"max_users": $((USERS + USERS / 4))},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
@@ -47,7 +50,7 @@ fi
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} STORAGE=${STORAGE:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users (paced so the mock's retention is never exceeded)"
 t0=$(date +%s)
 "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"

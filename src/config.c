@@ -105,7 +105,7 @@ static const struct key keys[] = {
     {"index.retrain_fit", K_F32, F(retrain_fit), 0, 100},
     {"index.overfetch", K_F32, F(overfetch), 1, 100},
     {"index.max_partitions", K_U32, F(max_partitions), 1, 65536},
-    {"index.storage", K_STORAGE, F(index_storage), 0, 2},
+    {"index.storage", K_STORAGE, F(index_storage), 0, 3},
     {"recall.window", K_U32, F(recall_window), 1, 255},
     {"recall.k_default", K_U32, F(k_default), 1, 100000},
     {"recall.k_max", K_U32, F(k_max), 1, 100000},
@@ -221,8 +221,8 @@ void rc_config_defaults(rc_config *c)
     c->retrain_fit = 0.5f; /* docs/BENCHMARKS.md "install_model at 1M ..." */
     c->drift = 0.0005f; /* measured: 0.01 lost a third of the exact top-50 (docs/BENCHMARKS.md) */
     c->overfetch = 3.0f;
-    c->index_storage = 2; /* sq8 (rc_index_storage): same re-ranked recall@50 as flat at 0.45x the
-                             index bytes (docs/BENCHMARKS.md, "Index storage") */
+    c->index_storage = 3; /* int8 (rc_index_storage): the same recall@50 and latency as sq8 at
+                             0.61x its index bytes (docs/BENCHMARKS.md, "Index storage") */
     c->recall_window = 5;
     c->half_life_ms = 600000;
     c->past_session_weight = 1.0f;
@@ -364,13 +364,14 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *wh
     }
     if (k->type == K_STORAGE) {
         /* the names of rc_index_storage (index.h), in its order */
-        static const char *const st[] = {"flat", "fp16", "sq8"};
-        for (int i = 0; i < 3; i++)
+        static const char *const st[] = {"flat", "fp16", "sq8", "int8"};
+        for (int i = 0; i < 4; i++)
             if (!strcmp(s, st[i])) {
                 *(int *)p = i;
                 return 0;
             }
-        return bad(eb, el, where, k->name, "expected \"flat\", \"fp16\" or \"sq8\"");
+        return bad(eb, el, where, k->name,
+                   "expected \"flat\", \"fp16\", \"sq8\" or \"int8\"");
     }
     if (k->type == K_ROLE) {
         for (int i = 0; i < 3; i++)

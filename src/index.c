@@ -41,6 +41,7 @@
 #include <faiss/c_api/IndexScalarQuantizer_c.h>
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/error_c.h>
+#include <faiss/c_api/index_factory_c.h>
 
 #include "recalld/common.h"
 #include "recalld/log.h"
@@ -59,7 +60,7 @@ static int faiss_err(char *errbuf, size_t errlen, const char *what)
 
 /* ---- storage -------------------------------------------------------------- */
 
-static const char *const storage_names[] = {"flat", "fp16", "sq8"};
+static const char *const storage_names[] = {"flat", "fp16", "sq8", "int8"};
 
 const char *rc_index_storage_name(int storage)
 {
@@ -120,6 +121,8 @@ static uint64_t part_mem(const rc_index *ix, const part *p, uint64_t *vm, uint64
              + (uint64_t)p->nlist * d * sizeof(float); /* centroids */
         if (ix->storage == RC_INDEX_STORAGE_SQ8)
             v += 2 * sizeof(float); /* the range */
+        else if (ix->storage == RC_INDEX_STORAGE_INT8)
+            v += LEAN_KSUB * d * sizeof(float); /* the membership code's centroids */
     }
     *vm = v;
     *lm = l;
@@ -263,7 +266,7 @@ static int part_new(rc_index *ix, uint32_t city, uint32_t cate, int overflow, pa
      * storage (256 B a row at d64, grown by doubling) would only be the
      * reference scan's, so such a partition has none until its IVF index.
      * The overflow partition keeps it (filtered row by row with the floats). */
-    if (overflow || ix->storage != RC_INDEX_STORAGE_SQ8) {
+    if (overflow || !rc_storage_q8(ix->storage)) {
         FaissIndexFlatIP *f = NULL;
         if (faiss_IndexFlatIP_new_with(&f, ix->dim)) {
             int rc = faiss_err(errbuf, errlen, "flat partition");
@@ -387,13 +390,14 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, 
     ix->max_parts = opts->max_partitions ? RC_MIN(opts->max_partitions, MAX_PARTS) : MAX_PARTS;
     if (!rc_index_storage_name(opts->storage)) {
         free(ix);
-        return rc_err(errbuf, errlen, RC_EINVAL, "index: storage %d: expected flat, fp16 or sq8",
-                      opts->storage);
+        return rc_err(errbuf, errlen, RC_EINVAL,
+                      "index: storage %d: expected flat, fp16, sq8 or int8", opts->storage);
     }
     ix->storage = opts->storage;
     ix->code_size = ix->storage == RC_INDEX_STORAGE_FLAT   ? ix->dim * (uint32_t)sizeof(float)
                     : ix->storage == RC_INDEX_STORAGE_FP16 ? ix->dim * 2
-                                                           : ix->dim;
+                    : ix->storage == RC_INDEX_STORAGE_SQ8  ? ix->dim
+                                                           : 1;
     pthread_mutex_init(&ix->fresh_mu, NULL);
     rc_hist_init(&ix->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
     if (hash_grow(ix)) {
@@ -792,6 +796,46 @@ int rc_index_flush(rc_index *ix, uint32_t max_rows, char *errbuf, size_t errlen)
 
 /* ---- (re)training -------------------------------------------------------- */
 
+/* int8: the search scores every candidate with the rows' int8 copies
+ * (scan_lists), so FAISS's lists only need to say which local ids each list
+ * holds. FAISS has no code-less IVF; the smallest it offers is a product
+ * quantizer of one sub-vector of 4 bits over the residuals (IVF-PQ 1x4: one
+ * byte a row, where sq8's codes take dim bytes), without the polysemous
+ * training ("np": it would only reorder codes nobody reads). Its 16 centroids
+ * are trained on LEAN_TRAIN rows spread over the snapshot (repeated when it
+ * is smaller). The coarse quantizer gets q's centroids first, so
+ * IndexIVF::train leaves it alone. FAISS's own scan of these codes
+ * (rc_index_set_faiss_scan) is only a rough one: the A/B reference of the
+ * int8 scan is sq8. Any thread. */
+static int ivf_lean(job *j, FaissIndexFlatIP *q, FaissIndex **out)
+{
+    char desc[48];
+    FaissIndex *ivf = NULL;
+    float *cent, *tx = NULL;
+    size_t sz;
+    snprintf(desc, sizeof(desc), "IVF%u,PQ1x%unp", j->nlist, LEAN_BITS);
+    if (faiss_index_factory(&ivf, (int)j->dim, desc, METRIC_INNER_PRODUCT))
+        return -1;
+    faiss_IndexFlat_xb(q, &cent, &sz);
+    if (faiss_Index_add(faiss_IndexIVF_quantizer(ivf), j->nlist, cent))
+        goto fail;
+    size_t nt = LEAN_TRAIN; /* rows spread over the snapshot, repeated when it is smaller */
+    if (!(tx = malloc(nt * j->dim * sizeof(float))))
+        goto fail;
+    for (size_t i = 0; i < nt; i++)
+        memcpy(tx + i * j->dim, j->x + (size_t)((uint64_t)i * j->n / nt) * j->dim,
+               j->dim * sizeof(float));
+    if (faiss_Index_train(ivf, (idx_t)nt, tx))
+        goto fail;
+    free(tx);
+    *out = ivf;
+    return 0;
+fail:
+    free(tx);
+    faiss_Index_free(ivf);
+    return -1;
+}
+
 /* Builds job->out from the snapshot: spherical k-means (inner product), then
  * an IVF index (IVF-Flat, or IVF-SQ whose quantizer is trained on the
  * snapshot) with an array direct map holding rows 0..n-1. Any thread. */
@@ -827,6 +871,12 @@ static void job_run(job *j)
             goto fail;
         ivf = f;
         faiss_IndexIVFFlat_set_own_fields(f, 1);
+        q = NULL;
+    } else if (j->storage == RC_INDEX_STORAGE_INT8) {
+        what = "ivf-int8";
+        if (ivf_lean(j, q, &ivf))
+            goto fail;
+        faiss_Index_free(q); /* its centroids were copied into ivf's own quantizer */
         q = NULL;
     } else {
         /* sq8: one byte a component over the fixed range [-1, 1], which holds

@@ -28,6 +28,10 @@
                                    centroids (index.retrain_fit) */
 #define FIT_WINDOW        256u  /* the fit's running mean weighs about this many samples */
 #define FIT_MIN           64u   /* samples since training before the fit may retrain */
+#define LEAN_BITS         4u    /* index.storage int8: FAISS's lists hold a PQ 1 x 4-bit code */
+#define LEAN_KSUB         (1u << LEAN_BITS)
+#define LEAN_TRAIN        1024u /* snapshot rows the int8 storage's code is trained on (>= 39 a
+                                   centroid, FAISS's minimum without a warning) */
 #define FIT_TRAIN_SAMPLE  256u  /* training rows measured for the fit at training (on the
                                    trainer: 256 x nlist inner products, a few ms) */
 
@@ -169,6 +173,13 @@ struct work {
 /* FAISS parallelises inside a call with OpenMP; with many caller threads on
  * few cores that only adds contention, so every thread entering FAISS here
  * runs it on one thread (the ICV is per thread). */
+/* Storages whose search scores the rows' int8 copies (scan_lists,
+ * scan_flat_i8) rather than FAISS's codes. */
+static inline int rc_storage_q8(int storage)
+{
+    return storage == RC_INDEX_STORAGE_SQ8 || storage == RC_INDEX_STORAGE_INT8;
+}
+
 static inline void omp_one(void)
 {
     if (omp_get_max_threads() != 1)

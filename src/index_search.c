@@ -300,7 +300,7 @@ static int scan_ivf(const rc_index *ix, scratch *s, uint32_t nsel, uint32_t nh, 
             qsort(cs, c, sizeof(*cs), cand_desc);
             c = p->slots;
         }
-        if (ix->storage == RC_INDEX_STORAGE_SQ8 && !RLOAD(&ix->faiss_scan)) {
+        if (rc_storage_q8(ix->storage) && !RLOAD(&ix->faiss_scan)) {
             if (scan_lists(ix, s, p, cs, c, q, k, ntop, rows))
                 return RC_ENOMEM;
             continue;
@@ -394,7 +394,7 @@ static int scan_flat_table(const rc_index *ix, scratch *s, const part *p, const 
 static int scan_flat(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
                      const rc_index_filter *f, uint32_t *ntop)
 {
-    if (!p->overflow && ix->storage == RC_INDEX_STORAGE_SQ8)
+    if (!p->overflow && rc_storage_q8(ix->storage))
         return RLOAD(&ix->faiss_scan) ? scan_flat_table(ix, s, p, q, k, ntop)
                                       : scan_flat_i8(ix, s, p, q, k, ntop);
     float *xb;

@@ -51,9 +51,12 @@ typedef enum rc_index_storage {
     RC_INDEX_STORAGE_FP16 = 1, /* half floats, 2 bytes (IVF-SQ QT_fp16) */
     RC_INDEX_STORAGE_SQ8 = 2,  /* 1 byte over the fixed range [-1, 1] of a unit vector's
                                   components (IVF-SQ QT_8bit_uniform, not by residual) */
+    RC_INDEX_STORAGE_INT8 = 3, /* the rows' int8 copies alone: FAISS's lists keep only
+                                  membership (IVF-PQ 1x4, one byte a row, never scored
+                                  by the search) */
 } rc_index_storage;
 
-/* "flat", "fp16", "sq8"; NULL for an unknown value. */
+/* "flat", "fp16", "sq8", "int8"; NULL for an unknown value. */
 const char *rc_index_storage_name(int storage);
 /* The storage of that name, or -1. */
 int rc_index_storage_parse(const char *name);
