@@ -1319,9 +1319,10 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   rc_table_ncities(e->table), rc_table_ncates(e->table));
     rc_buf_printf(o,
                   "\"users\":{\"active\":%llu,\"evicted_lru\":%llu,\"expired_ttl\":%llu,"
-                  "\"sessions\":%llu},",
+                  "\"sessions\":%llu,\"spill_failures\":%llu},",
                   (unsigned long long)ss.users, (unsigned long long)ss.evicted_lru,
-                  (unsigned long long)ss.expired_ttl, (unsigned long long)ss.sessions);
+                  (unsigned long long)ss.expired_ttl, (unsigned long long)ss.sessions,
+                  (unsigned long long)ss.spill_failures);
     rc_buf_printf(o,
                   "\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
                   "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"

@@ -76,6 +76,8 @@ static const rc_metrics_stat table[] = {
     C("users.expired_ttl", "recalld_users_expired_ttl_total",
       "Users dropped after sessions.ttl_ms of event time without a click."),
     C("users.sessions", "recalld_sessions_total", "Sessions started."),
+    C("users.spill_failures", "recalld_users_spill_failures_total",
+      "Clicks past a user record's inline room with no memory for more (oldest click dropped)."),
     /* index */
     S("index.size", "recalld_index_size"),
     S("index.partitions", "recalld_index_partitions"),

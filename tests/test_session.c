@@ -355,8 +355,10 @@ TEST(session_memory_linear_and_bounded)
     }
     rc_session_stats_get(s, &st);
     ASSERT_EQ(st.users, users);
-    /* the record holds the full history whatever the count: fixed size/user */
-    ASSERT_LT(st.bytes, 300u * 1024 * 1024);
+    /* a one-click user takes the record's inline room only (104 B; 216 B when
+     * every record held the full history): 1M such users and 50,000 full
+     * ones stay under 160 MB, where full-history records took ~230 MB */
+    ASSERT_LT(st.bytes, 160u * 1024 * 1024);
     fprintf(stderr, "session: %zu bytes for %u users (%.1f B/user)\n", st.bytes, users,
             (double)st.bytes / users);
     /* roughly linear: each quarter adds about the same */
@@ -365,5 +367,84 @@ TEST(session_memory_linear_and_bounded)
         ASSERT_GT(step, first * 0.7);
         ASSERT_LT(step, first * 1.4);
     }
+    rc_session_destroy(s);
+}
+
+/* A user with more clicks than the record's inline room (6) spills them to a
+ * block that grows to the history (20): every click is kept in time order with
+ * its time, the session context runs across the spill, the bytes grow with the
+ * spilled users only and come back when they are evicted or expire, and a
+ * reordered click lands at its place inside a spilled array. */
+TEST(session_spill_keeps_history_and_bytes)
+{
+    rc_session *s = mk(4, 20);
+    rc_session_stats st;
+    uint32_t ctx[32], n;
+    rc_click c[32];
+    char k[16];
+    /* every shard's table allocated first, so that bytes move with records only */
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof k, "w%d", i);
+        add(s, k, 1, 0, NULL, 0, NULL);
+    }
+    ASSERT_EQ(rc_session_expire(s, 8 * 24 * 3600 * 1000LL, 0), 4);
+    rc_session_stats_get(s, &st);
+    uint64_t ev0 = st.evicted_lru;
+    add(s, "small", 1, 1000, NULL, 0, NULL);
+    add(s, "mid", 200, 5000, NULL, 0, NULL);
+    add(s, "big", 100, 1000, NULL, 0, NULL);
+    rc_session_stats_get(s, &st);
+    size_t base = st.bytes; /* three users in the tables, all inline */
+    for (uint32_t i = 1; i < 25; i++) {
+        ASSERT_EQ(add(s, "big", 100 + i, 1000 + 10 * (int64_t)i, ctx, 32, &n) &
+                      ~(unsigned)(RC_SESS_NEW_USER | RC_SESS_NEW_SESSION),
+                  0);
+        ASSERT_EQ(n, RC_MIN(i, 19u)); /* every earlier click held is context */
+        for (uint32_t j = 0; j < n; j++)
+            ASSERT_EQ(ctx[j], 100 + i - n + j);
+        rc_session_stats_get(s, &st);
+        /* inline up to 6 clicks, then room for 12, then 20 */
+        size_t want = base + (i >= 12 ? 160 : i >= 6 ? 96 : 0);
+        ASSERT_EQ(st.bytes, want);
+    }
+    ASSERT_EQ(rc_session_recent(s, "big", 3, c, 32, &n), 0);
+    ASSERT_EQ(n, 20);
+    for (uint32_t j = 0; j < n; j++) {
+        ASSERT_EQ(c[j].row, 105 + j);
+        ASSERT_EQ(c[j].ts_ms, 1000 + 10 * (int64_t)(5 + j));
+    }
+    /* reordered into the middle of the spilled array: the oldest falls out */
+    ASSERT_EQ(add(s, "big", 999, 1000 + 10 * 14 + 5, ctx, 32, &n), RC_SESS_REORDERED);
+    ASSERT_EQ(rc_session_recent(s, "big", 3, c, 32, &n), 0);
+    ASSERT_EQ(n, 20);
+    ASSERT_EQ(c[0].row, 106);
+    ASSERT_EQ(c[8].row, 114);
+    ASSERT_EQ(c[9].row, 999);
+    ASSERT_EQ(c[10].row, 115);
+    ASSERT_EQ(c[19].row, 124);
+    /* a second spilled user, then evictions: the spilled blocks are freed */
+    for (uint32_t i = 1; i < 8; i++)
+        add(s, "mid", 200 + i, 5000 + (int64_t)i, NULL, 0, NULL);
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.bytes, base + 160 + 96);
+    add(s, "x1", 1, 6000, NULL, 0, NULL); /* 4 users: full */
+    add(s, "x2", 1, 6001, NULL, 0, NULL); /* evicts "small" */
+    add(s, "x3", 1, 6002, NULL, 0, NULL); /* evicts "big" */
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.bytes, base + 96);
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.evicted_lru - ev0, 2);
+    ASSERT_EQ(rc_session_recent(s, "big", 3, c, 32, &n), RC_ENOENT);
+    ASSERT_EQ(rc_session_recent(s, "mid", 3, c, 32, &n), 0);
+    ASSERT_EQ(n, 8);
+    ASSERT_EQ(c[7].row, 207);
+    /* its record reused by a new user starts inline again */
+    add(s, "x4", 1, 6003, NULL, 0, NULL); /* evicts "mid" */
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.bytes, base); /* its spilled block freed */
+    ASSERT_EQ(rc_session_expire(s, 6003 + 8 * 24 * 3600 * 1000LL, 0), 4);
+    rc_session_stats_get(s, &st);
+    ASSERT_EQ(st.users, 0);
+    ASSERT_EQ(st.spill_failures, 0);
     rc_session_destroy(s);
 }

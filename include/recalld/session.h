@@ -52,6 +52,8 @@ typedef struct rc_session_stats {
     uint64_t evicted_lru, expired_ttl;
     uint64_t sessions; /* sessions started */
     uint64_t duplicates, reordered, late;
+    uint64_t spill_failures; /* clicks of a user past the record's inline room that found no
+                                memory for more: that user's oldest click was dropped */
     size_t bytes; /* approximate heap bytes */
 } rc_session_stats;
 
