@@ -362,11 +362,9 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
                           rc_sgns_click(e->table, e->sampler, &e->rng, &e->sg, click_lr(e, row),
                                         row, ctx, nctx, total, &e->work));
         rc_index_touch(e->index, row);
-        rc__engine_tower_dirty(e, row);
         rc__engine_vec_note(e, row);
         for (uint32_t i = 0; i < nctx; i++) {
             rc_index_touch(e->index, ctx[i]);
-            rc__engine_tower_dirty(e, ctx[i]);
             rc__engine_vec_note(e, ctx[i]);
         }
     }
@@ -480,11 +478,9 @@ static void replay_train(rc_engine *e)
             continue;
         done++;
         rc_index_touch(e->index, center);
-        rc__engine_tower_dirty(e, center);
         rc__engine_vec_note(e, center);
         for (uint32_t i = 0; i < nctx; i++) {
             rc_index_touch(e->index, ctx[i]);
-            rc__engine_tower_dirty(e, ctx[i]);
             rc__engine_vec_note(e, ctx[i]);
         }
         if (e->threads && k % (16 * REPLAY_CHUNK) == 16 * REPLAY_CHUNK - 1)
@@ -508,11 +504,9 @@ static void probes_train(rc_engine *e)
                                     p->center, p->ctx, p->nctx, total, &e->work);
         click_trained_owed(e, p->center, p->ctx, p->nctx, np, 0);
         rc_index_touch(e->index, p->center);
-        rc__engine_tower_dirty(e, p->center);
         rc__engine_vec_note(e, p->center);
         for (uint32_t i = 0; i < p->nctx; i++) {
             rc_index_touch(e->index, p->ctx[i]);
-            rc__engine_tower_dirty(e, p->ctx[i]);
             rc__engine_vec_note(e, p->ctx[i]);
         }
     }
@@ -862,6 +856,9 @@ void rc_engine_index_opts(const rc_config *c, rc_index_opts *io)
                           .storage = c->index_storage};
 }
 
+/* Trainer (the index's writer), inside rc_index_flush. */
+static void index_stored(void *arg, uint32_t row) { rc__engine_tower_dirty(arg, row); }
+
 static int create_model(rc_engine *e, char *eb, size_t el)
 {
     const rc_config *c = &e->cfg;
@@ -886,6 +883,9 @@ static int create_model(rc_engine *e, char *eb, size_t el)
         (rc = rc_sampler_create(&sa, e->table, &e->sampler, eb, el)) ||
         (!prebuilt && (rc = rc_index_create(&io, e->table, &e->index, eb, el))))
         return rc;
+    /* The served tower vectors follow the word2vec index: a row the index
+     * stores again is queued for the tower's refresh (engine_tower.c). */
+    rc_index_set_on_store(e->index, index_stored, e);
     /* A loaded model: every row is sampled from and indexed before serving. */
     uint32_t rows = rc_table_size(e->table);
     for (uint32_t r = 0; r < rows; r++) {

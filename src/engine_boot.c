@@ -73,7 +73,6 @@ static int install_row(rc_engine *e, const char *id, size_t len, const char *cit
     rc_sampler_note(e->sampler, row);
     rc__engine_pop_note(e, row);
     rc_index_touch(e->index, row);
-    rc__engine_tower_dirty(e, row);
     return 0;
 }
 

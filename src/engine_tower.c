@@ -34,7 +34,9 @@ void rc__engine_tower_set_conf_path(rc_engine *e, const char *path)
     pthread_mutex_unlock(&e->tower->mu);
 }
 
-/* Trainer: row's word2vec vector changed. */
+/* Trainer: the word2vec index stored row's vector again (index_stored in
+ * engine.c): queued for the refresh, which recomputes it when the served
+ * bundle's vector was computed before that (rc_index_row_gen). */
 void rc__engine_tower_dirty(rc_engine *e, uint32_t row)
 {
     struct rc__engine_tower *t = e->tower;
@@ -183,6 +185,7 @@ int rc__engine_tower_build(rc_engine *e, rc_tower_model *m, const char *path, co
                                        .storage = c->index_storage},
                              .max_items = c->max_items,
                              .drift = c->drift,
+                             .w2v_index = e->index,
                              .float_mirror = !c->tower_mirror_fp16};
     rc_tower_serve *b;
     int rc = rc_tower_serve_create(m, e->table, &o, &b, eb, el);

@@ -651,8 +651,11 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
         uint32_t ri = row & (CHUNK_ROWS - 1);
         if (!w[i].upd)
             STORE(&c->st[ri].loc, (uint64_t)(p->id + 1) << 32 | (base + i));
-        else if (p->job && (uint32_t)ix->ibuf[i - nnew] < p->job->n &&
-                 job_mark_dirty(p->job, (uint32_t)ix->ibuf[i - nnew]))
+        RSTORE(&c->gen[ri], (uint16_t)(c->gen[ri] + 1));
+        if (ix->on_store)
+            ix->on_store(ix->on_store_arg, row);
+        if (w[i].upd && p->job && (uint32_t)ix->ibuf[i - nnew] < p->job->n &&
+            job_mark_dirty(p->job, (uint32_t)ix->ibuf[i - nnew]))
             return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
     }
     if (nnew)
@@ -1152,6 +1155,18 @@ int rc_index_maintain(rc_index *ix, char *errbuf, size_t errlen)
     memcpy(&bits, &worst, sizeof bits);
     RSTORE(&ix->st_fit_worst, bits);
     return rc;
+}
+
+uint16_t rc_index_row_gen(const rc_index *ix, uint32_t row)
+{
+    const rowchunk *c = ix ? chunk_of(ix, row) : NULL;
+    return c ? RLOAD(&c->gen[row & (CHUNK_ROWS - 1)]) : 0;
+}
+
+void rc_index_set_on_store(rc_index *ix, void (*fn)(void *arg, uint32_t row), void *arg)
+{
+    ix->on_store = fn;
+    ix->on_store_arg = arg;
 }
 
 int rc_index_contains(const rc_index *ix, uint32_t row)

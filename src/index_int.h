@@ -57,6 +57,8 @@ typedef struct rowstate {
 typedef struct rowchunk {
     rowstate st[CHUNK_ROWS];
     uint8_t pend[CHUNK_ROWS];
+    uint16_t gen[CHUNK_ROWS]; /* stores of the row's vector (rc_index_row_gen); the writer
+                                 writes, any thread reads (relaxed atomics) */
 } rowchunk;
 
 typedef struct job job;
@@ -139,6 +141,8 @@ struct rc_index {
     uint32_t touch_clock_left;
 
     job *job;
+    void (*on_store)(void *arg, uint32_t row); /* rc_index_set_on_store; writer only */
+    void *on_store_arg;
 
     /* Writer-only scratch for flush. */
     struct work *work;

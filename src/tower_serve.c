@@ -9,7 +9,7 @@
 
 #include "recalld/common.h"
 
-#define Q8_SHIFT 14 /* rows per int8-copy chunk: 16384 */
+#define Q8_SHIFT 14 /* rows per chunk of refresh references: 16384 */
 #define Q8_ROWS  (1u << Q8_SHIFT)
 #define POOL_MAX 64 /* idle inference scratches kept */
 
@@ -21,8 +21,12 @@ struct rc_tower_serve {
     rc_index *index;
     uint32_t dim, wdim;
     float drift;
+    const rc_index *gen_src; /* opts.w2v_index: refresh by its row generations */
+    uint32_t refb;           /* bytes of a row's refresh reference: 2 (the w2v index's
+                                generation when the row was computed) or wdim (an int8 copy
+                                of the w2v vector it was computed from) */
     /* writer only */
-    int8_t **q8;          /* per chunk of Q8_ROWS rows: wdim bytes per row */
+    int8_t **q8;          /* per chunk of Q8_ROWS rows: refb bytes per row */
     uint32_t nq8, q8_cap; /* chunks allocated, pointer slots (nq8 stored atomically:
                            * the stats read it from any thread) */
     rc_tower_work *wwork; /* the writer's scratch */
@@ -97,6 +101,8 @@ int rc_tower_serve_create(rc_tower_model *m, const rc_table *w2v, const rc_tower
     b->dim = c->dim;
     b->wdim = c->w2v_dim;
     b->drift = o.drift > 0 ? o.drift : 0.01f;
+    b->gen_src = o.w2v_index;
+    b->refb = b->gen_src ? (uint32_t)sizeof(uint16_t) : b->wdim;
     rc_table_opts to = {.dim = b->dim,
                         .max_items = o.max_items,
                         .seed = 1,
@@ -143,13 +149,13 @@ static int8_t *q8_row(rc_tower_serve *b, uint32_t row)
             b->q8_cap = cap;
         }
         while (b->nq8 <= c) {
-            if (!(b->q8[b->nq8] = malloc((size_t)Q8_ROWS * b->wdim)))
+            if (!(b->q8[b->nq8] = malloc((size_t)Q8_ROWS * b->refb)))
                 return NULL;
             /* stored atomically: rc_tower_serve_stats_get reads it on another thread */
             __atomic_store_n(&b->nq8, b->nq8 + 1, __ATOMIC_RELAXED);
         }
     }
-    return b->q8[c] + (size_t)(row & (Q8_ROWS - 1)) * b->wdim;
+    return b->q8[c] + (size_t)(row & (Q8_ROWS - 1)) * b->refb;
 }
 
 static void q8_store(int8_t *q, const float *v, uint32_t d)
@@ -178,15 +184,32 @@ static float q8_drift(const int8_t *q, const float *v, uint32_t d)
     return 1.f - dot / sqrtf(qq * vv);
 }
 
-/* Writer: computes row's tower vector into the mirror and its int8 copy. */
+/* Writer: computes row's tower vector into the mirror and its refresh
+ * reference. The generation is read before the vector: a re-index between the
+ * two leaves an older generation, so the row is recomputed once more. */
 static int compute_row(rc_tower_serve *b, uint32_t row, int8_t *q)
 {
     rc_tower_item_in in;
+    uint16_t gen = b->gen_src ? rc_index_row_gen(b->gen_src, row) : 0;
     rc_tower_serve_item_in(b->w2v, row, &in);
     rc_tower_item_vector(b->model, b->wwork, &in, b->vbuf);
     rc_table_in_write(b->mirror, row, b->vbuf);
-    q8_store(q, in.w2v, b->wdim);
+    if (b->gen_src)
+        memcpy(q, &gen, sizeof gen);
+    else
+        q8_store(q, in.w2v, b->wdim);
     return 0;
+}
+
+/* Writer: has row's w2v vector moved since its tower vector was computed? */
+static int stale(const rc_tower_serve *b, uint32_t row, const int8_t *q)
+{
+    if (b->gen_src) {
+        uint16_t then;
+        memcpy(&then, q, sizeof then);
+        return then != rc_index_row_gen(b->gen_src, row);
+    }
+    return q8_drift(q, rc_table_in(b->w2v, row), b->wdim) > b->drift;
 }
 
 int rc_tower_serve_sync_rows(rc_tower_serve *b, uint32_t upto)
@@ -233,7 +256,7 @@ uint32_t rc_tower_serve_refresh(rc_tower_serve *b, const uint32_t *rows, uint32_
         if (row >= have)
             continue;
         int8_t *q = q8_row(b, row);
-        if (q8_drift(q, rc_table_in(b->w2v, row), b->wdim) <= b->drift)
+        if (!stale(b, row, q))
             continue;
         if (max_recompute && done == max_recompute)
             break;
@@ -324,7 +347,7 @@ void rc_tower_serve_stats_get(rc_tower_serve *b, rc_tower_serve_stats *st)
     st->checked = atomic_load_explicit(&b->checked, memory_order_relaxed);
     st->recomputed = atomic_load_explicit(&b->recomputed, memory_order_relaxed);
     st->sync_failures = atomic_load_explicit(&b->sync_failures, memory_order_relaxed);
-    /* q8 chunks: count read racily (a statistic); each is Q8_ROWS * wdim bytes */
-    size_t q8 = (size_t)__atomic_load_n(&b->nq8, __ATOMIC_RELAXED) * Q8_ROWS * b->wdim;
+    /* reference chunks: count read racily (a statistic); each is Q8_ROWS * refb bytes */
+    size_t q8 = (size_t)__atomic_load_n(&b->nq8, __ATOMIC_RELAXED) * Q8_ROWS * b->refb;
     st->bytes = rc_table_bytes(b->mirror) + q8 + rc_tower_params(b->model) * sizeof(float);
 }

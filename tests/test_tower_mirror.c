@@ -25,7 +25,8 @@ static void rand_unit(rc_rng *g, float *v, uint32_t d)
     rc_vec_normalize(v, d);
 }
 
-static rc_tower_serve *mw_bundle(const rc_table *w2v, int float_mirror)
+static rc_tower_serve *mw_bundle_with(const rc_table *w2v, int float_mirror,
+                                      const rc_index *w2v_index, float drift)
 {
     rc_tower_config cfg = {.dim = MW_DIM, .w2v_dim = MW_DIM, .features = RC_TOWER_F_ALL};
     rc_tower_model *m;
@@ -36,10 +37,17 @@ static rc_tower_serve *mw_bundle(const rc_table *w2v, int float_mirror)
     /* 300-700 rows a partition: IVF partitions (trained in place), as at 1M */
     rc_tower_serve_opts o = {
         .index = {.ivf_min = 256, .no_background = 1, .storage = RC_INDEX_STORAGE_SQ8},
-        .float_mirror = float_mirror};
+        .float_mirror = float_mirror,
+        .w2v_index = w2v_index,
+        .drift = drift};
     if (rc_tower_serve_create(m, w2v, &o, &b, err, sizeof err))
         RC__FAIL("bundle: %s", err);
     return b;
+}
+
+static rc_tower_serve *mw_bundle(const rc_table *w2v, int float_mirror)
+{
+    return mw_bundle_with(w2v, float_mirror, NULL, 0);
 }
 
 static void mw_settle(rc_tower_serve *b)
@@ -60,14 +68,13 @@ static double overlap(const rc_hit *a, uint32_t na, const rc_hit *b, uint32_t nb
     return na ? (double)same / na : 1.0;
 }
 
-TEST(tower_mirror_fp16_same_topk)
+/* A word2vec table of MW_ITEMS random unit vectors over 4 cities x 3 categories. */
+static rc_table *mw_table(rc_rng *g)
 {
     rc_table *w2v;
     char err[256];
     rc_table_opts to = {.dim = MW_DIM, .max_items = 20000, .seed = 3};
     ASSERT_EQ(rc_table_create(&to, &w2v, err, sizeof err), 0);
-    rc_rng g;
-    rc_rng_seed(&g, 17);
     uint32_t city[4], cate[3];
     for (int i = 0; i < 4; i++) {
         char s[8];
@@ -87,8 +94,16 @@ TEST(tower_mirror_fp16_same_topk)
         ASSERT_EQ(rc_table_upsert(w2v, id, strlen(id), city[i % 4], cate[i / 4 % 3], NULL, 0, &row,
                                   &made),
                   0);
-        rand_unit(&g, rc_table_in(w2v, row), MW_DIM);
+        rand_unit(g, rc_table_in(w2v, row), MW_DIM);
     }
+    return w2v;
+}
+
+TEST(tower_mirror_fp16_same_topk)
+{
+    rc_rng g;
+    rc_rng_seed(&g, 17);
+    rc_table *w2v = mw_table(&g);
     rc_tower_serve *bf = mw_bundle(w2v, 1), *bh = mw_bundle(w2v, 0);
     ASSERT_EQ(rc_tower_serve_sync_rows(bf, UINT32_MAX), (int)MW_ITEMS);
     ASSERT_EQ(rc_tower_serve_sync_rows(bh, UINT32_MAX), (int)MW_ITEMS);
@@ -167,5 +182,83 @@ TEST(tower_mirror_fp16_same_topk)
     ASSERT_GE(sf.bytes - sh.bytes, (size_t)MW_ITEMS * MW_DIM * 2);
     rc_tower_serve_unref(bf);
     rc_tower_serve_unref(bh);
+    rc_table_destroy(w2v);
+}
+
+static void count_store(void *arg, uint32_t row)
+{
+    (void)row;
+    ++*(uint32_t *)arg;
+}
+
+/* With rc_tower_serve_opts.w2v_index (the daemon's bundles) a row's tower
+ * vector is recomputed when the word2vec index stored the row's vector again
+ * since it was computed, and not before: rows moved far are recomputed once
+ * the index re-indexed them (to the vectors a bundle with its own int8 copies
+ * computes), rows moved below index.drift never, and each row's reference
+ * takes 2 bytes instead of w2v_dim. */
+TEST(tower_refresh_follows_w2v_index_generation)
+{
+    rc_rng g;
+    rc_rng_seed(&g, 23);
+    rc_table *w2v = mw_table(&g);
+    rc_index *ix;
+    char err[256];
+    rc_index_opts io = {.ivf_min = 256, .no_background = 1, .drift = 0.0005f};
+    ASSERT_EQ(rc_index_create(&io, w2v, &ix, err, sizeof err), 0);
+    uint32_t stored = 0;
+    rc_index_set_on_store(ix, count_store, &stored);
+    for (uint32_t r = 0; r < MW_ITEMS; r++)
+        rc_index_touch(ix, r);
+    while (rc_index_flush(ix, 0, err, sizeof err) > 0)
+        ;
+    ASSERT_EQ(stored, MW_ITEMS);
+    ASSERT_EQ(rc_index_row_gen(ix, 7), 1);
+    ASSERT_EQ(rc_index_row_gen(ix, MW_ITEMS + 5), 0); /* never indexed */
+    rc_tower_serve *bg = mw_bundle_with(w2v, 1, ix, 0), *bq = mw_bundle_with(w2v, 1, NULL, 0.0005f);
+    ASSERT_EQ(rc_tower_serve_sync_rows(bg, UINT32_MAX), (int)MW_ITEMS);
+    ASSERT_EQ(rc_tower_serve_sync_rows(bq, UINT32_MAX), (int)MW_ITEMS);
+    mw_settle(bg);
+    mw_settle(bq);
+
+    /* 600 rows: every second one moved far, every fourth nudged by 1e-5 */
+    uint32_t rows[600], re;
+    for (uint32_t i = 0; i < 600; i++) {
+        rows[i] = i * 9;
+        float *v = rc_table_in(w2v, rows[i]);
+        if (i % 2)
+            rand_unit(&g, v, MW_DIM);
+        else if (i % 4 == 0)
+            v[0] += 1e-5f;
+    }
+    /* the index has not seen the moves yet: nothing is stale for bg */
+    ASSERT_EQ(rc_tower_serve_refresh(bg, rows, 600, 0, &re), 600);
+    ASSERT_EQ(re, 0);
+    ASSERT_EQ(rc_tower_serve_refresh(bq, rows, 600, 0, &re), 600);
+    ASSERT_EQ(re, 300);
+    stored = 0;
+    for (uint32_t i = 0; i < 600; i++)
+        rc_index_touch(ix, rows[i]);
+    while (rc_index_flush(ix, 0, err, sizeof err) > 0)
+        ;
+    ASSERT_EQ(stored, 300); /* the far moves only */
+    for (uint32_t i = 0; i < 600; i++)
+        ASSERT_EQ(rc_index_row_gen(ix, rows[i]), i % 2 ? 2 : 1);
+    ASSERT_EQ(rc_tower_serve_refresh(bg, rows, 600, 0, &re), 600);
+    ASSERT_EQ(re, 300);
+    ASSERT_EQ(rc_tower_serve_refresh(bg, rows, 600, 0, &re), 600);
+    ASSERT_EQ(re, 0); /* recomputed once */
+    const rc_table *mg = rc_tower_serve_table(bg), *mq = rc_tower_serve_table(bq);
+    for (uint32_t i = 0; i < 600; i++)
+        ASSERT_EQ(memcmp(rc_table_in(mg, rows[i]), rc_table_in(mq, rows[i]),
+                         MW_DIM * sizeof(float)),
+                  0);
+    rc_tower_serve_stats sg, sq;
+    rc_tower_serve_stats_get(bg, &sg);
+    rc_tower_serve_stats_get(bq, &sq);
+    ASSERT_EQ(sq.bytes - sg.bytes, (size_t)16384 * (MW_DIM - 2)); /* one chunk of references */
+    rc_tower_serve_unref(bg);
+    rc_tower_serve_unref(bq);
+    rc_index_destroy(ix);
     rc_table_destroy(w2v);
 }

@@ -175,6 +175,18 @@ void rc_index_set_faiss_scan(rc_index *ix, int on);
 /* Any thread: is row currently searchable (indexed)? */
 int rc_index_contains(const rc_index *ix, uint32_t row);
 
+/* Any thread: how many times the index has stored row's vector (added or
+ * re-indexed past index.drift), modulo 2^16; 0 for a row never indexed. A
+ * reader that kept the value sees it change when the row's indexed vector
+ * does (the two-tower mirror's refresh test, tower_serve.h). */
+uint16_t rc_index_row_gen(const rc_index *ix, uint32_t row);
+
+/* Writer, before rc_index_flush runs concurrently with anything: fn(arg, row)
+ * is called on the writer, inside rc_index_flush, for every row whose vector
+ * the flush stored (added, or re-indexed past index.drift), after the row's
+ * generation moved. NULL: no calls. */
+void rc_index_set_on_store(rc_index *ix, void (*fn)(void *arg, uint32_t row), void *arg);
+
 void rc_index_stats_get(rc_index *ix, rc_index_stats *st);
 /* The same without the freshness figures (fresh_hist, fresh_p50_us,
  * fresh_p99_us stay 0): atomic loads only, no copy or sort of the freshness
