@@ -1,8 +1,10 @@
 /* profile — per-user device, tags and counters, bounded (LRU + TTL).
  *
- * Layout: fixed-size records (88 bytes) carved from chunks of CHUNK_RECS that
- * are never freed before destroy (freed records go on a free list); a user's
- * tags live in their own small heap array, only for users that have tags.
+ * Layout: fixed-size records (96 bytes) carved from chunks of CHUNK_RECS that
+ * are never freed before destroy (freed records go on a free list); up to
+ * TAGS_INLINE tags live in the record, more in their own heap array (a heap
+ * array of 1-3 tags cost a 32-byte malloc chunk and a pointer per user, and a
+ * malloc and free whenever a user's tags changed).
  * Users are found through SHARDS chained hash tables (bucket heads and chain
  * links are record indices + 1); each shard has a mutex. One global LRU list
  * (writer only) orders users by their last note.
@@ -25,11 +27,16 @@
 #define KEY_INLINE  24
 #define KEY_MAX     128
 #define NIL         UINT32_MAX
+#define TAGS_INLINE 3 /* tags held in the record; more go to a heap array */
 
 struct prec {
-    uint64_t device, clicks, sessions;
+    uint64_t device;
     int64_t last_ts;
-    uint64_t *tags;      /* ntags hashes, NULL when none */
+    uint32_t clicks, sessions; /* saturate at UINT32_MAX */
+    union {
+        uint64_t inl[TAGS_INLINE]; /* ntags <= TAGS_INLINE */
+        uint64_t *ptr;             /* ntags > TAGS_INLINE: malloc'd */
+    } tags;
     uint32_t prev, next; /* LRU links (writer); next links the free list */
     uint32_t hnext;      /* next record of the bucket chain, index + 1; 0 = end */
     uint32_t h32;        /* high hash bits */
@@ -41,6 +48,8 @@ struct prec {
         char *ptr; /* klen > KEY_INLINE: malloc'd copy */
     } key;
 };
+
+_Static_assert(sizeof(struct prec) == 96, "profile record: 96 bytes (docs/OPERATIONS.md)");
 
 struct shard {
     pthread_mutex_t mu;
@@ -64,6 +73,13 @@ struct rc_profile {
 #define LOAD(x)     __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 #define ADD(x, d)   STORE(x, LOAD(x) + (d))
+
+static const uint64_t *tags_of(const struct prec *r)
+{
+    return r->ntags > TAGS_INLINE ? r->tags.ptr : r->tags.inl;
+}
+
+static uint32_t sat_add(uint32_t a, uint32_t b) { return a > UINT32_MAX - b ? UINT32_MAX : a + b; }
 
 static struct prec *rec(const rc_profile *p, uint32_t idx)
 {
@@ -171,14 +187,14 @@ static void drop_idx(rc_profile *p, uint32_t idx)
         free(r->key.ptr);
         ADD(p->bytes, -(size_t)r->klen);
     }
-    if (r->tags) {
-        free(r->tags);
+    if (r->ntags > TAGS_INLINE) {
+        free(r->tags.ptr);
         ADD(p->bytes, -(size_t)r->ntags * sizeof(uint64_t));
-        ADD(p->with_tags, -1);
     }
+    if (r->ntags)
+        ADD(p->with_tags, -1);
     if (r->device)
         ADD(p->with_device, -1);
-    r->tags = NULL;
     r->ntags = 0;
     r->klen = 0;
     pthread_mutex_unlock(&sh->mu);
@@ -243,7 +259,8 @@ void rc_profile_destroy(rc_profile *p)
             continue;
         if (r->klen > KEY_INLINE)
             free(r->key.ptr);
-        free(r->tags);
+        if (r->ntags > TAGS_INLINE)
+            free(r->tags.ptr);
     }
     for (uint32_t i = 0; i < p->nchunks; i++)
         free(p->chunks[i]);
@@ -320,20 +337,21 @@ int rc_profile_note(rc_profile *p, const char *user, size_t ulen, int64_t ts_ms,
     }
     struct prec *r = rec(p, idx);
     uint64_t *nt = NULL;
+    int set = 0;
     ntags = RC_MIN(ntags, RC_PROFILE_MAX_TAGS);
-    if (ntags) {
-        if (r->ntags == ntags && memcmp(r->tags, tags, ntags * sizeof *tags) == 0)
-            ntags = 0; /* unchanged: no allocation */
-        else if (!(nt = malloc(ntags * sizeof *nt)))
-            return RC_ENOMEM; /* counters and device are not applied either: all or nothing */
-        else
+    if (ntags && !(r->ntags == ntags && memcmp(tags_of(r), tags, ntags * sizeof *tags) == 0)) {
+        set = 1; /* changed (unchanged tags cost nothing) */
+        if (ntags > TAGS_INLINE) {
+            if (!(nt = malloc(ntags * sizeof *nt)))
+                return RC_ENOMEM; /* counters and device are not applied either: all or nothing */
             memcpy(nt, tags, ntags * sizeof *nt);
+        }
     }
     uint64_t *old = NULL;
     uint32_t oldn = 0;
     pthread_mutex_lock(&sh->mu);
-    r->clicks += clicks_inc;
-    r->sessions += sessions_inc;
+    r->clicks = sat_add(r->clicks, clicks_inc);
+    r->sessions = sat_add(r->sessions, sessions_inc);
     if (ts_ms > r->last_ts)
         r->last_ts = ts_ms;
     if (device_hash) {
@@ -341,18 +359,22 @@ int rc_profile_note(rc_profile *p, const char *user, size_t ulen, int64_t ts_ms,
             ADD(p->with_device, 1);
         r->device = device_hash;
     }
-    if (nt) {
-        old = r->tags;
+    if (set) {
         oldn = r->ntags;
-        r->tags = nt;
+        old = oldn > TAGS_INLINE ? r->tags.ptr : NULL;
+        if (nt)
+            r->tags.ptr = nt;
+        else
+            memcpy(r->tags.inl, tags, ntags * sizeof *tags);
         r->ntags = (uint8_t)ntags;
     }
     pthread_mutex_unlock(&sh->mu);
-    if (nt) {
+    if (set) {
         free(old);
-        if (!old)
+        if (!oldn)
             ADD(p->with_tags, 1);
-        ADD(p->bytes, (size_t)ntags * sizeof *nt - (size_t)oldn * sizeof *nt);
+        ADD(p->bytes, (size_t)(nt ? ntags : 0) * sizeof(uint64_t) -
+                          (size_t)(old ? oldn : 0) * sizeof(uint64_t));
     }
     return 0;
 }
@@ -373,7 +395,7 @@ int rc_profile_get(rc_profile *p, const char *user, size_t ulen, rc_profile_rec 
     out->device_hash = r->device;
     out->ntags = r->ntags;
     if (r->ntags)
-        memcpy(out->tags, r->tags, r->ntags * sizeof *out->tags);
+        memcpy(out->tags, tags_of(r), r->ntags * sizeof *out->tags);
     out->clicks = r->clicks;
     out->sessions = r->sessions;
     out->last_ts = r->last_ts;

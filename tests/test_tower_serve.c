@@ -40,6 +40,52 @@ static rc_engine *offline_engine(uint32_t dim)
 
 /* ---- (6) profile store -------------------------------------------------- */
 
+/* Up to 3 tags live in the profile record, more in a heap array: lists moving
+ * between the two keep their values, the bytes count only heap tags (and come
+ * back when a user drops to 3 or fewer, or leaves), counters saturate. */
+TEST(profile_tags_inline_and_heap)
+{
+    rc_profile *p = NULL;
+    rc_profile_opts o = {.max_users = 4};
+    rc_profile_rec r;
+    rc_profile_stats st;
+    char err[128];
+    uint64_t five[] = {1, 2, 3, 4, 5}, three[] = {7, 8, 9}, one[] = {6};
+    ASSERT_EQ(rc_profile_create(&o, &p, err, sizeof err), 0);
+    ASSERT_EQ(rc_profile_note(p, "u", 1, 10, 0, NULL, 0, 1, 1), 0);
+    rc_profile_stats_get(p, &st);
+    size_t base = st.bytes;
+    ASSERT_EQ(rc_profile_note(p, "u", 1, 11, 0, three, 3, 1, 0), 0);
+    rc_profile_stats_get(p, &st);
+    ASSERT_EQ(st.bytes, base); /* inline */
+    ASSERT_EQ(st.with_tags, 1);
+    ASSERT_EQ(rc_profile_note(p, "u", 1, 12, 0, five, 5, 1, 0), 0);
+    rc_profile_stats_get(p, &st);
+    ASSERT_EQ(st.bytes, base + 5 * sizeof(uint64_t)); /* heap */
+    ASSERT_EQ(rc_profile_get(p, "u", 1, &r), 0);
+    ASSERT_EQ(r.ntags, 5);
+    for (int i = 0; i < 5; i++)
+        ASSERT_EQ(r.tags[i], five[i]);
+    ASSERT_EQ(rc_profile_note(p, "u", 1, 13, 0, one, 1, 1, 0), 0);
+    rc_profile_stats_get(p, &st);
+    ASSERT_EQ(st.bytes, base); /* back inline, the heap array freed */
+    ASSERT_EQ(st.with_tags, 1);
+    ASSERT_EQ(rc_profile_get(p, "u", 1, &r), 0);
+    ASSERT_EQ(r.ntags, 1);
+    ASSERT_EQ(r.tags[0], 6);
+    ASSERT_EQ(r.clicks, 4);
+    ASSERT_EQ(rc_profile_note(p, "u", 1, 14, 0, five, 5, UINT32_MAX, UINT32_MAX), 0);
+    ASSERT_EQ(rc_profile_get(p, "u", 1, &r), 0);
+    ASSERT_EQ(r.clicks, UINT32_MAX); /* saturated, not wrapped */
+    ASSERT_EQ(r.sessions, UINT32_MAX);
+    ASSERT_EQ(r.ntags, 5);
+    ASSERT_EQ(rc_profile_drop(p, "u", 1), 0);
+    rc_profile_stats_get(p, &st);
+    ASSERT_EQ(st.bytes, base);
+    ASSERT_EQ(st.with_tags, 0);
+    rc_profile_destroy(p);
+}
+
 TEST(tower_serve_profile_store)
 {
     rc_profile *p = NULL;
