@@ -54,11 +54,14 @@ echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; 
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users (paced so the mock's retention is never exceeded)"
 t0=$(date +%s)
 "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
+# Events the mock broker trimmed before recalld read them never arrive: they are
+# counted as events.lost, and the load is complete when applied + lost reach EVENTS.
 for _ in $(seq 1200); do
-    a=$(stat | field '["events"]["applied"]'); [ "$a" -ge "$EVENTS" ] && break; sleep 0.5
+    a=$(stat | python3 -c 'import json,sys; e=json.load(sys.stdin)["events"]; print(e["applied"] + e["lost"])')
+    [ "$a" -ge "$EVENTS" ] && break; sleep 0.5
 done
 s=$(stat)
-echo "   loaded in $(( $(date +%s) - t0 )) s: items $(echo "$s" | field '["items"]'), users $(echo "$s" | field '["users"]["active"]'), index $(echo "$s" | field '["index"]')"
+echo "   loaded in $(( $(date +%s) - t0 )) s: lost to the broker's retention $(stat | field '["events"]["lost"]'), items $(echo "$s" | field '["items"]'), users $(echo "$s" | field '["users"]["active"]'), index $(echo "$s" | field '["index"]')"
 echo "   memory: $(echo "$s" | field '["memory"]')"
 echo "   rss: $(rss)"
 echo "$s" | python3 -c '
@@ -73,6 +76,12 @@ print("   MB: table %s, sessions %s, index %s, tower %s + its index %s, profiles
     mb(d["memory"].get("heap_bytes")), mb(d["memory"].get("heap_free_bytes")), d["memory"].get("trims"),
     (d["memory"].get("trim_last_us") or 0) / 1000))'
 echo "   $(grep -E 'VmRSS|VmHWM' /proc/$rpid/status | tr -s ' \t' ' ' | paste -sd' ')"
+# The trainer trims malloc every pipeline.trim_interval_ms (30 s): the load's
+# transient buffers (librdkafka's prefetch, retrain snapshots) stay resident until
+# then, so the RSS after the next trim is the steady figure.
+tr0=$(stat | field '["memory"]["trims"]')
+for _ in $(seq 90); do [ "$(stat | field '["memory"]["trims"]')" -gt "$tr0" ] && break; sleep 0.5; done
+echo "   after the next malloc trim: rss $(rss), $(grep -E 'VmRSS' /proc/$rpid/status | tr -s ' \t' ' ')"
 # LOAD_ONLY=1: the memory after the load is all this run measures
 [ "${LOAD_ONLY:-0}" = 1 ] && exit 0
 sections() {
