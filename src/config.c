@@ -1,4 +1,5 @@
 #include "recalld/config.h"
+#include "recalld/index.h"
 #include "recalld/replayctl.h"
 
 #include <arpa/inet.h>
@@ -363,13 +364,11 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *wh
         return 0;
     }
     if (k->type == K_STORAGE) {
-        /* the names of rc_index_storage (index.h), in its order */
-        static const char *const st[] = {"flat", "fp16", "sq8", "int8"};
-        for (int i = 0; i < 4; i++)
-            if (!strcmp(s, st[i])) {
-                *(int *)p = i;
-                return 0;
-            }
+        int st = rc_index_storage_parse(s); /* the index's own list of names */
+        if (st >= 0) {
+            *(int *)p = st;
+            return 0;
+        }
         return bad(eb, el, where, k->name,
                    "expected \"flat\", \"fp16\", \"sq8\" or \"int8\"");
     }

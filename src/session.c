@@ -303,8 +303,9 @@ static int fit_base(const rc_session *s, struct user *u, int64_t ts)
         while (k < u->count && click_ts(s, u, k) < lo)
             k++;
         int64_t nb = k < u->count ? click_ts(s, u, k) : ts;
+        uint32_t *r = rows(s, u);
         for (unsigned i = k; i < u->count; i++) {
-            rows(s, u)[i - k] = rows(s, u)[i];
+            r[i - k] = r[i];
             d[i - k] = (uint32_t)(click_ts(s, u, i) - nb);
         }
         u->count = (uint8_t)(u->count - k);
