@@ -11,7 +11,8 @@
 # BG_POLICY (pipeline.background_policy, default the daemon's),
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
 # two_tower sections), LOAD_ONLY=1 (stop after the load and its memory figures), AB_ROUNDS (see ab below), DRIFT, OVERFETCH,
-# STORAGE (index.storage, default the daemon's), QUIET_WAIT
+# STORAGE (index.storage, default the daemon's), MALLOC_INFO=1 (after the load: resident
+# memory by kind and malloc's free chunks per arena, through gdb), QUIET_WAIT
 # (seconds the quiet sections wait for the backlog, default 900).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -46,7 +47,9 @@ if [ "$TOWER" = 1 ]; then
     "$B/bench_tower_model" "$tmp/m.tower" 64 64 50 1 >/dev/null
     model=(--model "$tmp/m.tower")
 fi
-"$B/recalld" --config "$tmp/r.json" --socket "$tmp/r.sock" "${model[@]}" 2>"$tmp/r.log" &
+probe=()
+[ "${MALLOC_INFO:-0}" = 1 ] && probe=(env LD_PRELOAD="$B/librc_malloc_probe.so" RC_MALLOC_PROBE="$tmp/mi.xml")
+"${probe[@]}" "$B/recalld" --config "$tmp/r.json" --socket "$tmp/r.sock" "${model[@]}" 2>"$tmp/r.log" &
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
@@ -82,6 +85,14 @@ echo "   $(grep -E 'VmRSS|VmHWM' /proc/$rpid/status | tr -s ' \t' ' ' | paste -s
 tr0=$(stat | field '["memory"]["trims"]')
 for _ in $(seq 90); do [ "$(stat | field '["memory"]["trims"]')" -gt "$tr0" ] && break; sleep 0.5; done
 echo "   after the next malloc trim: rss $(rss), $(grep -E 'VmRSS' /proc/$rpid/status | tr -s ' \t' ' ')"
+# MALLOC_INFO=1: where the resident memory is (smaps by kind) and what malloc
+# holds free in each arena, by chunk size (malloc_info, from the preloaded
+# bench/probe/malloc_probe.c)
+if [ "${MALLOC_INFO:-0}" = 1 ]; then
+    touch "$tmp/mi.xml.req"
+    for _ in $(seq 100); do [ -s "$tmp/mi.xml" ] && break; sleep 0.1; done
+    python3 "$here/bench/memmap.py" "$rpid" $([ -s "$tmp/mi.xml" ] && echo "$tmp/mi.xml")
+fi
 # LOAD_ONLY=1: the memory after the load is all this run measures
 [ "${LOAD_ONLY:-0}" = 1 ] && exit 0
 sections() {

@@ -7,9 +7,10 @@
  *    INLINE_CLICKS clicks: row numbers (u32), then time offsets (u32 ms from the
  *    record's `base`). Most users hold few clicks (in the 1M-user benchmark
  *    stream 68% have at most 6), so a user who needs more "spills": the clicks
- *    move to a malloc'd block of twice the room, up to `history`, and the
- *    inline room holds its pointer (104 + 0..176 bytes a user instead of 216
- *    for every user at history 20). Offsets keep a click at 8 bytes; a span
+ *    move to a malloc'd block of `history` clicks (a larger history than
+ *    SPILL_ONCE_MAX: twice the room, up to `history`), and the inline room
+ *    holds its pointer (104 or 104 + 176 bytes a user instead of 216 for every
+ *    user at history 20). Offsets keep a click at 8 bytes; a span
  *    over 2^32 ms (49 days) rebases and drops the clicks that fall out of
  *    range, which are long past any session.
  *  - Clicks are kept sorted by time, oldest first, in a plain array; the
@@ -37,14 +38,15 @@
 #include "recalld/common.h"
 #include "recalld/log.h"
 
-#define SHARDS      64
-#define CHUNK_SHIFT 10
-#define CHUNK_RECS  (1u << CHUNK_SHIFT)
-#define KEY_INLINE  24
-#define NIL         UINT32_MAX
-#define KEY_MAX     128
-#define HISTORY_MAX 255
-#define INLINE_CLICKS 6u /* clicks held in the record before it spills */
+#define SHARDS         64
+#define CHUNK_SHIFT    10
+#define CHUNK_RECS     (1u << CHUNK_SHIFT)
+#define KEY_INLINE     24
+#define NIL            UINT32_MAX
+#define KEY_MAX        128
+#define HISTORY_MAX    255
+#define INLINE_CLICKS  6u  /* clicks held in the record before it spills */
+#define SPILL_ONCE_MAX 32u /* up to this history, a record spills once, to history */
 
 struct user {
     int64_t base;        /* click time = base + dts[i] */
@@ -107,11 +109,18 @@ static uint32_t *rows(const rc_session *s, struct user *u)
 }
 static uint32_t *dts(const rc_session *s, struct user *u) { return rows(s, u) + u->cap; }
 
-/* Writer, u's shard lock held (or u in no table yet): room for twice the
- * clicks, at most history. 0, or -1 without memory (u keeps its room). */
+/* Writer, u's shard lock held (or u in no table yet): room for `history`
+ * clicks at once when that is at most SPILL_ONCE_MAX, else twice the clicks
+ * (at most history). 0, or -1 without memory (u keeps its room).
+ * Why at once: with steps of 12 then 20 the 12-blocks of users who went on
+ * to 20 were freed long after newer blocks were carved next to them, and the
+ * users who would reuse them had mostly spilled already - 50 MB of 1.6 KB
+ * holes between live blocks at 707k users that malloc_trim cannot return
+ * (bench/recall.sh MALLOC_INFO=1), where one block size costs 10 MB. */
 static int spill(rc_session *s, struct user *u)
 {
-    unsigned cap = u->cap, nc = RC_MIN(2u * cap, s->history);
+    unsigned cap = u->cap,
+             nc = s->history <= SPILL_ONCE_MAX ? s->history : RC_MIN(2u * cap, s->history);
     uint32_t *old = rows(s, u), *nb = malloc(2 * (size_t)nc * sizeof *nb);
     if (!nb)
         return -1;

@@ -283,7 +283,17 @@ int e2e_stop(e2e_daemon *d)
         usleep(20000);
     }
     d->pid = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    if (rc != 0) {
+        /* say why: a sanitizer's report (TSan exits 66) or the log's end */
+        fprintf(stderr, "recalld (log %s) exited with %d%s; its log:\n", d->log, rc,
+                WIFSIGNALED(st) ? " (signal)" : "");
+        e2e_sh(NULL,
+               "if grep -q 'Sanitizer' %s; then sed -n '/Sanitizer/,$p' %s | head -120; "
+               "else tail -30 %s; fi >&2",
+               d->log, d->log, d->log);
+    }
+    return rc;
 }
 
 /* ---- recalld-broker ---- */

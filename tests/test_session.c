@@ -375,6 +375,33 @@ TEST(session_memory_linear_and_bounded)
  * its time, the session context runs across the spill, the bytes grow with the
  * spilled users only and come back when they are evicted or expire, and a
  * reordered click lands at its place inside a spilled array. */
+/* A history over SPILL_ONCE_MAX (32) grows by doubling (a block of 64
+ * clicks for every user past 6 would be 512 bytes): 6 inline, then 12, 24,
+ * 48, 64, every click kept in order. */
+TEST(session_large_history_spills_by_doubling)
+{
+    rc_session *s = mk(4, 64);
+    rc_session_stats st;
+    rc_click c[64];
+    uint32_t n;
+    add(s, "u", 1000, 0, NULL, 0, NULL);
+    rc_session_stats_get(s, &st);
+    size_t base = st.bytes;
+    for (uint32_t i = 1; i < 80; i++) {
+        add(s, "u", 1000 + i, 10 * (int64_t)i, NULL, 0, NULL);
+        uint32_t held = RC_MIN(i + 1, 64u);
+        size_t room = held > 48 ? 64 : held > 24 ? 48 : held > 12 ? 24 : held > 6 ? 12 : 0;
+        rc_session_stats_get(s, &st);
+        ASSERT_EQ(st.bytes, base + room * 2 * sizeof(uint32_t));
+        ASSERT_EQ(rc_session_recent(s, "u", 1, c, 64, &n), 0);
+        ASSERT_EQ(n, held);
+        ASSERT_EQ(c[0].row, 1000 + i + 1 - held);
+        ASSERT_EQ(c[n - 1].row, 1000 + i);
+    }
+    ASSERT_EQ(st.spill_failures, 0);
+    rc_session_destroy(s);
+}
+
 TEST(session_spill_keeps_history_and_bytes)
 {
     rc_session *s = mk(4, 20);
@@ -403,8 +430,8 @@ TEST(session_spill_keeps_history_and_bytes)
         for (uint32_t j = 0; j < n; j++)
             ASSERT_EQ(ctx[j], 100 + i - n + j);
         rc_session_stats_get(s, &st);
-        /* inline up to 6 clicks, then room for 12, then 20 */
-        size_t want = base + (i >= 12 ? 160 : i >= 6 ? 96 : 0);
+        /* inline up to 6 clicks, then one block of history (20) */
+        size_t want = base + (i >= 6 ? 160 : 0);
         ASSERT_EQ(st.bytes, want);
     }
     ASSERT_EQ(rc_session_recent(s, "big", 3, c, 32, &n), 0);
@@ -426,12 +453,12 @@ TEST(session_spill_keeps_history_and_bytes)
     for (uint32_t i = 1; i < 8; i++)
         add(s, "mid", 200 + i, 5000 + (int64_t)i, NULL, 0, NULL);
     rc_session_stats_get(s, &st);
-    ASSERT_EQ(st.bytes, base + 160 + 96);
+    ASSERT_EQ(st.bytes, base + 160 + 160);
     add(s, "x1", 1, 6000, NULL, 0, NULL); /* 4 users: full */
     add(s, "x2", 1, 6001, NULL, 0, NULL); /* evicts "small" */
     add(s, "x3", 1, 6002, NULL, 0, NULL); /* evicts "big" */
     rc_session_stats_get(s, &st);
-    ASSERT_EQ(st.bytes, base + 96);
+    ASSERT_EQ(st.bytes, base + 160);
     rc_session_stats_get(s, &st);
     ASSERT_EQ(st.evicted_lru - ev0, 2);
     ASSERT_EQ(rc_session_recent(s, "big", 3, c, 32, &n), RC_ENOENT);
