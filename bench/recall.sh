@@ -12,7 +12,8 @@
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
 # two_tower sections), LOAD_ONLY=1 (stop after the load and its memory figures), AB_ROUNDS (see ab below), DRIFT, OVERFETCH,
 # STORAGE (index.storage, default the daemon's), MALLOC_INFO=1 (after the load: resident
-# memory by kind and malloc's free chunks per arena, through gdb), QUIET_WAIT
+# memory by kind and malloc's free chunks per arena, from bench/probe/malloc_probe.c
+# preloaded; RC_PROBE_SO names that library for a reference build without it), QUIET_WAIT
 # (seconds the quiet sections wait for the backlog, default 900).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -48,7 +49,7 @@ if [ "$TOWER" = 1 ]; then
     model=(--model "$tmp/m.tower")
 fi
 probe=()
-[ "${MALLOC_INFO:-0}" = 1 ] && probe=(env LD_PRELOAD="$B/librc_malloc_probe.so" RC_MALLOC_PROBE="$tmp/mi.xml")
+[ "${MALLOC_INFO:-0}" = 1 ] && probe=(env LD_PRELOAD="${RC_PROBE_SO:-$B/librc_malloc_probe.so}" RC_MALLOC_PROBE="$tmp/mi.xml")
 "${probe[@]}" "$B/recalld" --config "$tmp/r.json" --socket "$tmp/r.sock" "${model[@]}" 2>"$tmp/r.log" &
 rpid=$!
 pids+=($rpid)
