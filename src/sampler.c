@@ -63,9 +63,6 @@ struct rc_sampler {
     uint32_t ncities;
     uint32_t *queue; /* city ids to rebuild */
     uint32_t nqueue, queue_cap;
-    uint32_t *small, *large, *alias; /* Vose scratch */
-    float *prob;
-    uint32_t scratch_cap;
     float pow_tab[POW_TAB];
     /* rc_sampler_stats' counters: written by the trainer only, read by
      * rc_sampler_stats_get from any thread (the stats op), hence atomics;
@@ -181,61 +178,61 @@ static void catch_up(rc_sampler *s, uint32_t upto)
         ;
 }
 
-/* Vose's alias method over members[0..n) with the rows' current weights. */
+/* Vose's alias method over members[0..n) with the rows' current weights,
+ * built in the dist's own slots: prob in .prob, the alias's index in
+ * .alias_row, and the two work lists in .row (small ones from the front, large
+ * ones from the back: an index is in at most one, so they never meet) until
+ * the last pass writes the rows. No scratch: four arrays of the largest
+ * dist's size (16 bytes an item, 16.8 MB at 1M items) were kept for it. */
 static int rebuild(rc_sampler *s, struct dist *d)
 {
     uint32_t n = d->n, ns = 0, nl = 0;
-    uint32_t c1 = s->scratch_cap, c2 = s->scratch_cap, c3 = s->scratch_cap;
     if (grow((void **)&d->slots, &d->slots_cap, n, sizeof(struct slot)))
         return RC_ENOMEM;
-    /* The four scratch arrays share one capacity: it moves only when all grew. */
-    if (grow((void **)&s->small, &c1, n, sizeof(uint32_t)) ||
-        grow((void **)&s->large, &c2, n, sizeof(uint32_t)) ||
-        grow((void **)&s->alias, &c3, n, sizeof(uint32_t)) ||
-        grow((void **)&s->prob, &s->scratch_cap, n, sizeof(float)))
-        return RC_ENOMEM;
-    float *prob = s->prob;
-    uint32_t *alias = s->alias;
+    struct slot *sl = d->slots;
     /* One gather of the members' records (random rows: prefetched ahead);
      * every later pass is sequential. The tags wait in the slots. */
     for (uint32_t i = 0; i < n; i++) {
         if (d->members && i + 16 < n)
             __builtin_prefetch(&s->ri[d->members[i + 16]]);
         const struct rowinfo *ri = &s->ri[member(d, i)];
-        prob[i] = ri->w;
-        d->slots[i].tag = (uint16_t)ri->tag;
+        sl[i].prob = ri->w;
+        sl[i].tag = (uint16_t)ri->tag;
     }
     double sum = 0;
     for (uint32_t i = 0; i < n; i++)
-        sum += prob[i];
+        sum += sl[i].prob;
+#define SMALL(k) sl[k].row
+#define LARGE(k) sl[n - 1 - (k)].row
     for (uint32_t i = 0; i < n; i++) {
-        prob[i] = (float)(prob[i] * (double)n / sum);
-        alias[i] = i;
-        if (prob[i] < 1.0f)
-            s->small[ns++] = i;
+        sl[i].prob = (float)(sl[i].prob * (double)n / sum);
+        sl[i].alias_row = i;
+        if (sl[i].prob < 1.0f)
+            SMALL(ns++) = i;
         else
-            s->large[nl++] = i;
+            LARGE(nl++) = i;
     }
     while (ns && nl) {
-        uint32_t l = s->small[--ns], g = s->large[nl - 1];
-        alias[l] = g;
-        prob[g] = (prob[g] + prob[l]) - 1.0f;
-        if (prob[g] < 1.0f) {
+        uint32_t l = SMALL(--ns), g = LARGE(nl - 1);
+        sl[l].alias_row = g;
+        sl[g].prob = (sl[g].prob + sl[l].prob) - 1.0f;
+        if (sl[g].prob < 1.0f) {
             nl--;
-            s->small[ns++] = g;
+            SMALL(ns++) = g;
         }
     }
     /* Leftovers are 1 up to rounding error. */
     while (nl)
-        prob[s->large[--nl]] = 1.0f;
+        sl[LARGE(--nl)].prob = 1.0f;
     while (ns)
-        prob[s->small[--ns]] = 1.0f;
+        sl[SMALL(--ns)].prob = 1.0f;
+#undef SMALL
+#undef LARGE
     for (uint32_t i = 0; i < n; i++) {
-        struct slot *sl = &d->slots[i];
-        sl->prob = prob[i];
-        sl->row = member(d, i);
-        sl->alias_row = member(d, alias[i]);
-        sl->alias_tag = d->slots[alias[i]].tag;
+        uint32_t a = sl[i].alias_row;
+        sl[i].row = member(d, i);
+        sl[i].alias_row = member(d, a);
+        sl[i].alias_tag = sl[a].tag;
     }
     if (d != &s->global && d->built_n == 0)
         atomic_store_explicit(&s->st.cities,
@@ -287,10 +284,6 @@ void rc_sampler_destroy(rc_sampler *s)
     free(s->global.slots);
     free(s->ri);
     free(s->queue);
-    free(s->small);
-    free(s->large);
-    free(s->alias);
-    free(s->prob);
     free(s);
 }
 
