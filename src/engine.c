@@ -1372,12 +1372,12 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   "\"memory\":{\"rss_bytes\":%zu,\"table_bytes\":%zu,\"session_bytes\":%zu,"
                   "\"index_bytes\":%zu,\"snapshot_bytes\":%zu,\"heap_bytes\":%zu,"
                   "\"heap_free_bytes\":%zu,\"trims\":%llu,\"trim_last_us\":%llu,"
-                  "\"anchor_bytes\":%zu}",
+                  "\"anchor_bytes\":%zu,\"sampler_bytes\":%llu}",
                   rc_rss_bytes(), rc_table_bytes(e->table), ss.bytes, is.bytes,
                   rc_checkpoint_bytes(e->ck->snap), heap, heap_free,
                   (unsigned long long)atomic_load_explicit(&e->trims, memory_order_relaxed),
                   (unsigned long long)atomic_load_explicit(&e->trim_last_us, memory_order_relaxed),
-                  rc_anchor_bytes(e->anchor));
+                  rc_anchor_bytes(e->anchor), (unsigned long long)sa.bytes);
     rc_buf_puts(o, ",");
     rc__engine_ck_stats_json(e, o);
     rc_buf_puts(o, ",");

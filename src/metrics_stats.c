@@ -151,6 +151,8 @@ static const rc_metrics_stat table[] = {
     S("memory.rss_bytes", "process_resident_memory_bytes"),
     G("memory.table_bytes", "recalld_table_bytes", 1, "Memory held by the item table."),
     G("memory.session_bytes", "recalld_session_bytes", 1, "Memory held by the session store."),
+    G("memory.sampler_bytes", "recalld_sampler_bytes", 1,
+      "Memory held by the negative sampler (per-row records, city members, alias tables)."),
     G("memory.anchor_bytes", "recalld_anchor_bytes", 1,
       "Memory held by the warm-start anchor (train.anchor; 0 when off)."),
     S("memory.index_bytes", "recalld_index_bytes"),

@@ -68,7 +68,7 @@ struct rc_sampler {
      * rc_sampler_stats_get from any thread (the stats op), hence atomics;
      * relaxed, and a load plus a store (one writer) rather than a locked add. */
     struct {
-        _Atomic uint64_t rebuilds, draws, hard_draws, fallback_draws;
+        _Atomic uint64_t rebuilds, draws, hard_draws, fallback_draws, bytes;
         _Atomic uint32_t cities;
     } st;
 };
@@ -91,7 +91,8 @@ static inline uint32_t member(const struct dist *d, uint32_t i)
 
 static inline uint32_t tag_of(uint32_t cate) { return cate < TAG_WIDE ? cate : TAG_WIDE; }
 
-static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
+/* Trainer: room for need elements in *p, doubling; counted in st.bytes. */
+static int grow(rc_sampler *s, void **p, uint32_t *cap, uint32_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
@@ -101,6 +102,7 @@ static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
     void *np = realloc(*p, (size_t)ncap * elem);
     if (!np)
         return RC_ENOMEM;
+    bump64(&s->st.bytes, (uint64_t)(ncap - *cap) * elem);
     *p = np;
     *cap = ncap;
     return 0;
@@ -118,7 +120,7 @@ static void check_city(rc_sampler *s, uint32_t city)
     if (s->global_only || d->queued || d->n < s->min_items || !is_stale(s, d))
         return;
     uint32_t cap = s->queue_cap;
-    if (grow((void **)&s->queue, &cap, s->nqueue + 1, sizeof(uint32_t)))
+    if (grow(s, (void **)&s->queue, &cap, s->nqueue + 1, sizeof(uint32_t)))
         return; /* stays stale; retried on its next change */
     s->queue_cap = cap;
     s->queue[s->nqueue++] = city;
@@ -142,6 +144,7 @@ static int ensure_city(rc_sampler *s, uint32_t city)
     if (!nd)
         return RC_ENOMEM;
     memset(nd + s->ncities, 0, (ncap - s->ncities) * sizeof(*nd));
+    bump64(&s->st.bytes, (uint64_t)(ncap - s->ncities) * sizeof(*nd));
     s->cities = nd;
     s->ncities = ncap;
     return 0;
@@ -151,12 +154,12 @@ static int ensure_city(rc_sampler *s, uint32_t city)
 static int ingest_one(rc_sampler *s)
 {
     uint32_t row = s->known, city = rc_table_city(s->t, row);
-    if (grow((void **)&s->ri, &s->rows_cap, row + 1, sizeof(struct rowinfo)))
+    if (grow(s, (void **)&s->ri, &s->rows_cap, row + 1, sizeof(struct rowinfo)))
         return RC_ENOMEM;
     if (ensure_city(s, city))
         return RC_ENOMEM;
     struct dist *d = &s->cities[city];
-    if (grow((void **)&d->members, &d->cap, d->n + 1, sizeof(uint32_t)))
+    if (grow(s, (void **)&d->members, &d->cap, d->n + 1, sizeof(uint32_t)))
         return RC_ENOMEM;
     float w = weight_of(s, rc_table_count(s->t, row));
     s->ri[row] = (struct rowinfo){w, d->n, city, tag_of(rc_table_cate(s->t, row))};
@@ -187,7 +190,7 @@ static void catch_up(rc_sampler *s, uint32_t upto)
 static int rebuild(rc_sampler *s, struct dist *d)
 {
     uint32_t n = d->n, ns = 0, nl = 0;
-    if (grow((void **)&d->slots, &d->slots_cap, n, sizeof(struct slot)))
+    if (grow(s, (void **)&d->slots, &d->slots_cap, n, sizeof(struct slot)))
         return RC_ENOMEM;
     struct slot *sl = d->slots;
     /* One gather of the members' records (random rows: prefetched ahead);
@@ -513,4 +516,5 @@ void rc_sampler_stats_get(const rc_sampler *s, rc_sampler_stats *st)
     st->hard_draws = atomic_load_explicit(&s->st.hard_draws, memory_order_relaxed);
     st->fallback_draws = atomic_load_explicit(&s->st.fallback_draws, memory_order_relaxed);
     st->cities = atomic_load_explicit(&s->st.cities, memory_order_relaxed);
+    st->bytes = sizeof *s + atomic_load_explicit(&s->st.bytes, memory_order_relaxed);
 }

@@ -159,6 +159,35 @@ TEST(sampler_distribution_follows_count_power)
     rc_table_destroy(t);
 }
 
+/* memory.sampler_bytes: per item a 16-byte record, a 4-byte city member and a
+ * 16-byte slot in both its city's alias table and the global one - between
+ * that and twice it (arrays double), plus a fixed part; no scratch grows with
+ * the largest table (the alias method is built in place). */
+TEST(sampler_bytes_follow_items)
+{
+    rc_table *t = mk_table();
+    rc_sampler *s = mk_sampler(t, 10);
+    rc_sampler_stats st;
+    rc_sampler_stats_get(s, &st);
+    const uint64_t fixed = st.bytes;
+    for (uint32_t round = 1; round <= 3; round++) {
+        char p[8];
+        snprintf(p, sizeof p, "r%u_", round);
+        uint32_t first = add_items(t, p, round == 2 ? "B" : "A", "k", 20000, 3);
+        for (uint32_t i = 0; i < 20000; i++)
+            rc_sampler_note(s, first + i);
+        while (rc_sampler_maintain(s) > 0)
+            ;
+        rc_sampler_stats_get(s, &st);
+        uint64_t n = 20000ull * round, per = 16 + 4 + 16 + 16;
+        ASSERT_GE(st.bytes, fixed + n * per);
+        ASSERT_LE(st.bytes, fixed + 2 * n * per + 64 * 1024);
+        ASSERT_GE(st.cities, round >= 2 ? 2u : 1u);
+    }
+    rc_sampler_destroy(s);
+    rc_table_destroy(t);
+}
+
 TEST(sampler_small_city_falls_back_to_global)
 {
     rc_table *t = mk_table();

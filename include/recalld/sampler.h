@@ -35,6 +35,7 @@ typedef struct rc_sampler_stats {
     uint64_t rebuilds; /* table rebuilds so far */
     uint64_t draws, hard_draws, fallback_draws;
     uint32_t cities; /* cities with their own table */
+    uint64_t bytes;  /* per-row records, members, alias tables, queue (capacities) */
 } rc_sampler_stats;
 
 /* The sampler reads rows' city/cate/count from `table` (borrowed; must outlive it). */
