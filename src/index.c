@@ -654,9 +654,12 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
         RSTORE(&c->gen[ri], (uint16_t)(c->gen[ri] + 1));
         if (ix->on_store)
             ix->on_store(ix->on_store_arg, row);
+        /* Without memory to record the row for the retrain in flight, the
+         * batch still completes (every row's location and generation set);
+         * the retrain's result is dropped at job_finish and trained again. */
         if (w[i].upd && p->job && (uint32_t)ix->ibuf[i - nnew] < p->job->n &&
             job_mark_dirty(p->job, (uint32_t)ix->ibuf[i - nnew]))
-            return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
+            p->job->dirty_lost = 1;
     }
     if (nnew)
         fresh_record(ix, ix->rbuf, nnew, rc_now_ns());
@@ -1054,6 +1057,11 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
     p->job = NULL;
     if (j->rc) {
         rc = rc_err(errbuf, errlen, j->rc, "%s", j->err);
+        goto out_retry;
+    }
+    if (j->dirty_lost) {
+        rc = rc_err(errbuf, errlen, RC_ENOMEM,
+                    "index: out of memory recording rows moved during a retrain (retried)");
         goto out_retry;
     }
     uint32_t extra = p->n - j->n, need = RC_MAX(extra, j->ndirty);

@@ -108,6 +108,7 @@ struct job {
     int tid;         /* atomic: the thread's kernel id once it runs (for the shutdown renice) */
     uint32_t *dirty; /* local ids < n re-indexed after the snapshot */
     uint32_t ndirty, capdirty;
+    int dirty_lost; /* writer: one could not be recorded, so the result is dropped */
 };
 
 struct rc_index {
