@@ -1,12 +1,17 @@
 /* Socket recall latency and quality against a running recalld.
  *   bench_recall --socket PATH --users N [--requests R] [--k K] [--quality Q]
  *                [--mode avg|multi_category] [--city C] [--after FILE] [--until FILE]
+ *                [--slice-us US]
  * Latency: R sequential `recall` requests for random users u0..u(N-1) on one
  * connection (the client waits for each reply), p50/p90/p99/max in us.
  * --until FILE: the run also ends once FILE exists (checked every 32
  * requests; R is then a cap), so a script can measure while something else
  * runs (bench/install.sh) and end the run when it is over; --after FILE:
  * the run starts once FILE exists (connected, polled every millisecond).
+ * --slice-us US: the client asks for that scheduler slice (slice.h), as the
+ * daemon's request threads do, so that on a machine whose cores the daemon's
+ * trainer and the load generator keep busy the client's own wake-up does not
+ * wait out their slices (a client on another machine never does).
  * Quality: for Q users, the same request with "exact":true (brute force over
  * every item, same scoring) right after; recall@K = |index ∩ exact| / K.
  * Stages: the server's per-stage histograms (stats "recall_stages") read
@@ -23,6 +28,7 @@
 #include <unistd.h>
 
 #include "recalld/common.h"
+#include "recalld/slice.h"
 
 static int fd = -1;
 static char rbuf[1 << 22];
@@ -154,7 +160,8 @@ int main(int argc, char **argv)
     static const struct option lo[] = {
         {"socket", 1, 0, 's'},  {"users", 1, 0, 'u'}, {"requests", 1, 0, 'r'}, {"k", 1, 0, 'k'},
         {"quality", 1, 0, 'q'}, {"mode", 1, 0, 'm'},  {"city", 1, 0, 'c'},
-        {"until", 1, 0, 'U'},   {"after", 1, 0, 'A'}, {0, 0, 0, 0}};
+        {"until", 1, 0, 'U'},   {"after", 1, 0, 'A'}, {"slice-us", 1, 0, 'S'},
+        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -184,6 +191,10 @@ int main(int argc, char **argv)
             break;
         case 'A':
             after = optarg;
+            break;
+        case 'S':
+            if (rc_slice_set((uint32_t)atol(optarg)) != atol(optarg))
+                fprintf(stderr, "bench_recall: the kernel does not apply --slice-us %s\n", optarg);
             break;
         default:
             return 2;

@@ -14,7 +14,10 @@
 # STORAGE (index.storage, default the daemon's), MALLOC_INFO=1 (after the load: resident
 # memory by kind and malloc's free chunks per arena, from bench/probe/malloc_probe.c
 # preloaded; RC_PROBE_SO names that library for a reference build without it), QUIET_WAIT
-# (seconds the quiet sections wait for the backlog, default 900).
+# (seconds the quiet sections wait for the backlog, default 900), CLIENT_SLICE_US
+# (bench_recall --slice-us: the client's own scheduler slice; default the kernel's),
+# PEERS_NICE (recalld-broker's threads and recalld-gen at this nice value: on a
+# machine of its own recalld shares no core with Kafka or the producers).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init recall
@@ -26,10 +29,17 @@ stat() { stats "$tmp/r.sock"; }
 rss() { echo "recalld $(( $(ps -o rss= -p "$rpid") / 1024 )) MiB, recalld-broker $(( $(ps -o rss= -p "$bpid") / 1024 )) MiB"; }
 gen=(--seed 3 --users "$USERS" --items "$ITEMS" --cities 20 --cates 10
      --communities $((ITEMS / 200)) --zipf 0.6)
-bench() { "$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" "$@"; }
+client_slice=()
+[ -n "${CLIENT_SLICE_US:-}" ] && client_slice=(--slice-us "$CLIENT_SLICE_US")
+bench() { "$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" "${client_slice[@]}" "$@"; }
 
 # The broker: 128 partitions keep ~4M clicks inside the mock's retention.
 broker_start "$tmp" 128 fifo
+peers=()
+if [ -n "${PEERS_NICE:-}" ]; then
+    peers=(nice -n "$PEERS_NICE")
+    for t in /proc/"$bpid"/task/*; do renice -n "$PEERS_NICE" -p "${t##*/}" >/dev/null; done
+fi
 nice_cfg=""
 [ -n "${BG_NICE:-}" ] && nice_cfg=", \"background_nice\": $BG_NICE"
 [ -n "${BG_POLICY:-}" ] && nice_cfg="$nice_cfg, \"background_policy\": \"$BG_POLICY\""
@@ -54,10 +64,10 @@ probe=()
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} STORAGE=${STORAGE:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} PEERS_NICE=${PEERS_NICE:-0} STORAGE=${STORAGE:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users (paced so the mock's retention is never exceeded)"
 t0=$(date +%s)
-"$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
+"${peers[@]}" "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
 # Events the mock broker trimmed before recalld read them never arrive: they are
 # counted as events.lost, and the load is complete when applied + lost reach EVENTS.
 for _ in $(seq 1200); do
@@ -111,7 +121,60 @@ sections() {
 # condition's rounds. AB_POLICY=idle compares "lower" with "idle" (the same
 # threads under SCHED_IDLE, nice + 10: pipeline.background_policy "idle")
 # instead; going back from SCHED_IDLE needs root or CAP_SYS_NICE.
+# AB_POLICY=slice compares the request path's scheduler slice instead:
+# socket.request_slice_us 0 (the kernel's default, "long") and 100 µs ("short",
+# the default), switched by a SIGHUP reload of the same daemon; the table
+# adds the server's own p99 (stage "total"), which no client wake-up inflates.
+slice_set() {
+    local us=0
+    [ "$1" = short ] && us=100
+    python3 - "$tmp/r.json" "$us" <<'PY'
+import json, sys
+p, us = sys.argv[1], int(sys.argv[2])
+c = json.load(open(p))
+c.setdefault("socket", {})["request_slice_us"] = us
+json.dump(c, open(p, "w"))
+PY
+    kill -HUP "$rpid"
+    for _ in $(seq 100); do [ "$(stat | field '["server"]["slice_us"]')" = "$us" ] && break; sleep 0.1; done
+}
+# AB_POLICY=peers compares recalld-broker's and recalld-gen's threads at nice 0
+# ("peers0") and at nice 10 ("peers10"), as if Kafka and the producers ran on
+# other machines (they cannot be taken off these cores in one run).
+peers_set() {
+    local n=${1#peers} t
+    for t in /proc/"$bpid"/task/* /proc/"$gpid"/task/*; do renice -n "$n" -p "${t##*/}" >/dev/null 2>&1 || true; done
+}
+# AB_POLICY=bgslice compares the background threads' (rc-*) scheduler slice:
+# the kernel's default ("bglong") and 100 us ("bgshort"), set on each thread
+# with sched_setattr(2) (another thread of the same user may be set).
+bgslice_set() {
+    python3 - "$rpid" "$1" <<'PY'
+import ctypes, os, sys
+pid, mode = int(sys.argv[1]), sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+class Attr(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("policy", ctypes.c_uint32), ("flags", ctypes.c_uint64),
+                ("nice", ctypes.c_int32), ("prio", ctypes.c_uint32), ("runtime", ctypes.c_uint64),
+                ("deadline", ctypes.c_uint64), ("period", ctypes.c_uint64),
+                ("umin", ctypes.c_uint32), ("umax", ctypes.c_uint32)]
+for t in os.listdir(f"/proc/{pid}/task"):
+    try:
+        if not open(f"/proc/{pid}/task/{t}/comm").read().startswith("rc-"):
+            continue
+    except OSError:
+        continue
+    a = Attr()
+    if libc.syscall(315, int(t), ctypes.byref(a), ctypes.sizeof(a), 0):  # sched_getattr
+        continue
+    a.size, a.flags = ctypes.sizeof(a), 0
+    a.runtime = 100000 if mode == "bgshort" else 0
+    libc.syscall(314, int(t), ctypes.byref(a), 0)  # sched_setattr
+PY
+}
 bg_set() {
+    case "$1" in long|short) slice_set "$1"; return;; peers*) peers_set "$1"; return;;
+        bglong|bgshort) bgslice_set "$1"; return;; esac
     python3 - "$rpid" "$1" <<'PY'
 import os, sys
 pid, mode = int(sys.argv[1]), sys.argv[2]
@@ -134,24 +197,33 @@ PY
 ab() {
     local conds="same lower"
     [ "${AB_POLICY:-}" = idle ] && conds="lower idle"
+    [ "${AB_POLICY:-}" = slice ] && conds="long short"
+    [ "${AB_POLICY:-}" = peers ] && conds="peers0 peers10"
+    [ "${AB_POLICY:-}" = bgslice ] && conds="bglong bgshort"
     for r in $(seq "$AB_ROUNDS"); do
         for cond in $conds; do
             bg_set $cond
             a0=$(stat | field '["events"]["applied"]'); t0=$(date +%s.%N)
-            line=$(bench --requests "${AB_REQUESTS:-2000}" --quality 0 | head -n1)
+            out=$(bench --requests "${AB_REQUESTS:-2000}" --quality 0)
             a1=$(stat | field '["events"]["applied"]'); t1=$(date +%s.%N)
-            echo "$cond $line applied $(python3 -c "print(round(($a1-$a0)/($t1-$t0)))") events/s"
+            srv=$(echo "$out" | awk '$1 == "stages" && $2 == "total" {print $6}')
+            off=$(echo "$out" | awk '$1 == "stages" && $2 == "off_cpu" {print $6}')
+            echo "$cond $(echo "$out" | head -n1) server p99 ${srv%.*} us applied $(python3 -c "print(round(($a1-$a0)/($t1-$t0)))") events/s; off_cpu p99 ${off:-?} us"
         done
     done | tee "$tmp/ab.txt" | sed 's/^/   ab: /'
     for cond in $conds; do
-        grep "^$cond " "$tmp/ab.txt" | sed -E 's/.* p50 ([0-9]+) us .* p99 ([0-9]+) us .* applied ([0-9]+) events.*/\1 \2 \3/' |
-            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: background threads %s: median over %d rounds of p50 %d us, p99 %d us; applied %d events/s' % ({'same':'at nice +0','lower':'at nice +10','idle':'SCHED_IDLE'}['$cond'], len(v), s.median(int(a) for a,_,_ in v), s.median(int(b) for _,b,_ in v), s.median(int(c) for _,_,c in v)))"
+        grep "^$cond " "$tmp/ab.txt" | sed -E 's/.* p50 ([0-9]+) us .* p99 ([0-9]+) us .* server p99 ([0-9]+) us applied ([0-9]+) events.*/\1 \2 \3 \4/' |
+            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: %s: median over %d rounds of p50 %d us, p99 %d us (server p99 %d us); applied %d events/s' % ({'same':'background threads at nice +0','lower':'background threads at nice +10','idle':'background threads SCHED_IDLE','long':'request slice the kernel default','short':'request slice 100 us','peers0':'broker and generator at nice 0','peers10':'broker and generator at nice 10','bglong':'background threads with the default slice','bgshort':'background threads with a 100 us slice'}['$cond'], len(v), *(s.median(int(x[i]) for x in v) for i in range(4))))"
     done
-    if [ "${BG_POLICY:-nice}" = idle ]; then bg_set idle; elif [ "${BG_NICE:-10}" = 0 ]; then bg_set same; else bg_set lower; fi
+    if [ "${AB_POLICY:-}" = slice ]; then bg_set short
+    elif [ "${AB_POLICY:-}" = peers ]; then bg_set "peers${PEERS_NICE:-0}"
+    elif [ "${AB_POLICY:-}" = bgslice ]; then bg_set bglong
+    elif [ "${BG_POLICY:-nice}" = idle ]; then bg_set idle; elif [ "${BG_NICE:-10}" = 0 ]; then bg_set same; else bg_set lower; fi
 }
 echo "== latency while ingesting (recalld-gen --rate 20000 in the background)"
-"$B/recalld-gen" "${gen[@]}" --seed 4 --events 2000000 --rate 20000 --brokers "$bs" >/dev/null 2>&1 &
-pids+=($!)
+"${peers[@]}" "$B/recalld-gen" "${gen[@]}" --seed 4 --events 2000000 --rate 20000 --brokers "$bs" >/dev/null 2>&1 &
+gpid=$!
+pids+=($gpid)
 sleep 2
 if [ -n "${AB_ROUNDS:-}" ]; then ab; fi
 a0=$(stat | field '["events"]["applied"]'); t1=$(date +%s.%N)

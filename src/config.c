@@ -53,6 +53,7 @@ static const struct key keys[] = {
     {"socket.max_outbuf_total", K_U64, F(max_outbuf_total), 65536, 1e12},
     {"socket.request_timeout_ms", K_U32, F(request_timeout_ms), 100, 86400000},
     {"socket.allow_uids", K_UIDS, F(allow_uids), 0, 4294967294.0},
+    {"socket.request_slice_us", K_U32, F(request_slice_us), 0, 100000},
     {"metrics.port", K_U32, F(metrics_port), 0, 65535},
     {"metrics.bind", K_STR, F(metrics_bind), 1, 45},
     {"kafka.brokers", K_STR, F(brokers), 0, RC_CONF_STR - 1},
@@ -180,6 +181,9 @@ void rc_config_defaults(rc_config *c)
     c->request_timeout_ms = 10000;
     c->max_outbuf = 4u << 20;
     c->max_outbuf_total = 256u << 20;
+    /* The kernel's shortest (100 µs): a request preempts the trainer when it
+     * wakes (docs/BENCHMARKS.md "Request threads with a short slice"). */
+    c->request_slice_us = 100;
     c->metrics_port = 0;
     snprintf(c->metrics_bind, sizeof c->metrics_bind, "127.0.0.1");
     snprintf(c->brokers, sizeof c->brokers, "localhost:9092");
@@ -885,6 +889,11 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
     if (strlen(c->socket_path) > 107) /* "" = the default runtime directory */
         INVALID("socket.path", NULL, "at most 107 bytes (sun_path; got %zu bytes)",
                 strlen(c->socket_path));
+    if (c->request_slice_us && c->request_slice_us < 100)
+        INVALID("socket.request_slice_us", NULL,
+                "expected 0 (the kernel's default) or 100..100000 µs, the kernel's range "
+                "(got %u)",
+                c->request_slice_us);
     if (c->metrics_port > 65535)
         INVALID("metrics.port", NULL, "expected 0 (off) or a TCP port 1..65535 (got %u)",
                 c->metrics_port);

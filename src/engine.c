@@ -12,6 +12,7 @@
 
 #include "engine_int.h"
 #include "recalld/log.h"
+#include "recalld/slice.h"
 #include "recalld/userq.h"
 #include "recalld/vec.h"
 
@@ -682,6 +683,10 @@ void rc__engine_background(rc_engine *e, const char *thread)
     if (e->cfg.background_idle && rc__thread_idle())
         rc_log_warn("engine", "background thread keeps its scheduling policy",
                     "thread=%s error=\"%s\"", thread, strerror(errno));
+    /* The kernel's default slice: a background thread started from the loop
+     * thread would inherit the request path's short one (slice.h). */
+    if (e->cfg.request_slice_us)
+        rc_slice_set(0);
     /* Named last: a thread called rc-... runs at its background priority. */
     pthread_setname_np(pthread_self(), name); /* for top -H, perf and renice */
 }

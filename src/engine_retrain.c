@@ -9,6 +9,7 @@
 
 #include "engine_int.h"
 #include "recalld/log.h"
+#include "recalld/slice.h"
 #include "recalld/retrain.h"
 
 /* ---- background retraining ----
@@ -226,6 +227,8 @@ static void *rt_main(void *arg)
     if (e->cfg.background_idle && rc__thread_idle())
         rc_log_warn("engine", "tower: retrain thread keeps its scheduling policy", "error=\"%s\"",
                     strerror(errno));
+    if (e->cfg.request_slice_us) /* a thread the loop started inherits its short slice */
+        rc_slice_set(0);
     uint64_t period = (uint64_t)e->cfg.tower_retrain_interval_s * 1000000000ull;
     uint64_t next = rc_now_ns() + period;
     pthread_mutex_lock(&rt->mu);

@@ -307,6 +307,13 @@ static const rc_metrics_stat table[] = {
     S("server.queued_bytes", "recalld_socket_queued_bytes"),
     S("server.max_outbuf_total", "recalld_socket_max_queued_bytes"),
     S("server.inflight", "recalld_socket_inflight"),
+    G("server.slice_us", "recalld_socket_request_slice_seconds", 1e-6,
+      "socket.request_slice_us: the scheduler slice the request path asks for (0 = the kernel's)."),
+    G("server.loop_slice_us", "recalld_socket_loop_slice_seconds", 1e-6,
+      "The loop thread's scheduler slice as the kernel reports it (0 = not reported)."),
+    G("server.worker_slice_us", "recalld_socket_worker_slice_seconds", 1e-6,
+      "The request workers' scheduler slice as the kernel reports it (0 = not reported or no "
+      "request yet)."),
     S("two_tower.requests", "recalld_two_tower_requests_total"),
     S("two_tower.errors", "recalld_two_tower_request_errors_total"),
     H("two_tower.p50_ms", "recalld_two_tower_request_duration_seconds"),

@@ -32,6 +32,7 @@
 
 #include "recalld/common.h"
 #include "recalld/log.h"
+#include "recalld/slice.h"
 
 #define MOD            "server"
 #define READ_SLACK     256         /* beyond max_line: "\r\n" and the start of the next line */
@@ -101,6 +102,8 @@ struct rc_server {
     _Atomic uint64_t requests, too_long, idle_closed, slow_dropped, inflight;
     _Atomic uint64_t fast_requests, request_timeouts, evicted_idle, total_dropped, probes_admitted;
     _Atomic uint64_t queued_bytes, total_full_ms;
+    _Atomic uint32_t slice_us;                    /* asked for (rc_server_set_slice) */
+    _Atomic uint64_t loop_slice_us, worker_slice_us; /* in effect (slice.h), 0 unknown */
 };
 
 static void conn_close(conn *c);
@@ -394,12 +397,28 @@ static void send_too_long(conn *c)
 /* ---- requests on workers ----------------------------------------------- */
 
 static _Thread_local uint64_t queue_wait_ns; /* of the request this worker runs */
+/* The slice this worker last asked for; UINT32_MAX before its first request. */
+static _Thread_local uint32_t worker_slice_asked = UINT32_MAX;
 
 uint64_t rc_server_queue_wait_ns(void) { return queue_wait_ns; }
+
+/* On a worker's first request and after a change (libuv starts workers
+ * lazily and gives no start hook): a worker asks even for 0, the kernel's
+ * default, since it may have inherited another slice from its creator. */
+static void worker_slice(rc_server *s)
+{
+    uint32_t want = atomic_load_explicit(&s->slice_us, memory_order_relaxed);
+    if (worker_slice_asked == want)
+        return;
+    worker_slice_asked = want;
+    int64_t got = rc_slice_set(want);
+    atomic_store_explicit(&s->worker_slice_us, got > 0 ? (uint64_t)got : 0, memory_order_relaxed);
+}
 
 static void work_cb(uv_work_t *w)
 {
     conn *c = w->data;
+    worker_slice(c->srv);
     uint64_t now = rc_now_ns();
     queue_wait_ns = now > c->queued_ns ? now - c->queued_ns : 0;
     rc_buf_reset(&c->reply);
@@ -867,6 +886,31 @@ out_unlink:
     return RC_EIO;
 }
 
+/* The loop thread asks for the request path's slice; the workers, which it
+ * starts later, inherit it and ask again themselves (worker_slice). */
+static void server_slice(rc_server *s, uint32_t us)
+{
+    atomic_store(&s->slice_us, us);
+    int64_t got = us ? rc_slice_set(us) : rc_slice_get();
+    atomic_store(&s->loop_slice_us, got > 0 ? (uint64_t)got : 0);
+    if (!us)
+        return;
+    if (got == (int64_t)us)
+        rc_log_info(MOD, "request threads ask for a short scheduler slice", "slice_us=%u", us);
+    else
+        rc_log_warn(MOD,
+                    "the kernel does not apply socket.request_slice_us (custom slices need "
+                    "Linux 6.12 or later): a request may wait for a busy core's slice",
+                    "slice_us=%u in_effect_us=%lld error=\"%s\"", us, (long long)got,
+                    got < 0 ? strerror(errno) : "none");
+}
+
+void rc_server_set_slice(rc_server *s, uint32_t us)
+{
+    if (s && us != atomic_load(&s->slice_us))
+        server_slice(s, us);
+}
+
 int rc_server_start(uv_loop_t *loop, const rc_server_opts *opts, rc_server **out, char *errbuf,
                     size_t errlen)
 {
@@ -909,6 +953,7 @@ int rc_server_start(uv_loop_t *loop, const rc_server_opts *opts, rc_server **out
         close_drain_timer(s);
         return rc;
     }
+    server_slice(s, opts->slice_us);
     uint64_t shortest = RC_MIN(s->idle_ms, s->request_ms);
     uint64_t every = RC_MAX(SWEEP_MIN_MS, RC_MIN(SWEEP_MAX_MS, shortest / 4));
     uv_timer_start(&s->sweep, on_sweep, every, every);
@@ -990,6 +1035,9 @@ void rc_server_stats_get(const rc_server *s, rc_server_stats *st)
     st->queued_bytes = atomic_load_explicit(&m->queued_bytes, memory_order_relaxed);
     st->max_outbuf_total = m->max_outbuf_total;
     st->outbuf_total_full_ms = atomic_load_explicit(&m->total_full_ms, memory_order_relaxed);
+    st->slice_us = atomic_load_explicit(&m->slice_us, memory_order_relaxed);
+    st->loop_slice_us = atomic_load_explicit(&m->loop_slice_us, memory_order_relaxed);
+    st->worker_slice_us = atomic_load_explicit(&m->worker_slice_us, memory_order_relaxed);
 }
 
 /* ---- default path ------------------------------------------------------ */

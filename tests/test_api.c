@@ -410,6 +410,7 @@ TEST(api_recall_stages_recorded)
     static const char *stages[] = {"queue_wait", "parse",  "query",    "index_lock", "coarse",
                                    "scan",       "rerank", "fallback", "reply",      "total"};
     json_t *st = expect_ok(&a, "{\"op\":\"stats\"}");
+    ASSERT_EQ(stage_val(st, "count", "off_cpu"), 0);
     for (size_t i = 0; i < RC_ARRAY_LEN(stages); i++)
         ASSERT_EQ(stage_val(st, "count", stages[i]), 0);
     json_decref(st);
@@ -436,6 +437,9 @@ TEST(api_recall_stages_recorded)
         sum += stage_val(st, "sum_us", stages[i]);
     ASSERT_LE(sum, stage_val(st, "sum_us", "total"));
     ASSERT_EQ(stage_val(st, "sum_us", "queue_wait"), 0);
+    /* off_cpu: observed with every recall, a part of the run it overlaps */
+    ASSERT_EQ(stage_val(st, "count", "off_cpu"), n);
+    ASSERT_LE(stage_val(st, "sum_us", "off_cpu"), stage_val(st, "sum_us", "total"));
     ASSERT(stage_val(st, "p99_us", "total") >= stage_val(st, "p50_us", "total"));
     /* bucket counts add up to the count */
     json_t *bk =

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
@@ -17,6 +18,7 @@
 #include "recalld/buf.h"
 #include "recalld/common.h"
 #include "recalld/server.h"
+#include "recalld/slice.h"
 #include "e2e.h"
 #include "test.h"
 
@@ -77,6 +79,10 @@ static void echo_handler(void *ud, const char *line, size_t len, rc_buf *reply)
         for (long i = 0; i < n; i++)
             rc_buf_append(reply, "x", 1);
         rc_buf_puts(reply, "\"}");
+        return;
+    }
+    if (len == 5 && memcmp(line, "slice", 5) == 0) { /* this worker's scheduler slice */
+        rc_buf_printf(reply, "{\"ok\":true,\"slice_us\":%lld}", (long long)rc_slice_get());
         return;
     }
     if (len == 4 && memcmp(line, "fail", 4) == 0) {
@@ -325,6 +331,100 @@ TEST(server_pipelined_order_and_empty_lines)
     cli_close(&c);
     WAIT_FOR(stats(&t).clients == 0, PATIENCE_MS);
     tserver_stop(&t);
+}
+
+/* socket.request_slice_us: the thread that starts the server (the loop
+ * thread) and every worker that runs a request ask for the short slice, and
+ * the stats report what the kernel applied; where it applies none (before
+ * Linux 6.12) they say 0, never the slice asked for. */
+TEST(server_request_threads_ask_for_their_slice)
+{
+    tserver t;
+    rc_server_opts o = {.slice_us = 200};
+    tserver_start(&t, &o, "slice");
+    int64_t mine = rc_slice_get();
+    cli c;
+    cli_open(&c, t.path);
+    char line[256];
+    for (int i = 0; i < 8; i++) { /* sequential: whichever workers take them */
+        cli_puts(&c, "slice\n");
+        cli_line(&c, line, sizeof line, PATIENCE_MS);
+        if (mine == 200)
+            ASSERT_STREQ(line, "{\"ok\":true,\"slice_us\":200}");
+    }
+    rc_server_stats st = stats(&t);
+    ASSERT_EQ(st.slice_us, 200);
+    cli_close(&c);
+    tserver_stop(&t);
+    rc_slice_set(0);
+    if (mine != 200) {
+        ASSERT_EQ(st.loop_slice_us, mine > 0 ? (uint64_t)mine : 0);
+        ASSERT_NE(st.worker_slice_us, 200);
+        RC_SKIP("this kernel does not apply custom slices (reports %lld µs): needs Linux 6.12",
+                (long long)mine);
+    }
+    ASSERT_EQ(st.loop_slice_us, 200);
+    ASSERT_EQ(st.worker_slice_us, 200);
+    /* Not asked: the loop thread keeps the kernel's default, and a worker
+     * started while its creator had another slice goes back to the default
+     * (these workers were started under the first server's 200 µs). */
+    int64_t dflt = rc_slice_get();
+    ASSERT_NE(dflt, 200);
+    rc_server_opts o2 = {0};
+    tserver_start(&t, &o2, "slice0");
+    cli_open(&c, t.path);
+    for (int i = 0; i < 8; i++) {
+        cli_puts(&c, "slice\n");
+        cli_line(&c, line, sizeof line, PATIENCE_MS);
+        char want[64];
+        snprintf(want, sizeof want, "{\"ok\":true,\"slice_us\":%lld}", (long long)dflt);
+        ASSERT_STREQ(line, want);
+    }
+    st = stats(&t);
+    ASSERT_EQ(st.slice_us, 0);
+    ASSERT_EQ(st.loop_slice_us, (uint64_t)dflt);
+    ASSERT_EQ(st.worker_slice_us, (uint64_t)dflt);
+    /* A reload's change reaches the loop thread at once and each worker
+     * before its next request. */
+    rc_server_set_slice(t.srv, 500); /* from the test thread: it started the server */
+    ASSERT_EQ(rc_slice_get(), 500);
+    cli_puts(&c, "slice\n");
+    cli_line(&c, line, sizeof line, PATIENCE_MS);
+    ASSERT_STREQ(line, "{\"ok\":true,\"slice_us\":500}");
+    st = stats(&t);
+    ASSERT_EQ(st.slice_us, 500);
+    ASSERT_EQ(st.loop_slice_us, 500);
+    ASSERT_EQ(st.worker_slice_us, 500);
+    cli_close(&c);
+    tserver_stop(&t);
+    rc_slice_set(0);
+}
+
+/* slice.h: a slice is inherited by the threads a thread starts, and 0 gives
+ * the kernel's default back (what rc__engine_background relies on). */
+static void *slice_child(void *arg)
+{
+    int64_t *out = arg;
+    out[0] = rc_slice_get();
+    out[1] = rc_slice_set(0);
+    return NULL;
+}
+
+TEST(slice_inherited_and_reset)
+{
+    int64_t dflt = rc_slice_get();
+    if (rc_slice_set(300) != 300) {
+        rc_slice_set(0);
+        RC_SKIP("this kernel does not apply custom slices: needs Linux 6.12");
+    }
+    int64_t got[2] = {0, 0};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, slice_child, got), 0);
+    ASSERT_EQ(pthread_join(th, NULL), 0);
+    ASSERT_EQ(got[0], 300);
+    ASSERT_EQ(got[1], dflt);
+    ASSERT_EQ(rc_slice_get(), 300); /* the child's reset is its own */
+    ASSERT_EQ(rc_slice_set(0), dflt);
 }
 
 TEST(server_line_too_long_keeps_connection)

@@ -43,7 +43,11 @@ enum rc_api_op {
  * query vector), index_lock / coarse / scan (rc_index_search_timed), rerank
  * (re-scoring, exclusion, sort, multi-category merge), fallback (popular
  * items), reply (rendering the items) and total (queue_wait + the handler).
- * The stages are disjoint parts of total; their sum is <= total. */
+ * The stages up to total are disjoint parts of it; their sum is <= total.
+ * off_cpu is not a part: it is how long, of the handler's run, the worker
+ * thread was not on a CPU (the run's wall time minus the thread's CPU time:
+ * preempted by another thread or process, or waiting in the kernel), so it
+ * overlaps the stages it interrupted. */
 enum rc_api_stage {
     RC_API_STAGE_QUEUE_WAIT = 0,
     RC_API_STAGE_PARSE,
@@ -55,6 +59,7 @@ enum rc_api_stage {
     RC_API_STAGE_FALLBACK,
     RC_API_STAGE_REPLY,
     RC_API_STAGE_TOTAL,
+    RC_API_STAGE_OFF_CPU,
     RC_API_STAGE_COUNT
 };
 

@@ -71,6 +71,10 @@ typedef struct rc_server_opts {
     uint32_t nallow_uids;
     rc_server_handler handler;
     rc_server_fast_handler fast; /* NULL = every line goes to a worker (no probe slots) */
+    /* The scheduler slice (µs, slice.h) the loop thread and each request
+     * worker ask for: short, so that a request preempts a busy core's running
+     * thread when it wakes. 0 = leave the kernel's default. */
+    uint32_t slice_us;
     void *ud;                    /* passed to handler and fast */
 } rc_server_opts;
 
@@ -85,6 +89,13 @@ typedef struct rc_server_stats {
     uint64_t queued_bytes; /* unsent reply bytes of all clients now */
     uint64_t max_outbuf_total;
     uint64_t outbuf_total_full_ms; /* rc_now_ns()/1e6 when max_outbuf_total was last hit, 0 */
+    uint32_t slice_us;             /* asked for (opts.slice_us) */
+    /* In effect, as the kernel reports it (µs): the loop thread's since start,
+     * the request workers' once one has run a request (after a change, the
+     * last worker's to ask); 0 = not reported (a kernel before 6.12) or no
+     * request yet. Differs from slice_us where the
+     * kernel does not apply it. */
+    uint64_t loop_slice_us, worker_slice_us;
 } rc_server_stats;
 
 /* Binds and listens. Returns 0, or RC_EIO with "socket PATH: why" in errbuf
@@ -104,6 +115,11 @@ int rc_server_start(uv_loop_t *loop, const rc_server_opts *opts, rc_server **out
  * its reply discarded. cb may be NULL; s NULL or already closing: no-op.
  * Loop thread only. */
 void rc_server_close(rc_server *s, uint32_t drain_ms, void (*cb)(void *arg), void *arg);
+
+/* Changes the slice the request path asks for (a config reload): the calling
+ * thread, which should be the loop thread, asks at once, each worker before
+ * its next request. Thread-safe. */
+void rc_server_set_slice(rc_server *s, uint32_t us);
 
 /* Any thread (counters are atomics). */
 void rc_server_stats_get(const rc_server *s, rc_server_stats *st);

@@ -452,7 +452,7 @@ static void revoke_checkpoint(daemon_t *d)
  * Reloaded: log.level, log.format, log.stats_interval_ms, recall.k_default,
  * recall.k_max, recall.window, index.overfetch, checkpoint.interval_ms,
  * checkpoint.keep, checkpoint.max_mb_s, tower.refresh_rows,
- * tower.recompute_per_flush, and the two-tower model: tower.model is loaded
+ * tower.recompute_per_flush, socket.request_slice_us, and the two-tower model: tower.model is loaded
  * again (in the background) when its path, mtime or size changed. Everything
  * else (sockets, Kafka,
  * model shape, index structure, data_dir) needs a restart: a change is
@@ -470,7 +470,8 @@ static const char *const reloadable[] = {"log.level",
                                          "checkpoint.max_mb_s",
                                          "tower.model",
                                          "tower.refresh_rows",
-                                         "tower.recompute_per_flush"};
+                                         "tower.recompute_per_flush",
+                                         "socket.request_slice_us"};
 
 static int is_reloadable(const char *key)
 {
@@ -498,6 +499,8 @@ static void apply_reload(daemon_t *d, const rc_config *n)
     snprintf(c->tower_model, sizeof c->tower_model, "%s", n->tower_model);
     c->tower_refresh_rows = n->tower_refresh_rows;
     c->tower_recompute = n->tower_recompute;
+    c->request_slice_us = n->request_slice_us;
+    rc_server_set_slice(d->server, c->request_slice_us);
     rc_log_set_level((enum rc_log_level)rc_log_level_parse(c->log_level));
     rc_log_set_json(strcmp(c->log_format, "json") == 0);
     rc_engine_reload(d->engine, c);
@@ -647,7 +650,8 @@ static void socket_stats(void *arg, rc_buf *out)
                   "\"request_timeouts\":%llu,\"evicted_idle\":%llu,\"probes\":%llu,"
                   "\"fast_requests\":%llu,\"slow_dropped\":%llu,"
                   "\"outbuf_total_dropped\":%llu,\"queued_bytes\":%llu,"
-                  "\"max_outbuf_total\":%llu,\"inflight\":%llu",
+                  "\"max_outbuf_total\":%llu,\"inflight\":%llu,\"slice_us\":%u,"
+                  "\"loop_slice_us\":%llu,\"worker_slice_us\":%llu",
                   (unsigned long long)ss.clients, (unsigned long long)ss.accepted,
                   (unsigned long long)ss.refused_max, (unsigned long long)ss.refused_uid,
                   (unsigned long long)ss.too_long, (unsigned long long)ss.idle_closed,
@@ -655,7 +659,8 @@ static void socket_stats(void *arg, rc_buf *out)
                   (unsigned long long)ss.probes, (unsigned long long)ss.fast_requests,
                   (unsigned long long)ss.slow_dropped, (unsigned long long)ss.outbuf_total_dropped,
                   (unsigned long long)ss.queued_bytes, (unsigned long long)ss.max_outbuf_total,
-                  (unsigned long long)ss.inflight);
+                  (unsigned long long)ss.inflight, ss.slice_us,
+                  (unsigned long long)ss.loop_slice_us, (unsigned long long)ss.worker_slice_us);
 }
 
 static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
@@ -1258,6 +1263,7 @@ static int start(daemon_t *d)
                          .request_timeout_ms = c->request_timeout_ms,
                          .max_outbuf = c->max_outbuf,
                          .max_outbuf_total = c->max_outbuf_total,
+                         .slice_us = c->request_slice_us,
                          .handler = rc_api_handle,
                          .fast = rc_api_fast,
                          .ud = &d->api};
