@@ -8,7 +8,9 @@
 # cluster), so recalld's RSS and CPU are its own.
 #   bench/recall.sh [ITEMS] [EVENTS]     (defaults 1000000, 4000000)
 # Environment: BG_NICE (pipeline.background_nice, default the daemon's),
-# BG_POLICY (pipeline.background_policy, default the daemon's),
+# BG_POLICY (pipeline.background_policy, default the daemon's), BG_CPUS
+# (pipeline.background_cpus, e.g. auto; AB_POLICY=pin compares the same split
+# against none within one daemon),
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
 # two_tower sections), LOAD_ONLY=1 (stop after the load and its memory figures), AB_ROUNDS (see ab below), DRIFT, OVERFETCH,
 # STORAGE (index.storage, default the daemon's), MALLOC_INFO=1 (after the load: resident
@@ -43,6 +45,7 @@ fi
 nice_cfg=""
 [ -n "${BG_NICE:-}" ] && nice_cfg=", \"background_nice\": $BG_NICE"
 [ -n "${BG_POLICY:-}" ] && nice_cfg="$nice_cfg, \"background_policy\": \"$BG_POLICY\""
+[ -n "${BG_CPUS:-}" ] && nice_cfg="$nice_cfg, \"background_cpus\": \"$BG_CPUS\""
 storage_cfg=""
 [ -n "${STORAGE:-}" ] && storage_cfg=", \"storage\": \"$STORAGE\""
 cat >"$tmp/r.json" <<JSON
@@ -64,7 +67,7 @@ probe=()
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} PEERS_NICE=${PEERS_NICE:-0} STORAGE=${STORAGE:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} BG_CPUS=${BG_CPUS:-default} PEERS_NICE=${PEERS_NICE:-0} STORAGE=${STORAGE:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users (paced so the mock's retention is never exceeded)"
 t0=$(date +%s)
 "${peers[@]}" "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
@@ -172,9 +175,30 @@ for t in os.listdir(f"/proc/{pid}/task"):
     libc.syscall(314, int(t), ctypes.byref(a), 0)  # sched_setattr
 PY
 }
+# AB_POLICY=pin compares the threads floating over both cores ("float") with
+# recalld's background threads (rc-*) on the last core and its other threads
+# (loop, request workers, librdkafka) on the others ("pinned"), set with
+# sched_setaffinity(2) per thread; threads started later inherit their
+# creator's set (the index retrains the trainer's).
+pin_set() {
+    python3 - "$rpid" "$1" <<'PY'
+import os, sys
+pid, mode = int(sys.argv[1]), sys.argv[2]
+cpus = sorted(os.sched_getaffinity(0))
+for t in os.listdir(f"/proc/{pid}/task"):
+    try:
+        bg = open(f"/proc/{pid}/task/{t}/comm").read().startswith("rc-")
+        if mode == "float":
+            os.sched_setaffinity(int(t), cpus)
+        else:
+            os.sched_setaffinity(int(t), cpus[-1:] if bg else cpus[:-1])
+    except OSError:
+        pass
+PY
+}
 bg_set() {
     case "$1" in long|short) slice_set "$1"; return;; peers*) peers_set "$1"; return;;
-        bglong|bgshort) bgslice_set "$1"; return;; esac
+        bglong|bgshort) bgslice_set "$1"; return;; float|pinned) pin_set "$1"; return;; esac
     python3 - "$rpid" "$1" <<'PY'
 import os, sys
 pid, mode = int(sys.argv[1]), sys.argv[2]
@@ -200,6 +224,7 @@ ab() {
     [ "${AB_POLICY:-}" = slice ] && conds="long short"
     [ "${AB_POLICY:-}" = peers ] && conds="peers0 peers10"
     [ "${AB_POLICY:-}" = bgslice ] && conds="bglong bgshort"
+    [ "${AB_POLICY:-}" = pin ] && conds="float pinned"
     for r in $(seq "$AB_ROUNDS"); do
         for cond in $conds; do
             bg_set $cond
@@ -213,11 +238,12 @@ ab() {
     done | tee "$tmp/ab.txt" | sed 's/^/   ab: /'
     for cond in $conds; do
         grep "^$cond " "$tmp/ab.txt" | sed -E 's/.* p50 ([0-9]+) us .* p99 ([0-9]+) us .* server p99 ([0-9]+) us applied ([0-9]+) events.*/\1 \2 \3 \4/' |
-            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: %s: median over %d rounds of p50 %d us, p99 %d us (server p99 %d us); applied %d events/s' % ({'same':'background threads at nice +0','lower':'background threads at nice +10','idle':'background threads SCHED_IDLE','long':'request slice the kernel default','short':'request slice 100 us','peers0':'broker and generator at nice 0','peers10':'broker and generator at nice 10','bglong':'background threads with the default slice','bgshort':'background threads with a 100 us slice'}['$cond'], len(v), *(s.median(int(x[i]) for x in v) for i in range(4))))"
+            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: %s: median over %d rounds of p50 %d us, p99 %d us (server p99 %d us); applied %d events/s' % ({'same':'background threads at nice +0','lower':'background threads at nice +10','idle':'background threads SCHED_IDLE','long':'request slice the kernel default','short':'request slice 100 us','peers0':'broker and generator at nice 0','peers10':'broker and generator at nice 10','bglong':'background threads with the default slice','bgshort':'background threads with a 100 us slice','float':'threads on any core','pinned':'background threads on one core, the rest on the other'}['$cond'], len(v), *(s.median(int(x[i]) for x in v) for i in range(4))))"
     done
     if [ "${AB_POLICY:-}" = slice ]; then bg_set short
     elif [ "${AB_POLICY:-}" = peers ]; then bg_set "peers${PEERS_NICE:-0}"
     elif [ "${AB_POLICY:-}" = bgslice ]; then bg_set bglong
+    elif [ "${AB_POLICY:-}" = pin ]; then bg_set float
     elif [ "${BG_POLICY:-nice}" = idle ]; then bg_set idle; elif [ "${BG_NICE:-10}" = 0 ]; then bg_set same; else bg_set lower; fi
 }
 echo "== latency while ingesting (recalld-gen --rate 20000 in the background)"

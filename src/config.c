@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "recalld/common.h"
+#include "recalld/cpus.h"
 #include "recalld/log.h"
 
 enum ktype {
@@ -129,6 +130,7 @@ static const struct key keys[] = {
     {"pipeline.queue_batches", K_U32, F(queue_batches), 2, 1024},
     {"pipeline.background_nice", K_U32, F(background_nice), 0, 19},
     {"pipeline.background_policy", K_BGPOLICY, F(background_idle), 0, 1},
+    {"pipeline.background_cpus", K_STR, F(background_cpus), 0, 63},
     {"pipeline.trim_interval_ms", K_U32, F(trim_interval_ms), 0, 3600000},
     {"data_dir", K_STR, F(data_dir), 0, RC_CONF_STR - 1},
     {"role", K_ROLE, F(role), 0, 2},
@@ -889,6 +891,11 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
     if (strlen(c->socket_path) > 107) /* "" = the default runtime directory */
         INVALID("socket.path", NULL, "at most 107 bytes (sun_path; got %zu bytes)",
                 strlen(c->socket_path));
+    char cpu_err[128];
+    if (rc_cpus_check(c->background_cpus, cpu_err, sizeof cpu_err))
+        INVALID("pipeline.background_cpus", NULL,
+                "expected \"\" (no pinning), \"auto\" or a core list like \"1\" or \"2-3,6\": %s",
+                cpu_err);
     if (c->request_slice_us && c->request_slice_us < 100)
         INVALID("socket.request_slice_us", NULL,
                 "expected 0 (the kernel's default) or 100..100000 µs, the kernel's range "

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine_int.h"
+#include "recalld/cpus.h"
 #include "recalld/log.h"
 #include "recalld/slice.h"
 #include "recalld/userq.h"
@@ -683,12 +684,23 @@ void rc__engine_background(rc_engine *e, const char *thread)
     if (e->cfg.background_idle && rc__thread_idle())
         rc_log_warn("engine", "background thread keeps its scheduling policy",
                     "thread=%s error=\"%s\"", thread, strerror(errno));
+    rc__engine_pin_background(e, thread);
     /* The kernel's default slice: a background thread started from the loop
      * thread would inherit the request path's short one (slice.h). */
     if (e->cfg.request_slice_us)
         rc_slice_set(0);
     /* Named last: a thread called rc-... runs at its background priority. */
     pthread_setname_np(pthread_self(), name); /* for top -H, perf and renice */
+}
+
+void rc__engine_pin_background(rc_engine *e, const char *thread)
+{
+    if (!e->bg_pin)
+        return;
+    int r = pthread_setaffinity_np(pthread_self(), sizeof e->bg_cpus, &e->bg_cpus);
+    if (r)
+        rc_log_warn("engine", "background thread keeps its cores", "thread=%s error=\"%s\"",
+                    thread, strerror(r));
 }
 
 int rc__thread_idle(void)
@@ -986,6 +998,14 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     q_init(&e->q_train);
     q_init(&e->q_done);
     e->max_ts = INT64_MIN;
+    if (loop) { /* the threaded engine only: the eval's engine runs on its caller */
+        char why[160];
+        int pin = rc_cpus_plan(cfg->background_cpus, &e->bg_cpus, &(cpu_set_t){0}, why, sizeof why);
+        e->bg_pin = pin == 1;
+        if (pin == 0 && why[0])
+            rc_log_warn("engine", "pipeline.background_cpus: background threads not pinned",
+                        "why=\"%s\"", why);
+    }
     if ((rc = rc__engine_ck_init(e, eb, el)) || (rc = rc__engine_tower_init(e, eb, el)) ||
         (rc = rc__engine_rt_init(e, eb, el)) || (rc = rc__engine_cooc_init(e, eb, el)) ||
         (rc = create_model(e, eb, el)) || (rc = rc__engine_shard_init(e, eb, el)) ||

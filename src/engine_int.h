@@ -14,6 +14,7 @@
 #define RECALLD_ENGINE_INT_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -96,6 +97,8 @@ struct rc_engine {
     pthread_t decoder, trainer;
     int threads;
     atomic_int stop;
+    cpu_set_t bg_cpus; /* pipeline.background_cpus, when bg_pin (cpus.h) */
+    int bg_pin;
 
     /* sync: batches submitted vs finished */
     pthread_mutex_t sync_mu;
@@ -271,8 +274,12 @@ int rc__engine_resolve_filter(rc_engine *e, const rc_recall_req *r, rc_index_fil
  * pipeline.background_nice to its own nice value (at most 19; Linux nice is
  * per thread and inherited by the threads it starts), and with
  * pipeline.background_policy "idle" moves to SCHED_IDLE (also inherited:
- * shards, index retrains); a failure is logged, not fatal. */
+ * shards, index retrains), and with pipeline.background_cpus runs on the
+ * background cores only (inherited too); a failure is logged, not fatal. */
 void rc__engine_background(rc_engine *e, const char *thread);
+/* The calling thread onto the background cores (pipeline.background_cpus);
+ * no-op without pinning. */
+void rc__engine_pin_background(rc_engine *e, const char *thread);
 /* The calling thread only: SCHED_IDLE (pipeline.background_policy "idle": it
  * runs only when no other thread of the machine wants the core, whatever the
  * nice values); 0, or -1 with errno. */

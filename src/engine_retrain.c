@@ -229,6 +229,7 @@ static void *rt_main(void *arg)
                     strerror(errno));
     if (e->cfg.request_slice_us) /* a thread the loop started inherits its short slice */
         rc_slice_set(0);
+    rc__engine_pin_background(e, "tower-retrain");
     uint64_t period = (uint64_t)e->cfg.tower_retrain_interval_s * 1000000000ull;
     uint64_t next = rc_now_ns() + period;
     pthread_mutex_lock(&rt->mu);

@@ -1,4 +1,5 @@
 #include <jansson.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include "e2e.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
+#include "recalld/cpus.h"
 #include "test.h"
 
 static int load(const char *json, char *err, size_t n)
@@ -127,6 +129,13 @@ TEST(config_every_error_message)
         {"{\"checkpoint\":{\"max_mb_s\":\"fast\"}}", "checkpoint.max_mb_s: expected number"},
         {"{\"checkpoint\":{\"every\":1}}", "checkpoint.every: unknown key"},
         {"{\"data_dir\":7}", "data_dir: expected string"},
+        {"{\"socket\":{\"request_slice_us\":50}}",
+         "socket.request_slice_us: expected 0 (the kernel's default) or 100..100000"},
+        {"{\"pipeline\":{\"background_cpus\":\"one\"}}",
+         "pipeline.background_cpus: expected \"\" (no pinning), \"auto\" or a core list"},
+        {"{\"pipeline\":{\"background_cpus\":\"3-1\"}}", "a range of cores must be a-b"},
+        {"{\"pipeline\":{\"background_cpus\":\"1,\"}}", "unexpected \",\" in a core list"},
+        {"{\"pipeline\":{\"background_cpus\":\"1-\"}}", "expected a core number after '-'"},
     };
     for (size_t i = 0; i < RC_ARRAY_LEN(cases); i++) {
         char err[512] = "";
@@ -147,6 +156,62 @@ TEST(config_every_error_message)
     ASSERT_EQ(rc_config_load(&c, path, err, sizeof err), RC_EINVAL);
     ASSERT(strstr(err, path) != NULL && strstr(err, ":2:") != NULL);
     unlink(path);
+}
+
+/* cpus.h: the plan splits the allowed cores, a list leaves the rest to the
+ * request path, and a list that cannot be honoured says why instead. */
+TEST(config_background_cpus_plan)
+{
+    char err[256] = "";
+    ASSERT_EQ(load("{\"pipeline\":{\"background_cpus\":\"0,2-3\"}}", err, sizeof err), 0);
+    ASSERT_EQ(load("{\"pipeline\":{\"background_cpus\":\"auto\"}}", err, sizeof err), 0);
+    cpu_set_t all, bg, rest, both;
+    ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    int n = CPU_COUNT(&all);
+    ASSERT_EQ(rc_cpus_plan("", &bg, &rest, err, sizeof err), 0);
+    ASSERT_STREQ(err, "");
+    ASSERT_EQ(rc_cpus_plan("99999", &bg, &rest, err, sizeof err), RC_EINVAL);
+    ASSERT_EQ(rc_cpus_plan("1000", &bg, &rest, err, sizeof err), 0); /* no such core here */
+    ASSERT(strstr(err, "is allowed to this process") != NULL);
+    char list[1024];
+    rc_cpus_format(&all, list, sizeof list);
+    ASSERT_EQ(rc_cpus_plan(list, &bg, &rest, err, sizeof err), 0); /* every core: none left */
+    ASSERT(strstr(err, "leave none for the request path") != NULL);
+    if (n < 2) {
+        ASSERT_EQ(rc_cpus_plan("auto", &bg, &rest, err, sizeof err), 0);
+        RC_SKIP("one core allowed: the split needs two");
+    }
+    ASSERT_EQ(rc_cpus_plan("auto", &bg, &rest, err, sizeof err), 1);
+    ASSERT_EQ(CPU_COUNT(&bg), (n + 1) / 2);
+    ASSERT_EQ(CPU_COUNT(&rest), n / 2);
+    CPU_AND(&both, &bg, &rest);
+    ASSERT_EQ(CPU_COUNT(&both), 0);
+    CPU_OR(&both, &bg, &rest);
+    ASSERT(CPU_EQUAL(&both, &all));
+    /* the background cores are the upper ones */
+    int maxrest = -1, minbg = CPU_SETSIZE;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (CPU_ISSET(c, &rest))
+            maxrest = c;
+        if (CPU_ISSET(c, &bg) && c < minbg)
+            minbg = c;
+    }
+    ASSERT_LT(maxrest, minbg);
+    /* a list of one allowed core: it alone, the others to the request path */
+    char one[16];
+    snprintf(one, sizeof one, "%d", minbg);
+    ASSERT_EQ(rc_cpus_plan(one, &bg, &rest, err, sizeof err), 1);
+    ASSERT_EQ(CPU_COUNT(&bg), 1);
+    ASSERT(CPU_ISSET(minbg, &bg));
+    ASSERT_EQ(CPU_COUNT(&rest), n - 1);
+    /* format: ranges collapse */
+    CPU_ZERO(&bg);
+    CPU_SET(0, &bg);
+    CPU_SET(2, &bg);
+    CPU_SET(3, &bg);
+    CPU_SET(4, &bg);
+    rc_cpus_format(&bg, list, sizeof list);
+    ASSERT_STREQ(list, "0,2-4");
 }
 
 /* `recalld --check-config`: exit 0 and "configuration ok", or exit 2 and the

@@ -17,6 +17,7 @@
 #include "e2e.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
+#include "recalld/cpus.h"
 #include "recalld/engine.h"
 #include "recalld/table.h"
 #include "test.h"
@@ -389,6 +390,78 @@ static void rc_thread_policies(int *idle, int *other, int *others_idle)
             *others_idle += pol == SCHED_IDLE;
     }
     uv_fs_req_cleanup(&req);
+}
+
+/* The cores of this process's threads: *on_bg counts the rc-* threads whose
+ * allowed set is exactly bg, *off_bg the rc-* threads with any other set;
+ * *others_on_bg the other threads allowed any core of bg. */
+static void rc_thread_cpus(const cpu_set_t *bg, int *on_bg, int *off_bg, int *others_on_bg)
+{
+    char path[96], comm[32];
+    uv_fs_t req;
+    uv_dirent_t d;
+    *on_bg = *off_bg = *others_on_bg = 0;
+    if (uv_fs_scandir(NULL, &req, "/proc/self/task", 0, NULL) < 0)
+        RC__FAIL("scandir /proc/self/task");
+    while (uv_fs_scandir_next(&req, &d) != UV_EOF) {
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", d.name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(comm, 1, sizeof comm - 1, f);
+        fclose(f);
+        comm[len] = '\0';
+        cpu_set_t s, both;
+        if (sched_getaffinity((pid_t)atoi(d.name), sizeof s, &s))
+            continue;
+        CPU_AND(&both, &s, bg);
+        if (strncmp(comm, "rc-", 3) == 0)
+            (CPU_EQUAL(&s, bg) ? on_bg : off_bg)[0]++;
+        else
+            *others_on_bg += CPU_COUNT(&both) > 0;
+    }
+    uv_fs_req_cleanup(&req);
+}
+
+/* CONFIG.md pipeline.background_cpus "auto": the decoder, the trainer, its
+ * shard helpers and the checkpoint writer run on the upper half of the
+ * allowed cores; the caller (the loop thread, which the daemon pins to the
+ * other half itself) keeps its set. */
+TEST(shard_threaded_engine_background_cpus)
+{
+    cpu_set_t all, bg, rest;
+    ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    if (CPU_COUNT(&all) < 2)
+        RC_SKIP("one core allowed: nothing to pin apart");
+    char why[160];
+    ASSERT_EQ(rc_cpus_plan("auto", &bg, &rest, why, sizeof why), 1);
+    rc_config c;
+    shard_config(&c, 2);
+    snprintf(c.background_cpus, sizeof c.background_cpus, "auto");
+    uv_loop_t loop;
+    rc_engine *e = e2e_engine_threaded(&c, &loop, NULL, NULL);
+    for (uint32_t k = 0; k < 4 * BATCH; k += BATCH)
+        submit_batch(e, &loop, k);
+    e2e_loop_until(&loop, applied_reached, &(struct until_applied){e, 4 * BATCH},
+                   (int)e2e_scaled_ms(PATIENCE_MS), "every event applied");
+    int on = 0, off = 0, others = 0;
+    rc_thread_cpus(&bg, &on, &off, &others);
+    ASSERT_EQ(off, 0);
+    ASSERT_GE(on, 3); /* decoder, trainer, shard helper (the writer only with a data dir) */
+    cpu_set_t mine;
+    ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+    ASSERT(CPU_EQUAL(&mine, &all)); /* the caller keeps its cores */
+    e2e_engine_threaded_close(e, &loop);
+    /* Without the key nothing is pinned. */
+    shard_config(&c, 2);
+    e = e2e_engine_threaded(&c, &loop, NULL, NULL);
+    submit_batch(e, &loop, 0);
+    e2e_loop_until(&loop, applied_reached, &(struct until_applied){e, BATCH},
+                   (int)e2e_scaled_ms(PATIENCE_MS), "every event applied");
+    rc_thread_cpus(&all, &on, &off, &others);
+    ASSERT_EQ(off, 0);
+    ASSERT_GE(on, 3);
+    e2e_engine_threaded_close(e, &loop);
 }
 
 /* CONFIG.md pipeline.background_policy "idle": the decoder, the trainer, the

@@ -128,6 +128,8 @@ typedef struct rc_config {
     uint32_t background_nice;
     /* pipeline.background_policy: 1 = "idle" (those threads also run SCHED_IDLE) */
     int background_idle;
+    /* pipeline.background_cpus: "" (no pinning), "auto" or a core list (cpus.h) */
+    char background_cpus[64];
     /* pipeline.trim_interval_ms: the trainer hands malloc's free pages back to
      * the system at most this often (0 = only after checkpoints) */
     uint32_t trim_interval_ms;

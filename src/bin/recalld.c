@@ -19,6 +19,7 @@
 #include "recalld/cli.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
+#include "recalld/cpus.h"
 #include "recalld/consumer.h"
 #include "recalld/engine.h"
 #include "recalld/log.h"
@@ -1140,6 +1141,26 @@ static int start_vector_reader(daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
+/* pipeline.background_cpus: this (the loop) thread onto the request path's
+ * cores, before it starts the consumers and the server, so that librdkafka's
+ * threads and the request workers inherit them; the engine's background
+ * threads move themselves onto theirs (rc__engine_background). */
+static void pin_request_path(const rc_config *c)
+{
+    cpu_set_t bg, rest;
+    char why[160], bgs[96], rs[96];
+    if (rc_cpus_plan(c->background_cpus, &bg, &rest, why, sizeof why) != 1)
+        return; /* the engine logs why, once */
+    int r = pthread_setaffinity_np(pthread_self(), sizeof rest, &rest);
+    rc_cpus_format(&bg, bgs, sizeof bgs);
+    rc_cpus_format(&rest, rs, sizeof rs);
+    if (r)
+        rc_log_warn("recalld", "the request path keeps its cores", "error=\"%s\"", strerror(r));
+    else
+        rc_log_info("recalld", "threads pinned (pipeline.background_cpus)",
+                    "background_cpus=%s request_cpus=%s", bgs, rs);
+}
+
 static int start(daemon_t *d)
 {
     char err[512];
@@ -1170,6 +1191,7 @@ static int start(daemon_t *d)
     }
     if (rc_engine_create(c, d->loop, on_done, d, &d->engine, err, sizeof err))
         goto fail;
+    pin_request_path(c); /* after the engine planned its cores from the full set */
     rc_engine_set_checkpoint_cb(d->engine, on_checkpoint, d);
     d->ckpt = c->data_dir[0] != '\0';
     /* Positions of the restored checkpoint: consumption resumes right after
