@@ -361,16 +361,14 @@ static int applied_reached(void *ud)
     return rc_engine_applied(u->e) >= u->n;
 }
 
-/* Scheduling policy of this process's threads: *idle / *other count the
- * threads named rc-* (the engine's background threads, and the index
- * retrains, which keep the trainer's name) at SCHED_IDLE and at any other
- * policy; *others_idle counts the threads not named rc-* at SCHED_IDLE. */
-static void rc_thread_policies(int *idle, int *other, int *others_idle)
+/* Calls fn(tid, is_background, ud) for each thread of this process that is
+ * still there; is_background: named rc-* (the engine's background threads,
+ * and the index retrains, which keep the trainer's name). */
+static void rc_threads_each(void (*fn)(pid_t tid, int bg, void *ud), void *ud)
 {
     char path[96], comm[32];
     uv_fs_t req;
     uv_dirent_t d;
-    *idle = *other = *others_idle = 0;
     if (uv_fs_scandir(NULL, &req, "/proc/self/task", 0, NULL) < 0)
         RC__FAIL("scandir /proc/self/task");
     while (uv_fs_scandir_next(&req, &d) != UV_EOF) {
@@ -381,15 +379,55 @@ static void rc_thread_policies(int *idle, int *other, int *others_idle)
         size_t len = fread(comm, 1, sizeof comm - 1, f);
         fclose(f);
         comm[len] = '\0';
-        int pol = sched_getscheduler((pid_t)atoi(d.name));
-        if (pol < 0)
-            continue; /* exited meanwhile */
-        if (strncmp(comm, "rc-", 3) == 0)
-            (pol == SCHED_IDLE ? idle : other)[0]++;
-        else
-            *others_idle += pol == SCHED_IDLE;
+        fn((pid_t)atoi(d.name), strncmp(comm, "rc-", 3) == 0, ud);
     }
     uv_fs_req_cleanup(&req);
+}
+
+struct policies {
+    int idle, other, others_idle;
+};
+
+static void count_policy(pid_t tid, int bg, void *ud)
+{
+    struct policies *p = ud;
+    int pol = sched_getscheduler(tid);
+    if (pol < 0)
+        return; /* exited meanwhile */
+    if (bg)
+        (pol == SCHED_IDLE ? &p->idle : &p->other)[0]++;
+    else
+        p->others_idle += pol == SCHED_IDLE;
+}
+
+/* Scheduling policy of this process's threads: *idle / *other count the
+ * rc-* threads at SCHED_IDLE and at any other policy; *others_idle counts
+ * the other threads at SCHED_IDLE. */
+static void rc_thread_policies(int *idle, int *other, int *others_idle)
+{
+    struct policies p = {0, 0, 0};
+    rc_threads_each(count_policy, &p);
+    *idle = p.idle;
+    *other = p.other;
+    *others_idle = p.others_idle;
+}
+
+struct cpus_seen {
+    const cpu_set_t *bg;
+    int on_bg, off_bg, others_on_bg;
+};
+
+static void count_cpus(pid_t tid, int bg, void *ud)
+{
+    struct cpus_seen *c = ud;
+    cpu_set_t s, both;
+    if (sched_getaffinity(tid, sizeof s, &s))
+        return; /* exited meanwhile */
+    CPU_AND(&both, &s, c->bg);
+    if (bg)
+        (CPU_EQUAL(&s, c->bg) ? &c->on_bg : &c->off_bg)[0]++;
+    else
+        c->others_on_bg += CPU_COUNT(&both) > 0;
 }
 
 /* The cores of this process's threads: *on_bg counts the rc-* threads whose
@@ -397,30 +435,11 @@ static void rc_thread_policies(int *idle, int *other, int *others_idle)
  * *others_on_bg the other threads allowed any core of bg. */
 static void rc_thread_cpus(const cpu_set_t *bg, int *on_bg, int *off_bg, int *others_on_bg)
 {
-    char path[96], comm[32];
-    uv_fs_t req;
-    uv_dirent_t d;
-    *on_bg = *off_bg = *others_on_bg = 0;
-    if (uv_fs_scandir(NULL, &req, "/proc/self/task", 0, NULL) < 0)
-        RC__FAIL("scandir /proc/self/task");
-    while (uv_fs_scandir_next(&req, &d) != UV_EOF) {
-        snprintf(path, sizeof path, "/proc/self/task/%s/comm", d.name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(comm, 1, sizeof comm - 1, f);
-        fclose(f);
-        comm[len] = '\0';
-        cpu_set_t s, both;
-        if (sched_getaffinity((pid_t)atoi(d.name), sizeof s, &s))
-            continue;
-        CPU_AND(&both, &s, bg);
-        if (strncmp(comm, "rc-", 3) == 0)
-            (CPU_EQUAL(&s, bg) ? on_bg : off_bg)[0]++;
-        else
-            *others_on_bg += CPU_COUNT(&both) > 0;
-    }
-    uv_fs_req_cleanup(&req);
+    struct cpus_seen c = {bg, 0, 0, 0};
+    rc_threads_each(count_cpus, &c);
+    *on_bg = c.on_bg;
+    *off_bg = c.off_bg;
+    *others_on_bg = c.others_on_bg;
 }
 
 /* CONFIG.md pipeline.background_cpus "auto": the decoder, the trainer, its
