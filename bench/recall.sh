@@ -13,7 +13,7 @@
 # against none within one daemon),
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
 # two_tower sections), LOAD_ONLY=1 (stop after the load and its memory figures), AB_ROUNDS (see ab below), DRIFT, OVERFETCH,
-# STORAGE (index.storage, default the daemon's), MALLOC_INFO=1 (after the load: resident
+# STORAGE (index.storage, default the daemon's), IVF_MIN (index.ivf_min), MALLOC_INFO=1 (after the load: resident
 # memory by kind and malloc's free chunks per arena, from bench/probe/malloc_probe.c
 # preloaded; RC_PROBE_SO names that library for a reference build without it), QUIET_WAIT
 # (seconds the quiet sections wait for the backlog, default 900), CLIENT_SLICE_US
@@ -48,10 +48,12 @@ nice_cfg=""
 [ -n "${BG_CPUS:-}" ] && nice_cfg="$nice_cfg, \"background_cpus\": \"$BG_CPUS\""
 storage_cfg=""
 [ -n "${STORAGE:-}" ] && storage_cfg=", \"storage\": \"$STORAGE\""
+ivf_cfg=""
+[ -n "${IVF_MIN:-}" ] && ivf_cfg=", \"ivf_min\": $IVF_MIN"
 cat >"$tmp/r.json" <<JSON
 {"kafka": {"brokers": "$bs"},
  "pipeline": {"queue_batches": 4$nice_cfg},
- "index": {"drift": ${DRIFT:-0.0005}, "overfetch": ${OVERFETCH:-3.0}$storage_cfg},
+ "index": {"drift": ${DRIFT:-0.0005}, "overfetch": ${OVERFETCH:-3.0}$storage_cfg$ivf_cfg},
  "sessions": {"max_users": $((USERS + USERS / 4))},
  "log": {"level": "warn", "stats_interval_ms": 0}}
 JSON
@@ -67,7 +69,7 @@ probe=()
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} BG_CPUS=${BG_CPUS:-default} PEERS_NICE=${PEERS_NICE:-0} STORAGE=${STORAGE:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} BG_CPUS=${BG_CPUS:-default} PEERS_NICE=${PEERS_NICE:-0} STORAGE=${STORAGE:-default} IVF_MIN=${IVF_MIN:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users (paced so the mock's retention is never exceeded)"
 t0=$(date +%s)
 "${peers[@]}" "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
