@@ -518,7 +518,7 @@ static int part_reserve(part *p, size_t need, uint32_t dim)
             return RC_ENOMEM;
         p->q8b = bv;
         for (; p->nq8b < nb; p->nq8b++)
-            if (!(bv[p->nq8b] = malloc((size_t)Q8_BLOCK * dim)))
+            if (!(bv[p->nq8b] = aligned_alloc(64, (size_t)Q8_BLOCK * dim)))
                 return RC_ENOMEM;
     }
     if (need <= p->cap)

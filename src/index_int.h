@@ -39,7 +39,8 @@
  * (32 KiB at d64): a flat partition's scan reads them front to back and an
  * IVF list's rows sit within its partition's blocks, where copies kept by
  * table row were spread over the whole table (a page apart at 200
- * partitions). Blocks never move, so growing a partition copies nothing. */
+ * partitions). Blocks never move, so growing a partition copies nothing.
+ * They are cache-line aligned: at d64 a copy is one line, not two. */
 #define Q8_BLOCK_BITS 9
 #define Q8_BLOCK      (1u << Q8_BLOCK_BITS)
 
@@ -220,5 +221,7 @@ static inline int8_t *part_q8(const part *p, uint32_t l, size_t dim)
 
 /* Picks the int8 scoring kernel for this CPU once (index_search.c). */
 void rc__index_score_init(void);
+/* out[j] = q . x / |x| for the int8 rows xp[j] with the kernel picked (tests). */
+void rc__index_score(const float *q, const int8_t *const *xp, size_t m, size_t d, float *out);
 
 #endif

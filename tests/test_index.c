@@ -9,6 +9,7 @@
 
 #include "recalld/common.h"
 #include "recalld/index.h"
+#include "index_int.h"
 #include "recalld/recall.h"
 #include "recalld/table.h"
 #include "recalld/vec.h"
@@ -1175,4 +1176,42 @@ TEST(index_sq8_flat_partitions_scan_int8_copies)
     rc_index_destroy(ix);
     rc_table_destroy(t);
     free(g.cent);
+}
+
+/* The int8 scoring kernel the search uses (AVX2 where the CPU has it: two
+ * rows an iteration, a scalar tail past the last 16 components) against
+ * double arithmetic, for dimensions that are and are not multiples of 16,
+ * odd and even row counts and an all-zero row (score 0). */
+TEST(index_int8_kernel_any_dim)
+{
+    static const size_t dims[] = {1, 15, 16, 20, 33, 64, 100, 256};
+    rc_rng r;
+    rc_rng_seed(&r, 45);
+    for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+        size_t d = dims[di];
+        for (size_t m = 0; m <= 7; m++) {
+            float q[256], out[8];
+            int8_t rows[8][256];
+            const int8_t *xp[8];
+            for (size_t i = 0; i < d; i++)
+                q[i] = rc_rng_float(&r) * 2.0f - 1.0f;
+            for (size_t j = 0; j < m; j++) {
+                for (size_t i = 0; i < d; i++)
+                    rows[j][i] = (int8_t)((int)rc_rng_below(&r, 255) - 127);
+                if (j == 3)
+                    memset(rows[j], 0, d);
+                xp[j] = rows[j];
+            }
+            rc__index_score(q, xp, m, d, out);
+            for (size_t j = 0; j < m; j++) {
+                double dot = 0, xx = 0;
+                for (size_t i = 0; i < d; i++) {
+                    dot += (double)q[i] * rows[j][i];
+                    xx += (double)rows[j][i] * rows[j][i];
+                }
+                double want = xx > 0 ? dot / sqrt(xx) : 0.0;
+                ASSERT_DBL_OP(fabs(out[j] - want), <=, 1e-4 * (1.0 + fabs(want)));
+            }
+        }
+    }
 }
