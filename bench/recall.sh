@@ -19,7 +19,11 @@
 # (seconds the quiet sections wait for the backlog, default 900), CLIENT_SLICE_US
 # (bench_recall --slice-us: the client's own scheduler slice; default the kernel's),
 # PEERS_NICE (recalld-broker's threads and recalld-gen at this nice value: on a
-# machine of its own recalld shares no core with Kafka or the producers).
+# machine of its own recalld shares no core with Kafka or the producers),
+# PEERS_CPUS (recalld-broker's threads and recalld-gen confined to these cores,
+# a taskset list, e.g. 1 with BG_CPUS=auto on 2 cores: the request core then
+# runs no Kafka and no producer, as when they live on other machines),
+# CLIENT_CPUS (bench_recall confined to these cores).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init recall
@@ -33,7 +37,9 @@ gen=(--seed 3 --users "$USERS" --items "$ITEMS" --cities 20 --cates 10
      --communities $((ITEMS / 200)) --zipf 0.6)
 client_slice=()
 [ -n "${CLIENT_SLICE_US:-}" ] && client_slice=(--slice-us "$CLIENT_SLICE_US")
-bench() { "$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" "${client_slice[@]}" "$@"; }
+client=()
+[ -n "${CLIENT_CPUS:-}" ] && client=(taskset -c "$CLIENT_CPUS")
+bench() { "${client[@]}" "$B/bench_recall" --socket "$tmp/r.sock" --users "$USERS" "${client_slice[@]}" "$@"; }
 
 # The broker: 128 partitions keep ~4M clicks inside the mock's retention.
 broker_start "$tmp" 128 fifo
@@ -41,6 +47,10 @@ peers=()
 if [ -n "${PEERS_NICE:-}" ]; then
     peers=(nice -n "$PEERS_NICE")
     for t in /proc/"$bpid"/task/*; do renice -n "$PEERS_NICE" -p "${t##*/}" >/dev/null; done
+fi
+if [ -n "${PEERS_CPUS:-}" ]; then
+    peers+=(taskset -c "$PEERS_CPUS")
+    taskset -a -p -c "$PEERS_CPUS" "$bpid" >/dev/null
 fi
 nice_cfg=""
 [ -n "${BG_NICE:-}" ] && nice_cfg=", \"background_nice\": $BG_NICE"
@@ -69,7 +79,7 @@ probe=()
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} BG_CPUS=${BG_CPUS:-default} PEERS_NICE=${PEERS_NICE:-0} STORAGE=${STORAGE:-default} IVF_MIN=${IVF_MIN:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} BG_CPUS=${BG_CPUS:-default} PEERS_NICE=${PEERS_NICE:-0} PEERS_CPUS=${PEERS_CPUS:-any} CLIENT_CPUS=${CLIENT_CPUS:-any} STORAGE=${STORAGE:-default} IVF_MIN=${IVF_MIN:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users (paced so the mock's retention is never exceeded)"
 t0=$(date +%s)
 "${peers[@]}" "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
@@ -198,8 +208,17 @@ for t in os.listdir(f"/proc/{pid}/task"):
         pass
 PY
 }
+# AB_POLICY=client compares the client floating over every core ("clientany")
+# with the client confined to AB_CLIENT_CPUS (default 0, "clientpin": with
+# BG_CPUS=auto on 2 cores, the request core, as an application beside its
+# recalld sidecar); the client's set is chosen per round, nothing in recalld.
+client_set() {
+    client=()
+    [ "$1" = clientpin ] && client=(taskset -c "${AB_CLIENT_CPUS:-0}")
+    return 0
+}
 bg_set() {
-    case "$1" in long|short) slice_set "$1"; return;; peers*) peers_set "$1"; return;;
+    case "$1" in long|short) slice_set "$1"; return;; clientany|clientpin) client_set "$1"; return;; peers*) peers_set "$1"; return;;
         bglong|bgshort) bgslice_set "$1"; return;; float|pinned) pin_set "$1"; return;; esac
     python3 - "$rpid" "$1" <<'PY'
 import os, sys
@@ -227,6 +246,7 @@ ab() {
     [ "${AB_POLICY:-}" = peers ] && conds="peers0 peers10"
     [ "${AB_POLICY:-}" = bgslice ] && conds="bglong bgshort"
     [ "${AB_POLICY:-}" = pin ] && conds="float pinned"
+    [ "${AB_POLICY:-}" = client ] && conds="clientany clientpin"
     for r in $(seq "$AB_ROUNDS"); do
         for cond in $conds; do
             bg_set $cond
@@ -240,12 +260,15 @@ ab() {
     done | tee "$tmp/ab.txt" | sed 's/^/   ab: /'
     for cond in $conds; do
         grep "^$cond " "$tmp/ab.txt" | sed -E 's/.* p50 ([0-9]+) us .* p99 ([0-9]+) us .* server p99 ([0-9]+) us applied ([0-9]+) events.*/\1 \2 \3 \4/' |
-            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: %s: median over %d rounds of p50 %d us, p99 %d us (server p99 %d us); applied %d events/s' % ({'same':'background threads at nice +0','lower':'background threads at nice +10','idle':'background threads SCHED_IDLE','long':'request slice the kernel default','short':'request slice 100 us','peers0':'broker and generator at nice 0','peers10':'broker and generator at nice 10','bglong':'background threads with the default slice','bgshort':'background threads with a 100 us slice','float':'threads on any core','pinned':'background threads on one core, the rest on the other'}['$cond'], len(v), *(s.median(int(x[i]) for x in v) for i in range(4))))"
+            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: %s: median over %d rounds of p50 %d us, p99 %d us (server p99 %d us); applied %d events/s' % ({'same':'background threads at nice +0','lower':'background threads at nice +10','idle':'background threads SCHED_IDLE','long':'request slice the kernel default','short':'request slice 100 us','peers0':'broker and generator at nice 0','peers10':'broker and generator at nice 10','bglong':'background threads with the default slice','bgshort':'background threads with a 100 us slice','float':'threads on any core','pinned':'background threads on one core, the rest on the other','clientany':'client on any core','clientpin':'client on cores ${AB_CLIENT_CPUS:-0}'}['$cond'], len(v), *(s.median(int(x[i]) for x in v) for i in range(4))))"
     done
     if [ "${AB_POLICY:-}" = slice ]; then bg_set short
     elif [ "${AB_POLICY:-}" = peers ]; then bg_set "peers${PEERS_NICE:-0}"
     elif [ "${AB_POLICY:-}" = bgslice ]; then bg_set bglong
     elif [ "${AB_POLICY:-}" = pin ]; then bg_set float
+    elif [ "${AB_POLICY:-}" = client ]; then
+        client=()
+        [ -n "${CLIENT_CPUS:-}" ] && client=(taskset -c "$CLIENT_CPUS")
     elif [ "${BG_POLICY:-nice}" = idle ]; then bg_set idle; elif [ "${BG_NICE:-10}" = 0 ]; then bg_set same; else bg_set lower; fi
 }
 echo "== latency while ingesting (recalld-gen --rate 20000 in the background)"
