@@ -55,7 +55,6 @@ static const struct key keys[] = {
     {"socket.request_timeout_ms", K_U32, F(request_timeout_ms), 100, 86400000},
     {"socket.allow_uids", K_UIDS, F(allow_uids), 0, 4294967294.0},
     {"socket.request_slice_us", K_U32, F(request_slice_us), 0, 100000},
-    {"socket.direct_reply", K_BOOL, F(direct_reply), 0, 1},
     {"metrics.port", K_U32, F(metrics_port), 0, 65535},
     {"metrics.bind", K_STR, F(metrics_bind), 1, 45},
     {"kafka.brokers", K_STR, F(brokers), 0, RC_CONF_STR - 1},
@@ -187,7 +186,6 @@ void rc_config_defaults(rc_config *c)
     /* The kernel's shortest (100 µs): a request preempts the trainer when it
      * wakes (docs/BENCHMARKS.md "Request threads with a short slice"). */
     c->request_slice_us = 100;
-    c->direct_reply = 1;
     c->metrics_port = 0;
     snprintf(c->metrics_bind, sizeof c->metrics_bind, "127.0.0.1");
     snprintf(c->brokers, sizeof c->brokers, "localhost:9092");

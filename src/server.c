@@ -15,20 +15,11 @@
  *    only looks at its head;
  *  - queued is the sum of the unsent reply bytes of every conn (wreq.len of
  *    each write not yet completed), kept under max_outbuf_total;
- *  - direct replies: a request dispatched while its conn has no write queued
- *    gets dfd, the socket's fd, and its worker writes the reply itself (what
- *    the socket takes at once, without blocking) instead of waiting for the
- *    loop thread to wake; the loop sends only what is left. dfd is set and
- *    cleared under dmu, and conn_close clears it before the fd is closed, so
- *    a worker never writes to a closed (or reused) fd. The loop writes
- *    nothing to a conn while a request of it runs (reading is stopped and no
- *    write is queued), so the reply's bytes stay in order;
  *  - the server is freed once its three handles are closed and no conn is left. */
 #include "recalld/server.h"
 
 #include <assert.h>
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -72,10 +63,6 @@ struct conn {
     size_t line_len;
     uint64_t queued_ns; /* rc_now_ns() when line was handed to the pool */
     rc_buf reply;       /* written by the worker, sent by the loop */
-    pthread_mutex_t dmu; /* guards dfd (invariants: direct replies) */
-    int dfd;             /* the socket for the worker's direct reply, -1 = none */
-    size_t dsent;        /* reply bytes (with the '\n') the worker wrote itself */
-    int derr;            /* its write failed (errno), 0 = no */
     unsigned refs;
     unsigned inflight : 1, reading : 1, closing : 1, discarding : 1, eof : 1, draining : 1,
         in_list : 1, counted : 1, in_plist : 1, probe : 1;
@@ -116,8 +103,6 @@ struct rc_server {
     _Atomic uint64_t fast_requests, request_timeouts, evicted_idle, total_dropped, probes_admitted;
     _Atomic uint64_t queued_bytes, total_full_ms;
     _Atomic uint32_t slice_us;                    /* asked for (rc_server_set_slice) */
-    _Atomic int direct;                           /* workers write replies (rc_server_set_direct) */
-    _Atomic uint64_t direct_replies;              /* replies a worker wrote whole */
     _Atomic uint64_t loop_slice_us, worker_slice_us; /* in effect (slice.h), 0 unknown */
 };
 
@@ -264,7 +249,6 @@ static void conn_unref(conn *c)
     rc_server *s = c->srv;
     free(c->rbuf);
     rc_buf_free(&c->reply);
-    pthread_mutex_destroy(&c->dmu);
     free(c);
     s->nconns--;
     server_maybe_free(s);
@@ -289,9 +273,6 @@ static void conn_close(conn *c)
         c->probe = 0;
         s->probes--;
     }
-    pthread_mutex_lock(&c->dmu); /* a worker writing its reply finishes first */
-    c->dfd = -1;
-    pthread_mutex_unlock(&c->dmu);
     uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
     if (s->closing && !s->head)
         close_drain_timer(s);
@@ -335,26 +316,20 @@ static void on_write(uv_write_t *req, int status)
  * (the peer is not reading) or all clients' queues would pass
  * max_outbuf_total (memory bounded whatever max_clients is): then the peer
  * is dropped. */
-static void send_line_from(conn *c, const char *p, size_t n, size_t done)
+static void send_line(conn *c, const char *p, size_t n)
 {
     rc_server *s = c->srv;
     uv_stream_t *st = (uv_stream_t *)&c->pipe;
-    size_t total = n + 1, queued = uv_stream_get_write_queue_size(st);
+    uv_buf_t b[2] = {uv_buf_init((char *)p, (unsigned)n), uv_buf_init((char *)"\n", 1)};
+    size_t total = n + 1, done = 0, queued = uv_stream_get_write_queue_size(st);
     if (queued == 0) {
-        uv_buf_t b[2] = {uv_buf_init((char *)p + done, (unsigned)(n - done)),
-                         uv_buf_init((char *)"\n", 1)};
-        int nb = 2;
-        if (done >= n) { /* only the newline is left */
-            b[0] = b[1];
-            nb = 1;
-        }
-        int r = uv_try_write(st, b, (unsigned)nb);
+        int r = uv_try_write(st, b, 2);
         if (r < 0 && r != UV_EAGAIN) {
             rc_log_debug(MOD, "write failed", "err=%s", uv_strerror(r));
             conn_close(c);
             return;
         }
-        done += r > 0 ? (size_t)r : 0;
+        done = r > 0 ? (size_t)r : 0;
         if (done == total)
             return;
     }
@@ -400,8 +375,6 @@ static void send_line_from(conn *c, const char *p, size_t n, size_t done)
     queued_add(s, left, 1);
 }
 
-static void send_line(conn *c, const char *p, size_t n) { send_line_from(c, p, n, 0); }
-
 /* Server-made errors share the protocol's error shape; code and msg are
  * constant text without characters that need escaping. */
 static void send_error(conn *c, const char *code, const char *msg)
@@ -442,35 +415,6 @@ static void worker_slice(rc_server *s)
     atomic_store_explicit(&s->worker_slice_us, got > 0 ? (uint64_t)got : 0, memory_order_relaxed);
 }
 
-/* On the worker: writes as much of the reply line as the socket takes now
- * (invariants: direct replies); after_work_cb sends the rest or, on an
- * error, closes the conn. */
-static void direct_reply(conn *c)
-{
-    struct iovec iov[2] = {{c->reply.data, c->reply.len}, {(char *)"\n", 1}};
-    size_t total = c->reply.len + 1;
-    pthread_mutex_lock(&c->dmu);
-    while (c->dfd >= 0 && c->dsent < total) {
-        size_t off = c->dsent;
-        struct iovec v[2];
-        int nv = 0;
-        if (off < c->reply.len)
-            v[nv++] = (struct iovec){(char *)iov[0].iov_base + off, c->reply.len - off};
-        v[nv++] = iov[1];
-        struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)nv};
-        ssize_t r = sendmsg(c->dfd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (r < 0) {
-            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
-                c->derr = errno;
-            if (errno != EINTR)
-                break;
-            continue;
-        }
-        c->dsent += (size_t)r;
-    }
-    pthread_mutex_unlock(&c->dmu);
-}
-
 static void work_cb(uv_work_t *w)
 {
     conn *c = w->data;
@@ -480,8 +424,6 @@ static void work_cb(uv_work_t *w)
     rc_buf_reset(&c->reply);
     c->srv->handler(c->srv->ud, c->line, c->line_len, &c->reply);
     queue_wait_ns = 0;
-    if (!c->reply.overflow && c->reply.len > 0)
-        direct_reply(c);
 }
 
 static void after_work_cb(uv_work_t *w, int status)
@@ -496,18 +438,8 @@ static void after_work_cb(uv_work_t *w, int status)
     }
     c->refs--;
     touch(c);
-    pthread_mutex_lock(&c->dmu);
-    c->dfd = -1;
-    pthread_mutex_unlock(&c->dmu);
-    if (c->derr) {
-        rc_log_debug(MOD, "write failed", "err=%s", strerror(c->derr));
-        conn_close(c);
-        return;
-    }
-    if (status == 0 && !c->reply.overflow && c->reply.len > 0 && c->dsent == c->reply.len + 1)
-        ctr_add(&s->direct_replies, 1);
-    else if (status == 0 && !c->reply.overflow && c->reply.len > 0)
-        send_line_from(c, c->reply.data, c->reply.len, c->dsent);
+    if (status == 0 && !c->reply.overflow && c->reply.len > 0)
+        send_line(c, c->reply.data, c->reply.len);
     else if (c->reply.overflow)
         send_error(c, "reply_too_large", "reply exceeds socket.max_outbuf");
     else
@@ -555,16 +487,6 @@ static void dispatch(conn *c, char *line, size_t len)
         return;
     c->line = line;
     c->line_len = len;
-    c->dsent = 0;
-    c->derr = 0;
-    uv_os_fd_t fd;
-    if (atomic_load_explicit(&s->direct, memory_order_relaxed) &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) == 0 &&
-        uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0) {
-        pthread_mutex_lock(&c->dmu);
-        c->dfd = fd;
-        pthread_mutex_unlock(&c->dmu);
-    }
     c->inflight = 1;
     c->refs++;
     c->work.data = c;
@@ -820,8 +742,6 @@ static void on_connection(uv_stream_t *ls, int status)
     }
     c->srv = s;
     c->refs = 1;
-    c->dfd = -1;
-    pthread_mutex_init(&c->dmu, NULL);
     rc_buf_init(&c->reply, s->max_outbuf);
     uv_pipe_init(s->loop, &c->pipe, 0);
     c->pipe.data = c;
@@ -991,12 +911,6 @@ void rc_server_set_slice(rc_server *s, uint32_t us)
         server_slice(s, us);
 }
 
-void rc_server_set_direct_reply(rc_server *s, int on)
-{
-    if (s)
-        atomic_store(&s->direct, on ? 1 : 0);
-}
-
 int rc_server_start(uv_loop_t *loop, const rc_server_opts *opts, rc_server **out, char *errbuf,
                     size_t errlen)
 {
@@ -1040,7 +954,6 @@ int rc_server_start(uv_loop_t *loop, const rc_server_opts *opts, rc_server **out
         return rc;
     }
     server_slice(s, opts->slice_us);
-    atomic_store(&s->direct, opts->no_direct_reply ? 0 : 1);
     uint64_t shortest = RC_MIN(s->idle_ms, s->request_ms);
     uint64_t every = RC_MAX(SWEEP_MIN_MS, RC_MIN(SWEEP_MAX_MS, shortest / 4));
     uv_timer_start(&s->sweep, on_sweep, every, every);
@@ -1125,8 +1038,6 @@ void rc_server_stats_get(const rc_server *s, rc_server_stats *st)
     st->slice_us = atomic_load_explicit(&m->slice_us, memory_order_relaxed);
     st->loop_slice_us = atomic_load_explicit(&m->loop_slice_us, memory_order_relaxed);
     st->worker_slice_us = atomic_load_explicit(&m->worker_slice_us, memory_order_relaxed);
-    st->direct_reply = atomic_load_explicit(&m->direct, memory_order_relaxed);
-    st->direct_replies = atomic_load_explicit(&m->direct_replies, memory_order_relaxed);
 }
 
 /* ---- default path ------------------------------------------------------ */

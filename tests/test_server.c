@@ -555,66 +555,6 @@ TEST(server_slow_reader_dropped)
     tserver_stop(&t);
 }
 
-/* Replies are written by the worker that ran the request (socket.direct_reply)
- * when nothing of the client is queued: counted, intact, in order. A reply
- * larger than the socket takes at once leaves partly from the worker and the
- * rest from the loop thread, as one intact line; with the setting off the
- * loop thread writes every reply. */
-TEST(server_worker_writes_replies)
-{
-    tserver t;
-    rc_server_opts o = {0};
-    tserver_start(&t, &o, "direct");
-    ASSERT_EQ(stats(&t).direct_reply, 1);
-    cli c;
-    cli_open(&c, t.path);
-    for (int i = 0; i < 20; i++) {
-        char q[32];
-        snprintf(q, sizeof q, "d%d", i);
-        cli_echo(&c, q);
-    }
-    WAIT_FOR(stats(&t).direct_replies == 20, PATIENCE_MS);
-    /* 1 MB: more than a Unix socket buffers, and the client waits before
-     * reading, so the worker's write stops short and the loop sends the rest. */
-    enum { PAD = 1000000 };
-    cli_puts(&c, "big:1000000\n");
-    ms_sleep(100);
-    static char big[PAD + 64];
-    size_t got = 0;
-    while (got == 0 || big[got - 1] != '\n') {
-        ASSERT_LT(got, sizeof big);
-        struct pollfd p = {.fd = c.fd, .events = POLLIN};
-        ASSERT_EQ(poll(&p, 1, PATIENCE_MS), 1);
-        ssize_t r = recv(c.fd, big + got, sizeof big - got, 0);
-        ASSERT_GT(r, 0);
-        got += (size_t)r;
-    }
-    const char *head = "{\"ok\":true,\"pad\":\"";
-    size_t hl = strlen(head);
-    ASSERT_EQ(got, hl + PAD + 3);
-    ASSERT_EQ(memcmp(big, head, hl), 0);
-    for (size_t i = hl; i < hl + PAD; i++)
-        if (big[i] != 'x')
-            RC__FAIL("byte %zu of the big reply is %d", i, big[i]);
-    ASSERT_EQ(memcmp(big + hl + PAD, "\"}\n", 3), 0);
-    cli_echo(&c, "after-big");
-    WAIT_FOR(stats(&t).inflight == 0, PATIENCE_MS);
-    rc_server_stats st = stats(&t);
-    ASSERT_EQ(st.direct_replies, 21); /* not the big one: the loop sent its tail */
-    uint64_t before = st.direct_replies;
-    rc_server_set_direct_reply(t.srv, 0);
-    ASSERT_EQ(stats(&t).direct_reply, 0);
-    for (int i = 0; i < 10; i++)
-        cli_echo(&c, "loop-writes");
-    WAIT_FOR(stats(&t).inflight == 0, PATIENCE_MS);
-    ASSERT_EQ(stats(&t).direct_replies, before);
-    rc_server_set_direct_reply(t.srv, 1);
-    cli_echo(&c, "again");
-    WAIT_FOR(stats(&t).direct_replies == before + 1, PATIENCE_MS);
-    cli_close(&c);
-    tserver_stop(&t);
-}
-
 TEST(server_garbage_reaches_handler)
 {
     tserver t;

@@ -51,7 +51,6 @@ typedef struct rc_config {
     uint32_t allow_uids[RC_CONF_MAX_UIDS]; /* socket.allow_uids: peers admitted (SO_PEERCRED) */
     uint32_t nallow_uids;                  /* 0 = anyone who can open the socket */
     uint32_t request_slice_us; /* socket.request_slice_us: request path's slice (slice.h), 0 = kernel's */
-    int direct_reply;          /* socket.direct_reply: workers write their replies (server.h) */
     /* metrics (Prometheus over HTTP: the only TCP listener) */
     uint32_t metrics_port;          /* 0 = off */
     char metrics_bind[RC_CONF_STR]; /* IP literal, default 127.0.0.1 */

@@ -75,11 +75,6 @@ typedef struct rc_server_opts {
      * worker ask for: short, so that a request preempts a busy core's running
      * thread when it wakes. 0 = leave the kernel's default. */
     uint32_t slice_us;
-    /* 1: the loop thread writes every reply. 0 (the default): the worker that
-     * ran a request writes its reply itself when nothing else of that client
-     * is queued, so the reply leaves without waiting for the loop thread to
-     * wake; the loop thread sends whatever the socket did not take. */
-    int no_direct_reply;
     void *ud;                    /* passed to handler and fast */
 } rc_server_opts;
 
@@ -101,8 +96,6 @@ typedef struct rc_server_stats {
      * request yet. Differs from slice_us where the
      * kernel does not apply it. */
     uint64_t loop_slice_us, worker_slice_us;
-    int direct_reply;        /* workers write replies now (opts.no_direct_reply, set_direct_reply) */
-    uint64_t direct_replies; /* replies a worker wrote whole */
 } rc_server_stats;
 
 /* Binds and listens. Returns 0, or RC_EIO with "socket PATH: why" in errbuf
@@ -127,10 +120,6 @@ void rc_server_close(rc_server *s, uint32_t drain_ms, void (*cb)(void *arg), voi
  * thread, which should be the loop thread, asks at once, each worker before
  * its next request. Thread-safe. */
 void rc_server_set_slice(rc_server *s, uint32_t us);
-
-/* Turns the workers' direct replies (opts.no_direct_reply) on or off for the
- * requests dispatched from now on (a config reload). Thread-safe. */
-void rc_server_set_direct_reply(rc_server *s, int on);
 
 /* Any thread (counters are atomics). */
 void rc_server_stats_get(const rc_server *s, rc_server_stats *st);

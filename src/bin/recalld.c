@@ -453,7 +453,7 @@ static void revoke_checkpoint(daemon_t *d)
  * Reloaded: log.level, log.format, log.stats_interval_ms, recall.k_default,
  * recall.k_max, recall.window, index.overfetch, checkpoint.interval_ms,
  * checkpoint.keep, checkpoint.max_mb_s, tower.refresh_rows,
- * tower.recompute_per_flush, socket.request_slice_us, socket.direct_reply, and the two-tower model: tower.model is loaded
+ * tower.recompute_per_flush, socket.request_slice_us, and the two-tower model: tower.model is loaded
  * again (in the background) when its path, mtime or size changed. Everything
  * else (sockets, Kafka,
  * model shape, index structure, data_dir) needs a restart: a change is
@@ -472,8 +472,7 @@ static const char *const reloadable[] = {"log.level",
                                          "tower.model",
                                          "tower.refresh_rows",
                                          "tower.recompute_per_flush",
-                                         "socket.request_slice_us",
-                                         "socket.direct_reply"};
+                                         "socket.request_slice_us"};
 
 static int is_reloadable(const char *key)
 {
@@ -503,8 +502,6 @@ static void apply_reload(daemon_t *d, const rc_config *n)
     c->tower_recompute = n->tower_recompute;
     c->request_slice_us = n->request_slice_us;
     rc_server_set_slice(d->server, c->request_slice_us);
-    c->direct_reply = n->direct_reply;
-    rc_server_set_direct_reply(d->server, c->direct_reply);
     rc_log_set_level((enum rc_log_level)rc_log_level_parse(c->log_level));
     rc_log_set_json(strcmp(c->log_format, "json") == 0);
     rc_engine_reload(d->engine, c);
@@ -655,8 +652,7 @@ static void socket_stats(void *arg, rc_buf *out)
                   "\"fast_requests\":%llu,\"slow_dropped\":%llu,"
                   "\"outbuf_total_dropped\":%llu,\"queued_bytes\":%llu,"
                   "\"max_outbuf_total\":%llu,\"inflight\":%llu,\"slice_us\":%u,"
-                  "\"loop_slice_us\":%llu,\"worker_slice_us\":%llu,\"direct_reply\":%s,"
-                  "\"direct_replies\":%llu",
+                  "\"loop_slice_us\":%llu,\"worker_slice_us\":%llu",
                   (unsigned long long)ss.clients, (unsigned long long)ss.accepted,
                   (unsigned long long)ss.refused_max, (unsigned long long)ss.refused_uid,
                   (unsigned long long)ss.too_long, (unsigned long long)ss.idle_closed,
@@ -665,8 +661,7 @@ static void socket_stats(void *arg, rc_buf *out)
                   (unsigned long long)ss.slow_dropped, (unsigned long long)ss.outbuf_total_dropped,
                   (unsigned long long)ss.queued_bytes, (unsigned long long)ss.max_outbuf_total,
                   (unsigned long long)ss.inflight, ss.slice_us,
-                  (unsigned long long)ss.loop_slice_us, (unsigned long long)ss.worker_slice_us,
-                  ss.direct_reply ? "true" : "false", (unsigned long long)ss.direct_replies);
+                  (unsigned long long)ss.loop_slice_us, (unsigned long long)ss.worker_slice_us);
 }
 
 static void on_rebalance(void *ud, int assigned, const int32_t *parts, size_t n)
@@ -1291,7 +1286,6 @@ static int start(daemon_t *d)
                          .max_outbuf = c->max_outbuf,
                          .max_outbuf_total = c->max_outbuf_total,
                          .slice_us = c->request_slice_us,
-                         .no_direct_reply = !c->direct_reply,
                          .handler = rc_api_handle,
                          .fast = rc_api_fast,
                          .ud = &d->api};
