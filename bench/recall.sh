@@ -208,6 +208,22 @@ for t in os.listdir(f"/proc/{pid}/task"):
         pass
 PY
 }
+# AB_POLICY=rdk compares librdkafka's threads (rdk:*) on the request cores
+# ("rdkreq", where pipeline.background_cpus "auto" leaves them) with the same
+# threads on the last core, the background threads' ("rdkbg").
+rdk_set() {
+    python3 - "$rpid" "$1" <<'PY'
+import os, sys
+pid, mode = int(sys.argv[1]), sys.argv[2]
+cpus = sorted(os.sched_getaffinity(0))
+for t in os.listdir(f"/proc/{pid}/task"):
+    try:
+        if open(f"/proc/{pid}/task/{t}/comm").read().startswith("rdk:"):
+            os.sched_setaffinity(int(t), cpus[-1:] if mode == "rdkbg" else cpus[:-1])
+    except OSError:
+        pass
+PY
+}
 # AB_POLICY=client compares the client floating over every core ("clientany")
 # with the client confined to AB_CLIENT_CPUS (default 0, "clientpin": with
 # BG_CPUS=auto on 2 cores, the request core, as an application beside its
@@ -218,7 +234,8 @@ client_set() {
     return 0
 }
 bg_set() {
-    case "$1" in long|short) slice_set "$1"; return;; clientany|clientpin) client_set "$1"; return;; peers*) peers_set "$1"; return;;
+    case "$1" in long|short) slice_set "$1"; return;; clientany|clientpin) client_set "$1"; return;;
+        rdkreq|rdkbg) rdk_set "$1"; return;; peers*) peers_set "$1"; return;;
         bglong|bgshort) bgslice_set "$1"; return;; float|pinned) pin_set "$1"; return;; esac
     python3 - "$rpid" "$1" <<'PY'
 import os, sys
@@ -247,6 +264,7 @@ ab() {
     [ "${AB_POLICY:-}" = bgslice ] && conds="bglong bgshort"
     [ "${AB_POLICY:-}" = pin ] && conds="float pinned"
     [ "${AB_POLICY:-}" = client ] && conds="clientany clientpin"
+    [ "${AB_POLICY:-}" = rdk ] && conds="rdkreq rdkbg"
     for r in $(seq "$AB_ROUNDS"); do
         for cond in $conds; do
             bg_set $cond
@@ -260,12 +278,13 @@ ab() {
     done | tee "$tmp/ab.txt" | sed 's/^/   ab: /'
     for cond in $conds; do
         grep "^$cond " "$tmp/ab.txt" | sed -E 's/.* p50 ([0-9]+) us .* p99 ([0-9]+) us .* server p99 ([0-9]+) us applied ([0-9]+) events.*/\1 \2 \3 \4/' |
-            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: %s: median over %d rounds of p50 %d us, p99 %d us (server p99 %d us); applied %d events/s' % ({'same':'background threads at nice +0','lower':'background threads at nice +10','idle':'background threads SCHED_IDLE','long':'request slice the kernel default','short':'request slice 100 us','peers0':'broker and generator at nice 0','peers10':'broker and generator at nice 10','bglong':'background threads with the default slice','bgshort':'background threads with a 100 us slice','float':'threads on any core','pinned':'background threads on one core, the rest on the other','clientany':'client on any core','clientpin':'client on cores ${AB_CLIENT_CPUS:-0}'}['$cond'], len(v), *(s.median(int(x[i]) for x in v) for i in range(4))))"
+            python3 -c "import sys,statistics as s; v=[l.split() for l in sys.stdin]; print('   ab: %s: median over %d rounds of p50 %d us, p99 %d us (server p99 %d us); applied %d events/s' % ({'same':'background threads at nice +0','lower':'background threads at nice +10','idle':'background threads SCHED_IDLE','long':'request slice the kernel default','short':'request slice 100 us','peers0':'broker and generator at nice 0','peers10':'broker and generator at nice 10','bglong':'background threads with the default slice','bgshort':'background threads with a 100 us slice','float':'threads on any core','pinned':'background threads on one core, the rest on the other','clientany':'client on any core','clientpin':'client on cores ${AB_CLIENT_CPUS:-0}','rdkreq':'librdkafka threads on the request cores','rdkbg':'librdkafka threads on the background core'}['$cond'], len(v), *(s.median(int(x[i]) for x in v) for i in range(4))))"
     done
     if [ "${AB_POLICY:-}" = slice ]; then bg_set short
     elif [ "${AB_POLICY:-}" = peers ]; then bg_set "peers${PEERS_NICE:-0}"
     elif [ "${AB_POLICY:-}" = bgslice ]; then bg_set bglong
     elif [ "${AB_POLICY:-}" = pin ]; then bg_set float
+    elif [ "${AB_POLICY:-}" = rdk ]; then bg_set rdkreq
     elif [ "${AB_POLICY:-}" = client ]; then
         client=()
         [ -n "${CLIENT_CPUS:-}" ] && client=(taskset -c "$CLIENT_CPUS")
