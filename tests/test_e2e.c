@@ -1,6 +1,8 @@
 /* End-to-end: the real recalld binary on its embedded Kafka, fed by the real
  * recalld-gen (and kcat) through Kafka, checked over the Unix socket. */
+#include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <jansson.h>
 #include <poll.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 
 #include "e2e.h"
 #include "recalld/common.h"
+#include "recalld/cpus.h"
 #include "recalld/gen.h"
 #include "test.h"
 
@@ -681,4 +684,73 @@ TEST(e2e_recall_modes_filters_and_batches)
     ASSERT(json_is_false(json_object_get(r, "ok")));
     json_decref(r);
     ASSERT_EQ(e2e_stop(&d), 0);
+}
+
+/* CONFIG.md pipeline.background_cpus "auto" in the daemon: librdkafka's
+ * threads (rdk:*, here the embedded cluster's too) and the engine's own
+ * background threads (rc-*) on the background cores, so that fetching and
+ * decoding the stream never takes a request's core; the loop thread on the
+ * others (the request workers inherit its set). */
+TEST(e2e_background_cpus_keep_kafka_off_the_request_cores)
+{
+    cpu_set_t all, bg, rest;
+    ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    if (CPU_COUNT(&all) < 2)
+        RC_SKIP("one core allowed: nothing to pin apart");
+    char why[160];
+    ASSERT_EQ(rc_cpus_plan("auto", &bg, &rest, why, sizeof why), 1);
+    char dir[] = "/tmp/rc-e2e-cpus-XXXXXX", conf[64];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(conf, sizeof conf, "%s/c.json", dir);
+    FILE *f = fopen(conf, "w");
+    ASSERT(f != NULL);
+    fputs("{\"pipeline\":{\"background_cpus\":\"auto\"}}\n", f);
+    ASSERT_EQ(fclose(f), 0);
+    e2e_daemon d;
+    const char *extra[] = {"--config", conf, NULL};
+    e2e_start(&d, extra);
+    produce_gen(&d, 5, 2000, 0);
+    json_t *r = e2e_request(d.sock, "{\"op\":\"recall\",\"user_id\":\"u1\",\"k\":5}");
+    json_decref(r);
+    char tdir[64];
+    snprintf(tdir, sizeof tdir, "/proc/%d/task", (int)d.pid);
+    DIR *td = opendir(tdir);
+    ASSERT(td != NULL);
+    int rdk = 0, rc = 0, main_ok = 0;
+    struct dirent *de;
+    while ((de = readdir(td)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        pid_t tid = (pid_t)atoi(de->d_name);
+        char path[400], comm[32] = "";
+        snprintf(path, sizeof path, "%s/%s/comm", tdir, de->d_name);
+        FILE *cf = fopen(path, "r");
+        if (!cf)
+            continue; /* the thread ended */
+        if (!fgets(comm, sizeof comm, cf))
+            comm[0] = '\0';
+        fclose(cf);
+        cpu_set_t set;
+        if (sched_getaffinity(tid, sizeof set, &set) != 0)
+            continue;
+        if (tid == d.pid) {
+            if (!CPU_EQUAL(&set, &rest))
+                RC__FAIL("the loop thread is not on the request cores");
+            main_ok = 1;
+        } else if (strncmp(comm, "rdk:", 4) == 0) {
+            if (!CPU_EQUAL(&set, &bg))
+                RC__FAIL("librdkafka's thread %s is not on the background cores", comm);
+            rdk++;
+        } else if (strncmp(comm, "rc-", 3) == 0) {
+            if (!CPU_EQUAL(&set, &bg))
+                RC__FAIL("background thread %s is not on the background cores", comm);
+            rc++;
+        }
+    }
+    closedir(td);
+    ASSERT(main_ok);
+    ASSERT_GE(rdk, 2); /* librdkafka's main thread and a broker thread at least */
+    ASSERT_GE(rc, 2);  /* the decoder and the trainer */
+    ASSERT_EQ(e2e_stop(&d), 0);
+    e2e_sh(NULL, "rm -rf %s %s", d.dir, dir);
 }

@@ -1141,24 +1141,41 @@ static int start_vector_reader(daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
-/* pipeline.background_cpus: this (the loop) thread onto the request path's
- * cores, before it starts the consumers and the server, so that librdkafka's
- * threads and the request workers inherit them; the engine's background
- * threads move themselves onto theirs (rc__engine_background). */
-static void pin_request_path(const rc_config *c)
-{
+/* pipeline.background_cpus: this (the loop) thread onto the background
+ * cores while it creates the Kafka clients (kafka_side 1), so that
+ * librdkafka's threads, which fetch and decode the stream's batches, inherit
+ * them and never take a request's core; then onto the request path's cores
+ * (kafka_side 0), before the server starts, so that the request workers
+ * inherit those. The engine's own background threads move themselves
+ * (rc__engine_background). */
+typedef struct cpu_plan {
+    int on; /* 0: nothing is pinned (the engine logs why, once) */
     cpu_set_t bg, rest;
-    char why[160], bgs[96], rs[96];
-    if (rc_cpus_plan(c->background_cpus, &bg, &rest, why, sizeof why) != 1)
-        return; /* the engine logs why, once */
-    int r = pthread_setaffinity_np(pthread_self(), sizeof rest, &rest);
-    rc_cpus_format(&bg, bgs, sizeof bgs);
-    rc_cpus_format(&rest, rs, sizeof rs);
+} cpu_plan;
+
+/* Planned once, from the loop thread's cores before pin_loop moves it. */
+static void plan_cpus(const rc_config *c, cpu_plan *p)
+{
+    char why[160];
+    p->on = rc_cpus_plan(c->background_cpus, &p->bg, &p->rest, why, sizeof why) == 1;
+}
+
+static void pin_loop(const cpu_plan *p, int kafka_side)
+{
+    char bgs[96], rs[96];
+    if (!p->on)
+        return;
+    int r = pthread_setaffinity_np(pthread_self(), sizeof p->rest, kafka_side ? &p->bg : &p->rest);
+    rc_cpus_format(&p->bg, bgs, sizeof bgs);
+    rc_cpus_format(&p->rest, rs, sizeof rs);
     if (r)
-        rc_log_warn("recalld", "the request path keeps its cores", "error=\"%s\"", strerror(r));
-    else
+        rc_log_warn("recalld",
+                    kafka_side ? "librdkafka's threads keep the request path's cores"
+                               : "the request path keeps its cores",
+                    "error=\"%s\"", strerror(r));
+    else if (!kafka_side)
         rc_log_info("recalld", "threads pinned (pipeline.background_cpus)",
-                    "background_cpus=%s request_cpus=%s", bgs, rs);
+                    "background_cpus=%s request_cpus=%s kafka_cpus=%s", bgs, rs, bgs);
 }
 
 static int start(daemon_t *d)
@@ -1191,7 +1208,9 @@ static int start(daemon_t *d)
     }
     if (rc_engine_create(c, d->loop, on_done, d, &d->engine, err, sizeof err))
         goto fail;
-    pin_request_path(c); /* after the engine planned its cores from the full set */
+    cpu_plan cpus;
+    plan_cpus(c, &cpus); /* from the full set, as the engine did */
+    pin_loop(&cpus, 1);
     rc_engine_set_checkpoint_cb(d->engine, on_checkpoint, d);
     d->ckpt = c->data_dir[0] != '\0';
     /* Positions of the restored checkpoint: consumption resumes right after
@@ -1271,6 +1290,7 @@ static int start(daemon_t *d)
         start_publisher(d, err, sizeof err) || start_vector_reader(d, err, sizeof err) ||
         start_vboot(d, repartition, err, sizeof err))
         goto fail;
+    pin_loop(&cpus, 0); /* the Kafka clients are up: their threads stay on the background cores */
     d->api.engine = d->engine;
     d->api.kafka_stats = kafka_stats;
     d->api.kafka_arg = d;
