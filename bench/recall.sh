@@ -13,7 +13,8 @@
 # against none within one daemon),
 # UV_THREADPOOL_SIZE (request workers), TOWER=0 (no two-tower model, no
 # two_tower sections), LOAD_ONLY=1 (stop after the load and its memory figures), AB_ROUNDS (see ab below), DRIFT, OVERFETCH,
-# STORAGE (index.storage, default the daemon's), IVF_MIN (index.ivf_min), MALLOC_INFO=1 (after the load: resident
+# STORAGE (index.storage, default the daemon's), IVF_MIN (index.ivf_min), IDX_BATCH
+# (index.batch: rows the trainer writes into a partition under one hold of its lock), MALLOC_INFO=1 (after the load: resident
 # memory by kind and malloc's free chunks per arena, from bench/probe/malloc_probe.c
 # preloaded; RC_PROBE_SO names that library for a reference build without it), QUIET_WAIT
 # (seconds the quiet sections wait for the backlog, default 900), CLIENT_SLICE_US
@@ -60,6 +61,7 @@ storage_cfg=""
 [ -n "${STORAGE:-}" ] && storage_cfg=", \"storage\": \"$STORAGE\""
 ivf_cfg=""
 [ -n "${IVF_MIN:-}" ] && ivf_cfg=", \"ivf_min\": $IVF_MIN"
+[ -n "${IDX_BATCH:-}" ] && ivf_cfg="$ivf_cfg, \"batch\": $IDX_BATCH"
 cat >"$tmp/r.json" <<JSON
 {"kafka": {"brokers": "$bs"},
  "pipeline": {"queue_batches": 4$nice_cfg},
@@ -79,7 +81,7 @@ probe=()
 rpid=$!
 pids+=($rpid)
 for _ in $(seq 300); do "$B/recallctl" --socket "$tmp/r.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} BG_CPUS=${BG_CPUS:-default} PEERS_NICE=${PEERS_NICE:-0} PEERS_CPUS=${PEERS_CPUS:-any} CLIENT_CPUS=${CLIENT_CPUS:-any} STORAGE=${STORAGE:-default} IVF_MIN=${IVF_MIN:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); broker $bs; BG_NICE=${BG_NICE:-default} BG_POLICY=${BG_POLICY:-default} BG_CPUS=${BG_CPUS:-default} PEERS_NICE=${PEERS_NICE:-0} PEERS_CPUS=${PEERS_CPUS:-any} CLIENT_CPUS=${CLIENT_CPUS:-any} STORAGE=${STORAGE:-default} IVF_MIN=${IVF_MIN:-default} IDX_BATCH=${IDX_BATCH:-default} UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-default} TOWER=$TOWER"
 echo "== loading: $EVENTS events over $ITEMS items, $USERS users (paced so the mock's retention is never exceeded)"
 t0=$(date +%s)
 "${peers[@]}" "$B/recalld-gen" "${gen[@]}" --events "$EVENTS" --rate 60000 --brokers "$bs" >/dev/null 2>"$tmp/gen.err"
