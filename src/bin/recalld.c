@@ -1141,13 +1141,7 @@ static int start_vector_reader(daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
-/* pipeline.background_cpus: this (the loop) thread onto the background
- * cores while it creates the Kafka clients (kafka_side 1), so that
- * librdkafka's threads, which fetch and decode the stream's batches, inherit
- * them and never take a request's core; then onto the request path's cores
- * (kafka_side 0), before the server starts, so that the request workers
- * inherit those. The engine's own background threads move themselves
- * (rc__engine_background). */
+/* pipeline.background_cpus, as planned for this process. */
 typedef struct cpu_plan {
     int on; /* 0: nothing is pinned (the engine logs why, once) */
     cpu_set_t bg, rest;
@@ -1160,6 +1154,12 @@ static void plan_cpus(const rc_config *c, cpu_plan *p)
     p->on = rc_cpus_plan(c->background_cpus, &p->bg, &p->rest, why, sizeof why) == 1;
 }
 
+/* This (the loop) thread onto the background cores while it creates the
+ * Kafka clients (kafka_side 1), so that librdkafka's threads, which fetch and
+ * decode the stream's batches, inherit them and never take a request's core;
+ * then onto the request path's cores (kafka_side 0), before the server
+ * starts, so that the request workers inherit those. The engine's own
+ * background threads move themselves (rc__engine_background). */
 static void pin_loop(const cpu_plan *p, int kafka_side)
 {
     char bgs[96], rs[96];
