@@ -189,42 +189,40 @@ for t in os.listdir(f"/proc/{pid}/task"):
     libc.syscall(314, int(t), ctypes.byref(a), 0)  # sched_setattr
 PY
 }
-# AB_POLICY=pin compares the threads floating over both cores ("float") with
-# recalld's background threads (rc-*) on the last core and its other threads
-# (loop, request workers, librdkafka) on the others ("pinned"), set with
-# sched_setaffinity(2) per thread; threads started later inherit their
-# creator's set (the index retrains the trainer's).
-pin_set() {
-    python3 - "$rpid" "$1" <<'PY'
+# Sets the cores of recalld's threads (sched_setaffinity(2) per thread;
+# threads started later inherit their creator's set): "float" every thread on
+# every core; otherwise the threads named PREFIX* on the last core ("bg") or
+# on the others ("req"), and with OTHERS=rest every other thread on the others.
+thread_cpus() {
+    python3 - "$rpid" "$@" <<'PY'
 import os, sys
 pid, mode = int(sys.argv[1]), sys.argv[2]
+prefix = sys.argv[3] if len(sys.argv) > 3 else ""
+others = len(sys.argv) > 4 and sys.argv[4] == "rest"
 cpus = sorted(os.sched_getaffinity(0))
 for t in os.listdir(f"/proc/{pid}/task"):
     try:
-        bg = open(f"/proc/{pid}/task/{t}/comm").read().startswith("rc-")
         if mode == "float":
             os.sched_setaffinity(int(t), cpus)
-        else:
-            os.sched_setaffinity(int(t), cpus[-1:] if bg else cpus[:-1])
+        elif open(f"/proc/{pid}/task/{t}/comm").read().startswith(prefix):
+            os.sched_setaffinity(int(t), cpus[-1:] if mode == "bg" else cpus[:-1])
+        elif others:
+            os.sched_setaffinity(int(t), cpus[:-1])
     except OSError:
         pass
 PY
 }
+# AB_POLICY=pin compares the threads floating over both cores ("float") with
+# recalld's background threads (rc-*) on the last core and its other threads
+# (loop, request workers, librdkafka) on the others ("pinned").
+pin_set() {
+    if [ "$1" = float ]; then thread_cpus float; else thread_cpus bg rc- rest; fi
+}
 # AB_POLICY=rdk compares librdkafka's threads (rdk:*) on the request cores
-# ("rdkreq", where pipeline.background_cpus "auto" leaves them) with the same
-# threads on the last core, the background threads' ("rdkbg").
+# ("rdkreq", where pipeline.background_cpus "auto" left them until 2026-12-05)
+# with the same threads on the last core, the background threads' ("rdkbg").
 rdk_set() {
-    python3 - "$rpid" "$1" <<'PY'
-import os, sys
-pid, mode = int(sys.argv[1]), sys.argv[2]
-cpus = sorted(os.sched_getaffinity(0))
-for t in os.listdir(f"/proc/{pid}/task"):
-    try:
-        if open(f"/proc/{pid}/task/{t}/comm").read().startswith("rdk:"):
-            os.sched_setaffinity(int(t), cpus[-1:] if mode == "rdkbg" else cpus[:-1])
-    except OSError:
-        pass
-PY
+    if [ "$1" = rdkbg ]; then thread_cpus bg rdk:; else thread_cpus req rdk:; fi
 }
 # AB_POLICY=client compares the client floating over every core ("clientany")
 # with the client confined to AB_CLIENT_CPUS (default 0, "clientpin": with

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recalld/cpus.h"
 #include "recalld/api.h"
 #include "recalld/engine.h"
 #include "recalld/gen.h"
@@ -824,4 +825,14 @@ void e2e_wait_model_still(const char *sock)
                      replay, index);
         usleep(100000);
     }
+}
+
+int e2e_cpus_auto(cpu_set_t *all, cpu_set_t *bg, cpu_set_t *rest)
+{
+    ASSERT_EQ(sched_getaffinity(0, sizeof *all, all), 0);
+    if (CPU_COUNT(all) < 2)
+        return 0;
+    char why[160];
+    ASSERT_EQ(rc_cpus_plan("auto", bg, rest, why, sizeof why), 1);
+    return 1;
 }

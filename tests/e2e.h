@@ -3,6 +3,7 @@
 #define RC_TESTS_E2E_H
 
 #include <jansson.h>
+#include <sched.h>
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +26,10 @@ typedef struct e2e_daemon {
  * (NULL-terminated), waits until health is ok (partitions assigned) and reads
  * kafka.bootstrap from stats. Aborts the test on failure. */
 void e2e_start(e2e_daemon *d, const char *const *extra);
+/* pipeline.background_cpus "auto" for this process's cores: 1 with the
+ * background cores in bg and the request path's in rest (all = both), 0 when
+ * fewer than 2 cores are allowed (nothing to pin apart: the caller skips). */
+int e2e_cpus_auto(cpu_set_t *all, cpu_set_t *bg, cpu_set_t *rest);
 typedef struct e2e_opts {
     const char *brokers;      /* NULL: --embedded-kafka */
     int reuse;                /* restart: keep d's dir, socket and log (appended) */

@@ -15,7 +15,6 @@
 
 #include "e2e.h"
 #include "recalld/common.h"
-#include "recalld/cpus.h"
 #include "recalld/gen.h"
 #include "test.h"
 
@@ -694,11 +693,8 @@ TEST(e2e_recall_modes_filters_and_batches)
 TEST(e2e_background_cpus_keep_kafka_off_the_request_cores)
 {
     cpu_set_t all, bg, rest;
-    ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
-    if (CPU_COUNT(&all) < 2)
+    if (!e2e_cpus_auto(&all, &bg, &rest))
         RC_SKIP("one core allowed: nothing to pin apart");
-    char why[160];
-    ASSERT_EQ(rc_cpus_plan("auto", &bg, &rest, why, sizeof why), 1);
     char dir[] = "/tmp/rc-e2e-cpus-XXXXXX", conf[64];
     ASSERT(mkdtemp(dir) != NULL);
     snprintf(conf, sizeof conf, "%s/c.json", dir);

@@ -17,7 +17,6 @@
 #include "e2e.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
-#include "recalld/cpus.h"
 #include "recalld/engine.h"
 #include "recalld/table.h"
 #include "test.h"
@@ -449,11 +448,8 @@ static void rc_thread_cpus(const cpu_set_t *bg, int *on_bg, int *off_bg, int *ot
 TEST(shard_threaded_engine_background_cpus)
 {
     cpu_set_t all, bg, rest;
-    ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
-    if (CPU_COUNT(&all) < 2)
+    if (!e2e_cpus_auto(&all, &bg, &rest))
         RC_SKIP("one core allowed: nothing to pin apart");
-    char why[160];
-    ASSERT_EQ(rc_cpus_plan("auto", &bg, &rest, why, sizeof why), 1);
     rc_config c;
     shard_config(&c, 2);
     snprintf(c.background_cpus, sizeof c.background_cpus, "auto");
