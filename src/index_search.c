@@ -185,65 +185,34 @@ static void score_i8_any(const float *q, const int8_t *const *xp, size_t m, size
 }
 
 #if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
-/* One row's products over its first d16 components (a multiple of 16): two
- * chains for the dot with q and two for the row's norm. */
-__attribute__((target("avx2,fma"))) static inline void
-i8_acc(const float *q, const int8_t *x, size_t d16, __m256 *dot, __m256 *nrm)
-{
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, n0 = a0, n1 = a0;
-    for (size_t i = 0; i < d16; i += 16) {
-        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(x + i));
-        __m256 y0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-        __m256 y1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), y0, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), y1, a1);
-        n0 = _mm256_fmadd_ps(y0, y0, n0);
-        n1 = _mm256_fmadd_ps(y1, y1, n1);
-    }
-    *dot = _mm256_add_ps(a0, a1);
-    *nrm = _mm256_add_ps(n0, n1);
-}
-
-/* The components past d16, one at a time (d not a multiple of 16). */
-static inline void i8_tail(const float *q, const int8_t *x, size_t d16, size_t d, float *dot,
-                           float *xx)
-{
-    for (size_t i = d16; i < d; i++) {
-        *dot += q[i] * (float)x[i];
-        *xx += (float)(x[i] * x[i]);
-    }
-}
-
-/* The same with AVX2+FMA, two rows an iteration (their loads overlap), q read
- * once per 16 components, and both rows' dots and norms summed in one
- * horizontal pass. Not in TSan builds: q may be a table row that the trainer
- * updates (rc_vec_dot_i8 reads it with relaxed atomics there). */
+/* The same with AVX2+FMA, q read once per 16 components and two chains of
+ * products, the dot and the row's norm summed in one horizontal pass. Not in
+ * TSan builds: q may be a table row that the trainer updates (rc_vec_dot_i8
+ * reads it with relaxed atomics there). */
 __attribute__((target("avx2,fma"))) static void
 score_i8_avx2(const float *q, const int8_t *const *xp, size_t m, size_t d, float *out)
 {
-    size_t d16 = d & ~(size_t)15, j = 0;
-    for (; j + 2 <= m; j += 2) {
-        __m256 da, na, db, nb;
-        i8_acc(q, xp[j], d16, &da, &na);
-        i8_acc(q, xp[j + 1], d16, &db, &nb);
-        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(da, na), _mm256_hadd_ps(db, nb));
-        /* per 128-bit half: dot a, norm a, dot b, norm b */
-        __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        float v[4];
-        _mm_storeu_ps(v, t);
-        i8_tail(q, xp[j], d16, d, &v[0], &v[1]);
-        i8_tail(q, xp[j + 1], d16, d, &v[2], &v[3]);
-        out[j] = v[1] > 0 ? v[0] / sqrtf(v[1]) : 0.0f;
-        out[j + 1] = v[3] > 0 ? v[2] / sqrtf(v[3]) : 0.0f;
-    }
-    for (; j < m; j++) {
-        __m256 da, na;
-        i8_acc(q, xp[j], d16, &da, &na);
-        __m256 h = _mm256_hadd_ps(da, na);
+    for (size_t j = 0; j < m; j++) {
+        const int8_t *x = xp[j];
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, n0 = a0, n1 = a0;
+        size_t i = 0;
+        for (; i + 16 <= d; i += 16) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(x + i));
+            __m256 y0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+            __m256 y1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), y0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), y1, a1);
+            n0 = _mm256_fmadd_ps(y0, y0, n0);
+            n1 = _mm256_fmadd_ps(y1, y1, n1);
+        }
+        __m256 h = _mm256_hadd_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(n0, n1));
         h = _mm256_hadd_ps(h, h); /* lane 0: dot, lane 1: norm, per 128-bit half */
         __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
         float dot = _mm_cvtss_f32(t), xx = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
-        i8_tail(q, xp[j], d16, d, &dot, &xx);
+        for (; i < d; i++) {
+            dot += q[i] * (float)x[i];
+            xx += (float)(x[i] * x[i]);
+        }
         out[j] = xx > 0 ? dot / sqrtf(xx) : 0.0f;
     }
 }

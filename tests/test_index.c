@@ -1178,10 +1178,10 @@ TEST(index_sq8_flat_partitions_scan_int8_copies)
     free(g.cent);
 }
 
-/* The int8 scoring kernel the search uses (AVX2 where the CPU has it: two
- * rows an iteration, a scalar tail past the last 16 components) against
- * double arithmetic, for dimensions that are and are not multiples of 16,
- * odd and even row counts and an all-zero row (score 0). */
+/* The int8 scoring kernel the search uses (AVX2 where the CPU has it, a
+ * scalar tail past the last 16 components) against double arithmetic, for
+ * dimensions that are and are not multiples of 16, several row counts and an
+ * all-zero row (score 0). */
 TEST(index_int8_kernel_any_dim)
 {
     static const size_t dims[] = {1, 15, 16, 20, 33, 64, 100, 256};
