@@ -703,6 +703,15 @@ void rc__engine_pin_background(rc_engine *e, const char *thread)
                     thread, strerror(r));
 }
 
+int rc_engine_cpus(const rc_engine *e, cpu_set_t *bg, cpu_set_t *rest)
+{
+    if (!e || !e->bg_pin)
+        return 0;
+    *bg = e->bg_cpus;
+    *rest = e->rest_cpus;
+    return 1;
+}
+
 int rc__thread_idle(void)
 {
     /* Any thread may lower itself to SCHED_IDLE; the threads it starts
@@ -1000,7 +1009,7 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     e->max_ts = INT64_MIN;
     if (loop) { /* the threaded engine only: the eval's engine runs on its caller */
         char why[160];
-        int pin = rc_cpus_plan(cfg->background_cpus, &e->bg_cpus, &(cpu_set_t){0}, why, sizeof why);
+        int pin = rc_cpus_plan(cfg->background_cpus, &e->bg_cpus, &e->rest_cpus, why, sizeof why);
         e->bg_pin = pin == 1;
         if (pin == 0 && why[0])
             rc_log_warn("engine", "pipeline.background_cpus: background threads not pinned",

@@ -97,7 +97,7 @@ struct rc_engine {
     pthread_t decoder, trainer;
     int threads;
     atomic_int stop;
-    cpu_set_t bg_cpus; /* pipeline.background_cpus, when bg_pin (cpus.h) */
+    cpu_set_t bg_cpus, rest_cpus; /* pipeline.background_cpus, when bg_pin (cpus.h) */
     int bg_pin;
 
     /* sync: batches submitted vs finished */

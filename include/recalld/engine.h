@@ -18,6 +18,7 @@
 #ifndef RECALLD_ENGINE_H
 #define RECALLD_ENGINE_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -56,6 +57,12 @@ void rc_engine_index_opts(const rc_config *c, rc_index_opts *io);
 
 int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb done, void *ud,
                      rc_engine **out, char *errbuf, size_t errlen);
+
+/* pipeline.background_cpus as the threaded engine planned it at create, from
+ * the creating thread's cores: 1 with the background cores in bg and the
+ * request path's in rest (where the caller puts its loop thread), 0 when
+ * nothing is pinned (unset, one core, no loop). */
+int rc_engine_cpus(const rc_engine *e, cpu_set_t *bg, cpu_set_t *rest);
 
 /* Loop thread. Stops the pipeline threads after the batches already submitted
  * are applied, closes the async handle (run the loop once more to finish), frees. */

@@ -1141,18 +1141,12 @@ static int start_vector_reader(daemon_t *d, char *err, size_t errlen)
     return 0;
 }
 
-/* pipeline.background_cpus, as planned for this process. */
+/* pipeline.background_cpus, as the engine planned it (rc_engine_cpus). */
 typedef struct cpu_plan {
     int on; /* 0: nothing is pinned (the engine logs why, once) */
     cpu_set_t bg, rest;
 } cpu_plan;
 
-/* Planned once, from the loop thread's cores before pin_loop moves it. */
-static void plan_cpus(const rc_config *c, cpu_plan *p)
-{
-    char why[160];
-    p->on = rc_cpus_plan(c->background_cpus, &p->bg, &p->rest, why, sizeof why) == 1;
-}
 
 /* This (the loop) thread onto the background cores while it creates the
  * Kafka clients (kafka_side 1), so that librdkafka's threads, which fetch and
@@ -1208,8 +1202,8 @@ static int start(daemon_t *d)
     }
     if (rc_engine_create(c, d->loop, on_done, d, &d->engine, err, sizeof err))
         goto fail;
-    cpu_plan cpus;
-    plan_cpus(c, &cpus); /* from the full set, as the engine did */
+    cpu_plan cpus; /* the engine's plan, made from the full set before pin_loop moves us */
+    cpus.on = rc_engine_cpus(d->engine, &cpus.bg, &cpus.rest);
     pin_loop(&cpus, 1);
     rc_engine_set_checkpoint_cb(d->engine, on_checkpoint, d);
     d->ckpt = c->data_dir[0] != '\0';
