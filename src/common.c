@@ -3,6 +3,8 @@
 #include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +47,23 @@ int rc_err(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
         va_end(ap);
     }
     return rc;
+}
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *rc_alloc_huge(size_t bytes)
+{
+    size_t sz = (bytes + 63) / 64 * 64;
+    if (sz < HUGE_PAGE)
+        return aligned_alloc(64, sz);
+    void *p = aligned_alloc(HUGE_PAGE, sz);
+#ifdef MADV_HUGEPAGE
+    /* Whole huge pages only: a partial one at the tail would be faulted in
+     * as 2 MiB for the few KiB used there. */
+    if (p)
+        (void)madvise(p, sz / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
+#endif
+    return p;
 }
 
 uint64_t rc_now_ns(void)

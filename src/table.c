@@ -161,7 +161,7 @@ static int chunk_alloc(rc_table *t, uint32_t i)
     struct chunk *c = malloc(sizeof(*c));
     if (!c)
         return RC_ENOMEM;
-    c->mem = aligned_alloc(ALIGN, t->chunk_bytes);
+    c->mem = rc_alloc_huge(t->chunk_bytes);
     if (!c->mem) {
         free(c);
         return RC_ENOMEM;

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,4 +92,57 @@ TEST(common_cond_wait_runs_on_the_monotonic_clock)
     ASSERT_EQ(rc, ETIMEDOUT);
     ASSERT(waited >= 50 * 1000000u); /* no upper bound: a loaded machine */
     pthread_cond_destroy(&cv);
+}
+
+/* The smaps record of the mapping holding p: "THPeligible:" (1 = the kernel
+ * may back it with huge pages), -1 if not found. */
+static int thp_eligible(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    int in = 0, r = -1;
+    uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = a >= lo && a < hi;
+            continue;
+        }
+        if (in && sscanf(line, "THPeligible: %d", &r) == 1)
+            break;
+    }
+    fclose(f);
+    return r;
+}
+
+TEST(common_alloc_huge_aligns_and_advises_whole_huge_pages)
+{
+    size_t big = (5u << 20) + 12345; /* two whole huge pages and a tail */
+    char *p = rc_alloc_huge(big), *s = rc_alloc_huge(1000);
+    ASSERT(p && s);
+    ASSERT_EQ((uintptr_t)p % (2u << 20), 0);
+    ASSERT_EQ((uintptr_t)s % 64, 0);
+    memset(p, 1, big); /* all of it is usable */
+    memset(s, 2, 1000);
+    ASSERT_EQ(p[big - 1], 1);
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    char mode[128] = "";
+    if (f) {
+        if (!fgets(mode, sizeof mode, f))
+            mode[0] = 0;
+        fclose(f);
+    }
+    /* With THP in "madvise" mode the advice is what makes the pages eligible
+     * (in "always" they are anyway, in "never" never). */
+    if (strstr(mode, "[madvise]") && !getenv("GLIBC_TUNABLES")) {
+        ASSERT_EQ(thp_eligible(p), 1);
+        char *plain = malloc(big); /* the control: malloc's own mapping is not advised */
+        ASSERT(plain);
+        ASSERT_EQ(thp_eligible(plain), 0);
+        free(plain);
+    }
+    free(p);
+    free(s);
 }
