@@ -14,7 +14,8 @@
 #    POLL s (0.05); until 2026-12-03 a python3 start per poll took a quarter
 #    of the throughput it measured. ONLY_INGEST=1 stops after part 1.
 #    BG_NICE=N sets pipeline.background_nice for these runs (default: the
-#    daemon's, 10 levels below it).
+#    daemon's, 10 levels below it). CONF='"kafka":{"batch":1024}' adds
+#    top-level sections to the daemon's config for every run.
 # 2. freshness: recalld on its embedded Kafka while recalld-gen produces at
 #    RATE events/s (below saturation): batch consumed -> trained+searchable.
 # 3. gensim: the same clicks as sessions, fed in chunks of GENSIM_CHUNK clicks
@@ -40,8 +41,9 @@ ingest() { # $1 = model.trainer_threads: sets out_rate (events/s), out_cpu, out_
     # (CPU s per M events of recalld and of recalld-broker) and out_threads
     local th=$1 pid
     run=$((run + 1))
-    printf '{"model":{"trainer_threads":%s}%s}\n' "$th" \
-        "${BG_NICE:+,\"pipeline\":{\"background_nice\":$BG_NICE\}}" >"$tmp/th$run.json"
+    printf '{"model":{"trainer_threads":%s}%s%s}\n' "$th" \
+        "${BG_NICE:+,\"pipeline\":{\"background_nice\":$BG_NICE\}}" \
+        "${CONF:+,$CONF}" >"$tmp/th$run.json"
     "$B/recalld" --config "$tmp/th$run.json" --brokers "$bs" --group "ingest$run" \
         --socket "$tmp/a$run.sock" --metrics-port 0 --log-level warn 2>"$tmp/a$run.log" &
     pid=$!

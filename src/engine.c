@@ -592,6 +592,8 @@ static void prefetch_ahead(rc_engine *e, const rc_batch *b, uint32_t i)
         if (j < b->n && b->reason[j] == RC_EV_OK) {
             rc_table_prefetch(e->table, b->ev[j].item, b->ev[j].item_len, step);
             rc_session_prefetch(e->sess, b->ev[j].user, b->ev[j].user_len, step);
+            if (e->prof)
+                rc_profile_prefetch(e->prof, b->ev[j].user, b->ev[j].user_len, step);
         }
     }
 }

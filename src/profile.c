@@ -317,6 +317,33 @@ static int add_user(rc_profile *p, struct shard *sh, uint32_t h32, const char *u
     return 0;
 }
 
+void rc_profile_prefetch(const rc_profile *p, const char *user, size_t ulen, int step)
+{
+    if (!p || !user || ulen == 0 || ulen > KEY_MAX)
+        return;
+    uint64_t h = rc_hash(user, ulen);
+    const struct shard *sh = &p->shards[h & (SHARDS - 1)];
+    if (!sh->heads) /* writer: reads its own tables without the lock */
+        return;
+    const uint32_t *head = &sh->heads[(uint32_t)(h >> 32) & sh->mask];
+    if (step <= 0) {
+        __builtin_prefetch(head);
+        return;
+    }
+    if (!*head)
+        return;
+    const struct prec *r = rec(p, *head - 1);
+    if (step == 1) {
+        __builtin_prefetch(r, 1);
+        __builtin_prefetch((const char *)r + 64, 1);
+        return;
+    }
+    if (r->prev != NIL)
+        __builtin_prefetch(rec(p, r->prev), 1);
+    if (r->next != NIL)
+        __builtin_prefetch(rec(p, r->next), 1);
+}
+
 int rc_profile_note(rc_profile *p, const char *user, size_t ulen, int64_t ts_ms,
                     uint64_t device_hash, const uint64_t *tags, uint32_t ntags, uint32_t clicks_inc,
                     uint32_t sessions_inc)
