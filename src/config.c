@@ -192,7 +192,7 @@ void rc_config_defaults(rc_config *c)
     snprintf(c->topic, sizeof c->topic, "clicks");
     snprintf(c->group, sizeof c->group, "recalld");
     c->embedded_partitions = RC_CONF_EMBEDDED_PARTITIONS; /* see config.h: mock retention */
-    c->kafka_batch = 256;
+    c->kafka_batch = 1024;
     c->max_users = 1000000;
     c->history = 20;
     c->gap_ms = 30 * 60 * 1000;
