@@ -54,13 +54,15 @@ int rc_err(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
 void *rc_alloc_huge(size_t bytes)
 {
     size_t sz = (bytes + 63) / 64 * 64;
-    if (sz < HUGE_PAGE)
-        return aligned_alloc(64, sz);
-    void *p = aligned_alloc(HUGE_PAGE, sz);
+    void *p = NULL;
+    /* posix_memalign: C11's aligned_alloc wants the size a multiple of the
+     * alignment, which a chunk is not. */
+    if (posix_memalign(&p, sz < HUGE_PAGE ? 64 : HUGE_PAGE, sz ? sz : 64))
+        return NULL;
 #ifdef MADV_HUGEPAGE
     /* Whole huge pages only: a partial one at the tail would be faulted in
      * as 2 MiB for the few KiB used there. */
-    if (p)
+    if (sz >= HUGE_PAGE)
         (void)madvise(p, sz / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
 #endif
     return p;
