@@ -38,10 +38,11 @@ size_t rc_rss_bytes(void);
  * system (all arenas + mmapped blocks), free_bytes = free bytes inside the
  * arenas (allocator slack that RSS may still count). Walks every arena. */
 void rc_heap_bytes(size_t *held, size_t *free_bytes);
-/* A large block for randomly accessed rows (the table's chunks): 2 MiB
- * aligned and, from 2 MiB up, advised for transparent huge pages, so a random
- * row costs no TLB walk over 4 KiB pages. Freed with free(); NULL when out of
- * memory. The advice is best effort (THP "never" leaves 4 KiB pages). */
+/* A block for randomly accessed rows (the table's chunks). From 2 MiB up it
+ * is 2 MiB aligned and its whole 2 MiB pages are advised for transparent huge
+ * pages, so a random row costs no TLB walk over 4 KiB pages; a smaller one is
+ * 64-byte aligned. Freed with free(); NULL when out of memory. The advice is
+ * best effort (THP "never" leaves 4 KiB pages). */
 void *rc_alloc_huge(size_t bytes);
 /* Wall clock, milliseconds since the epoch. */
 int64_t rc_wall_ms(void);
