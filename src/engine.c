@@ -591,9 +591,10 @@ static void prefetch_ahead(rc_engine *e, const rc_batch *b, uint32_t i)
         uint32_t j = i + 3 - (uint32_t)step;
         if (j < b->n && b->reason[j] == RC_EV_OK) {
             rc_table_prefetch(e->table, b->ev[j].item, b->ev[j].item_len, step);
-            rc_session_prefetch(e->sess, b->ev[j].user, b->ev[j].user_len, step);
+            uint64_t uh = rc_hash(b->ev[j].user, b->ev[j].user_len); /* once for both */
+            rc_session_prefetch(e->sess, uh, step);
             if (e->prof)
-                rc_profile_prefetch(e->prof, b->ev[j].user, b->ev[j].user_len, step);
+                rc_profile_prefetch(e->prof, uh, step);
         }
     }
 }

@@ -317,11 +317,10 @@ static int add_user(rc_profile *p, struct shard *sh, uint32_t h32, const char *u
     return 0;
 }
 
-void rc_profile_prefetch(const rc_profile *p, const char *user, size_t ulen, int step)
+void rc_profile_prefetch(const rc_profile *p, uint64_t h, int step)
 {
-    if (!p || !user || ulen == 0 || ulen > KEY_MAX)
+    if (!p)
         return;
-    uint64_t h = rc_hash(user, ulen);
     const struct shard *sh = &p->shards[h & (SHARDS - 1)];
     if (!sh->heads) /* writer: reads its own tables without the lock */
         return;

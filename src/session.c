@@ -558,11 +558,10 @@ int rc_session_add(rc_session *s, const char *user, size_t ulen, uint32_t row, i
     return 0;
 }
 
-void rc_session_prefetch(const rc_session *s, const char *user, size_t ulen, int step)
+void rc_session_prefetch(const rc_session *s, uint64_t h, int step)
 {
-    if (!s || !user || ulen == 0 || ulen > KEY_MAX)
+    if (!s)
         return;
-    uint64_t h = rc_hash(user, ulen);
     uint32_t h32 = (uint32_t)(h >> 32);
     const struct shard *sh = &s->shards[h & (SHARDS - 1)];
     if (!sh->slots)

@@ -60,10 +60,11 @@ int rc_profile_note(rc_profile *p, const char *user, size_t ulen, int64_t ts_ms,
                     uint64_t device_hash, const uint64_t *tags, uint32_t ntags, uint32_t clicks_inc,
                     uint32_t sessions_inc);
 
-/* Writer thread; a cache hint for a later rc_profile_note of user, in steps
- * as rc_session_prefetch: 0 the bucket head, 1 the chain's first record, 2
- * that record's LRU neighbours (each step loads what the next one reads). */
-void rc_profile_prefetch(const rc_profile *p, const char *user, size_t ulen, int step);
+/* Writer thread; a cache hint for a later rc_profile_note of the user whose
+ * id hashes to h (rc_hash of the id's bytes, as for rc_session_prefetch), in
+ * steps: 0 the bucket head, 1 the chain's first record, 2 that record's LRU
+ * neighbours (each step loads what the next one reads). */
+void rc_profile_prefetch(const rc_profile *p, uint64_t h, int step);
 
 /* Any thread. Copies the user's profile. Returns 0 or RC_ENOENT. */
 int rc_profile_get(rc_profile *p, const char *user, size_t ulen, rc_profile_rec *out);

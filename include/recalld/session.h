@@ -68,11 +68,12 @@ void rc_session_destroy(rc_session *s); /* NULL-safe */
 int rc_session_add(rc_session *s, const char *user, size_t ulen, uint32_t row, int64_t ts_ms,
                    uint32_t *ctx, uint32_t max_ctx, uint32_t *nctx, unsigned *flags);
 
-/* Writer thread; a cache hint for a later rc_session_add of user. Finding a
- * user reads its hash slot, then its record, then its LRU neighbours: call
- * with step 0, later 1, later 2 (e.g. one event apart), each step loading
- * what the next one reads. */
-void rc_session_prefetch(const rc_session *s, const char *user, size_t ulen, int step);
+/* Writer thread; a cache hint for a later rc_session_add of the user whose id
+ * hashes to h (rc_hash of the id's bytes: the caller hashes once for this and
+ * rc_profile_prefetch). Finding a user reads its hash slot, then its record,
+ * then its LRU neighbours: call with step 0, later 1, later 2 (e.g. one event
+ * apart), each step loading what the next one reads. */
+void rc_session_prefetch(const rc_session *s, uint64_t h, int step);
 
 /* Any thread. Copies the user's up-to-max most recent clicks (any session),
  * oldest first, into out; *n their count. Returns 0 or RC_ENOENT (unknown user). */
