@@ -256,8 +256,9 @@ static int part_new(rc_index *ix, uint32_t city, uint32_t cate, int overflow, pa
         return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);
-    /* Searches hold read locks for a whole query; without writer preference a
-     * steady search load would starve the writer's flushes. */
+    /* A search holds a partition's read lock for its share of a query (twice:
+     * coarse, then lists); without writer preference a steady search load
+     * would still starve the writer's flushes of a busy partition. */
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&p->lock, &a);
     pthread_rwlockattr_destroy(&a);
@@ -1092,6 +1093,7 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
     p->nlist = j->nlist;
     p->slots = j->slots;
     p->cent = cent;
+    p->ver++;
     pthread_rwlock_unlock(&p->lock);
     j->out = NULL;
     if (old)

@@ -80,6 +80,8 @@ typedef struct part {
                        b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
     uint32_t nq8b;  /* blocks allocated (they cover cap rows) */
     int overflow; /* the shared overflow partition: flat for good, filtered by row */
+    uint32_t ver; /* +1 under the write lock whenever fx, ivf, nlist or cent change: a
+                     search that chose lists under one read lock checks it under the next */
     /* Writer only. */
     uint32_t n_trained;       /* rows at the last training (0 = never) */
     uint32_t n_checked;       /* rows at the last imbalance check */
@@ -220,6 +222,11 @@ static inline int8_t *part_q8(const part *p, uint32_t l, size_t dim)
 }
 
 /* Picks the int8 scoring kernel for this CPU once (index_search.c). */
+/* Tests only: when set, a search calls it between its two passes, holding no
+ * lock (search_parts), so that a test can retrain a partition there. */
+extern void (*rc__index_between_passes)(void *arg);
+extern void *rc__index_between_passes_arg;
+
 void rc__index_score_init(void);
 /* out[j] = q . x / |x| for the int8 rows xp[j] with the kernel picked (tests). */
 void rc__index_score(const float *q, const int8_t *const *xp, size_t m, size_t d, float *out);

@@ -34,7 +34,7 @@ typedef struct hit {
 /* Per-thread search buffers, grown on demand, freed at thread exit. */
 typedef struct scratch {
     part **sel;
-    uint32_t *cnt, *off;
+    uint32_t *cnt, *off, *ver;
     cand *heap, *byp;
     float *cs, *dis, *adis;
     idx_t *lab, *assign, *ids;
@@ -42,7 +42,7 @@ typedef struct scratch {
     const int8_t **qp;
     uint32_t *qr;
     float *qs;
-    size_t c_sel, c_cnt, c_off, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top, c_ids,
+    size_t c_sel, c_cnt, c_off, c_ver, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top, c_ids,
         c_qp, c_qr, c_qs;
 } scratch;
 
@@ -57,6 +57,7 @@ static void scratch_free(void *arg)
     free(s->sel);
     free(s->cnt);
     free(s->off);
+    free(s->ver);
     free(s->heap);
     free(s->byp);
     free(s->cs);
@@ -151,22 +152,17 @@ static void merge(scratch *s, const part *p, uint32_t kk, uint32_t *ntop, uint32
     }
 }
 
-/* Picks the best ix->lists (partition, list) pairs over all selected IVF
- * partitions into s->heap; returns how many. */
-static uint32_t pick_lists(const rc_index *ix, scratch *s, uint32_t nsel, const float *q,
-                           uint32_t lists)
+/* Scores the query against IVF partition p's centroids (under its read lock)
+ * and pushes its lists, tagged si, into the heap of the best cap over all
+ * selected partitions. */
+static void part_coarse(const rc_index *ix, scratch *s, const part *p, uint32_t si, const float *q,
+                        cand *heap, uint32_t *nh, uint32_t cap)
 {
-    uint32_t nh = 0, d = ix->dim;
-    for (uint32_t si = 0; si < nsel; si++) {
-        const part *p = s->sel[si];
-        if (!p->ivf)
-            continue;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->nlist, (int)d, 1.0f, p->cent, (int)d, q, 1,
-                    0.0f, s->cs, 1);
-        for (uint32_t l = 0; l < p->nlist; l++)
-            cand_push(s->heap, &nh, lists, (cand){s->cs[l], si, l});
-    }
-    return nh;
+    uint32_t d = ix->dim;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->nlist, (int)d, 1.0f, p->cent, (int)d, q, 1,
+                0.0f, s->cs, 1);
+    for (uint32_t l = 0; l < p->nlist; l++)
+        cand_push(heap, nh, cap, (cand){s->cs[l], si, l});
 }
 
 static int cand_desc(const void *a, const void *b)
@@ -279,59 +275,31 @@ static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand 
     return 0;
 }
 
-/* Scans the chosen lists of every IVF partition that got some: with sq8 codes
- * scan_lists (the int8 copies are finer than the codes), otherwise or with
- * ix->faiss_scan FAISS's search_preassigned, padded with -1 to the
- * partition's fixed nprobe (flat and fp16 codes are finer than the copies). */
-static int scan_ivf(const rc_index *ix, scratch *s, uint32_t nsel, uint32_t nh, const float *q,
-                    uint32_t k, uint32_t *ntop, uint64_t *rows)
+/* Scans the c chosen lists cs[] of IVF partition p (under its read lock):
+ * with sq8 codes scan_lists (the int8 copies are finer than the codes),
+ * otherwise or with ix->faiss_scan FAISS's search_preassigned, padded with -1
+ * to the partition's fixed nprobe (flat and fp16 codes are finer than the
+ * copies). */
+static int scan_part_lists(const rc_index *ix, scratch *s, const part *p, cand *cs, uint32_t c,
+                           const float *q, uint32_t k, uint32_t *ntop, uint64_t *rows)
 {
-    memset(s->cnt, 0, nsel * sizeof(*s->cnt));
-    for (uint32_t i = 0; i < nh; i++)
-        s->cnt[s->heap[i].sel]++;
-    uint32_t o = 0;
-    for (uint32_t si = 0; si < nsel; si++) {
-        s->off[si] = o;
-        o += s->cnt[si];
+    if (c > p->slots) {
+        qsort(cs, c, sizeof(*cs), cand_desc);
+        c = p->slots;
     }
-    for (uint32_t i = 0; i < nh; i++)
-        s->byp[s->off[s->heap[i].sel]++] = s->heap[i];
-    for (uint32_t si = 0, start = 0; si < nsel; start += s->cnt[si], si++) {
-        const part *p = s->sel[si];
-        uint32_t c = s->cnt[si];
-        if (c == 0)
-            continue;
-        cand *cs = s->byp + start;
-        if (c > p->slots) {
-            qsort(cs, c, sizeof(*cs), cand_desc);
-            c = p->slots;
-        }
-        if (rc_storage_q8(ix->storage) && !RLOAD(&ix->faiss_scan)) {
-            if (scan_lists(ix, s, p, cs, c, q, k, ntop, rows))
-                return RC_ENOMEM;
-            continue;
-        }
-        for (uint32_t i = 0; i < p->slots; i++) {
-            s->assign[i] = i < c ? (idx_t)cs[i].list : -1;
-            s->adis[i] = i < c ? cs[i].s : 0;
-        }
-        for (uint32_t i = 0; rows && i < c; i++)
-            *rows += faiss_IndexIVF_get_list_size(p->fx, cs[i].list);
-        if (faiss_IndexIVF_search_preassigned(p->fx, 1, q, k, s->assign, s->adis, s->dis, s->lab,
-                                              0))
-            return RC_EFAISS;
-        merge(s, p, k, ntop, k);
-    }
-    return 0;
-}
-
-static int scratch_fit(scratch *s, uint32_t nsel, uint32_t k, uint32_t lists, uint32_t maxlist,
-                       uint32_t maxslots)
-{
-    if (GROW(s, cnt, nsel) || GROW(s, off, nsel) || GROW(s, heap, lists) || GROW(s, byp, lists) ||
-        GROW(s, cs, maxlist) || GROW(s, dis, k) || GROW(s, lab, k) || GROW(s, top, k) ||
-        GROW(s, assign, maxslots) || GROW(s, adis, maxslots))
+    if (rc_storage_q8(ix->storage) && !RLOAD(&ix->faiss_scan))
+        return scan_lists(ix, s, p, cs, c, q, k, ntop, rows);
+    if (GROW(s, assign, p->slots) || GROW(s, adis, p->slots))
         return RC_ENOMEM;
+    for (uint32_t i = 0; i < p->slots; i++) {
+        s->assign[i] = i < c ? (idx_t)cs[i].list : -1;
+        s->adis[i] = i < c ? cs[i].s : 0;
+    }
+    for (uint32_t i = 0; rows && i < c; i++)
+        *rows += faiss_IndexIVF_get_list_size(p->fx, cs[i].list);
+    if (faiss_IndexIVF_search_preassigned(p->fx, 1, q, k, s->assign, s->adis, s->dis, s->lab, 0))
+        return RC_EFAISS;
+    merge(s, p, k, ntop, k);
     return 0;
 }
 
@@ -414,36 +382,106 @@ static int scan_flat(const rc_index *ix, scratch *s, const part *p, const float 
     return 0;
 }
 
-static int search_locked(const rc_index *ix, scratch *s, uint32_t nsel, const float *q, uint32_t k,
-                         const rc_index_filter *f, uint32_t *ntop, rc_index_timing *tm)
+void (*rc__index_between_passes)(void *arg);
+void *rc__index_between_passes_arg;
+
+/* Read-locks p; when timed, a lock that was not free at once adds its wait to
+ * *lock_ns (a free one costs no clock read). */
+static void part_rdlock(part *p, uint64_t *lock_ns)
 {
-    uint32_t maxlist = 1, maxslots = 1;
-    for (uint32_t si = 0; si < nsel; si++) {
-        const part *p = s->sel[si];
-        maxlist = RC_MAX(maxlist, p->ivf ? p->nlist : p->n);
-        maxslots = RC_MAX(maxslots, p->slots);
-    }
-    uint32_t lists = RLOAD(&ix->lists);
-    if (scratch_fit(s, nsel, k, lists, maxlist, maxslots))
+    if (!pthread_rwlock_tryrdlock(&p->lock))
+        return;
+    uint64_t t = lock_ns ? rc_now_ns() : 0;
+    pthread_rwlock_rdlock(&p->lock);
+    if (lock_ns)
+        *lock_ns += rc_now_ns() - t;
+}
+
+/* The selected partitions, each under its own read lock for its own work and
+ * never two at once, so a search waits for at most one write batch at a time
+ * and the writer never waits for a whole search (a search over 140
+ * partitions used to hold all their locks for milliseconds; a writer queued
+ * behind it held back every later search of that partition, and so on).
+ *
+ * Pass 1: the coarse scores of every IVF partition (the best `lists` lists
+ * over all of them) and the whole of every flat partition. Pass 2: the chosen
+ * lists, partition by partition. A partition retrained in between (its ver
+ * moved: new centroids, new lists) has its lists chosen again from its new
+ * centroids, as many as it got in pass 1; rows added or moved in between are
+ * seen as they are in pass 2, as a search that started a little later would. */
+static int search_parts(const rc_index *ix, scratch *s, uint32_t nsel, const float *q,
+                        uint32_t k, const rc_index_filter *f, uint32_t *ntop, rc_index_timing *tm)
+{
+    uint32_t lists = RLOAD(&ix->lists), nh = 0;
+    uint64_t rows = 0, lock_ns = 0, coarse_ns = 0, *lk = tm ? &lock_ns : NULL;
+    if (GROW(s, ver, nsel) || GROW(s, cnt, nsel) || GROW(s, off, nsel) || GROW(s, heap, lists) ||
+        GROW(s, byp, lists) || GROW(s, dis, k) || GROW(s, lab, k) || GROW(s, top, k))
         return RC_ENOMEM;
     uint64_t t0 = tm ? rc_now_ns() : 0;
-    uint32_t nh = pick_lists(ix, s, nsel, q, lists);
-    uint64_t t1 = tm ? rc_now_ns() : 0;
-    uint64_t rows = 0;
-    for (uint32_t si = 0; si < nsel; si++)
-        if (!s->sel[si]->ivf && s->sel[si]->n) {
-            if (scan_flat(ix, s, s->sel[si], q, k, f, ntop))
-                return RC_ENOMEM;
-            rows += s->sel[si]->n;
+    for (uint32_t si = 0; si < nsel; si++) {
+        part *p = s->sel[si];
+        int rc = 0;
+        part_rdlock(p, lk);
+        s->ver[si] = p->ver;
+        if (p->ivf) {
+            uint64_t c0 = tm ? rc_now_ns() : 0;
+            if (GROW(s, cs, p->nlist))
+                rc = RC_ENOMEM;
+            else
+                part_coarse(ix, s, p, si, q, s->heap, &nh, lists);
+            coarse_ns += tm ? rc_now_ns() - c0 : 0;
+        } else if (p->n) {
+            rc = GROW(s, cs, p->n) ? RC_ENOMEM : scan_flat(ix, s, p, q, k, f, ntop);
+            rows += p->n;
         }
-    int rc = nh ? scan_ivf(ix, s, nsel, nh, q, k, ntop, tm ? &rows : NULL) : 0;
+        pthread_rwlock_unlock(&p->lock);
+        if (rc)
+            return rc;
+    }
+    if (rc__index_between_passes)
+        rc__index_between_passes(rc__index_between_passes_arg);
+    memset(s->cnt, 0, nsel * sizeof(*s->cnt));
+    for (uint32_t i = 0; i < nh; i++)
+        s->cnt[s->heap[i].sel]++;
+    for (uint32_t si = 0, o = 0; si < nsel; si++) {
+        s->off[si] = o;
+        o += s->cnt[si];
+    }
+    for (uint32_t i = 0; i < nh; i++)
+        s->byp[s->off[s->heap[i].sel]++] = s->heap[i];
+    for (uint32_t si = 0, start = 0; si < nsel; start += s->cnt[si], si++) {
+        uint32_t c = s->cnt[si];
+        if (c == 0)
+            continue;
+        part *p = s->sel[si];
+        cand *cs = s->byp + start;
+        int rc = 0;
+        part_rdlock(p, lk);
+        if (p->ver != s->ver[si]) { /* retrained since pass 1 (IVF stays IVF) */
+            uint32_t m = 0;
+            uint64_t c0 = tm ? rc_now_ns() : 0;
+            if (GROW(s, cs, p->nlist))
+                rc = RC_ENOMEM;
+            else
+                part_coarse(ix, s, p, si, q, cs, &m, c);
+            coarse_ns += tm ? rc_now_ns() - c0 : 0;
+            c = m;
+        }
+        if (!rc && c)
+            rc = scan_part_lists(ix, s, p, cs, c, q, k, ntop, tm ? &rows : NULL);
+        pthread_rwlock_unlock(&p->lock);
+        if (rc)
+            return rc;
+    }
     if (tm) {
+        uint64_t all = rc_now_ns() - t0;
+        tm->lock_ns = lock_ns;
+        tm->coarse_ns = coarse_ns;
+        tm->scan_ns = all > lock_ns + coarse_ns ? all - lock_ns - coarse_ns : 0;
         tm->rows = rows;
-        tm->coarse_ns = t1 - t0;
-        tm->scan_ns = rc_now_ns() - t1;
         tm->lists = nh;
     }
-    return rc;
+    return 0;
 }
 
 int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
@@ -467,23 +505,14 @@ int rc_index_search_timed(rc_index *ix, const float *q, uint32_t k, const rc_ind
     if (!s || GROW(s, sel, np + 1))
         return RC_ENOMEM;
     omp_one();
-    uint64_t t0 = tm ? rc_now_ns() : 0;
     for (uint32_t i = 0; i < np; i++) {
         part *p = LOAD(&ix->parts[i]);
-        if (!part_match(p, f))
-            continue;
-        /* Locks are taken in partition order and the writer holds at most one
-         * at a time without waiting on another, so this cannot deadlock. */
-        pthread_rwlock_rdlock(&p->lock);
-        s->sel[nsel++] = p;
+        if (part_match(p, f)) /* city, cate and overflow never change */
+            s->sel[nsel++] = p;
     }
-    if (tm) {
-        tm->lock_ns = rc_now_ns() - t0;
+    if (tm)
         tm->parts = nsel;
-    }
-    int rc = search_locked(ix, s, nsel, q, k, f, &ntop, tm);
-    for (uint32_t i = 0; i < nsel; i++)
-        pthread_rwlock_unlock(&s->sel[i]->lock);
+    int rc = search_parts(ix, s, nsel, q, k, f, &ntop, tm);
     if (rc)
         return rc;
     for (uint32_t m = ntop; m > 0; m--) {

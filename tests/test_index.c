@@ -604,6 +604,73 @@ TEST(index_retrain_when_centroids_no_longer_fit)
     free(g2.cent);
 }
 
+/* A search holds one partition's read lock at a time: the lists it chose
+ * under the first may belong to centroids a retrain replaced before it locks
+ * the partition again to scan them. Here the retrain happens between the two
+ * passes (the hook runs the writer there, no lock held): every row moves to
+ * new clusters and the partition is retrained for the fit. The search must
+ * choose its lists again from the new centroids and find the row; with the
+ * stale choice (list numbers of the old centroids) it scans lists that no
+ * longer hold it. */
+typedef struct repass {
+    rc_index *ix;
+    rc_table *t;
+    gen *g;
+    int fired;
+} repass;
+
+static void retrain_between_passes(void *arg)
+{
+    repass *rp = arg;
+    if (rp->fired++)
+        return;
+    char err[256] = "";
+    fit_move(rp->ix, rp->t, rp->g);
+    if (rc_index_maintain(rp->ix, err, sizeof err))
+        fprintf(stderr, "maintain: %s\n", err);
+}
+
+TEST(index_search_retrained_between_passes_chooses_lists_again)
+{
+    gen g1, g2;
+    gen_init(&g1, 60, 31);
+    gen_init(&g2, 60, 32);
+    rc_table *t = mk_table(1, 1);
+    float v[DIM];
+    for (uint32_t i = 0; i < 6000; i++) {
+        gen_vec(&g1, i % 60, 0.12f, v);
+        add_row(t, 0, 0, v);
+    }
+    rc_index *ix = fit_index(t, 0.0f);
+    rc_index_set_search_lists(ix, 4);
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.retrains, 1);
+    /* fit_move draws row r's new vector from cluster r % 60 of g2: row 7's is
+     * known only after the move, so the query is a fresh draw of its cluster,
+     * which finds a row of that cluster among its best */
+    repass rp = {ix, t, &g2, 0};
+    rc__index_between_passes_arg = &rp;
+    rc__index_between_passes = retrain_between_passes;
+    float q[DIM];
+    gen_vec(&g2, 7, 0.0f, q);
+    uint32_t got[10], n = 0;
+    float gs[10];
+    int rc = rc_index_search(ix, q, 10, NULL, got, gs, &n);
+    rc__index_between_passes = NULL;
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(rp.fired, 1);
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.retrains, 2); /* the retrain did happen in between */
+    ASSERT_EQ(n, 10);
+    for (uint32_t i = 0; i < n; i++)
+        ASSERT_EQ(got[i] % 60, 7); /* all from the query's new cluster */
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g1.cent);
+    free(g2.cent);
+}
+
 /* index_destroy_hurries_an_idle_retrain: the writer thread that starts the
  * retrain runs SCHED_IDLE (pipeline.background_policy "idle"), so the retrain
  * thread inherits SCHED_IDLE and its name. */
