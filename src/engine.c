@@ -1364,13 +1364,17 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
                   "\"index\":{\"size\":%llu,\"partitions\":%llu,\"ivf_partitions\":%llu,"
                   "\"pending\":%llu,\"staleness_ms\":%.3f,\"added\":%llu,\"reindexed\":%llu,"
                   "\"skipped_small_drift\":%llu,\"retrains\":%llu,\"retrains_fit\":%llu,"
-                  "\"fit\":%.3f,\"overflow_rows\":%llu,\"partition_errors\":%llu},",
+                  "\"fit\":%.3f,\"overflow_rows\":%llu,\"partition_errors\":%llu,"
+                  "\"write_lock_p50_ms\":%.3f,\"write_lock_p99_ms\":%.3f,"
+                  "\"write_lock_max_ms\":%.3f},",
                   (unsigned long long)is.size, (unsigned long long)is.partitions,
                   (unsigned long long)is.ivf_partitions, (unsigned long long)is.pending,
                   is.staleness_ms, (unsigned long long)is.added, (unsigned long long)is.reindexed,
                   (unsigned long long)is.skipped_small_drift, (unsigned long long)is.retrains,
                   (unsigned long long)is.retrains_fit, is.fit_worst,
-                  (unsigned long long)is.overflow_rows, (unsigned long long)is.partition_errors);
+                  (unsigned long long)is.overflow_rows, (unsigned long long)is.partition_errors,
+                  is.write_hold_p50_us / 1000.0, is.write_hold_p99_us / 1000.0,
+                  is.write_hold_max_us / 1000.0);
     rc_relearn_stats rs;
     rc_relearn_stats_get(e->relearn, &rs);
     rc_replayctl_stats cs;

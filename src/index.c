@@ -401,6 +401,7 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, 
                                                            : 1;
     pthread_mutex_init(&ix->fresh_mu, NULL);
     rc_hist_init(&ix->fresh_hist, rc_hist_freshness_us, rc_hist_freshness_us_n, 1e-6);
+    rc_hist_init(&ix->hold_hist, rc_hist_latency_us, rc_hist_latency_us_n, 1e-6);
     if (hash_grow(ix)) {
         rc_index_destroy(ix);
         return rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
@@ -494,6 +495,16 @@ static void fresh_record(rc_index *ix, const uint32_t *rows, uint32_t n, uint64_
         rc_hist_observe(&ix->fresh_hist, us);
     }
     pthread_mutex_unlock(&ix->fresh_mu);
+}
+
+/* Writer: a write lock taken at t0 (ns) is released now. */
+static void hold_record(rc_index *ix, uint64_t t0)
+{
+    uint64_t us = (rc_now_ns() - t0) / 1000;
+    pthread_mutex_lock(&ix->fresh_mu);
+    ix->hold[ix->nhold++ % HOLD_RING] = (uint32_t)RC_MIN(us, UINT32_MAX);
+    pthread_mutex_unlock(&ix->fresh_mu);
+    rc_hist_observe(&ix->hold_hist, us);
 }
 
 static int job_mark_dirty(job *j, uint32_t local)
@@ -612,6 +623,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     }
     int rc = 0;
     pthread_rwlock_wrlock(&p->lock);
+    uint64_t held = rc_now_ns();
     if (nnew && part_reserve(p, (size_t)p->n + nnew, d))
         rc = rc_err(errbuf, errlen, RC_ENOMEM, "index: out of memory");
     if (!rc && nnew && p->fx && faiss_Index_add(p->fx, nnew, ix->xbuf))
@@ -643,6 +655,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
         q8_store(part_q8(p, l, d), ix->xbuf + (size_t)i * d, d);
     }
     pthread_rwlock_unlock(&p->lock);
+    hold_record(ix, held);
     if (rc)
         return rc;
     uint32_t base = p->n - nnew;
@@ -1088,6 +1101,7 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
     FaissIndex *old = p->fx;
     int was_ivf = p->ivf;
     pthread_rwlock_wrlock(&p->lock);
+    uint64_t held = rc_now_ns();
     p->fx = j->out;
     p->ivf = 1;
     p->nlist = j->nlist;
@@ -1095,6 +1109,7 @@ static int job_finish(rc_index *ix, char *errbuf, size_t errlen)
     p->cent = cent;
     p->ver++;
     pthread_rwlock_unlock(&p->lock);
+    hold_record(ix, held);
     j->out = NULL;
     if (old)
         faiss_Index_free(old);
@@ -1222,6 +1237,22 @@ void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
         return;
     rc_index_counters_get(ix, st);
     rc_hist_snapshot(&ix->fresh_hist, &st->fresh_hist);
+    rc_hist_snapshot(&ix->hold_hist, &st->write_hold_hist);
+    uint32_t hold[HOLD_RING];
+    pthread_mutex_lock(&ix->fresh_mu);
+    uint32_t mh = (uint32_t)RC_MIN(ix->nhold, (uint64_t)HOLD_RING);
+    memcpy(hold, ix->hold, mh * sizeof(uint32_t));
+    pthread_mutex_unlock(&ix->fresh_mu);
+    if (mh) {
+        const double hq[2] = {0.5, 0.99};
+        uint32_t ph[2], mx = 0;
+        for (uint32_t i = 0; i < mh; i++)
+            mx = RC_MAX(mx, hold[i]);
+        rc_quantiles_u32(hold, mh, hq, 2, ph);
+        st->write_hold_p50_us = ph[0];
+        st->write_hold_p99_us = ph[1];
+        st->write_hold_max_us = mx;
+    }
     uint32_t tmp[FRESH_RING];
     pthread_mutex_lock(&ix->fresh_mu);
     uint32_t m = (uint32_t)RC_MIN(ix->nfresh, (uint64_t)FRESH_RING);

@@ -21,6 +21,7 @@
 #define MAX_CHUNKS        (1u << (32 - CHUNK_BITS))
 #define MAX_PARTS         65536u /* regular partitions at most (index.max_partitions) */
 #define FRESH_RING        4096u
+#define HOLD_RING         1024u /* recent write-lock holds kept for the stats' quantiles */
 #define KMEANS_ITER       12
 #define CLASSIFY_AHEAD    8 /* pending rows prefetched ahead of the drift check */
 #define TOUCH_CLOCK_EVERY 32u
@@ -165,6 +166,12 @@ struct rc_index {
     uint32_t fresh[FRESH_RING];
     uint64_t nfresh;
     rc_hist fresh_hist; /* every fresh[] sample, for /metrics */
+    /* How long the writer held a partition's write lock (a batch, a retrain's
+     * swap), us: what a search that finds it taken waits at most. Under
+     * fresh_mu too. */
+    uint32_t hold[HOLD_RING];
+    uint64_t nhold;
+    rc_hist hold_hist;
 };
 
 struct work {

@@ -147,6 +147,9 @@ static const rc_metrics_stat table[] = {
     H("freshness_ms.samples", "recalld_freshness_seconds"),
     H("freshness_ms.new_item_p50", "recalld_index_new_item_freshness_seconds"),
     H("freshness_ms.new_item_p99", "recalld_index_new_item_freshness_seconds"),
+    H("index.write_lock_p50_ms", "recalld_index_write_lock_seconds"),
+    H("index.write_lock_p99_ms", "recalld_index_write_lock_seconds"),
+    H("index.write_lock_max_ms", "recalld_index_write_lock_seconds"),
     /* memory */
     S("memory.rss_bytes", "process_resident_memory_bytes"),
     G("memory.table_bytes", "recalld_table_bytes", 1, "Memory held by the item table."),

@@ -430,6 +430,14 @@ TEST(index_new_rows_searchable_after_flush)
 }
 
 /* flush(max_rows) applies part of the queue, oldest first. */
+static uint64_t hist_total(const rc_hist_snap *h)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i <= h->nb; i++)
+        n += h->n[i];
+    return n;
+}
+
 TEST(index_flush_max_rows_and_stats)
 {
     gen g;
@@ -439,9 +447,17 @@ TEST(index_flush_max_rows_and_stats)
     rc_index *ix = mk_index(t, 0);
     touch_all(ix, t, 0);
     char err[256];
-    ASSERT_EQ(rc_index_flush(ix, 300, err, sizeof(err)), 300);
     rc_index_stats st;
     rc_index_stats_get(ix, &st);
+    ASSERT_EQ(hist_total(&st.write_hold_hist), 0); /* nothing written yet */
+    ASSERT_EQ(st.write_hold_max_us, 0);
+    ASSERT_EQ(rc_index_flush(ix, 300, err, sizeof(err)), 300);
+    rc_index_stats_get(ix, &st);
+    /* 300 rows over 3 partitions: at least one write-lock hold each, and
+     * the recent quantiles ordered */
+    ASSERT_GE(hist_total(&st.write_hold_hist), 3);
+    ASSERT(st.write_hold_p50_us <= st.write_hold_p99_us);
+    ASSERT(st.write_hold_p99_us <= st.write_hold_max_us);
     ASSERT_EQ(st.size, 300);
     ASSERT_EQ(st.pending, 700);
     ASSERT(rc_index_contains(ix, 299));

@@ -681,6 +681,9 @@ TEST(metrics_new_item_freshness_histogram)
                 0);
     ASSERT_DBL_OP(prom_get(&pg, "recalld_index_new_item_freshness_seconds_sum", ""), >, 0);
     ASSERT(prom_family_has(&pg, "recalld_tower_index_new_item_freshness_seconds"));
+    /* the writer's lock holds: at least one batch applied the 50 items */
+    ASSERT(prom_family_has(&pg, "recalld_index_write_lock_seconds"));
+    ASSERT_DBL_OP(prom_get(&pg, "recalld_index_write_lock_seconds_count", ""), >=, 1);
     rc_buf_free(&b);
     rc_engine_destroy(e);
 }

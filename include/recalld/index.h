@@ -105,6 +105,11 @@ typedef struct rc_index_stats {
     double staleness_ms;       /* age of the oldest pending touch, 0 when none */
     uint64_t fresh_p50_us, fresh_p99_us; /* touch -> searchable, new rows, recent window */
     rc_hist_snap fresh_hist;             /* the same for every new row since create, us */
+    /* How long the writer held a partition's write lock (one batch of at most
+     * index.batch rows, or a retrain's swap): over the last 1,024 holds, and
+     * every hold since create (us). A search waits at most this per partition. */
+    uint64_t write_hold_p50_us, write_hold_p99_us, write_hold_max_us;
+    rc_hist_snap write_hold_hist;
     size_t bytes;     /* everything below plus the per-row state (drift copy, location) */
     size_t vec_bytes; /* FAISS storage of the vectors: flat partitions' floats (none under sq8), IVF
                          list codes and ids with the lists' reserved capacity (estimated: FAISS
