@@ -34,7 +34,7 @@ typedef struct hit {
 /* Per-thread search buffers, grown on demand, freed at thread exit. */
 typedef struct scratch {
     part **sel;
-    uint32_t *cnt, *off, *ver;
+    uint32_t *cnt, *off, *ver, *def;
     cand *heap, *byp;
     float *cs, *dis, *adis;
     idx_t *lab, *assign, *ids;
@@ -42,7 +42,7 @@ typedef struct scratch {
     const int8_t **qp;
     uint32_t *qr;
     float *qs;
-    size_t c_sel, c_cnt, c_off, c_ver, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top, c_ids,
+    size_t c_sel, c_cnt, c_off, c_ver, c_def, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top, c_ids,
         c_qp, c_qr, c_qs;
 } scratch;
 
@@ -58,6 +58,7 @@ static void scratch_free(void *arg)
     free(s->cnt);
     free(s->off);
     free(s->ver);
+    free(s->def);
     free(s->heap);
     free(s->byp);
     free(s->cs);
@@ -385,101 +386,152 @@ static int scan_flat(const rc_index *ix, scratch *s, const part *p, const float 
 void (*rc__index_between_passes)(void *arg);
 void *rc__index_between_passes_arg;
 
-/* Read-locks p; when timed, a lock that was not free at once adds its wait to
- * *lock_ns (a free one costs no clock read). */
-static void part_rdlock(part *p, uint64_t *lock_ns)
+/* Read-locks p, waiting; when timed, the wait is added to *lock_ns. */
+static void part_rdlock_wait(part *p, uint64_t *lock_ns)
 {
-    if (!pthread_rwlock_tryrdlock(&p->lock))
-        return;
     uint64_t t = lock_ns ? rc_now_ns() : 0;
     pthread_rwlock_rdlock(&p->lock);
     if (lock_ns)
         *lock_ns += rc_now_ns() - t;
 }
 
-/* The selected partitions, each under its own read lock for its own work and
- * never two at once, so a search waits for at most one write batch at a time
- * and the writer never waits for a whole search (a search over 140
- * partitions used to hold all their locks for milliseconds; a writer queued
- * behind it held back every later search of that partition, and so on).
- *
- * Pass 1: the coarse scores of every IVF partition (the best `lists` lists
- * over all of them) and the whole of every flat partition. Pass 2: the chosen
- * lists, partition by partition. A partition retrained in between (its ver
- * moved: new centroids, new lists) has its lists chosen again from its new
- * centroids, as many as it got in pass 1; rows added or moved in between are
- * seen as they are in pass 2, as a search that started a little later would. */
-static int search_parts(const rc_index *ix, scratch *s, uint32_t nsel, const float *q,
-                        uint32_t k, const rc_index_filter *f, uint32_t *ntop, rc_index_timing *tm)
+/* One search's state across its partitions. */
+typedef struct sctx {
+    const rc_index *ix;
+    scratch *s;
+    const float *q;
+    const rc_index_filter *f;
+    uint32_t k, lists, nh, deferred, *ntop;
+    uint64_t rows, coarse_ns;
+    int timed;
+} sctx;
+
+/* Pass 1 for selected partition si, under its read lock: an IVF partition's
+ * coarse scores into the heap of the best lists over all partitions, or the
+ * whole of a flat one. */
+static int pass1(sctx *c, uint32_t si)
 {
-    uint32_t lists = RLOAD(&ix->lists), nh = 0;
-    uint64_t rows = 0, lock_ns = 0, coarse_ns = 0, *lk = tm ? &lock_ns : NULL;
-    if (GROW(s, ver, nsel) || GROW(s, cnt, nsel) || GROW(s, off, nsel) || GROW(s, heap, lists) ||
-        GROW(s, byp, lists) || GROW(s, dis, k) || GROW(s, lab, k) || GROW(s, top, k))
-        return RC_ENOMEM;
-    uint64_t t0 = tm ? rc_now_ns() : 0;
+    scratch *s = c->s;
+    part *p = s->sel[si];
+    s->ver[si] = p->ver;
+    if (p->ivf) {
+        uint64_t c0 = c->timed ? rc_now_ns() : 0;
+        if (GROW(s, cs, p->nlist))
+            return RC_ENOMEM;
+        part_coarse(c->ix, s, p, si, c->q, s->heap, &c->nh, c->lists);
+        c->coarse_ns += c->timed ? rc_now_ns() - c0 : 0;
+        return 0;
+    }
+    if (!p->n)
+        return 0;
+    c->rows += p->n;
+    return GROW(s, cs, p->n) ? RC_ENOMEM : scan_flat(c->ix, s, p, c->q, c->k, c->f, c->ntop);
+}
+
+/* Pass 2 for selected partition si, under its read lock: its chosen lists
+ * (cnt[si] of them in s->byp, ending at off[si]); chosen again from its new
+ * centroids when it was retrained since pass 1 (ver moved; IVF stays IVF). */
+static int pass2(sctx *c, uint32_t si)
+{
+    scratch *s = c->s;
+    part *p = s->sel[si];
+    uint32_t n = s->cnt[si];
+    cand *cs = s->byp + (s->off[si] - n);
+    if (p->ver != s->ver[si]) {
+        uint32_t m = 0;
+        uint64_t c0 = c->timed ? rc_now_ns() : 0;
+        if (GROW(s, cs, p->nlist))
+            return RC_ENOMEM;
+        part_coarse(c->ix, s, p, si, c->q, cs, &m, n);
+        c->coarse_ns += c->timed ? rc_now_ns() - c0 : 0;
+        n = m;
+    }
+    return n ? scan_part_lists(c->ix, s, p, cs, n, c->q, c->k, c->ntop, c->timed ? &c->rows : NULL)
+             : 0;
+}
+
+/* Runs step on every selected partition that wants it (want[si] != 0, or all
+ * when want is NULL), each under its own read lock. A partition whose lock is
+ * not free at once (the writer holds it, or waits for it) is put off until
+ * the others are done, and only then waited for: a search waits for the
+ * writer only when it has nothing else left to read. */
+static int each_part(sctx *c, uint32_t nsel, const uint32_t *want, int (*step)(sctx *, uint32_t),
+                     uint64_t *lock_ns)
+{
+    scratch *s = c->s;
+    uint32_t ndef = 0;
     for (uint32_t si = 0; si < nsel; si++) {
+        if (want && !want[si])
+            continue;
         part *p = s->sel[si];
-        int rc = 0;
-        part_rdlock(p, lk);
-        s->ver[si] = p->ver;
-        if (p->ivf) {
-            uint64_t c0 = tm ? rc_now_ns() : 0;
-            if (GROW(s, cs, p->nlist))
-                rc = RC_ENOMEM;
-            else
-                part_coarse(ix, s, p, si, q, s->heap, &nh, lists);
-            coarse_ns += tm ? rc_now_ns() - c0 : 0;
-        } else if (p->n) {
-            rc = GROW(s, cs, p->n) ? RC_ENOMEM : scan_flat(ix, s, p, q, k, f, ntop);
-            rows += p->n;
+        if (pthread_rwlock_tryrdlock(&p->lock)) {
+            s->def[ndef++] = si;
+            continue;
         }
+        int rc = step(c, si);
         pthread_rwlock_unlock(&p->lock);
         if (rc)
             return rc;
     }
+    c->deferred += ndef;
+    for (uint32_t i = 0; i < ndef; i++) {
+        part *p = s->sel[s->def[i]];
+        part_rdlock_wait(p, lock_ns);
+        int rc = step(c, s->def[i]);
+        pthread_rwlock_unlock(&p->lock);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The selected partitions, each under its own read lock for its own work and
+ * never two at once (each_part), so the writer never waits for a whole search
+ * and a search waits for a writer only when it has no other partition left to
+ * read. Before, a search held every selected partition's lock for its whole
+ * run: an all-cities search held 140 for milliseconds, a writer queued behind
+ * it, and every later search of that partition queued behind the writer.
+ *
+ * Pass 1: the coarse scores of every IVF partition (the best `lists` lists
+ * over all of them) and the whole of every flat partition. Pass 2: the chosen
+ * lists, partition by partition. A partition retrained in between has its
+ * lists chosen again (pass2); rows added or moved in between are seen as they
+ * are in pass 2, as by a search that started a little later. */
+static int search_parts(const rc_index *ix, scratch *s, uint32_t nsel, const float *q,
+                        uint32_t k, const rc_index_filter *f, uint32_t *ntop, rc_index_timing *tm)
+{
+    sctx c = {.ix = ix, .s = s, .q = q, .f = f, .k = k, .ntop = ntop, .timed = tm != NULL};
+    c.lists = RLOAD(&ix->lists);
+    uint64_t lock_ns = 0, *lk = tm ? &lock_ns : NULL;
+    if (GROW(s, ver, nsel) || GROW(s, def, nsel) || GROW(s, cnt, nsel) || GROW(s, off, nsel) ||
+        GROW(s, heap, c.lists) || GROW(s, byp, c.lists) || GROW(s, dis, k) || GROW(s, lab, k) ||
+        GROW(s, top, k))
+        return RC_ENOMEM;
+    uint64_t t0 = tm ? rc_now_ns() : 0;
+    int rc = each_part(&c, nsel, NULL, pass1, lk);
+    if (rc)
+        return rc;
     if (rc__index_between_passes)
         rc__index_between_passes(rc__index_between_passes_arg);
     memset(s->cnt, 0, nsel * sizeof(*s->cnt));
-    for (uint32_t i = 0; i < nh; i++)
+    for (uint32_t i = 0; i < c.nh; i++)
         s->cnt[s->heap[i].sel]++;
     for (uint32_t si = 0, o = 0; si < nsel; si++) {
         s->off[si] = o;
         o += s->cnt[si];
     }
-    for (uint32_t i = 0; i < nh; i++)
+    for (uint32_t i = 0; i < c.nh; i++)
         s->byp[s->off[s->heap[i].sel]++] = s->heap[i];
-    for (uint32_t si = 0, start = 0; si < nsel; start += s->cnt[si], si++) {
-        uint32_t c = s->cnt[si];
-        if (c == 0)
-            continue;
-        part *p = s->sel[si];
-        cand *cs = s->byp + start;
-        int rc = 0;
-        part_rdlock(p, lk);
-        if (p->ver != s->ver[si]) { /* retrained since pass 1 (IVF stays IVF) */
-            uint32_t m = 0;
-            uint64_t c0 = tm ? rc_now_ns() : 0;
-            if (GROW(s, cs, p->nlist))
-                rc = RC_ENOMEM;
-            else
-                part_coarse(ix, s, p, si, q, cs, &m, c);
-            coarse_ns += tm ? rc_now_ns() - c0 : 0;
-            c = m;
-        }
-        if (!rc && c)
-            rc = scan_part_lists(ix, s, p, cs, c, q, k, ntop, tm ? &rows : NULL);
-        pthread_rwlock_unlock(&p->lock);
-        if (rc)
-            return rc;
-    }
+    if (c.nh && (rc = each_part(&c, nsel, s->cnt, pass2, lk)))
+        return rc;
     if (tm) {
         uint64_t all = rc_now_ns() - t0;
         tm->lock_ns = lock_ns;
-        tm->coarse_ns = coarse_ns;
-        tm->scan_ns = all > lock_ns + coarse_ns ? all - lock_ns - coarse_ns : 0;
-        tm->rows = rows;
-        tm->lists = nh;
+        tm->coarse_ns = c.coarse_ns;
+        tm->scan_ns = all > lock_ns + c.coarse_ns ? all - lock_ns - c.coarse_ns : 0;
+        tm->rows = c.rows;
+        tm->lists = c.nh;
+        tm->deferred = c.deferred;
     }
     return 0;
 }

@@ -687,6 +687,65 @@ TEST(index_search_retrained_between_passes_chooses_lists_again)
     free(g2.cent);
 }
 
+/* A search that finds a partition's write lock taken reads the others first
+ * and waits for that one last (each_part): here another thread holds city
+ * 0's partition for 500 ms; the search reports the visit put off, waits, and
+ * returns what it returns with nothing locked. */
+typedef struct wholder {
+    pthread_rwlock_t *l;
+    int locked;
+} wholder;
+
+static void *hold_write(void *arg)
+{
+    wholder *h = arg;
+    pthread_rwlock_wrlock(h->l);
+    __atomic_store_n(&h->locked, 1, __ATOMIC_RELEASE);
+    usleep(500 * 1000);
+    pthread_rwlock_unlock(h->l);
+    return NULL;
+}
+
+TEST(index_search_puts_off_a_write_locked_partition)
+{
+    gen g;
+    gen_init(&g, 20, 41);
+    rc_table *t = mk_table(3, 1);
+    fill(t, &g, 3000, 3, 1, 0.3f);
+    rc_index *ix = mk_index(t, 0);
+    touch_all(ix, t, 0);
+    flush_all(ix);
+    float q[DIM];
+    memcpy(q, rc_table_in(t, 5), sizeof q);
+    uint32_t ref[20], got[20], nref = 0, n = 0;
+    float rs[20], gs[20];
+    rc_index_timing tm;
+    ASSERT_EQ(rc_index_search_timed(ix, q, 20, NULL, ref, rs, &nref, &tm), 0);
+    ASSERT_EQ(tm.deferred, 0);
+    ASSERT_EQ(tm.parts, 3);
+    wholder h = {NULL, 0};
+    for (uint32_t i = 0; i < ix->nparts; i++)
+        if (ix->parts[i]->city == 0 && !ix->parts[i]->overflow)
+            h.l = &ix->parts[i]->lock;
+    ASSERT(h.l != NULL);
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, hold_write, &h), 0);
+    while (!__atomic_load_n(&h.locked, __ATOMIC_ACQUIRE))
+        usleep(100);
+    ASSERT_EQ(rc_index_search_timed(ix, q, 20, NULL, got, gs, &n, &tm), 0);
+    pthread_join(th, NULL);
+    ASSERT_EQ(tm.deferred, 1);
+    ASSERT_GT(tm.lock_ns, 1000000); /* it did wait, last */
+    ASSERT_EQ(n, nref);
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_EQ(got[i], ref[i]);
+        ASSERT_NEAR(gs[i], rs[i], 1e-6);
+    }
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
+}
+
 /* index_destroy_hurries_an_idle_retrain: the writer thread that starts the
  * retrain runs SCHED_IDLE (pipeline.background_policy "idle"), so the retrain
  * thread inherits SCHED_IDLE and its name. */

@@ -152,6 +152,7 @@ typedef struct rc_index_timing {
     uint32_t parts; /* partitions selected by the filter */
     uint32_t lists; /* IVF lists scanned */
     uint64_t rows;  /* rows scored in those lists and in the flat partitions */
+    uint32_t deferred; /* partition visits put off because the writer held the lock */
 } rc_index_timing;
 
 /* rc_index_search that also fills *tm (NULL = no timing, same as
