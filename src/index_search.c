@@ -386,34 +386,11 @@ static int scan_flat(const rc_index *ix, scratch *s, const part *p, const float 
 void (*rc__index_between_passes)(void *arg);
 void *rc__index_between_passes_arg;
 
-/* How long a search spins for a partition's read lock before it sleeps. The
- * writer holds a lock for one batch: tens of microseconds at 1M items
- * (stats.index.write_lock_p99_ms), while a search that sleeps wakes up behind
- * whatever else runs on its core, often a whole other search (milliseconds). */
-#define SPIN_NS 200000u
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-/* Read-locks p, spinning up to SPIN_NS, then sleeping; when timed, the wait is
- * added to *lock_ns. */
+/* Read-locks p, waiting; when timed, the wait is added to *lock_ns. */
 static void part_rdlock_wait(part *p, uint64_t *lock_ns)
 {
-    uint64_t t = rc_now_ns();
-    for (uint32_t i = 1;; i++) {
-        if (!pthread_rwlock_tryrdlock(&p->lock))
-            goto got;
-        for (int j = 0; j < 16; j++)
-            cpu_relax();
-        if ((i & 15) == 0 && rc_now_ns() - t > SPIN_NS)
-            break;
-    }
+    uint64_t t = lock_ns ? rc_now_ns() : 0;
     pthread_rwlock_rdlock(&p->lock);
-got:
     if (lock_ns)
         *lock_ns += rc_now_ns() - t;
 }
