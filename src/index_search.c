@@ -42,8 +42,8 @@ typedef struct scratch {
     const int8_t **qp;
     uint32_t *qr;
     float *qs;
-    size_t c_sel, c_cnt, c_off, c_ver, c_def, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign, c_top, c_ids,
-        c_qp, c_qr, c_qs;
+    size_t c_sel, c_cnt, c_off, c_ver, c_def, c_heap, c_byp, c_cs, c_dis, c_adis, c_lab, c_assign,
+        c_top, c_ids, c_qp, c_qr, c_qs;
 } scratch;
 
 static pthread_key_t scratch_key;
@@ -497,8 +497,8 @@ static int each_part(sctx *c, uint32_t nsel, const uint32_t *want, int (*step)(s
  * lists, partition by partition. A partition retrained in between has its
  * lists chosen again (pass2); rows added or moved in between are seen as they
  * are in pass 2, as by a search that started a little later. */
-static int search_parts(const rc_index *ix, scratch *s, uint32_t nsel, const float *q,
-                        uint32_t k, const rc_index_filter *f, uint32_t *ntop, rc_index_timing *tm)
+static int search_parts(const rc_index *ix, scratch *s, uint32_t nsel, const float *q, uint32_t k,
+                        const rc_index_filter *f, uint32_t *ntop, rc_index_timing *tm)
 {
     sctx c = {.ix = ix, .s = s, .q = q, .f = f, .k = k, .ntop = ntop, .timed = tm != NULL};
     c.lists = RLOAD(&ix->lists);
