@@ -1371,6 +1371,7 @@ int rc_consumer_start(uv_loop_t *loop, const rc_consumer_opts *opts, rc_consumer
     *out = c;
     return 0;
 out_teardown:
+    c->destroyed = 1; /* as in rc_consumer_destroy: no look-up starts from here on */
     kafka_teardown(c);
     free_all(c);
     free(c);
