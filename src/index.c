@@ -1231,6 +1231,28 @@ void rc_index_counters_get(rc_index *ix, rc_index_stats *st)
     st->storage = ix->storage;
 }
 
+/* Any thread: p50, p99 and max (out[0..2]) of the last min(n, cap) samples of
+ * a ring kept under fresh_mu (n: samples ever written); 0 when it is empty. */
+static int ring_quantiles(rc_index *ix, const uint32_t *ring, const uint64_t *n, uint32_t cap,
+                          uint64_t out[3])
+{
+    uint32_t tmp[FRESH_RING > HOLD_RING ? FRESH_RING : HOLD_RING], mx = 0, pq[2];
+    pthread_mutex_lock(&ix->fresh_mu);
+    uint32_t m = (uint32_t)RC_MIN(*n, (uint64_t)cap);
+    memcpy(tmp, ring, m * sizeof(uint32_t));
+    pthread_mutex_unlock(&ix->fresh_mu);
+    if (m == 0)
+        return 0;
+    for (uint32_t i = 0; i < m; i++)
+        mx = RC_MAX(mx, tmp[i]);
+    const double q[2] = {0.5, 0.99};
+    rc_quantiles_u32(tmp, m, q, 2, pq);
+    out[0] = pq[0];
+    out[1] = pq[1];
+    out[2] = mx;
+    return 1;
+}
+
 void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
 {
     if (!ix || !st)
@@ -1238,33 +1260,16 @@ void rc_index_stats_get(rc_index *ix, rc_index_stats *st)
     rc_index_counters_get(ix, st);
     rc_hist_snapshot(&ix->fresh_hist, &st->fresh_hist);
     rc_hist_snapshot(&ix->hold_hist, &st->write_hold_hist);
-    uint32_t hold[HOLD_RING];
-    pthread_mutex_lock(&ix->fresh_mu);
-    uint32_t mh = (uint32_t)RC_MIN(ix->nhold, (uint64_t)HOLD_RING);
-    memcpy(hold, ix->hold, mh * sizeof(uint32_t));
-    pthread_mutex_unlock(&ix->fresh_mu);
-    if (mh) {
-        const double hq[2] = {0.5, 0.99};
-        uint32_t ph[2], mx = 0;
-        for (uint32_t i = 0; i < mh; i++)
-            mx = RC_MAX(mx, hold[i]);
-        rc_quantiles_u32(hold, mh, hq, 2, ph);
-        st->write_hold_p50_us = ph[0];
-        st->write_hold_p99_us = ph[1];
-        st->write_hold_max_us = mx;
+    uint64_t q[3];
+    if (ring_quantiles(ix, ix->fresh, &ix->nfresh, FRESH_RING, q)) {
+        st->fresh_p50_us = q[0];
+        st->fresh_p99_us = q[1];
     }
-    uint32_t tmp[FRESH_RING];
-    pthread_mutex_lock(&ix->fresh_mu);
-    uint32_t m = (uint32_t)RC_MIN(ix->nfresh, (uint64_t)FRESH_RING);
-    memcpy(tmp, ix->fresh, m * sizeof(uint32_t));
-    pthread_mutex_unlock(&ix->fresh_mu);
-    if (m == 0)
-        return;
-    const double q[2] = {0.5, 0.99};
-    uint32_t pq[2];
-    rc_quantiles_u32(tmp, m, q, 2, pq);
-    st->fresh_p50_us = pq[0];
-    st->fresh_p99_us = pq[1];
+    if (ring_quantiles(ix, ix->hold, &ix->nhold, HOLD_RING, q)) {
+        st->write_hold_p50_us = q[0];
+        st->write_hold_p99_us = q[1];
+        st->write_hold_max_us = q[2];
+    }
 }
 
 int rc_index_training(const rc_index *ix) { return ix && ix->job != NULL; }

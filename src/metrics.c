@@ -82,7 +82,8 @@ static void render_index(rc_buf *b, rc_engine *e)
     rc_prom_hist_snap(b, "recalld_index_new_item_freshness_seconds", NULL, &is.fresh_hist);
     rc_prom_family(b, "recalld_index_write_lock_seconds", "histogram",
                    "How long the trainer held an index partition's write lock (a batch of "
-                   "rows, a retrain's swap): a search waits at most this per partition.");
+                   "rows, a retrain's swap): what a search that finds the lock taken waits for, "
+                   "besides its own wake-up.");
     rc_prom_hist_snap(b, "recalld_index_write_lock_seconds", NULL, &is.write_hold_hist);
     gauge(b, "recalld_index_overflow_rows",
           "Rows in the overflow partition (index.max_partitions reached).",

@@ -107,7 +107,8 @@ typedef struct rc_index_stats {
     rc_hist_snap fresh_hist;             /* the same for every new row since create, us */
     /* How long the writer held a partition's write lock (one batch of at most
      * index.batch rows, or a retrain's swap): over the last 1,024 holds, and
-     * every hold since create (us). A search waits at most this per partition. */
+     * every hold since create (us): what a search that finds a lock taken waits
+     * for, besides its own wake-up. */
     uint64_t write_hold_p50_us, write_hold_p99_us, write_hold_max_us;
     rc_hist_snap write_hold_hist;
     size_t bytes;     /* everything below plus the per-row state (drift copy, location) */
