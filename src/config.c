@@ -96,6 +96,7 @@ static const struct key keys[] = {
     {"train.anchor", K_F32, F(anchor), 0, 1e6},
     {"train.anchor_fade_clicks", K_F32, F(anchor_fade_clicks), 0, 1e9},
     {"train.replay_adaptive", K_BOOL, F(replay_adaptive), 0, 1},
+    {"train.replay_forget_on_install", K_BOOL, F(replay_forget), 0, 1},
     {"train.replay_ratio_min", K_F32, F(replay_ratio_min), 1, 1000},
     {"train.replay_ratio_max", K_F32, F(replay_ratio_max), 1, 1000},
     {"train.replay_probe_every", K_U32, F(replay_probe_every), 1, 1000000},
@@ -217,6 +218,7 @@ void rc_config_defaults(rc_config *c)
     c->anchor = 0; /* off: docs/BENCHMARKS.md "The deployed regime" */
     c->anchor_fade_clicks = 0;
     c->replay_adaptive = 0;
+    c->replay_forget = 0; /* docs/BENCHMARKS.md, "stream-daily-install" */
     c->replay_ratio_min = 5;
     c->replay_ratio_max = 200;
     c->replay_probe_every = 16;

@@ -1384,7 +1384,7 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
         "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
         "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
-        "\"skipped\":%llu,\"yields\":%llu,\"pending\":%llu,\"bytes\":%zu,"
+        "\"skipped\":%llu,\"yields\":%llu,\"forgotten\":%llu,\"pending\":%llu,\"bytes\":%zu,"
         "\"adaptive\":%s,\"ratio\":%.3f,\"phase_ratio\":%.3f,\"probes\":%llu,"
         "\"decisions\":%llu,\"raises\":%llu,\"lowers\":%llu}",
         e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
@@ -1392,6 +1392,7 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         (unsigned long long)sa.hard_draws, rc_vec_impl(), (unsigned long long)rs.capacity,
         (unsigned long long)rs.fill, (unsigned long long)rs.replayed,
         (unsigned long long)rs.skipped, (unsigned long long)rs.yields,
+        (unsigned long long)rs.forgotten,
         (unsigned long long)atomic_load_explicit(&e->replay_pending, memory_order_relaxed),
         rs.bytes, cs.adaptive ? "true" : "false", cs.ratio, cs.phase_ratio,
         (unsigned long long)cs.probes, (unsigned long long)cs.decisions,

@@ -161,6 +161,12 @@ void rc__engine_tinst_step(rc_engine *e)
         return;
     atomic_fetch_add(&ti->installs, 1);
     atomic_fetch_add(&ti->rows, ti->res.replaced + ti->res.created);
+    if (e->cfg.replay_forget) {
+        /* the rebuild trained on the clicks held for replay: replaying them
+         * again would count them twice and pull the table back toward them */
+        rc_relearn_forget(e->relearn);
+        e->replay_credit = 0;
+    }
     pthread_mutex_lock(&ti->mu);
     ti->res.seconds = (double)(rc_now_ns() - ti->t0) / 1e9;
     ti->done = 1;

@@ -213,14 +213,15 @@ void rc_eval_daily_period_name(const rc_eval_daily *d, uint32_t k, char *buf, si
 /* ---- methods ---- */
 
 const rc_eval_daily_method rc_eval_daily_methods[] = {
-    {"popularity", "popularity", 0},
-    {"itemknn", "itemknn", 0},
-    {"batch-daily", "sgns", 0},
-    {"stream-warm", NULL, 0},
-    {"stream-daily", "prequential-warm", 0},
-    {"itemknn-live", "itemknn-live", 0}, /* run only when named (--methods) */
-    {"fused", "fused", 0},
-    {"stream-daily-live", "prequential-warm", 1}, /* run only when named */
+    {"popularity", "popularity", 0, 0},
+    {"itemknn", "itemknn", 0, 0},
+    {"batch-daily", "sgns", 0, 0},
+    {"stream-warm", NULL, 0, 0},
+    {"stream-daily", "prequential-warm", 0, 0},
+    {"itemknn-live", "itemknn-live", 0, 0}, /* run only when named (--methods) */
+    {"fused", "fused", 0, 0},
+    {"stream-daily-live", "prequential-warm", 1, 0}, /* run only when named */
+    {"stream-daily-install", NULL, 0, 1},            /* run only when named */
 };
 const size_t rc_eval_daily_nmethods = RC_ARRAY_LEN(rc_eval_daily_methods);
 
@@ -257,7 +258,8 @@ static int run_per_period(const rc_eval_method *m, rc_eval_env *env, const rc_ev
 }
 
 /* stream-warm: one engine, warm-started from the first period's batch
- * model, over every period. */
+ * model, over every period (stream-daily-install: with the rebuild of each
+ * later period installed into it at the period's start). */
 static int run_warm_once(rc_eval_env *env, const rc_eval_daily *d, rc_eval_acc *acc,
                          rc_eval_report *rep, char *eb, size_t el)
 {
@@ -321,9 +323,11 @@ int rc_eval_daily_run(const rc_eval_daily_method *m, rc_eval_env *env, const rc_
         env->live = 0;
         rc_engine_destroy(env->live_prev);
         env->live_prev = NULL;
-    }
-    else
+    } else {
+        env->install = m->install;
         rc = run_warm_once(env, d, acc, &rep->all, eb, el);
+        env->install = 0;
+    }
     if (!rc)
         daily_report(d, acc, &total, rep);
     rep->all.m.seconds = (double)(rc_now_ns() - t0) / 1e9;

@@ -366,19 +366,49 @@ static int apply(rc_engine *e, const rc_clicklog *log, size_t i)
                                  cate ? cate : "", klen, r->ts_ms);
 }
 
+/* stream-daily-install's rebuild before split s: the batch trainer
+ * retrains on the sessions that ended before s's period, every item the
+ * engine holds starting from its live vectors (recalld-train --init), and
+ * the result goes into the running engine through install_model's code
+ * (rc_engine_install_table). Everything else the engine holds (replay
+ * buffer, sessions, counts, rows the rebuild does not know) stays. */
+static int rebuild_install(const rc_eval_env *env, rc_engine *e, const rc_eval_split *s,
+                           const rc_train_opts *bo, uint64_t *rows, char *eb, size_t el)
+{
+    rc_train_opts o = *bo;
+    rc_table *t = NULL;
+    rc_engine_table_install res;
+    o.init = rc_engine_table(e);
+    if (env->quiet) {
+        o.progress = -1;
+        o.quiet = 1;
+    }
+    int rc = rc_train_run(&o, env->log, s->train_mask, &t, NULL, eb, el);
+    if (!rc && !(rc = rc_engine_install_table(e, t, &res, eb, el)))
+        *rows += res.replaced + res.created;
+    rc_table_destroy(t);
+    return rc;
+}
+
 /* Streams the replay through e, predicting each test position of split
- * sp[k] (into acc[k]) before its click is applied. */
+ * sp[k] (into acc[k]) before its click is applied. bo: NULL, or the batch
+ * settings of stream-daily-install's rebuild at each later split's start. */
 static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
-                  const rc_eval_split *const *sp, size_t n, rc_eval_acc *const *acc, char *eb,
-                  size_t el)
+                  const rc_eval_split *const *sp, size_t n, rc_eval_acc *const *acc,
+                  const rc_train_opts *bo, char *eb, size_t el)
 {
     rc_eval_embed **em = calloc(n, sizeof *em); /* per split, made at its first prediction */
     rc_eval_predictor pr;
     rc_eval_scratch *w = malloc(sizeof *w);
     int rc = em && w ? 0 : RC_ENOMEM;
+    size_t next = 1; /* the next split whose start rebuilds (bo) */
+    uint64_t rows = 0;
+    int rebuilt = 0; /* a rebuild's error: eb says it already */
     for (size_t j = 0; j < r->n && !rc; j++) {
         size_t i = r->order[j], k = r->split_of[i];
-        if (r->pos_of[i] != NO_POS && !em[k])
+        for (; bo && next < n && r->log->recs[i].ts_ms >= sp[next]->cut_ms && !rc; next++)
+            rc = rebuilt = rebuild_install(env, e, sp[next], bo, &rows, eb, el);
+        if (!rc && r->pos_of[i] != NO_POS && !em[k])
             if (!(rc = rc__eval_embed_new(env, sp[k], rc_engine_table(e), rc_engine_index(e),
                                           &em[k], eb, el)))
                 rc = rc__eval_embed_query_setup(env, em[k], eb, el);
@@ -390,8 +420,11 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
         if (!rc)
             rc = apply(e, r->log, i);
     }
-    if (rc)
+    if (rc && !rebuilt)
         rc_err(eb, el, rc, "prequential: %s", rc_strerror(rc));
+    else if (!rc && bo && !env->quiet)
+        fprintf(stderr, "recalld-eval: %zu rebuilds installed into the running engine, %llu rows\n",
+                next - 1, (unsigned long long)rows);
     for (size_t k = 0; em && k < n; k++)
         rc_eval_embed_destroy(em[k]);
     free(em);
@@ -542,7 +575,7 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
         goto out;
     }
     if ((rc = rc_engine_create(&cfg, NULL, NULL, NULL, &e, eb, el)) ||
-        (rc = stream(&run, e, &r, sp, n, acc, eb, el)))
+        (rc = stream(&run, e, &r, sp, n, acc, warm && n > 1 && env->install ? &o : NULL, eb, el)))
         goto out;
     rc__eval_acc_report(acc[n - 1], sp[n - 1], rep);
     rep->has_settings = 1;

@@ -110,6 +110,8 @@ static const rc_metrics_stat table[] = {
       "Replays given up: owed beyond the replay window while events waited."),
     C("training.replay.yields", "recalld_training_replay_yields_total",
       "Times replay stopped or did not start because events waited for the trainer."),
+    C("training.replay.forgotten", "recalld_training_replay_forgotten_total",
+      "Examples dropped from replay unreplayed when install_model installed a rebuild."),
     G("training.replay.pending", "recalld_training_replay_pending", 1,
       "Replays owed, done when the trainer is idle."),
     G("training.replay.bytes", "recalld_training_replay_bytes", 1,

@@ -15,7 +15,8 @@ struct rc_relearn {
     uint8_t *nctx;
     uint32_t *ctx; /* cap * window */
     uint64_t added;
-    _Atomic uint64_t added_pub, replayed, skipped, yields;
+    uint64_t base; /* examples before it were forgotten (rc_relearn_forget) */
+    _Atomic uint64_t added_pub, base_pub, replayed, skipped, yields, forgotten;
 };
 
 size_t rc_relearn_bytes_for(uint32_t clicks, uint32_t window)
@@ -74,16 +75,39 @@ void rc_relearn_add(rc_relearn *r, uint32_t center, const uint32_t *ctx, uint32_
     atomic_store_explicit(&r->added_pub, r->added, memory_order_relaxed);
 }
 
+/* Examples held: the newest cap, less those forgotten. */
+static uint64_t held_of(uint64_t added, uint64_t base, uint32_t cap)
+{
+    uint64_t ring = added < cap ? added : cap;
+    return RC_MIN(ring, added - base);
+}
+
 int rc_relearn_pick(rc_relearn *r, rc_rng *rng, uint32_t *center, uint32_t *ctx, uint32_t *nctx)
 {
-    if (!r || r->added == 0)
+    if (!r)
         return RC_ENOENT;
-    uint32_t held = r->added < r->cap ? (uint32_t)r->added : r->cap;
-    uint32_t slot = rc_rng_below(rng, held);
+    uint64_t held = held_of(r->added, r->base, r->cap);
+    if (held == 0)
+        return RC_ENOENT;
+    uint32_t slot;
+    if (held == (r->added < r->cap ? r->added : r->cap))
+        slot = rc_rng_below(rng, (uint32_t)held); /* every slot in use is held */
+    else /* the newest `held` examples: numbers added - held .. added - 1 */
+        slot = (uint32_t)((r->added - held + rc_rng_below(rng, (uint32_t)held)) % r->cap);
     *center = r->center[slot];
     *nctx = r->nctx[slot];
     memcpy(ctx, r->ctx + (size_t)slot * r->window, *nctx * sizeof *ctx);
     return 0;
+}
+
+void rc_relearn_forget(rc_relearn *r)
+{
+    if (!r)
+        return;
+    uint64_t held = held_of(r->added, r->base, r->cap);
+    r->base = r->added;
+    atomic_store_explicit(&r->base_pub, r->base, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->forgotten, held, memory_order_relaxed);
 }
 
 void rc_relearn_count(rc_relearn *r, uint64_t replayed, uint64_t skipped, uint64_t yields)
@@ -103,7 +127,8 @@ void rc_relearn_stats_get(const rc_relearn *r, rc_relearn_stats *st)
     uint64_t added = atomic_load_explicit(&r->added_pub, memory_order_relaxed);
     st->capacity = r->cap;
     st->added = added;
-    st->fill = added < r->cap ? added : r->cap;
+    st->fill = held_of(added, atomic_load_explicit(&r->base_pub, memory_order_relaxed), r->cap);
+    st->forgotten = atomic_load_explicit(&((rc_relearn *)r)->forgotten, memory_order_relaxed);
     st->replayed = atomic_load_explicit(&((rc_relearn *)r)->replayed, memory_order_relaxed);
     st->skipped = atomic_load_explicit(&((rc_relearn *)r)->skipped, memory_order_relaxed);
     st->yields = atomic_load_explicit(&((rc_relearn *)r)->yields, memory_order_relaxed);

@@ -267,6 +267,70 @@ TEST(anchor_engine_warm_start_is_the_anchor)
     rmdir(dir);
 }
 
+/* install_model leaves the anchor on the model the engine started from
+ * (moving it to each installed rebuild measured worse: BENCHMARKS.md, "The
+ * daemon's daily rebuild as it runs"): after an install of other vectors
+ * for the warm items, a stream that keeps clicking them pulls them back to
+ * the start model (a pull of step 1); an item the install created has no
+ * anchor and learns freely. */
+TEST(anchor_engine_install_keeps_the_start_anchor)
+{
+    char dir[64], path[128], err[256];
+    tower_tmp_dir(dir, sizeof dir, "rc-anchor-");
+    snprintf(path, sizeof path, "%s/warm.rcm", dir);
+    rc_table *m = warm_table(), *src = warm_table();
+    ASSERT_EQ(rc_model_save(m, path, NULL, 0), 0);
+    for (uint32_t r = 0; r < NWARM; r++) /* the rebuild: other vectors */
+        for (uint32_t d = 0; d < DIM; d++)
+            rc_table_in(src, r)[d] = 0.25f * cosf((float)(7 * r + 2 * d));
+    uint32_t nr = add_new(src, "n0");
+    for (uint32_t d = 0; d < DIM; d++)
+        rc_table_in(src, nr)[d] = 0.2f * sinf((float)(3 * d + 1));
+    rc_config c;
+    rc_config_defaults(&c);
+    c.dim = DIM;
+    c.seed = 3;
+    c.replay_ratio = 0;
+    c.anchor = 1e6f;
+    snprintf(c.model_path, sizeof c.model_path, "%s", path);
+    rc_engine *e = e2e_engine_offline(&c);
+    rc_engine_table_install res;
+    ASSERT_EQ(rc_engine_install_table(e, src, &res, err, sizeof err), 0);
+    ASSERT_EQ(res.replaced, NWARM);
+    ASSERT_EQ(res.created, 1);
+    int64_t ts = 1700000000000LL;
+    for (int sess = 0; sess < 60; sess++) {
+        char u[16], it[16];
+        snprintf(u, sizeof u, "u%d", sess);
+        for (int i = 0; i < 4; i++) {
+            if (i == 3)
+                snprintf(it, sizeof it, "n0");
+            else
+                snprintf(it, sizeof it, "w%d", (sess + i * 5) % NWARM);
+            ASSERT_EQ(
+                rc_engine_apply_click(e, u, strlen(u), it, strlen(it), "c", 1, "k", 1, ts += 1000),
+                0);
+        }
+    }
+    const rc_table *t = rc_engine_table(e);
+    double to_src = 0, to_model = 0;
+    for (uint32_t r = 0; r < NWARM; r++) {
+        to_src += dist(rc_table_in(t, r), rc_table_in(src, r));
+        to_model += dist(rc_table_in(t, r), rc_table_in(m, r));
+    }
+    /* each row within its int8 rounding (sqrt(DIM) * scale / 2) of the model */
+    ASSERT_DBL_OP(to_model, <, NWARM * 4 * 0.25 / 127 / 2);
+    ASSERT_DBL_OP(to_src, >, 1.0);
+    uint32_t row;
+    ASSERT_EQ(rc_table_find(t, "n0", 2, &row), 0);
+    ASSERT_DBL_OP(dist(rc_table_in(t, row), rc_table_in(src, nr)), >, 0.01);
+    rc_engine_destroy(e);
+    rc_table_destroy(m);
+    rc_table_destroy(src);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* The daemon's parallel path (model.trainer_threads 2: whole batches trained
  * by the shards, engine_shard.c) anchors as the single writer does: warm
  * items stay on their model vectors with a pull of step 1, move without. */

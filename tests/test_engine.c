@@ -888,9 +888,8 @@ TEST(engine_install_table_replaces_creates_and_keeps)
         }
         ASSERT_EQ(rc_table_count(t, r), cnt[r]);
         ASSERT_EQ(memcmp(rc_table_in(t, r), before + (size_t)r * 2 * dim, dim * sizeof(float)), 0);
-        ASSERT_EQ(memcmp(rc_table_out(t, r), before + ((size_t)r * 2 + 1) * dim,
-                         dim * sizeof(float)),
-                  0);
+        ASSERT_EQ(
+            memcmp(rc_table_out(t, r), before + ((size_t)r * 2 + 1) * dim, dim * sizeof(float)), 0);
     }
     /* the new rows are indexed: similar answers from them */
     rc_hit hits[8];
@@ -926,6 +925,51 @@ TEST(engine_install_table_replaces_creates_and_keeps)
     rc_engine_destroy(e);
     rc_table_destroy(src);
     free(before);
+}
+
+static json_int_t replay_stat(rc_engine *e, const char *key)
+{
+    json_t *st = e2e_engine_stats(e);
+    json_int_t v = json_integer_value(
+        json_object_get(json_object_get(json_object_get(st, "training"), "replay"), key));
+    json_decref(st);
+    return v;
+}
+
+/* train.replay_forget_on_install: off (the default), an install leaves the
+ * replay buffer as it was; on, it empties it (counted as forgotten) and the
+ * replays owed: the next click's replays draw only that click's example. */
+TEST(engine_install_table_forgets_replay_when_asked)
+{
+    char line[256], err[256];
+    for (int forget = 0; forget < 2; forget++) {
+        rc_config c;
+        small_config(&c);
+        c.replay_forget = forget;
+        rc_engine *e = e2e_engine_offline(&c);
+        for (int i = 0; i < 400; i++) {
+            int n = click_line(line, sizeof line, i % 10, (i * 7) % 40, 0, T0 + i * 1000);
+            ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+        }
+        json_int_t fill = replay_stat(e, "fill"), replayed = replay_stat(e, "replayed");
+        ASSERT_GT(fill, 300); /* clicks with a context: every one but the users' first */
+        rc_table *src = install_src(c.dim, 5, 41);
+        rc_engine_table_install res;
+        ASSERT_EQ(rc_engine_install_table(e, src, &res, err, sizeof err), 0);
+        ASSERT_EQ(replay_stat(e, "fill"), forget ? 0 : fill);
+        ASSERT_EQ(replay_stat(e, "forgotten"), forget ? fill : 0);
+        int n = click_line(line, sizeof line, 3, 5, 0, T0 + 401 * 1000);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+        ASSERT_EQ(replay_stat(e, "fill"),
+                  forget ? 1 : RC_MIN(fill + 1, (json_int_t)c.replay_clicks));
+        json_int_t more = replay_stat(e, "replayed") - replayed;
+        /* the click's replay_ratio replays (replays of a frequent item may
+         * train no pair and are not counted) */
+        ASSERT_GT(more, 0);
+        ASSERT(more <= (json_int_t)c.replay_ratio);
+        rc_table_destroy(src);
+        rc_engine_destroy(e);
+    }
 }
 
 /* Threaded: the trainer installs a source of several chunks between the

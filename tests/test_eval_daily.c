@@ -376,6 +376,38 @@ TEST(eval_daily_live_rebuild_starts_from_the_stream)
     rm_dir_of(path);
 }
 
+/* stream-daily-install is stream-warm until the second period's start: one
+ * engine, the same warm start, the same clicks, so the first period's every
+ * figure is stream-warm's; there the rebuild (from the engine's table) is
+ * installed into the running engine and the later periods' scores move. */
+TEST(eval_daily_install_rebuild_into_the_running_engine)
+{
+    char path[256];
+    rc_clicklog *log = daily_tiny(path, sizeof path);
+    rc_eval_daily *d = daily(log, 1, 0, 0);
+    rc_eval_env env = {.log = log,
+                       .train = {.dim = 8, .epochs = 40, .threads = 1, .seed = 3},
+                       .quiet = 1};
+    rc_eval_daily_report warm, inst;
+    run_method("stream-warm", &env, d, &warm);
+    run_method("stream-daily-install", &env, d, &inst);
+    ASSERT_EQ(env.install, 0); /* reset after the run */
+    ASSERT_EQ(inst.all.m.predictions, 9);
+    ASSERT_DBL_OP(inst.period[0].auc, ==, warm.period[0].auc);
+    ASSERT_DBL_OP(inst.period[0].mrr50, ==, warm.period[0].mrr50);
+    int moved = 0;
+    for (uint32_t k = 1; k < 3; k++)
+        moved += inst.period[k].auc != warm.period[k].auc ||
+                 inst.period[k].mrr50 != warm.period[k].mrr50;
+    ASSERT_GT(moved, 0);
+    rc_eval_daily_report_free(&warm);
+    rc_eval_daily_report_free(&inst);
+    rc_eval_env_cleanup(&env);
+    rc_eval_daily_destroy(d);
+    rc_clicklog_free(log);
+    rm_dir_of(path);
+}
+
 /* recalld-eval --protocol daily --json: the protocol, and per method the
  * age slices and one slice per period, adding up to the method's total. */
 TEST(eval_daily_cli_json)

@@ -54,6 +54,51 @@ TEST(relearn_ring_keeps_newest_examples)
     rc_relearn_destroy(r);
 }
 
+/* rc_relearn_forget drops every held example: picks fail until one is added,
+ * then draw only what came after, across the ring's wrap; once the ring has
+ * turned over past the forgotten ones it is whole again. */
+TEST(relearn_forget_drops_held_examples)
+{
+    rc_relearn *r = NULL;
+    char err[256];
+    ASSERT_EQ(rc_relearn_create(4, 1, &r, err, sizeof err), 0);
+    rc_rng rng;
+    rc_rng_seed(&rng, 5);
+    uint32_t center, ctx[1], n, c = 7;
+    for (uint32_t i = 0; i < 6; i++) /* examples 0..5: slots hold 4 5 2 3 */
+        rc_relearn_add(r, i, &c, 1);
+    rc_relearn_forget(r);
+    rc_relearn_stats st;
+    rc_relearn_stats_get(r, &st);
+    ASSERT_EQ(st.fill, 0);
+    ASSERT_EQ(st.forgotten, 4);
+    ASSERT_EQ(rc_relearn_pick(r, &rng, &center, ctx, &n), RC_ENOENT);
+    rc_relearn_add(r, 6, &c, 1); /* slot 2 */
+    rc_relearn_add(r, 7, &c, 1); /* slot 3 */
+    rc_relearn_add(r, 8, &c, 1); /* slot 0: wraps */
+    rc_relearn_stats_get(r, &st);
+    ASSERT_EQ(st.fill, 3);
+    int seen[10] = {0};
+    for (int k = 0; k < 300; k++) {
+        ASSERT_EQ(rc_relearn_pick(r, &rng, &center, ctx, &n), 0);
+        ASSERT(center >= 6 && center <= 8);
+        seen[center]++;
+    }
+    ASSERT(seen[6] && seen[7] && seen[8]);
+    rc_relearn_add(r, 9, &c, 1); /* the ring holds 6..9 only: whole again */
+    rc_relearn_stats_get(r, &st);
+    ASSERT_EQ(st.fill, 4);
+    memset(seen, 0, sizeof seen);
+    for (int k = 0; k < 400; k++) {
+        ASSERT_EQ(rc_relearn_pick(r, &rng, &center, ctx, &n), 0);
+        ASSERT(center >= 6 && center <= 9);
+        seen[center]++;
+    }
+    ASSERT(seen[6] && seen[7] && seen[8] && seen[9]);
+    rc_relearn_forget(NULL); /* NULL-safe: replay off */
+    rc_relearn_destroy(r);
+}
+
 static json_t *replay_stats(rc_engine *e, json_int_t *pairs)
 {
     json_t *st = e2e_engine_stats(e);

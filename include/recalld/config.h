@@ -95,6 +95,7 @@ typedef struct rc_config {
     float anchor_fade_clicks;    /* train.anchor_fade_clicks: the pull fades as h / (h +
                                   * the item's clicks since the start), 0 = never */
     int replay_adaptive;         /* train.replay_adaptive: the ratio follows replayctl.h's probes */
+    int replay_forget;           /* train.replay_forget_on_install: an install empties replay */
     float replay_ratio_min;      /* train.replay_ratio_min: the adaptive ratio's bounds */
     float replay_ratio_max;      /* train.replay_ratio_max */
     uint32_t replay_probe_every; /* train.replay_probe_every: one new click in N is a probe */

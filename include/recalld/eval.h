@@ -436,9 +436,11 @@ typedef struct rc_eval_env {
      * every later run of that kind reuses the choice (stream_tuned[warm]). */
     int tune_stream;
     int have_stream_tuned[2];
-    int live;                     /* stream-daily-live is running (rc_eval_daily_run) */
-    struct rc_engine *live_prev;  /* its last period's engine, whose table the next rebuild
-                                   * starts from; freed by rc_eval_daily_run */
+    int live;                    /* stream-daily-live is running (rc_eval_daily_run) */
+    struct rc_engine *live_prev; /* its last period's engine, whose table the next rebuild
+                                  * starts from; freed by rc_eval_daily_run */
+    int install; /* stream-daily-install is running: at each later period's start the
+                  * rebuild (from the running engine's table) is installed into it */
     rc_eval_stream_tune stream_tuned[2];
     /* --tune for fused (tune or tune_fuse): the first fused run whose split's
      * training sessions give a validation split chooses the fusion weight
@@ -590,6 +592,9 @@ typedef struct rc_eval_daily_method {
     const char *per_period; /* the rc_eval_methods entry run per period; NULL = stream-warm */
     int live;               /* 1: each period's batch rebuild starts from the table the
                              * previous period's stream left (stream-daily-live) */
+    int install;            /* 1: stream-warm's one engine, and at each later period's
+                             * start a rebuild from its table installed into it, as the
+                             * daemon's install_model does (stream-daily-install) */
 } rc_eval_daily_method;
 
 /* popularity, itemknn, batch-daily, stream-warm, stream-daily: run and

@@ -29,12 +29,13 @@
 typedef struct rc_relearn rc_relearn;
 
 typedef struct rc_relearn_stats {
-    uint64_t capacity; /* examples */
-    uint64_t fill;     /* examples held now */
-    uint64_t added;    /* examples ever added */
-    uint64_t replayed; /* examples trained again */
-    uint64_t skipped;  /* replays given up: owed beyond the window while events waited */
-    uint64_t yields;   /* times replay stopped (or did not start) because events waited */
+    uint64_t capacity;  /* examples */
+    uint64_t fill;      /* examples held now */
+    uint64_t added;     /* examples ever added */
+    uint64_t replayed;  /* examples trained again */
+    uint64_t skipped;   /* replays given up: owed beyond the window while events waited */
+    uint64_t yields;    /* times replay stopped (or did not start) because events waited */
+    uint64_t forgotten; /* examples dropped unreplayed by rc_relearn_forget */
     size_t bytes;
 } rc_relearn_stats;
 
@@ -52,6 +53,10 @@ void rc_relearn_add(rc_relearn *r, uint32_t center, const uint32_t *ctx, uint32_
 /* Draws a held example: *center, ctx[0..*nctx) (room for `window` rows).
  * Returns 0, or RC_ENOENT when the buffer is empty. */
 int rc_relearn_pick(rc_relearn *r, rc_rng *rng, uint32_t *center, uint32_t *ctx, uint32_t *nctx);
+/* Forgets every example held: later picks draw only examples added after
+ * this call (RC_ENOENT until one is). For when the table has learnt them
+ * otherwise: an installed rebuild trained on those clicks already. */
+void rc_relearn_forget(rc_relearn *r);
 /* Bookkeeping of the caller's spending (for stats only). */
 void rc_relearn_count(rc_relearn *r, uint64_t replayed, uint64_t skipped, uint64_t yields);
 void rc_relearn_stats_get(const rc_relearn *r, rc_relearn_stats *st);

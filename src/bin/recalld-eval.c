@@ -49,9 +49,12 @@ static const char about[] =
     "stream-warm (the streaming engine warm-started once from the first period's\n"
     "batch model, then learning every click after predicting it) and stream-daily\n"
     "(rebuilt like batch-daily, streaming in between); slices per period too.\n"
-    "Only when named in --methods: itemknn-live, fused, and stream-daily-live\n"
+    "Only when named in --methods: itemknn-live, fused, stream-daily-live\n"
     "(stream-daily whose rebuild starts from the table the last period's stream\n"
-    "left instead of random vectors).";
+    "left instead of random vectors) and stream-daily-install (the daemon's daily\n"
+    "rebuild: stream-warm's one engine, and at each later period's start a rebuild\n"
+    "from its live table installed into it, as recalld-train --init and\n"
+    "install_model do).";
 
 enum {
     X_DUMP,
@@ -693,7 +696,7 @@ static int select_daily(const rc_cli *cli, int *run, char *eb, size_t el)
             return rc_err(eb, el, RC_EINVAL,
                           "--methods: \"%s\" is not a daily method (popularity, itemknn, "
                           "batch-daily, stream-warm, stream-daily, itemknn-live, fused, "
-                          "stream-daily-live)",
+                          "stream-daily-live, stream-daily-install)",
                           name);
         p += m + (p[m] == ',');
     }
