@@ -75,11 +75,12 @@ void rc_relearn_add(rc_relearn *r, uint32_t center, const uint32_t *ctx, uint32_
     atomic_store_explicit(&r->added_pub, r->added, memory_order_relaxed);
 }
 
-/* Examples held: the newest cap, less those forgotten. */
+/* Examples held: the newest cap, less those forgotten (a stats reader may
+ * see a base newer than its added: none then). */
 static uint64_t held_of(uint64_t added, uint64_t base, uint32_t cap)
 {
     uint64_t ring = added < cap ? added : cap;
-    return RC_MIN(ring, added - base);
+    return base >= added ? 0 : RC_MIN(ring, added - base);
 }
 
 int rc_relearn_pick(rc_relearn *r, rc_rng *rng, uint32_t *center, uint32_t *ctx, uint32_t *nctx)
