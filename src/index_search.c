@@ -257,20 +257,22 @@ static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand 
             idx_t l = s->ids[j];
             if (l < 0 || (uint64_t)l >= p->n)
                 continue;
-            uint32_t row = p->l2r[l];
             const int8_t *x = part_q8(p, (uint32_t)l, d);
             __builtin_prefetch(x);
             __builtin_prefetch(x + d - 1);
             s->qp[m] = x;
-            s->qr[m++] = row;
+            s->qr[m++] = (uint32_t)l;
         }
     }
     if (m && GROW(s, qs, m))
         return RC_ENOMEM;
     score_i8(q, s->qp, m, d, s->qs);
+    /* local ids become rows only for the rows that enter the top k: the
+     * scan is bound by its scattered memory reads (BENCHMARKS.md "The list
+     * scan"), and l2r of every scored row was one more of them */
     for (size_t j = 0; j < m; j++)
         if (*ntop < k || s->qs[j] > s->top[0].s)
-            hit_push(s->top, ntop, k, (hit){s->qs[j], s->qr[j]});
+            hit_push(s->top, ntop, k, (hit){s->qs[j], p->l2r[s->qr[j]]});
     if (rows)
         *rows += m;
     return 0;
