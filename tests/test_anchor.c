@@ -191,6 +191,22 @@ TEST(anchor_pulls_warm_rows_and_leaves_new_rows_free)
     rc_anchor_destroy(a);
 }
 
+/* Session sess of the warm-start streams: user "u<sess>" clicks three warm
+ * items, then `last` (its fourth click), a second apart from *ts on. */
+static void warm_session(rc_engine *e, int sess, const char *last, int64_t *ts)
+{
+    char u[16], it[16];
+    snprintf(u, sizeof u, "u%d", sess);
+    for (int i = 0; i < 4; i++) {
+        if (i == 3)
+            snprintf(it, sizeof it, "%s", last);
+        else
+            snprintf(it, sizeof it, "w%d", (sess + i * 5) % NWARM);
+        ASSERT_EQ(
+            rc_engine_apply_click(e, u, strlen(u), it, strlen(it), "c", 1, "k", 1, *ts += 1000), 0);
+    }
+}
+
 /* Through the engine (the path of the daemon and of recalld-eval's warm
  * stream): warm-started from a model file with train.anchor, the warm items
  * a stream keeps clicking stay on their model vectors (a pull of step 1),
@@ -216,19 +232,9 @@ TEST(anchor_engine_warm_start_is_the_anchor)
         int64_t ts = 1700000000000LL;
         float start[DIM];
         for (int sess = 0; sess < 60; sess++) {
-            char u[16], it[16];
-            snprintf(u, sizeof u, "u%d", sess);
-            for (int i = 0; i < 4; i++) {
-                if (i == 3)
-                    snprintf(it, sizeof it, "fresh");
-                else
-                    snprintf(it, sizeof it, "w%d", (sess + i * 5) % NWARM);
-                ASSERT_EQ(rc_engine_apply_click(e, u, strlen(u), it, strlen(it), "c", 1, "k", 1,
-                                                ts += 1000),
-                          0);
-                if (sess == 0 && i == 3)
-                    memcpy(start, rc_table_in(rc_engine_table(e), NWARM), sizeof start);
-            }
+            warm_session(e, sess, "fresh", &ts);
+            if (sess == 0) /* fresh's vector after its first click */
+                memcpy(start, rc_table_in(rc_engine_table(e), NWARM), sizeof start);
         }
         const rc_table *t = rc_engine_table(e);
         ASSERT_EQ(rc_table_size(t), NWARM + 1);
@@ -299,19 +305,8 @@ TEST(anchor_engine_install_keeps_the_start_anchor)
     ASSERT_EQ(res.replaced, NWARM);
     ASSERT_EQ(res.created, 1);
     int64_t ts = 1700000000000LL;
-    for (int sess = 0; sess < 60; sess++) {
-        char u[16], it[16];
-        snprintf(u, sizeof u, "u%d", sess);
-        for (int i = 0; i < 4; i++) {
-            if (i == 3)
-                snprintf(it, sizeof it, "n0");
-            else
-                snprintf(it, sizeof it, "w%d", (sess + i * 5) % NWARM);
-            ASSERT_EQ(
-                rc_engine_apply_click(e, u, strlen(u), it, strlen(it), "c", 1, "k", 1, ts += 1000),
-                0);
-        }
-    }
+    for (int sess = 0; sess < 60; sess++)
+        warm_session(e, sess, "n0", &ts);
     const rc_table *t = rc_engine_table(e);
     double to_src = 0, to_model = 0;
     for (uint32_t r = 0; r < NWARM; r++) {
