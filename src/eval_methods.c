@@ -574,8 +574,12 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
         rc = rc_err(eb, el, RC_ENOMEM, "prequential: out of memory");
         goto out;
     }
-    if ((rc = rc_engine_create(&cfg, NULL, NULL, NULL, &e, eb, el)) ||
-        (rc = stream(&run, e, &r, sp, n, acc, warm && n > 1 && env->install ? &o : NULL, eb, el)))
+    if ((rc = rc_engine_create(&cfg, NULL, NULL, NULL, &e, eb, el)))
+        goto out;
+    /* Index retrainings at the calls that cause them, not when a thread gets
+     * to them: the same figures on every run. */
+    rc_index_set_background(rc_engine_index(e), 0);
+    if ((rc = stream(&run, e, &r, sp, n, acc, warm && n > 1 && env->install ? &o : NULL, eb, el)))
         goto out;
     rc__eval_acc_report(acc[n - 1], sp[n - 1], rep);
     rep->has_settings = 1;

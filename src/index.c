@@ -1280,6 +1280,12 @@ void rc_index_set_faiss_scan(rc_index *ix, int on)
         RSTORE(&ix->faiss_scan, on ? 1 : 0);
 }
 
+void rc_index_set_background(rc_index *ix, int on)
+{
+    if (ix)
+        ix->no_background = !on;
+}
+
 void rc_index_set_search_lists(rc_index *ix, uint32_t lists)
 {
     if (ix)

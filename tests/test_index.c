@@ -534,6 +534,50 @@ TEST(index_background_retrain_catches_up)
     free(g.cent);
 }
 
+/* rc_index_set_background(ix, 0) on an index made with background training
+ * (the evaluator's engine): the partition that passes ivf_min is IVF when the
+ * rc_index_maintain that started its training returns, and nothing is left
+ * in flight; on again, the next training goes to a thread as before. */
+TEST(index_set_background_off_trains_inside_maintain)
+{
+    gen g;
+    gen_init(&g, 60, 16);
+    rc_table *t = mk_table(1, 1);
+    fill(t, &g, 5000, 1, 1, 0.12f);
+    rc_index_opts o = {0};
+    o.ivf_min = 2048;
+    o.retrain_growth = 0.5f;
+    char err[256] = "";
+    rc_index *ix = index_filled(&o, t);
+    rc_index_set_background(ix, 0);
+    ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 5000);
+    ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+    ASSERT(!rc_index_training(ix));
+    rc_index_stats st;
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.ivf_partitions, 1);
+    ASSERT_EQ(st.retrains, 1);
+    /* Background again: 9000 > 1.5 * 5000 rows starts a training that the
+     * maintain call leaves running (or finished, but not yet taken in). */
+    rc_index_set_background(ix, 1);
+    fill(t, &g, 4000, 1, 1, 0.12f);
+    touch_all(ix, t, 5000);
+    ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 4000);
+    ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+    ASSERT(rc_index_training(ix));
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.retrains, 1);
+    while (rc_index_training(ix)) {
+        ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+        usleep(1000);
+    }
+    rc_index_stats_get(ix, &st);
+    ASSERT_EQ(st.retrains, 2);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+    free(g.cent);
+}
+
 /* index.retrain_fit: one IVF partition of 6000 rows in 60 clusters, trained;
  * then every row moves (an install_model of a model trained elsewhere: the
  * same items, another geometry) to 60 new clusters. Neither growth nor

@@ -179,6 +179,12 @@ void rc_index_set_search_lists(rc_index *ix, uint32_t lists);
  * FAISS / sgemv (their codes are finer), the overflow partition by sgemv. */
 void rc_index_set_faiss_scan(rc_index *ix, int on);
 
+/* Writer thread. on = 0: later (re)trainings run inside rc_index_maintain,
+ * as with opts.no_background, so when a partition turns IVF depends on the
+ * calls made, not on a thread's timing (an offline engine: the evaluator's
+ * figures are the same on every run). on = 1: in a background thread. */
+void rc_index_set_background(rc_index *ix, int on);
+
 /* Any thread: is row currently searchable (indexed)? */
 int rc_index_contains(const rc_index *ix, uint32_t row);
 
