@@ -157,11 +157,17 @@ int main(int argc, char **argv)
     const char *sock = "/tmp/recalld.sock", *mode = "avg", *city = NULL, *until = NULL,
                *after = NULL;
     long users = 1000, requests = 20000, k = 50, quality = 200;
-    static const struct option lo[] = {
-        {"socket", 1, 0, 's'},  {"users", 1, 0, 'u'}, {"requests", 1, 0, 'r'}, {"k", 1, 0, 'k'},
-        {"quality", 1, 0, 'q'}, {"mode", 1, 0, 'm'},  {"city", 1, 0, 'c'},
-        {"until", 1, 0, 'U'},   {"after", 1, 0, 'A'}, {"slice-us", 1, 0, 'S'},
-        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"socket", 1, 0, 's'},
+                                       {"users", 1, 0, 'u'},
+                                       {"requests", 1, 0, 'r'},
+                                       {"k", 1, 0, 'k'},
+                                       {"quality", 1, 0, 'q'},
+                                       {"mode", 1, 0, 'm'},
+                                       {"city", 1, 0, 'c'},
+                                       {"until", 1, 0, 'U'},
+                                       {"after", 1, 0, 'A'},
+                                       {"slice-us", 1, 0, 'S'},
+                                       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {

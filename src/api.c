@@ -666,7 +666,7 @@ const char *rc_api_stage_name(int stage)
 {
     static const char *names[RC_API_STAGE_COUNT] = {"queue_wait", "parse", "query",  "index_lock",
                                                     "coarse",     "scan",  "rerank", "fallback",
-                                                    "reply",      "total",  "off_cpu"};
+                                                    "reply",      "total", "off_cpu"};
     return stage >= 0 && stage < RC_API_STAGE_COUNT ? names[stage] : "?";
 }
 
@@ -749,9 +749,9 @@ void rc_api_tower_latency(rc_api *a, double *p50_ms, double *p99_ms, uint32_t *n
 
 const char *rc_api_op_name(int op)
 {
-    static const char *names[RC_API_OP_COUNT] = {
-        "recall",        "similar",       "user",    "stats", "health", "reload_model",
-        "retrain_model", "install_model", "invalid"};
+    static const char *names[RC_API_OP_COUNT] = {"recall",        "similar",       "user",
+                                                 "stats",         "health",        "reload_model",
+                                                 "retrain_model", "install_model", "invalid"};
     return op >= 0 && op < RC_API_OP_COUNT ? names[op] : "?";
 }
 
@@ -802,13 +802,18 @@ static uint64_t thread_cpu_ns(void)
 static void observe_stages(rc_api *a, const recall_times *rt, uint64_t wait_ns, uint64_t run_ns,
                            uint64_t cpu_ns)
 {
-    const uint64_t ns[RC_API_STAGE_COUNT] = {
-        [RC_API_STAGE_QUEUE_WAIT] = wait_ns,      [RC_API_STAGE_PARSE] = rt->parse_ns,
-        [RC_API_STAGE_QUERY] = rt->tm.query_ns,   [RC_API_STAGE_INDEX_LOCK] = rt->tm.lock_ns,
-        [RC_API_STAGE_COARSE] = rt->tm.coarse_ns, [RC_API_STAGE_SCAN] = rt->tm.scan_ns,
-        [RC_API_STAGE_RERANK] = rt->tm.rerank_ns, [RC_API_STAGE_FALLBACK] = rt->tm.fallback_ns,
-        [RC_API_STAGE_REPLY] = rt->reply_ns,      [RC_API_STAGE_TOTAL] = wait_ns + run_ns,
-        [RC_API_STAGE_OFF_CPU] = run_ns > cpu_ns ? run_ns - cpu_ns : 0};
+    const uint64_t ns[RC_API_STAGE_COUNT] = {[RC_API_STAGE_QUEUE_WAIT] = wait_ns,
+                                             [RC_API_STAGE_PARSE] = rt->parse_ns,
+                                             [RC_API_STAGE_QUERY] = rt->tm.query_ns,
+                                             [RC_API_STAGE_INDEX_LOCK] = rt->tm.lock_ns,
+                                             [RC_API_STAGE_COARSE] = rt->tm.coarse_ns,
+                                             [RC_API_STAGE_SCAN] = rt->tm.scan_ns,
+                                             [RC_API_STAGE_RERANK] = rt->tm.rerank_ns,
+                                             [RC_API_STAGE_FALLBACK] = rt->tm.fallback_ns,
+                                             [RC_API_STAGE_REPLY] = rt->reply_ns,
+                                             [RC_API_STAGE_TOTAL] = wait_ns + run_ns,
+                                             [RC_API_STAGE_OFF_CPU] =
+                                                 run_ns > cpu_ns ? run_ns - cpu_ns : 0};
     for (int i = 0; i < RC_API_STAGE_COUNT; i++)
         rc_hist_observe(&a->stage[i], ns[i] / 1000);
     atomic_fetch_add(&a->work_parts, rt->tm.parts);

@@ -377,8 +377,7 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *wh
             *(int *)p = st;
             return 0;
         }
-        return bad(eb, el, where, k->name,
-                   "expected \"flat\", \"fp16\", \"sq8\" or \"int8\"");
+        return bad(eb, el, where, k->name, "expected \"flat\", \"fp16\", \"sq8\" or \"int8\"");
     }
     if (k->type == K_ROLE) {
         for (int i = 0; i < 3; i++)

@@ -302,8 +302,7 @@ static uint32_t find_scalar(const entry *e, uint32_t n, uint32_t want)
 
 #ifdef COOC_AVX2
 /* Eight entries an iteration: the ids are the odd 32-bit lanes (high halves). */
-__attribute__((target("avx2"))) static uint32_t find_avx2(const entry *e, uint32_t n,
-                                                          uint32_t want)
+__attribute__((target("avx2"))) static uint32_t find_avx2(const entry *e, uint32_t n, uint32_t want)
 {
     const uint64_t *u = (const uint64_t *)(const void *)e;
     const __m256i w = _mm256_set1_epi32((int)want);

@@ -100,9 +100,9 @@ void rc_cpus_format(const cpu_set_t *s, char *out, size_t cap)
         int e = c;
         while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, s))
             e++;
-        int w = e > c ? snprintf(out + len, cap > len ? cap - len : 0, "%s%d-%d", len ? "," : "",
-                                 c, e)
-                      : snprintf(out + len, cap > len ? cap - len : 0, "%s%d", len ? "," : "", c);
+        int w =
+            e > c ? snprintf(out + len, cap > len ? cap - len : 0, "%s%d-%d", len ? "," : "", c, e)
+                  : snprintf(out + len, cap > len ? cap - len : 0, "%s%d", len ? "," : "", c);
         if (w < 0 || (size_t)w >= (cap > len ? cap - len : 0))
             return;
         len += (size_t)w;

@@ -702,8 +702,8 @@ void rc__engine_pin_background(rc_engine *e, const char *thread)
         return;
     int r = pthread_setaffinity_np(pthread_self(), sizeof e->bg_cpus, &e->bg_cpus);
     if (r)
-        rc_log_warn("engine", "background thread keeps its cores", "thread=%s error=\"%s\"",
-                    thread, strerror(r));
+        rc_log_warn("engine", "background thread keeps its cores", "thread=%s error=\"%s\"", thread,
+                    strerror(r));
 }
 
 int rc_engine_cpus(const rc_engine *e, cpu_set_t *bg, cpu_set_t *rest)

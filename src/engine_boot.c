@@ -56,7 +56,8 @@ static int install_row(rc_engine *e, const char *id, size_t len, const char *cit
     if (!force && rc_table_find(e->table, id, len, &row) == 0 &&
         rc_table_count(e->table, row) >= count)
         return 1;
-    if (rc_table_city_id(e->table, city, clen, &cy) || rc_table_cate_id(e->table, cate, klen, &ct) ||
+    if (rc_table_city_id(e->table, city, clen, &cy) ||
+        rc_table_cate_id(e->table, cate, klen, &ct) ||
         rc_table_upsert(e->table, id, len, cy, ct, NULL, 0, &row, created))
         return -1; /* a bound (model.max_items) or memory */
     store_vec(rc_table_in(e->table, row), vin, dim);
@@ -86,9 +87,8 @@ static int install(rc_engine *e, const char *p, size_t n, float *vin, float *vou
     uint32_t row, before = 0;
     if (rc_table_find(e->table, rec.item, rec.item_len, &row) == 0)
         before = rc_table_count(e->table, row);
-    int rc = install_row(e, rec.item, rec.item_len, rec.city, rec.city_len, rec.cate,
-                         rec.cate_len, rec.count, vin, (rec.flags & RC_VECREC_F_OUT) ? vout : NULL,
-                         0, &created);
+    int rc = install_row(e, rec.item, rec.item_len, rec.city, rec.city_len, rec.cate, rec.cate_len,
+                         rec.count, vin, (rec.flags & RC_VECREC_F_OUT) ? vout : NULL, 0, &created);
     if (rc == 0 && rec.count > before)
         atomic_fetch_add(&e->boot_count, rec.count - before);
     return rc;
@@ -137,9 +137,9 @@ static void tinst_rows(rc_engine *e, const rc_table *src, uint32_t from, uint32_
         const char *city = rc_table_city_name(src, rc_table_city(src, i));
         const char *cate = rc_table_cate_name(src, rc_table_cate(src, i));
         int created;
-        if (!id || install_row(e, id, len, city, strlen(city), cate, strlen(cate),
-                               rc_table_count(src, i), rc_table_in(src, i), rc_table_out(src, i),
-                               1, &created)) {
+        if (!id ||
+            install_row(e, id, len, city, strlen(city), cate, strlen(cate), rc_table_count(src, i),
+                        rc_table_in(src, i), rc_table_out(src, i), 1, &created)) {
             r->refused++;
             continue;
         }

@@ -145,9 +145,9 @@ struct rc_engine {
     struct rc__engine_tinst { /* install_model's table (src/engine_boot.c) */
         pthread_mutex_t mu;
         pthread_cond_t cv;
-        const rc_table *src;  /* the install in progress, NULL: none (mu) */
-        _Atomic int pending;  /* src handed to the trainer, not finished */
-        uint32_t pos;         /* trainer: next row of src */
+        const rc_table *src;             /* the install in progress, NULL: none (mu) */
+        _Atomic int pending;             /* src handed to the trainer, not finished */
+        uint32_t pos;                    /* trainer: next row of src */
         int done, rc, waiters, stopping; /* mu */
         uint64_t t0;
         rc_engine_table_install res; /* the trainer's until done */

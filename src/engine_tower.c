@@ -757,8 +757,8 @@ void rc__engine_tower_stats_json(rc_engine *e, rc_buf *o)
                   is->staleness_ms, (unsigned long long)is->added,
                   (unsigned long long)is->reindexed, (unsigned long long)is->skipped_small_drift,
                   (unsigned long long)is->retrains, (unsigned long long)is->retrains_fit,
-                  is->fit_worst, is->fresh_p50_us / 1000.0,
-                  is->fresh_p99_us / 1000.0, is->bytes, rc_index_storage_name(is->storage));
+                  is->fit_worst, is->fresh_p50_us / 1000.0, is->fresh_p99_us / 1000.0, is->bytes,
+                  rc_index_storage_name(is->storage));
     rc__engine_rt_stats_json(e, o); /* ,"retrain":{...}}, closing "tower" */
     rc_buf_printf(o,
                   "\"profiles\":{\"users\":%llu,\"with_device\":%llu,\"with_tags\":%llu,"

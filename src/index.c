@@ -353,7 +353,8 @@ static void blas_one(void)
      * for one row. The blocks bound the score buffer FAISS allocates per
      * call: 4096 x 1024 floats (16 MiB) by default, mapped and unmapped by
      * malloc every time (in a 1M-item daemon mmap, munmap, their page faults
-     * and TLB-shootdown interrupts were ~12% of the trainer); 64 x 256 floats (64 KiB) stay below malloc's mmap threshold. */
+     * and TLB-shootdown interrupts were ~12% of the trainer); 64 x 256 floats (64 KiB) stay below
+     * malloc's mmap threshold. */
     faiss_set_distance_compute_blas_threshold(1);
     faiss_set_distance_compute_blas_query_bs(64);
     faiss_set_distance_compute_blas_database_bs(256);
@@ -367,8 +368,8 @@ int rc_index_create(const rc_index_opts *opts, rc_table *table, rc_index **out, 
         return rc_err(errbuf, errlen, RC_EINVAL, "index: table and out are required");
     if (!opts)
         opts = &zero;
-    if (opts->drift < 0 || opts->drift > 2 || opts->retrain_growth < 0 ||
-        opts->max_imbalance < 0 || isnan(opts->retrain_fit))
+    if (opts->drift < 0 || opts->drift > 2 || opts->retrain_growth < 0 || opts->max_imbalance < 0 ||
+        isnan(opts->retrain_fit))
         return rc_err(errbuf, errlen, RC_EINVAL,
                       "index: drift, retrain_growth, max_imbalance, retrain_fit");
     rc_index *ix = calloc(1, sizeof(*ix));

@@ -25,16 +25,21 @@
 #define KMEANS_ITER       12
 #define CLASSIFY_AHEAD    8 /* pending rows prefetched ahead of the drift check */
 #define TOUCH_CLOCK_EVERY 32u
-#define FIT_EVERY         8u    /* one (re)indexed row in FIT_EVERY is measured against the
-                                   centroids (index.retrain_fit) */
-#define FIT_WINDOW        256u  /* the fit's running mean weighs about this many samples */
-#define FIT_MIN           64u   /* samples since training before the fit may retrain */
-#define LEAN_BITS         4u    /* index.storage int8: FAISS's lists hold a PQ 1 x 4-bit code */
-#define LEAN_KSUB         (1u << LEAN_BITS)
-#define LEAN_TRAIN        1024u /* snapshot rows the int8 storage's code is trained on (>= 39 a
-                                   centroid, FAISS's minimum without a warning) */
-#define FIT_TRAIN_SAMPLE  256u  /* training rows measured for the fit at training (on the
-                                   trainer: 256 x nlist inner products, a few ms) */
+/* One (re)indexed row in FIT_EVERY is measured against the centroids
+ * (index.retrain_fit); the fit's running mean weighs about FIT_WINDOW samples,
+ * and FIT_MIN samples since training come before the fit may retrain. */
+#define FIT_EVERY  8u
+#define FIT_WINDOW 256u
+#define FIT_MIN    64u
+/* index.storage int8: FAISS's lists hold a PQ 1 x LEAN_BITS code, trained on
+ * LEAN_TRAIN snapshot rows (>= 39 a centroid, FAISS's minimum without a
+ * warning). */
+#define LEAN_BITS  4u
+#define LEAN_KSUB  (1u << LEAN_BITS)
+#define LEAN_TRAIN 1024u
+/* Training rows measured for the fit at training (on the trainer: 256 x nlist
+ * inner products, a few ms). */
+#define FIT_TRAIN_SAMPLE 256u
 
 /* Int8 copies of a partition's rows, by local id, in blocks of Q8_BLOCK rows
  * (32 KiB at d64): a flat partition's scan reads them front to back and an
@@ -77,16 +82,16 @@ typedef struct part {
     uint32_t *l2r;     /* local id -> row */
     uint64_t *l2k;     /* overflow only: local id -> city << 32 | cate */
     uint32_t n, cap;
-    int8_t **q8b;   /* int8 copies of the indexed vectors: block b holds local ids
-                       b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
-    uint32_t nq8b;  /* blocks allocated (they cover cap rows) */
-    int overflow; /* the shared overflow partition: flat for good, filtered by row */
-    uint32_t ver; /* +1 under the write lock whenever fx, ivf, nlist or cent change: a
-                     search that chose lists under one read lock checks it under the next */
+    int8_t **q8b;  /* int8 copies of the indexed vectors: block b holds local ids
+                      b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
+    uint32_t nq8b; /* blocks allocated (they cover cap rows) */
+    int overflow;  /* the shared overflow partition: flat for good, filtered by row */
+    uint32_t ver;  /* +1 under the write lock whenever fx, ivf, nlist or cent change: a
+                      search that chose lists under one read lock checks it under the next */
     /* Writer only. */
-    uint32_t n_trained;       /* rows at the last training (0 = never) */
-    uint32_t n_checked;       /* rows at the last imbalance check */
-    uint32_t retry_at;        /* after a failed training, wait for this many rows */
+    uint32_t n_trained; /* rows at the last training (0 = never) */
+    uint32_t n_checked; /* rows at the last imbalance check */
+    uint32_t retry_at;  /* after a failed training, wait for this many rows */
     /* Fit (IVF only): mean cosine distance of sampled rows to their nearest
      * centroid, at training (fit0) and of the rows (re)indexed since, as a
      * running mean that weighs the last FIT_WINDOW samples most (fit). */
@@ -120,7 +125,7 @@ struct rc_index {
     uint32_t dim;
     uint32_t ivf_min, nprobe, batch, slots_max, lists;
     float drift, growth, max_imb, refit; /* refit < 0: no fit retrains */
-    uint32_t fit_tick; /* writer only: (re)indexed rows counted for sampling */
+    uint32_t fit_tick;                   /* writer only: (re)indexed rows counted for sampling */
     int no_background;
     int storage;        /* rc_index_storage of IVF lists */
     uint32_t code_size; /* bytes of one vector in an IVF list */

@@ -22,10 +22,7 @@ static const char *strict_mode(const struct stat *st)
     return NULL;
 }
 
-static const char *what(const rc_modelpath_opts *o)
-{
-    return o->what ? o->what : "tower model";
-}
+static const char *what(const rc_modelpath_opts *o) { return o->what ? o->what : "tower model"; }
 
 static const char *dir_key(const rc_modelpath_opts *o)
 {

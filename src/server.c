@@ -102,7 +102,7 @@ struct rc_server {
     _Atomic uint64_t requests, too_long, idle_closed, slow_dropped, inflight;
     _Atomic uint64_t fast_requests, request_timeouts, evicted_idle, total_dropped, probes_admitted;
     _Atomic uint64_t queued_bytes, total_full_ms;
-    _Atomic uint32_t slice_us;                    /* asked for (rc_server_set_slice) */
+    _Atomic uint32_t slice_us;                       /* asked for (rc_server_set_slice) */
     _Atomic uint64_t loop_slice_us, worker_slice_us; /* in effect (slice.h), 0 unknown */
 };
 

@@ -66,8 +66,8 @@ static json_t *wait_quiet(const char *sock, long long n)
         /* dead letters are written on the loop after their batch is done:
          * a stats reply can come between the two */
         long long dl = e2e_int(st, "kafka.dead_letters") + e2e_int(st, "kafka.dead_letter_errors");
-        if (e2e_int(st, "events.consumed") >= n && sum >= n &&
-            e2e_int(st, "index.pending") == 0 && dl >= e2e_int(st, "events.invalid"))
+        if (e2e_int(st, "events.consumed") >= n && sum >= n && e2e_int(st, "index.pending") == 0 &&
+            dl >= e2e_int(st, "events.invalid"))
             return st;
         if (e2e_now_ms() - t0 > e2e_scaled_ms(WAIT_MS))
             RC__FAIL("not quiet: consumed %lld, accounted %lld of %lld, pending %lld, "

@@ -116,9 +116,9 @@ TEST(cooc_long_lists_count_each_pair_once)
     ASSERT_EQ(st.entries, 2 * nb); /* A: 37 neighbours; each neighbour: {A} */
     rc_hit h[64];
     uint32_t n = 0;
-    ASSERT_EQ(rc_cooc_query(c, (uint32_t[]){A}, NULL, 1, NULL, 0, NULL, NULL, 64, h, &n, NULL, 0,
-                            NULL),
-              0);
+    ASSERT_EQ(
+        rc_cooc_query(c, (uint32_t[]){A}, NULL, 1, NULL, 0, NULL, NULL, 64, h, &n, NULL, 0, NULL),
+        0);
     ASSERT_EQ(n, nb);
     /* c(A,b) = 2, n(A) = 74, n(b) = 2 for every b */
     for (uint32_t i = 0; i < n; i++)

@@ -302,8 +302,8 @@ TEST(eval_daily_popularity_rebuilt_per_period)
  * stream-warm, which kept learning since day 1, has a vector for it. */
 TEST(eval_daily_which_model_predicts)
 {
-    static const char *const names[] = {"popularity",   "itemknn",     "batch-daily",
-                                        "stream-warm",  "stream-daily", "stream-daily-live"};
+    static const char *const names[] = {"popularity",  "itemknn",      "batch-daily",
+                                        "stream-warm", "stream-daily", "stream-daily-live"};
     static const uint64_t want_fallbacks[] = {0, 1, 1, 0, 0, 0};
     static const double want_new_hr[] = {0, 0, 0, 1.0 / 3, 1.0 / 3, 1.0 / 3};
     char path[256];
@@ -364,9 +364,8 @@ TEST(eval_daily_live_rebuild_starts_from_the_stream)
     char path[256];
     rc_clicklog *log = daily_tiny(path, sizeof path);
     rc_eval_daily *d = daily(log, 1, 0, 0);
-    rc_eval_env env = {.log = log,
-                       .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3},
-                       .quiet = 1};
+    rc_eval_env env = {
+        .log = log, .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3}, .quiet = 1};
     rc_eval_daily_report plain, live;
     run_method("stream-daily", &env, d, &plain);
     run_method("stream-daily-live", &env, d, &live);
@@ -391,9 +390,8 @@ TEST(eval_daily_install_rebuild_into_the_running_engine)
     char path[256];
     rc_clicklog *log = daily_tiny(path, sizeof path);
     rc_eval_daily *d = daily(log, 1, 0, 0);
-    rc_eval_env env = {.log = log,
-                       .train = {.dim = 8, .epochs = 40, .threads = 1, .seed = 3},
-                       .quiet = 1};
+    rc_eval_env env = {
+        .log = log, .train = {.dim = 8, .epochs = 40, .threads = 1, .seed = 3}, .quiet = 1};
     rc_eval_daily_report warm, inst;
     run_method("stream-warm", &env, d, &warm);
     run_method("stream-daily-install", &env, d, &inst);

@@ -645,7 +645,8 @@ TEST(index_retrain_when_centroids_no_longer_fit)
     rc_index_stats_get(on, &st);
     ASSERT_EQ(st.retrains, 2);
     ASSERT_EQ(st.retrains_fit, 1);
-    double r_on = recall_at(on, ta, 200, 50, NULL, 23), r_off = recall_at(off, tb, 200, 50, NULL, 23);
+    double r_on = recall_at(on, ta, 200, 50, NULL, 23),
+           r_off = recall_at(off, tb, 200, 50, NULL, 23);
     fprintf(stderr, "    fit %.3f without the fit retrain, recall@50 %.4f with it, %.4f without\n",
             so.fit_worst, r_on, r_off);
     ASSERT_DBL_OP(r_on, >=, 0.95);

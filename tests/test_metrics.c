@@ -1294,8 +1294,8 @@ TEST(metrics_e2e_checkpoint_figures)
         char *ev = json_dumps(json_object_get(why, "events"), JSON_COMPACT);
         char *log = NULL;
         e2e_sh(&log, "tail -30 %s", d.log);
-        fprintf(stderr, "items %lld, checkpoint %s\nevents %s\nlog:\n%s\n",
-                e2e_int(why, "items"), ck ? ck : "-", ev ? ev : "-", log ? log : "-");
+        fprintf(stderr, "items %lld, checkpoint %s\nevents %s\nlog:\n%s\n", e2e_int(why, "items"),
+                ck ? ck : "-", ev ? ev : "-", log ? log : "-");
         free(ck);
         free(ev);
         free(log);

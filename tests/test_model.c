@@ -417,8 +417,7 @@ static rc_table *train_nearly_frozen(const char *log, const char *name, const ch
 
 /* The same items of warm and init: init's vectors; the others: cold's.
  * Returns how many came from init. */
-static uint32_t check_started_from(const rc_table *warm, const rc_table *cold,
-                                   const rc_table *init)
+static uint32_t check_started_from(const rc_table *warm, const rc_table *cold, const rc_table *init)
 {
     uint32_t n = rc_table_size(warm), dim = rc_table_dim(warm), from = 0;
     ASSERT_EQ(rc_table_size(cold), n);
@@ -489,9 +488,8 @@ TEST(model_train_init_from_model_or_checkpoint)
     ASSERT_EQ(matched, (long long)from);
     rc_table_destroy(warm);
     /* refused: another dimension, a file of another kind, a missing file */
-    st = e2e_sh(&out,
-                RC_BIN("recalld-train") " --input %s --output %s --dim 32 --init %s 2>&1", log,
-                path_of("x.rcm"), first);
+    st = e2e_sh(&out, RC_BIN("recalld-train") " --input %s --output %s --dim 32 --init %s 2>&1",
+                log, path_of("x.rcm"), first);
     ASSERT_EQ(st, 1);
     ASSERT(strstr(out, "dimension 64, --dim 32") != NULL);
     free(out);

@@ -250,9 +250,8 @@ TEST(tower_refresh_follows_w2v_index_generation)
     ASSERT_EQ(re, 0); /* recomputed once */
     const rc_table *mg = rc_tower_serve_table(bg), *mq = rc_tower_serve_table(bq);
     for (uint32_t i = 0; i < 600; i++)
-        ASSERT_EQ(memcmp(rc_table_in(mg, rows[i]), rc_table_in(mq, rows[i]),
-                         MW_DIM * sizeof(float)),
-                  0);
+        ASSERT_EQ(
+            memcmp(rc_table_in(mg, rows[i]), rc_table_in(mq, rows[i]), MW_DIM * sizeof(float)), 0);
     rc_tower_serve_stats sg, sq;
     rc_tower_serve_stats_get(bg, &sg);
     rc_tower_serve_stats_get(bq, &sq);

@@ -50,7 +50,8 @@ typedef struct rc_config {
     uint32_t request_timeout_ms;           /* socket.request_timeout_ms: first byte -> newline */
     uint32_t allow_uids[RC_CONF_MAX_UIDS]; /* socket.allow_uids: peers admitted (SO_PEERCRED) */
     uint32_t nallow_uids;                  /* 0 = anyone who can open the socket */
-    uint32_t request_slice_us; /* socket.request_slice_us: request path's slice (slice.h), 0 = kernel's */
+    uint32_t request_slice_us; /* socket.request_slice_us: request path's slice (slice.h), 0 =
+                                  kernel's */
     /* metrics (Prometheus over HTTP: the only TCP listener) */
     uint32_t metrics_port;          /* 0 = off */
     char metrics_bind[RC_CONF_STR]; /* IP literal, default 127.0.0.1 */
@@ -80,7 +81,7 @@ typedef struct rc_config {
     uint64_t seed;
     uint32_t trainer_threads;     /* model.trainer_threads: SGNS threads, 0 = online CPUs */
     char model_path[RC_CONF_STR]; /* --model: start from a trained model file */
-    char model_dir[RC_CONF_STR];  /* model.dir: where install_model may read, "" = model.path only */
+    char model_dir[RC_CONF_STR]; /* model.dir: where install_model may read, "" = model.path only */
     /* streaming trainer (train.*): replay of recent examples (relearn.h) */
     uint32_t replay_clicks;      /* train.replay_clicks: examples held, 0 = no replay */
     float replay_ratio;          /* train.replay_ratio: replayed examples per new click */

@@ -95,10 +95,10 @@ typedef struct rc_index_stats {
     uint64_t pending; /* rows touched and not yet checked/applied */
     uint64_t added, reindexed, skipped_small_drift;
     uint64_t retrains;
-    uint64_t retrains_fit; /* of retrains, started because the centroids no longer fit */
-    double fit_worst;      /* the largest ratio, over IVF partitions with enough samples, of
-                              the recent rows' mean distance to their nearest centroid to the
-                              training rows' (1 = fits as at training; 0 = none measured) */
+    uint64_t retrains_fit;     /* of retrains, started because the centroids no longer fit */
+    double fit_worst;          /* the largest ratio, over IVF partitions with enough samples, of
+                                  the recent rows' mean distance to their nearest centroid to the
+                                  training rows' (1 = fits as at training; 0 = none measured) */
     uint64_t overflow_rows;    /* rows in the overflow partition (partition limit reached) */
     uint64_t partition_errors; /* rows put back because no partition could be created */
     uint32_t max_partitions;   /* the configured limit (partitions counts the overflow one too) */
@@ -150,9 +150,9 @@ int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_fil
  * centroids and choosing lists, scan = the chosen lists and flat partitions. */
 typedef struct rc_index_timing {
     uint64_t lock_ns, coarse_ns, scan_ns;
-    uint32_t parts; /* partitions selected by the filter */
-    uint32_t lists; /* IVF lists scanned */
-    uint64_t rows;  /* rows scored in those lists and in the flat partitions */
+    uint32_t parts;    /* partitions selected by the filter */
+    uint32_t lists;    /* IVF lists scanned */
+    uint64_t rows;     /* rows scored in those lists and in the flat partitions */
     uint32_t deferred; /* partition visits put off because the writer held the lock */
 } rc_index_timing;
 

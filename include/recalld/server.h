@@ -75,7 +75,7 @@ typedef struct rc_server_opts {
      * worker ask for: short, so that a request preempts a busy core's running
      * thread when it wakes. 0 = leave the kernel's default. */
     uint32_t slice_us;
-    void *ud;                    /* passed to handler and fast */
+    void *ud; /* passed to handler and fast */
 } rc_server_opts;
 
 typedef struct rc_server_stats {

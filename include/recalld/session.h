@@ -54,7 +54,7 @@ typedef struct rc_session_stats {
     uint64_t duplicates, reordered, late;
     uint64_t spill_failures; /* clicks of a user past the record's inline room that found no
                                 memory for more: that user's oldest click was dropped */
-    size_t bytes; /* approximate heap bytes */
+    size_t bytes;            /* approximate heap bytes */
 } rc_session_stats;
 
 int rc_session_create(const rc_session_opts *opts, rc_session **out, char *errbuf, size_t errlen);

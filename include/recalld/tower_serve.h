@@ -42,18 +42,18 @@
 typedef struct rc_tower_serve rc_tower_serve;
 
 typedef struct rc_tower_serve_opts {
-    rc_index_opts index; /* of the tower index (its drift: re-index threshold) */
-    uint32_t max_items;  /* mirror bound, 0 = the table default */
-    float drift;         /* w2v drift that triggers a recompute, 0 = 0.01 (without
-                          * w2v_index) */
+    rc_index_opts index;       /* of the tower index (its drift: re-index threshold) */
+    uint32_t max_items;        /* mirror bound, 0 = the table default */
+    float drift;               /* w2v drift that triggers a recompute, 0 = 0.01 (without
+                                * w2v_index) */
     const rc_index *w2v_index; /* the word2vec table's index (outlives the bundle), or
-                          * NULL. Given: a row is recomputed when that index stored
-                          * its vector again since the row was computed
-                          * (rc_index_row_gen: 2 bytes a row); NULL: the bundle keeps
-                          * an int8 copy of the w2v vector each row was computed
-                          * from and recomputes past `drift` (w2v_dim bytes a row) */
-    int float_mirror;    /* 1: the mirror's vectors in float32; 0 (default): in fp16
-                          * (rc_table_opts.half), half the bytes, the same top-k */
+                                * NULL. Given: a row is recomputed when that index stored
+                                * its vector again since the row was computed
+                                * (rc_index_row_gen: 2 bytes a row); NULL: the bundle keeps
+                                * an int8 copy of the w2v vector each row was computed
+                                * from and recomputes past `drift` (w2v_dim bytes a row) */
+    int float_mirror;          /* 1: the mirror's vectors in float32; 0 (default): in fp16
+                                * (rc_table_opts.half), half the bytes, the same top-k */
 } rc_tower_serve_opts;
 
 typedef struct rc_tower_serve_stats {

@@ -27,23 +27,23 @@
 
 /* Zero = default for every field. */
 typedef struct rc_train_opts {
-    enum rc_sgns_mode mode; /* RC_SGNS_SKIPGRAM (default) or RC_SGNS_CBOW */
-    uint32_t dim;           /* 0 = 64; multiple of 8, <= 1024 */
-    uint32_t window;        /* each side of the center, 0 = 5, <= RC_SGNS_MAX_WINDOW / 2 */
-    uint32_t negatives;     /* per positive, 0 = 5, <= RC_SGNS_MAX_NEG */
-    uint32_t epochs;        /* 0 = 5 */
-    uint32_t threads;       /* 0 = online CPUs (at most 256) */
-    uint32_t min_count;     /* 0 = 1 (keep every item) */
-    float lr;               /* start learning rate, 0 = 0.025 skip-gram / 0.05 CBOW */
-    float subsample;        /* word2vec threshold t, 0 = off (e.g. 1e-3) */
-    float power;            /* unigram exponent of the negative distribution, 0 = 0.75 */
-    float hard_share;       /* share of negatives that are hard, 0..1 (needs categories) */
-    uint64_t seed;          /* 0 = 1 */
-    int global_negatives;   /* 1: ignore cities even when the log has them */
-    int progress;           /* 0 = when stderr is a terminal, 1 = always, -1 = never */
-    int quiet;              /* 1: no final summary line on stderr */
-    double max_seconds;     /* 0 = no limit; else training stops (keeping the vectors
-                             * reached) after this wall time: a --tune budget */
+    enum rc_sgns_mode mode;      /* RC_SGNS_SKIPGRAM (default) or RC_SGNS_CBOW */
+    uint32_t dim;                /* 0 = 64; multiple of 8, <= 1024 */
+    uint32_t window;             /* each side of the center, 0 = 5, <= RC_SGNS_MAX_WINDOW / 2 */
+    uint32_t negatives;          /* per positive, 0 = 5, <= RC_SGNS_MAX_NEG */
+    uint32_t epochs;             /* 0 = 5 */
+    uint32_t threads;            /* 0 = online CPUs (at most 256) */
+    uint32_t min_count;          /* 0 = 1 (keep every item) */
+    float lr;                    /* start learning rate, 0 = 0.025 skip-gram / 0.05 CBOW */
+    float subsample;             /* word2vec threshold t, 0 = off (e.g. 1e-3) */
+    float power;                 /* unigram exponent of the negative distribution, 0 = 0.75 */
+    float hard_share;            /* share of negatives that are hard, 0..1 (needs categories) */
+    uint64_t seed;               /* 0 = 1 */
+    int global_negatives;        /* 1: ignore cities even when the log has them */
+    int progress;                /* 0 = when stderr is a terminal, 1 = always, -1 = never */
+    int quiet;                   /* 1: no final summary line on stderr */
+    double max_seconds;          /* 0 = no limit; else training stops (keeping the vectors
+                                  * reached) after this wall time: a --tune budget */
     const struct rc_table *init; /* NULL, or rows whose item id it holds start from its
                                   * input and output vectors (same dim) */
 } rc_train_opts;

@@ -98,8 +98,9 @@ static int parse_args(int argc, char **argv, struct args *a)
     const rc_cli_opt opts[] = {
         {"socket", 0, RC_CLI_STR, &a->socket, "PATH", "recalld's socket", 0, 0, 0},
         {"timeout", 0, RC_CLI_CALL, NULL, "MS",
-         "give up after MS milliseconds (5000; 10 min for\nreload-model, retrain-model and install-model)", 0, 0,
-         0},
+         "give up after MS milliseconds (5000; 10 min for\nreload-model, retrain-model and "
+         "install-model)",
+         0, 0, 0},
         {"raw", 0, RC_CLI_BOOL, &a->raw, NULL, "print the reply line as received", 0, 0, 0},
         {"alive", 0, RC_CLI_BOOL, &a->alive, NULL, "exit 0 for any reply (liveness probes)", 0, 0,
          0},

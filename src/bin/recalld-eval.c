@@ -701,8 +701,8 @@ static int select_daily(const rc_cli *cli, int *run, char *eb, size_t el)
         p += m + (p[m] == ',');
     }
     for (size_t i = 0; i < rc_eval_daily_nmethods; i++)
-        n += run[i] = rc_cli_has_method(cli, rc_eval_daily_methods[i].name,
-                                        i < 5 /* the rest: when named */);
+        n += run[i] =
+            rc_cli_has_method(cli, rc_eval_daily_methods[i].name, i < 5 /* the rest: when named */);
     if (!n)
         return rc_err(eb, el, RC_EINVAL, "--methods: no method selected");
     return 0;

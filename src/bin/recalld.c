@@ -453,11 +453,10 @@ static void revoke_checkpoint(daemon_t *d)
  * Reloaded: log.level, log.format, log.stats_interval_ms, recall.k_default,
  * recall.k_max, recall.window, index.overfetch, checkpoint.interval_ms,
  * checkpoint.keep, checkpoint.max_mb_s, tower.refresh_rows,
- * tower.recompute_per_flush, socket.request_slice_us, and the two-tower model: tower.model is loaded
- * again (in the background) when its path, mtime or size changed. Everything
- * else (sockets, Kafka,
- * model shape, index structure, data_dir) needs a restart: a change is
- * logged as such and not applied. An invalid file keeps the running config. */
+ * tower.recompute_per_flush, socket.request_slice_us, and the two-tower model: tower.model is
+ * loaded again (in the background) when its path, mtime or size changed. Everything else (sockets,
+ * Kafka, model shape, index structure, data_dir) needs a restart: a change is logged as such and
+ * not applied. An invalid file keeps the running config. */
 
 static const char *const reloadable[] = {"log.level",
                                          "log.format",
@@ -876,7 +875,7 @@ static void finish(daemon_t *d)
         return;
     d->finished = 1;
     close_wd.exit_code = d->final_rc || d->fatal ? 1 : 0; /* before the thread starts */
-    rc_cond_init_mono(&close_wd.cv); /* its wait: on the monotonic clock */
+    rc_cond_init_mono(&close_wd.cv);                      /* its wait: on the monotonic clock */
     pthread_t wd;
     int wd_ok = pthread_create(&wd, NULL, close_watchdog, NULL) == 0;
     if (!wd_ok)
@@ -1146,7 +1145,6 @@ typedef struct cpu_plan {
     int on; /* 0: nothing is pinned (the engine logs why, once) */
     cpu_set_t bg, rest;
 } cpu_plan;
-
 
 /* This (the loop) thread onto the background cores while it creates the
  * Kafka clients (kafka_side 1), so that librdkafka's threads, which fetch and
