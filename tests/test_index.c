@@ -474,19 +474,38 @@ TEST(index_flush_max_rows_and_stats)
     free(g.cent);
 }
 
+/* 5000 rows of 60 clusters in one city x category, touched (not flushed) in
+ * an index with background training, ivf_min 2048 and retrain_growth 0.5: the
+ * first flush and maintain start its IVF training. */
+static rc_index *retrain_case(gen *g, uint64_t seed, rc_table **t)
+{
+    gen_init(g, 60, seed);
+    *t = mk_table(1, 1);
+    fill(*t, g, 5000, 1, 1, 0.12f);
+    rc_index_opts o = {0};
+    o.ivf_min = 2048;
+    o.retrain_growth = 0.5f;
+    return index_filled(&o, *t);
+}
+
+/* Waits (maintaining) until no training is in flight. */
+static void until_trained(rc_index *ix)
+{
+    char err[256] = "";
+    while (rc_index_training(ix)) {
+        ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
+        usleep(1000);
+    }
+}
+
 /* Growth past retrain_growth retrains; rows added and changed while a
  * background training runs are all present after the swap. */
 TEST(index_background_retrain_catches_up)
 {
     gen g;
-    gen_init(&g, 60, 14);
-    rc_table *t = mk_table(1, 1);
-    fill(t, &g, 5000, 1, 1, 0.12f);
-    rc_index_opts o = {0};
-    o.ivf_min = 2048;
-    o.retrain_growth = 0.5f;
+    rc_table *t;
+    rc_index *ix = retrain_case(&g, 14, &t);
     char err[256] = "";
-    rc_index *ix = index_filled(&o, t);
     ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 5000);
     ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
     ASSERT(rc_index_training(ix));
@@ -503,10 +522,7 @@ TEST(index_background_retrain_catches_up)
         rc_index_touch(ix, row);
     }
     ASSERT_GT(rc_index_flush(ix, 0, err, sizeof(err)), 4000);
-    while (rc_index_training(ix)) {
-        ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
-        usleep(1000);
-    }
+    until_trained(ix);
     rc_index_stats st;
     rc_index_stats_get(ix, &st);
     ASSERT_EQ(st.ivf_partitions, 1);
@@ -541,14 +557,9 @@ TEST(index_background_retrain_catches_up)
 TEST(index_set_background_off_trains_inside_maintain)
 {
     gen g;
-    gen_init(&g, 60, 16);
-    rc_table *t = mk_table(1, 1);
-    fill(t, &g, 5000, 1, 1, 0.12f);
-    rc_index_opts o = {0};
-    o.ivf_min = 2048;
-    o.retrain_growth = 0.5f;
+    rc_table *t;
+    rc_index *ix = retrain_case(&g, 16, &t);
     char err[256] = "";
-    rc_index *ix = index_filled(&o, t);
     rc_index_set_background(ix, 0);
     ASSERT_EQ(rc_index_flush(ix, 0, err, sizeof(err)), 5000);
     ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
@@ -567,10 +578,7 @@ TEST(index_set_background_off_trains_inside_maintain)
     ASSERT(rc_index_training(ix));
     rc_index_stats_get(ix, &st);
     ASSERT_EQ(st.retrains, 1);
-    while (rc_index_training(ix)) {
-        ASSERT_EQ(rc_index_maintain(ix, err, sizeof(err)), 0);
-        usleep(1000);
-    }
+    until_trained(ix);
     rc_index_stats_get(ix, &st);
     ASSERT_EQ(st.retrains, 2);
     rc_index_destroy(ix);
