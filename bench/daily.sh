@@ -12,7 +12,9 @@
 # (about 20 minutes on a loaded 2-core machine), TUNE=1 to add --tune
 # --tune-seconds 60 and the live item-kNN and fused rows (the warm-up then
 # grows until --tune has a validation split: 40 days on Diginetica's sample;
-# MovieLens runs with 60 warm-up days).
+# MovieLens runs with 60 warm-up days), METHODS=a,b,... for another list of
+# methods (e.g. add stream-daily-install or stream-daily-live). Every method is
+# also printed as a ratio to batch-daily and to stream-warm when they ran.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
@@ -24,6 +26,9 @@ extra=()
 if [ "$TUNE" != 0 ]; then
     extra=(--tune --tune-seconds 60
         --methods popularity,itemknn,batch-daily,stream-warm,stream-daily,itemknn-live,fused)
+fi
+if [ -n "${METHODS:-}" ]; then
+    extra=(${extra[@]+"${extra[@]:0:3}"} --methods "$METHODS")
 fi
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -44,13 +49,18 @@ j = json.load(open(sys.argv[1]))
 p = j["protocol"]
 print("%d periods evaluated (%d of warm-up), %d predictions, %d new targets"
       % (len(p["periods"]), p["warmup_periods"], p["predictions"], p["new_targets"]))
-print("%-14s %15s %8s %8s" % ("method", "hr@50 (mrr@50)", "new", "older"))
-for name, m in j["methods"].items():
+ms = j["methods"]
+refs = [r for r in ("batch-daily", "stream-warm") if r in ms and ms[r]["hr@50"] > 0]
+print("%-21s %15s %8s %8s%s" % ("method", "hr@50 (mrr@50)", "new", "older",
+                                "".join(" %13s" % ("/ " + r) for r in refs)))
+for name, m in ms.items():
     s = m["slices"]
-    print("%-14s %7.3f (%5.3f) %8.3f %8.3f%s" % (name, m["hr@50"], m["mrr@50"],
-                                                 s["new"]["hr@50"], s["older"]["hr@50"],
-                                                 "   weight %.1f" % m["fuse_weight"]
-                                                 if "fuse_weight" in m else ""))
+    ratios = "".join(" %12.3fx" % (m["hr@50"] / ms[r]["hr@50"]) for r in refs)
+    print("%-21s %7.3f (%5.3f) %8.3f %8.3f%s%s" % (name, m["hr@50"], m["mrr@50"],
+                                                   s["new"]["hr@50"], s["older"]["hr@50"],
+                                                   ratios,
+                                                   "   weight %.1f" % m["fuse_weight"]
+                                                   if "fuse_weight" in m else ""))
 PYEOF
 }
 
