@@ -354,6 +354,39 @@ static int later_periods_moved(const rc_eval_daily_report *a, const rc_eval_dail
     return moved;
 }
 
+/* Runs ref, then name, on the tiny log (batch epochs as given): the first
+ * period's AUC and MRR@50 are the same in both, later periods move; then
+ * after(env, name's report) for the method's own checks. */
+static void first_period_same_later_moved(const char *ref, const char *name, uint32_t epochs,
+                                          void (*after)(const rc_eval_env *,
+                                                        const rc_eval_daily_report *))
+{
+    char path[256];
+    rc_clicklog *log = daily_tiny(path, sizeof path);
+    rc_eval_daily *d = daily(log, 1, 0, 0);
+    rc_eval_env env = {
+        .log = log, .train = {.dim = 8, .epochs = epochs, .threads = 1, .seed = 3}, .quiet = 1};
+    rc_eval_daily_report a, b;
+    run_method(ref, &env, d, &a);
+    run_method(name, &env, d, &b);
+    after(&env, &b);
+    ASSERT_DBL_OP(b.period[0].auc, ==, a.period[0].auc);
+    ASSERT_DBL_OP(b.period[0].mrr50, ==, a.period[0].mrr50);
+    ASSERT_GT(later_periods_moved(&b, &a), 0);
+    rc_eval_daily_report_free(&a);
+    rc_eval_daily_report_free(&b);
+    rc_eval_env_cleanup(&env);
+    rc_eval_daily_destroy(d);
+    rc_clicklog_free(log);
+    rm_dir_of(path);
+}
+
+static void after_live(const rc_eval_env *env, const rc_eval_daily_report *rep)
+{
+    (void)rep;
+    ASSERT(env->live_prev == NULL); /* the last period's engine is freed */
+}
+
 /* stream-daily-live is stream-daily until its first rebuild: on the first
  * day both run the same batch model and the same stream, so every figure is
  * the same; from the second day its rebuild starts from the table the first
@@ -361,24 +394,13 @@ static int later_periods_moved(const rc_eval_daily_report *a, const rc_eval_dail
  * top 50 of this catalog, so HR cannot tell). */
 TEST(eval_daily_live_rebuild_starts_from_the_stream)
 {
-    char path[256];
-    rc_clicklog *log = daily_tiny(path, sizeof path);
-    rc_eval_daily *d = daily(log, 1, 0, 0);
-    rc_eval_env env = {
-        .log = log, .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3}, .quiet = 1};
-    rc_eval_daily_report plain, live;
-    run_method("stream-daily", &env, d, &plain);
-    run_method("stream-daily-live", &env, d, &live);
-    ASSERT(env.live_prev == NULL); /* the last period's engine is freed */
-    ASSERT_DBL_OP(live.period[0].auc, ==, plain.period[0].auc);
-    ASSERT_DBL_OP(live.period[0].mrr50, ==, plain.period[0].mrr50);
-    ASSERT_GT(later_periods_moved(&live, &plain), 0);
-    rc_eval_daily_report_free(&plain);
-    rc_eval_daily_report_free(&live);
-    rc_eval_env_cleanup(&env);
-    rc_eval_daily_destroy(d);
-    rc_clicklog_free(log);
-    rm_dir_of(path);
+    first_period_same_later_moved("stream-daily", "stream-daily-live", 1, after_live);
+}
+
+static void after_install(const rc_eval_env *env, const rc_eval_daily_report *rep)
+{
+    ASSERT_EQ(env->install, 0); /* reset after the run */
+    ASSERT_EQ(rep->all.m.predictions, 9);
 }
 
 /* stream-daily-install is stream-warm until the second period's start: one
@@ -387,25 +409,7 @@ TEST(eval_daily_live_rebuild_starts_from_the_stream)
  * installed into the running engine and the later periods' scores move. */
 TEST(eval_daily_install_rebuild_into_the_running_engine)
 {
-    char path[256];
-    rc_clicklog *log = daily_tiny(path, sizeof path);
-    rc_eval_daily *d = daily(log, 1, 0, 0);
-    rc_eval_env env = {
-        .log = log, .train = {.dim = 8, .epochs = 40, .threads = 1, .seed = 3}, .quiet = 1};
-    rc_eval_daily_report warm, inst;
-    run_method("stream-warm", &env, d, &warm);
-    run_method("stream-daily-install", &env, d, &inst);
-    ASSERT_EQ(env.install, 0); /* reset after the run */
-    ASSERT_EQ(inst.all.m.predictions, 9);
-    ASSERT_DBL_OP(inst.period[0].auc, ==, warm.period[0].auc);
-    ASSERT_DBL_OP(inst.period[0].mrr50, ==, warm.period[0].mrr50);
-    ASSERT_GT(later_periods_moved(&inst, &warm), 0);
-    rc_eval_daily_report_free(&warm);
-    rc_eval_daily_report_free(&inst);
-    rc_eval_env_cleanup(&env);
-    rc_eval_daily_destroy(d);
-    rc_clicklog_free(log);
-    rm_dir_of(path);
+    first_period_same_later_moved("stream-warm", "stream-daily-install", 40, after_install);
 }
 
 /* recalld-eval --protocol daily --json: the protocol, and per method the
