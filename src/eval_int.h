@@ -21,6 +21,18 @@ int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t e
 int rc__eval_score_all(const rc_eval_env *env, const rc_eval_predictor *pr, const char *what,
                        rc_eval_report *rep, char *eb, size_t el);
 
+/* stream-daily-gated's gate before the install at split s's start
+ * (src/eval_gate.c): over the window of st->hours before s's cut, the
+ * running table of e and a challenger trained from it with bo on the
+ * sessions that ended before the window are scored frozen; *install = 1
+ * when the challenger's HR@50 >= st->ratio x the live table's, or when the
+ * window has nothing to judge on (st->unjudged). st's counts are updated.
+ * 0 or RC_E* (eb). */
+struct rc_engine;
+int rc__eval_gate_judge(const rc_eval_env *env, const rc_eval_split *s, struct rc_engine *e,
+                        const rc_train_opts *bo, rc_eval_gate_stats *st, int *install, char *eb,
+                        size_t el);
+
 /* qsort_r order of record indices of the clicklog ud: by time, then index. */
 int rc__eval_by_time(const void *a, const void *b, void *ud);
 

@@ -395,7 +395,7 @@ static int rebuild_install(const rc_eval_env *env, rc_engine *e, const rc_eval_s
  * settings of stream-daily-install's rebuild at each later split's start. */
 static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
                   const rc_eval_split *const *sp, size_t n, rc_eval_acc *const *acc,
-                  const rc_train_opts *bo, char *eb, size_t el)
+                  const rc_train_opts *bo, rc_eval_gate_stats *gs, char *eb, size_t el)
 {
     rc_eval_embed **em = calloc(n, sizeof *em); /* per split, made at its first prediction */
     rc_eval_predictor pr;
@@ -403,11 +403,23 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
     int rc = em && w ? 0 : RC_ENOMEM;
     size_t next = 1; /* the next split whose start rebuilds (bo) */
     uint64_t rows = 0;
-    int rebuilt = 0; /* a rebuild's error: eb says it already */
+    int rebuilt = 0;   /* a rebuild's error: eb says it already */
+    size_t judged = 1; /* the next split the gate judges */
+    int *install = gs ? calloc(n, sizeof *install) : NULL; /* per split: the gate's verdict */
+    if (gs && !install)
+        rc = RC_ENOMEM;
     for (size_t j = 0; j < r->n && !rc; j++) {
         size_t i = r->order[j], k = r->split_of[i];
+        /* stream-daily-gated: the gate of split `judged` is judged when the
+         * stream reaches its window, the install (or not) at its cut. */
+        for (; gs && judged < n && !rc &&
+               r->log->recs[i].ts_ms >= sp[judged]->cut_ms - (int64_t)(gs->hours * 3600e3);
+             judged++)
+            rc = rebuilt =
+                rc__eval_gate_judge(env, sp[judged], e, bo, gs, &install[judged], eb, el);
         for (; bo && next < n && r->log->recs[i].ts_ms >= sp[next]->cut_ms && !rc; next++)
-            rc = rebuilt = rebuild_install(env, e, sp[next], bo, &rows, eb, el);
+            if (!gs || install[next])
+                rc = rebuilt = rebuild_install(env, e, sp[next], bo, &rows, eb, el);
         if (!rc && r->pos_of[i] != NO_POS && !em[k])
             if (!(rc = rc__eval_embed_new(env, sp[k], rc_engine_table(e), rc_engine_index(e),
                                           &em[k], eb, el)))
@@ -429,6 +441,7 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
         rc_eval_embed_destroy(em[k]);
     free(em);
     free(w);
+    free(install);
     return rc;
 }
 
@@ -579,8 +592,14 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
     /* Index retrainings at the calls that cause them, not when a thread gets
      * to them: the same figures on every run. */
     rc_index_set_background(rc_engine_index(e), 0);
-    if ((rc = stream(&run, e, &r, sp, n, acc, warm && n > 1 && env->install ? &o : NULL, eb, el)))
+    int gated = warm && n > 1 && env->install && env->gate;
+    rc_eval_gate_stats gs = {.hours = env->gate_hours > 0 ? env->gate_hours : RC_EVAL_GATE_HOURS,
+                             .ratio = env->gate_ratio > 0 ? env->gate_ratio : 1.0};
+    if ((rc = stream(&run, e, &r, sp, n, acc, warm && n > 1 && env->install ? &o : NULL,
+                     gated ? &gs : NULL, eb, el)))
         goto out;
+    if ((rep->has_gate = gated))
+        rep->gate = gs;
     rc__eval_acc_report(acc[n - 1], sp[n - 1], rep);
     rep->has_settings = 1;
     rep->settings = o;

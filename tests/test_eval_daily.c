@@ -412,6 +412,75 @@ TEST(eval_daily_install_rebuild_into_the_running_engine)
     first_period_same_later_moved("stream-warm", "stream-daily-install", 40, after_install);
 }
 
+/* Every period's figures of a and b are the same. */
+static void same_periods(const rc_eval_daily *d, const rc_eval_daily_report *a,
+                         const rc_eval_daily_report *b)
+{
+    for (uint32_t k = 0; k < d->nperiods; k++) {
+        ASSERT_EQ(a->period[k].predictions, b->period[k].predictions);
+        ASSERT_DBL_OP(a->period[k].hr50, ==, b->period[k].hr50);
+        ASSERT_DBL_OP(a->period[k].auc, ==, b->period[k].auc);
+        ASSERT_DBL_OP(a->period[k].mrr50, ==, b->period[k].mrr50);
+    }
+}
+
+/* stream-daily-gated is stream-daily-install whose installs each pass a
+ * gate first. Its two extremes are the methods it sits between: a gate
+ * every challenger passes (ratio ~0) installs every rebuild, and gives
+ * stream-daily-install's figures exactly; a gate none passes (ratio huge,
+ * on a log where the live table hits in every window) installs none and
+ * gives stream-warm's. Judging itself (a challenger trained beside the
+ * engine, both tables scored) leaves the stream untouched. At the default
+ * ratio the counts add up, and the live and challenger HR@50 of the windows
+ * are real scores. */
+TEST(eval_daily_gated_install_between_warm_and_install)
+{
+    char dir[] = "/tmp/rc_gate_XXXXXX";
+    rc_clicklog *log = gen_log(dir, "--seed 3 --events 20000 --users 300 --items 400");
+    rc_eval_daily *d = daily(log, 1, 6, 4); /* about 2 days: 4 periods after warm-up */
+    ASSERT_GT(d->nperiods, 2);
+    rc_eval_env env = {.log = log,
+                       .train = {.dim = 8, .epochs = 2, .threads = 1, .seed = 3},
+                       .gate_hours = 2,
+                       .quiet = 1};
+    rc_eval_daily_report warm, inst, all, none, dflt;
+    run_method("stream-warm", &env, d, &warm);
+    run_method("stream-daily-install", &env, d, &inst);
+    ASSERT(!warm.all.has_gate && !inst.all.has_gate);
+    env.gate_ratio = 1e-9;
+    run_method("stream-daily-gated", &env, d, &all);
+    env.gate_ratio = 1e9;
+    run_method("stream-daily-gated", &env, d, &none);
+    env.gate_ratio = 0; /* the default, 1 */
+    run_method("stream-daily-gated", &env, d, &dflt);
+    ASSERT_EQ(env.gate, 0); /* reset after the run */
+    uint32_t later = d->nperiods - 1;
+    ASSERT(all.all.has_gate);
+    ASSERT_EQ(all.all.gate.judged + all.all.gate.unjudged, later);
+    ASSERT_EQ(all.all.gate.installed, all.all.gate.judged);
+    ASSERT_GT(all.all.gate.judged, 0);
+    same_periods(d, &all, &inst);
+    ASSERT_EQ(none.all.gate.judged, later); /* every window has predictions */
+    ASSERT_EQ(none.all.gate.installed, 0);
+    ASSERT_DBL_OP(none.all.gate.live_hr50_sum, >, 0.05);
+    same_periods(d, &none, &warm);
+    ASSERT_GT(later_periods_moved(&inst, &warm), 0); /* the extremes differ */
+    const rc_eval_gate_stats *g = &dflt.all.gate;
+    ASSERT_DBL_OP(g->hours, ==, 2);
+    ASSERT_DBL_OP(g->ratio, ==, 1);
+    ASSERT_EQ(g->judged, later);
+    ASSERT(g->installed <= g->judged);
+    ASSERT_DBL_OP(g->cand_hr50_sum, >, 0.05);
+    ASSERT(g->cand_hr50_sum <= g->judged && g->live_hr50_sum <= g->judged);
+    rc_eval_daily_report *reps[] = {&warm, &inst, &all, &none, &dflt};
+    for (size_t i = 0; i < RC_ARRAY_LEN(reps); i++)
+        rc_eval_daily_report_free(reps[i]);
+    rc_eval_env_cleanup(&env);
+    rc_eval_daily_destroy(d);
+    rc_clicklog_free(log);
+    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
+}
+
 /* recalld-eval --protocol daily --json: the protocol, and per method the
  * age slices and one slice per period, adding up to the method's total. */
 TEST(eval_daily_cli_json)
@@ -471,6 +540,39 @@ TEST(eval_daily_cli_json)
     ASSERT_EQ(
         e2e_sh(NULL, "%s --input %s --tune-min-valid x 2>/dev/null", RC_BIN("recalld-eval"), path),
         2);
+
+    /* stream-daily-gated reports its gate: a day's window before each of the
+     * two later periods. A window longer than a period, or a ratio out of
+     * range, is a usage error. */
+    st = e2e_sh(&out,
+                "%s --input %s --format csv --time-unit s --dim 8 --epochs 1 --threads 1 "
+                "--protocol daily --new-items --methods stream-daily-gated --gate-hours 24 "
+                "--gate-ratio 1.5 --json --quiet",
+                RC_BIN("recalld-eval"), path);
+    ASSERT_EQ(st, 0);
+    j = e2e_json(out);
+    json_t *g = json_object_get(
+        json_object_get(json_object_get(j, "methods"), "stream-daily-gated"), "gate");
+    ASSERT_DBL_OP(json_number_value(json_object_get(g, "hours")), ==, 24);
+    ASSERT_DBL_OP(json_number_value(json_object_get(g, "ratio")), ==, 1.5);
+    ASSERT_EQ(json_integer_value(json_object_get(g, "judged")) +
+                  json_integer_value(json_object_get(g, "unjudged")),
+              2);
+    ASSERT(json_is_integer(json_object_get(g, "installed")));
+    ASSERT(json_is_number(json_object_get(g, "live_hr@50")));
+    ASSERT(json_is_number(json_object_get(g, "challenger_hr@50")));
+    json_decref(j);
+    free(out);
+    ASSERT_EQ(e2e_sh(&out, "%s --input %s --protocol daily --gate-hours 25 2>&1",
+                     RC_BIN("recalld-eval"), path),
+              2);
+    ASSERT(strstr(out, "at most a period") != NULL);
+    free(out);
+    ASSERT_EQ(e2e_sh(NULL,
+                     "%s --input %s --protocol daily --period-hours 48 --gate-hours 25 "
+                     "--gate-ratio 3 2>/dev/null",
+                     RC_BIN("recalld-eval"), path),
+              2);
     rm_dir_of(path);
 }
 

@@ -369,6 +369,33 @@ typedef struct rc_eval_stream_tune {
 } rc_eval_stream_tune;
 
 /* What a method reports. */
+#define RC_EVAL_GATE_HOURS 4.0 /* rc_eval_env.gate_hours's default */
+
+/* stream-daily-gated's gate over a run: settings and decisions. */
+typedef struct rc_eval_gate_stats {
+    double hours, ratio;
+    uint32_t judged;    /* periods whose gate window had predictions */
+    uint32_t installed; /* of them, the challenger won: the rebuild was installed */
+    uint32_t unjudged;  /* no prediction in the window: installed unjudged (the ungated rule) */
+    double live_hr50_sum, cand_hr50_sum; /* over the judged windows */
+} rc_eval_gate_stats;
+
+/* The champion/challenger gate's parts (stream-daily-gated, recalld-train
+ * --gate-hours; src/eval_gate.c).
+ * rc_eval_gate_window: the split of the window [cut_ms - hours, cut_ms) of
+ * log: the sessions that start in it are predicted, those that ended before
+ * it train (opts: the splits' options, NULL = defaults). Returns 0, 1 (no
+ * training session or no prediction: nothing to judge on; *g NULL) or RC_E*.
+ * rc_eval_gate_score: HR@50 of table t, frozen, over every prediction of g,
+ * searched through ix (NULL: an index of env's index.* built for it) with
+ * env's user query (--stream-set recall.*). env needs log and, else zero,
+ * takes the daemon's defaults. Thread: any; t is read only. */
+int rc_eval_gate_window(const rc_clicklog *log, const rc_eval_opts *opts, int64_t cut_ms,
+                        double hours, rc_eval_split **g, char *errbuf, size_t errlen);
+struct rc_eval_env;
+int rc_eval_gate_score(const struct rc_eval_env *env, const rc_eval_split *g, const rc_table *t,
+                       rc_index *ix, double *hr50, char *errbuf, size_t errlen);
+
 typedef struct rc_eval_report {
     rc_eval_metrics m;
     int has_settings; /* settings below were used (embedding methods) */
@@ -391,6 +418,8 @@ typedef struct rc_eval_report {
     rc_eval_stream_tune stream_tune;
     /* fused: the fusion weight it ran with; fuse_tuned: chosen by --tune (on
      * a validation split, HR@50 fuse_hr50 there), else cooc.fuse_weight */
+    int has_gate; /* stream-daily-gated */
+    rc_eval_gate_stats gate;
     int has_fuse;
     float fuse_weight;
     int fuse_tuned;
@@ -441,6 +470,13 @@ typedef struct rc_eval_env {
                                   * starts from; freed by rc_eval_daily_run */
     int install; /* stream-daily-install is running: at each later period's start the
                   * rebuild (from the running engine's table) is installed into it */
+    /* stream-daily-gated is running (with install): each later period's
+     * rebuild is installed only when a challenger trained the same way on
+     * the sessions that ended gate_hours before the period's start scores
+     * HR@50 >= gate_ratio x the running table's on the sessions of those
+     * hours (both frozen; src/eval_gate.c). gate_hours 0 = 4, gate_ratio 0 = 1. */
+    int gate;
+    double gate_hours, gate_ratio;
     rc_eval_stream_tune stream_tuned[2];
     /* --tune for fused (tune or tune_fuse): the first fused run whose split's
      * training sessions give a validation split chooses the fusion weight
@@ -595,6 +631,8 @@ typedef struct rc_eval_daily_method {
     int install;            /* 1: stream-warm's one engine, and at each later period's
                              * start a rebuild from its table installed into it, as the
                              * daemon's install_model does (stream-daily-install) */
+    int gate;               /* 1 (with install): each install behind the champion/
+                             * challenger gate of rc_eval_env.gate (stream-daily-gated) */
 } rc_eval_daily_method;
 
 /* popularity, itemknn, batch-daily, stream-warm, stream-daily: run and

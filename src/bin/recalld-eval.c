@@ -51,10 +51,15 @@ static const char about[] =
     "(rebuilt like batch-daily, streaming in between); slices per period too.\n"
     "Only when named in --methods: itemknn-live, fused, stream-daily-live\n"
     "(stream-daily whose rebuild starts from the table the last period's stream\n"
-    "left instead of random vectors) and stream-daily-install (the daemon's daily\n"
+    "left instead of random vectors), stream-daily-install (the daemon's daily\n"
     "rebuild: stream-warm's one engine, and at each later period's start a rebuild\n"
     "from its live table installed into it, as recalld-train --init and\n"
-    "install_model do).";
+    "install_model do) and stream-daily-gated (stream-daily-install whose every\n"
+    "install must first win a champion/challenger gate: --gate-hours before the\n"
+    "period's start, a challenger rebuilt from the live table on the sessions that\n"
+    "ended by then and the live table are scored frozen on the sessions of those\n"
+    "last hours; the rebuild is installed when the challenger's HR@50 is >= --gate-ratio\n"
+    "x the live table's).";
 
 enum {
     X_DUMP,
@@ -73,7 +78,9 @@ enum {
     X_QUERY,
     X_TUNE_MIN_VALID,
     X_SEARCH,
-    X_ANN_RECALL
+    X_ANN_RECALL,
+    X_GATE_HOURS,
+    X_GATE_RATIO
 };
 
 static const rc_cli_flag extra[] = {
@@ -105,12 +112,19 @@ static const rc_cli_flag extra[] = {
     {"--ann-recall", NULL,
      "sgns, cbow: also search each prediction exactly and report ann_recall@50, the share of "
      "the exact top-50 the index's top-50 holds"},
+    {"--gate-hours", "H",
+     "stream-daily-gated: judge each install on the sessions of the last H hours before the "
+     "period's start, (0, --period-hours] (4)"},
+    {"--gate-ratio", "R",
+     "stream-daily-gated: install when the challenger's HR@50 there is >= R x the live "
+     "table's, [0.5, 2] (1)"},
 };
 
 struct eval_flags {
     const char *dump;
     rc_eval_opts eo;
     float overfetch, stream_lr;
+    double gate_hours, gate_ratio;
     const char *stream_set[32];
     size_t nstream_set;
     int query_items;
@@ -174,6 +188,16 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
         return 0;
     case X_ANN_RECALL:
         f->ann_recall = 1;
+        return 0;
+    case X_GATE_HOURS:
+        f->gate_hours = strtod(v, &end);
+        if (!*v || *end || !(f->gate_hours > 0 && f->gate_hours <= 8784))
+            return rc_err(eb, el, RC_EINVAL, "expected a number of hours in (0, 8784]");
+        return 0;
+    case X_GATE_RATIO:
+        f->gate_ratio = strtod(v, &end);
+        if (!*v || *end || !(f->gate_ratio >= 0.5 && f->gate_ratio <= 2))
+            return rc_err(eb, el, RC_EINVAL, "expected a number in [0.5, 2]");
         return 0;
     case X_SEARCH:
         if (strcmp(v, "index") && strcmp(v, "exact"))
@@ -341,6 +365,16 @@ static json_t *method_json(const rc_eval_report *r)
         json_object_set_new(j, "stream", stream_json(&r->stream));
     if (j && r->stream_tuned)
         json_object_set_new(j, "stream_tuned", stream_tuned_json(&r->stream_tune));
+    if (j && r->has_gate) {
+        const rc_eval_gate_stats *g = &r->gate;
+        json_object_set_new(j, "gate",
+                            json_pack("{s:f,s:f,s:I,s:I,s:I,s:f,s:f}", "hours", g->hours, "ratio",
+                                      g->ratio, "judged", (json_int_t)g->judged, "installed",
+                                      (json_int_t)g->installed, "unjudged", (json_int_t)g->unjudged,
+                                      "live_hr@50", g->judged ? g->live_hr50_sum / g->judged : 0.0,
+                                      "challenger_hr@50",
+                                      g->judged ? g->cand_hr50_sum / g->judged : 0.0));
+    }
     if (j && r->has_fuse) {
         json_object_set_new(j, "fuse_weight", json_real(round(r->fuse_weight * 1000.0) / 1000));
         if (r->fuse_tuned)
@@ -600,6 +634,8 @@ static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const
                          .exact = f->exact,
                          .ann_recall = f->ann_recall,
                          .stream_lr = f->stream_lr,
+                         .gate_hours = f->gate_hours,
+                         .gate_ratio = f->gate_ratio,
                          .stream_set = f->stream_set,
                          .nstream_set = f->nstream_set,
                          .query_items = f->query_items,
@@ -696,7 +732,7 @@ static int select_daily(const rc_cli *cli, int *run, char *eb, size_t el)
             return rc_err(eb, el, RC_EINVAL,
                           "--methods: \"%s\" is not a daily method (popularity, itemknn, "
                           "batch-daily, stream-warm, stream-daily, itemknn-live, fused, "
-                          "stream-daily-live, stream-daily-install)",
+                          "stream-daily-live, stream-daily-install, stream-daily-gated)",
                           name);
         p += m + (p[m] == ',');
     }
@@ -860,6 +896,10 @@ int main(int argc, char **argv)
         return rc_cli_usage_error("recalld-eval", "%s", err);
     if (f.daily && f.ablation)
         return rc_cli_usage_error("recalld-eval", "--ablation needs --protocol split");
+    if (f.gate_hours > (f.dopts.period_hours > 0 ? f.dopts.period_hours : 24))
+        return rc_cli_usage_error("recalld-eval", "--gate-hours %g: at most a period (%g h)",
+                                  f.gate_hours,
+                                  f.dopts.period_hours > 0 ? f.dopts.period_hours : 24);
     if (f.exact && f.ann_recall)
         return rc_cli_usage_error("recalld-eval", "--ann-recall compares the index with "
                                                   "--search exact: give one of them");

@@ -2,7 +2,8 @@
  * gzip, stdin), cut sessions, batch SGNS (skip-gram or CBOW, Hogwild threads),
  * write the model file that `recalld --model FILE` loads.
  *
- * Exit status: 0 ok, 1 failure (load, train, write), 2 usage error. */
+ * Exit status: 0 ok, 1 failure (load, train, write), 2 usage error, 3 the
+ * --gate-hours gate kept the live table (nothing written). */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "recalld/cli.h"
 #include "recalld/clicklog.h"
 #include "recalld/common.h"
+#include "recalld/eval.h"
 #include "recalld/model.h"
 #include "recalld/tower.h"
 #include "recalld/train.h"
@@ -33,25 +35,46 @@ static const char about[] =
     "--init FILE: a rebuild that goes on from a live table: every item FILE\n"
     "holds (a model file, or a checkpoint of recalld's data_dir) starts from\n"
     "FILE's input and output vectors instead of random ones; items new to the\n"
-    "log start random.";
+    "log start random.\n"
+    "--gate-hours H (with --init): a champion/challenger gate before a daily\n"
+    "install. The rebuild trains on the sessions that ended H hours before the\n"
+    "log's last click; it and FILE's table (the live table at that moment) are\n"
+    "both scored, frozen, on the sessions of those last H hours (HR@50 of each\n"
+    "next click, the daemon's user query and index). --output is written only\n"
+    "when the rebuild's HR@50 is >= --gate-ratio x FILE's; else exit status 3.";
 
-enum { X_MODEL, X_TOWER_OUTPUT, X_INIT };
+enum { X_MODEL, X_TOWER_OUTPUT, X_INIT, X_GATE_HOURS, X_GATE_RATIO };
 
 static const rc_cli_flag extra[] = {
     {"--model", "M", "sgns (the item table only; --mode picks skipgram/cbow) | two-tower"},
     {"--tower-output", "FILE", "two-tower model file (default: OUTPUT.tower)"},
     {"--init", "FILE", "start the items FILE holds from its vectors (model file or checkpoint)"},
+    {"--gate-hours", "H",
+     "with --init: judge the rebuild against FILE on the log's last H hours, write it only if "
+     "it wins, (0, 8784]"},
+    {"--gate-ratio", "R", "--gate-hours: the rebuild must reach R x FILE's HR@50, [0.5, 2] (1)"},
 };
 
 struct train_flags {
     int two_tower;
     const char *tower_output;
     const char *init;
+    double gate_hours, gate_ratio;
 };
 
 static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
 {
     struct train_flags *f = ud;
+    char *end;
+    if (i == X_GATE_HOURS || i == X_GATE_RATIO) {
+        double x = strtod(v, &end);
+        if (!*v || *end || !(i == X_GATE_HOURS ? x > 0 && x <= 8784 : x >= 0.5 && x <= 2))
+            return rc_err(eb, el, RC_EINVAL,
+                          i == X_GATE_HOURS ? "expected a number of hours in (0, 8784]"
+                                            : "expected a number in [0.5, 2]");
+        *(i == X_GATE_HOURS ? &f->gate_hours : &f->gate_ratio) = x;
+        return 0;
+    }
     if (i == X_TOWER_OUTPUT || i == X_INIT) {
         if (!*v)
             return rc_err(eb, el, RC_EINVAL, "expected a file name");
@@ -152,12 +175,20 @@ struct init_run {
     uint32_t items, matched;
 };
 
+/* What --gate-hours did, for the JSON and the exit status. */
+struct gate_run {
+    double hours, ratio;
+    int judged, install;
+    size_t predictions;
+    double init_hr50, rebuild_hr50;
+};
+
 static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_train_result *r,
                        const char *output, const rc_tune_result *tuned, const struct tower_run *tr,
-                       const struct init_run *ir)
+                       const struct init_run *ir, const struct gate_run *gr)
 {
     json_t *j = json_pack(
-        "{s:{s:I,s:I,s:I,s:I,s:I},s:{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:b},s:s}", "dataset",
+        "{s:{s:I,s:I,s:I,s:I,s:I},s:{s:s,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:b},s:s?}", "dataset",
         "events", (json_int_t)log->n, "users", (json_int_t)rc_dict_size(log->users), "items",
         (json_int_t)rc_dict_size(log->items), "sessions", (json_int_t)log->nsessions, "skipped",
         (json_int_t)log->skipped, "train", "mode", o->mode == RC_SGNS_CBOW ? "cbow" : "skipgram",
@@ -173,11 +204,59 @@ static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_
         json_object_set_new(json_object_get(j, "train"), "init",
                             json_pack("{s:s,s:I,s:I}", "path", ir->path, "items",
                                       (json_int_t)ir->items, "matched", (json_int_t)ir->matched));
+    if (j && gr->hours > 0)
+        json_object_set_new(j, "gate",
+                            json_pack("{s:f,s:f,s:b,s:I,s:f,s:f,s:b}", "hours", gr->hours, "ratio",
+                                      gr->ratio, "judged", gr->judged, "predictions",
+                                      (json_int_t)gr->predictions, "init_hr@50", gr->init_hr50,
+                                      "rebuild_hr@50", gr->rebuild_hr50, "install", gr->install));
     if (j) {
         json_dumpf(j, stdout, JSON_COMPACT);
         fputc('\n', stdout);
         json_decref(j);
     }
+}
+
+/* --gate-hours: the window is the log's last gr->hours; the rebuild trains
+ * on the sessions that ended before it (starting from init), both tables
+ * are scored on it. *t gets the rebuild. A window without a training
+ * session or a prediction is not judged: the rebuild then trains on the
+ * whole log, as without the gate, and is written. */
+static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *init,
+                struct gate_run *gr, rc_table **t, rc_train_result *res, char *err, size_t errlen)
+{
+    int64_t last = INT64_MIN;
+    rc_eval_split *g = NULL;
+    for (size_t i = 0; i < log->n; i++)
+        last = RC_MAX(last, log->recs[i].ts_ms);
+    int rc = rc_eval_gate_window(log, NULL, last + 1, gr->hours, &g, err, errlen);
+    if (rc == 1) {
+        if (!cli->log.quiet)
+            fprintf(stderr,
+                    "recalld-train: gate: no session to judge on in the last %g h: not judged\n",
+                    gr->hours);
+        gr->install = 1;
+        return rc_train_run(&cli->train, log, NULL, t, res, err, errlen);
+    }
+    if (rc)
+        return rc;
+    rc_eval_env env = {.log = log, .quiet = 1};
+    gr->judged = 1;
+    gr->predictions = g->npos;
+    if (!(rc = rc_train_run(&cli->train, log, g->train_mask, t, res, err, errlen)) &&
+        !(rc = rc_eval_gate_score(&env, g, init, NULL, &gr->init_hr50, err, errlen)) &&
+        !(rc = rc_eval_gate_score(&env, g, *t, NULL, &gr->rebuild_hr50, err, errlen))) {
+        gr->install = gr->rebuild_hr50 >= gr->ratio * gr->init_hr50;
+        if (!cli->log.quiet)
+            fprintf(stderr,
+                    "recalld-train: gate: %zu predictions in the last %g h: --init %.4f, "
+                    "rebuild %.4f (x%.3f): %s\n",
+                    g->npos, gr->hours, gr->init_hr50, gr->rebuild_hr50,
+                    gr->init_hr50 > 0 ? gr->rebuild_hr50 / gr->init_hr50 : 0,
+                    gr->install ? "install the rebuild" : "keep the live table (nothing written)");
+    }
+    rc_eval_split_destroy(g);
+    return rc;
 }
 
 /* --tune: replaces the searched settings of cli->train by the chosen ones
@@ -261,6 +340,10 @@ int main(int argc, char **argv)
         return rc_cli_usage_error("recalld-train", "--input and --output are required");
     if (tf.tower_output && !tf.two_tower)
         return rc_cli_usage_error("recalld-train", "--tower-output needs --model two-tower");
+    if ((tf.gate_hours > 0 || tf.gate_ratio > 0) && (!tf.init || tf.two_tower))
+        return rc_cli_usage_error("recalld-train",
+                                  "--gate-hours and --gate-ratio need --init and "
+                                  "--model sgns (the live table to judge against)");
     snprintf(tower_path, sizeof tower_path, "%s.tower", cli.output);
     rc_tower_train_opts topts = cli.tower;
     if (!cli.tower_features_set)
@@ -272,6 +355,9 @@ int main(int argc, char **argv)
     rc_train_result res;
     rc_tune_result tuned;
     struct init_run ir = {.path = tf.init};
+    struct gate_run gr = {.hours = tf.gate_hours, .ratio = tf.gate_ratio > 0 ? tf.gate_ratio : 1};
+    if (tf.gate_ratio > 0 && !(tf.gate_hours > 0))
+        return rc_cli_usage_error("recalld-train", "--gate-ratio needs --gate-hours");
     int rc = 0;
     if (tf.init) { /* before the log: a wrong file fails at once */
         rc = load_init(tf.init, &cli.train.dim, (cli.set_mask & RC_CLI_SET_DIM) != 0, &init, err,
@@ -283,7 +369,9 @@ int main(int argc, char **argv)
     if (!rc && cli.tune) /* settings chosen on the last --test-ratio of the log's time */
         rc = tune(&cli, log, &tuned, err, sizeof err);
     cli.train.init = init; /* the rebuild only: --tune compares settings from random starts */
-    if (!rc)
+    if (!rc && gr.hours > 0)
+        rc = gate(&cli, log, init, &gr, &t, &res, err, sizeof err);
+    else if (!rc)
         rc = rc_train_run(&cli.train, log, NULL, &t, &res, err, sizeof err);
     if (!rc && init) {
         ir.items = rc_table_size(init);
@@ -292,9 +380,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "recalld-train: %u of %u items started from %s\n", ir.matched,
                     rc_table_size(t), tf.init);
     }
-    if (!rc)
+    int kept = !rc && gr.hours > 0 && !gr.install; /* the gate said no: nothing written */
+    if (!rc && !kept)
         rc = rc_model_save(t, cli.output, err, sizeof err);
-    if (!rc && !cli.log.quiet)
+    if (!rc && !kept && !cli.log.quiet)
         fprintf(stderr, "recalld-train: wrote %s (%u items, dim %u)\n", cli.output,
                 rc_table_size(t), rc_table_dim(t));
     /* The paper's order: word2vec first, then the towers on top of it. */
@@ -303,10 +392,10 @@ int main(int argc, char **argv)
     if (rc)
         fprintf(stderr, "recalld-train: %s\n", err);
     else if (cli.json)
-        print_json(log, &cli.train, &res, cli.output, cli.tune ? &tuned : NULL,
-                   tf.two_tower ? &tr : NULL, &ir);
+        print_json(log, &cli.train, &res, kept ? NULL : cli.output, cli.tune ? &tuned : NULL,
+                   tf.two_tower ? &tr : NULL, &ir, &gr);
     rc_table_destroy(t);
     rc_table_destroy(init);
     rc_clicklog_free(log);
-    return rc ? 1 : 0;
+    return rc ? 1 : kept ? 3 : 0;
 }
