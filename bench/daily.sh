@@ -13,7 +13,7 @@
 # --tune-seconds 60 and the live item-kNN and fused rows (the warm-up then
 # grows until --tune has a validation split: 40 days on Diginetica's sample;
 # MovieLens runs with 60 warm-up days), METHODS=a,b,... for another list of
-# methods (e.g. add stream-daily-install or stream-daily-live). Every method is
+# methods (e.g. add stream-daily-install, stream-daily-gated or stream-daily-live). Every method is
 # also printed as a ratio to batch-daily and to stream-warm when they ran.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)

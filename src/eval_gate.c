@@ -12,6 +12,7 @@
  * installed only when the challenger's HR@50 is >= gate_ratio x the
  * champion's. Both tables know exactly the clicks before the window and
  * neither has seen the window's, so neither side is favoured. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,27 +25,33 @@
 #include "eval_int.h"
 
 int rc_eval_gate_score(const rc_eval_env *env, const rc_eval_split *g, const rc_table *t,
-                       rc_index *ix, double *hr50, char *eb, size_t el)
+                       rc_index *ix, double *hr50, uint8_t *hits, char *eb, size_t el)
 {
     rc_eval_embed *em = NULL;
     rc_eval_predictor pr;
     rc_eval_acc a;
     rc_eval_metrics m;
     rc_index *own = NULL;
+    rc_eval_scratch *w = malloc(sizeof *w);
     int rc = 0;
-    if (!ix && (rc = rc__eval_index_build(env, (rc_table *)t, &own, eb, el)))
-        return rc;
-    if (rc_eval_acc_init(&a, g->nitems)) {
-        rc_index_destroy(own);
+    if (!w || rc_eval_acc_init(&a, g->nitems)) {
+        free(w);
         return rc_err(eb, el, RC_ENOMEM, "gate: out of memory");
     }
-    rc = rc__eval_embed_new(env, g, t, ix ? ix : own, &em, eb, el);
+    if (!ix && !(rc = rc__eval_index_build(env, (rc_table *)t, &own, eb, el)))
+        ix = own;
+    if (!rc)
+        rc = rc__eval_embed_new(env, g, t, ix, &em, eb, el);
     if (!rc)
         rc = rc__eval_embed_query_setup(env, em, eb, el);
-    if (!rc) {
+    if (!rc)
         rc_eval_embed_predictor(em, &pr);
-        if ((rc = rc_eval_predict_all(g, &pr, &a)))
+    for (size_t p = 0; !rc && p < g->npos; p++) {
+        uint64_t before = a.all.hit50;
+        if ((rc = rc_eval_predict(g, &pr, p, &a, w)))
             rc_err(eb, el, rc, "gate: %s", rc_strerror(rc));
+        else if (hits)
+            hits[p] = a.all.hit50 > before;
     }
     if (!rc) {
         rc_eval_acc_result(&a, NULL, g->ncatalog, &m);
@@ -53,7 +60,25 @@ int rc_eval_gate_score(const rc_eval_env *env, const rc_eval_split *g, const rc_
     rc_eval_embed_destroy(em);
     rc_eval_acc_free(&a);
     rc_index_destroy(own);
+    free(w);
     return rc;
+}
+
+double rc_eval_gate_z(const uint8_t *live, const uint8_t *cand, size_t n, uint64_t only[2])
+{
+    only[0] = only[1] = 0;
+    for (size_t p = 0; p < n; p++) {
+        only[0] += live[p] && !cand[p];
+        only[1] += cand[p] && !live[p];
+    }
+    return only[0] + only[1]
+               ? ((double)only[1] - (double)only[0]) / sqrt((double)(only[0] + only[1]))
+               : 0;
+}
+
+int rc_eval_gate_verdict(double live_hr50, double cand_hr50, double z, double ratio, double min_z)
+{
+    return cand_hr50 >= ratio * live_hr50 && z >= min_z;
 }
 
 int rc_eval_gate_window(const rc_clicklog *log, const rc_eval_opts *opts, int64_t cut_ms,
@@ -89,6 +114,8 @@ int rc__eval_gate_judge(const rc_eval_env *env, const rc_eval_split *s, rc_engin
     rc_eval_split *g = NULL;
     rc_table *cand = NULL;
     double live = 0, chal = 0;
+    uint8_t *hits = NULL;
+    uint64_t only[2];
     int rc = rc_eval_gate_window(s->log, &s->opts, s->cut_ms, st->hours, &g, eb, el);
     if (rc == 1) {
         st->unjudged++;
@@ -102,11 +129,16 @@ int rc__eval_gate_judge(const rc_eval_env *env, const rc_eval_split *s, rc_engin
     o.progress = -1;
     o.quiet = 1;
     rc_engine_flush_index(e);
-    if (!(rc = rc_eval_gate_score(env, g, rc_engine_table(e), rc_engine_index(e), &live, eb, el)) &&
+    if (!(hits = calloc(2 * g->npos, 1)))
+        rc = rc_err(eb, el, RC_ENOMEM, "gate: out of memory");
+    if (!rc &&
+        !(rc = rc_eval_gate_score(env, g, rc_engine_table(e), rc_engine_index(e), &live, hits, eb,
+                                  el)) &&
         !(rc = rc_train_run(&o, s->log, g->train_mask, &cand, NULL, eb, el)))
-        rc = rc_eval_gate_score(env, g, cand, NULL, &chal, eb, el);
+        rc = rc_eval_gate_score(env, g, cand, NULL, &chal, hits + g->npos, eb, el);
     if (!rc) {
-        *install = chal >= st->ratio * live;
+        double z = rc_eval_gate_z(hits, hits + g->npos, g->npos, only);
+        *install = rc_eval_gate_verdict(live, chal, z, st->ratio, st->min_z);
         st->judged++;
         st->installed += (uint32_t)*install;
         st->live_hr50_sum += live;
@@ -114,9 +146,11 @@ int rc__eval_gate_judge(const rc_eval_env *env, const rc_eval_split *s, rc_engin
         if (!env->quiet)
             fprintf(stderr,
                     "recalld-eval: gate: %zu predictions in the last %g h: live %.4f, "
-                    "challenger %.4f: %s\n",
-                    g->npos, st->hours, live, chal, *install ? "install" : "keep the live table");
+                    "challenger %.4f (z %+.2f): %s\n",
+                    g->npos, st->hours, live, chal, z,
+                    *install ? "install" : "keep the live table");
     }
+    free(hits);
     rc_table_destroy(cand);
     rc_eval_split_destroy(g);
     return rc;

@@ -4,6 +4,7 @@
  * period, the fallbacks and new-item hits of the batch and streaming
  * methods), and recalld-eval --protocol daily's JSON. */
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -481,6 +482,27 @@ TEST(eval_daily_gated_install_between_warm_and_install)
     ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
 }
 
+/* The gate's verdict: the challenger's HR@50 against ratio x the live
+ * table's, and its paired lead in standard errors (McNemar's statistic on
+ * the predictions where exactly one of them hit). */
+TEST(eval_gate_paired_z_and_verdict)
+{
+    static const uint8_t live[] = {1, 1, 0, 0, 1, 0}, cand[] = {1, 0, 1, 1, 1, 0};
+    uint64_t only[2];
+    double z = rc_eval_gate_z(live, cand, 6, only);
+    ASSERT_EQ(only[0], 1);
+    ASSERT_EQ(only[1], 2);
+    ASSERT_DBL_OP(fabs(z - 1 / sqrt(3.0)), <, 1e-12);
+    ASSERT_DBL_OP(rc_eval_gate_z(cand, live, 6, only), ==, -z);
+    ASSERT_DBL_OP(rc_eval_gate_z(live, live, 6, only), ==, 0); /* none differ */
+    ASSERT_EQ(only[0] + only[1], 0);
+    ASSERT_EQ(rc_eval_gate_verdict(0.5, 4.0 / 6, z, 1, 0), 1);
+    ASSERT_EQ(rc_eval_gate_verdict(0.5, 4.0 / 6, z, 1, 1), 0);   /* lead under one SE */
+    ASSERT_EQ(rc_eval_gate_verdict(0.5, 4.0 / 6, z, 1.5, 0), 0); /* not 1.5x */
+    ASSERT_EQ(rc_eval_gate_verdict(0.5, 0.5, 0, 1, 0), 1);       /* a tie installs */
+    ASSERT_EQ(rc_eval_gate_verdict(0.5, 0.49, -0.3, 1, -1), 0);
+}
+
 /* recalld-eval --protocol daily --json: the protocol, and per method the
  * age slices and one slice per period, adding up to the method's total. */
 TEST(eval_daily_cli_json)
@@ -559,6 +581,7 @@ TEST(eval_daily_cli_json)
                   json_integer_value(json_object_get(g, "unjudged")),
               2);
     ASSERT(json_is_integer(json_object_get(g, "installed")));
+    ASSERT_DBL_OP(json_number_value(json_object_get(g, "min_z")), ==, 0);
     ASSERT(json_is_number(json_object_get(g, "live_hr@50")));
     ASSERT(json_is_number(json_object_get(g, "challenger_hr@50")));
     json_decref(j);

@@ -566,6 +566,13 @@ TEST(model_train_gate_writes_only_when_the_rebuild_wins)
     ASSERT_DBL_OP(json_number_value(json_object_get(g, "init_hr@50")), ==, init_hr);
     ASSERT_EQ(access(rebuilt, F_OK), -1);
     json_decref(j);
+    /* ratio 0.5 but a lead of 10 standard errors asked: kept */
+    j = gate_run(log, live, rebuilt, "--gate-hours 6 --gate-ratio 0.5 --gate-z 10", 3);
+    g = json_object_get(j, "gate");
+    ASSERT_DBL_OP(json_number_value(json_object_get(g, "min_z")), ==, 10);
+    ASSERT_DBL_OP(json_number_value(json_object_get(g, "z")), <, 10);
+    ASSERT_EQ(access(rebuilt, F_OK), -1);
+    json_decref(j);
     /* the log's last 6 hours hold one click only (a click 10 h after the
      * rest): no prediction to judge on: not judged, the rebuild written */
     char log2[300], cmd[700];

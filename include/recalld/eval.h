@@ -373,7 +373,7 @@ typedef struct rc_eval_stream_tune {
 
 /* stream-daily-gated's gate over a run: settings and decisions. */
 typedef struct rc_eval_gate_stats {
-    double hours, ratio;
+    double hours, ratio, min_z;
     uint32_t judged;    /* periods whose gate window had predictions */
     uint32_t installed; /* of them, the challenger won: the rebuild was installed */
     uint32_t unjudged;  /* no prediction in the window: installed unjudged (the ungated rule) */
@@ -388,13 +388,22 @@ typedef struct rc_eval_gate_stats {
  * training session or no prediction: nothing to judge on; *g NULL) or RC_E*.
  * rc_eval_gate_score: HR@50 of table t, frozen, over every prediction of g,
  * searched through ix (NULL: an index of env's index.* built for it) with
- * env's user query (--stream-set recall.*). env needs log and, else zero,
- * takes the daemon's defaults. Thread: any; t is read only. */
+ * env's user query (--stream-set recall.*); hits (g->npos entries, or NULL)
+ * gets 1 where the target was in the top 50. env needs log and, else zero,
+ * takes the daemon's defaults. Thread: any; t is read only.
+ * rc_eval_gate_z: the paired (McNemar) statistic of two tables' hits on the
+ * same predictions: only[0] predictions hit by live alone, only[1] by cand
+ * alone, z = (only[1] - only[0]) / sqrt(only[0] + only[1]) (0 when none
+ * differ): how many standard errors the challenger is ahead.
+ * rc_eval_gate_verdict: 1 (install) when cand_hr50 >= ratio x live_hr50 and
+ * z >= min_z. */
 int rc_eval_gate_window(const rc_clicklog *log, const rc_eval_opts *opts, int64_t cut_ms,
                         double hours, rc_eval_split **g, char *errbuf, size_t errlen);
 struct rc_eval_env;
 int rc_eval_gate_score(const struct rc_eval_env *env, const rc_eval_split *g, const rc_table *t,
-                       rc_index *ix, double *hr50, char *errbuf, size_t errlen);
+                       rc_index *ix, double *hr50, uint8_t *hits, char *errbuf, size_t errlen);
+double rc_eval_gate_z(const uint8_t *live, const uint8_t *cand, size_t n, uint64_t only[2]);
+int rc_eval_gate_verdict(double live_hr50, double cand_hr50, double z, double ratio, double min_z);
 
 typedef struct rc_eval_report {
     rc_eval_metrics m;
@@ -477,6 +486,8 @@ typedef struct rc_eval_env {
      * hours (both frozen; src/eval_gate.c). gate_hours 0 = 4, gate_ratio 0 = 1. */
     int gate;
     double gate_hours, gate_ratio;
+    double gate_min_z; /* and the challenger's paired lead >= this many standard errors
+                        * (rc_eval_gate_z); default 0 */
     rc_eval_stream_tune stream_tuned[2];
     /* --tune for fused (tune or tune_fuse): the first fused run whose split's
      * training sessions give a validation split chooses the fusion weight

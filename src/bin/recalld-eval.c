@@ -80,7 +80,8 @@ enum {
     X_SEARCH,
     X_ANN_RECALL,
     X_GATE_HOURS,
-    X_GATE_RATIO
+    X_GATE_RATIO,
+    X_GATE_Z
 };
 
 static const rc_cli_flag extra[] = {
@@ -118,13 +119,16 @@ static const rc_cli_flag extra[] = {
     {"--gate-ratio", "R",
      "stream-daily-gated: install when the challenger's HR@50 there is >= R x the live "
      "table's, [0.5, 2] (1)"},
+    {"--gate-z", "Z",
+     "stream-daily-gated: and when its lead over the live table on the same predictions is "
+     ">= Z standard errors (paired), [-10, 10] (0)"},
 };
 
 struct eval_flags {
     const char *dump;
     rc_eval_opts eo;
     float overfetch, stream_lr;
-    double gate_hours, gate_ratio;
+    double gate_hours, gate_ratio, gate_z;
     const char *stream_set[32];
     size_t nstream_set;
     int query_items;
@@ -193,6 +197,11 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
         f->gate_hours = strtod(v, &end);
         if (!*v || *end || !(f->gate_hours > 0 && f->gate_hours <= 8784))
             return rc_err(eb, el, RC_EINVAL, "expected a number of hours in (0, 8784]");
+        return 0;
+    case X_GATE_Z:
+        f->gate_z = strtod(v, &end);
+        if (!*v || *end || !(f->gate_z >= -10 && f->gate_z <= 10))
+            return rc_err(eb, el, RC_EINVAL, "expected a number in [-10, 10]");
         return 0;
     case X_GATE_RATIO:
         f->gate_ratio = strtod(v, &end);
@@ -367,13 +376,13 @@ static json_t *method_json(const rc_eval_report *r)
         json_object_set_new(j, "stream_tuned", stream_tuned_json(&r->stream_tune));
     if (j && r->has_gate) {
         const rc_eval_gate_stats *g = &r->gate;
-        json_object_set_new(j, "gate",
-                            json_pack("{s:f,s:f,s:I,s:I,s:I,s:f,s:f}", "hours", g->hours, "ratio",
-                                      g->ratio, "judged", (json_int_t)g->judged, "installed",
-                                      (json_int_t)g->installed, "unjudged", (json_int_t)g->unjudged,
-                                      "live_hr@50", g->judged ? g->live_hr50_sum / g->judged : 0.0,
-                                      "challenger_hr@50",
-                                      g->judged ? g->cand_hr50_sum / g->judged : 0.0));
+        json_object_set_new(
+            j, "gate",
+            json_pack("{s:f,s:f,s:f,s:I,s:I,s:I,s:f,s:f}", "hours", g->hours, "ratio", g->ratio,
+                      "min_z", g->min_z, "judged", (json_int_t)g->judged, "installed",
+                      (json_int_t)g->installed, "unjudged", (json_int_t)g->unjudged, "live_hr@50",
+                      g->judged ? g->live_hr50_sum / g->judged : 0.0, "challenger_hr@50",
+                      g->judged ? g->cand_hr50_sum / g->judged : 0.0));
     }
     if (j && r->has_fuse) {
         json_object_set_new(j, "fuse_weight", json_real(round(r->fuse_weight * 1000.0) / 1000));
@@ -636,6 +645,7 @@ static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const
                          .stream_lr = f->stream_lr,
                          .gate_hours = f->gate_hours,
                          .gate_ratio = f->gate_ratio,
+                         .gate_min_z = f->gate_z,
                          .stream_set = f->stream_set,
                          .nstream_set = f->nstream_set,
                          .query_items = f->query_items,

@@ -43,7 +43,7 @@ static const char about[] =
     "next click, the daemon's user query and index). --output is written only\n"
     "when the rebuild's HR@50 is >= --gate-ratio x FILE's; else exit status 3.";
 
-enum { X_MODEL, X_TOWER_OUTPUT, X_INIT, X_GATE_HOURS, X_GATE_RATIO };
+enum { X_MODEL, X_TOWER_OUTPUT, X_INIT, X_GATE_HOURS, X_GATE_RATIO, X_GATE_Z };
 
 static const rc_cli_flag extra[] = {
     {"--model", "M", "sgns (the item table only; --mode picks skipgram/cbow) | two-tower"},
@@ -53,26 +53,35 @@ static const rc_cli_flag extra[] = {
      "with --init: judge the rebuild against FILE on the log's last H hours, write it only if "
      "it wins, (0, 8784]"},
     {"--gate-ratio", "R", "--gate-hours: the rebuild must reach R x FILE's HR@50, [0.5, 2] (1)"},
+    {"--gate-z", "Z",
+     "--gate-hours: and lead FILE by >= Z standard errors on the same predictions (paired), "
+     "[-10, 10] (0)"},
 };
 
 struct train_flags {
     int two_tower;
     const char *tower_output;
     const char *init;
-    double gate_hours, gate_ratio;
+    double gate_hours, gate_ratio, gate_z;
+    int gate_z_set;
 };
 
 static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
 {
     struct train_flags *f = ud;
     char *end;
-    if (i == X_GATE_HOURS || i == X_GATE_RATIO) {
+    if (i == X_GATE_HOURS || i == X_GATE_RATIO || i == X_GATE_Z) {
         double x = strtod(v, &end);
-        if (!*v || *end || !(i == X_GATE_HOURS ? x > 0 && x <= 8784 : x >= 0.5 && x <= 2))
+        int ok = i == X_GATE_HOURS   ? x > 0 && x <= 8784
+                 : i == X_GATE_RATIO ? x >= 0.5 && x <= 2
+                                     : x >= -10 && x <= 10;
+        if (!*v || *end || !ok)
             return rc_err(eb, el, RC_EINVAL,
-                          i == X_GATE_HOURS ? "expected a number of hours in (0, 8784]"
-                                            : "expected a number in [0.5, 2]");
-        *(i == X_GATE_HOURS ? &f->gate_hours : &f->gate_ratio) = x;
+                          i == X_GATE_HOURS   ? "expected a number of hours in (0, 8784]"
+                          : i == X_GATE_RATIO ? "expected a number in [0.5, 2]"
+                                              : "expected a number in [-10, 10]");
+        *(i == X_GATE_HOURS ? &f->gate_hours : i == X_GATE_RATIO ? &f->gate_ratio : &f->gate_z) = x;
+        f->gate_z_set |= i == X_GATE_Z;
         return 0;
     }
     if (i == X_TOWER_OUTPUT || i == X_INIT) {
@@ -177,10 +186,10 @@ struct init_run {
 
 /* What --gate-hours did, for the JSON and the exit status. */
 struct gate_run {
-    double hours, ratio;
+    double hours, ratio, min_z;
     int judged, install;
     size_t predictions;
-    double init_hr50, rebuild_hr50;
+    double init_hr50, rebuild_hr50, z;
 };
 
 static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_train_result *r,
@@ -206,10 +215,11 @@ static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_
                                       (json_int_t)ir->items, "matched", (json_int_t)ir->matched));
     if (j && gr->hours > 0)
         json_object_set_new(j, "gate",
-                            json_pack("{s:f,s:f,s:b,s:I,s:f,s:f,s:b}", "hours", gr->hours, "ratio",
-                                      gr->ratio, "judged", gr->judged, "predictions",
-                                      (json_int_t)gr->predictions, "init_hr@50", gr->init_hr50,
-                                      "rebuild_hr@50", gr->rebuild_hr50, "install", gr->install));
+                            json_pack("{s:f,s:f,s:f,s:b,s:I,s:f,s:f,s:f,s:b}", "hours", gr->hours,
+                                      "ratio", gr->ratio, "min_z", gr->min_z, "judged", gr->judged,
+                                      "predictions", (json_int_t)gr->predictions, "init_hr@50",
+                                      gr->init_hr50, "rebuild_hr@50", gr->rebuild_hr50, "z", gr->z,
+                                      "install", gr->install));
     if (j) {
         json_dumpf(j, stdout, JSON_COMPACT);
         fputc('\n', stdout);
@@ -241,20 +251,28 @@ static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *init,
     if (rc)
         return rc;
     rc_eval_env env = {.log = log, .quiet = 1};
+    uint8_t *hits = calloc(2 * g->npos, 1);
+    uint64_t only[2];
     gr->judged = 1;
     gr->predictions = g->npos;
-    if (!(rc = rc_train_run(&cli->train, log, g->train_mask, t, res, err, errlen)) &&
-        !(rc = rc_eval_gate_score(&env, g, init, NULL, &gr->init_hr50, err, errlen)) &&
-        !(rc = rc_eval_gate_score(&env, g, *t, NULL, &gr->rebuild_hr50, err, errlen))) {
-        gr->install = gr->rebuild_hr50 >= gr->ratio * gr->init_hr50;
+    if (!hits)
+        rc = rc_err(err, errlen, RC_ENOMEM, "gate: out of memory");
+    if (!rc && !(rc = rc_train_run(&cli->train, log, g->train_mask, t, res, err, errlen)) &&
+        !(rc = rc_eval_gate_score(&env, g, init, NULL, &gr->init_hr50, hits, err, errlen)) &&
+        !(rc = rc_eval_gate_score(&env, g, *t, NULL, &gr->rebuild_hr50, hits + g->npos, err,
+                                  errlen))) {
+        gr->z = rc_eval_gate_z(hits, hits + g->npos, g->npos, only);
+        gr->install =
+            rc_eval_gate_verdict(gr->init_hr50, gr->rebuild_hr50, gr->z, gr->ratio, gr->min_z);
         if (!cli->log.quiet)
             fprintf(stderr,
                     "recalld-train: gate: %zu predictions in the last %g h: --init %.4f, "
-                    "rebuild %.4f (x%.3f): %s\n",
+                    "rebuild %.4f (x%.3f, z %+.2f): %s\n",
                     g->npos, gr->hours, gr->init_hr50, gr->rebuild_hr50,
-                    gr->init_hr50 > 0 ? gr->rebuild_hr50 / gr->init_hr50 : 0,
+                    gr->init_hr50 > 0 ? gr->rebuild_hr50 / gr->init_hr50 : 0, gr->z,
                     gr->install ? "install the rebuild" : "keep the live table (nothing written)");
     }
+    free(hits);
     rc_eval_split_destroy(g);
     return rc;
 }
@@ -340,7 +358,7 @@ int main(int argc, char **argv)
         return rc_cli_usage_error("recalld-train", "--input and --output are required");
     if (tf.tower_output && !tf.two_tower)
         return rc_cli_usage_error("recalld-train", "--tower-output needs --model two-tower");
-    if ((tf.gate_hours > 0 || tf.gate_ratio > 0) && (!tf.init || tf.two_tower))
+    if ((tf.gate_hours > 0 || tf.gate_ratio > 0 || tf.gate_z_set) && (!tf.init || tf.two_tower))
         return rc_cli_usage_error("recalld-train",
                                   "--gate-hours and --gate-ratio need --init and "
                                   "--model sgns (the live table to judge against)");
@@ -355,9 +373,10 @@ int main(int argc, char **argv)
     rc_train_result res;
     rc_tune_result tuned;
     struct init_run ir = {.path = tf.init};
-    struct gate_run gr = {.hours = tf.gate_hours, .ratio = tf.gate_ratio > 0 ? tf.gate_ratio : 1};
-    if (tf.gate_ratio > 0 && !(tf.gate_hours > 0))
-        return rc_cli_usage_error("recalld-train", "--gate-ratio needs --gate-hours");
+    struct gate_run gr = {
+        .hours = tf.gate_hours, .ratio = tf.gate_ratio > 0 ? tf.gate_ratio : 1, .min_z = tf.gate_z};
+    if ((tf.gate_ratio > 0 || tf.gate_z_set) && !(tf.gate_hours > 0))
+        return rc_cli_usage_error("recalld-train", "--gate-ratio and --gate-z need --gate-hours");
     int rc = 0;
     if (tf.init) { /* before the log: a wrong file fails at once */
         rc = load_init(tf.init, &cli.train.dim, (cli.set_mask & RC_CLI_SET_DIM) != 0, &init, err,
