@@ -41,7 +41,10 @@ static const char about[] =
     "log's last click; it and FILE's table (the live table at that moment) are\n"
     "both scored, frozen, on the sessions of those last H hours (HR@50 of each\n"
     "next click, the daemon's user query and index). --output is written only\n"
-    "when the rebuild's HR@50 is >= --gate-ratio x FILE's; else exit status 3.";
+    "when the rebuild's HR@50 is >= --gate-ratio x FILE's and it leads FILE by\n"
+    ">= --gate-z standard errors on the same clicks; else nothing is written and\n"
+    "the exit status is 3. A window without a prediction is not judged: the\n"
+    "rebuild of the whole log is written.";
 
 enum { X_MODEL, X_TOWER_OUTPUT, X_INIT, X_GATE_HOURS, X_GATE_RATIO, X_GATE_Z };
 
