@@ -403,6 +403,7 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
     int rc = em && w ? 0 : RC_ENOMEM;
     size_t next = 1; /* the next split whose start rebuilds (bo) */
     uint64_t rows = 0;
+    size_t installs = 0;
     int rebuilt = 0;   /* a rebuild's error: eb says it already */
     size_t judged = 1; /* the next split the gate judges */
     int *install = gs ? calloc(n, sizeof *install) : NULL; /* per split: the gate's verdict */
@@ -418,8 +419,10 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
             rc = rebuilt =
                 rc__eval_gate_judge(env, sp[judged], e, bo, gs, &install[judged], eb, el);
         for (; bo && next < n && r->log->recs[i].ts_ms >= sp[next]->cut_ms && !rc; next++)
-            if (!gs || install[next])
+            if (!gs || install[next]) {
                 rc = rebuilt = rebuild_install(env, e, sp[next], bo, &rows, eb, el);
+                installs++;
+            }
         if (!rc && r->pos_of[i] != NO_POS && !em[k])
             if (!(rc = rc__eval_embed_new(env, sp[k], rc_engine_table(e), rc_engine_index(e),
                                           &em[k], eb, el)))
@@ -435,8 +438,9 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
     if (rc && !rebuilt)
         rc_err(eb, el, rc, "prequential: %s", rc_strerror(rc));
     else if (!rc && bo && !env->quiet)
-        fprintf(stderr, "recalld-eval: %zu rebuilds installed into the running engine, %llu rows\n",
-                next - 1, (unsigned long long)rows);
+        fprintf(stderr,
+                "recalld-eval: %zu of %zu rebuilds installed into the running engine, %llu rows\n",
+                installs, next - 1, (unsigned long long)rows);
     for (size_t k = 0; em && k < n; k++)
         rc_eval_embed_destroy(em[k]);
     free(em);
