@@ -24,8 +24,11 @@
 #include "recalld/train.h"
 #include "eval_int.h"
 
-int rc_eval_gate_score(const rc_eval_env *env, const rc_eval_split *g, const rc_table *t,
-                       rc_index *ix, double *hr50, uint8_t *hits, char *eb, size_t el)
+/* HR@50 of table t, frozen, over every prediction of g, searched through ix
+ * (NULL: an index of env's index.* built for it) with env's user query;
+ * hits[p] = 1 where prediction p's target was in the top 50. */
+static int score(const rc_eval_env *env, const rc_eval_split *g, const rc_table *t, rc_index *ix,
+                 double *hr50, uint8_t *hits, char *eb, size_t el)
 {
     rc_eval_embed *em = NULL;
     rc_eval_predictor pr;
@@ -50,7 +53,7 @@ int rc_eval_gate_score(const rc_eval_env *env, const rc_eval_split *g, const rc_
         uint64_t before = a.all.hit50;
         if ((rc = rc_eval_predict(g, &pr, p, &a, w)))
             rc_err(eb, el, rc, "gate: %s", rc_strerror(rc));
-        else if (hits)
+        else
             hits[p] = a.all.hit50 > before;
     }
     if (!rc) {
@@ -79,6 +82,22 @@ double rc_eval_gate_z(const uint8_t *live, const uint8_t *cand, size_t n, uint64
 int rc_eval_gate_verdict(double live_hr50, double cand_hr50, double z, double ratio, double min_z)
 {
     return cand_hr50 >= ratio * live_hr50 && z >= min_z;
+}
+
+int rc_eval_gate_compare(const rc_eval_env *env, const rc_eval_split *g, const rc_table *live,
+                         rc_index *live_ix, const rc_table *cand, double ratio, double min_z,
+                         rc_eval_gate_cmp *out, char *eb, size_t el)
+{
+    uint8_t *hits = calloc(2 * g->npos + 1, 1);
+    int rc = hits ? 0 : rc_err(eb, el, RC_ENOMEM, "gate: out of memory");
+    *out = (rc_eval_gate_cmp){.predictions = g->npos};
+    if (!rc && !(rc = score(env, g, live, live_ix, &out->live_hr50, hits, eb, el)) &&
+        !(rc = score(env, g, cand, NULL, &out->cand_hr50, hits + g->npos, eb, el))) {
+        out->z = rc_eval_gate_z(hits, hits + g->npos, g->npos, out->only);
+        out->install = rc_eval_gate_verdict(out->live_hr50, out->cand_hr50, out->z, ratio, min_z);
+    }
+    free(hits);
+    return rc;
 }
 
 int rc_eval_gate_window(const rc_clicklog *log, const rc_eval_opts *opts, int64_t cut_ms,
@@ -113,9 +132,7 @@ int rc__eval_gate_judge(const rc_eval_env *env, const rc_eval_split *s, rc_engin
 {
     rc_eval_split *g = NULL;
     rc_table *cand = NULL;
-    double live = 0, chal = 0;
-    uint8_t *hits = NULL;
-    uint64_t only[2];
+    rc_eval_gate_cmp c;
     int rc = rc_eval_gate_window(s->log, &s->opts, s->cut_ms, st->hours, &g, eb, el);
     if (rc == 1) {
         st->unjudged++;
@@ -129,28 +146,21 @@ int rc__eval_gate_judge(const rc_eval_env *env, const rc_eval_split *s, rc_engin
     o.progress = -1;
     o.quiet = 1;
     rc_engine_flush_index(e);
-    if (!(hits = calloc(2 * g->npos, 1)))
-        rc = rc_err(eb, el, RC_ENOMEM, "gate: out of memory");
-    if (!rc &&
-        !(rc = rc_eval_gate_score(env, g, rc_engine_table(e), rc_engine_index(e), &live, hits, eb,
-                                  el)) &&
-        !(rc = rc_train_run(&o, s->log, g->train_mask, &cand, NULL, eb, el)))
-        rc = rc_eval_gate_score(env, g, cand, NULL, &chal, hits + g->npos, eb, el);
-    if (!rc) {
-        double z = rc_eval_gate_z(hits, hits + g->npos, g->npos, only);
-        *install = rc_eval_gate_verdict(live, chal, z, st->ratio, st->min_z);
+    if (!(rc = rc_train_run(&o, s->log, g->train_mask, &cand, NULL, eb, el)) &&
+        !(rc = rc_eval_gate_compare(env, g, rc_engine_table(e), rc_engine_index(e), cand, st->ratio,
+                                    st->min_z, &c, eb, el))) {
+        *install = c.install;
         st->judged++;
-        st->installed += (uint32_t)*install;
-        st->live_hr50_sum += live;
-        st->cand_hr50_sum += chal;
+        st->installed += (uint32_t)c.install;
+        st->live_hr50_sum += c.live_hr50;
+        st->cand_hr50_sum += c.cand_hr50;
         if (!env->quiet)
             fprintf(stderr,
                     "recalld-eval: gate: %zu predictions in the last %g h: live %.4f, "
                     "challenger %.4f (z %+.2f): %s\n",
-                    g->npos, st->hours, live, chal, z,
-                    *install ? "install" : "keep the live table");
+                    c.predictions, st->hours, c.live_hr50, c.cand_hr50, c.z,
+                    c.install ? "install" : "keep the live table");
     }
-    free(hits);
     rc_table_destroy(cand);
     rc_eval_split_destroy(g);
     return rc;

@@ -386,11 +386,12 @@ typedef struct rc_eval_gate_stats {
  * log: the sessions that start in it are predicted, those that ended before
  * it train (opts: the splits' options, NULL = defaults). Returns 0, 1 (no
  * training session or no prediction: nothing to judge on; *g NULL) or RC_E*.
- * rc_eval_gate_score: HR@50 of table t, frozen, over every prediction of g,
- * searched through ix (NULL: an index of env's index.* built for it) with
- * env's user query (--stream-set recall.*); hits (g->npos entries, or NULL)
- * gets 1 where the target was in the top 50. env needs log and, else zero,
- * takes the daemon's defaults. Thread: any; t is read only.
+ * rc_eval_gate_compare: the live table (searched through live_ix, NULL: an
+ * index of env's index.* built for it) and the challenger cand (an index
+ * built for it), both frozen, predict every prediction of g with env's
+ * user query (--stream-set recall.*); *out gets both HR@50, the paired z
+ * and the verdict for ratio / min_z. env needs log and, else zero, takes
+ * the daemon's defaults. Thread: any; the tables are read only.
  * rc_eval_gate_z: the paired (McNemar) statistic of two tables' hits on the
  * same predictions: only[0] predictions hit by live alone, only[1] by cand
  * alone, z = (only[1] - only[0]) / sqrt(only[0] + only[1]) (0 when none
@@ -400,8 +401,17 @@ typedef struct rc_eval_gate_stats {
 int rc_eval_gate_window(const rc_clicklog *log, const rc_eval_opts *opts, int64_t cut_ms,
                         double hours, rc_eval_split **g, char *errbuf, size_t errlen);
 struct rc_eval_env;
-int rc_eval_gate_score(const struct rc_eval_env *env, const rc_eval_split *g, const rc_table *t,
-                       rc_index *ix, double *hr50, uint8_t *hits, char *errbuf, size_t errlen);
+typedef struct rc_eval_gate_cmp {
+    size_t predictions;
+    double live_hr50, cand_hr50;
+    uint64_t only[2]; /* predictions hit by the live table alone, by cand alone */
+    double z;         /* rc_eval_gate_z */
+    int install;      /* rc_eval_gate_verdict */
+} rc_eval_gate_cmp;
+int rc_eval_gate_compare(const struct rc_eval_env *env, const rc_eval_split *g,
+                         const rc_table *live, rc_index *live_ix, const rc_table *cand,
+                         double ratio, double min_z, rc_eval_gate_cmp *out, char *errbuf,
+                         size_t errlen);
 double rc_eval_gate_z(const uint8_t *live, const uint8_t *cand, size_t n, uint64_t only[2]);
 int rc_eval_gate_verdict(double live_hr50, double cand_hr50, double z, double ratio, double min_z);
 

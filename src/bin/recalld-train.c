@@ -254,19 +254,16 @@ static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *init,
     if (rc)
         return rc;
     rc_eval_env env = {.log = log, .quiet = 1};
-    uint8_t *hits = calloc(2 * g->npos, 1);
-    uint64_t only[2];
+    rc_eval_gate_cmp c;
     gr->judged = 1;
     gr->predictions = g->npos;
-    if (!hits)
-        rc = rc_err(err, errlen, RC_ENOMEM, "gate: out of memory");
-    if (!rc && !(rc = rc_train_run(&cli->train, log, g->train_mask, t, res, err, errlen)) &&
-        !(rc = rc_eval_gate_score(&env, g, init, NULL, &gr->init_hr50, hits, err, errlen)) &&
-        !(rc = rc_eval_gate_score(&env, g, *t, NULL, &gr->rebuild_hr50, hits + g->npos, err,
-                                  errlen))) {
-        gr->z = rc_eval_gate_z(hits, hits + g->npos, g->npos, only);
-        gr->install =
-            rc_eval_gate_verdict(gr->init_hr50, gr->rebuild_hr50, gr->z, gr->ratio, gr->min_z);
+    if (!(rc = rc_train_run(&cli->train, log, g->train_mask, t, res, err, errlen)) &&
+        !(rc = rc_eval_gate_compare(&env, g, init, NULL, *t, gr->ratio, gr->min_z, &c, err,
+                                    errlen))) {
+        gr->init_hr50 = c.live_hr50;
+        gr->rebuild_hr50 = c.cand_hr50;
+        gr->z = c.z;
+        gr->install = c.install;
         if (!cli->log.quiet)
             fprintf(stderr,
                     "recalld-train: gate: %zu predictions in the last %g h: --init %.4f, "
@@ -275,7 +272,6 @@ static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *init,
                     gr->init_hr50 > 0 ? gr->rebuild_hr50 / gr->init_hr50 : 0, gr->z,
                     gr->install ? "install the rebuild" : "keep the live table (nothing written)");
     }
-    free(hits);
     rc_eval_split_destroy(g);
     return rc;
 }
