@@ -16,6 +16,24 @@ struct rc_anchor {
     uint32_t *base; /* per row: its click count at the snapshot */
 };
 
+/* Rows [0, a->rows) of t into a: int8 codes, scales and counts. */
+static void snap(rc_anchor *a, const rc_table *t)
+{
+    uint32_t dim = a->dim;
+    for (uint32_t r = 0; r < a->rows; r++) {
+        const float *v = rc_table_in(t, r);
+        float m = 0;
+        for (uint32_t i = 0; i < dim; i++)
+            m = fmaxf(m, fabsf(v[i]));
+        float s = m > 0 ? m / 127.0f : 0;
+        int8_t *q = a->code + (size_t)r * dim;
+        for (uint32_t i = 0; i < dim; i++)
+            q[i] = s > 0 ? (int8_t)lrintf(v[i] / s) : 0;
+        a->scale[r] = s;
+        a->base[r] = rc_table_count(t, r);
+    }
+}
+
 int rc_anchor_create(const rc_table *t, const rc_anchor_opts *o, rc_anchor **out, char *eb,
                      size_t el)
 {
@@ -38,20 +56,15 @@ int rc_anchor_create(const rc_table *t, const rc_anchor_opts *o, rc_anchor **out
         rc_anchor_destroy(a);
         return rc_err(eb, el, RC_ENOMEM, "anchor: out of memory for %u rows", rows);
     }
-    for (uint32_t r = 0; r < rows; r++) {
-        const float *v = rc_table_in(t, r);
-        float m = 0;
-        for (uint32_t i = 0; i < dim; i++)
-            m = fmaxf(m, fabsf(v[i]));
-        float s = m > 0 ? m / 127.0f : 0;
-        int8_t *q = a->code + (size_t)r * dim;
-        for (uint32_t i = 0; i < dim; i++)
-            q[i] = s > 0 ? (int8_t)lrintf(v[i] / s) : 0;
-        a->scale[r] = s;
-        a->base[r] = rc_table_count(t, r);
-    }
+    snap(a, t);
     *out = a;
     return 0;
+}
+
+void rc_anchor_rebase(rc_anchor *a, const rc_table *t)
+{
+    if (a && t && rc_table_dim(t) == a->dim && rc_table_size(t) >= a->rows)
+        snap(a, t);
 }
 
 void rc_anchor_destroy(rc_anchor *a)

@@ -34,6 +34,7 @@ static const char *const similar_fields[] = {"op", "item_id", "k", "mode", NULL}
 static const char *const user_fields[] = {"op", "user_id", NULL};
 static const char *const op_only_fields[] = {"op", NULL};
 static const char *const reload_fields[] = {"op", "path", NULL};
+static const char *const install_fields[] = {"op", "path", "replace", NULL};
 
 /* 0 when every key of req is listed, else -1 and msg names the first other. */
 static int check_fields(json_t *req, const char *op, const char *const *allowed, char *msg,
@@ -496,16 +497,21 @@ static void op_reload_model(rc_api *a, json_t *req, rc_buf *r)
                   ti.params, ti.dim, ti.max_clicks, ti.items, ti.load_ms);
 }
 
-/* {"op":"install_model","path":FILE?} -> installs a word2vec model file
- * (recalld-train's, e.g. a rebuild with --init) into the live table; the
- * reply comes when the last row is installed (engine.h). */
+/* {"op":"install_model","path":FILE?,"replace":BOOL?} -> installs a
+ * word2vec model file (recalld-train's, e.g. a rebuild with --init) into the
+ * live table; "replace":true for a whole new table (a rebuild from random
+ * vectors: rc_engine_replace_table). The reply comes when the last row is
+ * installed (engine.h). */
 static void op_install_model(rc_api *a, json_t *req, rc_buf *r)
 {
     char err[512], file[RC_CONF_STR];
     const char *path = NULL;
-    json_t *v = json_object_get(req, "path");
-    if (check_fields(req, "install_model", reload_fields, err, sizeof err))
+    json_t *v = json_object_get(req, "path"), *rp = json_object_get(req, "replace");
+    if (check_fields(req, "install_model", install_fields, err, sizeof err))
         return reply_error(a, r, "bad_request", err);
+    if (rp && !json_is_boolean(rp))
+        return reply_error(a, r, "bad_request", "replace: expected true or false");
+    int replace = rp && json_is_true(rp);
     if (v && !json_is_null(v)) {
         if (!json_is_string(v) || json_string_length(v) == 0 ||
             json_string_length(v) >= RC_CONF_STR ||
@@ -541,7 +547,8 @@ static void op_install_model(rc_api *a, json_t *req, rc_buf *r)
         return reply_error(a, r, "load_failed", err);
     double load_ms = (double)(rc_now_ns() - t0) / 1e6;
     rc_engine_table_install res;
-    rc = rc_engine_install_table(a->engine, t, &res, err, sizeof err);
+    rc = (replace ? rc_engine_replace_table : rc_engine_install_table)(a->engine, t, &res, err,
+                                                                       sizeof err);
     rc_table_destroy(t);
     if (rc == RC_EAGAIN)
         return reply_error(a, r, "busy", err);
@@ -550,9 +557,10 @@ static void op_install_model(rc_api *a, json_t *req, rc_buf *r)
     rc_buf_puts(r, "{\"ok\":true,\"path\":");
     rc_buf_json_str(r, file, strlen(file));
     rc_buf_printf(r,
-                  ",\"rows\":%u,\"replaced\":%u,\"created\":%u,\"refused\":%u,"
-                  "\"load_ms\":%.1f,\"install_ms\":%.1f}",
-                  res.rows, res.replaced, res.created, res.refused, load_ms, res.seconds * 1e3);
+                  ",\"replace\":%s,\"rows\":%u,\"replaced\":%u,\"created\":%u,\"refused\":%u,"
+                  "\"reset\":%u,\"load_ms\":%.1f,\"install_ms\":%.1f}",
+                  replace ? "true" : "false", res.rows, res.replaced, res.created, res.refused,
+                  res.reset, load_ms, res.seconds * 1e3);
 }
 
 /* {"op":"retrain_model"} -> retrains the served tower model now from the

@@ -148,25 +148,54 @@ static void tinst_rows(rc_engine *e, const rc_table *src, uint32_t from, uint32_
     }
 }
 
+/* replace: engine rows [from, to) that src does not hold start again (random). */
+static void tinst_reset(rc_engine *e, const rc_table *src, uint32_t from, uint32_t to,
+                        rc_engine_table_install *r)
+{
+    for (uint32_t row = from; row < to; row++) {
+        size_t len;
+        uint32_t x;
+        const char *id = rc_table_item_id(e->table, row, &len);
+        if (!id || rc_table_find(src, id, len, &x) == 0 || rc_table_reset_row(e->table, row))
+            continue;
+        rc_index_touch(e->index, row);
+        r->reset++;
+    }
+}
+
+/* One step of the install in progress: a chunk of src's rows, then
+ * (replace) a chunk of the engine's rows to check, then the end. */
 void rc__engine_tinst_step(rc_engine *e)
 {
     struct rc__engine_tinst *ti = &e->tinst;
     if (!atomic_load_explicit(&ti->pending, memory_order_acquire))
         return;
-    uint32_t n = rc_table_size(ti->src), end = ti->pos + RC_MIN(n - ti->pos, TINST_CHUNK);
-    tinst_rows(e, ti->src, ti->pos, end, &ti->res);
-    ti->pos = end;
-    rc__engine_ck_note_empty(e); /* the table changed: the next checkpoint is written */
-    if (end < n)
-        return;
+    uint32_t n = rc_table_size(ti->src);
+    if (ti->pos < n) {
+        uint32_t end = ti->pos + RC_MIN(n - ti->pos, TINST_CHUNK);
+        tinst_rows(e, ti->src, ti->pos, end, &ti->res);
+        ti->pos = end;
+        rc__engine_ck_note_empty(e); /* the table changed: the next checkpoint is written */
+        if (end < n || ti->replace)
+            return;
+    } else if (ti->replace) {
+        uint32_t m = rc_table_size(e->table);
+        uint32_t end = ti->rpos + RC_MIN(m - ti->rpos, TINST_CHUNK);
+        tinst_reset(e, ti->src, ti->rpos, end, &ti->res);
+        ti->rpos = end;
+        if (end < m)
+            return;
+    }
     atomic_fetch_add(&ti->installs, 1);
     atomic_fetch_add(&ti->rows, ti->res.replaced + ti->res.created);
-    if (e->cfg.replay_forget) {
+    if (e->cfg.replay_forget || ti->replace) {
         /* the rebuild trained on the clicks held for replay: replaying them
          * again would count them twice and pull the table back toward them */
         rc_relearn_forget(e->relearn);
         e->replay_credit = 0;
     }
+    if (ti->replace)
+        rc_anchor_rebase(e->anchor, e->table); /* the warm start is the new table */
     pthread_mutex_lock(&ti->mu);
     ti->res.seconds = (double)(rc_now_ns() - ti->t0) / 1e9;
     ti->done = 1;
@@ -193,8 +222,8 @@ void rc__engine_tinst_stop(rc_engine *e)
     pthread_mutex_unlock(&ti->mu);
 }
 
-int rc_engine_install_table(rc_engine *e, const rc_table *src, rc_engine_table_install *res,
-                            char *eb, size_t el)
+static int tinst_run(rc_engine *e, const rc_table *src, int replace, rc_engine_table_install *res,
+                     char *eb, size_t el)
 {
     struct rc__engine_tinst *ti = &e->tinst;
     memset(res, 0, sizeof *res);
@@ -213,7 +242,8 @@ int rc_engine_install_table(rc_engine *e, const rc_table *src, rc_engine_table_i
                       stopping ? "stopping" : "another install is in progress");
     }
     ti->src = src;
-    ti->pos = 0;
+    ti->replace = replace;
+    ti->pos = ti->rpos = 0;
     ti->done = 0;
     ti->rc = 0;
     ti->err[0] = '\0';
@@ -242,4 +272,16 @@ int rc_engine_install_table(rc_engine *e, const rc_table *src, rc_engine_table_i
     pthread_cond_broadcast(&ti->cv); /* a stop waits for the waiters to leave */
     pthread_mutex_unlock(&ti->mu);
     return rc;
+}
+
+int rc_engine_install_table(rc_engine *e, const rc_table *src, rc_engine_table_install *res,
+                            char *eb, size_t el)
+{
+    return tinst_run(e, src, 0, res, eb, el);
+}
+
+int rc_engine_replace_table(rc_engine *e, const rc_table *src, rc_engine_table_install *res,
+                            char *eb, size_t el)
+{
+    return tinst_run(e, src, 1, res, eb, el);
 }

@@ -148,6 +148,8 @@ struct rc_engine {
         const rc_table *src;             /* the install in progress, NULL: none (mu) */
         _Atomic int pending;             /* src handed to the trainer, not finished */
         uint32_t pos;                    /* trainer: next row of src */
+        uint32_t rpos;                   /* trainer, replace: next engine row to check */
+        int replace;                     /* set with src (mu) */
         int done, rc, waiters, stopping; /* mu */
         uint64_t t0;
         rc_engine_table_install res; /* the trainer's until done */

@@ -126,42 +126,67 @@ int rc_eval_gate_window(const rc_clicklog *log, const rc_eval_opts *opts, int64_
     return rc ? rc_err(eb, el, rc, "gate: %s", why) : 0;
 }
 
+const char *const rc_eval_rebuild_names[3] = {"live", "fresh", "both"};
+
+/* The challenger of kind (RC_EVAL_REBUILD_LIVE or _FRESH) against the live
+ * table of e on window g. */
+static int challenge(const rc_eval_env *env, const rc_eval_split *g, rc_engine *e,
+                     const rc_train_opts *bo, const rc_eval_gate_stats *st, int kind,
+                     rc_eval_gate_cmp *c, char *eb, size_t el)
+{
+    rc_table *cand = NULL;
+    rc_train_opts o = *bo;
+    o.init = kind == RC_EVAL_REBUILD_LIVE ? rc_engine_table(e) : NULL;
+    o.progress = -1;
+    o.quiet = 1;
+    int rc = rc_train_run(&o, g->log, g->train_mask, &cand, NULL, eb, el);
+    if (!rc)
+        rc = rc_eval_gate_compare(env, g, rc_engine_table(e), rc_engine_index(e), cand, st->ratio,
+                                  st->min_z, c, eb, el);
+    rc_table_destroy(cand);
+    return rc;
+}
+
 int rc__eval_gate_judge(const rc_eval_env *env, const rc_eval_split *s, rc_engine *e,
                         const rc_train_opts *bo, rc_eval_gate_stats *st, int *install, char *eb,
                         size_t el)
 {
     rc_eval_split *g = NULL;
-    rc_table *cand = NULL;
-    rc_eval_gate_cmp c;
+    rc_eval_gate_cmp c[2];
+    int kinds = env->rebuild == RC_EVAL_REBUILD_BOTH ? 2 : 1, best = 0;
+    int first =
+        env->rebuild == RC_EVAL_REBUILD_FRESH ? RC_EVAL_REBUILD_FRESH : RC_EVAL_REBUILD_LIVE;
     int rc = rc_eval_gate_window(s->log, &s->opts, s->cut_ms, st->hours, &g, eb, el);
     if (rc == 1) {
         st->unjudged++;
-        *install = 1;
+        *install = first + 1;
+        st->fresh += first == RC_EVAL_REBUILD_FRESH;
         return 0;
     }
     if (rc)
         return rc;
-    rc_train_opts o = *bo;
-    o.init = rc_engine_table(e);
-    o.progress = -1;
-    o.quiet = 1;
     rc_engine_flush_index(e);
-    if (!(rc = rc_train_run(&o, s->log, g->train_mask, &cand, NULL, eb, el)) &&
-        !(rc = rc_eval_gate_compare(env, g, rc_engine_table(e), rc_engine_index(e), cand, st->ratio,
-                                    st->min_z, &c, eb, el))) {
-        *install = c.install;
+    for (int k = 0; k < kinds && !rc; k++)
+        rc = challenge(env, g, e, bo, st, first + k, &c[k], eb, el);
+    if (!rc) {
+        if (kinds == 2 && c[1].cand_hr50 > c[0].cand_hr50)
+            best = 1; /* the fresh rebuild scored higher */
+        int kind = first + best;
+        *install = c[best].install ? kind + 1 : 0;
         st->judged++;
-        st->installed += (uint32_t)c.install;
-        st->live_hr50_sum += c.live_hr50;
-        st->cand_hr50_sum += c.cand_hr50;
+        st->installed += (uint32_t)c[best].install;
+        st->fresh += c[best].install && kind == RC_EVAL_REBUILD_FRESH;
+        st->live_hr50_sum += c[best].live_hr50;
+        st->cand_hr50_sum += c[best].cand_hr50;
         if (!env->quiet)
             fprintf(stderr,
                     "recalld-eval: gate: %zu predictions in the last %g h: live %.4f, "
-                    "challenger %.4f (z %+.2f): %s\n",
-                    c.predictions, st->hours, c.live_hr50, c.cand_hr50, c.z,
-                    c.install ? "install" : "keep the live table");
+                    "challenger (%s) %.4f (z %+.2f)%s: %s\n",
+                    c[best].predictions, st->hours, c[best].live_hr50, rc_eval_rebuild_names[kind],
+                    c[best].cand_hr50, c[best].z,
+                    kinds == 2 ? (best ? " [live rebuild lower]" : " [fresh rebuild lower]") : "",
+                    c[best].install ? "install" : "keep the live table");
     }
-    rc_table_destroy(cand);
     rc_eval_split_destroy(g);
     return rc;
 }

@@ -23,11 +23,14 @@ int rc__eval_score_all(const rc_eval_env *env, const rc_eval_predictor *pr, cons
 
 /* stream-daily-gated's gate before the install at split s's start
  * (src/eval_gate.c): over the window of st->hours before s's cut, the
- * running table of e and a challenger trained from it with bo on the
- * sessions that ended before the window are scored frozen; *install = 1
- * when the challenger's HR@50 >= st->ratio x the live table's, or when the
- * window has nothing to judge on (st->unjudged). st's counts are updated.
- * 0 or RC_E* (eb). */
+ * running table of e and a challenger trained with bo on the sessions that
+ * ended before the window (from e's table, from random vectors, or both
+ * and the better one: env->rebuild) are scored frozen; *install = the
+ * rebuild to install, RC_EVAL_REBUILD_LIVE + 1 or _FRESH + 1, when the
+ * challenger's HR@50 >= st->ratio x the live table's (and its paired lead
+ * >= st->min_z), or when the window has nothing to judge on (st->unjudged:
+ * the rebuild of env->rebuild, live for both); 0 keeps the live table.
+ * st's counts are updated. 0 or RC_E* (eb). */
 struct rc_engine;
 int rc__eval_gate_judge(const rc_eval_env *env, const rc_eval_split *s, struct rc_engine *e,
                         const rc_train_opts *bo, rc_eval_gate_stats *st, int *install, char *eb,

@@ -371,20 +371,24 @@ static int apply(rc_engine *e, const rc_clicklog *log, size_t i)
  * engine holds starting from its live vectors (recalld-train --init), and
  * the result goes into the running engine through install_model's code
  * (rc_engine_install_table). Everything else the engine holds (replay
- * buffer, sessions, counts, rows the rebuild does not know) stays. */
+ * buffer, sessions, counts, rows the rebuild does not know) stays.
+ * kind RC_EVAL_REBUILD_FRESH: from random vectors (recalld-train alone),
+ * installed as install_model "replace" does (rc_engine_replace_table). */
 static int rebuild_install(const rc_eval_env *env, rc_engine *e, const rc_eval_split *s,
-                           const rc_train_opts *bo, uint64_t *rows, char *eb, size_t el)
+                           const rc_train_opts *bo, int kind, uint64_t *rows, char *eb, size_t el)
 {
     rc_train_opts o = *bo;
     rc_table *t = NULL;
     rc_engine_table_install res;
-    o.init = rc_engine_table(e);
+    int fresh = kind == RC_EVAL_REBUILD_FRESH;
+    o.init = fresh ? NULL : rc_engine_table(e);
     if (env->quiet) {
         o.progress = -1;
         o.quiet = 1;
     }
     int rc = rc_train_run(&o, env->log, s->train_mask, &t, NULL, eb, el);
-    if (!rc && !(rc = rc_engine_install_table(e, t, &res, eb, el)))
+    if (!rc &&
+        !(rc = (fresh ? rc_engine_replace_table : rc_engine_install_table)(e, t, &res, eb, el)))
         *rows += res.replaced + res.created;
     rc_table_destroy(t);
     return rc;
@@ -406,7 +410,8 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
     size_t installs = 0;
     int rebuilt = 0;   /* a rebuild's error: eb says it already */
     size_t judged = 1; /* the next split the gate judges */
-    int *install = gs ? calloc(n, sizeof *install) : NULL; /* per split: the gate's verdict */
+    int *install = gs ? calloc(n, sizeof *install) : NULL; /* per split: the gate's verdict,
+                                                            * 0 keep, else the rebuild + 1 */
     if (gs && !install)
         rc = RC_ENOMEM;
     for (size_t j = 0; j < r->n && !rc; j++) {
@@ -420,7 +425,10 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
                 rc__eval_gate_judge(env, sp[judged], e, bo, gs, &install[judged], eb, el);
         for (; bo && next < n && r->log->recs[i].ts_ms >= sp[next]->cut_ms && !rc; next++)
             if (!gs || install[next]) {
-                rc = rebuilt = rebuild_install(env, e, sp[next], bo, &rows, eb, el);
+                int kind = gs ? install[next] - 1
+                              : (env->rebuild == RC_EVAL_REBUILD_FRESH ? RC_EVAL_REBUILD_FRESH
+                                                                       : RC_EVAL_REBUILD_LIVE);
+                rc = rebuilt = rebuild_install(env, e, sp[next], bo, kind, &rows, eb, el);
                 installs++;
             }
         if (!rc && r->pos_of[i] != NO_POS && !em[k])
@@ -599,12 +607,14 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
     int gated = warm && n > 1 && env->install && env->gate;
     rc_eval_gate_stats gs = {.hours = env->gate_hours > 0 ? env->gate_hours : RC_EVAL_GATE_HOURS,
                              .ratio = env->gate_ratio > 0 ? env->gate_ratio : 1.0,
-                             .min_z = env->gate_min_z};
+                             .min_z = env->gate_min_z,
+                             .rebuild = env->rebuild};
     if ((rc = stream(&run, e, &r, sp, n, acc, warm && n > 1 && env->install ? &o : NULL,
                      gated ? &gs : NULL, eb, el)))
         goto out;
     if ((rep->has_gate = gated))
         rep->gate = gs;
+    rep->rebuild = warm && n > 1 && env->install ? env->rebuild + 1 : 0;
     rc__eval_acc_report(acc[n - 1], sp[n - 1], rep);
     rep->has_settings = 1;
     rep->settings = o;

@@ -464,6 +464,14 @@ static void mean_of(const rc_table *t, const uint32_t *rows, uint32_t n, float *
     rc_vec_scale(1.0f / (float)n, dst, t->dim);
 }
 
+/* dst = a small random vector: the start of a row nothing is known of. */
+static void random_start(rc_table *t, float *dst)
+{
+    float scale = 1.0f / (float)t->dim;
+    for (uint32_t k = 0; k < t->dim; k++)
+        dst[k] = (rc_rng_float(&t->rng) - 0.5f) * scale;
+}
+
 static void cold_start(rc_table *t, uint32_t city, uint32_t cate, const uint32_t *ctx,
                        uint32_t nctx, float *dst)
 {
@@ -477,8 +485,7 @@ static void cold_start(rc_table *t, uint32_t city, uint32_t cate, const uint32_t
     else if (c && c->n)
         mean_of(t, c->rows, c->n, dst);
     else
-        for (uint32_t k = 0; k < t->dim; k++)
-            dst[k] = (rc_rng_float(&t->rng) - 0.5f) * scale;
+        random_start(t, dst);
     for (uint32_t k = 0; k < t->dim; k++)
         dst[k] += (rc_rng_float(&t->rng) - 0.5f) * 2.0f * RC_TABLE_COLD_NOISE * scale;
 }
@@ -527,6 +534,20 @@ int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint
     atomic_store_explicit(&t->size, r + 1, memory_order_release);
     if (created)
         *created = 1;
+    return 0;
+}
+
+int rc_table_reset_row(rc_table *t, uint32_t row)
+{
+    if (!t || row >= atomic_load_explicit(&t->size, memory_order_relaxed))
+        return RC_EINVAL;
+    struct chunk *c = chunk_of(t, row);
+    uint32_t slot = row & t->mask;
+    float v[RC_TABLE_MAX_DIM];
+    random_start(t, v);
+    rc_table_in_write(t, row, v);
+    if (!t->input_only)
+        memset(c->out + (size_t)slot * t->dim, 0, t->dim * sizeof(float));
     return 0;
 }
 

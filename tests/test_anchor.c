@@ -326,6 +326,50 @@ TEST(anchor_engine_install_keeps_the_start_anchor)
     rmdir(dir);
 }
 
+/* install_model "replace" (rc_engine_replace_table) puts a whole new table
+ * in: the anchor moves to it, so the same strong pull now holds the rows on
+ * the rebuild's vectors, not the old model's (the install above keeps them
+ * on the model). */
+TEST(anchor_engine_replace_moves_the_anchor_to_the_new_table)
+{
+    char dir[64], path[128], err[256];
+    tower_tmp_dir(dir, sizeof dir, "rc-anchor-");
+    snprintf(path, sizeof path, "%s/warm.rcm", dir);
+    rc_table *m = warm_table(), *src = warm_table();
+    ASSERT_EQ(rc_model_save(m, path, NULL, 0), 0);
+    for (uint32_t r = 0; r < NWARM; r++)
+        for (uint32_t d = 0; d < DIM; d++)
+            rc_table_in(src, r)[d] = 0.25f * cosf((float)(7 * r + 2 * d));
+    rc_config c;
+    rc_config_defaults(&c);
+    c.dim = DIM;
+    c.seed = 3;
+    c.replay_ratio = 0;
+    c.anchor = 1e6f;
+    snprintf(c.model_path, sizeof c.model_path, "%s", path);
+    rc_engine *e = e2e_engine_offline(&c);
+    rc_engine_table_install res;
+    ASSERT_EQ(rc_engine_replace_table(e, src, &res, err, sizeof err), 0);
+    ASSERT_EQ(res.replaced, NWARM);
+    ASSERT_EQ(res.reset, 0);
+    int64_t ts = 1700000000000LL;
+    for (int sess = 0; sess < 60; sess++)
+        warm_session(e, sess, "n0", &ts);
+    const rc_table *t = rc_engine_table(e);
+    double to_src = 0, to_model = 0;
+    for (uint32_t r = 0; r < NWARM; r++) {
+        to_src += dist(rc_table_in(t, r), rc_table_in(src, r));
+        to_model += dist(rc_table_in(t, r), rc_table_in(m, r));
+    }
+    ASSERT_DBL_OP(to_src, <, NWARM * 4 * 0.25 / 127 / 2);
+    ASSERT_DBL_OP(to_model, >, 1.0);
+    rc_engine_destroy(e);
+    rc_table_destroy(m);
+    rc_table_destroy(src);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* The daemon's parallel path (model.trainer_threads 2: whole batches trained
  * by the shards, engine_shard.c) anchors as the single writer does: warm
  * items stay on their model vectors with a pull of step 1, move without. */

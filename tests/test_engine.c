@@ -9,6 +9,7 @@
  * (test_checkpoint.c), two-tower serving (test_tower_serve.c). */
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -970,6 +971,74 @@ TEST(engine_install_table_forgets_replay_when_asked)
         rc_table_destroy(src);
         rc_engine_destroy(e);
     }
+}
+
+/* install_model "replace" (rc_engine_replace_table): src's rows as in an
+ * install; every other row starts again (a small random input vector, as
+ * an item nothing is known of; output zero; count kept) and is counted; the replay buffer is
+ * emptied although train.replay_forget_on_install is off. */
+TEST(engine_replace_table_restarts_the_rest_and_forgets_replay)
+{
+    rc_config c;
+    char line[256], err[256];
+    small_config(&c);
+    ASSERT_EQ(c.replay_forget, 0);
+    rc_engine *e = e2e_engine_offline(&c);
+    for (int i = 0; i < 400; i++) {
+        int n = click_line(line, sizeof line, i % 10, (i * 7) % 40, 0, T0 + i * 1000);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+    }
+    const rc_table *t = rc_engine_table(e);
+    uint32_t n0 = rc_table_size(t), dim = rc_table_dim(t);
+    ASSERT_EQ(n0, 40);
+    float *before = malloc((size_t)n0 * dim * sizeof *before);
+    uint32_t cnt[40];
+    for (uint32_t r = 0; r < n0; r++) {
+        memcpy(before + (size_t)r * dim, rc_table_in(t, r), dim * sizeof(float));
+        cnt[r] = rc_table_count(t, r);
+    }
+    json_int_t fill = replay_stat(e, "fill");
+    ASSERT_GT(fill, 300);
+    rc_table *src = install_src(dim, 5, 41);
+    rc_engine_table_install res;
+    ASSERT_EQ(rc_engine_replace_table(e, src, &res, err, sizeof err), 0);
+    ASSERT_EQ(res.rows, 15);
+    ASSERT_EQ(res.replaced, 10);
+    ASSERT_EQ(res.created, 5);
+    ASSERT_EQ(res.reset, 30); /* i10..i39 */
+    expect_installed(e, src);
+    for (uint32_t r = 0; r < n0; r++) {
+        size_t len;
+        const char *id = rc_table_item_id(t, r, &len);
+        uint32_t sr;
+        if (rc_table_find(src, id, len, &sr) == 0)
+            continue;
+        ASSERT_EQ(rc_table_count(t, r), cnt[r]);
+        ASSERT(memcmp(rc_table_in(t, r), before + (size_t)r * dim, dim * sizeof(float)) != 0);
+        for (uint32_t d = 0; d < dim; d++) {
+            ASSERT_DBL_OP(fabsf(rc_table_in(t, r)[d]), <=, 0.5 / dim);
+            ASSERT_DBL_OP(rc_table_out(t, r)[d], ==, 0.0);
+        }
+    }
+    ASSERT_EQ(replay_stat(e, "fill"), 0);
+    ASSERT_EQ(replay_stat(e, "forgotten"), fill);
+    /* the reset rows are searchable and learn again */
+    rc_hit hits[8];
+    uint32_t nh = 0;
+    ASSERT_EQ(rc_engine_similar(e, "i20", 3, 8, hits, &nh), 0);
+    ASSERT_GT(nh, 0);
+    int n = click_line(line, sizeof line, 3, 20, 0, T0 + 401 * 1000);
+    ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
+    uint64_t installs, rows;
+    rc_engine_install_table_stats(e, &installs, &rows);
+    ASSERT_EQ(installs, 1);
+    ASSERT_EQ(rows, 15);
+    /* a plain install after it resets nothing */
+    ASSERT_EQ(rc_engine_install_table(e, src, &res, err, sizeof err), 0);
+    ASSERT_EQ(res.reset, 0);
+    rc_table_destroy(src);
+    rc_engine_destroy(e);
+    free(before);
 }
 
 /* Threaded: the trainer installs a source of several chunks between the

@@ -482,6 +482,58 @@ TEST(eval_daily_gated_install_between_warm_and_install)
     ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
 }
 
+/* --rebuild fresh: the rebuild starts from random vectors and goes in as a
+ * whole new table (install_model "replace"), so the later periods differ
+ * from the rebuild from the live table; a gate every fresh challenger passes
+ * gives its figures exactly. --rebuild both judges both challengers and
+ * installs the better one: with a gate every challenger passes, every later
+ * period installs one of the two, and the fresh ones are counted; with one
+ * none passes, it is stream-warm. */
+TEST(eval_daily_fresh_rebuild_replaces_and_the_gate_picks_one)
+{
+    char dir[] = "/tmp/rc_gate_XXXXXX";
+    rc_clicklog *log = gen_log(dir, "--seed 3 --events 20000 --users 300 --items 400");
+    rc_eval_daily *d = daily(log, 1, 6, 4);
+    ASSERT_GT(d->nperiods, 2);
+    rc_eval_env env = {.log = log,
+                       .train = {.dim = 8, .epochs = 2, .threads = 1, .seed = 3},
+                       .gate_hours = 2,
+                       .quiet = 1};
+    rc_eval_daily_report warm, live, fresh, fall, both, bnone;
+    run_method("stream-warm", &env, d, &warm);
+    run_method("stream-daily-install", &env, d, &live);
+    ASSERT_EQ(live.all.rebuild, RC_EVAL_REBUILD_LIVE + 1);
+    env.rebuild = RC_EVAL_REBUILD_FRESH;
+    run_method("stream-daily-install", &env, d, &fresh);
+    ASSERT_EQ(fresh.all.rebuild, RC_EVAL_REBUILD_FRESH + 1);
+    ASSERT_GT(later_periods_moved(&fresh, &live), 0);
+    env.gate_ratio = 1e-9;
+    env.gate_min_z = -1e9; /* a challenger that scores below the live table passes too */
+    run_method("stream-daily-gated", &env, d, &fall);
+    uint32_t later = d->nperiods - 1;
+    ASSERT_EQ(fall.all.gate.installed + fall.all.gate.unjudged, later);
+    ASSERT_EQ(fall.all.gate.fresh, later);
+    same_periods(d, &fall, &fresh);
+    env.rebuild = RC_EVAL_REBUILD_BOTH;
+    run_method("stream-daily-gated", &env, d, &both);
+    ASSERT_EQ(both.all.rebuild, RC_EVAL_REBUILD_BOTH + 1);
+    ASSERT_EQ(both.all.gate.installed, both.all.gate.judged);
+    ASSERT_GT(both.all.gate.judged, 0);
+    ASSERT(both.all.gate.fresh <= both.all.gate.installed);
+    env.gate_ratio = 1e9;
+    run_method("stream-daily-gated", &env, d, &bnone);
+    ASSERT_EQ(bnone.all.gate.installed, 0);
+    ASSERT_EQ(bnone.all.gate.fresh, 0);
+    same_periods(d, &bnone, &warm);
+    rc_eval_daily_report *reps[] = {&warm, &live, &fresh, &fall, &both, &bnone};
+    for (size_t i = 0; i < RC_ARRAY_LEN(reps); i++)
+        rc_eval_daily_report_free(reps[i]);
+    rc_eval_env_cleanup(&env);
+    rc_eval_daily_destroy(d);
+    rc_clicklog_free(log);
+    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
+}
+
 /* The gate's verdict: the challenger's HR@50 against ratio x the live
  * table's, and its paired lead in standard errors (McNemar's statistic on
  * the predictions where exactly one of them hit). */
@@ -569,7 +621,7 @@ TEST(eval_daily_cli_json)
     st = e2e_sh(&out,
                 "%s --input %s --format csv --time-unit s --dim 8 --epochs 1 --threads 1 "
                 "--protocol daily --new-items --methods stream-daily-gated --gate-hours 24 "
-                "--gate-ratio 1.5 --json --quiet",
+                "--gate-ratio 1.5 --rebuild both --json --quiet",
                 RC_BIN("recalld-eval"), path);
     ASSERT_EQ(st, 0);
     j = e2e_json(out);
@@ -584,8 +636,28 @@ TEST(eval_daily_cli_json)
     ASSERT_DBL_OP(json_number_value(json_object_get(g, "min_z")), ==, 0);
     ASSERT(json_is_number(json_object_get(g, "live_hr@50")));
     ASSERT(json_is_number(json_object_get(g, "challenger_hr@50")));
+    ASSERT(json_integer_value(json_object_get(g, "installed_fresh")) <=
+           json_integer_value(json_object_get(g, "installed")) +
+               json_integer_value(json_object_get(g, "unjudged")));
+    ASSERT_STREQ(
+        json_string_value(json_object_get(
+            json_object_get(json_object_get(j, "methods"), "stream-daily-gated"), "rebuild")),
+        "both");
     json_decref(j);
     free(out);
+    /* --rebuild: both only behind the gate; a kind it does not know; only daily */
+    ASSERT_EQ(e2e_sh(&out,
+                     "%s --input %s --protocol daily --methods stream-daily-install "
+                     "--rebuild both 2>&1",
+                     RC_BIN("recalld-eval"), path),
+              2);
+    ASSERT(strstr(out, "only stream-daily-gated") != NULL);
+    free(out);
+    ASSERT_EQ(e2e_sh(NULL, "%s --input %s --protocol daily --rebuild new 2>/dev/null",
+                     RC_BIN("recalld-eval"), path),
+              2);
+    ASSERT_EQ(
+        e2e_sh(NULL, "%s --input %s --rebuild fresh 2>/dev/null", RC_BIN("recalld-eval"), path), 2);
     ASSERT_EQ(e2e_sh(&out, "%s --input %s --protocol daily --gate-hours 25 2>&1",
                      RC_BIN("recalld-eval"), path),
               2);

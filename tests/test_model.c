@@ -759,6 +759,25 @@ TEST(model_install_rebuild_into_the_running_daemon)
         ASSERT_EQ(memcmp(rc_table_in(live, lr), rc_table_in(model, m), dim * sizeof(float)), 0);
         ASSERT_EQ(memcmp(rc_table_out(live, lr), rc_table_out(model, m), dim * sizeof(float)), 0);
     }
+    /* "replace": the file as a whole new table (recallctl replace-model):
+     * the daemon's rows the file does not hold get a cold start, counted */
+    r = e2e_request(d.sock, "{\"op\":\"install_model\",\"path\":\"rebuilt.rcm\",\"replace\":1}");
+    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(r, "error"), "code")),
+                 "bad_request");
+    json_decref(r);
+    st = e2e_sh(&out, RC_BIN("recallctl") " --socket %s --raw replace-model rebuilt.rcm", d.sock);
+    ASSERT_EQ(st, 0);
+    r = e2e_json(out);
+    free(out);
+    ASSERT(json_is_true(json_object_get(r, "replace")));
+    ASSERT_EQ(e2e_int(r, "replaced"), rows);
+    ASSERT_EQ(e2e_int(r, "created"), 0);
+    ASSERT_EQ(e2e_int(r, "reset"), after - rows);
+    ASSERT_GT(after - rows, 0); /* the daemon's items that the longer log lacks */
+    json_decref(r);
+    s = e2e_request(d.sock, "{\"op\":\"stats\"}");
+    ASSERT_EQ(e2e_int(s, "training.installs"), 2);
+    json_decref(s);
     rc_table_destroy(live);
     rc_table_destroy(model);
     ASSERT_EQ(e2e_stop(&d), 0);

@@ -43,6 +43,13 @@ int rc_anchor_create(const rc_table *t, const rc_anchor_opts *o, rc_anchor **out
                      size_t errlen);
 void rc_anchor_destroy(rc_anchor *a); /* NULL-safe */
 
+/* Writer thread, between updates (no pull may run): takes the snapshot
+ * again from t for the rows a holds, e.g. after install_model "replace"
+ * put a whole new table in (the old snapshot would pull rows back into the
+ * table it replaced). Rows added since the first snapshot stay without
+ * anchor. NULL-safe. */
+void rc_anchor_rebase(rc_anchor *a, const rc_table *t);
+
 uint32_t rc_anchor_rows(const rc_anchor *a); /* rows anchored; 0 for NULL */
 size_t rc_anchor_bytes(const rc_anchor *a);  /* heap bytes; 0 for NULL */
 

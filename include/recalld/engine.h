@@ -156,9 +156,22 @@ typedef struct rc_engine_table_install {
     uint32_t replaced; /* rows the engine held: now src's vectors */
     uint32_t created;  /* rows new to the engine */
     uint32_t refused;  /* not installed: model.max_items reached, or memory */
+    uint32_t reset;    /* replace: rows src does not hold, started again */
     double seconds;    /* from the request to the last row installed */
 } rc_engine_table_install;
 int rc_engine_install_table(rc_engine *e, const rc_table *src, rc_engine_table_install *res,
+                            char *eb, size_t el);
+/* install_model "replace": src is a whole new table (a rebuild from random
+ * vectors, recalld-train without --init), not an update of the live one.
+ * As rc_engine_install_table, then three things the new vector space
+ * needs, on the trainer thread before the call returns: every row src does
+ * not hold starts again from a small random vector (rc_table_reset_row: its
+ * old vector means nothing in the new space; it learns again from its next
+ * clicks), the replay buffer is emptied (src trained on those clicks;
+ * replaying them would pull the table back toward them twice), and a
+ * warm-start anchor (train.anchor) is taken again from the new table.
+ * Counts, sessions and the co-occurrence channel stay. */
+int rc_engine_replace_table(rc_engine *e, const rc_table *src, rc_engine_table_install *res,
                             char *eb, size_t el);
 /* Any thread: installs finished, rows installed by them (stats). */
 void rc_engine_install_table_stats(rc_engine *e, uint64_t *installs, uint64_t *rows);

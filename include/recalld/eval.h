@@ -370,6 +370,8 @@ typedef struct rc_eval_stream_tune {
 
 /* What a method reports. */
 #define RC_EVAL_GATE_HOURS 4.0 /* rc_eval_env.gate_hours's default */
+enum { RC_EVAL_REBUILD_LIVE, RC_EVAL_REBUILD_FRESH, RC_EVAL_REBUILD_BOTH }; /* env.rebuild */
+extern const char *const rc_eval_rebuild_names[3];                          /* live fresh both */
 
 /* stream-daily-gated's gate over a run: settings and decisions. */
 typedef struct rc_eval_gate_stats {
@@ -377,7 +379,9 @@ typedef struct rc_eval_gate_stats {
     uint32_t judged;    /* periods whose gate window had predictions */
     uint32_t installed; /* of them, the challenger won: the rebuild was installed */
     uint32_t unjudged;  /* no prediction in the window: installed unjudged (the ungated rule) */
-    double live_hr50_sum, cand_hr50_sum; /* over the judged windows */
+    uint32_t fresh;     /* of the installs (judged or not), rebuilds from random vectors */
+    int rebuild;        /* rc_eval_env.rebuild */
+    double live_hr50_sum, cand_hr50_sum; /* over the judged windows (the better challenger) */
 } rc_eval_gate_stats;
 
 /* The champion/challenger gate's parts (stream-daily-gated, recalld-train
@@ -437,6 +441,7 @@ typedef struct rc_eval_report {
     rc_eval_stream_tune stream_tune;
     /* fused: the fusion weight it ran with; fuse_tuned: chosen by --tune (on
      * a validation split, HR@50 fuse_hr50 there), else cooc.fuse_weight */
+    int rebuild;  /* stream-daily-install, -gated: rc_eval_env.rebuild + 1; 0 other methods */
     int has_gate; /* stream-daily-gated */
     rc_eval_gate_stats gate;
     int has_fuse;
@@ -495,6 +500,13 @@ typedef struct rc_eval_env {
      * HR@50 >= gate_ratio x the running table's on the sessions of those
      * hours (both frozen; src/eval_gate.c). gate_hours 0 = 4, gate_ratio 0 = 1. */
     int gate;
+    /* stream-daily-install/-gated: which rebuild. RC_EVAL_REBUILD_LIVE (0):
+     * from the running table (recalld-train --init), installed over it;
+     * _FRESH: from random vectors (recalld-train alone), installed as a whole
+     * new table (rc_engine_replace_table, install_model "replace"); _BOTH
+     * (gated only): both challengers are judged, the better one is the
+     * candidate. */
+    int rebuild;
     double gate_hours, gate_ratio;
     double gate_min_z; /* and the challenger's paired lead >= this many standard errors
                         * (rc_eval_gate_z); default 0 */

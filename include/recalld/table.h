@@ -79,6 +79,14 @@ uint32_t rc_table_ncates(const rc_table *t);
 int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint32_t cate,
                     const uint32_t *ctx, uint32_t nctx, uint32_t *row, int *created);
 
+/* Writer thread. Gives an existing row the start of an item nothing is
+ * known of: a small random input vector (the last fallback of the cold
+ * start above; a neighbours' mean would put a row that learnt nothing next
+ * to every query), output vector zero. City, category and count stay.
+ * install_model "replace" uses it for the rows a rebuilt table does not
+ * hold. Returns 0, or RC_EINVAL (no such row). */
+int rc_table_reset_row(rc_table *t, uint32_t row);
+
 /* Writer thread; loaders only (checkpoint restore). Appends a NEW item with
  * its count and no cold start: both vectors are left UNINITIALISED and the
  * caller must write them before the row is used (another thread may write

@@ -7,7 +7,8 @@
  * | reload-model [PATH] (a two-tower model; the default timeout becomes 10
  * minutes: the daemon answers once the model serves) | retrain-model (retrains
  * the served two-tower model now; 10 minutes too) | install-model [PATH] (a
- * word2vec model into the live table; 10 minutes too). Exit status: 0 reply
+ * word2vec model into the live table; 10 minutes too) | replace-model [PATH]
+ * (the same, as a whole new table: install_model "replace"). Exit status: 0 reply
  * ok:true, 1 reply ok:false, 2 usage, connection or timeout error (the status
  * a container HEALTHCHECK reads). */
 #include <errno.h>
@@ -40,6 +41,7 @@ static const char epilog[] =
     "  | reload-model [PATH]   (two-tower model; default timeout 10 min)\n"
     "  | retrain-model         (two-tower, from the replay buffer; default timeout 10 min)\n"
     "  | install-model [PATH]  (word2vec model into the live table; default timeout 10 min)\n"
+    "  | replace-model [PATH]  (the same as a whole new table: a rebuild from random vectors)\n"
     "Socket: --socket, else $RECALLD_SOCKET, else recalld.sock in the daemon's runtime\n"
     "  directory: $RUNTIME_DIRECTORY, /run/recalld or $XDG_RUNTIME_DIR/recalld.\n"
     "Exit: 0 reply ok:true, 1 reply ok:false, 2 usage/connection/timeout error;\n"
@@ -98,8 +100,8 @@ static int parse_args(int argc, char **argv, struct args *a)
     const rc_cli_opt opts[] = {
         {"socket", 0, RC_CLI_STR, &a->socket, "PATH", "recalld's socket", 0, 0, 0},
         {"timeout", 0, RC_CLI_CALL, NULL, "MS",
-         "give up after MS milliseconds (5000; 10 min for\nreload-model, retrain-model and "
-         "install-model)",
+         "give up after MS milliseconds (5000; 10 min for\nreload-model, retrain-model, "
+         "install-model and replace-model)",
          0, 0, 0},
         {"raw", 0, RC_CLI_BOOL, &a->raw, NULL, "print the reply line as received", 0, 0, 0},
         {"alive", 0, RC_CLI_BOOL, &a->alive, NULL, "exit 0 for any reply (liveness probes)", 0, 0,
@@ -169,6 +171,9 @@ static int build_request(char **w, int n, json_t **out)
     } else if (strcmp(w[0], "install-model") == 0 && n <= 2) {
         o = n == 2 ? json_pack("{s:s,s:s}", "op", "install_model", "path", w[1])
                    : json_pack("{s:s}", "op", "install_model");
+    } else if (strcmp(w[0], "replace-model") == 0 && n <= 2) {
+        o = n == 2 ? json_pack("{s:s,s:s,s:b}", "op", "install_model", "path", w[1], "replace", 1)
+                   : json_pack("{s:s,s:b}", "op", "install_model", "replace", 1);
     } else if (strcmp(w[0], "retrain-model") == 0 && n == 1) {
         o = json_pack("{s:s}", "op", "retrain_model");
     } else if (strcmp(w[0], "user") == 0 && n == 2) {
@@ -319,7 +324,7 @@ int main(int argc, char **argv)
         return rc;
     if (!a.timeout_set &&
         (strcmp(a.req[0], "reload-model") == 0 || strcmp(a.req[0], "retrain-model") == 0 ||
-         strcmp(a.req[0], "install-model") == 0))
+         strcmp(a.req[0], "install-model") == 0 || strcmp(a.req[0], "replace-model") == 0))
         a.timeout_ms = 600000; /* the reply comes once every item is vectorised */
     char *text = json_dumps(req, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(req);

@@ -81,7 +81,8 @@ enum {
     X_ANN_RECALL,
     X_GATE_HOURS,
     X_GATE_RATIO,
-    X_GATE_Z
+    X_GATE_Z,
+    X_REBUILD
 };
 
 static const rc_cli_flag extra[] = {
@@ -122,6 +123,11 @@ static const rc_cli_flag extra[] = {
     {"--gate-z", "Z",
      "stream-daily-gated: and when its lead over the live table on the same predictions is "
      ">= Z standard errors (paired), [-10, 10] (0)"},
+    {"--rebuild", "KIND",
+     "stream-daily-install, -gated: the rebuild installed: live (from the live table, as "
+     "recalld-train --init; installed over it), fresh (from random vectors; installed as a "
+     "whole new table, install_model \"replace\") or both (-gated only: both challengers, "
+     "the better one judged) (live)"},
 };
 
 struct eval_flags {
@@ -129,6 +135,7 @@ struct eval_flags {
     rc_eval_opts eo;
     float overfetch, stream_lr;
     double gate_hours, gate_ratio, gate_z;
+    int rebuild, rebuild_given; /* --rebuild: RC_EVAL_REBUILD_* */
     const char *stream_set[32];
     size_t nstream_set;
     int query_items;
@@ -208,6 +215,14 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
         if (!*v || *end || !(f->gate_ratio >= 0.5 && f->gate_ratio <= 2))
             return rc_err(eb, el, RC_EINVAL, "expected a number in [0.5, 2]");
         return 0;
+    case X_REBUILD:
+        for (int k = 0; k < 3; k++)
+            if (strcmp(v, rc_eval_rebuild_names[k]) == 0) {
+                f->rebuild = k;
+                f->rebuild_given = 1;
+                return 0;
+            }
+        return rc_err(eb, el, RC_EINVAL, "expected live, fresh or both, got '%.40s'", v);
     case X_SEARCH:
         if (strcmp(v, "index") && strcmp(v, "exact"))
             return rc_err(eb, el, RC_EINVAL, "expected index or exact, got '%.40s'", v);
@@ -374,13 +389,16 @@ static json_t *method_json(const rc_eval_report *r)
         json_object_set_new(j, "stream", stream_json(&r->stream));
     if (j && r->stream_tuned)
         json_object_set_new(j, "stream_tuned", stream_tuned_json(&r->stream_tune));
+    if (j && r->rebuild)
+        json_object_set_new(j, "rebuild", json_string(rc_eval_rebuild_names[r->rebuild - 1]));
     if (j && r->has_gate) {
         const rc_eval_gate_stats *g = &r->gate;
         json_object_set_new(
             j, "gate",
-            json_pack("{s:f,s:f,s:f,s:I,s:I,s:I,s:f,s:f}", "hours", g->hours, "ratio", g->ratio,
+            json_pack("{s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:f,s:f}", "hours", g->hours, "ratio", g->ratio,
                       "min_z", g->min_z, "judged", (json_int_t)g->judged, "installed",
-                      (json_int_t)g->installed, "unjudged", (json_int_t)g->unjudged, "live_hr@50",
+                      (json_int_t)g->installed, "unjudged", (json_int_t)g->unjudged,
+                      "installed_fresh", (json_int_t)g->fresh, "live_hr@50",
                       g->judged ? g->live_hr50_sum / g->judged : 0.0, "challenger_hr@50",
                       g->judged ? g->cand_hr50_sum / g->judged : 0.0));
     }
@@ -646,6 +664,7 @@ static rc_eval_env base_env(const rc_cli *cli, const struct eval_flags *f, const
                          .gate_hours = f->gate_hours,
                          .gate_ratio = f->gate_ratio,
                          .gate_min_z = f->gate_z,
+                         .rebuild = f->rebuild,
                          .stream_set = f->stream_set,
                          .nstream_set = f->nstream_set,
                          .query_items = f->query_items,
@@ -916,6 +935,15 @@ int main(int argc, char **argv)
     if ((f.daily ? select_daily(&cli, run, err, sizeof err)
                  : select_methods(&cli, f.ablation, run, err, sizeof err)))
         return rc_cli_usage_error("recalld-eval", "%s", err);
+    if (f.rebuild_given && !f.daily)
+        return rc_cli_usage_error("recalld-eval", "--rebuild: a daily protocol option");
+    for (size_t i = 0; f.daily && f.rebuild == RC_EVAL_REBUILD_BOTH && i < rc_eval_daily_nmethods;
+         i++)
+        if (run[i] && rc_eval_daily_methods[i].install && !rc_eval_daily_methods[i].gate)
+            return rc_cli_usage_error("recalld-eval",
+                                      "--rebuild both: only stream-daily-gated chooses between "
+                                      "two rebuilds; %s installs one (live or fresh)",
+                                      rc_eval_daily_methods[i].name);
     if (cli.help) {
         rc_cli_usage(stdout, "recalld-eval", about, extra, RC_ARRAY_LEN(extra));
         return 0;
