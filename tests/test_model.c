@@ -602,10 +602,35 @@ TEST(model_train_gate_writes_only_when_the_rebuild_wins)
     ASSERT(json_is_true(json_object_get(g, "install")));
     ASSERT_EQ(access(rebuilt, F_OK), 0);
     json_decref(j);
-    /* the gate needs the live table to judge against */
+    /* --champion without --init: a rebuild from random vectors judged
+     * against the live table; the champion's score is the one above (same
+     * table, same window) */
+    char *text = NULL;
+    int st = e2e_sh(&text,
+                    RC_BIN("recalld-train") " --input %s --champion %s --output %s --threads 1 "
+                                            "--json --gate-hours 6 --gate-ratio 0.5 2>/dev/null",
+                    log, live, rebuilt);
+    ASSERT(st == 0 || st == 3); /* the verdict is the scores' */
+    j = e2e_json(text);
+    free(text);
+    g = json_object_get(j, "gate");
+    ASSERT_STREQ(json_string_value(json_object_get(g, "champion")), live);
+    ASSERT(json_is_true(json_object_get(g, "judged")));
+    ASSERT_DBL_OP(json_number_value(json_object_get(g, "champion_hr@50")), ==, init_hr);
+    ASSERT_DBL_OP(json_number_value(json_object_get(g, "rebuild_hr@50")), !=, rebuild_hr);
+    ASSERT(json_object_get(json_object_get(j, "train"), "init") == NULL);
+    ASSERT_EQ(json_is_true(json_object_get(g, "install")), st == 0);
+    ASSERT_EQ(json_is_null(json_object_get(j, "output")), st == 3);
+    json_decref(j);
+    unlink(rebuilt);
+    /* the gate needs the live table to judge against; --champion needs the gate */
     ASSERT_EQ(e2e_sh(NULL,
                      RC_BIN("recalld-train") " --input %s --output %s --gate-hours 6 2>/dev/null",
                      log, rebuilt),
+              2);
+    ASSERT_EQ(e2e_sh(NULL,
+                     RC_BIN("recalld-train") " --input %s --output %s --champion %s 2>/dev/null",
+                     log, rebuilt, live),
               2);
     ASSERT_EQ(e2e_sh(NULL,
                      RC_BIN("recalld-train") " --input %s --output %s --init %s --gate-hours 0 "

@@ -36,17 +36,19 @@ static const char about[] =
     "holds (a model file, or a checkpoint of recalld's data_dir) starts from\n"
     "FILE's input and output vectors instead of random ones; items new to the\n"
     "log start random.\n"
-    "--gate-hours H (with --init): a champion/challenger gate before a daily\n"
-    "install. The rebuild trains on the sessions that ended H hours before the\n"
-    "log's last click; it and FILE's table (the live table at that moment) are\n"
-    "both scored, frozen, on the sessions of those last H hours (HR@50 of each\n"
-    "next click, the daemon's user query and index). --output is written only\n"
-    "when the rebuild's HR@50 is >= --gate-ratio x FILE's and it leads FILE by\n"
-    ">= --gate-z standard errors on the same clicks; else nothing is written and\n"
+    "--gate-hours H (with --init or --champion): a champion/challenger gate\n"
+    "before a daily install. The rebuild trains on the sessions that ended H\n"
+    "hours before the log's last click; it and the champion's table (--champion\n"
+    "FILE, else --init's FILE: the live table at that moment) are both scored,\n"
+    "frozen, on the sessions of those last H hours (HR@50 of each next click,\n"
+    "the daemon's user query and index). --output is written only when the\n"
+    "rebuild's HR@50 is >= --gate-ratio x the champion's and it leads by >=\n"
+    "--gate-z standard errors on the same clicks; else nothing is written and\n"
     "the exit status is 3. A window without a prediction is not judged: the\n"
-    "rebuild of the whole log is written.";
+    "rebuild of the whole log is written. --champion without --init judges a\n"
+    "rebuild from random vectors (installed with recallctl replace-model).";
 
-enum { X_MODEL, X_TOWER_OUTPUT, X_INIT, X_GATE_HOURS, X_GATE_RATIO, X_GATE_Z };
+enum { X_MODEL, X_TOWER_OUTPUT, X_INIT, X_GATE_HOURS, X_GATE_RATIO, X_GATE_Z, X_CHAMPION };
 
 static const rc_cli_flag extra[] = {
     {"--model", "M", "sgns (the item table only; --mode picks skipgram/cbow) | two-tower"},
@@ -59,12 +61,14 @@ static const rc_cli_flag extra[] = {
     {"--gate-z", "Z",
      "--gate-hours: and lead FILE by >= Z standard errors on the same predictions (paired), "
      "[-10, 10] (0)"},
+    {"--champion", "FILE",
+     "--gate-hours: judge against FILE (model file or checkpoint) instead of --init's"},
 };
 
 struct train_flags {
     int two_tower;
     const char *tower_output;
-    const char *init;
+    const char *init, *champion;
     double gate_hours, gate_ratio, gate_z;
     int gate_z_set;
 };
@@ -87,10 +91,10 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
         f->gate_z_set |= i == X_GATE_Z;
         return 0;
     }
-    if (i == X_TOWER_OUTPUT || i == X_INIT) {
+    if (i == X_TOWER_OUTPUT || i == X_INIT || i == X_CHAMPION) {
         if (!*v)
             return rc_err(eb, el, RC_EINVAL, "expected a file name");
-        *(i == X_INIT ? &f->init : &f->tower_output) = v;
+        *(i == X_INIT ? &f->init : i == X_CHAMPION ? &f->champion : &f->tower_output) = v;
         return 0;
     }
     if (!strcmp(v, "two-tower") || !strcmp(v, "two_tower") || !strcmp(v, "tower"))
@@ -103,13 +107,13 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
 /* --init FILE: a model file (RCMODEL1) or a checkpoint (RCCKPT01), told
  * apart by their magic. dim: the training's (0 = 64); set: whether --dim was
  * given (else the file's dimension is taken). */
-static int load_init(const char *path, uint32_t *dim, int set, rc_table **out, char *err,
-                     size_t errlen)
+static int load_init(const char *what, const char *path, uint32_t *dim, int set, rc_table **out,
+                     char *err, size_t errlen)
 {
     char magic[8] = {0};
     FILE *f = fopen(path, "rb");
     if (!f)
-        return rc_err(err, errlen, RC_ENOENT, "--init %s: %s", path, strerror(errno));
+        return rc_err(err, errlen, RC_ENOENT, "%s %s: %s", what, path, strerror(errno));
     size_t got = fread(magic, 1, sizeof magic, f);
     fclose(f);
     int rc;
@@ -122,7 +126,7 @@ static int load_init(const char *path, uint32_t *dim, int set, rc_table **out, c
         rc = rc_model_load(path, NULL, out, err, errlen);
     } else {
         return rc_err(err, errlen, RC_ECORRUPT,
-                      "--init %s: neither a model file nor a checkpoint (bad magic)", path);
+                      "%s %s: neither a model file nor a checkpoint (bad magic)", what, path);
     }
     if (rc)
         return rc;
@@ -130,7 +134,7 @@ static int load_init(const char *path, uint32_t *dim, int set, rc_table **out, c
     if (set && want != have) {
         rc_table_destroy(*out);
         *out = NULL;
-        return rc_err(err, errlen, RC_EINVAL, "--init %s: dimension %u, --dim %u", path, have,
+        return rc_err(err, errlen, RC_EINVAL, "%s %s: dimension %u, --dim %u", what, path, have,
                       want);
     }
     *dim = have;
@@ -189,6 +193,7 @@ struct init_run {
 
 /* What --gate-hours did, for the JSON and the exit status. */
 struct gate_run {
+    const char *champion; /* the file judged against */
     double hours, ratio, min_z;
     int judged, install;
     size_t predictions;
@@ -218,11 +223,12 @@ static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_
                                       (json_int_t)ir->items, "matched", (json_int_t)ir->matched));
     if (j && gr->hours > 0)
         json_object_set_new(j, "gate",
-                            json_pack("{s:f,s:f,s:f,s:b,s:I,s:f,s:f,s:f,s:b}", "hours", gr->hours,
-                                      "ratio", gr->ratio, "min_z", gr->min_z, "judged", gr->judged,
-                                      "predictions", (json_int_t)gr->predictions, "init_hr@50",
-                                      gr->init_hr50, "rebuild_hr@50", gr->rebuild_hr50, "z", gr->z,
-                                      "install", gr->install));
+                            json_pack("{s:s,s:f,s:f,s:f,s:b,s:I,s:f,s:f,s:f,s:f,s:b}", "champion",
+                                      gr->champion, "hours", gr->hours, "ratio", gr->ratio, "min_z",
+                                      gr->min_z, "judged", gr->judged, "predictions",
+                                      (json_int_t)gr->predictions, "champion_hr@50", gr->init_hr50,
+                                      "init_hr@50", gr->init_hr50, "rebuild_hr@50",
+                                      gr->rebuild_hr50, "z", gr->z, "install", gr->install));
     if (j) {
         json_dumpf(j, stdout, JSON_COMPACT);
         fputc('\n', stdout);
@@ -231,11 +237,11 @@ static void print_json(const rc_clicklog *log, const rc_train_opts *o, const rc_
 }
 
 /* --gate-hours: the window is the log's last gr->hours; the rebuild trains
- * on the sessions that ended before it (starting from init), both tables
- * are scored on it. *t gets the rebuild. A window without a training
- * session or a prediction is not judged: the rebuild then trains on the
- * whole log, as without the gate, and is written. */
-static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *init,
+ * on the sessions that ended before it (cli's settings: from --init's table
+ * or random), it and champ (the live table) are scored on it. *t gets the rebuild. A window without
+ * a training session or a prediction is not judged: the rebuild then trains on the whole log, as
+ * without the gate, and is written. */
+static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *champ,
                 struct gate_run *gr, rc_table **t, rc_train_result *res, char *err, size_t errlen)
 {
     int64_t last = INT64_MIN;
@@ -258,7 +264,7 @@ static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *init,
     gr->judged = 1;
     gr->predictions = g->npos;
     if (!(rc = rc_train_run(&cli->train, log, g->train_mask, t, res, err, errlen)) &&
-        !(rc = rc_eval_gate_compare(&env, g, init, NULL, *t, gr->ratio, gr->min_z, &c, err,
+        !(rc = rc_eval_gate_compare(&env, g, champ, NULL, *t, gr->ratio, gr->min_z, &c, err,
                                     errlen))) {
         gr->init_hr50 = c.live_hr50;
         gr->rebuild_hr50 = c.cand_hr50;
@@ -266,7 +272,7 @@ static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *init,
         gr->install = c.install;
         if (!cli->log.quiet)
             fprintf(stderr,
-                    "recalld-train: gate: %zu predictions in the last %g h: --init %.4f, "
+                    "recalld-train: gate: %zu predictions in the last %g h: champion %.4f, "
                     "rebuild %.4f (x%.3f, z %+.2f): %s\n",
                     g->npos, gr->hours, gr->init_hr50, gr->rebuild_hr50,
                     gr->init_hr50 > 0 ? gr->rebuild_hr50 / gr->init_hr50 : 0, gr->z,
@@ -357,10 +363,13 @@ int main(int argc, char **argv)
         return rc_cli_usage_error("recalld-train", "--input and --output are required");
     if (tf.tower_output && !tf.two_tower)
         return rc_cli_usage_error("recalld-train", "--tower-output needs --model two-tower");
-    if ((tf.gate_hours > 0 || tf.gate_ratio > 0 || tf.gate_z_set) && (!tf.init || tf.two_tower))
+    if ((tf.gate_hours > 0 || tf.gate_ratio > 0 || tf.gate_z_set || tf.champion) &&
+        (!(tf.init || tf.champion) || tf.two_tower))
         return rc_cli_usage_error("recalld-train",
-                                  "--gate-hours and --gate-ratio need --init and "
+                                  "--gate-hours and --gate-ratio need --init or --champion and "
                                   "--model sgns (the live table to judge against)");
+    if (tf.champion && !(tf.gate_hours > 0))
+        return rc_cli_usage_error("recalld-train", "--champion needs --gate-hours");
     snprintf(tower_path, sizeof tower_path, "%s.tower", cli.output);
     rc_tower_train_opts topts = cli.tower;
     if (!cli.tower_features_set)
@@ -368,19 +377,26 @@ int main(int argc, char **argv)
     struct tower_run tr = {.opts = &topts,
                            .output = tf.tower_output ? tf.tower_output : tower_path};
     rc_clicklog *log = NULL;
-    rc_table *t = NULL, *init = NULL;
+    rc_table *t = NULL, *init = NULL, *champ = NULL;
     rc_train_result res;
     rc_tune_result tuned;
     struct init_run ir = {.path = tf.init};
-    struct gate_run gr = {
-        .hours = tf.gate_hours, .ratio = tf.gate_ratio > 0 ? tf.gate_ratio : 1, .min_z = tf.gate_z};
+    struct gate_run gr = {.champion = tf.champion ? tf.champion : tf.init,
+                          .hours = tf.gate_hours,
+                          .ratio = tf.gate_ratio > 0 ? tf.gate_ratio : 1,
+                          .min_z = tf.gate_z};
     if ((tf.gate_ratio > 0 || tf.gate_z_set) && !(tf.gate_hours > 0))
         return rc_cli_usage_error("recalld-train", "--gate-ratio and --gate-z need --gate-hours");
     int rc = 0;
     if (tf.init) { /* before the log: a wrong file fails at once */
-        rc = load_init(tf.init, &cli.train.dim, (cli.set_mask & RC_CLI_SET_DIM) != 0, &init, err,
-                       sizeof err);
+        rc = load_init("--init", tf.init, &cli.train.dim, (cli.set_mask & RC_CLI_SET_DIM) != 0,
+                       &init, err, sizeof err);
         cli.set_mask |= RC_CLI_SET_DIM; /* --tune keeps the file's dimension */
+    }
+    if (!rc && tf.champion) { /* the same dimension as --init's file and --dim */
+        rc = load_init("--champion", tf.champion, &cli.train.dim,
+                       (cli.set_mask & RC_CLI_SET_DIM) != 0, &champ, err, sizeof err);
+        cli.set_mask |= RC_CLI_SET_DIM;
     }
     if (!rc)
         rc = rc_clicklog_load(&cli.log, &log, err, sizeof err);
@@ -388,7 +404,7 @@ int main(int argc, char **argv)
         rc = tune(&cli, log, &tuned, err, sizeof err);
     cli.train.init = init; /* the rebuild only: --tune compares settings from random starts */
     if (!rc && gr.hours > 0)
-        rc = gate(&cli, log, init, &gr, &t, &res, err, sizeof err);
+        rc = gate(&cli, log, champ ? champ : init, &gr, &t, &res, err, sizeof err);
     else if (!rc)
         rc = rc_train_run(&cli.train, log, NULL, &t, &res, err, sizeof err);
     if (!rc && init) {
@@ -414,6 +430,7 @@ int main(int argc, char **argv)
                    tf.two_tower ? &tr : NULL, &ir, &gr);
     rc_table_destroy(t);
     rc_table_destroy(init);
+    rc_table_destroy(champ);
     rc_clicklog_free(log);
     return rc ? 1 : kept ? 3 : 0;
 }
