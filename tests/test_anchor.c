@@ -273,13 +273,13 @@ TEST(anchor_engine_warm_start_is_the_anchor)
     rmdir(dir);
 }
 
-/* install_model leaves the anchor on the model the engine started from
- * (moving it to each installed rebuild measured worse: BENCHMARKS.md, "The
- * daemon's daily rebuild as it runs"): after an install of other vectors
- * for the warm items, a stream that keeps clicking them pulls them back to
- * the start model (a pull of step 1); an item the install created has no
- * anchor and learns freely. */
-TEST(anchor_engine_install_keeps_the_start_anchor)
+/* An engine warm-started from a model m (anchor strength 1e6: a pull of
+ * step 1), given src (m's items with other vectors, and a new item n0) by
+ * install_model (replace 0) or install_model "replace" (1), then 60
+ * sessions that keep clicking the warm items. The summed distance of the
+ * warm rows to src's vectors and to m's; n0, new to the anchor, learns
+ * freely in both. */
+static void anchored_install(int replace, double *to_src, double *to_model)
 {
     char dir[64], path[128], err[256];
     tower_tmp_dir(dir, sizeof dir, "rc-anchor-");
@@ -301,21 +301,21 @@ TEST(anchor_engine_install_keeps_the_start_anchor)
     snprintf(c.model_path, sizeof c.model_path, "%s", path);
     rc_engine *e = e2e_engine_offline(&c);
     rc_engine_table_install res;
-    ASSERT_EQ(rc_engine_install_table(e, src, &res, err, sizeof err), 0);
+    ASSERT_EQ((replace ? rc_engine_replace_table : rc_engine_install_table)(e, src, &res, err,
+                                                                            sizeof err),
+              0);
     ASSERT_EQ(res.replaced, NWARM);
     ASSERT_EQ(res.created, 1);
+    ASSERT_EQ(res.reset, 0);
     int64_t ts = 1700000000000LL;
     for (int sess = 0; sess < 60; sess++)
         warm_session(e, sess, "n0", &ts);
     const rc_table *t = rc_engine_table(e);
-    double to_src = 0, to_model = 0;
+    *to_src = *to_model = 0;
     for (uint32_t r = 0; r < NWARM; r++) {
-        to_src += dist(rc_table_in(t, r), rc_table_in(src, r));
-        to_model += dist(rc_table_in(t, r), rc_table_in(m, r));
+        *to_src += dist(rc_table_in(t, r), rc_table_in(src, r));
+        *to_model += dist(rc_table_in(t, r), rc_table_in(m, r));
     }
-    /* each row within its int8 rounding (sqrt(DIM) * scale / 2) of the model */
-    ASSERT_DBL_OP(to_model, <, NWARM * 4 * 0.25 / 127 / 2);
-    ASSERT_DBL_OP(to_src, >, 1.0);
     uint32_t row;
     ASSERT_EQ(rc_table_find(t, "n0", 2, &row), 0);
     ASSERT_DBL_OP(dist(rc_table_in(t, row), rc_table_in(src, nr)), >, 0.01);
@@ -326,48 +326,30 @@ TEST(anchor_engine_install_keeps_the_start_anchor)
     rmdir(dir);
 }
 
+/* install_model leaves the anchor on the model the engine started from
+ * (moving it to each installed rebuild measured worse: BENCHMARKS.md, "The
+ * daemon's daily rebuild as it runs"): after an install of other vectors
+ * for the warm items, a stream that keeps clicking them pulls them back to
+ * the start model; an item the install created has no anchor and learns
+ * freely. */
+TEST(anchor_engine_install_keeps_the_start_anchor)
+{
+    double to_src, to_model;
+    anchored_install(0, &to_src, &to_model);
+    /* each row within its int8 rounding (sqrt(DIM) * scale / 2) of the model */
+    ASSERT_DBL_OP(to_model, <, NWARM * 4 * 0.25 / 127 / 2);
+    ASSERT_DBL_OP(to_src, >, 1.0);
+}
+
 /* install_model "replace" (rc_engine_replace_table) puts a whole new table
- * in: the anchor moves to it, so the same strong pull now holds the rows on
- * the rebuild's vectors, not the old model's (the install above keeps them
- * on the model). */
+ * in: the anchor moves to it, so the same pull now holds the rows on the
+ * rebuild's vectors, not the old model's. */
 TEST(anchor_engine_replace_moves_the_anchor_to_the_new_table)
 {
-    char dir[64], path[128], err[256];
-    tower_tmp_dir(dir, sizeof dir, "rc-anchor-");
-    snprintf(path, sizeof path, "%s/warm.rcm", dir);
-    rc_table *m = warm_table(), *src = warm_table();
-    ASSERT_EQ(rc_model_save(m, path, NULL, 0), 0);
-    for (uint32_t r = 0; r < NWARM; r++)
-        for (uint32_t d = 0; d < DIM; d++)
-            rc_table_in(src, r)[d] = 0.25f * cosf((float)(7 * r + 2 * d));
-    rc_config c;
-    rc_config_defaults(&c);
-    c.dim = DIM;
-    c.seed = 3;
-    c.replay_ratio = 0;
-    c.anchor = 1e6f;
-    snprintf(c.model_path, sizeof c.model_path, "%s", path);
-    rc_engine *e = e2e_engine_offline(&c);
-    rc_engine_table_install res;
-    ASSERT_EQ(rc_engine_replace_table(e, src, &res, err, sizeof err), 0);
-    ASSERT_EQ(res.replaced, NWARM);
-    ASSERT_EQ(res.reset, 0);
-    int64_t ts = 1700000000000LL;
-    for (int sess = 0; sess < 60; sess++)
-        warm_session(e, sess, "n0", &ts);
-    const rc_table *t = rc_engine_table(e);
-    double to_src = 0, to_model = 0;
-    for (uint32_t r = 0; r < NWARM; r++) {
-        to_src += dist(rc_table_in(t, r), rc_table_in(src, r));
-        to_model += dist(rc_table_in(t, r), rc_table_in(m, r));
-    }
+    double to_src, to_model;
+    anchored_install(1, &to_src, &to_model);
     ASSERT_DBL_OP(to_src, <, NWARM * 4 * 0.25 / 127 / 2);
     ASSERT_DBL_OP(to_model, >, 1.0);
-    rc_engine_destroy(e);
-    rc_table_destroy(m);
-    rc_table_destroy(src);
-    unlink(path);
-    rmdir(dir);
 }
 
 /* The daemon's parallel path (model.trainer_threads 2: whole batches trained

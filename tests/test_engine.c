@@ -848,16 +848,25 @@ static void expect_installed(rc_engine *e, const rc_table *src)
     }
 }
 
-TEST(engine_install_table_replaces_creates_and_keeps)
+/* An offline engine of c that learnt 400 clicks of 10 users on 40 items
+ * (i0..i39, city c0). */
+static rc_engine *engine_40_items(const rc_config *c)
 {
-    rc_config c;
-    char line[256], err[256];
-    small_config(&c);
-    rc_engine *e = e2e_engine_offline(&c);
+    char line[256];
+    rc_engine *e = e2e_engine_offline(c);
     for (int i = 0; i < 400; i++) {
         int n = click_line(line, sizeof line, i % 10, (i * 7) % 40, 0, T0 + i * 1000);
         ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
     }
+    return e;
+}
+
+TEST(engine_install_table_replaces_creates_and_keeps)
+{
+    rc_config c;
+    char err[256];
+    small_config(&c);
+    rc_engine *e = engine_40_items(&c);
     const rc_table *t = rc_engine_table(e);
     uint32_t n0 = rc_table_size(t), dim = rc_table_dim(t);
     ASSERT_EQ(n0, 40);
@@ -983,11 +992,7 @@ TEST(engine_replace_table_restarts_the_rest_and_forgets_replay)
     char line[256], err[256];
     small_config(&c);
     ASSERT_EQ(c.replay_forget, 0);
-    rc_engine *e = e2e_engine_offline(&c);
-    for (int i = 0; i < 400; i++) {
-        int n = click_line(line, sizeof line, i % 10, (i * 7) % 40, 0, T0 + i * 1000);
-        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)n), RC_EV_OK);
-    }
+    rc_engine *e = engine_40_items(&c);
     const rc_table *t = rc_engine_table(e);
     uint32_t n0 = rc_table_size(t), dim = rc_table_dim(t);
     ASSERT_EQ(n0, 40);
