@@ -13,8 +13,9 @@
 # --tune-seconds 60 and the live item-kNN and fused rows (the warm-up then
 # grows until --tune has a validation split: 40 days on Diginetica's sample;
 # MovieLens runs with 60 warm-up days), METHODS=a,b,... for another list of
-# methods (e.g. add stream-daily-install, stream-daily-gated or stream-daily-live). Every method is
-# also printed as a ratio to batch-daily and to stream-warm when they ran.
+# methods (e.g. add stream-daily-install, stream-daily-gated or stream-daily-live),
+# REBUILD=live|fresh|both for the rebuild those install (--rebuild; both: gated only).
+# Every method is also printed as a ratio to batch-daily and to stream-warm when they ran.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
@@ -29,6 +30,9 @@ if [ "$TUNE" != 0 ]; then
 fi
 if [ -n "${METHODS:-}" ]; then
     extra=(${extra[@]+"${extra[@]:0:3}"} --methods "$METHODS")
+fi
+if [ -n "${REBUILD:-}" ]; then
+    extra=(${extra[@]+"${extra[@]}"} --rebuild "$REBUILD")
 fi
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
