@@ -1052,6 +1052,7 @@ TEST(engine_replace_table_restarts_the_rest_and_forgets_replay)
 struct install_call {
     rc_engine *e;
     const rc_table *src;
+    int replace; /* rc_engine_replace_table */
     rc_engine_table_install res;
     int rc;
     char err[256];
@@ -1060,11 +1061,12 @@ struct install_call {
 static void *install_thread(void *arg)
 {
     struct install_call *ic = arg;
-    ic->rc = rc_engine_install_table(ic->e, ic->src, &ic->res, ic->err, sizeof ic->err);
+    ic->rc = (ic->replace ? rc_engine_replace_table : rc_engine_install_table)(
+        ic->e, ic->src, &ic->res, ic->err, sizeof ic->err);
     return NULL;
 }
 
-TEST(engine_install_table_threaded_between_batches)
+static void threaded_install(int replace)
 {
     rc_config c;
     uv_loop_t loop;
@@ -1074,7 +1076,7 @@ TEST(engine_install_table_threaded_between_batches)
     rc_engine *e = e2e_engine_threaded(&c, &loop, NULL, NULL);
     uint32_t dim = c.dim;
     rc_table *src = install_src(dim, 70000, 45); /* 3 chunks */
-    struct install_call ic = {.e = e, .src = src};
+    struct install_call ic = {.e = e, .src = src, .replace = replace};
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, install_thread, &ic), 0);
     uint64_t sent = 0;
@@ -1096,6 +1098,8 @@ TEST(engine_install_table_threaded_between_batches)
     ASSERT_EQ(ic.res.rows, 70010);
     ASSERT_EQ(ic.res.replaced + ic.res.created, 70010);
     ASSERT(ic.res.created >= 70000); /* n0.. are new; i0..i9 may be too, before their clicks */
+    /* replace: the rows of i10..i39 clicked before the last check restarted */
+    ASSERT(replace ? ic.res.reset <= 30 : ic.res.reset == 0);
     rc_engine_sync(e);
     /* the new rows hold src's vectors (no click touched them) */
     const rc_table *t = rc_engine_table(e);
@@ -1114,3 +1118,9 @@ TEST(engine_install_table_threaded_between_batches)
     e2e_engine_threaded_close(e, &loop);
     rc_table_destroy(src);
 }
+
+TEST(engine_install_table_threaded_between_batches) { threaded_install(0); }
+
+/* The same with "replace": its pass over the engine's rows also runs in
+ * steps between batches, while clicks create and train rows. */
+TEST(engine_replace_table_threaded_between_batches) { threaded_install(1); }
