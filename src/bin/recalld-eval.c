@@ -54,7 +54,8 @@ static const char about[] =
     "left instead of random vectors), stream-daily-install (the daemon's daily\n"
     "rebuild: stream-warm's one engine, and at each later period's start a rebuild\n"
     "from its live table installed into it, as recalld-train --init and\n"
-    "install_model do) and stream-daily-gated (stream-daily-install whose every\n"
+    "install_model do; --rebuild fresh: from random vectors, installed whole as\n"
+    "install_model \"replace\" does) and stream-daily-gated (stream-daily-install whose every\n"
     "install must first win a champion/challenger gate: --gate-hours before the\n"
     "period's start, a challenger rebuilt from the live table on the sessions that\n"
     "ended by then and the live table are scored frozen on the sessions of those\n"
@@ -127,7 +128,8 @@ static const rc_cli_flag extra[] = {
      "stream-daily-install, -gated: the rebuild installed: live (from the live table, as "
      "recalld-train --init; installed over it), fresh (from random vectors; installed as a "
      "whole new table, install_model \"replace\") or both (-gated only: both challengers, "
-     "the better one judged) (live)"},
+     "the better one judged each day; greedy, it can settle on the worse kind: measure live "
+     "and fresh instead) (live)"},
 };
 
 struct eval_flags {
