@@ -183,6 +183,7 @@ void rc__engine_tinst_step(rc_engine *e)
         uint32_t end = ti->rpos + RC_MIN(m - ti->rpos, TINST_CHUNK);
         tinst_reset(e, ti->src, ti->rpos, end, &ti->res);
         ti->rpos = end;
+        rc__engine_ck_note_empty(e);
         if (end < m)
             return;
     }
