@@ -175,7 +175,7 @@ void rc__engine_tinst_step(rc_engine *e)
         uint32_t end = ti->pos + RC_MIN(n - ti->pos, TINST_CHUNK);
         tinst_rows(e, ti->src, ti->pos, end, &ti->res);
         ti->pos = end;
-        rc__engine_ck_note_empty(e); /* the table changed: the next checkpoint is written */
+        rc__engine_ck_note_edit(e); /* the table changed: the next checkpoint is written */
         if (end < n || ti->replace)
             return;
     } else if (ti->replace) {
@@ -183,7 +183,7 @@ void rc__engine_tinst_step(rc_engine *e)
         uint32_t end = ti->rpos + RC_MIN(m - ti->rpos, TINST_CHUNK);
         tinst_reset(e, ti->src, ti->rpos, end, &ti->res);
         ti->rpos = end;
-        rc__engine_ck_note_empty(e);
+        rc__engine_ck_note_edit(e);
         if (end < m)
             return;
     }

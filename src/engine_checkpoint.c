@@ -89,6 +89,12 @@ void rc__engine_ck_note_empty(rc_engine *e)
     atomic_store_explicit(&e->ck->trained_pub, e->ck->trained, memory_order_relaxed);
 }
 
+void rc__engine_ck_note_edit(rc_engine *e)
+{
+    e->ck->edits++;
+    atomic_store_explicit(&e->ck->edits_pub, e->ck->edits, memory_order_relaxed);
+}
+
 /* Trainer: counters and offsets as of now. */
 static void ck_meta(rc_engine *e, rc_checkpoint_meta *m)
 {
@@ -142,7 +148,9 @@ int rc__engine_ck_take(rc_engine *e, int force)
     if (!go)
         return 0;
     uint64_t t0 = rc_now_ns();
-    int unchanged = !force && k->trained == atomic_load(&k->durable_trained), rc = 0;
+    int unchanged = !force && k->trained == atomic_load(&k->durable_trained) &&
+                    k->edits == atomic_load(&k->durable_edits),
+        rc = 0;
     /* checkpoint.copy false: no copy; this thread waits below until the writer
      * has read the rows (offline, the caller writes right after, on this thread). */
     int live = !e->cfg.ckpt_copy, wait = 0;
@@ -158,6 +166,7 @@ int rc__engine_ck_take(rc_engine *e, int force)
     pthread_mutex_lock(&k->mu);
     k->unchanged = unchanged;
     k->covers = k->trained;
+    k->covers_edits = k->edits;
     k->take_pause = unchanged ? 0 : pause;
     k->take_t0 = t0;
     k->take_rc = rc;
@@ -268,8 +277,11 @@ static void ck_serve(rc_engine *e)
      * "unchanged", and reserving would fault a table's worth of pages in and
      * out on every timer tick of an idle daemon (if a batch comes in before
      * the take after all, the take grows the buffers itself). */
-    int reserve = e->cfg.ckpt_copy && atomic_load_explicit(&k->trained_pub, memory_order_relaxed) !=
-                                          atomic_load(&k->durable_trained);
+    int reserve =
+        e->cfg.ckpt_copy && (atomic_load_explicit(&k->trained_pub, memory_order_relaxed) !=
+                                 atomic_load(&k->durable_trained) ||
+                             atomic_load_explicit(&k->edits_pub, memory_order_relaxed) !=
+                                 atomic_load(&k->durable_edits));
     if (reserve) {
         rc_checkpoint_reserve(k->snap, rows + rows / 64 + 1024, rc_table_dim(e->table));
         atomic_fetch_add(&k->reserves, 1);
@@ -283,7 +295,7 @@ static void ck_serve(rc_engine *e)
     if (k->state != CK_TAKEN)
         return; /* stopping: the trainer is gone */
     int rc = k->take_rc;
-    uint64_t covers = k->covers;
+    uint64_t covers = k->covers, covers_edits = k->covers_edits;
     pthread_mutex_unlock(&k->mu);
     if (rc)
         snprintf(err, sizeof err, "checkpoint: out of memory for the snapshot");
@@ -299,6 +311,7 @@ static void ck_serve(rc_engine *e)
 #endif
     if (rc == 0) {
         atomic_store(&k->durable_trained, covers);
+        atomic_store(&k->durable_edits, covers_edits);
         atomic_store(&k->current_ms, rc_wall_ms());
     }
     pthread_mutex_lock(&k->mu);
@@ -468,8 +481,10 @@ int rc_engine_checkpoint_now(rc_engine *e, rc_engine_checkpoint_result *r, char 
     if (rc == 0 && !k->unchanged)
         rc = ck_write(e, &info, err, sizeof err);
     rc_checkpoint_release(k->snap);
-    if (rc == 0)
+    if (rc == 0) {
         atomic_store(&k->durable_trained, k->covers);
+        atomic_store(&k->durable_edits, k->covers_edits);
+    }
     pthread_mutex_lock(&k->mu);
     ck_result(k, rc, &info, err, k->covers);
     k->have_result = 0;

@@ -202,9 +202,12 @@ struct rc__engine_ckpt {
     uint32_t nparts;
     rc_checkpoint_offset *offs; /* scratch for the meta */
     uint64_t trained, processed, covers;
+    uint64_t edits, covers_edits; /* table changes outside batches (install_model) */
     /* shared counters */
     _Atomic uint64_t durable_trained; /* `trained` in the last durable checkpoint */
     _Atomic uint64_t trained_pub;     /* `trained`, published for the writer thread */
+    _Atomic uint64_t durable_edits;   /* `edits` in the last durable checkpoint */
+    _Atomic uint64_t edits_pub;       /* `edits`, published for the writer thread */
     _Atomic uint64_t reserves;        /* copies reserved ahead of a take */
     int reserved;                     /* the current request reserved its copy (writer) */
     _Atomic uint64_t written, failures, skipped, last_seq, last_bytes, last_write_ns;
@@ -300,6 +303,10 @@ void rc__engine_ck_note_batch(rc_engine *e, const rc_batch *b);
  * a checkpoint waiting for it (its ticket counts every batch submitted) may
  * go on; no offsets, no counters. */
 void rc__engine_ck_note_empty(rc_engine *e);
+/* Trainer: the table changed outside a batch (install_model's steps): the
+ * next checkpoint is written, not skipped as unchanged. Unlike a batch it
+ * satisfies no checkpoint ticket (those count submitted batches). */
+void rc__engine_ck_note_edit(rc_engine *e);
 int rc__engine_ck_take(rc_engine *e, int force);
 int rc__engine_ck_start(rc_engine *e, char *eb, size_t el);
 void rc__engine_ck_stop(rc_engine *e);
