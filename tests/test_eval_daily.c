@@ -425,6 +425,39 @@ static void same_periods(const rc_eval_daily *d, const rc_eval_daily_report *a,
     }
 }
 
+/* The gate tests' log: generated, about 2 days in 6-hour periods (4 after
+ * the warm-up), small fast training, a 2-hour gate window. */
+struct gate_fix {
+    char dir[32];
+    rc_clicklog *log;
+    rc_eval_daily *d;
+    rc_eval_env env;
+};
+
+static void gate_fix_open(struct gate_fix *fx)
+{
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/rc_gate_XXXXXX");
+    fx->log = gen_log(fx->dir, "--seed 3 --events 20000 --users 300 --items 400");
+    fx->d = daily(fx->log, 1, 6, 4);
+    ASSERT_GT(fx->d->nperiods, 2);
+    fx->env = (rc_eval_env){.log = fx->log,
+                            .train = {.dim = 8, .epochs = 2, .threads = 1, .seed = 3},
+                            .gate_hours = 2,
+                            .quiet = 1};
+}
+
+/* Frees the reports, env (the test's copy of fx->env) and the fixture. */
+static void gate_fix_close(struct gate_fix *fx, rc_eval_env *env, rc_eval_daily_report *const *reps,
+                           size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        rc_eval_daily_report_free(reps[i]);
+    rc_eval_env_cleanup(env);
+    rc_eval_daily_destroy(fx->d);
+    rc_clicklog_free(fx->log);
+    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", fx->dir), 0);
+}
+
 /* stream-daily-gated is stream-daily-install whose installs each pass a
  * gate first. Its two extremes are the methods it sits between: a gate
  * every challenger passes (ratio ~0) installs every rebuild, and gives
@@ -436,14 +469,10 @@ static void same_periods(const rc_eval_daily *d, const rc_eval_daily_report *a,
  * are real scores. */
 TEST(eval_daily_gated_install_between_warm_and_install)
 {
-    char dir[] = "/tmp/rc_gate_XXXXXX";
-    rc_clicklog *log = gen_log(dir, "--seed 3 --events 20000 --users 300 --items 400");
-    rc_eval_daily *d = daily(log, 1, 6, 4); /* about 2 days: 4 periods after warm-up */
-    ASSERT_GT(d->nperiods, 2);
-    rc_eval_env env = {.log = log,
-                       .train = {.dim = 8, .epochs = 2, .threads = 1, .seed = 3},
-                       .gate_hours = 2,
-                       .quiet = 1};
+    struct gate_fix fx;
+    gate_fix_open(&fx);
+    rc_eval_daily *d = fx.d;
+    rc_eval_env env = fx.env;
     rc_eval_daily_report warm, inst, all, none, dflt;
     run_method("stream-warm", &env, d, &warm);
     run_method("stream-daily-install", &env, d, &inst);
@@ -474,12 +503,7 @@ TEST(eval_daily_gated_install_between_warm_and_install)
     ASSERT_DBL_OP(g->cand_hr50_sum, >, 0.05);
     ASSERT(g->cand_hr50_sum <= g->judged && g->live_hr50_sum <= g->judged);
     rc_eval_daily_report *reps[] = {&warm, &inst, &all, &none, &dflt};
-    for (size_t i = 0; i < RC_ARRAY_LEN(reps); i++)
-        rc_eval_daily_report_free(reps[i]);
-    rc_eval_env_cleanup(&env);
-    rc_eval_daily_destroy(d);
-    rc_clicklog_free(log);
-    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
+    gate_fix_close(&fx, &env, reps, RC_ARRAY_LEN(reps));
 }
 
 /* --rebuild fresh: the rebuild starts from random vectors and goes in as a
@@ -491,14 +515,10 @@ TEST(eval_daily_gated_install_between_warm_and_install)
  * none passes, it is stream-warm. */
 TEST(eval_daily_fresh_rebuild_replaces_and_the_gate_picks_one)
 {
-    char dir[] = "/tmp/rc_gate_XXXXXX";
-    rc_clicklog *log = gen_log(dir, "--seed 3 --events 20000 --users 300 --items 400");
-    rc_eval_daily *d = daily(log, 1, 6, 4);
-    ASSERT_GT(d->nperiods, 2);
-    rc_eval_env env = {.log = log,
-                       .train = {.dim = 8, .epochs = 2, .threads = 1, .seed = 3},
-                       .gate_hours = 2,
-                       .quiet = 1};
+    struct gate_fix fx;
+    gate_fix_open(&fx);
+    rc_eval_daily *d = fx.d;
+    rc_eval_env env = fx.env;
     rc_eval_daily_report warm, live, fresh, fall, both, bnone;
     run_method("stream-warm", &env, d, &warm);
     run_method("stream-daily-install", &env, d, &live);
@@ -526,12 +546,7 @@ TEST(eval_daily_fresh_rebuild_replaces_and_the_gate_picks_one)
     ASSERT_EQ(bnone.all.gate.fresh, 0);
     same_periods(d, &bnone, &warm);
     rc_eval_daily_report *reps[] = {&warm, &live, &fresh, &fall, &both, &bnone};
-    for (size_t i = 0; i < RC_ARRAY_LEN(reps); i++)
-        rc_eval_daily_report_free(reps[i]);
-    rc_eval_env_cleanup(&env);
-    rc_eval_daily_destroy(d);
-    rc_clicklog_free(log);
-    ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
+    gate_fix_close(&fx, &env, reps, RC_ARRAY_LEN(reps));
 }
 
 /* The gate's verdict: the challenger's HR@50 against ratio x the live
