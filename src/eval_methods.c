@@ -607,8 +607,7 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
     int gated = warm && n > 1 && env->install && env->gate;
     rc_eval_gate_stats gs = {.hours = env->gate_hours > 0 ? env->gate_hours : RC_EVAL_GATE_HOURS,
                              .ratio = env->gate_ratio > 0 ? env->gate_ratio : 1.0,
-                             .min_z = env->gate_min_z,
-                             .rebuild = env->rebuild};
+                             .min_z = env->gate_min_z};
     if ((rc = stream(&run, e, &r, sp, n, acc, warm && n > 1 && env->install ? &o : NULL,
                      gated ? &gs : NULL, eb, el)))
         goto out;

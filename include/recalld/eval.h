@@ -380,7 +380,6 @@ typedef struct rc_eval_gate_stats {
     uint32_t installed; /* of them, the challenger won: the rebuild was installed */
     uint32_t unjudged;  /* no prediction in the window: installed unjudged (the ungated rule) */
     uint32_t fresh;     /* of the installs (judged or not), rebuilds from random vectors */
-    int rebuild;        /* rc_eval_env.rebuild */
     double live_hr50_sum, cand_hr50_sum; /* over the judged windows (the better challenger) */
 } rc_eval_gate_stats;
 
