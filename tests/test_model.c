@@ -785,7 +785,7 @@ TEST(model_install_rebuild_into_the_running_daemon)
         ASSERT_EQ(memcmp(rc_table_out(live, lr), rc_table_out(model, m), dim * sizeof(float)), 0);
     }
     /* "replace": the file as a whole new table (recallctl replace-model):
-     * the daemon's rows the file does not hold get a cold start, counted */
+     * the daemon's rows the file does not hold start again, counted */
     r = e2e_request(d.sock, "{\"op\":\"install_model\",\"path\":\"rebuilt.rcm\",\"replace\":1}");
     ASSERT_STREQ(json_string_value(json_object_get(json_object_get(r, "error"), "code")),
                  "bad_request");
