@@ -7,7 +7,8 @@
 #
 #   bench/daily.sh [DATA_DIR]
 # DATA_DIR defaults to $RECALLD_DATA_DIR (movielens-100k/, diginetica/); without
-# it only the generated log runs. Environment: RC_BUILD_DIR (default build),
+# it only the generated log runs (Diginetica runs twice: without and with
+# product-categories.csv). Environment: RC_BUILD_DIR (default build),
 # THREADS (training threads, default 1), MOVIELENS=0 to skip MovieLens-100k
 # (about 20 minutes on a loaded 2-core machine), TUNE=1 to add --tune
 # --tune-seconds 60 and the live item-kNN and fused rows (the warm-up then
@@ -88,6 +89,14 @@ if [ -f "$DATA/diginetica/sample_train-item-views.csv" ]; then
     run diginetica --input "$DATA/diginetica/sample_train-item-views.csv" --sep ';' --header \
         --session session_id --item item_id --time eventdate --time-unit iso \
         --time-offset timeframe
+    # The same with the items' categories, as the daemon's events carry cate_id:
+    # a new item starts among its category's items (docs/BENCHMARKS.md, "The log's categories")
+    if [ -f "$DATA/diginetica/product-categories.csv" ]; then
+        run diginetica-categories --input "$DATA/diginetica/sample_train-item-views.csv" \
+            --sep ';' --header --session session_id --item item_id --time eventdate \
+            --time-unit iso --time-offset timeframe \
+            --item-cates "$DATA/diginetica/product-categories.csv"
+    fi
 fi
 if [ "$MOVIELENS" != 0 ] && [ -f "$DATA/movielens-100k/u.data" ]; then
     if [ "$TUNE" != 0 ]; then
