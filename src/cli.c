@@ -284,6 +284,7 @@ enum id {
     F_LR,
     F_POWER,
     F_HARD,
+    F_CATE_PRIOR,
     F_GLOBAL_NEG,
     F_TUNE,
     F_TUNE_SECONDS,
@@ -339,6 +340,8 @@ static const struct flag flags[] = {
     {F_LR, "--lr", "F", "start learning rate, decays linearly (0.025 skipgram, 0.05 cbow)"},
     {F_POWER, "--power", "F", "negative sampling exponent, (0,4] (0.75)"},
     {F_HARD, "--hard-share", "F", "share of hard negatives (same city, other category) (0)"},
+    {F_CATE_PRIOR, "--cate-prior", "K",
+     "after training, pull each item toward its category's mean with the weight of K clicks (0)"},
     {F_GLOBAL_NEG, "--global-negatives", NULL, "ignore cities when sampling negatives"},
     {F_TUNE, "--tune", NULL, "search hyperparameters on a validation split"},
     {F_TUNE_SECONDS, "--tune-seconds", "N", "time budget of --tune (60)"},
@@ -513,6 +516,8 @@ static int set_number(rc_cli *c, const struct flag *f, const char *v, char *eb, 
         return get_flt(v, 0, 4, 1, &t->power) ? BAD("a number in (0,4]") : 0;
     case F_HARD:
         return get_flt(v, 0, 1, 0, &t->hard_share) ? BAD("a number in [0,1]") : 0;
+    case F_CATE_PRIOR:
+        return get_flt(v, 0, 1e6, 0, &t->cate_prior) ? BAD("a number in [0,1e6]") : 0;
     case F_TT_DIM:
         if (get_u32(v, 8, 1024, &c->tower.cfg.dim) || c->tower.cfg.dim % 8)
             return BAD("a multiple of 8 in 8..1024");

@@ -105,10 +105,11 @@ static int resolve(const rc_train_opts *in, rc_train_opts *o, char *eb, size_t e
     if (o->threads > MAX_THREADS || o->epochs > 100000)
         return rc_err(eb, el, RC_EINVAL, "train: threads <= %u, epochs <= 100000", MAX_THREADS);
     if (o->lr > 10 || o->subsample < 0 || o->subsample > 1 || o->power < 0 || o->power > 4 ||
-        o->hard_share < 0 || o->hard_share > 1 || o->max_seconds < 0)
+        o->hard_share < 0 || o->hard_share > 1 || o->max_seconds < 0 || !(o->cate_prior >= 0) ||
+        o->cate_prior > 1e6)
         return rc_err(eb, el, RC_EINVAL,
                       "train: expected lr <= 10, subsample in [0,1], power in [0,4], "
-                      "hard_share in [0,1], max_seconds >= 0");
+                      "hard_share in [0,1], max_seconds >= 0, cate_prior in [0,1e6]");
     return 0;
 }
 
@@ -484,6 +485,43 @@ static void collect(const struct shared *sh, const struct worker *wk, uint32_t n
     res->threads = n;
 }
 
+/* cate_prior: an item seen n times keeps n / (n + k) of its trained input
+ * vector and takes the rest from its category's mean, weighted by clicks (all
+ * cities). An item clicked once or twice is placed mostly by its category,
+ * as the stream's cold start places a new item (table.c); the output vectors
+ * are left as trained. */
+static int apply_cate_prior(rc_table *t, float k)
+{
+    uint32_t n = rc_table_size(t), nc = rc_table_ncates(t), dim = rc_table_dim(t);
+    double *mean = calloc((size_t)nc * dim + nc, sizeof *mean), *w = mean + (size_t)nc * dim;
+    float *v = malloc(2 * (size_t)dim * sizeof *v), *buf = v ? v + dim : NULL;
+    if (!mean || !v) {
+        free(mean);
+        free(v);
+        return RC_ENOMEM;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t c = rc_table_cate(t, i), cnt = rc_table_count(t, i);
+        const float *x = rc_table_in_read(t, i, buf);
+        for (uint32_t d = 0; d < dim; d++)
+            mean[(size_t)c * dim + d] += (double)cnt * x[d];
+        w[c] += cnt;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t c = rc_table_cate(t, i);
+        double cnt = rc_table_count(t, i);
+        if (w[c] <= 0)
+            continue;
+        const float *x = rc_table_in_read(t, i, buf);
+        for (uint32_t d = 0; d < dim; d++)
+            v[d] = (float)((cnt * x[d] + k * mean[(size_t)c * dim + d] / w[c]) / (cnt + k));
+        rc_table_in_write(t, i, v);
+    }
+    free(mean);
+    free(v);
+    return 0;
+}
+
 int rc_train_run(const rc_train_opts *opts, const rc_clicklog *log, const uint8_t *mask,
                  rc_table **out, rc_train_result *res, char *eb, size_t el)
 {
@@ -513,6 +551,10 @@ int rc_train_run(const rc_train_opts *opts, const rc_clicklog *log, const uint8_
     if ((rc = run_workers(sh, wk, n, eb, el)))
         goto out_free;
     collect(sh, wk, n, &r);
+    if (sh->o.cate_prior > 0 && log->has_cate && (rc = apply_cate_prior(sh->t, sh->o.cate_prior))) {
+        rc = rc_err(eb, el, rc, "train: out of memory");
+        goto out_free;
+    }
     if (!sh->o.quiet) {
         char line[256];
         rc_train_summary(&sh->o, &r, line, sizeof line);

@@ -362,7 +362,8 @@ TEST(train_options_and_time_limit)
     rc_table *t = NULL;
     char err[256] = "";
     rc_train_opts bad[] = {{.window = 33},    {.negatives = 65}, {.dim = 12},
-                           {.hard_share = 2}, {.subsample = -1}, {.mode = (enum rc_sgns_mode)7}};
+                           {.hard_share = 2}, {.subsample = -1}, {.mode = (enum rc_sgns_mode)7},
+                           {.cate_prior = -1}};
     for (size_t i = 0; i < RC_ARRAY_LEN(bad); i++) {
         bad[i].quiet = 1;
         ASSERT_EQ(rc_train_run(&bad[i], log, NULL, &t, NULL, err, sizeof err), RC_EINVAL);
@@ -384,6 +385,60 @@ TEST(train_options_and_time_limit)
     rc_train_summary(&(rc_train_opts){.epochs = 50}, &res, line, sizeof line);
     ASSERT(strstr(line, "stopped") != NULL);
     rc_table_destroy(t);
+    rc_clicklog_free(log);
+    rc_gen_destroy(g);
+    unlink(path);
+}
+
+/* --cate-prior K: each trained input vector v of an item with n clicks ends
+ * as (n v + K m) / (n + K), m its category's click-weighted mean of the plain
+ * run's vectors; the output vectors are the plain run's. A rare item moves
+ * most (toward m), a frequent one barely. */
+TEST(train_cate_prior_pulls_rare_items_to_their_category)
+{
+    rc_gen *g = NULL;
+    const char *path = gen_log(17, &g);
+    rc_clicklog *log = load(path);
+    ASSERT(log->has_cate);
+    rc_train_opts o = {.threads = 1, .epochs = 2, .seed = 5};
+    rc_table *plain = train(log, o, NULL, NULL);
+    o.cate_prior = 4;
+    rc_table *pri = train(log, o, NULL, NULL);
+    uint32_t n = rc_table_size(plain), dim = rc_table_dim(plain), nc = rc_table_ncates(plain);
+    ASSERT_EQ(rc_table_size(pri), n);
+    double *m = calloc((size_t)nc * dim, sizeof *m), *w = calloc(nc, sizeof *w);
+    for (uint32_t r = 0; r < n; r++) {
+        uint32_t c = rc_table_cate(plain, r);
+        for (uint32_t d = 0; d < dim; d++)
+            m[(size_t)c * dim + d] += rc_table_count(plain, r) * (double)rc_table_in(plain, r)[d];
+        w[c] += rc_table_count(plain, r);
+    }
+    double moved_rare = 0, moved_freq = 0;
+    uint32_t rare = 0, freq = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        uint32_t c = rc_table_cate(plain, r);
+        double k = rc_table_count(plain, r), moved = 0;
+        ASSERT_EQ(memcmp(rc_table_out(plain, r), rc_table_out(pri, r), dim * sizeof(float)), 0);
+        for (uint32_t d = 0; d < dim; d++) {
+            double v = rc_table_in(plain, r)[d];
+            double want = (k * v + 4 * m[(size_t)c * dim + d] / w[c]) / (k + 4);
+            ASSERT_DBL_OP(fabs(rc_table_in(pri, r)[d] - want), <, 1e-5);
+            moved += fabs(rc_table_in(pri, r)[d] - v);
+        }
+        if (k <= 2) {
+            moved_rare += moved;
+            rare++;
+        } else if (k >= 40) {
+            moved_freq += moved;
+            freq++;
+        }
+    }
+    ASSERT(rare > 0 && freq > 0);
+    ASSERT_DBL_OP(moved_rare / rare, >, 3 * moved_freq / freq);
+    free(m);
+    free(w);
+    rc_table_destroy(plain);
+    rc_table_destroy(pri);
     rc_clicklog_free(log);
     rc_gen_destroy(g);
     unlink(path);

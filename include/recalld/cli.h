@@ -99,7 +99,7 @@ typedef struct rc_cli {
      * --item-cates FILE, --item-cates-format csv|movielens, --quiet. */
     rc_clicklog_opts log;
     /* --mode skipgram|cbow, --dim, --window, --negatives, --epochs, --threads,
-     * --seed, --min-count, --subsample, --lr, --power, --hard-share,
+     * --seed, --min-count, --subsample, --lr, --power, --hard-share, --cate-prior,
      * --global-negatives, --quiet. */
     rc_train_opts train;
     double test_ratio;   /* --test-ratio F, in (0,1), default 0.2 */

@@ -38,6 +38,9 @@ typedef struct rc_train_opts {
     float subsample;             /* word2vec threshold t, 0 = off (e.g. 1e-3) */
     float power;                 /* unigram exponent of the negative distribution, 0 = 0.75 */
     float hard_share;            /* share of negatives that are hard, 0..1 (needs categories) */
+    float cate_prior;            /* 0 = off; K > 0: after training, each item's input vector
+                                  * v becomes (n v + K m) / (n + K), n its clicks, m its
+                                  * category's click-weighted mean (needs categories) */
     uint64_t seed;               /* 0 = 1 */
     int global_negatives;        /* 1: ignore cities even when the log has them */
     int progress;                /* 0 = when stderr is a terminal, 1 = always, -1 = never */
