@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the items' categories give the stream on the Diginetica sample
 # (docs/BENCHMARKS.md, "The log's categories"): every run twice, without and with
-# diginetica/product-categories.csv (recalld-eval --item-cates), side by side.
+# diginetica/product-categories.csv (recalld-eval --item-cates), and a third time with
+# the category file and the batch models' category prior (--cate-prior K), side by side.
 #
 #   cold:  the batch skip-gram at the tuned settings of BENCHMARKS.md (window 32,
 #          negatives 10, power .5, 120 epochs, lr .01) and the stream from cold at
@@ -14,14 +15,17 @@
 #   bench/categories.sh [DATA_DIR]
 # DATA_DIR defaults to $RECALLD_DATA_DIR; without the sample the script says SKIP.
 # Environment: RC_BUILD_DIR (default build), DAILY=0 to run only the cold part
-# (the daily part takes about 12 minutes on a loaded 2-core machine), REBUILD=live|fresh
-# for the hybrids' rebuild (recalld-eval --rebuild; default live).
+# (the daily part takes about 20 minutes on a loaded 2-core machine), REBUILD=live|fresh
+# for the hybrids' rebuild (recalld-eval --rebuild; default live), PRIOR=K for the third
+# run's --cate-prior (default 3).
+# The commands are printed as they run; copy them with $RECALLD_DATA_DIR set.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 B=${RC_BUILD_DIR:-$here/build}
 DATA=${1:-${RECALLD_DATA_DIR:-}}
 DAILY=${DAILY:-1}
 REBUILD=${REBUILD:-live}
+PRIOR=${PRIOR:-3}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 views=${DATA:+$DATA/diginetica/sample_train-item-views.csv}
@@ -46,7 +50,8 @@ with=(--item-cates "$cates")
 eval_run() {
     local out=$1
     shift
-    echo "   recalld-eval $*" | sed "s|$DATA|\$RECALLD_DATA_DIR|g"
+    printf ' %q' recalld-eval "$@" | sed "s|$DATA|\$RECALLD_DATA_DIR|g; s|^ |   |"
+    echo
     nice "$B/recalld-eval" "$@" >"$out"
 }
 
@@ -54,6 +59,7 @@ echo "== cold: the stream at the daemon's defaults against the tuned batch skip-
 cold=(--methods "sgns,prequential" --window 32 --negatives 10 --power 0.5 --epochs 120 --lr 0.01)
 eval_run "$tmp/cold-without.json" "${dg[@]}" "${cold[@]}"
 eval_run "$tmp/cold-with.json" "${dg[@]}" "${cold[@]}" "${with[@]}"
+eval_run "$tmp/cold-prior.json" "${dg[@]}" "${cold[@]}" "${with[@]}" --cate-prior "$PRIOR"
 
 if [ "$DAILY" != 0 ]; then
     echo "== daily: 40 warm-up days, the tuned batch settings fixed (--rebuild $REBUILD)"
@@ -62,11 +68,14 @@ if [ "$DAILY" != 0 ]; then
         --methods "itemknn,batch-daily,stream-warm,stream-daily-install,stream-daily-gated")
     eval_run "$tmp/daily-without.json" "${dg[@]}" "${daily[@]}"
     eval_run "$tmp/daily-with.json" "${dg[@]}" "${daily[@]}" "${with[@]}"
+    eval_run "$tmp/daily-prior.json" "${dg[@]}" "${daily[@]}" "${with[@]}" --cate-prior "$PRIOR"
 fi
 
-"$PY" - "$tmp" <<'PYEOF'
+"$PY" - "$tmp" "$PRIOR" <<'PYEOF'
 import json, os, sys
-tmp = sys.argv[1]
+tmp, prior = sys.argv[1], sys.argv[2]
+runs = ("without", "with", "prior")
+heads = ("without", "with", "+prior " + prior)
 def load(name):
     p = os.path.join(tmp, name)
     return json.load(open(p))["methods"] if os.path.exists(p) else None
@@ -74,28 +83,26 @@ def hr(ms, m, part=None):
     v = ms[m]
     return v["slices"][part]["hr@50"] if part else v["hr@50"]
 
-print("\nHR@50, without and with the categories (the ratio columns: with / without)")
-cw, cc = load("cold-without.json"), load("cold-with.json")
-print("%-24s %9s %9s %9s" % ("cold", "without", "with", "ratio"))
+print("\nHR@50: without the category file, with it, and with it and --cate-prior %s" % prior)
+cold = [load("cold-%s.json" % r) for r in runs]
+print("%-22s" % "cold" + "".join(" %10s" % h for h in heads))
 for m in ("sgns", "prequential"):
-    print("%-24s %9.4f %9.4f %8.2fx" % (m, hr(cw, m), hr(cc, m), hr(cc, m) / hr(cw, m)))
-print("%-24s %8.3fx %8.3fx   (issue 14's target: >= 0.9x)" % (
-    "prequential / sgns", hr(cw, "prequential") / hr(cw, "sgns"),
-    hr(cc, "prequential") / hr(cc, "sgns")))
+    print("%-22s" % m + "".join(" %10.4f" % hr(c, m) for c in cold))
+print("%-22s" % "prequential / sgns" + "".join(
+    " %9.3fx" % (hr(c, "prequential") / hr(c, "sgns")) for c in cold)
+      + "   (issue 14: >= 0.9x)")
 
-dw, dc = load("daily-without.json"), load("daily-with.json")
-if dw and dc:
-    print("\n%-24s %9s %9s %9s %9s %9s" % ("daily", "without", "new", "older", "with",
-                                          "new", ) + " %9s" % "older")
-    for m in dw:
-        print("%-24s %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f" % (
-            m, hr(dw, m), hr(dw, m, "new"), hr(dw, m, "older"), hr(dc, m), hr(dc, m, "new"),
-            hr(dc, m, "older")))
-    for name, ms in (("without", dw), ("with", dc)):
+daily = [load("daily-%s.json" % r) for r in runs]
+if all(daily):
+    print("\n%-22s" % "daily (new / older)" + "".join(" %24s" % h for h in heads))
+    for m in daily[0]:
+        print("%-22s" % m + "".join(" %8.4f (%.4f/%.4f)" % (
+            hr(d, m), hr(d, m, "new"), hr(d, m, "older")) for d in daily))
+    for h, ms in zip(heads, daily):
         b, w = hr(ms, "batch-daily"), hr(ms, "stream-warm")
         hyb = max(("stream-daily-install", "stream-daily-gated"), key=lambda m: hr(ms, m))
-        h = hr(ms, hyb)
-        print("%-8s stream-warm / batch-daily %.3fx (target >= 1.05x); best hybrid (%s)"
-              " / batch-daily %.3fx, / stream-warm %.3fx (target >= 1 both)" % (
-                  name, w / b, hyb, h / b, h / w))
+        x = hr(ms, hyb)
+        print("%-10s stream-warm / batch-daily %.3fx (issue 14: >= 1.05x); best hybrid (%s)"
+              " / batch-daily %.3fx, / stream-warm %.3fx (>= 1 both)" % (h, w / b, hyb, x / b,
+                                                                       x / w))
 PYEOF
