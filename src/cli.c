@@ -564,6 +564,7 @@ static const int set_bits[][2] = {
     {F_DIM, RC_CLI_SET_DIM},
     {F_MIN_COUNT, RC_CLI_SET_MIN_COUNT},
     {F_TEST_RATIO, RC_CLI_SET_TEST_RATIO},
+    {F_CATE_PRIOR, RC_CLI_SET_CATE_PRIOR},
 };
 
 static int set_flag(rc_cli *c, const struct flag *f, const char *v, char *eb, size_t el)

@@ -19,6 +19,7 @@
 #define TRIAL_SHARE     0.25  /* a single training run may use at most this share */
 #define PRUNE_SHARE     0.9   /* halving drops settings below this share of the best */
 #define VALID_MAX       5000u /* validation predictions (a sample when there are more) */
+#define PRIOR_SHARE     0.15  /* of the budget kept for the category prior's stage */
 
 /* The grids searched. Values outside a grid (given by hand) are kept as they
  * are and perturbed to the nearest grid neighbour. */
@@ -28,6 +29,7 @@ static const float g_power[] = {0.05f, 0.25f, 0.5f, 0.75f, 1.0f};
 static const uint32_t g_epochs[] = {1, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120, 200};
 static const float g_sub[] = {0, 1e-5f, 3e-5f, 1e-4f, 3e-4f, 1e-3f, 1e-2f};
 static const float g_lr[] = {0.0025f, 0.005f, 0.01f, 0.025f, 0.05f, 0.1f};
+static const float g_prior[] = {3, 1, 10, 0}; /* in the order tried */
 
 enum { P_WINDOW, P_NEG, P_POWER, P_EPOCHS, P_SUB, P_LR, P_COUNT };
 
@@ -72,9 +74,12 @@ rc_train_opts rc_tune_resolve(const rc_train_opts *in)
 void rc_tune_format(const rc_train_opts *in, char *buf, size_t cap)
 {
     rc_train_opts o = rc_tune_resolve(in);
-    if (buf && cap)
-        snprintf(buf, cap, "window=%u negatives=%u power=%g epochs=%u subsample=%g lr=%g", o.window,
-                 o.negatives, o.power, o.epochs, o.subsample, o.lr);
+    if (!buf || !cap)
+        return;
+    int n = snprintf(buf, cap, "window=%u negatives=%u power=%g epochs=%u subsample=%g lr=%g",
+                     o.window, o.negatives, o.power, o.epochs, o.subsample, o.lr);
+    if (o.cate_prior > 0 && n >= 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, " cate_prior=%g", o.cate_prior);
 }
 
 static double elapsed(const struct search *s) { return (double)(rc_now_ns() - s->t0) / 1e9; }
@@ -163,7 +168,8 @@ static void set_param(rc_train_opts *o, int p, rc_rng *r, int local)
 static int same(const rc_train_opts *a, const rc_train_opts *b)
 {
     return a->window == b->window && a->negatives == b->negatives && a->power == b->power &&
-           a->epochs == b->epochs && a->subsample == b->subsample && a->lr == b->lr;
+           a->epochs == b->epochs && a->subsample == b->subsample && a->lr == b->lr &&
+           a->cate_prior == b->cate_prior;
 }
 
 /* New settings: all free parameters random, or (local) one or two of them
@@ -334,6 +340,33 @@ static uint32_t choose(const struct search *s)
     return best == UINT32_MAX ? s->best : best;
 }
 
+/* The category prior (train.h cate_prior) on the chosen settings b: each
+ * grid value is trained with the seeds b ran with, as often, and the best
+ * mean wins (b stays on a tie). The prior only moves rarely clicked items
+ * toward their category, so it is chosen last, on the settings that place
+ * the others best. A value the time left cannot run as often as b is not
+ * judged. */
+static int prior_stage(struct search *s, uint32_t *b, char *eb, size_t el)
+{
+    uint32_t runs = s->c[*b].runs;
+    rc_train_opts base = s->c[*b].o;
+    for (size_t i = 0; i < RC_ARRAY_LEN(g_prior) && s->n < MAX_CONFIGS; i++) {
+        if (g_prior[i] == base.cate_prior)
+            continue;
+        uint32_t k = s->n++;
+        s->c[k] = (struct config){.o = base};
+        s->c[k].o.cate_prior = g_prior[i];
+        while (s->c[k].runs < runs && predicted(s, &s->c[k].o) <= s->budget - elapsed(s)) {
+            int rc = run_trial(s, k, eb, el);
+            if (rc)
+                return rc;
+        }
+        if (s->c[k].runs == runs && mean(&s->c[k]) > mean(&s->c[*b]))
+            *b = k;
+    }
+    return 0;
+}
+
 /* Cycles of exploration (EXPLORE_SHARE of the time left) and halving, until
  * the budget is spent or a cycle tries nothing new. The halving of a later
  * cycle ranks the survivors of the earlier ones with the new settings. */
@@ -380,9 +413,17 @@ int rc_tune_run(const rc_tune_opts *opts, const rc_train_opts *base, const rc_cl
     }
     s.c[0] = (struct config){.o = rc_tune_resolve(base), .alive = 1};
     s.n = 1;
+    /* the prior's stage: with categories, unless it was given by hand */
+    int prior = log->has_cate && !(to.fixed_mask & RC_CLI_SET_CATE_PRIOR);
+    double budget = s.budget;
+    if (prior)
+        s.budget = budget * (1 - PRIOR_SHARE);
     if ((rc = run_trial(&s, 0, eb, el)) || (rc = search(&s, eb, el)))
         goto out;
     uint32_t b = choose(&s);
+    s.budget = budget;
+    if (prior && (rc = prior_stage(&s, &b, eb, el)))
+        goto out;
     *res = (rc_tune_result){.best = s.c[b].o,
                             .hr50 = mean(&s.c[b]),
                             .base_hr50 = s.c[0].runs ? s.c[0].sum / s.c[0].runs : 0,

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "e2e.h"
+#include "recalld/cli.h"
 #include "recalld/clicklog.h"
 #include "recalld/common.h"
 #include "recalld/eval.h"
@@ -1262,17 +1263,13 @@ static double prequential_hr(const char *path, const char *cates)
     return hr;
 }
 
-/* Sessions that stay in one of 20 categories of 150 items each, every item
- * clicked about twice: the clicks alone barely place an item, its category
- * does. The daemon starts a new item at the mean of its (city, category)
- * group's last items (src/table.c); the evaluator must give the stream each
- * click's category from the side file, as the daemon's events carry cate_id.
- * Without it every item starts at the mean of the last items of any category. */
-TEST(eval_item_cates_start_new_items_in_their_category)
+/* A session log whose sessions stay in one of 20 categories of 150 items,
+ * every item clicked about twice (the clicks alone barely place an item, its
+ * category does), and its item -> category file. */
+static void write_cate_log(char *path, size_t cap, char *cates, size_t ccap)
 {
-    char path[256], cates[300];
-    tmp_path(path, sizeof path, ".csv");
-    snprintf(cates, sizeof cates, "%s.cates", path);
+    tmp_path(path, cap, ".csv");
+    snprintf(cates, ccap, "%s.cates", path);
     FILE *f = fopen(path, "w"), *c = fopen(cates, "w");
     ASSERT(f && c);
     enum { CATS = 20, PER = 150, SESSIONS = 1500, LEN = 4 };
@@ -1289,6 +1286,16 @@ TEST(eval_item_cates_start_new_items_in_their_category)
     }
     ASSERT_EQ(fclose(f), 0);
     ASSERT_EQ(fclose(c), 0);
+}
+
+/* The daemon starts a new item at the mean of its (city, category) group's
+ * last items (src/table.c); the evaluator must give the stream each click's
+ * category from the side file, as the daemon's events carry cate_id. Without
+ * it every item starts at the mean of the last items of any category. */
+TEST(eval_item_cates_start_new_items_in_their_category)
+{
+    char path[256], cates[300];
+    write_cate_log(path, sizeof path, cates, sizeof cates);
     double without = prequential_hr(path, NULL), with = prequential_hr(path, cates);
     fprintf(stderr, "prequential hr@50 without %.4f with categories %.4f\n", without, with);
     /* A category's 150 items, the query in it: about a third of the targets
@@ -1297,5 +1304,66 @@ TEST(eval_item_cates_start_new_items_in_their_category)
      * its session's mean, in its category: measured .22 against .36). */
     ASSERT_DBL_OP(with, >, 0.15);
     ASSERT_DBL_OP(with, >, 1.4 * without);
+    rm_tree(path);
+}
+
+static rc_clicklog *load_cate_log(const char *path, const char *cates)
+{
+    rc_clicklog_opts o = {.path = path,
+                          .col_session = "session",
+                          .col_item = "item",
+                          .col_time = "time",
+                          .item_cates = cates,
+                          .quiet = 1};
+    rc_clicklog *log = NULL;
+    char err[256] = "";
+    if (rc_clicklog_load(&o, &log, err, sizeof err))
+        RC__FAIL("load %s: %s", path, err);
+    return log;
+}
+
+/* --tune tries the category prior (train.h cate_prior) last, on the chosen
+ * settings, when the log has categories and the prior was not given by hand.
+ * Every other setting is fixed here, so the search is the prior's stage alone:
+ * on a log of rarely clicked items whose category says where they belong, a
+ * prior wins the validation split; given by hand, or without categories, none
+ * is tried. */
+TEST(eval_tune_tries_the_category_prior)
+{
+    char path[256], cates[300], err[256] = "";
+    write_cate_log(path, sizeof path, cates, sizeof cates);
+    rc_clicklog *with = load_cate_log(path, cates), *without = load_cate_log(path, NULL);
+    ASSERT(with->has_cate && !without->has_cate);
+    rc_train_opts base = {.dim = 16, .epochs = 5, .threads = 1, .seed = 5};
+    const int all = RC_CLI_SET_WINDOW | RC_CLI_SET_NEGATIVES | RC_CLI_SET_EPOCHS | RC_CLI_SET_LR |
+                    RC_CLI_SET_SUBSAMPLE | RC_CLI_SET_POWER;
+    rc_tune_opts to = {.seconds = 600, .fixed_mask = all, .quiet = 1};
+    rc_tune_result r;
+    if (rc_tune_run(&to, &base, with, NULL, NULL, &r, err, sizeof err))
+        RC__FAIL("tune: %s", err);
+    fprintf(stderr, "prior %g: validation hr@50 %.4f, none %.4f, %u runs\n", r.best.cate_prior,
+            r.hr50, r.base_hr50, r.trials);
+    ASSERT_EQ(r.trials, 4); /* the base, then 3, 1 and 10 once each */
+    ASSERT(r.best.cate_prior > 0);
+    ASSERT_DBL_OP(r.hr50, >, r.base_hr50);
+    char line[256];
+    rc_tune_format(&r.best, line, sizeof line);
+    ASSERT(strstr(line, " cate_prior=") != NULL);
+    /* given by hand (0): kept, nothing tried */
+    to.fixed_mask = all | RC_CLI_SET_CATE_PRIOR;
+    if (rc_tune_run(&to, &base, with, NULL, NULL, &r, err, sizeof err))
+        RC__FAIL("tune: %s", err);
+    ASSERT_EQ(r.trials, 1);
+    ASSERT_DBL_OP(r.best.cate_prior, ==, 0);
+    /* no categories: nothing to pull toward */
+    to.fixed_mask = all;
+    if (rc_tune_run(&to, &base, without, NULL, NULL, &r, err, sizeof err))
+        RC__FAIL("tune: %s", err);
+    ASSERT_EQ(r.trials, 1);
+    ASSERT_DBL_OP(r.best.cate_prior, ==, 0);
+    rc_tune_format(&r.best, line, sizeof line);
+    ASSERT(strstr(line, "cate_prior") == NULL);
+    rc_clicklog_free(with);
+    rc_clicklog_free(without);
     rm_tree(path);
 }

@@ -137,7 +137,8 @@ enum {
     RC_CLI_SET_MODE = 1 << 6,
     RC_CLI_SET_DIM = 1 << 7,
     RC_CLI_SET_MIN_COUNT = 1 << 8,
-    RC_CLI_SET_TEST_RATIO = 1 << 9
+    RC_CLI_SET_TEST_RATIO = 1 << 9,
+    RC_CLI_SET_CATE_PRIOR = 1 << 10
 };
 
 /* A tool-specific flag. */

@@ -305,12 +305,12 @@ static int select_methods(const rc_cli *cli, int ablation, int *run, char *eb, s
 static json_t *tuned_json(const rc_eval_report *r)
 {
     const rc_train_opts *o = &r->settings;
-    return json_pack("{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:f,s:I,s:f}", "dim",
+    return json_pack("{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:f,s:f,s:I,s:f}", "dim",
                      (json_int_t)(o->dim ? o->dim : 64), "window", (json_int_t)o->window,
                      "negatives", (json_int_t)o->negatives, "power", (double)o->power, "epochs",
                      (json_int_t)o->epochs, "subsample", (double)o->subsample, "lr", (double)o->lr,
-                     "validation_hr@50", r->tune_hr50, "trials", (json_int_t)r->tune_trials,
-                     "seconds", r->tune_seconds);
+                     "cate_prior", (double)o->cate_prior, "validation_hr@50", r->tune_hr50,
+                     "trials", (json_int_t)r->tune_trials, "seconds", r->tune_seconds);
 }
 
 /* The streaming knobs a stream method ran with (keys: the daemon's). */

@@ -157,12 +157,12 @@ static uint32_t init_matched(const rc_table *t, const rc_table *init)
 static json_t *tuned_json(const rc_tune_result *t)
 {
     const rc_train_opts *o = &t->best;
-    return json_pack("{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:f,s:I,s:f}", "dim",
+    return json_pack("{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:f,s:f,s:I,s:f}", "dim",
                      (json_int_t)(o->dim ? o->dim : 64), "window", (json_int_t)o->window,
                      "negatives", (json_int_t)o->negatives, "power", (double)o->power, "epochs",
                      (json_int_t)o->epochs, "subsample", (double)o->subsample, "lr", (double)o->lr,
-                     "validation_hr@50", t->hr50, "trials", (json_int_t)t->trials, "seconds",
-                     t->seconds);
+                     "cate_prior", (double)o->cate_prior, "validation_hr@50", t->hr50, "trials",
+                     (json_int_t)t->trials, "seconds", t->seconds);
 }
 
 /* What the two-tower part did, for the JSON. */
