@@ -15,7 +15,13 @@
  *    for about 60% of the budget; then successive halving: the best third is
  *    trained again with another seed and ranked by the mean, and again, until
  *    one is left or the budget is spent. A single trial is capped at a share
- *    of the budget (its training stops early and it is scored as it is).
+ *    of the budget (its training stops early and it is scored as it is);
+ *  - on a log with categories, unless fixed_mask has RC_CLI_SET_CATE_PRIOR:
+ *    15% of the budget is kept for a last stage, the chosen settings trained
+ *    again with the category prior (train.h cate_prior) 3, 1 and 10, each
+ *    with the seeds and as often as the chosen ones ran; the best mean wins
+ *    (the chosen settings on a tie; a value the time left cannot run as often
+ *    is not judged).
  *
  * Thread: any; trains with opts->threads threads. Not deterministic (wall
  * time decides how many settings are tried). */
