@@ -350,7 +350,7 @@ static int prior_stage(struct search *s, uint32_t *b, char *eb, size_t el)
 {
     uint32_t runs = s->c[*b].runs;
     rc_train_opts base = s->c[*b].o;
-    for (size_t i = 0; i < RC_ARRAY_LEN(g_prior) && s->n < MAX_CONFIGS; i++) {
+    for (size_t i = 0; i < RC_ARRAY_LEN(g_prior); i++) { /* room kept: see rc_tune_run */
         if (g_prior[i] == base.cate_prior)
             continue;
         uint32_t k = s->n++;
@@ -407,7 +407,8 @@ int rc_tune_run(const rc_tune_opts *opts, const rc_train_opts *base, const rc_cl
         return rc;
     s.valid = valid;
     s.sess_len = valid->ntrain ? (double)valid->train_clicks / valid->ntrain : 1;
-    if (!(s.c = calloc(MAX_CONFIGS, sizeof *s.c))) {
+    /* the search fills MAX_CONFIGS at most, the prior's stage adds its own */
+    if (!(s.c = calloc(MAX_CONFIGS + RC_ARRAY_LEN(g_prior), sizeof *s.c))) {
         rc = rc_err(eb, el, RC_ENOMEM, "tune: out of memory");
         goto out;
     }
