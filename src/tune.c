@@ -36,9 +36,12 @@ enum { P_WINDOW, P_NEG, P_POWER, P_EPOCHS, P_SUB, P_LR, P_COUNT };
 static const int p_mask[P_COUNT] = {RC_CLI_SET_WINDOW, RC_CLI_SET_NEGATIVES, RC_CLI_SET_POWER,
                                     RC_CLI_SET_EPOCHS, RC_CLI_SET_SUBSAMPLE, RC_CLI_SET_LR};
 
+#define KEPT_RUNS 8u /* per settings, the first runs' scores (the prior's stage pairs them) */
+
 struct config {
     rc_train_opts o;
-    double sum; /* of the validation HR@50 of its runs */
+    double sum;          /* of the validation HR@50 of its runs */
+    float hr[KEPT_RUNS]; /* of its first runs (run r: seed + 7919 r) */
     uint32_t runs;
     int alive; /* still in the halving */
 };
@@ -241,6 +244,8 @@ static int run_trial(struct search *s, uint32_t i, char *eb, size_t el)
     rc_eval_acc_result(&acc, NULL, 0, &m);
     s->eval_s = (double)(rc_now_ns() - t_eval) / 1e9;
     c->sum += m.hr50;
+    if (c->runs < KEPT_RUNS)
+        c->hr[c->runs] = (float)m.hr50;
     c->runs++;
     s->trials++;
     for (uint32_t j = 0; j < s->n; j++)
@@ -340,28 +345,45 @@ static uint32_t choose(const struct search *s)
     return best == UINT32_MAX ? s->best : best;
 }
 
+/* Mean validation HR@50 of c's first r runs (r <= KEPT_RUNS). */
+static double first_mean(const struct config *c, uint32_t r)
+{
+    double sum = 0;
+    for (uint32_t i = 0; i < r; i++)
+        sum += c->hr[i];
+    return r ? sum / r : -1;
+}
+
 /* The category prior (train.h cate_prior) on the chosen settings b: each
- * grid value is trained with the seeds b ran with, as often, and the best
- * mean wins (b stays on a tie). The prior only moves rarely clicked items
- * toward their category, so it is chosen last, on the settings that place
- * the others best. A value the time left cannot run as often as b is not
- * judged. */
+ * grid value is trained with the seeds b ran with, as often as the time left
+ * allows (at most as often as b ran, KEPT_RUNS at most), and judged against
+ * b's runs with the same seeds: a paired comparison, so one run of each
+ * already says something. b stays on a tie. The prior only moves rarely
+ * clicked items toward their category, so it is chosen last, on the
+ * settings that place the others best. */
 static int prior_stage(struct search *s, uint32_t *b, char *eb, size_t el)
 {
-    uint32_t runs = s->c[*b].runs;
     rc_train_opts base = s->c[*b].o;
+    uint32_t runs = RC_MIN(s->c[*b].runs, KEPT_RUNS);
     for (size_t i = 0; i < RC_ARRAY_LEN(g_prior); i++) { /* room kept: see rc_tune_run */
         if (g_prior[i] == base.cate_prior)
             continue;
         uint32_t k = s->n++;
-        s->c[k] = (struct config){.o = base};
-        s->c[k].o.cate_prior = g_prior[i];
-        while (s->c[k].runs < runs && predicted(s, &s->c[k].o) <= s->budget - elapsed(s)) {
+        struct config *c = &s->c[k];
+        *c = (struct config){.o = base};
+        c->o.cate_prior = g_prior[i];
+        while (c->runs < runs && predicted(s, &c->o) <= s->budget - elapsed(s)) {
             int rc = run_trial(s, k, eb, el);
             if (rc)
                 return rc;
         }
-        if (s->c[k].runs == runs && mean(&s->c[k]) > mean(&s->c[*b]))
+        if (!c->runs) {
+            if (!s->to->quiet)
+                fprintf(stderr, "tune: no time left to try cate_prior=%g\n", (double)g_prior[i]);
+            continue;
+        }
+        uint32_t r = RC_MIN(c->runs, RC_MIN(s->c[*b].runs, KEPT_RUNS));
+        if (first_mean(c, r) > first_mean(&s->c[*b], r))
             *b = k;
     }
     return 0;

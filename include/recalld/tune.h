@@ -19,9 +19,10 @@
  *  - on a log with categories, unless fixed_mask has RC_CLI_SET_CATE_PRIOR:
  *    15% of the budget is kept for a last stage, the chosen settings trained
  *    again with the category prior (train.h cate_prior) 3, 1 and 10, each
- *    with the seeds and as often as the chosen ones ran; the best mean wins
- *    (the chosen settings on a tie; a value the time left cannot run as often
- *    is not judged).
+ *    with the seeds the chosen ones ran with, as often as the time left
+ *    allows (at most as often as they ran); each is judged against the
+ *    chosen runs of the same seeds (the chosen settings stay on a tie; a
+ *    value with no time left is not tried, and a line says so).
  *
  * Thread: any; trains with opts->threads threads. Not deterministic (wall
  * time decides how many settings are tried). */
