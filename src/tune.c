@@ -378,6 +378,7 @@ static int prior_stage(struct search *s, uint32_t *b, char *eb, size_t el)
                 return rc;
         }
         if (!c->runs) {
+            s->n--; /* not tried: not counted */
             if (!s->to->quiet)
                 fprintf(stderr, "tune: no time left to try cate_prior=%g\n", (double)g_prior[i]);
             continue;

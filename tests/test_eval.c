@@ -1349,6 +1349,14 @@ TEST(eval_tune_tries_the_category_prior)
     char line[256];
     rc_tune_format(&r.best, line, sizeof line);
     ASSERT(strstr(line, " cate_prior=") != NULL);
+    /* no time left after the base run: no value tried, none counted */
+    to.seconds = 1e-3;
+    if (rc_tune_run(&to, &base, with, NULL, NULL, &r, err, sizeof err))
+        RC__FAIL("tune: %s", err);
+    ASSERT_EQ(r.trials, 1);
+    ASSERT_EQ(r.configs, 1);
+    ASSERT_DBL_OP(r.best.cate_prior, ==, 0);
+    to.seconds = 600;
     /* given by hand (0): kept, nothing tried */
     to.fixed_mask = all | RC_CLI_SET_CATE_PRIOR;
     if (rc_tune_run(&to, &base, with, NULL, NULL, &r, err, sizeof err))
