@@ -37,22 +37,26 @@ static void rm_tree(const char *file)
     free(dir);
 }
 
-static rc_clicklog *load_csv(const char *path)
+/* Loads a log with o, or fails the test. */
+static rc_clicklog *load_log(const rc_clicklog_opts *o)
 {
-    rc_clicklog_opts o = {.path = path,
-                          .format = RC_LOG_CSV,
-                          .sep = ",",
-                          .col_user = "0",
-                          .col_item = "1",
-                          .col_time = "2",
-                          .time_unit = RC_TIME_S,
-                          .quiet = 1};
     rc_clicklog *log = NULL;
     char err[256] = "";
-    int rc = rc_clicklog_load(&o, &log, err, sizeof err);
-    if (rc)
-        RC__FAIL("load %s: %s", path, err);
+    if (rc_clicklog_load(o, &log, err, sizeof err))
+        RC__FAIL("load %s: %s", o->path, err);
     return log;
+}
+
+static rc_clicklog *load_csv(const char *path)
+{
+    return load_log(&(rc_clicklog_opts){.path = path,
+                                        .format = RC_LOG_CSV,
+                                        .sep = ",",
+                                        .col_user = "0",
+                                        .col_item = "1",
+                                        .col_time = "2",
+                                        .time_unit = RC_TIME_S,
+                                        .quiet = 1});
 }
 
 /* Item id of name in the log. */
@@ -369,12 +373,7 @@ TEST(eval_popularity_and_itemknn_tiny)
 
 static rc_clicklog *load_jsonl(const char *path)
 {
-    rc_clicklog_opts o = {.path = path, .format = RC_LOG_JSONL, .quiet = 1};
-    rc_clicklog *log = NULL;
-    char err[256] = "";
-    if (rc_clicklog_load(&o, &log, err, sizeof err))
-        RC__FAIL("load %s: %s", path, err);
-    return log;
+    return load_log(&(rc_clicklog_opts){.path = path, .format = RC_LOG_JSONL, .quiet = 1});
 }
 
 /* A generated log, its split and a skip-gram model trained on it. */
@@ -1309,17 +1308,12 @@ TEST(eval_item_cates_start_new_items_in_their_category)
 
 static rc_clicklog *load_cate_log(const char *path, const char *cates)
 {
-    rc_clicklog_opts o = {.path = path,
-                          .col_session = "session",
-                          .col_item = "item",
-                          .col_time = "time",
-                          .item_cates = cates,
-                          .quiet = 1};
-    rc_clicklog *log = NULL;
-    char err[256] = "";
-    if (rc_clicklog_load(&o, &log, err, sizeof err))
-        RC__FAIL("load %s: %s", path, err);
-    return log;
+    return load_log(&(rc_clicklog_opts){.path = path,
+                                        .col_session = "session",
+                                        .col_item = "item",
+                                        .col_time = "time",
+                                        .item_cates = cates,
+                                        .quiet = 1});
 }
 
 /* --tune tries the category prior (train.h cate_prior) last, on the chosen
