@@ -164,7 +164,7 @@ int main(int argc, char **argv)
     uint32_t *nexact = malloc(nq * sizeof *nexact);
     for (uint32_t i = 0; i < nq; i++) {
         rc_index_filter f = {.city = qc[i]};
-        rc_recall_exact(ref, q + (size_t)i * DIM, K, &f, NULL, 0, exact + (size_t)i * K,
+        rc_recall_exact(ref, q + (size_t)i * DIM, K, 1.0f, &f, NULL, 0, exact + (size_t)i * K,
                         &nexact[i]);
     }
     double *lat[2][2];

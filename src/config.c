@@ -115,6 +115,7 @@ static const struct key keys[] = {
     {"recall.k_max", K_U32, F(k_max), 1, 100000},
     {"recall.half_life_ms", K_I64, F(half_life_ms), 0, 3.1536e11},
     {"recall.past_session_weight", K_F32, F(past_session_weight), 0, 1},
+    {"recall.popularity_weight", K_F32, F(popularity_weight), 0, 1},
     {"recall.multi_category_max", K_U32, F(mc_max_categories), 1, 64},
     {"recall.multi_category_min_quota", K_U32, F(mc_min_quota), 0, 1000},
     {"recall.multi_category_parallel", K_BOOL, F(mc_parallel), 0, 1},
@@ -235,6 +236,7 @@ void rc_config_defaults(rc_config *c)
     c->recall_window = 5;
     c->half_life_ms = 600000;
     c->past_session_weight = 1.0f;
+    c->popularity_weight = 0.05f; /* docs/BENCHMARKS.md "A popularity term in the score" */
     c->k_default = 50;
     c->k_max = 1000;
     c->mc_max_categories = 5;

@@ -269,12 +269,15 @@ static void replay_owe(rc_engine *e)
 }
 
 /* A click trained into p pairs: counted, and handed to replay (trainer).
- * owed 0: its replays were owed when it was held as a probe. */
+ * owed 0: its replays were owed when it was held as a probe. A click with a
+ * context is held even when subsampling kept none of its pairs this time
+ * (p == 0): a replay subsamples again, and a click dropped here would never
+ * be trained (docs/BENCHMARKS.md, "A popularity term in the score"). */
 static void click_trained_owed(rc_engine *e, uint32_t row, const uint32_t *ctx, uint32_t nctx,
                                uint32_t p, int owe)
 {
     atomic_fetch_add(&e->pairs, p);
-    if (p && e->relearn) {
+    if (nctx && e->relearn) {
         rc_relearn_add(e->relearn, row, ctx, nctx);
         if (owe)
             replay_owe(e);
@@ -903,8 +906,10 @@ static int create_model(rc_engine *e, char *eb, size_t el)
         rc = rc_model_load(c->model_path, &to, &e->table, eb, el);
     else if (rc == RC_ENOENT)
         rc = rc_table_create(&to, &e->table, eb, el);
-    if (!rc)
+    if (!rc) {
         e->index = rc__engine_ck_prebuilt_index(e); /* filled while the checkpoint loaded */
+        rc_table_set_pop_weight(e->table, c->popularity_weight);
+    }
     int prebuilt = e->index != NULL;
     rc_profile_opts po = {.max_users = c->max_users, .ttl_ms = c->ttl_ms};
     if (rc || (rc = rc_session_create(&so, &e->sess, eb, el)) ||
@@ -1201,7 +1206,8 @@ static int recall_clicks(rc_engine *e, const rc_recall_req *req, const rc_index_
     if (tm)
         tm->query_ns += rc_now_ns() - t0;
     if (rc == 0 && req->exact)
-        rc = rc_recall_exact(e->table, q, req->k, f, excl, nexcl, out, n);
+        rc = rc_recall_exact(e->table, q, req->k, cfg_f32(&e->cfg.overfetch), f, excl, nexcl, out,
+                             n);
     else if (rc == 0)
         rc = rc_recall_search_timed(e->table, e->index, q, req->k, cfg_f32(&e->cfg.overfetch), f,
                                     excl, nexcl, out, n, tm);
@@ -1284,8 +1290,8 @@ int rc_engine_similar(rc_engine *e, const char *item, size_t len, uint32_t k, rc
         return RC_ENOMEM;
     int rc = rc_recall_query_vector(e->table, &row, NULL, 1, q);
     if (rc == 0)
-        rc = rc_recall_search(e->table, e->index, q, k, cfg_f32(&e->cfg.overfetch), NULL, &row, 1,
-                              out, n);
+        rc = rc_recall_search_cos(e->table, e->index, q, k, cfg_f32(&e->cfg.overfetch), NULL, &row,
+                                  1, out, n);
     free(q);
     return rc == RC_ENOENT ? 0 : rc;
 }
@@ -1475,6 +1481,7 @@ void rc_engine_reload(rc_engine *e, const rc_config *c)
     __atomic_store_n(&e->cfg.recall_window, c->recall_window, __ATOMIC_RELAXED);
     float of = c->overfetch;
     __atomic_store(&e->cfg.overfetch, &of, __ATOMIC_RELAXED);
+    rc_table_set_pop_weight(e->table, c->popularity_weight);
     atomic_store(&e->ck->keep, c->ckpt_keep);
     atomic_store(&e->ck->max_mb_s, c->ckpt_max_mb_s);
 }

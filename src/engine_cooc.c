@@ -56,13 +56,6 @@ static int keep_row(void *ud, uint32_t row)
 }
 
 /* Cosine of unit q with row's input vector. */
-static float row_cos(const rc_table *t, const float *q, uint32_t row, uint32_t dim)
-{
-    const float *v = rc_table_in(t, row);
-    float norm = sqrtf(rc_vec_dot(v, v, dim));
-    return norm > 0 ? rc_vec_dot(q, v, dim) / norm : 0.0f;
-}
-
 int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
                            const uint32_t *rows, const float *w, uint32_t nclicks,
                            const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n)
@@ -97,7 +90,7 @@ int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_inde
         goto out;
     float *ces = ecs + k;
     for (uint32_t i = 0; i < nc; i++)
-        ces[i] = ne ? row_cos(e->table, q, co[i].row, dim) : 0;
+        ces[i] = ne ? rc_recall_score(e->table, co[i].row, q) : 0; /* as the list's scores */
     rc_cooc_fuse(emb, ecs, ne, co, ne ? ces : NULL, nc, cfg_f32(&e->cfg.cooc_fuse_weight), k, out,
                  n);
     rc = *n ? 0 : RC_ENOENT;

@@ -650,7 +650,8 @@ int rc__engine_tower_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out,
         if (tm)
             tm->query_ns += rc_now_ns() - t0;
         if (rc == 0 && !empty && req->exact)
-            rc = rc_recall_exact(rc_tower_serve_table(b), q, req->k, &mf, excl, nexcl, out, n);
+            rc = rc_recall_exact(rc_tower_serve_table(b), q, req->k, cfg_f32(&e->cfg.overfetch),
+                                 &mf, excl, nexcl, out, n);
         else if (rc == 0 && !empty) /* rc_tower_serve_search, with the stages timed */
             rc = rc_recall_search_timed(rc_tower_serve_table(b), rc_tower_serve_index(b), q, req->k,
                                         cfg_f32(&e->cfg.overfetch), &mf, excl, nexcl, out, n, tm);

@@ -64,13 +64,16 @@ struct rc_config;
 int rc__eval_stream_config(const rc_eval_env *env, const rc_train_opts *o, struct rc_config *c,
                            char *eb, size_t el);
 
-/* The daemon's index as env configures it (defaults + --stream-set index.*):
- * its options *io (may be NULL) and the recall over-fetch *overfetch
- * (env->overfetch when set). 0 or RC_E* (eb). */
-int rc__eval_index_config(const rc_eval_env *env, rc_index_opts *io, float *overfetch, char *eb,
-                          size_t el);
+/* The daemon's index and ranking as env configures them (defaults +
+ * --stream-set index.*, recall.*): its options *io, the recall over-fetch
+ * *overfetch (env->overfetch when set) and recall.popularity_weight
+ * *pop_weight (each may be NULL). 0 or RC_E* (eb). */
+int rc__eval_index_config(const rc_eval_env *env, rc_index_opts *io, float *overfetch,
+                          float *pop_weight, char *eb, size_t el);
 
-/* rc_eval_index_build with env's index options (rc__eval_index_config). */
+/* rc_eval_index_build with env's index options (rc__eval_index_config); the
+ * word2vec table t gets the daemon's recall.popularity_weight, as the
+ * engine's own table has it (the two-tower's serving table has none). */
 int rc__eval_index_build(const rc_eval_env *env, rc_table *t, rc_index **ix, char *eb, size_t el);
 
 /* rc_eval_embed_create for env: the daemon's over-fetch, env->exact. */

@@ -113,14 +113,15 @@ static int settings(rc_eval_env *env, enum rc_sgns_mode mode, rc_eval_report *re
     if (!env->tune)
         return 0;
     rc_index_opts io;
-    float overfetch;
-    int rc = rc__eval_index_config(env, &io, &overfetch, eb, el);
+    float overfetch, pop_weight;
+    int rc = rc__eval_index_config(env, &io, &overfetch, &pop_weight, eb, el);
     if (rc)
         return rc;
     rc_tune_opts to = {.seconds = env->tune_seconds,
                        .fixed_mask = env->fixed_mask,
                        .overfetch = overfetch,
                        .index = &io,
+                       .pop_weight = pop_weight,
                        .quiet = env->quiet};
     rc_tune_result tr;
     /* The validation split cuts the training part by the quantile, even
@@ -302,8 +303,8 @@ int rc__eval_stream_config(const rc_eval_env *env, const rc_train_opts *o, rc_co
     return rc_config_validate(c, eb, el);
 }
 
-int rc__eval_index_config(const rc_eval_env *env, rc_index_opts *io, float *overfetch, char *eb,
-                          size_t el)
+int rc__eval_index_config(const rc_eval_env *env, rc_index_opts *io, float *overfetch,
+                          float *pop_weight, char *eb, size_t el)
 {
     rc_config c;
     int rc = rc__eval_stream_config(env, NULL, &c, eb, el);
@@ -313,21 +314,27 @@ int rc__eval_index_config(const rc_eval_env *env, rc_index_opts *io, float *over
         rc_engine_index_opts(&c, io);
     if (overfetch)
         *overfetch = c.overfetch;
+    if (pop_weight)
+        *pop_weight = c.popularity_weight;
     return 0;
 }
 
 int rc__eval_index_build(const rc_eval_env *env, rc_table *t, rc_index **ix, char *eb, size_t el)
 {
     rc_index_opts io;
-    int rc = rc__eval_index_config(env, &io, NULL, eb, el);
-    return rc ? rc : rc_eval_index_build(t, &io, ix, eb, el);
+    float w;
+    int rc = rc__eval_index_config(env, &io, NULL, &w, eb, el);
+    if (rc)
+        return rc;
+    rc_table_set_pop_weight(t, w);
+    return rc_eval_index_build(t, &io, ix, eb, el);
 }
 
 int rc__eval_embed_new(const rc_eval_env *env, const rc_eval_split *s, const rc_table *t,
                        rc_index *ix, rc_eval_embed **em, char *eb, size_t el)
 {
     float overfetch;
-    int rc = rc__eval_index_config(env, NULL, &overfetch, eb, el);
+    int rc = rc__eval_index_config(env, NULL, &overfetch, NULL, eb, el);
     if (rc)
         return rc;
     if ((rc = rc_eval_embed_create(s, t, ix, overfetch, em)))

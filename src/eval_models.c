@@ -364,15 +364,13 @@ void rc_eval_embed_destroy(rc_eval_embed *e)
     free(e);
 }
 
-/* Cosine of the (unit) query with item's input vector; -2 without a row. */
+/* The served score of the (unit) query for item (rc_recall_score: the cosine,
+ * plus the popularity term, >= 0, when the table has a weight); -2 without a
+ * row, below every score. */
 static float embed_score(const rc_eval_embed *e, uint32_t item)
 {
     uint32_t r = e->item_row[item];
-    if (r == NO_ROW)
-        return -2.0f;
-    const float *v = rc_table_in(e->t, r);
-    float norm = sqrtf(rc_vec_dot(v, v, e->dim));
-    return norm > 0 ? rc_vec_dot(e->q, v, e->dim) / norm : 0.0f;
+    return r == NO_ROW ? -2.0f : rc_recall_score(e->t, r, e->q);
 }
 
 static uint32_t rows_of(const rc_eval_embed *e, const uint32_t *items, uint32_t n, uint32_t *rows)
@@ -451,7 +449,7 @@ int rc_eval_embed_userq(rc_eval_embed *e, const rc_userq_opts *o, int scope_city
 static int compare(rc_eval_embed *e, uint32_t k, const rc_index_filter *f, uint32_t nx, uint32_t nh)
 {
     uint32_t ne = 0, both = 0;
-    int rc = rc_recall_exact(e->t, e->q, k, f, e->xrows, nx, e->xhits, &ne);
+    int rc = rc_recall_exact(e->t, e->q, k, e->overfetch, f, e->xrows, nx, e->xhits, &ne);
     if (rc || !ne)
         return rc;
     for (uint32_t i = 0; i < ne; i++)
@@ -502,8 +500,8 @@ static int embed_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
                                       e->overfetch, NULL, e->xrows, nx, &e->mc_opts, e->hits, &nh,
                                       e->quotas, &nquota);
     } else if (e->exact) {
-        rc = rc_recall_exact(e->t, e->q, RC_MIN(k, RC_EVAL_K), filter.city >= 0 ? &filter : NULL,
-                             e->xrows, nx, e->hits, &nh);
+        rc = rc_recall_exact(e->t, e->q, RC_MIN(k, RC_EVAL_K), e->overfetch,
+                             filter.city >= 0 ? &filter : NULL, e->xrows, nx, e->hits, &nh);
     } else {
         rc = rc_recall_search(e->t, e->ix, e->q, RC_MIN(k, RC_EVAL_K), e->overfetch,
                               filter.city >= 0 ? &filter : NULL, e->xrows, nx, e->hits, &nh);

@@ -114,8 +114,10 @@ static int score(rc_eval_env *env, const rc_tower_model *m, const rc_tower_histo
     rc_eval_embed *em = NULL;
     rc_eval_predictor pr;
     int rc;
+    rc_index_opts io; /* the daemon's tower index ranks by the cosine alone (tower_serve.c) */
     if ((rc = item_table(env, m, h, &t, eb, el)) ||
-        (rc = rc__eval_index_build(env, t, &ix, eb, el)))
+        (rc = rc__eval_index_config(env, &io, NULL, NULL, eb, el)) ||
+        (rc = rc_eval_index_build(t, &io, &ix, eb, el)))
         goto out;
     tq.clicks = malloc(cfg->max_clicks * sizeof *tq.clicks);
     tq.ts = malloc(cfg->max_clicks * sizeof *tq.ts);

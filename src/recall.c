@@ -27,6 +27,17 @@ int rc_recall_query_vector(const rc_table *t, const uint32_t *rows, const float 
     return 0;
 }
 
+static float score_w(const rc_table *t, uint32_t row, const float *q, float w)
+{
+    float s = rc_table_in_cos(t, row, q);
+    return w > 0 ? s + w * log1pf((float)rc_table_count(t, row)) : s;
+}
+
+float rc_recall_score(const rc_table *t, uint32_t row, const float *q)
+{
+    return score_w(t, row, q, rc_table_pop_weight(t));
+}
+
 static int hit_cmp(const void *a, const void *b)
 {
     const rc_hit *x = a, *y = b;
@@ -65,9 +76,11 @@ int rc_recall_search(const rc_table *t, rc_index *ix, const float *q, uint32_t k
     return rc_recall_search_timed(t, ix, q, k, overfetch, f, exclude, nexclude, out, n, NULL);
 }
 
-int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint32_t k,
-                           float overfetch, const rc_index_filter *f, const uint32_t *exclude,
-                           uint32_t nexclude, rc_hit *out, uint32_t *n, rc_recall_timing *tm)
+/* The search of rc_recall_search_timed; candidates ranked by the cosine plus
+ * w * ln(1 + clicks) (rc_recall_score with weight w). */
+static int search(const rc_table *t, rc_index *ix, const float *q, uint32_t k, float overfetch,
+                  float w, const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
+                  rc_hit *out, uint32_t *n, rc_recall_timing *tm)
 {
     uint32_t want, got = 0, kept = 0;
     uint32_t srows[RC_RECALL_STACK_CAND];
@@ -97,7 +110,7 @@ int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint
         if (excluded(r, exclude, nexclude) || !passes(t, r, f))
             continue;
         cand[kept].row = r;
-        cand[kept].score = rc_table_in_cos(t, r, q);
+        cand[kept].score = score_w(t, r, q, w);
         kept++;
     }
     qsort(cand, kept, sizeof *cand, hit_cmp);
@@ -119,6 +132,20 @@ out:
         free(cand);
     }
     return rc;
+}
+
+int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint32_t k,
+                           float overfetch, const rc_index_filter *f, const uint32_t *exclude,
+                           uint32_t nexclude, rc_hit *out, uint32_t *n, rc_recall_timing *tm)
+{
+    return search(t, ix, q, k, overfetch, rc_table_pop_weight(t), f, exclude, nexclude, out, n, tm);
+}
+
+int rc_recall_search_cos(const rc_table *t, rc_index *ix, const float *q, uint32_t k,
+                         float overfetch, const rc_index_filter *f, const uint32_t *exclude,
+                         uint32_t nexclude, rc_hit *out, uint32_t *n)
+{
+    return search(t, ix, q, k, overfetch, 0, f, exclude, nexclude, out, n, NULL);
 }
 
 void rc_recall_decay_weights(const int64_t *ts, uint32_t n, int64_t half_life_ms, float *w)
@@ -376,27 +403,52 @@ out:
     return rc;
 }
 
-int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, const rc_index_filter *f,
-                    const uint32_t *exclude, uint32_t nexclude, rc_hit *out, uint32_t *n)
+/* The best cap rows by cosine that pass f and are not in exclude[0..nex)
+ * into top[] (best first); returns their count. */
+static uint32_t exact_top(const rc_table *t, const float *q, uint32_t cap, const rc_index_filter *f,
+                          const uint32_t *exclude, uint32_t nex, rc_hit *top)
 {
     uint32_t rows = rc_table_size(t), have = 0;
+    for (uint32_t r = 0; r < rows; r++) {
+        if (!passes(t, r, f) || excluded(r, exclude, nex))
+            continue;
+        float s = rc_table_in_cos(t, r, q);
+        if (have == cap && s <= top[cap - 1].score)
+            continue;
+        uint32_t pos = have < cap ? have++ : cap - 1;
+        while (pos > 0 && top[pos - 1].score < s) {
+            top[pos] = top[pos - 1];
+            pos--;
+        }
+        top[pos] = (rc_hit){r, s};
+    }
+    return have;
+}
+
+int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, float overfetch,
+                    const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
+                    rc_hit *out, uint32_t *n)
+{
     *n = 0;
     if (k == 0)
         return 0;
-    /* out[] is kept sorted best-first; a candidate enters if it beats the last. */
-    for (uint32_t r = 0; r < rows; r++) {
-        if (!passes(t, r, f) || excluded(r, exclude, nexclude))
-            continue;
-        float s = rc_table_in_cos(t, r, q);
-        if (have == k && s <= out[k - 1].score)
-            continue;
-        uint32_t pos = have < k ? have++ : k - 1;
-        while (pos > 0 && out[pos - 1].score < s) {
-            out[pos] = out[pos - 1];
-            pos--;
-        }
-        out[pos] = (rc_hit){r, s};
+    if (rc_table_pop_weight(t) <= 0) { /* the score is the cosine: its exact top-k */
+        *n = exact_top(t, q, k, f, exclude, nexclude, out);
+        return 0;
     }
-    *n = have;
+    /* As rc_recall_search: the candidates the index would return were it
+     * exact, the excluded ones dropped, the rest re-ranked by their score. */
+    uint32_t want = (uint32_t)ceilf((float)k * RC_MAX(overfetch, 1.0f)) + nexclude, kept = 0;
+    rc_hit *cand = malloc(want * sizeof *cand);
+    if (!cand)
+        return RC_ENOMEM;
+    uint32_t got = exact_top(t, q, want, f, NULL, 0, cand);
+    for (uint32_t i = 0; i < got; i++)
+        if (!excluded(cand[i].row, exclude, nexclude))
+            cand[kept++] = (rc_hit){cand[i].row, rc_recall_score(t, cand[i].row, q)};
+    qsort(cand, kept, sizeof *cand, hit_cmp);
+    *n = RC_MIN(kept, k);
+    memcpy(out, cand, *n * sizeof *out);
+    free(cand);
     return 0;
 }

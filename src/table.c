@@ -52,7 +52,8 @@ struct rc_table {
     _Atomic uint32_t size;
     _Atomic uint32_t chunks_used;
     _Atomic uint64_t total;
-    _Atomic size_t aux_bytes; /* rings and group map, for rc_table_bytes from any thread */
+    _Atomic size_t aux_bytes;    /* rings and group map, for rc_table_bytes from any thread */
+    _Atomic uint32_t pop_weight; /* bits of the float rc_table_set_pop_weight set */
     rc_dict *ids, *cities, *cates;
     rc_rng rng;
     struct ring *city_rings; /* writer only, indexed by city */
@@ -308,6 +309,21 @@ void rc_table_count_add(rc_table *t, uint32_t row, uint32_t inc)
 uint64_t rc_table_total_count(const rc_table *t)
 {
     return atomic_load_explicit(&((rc_table *)t)->total, memory_order_relaxed);
+}
+
+void rc_table_set_pop_weight(rc_table *t, float w)
+{
+    uint32_t bits;
+    memcpy(&bits, &w, sizeof bits);
+    atomic_store_explicit(&t->pop_weight, bits, memory_order_relaxed);
+}
+
+float rc_table_pop_weight(const rc_table *t)
+{
+    uint32_t bits = atomic_load_explicit(&((rc_table *)t)->pop_weight, memory_order_relaxed);
+    float w;
+    memcpy(&w, &bits, sizeof w);
+    return w;
 }
 
 const char *rc_table_item_id(const rc_table *t, uint32_t row, size_t *len)

@@ -230,6 +230,7 @@ static int run_trial(struct search *s, uint32_t i, char *eb, size_t el)
     if (!tr.stopped)
         s->rate = RC_MAX(s->rate, tr.seconds / cost_units(s, &o));
     t_eval = rc_now_ns();
+    rc_table_set_pop_weight(t, s->to->pop_weight);
     if ((rc = rc_eval_index_build(t, s->to->index, &ix, eb, el)))
         goto out;
     if ((rc = rc_eval_embed_create(s->valid, t, ix, s->to->overfetch, &em))) {

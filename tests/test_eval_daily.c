@@ -478,10 +478,12 @@ TEST(eval_daily_gated_install_between_warm_and_install)
     run_method("stream-daily-install", &env, d, &inst);
     ASSERT(!warm.all.has_gate && !inst.all.has_gate);
     env.gate_ratio = 1e-9;
+    env.gate_min_z = -1e9; /* a challenger that scores below the live table passes too */
     run_method("stream-daily-gated", &env, d, &all);
     env.gate_ratio = 1e9;
     run_method("stream-daily-gated", &env, d, &none);
-    env.gate_ratio = 0; /* the default, 1 */
+    env.gate_ratio = 0; /* the defaults: ratio 1, z 0 */
+    env.gate_min_z = 0;
     run_method("stream-daily-gated", &env, d, &dflt);
     ASSERT_EQ(env.gate, 0); /* reset after the run */
     uint32_t later = d->nperiods - 1;

@@ -525,7 +525,8 @@ TEST(promises_recall_exact_is_brute_force_top_k)
     c.dim = XDIM;
     c.ivf_min = 64;
     c.nprobe = 1;
-    c.half_life_ms = 0; /* the plain mean the reference below computes */
+    c.half_life_ms = 0;              /* the plain mean the reference below computes */
+    ASSERT(c.popularity_weight > 0); /* the default: its term is in the scores checked */
     snprintf(c.model_path, sizeof c.model_path, "%s", model);
     rc_engine *e = offline(&c);
     flush_until(e, "index.ivf_partitions", 1);
@@ -563,7 +564,9 @@ TEST(promises_recall_exact_is_brute_force_top_k)
             d += q[j] * v[j];
             nv += (double)v[j] * v[j];
         }
-        score[r] = d / sqrt(qn) / sqrt(nv);
+        /* the served score: the cosine plus recall.popularity_weight x
+         * ln(1 + clicks), the same for every item not clicked here */
+        score[r] = d / sqrt(qn) / sqrt(nv) + c.popularity_weight * log1p(rc_table_count(tt, r));
     }
     for (int i = 0; i < 3; i++)
         score[clicked[i]] = -10;
@@ -586,7 +589,7 @@ TEST(promises_recall_exact_is_brute_force_top_k)
         const char *id = json_string_value(json_object_get(it, "item_id"));
         uint32_t r = row_of(e, id);
         double s = json_number_value(json_object_get(it, "score"));
-        ASSERT_NEAR(s, score[r], 1e-4); /* the reported score is the true cosine */
+        ASSERT_NEAR(s, score[r], 1e-4); /* the reported score is the true score */
         ASSERT_NEAR(s, top[i], 1e-4);   /* at the true rank */
         const char *other = json_string_value(
             json_object_get(json_array_get(json_object_get(ix, "items"), i), "item_id"));

@@ -329,3 +329,69 @@ TEST(recall_hit_offer_keeps_best_k_with_ties)
         }
     }
 }
+
+/* recall.popularity_weight: every recall ranks by the cosine plus w x ln(1 +
+ * clicks), the index's and the brute-force one alike, and reports that sum;
+ * rc_recall_search_cos (the `similar` op) keeps the cosine. Item a is nearer
+ * the query (cosine .80 against .78), b has 100 clicks to a's 1: b leads with
+ * w = .05 (.78 + .05 ln 101 = 1.011 against .80 + .05 ln 2 = .835), a with
+ * w = 0. */
+TEST(recall_popularity_term_reranks_by_clicks)
+{
+    rc_table_opts to = {.dim = 8, .seed = 3};
+    char err[256];
+    rc_table *t = NULL;
+    rc_index *ix = NULL;
+    ASSERT_EQ(rc_table_create(&to, &t, err, sizeof err), 0);
+    rc_index_opts io = {.ivf_min = 256, .no_background = 1};
+    ASSERT_EQ(rc_index_create(&io, t, &ix, err, sizeof err), 0);
+    uint32_t city, cate;
+    ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
+    const float vec[3][8] = {{0.8f, 0.6f}, {0.78f, 0, 0.6258f}, {0.2f, 0, 0, 0.9798f}};
+    const uint32_t clicks[3] = {1, 100, 1000};
+    for (uint32_t i = 0; i < 3; i++) {
+        char id[2] = {(char)('a' + i), 0};
+        uint32_t row;
+        int created;
+        ASSERT_EQ(rc_table_upsert(t, id, 1, city, cate, NULL, 0, &row, &created), 0);
+        ASSERT_EQ(row, i);
+        memcpy(rc_table_in(t, row), vec[i], sizeof vec[i]);
+        rc_table_count_add(t, row, clicks[i]);
+        rc_index_touch(ix, row);
+    }
+    ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+    const float q[8] = {1};
+    rc_hit h[3];
+    uint32_t n = 0;
+    ASSERT(rc_table_pop_weight(t) == 0); /* a new table: the cosine alone */
+    for (int exact = 0; exact < 2; exact++) {
+        for (int w = 0; w < 2; w++) {
+            rc_table_set_pop_weight(t, w ? 0.05f : 0);
+            ASSERT_EQ(exact ? rc_recall_exact(t, q, 2, 3, NULL, NULL, 0, h, &n)
+                            : rc_recall_search(t, ix, q, 2, 3, NULL, NULL, 0, h, &n),
+                      0);
+            ASSERT_EQ(n, 2);
+            ASSERT_EQ(h[0].row, w ? 1u : 0u);
+            ASSERT_EQ(h[1].row, w ? 0u : 1u);
+            for (uint32_t i = 0; i < n; i++) {
+                float want = vec[h[i].row][0] + (w ? 0.05f * log1pf((float)clicks[h[i].row]) : 0);
+                ASSERT_NEAR(h[i].score, want, 1e-3);
+                ASSERT_NEAR(rc_recall_score(t, h[i].row, q), want, 1e-3);
+            }
+        }
+        /* Item c (cosine .2, 1,000 clicks) scores .2 + .345: below b, and it
+         * is not among the candidates of k = 1 x over-fetch 2 anyway. */
+        ASSERT_EQ(exact ? rc_recall_exact(t, q, 1, 2, NULL, NULL, 0, h, &n)
+                        : rc_recall_search(t, ix, q, 1, 2, NULL, NULL, 0, h, &n),
+                  0);
+        ASSERT_EQ(n, 1);
+        ASSERT_EQ(h[0].row, 1u);
+    }
+    ASSERT_EQ(rc_recall_search_cos(t, ix, q, 2, 3, NULL, NULL, 0, h, &n), 0);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(h[0].row, 0u); /* the weight is set: similar ignores it */
+    ASSERT_NEAR(h[0].score, 0.8f, 1e-3);
+    rc_index_destroy(ix);
+    rc_table_destroy(t);
+}

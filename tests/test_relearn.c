@@ -168,6 +168,42 @@ TEST(relearn_engine_replays_ratio_per_trained_click)
     }
 }
 
+/* A click is held for replay when it has a context, even when subsampling
+ * kept none of its pairs as it arrived: its replays subsample again, and a
+ * click left out then would never be trained. With a threshold so low that
+ * most pairs are dropped, every one of the 120 clicks with a context is held
+ * while the new clicks train far fewer pairs than the 2 x 3 x 120 they have. */
+TEST(relearn_engine_holds_clicks_whose_pairs_were_subsampled)
+{
+    rc_config c;
+    rc_config_defaults(&c);
+    c.dim = 16;
+    c.subsample = 1e-6f;
+    c.replay_clicks = 500;
+    c.replay_ratio = 0.001f; /* held, hardly replayed: the pairs are the new clicks' */
+    rc_engine *e = e2e_engine_offline(&c);
+    char u[16], it[16];
+    int64_t ts = 1700000000000LL;
+    for (int s = 0; s < 40; s++) {
+        snprintf(u, sizeof u, "u%d", s);
+        for (int i = 0; i < 4; i++) {
+            snprintf(it, sizeof it, "i%d", (s * 3 + i) % 30);
+            ASSERT_EQ(
+                rc_engine_apply_click(e, u, strlen(u), it, strlen(it), "c", 1, "k", 1, ts += 1000),
+                0);
+        }
+    }
+    json_int_t pairs = 0;
+    json_t *rp = replay_stats(e, &pairs);
+    ASSERT(rp != NULL);
+    fprintf(stderr, "pairs trained by new clicks %lld of 720, clicks held %lld of 120\n",
+            (long long)pairs, (long long)json_integer_value(json_object_get(rp, "fill")));
+    ASSERT_LT(pairs, 360);
+    ASSERT_EQ(json_integer_value(json_object_get(rp, "fill")), 120);
+    json_decref(rp);
+    rc_engine_destroy(e);
+}
+
 /* ---- through the threaded engine: replay yields to waiting events ---- */
 
 #define YB_BATCH   256 /* kafka.batch */

@@ -131,8 +131,8 @@ TEST(tower_mirror_fp16_same_topk)
         rc_index_filter f = {.city = i % 2 ? (int64_t)(i / 2 % 4) : -1};
         rc_hit ef[MW_K], eh[MW_K], sf[MW_K], sh[MW_K];
         uint32_t nef, neh, nsf, nsh;
-        ASSERT_EQ(rc_recall_exact(mf, q, MW_K, &f, NULL, 0, ef, &nef), 0);
-        ASSERT_EQ(rc_recall_exact(mh, q, MW_K, &f, NULL, 0, eh, &neh), 0);
+        ASSERT_EQ(rc_recall_exact(mf, q, MW_K, 1.0f, &f, NULL, 0, ef, &nef), 0);
+        ASSERT_EQ(rc_recall_exact(mh, q, MW_K, 1.0f, &f, NULL, 0, eh, &neh), 0);
         ASSERT_EQ(nef, MW_K);
         ASSERT_EQ(neh, MW_K);
         ASSERT_EQ(rc_tower_serve_search(bf, q, MW_K, 3, &f, NULL, 0, sf, &nsf), 0);

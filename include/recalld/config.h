@@ -110,6 +110,7 @@ typedef struct rc_config {
     int64_t half_life_ms;                     /* time decay of click weights, 0 = off */
     float past_session_weight;                /* recall.past_session_weight: factor on clicks before
                                                * the current session (userq.h) */
+    float popularity_weight;                  /* recall.popularity_weight: w of rc_recall_score */
     uint32_t mc_max_categories, mc_min_quota; /* multi-category recall */
     uint32_t max_batch_users;                 /* users per batch recall request */
     int recall_user_city;    /* recall.scope: 1 "user_city" (default), 0 "global" */

@@ -17,7 +17,8 @@
 
 typedef struct rc_hit {
     uint32_t row;
-    float score; /* cosine between the query and the item's current input vector */
+    float score; /* rc_recall_score: the cosine between the query and the item's current
+                    input vector, plus its popularity term when the table has a weight */
 } rc_hit;
 
 /* The order of every top-k list: a higher score first, then the lower row, so
@@ -47,6 +48,13 @@ static inline void rc_hit_offer(rc_hit *top, uint32_t *n, uint32_t k, rc_hit x)
     top[i] = x;
 }
 
+/* The score every recall ranks by: cos(q, row's input vector) + w * ln(1 +
+ * row's clicks), w = rc_table_pop_weight(t) (recall.popularity_weight; 0 =
+ * the cosine alone). The term is a prior for how likely an item is clicked at
+ * all: between two items of clicks n1 and n2 it adds w * ln((1 + n1) / (1 +
+ * n2)), whatever the corpus size. q is unit length. */
+float rc_recall_score(const rc_table *t, uint32_t row, const float *q);
+
 /* q[dim] = mean of the L2-normalised input vectors of rows[0..n), weighted by
  * w[i] when w is non-NULL; then normalised. Returns 0, or RC_ENOENT when n == 0
  * or every vector is zero. */
@@ -54,8 +62,8 @@ int rc_recall_query_vector(const rc_table *t, const uint32_t *rows, const float 
                            float *q);
 
 /* Top-k rows for query q: searches the index for ceil(k * overfetch) + nexclude
- * candidates (filter f may be NULL), re-scores each with the current table
- * vector, drops rows in exclude[0..nexclude) and rows failing the filter, sorts
+ * candidates (filter f may be NULL), re-scores each with rc_recall_score (the current table
+ * vector), drops rows in exclude[0..nexclude) and rows failing the filter, sorts
  * by score and keeps k. out has room for k. Returns 0 or a negative RC_E*. */
 int rc_recall_search(const rc_table *t, rc_index *ix, const float *q, uint32_t k, float overfetch,
                      const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
@@ -82,6 +90,13 @@ typedef struct rc_recall_timing {
 int rc_recall_search_timed(const rc_table *t, rc_index *ix, const float *q, uint32_t k,
                            float overfetch, const rc_index_filter *f, const uint32_t *exclude,
                            uint32_t nexclude, rc_hit *out, uint32_t *n, rc_recall_timing *tm);
+
+/* rc_recall_search ranked by the cosine alone, whatever the table's
+ * popularity weight: the items most like an item (the `similar` op), where a
+ * new item belongs beside its neighbours from its first click. */
+int rc_recall_search_cos(const rc_table *t, rc_index *ix, const float *q, uint32_t k,
+                         float overfetch, const rc_index_filter *f, const uint32_t *exclude,
+                         uint32_t nexclude, rc_hit *out, uint32_t *n);
 
 /* ---- multi-category parallel recall (58.com) ----
  * The user's recent clicks are split by category (business line); each
@@ -127,10 +142,14 @@ int rc_recall_multi_category_timed(const rc_table *t, rc_index *ix, const uint32
  * when half_life_ms <= 0. */
 void rc_recall_decay_weights(const int64_t *ts, uint32_t n, int64_t half_life_ms, float *w);
 
-/* Exact top-k by brute force over every table row (same scoring, exclusion and
- * filter as rc_recall_search, no index): the reference for recall@k of the
- * index, and a debugging aid. O(rows * dim). */
-int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, const rc_index_filter *f,
-                    const uint32_t *exclude, uint32_t nexclude, rc_hit *out, uint32_t *n);
+/* rc_recall_search with a brute-force scan of every table row in place of the
+ * index: the reference for what the index loses, and a debugging aid. Its
+ * candidates are the exact top ceil(k * overfetch) + nexclude by cosine, then
+ * re-ranked by rc_recall_score as the index's are; without a popularity
+ * weight that is the exact top-k by cosine. Returns 0, or RC_ENOMEM.
+ * O(rows * dim). */
+int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, float overfetch,
+                    const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
+                    rc_hit *out, uint32_t *n);
 
 #endif

@@ -128,6 +128,10 @@ void rc_table_count_add(rc_table *t, uint32_t row, uint32_t inc);
 /* Any thread. Sum of all rc_table_count_add increments (the corpus size that
  * subsampling needs). */
 uint64_t rc_table_total_count(const rc_table *t);
+/* The weight of an item's clicks in its recall score (recall.popularity_weight,
+ * rc_recall_score): any thread; 0 (the default of a new table) = cosine only. */
+void rc_table_set_pop_weight(rc_table *t, float w);
+float rc_table_pop_weight(const rc_table *t);
 
 /* Approximate heap bytes (vectors + ids + metadata). */
 size_t rc_table_bytes(const rc_table *t);

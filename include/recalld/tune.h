@@ -44,6 +44,7 @@ typedef struct rc_tune_opts {
     uint64_t seed;              /* of the search, 0 = base seed */
     float overfetch;            /* recall over-fetch, 0 = 2 */
     const rc_index_opts *index; /* the validation runs' index options, NULL = defaults */
+    float pop_weight;           /* the validation runs' recall.popularity_weight (0 = none) */
     int quiet;                  /* 0: one line per trial and the choice on stderr */
 } rc_tune_opts;
 

@@ -12,6 +12,7 @@
 
 #include "recalld/checkpoint.h"
 #include "recalld/cli.h"
+#include "recalld/config.h"
 #include "recalld/clicklog.h"
 #include "recalld/common.h"
 #include "recalld/eval.h"
@@ -286,9 +287,12 @@ static int gate(const rc_cli *cli, const rc_clicklog *log, const rc_table *champ
  * (the flags given by hand stay fixed); the choice goes to stderr. */
 static int tune(rc_cli *cli, const rc_clicklog *log, rc_tune_result *r, char *err, size_t errlen)
 {
+    rc_config dc; /* validation runs rank as the daemon does by default */
+    rc_config_defaults(&dc);
     rc_tune_opts to = {.seconds = cli->tune_seconds,
                        .valid_ratio = cli->test_ratio,
                        .fixed_mask = cli->set_mask,
+                       .pop_weight = dc.popularity_weight,
                        .quiet = cli->log.quiet};
     int rc = rc_tune_run(&to, &cli->train, log, NULL, NULL, r, err, errlen);
     if (!rc)

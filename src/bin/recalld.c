@@ -451,7 +451,7 @@ static void revoke_checkpoint(daemon_t *d)
 
 /* ---- SIGHUP: reload what can change safely ----
  * Reloaded: log.level, log.format, log.stats_interval_ms, recall.k_default,
- * recall.k_max, recall.window, index.overfetch, checkpoint.interval_ms,
+ * recall.k_max, recall.window, recall.popularity_weight, index.overfetch, checkpoint.interval_ms,
  * checkpoint.keep, checkpoint.max_mb_s, tower.refresh_rows,
  * tower.recompute_per_flush, socket.request_slice_us, and the two-tower model: tower.model is
  * loaded again (in the background) when its path, mtime or size changed. Everything else (sockets,
@@ -464,6 +464,7 @@ static const char *const reloadable[] = {"log.level",
                                          "recall.k_default",
                                          "recall.k_max",
                                          "recall.window",
+                                         "recall.popularity_weight",
                                          "index.overfetch",
                                          "checkpoint.interval_ms",
                                          "checkpoint.keep",
