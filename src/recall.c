@@ -429,10 +429,11 @@ int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, float overfet
                     const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
                     rc_hit *out, uint32_t *n)
 {
+    float w = rc_table_pop_weight(t);
     *n = 0;
     if (k == 0)
         return 0;
-    if (rc_table_pop_weight(t) <= 0) { /* the score is the cosine: its exact top-k */
+    if (w <= 0) { /* the score is the cosine: its exact top-k */
         *n = exact_top(t, q, k, f, exclude, nexclude, out);
         return 0;
     }
@@ -445,7 +446,7 @@ int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, float overfet
     uint32_t got = exact_top(t, q, want, f, NULL, 0, cand);
     for (uint32_t i = 0; i < got; i++)
         if (!excluded(cand[i].row, exclude, nexclude))
-            cand[kept++] = (rc_hit){cand[i].row, rc_recall_score(t, cand[i].row, q)};
+            cand[kept++] = (rc_hit){cand[i].row, score_w(t, cand[i].row, q, w)};
     qsort(cand, kept, sizeof *cand, hit_cmp);
     *n = RC_MIN(kept, k);
     memcpy(out, cand, *n * sizeof *out);
