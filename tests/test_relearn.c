@@ -99,6 +99,22 @@ TEST(relearn_forget_drops_held_examples)
     rc_relearn_destroy(r);
 }
 
+/* 40 sessions of 4 clicks (120 with a context) over 30 items, offline. */
+static void apply_sessions(rc_engine *e)
+{
+    char u[16], it[16];
+    int64_t ts = 1700000000000LL;
+    for (int s = 0; s < 40; s++) {
+        snprintf(u, sizeof u, "u%d", s);
+        for (int i = 0; i < 4; i++) {
+            snprintf(it, sizeof it, "i%d", (s * 3 + i) % 30);
+            ASSERT_EQ(
+                rc_engine_apply_click(e, u, strlen(u), it, strlen(it), "c", 1, "k", 1, ts += 1000),
+                0);
+        }
+    }
+}
+
 static json_t *replay_stats(rc_engine *e, json_int_t *pairs)
 {
     json_t *st = e2e_engine_stats(e);
@@ -127,17 +143,7 @@ TEST(relearn_engine_replays_ratio_per_trained_click)
         c.replay_max_clicks = pass == 2 ? 4 : 0;
         c.replay_subsample = pass == 3 ? 0.005f : 0;
         rc_engine *e = e2e_engine_offline(&c);
-        char u[16], it[16];
-        int64_t ts = 1700000000000LL;
-        for (int s = 0; s < 40; s++) {
-            snprintf(u, sizeof u, "u%d", s);
-            for (int i = 0; i < 4; i++) {
-                snprintf(it, sizeof it, "i%d", (s * 3 + i) % 30);
-                ASSERT_EQ(rc_engine_apply_click(e, u, strlen(u), it, strlen(it), "c", 1, "k", 1,
-                                                ts += 1000),
-                          0);
-            }
-        }
+        apply_sessions(e);
         json_int_t pairs = 0;
         json_t *rp = replay_stats(e, &pairs);
         ASSERT(rp != NULL);
@@ -182,17 +188,7 @@ TEST(relearn_engine_holds_clicks_whose_pairs_were_subsampled)
     c.replay_clicks = 500;
     c.replay_ratio = 0.001f; /* held, hardly replayed: the pairs are the new clicks' */
     rc_engine *e = e2e_engine_offline(&c);
-    char u[16], it[16];
-    int64_t ts = 1700000000000LL;
-    for (int s = 0; s < 40; s++) {
-        snprintf(u, sizeof u, "u%d", s);
-        for (int i = 0; i < 4; i++) {
-            snprintf(it, sizeof it, "i%d", (s * 3 + i) % 30);
-            ASSERT_EQ(
-                rc_engine_apply_click(e, u, strlen(u), it, strlen(it), "c", 1, "k", 1, ts += 1000),
-                0);
-        }
-    }
+    apply_sessions(e);
     json_int_t pairs = 0;
     json_t *rp = replay_stats(e, &pairs);
     ASSERT(rp != NULL);
