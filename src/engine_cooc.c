@@ -55,7 +55,6 @@ static int keep_row(void *ud, uint32_t row)
     return 0;
 }
 
-/* Cosine of unit q with row's input vector. */
 int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
                            const uint32_t *rows, const float *w, uint32_t nclicks,
                            const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n)
