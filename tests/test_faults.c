@@ -121,6 +121,7 @@ static void finish_exactly_once(e2e_broker *b, e2e_daemon *d, pid_t gen, uint64_
     e2e_truth tr;
     ASSERT_EQ(e2e_gen_wait(gen), 0);
     e2e_topic_truth(b->bootstrap, "clicks", 4, seed, n, invalid, &tr);
+    e2e_gen_topic_checked(&tr, n);
     if (tr.repeats)
         fprintf(stderr, "the log holds %llu valid messages twice (producer retries)\n",
                 (unsigned long long)tr.repeats);
@@ -209,6 +210,7 @@ TEST(faults_rebalance_mid_stream_no_loss)
     ASSERT_EQ(e2e_gen_wait(gen), 0);
     /* the truth: the log's messages (a producer retry may repeat one) */
     e2e_topic_truth(b.bootstrap, "clicks", 4, 21, N, 0.05, &tr);
+    e2e_gen_topic_checked(&tr, N);
     const long long logged = (long long)(tr.valid + tr.invalid);
     long long applied = 0, invalid = 0, unclean = 0, read = 0;
     json_t *sa = NULL, *sb = NULL;
@@ -313,8 +315,9 @@ TEST(faults_broker_down_and_up_no_loss)
 }
 
 /* The fault tests' truth reader counts what the log holds: the generator's
- * lines once each, and a line written twice (as a producer retry writes it)
- * as a repeat, without a second click for its item. */
+ * lines once each, a line written twice (as a producer retry writes it)
+ * as a repeat, without a second click for its item, and the generated lines
+ * the log lacks as absent. */
 TEST(faults_topic_truth_counts_a_repeated_line)
 {
     const uint64_t N = 600;
@@ -327,6 +330,7 @@ TEST(faults_topic_truth_counts_a_repeated_line)
     ASSERT_EQ(t1.valid, gen_tr.valid);
     ASSERT_EQ(t1.invalid, gen_tr.invalid);
     ASSERT_EQ(t1.repeats, 0);
+    ASSERT_EQ(t1.absent, 0);
     e2e_assert_counts(&t1, gen_tr.count);
 
     /* the first valid line again, as a retried batch would write it */
@@ -353,7 +357,13 @@ TEST(faults_topic_truth_counts_a_repeated_line)
     ASSERT_EQ(t2.valid, gen_tr.valid + 1);
     ASSERT_EQ(t2.invalid, gen_tr.invalid);
     ASSERT_EQ(t2.repeats, 1);
+    ASSERT_EQ(t2.absent, 0);
     e2e_assert_counts(&t2, gen_tr.count); /* still one click for its item */
+    free(t2.count);
+    /* a generator run 40 lines longer than the log: those 40 are absent */
+    e2e_topic_truth(b.bootstrap, "clicks", 4, 33, N + 40, 0.02, &t2);
+    ASSERT_EQ(t2.absent, 40);
+    ASSERT_EQ(t2.valid, gen_tr.valid + 1);
     e2e_broker_stop(&b);
     free(gen_tr.count);
     free(t1.count);

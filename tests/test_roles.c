@@ -846,6 +846,7 @@ TEST(roles_shards_train_each_city_once)
     /* the by-city log: each generated line once, a city in one partition */
     e2e_truth bt;
     e2e_topic_truth(b.bootstrap, "clicks.by-city", BPARTS, SEED, N, INV, &bt);
+    ASSERT_EQ(bt.absent, 0); /* recalld's own topic: every line */
     ASSERT_EQ(bt.valid, tr.valid);
     ASSERT_EQ(bt.repeats, 0);
     struct city_parts cp = {.n = 0};
@@ -989,6 +990,7 @@ TEST(roles_shard_killed_cities_resume_on_a_survivor)
     fprintf(stderr, "kill -9 -> survivors quiet: %lld ms\n", e2e_now_ms() - killed);
     /* truth of the by-city log: every line, and how many repeats */
     e2e_topic_truth(b.bootstrap, "clicks.by-city", BPARTS, SEED, N, 0, &bt);
+    ASSERT_EQ(bt.absent, 0);
     ASSERT_EQ(bt.valid - bt.repeats, tr.valid);
     fprintf(stderr,
             "survivors: partitions %#x + %#x, applied %lld + %lld, duplicates %lld + %lld; "
