@@ -102,7 +102,7 @@ void e2e_topic_truth(const char *brokers, const char *topic, int partitions, uin
  * generator, not a lost batch). Seen once: the CI of stop 38 lost a line
  * recalld-gen had a delivery report for (librdkafka 2.0.2's idempotent
  * producer against its mock cluster, which takes no part in recalld's
- * reading); not reproduced in 200 runs since. */
+ * reading); not reproduced in about 150 runs since. */
 void e2e_gen_topic_checked(const e2e_truth *t, uint64_t events);
 /* recalld-gen producing to `brokers` (topic clicks) in the background at `rate`
  * events/s (0 = unpaced); e2e_gen_wait returns its exit status. */
