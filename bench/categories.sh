@@ -50,8 +50,11 @@ with=(--item-cates "$cates")
 eval_run() {
     local out=$1
     shift
-    printf ' %q' recalld-eval "$@" | sed "s|$DATA|\$RECALLD_DATA_DIR|g; s|^ |   |"
-    echo
+    local a line="   recalld-eval"
+    for a in "$@"; do # quoted only where a shell needs it (';'), so it reads as typed
+        if [[ $a =~ ^[A-Za-z0-9_./,:=@%+-]+$ ]]; then line+=" $a"; else line+=" '$a'"; fi
+    done
+    echo "${line//$DATA/\$RECALLD_DATA_DIR}"
     nice "$B/recalld-eval" "$@" >"$out"
 }
 
