@@ -63,10 +63,11 @@ static long long stat_now(const e2e_daemon *d, const char *path)
  * that something happened); fails after 120 s. Returns the value. */
 static long long wait_stat_above(const e2e_daemon *d, const char *path, long long than)
 {
-    long long v, deadline = e2e_now_ms() + 120000;
+    long long v, deadline = e2e_now_ms() + e2e_scaled_ms(120000);
     while ((v = stat_now(d, path)) <= than) {
         if (e2e_now_ms() > deadline)
-            RC__FAIL("%s still %lld after 120 s, want > %lld (log %s)", path, v, than, d->log);
+            RC__FAIL("%s still %lld after %lld s, want > %lld (log %s)", path, v,
+                     e2e_scaled_ms(120000) / 1000, than, d->log);
         ms_sleep(50);
     }
     return v;
@@ -85,10 +86,12 @@ static long log_count(const e2e_daemon *d, const char *re)
 /* Waits until more than `than` lines of the log match re; fails after 120 s. */
 static long wait_log_above(const e2e_daemon *d, const char *re, long than)
 {
-    long n, deadline = (long)e2e_now_ms() + 120000;
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);
+    long n;
     while ((n = log_count(d, re)) <= than) {
-        if ((long)e2e_now_ms() > deadline)
-            RC__FAIL("no new log line /%s/ in 120 s (log %s)", re, d->log);
+        if (e2e_now_ms() > deadline)
+            RC__FAIL("no new log line /%s/ in %lld s (log %s)", re, e2e_scaled_ms(120000) / 1000,
+                     d->log);
         ms_sleep(50);
     }
     return n;
@@ -219,7 +222,7 @@ TEST(faults_rebalance_mid_stream_no_loss)
      * accounted for every event handed to it. Counting applied events is not
      * enough: after a failed hand-over the duplicates reach N before the
      * tail of the stream is read. */
-    for (long long deadline = e2e_now_ms() + 300000;; ms_sleep(200)) {
+    for (long long deadline = e2e_now_ms() + e2e_scaled_ms(300000);; ms_sleep(200)) {
         json_decref(sa);
         json_decref(sb);
         sa = e2e_request(a.sock, "{\"op\":\"stats\"}");
@@ -231,8 +234,8 @@ TEST(faults_rebalance_mid_stream_no_loss)
             break;
         if (e2e_now_ms() > deadline)
             RC__FAIL("positions cover %lld of %lld messages (applied %lld + invalid %lld) "
-                     "after 300 s",
-                     read, logged, applied, invalid);
+                     "after %lld s",
+                     read, logged, applied, invalid, e2e_scaled_ms(300000) / 1000);
     }
     unclean = e2e_int(sa, "kafka.commit_errors") + e2e_int(sb, "kafka.commit_errors") +
               e2e_int(sa, "kafka.lost_assignments") + e2e_int(sb, "kafka.lost_assignments");
