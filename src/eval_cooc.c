@@ -27,25 +27,45 @@
 
 /* ---- the channel from the training sessions ---- */
 
+/* An empty channel for the log's items with cfg's cooc.* settings; *window
+ * is the context the engine pairs a click with (what its session store
+ * holds before it). */
+static int cooc_new(const rc_config *cfg, uint32_t nitems, rc_cooc **out, uint32_t *window,
+                    char *eb, size_t el)
+{
+    rc_cooc_opts o = {.max_items = nitems + 1,
+                      .neighbors = cfg->cooc_neighbors,
+                      .max_bytes = cfg->cooc_max_bytes,
+                      .window = cfg->cooc_window,
+                      .half_life_ms = cfg->cooc_half_life_ms,
+                      .pop_damping = cfg->cooc_pop_damping};
+    o.window = RC_MIN(o.window, cfg->history > 1 ? cfg->history - 1 : 1);
+    *window = o.window;
+    return rc_cooc_create(&o, out, eb, el);
+}
+
+/* Record i of log into the channel: with its session's previous clicks, at
+ * most window of them. */
+static void cooc_feed(rc_cooc *c, uint32_t window, const rc_clicklog *log, size_t i)
+{
+    size_t start = log->sess_off[log->recs[i].session];
+    uint32_t ctx[RC_COOC_MAX_WINDOW], m = 0;
+    for (size_t x = i - RC_MIN(i - start, (size_t)window); x < i; x++)
+        ctx[m++] = log->recs[x].item;
+    rc_cooc_click(c, log->recs[i].item, ctx, m, log->recs[i].ts_ms);
+}
+
 static int cooc_build(const rc_eval_split *s, rc_cooc **out, char *eb, size_t el)
 {
     const rc_clicklog *log = s->log;
     rc_config cfg;
+    uint32_t window;
     rc_config_defaults(&cfg);
-    rc_cooc_opts o = {.max_items = s->nitems + 1,
-                      .neighbors = cfg.cooc_neighbors,
-                      .max_bytes = cfg.cooc_max_bytes,
-                      .window = cfg.cooc_window,
-                      .half_life_ms = cfg.cooc_half_life_ms,
-                      .pop_damping = cfg.cooc_pop_damping};
-    /* The engine pairs a click with what the session store holds before it. */
-    o.window = RC_MIN(o.window, cfg.history > 1 ? cfg.history - 1 : 1);
     size_t *order = malloc((s->train_clicks ? s->train_clicks : 1) * sizeof *order), n = 0;
-    uint32_t ctx[RC_COOC_MAX_WINDOW];
     int rc;
     if (!order)
         return rc_err(eb, el, RC_ENOMEM, "cooc: out of memory");
-    if ((rc = rc_cooc_create(&o, out, eb, el))) {
+    if ((rc = cooc_new(&cfg, s->nitems, out, &window, eb, el))) {
         free(order);
         return rc;
     }
@@ -55,13 +75,8 @@ static int cooc_build(const rc_eval_split *s, rc_cooc **out, char *eb, size_t el
                  i++)
                 order[n++] = i;
     qsort_r(order, n, sizeof *order, rc__eval_by_time, (void *)log);
-    for (size_t j = 0; j < n; j++) {
-        size_t i = order[j], start = log->sess_off[log->recs[i].session];
-        uint32_t m = 0;
-        for (size_t x = i - RC_MIN(i - start, (size_t)o.window); x < i; x++)
-            ctx[m++] = log->recs[x].item;
-        rc_cooc_click(*out, log->recs[i].item, ctx, m, log->recs[i].ts_ms);
-    }
+    for (size_t j = 0; j < n; j++)
+        cooc_feed(*out, window, log, order[j]);
     free(order);
     return 0;
 }
@@ -102,6 +117,8 @@ struct fused {
     float *cs;      /* their co-occurrence scores */
     float *escores; /* the AUC candidates' embedding scores */
     float ces[RC_EVAL_K];
+    int em_borrowed; /* em is the caller's (prequential-fused): not destroyed here */
+    uint32_t window; /* prequential-fused: the context of a fed click */
 };
 
 /* Both channels' candidates for prediction p (k of each) and the cross scores. */
@@ -154,14 +171,19 @@ static int fused_predict(void *state, const rc_eval_split *s, const rc_eval_pos 
     return 0;
 }
 
-static int fused_init(struct fused *f, const rc_eval_env *env, const rc_eval_split *s,
-                      const rc_table *t, rc_index *ix, float weight, char *eb, size_t el)
+static int fused_bufs(struct fused *f, float weight)
 {
     *f = (struct fused){.weight = weight};
     f->all = malloc((RC_EVAL_K + 1 + RC_EVAL_MAX_NEGATIVES) * sizeof *f->all);
     f->cs = malloc((RC_EVAL_K + 1 + RC_EVAL_MAX_NEGATIVES) * sizeof *f->cs);
     f->escores = malloc((1 + RC_EVAL_MAX_NEGATIVES) * sizeof *f->escores);
-    if (!f->all || !f->cs || !f->escores)
+    return f->all && f->cs && f->escores ? 0 : RC_ENOMEM;
+}
+
+static int fused_init(struct fused *f, const rc_eval_env *env, const rc_eval_split *s,
+                      const rc_table *t, rc_index *ix, float weight, char *eb, size_t el)
+{
+    if (fused_bufs(f, weight))
         return rc_err(eb, el, RC_ENOMEM, "fused: out of memory");
     int rc = rc__eval_embed_new(env, s, t, ix, &f->em, eb, el);
     if (rc)
@@ -173,7 +195,8 @@ static int fused_init(struct fused *f, const rc_eval_env *env, const rc_eval_spl
 static void fused_free(struct fused *f)
 {
     rc_cooc_destroy(f->c);
-    rc_eval_embed_destroy(f->em);
+    if (!f->em_borrowed)
+        rc_eval_embed_destroy(f->em);
     free(f->all);
     free(f->cs);
     free(f->escores);
@@ -319,4 +342,60 @@ out:
     rc_index_destroy(ix);
     rc_table_destroy(t);
     return rc;
+}
+
+/* ---- prequential-fused: both channels streamed ---- */
+
+struct rc__eval_live_fused {
+    struct fused f;
+};
+
+int rc__eval_live_fused_create(const rc_eval_env *env, rc__eval_live_fused **out, float *weight,
+                               char *eb, size_t el)
+{
+    rc_config cfg;
+    rc__eval_live_fused *lf = calloc(1, sizeof *lf);
+    int rc;
+    *out = NULL;
+    if (!lf)
+        return rc_err(eb, el, RC_ENOMEM, "prequential-fused: out of memory");
+    struct fused *f = &lf->f;
+    if ((rc = rc__eval_stream_config(env, NULL, &cfg, eb, el)))
+        goto fail;
+    if ((rc = fused_bufs(f, cfg.cooc_fuse_weight))) {
+        rc = rc_err(eb, el, rc, "prequential-fused: out of memory");
+        goto fail;
+    }
+    f->em_borrowed = 1;
+    if ((rc = cooc_new(&cfg, rc_dict_size(env->log->items), &f->c, &f->window, eb, el)))
+        goto fail;
+    *weight = f->weight;
+    *out = lf;
+    return 0;
+fail:
+    f->em_borrowed = 1;
+    fused_free(f);
+    free(lf);
+    return rc;
+}
+
+void rc__eval_live_fused_click(rc__eval_live_fused *lf, const rc_clicklog *log, size_t i)
+{
+    cooc_feed(lf->f.c, lf->f.window, log, i);
+}
+
+void rc__eval_live_fused_predictor(rc__eval_live_fused *lf, rc_eval_embed *em,
+                                   rc_eval_predictor *pr)
+{
+    lf->f.em = em;
+    rc_eval_embed_predictor(em, &lf->f.emb_pr);
+    *pr = (rc_eval_predictor){.state = &lf->f, .predict = fused_predict};
+}
+
+void rc__eval_live_fused_destroy(rc__eval_live_fused *lf)
+{
+    if (lf) {
+        fused_free(&lf->f);
+        free(lf);
+    }
 }

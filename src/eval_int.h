@@ -15,6 +15,20 @@ int rc__eval_run_tower_all(rc_eval_env *env, rc_eval_report *rep, char *eb, size
 int rc__eval_run_itemknn_live(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
 int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el);
 
+/* prequential-fused's second channel (src/eval_cooc.c): the daemon's
+ * co-occurrence channel (defaults + --stream-set cooc.*) fed by the stream
+ * the engine learns from, each click with its session's previous clicks,
+ * and a predictor fusing it with an embedding recall (rc_cooc_fuse at
+ * cooc.fuse_weight, *weight): the daemon's "mode":"fused" on a live engine. */
+typedef struct rc__eval_live_fused rc__eval_live_fused;
+int rc__eval_live_fused_create(const rc_eval_env *env, rc__eval_live_fused **out, float *weight,
+                               char *eb, size_t el);
+void rc__eval_live_fused_click(rc__eval_live_fused *lf, const rc_clicklog *log, size_t i);
+/* pr fuses em's recall (em stays the caller's) with the channel. */
+void rc__eval_live_fused_predictor(rc__eval_live_fused *lf, rc_eval_embed *em,
+                                   rc_eval_predictor *pr);
+void rc__eval_live_fused_destroy(rc__eval_live_fused *lf); /* NULL-safe */
+
 /* Runs predictor pr over every prediction of env->split into rep->m (and
  * rep->slice with env->slices), accumulating into env->acc when set, else
  * into an accumulator of its own. Errors are prefixed with what. */

@@ -406,7 +406,8 @@ static int rebuild_install(const rc_eval_env *env, rc_engine *e, const rc_eval_s
  * settings of stream-daily-install's rebuild at each later split's start. */
 static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
                   const rc_eval_split *const *sp, size_t n, rc_eval_acc *const *acc,
-                  const rc_train_opts *bo, rc_eval_gate_stats *gs, char *eb, size_t el)
+                  const rc_train_opts *bo, rc_eval_gate_stats *gs, rc__eval_live_fused *lf,
+                  char *eb, size_t el)
 {
     rc_eval_embed **em = calloc(n, sizeof *em); /* per split, made at its first prediction */
     rc_eval_predictor pr;
@@ -444,11 +445,16 @@ static int stream(const rc_eval_env *env, rc_engine *e, const struct replay *r,
                 rc = rc__eval_embed_query_setup(env, em[k], eb, el);
         if (!rc && r->pos_of[i] != NO_POS) {
             rc_engine_flush_index(e);
-            rc_eval_embed_predictor(em[k], &pr);
+            if (lf)
+                rc__eval_live_fused_predictor(lf, em[k], &pr);
+            else
+                rc_eval_embed_predictor(em[k], &pr);
             rc = rc_eval_predict(sp[k], &pr, r->pos_of[i], acc[k], w);
         }
         if (!rc)
             rc = apply(e, r->log, i);
+        if (!rc && lf)
+            rc__eval_live_fused_click(lf, r->log, i);
     }
     if (rc && !rebuilt)
         rc_err(eb, el, rc, "prequential: %s", rc_strerror(rc));
@@ -571,6 +577,7 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
     char path[256] = "", tuned_kv[RC_TUNE_STREAM_NKEYS][64];
     const char *set[64];
     rc_eval_env run = *env; /* env with the tuned knobs added to --stream-set */
+    rc__eval_live_fused *lf = NULL;
     int rc;
     warm = !!warm;
     o.mode = RC_SGNS_SKIPGRAM;
@@ -615,8 +622,15 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
     rc_eval_gate_stats gs = {.hours = env->gate_hours > 0 ? env->gate_hours : RC_EVAL_GATE_HOURS,
                              .ratio = env->gate_ratio > 0 ? env->gate_ratio : 1.0,
                              .min_z = env->gate_min_z};
+    if (env->stream_fused) {
+        float weight;
+        if ((rc = rc__eval_live_fused_create(&run, &lf, &weight, eb, el)))
+            goto out;
+        rep->has_fuse = 1;
+        rep->fuse_weight = weight;
+    }
     if ((rc = stream(&run, e, &r, sp, n, acc, warm && n > 1 && env->install ? &o : NULL,
-                     gated ? &gs : NULL, eb, el)))
+                     gated ? &gs : NULL, lf, eb, el)))
         goto out;
     if ((rep->has_gate = gated))
         rep->gate = gs;
@@ -644,6 +658,7 @@ out:
         e = NULL;
     }
     rc_engine_destroy(e);
+    rc__eval_live_fused_destroy(lf);
     if (path[0])
         unlink(path);
     replay_free(&r);
@@ -672,6 +687,14 @@ static int run_prequential_warm(rc_eval_env *env, rc_eval_report *rep, char *eb,
     return run_stream(env, rep, 1, eb, el);
 }
 
+static int run_prequential_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t el)
+{
+    env->stream_fused = 1;
+    int rc = run_stream(env, rep, 0, eb, el);
+    env->stream_fused = 0;
+    return rc;
+}
+
 const rc_eval_method rc_eval_methods[] = {
     {"popularity", run_popularity, 0},
     {"itemknn", run_itemknn, 0},
@@ -679,6 +702,7 @@ const rc_eval_method rc_eval_methods[] = {
     {"cbow", run_cbow, 0},
     {"prequential", run_prequential, 0},
     {"prequential-warm", run_prequential_warm, 0},
+    {"prequential-fused", run_prequential_fused, 1},
     {"multi_category", run_multi_category, 0},
     {"itemknn-live", rc__eval_run_itemknn_live, 0},
     {"fused", rc__eval_run_fused, 0},

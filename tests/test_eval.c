@@ -1244,6 +1244,71 @@ TEST(eval_tune_stream_never_reads_the_test_period)
     streamed_free(&b);
 }
 
+/* ---- prequential-fused: the daemon's fused mode, streamed ---- */
+
+/* HR@50 of prequential and prequential-fused on path (at cooc.fuse_weight
+ * w), the embedding learning at rate 1e-6 (it learns next to nothing). */
+static void fused_stream_hr(const char *path, double w, double *plain, double *fused)
+{
+    char *out = NULL;
+    int st = e2e_sh(&out,
+                    "%s --input %s --session session --item item --time time --time-unit s "
+                    "--dim 16 --threads 1 --stream-lr 1e-6 --stream-set cooc.fuse_weight=%g "
+                    "--methods prequential,prequential-fused --json --quiet",
+                    RC_BIN("recalld-eval"), path, w);
+    ASSERT_EQ(st, 0);
+    json_t *j = e2e_json(out), *ms = json_object_get(j, "methods");
+    json_t *p = json_object_get(ms, "prequential"), *f = json_object_get(ms, "prequential-fused");
+    ASSERT(json_is_object(p) && json_is_object(f));
+    ASSERT_DBL_OP(json_number_value(json_object_get(f, "fuse_weight")), ==, w);
+    ASSERT_EQ(json_integer_value(json_object_get(f, "predictions")),
+              json_integer_value(json_object_get(p, "predictions")));
+    ASSERT_GT(json_integer_value(json_object_get(f, "predictions")), 500);
+    *plain = json_number_value(json_object_get(p, "hr@50"));
+    *fused = json_number_value(json_object_get(f, "hr@50"));
+    json_decref(j);
+    free(out);
+}
+
+/* Sessions of three items of one of 500 triples, after 1,000 sessions of
+ * three random items (where the items are first seen: a new item starts
+ * near the items clicked before it, which would place the triples without
+ * any training). Which items go together is in the co-occurrence of the
+ * stream's clicks, and the embedding, at a rate of 1e-6, learns none of it.
+ * prequential-fused feeds the channel from the same stream (nothing is
+ * trained before the cut): at weight 1 it finds the triples; at weight 0
+ * the embedding ranks. */
+TEST(eval_prequential_fused_streams_the_cooc_channel)
+{
+    char path[256];
+    tmp_path(path, sizeof path, ".csv");
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "session,item,time\n");
+    rc_rng rng;
+    rc_rng_seed(&rng, 777);
+    for (int s = 0; s < 5000; s++) {
+        uint32_t t = rc_rng_below(&rng, 500), first = rc_rng_below(&rng, 3);
+        for (uint32_t j = 0; j < 3; j++) /* the first 1,000: three random items */
+            fprintf(f, "%d,i%u,%d\n", s,
+                    s < 1000 ? rc_rng_below(&rng, 1500) : t * 3 + (first + j) % 3,
+                    s * 600 + (int)j * 30);
+    }
+    ASSERT_EQ(fclose(f), 0);
+    double plain1, fused1, plain0, fused0;
+    fused_stream_hr(path, 1, &plain1, &fused1);
+    fused_stream_hr(path, 0, &plain0, &fused0);
+    fprintf(stderr, "hr@50 prequential %.4f, prequential-fused at weight 1 %.4f, at 0 %.4f\n",
+            plain1, fused1, fused0);
+    ASSERT_DBL_OP(fused1, >, 0.9);
+    ASSERT_DBL_OP(fused1, >, 2 * plain1);
+    ASSERT_DBL_OP(plain0, ==, plain1); /* the weight is the fused method's alone */
+    /* at 0 the channel only proposes candidates, ranked by their embedding
+     * score (rc_cooc_fuse): the triples are not found */
+    ASSERT_DBL_OP(fused0, <, fused1 - 0.3);
+    rm_tree(path);
+}
+
 /* ---- the items' categories (--item-cates) reach the stream ---- */
 
 /* HR@50 of `prequential` on path, with --item-cates cates when given. */

@@ -488,6 +488,9 @@ typedef struct rc_eval_env {
      * every later run of that kind reuses the choice (stream_tuned[warm]). */
     int tune_stream;
     int have_stream_tuned[2];
+    int stream_fused;            /* prequential-fused is running: the stream's predictions
+                                  * fuse the engine's recall with a co-occurrence channel
+                                  * fed by the same stream (the daemon's "fused" mode) */
     int live;                    /* stream-daily-live is running (rc_eval_daily_run) */
     struct rc_engine *live_prev; /* its last period's engine, whose table the next rebuild
                                   * starts from; freed by rc_eval_daily_run */
