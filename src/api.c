@@ -195,28 +195,28 @@ static int parse_recall_opts(rc_api *a, json_t *req, recall_opts *o, char *msg, 
         }
         o->q.exact = json_is_true(v);
     }
+    /* the request's mode, else recall.mode (validated against the channel) */
+    int mode = rc_engine_recall_mode(a->engine);
     if ((v = json_object_get(req, "mode")) && !json_is_null(v)) {
         const char *m = json_string_value(v);
-        if (m && strcmp(m, "multi_category") == 0)
-            o->q.multi_category = 1;
-        else if (m && strcmp(m, "two_tower") == 0)
-            o->q.two_tower = 1;
-        else if (m && strcmp(m, "itemknn") == 0)
-            o->q.itemknn = 1;
-        else if (m && strcmp(m, "fused") == 0)
-            o->q.fused = 1;
-        else if (!m || strcmp(m, "avg") != 0) {
+        if ((mode = rc_recall_mode_parse(m)) < 0) {
             snprintf(msg, msglen,
                      "mode: expected \"avg\", \"multi_category\", \"two_tower\", \"itemknn\" or "
                      "\"fused\"");
             return -1;
         }
-        if ((o->q.itemknn || o->q.fused) && !rc_engine_config(a->engine)->cooc_max_bytes) {
-            snprintf(msg, msglen,
-                     "mode: \"%s\" needs the co-occurrence channel (cooc.max_bytes > 0)", m);
-            return -1;
-        }
     }
+    /* (a reloaded recall.mode can name the channel a restart would turn on) */
+    if ((mode == RC_RECALL_MODE_ITEMKNN || mode == RC_RECALL_MODE_FUSED) &&
+        !rc_engine_config(a->engine)->cooc_max_bytes) {
+        snprintf(msg, msglen, "mode: \"%s\" needs the co-occurrence channel (cooc.max_bytes > 0)",
+                 rc_recall_mode_names[mode]);
+        return -1;
+    }
+    o->q.multi_category = mode == RC_RECALL_MODE_MULTI_CATEGORY;
+    o->q.two_tower = mode == RC_RECALL_MODE_TWO_TOWER;
+    o->q.itemknn = mode == RC_RECALL_MODE_ITEMKNN;
+    o->q.fused = mode == RC_RECALL_MODE_FUSED;
     if ((v = json_object_get(req, "now_ms")) && !json_is_null(v)) {
         if (!json_is_integer(v) || json_integer_value(v) <= 0) {
             snprintf(msg, msglen, "now_ms: expected epoch milliseconds (integer > 0)");

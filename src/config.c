@@ -31,8 +31,20 @@ enum ktype {
     K_UIDS,
     K_STORAGE,
     K_ROLE,
-    K_BGPOLICY
+    K_BGPOLICY,
+    K_RMODE
 };
+
+const char *const rc_recall_mode_names[RC_RECALL_NMODES] = {"avg", "multi_category", "two_tower",
+                                                            "itemknn", "fused"};
+
+int rc_recall_mode_parse(const char *s)
+{
+    for (int i = 0; s && i < RC_RECALL_NMODES; i++)
+        if (strcmp(s, rc_recall_mode_names[i]) == 0)
+            return i;
+    return -1;
+}
 
 struct key {
     const char *name; /* "section.key" */
@@ -121,6 +133,7 @@ static const struct key keys[] = {
     {"recall.multi_category_parallel", K_BOOL, F(mc_parallel), 0, 1},
     {"recall.max_batch_users", K_U32, F(max_batch_users), 1, 10000},
     {"recall.scope", K_SCOPE, F(recall_user_city), 0, 1},
+    {"recall.mode", K_RMODE, F(recall_mode), 0, RC_RECALL_NMODES - 1},
     {"recall.max_k_users", K_U32, F(max_k_users), 1, 1e9},
     {"recall.max_exact_scan", K_U64, F(max_exact_scan), 1, 1e15},
     {"cooc.max_bytes", K_U64, F(cooc_max_bytes), 0, 1e12},
@@ -388,6 +401,15 @@ static int set_enum(rc_config *c, const struct key *k, json_t *v, const char *wh
                 return 0;
             }
         return bad(eb, el, where, k->name, "expected \"all\", \"trainer\" or \"replica\"");
+    }
+    if (k->type == K_RMODE) {
+        int m = rc_recall_mode_parse(s);
+        if (m < 0)
+            return bad(eb, el, where, k->name,
+                       "expected \"avg\", \"multi_category\", \"two_tower\", \"itemknn\" or "
+                       "\"fused\"");
+        *(int *)p = m;
+        return 0;
     }
     if (k->type == K_BGPOLICY) {
         if (strcmp(s, "nice") && strcmp(s, "idle"))
@@ -798,6 +820,52 @@ static size_t field_size(const struct key *k)
     }
 }
 
+const char *const rc_config_reloadable[] = {"log.level",
+                                            "log.format",
+                                            "log.stats_interval_ms",
+                                            "recall.k_default",
+                                            "recall.k_max",
+                                            "recall.window",
+                                            "recall.popularity_weight",
+                                            "recall.mode",
+                                            "index.overfetch",
+                                            "checkpoint.interval_ms",
+                                            "checkpoint.keep",
+                                            "checkpoint.max_mb_s",
+                                            "tower.model",
+                                            "tower.refresh_rows",
+                                            "tower.recompute_per_flush",
+                                            "socket.request_slice_us"};
+const size_t rc_config_nreloadable = RC_ARRAY_LEN(rc_config_reloadable);
+
+int rc_config_is_reloadable(const char *key)
+{
+    for (size_t i = 0; i < rc_config_nreloadable; i++)
+        if (strcmp(rc_config_reloadable[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+void rc_config_copy_reloadable(rc_config *c, const rc_config *n)
+{
+    snprintf(c->log_level, sizeof c->log_level, "%s", n->log_level);
+    snprintf(c->log_format, sizeof c->log_format, "%s", n->log_format);
+    c->stats_interval_ms = n->stats_interval_ms;
+    c->k_default = n->k_default;
+    c->k_max = n->k_max;
+    c->recall_window = n->recall_window;
+    c->popularity_weight = n->popularity_weight;
+    c->recall_mode = n->recall_mode;
+    c->overfetch = n->overfetch;
+    c->ckpt_interval_ms = n->ckpt_interval_ms;
+    c->ckpt_keep = n->ckpt_keep;
+    c->ckpt_max_mb_s = n->ckpt_max_mb_s;
+    snprintf(c->tower_model, sizeof c->tower_model, "%s", n->tower_model);
+    c->tower_refresh_rows = n->tower_refresh_rows;
+    c->tower_recompute = n->tower_recompute;
+    c->request_slice_us = n->request_slice_us;
+}
+
 size_t rc_config_diff(const rc_config *a, const rc_config *b, const char **names, size_t cap)
 {
     size_t n = 0;
@@ -869,6 +937,11 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
     if (c->k_default > c->k_max)
         INVALID("recall.k_default", "recall.k_max", "must not exceed recall.k_max (got %u > %u)",
                 c->k_default, c->k_max);
+    if ((c->recall_mode == RC_RECALL_MODE_ITEMKNN || c->recall_mode == RC_RECALL_MODE_FUSED) &&
+        !c->cooc_max_bytes)
+        INVALID("recall.mode", "cooc.max_bytes",
+                "\"%s\" needs the co-occurrence channel (cooc.max_bytes > 0)",
+                rc_recall_mode_names[c->recall_mode]);
     if (c->recall_window > c->history)
         INVALID("recall.window", "sessions.history",
                 "must not exceed sessions.history (got %u > %u)", c->recall_window, c->history);

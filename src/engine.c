@@ -1482,8 +1482,14 @@ void rc_engine_reload(rc_engine *e, const rc_config *c)
     float of = c->overfetch;
     __atomic_store(&e->cfg.overfetch, &of, __ATOMIC_RELAXED);
     rc_table_set_pop_weight(e->table, c->popularity_weight);
+    __atomic_store_n(&e->cfg.recall_mode, c->recall_mode, __ATOMIC_RELAXED);
     atomic_store(&e->ck->keep, c->ckpt_keep);
     atomic_store(&e->ck->max_mb_s, c->ckpt_max_mb_s);
+}
+
+int rc_engine_recall_mode(const rc_engine *e)
+{
+    return __atomic_load_n(&e->cfg.recall_mode, __ATOMIC_RELAXED);
 }
 
 void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max)

@@ -55,20 +55,14 @@ static void cooc_feed(rc_cooc *c, uint32_t window, const rc_clicklog *log, size_
     rc_cooc_click(c, log->recs[i].item, ctx, m, log->recs[i].ts_ms);
 }
 
-static int cooc_build(const rc_eval_split *s, rc_cooc **out, char *eb, size_t el)
+/* Split s's training sessions into the channel, click by click in event
+ * time order. */
+static int cooc_feed_training(rc_cooc *c, uint32_t window, const rc_eval_split *s)
 {
     const rc_clicklog *log = s->log;
-    rc_config cfg;
-    uint32_t window;
-    rc_config_defaults(&cfg);
     size_t *order = malloc((s->train_clicks ? s->train_clicks : 1) * sizeof *order), n = 0;
-    int rc;
     if (!order)
-        return rc_err(eb, el, RC_ENOMEM, "cooc: out of memory");
-    if ((rc = cooc_new(&cfg, s->nitems, out, &window, eb, el))) {
-        free(order);
-        return rc;
-    }
+        return RC_ENOMEM;
     for (uint32_t ss = 0; ss < log->nsessions; ss++)
         if (s->role[ss] == RC_EVAL_TRAIN)
             for (size_t i = log->sess_off[ss]; i < log->sess_off[ss + 1] && n < s->train_clicks;
@@ -76,8 +70,24 @@ static int cooc_build(const rc_eval_split *s, rc_cooc **out, char *eb, size_t el
                 order[n++] = i;
     qsort_r(order, n, sizeof *order, rc__eval_by_time, (void *)log);
     for (size_t j = 0; j < n; j++)
-        cooc_feed(*out, window, log, order[j]);
+        cooc_feed(c, window, log, order[j]);
     free(order);
+    return 0;
+}
+
+static int cooc_build(const rc_eval_split *s, rc_cooc **out, char *eb, size_t el)
+{
+    rc_config cfg;
+    uint32_t window;
+    int rc;
+    rc_config_defaults(&cfg);
+    if ((rc = cooc_new(&cfg, s->nitems, out, &window, eb, el)))
+        return rc;
+    if (cooc_feed_training(*out, window, s)) {
+        rc_cooc_destroy(*out);
+        *out = NULL;
+        return rc_err(eb, el, RC_ENOMEM, "cooc: out of memory");
+    }
     return 0;
 }
 
@@ -358,12 +368,12 @@ int rc__eval_live_fused_create(const rc_eval_env *env, rc__eval_live_fused **out
     int rc;
     *out = NULL;
     if (!lf)
-        return rc_err(eb, el, RC_ENOMEM, "prequential-fused: out of memory");
+        return rc_err(eb, el, RC_ENOMEM, "stream fused: out of memory");
     struct fused *f = &lf->f;
     if ((rc = rc__eval_stream_config(env, NULL, &cfg, eb, el)))
         goto fail;
     if ((rc = fused_bufs(f, cfg.cooc_fuse_weight))) {
-        rc = rc_err(eb, el, rc, "prequential-fused: out of memory");
+        rc = rc_err(eb, el, rc, "stream fused: out of memory");
         goto fail;
     }
     f->em_borrowed = 1;
@@ -377,6 +387,14 @@ fail:
     fused_free(f);
     free(lf);
     return rc;
+}
+
+int rc__eval_live_fused_prefeed(rc__eval_live_fused *lf, const rc_eval_split *s, char *eb,
+                                size_t el)
+{
+    if (cooc_feed_training(lf->f.c, lf->f.window, s))
+        return rc_err(eb, el, RC_ENOMEM, "stream fused: out of memory");
+    return 0;
 }
 
 void rc__eval_live_fused_click(rc__eval_live_fused *lf, const rc_clicklog *log, size_t i)

@@ -213,16 +213,17 @@ void rc_eval_daily_period_name(const rc_eval_daily *d, uint32_t k, char *buf, si
 /* ---- methods ---- */
 
 const rc_eval_daily_method rc_eval_daily_methods[] = {
-    {"popularity", "popularity", 0, 0, 0},
-    {"itemknn", "itemknn", 0, 0, 0},
-    {"batch-daily", "sgns", 0, 0, 0},
-    {"stream-warm", NULL, 0, 0, 0},
-    {"stream-daily", "prequential-warm", 0, 0, 0},
-    {"itemknn-live", "itemknn-live", 0, 0, 0}, /* run only when named (--methods) */
-    {"fused", "fused", 0, 0, 0},
-    {"stream-daily-live", "prequential-warm", 1, 0, 0}, /* run only when named */
-    {"stream-daily-install", NULL, 0, 1, 0},            /* run only when named */
-    {"stream-daily-gated", NULL, 0, 1, 1},              /* run only when named */
+    {"popularity", "popularity", 0, 0, 0, 0},
+    {"itemknn", "itemknn", 0, 0, 0, 0},
+    {"batch-daily", "sgns", 0, 0, 0, 0},
+    {"stream-warm", NULL, 0, 0, 0, 0},
+    {"stream-daily", "prequential-warm", 0, 0, 0, 0},
+    {"itemknn-live", "itemknn-live", 0, 0, 0, 0}, /* run only when named (--methods) */
+    {"fused", "fused", 0, 0, 0, 0},
+    {"stream-daily-live", "prequential-warm", 1, 0, 0, 0}, /* run only when named */
+    {"stream-daily-install", NULL, 0, 1, 0, 0},            /* run only when named */
+    {"stream-daily-gated", NULL, 0, 1, 1, 0},              /* run only when named */
+    {"stream-warm-fused", NULL, 0, 0, 0, 1},               /* run only when named */
 };
 const size_t rc_eval_daily_nmethods = RC_ARRAY_LEN(rc_eval_daily_methods);
 
@@ -327,8 +328,9 @@ int rc_eval_daily_run(const rc_eval_daily_method *m, rc_eval_env *env, const rc_
     } else {
         env->install = m->install;
         env->gate = m->gate;
+        env->stream_fused = m->fused;
         rc = run_warm_once(env, d, acc, &rep->all, eb, el);
-        env->install = env->gate = 0;
+        env->install = env->gate = env->stream_fused = 0;
     }
     if (!rc)
         daily_report(d, acc, &total, rep);

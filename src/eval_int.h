@@ -19,11 +19,16 @@ int rc__eval_run_fused(rc_eval_env *env, rc_eval_report *rep, char *eb, size_t e
  * co-occurrence channel (defaults + --stream-set cooc.*) fed by the stream
  * the engine learns from, each click with its session's previous clicks,
  * and a predictor fusing it with an embedding recall (rc_cooc_fuse at
- * cooc.fuse_weight, *weight): the daemon's "mode":"fused" on a live engine. */
+ * cooc.fuse_weight, *weight): the daemon's "mode":"fused" on a live engine
+ * (prequential-fused, stream-warm-fused). */
 typedef struct rc__eval_live_fused rc__eval_live_fused;
 int rc__eval_live_fused_create(const rc_eval_env *env, rc__eval_live_fused **out, float *weight,
                                char *eb, size_t el);
 void rc__eval_live_fused_click(rc__eval_live_fused *lf, const rc_clicklog *log, size_t i);
+/* s's training sessions into the channel (a warm start: the clicks the
+ * batch model learnt, which a running daemon's channel has seen too). */
+int rc__eval_live_fused_prefeed(rc__eval_live_fused *lf, const rc_eval_split *s, char *eb,
+                                size_t el);
 /* pr fuses em's recall (em stays the caller's) with the channel. */
 void rc__eval_live_fused_predictor(rc__eval_live_fused *lf, rc_eval_embed *em,
                                    rc_eval_predictor *pr);

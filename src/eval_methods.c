@@ -624,7 +624,8 @@ int rc__eval_stream(rc_eval_env *env, const rc_eval_split *const *sp, size_t n,
                              .min_z = env->gate_min_z};
     if (env->stream_fused) {
         float weight;
-        if ((rc = rc__eval_live_fused_create(&run, &lf, &weight, eb, el)))
+        if ((rc = rc__eval_live_fused_create(&run, &lf, &weight, eb, el)) ||
+            (warm && (rc = rc__eval_live_fused_prefeed(lf, sp[0], eb, el))))
             goto out;
         rep->has_fuse = 1;
         rep->fuse_weight = weight;

@@ -42,6 +42,72 @@ TEST(config_examples_load_and_validate)
     ASSERT_EQ(c.gap_ms, 1800000);
 }
 
+/* SIGHUP applies the reloadable keys (rc_config_copy_reloadable): a file
+ * that changes every one of them differs from the running configuration in
+ * exactly those keys, and in none once copied. A key added to the list but
+ * not copied (recall.popularity_weight was listed, logged as changed and
+ * not applied) fails here. */
+TEST(config_reload_copies_every_reloadable_key)
+{
+    rc_config run, next;
+    char err[512];
+    const char *names[64];
+    rc_config_defaults(&run);
+    rc_config_defaults(&next);
+    ASSERT_EQ(rc_config_load_str(&next,
+                                 "{\"log\":{\"level\":\"debug\",\"format\":\"json\","
+                                 "\"stats_interval_ms\":1234},"
+                                 "\"recall\":{\"k_default\":7,\"k_max\":77,\"window\":3,"
+                                 "\"popularity_weight\":0.5,\"mode\":\"fused\"},"
+                                 "\"index\":{\"overfetch\":5},"
+                                 "\"checkpoint\":{\"interval_ms\":4321,\"keep\":9,"
+                                 "\"max_mb_s\":17},"
+                                 "\"tower\":{\"model\":\"/nonexistent/t.rtm\","
+                                 "\"refresh_rows\":33,\"recompute_per_flush\":44},"
+                                 "\"socket\":{\"request_slice_us\":999}}",
+                                 err, sizeof err),
+              0);
+    size_t n = rc_config_diff(&run, &next, names, RC_ARRAY_LEN(names));
+    for (size_t i = 0; i < n && i < RC_ARRAY_LEN(names); i++)
+        if (!rc_config_is_reloadable(names[i]))
+            RC__FAIL("%s changed but is not reloadable", names[i]);
+    ASSERT_EQ(n, rc_config_nreloadable); /* the file changes every reloadable key */
+    rc_config_copy_reloadable(&run, &next);
+    n = rc_config_diff(&run, &next, names, RC_ARRAY_LEN(names));
+    if (n)
+        RC__FAIL("%s changed and was not copied", names[0]);
+    ASSERT_EQ(run.recall_mode, RC_RECALL_MODE_FUSED);
+    ASSERT_DBL_OP(run.popularity_weight, ==, 0.5);
+    ASSERT(!rc_config_is_reloadable("model.dim"));
+}
+
+/* recall.mode: the five modes, anything else refused naming them; a mode
+ * of the co-occurrence channel refused while the channel is off. */
+TEST(config_recall_mode)
+{
+    rc_config c;
+    char err[512];
+    for (int m = 0; m < RC_RECALL_NMODES; m++) {
+        char json[128];
+        rc_config_defaults(&c);
+        snprintf(json, sizeof json, "{\"recall\":{\"mode\":\"%s\"}}", rc_recall_mode_names[m]);
+        ASSERT_EQ(rc_config_load_str(&c, json, err, sizeof err), 0);
+        ASSERT_EQ(c.recall_mode, m);
+        ASSERT_EQ(rc_config_validate(&c, err, sizeof err), 0);
+    }
+    rc_config_defaults(&c);
+    ASSERT_EQ(c.recall_mode, RC_RECALL_MODE_AVG);
+    ASSERT_NE(rc_config_load_str(&c, "{\"recall\":{\"mode\":\"knn\"}}", err, sizeof err), 0);
+    ASSERT(strstr(err, "recall.mode") && strstr(err, "\"fused\""));
+    rc_config_defaults(&c);
+    ASSERT_EQ(rc_config_load_str(&c,
+                                 "{\"recall\":{\"mode\":\"itemknn\"},\"cooc\":{\"max_bytes\":0}}",
+                                 err, sizeof err),
+              0);
+    ASSERT_NE(rc_config_validate(&c, err, sizeof err), 0);
+    ASSERT(strstr(err, "recall.mode") && strstr(err, "cooc.max_bytes"));
+}
+
 /* Every error names the key and says what was expected. */
 TEST(config_errors_name_the_key)
 {

@@ -3,7 +3,7 @@
  * docs/CONFIG.md has one table row per key: key, type, range, default, SIGHUP,
  * meaning. The keys the loader accepts are read from src/config.c's key table
  * (plus kafka.config, which the loader handles apart); the keys SIGHUP applies
- * from src/bin/recalld.c's `reloadable` list. Every value the doc states is
+ * from rc_config_reloadable. Every value the doc states is
  * checked through the real loader: the default must load and equal
  * rc_config_defaults (rc_config_diff finds no difference), the range ends must
  * load and the values just outside must not, every listed enum value must
@@ -68,19 +68,8 @@ static size_t code_keys(code_key *keys)
     return n;
 }
 
-/* src/bin/recalld.c: the keys SIGHUP applies. */
-static int reloadable(const char *key)
-{
-    static char *list;
-    if (!list) {
-        char *src = e2e_read_file(RC_SOURCE_DIR "/src/bin/recalld.c");
-        list = block(src, "reloadable[] = {", "src/bin/recalld.c");
-        free(src);
-    }
-    char q[80];
-    snprintf(q, sizeof q, "\"%s\"", key);
-    return strstr(list, q) != NULL;
-}
+/* The keys SIGHUP applies: the list src/bin/recalld.c reloads by. */
+static int reloadable(const char *key) { return rc_config_is_reloadable(key); }
 
 /* {"sec":{"key":value}} (or {"key":value} for a top-level key) through the
  * loader over the defaults. Returns the loader's code; *ndiff = keys that then
@@ -166,7 +155,7 @@ static const char *doc_type(const char *code_type)
                {"K_MODE", "octal string"}, {"K_UIDS", "array of uids"}, {"K_SCOPE", "enum"},
                {"K_SGMODE", "enum"},       {"K_LEVEL", "enum"},         {"K_FORMAT", "enum"},
                {"K_STORAGE", "enum"},      {"K_ROLE", "enum"},          {"K_BGPOLICY", "enum"},
-               {"OBJECT", "object"}};
+               {"K_RMODE", "enum"},        {"OBJECT", "object"}};
     for (size_t i = 0; i < RC_ARRAY_LEN(map); i++)
         if (strcmp(map[i].code, code_type) == 0)
             return map[i].doc;

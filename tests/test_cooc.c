@@ -304,6 +304,17 @@ static int first_items(json_t *r, char *out, size_t cap)
     return (int)json_array_size(items);
 }
 
+/* The "items" of the answer to req, as JSON text (caller frees). */
+static char *answer_items(rc_api *a, const char *req)
+{
+    json_t *r = e2e_api(a, req);
+    ASSERT(json_is_true(json_object_get(r, "ok")));
+    char *s = json_dumps(json_object_get(r, "items"), JSON_COMPACT);
+    ASSERT(s != NULL);
+    json_decref(r);
+    return s;
+}
+
 TEST(cooc_engine_modes)
 {
     rc_config c;
@@ -354,6 +365,26 @@ TEST(cooc_engine_modes)
     ASSERT(strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
                   "\"itemknn\" or \"fused\""));
     json_decref(r);
+    /* recall.mode: a request that names no mode gets it; reloaded, it moves.
+     * The answers compared whole: items and scores (a fused score is not
+     * avg's cosine plus popularity term) */
+    char *avg = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5}");
+    char *fused =
+        answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5,\"mode\":\"fused\"}");
+    ASSERT(strcmp(avg, fused) != 0);
+    rc_config rl = c;
+    rl.recall_mode = RC_RECALL_MODE_FUSED;
+    rc_engine_reload(e, &rl);
+    char *dflt = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5}");
+    ASSERT_STREQ(dflt, fused);
+    free(dflt);
+    dflt = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5,\"mode\":\"avg\"}");
+    ASSERT_STREQ(dflt, avg); /* a named mode wins */
+    free(dflt);
+    free(avg);
+    free(fused);
+    rl.recall_mode = RC_RECALL_MODE_AVG;
+    rc_engine_reload(e, &rl);
     /* stats */
     rc_buf b = {0};
     rc_engine_stats_json(e, &b);

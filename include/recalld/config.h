@@ -40,6 +40,21 @@ enum rc_conf_origin { RC_CONF_DEFAULT = 0, RC_CONF_FILE, RC_CONF_ENV, RC_CONF_CL
  * 64 x 5 MiB, inside recalld when embedded), but only as data arrives. */
 #define RC_CONF_EMBEDDED_PARTITIONS 64
 
+/* The recall modes of a request's "mode" (docs/PROTOCOL.md), by index of
+ * rc_recall_mode_names: "avg", "multi_category", "two_tower", "itemknn",
+ * "fused". */
+enum {
+    RC_RECALL_MODE_AVG,
+    RC_RECALL_MODE_MULTI_CATEGORY,
+    RC_RECALL_MODE_TWO_TOWER,
+    RC_RECALL_MODE_ITEMKNN,
+    RC_RECALL_MODE_FUSED,
+    RC_RECALL_NMODES
+};
+extern const char *const rc_recall_mode_names[RC_RECALL_NMODES];
+/* The mode named s, or -1. */
+int rc_recall_mode_parse(const char *s);
+
 typedef struct rc_config {
     /* socket */
     char socket_path[RC_CONF_STR];
@@ -114,6 +129,8 @@ typedef struct rc_config {
     uint32_t mc_max_categories, mc_min_quota; /* multi-category recall */
     uint32_t max_batch_users;                 /* users per batch recall request */
     int recall_user_city;    /* recall.scope: 1 "user_city" (default), 0 "global" */
+    int recall_mode;         /* recall.mode: the mode of a request that names none
+                              * (RC_RECALL_MODE_*, rc_recall_mode_names) */
     uint32_t max_k_users;    /* recall.max_k_users: k x users per request */
     uint64_t max_exact_scan; /* recall.max_exact_scan: items x users of "exact" */
     /* session co-occurrence channel (cooc.h) */
@@ -217,6 +234,15 @@ int rc_config_load_str(rc_config *c, const char *json, char *errbuf, size_t errl
  * how many differ (may exceed cap). For SIGHUP: what changed, what needs a
  * restart. */
 size_t rc_config_diff(const rc_config *a, const rc_config *b, const char **names, size_t cap);
+
+/* The keys a running daemon applies on SIGHUP (docs/OPERATIONS.md); every
+ * other change needs a restart. */
+extern const char *const rc_config_reloadable[];
+extern const size_t rc_config_nreloadable;
+int rc_config_is_reloadable(const char *key);
+/* Copies the values of the reloadable keys from src into dst (the daemon's
+ * running configuration), nothing else. */
+void rc_config_copy_reloadable(rc_config *dst, const rc_config *src);
 
 /* Range and consistency checks. Returns 0 or RC_EINVAL with "WHERE: KEY: why
  * (got VALUE)", WHERE being the file, environment variable or command line

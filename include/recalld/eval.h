@@ -488,9 +488,11 @@ typedef struct rc_eval_env {
      * every later run of that kind reuses the choice (stream_tuned[warm]). */
     int tune_stream;
     int have_stream_tuned[2];
-    int stream_fused;            /* prequential-fused is running: the stream's predictions
-                                  * fuse the engine's recall with a co-occurrence channel
-                                  * fed by the same stream (the daemon's "fused" mode) */
+    int stream_fused;            /* prequential-fused / stream-warm-fused is running: the
+                                  * stream's predictions fuse the engine's recall with a
+                                  * co-occurrence channel fed by the same stream (warm: and
+                                  * by the batch model's training sessions first), the
+                                  * daemon's "fused" mode */
     int live;                    /* stream-daily-live is running (rc_eval_daily_run) */
     struct rc_engine *live_prev; /* its last period's engine, whose table the next rebuild
                                   * starts from; freed by rc_eval_daily_run */
@@ -668,6 +670,8 @@ typedef struct rc_eval_daily_method {
                              * daemon's install_model does (stream-daily-install) */
     int gate;               /* 1 (with install): each install behind the champion/
                              * challenger gate of rc_eval_env.gate (stream-daily-gated) */
+    int fused;              /* 1: the stream's predictions are the daemon's "fused" mode
+                             * (rc_eval_env.stream_fused; stream-warm-fused) */
 } rc_eval_daily_method;
 
 /* popularity, itemknn, batch-daily, stream-warm, stream-daily: run and

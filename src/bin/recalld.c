@@ -450,57 +450,18 @@ static void revoke_checkpoint(daemon_t *d)
 }
 
 /* ---- SIGHUP: reload what can change safely ----
- * Reloaded: log.level, log.format, log.stats_interval_ms, recall.k_default,
- * recall.k_max, recall.window, recall.popularity_weight, index.overfetch, checkpoint.interval_ms,
- * checkpoint.keep, checkpoint.max_mb_s, tower.refresh_rows,
- * tower.recompute_per_flush, socket.request_slice_us, and the two-tower model: tower.model is
- * loaded again (in the background) when its path, mtime or size changed. Everything else (sockets,
- * Kafka, model shape, index structure, data_dir) needs a restart: a change is logged as such and
- * not applied. An invalid file keeps the running config. */
-
-static const char *const reloadable[] = {"log.level",
-                                         "log.format",
-                                         "log.stats_interval_ms",
-                                         "recall.k_default",
-                                         "recall.k_max",
-                                         "recall.window",
-                                         "recall.popularity_weight",
-                                         "index.overfetch",
-                                         "checkpoint.interval_ms",
-                                         "checkpoint.keep",
-                                         "checkpoint.max_mb_s",
-                                         "tower.model",
-                                         "tower.refresh_rows",
-                                         "tower.recompute_per_flush",
-                                         "socket.request_slice_us"};
-
-static int is_reloadable(const char *key)
-{
-    for (size_t i = 0; i < RC_ARRAY_LEN(reloadable); i++)
-        if (strcmp(reloadable[i], key) == 0)
-            return 1;
-    return 0;
-}
+ * Reloaded: the keys of rc_config_reloadable (config.h), and the two-tower
+ * model: tower.model is loaded again (in the background) when its path,
+ * mtime or size changed. Everything else (sockets, Kafka, model shape, index
+ * structure, data_dir) needs a restart: a change is logged as such and not
+ * applied. An invalid file keeps the running config. */
 
 static void on_stats_timer(uv_timer_t *t);
 
 static void apply_reload(daemon_t *d, const rc_config *n)
 {
     rc_config *c = &d->cfg;
-    snprintf(c->log_level, sizeof c->log_level, "%s", n->log_level);
-    snprintf(c->log_format, sizeof c->log_format, "%s", n->log_format);
-    c->stats_interval_ms = n->stats_interval_ms;
-    c->k_default = n->k_default;
-    c->k_max = n->k_max;
-    c->recall_window = n->recall_window;
-    c->overfetch = n->overfetch;
-    c->ckpt_interval_ms = n->ckpt_interval_ms;
-    c->ckpt_keep = n->ckpt_keep;
-    c->ckpt_max_mb_s = n->ckpt_max_mb_s;
-    snprintf(c->tower_model, sizeof c->tower_model, "%s", n->tower_model);
-    c->tower_refresh_rows = n->tower_refresh_rows;
-    c->tower_recompute = n->tower_recompute;
-    c->request_slice_us = n->request_slice_us;
+    rc_config_copy_reloadable(c, n);
     rc_server_set_slice(d->server, c->request_slice_us);
     rc_log_set_level((enum rc_log_level)rc_log_level_parse(c->log_level));
     rc_log_set_json(strcmp(c->log_format, "json") == 0);
@@ -534,7 +495,7 @@ static void on_sighup(uv_signal_t *s, int signum)
         memcpy(scratch.cfg.socket_path, d->cfg.socket_path, sizeof d->cfg.socket_path);
     size_t n = rc_config_diff(&d->cfg, &scratch.cfg, keys, RC_ARRAY_LEN(keys));
     for (size_t i = 0; i < n && i < RC_ARRAY_LEN(keys); i++) {
-        char *dst = is_reloadable(keys[i]) ? applied : restart;
+        char *dst = rc_config_is_reloadable(keys[i]) ? applied : restart;
         size_t len = strlen(dst);
         snprintf(dst + len, sizeof applied - len, "%s%s", len ? "," : "", keys[i]);
     }
