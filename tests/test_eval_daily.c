@@ -688,6 +688,54 @@ TEST(eval_daily_cli_json)
     rm_dir_of(path);
 }
 
+/* stream-warm-fused: stream-warm answering in the daemon's fused mode. On
+ * sessions of three items of one of 300 triples (after 300 sessions of
+ * random items), the models learning at a rate of 1e-6 (batch and stream:
+ * the embedding knows nothing), the channel at weight 1 finds the triples
+ * from the first period's clicks and the stream's; stream-warm does not.
+ * The fusion weight is reported. */
+TEST(eval_daily_stream_warm_fused)
+{
+    char path[256], *out = NULL, dir[] = "/tmp/rc_daily_XXXXXX";
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/log.csv", dir);
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "session,item,time\n");
+    rc_rng rng;
+    rc_rng_seed(&rng, 4242);
+    for (int s = 0; s < 3000; s++) { /* one session a minute: 50 hours */
+        uint32_t t = rc_rng_below(&rng, 300), first = rc_rng_below(&rng, 3);
+        for (uint32_t j = 0; j < 3; j++)
+            fprintf(f, "%d,i%u,%d\n", s,
+                    s < 300 ? rc_rng_below(&rng, 900) : t * 3 + (first + j) % 3,
+                    s * 60 + (int)j * 10);
+    }
+    ASSERT_EQ(fclose(f), 0);
+    int st = e2e_sh(&out,
+                    "%s --input %s --session session --item item --time time --time-unit s "
+                    "--dim 16 --epochs 1 --lr 1e-6 --stream-lr 1e-6 --threads 1 --protocol daily "
+                    "--period-hours 10 --stream-set cooc.fuse_weight=1 "
+                    "--methods stream-warm,stream-warm-fused --json --quiet",
+                    RC_BIN("recalld-eval"), path);
+    ASSERT_EQ(st, 0);
+    json_t *j = e2e_json(out), *ms = json_object_get(j, "methods");
+    json_t *w = json_object_get(ms, "stream-warm"), *fu = json_object_get(ms, "stream-warm-fused");
+    ASSERT(json_is_object(w) && json_is_object(fu));
+    ASSERT_DBL_OP(json_number_value(json_object_get(fu, "fuse_weight")), ==, 1);
+    ASSERT_EQ(json_integer_value(json_object_get(fu, "predictions")),
+              json_integer_value(json_object_get(w, "predictions")));
+    ASSERT_GT(json_integer_value(json_object_get(fu, "predictions")), 1000);
+    double hw = json_number_value(json_object_get(w, "hr@50")),
+           hf = json_number_value(json_object_get(fu, "hr@50"));
+    fprintf(stderr, "hr@50 stream-warm %.4f, stream-warm-fused %.4f\n", hw, hf);
+    ASSERT_DBL_OP(hf, >, 0.93); /* without the first period's clicks: .89 */
+    ASSERT_DBL_OP(hf, >, 2 * hw);
+    json_decref(j);
+    free(out);
+    rm_dir_of(path);
+}
+
 /* --tune in the daily protocol searches on a validation split cut from the
  * first period's training part by the quantile (not by the period, which
  * would leave it without a prediction: validation HR@50 0), once; the later
