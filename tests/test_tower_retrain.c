@@ -643,7 +643,7 @@ static long long stat_int(const char *sock, const char *path)
 static long long wait_stat(const char *sock, const char *path, long long atleast, int timeout_ms)
 {
     long long t0 = e2e_now_ms(), v;
-    while ((v = stat_int(sock, path)) < atleast && e2e_now_ms() - t0 < timeout_ms)
+    while ((v = stat_int(sock, path)) < atleast && e2e_now_ms() - t0 < e2e_scaled_ms(timeout_ms))
         usleep(20000);
     return v;
 }
@@ -652,7 +652,7 @@ static int wait_loaded(const char *sock)
 {
     long long t0 = e2e_now_ms();
     int l = 0;
-    while (!l && e2e_now_ms() - t0 < 120000) {
+    while (!l && e2e_now_ms() - t0 < e2e_scaled_ms(120000)) {
         json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
         l = json_is_true(json_object_get(json_object_get(st, "tower"), "loaded"));
         json_decref(st);
@@ -763,7 +763,7 @@ TEST(tower_retrain_daemon_sigterm_cancels)
     long long t0 = e2e_now_ms();
     json_t *st = NULL;
     int running = 0;
-    while (!running && e2e_now_ms() - t0 < 120000) {
+    while (!running && e2e_now_ms() - t0 < e2e_scaled_ms(120000)) {
         st = e2e_request(d.sock, "{\"op\":\"stats\"}");
         running = json_is_true(json_object_get(
                       json_object_get(json_object_get(st, "tower"), "retrain"), "running")) &&
@@ -786,8 +786,9 @@ TEST(tower_retrain_daemon_sigterm_cancels)
          usleep(10000)) {
         free(out);
         out = NULL;
-        if (e2e_now_ms() - t0 > 120000)
-            RC__FAIL("no retrain started after 120 s (log %s)", d.log);
+        if (e2e_now_ms() - t0 > e2e_scaled_ms(120000))
+            RC__FAIL("no retrain started after %lld s (log %s)", e2e_scaled_ms(120000) / 1000,
+                     d.log);
     }
     free(out);
     /* the exit time is reported, not bounded: the proof that the retrain was
