@@ -474,8 +474,10 @@ TEST(faults_topic_missing_at_start_waits)
         if (why && strstr(why, "UNKNOWN_TOPIC"))
             break;
         json_decref(st);
-        if (e2e_now_ms() - t0 > 120000)
-            RC__FAIL("no UNKNOWN_TOPIC in kafka.last_error after 120 s (log %s)", d.log);
+        if (e2e_now_ms() - t0 > e2e_scaled_ms(120000))
+            RC__FAIL(
+                "no UNKNOWN_TOPIC in kafka.last_error after 120 s x RC_TEST_TIME_SCALE (log %s)",
+                d.log);
     }
     json_t *h = e2e_request(d.sock, "{\"op\":\"health\"}");
     ASSERT(json_is_false(json_object_get(h, "ok")));
@@ -486,7 +488,7 @@ TEST(faults_topic_missing_at_start_waits)
     ASSERT_EQ(kill(d.pid, 0), 0); /* alive */
 
     cmd_ok(&b, "topic-error clicks NO_ERROR");
-    long long deadline = e2e_now_ms() + 120000;
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);
     for (;;) {
         char *r = e2e_raw(d.sock, "{\"op\":\"health\"}\n", 16, 2000);
         int ok = r && strstr(r, "\"ok\":true");
@@ -494,11 +496,13 @@ TEST(faults_topic_missing_at_start_waits)
         if (ok)
             break;
         if (e2e_now_ms() > deadline)
-            RC__FAIL("no assignment 120 s after the topic was created (log %s)", d.log);
+            RC__FAIL(
+                "no assignment 120 s x RC_TEST_TIME_SCALE after the topic was created (log %s)",
+                d.log);
         ms_sleep(200);
     }
     fprintf(stderr, "assigned %.1f s after the topic was created\n",
-            (120000 - (deadline - e2e_now_ms())) / 1000.0);
+            (e2e_scaled_ms(120000) - (deadline - e2e_now_ms())) / 1000.0);
     pid_t gen = e2e_gen_start(b.bootstrap, 51, N, 0, 0);
     ASSERT_EQ(e2e_gen_wait(gen), 0);
     st = e2e_wait_done(d.sock, N, 120000);
@@ -606,8 +610,8 @@ TEST(lifecycle_sigterm_final_checkpoint_and_commit)
             known += json_object_get(r, "fallback") == NULL;
             json_decref(r);
         }
-        if (known < 4 && e2e_now_ms() - t0 > 120000)
-            RC__FAIL("marker events not applied after 120 s (log %s)", d.log);
+        if (known < 4 && e2e_now_ms() - t0 > e2e_scaled_ms(120000))
+            RC__FAIL("marker events not applied after 120 s x RC_TEST_TIME_SCALE (log %s)", d.log);
     }
     st = e2e_request(d.sock, "{\"op\":\"stats\"}");
     ASSERT_EQ(e2e_int(st, "events.applied"), tr.valid + 4);
@@ -650,7 +654,7 @@ TEST(lifecycle_sighup_reloads_safe_keys)
     e2e_write_file(conf, "{\"recall\":{\"k_max\":200},\"model\":{\"dim\":32},"
                          "\"log\":{\"stats_interval_ms\":60000}}");
     ASSERT_EQ(kill(d.pid, SIGHUP), 0);
-    long long deadline = e2e_now_ms() + 120000;
+    long long deadline = e2e_now_ms() + e2e_scaled_ms(120000);
     while (!log_has(d.log, "config reloaded") && e2e_now_ms() < deadline)
         ms_sleep(50);
     ASSERT(log_has(d.log, "changed=\"recall.k_max,log.stats_interval_ms\""));
@@ -661,7 +665,7 @@ TEST(lifecycle_sighup_reloads_safe_keys)
 
     e2e_write_file(conf, "{\"recall\":{\"k_max\":");
     ASSERT_EQ(kill(d.pid, SIGHUP), 0);
-    deadline = e2e_now_ms() + 120000;
+    deadline = e2e_now_ms() + e2e_scaled_ms(120000);
     while (!log_has(d.log, "config reload failed") && e2e_now_ms() < deadline)
         ms_sleep(50);
     ASSERT(log_has(d.log, "config reload failed: the running configuration stays"));

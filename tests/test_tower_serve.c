@@ -513,7 +513,7 @@ TEST(tower_serve_socket_recall_and_cold_start)
     produce_line(&d, "u1", ev);
     long long t0 = e2e_now_ms();
     int found = 0;
-    while (!found && e2e_now_ms() - t0 < 120000) {
+    while (!found && e2e_now_ms() - t0 < e2e_scaled_ms(120000)) {
         r = e2e_request(d.sock,
                         "{\"op\":\"similar\",\"item_id\":\"brand-new\",\"mode\":\"two_tower\","
                         "\"k\":3}");
@@ -594,7 +594,7 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     e2e_daemon d;
     e2e_start(&d, extra);
     long long t0 = e2e_now_ms();
-    while (!tower_loaded(d.sock) && e2e_now_ms() - t0 < 120000)
+    while (!tower_loaded(d.sock) && e2e_now_ms() - t0 < e2e_scaled_ms(120000))
         usleep(10000);
     ASSERT(tower_loaded(d.sock));
     tower_produce(&d, 0, 400, 10, 1);
@@ -609,8 +609,9 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
         json_decref(st);
         if (pending == 0 && max_diff(s1, n1, s4, tt_scores(d.sock, "u2", s4, 10)) == 0)
             break;
-        if (e2e_now_ms() - t1 > 120000)
-            RC__FAIL("tower scores still changing after 120 s (pending %lld)", pending);
+        if (e2e_now_ms() - t1 > e2e_scaled_ms(120000))
+            RC__FAIL("tower scores still changing after 120 s x RC_TEST_TIME_SCALE (pending %lld)",
+                     pending);
         usleep(10000);
     }
     ASSERT_EQ(n1, 10);
@@ -656,7 +657,7 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     t0 = e2e_now_ms();
     long long loads = 0;
     while ((loads = e2e_int(st = e2e_request(d.sock, "{\"op\":\"stats\"}"), "tower.loads")) < 3 &&
-           e2e_now_ms() - t0 < 120000) {
+           e2e_now_ms() - t0 < e2e_scaled_ms(120000)) {
         json_decref(st);
         usleep(10000);
     }
@@ -674,8 +675,8 @@ TEST(tower_serve_reload_swaps_and_refuses_corrupt)
     ASSERT_EQ(kill(d.pid, SIGHUP), 0);
     t0 = e2e_now_ms();
     while (log_count(d.log, "config reloaded") == reloads) {
-        if (e2e_now_ms() - t0 > 120000)
-            RC__FAIL("SIGHUP not handled after 120 s (log %s)", d.log);
+        if (e2e_now_ms() - t0 > e2e_scaled_ms(120000))
+            RC__FAIL("SIGHUP not handled after 120 s x RC_TEST_TIME_SCALE (log %s)", d.log);
         usleep(10000);
     }
     st = e2e_request(d.sock, "{\"op\":\"stats\"}");
