@@ -1,6 +1,7 @@
 /* Socket recall latency and quality against a running recalld.
  *   bench_recall --socket PATH --users N [--requests R] [--k K] [--quality Q]
- *                [--mode avg|multi_category] [--city C] [--after FILE] [--until FILE]
+ *                [--mode avg|multi_category|two_tower|itemknn|fused] [--city C]
+ *                [--after FILE] [--until FILE]
  *                [--slice-us US]
  * Latency: R sequential `recall` requests for random users u0..u(N-1) on one
  * connection (the client waits for each reply), p50/p90/p99/max in us.

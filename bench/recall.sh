@@ -129,6 +129,10 @@ sections() {
     bench --requests "$2" --quality 0 --city '*'
     if [ "$TOWER" = 1 ]; then bench --requests "$2" --quality 0 --mode two_tower; fi
     bench --requests "$2" --quality 0 --mode multi_category
+    # The co-occurrence channel alone and merged with the default scope's
+    # search (recall.mode "itemknn" / "fused"): their cost beside "avg".
+    bench --requests "$2" --quality 0 --mode itemknn
+    bench --requests "$1" --quality 0 --mode fused
 }
 # AB_ROUNDS=N: N rounds, while ingesting, of the default scope with the
 # background threads (rc-trainer and the index retrains it starts, rc-shardN,

@@ -224,6 +224,7 @@ const rc_eval_daily_method rc_eval_daily_methods[] = {
     {"stream-daily-install", NULL, 0, 1, 0, 0},            /* run only when named */
     {"stream-daily-gated", NULL, 0, 1, 1, 0},              /* run only when named */
     {"stream-warm-fused", NULL, 0, 0, 0, 1},               /* run only when named */
+    {"stream-daily-fused", NULL, 0, 1, 0, 1},              /* run only when named */
 };
 const size_t rc_eval_daily_nmethods = RC_ARRAY_LEN(rc_eval_daily_methods);
 

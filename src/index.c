@@ -106,7 +106,8 @@ static uint64_t pow2ceil(uint64_t x)
 static uint64_t part_mem(const rc_index *ix, const part *p, uint64_t *vm, uint64_t *lm)
 {
     uint64_t own = (uint64_t)p->cap * sizeof(*p->l2r) + (p->l2k ? (uint64_t)p->cap * 8 : 0) +
-                   (uint64_t)p->nq8b * (Q8_BLOCK * (uint64_t)ix->dim + sizeof(*p->q8b));
+                   (uint64_t)p->nq8b * (Q8_BLOCK * ((uint64_t)ix->dim + sizeof(float)) +
+                                        sizeof(*p->q8b) + sizeof(*p->popb));
     uint64_t v = 0, l = 0, d = ix->dim;
     if (!p->ivf) {
         v = p->fx ? pow2ceil(p->n) * d * sizeof(float) : 0;
@@ -239,9 +240,12 @@ static void part_free(part *p)
     pthread_rwlock_destroy(&p->lock);
     free(p->l2r);
     free(p->l2k);
-    for (uint32_t b = 0; b < p->nq8b; b++)
+    for (uint32_t b = 0; b < p->nq8b; b++) {
         free(p->q8b[b]);
+        free(p->popb[b]);
+    }
     free(p->q8b);
+    free(p->popb);
     free(p);
 }
 
@@ -520,6 +524,12 @@ static int job_mark_dirty(job *j, uint32_t local)
     return 0;
 }
 
+/* Writer: the popularity term's ln(1 + clicks) of row, local id l of p. */
+static void pop_store(const rc_index *ix, const part *p, uint32_t l, uint32_t row)
+{
+    pop_set(part_pop(p, l), log1pf((float)rc_table_count(ix->t, row)));
+}
+
 /* Writer, under p's write lock: room for need local ids, their int8 copies
  * (whole blocks) and, in the overflow partition, their city and category. */
 static int part_reserve(part *p, size_t need, uint32_t dim)
@@ -530,9 +540,22 @@ static int part_reserve(part *p, size_t need, uint32_t dim)
         if (!bv)
             return RC_ENOMEM;
         p->q8b = bv;
-        for (; p->nq8b < nb; p->nq8b++)
-            if (!(bv[p->nq8b] = aligned_alloc(64, (size_t)Q8_BLOCK * dim)))
+        float **pv = realloc(p->popb, nb * sizeof(*pv));
+        if (!pv)
+            return RC_ENOMEM;
+        p->popb = pv;
+        for (; p->nq8b < nb; p->nq8b++) {
+            /* a block counts (part_free, part_mem) once both halves are there */
+            int8_t *qb = aligned_alloc(64, (size_t)Q8_BLOCK * dim);
+            float *pb = calloc(Q8_BLOCK, sizeof(*pb));
+            if (!qb || !pb) {
+                free(qb);
+                free(pb);
                 return RC_ENOMEM;
+            }
+            bv[p->nq8b] = qb;
+            pv[p->nq8b] = pb;
+        }
     }
     if (need <= p->cap)
         return 0;
@@ -654,6 +677,7 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     for (uint32_t i = 0; !rc && i < n; i++) {
         uint32_t l = i < nnew ? p->n - nnew + i : (uint32_t)ix->ibuf[i - nnew];
         q8_store(part_q8(p, l, d), ix->xbuf + (size_t)i * d, d);
+        pop_store(ix, p, l, w[i].row);
     }
     pthread_rwlock_unlock(&p->lock);
     hold_record(ix, held);
@@ -738,6 +762,8 @@ static long classify(rc_index *ix, size_t max, int *failed, char *errbuf, size_t
         if (loc) {
             const int8_t *q = part_q8(ix->parts[(loc >> 32) - 1], (uint32_t)loc, d);
             if (q8_drift(q, rc_table_in_read(ix->t, row, ix->vbuf), (uint32_t)d) <= ix->drift) {
+                /* the vector stays; its clicks may not have */
+                pop_store(ix, ix->parts[(loc >> 32) - 1], (uint32_t)loc, row);
                 RADD(&ix->st_skipped, 1);
                 continue;
             }

@@ -85,6 +85,9 @@ typedef struct part {
     int8_t **q8b;  /* int8 copies of the indexed vectors: block b holds local ids
                       b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
     uint32_t nq8b; /* blocks allocated (they cover cap rows) */
+    float **popb;  /* ln(1 + clicks) of local ids, in blocks as q8b: set when a row is
+                      stored and refreshed at each drift check (the writer stores, searches
+                      read; relaxed atomics), read by a search's popularity term */
     int overflow;  /* the shared overflow partition: flat for good, filtered by row */
     uint32_t ver;  /* +1 under the write lock whenever fx, ivf, nlist or cent change: a
                       search that chose lists under one read lock checks it under the next */
@@ -231,6 +234,22 @@ static inline rowchunk *chunk_of(const rc_index *ix, uint32_t row)
 static inline int8_t *part_q8(const part *p, uint32_t l, size_t dim)
 {
     return p->q8b[l >> Q8_BLOCK_BITS] + (size_t)(l & (Q8_BLOCK - 1)) * dim;
+}
+
+/* Relaxed atomic float access (part_pop's values). */
+static inline float pop_load(const float *x)
+{
+    float v;
+    __atomic_load(x, &v, __ATOMIC_RELAXED);
+    return v;
+}
+
+static inline void pop_set(float *x, float v) { __atomic_store(x, &v, __ATOMIC_RELAXED); }
+
+/* ln(1 + clicks) of local id l of p, as q8 (part_q8). */
+static inline float *part_pop(const part *p, uint32_t l)
+{
+    return p->popb[l >> Q8_BLOCK_BITS] + (l & (Q8_BLOCK - 1));
 }
 
 /* Picks the int8 scoring kernel for this CPU once (index_search.c). */

@@ -395,3 +395,75 @@ TEST(recall_popularity_term_reranks_by_clicks)
     rc_index_destroy(ix);
     rc_table_destroy(t);
 }
+
+/* The index ranks its candidates by the same sum as the re-rank (the
+ * filter's pop_weight, set by rc_recall_search): an item far down the cosine
+ * order but clicked often enough to lead the answer must reach the re-rank.
+ * 300 items of cosine .900 down to .601 with one click each, and item X of
+ * cosine .5: with 20,000 clicks X scores .5 + .05 ln 20001 = .995, above the
+ * best other (.9 + .05 ln 2 = .935), while the index's k x over-fetch = 10
+ * candidates by the cosine alone are items 0..9. X's clicks grow after it was
+ * indexed, its vector unchanged: the index's drift check, which skips the
+ * re-index, still refreshes the click count it ranks by. Flat int8, IVF int8
+ * (every list scanned) and a flat float partition. */
+TEST(recall_index_ranks_candidates_by_popularity_too)
+{
+    for (int mode = 0; mode < 3; mode++) {
+        rc_table_opts to = {.dim = 8, .seed = 3};
+        char err[256];
+        rc_table *t = NULL;
+        rc_index *ix = NULL;
+        ASSERT_EQ(rc_table_create(&to, &t, err, sizeof err), 0);
+        rc_index_opts io = {.ivf_min = mode == 1 ? 64 : 100000,
+                            .nprobe = 64,
+                            .search_lists = 4096,
+                            .no_background = 1,
+                            .storage = mode == 2 ? RC_INDEX_STORAGE_FLAT : RC_INDEX_STORAGE_INT8};
+        ASSERT_EQ(rc_index_create(&io, t, &ix, err, sizeof err), 0);
+        uint32_t city, cate;
+        ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
+        ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
+        const uint32_t nx = 300, x = 300;
+        for (uint32_t i = 0; i <= nx; i++) {
+            char id[16];
+            uint32_t row;
+            int created;
+            snprintf(id, sizeof id, "i%u", i);
+            ASSERT_EQ(rc_table_upsert(t, id, strlen(id), city, cate, NULL, 0, &row, &created), 0);
+            ASSERT_EQ(row, i);
+            float *v = rc_table_in(t, row), c = i == x ? 0.5f : 0.9f - 0.001f * (float)i;
+            memset(v, 0, 8 * sizeof *v);
+            v[0] = c;
+            v[1 + i % 7] = sqrtf(1 - c * c);
+            rc_table_count_add(t, row, 1);
+            rc_index_touch(ix, row);
+        }
+        ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+        ASSERT_EQ(rc_index_maintain(ix, err, sizeof err), 0);
+        ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+        rc_index_stats st;
+        rc_index_stats_get(ix, &st);
+        ASSERT_EQ(st.ivf_partitions, mode == 1 ? 1u : 0u);
+        rc_table_set_pop_weight(t, 0.05f);
+        const float q[8] = {1};
+        rc_hit h[5], e[5];
+        uint32_t n = 0, ne = 0;
+        for (int round = 0; round < 2; round++) {
+            ASSERT_EQ(rc_recall_search(t, ix, q, 5, 2, NULL, NULL, 0, h, &n), 0);
+            ASSERT_EQ(rc_recall_exact(t, q, 5, 2, NULL, NULL, 0, e, &ne), 0);
+            ASSERT_EQ(n, 5);
+            ASSERT_EQ(ne, 5);
+            for (uint32_t i = 0; i < n; i++)
+                ASSERT_EQ(h[i].row, e[i].row);
+            ASSERT_EQ(h[0].row, round ? x : 0u);
+            /* X's clicks grow; its vector does not move */
+            rc_table_count_add(t, x, 20000);
+            rc_index_touch(ix, x);
+            ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+        }
+        rc_index_stats_get(ix, &st);
+        ASSERT_GE(st.skipped_small_drift, 1u);
+        rc_index_destroy(ix);
+        rc_table_destroy(t);
+    }
+}
