@@ -524,10 +524,48 @@ static int job_mark_dirty(job *j, uint32_t local)
     return 0;
 }
 
-/* Writer: the popularity term's ln(1 + clicks) of row, local id l of p. */
-static void pop_store(const rc_index *ix, const part *p, uint32_t l, uint32_t row)
+/* Writer: local id l of p, whose part_pop value went from old to v, in p's
+ * hot rows if it is among the HOT_ROWS largest. A member's hotv is its
+ * part_pop value, so a row whose old value is below the least member's is
+ * not one, and needs no search of the set unless v reaches it. */
+static void hot_note(part *p, uint32_t l, float v, float old)
 {
-    pop_set(part_pop(p, l), log1pf((float)rc_table_count(ix->t, row)));
+    uint32_t n = p->nhot, i = 0, m = 0;
+    if (n == HOT_ROWS && v <= p->hotmin && old < p->hotmin)
+        return;
+    while (i < n && p->hot[i] != l)
+        i++;
+    if (i == n && n < HOT_ROWS) {
+        RSTORE(&p->hot[n], l);
+        p->hotv[n] = v;
+        STORE(&p->nhot, n + 1);
+        n++;
+    } else if (i == n) {
+        if (v <= p->hotmin)
+            return;
+        for (uint32_t j = 1; j < n; j++)
+            if (p->hotv[j] < p->hotv[m])
+                m = j;
+        RSTORE(&p->hot[m], l);
+        p->hotv[m] = v;
+    } else {
+        p->hotv[i] = v;
+    }
+    if (n == HOT_ROWS) {
+        float mn = p->hotv[0];
+        for (uint32_t j = 1; j < n; j++)
+            mn = RC_MIN(mn, p->hotv[j]);
+        p->hotmin = mn;
+    }
+}
+
+/* Writer: the popularity term's ln(1 + clicks) of row, local id l of p. */
+static void pop_store(const rc_index *ix, part *p, uint32_t l, uint32_t row)
+{
+    float *pv = part_pop(p, l), old = pop_load(pv), v = log1pf((float)rc_table_count(ix->t, row));
+    pop_set(pv, v);
+    if (!p->overflow && v != old)
+        hot_note(p, l, v, old);
 }
 
 /* Writer, under p's write lock: room for need local ids, their int8 copies

@@ -47,6 +47,11 @@
  * table row were spread over the whole table (a page apart at 200
  * partitions). Blocks never move, so growing a partition copies nothing.
  * They are cache-line aligned: at d64 a copy is one line, not two. */
+/* A partition's most clicked rows (by part_pop), scored by every search with
+ * a popularity weight besides the lists it chose: the term can lift them from
+ * lists whose centroids are far from the query. */
+#define HOT_ROWS 128u
+
 #define Q8_BLOCK_BITS 9
 #define Q8_BLOCK      (1u << Q8_BLOCK_BITS)
 
@@ -82,15 +87,21 @@ typedef struct part {
     uint32_t *l2r;     /* local id -> row */
     uint64_t *l2k;     /* overflow only: local id -> city << 32 | cate */
     uint32_t n, cap;
-    int8_t **q8b;  /* int8 copies of the indexed vectors: block b holds local ids
-                      b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
-    uint32_t nq8b; /* blocks allocated (they cover cap rows) */
-    float **popb;  /* ln(1 + clicks) of local ids, in blocks as q8b: set when a row is
-                      stored and refreshed at each drift check (the writer stores, searches
-                      read; relaxed atomics), read by a search's popularity term */
-    int overflow;  /* the shared overflow partition: flat for good, filtered by row */
-    uint32_t ver;  /* +1 under the write lock whenever fx, ivf, nlist or cent change: a
-                      search that chose lists under one read lock checks it under the next */
+    int8_t **q8b;           /* int8 copies of the indexed vectors: block b holds local ids
+                               b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
+    uint32_t nq8b;          /* blocks allocated (they cover cap rows) */
+    float **popb;           /* ln(1 + clicks) of local ids, in blocks as q8b: set when a row is
+                               stored and refreshed at each drift check (the writer stores, searches
+                               read; relaxed atomics), read by a search's popularity term */
+    uint32_t hot[HOT_ROWS]; /* local ids of up to HOT_ROWS most clicked rows (not in the
+                               overflow partition): the writer stores, searches read
+                               (relaxed atomics; nhot with release / acquire) */
+    uint32_t nhot;
+    float hotv[HOT_ROWS]; /* writer only: their part_pop values */
+    float hotmin;         /* writer only: the least of hotv once nhot == HOT_ROWS */
+    int overflow;         /* the shared overflow partition: flat for good, filtered by row */
+    uint32_t ver;         /* +1 under the write lock whenever fx, ivf, nlist or cent change: a
+                             search that chose lists under one read lock checks it under the next */
     /* Writer only. */
     uint32_t n_trained; /* rows at the last training (0 = never) */
     uint32_t n_checked; /* rows at the last imbalance check */

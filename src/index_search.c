@@ -238,12 +238,39 @@ void rc__index_score(const float *q, const int8_t *const *xp, size_t m, size_t d
 
 /* out[j] += w * ln(1 + clicks) of local id l[j] of p: the popularity term of
  * rc_recall_score, so that the rows it lifts enter the top k (a partition's
- * values are 2 KiB a block, mostly in cache: not another scattered read of
- * the size of the copies). */
+ * values are 2 KiB a block, prefetched with the copies by the caller). */
 static void add_pop(const part *p, const uint32_t *l, size_t m, float w, float *out)
 {
     for (size_t j = 0; j < m; j++)
         out[j] += w * pop_load(part_pop(p, l[j]));
+}
+
+/* IVF partition p's hot rows (its most clicked, HOT_ROWS at most) scored as
+ * scan_lists scores a list's, with the popularity term w, into the top-k
+ * heap: rows that term lifts from lists the search does not choose. A row
+ * may also be in a chosen list: rc_index_search_timed drops the repeat. */
+static int scan_hot(const rc_index *ix, scratch *s, const part *p, const float *q, float w,
+                    uint32_t k, uint32_t *ntop, uint64_t *rows)
+{
+    size_t d = ix->dim, m = 0;
+    uint32_t n = LOAD(&p->nhot);
+    if (GROW(s, qp, n) || GROW(s, qr, n) || GROW(s, qs, n))
+        return RC_ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t l = RLOAD(&p->hot[i]);
+        if (l >= p->n)
+            continue;
+        s->qp[m] = part_q8(p, l, d);
+        s->qr[m++] = l;
+    }
+    score_i8(q, s->qp, m, d, s->qs);
+    add_pop(p, s->qr, m, w, s->qs);
+    for (size_t j = 0; j < m; j++)
+        if (*ntop < k || s->qs[j] > s->top[0].s)
+            hit_push(s->top, ntop, k, (hit){s->qs[j], p->l2r[s->qr[j]]});
+    if (rows)
+        *rows += m;
+    return 0;
 }
 
 /* Scores the rows of the c lists cs[] of IVF partition p with their int8
@@ -270,6 +297,8 @@ static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand 
             const int8_t *x = part_q8(p, (uint32_t)l, d);
             __builtin_prefetch(x);
             __builtin_prefetch(x + d - 1);
+            if (w > 0)
+                __builtin_prefetch(part_pop(p, (uint32_t)l)); /* read by add_pop */
             s->qp[m] = x;
             s->qr[m++] = (uint32_t)l;
         }
@@ -441,6 +470,9 @@ static int pass1(sctx *c, uint32_t si)
             return RC_ENOMEM;
         part_coarse(c->ix, s, p, si, c->q, s->heap, &c->nh, c->lists);
         c->coarse_ns += c->timed ? rc_now_ns() - c0 : 0;
+        float w = c->f ? c->f->pop_weight : 0;
+        if (w > 0 && rc_storage_q8(c->ix->storage) && !RLOAD(&c->ix->faiss_scan))
+            return scan_hot(c->ix, s, p, c->q, w, c->k, c->ntop, &c->rows);
         return 0;
     }
     if (!p->n)
@@ -558,6 +590,40 @@ static int search_parts(const rc_index *ix, scratch *s, uint32_t nsel, const flo
     return 0;
 }
 
+static int hit_row_cmp(const void *a, const void *b)
+{
+    const hit *x = a, *y = b;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+/* rows[0..n) (best first) without the later occurrences of a row (scan_hot
+ * scores a hot row that a chosen list holds too); returns the count left. */
+static uint32_t drop_repeats(scratch *s, uint32_t *rows, float *scores, uint32_t n)
+{
+    hit *h = s->top; /* emptied by the caller: (row, position) pairs */
+    for (uint32_t i = 0; i < n; i++)
+        h[i] = (hit){(float)i, rows[i]};
+    qsort(h, n, sizeof(*h), hit_row_cmp);
+    int any = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (h[i].row == h[i - 1].row) {
+            uint32_t a = (uint32_t)h[i - 1].s, b = (uint32_t)h[i].s;
+            rows[RC_MAX(a, b)] = UINT32_MAX; /* the later one */
+            h[i].s = (float)RC_MIN(a, b);
+            any = 1;
+        }
+    if (!any)
+        return n;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (rows[i] != UINT32_MAX) {
+            if (scores)
+                scores[m] = scores[i];
+            rows[m++] = rows[i];
+        }
+    return m;
+}
+
 int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
                     uint32_t *rows, float *scores, uint32_t *n)
 {
@@ -597,6 +663,6 @@ int rc_index_search_timed(rc_index *ix, const float *q, uint32_t k, const rc_ind
         if (scores)
             scores[m - 1] = h.s;
     }
-    *n = ntop;
+    *n = f && f->pop_weight > 0 ? drop_repeats(s, rows, scores, ntop) : ntop;
     return 0;
 }

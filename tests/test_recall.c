@@ -467,3 +467,74 @@ TEST(recall_index_ranks_candidates_by_popularity_too)
         rc_table_destroy(t);
     }
 }
+
+/* An IVF partition's most clicked rows are scored by every search with a
+ * popularity weight, whatever lists it chooses: item X sits in a cluster far
+ * from the query (cosine .45; the other cluster's rows are .6 to .9) with
+ * 20,000 clicks (.45 + .05 ln 20001 = .945, above .9 + .05 ln 2), and a search
+ * that scans one list still returns it first. With every list scanned X is
+ * both in a chosen list and among the hot rows: it is returned once. */
+TEST(recall_index_scores_hot_rows_outside_the_chosen_lists)
+{
+    for (int all = 0; all < 2; all++) {
+        rc_table_opts to = {.dim = 8, .seed = 3};
+        char err[256];
+        rc_table *t = NULL;
+        rc_index *ix = NULL;
+        ASSERT_EQ(rc_table_create(&to, &t, err, sizeof err), 0);
+        rc_index_opts io = {.ivf_min = 64,
+                            .nprobe = all ? 64 : 1,
+                            .search_lists = all ? 4096 : 1,
+                            .no_background = 1,
+                            .storage = RC_INDEX_STORAGE_INT8};
+        ASSERT_EQ(rc_index_create(&io, t, &ix, err, sizeof err), 0);
+        uint32_t city, cate;
+        ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
+        ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
+        const uint32_t n = 600, x = 450;
+        rc_rng rng;
+        rc_rng_seed(&rng, 5);
+        for (uint32_t i = 0; i < n; i++) {
+            char id[16];
+            uint32_t row;
+            int created;
+            snprintf(id, sizeof id, "i%u", i);
+            ASSERT_EQ(rc_table_upsert(t, id, strlen(id), city, cate, NULL, 0, &row, &created), 0);
+            float *v = rc_table_in(t, row);
+            memset(v, 0, 8 * sizeof *v);
+            if (i < n / 2) { /* near the query */
+                v[0] = 0.9f - 0.001f * (float)i;
+                v[2 + i % 3] = sqrtf(1 - v[0] * v[0]);
+            } else { /* near e1, far from it */
+                v[0] = i == x ? 0.45f : 0.3f * rc_rng_float(&rng);
+                v[1] = sqrtf(1 - v[0] * v[0]) * 0.95f;
+                v[5 + i % 3] = sqrtf(1 - v[0] * v[0]) * 0.31f;
+            }
+            rc_table_count_add(t, row, i == x ? 20000 : 1);
+            rc_index_touch(ix, row);
+        }
+        ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+        ASSERT_EQ(rc_index_maintain(ix, err, sizeof err), 0);
+        ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+        rc_index_stats st;
+        rc_index_stats_get(ix, &st);
+        ASSERT_EQ(st.ivf_partitions, 1u);
+        const float q[8] = {1};
+        rc_index_filter f = {.city = -1, .pop_weight = 0.05f};
+        uint32_t rows[20], got = 0;
+        ASSERT_EQ(rc_index_search(ix, q, 20, &f, rows, NULL, &got), 0);
+        ASSERT_GT(got, 0);
+        ASSERT_EQ(rows[0], x);
+        for (uint32_t i = 0; i < got; i++)
+            for (uint32_t j = i + 1; j < got; j++)
+                ASSERT_NE(rows[i], rows[j]);
+        if (!all) { /* the cosine alone: X's list is not chosen */
+            f.pop_weight = 0;
+            ASSERT_EQ(rc_index_search(ix, q, 20, &f, rows, NULL, &got), 0);
+            for (uint32_t i = 0; i < got; i++)
+                ASSERT_NE(rows[i], x);
+        }
+        rc_index_destroy(ix);
+        rc_table_destroy(t);
+    }
+}
