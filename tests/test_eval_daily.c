@@ -693,7 +693,8 @@ TEST(eval_daily_cli_json)
  * random items), the models learning at a rate of 1e-6 (batch and stream:
  * the embedding knows nothing), the channel at weight 1 finds the triples
  * from the first period's clicks and the stream's; stream-warm does not.
- * The fusion weight is reported. */
+ * The fusion weight is reported. stream-daily-fused (the daily install into
+ * the same engine, answering fused) finds them as well, and says it rebuilt. */
 TEST(eval_daily_stream_warm_fused)
 {
     char path[256], *out = NULL, dir[] = "/tmp/rc_daily_XXXXXX";
@@ -716,7 +717,7 @@ TEST(eval_daily_stream_warm_fused)
                     "%s --input %s --session session --item item --time time --time-unit s "
                     "--dim 16 --epochs 1 --lr 1e-6 --stream-lr 1e-6 --threads 1 --protocol daily "
                     "--period-hours 10 --stream-set cooc.fuse_weight=1 "
-                    "--methods stream-warm,stream-warm-fused --json --quiet",
+                    "--methods stream-warm,stream-warm-fused,stream-daily-fused --json --quiet",
                     RC_BIN("recalld-eval"), path);
     ASSERT_EQ(st, 0);
     json_t *j = e2e_json(out), *ms = json_object_get(j, "methods");
@@ -731,6 +732,15 @@ TEST(eval_daily_stream_warm_fused)
     fprintf(stderr, "hr@50 stream-warm %.4f, stream-warm-fused %.4f\n", hw, hf);
     ASSERT_DBL_OP(hf, >, 0.93); /* without the first period's clicks: .89 */
     ASSERT_DBL_OP(hf, >, 2 * hw);
+    json_t *df = json_object_get(ms, "stream-daily-fused");
+    ASSERT(json_is_object(df));
+    ASSERT_STREQ(json_string_value(json_object_get(df, "rebuild")), "live");
+    ASSERT_EQ(json_integer_value(json_object_get(df, "predictions")),
+              json_integer_value(json_object_get(w, "predictions")));
+    double hd = json_number_value(json_object_get(df, "hr@50"));
+    fprintf(stderr, "hr@50 stream-daily-fused %.4f\n", hd);
+    ASSERT_DBL_OP(hd, >, 0.93);
+    ASSERT_DBL_OP(hd, >, 2 * hw);
     json_decref(j);
     free(out);
     rm_dir_of(path);
