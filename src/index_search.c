@@ -245,6 +245,24 @@ static void add_pop(const part *p, const uint32_t *l, size_t m, float w, float *
         out[j] += w * pop_load(part_pop(p, l[j]));
 }
 
+/* The m int8 copies gathered in s->qp (local ids s->qr of p) scored, with
+ * the popularity term w, into the top-k heap (s->qs holds m). */
+static void score_gathered(const rc_index *ix, scratch *s, const part *p, const float *q, float w,
+                           size_t m, uint32_t k, uint32_t *ntop, uint64_t *rows)
+{
+    score_i8(q, s->qp, m, ix->dim, s->qs);
+    if (w > 0)
+        add_pop(p, s->qr, m, w, s->qs);
+    /* local ids become rows only for the rows that enter the top k: the
+     * scan is bound by its scattered memory reads (BENCHMARKS.md "The list
+     * scan"), and l2r of every scored row was one more of them */
+    for (size_t j = 0; j < m; j++)
+        if (*ntop < k || s->qs[j] > s->top[0].s)
+            hit_push(s->top, ntop, k, (hit){s->qs[j], p->l2r[s->qr[j]]});
+    if (rows)
+        *rows += m;
+}
+
 /* IVF partition p's hot rows (its most clicked, HOT_ROWS at most) scored as
  * scan_lists scores a list's, with the popularity term w, into the top-k
  * heap: rows that term lifts from lists the search does not choose. A row
@@ -263,13 +281,7 @@ static int scan_hot(const rc_index *ix, scratch *s, const part *p, const float *
         s->qp[m] = part_q8(p, l, d);
         s->qr[m++] = l;
     }
-    score_i8(q, s->qp, m, d, s->qs);
-    add_pop(p, s->qr, m, w, s->qs);
-    for (size_t j = 0; j < m; j++)
-        if (*ntop < k || s->qs[j] > s->top[0].s)
-            hit_push(s->top, ntop, k, (hit){s->qs[j], p->l2r[s->qr[j]]});
-    if (rows)
-        *rows += m;
+    score_gathered(ix, s, p, q, w, m, k, ntop, rows);
     return 0;
 }
 
@@ -305,17 +317,7 @@ static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand 
     }
     if (m && GROW(s, qs, m))
         return RC_ENOMEM;
-    score_i8(q, s->qp, m, d, s->qs);
-    if (w > 0)
-        add_pop(p, s->qr, m, w, s->qs);
-    /* local ids become rows only for the rows that enter the top k: the
-     * scan is bound by its scattered memory reads (BENCHMARKS.md "The list
-     * scan"), and l2r of every scored row was one more of them */
-    for (size_t j = 0; j < m; j++)
-        if (*ntop < k || s->qs[j] > s->top[0].s)
-            hit_push(s->top, ntop, k, (hit){s->qs[j], p->l2r[s->qr[j]]});
-    if (rows)
-        *rows += m;
+    score_gathered(ix, s, p, q, w, m, k, ntop, rows);
     return 0;
 }
 

@@ -330,6 +330,27 @@ TEST(recall_hit_offer_keeps_best_k_with_ties)
     }
 }
 
+/* A d8 table with city "c" and category "k", and an index on it with io. */
+static void pop_setup(const rc_index_opts *io, rc_table **t, rc_index **ix, uint32_t *city,
+                      uint32_t *cate)
+{
+    rc_table_opts to = {.dim = 8, .seed = 3};
+    char err[256];
+    ASSERT_EQ(rc_table_create(&to, t, err, sizeof err), 0);
+    ASSERT_EQ(rc_index_create(io, *t, ix, err, sizeof err), 0);
+    ASSERT_EQ(rc_table_city_id(*t, "c", 1, city), 0);
+    ASSERT_EQ(rc_table_cate_id(*t, "k", 1, cate), 0);
+}
+
+/* The touched rows indexed, the IVF partitions trained, and indexed again. */
+static void pop_index(rc_index *ix)
+{
+    char err[256];
+    ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+    ASSERT_EQ(rc_index_maintain(ix, err, sizeof err), 0);
+    ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+}
+
 /* recall.popularity_weight: every recall ranks by the cosine plus w x ln(1 +
  * clicks), the index's and the brute-force one alike, and reports that sum;
  * rc_recall_search_cos (the `similar` op) keeps the cosine. Item a is nearer
@@ -338,16 +359,12 @@ TEST(recall_hit_offer_keeps_best_k_with_ties)
  * w = 0. */
 TEST(recall_popularity_term_reranks_by_clicks)
 {
-    rc_table_opts to = {.dim = 8, .seed = 3};
     char err[256];
     rc_table *t = NULL;
     rc_index *ix = NULL;
-    ASSERT_EQ(rc_table_create(&to, &t, err, sizeof err), 0);
     rc_index_opts io = {.ivf_min = 256, .no_background = 1};
-    ASSERT_EQ(rc_index_create(&io, t, &ix, err, sizeof err), 0);
     uint32_t city, cate;
-    ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
-    ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
+    pop_setup(&io, &t, &ix, &city, &cate);
     const float vec[3][8] = {{0.8f, 0.6f}, {0.78f, 0, 0.6258f}, {0.2f, 0, 0, 0.9798f}};
     const uint32_t clicks[3] = {1, 100, 1000};
     for (uint32_t i = 0; i < 3; i++) {
@@ -409,20 +426,16 @@ TEST(recall_popularity_term_reranks_by_clicks)
 TEST(recall_index_ranks_candidates_by_popularity_too)
 {
     for (int mode = 0; mode < 3; mode++) {
-        rc_table_opts to = {.dim = 8, .seed = 3};
         char err[256];
         rc_table *t = NULL;
         rc_index *ix = NULL;
-        ASSERT_EQ(rc_table_create(&to, &t, err, sizeof err), 0);
         rc_index_opts io = {.ivf_min = mode == 1 ? 64 : 100000,
                             .nprobe = 64,
                             .search_lists = 4096,
                             .no_background = 1,
                             .storage = mode == 2 ? RC_INDEX_STORAGE_FLAT : RC_INDEX_STORAGE_INT8};
-        ASSERT_EQ(rc_index_create(&io, t, &ix, err, sizeof err), 0);
         uint32_t city, cate;
-        ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
-        ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
+        pop_setup(&io, &t, &ix, &city, &cate);
         const uint32_t nx = 300, x = 300;
         for (uint32_t i = 0; i <= nx; i++) {
             char id[16];
@@ -438,9 +451,7 @@ TEST(recall_index_ranks_candidates_by_popularity_too)
             rc_table_count_add(t, row, 1);
             rc_index_touch(ix, row);
         }
-        ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
-        ASSERT_EQ(rc_index_maintain(ix, err, sizeof err), 0);
-        ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+        pop_index(ix);
         rc_index_stats st;
         rc_index_stats_get(ix, &st);
         ASSERT_EQ(st.ivf_partitions, mode == 1 ? 1u : 0u);
@@ -477,20 +488,15 @@ TEST(recall_index_ranks_candidates_by_popularity_too)
 TEST(recall_index_scores_hot_rows_outside_the_chosen_lists)
 {
     for (int all = 0; all < 2; all++) {
-        rc_table_opts to = {.dim = 8, .seed = 3};
-        char err[256];
         rc_table *t = NULL;
         rc_index *ix = NULL;
-        ASSERT_EQ(rc_table_create(&to, &t, err, sizeof err), 0);
         rc_index_opts io = {.ivf_min = 64,
                             .nprobe = all ? 64 : 1,
                             .search_lists = all ? 4096 : 1,
                             .no_background = 1,
                             .storage = RC_INDEX_STORAGE_INT8};
-        ASSERT_EQ(rc_index_create(&io, t, &ix, err, sizeof err), 0);
         uint32_t city, cate;
-        ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
-        ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
+        pop_setup(&io, &t, &ix, &city, &cate);
         const uint32_t n = 600, x = 450;
         rc_rng rng;
         rc_rng_seed(&rng, 5);
@@ -513,9 +519,7 @@ TEST(recall_index_scores_hot_rows_outside_the_chosen_lists)
             rc_table_count_add(t, row, i == x ? 20000 : 1);
             rc_index_touch(ix, row);
         }
-        ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
-        ASSERT_EQ(rc_index_maintain(ix, err, sizeof err), 0);
-        ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
+        pop_index(ix);
         rc_index_stats st;
         rc_index_stats_get(ix, &st);
         ASSERT_EQ(st.ivf_partitions, 1u);
