@@ -41,17 +41,17 @@
  * inner products, a few ms). */
 #define FIT_TRAIN_SAMPLE 256u
 
+/* A partition's most clicked rows (by part_pop), scored by every search with
+ * a popularity weight besides the lists it chose: the term can lift them from
+ * lists whose centroids are far from the query. */
+#define HOT_ROWS 128u
+
 /* Int8 copies of a partition's rows, by local id, in blocks of Q8_BLOCK rows
  * (32 KiB at d64): a flat partition's scan reads them front to back and an
  * IVF list's rows sit within its partition's blocks, where copies kept by
  * table row were spread over the whole table (a page apart at 200
  * partitions). Blocks never move, so growing a partition copies nothing.
  * They are cache-line aligned: at d64 a copy is one line, not two. */
-/* A partition's most clicked rows (by part_pop), scored by every search with
- * a popularity weight besides the lists it chose: the term can lift them from
- * lists whose centroids are far from the query. */
-#define HOT_ROWS 128u
-
 #define Q8_BLOCK_BITS 9
 #define Q8_BLOCK      (1u << Q8_BLOCK_BITS)
 
