@@ -233,7 +233,7 @@ static double recall(bench *b, variant *v, int kind, int rr)
     uint64_t hit = 0;
     for (uint32_t i = 0; i < b->nq; i++) {
         uint32_t qi = kind * b->nq + i;
-        rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0, 0};
+        rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0};
         const float *q = b->qs + (size_t)qi * DIM;
         rc_index_set_faiss_scan(v->ix, v->ref);
         int rc = rr ? rc_recall_search(b->t, v->ix, q, K, b->overfetch, &f, NULL, 0, hits, &n)
@@ -259,7 +259,7 @@ static void timed_pass(bench *b, variant *v, int kind, int rr)
     double *lat = v->lat[rr][kind] + v->nlat[rr][kind];
     for (uint32_t i = 0; i < b->nq; i++) {
         uint32_t qi = kind * b->nq + i;
-        rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0, 0};
+        rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0};
         const float *q = b->qs + (size_t)qi * DIM;
         rc_index_set_faiss_scan(v->ix, v->ref);
         uint64_t t0 = rc_now_ns();
@@ -336,7 +336,7 @@ static void breakdown(bench *b)
             double nl = 0, nr = 0;
             for (uint32_t j = 0; j < b->nq; j++) {
                 uint32_t qi = kind * b->nq + j;
-                rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0, 0};
+                rc_index_filter f = {kind ? (int64_t)b->qcity[qi] : -1, NULL, 0};
                 rc_index_timing tm;
                 rc_index_set_faiss_scan(v->ix, v->ref);
                 if (rc_index_search_timed(v->ix, b->qs + (size_t)qi * DIM, want, &f, rows, sc, &n,

@@ -106,8 +106,7 @@ static uint64_t pow2ceil(uint64_t x)
 static uint64_t part_mem(const rc_index *ix, const part *p, uint64_t *vm, uint64_t *lm)
 {
     uint64_t own = (uint64_t)p->cap * sizeof(*p->l2r) + (p->l2k ? (uint64_t)p->cap * 8 : 0) +
-                   (uint64_t)p->nq8b * (Q8_BLOCK * ((uint64_t)ix->dim + sizeof(float)) +
-                                        sizeof(*p->q8b) + sizeof(*p->popb));
+                   (uint64_t)p->nq8b * (Q8_BLOCK * (uint64_t)ix->dim + sizeof(*p->q8b));
     uint64_t v = 0, l = 0, d = ix->dim;
     if (!p->ivf) {
         v = p->fx ? pow2ceil(p->n) * d * sizeof(float) : 0;
@@ -240,12 +239,9 @@ static void part_free(part *p)
     pthread_rwlock_destroy(&p->lock);
     free(p->l2r);
     free(p->l2k);
-    for (uint32_t b = 0; b < p->nq8b; b++) {
+    for (uint32_t b = 0; b < p->nq8b; b++)
         free(p->q8b[b]);
-        free(p->popb[b]);
-    }
     free(p->q8b);
-    free(p->popb);
     free(p);
 }
 
@@ -524,50 +520,6 @@ static int job_mark_dirty(job *j, uint32_t local)
     return 0;
 }
 
-/* Writer: local id l of p, whose part_pop value went from old to v, in p's
- * hot rows if it is among the HOT_ROWS largest. A member's hotv is its
- * part_pop value, so a row whose old value is below the least member's is
- * not one, and needs no search of the set unless v reaches it. */
-static void hot_note(part *p, uint32_t l, float v, float old)
-{
-    uint32_t n = p->nhot, i = 0, m = 0;
-    if (n == HOT_ROWS && v <= p->hotmin && old < p->hotmin)
-        return;
-    while (i < n && p->hot[i] != l)
-        i++;
-    if (i == n && n < HOT_ROWS) {
-        RSTORE(&p->hot[n], l);
-        p->hotv[n] = v;
-        STORE(&p->nhot, n + 1);
-        n++;
-    } else if (i == n) {
-        if (v <= p->hotmin)
-            return;
-        for (uint32_t j = 1; j < n; j++)
-            if (p->hotv[j] < p->hotv[m])
-                m = j;
-        RSTORE(&p->hot[m], l);
-        p->hotv[m] = v;
-    } else {
-        p->hotv[i] = v;
-    }
-    if (n == HOT_ROWS) {
-        float mn = p->hotv[0];
-        for (uint32_t j = 1; j < n; j++)
-            mn = RC_MIN(mn, p->hotv[j]);
-        p->hotmin = mn;
-    }
-}
-
-/* Writer: the popularity term's ln(1 + clicks) of row, local id l of p. */
-static void pop_store(const rc_index *ix, part *p, uint32_t l, uint32_t row)
-{
-    float *pv = part_pop(p, l), old = pop_load(pv), v = log1pf((float)rc_table_count(ix->t, row));
-    pop_set(pv, v);
-    if (!p->overflow && v != old)
-        hot_note(p, l, v, old);
-}
-
 /* Writer, under p's write lock: room for need local ids, their int8 copies
  * (whole blocks) and, in the overflow partition, their city and category. */
 static int part_reserve(part *p, size_t need, uint32_t dim)
@@ -578,22 +530,9 @@ static int part_reserve(part *p, size_t need, uint32_t dim)
         if (!bv)
             return RC_ENOMEM;
         p->q8b = bv;
-        float **pv = realloc(p->popb, nb * sizeof(*pv));
-        if (!pv)
-            return RC_ENOMEM;
-        p->popb = pv;
-        for (; p->nq8b < nb; p->nq8b++) {
-            /* a block counts (part_free, part_mem) once both halves are there */
-            int8_t *qb = aligned_alloc(64, (size_t)Q8_BLOCK * dim);
-            float *pb = calloc(Q8_BLOCK, sizeof(*pb));
-            if (!qb || !pb) {
-                free(qb);
-                free(pb);
+        for (; p->nq8b < nb; p->nq8b++)
+            if (!(bv[p->nq8b] = aligned_alloc(64, (size_t)Q8_BLOCK * dim)))
                 return RC_ENOMEM;
-            }
-            bv[p->nq8b] = qb;
-            pv[p->nq8b] = pb;
-        }
     }
     if (need <= p->cap)
         return 0;
@@ -715,7 +654,6 @@ static int apply_batch(rc_index *ix, part *p, const struct work *w, uint32_t n, 
     for (uint32_t i = 0; !rc && i < n; i++) {
         uint32_t l = i < nnew ? p->n - nnew + i : (uint32_t)ix->ibuf[i - nnew];
         q8_store(part_q8(p, l, d), ix->xbuf + (size_t)i * d, d);
-        pop_store(ix, p, l, w[i].row);
     }
     pthread_rwlock_unlock(&p->lock);
     hold_record(ix, held);
@@ -800,8 +738,6 @@ static long classify(rc_index *ix, size_t max, int *failed, char *errbuf, size_t
         if (loc) {
             const int8_t *q = part_q8(ix->parts[(loc >> 32) - 1], (uint32_t)loc, d);
             if (q8_drift(q, rc_table_in_read(ix->t, row, ix->vbuf), (uint32_t)d) <= ix->drift) {
-                /* the vector stays; its clicks may not have */
-                pop_store(ix, ix->parts[(loc >> 32) - 1], (uint32_t)loc, row);
                 RADD(&ix->st_skipped, 1);
                 continue;
             }

@@ -41,11 +41,6 @@
  * inner products, a few ms). */
 #define FIT_TRAIN_SAMPLE 256u
 
-/* A partition's most clicked rows (by part_pop), scored by every search with
- * a popularity weight besides the lists it chose: the term can lift them from
- * lists whose centroids are far from the query. */
-#define HOT_ROWS 128u
-
 /* Int8 copies of a partition's rows, by local id, in blocks of Q8_BLOCK rows
  * (32 KiB at d64): a flat partition's scan reads them front to back and an
  * IVF list's rows sit within its partition's blocks, where copies kept by
@@ -87,21 +82,12 @@ typedef struct part {
     uint32_t *l2r;     /* local id -> row */
     uint64_t *l2k;     /* overflow only: local id -> city << 32 | cate */
     uint32_t n, cap;
-    int8_t **q8b;           /* int8 copies of the indexed vectors: block b holds local ids
-                               b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
-    uint32_t nq8b;          /* blocks allocated (they cover cap rows) */
-    float **popb;           /* ln(1 + clicks) of local ids, in blocks as q8b: set when a row is
-                               stored and refreshed at each drift check (the writer stores, searches
-                               read; relaxed atomics), read by a search's popularity term */
-    uint32_t hot[HOT_ROWS]; /* local ids of up to HOT_ROWS most clicked rows (not in the
-                               overflow partition): the writer stores, searches read
-                               (relaxed atomics; nhot with release / acquire) */
-    uint32_t nhot;
-    float hotv[HOT_ROWS]; /* writer only: their part_pop values */
-    float hotmin;         /* writer only: the least of hotv once nhot == HOT_ROWS */
-    int overflow;         /* the shared overflow partition: flat for good, filtered by row */
-    uint32_t ver;         /* +1 under the write lock whenever fx, ivf, nlist or cent change: a
-                             search that chose lists under one read lock checks it under the next */
+    int8_t **q8b;  /* int8 copies of the indexed vectors: block b holds local ids
+                      b * Q8_BLOCK .. (b + 1) * Q8_BLOCK - 1 (part_q8) */
+    uint32_t nq8b; /* blocks allocated (they cover cap rows) */
+    int overflow;  /* the shared overflow partition: flat for good, filtered by row */
+    uint32_t ver;  /* +1 under the write lock whenever fx, ivf, nlist or cent change: a
+                      search that chose lists under one read lock checks it under the next */
     /* Writer only. */
     uint32_t n_trained; /* rows at the last training (0 = never) */
     uint32_t n_checked; /* rows at the last imbalance check */
@@ -245,22 +231,6 @@ static inline rowchunk *chunk_of(const rc_index *ix, uint32_t row)
 static inline int8_t *part_q8(const part *p, uint32_t l, size_t dim)
 {
     return p->q8b[l >> Q8_BLOCK_BITS] + (size_t)(l & (Q8_BLOCK - 1)) * dim;
-}
-
-/* Relaxed atomic float access (part_pop's values). */
-static inline float pop_load(const float *x)
-{
-    float v;
-    __atomic_load(x, &v, __ATOMIC_RELAXED);
-    return v;
-}
-
-static inline void pop_set(float *x, float v) { __atomic_store(x, &v, __ATOMIC_RELAXED); }
-
-/* ln(1 + clicks) of local id l of p, as q8 (part_q8). */
-static inline float *part_pop(const part *p, uint32_t l)
-{
-    return p->popb[l >> Q8_BLOCK_BITS] + (l & (Q8_BLOCK - 1));
 }
 
 /* Picks the int8 scoring kernel for this CPU once (index_search.c). */

@@ -236,55 +236,6 @@ void rc__index_score(const float *q, const int8_t *const *xp, size_t m, size_t d
     score_i8(q, xp, m, d, out);
 }
 
-/* out[j] += w * ln(1 + clicks) of local id l[j] of p: the popularity term of
- * rc_recall_score, so that the rows it lifts enter the top k (a partition's
- * values are 2 KiB a block, prefetched with the copies by the caller). */
-static void add_pop(const part *p, const uint32_t *l, size_t m, float w, float *out)
-{
-    for (size_t j = 0; j < m; j++)
-        out[j] += w * pop_load(part_pop(p, l[j]));
-}
-
-/* The m int8 copies gathered in s->qp (local ids s->qr of p) scored, with
- * the popularity term w, into the top-k heap (s->qs holds m). */
-static void score_gathered(const rc_index *ix, scratch *s, const part *p, const float *q, float w,
-                           size_t m, uint32_t k, uint32_t *ntop, uint64_t *rows)
-{
-    score_i8(q, s->qp, m, ix->dim, s->qs);
-    if (w > 0)
-        add_pop(p, s->qr, m, w, s->qs);
-    /* local ids become rows only for the rows that enter the top k: the
-     * scan is bound by its scattered memory reads (BENCHMARKS.md "The list
-     * scan"), and l2r of every scored row was one more of them */
-    for (size_t j = 0; j < m; j++)
-        if (*ntop < k || s->qs[j] > s->top[0].s)
-            hit_push(s->top, ntop, k, (hit){s->qs[j], p->l2r[s->qr[j]]});
-    if (rows)
-        *rows += m;
-}
-
-/* IVF partition p's hot rows (its most clicked, HOT_ROWS at most) scored as
- * scan_lists scores a list's, with the popularity term w, into the top-k
- * heap: rows that term lifts from lists the search does not choose. A row
- * may also be in a chosen list: rc_index_search_timed drops the repeat. */
-static int scan_hot(const rc_index *ix, scratch *s, const part *p, const float *q, float w,
-                    uint32_t k, uint32_t *ntop, uint64_t *rows)
-{
-    size_t d = ix->dim, m = 0;
-    uint32_t n = LOAD(&p->nhot);
-    if (GROW(s, qp, n) || GROW(s, qr, n) || GROW(s, qs, n))
-        return RC_ENOMEM;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t l = RLOAD(&p->hot[i]);
-        if (l >= p->n)
-            continue;
-        s->qp[m] = part_q8(p, l, d);
-        s->qr[m++] = l;
-    }
-    score_gathered(ix, s, p, q, w, m, k, ntop, rows);
-    return 0;
-}
-
 /* Scores the rows of the c lists cs[] of IVF partition p with their int8
  * copies (q . x / |x|, x the copy: the indexed unit vector to within int8
  * rounding, finer than sq8's fixed range) straight into the top-k heap. FAISS
@@ -292,7 +243,7 @@ static int scan_hot(const rc_index *ix, scratch *s, const part *p, const float *
  * list, then scored with the AVX2 kernel, instead of FAISS's scan whose
  * baseline x86-64 build decodes and sums a component at a time. */
 static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand *cs, uint32_t c,
-                      const float *q, float w, uint32_t k, uint32_t *ntop, uint64_t *rows)
+                      const float *q, uint32_t k, uint32_t *ntop, uint64_t *rows)
 {
     size_t d = ix->dim, m = 0;
     for (uint32_t i = 0; i < c; i++) { /* gather every list first: the prefetches overlap */
@@ -309,15 +260,21 @@ static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand 
             const int8_t *x = part_q8(p, (uint32_t)l, d);
             __builtin_prefetch(x);
             __builtin_prefetch(x + d - 1);
-            if (w > 0)
-                __builtin_prefetch(part_pop(p, (uint32_t)l)); /* read by add_pop */
             s->qp[m] = x;
             s->qr[m++] = (uint32_t)l;
         }
     }
     if (m && GROW(s, qs, m))
         return RC_ENOMEM;
-    score_gathered(ix, s, p, q, w, m, k, ntop, rows);
+    score_i8(q, s->qp, m, d, s->qs);
+    /* local ids become rows only for the rows that enter the top k: the
+     * scan is bound by its scattered memory reads (BENCHMARKS.md "The list
+     * scan"), and l2r of every scored row was one more of them */
+    for (size_t j = 0; j < m; j++)
+        if (*ntop < k || s->qs[j] > s->top[0].s)
+            hit_push(s->top, ntop, k, (hit){s->qs[j], p->l2r[s->qr[j]]});
+    if (rows)
+        *rows += m;
     return 0;
 }
 
@@ -327,14 +284,14 @@ static int scan_lists(const rc_index *ix, scratch *s, const part *p, const cand 
  * to the partition's fixed nprobe (flat and fp16 codes are finer than the
  * copies). */
 static int scan_part_lists(const rc_index *ix, scratch *s, const part *p, cand *cs, uint32_t c,
-                           const float *q, float w, uint32_t k, uint32_t *ntop, uint64_t *rows)
+                           const float *q, uint32_t k, uint32_t *ntop, uint64_t *rows)
 {
     if (c > p->slots) {
         qsort(cs, c, sizeof(*cs), cand_desc);
         c = p->slots;
     }
     if (rc_storage_q8(ix->storage) && !RLOAD(&ix->faiss_scan))
-        return scan_lists(ix, s, p, cs, c, q, w, k, ntop, rows);
+        return scan_lists(ix, s, p, cs, c, q, k, ntop, rows);
     if (GROW(s, assign, p->slots) || GROW(s, adis, p->slots))
         return RC_ENOMEM;
     for (uint32_t i = 0; i < p->slots; i++) {
@@ -368,8 +325,8 @@ static int row_match(uint64_t key, const rc_index_filter *f)
  * for IVF lists: a quarter of the bytes of the float storage (a partition
  * below ivf_min rows can still be a few thousand rows, several of them per
  * city), and the caller re-scores the candidates with the table's floats. */
-static int scan_flat_i8(const rc_index *ix, scratch *s, const part *p, const float *q, float w,
-                        uint32_t k, uint32_t *ntop)
+static int scan_flat_i8(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
+                        uint32_t *ntop)
 {
     size_t d = ix->dim, n = p->n;
     if (GROW(s, qp, n) || GROW(s, qr, n) || GROW(s, qs, n))
@@ -383,8 +340,6 @@ static int scan_flat_i8(const rc_index *ix, scratch *s, const part *p, const flo
         s->qr[j] = row;
     }
     score_i8(q, s->qp, n, d, s->qs);
-    for (size_t j = 0; w > 0 && j < n; j++)
-        s->qs[j] += w * pop_load(part_pop(p, (uint32_t)j));
     for (size_t j = 0; j < n; j++)
         if (*ntop < k || s->qs[j] > s->top[0].s)
             hit_push(s->top, ntop, k, (hit){s->qs[j], s->qr[j]});
@@ -394,7 +349,7 @@ static int scan_flat_i8(const rc_index *ix, scratch *s, const part *p, const flo
 /* The reference scan of a flat partition that has no float storage (sq8):
  * the table's vectors, normalised row by row as the re-rank reads them. Not a
  * hot path: only rc_index_set_faiss_scan's A/B runs it. */
-static int scan_flat_table(const rc_index *ix, scratch *s, const part *p, const float *q, float w,
+static int scan_flat_table(const rc_index *ix, scratch *s, const part *p, const float *q,
                            uint32_t k, uint32_t *ntop)
 {
     uint32_t d = ix->dim;
@@ -402,8 +357,6 @@ static int scan_flat_table(const rc_index *ix, scratch *s, const part *p, const 
     for (uint32_t i = 0; i < p->n; i++) {
         const float *v = rc_table_in_read(ix->t, p->l2r[i], vb);
         float nn = rc_vec_dot(v, v, d), sc = nn > 0 ? rc_vec_dot(q, v, d) / sqrtf(nn) : 0;
-        if (w > 0)
-            sc += w * pop_load(part_pop(p, i));
         if (*ntop < k || sc > s->top[0].s)
             hit_push(s->top, ntop, k, (hit){sc, p->l2r[i]});
     }
@@ -418,17 +371,14 @@ static int scan_flat_table(const rc_index *ix, scratch *s, const part *p, const 
 static int scan_flat(const rc_index *ix, scratch *s, const part *p, const float *q, uint32_t k,
                      const rc_index_filter *f, uint32_t *ntop)
 {
-    float w = f ? f->pop_weight : 0;
     if (!p->overflow && rc_storage_q8(ix->storage))
-        return RLOAD(&ix->faiss_scan) ? scan_flat_table(ix, s, p, q, w, k, ntop)
-                                      : scan_flat_i8(ix, s, p, q, w, k, ntop);
+        return RLOAD(&ix->faiss_scan) ? scan_flat_table(ix, s, p, q, k, ntop)
+                                      : scan_flat_i8(ix, s, p, q, k, ntop);
     float *xb;
     size_t sz;
     faiss_IndexFlat_xb(p->fx, &xb, &sz);
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->n, (int)ix->dim, 1.0f, xb, (int)ix->dim, q, 1,
                 0.0f, s->cs, 1);
-    for (uint32_t i = 0; w > 0 && i < p->n; i++)
-        s->cs[i] += w * pop_load(part_pop(p, i));
     for (uint32_t i = 0; i < p->n; i++)
         if ((*ntop < k || s->cs[i] > s->top[0].s) && (!p->overflow || row_match(p->l2k[i], f)))
             hit_push(s->top, ntop, k, (hit){s->cs[i], p->l2r[i]});
@@ -472,9 +422,6 @@ static int pass1(sctx *c, uint32_t si)
             return RC_ENOMEM;
         part_coarse(c->ix, s, p, si, c->q, s->heap, &c->nh, c->lists);
         c->coarse_ns += c->timed ? rc_now_ns() - c0 : 0;
-        float w = c->f ? c->f->pop_weight : 0;
-        if (w > 0 && rc_storage_q8(c->ix->storage) && !RLOAD(&c->ix->faiss_scan))
-            return scan_hot(c->ix, s, p, c->q, w, c->k, c->ntop, &c->rows);
         return 0;
     }
     if (!p->n)
@@ -501,8 +448,7 @@ static int pass2(sctx *c, uint32_t si)
         c->coarse_ns += c->timed ? rc_now_ns() - c0 : 0;
         n = m;
     }
-    return n ? scan_part_lists(c->ix, s, p, cs, n, c->q, c->f ? c->f->pop_weight : 0, c->k, c->ntop,
-                               c->timed ? &c->rows : NULL)
+    return n ? scan_part_lists(c->ix, s, p, cs, n, c->q, c->k, c->ntop, c->timed ? &c->rows : NULL)
              : 0;
 }
 
@@ -592,40 +538,6 @@ static int search_parts(const rc_index *ix, scratch *s, uint32_t nsel, const flo
     return 0;
 }
 
-static int hit_row_cmp(const void *a, const void *b)
-{
-    const hit *x = a, *y = b;
-    return (x->row > y->row) - (x->row < y->row);
-}
-
-/* rows[0..n) (best first) without the later occurrences of a row (scan_hot
- * scores a hot row that a chosen list holds too); returns the count left. */
-static uint32_t drop_repeats(scratch *s, uint32_t *rows, float *scores, uint32_t n)
-{
-    hit *h = s->top; /* emptied by the caller: (row, position) pairs */
-    for (uint32_t i = 0; i < n; i++)
-        h[i] = (hit){(float)i, rows[i]};
-    qsort(h, n, sizeof(*h), hit_row_cmp);
-    int any = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (h[i].row == h[i - 1].row) {
-            uint32_t a = (uint32_t)h[i - 1].s, b = (uint32_t)h[i].s;
-            rows[RC_MAX(a, b)] = UINT32_MAX; /* the later one */
-            h[i].s = (float)RC_MIN(a, b);
-            any = 1;
-        }
-    if (!any)
-        return n;
-    uint32_t m = 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (rows[i] != UINT32_MAX) {
-            if (scores)
-                scores[m] = scores[i];
-            rows[m++] = rows[i];
-        }
-    return m;
-}
-
 int rc_index_search(rc_index *ix, const float *q, uint32_t k, const rc_index_filter *f,
                     uint32_t *rows, float *scores, uint32_t *n)
 {
@@ -665,6 +577,6 @@ int rc_index_search_timed(rc_index *ix, const float *q, uint32_t k, const rc_ind
         if (scores)
             scores[m - 1] = h.s;
     }
-    *n = f && f->pop_weight > 0 ? drop_repeats(s, rows, scores, ntop) : ntop;
+    *n = ntop;
     return 0;
 }

@@ -101,9 +101,7 @@ static int search(const rc_table *t, rc_index *ix, const float *q, uint32_t k, f
     if (!rows || !scores || !cand)
         goto out;
     rc_index_timing it = {0};
-    rc_index_filter rf = f ? *f : (rc_index_filter){.city = -1};
-    rf.pop_weight = w; /* the index ranks its candidates as they are re-ranked below */
-    rc = rc_index_search_timed(ix, q, want, &rf, rows, scores, &got, tm ? &it : NULL);
+    rc = rc_index_search_timed(ix, q, want, f, rows, scores, &got, tm ? &it : NULL);
     if (rc)
         goto out;
     uint64_t t0 = tm ? rc_now_ns() : 0;
@@ -405,17 +403,16 @@ out:
     return rc;
 }
 
-/* The best cap rows by score (rc_recall_score with weight w) that pass f and
- * are not in exclude[0..nex) into top[] (best first); returns their count. */
-static uint32_t exact_top(const rc_table *t, const float *q, float w, uint32_t cap,
-                          const rc_index_filter *f, const uint32_t *exclude, uint32_t nex,
-                          rc_hit *top)
+/* The best cap rows by cosine that pass f and are not in exclude[0..nex)
+ * into top[] (best first); returns their count. */
+static uint32_t exact_top(const rc_table *t, const float *q, uint32_t cap, const rc_index_filter *f,
+                          const uint32_t *exclude, uint32_t nex, rc_hit *top)
 {
     uint32_t rows = rc_table_size(t), have = 0;
     for (uint32_t r = 0; r < rows; r++) {
         if (!passes(t, r, f) || excluded(r, exclude, nex))
             continue;
-        float s = score_w(t, r, q, w);
+        float s = rc_table_in_cos(t, r, q);
         if (have == cap && s <= top[cap - 1].score)
             continue;
         uint32_t pos = have < cap ? have++ : cap - 1;
@@ -432,7 +429,27 @@ int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, float overfet
                     const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
                     rc_hit *out, uint32_t *n)
 {
-    (void)overfetch; /* every row is a candidate */
-    *n = k ? exact_top(t, q, rc_table_pop_weight(t), k, f, exclude, nexclude, out) : 0;
+    float w = rc_table_pop_weight(t);
+    *n = 0;
+    if (k == 0)
+        return 0;
+    if (w <= 0) { /* the score is the cosine: its exact top-k */
+        *n = exact_top(t, q, k, f, exclude, nexclude, out);
+        return 0;
+    }
+    /* As rc_recall_search: the candidates the index would return were it
+     * exact, the excluded ones dropped, the rest re-ranked by their score. */
+    uint32_t want = (uint32_t)ceilf((float)k * RC_MAX(overfetch, 1.0f)) + nexclude, kept = 0;
+    rc_hit *cand = malloc(want * sizeof *cand);
+    if (!cand)
+        return RC_ENOMEM;
+    uint32_t got = exact_top(t, q, want, f, NULL, 0, cand);
+    for (uint32_t i = 0; i < got; i++)
+        if (!excluded(cand[i].row, exclude, nexclude))
+            cand[kept++] = (rc_hit){cand[i].row, score_w(t, cand[i].row, q, w)};
+    qsort(cand, kept, sizeof *cand, hit_cmp);
+    *n = RC_MIN(kept, k);
+    memcpy(out, cand, *n * sizeof *out);
+    free(cand);
     return 0;
 }

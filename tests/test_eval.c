@@ -531,11 +531,8 @@ TEST(eval_cli_search_and_ann_recall)
                      "--no-tags --out %s",
                      RC_BIN("recalld-gen"), path),
               0);
-    /* without the popularity term: its hot rows (HOT_ROWS a partition) would
-     * cover most of these 150-row partitions whatever lists are scanned */
     const char *fl = "--dim 16 --epochs 2 --threads 1 --methods sgns --json --quiet "
-                     "--stream-set index.ivf_min=64 --stream-set index.nprobe=1 "
-                     "--stream-set recall.popularity_weight=0";
+                     "--stream-set index.ivf_min=64 --stream-set index.nprobe=1";
     ASSERT_EQ(e2e_sh(&out, "%s --input %s %s --ann-recall", RC_BIN("recalld-eval"), path, fl), 0);
     json_t *j = e2e_json(out), *sg = json_object_get(json_object_get(j, "methods"), "sgns");
     ASSERT_STREQ(json_string_value(json_object_get(j, "search")), "index");

@@ -290,12 +290,12 @@ TEST(index_filter_city_cate)
     touch_all(ix, t, 0);
     flush_all(ix);
     uint32_t cates[2] = {1, 3};
-    rc_index_filter fs[3] = {{2, NULL, 0, 0}, {-1, cates, 2, 0}, {0, cates, 1, 0}};
+    rc_index_filter fs[3] = {{2, NULL, 0}, {-1, cates, 2}, {0, cates, 1}};
     check_filters_exact(ix, t, fs, 3, 10, 4);
     uint32_t got[50], n;
     float gs[50], q[DIM];
     memcpy(q, rc_table_in(t, 0), sizeof(q));
-    rc_index_filter none = {99, NULL, 0, 0};
+    rc_index_filter none = {99, NULL, 0};
     ASSERT_EQ(rc_index_search(ix, q, 50, &none, got, gs, &n), 0);
     ASSERT_EQ(n, 0);
     rc_index_destroy(ix);
@@ -323,7 +323,7 @@ TEST(index_ivf_recall_after_ivf_min)
     double rec = recall_at(ix, t, 100, 50, NULL, 9);
     fprintf(stderr, "recall@50 all: %.4f\n", rec);
     ASSERT_DBL_OP(rec, >=, 0.95);
-    rc_index_filter f = {1, NULL, 0, 0};
+    rc_index_filter f = {1, NULL, 0};
     rec = recall_at(ix, t, 100, 50, &f, 10);
     fprintf(stderr, "recall@50 city 1: %.4f\n", rec);
     ASSERT_DBL_OP(rec, >=, 0.95);
@@ -416,7 +416,7 @@ TEST(index_new_rows_searchable_after_flush)
     ASSERT(rc_index_contains(ix, row));
     ASSERT_EQ(rc_index_search(ix, v, 3, NULL, got, gs, &n), 0);
     ASSERT_EQ(got[0], row);
-    rc_index_filter f = {1, NULL, 0, 0};
+    rc_index_filter f = {1, NULL, 0};
     ASSERT_EQ(rc_index_search(ix, v, 3, &f, got, gs, &n), 0);
     ASSERT_EQ(got[0], row);
     rc_index_stats_get(ix, &st);
@@ -921,7 +921,7 @@ static void *search_loop(void *arg)
         for (int i = 0; i < DIM; i++)
             q[i] = rc_rng_float(&r) - 0.5f;
         cates[0] = rc_rng_below(&r, 3);
-        rc_index_filter f = {(int64_t)rc_rng_below(&r, 3) - 1, cates, rc_rng_below(&r, 2), 0};
+        rc_index_filter f = {(int64_t)rc_rng_below(&r, 3) - 1, cates, rc_rng_below(&r, 2)};
         if (rc_index_search(s->ix, q, 50, &f, rows, sc, &n) != 0)
             s->bad++;
         uint32_t size = rc_table_size(s->t);
@@ -1037,9 +1037,9 @@ static void overflow_case(uint32_t ivf_min)
     for (uint32_t r = 0; r < 2000; r++)
         ASSERT(rc_index_contains(ix, r));
     uint32_t cates[2] = {1, 2};
-    rc_index_filter fs[9] = {{0, NULL, 0, 0},   {1, NULL, 0, 0},  {2, NULL, 0, 0},
-                             {3, NULL, 0, 0},   {4, NULL, 0, 0},  {5, NULL, 0, 0},
-                             {-1, cates, 1, 0}, {4, cates, 2, 0}, {-1, NULL, 0, 0}};
+    rc_index_filter fs[9] = {{0, NULL, 0},   {1, NULL, 0},  {2, NULL, 0},
+                             {3, NULL, 0},   {4, NULL, 0},  {5, NULL, 0},
+                             {-1, cates, 1}, {4, cates, 2}, {-1, NULL, 0}};
     if (ivf_min > 2000) /* all flat: exact */
         check_filters_exact(ix, t, fs, 9, 5, 22);
     uint32_t got[3], n;
@@ -1061,7 +1061,7 @@ static void overflow_case(uint32_t ivf_min)
     flush_all(ix);
     for (int i = 0; i < 2; i++) {
         ASSERT(rc_index_contains(ix, rows[i]));
-        rc_index_filter f = {rc_table_city(t, rows[i]), NULL, 0, 0};
+        rc_index_filter f = {rc_table_city(t, rows[i]), NULL, 0};
         memcpy(v, rc_table_in(t, rows[i]), sizeof(v));
         ASSERT_EQ(rc_index_search(ix, v, 3, &f, got, gs, &n), 0);
         ASSERT_GE(n, 1);

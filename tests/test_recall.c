@@ -330,27 +330,6 @@ TEST(recall_hit_offer_keeps_best_k_with_ties)
     }
 }
 
-/* A d8 table with city "c" and category "k", and an index on it with io. */
-static void pop_setup(const rc_index_opts *io, rc_table **t, rc_index **ix, uint32_t *city,
-                      uint32_t *cate)
-{
-    rc_table_opts to = {.dim = 8, .seed = 3};
-    char err[256];
-    ASSERT_EQ(rc_table_create(&to, t, err, sizeof err), 0);
-    ASSERT_EQ(rc_index_create(io, *t, ix, err, sizeof err), 0);
-    ASSERT_EQ(rc_table_city_id(*t, "c", 1, city), 0);
-    ASSERT_EQ(rc_table_cate_id(*t, "k", 1, cate), 0);
-}
-
-/* The touched rows indexed, the IVF partitions trained, and indexed again. */
-static void pop_index(rc_index *ix)
-{
-    char err[256];
-    ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
-    ASSERT_EQ(rc_index_maintain(ix, err, sizeof err), 0);
-    ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
-}
-
 /* recall.popularity_weight: every recall ranks by the cosine plus w x ln(1 +
  * clicks), the index's and the brute-force one alike, and reports that sum;
  * rc_recall_search_cos (the `similar` op) keeps the cosine. Item a is nearer
@@ -359,12 +338,16 @@ static void pop_index(rc_index *ix)
  * w = 0. */
 TEST(recall_popularity_term_reranks_by_clicks)
 {
+    rc_table_opts to = {.dim = 8, .seed = 3};
     char err[256];
     rc_table *t = NULL;
     rc_index *ix = NULL;
+    ASSERT_EQ(rc_table_create(&to, &t, err, sizeof err), 0);
     rc_index_opts io = {.ivf_min = 256, .no_background = 1};
+    ASSERT_EQ(rc_index_create(&io, t, &ix, err, sizeof err), 0);
     uint32_t city, cate;
-    pop_setup(&io, &t, &ix, &city, &cate);
+    ASSERT_EQ(rc_table_city_id(t, "c", 1, &city), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "k", 1, &cate), 0);
     const float vec[3][8] = {{0.8f, 0.6f}, {0.78f, 0, 0.6258f}, {0.2f, 0, 0, 0.9798f}};
     const uint32_t clicks[3] = {1, 100, 1000};
     for (uint32_t i = 0; i < 3; i++) {
@@ -411,134 +394,4 @@ TEST(recall_popularity_term_reranks_by_clicks)
     ASSERT_NEAR(h[0].score, 0.8f, 1e-3);
     rc_index_destroy(ix);
     rc_table_destroy(t);
-}
-
-/* The index ranks its candidates by the same sum as the re-rank (the
- * filter's pop_weight, set by rc_recall_search): an item far down the cosine
- * order but clicked often enough to lead the answer must reach the re-rank.
- * 300 items of cosine .900 down to .601 with one click each, and item X of
- * cosine .5: with 20,000 clicks X scores .5 + .05 ln 20001 = .995, above the
- * best other (.9 + .05 ln 2 = .935), while the index's k x over-fetch = 10
- * candidates by the cosine alone are items 0..9. X's clicks grow after it was
- * indexed, its vector unchanged: the index's drift check, which skips the
- * re-index, still refreshes the click count it ranks by. Flat int8, IVF int8
- * (every list scanned) and a flat float partition. */
-TEST(recall_index_ranks_candidates_by_popularity_too)
-{
-    for (int mode = 0; mode < 3; mode++) {
-        char err[256];
-        rc_table *t = NULL;
-        rc_index *ix = NULL;
-        rc_index_opts io = {.ivf_min = mode == 1 ? 64 : 100000,
-                            .nprobe = 64,
-                            .search_lists = 4096,
-                            .no_background = 1,
-                            .storage = mode == 2 ? RC_INDEX_STORAGE_FLAT : RC_INDEX_STORAGE_INT8};
-        uint32_t city, cate;
-        pop_setup(&io, &t, &ix, &city, &cate);
-        const uint32_t nx = 300, x = 300;
-        for (uint32_t i = 0; i <= nx; i++) {
-            char id[16];
-            uint32_t row;
-            int created;
-            snprintf(id, sizeof id, "i%u", i);
-            ASSERT_EQ(rc_table_upsert(t, id, strlen(id), city, cate, NULL, 0, &row, &created), 0);
-            ASSERT_EQ(row, i);
-            float *v = rc_table_in(t, row), c = i == x ? 0.5f : 0.9f - 0.001f * (float)i;
-            memset(v, 0, 8 * sizeof *v);
-            v[0] = c;
-            v[1 + i % 7] = sqrtf(1 - c * c);
-            rc_table_count_add(t, row, 1);
-            rc_index_touch(ix, row);
-        }
-        pop_index(ix);
-        rc_index_stats st;
-        rc_index_stats_get(ix, &st);
-        ASSERT_EQ(st.ivf_partitions, mode == 1 ? 1u : 0u);
-        rc_table_set_pop_weight(t, 0.05f);
-        const float q[8] = {1};
-        rc_hit h[5], e[5];
-        uint32_t n = 0, ne = 0;
-        for (int round = 0; round < 2; round++) {
-            ASSERT_EQ(rc_recall_search(t, ix, q, 5, 2, NULL, NULL, 0, h, &n), 0);
-            ASSERT_EQ(rc_recall_exact(t, q, 5, 2, NULL, NULL, 0, e, &ne), 0);
-            ASSERT_EQ(n, 5);
-            ASSERT_EQ(ne, 5);
-            for (uint32_t i = 0; i < n; i++)
-                ASSERT_EQ(h[i].row, e[i].row);
-            ASSERT_EQ(h[0].row, round ? x : 0u);
-            /* X's clicks grow; its vector does not move */
-            rc_table_count_add(t, x, 20000);
-            rc_index_touch(ix, x);
-            ASSERT_GE(rc_index_flush(ix, 0, err, sizeof err), 0);
-        }
-        rc_index_stats_get(ix, &st);
-        ASSERT_GE(st.skipped_small_drift, 1u);
-        rc_index_destroy(ix);
-        rc_table_destroy(t);
-    }
-}
-
-/* An IVF partition's most clicked rows are scored by every search with a
- * popularity weight, whatever lists it chooses: item X sits in a cluster far
- * from the query (cosine .45; the other cluster's rows are .6 to .9) with
- * 20,000 clicks (.45 + .05 ln 20001 = .945, above .9 + .05 ln 2), and a search
- * that scans one list still returns it first. With every list scanned X is
- * both in a chosen list and among the hot rows: it is returned once. */
-TEST(recall_index_scores_hot_rows_outside_the_chosen_lists)
-{
-    for (int all = 0; all < 2; all++) {
-        rc_table *t = NULL;
-        rc_index *ix = NULL;
-        rc_index_opts io = {.ivf_min = 64,
-                            .nprobe = all ? 64 : 1,
-                            .search_lists = all ? 4096 : 1,
-                            .no_background = 1,
-                            .storage = RC_INDEX_STORAGE_INT8};
-        uint32_t city, cate;
-        pop_setup(&io, &t, &ix, &city, &cate);
-        const uint32_t n = 600, x = 450;
-        rc_rng rng;
-        rc_rng_seed(&rng, 5);
-        for (uint32_t i = 0; i < n; i++) {
-            char id[16];
-            uint32_t row;
-            int created;
-            snprintf(id, sizeof id, "i%u", i);
-            ASSERT_EQ(rc_table_upsert(t, id, strlen(id), city, cate, NULL, 0, &row, &created), 0);
-            float *v = rc_table_in(t, row);
-            memset(v, 0, 8 * sizeof *v);
-            if (i < n / 2) { /* near the query */
-                v[0] = 0.9f - 0.001f * (float)i;
-                v[2 + i % 3] = sqrtf(1 - v[0] * v[0]);
-            } else { /* near e1, far from it */
-                v[0] = i == x ? 0.45f : 0.3f * rc_rng_float(&rng);
-                v[1] = sqrtf(1 - v[0] * v[0]) * 0.95f;
-                v[5 + i % 3] = sqrtf(1 - v[0] * v[0]) * 0.31f;
-            }
-            rc_table_count_add(t, row, i == x ? 20000 : 1);
-            rc_index_touch(ix, row);
-        }
-        pop_index(ix);
-        rc_index_stats st;
-        rc_index_stats_get(ix, &st);
-        ASSERT_EQ(st.ivf_partitions, 1u);
-        const float q[8] = {1};
-        rc_index_filter f = {.city = -1, .pop_weight = 0.05f};
-        uint32_t rows[20], got = 0;
-        ASSERT_EQ(rc_index_search(ix, q, 20, &f, rows, NULL, &got), 0);
-        ASSERT_GT(got, 0);
-        ASSERT_EQ(rows[0], x);
-        for (uint32_t i = 0; i < got; i++)
-            for (uint32_t j = i + 1; j < got; j++)
-                ASSERT_NE(rows[i], rows[j]);
-        if (!all) { /* the cosine alone: X's list is not chosen */
-            f.pop_weight = 0;
-            ASSERT_EQ(rc_index_search(ix, q, 20, &f, rows, NULL, &got), 0);
-            for (uint32_t i = 0; i < got; i++)
-                ASSERT_NE(rows[i], x);
-        }
-        rc_index_destroy(ix);
-        rc_table_destroy(t);
-    }
 }

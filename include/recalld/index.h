@@ -87,12 +87,6 @@ typedef struct rc_index_filter {
     int64_t city;          /* city id, or -1 for any */
     const uint32_t *cates; /* category ids, NULL/0 for any */
     uint32_t ncates;
-    /* Not a filter: the search's ranking. > 0: a row ranks by its score plus
-     * pop_weight * ln(1 + its clicks as of its last check, rc_table_count),
-     * so that a caller that re-ranks by rc_recall_score gets the rows that
-     * term lifts (IVF-SQ/int8 lists and flat partitions; FAISS's own scan of
-     * flat or fp16 lists ranks by the score alone). */
-    float pop_weight;
 } rc_index_filter;
 
 typedef struct rc_index_stats {

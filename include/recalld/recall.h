@@ -143,10 +143,10 @@ int rc_recall_multi_category_timed(const rc_table *t, rc_index *ix, const uint32
 void rc_recall_decay_weights(const int64_t *ts, uint32_t n, int64_t half_life_ms, float *w);
 
 /* rc_recall_search with a brute-force scan of every table row in place of the
- * index: the reference for what the index loses, and a debugging aid: the
- * exact top-k by rc_recall_score (the cosine plus the popularity term) over
- * every row that passes f and is not excluded. overfetch is not used (kept
- * for the callers' symmetry with rc_recall_search). Returns 0.
+ * index: the reference for what the index loses, and a debugging aid. Its
+ * candidates are the exact top ceil(k * overfetch) + nexclude by cosine, then
+ * re-ranked by rc_recall_score as the index's are; without a popularity
+ * weight that is the exact top-k by cosine. Returns 0, or RC_ENOMEM.
  * O(rows * dim). */
 int rc_recall_exact(const rc_table *t, const float *q, uint32_t k, float overfetch,
                     const rc_index_filter *f, const uint32_t *exclude, uint32_t nexclude,
