@@ -1,7 +1,8 @@
 /* The co-occurrence channel's cost on the trainer and on a recall: a JSONL
  * click file through an offline engine with the channel off (the reference)
  * and on (the defaults), alternately `rounds` times in one process; then
- * `recalls` itemknn and avg recalls of the file's users on the last engine.
+ * `recalls` avg, itemknn and fused recalls of the file's users on the last
+ * engine.
  * Prints events/s of each and the ratios (on / off), which are what to read
  * on a shared machine.
  *   bench_cooc FILE.jsonl [rounds] [recalls]                                 */
@@ -29,8 +30,9 @@ static double feed(rc_engine *e, char **lines, size_t *lens, size_t n)
     return (double)(rc_now_ns() - t0) / 1e9;
 }
 
-/* Seconds for `recalls` recalls of users u0.. (recalld-gen's ids) in a mode. */
-static double recalls(rc_engine *e, int n, int itemknn)
+/* Seconds for `recalls` recalls of users u0.. (recalld-gen's ids) in a mode:
+ * 0 avg, 1 itemknn, 2 fused. */
+static double recalls(rc_engine *e, int n, int mode)
 {
     rc_hit hits[50];
     uint64_t t0 = rc_now_ns();
@@ -39,7 +41,8 @@ static double recalls(rc_engine *e, int n, int itemknn)
         uint32_t got = 0;
         int fb = 0;
         int len = snprintf(user, sizeof user, "u%d", i % 1000);
-        rc_recall_req q = {.user = user, .ulen = (size_t)len, .k = 50, .itemknn = itemknn};
+        rc_recall_req q = {
+            .user = user, .ulen = (size_t)len, .k = 50, .itemknn = mode == 1, .fused = mode == 2};
         rc_engine_recall(e, &q, hits, &got, &fb);
     }
     return (double)(rc_now_ns() - t0) / 1e9;
@@ -75,7 +78,7 @@ int main(int argc, char **argv)
     }
     fclose(f);
     free(line);
-    double t[2] = {0, 0}, rk = 0, ra = 0;
+    double t[2] = {0, 0}, rk = 0, ra = 0, rf = 0;
     for (int r = 0; r < rounds; r++)
         for (int on = 0; on <= 1; on++) {
             rc_config cfg;
@@ -92,13 +95,15 @@ int main(int argc, char **argv)
             if (on && r == rounds - 1) {
                 ra = recalls(e, nrec, 0);
                 rk = recalls(e, nrec, 1);
+                rf = recalls(e, nrec, 2);
             }
             rc_engine_destroy(e);
         }
     printf("%zu events x %d rounds: channel off %.0f events/s, on %.0f events/s, on/off %.3f\n", n,
            rounds, (double)n * rounds / t[0], (double)n * rounds / t[1], t[0] / t[1]);
-    printf("%d recalls k=50: avg %.1f us, itemknn %.1f us, itemknn/avg %.3f\n", nrec,
-           ra / nrec * 1e6, rk / nrec * 1e6, rk / ra);
+    printf("%d recalls k=50: avg %.1f us, itemknn %.1f us, fused %.1f us; itemknn/avg %.3f, "
+           "fused/avg %.3f\n",
+           nrec, ra / nrec * 1e6, rk / nrec * 1e6, rf / nrec * 1e6, rk / ra, rf / ra);
     for (size_t i = 0; i < n; i++)
         free(lines[i]);
     free(lines);

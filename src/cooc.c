@@ -462,9 +462,10 @@ static int slot_read(rc_cooc *c, uint32_t a, uint64_t *buf, float *count, int64_
     return -1;
 }
 
-/* Open-addressing accumulator id -> score. */
+/* Open-addressing accumulator id -> score; used[] lists the taken slots in
+ * insertion order, so that the passes after the sums visit only those. */
 struct acc {
-    uint32_t *id;
+    uint32_t *id, *used;
     float *v;
     uint32_t mask, n;
 };
@@ -481,7 +482,7 @@ static float *acc_slot(struct acc *h, uint32_t id, int insert)
         return NULL;
     h->id[i] = id;
     h->v[i] = 0;
-    h->n++;
+    h->used[h->n++] = i;
     return &h->v[i];
 }
 
@@ -503,7 +504,8 @@ int rc_cooc_query(rc_cooc *c, const uint32_t *q, const float *w, uint32_t nq,
     h.mask = cap - 1;
     h.id = malloc((size_t)cap * sizeof *h.id);
     h.v = malloc((size_t)cap * sizeof *h.v);
-    if (!buf || !qc || !qt || !h.id || !h.v)
+    h.used = malloc(((size_t)nq * m + 1) * sizeof *h.used); /* at most nq * m inserts */
+    if (!buf || !qc || !qt || !h.id || !h.v || !h.used)
         goto out;
     memset(h.id, 0xff, (size_t)cap * sizeof *h.id);
     double hl = (double)c->o.half_life_ms, beta = c->o.pop_damping;
@@ -528,33 +530,34 @@ int rc_cooc_query(rc_cooc *c, const uint32_t *q, const float *w, uint32_t nq,
             *v += (float)(wa * e_cnt(buf[j]));
         }
     }
-    /* Divide by n(b)^beta at the same instant. */
-    for (uint32_t i = 0; i <= h.mask; i++) {
+    /* Divide by n(b)^beta at the same instant (sqrt for the default 0.5). */
+    for (uint32_t u = 0; u < h.n; u++) {
+        uint32_t i = h.used[u];
         float cb;
         int64_t tb;
-        if (h.id[i] == UINT32_MAX)
-            continue;
         if (slot_read(c, h.id[i], NULL, &cb, &tb) < 0) {
             h.v[i] = 0;
             continue;
         }
         double nb = cb * (hl > 0 ? exp2((double)(tb - tmax) / hl) : 1.0);
-        h.v[i] = nb > 1e-12 ? (float)(h.v[i] / pow(nb, beta)) : 0;
+        double d = beta == 0.5 ? sqrt(nb) : beta == 1 ? nb : pow(nb, beta);
+        h.v[i] = nb > 1e-12 ? (float)(h.v[i] / d) : 0;
     }
     reader_exit(c, ep);
-    for (uint32_t i = 0; k && i <= h.mask; i++) {
-        uint32_t id = h.id[i], x;
-        if (id == UINT32_MAX || !(h.v[i] > 0))
-            continue;
-        for (x = 0; x < nex && exclude[x] != id; x++)
-            ;
-        if (x < nex || (keep && !keep(ud, id)))
-            continue;
-        rc_hit_offer(out, n, k, (rc_hit){id, h.v[i]});
-    }
-    for (uint32_t i = 0; i < ncand; i++) {
+    for (uint32_t i = 0; i < ncand; i++) { /* before the exclusions: scored all the same */
         float *v = acc_slot(&h, cand[i], 0);
         cscores[i] = v ? *v : 0;
+    }
+    for (uint32_t x = 0; x < nex; x++) { /* one lookup each, not a scan per entry */
+        float *v = acc_slot(&h, exclude[x], 0);
+        if (v)
+            *v = 0;
+    }
+    for (uint32_t u = 0; k && u < h.n; u++) {
+        uint32_t i = h.used[u], id = h.id[i];
+        if (!(h.v[i] > 0) || (keep && !keep(ud, id)))
+            continue;
+        rc_hit_offer(out, n, k, (rc_hit){id, h.v[i]});
     }
     rc = 0;
 out:
@@ -563,6 +566,7 @@ out:
     free(qt);
     free(h.id);
     free(h.v);
+    free(h.used);
     return rc;
 }
 

@@ -83,6 +83,13 @@ TEST(cooc_counts_and_scores)
     ASSERT_EQ(n, 1);
     ASSERT_EQ(h[0].row, 2); /* 2/sqrt(6) + 2 * 1/sqrt(1*2) */
     ASSERT_NEAR(h[0].score, 2 / sqrt(6.0) + 2 / sqrt(2.0), 1e-5);
+    /* an excluded item is never returned, yet a candidate still gets its score */
+    ASSERT_EQ(rc_cooc_query(c, (uint32_t[]){1}, NULL, 1, (uint32_t[]){2, 77}, 2, NULL, NULL, 10, h,
+                            &n, (uint32_t[]){2}, 1, cs),
+              0);
+    ASSERT_EQ(n, 2);
+    ASSERT_NEAR(score_of(h, n, 2), -1, 0);
+    ASSERT_NEAR(cs[0], 2 / sqrt(6.0), 1e-5);
     /* unknown and out-of-range ids */
     ASSERT_EQ(rc_cooc_query(c, (uint32_t[]){50, 500}, NULL, 2, NULL, 0, NULL, NULL, 5, h, &n, NULL,
                             0, NULL),
