@@ -266,12 +266,14 @@ int main(int argc, char **argv)
     long measured = 0;
     for (long i = 0; i < quality; i++) {
         uint32_t u = rc_rng_below(&rng, (uint32_t)users);
-        snprintf(line, sizeof line, "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld%s}\n", u, k,
-                 cityf);
+        snprintf(line, sizeof line,
+                 "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"mode\":\"%s\"%s}\n", u, k,
+                 mode, cityf);
         int ng = ids(roundtrip(line), got, 1000);
         snprintf(line, sizeof line,
-                 "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"exact\":true%s}\n", u, k,
-                 cityf);
+                 "{\"op\":\"recall\",\"user_id\":\"u%u\",\"k\":%ld,\"mode\":\"%s\","
+                 "\"exact\":true%s}\n",
+                 u, k, mode, cityf);
         int nw = ids(roundtrip(line), want, 1000);
         if (ng <= 0 || nw <= 0)
             continue;

@@ -672,9 +672,9 @@ void rc_api_init(rc_api *a)
 
 const char *rc_api_stage_name(int stage)
 {
-    static const char *names[RC_API_STAGE_COUNT] = {"queue_wait", "parse", "query",  "index_lock",
-                                                    "coarse",     "scan",  "rerank", "fallback",
-                                                    "reply",      "total", "off_cpu"};
+    static const char *names[RC_API_STAGE_COUNT] = {"queue_wait", "parse", "query",   "index_lock",
+                                                    "coarse",     "scan",  "rerank",  "fallback",
+                                                    "reply",      "total", "off_cpu", "cooc"};
     return stage >= 0 && stage < RC_API_STAGE_COUNT ? names[stage] : "?";
 }
 
@@ -821,7 +821,8 @@ static void observe_stages(rc_api *a, const recall_times *rt, uint64_t wait_ns, 
                                              [RC_API_STAGE_REPLY] = rt->reply_ns,
                                              [RC_API_STAGE_TOTAL] = wait_ns + run_ns,
                                              [RC_API_STAGE_OFF_CPU] =
-                                                 run_ns > cpu_ns ? run_ns - cpu_ns : 0};
+                                                 run_ns > cpu_ns ? run_ns - cpu_ns : 0,
+                                             [RC_API_STAGE_COOC] = rt->tm.cooc_ns};
     for (int i = 0; i < RC_API_STAGE_COUNT; i++)
         rc_hist_observe(&a->stage[i], ns[i] / 1000);
     atomic_fetch_add(&a->work_parts, rt->tm.parts);

@@ -258,6 +258,9 @@ void rc_config_defaults(rc_config *c)
     c->recall_user_city = 1;
     c->max_k_users = 25600;
     c->max_exact_scan = 4000000;
+    c->recall_mode = RC_RECALL_MODE_FUSED; /* the best recall on every log measured, from cold and
+                                              daily (docs/BENCHMARKS.md "The daemon's fused mode,
+                                              streamed"); "avg" without the channel */
     c->cooc_max_bytes = 128ull << 20;
     c->cooc_neighbors = 500;
     c->cooc_window = 20;
@@ -937,8 +940,11 @@ int rc_config_validate(const rc_config *c, char *eb, size_t el)
     if (c->k_default > c->k_max)
         INVALID("recall.k_default", "recall.k_max", "must not exceed recall.k_max (got %u > %u)",
                 c->k_default, c->k_max);
+    /* The default "fused" answers as "avg" without the channel (rc_engine_recall_mode); a
+     * mode set on purpose is refused. */
+    const struct key *mk = find_key("recall.mode");
     if ((c->recall_mode == RC_RECALL_MODE_ITEMKNN || c->recall_mode == RC_RECALL_MODE_FUSED) &&
-        !c->cooc_max_bytes)
+        !c->cooc_max_bytes && c->origin[mk - keys] != RC_CONF_DEFAULT)
         INVALID("recall.mode", "cooc.max_bytes",
                 "\"%s\" needs the co-occurrence channel (cooc.max_bytes > 0)",
                 rc_recall_mode_names[c->recall_mode]);

@@ -340,14 +340,14 @@ static void apply_event(rc_engine *e, const rc_event *ev, int defer)
     atomic_fetch_add(&e->applied, 1);
     if (ev->ts_ms > atomic_load_explicit(&e->max_ts_pub, memory_order_relaxed))
         atomic_store_explicit(&e->max_ts_pub, ev->ts_ms, memory_order_relaxed);
-    if (e->replica) /* sessions only: the trainers train (engine_replica.c) */
-        return;
     if (flags & (RC_SESS_DUPLICATE | RC_SESS_LATE))
         return;
     if (defer && e->cooc) /* noted in batch order beside the shards' SGNS (engine_shard.c) */
         rc__engine_shard_cooc(e, row, ctx, nctx, ev->ts_ms);
-    else
+    else /* a replica too: its co-occurrence channel is its own, from the same clicks */
         rc__engine_cooc_note(e, row, ctx, nctx, ev->ts_ms);
+    if (e->replica) /* sessions and the channel only: the trainers train (engine_replica.c) */
+        return;
     if (nctx > e->sg.window) { /* SGNS pairs the last model.window of them */
         memmove(ctx, ctx + nctx - e->sg.window, e->sg.window * sizeof *ctx);
         nctx = e->sg.window;
@@ -1263,7 +1263,7 @@ int rc_engine_recall(rc_engine *e, const rc_recall_req *req, rc_hit *out, uint32
         return 0;
     nclicks = user_query(e, req, clicks, rows, ts, w, &f, excl, &nexcl);
     int rc = req->itemknn || req->fused
-                 ? rc__engine_cooc_recall(e, req, &f, rows, w, nclicks, excl, nexcl, out, n)
+                 ? rc__engine_cooc_recall(e, req, &f, rows, w, nclicks, excl, nexcl, out, n, t0)
                  : recall_clicks(e, req, &f, rows, w, nclicks, excl, nexcl, out, n, t0);
     if (rc == RC_ENOENT || (rc == 0 && *n == 0)) {
         uint64_t t1 = req->timing ? rc_now_ns() : 0;
@@ -1489,7 +1489,9 @@ void rc_engine_reload(rc_engine *e, const rc_config *c)
 
 int rc_engine_recall_mode(const rc_engine *e)
 {
-    return __atomic_load_n(&e->cfg.recall_mode, __ATOMIC_RELAXED);
+    int m = __atomic_load_n(&e->cfg.recall_mode, __ATOMIC_RELAXED);
+    /* the default fused mode with the channel off (cooc.max_bytes 0) is the embedding alone */
+    return m == RC_RECALL_MODE_FUSED && !e->cooc ? RC_RECALL_MODE_AVG : m;
 }
 
 void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max)

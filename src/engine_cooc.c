@@ -55,20 +55,31 @@ static int keep_row(void *ud, uint32_t row)
     return 0;
 }
 
+/* t0: when the request's query stage began (0 = no timing, req->timing). */
 int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
                            const uint32_t *rows, const float *w, uint32_t nclicks,
-                           const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n)
+                           const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n,
+                           uint64_t t0)
 {
     struct keep kp = {.t = e->table, .f = f, .size = rc_table_size(e->table)};
     uint32_t k = req->k, dim = e->cfg.dim, ne = 0, nc = 0;
+    rc_recall_timing *tm = req->timing;
+    uint64_t t1;
     *n = 0;
     if (!e->cooc)
         return RC_EINVAL;
     if (!nclicks)
         return RC_ENOENT;
-    if (req->itemknn)
-        return rc_cooc_query(e->cooc, rows, w, nclicks, excl, nexcl, keep_row, &kp, k, out, n, NULL,
-                             0, NULL);
+    if (req->itemknn) {
+        t1 = tm ? rc_now_ns() : 0;
+        if (tm)
+            tm->query_ns += t1 - t0;
+        int rc = rc_cooc_query(e->cooc, rows, w, nclicks, excl, nexcl, keep_row, &kp, k, out, n,
+                               NULL, 0, NULL);
+        if (tm)
+            tm->cooc_ns += rc_now_ns() - t1;
+        return rc;
+    }
     /* fused: k candidates of each channel, ranked together (rc_cooc_fuse) */
     rc_hit *emb = malloc(2 * (size_t)k * sizeof *emb), *co = emb ? emb + k : NULL;
     float *q = malloc(dim * sizeof *q), *ecs = malloc(2 * (size_t)k * sizeof *ecs);
@@ -77,11 +88,16 @@ int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_inde
     if (!emb || !q || !ecs || !erows)
         goto out;
     rc = rc_recall_query_vector(e->table, rows, w, nclicks, q);
-    if (rc == 0)
-        rc = rc_recall_search(e->table, e->index, q, k, cfg_f32(&e->cfg.overfetch), f, excl, nexcl,
-                              emb, &ne);
+    if (tm)
+        tm->query_ns += rc_now_ns() - t0;
+    if (rc == 0 && req->exact) /* the reference: the embedding side by brute force */
+        rc = rc_recall_exact(e->table, q, k, cfg_f32(&e->cfg.overfetch), f, excl, nexcl, emb, &ne);
+    else if (rc == 0)
+        rc = rc_recall_search_timed(e->table, e->index, q, k, cfg_f32(&e->cfg.overfetch), f, excl,
+                                    nexcl, emb, &ne, tm);
     if (rc && rc != RC_ENOENT)
         goto out;
+    t1 = tm ? rc_now_ns() : 0;
     for (uint32_t i = 0; i < ne; i++)
         erows[i] = emb[i].row;
     if ((rc = rc_cooc_query(e->cooc, rows, w, nclicks, excl, nexcl, keep_row, &kp, k, co, &nc,
@@ -92,6 +108,8 @@ int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_inde
         ces[i] = ne ? rc_recall_score(e->table, co[i].row, q) : 0; /* as the list's scores */
     rc_cooc_fuse(emb, ecs, ne, co, ne ? ces : NULL, nc, cfg_f32(&e->cfg.cooc_fuse_weight), k, out,
                  n);
+    if (tm)
+        tm->cooc_ns += rc_now_ns() - t1;
     rc = *n ? 0 : RC_ENOENT;
 out:
     free(emb);

@@ -437,7 +437,8 @@ void rc__engine_cooc_note(rc_engine *e, uint32_t row, const uint32_t *ctx, uint3
  * it has nothing (the caller falls back to popularity). */
 int rc__engine_cooc_recall(rc_engine *e, const rc_recall_req *req, const rc_index_filter *f,
                            const uint32_t *rows, const float *w, uint32_t nclicks,
-                           const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n);
+                           const uint32_t *excl, uint32_t nexcl, rc_hit *out, uint32_t *n,
+                           uint64_t t0);
 void rc__engine_cooc_stats_json(rc_engine *e, rc_buf *o);
 
 #endif

@@ -407,8 +407,9 @@ TEST(api_recall_stages_recorded)
 {
     static rc_api a;
     rc_engine *e = api_engine(&a);
-    static const char *stages[] = {"queue_wait", "parse",  "query",    "index_lock", "coarse",
-                                   "scan",       "rerank", "fallback", "reply",      "total"};
+    static const char *stages[] = {"queue_wait", "parse", "query",  "index_lock",
+                                   "coarse",     "scan",  "rerank", "cooc",
+                                   "fallback",   "reply", "total"};
     json_t *st = expect_ok(&a, "{\"op\":\"stats\"}");
     ASSERT_EQ(stage_val(st, "count", "off_cpu"), 0);
     for (size_t i = 0; i < RC_ARRAY_LEN(stages); i++)

@@ -58,7 +58,7 @@ TEST(config_reload_copies_every_reloadable_key)
                                  "{\"log\":{\"level\":\"debug\",\"format\":\"json\","
                                  "\"stats_interval_ms\":1234},"
                                  "\"recall\":{\"k_default\":7,\"k_max\":77,\"window\":3,"
-                                 "\"popularity_weight\":0.5,\"mode\":\"fused\"},"
+                                 "\"popularity_weight\":0.5,\"mode\":\"avg\"},"
                                  "\"index\":{\"overfetch\":5},"
                                  "\"checkpoint\":{\"interval_ms\":4321,\"keep\":9,"
                                  "\"max_mb_s\":17},"
@@ -76,7 +76,7 @@ TEST(config_reload_copies_every_reloadable_key)
     n = rc_config_diff(&run, &next, names, RC_ARRAY_LEN(names));
     if (n)
         RC__FAIL("%s changed and was not copied", names[0]);
-    ASSERT_EQ(run.recall_mode, RC_RECALL_MODE_FUSED);
+    ASSERT_EQ(run.recall_mode, RC_RECALL_MODE_AVG);
     ASSERT_DBL_OP(run.popularity_weight, ==, 0.5);
     ASSERT(!rc_config_is_reloadable("model.dim"));
 }
@@ -96,7 +96,15 @@ TEST(config_recall_mode)
         ASSERT_EQ(rc_config_validate(&c, err, sizeof err), 0);
     }
     rc_config_defaults(&c);
-    ASSERT_EQ(c.recall_mode, RC_RECALL_MODE_AVG);
+    ASSERT_EQ(c.recall_mode, RC_RECALL_MODE_FUSED);
+    /* the default mode with the channel off loads (it answers as avg, test_cooc.c) ... */
+    ASSERT_EQ(rc_config_load_str(&c, "{\"cooc\":{\"max_bytes\":0}}", err, sizeof err), 0);
+    ASSERT_EQ(rc_config_validate(&c, err, sizeof err), 0);
+    /* ... the same mode set on purpose is refused */
+    ASSERT_EQ(rc_config_load_str(&c, "{\"recall\":{\"mode\":\"fused\"}}", err, sizeof err), 0);
+    ASSERT_NE(rc_config_validate(&c, err, sizeof err), 0);
+    ASSERT(strstr(err, "recall.mode") && strstr(err, "cooc.max_bytes"));
+    rc_config_defaults(&c);
     ASSERT_NE(rc_config_load_str(&c, "{\"recall\":{\"mode\":\"knn\"}}", err, sizeof err), 0);
     ASSERT(strstr(err, "recall.mode") && strstr(err, "\"fused\""));
     rc_config_defaults(&c);

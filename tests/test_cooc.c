@@ -372,25 +372,25 @@ TEST(cooc_engine_modes)
     ASSERT(strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
                   "\"itemknn\" or \"fused\""));
     json_decref(r);
-    /* recall.mode: a request that names no mode gets it; reloaded, it moves.
-     * The answers compared whole: items and scores (a fused score is not
-     * avg's cosine plus popularity term) */
-    char *avg = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5}");
-    char *fused =
-        answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5,\"mode\":\"fused\"}");
+    /* recall.mode (default fused): a request that names no mode gets it;
+     * reloaded, it moves. The answers compared whole: items and scores (a
+     * fused score is not avg's cosine plus popularity term) */
+    ASSERT_EQ(rc_engine_recall_mode(e), RC_RECALL_MODE_FUSED);
+    char *fused = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5}");
+    char *avg = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5,\"mode\":\"avg\"}");
     ASSERT(strcmp(avg, fused) != 0);
     rc_config rl = c;
-    rl.recall_mode = RC_RECALL_MODE_FUSED;
+    rl.recall_mode = RC_RECALL_MODE_AVG;
     rc_engine_reload(e, &rl);
     char *dflt = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5}");
-    ASSERT_STREQ(dflt, fused);
+    ASSERT_STREQ(dflt, avg);
     free(dflt);
-    dflt = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5,\"mode\":\"avg\"}");
-    ASSERT_STREQ(dflt, avg); /* a named mode wins */
+    dflt = answer_items(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":5,\"mode\":\"fused\"}");
+    ASSERT_STREQ(dflt, fused); /* a named mode wins */
     free(dflt);
     free(avg);
     free(fused);
-    rl.recall_mode = RC_RECALL_MODE_AVG;
+    rl.recall_mode = RC_RECALL_MODE_FUSED;
     rc_engine_reload(e, &rl);
     /* stats */
     rc_buf b = {0};
@@ -403,7 +403,9 @@ TEST(cooc_engine_modes)
     /* channel off: the modes are refused, naming the key */
     c.cooc_max_bytes = 0;
     e = e2e_engine_offline(&c);
-    click(e, "q", 3, 0, T0);
+    for (int i = 1; i <= 8; i++)
+        click(e, "o", i, 0, T0 + i);
+    click(e, "q", 3, 0, T0 + 100);
     rc_engine_sync(e);
     a.engine = e;
     r = e2e_api(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"mode\":\"fused\"}");
@@ -411,6 +413,13 @@ TEST(cooc_engine_modes)
                  "bad_request");
     ASSERT(strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
                   "cooc.max_bytes"));
+    json_decref(r);
+    /* ... while the default mode (fused) answers as avg: the embedding alone */
+    ASSERT_EQ(c.recall_mode, RC_RECALL_MODE_FUSED);
+    ASSERT_EQ(rc_engine_recall_mode(e), RC_RECALL_MODE_AVG);
+    r = e2e_api(&a, "{\"op\":\"recall\",\"user_id\":\"q\",\"k\":3}");
+    ASSERT(json_is_true(json_object_get(r, "ok")));
+    ASSERT_EQ(json_array_size(json_object_get(r, "items")), 3);
     json_decref(r);
     rc_engine_destroy(e);
 }

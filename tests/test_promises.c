@@ -525,8 +525,9 @@ TEST(promises_recall_exact_is_brute_force_top_k)
     c.dim = XDIM;
     c.ivf_min = 64;
     c.nprobe = 1;
-    c.half_life_ms = 0;              /* the plain mean the reference below computes */
-    ASSERT(c.popularity_weight > 0); /* the default: its term is in the scores checked */
+    c.half_life_ms = 0;                 /* the plain mean the reference below computes */
+    ASSERT(c.popularity_weight > 0);    /* the default: its term is in the scores checked */
+    c.recall_mode = RC_RECALL_MODE_AVG; /* the embedding's score (fused: test_cooc.c) */
     snprintf(c.model_path, sizeof c.model_path, "%s", model);
     rc_engine *e = offline(&c);
     flush_until(e, "index.ivf_partitions", 1);

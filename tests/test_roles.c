@@ -242,8 +242,10 @@ static size_t recall_ids(const char *sock, const char *user, const char *city, i
     char cityf[64] = "";
     if (city)
         snprintf(cityf, sizeof cityf, ",\"city\":\"%s\"", city);
+    /* exact compares the vectors: "avg", since the fused mode's co-occurrence
+     * channel is each process's own, ties broken by its row ids */
     json_t *r = e2e_request(sock, "{\"op\":\"recall\",\"user_id\":\"%s\",\"k\":50%s%s}", user,
-                            cityf, exact ? ",\"exact\":true" : "");
+                            cityf, exact ? ",\"exact\":true,\"mode\":\"avg\"" : "");
     ASSERT(json_is_true(json_object_get(r, "ok")));
     ASSERT(json_object_get(r, "fallback") == NULL); /* the user's clicks, not popularity */
     json_t *items = json_object_get(r, "items"), *it;

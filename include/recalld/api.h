@@ -60,6 +60,7 @@ enum rc_api_stage {
     RC_API_STAGE_REPLY,
     RC_API_STAGE_TOTAL,
     RC_API_STAGE_OFF_CPU,
+    RC_API_STAGE_COOC,
     RC_API_STAGE_COUNT
 };
 

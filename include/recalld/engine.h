@@ -308,7 +308,8 @@ void rc_engine_reload(rc_engine *e, const rc_config *c);
 
 /* Any thread: recall.k_default and recall.k_max as currently configured. */
 void rc_engine_k_limits(const rc_engine *e, uint32_t *k_default, uint32_t *k_max);
-/* recall.mode as the engine runs it (set at create, changed by rc_engine_reload). */
+/* recall.mode as the engine runs it (set at create, changed by rc_engine_reload);
+ * "fused" (the default) is "avg" when the co-occurrence channel is off. */
 int rc_engine_recall_mode(const rc_engine *e);
 
 /* ---- two-tower serving (tower.h, tower_serve.h) ----

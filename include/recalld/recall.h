@@ -79,6 +79,7 @@ typedef struct rc_recall_timing {
     uint64_t scan_ns;     /* index: scanning the chosen lists and flat partitions */
     uint64_t rerank_ns;   /* re-scoring with the table's vectors, exclusion, sort */
     uint64_t fallback_ns; /* the popular-items fallback */
+    uint64_t cooc_ns;     /* itemknn / fused: the co-occurrence query and the fusion */
     uint32_t parts, lists;
     uint64_t rows; /* index: rows scored (IVF lists' and flat partitions') */
 } rc_recall_timing;
