@@ -92,26 +92,43 @@ static int search(const rc_table *t, rc_index *ix, const float *q, uint32_t k, f
     if (overfetch < 1)
         overfetch = 1;
     want = (uint32_t)ceilf((float)k * overfetch) + nexclude;
+    /* With the popularity term the pool of `want` rows re-ranked by the whole
+     * score must be the best `want` by cosine, as exact's is: any of them can
+     * rise into the top k. The index's order is approximate (int8 scores), so
+     * twice as many rows are fetched and the pool cut by their exact cosine. */
+    uint32_t fetch = w > 0 ? 2 * want : want;
     /* Large k (up to recall.k_max x overfetch) falls back to the heap. */
-    int heap = want > RC_RECALL_STACK_CAND;
-    uint32_t *rows = heap ? malloc(want * sizeof *rows) : srows;
-    float *scores = heap ? malloc(want * sizeof *scores) : sscores;
-    rc_hit *cand = heap ? malloc(want * sizeof *cand) : scand;
+    int heap = fetch > RC_RECALL_STACK_CAND;
+    uint32_t *rows = heap ? malloc(fetch * sizeof *rows) : srows;
+    float *scores = heap ? malloc(fetch * sizeof *scores) : sscores;
+    rc_hit *cand = heap ? malloc(fetch * sizeof *cand) : scand;
     int rc = RC_ENOMEM;
     if (!rows || !scores || !cand)
         goto out;
     rc_index_timing it = {0};
-    rc = rc_index_search_timed(ix, q, want, f, rows, scores, &got, tm ? &it : NULL);
+    rc = rc_index_search_timed(ix, q, fetch, f, rows, scores, &got, tm ? &it : NULL);
     if (rc)
         goto out;
     uint64_t t0 = tm ? rc_now_ns() : 0;
-    for (uint32_t i = 0; i < got; i++) {
-        uint32_t r = rows[i];
-        if (excluded(r, exclude, nexclude) || !passes(t, r, f))
-            continue;
-        cand[kept].row = r;
-        cand[kept].score = score_w(t, r, q, w);
-        kept++;
+    if (got > want) { /* the pool: the best `want` by the exact cosine, then the term */
+        for (uint32_t i = 0; i < got; i++)
+            cand[i] = (rc_hit){rows[i], rc_table_in_cos(t, rows[i], q)};
+        qsort(cand, got, sizeof *cand, hit_cmp);
+        for (uint32_t i = 0; i < want; i++) { /* kept <= i: compacted in place */
+            uint32_t r = cand[i].row;
+            if (excluded(r, exclude, nexclude) || !passes(t, r, f))
+                continue;
+            cand[kept++] = (rc_hit){r, cand[i].score + w * log1pf((float)rc_table_count(t, r))};
+        }
+    } else {
+        for (uint32_t i = 0; i < got; i++) {
+            uint32_t r = rows[i];
+            if (excluded(r, exclude, nexclude) || !passes(t, r, f))
+                continue;
+            cand[kept].row = r;
+            cand[kept].score = score_w(t, r, q, w);
+            kept++;
+        }
     }
     qsort(cand, kept, sizeof *cand, hit_cmp);
     *n = RC_MIN(kept, k);
