@@ -27,10 +27,15 @@ int rc_recall_query_vector(const rc_table *t, const uint32_t *rows, const float 
     return 0;
 }
 
+/* The score of row from its cosine: cos + w * ln(1 + clicks) (w <= 0: cos). */
+static float with_term(const rc_table *t, uint32_t row, float cos, float w)
+{
+    return w > 0 ? cos + w * log1pf((float)rc_table_count(t, row)) : cos;
+}
+
 static float score_w(const rc_table *t, uint32_t row, const float *q, float w)
 {
-    float s = rc_table_in_cos(t, row, q);
-    return w > 0 ? s + w * log1pf((float)rc_table_count(t, row)) : s;
+    return with_term(t, row, rc_table_in_cos(t, row, q), w);
 }
 
 float rc_recall_score(const rc_table *t, uint32_t row, const float *q)
@@ -110,25 +115,17 @@ static int search(const rc_table *t, rc_index *ix, const float *q, uint32_t k, f
     if (rc)
         goto out;
     uint64_t t0 = tm ? rc_now_ns() : 0;
-    if (got > want) { /* the pool: the best `want` by the exact cosine, then the term */
-        for (uint32_t i = 0; i < got; i++)
-            cand[i] = (rc_hit){rows[i], rc_table_in_cos(t, rows[i], q)};
+    for (uint32_t i = 0; i < got; i++)
+        cand[i] = (rc_hit){rows[i], rc_table_in_cos(t, rows[i], q)};
+    if (got > want) { /* the pool: the best `want` by the exact cosine */
         qsort(cand, got, sizeof *cand, hit_cmp);
-        for (uint32_t i = 0; i < want; i++) { /* kept <= i: compacted in place */
-            uint32_t r = cand[i].row;
-            if (excluded(r, exclude, nexclude) || !passes(t, r, f))
-                continue;
-            cand[kept++] = (rc_hit){r, cand[i].score + w * log1pf((float)rc_table_count(t, r))};
-        }
-    } else {
-        for (uint32_t i = 0; i < got; i++) {
-            uint32_t r = rows[i];
-            if (excluded(r, exclude, nexclude) || !passes(t, r, f))
-                continue;
-            cand[kept].row = r;
-            cand[kept].score = score_w(t, r, q, w);
-            kept++;
-        }
+        got = want;
+    }
+    for (uint32_t i = 0; i < got; i++) { /* kept <= i: compacted in place */
+        uint32_t r = cand[i].row;
+        if (excluded(r, exclude, nexclude) || !passes(t, r, f))
+            continue;
+        cand[kept++] = (rc_hit){r, with_term(t, r, cand[i].score, w)};
     }
     qsort(cand, kept, sizeof *cand, hit_cmp);
     *n = RC_MIN(kept, k);
