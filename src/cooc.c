@@ -462,6 +462,79 @@ static int slot_read(rc_cooc *c, uint32_t a, uint64_t *buf, float *count, int64_
     return -1;
 }
 
+/* A query's buffers, one set per querying thread, grown as needed and freed
+ * when the thread ends: a recall allocates nothing once its thread has served
+ * one as large (a heap allocation per request also fills ASan's quarantine).
+ * The pointer lives in a _Thread_local (a root leak checkers scan); the key
+ * only runs the destructor at thread exit. */
+struct scratch {
+    uint64_t *buf; /* one query item's entries */
+    float *qc;
+    int64_t *qt;
+    uint32_t *id, *used; /* the accumulator's */
+    float *v;
+    size_t nbuf, nq, cap, nused;
+};
+static _Thread_local struct scratch *tls_scratch;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void scratch_free(void *p)
+{
+    struct scratch *s = p;
+    if (!s)
+        return;
+    free(s->buf);
+    free(s->qc);
+    free(s->qt);
+    free(s->id);
+    free(s->used);
+    free(s->v);
+    free(s);
+    tls_scratch = NULL;
+}
+
+static void scratch_key_init(void)
+{
+    scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+/* *p with room for n elements of size sz (*have: its room now); 0 or -1. */
+static int room_for(void **p, size_t *have, size_t n, size_t sz)
+{
+    if (*have >= n)
+        return 0;
+    void *q = realloc(*p, n * sz);
+    if (!q)
+        return -1;
+    *p = q;
+    *have = n;
+    return 0;
+}
+
+static struct scratch *scratch_get(size_t nbuf, size_t nq, size_t cap, size_t nused)
+{
+    struct scratch *s = tls_scratch;
+    if (!s) {
+        pthread_once(&scratch_once, scratch_key_init);
+        if (!(s = calloc(1, sizeof *s)))
+            return NULL;
+        tls_scratch = s;
+        if (scratch_key_ok)
+            pthread_setspecific(scratch_key, s);
+    }
+    size_t hq = s->nq, hc = s->cap;
+    if (room_for((void **)&s->buf, &s->nbuf, nbuf, sizeof *s->buf) ||
+        room_for((void **)&s->qc, &hq, nq, sizeof *s->qc) ||
+        room_for((void **)&s->qt, &s->nq, nq, sizeof *s->qt) ||
+        room_for((void **)&s->id, &hc, cap, sizeof *s->id) ||
+        room_for((void **)&s->v, &s->cap, cap, sizeof *s->v) ||
+        room_for((void **)&s->used, &s->nused, nused, sizeof *s->used))
+        return NULL;
+    return s;
+}
+
 /* Open-addressing accumulator id -> score; used[] lists the taken slots in
  * insertion order, so that the passes after the sums visit only those. */
 struct acc {
@@ -491,22 +564,23 @@ int rc_cooc_query(rc_cooc *c, const uint32_t *q, const float *w, uint32_t nq,
                   rc_hit *out, uint32_t *n, const uint32_t *cand, uint32_t ncand, float *cscores)
 {
     uint32_t m = c->o.neighbors, cap = 1;
-    uint64_t *buf = malloc((size_t)m * sizeof *buf);
-    float *qc = malloc((nq ? nq : 1) * sizeof *qc);
-    int64_t *qt = malloc((nq ? nq : 1) * sizeof *qt);
     struct acc h = {0};
-    int rc = RC_ENOMEM;
     *n = 0;
     for (uint32_t i = 0; i < ncand; i++)
         cscores[i] = 0;
     while (cap < 2 * (uint64_t)nq * m + 16)
         cap <<= 1;
+    /* at most nq * m inserts */
+    struct scratch *sc = scratch_get(m, nq ? nq : 1, cap, (size_t)nq * m + 1);
+    if (!sc)
+        return RC_ENOMEM;
+    uint64_t *buf = sc->buf;
+    float *qc = sc->qc;
+    int64_t *qt = sc->qt;
     h.mask = cap - 1;
-    h.id = malloc((size_t)cap * sizeof *h.id);
-    h.v = malloc((size_t)cap * sizeof *h.v);
-    h.used = malloc(((size_t)nq * m + 1) * sizeof *h.used); /* at most nq * m inserts */
-    if (!buf || !qc || !qt || !h.id || !h.v || !h.used)
-        goto out;
+    h.id = sc->id;
+    h.v = sc->v;
+    h.used = sc->used;
     memset(h.id, 0xff, (size_t)cap * sizeof *h.id);
     double hl = (double)c->o.half_life_ms, beta = c->o.pop_damping;
     uint64_t ep = reader_enter(c);
@@ -559,15 +633,7 @@ int rc_cooc_query(rc_cooc *c, const uint32_t *q, const float *w, uint32_t nq,
             continue;
         rc_hit_offer(out, n, k, (rc_hit){id, h.v[i]});
     }
-    rc = 0;
-out:
-    free(buf);
-    free(qc);
-    free(qt);
-    free(h.id);
-    free(h.v);
-    free(h.used);
-    return rc;
+    return 0;
 }
 
 void rc_cooc_stats_get(rc_cooc *c, rc_cooc_stats *st)
