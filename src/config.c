@@ -100,7 +100,7 @@ static const struct key keys[] = {
     {"model.path", K_STR, F(model_path), 0, RC_CONF_STR - 1},
     {"model.dir", K_STR, F(model_dir), 0, RC_CONF_STR - 1},
     {"train.replay_clicks", K_U32, F(replay_clicks), 0, 67108864},
-    {"train.replay_ratio", K_F32, F(replay_ratio), 0, 100},
+    {"train.replay_ratio", K_F32, F(replay_ratio), 0, 1000},
     {"train.replay_max_clicks", K_U32, F(replay_max_clicks), 0, 4e9},
     {"train.lr_decay_clicks", K_F32, F(lr_decay_clicks), 0, 1e9},
     {"train.lr_min", K_F32, F(lr_min), 0, 1},

@@ -3,8 +3,9 @@
  * Row r lives in chunk r >> shift at slot r & mask; the chunk pointer array is
  * sized from max_items at create, so readers index it without a lock once
  * they have acquire-loaded the size. Row ids are the item dict's ids. Cold
- * start keeps, per city and per (city, cate) group, a ring of the last RING
- * rows added, whose current input vectors give the mean for a new item. */
+ * start keeps, per (city, cate) group, a ring of the last RING rows added,
+ * whose current input vectors give the mean for a new item of a named
+ * category that comes without a session context. */
 #include "recalld/table.h"
 
 #include <math.h>
@@ -56,8 +57,6 @@ struct rc_table {
     _Atomic uint32_t pop_weight; /* bits of the float rc_table_set_pop_weight set */
     rc_dict *ids, *cities, *cates;
     rc_rng rng;
-    struct ring *city_rings; /* writer only, indexed by city */
-    uint32_t city_cap;
     struct ring *group_rings; /* writer only, indexed by group_map.idx */
     uint32_t group_cap;
     struct group_map gmap;
@@ -142,7 +141,6 @@ void rc_table_destroy(rc_table *t)
     rc_dict_destroy(t->ids);
     rc_dict_destroy(t->cities);
     rc_dict_destroy(t->cates);
-    free(t->city_rings);
     free(t->group_rings);
     free(t->gmap.keys);
     free(t->gmap.idx);
@@ -373,24 +371,6 @@ void rc_table_prefetch(const rc_table *t, const char *id, size_t len, int step)
 
 /* ---- cold start ---- */
 
-static struct ring *city_ring(rc_table *t, uint32_t city)
-{
-    if (city >= t->city_cap) {
-        uint32_t ncap = t->city_cap ? t->city_cap : 16;
-        while (ncap <= city)
-            ncap *= 2;
-        struct ring *nr = realloc(t->city_rings, ncap * sizeof(*nr));
-        if (!nr)
-            return NULL;
-        memset(nr + t->city_cap, 0, (ncap - t->city_cap) * sizeof(*nr));
-        t->city_rings = nr;
-        atomic_fetch_add_explicit(&t->aux_bytes, (ncap - t->city_cap) * sizeof(*nr),
-                                  memory_order_relaxed);
-        t->city_cap = ncap;
-    }
-    return &t->city_rings[city];
-}
-
 static int gmap_grow(rc_table *t)
 {
     struct group_map *g = &t->gmap;
@@ -423,7 +403,7 @@ static int gmap_grow(rc_table *t)
 }
 
 /* Returns the ring of (city, cate), creating it when `create`; NULL if absent
- * or out of memory (cold start then falls back to the city). */
+ * or out of memory (cold start then starts the item at random). */
 static struct ring *group_ring(rc_table *t, uint32_t city, uint32_t cate, int create)
 {
     struct group_map *g = &t->gmap;
@@ -488,20 +468,29 @@ static void random_start(rc_table *t, float *dst)
         dst[k] = (rc_rng_float(&t->rng) - 0.5f) * scale;
 }
 
+/* A new item's input vector: the mean of its session context (the clicks
+ * before it), else, when it has a named category, the mean of the last RING
+ * items of its (city, category), plus RC_TABLE_COLD_NOISE; else word2vec's
+ * random start. A mean of unrelated items (the city's, or the group of an
+ * unnamed category, i.e. every item of a log without categories) is no
+ * prior: it lies near the centroid of the table, where its cosine is high for
+ * every user, and such items crowded the top 50 (docs/BENCHMARKS.md, "A new
+ * item's start without a session"). */
 static void cold_start(rc_table *t, uint32_t city, uint32_t cate, const uint32_t *ctx,
                        uint32_t nctx, float *dst)
 {
     float scale = 1.0f / (float)t->dim;
+    size_t named = 0;
     struct ring *g = group_ring(t, city, cate, 0);
-    struct ring *c = city < t->city_cap ? &t->city_rings[city] : NULL;
-    if (nctx)
+    rc_dict_str(t->cates, cate, &named);
+    if (nctx) {
         mean_of(t, ctx, nctx, dst);
-    else if (g && g->n)
+    } else if (named && g && g->n) {
         mean_of(t, g->rows, g->n, dst);
-    else if (c && c->n)
-        mean_of(t, c->rows, c->n, dst);
-    else
+    } else {
         random_start(t, dst);
+        return;
+    }
     for (uint32_t k = 0; k < t->dim; k++)
         dst[k] += (rc_rng_float(&t->rng) - 0.5f) * 2.0f * RC_TABLE_COLD_NOISE * scale;
 }
@@ -545,7 +534,6 @@ int rc_table_upsert(rc_table *t, const char *id, size_t len, uint32_t city, uint
     c->city[slot] = city;
     c->cate[slot] = cate;
     c->count[slot] = 0;
-    ring_push(city_ring(t, city), r);
     ring_push(group_ring(t, city, cate, 1), r);
     atomic_store_explicit(&t->size, r + 1, memory_order_release);
     if (created)
@@ -590,7 +578,6 @@ int rc_table_append(rc_table *t, const char *id, size_t len, uint32_t city, uint
     c->cate[slot] = cate;
     c->count[slot] = count;
     atomic_fetch_add_explicit(&t->total, count, memory_order_relaxed);
-    ring_push(city_ring(t, city), r);
     ring_push(group_ring(t, city, cate, 1), r);
     atomic_store_explicit(&t->size, r + 1, memory_order_release);
     *row = r;

@@ -480,7 +480,7 @@ const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS] = {
     "train.anchor",       "train.anchor_fade_clicks"};
 
 /* The built-in grids, per knob (the key's unit). */
-static const double sg_replay[] = {0, 10, 25, 50, 100};
+static const double sg_replay[] = {0, 10, 25, 50, 100, 200, 400};
 static const double sg_decay[] = {0, 10, 20, 30, 50, 100, 200, 1000};
 static const double sg_lr_min[] = {0.0001, 0.0005, 0.001, 0.002, 0.005};
 static const double sg_lr[] = {0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};

@@ -310,9 +310,8 @@ TEST(eval_daily_which_model_predicts)
     char path[256];
     rc_clicklog *log = daily_tiny(path, sizeof path);
     rc_eval_daily *d = daily(log, 1, 0, 0);
-    /* G's vector is its cold start (it was never in a pair): whether it beats
-     * one AUC negative depends on where the others moved. Pinned to the
-     * replay these figures were worked out with (no replay subsampling). */
+    /* Pinned to the replay these figures were worked out with (no replay
+     * subsampling). */
     static const char *const pin[] = {"train.replay_subsample=0"};
     rc_eval_env env = {.log = log,
                        .train = {.dim = 8, .epochs = 1, .threads = 1, .seed = 3},
@@ -335,7 +334,10 @@ TEST(eval_daily_which_model_predicts)
         if (rep.all.slice[RC_EVAL_SL_NEW].hr50 != want_new_hr[i])
             RC__FAIL("%s: new-item HR@50 %g, want %g", names[i], rep.all.slice[RC_EVAL_SL_NEW].hr50,
                      want_new_hr[i]);
-        if (i >= 2 && (rep.period[2].auc == 0) != (i != 3))
+        /* u11's G: no row in a batch model (AUC 0). stream-warm holds a row
+         * for it (no fallback), at word2vec's random start (it opened its
+         * session and has no category), so its AUC is whatever that gives. */
+        if (i >= 2 && i != 3 && rep.period[2].auc != 0)
             RC__FAIL("%s: AUC of u11's G %g", names[i], rep.period[2].auc);
         rc_eval_daily_report_free(&rep);
     }

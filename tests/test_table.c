@@ -249,23 +249,40 @@ TEST(table_cold_start_uses_context_mean)
     rc_table_destroy(t);
 }
 
-TEST(table_cold_start_group_then_city_then_random)
+/* Each component of word2vec's random start lies within +-0.5/dim. */
+static void assert_random_start(const rc_table *t, uint32_t row)
+{
+    const float *v = rc_table_in(t, row);
+    double norm = 0;
+    for (uint32_t k = 0; k < rc_table_dim(t); k++) {
+        ASSERT_LE(fabs(v[k]), 0.5 / rc_table_dim(t) + 1e-6);
+        norm += fabs(v[k]);
+    }
+    ASSERT_DBL_OP(norm, >, 0);
+}
+
+TEST(table_cold_start_category_group_else_random)
 {
     const uint32_t dim = 16;
     rc_table *t = mk(dim, 0, 0);
-    uint32_t c0, c1, k0, k1;
+    uint32_t c0, c1, k0, k1, none;
     ASSERT_EQ(rc_table_city_id(t, "c0", 2, &c0), 0);
     ASSERT_EQ(rc_table_city_id(t, "c1", 2, &c1), 0);
     ASSERT_EQ(rc_table_cate_id(t, "k0", 2, &k0), 0);
     ASSERT_EQ(rc_table_cate_id(t, "k1", 2, &k1), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "", 0, &none), 0);
     /* 20 rows in (c0,k0): only the last 16 form the group's ring. */
     char id[32];
     for (int i = 0; i < 20; i++) {
         snprintf(id, sizeof(id), "g%d", i);
         set_vec(t, add(t, id, c0, k0, NULL, 0), i < 4 ? 100.0f : 1.0f);
     }
-    uint32_t r1 = add(t, "x1", c1, k1, NULL, 0);
-    set_vec(t, r1, 3.0f);
+    set_vec(t, add(t, "x1", c1, k1, NULL, 0), 3.0f);
+    /* 4 rows in c0 without a category, far from the origin */
+    for (int i = 0; i < 4; i++) {
+        snprintf(id, sizeof(id), "u%d", i);
+        set_vec(t, add(t, id, c0, none, NULL, 0), 5.0f);
+    }
     float want[16];
     double noise = RC_TABLE_COLD_NOISE / dim + 1e-5;
 
@@ -274,22 +291,17 @@ TEST(table_cold_start_group_then_city_then_random)
         want[k] = 1.0f + 0.01f * (float)k;
     ASSERT_LE(dist_to(rc_table_in(t, g), want, dim), noise);
 
-    /* (c1,k0) is a new group: the mean of city c1's ring, which holds x1. */
-    uint32_t c = add(t, "new-city-mean", c1, k0, NULL, 0);
+    /* (c1,k0) is a new group: no prior, though city c1 holds x1. */
+    assert_random_start(t, add(t, "new-group-city-known", c1, k0, NULL, 0));
+    /* No category: the group of the unnamed category is unrelated items. */
+    assert_random_start(t, add(t, "no-category", c0, none, NULL, 0));
+    /* A session context places an item whatever its category. */
+    uint32_t ctx[1];
+    ASSERT_EQ(rc_table_find(t, "u0", 2, &ctx[0]), 0);
+    uint32_t s = add(t, "no-category-in-session", c0, none, ctx, 1);
     for (uint32_t k = 0; k < dim; k++)
-        want[k] = 3.0f + 0.01f * (float)k;
-    ASSERT_LE(dist_to(rc_table_in(t, c), want, dim), noise);
-
-    uint32_t c2;
-    ASSERT_EQ(rc_table_city_id(t, "c2", 2, &c2), 0);
-    uint32_t r = add(t, "random", c2, k0, NULL, 0);
-    const float *v = rc_table_in(t, r);
-    double norm = 0;
-    for (uint32_t k = 0; k < dim; k++) {
-        ASSERT_LE(fabs(v[k]), (0.5 + RC_TABLE_COLD_NOISE) / dim + 1e-6);
-        norm += fabs(v[k]);
-    }
-    ASSERT_DBL_OP(norm, >, 0);
+        want[k] = 5.0f + 0.01f * (float)k;
+    ASSERT_LE(dist_to(rc_table_in(t, s), want, dim), noise);
     rc_table_destroy(t);
 }
 
