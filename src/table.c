@@ -402,11 +402,16 @@ static int gmap_grow(rc_table *t)
     return 0;
 }
 
-/* Returns the ring of (city, cate), creating it when `create`; NULL if absent
- * or out of memory (cold start then starts the item at random). */
+/* Returns the ring of (city, cate), creating it when `create`; NULL if absent,
+ * out of memory (cold start then starts the item at random) or the category
+ * unnamed (no such ring is kept: its mean would be of unrelated items). */
 static struct ring *group_ring(rc_table *t, uint32_t city, uint32_t cate, int create)
 {
     struct group_map *g = &t->gmap;
+    size_t named = 0;
+    rc_dict_str(t->cates, cate, &named);
+    if (!named)
+        return NULL;
     if (create && (g->n + 1) * 2 > g->cap && gmap_grow(t) != 0)
         return NULL;
     if (!g->cap)
@@ -480,12 +485,10 @@ static void cold_start(rc_table *t, uint32_t city, uint32_t cate, const uint32_t
                        uint32_t nctx, float *dst)
 {
     float scale = 1.0f / (float)t->dim;
-    size_t named = 0;
-    struct ring *g = group_ring(t, city, cate, 0);
-    rc_dict_str(t->cates, cate, &named);
+    struct ring *g = nctx ? NULL : group_ring(t, city, cate, 0); /* named categories only */
     if (nctx) {
         mean_of(t, ctx, nctx, dst);
-    } else if (named && g && g->n) {
+    } else if (g && g->n) {
         mean_of(t, g->rows, g->n, dst);
     } else {
         random_start(t, dst);
