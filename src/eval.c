@@ -499,6 +499,20 @@ void rc_eval_acc_free(rc_eval_acc *a)
         return;
     free(a->seen);
     a->seen = NULL;
+    free(a->rank);
+    a->rank = NULL;
+    a->nrank = 0;
+}
+
+int rc_eval_acc_track(rc_eval_acc *a, size_t npos)
+{
+    uint8_t *r = calloc(npos ? npos : 1, 1);
+    if (!r)
+        return RC_ENOMEM;
+    free(a->rank);
+    a->rank = r;
+    a->nrank = npos;
+    return 0;
 }
 
 /* The seen bits: bit 0 every prediction, bit 1 + i slice i. */
@@ -638,7 +652,52 @@ int rc_eval_predict(const rc_eval_split *s, const rc_eval_predictor *pr, size_t 
     }
     rc_eval_acc_add_sliced(a, w->list, n, pos->target,
                            rc_eval_auc(w->scores[0], w->scores + 1, nneg), mask);
+    if (a->rank && p < a->nrank)
+        a->rank[p] = (uint8_t)rc_eval_rank(w->list, RC_MIN(n, RC_EVAL_K), pos->target);
     return 0;
+}
+
+/* ---- paired comparison ---- */
+
+static void pair_session(rc_eval_pair *p, double a, double b)
+{
+    p->sessions++;
+    p->a += a;
+    p->b += b;
+    p->aa += a * a;
+    p->bb += b * b;
+    p->ab += a * b;
+}
+
+void rc_eval_pair_add(rc_eval_pair *p, const rc_eval_pos *pos, size_t n, const uint8_t *rank_a,
+                      const uint8_t *rank_b, uint32_t k)
+{
+    double a = 0, b = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && pos[i].session != pos[i - 1].session) {
+            pair_session(p, a, b);
+            a = b = 0;
+        }
+        a += rank_a[i] && rank_a[i] <= k;
+        b += rank_b[i] && rank_b[i] <= k;
+    }
+    if (n)
+        pair_session(p, a, b);
+    p->predictions += n;
+}
+
+void rc_eval_pair_result_of(const rc_eval_pair *p, rc_eval_pair_result *r)
+{
+    *r = (rc_eval_pair_result){.predictions = p->predictions, .sessions = p->sessions};
+    if (p->b <= 0)
+        return;
+    double R = p->a / p->b, n = (double)p->sessions;
+    double z2 = p->aa - 2 * R * p->ab + R * R * p->bb; /* sum (A_c - R B_c)^2 */
+    double var = n > 1 ? n / (n - 1) * RC_MAX(z2, 0) / (p->b * p->b) : 0;
+    r->defined = 1;
+    r->ratio = R;
+    r->lo = R - 1.96 * sqrt(var);
+    r->hi = R + 1.96 * sqrt(var);
 }
 
 int rc_eval_predict_all(const rc_eval_split *s, const rc_eval_predictor *pr, rc_eval_acc *a)

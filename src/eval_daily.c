@@ -312,10 +312,15 @@ int rc_eval_daily_run(const rc_eval_daily_method *m, rc_eval_env *env, const rc_
         return rc_err(eb, el, RC_EINVAL, "daily: %s: no method %s", m->name, m->per_period);
     *rep = (rc_eval_daily_report){0};
     if (!(rep->period = calloc(d->nperiods, sizeof *rep->period)) ||
+        !(rep->rank = calloc(d->nperiods, sizeof *rep->rank)) ||
         !(acc = calloc(d->nperiods, sizeof *acc)) || rc_eval_acc_init(&total, d->nitems))
         rc = RC_ENOMEM;
+    rep->nperiods = rep->rank ? d->nperiods : 0;
     for (uint32_t k = 0; !rc && k < d->nperiods; k++) {
-        rc = rc_eval_acc_init(&acc[k], d->nitems) ? RC_ENOMEM : 0;
+        rc = rc_eval_acc_init(&acc[k], d->nitems) ||
+                     rc_eval_acc_track(&acc[k], d->period[k].split->npos)
+                 ? RC_ENOMEM
+                 : 0;
         acc[k].slices = d->period[k].slices;
     }
     if (rc)
@@ -335,6 +340,10 @@ int rc_eval_daily_run(const rc_eval_daily_method *m, rc_eval_env *env, const rc_
     }
     if (!rc)
         daily_report(d, acc, &total, rep);
+    for (uint32_t k = 0; !rc && k < d->nperiods; k++) { /* the ranks move to rep */
+        rep->rank[k] = acc[k].rank;
+        acc[k].rank = NULL;
+    }
     rep->all.m.seconds = (double)(rc_now_ns() - t0) / 1e9;
     for (uint32_t k = 0; acc && k < d->nperiods; k++)
         rc_eval_acc_free(&acc[k]);
@@ -349,4 +358,9 @@ void rc_eval_daily_report_free(rc_eval_daily_report *rep)
         return;
     free(rep->period);
     rep->period = NULL;
+    for (uint32_t k = 0; rep->rank && k < rep->nperiods; k++)
+        free(rep->rank[k]);
+    free(rep->rank);
+    rep->rank = NULL;
+    rep->nperiods = 0;
 }

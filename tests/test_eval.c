@@ -135,6 +135,60 @@ TEST(eval_accumulator_hand_computed)
     rc_eval_acc_free(&a);
 }
 
+/* The paired ratio and its interval, by hand: sessions 0 (3 predictions),
+ * 1 (2) and 2 (1); method a hits 2, 1, 1 of them, reference b 1, 1, 0. */
+TEST(eval_pair_hand_computed)
+{
+    const rc_eval_pos pos[] = {{.session = 0}, {.session = 0}, {.session = 0},
+                               {.session = 1}, {.session = 1}, {.session = 2}};
+    const uint8_t a[] = {1, 50, 0, 0, 7, 3}, b[] = {0, 2, 51, 9, 0, 0}; /* 51: not a hit */
+    rc_eval_pair p = {0};
+    rc_eval_pair_result r;
+    rc_eval_pair_add(&p, pos, 6, a, b, RC_EVAL_K);
+    rc_eval_pair_result_of(&p, &r);
+    ASSERT_EQ(r.predictions, 6);
+    ASSERT_EQ(r.sessions, 3);
+    ASSERT_EQ(r.defined, 1);
+    /* R = 4 / 2; z = A - R B = 0, -1, 1; var = 3/2 * 2 / 2^2 = 0.75 */
+    ASSERT_NEAR(r.ratio, 2.0, 1e-12);
+    ASSERT_NEAR(r.hi - r.ratio, 1.96 * sqrt(0.75), 1e-12);
+    ASSERT_NEAR(r.ratio - r.lo, 1.96 * sqrt(0.75), 1e-12);
+    /* At k = 5 the hits are a: 1, 0, 1 and b: 1, 0, 0 (rank 2): R = 2, z = -1, 0, 1. */
+    rc_eval_pair p5 = {0};
+    rc_eval_pair_add(&p5, pos, 6, a, b, 5);
+    rc_eval_pair_result_of(&p5, &r);
+    ASSERT_NEAR(r.ratio, 2.0, 1e-12);
+    ASSERT_NEAR(r.hi - r.ratio, 1.96 * sqrt(1.5 * 2 / 1.0), 1e-12);
+
+    /* The same predictions in two adds (two splits) sum to one comparison. */
+    rc_eval_pair q = {0};
+    rc_eval_pair_add(&q, pos, 3, a, b, RC_EVAL_K);
+    rc_eval_pair_add(&q, pos + 3, 3, a + 3, b + 3, RC_EVAL_K);
+    ASSERT_EQ(memcmp(&q, &p, sizeof q), 0);
+
+    /* A method against itself: ratio 1, no width. Twice the hits in every
+     * session: ratio 2, no width (the pairing removes the sessions' spread). */
+    rc_eval_pair s = {0};
+    rc_eval_pair_add(&s, pos, 6, a, a, RC_EVAL_K);
+    rc_eval_pair_result_of(&s, &r);
+    ASSERT_NEAR(r.ratio, 1.0, 1e-12);
+    ASSERT_NEAR(r.hi - r.lo, 0, 1e-9);
+    const uint8_t twice[] = {1, 1, 0, 1, 1, 0}, once[] = {1, 0, 0, 1, 0, 0};
+    rc_eval_pair t = {0};
+    rc_eval_pair_add(&t, pos, 6, twice, once, RC_EVAL_K);
+    rc_eval_pair_result_of(&t, &r);
+    ASSERT_NEAR(r.ratio, 2.0, 1e-12);
+    ASSERT_NEAR(r.hi - r.lo, 0, 1e-9);
+
+    /* A reference that hit nothing has no ratio. */
+    const uint8_t none[6] = {0};
+    rc_eval_pair z = {0};
+    rc_eval_pair_add(&z, pos, 6, a, none, RC_EVAL_K);
+    rc_eval_pair_result_of(&z, &r);
+    ASSERT_EQ(r.defined, 0);
+    ASSERT_EQ(r.sessions, 3);
+}
+
 /* ---- the hand-made log ----
  * Times in seconds; sessions split at 30 min. 18 events; test ratio 0.5 puts
  * the cut at the sorted time of index floor(0.5 * 17) = 8: 5000 s.
@@ -607,7 +661,41 @@ TEST(eval_cli_json_has_every_method)
     ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) > 0);
     ASSERT(json_number_value(json_object_get(st_, "validation_hr@50")) >=
            json_number_value(json_object_get(st_, "base_validation_hr@50")));
+    /* Every other method against sgns, paired by session: the ratio of the
+     * ranks kept per prediction is the ratio of the reported HR@50s (so each
+     * method's ranks were recorded, the stream's too). */
+    double hs = json_number_value(json_object_get(json_object_get(m, "sgns"), "hr@50"));
+    ASSERT(hs > 0);
+    ASSERT(json_object_get(json_object_get(m, "sgns"), "vs_reference") == NULL);
+    static const char *const others[] = {"popularity", "itemknn", "cbow", "prequential"};
+    for (size_t i = 0; i < RC_ARRAY_LEN(others); i++) {
+        json_t *mo = json_object_get(m, others[i]), *v = json_object_get(mo, "vs_reference");
+        double ratio = json_number_value(json_object_get(v, "hr@50_ratio"));
+        ASSERT_STREQ(json_string_value(json_object_get(v, "method")), "sgns");
+        ASSERT_EQ(json_integer_value(json_object_get(v, "predictions")),
+                  json_integer_value(json_object_get(mo, "predictions")));
+        ASSERT_NEAR(ratio, json_number_value(json_object_get(mo, "hr@50")) / hs, 1e-4);
+        ASSERT(json_number_value(json_object_get(v, "ci95_low")) <= ratio);
+        ASSERT(json_number_value(json_object_get(v, "ci95_high")) >= ratio);
+        ASSERT(json_number_value(json_object_get(v, "ci95_high")) >
+               json_number_value(json_object_get(v, "ci95_low")));
+    }
     json_decref(j);
+    free(out);
+
+    /* The table says it too; a reference that did not run is a usage error. */
+    ASSERT_EQ(e2e_sh(&out,
+                     "%s --input %s --dim 16 --epochs 1 --threads 1 --methods popularity,itemknn "
+                     "--reference itemknn --quiet",
+                     RC_BIN("recalld-eval"), path),
+              0);
+    ASSERT(strstr(out, "HR@50 / itemknn's, 95% interval paired by test session") != NULL);
+    ASSERT(strstr(out, "popularity") != NULL);
+    free(out);
+    ASSERT_EQ(e2e_sh(&out, "%s --input %s --methods popularity --reference sgns 2>&1",
+                     RC_BIN("recalld-eval"), path),
+              2);
+    ASSERT(strstr(out, "--reference sgns: not one of the methods run") != NULL);
     free(out);
 
     /* An unknown method is a usage error. */

@@ -611,6 +611,20 @@ TEST(eval_daily_cli_json)
             RC__FAIL("%s: periods %lld + %lld, new %lld", name, (long long)n1, (long long)n2,
                      (long long)nn);
         ASSERT_EQ(json_integer_value(json_object_get(m, "predictions")), 9);
+        /* against batch-daily over every period's predictions */
+        json_t *v = json_object_get(m, "vs_reference");
+        if (strcmp(name, "batch-daily") == 0) {
+            ASSERT(v == NULL);
+            continue;
+        }
+        ASSERT_STREQ(json_string_value(json_object_get(v, "method")), "batch-daily");
+        ASSERT_EQ(json_integer_value(json_object_get(v, "predictions")), 9);
+        double hb = json_number_value(json_object_get(json_object_get(ms, "batch-daily"), "hr@50"));
+        if (hb > 0)
+            ASSERT_NEAR(json_number_value(json_object_get(v, "hr@50_ratio")),
+                        json_number_value(json_object_get(m, "hr@50")) / hb, 1e-4);
+        else
+            ASSERT(json_is_null(json_object_get(v, "hr@50_ratio")));
     }
     json_decref(j);
     free(out);

@@ -210,11 +210,20 @@ typedef struct rc_eval_acc {
      * prediction p to the slices of slices[p] as well. */
     const uint8_t *slices;
     rc_eval_acc_part part[RC_EVAL_NSLICES];
+    /* Per prediction index p < nrank (rc_eval_acc_track; NULL = not kept):
+     * the target's 1-based rank in the answer, 0 = not in the top RC_EVAL_K.
+     * What a paired comparison of two methods on the same predictions reads. */
+    uint8_t *rank;
+    size_t nrank;
 } rc_eval_acc;
 
 /* nitems: size of the item id space. Returns 0 or RC_ENOMEM. */
 int rc_eval_acc_init(rc_eval_acc *a, uint32_t nitems);
 void rc_eval_acc_free(rc_eval_acc *a);
+/* Keeps each prediction's rank (a->rank, npos entries, zeroed) from now on:
+ * rc_eval_predict records prediction p's. Returns 0 or RC_ENOMEM. Merging
+ * leaves dst's ranks alone (each split numbers its own predictions). */
+int rc_eval_acc_track(rc_eval_acc *a, size_t npos);
 /* One prediction: its top list[0..n) (n <= RC_EVAL_K, item ids < nitems), its
  * target and its AUC. */
 void rc_eval_acc_add(rc_eval_acc *a, const uint32_t *list, uint32_t n, uint32_t target, double auc);
@@ -232,6 +241,34 @@ void rc_eval_acc_add_sliced(rc_eval_acc *a, const uint32_t *list, uint32_t n, ui
 /* The metrics of slice i (< RC_EVAL_NSLICES) so far, as rc_eval_acc_result. */
 void rc_eval_acc_slice_result(const rc_eval_acc *a, unsigned i, const uint32_t *count,
                               uint32_t ncatalog, rc_eval_metrics *m);
+
+/* ---- paired comparison ----
+ * Two methods scored on the same predictions: the ratio of their HR@K and
+ * its 95% interval. Predictions of one session are not independent (the
+ * same user, the same query items), so the session is the unit: with A_c,
+ * B_c the hits of method a and reference b in session c and R = sum A /
+ * sum B, the delta method gives var R = n / (n - 1) * sum (A_c - R B_c)^2
+ * / (sum B)^2 over the n sessions, and the interval is R -/+ 1.96 sqrt(var).
+ * Pairing removes what both methods share (easy and impossible targets), so
+ * the interval is much narrower than one from two separate standard
+ * errors. Sums are kept, so predictions of several splits (the daily
+ * protocol's periods) add into one comparison. */
+typedef struct rc_eval_pair {
+    uint64_t predictions, sessions;
+    double a, b, aa, bb, ab; /* sums over sessions of A_c, B_c, A_c^2, B_c^2, A_c B_c */
+} rc_eval_pair;
+
+typedef struct rc_eval_pair_result {
+    int defined;          /* 0: the reference hit nothing (no ratio) */
+    double ratio, lo, hi; /* HR@K of a / HR@K of b and its 95% interval */
+    uint64_t predictions, sessions;
+} rc_eval_pair_result;
+
+/* Adds predictions pos[0..n) (in session order, as a split holds them) with
+ * ranks rank_a[p], rank_b[p] (rc_eval_acc's) as hits at k (1..RC_EVAL_K). */
+void rc_eval_pair_add(rc_eval_pair *p, const rc_eval_pos *pos, size_t n, const uint8_t *rank_a,
+                      const uint8_t *rank_b, uint32_t k);
+void rc_eval_pair_result_of(const rc_eval_pair *p, rc_eval_pair_result *r);
 
 /* ---- predictors ---- */
 
@@ -683,6 +720,10 @@ const rc_eval_daily_method *rc_eval_daily_method_find(const char *name);
 typedef struct rc_eval_daily_report {
     rc_eval_report all;      /* over every period: metrics, slices, settings */
     rc_eval_metrics *period; /* per period of the protocol (nperiods) */
+    /* per period k: each prediction's rank (rc_eval_acc's rank; the period's
+     * split numbers them), for paired comparisons between methods */
+    uint8_t **rank;
+    uint32_t nperiods;
 } rc_eval_daily_report;
 
 /* Runs m over every period of d. env: as for rc_eval_method_run, but its

@@ -89,7 +89,8 @@ enum {
     X_GATE_HOURS,
     X_GATE_RATIO,
     X_GATE_Z,
-    X_REBUILD
+    X_REBUILD,
+    X_REFERENCE
 };
 
 static const rc_cli_flag extra[] = {
@@ -136,6 +137,9 @@ static const rc_cli_flag extra[] = {
      "whole new table, install_model \"replace\") or both (-gated only: both challengers, "
      "the better one judged each day; greedy, it can settle on the worse kind: measure live "
      "and fresh instead) (live)"},
+    {"--reference", "METHOD",
+     "every other method's HR@50 is also given as a ratio to this method's, with a 95% "
+     "interval paired by test session (sgns; daily: batch-daily; none when it did not run)"},
 };
 
 struct eval_flags {
@@ -150,9 +154,10 @@ struct eval_flags {
     int ablation;
     int daily; /* --protocol daily */
     rc_eval_daily_opts dopts;
-    int min_valid_set; /* --tune-min-valid given */
-    int exact;         /* --search exact */
-    int ann_recall;    /* --ann-recall */
+    int min_valid_set;     /* --tune-min-valid given */
+    int exact;             /* --search exact */
+    int ann_recall;        /* --ann-recall */
+    const char *reference; /* --reference */
 };
 
 static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -231,6 +236,9 @@ static int on_extra(void *ud, size_t i, const char *v, char *eb, size_t el)
                 return 0;
             }
         return rc_err(eb, el, RC_EINVAL, "expected live, fresh or both, got '%.40s'", v);
+    case X_REFERENCE:
+        f->reference = v;
+        return 0;
     case X_SEARCH:
         if (strcmp(v, "index") && strcmp(v, "exact"))
             return rc_err(eb, el, RC_EINVAL, "expected index or exact, got '%.40s'", v);
@@ -443,6 +451,10 @@ struct rows {
     size_t n;
     const char *name[MAX_ROWS];
     const rc_eval_report *rep[MAX_ROWS];
+    size_t idx[MAX_ROWS]; /* the row's method index */
+    /* against the reference row (ref < n; ref = n: none): pair[ref] unused */
+    size_t ref;
+    rc_eval_pair_result pair[MAX_ROWS];
 };
 
 /* The rows of the methods that ran (only the ablation's, in its order, when
@@ -450,20 +462,87 @@ struct rows {
 static void rows_of(const rc_eval_report *rep, const int *run, int ablation, struct rows *r)
 {
     r->n = 0;
+    r->ref = MAX_ROWS;
     for (size_t i = 0; i < rc_eval_nmethods && r->n < MAX_ROWS; i++) {
         if (!run[i] || (ablation && !in_list(RC_EVAL_ABLATION, rc_eval_methods[i].name)))
             continue;
         r->name[r->n] = rc_eval_methods[i].name;
+        r->idx[r->n] = i;
         r->rep[r->n++] = &rep[i];
     }
+}
+
+/* The row named `name` (r->n when none). */
+static size_t row_named(const struct rows *r, const char *name)
+{
+    size_t i = 0;
+    while (name && i < r->n && strcmp(r->name[i], name))
+        i++;
+    return name ? i : r->n;
+}
+
+static json_t *pair_json(const struct rows *r, size_t i)
+{
+    const rc_eval_pair_result *p = &r->pair[i];
+    json_t *j = json_pack("{s:s,s:I,s:I}", "method", r->name[r->ref], "predictions",
+                          (json_int_t)p->predictions, "sessions", (json_int_t)p->sessions);
+    json_object_set_new(j, "hr@50_ratio", p->defined ? json_real(p->ratio) : json_null());
+    json_object_set_new(j, "ci95_low", p->defined ? json_real(p->lo) : json_null());
+    json_object_set_new(j, "ci95_high", p->defined ? json_real(p->hi) : json_null());
+    return j;
 }
 
 static json_t *methods_json(const struct rows *r)
 {
     json_t *methods = json_object();
-    for (size_t i = 0; i < r->n; i++)
-        json_object_set_new(methods, r->name[i], method_json(r->rep[i]));
+    for (size_t i = 0; i < r->n; i++) {
+        json_t *j = method_json(r->rep[i]);
+        if (r->ref < r->n && i != r->ref)
+            json_object_set_new(j, "vs_reference", pair_json(r, i));
+        json_object_set_new(methods, r->name[i], j);
+    }
     return methods;
+}
+
+/* Pairs every row with the row named ref (none when it did not run) over
+ * the predictions of sp[0..nsp): rk[row][k] is the row's ranks on sp[k]. */
+static void set_pairs(struct rows *r, const char *ref, const rc_eval_split *const *sp, size_t nsp,
+                      uint8_t *const *const *rk)
+{
+    r->ref = row_named(r, ref);
+    for (size_t i = 0; r->ref < r->n && i < r->n; i++) {
+        rc_eval_pair p = {0};
+        for (size_t k = 0; i != r->ref && k < nsp; k++)
+            if (rk[i] && rk[r->ref] && rk[i][k] && rk[r->ref][k])
+                rc_eval_pair_add(&p, sp[k]->pos, sp[k]->npos, rk[i][k], rk[r->ref][k], RC_EVAL_K);
+        rc_eval_pair_result_of(&p, &r->pair[i]);
+    }
+}
+
+/* The split's pairs: rank per method index. */
+static void set_split_pairs(struct rows *r, const char *ref, const rc_eval_split *s, uint8_t **rank)
+{
+    uint8_t *const *rk[MAX_ROWS];
+    for (size_t i = 0; i < r->n; i++)
+        rk[i] = &rank[r->idx[i]];
+    set_pairs(r, ref, &s, 1, rk);
+}
+
+/* Below the table: each row's HR@50 as a ratio to the reference row's. */
+static void print_pairs(FILE *f, const struct rows *r)
+{
+    if (r->ref >= r->n || r->n < 2)
+        return;
+    fprintf(f, "\nHR@50 / %s's, 95%% interval paired by test session:\n", r->name[r->ref]);
+    for (size_t i = 0; i < r->n; i++) {
+        const rc_eval_pair_result *p = &r->pair[i];
+        if (i == r->ref)
+            continue;
+        if (p->defined)
+            fprintf(f, "%-22s %6.3fx  [%.3f, %.3f]\n", r->name[i], p->ratio, p->lo, p->hi);
+        else
+            fprintf(f, "%-22s (%s hit nothing)\n", r->name[i], r->name[r->ref]);
+    }
 }
 
 /* protocol: the daily protocol's description (stolen), NULL for the split. */
@@ -607,19 +686,35 @@ static void print_table(const rc_clicklog *log, const rc_eval_split *s, const st
            (long long)s->cut_ms, s->ntrain, (unsigned long long)s->train_clicks, s->ncatalog,
            s->ntest, s->npos);
     print_rows(stdout, r);
+    print_pairs(stdout, r);
     print_tower_lines(stdout, r, fi);
     print_settings(r);
     print_slices(stdout, r);
 }
 
-static int run_methods(rc_eval_env *env, const int *run, rc_eval_report *rep, char *eb, size_t el)
+/* Runs the methods of run[] into rep[], each prediction's rank into rank[]
+ * (owned by the caller). */
+static int run_methods(rc_eval_env *env, const int *run, rc_eval_report *rep, uint8_t **rank,
+                       char *eb, size_t el)
 {
     for (size_t i = 0; i < rc_eval_nmethods; i++) {
         if (!run[i])
             continue;
         if (!env->quiet)
             fprintf(stderr, "recalld-eval: %s ...\n", rc_eval_methods[i].name);
+        rc_eval_acc acc;
+        if (rc_eval_acc_init(&acc, env->split->nitems) ||
+            rc_eval_acc_track(&acc, env->split->npos)) {
+            rc_eval_acc_free(&acc);
+            return rc_err(eb, el, RC_ENOMEM, "eval: out of memory");
+        }
+        acc.slices = env->slices;
+        env->acc = &acc;
         int rc = rc_eval_method_run(&rc_eval_methods[i], env, &rep[i], eb, el);
+        env->acc = NULL;
+        rank[i] = acc.rank;
+        acc.rank = NULL;
+        rc_eval_acc_free(&acc);
         if (rc)
             return rc;
         if (!env->quiet)
@@ -695,6 +790,8 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
     rc_eval_split *split = NULL;
     rc_eval_opts eo = f->eo;
     rc_eval_report rep[MAX_ROWS];
+    uint8_t *rank[MAX_ROWS] = {0};
+    const char *ref = f->reference ? f->reference : "sgns";
     struct feat_info fi = {0};
     struct rows rows;
     rc_eval_env env = {0};
@@ -729,9 +826,10 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
     env = base_env(cli, f, log, &fi);
     env.split = split;
     env.slices = slices;
-    if ((rc = run_methods(&env, run, rep, eb, el)))
+    if ((rc = run_methods(&env, run, rep, rank, eb, el)))
         goto out;
     rows_of(rep, run, 0, &rows);
+    set_split_pairs(&rows, ref, split, rank);
     if (cli->json)
         print_json(log, methods_json(&rows), NULL, &fi, f->ablation, f->exact);
     else
@@ -739,12 +837,16 @@ static int evaluate(const rc_cli *cli, const struct eval_flags *f, const int *ru
     if (f->ablation && cli->json && !cli->log.quiet) {
         /* The JSON is for programs; the ablation table for whoever runs it. */
         rows_of(rep, run, 1, &rows);
+        set_split_pairs(&rows, ref, split, rank);
         fprintf(stderr, "ablation (same split, %zu predictions):\n", split->npos);
         print_rows(stderr, &rows);
+        print_pairs(stderr, &rows);
         print_tower_lines(stderr, &rows, &fi);
         print_slices(stderr, &rows);
     }
 out:
+    for (size_t i = 0; i < MAX_ROWS; i++)
+        free(rank[i]);
     rc_eval_env_cleanup(&env);
     free(slices);
     rc_ufeat_free(log_feats);
@@ -854,6 +956,7 @@ static void print_daily_table(const rc_clicklog *log, const rc_eval_daily *d, co
            d->total_periods, d->dopts.period_hours, d->dopts.warmup_periods, d->nperiods,
            d->skipped, (unsigned long long)d->npos, (unsigned long long)d->new_targets);
     print_rows(stdout, r);
+    print_pairs(stdout, r);
     print_settings(r);
     print_slices(stdout, r);
     print_periods(d, r, drep);
@@ -870,6 +973,8 @@ static int evaluate_daily(const rc_cli *cli, const struct eval_flags *f, const i
     struct feat_info fi = {0};
     struct rows rows = {0};
     rc_eval_env env = {0};
+    const rc_eval_split **sp = NULL;
+    uint8_t *const *rk[MAX_ROWS];
     int rc;
     memset(drep, 0, sizeof drep);
     rc_eval_daily_opts dopts = f->dopts;
@@ -900,15 +1005,26 @@ static int evaluate_daily(const rc_cli *cli, const struct eval_flags *f, const i
                     m->name, drep[rows.n].all.m.hr50, drep[rows.n].all.slice[RC_EVAL_SL_NEW].hr50,
                     drep[rows.n].all.slice[RC_EVAL_SL_OLDER].hr50, drep[rows.n].all.m.seconds);
         rows.name[rows.n] = m->name;
+        rows.idx[rows.n] = i;
         rows.rep[rows.n] = &drep[rows.n].all;
         dr[rows.n] = &drep[rows.n];
         rows.n++;
     }
+    if (!(sp = malloc(d->nperiods * sizeof *sp))) {
+        rc = rc_err(eb, el, RC_ENOMEM, "daily: out of memory");
+        goto out;
+    }
+    for (uint32_t k = 0; k < d->nperiods; k++)
+        sp[k] = d->period[k].split;
+    for (size_t i = 0; i < rows.n; i++)
+        rk[i] = drep[i].rank;
+    set_pairs(&rows, f->reference ? f->reference : "batch-daily", sp, d->nperiods, rk);
     if (cli->json)
         print_json(log, daily_methods_json(d, &rows, dr), protocol_json(d), &fi, 0, f->exact);
     else
         print_daily_table(log, d, &rows, dr);
 out:
+    free(sp);
     for (size_t i = 0; i < MAX_ROWS; i++)
         rc_eval_daily_report_free(&drep[i]);
     rc_eval_env_cleanup(&env);
@@ -916,6 +1032,17 @@ out:
     rc_ufeat_free(fi.f);
     rc_clicklog_free(log);
     return rc;
+}
+
+/* 1 when --reference names a method of run[]. */
+static int reference_runs(const struct eval_flags *f, const int *run)
+{
+    size_t n = f->daily ? rc_eval_daily_nmethods : rc_eval_nmethods;
+    for (size_t i = 0; i < n; i++)
+        if (run[i] && strcmp(f->reference, f->daily ? rc_eval_daily_methods[i].name
+                                                    : rc_eval_methods[i].name) == 0)
+            return 1;
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -943,6 +1070,9 @@ int main(int argc, char **argv)
     if ((f.daily ? select_daily(&cli, run, err, sizeof err)
                  : select_methods(&cli, f.ablation, run, err, sizeof err)))
         return rc_cli_usage_error("recalld-eval", "%s", err);
+    if (f.reference && !reference_runs(&f, run))
+        return rc_cli_usage_error("recalld-eval", "--reference %s: not one of the methods run",
+                                  f.reference);
     if (f.rebuild_given && !f.daily)
         return rc_cli_usage_error("recalld-eval", "--rebuild: a daily protocol option");
     for (size_t i = 0; f.daily && f.rebuild == RC_EVAL_REBUILD_BOTH && i < rc_eval_daily_nmethods;
