@@ -402,6 +402,13 @@ static int gmap_grow(rc_table *t)
     return 0;
 }
 
+/* Named categories known (the unnamed one, "", not counted). */
+static uint32_t named_cates(const rc_table *t)
+{
+    uint32_t n = rc_dict_size(t->cates), unnamed;
+    return n - (rc_dict_find(t->cates, "", 0, &unnamed) == 0);
+}
+
 /* Returns the ring of (city, cate), creating it when `create`; NULL if absent,
  * out of memory (cold start then starts the item at random) or the category
  * unnamed (no such ring is kept: its mean would be of unrelated items). */
@@ -412,6 +419,8 @@ static struct ring *group_ring(rc_table *t, uint32_t city, uint32_t cate, int cr
     rc_dict_str(t->cates, cate, &named);
     if (!named)
         return NULL;
+    if (!create && named_cates(t) < 2)
+        return NULL; /* one category for every item separates nothing */
     if (create && (g->n + 1) * 2 > g->cap && gmap_grow(t) != 0)
         return NULL;
     if (!g->cap)
@@ -474,10 +483,12 @@ static void random_start(rc_table *t, float *dst)
 }
 
 /* A new item's input vector: the mean of its session context (the clicks
- * before it), else, when it has a named category, the mean of the last RING
- * items of its (city, category), plus RC_TABLE_COLD_NOISE; else word2vec's
- * random start. A mean of unrelated items (the city's, or the group of an
- * unnamed category, i.e. every item of a log without categories) is no
+ * before it), else, when it has a named category and the table knows at
+ * least two, the mean of the last RING items of its (city, category), plus
+ * RC_TABLE_COLD_NOISE; else word2vec's random start. A mean of unrelated
+ * items (the city's, the group of an unnamed category, i.e. every item of a
+ * log without categories, or of the one category a producer gives every
+ * item) is no
  * prior: it lies near the centroid of the table, where its cosine is high for
  * every user, and such items crowded the top 50 (docs/BENCHMARKS.md, "A new
  * item's start without a session"). */

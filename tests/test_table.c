@@ -303,6 +303,36 @@ TEST(table_cold_start_category_group_else_random)
         want[k] = 5.0f + 0.01f * (float)k;
     ASSERT_LE(dist_to(rc_table_in(t, s), want, dim), noise);
     rc_table_destroy(t);
+
+    /* One named category for every item (a producer's constant) separates
+     * nothing: its group is every item, and its mean no prior. Once a
+     * second category exists, the group's ring (kept meanwhile) is one. */
+    t = mk(dim, 0, 0);
+    ASSERT_EQ(rc_table_city_id(t, "c0", 2, &c0), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "", 0, &none), 0);
+    ASSERT_EQ(rc_table_cate_id(t, "k0", 2, &k0), 0);
+    for (int i = 0; i < 16; i++) {
+        snprintf(id, sizeof(id), "g%d", i);
+        set_vec(t, add(t, id, c0, k0, NULL, 0), 2.0f);
+    }
+    assert_random_start(t, add(t, "only-category", c0, k0, NULL, 0));
+    ASSERT_EQ(rc_table_cate_id(t, "k1", 2, &k1), 0);
+    g = add(t, "two-categories", c0, k0, NULL, 0);
+    float sum[16] = {0};
+    uint32_t m = 0;
+    for (int i = 1; i < 16; i++, m++) { /* the ring's last 16: g1..g15 and only-category */
+        snprintf(id, sizeof(id), "g%d", i);
+        uint32_t r;
+        ASSERT_EQ(rc_table_find(t, id, strlen(id), &r), 0);
+        for (uint32_t k = 0; k < dim; k++)
+            sum[k] += rc_table_in(t, r)[k];
+    }
+    uint32_t oc;
+    ASSERT_EQ(rc_table_find(t, "only-category", 13, &oc), 0);
+    for (uint32_t k = 0; k < dim; k++)
+        want[k] = (sum[k] + rc_table_in(t, oc)[k]) / (float)(m + 1);
+    ASSERT_LE(dist_to(rc_table_in(t, g), want, dim), noise);
+    rc_table_destroy(t);
 }
 
 struct rd_arg {
