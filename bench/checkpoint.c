@@ -1,7 +1,7 @@
 /* Checkpoint cost and restore time.
  *
  *   bench_checkpoint [--items N (100000)] [--dim D (64)] [--takes K (20)]
- *                    [--dir DIR (/tmp)] [--max-mb-s R (0)] [--keep]
+ *                    [--dir DIR (/tmp)] [--max-mb-s R (0)] [--keep] [--users U (0)]
  *
  * Fills an item table directly (N items over 8 cities x 6 categories, random
  * vectors), then measures:
@@ -11,6 +11,11 @@
  *   load     rc_checkpoint_load alone (ids + vectors, CRCs): s;
  *   restore  an offline engine created on the directory: restore + sampler +
  *            index rebuild, i.e. the time until recalld could serve: s.
+ *   state    with --users U (0 = skip): U users' sessions (1..20 clicks each,
+ *            sessions.history 20) and the co-occurrence channel they feed
+ *            (defaults: 500 neighbours, 128 MiB): the state section a take
+ *            adds (rc_session_save + rc_cooc_save: bytes, ms, next to the
+ *            take's own pause) and its load.
  * The issue's target: restore <= 2 s at 1M x 64 (`--items 1000000`). */
 #include <getopt.h>
 #include <stdio.h>
@@ -19,8 +24,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "recalld/buf.h"
 #include "recalld/checkpoint.h"
 #include "recalld/common.h"
+#include "recalld/cooc.h"
+#include "recalld/session.h"
 #include "recalld/config.h"
 #include "recalld/engine.h"
 #include "recalld/table.h"
@@ -79,12 +87,79 @@ static rc_table *fill(uint32_t n, uint32_t dim)
     return t;
 }
 
+/* The state section of `users` users over n items; take_ms: the take's p50. */
+static void bench_state(uint32_t n, uint32_t users, double take_ms)
+{
+    rc_session_opts so = {.max_users = users, .history = 20};
+    rc_cooc_opts co = {.max_items = n, .neighbors = 500, .window = 20};
+    rc_session *s, *s2;
+    rc_cooc *c, *c2;
+    rc_rng rng;
+    char err[256], user[32];
+    uint32_t ctx[64], nctx;
+    if (rc_session_create(&so, &s, err, sizeof err) || rc_cooc_create(&co, &c, err, sizeof err)) {
+        fprintf(stderr, "bench_checkpoint: %s\n", err);
+        exit(1);
+    }
+    rc_rng_seed(&rng, 9);
+    uint64_t clicks = 0, t0 = rc_now_ns();
+    for (uint32_t u = 0; u < users; u++) {
+        int len = snprintf(user, sizeof user, "user-%u", u);
+        uint32_t k = 1 + rc_rng_below(&rng, 20), home = rc_rng_below(&rng, n);
+        for (uint32_t i = 0; i < k; i++) {
+            uint32_t row = (home + rc_rng_below(&rng, 200)) % n;
+            rc_session_add(s, user, (size_t)len, row, 1700000000000LL + i * 60000, ctx, 64, &nctx,
+                           NULL);
+            rc_cooc_click(c, row, ctx, nctx, 1700000000000LL + i * 60000);
+            clicks++;
+        }
+    }
+    printf("state: %u users, %llu clicks filled in %.2f s\n", users, (unsigned long long)clicks,
+           (rc_now_ns() - t0) / 1e9);
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    t0 = rc_now_ns();
+    rc_session_save(s, &b);
+    uint64_t ss = rc_now_ns() - t0;
+    size_t sb = b.len;
+    t0 = rc_now_ns();
+    rc_cooc_save(c, &b);
+    uint64_t cs = rc_now_ns() - t0;
+    rc_cooc_stats st;
+    rc_cooc_stats_get(c, &st);
+    printf("state save (added to the trainer's pause): sessions %.1f MB in %.1f ms, "
+           "co-occurrence %.1f MB (%llu items, %llu entries) in %.1f ms; "
+           "%.2fx the take's p50 (%.1f ms)\n",
+           sb / 1e6, ss / 1e6, (b.len - sb) / 1e6, (unsigned long long)st.items,
+           (unsigned long long)st.entries, cs / 1e6, (ss + cs) / 1e6 / take_ms, take_ms);
+    /* the same buffer again, as from the second checkpoint on (no growth) */
+    rc_buf_reset(&b);
+    t0 = rc_now_ns();
+    rc_session_save(s, &b);
+    rc_cooc_save(c, &b);
+    printf("state save, buffer already grown: %.1f ms\n", (rc_now_ns() - t0) / 1e6);
+    rc_session_create(&so, &s2, err, sizeof err);
+    rc_cooc_create(&co, &c2, err, sizeof err);
+    t0 = rc_now_ns();
+    rc_session_load(s2, b.data, sb, n, NULL, NULL);
+    uint64_t sl = rc_now_ns() - t0;
+    t0 = rc_now_ns();
+    rc_cooc_load(c2, b.data + sb, b.len - sb, n, NULL);
+    printf("state load (restart): sessions %.2f s, co-occurrence %.2f s\n", sl / 1e9,
+           (rc_now_ns() - t0) / 1e9);
+    rc_buf_free(&b);
+    rc_session_destroy(s);
+    rc_session_destroy(s2);
+    rc_cooc_destroy(c);
+    rc_cooc_destroy(c2);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"items", 1, 0, 'n'},    {"dim", 1, 0, 'd'},  {"takes", 1, 0, 'k'}, {"dir", 1, 0, 'o'},
-        {"max-mb-s", 1, 0, 'r'}, {"keep", 0, 0, 'K'}, {0, 0, 0, 0}};
-    uint32_t n = 100000, dim = 64, takes = 20;
+        {"max-mb-s", 1, 0, 'r'}, {"keep", 0, 0, 'K'}, {"users", 1, 0, 'u'}, {0, 0, 0, 0}};
+    uint32_t n = 100000, dim = 64, takes = 20, users = 0;
     double max_mb_s = 0;
     const char *base = "/tmp";
     char dir[400], err[512];
@@ -108,6 +183,9 @@ int main(int argc, char **argv)
             break;
         case 'K':
             keep = 1;
+            break;
+        case 'u':
+            users = (uint32_t)strtoul(optarg, NULL, 10);
             break;
         default:
             fprintf(stderr, "usage: see bench/checkpoint.c\n");
@@ -147,6 +225,8 @@ int main(int argc, char **argv)
            "(%.0f MB of vectors, %.1f GB/s)\n",
            takes, ns[takes / 2] / 1e6, ns[(size_t)((takes - 1) * 0.99)] / 1e6, ns[takes - 1] / 1e6,
            mb, mb / 1e3 / (ns[takes / 2] / 1e9));
+    if (users)
+        bench_state(n, users, ns[takes / 2] / 1e6);
 
     rc_checkpoint_write_opts wo = {.dir = dir, .max_mb_s = max_mb_s};
     rc_checkpoint_info info;

@@ -14,13 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recalld/buf.h"
 #include "recalld/common.h"
 #include "recalld/log.h"
 #include "recalld/model.h"
 
 #define MOD         "checkpoint"
 #define MAGIC       "RCCKPT01"
-#define VERSION     1u
+#define VERSION     2u /* 1 still read: no state section */
 #define HEADER      64u
 #define STAGE       (1u << 20) /* staging buffer; also the throttling step */
 #define NAME_FMT    "checkpoint-%020" PRIu64 ".rcc"
@@ -40,8 +41,9 @@ struct rc_checkpoint {
     size_t cap_rows, cap_floats; /* room in counts / in / out */
     int released;                /* rows of the last take freed: nothing to write */
     int live;                    /* take_live: rows are read from t by the write */
-    _Atomic size_t held;         /* bytes of counts, in, out and stage (any thread) */
+    _Atomic size_t held;         /* bytes of counts, in, out, aux and stage (any thread) */
     unsigned char *stage;
+    rc_buf aux; /* the state section of the next write (rc_checkpoint_swap_aux) */
 };
 
 /* ---- meta ---- */
@@ -53,6 +55,9 @@ void rc_checkpoint_meta_free(rc_checkpoint_meta *m)
     free(m->offsets);
     m->offsets = NULL;
     m->noffsets = 0;
+    free(m->aux);
+    m->aux = NULL;
+    m->aux_len = 0;
 }
 
 uint64_t rc_checkpoint_meta_counter(const rc_checkpoint_meta *m, const char *name, uint64_t def)
@@ -88,6 +93,7 @@ int rc_checkpoint_create(rc_checkpoint **out, char *eb, size_t el)
         return rc_err(eb, el, RC_ENOMEM, "checkpoint: out of memory");
     }
     atomic_init(&c->held, STAGE);
+    rc_buf_init(&c->aux, 0);
     *out = c;
     return 0;
 }
@@ -101,7 +107,16 @@ void rc_checkpoint_destroy(rc_checkpoint *c)
     free(c->in);
     free(c->out);
     free(c->stage);
+    rc_buf_free(&c->aux);
     free(c);
+}
+
+static void held_update(rc_checkpoint *c)
+{
+    atomic_store_explicit(&c->held,
+                          STAGE + c->cap_rows * sizeof *c->counts +
+                              2 * c->cap_floats * sizeof(float) + c->aux.cap,
+                          memory_order_relaxed);
 }
 
 /* Grows one buffer to n elements of size sz, touching the new pages so that
@@ -130,9 +145,7 @@ static int ensure(rc_checkpoint *c, size_t rows, uint32_t dim)
             return RC_ENOMEM;
         c->cap_floats = floats;
     }
-    atomic_store_explicit(
-        &c->held, STAGE + c->cap_rows * sizeof *c->counts + 2 * c->cap_floats * sizeof(float),
-        memory_order_relaxed);
+    held_update(c);
     return 0;
 }
 
@@ -147,7 +160,18 @@ void rc_checkpoint_release(rc_checkpoint *c)
     c->in = c->out = NULL;
     c->cap_rows = c->cap_floats = 0;
     c->released = c->taken;
-    atomic_store_explicit(&c->held, STAGE, memory_order_relaxed);
+    rc_buf_free(&c->aux);
+    rc_buf_init(&c->aux, 0);
+    held_update(c);
+}
+
+void rc_checkpoint_swap_aux(rc_checkpoint *c, rc_buf *b)
+{
+    rc_buf t = c->aux;
+    c->aux = *b;
+    *b = t;
+    rc_buf_reset(b);
+    held_update(c);
 }
 
 size_t rc_checkpoint_bytes(const rc_checkpoint *c)
@@ -190,6 +214,8 @@ static int copy_meta(rc_checkpoint *c, const rc_checkpoint_meta *m)
     rc_checkpoint_offset *keep = c->meta.offsets;
     c->meta = *m;
     c->meta.offsets = keep;
+    c->meta.aux = NULL; /* the state section is c->aux */
+    c->meta.aux_len = 0;
     if (m->noffsets)
         memcpy(keep, m->offsets, m->noffsets * sizeof *keep);
     return 0;
@@ -214,6 +240,7 @@ int rc_checkpoint_take(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_
     c->taken = 1;
     c->released = 0;
     c->live = 0;
+    rc_buf_reset(&c->aux);
     return 0;
 }
 
@@ -231,6 +258,7 @@ int rc_checkpoint_take_live(rc_checkpoint *c, const rc_table *t, const rc_checkp
     c->taken = 1;
     c->released = 0;
     c->live = 1;
+    rc_buf_reset(&c->aux);
     return 0;
 }
 
@@ -515,6 +543,9 @@ static void put_body(wr *w, const rc_checkpoint *c)
     else
         put(w, c->out, (size_t)c->rows * c->dim * sizeof(float));
     end_section(w);
+    put(w, c->aux.data, c->aux.len); /* the state section (version 2) */
+    put_u64(w, c->aux.len);
+    end_section(w);
     flush_stage(w);
 }
 
@@ -711,7 +742,11 @@ typedef struct hdr {
     uint32_t version, dim, ncities, ncates, ncounters, noffsets, topic_len;
     uint64_t seq, rows, vec_bytes; /* vec_bytes: one vector section */
     int64_t created_ms;
+    uint64_t aux_len, tail; /* version 2: the state section; tail = it + u64 + CRC */
+    uint32_t aux_crc;
 } hdr;
+
+static int pread_all(int fd, void *dst, size_t n, uint64_t off);
 
 static int read_header(rd *r, hdr *h, uint64_t size, const char *path, char *eb, size_t el)
 {
@@ -734,9 +769,10 @@ static int read_header(rd *r, hdr *h, uint64_t size, const char *path, char *eb,
     h->ncounters = v32[2];
     h->noffsets = v32[3];
     h->topic_len = v32[4];
-    if (h->version != VERSION)
-        return rc_err(eb, el, RC_ECORRUPT, "checkpoint %s: format version %u, this build reads %u",
-                      path, h->version, VERSION);
+    if (h->version != VERSION && h->version != 1)
+        return rc_err(eb, el, RC_ECORRUPT,
+                      "checkpoint %s: format version %u, this build reads 1 and %u", path,
+                      h->version, VERSION);
     if (h->dim == 0 || h->dim % 8 || h->dim > 1024 || h->rows > MAX_ROWS ||
         h->ncities > MAX_ATTRS || h->ncates > MAX_ATTRS ||
         h->ncounters > RC_CHECKPOINT_MAX_COUNTERS || h->noffsets > MAX_OFFSETS ||
@@ -745,10 +781,22 @@ static int read_header(rd *r, hdr *h, uint64_t size, const char *path, char *eb,
     h->vec_bytes = h->rows * h->dim * sizeof(float);
     uint64_t min_a = h->topic_len + (uint64_t)h->ncounters * 10 + (uint64_t)h->noffsets * 12 +
                      ((uint64_t)h->ncities + h->ncates) * 2 + h->rows * 15;
-    if (size < HEADER + min_a + 4 + 2 * (h->vec_bytes + 4))
+    h->aux_len = h->tail = 0;
+    if (h->version >= 2) { /* the trailer: u64 state bytes, CRC */
+        unsigned char t[12];
+        if (size < HEADER + 12 || pread_all(r->fd, t, 12, size - 12))
+            return rc_err(eb, el, RC_ECORRUPT, "checkpoint %s: truncated (%" PRIu64 " bytes)", path,
+                          size);
+        memcpy(&h->aux_len, t, 8);
+        memcpy(&h->aux_crc, t + 8, 4);
+        if (h->aux_len > size - HEADER - 12)
+            return rc_err(eb, el, RC_ECORRUPT, "checkpoint %s: inconsistent state section", path);
+        h->tail = h->aux_len + 12;
+    }
+    if (size < HEADER + min_a + 4 + 2 * (h->vec_bytes + 4) + h->tail)
         return rc_err(eb, el, RC_ECORRUPT, "checkpoint %s: truncated (%" PRIu64 " bytes)", path,
                       size);
-    r->left = size - HEADER - 4 - 2 * (h->vec_bytes + 4);
+    r->left = size - HEADER - 4 - 2 * (h->vec_bytes + 4) - h->tail;
     return 0;
 }
 
@@ -921,6 +969,29 @@ static int parse_error(int rc, const rd *r, const vec_job *j, const char *path, 
                   path);
 }
 
+/* The state section into m->aux (version 2), its CRC checked. */
+static int read_aux(int fd, const hdr *h, uint64_t size, rc_checkpoint_meta *m)
+{
+    uint64_t len = h->aux_len;
+    if (len > SIZE_MAX - 8)
+        return RC_ENOMEM;
+    unsigned char *p = malloc(len + 8); /* + the length, CRC'd with it */
+    if (!p)
+        return RC_ENOMEM;
+    int e = pread_all(fd, p, len + 8, size - h->tail);
+    if (e) {
+        free(p);
+        return e > 0 ? RC_EIO : RC_ECORRUPT;
+    }
+    if (rc_crc32c(0, p, len + 8) != h->aux_crc) {
+        free(p);
+        return RC_ECORRUPT;
+    }
+    m->aux = p;
+    m->aux_len = len;
+    return 0;
+}
+
 static int parse(rd *r, uint64_t size, const rc_table_opts *opts, const rc_checkpoint_hooks *hk,
                  rc_table **out, rc_checkpoint_meta *m, const char *path, char *eb, size_t el)
 {
@@ -939,7 +1010,7 @@ static int parse(rd *r, uint64_t size, const rc_table_opts *opts, const rc_check
                  .hooks = hk,
                  .rows = (uint32_t)h.rows,
                  .dim = h.dim,
-                 .off = size - 2 * (h.vec_bytes + 4)};
+                 .off = size - 2 * (h.vec_bytes + 4) - h.tail};
     atomic_init(&j.abort, 0);
     /* Without the thread, the vectors are read after the rows (below). */
     started = pthread_create(&th, NULL, vec_main, &j) == 0;
@@ -954,6 +1025,8 @@ static int parse(rd *r, uint64_t size, const rc_table_opts *opts, const rc_check
         vec_main(&j);
     if (!rc)
         rc = j.rc;
+    if (!rc && h.version >= 2)
+        rc = read_aux(r->fd, &h, size, m);
     if (rc) {
         rc_table_destroy(t);
         rc_checkpoint_meta_free(m);

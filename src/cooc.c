@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recalld/buf.h"
 #include "recalld/common.h"
 
 #if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
@@ -647,6 +648,131 @@ void rc_cooc_stats_get(rc_cooc *c, rc_cooc_stats *st)
                           .evictions = atomic_load(&c->evictions),
                           .dropped = atomic_load(&c->dropped),
                           .retired = atomic_load(&c->retired)};
+}
+
+/* ---- persistence ---- */
+
+int rc_cooc_save(rc_cooc *c, rc_buf *b)
+{
+    uint32_t held = 0;
+    size_t at = b->len;
+    int rc = rc_buf_append(b, &held, 4);
+    for (uint32_t sg = 0; !rc && sg < c->nsegs; sg++) {
+        struct slot *seg = atomic_load_explicit(&c->segs[sg], RLX);
+        for (uint32_t i = 0; !rc && seg && i < SEG_SIZE; i++) {
+            struct slot *s = &seg[i];
+            uint32_t n = atomic_load_explicit(&s->n, RLX),
+                     cb = atomic_load_explicit(&s->count_bits, RLX);
+            struct list *l = atomic_load_explicit(&s->l, RLX);
+            if (!cb && !n)
+                continue;
+            uint32_t id = sg << SEG_BITS | i;
+            int64_t t = atomic_load_explicit(&s->t_ms, RLX);
+            rc = rc_buf_append(b, &id, 4) || rc_buf_append(b, &cb, 4) || rc_buf_append(b, &t, 8) ||
+                 rc_buf_append(b, &n, 4);
+            for (uint32_t k = 0; !rc && k < n; k++) {
+                uint64_t v = atomic_load_explicit(&l->e[k], RLX);
+                uint32_t pair[2] = {e_id(v), (uint32_t)v};
+                rc = rc_buf_append(b, pair, 8);
+            }
+            held++;
+        }
+    }
+    if (rc)
+        return RC_ENOMEM;
+    memcpy(b->data + at, &held, 4);
+    return 0;
+}
+
+static int by_count_desc(const void *a, const void *b)
+{
+    float x = e_cnt(*(const uint64_t *)a), y = e_cnt(*(const uint64_t *)b);
+    return (x < y) - (x > y);
+}
+
+int rc_cooc_load(rc_cooc *c, const void *p, size_t n, uint32_t nrows, uint64_t *dropped)
+{
+    const unsigned char *q = p;
+    size_t pos = 4;
+    uint32_t held;
+    uint64_t drop = 0, *tmp = NULL;
+    int rc = 0;
+    uint32_t lim = RC_MIN(nrows, c->o.max_items);
+    if (!p || n < 4)
+        return RC_ECORRUPT;
+    memcpy(&held, q, 4);
+    if (!(tmp = malloc(RC_COOC_MAX_NEIGHBORS * 2 * sizeof *tmp)))
+        return RC_ENOMEM;
+    for (uint32_t it = 0; it < held; it++) {
+        uint32_t id, cb, ne, m = 0;
+        int64_t t;
+        if (n - pos < 20) {
+            rc = RC_ECORRUPT;
+            break;
+        }
+        memcpy(&id, q + pos, 4);
+        memcpy(&cb, q + pos + 4, 4);
+        memcpy(&t, q + pos + 8, 8);
+        memcpy(&ne, q + pos + 16, 4);
+        pos += 20;
+        if ((uint64_t)ne * 8 > n - pos || !isfinite(f_of(cb)) || f_of(cb) < 0) {
+            rc = RC_ECORRUPT;
+            break;
+        }
+        /* the entries kept: neighbours in the table, the strongest M */
+        for (uint32_t k = 0; k < ne; k++) {
+            uint32_t pair[2];
+            memcpy(pair, q + pos + (size_t)k * 8, 8);
+            if (pair[0] >= lim || pair[0] == id || !(f_of(pair[1]) > 0) ||
+                !isfinite(f_of(pair[1])) || m == 2 * RC_COOC_MAX_NEIGHBORS) {
+                drop++;
+                continue;
+            }
+            tmp[m++] = pack(pair[0], f_of(pair[1]));
+        }
+        pos += (size_t)ne * 8;
+        if (id >= lim) {
+            drop += 1 + m;
+            continue;
+        }
+        if (m > c->o.neighbors) {
+            qsort(tmp, m, sizeof *tmp, by_count_desc);
+            drop += m - c->o.neighbors;
+            m = c->o.neighbors;
+        }
+        struct slot *s = slot_make(c, id);
+        if (!s || atomic_load_explicit(&s->count_bits, RLX) || atomic_load_explicit(&s->n, RLX)) {
+            drop += 1 + m; /* no room, or the id twice */
+            continue;
+        }
+        w_begin(s);
+        atomic_store_explicit(&s->count_bits, cb, REL);
+        atomic_store_explicit(&s->t_ms, t, REL);
+        uint32_t cap = RC_MIN(FIRST_CAP, c->o.neighbors);
+        while (cap < m)
+            cap = RC_MIN(cap * 2, c->o.neighbors);
+        struct list *l = NULL;
+        if (m && atomic_load(&c->bytes) + list_bytes(cap) <= c->o.max_bytes)
+            l = malloc(list_bytes(cap));
+        if (l) {
+            l->cap = cap;
+            l->next_retired = NULL;
+            for (uint32_t k = 0; k < m; k++)
+                atomic_init(&l->e[k], tmp[k]);
+            atomic_fetch_add(&c->bytes, list_bytes(cap));
+            atomic_fetch_add(&c->items, 1);
+            atomic_fetch_add(&c->entries, m);
+            atomic_store_explicit(&s->l, l, memory_order_release);
+            atomic_store_explicit(&s->n, m, REL);
+        } else {
+            drop += m;
+        }
+        w_end(s);
+    }
+    free(tmp);
+    if (dropped)
+        *dropped = drop;
+    return rc;
 }
 
 /* ---- fusion ---- */

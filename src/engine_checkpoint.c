@@ -31,6 +31,7 @@ int rc__engine_ck_init(rc_engine *e, char *eb, size_t el)
         return rc_err(eb, el, RC_ENOMEM, "engine: out of memory");
     e->ck = k;
     k->lock_fd = -1;
+    rc_buf_init(&k->state_buf, 0);
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
     atomic_init(&k->durable_trained, CK_NONE);
@@ -158,6 +159,15 @@ int rc__engine_ck_take(rc_engine *e, int force)
         ck_meta(e, &m);
         rc = live ? rc_checkpoint_take_live(k->snap, e->table, &m)
                   : rc_checkpoint_take(k->snap, e->table, &m);
+        if (rc == 0) { /* sessions and co-occurrence as of this same boundary */
+            uint64_t s0 = rc_now_ns();
+            if (rc__engine_state_save(e, &k->state_buf))
+                rc_log_warn("engine", "checkpoint without sessions and co-occurrence counts",
+                            "why=\"out of memory\"");
+            atomic_store(&k->state_bytes, k->state_buf.len);
+            atomic_store(&k->state_ns, rc_now_ns() - s0);
+            rc_checkpoint_swap_aux(k->snap, &k->state_buf);
+        }
         wait = live && rc == 0 && k->writer_started;
     }
     uint64_t pause = rc_now_ns() - t0;
@@ -378,6 +388,7 @@ void rc__engine_ck_free(rc_engine *e)
         return;
     rc_checkpoint_destroy(k->snap);
     rc_checkpoint_meta_free(&k->restored);
+    rc_buf_free(&k->state_buf);
     rc_index_destroy(k->rx);
     free(k->next);
     free(k->offs);
@@ -619,12 +630,17 @@ void rc__engine_ck_restored(rc_engine *e, uint64_t t0)
     struct rc__engine_ckpt *k = e->ck;
     if (!k->restored_ok)
         return;
+    rc__engine_state_restore(e, k->restored.aux, k->restored.aux_len);
+    free(k->restored.aux); /* read once: its memory goes back */
+    k->restored.aux = NULL;
+    k->restored.aux_len = 0;
     k->restore_ns = rc_now_ns() - t0;
     rc_log_info("engine", "checkpoint restored",
-                "seq=%llu items=%u applied=%llu partitions=%u "
+                "seq=%llu items=%u applied=%llu partitions=%u users=%llu cooc_items=%llu "
                 "restore_ms=%.1f load_ms=%.1f",
                 (unsigned long long)k->restored.seq, rc_table_size(e->table),
                 (unsigned long long)atomic_load(&e->applied), k->restored.noffsets,
+                (unsigned long long)k->restored_users, (unsigned long long)k->restored_cooc_items,
                 k->restore_ns / 1e6, k->load_ns / 1e6);
 }
 
@@ -658,11 +674,19 @@ void rc__engine_ck_stats_json(rc_engine *e, rc_buf *o)
     rc_buf_printf(o,
                   "\"bytes\":%llu,\"duration_ms\":%.3f,\"mb_s\":%.1f,\"pause_ms\":%.3f,"
                   "\"pause_p99_ms\":%.3f,\"pause_max_ms\":%.3f,\"restored_seq\":%llu,"
-                  "\"restore_ms\":%.1f,\"last_error\":",
+                  "\"restore_ms\":%.1f,",
                   (unsigned long long)bytes, wns / 1e6, wns ? bytes / 1e6 / (wns / 1e9) : 0.0,
                   atomic_load(&k->last_pause_ns) / 1e6, p99 / 1e3,
                   atomic_load(&k->max_pause_ns) / 1e6,
                   (unsigned long long)(k->restored_ok ? k->restored.seq : 0), k->restore_ns / 1e6);
+    rc_buf_printf(o,
+                  "\"state_bytes\":%llu,\"state_ms\":%.3f,\"restored_users\":%llu,"
+                  "\"restored_cooc_items\":%llu,\"restored_dropped\":%llu,"
+                  "\"restored_state_ok\":%s,\"last_error\":",
+                  (unsigned long long)atomic_load(&k->state_bytes), atomic_load(&k->state_ns) / 1e6,
+                  (unsigned long long)k->restored_users, (unsigned long long)k->restored_cooc_items,
+                  (unsigned long long)k->restored_dropped,
+                  k->restore_state_failed ? "false" : "true");
     rc_buf_json_str(o, err, strlen(err));
     rc_buf_puts(o, "}");
 }

@@ -3,6 +3,7 @@
  *   src/engine.c             the pipeline: batches, decoder and trainer threads,
  *                            event apply, queries, stats, create/destroy
  *   src/engine_checkpoint.c  checkpoint coordination (rc__engine_ck_*)
+ *   src/engine_state.c       sessions and co-occurrence counts in a checkpoint (rc__engine_state_*)
  *   src/engine_tower.c       two-tower serving (rc__engine_tower_*)
  *   src/engine_retrain.c     background retraining of the tower model (rc__engine_rt_*)
  *   src/engine_cooc.c        the session co-occurrence channel (rc__engine_cooc_*)
@@ -218,8 +219,12 @@ struct rc__engine_ckpt {
     /* restore (set once in create) */
     rc_checkpoint_meta restored;
     int restored_ok;
-    int invalid_only;             /* checkpoints existed, none valid: replay the stream */
-    uint64_t restore_ns, load_ns; /* until ready to serve; of which reading the file */
+    uint64_t restored_users, restored_cooc_items, restored_dropped; /* its state section */
+    int restore_state_failed;
+    rc_buf state_buf;                       /* trainer: the next take's state section */
+    _Atomic uint64_t state_bytes, state_ns; /* the last take's: size, time to build */
+    int invalid_only;                       /* checkpoints existed, none valid: replay the stream */
+    uint64_t restore_ns, load_ns;           /* until ready to serve; of which reading the file */
     /* the index built while the checkpoint loads (ck_on_rows, loader thread) */
     rc_index *rx;
     const rc_table *rx_table;
@@ -318,6 +323,16 @@ rc_index *rc__engine_ck_prebuilt_index(rc_engine *e);
 void rc__engine_ck_restored(rc_engine *e, uint64_t t0);
 int rc__engine_ck_was_restored(const rc_engine *e);
 void rc__engine_ck_stats_json(rc_engine *e, rc_buf *o);
+
+/* ---- sessions and co-occurrence in a checkpoint (src/engine_state.c) ---- */
+
+/* Trainer, at a take: the state section into b (emptied first; left empty
+ * when checkpoint.sessions and checkpoint.cooc are both off). Returns 0 or
+ * RC_ENOMEM (b empty: the checkpoint goes without it). */
+int rc__engine_state_save(rc_engine *e, rc_buf *b);
+/* create_model, once the sessions and the channel exist: a restored
+ * checkpoint's state section (what does not fit is logged and counted). */
+void rc__engine_state_restore(rc_engine *e, const unsigned char *p, uint64_t n);
 
 /* ---- two-tower serving (src/engine_tower.c) ---- */
 

@@ -195,6 +195,20 @@ static const rc_metrics_stat table[] = {
       "Sequence number of the checkpoint restored at start (0: none)."),
     G("checkpoint.restore_ms", "recalld_checkpoint_restore_seconds", MS_S,
       "Time to restore the checkpoint at start until ready to serve."),
+    G("checkpoint.state_bytes", "recalld_checkpoint_state_bytes", 1,
+      "Bytes of the sessions and co-occurrence counts the last checkpoint took."),
+    G("checkpoint.state_ms", "recalld_checkpoint_state_seconds", MS_S,
+      "Time the last take spent on the sessions and co-occurrence counts (in the trainer's "
+      "pause)."),
+    G("checkpoint.restored_users", "recalld_checkpoint_restored_users", 1,
+      "Users whose sessions the checkpoint restored at start held."),
+    G("checkpoint.restored_cooc_items", "recalld_checkpoint_restored_cooc_items", 1,
+      "Items with co-occurrence counts after the restore at start."),
+    G("checkpoint.restored_dropped", "recalld_checkpoint_restored_dropped", 1,
+      "Restored clicks and co-occurrence entries dropped: their item is not in the table."),
+    G("checkpoint.restored_state_ok", "recalld_checkpoint_restored_state_ok", 1,
+      "0 when the sessions and co-occurrence counts of the checkpoint restored at start were "
+      "malformed or did not fit in memory (part of them restored), else 1."),
     /* two-tower model */
     S("tower.loaded", "recalld_tower_loaded"),
     S("tower.loading", "recalld_tower_loading"),

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recalld/buf.h"
 #include "recalld/common.h"
 #include "recalld/log.h"
 
@@ -651,4 +652,111 @@ void rc_session_stats_get(rc_session *s, rc_session_stats *st)
     st->late = LOAD(s->late);
     st->spill_failures = LOAD(s->spill_failures);
     st->bytes = LOAD(s->bytes);
+}
+
+/* ---- persistence ---- */
+
+int rc_session_save(rc_session *s, rc_buf *b)
+{
+    if (!s || !b)
+        return RC_EINVAL;
+    uint32_t users = (uint32_t)LOAD(s->users);
+    int rc = rc_buf_append(b, &users, 4);
+    for (uint32_t idx = s->lru_tail; !rc && idx != NIL; idx = rec(s, idx)->prev) {
+        struct user *u = rec(s, idx);
+        unsigned char hd[2] = {u->klen, u->count};
+        rc = rc_buf_append(b, &hd[0], 1) || rc_buf_append(b, key_of(u), u->klen) ||
+             rc_buf_append(b, &u->sess_start, 8) || rc_buf_append(b, &hd[1], 1);
+        for (unsigned i = 0; !rc && i < u->count; i++) {
+            int64_t ts = click_ts(s, u, i);
+            rc = rc_buf_append(b, &rows(s, u)[i], 4) || rc_buf_append(b, &ts, 8);
+        }
+    }
+    return rc ? RC_ENOMEM : 0;
+}
+
+struct rd {
+    const unsigned char *p;
+    size_t n, pos;
+};
+
+static int rd_get(struct rd *r, void *dst, size_t k)
+{
+    if (k > r->n - r->pos)
+        return -1;
+    memcpy(dst, r->p + r->pos, k);
+    r->pos += k;
+    return 0;
+}
+
+int rc_session_load(rc_session *s, const void *p, size_t n, uint32_t nrows, uint64_t *users,
+                    uint64_t *dropped)
+{
+    struct rd r = {p, n, 0};
+    uint32_t nu;
+    uint64_t added = 0, drop = 0;
+    int rc = 0;
+    if (!s || (!p && n))
+        return RC_EINVAL;
+    /* the stream's counters go on from what they were: the load is no click */
+    uint64_t sessions = LOAD(s->sessions), dups = LOAD(s->duplicates), reord = LOAD(s->reordered),
+             late = LOAD(s->late);
+    if (rd_get(&r, &nu, 4))
+        rc = RC_ECORRUPT;
+    for (uint32_t i = 0; !rc && i < nu; i++) {
+        char key[256];
+        unsigned char klen = 0, cnt = 0;
+        int64_t start;
+        if (rd_get(&r, &klen, 1) || klen == 0 || klen > KEY_MAX || rd_get(&r, key, klen) ||
+            rd_get(&r, &start, 8) || rd_get(&r, &cnt, 1) || cnt == 0 ||
+            (size_t)cnt * 12 > n - r.pos) {
+            rc = RC_ECORRUPT;
+            break;
+        }
+        int held = 0;
+        int64_t prev = INT64_MIN;
+        for (unsigned k = 0; k < cnt; k++) {
+            uint32_t row = 0;
+            int64_t ts = 0;
+            rd_get(&r, &row, 4);
+            rd_get(&r, &ts, 8);
+            if (ts < prev || ts < 0) {
+                rc = RC_ECORRUPT;
+                break;
+            }
+            prev = ts;
+            if (row >= nrows) {
+                drop++;
+                continue;
+            }
+            int e = rc_session_add(s, key, klen, row, ts, NULL, 0, NULL, NULL);
+            if (e) {
+                rc = e == RC_ENOMEM ? RC_ENOMEM : RC_ECORRUPT;
+                break;
+            }
+            held = 1;
+        }
+        if (rc || !held)
+            continue;
+        added++;
+        uint64_t h = rc_hash(key, klen);
+        struct shard *sh = &s->shards[h & (SHARDS - 1)];
+        long pos = find(s, sh, (uint32_t)(h >> 32), key, klen);
+        if (pos >= 0) {
+            struct user *u = rec(s, sh->slots[pos].idx1 - 1);
+            pthread_mutex_lock(&sh->mu);
+            if (start <= click_ts(s, u, u->count - 1))
+                u->sess_start = start;
+            pthread_mutex_unlock(&sh->mu);
+        }
+    }
+    STORE(s->sessions, sessions);
+    STORE(s->duplicates, dups);
+    STORE(s->reordered, reord);
+    STORE(s->late, late);
+    if (users)
+        *users = added;
+    if (dropped)
+        *dropped = drop;
+    return rc;
 }

@@ -15,8 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recalld/buf.h"
 #include "recalld/checkpoint.h"
 #include "recalld/common.h"
+#include "recalld/model.h"
 #include "recalld/table.h"
 #include "test.h"
 
@@ -177,6 +179,106 @@ TEST(checkpoint_roundtrip_bitwise)
     rmrf(dir);
 }
 
+static void flip_byte(const char *path, long at)
+{
+    FILE *f = fopen(path, "r+b");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fseek(f, at, at < 0 ? SEEK_END : SEEK_SET), 0);
+    int ch = fgetc(f);
+    ASSERT(ch != EOF);
+    ASSERT_EQ(fseek(f, -1, SEEK_CUR), 0);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+}
+
+/* The state section (version 2): what rc_checkpoint_swap_aux gave the write
+ * comes back in meta.aux; a take without a swap stores none; a version 1
+ * file (no section, no trailer) still loads; a flipped byte in the section
+ * or a trailer whose length does not fit is corruption. */
+TEST(checkpoint_state_section_and_version_1)
+{
+    char dir[64], err[512], path[4200];
+    tmpdir(dir, sizeof dir);
+    rc_table *t = mk_table(300, 16, 4), *back = NULL;
+    rc_checkpoint_meta m, got;
+    rc_checkpoint_info info;
+    rc_checkpoint *c = NULL;
+    rc_table_opts o = {.dim = 16};
+    mk_meta(&m, 2, 77);
+    ASSERT_EQ(rc_checkpoint_create(&c, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_take(c, t, &m), 0);
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    for (int i = 0; i < 5000; i++)
+        ASSERT_EQ(rc_buf_printf(&b, "state-%d;", i), 0);
+    size_t len = b.len;
+    char *want = malloc(len);
+    memcpy(want, b.data, len);
+    rc_checkpoint_swap_aux(c, &b);
+    ASSERT_EQ(b.len, 0);
+    ASSERT(rc_checkpoint_bytes(c) >= len);
+    rc_checkpoint_write_opts wo = {.dir = dir, .keep = 5};
+    ASSERT_EQ(rc_checkpoint_write(c, &wo, &info, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_load(info.path, &o, &back, &got, err, sizeof err), 0);
+    assert_same_table(t, back);
+    ASSERT_EQ(got.aux_len, len);
+    ASSERT(memcmp(got.aux, want, len) == 0);
+    ASSERT_EQ(rc_checkpoint_meta_counter(&got, "applied", 0), 77);
+    rc_checkpoint_meta_free(&got);
+    ASSERT(got.aux == NULL);
+    rc_table_destroy(back);
+    char first[4200];
+    snprintf(first, sizeof first, "%s", info.path);
+
+    /* the next take without a swap: no section */
+    ASSERT_EQ(rc_checkpoint_take(c, t, &m), 0);
+    ASSERT_EQ(rc_checkpoint_write(c, &wo, &info, err, sizeof err), 0);
+    ASSERT_EQ(rc_checkpoint_load(info.path, &o, &back, &got, err, sizeof err), 0);
+    ASSERT_EQ(got.aux_len, 0);
+    rc_checkpoint_meta_free(&got);
+    rc_table_destroy(back);
+
+    /* version 1: that file without its trailer, the header saying 1 */
+    FILE *f = fopen(info.path, "r+b");
+    ASSERT(f != NULL);
+    unsigned char h[64];
+    ASSERT_EQ(fread(h, 1, 64, f), 64);
+    uint32_t v = 1, hcrc;
+    memcpy(h + 8, &v, 4);
+    hcrc = rc_crc32c(0, h, 60);
+    memcpy(h + 60, &hcrc, 4);
+    ASSERT_EQ(fseek(f, 0, SEEK_SET), 0);
+    ASSERT_EQ(fwrite(h, 1, 64, f), 64);
+    fclose(f);
+    ASSERT_EQ(truncate(info.path, (off_t)info.bytes - 12), 0);
+    ASSERT_EQ(rc_checkpoint_load(info.path, &o, &back, &got, err, sizeof err), 0);
+    assert_same_table(t, back);
+    ASSERT_EQ(got.aux_len, 0);
+    ASSERT(got.aux == NULL);
+    ASSERT_EQ(got.noffsets, 2);
+    rc_checkpoint_meta_free(&got);
+    rc_table_destroy(back);
+
+    /* a byte of the section flipped; a trailer's length past the file */
+    flip_byte(first, -12 - (long)len / 2);
+    ASSERT_EQ(rc_checkpoint_load(first, &o, &back, &got, err, sizeof err), RC_ECORRUPT);
+    flip_byte(first, -12 - (long)len / 2);
+    ASSERT_EQ(rc_checkpoint_load(first, &o, &back, &got, err, sizeof err), 0);
+    rc_checkpoint_meta_free(&got);
+    rc_table_destroy(back);
+    flip_byte(first, -6); /* the length's high bytes */
+    ASSERT_EQ(rc_checkpoint_load(first, &o, &back, &got, err, sizeof err), RC_ECORRUPT);
+    ASSERT(strstr(err, "checkpoint") != NULL);
+    (void)path;
+
+    free(want);
+    rc_buf_free(&b);
+    rc_checkpoint_destroy(c);
+    rc_checkpoint_meta_free(&m);
+    rc_table_destroy(t);
+    rmrf(dir);
+}
+
 /* take() is the consistency point: what the writer changes afterwards (vectors,
  * counts, new rows, new cities) is not in the file. */
 TEST(checkpoint_take_is_a_snapshot)
@@ -316,18 +418,6 @@ TEST(checkpoint_take_live_copies_nothing)
     rc_table_destroy(t);
     rc_table_destroy(copy);
     rmrf(dir);
-}
-
-static void flip_byte(const char *path, long at)
-{
-    FILE *f = fopen(path, "r+b");
-    ASSERT(f != NULL);
-    ASSERT_EQ(fseek(f, at, at < 0 ? SEEK_END : SEEK_SET), 0);
-    int ch = fgetc(f);
-    ASSERT(ch != EOF);
-    ASSERT_EQ(fseek(f, -1, SEEK_CUR), 0);
-    fputc(ch ^ 0x40, f);
-    fclose(f);
 }
 
 /* Keep the newest two; a corrupt or truncated newest one is set aside with a

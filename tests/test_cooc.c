@@ -477,3 +477,86 @@ TEST(cooc_eval_methods)
     rc_clicklog_free(log);
     ASSERT_EQ(e2e_sh(NULL, "rm -rf '%s'", dir), 0);
 }
+
+/* What rc_cooc_save writes, rc_cooc_load gives back: every item's scores at
+ * the same instant (with decay, the counts' times too), the stats' items and
+ * entries; shorter lists keep their strongest entries; ids outside the
+ * restored table are dropped and counted; a truncated blob is refused. */
+TEST(cooc_save_load_round_trip)
+{
+    rc_cooc *c = make(1000, 8, 0, 5, 3600 * 1000);
+    rc_rng rng;
+    rc_rng_seed(&rng, 5);
+    for (uint32_t s = 0; s < 400; s++) {
+        uint32_t items[6];
+        for (uint32_t i = 0; i < 6; i++) /* neighbourhoods of ten ids */
+            items[i] = (s % 30) * 10 + rc_rng_below(&rng, 10) + (i == 5 ? 300 : 0);
+        session(c, items, 6, T0 + (int64_t)s * 60000);
+    }
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    ASSERT_EQ(rc_cooc_save(c, &b), 0);
+    rc_cooc *r = make(1000, 8, 0, 5, 3600 * 1000);
+    uint64_t dropped = 7;
+    ASSERT_EQ(rc_cooc_load(r, b.data, b.len, 1000, &dropped), 0);
+    ASSERT_EQ(dropped, 0);
+    rc_cooc_stats s1, s2;
+    rc_cooc_stats_get(c, &s1);
+    rc_cooc_stats_get(r, &s2);
+    ASSERT_EQ(s2.items, s1.items);
+    ASSERT_EQ(s2.entries, s1.entries);
+    ASSERT_EQ(s2.clicks, 0);
+    ASSERT(s1.items > 100);
+    for (uint32_t q = 0; q < 600; q += 7) {
+        rc_hit h1[20], h2[20];
+        uint32_t n1 = 0, n2 = 0;
+        ASSERT_EQ(rc_cooc_query(c, &q, NULL, 1, NULL, 0, NULL, NULL, 20, h1, &n1, NULL, 0, NULL),
+                  0);
+        ASSERT_EQ(rc_cooc_query(r, &q, NULL, 1, NULL, 0, NULL, NULL, 20, h2, &n2, NULL, 0, NULL),
+                  0);
+        ASSERT_EQ(n1, n2);
+        for (uint32_t i = 0; i < n1; i++) {
+            ASSERT_EQ(h1[i].row, h2[i].row);
+            ASSERT_NEAR(h1[i].score, h2[i].score, 1e-6);
+        }
+    }
+    /* both go on alike: the same later session on each */
+    session(c, (uint32_t[]){1, 2, 3}, 3, T0 + 400 * 60000);
+    session(r, (uint32_t[]){1, 2, 3}, 3, T0 + 400 * 60000);
+    rc_hit h1[20], h2[20];
+    uint32_t n1, n2, one = 1;
+    rc_cooc_query(c, &one, NULL, 1, NULL, 0, NULL, NULL, 20, h1, &n1, NULL, 0, NULL);
+    rc_cooc_query(r, &one, NULL, 1, NULL, 0, NULL, NULL, 20, h2, &n2, NULL, 0, NULL);
+    ASSERT_EQ(n1, n2);
+    for (uint32_t i = 0; i < n1; i++)
+        ASSERT_NEAR(h1[i].score, h2[i].score, 1e-6);
+    rc_cooc_destroy(r);
+
+    /* two neighbours a list: at most 2 entries each, the strongest by count */
+    r = make(1000, 2, 0, 5, 3600 * 1000);
+    ASSERT_EQ(rc_cooc_load(r, b.data, b.len, 1000, &dropped), 0);
+    rc_cooc_stats_get(r, &s2);
+    ASSERT(s2.entries <= 2 * s2.items);
+    ASSERT_EQ(dropped, s1.entries - s2.entries);
+    rc_cooc_destroy(r);
+
+    /* a table of 100 rows: no id of 100 or more, in or out of a list */
+    r = make(1000, 8, 0, 5, 3600 * 1000);
+    ASSERT_EQ(rc_cooc_load(r, b.data, b.len, 100, &dropped), 0);
+    ASSERT(dropped > 0);
+    for (uint32_t q = 0; q < 100; q++) {
+        ASSERT_EQ(rc_cooc_query(r, &q, NULL, 1, NULL, 0, NULL, NULL, 20, h2, &n2, NULL, 0, NULL),
+                  0);
+        for (uint32_t i = 0; i < n2; i++)
+            ASSERT_LT(h2[i].row, 100);
+    }
+    rc_cooc_destroy(r);
+
+    for (size_t cut = 0; cut < b.len; cut += 13) {
+        r = make(1000, 8, 0, 5, 3600 * 1000);
+        ASSERT_EQ(rc_cooc_load(r, b.data, cut, 1000, NULL), RC_ECORRUPT);
+        rc_cooc_destroy(r);
+    }
+    rc_buf_free(&b);
+    rc_cooc_destroy(c);
+}

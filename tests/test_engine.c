@@ -796,6 +796,101 @@ TEST(engine_checkpoint_now_round_trip)
     e2e_sh(NULL, "rm -rf %s", dir);
 }
 
+/* The users' recall, fused and item-kNN, for u0..u8: item names per rank,
+ * and whether any answer was the popular fallback. */
+struct answers {
+    char item[9][2][10][16];
+    uint32_t n[9][2];
+    int fallback;
+};
+
+static void answers_take(rc_engine *e, struct answers *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int u = 0; u < 9; u++)
+        for (int mode = 0; mode < 2; mode++) {
+            char user[8];
+            snprintf(user, sizeof user, "u%d", u);
+            rc_recall_req q = {.user = user,
+                               .ulen = strlen(user),
+                               .k = 10,
+                               .global = 1,
+                               .fused = mode == 0,
+                               .itemknn = mode == 1};
+            rc_hit h[10];
+            int fb = 0;
+            ASSERT_EQ(rc_engine_recall(e, &q, h, &a->n[u][mode], &fb), 0);
+            a->fallback |= fb;
+            for (uint32_t i = 0; i < a->n[u][mode]; i++)
+                snprintf(a->item[u][mode][i], 16, "%s", e2e_engine_item(e, h[i].row));
+        }
+}
+
+/* Each checkpoint holds the users' sessions and the co-occurrence counts
+ * (checkpoint.sessions, checkpoint.cooc): a restarted engine answers every
+ * user, fused and item-kNN, as before (none from the popular fallback) and
+ * says what it restored; with the keys off on the restoring side it starts
+ * both empty, and every user falls back. */
+TEST(engine_checkpoint_keeps_sessions_and_cooc)
+{
+    char dir[64], err[256], line[256];
+    rc_config c;
+    dir_config(&c, dir, 64);
+    rc_engine *e = e2e_engine_offline(&c);
+    for (int bi = 0; bi < 4; bi++) {
+        rc_batch *b = rc_engine_batch_get(e);
+        ASSERT(b != NULL);
+        for (int i = 0; i < 45; i++) { /* a session of ten items, half of them u+1's too */
+            int u = i % 9, step = bi * 5 + i / 9, item = u * 5 + (step * 3) % 10;
+            click_line(line, sizeof line, u, item, 0, T0 + step * 60000 + u);
+            add(b, line, 0, bi * 45 + i);
+        }
+        rc_engine_submit(e, b);
+    }
+    rc_engine_sync(e);
+    rc_engine_checkpoint_result r;
+    ASSERT_EQ(rc_engine_checkpoint_now(e, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.rc, 0);
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_GT(e2e_int(st, "checkpoint.state_bytes"), 9 * 20 * 12);
+    json_decref(st);
+    struct answers before, after;
+    answers_take(e, &before);
+    ASSERT_EQ(before.fallback, 0);
+    ASSERT_GT(before.n[0][1], 0);
+    rc_engine_destroy(e);
+
+    e = e2e_engine_offline(&c);
+    answers_take(e, &after);
+    ASSERT_EQ(after.fallback, 0);
+    for (int u = 0; u < 9; u++)
+        for (int mode = 0; mode < 2; mode++) {
+            ASSERT_EQ(after.n[u][mode], before.n[u][mode]);
+            for (uint32_t i = 0; i < before.n[u][mode]; i++)
+                ASSERT_STREQ(after.item[u][mode][i], before.item[u][mode][i]);
+        }
+    st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_users"), 9);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_dropped"), 0);
+    ASSERT_GT(e2e_int(st, "checkpoint.restored_cooc_items"), 40);
+    ASSERT(json_is_true(json_object_get(json_object_get(st, "checkpoint"), "restored_state_ok")));
+    json_decref(st);
+    rc_engine_destroy(e);
+
+    rc_config off = c;
+    off.ckpt_sessions = off.ckpt_cooc = 0;
+    e = e2e_engine_offline(&off);
+    answers_take(e, &after);
+    ASSERT_EQ(after.fallback, 1);
+    st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_users"), 0);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_cooc_items"), 0);
+    ASSERT_EQ(e2e_int(st, "cooc.items"), 0);
+    json_decref(st);
+    rc_engine_destroy(e);
+    e2e_sh(NULL, "rm -rf %s", dir);
+}
+
 /* ---- install_model's table (rc_engine_install_table) ---- */
 
 /* A source table of dim: the engine's items i0..i9 (counts 1000 for i0..i4,

@@ -1,6 +1,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include "recalld/buf.h"
 #include "recalld/common.h"
 #include "recalld/session.h"
 #include "test.h"
@@ -473,5 +474,103 @@ TEST(session_spill_keeps_history_and_bytes)
     rc_session_stats_get(s, &st);
     ASSERT_EQ(st.users, 0);
     ASSERT_EQ(st.spill_failures, 0);
+    rc_session_destroy(s);
+}
+
+/* What rc_session_save writes, rc_session_load gives back: every user's
+ * clicks, its session's start (the next click's context and flags are the
+ * same), the activity order (a smaller max_users keeps the most recent),
+ * rows outside the restored table dropped and counted, the stream's
+ * counters untouched; a truncated blob is refused. */
+TEST(session_save_load_round_trip)
+{
+    rc_session *s = mk(100, 8);
+    uint32_t ctx[16], n1, n2;
+    add(s, "a", 1, 0, ctx, 16, NULL);
+    add(s, "a", 2, MIN_MS, ctx, 16, NULL);
+    add(s, "a", 3, 2 * MIN_MS, ctx, 16, NULL);
+    add(s, "a", 4, 90 * MIN_MS, ctx, 16, NULL); /* a new session */
+    const char *lng = "a-user-id-longer-than-the-inline-key-room";
+    add(s, lng, 5, 10, ctx, 16, NULL);
+    add(s, lng, 6, 20, ctx, 16, NULL);
+    for (uint32_t i = 0; i < 12; i++) /* past the history of 8 */
+        add(s, "d", 10 + i, (200 + (int64_t)i) * MIN_MS, ctx, 16, NULL);
+    add(s, "c", 7, 100 * MIN_MS, ctx, 16, NULL);
+    /* out of order, before the session's start: extends it backwards */
+    ASSERT(add(s, "c", 8, 99 * MIN_MS, ctx, 16, NULL) & RC_SESS_REORDERED);
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    ASSERT_EQ(rc_session_save(s, &b), 0);
+
+    rc_session *r = mk(100, 8);
+    uint64_t users = 0, dropped = 9;
+    ASSERT_EQ(rc_session_load(r, b.data, b.len, 100, &users, &dropped), 0);
+    ASSERT_EQ(users, 4);
+    ASSERT_EQ(dropped, 0);
+    rc_session_stats st;
+    rc_session_stats_get(r, &st);
+    ASSERT_EQ(st.users, 4);
+    ASSERT_EQ(st.sessions, 0);
+    const char *ids[] = {"a", lng, "d", "c"};
+    for (size_t u = 0; u < 4; u++) {
+        rc_click x[20], y[20];
+        ASSERT_EQ(rc_session_recent(s, ids[u], strlen(ids[u]), x, 20, &n1), 0);
+        ASSERT_EQ(rc_session_recent(r, ids[u], strlen(ids[u]), y, 20, &n2), 0);
+        ASSERT_EQ(n1, n2);
+        for (uint32_t i = 0; i < n1; i++) {
+            ASSERT_EQ(x[i].row, y[i].row);
+            ASSERT_EQ(x[i].ts_ms, y[i].ts_ms);
+        }
+    }
+    /* the next clicks continue the same sessions */
+    static const struct {
+        const char *u;
+        uint32_t row;
+        int64_t ts;
+    } next[] = {{"a", 9, 91 * MIN_MS},
+                {"c", 11, 101 * MIN_MS},
+                {"c", 12, 70 * MIN_MS},
+                /* d's session began at 200 min, before its oldest held click
+                 * (204): 171 min is within a gap of it, so reordered, not late */
+                {"d", 30, 171 * MIN_MS}};
+    for (size_t i = 0; i < RC_ARRAY_LEN(next); i++) {
+        uint32_t c1[16], c2[16];
+        unsigned f1 = add(s, next[i].u, next[i].row, next[i].ts, c1, 16, &n1);
+        unsigned f2 = add(r, next[i].u, next[i].row, next[i].ts, c2, 16, &n2);
+        ASSERT_EQ(f1, f2);
+        ASSERT_EQ(n1, n2);
+        ASSERT_EQ(memcmp(c1, c2, n1 * sizeof *c1), 0);
+    }
+    rc_session_destroy(r);
+
+    /* a smaller bound keeps the most recently active: c, then d */
+    r = mk(2, 8);
+    ASSERT_EQ(rc_session_load(r, b.data, b.len, 100, &users, NULL), 0);
+    rc_click tmp[20];
+    ASSERT_EQ(rc_session_recent(r, "c", 1, tmp, 20, &n1), 0);
+    ASSERT_EQ(rc_session_recent(r, "d", 1, tmp, 20, &n1), 0);
+    ASSERT_EQ(rc_session_recent(r, "a", 1, tmp, 20, &n1), RC_ENOENT);
+    rc_session_destroy(r);
+
+    /* a table of 6 rows: d's rows (14..21 held) and c's (7, 8) go, lng keeps 5 */
+    r = mk(100, 8);
+    ASSERT_EQ(rc_session_load(r, b.data, b.len, 6, &users, &dropped), 0);
+    ASSERT_EQ(users, 2);
+    ASSERT_EQ(dropped, 8 + 2 + 1);
+    rc_click y[20];
+    ASSERT_EQ(rc_session_recent(r, lng, strlen(lng), y, 20, &n2), 0);
+    ASSERT_EQ(n2, 1);
+    ASSERT_EQ(y[0].row, 5);
+    ASSERT_EQ(rc_session_recent(r, "d", 1, y, 20, &n2), RC_ENOENT);
+    rc_session_destroy(r);
+
+    /* truncated anywhere: refused, never read past the end */
+    for (size_t cut = 0; cut < b.len; cut += 7) {
+        r = mk(100, 8);
+        int rc = rc_session_load(r, b.data, cut, 100, NULL, NULL);
+        ASSERT_EQ(rc, RC_ECORRUPT);
+        rc_session_destroy(r);
+    }
+    rc_buf_free(&b);
     rc_session_destroy(s);
 }

@@ -6,7 +6,9 @@
  *
  * The index is not stored: it is rebuilt from the vectors on restore (adding
  * rows to flat partitions is a copy; IVF partitions are retrained in the
- * background as at run time). Sessions are not stored either (see README).
+ * background as at run time). The engine's sessions and co-occurrence counts
+ * go in the state section (rc_checkpoint_swap_aux; src/engine_state.c), taken
+ * at the same boundary.
  *
  * Taking and writing are split so that the model's single writer pauses only
  * for copies: rc_checkpoint_take (on the table's writer thread, at a batch
@@ -19,7 +21,8 @@
  * (disk full, EFBIG, unwritable DIR) unlinks the temp file and leaves every
  * earlier checkpoint in place.
  *
- * File format, little-endian, version 1:
+ * File format, little-endian, version 2 (version 1: the same without the
+ * state section and its trailer, still read):
  *   header (64 bytes): magic "RCCKPT01", u32 version, u32 dim, u64 seq,
  *     i64 created_ms, u64 rows, u32 ncities, u32 ncates, u32 ncounters,
  *     u32 noffsets, u32 topic_len, u32 CRC-32C of the 60 header bytes before it
@@ -30,8 +33,11 @@
  *   offsets:  noffsets x (i32 partition, i64 next offset)
  *   cities, categories: n x (u16 len, bytes), in id order
  *   rows: rows x (u16 id len, id, u32 city, u32 cate, u32 count), in row order
- *   input vectors: rows x dim f32; output vectors: rows x dim f32
- *   u32 CRC-32C of every byte before it.
+ *   u32 CRC-32C of section A (topic to rows)
+ *   input vectors: rows x dim f32, u32 CRC-32C; output vectors: the same
+ *   state section: aux_len bytes (rc_checkpoint_swap_aux; the engine's
+ *     sessions and co-occurrence counts), then u64 aux_len, u32 CRC-32C of
+ *     both (the trailer, read first, finds the sections before it).
  * A file whose size, magic, version, structure or CRC is wrong is refused as
  * RC_ECORRUPT; restore then falls back to the next older one. */
 #ifndef RECALLD_CHECKPOINT_H
@@ -68,9 +74,14 @@ typedef struct rc_checkpoint_meta {
     rc_checkpoint_counter counters[RC_CHECKPOINT_MAX_COUNTERS];
     uint32_t noffsets;
     rc_checkpoint_offset *offsets;
+    /* load only: the state section (version 2; NULL, 0 when it is empty or the
+     * file is version 1), malloc'd; what a take writes is set with
+     * rc_checkpoint_swap_aux instead */
+    unsigned char *aux;
+    uint64_t aux_len;
 } rc_checkpoint_meta;
 
-/* Frees m->offsets and zeroes the count. NULL-safe. */
+/* Frees m->offsets and m->aux and zeroes their counts. NULL-safe. */
 void rc_checkpoint_meta_free(rc_checkpoint_meta *m);
 /* Value of counter `name`, or def when absent. */
 uint64_t rc_checkpoint_meta_counter(const rc_checkpoint_meta *m, const char *name, uint64_t def);
@@ -111,6 +122,14 @@ int rc_checkpoint_take(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_
  * write's rows_done callback (no second copy of the table in memory; the
  * table's writer waits instead). Returns 0, RC_EINVAL or RC_ENOMEM. */
 int rc_checkpoint_take_live(rc_checkpoint *c, const rc_table *t, const rc_checkpoint_meta *meta);
+
+/* After a take, before its write: the state section that write stores (the
+ * owner's state beside the table, e.g. sessions; opaque here) becomes the
+ * contents of b, and b gets c's former buffer, emptied, to fill next time (no
+ * copy). A take empties the section, so a write without a swap stores none.
+ * Counted in rc_checkpoint_bytes; freed by rc_checkpoint_release. */
+struct rc_buf;
+void rc_checkpoint_swap_aux(rc_checkpoint *c, struct rc_buf *b);
 
 /* The meta of the last take (NULL before any): offsets point into c. */
 const rc_checkpoint_meta *rc_checkpoint_meta_of(const rc_checkpoint *c);

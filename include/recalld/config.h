@@ -160,6 +160,8 @@ typedef struct rc_config {
     uint32_t ckpt_keep;        /* checkpoints kept */
     float ckpt_max_mb_s;       /* write bandwidth cap, 0 = none */
     int ckpt_copy;             /* checkpoint.copy: copy the table (1) or pause the trainer (0) */
+    int ckpt_sessions;         /* checkpoint.sessions: the users' sessions in each checkpoint */
+    int ckpt_cooc;             /* checkpoint.cooc: the co-occurrence counts in each checkpoint */
     char log_level[16], log_format[16];
     uint32_t stats_interval_ms; /* periodic stats log line, 0 = off */
     /* two-tower serving (tower.h, tower_serve.h) */

@@ -100,6 +100,24 @@ int rc_cooc_query(rc_cooc *c, const uint32_t *q, const float *w, uint32_t nq,
 /* Any thread. */
 void rc_cooc_stats_get(rc_cooc *c, rc_cooc_stats *st);
 
+/* ---- persistence (a checkpoint's co-occurrence counts) ---- */
+
+struct rc_buf;
+
+/* Writer. Appends the state to b: u32 ids held, then per id (ascending) with
+ * a click count or a list: u32 id, f32 n(id), i64 the event time the counts
+ * are at, u32 entries and per entry u32 neighbour, f32 c(id, neighbour).
+ * Returns 0 or RC_ENOMEM (b could not grow). */
+int rc_cooc_save(rc_cooc *c, struct rc_buf *b);
+
+/* Writer, before any click or reader: the state of an rc_cooc_save blob
+ * p[0..n) (an empty channel expected). An id or neighbour >= nrows (or
+ * max_items) is dropped; a list longer than `neighbors` keeps its strongest
+ * entries; what max_bytes leaves no room for is dropped. *dropped (NULL ok)
+ * counts the ids and entries dropped. Returns 0, RC_ECORRUPT (malformed;
+ * what was read stays) or RC_ENOMEM. */
+int rc_cooc_load(rc_cooc *c, const void *p, size_t n, uint32_t nrows, uint64_t *dropped);
+
 /* ---- fusion (pure functions) ---- */
 
 /* The normalisers of one fusion: from the embedding list emb[0..ne) and the

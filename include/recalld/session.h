@@ -88,4 +88,25 @@ uint32_t rc_session_expire(rc_session *s, int64_t now_ms, uint32_t max_users_sca
 /* Any thread. */
 void rc_session_stats_get(rc_session *s, rc_session_stats *st);
 
+/* ---- persistence (a checkpoint's sessions) ---- */
+
+struct rc_buf;
+
+/* Writer thread. Appends every held user to b, least recently active first:
+ * u32 users, then per user u8 id length, the id, i64 start of its current
+ * session, u8 clicks and per click (oldest first) u32 row, i64 event time.
+ * Returns 0 or RC_ENOMEM (b could not grow). */
+int rc_session_save(rc_session *s, struct rc_buf *b);
+
+/* Writer thread, before the stream: adds the users of an rc_session_save
+ * blob p[0..n) in its order (so the least recently active are evicted first
+ * if max_users is smaller now), each by its clicks in time order plus its
+ * session's start, as the stream had left them. A click on a row >= nrows
+ * (not in the table restored with it) is dropped, and counted in *dropped.
+ * The statistics count nothing of it but `users`. *users (NULL ok): users
+ * added. Returns 0, RC_ECORRUPT (malformed; users added so far stay) or
+ * RC_ENOMEM. */
+int rc_session_load(rc_session *s, const void *p, size_t n, uint32_t nrows, uint64_t *users,
+                    uint64_t *dropped);
+
 #endif
