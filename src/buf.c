@@ -51,6 +51,15 @@ static int reserve(rc_buf *b, size_t extra)
     return 0;
 }
 
+int rc_buf_reserve_touched(rc_buf *b, size_t n)
+{
+    size_t old = b->cap;
+    int rc = n > b->len ? reserve(b, n - b->len) : 0;
+    if (!rc && b->cap > old)
+        memset(b->data + old, 0, b->cap - old);
+    return rc;
+}
+
 int rc_buf_append(rc_buf *b, const void *p, size_t n)
 {
     int rc = reserve(b, n);

@@ -670,11 +670,8 @@ int rc_cooc_save(rc_cooc *c, rc_buf *b)
             int64_t t = atomic_load_explicit(&s->t_ms, RLX);
             rc = rc_buf_append(b, &id, 4) || rc_buf_append(b, &cb, 4) || rc_buf_append(b, &t, 8) ||
                  rc_buf_append(b, &n, 4);
-            for (uint32_t k = 0; !rc && k < n; k++) {
-                uint64_t v = atomic_load_explicit(&l->e[k], RLX);
-                uint32_t pair[2] = {e_id(v), (uint32_t)v};
-                rc = rc_buf_append(b, pair, 8);
-            }
+            if (!rc && n) /* the writer's own entries, as they are packed */
+                rc = rc_buf_append(b, (const void *)l->e, (size_t)n * sizeof(uint64_t));
             held++;
         }
     }
@@ -721,14 +718,14 @@ int rc_cooc_load(rc_cooc *c, const void *p, size_t n, uint32_t nrows, uint64_t *
         }
         /* the entries kept: neighbours in the table, the strongest M */
         for (uint32_t k = 0; k < ne; k++) {
-            uint32_t pair[2];
-            memcpy(pair, q + pos + (size_t)k * 8, 8);
-            if (pair[0] >= lim || pair[0] == id || !(f_of(pair[1]) > 0) ||
-                !isfinite(f_of(pair[1])) || m == 2 * RC_COOC_MAX_NEIGHBORS) {
+            uint64_t v;
+            memcpy(&v, q + pos + (size_t)k * 8, 8);
+            if (e_id(v) >= lim || e_id(v) == id || !(e_cnt(v) > 0) || !isfinite(e_cnt(v)) ||
+                m == 2 * RC_COOC_MAX_NEIGHBORS) {
                 drop++;
                 continue;
             }
-            tmp[m++] = pack(pair[0], f_of(pair[1]));
+            tmp[m++] = v;
         }
         pos += (size_t)ne * 8;
         if (id >= lim) {

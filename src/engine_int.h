@@ -333,6 +333,9 @@ int rc__engine_state_save(rc_engine *e, rc_buf *b);
 /* create_model, once the sessions and the channel exist: a restored
  * checkpoint's state section (what does not fit is logged and counted). */
 void rc__engine_state_restore(rc_engine *e, const unsigned char *p, uint64_t n);
+/* Any thread: bytes the sessions and the channel hold in memory (above
+ * their state section's size), to reserve its room before the first take. */
+uint64_t rc__engine_state_estimate(rc_engine *e);
 
 /* ---- two-tower serving (src/engine_tower.c) ---- */
 

@@ -56,6 +56,22 @@ int rc__engine_state_save(rc_engine *e, rc_buf *b)
     return rc;
 }
 
+uint64_t rc__engine_state_estimate(rc_engine *e)
+{
+    uint64_t n = 0;
+    if (e->cfg.ckpt_sessions && e->sess) {
+        rc_session_stats st;
+        rc_session_stats_get(e->sess, &st);
+        n += st.bytes;
+    }
+    if (e->cfg.ckpt_cooc && e->cooc) {
+        rc_cooc_stats st;
+        rc_cooc_stats_get(e->cooc, &st);
+        n += st.bytes;
+    }
+    return n;
+}
+
 void rc__engine_state_restore(rc_engine *e, const unsigned char *p, uint64_t n)
 {
     struct rc__engine_ckpt *k = e->ck;

@@ -662,15 +662,24 @@ int rc_session_save(rc_session *s, rc_buf *b)
         return RC_EINVAL;
     uint32_t users = (uint32_t)LOAD(s->users);
     int rc = rc_buf_append(b, &users, 4);
+    /* one user's record at most: its length byte, id, start, count, clicks */
+    unsigned char one[1 + KEY_MAX + 8 + 1 + HISTORY_MAX * 12];
     for (uint32_t idx = s->lru_tail; !rc && idx != NIL; idx = rec(s, idx)->prev) {
         struct user *u = rec(s, idx);
-        unsigned char hd[2] = {u->klen, u->count};
-        rc = rc_buf_append(b, &hd[0], 1) || rc_buf_append(b, key_of(u), u->klen) ||
-             rc_buf_append(b, &u->sess_start, 8) || rc_buf_append(b, &hd[1], 1);
-        for (unsigned i = 0; !rc && i < u->count; i++) {
+        size_t n = 0;
+        one[n++] = u->klen;
+        memcpy(one + n, key_of(u), u->klen);
+        n += u->klen;
+        memcpy(one + n, &u->sess_start, 8);
+        n += 8;
+        one[n++] = u->count;
+        for (unsigned i = 0; i < u->count; i++) {
             int64_t ts = click_ts(s, u, i);
-            rc = rc_buf_append(b, &rows(s, u)[i], 4) || rc_buf_append(b, &ts, 8);
+            memcpy(one + n, &rows(s, u)[i], 4);
+            memcpy(one + n + 4, &ts, 8);
+            n += 12;
         }
+        rc = rc_buf_append(b, one, n);
     }
     return rc ? RC_ENOMEM : 0;
 }

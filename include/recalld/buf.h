@@ -17,6 +17,9 @@ void rc_buf_init(rc_buf *b, size_t limit);
 void rc_buf_free(rc_buf *b);
 void rc_buf_reset(rc_buf *b);                          /* len = 0, keeps memory, clears overflow */
 int rc_buf_append(rc_buf *b, const void *p, size_t n); /* 0 or RC_ENOMEM */
+/* Room for n bytes in all (len included) without growing later, the new
+ * memory written once so that its pages are resident. 0 or RC_ENOMEM. */
+int rc_buf_reserve_touched(rc_buf *b, size_t n);
 int rc_buf_puts(rc_buf *b, const char *s);
 int rc_buf_printf(rc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s[0..n) as a JSON string literal with quotes, escaping as RFC 8259

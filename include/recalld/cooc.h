@@ -106,7 +106,8 @@ struct rc_buf;
 
 /* Writer. Appends the state to b: u32 ids held, then per id (ascending) with
  * a click count or a list: u32 id, f32 n(id), i64 the event time the counts
- * are at, u32 entries and per entry u32 neighbour, f32 c(id, neighbour).
+ * are at, u32 entries and per entry a u64: the neighbour's id in the high 32
+ * bits, the bits of the f32 c(id, neighbour) in the low 32 (as held).
  * Returns 0 or RC_ENOMEM (b could not grow). */
 int rc_cooc_save(rc_cooc *c, struct rc_buf *b);
 
