@@ -287,23 +287,26 @@ static void ck_serve(rc_engine *e)
      * "unchanged", and reserving would fault a table's worth of pages in and
      * out on every timer tick of an idle daemon (if a batch comes in before
      * the take after all, the take grows the buffers itself). */
-    int reserve =
-        e->cfg.ckpt_copy && (atomic_load_explicit(&k->trained_pub, memory_order_relaxed) !=
-                                 atomic_load(&k->durable_trained) ||
-                             atomic_load_explicit(&k->edits_pub, memory_order_relaxed) !=
-                                 atomic_load(&k->durable_edits));
+    int changed = atomic_load_explicit(&k->trained_pub, memory_order_relaxed) !=
+                      atomic_load(&k->durable_trained) ||
+                  atomic_load_explicit(&k->edits_pub, memory_order_relaxed) !=
+                      atomic_load(&k->durable_edits),
+        reserve = e->cfg.ckpt_copy && changed;
     if (reserve) {
         rc_checkpoint_reserve(k->snap, rows + rows / 64 + 1024, rc_table_dim(e->table));
-        /* and the state section's room: the last one's size and an eighth,
-         * at first what the sessions and the channel hold in memory (more
-         * than their section); growing it in the pause cost 0.9 s at 1M users */
+        atomic_fetch_add(&k->reserves, 1);
+    }
+    if (changed) {
+        /* the state section's room (with or without the table's copy): the
+         * last one's size and an eighth, at first what the sessions and the
+         * channel hold in memory (more than their section); growing it in
+         * the trainer's pause cost 0.9 s at 1M users */
         uint64_t want = atomic_load(&k->state_bytes);
         want += want / 8;
         if (!want)
             want = rc__engine_state_estimate(e);
         if (want)
             rc_buf_reserve_touched(&k->state_buf, (size_t)want);
-        atomic_fetch_add(&k->reserves, 1);
     }
     pthread_mutex_lock(&k->mu);
     k->reserved = reserve;
