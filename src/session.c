@@ -698,6 +698,39 @@ static int rd_get(struct rd *r, void *dst, size_t k)
     return 0;
 }
 
+/* One saved user: its clicks (oldest first) into a new record at once, its
+ * session's start set as saved. A user already held (named twice) gets its
+ * clicks one by one, as the stream would. Returns 0, RC_ENOMEM, RC_ECORRUPT. */
+static int restore_user(rc_session *s, const char *key, size_t klen, int64_t start,
+                        const uint32_t *rws, const int64_t *tss, uint32_t n)
+{
+    uint64_t h = rc_hash(key, klen);
+    uint32_t h32 = (uint32_t)(h >> 32);
+    struct shard *sh = &s->shards[h & (SHARDS - 1)];
+    if (find(s, sh, h32, key, klen) >= 0) {
+        for (uint32_t k = 0; k < n; k++) {
+            int e = rc_session_add(s, key, klen, rws[k], tss[k], NULL, 0, NULL, NULL);
+            if (e)
+                return e == RC_ENOMEM ? RC_ENOMEM : RC_ECORRUPT;
+        }
+        return 0;
+    }
+    int e = add_new(s, sh, h32, key, klen, rws[0], tss[0]);
+    if (e)
+        return e == RC_ENOMEM ? RC_ENOMEM : RC_ECORRUPT;
+    struct user *u = rec(s, s->lru_head); /* add_new put it there */
+    pthread_mutex_lock(&sh->mu);
+    for (uint32_t k = 1; k < n; k++)
+        if (fit_base(s, u, tss[k]) == 0)
+            insert_at(s, u, u->count, rws[k], tss[k]);
+    int64_t newest = click_ts(s, u, u->count - 1), begin = newest;
+    for (unsigned i = u->count - 1; i-- > 0 && begin - click_ts(s, u, i) <= s->gap_ms;)
+        begin = click_ts(s, u, i); /* where the gaps put the current session's start */
+    u->sess_start = start <= begin ? start : begin;
+    pthread_mutex_unlock(&sh->mu);
+    return 0;
+}
+
 int rc_session_load(rc_session *s, const void *p, size_t n, uint32_t nrows, uint64_t *users,
                     uint64_t *dropped)
 {
@@ -722,8 +755,8 @@ int rc_session_load(rc_session *s, const void *p, size_t n, uint32_t nrows, uint
             rc = RC_ECORRUPT;
             break;
         }
-        int held = 0;
-        int64_t prev = INT64_MIN;
+        uint32_t rws[HISTORY_MAX], kept = 0;
+        int64_t tss[HISTORY_MAX], prev = INT64_MIN;
         for (unsigned k = 0; k < cnt; k++) {
             uint32_t row = 0;
             int64_t ts = 0;
@@ -738,26 +771,14 @@ int rc_session_load(rc_session *s, const void *p, size_t n, uint32_t nrows, uint
                 drop++;
                 continue;
             }
-            int e = rc_session_add(s, key, klen, row, ts, NULL, 0, NULL, NULL);
-            if (e) {
-                rc = e == RC_ENOMEM ? RC_ENOMEM : RC_ECORRUPT;
-                break;
-            }
-            held = 1;
+            rws[kept] = row;
+            tss[kept++] = ts;
         }
-        if (rc || !held)
+        if (rc || !kept)
             continue;
+        if ((rc = restore_user(s, key, klen, start, rws, tss, kept)))
+            break;
         added++;
-        uint64_t h = rc_hash(key, klen);
-        struct shard *sh = &s->shards[h & (SHARDS - 1)];
-        long pos = find(s, sh, (uint32_t)(h >> 32), key, klen);
-        if (pos >= 0) {
-            struct user *u = rec(s, sh->slots[pos].idx1 - 1);
-            pthread_mutex_lock(&sh->mu);
-            if (start <= click_ts(s, u, u->count - 1))
-                u->sess_start = start;
-            pthread_mutex_unlock(&sh->mu);
-        }
     }
     STORE(s->sessions, sessions);
     STORE(s->duplicates, dups);
