@@ -693,10 +693,12 @@ void rc__engine_ck_stats_json(rc_engine *e, rc_buf *o)
                   (unsigned long long)(k->restored_ok ? k->restored.seq : 0), k->restore_ns / 1e6);
     rc_buf_printf(o,
                   "\"state_bytes\":%llu,\"state_ms\":%.3f,\"restored_users\":%llu,"
+                  "\"restored_profiles\":%llu,"
                   "\"restored_cooc_items\":%llu,\"restored_dropped\":%llu,"
                   "\"restored_state_ok\":%s,\"last_error\":",
                   (unsigned long long)atomic_load(&k->state_bytes), atomic_load(&k->state_ns) / 1e6,
-                  (unsigned long long)k->restored_users, (unsigned long long)k->restored_cooc_items,
+                  (unsigned long long)k->restored_users, (unsigned long long)k->restored_profiles,
+                  (unsigned long long)k->restored_cooc_items,
                   (unsigned long long)k->restored_dropped,
                   k->restore_state_failed ? "false" : "true");
     rc_buf_json_str(o, err, strlen(err));

@@ -219,7 +219,8 @@ struct rc__engine_ckpt {
     /* restore (set once in create) */
     rc_checkpoint_meta restored;
     int restored_ok;
-    uint64_t restored_users, restored_cooc_items, restored_dropped; /* its state section */
+    uint64_t restored_users, restored_profiles, restored_cooc_items,
+        restored_dropped; /* its state section */
     int restore_state_failed;
     rc_buf state_buf;                       /* trainer: the next take's state section */
     _Atomic uint64_t state_bytes, state_ns; /* the last take's: size, time to build */

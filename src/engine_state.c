@@ -1,12 +1,13 @@
 /* engine_state — the engine's state beside the table in a checkpoint: the
- * users' sessions and the co-occurrence counts (the checkpoint's state
+ * users' sessions and profiles and the co-occurrence counts (the checkpoint's state
  * section, include/recalld/checkpoint.h). Without them a restarted daemon
  * answers every user from popular items, and `fused` from the embedding alone,
  * until clicks refill both; and a click that continues a session started
  * before the restart trains without its context.
  *
  * Blob: u32 magic "RCST", u32 version 1, then sections of u32 tag, u64
- * length, bytes: STATE_SESSIONS (rc_session_save) and STATE_COOC
+ * length, bytes: STATE_SESSIONS (rc_session_save), STATE_PROFILES
+ * (rc_profile_save: the two-tower model's user inputs) and STATE_COOC
  * (rc_cooc_save). A reader skips a tag it does not know. */
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #define STATE_VERSION  1u
 #define STATE_SESSIONS 1u
 #define STATE_COOC     2u
+#define STATE_PROFILES 3u
 
 /* Appends one section: tag, a length patched after save() wrote its bytes. */
 static int section(rc_buf *b, uint32_t tag, int (*save)(void *, rc_buf *), void *obj)
@@ -37,6 +39,7 @@ static int section(rc_buf *b, uint32_t tag, int (*save)(void *, rc_buf *), void 
 
 static int save_sessions(void *s, rc_buf *b) { return rc_session_save(s, b); }
 static int save_cooc(void *c, rc_buf *b) { return rc_cooc_save(c, b); }
+static int save_profiles(void *p, rc_buf *b) { return rc_profile_save(p, b); }
 
 int rc__engine_state_save(rc_engine *e, rc_buf *b)
 {
@@ -49,6 +52,8 @@ int rc__engine_state_save(rc_engine *e, rc_buf *b)
         rc = RC_ENOMEM;
     if (!rc && e->cfg.ckpt_sessions && e->sess)
         rc = section(b, STATE_SESSIONS, save_sessions, e->sess);
+    if (!rc && e->cfg.ckpt_sessions && e->prof)
+        rc = section(b, STATE_PROFILES, save_profiles, e->prof);
     if (!rc && e->cfg.ckpt_cooc && e->cooc)
         rc = section(b, STATE_COOC, save_cooc, e->cooc);
     if (rc)
@@ -62,6 +67,11 @@ uint64_t rc__engine_state_estimate(rc_engine *e)
     if (e->cfg.ckpt_sessions && e->sess) {
         rc_session_stats st;
         rc_session_stats_get(e->sess, &st);
+        n += st.bytes;
+    }
+    if (e->cfg.ckpt_sessions && e->prof) {
+        rc_profile_stats st;
+        rc_profile_stats_get(e->prof, &st);
         n += st.bytes;
     }
     if (e->cfg.ckpt_cooc && e->cooc) {
@@ -101,6 +111,9 @@ void rc__engine_state_restore(rc_engine *e, const unsigned char *p, uint64_t n)
         if (tag == STATE_SESSIONS && e->cfg.ckpt_sessions) {
             rc = rc_session_load(e->sess, p + pos, len, rows, &users, &dropped);
             k->restored_users = users;
+        } else if (tag == STATE_PROFILES && e->cfg.ckpt_sessions && e->prof) {
+            rc = rc_profile_load(e->prof, p + pos, len, &users);
+            k->restored_profiles = users;
         } else if (tag == STATE_COOC && e->cfg.ckpt_cooc && e->cooc) {
             rc = rc_cooc_load(e->cooc, p + pos, len, rows, &dropped);
             rc_cooc_stats cs;

@@ -202,6 +202,8 @@ static const rc_metrics_stat table[] = {
       "pause)."),
     G("checkpoint.restored_users", "recalld_checkpoint_restored_users", 1,
       "Users whose sessions the checkpoint restored at start held."),
+    G("checkpoint.restored_profiles", "recalld_checkpoint_restored_profiles", 1,
+      "Users whose profile (device, tags, counters) the checkpoint restored at start held."),
     G("checkpoint.restored_cooc_items", "recalld_checkpoint_restored_cooc_items", 1,
       "Items with co-occurrence counts after the restore at start."),
     G("checkpoint.restored_dropped", "recalld_checkpoint_restored_dropped", 1,

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recalld/buf.h"
 #include "recalld/common.h"
 
 #define SHARDS      64
@@ -471,4 +472,76 @@ void rc_profile_stats_get(rc_profile *p, rc_profile_stats *st)
     st->evicted_lru = LOAD(p->evicted_lru);
     st->expired_ttl = LOAD(p->expired_ttl);
     st->bytes = LOAD(p->bytes);
+}
+
+/* ---- persistence ---- */
+
+int rc_profile_save(rc_profile *p, rc_buf *b)
+{
+    if (!p || !b)
+        return RC_EINVAL;
+    uint32_t users = (uint32_t)LOAD(p->users);
+    int rc = rc_buf_append(b, &users, 4);
+    unsigned char one[1 + KEY_MAX + 8 + 8 + 4 + 4 + 1 + RC_PROFILE_MAX_TAGS * 8];
+    for (uint32_t idx = p->lru_tail; !rc && idx != NIL; idx = rec(p, idx)->prev) {
+        const struct prec *r = rec(p, idx);
+        size_t n = 0;
+        one[n++] = r->klen;
+        memcpy(one + n, key_of(r), r->klen);
+        n += r->klen;
+        memcpy(one + n, &r->device, 8);
+        memcpy(one + n + 8, &r->last_ts, 8);
+        memcpy(one + n + 16, &r->clicks, 4);
+        memcpy(one + n + 20, &r->sessions, 4);
+        n += 24;
+        one[n++] = r->ntags;
+        memcpy(one + n, tags_of(r), (size_t)r->ntags * 8);
+        n += (size_t)r->ntags * 8;
+        rc = rc_buf_append(b, one, n);
+    }
+    return rc ? RC_ENOMEM : 0;
+}
+
+int rc_profile_load(rc_profile *p, const void *buf, size_t n, uint64_t *users)
+{
+    const unsigned char *q = buf;
+    size_t pos = 4;
+    uint32_t nu;
+    uint64_t added = 0;
+    int rc = 0;
+    if (!p || !buf || n < 4)
+        return RC_ECORRUPT;
+    memcpy(&nu, q, 4);
+    for (uint32_t i = 0; i < nu; i++) {
+        uint64_t device, tags[RC_PROFILE_MAX_TAGS];
+        int64_t ts;
+        uint32_t clicks, sessions;
+        unsigned klen = pos < n ? q[pos] : 0;
+        if (klen == 0 || klen > KEY_MAX || n - pos < 1 + (size_t)klen + 25) {
+            rc = RC_ECORRUPT;
+            break;
+        }
+        const char *key = (const char *)q + pos + 1;
+        pos += 1 + klen;
+        memcpy(&device, q + pos, 8);
+        memcpy(&ts, q + pos + 8, 8);
+        memcpy(&clicks, q + pos + 16, 4);
+        memcpy(&sessions, q + pos + 20, 4);
+        unsigned nt = q[pos + 24];
+        pos += 25;
+        if (nt > RC_PROFILE_MAX_TAGS || (size_t)nt * 8 > n - pos) {
+            rc = RC_ECORRUPT;
+            break;
+        }
+        memcpy(tags, q + pos, (size_t)nt * 8);
+        pos += (size_t)nt * 8;
+        if ((rc = rc_profile_note(p, key, klen, ts, device, tags, nt, clicks, sessions))) {
+            rc = rc == RC_ENOMEM ? RC_ENOMEM : RC_ECORRUPT;
+            break;
+        }
+        added++;
+    }
+    if (users)
+        *users = added;
+    return rc;
 }

@@ -871,6 +871,7 @@ TEST(engine_checkpoint_keeps_sessions_and_cooc)
         }
     st = e2e_engine_stats(e);
     ASSERT_EQ(e2e_int(st, "checkpoint.restored_users"), 9);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_profiles"), 9);
     ASSERT_EQ(e2e_int(st, "checkpoint.restored_dropped"), 0);
     ASSERT_GT(e2e_int(st, "checkpoint.restored_cooc_items"), 40);
     ASSERT(json_is_true(json_object_get(json_object_get(st, "checkpoint"), "restored_state_ok")));

@@ -16,6 +16,7 @@
 
 #include "e2e.h"
 #include "recalld/clicklog.h"
+#include "recalld/buf.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
 #include "recalld/engine.h"
@@ -83,6 +84,69 @@ TEST(profile_tags_inline_and_heap)
     rc_profile_stats_get(p, &st);
     ASSERT_EQ(st.bytes, base);
     ASSERT_EQ(st.with_tags, 0);
+    rc_profile_destroy(p);
+}
+
+/* What rc_profile_save writes, rc_profile_load gives back: device, tags
+ * (inline and heap), counters, newest time of every user; a smaller bound
+ * keeps the most recently noted; a truncated blob is refused. */
+TEST(profile_save_load_round_trip)
+{
+    rc_profile *p = NULL, *q = NULL;
+    rc_profile_opts o = {.max_users = 100};
+    char err[128], id[48];
+    uint64_t five[] = {11, 12, 13, 14, 15}, two[] = {21, 22};
+    ASSERT_EQ(rc_profile_create(&o, &p, err, sizeof err), 0);
+    for (int u = 0; u < 10; u++) {
+        snprintf(id, sizeof id, u == 7 ? "a-user-id-longer-than-the-inline-room-%d" : "u%d", u);
+        ASSERT_EQ(rc_profile_note(p, id, strlen(id), 1000 + u, u % 3 ? 0xd0 + (uint64_t)u : 0,
+                                  u % 2 ? five : two, u % 4 == 3 ? 0 : (u % 2 ? 5 : 2), 1 + u,
+                                  u % 2),
+                  0);
+    }
+    ASSERT_EQ(rc_profile_note(p, "u2", 2, 2000, 0, NULL, 0, 5, 1), 0); /* now the most recent */
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    ASSERT_EQ(rc_profile_save(p, &b), 0);
+    ASSERT_EQ(rc_profile_create(&o, &q, err, sizeof err), 0);
+    uint64_t users = 0;
+    ASSERT_EQ(rc_profile_load(q, b.data, b.len, &users), 0);
+    ASSERT_EQ(users, 10);
+    rc_profile_stats s1, s2;
+    rc_profile_stats_get(p, &s1);
+    rc_profile_stats_get(q, &s2);
+    ASSERT_EQ(s2.users, s1.users);
+    ASSERT_EQ(s2.with_device, s1.with_device);
+    ASSERT_EQ(s2.with_tags, s1.with_tags);
+    for (int u = 0; u < 10; u++) {
+        rc_profile_rec a, c;
+        snprintf(id, sizeof id, u == 7 ? "a-user-id-longer-than-the-inline-room-%d" : "u%d", u);
+        ASSERT_EQ(rc_profile_get(p, id, strlen(id), &a), 0);
+        ASSERT_EQ(rc_profile_get(q, id, strlen(id), &c), 0);
+        ASSERT_EQ(c.device_hash, a.device_hash);
+        ASSERT_EQ(c.ntags, a.ntags);
+        ASSERT_EQ(memcmp(c.tags, a.tags, a.ntags * sizeof *a.tags), 0);
+        ASSERT_EQ(c.clicks, a.clicks);
+        ASSERT_EQ(c.sessions, a.sessions);
+        ASSERT_EQ(c.last_ts, a.last_ts);
+    }
+    rc_profile_destroy(q);
+    o.max_users = 2; /* u9, then u2: the most recently noted */
+    ASSERT_EQ(rc_profile_create(&o, &q, err, sizeof err), 0);
+    ASSERT_EQ(rc_profile_load(q, b.data, b.len, NULL), 0);
+    rc_profile_rec r;
+    ASSERT_EQ(rc_profile_get(q, "u2", 2, &r), 0);
+    ASSERT_EQ(r.clicks, 3 + 5);
+    ASSERT_EQ(rc_profile_get(q, "u9", 2, &r), 0);
+    ASSERT_EQ(rc_profile_get(q, "u8", 2, &r), RC_ENOENT);
+    rc_profile_destroy(q);
+    o.max_users = 100;
+    for (size_t cut = 0; cut < b.len; cut += 5) {
+        ASSERT_EQ(rc_profile_create(&o, &q, err, sizeof err), 0);
+        ASSERT_EQ(rc_profile_load(q, b.data, cut, NULL), RC_ECORRUPT);
+        rc_profile_destroy(q);
+    }
+    rc_buf_free(&b);
     rc_profile_destroy(p);
 }
 

@@ -80,4 +80,20 @@ uint32_t rc_profile_expire(rc_profile *p, int64_t now_ms, uint32_t max_scanned);
 /* Any thread. */
 void rc_profile_stats_get(rc_profile *p, rc_profile_stats *st);
 
+/* ---- persistence (a checkpoint's profiles) ---- */
+
+struct rc_buf;
+
+/* Writer. Appends every held user to b, least recently noted first: u32
+ * users, then per user u8 id length, the id, u64 device hash, i64 newest
+ * event time, u32 clicks, u32 sessions, u8 tags and the tag hashes (u64).
+ * Returns 0 or RC_ENOMEM. */
+int rc_profile_save(rc_profile *p, struct rc_buf *b);
+
+/* Writer, before the stream: notes every user of an rc_profile_save blob
+ * p[0..n) in its order (a smaller max_users keeps the most recent).
+ * *users (NULL ok): users noted. Returns 0, RC_ECORRUPT (malformed; the users
+ * before stay) or RC_ENOMEM. */
+int rc_profile_load(rc_profile *p, const void *buf, size_t n, uint64_t *users);
+
 #endif
