@@ -28,6 +28,7 @@
 #include "recalld/checkpoint.h"
 #include "recalld/common.h"
 #include "recalld/cooc.h"
+#include "recalld/profile.h"
 #include "recalld/session.h"
 #include "recalld/config.h"
 #include "recalld/engine.h"
@@ -87,17 +88,31 @@ static rc_table *fill(uint32_t n, uint32_t dim)
     return t;
 }
 
-/* The state section of `users` users over n items; take_ms: the take's p50. */
-static void bench_state(uint32_t n, uint32_t users, double take_ms)
+/* Appends a section of the engine's state blob (src/engine_state.c: u32
+ * tag, u64 length, bytes) holding p[0..len). */
+static void blob_section(rc_buf *o, uint32_t tag, const void *p, uint64_t len)
+{
+    rc_buf_append(o, &tag, 4);
+    rc_buf_append(o, &len, 8);
+    rc_buf_append(o, p, len);
+}
+
+/* The state section of `users` users over n items; take_ms: the take's p50.
+ * blob: the same as the engine's state section, for the checkpoint written
+ * next (so the engine's restore below loads it). */
+static void bench_state(uint32_t n, uint32_t users, double take_ms, rc_buf *blob)
 {
     rc_session_opts so = {.max_users = users, .history = 20};
     rc_cooc_opts co = {.max_items = n, .neighbors = 500, .window = 20};
     rc_session *s, *s2;
     rc_cooc *c, *c2;
+    rc_profile_opts po = {.max_users = users};
+    rc_profile *pf, *pf2;
     rc_rng rng;
     char err[256], user[32];
     uint32_t ctx[64], nctx;
-    if (rc_session_create(&so, &s, err, sizeof err) || rc_cooc_create(&co, &c, err, sizeof err)) {
+    if (rc_session_create(&so, &s, err, sizeof err) || rc_cooc_create(&co, &c, err, sizeof err) ||
+        rc_profile_create(&po, &pf, err, sizeof err)) {
         fprintf(stderr, "bench_checkpoint: %s\n", err);
         exit(1);
     }
@@ -106,6 +121,9 @@ static void bench_state(uint32_t n, uint32_t users, double take_ms)
     for (uint32_t u = 0; u < users; u++) {
         int len = snprintf(user, sizeof user, "user-%u", u);
         uint32_t k = 1 + rc_rng_below(&rng, 20), home = rc_rng_below(&rng, n);
+        uint64_t tags[3] = {rc_rng_below(&rng, 50), 50 + rc_rng_below(&rng, 50), 100};
+        rc_profile_note(pf, user, (size_t)len, 1700000000000LL, 1 + rc_rng_below(&rng, 9), tags,
+                        rc_rng_below(&rng, 4), k, 1);
         for (uint32_t i = 0; i < k; i++) {
             uint32_t row = (home + rc_rng_below(&rng, 200)) % n;
             rc_session_add(s, user, (size_t)len, row, 1700000000000LL + i * 60000, ctx, 64, &nctx,
@@ -122,12 +140,15 @@ static void bench_state(uint32_t n, uint32_t users, double take_ms)
      * what the sessions and the channel hold in memory */
     rc_session_stats sst;
     rc_cooc_stats cst;
+    rc_profile_stats pst;
     rc_session_stats_get(s, &sst);
     rc_cooc_stats_get(c, &cst);
+    rc_profile_stats_get(pf, &pst);
+    size_t want = sst.bytes + cst.bytes + pst.bytes;
     t0 = rc_now_ns();
-    rc_buf_reserve_touched(&b, sst.bytes + cst.bytes);
-    printf("state reserve (checkpoint thread, before the pause): %.1f MB in %.1f ms\n",
-           (sst.bytes + cst.bytes) / 1e6, (rc_now_ns() - t0) / 1e6);
+    rc_buf_reserve_touched(&b, want);
+    printf("state reserve (checkpoint thread, before the pause): %.1f MB in %.1f ms\n", want / 1e6,
+           (rc_now_ns() - t0) / 1e6);
     t0 = rc_now_ns();
     rc_session_save(s, &b);
     uint64_t ss = rc_now_ns() - t0;
@@ -135,19 +156,25 @@ static void bench_state(uint32_t n, uint32_t users, double take_ms)
     t0 = rc_now_ns();
     rc_cooc_save(c, &b);
     uint64_t cs = rc_now_ns() - t0;
+    size_t cb = b.len - sb;
+    t0 = rc_now_ns();
+    rc_profile_save(pf, &b);
+    uint64_t ps = rc_now_ns() - t0;
     rc_cooc_stats st;
     rc_cooc_stats_get(c, &st);
     printf("state save (added to the trainer's pause): sessions %.1f MB in %.1f ms, "
-           "co-occurrence %.1f MB (%llu items, %llu entries) in %.1f ms; "
-           "%.2fx the take's p50 (%.1f ms)\n",
-           sb / 1e6, ss / 1e6, (b.len - sb) / 1e6, (unsigned long long)st.items,
-           (unsigned long long)st.entries, cs / 1e6, (ss + cs) / 1e6 / take_ms, take_ms);
+           "profiles %.1f MB in %.1f ms, co-occurrence %.1f MB (%llu items, %llu entries) in "
+           "%.1f ms; %.2fx the take's p50 (%.1f ms)\n",
+           sb / 1e6, ss / 1e6, (b.len - sb - cb) / 1e6, ps / 1e6, cb / 1e6,
+           (unsigned long long)st.items, (unsigned long long)st.entries, cs / 1e6,
+           (ss + cs + ps) / 1e6 / take_ms, take_ms);
     /* into a buffer that grows in the pause (no reserve) */
     rc_buf g;
     rc_buf_init(&g, 0);
     t0 = rc_now_ns();
     rc_session_save(s, &g);
     rc_cooc_save(c, &g);
+    rc_profile_save(pf, &g);
     printf("state save without the reserve (grows in the pause): %.1f ms\n",
            (rc_now_ns() - t0) / 1e6);
     rc_buf_free(&g);
@@ -157,9 +184,22 @@ static void bench_state(uint32_t n, uint32_t users, double take_ms)
     rc_session_load(s2, b.data, sb, n, NULL, NULL);
     uint64_t sl = rc_now_ns() - t0;
     t0 = rc_now_ns();
-    rc_cooc_load(c2, b.data + sb, b.len - sb, n, NULL);
-    printf("state load (restart): sessions %.2f s, co-occurrence %.2f s\n", sl / 1e9,
-           (rc_now_ns() - t0) / 1e9);
+    rc_cooc_load(c2, b.data + sb, cb, n, NULL);
+    uint64_t cl = rc_now_ns() - t0;
+    rc_profile_create(&po, &pf2, err, sizeof err);
+    t0 = rc_now_ns();
+    rc_profile_load(pf2, b.data + sb + cb, b.len - sb - cb, NULL);
+    printf("state load (restart): sessions %.2f s, profiles %.2f s, co-occurrence %.2f s\n",
+           sl / 1e9, (rc_now_ns() - t0) / 1e9, cl / 1e9);
+    /* the engine's layout (src/engine_state.c): "RCST", version 1, then
+     * sessions (1), profiles (3), co-occurrence (2) */
+    const uint32_t head[2] = {0x54534352u, 1};
+    rc_buf_append(blob, head, sizeof head);
+    blob_section(blob, 1, b.data, sb);
+    blob_section(blob, 3, b.data + sb + cb, b.len - sb - cb);
+    blob_section(blob, 2, b.data + sb, cb);
+    rc_profile_destroy(pf);
+    rc_profile_destroy(pf2);
     rc_buf_free(&b);
     rc_session_destroy(s);
     rc_session_destroy(s2);
@@ -238,8 +278,12 @@ int main(int argc, char **argv)
            "(%.0f MB of vectors, %.1f GB/s)\n",
            takes, ns[takes / 2] / 1e6, ns[(size_t)((takes - 1) * 0.99)] / 1e6, ns[takes - 1] / 1e6,
            mb, mb / 1e3 / (ns[takes / 2] / 1e9));
-    if (users)
-        bench_state(n, users, ns[takes / 2] / 1e6);
+    rc_buf blob;
+    rc_buf_init(&blob, 0);
+    if (users) {
+        bench_state(n, users, ns[takes / 2] / 1e6, &blob);
+        rc_checkpoint_swap_aux(ck, &blob); /* written with the table, restored below */
+    }
 
     rc_checkpoint_write_opts wo = {.dir = dir, .max_mb_s = max_mb_s};
     rc_checkpoint_info info;
@@ -281,7 +325,29 @@ int main(int argc, char **argv)
     printf("restore (engine: load + samplers + index rebuild, ready to serve): %.2f s wall, "
            "%.2f s CPU\n",
            (rc_now_ns() - t0) / 1e9, cpu_s() - c0);
+    if (users) {
+        rc_buf st;
+        rc_buf_init(&st, 0);
+        rc_engine_stats_json(e, &st);
+        const char *u = strstr(st.data ? st.data : "", "\"restored_users\"");
+        printf("  with the state section, loaded side by side: %.100s\n", u ? u : "(not reported)");
+        rc_buf_free(&st);
+    }
     rc_engine_destroy(e);
+    if (users) { /* the same file, the sections skipped: the reference of the same run */
+        cfg.ckpt_sessions = cfg.ckpt_cooc = 0;
+        c0 = cpu_s();
+        t0 = rc_now_ns();
+        if (rc_engine_create(&cfg, NULL, NULL, NULL, &e, err, sizeof err)) {
+            fprintf(stderr, "bench_checkpoint: %s\n", err);
+            return 1;
+        }
+        printf("restore with checkpoint.sessions and checkpoint.cooc false: %.2f s wall, "
+               "%.2f s CPU\n",
+               (rc_now_ns() - t0) / 1e9, cpu_s() - c0);
+        rc_engine_destroy(e);
+    }
+    rc_buf_free(&blob);
     free(ns);
     char cmd[4200];
     if (keep) {
