@@ -16,7 +16,7 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 bdir=${RC_FUZZ_BUILD:-$here/build-fuzz}
-all="event api model clicklog checkpoint recall"
+all="event api model clicklog checkpoint recall state"
 mode=run
 if [ "${1:-}" = merge ]; then
     mode=merge

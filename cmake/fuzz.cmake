@@ -4,7 +4,7 @@
 #  - with -DRC_FUZZ=ON (clang only): fuzz_<t> linked with libFuzzer. Then the
 #    whole build is instrumented for coverage + ASan + UBSan, so use a build
 #    directory of its own (bench/fuzz.sh does).
-set(RC_FUZZ_TARGETS event api model clicklog checkpoint recall)
+set(RC_FUZZ_TARGETS event api model clicklog checkpoint recall state)
 set(RC_FUZZ_DIR ${CMAKE_SOURCE_DIR}/tests/fuzz)
 
 foreach(t ${RC_FUZZ_TARGETS})

@@ -712,7 +712,7 @@ int rc_cooc_load(rc_cooc *c, const void *p, size_t n, uint32_t nrows, uint64_t *
         memcpy(&t, q + pos + 8, 8);
         memcpy(&ne, q + pos + 16, 4);
         pos += 20;
-        if ((uint64_t)ne * 8 > n - pos || !isfinite(f_of(cb)) || f_of(cb) < 0) {
+        if ((uint64_t)ne * 8 > n - pos || !isfinite(f_of(cb)) || f_of(cb) < 0 || t < 0) {
             rc = RC_ECORRUPT;
             break;
         }

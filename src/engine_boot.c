@@ -40,8 +40,10 @@ void rc_engine_install_stats_get(rc_engine *e, rc_engine_install_stats *st)
  * atomic stores (plain moves on x86), as a replica's apply */
 static void store_vec(float *dst, const float *src, uint32_t dim)
 {
-    for (uint32_t i = 0; i < dim; i++)
-        __atomic_store(&dst[i], &src[i], __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < dim; i++) {
+        float v = src[i]; /* clang's __atomic_store takes no const source */
+        __atomic_store(&dst[i], &v, __ATOMIC_RELAXED);
+    }
 }
 
 /* One row from outside, by item id: 0 installed, 1 kept (force 0 and the

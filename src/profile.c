@@ -529,7 +529,7 @@ int rc_profile_load(rc_profile *p, const void *buf, size_t n, uint64_t *users)
         memcpy(&sessions, q + pos + 20, 4);
         unsigned nt = q[pos + 24];
         pos += 25;
-        if (nt > RC_PROFILE_MAX_TAGS || (size_t)nt * 8 > n - pos) {
+        if (nt > RC_PROFILE_MAX_TAGS || (size_t)nt * 8 > n - pos || ts < 0) {
             rc = RC_ECORRUPT;
             break;
         }

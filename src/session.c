@@ -721,12 +721,13 @@ static int restore_user(rc_session *s, const char *key, size_t klen, int64_t sta
     struct user *u = rec(s, s->lru_head); /* add_new put it there */
     pthread_mutex_lock(&sh->mu);
     for (uint32_t k = 1; k < n; k++)
-        if (fit_base(s, u, tss[k]) == 0)
+        if (!(tss[k] == tss[k - 1] && rws[k] == rws[k - 1]) && /* a duplicate, as the stream's */
+            fit_base(s, u, tss[k]) == 0)
             insert_at(s, u, u->count, rws[k], tss[k]);
     int64_t newest = click_ts(s, u, u->count - 1), begin = newest;
     for (unsigned i = u->count - 1; i-- > 0 && begin - click_ts(s, u, i) <= s->gap_ms;)
         begin = click_ts(s, u, i); /* where the gaps put the current session's start */
-    u->sess_start = start <= begin ? start : begin;
+    u->sess_start = start >= 0 && start <= begin ? start : begin;
     pthread_mutex_unlock(&sh->mu);
     return 0;
 }

@@ -1,9 +1,9 @@
 /* Fuzz target: the checkpoint loader (rc_checkpoint_load). Each input is tried
- * as is, and with its four CRC-32C fields recomputed from the layout its
- * header implies (header, section A, input and output vectors), so that the
- * parser behind the checksums is reached. Properties: never a crash; success
- * only with a table of the header's dimension and rows, a NUL-terminated
- * topic and non-negative offsets; a refusal leaves no table and says why. */
+ * as is, and with its CRC-32C fields recomputed from the layout its header
+ * implies (header, section A, input and output vectors, and in version 2 the
+ * state section), so that the parser behind the checksums is reached. Properties: never a crash;
+ * success only with a table of the header's dimension and rows, a NUL-terminated topic and
+ * non-negative offsets; a refusal leaves no table and says why. */
 #include <string.h>
 #include <unistd.h>
 
@@ -21,14 +21,24 @@ static void put_crc(uint8_t *b, size_t from, size_t to)
 }
 
 /* Recomputes the checksums in place; leaves b alone when the header's sizes
- * do not fit the file. */
+ * do not fit the file. Version 2 ends with the state section and its
+ * trailer (u64 length, CRC of both): the sections before it end there. */
 static void fix_crcs(uint8_t *b, size_t size)
 {
-    uint32_t dim;
+    uint32_t dim, version;
     uint64_t rows;
     if (size < HEADER + 12)
         return;
     put_crc(b, 0, 60);
+    memcpy(&version, b + 8, 4);
+    if (version >= 2) {
+        uint64_t aux;
+        memcpy(&aux, b + size - 12, 8);
+        if (aux > size - HEADER - 12)
+            return;
+        put_crc(b, size - 12 - (size_t)aux, size - 4);
+        size -= (size_t)aux + 12;
+    }
     memcpy(&dim, b + 12, 4);
     memcpy(&rows, b + 32, 8);
     if (dim > 1024 || rows > (1u << 20))
