@@ -345,3 +345,57 @@ TEST(relearn_engine_replay_yields_to_backlog)
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ASSERT_EQ(uv_loop_close(&loop), 0);
 }
+
+/* A checkpoint asked for while replays are owed is taken at once: replay
+ * yields to it (a deferred revoke waits for that checkpoint), and the replays
+ * go on after it. */
+TEST(relearn_engine_replay_yields_to_a_checkpoint)
+{
+    char err[256], dir[64];
+    rc_config c;
+    rc_config_defaults(&c);
+    c.dim = 16;
+    c.replay_clicks = 20000;
+    c.replay_ratio = 1000; /* a window of 1000 x 2,048 replays */
+    c.kafka_batch = YB_BATCH;
+    c.queue_batches = YB_BATCHES;
+    c.ckpt_interval_ms = 0; /* only when asked */
+    snprintf(dir, sizeof dir, "/tmp/rc-relearn-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(c.data_dir, sizeof c.data_dir, "%s", dir);
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    rc_engine *e = NULL;
+    if (rc_engine_create(&c, &loop, NULL, NULL, &e, err, sizeof err))
+        RC__FAIL("rc_engine_create: %s", err);
+    uint64_t seq = 0;
+    for (int i = 0; i < YB_BATCHES; i++) {
+        rc_batch *b = free_batch(e, &loop);
+        fill_batch(b, &seq);
+        rc_engine_submit(e, b);
+    }
+    rc_engine_sync(e);
+    json_int_t owed = replay_count(e, "pending");
+    ASSERT_GT(owed, 100000);
+    ASSERT_EQ(rc_engine_checkpoint(e, 1, NULL), 0);
+    long long t0 = e2e_now_ms(), wait = e2e_scaled_ms(120000);
+    json_int_t written = 0;
+    while (written < 1) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        json_t *st = e2e_engine_stats(e);
+        written = e2e_int(st, "checkpoint.written");
+        json_decref(st);
+        if (e2e_now_ms() - t0 > wait)
+            RC__FAIL("no checkpoint after %lld ms", wait);
+        usleep(1000);
+    }
+    json_int_t left = replay_count(e, "pending");
+    printf("replays owed %lld at the request, %lld when the checkpoint was written\n",
+           (long long)owed, (long long)left);
+    ASSERT_GT(left, 0); /* it did not wait for them */
+    ASSERT_GE(replay_count(e, "yields"), 1);
+    rc_engine_destroy(e);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    e2e_sh(NULL, "rm -rf %s", dir);
+}
