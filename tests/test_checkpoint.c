@@ -824,23 +824,6 @@ TEST(checkpoint_e2e_disk_full_keeps_old_and_serves)
     rmrf(dir);
 }
 
-/* Waits until the replays owed to the stream are done and the index holds
- * every row: the model answers as it will be checkpointed. */
-static void settled(const char *sock)
-{
-    long long deadline = e2e_now_ms() + e2e_scaled_ms(300000);
-    for (;;) {
-        json_t *st = e2e_request(sock, "{\"op\":\"stats\"}");
-        long long owed = e2e_int(st, "training.replay.pending"),
-                  pend = e2e_int(st, "index.pending");
-        json_decref(st);
-        if (owed == 0 && pend == 0)
-            return;
-        ASSERT(e2e_now_ms() < deadline);
-        usleep(100000);
-    }
-}
-
 /* The daemon, restarted on its data directory (SIGTERM writes a last
  * checkpoint): users it answered from their clicks before are answered from
  * them after (no popular fallback), with the same items; stats say how many
@@ -861,7 +844,7 @@ TEST(checkpoint_restart_keeps_users_answers)
     e2e_start_opts(&d, &o);
     ASSERT_EQ(e2e_gen_wait(e2e_gen_start(b.bootstrap, 5, N, 0, 0)), 0);
     json_decref(e2e_wait_done(d.sock, N, 120000));
-    settled(d.sock);
+    e2e_wait_model_still(d.sock); /* the model answers as it is checkpointed */
     static char before[USERS][K][24];
     int personal[USERS], npersonal = 0;
     for (int u = 0; u < USERS; u++) {
@@ -880,7 +863,7 @@ TEST(checkpoint_restart_keeps_users_answers)
 
     o.reuse = 1;
     e2e_start_opts(&d, &o);
-    settled(d.sock);
+    e2e_wait_model_still(d.sock); /* the model answers as it is checkpointed */
     json_t *st = e2e_request(d.sock, "{\"op\":\"stats\"}");
     ASSERT_GE(e2e_int(st, "checkpoint.restored_users"), npersonal);
     ASSERT_GT(e2e_int(st, "checkpoint.restored_cooc_items"), 0);
