@@ -207,6 +207,22 @@ static void bench_state(uint32_t n, uint32_t users, double take_ms, rc_buf *blob
     rc_cooc_destroy(c2);
 }
 
+/* An offline engine created on cfg's data directory (the restore), timed;
+ * NULL (said) when it cannot start. */
+static rc_engine *timed_restore(const rc_config *cfg, const char *what)
+{
+    char err[512];
+    rc_engine *e;
+    double c0 = cpu_s();
+    uint64_t t0 = rc_now_ns();
+    if (rc_engine_create(cfg, NULL, NULL, NULL, &e, err, sizeof err)) {
+        fprintf(stderr, "bench_checkpoint: %s\n", err);
+        return NULL;
+    }
+    printf("%s: %.2f s wall, %.2f s CPU\n", what, (rc_now_ns() - t0) / 1e9, cpu_s() - c0);
+    return e;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -315,16 +331,10 @@ int main(int argc, char **argv)
     cfg.dim = dim;
     cfg.max_items = n;
     snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
-    rc_engine *e;
-    double c0 = cpu_s();
-    t0 = rc_now_ns();
-    if (rc_engine_create(&cfg, NULL, NULL, NULL, &e, err, sizeof err)) {
-        fprintf(stderr, "bench_checkpoint: %s\n", err);
+    rc_engine *e = timed_restore(&cfg, "restore (engine: load + samplers + index rebuild, "
+                                       "ready to serve)");
+    if (!e)
         return 1;
-    }
-    printf("restore (engine: load + samplers + index rebuild, ready to serve): %.2f s wall, "
-           "%.2f s CPU\n",
-           (rc_now_ns() - t0) / 1e9, cpu_s() - c0);
     if (users) {
         rc_buf st;
         rc_buf_init(&st, 0);
@@ -336,15 +346,9 @@ int main(int argc, char **argv)
     rc_engine_destroy(e);
     if (users) { /* the same file, the sections skipped: the reference of the same run */
         cfg.ckpt_sessions = cfg.ckpt_cooc = 0;
-        c0 = cpu_s();
-        t0 = rc_now_ns();
-        if (rc_engine_create(&cfg, NULL, NULL, NULL, &e, err, sizeof err)) {
-            fprintf(stderr, "bench_checkpoint: %s\n", err);
+        if (!(e = timed_restore(&cfg,
+                                "restore with checkpoint.sessions and checkpoint.cooc false")))
             return 1;
-        }
-        printf("restore with checkpoint.sessions and checkpoint.cooc false: %.2f s wall, "
-               "%.2f s CPU\n",
-               (rc_now_ns() - t0) / 1e9, cpu_s() - c0);
         rc_engine_destroy(e);
     }
     rc_buf_free(&blob);
