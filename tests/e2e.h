@@ -143,7 +143,9 @@ long long e2e_int(json_t *o, const char *path);
 /* ms times RC_TEST_TIME_SCALE (a factor >= 1 from the environment, default 1):
  * the limit of a wait for the daemon's progress, longer for slow builds
  * (deploy/test.sh sets it for the ThreadSanitizer pass). The waits below and
- * e2e_start's health wait are scaled. */
+ * e2e_start's health wait are scaled. Never past the case's own alarm (the
+ * runner's RC_TEST_TIMEOUT): a wait ends at least 15 s before it, so a wait
+ * that does not end fails with its own message instead of a bare timeout. */
 long long e2e_scaled_ms(long long ms);
 
 /* Waits (<= timeout_ms, scaled) until stats events.consumed >= n; returns the stats. */

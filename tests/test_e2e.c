@@ -94,6 +94,24 @@ static int in_hist(const hist *h, uint32_t item)
     return 0;
 }
 
+/* A wait's limit ends before the case's alarm, so a wait that never ends
+ * fails with its own message (the runner's timeout only says "timeout"). */
+TEST(e2e_waits_end_before_the_case_alarm)
+{
+    unsetenv("RC_TEST_TIME_SCALE"); /* this case's own process */
+    unsigned saved = alarm(0);
+    ASSERT_EQ(e2e_scaled_ms(300000), 300000); /* no alarm: the scaled limit */
+    alarm(100);
+    long long ms = e2e_scaled_ms(300000);
+    ASSERT_LE(ms, 85000);
+    ASSERT_GE(ms, 50000);
+    ASSERT_EQ(e2e_scaled_ms(1000), 1000); /* a short wait keeps its limit */
+    alarm(10);
+    ASSERT_LE(e2e_scaled_ms(300000), 5000); /* half of what is left, at least */
+    ASSERT_GT(alarm(0), 8u);                /* the alarm itself is kept */
+    alarm(saved);
+}
+
 /* Next-click hit rate: for each user of the prefix, the first later click on an
  * item that the user did not click recently (the daemon excludes those) and
  * that the prefix contains. Popularity = the 50 most clicked prefix items the
