@@ -2,6 +2,7 @@
  *
  *   bench_checkpoint [--items N (100000)] [--dim D (64)] [--takes K (20)]
  *                    [--dir DIR (/tmp)] [--max-mb-s R (0)] [--keep] [--users U (0)]
+ *                    [--tower-clicks C (0)]
  *
  * Fills an item table directly (N items over 8 cities x 6 categories, random
  * vectors), then measures:
@@ -16,6 +17,10 @@
  *            (defaults: 500 neighbours, 128 MiB): the state section a take
  *            adds (rc_session_save + rc_cooc_save: bytes, ms, next to the
  *            take's own pause) and its load.
+ *   tower    with --tower-clicks C (0 = skip): the tower retrainer's replay
+ *            buffer of C clicks (one in ten with 4 tags) in the state section
+ *            (checkpoint.tower_replay): rc_replay_save's bytes and ms in the
+ *            pause, rc_replay_load's s; the restore below loads it.
  * The issue's target: restore <= 2 s at 1M x 64 (`--items 1000000`). */
 #include <getopt.h>
 #include <stdio.h>
@@ -28,6 +33,7 @@
 #include "recalld/checkpoint.h"
 #include "recalld/common.h"
 #include "recalld/cooc.h"
+#include "recalld/replay.h"
 #include "recalld/profile.h"
 #include "recalld/session.h"
 #include "recalld/config.h"
@@ -191,10 +197,8 @@ static void bench_state(uint32_t n, uint32_t users, double take_ms, rc_buf *blob
     rc_profile_load(pf2, b.data + sb + cb, b.len - sb - cb, NULL);
     printf("state load (restart): sessions %.2f s, profiles %.2f s, co-occurrence %.2f s\n",
            sl / 1e9, (rc_now_ns() - t0) / 1e9, cl / 1e9);
-    /* the engine's layout (src/engine_state.c): "RCST", version 1, then
-     * sessions (1), profiles (3), co-occurrence (2) */
-    const uint32_t head[2] = {0x54534352u, 1};
-    rc_buf_append(blob, head, sizeof head);
+    /* the engine's layout (src/engine_state.c): sessions (1), profiles (3),
+     * co-occurrence (2) after the head main wrote */
     blob_section(blob, 1, b.data, sb);
     blob_section(blob, 3, b.data + sb + cb, b.len - sb - cb);
     blob_section(blob, 2, b.data + sb, cb);
@@ -205,6 +209,44 @@ static void bench_state(uint32_t n, uint32_t users, double take_ms, rc_buf *blob
     rc_session_destroy(s2);
     rc_cooc_destroy(c);
     rc_cooc_destroy(c2);
+}
+
+/* The tower retrainer's buffer of `clicks` clicks over n items as section 4
+ * of blob; take_ms: the take's p50. */
+static void bench_tower_replay(uint32_t n, uint32_t clicks, double take_ms, rc_buf *blob)
+{
+    rc_replay *r, *back;
+    char err[256];
+    if (rc_replay_create(clicks, &r, err, sizeof err) ||
+        rc_replay_create(clicks, &back, err, sizeof err)) {
+        fprintf(stderr, "bench_checkpoint: %s\n", err);
+        exit(1);
+    }
+    rc_rng rng;
+    rc_rng_seed(&rng, 11);
+    for (uint32_t i = 0; i < clicks; i++) {
+        uint64_t tags[4] = {1 + i % 97, 200 + i % 13, 300, 400 + i % 7};
+        rc_replay_add(r, rc_rng_below(&rng, clicks / 10 + 1), rc_rng_below(&rng, n),
+                      1700000000000LL + i, i % 5 ? 0 : 1 + i % 9, i % 10 ? NULL : tags,
+                      i % 10 ? 0 : 4);
+    }
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    rc_buf_reserve_touched(&b, (size_t)clicks * 40 + 8); /* before the pause, as the engine */
+    uint64_t t0 = rc_now_ns();
+    rc_replay_save(r, &b);
+    uint64_t save = rc_now_ns() - t0;
+    t0 = rc_now_ns();
+    uint64_t count = 0;
+    int rc = rc_replay_load(back, b.data, b.len, n, &count, NULL);
+    printf("tower replay buffer (checkpoint.tower_replay): %u clicks, %.1f MB, save %.1f ms "
+           "(added to the trainer's pause; %.2fx the take's p50), load %.2f s (%s, %llu clicks)\n",
+           clicks, b.len / 1e6, save / 1e6, save / 1e6 / take_ms, (rc_now_ns() - t0) / 1e9,
+           rc ? "failed" : "ok", (unsigned long long)count);
+    blob_section(blob, 4, b.data, b.len);
+    rc_buf_free(&b);
+    rc_replay_destroy(r);
+    rc_replay_destroy(back);
 }
 
 /* An offline engine created on cfg's data directory (the restore), timed;
@@ -226,9 +268,10 @@ static rc_engine *timed_restore(const rc_config *cfg, const char *what)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"items", 1, 0, 'n'},    {"dim", 1, 0, 'd'},  {"takes", 1, 0, 'k'}, {"dir", 1, 0, 'o'},
-        {"max-mb-s", 1, 0, 'r'}, {"keep", 0, 0, 'K'}, {"users", 1, 0, 'u'}, {0, 0, 0, 0}};
-    uint32_t n = 100000, dim = 64, takes = 20, users = 0;
+        {"items", 1, 0, 'n'}, {"dim", 1, 0, 'd'},          {"takes", 1, 0, 'k'},
+        {"dir", 1, 0, 'o'},   {"max-mb-s", 1, 0, 'r'},     {"keep", 0, 0, 'K'},
+        {"users", 1, 0, 'u'}, {"tower-clicks", 1, 0, 'T'}, {0, 0, 0, 0}};
+    uint32_t n = 100000, dim = 64, takes = 20, users = 0, tclicks = 0;
     double max_mb_s = 0;
     const char *base = "/tmp";
     char dir[400], err[512];
@@ -255,6 +298,9 @@ int main(int argc, char **argv)
             break;
         case 'u':
             users = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'T':
+            tclicks = (uint32_t)strtoul(optarg, NULL, 10);
             break;
         default:
             fprintf(stderr, "usage: see bench/checkpoint.c\n");
@@ -296,8 +342,13 @@ int main(int argc, char **argv)
            mb, mb / 1e3 / (ns[takes / 2] / 1e9));
     rc_buf blob;
     rc_buf_init(&blob, 0);
-    if (users) {
-        bench_state(n, users, ns[takes / 2] / 1e6, &blob);
+    if (users || tclicks) { /* the engine's state section (src/engine_state.c) */
+        const uint32_t head[2] = {0x54534352u, 1}; /* "RCST", version 1 */
+        rc_buf_append(&blob, head, sizeof head);
+        if (users)
+            bench_state(n, users, ns[takes / 2] / 1e6, &blob);
+        if (tclicks)
+            bench_tower_replay(n, tclicks, ns[takes / 2] / 1e6, &blob);
         rc_checkpoint_swap_aux(ck, &blob); /* written with the table, restored below */
     }
 
@@ -331,23 +382,28 @@ int main(int argc, char **argv)
     cfg.dim = dim;
     cfg.max_items = n;
     snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    if (tclicks) { /* retraining on (no model: it never runs here), its buffer restored */
+        cfg.tower_retrain_interval_s = 3600;
+        cfg.tower_replay_clicks = RC_MAX(tclicks, 1000);
+        cfg.tower_retrain_min_examples = 1;
+    }
     rc_engine *e = timed_restore(&cfg, "restore (engine: load + samplers + index rebuild, "
                                        "ready to serve)");
     if (!e)
         return 1;
-    if (users) {
+    if (users || tclicks) {
         rc_buf st;
         rc_buf_init(&st, 0);
         rc_engine_stats_json(e, &st);
         const char *u = strstr(st.data ? st.data : "", "\"restored_users\"");
-        printf("  with the state section, loaded side by side: %.100s\n", u ? u : "(not reported)");
+        printf("  with the state section, loaded side by side: %.170s\n", u ? u : "(not reported)");
         rc_buf_free(&st);
     }
     rc_engine_destroy(e);
-    if (users) { /* the same file, the sections skipped: the reference of the same run */
-        cfg.ckpt_sessions = cfg.ckpt_cooc = 0;
-        if (!(e = timed_restore(&cfg,
-                                "restore with checkpoint.sessions and checkpoint.cooc false")))
+    if (users || tclicks) { /* the same file, the sections skipped: the reference of the same run */
+        cfg.ckpt_sessions = cfg.ckpt_cooc = cfg.ckpt_tower_replay = 0;
+        if (!(e = timed_restore(&cfg, "restore with checkpoint.sessions, checkpoint.cooc and "
+                                      "checkpoint.tower_replay false")))
             return 1;
         rc_engine_destroy(e);
     }

@@ -164,6 +164,7 @@ static const struct key keys[] = {
     {"checkpoint.copy", K_BOOL, F(ckpt_copy), 0, 1},
     {"checkpoint.sessions", K_BOOL, F(ckpt_sessions), 0, 1},
     {"checkpoint.cooc", K_BOOL, F(ckpt_cooc), 0, 1},
+    {"checkpoint.tower_replay", K_BOOL, F(ckpt_tower_replay), 0, 1},
     {"log.level", K_LEVEL, F(log_level), 0, 0},
     {"log.format", K_FORMAT, F(log_format), 0, 0},
     {"log.stats_interval_ms", K_U32, F(stats_interval_ms), 0, 86400000},
@@ -281,6 +282,7 @@ void rc_config_defaults(rc_config *c)
     c->ckpt_copy = 1;
     c->ckpt_sessions = 1;
     c->ckpt_cooc = 1;
+    c->ckpt_tower_replay = 1;
     c->tower_max_model_bytes = (uint64_t)1 << 30;
     c->tower_refresh_rows = 4096;
     c->tower_recompute = 256;

@@ -649,11 +649,12 @@ void rc__engine_ck_restored(rc_engine *e, uint64_t t0)
     k->restore_ns = rc_now_ns() - t0;
     rc_log_info("engine", "checkpoint restored",
                 "seq=%llu items=%u applied=%llu partitions=%u users=%llu cooc_items=%llu "
-                "restore_ms=%.1f load_ms=%.1f",
+                "tower_clicks=%llu restore_ms=%.1f load_ms=%.1f",
                 (unsigned long long)k->restored.seq, rc_table_size(e->table),
                 (unsigned long long)atomic_load(&e->applied), k->restored.noffsets,
                 (unsigned long long)k->restored_users, (unsigned long long)k->restored_cooc_items,
-                k->restore_ns / 1e6, k->load_ns / 1e6);
+                (unsigned long long)k->restored_tower_clicks, k->restore_ns / 1e6,
+                k->load_ns / 1e6);
 }
 
 /* Any thread: the "checkpoint" stats object. */
@@ -691,16 +692,17 @@ void rc__engine_ck_stats_json(rc_engine *e, rc_buf *o)
                   atomic_load(&k->last_pause_ns) / 1e6, p99 / 1e3,
                   atomic_load(&k->max_pause_ns) / 1e6,
                   (unsigned long long)(k->restored_ok ? k->restored.seq : 0), k->restore_ns / 1e6);
-    rc_buf_printf(o,
-                  "\"state_bytes\":%llu,\"state_ms\":%.3f,\"restored_users\":%llu,"
-                  "\"restored_profiles\":%llu,"
-                  "\"restored_cooc_items\":%llu,\"restored_dropped\":%llu,"
-                  "\"restored_state_ok\":%s,\"last_error\":",
-                  (unsigned long long)atomic_load(&k->state_bytes), atomic_load(&k->state_ns) / 1e6,
-                  (unsigned long long)k->restored_users, (unsigned long long)k->restored_profiles,
-                  (unsigned long long)k->restored_cooc_items,
-                  (unsigned long long)k->restored_dropped,
-                  k->restore_state_failed ? "false" : "true");
+    rc_buf_printf(
+        o,
+        "\"state_bytes\":%llu,\"state_ms\":%.3f,\"restored_users\":%llu,"
+        "\"restored_profiles\":%llu,"
+        "\"restored_cooc_items\":%llu,\"restored_tower_clicks\":%llu,"
+        "\"restored_dropped\":%llu,"
+        "\"restored_state_ok\":%s,\"last_error\":",
+        (unsigned long long)atomic_load(&k->state_bytes), atomic_load(&k->state_ns) / 1e6,
+        (unsigned long long)k->restored_users, (unsigned long long)k->restored_profiles,
+        (unsigned long long)k->restored_cooc_items, (unsigned long long)k->restored_tower_clicks,
+        (unsigned long long)k->restored_dropped, k->restore_state_failed ? "false" : "true");
     rc_buf_json_str(o, err, strlen(err));
     rc_buf_puts(o, "}");
 }

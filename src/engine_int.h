@@ -219,7 +219,7 @@ struct rc__engine_ckpt {
     /* restore (set once in create) */
     rc_checkpoint_meta restored;
     int restored_ok;
-    uint64_t restored_users, restored_profiles, restored_cooc_items,
+    uint64_t restored_users, restored_profiles, restored_cooc_items, restored_tower_clicks,
         restored_dropped; /* its state section */
     int restore_state_failed;
     rc_buf state_buf;                       /* trainer: the next take's state section */
@@ -371,6 +371,9 @@ void rc__engine_rt_free(rc_engine *e);
 void rc__engine_rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t dev,
                         const uint64_t *tags, uint32_t ntags, unsigned flags);
 void rc__engine_rt_stats_json(rc_engine *e, rc_buf *o);
+/* The replay buffer (the checkpoint's state section saves and restores it),
+ * NULL when retraining is off. */
+rc_replay *rc__engine_rt_ring(rc_engine *e);
 
 /* ---- parallel SGNS of a batch (src/engine_shard.c) ----
  *

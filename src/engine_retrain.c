@@ -66,6 +66,8 @@ void rc__engine_rt_note(rc_engine *e, const rc_event *ev, uint32_t row, uint64_t
                   ntags);
 }
 
+rc_replay *rc__engine_rt_ring(rc_engine *e) { return e->rt ? e->rt->ring : NULL; }
+
 /* Loader role: serves m (owned) as the tower model labelled path. */
 static int rt_serve(rc_engine *e, rc_tower_model *m, const char *path, const struct stat *st,
                     char *eb, size_t el)

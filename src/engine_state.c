@@ -8,7 +8,9 @@
  * Blob: u32 magic "RCST", u32 version 1, then sections of u32 tag, u64
  * length, bytes: STATE_SESSIONS (rc_session_save), STATE_PROFILES
  * (rc_profile_save: the two-tower model's user inputs) and STATE_COOC
- * (rc_cooc_save). A reader skips a tag it does not know. */
+ * (rc_cooc_save) and STATE_TOWER_REPLAY (rc_replay_save: the tower
+ * retrainer's training clicks, without which a retrain after a restart learns
+ * from the clicks since only). A reader skips a tag it does not know. */
 #include <pthread.h>
 #include <string.h>
 
@@ -16,12 +18,14 @@
 #include "recalld/buf.h"
 #include "recalld/cooc.h"
 #include "recalld/log.h"
+#include "recalld/replay.h"
 
-#define STATE_MAGIC    0x54534352u /* "RCST" little-endian */
-#define STATE_VERSION  1u
-#define STATE_SESSIONS 1u
-#define STATE_COOC     2u
-#define STATE_PROFILES 3u
+#define STATE_MAGIC        0x54534352u /* "RCST" little-endian */
+#define STATE_VERSION      1u
+#define STATE_SESSIONS     1u
+#define STATE_COOC         2u
+#define STATE_PROFILES     3u
+#define STATE_TOWER_REPLAY 4u
 
 /* Appends one section: tag, a length patched after save() wrote its bytes. */
 static int section(rc_buf *b, uint32_t tag, int (*save)(void *, rc_buf *), void *obj)
@@ -41,13 +45,20 @@ static int section(rc_buf *b, uint32_t tag, int (*save)(void *, rc_buf *), void 
 static int save_sessions(void *s, rc_buf *b) { return rc_session_save(s, b); }
 static int save_cooc(void *c, rc_buf *b) { return rc_cooc_save(c, b); }
 static int save_profiles(void *p, rc_buf *b) { return rc_profile_save(p, b); }
+static int save_replay(void *r, rc_buf *b) { return rc_replay_save(r, b); }
+
+/* The tower retrainer's buffer, when it is on and kept. */
+static rc_replay *kept_ring(rc_engine *e)
+{
+    return e->cfg.ckpt_tower_replay ? rc__engine_rt_ring(e) : NULL;
+}
 
 int rc__engine_state_save(rc_engine *e, rc_buf *b)
 {
     const uint32_t head[2] = {STATE_MAGIC, STATE_VERSION};
     int rc = 0;
     rc_buf_reset(b);
-    if (!e->cfg.ckpt_sessions && !(e->cfg.ckpt_cooc && e->cooc))
+    if (!e->cfg.ckpt_sessions && !(e->cfg.ckpt_cooc && e->cooc) && !kept_ring(e))
         return 0;
     if (rc_buf_append(b, head, sizeof head))
         rc = RC_ENOMEM;
@@ -57,6 +68,8 @@ int rc__engine_state_save(rc_engine *e, rc_buf *b)
         rc = section(b, STATE_PROFILES, save_profiles, e->prof);
     if (!rc && e->cfg.ckpt_cooc && e->cooc)
         rc = section(b, STATE_COOC, save_cooc, e->cooc);
+    if (!rc && kept_ring(e))
+        rc = section(b, STATE_TOWER_REPLAY, save_replay, kept_ring(e));
     if (rc)
         rc_buf_reset(b); /* the checkpoint goes without it */
     return rc;
@@ -79,6 +92,11 @@ uint64_t rc__engine_state_estimate(rc_engine *e)
         rc_cooc_stats st;
         rc_cooc_stats_get(e->cooc, &st);
         n += st.bytes;
+    }
+    if (kept_ring(e)) {
+        rc_replay_stats st;
+        rc_replay_stats_get(kept_ring(e), &st);
+        n += 8 + st.fill * 40; /* the tag lists come on top: the estimate's growth covers them */
     }
     return n;
 }
@@ -103,6 +121,8 @@ static void *load_main(void *arg)
         j->rc = rc_session_load(e->sess, j->p, j->len, j->rows, &j->count, &j->dropped);
     } else if (j->tag == STATE_PROFILES) {
         j->rc = rc_profile_load(e->prof, j->p, j->len, &j->count);
+    } else if (j->tag == STATE_TOWER_REPLAY) {
+        j->rc = rc_replay_load(kept_ring(e), j->p, j->len, j->rows, &j->count, &j->dropped);
     } else {
         j->rc = rc_cooc_load(e->cooc, j->p, j->len, j->rows, &j->dropped);
         rc_cooc_stats cs;
@@ -116,7 +136,7 @@ void rc__engine_state_restore(rc_engine *e, const unsigned char *p, uint64_t n)
 {
     struct rc__engine_ckpt *k = e->ck;
     uint32_t rows = rc_table_size(e->table), head[2], nj = 0;
-    struct load_job jobs[3];
+    struct load_job jobs[4];
     uint64_t pos = 8;
     const char *what = NULL;
     if (!n)
@@ -140,7 +160,8 @@ void rc__engine_state_restore(rc_engine *e, const unsigned char *p, uint64_t n)
         }
         int used = (tag == STATE_SESSIONS && e->cfg.ckpt_sessions && e->sess) ||
                    (tag == STATE_PROFILES && e->cfg.ckpt_sessions && e->prof) ||
-                   (tag == STATE_COOC && e->cfg.ckpt_cooc && e->cooc);
+                   (tag == STATE_COOC && e->cfg.ckpt_cooc && e->cooc) ||
+                   (tag == STATE_TOWER_REPLAY && kept_ring(e));
         for (uint32_t i = 0; used && i < nj; i++)
             used = jobs[i].tag != tag; /* a section twice: the first one */
         if (used && nj < RC_ARRAY_LEN(jobs))
@@ -148,7 +169,7 @@ void rc__engine_state_restore(rc_engine *e, const unsigned char *p, uint64_t n)
                 (struct load_job){.e = e, .tag = tag, .rows = rows, .p = p + pos, .len = len};
         pos += len;
     }
-    /* the three loads side by side (0.48, 0.63 and 0.35 s at 1M users one after the other) */
+    /* the loads side by side (0.48, 0.63 and 0.35 s at 1M users one after the other) */
     for (uint32_t i = 0; i < nj; i++)
         jobs[i].started = i + 1 < nj && pthread_create(&jobs[i].th, NULL, load_main, &jobs[i]) == 0;
     for (uint32_t i = 0; i < nj; i++)
@@ -162,6 +183,8 @@ void rc__engine_state_restore(rc_engine *e, const unsigned char *p, uint64_t n)
             k->restored_users = j->count;
         else if (j->tag == STATE_PROFILES)
             k->restored_profiles = j->count;
+        else if (j->tag == STATE_TOWER_REPLAY)
+            k->restored_tower_clicks = j->count;
         else
             k->restored_cooc_items = j->count;
         k->restored_dropped += j->dropped;

@@ -206,6 +206,8 @@ static const rc_metrics_stat table[] = {
       "Users whose profile (device, tags, counters) the checkpoint restored at start held."),
     G("checkpoint.restored_cooc_items", "recalld_checkpoint_restored_cooc_items", 1,
       "Items with co-occurrence counts after the restore at start."),
+    G("checkpoint.restored_tower_clicks", "recalld_checkpoint_restored_tower_clicks", 1,
+      "Clicks of the tower retrainer's replay buffer the restore at start held."),
     G("checkpoint.restored_dropped", "recalld_checkpoint_restored_dropped", 1,
       "Restored clicks and co-occurrence entries dropped: their item is not in the table."),
     G("checkpoint.restored_state_ok", "recalld_checkpoint_restored_state_ok", 1,

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recalld/buf.h"
 #include "recalld/common.h"
 
 #define MIN_TAG_LISTS 64u
@@ -190,6 +191,85 @@ void rc_replay_snap_free(rc_replay_snap *s)
     free(s->recs);
     free(s->tags);
     memset(s, 0, sizeof *s);
+}
+
+/* ---- saved form (a checkpoint's state section) ---- */
+
+#define SAVED_FIXED 32u /* user, ts, device, row, tags: bytes before the tag hashes */
+
+int rc_replay_save(rc_replay *r, rc_buf *b)
+{
+    pthread_mutex_lock(&r->mu);
+    uint64_t held = RC_MIN(r->added, r->cap), tlo = r->tadded > r->tcap ? r->tadded - r->tcap : 0;
+    int rc = rc_buf_append(b, &held, 8);
+    for (uint64_t s = r->added - held; !rc && s < r->added; s++) {
+        const rc_replay_rec *rec = &r->recs[s % r->cap];
+        const rc_replay_tags *t = NULL;
+        if (rec->tags_ref && rec->tags_ref - 1 >= tlo && rec->tags_ref - 1 < r->tadded)
+            t = &r->tags[(rec->tags_ref - 1) % r->tcap];
+        uint32_t ntags = t ? t->n : 0;
+        unsigned char fixed[SAVED_FIXED];
+        memcpy(fixed, &rec->user, 8);
+        memcpy(fixed + 8, &rec->ts_ms, 8);
+        memcpy(fixed + 16, &rec->device, 8);
+        memcpy(fixed + 24, &rec->row, 4);
+        memcpy(fixed + 28, &ntags, 4);
+        rc = rc_buf_append(b, fixed, sizeof fixed);
+        if (!rc && ntags)
+            rc = rc_buf_append(b, t->h, ntags * sizeof *t->h);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc ? RC_ENOMEM : 0;
+}
+
+int rc_replay_load(rc_replay *r, const void *p, size_t n, uint32_t nrows, uint64_t *count,
+                   uint64_t *dropped)
+{
+    const unsigned char *c = p;
+    uint64_t held, added = 0;
+    if (count)
+        *count = 0;
+    if (n < 8)
+        return RC_ECORRUPT;
+    memcpy(&held, c, 8);
+    /* checked whole first: a malformed blob adds nothing */
+    size_t pos = 8;
+    for (uint64_t i = 0; i < held; i++) {
+        int64_t ts;
+        uint32_t ntags;
+        if (n - pos < SAVED_FIXED)
+            return RC_ECORRUPT;
+        memcpy(&ts, c + pos + 8, 8);
+        memcpy(&ntags, c + pos + 28, 4);
+        if (ts < 0 || ntags > RC_REPLAY_MAX_TAGS || n - pos - SAVED_FIXED < ntags * 8ull)
+            return RC_ECORRUPT;
+        pos += SAVED_FIXED + ntags * 8ull;
+    }
+    if (pos != n)
+        return RC_ECORRUPT;
+    pos = 8;
+    for (uint64_t i = 0; i < held; i++) {
+        uint64_t user, device, tags[RC_REPLAY_MAX_TAGS];
+        int64_t ts;
+        uint32_t row, ntags;
+        memcpy(&user, c + pos, 8);
+        memcpy(&ts, c + pos + 8, 8);
+        memcpy(&device, c + pos + 16, 8);
+        memcpy(&row, c + pos + 24, 4);
+        memcpy(&ntags, c + pos + 28, 4);
+        memcpy(tags, c + pos + SAVED_FIXED, ntags * 8ull);
+        pos += SAVED_FIXED + ntags * 8ull;
+        if (row >= nrows) {
+            if (dropped)
+                (*dropped)++;
+            continue;
+        }
+        rc_replay_add(r, user, row, ts, device, tags, ntags);
+        added++;
+    }
+    if (count)
+        *count = added;
+    return 0;
 }
 
 void rc_replay_stats_get(rc_replay *r, rc_replay_stats *st)

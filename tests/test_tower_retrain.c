@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "e2e.h"
+#include "recalld/buf.h"
 #include "recalld/clicklog.h"
 #include "recalld/common.h"
 #include "recalld/config.h"
@@ -133,6 +134,97 @@ TEST(tower_retrain_replay_ring_bounded_in_order)
     ASSERT_EQ(s.recs[0].row, 2490);
     ASSERT_EQ(s.recs[9].row, 2499);
     rc_replay_snap_free(&s);
+    rc_replay_destroy(r);
+}
+
+/* The buffer's saved form (a checkpoint's state section) loads back as it
+ * was: the same clicks in the same order with their tags (a list the ring had
+ * overwritten saves as none); a smaller buffer keeps the newest; a click on a
+ * row beyond the table is dropped and counted; a malformed blob adds nothing. */
+TEST(tower_retrain_replay_save_load_round_trip)
+{
+    rc_replay *r = NULL, *back = NULL, *small = NULL;
+    char err[256];
+    ASSERT_EQ(rc_replay_create(1000, &r, err, sizeof err), 0);
+    for (uint64_t i = 0; i < 2500; i++) {
+        uint64_t tags[3] = {1000 + i, 0, 2000 + i};
+        rc_replay_add(r, 77 + i % 13, (uint32_t)i, (int64_t)(T0 + i), i % 5 ? 0 : 900 + i,
+                      i % 3 ? NULL : tags, i % 3 ? 0 : 3);
+    }
+    rc_buf b;
+    rc_buf_init(&b, 0);
+    ASSERT_EQ(rc_replay_save(r, &b), 0);
+    /* 1000 clicks of 32 bytes, the 64 lists still held with 2 hashes each */
+    ASSERT_EQ(b.len, 8 + 1000 * 32 + 64 * 2 * 8);
+    uint64_t count = 0, dropped = 0;
+    ASSERT_EQ(rc_replay_create(1000, &back, err, sizeof err), 0);
+    ASSERT_EQ(rc_replay_load(back, b.data, b.len, 5000, &count, &dropped), 0);
+    ASSERT_EQ(count, 1000);
+    ASSERT_EQ(dropped, 0);
+    rc_replay_snap s0, s1;
+    ASSERT_EQ(rc_replay_snapshot(r, 0, &s0), 0);
+    ASSERT_EQ(rc_replay_snapshot(back, 0, &s1), 0);
+    ASSERT_EQ(s1.n, s0.n);
+    uint32_t with_tags = 0;
+    for (size_t i = 0; i < s0.n; i++) {
+        ASSERT_EQ(s1.recs[i].row, s0.recs[i].row);
+        ASSERT_EQ(s1.recs[i].user, s0.recs[i].user);
+        ASSERT_EQ(s1.recs[i].ts_ms, s0.recs[i].ts_ms);
+        ASSERT_EQ(s1.recs[i].device, s0.recs[i].device);
+        const rc_replay_tags *t0 = rc_replay_snap_tags(&s0, &s0.recs[i]),
+                             *t1 = rc_replay_snap_tags(&s1, &s1.recs[i]);
+        ASSERT_EQ(t0 != NULL, t1 != NULL);
+        if (t0) {
+            ASSERT_EQ(t1->n, t0->n);
+            ASSERT_EQ(t1->h[0], t0->h[0]);
+            ASSERT_EQ(t1->h[1], t0->h[1]);
+            with_tags++;
+        }
+    }
+    ASSERT_EQ(with_tags, 64);
+    rc_replay_snap_free(&s0);
+    rc_replay_snap_free(&s1);
+    /* saved again: the same bytes */
+    rc_buf b2;
+    rc_buf_init(&b2, 0);
+    ASSERT_EQ(rc_replay_save(back, &b2), 0);
+    ASSERT_EQ(b2.len, b.len);
+    ASSERT(memcmp(b2.data, b.data, b.len) == 0);
+    /* a smaller buffer and a smaller table: the newest 100 held, rows >= 2400 dropped */
+    ASSERT_EQ(rc_replay_create(100, &small, err, sizeof err), 0);
+    ASSERT_EQ(rc_replay_load(small, b.data, b.len, 2400, &count, &dropped), 0);
+    ASSERT_EQ(count, 900);
+    ASSERT_EQ(dropped, 100);
+    ASSERT_EQ(rc_replay_snapshot(small, 0, &s1), 0);
+    ASSERT_EQ(s1.n, 100);
+    ASSERT_EQ(s1.recs[0].row, 2300);
+    ASSERT_EQ(s1.recs[99].row, 2399);
+    rc_replay_snap_free(&s1);
+    /* malformed: truncated, trailing bytes, too many tags, a negative time */
+    rc_replay_stats st;
+    rc_replay_destroy(small);
+    ASSERT_EQ(rc_replay_create(100, &small, err, sizeof err), 0);
+    ASSERT_EQ(rc_replay_load(small, b.data, b.len - 1, 5000, &count, NULL), RC_ECORRUPT);
+    ASSERT_EQ(rc_replay_load(small, b.data, 7, 5000, &count, NULL), RC_ECORRUPT);
+    rc_buf_append(&b2, "x", 1);
+    ASSERT_EQ(rc_replay_load(small, b2.data, b2.len, 5000, &count, NULL), RC_ECORRUPT);
+    unsigned char *bad = malloc(b.len);
+    memcpy(bad, b.data, b.len);
+    uint32_t many = RC_REPLAY_MAX_TAGS + 1;
+    memcpy(bad + 8 + 28, &many, 4); /* the first click's tag count */
+    ASSERT_EQ(rc_replay_load(small, bad, b.len, 5000, &count, NULL), RC_ECORRUPT);
+    memcpy(bad, b.data, b.len);
+    int64_t neg = -1;
+    memcpy(bad + 8 + 8, &neg, 8); /* the first click's time */
+    ASSERT_EQ(rc_replay_load(small, bad, b.len, 5000, &count, NULL), RC_ECORRUPT);
+    ASSERT_EQ(count, 0);
+    rc_replay_stats_get(small, &st);
+    ASSERT_EQ(st.added, 0);
+    free(bad);
+    rc_buf_free(&b);
+    rc_buf_free(&b2);
+    rc_replay_destroy(small);
+    rc_replay_destroy(back);
     rc_replay_destroy(r);
 }
 
@@ -619,6 +711,74 @@ TEST(tower_retrain_offline_engine_serves_new_model)
     ASSERT(strstr(b.data, "recalld_tower_replay_capacity_clicks 1000\n") != NULL);
     ASSERT(strstr(b.data, "recalld_tower_retrain_last_examples ") != NULL);
     rc_buf_free(&b);
+    rc_engine_destroy(e);
+    rm_rf(dir);
+}
+
+/* A checkpoint holds the retrainer's replay buffer (checkpoint.tower_replay):
+ * a restarted engine holds the same clicks and retrains on them before any
+ * new click arrives; with the key off on the restoring side it starts empty. */
+TEST(tower_retrain_checkpoint_keeps_replay)
+{
+    char dir[64], model[128], err[512], line[512];
+    tower_tmp_dir(dir, sizeof dir, "rc-rt-");
+    snprintf(model, sizeof model, "%s/m.tower", dir);
+    tower_write_model(model, 16, 3);
+    rc_config c = retrain_config(16);
+    snprintf(c.data_dir, sizeof c.data_dir, "%s/data", dir);
+    ASSERT_EQ(mkdir(c.data_dir, 0700), 0);
+    rc_engine *e = e2e_engine_offline(&c);
+    const uint32_t nusers = 10, nev = 600;
+    for (uint32_t j = 0; j < nev; j++) {
+        int len = tower_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
+        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
+    }
+    rc_engine_sync(e);
+    rc_engine_checkpoint_result cr;
+    ASSERT_EQ(rc_engine_checkpoint_now(e, &cr, err, sizeof err), 0);
+    ASSERT_EQ(cr.rc, 0);
+    /* the retrain this engine would run now (the buffer is its input) */
+    rc_engine_retrain_info ri;
+    float u0[64], u1[64], i0[64], i1[64];
+    uint32_t dim;
+    if (rc_engine_tower_load(e, model, NULL, err, sizeof err))
+        RC__FAIL("load: %s", err);
+    ASSERT_EQ(rc_engine_retrain_now(e, &ri, err, sizeof err), 0);
+    ASSERT_EQ(ri.last_clicks, nev);
+    ASSERT_EQ(rc_engine_tower_user_vector(e, "u2", 2, 0, u0, 64, &dim), 0);
+    ASSERT_EQ(rc_engine_tower_item_vector(e, "i5", 2, i0, 64, &dim), 0);
+    rc_engine_destroy(e);
+
+    e = e2e_engine_offline(&c);
+    rc_engine_retrain_info_get(e, &ri);
+    ASSERT_EQ(ri.replay.fill, nev);
+    json_t *st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_tower_clicks"), nev);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_dropped"), 0);
+    ASSERT(json_is_true(json_object_get(json_object_get(st, "checkpoint"), "restored_state_ok")));
+    json_decref(st);
+    /* a retrain right after the restart learns from the same clicks, in the
+     * same order with the same users, devices and tags: the same model */
+    if (rc_engine_tower_load(e, model, NULL, err, sizeof err))
+        RC__FAIL("load: %s", err);
+    ASSERT_EQ(rc_engine_retrain_now(e, &ri, err, sizeof err), 0);
+    ASSERT_EQ(ri.last_clicks, nev);
+    ASSERT_EQ(ri.last_examples, nev - stream_sessions(nev, nusers));
+    ASSERT_EQ(rc_engine_tower_user_vector(e, "u2", 2, 0, u1, 64, &dim), 0);
+    ASSERT_EQ(rc_engine_tower_item_vector(e, "i5", 2, i1, 64, &dim), 0);
+    ASSERT_DBL_OP(max_abs_diff(u0, u1, dim), <, 1e-6);
+    ASSERT_DBL_OP(max_abs_diff(i0, i1, dim), <, 1e-6);
+    rc_engine_destroy(e);
+
+    rc_config off = c;
+    off.ckpt_tower_replay = 0;
+    e = e2e_engine_offline(&off);
+    rc_engine_retrain_info_get(e, &ri);
+    ASSERT_EQ(ri.replay.fill, 0);
+    st = e2e_engine_stats(e);
+    ASSERT_EQ(e2e_int(st, "checkpoint.restored_tower_clicks"), 0);
+    ASSERT_GT(e2e_int(st, "checkpoint.restored_users"), 0); /* the rest is restored */
+    json_decref(st);
     rc_engine_destroy(e);
     rm_rf(dir);
 }

@@ -162,6 +162,7 @@ typedef struct rc_config {
     int ckpt_copy;             /* checkpoint.copy: copy the table (1) or pause the trainer (0) */
     int ckpt_sessions;         /* checkpoint.sessions: the users' sessions in each checkpoint */
     int ckpt_cooc;             /* checkpoint.cooc: the co-occurrence counts in each checkpoint */
+    int ckpt_tower_replay;     /* checkpoint.tower_replay: the tower retrainer's replay buffer */
     char log_level[16], log_format[16];
     uint32_t stats_interval_ms; /* periodic stats log line, 0 = off */
     /* two-tower serving (tower.h, tower_serve.h) */

@@ -84,6 +84,24 @@ int rc_replay_snapshot(rc_replay *r, uint64_t max_clicks, rc_replay_snap *out);
 const rc_replay_tags *rc_replay_snap_tags(const rc_replay_snap *s, const rc_replay_rec *rec);
 void rc_replay_snap_free(rc_replay_snap *s); /* NULL-safe, zeroes *s */
 
+struct rc_buf;
+
+/* Writer thread (or with the writer paused: the engine saves it in its
+ * checkpoint pause). Appends the held clicks to b, oldest first: u64 count,
+ * then per click u64 user, i64 event time, u64 device, u32 row, u32 tags and
+ * that many u64 tag hashes (0 when the list was overwritten). Returns 0 or
+ * RC_ENOMEM (b could not grow). */
+int rc_replay_save(rc_replay *r, struct rc_buf *b);
+/* Writer thread, before the stream: adds the clicks of an rc_replay_save blob
+ * in their order (the newest `clicks` stay when the buffer is smaller now).
+ * A click on a row >= nrows (not in the table restored with it) is dropped
+ * and counted in *dropped. The blob is checked whole before anything is
+ * added. *count (NULL ok): clicks added. Returns 0 or RC_ECORRUPT (malformed:
+ * truncated, trailing bytes, more than RC_REPLAY_MAX_TAGS tags, a negative
+ * event time; nothing added). */
+int rc_replay_load(rc_replay *r, const void *p, size_t n, uint32_t nrows, uint64_t *count,
+                   uint64_t *dropped);
+
 /* Any thread. */
 void rc_replay_stats_get(rc_replay *r, rc_replay_stats *st);
 /* Heap bytes a buffer of `clicks` takes (for reports before creating it). */

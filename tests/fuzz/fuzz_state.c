@@ -1,5 +1,6 @@
 /* Fuzz target: the loaders of a checkpoint's state section (rc_session_load,
- * rc_profile_load, rc_cooc_load). Byte 0 picks the loader (mod 3); the rest
+ * rc_profile_load, rc_cooc_load, rc_replay_load). Byte 0 picks the loader
+ * (mod 4); the rest
  * is its blob. Properties: never a crash; a refusal is RC_ECORRUPT (or
  * RC_ENOMEM); whatever was loaded, saved and loaded again into a fresh store,
  * loads whole and saves to the same bytes (the loaders keep only what they
@@ -13,6 +14,7 @@
 #include "recalld/cooc.h"
 #include "recalld/profile.h"
 #include "recalld/recall.h"
+#include "recalld/replay.h"
 #include "recalld/session.h"
 
 #define NROWS 64u
@@ -28,9 +30,11 @@ static void *mk(int kind)
     } else if (kind == 1) {
         rc_profile_opts o = {.max_users = 16};
         rc = rc_profile_create(&o, (rc_profile **)&s, err, sizeof err);
-    } else {
+    } else if (kind == 2) {
         rc_cooc_opts o = {.max_items = 128, .neighbors = 8, .window = 5, .half_life_ms = 60000};
         rc = rc_cooc_create(&o, (rc_cooc **)&s, err, sizeof err);
+    } else {
+        rc = rc_replay_create(32, (rc_replay **)&s, err, sizeof err);
     }
     FUZZ_CHECK(rc == 0 && s != NULL);
     return s;
@@ -42,14 +46,17 @@ static int load(int kind, void *s, const void *p, size_t n)
         return rc_session_load(s, p, n, NROWS, NULL, NULL);
     if (kind == 1)
         return rc_profile_load(s, p, n, NULL);
-    return rc_cooc_load(s, p, n, NROWS, NULL);
+    if (kind == 2)
+        return rc_cooc_load(s, p, n, NROWS, NULL);
+    return rc_replay_load(s, p, n, NROWS, NULL, NULL);
 }
 
 static void save(int kind, void *s, rc_buf *b)
 {
     int rc = kind == 0   ? rc_session_save(s, b)
              : kind == 1 ? rc_profile_save(s, b)
-                         : rc_cooc_save(s, b);
+             : kind == 2 ? rc_cooc_save(s, b)
+                         : rc_replay_save(s, b);
     FUZZ_CHECK(rc == 0);
 }
 
@@ -59,15 +66,17 @@ static void destroy(int kind, void *s)
         rc_session_destroy(s);
     else if (kind == 1)
         rc_profile_destroy(s);
-    else
+    else if (kind == 2)
         rc_cooc_destroy(s);
+    else
+        rc_replay_destroy(s);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > (1 << 16))
         return 0;
-    int kind = data[0] % 3;
+    int kind = data[0] % 4;
     void *s = mk(kind), *r = mk(kind);
     int rc = load(kind, s, data + 1, size - 1);
     FUZZ_CHECK(rc == 0 || rc == RC_ECORRUPT || rc == RC_ENOMEM);
