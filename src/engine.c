@@ -498,6 +498,10 @@ static void replay_train(rc_engine *e)
     }
     rc_relearn_count(e->relearn, done, skipped, yields);
     atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
+    /* the table changed outside a batch: the next checkpoint is written, not
+     * skipped as unchanged (a quiet daemon's replays were lost at a restart) */
+    if (done && e->ck)
+        rc__engine_ck_note_edit(e);
 }
 
 /* At the end of a controller phase, the probes held during it: scored again

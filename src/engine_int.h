@@ -203,7 +203,7 @@ struct rc__engine_ckpt {
     uint32_t nparts;
     rc_checkpoint_offset *offs; /* scratch for the meta */
     uint64_t trained, processed, covers;
-    uint64_t edits, covers_edits; /* table changes outside batches (install_model) */
+    uint64_t edits, covers_edits; /* table changes outside batches (install_model, replays) */
     /* shared counters */
     _Atomic uint64_t durable_trained; /* `trained` in the last durable checkpoint */
     _Atomic uint64_t trained_pub;     /* `trained`, published for the writer thread */
