@@ -424,6 +424,19 @@ static rc_engine *fed_engine(const rc_config *c, uint32_t n, uint32_t nusers)
     return e;
 }
 
+/* A fresh directory with a tower model of dim 16 (model) and retrain_config's
+ * settings with data_dir = dir/data (created). */
+static rc_config retrain_dirs(char *dir, size_t dcap, char *model, size_t mcap)
+{
+    tower_tmp_dir(dir, dcap, "rc-rt-");
+    snprintf(model, mcap, "%s/m.tower", dir);
+    tower_write_model(model, 16, 3);
+    rc_config c = retrain_config(16);
+    snprintf(c.data_dir, sizeof c.data_dir, "%s/data", dir);
+    ASSERT_EQ(mkdir(c.data_dir, 0700), 0);
+    return c;
+}
+
 static float item_cos(const rc_tower_model *a, const rc_tower_model *b, const rc_tower_item_in *in)
 {
     rc_tower_work *wa = NULL, *wb = NULL;
@@ -608,13 +621,8 @@ TEST(tower_retrain_off_by_default)
 TEST(tower_retrain_offline_engine_serves_new_model)
 {
     char dir[64], model[128], saved[160], err[512], line[512];
-    tower_tmp_dir(dir, sizeof dir, "rc-rt-");
-    snprintf(model, sizeof model, "%s/m.tower", dir);
+    rc_config c = retrain_dirs(dir, sizeof dir, model, sizeof model);
     snprintf(saved, sizeof saved, "%s/data/tower.retrained", dir);
-    tower_write_model(model, 16, 3);
-    rc_config c = retrain_config(16);
-    snprintf(c.data_dir, sizeof c.data_dir, "%s/data", dir);
-    ASSERT_EQ(mkdir(c.data_dir, 0700), 0);
     rc_engine *e = e2e_engine_offline(&c);
     rc_engine_retrain_info ri;
     rc_engine_retrain_info_get(e, &ri);
@@ -720,20 +728,10 @@ TEST(tower_retrain_offline_engine_serves_new_model)
  * new click arrives; with the key off on the restoring side it starts empty. */
 TEST(tower_retrain_checkpoint_keeps_replay)
 {
-    char dir[64], model[128], err[512], line[512];
-    tower_tmp_dir(dir, sizeof dir, "rc-rt-");
-    snprintf(model, sizeof model, "%s/m.tower", dir);
-    tower_write_model(model, 16, 3);
-    rc_config c = retrain_config(16);
-    snprintf(c.data_dir, sizeof c.data_dir, "%s/data", dir);
-    ASSERT_EQ(mkdir(c.data_dir, 0700), 0);
-    rc_engine *e = e2e_engine_offline(&c);
+    char dir[64], model[128], err[512];
+    rc_config c = retrain_dirs(dir, sizeof dir, model, sizeof model);
     const uint32_t nusers = 10, nev = 600;
-    for (uint32_t j = 0; j < nev; j++) {
-        int len = tower_event_line(line, sizeof line, j, nusers, 0, NULL, NULL);
-        ASSERT_EQ(rc_engine_apply_line(e, line, (size_t)len), RC_EV_OK);
-    }
-    rc_engine_sync(e);
+    rc_engine *e = fed_engine(&c, nev, nusers);
     rc_engine_checkpoint_result cr;
     ASSERT_EQ(rc_engine_checkpoint_now(e, &cr, err, sizeof err), 0);
     ASSERT_EQ(cr.rc, 0);
