@@ -101,6 +101,7 @@ static const struct key keys[] = {
     {"model.dir", K_STR, F(model_dir), 0, RC_CONF_STR - 1},
     {"train.replay_clicks", K_U32, F(replay_clicks), 0, 67108864},
     {"train.replay_ratio", K_F32, F(replay_ratio), 0, 1000},
+    {"train.replay_per_hour", K_F32, F(replay_per_hour), 0, 1e7},
     {"train.replay_max_clicks", K_U32, F(replay_max_clicks), 0, 4e9},
     {"train.lr_decay_clicks", K_F32, F(lr_decay_clicks), 0, 1e9},
     {"train.lr_min", K_F32, F(lr_min), 0, 1},
@@ -227,7 +228,8 @@ void rc_config_defaults(rc_config *c)
     c->seed = 1;
     c->trainer_threads = 0; /* the online CPUs (engine: rc__engine_shard_count) */
     c->replay_clicks = 200000;
-    c->replay_ratio = 50; /* in idle trainer time only (docs/BENCHMARKS.md) */
+    c->replay_ratio = 50;      /* in idle trainer time only (docs/BENCHMARKS.md) */
+    c->replay_per_hour = 2000; /* a slow stream's idle hours (docs/BENCHMARKS.md) */
     c->replay_max_clicks = 0;
     c->lr_decay_clicks = 30.0f; /* with replay_subsample: docs/BENCHMARKS.md */
     c->lr_min = 0.0005f;

@@ -261,9 +261,22 @@ static float click_lr(const rc_engine *e, uint32_t row)
 }
 
 /* The replays owed to one new click: train.replay_ratio, or the adaptive
- * controller's current ratio (replayctl.h). */
+ * controller's current ratio (replayctl.h), and train.replay_per_hour for
+ * the event time since the clicks before it. A daemon's idle trainer time
+ * grows with the hours, not with the clicks: on a slow stream (a few clicks
+ * an hour) the ratio alone leaves the held clicks far less trained than a
+ * daily rebuild's passes (docs/BENCHMARKS.md, "Replay by event time"). The
+ * clock is the engine's max_ts (never ahead of the wall clock by more than
+ * 5 minutes); the first click after a start owes no hours. */
 static void replay_owe(rc_engine *e)
 {
+    if (e->cfg.replay_per_hour > 0 && e->max_ts != INT64_MIN) {
+        if (e->replay_ts != INT64_MIN && e->max_ts > e->replay_ts)
+            e->replay_credit +=
+                (double)e->cfg.replay_per_hour * (double)(e->max_ts - e->replay_ts) / 3.6e6;
+        if (e->replay_ts == INT64_MIN || e->max_ts > e->replay_ts)
+            e->replay_ts = e->max_ts;
+    }
     e->replay_credit += rc_replayctl_ratio(e->rctl);
     atomic_store_explicit(&e->replay_pending, (uint64_t)e->replay_credit, memory_order_relaxed);
 }
@@ -1024,6 +1037,7 @@ int rc_engine_create(const rc_config *cfg, uv_loop_t *loop, rc_engine_done_cb do
     q_init(&e->q_train);
     q_init(&e->q_done);
     e->max_ts = INT64_MIN;
+    e->replay_ts = INT64_MIN;
     if (loop) { /* the threaded engine only: the eval's engine runs on its caller */
         char why[160];
         int pin = rc_cpus_plan(cfg->background_cpus, &e->bg_cpus, &e->rest_cpus, why, sizeof why);

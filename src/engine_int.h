@@ -75,6 +75,7 @@ struct rc_engine {
     rc_anchor *anchor;               /* warm-start anchor, NULL = off (train.anchor) */
     rc_relearn *relearn;             /* replay of recent examples, NULL = off (train.replay_*) */
     double replay_credit;            /* replays owed to the clicks trained so far (trainer only) */
+    int64_t replay_ts;               /* event time replays were owed up to (trainer only) */
     rc_replayctl *rctl;              /* the replay ratio, adaptive or pinned (with relearn) */
     rc_replayctl_probe *probes;      /* RC_REPLAYCTL_MAX_HELD, for release (adaptive) */
     _Atomic uint64_t replay_pending; /* replay_credit as published for stats */

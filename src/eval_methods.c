@@ -482,7 +482,8 @@ void rc__eval_stream_knobs(const rc_config *c, rc_eval_stream_knobs *k)
                                 .replay_adaptive = c->replay_adaptive,
                                 .replay_subsample = c->replay_subsample,
                                 .anchor = c->anchor,
-                                .anchor_fade = c->anchor_fade_clicks};
+                                .anchor_fade = c->anchor_fade_clicks,
+                                .replay_per_hour = c->replay_per_hour};
 }
 
 int rc__eval_warm_model(const rc_eval_env *env, const rc_train_opts *o, char *path, char *eb,
@@ -559,8 +560,11 @@ static size_t tuned_set(const rc_eval_stream_tune *t, char (*kv)[64])
         case 9:
             snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->anchor);
             break;
-        default:
+        case 10:
             snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->anchor_fade);
+            break;
+        default:
+            snprintf(kv[n++], 64, "%s=%.7g", key, (double)k->replay_per_hour);
             break;
         }
     }

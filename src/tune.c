@@ -473,11 +473,18 @@ out:
 
 /* ---- the streaming knobs ---- */
 
-const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS] = {
-    "train.replay_ratio", "train.lr_decay_clicks",   "train.lr_min",
-    "model.lr",           "recall.window",           "recall.half_life_ms",
-    "model.subsample",    "train.replay_adaptive",   "train.replay_subsample",
-    "train.anchor",       "train.anchor_fade_clicks"};
+const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS] = {"train.replay_ratio",
+                                                               "train.lr_decay_clicks",
+                                                               "train.lr_min",
+                                                               "model.lr",
+                                                               "recall.window",
+                                                               "recall.half_life_ms",
+                                                               "model.subsample",
+                                                               "train.replay_adaptive",
+                                                               "train.replay_subsample",
+                                                               "train.anchor",
+                                                               "train.anchor_fade_clicks",
+                                                               "train.replay_per_hour"};
 
 /* The built-in grids, per knob (the key's unit). */
 static const double sg_replay[] = {0, 10, 25, 50, 100, 200, 400};
@@ -491,9 +498,11 @@ static const double sg_adaptive[] = {0, 1};
 static const double sg_replay_sub[] = {0, 3e-5, 1e-4, 3e-4, 1e-3};
 static const double sg_anchor[] = {0, 10, 30, 100, 300, 1000};
 static const double sg_anchor_fade[] = {0, 20, 100, 1000};
+static const double sg_per_hour[] = {0, 500, 2000, 8000, 20000};
 
 #define KNOB_ANCHOR      9u
 #define KNOB_ANCHOR_FADE 10u
+#define KNOB_PER_HOUR    11u
 
 #define STREAM_MAX_TRIALS 256u
 
@@ -532,8 +541,10 @@ static double knob_get(const rc_eval_stream_knobs *k, unsigned i)
         return k->replay_subsample;
     case KNOB_ANCHOR:
         return k->anchor;
-    default:
+    case KNOB_ANCHOR_FADE:
         return k->anchor_fade;
+    default:
+        return k->replay_per_hour;
     }
 }
 
@@ -570,8 +581,11 @@ static void knob_set(rc_eval_stream_knobs *k, unsigned i, double v)
     case KNOB_ANCHOR:
         k->anchor = (float)v;
         break;
-    default:
+    case KNOB_ANCHOR_FADE:
         k->anchor_fade = (float)v;
+        break;
+    default:
+        k->replay_per_hour = (float)v;
         break;
     }
 }
@@ -591,11 +605,11 @@ void rc_tune_stream_format(const rc_eval_stream_knobs *k, char *buf, size_t cap)
                  "train.replay_ratio=%g train.lr_decay_clicks=%g train.lr_min=%g model.lr=%g "
                  "recall.window=%u recall.half_life_ms=%lld model.subsample=%g "
                  "train.replay_adaptive=%d train.replay_subsample=%g train.anchor=%g "
-                 "train.anchor_fade_clicks=%g",
+                 "train.anchor_fade_clicks=%g train.replay_per_hour=%g",
                  (double)k->replay_ratio, (double)k->lr_decay_clicks, (double)k->lr_min,
                  (double)k->lr, k->recall_window, (long long)k->half_life_ms, (double)k->subsample,
                  k->replay_adaptive, (double)k->replay_subsample, (double)k->anchor,
-                 (double)k->anchor_fade);
+                 (double)k->anchor_fade, (double)k->replay_per_hour);
 }
 
 static double stream_elapsed(const struct stream_search *s)
@@ -682,16 +696,17 @@ int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, 
                        rc_eval_stream_tune *res, char *eb, size_t el)
 {
     static const double *const grids[RC_TUNE_STREAM_NKEYS] = {
-        sg_replay,    sg_decay,    sg_lr_min,     sg_lr,     sg_window,     sg_half_life,
-        sg_subsample, sg_adaptive, sg_replay_sub, sg_anchor, sg_anchor_fade};
+        sg_replay,    sg_decay,    sg_lr_min,     sg_lr,     sg_window,      sg_half_life,
+        sg_subsample, sg_adaptive, sg_replay_sub, sg_anchor, sg_anchor_fade, sg_per_hour};
     static const uint32_t ngrids[RC_TUNE_STREAM_NKEYS] = {
-        RC_ARRAY_LEN(sg_replay),    RC_ARRAY_LEN(sg_decay),      RC_ARRAY_LEN(sg_lr_min),
-        RC_ARRAY_LEN(sg_lr),        RC_ARRAY_LEN(sg_window),     RC_ARRAY_LEN(sg_half_life),
-        RC_ARRAY_LEN(sg_subsample), RC_ARRAY_LEN(sg_adaptive),   RC_ARRAY_LEN(sg_replay_sub),
-        RC_ARRAY_LEN(sg_anchor),    RC_ARRAY_LEN(sg_anchor_fade)};
+        RC_ARRAY_LEN(sg_replay),    RC_ARRAY_LEN(sg_decay),       RC_ARRAY_LEN(sg_lr_min),
+        RC_ARRAY_LEN(sg_lr),        RC_ARRAY_LEN(sg_window),      RC_ARRAY_LEN(sg_half_life),
+        RC_ARRAY_LEN(sg_subsample), RC_ARRAY_LEN(sg_adaptive),    RC_ARRAY_LEN(sg_replay_sub),
+        RC_ARRAY_LEN(sg_anchor),    RC_ARRAY_LEN(sg_anchor_fade), RC_ARRAY_LEN(sg_per_hour)};
     /* the search order: the anchor (warm only) last */
-    static const unsigned order_cold[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
-    static const unsigned order_warm[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, KNOB_ANCHOR, KNOB_ANCHOR_FADE};
+    static const unsigned order_cold[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, KNOB_PER_HOUR};
+    static const unsigned order_warm[] = {
+        0, 1, 2, 3, 4, 5, 6, 7, 8, KNOB_PER_HOUR, KNOB_ANCHOR, KNOB_ANCHOR_FADE};
     rc_tune_stream_opts to = opts ? *opts : (rc_tune_stream_opts){0};
     struct stream_search *s = NULL;
     rc_eval_split *valid = NULL;

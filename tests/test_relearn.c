@@ -142,6 +142,7 @@ TEST(relearn_engine_replays_ratio_per_trained_click)
         c.replay_ratio = pass ? 2.5f : 0;
         c.replay_max_clicks = pass == 2 ? 4 : 0;
         c.replay_subsample = pass == 3 ? 0.005f : 0;
+        c.replay_per_hour = 0; /* by clicks alone (the next test adds the hours) */
         rc_engine *e = e2e_engine_offline(&c);
         apply_sessions(e);
         json_int_t pairs = 0;
@@ -170,6 +171,60 @@ TEST(relearn_engine_replays_ratio_per_trained_click)
         if (pass == 1)
             pairs1 = pairs;
         json_decref(rp);
+        rc_engine_destroy(e);
+    }
+}
+
+/* train.replay_per_hour: each trained click also owes the replays of the event
+ * time since the trained click before it. At 3,600 an hour (one a second) and
+ * clicks 1 s apart, the 120 trained clicks (the 2nd at +2 s to the 160th at
+ * +160 s) owe 158 for the time besides 120 for the ratio 1. A click back in
+ * time (late) owes no time; a click 1,000 hours later owes 3.6M, of which all
+ * but the ratio's bound (ratio x the replay window) is given up. With the
+ * default (2,000 an hour) a busy stream gains under one replay a click. */
+TEST(relearn_engine_replays_per_hour_of_event_time)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        rc_config c;
+        rc_config_defaults(&c);
+        ASSERT_DBL_OP(c.replay_per_hour, >, 0); /* on by default */
+        c.dim = 16;
+        c.replay_clicks = 50;
+        c.replay_ratio = 1;
+        c.replay_subsample = 0;
+        c.replay_per_hour = pass ? 3600 : 0;
+        rc_engine *e = e2e_engine_offline(&c);
+        apply_sessions(e);
+        json_int_t pairs = 0;
+        json_t *rp = replay_stats(e, &pairs);
+        ASSERT_EQ(json_integer_value(json_object_get(rp, "replayed")), pass ? 120 + 158 : 120);
+        json_decref(rp);
+        if (pass) {
+            int64_t t = 1700000000000LL + 160 * 1000;
+            /* late: the session's second click, 100 s before the newest */
+            ASSERT_EQ(rc_engine_apply_click(e, "late", 4, "i1", 2, "c", 1, "k", 1, t - 100000), 0);
+            ASSERT_EQ(rc_engine_apply_click(e, "late", 4, "i2", 2, "c", 1, "k", 1, t - 99000), 0);
+            rp = replay_stats(e, &pairs);
+            ASSERT_EQ(json_integer_value(json_object_get(rp, "replayed")), 278 + 1);
+            ASSERT_EQ(json_integer_value(json_object_get(rp, "skipped")), 0);
+            json_decref(rp);
+            /* 1,000 hours later (event time: the engine's clock allows up to
+             * 5 minutes past the wall clock, so this lies in the past) */
+            int64_t far = t + 1000LL * 3600 * 1000;
+            ASSERT_LT(far, rc_wall_ms());
+            ASSERT_EQ(rc_engine_apply_click(e, "far", 3, "i3", 2, "c", 1, "k", 1, far), 0);
+            ASSERT_EQ(rc_engine_apply_click(e, "far", 3, "i4", 2, "c", 1, "k", 1, far + 1000), 0);
+            double bound = (double)c.replay_ratio * c.queue_batches * c.kafka_batch;
+            rp = replay_stats(e, &pairs);
+            json_int_t replayed = json_integer_value(json_object_get(rp, "replayed"));
+            json_int_t skipped = json_integer_value(json_object_get(rp, "skipped"));
+            fprintf(stderr, "after 1,000 hours: %lld replayed, %lld given up (bound %.0f)\n",
+                    (long long)(replayed - 279), (long long)skipped, bound);
+            ASSERT_DBL_OP((double)(replayed - 279), <=, bound + 1);
+            ASSERT_DBL_OP((double)(replayed - 279), >=, bound - 1);
+            ASSERT_DBL_OP((double)skipped, >, 3.6e6 - bound - 10);
+            json_decref(rp);
+        }
         rc_engine_destroy(e);
     }
 }

@@ -100,6 +100,8 @@ typedef struct rc_config {
     /* streaming trainer (train.*): replay of recent examples (relearn.h) */
     uint32_t replay_clicks;      /* train.replay_clicks: examples held, 0 = no replay */
     float replay_ratio;          /* train.replay_ratio: replayed examples per new click */
+    float replay_per_hour;       /* train.replay_per_hour: replays owed per hour of event time,
+                                  * besides the ratio per click, 0 = none */
     uint32_t replay_max_clicks;  /* train.replay_max_clicks: examples of an item with more
                                   * clicks are not replayed, 0 = no limit */
     float lr_decay_clicks;       /* train.lr_decay_clicks: an item's rate is model.lr *

@@ -382,7 +382,8 @@ int rc_eval_index_build(rc_table *t, const rc_index_opts *io, rc_index **out, ch
  * train.replay_ratio, train.lr_decay_clicks, train.lr_min, model.lr (the
  * stream's rate), recall.window, recall.half_life_ms (the user query),
  * model.subsample (of the stream), train.replay_adaptive,
- * train.replay_subsample, train.anchor, train.anchor_fade_clicks. */
+ * train.replay_subsample, train.anchor, train.anchor_fade_clicks,
+ * train.replay_per_hour. */
 typedef struct rc_eval_stream_knobs {
     float replay_ratio, lr_decay_clicks, lr_min, lr;
     uint32_t recall_window;
@@ -392,6 +393,7 @@ typedef struct rc_eval_stream_knobs {
     float replay_subsample; /* train.replay_subsample */
     float anchor;           /* train.anchor (warm only: a cold stream has no anchor) */
     float anchor_fade;      /* train.anchor_fade_clicks */
+    float replay_per_hour;  /* train.replay_per_hour */
 } rc_eval_stream_knobs;
 
 /* The result of a search of the streaming knobs (rc_tune_stream_run). */

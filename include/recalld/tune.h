@@ -90,16 +90,17 @@ void rc_tune_format(const rc_train_opts *o, char *buf, size_t cap);
  * a whole round improves nothing or the budget is spent (a trial is not
  * started when the last one's duration would overrun it). Keys given by
  * --stream-set stay as given. Deterministic when the budget is not reached. */
-#define RC_TUNE_STREAM_NKEYS 11u
+#define RC_TUNE_STREAM_NKEYS 12u
 /* "train.replay_ratio", "train.lr_decay_clicks", "train.lr_min", "model.lr",
  * "recall.window", "recall.half_life_ms", "model.subsample",
  * "train.replay_adaptive", "train.replay_subsample", "train.anchor",
- * "train.anchor_fade_clicks": the knobs' config keys, in search order for a
- * cold stream, which does not search the last two (it has no anchor); a warm
- * one searches them last (train.anchor_fade_clicks only while train.anchor
- * is on), so they change its choice only when they improve on where the
- * other knobs converged (searched first, they led the churn log to a worse
- * choice: docs/BENCHMARKS.md "The warm-start anchor"). */
+ * "train.anchor_fade_clicks", "train.replay_per_hour": the knobs' config
+ * keys. The search order is the keys' order with train.replay_per_hour after
+ * train.replay_subsample; a cold stream does not search train.anchor and
+ * train.anchor_fade_clicks (it has no anchor); a warm one searches them last
+ * (train.anchor_fade_clicks only while train.anchor is on), so they change its choice only when
+ * they improve on where the other knobs converged (searched first, they led the churn log to a
+ * worse choice: docs/BENCHMARKS.md "The warm-start anchor"). */
 extern const char *const rc_tune_stream_keys[RC_TUNE_STREAM_NKEYS];
 
 /* Zero = default for every field. */
@@ -119,7 +120,7 @@ typedef struct rc_tune_stream_opts {
 int rc_tune_stream_run(const rc_tune_stream_opts *opts, const rc_eval_env *env, int warm,
                        rc_eval_stream_tune *res, char *errbuf, size_t errlen);
 
-/* "train.replay_ratio=R ... train.anchor_fade_clicks=F" of k into buf (all eleven;
+/* "train.replay_ratio=R ... train.replay_per_hour=H" of k into buf (all twelve;
  * always NUL-terminated). */
 void rc_tune_stream_format(const rc_eval_stream_knobs *k, char *buf, size_t cap);
 

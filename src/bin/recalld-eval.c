@@ -330,14 +330,15 @@ static json_t *tuned_json(const rc_eval_report *r)
 /* The streaming knobs a stream method ran with (keys: the daemon's). */
 static json_t *stream_json(const rc_eval_stream_knobs *k)
 {
-    return json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:b,s:f,s:f,s:f}", "train.replay_ratio",
+    return json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:b,s:f,s:f,s:f,s:f}", "train.replay_ratio",
                      (double)k->replay_ratio, "train.lr_decay_clicks", (double)k->lr_decay_clicks,
                      "train.lr_min", (double)k->lr_min, "model.lr", (double)k->lr, "recall.window",
                      (json_int_t)k->recall_window, "recall.half_life_ms",
                      (json_int_t)k->half_life_ms, "model.subsample", (double)k->subsample,
                      "train.replay_adaptive", k->replay_adaptive, "train.replay_subsample",
                      (double)k->replay_subsample, "train.anchor", (double)k->anchor,
-                     "train.anchor_fade_clicks", (double)k->anchor_fade);
+                     "train.anchor_fade_clicks", (double)k->anchor_fade, "train.replay_per_hour",
+                     (double)k->replay_per_hour);
 }
 
 /* The --tune search of the streaming knobs: the choice, the keys searched. */
