@@ -1183,6 +1183,20 @@ TEST(eval_tune_stream_finds_planted_rate)
     streamed_free(&f);
 }
 
+/* A cold search of knob i alone over its 5-value grid into *r: its start and
+ * the 4 other values streamed, the best kept, the key in the formatted line. */
+static void search_one_grid(const rc_eval_env *env, unsigned i, rc_eval_stream_tune *r)
+{
+    char line[512];
+    rc_tune_stream_opts o = {.seconds = 1e6, .free_mask = 1u << i};
+    stream_search(env, &o, 0, r);
+    ASSERT_EQ(r->searched, 1u << i);
+    ASSERT_EQ(r->trials, 5);
+    ASSERT(r->hr50 >= r->base_hr50);
+    rc_tune_stream_format(&r->best, line, sizeof line);
+    ASSERT(strstr(line, rc_tune_stream_keys[i]) != NULL);
+}
+
 /* train.replay_adaptive is a searched knob: with only it free, the search
  * streams the default (pinned) and the other value, and the prequential
  * method runs with the choice; train.replay_subsample and
@@ -1213,23 +1227,10 @@ TEST(eval_tune_stream_searches_replay_adaptive)
     if (rc_eval_method_run(rc_eval_method_find("prequential"), &f.env, &rep, err, sizeof err))
         RC__FAIL("prequential: %s", err);
     ASSERT_EQ(rep.stream.replay_adaptive, r.best.replay_adaptive);
-    /* train.replay_subsample, the ninth: every value of its grid is streamed */
-    rc_tune_stream_opts o9 = {.seconds = 1e6, .free_mask = 1u << 8};
-    stream_search(&f.env, &o9, 0, &r);
-    ASSERT_EQ(r.searched, 1u << 8);
-    ASSERT_EQ(r.trials, 5);
-    ASSERT(r.hr50 >= r.base_hr50);
-    rc_tune_stream_format(&r.best, line, sizeof line);
-    ASSERT(strstr(line, "train.replay_subsample=") != NULL);
-    /* train.replay_per_hour, the twelfth: its start (the default 2,000) and
-     * the grid's 4 other values; prequential runs with the choice */
-    rc_tune_stream_opts o12 = {.seconds = 1e6, .free_mask = 1u << 11};
-    stream_search(&f.env, &o12, 0, &r);
-    ASSERT_EQ(r.searched, 1u << 11);
-    ASSERT_EQ(r.trials, 5);
-    ASSERT(r.hr50 >= r.base_hr50);
-    rc_tune_stream_format(&r.best, line, sizeof line);
-    ASSERT(strstr(line, "train.replay_per_hour=") != NULL);
+    /* train.replay_subsample (the ninth) and train.replay_per_hour (the
+     * twelfth): their start and the grid's 4 other values are streamed */
+    search_one_grid(&f.env, 8, &r);
+    search_one_grid(&f.env, 11, &r);
     f.env.stream_tuned[0] = r;
     if (rc_eval_method_run(rc_eval_method_find("prequential"), &f.env, &rep, err, sizeof err))
         RC__FAIL("prequential: %s", err);
