@@ -13,6 +13,7 @@
  *   restore  an offline engine created on the directory: restore + sampler +
  *            index rebuild, i.e. the time until recalld could serve: s.
  *   state    with --users U (0 = skip): U users' sessions (1..20 clicks each,
+ *            then one more each in a random order, as a live stream mixes users;
  *            sessions.history 20) and the co-occurrence channel they feed
  *            (defaults: 500 neighbours, 128 MiB): the state section a take
  *            adds (rc_session_save + rc_cooc_save: bytes, ms, next to the
@@ -138,8 +139,29 @@ static void bench_state(uint32_t n, uint32_t users, double take_ms, rc_buf *blob
             clicks++;
         }
     }
-    printf("state: %u users, %llu clicks filled in %.2f s\n", users, (unsigned long long)clicks,
-           (rc_now_ns() - t0) / 1e9);
+    /* then one more click each for the users in a random order: in a live
+     * daemon the activity order is not the order the records were made in */
+    uint32_t *perm = malloc((size_t)users * sizeof *perm);
+    for (uint32_t u = 0; perm && u < users; u++)
+        perm[u] = u;
+    for (uint32_t u = users; perm && u > 1; u--) {
+        uint32_t j = rc_rng_below(&rng, u), t = perm[u - 1];
+        perm[u - 1] = perm[j];
+        perm[j] = t;
+    }
+    for (uint32_t i = 0; perm && i < users; i++) {
+        int len = snprintf(user, sizeof user, "user-%u", perm[i]);
+        int64_t ts = 1700000000000LL + 20 * 60000 + (int64_t)i;
+        uint32_t row = rc_rng_below(&rng, n);
+        rc_profile_note(pf, user, (size_t)len, ts, 0, NULL, 0, 1, 0);
+        rc_session_add(s, user, (size_t)len, row, ts, ctx, 64, &nctx, NULL);
+        rc_cooc_click(c, row, ctx, nctx, ts);
+        clicks++;
+    }
+    free(perm);
+    printf("state: %u users, %llu clicks filled in %.2f s (the last click of each in a random "
+           "order)\n",
+           users, (unsigned long long)clicks, (rc_now_ns() - t0) / 1e9);
     rc_buf b;
     rc_buf_init(&b, 0);
     /* reserved before the pause as the engine does on its first checkpoint:

@@ -476,15 +476,22 @@ void rc_profile_stats_get(rc_profile *p, rc_profile_stats *st)
 
 /* ---- persistence ---- */
 
+/* The users in memory order (chunk after chunk, free records skipped): a
+ * walk of the activity list took a cache miss a user, inside the trainer's
+ * pause (91 ms at 1M users, docs/BENCHMARKS.md). The loader restores the
+ * activity order from each user's newest click time. */
 int rc_profile_save(rc_profile *p, rc_buf *b)
 {
     if (!p || !b)
         return RC_EINVAL;
-    uint32_t users = (uint32_t)LOAD(p->users);
+    size_t at = b->len;
+    uint32_t users = 0;
     int rc = rc_buf_append(b, &users, 4);
     unsigned char one[1 + KEY_MAX + 8 + 8 + 4 + 4 + 1 + RC_PROFILE_MAX_TAGS * 8];
-    for (uint32_t idx = p->lru_tail; !rc && idx != NIL; idx = rec(p, idx)->prev) {
+    for (uint32_t idx = 0; !rc && idx < p->nrec; idx++) {
         const struct prec *r = rec(p, idx);
+        if (!r->klen)
+            continue;
         size_t n = 0;
         one[n++] = r->klen;
         memcpy(one + n, key_of(r), r->klen);
@@ -498,49 +505,87 @@ int rc_profile_save(rc_profile *p, rc_buf *b)
         memcpy(one + n, tags_of(r), (size_t)r->ntags * 8);
         n += (size_t)r->ntags * 8;
         rc = rc_buf_append(b, one, n);
+        users++;
     }
+    if (!rc)
+        memcpy(b->data + at, &users, 4);
     return rc ? RC_ENOMEM : 0;
 }
 
+/* One saved user at *pos, checked against the blob's end; *pos moves past it. */
+struct pentry {
+    const char *key;
+    unsigned klen, nt;
+    uint64_t device;
+    int64_t ts;
+    uint32_t clicks, sessions;
+    const unsigned char *tags;
+};
+
+#define PENTRY_MIN     27u /* length byte, a 1-byte id, 25 bytes of fields */
+#define PREFETCH_AHEAD 8u
+
+static int pentry_at(const unsigned char *q, size_t n, size_t *pos, struct pentry *e)
+{
+    size_t at = *pos;
+    e->klen = at < n ? q[at] : 0;
+    if (e->klen == 0 || e->klen > KEY_MAX || n - at < 1 + (size_t)e->klen + 25)
+        return RC_ECORRUPT;
+    e->key = (const char *)q + at + 1;
+    at += 1 + e->klen;
+    memcpy(&e->device, q + at, 8);
+    memcpy(&e->ts, q + at + 8, 8);
+    memcpy(&e->clicks, q + at + 16, 4);
+    memcpy(&e->sessions, q + at + 20, 4);
+    e->nt = q[at + 24];
+    at += 25;
+    if (e->nt > RC_PROFILE_MAX_TAGS || (size_t)e->nt * 8 > n - at || e->ts < 0)
+        return RC_ECORRUPT;
+    e->tags = q + at;
+    *pos = at + (size_t)e->nt * 8;
+    return 0;
+}
+
+/* The whole blob is checked before a user is added; then they are added
+ * oldest first (by their newest click, saved order among equal times), so the
+ * activity order is the saved one and a smaller bound keeps the most recent. */
 int rc_profile_load(rc_profile *p, const void *buf, size_t n, uint64_t *users)
 {
     const unsigned char *q = buf;
-    size_t pos = 4;
-    uint32_t nu;
     uint64_t added = 0;
+    uint32_t nu;
     int rc = 0;
     if (!p || !buf || n < 4)
         return RC_ECORRUPT;
     memcpy(&nu, q, 4);
-    for (uint32_t i = 0; i < nu; i++) {
-        uint64_t device, tags[RC_PROFILE_MAX_TAGS];
-        int64_t ts;
-        uint32_t clicks, sessions;
-        unsigned klen = pos < n ? q[pos] : 0;
-        if (klen == 0 || klen > KEY_MAX || n - pos < 1 + (size_t)klen + 25) {
-            rc = RC_ECORRUPT;
-            break;
-        }
-        const char *key = (const char *)q + pos + 1;
-        pos += 1 + klen;
-        memcpy(&device, q + pos, 8);
-        memcpy(&ts, q + pos + 8, 8);
-        memcpy(&clicks, q + pos + 16, 4);
-        memcpy(&sessions, q + pos + 20, 4);
-        unsigned nt = q[pos + 24];
-        pos += 25;
-        if (nt > RC_PROFILE_MAX_TAGS || (size_t)nt * 8 > n - pos || ts < 0) {
-            rc = RC_ECORRUPT;
-            break;
-        }
-        memcpy(tags, q + pos, (size_t)nt * 8);
-        pos += (size_t)nt * 8;
-        if ((rc = rc_profile_note(p, key, klen, ts, device, tags, nt, clicks, sessions))) {
-            rc = rc == RC_ENOMEM ? RC_ENOMEM : RC_ECORRUPT;
-            break;
-        }
-        added++;
+    if (nu > (n - 4) / PENTRY_MIN)
+        return RC_ECORRUPT;
+    rc_timed_ref *ord = malloc((nu ? nu : 1) * sizeof *ord);
+    if (!ord)
+        return RC_ENOMEM;
+    struct pentry e;
+    size_t pos = 4;
+    for (uint32_t i = 0; !rc && i < nu; i++) {
+        ord[i].ref = pos;
+        rc = pentry_at(q, n, &pos, &e);
+        ord[i].ts = e.ts;
     }
+    if (!rc)
+        rc_timed_ref_sort(ord, nu);
+    for (uint32_t i = 0; !rc && i < nu; i++) {
+        uint64_t tags[RC_PROFILE_MAX_TAGS];
+        if (i + PREFETCH_AHEAD < nu) /* the blob is read out of order now */
+            __builtin_prefetch(q + ord[i + PREFETCH_AHEAD].ref);
+        pos = ord[i].ref;
+        pentry_at(q, n, &pos, &e); /* checked above */
+        memcpy(tags, e.tags, (size_t)e.nt * 8);
+        if ((rc = rc_profile_note(p, e.key, e.klen, e.ts, e.device, tags, e.nt, e.clicks,
+                                  e.sessions)))
+            rc = rc == RC_ENOMEM ? RC_ENOMEM : RC_ECORRUPT;
+        else
+            added++;
+    }
+    free(ord);
     if (users)
         *users = added;
     return rc;

@@ -76,6 +76,49 @@ TEST(common_quantiles_match_sorted_ranks)
  * (small) monotonic deadline as long past and return at once. A wall clock
  * stepped back stretches no wait then (the daemon's trainer tick, the
  * publisher, the retrainer, the watchdog). */
+static int cmp_timed_ref(const void *a, const void *b)
+{
+    const rc_timed_ref *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return (x->ref > y->ref) - (x->ref < y->ref);
+}
+
+/* rc_timed_ref_sort orders by time, then ref, as a comparison sort does:
+ * many ties, negative times, spans of 0, a few bits, a month in ms and the
+ * whole int64 range (the radix passes), and refs that do not come in order
+ * (its qsort path). */
+TEST(common_timed_ref_sort_by_time_then_ref)
+{
+    rc_rng rng;
+    rc_rng_seed(&rng, 17);
+    static const int64_t spans[] = {1, 7, 2592000000LL, INT64_MAX};
+    for (unsigned si = 0; si < RC_ARRAY_LEN(spans); si++)
+        for (int ordered = 0; ordered < 2; ordered++)
+            for (size_t n = 0; n < 5000; n = n * 3 + 1) {
+                rc_timed_ref *v = malloc((n + 1) * sizeof *v), *w = malloc((n + 1) * sizeof *w);
+                ASSERT(v && w);
+                for (size_t i = 0; i < n; i++) {
+                    uint64_t r = rc_rng_next(&rng);
+                    int64_t ts = spans[si] == INT64_MAX ? (int64_t)r
+                                                        : (int64_t)(r % (uint64_t)spans[si]) - 3;
+                    if (i % 4 == 1) /* a tie with the one before */
+                        ts = v[i - 1].ts;
+                    v[i] = (rc_timed_ref){ts, ordered ? i * 10 : rc_rng_next(&rng) % 1000};
+                }
+                memcpy(w, v, n * sizeof *v);
+                qsort(w, n, sizeof *w, cmp_timed_ref);
+                rc_timed_ref_sort(v, n);
+                for (size_t i = 0; i < n; i++) {
+                    ASSERT_EQ(v[i].ts, w[i].ts);
+                    ASSERT_EQ(v[i].ref, w[i].ref);
+                }
+                free(v);
+                free(w);
+            }
+    rc_timed_ref_sort(NULL, 3); /* NULL-safe */
+}
+
 TEST(common_cond_wait_runs_on_the_monotonic_clock)
 {
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;

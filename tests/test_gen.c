@@ -288,6 +288,7 @@ TEST(gen_users_click_mostly_in_favourites)
         home += it.city == u.home_city;
         n++;
     }
+    ASSERT_EQ(flagged, fav); /* the generator's flag, summed, is the truth's count */
     ASSERT_GT(fav * 100, n * 70);
     ASSERT_GT(home * 100, n * 85);
     for (uint32_t i = 0; i < 10000; i++) {

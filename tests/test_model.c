@@ -51,7 +51,10 @@ static rc_table *make_table(uint32_t n, uint32_t dim)
         uint32_t city, cate, row;
         snprintf(id, sizeof id, "item-%u", i * 7919u);
         snprintf(cs, sizeof cs, "city%u", i % 3);
-        snprintf(ks, sizeof ks, i % 4 ? "k%u" : "", i % 4);
+        if (i % 4)
+            snprintf(ks, sizeof ks, "k%u", i % 4);
+        else
+            ks[0] = '\0'; /* no category */
         ASSERT_EQ(rc_table_city_id(t, cs, strlen(cs), &city), 0);
         ASSERT_EQ(rc_table_cate_id(t, ks, strlen(ks), &cate), 0);
         ASSERT_EQ(rc_table_upsert(t, id, strlen(id), city, cate, NULL, 0, &row, NULL), 0);

@@ -543,13 +543,27 @@ TEST(session_save_load_round_trip)
     }
     rc_session_destroy(r);
 
-    /* a smaller bound keeps the most recently active: c, then d */
+    /* The users are saved in memory order (a, lng, d, c) and loaded in the
+     * order of their newest clicks (lng 20 ms, a 90 min, c 100, d 211): a
+     * smaller bound keeps the users of the newest clicks, d then c, and with
+     * room for one, d, though c was saved (and touched) last. */
     r = mk(2, 8);
     ASSERT_EQ(rc_session_load(r, b.data, b.len, 100, &users, NULL), 0);
     rc_click tmp[20];
     ASSERT_EQ(rc_session_recent(r, "c", 1, tmp, 20, &n1), 0);
     ASSERT_EQ(rc_session_recent(r, "d", 1, tmp, 20, &n1), 0);
     ASSERT_EQ(rc_session_recent(r, "a", 1, tmp, 20, &n1), RC_ENOENT);
+    rc_session_destroy(r);
+    r = mk(1, 8);
+    ASSERT_EQ(rc_session_load(r, b.data, b.len, 100, &users, NULL), 0);
+    ASSERT_EQ(rc_session_recent(r, "d", 1, tmp, 20, &n1), 0);
+    ASSERT_EQ(rc_session_recent(r, "c", 1, tmp, 20, &n1), RC_ENOENT);
+    rc_session_destroy(r);
+    /* a blob damaged past its first user adds nobody (the whole is checked first) */
+    r = mk(100, 8);
+    ASSERT_EQ(rc_session_load(r, b.data, b.len - 3, 100, &users, NULL), RC_ECORRUPT);
+    rc_session_stats_get(r, &st);
+    ASSERT_EQ(st.users, 0);
     rc_session_destroy(r);
 
     /* a table of 6 rows: d's rows (14..21 held) and c's (7, 8) go, lng keeps 5 */

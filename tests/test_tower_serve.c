@@ -131,7 +131,9 @@ TEST(profile_save_load_round_trip)
         ASSERT_EQ(c.last_ts, a.last_ts);
     }
     rc_profile_destroy(q);
-    o.max_users = 2; /* u9, then u2: the most recently noted */
+    /* saved in memory order (u0..u9), loaded by newest click (u2's 2000
+     * last): a bound of 2 keeps u9 and u2 */
+    o.max_users = 2;
     ASSERT_EQ(rc_profile_create(&o, &q, err, sizeof err), 0);
     ASSERT_EQ(rc_profile_load(q, b.data, b.len, NULL), 0);
     rc_profile_rec r;
@@ -141,9 +143,11 @@ TEST(profile_save_load_round_trip)
     ASSERT_EQ(rc_profile_get(q, "u8", 2, &r), RC_ENOENT);
     rc_profile_destroy(q);
     o.max_users = 100;
-    for (size_t cut = 0; cut < b.len; cut += 5) {
+    for (size_t cut = 0; cut < b.len; cut += 5) { /* refused, and nobody added */
         ASSERT_EQ(rc_profile_create(&o, &q, err, sizeof err), 0);
         ASSERT_EQ(rc_profile_load(q, b.data, cut, NULL), RC_ECORRUPT);
+        rc_profile_stats_get(q, &s2);
+        ASSERT_EQ(s2.users, 0);
         rc_profile_destroy(q);
     }
     rc_buf_free(&b);

@@ -70,6 +70,16 @@ static inline float rc_rng_float(rc_rng *r)
  * reordered in place (selection, O(n) on average: no sort). n == 0: out[] = 0. */
 void rc_quantiles_u32(uint32_t *v, size_t n, const double *q, size_t nq, uint32_t *out);
 
+/* An entry of a saved blob (ref: its offset) and the time that orders it:
+ * the session and profile stores save their users in memory order and
+ * load them oldest first. rc_timed_ref_sort orders v by ts, then ref
+ * (stable radix passes when v comes in ref order, else qsort). */
+typedef struct rc_timed_ref {
+    int64_t ts;
+    uint64_t ref;
+} rc_timed_ref;
+void rc_timed_ref_sort(rc_timed_ref *v, size_t n);
+
 /* 64-bit hash of a byte string (FNV-1a folded with a murmur finaliser). */
 uint64_t rc_hash(const void *p, size_t n);
 

@@ -3,9 +3,11 @@
  * (mod 4); the rest
  * is its blob. Properties: never a crash; a refusal is RC_ECORRUPT (or
  * RC_ENOMEM); whatever was loaded, saved and loaded again into a fresh store,
- * loads whole and saves to the same bytes (the loaders keep only what they
- * can hold consistently); the co-occurrence channel answers only ids of the
- * table (< NROWS). */
+ * loads whole and saves to as many bytes (the loaders keep only what they can
+ * hold consistently), to the same bytes for the channel and the replay buffer,
+ * and for sessions and profiles (saved in memory order, loaded by time) from
+ * the next round on; the co-occurrence channel answers only ids of the table
+ * (< NROWS). */
 #include <string.h>
 
 #include "fuzz.h"
@@ -86,7 +88,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     save(kind, s, &a);
     FUZZ_CHECK(load(kind, r, a.data, a.len) == 0);
     save(kind, r, &b);
-    FUZZ_CHECK(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
+    FUZZ_CHECK(a.len == b.len);
+    if (kind >= 2) {
+        FUZZ_CHECK(memcmp(a.data, b.data, a.len) == 0);
+    } else {
+        /* sessions and profiles save in memory order and load by time: the
+         * same users in b, in the order a load makes, which the next round
+         * keeps to the byte */
+        void *r2 = mk(kind);
+        rc_buf c;
+        rc_buf_init(&c, 0);
+        FUZZ_CHECK(load(kind, r2, b.data, b.len) == 0);
+        save(kind, r2, &c);
+        FUZZ_CHECK(b.len == c.len && memcmp(b.data, c.data, b.len) == 0);
+        rc_buf_free(&c);
+        destroy(kind, r2);
+    }
     if (kind == 2)
         for (uint32_t q = 0; q < NROWS; q++) {
             rc_hit h[16];
