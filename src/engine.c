@@ -271,9 +271,14 @@ static float click_lr(const rc_engine *e, uint32_t row)
 static void replay_owe(rc_engine *e)
 {
     if (e->cfg.replay_per_hour > 0 && e->max_ts != INT64_MIN) {
-        if (e->replay_ts != INT64_MIN && e->max_ts > e->replay_ts)
-            e->replay_credit +=
+        if (e->replay_ts != INT64_MIN && e->max_ts > e->replay_ts) {
+            double owed =
                 (double)e->cfg.replay_per_hour * (double)(e->max_ts - e->replay_ts) / 3.6e6;
+            e->replay_credit += owed;
+            e->replay_time_owed += owed;
+            atomic_store_explicit(&e->replay_time_pub, (uint64_t)e->replay_time_owed,
+                                  memory_order_relaxed);
+        }
         if (e->replay_ts == INT64_MIN || e->max_ts > e->replay_ts)
             e->replay_ts = e->max_ts;
     }
@@ -1413,7 +1418,8 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         "\"training\":{\"mode\":\"%s\",\"pairs\":%llu,\"loss\":%.4f,"
         "\"sampler_rebuilds\":%llu,\"hard_negatives\":%llu,\"kernel\":\"%s\","
         "\"replay\":{\"capacity\":%llu,\"fill\":%llu,\"replayed\":%llu,"
-        "\"skipped\":%llu,\"yields\":%llu,\"forgotten\":%llu,\"pending\":%llu,\"bytes\":%zu,"
+        "\"skipped\":%llu,\"yields\":%llu,\"forgotten\":%llu,\"owed_by_time\":%llu,"
+        "\"pending\":%llu,\"bytes\":%zu,"
         "\"adaptive\":%s,\"ratio\":%.3f,\"phase_ratio\":%.3f,\"probes\":%llu,"
         "\"decisions\":%llu,\"raises\":%llu,\"lowers\":%llu}",
         e->cfg.cbow ? "cbow" : "skipgram", (unsigned long long)atomic_load(&e->pairs),
@@ -1422,6 +1428,7 @@ void rc_engine_stats_json(rc_engine *e, rc_buf *o)
         (unsigned long long)rs.fill, (unsigned long long)rs.replayed,
         (unsigned long long)rs.skipped, (unsigned long long)rs.yields,
         (unsigned long long)rs.forgotten,
+        (unsigned long long)atomic_load_explicit(&e->replay_time_pub, memory_order_relaxed),
         (unsigned long long)atomic_load_explicit(&e->replay_pending, memory_order_relaxed),
         rs.bytes, cs.adaptive ? "true" : "false", cs.ratio, cs.phase_ratio,
         (unsigned long long)cs.probes, (unsigned long long)cs.decisions,

@@ -72,17 +72,19 @@ struct rc_engine {
     rc_sgns_opts sg;
     rc_sgns_work work;
     rc_rng rng;
-    rc_anchor *anchor;               /* warm-start anchor, NULL = off (train.anchor) */
-    rc_relearn *relearn;             /* replay of recent examples, NULL = off (train.replay_*) */
-    double replay_credit;            /* replays owed to the clicks trained so far (trainer only) */
-    int64_t replay_ts;               /* event time replays were owed up to (trainer only) */
-    rc_replayctl *rctl;              /* the replay ratio, adaptive or pinned (with relearn) */
-    rc_replayctl_probe *probes;      /* RC_REPLAYCTL_MAX_HELD, for release (adaptive) */
-    _Atomic uint64_t replay_pending; /* replay_credit as published for stats */
-    _Atomic uint64_t inflight;       /* batches submitted, not yet trained: events wait */
-    _Atomic uint64_t backlog;        /* events waiting upstream (rc_engine_set_backlog) */
-    _Atomic uint64_t backlog_ns;     /* when that was said (rc_now_ns) */
-    rc_event scratch_ev;             /* rc_engine_apply_click (offline, single thread) */
+    rc_anchor *anchor;                /* warm-start anchor, NULL = off (train.anchor) */
+    rc_relearn *relearn;              /* replay of recent examples, NULL = off (train.replay_*) */
+    double replay_credit;             /* replays owed to the clicks trained so far (trainer only) */
+    int64_t replay_ts;                /* event time replays were owed up to (trainer only) */
+    double replay_time_owed;          /* replays owed for event time so far (trainer only) */
+    _Atomic uint64_t replay_time_pub; /* replay_time_owed as published for stats */
+    rc_replayctl *rctl;               /* the replay ratio, adaptive or pinned (with relearn) */
+    rc_replayctl_probe *probes;       /* RC_REPLAYCTL_MAX_HELD, for release (adaptive) */
+    _Atomic uint64_t replay_pending;  /* replay_credit as published for stats */
+    _Atomic uint64_t inflight;        /* batches submitted, not yet trained: events wait */
+    _Atomic uint64_t backlog;         /* events waiting upstream (rc_engine_set_backlog) */
+    _Atomic uint64_t backlog_ns;      /* when that was said (rc_now_ns) */
+    rc_event scratch_ev;              /* rc_engine_apply_click (offline, single thread) */
 
     uv_loop_t *loop;
     uv_async_t async;

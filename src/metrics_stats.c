@@ -112,6 +112,9 @@ static const rc_metrics_stat table[] = {
       "Times replay stopped or did not start because events waited for the trainer."),
     C("training.replay.forgotten", "recalld_training_replay_forgotten_total",
       "Examples dropped from replay unreplayed when install_model installed a rebuild."),
+    C("training.replay.owed_by_time", "recalld_training_replay_owed_by_time_total",
+      "Replays owed for the event time between clicks (train.replay_per_hour), besides the "
+      "ratio per click."),
     G("training.replay.pending", "recalld_training_replay_pending", 1,
       "Replays owed, done when the trainer is idle."),
     G("training.replay.bytes", "recalld_training_replay_bytes", 1,

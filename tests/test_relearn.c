@@ -180,8 +180,10 @@ TEST(relearn_engine_replays_ratio_per_trained_click)
  * clicks 1 s apart, the 120 trained clicks (the 2nd at +2 s to the 160th at
  * +160 s) owe 158 for the time besides 120 for the ratio 1. A click back in
  * time (late) owes no time; a click 1,000 hours later owes 3.6M, of which all
- * but the ratio's bound (ratio x the replay window) is given up. With the
- * default (2,000 an hour) a busy stream gains under one replay a click. */
+ * but the ratio's bound (ratio x the replay window) is given up. The stats'
+ * training.replay.owed_by_time counts what the event time owed, given up or
+ * not. With the default (2,000 an hour) a busy stream gains under one replay
+ * a click. */
 TEST(relearn_engine_replays_per_hour_of_event_time)
 {
     for (int pass = 0; pass < 2; pass++) {
@@ -198,6 +200,7 @@ TEST(relearn_engine_replays_per_hour_of_event_time)
         json_int_t pairs = 0;
         json_t *rp = replay_stats(e, &pairs);
         ASSERT_EQ(json_integer_value(json_object_get(rp, "replayed")), pass ? 120 + 158 : 120);
+        ASSERT_EQ(json_integer_value(json_object_get(rp, "owed_by_time")), pass ? 158 : 0);
         json_decref(rp);
         if (pass) {
             int64_t t = 1700000000000LL + 160 * 1000;
@@ -223,6 +226,8 @@ TEST(relearn_engine_replays_per_hour_of_event_time)
             ASSERT_DBL_OP((double)(replayed - 279), <=, bound + 1);
             ASSERT_DBL_OP((double)(replayed - 279), >=, bound - 1);
             ASSERT_DBL_OP((double)skipped, >, 3.6e6 - bound - 10);
+            /* the whole gap counts as owed, what was given up included */
+            ASSERT_EQ(json_integer_value(json_object_get(rp, "owed_by_time")), 158 + 3600000 + 1);
             json_decref(rp);
         }
         rc_engine_destroy(e);
