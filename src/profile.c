@@ -570,7 +570,7 @@ int rc_profile_load(rc_profile *p, const void *buf, size_t n, uint64_t *users)
     for (uint32_t i = 0; !rc && i < nu; i++) {
         ord[i].ref = pos;
         rc = pentry_at(q, n, &pos, &e);
-        ord[i].ts = e.ts;
+        ord[i].ts = rc ? 0 : e.ts; /* e is not filled past a refusal */
     }
     if (!rc)
         rc_timed_ref_sort(ord, nu);
