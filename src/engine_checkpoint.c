@@ -170,13 +170,19 @@ int rc__engine_ck_take(rc_engine *e, int force)
         }
         wait = live && rc == 0 && k->writer_started;
     }
-    uint64_t pause = rc_now_ns() - t0;
+    uint64_t pause = rc_now_ns() - t0, replayed = 0;
+    if (e->relearn) { /* the replays trained so far are in this take (or the last durable one) */
+        rc_relearn_stats rs;
+        rc_relearn_stats_get(e->relearn, &rs);
+        replayed = rs.replayed;
+    }
     if (!unchanged && !wait)
         ck_pause_record(k, pause);
     pthread_mutex_lock(&k->mu);
     k->unchanged = unchanged;
     k->covers = k->trained;
     k->covers_edits = k->edits;
+    k->covers_replayed = replayed;
     k->take_pause = unchanged ? 0 : pause;
     k->take_t0 = t0;
     k->take_rc = rc;
@@ -239,6 +245,7 @@ static void ck_result(struct rc__engine_ckpt *k, int rc, const rc_checkpoint_inf
     k->res.write_ns = info && !k->unchanged ? info->write_ns : 0;
     k->res.pause_ns = k->take_pause;
     k->res.applied = m ? rc_checkpoint_meta_counter(m, "applied", 0) : 0;
+    k->res.replayed = k->covers_replayed;
     k->res.n = n;
     k->have_result = 1;
 }

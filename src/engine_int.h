@@ -207,6 +207,7 @@ struct rc__engine_ckpt {
     rc_checkpoint_offset *offs; /* scratch for the meta */
     uint64_t trained, processed, covers;
     uint64_t edits, covers_edits; /* table changes outside batches (install_model, replays) */
+    uint64_t covers_replayed;     /* training.replay.replayed at the take */
     /* shared counters */
     _Atomic uint64_t durable_trained; /* `trained` in the last durable checkpoint */
     _Atomic uint64_t trained_pub;     /* `trained`, published for the writer thread */

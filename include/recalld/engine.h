@@ -269,6 +269,8 @@ typedef struct rc_engine_checkpoint_result {
     uint64_t seq, bytes; /* file; bytes 0 when unchanged */
     uint64_t write_ns, pause_ns; /* write (disk) time; trainer pause for the copy */
     uint64_t applied;            /* events.applied contained */
+    uint64_t replayed;           /* training.replay.replayed when taken: the replays the table
+                                    durable now contains (unchanged: the last written one does) */
     size_t n; /* durable next offsets, n partitions (valid during the callback) */
     const int32_t *parts;
     const int64_t *offsets;
