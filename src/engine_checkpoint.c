@@ -287,15 +287,19 @@ static void ck_serve(rc_engine *e)
     rc_checkpoint_info info = {0};
     char err[512] = "";
     uint32_t rows = rc_table_size(e->table);
+    uint64_t after = k->after;
     pthread_mutex_unlock(&k->mu);
     /* Room for the rows that arrive before the trainer takes the copy (a few
      * batches: take grows the buffers if they are more). Not when nothing was
      * trained since the last durable checkpoint: that request is most likely
      * "unchanged", and reserving would fault a table's worth of pages in and
      * out on every timer tick of an idle daemon (if a batch comes in before
-     * the take after all, the take grows the buffers itself). */
+     * the take after all, the take grows the buffers itself). A request that
+     * waits for batches the trainer has not reached yet will hold them: it
+     * reserves too. */
     int changed = atomic_load_explicit(&k->trained_pub, memory_order_relaxed) !=
                       atomic_load(&k->durable_trained) ||
+                  after > atomic_load(&k->durable_trained) ||
                   atomic_load_explicit(&k->edits_pub, memory_order_relaxed) !=
                       atomic_load(&k->durable_edits),
         reserve = e->cfg.ckpt_copy && changed;
