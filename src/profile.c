@@ -107,30 +107,36 @@ static uint32_t find(const rc_profile *p, const struct shard *sh, uint32_t h32, 
     return NIL;
 }
 
+/* Writer, shard lock held. Rebuilds the bucket array with cap (a power of
+ * two, above the current one) buckets. */
+static int shard_grow(rc_profile *p, struct shard *sh, uint32_t cap)
+{
+    uint32_t *nh = calloc(cap, sizeof *nh);
+    if (!nh)
+        return RC_ENOMEM;
+    for (uint32_t b = 0; sh->heads && b <= sh->mask; b++) {
+        for (uint32_t i1 = sh->heads[b]; i1;) {
+            struct prec *r = rec(p, i1 - 1);
+            uint32_t next = r->hnext;
+            r->hnext = nh[r->h32 & (cap - 1)];
+            nh[r->h32 & (cap - 1)] = i1;
+            i1 = next;
+        }
+    }
+    ADD(p->bytes, (size_t)(cap - (sh->heads ? sh->mask + 1 : 0)) * sizeof *nh);
+    free(sh->heads);
+    sh->heads = nh;
+    sh->mask = cap - 1;
+    return 0;
+}
+
 /* Writer, shard lock held. Doubles the bucket array when the load passes 1. */
 static int shard_insert(rc_profile *p, struct shard *sh, uint32_t idx)
 {
     if (!sh->heads || sh->n + 1 > sh->mask + 1) {
-        uint32_t cap = sh->heads ? (sh->mask + 1) * 2 : 64;
-        uint32_t *nh = calloc(cap, sizeof *nh);
-        if (!nh)
-            return RC_ENOMEM;
-        for (uint32_t b = 0; sh->heads && b <= sh->mask; b++) {
-            for (uint32_t i1 = sh->heads[b]; i1;) {
-                struct prec *r = rec(p, i1 - 1);
-                uint32_t next = r->hnext;
-                r->hnext = nh[r->h32 & (cap - 1)];
-                nh[r->h32 & (cap - 1)] = i1;
-                i1 = next;
-            }
-        }
-        if (sh->heads)
-            ADD(p->bytes, (size_t)(cap - (sh->mask + 1)) * sizeof *nh);
-        else
-            ADD(p->bytes, (size_t)cap * sizeof *nh);
-        free(sh->heads);
-        sh->heads = nh;
-        sh->mask = cap - 1;
+        int rc = shard_grow(p, sh, sh->heads ? (sh->mask + 1) * 2 : 64);
+        if (rc)
+            return rc;
     }
     struct prec *r = rec(p, idx);
     r->hnext = sh->heads[r->h32 & sh->mask];
@@ -574,6 +580,22 @@ int rc_profile_load(rc_profile *p, const void *buf, size_t n, uint64_t *users)
     }
     if (!rc)
         rc_timed_ref_sort(ord, nu);
+    /* The buckets for every user at once: doubling them on the way re-links
+     * each record it passes, a cache miss a record at a million users. A
+     * shard gets its share and a quarter (hashes are not even). */
+    uint64_t want = RC_MIN((uint64_t)nu + LOAD(p->users), (uint64_t)p->max_users) / SHARDS;
+    want += want / 4;
+    for (int i = 0; !rc && want > 64 && i < SHARDS; i++) {
+        struct shard *sh = &p->shards[i];
+        uint32_t cap = 64;
+        while (cap < want && cap < (1u << 31))
+            cap *= 2;
+        if (!sh->heads || cap > sh->mask + 1) {
+            pthread_mutex_lock(&sh->mu);
+            rc = shard_grow(p, sh, cap);
+            pthread_mutex_unlock(&sh->mu);
+        }
+    }
     for (uint32_t i = 0; !rc && i < nu; i++) {
         uint64_t tags[RC_PROFILE_MAX_TAGS];
         if (i + PREFETCH_AHEAD < nu) /* the blob is read out of order now */
